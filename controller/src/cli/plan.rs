@@ -1,0 +1,102 @@
+//! `slipway plan`.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use super::{PlanFormat, print_out};
+use crate::catalog::{Catalog, Resource};
+use crate::diagnostics::Diagnostic;
+use crate::plan::{self, PlanInputs, Rev, render};
+use crate::policy::approvals::{Review, SignOffs};
+use crate::policy::context::Results;
+use crate::source::{dir, git::GitRepo};
+
+pub struct Args {
+    pub base: String,
+    pub head: String,
+    pub repo: PathBuf,
+    pub path: String,
+    pub reviews: Option<PathBuf>,
+    pub author: Option<String>,
+    pub results: Option<PathBuf>,
+    pub format: PlanFormat,
+    pub now: DateTime<Utc>,
+}
+
+fn read_reviews(path: &Path) -> anyhow::Result<Vec<Review>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read --reviews {}: {e}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("{}:{}:{}: --reviews is not JSON: {e}", path.display(), e.line(), e.column())
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: --reviews at `{}`: {}; expected GitHub's list-reviews JSON (`gh api repos/OWNER/REPO/pulls/N/reviews`)",
+            path.display(),
+            e.path(),
+            e.inner()
+        )
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let repo = GitRepo::open(&args.repo)?;
+    let base_rev = repo.resolve(&args.base)?;
+    let head_rev = repo.resolve(&args.head)?;
+    let (base, base_diags) = Catalog::from_files(&repo.read(&base_rev, &args.path)?);
+    let (head, head_diags) = Catalog::from_files(&repo.read(&head_rev, &args.path)?);
+
+    let mut results = Results::default();
+    let mut result_diags: Vec<Diagnostic> = Vec::new();
+    if let Some(dir_path) = &args.results {
+        let files = dir::read(dir_path).map_err(|e| anyhow::anyhow!("cannot read --results {}: {e}", dir_path.display()))?;
+        let (res_catalog, diags) = Catalog::from_files(&files);
+        result_diags = diags;
+        results.add(res_catalog.objects().iter().filter_map(|o| match &o.resource {
+            Resource::Evaluation(e) => Some(e),
+            _ => None,
+        }));
+    }
+    results.add(head.objects().iter().filter_map(|o| match &o.resource {
+        Resource::Evaluation(e) => Some(e),
+        _ => None,
+    }));
+
+    let reviews = match &args.reviews {
+        Some(p) => read_reviews(p)?,
+        None => Vec::new(),
+    };
+    let inputs = PlanInputs {
+        base: Rev { name: base_rev.name.clone(), commit: base_rev.commit.clone() },
+        head: Rev { name: head_rev.name.clone(), commit: head_rev.commit.clone() },
+        results,
+        signoffs: SignOffs { reviews, head: Some(head_rev.commit.clone()), author: args.author.clone() },
+        now: args.now,
+    };
+    let mut plan = plan::plan(&base, &head, &inputs);
+    // Fail closed: an invalid base could silently drop a policy.
+    let mut errors: Vec<Diagnostic> = base_diags
+        .into_iter()
+        .map(|mut d| {
+            d.message = format!("(in base revision {}) {}", base_rev.name, d.message);
+            d
+        })
+        .collect();
+    errors.extend(head_diags);
+    errors.extend(result_diags);
+    errors.append(&mut plan.errors);
+    plan.errors = errors;
+
+    let rendered = match args.format {
+        PlanFormat::Text => render::text(&plan),
+        PlanFormat::Markdown => render::markdown(&plan),
+        PlanFormat::Json => format!("{}\n", render::json(&plan)),
+    };
+    print_out(&rendered)?;
+    if args.format != PlanFormat::Text {
+        for e in &plan.errors {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(plan.exit_code())
+}

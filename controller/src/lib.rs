@@ -1,0 +1,15 @@
+//! Slipway: a GitOps-style declarative model registry and deploy controller.
+//!
+//! Pure decisions live in [`catalog`], [`policy`] and [`plan`]; edges (files, git, the command
+//! line) in [`source`] and [`cli`].
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod cli;
+pub mod diagnostics;
+pub mod duration;
+pub mod plan;
+pub mod policy;
+pub mod source;
+#[cfg(test)]
+pub mod testing;

@@ -1,0 +1,260 @@
+//! The policy engine: CEL rules and approval requirements, evaluated into structured decisions.
+//!
+//! Pure: the caller supplies the change, the context values, the sign-offs and the clock.
+
+pub mod approvals;
+pub mod context;
+pub mod expr;
+
+use std::collections::BTreeMap;
+
+use cel::{Context, ExecutionError, Value};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use slipway_crd::promotion_policy::{Effect, Operation, PromotionPolicySpec};
+
+use self::approvals::{ApprovalResult, SignOffs};
+use self::expr::CompiledExpr;
+
+/// A policy with its expressions compiled.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    /// Policy name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// The spec.
+    pub spec: PromotionPolicySpec,
+    /// One compiled expression per rule, in order.
+    rules: Vec<CompiledExpr>,
+}
+
+impl CompiledPolicy {
+    /// Compiles every rule; errors are (rule index, message).
+    pub fn compile(name: &str, namespace: &str, spec: &PromotionPolicySpec) -> Result<Self, Vec<(usize, String)>> {
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        for (i, rule) in spec.rules.iter().enumerate() {
+            match expr::compile(&rule.expression) {
+                Ok(c) => rules.push(c),
+                Err(e) => errors.push((i, e)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(CompiledPolicy { name: name.to_string(), namespace: namespace.to_string(), spec: spec.clone(), rules })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Whether the policy applies to a change.
+    pub fn matches(&self, change: &ChangeFacts) -> bool {
+        let m = &self.spec.match_;
+        let any = |list: &[String], value: Option<&str>| list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v));
+        self.namespace == change.namespace
+            && any(&m.kinds, Some(change.kind.as_str()))
+            && any(&m.models, change.model.as_deref())
+            && any(&m.aliases, change.alias.as_deref())
+            && (m.operations.is_empty() || m.operations.contains(&change.operation))
+    }
+}
+
+/// What changes, in the terms policies match and rules read as `change`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChangeFacts {
+    /// Kind of the changed object.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// create / update / delete.
+    pub operation: Operation,
+    /// Model the object belongs to.
+    pub model: Option<String>,
+    /// Alias name (aliases, and deployments that follow one).
+    pub alias: Option<String>,
+    /// Previous value (for an alias: the version it pointed at).
+    pub from: Option<String>,
+    /// New value.
+    pub to: Option<String>,
+}
+
+/// Who asks for the change.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Requester {
+    /// Login or Kubernetes username.
+    pub user: Option<String>,
+    /// Groups of the user.
+    pub groups: Vec<String>,
+    /// `git` or `kubernetes`.
+    pub source: String,
+}
+
+/// Everything a decision reads.
+#[derive(Clone, Debug)]
+pub struct DecisionInput {
+    /// The change.
+    pub change: ChangeFacts,
+    /// The version being promoted (JSON, see [`context`]), or null.
+    pub candidate: serde_json::Value,
+    /// The version the alias points at now, or null.
+    pub current: serde_json::Value,
+    /// The model, or null.
+    pub model: serde_json::Value,
+    /// Who asks.
+    pub request: Requester,
+    /// The time of the decision.
+    pub now: DateTime<Utc>,
+}
+
+/// The outcome of one rule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleResult {
+    /// Policy name.
+    pub policy: String,
+    /// Rule name.
+    pub name: String,
+    /// `deny` or `warn`.
+    pub effect: Effect,
+    /// Whether the expression was true.
+    pub passed: bool,
+    /// Why it failed (empty when it passed).
+    pub message: String,
+    /// The values the rule read, by path.
+    pub values: BTreeMap<String, serde_json::Value>,
+    /// The expression (not part of the JSON contract; shown in comments).
+    #[serde(skip)]
+    pub expression: String,
+}
+
+/// A structured policy decision for one change.
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct Decision {
+    /// Whether the change may proceed now.
+    pub allowed: bool,
+    /// Every rule of every matching policy.
+    pub rules: Vec<RuleResult>,
+    /// Every approval requirement of every matching policy.
+    pub approvals: Vec<ApprovalResult>,
+}
+
+impl Decision {
+    /// Rules that deny the change.
+    pub fn denying_rules(&self) -> impl Iterator<Item = &RuleResult> {
+        self.rules.iter().filter(|r| !r.passed && r.effect == Effect::Deny)
+    }
+
+    /// Approval requirements not met yet.
+    pub fn missing_approvals(&self) -> impl Iterator<Item = &ApprovalResult> {
+        self.approvals.iter().filter(|a| !a.satisfied())
+    }
+
+    /// A one-line summary: "allowed", "denied by …", "awaiting approval …".
+    pub fn summary(&self) -> String {
+        let denied: Vec<String> = self.denying_rules().map(|r| format!("{}/{}", r.policy, r.name)).collect();
+        let waiting: Vec<String> =
+            self.missing_approvals().map(|a| format!("{} ({}/{})", a.name, a.have, a.required)).collect();
+        match (denied.is_empty(), waiting.is_empty()) {
+            (true, true) => "allowed".to_string(),
+            (false, _) => format!("denied by {}", denied.join(", ")),
+            (true, false) => format!("awaiting approval: {}", waiting.join(", ")),
+        }
+    }
+}
+
+/// The policies of a catalog, compiled once.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    /// Policies in name order.
+    pub policies: Vec<CompiledPolicy>,
+}
+
+impl PolicySet {
+    /// Decides one change.
+    pub fn decide(
+        &self,
+        input: &DecisionInput,
+        signoffs: &SignOffs,
+        members: &dyn Fn(&str) -> Option<Vec<String>>,
+    ) -> Decision {
+        let matching: Vec<&CompiledPolicy> = self.policies.iter().filter(|p| p.matches(&input.change)).collect();
+        if matching.is_empty() {
+            return Decision { allowed: true, ..Decision::default() };
+        }
+        let ctx = build_context(input);
+        let mut decision = Decision::default();
+        for policy in matching {
+            for (rule, compiled) in policy.spec.rules.iter().zip(&policy.rules) {
+                let (values, missing) = expr::read_values(compiled, &ctx);
+                let outcome = compiled.program.execute(&ctx);
+                let (passed, message) = match outcome {
+                    Ok(Value::Bool(true)) => (true, String::new()),
+                    Ok(Value::Bool(false)) => (
+                        false,
+                        rule.message.clone().unwrap_or_else(|| format!("`{}` is false", rule.expression.trim())),
+                    ),
+                    Ok(other) => (false, format!("expression returned {other:?}, not a boolean (fail closed)")),
+                    Err(err) => (false, explain_error(&err, &missing, input)),
+                };
+                decision.rules.push(RuleResult {
+                    policy: policy.name.clone(),
+                    name: rule.name.clone(),
+                    effect: rule.effect,
+                    passed,
+                    message,
+                    values,
+                    expression: rule.expression.trim().to_string(),
+                });
+            }
+            for req in &policy.spec.approvals {
+                decision.approvals.push(approvals::evaluate(&policy.name, req, signoffs, members));
+            }
+        }
+        decision.allowed = decision.denying_rules().next().is_none() && decision.missing_approvals().next().is_none();
+        decision
+    }
+}
+
+fn build_context(input: &DecisionInput) -> Context<'static, 'static> {
+    let mut ctx = Context::default();
+    let json = |v: &serde_json::Value| cel::to_value(v).unwrap_or(Value::Null);
+    let change = serde_json::to_value(&input.change).unwrap_or_default();
+    let request = serde_json::to_value(&input.request).unwrap_or_default();
+    ctx.add_variable_from_value("change", json(&change));
+    ctx.add_variable_from_value("candidate", json(&input.candidate));
+    ctx.add_variable_from_value("current", json(&input.current));
+    ctx.add_variable_from_value("model", json(&input.model));
+    ctx.add_variable_from_value("request", json(&request));
+    ctx.add_variable_from_value("now", Value::Timestamp(input.now.fixed_offset()));
+    ctx
+}
+
+/// Explains an evaluation error, naming what was missing.
+fn explain_error(err: &ExecutionError, missing: &[String], input: &DecisionInput) -> String {
+    let mut why = if let ExecutionError::NoSuchKey(key) = err {
+        let suites = input.model.get("evaluations").and_then(|s| s.as_array());
+        let is_suite = suites.is_some_and(|s| s.iter().any(|x| x.as_str() == Some(key.as_str())));
+        let has_result = input.candidate.get("evaluations").and_then(|e| e.get(key.as_str())).is_some();
+        if is_suite && !has_result {
+            format!(
+                "evaluation `{key}` of {} version {} has no result; run it (or pass its Evaluation with --results) and re-check",
+                input.candidate.get("model").and_then(|m| m.as_str()).unwrap_or("?"),
+                input.candidate.get("version").and_then(|m| m.as_str()).unwrap_or("?"),
+            )
+        } else if !missing.is_empty() {
+            missing.join("; ")
+        } else {
+            format!("field `{key}` is missing")
+        }
+    } else if !missing.is_empty() {
+        format!("{}; {}", missing.join("; "), err)
+    } else {
+        err.to_string()
+    };
+    why.push_str(" (fail closed)");
+    why
+}
+
+#[cfg(test)]
+mod tests;

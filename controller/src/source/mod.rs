@@ -1,0 +1,4 @@
+//! Where resources come from: a folder, or a git revision.
+
+pub mod dir;
+pub mod git;

@@ -1,0 +1,86 @@
+//! Fixtures for unit tests: catalogs from small YAML snippets.
+
+use crate::catalog::{Catalog, SourceFile};
+
+/// A catalog from one YAML stream; panics on any diagnostic, so fixtures stay valid.
+pub fn catalog(yaml: &str) -> Catalog {
+    let (cat, diags) = Catalog::from_files(&[SourceFile { path: "fixture.yaml".into(), content: yaml.as_bytes().to_vec() }]);
+    assert!(diags.is_empty(), "fixture is invalid: {diags:#?}");
+    cat
+}
+
+/// The diagnostics of one YAML stream.
+pub fn diagnostics(yaml: &str) -> Vec<crate::diagnostics::Diagnostic> {
+    Catalog::from_files(&[SourceFile { path: "f.yaml".into(), content: yaml.as_bytes().to_vec() }]).1
+}
+
+/// A small registry: model `m` with suite `eval`, versions 1 and 2, production → 1, group leads, default policies.
+pub fn registry(production: &str) -> String {
+    format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: m}}
+spec:
+  evaluations:
+    - name: eval
+      runner: {{local: {{command: [python3, e.py]}}}}
+      dataset: {{uri: file://d, digest: "sha256:00"}}
+      baseline: {{alias: production}}
+  primaryMetric: {{suite: eval, metric: f1, maxRegression: 0.01}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {{name: m-1}}
+spec: {{model: m, version: "1", artifact: {{uri: file://1, digest: "sha256:01"}}}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {{name: m-2}}
+spec: {{model: m, version: "2", artifact: {{uri: file://2, digest: "sha256:02"}}}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelAlias
+metadata: {{name: m-production}}
+spec: {{model: m, alias: production, version: "{production}"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: api}}
+spec:
+  model: m
+  alias: production
+  target: {{local: {{command: [python3, serve.py], port: 9000}}}}
+  strategy: {{type: Canary, steps: [{{weight: 20, pause: 1m}}]}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: Group
+metadata: {{name: ml-leads}}
+spec: {{members: [alice, bob, dana]}}
+---
+{}"#,
+        include_str!("../../policies/default.yaml")
+    )
+}
+
+/// An Evaluation result document for version `version` of model `m`.
+pub fn result(version: &str, verdict: &str, f1: f64, baseline_f1: f64, baseline_version: &str) -> String {
+    format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: Evaluation
+metadata: {{name: m-{version}-eval}}
+spec:
+  model: m
+  version: "{version}"
+  suite: eval
+  dataset: {{uri: file://d, digest: "sha256:00"}}
+  runner: {{local: {{command: [python3, e.py]}}}}
+status:
+  phase: Succeeded
+  verdict: {verdict}
+  metrics: {{f1: {f1}}}
+  baselineMetrics: {{f1: {baseline_f1}}}
+  baselineVersion: "{baseline_version}"
+  completedAt: 2026-11-20T10:00:00Z
+"#
+    )
+}

@@ -1,0 +1,280 @@
+//! `ModelDeployment`: serve whatever an alias (or a pinned version) points at.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, Resources};
+
+/// Serves the version an alias (or a pinned version) points at on a target, rolling changes out per strategy.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[kube(
+    group = "slipway.dev",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    namespaced,
+    derive = "PartialEq",
+    status = "ModelDeploymentStatus",
+    shortname = "mdeploy",
+    category = "slipway",
+    printcolumn = r#"{"name":"MODEL","type":"string","jsonPath":".spec.model"}"#,
+    printcolumn = r#"{"name":"ALIAS","type":"string","jsonPath":".spec.alias"}"#,
+    printcolumn = r#"{"name":"SERVING","type":"string","jsonPath":".status.servingVersion"}"#,
+    printcolumn = r#"{"name":"TARGET","type":"string","jsonPath":".status.targetVersion"}"#,
+    printcolumn = r#"{"name":"PHASE","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentSpec {
+    /// Name of the `RegisteredModel`.
+    pub model: String,
+    /// Alias to follow, e.g. `production`. Set exactly one of `alias` and `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Version to pin. Set exactly one of `alias` and `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Where the model is served.
+    pub target: DeploymentTarget,
+    /// How changes are rolled out.
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+/// Serving target. Set exactly one of `local`, `kubernetes`, `sagemaker`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentTarget {
+    /// Model-server processes on this machine behind Slipway's traffic router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalTarget>,
+    /// Per-version Deployments behind one Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesTarget>,
+    /// An Amazon SageMaker real-time endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sagemaker: Option<SageMakerTarget>,
+}
+
+impl DeploymentTarget {
+    /// Names of the target variants that are set.
+    pub fn set_variants(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if self.local.is_some() {
+            set.push("local");
+        }
+        if self.kubernetes.is_some() {
+            set.push("kubernetes");
+        }
+        if self.sagemaker.is_some() {
+            set.push("sagemaker");
+        }
+        set
+    }
+}
+
+/// Local model-server processes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalTarget {
+    /// Program and arguments of one model server; `$PORT`, `$MODEL_URI` and `$MODEL_VERSION` are set for it.
+    pub command: Vec<String>,
+    /// Port of the traffic router clients call.
+    pub port: u16,
+    /// Health-check path of the model server, e.g. `/healthz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
+    /// Working directory, relative to the registry folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Kubernetes Deployments.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesTarget {
+    /// Model-server image.
+    pub image: String,
+    /// Total replicas across versions; canary weights are realised as replica ratios.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Container port.
+    pub port: u16,
+    /// Container resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+/// An Amazon SageMaker endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SageMakerTarget {
+    /// AWS region; defaults to the standard AWS configuration chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint name.
+    pub endpoint_name: String,
+    /// IAM role SageMaker assumes to pull the image and artifact.
+    pub execution_role_arn: String,
+    /// Inference container image.
+    pub image: String,
+    /// Instance type, e.g. `ml.m5.large`.
+    pub instance_type: String,
+    /// Initial instance count per variant.
+    #[serde(default = "default_replicas")]
+    pub instance_count: u32,
+    /// SageMaker API endpoint URL for private (VPC) endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+}
+
+/// Rollout strategy type.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum StrategyType {
+    /// Switch all traffic at once (after the new version is healthy).
+    #[default]
+    AllAtOnce,
+    /// Shift traffic through explicit `steps`.
+    Canary,
+    /// Shift `stepWeight` percent every `interval`.
+    Linear,
+}
+
+/// How a change is rolled out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Strategy {
+    /// `AllAtOnce` (default), `Canary` or `Linear`.
+    #[serde(default, rename = "type")]
+    pub type_: StrategyType,
+    /// Canary steps: percent of traffic on the new version and how long to hold it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+    /// Linear: percent added per step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_weight: Option<u32>,
+    /// Linear: time between steps, e.g. `2m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// What must hold during each step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+    /// On failed analysis, send all traffic back to the last healthy version (default `true`).
+    #[serde(default = "default_true")]
+    pub auto_rollback: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One canary step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Percent of traffic (0–100) on the new version.
+    pub weight: u32,
+    /// How long to hold this step while analysis passes, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<String>,
+}
+
+/// Analysis thresholds evaluated during each step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// Largest tolerated ratio of 5xx responses from the new version (0–1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_ratio: Option<f64>,
+    /// Latency percentile to check, e.g. `99`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_percentile: Option<f64>,
+    /// Largest tolerated latency at that percentile, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<f64>,
+    /// Requests needed before the ratios are judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    /// CloudWatch alarms that roll a SageMaker deployment back when they fire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
+}
+
+/// Rollout phase of a deployment.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum DeploymentPhase {
+    /// Rolling out a new version.
+    #[default]
+    Progressing,
+    /// Serving the desired version with all traffic.
+    Healthy,
+    /// Serving, but a health check fails.
+    Degraded,
+    /// The last rollout failed analysis and was rolled back.
+    RolledBack,
+    /// Could not roll out (bad spec, target error).
+    Failed,
+}
+
+/// Observed state of a `ModelDeployment`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// Rollout phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<DeploymentPhase>,
+    /// Version holding the majority of traffic / last healthy version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_version: Option<String>,
+    /// Version being rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+    /// Version → percent of traffic.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub traffic: BTreeMap<String, u32>,
+    /// Index of the current step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<u32>,
+    /// Versions rolled back on this deployment; not retried until the alias moves again or `slipway retry`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_versions: Vec<String>,
+    /// Rollout steps, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RolloutEvent>,
+    /// Conditions, `Ready` summarising the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One rollout step that happened.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutEvent {
+    /// When it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// What happened, e.g. `StepStarted`, `RolledBack`.
+    pub event: String,
+    /// Version → percent after the event.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub traffic: BTreeMap<String, u32>,
+    /// Explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

@@ -1,0 +1,106 @@
+//! `ModelVersion`: an immutable artifact record.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Condition, DatasetRef};
+
+/// One trained artifact of a model. `artifact` and `source` never change after creation.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[kube(
+    group = "slipway.dev",
+    version = "v1alpha1",
+    kind = "ModelVersion",
+    namespaced,
+    derive = "PartialEq",
+    status = "ModelVersionStatus",
+    shortname = "mver",
+    category = "slipway",
+    printcolumn = r#"{"name":"MODEL","type":"string","jsonPath":".spec.model"}"#,
+    printcolumn = r#"{"name":"VERSION","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"READY","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelVersionSpec {
+    /// Name of the `RegisteredModel` this version belongs to.
+    pub model: String,
+    /// Version label, unique within the model, e.g. `"8"`.
+    pub version: String,
+    /// The trained artifact. Immutable.
+    pub artifact: Artifact,
+    /// Lineage: how the artifact was produced. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Training metrics reported by the training run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// What changed in this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Free-form labels, readable by policies as `candidate.labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A model artifact.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// Where the artifact lives (`s3://…`, `file://…`, or a path relative to the registry).
+    pub uri: String,
+    /// Content digest, e.g. `sha256:…`. Part of every evaluation's cache key.
+    pub digest: String,
+    /// Serialization format, e.g. `onnx`, `pickle`, `safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+/// Lineage of a version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    /// URL of the training run (experiment tracker, CI job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Commit of the training code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Training dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetRef>,
+}
+
+/// Observed state of a `ModelVersion`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelVersionStatus {
+    /// When Slipway first saw this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<DateTime<Utc>>,
+    /// Latest result of each evaluation suite.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluations: Vec<EvaluationSummary>,
+    /// Conditions, `Ready` summarising the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The latest result of one suite for a version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationSummary {
+    /// Suite name.
+    pub suite: String,
+    /// Name of the `Evaluation` object.
+    pub evaluation: String,
+    /// `Pending`, `Running`, `Succeeded` or `Failed`.
+    pub phase: String,
+    /// `Passed` or `Failed`, once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+}

@@ -1,0 +1,156 @@
+//! `RegisteredModel`: a model collection and its automations.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{BaselineRef, Condition, DatasetRef, Gate, RunnerSpec, SecretRef};
+
+/// A model collection: who owns it, which evaluation suites run on every new version, and who is told what.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[kube(
+    group = "slipway.dev",
+    version = "v1alpha1",
+    kind = "RegisteredModel",
+    namespaced,
+    derive = "PartialEq",
+    status = "RegisteredModelStatus",
+    shortname = "rmodel",
+    category = "slipway",
+    printcolumn = r#"{"name":"LATEST","type":"string","jsonPath":".status.latestVersion"}"#,
+    printcolumn = r#"{"name":"OWNERS","type":"string","jsonPath":".spec.owners"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredModelSpec {
+    /// What the model does, for people browsing the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Owners (users or `group:NAME`), shown in reports and notifications.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// Evaluation suites run automatically on every new version against its baseline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluations: Vec<EvaluationSuite>,
+    /// The metric promotions are judged by; policies read it as `model.primaryMetric`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_metric: Option<PrimaryMetric>,
+    /// Where to send events about this model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<Notification>,
+}
+
+/// An evaluation suite run on every new version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationSuite {
+    /// Suite name, unique within the model, e.g. `pitch-frames`.
+    pub name: String,
+    /// How the suite is run.
+    pub runner: RunnerSpec,
+    /// The evaluation dataset.
+    pub dataset: DatasetRef,
+    /// What the new version is compared against, usually `alias: production`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineRef>,
+    /// Conditions the candidate's metrics must meet for the verdict `Passed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<Gate>,
+    /// Maximum run time, e.g. `30m`; a run past it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// The metric promotions are judged by.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryMetric {
+    /// Evaluation suite that measures it.
+    pub suite: String,
+    /// Metric name in that suite's results.
+    pub metric: String,
+    /// Whether larger is better (default `true`; `false` for losses and error rates).
+    #[serde(default = "default_true")]
+    pub higher_is_better: bool,
+    /// Largest tolerated regression against the baseline, in metric units (e.g. `0.01`).
+    #[serde(default)]
+    pub max_regression: f64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Events Slipway notifies about.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub enum NotificationEvent {
+    /// A new `ModelVersion` was registered.
+    VersionRegistered,
+    /// An evaluation finished (passed or failed).
+    EvaluationCompleted,
+    /// An alias now points at another version.
+    AliasMoved,
+    /// An alias move was held by policy.
+    PromotionBlocked,
+    /// A deployment started rolling out a version.
+    RolloutStarted,
+    /// A rollout finished with all traffic on the new version.
+    RolloutSucceeded,
+    /// A rollout failed analysis and traffic went back to the last healthy version.
+    RolledBack,
+}
+
+/// One notification channel. Set exactly one of `slack` and `webhook`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    /// Channel name, used in history and metrics.
+    pub name: String,
+    /// Events sent to this channel.
+    pub on: Vec<NotificationEvent>,
+    /// A Slack incoming webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackNotification>,
+    /// A generic HTTP webhook with a templated body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookNotification>,
+}
+
+/// A Slack incoming webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackNotification {
+    /// The incoming-webhook URL (it is a secret).
+    pub webhook_url: SecretRef,
+}
+
+/// A generic HTTP webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookNotification {
+    /// Target URL.
+    pub url: String,
+    /// minijinja template of the JSON body; sees `event`, `model`, `version`, `alias`, `message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_template: Option<String>,
+    /// Request headers; values are secret references.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, SecretRef>,
+}
+
+/// Observed state of a `RegisteredModel`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredModelStatus {
+    /// The most recently registered version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_version: Option<String>,
+    /// Alias name → version it resolves to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, String>,
+    /// Conditions, `Ready` summarising the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
