@@ -5,6 +5,9 @@ pub mod locate;
 pub mod object;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 
 use slipway_crd::{Evaluation, Group, Kind, ModelAlias, ModelDeployment, ModelVersion, RegisteredModel};

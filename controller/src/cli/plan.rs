@@ -50,9 +50,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut result_diags: Vec<Diagnostic> = Vec::new();
     if let Some(dir_path) = &args.results {
         let files = dir::read(dir_path).map_err(|e| anyhow::anyhow!("cannot read --results {}: {e}", dir_path.display()))?;
-        let (res_catalog, diags) = Catalog::from_files(&files);
+        // Results are read on their own: they refer to the registry, which is checked separately.
+        let (objects, diags) = crate::catalog::load_files(&files);
         result_diags = diags;
-        results.add(res_catalog.objects().iter().filter_map(|o| match &o.resource {
+        results.add(objects.iter().filter_map(|o| match &o.resource {
             Resource::Evaluation(e) => Some(e),
             _ => None,
         }));

@@ -212,6 +212,8 @@ fn change(
     };
     let (mut alias, mut from, mut to, mut candidate, mut current) = (None, None, None, Value::Null, Value::Null);
     let mut rollouts = Vec::new();
+    let fields_changed = fields;
+    let fields = &fields_changed;
     match either {
         Some(Resource::ModelAlias(a)) => {
             alias = Some(a.spec.alias.clone());
@@ -247,7 +249,12 @@ fn change(
         }
         Some(Resource::ModelDeployment(d)) => {
             alias = d.spec.alias.clone();
-            if let Some(Resource::ModelDeployment(n)) = new.map(|o| &o.resource) {
+            // A new deployment, or a change of what or where it serves, rolls out now;
+            // a strategy-only change applies to the next rollout.
+            let redeploys = fields.is_empty() || fields.iter().any(|f| !f.path.starts_with("spec.strategy"));
+            if let Some(Resource::ModelDeployment(n)) = new.map(|o| &o.resource)
+                && redeploys
+            {
                 rollouts.push(rollout(n));
             }
         }
@@ -287,7 +294,7 @@ fn change(
         from,
         to,
         decision,
-        fields,
+        fields: fields_changed,
         rollouts,
     }
 }

@@ -15,12 +15,20 @@ const FUNCTIONS: [&str; 28] = [
     "getFullYear", "getMonth", "getDayOfMonth", "getDayOfWeek", "getHours", "getMinutes",
 ];
 
+/// A member chain a rule reads. Inside a comprehension (`all`, `exists`…) a chain may use the
+/// innermost iteration variable; it is then read once per element of the iterated range.
+#[derive(Clone)]
+struct Read {
+    expr: IdedExpr,
+    scope: Option<(IdedExpr, String)>,
+}
+
 /// A compiled rule expression and the member chains it reads.
 pub struct CompiledExpr {
     /// The program.
     pub program: Program,
-    /// Top-level reads (`candidate.metrics.f1`, `current`…), outermost chains only.
-    reads: Vec<IdedExpr>,
+    /// Outermost chains (`candidate.metrics.f1`, `current`…).
+    reads: Vec<Read>,
 }
 
 impl std::fmt::Debug for CompiledExpr {
@@ -34,7 +42,8 @@ pub fn compile(source: &str) -> Result<CompiledExpr, String> {
     let program = Program::compile(source).map_err(|e| format!("CEL syntax error: {}", one_line(&e.to_string())))?;
     let mut problems = Vec::new();
     let mut reads = Vec::new();
-    walk(program.expression(), &mut Vec::new(), &mut problems, &mut reads, false);
+    let mut w = Walker { bound: Vec::new(), scopes: Vec::new(), problems: &mut problems, reads: &mut reads };
+    w.walk(program.expression(), false);
     if !problems.is_empty() {
         problems.dedup();
         return Err(problems.join("; "));
@@ -58,59 +67,86 @@ fn chain_root<'a>(e: &'a IdedExpr, bound: &[String]) -> Option<&'a str> {
     }
 }
 
-fn walk(e: &IdedExpr, bound: &mut Vec<String>, problems: &mut Vec<String>, reads: &mut Vec<IdedExpr>, in_chain: bool) {
-    let is_chain = chain_root(e, bound).is_some();
-    if is_chain && !in_chain && !mentions_bound(e, bound) {
-        reads.push(e.clone());
+struct Walker<'a> {
+    /// Variables bound by enclosing comprehensions.
+    bound: Vec<String>,
+    /// Enclosing comprehensions: (range, iteration variable), innermost last.
+    scopes: Vec<(IdedExpr, String)>,
+    problems: &'a mut Vec<String>,
+    reads: &'a mut Vec<Read>,
+}
+
+impl Walker<'_> {
+    fn record(&mut self, e: &IdedExpr) {
+        if !mentions_bound(e, &self.bound) {
+            self.reads.push(Read { expr: e.clone(), scope: None });
+            return;
+        }
+        // Only chains over the innermost iteration variable, whose range reads nothing bound.
+        if let Some((range, var)) = self.scopes.last() {
+            let others: Vec<String> = self.bound.iter().filter(|b| *b != var).cloned().collect();
+            if !mentions_bound(e, &others) && !mentions_bound(range, &others) {
+                self.reads.push(Read { expr: e.clone(), scope: Some((range.clone(), var.clone())) });
+            }
+        }
     }
-    match &e.expr {
-        Expr::Ident(name) => {
-            if !bound.iter().any(|b| b == name) && !VARIABLES.contains(&name.as_str()) {
-                problems.push(format!(
-                    "unknown variable `{name}`; rules can read {}",
-                    VARIABLES.map(|v| format!("`{v}`")).join(", ")
-                ));
-            }
+
+    fn walk(&mut self, e: &IdedExpr, in_chain: bool) {
+        let is_chain = chain_root(e, &self.bound).is_some();
+        if is_chain && !in_chain {
+            self.record(e);
         }
-        Expr::Select(s) => walk(&s.operand, bound, problems, reads, is_chain),
-        Expr::Call(c) => {
-            let name = c.func_name.as_str();
-            let operator = name.starts_with('_') || name.starts_with('@') || name.ends_with('_');
-            if !operator && !FUNCTIONS.contains(&name) {
-                problems.push(format!("unknown function `{name}`"));
-            }
-            let index = name == operators::INDEX;
-            if let Some(t) = &c.target {
-                walk(t, bound, problems, reads, false);
-            }
-            for (i, a) in c.args.iter().enumerate() {
-                walk(a, bound, problems, reads, index && i == 0 && is_chain);
-            }
-        }
-        Expr::Comprehension(c) => {
-            walk(&c.iter_range, bound, problems, reads, false);
-            walk(&c.accu_init, bound, problems, reads, false);
-            bound.push(c.iter_var.clone());
-            if let Some(v) = &c.iter_var2 {
-                bound.push(v.clone());
-            }
-            bound.push(c.accu_var.clone());
-            for sub in [&c.loop_cond, &c.loop_step, &c.result] {
-                walk(sub, bound, problems, reads, false);
-            }
-            bound.truncate(bound.len() - 2 - usize::from(c.iter_var2.is_some()));
-        }
-        Expr::List(l) => l.elements.iter().for_each(|x| walk(x, bound, problems, reads, false)),
-        Expr::Map(m) => {
-            for entry in &m.entries {
-                if let EntryExpr::MapEntry(me) = &entry.expr {
-                    walk(&me.key, bound, problems, reads, false);
-                    walk(&me.value, bound, problems, reads, false);
+        match &e.expr {
+            Expr::Ident(name) => {
+                if !self.bound.iter().any(|b| b == name) && !VARIABLES.contains(&name.as_str()) {
+                    self.problems.push(format!(
+                        "unknown variable `{name}`; rules can read {}",
+                        VARIABLES.map(|v| format!("`{v}`")).join(", ")
+                    ));
                 }
             }
+            Expr::Select(s) => self.walk(&s.operand, is_chain),
+            Expr::Call(c) => {
+                let name = c.func_name.as_str();
+                let operator = name.starts_with('_') || name.starts_with('@') || name.ends_with('_');
+                if !operator && !FUNCTIONS.contains(&name) {
+                    self.problems.push(format!("unknown function `{name}`"));
+                }
+                let index = name == operators::INDEX;
+                if let Some(t) = &c.target {
+                    self.walk(t, false);
+                }
+                for (i, a) in c.args.iter().enumerate() {
+                    self.walk(a, index && i == 0 && is_chain);
+                }
+            }
+            Expr::Comprehension(c) => {
+                self.walk(&c.iter_range, false);
+                self.walk(&c.accu_init, false);
+                let mut vars = vec![c.iter_var.clone(), c.accu_var.clone()];
+                vars.extend(c.iter_var2.clone());
+                self.bound.extend(vars.iter().cloned());
+                self.scopes.push((c.iter_range.clone(), c.iter_var.clone()));
+                for sub in [&c.loop_cond, &c.loop_step, &c.result] {
+                    self.walk(sub, false);
+                }
+                self.scopes.pop();
+                self.bound.truncate(self.bound.len() - vars.len());
+            }
+            Expr::List(l) => l.elements.iter().for_each(|x| self.walk(x, false)),
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        self.walk(&me.key, false);
+                        self.walk(&me.value, false);
+                    }
+                }
+            }
+            Expr::Struct(s) => {
+                self.problems.push(format!("struct literals (`{}{{…}}`) are not supported", s.type_name))
+            }
+            Expr::Literal(_) | Expr::Unspecified => {}
         }
-        Expr::Struct(s) => problems.push(format!("struct literals (`{}{{…}}`) are not supported", s.type_name)),
-        Expr::Literal(_) | Expr::Unspecified => {}
     }
 }
 
@@ -158,47 +194,98 @@ pub fn read_values(compiled: &CompiledExpr, ctx: &Context) -> (BTreeMap<String, 
     let mut values = BTreeMap::new();
     let mut missing = Vec::new();
     let mut seen = HashSet::new();
+    // A bare variable that is an object adds nothing when a chain below it is read too.
+    let roots: HashSet<String> = compiled
+        .reads
+        .iter()
+        .filter(|r| !matches!(r.expr.expr, Expr::Ident(_)))
+        .filter_map(|r| chain_root(&r.expr, &[]).map(str::to_string))
+        .collect();
     for read in &compiled.reads {
-        let name = label(read, ctx);
-        if !seen.insert(name.clone()) {
-            continue;
-        }
-        match ctx.resolve(read) {
-            Ok(v) => {
-                values.insert(name, summarize(&v));
-            }
-            Err(_) => {
-                // Find the deepest prefix that resolves, to say exactly what is absent.
-                let mut node = read;
-                let mut child = None;
-                while let Some(p) = parent(node) {
-                    child = Some(node);
-                    node = p;
-                    if ctx.resolve(node).is_ok() {
-                        break;
-                    }
-                }
-                let what = match child {
-                    Some(c) => format!("`{}` is missing (`{}` has no such field)", label(c, ctx), label(node, ctx)),
-                    None => format!("`{name}` could not be read"),
+        match &read.scope {
+            None => read_one(&read.expr, ctx, &roots, &mut seen, &mut values, &mut missing),
+            Some((range, var)) => {
+                let elements = match ctx.resolve(range) {
+                    Ok(Value::List(items)) => items.iter().cloned().collect::<Vec<_>>(),
+                    Ok(Value::Map(m)) => m.map.keys().map(|k| Value::from(k.clone())).collect(),
+                    _ => Vec::new(),
                 };
-                missing.push(what);
+                for element in elements {
+                    let mut inner = ctx.new_inner_scope();
+                    inner.add_variable_from_value(var.clone(), element);
+                    read_one(&read.expr, &inner, &roots, &mut seen, &mut values, &mut missing);
+                }
             }
         }
     }
     (values, missing)
 }
 
-/// JSON for a value read by a rule; large maps and lists are summarised.
-fn summarize(v: &Value) -> serde_json::Value {
-    let json = v.json().unwrap_or(serde_json::Value::Null);
-    let size = serde_json::to_string(&json).map(|s| s.len()).unwrap_or(0);
-    match &json {
-        serde_json::Value::Object(m) if size > 240 => {
-            serde_json::Value::String(format!("{{map with {} keys}}", m.len()))
+fn read_one(
+    read: &IdedExpr,
+    ctx: &Context,
+    roots: &HashSet<String>,
+    seen: &mut HashSet<String>,
+    values: &mut BTreeMap<String, serde_json::Value>,
+    missing: &mut Vec<String>,
+) {
+    let name = label(read, ctx);
+    if !seen.insert(name.clone()) {
+        return;
+    }
+    match ctx.resolve(read) {
+        Ok(v) => {
+            if matches!(read.expr, Expr::Ident(_)) && roots.contains(&name) && matches!(v, Value::Map(_) | Value::List(_)) {
+                return;
+            }
+            values.insert(name, summarize(&v));
         }
-        serde_json::Value::Array(a) if size > 240 => serde_json::Value::String(format!("[list of {}]", a.len())),
-        _ => json,
+        Err(_) => {
+            // Find the deepest prefix that resolves, to say exactly what is absent.
+            let mut node = read;
+            let mut child = None;
+            while let Some(p) = parent(node) {
+                child = Some(node);
+                node = p;
+                if ctx.resolve(node).is_ok() {
+                    break;
+                }
+            }
+            missing.push(match child {
+                Some(c) => format!("`{}` is missing (`{}` has no such field)", label(c, ctx), label(node, ctx)),
+                None => format!("`{name}` could not be read"),
+            });
+        }
+    }
+}
+
+/// JSON for a value read by a rule; a large map keeps its short scalar fields, a large list its length.
+fn summarize(v: &Value) -> serde_json::Value {
+    const LIMIT: usize = 240;
+    let json = v.json().unwrap_or(serde_json::Value::Null);
+    if json.to_string().len() <= LIMIT {
+        return json;
+    }
+    match json {
+        serde_json::Value::Object(m) => {
+            let total = m.len();
+            let mut kept = serde_json::Map::new();
+            let mut size = 0;
+            for (k, v) in m {
+                let short = matches!(&v, serde_json::Value::String(s) if s.len() <= 64)
+                    || v.is_number()
+                    || v.is_boolean();
+                if short && size + k.len() + v.to_string().len() < LIMIT {
+                    size += k.len() + v.to_string().len();
+                    kept.insert(k, v);
+                }
+            }
+            let more = total - kept.len();
+            kept.insert("…".into(), serde_json::Value::String(format!("{more} more fields")));
+            serde_json::Value::Object(kept)
+        }
+        serde_json::Value::Array(a) => serde_json::Value::String(format!("[list of {}]", a.len())),
+        other => other,
     }
 }
 
@@ -240,6 +327,20 @@ mod tests {
         assert_eq!(values["candidate.evaluations[\"s\"].verdict"], "Passed");
         assert_eq!(values["model.primaryMetric.suite"], "s");
         assert_eq!(values["current"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn chains_inside_comprehensions_are_read_per_element() {
+        let c = compile("model.evaluations.all(s, candidate.evaluations[s].verdict == 'Passed')").unwrap();
+        let mut ctx = Context::default();
+        ctx.add_variable_from_value("model", cel::to_value(serde_json::json!({"evaluations": ["a", "b"]})).unwrap());
+        ctx.add_variable_from_value(
+            "candidate",
+            cel::to_value(serde_json::json!({"evaluations": {"a": {"verdict": "Passed"}}})).unwrap(),
+        );
+        let (values, missing) = read_values(&c, &ctx);
+        assert_eq!(values["candidate.evaluations[\"a\"].verdict"], "Passed");
+        assert_eq!(missing, vec!["`candidate.evaluations[\"b\"]` is missing (`candidate.evaluations` has no such field)"]);
     }
 
     #[test]
