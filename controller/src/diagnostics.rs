@@ -165,7 +165,10 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Returns the candidate closest to `word` by edit distance, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let lower = word.to_ascii_lowercase();
     candidates
         .into_iter()
@@ -203,13 +206,19 @@ mod tests {
 
     #[test]
     fn dotted_keys_are_quoted() {
-        let p = FieldPath::root().key("metadata").key("labels").key("app.kubernetes.io/name");
+        let p = FieldPath::root()
+            .key("metadata")
+            .key("labels")
+            .key("app.kubernetes.io/name");
         assert_eq!(p.to_string(), "metadata.labels[\"app.kubernetes.io/name\"]");
     }
 
     #[test]
     fn typos_get_a_suggestion() {
-        assert_eq!(did_you_mean("ModelAlais", ["ModelAlias", "ModelVersion"]), Some("ModelAlias"));
+        assert_eq!(
+            did_you_mean("ModelAlais", ["ModelAlias", "ModelVersion"]),
+            Some("ModelAlias")
+        );
         assert_eq!(did_you_mean("Deployment", ["ModelAlias", "Group"]), None);
     }
 }

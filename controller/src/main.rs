@@ -1,7 +1,14 @@
 use clap::Parser;
 
 fn main() {
-    let cli = slipway::cli::Cli::parse();
+    // Usage errors exit 1, not clap's default 2: `slipway plan` uses 2 for "changes, all allowed".
+    let cli = match slipway::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     match slipway::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

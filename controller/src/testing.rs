@@ -4,14 +4,21 @@ use crate::catalog::{Catalog, SourceFile};
 
 /// A catalog from one YAML stream; panics on any diagnostic, so fixtures stay valid.
 pub fn catalog(yaml: &str) -> Catalog {
-    let (cat, diags) = Catalog::from_files(&[SourceFile { path: "fixture.yaml".into(), content: yaml.as_bytes().to_vec() }]);
+    let (cat, diags) = Catalog::from_files(&[SourceFile {
+        path: "fixture.yaml".into(),
+        content: yaml.as_bytes().to_vec(),
+    }]);
     assert!(diags.is_empty(), "fixture is invalid: {diags:#?}");
     cat
 }
 
 /// The diagnostics of one YAML stream.
 pub fn diagnostics(yaml: &str) -> Vec<crate::diagnostics::Diagnostic> {
-    Catalog::from_files(&[SourceFile { path: "f.yaml".into(), content: yaml.as_bytes().to_vec() }]).1
+    Catalog::from_files(&[SourceFile {
+        path: "f.yaml".into(),
+        content: yaml.as_bytes().to_vec(),
+    }])
+    .1
 }
 
 /// A small registry: model `m` with suite `eval`, versions 1 and 2, production → 1, group leads, default policies.
@@ -63,7 +70,13 @@ spec: {{members: [alice, bob, dana]}}
 }
 
 /// An Evaluation result document for version `version` of model `m`.
-pub fn result(version: &str, verdict: &str, f1: f64, baseline_f1: f64, baseline_version: &str) -> String {
+pub fn result(
+    version: &str,
+    verdict: &str,
+    f1: f64,
+    baseline_f1: f64,
+    baseline_version: &str,
+) -> String {
     format!(
         r#"apiVersion: slipway.dev/v1alpha1
 kind: Evaluation

@@ -86,7 +86,13 @@ impl Kind {
             let crd = k.crd();
             lower == k.as_str().to_ascii_lowercase()
                 || lower == crd.spec.names.plural
-                || crd.spec.names.short_names.iter().flatten().any(|s| *s == lower)
+                || crd
+                    .spec
+                    .names
+                    .short_names
+                    .iter()
+                    .flatten()
+                    .any(|s| *s == lower)
         })
     }
 
@@ -146,10 +152,16 @@ impl Kind {
         }
         close_objects(&mut schema);
         let mut out = serde_json::Map::new();
-        out.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
+        out.insert(
+            "$schema".into(),
+            json!("https://json-schema.org/draft/2020-12/schema"),
+        );
         out.insert(
             "$id".into(),
-            json!(format!("https://slipway.dev/schemas/v1alpha1/{}.json", self.as_str())),
+            json!(format!(
+                "https://slipway.dev/schemas/v1alpha1/{}.json",
+                self.as_str()
+            )),
         );
         out.insert("title".into(), json!(self.as_str()));
         if let Value::Object(m) = schema {

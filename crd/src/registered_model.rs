@@ -84,7 +84,9 @@ fn default_true() -> bool {
 }
 
 /// Events Slipway notifies about.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum NotificationEvent {
     /// A new `ModelVersion` was registered.
     VersionRegistered,

@@ -34,7 +34,9 @@ pub fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut offset = 0usize;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let bare = line.trim_end_matches(['\n', '\r']);
-        let is_marker = |m: &str| bare == m || bare.starts_with(&format!("{m} ")) || bare.starts_with(&format!("{m}\t"));
+        let is_marker = |m: &str| {
+            bare == m || bare.starts_with(&format!("{m} ")) || bare.starts_with(&format!("{m}\t"))
+        };
         if (is_marker("---") || is_marker("...")) && offset > start {
             docs.push((start_line, &text[start..offset]));
             start = offset;
@@ -43,7 +45,9 @@ pub fn split_documents(text: &str) -> Vec<(usize, &str)> {
         offset += line.len();
     }
     docs.push((start_line, &text[start..]));
-    docs.into_iter().filter(|(_, d)| !is_blank_document(d)).collect()
+    docs.into_iter()
+        .filter(|(_, d)| !is_blank_document(d))
+        .collect()
 }
 
 fn is_blank_document(doc: &str) -> bool {
@@ -76,7 +80,11 @@ pub fn load_files(files: &[SourceFile]) -> (Vec<Object>, Vec<Diagnostic>) {
             }
         };
         for (first_line, doc) in split_documents(text) {
-            let origin = Origin { file: path.clone(), first_line, text: Arc::from(doc) };
+            let origin = Origin {
+                file: path.clone(),
+                first_line,
+                text: Arc::from(doc),
+            };
             match load_document(origin) {
                 Ok(obj) => objects.push(obj),
                 Err(mut errs) => diags.append(&mut errs),
@@ -103,7 +111,11 @@ pub fn load_document(origin: Origin) -> Result<Object, Vec<Diagnostic>> {
     };
     let get = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let (api_version, kind_name) = (get("apiVersion"), get("kind"));
-    let name = map.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).map(str::to_string);
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_string);
     let namespace = map
         .get("metadata")
         .and_then(|m| m.get("namespace"))
@@ -137,7 +149,9 @@ pub fn load_document(origin: Origin) -> Result<Object, Vec<Diagnostic>> {
             let hint = if other.starts_with(&format!("{GROUP}/")) {
                 format!("this Slipway supports `{API_VERSION}` only")
             } else {
-                format!("Slipway documents use `apiVersion: {API_VERSION}`; keep other tools' files outside the registry folder")
+                format!(
+                    "Slipway documents use `apiVersion: {API_VERSION}`; keep other tools' files outside the registry folder"
+                )
             };
             return Err(vec![origin.diagnostic(
                 None,
@@ -155,7 +169,11 @@ pub fn load_document(origin: Origin) -> Result<Object, Vec<Diagnostic>> {
             )]);
         }
     }
-    let key = name.map(|name| ObjectKey { kind, namespace, name });
+    let key = name.map(|name| ObjectKey {
+        kind,
+        namespace,
+        name,
+    });
 
     let resource = match kind {
         Kind::RegisteredModel => typed(&origin, kind, key.as_ref()).map(Resource::RegisteredModel),
@@ -175,7 +193,11 @@ pub fn load_document(origin: Origin) -> Result<Object, Vec<Diagnostic>> {
             format!("{kind_name} has no `metadata.name`; every object needs a name"),
         )]);
     };
-    Ok(Object { resource, key, origin })
+    Ok(Object {
+        resource,
+        key,
+        origin,
+    })
 }
 
 /// Field names the schema allows at `parent` (empty when the schema is open there).
@@ -184,10 +206,12 @@ fn known_fields(kind: Kind, parent: &FieldPath) -> Vec<String> {
     let mut node = &schema;
     for seg in &parent.0 {
         node = match seg {
-            crate::diagnostics::Seg::Key(k) => match node.get("properties").and_then(|p| p.get(k)) {
-                Some(n) => n,
-                None => return Vec::new(),
-            },
+            crate::diagnostics::Seg::Key(k) => {
+                match node.get("properties").and_then(|p| p.get(k)) {
+                    Some(n) => n,
+                    None => return Vec::new(),
+                }
+            }
             crate::diagnostics::Seg::Index(_) => match node.get("items") {
                 Some(n) => n,
                 None => return Vec::new(),
@@ -205,7 +229,11 @@ fn kind_list() -> String {
 }
 
 /// Deserializes the document as `T`, reporting unknown fields and type errors with their paths.
-fn typed<T: DeserializeOwned>(origin: &Origin, kind: Kind, key: Option<&ObjectKey>) -> Result<T, Vec<Diagnostic>> {
+fn typed<T: DeserializeOwned>(
+    origin: &Origin,
+    kind: Kind,
+    key: Option<&ObjectKey>,
+) -> Result<T, Vec<Diagnostic>> {
     let mut unknown = Vec::new();
     let de = serde_yaml::Deserializer::from_str(&origin.text);
     let mut record = |path: serde_ignored::Path<'_>| unknown.push(from_ignored(&path));
@@ -222,7 +250,11 @@ fn typed<T: DeserializeOwned>(origin: &Origin, kind: Kind, key: Option<&ObjectKe
                 _ => p.to_string(),
             };
             let known = known_fields(kind, &parent);
-            let where_ = if parent.is_root() { "at the top level".to_string() } else { format!("in `{parent}`") };
+            let where_ = if parent.is_root() {
+                "at the top level".to_string()
+            } else {
+                format!("in `{parent}`")
+            };
             let hint = match did_you_mean(&name, known.iter().map(String::as_str)) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None if known.is_empty() => format!("see `slipway schema {}`", kind.as_str()),
@@ -232,7 +264,10 @@ fn typed<T: DeserializeOwned>(origin: &Origin, kind: Kind, key: Option<&ObjectKe
                 key,
                 &p,
                 Category::UnknownField,
-                format!("unknown field `{name}`: {} has no such field {where_}; {hint}", kind.as_str()),
+                format!(
+                    "unknown field `{name}`: {} has no such field {where_}; {hint}",
+                    kind.as_str()
+                ),
             )
         })
         .collect();
@@ -268,7 +303,10 @@ fn typed<T: DeserializeOwned>(origin: &Origin, kind: Kind, key: Option<&ObjectKe
 fn classify(msg: &str) -> (Category, &'static str) {
     if msg.starts_with("missing field") {
         (Category::MissingField, "; add it")
-    } else if msg.starts_with("unknown variant") || msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+    } else if msg.starts_with("unknown variant")
+        || msg.starts_with("invalid type")
+        || msg.starts_with("invalid value")
+    {
         (Category::WrongType, "")
     } else if msg.starts_with("duplicate field") || msg.contains("duplicate entry") {
         (Category::Duplicate, "; remove one of them")
@@ -292,6 +330,18 @@ fn strip_location(s: &str) -> String {
 fn syntax_error(origin: &Origin, e: &serde_yaml::Error) -> Diagnostic {
     let at = e.location().map(|l| (l.line(), l.column()));
     let msg = strip_location(&e.to_string());
+    // serde_yaml reports a repeated mapping key while building the document; it is a duplicate, not bad syntax.
+    if let Some((path, rest)) = msg.split_once(": duplicate entry with key ") {
+        let key = rest.trim_matches('"');
+        let field = FieldPath::parse(path).key(key);
+        return origin.diagnostic_at(
+            None,
+            &field,
+            at,
+            Category::Duplicate,
+            format!("key `{key}` appears twice in the same mapping; keep one"),
+        );
+    }
     origin.diagnostic_at(
         None,
         &FieldPath::root(),
@@ -321,6 +371,9 @@ mod tests {
     #[test]
     fn location_suffixes_are_removed() {
         assert_eq!(strip_location("bad thing at line 3 column 4"), "bad thing");
-        assert_eq!(strip_location("x at line 1 column 2, while parsing y at line 3 column 1"), "x, while parsing y");
+        assert_eq!(
+            strip_location("x at line 1 column 2, while parsing y at line 3 column 1"),
+            "x, while parsing y"
+        );
     }
 }

@@ -17,8 +17,14 @@ pub struct Positions {
 }
 
 enum Frame {
-    Map { path: FieldPath, key: Option<String> },
-    Seq { path: FieldPath, next: usize },
+    Map {
+        path: FieldPath,
+        key: Option<String>,
+    },
+    Seq {
+        path: FieldPath,
+        next: usize,
+    },
 }
 
 impl Positions {
@@ -85,7 +91,10 @@ impl Positions {
 
     /// Position of a field's key (for "unknown field"), else of its value.
     pub fn key_of(&self, path: &FieldPath) -> Option<(usize, usize)> {
-        self.keys.get(path).or_else(|| self.values.get(path)).copied()
+        self.keys
+            .get(path)
+            .or_else(|| self.values.get(path))
+            .copied()
     }
 
     /// Position of a field's value, falling back to its key, then to the nearest ancestor that exists.
@@ -95,9 +104,7 @@ impl Positions {
             if let Some(at) = self.values.get(&p).or_else(|| self.keys.get(&p)) {
                 return Some(*at);
             }
-            if p.0.pop().is_none() {
-                return None;
-            }
+            p.0.pop()?;
         }
     }
 }
@@ -109,7 +116,9 @@ pub fn from_ignored(path: &serde_ignored::Path<'_>) -> FieldPath {
         P::Root => FieldPath::root(),
         P::Seq { parent, index } => from_ignored(parent).index(*index),
         P::Map { parent, key } => from_ignored(parent).key(key.clone()),
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => from_ignored(parent),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            from_ignored(parent)
+        }
     }
 }
 
@@ -139,18 +148,27 @@ mod tests {
         let p = FieldPath::parse("spec.strategy.steps[1].pause");
         assert_eq!(pos.key_of(&p), Some((10, 9)));
         assert_eq!(pos.value_of(&p), Some((10, 16)));
-        assert_eq!(pos.value_of(&FieldPath::parse("spec.strategy.steps[0].weight")), Some((8, 17)));
+        assert_eq!(
+            pos.value_of(&FieldPath::parse("spec.strategy.steps[0].weight")),
+            Some((8, 17))
+        );
     }
 
     #[test]
     fn missing_fields_fall_back_to_the_nearest_parent() {
         let pos = Positions::of(DOC);
-        assert_eq!(pos.value_of(&FieldPath::parse("spec.target.local")), Some((6, 3)));
+        assert_eq!(
+            pos.value_of(&FieldPath::parse("spec.target.local")),
+            Some((6, 3))
+        );
     }
 
     #[test]
     fn flow_style_is_located_too() {
         let pos = Positions::of("spec: {model: m, steps: [{weight: 5}]}\n");
-        assert_eq!(pos.value_of(&FieldPath::parse("spec.steps[0].weight")), Some((1, 35)));
+        assert_eq!(
+            pos.value_of(&FieldPath::parse("spec.steps[0].weight")),
+            Some((1, 35))
+        );
     }
 }

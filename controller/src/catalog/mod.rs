@@ -10,7 +10,9 @@ mod tests;
 
 use std::collections::HashMap;
 
-use slipway_crd::{Evaluation, Group, Kind, ModelAlias, ModelDeployment, ModelVersion, RegisteredModel};
+use slipway_crd::{
+    Evaluation, Group, Kind, ModelAlias, ModelDeployment, ModelVersion, RegisteredModel,
+};
 
 pub use self::load::{SourceFile, load_files};
 pub use self::object::{Object, ObjectKey, Origin, Resource};
@@ -51,15 +53,28 @@ impl Catalog {
                 diags.push(obj.diagnostic(
                     &crate::diagnostics::FieldPath::parse("metadata.name"),
                     crate::diagnostics::Category::Duplicate,
-                    format!("{} is already defined at {}:{}; rename or remove one", obj.key, f.file, f.first_line),
+                    format!(
+                        "{} is already defined at {}:{}; rename or remove one",
+                        obj.key, f.file, f.first_line
+                    ),
                 ));
                 continue;
             }
             let idx = catalog.objects.len();
             let ns = obj.key.namespace.clone();
             let triple = match &obj.resource {
-                Resource::ModelVersion(v) => Some((&mut catalog.versions, (ns, v.spec.model.clone(), v.spec.version.clone()), "spec.version", "version")),
-                Resource::ModelAlias(a) => Some((&mut catalog.aliases, (ns, a.spec.model.clone(), a.spec.alias.clone()), "spec.alias", "alias")),
+                Resource::ModelVersion(v) => Some((
+                    &mut catalog.versions,
+                    (ns, v.spec.model.clone(), v.spec.version.clone()),
+                    "spec.version",
+                    "version",
+                )),
+                Resource::ModelAlias(a) => Some((
+                    &mut catalog.aliases,
+                    (ns, a.spec.model.clone(), a.spec.alias.clone()),
+                    "spec.alias",
+                    "alias",
+                )),
                 _ => None,
             };
             if let Some((index, t, field, what)) = triple {
@@ -90,7 +105,9 @@ impl Catalog {
                     Err(errors) => {
                         for (i, msg) in errors {
                             diags.push(obj.diagnostic(
-                                &crate::diagnostics::FieldPath::parse(&format!("spec.rules[{i}].expression")),
+                                &crate::diagnostics::FieldPath::parse(&format!(
+                                    "spec.rules[{i}].expression"
+                                )),
                                 crate::diagnostics::Category::Invalid,
                                 msg,
                             ));
@@ -116,7 +133,11 @@ impl Catalog {
 
     /// A model by name.
     pub fn model(&self, ns: &str, name: &str) -> Option<&RegisteredModel> {
-        let key = ObjectKey { kind: Kind::RegisteredModel, namespace: ns.into(), name: name.into() };
+        let key = ObjectKey {
+            kind: Kind::RegisteredModel,
+            namespace: ns.into(),
+            name: name.into(),
+        };
         match self.get(&key).map(|o| &o.resource) {
             Some(Resource::RegisteredModel(m)) => Some(m),
             _ => None,
@@ -125,7 +146,11 @@ impl Catalog {
 
     /// A version by model and label.
     pub fn version(&self, ns: &str, model: &str, version: &str) -> Option<&ModelVersion> {
-        match self.versions.get(&(ns.into(), model.into(), version.into())).map(|&i| &self.objects[i].resource) {
+        match self
+            .versions
+            .get(&(ns.into(), model.into(), version.into()))
+            .map(|&i| &self.objects[i].resource)
+        {
             Some(Resource::ModelVersion(v)) => Some(v),
             _ => None,
         }
@@ -133,7 +158,11 @@ impl Catalog {
 
     /// An alias by model and alias name.
     pub fn alias(&self, ns: &str, model: &str, alias: &str) -> Option<&ModelAlias> {
-        match self.aliases.get(&(ns.into(), model.into(), alias.into())).map(|&i| &self.objects[i].resource) {
+        match self
+            .aliases
+            .get(&(ns.into(), model.into(), alias.into()))
+            .map(|&i| &self.objects[i].resource)
+        {
             Some(Resource::ModelAlias(a)) => Some(a),
             _ => None,
         }
@@ -153,15 +182,23 @@ impl Catalog {
 
     /// Names of a model's aliases, sorted.
     pub fn alias_names(&self, ns: &str, model: &str) -> Vec<&str> {
-        let mut v: Vec<&str> =
-            self.aliases.keys().filter(|(n, m, _)| n == ns && m == model).map(|(_, _, a)| a.as_str()).collect();
+        let mut v: Vec<&str> = self
+            .aliases
+            .keys()
+            .filter(|(n, m, _)| n == ns && m == model)
+            .map(|(_, _, a)| a.as_str())
+            .collect();
         v.sort();
         v
     }
 
     /// A group by name.
     pub fn group(&self, ns: &str, name: &str) -> Option<&Group> {
-        let key = ObjectKey { kind: Kind::Group, namespace: ns.into(), name: name.into() };
+        let key = ObjectKey {
+            kind: Kind::Group,
+            namespace: ns.into(),
+            name: name.into(),
+        };
         match self.get(&key).map(|o| &o.resource) {
             Some(Resource::Group(g)) => Some(g),
             _ => None,
@@ -173,7 +210,9 @@ impl Catalog {
         self.objects
             .iter()
             .filter_map(|o| match &o.resource {
-                Resource::Group(g) if o.key.namespace == ns && g.spec.members.iter().any(|m| m == user) => {
+                Resource::Group(g)
+                    if o.key.namespace == ns && g.spec.members.iter().any(|m| m == user) =>
+                {
                     Some(o.key.name.clone())
                 }
                 _ => None,
@@ -182,12 +221,19 @@ impl Catalog {
     }
 
     /// Deployments that follow an alias.
-    pub fn deployments_following(&self, ns: &str, model: &str, alias: &str) -> Vec<&ModelDeployment> {
+    pub fn deployments_following(
+        &self,
+        ns: &str,
+        model: &str,
+        alias: &str,
+    ) -> Vec<&ModelDeployment> {
         self.objects
             .iter()
             .filter_map(|o| match &o.resource {
                 Resource::ModelDeployment(d)
-                    if o.key.namespace == ns && d.spec.model == model && d.spec.alias.as_deref() == Some(alias) =>
+                    if o.key.namespace == ns
+                        && d.spec.model == model
+                        && d.spec.alias.as_deref() == Some(alias) =>
                 {
                     Some(d)
                 }
@@ -202,7 +248,9 @@ impl Catalog {
             .iter()
             .filter_map(|o| match &o.resource {
                 Resource::Evaluation(e)
-                    if o.key.namespace == ns && e.spec.model == model && e.spec.version == version =>
+                    if o.key.namespace == ns
+                        && e.spec.model == model
+                        && e.spec.version == version =>
                 {
                     Some(e)
                 }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use slipway_crd::{
-    Approval, Evaluation, Group, Kind, ModelAlias, ModelDeployment, ModelVersion, PromotionPolicy, RegisteredModel,
+    Approval, Evaluation, Group, Kind, ModelAlias, ModelDeployment, ModelVersion, PromotionPolicy,
+    RegisteredModel,
 };
 
 use super::locate::Positions;
@@ -174,7 +175,13 @@ pub struct Object {
 
 impl Object {
     /// A diagnostic about `field` of this object.
-    pub fn diagnostic(&self, field: &FieldPath, category: Category, message: impl Into<String>) -> Diagnostic {
-        self.origin.diagnostic(Some(&self.key), field, category, message)
+    pub fn diagnostic(
+        &self,
+        field: &FieldPath,
+        category: Category,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        self.origin
+            .diagnostic(Some(&self.key), field, category, message)
     }
 }

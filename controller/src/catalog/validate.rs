@@ -1,8 +1,8 @@
 //! Invariants of single objects and references between objects.
 
+use slipway_crd::Kind;
 use slipway_crd::common::{BaselineRef, RunnerSpec, SecretRef};
 use slipway_crd::model_deployment::StrategyType;
-use slipway_crd::Kind;
 
 use super::{Catalog, Object, Resource};
 use crate::diagnostics::{Category, Diagnostic, FieldPath};
@@ -15,7 +15,8 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn err(&mut self, field: &str, category: Category, msg: impl Into<String>) {
-        self.out.push(self.obj.diagnostic(&FieldPath::parse(field), category, msg));
+        self.out
+            .push(self.obj.diagnostic(&FieldPath::parse(field), category, msg));
     }
 
     fn invalid(&mut self, field: &str, msg: impl Into<String>) {
@@ -24,8 +25,15 @@ impl Checker<'_> {
 
     fn one_of(&mut self, field: &str, set: &[&str], allowed: &[&str]) {
         if set.len() != 1 {
-            let how = if set.is_empty() { "none is set".to_string() } else { format!("{} are set", set.join(" and ")) };
-            self.invalid(field, format!("set exactly one of {}; {how}", allowed.join(", ")));
+            let how = if set.is_empty() {
+                "none is set".to_string()
+            } else {
+                format!("{} are set", set.join(" and "))
+            };
+            self.invalid(
+                field,
+                format!("set exactly one of {}; {how}", allowed.join(", ")),
+            );
         }
     }
 
@@ -38,11 +46,18 @@ impl Checker<'_> {
     }
 
     fn runner(&mut self, field: &str, r: &RunnerSpec) {
-        self.one_of(field, &r.set_variants(), &["local", "kubernetes", "webhook"]);
+        self.one_of(
+            field,
+            &r.set_variants(),
+            &["local", "kubernetes", "webhook"],
+        );
         if let Some(l) = &r.local
             && l.command.is_empty()
         {
-            self.invalid(&format!("{field}.local.command"), "command is empty; give the program and its arguments");
+            self.invalid(
+                &format!("{field}.local.command"),
+                "command is empty; give the program and its arguments",
+            );
         }
         if let Some(w) = &r.webhook {
             for (name, s) in &w.headers {
@@ -80,14 +95,19 @@ impl Checker<'_> {
 fn is_dns_subdomain(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
 
 /// Checks one object on its own.
 pub fn object(obj: &Object) -> Vec<Diagnostic> {
-    let mut c = Checker { obj, out: Vec::new() };
+    let mut c = Checker {
+        obj,
+        out: Vec::new(),
+    };
     if !is_dns_subdomain(&obj.key.name) {
         c.invalid(
             "metadata.name",
@@ -100,7 +120,11 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
             for (i, s) in m.spec.evaluations.iter().enumerate() {
                 let f = format!("spec.evaluations[{i}]");
                 if !names.insert(s.name.as_str()) {
-                    c.err(&format!("{f}.name"), Category::Duplicate, format!("suite `{}` is defined twice", s.name));
+                    c.err(
+                        &format!("{f}.name"),
+                        Category::Duplicate,
+                        format!("suite `{}` is defined twice", s.name),
+                    );
                 }
                 c.runner(&format!("{f}.runner"), &s.runner);
                 if let Some(b) = &s.baseline {
@@ -110,15 +134,23 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
             }
             if let Some(p) = &m.spec.primary_metric {
                 if !m.spec.evaluations.iter().any(|s| s.name == p.suite) {
-                    let known: Vec<&str> = m.spec.evaluations.iter().map(|s| s.name.as_str()).collect();
+                    let known: Vec<&str> =
+                        m.spec.evaluations.iter().map(|s| s.name.as_str()).collect();
                     c.err(
                         "spec.primaryMetric.suite",
                         Category::BrokenReference,
-                        format!("no evaluation suite `{}` in this model (suites: {})", p.suite, none_if_empty(&known)),
+                        format!(
+                            "no evaluation suite `{}` in this model (suites: {})",
+                            p.suite,
+                            none_if_empty(&known)
+                        ),
                     );
                 }
                 if p.max_regression < 0.0 {
-                    c.invalid("spec.primaryMetric.maxRegression", "must be zero or positive");
+                    c.invalid(
+                        "spec.primaryMetric.maxRegression",
+                        "must be zero or positive",
+                    );
                 }
             }
             for (i, n) in m.spec.notifications.iter().enumerate() {
@@ -132,7 +164,10 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
                 }
                 c.one_of(&f, &set, &["slack", "webhook"]);
                 if n.on.is_empty() {
-                    c.invalid(&format!("{f}.on"), "list at least one event, e.g. [AliasMoved, RolledBack]");
+                    c.invalid(
+                        &format!("{f}.on"),
+                        "list at least one event, e.g. [AliasMoved, RolledBack]",
+                    );
                 }
                 if let Some(s) = &n.slack {
                     c.secret(&format!("{f}.slack.webhookUrl"), &s.webhook_url);
@@ -144,7 +179,10 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
                     if let Some(t) = &w.body_template
                         && let Err(e) = minijinja::Environment::new().template_from_str(t)
                     {
-                        c.invalid(&format!("{f}.webhook.bodyTemplate"), format!("template does not parse: {e}"));
+                        c.invalid(
+                            &format!("{f}.webhook.bodyTemplate"),
+                            format!("template does not parse: {e}"),
+                        );
                     }
                 }
             }
@@ -161,7 +199,10 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
                 !algo.is_empty() && !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())
             });
             if !ok {
-                c.invalid("spec.artifact.digest", format!("`{d}` is not a digest; write `sha256:<hex>`"));
+                c.invalid(
+                    "spec.artifact.digest",
+                    format!("`{d}` is not a digest; write `sha256:<hex>`"),
+                );
             }
         }
         Resource::ModelAlias(_) | Resource::Group(_) => {}
@@ -181,17 +222,27 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
                 set.push("version");
             }
             c.one_of("spec", &set, &["alias", "version"]);
-            c.one_of("spec.target", &d.spec.target.set_variants(), &["local", "kubernetes", "sagemaker"]);
+            c.one_of(
+                "spec.target",
+                &d.spec.target.set_variants(),
+                &["local", "kubernetes", "sagemaker"],
+            );
             let s = &d.spec.strategy;
             match s.type_ {
                 StrategyType::AllAtOnce => {
                     if !s.steps.is_empty() {
-                        c.invalid("spec.strategy.steps", "AllAtOnce takes no steps; use type: Canary for steps");
+                        c.invalid(
+                            "spec.strategy.steps",
+                            "AllAtOnce takes no steps; use type: Canary for steps",
+                        );
                     }
                 }
                 StrategyType::Canary => {
                     if s.steps.is_empty() {
-                        c.invalid("spec.strategy.steps", "Canary needs at least one step, e.g. [{weight: 10, pause: 5m}]");
+                        c.invalid(
+                            "spec.strategy.steps",
+                            "Canary needs at least one step, e.g. [{weight: 10, pause: 5m}]",
+                        );
                     }
                     let mut last = 0;
                     for (i, step) in s.steps.iter().enumerate() {
@@ -202,42 +253,68 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
                             );
                         }
                         last = last.max(step.weight);
-                        c.duration(&format!("spec.strategy.steps[{i}].pause"), step.pause.as_ref());
+                        c.duration(
+                            &format!("spec.strategy.steps[{i}].pause"),
+                            step.pause.as_ref(),
+                        );
                     }
                 }
                 StrategyType::Linear => match s.step_weight {
                     Some(w) if (1..=100).contains(&w) => {}
-                    _ => c.invalid("spec.strategy.stepWeight", "Linear needs stepWeight between 1 and 100"),
+                    _ => c.invalid(
+                        "spec.strategy.stepWeight",
+                        "Linear needs stepWeight between 1 and 100",
+                    ),
                 },
             }
             if s.type_ == StrategyType::Linear && s.interval.is_none() {
-                c.invalid("spec.strategy.interval", "Linear needs an interval, e.g. `2m`");
+                c.invalid(
+                    "spec.strategy.interval",
+                    "Linear needs an interval, e.g. `2m`",
+                );
             }
             c.duration("spec.strategy.interval", s.interval.as_ref());
             if let Some(a) = &s.analysis
                 && a.max_error_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r))
             {
-                c.invalid("spec.strategy.analysis.maxErrorRatio", "a ratio between 0 and 1");
+                c.invalid(
+                    "spec.strategy.analysis.maxErrorRatio",
+                    "a ratio between 0 and 1",
+                );
             }
         }
         Resource::PromotionPolicy(p) => {
             let mut names = std::collections::HashSet::new();
             for (i, r) in p.spec.rules.iter().enumerate() {
                 if !names.insert(r.name.as_str()) {
-                    c.err(&format!("spec.rules[{i}].name"), Category::Duplicate, format!("rule `{}` is defined twice", r.name));
+                    c.err(
+                        &format!("spec.rules[{i}].name"),
+                        Category::Duplicate,
+                        format!("rule `{}` is defined twice", r.name),
+                    );
                 }
             }
             for (i, k) in p.spec.match_.kinds.iter().enumerate() {
                 if !Kind::ALL.iter().any(|x| x.as_str() == k) {
-                    c.err(&format!("spec.match.kinds[{i}]"), Category::UnknownKind, format!("unknown kind `{k}`"));
+                    c.err(
+                        &format!("spec.match.kinds[{i}]"),
+                        Category::UnknownKind,
+                        format!("unknown kind `{k}`"),
+                    );
                 }
             }
             for (i, a) in p.spec.approvals.iter().enumerate() {
                 if a.required == 0 {
-                    c.invalid(&format!("spec.approvals[{i}].required"), "must be at least 1 (remove the requirement instead)");
+                    c.invalid(
+                        &format!("spec.approvals[{i}].required"),
+                        "must be at least 1 (remove the requirement instead)",
+                    );
                 }
                 if a.from.is_empty() {
-                    c.invalid(&format!("spec.approvals[{i}].from"), "list who may approve: `group:NAME` or `user:LOGIN`");
+                    c.invalid(
+                        &format!("spec.approvals[{i}].from"),
+                        "list who may approve: `group:NAME` or `user:LOGIN`",
+                    );
                 }
                 for (j, f) in a.from.iter().enumerate() {
                     if !(f.starts_with("group:") || f.starts_with("user:")) || f.ends_with(':') {
@@ -251,7 +328,11 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
         }
         Resource::Approval(a) => {
             if Kind::parse(&a.spec.target.kind).is_none() {
-                c.err("spec.target.kind", Category::UnknownKind, format!("unknown kind `{}`", a.spec.target.kind));
+                c.err(
+                    "spec.target.kind",
+                    Category::UnknownKind,
+                    format!("unknown kind `{}`", a.spec.target.kind),
+                );
             }
         }
     }
@@ -259,12 +340,19 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
 }
 
 fn none_if_empty(list: &[&str]) -> String {
-    if list.is_empty() { "none".to_string() } else { list.join(", ") }
+    if list.is_empty() {
+        "none".to_string()
+    } else {
+        list.join(", ")
+    }
 }
 
 /// Checks that what an object refers to exists in the catalog.
 pub fn references(obj: &Object, cat: &Catalog) -> Vec<Diagnostic> {
-    let mut c = Checker { obj, out: Vec::new() };
+    let mut c = Checker {
+        obj,
+        out: Vec::new(),
+    };
     let ns = obj.key.namespace.as_str();
     let model_exists = |c: &mut Checker, model: &str| {
         if cat.model(ns, model).is_none() {
@@ -332,7 +420,12 @@ pub fn references(obj: &Object, cat: &Catalog) -> Vec<Diagnostic> {
             let name = obj.key.name.as_str();
             for (i, s) in m.spec.evaluations.iter().enumerate() {
                 if let Some(v) = s.baseline.as_ref().and_then(|b| b.version.as_ref()) {
-                    version_exists(&mut c, &format!("spec.evaluations[{i}].baseline.version"), name, v);
+                    version_exists(
+                        &mut c,
+                        &format!("spec.evaluations[{i}].baseline.version"),
+                        name,
+                        v,
+                    );
                 }
             }
         }

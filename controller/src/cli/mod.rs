@@ -96,7 +96,17 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Validate { path, rev, format } => validate::run(&path, rev.as_deref(), format),
-        Command::Plan { base, head, repo, path, reviews, author, results, format, now } => plan::run(plan::Args {
+        Command::Plan {
+            base,
+            head,
+            repo,
+            path,
+            reviews,
+            author,
+            results,
+            format,
+            now,
+        } => plan::run(plan::Args {
             base,
             head,
             repo,
@@ -123,7 +133,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     kind.json_schema()
                 }
                 None => serde_json::Value::Object(
-                    Kind::ALL.into_iter().map(|k| (k.as_str().to_string(), k.json_schema())).collect(),
+                    Kind::ALL
+                        .into_iter()
+                        .map(|k| (k.as_str().to_string(), k.json_schema()))
+                        .collect(),
                 ),
             };
             print_out(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;

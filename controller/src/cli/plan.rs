@@ -25,9 +25,15 @@ pub struct Args {
 }
 
 fn read_reviews(path: &Path) -> anyhow::Result<Vec<Review>> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read --reviews {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read --reviews {}: {e}", path.display()))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        anyhow::anyhow!("{}:{}:{}: --reviews is not JSON: {e}", path.display(), e.line(), e.column())
+        anyhow::anyhow!(
+            "{}:{}:{}: --reviews is not JSON: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
     })?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         anyhow::anyhow!(
@@ -49,7 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut results = Results::default();
     let mut result_diags: Vec<Diagnostic> = Vec::new();
     if let Some(dir_path) = &args.results {
-        let files = dir::read(dir_path).map_err(|e| anyhow::anyhow!("cannot read --results {}: {e}", dir_path.display()))?;
+        let files = dir::read(dir_path)
+            .map_err(|e| anyhow::anyhow!("cannot read --results {}: {e}", dir_path.display()))?;
         // Results are read on their own: they refer to the registry, which is checked separately.
         let (objects, diags) = crate::catalog::load_files(&files);
         result_diags = diags;
@@ -68,10 +75,20 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         None => Vec::new(),
     };
     let inputs = PlanInputs {
-        base: Rev { name: base_rev.name.clone(), commit: base_rev.commit.clone() },
-        head: Rev { name: head_rev.name.clone(), commit: head_rev.commit.clone() },
+        base: Rev {
+            name: base_rev.name.clone(),
+            commit: base_rev.commit.clone(),
+        },
+        head: Rev {
+            name: head_rev.name.clone(),
+            commit: head_rev.commit.clone(),
+        },
         results,
-        signoffs: SignOffs { reviews, head: Some(head_rev.commit.clone()), author: args.author.clone() },
+        signoffs: SignOffs {
+            reviews,
+            head: Some(head_rev.commit.clone()),
+            author: args.author.clone(),
+        },
         now: args.now,
     };
     let mut plan = plan::plan(&base, &head, &inputs);

@@ -10,7 +10,9 @@ use crate::source::{dir, git::GitRepo};
 
 pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Result<i32> {
     let files = match rev {
-        None => dir::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+        None => {
+            dir::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+        }
         Some(rev) => {
             let repo = GitRepo::open(Path::new("."))?;
             let revision = repo.resolve(rev)?;
@@ -30,9 +32,14 @@ pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Re
                 out.push_str(&format!("{d}\n"));
             }
             if diags.is_empty() {
-                out.push_str(&format!("✓ {}: {objects} objects in {} files are valid\n", path.display(), files.len()));
+                out.push_str(&format!(
+                    "✓ {}: {objects} objects in {} files are valid\n",
+                    path.display(),
+                    files.len()
+                ));
             } else {
-                let bad_files: std::collections::BTreeSet<&str> = diags.iter().map(|d| d.file.as_str()).collect();
+                let bad_files: std::collections::BTreeSet<&str> =
+                    diags.iter().map(|d| d.file.as_str()).collect();
                 out.push_str(&format!(
                     "✗ {}: {} error{} in {} file{}\n",
                     path.display(),

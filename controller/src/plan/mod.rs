@@ -190,7 +190,13 @@ pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
             summary.denied += 1;
         }
     }
-    Plan { base: inputs.base.clone(), head: inputs.head.clone(), changes, summary, errors }
+    Plan {
+        base: inputs.base.clone(),
+        head: inputs.head.clone(),
+        changes,
+        summary,
+        errors,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -208,9 +214,12 @@ fn change(
     let either = new.or(old).map(|o| &o.resource);
     let model = either.and_then(Resource::model).map(str::to_string);
     let version_json = |cat: &Catalog, m: &str, v: &str| {
-        cat.version(ns, m, v).map(|v| context::version(v, &inputs.results)).unwrap_or(Value::Null)
+        cat.version(ns, m, v)
+            .map(|v| context::version(v, &inputs.results))
+            .unwrap_or(Value::Null)
     };
-    let (mut alias, mut from, mut to, mut candidate, mut current) = (None, None, None, Value::Null, Value::Null);
+    let (mut alias, mut from, mut to, mut candidate, mut current) =
+        (None, None, None, Value::Null, Value::Null);
     let mut rollouts = Vec::new();
     let fields_changed = fields;
     let fields = &fields_changed;
@@ -251,7 +260,8 @@ fn change(
             alias = d.spec.alias.clone();
             // A new deployment, or a change of what or where it serves, rolls out now;
             // a strategy-only change applies to the next rollout.
-            let redeploys = fields.is_empty() || fields.iter().any(|f| !f.path.starts_with("spec.strategy"));
+            let redeploys =
+                fields.is_empty() || fields.iter().any(|f| !f.path.starts_with("spec.strategy"));
             if let Some(Resource::ModelDeployment(n)) = new.map(|o| &o.resource)
                 && redeploys
             {
@@ -277,11 +287,21 @@ fn change(
     };
     let author = inputs.signoffs.author.clone();
     let request = Requester {
-        groups: author.as_deref().map(|a| base.groups_of(ns, a)).unwrap_or_default(),
+        groups: author
+            .as_deref()
+            .map(|a| base.groups_of(ns, a))
+            .unwrap_or_default(),
         user: author,
         source: "git".to_string(),
     };
-    let input = DecisionInput { change: facts, candidate, current, model: model_json, request, now: inputs.now };
+    let input = DecisionInput {
+        change: facts,
+        candidate,
+        current,
+        model: model_json,
+        request,
+        now: inputs.now,
+    };
     let members = |g: &str| base.group(ns, g).map(|g| g.spec.members.clone());
     let decision = base.policies.decide(&input, &inputs.signoffs, &members);
     Change {
@@ -306,7 +326,10 @@ fn rollout(d: &ModelDeployment) -> Rollout {
     } else if let Some(k) = &t.kubernetes {
         format!("kubernetes, {} replicas of {}", k.replicas, k.image)
     } else if let Some(s) = &t.sagemaker {
-        format!("sagemaker endpoint {} ({} × {})", s.endpoint_name, s.instance_count, s.instance_type)
+        format!(
+            "sagemaker endpoint {} ({} × {})",
+            s.endpoint_name, s.instance_count, s.instance_type
+        )
     } else {
         "no target".to_string()
     };
@@ -333,8 +356,16 @@ fn rollout(d: &ModelDeployment) -> Rollout {
             s.interval.as_deref().unwrap_or("?")
         ),
     };
-    let rollback = if s.auto_rollback { ", auto-rollback" } else { "" };
-    let ns = d.metadata.namespace.as_deref().unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
+    let rollback = if s.auto_rollback {
+        ", auto-rollback"
+    } else {
+        ""
+    };
+    let ns = d
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
     Rollout {
         deployment: format!("{ns}/{}", d.metadata.name.as_deref().unwrap_or("?")),
         target,
@@ -344,13 +375,22 @@ fn rollout(d: &ModelDeployment) -> Rollout {
 
 /// `ModelVersion` identity, artifact and lineage never change.
 fn immutability(old: &Object, new: &Object) -> Vec<Diagnostic> {
-    let (Resource::ModelVersion(o), Resource::ModelVersion(n)) = (&old.resource, &new.resource) else {
+    let (Resource::ModelVersion(o), Resource::ModelVersion(n)) = (&old.resource, &new.resource)
+    else {
         return Vec::new();
     };
     let mut out = Vec::new();
     let checks: [(&str, Value, Value); 4] = [
-        ("spec.model", Value::from(o.spec.model.clone()), Value::from(n.spec.model.clone())),
-        ("spec.version", Value::from(o.spec.version.clone()), Value::from(n.spec.version.clone())),
+        (
+            "spec.model",
+            Value::from(o.spec.model.clone()),
+            Value::from(n.spec.model.clone()),
+        ),
+        (
+            "spec.version",
+            Value::from(o.spec.version.clone()),
+            Value::from(n.spec.version.clone()),
+        ),
         (
             "spec.artifact",
             serde_json::to_value(&o.spec.artifact).unwrap_or_default(),
@@ -412,7 +452,11 @@ fn diff_into(old: Option<&Value>, new: Option<&Value>, path: &str, out: &mut Vec
             let norm = |v: Option<&Value>| v.filter(|v| !v.is_null()).cloned();
             let (a, b) = (norm(a), norm(b));
             if a != b {
-                out.push(FieldChange { path: path.to_string(), old: a, new: b });
+                out.push(FieldChange {
+                    path: path.to_string(),
+                    old: a,
+                    new: b,
+                });
             }
         }
     }
@@ -420,7 +464,10 @@ fn diff_into(old: Option<&Value>, new: Option<&Value>, path: &str, out: &mut Vec
 
 /// Kind order for display.
 pub fn kind_rank(kind: &str) -> usize {
-    Kind::ALL.iter().position(|k| k.as_str() == kind).unwrap_or(usize::MAX)
+    Kind::ALL
+        .iter()
+        .position(|k| k.as_str() == kind)
+        .unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

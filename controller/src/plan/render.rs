@@ -66,10 +66,20 @@ pub fn text(plan: &Plan) -> String {
     for c in &plan.changes {
         let _ = writeln!(out, "  {}", headline(c));
         for f in &c.fields {
-            let _ = writeln!(out, "      {}: {} → {}", f.path, show(f.old.as_ref()), show(f.new.as_ref()));
+            let _ = writeln!(
+                out,
+                "      {}: {} → {}",
+                f.path,
+                show(f.old.as_ref()),
+                show(f.new.as_ref())
+            );
         }
         for r in &c.rollouts {
-            let _ = writeln!(out, "      ⇒ rolls out ModelDeployment {} ({}; {})", r.deployment, r.target, r.strategy);
+            let _ = writeln!(
+                out,
+                "      ⇒ rolls out ModelDeployment {} ({}; {})",
+                r.deployment, r.target, r.strategy
+            );
         }
         for r in &c.decision.rules {
             let mark = match (r.passed, r.effect) {
@@ -88,11 +98,19 @@ pub fn text(plan: &Plan) -> String {
         }
         for a in &c.decision.approvals {
             let mark = if a.satisfied() { "✓" } else { "✗" };
-            let _ = write!(out, "      {mark} approval {}/{}: {}/{}", a.policy, a.name, a.have, a.required);
+            let _ = write!(
+                out,
+                "      {mark} approval {}/{}: {}/{}",
+                a.policy, a.name, a.have, a.required
+            );
             if !a.approved_by.is_empty() {
                 let _ = write!(out, " by {}", a.approved_by.join(", "));
             }
-            let eligible = if a.eligible.is_empty() { "nobody".to_string() } else { a.eligible.join(", ") };
+            let eligible = if a.eligible.is_empty() {
+                "nobody".to_string()
+            } else {
+                a.eligible.join(", ")
+            };
             let _ = writeln!(out, " (eligible: {eligible})");
             for i in &a.ignored {
                 let _ = writeln!(out, "          ignored {}: {}", i.user, i.reason);
@@ -150,7 +168,11 @@ pub fn markdown(plan: &Plan) -> String {
 
 fn render_comment(plan: &Plan, shown: usize, details: bool) -> String {
     let mut env = Environment::new();
-    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build() {
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()
+    {
         env.set_syntax(syntax);
     }
     env.add_filter("cell", |s: String| s.replace('|', "\\|").replace('\n', " "));

@@ -19,23 +19,35 @@ fn inputs(results_yaml: Option<&str>, approvers: &[&str]) -> PlanInputs {
         }));
     }
     PlanInputs {
-        base: Rev { name: "main".into(), commit: "1111111111111111111111111111111111111111".into() },
-        head: Rev { name: "promote".into(), commit: HEAD.into() },
+        base: Rev {
+            name: "main".into(),
+            commit: "1111111111111111111111111111111111111111".into(),
+        },
+        head: Rev {
+            name: "promote".into(),
+            commit: HEAD.into(),
+        },
         results,
         signoffs: SignOffs {
             reviews: approvers
                 .iter()
                 .map(|u| Review {
-                    user: ReviewUser { login: u.to_string() },
+                    user: ReviewUser {
+                        login: u.to_string(),
+                    },
                     state: "APPROVED".into(),
                     commit_id: Some(HEAD.into()),
-                    submitted_at: Some(chrono::Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap()),
+                    submitted_at: Some(
+                        chrono::Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap(),
+                    ),
                 })
                 .collect(),
             head: Some(HEAD.into()),
             author: Some("erin".into()),
         },
-        now: chrono::Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap(),
+        now: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+            .unwrap(),
     }
 }
 
@@ -51,18 +63,36 @@ fn identical_catalogs_have_no_changes() {
 #[test]
 fn an_alias_move_shows_from_to_and_the_rollout() {
     let (base, head) = (catalog(&registry("1")), catalog(&registry("2")));
-    let p = plan(&base, &head, &inputs(Some(&result("2", "Passed", 0.9, 0.88, "1")), &["alice"]));
+    let p = plan(
+        &base,
+        &head,
+        &inputs(Some(&result("2", "Passed", 0.9, 0.88, "1")), &["alice"]),
+    );
     assert_eq!(p.changes.len(), 1);
     let c = &p.changes[0];
-    assert_eq!((c.kind.as_str(), c.action), ("ModelAlias", Operation::Update));
+    assert_eq!(
+        (c.kind.as_str(), c.action),
+        ("ModelAlias", Operation::Update)
+    );
     assert_eq!((c.from.as_deref(), c.to.as_deref()), (Some("1"), Some("2")));
     assert_eq!(c.rollouts.len(), 1);
     assert_eq!(c.rollouts[0].deployment, "default/api");
-    assert_eq!(c.rollouts[0].strategy, "Canary 20% (1m) → 100%, auto-rollback");
+    assert_eq!(
+        c.rollouts[0].strategy,
+        "Canary 20% (1m) → 100%, auto-rollback"
+    );
     assert_eq!(p.exit_code(), exit::ALLOWED);
     let text = render::text(&p);
-    assert!(text.contains("~ ModelAlias default/m-production  production: 1 → 2"), "{text}");
-    assert!(text.contains("Plan: 0 to create, 1 to update, 0 to delete; 0 denied or awaiting approval."), "{text}");
+    assert!(
+        text.contains("~ ModelAlias default/m-production  production: 1 → 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Plan: 0 to create, 1 to update, 0 to delete; 0 denied or awaiting approval."
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -73,8 +103,16 @@ fn a_denied_move_exits_three_and_says_why() {
     assert_eq!(p.exit_code(), exit::DENIED);
     let md = render::markdown(&p);
     assert!(md.starts_with(render::COMMENT_MARKER));
-    assert!(md.contains("evaluation `eval` of m version 2 has no result"), "{md}");
-    assert!(md.contains("| `production/ml-lead` | :hourglass: 0 / 1 | — | alice, bob, dana (group:ml-leads) |"), "{md}");
+    assert!(
+        md.contains("evaluation `eval` of m version 2 has no result"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| `production/ml-lead` | :hourglass: 0 / 1 | — | alice, bob, dana (group:ml-leads) |"
+        ),
+        "{md}"
+    );
 }
 
 #[test]
@@ -85,12 +123,37 @@ fn the_json_has_exactly_the_contract_fields() {
     let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&v), vec!["base", "changes", "head", "summary"]);
     let c = &v["changes"][0];
-    assert_eq!(keys(c), vec!["action", "alias", "decision", "from", "kind", "model", "name", "namespace", "to"]);
+    assert_eq!(
+        keys(c),
+        vec![
+            "action",
+            "alias",
+            "decision",
+            "from",
+            "kind",
+            "model",
+            "name",
+            "namespace",
+            "to"
+        ]
+    );
     assert_eq!(keys(&c["decision"]), vec!["allowed", "approvals", "rules"]);
-    assert_eq!(keys(&c["decision"]["rules"][0]), vec!["effect", "message", "name", "passed", "policy", "values"]);
-    assert_eq!(keys(&c["decision"]["approvals"][0]), vec!["eligible", "have", "ignored", "name", "required"]);
-    assert_eq!(c["decision"]["approvals"][0]["ignored"][0]["user"], "mallory");
-    assert_eq!(keys(&v["summary"]), vec!["create", "delete", "denied", "update"]);
+    assert_eq!(
+        keys(&c["decision"]["rules"][0]),
+        vec!["effect", "message", "name", "passed", "policy", "values"]
+    );
+    assert_eq!(
+        keys(&c["decision"]["approvals"][0]),
+        vec!["eligible", "have", "ignored", "name", "required"]
+    );
+    assert_eq!(
+        c["decision"]["approvals"][0]["ignored"][0]["user"],
+        "mallory"
+    );
+    assert_eq!(
+        keys(&v["summary"]),
+        vec!["create", "delete", "denied", "update"]
+    );
     assert_eq!(v["base"], "1111111111111111111111111111111111111111");
 }
 
@@ -126,7 +189,10 @@ fn field_diffs_name_leaf_paths() {
     let a = serde_json::json!({"steps": [{"weight": 10}], "type": "Canary"});
     let b = serde_json::json!({"steps": [{"weight": 20}], "type": "Canary", "interval": "1m"});
     let d = diff(&a, &b, "spec");
-    assert_eq!(d.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), vec!["spec.interval", "spec.steps[0].weight"]);
+    assert_eq!(
+        d.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+        vec!["spec.interval", "spec.steps[0].weight"]
+    );
 }
 
 #[test]

@@ -98,7 +98,8 @@ pub fn evaluate(
                 via.entry(m).or_insert_with(|| source.clone());
             }
         } else if let Some(user) = source.strip_prefix("user:") {
-            via.entry(user.to_string()).or_insert_with(|| source.clone());
+            via.entry(user.to_string())
+                .or_insert_with(|| source.clone());
         }
     }
     let author = signoffs.author.as_deref();
@@ -126,7 +127,9 @@ pub fn evaluate(
                 user: prev.user.login.clone(),
                 reason: format!(
                     "superseded: their later review{} is what counts",
-                    r.submitted_at.map(|t| format!(" ({})", t.format("%Y-%m-%d %H:%M UTC"))).unwrap_or_default()
+                    r.submitted_at
+                        .map(|t| format!(" ({})", t.format("%Y-%m-%d %H:%M UTC")))
+                        .unwrap_or_default()
                 ),
             });
         }
@@ -138,10 +141,15 @@ pub fn evaluate(
             Some(format!("latest review is {}", r.state))
         } else if req.exclude_author && Some(user) == author {
             Some("author of the change cannot approve it".to_string())
-        } else if let (Some(head), Some(commit)) = (signoffs.head.as_deref(), r.commit_id.as_deref())
+        } else if let (Some(head), Some(commit)) =
+            (signoffs.head.as_deref(), r.commit_id.as_deref())
             && head != commit
         {
-            Some(format!("stale: approved commit {} but the head is {}; re-approve", short(commit), short(head)))
+            Some(format!(
+                "stale: approved commit {} but the head is {}; re-approve",
+                short(commit),
+                short(head)
+            ))
         } else if signoffs.head.is_some() && r.commit_id.is_none() {
             Some("review names no commit".to_string())
         } else if !via.contains_key(user) {
@@ -150,7 +158,10 @@ pub fn evaluate(
             None
         };
         match reason {
-            Some(reason) => ignored.push(Ignored { user: user.to_string(), reason }),
+            Some(reason) => ignored.push(Ignored {
+                user: user.to_string(),
+                reason,
+            }),
             None => approved_by.push(user.to_string()),
         }
     }
@@ -192,13 +203,24 @@ mod tests {
     }
 
     fn run(reviews: Vec<Review>) -> ApprovalResult {
-        let signoffs = SignOffs { reviews, head: Some(HEAD.into()), author: Some("dana".into()) };
-        let members = |g: &str| (g == "ml-leads").then(|| vec!["alice".to_string(), "bob".to_string(), "dana".to_string()]);
+        let signoffs = SignOffs {
+            reviews,
+            head: Some(HEAD.into()),
+            author: Some("dana".into()),
+        };
+        let members = |g: &str| {
+            (g == "ml-leads")
+                .then(|| vec!["alice".to_string(), "bob".to_string(), "dana".to_string()])
+        };
         evaluate("production", &leads_requirement(), &signoffs, &members)
     }
 
     fn reason_for<'a>(r: &'a ApprovalResult, user: &str) -> Vec<&'a str> {
-        r.ignored.iter().filter(|i| i.user == user).map(|i| i.reason.as_str()).collect()
+        r.ignored
+            .iter()
+            .filter(|i| i.user == user)
+            .map(|i| i.reason.as_str())
+            .collect()
     }
 
     #[test]
@@ -210,33 +232,51 @@ mod tests {
 
     #[test]
     fn the_latest_review_wins() {
-        let r = run(vec![review("alice", "APPROVED", HEAD, 1), review("alice", "CHANGES_REQUESTED", HEAD, 2)]);
+        let r = run(vec![
+            review("alice", "APPROVED", HEAD, 1),
+            review("alice", "CHANGES_REQUESTED", HEAD, 2),
+        ]);
         assert_eq!(r.have, 0);
         assert!(reason_for(&r, "alice").contains(&"latest review is CHANGES_REQUESTED"));
-        let r = run(vec![review("alice", "CHANGES_REQUESTED", HEAD, 1), review("alice", "APPROVED", HEAD, 2)]);
+        let r = run(vec![
+            review("alice", "CHANGES_REQUESTED", HEAD, 1),
+            review("alice", "APPROVED", HEAD, 2),
+        ]);
         assert_eq!(r.have, 1);
         assert!(reason_for(&r, "alice")[0].starts_with("superseded"));
     }
 
     #[test]
     fn a_comment_after_an_approval_keeps_the_approval() {
-        let r = run(vec![review("alice", "APPROVED", HEAD, 1), review("alice", "COMMENTED", HEAD, 2)]);
+        let r = run(vec![
+            review("alice", "APPROVED", HEAD, 1),
+            review("alice", "COMMENTED", HEAD, 2),
+        ]);
         assert_eq!(r.have, 1);
-        assert_eq!(reason_for(&r, "alice"), vec!["commented review does not approve"]);
+        assert_eq!(
+            reason_for(&r, "alice"),
+            vec!["commented review does not approve"]
+        );
     }
 
     #[test]
     fn a_stale_review_does_not_count() {
         let r = run(vec![review("bob", "APPROVED", OLD, 1)]);
         assert_eq!(r.have, 0);
-        assert_eq!(reason_for(&r, "bob"), vec!["stale: approved commit aaaaaaa but the head is bbbbbbb; re-approve"]);
+        assert_eq!(
+            reason_for(&r, "bob"),
+            vec!["stale: approved commit aaaaaaa but the head is bbbbbbb; re-approve"]
+        );
     }
 
     #[test]
     fn the_author_is_excluded() {
         let r = run(vec![review("dana", "APPROVED", HEAD, 1)]);
         assert_eq!(r.have, 0);
-        assert_eq!(reason_for(&r, "dana"), vec!["author of the change cannot approve it"]);
+        assert_eq!(
+            reason_for(&r, "dana"),
+            vec!["author of the change cannot approve it"]
+        );
         assert_eq!(r.eligible, vec!["alice", "bob"]);
     }
 
@@ -244,12 +284,18 @@ mod tests {
     fn an_ineligible_reviewer_does_not_count() {
         let r = run(vec![review("mallory", "APPROVED", HEAD, 1)]);
         assert_eq!(r.have, 0);
-        assert_eq!(reason_for(&r, "mallory"), vec!["not eligible: not in group:ml-leads"]);
+        assert_eq!(
+            reason_for(&r, "mallory"),
+            vec!["not eligible: not in group:ml-leads"]
+        );
     }
 
     #[test]
     fn two_approvals_from_one_person_count_once() {
-        let r = run(vec![review("alice", "APPROVED", HEAD, 1), review("alice", "APPROVED", HEAD, 3)]);
+        let r = run(vec![
+            review("alice", "APPROVED", HEAD, 1),
+            review("alice", "APPROVED", HEAD, 3),
+        ]);
         assert_eq!(r.have, 1);
     }
 }

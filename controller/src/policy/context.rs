@@ -16,9 +16,19 @@ impl Results {
     pub fn add<'a>(&mut self, evaluations: impl IntoIterator<Item = &'a Evaluation>) {
         for e in evaluations {
             let Some(status) = &e.status else { continue };
-            let ns = e.metadata.namespace.clone().unwrap_or_else(|| crate::catalog::object::DEFAULT_NAMESPACE.into());
-            let suites = self.by_version.entry((ns, e.spec.model.clone(), e.spec.version.clone())).or_default();
-            let newer = match suites.get(&e.spec.suite).and_then(|old| old.status.as_ref()) {
+            let ns = e
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| crate::catalog::object::DEFAULT_NAMESPACE.into());
+            let suites = self
+                .by_version
+                .entry((ns, e.spec.model.clone(), e.spec.version.clone()))
+                .or_default();
+            let newer = match suites
+                .get(&e.spec.suite)
+                .and_then(|old| old.status.as_ref())
+            {
                 Some(old) => status.completed_at >= old.completed_at,
                 None => true,
             };
@@ -29,14 +39,24 @@ impl Results {
     }
 
     /// The results of a version, by suite.
-    pub fn of(&self, ns: &str, model: &str, version: &str) -> Option<&BTreeMap<String, Evaluation>> {
-        self.by_version.get(&(ns.to_string(), model.to_string(), version.to_string()))
+    pub fn of(
+        &self,
+        ns: &str,
+        model: &str,
+        version: &str,
+    ) -> Option<&BTreeMap<String, Evaluation>> {
+        self.by_version
+            .get(&(ns.to_string(), model.to_string(), version.to_string()))
     }
 }
 
 /// `candidate` / `current`: a version with its evaluation results keyed by suite.
 pub fn version(v: &ModelVersion, results: &Results) -> Value {
-    let ns = v.metadata.namespace.as_deref().unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
+    let ns = v
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
     let mut evaluations = serde_json::Map::new();
     if let Some(suites) = results.of(ns, &v.spec.model, &v.spec.version) {
         for (suite, e) in suites {
@@ -81,7 +101,10 @@ pub fn model(m: &RegisteredModel) -> Value {
     });
     // Absent, not null, when unset: a rule that reads it then fails closed naming the field.
     if let (Some(p), Some(o)) = (&m.spec.primary_metric, out.as_object_mut()) {
-        o.insert("primaryMetric".into(), serde_json::to_value(p).unwrap_or(Value::Null));
+        o.insert(
+            "primaryMetric".into(),
+            serde_json::to_value(p).unwrap_or(Value::Null),
+        );
     }
     out
 }

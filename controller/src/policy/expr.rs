@@ -10,9 +10,34 @@ pub const VARIABLES: [&str; 6] = ["change", "candidate", "current", "model", "re
 
 /// Functions and macros of the CEL standard library that Slipway's evaluator provides.
 const FUNCTIONS: [&str; 28] = [
-    "size", "contains", "startsWith", "endsWith", "matches", "string", "int", "uint", "double", "bool", "bytes",
-    "timestamp", "duration", "type", "max", "min", "has", "all", "exists", "exists_one", "map", "filter",
-    "getFullYear", "getMonth", "getDayOfMonth", "getDayOfWeek", "getHours", "getMinutes",
+    "size",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "string",
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "bytes",
+    "timestamp",
+    "duration",
+    "type",
+    "max",
+    "min",
+    "has",
+    "all",
+    "exists",
+    "exists_one",
+    "map",
+    "filter",
+    "getFullYear",
+    "getMonth",
+    "getDayOfMonth",
+    "getDayOfWeek",
+    "getHours",
+    "getMinutes",
 ];
 
 /// A member chain a rule reads. Inside a comprehension (`all`, `exists`…) a chain may use the
@@ -33,16 +58,23 @@ pub struct CompiledExpr {
 
 impl std::fmt::Debug for CompiledExpr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledExpr").field("reads", &self.reads.len()).finish()
+        f.debug_struct("CompiledExpr")
+            .field("reads", &self.reads.len())
+            .finish()
     }
 }
 
 /// Compiles `source`, rejecting unknown variables and functions.
 pub fn compile(source: &str) -> Result<CompiledExpr, String> {
-    let program = Program::compile(source).map_err(|e| format!("CEL syntax error: {}", one_line(&e.to_string())))?;
+    let program = Program::compile(source).map_err(|e| syntax_message(&e.to_string()))?;
     let mut problems = Vec::new();
     let mut reads = Vec::new();
-    let mut w = Walker { bound: Vec::new(), scopes: Vec::new(), problems: &mut problems, reads: &mut reads };
+    let mut w = Walker {
+        bound: Vec::new(),
+        scopes: Vec::new(),
+        problems: &mut problems,
+        reads: &mut reads,
+    };
     w.walk(program.expression(), false);
     if !problems.is_empty() {
         problems.dedup();
@@ -51,8 +83,26 @@ pub fn compile(source: &str) -> Result<CompiledExpr, String> {
     Ok(CompiledExpr { program, reads })
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Condenses the parser's report (`ERROR: <input>:1:20: Syntax error: … | source | ^`) to its first problem.
+fn syntax_message(report: &str) -> String {
+    let first = report
+        .lines()
+        .find(|l| l.contains("ERROR:"))
+        .unwrap_or(report);
+    let detail = first
+        .split_once("ERROR: <input>:")
+        .map(|(_, rest)| rest)
+        .unwrap_or(first);
+    match detail.split_once(": ") {
+        Some((pos, what)) => match pos.split_once(':') {
+            Some((line, col)) => format!(
+                "CEL syntax error at line {line}, character {col} of the expression: {}",
+                what.trim()
+            ),
+            None => format!("CEL syntax error: {}", what.trim()),
+        },
+        None => format!("CEL syntax error: {}", detail.trim()),
+    }
 }
 
 /// Whether `e` is a member chain (`a.b["c"].d`) rooted at a free variable.
@@ -60,7 +110,9 @@ fn chain_root<'a>(e: &'a IdedExpr, bound: &[String]) -> Option<&'a str> {
     match &e.expr {
         Expr::Ident(name) if !bound.iter().any(|b| b == name) => Some(name),
         Expr::Select(s) if !s.test => chain_root(&s.operand, bound),
-        Expr::Call(c) if c.func_name == operators::INDEX && c.target.is_none() && c.args.len() == 2 => {
+        Expr::Call(c)
+            if c.func_name == operators::INDEX && c.target.is_none() && c.args.len() == 2 =>
+        {
             chain_root(&c.args[0], bound)
         }
         _ => None,
@@ -79,14 +131,20 @@ struct Walker<'a> {
 impl Walker<'_> {
     fn record(&mut self, e: &IdedExpr) {
         if !mentions_bound(e, &self.bound) {
-            self.reads.push(Read { expr: e.clone(), scope: None });
+            self.reads.push(Read {
+                expr: e.clone(),
+                scope: None,
+            });
             return;
         }
         // Only chains over the innermost iteration variable, whose range reads nothing bound.
         if let Some((range, var)) = self.scopes.last() {
             let others: Vec<String> = self.bound.iter().filter(|b| *b != var).cloned().collect();
             if !mentions_bound(e, &others) && !mentions_bound(range, &others) {
-                self.reads.push(Read { expr: e.clone(), scope: Some((range.clone(), var.clone())) });
+                self.reads.push(Read {
+                    expr: e.clone(),
+                    scope: Some((range.clone(), var.clone())),
+                });
             }
         }
     }
@@ -108,7 +166,8 @@ impl Walker<'_> {
             Expr::Select(s) => self.walk(&s.operand, is_chain),
             Expr::Call(c) => {
                 let name = c.func_name.as_str();
-                let operator = name.starts_with('_') || name.starts_with('@') || name.ends_with('_');
+                let operator =
+                    name.starts_with('_') || name.starts_with('@') || name.ends_with('_');
                 if !operator && !FUNCTIONS.contains(&name) {
                     self.problems.push(format!("unknown function `{name}`"));
                 }
@@ -142,9 +201,10 @@ impl Walker<'_> {
                     }
                 }
             }
-            Expr::Struct(s) => {
-                self.problems.push(format!("struct literals (`{}{{…}}`) are not supported", s.type_name))
-            }
+            Expr::Struct(s) => self.problems.push(format!(
+                "struct literals (`{}{{…}}`) are not supported",
+                s.type_name
+            )),
             Expr::Literal(_) | Expr::Unspecified => {}
         }
     }
@@ -154,7 +214,10 @@ fn mentions_bound(e: &IdedExpr, bound: &[String]) -> bool {
     match &e.expr {
         Expr::Ident(n) => bound.iter().any(|b| b == n),
         Expr::Select(s) => mentions_bound(&s.operand, bound),
-        Expr::Call(c) => c.target.iter().any(|t| mentions_bound(t, bound)) || c.args.iter().any(|a| mentions_bound(a, bound)),
+        Expr::Call(c) => {
+            c.target.iter().any(|t| mentions_bound(t, bound))
+                || c.args.iter().any(|a| mentions_bound(a, bound))
+        }
         _ => false,
     }
 }
@@ -190,7 +253,10 @@ fn parent(e: &IdedExpr) -> Option<&IdedExpr> {
 }
 
 /// The values a compiled expression reads, and for each chain that could not be read, why.
-pub fn read_values(compiled: &CompiledExpr, ctx: &Context) -> (BTreeMap<String, serde_json::Value>, Vec<String>) {
+pub fn read_values(
+    compiled: &CompiledExpr,
+    ctx: &Context,
+) -> (BTreeMap<String, serde_json::Value>, Vec<String>) {
     let mut values = BTreeMap::new();
     let mut missing = Vec::new();
     let mut seen = HashSet::new();
@@ -203,7 +269,14 @@ pub fn read_values(compiled: &CompiledExpr, ctx: &Context) -> (BTreeMap<String, 
         .collect();
     for read in &compiled.reads {
         match &read.scope {
-            None => read_one(&read.expr, ctx, &roots, &mut seen, &mut values, &mut missing),
+            None => read_one(
+                &read.expr,
+                ctx,
+                &roots,
+                &mut seen,
+                &mut values,
+                &mut missing,
+            ),
             Some((range, var)) => {
                 let elements = match ctx.resolve(range) {
                     Ok(Value::List(items)) => items.iter().cloned().collect::<Vec<_>>(),
@@ -213,7 +286,14 @@ pub fn read_values(compiled: &CompiledExpr, ctx: &Context) -> (BTreeMap<String, 
                 for element in elements {
                     let mut inner = ctx.new_inner_scope();
                     inner.add_variable_from_value(var.clone(), element);
-                    read_one(&read.expr, &inner, &roots, &mut seen, &mut values, &mut missing);
+                    read_one(
+                        &read.expr,
+                        &inner,
+                        &roots,
+                        &mut seen,
+                        &mut values,
+                        &mut missing,
+                    );
                 }
             }
         }
@@ -235,7 +315,10 @@ fn read_one(
     }
     match ctx.resolve(read) {
         Ok(v) => {
-            if matches!(read.expr, Expr::Ident(_)) && roots.contains(&name) && matches!(v, Value::Map(_) | Value::List(_)) {
+            if matches!(read.expr, Expr::Ident(_))
+                && roots.contains(&name)
+                && matches!(v, Value::Map(_) | Value::List(_))
+            {
                 return;
             }
             values.insert(name, summarize(&v));
@@ -252,7 +335,11 @@ fn read_one(
                 }
             }
             missing.push(match child {
-                Some(c) => format!("`{}` is missing (`{}` has no such field)", label(c, ctx), label(node, ctx)),
+                Some(c) => format!(
+                    "`{}` is missing (`{}` has no such field)",
+                    label(c, ctx),
+                    label(node, ctx)
+                ),
                 None => format!("`{name}` could not be read"),
             });
         }
@@ -281,7 +368,10 @@ fn summarize(v: &Value) -> serde_json::Value {
                 }
             }
             let more = total - kept.len();
-            kept.insert("…".into(), serde_json::Value::String(format!("{more} more fields")));
+            kept.insert(
+                "…".into(),
+                serde_json::Value::String(format!("{more} more fields")),
+            );
             serde_json::Value::Object(kept)
         }
         serde_json::Value::Array(a) => serde_json::Value::String(format!("[list of {}]", a.len())),
@@ -312,15 +402,27 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_reported() {
-        assert!(compile("candidate.metrics.f1 >").unwrap_err().starts_with("CEL syntax error"));
+        let err = compile("candidate.metrics.f1 >").unwrap_err();
+        assert!(
+            err.starts_with("CEL syntax error at line 1, character"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
     }
 
     #[test]
     fn outermost_chains_are_the_reads() {
         let c = compile("candidate.evaluations[model.primaryMetric.suite].verdict == 'Passed' && current == null").unwrap();
         let mut ctx = Context::default();
-        ctx.add_variable_from_value("model", cel::to_value(serde_json::json!({"primaryMetric": {"suite": "s"}})).unwrap());
-        ctx.add_variable_from_value("candidate", cel::to_value(serde_json::json!({"evaluations": {"s": {"verdict": "Passed"}}})).unwrap());
+        ctx.add_variable_from_value(
+            "model",
+            cel::to_value(serde_json::json!({"primaryMetric": {"suite": "s"}})).unwrap(),
+        );
+        ctx.add_variable_from_value(
+            "candidate",
+            cel::to_value(serde_json::json!({"evaluations": {"s": {"verdict": "Passed"}}}))
+                .unwrap(),
+        );
         ctx.add_variable_from_value("current", Value::Null);
         let (values, missing) = read_values(&c, &ctx);
         assert!(missing.is_empty());
@@ -331,24 +433,42 @@ mod tests {
 
     #[test]
     fn chains_inside_comprehensions_are_read_per_element() {
-        let c = compile("model.evaluations.all(s, candidate.evaluations[s].verdict == 'Passed')").unwrap();
+        let c = compile("model.evaluations.all(s, candidate.evaluations[s].verdict == 'Passed')")
+            .unwrap();
         let mut ctx = Context::default();
-        ctx.add_variable_from_value("model", cel::to_value(serde_json::json!({"evaluations": ["a", "b"]})).unwrap());
+        ctx.add_variable_from_value(
+            "model",
+            cel::to_value(serde_json::json!({"evaluations": ["a", "b"]})).unwrap(),
+        );
         ctx.add_variable_from_value(
             "candidate",
-            cel::to_value(serde_json::json!({"evaluations": {"a": {"verdict": "Passed"}}})).unwrap(),
+            cel::to_value(serde_json::json!({"evaluations": {"a": {"verdict": "Passed"}}}))
+                .unwrap(),
         );
         let (values, missing) = read_values(&c, &ctx);
         assert_eq!(values["candidate.evaluations[\"a\"].verdict"], "Passed");
-        assert_eq!(missing, vec!["`candidate.evaluations[\"b\"]` is missing (`candidate.evaluations` has no such field)"]);
+        assert_eq!(
+            missing,
+            vec![
+                "`candidate.evaluations[\"b\"]` is missing (`candidate.evaluations` has no such field)"
+            ]
+        );
     }
 
     #[test]
     fn missing_fields_name_the_absent_key() {
         let c = compile("candidate.evaluations['pitch'].verdict == 'Passed'").unwrap();
         let mut ctx = Context::default();
-        ctx.add_variable_from_value("candidate", cel::to_value(serde_json::json!({"evaluations": {}})).unwrap());
+        ctx.add_variable_from_value(
+            "candidate",
+            cel::to_value(serde_json::json!({"evaluations": {}})).unwrap(),
+        );
         let (_, missing) = read_values(&c, &ctx);
-        assert_eq!(missing, vec!["`candidate.evaluations[\"pitch\"]` is missing (`candidate.evaluations` has no such field)"]);
+        assert_eq!(
+            missing,
+            vec![
+                "`candidate.evaluations[\"pitch\"]` is missing (`candidate.evaluations` has no such field)"
+            ]
+        );
     }
 }

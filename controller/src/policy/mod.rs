@@ -31,7 +31,11 @@ pub struct CompiledPolicy {
 
 impl CompiledPolicy {
     /// Compiles every rule; errors are (rule index, message).
-    pub fn compile(name: &str, namespace: &str, spec: &PromotionPolicySpec) -> Result<Self, Vec<(usize, String)>> {
+    pub fn compile(
+        name: &str,
+        namespace: &str,
+        spec: &PromotionPolicySpec,
+    ) -> Result<Self, Vec<(usize, String)>> {
         let mut rules = Vec::new();
         let mut errors = Vec::new();
         for (i, rule) in spec.rules.iter().enumerate() {
@@ -41,7 +45,12 @@ impl CompiledPolicy {
             }
         }
         if errors.is_empty() {
-            Ok(CompiledPolicy { name: name.to_string(), namespace: namespace.to_string(), spec: spec.clone(), rules })
+            Ok(CompiledPolicy {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                spec: spec.clone(),
+                rules,
+            })
         } else {
             Err(errors)
         }
@@ -50,7 +59,9 @@ impl CompiledPolicy {
     /// Whether the policy applies to a change.
     pub fn matches(&self, change: &ChangeFacts) -> bool {
         let m = &self.spec.match_;
-        let any = |list: &[String], value: Option<&str>| list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v));
+        let any = |list: &[String], value: Option<&str>| {
+            list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+        };
         self.namespace == change.namespace
             && any(&m.kinds, Some(change.kind.as_str()))
             && any(&m.models, change.model.as_deref())
@@ -142,7 +153,9 @@ pub struct Decision {
 impl Decision {
     /// Rules that deny the change.
     pub fn denying_rules(&self) -> impl Iterator<Item = &RuleResult> {
-        self.rules.iter().filter(|r| !r.passed && r.effect == Effect::Deny)
+        self.rules
+            .iter()
+            .filter(|r| !r.passed && r.effect == Effect::Deny)
     }
 
     /// Approval requirements not met yet.
@@ -152,9 +165,14 @@ impl Decision {
 
     /// A one-line summary: "allowed", "denied by …", "awaiting approval …".
     pub fn summary(&self) -> String {
-        let denied: Vec<String> = self.denying_rules().map(|r| format!("{}/{}", r.policy, r.name)).collect();
-        let waiting: Vec<String> =
-            self.missing_approvals().map(|a| format!("{} ({}/{})", a.name, a.have, a.required)).collect();
+        let denied: Vec<String> = self
+            .denying_rules()
+            .map(|r| format!("{}/{}", r.policy, r.name))
+            .collect();
+        let waiting: Vec<String> = self
+            .missing_approvals()
+            .map(|a| format!("{} ({}/{})", a.name, a.have, a.required))
+            .collect();
         match (denied.is_empty(), waiting.is_empty()) {
             (true, true) => "allowed".to_string(),
             (false, _) => format!("denied by {}", denied.join(", ")),
@@ -178,9 +196,16 @@ impl PolicySet {
         signoffs: &SignOffs,
         members: &dyn Fn(&str) -> Option<Vec<String>>,
     ) -> Decision {
-        let matching: Vec<&CompiledPolicy> = self.policies.iter().filter(|p| p.matches(&input.change)).collect();
+        let matching: Vec<&CompiledPolicy> = self
+            .policies
+            .iter()
+            .filter(|p| p.matches(&input.change))
+            .collect();
         if matching.is_empty() {
-            return Decision { allowed: true, ..Decision::default() };
+            return Decision {
+                allowed: true,
+                ..Decision::default()
+            };
         }
         let ctx = build_context(input);
         let mut decision = Decision::default();
@@ -192,9 +217,14 @@ impl PolicySet {
                     Ok(Value::Bool(true)) => (true, String::new()),
                     Ok(Value::Bool(false)) => (
                         false,
-                        rule.message.clone().unwrap_or_else(|| format!("`{}` is false", rule.expression.trim())),
+                        rule.message
+                            .clone()
+                            .unwrap_or_else(|| format!("`{}` is false", rule.expression.trim())),
                     ),
-                    Ok(other) => (false, format!("expression returned {other:?}, not a boolean (fail closed)")),
+                    Ok(other) => (
+                        false,
+                        format!("expression returned {other:?}, not a boolean (fail closed)"),
+                    ),
                     Err(err) => (false, explain_error(&err, &missing, input)),
                 };
                 decision.rules.push(RuleResult {
@@ -208,10 +238,13 @@ impl PolicySet {
                 });
             }
             for req in &policy.spec.approvals {
-                decision.approvals.push(approvals::evaluate(&policy.name, req, signoffs, members));
+                decision
+                    .approvals
+                    .push(approvals::evaluate(&policy.name, req, signoffs, members));
             }
         }
-        decision.allowed = decision.denying_rules().next().is_none() && decision.missing_approvals().next().is_none();
+        decision.allowed = decision.denying_rules().next().is_none()
+            && decision.missing_approvals().next().is_none();
         decision
     }
 }
@@ -235,12 +268,24 @@ fn explain_error(err: &ExecutionError, missing: &[String], input: &DecisionInput
     let mut why = if let ExecutionError::NoSuchKey(key) = err {
         let suites = input.model.get("evaluations").and_then(|s| s.as_array());
         let is_suite = suites.is_some_and(|s| s.iter().any(|x| x.as_str() == Some(key.as_str())));
-        let has_result = input.candidate.get("evaluations").and_then(|e| e.get(key.as_str())).is_some();
+        let has_result = input
+            .candidate
+            .get("evaluations")
+            .and_then(|e| e.get(key.as_str()))
+            .is_some();
         if is_suite && !has_result {
             format!(
                 "evaluation `{key}` of {} version {} has no result; run it (or pass its Evaluation with --results) and re-check",
-                input.candidate.get("model").and_then(|m| m.as_str()).unwrap_or("?"),
-                input.candidate.get("version").and_then(|m| m.as_str()).unwrap_or("?"),
+                input
+                    .candidate
+                    .get("model")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("?"),
+                input
+                    .candidate
+                    .get("version")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("?"),
             )
         } else if !missing.is_empty() {
             missing.join("; ")

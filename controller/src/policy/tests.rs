@@ -36,18 +36,30 @@ fn decide(results_yaml: &str, reviews: &[(&str, &str)], author: &str) -> Decisio
         candidate: context::version(cat.version("default", "m", "2").unwrap(), &results),
         current: context::version(cat.version("default", "m", "1").unwrap(), &results),
         model: context::model(cat.model("default", "m").unwrap()),
-        request: Requester { user: Some(author.into()), groups: vec![], source: "git".into() },
-        now: chrono::Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap(),
+        request: Requester {
+            user: Some(author.into()),
+            groups: vec![],
+            source: "git".into(),
+        },
+        now: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+            .unwrap(),
     };
     let signoffs = SignOffs {
         reviews: reviews
             .iter()
             .enumerate()
             .map(|(i, (u, c))| Review {
-                user: ReviewUser { login: u.to_string() },
+                user: ReviewUser {
+                    login: u.to_string(),
+                },
                 state: "APPROVED".into(),
                 commit_id: Some(c.to_string()),
-                submitted_at: Some(chrono::Utc.with_ymd_and_hms(2026, 11, 25, 9, i as u32, 0).unwrap()),
+                submitted_at: Some(
+                    chrono::Utc
+                        .with_ymd_and_hms(2026, 11, 25, 9, i as u32, 0)
+                        .unwrap(),
+                ),
             })
             .collect(),
         head: Some(HEAD.into()),
@@ -58,17 +70,30 @@ fn decide(results_yaml: &str, reviews: &[(&str, &str)], author: &str) -> Decisio
 }
 
 fn rule<'a>(d: &'a Decision, name: &str) -> &'a RuleResult {
-    d.rules.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no rule {name}: {d:#?}"))
+    d.rules
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no rule {name}: {d:#?}"))
 }
 
 #[test]
 fn a_passed_candidate_with_a_lead_approval_is_allowed() {
-    let d = decide(&result("2", "Passed", 0.90, 0.88, "1"), &[("alice", HEAD)], "erin");
+    let d = decide(
+        &result("2", "Passed", 0.90, 0.88, "1"),
+        &[("alice", HEAD)],
+        "erin",
+    );
     assert!(d.allowed, "{d:#?}");
     assert_eq!(d.summary(), "allowed");
     let r = rule(&d, "no-primary-metric-regression");
-    assert_eq!(r.values["candidate.evaluations[\"eval\"].metrics[\"f1\"]"], 0.90);
-    assert_eq!(r.values["candidate.evaluations[\"eval\"].baselineMetrics[\"f1\"]"], 0.88);
+    assert_eq!(
+        r.values["candidate.evaluations[\"eval\"].metrics[\"f1\"]"],
+        0.90
+    );
+    assert_eq!(
+        r.values["candidate.evaluations[\"eval\"].baselineMetrics[\"f1\"]"],
+        0.88
+    );
     assert_eq!(r.values["model.primaryMetric.maxRegression"], 0.01);
 }
 
@@ -78,28 +103,52 @@ fn a_missing_evaluation_denies_naming_the_evaluation() {
     assert!(!d.allowed);
     let r = rule(&d, "candidate-evaluations-passed");
     assert!(!r.passed);
-    assert!(r.message.contains("evaluation `eval` of m version 2 has no result"), "{}", r.message);
+    assert!(
+        r.message
+            .contains("evaluation `eval` of m version 2 has no result"),
+        "{}",
+        r.message
+    );
     assert!(r.message.ends_with("(fail closed)"));
 }
 
 #[test]
 fn a_regression_beyond_the_tolerance_is_denied() {
-    let d = decide(&result("2", "Passed", 0.85, 0.88, "1"), &[("alice", HEAD)], "erin");
+    let d = decide(
+        &result("2", "Passed", 0.85, 0.88, "1"),
+        &[("alice", HEAD)],
+        "erin",
+    );
     let r = rule(&d, "no-primary-metric-regression");
     assert!(!r.passed);
-    assert!(r.message.contains("primary metric is worse"), "{}", r.message);
-    assert!(d.summary().starts_with("denied by production/no-primary-metric-regression"));
+    assert!(
+        r.message.contains("primary metric is worse"),
+        "{}",
+        r.message
+    );
+    assert!(
+        d.summary()
+            .starts_with("denied by production/no-primary-metric-regression")
+    );
 }
 
 #[test]
 fn a_regression_within_the_tolerance_is_allowed() {
-    let d = decide(&result("2", "Passed", 0.875, 0.88, "1"), &[("alice", HEAD)], "erin");
+    let d = decide(
+        &result("2", "Passed", 0.875, 0.88, "1"),
+        &[("alice", HEAD)],
+        "erin",
+    );
     assert!(rule(&d, "no-primary-metric-regression").passed);
 }
 
 #[test]
 fn a_comparison_against_another_baseline_is_denied() {
-    let d = decide(&result("2", "Passed", 0.9, 0.88, "0"), &[("alice", HEAD)], "erin");
+    let d = decide(
+        &result("2", "Passed", 0.9, 0.88, "0"),
+        &[("alice", HEAD)],
+        "erin",
+    );
     let r = rule(&d, "baseline-is-current-production");
     assert!(!r.passed);
     assert_eq!(r.values["current.version"], "1");
@@ -107,7 +156,11 @@ fn a_comparison_against_another_baseline_is_denied() {
 
 #[test]
 fn a_failed_evaluation_is_denied() {
-    let d = decide(&result("2", "Failed", 0.9, 0.88, "1"), &[("alice", HEAD)], "erin");
+    let d = decide(
+        &result("2", "Failed", 0.9, 0.88, "1"),
+        &[("alice", HEAD)],
+        "erin",
+    );
     assert!(!rule(&d, "candidate-evaluations-passed").passed);
 }
 
@@ -121,9 +174,16 @@ fn without_a_lead_approval_the_change_awaits_approval() {
 
 #[test]
 fn a_leads_own_change_needs_another_lead() {
-    let d = decide(&result("2", "Passed", 0.9, 0.88, "1"), &[("dana", HEAD)], "dana");
+    let d = decide(
+        &result("2", "Passed", 0.9, 0.88, "1"),
+        &[("dana", HEAD)],
+        "dana",
+    );
     assert!(!d.allowed);
-    assert_eq!(d.approvals[0].ignored[0].reason, "author of the change cannot approve it");
+    assert_eq!(
+        d.approvals[0].ignored[0].reason,
+        "author of the change cannot approve it"
+    );
 }
 
 #[test]
@@ -158,7 +218,11 @@ spec:
     let d = cat.policies.decide(&input, &SignOffs::default(), &|_| None);
     assert!(!d.allowed);
     assert!(!d.rules[0].passed);
-    assert!(d.rules[0].message.ends_with("(fail closed)"), "{}", d.rules[0].message);
+    assert!(
+        d.rules[0].message.ends_with("(fail closed)"),
+        "{}",
+        d.rules[0].message
+    );
 }
 
 #[test]

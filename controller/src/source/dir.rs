@@ -10,7 +10,10 @@ use crate::catalog::load::is_yaml;
 pub fn read(path: &Path) -> std::io::Result<Vec<SourceFile>> {
     let mut files = Vec::new();
     if path.is_file() {
-        files.push(SourceFile { path: display(path), content: std::fs::read(path)? });
+        files.push(SourceFile {
+            path: display(path),
+            content: std::fs::read(path)?,
+        });
         return Ok(files);
     }
     let mut stack = vec![path.to_path_buf()];
@@ -32,7 +35,10 @@ pub fn read(path: &Path) -> std::io::Result<Vec<SourceFile>> {
     }
     found.sort();
     for p in found {
-        files.push(SourceFile { path: display(&p), content: std::fs::read(&p)? });
+        files.push(SourceFile {
+            path: display(&p),
+            content: std::fs::read(&p)?,
+        });
     }
     Ok(files)
 }

@@ -19,7 +19,9 @@ pub enum GitError {
         source: git2::Error,
     },
     /// A revision does not resolve.
-    #[error("revision `{rev}` not found in {repo} ({source}); fetch it first (e.g. `git fetch origin {rev}`) or check the name")]
+    #[error(
+        "revision `{rev}` not found in {repo} ({source}); fetch it first (e.g. `git fetch origin {rev}`) or check the name"
+    )]
     BadRevision {
         /// The revision.
         rev: String,
@@ -59,9 +61,14 @@ pub struct GitRepo {
 impl GitRepo {
     /// Opens the repository containing `path`.
     pub fn open(path: &Path) -> Result<Self, GitError> {
-        let repo = Repository::discover(path)
-            .map_err(|source| GitError::NotARepo { path: path.display().to_string(), source })?;
-        Ok(GitRepo { repo, path: path.display().to_string() })
+        let repo = Repository::discover(path).map_err(|source| GitError::NotARepo {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(GitRepo {
+            repo,
+            path: path.display().to_string(),
+        })
     }
 
     /// Resolves a revision (branch, tag, `HEAD~1`, commit id) to a commit.
@@ -70,8 +77,15 @@ impl GitRepo {
             .repo
             .revparse_single(rev)
             .and_then(|o| o.peel_to_commit())
-            .map_err(|source| GitError::BadRevision { rev: rev.to_string(), repo: self.path.clone(), source })?;
-        Ok(Revision { name: rev.to_string(), commit: obj.id().to_string() })
+            .map_err(|source| GitError::BadRevision {
+                rev: rev.to_string(),
+                repo: self.path.clone(),
+                source,
+            })?;
+        Ok(Revision {
+            name: rev.to_string(),
+            commit: obj.id().to_string(),
+        })
     }
 
     /// Reads every YAML file under `subdir` (repository-relative; empty for the root) at a revision.
@@ -83,7 +97,10 @@ impl GitRepo {
         if !prefix.is_empty() {
             let entry = tree
                 .get_path(Path::new(prefix))
-                .map_err(|_| GitError::NoSuchPath { path: prefix.to_string(), rev: rev.name.clone() })?;
+                .map_err(|_| GitError::NoSuchPath {
+                    path: prefix.to_string(),
+                    rev: rev.name.clone(),
+                })?;
             tree = self.repo.find_tree(entry.id())?;
         }
         let mut blobs = Vec::new();
@@ -100,8 +117,15 @@ impl GitRepo {
         let mut files = Vec::with_capacity(blobs.len());
         for (path, id) in blobs {
             let blob = self.repo.find_blob(id)?;
-            let path = if prefix.is_empty() { path } else { format!("{prefix}/{path}") };
-            files.push(SourceFile { path, content: blob.content().to_vec() });
+            let path = if prefix.is_empty() {
+                path
+            } else {
+                format!("{prefix}/{path}")
+            };
+            files.push(SourceFile {
+                path,
+                content: blob.content().to_vec(),
+            });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(files)

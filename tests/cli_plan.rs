@@ -1,0 +1,342 @@
+//! `slipway plan` on real git repositories built with git2: a `main` history and a PR branch.
+
+mod support;
+
+use git2::Oid;
+use serde_json::Value;
+use support::{GitRepo, Run, folder, root, slipway};
+
+/// A repository whose `main` holds the example registry under `registry/`.
+struct Pr {
+    repo: GitRepo,
+    main: Oid,
+}
+
+impl Pr {
+    fn new() -> Self {
+        let mut repo = GitRepo::new();
+        let files = folder("examples/football-frames");
+        let paths: Vec<(String, String)> = files
+            .into_iter()
+            .map(|(n, c)| (format!("registry/{n}"), c))
+            .collect();
+        let refs: Vec<(&str, Option<&str>)> = paths
+            .iter()
+            .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+            .collect();
+        let main = repo.commit("main", None, &refs, "Register versions 7 and 8");
+        Pr { repo, main }
+    }
+
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(root().join("examples/football-frames").join(name)).unwrap()
+    }
+
+    /// Commits a change to `registry/NAME` on branch `pr`.
+    fn change(&mut self, parent: Oid, name: &str, content: &str) -> Oid {
+        let path = format!("registry/{name}");
+        self.repo
+            .commit("pr", Some(parent), &[(&path, Some(content))], "change")
+    }
+
+    fn promote(&mut self) -> Oid {
+        let aliases = self
+            .file("aliases.yaml")
+            .replacen("version: \"7\"", "version: \"8\"", 1);
+        self.change(self.main, "aliases.yaml", &aliases)
+    }
+
+    fn reviews(&self, reviews: &[(&str, &str, Oid)]) -> std::path::PathBuf {
+        let list: Vec<Value> = reviews
+            .iter()
+            .enumerate()
+            .map(|(i, (user, state, commit))| {
+                serde_json::json!({
+                    "id": i, "user": {"login": user, "type": "User"}, "state": state,
+                    "commit_id": commit.to_string(), "submitted_at": format!("2026-11-25T10:{i:02}:00Z"),
+                    "body": "", "html_url": "https://github.com/x/y/pull/1#review"
+                })
+            })
+            .collect();
+        let path = self.repo.path().join("reviews.json");
+        std::fs::write(&path, serde_json::to_string(&list).unwrap()).unwrap();
+        path
+    }
+
+    fn plan(&self, extra: &[&str]) -> Run {
+        let results = root().join("examples/promotion-pr/results");
+        let mut args = vec![
+            "plan", "--base", "main", "--head", "pr", "--path", "registry", "--author", "dana",
+        ];
+        if !extra.contains(&"--format") {
+            args.extend(["--format", "json"]);
+        }
+        let results = results.to_string_lossy().into_owned();
+        if !extra.contains(&"--no-results") {
+            args.extend(["--results", results.as_str()]);
+        }
+        args.extend(extra.iter().filter(|a| **a != "--no-results"));
+        slipway(&args, self.repo.path())
+    }
+}
+
+fn alias_change(out: &Value) -> &Value {
+    out["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "ModelAlias")
+        .expect("an alias change")
+}
+
+#[test]
+fn a_promotion_without_a_lead_approval_exits_3_and_says_who_can_approve() {
+    let mut pr = Pr::new();
+    let head = pr.promote();
+    let reviews = pr.reviews(&[("erin", "APPROVED", head), ("dana", "APPROVED", head)]);
+    let run = pr.plan(&["--reviews", reviews.to_str().unwrap()]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let out = run.json();
+    assert_eq!(out["head"], head.to_string());
+    assert_eq!(out["base"], pr.main.to_string());
+    let c = alias_change(&out);
+    assert_eq!(
+        (c["action"].as_str(), c["from"].as_str(), c["to"].as_str()),
+        (Some("update"), Some("7"), Some("8"))
+    );
+    assert_eq!(c["alias"], "production");
+    assert_eq!(c["decision"]["allowed"], false);
+    let approval = &c["decision"]["approvals"][0];
+    assert_eq!(approval["have"], 0);
+    assert_eq!(approval["eligible"], serde_json::json!(["alice", "bob"]));
+    let ignored = approval["ignored"].as_array().unwrap();
+    assert!(ignored.contains(
+        &serde_json::json!({"user": "dana", "reason": "author of the change cannot approve it"})
+    ));
+    assert!(ignored.contains(
+        &serde_json::json!({"user": "erin", "reason": "not eligible: not in group:ml-leads"})
+    ));
+    assert!(
+        c["decision"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["passed"] == true)
+    );
+    assert_eq!(
+        out["summary"],
+        serde_json::json!({"create": 0, "update": 1, "delete": 0, "denied": 1})
+    );
+}
+
+#[test]
+fn a_lead_approval_on_the_head_commit_allows_the_promotion() {
+    let mut pr = Pr::new();
+    let head = pr.promote();
+    let reviews = pr.reviews(&[("alice", "APPROVED", head)]);
+    let run = pr.plan(&["--reviews", reviews.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    let c = &run.json()["changes"][0];
+    assert_eq!(c["decision"]["allowed"], true);
+    let rules = c["decision"]["rules"].as_array().unwrap();
+    let regression = rules
+        .iter()
+        .find(|r| r["name"] == "no-primary-metric-regression")
+        .unwrap();
+    assert_eq!(
+        regression["values"]["candidate.evaluations[\"pitch-frames\"].metrics[\"macro_f1\"]"],
+        0.874
+    );
+}
+
+#[test]
+fn an_approval_of_an_older_push_is_stale() {
+    let mut pr = Pr::new();
+    let first = pr.promote();
+    let dep = pr
+        .file("deployments.yaml")
+        .replacen("weight: 10", "weight: 5", 1);
+    let head = pr.change(first, "deployments.yaml", &dep);
+    let reviews = pr.reviews(&[("alice", "APPROVED", first)]);
+    let run = pr.plan(&["--reviews", reviews.to_str().unwrap()]);
+    assert_eq!(run.code, 3);
+    let reason = alias_change(&run.json())["decision"]["approvals"][0]["ignored"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.starts_with("stale: approved commit"), "{reason}");
+    assert!(reason.contains(&head.to_string()[..7]));
+}
+
+#[test]
+fn a_missing_evaluation_result_denies_naming_the_evaluation() {
+    let mut pr = Pr::new();
+    let head = pr.promote();
+    let reviews = pr.reviews(&[("alice", "APPROVED", head)]);
+    let run = pr.plan(&["--no-results", "--reviews", reviews.to_str().unwrap()]);
+    assert_eq!(run.code, 3);
+    let rules = alias_change(&run.json())["decision"]["rules"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let first = &rules[0];
+    assert_eq!(first["passed"], false);
+    assert!(
+        first["message"].as_str().unwrap().contains(
+            "evaluation `pitch-frames` of pitch-frame-classifier version 8 has no result"
+        ),
+        "{first}"
+    );
+}
+
+#[test]
+fn a_pull_request_cannot_weaken_the_policy_it_is_judged_by() {
+    let mut pr = Pr::new();
+    let promoted = pr.promote();
+    let weaker = pr
+        .file("policies.yaml")
+        .replace("required: 1", "required: 0")
+        .replace("excludeAuthor: true", "excludeAuthor: false");
+    let head = pr.change(promoted, "policies.yaml", &weaker);
+    let reviews = pr.reviews(&[("dana", "APPROVED", head)]);
+    let run = pr.plan(&["--reviews", reviews.to_str().unwrap()]);
+    // The head's policy is invalid (required: 0) and the base's still applies: the author's own approval does not count.
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("spec.approvals[0].required: must be at least 1"),
+        "{}",
+        run.stderr
+    );
+    let c = alias_change(&run.json()).clone();
+    assert_eq!(c["decision"]["allowed"], false);
+
+    let weaker = pr
+        .file("policies.yaml")
+        .replace("excludeAuthor: true", "excludeAuthor: false");
+    let head = pr.change(promoted, "policies.yaml", &weaker);
+    let reviews = pr.reviews(&[("dana", "APPROVED", head)]);
+    let run = pr.plan(&["--reviews", reviews.to_str().unwrap()]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+}
+
+#[test]
+fn a_branch_without_changes_exits_0() {
+    let mut pr = Pr::new();
+    let main = pr.main;
+    pr.repo.commit(
+        "pr",
+        Some(main),
+        &[("README.md", Some("docs only"))],
+        "docs",
+    );
+    let run = pr.plan(&[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.json()["changes"], serde_json::json!([]));
+}
+
+#[test]
+fn changing_a_registered_artifact_is_an_error() {
+    let mut pr = Pr::new();
+    let versions = pr
+        .file("versions.yaml")
+        .replacen("/8/model.onnx", "/8/model-v2.onnx", 1);
+    pr.change(pr.main, "versions.yaml", &versions);
+    let run = pr.plan(&["--format", "text"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("error: registry/versions.yaml:")
+            && run.stdout.contains("spec.artifact.uri: ModelVersion fields model, version, artifact and source are immutable"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn an_invalid_head_names_the_file_and_line() {
+    let mut pr = Pr::new();
+    let aliases = pr
+        .file("aliases.yaml")
+        .replacen("version: \"7\"", "version: \"9\"", 1);
+    pr.change(pr.main, "aliases.yaml", &aliases);
+    let run = pr.plan(&["--format", "markdown"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("registry/aliases.yaml:8:12: ModelAlias default/pitch-frame-classifier-production: spec.version: model `pitch-frame-classifier` has no version `9`"), "{}", run.stderr);
+    assert!(run.stdout.starts_with("<!-- slipway:plan -->"));
+    assert!(run.stdout.contains("The plan has errors"));
+}
+
+#[test]
+fn the_markdown_comment_explains_the_decision() {
+    let mut pr = Pr::new();
+    let head = pr.promote();
+    let reviews = pr.reviews(&[("bob", "CHANGES_REQUESTED", head)]);
+    let run = pr.plan(&[
+        "--format",
+        "markdown",
+        "--reviews",
+        reviews.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 3);
+    let md = &run.stdout;
+    assert!(
+        md.starts_with("<!-- slipway:plan -->\n## Slipway plan: `main`"),
+        "{md}"
+    );
+    assert!(md.contains("| Rule | Result | Why | Values read |"));
+    assert!(
+        md.contains("- Not counted for `ml-lead`: **bob** — latest review is CHANGES_REQUESTED"),
+        "{md}"
+    );
+    assert!(md.contains("Rolls out **default/pitch-frames-api**"));
+}
+
+#[test]
+fn usage_errors_exit_1_not_2() {
+    let run = slipway(&["plan"], &root());
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("--base"), "{}", run.stderr);
+}
+
+#[test]
+fn unknown_revisions_and_bad_reviews_are_clear_errors() {
+    let pr = Pr::new();
+    let run = slipway(
+        &["plan", "--base", "mian", "--head", "main"],
+        pr.repo.path(),
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("revision `mian` not found"),
+        "{}",
+        run.stderr
+    );
+    let bad = pr.repo.path().join("bad.json");
+    std::fs::write(&bad, r#"[{"user": "alice", "state": "APPROVED"}]"#).unwrap();
+    let run = slipway(
+        &[
+            "plan",
+            "--base",
+            "main",
+            "--head",
+            "main",
+            "--reviews",
+            bad.to_str().unwrap(),
+        ],
+        pr.repo.path(),
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("--reviews at `[0].user`"),
+        "{}",
+        run.stderr
+    );
+    let outside = tempfile::tempdir().unwrap();
+    let run = slipway(&["plan", "--base", "main"], outside.path());
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("is not inside a git repository"),
+        "{}",
+        run.stderr
+    );
+}

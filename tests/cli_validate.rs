@@ -1,0 +1,137 @@
+//! `slipway validate`, `crds` and `schema`, run as the real binary.
+
+mod support;
+
+use support::{GitRepo, root, slipway};
+
+#[test]
+fn the_example_registry_is_valid() {
+    let run = slipway(&["validate", "examples/football-frames"], &root());
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("✓ examples/football-frames: 12 objects in 6 files are valid"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn every_malformed_file_is_rejected_with_its_position_and_never_panics() {
+    let corpus = root().join("tests/corpus");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&corpus).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        let first =
+            String::from_utf8_lossy(bytes.split(|b| *b == b'\n').next().unwrap()).into_owned();
+        let expect = first
+            .strip_prefix("# expect: ")
+            .unwrap_or_else(|| panic!("{name}: no expectation line"));
+        let run = slipway(&["validate", "--format", "json", &name], &corpus);
+        let out = run.json();
+        checked += 1;
+        if expect == "none" {
+            assert_eq!(run.code, 0, "{name}: {}", run.stdout);
+            continue;
+        }
+        assert_eq!(run.code, 1, "{name}: {}", run.stdout);
+        let (category, at) = expect.split_once(' ').unwrap();
+        let (line, col) = at.split_once(':').unwrap();
+        let (line_n, col_n): (u64, u64) = (line.parse().unwrap(), col.parse().unwrap());
+        let errors = out["errors"].as_array().unwrap();
+        assert!(
+            errors.iter().any(|e| e["category"] == category
+                && e["line"] == line_n
+                && e["column"] == col_n
+                && e["file"] == name.as_str()),
+            "{name}: expected {category} at {line}:{col}, got {errors:#?}"
+        );
+        // The text form names file:line:column too.
+        let text = slipway(&["validate", &name], &corpus);
+        assert!(
+            text.stdout.contains(&format!("{name}:{line}:{col}: ")),
+            "{name}: {}",
+            text.stdout
+        );
+    }
+    assert!(checked >= 15, "corpus too small: {checked}");
+}
+
+#[test]
+fn all_files_of_a_folder_are_reported_in_one_run() {
+    let run = slipway(&["validate", "--format", "json", "tests/corpus"], &root());
+    assert_eq!(run.code, 1);
+    let files: std::collections::BTreeSet<String> = run.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["file"].as_str().unwrap().to_string())
+        .collect();
+    assert!(files.len() >= 14, "{files:?}");
+}
+
+#[test]
+fn validate_reads_a_git_revision_without_a_checkout() {
+    let mut repo = GitRepo::new();
+    let good = "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: g}\nspec: {members: [a]}\n";
+    let bad = "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: g}\nspec: {members: [a], owner: b}\n";
+    let first = repo.commit(
+        "main",
+        None,
+        &[("registry/groups.yaml", Some(good))],
+        "good",
+    );
+    repo.commit(
+        "broken",
+        Some(first),
+        &[("registry/groups.yaml", Some(bad))],
+        "bad",
+    );
+    let ok = slipway(&["validate", "--rev", "main", "registry"], repo.path());
+    assert_eq!(ok.code, 0, "{}{}", ok.stdout, ok.stderr);
+    let broken = slipway(&["validate", "--rev", "broken", "registry"], repo.path());
+    assert_eq!(broken.code, 1);
+    assert!(
+        broken
+            .stdout
+            .contains("registry/groups.yaml:4:22: Group default/g: spec.owner: unknown field"),
+        "{}",
+        broken.stdout
+    );
+}
+
+#[test]
+fn the_committed_crds_are_up_to_date() {
+    let run = slipway(&["crds"], &root());
+    assert_eq!(run.code, 0);
+    let committed =
+        std::fs::read_to_string(root().join("charts/slipway/crds/slipway.dev.yaml")).unwrap();
+    assert!(
+        run.stdout == committed,
+        "charts/slipway/crds/slipway.dev.yaml is stale; regenerate it with `cargo run -p slipway -- crds > charts/slipway/crds/slipway.dev.yaml`"
+    );
+    assert_eq!(
+        committed.matches("kind: CustomResourceDefinition").count(),
+        8
+    );
+}
+
+#[test]
+fn schemas_reject_unknown_fields_for_editors() {
+    for kind in ["ModelAlias", "modelaliases", "malias"] {
+        let run = slipway(&["schema", kind], &root());
+        assert_eq!(run.code, 0);
+        let s = run.json();
+        assert_eq!(s["properties"]["kind"]["const"], "ModelAlias");
+        assert_eq!(s["properties"]["spec"]["additionalProperties"], false);
+        assert_eq!(s["required"][0], "apiVersion");
+    }
+    let run = slipway(&["schema", "Modle"], &root());
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("unknown kind `Modle`"));
+}

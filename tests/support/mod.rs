@@ -1,0 +1,142 @@
+//! Shared helpers of the integration tests: real git repositories (git2) and the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use git2::{Oid, Repository, Signature, Time};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The output of one `slipway` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs the `slipway` binary built for these tests.
+pub fn slipway(args: &[&str], cwd: &Path) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run slipway");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked"),
+        "slipway panicked:\n{}",
+        run.stderr
+    );
+    run
+}
+
+/// A git repository in a temporary folder, written through libgit2 (no checkout, no git binary).
+pub struct GitRepo {
+    pub dir: tempfile::TempDir,
+    pub repo: Repository,
+    clock: i64,
+}
+
+impl GitRepo {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init(dir.path()).expect("git init");
+        GitRepo {
+            dir,
+            repo,
+            clock: 1_764_000_000,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Commits `files` (path → content; `None` deletes) on top of `parent` and points `branch` at it.
+    pub fn commit(
+        &mut self,
+        branch: &str,
+        parent: Option<Oid>,
+        files: &[(&str, Option<&str>)],
+        message: &str,
+    ) -> Oid {
+        self.clock += 60;
+        let sig = Signature::new("dana", "dana@example.com", &Time::new(self.clock, 0))
+            .expect("signature");
+        let parent_commit = parent.map(|p| self.repo.find_commit(p).expect("parent"));
+        let mut index = git2::Index::new().expect("index");
+        if let Some(p) = &parent_commit {
+            index
+                .read_tree(&p.tree().expect("tree"))
+                .expect("read tree");
+        }
+        for (path, content) in files {
+            match content {
+                Some(c) => {
+                    let blob = self.repo.blob(c.as_bytes()).expect("blob");
+                    let entry = git2::IndexEntry {
+                        ctime: git2::IndexTime::new(0, 0),
+                        mtime: git2::IndexTime::new(0, 0),
+                        dev: 0,
+                        ino: 0,
+                        mode: 0o100644,
+                        uid: 0,
+                        gid: 0,
+                        file_size: c.len() as u32,
+                        id: blob,
+                        flags: 0,
+                        flags_extended: 0,
+                        path: path.as_bytes().to_vec(),
+                    };
+                    index.add(&entry).expect("add");
+                }
+                None => index.remove_path(Path::new(path)).expect("remove"),
+            }
+        }
+        let tree = self
+            .repo
+            .find_tree(index.write_tree_to(&self.repo).expect("write tree"))
+            .expect("tree");
+        let parents: Vec<&git2::Commit> = parent_commit.iter().collect();
+        let oid = self
+            .repo
+            .commit(None, &sig, &sig, message, &tree, &parents)
+            .expect("commit");
+        let commit = self.repo.find_commit(oid).expect("commit");
+        self.repo.branch(branch, &commit, true).expect("branch");
+        oid
+    }
+}
+
+/// The files of a folder under the workspace root, as (relative path, content).
+pub fn folder(rel: &str) -> Vec<(String, String)> {
+    let base = root().join(rel);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&base).expect("read example folder") {
+        let p = entry.expect("entry").path();
+        if p.is_file() {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            out.push((name, std::fs::read_to_string(&p).expect("read")));
+        }
+    }
+    out.sort();
+    out
+}
