@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 /// A Kubernetes-style condition. `Ready` summarises the others.
@@ -232,4 +232,14 @@ pub struct SecretKeyRef {
     pub name: String,
     /// Key within the Secret's data.
     pub key: String,
+}
+
+/// Schema of an optional enum for CRDs: the enum's own schema marked `nullable`.
+///
+/// schemars describes `Option<Enum>` as `anyOf: [Enum, {enum: [null]}]`, which the API server
+/// rejects in a structural schema.
+pub fn nullable_enum<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = T::json_schema(generator);
+    schema.insert("nullable".into(), true.into());
+    schema
 }

@@ -140,6 +140,7 @@ pub struct EvaluationStatus {
     pub gates: Vec<GateResult>,
     /// `Passed` or `Failed`, once finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::nullable_enum::<Verdict>")]
     pub verdict: Option<Verdict>,
     /// Content address of this run: artifact digest, dataset digest, runner spec and suite.
     #[serde(default, skip_serializing_if = "Option::is_none")]

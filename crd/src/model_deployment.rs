@@ -235,6 +235,7 @@ pub enum DeploymentPhase {
 pub struct ModelDeploymentStatus {
     /// Rollout phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::nullable_enum::<DeploymentPhase>")]
     pub phase: Option<DeploymentPhase>,
     /// Version holding the majority of traffic / last healthy version.
     #[serde(default, skip_serializing_if = "Option::is_none")]

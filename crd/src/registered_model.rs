@@ -110,8 +110,10 @@ pub enum NotificationEvent {
 pub struct Notification {
     /// Channel name, used in history and metrics.
     pub name: String,
-    /// Events sent to this channel.
-    pub on: Vec<NotificationEvent>,
+    /// Events sent to this channel. (Named `events`, not `on`: YAML 1.1 parsers such as
+    /// kubectl's read an unquoted `on` key as the boolean `true`.)
+    #[serde(alias = "on")]
+    pub events: Vec<NotificationEvent>,
     /// A Slack incoming webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<SlackNotification>,

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod apiserver;
+
 use git2::{Oid, Repository, Signature, Time};
 
 /// The workspace root.

@@ -163,9 +163,9 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
                     set.push("webhook");
                 }
                 c.one_of(&f, &set, &["slack", "webhook"]);
-                if n.on.is_empty() {
+                if n.events.is_empty() {
                     c.invalid(
-                        &format!("{f}.on"),
+                        &format!("{f}.events"),
                         "list at least one event, e.g. [AliasMoved, RolledBack]",
                     );
                 }

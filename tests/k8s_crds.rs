@@ -1,0 +1,98 @@
+//! The generated CRDs on a real kube-apiserver: accepted, established, and serving the example registry.
+
+mod support;
+
+use support::apiserver::ApiServer;
+use support::root;
+
+#[test]
+fn the_crds_are_accepted_and_serve_the_example_registry() {
+    let api = ApiServer::start();
+    let crds = root().join("charts/slipway/crds/slipway.dev.yaml");
+    let run = api.kubectl(&["apply", "-f", &crds.to_string_lossy()], "admin");
+    assert_eq!(run.code, 0, "{}{}\n{}", run.stdout, run.stderr, api.logs());
+    assert_eq!(run.stdout.matches("created").count(), 8, "{}", run.stdout);
+    let run = api.kubectl(
+        &[
+            "wait",
+            "--for",
+            "condition=Established",
+            "crd",
+            "--all",
+            "--timeout",
+            "60s",
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+
+    // The example registry applies as custom resources, first as a server-side dry run.
+    let examples = root().join("examples/football-frames");
+    let run = api.kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-f",
+            &examples.to_string_lossy(),
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let run = api.kubectl(&["apply", "-f", &examples.to_string_lossy()], "admin");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout.matches("created").count(), 12, "{}", run.stdout);
+
+    // Printer columns and short names.
+    let run = api.kubectl(&["get", "malias"], "admin");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let header: Vec<&str> = run
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "MODEL", "ALIAS", "VERSION", "RESOLVED", "AGE"]
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("pitch-frame-classifier-production")
+                && l.split_whitespace().take(4).collect::<Vec<_>>()
+                    == [
+                        "pitch-frame-classifier-production",
+                        "pitch-frame-classifier",
+                        "production",
+                        "7"
+                    ]),
+        "{}",
+        run.stdout
+    );
+    let run = api.kubectl(&["get", "slipway"], "admin");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("modelversion.slipway.dev/pitch-frame-classifier-8"),
+        "{}",
+        run.stdout
+    );
+
+    // Field documentation reaches `kubectl explain`.
+    let run = api.kubectl(&["explain", "modelalias.spec.version"], "admin");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("Version label the alias points at"),
+        "{}",
+        run.stdout
+    );
+
+    // The structural schema rejects wrong types server-side.
+    let bad = api.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {name: bad}\nspec: {model: m, alias: a, version: [1]}\n").unwrap();
+    let run = api.kubectl(&["apply", "-f", &bad.to_string_lossy()], "admin");
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("spec.version"), "{}", run.stderr);
+}

@@ -1,0 +1,195 @@
+//! A real kube-apiserver + etcd on loopback, from `KUBEBUILDER_ASSETS` (`scripts/kube-assets.sh`
+//! builds and caches them), with token-file users, RBAC and a kubeconfig for `kubectl`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Run;
+
+/// Users of the token file: (token, user, groups).
+pub const USERS: [(&str, &str, &str); 4] = [
+    ("admin-token", "admin", "system:masters"),
+    ("alice-token", "alice", "ml-leads"),
+    ("dana-token", "dana", "ml-engineers,ml-leads"),
+    ("erin-token", "erin", "ml-engineers"),
+];
+
+pub struct ApiServer {
+    etcd: Child,
+    apiserver: Child,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn assets() -> PathBuf {
+    let dir = std::env::var("KUBEBUILDER_ASSETS").unwrap_or_else(|_| {
+        panic!("KUBEBUILDER_ASSETS is not set; run the tests with scripts/test.sh, or export KUBEBUILDER_ASSETS=$(scripts/kube-assets.sh)")
+    });
+    let dir = PathBuf::from(dir);
+    for bin in ["kube-apiserver", "etcd"] {
+        assert!(dir.join(bin).is_file(), "{} has no {bin}", dir.display());
+    }
+    dir
+}
+
+impl ApiServer {
+    /// Starts etcd and kube-apiserver and waits until the API server is ready.
+    pub fn start() -> Self {
+        let assets = assets();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let log = |name: &str| std::fs::File::create(d.join(name)).expect("log file");
+        let etcd = Command::new(assets.join("etcd"))
+            .args(["--data-dir", &d.join("etcd").to_string_lossy()])
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{etcd_port}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{etcd_port}"),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{peer_port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log("etcd.log"))
+            .spawn()
+            .expect("start etcd");
+        let tokens: String = USERS
+            .iter()
+            .map(|(t, u, g)| format!("{t},{u},{u},\"{g}\"\n"))
+            .collect();
+        std::fs::write(d.join("tokens.csv"), tokens).expect("token file");
+        let key = d.join("sa.key");
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out", &key.to_string_lossy(), "2048"])
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl genrsa failed");
+        let apiserver = Command::new(assets.join("kube-apiserver"))
+            .args(["--etcd-servers", &format!("http://127.0.0.1:{etcd_port}")])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
+            .args(["--secure-port", &api_port.to_string()])
+            .args(["--cert-dir", &d.join("certs").to_string_lossy()])
+            .args(["--token-auth-file", &d.join("tokens.csv").to_string_lossy()])
+            .args(["--authorization-mode", "RBAC"])
+            .args(["--service-account-key-file", &key.to_string_lossy()])
+            .args(["--service-account-signing-key-file", &key.to_string_lossy()])
+            .args(["--service-account-issuer", "https://kubernetes.default.svc"])
+            .args(["--service-cluster-ip-range", "10.96.0.0/24"])
+            .args(["--disable-admission-plugins", "ServiceAccount"])
+            .stdout(Stdio::null())
+            .stderr(log("kube-apiserver.log"))
+            .spawn()
+            .expect("start kube-apiserver");
+        let kubeconfig = d.join("kubeconfig");
+        let users: String = USERS
+            .iter()
+            .map(|(t, u, _)| format!("- name: {u}\n  user:\n    token: {t}\n"))
+            .collect();
+        let contexts: String = USERS
+            .iter()
+            .map(|(_, u, _)| format!("- name: {u}\n  context:\n    cluster: test\n    user: {u}\n    namespace: default\n"))
+            .collect();
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n{users}contexts:\n{contexts}current-context: admin\n"
+            ),
+        )
+        .expect("kubeconfig");
+        let server = ApiServer {
+            etcd,
+            apiserver,
+            dir,
+            kubeconfig,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = server.kubectl(&["get", "--raw", "/readyz"], "admin");
+            if run.code == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready in 60 s:\n{}",
+                server.logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        server
+    }
+
+    /// Runs kubectl as one of [`USERS`].
+    pub fn kubectl(&self, args: &[&str], user: &str) -> Run {
+        self.kubectl_in(args, user, Path::new("."))
+    }
+
+    /// Runs kubectl as a user from a working directory.
+    pub fn kubectl_in(&self, args: &[&str], user: &str, cwd: &Path) -> Run {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--context", user])
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("run kubectl");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The tail of both servers' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        ["etcd.log", "kube-apiserver.log"]
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                format!(
+                    "--- {f}\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        for child in [&mut self.apiserver, &mut self.etcd] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
