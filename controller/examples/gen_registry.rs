@@ -48,7 +48,7 @@ fn main() {
             write(
                 dir,
                 "aliases",
-                &format!("model-{m}-production"),
+                &format!("model-{m}-0"),
                 &alias_body(m, 0, VERSIONS_PER_MODEL),
             );
         }
@@ -112,7 +112,7 @@ spec:
     format: onnx
   source:
     run: https://tracking.example/runs/{m}-{v}
-    commit: {digest:040x}
+    commit: "{digest:040x}"
     dataset:
       uri: s3://bench/train/{m}/{v}/
       digest: sha256:{digest:064x}

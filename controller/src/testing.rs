@@ -7,6 +7,7 @@ pub fn catalog(yaml: &str) -> Catalog {
     let (cat, diags) = Catalog::from_files(&[SourceFile {
         path: "fixture.yaml".into(),
         content: yaml.as_bytes().to_vec(),
+        ..Default::default()
     }]);
     assert!(diags.is_empty(), "fixture is invalid: {diags:#?}");
     cat
@@ -17,6 +18,7 @@ pub fn diagnostics(yaml: &str) -> Vec<crate::diagnostics::Diagnostic> {
     Catalog::from_files(&[SourceFile {
         path: "f.yaml".into(),
         content: yaml.as_bytes().to_vec(),
+        ..Default::default()
     }])
     .1
 }

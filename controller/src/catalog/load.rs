@@ -10,12 +10,14 @@ use super::object::{DEFAULT_NAMESPACE, Object, ObjectKey, Origin, Resource};
 use crate::diagnostics::{Category, Diagnostic, FieldPath, did_you_mean};
 
 /// A file to load: its path (relative, for messages) and its bytes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SourceFile {
     /// Path relative to the folder or repository root.
     pub path: String,
     /// Content.
     pub content: Vec<u8>,
+    /// Content id when known (the git blob id), so unchanged files are parsed once.
+    pub id: Option<String>,
 }
 
 /// Whether a file name is a YAML file Slipway reads.
@@ -35,7 +37,8 @@ pub fn split_documents(text: &str) -> Vec<(usize, &str)> {
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let bare = line.trim_end_matches(['\n', '\r']);
         let is_marker = |m: &str| {
-            bare == m || bare.starts_with(&format!("{m} ")) || bare.starts_with(&format!("{m}\t"))
+            bare.strip_prefix(m)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
         };
         if (is_marker("---") || is_marker("...")) && offset > start {
             docs.push((start_line, &text[start..offset]));
@@ -58,7 +61,36 @@ fn is_blank_document(doc: &str) -> bool {
 }
 
 /// Loads every document of every file. Objects that parse are returned even when others fail.
+/// Files are parsed on all cores; the result keeps the input order.
 pub fn load_files(files: &[SourceFile]) -> (Vec<Object>, Vec<Diagnostic>) {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads == 1 || files.len() < 64 {
+        return load_sequentially(files);
+    }
+    let chunk = files.len().div_ceil(threads);
+    let parts: Vec<(Vec<Object>, Vec<Diagnostic>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || load_sequentially(c)))
+            .collect();
+        handles
+            .into_iter()
+            // A panic while parsing is a bug; re-raise it rather than lose files silently.
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let mut objects = Vec::with_capacity(files.len());
+    let mut diags = Vec::new();
+    for (mut o, mut d) in parts {
+        objects.append(&mut o);
+        diags.append(&mut d);
+    }
+    (objects, diags)
+}
+
+fn load_sequentially(files: &[SourceFile]) -> (Vec<Object>, Vec<Diagnostic>) {
     let mut objects = Vec::new();
     let mut diags = Vec::new();
     for file in files {
@@ -94,35 +126,93 @@ pub fn load_files(files: &[SourceFile]) -> (Vec<Object>, Vec<Diagnostic>) {
     (objects, diags)
 }
 
+/// `apiVersion`, `kind` and the identity of a document, from a full (slower) parse.
+struct Header {
+    api_version: Option<String>,
+    kind: Option<String>,
+    name: Option<String>,
+    namespace: String,
+}
+
+impl Header {
+    fn parse(origin: &Origin) -> Result<Header, Diagnostic> {
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(&origin.text).map_err(|e| syntax_error(origin, &e))?;
+        let Some(map) = value.as_mapping() else {
+            return Err(origin.diagnostic_at(
+                None,
+                &FieldPath::root(),
+                None,
+                Category::Syntax,
+                "document is not a mapping; a Slipway document has apiVersion, kind, metadata and spec",
+            ));
+        };
+        let get = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let meta = |k: &str| {
+            map.get("metadata")
+                .and_then(|m| m.get(k))
+                .and_then(|n| n.as_str())
+                .map(str::to_string)
+        };
+        Ok(Header {
+            api_version: get("apiVersion"),
+            kind: get("kind"),
+            name: meta("name"),
+            namespace: meta("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        })
+    }
+
+    fn key(self, kind: Kind) -> Option<ObjectKey> {
+        let namespace = self.namespace;
+        self.name.map(|name| ObjectKey {
+            kind,
+            namespace,
+            name,
+        })
+    }
+}
+
+/// Finds top-level `apiVersion:` and `kind:` lines without parsing the document.
+///
+/// Keys at column 0 are top-level keys in block style; anything unusual (flow style, quotes
+/// with escapes, repeated keys) returns `None` and the caller parses the document instead.
+fn scan_header(text: &str) -> Option<(String, String)> {
+    let (mut api_version, mut kind) = (None, None);
+    for line in text.lines() {
+        let slot = if let Some(rest) = line.strip_prefix("apiVersion:") {
+            (&mut api_version, rest)
+        } else if let Some(rest) = line.strip_prefix("kind:") {
+            (&mut kind, rest)
+        } else {
+            continue;
+        };
+        let (target, rest) = slot;
+        let value = rest.split(" #").next().unwrap_or("").trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        if target.is_some()
+            || value.is_empty()
+            || value.contains(['\\', '"', '\'', '{', '[', '&', '*', '!'])
+        {
+            return None;
+        }
+        *target = Some(value.to_string());
+    }
+    Some((api_version?, kind?))
+}
+
 /// Loads one document.
 pub fn load_document(origin: Origin) -> Result<Object, Vec<Diagnostic>> {
-    let header: serde_yaml::Value = match serde_yaml::from_str(&origin.text) {
-        Ok(v) => v,
-        Err(e) => return Err(vec![syntax_error(&origin, &e)]),
+    let (api_version, kind_name) = match scan_header(&origin.text) {
+        Some((a, k)) => (Some(a), Some(k)),
+        None => {
+            let h = Header::parse(&origin).map_err(|d| vec![d])?;
+            (h.api_version, h.kind)
+        }
     };
-    let Some(map) = header.as_mapping() else {
-        return Err(vec![origin.diagnostic_at(
-            None,
-            &FieldPath::root(),
-            None,
-            Category::Syntax,
-            "document is not a mapping; a Slipway document has apiVersion, kind, metadata and spec",
-        )]);
-    };
-    let get = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    let (api_version, kind_name) = (get("apiVersion"), get("kind"));
-    let name = map
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str())
-        .map(str::to_string);
-    let namespace = map
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
-        .and_then(|n| n.as_str())
-        .unwrap_or(DEFAULT_NAMESPACE)
-        .to_string();
-
     let Some(kind_name) = kind_name else {
         return Err(vec![origin.diagnostic(
             None,
@@ -169,29 +259,34 @@ pub fn load_document(origin: Origin) -> Result<Object, Vec<Diagnostic>> {
             )]);
         }
     }
-    let key = name.map(|name| ObjectKey {
-        kind,
-        namespace,
-        name,
-    });
 
     let resource = match kind {
-        Kind::RegisteredModel => typed(&origin, kind, key.as_ref()).map(Resource::RegisteredModel),
-        Kind::ModelVersion => typed(&origin, kind, key.as_ref()).map(Resource::ModelVersion),
-        Kind::ModelAlias => typed(&origin, kind, key.as_ref()).map(Resource::ModelAlias),
-        Kind::Evaluation => typed(&origin, kind, key.as_ref()).map(Resource::Evaluation),
-        Kind::ModelDeployment => typed(&origin, kind, key.as_ref()).map(Resource::ModelDeployment),
-        Kind::PromotionPolicy => typed(&origin, kind, key.as_ref()).map(Resource::PromotionPolicy),
-        Kind::Approval => typed(&origin, kind, key.as_ref()).map(Resource::Approval),
-        Kind::Group => typed(&origin, kind, key.as_ref()).map(Resource::Group),
+        Kind::RegisteredModel => typed(&origin, kind).map(Resource::RegisteredModel),
+        Kind::ModelVersion => typed(&origin, kind).map(Resource::ModelVersion),
+        Kind::ModelAlias => typed(&origin, kind).map(Resource::ModelAlias),
+        Kind::Evaluation => typed(&origin, kind).map(Resource::Evaluation),
+        Kind::ModelDeployment => typed(&origin, kind).map(Resource::ModelDeployment),
+        Kind::PromotionPolicy => typed(&origin, kind).map(Resource::PromotionPolicy),
+        Kind::Approval => typed(&origin, kind).map(Resource::Approval),
+        Kind::Group => typed(&origin, kind).map(Resource::Group),
     }?;
-    let Some(key) = key else {
+    let meta = resource.meta();
+    let Some(name) = meta.name.clone() else {
         return Err(vec![origin.diagnostic(
             None,
             &FieldPath::parse("metadata.name"),
             Category::MissingField,
             format!("{kind_name} has no `metadata.name`; every object needs a name"),
         )]);
+    };
+    let namespace = meta
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let key = ObjectKey {
+        kind,
+        namespace,
+        name,
     };
     Ok(Object {
         resource,
@@ -229,20 +324,26 @@ fn kind_list() -> String {
 }
 
 /// Deserializes the document as `T`, reporting unknown fields and type errors with their paths.
-fn typed<T: DeserializeOwned>(
-    origin: &Origin,
-    kind: Kind,
-    key: Option<&ObjectKey>,
-) -> Result<T, Vec<Diagnostic>> {
+fn typed<T: DeserializeOwned>(origin: &Origin, kind: Kind) -> Result<T, Vec<Diagnostic>> {
     let mut unknown = Vec::new();
     let de = serde_yaml::Deserializer::from_str(&origin.text);
     let mut record = |path: serde_ignored::Path<'_>| unknown.push(from_ignored(&path));
     let ignored = serde_ignored::Deserializer::new(de, &mut record);
     let result: Result<T, _> = serde_path_to_error::deserialize(ignored);
+    // The generated root types read apiVersion/kind through `Resource`, not as fields.
+    unknown.retain(|p| {
+        !(p.0.len() == 1 && (p.to_string() == "apiVersion" || p.to_string() == "kind"))
+    });
+    let result = match result {
+        Ok(v) if unknown.is_empty() => return Ok(v),
+        other => other,
+    };
+    // Only now, on the error path, read the object's identity for the messages.
+    // A document that does not parse at all is reported as bad YAML, not as a type error.
+    let header_key = Header::parse(origin).map_err(|d| vec![d])?.key(kind);
+    let key = header_key.as_ref();
     let mut diags: Vec<Diagnostic> = unknown
         .into_iter()
-        // The generated root types read apiVersion/kind through `Resource`, not as fields.
-        .filter(|p| !(p.0.len() == 1 && (p.to_string() == "apiVersion" || p.to_string() == "kind")))
         .map(|p| {
             let parent = FieldPath(p.0[..p.0.len().saturating_sub(1)].to_vec());
             let name = match p.0.last() {
@@ -272,7 +373,6 @@ fn typed<T: DeserializeOwned>(
         })
         .collect();
     match result {
-        Ok(v) if diags.is_empty() => Ok(v),
         Ok(_) => Err(diags),
         Err(e) => {
             let path = from_tracked(e.path());

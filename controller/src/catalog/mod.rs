@@ -36,7 +36,55 @@ pub struct Catalog {
 impl Catalog {
     /// Loads files into a catalog and checks it. Every problem is reported; valid objects are kept.
     pub fn from_files(files: &[SourceFile]) -> (Catalog, Vec<Diagnostic>) {
-        let (objects, mut diags) = load_files(files);
+        let (objects, diags) = load_files(files);
+        Catalog::from_loaded(objects, diags)
+    }
+
+    /// Loads two revisions, parsing each file that is identical in both (same path and content id) once.
+    /// Head files identical to a base file need no content (see `GitRepo::read_since`).
+    pub fn from_revisions(
+        base: &[SourceFile],
+        head: &[SourceFile],
+    ) -> ((Catalog, Vec<Diagnostic>), (Catalog, Vec<Diagnostic>)) {
+        let base_ids: HashMap<&str, &str> = base
+            .iter()
+            .filter_map(|f| Some((f.path.as_str(), f.id.as_deref()?)))
+            .collect();
+        let unchanged: std::collections::HashSet<&str> = head
+            .iter()
+            .filter(|f| f.id.is_some() && base_ids.get(f.path.as_str()).copied() == f.id.as_deref())
+            .map(|f| f.path.as_str())
+            .collect();
+        let changed: Vec<SourceFile> = head
+            .iter()
+            .filter(|f| !unchanged.contains(f.path.as_str()))
+            .cloned()
+            .collect();
+        let (base_objects, base_diags) = load_files(base);
+        let (mut head_objects, mut head_diags) = load_files(&changed);
+        head_objects.extend(
+            base_objects
+                .iter()
+                .filter(|o| unchanged.contains(&*o.origin.file))
+                .cloned(),
+        );
+        head_diags.extend(
+            base_diags
+                .iter()
+                .filter(|d| unchanged.contains(d.file.as_str()))
+                .cloned(),
+        );
+        // Same order as a plain load, so "already defined at" points at the same first object.
+        head_objects.sort_by(|a, b| {
+            (&a.origin.file, a.origin.first_line).cmp(&(&b.origin.file, b.origin.first_line))
+        });
+        (
+            Catalog::from_loaded(base_objects, base_diags),
+            Catalog::from_loaded(head_objects, head_diags),
+        )
+    }
+
+    fn from_loaded(objects: Vec<Object>, mut diags: Vec<Diagnostic>) -> (Catalog, Vec<Diagnostic>) {
         let (catalog, mut more) = Catalog::build(objects);
         diags.append(&mut more);
         diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));

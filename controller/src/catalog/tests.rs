@@ -231,6 +231,7 @@ fn non_utf8_files_are_reported_not_panicked_on() {
     let (_, d) = crate::catalog::Catalog::from_files(&[crate::catalog::SourceFile {
         path: "bin.yaml".into(),
         content: vec![0xff, 0xfe, 0x00],
+        ..Default::default()
     }]);
     assert_eq!(d[0].category, Category::Syntax);
 }

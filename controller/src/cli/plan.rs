@@ -49,8 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let repo = GitRepo::open(&args.repo)?;
     let base_rev = repo.resolve(&args.base)?;
     let head_rev = repo.resolve(&args.head)?;
-    let (base, base_diags) = Catalog::from_files(&repo.read(&base_rev, &args.path)?);
-    let (head, head_diags) = Catalog::from_files(&repo.read(&head_rev, &args.path)?);
+    let base_files = repo.read(&base_rev, &args.path)?;
+    let head_files = repo.read_since(&head_rev, &args.path, &base_files)?;
+    let ((base, base_diags), (head, head_diags)) =
+        Catalog::from_revisions(&base_files, &head_files);
 
     let mut results = Results::default();
     let mut result_diags: Vec<Diagnostic> = Vec::new();

@@ -168,6 +168,11 @@ pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
             (None, Some(_)) => (Operation::Create, Vec::new()),
             (Some(_), None) => (Operation::Delete, Vec::new()),
             (Some(o), Some(n)) => {
+                if std::sync::Arc::ptr_eq(&o.origin.text, &n.origin.text)
+                    || o.resource == n.resource
+                {
+                    continue;
+                }
                 let fields = diff(&o.resource.spec_json(), &n.resource.spec_json(), "spec");
                 if fields.is_empty() {
                     continue;

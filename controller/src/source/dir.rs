@@ -13,6 +13,7 @@ pub fn read(path: &Path) -> std::io::Result<Vec<SourceFile>> {
         files.push(SourceFile {
             path: display(path),
             content: std::fs::read(path)?,
+            ..Default::default()
         });
         return Ok(files);
     }
@@ -34,11 +35,35 @@ pub fn read(path: &Path) -> std::io::Result<Vec<SourceFile>> {
         }
     }
     found.sort();
-    for p in found {
-        files.push(SourceFile {
-            path: display(&p),
-            content: std::fs::read(&p)?,
-        });
+    // Reading many small files is syscall-bound; spread it over the cores.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = found.len().div_ceil(threads).max(1);
+    let parts: Vec<std::io::Result<Vec<SourceFile>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = found
+            .chunks(chunk)
+            .map(|c| {
+                scope.spawn(move || {
+                    c.iter()
+                        .map(|p| {
+                            Ok(SourceFile {
+                                path: display(p),
+                                content: std::fs::read(p)?,
+                                ..Default::default()
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    for part in parts {
+        files.extend(part?);
     }
     Ok(files)
 }

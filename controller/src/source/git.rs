@@ -91,6 +91,21 @@ impl GitRepo {
     /// Reads every YAML file under `subdir` (repository-relative; empty for the root) at a revision.
     /// Hidden folders are skipped, as in folder mode.
     pub fn read(&self, rev: &Revision, subdir: &str) -> Result<Vec<SourceFile>, GitError> {
+        self.read_since(rev, subdir, &[])
+    }
+
+    /// Like [`GitRepo::read`], but a file identical (same path and blob) to one of `known` is
+    /// returned with its id and **without content**: the caller has it already.
+    pub fn read_since(
+        &self,
+        rev: &Revision,
+        subdir: &str,
+        known: &[SourceFile],
+    ) -> Result<Vec<SourceFile>, GitError> {
+        let known: std::collections::HashMap<&str, &str> = known
+            .iter()
+            .filter_map(|f| Some((f.path.as_str(), f.id.as_deref()?)))
+            .collect();
         let commit = self.repo.find_commit(git2::Oid::from_str(&rev.commit)?)?;
         let mut tree = commit.tree()?;
         let prefix = subdir.trim_matches('/');
@@ -116,15 +131,24 @@ impl GitRepo {
         })?;
         let mut files = Vec::with_capacity(blobs.len());
         for (path, id) in blobs {
-            let blob = self.repo.find_blob(id)?;
             let path = if prefix.is_empty() {
                 path
             } else {
                 format!("{prefix}/{path}")
             };
+            let id = id.to_string();
+            let content = if known.get(path.as_str()) == Some(&id.as_str()) {
+                Vec::new()
+            } else {
+                self.repo
+                    .find_blob(git2::Oid::from_str(&id)?)?
+                    .content()
+                    .to_vec()
+            };
             files.push(SourceFile {
+                id: Some(id),
                 path,
-                content: blob.content().to_vec(),
+                content,
             });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
