@@ -145,7 +145,7 @@ impl Header {
                 None,
                 Category::Syntax,
                 "document is not a mapping; a Slipway document has apiVersion, kind, metadata and spec",
-            ));
+            )]);
         };
         let get = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let meta = |k: &str| {
@@ -209,7 +209,7 @@ pub fn load_document(origin: Origin) -> Result<Object, Vec<Diagnostic>> {
     let (api_version, kind_name) = match scan_header(&origin.text) {
         Some((a, k)) => (Some(a), Some(k)),
         None => {
-            let h = Header::parse(&origin).map_err(|d| vec![d])?;
+            let h = Header::parse(&origin)?;
             (h.api_version, h.kind)
         }
     };
@@ -340,7 +340,7 @@ fn typed<T: DeserializeOwned>(origin: &Origin, kind: Kind) -> Result<T, Vec<Diag
     };
     // Only now, on the error path, read the object's identity for the messages.
     // A document that does not parse at all is reported as bad YAML, not as a type error.
-    let header_key = Header::parse(origin).map_err(|d| vec![d])?.key(kind);
+    let header_key = Header::parse(origin)?.key(kind);
     let key = header_key.as_ref();
     let mut diags: Vec<Diagnostic> = unknown
         .into_iter()
