@@ -139,7 +139,7 @@ impl Header {
         let value: serde_yaml::Value =
             serde_yaml::from_str(&origin.text).map_err(|e| syntax_error(origin, &e))?;
         let Some(map) = value.as_mapping() else {
-            return Err(origin.diagnostic_at(
+            return Err(vec![origin.diagnostic_at(
                 None,
                 &FieldPath::root(),
                 None,
