@@ -135,9 +135,9 @@ struct Header {
 }
 
 impl Header {
-    fn parse(origin: &Origin) -> Result<Header, Diagnostic> {
+    fn parse(origin: &Origin) -> Result<Header, Vec<Diagnostic>> {
         let value: serde_yaml::Value =
-            serde_yaml::from_str(&origin.text).map_err(|e| syntax_error(origin, &e))?;
+            serde_yaml::from_str(&origin.text).map_err(|e| vec![syntax_error(origin, &e)])?;
         let Some(map) = value.as_mapping() else {
             return Err(vec![origin.diagnostic_at(
                 None,
