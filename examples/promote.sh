@@ -44,12 +44,19 @@ JSON
 plan() {
   set +e
   "$slipway" plan --repo "$work" --base main --head promote-v8 --author dana \
-    --results "$here/promotion-pr/results" --reviews "$1" --format "$format" --now 2026-11-25T09:30:00Z
+    --reviews "$@" --format "$format" --now 2026-11-25T09:30:00Z
   echo "exit code: $?"
   set -e
 }
+echo "### Round 0: the evaluation of version 8 has not reported yet (no --results)"
+if [[ $format == text ]]; then
+  plan "$work/reviews-2.json" | grep -E "✗|⇒ denied|^Plan|exit code|^ +[+~-] " || true
+else
+  plan "$work/reviews-2.json"
+fi
+echo
 echo "### Round 1: alice approved an earlier push, erin is not an ML lead, bob only commented"
-plan "$work/reviews-1.json"
+plan "$work/reviews-1.json" --results "$here/promotion-pr/results"
 echo
 echo "### Round 2: alice approves the head commit"
-plan "$work/reviews-2.json"
+plan "$work/reviews-2.json" --results "$here/promotion-pr/results"

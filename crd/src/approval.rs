@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "Approval",
     namespaced,
+    doc = "A sign-off (or rejection) of one exact change: a target object and the value it is moving to. Immutable.",
     derive = "PartialEq",
     status = "ApprovalStatus",
     shortname = "appr",

@@ -16,6 +16,7 @@ use crate::common::{BaselineRef, Condition, DatasetRef, Gate, GateOp, RelativeTo
     version = "v1alpha1",
     kind = "Evaluation",
     namespaced,
+    doc = "One evaluation run of a model version against a baseline. Created from a `RegisteredModel` suite or by hand.",
     derive = "PartialEq",
     status = "EvaluationStatus",
     shortname = "meval",

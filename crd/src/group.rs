@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "Group",
     namespaced,
+    doc = "A named set of people, referenced by policies as `group:NAME` in git mode. (Kubernetes mode takes groups from the authenticator.)",
     derive = "PartialEq",
     shortname = "sgroup",
     category = "slipway",

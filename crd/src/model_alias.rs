@@ -15,6 +15,7 @@ use crate::common::Condition;
     kind = "ModelAlias",
     plural = "modelaliases",
     namespaced,
+    doc = "A named pointer (`production`, `staging`, `champion`…) to one version of a model.",
     derive = "PartialEq",
     status = "ModelAliasStatus",
     shortname = "malias",

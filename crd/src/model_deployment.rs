@@ -16,6 +16,7 @@ use crate::common::{Condition, Resources};
     version = "v1alpha1",
     kind = "ModelDeployment",
     namespaced,
+    doc = "Serves the version an alias (or a pinned version) points at on a target, rolling changes out per strategy.",
     derive = "PartialEq",
     status = "ModelDeploymentStatus",
     shortname = "mdeploy",

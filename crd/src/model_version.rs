@@ -16,6 +16,7 @@ use crate::common::{Condition, DatasetRef};
     version = "v1alpha1",
     kind = "ModelVersion",
     namespaced,
+    doc = "One trained artifact of a model. `artifact` and `source` never change after creation.",
     derive = "PartialEq",
     status = "ModelVersionStatus",
     shortname = "mver",

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
     kind = "PromotionPolicy",
     plural = "promotionpolicies",
     namespaced,
+    doc = "Rules (CEL conditions) and required approvals for the changes it matches.",
     derive = "PartialEq",
     shortname = "ppol",
     category = "slipway",

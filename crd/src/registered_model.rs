@@ -15,6 +15,7 @@ use crate::common::{BaselineRef, Condition, DatasetRef, Gate, RunnerSpec, Secret
     version = "v1alpha1",
     kind = "RegisteredModel",
     namespaced,
+    doc = "A model collection: who owns it, which evaluation suites run on every new version, and who is told what.",
     derive = "PartialEq",
     status = "RegisteredModelStatus",
     shortname = "rmodel",
