@@ -35,26 +35,6 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Formats a duration compactly (`1h30m`, `45s`).
-pub fn format(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 {
-        out.push_str(&format!("{s}s"));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,7 +43,7 @@ mod tests {
     fn compound_durations_parse() {
         assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(format(parse("90s").unwrap()), "1m30s");
+        assert_eq!(parse("1m30s").unwrap(), Duration::from_secs(90));
     }
 
     #[test]

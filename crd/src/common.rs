@@ -69,28 +69,6 @@ pub enum GateOp {
     Le,
 }
 
-impl GateOp {
-    /// The operator as written in YAML.
-    pub fn symbol(self) -> &'static str {
-        match self {
-            GateOp::Gt => ">",
-            GateOp::Ge => ">=",
-            GateOp::Lt => "<",
-            GateOp::Le => "<=",
-        }
-    }
-
-    /// Applies the operator.
-    pub fn holds(self, actual: f64, threshold: f64) -> bool {
-        match self {
-            GateOp::Gt => actual > threshold,
-            GateOp::Ge => actual >= threshold,
-            GateOp::Lt => actual < threshold,
-            GateOp::Le => actual <= threshold,
-        }
-    }
-}
-
 /// What a gate's `value` is relative to.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -11,7 +11,7 @@ mod tests;
 use std::collections::HashMap;
 
 use slipway_crd::{
-    Evaluation, Group, Kind, ModelAlias, ModelDeployment, ModelVersion, RegisteredModel,
+    Group, Kind, ModelAlias, ModelDeployment, ModelVersion, RegisteredModel,
 };
 
 pub use self::load::{SourceFile, load_files};
@@ -284,23 +284,6 @@ impl Catalog {
                         && d.spec.alias.as_deref() == Some(alias) =>
                 {
                     Some(d)
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Evaluations (with status) of a version.
-    pub fn evaluations_of(&self, ns: &str, model: &str, version: &str) -> Vec<&Evaluation> {
-        self.objects
-            .iter()
-            .filter_map(|o| match &o.resource {
-                Resource::Evaluation(e)
-                    if o.key.namespace == ns
-                        && e.spec.model == model
-                        && e.spec.version == version =>
-                {
-                    Some(e)
                 }
                 _ => None,
             })

@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use slipway_crd::Kind;
 use slipway_crd::model_deployment::{ModelDeployment, StrategyType};
 use slipway_crd::promotion_policy::Operation;
 
@@ -465,14 +464,6 @@ fn diff_into(old: Option<&Value>, new: Option<&Value>, path: &str, out: &mut Vec
             }
         }
     }
-}
-
-/// Kind order for display.
-pub fn kind_rank(kind: &str) -> usize {
-    Kind::ALL
-        .iter()
-        .position(|k| k.as_str() == kind)
-        .unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
