@@ -37,8 +37,9 @@ apt_opts=(-o "Dir::Etc::SourceList=$cache/apt/sources.list" -o "Dir::Etc::Source
 log "updating a private apt index"
 apt-get -qq "${apt_opts[@]}" update >&2
 
-command -v rsync >/dev/null || { log "installing rsync"; apt-get -qq install -y rsync >&2; }
-command -v dpkg-source >/dev/null || { log "installing dpkg-dev"; apt-get -qq install -y dpkg-dev >&2; }
+# Build tools come from the same private index, so a machine whose own apt lists are empty works too.
+command -v rsync >/dev/null || { log "installing rsync"; apt-get -qq "${apt_opts[@]}" install -y rsync >&2; }
+command -v dpkg-source >/dev/null || { log "installing dpkg-dev"; apt-get -qq "${apt_opts[@]}" install -y dpkg-dev >&2; }
 
 cd "$cache/build"
 if [[ ! -x etcd-root/usr/bin/etcd ]]; then
