@@ -10,9 +10,7 @@ mod tests;
 
 use std::collections::HashMap;
 
-use slipway_crd::{
-    Group, Kind, ModelAlias, ModelDeployment, ModelVersion, RegisteredModel,
-};
+use slipway_crd::{Group, Kind, ModelAlias, ModelDeployment, ModelVersion, RegisteredModel};
 
 pub use self::load::{SourceFile, load_files};
 pub use self::object::{Object, ObjectKey, Origin, Resource};

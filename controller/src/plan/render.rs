@@ -175,7 +175,12 @@ fn render_comment(plan: &Plan, shown: usize, details: bool) -> String {
     {
         env.set_syntax(syntax);
     }
-    env.add_filter("cell", |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|"));
+    env.add_filter("cell", |s: String| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace('|', "\\|")
+    });
     env.add_filter("short", |s: String| short(&s).to_string());
     if let Err(e) = env.add_template("comment", COMMENT_TEMPLATE) {
         return format!("{COMMENT_MARKER}\nslipway: comment template error: {e}\n");
