@@ -156,6 +156,9 @@ impl ApiServer {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
+            // A discovery cache of its own: another server may have used this port before.
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
             .args(["--context", user])
             .args(args)
             .current_dir(cwd)

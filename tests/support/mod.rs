@@ -128,6 +128,21 @@ impl GitRepo {
     }
 }
 
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub fn eventually<T>(timeout: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// The files of a folder under the workspace root, as (relative path, content).
 pub fn folder(rel: &str) -> Vec<(String, String)> {
     let base = root().join(rel);
