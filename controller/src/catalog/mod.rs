@@ -214,28 +214,14 @@ impl Catalog {
         }
     }
 
-    /// Labels of a model's versions, sorted.
+    /// Labels of a model's versions, in natural order (`9` before `10`).
     pub fn version_labels(&self, ns: &str, model: &str) -> Vec<&str> {
-        let mut v: Vec<&str> = self
-            .versions
-            .keys()
-            .filter(|(n, m, _)| n == ns && m == model)
-            .map(|(_, _, v)| v.as_str())
-            .collect();
-        v.sort_by(|a, b| natural(a).cmp(&natural(b)));
-        v
+        labels_of(&self.versions, ns, model)
     }
 
-    /// Names of a model's aliases, sorted.
+    /// Names of a model's aliases, in natural order.
     pub fn alias_names(&self, ns: &str, model: &str) -> Vec<&str> {
-        let mut v: Vec<&str> = self
-            .aliases
-            .keys()
-            .filter(|(n, m, _)| n == ns && m == model)
-            .map(|(_, _, a)| a.as_str())
-            .collect();
-        v.sort();
-        v
+        labels_of(&self.aliases, ns, model)
     }
 
     /// A group by name.
@@ -287,6 +273,17 @@ impl Catalog {
             })
             .collect()
     }
+}
+
+/// The third parts of an index's keys for one (namespace, model), in natural order.
+fn labels_of<'a>(index: &'a HashMap<Triple, usize>, ns: &str, model: &str) -> Vec<&'a str> {
+    let mut v: Vec<&str> = index
+        .keys()
+        .filter(|(n, m, _)| n == ns && m == model)
+        .map(|(_, _, l)| l.as_str())
+        .collect();
+    v.sort_by(|a, b| natural(a).cmp(&natural(b)));
+    v
 }
 
 /// Sort key that orders `"9"` before `"10"`.

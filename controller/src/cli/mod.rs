@@ -54,35 +54,7 @@ pub enum Command {
         format: ValidateFormat,
     },
     /// Diff the registry at two git revisions and evaluate policy for every change.
-    Plan {
-        /// Base revision (the target branch); policies and groups are read from it.
-        #[arg(long)]
-        base: String,
-        /// Head revision (the pull request).
-        #[arg(long, default_value = "HEAD")]
-        head: String,
-        /// The git repository.
-        #[arg(long, default_value = ".")]
-        repo: PathBuf,
-        /// Folder of the registry within the repository.
-        #[arg(long, default_value = "")]
-        path: String,
-        /// GitHub "list reviews for a pull request" JSON.
-        #[arg(long)]
-        reviews: Option<PathBuf>,
-        /// Login of the pull request's author.
-        #[arg(long, env = "SLIPWAY_AUTHOR")]
-        author: Option<String>,
-        /// Folder of Evaluation documents with status (evaluation results).
-        #[arg(long)]
-        results: Option<PathBuf>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
-        format: PlanFormat,
-        /// Decision time (RFC 3339) instead of now, for reproducible output.
-        #[arg(long, hide = true)]
-        now: Option<chrono::DateTime<chrono::Utc>>,
-    },
+    Plan(PlanArgs),
     /// Print every CustomResourceDefinition as YAML.
     Crds,
     /// Print the JSON Schema of a kind (or of all kinds) for editors and linters.
@@ -92,31 +64,43 @@ pub enum Command {
     },
 }
 
+/// Arguments of `slipway plan`.
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// Base revision (the target branch); policies and groups are read from it.
+    #[arg(long)]
+    pub base: String,
+    /// Head revision (the pull request).
+    #[arg(long, default_value = "HEAD")]
+    pub head: String,
+    /// The git repository.
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Folder of the registry within the repository.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// GitHub "list reviews for a pull request" JSON.
+    #[arg(long)]
+    pub reviews: Option<PathBuf>,
+    /// Login of the pull request's author.
+    #[arg(long, env = "SLIPWAY_AUTHOR")]
+    pub author: Option<String>,
+    /// Folder of Evaluation documents with status (evaluation results).
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Decision time (RFC 3339) instead of now, for reproducible output.
+    #[arg(long, hide = true)]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Validate { path, rev, format } => validate::run(&path, rev.as_deref(), format),
-        Command::Plan {
-            base,
-            head,
-            repo,
-            path,
-            reviews,
-            author,
-            results,
-            format,
-            now,
-        } => plan::run(plan::Args {
-            base,
-            head,
-            repo,
-            path,
-            reviews,
-            author,
-            results,
-            format,
-            now: now.unwrap_or_else(chrono::Utc::now),
-        }),
+        Command::Plan(args) => plan::run(args),
         Command::Crds => {
             print_out(&crds_yaml()?)?;
             Ok(0)

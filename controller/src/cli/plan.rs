@@ -1,28 +1,14 @@
 //! `slipway plan`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use chrono::{DateTime, Utc};
-
-use super::{PlanFormat, print_out};
+use super::{PlanArgs, PlanFormat, print_out};
 use crate::catalog::{Catalog, Resource};
 use crate::diagnostics::Diagnostic;
 use crate::plan::{self, PlanInputs, Rev, render};
 use crate::policy::approvals::{Review, SignOffs};
 use crate::policy::context::Results;
 use crate::source::{dir, git::GitRepo};
-
-pub struct Args {
-    pub base: String,
-    pub head: String,
-    pub repo: PathBuf,
-    pub path: String,
-    pub reviews: Option<PathBuf>,
-    pub author: Option<String>,
-    pub results: Option<PathBuf>,
-    pub format: PlanFormat,
-    pub now: DateTime<Utc>,
-}
 
 fn read_reviews(path: &Path) -> anyhow::Result<Vec<Review>> {
     let text = std::fs::read_to_string(path)
@@ -45,7 +31,7 @@ fn read_reviews(path: &Path) -> anyhow::Result<Vec<Review>> {
     })
 }
 
-pub fn run(args: Args) -> anyhow::Result<i32> {
+pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
     let repo = GitRepo::open(&args.repo)?;
     let base_rev = repo.resolve(&args.base)?;
     let head_rev = repo.resolve(&args.head)?;
@@ -91,7 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             head: Some(head_rev.commit.clone()),
             author: args.author.clone(),
         },
-        now: args.now,
+        now: args.now.unwrap_or_else(chrono::Utc::now),
     };
     let mut plan = plan::plan(&base, &head, &inputs);
     // Fail closed: an invalid base could silently drop a policy.
