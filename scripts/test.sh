@@ -6,4 +6,8 @@ cd "$(dirname "$0")/.."
 KUBEBUILDER_ASSETS=$(scripts/kube-assets.sh)
 export KUBEBUILDER_ASSETS
 echo "using kube-apiserver and etcd from $KUBEBUILDER_ASSETS"
-cargo test --workspace --all-targets "$@"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+else
+  cargo test --workspace --all-targets --no-fail-fast "$@"
+fi
