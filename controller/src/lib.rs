@@ -8,8 +8,10 @@ pub mod catalog;
 pub mod cli;
 pub mod diagnostics;
 pub mod duration;
+pub mod evaluation;
 pub mod plan;
 pub mod policy;
+pub mod rollout;
 pub mod source;
 #[cfg(test)]
 pub mod testing;
