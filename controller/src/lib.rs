@@ -13,5 +13,6 @@ pub mod plan;
 pub mod policy;
 pub mod rollout;
 pub mod source;
+pub mod store;
 #[cfg(test)]
 pub mod testing;

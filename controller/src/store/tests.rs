@@ -1,0 +1,149 @@
+//! The store on real SQLite files in temporary folders.
+
+use chrono::TimeZone;
+
+use super::*;
+
+fn at(h: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, h, 0, 0).unwrap()
+}
+
+fn moved(h: u32, version: &str) -> Write {
+    Write::History(HistoryEntry {
+        id: 0,
+        at: at(h),
+        event: "AliasMoved".into(),
+        namespace: "default".into(),
+        model: "m".into(),
+        subject: "ModelAlias/m-production".into(),
+        version: Some(version.into()),
+        alias: Some("production".into()),
+        actor: Some("dana".into()),
+        revision: Some("abc".into()),
+        decision: Some("allowed".into()),
+        message: format!("production → {version}"),
+        data: serde_json::json!({"to": version}),
+    })
+}
+
+#[test]
+fn every_write_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let rollout = RolloutState {
+        stable: Some("7".into()),
+        candidate: Some("8".into()),
+        step: 1,
+        ..Default::default()
+    };
+    let record = EvaluationRecord {
+        cache_key: "sha256:k".into(),
+        namespace: "default".into(),
+        name: "m-8-eval".into(),
+        model: "m".into(),
+        version: "8".into(),
+        suite: "eval".into(),
+        status: slipway_crd::EvaluationStatus {
+            attempts: 1,
+            ..Default::default()
+        },
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let ids = store
+            .apply(&[
+                Write::Status {
+                    kind: "ModelAlias".into(),
+                    namespace: "default".into(),
+                    name: "a".into(),
+                    status: serde_json::json!({"resolvedVersion": "8"}),
+                },
+                Write::Rollout {
+                    namespace: "default".into(),
+                    name: "api".into(),
+                    state: rollout.clone(),
+                },
+                Write::Evaluation(record.clone()),
+                moved(9, "7"),
+            ])
+            .unwrap();
+        assert_eq!(ids.len(), 1);
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.status("ModelAlias", "default", "a").unwrap().unwrap()["resolvedVersion"],
+        "8"
+    );
+    assert_eq!(store.rollout("default", "api").unwrap(), rollout);
+    assert_eq!(
+        store.rollout("default", "never").unwrap(),
+        RolloutState::default()
+    );
+    assert_eq!(store.evaluation("sha256:k").unwrap(), Some(record));
+    let h = store.history(&HistoryFilter::default()).unwrap();
+    assert_eq!(
+        (h.len(), h[0].at, h[0].data["to"].as_str()),
+        (1, at(9), Some("7"))
+    );
+}
+
+#[test]
+fn what_served_at_a_time_comes_from_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .apply(&[moved(9, "6"), moved(12, "7"), moved(18, "8")])
+        .unwrap();
+    let served = |h| {
+        store
+            .alias_at("m", "production", at(h))
+            .unwrap()
+            .and_then(|e| e.version)
+    };
+    assert_eq!(served(8), None);
+    assert_eq!(served(9).as_deref(), Some("6"));
+    assert_eq!(served(17).as_deref(), Some("7"));
+    assert_eq!(served(23).as_deref(), Some("8"));
+}
+
+#[test]
+fn history_is_append_only_even_for_raw_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.apply(&[moved(9, "6")]).unwrap();
+    let raw = Connection::open(store.path()).unwrap();
+    let err = raw
+        .execute("UPDATE history SET version = '9'", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    assert!(raw.execute("DELETE FROM history", []).is_err());
+}
+
+#[test]
+fn a_database_from_a_newer_slipway_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    Connection::open(dir.path().join("state.db"))
+        .unwrap()
+        .pragma_update(None, "user_version", 9)
+        .unwrap();
+    let err = Store::open(dir.path()).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("schema version 9, newer than this Slipway (1)"),
+        "{err}"
+    );
+    assert_eq!(err.category(), "store-version");
+}
+
+#[test]
+fn an_unusable_state_folder_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "x").unwrap();
+    let err = Store::open(&file.join("state")).err().unwrap();
+    assert!(
+        err.to_string()
+            .starts_with("cannot create the state folder"),
+        "{err}"
+    );
+}
