@@ -12,6 +12,7 @@ pub mod evaluation;
 pub mod plan;
 pub mod policy;
 pub mod rollout;
+pub mod runner;
 pub mod source;
 pub mod store;
 #[cfg(test)]

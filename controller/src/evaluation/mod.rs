@@ -1,4 +1,6 @@
-//! Evaluation decisions (pure): gate verdicts and content-addressed cache keys.
+//! Evaluation decisions (pure): gate verdicts, content-addressed cache keys, results files.
+
+pub mod results;
 
 use std::collections::BTreeMap;
 

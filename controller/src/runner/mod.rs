@@ -1,0 +1,3 @@
+//! Evaluation executors. `local` runs the suite command as a subprocess; others follow.
+
+pub mod local;
