@@ -242,7 +242,7 @@ mod tests {
         assert!(page.contains("<svg"), "no chart");
         assert_eq!(page.matches("<rect class=\"candidate\"").count(), 2);
         assert!(
-            page.contains("frames/&lt;001&gt;.jpg"),
+            page.contains("&lt;001&gt;.jpg") && !page.contains("<001>"),
             "sample input not escaped"
         );
         assert!(
