@@ -11,6 +11,7 @@ pub mod duration;
 pub mod evaluation;
 pub mod plan;
 pub mod policy;
+pub mod reconcile;
 pub mod report;
 pub mod rollout;
 pub mod runner;

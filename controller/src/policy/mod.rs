@@ -181,6 +181,9 @@ impl Decision {
     }
 }
 
+/// Expands `group:NAME` to its members (None: no such group).
+pub type Members<'a> = dyn Fn(&str) -> Option<Vec<String>> + 'a;
+
 /// The policies of a catalog, compiled once.
 #[derive(Debug, Default)]
 pub struct PolicySet {
@@ -189,12 +192,26 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// Decides one change.
+    /// Decides one change: every rule and every approval requirement of the matching policies.
     pub fn decide(
         &self,
         input: &DecisionInput,
         signoffs: &SignOffs,
-        members: &dyn Fn(&str) -> Option<Vec<String>>,
+        members: &Members<'_>,
+    ) -> Decision {
+        self.decide_with(input, Some((signoffs, members)))
+    }
+
+    /// Decides one change by its rules only: what the reconciler re-checks after a merge, when the
+    /// approvals were already enforced on the pull request.
+    pub fn decide_rules(&self, input: &DecisionInput) -> Decision {
+        self.decide_with(input, None)
+    }
+
+    fn decide_with(
+        &self,
+        input: &DecisionInput,
+        approvals: Option<(&SignOffs, &Members<'_>)>,
     ) -> Decision {
         let matching: Vec<&CompiledPolicy> = self
             .policies
@@ -237,10 +254,15 @@ impl PolicySet {
                     expression: rule.expression.trim().to_string(),
                 });
             }
-            for req in &policy.spec.approvals {
-                decision
-                    .approvals
-                    .push(approvals::evaluate(&policy.name, req, signoffs, members));
+            if let Some((signoffs, members)) = approvals {
+                for req in &policy.spec.approvals {
+                    decision.approvals.push(approvals::evaluate(
+                        &policy.name,
+                        req,
+                        signoffs,
+                        members,
+                    ));
+                }
             }
         }
         decision.allowed = decision.denying_rules().next().is_none()
