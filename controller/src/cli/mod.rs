@@ -1,6 +1,8 @@
 //! The command line: argument parsing and the commands' edges (files, git, stdout).
 
+mod inspect;
 mod plan;
+mod run;
 mod validate;
 
 use std::io::Write;
@@ -55,6 +57,12 @@ pub enum Command {
     },
     /// Diff the registry at two git revisions and evaluate policy for every change.
     Plan(PlanArgs),
+    /// Run the reconciler in git mode on a registry folder: register, evaluate, report, promote.
+    Run(run::RunArgs),
+    /// What is registered, how it evaluated, and where each alias points (from `slipway run`'s state).
+    Status(inspect::StatusArgs),
+    /// The history of a model's aliases, evaluations and versions; `--at TIME` shows what served then.
+    History(inspect::HistoryArgs),
     /// Print every CustomResourceDefinition as YAML.
     Crds,
     /// Print the JSON Schema of a kind (or of all kinds) for editors and linters.
@@ -101,6 +109,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Validate { path, rev, format } => validate::run(&path, rev.as_deref(), format),
         Command::Plan(args) => plan::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => inspect::status(args),
+        Command::History(args) => inspect::history(args),
         Command::Crds => {
             print_out(&crds_yaml()?)?;
             Ok(0)

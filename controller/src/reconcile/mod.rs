@@ -91,6 +91,8 @@ pub struct Reconciler<'a> {
 }
 
 const FINISHED: [EvaluationPhase; 2] = [EvaluationPhase::Succeeded, EvaluationPhase::Failed];
+/// Runs of one content address that may fail (crash, timeout) before Slipway stops trying.
+const MAX_ATTEMPTS: u32 = 3;
 
 impl Reconciler<'_> {
     fn history(&self, event: &str, ns: &str, model: &str, subject: String) -> HistoryEntry {
@@ -350,14 +352,20 @@ impl Reconciler<'_> {
         let baseline_version = task.baseline.as_ref().map(|b| b.0.clone());
         let previous = self.evaluation_status(&task.namespace, &task.name)?;
         // A finished evaluation stands as it ran (against the baseline of its time); only a
-        // change of what it is made of (its content address) runs it again.
+        // change of what it is made of (its content address) runs it again. A run that produced
+        // no results (crash, timeout) is tried again, up to MAX_ATTEMPTS times.
         if let Some(p) = &previous
-            && FINISHED.contains(&p.phase)
             && p.cache_key.as_deref() == Some(key.as_str())
+            && (p.phase == EvaluationPhase::Succeeded
+                || (p.phase == EvaluationPhase::Failed && p.attempts >= MAX_ATTEMPTS))
         {
             return Ok(());
         }
-        let attempts = previous.as_ref().map_or(0, |p| p.attempts) + 1;
+        let attempts = previous
+            .as_ref()
+            .filter(|p| p.cache_key.as_deref() == Some(key.as_str()))
+            .map_or(0, |p| p.attempts)
+            + 1;
         let started = (self.now)();
         let running = EvaluationStatus {
             phase: EvaluationPhase::Running,

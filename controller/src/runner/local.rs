@@ -99,8 +99,10 @@ pub struct Job<'a> {
 /// Runs the job and reads its results.
 pub fn run(job: &Job<'_>) -> Result<RunResults, RunError> {
     std::fs::create_dir_all(&job.work_dir)?;
-    let results_path = job.work_dir.join("results.json");
-    let log_path = job.work_dir.join("output.log");
+    // The job runs in another folder: give it absolute paths.
+    let work_dir = std::fs::canonicalize(&job.work_dir)?;
+    let results_path = work_dir.join("results.json");
+    let log_path = work_dir.join("output.log");
     let _ = std::fs::remove_file(&results_path);
     let log = std::fs::File::create(&log_path)?;
     let program = job.spec.command.first().cloned().unwrap_or_default();
@@ -168,6 +170,42 @@ fn tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_work_dir_works_from_another_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("registry")).unwrap();
+        std::fs::write(
+            dir.path().join("registry/eval.py"),
+            "import json, os\njson.dump({'metrics': {'f1': 1.0}}, open(os.environ['SLIPWAY_RESULTS'], 'w'))\n",
+        )
+        .unwrap();
+        let spec = LocalRunner {
+            command: vec!["python3".into(), "eval.py".into()],
+            ..Default::default()
+        };
+        // Relative to the test's own working directory, as `--state state` would be.
+        let rel = pathdiff(dir.path().join("state/run"));
+        let job = Job {
+            spec: &spec,
+            root: &dir.path().join("registry"),
+            work_dir: rel,
+            env: BTreeMap::new(),
+            timeout: Duration::from_secs(30),
+        };
+        assert_eq!(run(&job).unwrap().metrics["f1"], 1.0);
+    }
+
+    /// `path` relative to the current directory.
+    fn pathdiff(path: PathBuf) -> PathBuf {
+        let cwd = std::env::current_dir().unwrap();
+        let ups = cwd.components().count() - 1;
+        let mut rel = PathBuf::new();
+        for _ in 0..ups {
+            rel.push("..");
+        }
+        rel.join(path.strip_prefix("/").unwrap())
+    }
 
     fn job<'a>(spec: &'a LocalRunner, root: &'a Path, timeout: Duration) -> Job<'a> {
         Job {

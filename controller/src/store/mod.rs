@@ -318,6 +318,30 @@ impl Store {
         Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
     }
 
+    /// Every status of a kind, as (namespace, name, status), sorted.
+    pub fn statuses(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT namespace, name, status FROM status WHERE kind = ?1 ORDER BY namespace, name",
+        )?;
+        let rows = stmt.query_map(params![kind], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (ns, name, text) = row?;
+            out.push((ns, name, serde_json::from_str(&text)?));
+        }
+        Ok(out)
+    }
+
     /// A deployment's rollout state (default when it never rolled out).
     pub fn rollout(&self, namespace: &str, name: &str) -> Result<RolloutState, StoreError> {
         let text: Option<String> = self

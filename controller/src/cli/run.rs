@@ -1,0 +1,155 @@
+//! `slipway run`: the reconciler in git mode, on a folder.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::print_out;
+use crate::catalog::Catalog;
+use crate::reconcile::Reconciler;
+use crate::source::dir;
+use crate::store::{HistoryEntry, Store, Write};
+
+/// Arguments of `slipway run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The registry folder.
+    #[arg(default_value = ".", env = "SLIPWAY_SOURCE")]
+    pub path: PathBuf,
+    /// Reconcile once, until everything has settled, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Folder of the embedded state (SQLite database, reports, job logs).
+    #[arg(long, default_value = ".slipway", env = "SLIPWAY_STATE")]
+    pub state: PathBuf,
+    /// How often to look for changes when not `--once`, e.g. `30s`.
+    #[arg(long, default_value = "30s", env = "SLIPWAY_INTERVAL")]
+    pub interval: String,
+}
+
+/// A revision id for a folder: the digest of its files' paths and contents.
+fn folder_revision(files: &[crate::catalog::SourceFile]) -> String {
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.path.as_bytes());
+        h.update([0]);
+        h.update(&f.content);
+        h.update([0]);
+    }
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("folder:{hex}")
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let interval =
+        crate::duration::parse(&args.interval).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+    let store = Store::open(&args.state)?;
+    let tty = std::io::stderr().is_terminal();
+    let progress = |line: &str| {
+        if tty {
+            eprintln!("\x1b[2m…\x1b[0m {line}");
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    let source = args.path.display().to_string();
+    let last_good = || -> Option<String> {
+        let s = store.status("Source", "default", &source).ok()??;
+        Some(format!(
+            "{} (reconciled {})",
+            s.get("lastGood")?.as_str()?,
+            s.get("at")?.as_str()?
+        ))
+    };
+    let mut last_rejected: Option<String> = None;
+    loop {
+        let files = dir::read(&args.path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.path.display()))?;
+        let revision = folder_revision(&files);
+        let (catalog, diags) = Catalog::from_files(&files);
+        if !diags.is_empty() {
+            // Keep serving the last good revision; say so once per bad revision.
+            if last_rejected.as_ref() != Some(&revision) {
+                for d in &diags {
+                    eprintln!("error: {d}");
+                }
+                let message = format!(
+                    "revision {revision} is invalid ({} errors); {}",
+                    diags.len(),
+                    match last_good() {
+                        Some(g) => format!("still serving {g}"),
+                        None => "nothing reconciled yet".to_string(),
+                    }
+                );
+                eprintln!("{message}");
+                store.apply(&[Write::History(HistoryEntry {
+                    id: 0,
+                    at: chrono::Utc::now(),
+                    event: "RevisionRejected".into(),
+                    namespace: "default".into(),
+                    model: String::new(),
+                    subject: args.path.display().to_string(),
+                    version: None,
+                    alias: None,
+                    actor: Some("slipway".into()),
+                    revision: Some(revision.clone()),
+                    decision: Some("rejected".into()),
+                    message,
+                    data: serde_json::to_value(&diags)?,
+                })])?;
+                last_rejected = Some(revision);
+            }
+            if args.once {
+                return Ok(1);
+            }
+            std::thread::sleep(interval);
+            continue;
+        }
+        let now = chrono::Utc::now;
+        let reconciler = Reconciler {
+            store: &store,
+            root: &args.path,
+            state_dir: &args.state,
+            revision: revision.clone(),
+            now: &now,
+            progress: &progress,
+        };
+        let outcome = reconciler.reconcile(&catalog)?;
+        store.apply(&[Write::Status {
+            kind: "Source".into(),
+            namespace: "default".into(),
+            name: source.clone(),
+            status: serde_json::json!({"lastGood": revision, "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
+        }])?;
+        if args.once {
+            print_out(&summary(&outcome, &revision, &args.state))?;
+            return Ok(0);
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+fn summary(o: &crate::reconcile::Outcome, revision: &str, state: &Path) -> String {
+    let mut out = format!("reconciled {revision}\n");
+    let mut section = |title: &str, items: &[String]| {
+        if !items.is_empty() {
+            out.push_str(&format!("{title}:\n"));
+            for i in items {
+                out.push_str(&format!("  {i}\n"));
+            }
+        }
+    };
+    section("registered", &o.registered);
+    section("evaluated", &o.evaluated);
+    section("promoted", &o.moved);
+    section("held by policy", &o.blocked);
+    section("waiting", &o.waiting);
+    out.push_str(&format!("state and reports in {}\n", state.display()));
+    out
+}

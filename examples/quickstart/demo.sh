@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The quickstart story on one machine: `slipway run` registers versions 7 and 8, evaluates both
+# on the hold-out frames (8 against production = 7), writes comparison reports, promotes
+# production to 7; then the alias moves to 8 (as a merged pull request would) and the next run
+# re-checks the data rules and promotes 8. Works in a temporary copy; nothing here is changed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cargo build -q --manifest-path "$root/Cargo.toml" -p slipway
+slipway="$root/target/debug/slipway"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r "$here" "$work/registry"
+rm -f "$work/registry/demo.sh"
+
+echo '$ slipway run registry --once --state state'
+(cd "$work" && "$slipway" run registry --once --state state 2>&1)
+echo
+echo '# production: "7" → "8" in registry/aliases.yaml'
+sed -i 's/  version: "7"/  version: "8"/' "$work/registry/aliases.yaml"
+echo '$ slipway run registry --once --state state'
+(cd "$work" && "$slipway" run registry --once --state state 2>&1)
+echo
+echo '$ slipway status --state state'
+(cd "$work" && "$slipway" status --state state)
+echo
+echo '$ head -12 state/reports/default/pitch-frames-8-holdout.md'
+head -12 "$work/state/reports/default/pitch-frames-8-holdout.md"
