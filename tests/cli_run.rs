@@ -24,15 +24,90 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A temporary copy of the quickstart registry and an empty state folder beside it.
+/// A temporary copy of the quickstart registry (its router on a free port) and an empty state
+/// folder beside it.
 fn quickstart() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(
         &root().join("examples/quickstart"),
         &dir.path().join("registry"),
     );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let deployments = dir.path().join("registry/deployments.yaml");
+    let text = std::fs::read_to_string(&deployments)
+        .unwrap()
+        .replace("port: 8765", &format!("port: {port}"));
+    std::fs::write(&deployments, text).unwrap();
+    std::fs::write(dir.path().join("port"), port.to_string()).unwrap();
     let path = dir.path().to_path_buf();
     (dir, path)
+}
+
+fn router_port(work: &Path) -> u16 {
+    std::fs::read_to_string(work.join("port"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// GET /predict through the router; the answering version, or the HTTP status on errors.
+fn predict(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(
+        b"GET /predict?grass=0.7&lines=0.05&crowd=0.1&brightness=0.6 HTTP/1.0\r\nHost: x\r\n\r\n",
+    )
+    .ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let status = response.get(9..12)?.to_string();
+    let version = response
+        .lines()
+        .find_map(|l| l.strip_prefix("x-slipway-version: "))
+        .map(|v| v.trim().to_string());
+    Some(match (status.as_str(), version) {
+        ("200", Some(v)) => v,
+        (code, v) => format!("{code} from {}", v.unwrap_or_default()),
+    })
+}
+
+/// Runs `slipway run --once` in the background while sending requests through the router;
+/// returns the exit code and every answer seen.
+fn run_with_traffic(work: &Path) -> (i32, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["run", "registry", "--once", "--state", "state"])
+        .current_dir(work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let port = router_port(work);
+    let mut answers = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slipway run did not settle"
+        );
+        if let Some(a) = predict(port) {
+            answers.push(a);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (code, answers)
+}
+
+fn events(work: &Path) -> Vec<String> {
+    let h = slipway(&["history", "pitch-frames", "--state", "state"], work);
+    h.stdout.lines().map(str::to_string).collect()
 }
 
 fn set_production(work: &Path, version: &str) {
@@ -149,7 +224,7 @@ fn a_bad_revision_is_reported_and_the_last_good_state_is_kept() {
     assert!(run.stderr.contains("registry/aliases.yaml:9:3: ModelAlias default/pitch-frames-production: spec.colour: unknown field"), "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("is invalid (1 errors); still serving folder:"),
+            .contains("is invalid (2 errors); still serving folder:"),
         "{}",
         run.stderr
     );
@@ -329,4 +404,155 @@ fn the_quickstart_artifacts_match_their_registered_digests() {
             "{file} changed; update its digest to sha256:{digest}"
         );
     }
+}
+
+#[test]
+fn a_canary_shifts_live_traffic_step_by_step() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    set_production(&work, "8");
+    let (code, answers) = run_with_traffic(&work);
+    assert_eq!(code, 0);
+    assert!(
+        answers.iter().any(|a| a == "7") && answers.iter().any(|a| a == "8"),
+        "{answers:?}"
+    );
+    // While `slipway run` starts, its router answers 503 until the servers it resumes are healthy;
+    // from the first answer on, no request may fail.
+    let first = answers
+        .iter()
+        .position(|a| a == "7")
+        .expect("version 7 served");
+    assert!(
+        answers[..first].iter().all(|a| a.starts_with("503")),
+        "{answers:?}"
+    );
+    assert!(
+        answers[first..].iter().all(|a| a == "7" || a == "8"),
+        "errors during the canary: {answers:?}"
+    );
+    let steps: Vec<String> = events(&work)
+        .into_iter()
+        .filter(|l| l.contains("traffic on 8"))
+        .collect();
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    for (line, want) in steps.iter().zip([
+        "20% of traffic on 8",
+        "50% of traffic on 8",
+        "100% of traffic on 8",
+        "all traffic on 8",
+    ]) {
+        assert!(line.contains(want), "{line} should say {want}");
+    }
+}
+
+/// Adds version 9: the same centroids as 8 (so it passes evaluation) but a model file its server
+/// cannot serve, so every prediction through it fails.
+fn add_broken_version(work: &Path) {
+    use sha2::{Digest, Sha256};
+    let reg = work.join("registry");
+    let good = std::fs::read_to_string(reg.join("models/pitch-frames-8.json")).unwrap();
+    let broken = good.replace(
+        "\"kind\": \"nearest-centroid\"",
+        "\"kind\": \"nearest-centroid-v2\"",
+    );
+    assert_ne!(good, broken);
+    std::fs::write(reg.join("models/pitch-frames-9.json"), &broken).unwrap();
+    // The evaluation reads any centroid model; only the server insists on the kind it knows.
+    let eval = std::fs::read_to_string(reg.join("evaluate.py")).unwrap();
+    assert!(
+        !eval.contains("nearest-centroid\""),
+        "evaluate.py must not check the model kind"
+    );
+    let digest: String = Sha256::digest(broken.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut versions = std::fs::read_to_string(reg.join("versions.yaml")).unwrap();
+    versions.push_str(&format!(
+        "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: pitch-frames-9}}\nspec:\n  model: pitch-frames\n  version: \"9\"\n  artifact: {{uri: models/pitch-frames-9.json, digest: \"sha256:{digest}\"}}\n"
+    ));
+    std::fs::write(reg.join("versions.yaml"), versions).unwrap();
+}
+
+#[test]
+fn a_broken_candidate_is_rolled_back_automatically_and_not_retried() {
+    let (_dir, work) = quickstart();
+    set_production(&work, "8");
+    add_broken_version(&work);
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    set_production(&work, "9");
+    let (code, answers) = run_with_traffic(&work);
+    assert_eq!(code, 0);
+    assert!(
+        answers.iter().any(|a| a.starts_with("500 from 9")),
+        "version 9 never answered: {answers:?}"
+    );
+    let all = events(&work);
+    let rolled: Vec<&String> = all.iter().filter(|l| l.contains("RolledBack")).collect();
+    assert_eq!(rolled.len(), 1, "{all:?}");
+    assert!(
+        rolled[0].contains("analysis failed at 20%: error ratio"),
+        "{}",
+        rolled[0]
+    );
+    assert!(
+        rolled[0].contains("all traffic is back on version 8"),
+        "{}",
+        rolled[0]
+    );
+
+    // The alias still says 9, but the deployment does not try it again.
+    let again = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("rolling out 9"),
+        "retried: {}",
+        again.stderr
+    );
+    assert_eq!(
+        events(&work)
+            .iter()
+            .filter(|l| l.contains("RolloutStarted"))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_rollout_killed_mid_way_resumes_where_it_was() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    set_production(&work, "8");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["run", "registry", "--once", "--state", "state"])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(60), || {
+        events(&work)
+            .iter()
+            .any(|l| l.contains("20% of traffic on 8"))
+            .then_some(())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let all = events(&work);
+    let count = |needle: &str| all.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("rolling out 8"), 1, "{all:?}");
+    assert_eq!(count("20% of traffic on 8"), 1, "{all:?}");
+    assert_eq!(count("all traffic on 8"), 1, "{all:?}");
 }

@@ -17,5 +17,6 @@ pub mod rollout;
 pub mod runner;
 pub mod source;
 pub mod store;
+pub mod target;
 #[cfg(test)]
 pub mod testing;

@@ -2,14 +2,16 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::print_out;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Resource};
 use crate::reconcile::Reconciler;
 use crate::source::dir;
 use crate::store::{HistoryEntry, Store, Write};
+use crate::target::local::LocalTarget;
 
 /// Arguments of `slipway run`.
 #[derive(clap::Args, Debug)]
@@ -68,6 +70,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         ))
     };
     let mut last_rejected: Option<String> = None;
+    let mut target: Option<LocalTarget> = None;
     loop {
         let files = dir::read(&args.path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.path.display()))?;
@@ -120,7 +123,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             now: &now,
             progress: &progress,
         };
-        let outcome = reconciler.reconcile(&catalog)?;
+        let mut outcome = reconciler.reconcile(&catalog)?;
+        let has_local = catalog
+            .objects()
+            .iter()
+            .any(|o| matches!(&o.resource, Resource::ModelDeployment(d) if d.spec.target.local.is_some()));
+        let mut requeue = None;
+        if has_local {
+            if target.is_none() {
+                target = Some(LocalTarget::new(&args.path, &args.state.join("logs"))?);
+            }
+            if let Some(t) = target.as_mut() {
+                requeue = reconciler.deploy(&catalog, t, &mut outcome)?;
+                // --once: keep stepping the rollouts until every deployment has settled.
+                while args.once
+                    && let Some(wait) = requeue
+                {
+                    std::thread::sleep(wait.min(Duration::from_secs(1)));
+                    requeue = reconciler.deploy(&catalog, t, &mut outcome)?;
+                }
+            }
+        }
         store.apply(&[Write::Status {
             kind: "Source".into(),
             namespace: "default".into(),
@@ -129,9 +152,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }])?;
         if args.once {
             print_out(&summary(&outcome, &revision, &args.state))?;
-            return Ok(0);
+            return Ok(if outcome.deploy_errors.is_empty() {
+                0
+            } else {
+                1
+            });
         }
-        std::thread::sleep(interval);
+        std::thread::sleep(requeue.map_or(interval, |r| r.min(interval)));
     }
 }
 
@@ -150,6 +177,8 @@ fn summary(o: &crate::reconcile::Outcome, revision: &str, state: &Path) -> Strin
     section("promoted", &o.moved);
     section("held by policy", &o.blocked);
     section("waiting", &o.waiting);
+    section("rollouts", &o.rollout_events);
+    section("deployment errors", &o.deploy_errors);
     out.push_str(&format!("state and reports in {}\n", state.display()));
     out
 }

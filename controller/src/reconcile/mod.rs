@@ -4,6 +4,7 @@
 //! Decisions come from the pure core ([`plan`], `evaluation`, `policy`); this module sequences
 //! them and carries out their effects (subprocesses, report files, store writes).
 
+mod deploy;
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,6 +73,10 @@ pub struct Outcome {
     pub blocked: Vec<String>,
     /// Alias moves waiting for evaluations.
     pub waiting: Vec<String>,
+    /// Rollout events (steps, successes, rollbacks).
+    pub rollout_events: Vec<String>,
+    /// Deployment errors (ports taken, servers that do not start).
+    pub deploy_errors: Vec<String>,
 }
 
 /// The reconciler's fixed inputs.

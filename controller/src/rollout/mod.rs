@@ -272,7 +272,7 @@ impl Machine<'_> {
                     format!("the alias moved back to {d}"),
                 );
             }
-            self.actions.push(Action::Start(d.to_string()));
+            // The stable version's servers are kept running by the target (it resumes what `traffic` names).
             self.route_all_to(d);
             self.s.phase = DeploymentPhase::Healthy;
             return;
