@@ -276,9 +276,7 @@ impl LocalTarget {
             let crashed: Vec<(String, String, u32, Option<Instant>)> = self.deployments[&key]
                 .servers
                 .iter()
-                .filter_map(|(v, s)| {
-                    Some((v.clone(), s.model_uri.clone(), s.restarts, s.next_restart))
-                })
+                .map(|(v, s)| (v.clone(), s.model_uri.clone(), s.restarts, s.next_restart))
                 .collect();
             for (version, uri, restarts, next) in crashed {
                 let exited = self
