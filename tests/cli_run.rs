@@ -318,7 +318,7 @@ fn killing_the_reconciler_mid_evaluation_loses_nothing_and_repeats_nothing_finis
         &eval,
         original.replace(
             "def main():\n",
-            "def main():\n    with open('runs.log', 'a') as f:\n        f.write(os.environ['SLIPWAY_MODEL_VERSION'] + '\\n')\n    if os.environ['SLIPWAY_MODEL_VERSION'] == '8' and not os.path.exists('hung-once'):\n        open('hung-once', 'w').close()\n        time.sleep(600)\n",
+            "def main():\n    with open('runs.log', 'a') as f:\n        f.write(os.environ['SLIPWAY_MODEL_VERSION'] + '\\n')\n    if os.environ['SLIPWAY_MODEL_VERSION'] == '8' and not os.path.exists('hung-once'):\n        open('hung-once', 'w').close()\n        time.sleep(90)\n",
         ),
     )
     .unwrap();
@@ -555,4 +555,81 @@ fn a_rollout_killed_mid_way_resumes_where_it_was() {
     assert_eq!(count("rolling out 8"), 1, "{all:?}");
     assert_eq!(count("20% of traffic on 8"), 1, "{all:?}");
     assert_eq!(count("all traffic on 8"), 1, "{all:?}");
+    // The servers the killed process left behind were stopped by the next one.
+    assert_eq!(
+        servers_of(&work),
+        Vec::<u32>::new(),
+        "orphaned model servers"
+    );
+}
+
+/// PIDs of the quickstart model servers running from this test's registry copy.
+fn servers_of(work: &Path) -> Vec<u32> {
+    let registry = work.join("registry").canonicalize().unwrap();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cwd = std::fs::read_link(entry.path().join("cwd")).ok();
+        if String::from_utf8_lossy(&cmdline).contains("serve.py")
+            && cwd.as_deref() == Some(registry.as_path())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn a_crashed_server_is_restarted_and_sigterm_stops_every_server() {
+    let (_dir, work) = quickstart();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["run", "registry", "--state", "state", "--interval", "1s"])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let port = router_port(&work);
+    eventually(Duration::from_secs(60), || {
+        (predict(port).as_deref() == Some("7")).then_some(())
+    });
+    let before = servers_of(&work);
+    assert_eq!(before.len(), 1, "{before:?}");
+    signal(before[0], "-KILL");
+    eventually(Duration::from_secs(30), || {
+        events(&work)
+            .iter()
+            .any(|l| l.contains("ServerRestarted") && l.contains("restarted on port"))
+            .then_some(())
+    });
+    eventually(Duration::from_secs(30), || {
+        (predict(port).as_deref() == Some("7")).then_some(())
+    });
+    assert!(
+        events(&work)
+            .iter()
+            .any(|l| l.contains("model server of version 7 exited"))
+    );
+
+    signal(child.id(), "-TERM");
+    let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        servers_of(&work),
+        Vec::<u32>::new(),
+        "model servers outlived slipway"
+    );
 }

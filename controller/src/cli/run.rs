@@ -2,6 +2,8 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -48,7 +50,20 @@ fn folder_revision(files: &[crate::catalog::SourceFile]) -> String {
     format!("folder:{hex}")
 }
 
+/// Sleeps for `d`, waking early when `stop` is set.
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let until = std::time::Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50).min(until - std::time::Instant::now()));
+    }
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    // SIGTERM / SIGINT end the loop, so the model servers are stopped on the way out.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
     let interval =
         crate::duration::parse(&args.interval).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
     let store = Store::open(&args.state)?;
@@ -72,6 +87,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut last_rejected: Option<String> = None;
     let mut target: Option<LocalTarget> = None;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            eprintln!("stopping: model servers are shut down");
+            return Ok(0);
+        }
         let files = dir::read(&args.path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.path.display()))?;
         let revision = folder_revision(&files);
@@ -111,7 +130,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             if args.once {
                 return Ok(1);
             }
-            std::thread::sleep(interval);
+            sleep_unless(&stop, interval);
             continue;
         }
         let now = chrono::Utc::now;
@@ -137,9 +156,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 requeue = reconciler.deploy(&catalog, t, &mut outcome)?;
                 // --once: keep stepping the rollouts until every deployment has settled.
                 while args.once
+                    && !stop.load(Ordering::Relaxed)
                     && let Some(wait) = requeue
                 {
-                    std::thread::sleep(wait.min(Duration::from_secs(1)));
+                    sleep_unless(&stop, wait.min(Duration::from_secs(1)));
                     requeue = reconciler.deploy(&catalog, t, &mut outcome)?;
                 }
             }
@@ -158,7 +178,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 1
             });
         }
-        std::thread::sleep(requeue.map_or(interval, |r| r.min(interval)));
+        sleep_unless(&stop, requeue.map_or(interval, |r| r.min(interval)));
     }
 }
 

@@ -77,6 +77,39 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Stops servers recorded in `pid_dir` that still run the recorded command line.
+fn reap_orphans(pid_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(pid_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        let recorded = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let running = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        // Only a process still running the same command is ours; a reused pid is left alone.
+        // The program may show as a full path (a launcher such as pyenv execs the real binary),
+        // so the program is compared by file name and the arguments exactly.
+        let split = |s: &str| -> Vec<String> {
+            let mut parts: Vec<String> = s
+                .split('\0')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
+            if let Some(first) = parts.first_mut() {
+                *first = Path::new(first.as_str())
+                    .file_name()
+                    .map(|f| f.to_string_lossy().to_string())
+                    .unwrap_or_default();
+            }
+            parts
+        };
+        if !recorded.is_empty() && split(&recorded) == split(&running) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
 /// GET `path` on a local port; true on a 2xx answer within a second.
 fn healthy(port: u16, path: &str) -> bool {
     let Ok(mut s) =
@@ -96,7 +129,11 @@ fn healthy(port: u16, path: &str) -> bool {
 
 impl LocalTarget {
     /// A target running servers from `root` (the registry folder), logging to `logs`.
+    ///
+    /// Servers left behind by a previous Slipway that was killed outright (SIGKILL, power loss)
+    /// are found through the pid files beside the logs and stopped first.
     pub fn new(root: &Path, logs: &Path) -> Result<Self, TargetError> {
+        reap_orphans(&logs.join("pids"));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -186,6 +223,12 @@ impl LocalTarget {
                 program: program.clone(),
                 source,
             })?;
+        let pid_dir = self.logs.join("pids");
+        let _ = std::fs::create_dir_all(&pid_dir);
+        let _ = std::fs::write(
+            pid_dir.join(child.id().to_string()),
+            spec.command.join("\0"),
+        );
         Ok(Server {
             child,
             port,
@@ -225,9 +268,14 @@ impl LocalTarget {
             .get_mut(key)
             .and_then(|d| d.servers.remove(version))
         {
-            let _ = s.child.kill();
-            let _ = s.child.wait();
+            self.kill(&mut s.child);
         }
+    }
+
+    fn kill(&self, child: &mut Child) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(self.logs.join("pids").join(child.id().to_string()));
     }
 
     /// Routes traffic by weight.
@@ -339,10 +387,10 @@ impl Drop for LocalTarget {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(2));
         }
-        for d in self.deployments.values_mut() {
-            for s in d.servers.values_mut() {
-                let _ = s.child.kill();
-                let _ = s.child.wait();
+        let deployments = std::mem::take(&mut self.deployments);
+        for (_, d) in deployments {
+            for (_, mut s) in d.servers {
+                self.kill(&mut s.child);
             }
         }
     }
