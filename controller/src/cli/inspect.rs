@@ -152,6 +152,36 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
             out.push('\n');
         }
     }
+    let deployments = store.statuses("ModelDeployment")?;
+    if !deployments.is_empty() {
+        out.push_str("deployments\n");
+        for (ns, name, st) in deployments {
+            let traffic: Vec<String> = st["traffic"]
+                .as_object()
+                .map(|t| t.iter().map(|(v, w)| format!("{v}: {w}%")).collect())
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {ns}/{name}  {}  serving {}  traffic {{{}}}",
+                st["phase"].as_str().unwrap_or("?"),
+                st["servingVersion"].as_str().unwrap_or("-"),
+                traffic.join(", ")
+            ));
+            if let Some(addr) = st["address"].as_str() {
+                out.push_str(&format!("  at http://{addr}"));
+            }
+            let rejected: Vec<&str> = st["rejectedVersions"]
+                .as_array()
+                .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            if !rejected.is_empty() {
+                out.push_str(&format!(
+                    "  rejected: {} (run `slipway retry` or move the alias)",
+                    rejected.join(", ")
+                ));
+            }
+            out.push('\n');
+        }
+    }
     print_out(&out)?;
     Ok(0)
 }
@@ -212,5 +242,82 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     print_out(&entries.iter().map(line).collect::<String>())?;
+    Ok(0)
+}
+
+/// Arguments of `slipway retry`.
+#[derive(clap::Args, Debug)]
+pub struct RetryArgs {
+    /// The deployment (`NAME` or `NAMESPACE/NAME`).
+    pub deployment: String,
+    /// The rejected version to retry (default: every rejected version).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The state folder of `slipway run`.
+    #[arg(long, default_value = ".slipway", env = "SLIPWAY_STATE")]
+    pub state: PathBuf,
+}
+
+pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
+    let store = open(&args.state)?;
+    let (ns, name) = match args.deployment.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => ("default".to_string(), args.deployment.clone()),
+    };
+    let mut state = store.rollout(&ns, &name)?;
+    let versions: Vec<String> = match &args.version {
+        Some(v) => vec![v.clone()],
+        None => state.rejected.iter().cloned().collect(),
+    };
+    if versions.is_empty() || versions.iter().any(|v| !state.rejected.contains(v)) {
+        let rejected: Vec<&str> = state.rejected.iter().map(String::as_str).collect();
+        anyhow::bail!(
+            "{ns}/{name} has {} rejected; nothing to retry{}",
+            if rejected.is_empty() {
+                "no version".to_string()
+            } else {
+                format!("versions {}", rejected.join(", "))
+            },
+            args.version
+                .as_ref()
+                .map(|v| format!(" for version {v}"))
+                .unwrap_or_default()
+        );
+    }
+    let mut writes = Vec::new();
+    for v in &versions {
+        state = crate::rollout::retry(&state, v);
+        writes.push(crate::store::Write::History(HistoryEntry {
+            id: 0,
+            at: Utc::now(),
+            event: "RetryRequested".into(),
+            namespace: ns.clone(),
+            model: store
+                .status("ModelDeployment", &ns, &name)?
+                .and_then(|s| s["model"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+            subject: format!("ModelDeployment/{name}"),
+            version: Some(v.clone()),
+            alias: None,
+            actor: std::env::var("USER").ok(),
+            revision: None,
+            decision: None,
+            message: format!("{name}: version {v} may be rolled out again"),
+            data: serde_json::Value::Null,
+        }));
+    }
+    writes.insert(
+        0,
+        crate::store::Write::Rollout {
+            namespace: ns.clone(),
+            name: name.clone(),
+            state,
+        },
+    );
+    store.apply(&writes)?;
+    print_out(&format!(
+        "{ns}/{name}: {} will be rolled out again by the next `slipway run` pass\n",
+        versions.join(", ")
+    ))?;
     Ok(0)
 }

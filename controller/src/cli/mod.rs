@@ -63,6 +63,8 @@ pub enum Command {
     Status(inspect::StatusArgs),
     /// The history of a model's aliases, evaluations and versions; `--at TIME` shows what served then.
     History(inspect::HistoryArgs),
+    /// Give a version that was rolled back on a deployment another chance.
+    Retry(inspect::RetryArgs),
     /// Print every CustomResourceDefinition as YAML.
     Crds,
     /// Print the JSON Schema of a kind (or of all kinds) for editors and linters.
@@ -112,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run::run(args),
         Command::Status(args) => inspect::status(args),
         Command::History(args) => inspect::history(args),
+        Command::Retry(args) => inspect::retry(args),
         Command::Crds => {
             print_out(&crds_yaml()?)?;
             Ok(0)

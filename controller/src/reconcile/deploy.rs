@@ -129,6 +129,7 @@ impl Reconciler<'_> {
             let s = &step.state;
             let phase = s.phase;
             let status = json!({
+                "model": d.spec.model,
                 "phase": phase,
                 "servingVersion": s.stable,
                 "targetVersion": s.candidate,
