@@ -633,3 +633,168 @@ fn a_crashed_server_is_restarted_and_sigterm_stops_every_server() {
         "model servers outlived slipway"
     );
 }
+
+/// A real HTTP receiver on loopback: records (path, headers, body); answers 500 to the first
+/// `fail_first` requests, then 200.
+struct Receiver {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+impl Receiver {
+    fn start(fail_first: usize) -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = got.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap_or(0);
+                let mut headers = String::new();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    headers.push_str(&line);
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap_or(());
+                n += 1;
+                let status = if n <= fail_first {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string();
+                seen.lock().unwrap().push((
+                    path,
+                    headers,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+                let _ = stream.write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                );
+            }
+        });
+        Receiver { port, got }
+    }
+
+    fn requests(&self) -> Vec<(String, String, String)> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
+    let (_dir, work) = quickstart();
+    let receiver = Receiver::start(1);
+    let token_file = work.join("dispatch-token");
+    std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
+    let model = work.join("registry/model.yaml");
+    let mut text = std::fs::read_to_string(&model).unwrap();
+    text.push_str(&format!(
+        r#"  notifications:
+    - name: ml-platform
+      events: [EvaluationCompleted, AliasMoved, RolledBack]
+      slack:
+        webhookUrl: {{env: SLIPWAY_TEST_SLACK_URL}}
+    - name: analytics-dispatch
+      events: [RolloutSucceeded]
+      webhook:
+        url: http://127.0.0.1:{port}/dispatch
+        headers:
+          Authorization: {{file: {token}}}
+        bodyTemplate: '{{"event_type": "{{{{ event }}}}", "client_payload": {{"version": "{{{{ version }}}}"}}}}'
+"#,
+        port = receiver.port,
+        token = token_file.display()
+    ));
+    std::fs::write(&model, text).unwrap();
+    let secret_url = format!(
+        "http://127.0.0.1:{}/services/T000/B000/XXXXSECRET",
+        receiver.port
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["run", "registry", "--once", "--state", "state"])
+        .env("SLIPWAY_TEST_SLACK_URL", &secret_url)
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+
+    let got = receiver.requests();
+    let slack: Vec<&(String, String, String)> = got
+        .iter()
+        .filter(|r| r.0 == "/services/T000/B000/XXXXSECRET")
+        .collect();
+    // Two evaluations and one alias move; the first delivery was answered 500 and retried.
+    assert_eq!(slack.len(), 4, "{got:#?}");
+    let blocks: Vec<serde_json::Value> = slack
+        .iter()
+        .map(|r| serde_json::from_str(&r.2).unwrap())
+        .collect();
+    assert!(blocks.iter().all(|b| b["blocks"][0]["type"] == "header"));
+    assert!(blocks.iter().any(|b| {
+        b["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("AliasMoved: pitch-frames/production: (none) → 7")
+    }));
+    let dispatch: Vec<&(String, String, String)> =
+        got.iter().filter(|r| r.0 == "/dispatch").collect();
+    assert_eq!(dispatch.len(), 1, "{got:#?}");
+    assert!(
+        dispatch[0]
+            .1
+            .to_ascii_lowercase()
+            .contains("authorization: s3cr3t-token"),
+        "{}",
+        dispatch[0].1
+    );
+    assert_eq!(
+        dispatch[0].2,
+        r#"{"event_type": "RolloutSucceeded", "client_payload": {"version": "7"}}"#
+    );
+
+    let history = slipway(&["history", "pitch-frames", "--state", "state"], &work).stdout;
+    assert!(
+        history.contains("EvaluationCompleted sent to ml-platform (2 attempts)"),
+        "{history}"
+    );
+    assert_eq!(
+        history.matches("NotificationDelivered").count(),
+        4,
+        "{history}"
+    );
+    for text in [stdout.as_ref(), stderr.as_ref(), history.as_str()] {
+        assert!(
+            !text.contains("XXXXSECRET") && !text.contains("s3cr3t"),
+            "a secret leaked:\n{text}"
+        );
+    }
+    // Nothing is sent twice on the next pass.
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    assert_eq!(receiver.requests().len(), got.len());
+}

@@ -206,6 +206,7 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
         model: Some(args.model.clone()),
         alias: None,
         until: args.at,
+        after_id: None,
     };
     let entries: Vec<HistoryEntry> = store
         .history(&filter)?

@@ -86,6 +86,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     let mut last_rejected: Option<String> = None;
     let mut target: Option<LocalTarget> = None;
+    let notifier = crate::notify::Notifier::default();
     loop {
         if stop.load(Ordering::Relaxed) {
             eprintln!("stopping: model servers are shut down");
@@ -164,6 +165,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 }
             }
         }
+        crate::notify::deliver_pending(&store, &catalog, &notifier, &progress)?;
         store.apply(&[Write::Status {
             kind: "Source".into(),
             namespace: "default".into(),

@@ -159,6 +159,8 @@ pub struct HistoryFilter {
     pub alias: Option<String>,
     /// Only entries at or before this time.
     pub until: Option<DateTime<Utc>>,
+    /// Only entries written after this row id, in write order.
+    pub after_id: Option<i64>,
 }
 
 const SCHEMA_VERSION: i64 = 1;
@@ -401,32 +403,36 @@ impl Store {
             "SELECT id, at, event, namespace, model, subject, version, alias, actor, revision, decision, message, data
              FROM history
              WHERE (?1 IS NULL OR model = ?1) AND (?2 IS NULL OR alias = ?2) AND (?3 IS NULL OR at <= ?3)
-             ORDER BY at, id",
+               AND (?4 IS NULL OR id > ?4)
+             ORDER BY CASE WHEN ?4 IS NULL THEN at ELSE '' END, id",
         )?;
         let until = filter
             .until
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-        let rows = stmt.query_map(params![filter.model, filter.alias, until], |r| {
-            Ok((
-                r.get::<_, String>(1)?,
-                HistoryEntry {
-                    id: r.get(0)?,
-                    at: DateTime::<Utc>::MIN_UTC,
-                    event: r.get(2)?,
-                    namespace: r.get(3)?,
-                    model: r.get(4)?,
-                    subject: r.get(5)?,
-                    version: r.get(6)?,
-                    alias: r.get(7)?,
-                    actor: r.get(8)?,
-                    revision: r.get(9)?,
-                    decision: r.get(10)?,
-                    message: r.get(11)?,
-                    data: serde_json::Value::Null,
-                },
-                r.get::<_, String>(12)?,
-            ))
-        })?;
+        let rows = stmt.query_map(
+            params![filter.model, filter.alias, until, filter.after_id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(1)?,
+                    HistoryEntry {
+                        id: r.get(0)?,
+                        at: DateTime::<Utc>::MIN_UTC,
+                        event: r.get(2)?,
+                        namespace: r.get(3)?,
+                        model: r.get(4)?,
+                        subject: r.get(5)?,
+                        version: r.get(6)?,
+                        alias: r.get(7)?,
+                        actor: r.get(8)?,
+                        revision: r.get(9)?,
+                        decision: r.get(10)?,
+                        message: r.get(11)?,
+                        data: serde_json::Value::Null,
+                    },
+                    r.get::<_, String>(12)?,
+                ))
+            },
+        )?;
         let mut out = Vec::new();
         for row in rows {
             let (at, mut entry, data) = row?;
@@ -450,6 +456,7 @@ impl Store {
             model: Some(model.into()),
             alias: Some(alias.into()),
             until: Some(at),
+            after_id: None,
         };
         Ok(self
             .history(&filter)?
