@@ -798,3 +798,134 @@ fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
     );
     assert_eq!(receiver.requests().len(), got.len());
 }
+
+/// Every file under a folder, as (relative path, content).
+fn files_under(base: &Path, rel: &str, out: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(base.join(rel)).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if entry.file_type().unwrap().is_dir() {
+            if name != "__pycache__" {
+                files_under(base, &path, out);
+            }
+        } else {
+            out.push((path, std::fs::read_to_string(entry.path()).unwrap()));
+        }
+    }
+}
+
+#[test]
+fn a_git_repository_is_followed_commit_by_commit_and_a_bad_commit_changes_nothing() {
+    let (_dir, work) = quickstart();
+    let mut files = Vec::new();
+    files_under(&work.join("registry"), "", &mut files);
+    let mut repo = support::GitRepo::new();
+    let paths: Vec<(String, String)> = files
+        .into_iter()
+        .map(|(p, c)| (format!("registry/{p}"), c))
+        .collect();
+    let refs: Vec<(&str, Option<&str>)> = paths
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .collect();
+    let first = repo.commit("main", None, &refs, "registry");
+    let url = format!("file://{}", repo.path().display());
+    let run = || {
+        slipway(
+            &[
+                "run",
+                &url,
+                "--registry-path",
+                "registry",
+                "--once",
+                "--state",
+                "state",
+            ],
+            &work,
+        )
+    };
+
+    let out = run();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("reconciled git:{}", &first.to_string()[..12])),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("pitch-frames/production: (none) → 7"),
+        "{}",
+        out.stdout
+    );
+
+    let aliases = paths
+        .iter()
+        .find(|(p, _)| p == "registry/aliases.yaml")
+        .unwrap()
+        .1
+        .replace("version: \"7\"", "version: \"8\"");
+    let second = repo.commit(
+        "main",
+        Some(first),
+        &[("registry/aliases.yaml", Some(&aliases))],
+        "promote 8",
+    );
+    let out = run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("pitch-frames/production: 7 → 8"),
+        "{}",
+        out.stdout
+    );
+
+    let broken = aliases.replace("  alias: production", "  alias: [production");
+    repo.commit(
+        "main",
+        Some(second),
+        &[("registry/aliases.yaml", Some(&broken))],
+        "typo",
+    );
+    let out = run();
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("registry/aliases.yaml:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("still serving git:{}", &second.to_string()[..12])),
+        "{}",
+        out.stderr
+    );
+    let status = slipway(&["status", "--state", "state"], &work);
+    assert!(
+        status.stdout.contains("alias production → 8"),
+        "{}",
+        status.stdout
+    );
+
+    let missing = slipway(
+        &[
+            "run",
+            "file:///nonexistent/repo.git",
+            "--once",
+            "--state",
+            "state2",
+        ],
+        &work,
+    );
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing
+            .stderr
+            .contains("cannot fetch file:///nonexistent/repo.git"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -18,9 +18,20 @@ use crate::target::local::LocalTarget;
 /// Arguments of `slipway run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The registry folder.
+    /// The registry: a folder, or a git repository URL (`file:///srv/registry.git`, a path
+    /// ending in `.git`) fetched on every pass.
     #[arg(default_value = ".", env = "SLIPWAY_SOURCE")]
     pub path: PathBuf,
+    /// Git sources: the branch to follow.
+    #[arg(long = "ref", default_value = "main", env = "SLIPWAY_REF")]
+    pub reference: String,
+    /// Git sources: the registry's folder within the repository.
+    #[arg(
+        long = "registry-path",
+        default_value = "",
+        env = "SLIPWAY_REGISTRY_PATH"
+    )]
+    pub registry_path: String,
     /// Reconcile once, until everything has settled, then exit.
     #[arg(long)]
     pub once: bool,
@@ -76,6 +87,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
     };
     let source = args.path.display().to_string();
+    let remote = crate::source::remote::is_git_url(&source).then(|| {
+        crate::source::remote::Remote::new(
+            &source,
+            &args.reference,
+            &args.registry_path,
+            &args.state,
+        )
+    });
     let last_good = || -> Option<String> {
         let s = store.status("Source", "default", &source).ok()??;
         Some(format!(
@@ -92,9 +111,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             eprintln!("stopping: model servers are shut down");
             return Ok(0);
         }
-        let files = dir::read(&args.path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.path.display()))?;
-        let revision = folder_revision(&files);
+        let (files, revision, root) = match &remote {
+            None => {
+                let files = dir::read(&args.path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.path.display()))?;
+                let revision = folder_revision(&files);
+                (files, revision, args.path.clone())
+            }
+            Some(remote) => match remote.fetch() {
+                Ok(snap) => (
+                    snap.files,
+                    format!("git:{}", &snap.revision.commit[..12]),
+                    snap.root,
+                ),
+                Err(e) => {
+                    // An unreachable or broken repository changes nothing that runs.
+                    eprintln!(
+                        "error: cannot fetch {}: {e}; keeping the last good revision",
+                        source
+                    );
+                    if args.once {
+                        return Ok(1);
+                    }
+                    sleep_unless(&stop, interval);
+                    continue;
+                }
+            },
+        };
         let (catalog, diags) = Catalog::from_files(&files);
         if !diags.is_empty() {
             // Keep serving the last good revision; say so once per bad revision.
@@ -137,7 +180,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let now = chrono::Utc::now;
         let reconciler = Reconciler {
             store: &store,
-            root: &args.path,
+            root: &root,
             state_dir: &args.state,
             revision: revision.clone(),
             now: &now,
@@ -151,7 +194,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let mut requeue = None;
         if has_local {
             if target.is_none() {
-                target = Some(LocalTarget::new(&args.path, &args.state.join("logs"))?);
+                target = Some(LocalTarget::new(&root, &args.state.join("logs"))?);
+            }
+            if let Some(t) = target.as_mut() {
+                t.set_root(&root);
             }
             if let Some(t) = target.as_mut() {
                 requeue = reconciler.deploy(&catalog, t, &mut outcome)?;

@@ -71,6 +71,19 @@ impl GitRepo {
         })
     }
 
+    /// Wraps an already opened repository.
+    pub fn from_repository(repo: Repository, path: &str) -> Self {
+        GitRepo {
+            repo,
+            path: path.to_string(),
+        }
+    }
+
+    /// The underlying repository.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
     /// Resolves a revision (branch, tag, `HEAD~1`, commit id) to a commit.
     pub fn resolve(&self, rev: &str) -> Result<Revision, GitError> {
         let obj = self

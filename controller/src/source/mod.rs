@@ -2,3 +2,4 @@
 
 pub mod dir;
 pub mod git;
+pub mod remote;

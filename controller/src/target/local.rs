@@ -147,6 +147,11 @@ impl LocalTarget {
         })
     }
 
+    /// Where servers started from now on run (the checkout of the revision being served).
+    pub fn set_root(&mut self, root: &Path) {
+        self.root = root.to_path_buf();
+    }
+
     /// Makes sure a deployment's router listens on its port.
     pub fn ensure(&mut self, key: &Key, spec: &Spec) -> Result<(), TargetError> {
         if let Some(d) = self.deployments.get_mut(key) {
