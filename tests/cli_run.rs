@@ -929,3 +929,112 @@ fn a_git_repository_is_followed_commit_by_commit_and_a_bad_commit_changes_nothin
         missing.stderr
     );
 }
+
+/// GET a path from a local HTTP server: (status, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    let status = response
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
+    let (_dir, work) = quickstart();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args([
+            "run",
+            "registry",
+            "--state",
+            "state",
+            "--interval",
+            "1s",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(60), || {
+        (get(port, "/readyz").0 == 200).then_some(())
+    });
+    assert_eq!(get(port, "/healthz"), (200, "ok\n".to_string()));
+
+    // The deployment settles over the next passes (one rollout step per pass).
+    let metrics = eventually(Duration::from_secs(30), || {
+        let (code, m) = get(port, "/metrics");
+        (code == 200 && m.contains("slipway_rollout_events_total{kind=\"RolloutSucceeded\"} 1"))
+            .then_some(m)
+    });
+    assert!(metrics.contains("slipway_reconciles_total "), "{metrics}");
+    assert!(
+        metrics.contains("slipway_evaluation_duration_seconds_count 2"),
+        "{metrics}"
+    );
+
+    let (code, deployments) = get(port, "/api/v1/deployments");
+    assert_eq!(code, 200);
+    let d: serde_json::Value = serde_json::from_str(&deployments).unwrap();
+    assert_eq!(d[0]["status"]["phase"], "Healthy");
+    assert_eq!(d[0]["status"]["servingVersion"], "7");
+    let (_, history) = get(port, "/api/v1/history?model=pitch-frames&alias=production");
+    let h: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(h[0]["event"], "AliasMoved");
+    let (code, report) = get(port, "/reports/default/pitch-frames-8-holdout.html");
+    assert_eq!(code, 200);
+    assert!(report.contains("<svg"));
+    assert_eq!(get(port, "/reports/default/..%2F..%2Fstate.db").0, 404);
+    assert_eq!(get(port, "/api/v1/secrets").0, 404);
+
+    // A bad revision makes the instance unready, with the reason, while it keeps serving.
+    let aliases = work.join("registry/aliases.yaml");
+    let good = std::fs::read_to_string(&aliases).unwrap();
+    std::fs::write(
+        &aliases,
+        good.replace("  alias: production", "  alias: [production"),
+    )
+    .unwrap();
+    let body = eventually(Duration::from_secs(30), || {
+        let (code, body) = get(port, "/readyz");
+        (code == 503).then_some(body)
+    });
+    assert!(body.contains("aliases.yaml"), "{body}");
+    assert_eq!(predict(router_port(&work)).as_deref(), Some("7"));
+    std::fs::write(&aliases, good).unwrap();
+    eventually(Duration::from_secs(30), || {
+        (get(port, "/readyz").0 == 200).then_some(())
+    });
+    assert!(
+        get(port, "/metrics")
+            .1
+            .contains("slipway_failures_total{kind=\"invalid-revision\"}")
+    );
+
+    signal(child.id(), "-TERM");
+    let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
+    assert!(status.success());
+}

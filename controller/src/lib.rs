@@ -16,6 +16,7 @@ pub mod reconcile;
 pub mod report;
 pub mod rollout;
 pub mod runner;
+pub mod server;
 pub mod source;
 pub mod store;
 pub mod target;

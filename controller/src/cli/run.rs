@@ -38,6 +38,9 @@ pub struct RunArgs {
     /// Folder of the embedded state (SQLite database, reports, job logs).
     #[arg(long, default_value = ".slipway", env = "SLIPWAY_STATE")]
     pub state: PathBuf,
+    /// Serve /healthz, /readyz, /metrics, the read API and the reports on this address, e.g. `127.0.0.1:8080`.
+    #[arg(long, env = "SLIPWAY_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
     /// How often to look for changes when not `--once`, e.g. `30s`.
     #[arg(long, default_value = "30s", env = "SLIPWAY_INTERVAL")]
     pub interval: String,
@@ -77,7 +80,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let interval =
         crate::duration::parse(&args.interval).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
-    let store = Store::open(&args.state)?;
+    let store = Arc::new(Store::open(&args.state)?);
+    let shared = Arc::new(crate::server::Shared {
+        store: store.clone(),
+        metrics: crate::server::Metrics::default(),
+        ready: std::sync::Mutex::new(crate::server::Readiness::default()),
+        state_dir: args.state.clone(),
+    });
+    if let Some(addr) = args.listen {
+        let bound = crate::server::spawn(addr, shared.clone()).map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr}: {e}; free the port or pass another --listen")
+        })?;
+        eprintln!("serving /healthz, /readyz, /metrics, /api/v1 and /reports on http://{bound}");
+    }
+    let set_ready = |f: &dyn Fn(&mut crate::server::Readiness)| {
+        let mut r = shared.ready.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut r);
+    };
     let tty = std::io::stderr().is_terminal();
     let progress = |line: &str| {
         if tty {
@@ -125,6 +144,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     snap.root,
                 ),
                 Err(e) => {
+                    shared.metrics.fail("fetch");
+                    let why = e.to_string();
+                    set_ready(&|r| {
+                        r.rejected = Some("fetch".into());
+                        r.errors = vec![why.clone()];
+                    });
                     // An unreachable or broken repository changes nothing that runs.
                     eprintln!(
                         "error: cannot fetch {}: {e}; keeping the last good revision",
@@ -140,6 +165,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         };
         let (catalog, diags) = Catalog::from_files(&files);
         if !diags.is_empty() {
+            shared.metrics.fail("invalid-revision");
+            let errors: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+            set_ready(&|r| {
+                r.rejected = Some(revision.clone());
+                r.errors = errors.clone();
+            });
             // Keep serving the last good revision; say so once per bad revision.
             if last_rejected.as_ref() != Some(&revision) {
                 for d in &diags {
@@ -211,7 +242,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 }
             }
         }
-        crate::notify::deliver_pending(&store, &catalog, &notifier, &progress)?;
+        let entries = crate::notify::deliver_pending(&store, &catalog, &notifier, &progress)?;
+        shared.metrics.observe(&entries);
+        shared.metrics.reconciles.inc();
+        set_ready(&|r| {
+            r.revision = Some(revision.clone());
+            r.rejected = None;
+            r.errors.clear();
+        });
         store.apply(&[Write::Status {
             kind: "Source".into(),
             namespace: "default".into(),

@@ -145,7 +145,7 @@ pub fn deliver_pending(
     catalog: &crate::catalog::Catalog,
     notifier: &Notifier,
     progress: &dyn Fn(&str),
-) -> Result<(), crate::store::StoreError> {
+) -> Result<Vec<HistoryEntry>, crate::store::StoreError> {
     use crate::store::{HistoryFilter, Write};
     let cursor = store
         .status("Notifier", "default", "cursor")?
@@ -155,7 +155,7 @@ pub fn deliver_pending(
         after_id: Some(cursor),
         ..Default::default()
     })?;
-    for entry in pending {
+    for entry in pending.iter().cloned() {
         let channels = catalog
             .model(&entry.namespace, &entry.model)
             .map(|m| m.spec.notifications.clone())
@@ -211,7 +211,7 @@ pub fn deliver_pending(
         });
         store.apply(&writes)?;
     }
-    Ok(())
+    Ok(pending)
 }
 
 /// Sends messages over HTTP(S).

@@ -495,7 +495,11 @@ impl Reconciler<'_> {
                 baseline_version.as_deref().unwrap_or("no baseline")
             ),
         };
-        h.data = json!({"metrics": status.metrics, "baselineMetrics": status.baseline_metrics, "report": status.report});
+        let seconds = status
+            .completed_at
+            .zip(status.started_at)
+            .map(|(c, s)| (c - s).num_milliseconds() as f64 / 1000.0);
+        h.data = json!({"metrics": status.metrics, "baselineMetrics": status.baseline_metrics, "report": status.report, "seconds": seconds});
         (self.progress)(&h.message);
         self.store.apply(&[
             Write::Status {

@@ -1,0 +1,263 @@
+//! The HTTP server of `slipway run --listen`: health, readiness, Prometheus metrics, a read API
+//! over the state store, and the evaluation reports.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::store::{HistoryFilter, Store};
+
+/// Label set of counters by one string label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByKind {
+    /// The category, event or result.
+    pub kind: String,
+}
+
+/// The metrics `slipway run` keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconcile passes.
+    pub reconciles: Counter,
+    /// Failures by category (`invalid-revision`, `fetch`, `store-io`, …).
+    pub failures: Family<ByKind, Counter>,
+    /// Evaluation durations (seconds).
+    pub evaluation_seconds: Histogram,
+    /// Rollout events by kind.
+    pub rollout_events: Family<ByKind, Counter>,
+    /// Notification deliveries by result (`delivered`, `failed`).
+    pub notifications: Family<ByKind, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("slipway");
+        let reconciles = Counter::default();
+        let failures = Family::<ByKind, Counter>::default();
+        let evaluation_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 14));
+        let rollout_events = Family::<ByKind, Counter>::default();
+        let notifications = Family::<ByKind, Counter>::default();
+        registry.register("reconciles", "Reconcile passes", reconciles.clone());
+        registry.register("failures", "Failures by category", failures.clone());
+        registry.register(
+            "evaluation_duration_seconds",
+            "Evaluation run time",
+            evaluation_seconds.clone(),
+        );
+        registry.register(
+            "rollout_events",
+            "Rollout steps, successes and rollbacks",
+            rollout_events.clone(),
+        );
+        registry.register(
+            "notification_deliveries",
+            "Notification deliveries by result",
+            notifications.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            failures,
+            evaluation_seconds,
+            rollout_events,
+            notifications,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts what a batch of history entries says happened.
+    pub fn observe(&self, entries: &[crate::store::HistoryEntry]) {
+        for e in entries {
+            match e.event.as_str() {
+                "EvaluationCompleted" => {
+                    if let Some(secs) = e.data.get("seconds").and_then(|v| v.as_f64()) {
+                        self.evaluation_seconds.observe(secs);
+                    }
+                }
+                "RolloutStarted" | "StepStarted" | "RolloutSucceeded" | "RolledBack"
+                | "RolloutFailed" | "RolloutSuperseded" | "ServerRestarted" => {
+                    self.rollout_events
+                        .get_or_create(&ByKind {
+                            kind: e.event.clone(),
+                        })
+                        .inc();
+                }
+                "NotificationDelivered" => {
+                    self.notifications
+                        .get_or_create(&ByKind {
+                            kind: "delivered".into(),
+                        })
+                        .inc();
+                }
+                "NotificationFailed" => {
+                    self.notifications
+                        .get_or_create(&ByKind {
+                            kind: "failed".into(),
+                        })
+                        .inc();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Counts a failure.
+    pub fn fail(&self, kind: &str) {
+        self.failures
+            .get_or_create(&ByKind { kind: kind.into() })
+            .inc();
+    }
+}
+
+/// What `/readyz` reports.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Readiness {
+    /// The revision in force.
+    pub revision: Option<String>,
+    /// A newer revision that was rejected, and why.
+    pub rejected: Option<String>,
+    /// Errors of the rejected revision.
+    pub errors: Vec<String>,
+}
+
+/// Shared with the reconciler loop.
+pub struct Shared {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Readiness.
+    pub ready: Mutex<Readiness>,
+    /// The state folder (reports live under it).
+    pub state_dir: std::path::PathBuf,
+}
+
+type S = Arc<Shared>;
+
+fn json_or_500<T: serde::Serialize>(v: Result<T, crate::store::StoreError>) -> Response {
+    match v {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    model: Option<String>,
+    alias: Option<String>,
+}
+
+async fn metrics(State(s): State<S>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &s.metrics.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn readyz(State(s): State<S>) -> Response {
+    let r = s.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let ok = r.revision.is_some() && r.rejected.is_none();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({"ready": ok, "revision": r.revision, "rejected": r.rejected, "errors": r.errors})))
+        .into_response()
+}
+
+async fn statuses(State(s): State<S>, Path(kind): Path<String>) -> Response {
+    let kind = match kind.as_str() {
+        "versions" => "ModelVersion",
+        "aliases" => "ModelAlias",
+        "evaluations" => "Evaluation",
+        "deployments" => "ModelDeployment",
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                "try versions, aliases, evaluations, deployments or history",
+            )
+                .into_response();
+        }
+    };
+    json_or_500(s.store.statuses(kind).map(|rows| {
+        rows.into_iter()
+            .map(|(ns, name, status)| json!({"namespace": ns, "name": name, "status": status}))
+            .collect::<Vec<_>>()
+    }))
+}
+
+async fn history(State(s): State<S>, Query(q): Query<HistoryQuery>) -> Response {
+    json_or_500(s.store.history(&HistoryFilter {
+        model: q.model,
+        alias: q.alias,
+        ..Default::default()
+    }))
+}
+
+async fn report(State(s): State<S>, Path((ns, file)): Path<(String, String)>) -> Response {
+    let ok_name =
+        |x: &str| !x.is_empty() && !x.contains('/') && !x.contains("..") && !x.starts_with('.');
+    if !ok_name(&ns) || !ok_name(&file) || !(file.ends_with(".html") || file.ends_with(".md")) {
+        return (StatusCode::NOT_FOUND, "no such report").into_response();
+    }
+    match std::fs::read(s.state_dir.join("reports").join(&ns).join(&file)) {
+        Ok(bytes) => {
+            let ty = if file.ends_with(".html") {
+                "text/html; charset=utf-8"
+            } else {
+                "text/markdown; charset=utf-8"
+            };
+            ([(header::CONTENT_TYPE, ty)], bytes).into_response()
+        }
+        Err(_) => (StatusCode::NOT_FOUND, "no such report").into_response(),
+    }
+}
+
+/// The routes.
+pub fn router(shared: S) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/{kind}", get(statuses))
+        .route("/reports/{ns}/{file}", get(report))
+        .with_state(shared)
+}
+
+/// Serves on `addr` from a runtime of its own, on a background thread; returns the bound address.
+pub fn spawn(addr: SocketAddr, shared: S) -> std::io::Result<SocketAddr> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+    let bound = listener.local_addr()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let _ = axum::serve(listener, router(shared)).await;
+        })
+    });
+    Ok(bound)
+}
