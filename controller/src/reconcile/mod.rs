@@ -542,6 +542,27 @@ impl Reconciler<'_> {
         Ok(results)
     }
 
+    /// Writes an alias's new status and the history entry that explains it, together.
+    fn save_alias(
+        &self,
+        ns: &str,
+        name: &str,
+        status: Value,
+        entry: HistoryEntry,
+    ) -> Result<(), Error> {
+        (self.progress)(&entry.message);
+        self.store.apply(&[
+            Write::Status {
+                kind: "ModelAlias".into(),
+                namespace: ns.into(),
+                name: name.into(),
+                status,
+            },
+            Write::History(entry),
+        ])?;
+        Ok(())
+    }
+
     fn promote(&self, catalog: &Catalog, out: &mut Outcome) -> Result<(), Error> {
         let results = self.results_of(catalog)?;
         for obj in catalog.objects() {
@@ -658,16 +679,7 @@ impl Reconciler<'_> {
                 history.push(json!({"from": resolved, "to": to, "at": h.at, "revision": self.revision, "decision": "allowed"}));
                 let new_status =
                     json!({"resolvedVersion": to, "previousVersion": resolved, "history": history});
-                (self.progress)(&h.message);
-                self.store.apply(&[
-                    Write::Status {
-                        kind: "ModelAlias".into(),
-                        namespace: ns.into(),
-                        name: obj.key.name.clone(),
-                        status: new_status,
-                    },
-                    Write::History(h),
-                ])?;
+                self.save_alias(ns, &obj.key.name, new_status, h)?;
                 out.moved.push(format!("{label}: {from} → {to}"));
             } else {
                 let why = decision.summary();
@@ -677,7 +689,6 @@ impl Reconciler<'_> {
                 let held = status.get("held").cloned().unwrap_or(Value::Null);
                 let this = json!({"version": to, "revision": self.revision});
                 if held != this {
-                    (self.progress)(&h.message);
                     let mut new_status = if status.is_object() {
                         status.clone()
                     } else {
@@ -685,15 +696,7 @@ impl Reconciler<'_> {
                     };
                     new_status["held"] = this;
                     new_status["heldMessage"] = Value::String(why);
-                    self.store.apply(&[
-                        Write::Status {
-                            kind: "ModelAlias".into(),
-                            namespace: ns.into(),
-                            name: obj.key.name.clone(),
-                            status: new_status,
-                        },
-                        Write::History(h),
-                    ])?;
+                    self.save_alias(ns, &obj.key.name, new_status, h)?;
                 }
             }
         }

@@ -320,6 +320,8 @@ impl Machine<'_> {
             return;
         };
         let steps = plan_steps(self.policy.strategy);
+        // Whether this decision moved to the current step (its analysis starts from scratch).
+        let mut advanced = false;
         loop {
             let step = &steps[self.s.step.min(steps.len() - 1)];
             if self.s.step_started.is_none() {
@@ -338,6 +340,10 @@ impl Machine<'_> {
                     d,
                     format!("{}% of traffic on {d}", step.weight),
                 );
+            }
+            if advanced && step.weight < 100 {
+                self.wait(step.hold.max(self.policy.poll));
+                return;
             }
             match &obs.analysis {
                 Verdict::Fail(why) => {
@@ -360,26 +366,9 @@ impl Machine<'_> {
                     return;
                 }
                 Verdict::Pass => {
-                    // The next step's weights apply now; its analysis starts from scratch, so stop here.
                     self.s.step += 1;
                     self.s.step_started = None;
-                    let next = &steps[self.s.step];
-                    if next.weight >= 100 {
-                        continue;
-                    }
-                    let weights = BTreeMap::from([
-                        (d.to_string(), next.weight),
-                        (stable.clone(), 100 - next.weight),
-                    ]);
-                    self.route(weights);
-                    self.s.step_started = Some(self.now);
-                    self.event(
-                        EventKind::StepStarted,
-                        d,
-                        format!("{}% of traffic on {d}", next.weight),
-                    );
-                    self.wait(next.hold.max(self.policy.poll));
-                    return;
+                    advanced = true;
                 }
             }
         }
