@@ -104,6 +104,16 @@ impl Fixture {
         r.reconcile(&catalog).unwrap()
     }
 
+    fn evaluation(&self, name: &str) -> EvaluationStatus {
+        serde_json::from_value(
+            self.store
+                .status("Evaluation", "default", name)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
     fn runs(&self) -> Vec<String> {
         std::fs::read_to_string(self.root.path().join("runs.log"))
             .unwrap_or_default()
@@ -139,13 +149,7 @@ fn versions_are_evaluated_reported_and_production_is_promoted() {
         vec!["1 candidate", "2 candidate"],
         "a content-addressed run was repeated"
     );
-    let status: EvaluationStatus = serde_json::from_value(
-        f.store
-            .status("Evaluation", "default", "m-2-eval")
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let status = f.evaluation("m-2-eval");
     assert_eq!(status.baseline_version.as_deref(), Some("1"));
     assert_eq!(status.baseline_metrics["f1"], 0.80);
     assert_eq!(status.samples[0].baseline.as_deref(), Some("goal"));
@@ -200,13 +204,7 @@ fn a_crashing_evaluation_fails_and_blocks_the_promotion() {
     let f = Fixture::new(&scores);
     f.pass("1", &scores);
     let out = f.pass("2", &scores);
-    let status: EvaluationStatus = serde_json::from_value(
-        f.store
-            .status("Evaluation", "default", "m-2-eval")
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let status = f.evaluation("m-2-eval");
     assert_eq!(
         (status.phase, status.verdict),
         (EvaluationPhase::Failed, Some(Verdict::Failed))
