@@ -1038,3 +1038,158 @@ fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
     let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
     assert!(status.success());
 }
+
+/// POST a JSON body with a bearer token: (status, body).
+fn post(url: &str, token: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /{path} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    let status = response
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+#[test]
+fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
+    let (_dir, work) = quickstart();
+    let receiver = Receiver::start(0);
+    let model = work.join("registry/model.yaml");
+    let text = std::fs::read_to_string(&model).unwrap().replace(
+        "        local:\n          command: [\"python3\", \"evaluate.py\"]\n",
+        &format!(
+            "        webhook:\n          url: http://127.0.0.1:{}/dispatch\n",
+            receiver.port
+        ),
+    );
+    assert!(text.contains("webhook:"));
+    std::fs::write(&model, text).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args([
+            "run",
+            "registry",
+            "--state",
+            "state",
+            "--interval",
+            "1s",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dispatch_for = |version: &str| {
+        eventually(Duration::from_secs(60), || {
+            receiver.requests().into_iter().find_map(|(_, _, body)| {
+                let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                (v["version"] == version).then_some(v)
+            })
+        })
+    };
+    let results = |f1: f64| {
+        format!(
+            r#"{{"metrics": {{"macro_f1": {f1}, "p95_latency_ms": 1.0}}, "samples": [{{"input": "frames/day-0001.jpg", "expected": "open-play", "prediction": "open-play"}}]}}"#
+        )
+    };
+
+    // Version 7 first (it becomes production), with no baseline.
+    let d7 = dispatch_for("7");
+    assert_eq!(d7["baseline"], serde_json::Value::Null);
+    assert_eq!(d7["candidate"]["uri"], "models/pitch-frames-7.json");
+    let url7 = d7["resultsUrl"].as_str().unwrap().to_string();
+    assert_eq!(
+        url7,
+        format!(
+            "http://127.0.0.1:{port}/api/v1/evaluations/default/pitch-frames-7-holdout/results"
+        )
+    );
+    let (code, body) = post(
+        &url7,
+        "not-the-token",
+        &format!(r#"{{"candidate": {}}}"#, results(0.74)),
+    );
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = post(
+        &url7,
+        d7["token"].as_str().unwrap(),
+        r#"{"candidate": {"metric": {}}}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("unknown field `metric`"), "{body}");
+    let (code, body) = post(
+        &url7,
+        d7["token"].as_str().unwrap(),
+        &format!(r#"{{"candidate": {}}}"#, results(0.74)),
+    );
+    assert_eq!(code, 202, "{body}");
+
+    // Then version 8, compared against production = 7: the job must report both.
+    let d8 = dispatch_for("8");
+    assert_eq!(d8["baseline"]["version"], "7");
+    let url8 = d8["resultsUrl"].as_str().unwrap().to_string();
+    let token8 = d8["token"].as_str().unwrap().to_string();
+    let (code, body) = post(
+        &url8,
+        &token8,
+        &format!(r#"{{"candidate": {}}}"#, results(0.81)),
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("include \\\"baseline\\\" results"), "{body}");
+    let (code, _) = post(
+        &url8,
+        &token8,
+        &format!(
+            r#"{{"candidate": {}, "baseline": {}}}"#,
+            results(0.81),
+            results(0.74)
+        ),
+    );
+    assert_eq!(code, 202);
+    eventually(Duration::from_secs(30), || {
+        events(&work)
+            .iter()
+            .any(|l| l.contains("holdout on pitch-frames version 8 vs 7: Passed"))
+            .then_some(())
+    });
+    let report =
+        std::fs::read_to_string(work.join("state/reports/default/pitch-frames-8-holdout.md"))
+            .unwrap();
+    assert!(
+        report.contains("| macro_f1 | 0.81 | 0.74 | +0.0700 |"),
+        "{report}"
+    );
+    assert!(
+        !events(&work)
+            .iter()
+            .any(|l| l.contains(d8["token"].as_str().unwrap())),
+        "the token leaked into the history"
+    );
+
+    signal(child.id(), "-TERM");
+    let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
+    assert!(status.success());
+}

@@ -87,11 +87,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         ready: std::sync::Mutex::new(crate::server::Readiness::default()),
         state_dir: args.state.clone(),
     });
+    let mut results_url = None;
     if let Some(addr) = args.listen {
         let bound = crate::server::spawn(addr, shared.clone()).map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr}: {e}; free the port or pass another --listen")
         })?;
         eprintln!("serving /healthz, /readyz, /metrics, /api/v1 and /reports on http://{bound}");
+        results_url = Some(format!("http://{bound}"));
     }
     let set_ready = |f: &dyn Fn(&mut crate::server::Readiness)| {
         let mut r = shared.ready.lock().unwrap_or_else(|p| p.into_inner());
@@ -216,6 +218,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             revision: revision.clone(),
             now: &now,
             progress: &progress,
+            results_url: results_url.clone(),
         };
         let mut outcome = reconciler.reconcile(&catalog)?;
         let has_local = catalog

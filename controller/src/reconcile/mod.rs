@@ -5,6 +5,7 @@
 //! them and carries out their effects (subprocesses, report files, store writes).
 
 mod deploy;
+pub mod external;
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,6 +94,8 @@ pub struct Reconciler<'a> {
     pub now: &'a dyn Fn() -> DateTime<Utc>,
     /// Progress lines (to a terminal or a log).
     pub progress: &'a dyn Fn(&str),
+    /// Base URL of this instance's results API (`--listen`), for external evaluation jobs.
+    pub results_url: Option<String>,
 }
 
 const FINISHED: [EvaluationPhase; 2] = [EvaluationPhase::Succeeded, EvaluationPhase::Failed];
@@ -247,6 +250,30 @@ impl Reconciler<'_> {
     }
 
     /// Runs (or reuses) one suite run of one version; returns its results.
+    /// The results of a finished run with this content address, if any.
+    fn stored_run(&self, key: &str) -> Result<Option<RunResults>, StoreError> {
+        Ok(self
+            .store
+            .evaluation(key)?
+            .filter(|r| r.status.phase == EvaluationPhase::Succeeded)
+            .map(|rec| {
+                let samples = rec
+                    .status
+                    .samples
+                    .iter()
+                    .map(|s| RunSample {
+                        input: s.input.clone(),
+                        expected: s.expected.clone(),
+                        prediction: s.candidate.clone(),
+                    })
+                    .collect();
+                RunResults {
+                    metrics: rec.status.metrics.clone(),
+                    samples,
+                }
+            }))
+    }
+
     fn run_once(
         &self,
         task: &Task,
@@ -256,23 +283,8 @@ impl Reconciler<'_> {
         role: &str,
     ) -> Result<Result<RunResults, String>, StoreError> {
         let key = evaluation::cache_key(digest, &task.dataset, &task.runner, &task.suite);
-        if let Some(rec) = self.store.evaluation(&key)?
-            && rec.status.phase == EvaluationPhase::Succeeded
-        {
-            let samples = rec
-                .status
-                .samples
-                .iter()
-                .map(|s| RunSample {
-                    input: s.input.clone(),
-                    expected: s.expected.clone(),
-                    prediction: s.candidate.clone(),
-                })
-                .collect();
-            return Ok(Ok(RunResults {
-                metrics: rec.status.metrics.clone(),
-                samples,
-            }));
+        if let Some(results) = self.stored_run(&key)? {
+            return Ok(Ok(results));
         }
         let Some(spec) = &task.runner.local else {
             let kind = task.runner.set_variants().join(", ");
@@ -366,40 +378,48 @@ impl Reconciler<'_> {
         {
             return Ok(());
         }
-        let attempts = previous
-            .as_ref()
-            .filter(|p| p.cache_key.as_deref() == Some(key.as_str()))
-            .map_or(0, |p| p.attempts)
-            + 1;
-        let started = (self.now)();
-        let running = EvaluationStatus {
-            phase: EvaluationPhase::Running,
-            cache_key: Some(key.clone()),
-            baseline_version: baseline_version.clone(),
-            started_at: Some(started),
-            attempts,
-            ..Default::default()
-        };
-        self.store.apply(&[Write::Status {
-            kind: "Evaluation".into(),
-            namespace: task.namespace.clone(),
-            name: task.name.clone(),
-            status: serde_json::to_value(&running)?,
-        }])?;
-        let reused = self
-            .store
-            .evaluation(&key)?
-            .is_some_and(|r| r.status.phase == EvaluationPhase::Succeeded);
-        let candidate = self.run_once(
-            task,
-            &task.version,
-            &task.artifact.uri,
-            &task.artifact.digest,
-            "candidate",
-        )?;
-        let baseline = match &task.baseline {
-            Some((v, a)) => Some(self.run_once(task, v, &a.uri, &a.digest, "baseline")?),
-            None => None,
+        let (running, candidate, baseline, reused) = if task.runner.webhook.is_some() {
+            match self.external(task, &key, previous.as_ref(), &baseline_version)? {
+                Some((running, candidate, baseline)) => (running, candidate, baseline, false),
+                None => return Ok(()), // dispatched; waiting for the job to report
+            }
+        } else {
+            let attempts = previous
+                .as_ref()
+                .filter(|p| p.cache_key.as_deref() == Some(key.as_str()))
+                .map_or(0, |p| p.attempts)
+                + 1;
+            let started = (self.now)();
+            let running = EvaluationStatus {
+                phase: EvaluationPhase::Running,
+                cache_key: Some(key.clone()),
+                baseline_version: baseline_version.clone(),
+                started_at: Some(started),
+                attempts,
+                ..Default::default()
+            };
+            self.store.apply(&[Write::Status {
+                kind: "Evaluation".into(),
+                namespace: task.namespace.clone(),
+                name: task.name.clone(),
+                status: serde_json::to_value(&running)?,
+            }])?;
+            let reused = self
+                .store
+                .evaluation(&key)?
+                .is_some_and(|r| r.status.phase == EvaluationPhase::Succeeded);
+            let candidate = self.run_once(
+                task,
+                &task.version,
+                &task.artifact.uri,
+                &task.artifact.digest,
+                "candidate",
+            )?;
+            let baseline = match &task.baseline {
+                Some((v, a)) => Some(self.run_once(task, v, &a.uri, &a.digest, "baseline")?),
+                None => None,
+            };
+            (running, candidate, baseline, reused)
         };
         let mut status = EvaluationStatus {
             completed_at: Some((self.now)()),

@@ -100,6 +100,7 @@ impl Fixture {
             revision: "r1".into(),
             now: &now,
             progress: &|_| {},
+            results_url: None,
         };
         r.reconcile(&catalog).unwrap()
     }

@@ -235,6 +235,26 @@ async fn report(State(s): State<S>, Path((ns, file)): Path<(String, String)>) ->
     }
 }
 
+async fn post_results(
+    State(s): State<S>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match crate::reconcile::external::accept(&s.store, &ns, &name, token, &body) {
+        Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"accepted": true}))).into_response(),
+        Err((code, message)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, axum::Json(json!({"error": message}))).into_response()
+        }
+    }
+}
+
 /// The routes.
 pub fn router(shared: S) -> Router {
     Router::new()
@@ -243,6 +263,10 @@ pub fn router(shared: S) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/history", get(history))
         .route("/api/v1/{kind}", get(statuses))
+        .route(
+            "/api/v1/evaluations/{ns}/{name}/results",
+            axum::routing::post(post_results),
+        )
         .route("/reports/{ns}/{file}", get(report))
         .with_state(shared)
 }

@@ -1,0 +1,272 @@
+//! The `webhook` runner: Slipway asks an external system (a CI workflow, a batch platform) to run
+//! an evaluation, and the job reports back through the results API with a per-evaluation bearer
+//! token (`POST /api/v1/evaluations/{namespace}/{name}/results`).
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use slipway_crd::EvaluationStatus;
+use slipway_crd::evaluation::EvaluationPhase;
+
+use super::plan::Task;
+use super::{Error, Reconciler};
+use crate::evaluation::{self, results::RunResults};
+use crate::notify::{Message, Notifier, secret};
+use crate::store::Write;
+
+/// Kind of the store rows that remember a dispatched evaluation.
+pub const DISPATCH: &str = "EvaluationDispatch";
+
+/// Hex SHA-256 of a token: only the hash is stored.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn new_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+type Gathered = (
+    EvaluationStatus,
+    Result<RunResults, String>,
+    Option<Result<RunResults, String>>,
+);
+
+impl Reconciler<'_> {
+    /// Dispatches an external evaluation once, then waits for its results. Returns the results
+    /// when both runs have reported (or the run failed or timed out), None while waiting.
+    pub(super) fn external(
+        &self,
+        task: &Task,
+        key: &str,
+        previous: Option<&EvaluationStatus>,
+        baseline_version: &Option<String>,
+    ) -> Result<Option<Gathered>, Error> {
+        let base_key = task.baseline.as_ref().map(|(_, a)| {
+            evaluation::cache_key(&a.digest, &task.dataset, &task.runner, &task.suite)
+        });
+        let dispatch = self.store.status(DISPATCH, &task.namespace, &task.name)?;
+        let dispatched = dispatch
+            .as_ref()
+            .is_some_and(|d| d["candidateKey"] == key && d["baselineKey"] == json!(base_key));
+        let running = previous
+            .filter(|p| p.cache_key.as_deref() == Some(key))
+            .cloned();
+        if dispatched
+            && let Some(running) = running
+                .clone()
+                .filter(|r| r.phase == EvaluationPhase::Running)
+        {
+            let candidate = self.stored_run(key)?;
+            let baseline = match &base_key {
+                Some(k) => self.stored_run(k)?.map(Some),
+                None => Some(None),
+            };
+            if let (Some(c), Some(b)) = (candidate, baseline) {
+                return Ok(Some((running, Ok(c), b.map(Ok))));
+            }
+            let timeout = task
+                .timeout
+                .as_deref()
+                .and_then(|t| crate::duration::parse(t).ok())
+                .unwrap_or(std::time::Duration::from_secs(3600));
+            let waited = running
+                .started_at
+                .and_then(|s| ((self.now)() - s).to_std().ok())
+                .unwrap_or_default();
+            if waited > timeout {
+                return Ok(Some((
+                    running,
+                    Err(format!(
+                        "the external job reported no results within {timeout:?}"
+                    )),
+                    None,
+                )));
+            }
+            return Ok(None);
+        }
+        // Dispatch: a fresh token, the request, and the Running status, recorded together.
+        let attempts = previous
+            .filter(|p| p.cache_key.as_deref() == Some(key))
+            .map_or(0, |p| p.attempts)
+            + 1;
+        let running = EvaluationStatus {
+            phase: EvaluationPhase::Running,
+            cache_key: Some(key.to_string()),
+            baseline_version: baseline_version.clone(),
+            started_at: Some((self.now)()),
+            attempts,
+            ..Default::default()
+        };
+        let Some(base_url) = &self.results_url else {
+            let why = "a webhook runner needs the results API: run `slipway run` with --listen"
+                .to_string();
+            return Ok(Some((running, Err(why), None)));
+        };
+        let Some(hook) = task.runner.webhook.as_ref() else {
+            return Ok(None);
+        };
+        let token = new_token().map_err(|e| Error::Report {
+            path: "/dev/urandom".into(),
+            source: e,
+        })?;
+        let results_url = format!(
+            "{base_url}/api/v1/evaluations/{}/{}/results",
+            task.namespace, task.name
+        );
+        let ctx = json!({
+            "evaluation": task.name, "namespace": task.namespace, "model": task.model, "version": task.version,
+            "suite": task.suite,
+            "candidate": {"uri": task.artifact.uri, "digest": task.artifact.digest},
+            "baseline": task.baseline.as_ref().map(|(v, a)| json!({"version": v, "uri": a.uri, "digest": a.digest})),
+            "dataset": task.dataset, "resultsUrl": results_url, "token": token,
+        });
+        let body = match &hook.body_template {
+            Some(t) => match minijinja::Environment::new()
+                .render_str(t, minijinja::Value::from(minijinja::value::Serde(&ctx)))
+            {
+                Ok(b) => b,
+                Err(e) => return Ok(Some((running, Err(format!("bodyTemplate: {e}")), None))),
+            },
+            None => ctx.to_string(),
+        };
+        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+        for (k, r) in &hook.headers {
+            match secret(r) {
+                Ok(v) => headers.push((k.clone(), v)),
+                Err(e) => return Ok(Some((running, Err(format!("header {k}: {e}")), None))),
+            }
+        }
+        let delivery = Notifier::default().deliver(&Message {
+            channel: task.name.clone(),
+            url: hook.url.clone(),
+            headers,
+            body,
+        });
+        if !delivery.delivered {
+            let why = delivery.error.unwrap_or_default();
+            return Ok(Some((
+                running,
+                Err(format!("could not start the external job: {why}")),
+                None,
+            )));
+        }
+        (self.progress)(&format!(
+            "{}: asked {} to run {} on {} version {}",
+            task.name, hook.url, task.suite, task.model, task.version
+        ));
+        self.store.apply(&[
+            Write::Status {
+                kind: DISPATCH.into(),
+                namespace: task.namespace.clone(),
+                name: task.name.clone(),
+                status: json!({
+                    "tokenHash": token_hash(&token), "candidateKey": key, "baselineKey": base_key,
+                    "model": task.model, "suite": task.suite, "version": task.version,
+                    "baselineVersion": baseline_version,
+                }),
+            },
+            Write::Status {
+                kind: "Evaluation".into(),
+                namespace: task.namespace.clone(),
+                name: task.name.clone(),
+                status: serde_json::to_value(&running)?,
+            },
+        ])?;
+        Ok(None)
+    }
+}
+
+/// What a job posts to the results API: its candidate's results and, when there is a baseline,
+/// the baseline's (each in the results-file format).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Posted {
+    /// The candidate's results.
+    pub candidate: RunResults,
+    /// The baseline's results.
+    #[serde(default)]
+    pub baseline: Option<RunResults>,
+}
+
+/// Stores posted results for a dispatched evaluation; the error is (HTTP status, message).
+pub fn accept(
+    store: &crate::store::Store,
+    ns: &str,
+    name: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<(), (u16, String)> {
+    let d = store
+        .status(DISPATCH, ns, name)
+        .map_err(|e| (500, e.to_string()))?
+        .ok_or((
+            404,
+            format!("no evaluation {ns}/{name} is waiting for results"),
+        ))?;
+    let token = token.ok_or((401, "missing `Authorization: Bearer TOKEN`".to_string()))?;
+    // Compare hashes, not tokens: equal-length digests, and the token itself is never stored.
+    if d["tokenHash"].as_str() != Some(token_hash(token).as_str()) {
+        return Err((401, "the token does not match this evaluation".into()));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| (400, "the body is not UTF-8".to_string()))?;
+    let posted: Posted = serde_json::from_str(text).map_err(|e| {
+        (400, format!("the body is not valid at line {}, column {}: {e}; post {{\"candidate\": {{\"metrics\": …, \"samples\": […]}}, \"baseline\": …}}", e.line(), e.column()))
+    })?;
+    if d["baselineKey"].is_string() && posted.baseline.is_none() {
+        return Err((
+            400,
+            format!(
+                "this evaluation compares against version {}: include \"baseline\" results",
+                d["baselineVersion"].as_str().unwrap_or("?")
+            ),
+        ));
+    }
+    let record = |key: &str, version: &str, r: &RunResults| {
+        Write::Evaluation(crate::store::EvaluationRecord {
+            cache_key: key.to_string(),
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            model: d["model"].as_str().unwrap_or_default().to_string(),
+            version: version.to_string(),
+            suite: d["suite"].as_str().unwrap_or_default().to_string(),
+            status: EvaluationStatus {
+                phase: EvaluationPhase::Succeeded,
+                metrics: r.metrics.clone(),
+                samples: r
+                    .samples
+                    .iter()
+                    .map(|s| slipway_crd::evaluation::Sample {
+                        input: s.input.clone(),
+                        expected: s.expected.clone(),
+                        candidate: s.prediction.clone(),
+                        baseline: None,
+                    })
+                    .collect(),
+                cache_key: Some(key.to_string()),
+                completed_at: Some(chrono::Utc::now()),
+                attempts: 1,
+                ..Default::default()
+            },
+        })
+    };
+    let mut writes = vec![record(
+        d["candidateKey"].as_str().unwrap_or_default(),
+        d["version"].as_str().unwrap_or_default(),
+        &posted.candidate,
+    )];
+    if let (Some(k), Some(b)) = (d["baselineKey"].as_str(), &posted.baseline) {
+        writes.push(record(
+            k,
+            d["baselineVersion"].as_str().unwrap_or_default(),
+            b,
+        ));
+    }
+    store.apply(&writes).map_err(|e| (500, e.to_string()))?;
+    Ok(())
+}
