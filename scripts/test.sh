@@ -3,6 +3,11 @@
 # (kube-apiserver + etcd, cached under ~/.cache/slipway), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Headless Chromium for the web UI tests (Debian's package).
+if ! command -v chromium >/dev/null; then
+  echo "installing chromium"
+  apt-get -qq update >/dev/null && apt-get -qq install -y chromium >/dev/null
+fi
 KUBEBUILDER_ASSETS=$(scripts/kube-assets.sh)
 export KUBEBUILDER_ASSETS
 echo "using kube-apiserver and etcd from $KUBEBUILDER_ASSETS"

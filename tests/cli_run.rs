@@ -1193,3 +1193,97 @@ fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
     let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
     assert!(status.success());
 }
+
+/// The DOM of a page after headless Chromium loaded it.
+fn chromium_dom(url: &str) -> String {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("Chromium is not installed; scripts/test.sh installs Debian's chromium package");
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_web_ui_walks_from_models_to_versions_reports_aliases_and_traffic_in_a_real_browser() {
+    let (_dir, work) = quickstart();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args([
+            "run",
+            "registry",
+            "--state",
+            "state",
+            "--interval",
+            "1s",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(60), || {
+        let (_, body) = get(port, "/api/v1/deployments");
+        body.contains("\"Healthy\"").then_some(())
+    });
+
+    let index = chromium_dom(&format!("{base}/"));
+    assert!(
+        index.contains("<a href=\"/ui/default/pitch-frames\">pitch-frames</a>"),
+        "{index}"
+    );
+    assert!(index.contains("<code>production → 7</code>"), "{index}");
+    assert!(index.contains("7: 100%"), "{index}");
+
+    let page = chromium_dom(&format!("{base}/ui/default/pitch-frames"));
+    assert!(page.contains("models/pitch-frames-8.json"), "{page}");
+    assert!(
+        page.contains("run: python3 train.py --version 8 --with-night"),
+        "{page}"
+    );
+    assert!(page.contains("pitch-frames-8-holdout: Passed"), "{page}");
+    assert!(
+        page.contains("<td>AliasMoved</td><td>production</td><td>7</td>"),
+        "{page}"
+    );
+
+    let report = chromium_dom(&format!(
+        "{base}/reports/default/pitch-frames-8-holdout.html"
+    ));
+    assert!(report.contains("<svg id=\"chart\""), "{report}");
+    assert!(
+        report.contains("pitch-frames <strong>8</strong> vs 7"),
+        "{report}"
+    );
+    assert_eq!(
+        chromium_dom(&format!("{base}/ui/default/nope")).contains("no model default/nope"),
+        true
+    );
+
+    signal(child.id(), "-TERM");
+    let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
+    assert!(status.success());
+}

@@ -86,6 +86,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         metrics: crate::server::Metrics::default(),
         ready: std::sync::Mutex::new(crate::server::Readiness::default()),
         state_dir: args.state.clone(),
+        catalog: std::sync::Mutex::new(serde_json::Value::Null),
     });
     let mut results_url = None;
     if let Some(addr) = args.listen {
@@ -248,6 +249,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let entries = crate::notify::deliver_pending(&store, &catalog, &notifier, &progress)?;
         shared.metrics.observe(&entries);
         shared.metrics.reconciles.inc();
+        *shared.catalog.lock().unwrap_or_else(|p| p.into_inner()) = catalog_json(&catalog);
         set_ready(&|r| {
             r.revision = Some(revision.clone());
             r.rejected = None;
@@ -269,6 +271,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         sleep_unless(&stop, requeue.map_or(interval, |r| r.min(interval)));
     }
+}
+
+/// The objects the web UI shows, as JSON.
+fn catalog_json(catalog: &Catalog) -> serde_json::Value {
+    let mut out = serde_json::json!({"models": [], "versions": [], "aliases": []});
+    for o in catalog.objects() {
+        let list = match &o.resource {
+            Resource::RegisteredModel(_) => "models",
+            Resource::ModelVersion(_) => "versions",
+            Resource::ModelAlias(_) => "aliases",
+            _ => continue,
+        };
+        if let Some(items) = out[list].as_array_mut() {
+            items.push(serde_json::json!({"namespace": o.key.namespace, "name": o.key.name, "spec": o.resource.spec_json()}));
+        }
+    }
+    out
 }
 
 fn summary(o: &crate::reconcile::Outcome, revision: &str, state: &Path) -> String {

@@ -19,6 +19,8 @@ use serde_json::json;
 
 use crate::store::{HistoryFilter, Store};
 
+mod ui;
+
 /// Label set of counters by one string label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ByKind {
@@ -143,6 +145,8 @@ pub struct Shared {
     pub ready: Mutex<Readiness>,
     /// The state folder (reports live under it).
     pub state_dir: std::path::PathBuf,
+    /// The objects of the revision in force, as JSON (`models`, `versions`, `aliases`), for the UI.
+    pub catalog: Mutex<serde_json::Value>,
 }
 
 type S = Arc<Shared>;
@@ -258,6 +262,8 @@ async fn post_results(
 /// The routes.
 pub fn router(shared: S) -> Router {
     Router::new()
+        .route("/", get(ui::index))
+        .route("/ui/{ns}/{model}", get(ui::model))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
