@@ -537,15 +537,22 @@ fn a_rollout_killed_mid_way_resumes_where_it_was() {
         .args(["run", "registry", "--once", "--state", "state"])
         .current_dir(&work)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(work.join("run.log")).unwrap())
         .spawn()
         .unwrap();
-    eventually(Duration::from_secs(60), || {
-        events(&work)
-            .iter()
-            .any(|l| l.contains("20% of traffic on 8"))
-            .then_some(())
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !events(&work)
+        .iter()
+        .any(|l| l.contains("20% of traffic on 8"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no canary step within 120 s; slipway said:\n{}\nhistory:\n{}",
+            std::fs::read_to_string(work.join("run.log")).unwrap_or_default(),
+            events(&work).join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);

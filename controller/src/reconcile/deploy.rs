@@ -80,7 +80,7 @@ impl Reconciler<'_> {
                     }
                 }
             }
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while resumed
                 .iter()
                 .any(|v| state.traffic.contains_key(v) && !target.ready(&key, v))

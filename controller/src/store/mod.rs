@@ -194,8 +194,17 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
+        // Readers of an existing database (status, history) must not write: only create the schema
+        // when it is missing, and take the write lock up front so concurrent openers wait for it
+        // instead of failing on a lock upgrade.
+        if found == SCHEMA_VERSION {
+            return Ok(Store {
+                conn: Mutex::new(conn),
+                path,
+            });
+        }
         conn.execute_batch(
-            "BEGIN;
+            "BEGIN IMMEDIATE;
              CREATE TABLE IF NOT EXISTS status (
                kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
                PRIMARY KEY (kind, namespace, name));
@@ -240,7 +249,9 @@ impl Store {
     /// Applies writes in one transaction: all or nothing.
     pub fn apply(&self, writes: &[Write]) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: take the write lock at BEGIN, so a concurrent writer makes us wait (busy
+        // timeout) rather than fail on a read-to-write upgrade.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut ids = Vec::new();
         for w in writes {
             match w {
