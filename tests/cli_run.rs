@@ -1008,6 +1008,10 @@ fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
     let d: serde_json::Value = serde_json::from_str(&deployments).unwrap();
     assert_eq!(d[0]["status"]["phase"], "Healthy");
     assert_eq!(d[0]["status"]["servingVersion"], "7");
+    let (_, models) = get(port, "/api/v1/models");
+    let m: serde_json::Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(m[0]["name"], "pitch-frames");
+    assert_eq!(m[0]["spec"]["primaryMetric"]["metric"], "macro_f1");
     let (_, history) = get(port, "/api/v1/history?model=pitch-frames&alias=production");
     let h: serde_json::Value = serde_json::from_str(&history).unwrap();
     assert_eq!(h[0]["event"], "AliasMoved");

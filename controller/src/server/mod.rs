@@ -192,6 +192,10 @@ async fn readyz(State(s): State<S>) -> Response {
 }
 
 async fn statuses(State(s): State<S>, Path(kind): Path<String>) -> Response {
+    if kind == "models" {
+        let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        return axum::Json(catalog["models"].clone()).into_response();
+    }
     let kind = match kind.as_str() {
         "versions" => "ModelVersion",
         "aliases" => "ModelAlias",
@@ -200,7 +204,7 @@ async fn statuses(State(s): State<S>, Path(kind): Path<String>) -> Response {
         _ => {
             return (
                 StatusCode::NOT_FOUND,
-                "try versions, aliases, evaluations, deployments or history",
+                "try models, versions, aliases, evaluations, deployments or history",
             )
                 .into_response();
         }
