@@ -9,6 +9,50 @@ use std::time::Duration;
 
 use support::{eventually, root, slipway};
 
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `slipway ARGS` in `work` in the background, its output discarded.
+fn spawn_slipway(work: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(args)
+        .current_dir(work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Starts `slipway run registry` (every second, serving HTTP on a free port); returns it and the port.
+fn serve(work: &Path) -> (std::process::Child, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "run",
+        "registry",
+        "--state",
+        "state",
+        "--interval",
+        "1s",
+        "--listen",
+        &listen,
+    ];
+    (spawn_slipway(work, &args), port)
+}
+
+/// Sends SIGTERM and requires a clean exit within 20 s.
+fn terminate(child: &mut std::process::Child) {
+    signal(child.id(), "-TERM");
+    let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
+    assert!(status.success(), "{status:?}");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -32,11 +76,7 @@ fn quickstart() -> (tempfile::TempDir, PathBuf) {
         &root().join("examples/quickstart"),
         &dir.path().join("registry"),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let deployments = dir.path().join("registry/deployments.yaml");
     let text = std::fs::read_to_string(&deployments)
         .unwrap()
@@ -79,13 +119,7 @@ fn predict(port: u16) -> Option<String> {
 /// Runs `slipway run --once` in the background while sending requests through the router;
 /// returns the exit code and every answer seen.
 fn run_with_traffic(work: &Path) -> (i32, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args(["run", "registry", "--once", "--state", "state"])
-        .current_dir(work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_slipway(work, &["run", "registry", "--once", "--state", "state"]);
     let port = router_port(work);
     let mut answers = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -322,13 +356,7 @@ fn killing_the_reconciler_mid_evaluation_loses_nothing_and_repeats_nothing_finis
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args(["run", "registry", "--once", "--state", "state"])
-        .current_dir(&work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_slipway(&work, &["run", "registry", "--once", "--state", "state"]);
     eventually(Duration::from_secs(60), || {
         work.join("registry/hung-once").exists().then_some(())
     });
@@ -602,13 +630,10 @@ fn signal(pid: u32, sig: &str) {
 #[test]
 fn a_crashed_server_is_restarted_and_sigterm_stops_every_server() {
     let (_dir, work) = quickstart();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args(["run", "registry", "--state", "state", "--interval", "1s"])
-        .current_dir(&work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_slipway(
+        &work,
+        &["run", "registry", "--state", "state", "--interval", "1s"],
+    );
     let port = router_port(&work);
     eventually(Duration::from_secs(60), || {
         (predict(port).as_deref() == Some("7")).then_some(())
@@ -631,9 +656,7 @@ fn a_crashed_server_is_restarted_and_sigterm_stops_every_server() {
             .any(|l| l.contains("model server of version 7 exited"))
     );
 
-    signal(child.id(), "-TERM");
-    let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
-    assert!(status.success(), "{status:?}");
+    terminate(&mut child);
     assert_eq!(
         servers_of(&work),
         Vec::<u32>::new(),
@@ -965,27 +988,7 @@ fn get(port: u16, path: &str) -> (u16, String) {
 #[test]
 fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
     let (_dir, work) = quickstart();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args([
-            "run",
-            "registry",
-            "--state",
-            "state",
-            "--interval",
-            "1s",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .current_dir(&work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, port) = serve(&work);
     eventually(Duration::from_secs(60), || {
         (get(port, "/readyz").0 == 200).then_some(())
     });
@@ -1045,9 +1048,7 @@ fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
             .contains("slipway_failures_total{kind=\"invalid-revision\"}")
     );
 
-    signal(child.id(), "-TERM");
-    let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
-    assert!(status.success());
+    terminate(&mut child);
 }
 
 /// POST a JSON body with a bearer token: (status, body).
@@ -1092,27 +1093,7 @@ fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
     );
     assert!(text.contains("webhook:"));
     std::fs::write(&model, text).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args([
-            "run",
-            "registry",
-            "--state",
-            "state",
-            "--interval",
-            "1s",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .current_dir(&work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, port) = serve(&work);
     let dispatch_for = |version: &str| {
         eventually(Duration::from_secs(60), || {
             receiver.requests().into_iter().find_map(|(_, _, body)| {
@@ -1200,9 +1181,7 @@ fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
         "the token leaked into the history"
     );
 
-    signal(child.id(), "-TERM");
-    let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
-    assert!(status.success());
+    terminate(&mut child);
 }
 
 /// The DOM of a page after headless Chromium loaded it.
@@ -1234,27 +1213,7 @@ fn chromium_dom(url: &str) -> String {
 #[test]
 fn the_web_ui_walks_from_models_to_versions_reports_aliases_and_traffic_in_a_real_browser() {
     let (_dir, work) = quickstart();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args([
-            "run",
-            "registry",
-            "--state",
-            "state",
-            "--interval",
-            "1s",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .current_dir(&work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, port) = serve(&work);
     let base = format!("http://127.0.0.1:{port}");
     eventually(Duration::from_secs(60), || {
         let (_, body) = get(port, "/api/v1/deployments");
@@ -1291,7 +1250,5 @@ fn the_web_ui_walks_from_models_to_versions_reports_aliases_and_traffic_in_a_rea
     );
     assert!(chromium_dom(&format!("{base}/ui/default/nope")).contains("no model default/nope"));
 
-    signal(child.id(), "-TERM");
-    let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
-    assert!(status.success());
+    terminate(&mut child);
 }
