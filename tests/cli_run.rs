@@ -960,6 +960,111 @@ fn a_git_repository_is_followed_commit_by_commit_and_a_bad_commit_changes_nothin
     );
 }
 
+/// A smart-HTTP git server (`git http-backend` behind Python's CGI server) for the repositories
+/// under `root`; killed on drop.
+struct GitHttp {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl GitHttp {
+    fn start(root: &Path) -> GitHttp {
+        let dir = tempfile::tempdir().unwrap();
+        let cgi = dir.path().join("cgi-bin");
+        std::fs::create_dir(&cgi).unwrap();
+        // CGI scripts may run as another user; allow any repository owner.
+        std::fs::write(
+            cgi.join("git"),
+            "#!/bin/sh\nexec git -c safe.directory=* http-backend\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(cgi.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--cgi", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(dir.path())
+            .env("GIT_PROJECT_ROOT", root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        GitHttp {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_repository_served_over_http_is_fetched_with_git_and_credentials_are_never_shown() {
+    let (_dir, work) = quickstart();
+    let mut files = Vec::new();
+    files_under(&work.join("registry"), "", &mut files);
+    let mut repo = support::GitRepo::new();
+    let refs: Vec<(&str, Option<&str>)> = files
+        .iter()
+        .filter(|(p, _)| p != "deployments.yaml")
+        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .collect();
+    let first = repo.commit("main", None, &refs, "registry");
+    let server = GitHttp::start(repo.path());
+    let url = format!("http://127.0.0.1:{}/cgi-bin/git/.git", server.port);
+    let out = slipway(&["run", &url, "--once", "--state", "state"], &work);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("reconciled git:{}", &first.to_string()[..12])),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("pitch-frames/production: (none) → 7"),
+        "{}",
+        out.stdout
+    );
+
+    // The server goes away: the error names the URL without its token, and nothing is torn down.
+    drop(server);
+    let port = url.split(':').nth(2).unwrap().split('/').next().unwrap();
+    let secret = format!("http://bot:s3cret-token@127.0.0.1:{port}/cgi-bin/git/.git");
+    let out = slipway(&["run", &secret, "--once", "--state", "state"], &work);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot fetch http://bot:***@127.0.0.1:{port}/cgi-bin/git/.git"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("keeping the last good revision"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
+    let status = slipway(&["status", "--state", "state"], &work);
+    assert!(
+        status.stdout.contains("alias production → 7"),
+        "{}",
+        status.stdout
+    );
+}
+
 /// GET a path from a local HTTP server: (status, body).
 fn get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};

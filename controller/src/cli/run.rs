@@ -18,8 +18,9 @@ use crate::target::local::LocalTarget;
 /// Arguments of `slipway run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The registry: a folder, or a git repository URL (`file:///srv/registry.git`, a path
-    /// ending in `.git`) fetched on every pass.
+    /// The registry: a folder, or a git repository fetched on every pass with the `git`
+    /// executable and its credentials (`https://…`, `ssh://…`, `git@host:org/repo`,
+    /// `file:///srv/registry.git`, a path ending in `.git`).
     #[arg(default_value = ".", env = "SLIPWAY_SOURCE")]
     pub path: PathBuf,
     /// Git sources: the branch to follow.
@@ -108,10 +109,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             eprintln!("{line}");
         }
     };
-    let source = args.path.display().to_string();
-    let remote = crate::source::remote::is_git_url(&source).then(|| {
+    let source_arg = args.path.display().to_string();
+    // How the source is named in logs, status and history: never with a token in it.
+    let source = crate::source::remote::redact(&source_arg);
+    let remote = crate::source::remote::is_git_url(&source_arg).then(|| {
         crate::source::remote::Remote::new(
-            &source,
+            &source_arg,
             &args.reference,
             &args.registry_path,
             &args.state,
@@ -154,10 +157,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                         r.errors = vec![why.clone()];
                     });
                     // An unreachable or broken repository changes nothing that runs.
-                    eprintln!(
-                        "error: cannot fetch {}: {e}; keeping the last good revision",
-                        source
-                    );
+                    eprintln!("error: {e}; keeping the last good revision");
                     if args.once {
                         return Ok(1);
                     }
@@ -194,7 +194,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     event: "RevisionRejected".into(),
                     namespace: "default".into(),
                     model: String::new(),
-                    subject: args.path.display().to_string(),
+                    subject: source.clone(),
                     version: None,
                     alias: None,
                     actor: Some("slipway".into()),

@@ -38,6 +38,14 @@ pub enum GitError {
         /// The revision.
         rev: String,
     },
+    /// `git fetch` failed or could not run.
+    #[error("cannot fetch {url}: {message}")]
+    Fetch {
+        /// The repository URL, credentials removed.
+        url: String,
+        /// What git said, or why it could not run.
+        message: String,
+    },
     /// Another libgit2 error.
     #[error("git: {0}")]
     Other(#[from] git2::Error),
