@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{eventually, root, slipway};
+use support::{eventually, root, slipway, slipway_env};
 
 /// A port nothing listens on right now.
 fn free_port() -> u16 {
@@ -29,11 +29,12 @@ fn spawn_slipway(work: &Path, args: &[&str]) -> std::process::Child {
         .unwrap()
 }
 
-/// Starts `slipway run registry` (every second, serving HTTP on a free port); returns it and the port.
-fn serve(work: &Path) -> (std::process::Child, u16) {
+/// Starts `slipway run registry` (every second, serving HTTP on a free port, with `extra`
+/// arguments); returns it and the port.
+fn serve(work: &Path, extra: &[&str]) -> (std::process::Child, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let args = [
+    let mut args = vec![
         "run",
         "registry",
         "--state",
@@ -43,6 +44,7 @@ fn serve(work: &Path) -> (std::process::Child, u16) {
         "--listen",
         &listen,
     ];
+    args.extend_from_slice(extra);
     (spawn_slipway(work, &args), port)
 }
 
@@ -551,6 +553,98 @@ fn a_broken_candidate_is_rolled_back_automatically_and_not_retried() {
             .count(),
         2
     );
+
+    // A running instance answers status/history/retry through its API; retrying needs its token.
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(work.join("token"), format!("{token}\n")).unwrap();
+    let (mut child, port) = serve(&work, &["--api-token-file", "token"]);
+    let url = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(60), || {
+        (get(port, "/readyz").0 == 200).then_some(())
+    });
+    let status = slipway(&["status", "--state", &url], &work);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.contains("alias production → 9"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("rejected: 9"), "{}", status.stdout);
+    let history = slipway(&["history", "pitch-frames", "--state", &url], &work);
+    let rolled_back = events(&work)
+        .into_iter()
+        .find(|l| l.contains("RolledBack"))
+        .unwrap();
+    assert!(history.stdout.contains(&rolled_back), "{}", history.stdout);
+    let then = slipway(
+        &[
+            "history",
+            "pitch-frames",
+            "--at",
+            "2000-01-01T00:00:00Z",
+            "--state",
+            &url,
+        ],
+        &work,
+    );
+    assert!(
+        then.stdout
+            .contains("no alias of pitch-frames pointed anywhere"),
+        "{}",
+        then.stdout
+    );
+
+    let no_token = slipway(&["retry", "pitch-frames-api", "--state", &url], &work);
+    assert_eq!(no_token.code, 1);
+    assert!(
+        no_token.stderr.contains("SLIPWAY_API_TOKEN"),
+        "{}",
+        no_token.stderr
+    );
+    let wrong = slipway_env(
+        &["retry", "pitch-frames-api", "--state", &url],
+        &work,
+        &[("SLIPWAY_API_TOKEN", "not-the-token")],
+    );
+    assert_eq!(wrong.code, 1);
+    assert!(wrong.stderr.contains("answered 401"), "{}", wrong.stderr);
+    let nothing = slipway_env(
+        &[
+            "retry",
+            "pitch-frames-api",
+            "--version",
+            "8",
+            "--state",
+            &url,
+        ],
+        &work,
+        &[("SLIPWAY_API_TOKEN", token)],
+    );
+    assert_eq!(nothing.code, 1);
+    assert!(
+        nothing.stderr.contains("nothing to retry for version 8"),
+        "{}",
+        nothing.stderr
+    );
+    let retried = slipway_env(
+        &["retry", "pitch-frames-api", "--state", &url],
+        &work,
+        &[("SLIPWAY_API_TOKEN", token)],
+    );
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    assert!(
+        retried
+            .stdout
+            .contains("default/pitch-frames-api: 9 will be rolled out again"),
+        "{}",
+        retried.stdout
+    );
+    // The instance picks the retry up on its next pass.
+    eventually(Duration::from_secs(30), || {
+        let h = slipway(&["history", "pitch-frames", "--state", &url], &work).stdout;
+        (h.contains("RetryRequested") && h.matches("RolloutStarted").count() == 3).then_some(())
+    });
+    terminate(&mut child);
 }
 
 #[test]
@@ -1093,7 +1187,7 @@ fn get(port: u16, path: &str) -> (u16, String) {
 #[test]
 fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
     let (_dir, work) = quickstart();
-    let (mut child, port) = serve(&work);
+    let (mut child, port) = serve(&work, &[]);
     eventually(Duration::from_secs(60), || {
         (get(port, "/readyz").0 == 200).then_some(())
     });
@@ -1198,7 +1292,7 @@ fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
     );
     assert!(text.contains("webhook:"));
     std::fs::write(&model, text).unwrap();
-    let (mut child, port) = serve(&work);
+    let (mut child, port) = serve(&work, &[]);
     let dispatch_for = |version: &str| {
         eventually(Duration::from_secs(60), || {
             receiver.requests().into_iter().find_map(|(_, _, body)| {
@@ -1318,7 +1412,7 @@ fn chromium_dom(url: &str) -> String {
 #[test]
 fn the_web_ui_walks_from_models_to_versions_reports_aliases_and_traffic_in_a_real_browser() {
     let (_dir, work) = quickstart();
-    let (mut child, port) = serve(&work);
+    let (mut child, port) = serve(&work, &[]);
     let base = format!("http://127.0.0.1:{port}");
     eventually(Duration::from_secs(60), || {
         let (_, body) = get(port, "/api/v1/deployments");

@@ -32,9 +32,15 @@ impl Run {
 
 /// Runs the `slipway` binary built for these tests.
 pub fn slipway(args: &[&str], cwd: &Path) -> Run {
+    slipway_env(args, cwd, &[])
+}
+
+/// Runs the slipway binary with extra environment variables.
+pub fn slipway_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args(args)
         .current_dir(cwd)
+        .envs(env.iter().copied())
         .output()
         .expect("run slipway");
     let run = Run {

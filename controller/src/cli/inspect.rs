@@ -1,4 +1,5 @@
-//! `slipway status` and `slipway history`: read the state store of `slipway run`.
+//! `slipway status`, `slipway history` and `slipway retry`: on the state folder of `slipway run`,
+//! or on a running instance through its HTTP API (`--state http://127.0.0.1:8080`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,9 +14,9 @@ use crate::store::{HistoryEntry, HistoryFilter, Store};
 pub struct StatusArgs {
     /// Only this model.
     pub model: Option<String>,
-    /// The state folder of `slipway run`.
+    /// The state folder of `slipway run`, or the URL of a running `slipway run --listen`.
     #[arg(long, default_value = ".slipway", env = "SLIPWAY_STATE")]
-    pub state: PathBuf,
+    pub state: String,
 }
 
 /// Arguments of `slipway history`.
@@ -29,20 +30,102 @@ pub struct HistoryArgs {
     /// Show what each alias pointed at at this time (RFC 3339, e.g. 2026-11-25T21:00:00Z).
     #[arg(long)]
     pub at: Option<DateTime<Utc>>,
-    /// The state folder of `slipway run`.
+    /// The state folder of `slipway run`, or the URL of a running `slipway run --listen`.
     #[arg(long, default_value = ".slipway", env = "SLIPWAY_STATE")]
-    pub state: PathBuf,
+    pub state: String,
 }
 
-fn open(state: &std::path::Path) -> anyhow::Result<Store> {
-    if !state.join("state.db").is_file() {
-        anyhow::bail!(
-            "no state in {}; run `slipway run --state {}` first, or pass the right --state",
-            state.display(),
-            state.display()
-        );
+/// Where `status`, `history` and `retry` read: a state folder or a running instance.
+enum StateRef {
+    Dir(Store),
+    Url(String),
+}
+
+impl StateRef {
+    fn open(state: &str) -> anyhow::Result<StateRef> {
+        if state.starts_with("http://") || state.starts_with("https://") {
+            return Ok(StateRef::Url(state.trim_end_matches('/').to_string()));
+        }
+        let dir = PathBuf::from(state);
+        if !dir.join("state.db").is_file() {
+            anyhow::bail!(
+                "no state in {state}; run `slipway run --state {state}` first, or pass the right \
+                 --state (a folder, or the URL of a running `slipway run --listen`)"
+            );
+        }
+        Ok(StateRef::Dir(Store::open(&dir)?))
     }
-    Ok(Store::open(state)?)
+
+    fn get(url: &str) -> anyhow::Result<serde_json::Value> {
+        let mut response = ureq::get(url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot reach {url}: {e}; is `slipway run --listen` running there?")
+            })?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string()?;
+        if status != 200 {
+            anyhow::bail!("{url} answered {status}: {}", body.trim());
+        }
+        serde_json::from_str(&body)
+            .map_err(|e| anyhow::anyhow!("{url} did not answer with JSON: {e}"))
+    }
+
+    fn history(&self, filter: &HistoryFilter) -> anyhow::Result<Vec<HistoryEntry>> {
+        match self {
+            StateRef::Dir(store) => Ok(store.history(filter)?),
+            StateRef::Url(base) => {
+                let mut query = Vec::new();
+                if let Some(m) = &filter.model {
+                    query.push(format!("model={}", encode(m)));
+                }
+                if let Some(a) = &filter.alias {
+                    query.push(format!("alias={}", encode(a)));
+                }
+                if let Some(t) = filter.until {
+                    query.push(format!("until={}", encode(&t.to_rfc3339())));
+                }
+                let url = format!("{base}/api/v1/history?{}", query.join("&"));
+                Ok(serde_json::from_value(Self::get(&url)?)?)
+            }
+        }
+    }
+
+    fn deployments(&self) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
+        match self {
+            StateRef::Dir(store) => Ok(store.statuses("ModelDeployment")?),
+            StateRef::Url(base) => {
+                let rows = Self::get(&format!("{base}/api/v1/deployments"))?;
+                Ok(rows
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        (
+                            r["namespace"].as_str().unwrap_or_default().to_string(),
+                            r["name"].as_str().unwrap_or_default().to_string(),
+                            r["status"].clone(),
+                        )
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -64,7 +147,7 @@ struct AliasView {
 }
 
 pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
-    let store = open(&args.state)?;
+    let store = StateRef::open(&args.state)?;
     let entries = store.history(&HistoryFilter {
         model: args.model.clone(),
         ..Default::default()
@@ -152,7 +235,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
             out.push('\n');
         }
     }
-    let deployments = store.statuses("ModelDeployment")?;
+    let deployments = store.deployments()?;
     if !deployments.is_empty() {
         out.push_str("deployments\n");
         for (ns, name, st) in deployments {
@@ -201,7 +284,7 @@ fn line(h: &HistoryEntry) -> String {
 }
 
 pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
-    let store = open(&args.state)?;
+    let store = StateRef::open(&args.state)?;
     let filter = HistoryFilter {
         model: Some(args.model.clone()),
         alias: None,
@@ -254,68 +337,57 @@ pub struct RetryArgs {
     /// The rejected version to retry (default: every rejected version).
     #[arg(long)]
     pub version: Option<String>,
-    /// The state folder of `slipway run`.
+    /// The state folder of `slipway run`, or the URL of a running `slipway run --listen`.
     #[arg(long, default_value = ".slipway", env = "SLIPWAY_STATE")]
-    pub state: PathBuf,
+    pub state: String,
 }
 
 pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
-    let store = open(&args.state)?;
     let (ns, name) = match args.deployment.split_once('/') {
         Some((ns, name)) => (ns.to_string(), name.to_string()),
         None => ("default".to_string(), args.deployment.clone()),
     };
-    let mut state = store.rollout(&ns, &name)?;
-    let versions: Vec<String> = match &args.version {
-        Some(v) => vec![v.clone()],
-        None => state.rejected.iter().cloned().collect(),
+    let actor = std::env::var("USER").ok();
+    let versions = match StateRef::open(&args.state)? {
+        StateRef::Dir(store) => crate::reconcile::retry::request_retry(
+            &store,
+            &ns,
+            &name,
+            args.version.as_deref(),
+            actor,
+        )?,
+        StateRef::Url(base) => {
+            let url = format!(
+                "{base}/api/v1/deployments/{}/{}/retry",
+                encode(&ns),
+                encode(&name)
+            );
+            let token = std::env::var("SLIPWAY_API_TOKEN").map_err(|_| {
+                anyhow::anyhow!(
+                    "set SLIPWAY_API_TOKEN to the token in the instance's --api-token-file to retry over HTTP"
+                )
+            })?;
+            let mut response = ureq::post(&url)
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .header("authorization", &format!("Bearer {}", token.trim()))
+                .header("content-type", "application/json")
+                .send(serde_json::json!({"version": args.version, "actor": actor}).to_string())
+                .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+            let status = response.status().as_u16();
+            let body: serde_json::Value =
+                serde_json::from_str(&response.body_mut().read_to_string().unwrap_or_default())
+                    .unwrap_or_default();
+            if status != 200 {
+                anyhow::bail!(
+                    "{url} answered {status}: {}",
+                    body["error"].as_str().unwrap_or("no reason given")
+                );
+            }
+            serde_json::from_value(body["versions"].clone())?
+        }
     };
-    if versions.is_empty() || versions.iter().any(|v| !state.rejected.contains(v)) {
-        let rejected: Vec<&str> = state.rejected.iter().map(String::as_str).collect();
-        anyhow::bail!(
-            "{ns}/{name} has {} rejected; nothing to retry{}",
-            if rejected.is_empty() {
-                "no version".to_string()
-            } else {
-                format!("versions {}", rejected.join(", "))
-            },
-            args.version
-                .as_ref()
-                .map(|v| format!(" for version {v}"))
-                .unwrap_or_default()
-        );
-    }
-    let mut writes = Vec::new();
-    for v in &versions {
-        state = crate::rollout::retry(&state, v);
-        writes.push(crate::store::Write::History(HistoryEntry {
-            id: 0,
-            at: Utc::now(),
-            event: "RetryRequested".into(),
-            namespace: ns.clone(),
-            model: store
-                .status("ModelDeployment", &ns, &name)?
-                .and_then(|s| s["model"].as_str().map(str::to_string))
-                .unwrap_or_default(),
-            subject: format!("ModelDeployment/{name}"),
-            version: Some(v.clone()),
-            alias: None,
-            actor: std::env::var("USER").ok(),
-            revision: None,
-            decision: None,
-            message: format!("{name}: version {v} may be rolled out again"),
-            data: serde_json::Value::Null,
-        }));
-    }
-    writes.insert(
-        0,
-        crate::store::Write::Rollout {
-            namespace: ns.clone(),
-            name: name.clone(),
-            state,
-        },
-    );
-    store.apply(&writes)?;
     print_out(&format!(
         "{ns}/{name}: {} will be rolled out again by the next `slipway run` pass\n",
         versions.join(", ")

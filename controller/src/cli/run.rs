@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// Serve /healthz, /readyz, /metrics, the read API and the reports on this address, e.g. `127.0.0.1:8080`.
     #[arg(long, env = "SLIPWAY_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
+    /// A file holding the bearer token that write requests to the API (`slipway retry --state
+    /// URL`) must bring; without it the API is read-only.
+    #[arg(long, env = "SLIPWAY_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
     /// How often to look for changes when not `--once`, e.g. `30s`.
     #[arg(long, default_value = "30s", env = "SLIPWAY_INTERVAL")]
     pub interval: String,
@@ -81,6 +85,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let interval =
         crate::duration::parse(&args.interval).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+    let api_token_sha256 = match &args.api_token_file {
+        None => None,
+        Some(file) => {
+            let token = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("--api-token-file {}: {e}", file.display()))?;
+            let token = token.trim();
+            if token.len() < 16 {
+                anyhow::bail!(
+                    "--api-token-file {}: the token must be at least 16 characters (e.g. `openssl rand -hex 32`)",
+                    file.display()
+                );
+            }
+            Some(<[u8; 32]>::from(Sha256::digest(token.as_bytes())))
+        }
+    };
     let store = Arc::new(Store::open(&args.state)?);
     let shared = Arc::new(crate::server::Shared {
         store: store.clone(),
@@ -88,6 +107,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         ready: std::sync::Mutex::new(crate::server::Readiness::default()),
         state_dir: args.state.clone(),
         catalog: std::sync::Mutex::new(serde_json::Value::Null),
+        api_token_sha256,
     });
     let mut results_url = None;
     if let Some(addr) = args.listen {

@@ -7,6 +7,7 @@
 mod deploy;
 pub mod external;
 pub mod plan;
+pub mod retry;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -147,6 +147,8 @@ pub struct Shared {
     pub state_dir: std::path::PathBuf,
     /// The objects of the revision in force, as JSON (`models`, `versions`, `aliases`), for the UI.
     pub catalog: Mutex<serde_json::Value>,
+    /// SHA-256 of the token that write requests (`retry`) must bring; `None` turns them off.
+    pub api_token_sha256: Option<[u8; 32]>,
 }
 
 type S = Arc<Shared>;
@@ -162,6 +164,7 @@ fn json_or_500<T: serde::Serialize>(v: Result<T, crate::store::StoreError>) -> R
 struct HistoryQuery {
     model: Option<String>,
     alias: Option<String>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 async fn metrics(State(s): State<S>) -> Response {
@@ -220,7 +223,8 @@ async fn history(State(s): State<S>, Query(q): Query<HistoryQuery>) -> Response 
     json_or_500(s.store.history(&HistoryFilter {
         model: q.model,
         alias: q.alias,
-        ..Default::default()
+        until: q.until,
+        after_id: None,
     }))
 }
 
@@ -249,17 +253,86 @@ async fn post_results(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let token = bearer(&headers);
     match crate::reconcile::external::accept(&s.store, &ns, &name, token, &body) {
         Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"accepted": true}))).into_response(),
         Err((code, message)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
             (status, axum::Json(json!({"error": message}))).into_response()
         }
+    }
+}
+
+/// The bearer token of a request, if any.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+#[derive(Deserialize)]
+struct RetryRequest {
+    version: Option<String>,
+    actor: Option<String>,
+}
+
+async fn post_retry(
+    State(s): State<S>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let error = |status: StatusCode, message: String| {
+        (status, axum::Json(json!({"error": message}))).into_response()
+    };
+    let Some(want) = s.api_token_sha256 else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "write requests are off on this instance; start `slipway run` with --api-token-file"
+                .into(),
+        );
+    };
+    use sha2::Digest;
+    let given = bearer(&headers).map(|t| <[u8; 32]>::from(sha2::Sha256::digest(t.as_bytes())));
+    // Digests of equal length: comparing them leaks nothing about the token itself.
+    if given != Some(want) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token; send the token in the instance's --api-token-file"
+                .into(),
+        );
+    }
+    let request: RetryRequest = if body.is_empty() {
+        RetryRequest {
+            version: None,
+            actor: None,
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body must be {{\"version\": \"…\"}} or empty: {e}"),
+                );
+            }
+        }
+    };
+    let actor = request.actor.map(|a| format!("{a} (api)"));
+    match crate::reconcile::retry::request_retry(
+        &s.store,
+        &ns,
+        &name,
+        request.version.as_deref(),
+        actor.or(Some("api".into())),
+    ) {
+        Ok(versions) => axum::Json(json!({"versions": versions})).into_response(),
+        Err(crate::reconcile::retry::RetryError::NothingToRetry(m)) => {
+            error(StatusCode::CONFLICT, m)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -276,6 +349,10 @@ pub fn router(shared: S) -> Router {
         .route(
             "/api/v1/evaluations/{ns}/{name}/results",
             axum::routing::post(post_results),
+        )
+        .route(
+            "/api/v1/deployments/{ns}/{name}/retry",
+            axum::routing::post(post_retry),
         )
         .route("/reports/{ns}/{file}", get(report))
         .with_state(shared)
