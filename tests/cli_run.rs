@@ -1451,3 +1451,49 @@ fn the_web_ui_walks_from_models_to_versions_reports_aliases_and_traffic_in_a_rea
 
     terminate(&mut child);
 }
+
+#[test]
+fn a_terminal_gets_a_live_progress_line_and_logs_get_plain_lines() {
+    let (_dir, work) = quickstart();
+    // `script` gives the run a pseudo-terminal and records everything it draws.
+    let typescript = work.join("typescript");
+    let command = format!(
+        "{} run registry --once --state state",
+        env!("CARGO_BIN_EXE_slipway")
+    );
+    let status = Command::new("script")
+        .args(["-qfec", &command])
+        .arg(&typescript)
+        .current_dir(&work)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("script (util-linux) runs");
+    assert!(status.success());
+    let drawn = std::fs::read_to_string(&typescript).unwrap();
+    // The live line is redrawn in place (carriage return + erase line) with the activity…
+    assert!(drawn.contains("\r\x1b[2K"), "{drawn}");
+    assert!(
+        drawn.contains("running holdout on pitch-frames version 8 (candidate)"),
+        "{drawn}"
+    );
+    // …every finished step stays on screen, and the summary follows.
+    assert!(
+        drawn.contains("  pitch-frames-api: all traffic on 7"),
+        "{drawn}"
+    );
+    assert!(drawn.contains("reconciled folder:"), "{drawn}");
+
+    // Without a terminal: one plain line per step, no escape sequences.
+    let (_dir2, work2) = quickstart();
+    let out = slipway(&["run", "registry", "--once", "--state", "state"], &work2);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains('\x1b'), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l == "running holdout on pitch-frames version 8 (candidate)"),
+        "{}",
+        out.stderr
+    );
+}

@@ -2,6 +2,7 @@
 
 mod inspect;
 mod plan;
+mod progress;
 mod run;
 mod validate;
 

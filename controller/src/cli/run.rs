@@ -121,14 +121,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let mut r = shared.ready.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut r);
     };
-    let tty = std::io::stderr().is_terminal();
-    let progress = |line: &str| {
-        if tty {
-            eprintln!("\x1b[2m…\x1b[0m {line}");
-        } else {
-            eprintln!("{line}");
-        }
-    };
+    let live = super::progress::Progress::new(std::io::stderr().is_terminal());
+    let progress = |line: &str| live.step(line);
     let source_arg = args.path.display().to_string();
     // How the source is named in logs, status and history: never with a token in it.
     let source = crate::source::remote::redact(&source_arg);
@@ -153,6 +147,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let notifier = crate::notify::Notifier::default();
     loop {
         if stop.load(Ordering::Relaxed) {
+            live.finish();
             eprintln!("stopping: model servers are shut down");
             return Ok(0);
         }
@@ -177,7 +172,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                         r.errors = vec![why.clone()];
                     });
                     // An unreachable or broken repository changes nothing that runs.
-                    eprintln!("error: {e}; keeping the last good revision");
+                    live.say(&format!("error: {e}; keeping the last good revision"));
                     if args.once {
                         return Ok(1);
                     }
@@ -197,7 +192,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             // Keep serving the last good revision; say so once per bad revision.
             if last_rejected.as_ref() != Some(&revision) {
                 for d in &diags {
-                    eprintln!("error: {d}");
+                    live.say(&format!("error: {d}"));
                 }
                 let message = format!(
                     "revision {revision} is invalid ({} errors); {}",
@@ -207,7 +202,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                         None => "nothing reconciled yet".to_string(),
                     }
                 );
-                eprintln!("{message}");
+                live.say(&message);
                 store.apply(&[Write::History(HistoryEntry {
                     id: 0,
                     at: chrono::Utc::now(),
@@ -261,6 +256,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     && !stop.load(Ordering::Relaxed)
                     && let Some(wait) = requeue
                 {
+                    live.waiting("rollouts in progress: waiting for the next step");
                     sleep_unless(&stop, wait.min(Duration::from_secs(1)));
                     requeue = reconciler.deploy(&catalog, t, &mut outcome)?;
                 }
@@ -282,6 +278,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             status: serde_json::json!({"lastGood": revision, "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
         }])?;
         if args.once {
+            live.finish();
             print_out(&summary(&outcome, &revision, &args.state))?;
             return Ok(if outcome.deploy_errors.is_empty() {
                 0
@@ -289,6 +286,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 1
             });
         }
+        live.waiting(&format!("up to date at {revision}; watching for changes"));
         sleep_unless(&stop, requeue.map_or(interval, |r| r.min(interval)));
     }
 }
