@@ -1221,6 +1221,70 @@ fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
     assert_eq!(code, 200);
     assert!(report.contains("<svg"));
     assert_eq!(get(port, "/reports/default/..%2F..%2Fstate.db").0, 404);
+
+    // `slipway plan --results URL` reads the evaluation results of this running instance.
+    let mut files = Vec::new();
+    files_under(&work.join("registry"), "", &mut files);
+    let mut repo = support::GitRepo::new();
+    let refs: Vec<(&str, Option<&str>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .collect();
+    let base = repo.commit("main", None, &refs, "registry");
+    let aliases_text = std::fs::read_to_string(work.join("registry/aliases.yaml")).unwrap();
+    let promoted = aliases_text.replace("version: \"7\"", "version: \"8\"");
+    repo.commit(
+        "main",
+        Some(base),
+        &[("aliases.yaml", Some(&promoted))],
+        "promote 8",
+    );
+    let rule = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "plan", "--base", "main~1", "--head", "main", "--format", "json",
+        ];
+        args.extend_from_slice(extra);
+        let out = slipway(&args, repo.path());
+        assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+        let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let change = plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "ModelAlias")
+            .unwrap()
+            .clone();
+        change["decision"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "candidate-evaluations-passed")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(rule(&[])["passed"], false);
+    let url = format!("http://127.0.0.1:{port}");
+    let with_results = rule(&["--results", &url]);
+    assert_eq!(with_results["passed"], true, "{with_results}");
+    let gone = slipway(
+        &[
+            "plan",
+            "--base",
+            "main~1",
+            "--head",
+            "main",
+            "--results",
+            "http://127.0.0.1:1",
+        ],
+        repo.path(),
+    );
+    assert_eq!(gone.code, 1);
+    assert!(
+        gone.stderr
+            .contains("is `slipway run --listen` running there?"),
+        "{}",
+        gone.stderr
+    );
     assert_eq!(get(port, "/api/v1/secrets").0, 404);
 
     // A bad revision makes the instance unready, with the reason, while it keeps serving.

@@ -96,9 +96,10 @@ pub struct PlanArgs {
     /// Login of the pull request's author.
     #[arg(long, env = "SLIPWAY_AUTHOR")]
     pub author: Option<String>,
-    /// Folder of Evaluation documents with status (evaluation results).
+    /// Evaluation results: a folder of Evaluation documents with status, or the URL of a running
+    /// `slipway run --listen` (e.g. `http://127.0.0.1:8080`).
     #[arg(long)]
-    pub results: Option<PathBuf>,
+    pub results: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,

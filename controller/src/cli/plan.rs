@@ -31,6 +31,38 @@ fn read_reviews(path: &Path) -> anyhow::Result<Vec<Review>> {
     })
 }
 
+/// The evaluations a running `slipway run --listen` has results for.
+fn fetch_results(base: &str) -> anyhow::Result<Vec<slipway_crd::Evaluation>> {
+    let url = format!("{}/api/v1/evaluations", base.trim_end_matches('/'));
+    let mut response = ureq::get(&url).call().map_err(|e| {
+        anyhow::anyhow!("--results {url}: {e}; is `slipway run --listen` running there?")
+    })?;
+    let text = response.body_mut().read_to_string()?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("--results {url} did not answer with a JSON list: {e}"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        // Rows without a spec belong to revisions no longer in force.
+        if row["spec"].is_null() || row["status"].is_null() {
+            continue;
+        }
+        let doc = serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1",
+            "kind": "Evaluation",
+            "metadata": {"name": row["name"], "namespace": row["namespace"]},
+            "spec": row["spec"],
+            "status": row["status"],
+        });
+        out.push(serde_json::from_value(doc).map_err(|e| {
+            anyhow::anyhow!(
+                "--results {url}: evaluation {} is not readable: {e}",
+                row["name"]
+            )
+        })?);
+    }
+    Ok(out)
+}
+
 pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
     let repo = GitRepo::open(&args.repo)?;
     let base_rev = repo.resolve(&args.base)?;
@@ -42,16 +74,22 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
 
     let mut results = Results::default();
     let mut result_diags: Vec<Diagnostic> = Vec::new();
-    if let Some(dir_path) = &args.results {
-        let files = dir::read(dir_path)
-            .map_err(|e| anyhow::anyhow!("cannot read --results {}: {e}", dir_path.display()))?;
-        // Results are read on their own: they refer to the registry, which is checked separately.
-        let (objects, diags) = crate::catalog::load_files(&files);
-        result_diags = diags;
-        results.add(objects.iter().filter_map(|o| match &o.resource {
-            Resource::Evaluation(e) => Some(e),
-            _ => None,
-        }));
+    match args.results.as_deref() {
+        None => {}
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            results.add(fetch_results(url)?.iter());
+        }
+        Some(dir_path) => {
+            let files = dir::read(Path::new(dir_path))
+                .map_err(|e| anyhow::anyhow!("cannot read --results {dir_path}: {e}"))?;
+            // Results are read on their own: they refer to the registry, which is checked separately.
+            let (objects, diags) = crate::catalog::load_files(&files);
+            result_diags = diags;
+            results.add(objects.iter().filter_map(|o| match &o.resource {
+                Resource::Evaluation(e) => Some(e),
+                _ => None,
+            }));
+        }
     }
     results.add(head.objects().iter().filter_map(|o| match &o.resource {
         Resource::Evaluation(e) => Some(e),

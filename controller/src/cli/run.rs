@@ -265,7 +265,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let entries = crate::notify::deliver_pending(&store, &catalog, &notifier, &progress)?;
         shared.metrics.observe(&entries);
         shared.metrics.reconciles.inc();
-        *shared.catalog.lock().unwrap_or_else(|p| p.into_inner()) = catalog_json(&catalog);
+        let mut json = catalog_json(&catalog);
+        json["evaluations"] = serde_json::to_value(reconciler.evaluations(&catalog)?)?;
+        *shared.catalog.lock().unwrap_or_else(|p| p.into_inner()) = json;
         set_ready(&|r| {
             r.revision = Some(revision.clone());
             r.rejected = None;

@@ -538,7 +538,8 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    fn results_of(&self, catalog: &Catalog) -> Result<Results, Error> {
+    /// The evaluations of the revision, as documents with the status the store has for them.
+    pub fn evaluations(&self, catalog: &Catalog) -> Result<Vec<Evaluation>, Error> {
         let resolved =
             |ns: &str, model: &str, alias: &str| self.resolved_alias(catalog, ns, model, alias);
         let mut evaluations = Vec::new();
@@ -558,8 +559,12 @@ impl Reconciler<'_> {
                 evaluations.push(e);
             }
         }
+        Ok(evaluations)
+    }
+
+    fn results_of(&self, catalog: &Catalog) -> Result<Results, Error> {
         let mut results = Results::default();
-        results.add(evaluations.iter());
+        results.add(self.evaluations(catalog)?.iter());
         Ok(results)
     }
 

@@ -212,9 +212,41 @@ async fn statuses(State(s): State<S>, Path(kind): Path<String>) -> Response {
                 .into_response();
         }
     };
+    // Evaluations also carry their spec (model, version, suite), so `slipway plan --results URL`
+    // can read them as documents.
+    let specs: std::collections::HashMap<(String, String), serde_json::Value> =
+        if kind == "Evaluation" {
+            let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            catalog["evaluations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let key = (
+                        e["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or("default")
+                            .to_string(),
+                        e["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                    (key, e["spec"].clone())
+                })
+                .collect()
+        } else {
+            Default::default()
+        };
     json_or_500(s.store.statuses(kind).map(|rows| {
         rows.into_iter()
-            .map(|(ns, name, status)| json!({"namespace": ns, "name": name, "status": status}))
+            .map(|(ns, name, status)| {
+                let mut row = json!({"namespace": ns, "name": name, "status": status});
+                if let Some(spec) = specs.get(&(ns, name)) {
+                    row["spec"] = spec.clone();
+                }
+                row
+            })
             .collect::<Vec<_>>()
     }))
 }
