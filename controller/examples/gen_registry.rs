@@ -2,8 +2,13 @@
 //! 500 deployments, 50 policies and a few groups, one document per file (so that
 //! check-jsonschema, which reads one document per file, can validate the same files).
 //!
-//! `cargo run --release --example gen_registry -- DIR [--promote N]`: with `--promote N`, only
-//! rewrites N `production` aliases to point at the model's newest version (the pull request side).
+//! `cargo run --release --example gen_registry -- DIR [--promote N] [--runnable]`: with
+//! `--promote N`, only rewrites N `production` aliases to point at the model's newest version (the
+//! pull request side). With `--runnable`, the registry is one `slipway run` can reconcile on this
+//! machine: each evaluation suite runs a shell one-liner that writes fixed metrics, and there are
+//! no deployments (500 local deployments would start 1,000 model servers; the router is measured
+//! on its own). With `--runnable --no-evaluations`, models have no evaluation suites either: what is
+//! left is registering versions and moving aliases under policy, the work MLflow's registry does.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -38,6 +43,13 @@ fn main() {
         std::process::exit(1);
     };
     let dir = Path::new(dir);
+    let runnable = args.iter().any(|a| a == "--runnable");
+    let suites = !args.iter().any(|a| a == "--no-evaluations");
+    let command = if runnable {
+        r#"["sh", "-c", "printf '{\"metrics\": {\"f1\": 0.9, \"accuracy\": 0.9}}' > \"$SLIPWAY_RESULTS\""]"#.to_string()
+    } else {
+        String::new()
+    };
     if let Some(n) = args
         .iter()
         .position(|a| a == "--promote")
@@ -73,11 +85,14 @@ metadata:
 spec:
   description: Synthetic model {m}.
   owners: ["group:ml-leads"]
-  evaluations:
+{suites}"#,
+                suites = if suites {
+                    format!(
+                        r#"  evaluations:
     - name: holdout
       runner:
         local:
-          command: ["python3", "evaluate.py", "--model", "{m}"]
+          command: {command}
       dataset:
         uri: s3://bench/datasets/{m}/
         digest: sha256:{m:064x}
@@ -87,7 +102,16 @@ spec:
         - {{metric: f1, op: ">=", value: 0.8}}
         - {{metric: f1, op: ">=", value: -0.01, relativeTo: baseline}}
   primaryMetric: {{suite: holdout, metric: f1, maxRegression: 0.005}}
-"#
+"#,
+                        command = if runnable {
+                            command.clone()
+                        } else {
+                            format!(r#"["python3", "evaluate.py", "--model", "{m}"]"#)
+                        }
+                    )
+                } else {
+                    String::new()
+                }
             ),
         );
         for v in 1..=VERSIONS_PER_MODEL {
@@ -135,7 +159,7 @@ spec:
                 &alias_body(m, a, VERSIONS_PER_MODEL - 1 - a),
             );
         }
-        for d in 0..DEPLOYMENTS_PER_MODEL {
+        for d in 0..DEPLOYMENTS_PER_MODEL * usize::from(!runnable) {
             let alias = if d == 0 {
                 "production".to_string()
             } else {

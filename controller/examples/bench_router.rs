@@ -1,0 +1,194 @@
+//! Router overhead: the latency the local target's traffic router adds to a prediction request,
+//! measured side by side with calling the model server directly, in the same run.
+//!
+//! `cargo run --release --example bench_router [REQUESTS]`
+//!
+//! Two model servers: the quickstart's `serve.py` (the real one, Python standard library) and a
+//! minimal in-process hyper server that answers instantly (so the router's own cost is not hidden
+//! in the model server's). For each, sequential requests alternate in rounds of 200 between
+//! "direct" and "through the router" (one keep-alive client each), then 16 concurrent clients
+//! measure throughput both ways.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use slipway::target::router::Router;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+const QUERY: &str = "/predict?grass=0.7&lines=0.05&crowd=0.1&brightness=0.6";
+
+async fn fast_upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                        br#"{"label": "open-play", "version": "8"}"#,
+                    ))))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+async fn call(client: &HttpClient, port: u16) -> Duration {
+    let started = Instant::now();
+    let uri: hyper::Uri = format!("http://127.0.0.1:{port}{QUERY}").parse().unwrap();
+    let response = client
+        .request(Request::get(uri).body(Full::new(Bytes::new())).unwrap())
+        .await
+        .expect("request");
+    assert!(response.status().is_success(), "{}", response.status());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"{\"label\""));
+    started.elapsed()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p / 100.0).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+fn mean(d: &[Duration]) -> f64 {
+    d.iter().map(Duration::as_secs_f64).sum::<f64>() / d.len() as f64 * 1e6
+}
+
+async fn throughput(port: u16, clients: usize, per_client: usize) -> f64 {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+            for _ in 0..per_client {
+                call(&client, port).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (clients * per_client) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn measure(name: &str, upstream: u16, router: &Router, requests: usize) {
+    router.set(
+        &BTreeMap::from([("8".to_string(), 100)]),
+        &BTreeMap::from([("8".to_string(), upstream)]),
+    );
+    let routed_port = router.addr.port();
+    let direct_client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let routed_client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    // Warm-up: connections, page faults, Python's imports.
+    for _ in 0..200 {
+        call(&direct_client, upstream).await;
+        call(&routed_client, routed_port).await;
+    }
+    let (mut direct, mut routed) = (Vec::new(), Vec::new());
+    while direct.len() < requests {
+        for _ in 0..200 {
+            direct.push(call(&direct_client, upstream).await);
+        }
+        for _ in 0..200 {
+            routed.push(call(&routed_client, routed_port).await);
+        }
+    }
+    direct.sort();
+    routed.sort();
+    let tp_direct = throughput(upstream, 16, requests / 16).await;
+    let tp_routed = throughput(routed_port, 16, requests / 16).await;
+    println!("### {name}: {} sequential requests each way\n", direct.len());
+    println!("| | p50 [µs] | p90 [µs] | p99 [µs] | mean [µs] | 16 clients [req/s] |");
+    println!("|:---|---:|---:|---:|---:|---:|");
+    for (label, d, tp) in [
+        ("direct", &direct, tp_direct),
+        ("through the router", &routed, tp_routed),
+    ] {
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            percentile(d, 50.0),
+            percentile(d, 90.0),
+            percentile(d, 99.0),
+            mean(d),
+            tp
+        );
+    }
+    println!(
+        "| **added by the router** | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}% |\n",
+        percentile(&routed, 50.0) - percentile(&direct, 50.0),
+        percentile(&routed, 90.0) - percentile(&direct, 90.0),
+        percentile(&routed, 99.0) - percentile(&direct, 99.0),
+        mean(&routed) - mean(&direct),
+        (tp_routed / tp_direct - 1.0) * 100.0
+    );
+}
+
+fn main() {
+    let requests: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let router = Router::start(0).await.expect("router");
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut python = std::process::Command::new("python3")
+            .arg("serve.py")
+            .current_dir(&root)
+            .env("PORT", port.to_string())
+            .env("MODEL_URI", "models/pitch-frames-8.json")
+            .env("MODEL_VERSION", "8")
+            .spawn()
+            .expect("python3 serve.py");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "serve.py did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        measure(
+            "quickstart serve.py (Python, one connection per request)",
+            port,
+            &router,
+            requests / 4,
+        )
+        .await;
+        let _ = python.kill();
+        let _ = python.wait();
+
+        let fast = fast_upstream().await;
+        measure(
+            "minimal hyper server (answers instantly, keep-alive)",
+            fast,
+            &router,
+            requests,
+        )
+        .await;
+    });
+}
