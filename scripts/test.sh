@@ -11,6 +11,9 @@ fi
 KUBEBUILDER_ASSETS=$(scripts/kube-assets.sh)
 export KUBEBUILDER_ASSETS
 echo "using kube-apiserver and etcd from $KUBEBUILDER_ASSETS"
+# A Helm engine (PyPI helm-python-sdk) to render and lint the chart.
+SLIPWAY_HELM_PYTHON=$(scripts/helm-python.sh)
+export SLIPWAY_HELM_PYTHON
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 else

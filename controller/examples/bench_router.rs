@@ -115,7 +115,10 @@ async fn measure(name: &str, upstream: u16, router: &Router, requests: usize) {
     routed.sort();
     let tp_direct = throughput(upstream, 16, requests / 16).await;
     let tp_routed = throughput(routed_port, 16, requests / 16).await;
-    println!("### {name}: {} sequential requests each way\n", direct.len());
+    println!(
+        "### {name}: {} sequential requests each way\n",
+        direct.len()
+    );
     println!("| | p50 [µs] | p90 [µs] | p99 [µs] | mean [µs] | 16 clients [req/s] |");
     println!("|:---|---:|---:|---:|---:|---:|");
     for (label, d, tp) in [

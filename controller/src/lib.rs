@@ -9,6 +9,7 @@ pub mod cli;
 pub mod diagnostics;
 pub mod duration;
 pub mod evaluation;
+pub mod k8s;
 pub mod notify;
 pub mod plan;
 pub mod policy;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"TARGET","type":"string","jsonPath":".spec.target.name"}"#,
     printcolumn = r#"{"name":"VERSION","type":"string","jsonPath":".spec.version"}"#,
     printcolumn = r#"{"name":"DECISION","type":"string","jsonPath":".spec.decision"}"#,
-    printcolumn = r#"{"name":"APPROVER","type":"string","jsonPath":".status.approver"}"#,
+    printcolumn = r#"{"name":"APPROVER","type":"string","jsonPath":".spec.approver"}"#,
     printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -34,6 +34,14 @@ pub struct ApprovalSpec {
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Who signs off: stamped by Slipway's admission webhook from the requesting user. When set
+    /// by the client it must equal the requesting user, or the Approval is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// The approver's groups at the time, stamped with `approver`; must be groups the requesting
+    /// user has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approver_groups: Vec<String>,
 }
 
 /// A reference to an object.
@@ -60,17 +68,14 @@ pub enum ApprovalDecision {
     Reject,
 }
 
-/// Stamped by Slipway from the request, never by the client.
+/// What Slipway observed of the approval.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalStatus {
-    /// Username of whoever created the approval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approver: Option<String>,
-    /// Groups of the approver at the time.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub approver_groups: Vec<String>,
-    /// When it was created.
+    /// When it was admitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_at: Option<DateTime<Utc>>,
+    /// The change it was used for, once an alias move counted it (`ModelAlias/NS/NAME → VERSION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<String>,
 }

@@ -171,6 +171,55 @@ impl ApiServer {
         }
     }
 
+    /// Runs kubectl as a user with `input` on stdin (e.g. `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], user: &str, input: &str) -> Run {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(["--context", user])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("kubectl output");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Applies Slipway's CRDs and waits until they are established.
+    pub fn install_crds(&self) {
+        let crds = super::root().join("charts/slipway/crds/slipway.dev.yaml");
+        let run = self.kubectl(&["apply", "-f", &crds.to_string_lossy()], "admin");
+        assert_eq!(run.code, 0, "{}{}\n{}", run.stdout, run.stderr, self.logs());
+        let run = self.kubectl(
+            &[
+                "wait",
+                "--for",
+                "condition=Established",
+                "crd",
+                "--all",
+                "--timeout",
+                "60s",
+            ],
+            "admin",
+        );
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    }
+
     /// The tail of both servers' logs, for failure messages.
     pub fn logs(&self) -> String {
         ["etcd.log", "kube-apiserver.log"]

@@ -1,5 +1,6 @@
 //! The command line: argument parsing and the commands' edges (files, git, stdout).
 
+mod controller;
 mod inspect;
 mod plan;
 mod progress;
@@ -66,6 +67,9 @@ pub enum Command {
     History(inspect::HistoryArgs),
     /// Give a version that was rolled back on a deployment another chance.
     Retry(inspect::RetryArgs),
+    /// Run in Kubernetes mode: the admission webhook that enforces policy and approvals with the
+    /// requester's identity.
+    Controller(controller::ControllerArgs),
     /// Print every CustomResourceDefinition as YAML.
     Crds,
     /// Print the JSON Schema of a kind (or of all kinds) for editors and linters.
@@ -117,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(args) => inspect::status(args),
         Command::History(args) => inspect::history(args),
         Command::Retry(args) => inspect::retry(args),
+        Command::Controller(args) => controller::run(args),
         Command::Crds => {
             print_out(&crds_yaml()?)?;
             Ok(0)

@@ -116,6 +116,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
             author: args.author.clone(),
         },
         now: args.now.unwrap_or_else(chrono::Utc::now),
+        kubernetes: None,
     };
     let mut plan = plan::plan(&base, &head, &inputs);
     // Fail closed: an invalid base could silently drop a policy.

@@ -153,6 +153,18 @@ pub struct PlanInputs {
     pub signoffs: SignOffs,
     /// Decision time.
     pub now: DateTime<Utc>,
+    /// Kubernetes mode: identities come from the authenticator, not from `Group` objects.
+    pub kubernetes: Option<KubeIdentity>,
+}
+
+/// Who is who in Kubernetes mode (the admission webhook): the requesting user's groups from
+/// `request.userInfo`, and each approver's groups as stamped on their `Approval`.
+#[derive(Clone, Debug, Default)]
+pub struct KubeIdentity {
+    /// The requesting user's groups.
+    pub groups: Vec<String>,
+    /// Approver → groups.
+    pub approvers: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Computes the plan from `base` to `head`. Policies and groups come from `base`.
@@ -290,13 +302,20 @@ fn change(
         to: to.clone(),
     };
     let author = inputs.signoffs.author.clone();
-    let request = Requester {
-        groups: author
-            .as_deref()
-            .map(|a| base.groups_of(ns, a))
-            .unwrap_or_default(),
-        user: author,
-        source: "git".to_string(),
+    let request = match &inputs.kubernetes {
+        Some(k) => Requester {
+            groups: k.groups.clone(),
+            user: author,
+            source: "kubernetes".to_string(),
+        },
+        None => Requester {
+            groups: author
+                .as_deref()
+                .map(|a| base.groups_of(ns, a))
+                .unwrap_or_default(),
+            user: author,
+            source: "git".to_string(),
+        },
     };
     let input = DecisionInput {
         change: facts,
@@ -306,7 +325,25 @@ fn change(
         request,
         now: inputs.now,
     };
-    let members = |g: &str| base.group(ns, g).map(|g| g.spec.members.clone());
+    // Kubernetes has no list of a group's members: the people known to be in a group are the
+    // approvers whose stamped groups include it, and the requester.
+    let members = |g: &str| match &inputs.kubernetes {
+        Some(k) => {
+            let mut who: Vec<String> = k
+                .approvers
+                .iter()
+                .filter(|(_, groups)| groups.iter().any(|x| x == g))
+                .map(|(u, _)| u.clone())
+                .collect();
+            if let Some(user) = &input.request.user
+                && k.groups.iter().any(|x| x == g)
+            {
+                who.push(user.clone());
+            }
+            Some(who)
+        }
+        None => base.group(ns, g).map(|g| g.spec.members.clone()),
+    };
     let decision = base.policies.decide(&input, &inputs.signoffs, &members);
     Change {
         kind: key.kind.as_str().to_string(),

@@ -1,0 +1,186 @@
+//! `slipway controller`: Kubernetes mode — the admission webhook over TLS, health endpoints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+
+use crate::k8s::{cluster::ClusterReader, tls, webhook};
+
+/// Log formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `slipway controller`.
+#[derive(clap::Args, Debug)]
+pub struct ControllerArgs {
+    /// Serve /healthz and /readyz on this address.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "SLIPWAY_LISTEN")]
+    pub listen: SocketAddr,
+    /// Serve the admission webhook (`/validate`, `/mutate`) over TLS on this address.
+    #[arg(long, env = "SLIPWAY_WEBHOOK_LISTEN")]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The webhook's certificate (PEM); without it a self-signed one is generated at start.
+    #[arg(long, env = "SLIPWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The webhook's private key (PEM).
+    #[arg(long, env = "SLIPWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Names the generated certificate is valid for (repeatable), e.g. the Service's
+    /// `slipway.slipway.svc`; default `localhost` and `127.0.0.1`.
+    #[arg(
+        long = "webhook-host",
+        env = "SLIPWAY_WEBHOOK_HOSTS",
+        value_delimiter = ','
+    )]
+    pub webhook_hosts: Vec<String>,
+    /// Validating and mutating webhook configurations (same name) whose `caBundle` the
+    /// controller sets to its certificate at start.
+    #[arg(long, env = "SLIPWAY_WEBHOOK_CONFIG")]
+    pub webhook_config: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SLIPWAY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Sets `caBundle` of every webhook in the configurations named `name`.
+async fn publish_ca(client: kube::Client, name: &str, ca: &str) -> anyhow::Result<()> {
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let mut found = false;
+    if let Some(cfg) = validating.get_opt(name).await? {
+        found = true;
+        let hooks: Vec<serde_json::Value> = cfg
+            .webhooks
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| serde_json::json!({"name": w.name, "clientConfig": {"caBundle": bundle}}))
+            .collect();
+        // A strategic merge patch merges webhooks by name.
+        validating
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Strategic(serde_json::json!({"webhooks": hooks})),
+            )
+            .await?;
+    }
+    if let Some(cfg) = mutating.get_opt(name).await? {
+        found = true;
+        let hooks: Vec<serde_json::Value> = cfg
+            .webhooks
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| serde_json::json!({"name": w.name, "clientConfig": {"caBundle": bundle}}))
+            .collect();
+        mutating
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Strategic(serde_json::json!({"webhooks": hooks})),
+            )
+            .await?;
+    }
+    if !found {
+        anyhow::bail!(
+            "--webhook-config {name}: no ValidatingWebhookConfiguration or MutatingWebhookConfiguration of that name; install the Helm chart or create them first"
+        );
+    }
+    Ok(())
+}
+
+pub fn run(args: ControllerArgs) -> anyhow::Result<i32> {
+    init_logs(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the Kubernetes API: {e}; set KUBECONFIG or run inside a cluster"
+        )
+    })?;
+    let health = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(|| async { "ok\n" }));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}: {e}; pass another --listen",
+                args.listen
+            )
+        })?;
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz and /readyz");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, health).await;
+    });
+
+    let mut webhook_task = None;
+    if let Some(addr) = args.webhook_listen {
+        let pem = match (&args.tls_cert, &args.tls_key) {
+            (Some(c), Some(k)) => tls::read(c, k)?,
+            _ => {
+                let mut hosts = args.webhook_hosts.clone();
+                if hosts.is_empty() {
+                    hosts = vec!["localhost".into(), "127.0.0.1".into()];
+                }
+                tls::self_signed(&hosts)?
+            }
+        };
+        let config = tls::server_config(&pem)?;
+        let hook = Arc::new(webhook::Webhook {
+            reader: ClusterReader::new(client.clone()),
+        });
+        let (bound, task) = webhook::serve_tls(addr, config, webhook::router(hook))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr}: {e}; pass another --webhook-listen")
+            })?;
+        tracing::info!(address = %bound, "serving the admission webhook (/validate, /mutate) over TLS");
+        if let Some(name) = &args.webhook_config {
+            publish_ca(client.clone(), name, &pem.cert).await?;
+            tracing::info!(configuration = %name, "webhook caBundle set");
+        }
+        webhook_task = Some(task);
+    }
+
+    // Until SIGTERM or Ctrl-C.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping");
+    if let Some(t) = webhook_task {
+        t.abort();
+    }
+    Ok(0)
+}

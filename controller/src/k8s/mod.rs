@@ -1,0 +1,6 @@
+//! Kubernetes mode: the admission webhook (and, hosted on the same core, the controllers).
+
+pub mod admission;
+pub mod cluster;
+pub mod tls;
+pub mod webhook;

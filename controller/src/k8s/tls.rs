@@ -1,0 +1,81 @@
+//! The webhook's serving certificate: given as PEM files, or generated (self-signed) at start.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+/// A certificate and key, PEM-encoded.
+#[derive(Clone, Debug)]
+pub struct Pem {
+    /// The certificate chain (for a self-signed one, also the CA bundle clients must trust).
+    pub cert: String,
+    /// The private key.
+    pub key: String,
+}
+
+/// Reads `cert` and `key` files.
+pub fn read(cert: &Path, key: &Path) -> anyhow::Result<Pem> {
+    let read = |p: &Path, what: &str| {
+        std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("cannot read the webhook {what} {}: {e}", p.display()))
+    };
+    Ok(Pem {
+        cert: read(cert, "certificate (--tls-cert)")?,
+        key: read(key, "key (--tls-key)")?,
+    })
+}
+
+/// A self-signed certificate for `names` (DNS names and IP addresses).
+pub fn self_signed(names: &[String]) -> anyhow::Result<Pem> {
+    let certified = rcgen::generate_simple_self_signed(names.to_vec())
+        .map_err(|e| anyhow::anyhow!("cannot generate the webhook certificate: {e}"))?;
+    Ok(Pem {
+        cert: certified.cert.pem(),
+        key: certified.signing_key.serialize_pem(),
+    })
+}
+
+/// A rustls server configuration serving `pem`.
+pub fn server_config(pem: &Pem) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("the webhook certificate is not PEM: {e}"))?;
+    if certs.is_empty() {
+        anyhow::bail!("the webhook certificate file holds no certificate");
+    }
+    let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the webhook key is not a PEM private key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("the webhook certificate and key do not match: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_certificate_serves() {
+        let pem = self_signed(&["127.0.0.1".into(), "slipway.slipway.svc".into()]).unwrap();
+        assert!(pem.cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        server_config(&pem).unwrap();
+    }
+
+    #[test]
+    fn a_mismatched_key_is_refused_with_a_reason() {
+        let a = self_signed(&["a.example".into()]).unwrap();
+        let b = self_signed(&["b.example".into()]).unwrap();
+        let err = server_config(&Pem {
+            cert: a.cert,
+            key: b.key,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("do not match"), "{err}");
+    }
+}

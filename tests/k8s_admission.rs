@@ -1,0 +1,356 @@
+//! The admission webhook on a real kube-apiserver: policy and approvals enforced with the
+//! requester's identity, approvals stamped and immutable, versions immutable, dry runs and
+//! `kubectl diff` showing the decision, RBAC keeping non-approvers from approving.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::apiserver::ApiServer;
+use support::{eventually, root};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `slipway controller` serving the webhook; killed on drop.
+struct Controller {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Controller {
+    fn start(api: &ApiServer, webhook_port: u16) -> Controller {
+        let log = api.dir.path().join("controller.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(["controller", "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--webhook-listen")
+            .arg(format!("127.0.0.1:{webhook_port}"))
+            .args(["--webhook-config", "slipway"])
+            .env("KUBECONFIG", &api.kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Controller { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Webhook configurations calling 127.0.0.1:PORT for every Slipway resource.
+fn webhook_configurations(port: u16) -> String {
+    let rules = "  rules:\n  - apiGroups: [slipway.dev]\n    apiVersions: [v1alpha1]\n    operations: [CREATE, UPDATE, DELETE]\n    resources: [\"*\"]\n    scope: Namespaced\n";
+    let common = "  sideEffects: None\n  admissionReviewVersions: [v1]\n  failurePolicy: Fail\n  timeoutSeconds: 10\n";
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: slipway}}\nwebhooks:\n- name: validate.slipway.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/validate\"}}\n{rules}{common}---\napiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: slipway}}\nwebhooks:\n- name: stamp.slipway.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/mutate\"}}\n  rules:\n  - apiGroups: [slipway.dev]\n    apiVersions: [v1alpha1]\n    operations: [CREATE]\n    resources: [approvals]\n    scope: Namespaced\n{common}"
+    )
+}
+
+/// Roles for the test's groups: ml-engineers publish versions and move aliases; ml-leads also
+/// approve. Nobody but the admin changes policies.
+const RBAC: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: slipway-promoter}
+rules:
+- apiGroups: [slipway.dev]
+  resources: [registeredmodels, modelversions, modelaliases, evaluations, modeldeployments, promotionpolicies, approvals]
+  verbs: [get, list, watch]
+- apiGroups: [slipway.dev]
+  resources: [modelversions, modelaliases]
+  verbs: [create, update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: slipway-approver}
+rules:
+- apiGroups: [slipway.dev]
+  resources: [approvals]
+  verbs: [create, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ml-engineers-promote}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: slipway-promoter}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: ml-engineers}, {apiGroup: rbac.authorization.k8s.io, kind: Group, name: ml-leads}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ml-leads-approve}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: slipway-approver}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: ml-leads}]
+"#;
+
+fn alias(version: &str) -> String {
+    format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {{name: pitch-frame-classifier-production, namespace: default}}\nspec: {{model: pitch-frame-classifier, alias: production, version: \"{version}\"}}\n"
+    )
+}
+
+fn approval(name: &str, version: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Approval\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  target: {{kind: ModelAlias, name: pitch-frame-classifier-production}}\n  version: \"{version}\"\n  decision: approve\n{extra}"
+    )
+}
+
+/// The results of version 8, set through the status subresource as the controller would.
+fn record_results(api: &ApiServer) {
+    let file = root().join("examples/promotion-pr/results/pitch-frames-8.yaml");
+    let run = api.kubectl(&["apply", "-f", &file.to_string_lossy()], "admin");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let status = serde_json::json!({"status": serde_json::to_value(&doc["status"]).unwrap()});
+    let run = api.kubectl(
+        &[
+            "patch",
+            "evaluation",
+            "pitch-frame-classifier-8-pitch-frames",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn promotions_are_decided_at_admission_with_the_requesters_identity() {
+    let api = ApiServer::start();
+    api.install_crds();
+    // The example registry and its results, before any policy exists.
+    let examples = root().join("examples/football-frames");
+    for file in [
+        "model.yaml",
+        "versions.yaml",
+        "aliases.yaml",
+        "deployments.yaml",
+    ] {
+        let run = api.kubectl(
+            &["apply", "-f", &examples.join(file).to_string_lossy()],
+            "admin",
+        );
+        assert_eq!(run.code, 0, "{file}: {}", run.stderr);
+    }
+    record_results(&api);
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", RBAC);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    let port = free_port();
+    let run = api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "admin",
+        &webhook_configurations(port),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let controller = Controller::start(&api, port);
+    // The controller publishes its generated certificate as the configurations' caBundle.
+    eventually(Duration::from_secs(30), || {
+        let run = api.kubectl(
+            &[
+                "get",
+                "validatingwebhookconfiguration",
+                "slipway",
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.caBundle}",
+            ],
+            "admin",
+        );
+        (!run.stdout.is_empty()).then_some(())
+    });
+    eventually(Duration::from_secs(30), || {
+        let run = api.kubectl(
+            &[
+                "get",
+                "mutatingwebhookconfiguration",
+                "slipway",
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.caBundle}",
+            ],
+            "admin",
+        );
+        (!run.stdout.is_empty()).then_some(())
+    });
+    let policies = examples.join("policies.yaml");
+    let run = api.kubectl(&["apply", "-f", &policies.to_string_lossy()], "admin");
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, controller.log());
+
+    // erin is no ML lead; moving production without a lead's approval is denied, and says why.
+    let denied = api.kubectl_stdin(&["apply", "-f", "-"], "erin", &alias("8"));
+    assert_ne!(denied.code, 0, "{}", denied.stdout);
+    for needle in [
+        "denied the request",
+        "ModelAlias default/pitch-frame-classifier-production: moving pitch-frame-classifier/production from 7 to 8 (requested by erin) is not allowed",
+        "policy production, approval ml-lead: has 0 of 1 required approvals",
+        "someone in group:ml-leads other than erin creates an Approval",
+    ] {
+        assert!(
+            denied.stderr.contains(needle),
+            "{needle}\n{}",
+            denied.stderr
+        );
+    }
+    // A server-side dry run and `kubectl diff` show the same decision, without side effects.
+    let dry = api.kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        "erin",
+        &alias("8"),
+    );
+    assert_ne!(dry.code, 0);
+    assert!(
+        dry.stderr.contains("has 0 of 1 required approvals"),
+        "{}",
+        dry.stderr
+    );
+    let diff = api.kubectl_stdin(&["diff", "-f", "-"], "erin", &alias("8"));
+    // (kubectl diff exits 1 for "differences", above 1 for errors such as a denial.)
+    assert!(diff.code > 1, "{}{}", diff.stdout, diff.stderr);
+    assert!(
+        diff.stderr.contains("requested by erin) is not allowed"),
+        "{}",
+        diff.stderr
+    );
+
+    // RBAC: erin may not approve at all.
+    let forbidden = api.kubectl_stdin(&["create", "-f", "-"], "erin", &approval("erin-8", "8", ""));
+    assert_ne!(forbidden.code, 0);
+    assert!(
+        forbidden.stderr.contains("forbidden"),
+        "{}",
+        forbidden.stderr
+    );
+
+    // An approval cannot be made in someone else's name.
+    let forged = api.kubectl_stdin(
+        &["create", "-f", "-"],
+        "alice",
+        &approval("forged", "8", "  approver: dana\n"),
+    );
+    assert_ne!(forged.code, 0);
+    assert!(
+        forged
+            .stderr
+            .contains("spec.approver is \"dana\" but the request comes from \"alice\""),
+        "{}",
+        forged.stderr
+    );
+
+    // dana is a lead, but cannot approve her own move.
+    let run = api.kubectl_stdin(&["create", "-f", "-"], "dana", &approval("dana-8", "8", ""));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let own = api.kubectl_stdin(&["apply", "-f", "-"], "dana", &alias("8"));
+    assert_ne!(own.code, 0);
+    assert!(
+        own.stderr
+            .contains("dana does not count (author of the change cannot approve it)"),
+        "{}",
+        own.stderr
+    );
+
+    // alice approves; the webhook stamps her identity; erin's move now goes through.
+    let run = api.kubectl_stdin(
+        &["create", "-f", "-"],
+        "alice",
+        &approval("alice-8", "8", ""),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let who = api.kubectl(
+        &[
+            "get",
+            "approval",
+            "alice-8",
+            "-o",
+            "jsonpath={.spec.approver} {.spec.approverGroups}",
+        ],
+        "admin",
+    );
+    assert!(
+        who.stdout.starts_with("alice [\"ml-leads\""),
+        "{}",
+        who.stdout
+    );
+    let approvals = api.kubectl(&["get", "appr"], "admin");
+    assert!(
+        approvals
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("alice-8") && l.contains("alice")),
+        "{}",
+        approvals.stdout
+    );
+    let allowed = api.kubectl_stdin(&["apply", "-f", "-"], "erin", &alias("8"));
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
+    let version = api.kubectl(
+        &[
+            "get",
+            "malias",
+            "pitch-frame-classifier-production",
+            "-o",
+            "jsonpath={.spec.version}",
+        ],
+        "admin",
+    );
+    assert_eq!(version.stdout, "8");
+
+    // Approvals are immutable.
+    let changed = api.kubectl(
+        &[
+            "patch",
+            "approval",
+            "alice-8",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"version":"9"}}"#,
+        ],
+        "admin",
+    );
+    assert_ne!(changed.code, 0);
+    assert!(
+        changed.stderr.contains("Approvals are immutable"),
+        "{}",
+        changed.stderr
+    );
+
+    // A version's artifact cannot be changed, even by the admin.
+    let moved = api.kubectl(
+        &[
+            "patch",
+            "modelversion",
+            "pitch-frame-classifier-8",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"artifact":{"uri":"s3://elsewhere/model.onnx"}}}"#,
+        ],
+        "admin",
+    );
+    assert_ne!(moved.code, 0);
+    assert!(moved.stderr.contains("spec.artifact.uri: ModelVersion fields model, version, artifact and source are immutable"), "{}", moved.stderr);
+    let labelled = api.kubectl(
+        &[
+            "label",
+            "modelversion",
+            "pitch-frame-classifier-8",
+            "reviewed=yes",
+        ],
+        "admin",
+    );
+    assert_eq!(labelled.code, 0, "{}", labelled.stderr);
+}
