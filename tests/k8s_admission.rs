@@ -62,40 +62,17 @@ fn webhook_configurations(port: u16) -> String {
     )
 }
 
-/// Roles for the test's groups: ml-engineers publish versions and move aliases; ml-leads also
-/// approve. Nobody but the admin changes policies.
-const RBAC: &str = r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: slipway-promoter}
-rules:
-- apiGroups: [slipway.dev]
-  resources: [registeredmodels, modelversions, modelaliases, evaluations, modeldeployments, promotionpolicies, approvals]
-  verbs: [get, list, watch]
-- apiGroups: [slipway.dev]
-  resources: [modelversions, modelaliases]
-  verbs: [create, update, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: slipway-approver}
-rules:
-- apiGroups: [slipway.dev]
-  resources: [approvals]
-  verbs: [create, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: ml-engineers-promote}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: slipway-promoter}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: ml-engineers}, {apiGroup: rbac.authorization.k8s.io, kind: Group, name: ml-leads}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: ml-leads-approve}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: slipway-approver}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: ml-leads}]
-"#;
+/// The chart's ready-made roles, bound as a platform team would: engineers and leads promote,
+/// leads approve.
+fn rbac() -> String {
+    let values = serde_json::json!({"roleBindings": [
+        {"role": "promoter", "group": "ml-engineers"},
+        {"role": "promoter", "group": "ml-leads"},
+        {"role": "approver", "group": "ml-leads"},
+    ]});
+    let manifests = support::helm::render("slipway", &values).expect("render the chart");
+    support::helm::only(&manifests, &["ClusterRole", "ClusterRoleBinding"])
+}
 
 fn alias(version: &str) -> String {
     format!(
@@ -151,7 +128,7 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
         assert_eq!(run.code, 0, "{file}: {}", run.stderr);
     }
     record_results(&api);
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", RBAC);
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &rbac());
     assert_eq!(run.code, 0, "{}", run.stderr);
 
     let port = free_port();

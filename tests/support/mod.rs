@@ -163,3 +163,57 @@ pub fn folder(rel: &str) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+/// The Helm engine of the tests (`scripts/helm-python.sh`, via `SLIPWAY_HELM_PYTHON`).
+pub mod helm {
+    use std::process::Command;
+
+    fn python() -> String {
+        std::env::var("SLIPWAY_HELM_PYTHON").unwrap_or_else(|_| {
+            panic!("SLIPWAY_HELM_PYTHON is not set; run the tests with scripts/test.sh, or export SLIPWAY_HELM_PYTHON=$(scripts/helm-python.sh)")
+        })
+    }
+
+    /// Renders the chart as release `slipway` in `namespace` with `values`: the manifests as one
+    /// YAML stream, or Helm's error.
+    pub fn render(namespace: &str, values: &serde_json::Value) -> Result<String, String> {
+        let out = Command::new(python())
+            .arg(super::root().join("tests/support/helm.py"))
+            .arg("render")
+            .arg(super::root().join("charts/slipway"))
+            .args(["slipway", namespace])
+            .arg(values.to_string())
+            .output()
+            .expect("run the Helm engine");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Lints the chart: (passed, findings as JSON).
+    pub fn lint() -> (bool, serde_json::Value) {
+        let out = Command::new(python())
+            .arg(super::root().join("tests/support/helm.py"))
+            .arg("lint")
+            .arg(super::root().join("charts/slipway"))
+            .output()
+            .expect("run the Helm engine");
+        let findings = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("lint output: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), findings)
+    }
+
+    /// The documents of a YAML stream whose `kind` is one of `kinds`, re-joined.
+    pub fn only(stream: &str, kinds: &[&str]) -> String {
+        stream
+            .split("\n---")
+            .filter(|doc| {
+                doc.lines()
+                    .any(|l| kinds.iter().any(|k| l.trim_end() == format!("kind: {k}")))
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+}

@@ -1,0 +1,206 @@
+//! The Helm chart, rendered and linted by a real Helm engine and applied to a real API server.
+
+mod support;
+
+use serde_json::json;
+use support::apiserver::ApiServer;
+use support::helm;
+
+#[test]
+fn the_chart_lints_clean() {
+    let (passed, findings) = helm::lint();
+    assert!(passed, "{findings:#}");
+    assert_eq!(findings["errors"], json!([]), "{findings:#}");
+    // Warnings (severity 2 and up) are problems too; informational notes are not.
+    let serious: Vec<&serde_json::Value> = findings["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["severity"].as_u64().unwrap_or(0) >= 2)
+        .collect();
+    assert!(serious.is_empty(), "{serious:#?}");
+}
+
+#[test]
+fn wrong_values_fail_rendering_with_a_reason() {
+    let err = helm::render(
+        "slipway",
+        &json!({"webhook": {"certificate": {"mode": "secret", "secretName": "tls"}}}),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("webhook.certificate.caBundle is required with mode: secret"),
+        "{err}"
+    );
+    let err = helm::render(
+        "slipway",
+        &json!({"roleBindings": [{"role": "admin", "group": "ml-leads"}]}),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains(
+            "roleBindings: role \"admin\" is not one of viewer, publisher, promoter, approver"
+        ),
+        "{err}"
+    );
+    let err = helm::render(
+        "slipway",
+        &json!({"webhook": {"certificate": {"mode": "maybe"}}}),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("webhook.certificate.mode must be generate or secret"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they_say() {
+    let values = json!({
+        "logFormat": "json",
+        "roleBindings": [
+            {"role": "promoter", "group": "ml-engineers"},
+            {"role": "approver", "group": "ml-leads"},
+            {"role": "viewer", "group": "system:authenticated"},
+        ],
+    });
+    let manifests = helm::render("slipway", &values).unwrap();
+    let kinds: Vec<&str> = manifests
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    for (kind, n) in [
+        ("ServiceAccount", 1),
+        ("ClusterRole", 5),
+        ("ClusterRoleBinding", 4),
+        ("Deployment", 1),
+        ("Service", 1),
+        ("ValidatingWebhookConfiguration", 1),
+        ("MutatingWebhookConfiguration", 1),
+    ] {
+        assert_eq!(
+            kinds.iter().filter(|k| **k == kind).count(),
+            n,
+            "{kind}: {kinds:?}"
+        );
+    }
+    for arg in [
+        "- controller",
+        "- --log-format=json",
+        "- --webhook-listen=0.0.0.0:9443",
+        "- --webhook-config=slipway",
+        "- --webhook-host=slipway.slipway.svc",
+    ] {
+        assert!(manifests.contains(arg), "{arg}\n{manifests}");
+    }
+
+    let api = ApiServer::start();
+    api.install_crds();
+    let run = api.kubectl(&["create", "namespace", "slipway"], "admin");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // A server-side dry run first (what `helm install --dry-run=server` does), then for real.
+    let dry = api.kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        "admin",
+        &manifests,
+    );
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &manifests);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("deployment.apps/slipway created"),
+        "{}",
+        run.stdout
+    );
+
+    let can = |user: &str, verb: &str, what: &str| {
+        let run = api.kubectl(
+            &["auth", "can-i", verb, what, "-n", "default", "--as", user],
+            "admin",
+        );
+        run.stdout.trim() == "yes"
+    };
+    let groups = |user: &str, gs: &[&str]| {
+        let mut args = vec!["--as".to_string(), user.to_string()];
+        for g in gs {
+            args.push("--as-group".into());
+            args.push(g.to_string());
+        }
+        args
+    };
+    let can_as = |user: &str, gs: &[&str], verb: &str, what: &str| {
+        let mut args: Vec<String> = ["auth", "can-i", verb, what, "-n", "default"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(groups(user, gs));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        api.kubectl(&args, "admin").stdout.trim() == "yes"
+    };
+    // Engineers promote but cannot approve; leads approve; everyone can read.
+    assert!(can_as(
+        "erin",
+        &["ml-engineers", "system:authenticated"],
+        "patch",
+        "modelaliases.slipway.dev"
+    ));
+    assert!(!can_as(
+        "erin",
+        &["ml-engineers", "system:authenticated"],
+        "create",
+        "approvals.slipway.dev"
+    ));
+    assert!(can_as(
+        "alice",
+        &["ml-leads", "system:authenticated"],
+        "create",
+        "approvals.slipway.dev"
+    ));
+    assert!(!can_as(
+        "alice",
+        &["ml-leads", "system:authenticated"],
+        "patch",
+        "promotionpolicies.slipway.dev"
+    ));
+    assert!(can_as(
+        "bob",
+        &["system:authenticated"],
+        "list",
+        "modelversions.slipway.dev"
+    ));
+    assert!(!can_as(
+        "bob",
+        &["system:authenticated"],
+        "create",
+        "modelversions.slipway.dev"
+    ));
+    // The controller's service account can do its work.
+    let sa = "system:serviceaccount:slipway:slipway";
+    assert!(can(sa, "patch", "modelaliases.slipway.dev/status"));
+    assert!(can(sa, "create", "jobs.batch"));
+    assert!(can(sa, "update", "leases.coordination.k8s.io"));
+    let run = api.kubectl(
+        &[
+            "auth",
+            "can-i",
+            "patch",
+            "validatingwebhookconfigurations/slipway",
+            "--as",
+            sa,
+        ],
+        "admin",
+    );
+    assert_eq!(run.stdout.trim(), "yes", "{}", run.stderr);
+    let run = api.kubectl(
+        &[
+            "auth",
+            "can-i",
+            "patch",
+            "validatingwebhookconfigurations/other",
+            "--as",
+            sa,
+        ],
+        "admin",
+    );
+    assert_eq!(run.stdout.trim(), "no", "{}", run.stderr);
+}
