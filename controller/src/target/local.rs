@@ -268,6 +268,13 @@ impl LocalTarget {
 
     /// Stops a version's server.
     pub fn stop(&mut self, key: &Key, version: &str) {
+        // Drain: requests already forwarded to this version finish first (at most 5 s).
+        if let Some(d) = self.deployments.get(key) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while d.router.in_flight(version) > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         if let Some(mut s) = self
             .deployments
             .get_mut(key)

@@ -30,6 +30,8 @@ struct Table {
     backends: Vec<(String, u16, u32)>,
     /// Observations per version since the weights last changed.
     windows: BTreeMap<String, Window>,
+    /// Requests being forwarded, per version (a version is stopped only once it has none).
+    in_flight: BTreeMap<String, u32>,
 }
 
 /// A running router. Dropping it stops it.
@@ -105,6 +107,15 @@ impl Router {
         self.counter.store(0, Ordering::Relaxed);
     }
 
+    /// Requests to `version` being forwarded right now.
+    pub fn in_flight(&self, version: &str) -> u32 {
+        lock(&self.table)
+            .in_flight
+            .get(version)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// What was observed for a version since the weights last changed.
     pub fn window(&self, version: &str) -> Window {
         lock(&self.table)
@@ -148,12 +159,30 @@ async fn forward(
     client: Client<HttpConnector, Body>,
 ) -> Result<Response<Body>, Infallible> {
     let n = counter.fetch_add(1, Ordering::Relaxed);
-    let Some((version, port)) = pick(&lock(&table).backends, n) else {
+    let picked = {
+        let mut t = lock(&table);
+        let picked = pick(&t.backends, n);
+        if let Some((v, _)) = &picked {
+            *t.in_flight.entry(v.clone()).or_default() += 1;
+        }
+        picked
+    };
+    let Some((version, port)) = picked else {
         return Ok(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "no version is serving this deployment yet\n".into(),
         ));
     };
+    // Counted out however this request ends (answered, failed, or cancelled).
+    struct InFlight(Arc<Mutex<Table>>, String);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            if let Some(n) = lock(&self.0).in_flight.get_mut(&self.1) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+    let _in_flight = InFlight(table.clone(), version.clone());
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
