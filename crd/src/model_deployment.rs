@@ -253,6 +253,15 @@ pub struct ModelDeploymentStatus {
     /// Versions rolled back on this deployment; not retried until the alias moves again or `slipway retry`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected_versions: Vec<String>,
+    /// When the current step's traffic was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<DateTime<Utc>>,
+    /// When the version being rolled out was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_started_at: Option<DateTime<Utc>>,
+    /// The version the deployment's alias (or pin) asked for at the last decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_desired_version: Option<String>,
     /// Rollout steps, newest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutEvent>,

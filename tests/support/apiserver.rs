@@ -19,6 +19,7 @@ pub const USERS: [(&str, &str, &str); 4] = [
 pub struct ApiServer {
     etcd: Child,
     apiserver: Child,
+    apiserver_args: Vec<String>,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
 }
@@ -41,7 +42,47 @@ fn assets() -> PathBuf {
     dir
 }
 
+fn spawn_apiserver(assets: &Path, args: &[String], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("kube-apiserver.log"))
+        .expect("log file");
+    Command::new(assets.join("kube-apiserver"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start kube-apiserver")
+}
+
 impl ApiServer {
+    /// Stops kube-apiserver (etcd keeps the data) and starts it again on the same port; returns
+    /// once it is ready.
+    pub fn restart_apiserver(&mut self, down_for: Duration) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+        std::thread::sleep(down_for);
+        self.apiserver = spawn_apiserver(&assets(), &self.apiserver_args, self.dir.path());
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = self.kubectl(&["get", "--raw", "/readyz"], "admin");
+            if run.code == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready in 60 s:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Starts etcd and kube-apiserver and waits until the API server is ready.
     pub fn start() -> Self {
         let assets = assets();
@@ -87,27 +128,34 @@ impl ApiServer {
             .status()
             .expect("openssl");
         assert!(status.success(), "openssl genrsa failed");
-        let apiserver = Command::new(assets.join("kube-apiserver"))
-            .args(["--etcd-servers", &format!("http://127.0.0.1:{etcd_port}")])
-            .args([
-                "--bind-address",
-                "127.0.0.1",
-                "--advertise-address",
-                "127.0.0.1",
-            ])
-            .args(["--secure-port", &api_port.to_string()])
-            .args(["--cert-dir", &d.join("certs").to_string_lossy()])
-            .args(["--token-auth-file", &d.join("tokens.csv").to_string_lossy()])
-            .args(["--authorization-mode", "RBAC"])
-            .args(["--service-account-key-file", &key.to_string_lossy()])
-            .args(["--service-account-signing-key-file", &key.to_string_lossy()])
-            .args(["--service-account-issuer", "https://kubernetes.default.svc"])
-            .args(["--service-cluster-ip-range", "10.96.0.0/24"])
-            .args(["--disable-admission-plugins", "ServiceAccount"])
-            .stdout(Stdio::null())
-            .stderr(log("kube-apiserver.log"))
-            .spawn()
-            .expect("start kube-apiserver");
+        let apiserver_args: Vec<String> = [
+            "--etcd-servers".to_string(),
+            format!("http://127.0.0.1:{etcd_port}"),
+            "--bind-address".into(),
+            "127.0.0.1".into(),
+            "--advertise-address".into(),
+            "127.0.0.1".into(),
+            "--secure-port".into(),
+            api_port.to_string(),
+            "--cert-dir".into(),
+            d.join("certs").to_string_lossy().into_owned(),
+            "--token-auth-file".into(),
+            d.join("tokens.csv").to_string_lossy().into_owned(),
+            "--authorization-mode".into(),
+            "RBAC".into(),
+            "--service-account-key-file".into(),
+            key.to_string_lossy().into_owned(),
+            "--service-account-signing-key-file".into(),
+            key.to_string_lossy().into_owned(),
+            "--service-account-issuer".into(),
+            "https://kubernetes.default.svc".into(),
+            "--service-cluster-ip-range".into(),
+            "10.96.0.0/24".into(),
+            "--disable-admission-plugins".into(),
+            "ServiceAccount".into(),
+        ]
+        .into();
+        let apiserver = spawn_apiserver(&assets, &apiserver_args, d);
         let kubeconfig = d.join("kubeconfig");
         let users: String = USERS
             .iter()
@@ -127,22 +175,11 @@ impl ApiServer {
         let server = ApiServer {
             etcd,
             apiserver,
+            apiserver_args,
             dir,
             kubeconfig,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let run = server.kubectl(&["get", "--raw", "/readyz"], "admin");
-            if run.code == 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kube-apiserver not ready in 60 s:\n{}",
-                server.logs()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        server.wait_ready();
         server
     }
 

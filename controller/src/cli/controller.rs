@@ -52,6 +52,18 @@ pub struct ControllerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SLIPWAY_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SLIPWAY_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "slipway-controller")]
+    pub lease_name: String,
+    /// Serve the webhook only; run no controllers.
+    #[arg(long)]
+    pub webhook_only: bool,
 }
 
 fn init_logs(format: LogFormat) {
@@ -173,14 +185,104 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     }
 
     // Until SIGTERM or Ctrl-C.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        } else {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        let _ = stop_tx.send(true);
+    });
+    if !args.webhook_only {
+        lead(client, &args, stop_rx.clone()).await;
+    } else {
+        let mut rx = stop_rx.clone();
+        let _ = rx.wait_for(|s| *s).await;
     }
-    tracing::info!("stopping");
+    tracing::info!("stopped");
     if let Some(t) = webhook_task {
         t.abort();
     }
     Ok(0)
+}
+
+/// This replica's name in the Lease and in events.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+/// Runs the controllers while this replica holds the Lease, until `stop`.
+async fn lead(
+    client: kube::Client,
+    args: &ControllerArgs,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::k8s::lease::{DURATION, Elector, RENEW};
+    let me = identity();
+    let elector = Elector::new(client.clone(), &args.lease_namespace, &args.lease_name, &me);
+    let mut running: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )> = None;
+    let mut last_held = std::time::Instant::now() - DURATION;
+    loop {
+        let held = match elector.try_hold().await {
+            Ok(true) => {
+                last_held = std::time::Instant::now();
+                true
+            }
+            Ok(false) => false,
+            // Keep acting through brief API errors, but stop well before the lease can expire.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the leader lease");
+                last_held.elapsed() < DURATION.saturating_sub(RENEW * 2)
+            }
+        };
+        match (held, running.is_some()) {
+            (true, false) => {
+                tracing::info!(identity = %me, lease = %args.lease_name, "acquired leadership; starting controllers");
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(crate::k8s::controller::run(
+                    client.clone(),
+                    args.namespace.clone(),
+                    me.clone(),
+                    async move {
+                        let _ = rx.await;
+                    },
+                ));
+                running = Some((tx, task));
+            }
+            (false, true) => {
+                tracing::warn!(identity = %me, "lost leadership; stopping controllers");
+                if let Some((tx, task)) = running.take() {
+                    let _ = tx.send(());
+                    let _ = task.await;
+                }
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RENEW) => {}
+            _ = stop.wait_for(|s| *s) => {
+                if let Some((tx, task)) = running.take() {
+                    let _ = tx.send(());
+                    let _ = task.await;
+                    elector.release().await;
+                    tracing::info!(identity = %me, "released leadership");
+                }
+                return;
+            }
+        }
+    }
 }

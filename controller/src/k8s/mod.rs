@@ -2,5 +2,7 @@
 
 pub mod admission;
 pub mod cluster;
+pub mod controller;
+pub mod lease;
 pub mod tls;
 pub mod webhook;

@@ -609,70 +609,26 @@ impl Reconciler<'_> {
                 continue;
             }
             let label = format!("{}/{}", a.spec.model, a.spec.alias);
-            let (Some(model), Some(candidate)) = (
-                catalog.model(ns, &a.spec.model),
-                catalog.version(ns, &a.spec.model, to),
-            ) else {
-                continue;
+            let decision = match promotion(
+                catalog,
+                &results,
+                ns,
+                &obj.key.name,
+                a,
+                resolved.as_deref(),
+                "git",
+                (self.now)(),
+            ) {
+                Promotion::Unresolvable => continue,
+                Promotion::Waiting(pending) => {
+                    out.waiting.push(format!(
+                        "{label} → {to}: waiting for {}",
+                        pending.join(", ")
+                    ));
+                    continue;
+                }
+                Promotion::Decided(decision) => decision,
             };
-            let suites: BTreeSet<&str> = model
-                .spec
-                .evaluations
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
-            let done = results.of(ns, &a.spec.model, to).map(|r| {
-                r.values()
-                    .filter(|e| {
-                        e.status
-                            .as_ref()
-                            .is_some_and(|s| FINISHED.contains(&s.phase))
-                    })
-                    .map(|e| e.spec.suite.clone())
-                    .collect::<BTreeSet<_>>()
-            });
-            let pending: Vec<&str> = suites
-                .iter()
-                .copied()
-                .filter(|s| !done.as_ref().is_some_and(|d| d.contains(*s)))
-                .collect();
-            if !pending.is_empty() {
-                out.waiting.push(format!(
-                    "{label} → {to}: waiting for {}",
-                    pending.join(", ")
-                ));
-                continue;
-            }
-            let input = DecisionInput {
-                change: ChangeFacts {
-                    kind: Kind::ModelAlias.as_str().into(),
-                    name: obj.key.name.clone(),
-                    namespace: ns.into(),
-                    operation: if resolved.is_some() {
-                        Operation::Update
-                    } else {
-                        Operation::Create
-                    },
-                    model: Some(a.spec.model.clone()),
-                    alias: Some(a.spec.alias.clone()),
-                    from: resolved.clone(),
-                    to: Some(to.clone()),
-                },
-                candidate: context::version(candidate, &results),
-                current: resolved
-                    .as_deref()
-                    .and_then(|r| catalog.version(ns, &a.spec.model, r))
-                    .map(|v| context::version(v, &results))
-                    .unwrap_or(Value::Null),
-                model: context::model(model),
-                request: Requester {
-                    user: None,
-                    groups: vec![],
-                    source: "git".into(),
-                },
-                now: (self.now)(),
-            };
-            let decision = catalog.policies.decide_rules(&input);
             let from = resolved.clone().unwrap_or_else(|| "(none)".into());
             let mut h = self.history(
                 if decision.allowed {
@@ -728,6 +684,91 @@ impl Reconciler<'_> {
         }
         Ok(())
     }
+}
+
+/// Where an alias move stands, by the data rules of the policies.
+#[derive(Debug)]
+pub enum Promotion {
+    /// The model or the target version does not exist (validation reports it).
+    Unresolvable,
+    /// Evaluation suites of the candidate that have not finished.
+    Waiting(Vec<String>),
+    /// The rules' decision (approvals are enforced before: on the pull request, or at admission).
+    Decided(crate::policy::Decision),
+}
+
+/// Decides moving alias `a` (object `name` in `ns`) from `resolved` to `a.spec.version` once the
+/// candidate's evaluations have finished. Pure: the same decision in git and Kubernetes mode.
+#[allow(clippy::too_many_arguments)]
+pub fn promotion(
+    catalog: &Catalog,
+    results: &Results,
+    ns: &str,
+    name: &str,
+    a: &slipway_crd::ModelAlias,
+    resolved: Option<&str>,
+    source: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Promotion {
+    let to = &a.spec.version;
+    let (Some(model), Some(candidate)) = (
+        catalog.model(ns, &a.spec.model),
+        catalog.version(ns, &a.spec.model, to),
+    ) else {
+        return Promotion::Unresolvable;
+    };
+    let done: BTreeSet<String> = results
+        .of(ns, &a.spec.model, to)
+        .map(|r| {
+            r.values()
+                .filter(|e| {
+                    e.status
+                        .as_ref()
+                        .is_some_and(|s| FINISHED.contains(&s.phase))
+                })
+                .map(|e| e.spec.suite.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let pending: Vec<String> = model
+        .spec
+        .evaluations
+        .iter()
+        .map(|s| s.name.clone())
+        .filter(|s| !done.contains(s))
+        .collect();
+    if !pending.is_empty() {
+        return Promotion::Waiting(pending);
+    }
+    let input = DecisionInput {
+        change: ChangeFacts {
+            kind: Kind::ModelAlias.as_str().into(),
+            name: name.to_string(),
+            namespace: ns.into(),
+            operation: if resolved.is_some() {
+                Operation::Update
+            } else {
+                Operation::Create
+            },
+            model: Some(a.spec.model.clone()),
+            alias: Some(a.spec.alias.clone()),
+            from: resolved.map(str::to_string),
+            to: Some(to.clone()),
+        },
+        candidate: context::version(candidate, results),
+        current: resolved
+            .and_then(|r| catalog.version(ns, &a.spec.model, r))
+            .map(|v| context::version(v, results))
+            .unwrap_or(Value::Null),
+        model: context::model(model),
+        request: Requester {
+            user: None,
+            groups: vec![],
+            source: source.into(),
+        },
+        now,
+    };
+    Promotion::Decided(catalog.policies.decide_rules(&input))
 }
 
 #[cfg(test)]

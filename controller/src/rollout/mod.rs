@@ -302,7 +302,11 @@ impl Machine<'_> {
             );
         }
         if !obs.candidate_ready {
-            if self.elapsed(self.s.candidate_started) > self.policy.progress_deadline {
+            if let Verdict::Fail(why) = &obs.analysis {
+                // The target already knows the version cannot become healthy (e.g. a Kubernetes
+                // Deployment past its progress deadline): no need to wait for ours.
+                self.fail(d, format!("version {d} cannot become healthy: {why}"));
+            } else if self.elapsed(self.s.candidate_started) > self.policy.progress_deadline {
                 let deadline = self.policy.progress_deadline;
                 self.fail(
                     d,

@@ -236,6 +236,26 @@ fn a_candidate_that_never_becomes_healthy_is_rolled_back_after_the_deadline() {
 }
 
 #[test]
+fn a_candidate_the_target_reports_as_failing_is_rolled_back_without_waiting() {
+    let strategy = canary(true);
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.advance(10);
+    sim.tick(
+        Some("8"),
+        false,
+        Verdict::Fail("pitch-frames-api-v8 is not progressing (ProgressDeadlineExceeded)".into()),
+    );
+    assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
+    assert!(sim.state.rejected.contains("8"));
+    let (_, message) = sim.events().last().unwrap().clone();
+    assert!(
+        message.contains("version 8 cannot become healthy: pitch-frames-api-v8 is not progressing"),
+        "{message}"
+    );
+}
+
+#[test]
 fn an_alias_move_during_a_rollout_supersedes_the_candidate() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy).with_stable();

@@ -1,0 +1,776 @@
+//! The Kubernetes-mode controllers: aliases resolve by the policies' data rules, and
+//! `ModelDeployment`s with a `kubernetes` target roll out as per-version `Deployment`s behind one
+//! `Service`. Decisions come from the pure core shared with `slipway run`
+//! ([`crate::reconcile::promotion`], [`crate::rollout::decide`]); this file reads the cluster,
+//! writes status with server-side apply and carries out the actions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use slipway_crd::common::Condition;
+use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus, RolloutEvent};
+use slipway_crd::{ModelAlias, ModelDeployment};
+
+use super::admission::file_of;
+use super::cluster::ClusterReader;
+use crate::catalog::{Catalog, Resource as CatalogResource};
+use crate::policy::context::Results;
+use crate::reconcile::{Promotion, promotion};
+use crate::rollout::{self, Action, Observation, RolloutState, Verdict};
+
+/// The field manager of every write.
+pub const MANAGER: &str = "slipway-controller";
+
+/// Shared by the reconcilers.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Reads a namespace as a catalog.
+    pub reader: ClusterReader,
+    /// Publishes events.
+    pub recorder: Recorder,
+}
+
+/// Reconcile errors (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A status could not be encoded.
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The namespace as a catalog, with its evaluation results.
+async fn catalog(ctx: &Context, ns: &str) -> Result<(Catalog, Results), Error> {
+    let cluster = ctx.reader.read(ns).await?;
+    let files: Vec<_> = cluster.objects.iter().map(file_of).collect();
+    let (catalog, _) = Catalog::from_files(&files);
+    let mut results = Results::default();
+    results.add(catalog.objects().iter().filter_map(|o| match &o.resource {
+        CatalogResource::Evaluation(e) => Some(e),
+        _ => None,
+    }));
+    Ok((catalog, results))
+}
+
+/// Drops null members: with server-side apply an omitted field is released, a null one is kept.
+fn compact(mut v: Value) -> Value {
+    if let Value::Object(map) = &mut v {
+        map.retain(|_, x| !x.is_null());
+        for x in map.values_mut() {
+            *x = compact(x.take());
+        }
+    } else if let Value::Array(items) = &mut v {
+        for x in items.iter_mut() {
+            *x = compact(x.take());
+        }
+    }
+    v
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Value {
+    json!({
+        "type": type_,
+        "status": if ok { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": Utc::now(),
+        "observedGeneration": generation,
+    })
+}
+
+/// Keeps `lastTransitionTime` of a condition whose status did not change.
+fn keep_transition(new: &mut Value, old: &[Condition]) {
+    if let Some(prev) = old.iter().find(|c| c.type_ == new["type"])
+        && prev.status == new["status"]
+        && let Some(t) = prev.last_transition_time
+    {
+        new["lastTransitionTime"] = json!(t);
+    }
+}
+
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "cannot publish event");
+    }
+}
+
+fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Requeue {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+// ---------------------------------------------------------------- aliases
+
+async fn reconcile_alias(
+    guarded: Arc<DeserializeGuard<ModelAlias>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let alias = match &guarded.0 {
+        Ok(a) => a,
+        Err(invalid) => {
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "ModelAlias cannot be read; skipping it");
+            return Ok(Requeue::await_change());
+        }
+    };
+    let ns = alias.namespace().unwrap_or_else(|| "default".into());
+    let name = alias.name_any();
+    let generation = alias.metadata.generation;
+    let status = alias.status.clone().unwrap_or_default();
+    let resolved = status.resolved_version.clone();
+    let to = alias.spec.version.clone();
+    let api: Api<ModelAlias> = Api::namespaced(ctx.client.clone(), &ns);
+    let label = format!("{}/{}", alias.spec.model, alias.spec.alias);
+    let ready = |ok: bool, reason: &str, message: &str| {
+        let mut c = condition("Ready", ok, reason, message, generation);
+        keep_transition(&mut c, &status.conditions);
+        c
+    };
+    if resolved.as_deref() == Some(to.as_str()) {
+        if status.conditions.iter().any(|c| {
+            c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation
+        }) {
+            return Ok(Requeue::await_change());
+        }
+        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
+            "status": {"conditions": [ready(true, "Resolved", &format!("{label} resolves to {to}"))]}});
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&compact(patch.clone())),
+        )
+        .await?;
+        return Ok(Requeue::await_change());
+    }
+    let (catalog, results) = catalog(&ctx, &ns).await?;
+    let now = Utc::now();
+    match promotion(
+        &catalog,
+        &results,
+        &ns,
+        &name,
+        alias,
+        resolved.as_deref(),
+        "kubernetes",
+        now,
+    ) {
+        Promotion::Unresolvable => {
+            let message = format!("{label} → {to}: the model or version does not exist in {ns}");
+            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
+                "status": {"conditions": [ready(false, "Unresolvable", &message)]}});
+            api.patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch.clone())),
+            )
+            .await?;
+            Ok(Requeue::requeue(Duration::from_secs(30)))
+        }
+        Promotion::Waiting(pending) => {
+            let message = format!(
+                "{label} → {to}: waiting for evaluation {}",
+                pending.join(", ")
+            );
+            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
+                "status": {"conditions": [ready(false, "WaitingForEvaluations", &message)]}});
+            api.patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch.clone())),
+            )
+            .await?;
+            Ok(Requeue::requeue(Duration::from_secs(10)))
+        }
+        Promotion::Decided(decision) if decision.allowed => {
+            let mut history = serde_json::to_value(&status.history)?;
+            if let Some(h) = history.as_array_mut() {
+                h.push(json!({"from": resolved, "to": to, "at": now, "decision": "allowed"}));
+            }
+            let message = format!(
+                "{label}: {} → {to}",
+                resolved.as_deref().unwrap_or("(none)")
+            );
+            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
+                "status": {"resolvedVersion": to, "previousVersion": resolved, "history": history,
+                           "conditions": [ready(true, "Resolved", &message)]}});
+            api.patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch.clone())),
+            )
+            .await?;
+            publish(&ctx, alias, false, "AliasMoved", message).await;
+            Ok(Requeue::await_change())
+        }
+        Promotion::Decided(decision) => {
+            let message = format!("{label} → {to} held: {}", decision.summary());
+            let already = status.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.reason == "PromotionBlocked" && c.message == message
+            });
+            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
+                "status": {"conditions": [ready(false, "PromotionBlocked", &message)]}});
+            api.patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch.clone())),
+            )
+            .await?;
+            if !already {
+                publish(&ctx, alias, true, "PromotionBlocked", message).await;
+            }
+            Ok(Requeue::requeue(Duration::from_secs(60)))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- deployments
+
+/// Label of every object a `ModelDeployment` owns.
+pub const DEPLOYMENT_LABEL: &str = "slipway.dev/deployment";
+/// Label of the version a per-version `Deployment` serves.
+pub const VERSION_LABEL: &str = "slipway.dev/version";
+
+/// The name of the `Deployment` serving `version` for `deployment`.
+pub fn version_deployment_name(deployment: &str, version: &str) -> String {
+    let v: String = version
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mut name = format!("{deployment}-v{}", v.trim_matches('-'));
+    name.truncate(63);
+    name.trim_end_matches('-').to_string()
+}
+
+/// Replicas per version for traffic weights: the share of `total` each weight asks for, at
+/// least one for every version with traffic, the largest share absorbing rounding.
+pub fn replicas_for(weights: &BTreeMap<String, u32>, total: u32) -> BTreeMap<String, u32> {
+    let total = total.max(1);
+    let mut out: BTreeMap<String, u32> = weights
+        .iter()
+        .filter(|(_, w)| **w > 0)
+        .map(|(v, w)| {
+            (
+                v.clone(),
+                ((total * w) as f64 / 100.0).round().max(1.0) as u32,
+            )
+        })
+        .collect();
+    let sum: u32 = out.values().sum();
+    if let Some((_, biggest)) = weights
+        .iter()
+        .filter(|(_, w)| **w > 0)
+        .max_by_key(|(_, w)| **w)
+        && let Some((v, _)) = weights.iter().find(|(_, w)| *w == biggest)
+        && let Some(r) = out.get_mut(v)
+    {
+        *r = (*r + total).saturating_sub(sum).max(1);
+    }
+    out
+}
+
+fn state_of(status: &ModelDeploymentStatus) -> RolloutState {
+    RolloutState {
+        stable: status.serving_version.clone(),
+        candidate: status.target_version.clone(),
+        step: status.current_step.unwrap_or(0) as usize,
+        step_started: status.step_started_at,
+        candidate_started: status.candidate_started_at,
+        phase: status.phase.unwrap_or_default(),
+        rejected: status.rejected_versions.iter().cloned().collect(),
+        last_desired: status.last_desired_version.clone(),
+        traffic: status.traffic.clone(),
+    }
+}
+
+/// Health of a version's `Deployment` as a rollout observation.
+fn observe(d: Option<&Deployment>) -> (bool, Verdict) {
+    let Some(d) = d else {
+        return (false, Verdict::Inconclusive("no Deployment yet".into()));
+    };
+    let spec_replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = d.status.clone().unwrap_or_default();
+    let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let ready =
+        current && spec_replicas > 0 && status.available_replicas.unwrap_or(0) >= spec_replicas;
+    for c in status.conditions.unwrap_or_default() {
+        if c.type_ == "Progressing" && c.status == "False" {
+            return (
+                false,
+                Verdict::Fail(format!(
+                    "{} is not progressing ({}: {})",
+                    d.name_any(),
+                    c.reason.unwrap_or_default(),
+                    c.message.unwrap_or_default()
+                )),
+            );
+        }
+        if c.type_ == "ReplicaFailure" && c.status == "True" {
+            return (
+                false,
+                Verdict::Fail(format!(
+                    "{} cannot create pods ({})",
+                    d.name_any(),
+                    c.message.unwrap_or_default()
+                )),
+            );
+        }
+    }
+    (ready, Verdict::Pass)
+}
+
+async fn reconcile_deployment(
+    guarded: Arc<DeserializeGuard<ModelDeployment>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let md = match &guarded.0 {
+        Ok(d) => d,
+        Err(invalid) => {
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "ModelDeployment cannot be read; skipping it");
+            return Ok(Requeue::await_change());
+        }
+    };
+    let Some(target) = md.spec.target.kubernetes.clone() else {
+        return Ok(Requeue::await_change());
+    };
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let name = md.name_any();
+    let status = md.status.clone().unwrap_or_default();
+    let state = state_of(&status);
+
+    // What should serve: a pinned version, or what the alias resolves to.
+    let desired = match (&md.spec.version, &md.spec.alias) {
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(a)) => {
+            let aliases: Api<ModelAlias> = Api::namespaced(ctx.client.clone(), &ns);
+            aliases
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|x| x.spec.model == md.spec.model && &x.spec.alias == a)
+                .and_then(|x| x.status.and_then(|s| s.resolved_version))
+        }
+        _ => None,
+    };
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let owned: BTreeMap<String, Deployment> = deployments
+        .list(&ListParams::default().labels(&format!("{DEPLOYMENT_LABEL}={name}")))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|d| Some((d.labels().get(VERSION_LABEL)?.clone(), d)))
+        .collect();
+    let observation = match state.candidate.as_ref().or(desired.as_ref()) {
+        Some(c) => {
+            let (ready, analysis) = observe(owned.get(c));
+            Observation {
+                candidate_ready: ready,
+                analysis: if state.candidate.is_some() {
+                    analysis
+                } else {
+                    Verdict::Pass
+                },
+            }
+        }
+        None => Observation {
+            candidate_ready: false,
+            analysis: Verdict::Pass,
+        },
+    };
+    let policy = rollout::Policy {
+        strategy: &md.spec.strategy,
+        progress_deadline: Duration::from_secs(600),
+        poll: Duration::from_secs(2),
+    };
+    let step = rollout::decide(
+        &state,
+        desired.as_deref(),
+        &policy,
+        &observation,
+        Utc::now(),
+    );
+
+    // Persist first: a restarted controller resumes from the new state and re-applies it.
+    let s = &step.state;
+    let mut history = status.history.clone();
+    let mut events = Vec::new();
+    for a in &step.actions {
+        if let Action::Event {
+            kind,
+            version,
+            message,
+        } = a
+        {
+            history.push(RolloutEvent {
+                at: Some(Utc::now()),
+                event: format!("{kind:?}"),
+                traffic: s.traffic.clone(),
+                message: Some(format!("{version}: {message}")),
+            });
+            events.push((format!("{kind:?}"), message.clone()));
+        }
+    }
+    let excess = history.len().saturating_sub(50);
+    history.drain(..excess);
+    let settled = s.candidate.is_none() && s.phase == DeploymentPhase::Healthy;
+    let mut ready = condition(
+        "Ready",
+        settled,
+        &format!("{:?}", s.phase),
+        &match (&s.candidate, &s.stable) {
+            (Some(c), _) => format!(
+                "rolling out {c}: step {} of the strategy, traffic {:?}",
+                s.step, s.traffic
+            ),
+            (None, Some(v)) => format!("{v} serves all traffic"),
+            (None, None) => "nothing to serve yet".into(),
+        },
+        md.metadata.generation,
+    );
+    keep_transition(&mut ready, &status.conditions);
+    let patch = json!({
+        "apiVersion": "slipway.dev/v1alpha1", "kind": "ModelDeployment",
+        "status": {
+            "phase": s.phase,
+            "servingVersion": s.stable,
+            "targetVersion": s.candidate,
+            "traffic": s.traffic,
+            "currentStep": s.candidate.as_ref().map(|_| s.step),
+            "stepStartedAt": s.step_started,
+            "candidateStartedAt": s.candidate_started,
+            "lastDesiredVersion": s.last_desired,
+            "rejectedVersions": s.rejected,
+            "history": history,
+            "conditions": [ready],
+            "observedGeneration": md.metadata.generation,
+        }
+    });
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    if step.state != state
+        || !step.actions.is_empty()
+        || status.observed_generation != md.metadata.generation
+    {
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&compact(patch.clone())),
+        )
+        .await?;
+    }
+
+    // Carry the actions out.
+    ensure_service(&ctx, md, &target).await?;
+    let uris: BTreeMap<String, String> = if step
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Start(_) | Action::Route(_)))
+    {
+        let versions: Api<slipway_crd::ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
+        versions
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|v| v.spec.model == md.spec.model)
+            .map(|v| (v.spec.version.clone(), v.spec.artifact.uri.clone()))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let version_uri = |v: &str| uris.get(v).cloned();
+    let mut weights = s.traffic.clone();
+    for a in &step.actions {
+        match a {
+            Action::Start(v) => {
+                // A new version starts with the replicas of its first share (at least one).
+                let first = replicas_for(
+                    &BTreeMap::from([(
+                        v.clone(),
+                        rollout::plan_steps(&md.spec.strategy)[0].weight,
+                    )]),
+                    target.replicas,
+                );
+                let replicas = weights
+                    .get(v)
+                    .map(|_| replicas_for(&weights, target.replicas)[v])
+                    .unwrap_or(first[v]);
+                apply_version(&ctx, md, &target, v, replicas, version_uri(v)).await?;
+            }
+            Action::Route(w) => {
+                weights = w.clone();
+                let replicas = replicas_for(w, target.replicas);
+                for (v, r) in &replicas {
+                    apply_version(&ctx, md, &target, v, *r, version_uri(v)).await?;
+                }
+            }
+            Action::Stop(v) => {
+                let _ = deployments
+                    .delete(
+                        &version_deployment_name(&name, v),
+                        &DeleteParams::background(),
+                    )
+                    .await;
+            }
+            Action::Event { .. } => {}
+        }
+    }
+    // Garbage: Deployments of versions that neither serve nor roll out.
+    for (v, d) in &owned {
+        if !s.traffic.contains_key(v) && s.candidate.as_deref() != Some(v.as_str()) {
+            let _ = deployments
+                .delete(&d.name_any(), &DeleteParams::background())
+                .await;
+        }
+    }
+    for (reason, note) in events {
+        let warning = matches!(reason.as_str(), "RolledBack" | "RolloutFailed");
+        publish(&ctx, md, warning, &reason, note).await;
+    }
+    Ok(match step.requeue_after {
+        Some(d) => Requeue::requeue(d),
+        None if s.candidate.is_some() => Requeue::requeue(Duration::from_secs(2)),
+        None => Requeue::requeue(Duration::from_secs(300)),
+    })
+}
+
+fn owner(md: &ModelDeployment) -> Value {
+    json!([{
+        "apiVersion": "slipway.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": md.name_any(),
+        "uid": md.metadata.uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }])
+}
+
+async fn ensure_service(
+    ctx: &Context,
+    md: &ModelDeployment,
+    target: &slipway_crd::model_deployment::KubernetesTarget,
+) -> Result<(), Error> {
+    let name = md.name_any();
+    let api: Api<Service> = Api::namespaced(
+        ctx.client.clone(),
+        &md.namespace().unwrap_or_else(|| "default".into()),
+    );
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "ownerReferences": owner(md),
+                     "labels": {DEPLOYMENT_LABEL: name, "app.kubernetes.io/managed-by": "slipway"}},
+        "spec": {
+            "selector": {DEPLOYMENT_LABEL: name},
+            "ports": [{"name": "http", "port": 80, "targetPort": target.port, "protocol": "TCP"}],
+        }
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&service),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_version(
+    ctx: &Context,
+    md: &ModelDeployment,
+    target: &slipway_crd::model_deployment::KubernetesTarget,
+    version: &str,
+    replicas: u32,
+    uri: Option<String>,
+) -> Result<(), Error> {
+    let name = md.name_any();
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let deployment = version_deployment_name(&name, version);
+    let mut env: Vec<Value> = vec![
+        json!({"name": "MODEL_VERSION", "value": version}),
+        json!({"name": "MODEL_NAME", "value": md.spec.model}),
+        json!({"name": "PORT", "value": target.port.to_string()}),
+    ];
+    if let Some(uri) = uri {
+        env.push(json!({"name": "MODEL_URI", "value": uri}));
+    }
+    env.extend(
+        target
+            .env
+            .iter()
+            .map(|(k, v)| json!({"name": k, "value": v})),
+    );
+    let labels = json!({DEPLOYMENT_LABEL: name, VERSION_LABEL: version, "app.kubernetes.io/managed-by": "slipway"});
+    let mut container = json!({
+        "name": "model-server",
+        "image": target.image,
+        "ports": [{"name": "http", "containerPort": target.port, "protocol": "TCP"}],
+        "env": env,
+    });
+    if let Some(r) = &target.resources {
+        container["resources"] = serde_json::to_value(r)?;
+    }
+    let object = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": deployment, "ownerReferences": owner(md), "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {DEPLOYMENT_LABEL: name, VERSION_LABEL: version}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [container]},
+            },
+        }
+    });
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch(
+        &deployment,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&object),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs the controllers until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    identity: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        reader: ClusterReader::new(client.clone()),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(identity),
+            },
+        ),
+    });
+    fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let aliases: Api<DeserializeGuard<ModelAlias>> = scoped(&client, &namespace);
+    let mds: Api<DeserializeGuard<ModelDeployment>> = scoped(&client, &namespace);
+    let deps: Api<Deployment> = scoped(&client, &namespace);
+    let plain_aliases: Api<ModelAlias> = scoped(&client, &namespace);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let alias_controller = Controller::new(aliases, watcher::Config::default())
+        .graceful_shutdown_on(wait(shutdown_rx.clone()))
+        .run(reconcile_alias, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let deployment_controller = Controller::new(mds, watcher::Config::default());
+    let store = deployment_controller.store();
+    let deployment_controller = deployment_controller
+        .owns(deps, watcher::Config::default().labels(DEPLOYMENT_LABEL))
+        .watches(
+            plain_aliases,
+            watcher::Config::default(),
+            move |alias: ModelAlias| {
+                let ns = alias.namespace();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|d| match &d.0 {
+                        Ok(d) => {
+                            d.namespace() == ns
+                                && d.spec.model == alias.spec.model
+                                && d.spec.alias.as_deref() == Some(alias.spec.alias.as_str())
+                        }
+                        Err(_) => false,
+                    })
+                    .map(|d| ObjectRef::from_obj(&*d))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(wait(shutdown_rx.clone()))
+        .run(reconcile_deployment, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let stop = async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(true);
+    };
+    tokio::join!(alias_controller, deployment_controller, stop);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_ratios_follow_the_weights_and_keep_every_version_alive() {
+        let w = |pairs: &[(&str, u32)]| -> BTreeMap<String, u32> {
+            pairs.iter().map(|(v, p)| (v.to_string(), *p)).collect()
+        };
+        assert_eq!(
+            replicas_for(&w(&[("7", 90), ("8", 10)]), 10),
+            w(&[("7", 9), ("8", 1)])
+        );
+        assert_eq!(
+            replicas_for(&w(&[("7", 50), ("8", 50)]), 4),
+            w(&[("7", 2), ("8", 2)])
+        );
+        // 10% of 3 replicas rounds to 0: the canary keeps one pod, the stable version the rest.
+        assert_eq!(
+            replicas_for(&w(&[("7", 90), ("8", 10)]), 3),
+            w(&[("7", 2), ("8", 1)])
+        );
+        assert_eq!(replicas_for(&w(&[("8", 100)]), 3), w(&[("8", 3)]));
+        assert_eq!(replicas_for(&w(&[("7", 0), ("8", 100)]), 2), w(&[("8", 2)]));
+    }
+
+    #[test]
+    fn version_deployments_have_valid_names() {
+        assert_eq!(
+            version_deployment_name("pitch-frames-api", "8"),
+            "pitch-frames-api-v8"
+        );
+        assert_eq!(
+            version_deployment_name("api", "2026.11_RC1"),
+            "api-v2026-11-rc1"
+        );
+        assert!(version_deployment_name(&"x".repeat(70), "1").len() <= 63);
+    }
+}
