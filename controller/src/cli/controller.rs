@@ -61,6 +61,10 @@ pub struct ControllerArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "slipway-controller")]
     pub lease_name: String,
+    /// The URL evaluation Jobs post results to (this process's `--listen` as pods reach it, e.g.
+    /// `http://slipway.slipway.svc:8080`); default `http://` + `--listen`.
+    #[arg(long, env = "SLIPWAY_RESULTS_URL")]
+    pub results_url: Option<String>,
     /// Serve the webhook only; run no controllers.
     #[arg(long)]
     pub webhook_only: bool,
@@ -139,9 +143,45 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
             "cannot reach the Kubernetes API: {e}; set KUBECONFIG or run inside a cluster"
         )
     })?;
+    let results_client = client.clone();
     let health = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route("/readyz", axum::routing::get(|| async { "ok\n" }));
+        .route("/readyz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/api/v1/evaluations/{ns}/{name}/results",
+            axum::routing::post(
+                move |axum::extract::Path((ns, name)): axum::extract::Path<(String, String)>,
+                      headers: axum::http::HeaderMap,
+                      body: axum::body::Bytes| {
+                    let client = results_client.clone();
+                    async move {
+                        use axum::response::IntoResponse;
+                        let token = headers
+                            .get(axum::http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "))
+                            .map(str::trim);
+                        match crate::k8s::evaluations::accept(&client, &ns, &name, token, &body)
+                            .await
+                        {
+                            Ok(verdict) => (
+                                axum::http::StatusCode::ACCEPTED,
+                                axum::Json(
+                                    serde_json::json!({"accepted": true, "verdict": verdict}),
+                                ),
+                            )
+                                .into_response(),
+                            Err((code, message)) => (
+                                axum::http::StatusCode::from_u16(code)
+                                    .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+                                axum::Json(serde_json::json!({"error": message})),
+                            )
+                                .into_response(),
+                        }
+                    }
+                },
+            ),
+        );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {
@@ -150,7 +190,12 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
                 args.listen
             )
         })?;
-    tracing::info!(address = %listener.local_addr()?, "serving /healthz and /readyz");
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "serving /healthz, /readyz and the results API");
+    let results_url = args
+        .results_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
     tokio::spawn(async move {
         let _ = axum::serve(listener, health).await;
     });
@@ -200,7 +245,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         let _ = stop_tx.send(true);
     });
     if !args.webhook_only {
-        lead(client, &args, stop_rx.clone()).await;
+        lead(client, &args, results_url, stop_rx.clone()).await;
     } else {
         let mut rx = stop_rx.clone();
         let _ = rx.wait_for(|s| *s).await;
@@ -226,6 +271,7 @@ fn identity() -> String {
 async fn lead(
     client: kube::Client,
     args: &ControllerArgs,
+    results_url: String,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use crate::k8s::lease::{DURATION, Elector, RENEW};
@@ -257,6 +303,7 @@ async fn lead(
                     client.clone(),
                     args.namespace.clone(),
                     me.clone(),
+                    results_url.clone(),
                     async move {
                         let _ = rx.await;
                     },

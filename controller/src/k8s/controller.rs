@@ -42,6 +42,8 @@ pub struct Context {
     pub reader: ClusterReader,
     /// Publishes events.
     pub recorder: Recorder,
+    /// Where evaluation Jobs post their results (the controller's HTTP address as pods see it).
+    pub results_url: String,
 }
 
 /// Reconcile errors (retried with backoff).
@@ -69,7 +71,7 @@ async fn catalog(ctx: &Context, ns: &str) -> Result<(Catalog, Results), Error> {
 }
 
 /// Drops null members: with server-side apply an omitted field is released, a null one is kept.
-fn compact(mut v: Value) -> Value {
+pub fn compact(mut v: Value) -> Value {
     if let Value::Object(map) = &mut v {
         map.retain(|_, x| !x.is_null());
         for x in map.values_mut() {
@@ -104,7 +106,7 @@ fn keep_transition(new: &mut Value, old: &[Condition]) {
     }
 }
 
-async fn publish<K: Resource<DynamicType = ()>>(
+pub async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     object: &K,
     warning: bool,
@@ -667,6 +669,7 @@ pub async fn run(
     client: Client,
     namespace: Option<String>,
     identity: String,
+    results_url: String,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ctx = Arc::new(Context {
@@ -679,6 +682,7 @@ pub async fn run(
                 instance: Some(identity),
             },
         ),
+        results_url,
     });
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where
@@ -693,6 +697,9 @@ pub async fn run(
     let mds: Api<DeserializeGuard<ModelDeployment>> = scoped(&client, &namespace);
     let deps: Api<Deployment> = scoped(&client, &namespace);
     let plain_aliases: Api<ModelAlias> = scoped(&client, &namespace);
+    let versions: Api<DeserializeGuard<slipway_crd::ModelVersion>> = scoped(&client, &namespace);
+    let evaluations: Api<DeserializeGuard<slipway_crd::Evaluation>> = scoped(&client, &namespace);
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = scoped(&client, &namespace);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -728,11 +735,37 @@ pub async fn run(
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(reconcile_deployment, error_policy, ctx.clone())
         .for_each(|_| async {});
+    let version_controller = Controller::new(versions, watcher::Config::default())
+        .graceful_shutdown_on(wait(shutdown_rx.clone()))
+        .run(
+            super::evaluations::reconcile_version,
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let evaluation_controller = Controller::new(evaluations, watcher::Config::default())
+        .owns(
+            jobs,
+            watcher::Config::default().labels("slipway.dev/evaluation"),
+        )
+        .graceful_shutdown_on(wait(shutdown_rx.clone()))
+        .run(
+            super::evaluations::reconcile_evaluation,
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
     let stop = async move {
         shutdown.await;
         let _ = shutdown_tx.send(true);
     };
-    tokio::join!(alias_controller, deployment_controller, stop);
+    tokio::join!(
+        alias_controller,
+        deployment_controller,
+        version_controller,
+        evaluation_controller,
+        stop
+    );
 }
 
 #[cfg(test)]

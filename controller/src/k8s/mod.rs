@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod cluster;
 pub mod controller;
+pub mod evaluations;
 pub mod lease;
 pub mod tls;
 pub mod webhook;

@@ -1,0 +1,405 @@
+//! Evaluations in Kubernetes mode: every `ModelVersion` gets the `Evaluation`s its model's suites
+//! call for (the same task list as git mode, [`crate::reconcile::plan::tasks`]); an `Evaluation`
+//! with the `kubernetes` runner runs as a Job that reports through the results API with a
+//! per-evaluation token kept in a Secret; gates give the verdict ([`crate::evaluation::judge`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action as Requeue;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use slipway_crd::evaluation::{EvaluationPhase, Verdict};
+use slipway_crd::{Evaluation, ModelVersion};
+
+use super::admission::file_of;
+use super::controller::{Context, Error, MANAGER, compact, publish};
+use crate::catalog::{Catalog, Resource as CatalogResource};
+use crate::reconcile::external::Posted;
+use crate::reconcile::plan::tasks;
+
+/// Attempts of a failing evaluation Job before the evaluation fails.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+fn owner<K: Resource<DynamicType = ()>>(o: &K) -> Value {
+    json!([{
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "name": o.meta().name,
+        "uid": o.meta().uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }])
+}
+
+/// Name of the Secret holding an evaluation's results token.
+pub fn token_secret(evaluation: &str) -> String {
+    format!("{evaluation}-results-token")
+}
+
+/// A `ModelVersion` gets one `Evaluation` per suite of its model, against the baseline the suite
+/// names as resolved now.
+pub async fn reconcile_version(
+    guarded: Arc<DeserializeGuard<ModelVersion>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let Ok(version) = &guarded.0 else {
+        return Ok(Requeue::await_change());
+    };
+    let ns = version.namespace().unwrap_or_else(|| "default".into());
+    let cluster = ctx.reader.read(&ns).await?;
+    let files: Vec<_> = cluster.objects.iter().map(file_of).collect();
+    let (catalog, _) = Catalog::from_files(&files);
+    let resolved = |ns: &str, model: &str, alias: &str| {
+        catalog
+            .alias(ns, model, alias)
+            .and_then(|a| a.status.as_ref().and_then(|s| s.resolved_version.clone()))
+    };
+    let existing: std::collections::BTreeSet<String> = catalog
+        .objects()
+        .iter()
+        .filter(|o| matches!(o.resource, CatalogResource::Evaluation(_)))
+        .map(|o| o.key.name.clone())
+        .collect();
+    let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
+    for t in tasks(&catalog, &resolved) {
+        if t.model != version.spec.model
+            || t.version != version.spec.version
+            || existing.contains(&t.name)
+        {
+            continue;
+        }
+        let object = json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
+            "metadata": {"name": t.name, "ownerReferences": owner(version),
+                         "labels": {"slipway.dev/model": t.model, "slipway.dev/version": t.version}},
+            "spec": {
+                "model": t.model, "version": t.version, "suite": t.suite,
+                "baseline": t.baseline.as_ref().map(|(v, _)| json!({"version": v})),
+                "dataset": t.dataset, "runner": t.runner, "gates": t.gates, "timeout": t.timeout,
+            }
+        });
+        api.patch(
+            &t.name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&compact(object)),
+        )
+        .await?;
+        tracing::info!(evaluation = %t.name, namespace = %ns, "evaluation created");
+    }
+    Ok(Requeue::requeue(Duration::from_secs(300)))
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    // Good enough entropy without another dependency: the kernel's generator.
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An `Evaluation` with the `kubernetes` runner runs as a Job, up to [`MAX_ATTEMPTS`] times.
+pub async fn reconcile_evaluation(
+    guarded: Arc<DeserializeGuard<Evaluation>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let Ok(e) = &guarded.0 else {
+        return Ok(Requeue::await_change());
+    };
+    let status = e.status.clone().unwrap_or_default();
+    if matches!(
+        status.phase,
+        EvaluationPhase::Succeeded | EvaluationPhase::Failed
+    ) {
+        return Ok(Requeue::await_change());
+    }
+    let Some(runner) = e.spec.runner.kubernetes.clone() else {
+        return Ok(Requeue::await_change());
+    };
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let name = e.name_any();
+    let evaluations: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let timeout = e
+        .spec
+        .timeout
+        .as_deref()
+        .and_then(|t| crate::duration::parse(t).ok())
+        .unwrap_or(Duration::from_secs(3600));
+
+    // The token the Job reports with: only the Job (which mounts it) and the controller read it.
+    let secret_name = token_secret(&name);
+    if secrets.get_opt(&secret_name).await?.is_none() {
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": secret_name, "ownerReferences": owner(e)},
+            "type": "Opaque",
+            "stringData": {"token": random_token()},
+        });
+        match secrets
+            .create(&PostParams::default(), &serde_json::from_value(secret)?)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(err)) if err.code == 409 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+
+    let attempt = status.attempts.max(1);
+    let job_name = format!("{name}-{attempt}");
+    let job = jobs.get_opt(&job_name).await?;
+    let failed = job.as_ref().and_then(|j| {
+        let s = j.status.as_ref()?;
+        let cond = s
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Failed" && c.status == "True");
+        match cond {
+            Some(c) => Some(format!(
+                "{} ({})",
+                c.reason.clone().unwrap_or_else(|| "Failed".into()),
+                c.message.clone().unwrap_or_default()
+            )),
+            None if s.failed.unwrap_or(0) > 0 => Some("its pod failed".into()),
+            None => None,
+        }
+    });
+    let started = status.started_at.unwrap_or_else(Utc::now);
+    let timed_out = (Utc::now() - started).to_std().unwrap_or_default() > timeout;
+    if failed.is_some() || timed_out {
+        let why = failed
+            .unwrap_or_else(|| format!("no results within the suite's timeout ({timeout:?})"));
+        if attempt < MAX_ATTEMPTS && !timed_out {
+            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
+                "status": {"phase": "Running", "attempts": attempt + 1, "startedAt": started,
+                           "conditions": [{"type": "Ready", "status": "False", "reason": "Retrying",
+                                           "message": format!("attempt {attempt} failed: {why}; retrying"),
+                                           "lastTransitionTime": Utc::now()}]}});
+            evaluations
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await?;
+            return Ok(Requeue::requeue(Duration::from_secs(1)));
+        }
+        let message = format!("evaluation failed after {attempt} attempt(s): {why}");
+        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
+            "status": {"phase": "Failed", "verdict": "Failed", "attempts": attempt,
+                       "startedAt": started, "completedAt": Utc::now(),
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "Failed",
+                                       "message": message, "lastTransitionTime": Utc::now()}]}});
+        evaluations
+            .patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        publish(&ctx, e, true, "EvaluationFailed", message).await;
+        return Ok(Requeue::await_change());
+    }
+    if job.is_none() {
+        let versions: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
+        let artifact = |v: &str| {
+            let v = v.to_string();
+            let versions = versions.clone();
+            let model = e.spec.model.clone();
+            async move {
+                versions
+                    .list(&Default::default())
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .find(|x| x.spec.model == model && x.spec.version == v)
+                    .map(|x| x.spec.artifact)
+            }
+        };
+        let candidate = artifact(&e.spec.version).await.unwrap_or_default();
+        let baseline_version = e.spec.baseline.as_ref().and_then(|b| b.version.clone());
+        let baseline = match &baseline_version {
+            Some(v) => artifact(v).await,
+            None => None,
+        };
+        let mut env = vec![
+            json!({"name": "SLIPWAY_RESULTS_URL", "value": format!("{}/api/v1/evaluations/{ns}/{name}/results", ctx.results_url)}),
+            json!({"name": "SLIPWAY_RESULTS_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "token"}}}),
+            json!({"name": "SLIPWAY_MODEL", "value": e.spec.model}),
+            json!({"name": "SLIPWAY_MODEL_VERSION", "value": e.spec.version}),
+            json!({"name": "SLIPWAY_MODEL_URI", "value": candidate.uri}),
+            json!({"name": "SLIPWAY_MODEL_DIGEST", "value": candidate.digest}),
+            json!({"name": "SLIPWAY_SUITE", "value": e.spec.suite}),
+            json!({"name": "SLIPWAY_DATASET_URI", "value": e.spec.dataset.uri}),
+            json!({"name": "SLIPWAY_DATASET_DIGEST", "value": e.spec.dataset.digest}),
+        ];
+        if let (Some(v), Some(a)) = (&baseline_version, &baseline) {
+            env.push(json!({"name": "SLIPWAY_BASELINE_VERSION", "value": v}));
+            env.push(json!({"name": "SLIPWAY_BASELINE_URI", "value": a.uri}));
+            env.push(json!({"name": "SLIPWAY_BASELINE_DIGEST", "value": a.digest}));
+        }
+        let mut container = json!({"name": "evaluate", "image": runner.image, "env": env});
+        if !runner.command.is_empty() {
+            container["command"] = json!(runner.command);
+        }
+        if !runner.args.is_empty() {
+            container["args"] = json!(runner.args);
+        }
+        if let Some(r) = &runner.resources {
+            container["resources"] = serde_json::to_value(r)?;
+        }
+        let object = json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": job_name, "ownerReferences": owner(e),
+                         "labels": {"slipway.dev/evaluation": name}},
+            "spec": {
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": timeout.as_secs().max(1),
+                "template": {
+                    "metadata": {"labels": {"slipway.dev/evaluation": name}},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "serviceAccountName": runner.service_account_name,
+                        "containers": [container],
+                    }
+                }
+            }
+        });
+        jobs.patch(
+            &job_name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&compact(object)),
+        )
+        .await?;
+        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
+            "status": {"phase": "Running", "attempts": attempt, "startedAt": started,
+                       "baselineVersion": baseline_version,
+                       "conditions": [{"type": "Ready", "status": "False", "reason": "Running",
+                                       "message": format!("Job {job_name} is evaluating {} version {}", e.spec.model, e.spec.version),
+                                       "lastTransitionTime": Utc::now()}]}});
+        evaluations
+            .patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch)),
+            )
+            .await?;
+        publish(
+            &ctx,
+            e,
+            false,
+            "JobStarted",
+            format!("Job {job_name} started (attempt {attempt} of {MAX_ATTEMPTS})"),
+        )
+        .await;
+    }
+    let left = timeout.saturating_sub((Utc::now() - started).to_std().unwrap_or_default());
+    Ok(Requeue::requeue(
+        left.min(Duration::from_secs(30))
+            .max(Duration::from_secs(1)),
+    ))
+}
+
+/// Accepts a Job's results for `ns/name`: checks the bearer token against the evaluation's
+/// Secret, judges the gates and writes the evaluation's status. The error is (HTTP status,
+/// message).
+pub async fn accept(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<Verdict, (u16, String)> {
+    let evaluations: Api<Evaluation> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let api_error = |e: kube::Error| (500, format!("cannot read the cluster: {e}"));
+    let e = evaluations
+        .get_opt(name)
+        .await
+        .map_err(api_error)?
+        .ok_or((404, format!("no evaluation {ns}/{name}")))?;
+    let status = e.status.clone().unwrap_or_default();
+    if status.phase != EvaluationPhase::Running {
+        return Err((
+            409,
+            format!(
+                "evaluation {ns}/{name} is {:?}, not waiting for results",
+                status.phase
+            ),
+        ));
+    }
+    let token = token.ok_or((401, "missing `Authorization: Bearer TOKEN`".to_string()))?;
+    let expected = secrets
+        .get_opt(&token_secret(name))
+        .await
+        .map_err(api_error)?
+        .and_then(|s| s.data)
+        .and_then(|d| d.get("token").map(|b| b.0.clone()))
+        .ok_or((500, format!("the token Secret of {ns}/{name} is missing")))?;
+    // Compare digests: equal length, nothing learned from timing about the token itself.
+    if Sha256::digest(token.as_bytes()) != Sha256::digest(&expected) {
+        return Err((401, "the token does not match this evaluation".into()));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| (400, "the body is not UTF-8".to_string()))?;
+    let posted: Posted = serde_json::from_str(text).map_err(|err| {
+        (400, format!("the body is not valid at line {}, column {}: {err}; post {{\"candidate\": {{\"metrics\": …, \"samples\": […]}}, \"baseline\": …}}", err.line(), err.column()))
+    })?;
+    if status.baseline_version.is_some() && posted.baseline.is_none() {
+        return Err((
+            400,
+            format!(
+                "this evaluation compares against version {}: include \"baseline\" results",
+                status.baseline_version.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
+    let baseline_metrics = posted.baseline.as_ref().map(|b| &b.metrics);
+    let (gates, verdict) =
+        crate::evaluation::judge(&e.spec.gates, &posted.candidate.metrics, baseline_metrics);
+    let samples = crate::evaluation::results::join_samples(
+        &posted.candidate.samples,
+        posted
+            .baseline
+            .as_ref()
+            .map(|b| b.samples.as_slice())
+            .unwrap_or(&[]),
+    );
+    let failed: Vec<String> = gates
+        .iter()
+        .filter(|g| !g.passed)
+        .filter_map(|g| g.message.clone())
+        .collect();
+    let message = match verdict {
+        Verdict::Passed => format!("{} gates passed", gates.len()),
+        Verdict::Failed => failed.join("; "),
+    };
+    let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
+    "status": {
+        "phase": "Succeeded", "verdict": verdict, "metrics": posted.candidate.metrics,
+        "baselineMetrics": baseline_metrics, "baselineVersion": status.baseline_version,
+        "samples": samples, "gates": gates, "attempts": status.attempts,
+        "startedAt": status.started_at, "completedAt": Utc::now(),
+        "conditions": [{"type": "Ready", "status": "True", "reason": format!("{verdict:?}"),
+                        "message": message, "lastTransitionTime": Utc::now()}],
+    }});
+    evaluations
+        .patch_status(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&compact(patch)),
+        )
+        .await
+        .map_err(|e| (500, format!("cannot record the results: {e}")))?;
+    Ok(verdict)
+}
