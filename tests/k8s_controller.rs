@@ -68,14 +68,16 @@ fn free_port() -> u16 {
 struct Controller {
     child: Child,
     log: std::path::PathBuf,
+    port: u16,
 }
 
 impl Controller {
     fn start(api: &ApiServer, name: &str) -> Controller {
         let log = api.dir.path().join(format!("{name}.log"));
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
             .args(["controller", "--listen"])
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{port}"))
             .env("KUBECONFIG", &api.kubeconfig)
             .env("POD_NAME", name)
             .env("SLIPWAY_LOG", "info,kube=warn")
@@ -83,7 +85,18 @@ impl Controller {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Controller { child, log }
+        Controller { child, log, port }
+    }
+
+    fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return String::new();
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
     }
 
     fn log(&self) -> String {

@@ -144,7 +144,24 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         )
     })?;
     let results_client = client.clone();
+    let metrics = Arc::new(crate::k8s::metrics::Metrics::default());
+    let metrics_view = metrics.clone();
     let health = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics_view.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(|| async { "ok\n" }))
         .route(
@@ -215,6 +232,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         let config = tls::server_config(&pem)?;
         let hook = Arc::new(webhook::Webhook {
             reader: ClusterReader::new(client.clone()),
+            metrics: metrics.clone(),
         });
         let (bound, task) = webhook::serve_tls(addr, config, webhook::router(hook))
             .await
@@ -245,7 +263,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         let _ = stop_tx.send(true);
     });
     if !args.webhook_only {
-        lead(client, &args, results_url, stop_rx.clone()).await;
+        lead(client, &args, results_url, metrics.clone(), stop_rx.clone()).await;
     } else {
         let mut rx = stop_rx.clone();
         let _ = rx.wait_for(|s| *s).await;
@@ -272,6 +290,7 @@ async fn lead(
     client: kube::Client,
     args: &ControllerArgs,
     results_url: String,
+    metrics: Arc<crate::k8s::metrics::Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use crate::k8s::lease::{DURATION, Elector, RENEW};
@@ -304,14 +323,17 @@ async fn lead(
                     args.namespace.clone(),
                     me.clone(),
                     results_url.clone(),
+                    metrics.clone(),
                     async move {
                         let _ = rx.await;
                     },
                 ));
                 running = Some((tx, task));
+                metrics.leader.set(1);
             }
             (false, true) => {
                 tracing::warn!(identity = %me, "lost leadership; stopping controllers");
+                metrics.leader.set(0);
                 if let Some((tx, task)) = running.take() {
                     let _ = tx.send(());
                     let _ = task.await;

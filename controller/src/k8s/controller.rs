@@ -44,6 +44,12 @@ pub struct Context {
     pub recorder: Recorder,
     /// Where evaluation Jobs post their results (the controller's HTTP address as pods see it).
     pub results_url: String,
+    /// Metrics.
+    pub metrics: Arc<super::metrics::Metrics>,
+    /// When each alias move (namespace, model, alias, version) was first observed, until its
+    /// rollout's first write.
+    pub moves_seen:
+        std::sync::Mutex<BTreeMap<(String, String, String, String), std::time::Instant>>,
 }
 
 /// Reconcile errors (retried with backoff).
@@ -176,6 +182,16 @@ async fn reconcile_alias(
         .await?;
         return Ok(Requeue::await_change());
     }
+    ctx.moves_seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((
+            ns.clone(),
+            alias.spec.model.clone(),
+            alias.spec.alias.clone(),
+            to.clone(),
+        ))
+        .or_insert_with(std::time::Instant::now);
     let (catalog, results) = catalog(&ctx, &ns).await?;
     let now = Utc::now();
     match promotion(
@@ -530,6 +546,18 @@ async fn reconcile_deployment(
                     .map(|_| replicas_for(&weights, target.replicas)[v])
                     .unwrap_or(first[v]);
                 apply_version(&ctx, md, &target, v, replicas, version_uri(v)).await?;
+                if let Some(alias) = &md.spec.alias {
+                    let seen = ctx
+                        .moves_seen
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&(ns.clone(), md.spec.model.clone(), alias.clone(), v.clone()));
+                    if let Some(t0) = seen {
+                        let latency = t0.elapsed();
+                        ctx.metrics.promotion_latency.observe(latency.as_secs_f64());
+                        tracing::info!(deployment = %name, version = %v, latency_ms = latency.as_secs_f64() * 1000.0, "rollout started");
+                    }
+                }
             }
             Action::Route(w) => {
                 weights = w.clone();
@@ -664,12 +692,25 @@ async fn apply_version(
     Ok(())
 }
 
+/// Counts each reconcile result of one controller.
+fn counted<T, E>(
+    ctx: Arc<Context>,
+    controller: &'static str,
+) -> impl FnMut(Result<T, E>) -> std::future::Ready<()> {
+    move |result| {
+        ctx.metrics.reconciled(controller, result.is_ok());
+        std::future::ready(())
+    }
+}
+
 /// Runs the controllers until `shutdown` resolves.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     namespace: Option<String>,
     identity: String,
     results_url: String,
+    metrics: Arc<super::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ctx = Arc::new(Context {
@@ -683,6 +724,8 @@ pub async fn run(
             },
         ),
         results_url,
+        metrics,
+        moves_seen: Default::default(),
     });
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where
@@ -707,7 +750,7 @@ pub async fn run(
     let alias_controller = Controller::new(aliases, watcher::Config::default())
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(reconcile_alias, error_policy, ctx.clone())
-        .for_each(|_| async {});
+        .for_each(counted(ctx.clone(), "aliases"));
     let deployment_controller = Controller::new(mds, watcher::Config::default());
     let store = deployment_controller.store();
     let deployment_controller = deployment_controller
@@ -734,7 +777,7 @@ pub async fn run(
         )
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(reconcile_deployment, error_policy, ctx.clone())
-        .for_each(|_| async {});
+        .for_each(counted(ctx.clone(), "deployments"));
     let version_controller = Controller::new(versions, watcher::Config::default())
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(

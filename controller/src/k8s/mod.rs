@@ -5,5 +5,6 @@ pub mod cluster;
 pub mod controller;
 pub mod evaluations;
 pub mod lease;
+pub mod metrics;
 pub mod tls;
 pub mod webhook;

@@ -19,6 +19,8 @@ use super::cluster::ClusterReader;
 pub struct Webhook {
     /// Reads the namespace's objects for each decision.
     pub reader: ClusterReader,
+    /// Counts decisions.
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 /// The request inside an `AdmissionReview`, or why it cannot be read.
@@ -109,6 +111,17 @@ async fn validate(
         user = %req.user, allowed = matches!(verdict, Verdict::Allowed(_)),
         "admission decision"
     );
+    hook.metrics
+        .admissions
+        .get_or_create(&super::metrics::ByController {
+            controller: if matches!(verdict, Verdict::Allowed(_)) {
+                "allowed"
+            } else {
+                "denied"
+            }
+            .into(),
+        })
+        .inc();
     match verdict {
         Verdict::Allowed(warnings) => review(json!({
             "uid": uid,

@@ -1,0 +1,92 @@
+//! Prometheus metrics of `slipway controller` (`/metrics`).
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set: which controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByController {
+    /// `aliases`, `deployments`, `versions`, `evaluations`.
+    pub controller: String,
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by controller.
+    pub reconciles: Family<ByController, Counter>,
+    /// Failed reconciles by controller.
+    pub failures: Family<ByController, Counter>,
+    /// 1 while this replica holds the leader lease.
+    pub leader: Gauge<i64, AtomicI64>,
+    /// Seconds from an alias move being observed to the first write of its rollout.
+    pub promotion_latency: Histogram,
+    /// Admission decisions by result (`allowed`, `denied`).
+    pub admissions: Family<ByController, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("slipway_controller");
+        let reconciles = Family::<ByController, Counter>::default();
+        let failures = Family::<ByController, Counter>::default();
+        let leader = Gauge::<i64, AtomicI64>::default();
+        let promotion_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let admissions = Family::<ByController, Counter>::default();
+        registry.register("reconciles", "Reconciles by controller", reconciles.clone());
+        registry.register(
+            "failures",
+            "Failed reconciles by controller",
+            failures.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease",
+            leader.clone(),
+        );
+        registry.register(
+            "promotion_latency_seconds",
+            "Alias move observed to the first rollout write",
+            promotion_latency.clone(),
+        );
+        registry.register(
+            "admissions",
+            "Admission decisions by result",
+            admissions.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            failures,
+            leader,
+            promotion_latency,
+            admissions,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a reconcile of `controller`, failed or not.
+    pub fn reconciled(&self, controller: &str, ok: bool) {
+        let label = ByController {
+            controller: controller.into(),
+        };
+        self.reconciles.get_or_create(&label).inc();
+        if !ok {
+            self.failures.get_or_create(&label).inc();
+        }
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
