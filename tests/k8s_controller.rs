@@ -309,6 +309,18 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
         events.stdout,
         events.stderr
     );
+    let metrics = controller.metrics();
+    assert!(metrics.contains("slipway_controller_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains("slipway_controller_reconciles_total{controller=\"deployments\"}"),
+        "{metrics}"
+    );
+    let promotions: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("slipway_controller_promotion_latency_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(promotions >= 2, "{metrics}");
     drop(controller);
 }
 
