@@ -161,6 +161,31 @@ fn rollout_history(api: &ApiServer) -> Vec<String> {
         .collect()
 }
 
+/// `eventually`, with the controller's log and the rollout history when it times out.
+fn until<T>(
+    api: &ApiServer,
+    controller: &Controller,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "condition not met within {timeout:?}\n{}\nhistory: {:?}\nalias: {}\ndeployments: {}",
+                controller.log(),
+                rollout_history(api),
+                api.kubectl(&["get", "malias", "-o", "yaml"], "admin").stdout,
+                api.kubectl(&["get", "deploy", "-o", "wide"], "admin").stdout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn setup() -> (ApiServer, Kubelet) {
     let api = ApiServer::start();
     api.install_crds();
@@ -196,7 +221,7 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
     let (api, kubelet) = setup();
     let controller = Controller::start(&api, "controller-a");
     // The alias resolves; the first version goes out at once; one Service fronts all versions.
-    eventually(Duration::from_secs(60), || {
+    until(&api, &controller, Duration::from_secs(60), || {
         (get(
             &api,
             &["malias", "pitch-frames-production"],
@@ -248,7 +273,7 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
         ],
         "{history:?}"
     );
-    eventually(Duration::from_secs(20), || {
+    until(&api, &controller, Duration::from_secs(20), || {
         (api.kubectl(&["get", "deploy", "pitch-frames-api-v7"], "admin")
             .code
             != 0)
@@ -262,7 +287,7 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
     // 8 → 9, and 9 never becomes available: rolled back to 8, 9 rejected, a Warning event.
     kubelet.failing.lock().unwrap().insert("9".into());
     move_alias(&api, "9");
-    eventually(Duration::from_secs(60), || {
+    until(&api, &controller, Duration::from_secs(60), || {
         (get(&api, &["mdeploy", "pitch-frames-api"], "{.status.phase}") == "RolledBack")
             .then_some(())
     });
@@ -286,7 +311,7 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
             .starts_with(r#"RolledBack {"8":100}"#),
         "{history:?}"
     );
-    eventually(Duration::from_secs(20), || {
+    until(&api, &controller, Duration::from_secs(20), || {
         (api.kubectl(&["get", "deploy", "pitch-frames-api-v9"], "admin")
             .code
             != 0)

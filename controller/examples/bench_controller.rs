@@ -91,14 +91,14 @@ async fn baseline_writes(client: &kube::Client) -> (usize, Duration) {
     for m in 0..MODELS {
         for a in 0..ALIASES {
             writes.push(("alias-status".into(), json!({"name": format!("model-{m}-a{a}"), "version": (VERSIONS - a).to_string()})));
-            writes.push(("event".into(), json!({"name": format!("model-{m}-a{a}")})));
+            writes.push(("event".into(), json!({"name": format!("model-{m}-a{a}"), "id": format!("a{m}x{a}")})));
         }
         for d in 0..DEPLOYMENTS {
             let name = format!("model-{m}-d{d}");
             writes.push(("md-status".into(), json!({"name": name})));
             writes.push(("service".into(), json!({"name": name})));
             writes.push(("deployment".into(), json!({"name": name, "version": (VERSIONS - d).to_string()})));
-            writes.push(("event".into(), json!({"name": name})));
+            writes.push(("event".into(), json!({"name": name, "id": format!("d{m}x{d}")})));
         }
     }
     let n = writes.len();
@@ -141,7 +141,7 @@ async fn baseline_writes(client: &kube::Client) -> (usize, Duration) {
                     _ => {
                         let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, BASELINE_NS);
                         let e = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
-                            "metadata": {"generateName": format!("{name}.")},
+                            "metadata": {"name": format!("{name}.{}", w["id"].as_str().unwrap())},
                             "eventTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                             "reportingController": "bench", "reportingInstance": "bench", "action": "AliasMoved",
                             "reason": "AliasMoved", "type": "Normal", "note": "moved",
@@ -226,7 +226,7 @@ async fn main() {
         t_baseline.as_secs_f64()
     );
 
-    let log = std::env::temp_dir().join("bench-controller.log");
+    let log = std::env::temp_dir().join("bench-controller-process.log");
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let started = Instant::now();
     let mut child = std::process::Command::new(&binary)

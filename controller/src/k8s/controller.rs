@@ -24,10 +24,6 @@ use slipway_crd::common::Condition;
 use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus, RolloutEvent};
 use slipway_crd::{ModelAlias, ModelDeployment};
 
-use super::admission::file_of;
-use super::cluster::ClusterReader;
-use crate::catalog::{Catalog, Resource as CatalogResource};
-use crate::policy::context::Results;
 use crate::reconcile::{Promotion, promotion};
 use crate::rollout::{self, Action, Observation, RolloutState, Verdict};
 
@@ -38,8 +34,8 @@ pub const MANAGER: &str = "slipway-controller";
 pub struct Context {
     /// API client.
     pub client: Client,
-    /// Reads a namespace as a catalog.
-    pub reader: ClusterReader,
+    /// Watched objects and catalogs.
+    pub cache: Arc<super::cache::Cache>,
     /// Publishes events.
     pub recorder: Recorder,
     /// Where evaluation Jobs post their results (the controller's HTTP address as pods see it).
@@ -61,19 +57,6 @@ pub enum Error {
     /// A status could not be encoded.
     #[error("encoding: {0}")]
     Json(#[from] serde_json::Error),
-}
-
-/// The namespace as a catalog, with its evaluation results.
-async fn catalog(ctx: &Context, ns: &str) -> Result<(Catalog, Results), Error> {
-    let cluster = ctx.reader.read(ns).await?;
-    let files: Vec<_> = cluster.objects.iter().map(file_of).collect();
-    let (catalog, _) = Catalog::from_files(&files);
-    let mut results = Results::default();
-    results.add(catalog.objects().iter().filter_map(|o| match &o.resource {
-        CatalogResource::Evaluation(e) => Some(e),
-        _ => None,
-    }));
-    Ok((catalog, results))
 }
 
 /// Drops null members: with server-side apply an omitted field is released, a null one is kept.
@@ -192,7 +175,8 @@ async fn reconcile_alias(
             to.clone(),
         ))
         .or_insert_with(std::time::Instant::now);
-    let (catalog, results) = catalog(&ctx, &ns).await?;
+    let view = ctx.cache.view(&ns);
+    let (catalog, results) = (&view.catalog, &view.results);
     let now = Utc::now();
     match promotion(
         &catalog,
@@ -214,7 +198,7 @@ async fn reconcile_alias(
                 &Patch::Apply(&compact(patch.clone())),
             )
             .await?;
-            Ok(Requeue::requeue(Duration::from_secs(30)))
+            Ok(Requeue::requeue(Duration::from_secs(5)))
         }
         Promotion::Waiting(pending) => {
             let message = format!(
@@ -392,12 +376,10 @@ async fn reconcile_deployment(
     let desired = match (&md.spec.version, &md.spec.alias) {
         (Some(v), _) => Some(v.clone()),
         (None, Some(a)) => {
-            let aliases: Api<ModelAlias> = Api::namespaced(ctx.client.clone(), &ns);
-            aliases
-                .list(&ListParams::default())
-                .await?
-                .items
+            ctx.cache
+                .aliases(&ns)
                 .into_iter()
+                .filter_map(|x| serde_json::from_value::<ModelAlias>(x).ok())
                 .find(|x| x.spec.model == md.spec.model && &x.spec.alias == a)
                 .and_then(|x| x.status.and_then(|s| s.resolved_version))
         }
@@ -715,7 +697,11 @@ pub async fn run(
 ) {
     let ctx = Arc::new(Context {
         client: client.clone(),
-        reader: ClusterReader::new(client.clone()),
+        cache: {
+            let cache = super::cache::Cache::start(&client, namespace.as_deref());
+            cache.ready().await;
+            cache
+        },
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -747,7 +733,30 @@ pub async fn run(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // An evaluation that finishes may let its model's held alias moves through.
+    let alias_cache = ctx.cache.clone();
+    let evaluation_events: Api<slipway_crd::Evaluation> = scoped(&client, &namespace);
     let alias_controller = Controller::new(aliases, watcher::Config::default())
+        .watches(
+            evaluation_events,
+            watcher::Config::default(),
+            move |e: slipway_crd::Evaluation| {
+                let ns = e.namespace().unwrap_or_else(|| "default".into());
+                alias_cache
+                    .aliases(&ns)
+                    .into_iter()
+                    .filter(|a| a["spec"]["model"].as_str() == Some(e.spec.model.as_str()))
+                    .filter_map(|a| {
+                        Some(
+                            ObjectRef::<DeserializeGuard<ModelAlias>>::new(
+                                a["metadata"]["name"].as_str()?,
+                            )
+                            .within(&ns),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(reconcile_alias, error_policy, ctx.clone())
         .for_each(counted(ctx.clone(), "aliases"));

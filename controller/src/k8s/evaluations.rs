@@ -18,9 +18,8 @@ use sha2::{Digest, Sha256};
 use slipway_crd::evaluation::{EvaluationPhase, Verdict};
 use slipway_crd::{Evaluation, ModelVersion};
 
-use super::admission::file_of;
 use super::controller::{Context, Error, MANAGER, compact, publish};
-use crate::catalog::{Catalog, Resource as CatalogResource};
+use crate::catalog::Resource as CatalogResource;
 use crate::reconcile::external::Posted;
 use crate::reconcile::plan::tasks;
 
@@ -53,9 +52,15 @@ pub async fn reconcile_version(
         return Ok(Requeue::await_change());
     };
     let ns = version.namespace().unwrap_or_else(|| "default".into());
-    let cluster = ctx.reader.read(&ns).await?;
-    let files: Vec<_> = cluster.objects.iter().map(file_of).collect();
-    let (catalog, _) = Catalog::from_files(&files);
+    let view = ctx.cache.view(&ns);
+    let catalog = &view.catalog;
+    if catalog
+        .version(&ns, &version.spec.model, &version.spec.version)
+        .is_none()
+    {
+        // Newer than the catalog: look again once it has caught up.
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
     let resolved = |ns: &str, model: &str, alias: &str| {
         catalog
             .alias(ns, model, alias)
@@ -68,7 +73,7 @@ pub async fn reconcile_version(
         .map(|o| o.key.name.clone())
         .collect();
     let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
-    for t in tasks(&catalog, &resolved) {
+    for t in tasks(catalog, &resolved) {
         if t.model != version.spec.model
             || t.version != version.spec.version
             || existing.contains(&t.name)

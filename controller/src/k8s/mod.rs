@@ -1,6 +1,7 @@
 //! Kubernetes mode: the admission webhook (and, hosted on the same core, the controllers).
 
 pub mod admission;
+pub mod cache;
 pub mod cluster;
 pub mod controller;
 pub mod evaluations;
