@@ -178,8 +178,10 @@ fn until<T>(
                 "condition not met within {timeout:?}\n{}\nhistory: {:?}\nalias: {}\ndeployments: {}",
                 controller.log(),
                 rollout_history(api),
-                api.kubectl(&["get", "malias", "-o", "yaml"], "admin").stdout,
-                api.kubectl(&["get", "deploy", "-o", "wide"], "admin").stdout
+                api.kubectl(&["get", "malias", "-o", "yaml"], "admin")
+                    .stdout,
+                api.kubectl(&["get", "deploy", "-o", "wide"], "admin")
+                    .stdout
             );
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -32,17 +32,21 @@ fn objects() -> Vec<Value> {
             "metadata": {"name": format!("model-{m}")},
             "spec": {"description": format!("Synthetic model {m}."), "owners": ["group:ml-leads"]}}));
         for v in 1..=VERSIONS {
-            out.push(json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelVersion",
+            out.push(
+                json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelVersion",
                 "metadata": {"name": format!("model-{m}-{v}")},
                 "spec": {"model": format!("model-{m}"), "version": v.to_string(),
                          "artifact": {"uri": format!("s3://bench/{m}/{v}/model.onnx"),
-                                      "digest": format!("sha256:{:064x}", m * 1000 + v)}}}));
+                                      "digest": format!("sha256:{:064x}", m * 1000 + v)}}}),
+            );
         }
         for a in 0..ALIASES {
-            out.push(json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
+            out.push(
+                json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
                 "metadata": {"name": format!("model-{m}-a{a}")},
                 "spec": {"model": format!("model-{m}"), "alias": format!("a{a}"),
-                         "version": (VERSIONS - a).to_string()}}));
+                         "version": (VERSIONS - a).to_string()}}),
+            );
         }
         for d in 0..DEPLOYMENTS {
             out.push(json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelDeployment",
@@ -90,15 +94,27 @@ async fn baseline_writes(client: &kube::Client) -> (usize, Duration) {
     let mut writes: Vec<(String, Value)> = Vec::new();
     for m in 0..MODELS {
         for a in 0..ALIASES {
-            writes.push(("alias-status".into(), json!({"name": format!("model-{m}-a{a}"), "version": (VERSIONS - a).to_string()})));
-            writes.push(("event".into(), json!({"name": format!("model-{m}-a{a}"), "id": format!("a{m}x{a}")})));
+            writes.push((
+                "alias-status".into(),
+                json!({"name": format!("model-{m}-a{a}"), "version": (VERSIONS - a).to_string()}),
+            ));
+            writes.push((
+                "event".into(),
+                json!({"name": format!("model-{m}-a{a}"), "id": format!("a{m}x{a}")}),
+            ));
         }
         for d in 0..DEPLOYMENTS {
             let name = format!("model-{m}-d{d}");
             writes.push(("md-status".into(), json!({"name": name})));
             writes.push(("service".into(), json!({"name": name})));
-            writes.push(("deployment".into(), json!({"name": name, "version": (VERSIONS - d).to_string()})));
-            writes.push(("event".into(), json!({"name": name, "id": format!("d{m}x{d}")})));
+            writes.push((
+                "deployment".into(),
+                json!({"name": name, "version": (VERSIONS - d).to_string()}),
+            ));
+            writes.push((
+                "event".into(),
+                json!({"name": name, "id": format!("d{m}x{d}")}),
+            ));
         }
     }
     let n = writes.len();
@@ -168,7 +184,10 @@ async fn converged(client: &kube::Client) -> (usize, usize, usize) {
         .map(|l| {
             l.items
                 .iter()
-                .filter(|a| a.status.as_ref().and_then(|s| s.resolved_version.as_ref()) == Some(&a.spec.version))
+                .filter(|a| {
+                    a.status.as_ref().and_then(|s| s.resolved_version.as_ref())
+                        == Some(&a.spec.version)
+                })
                 .count()
         })
         .unwrap_or(0);
@@ -203,7 +222,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let binary = std::env::args().nth(1).expect("usage: bench_controller SLIPWAY_BINARY");
+    let binary = std::env::args()
+        .nth(1)
+        .expect("usage: bench_controller SLIPWAY_BINARY");
     let client = kube::Client::try_default().await.expect("KUBECONFIG");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in [NS, BASELINE_NS] {
@@ -227,10 +248,19 @@ async fn main() {
     );
 
     let log = std::env::temp_dir().join("bench-controller-process.log");
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let started = Instant::now();
     let mut child = std::process::Command::new(&binary)
-        .args(["controller", "--namespace", NS, "--listen", &listen.to_string()])
+        .args([
+            "controller",
+            "--namespace",
+            NS,
+            "--listen",
+            &listen.to_string(),
+        ])
         .env("SLIPWAY_LOG", "info,kube=warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -242,7 +272,10 @@ async fn main() {
         if state == target {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "not converged: {state:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not converged: {state:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let t_converge = started.elapsed();
@@ -255,7 +288,11 @@ async fn main() {
         t_converge.as_secs_f64(),
         t_converge.as_secs_f64() / t_baseline.as_secs_f64()
     );
-    println!("resident memory after converging: {} MB (peak {} MB)", rss / 1024, hwm / 1024);
+    println!(
+        "resident memory after converging: {} MB (peak {} MB)",
+        rss / 1024,
+        hwm / 1024
+    );
 
     // Promotion latency: move one alias at a time and time the first rollout write.
     let aliases: Api<ModelAlias> = Api::namespaced(client.clone(), NS);
@@ -266,7 +303,11 @@ async fn main() {
         let patch = json!({"spec": {"version": to}});
         let t0 = Instant::now();
         aliases
-            .patch(&format!("model-{m}-a0"), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &format!("model-{m}-a0"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
             .unwrap();
         let name = format!("model-{m}-d0-v{to}");
@@ -274,7 +315,10 @@ async fn main() {
             if deployments.get_opt(&name).await.unwrap().is_some() {
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "{name} never appeared");
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{name} never appeared"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         external.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -285,7 +329,14 @@ async fn main() {
     let mut internal: Vec<f64> = text
         .lines()
         .filter(|l| l.contains("rollout started"))
-        .filter_map(|l| l.split("latency_ms=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split("latency_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect();
     // The first 200 are the initial rollouts; the promotions are the rest.
     let internal: Vec<f64> = internal.split_off(internal.len().saturating_sub(MODELS));

@@ -24,6 +24,40 @@ use crate::policy::context::Results;
 /// How often a namespace's catalog may be rebuilt while its objects keep changing.
 pub const REBUILD: Duration = Duration::from_millis(250);
 
+/// Retry delays of watches: 250 ms doubling to at most 5 s, reset by the first success. (The
+/// default grows to 30 s, which turns a few seconds of API-server restart into half a minute of
+/// blindness.)
+#[derive(Clone, Debug)]
+pub struct QuickBackoff {
+    next: Duration,
+}
+
+impl QuickBackoff {
+    const MIN: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for QuickBackoff {
+    fn default() -> Self {
+        QuickBackoff { next: Self::MIN }
+    }
+}
+
+impl Iterator for QuickBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
 /// A namespace's catalog and its evaluation results.
 pub struct View {
     /// The catalog.
@@ -64,7 +98,7 @@ impl Cache {
             let generation = generation.clone();
             tokio::spawn(
                 reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                    .default_backoff()
+                    .backoff(QuickBackoff::default())
                     .for_each(move |_| {
                         generation.fetch_add(1, Ordering::Relaxed);
                         std::future::ready(())

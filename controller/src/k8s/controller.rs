@@ -375,14 +375,13 @@ async fn reconcile_deployment(
     // What should serve: a pinned version, or what the alias resolves to.
     let desired = match (&md.spec.version, &md.spec.alias) {
         (Some(v), _) => Some(v.clone()),
-        (None, Some(a)) => {
-            ctx.cache
-                .aliases(&ns)
-                .into_iter()
-                .filter_map(|x| serde_json::from_value::<ModelAlias>(x).ok())
-                .find(|x| x.spec.model == md.spec.model && &x.spec.alias == a)
-                .and_then(|x| x.status.and_then(|s| s.resolved_version))
-        }
+        (None, Some(a)) => ctx
+            .cache
+            .aliases(&ns)
+            .into_iter()
+            .filter_map(|x| serde_json::from_value::<ModelAlias>(x).ok())
+            .find(|x| x.spec.model == md.spec.model && &x.spec.alias == a)
+            .and_then(|x| x.status.and_then(|s| s.resolved_version)),
         _ => None,
     };
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
@@ -757,6 +756,7 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
+        .trigger_backoff(super::cache::QuickBackoff::default())
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(reconcile_alias, error_policy, ctx.clone())
         .for_each(counted(ctx.clone(), "aliases"));
@@ -784,10 +784,12 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
+        .trigger_backoff(super::cache::QuickBackoff::default())
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(reconcile_deployment, error_policy, ctx.clone())
         .for_each(counted(ctx.clone(), "deployments"));
     let version_controller = Controller::new(versions, watcher::Config::default())
+        .trigger_backoff(super::cache::QuickBackoff::default())
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(
             super::evaluations::reconcile_version,
@@ -800,6 +802,7 @@ pub async fn run(
             jobs,
             watcher::Config::default().labels("slipway.dev/evaluation"),
         )
+        .trigger_backoff(super::cache::QuickBackoff::default())
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(
             super::evaluations::reconcile_evaluation,
