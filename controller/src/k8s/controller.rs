@@ -179,8 +179,8 @@ async fn reconcile_alias(
     let (catalog, results) = (&view.catalog, &view.results);
     let now = Utc::now();
     match promotion(
-        &catalog,
-        &results,
+        catalog,
+        results,
         &ns,
         &name,
         alias,
