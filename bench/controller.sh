@@ -24,7 +24,7 @@ openssl genrsa -out "$out/sa.key" 2048 2>/dev/null
   --advertise-address 127.0.0.1 --secure-port "$api_port" --cert-dir "$out/certs" \
   --token-auth-file "$out/tokens.csv" --authorization-mode RBAC \
   --service-account-key-file "$out/sa.key" --service-account-signing-key-file "$out/sa.key" \
-  --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.96.0.0/24 \
+  --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.96.0.0/16 \
   --disable-admission-plugins ServiceAccount > "$out/kube-apiserver.log" 2>&1 &
 api_pid=$!
 trap 'kill $api_pid $etcd_pid 2>/dev/null || true' EXIT

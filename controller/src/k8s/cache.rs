@@ -76,6 +76,7 @@ struct Built {
 pub struct Cache {
     kinds: Vec<(ApiResource, Store<DynamicObject>)>,
     approvals: (ApiResource, Store<DynamicObject>),
+    deployments: Store<k8s_openapi::api::apps::v1::Deployment>,
     generation: Arc<AtomicU64>,
     built: Mutex<HashMap<String, Built>>,
 }
@@ -88,7 +89,9 @@ impl Cache {
     /// Starts watching (in `namespace`, or everywhere); the tasks end with the runtime.
     pub fn start(client: &kube::Client, namespace: Option<&str>) -> Arc<Cache> {
         let generation = Arc::new(AtomicU64::new(0));
-        let watch = |ar: ApiResource| {
+        // Changes of aliases and deployments (mostly the controller's own status writes) do not
+        // invalidate catalogs: the decisions read those objects from the watch directly.
+        let watch = |ar: ApiResource, invalidates: bool| {
             let api: Api<DynamicObject> = match namespace {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
                 None => Api::all_with(client.clone(), &ar),
@@ -100,24 +103,47 @@ impl Cache {
                 reflector::reflector(writer, watcher(api, watcher::Config::default()))
                     .backoff(QuickBackoff::default())
                     .for_each(move |_| {
-                        generation.fetch_add(1, Ordering::Relaxed);
+                        if invalidates {
+                            generation.fetch_add(1, Ordering::Relaxed);
+                        }
                         std::future::ready(())
                     }),
             );
             (ar, reader)
         };
         let kinds = vec![
-            watch(erase::<RegisteredModel>()),
-            watch(erase::<ModelVersion>()),
-            watch(erase::<ModelAlias>()),
-            watch(erase::<Evaluation>()),
-            watch(erase::<ModelDeployment>()),
-            watch(erase::<PromotionPolicy>()),
+            watch(erase::<RegisteredModel>(), true),
+            watch(erase::<ModelVersion>(), true),
+            watch(erase::<ModelAlias>(), false),
+            watch(erase::<Evaluation>(), true),
+            watch(erase::<ModelDeployment>(), false),
+            watch(erase::<PromotionPolicy>(), true),
         ];
-        let approvals = watch(erase::<Approval>());
+        let approvals = watch(erase::<Approval>(), false);
+        // The per-version Deployments Slipway manages.
+        let deployments = {
+            let api: Api<k8s_openapi::api::apps::v1::Deployment> = match namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let (reader, writer) = reflector::store();
+            tokio::spawn(
+                reflector::reflector(
+                    writer,
+                    watcher(
+                        api,
+                        watcher::Config::default().labels(super::controller::DEPLOYMENT_LABEL),
+                    ),
+                )
+                .backoff(QuickBackoff::default())
+                .for_each(|_| std::future::ready(())),
+            );
+            reader
+        };
         Arc::new(Cache {
             kinds,
             approvals,
+            deployments,
             generation,
             built: Mutex::new(HashMap::new()),
         })
@@ -128,6 +154,27 @@ impl Cache {
         for (_, store) in self.kinds.iter().chain(std::iter::once(&self.approvals)) {
             let _ = store.wait_until_ready().await;
         }
+        let _ = self.deployments.wait_until_ready().await;
+    }
+
+    /// The Deployments of a `ModelDeployment`, by the version they serve.
+    pub fn deployments_of(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> std::collections::BTreeMap<String, k8s_openapi::api::apps::v1::Deployment> {
+        use super::controller::{DEPLOYMENT_LABEL, VERSION_LABEL};
+        self.deployments
+            .state()
+            .iter()
+            .filter(|d| d.metadata.namespace.as_deref() == Some(ns))
+            .filter_map(|d| {
+                let labels = d.metadata.labels.as_ref()?;
+                (labels.get(DEPLOYMENT_LABEL).map(String::as_str) == Some(name))
+                    .then(|| Some((labels.get(VERSION_LABEL)?.clone(), (**d).clone())))
+                    .flatten()
+            })
+            .collect()
     }
 
     fn objects(ar: &ApiResource, store: &Store<DynamicObject>, ns: &str) -> Vec<Value> {
@@ -156,6 +203,43 @@ impl Cache {
                 .collect(),
             approvals: Self::objects(&self.approvals.0, &self.approvals.1, ns),
         }
+    }
+
+    /// The version alias `alias` of `model` in `ns` resolves to now, read from the watch.
+    pub fn resolved(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
+        self.kinds[2].1.state().iter().find_map(|o| {
+            (o.metadata.namespace.as_deref() == Some(ns)
+                && o.data["spec"]["model"].as_str() == Some(model)
+                && o.data["spec"]["alias"].as_str() == Some(alias))
+            .then(|| {
+                o.data["status"]["resolvedVersion"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .flatten()
+        })
+    }
+
+    /// The artifact (URI, digest) of `model` version `version` in `ns`, read from the watch.
+    pub fn artifact(&self, ns: &str, model: &str, version: &str) -> Option<(String, String)> {
+        self.kinds[1].1.state().iter().find_map(|o| {
+            let spec = &o.data["spec"];
+            (o.metadata.namespace.as_deref() == Some(ns)
+                && spec["model"].as_str() == Some(model)
+                && spec["version"].as_str() == Some(version))
+            .then(|| {
+                (
+                    spec["artifact"]["uri"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    spec["artifact"]["digest"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+        })
     }
 
     /// The `ModelAlias`es of the namespace, as JSON.

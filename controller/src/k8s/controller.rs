@@ -12,7 +12,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -385,13 +385,7 @@ async fn reconcile_deployment(
         _ => None,
     };
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned: BTreeMap<String, Deployment> = deployments
-        .list(&ListParams::default().labels(&format!("{DEPLOYMENT_LABEL}={name}")))
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|d| Some((d.labels().get(VERSION_LABEL)?.clone(), d)))
-        .collect();
+    let owned: BTreeMap<String, Deployment> = ctx.cache.deployments_of(&ns, &name);
     let observation = match state.candidate.as_ref().or(desired.as_ref()) {
         Some(c) => {
             let (ready, analysis) = observe(owned.get(c));
@@ -492,24 +486,11 @@ async fn reconcile_deployment(
 
     // Carry the actions out.
     ensure_service(&ctx, md, &target).await?;
-    let uris: BTreeMap<String, String> = if step
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::Start(_) | Action::Route(_)))
-    {
-        let versions: Api<slipway_crd::ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
-        versions
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|v| v.spec.model == md.spec.model)
-            .map(|v| (v.spec.version.clone(), v.spec.artifact.uri.clone()))
-            .collect()
-    } else {
-        BTreeMap::new()
+    let version_uri = |v: &str| {
+        ctx.cache
+            .artifact(&ns, &md.spec.model, v)
+            .map(|(uri, _)| uri)
     };
-    let version_uri = |v: &str| uris.get(v).cloned();
     let mut weights = s.traffic.clone();
     for a in &step.actions {
         match a {

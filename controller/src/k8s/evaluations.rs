@@ -216,43 +216,25 @@ pub async fn reconcile_evaluation(
         return Ok(Requeue::await_change());
     }
     if job.is_none() {
-        let versions: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
-        let artifact = |v: &str| {
-            let v = v.to_string();
-            let versions = versions.clone();
-            let model = e.spec.model.clone();
-            async move {
-                versions
-                    .list(&Default::default())
-                    .await
-                    .ok()?
-                    .items
-                    .into_iter()
-                    .find(|x| x.spec.model == model && x.spec.version == v)
-                    .map(|x| x.spec.artifact)
-            }
-        };
-        let candidate = artifact(&e.spec.version).await.unwrap_or_default();
+        let artifact = |v: &str| ctx.cache.artifact(&ns, &e.spec.model, v);
+        let (candidate_uri, candidate_digest) = artifact(&e.spec.version).unwrap_or_default();
         let baseline_version = e.spec.baseline.as_ref().and_then(|b| b.version.clone());
-        let baseline = match &baseline_version {
-            Some(v) => artifact(v).await,
-            None => None,
-        };
+        let baseline = baseline_version.as_deref().and_then(artifact);
         let mut env = vec![
             json!({"name": "SLIPWAY_RESULTS_URL", "value": format!("{}/api/v1/evaluations/{ns}/{name}/results", ctx.results_url)}),
             json!({"name": "SLIPWAY_RESULTS_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "token"}}}),
             json!({"name": "SLIPWAY_MODEL", "value": e.spec.model}),
             json!({"name": "SLIPWAY_MODEL_VERSION", "value": e.spec.version}),
-            json!({"name": "SLIPWAY_MODEL_URI", "value": candidate.uri}),
-            json!({"name": "SLIPWAY_MODEL_DIGEST", "value": candidate.digest}),
+            json!({"name": "SLIPWAY_MODEL_URI", "value": candidate_uri}),
+            json!({"name": "SLIPWAY_MODEL_DIGEST", "value": candidate_digest}),
             json!({"name": "SLIPWAY_SUITE", "value": e.spec.suite}),
             json!({"name": "SLIPWAY_DATASET_URI", "value": e.spec.dataset.uri}),
             json!({"name": "SLIPWAY_DATASET_DIGEST", "value": e.spec.dataset.digest}),
         ];
-        if let (Some(v), Some(a)) = (&baseline_version, &baseline) {
+        if let (Some(v), Some((uri, digest))) = (&baseline_version, &baseline) {
             env.push(json!({"name": "SLIPWAY_BASELINE_VERSION", "value": v}));
-            env.push(json!({"name": "SLIPWAY_BASELINE_URI", "value": a.uri}));
-            env.push(json!({"name": "SLIPWAY_BASELINE_DIGEST", "value": a.digest}));
+            env.push(json!({"name": "SLIPWAY_BASELINE_URI", "value": uri}));
+            env.push(json!({"name": "SLIPWAY_BASELINE_DIGEST", "value": digest}));
         }
         let mut container = json!({"name": "evaluate", "image": runner.image, "env": env});
         if !runner.command.is_empty() {
