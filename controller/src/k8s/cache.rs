@@ -205,6 +205,17 @@ impl Cache {
         }
     }
 
+    /// The name of the `ModelAlias` for `alias` of `model` in `ns`.
+    pub fn alias_name(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
+        self.kinds[2].1.state().iter().find_map(|o| {
+            (o.metadata.namespace.as_deref() == Some(ns)
+                && o.data["spec"]["model"].as_str() == Some(model)
+                && o.data["spec"]["alias"].as_str() == Some(alias))
+            .then(|| o.metadata.name.clone())
+            .flatten()
+        })
+    }
+
     /// The version alias `alias` of `model` in `ns` resolves to now, read from the watch.
     pub fn resolved(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
         self.kinds[2].1.state().iter().find_map(|o| {

@@ -375,13 +375,14 @@ async fn reconcile_deployment(
     // What should serve: a pinned version, or what the alias resolves to.
     let desired = match (&md.spec.version, &md.spec.alias) {
         (Some(v), _) => Some(v.clone()),
-        (None, Some(a)) => ctx
-            .cache
-            .aliases(&ns)
-            .into_iter()
-            .filter_map(|x| serde_json::from_value::<ModelAlias>(x).ok())
-            .find(|x| x.spec.model == md.spec.model && &x.spec.alias == a)
-            .and_then(|x| x.status.and_then(|s| s.resolved_version)),
+        // Read the alias itself: the watch that woke this reconcile may be ahead of the cache.
+        (None, Some(a)) => match ctx.cache.alias_name(&ns, &md.spec.model, a) {
+            Some(alias_name) => Api::<ModelAlias>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&alias_name)
+                .await?
+                .and_then(|x| x.status.and_then(|s| s.resolved_version)),
+            None => None,
+        },
         _ => None,
     };
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);

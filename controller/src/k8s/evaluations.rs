@@ -61,11 +61,8 @@ pub async fn reconcile_version(
         // Newer than the catalog: look again once it has caught up.
         return Ok(Requeue::requeue(Duration::from_secs(1)));
     }
-    let resolved = |ns: &str, model: &str, alias: &str| {
-        catalog
-            .alias(ns, model, alias)
-            .and_then(|a| a.status.as_ref().and_then(|s| s.resolved_version.clone()))
-    };
+    // Aliases come from the watch: the catalog is not rebuilt for alias changes.
+    let resolved = |ns: &str, model: &str, alias: &str| ctx.cache.resolved(ns, model, alias);
     let existing: std::collections::BTreeSet<String> = catalog
         .objects()
         .iter()
