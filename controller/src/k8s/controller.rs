@@ -770,7 +770,9 @@ pub async fn run(
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(reconcile_deployment, error_policy, ctx.clone())
         .for_each(counted(ctx.clone(), "deployments"));
+    let owned_evaluations: Api<slipway_crd::Evaluation> = scoped(&client, &namespace);
     let version_controller = Controller::new(versions, watcher::Config::default())
+        .owns(owned_evaluations, watcher::Config::default())
         .trigger_backoff(super::cache::QuickBackoff::default())
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(

@@ -95,7 +95,84 @@ pub async fn reconcile_version(
         .await?;
         tracing::info!(evaluation = %t.name, namespace = %ns, "evaluation created");
     }
-    Ok(Requeue::requeue(Duration::from_secs(300)))
+
+    // The version's status: its evaluations and whether they passed.
+    let mut summaries = Vec::new();
+    if let Some(by_suite) = view
+        .results
+        .of(&ns, &version.spec.model, &version.spec.version)
+    {
+        for (suite, e) in by_suite {
+            let st = e.status.clone().unwrap_or_default();
+            summaries.push(json!({
+                "suite": suite,
+                "evaluation": e.metadata.name,
+                "phase": format!("{:?}", st.phase),
+                "verdict": st.verdict.map(|v| format!("{v:?}")),
+            }));
+        }
+    }
+    let suites = catalog
+        .model(&ns, &version.spec.model)
+        .map(|m| m.spec.evaluations.len())
+        .unwrap_or(0);
+    let failed = summaries.iter().any(|s| s["verdict"] == "Failed");
+    let passed = summaries
+        .iter()
+        .filter(|s| s["verdict"] == "Passed")
+        .count();
+    let (ok, reason, message) = if failed {
+        (
+            false,
+            "EvaluationFailed",
+            "an evaluation of this version failed; see its report".to_string(),
+        )
+    } else if passed >= suites {
+        (
+            true,
+            "Evaluated",
+            format!("{passed} of {suites} evaluation suites passed"),
+        )
+    } else {
+        (
+            false,
+            "Evaluating",
+            format!("{passed} of {suites} evaluation suites passed so far"),
+        )
+    };
+    let old = version.status.clone().unwrap_or_default();
+    let unchanged = old.conditions.iter().any(|c| {
+        c.type_ == "Ready"
+            && c.reason == reason
+            && c.message == message
+            && c.observed_generation == version.metadata.generation
+    }) && serde_json::to_value(&old.evaluations).ok()
+        == Some(Value::Array(summaries.clone()));
+    if !unchanged {
+        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelVersion",
+        "status": {
+            "registeredAt": old.registered_at.unwrap_or_else(Utc::now),
+            "evaluations": summaries,
+            "conditions": [{"type": "Ready", "status": if ok { "True" } else { "False" },
+                            "reason": reason, "message": message,
+                            "lastTransitionTime": Utc::now(),
+                            "observedGeneration": version.metadata.generation}],
+        }});
+        let versions: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
+        versions
+            .patch_status(
+                &version.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch)),
+            )
+            .await?;
+    }
+    // Until every suite has a verdict, look again soon (the catalog may trail the watch).
+    Ok(Requeue::requeue(if ok || failed {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(2)
+    }))
 }
 
 fn random_token() -> String {
