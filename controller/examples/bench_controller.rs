@@ -88,11 +88,17 @@ async fn create_all(client: &kube::Client, ns: &str, objects: &[Value]) -> Durat
 }
 
 /// The writes the controller makes to converge, made directly by a client in another namespace:
-/// alias status + event per alias; deployment status, Service, Deployment and event per
-/// deployment.
+/// a status per version; alias status + event per alias; deployment status, Service, Deployment
+/// and event per deployment.
 async fn baseline_writes(client: &kube::Client) -> (usize, Duration) {
     let mut writes: Vec<(String, Value)> = Vec::new();
     for m in 0..MODELS {
+        for v in 1..=VERSIONS {
+            writes.push((
+                "version-status".into(),
+                json!({"name": format!("model-{m}-{v}")}),
+            ));
+        }
         for a in 0..ALIASES {
             writes.push((
                 "alias-status".into(),
@@ -131,6 +137,12 @@ async fn baseline_writes(client: &kube::Client) -> (usize, Duration) {
                         let api: Api<ModelAlias> = Api::namespaced(client, BASELINE_NS);
                         let p = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
                             "status": {"resolvedVersion": w["version"], "conditions": [{"type": "Ready", "status": "True", "reason": "Resolved", "message": "resolved"}]}});
+                        api.patch_status(&name, &pp, &Patch::Apply(&p)).await.map(|_| ())
+                    }
+                    "version-status" => {
+                        let api: Api<ModelVersion> = Api::namespaced(client, BASELINE_NS);
+                        let p = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelVersion",
+                            "status": {"registeredAt": chrono::Utc::now(), "conditions": [{"type": "Ready", "status": "True", "reason": "Evaluated", "message": "0 of 0 evaluation suites passed"}]}});
                         api.patch_status(&name, &pp, &Patch::Apply(&p)).await.map(|_| ())
                     }
                     "md-status" => {
@@ -174,7 +186,18 @@ async fn baseline_writes(client: &kube::Client) -> (usize, Duration) {
     (n, started.elapsed())
 }
 
-async fn converged(client: &kube::Client) -> (usize, usize, usize) {
+async fn converged(client: &kube::Client) -> (usize, usize, usize, usize) {
+    let versions: Api<ModelVersion> = Api::namespaced(client.clone(), NS);
+    let ready = versions
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|v| v.status.as_ref().is_some_and(|s| !s.conditions.is_empty()))
+                .count()
+        })
+        .unwrap_or(0);
     let aliases: Api<ModelAlias> = Api::namespaced(client.clone(), NS);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
@@ -201,7 +224,7 @@ async fn converged(client: &kube::Client) -> (usize, usize, usize) {
         .await
         .map(|l| l.items.len())
         .unwrap_or(0);
-    (resolved, deps, svcs)
+    (ready, resolved, deps, svcs)
 }
 
 fn rss_kb(pid: u32) -> (u64, u64) {
@@ -266,7 +289,12 @@ async fn main() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("slipway controller");
-    let target = (MODELS * ALIASES, MODELS * DEPLOYMENTS, MODELS * DEPLOYMENTS);
+    let target = (
+        MODELS * VERSIONS,
+        MODELS * ALIASES,
+        MODELS * DEPLOYMENTS,
+        MODELS * DEPLOYMENTS,
+    );
     loop {
         let state = converged(&client).await;
         if state == target {
@@ -282,9 +310,9 @@ async fn main() {
     let (rss, hwm) = rss_kb(child.id());
     println!(
         "slipway controller converged {} versions, {} aliases, {} deployments: {:.2} s ({:.2}× the API server alone)",
-        MODELS * VERSIONS,
         target.0,
         target.1,
+        target.2,
         t_converge.as_secs_f64(),
         t_converge.as_secs_f64() / t_baseline.as_secs_f64()
     );

@@ -58,6 +58,17 @@ impl kube::runtime::utils::Backoff for QuickBackoff {
     }
 }
 
+/// Which changes of a kind make catalogs stale.
+#[derive(Clone, Copy, Debug)]
+enum Invalidates {
+    /// Spec changes, creations and deletions (not status writes).
+    OnSpec,
+    /// Every change (evaluation results live in status).
+    Always,
+    /// None: decisions read these objects from the watch directly.
+    Never,
+}
+
 /// A namespace's catalog and its evaluation results.
 pub struct View {
     /// The catalog.
@@ -91,7 +102,7 @@ impl Cache {
         let generation = Arc::new(AtomicU64::new(0));
         // Changes of aliases and deployments (mostly the controller's own status writes) do not
         // invalidate catalogs: the decisions read those objects from the watch directly.
-        let watch = |ar: ApiResource, invalidates: bool| {
+        let watch = |ar: ApiResource, invalidates: Invalidates| {
             let api: Api<DynamicObject> = match namespace {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
                 None => Api::all_with(client.clone(), &ar),
@@ -99,11 +110,31 @@ impl Cache {
             let writer = reflector::store::Writer::new(ar.clone());
             let reader = writer.as_reader();
             let generation = generation.clone();
+            // uid → metadata.generation: a status write does not change it, a spec change does.
+            let mut seen: HashMap<String, i64> = HashMap::new();
             tokio::spawn(
                 reflector::reflector(writer, watcher(api, watcher::Config::default()))
                     .backoff(QuickBackoff::default())
-                    .for_each(move |_| {
-                        if invalidates {
+                    .for_each(move |event| {
+                        let changed = match (&event, invalidates) {
+                            (_, Invalidates::Never) => false,
+                            (_, Invalidates::Always) => true,
+                            (
+                                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)),
+                                Invalidates::OnSpec,
+                            ) => {
+                                let uid = o.metadata.uid.clone().unwrap_or_default();
+                                let g = o.metadata.generation.unwrap_or(0);
+                                seen.insert(uid, g) != Some(g)
+                            }
+                            (Ok(watcher::Event::Delete(o)), Invalidates::OnSpec) => {
+                                seen.remove(o.metadata.uid.as_deref().unwrap_or_default());
+                                true
+                            }
+                            (Ok(_), Invalidates::OnSpec) => true,
+                            (Err(_), _) => false,
+                        };
+                        if changed {
                             generation.fetch_add(1, Ordering::Relaxed);
                         }
                         std::future::ready(())
@@ -112,14 +143,14 @@ impl Cache {
             (ar, reader)
         };
         let kinds = vec![
-            watch(erase::<RegisteredModel>(), true),
-            watch(erase::<ModelVersion>(), true),
-            watch(erase::<ModelAlias>(), false),
-            watch(erase::<Evaluation>(), true),
-            watch(erase::<ModelDeployment>(), false),
-            watch(erase::<PromotionPolicy>(), true),
+            watch(erase::<RegisteredModel>(), Invalidates::OnSpec),
+            watch(erase::<ModelVersion>(), Invalidates::OnSpec),
+            watch(erase::<ModelAlias>(), Invalidates::Never),
+            watch(erase::<Evaluation>(), Invalidates::Always),
+            watch(erase::<ModelDeployment>(), Invalidates::Never),
+            watch(erase::<PromotionPolicy>(), Invalidates::OnSpec),
         ];
-        let approvals = watch(erase::<Approval>(), false);
+        let approvals = watch(erase::<Approval>(), Invalidates::Never);
         // The per-version Deployments Slipway manages.
         let deployments = {
             let api: Api<k8s_openapi::api::apps::v1::Deployment> = match namespace {
