@@ -246,7 +246,15 @@ fn the_readme_walkthrough() {
         ) == "Healthy 8")
             .then_some(())
     });
-    show(&api, "admin", &["get", "malias,mdeploy"]);
+    eventually(Duration::from_secs(30), || {
+        (jsonpath(
+            &api,
+            &["rmodel", "pitch-frames"],
+            "{.status.latestVersion} {.status.aliases.production}",
+        ) == "8 8")
+            .then_some(())
+    });
+    show(&api, "admin", &["get", "rmodel,malias,mdeploy"]);
     let history = jsonpath(
         &api,
         &["mdeploy", "pitch-frames-api"],

@@ -284,6 +284,38 @@ impl Cache {
         })
     }
 
+    /// The versions of `model` in `ns`, and where each of its aliases resolves to.
+    pub fn model_summary(
+        &self,
+        ns: &str,
+        model: &str,
+    ) -> (Vec<String>, std::collections::BTreeMap<String, String>) {
+        let of_model = |o: &DynamicObject| {
+            o.metadata.namespace.as_deref() == Some(ns)
+                && o.data["spec"]["model"].as_str() == Some(model)
+        };
+        let versions = self.kinds[1]
+            .1
+            .state()
+            .iter()
+            .filter(|o| of_model(o))
+            .filter_map(|o| o.data["spec"]["version"].as_str().map(str::to_string))
+            .collect();
+        let aliases = self.kinds[2]
+            .1
+            .state()
+            .iter()
+            .filter(|o| of_model(o))
+            .filter_map(|o| {
+                Some((
+                    o.data["spec"]["alias"].as_str()?.to_string(),
+                    o.data["status"]["resolvedVersion"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        (versions, aliases)
+    }
+
     /// The `ModelAlias`es of the namespace, as JSON.
     pub fn aliases(&self, ns: &str) -> Vec<Value> {
         let (ar, store) = &self.kinds[2];

@@ -257,6 +257,69 @@ async fn reconcile_alias(
     }
 }
 
+// ---------------------------------------------------------------- models
+
+/// A `RegisteredModel`'s status: its newest version and where its aliases resolve.
+async fn reconcile_model(
+    guarded: Arc<DeserializeGuard<slipway_crd::RegisteredModel>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let Ok(model) = &guarded.0 else {
+        return Ok(Requeue::await_change());
+    };
+    let ns = model.namespace().unwrap_or_else(|| "default".into());
+    let name = model.name_any();
+    let (mut versions, aliases) = ctx.cache.model_summary(&ns, &name);
+    versions.sort_by(|a, b| crate::catalog::natural(a).cmp(&crate::catalog::natural(b)));
+    let latest = versions.last().cloned();
+    let old = model.status.clone().unwrap_or_default();
+    let message = match &latest {
+        Some(v) => format!(
+            "{} versions, newest {v}; {} aliases resolved",
+            versions.len(),
+            aliases.len()
+        ),
+        None => "no versions registered yet".to_string(),
+    };
+    let fresh = old.latest_version == latest
+        && old.aliases == aliases
+        && old.conditions.iter().any(|c| {
+            c.type_ == "Ready"
+                && c.message == message
+                && c.observed_generation == model.metadata.generation
+        });
+    if !fresh {
+        let mut ready = condition(
+            "Ready",
+            true,
+            "Observed",
+            &message,
+            model.metadata.generation,
+        );
+        keep_transition(&mut ready, &old.conditions);
+        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "RegisteredModel",
+            "status": {"latestVersion": latest, "aliases": aliases, "conditions": [ready]}});
+        Api::<slipway_crd::RegisteredModel>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch)),
+            )
+            .await?;
+        // The watch that woke this may be ahead of the cache: look once more shortly.
+        return Ok(Requeue::requeue(Duration::from_secs(2)));
+    }
+    Ok(Requeue::requeue(Duration::from_secs(300)))
+}
+
+/// The `RegisteredModel` an object with `spec.model` belongs to.
+fn model_of(
+    ns: Option<String>,
+    spec_model: &str,
+) -> Option<ObjectRef<DeserializeGuard<slipway_crd::RegisteredModel>>> {
+    Some(ObjectRef::new(spec_model).within(&ns.unwrap_or_else(|| "default".into())))
+}
+
 // ---------------------------------------------------------------- deployments
 
 /// Label of every object a `ModelDeployment` owns.
@@ -794,11 +857,30 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|_| async {});
+    let models: Api<DeserializeGuard<slipway_crd::RegisteredModel>> = scoped(&client, &namespace);
+    let model_versions: Api<slipway_crd::ModelVersion> = scoped(&client, &namespace);
+    let model_aliases: Api<ModelAlias> = scoped(&client, &namespace);
+    let model_controller = Controller::new(models, watcher::Config::default())
+        .watches(
+            model_versions,
+            watcher::Config::default(),
+            |v: slipway_crd::ModelVersion| model_of(v.namespace(), &v.spec.model),
+        )
+        .watches(
+            model_aliases,
+            watcher::Config::default(),
+            |a: ModelAlias| model_of(a.namespace(), &a.spec.model),
+        )
+        .trigger_backoff(super::cache::QuickBackoff::default())
+        .graceful_shutdown_on(wait(shutdown_rx.clone()))
+        .run(reconcile_model, error_policy, ctx.clone())
+        .for_each(counted(ctx.clone(), "models"));
     let stop = async move {
         shutdown.await;
         let _ = shutdown_tx.send(true);
     };
     tokio::join!(
+        model_controller,
         alias_controller,
         deployment_controller,
         version_controller,
