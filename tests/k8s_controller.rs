@@ -688,6 +688,25 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
         ),
         "7"
     );
+    // Moving production to 8 while its evaluation runs: the move waits, and production keeps
+    // resolving to 7 meanwhile.
+    move_alias(&api, "8");
+    eventually(Duration::from_secs(30), || {
+        (get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.conditions[0].reason}",
+        ) == "WaitingForEvaluations")
+            .then_some(())
+    });
+    assert_eq!(
+        get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.resolvedVersion}"
+        ),
+        "7"
+    );
     let token = token_of(&api, "pitch-frames-8-holdout");
     let (code, body) = post_results(
         port,
@@ -712,6 +731,15 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
         "{.status.conditions[0].message}",
     );
     assert!(message.contains("f1"), "{message}");
+    // Finished (no policy here asks for a pass): the move resolves, with both moves in history.
+    eventually(Duration::from_secs(30), || {
+        (get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.resolvedVersion} {.status.previousVersion}",
+        ) == "8 7")
+            .then_some(())
+    });
 
     // Version 9's Job fails three times: the evaluation fails, with the reason.
     let v9 = v8

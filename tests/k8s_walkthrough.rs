@@ -255,6 +255,22 @@ fn the_readme_walkthrough() {
             .then_some(())
     });
     show(&api, "admin", &["get", "rmodel,malias,mdeploy"]);
+    eventually(Duration::from_secs(30), || {
+        (jsonpath(
+            &api,
+            &["appr", "pitch-frames-production-8"],
+            "{.status.usedBy}",
+        ) == "ModelAlias/default/pitch-frames-production → 8")
+            .then_some(())
+    });
+    assert!(
+        !jsonpath(
+            &api,
+            &["appr", "pitch-frames-production-8"],
+            "{.status.approvedAt}"
+        )
+        .is_empty()
+    );
     let history = jsonpath(
         &api,
         &["mdeploy", "pitch-frames-api"],

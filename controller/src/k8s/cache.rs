@@ -316,6 +316,24 @@ impl Cache {
         (versions, aliases)
     }
 
+    /// Names of the `Approval`s in `ns` that sign off moving alias object `alias` to `version`.
+    pub fn approvals_for(&self, ns: &str, alias: &str, version: &str) -> Vec<String> {
+        self.approvals
+            .1
+            .state()
+            .iter()
+            .filter(|o| {
+                let spec = &o.data["spec"];
+                o.metadata.namespace.as_deref() == Some(ns)
+                    && spec["target"]["kind"] == "ModelAlias"
+                    && spec["target"]["name"].as_str() == Some(alias)
+                    && spec["version"].as_str() == Some(version)
+                    && spec["decision"] != "reject"
+            })
+            .filter_map(|o| o.metadata.name.clone())
+            .collect()
+    }
+
     /// The `ModelAlias`es of the namespace, as JSON.
     pub fn aliases(&self, ns: &str) -> Vec<Value> {
         let (ar, store) = &self.kinds[2];

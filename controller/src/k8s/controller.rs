@@ -144,6 +144,13 @@ async fn reconcile_alias(
     let to = alias.spec.version.clone();
     let api: Api<ModelAlias> = Api::namespaced(ctx.client.clone(), &ns);
     let label = format!("{}/{}", alias.spec.model, alias.spec.alias);
+    // Server-side apply drops fields this manager owned but leaves out: every apply of the
+    // status carries the resolution forward.
+    let kept = |conditions: Value| {
+        json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
+            "status": {"resolvedVersion": status.resolved_version, "previousVersion": status.previous_version,
+                       "history": status.history, "conditions": conditions}})
+    };
     let ready = |ok: bool, reason: &str, message: &str| {
         let mut c = condition("Ready", ok, reason, message, generation);
         keep_transition(&mut c, &status.conditions);
@@ -155,8 +162,11 @@ async fn reconcile_alias(
         }) {
             return Ok(Requeue::await_change());
         }
-        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
-            "status": {"conditions": [ready(true, "Resolved", &format!("{label} resolves to {to}"))]}});
+        let patch = kept(json!([ready(
+            true,
+            "Resolved",
+            &format!("{label} resolves to {to}")
+        )]));
         api.patch_status(
             &name,
             &PatchParams::apply(MANAGER).force(),
@@ -190,8 +200,7 @@ async fn reconcile_alias(
     ) {
         Promotion::Unresolvable => {
             let message = format!("{label} → {to}: the model or version does not exist in {ns}");
-            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
-                "status": {"conditions": [ready(false, "Unresolvable", &message)]}});
+            let patch = kept(json!([ready(false, "Unresolvable", &message)]));
             api.patch_status(
                 &name,
                 &PatchParams::apply(MANAGER).force(),
@@ -205,8 +214,7 @@ async fn reconcile_alias(
                 "{label} → {to}: waiting for evaluation {}",
                 pending.join(", ")
             );
-            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
-                "status": {"conditions": [ready(false, "WaitingForEvaluations", &message)]}});
+            let patch = kept(json!([ready(false, "WaitingForEvaluations", &message)]));
             api.patch_status(
                 &name,
                 &PatchParams::apply(MANAGER).force(),
@@ -234,6 +242,18 @@ async fn reconcile_alias(
             )
             .await?;
             publish(&ctx, alias, false, "AliasMoved", message).await;
+            // The approvals of this exact move record that they were used.
+            let approvals: Api<slipway_crd::Approval> = Api::namespaced(ctx.client.clone(), &ns);
+            for a in ctx.cache.approvals_for(&ns, &name, &to) {
+                // A merge patch: it must not take approvedAt away (see reconcile_approval).
+                let patch = json!({"status": {"usedBy": format!("ModelAlias/{ns}/{name} → {to}")}});
+                if let Err(e) = approvals
+                    .patch_status(&a, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    tracing::warn!(approval = %a, error = %e, "cannot record that the approval was used");
+                }
+            }
             Ok(Requeue::await_change())
         }
         Promotion::Decided(decision) => {
@@ -241,8 +261,7 @@ async fn reconcile_alias(
             let already = status.conditions.iter().any(|c| {
                 c.type_ == "Ready" && c.reason == "PromotionBlocked" && c.message == message
             });
-            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
-                "status": {"conditions": [ready(false, "PromotionBlocked", &message)]}});
+            let patch = kept(json!([ready(false, "PromotionBlocked", &message)]));
             api.patch_status(
                 &name,
                 &PatchParams::apply(MANAGER).force(),
@@ -255,6 +274,41 @@ async fn reconcile_alias(
             Ok(Requeue::requeue(Duration::from_secs(60)))
         }
     }
+}
+
+// ---------------------------------------------------------------- approvals
+
+/// An `Approval`'s status records when it was admitted.
+async fn reconcile_approval(
+    guarded: Arc<DeserializeGuard<slipway_crd::Approval>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let Ok(approval) = &guarded.0 else {
+        return Ok(Requeue::await_change());
+    };
+    if approval
+        .status
+        .as_ref()
+        .is_some_and(|s| s.approved_at.is_some())
+    {
+        return Ok(Requeue::await_change());
+    }
+    let ns = approval.namespace().unwrap_or_else(|| "default".into());
+    let at = approval
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Utc::now);
+    let patch = json!({"status": {"approvedAt": at}});
+    Api::<slipway_crd::Approval>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(
+            &approval.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(Requeue::await_change())
 }
 
 // ---------------------------------------------------------------- models
@@ -875,11 +929,18 @@ pub async fn run(
         .graceful_shutdown_on(wait(shutdown_rx.clone()))
         .run(reconcile_model, error_policy, ctx.clone())
         .for_each(counted(ctx.clone(), "models"));
+    let approvals: Api<DeserializeGuard<slipway_crd::Approval>> = scoped(&client, &namespace);
+    let approval_controller = Controller::new(approvals, watcher::Config::default())
+        .trigger_backoff(super::cache::QuickBackoff::default())
+        .graceful_shutdown_on(wait(shutdown_rx.clone()))
+        .run(reconcile_approval, error_policy, ctx.clone())
+        .for_each(counted(ctx.clone(), "approvals"));
     let stop = async move {
         shutdown.await;
         let _ = shutdown_tx.send(true);
     };
     tokio::join!(
+        approval_controller,
         model_controller,
         alias_controller,
         deployment_controller,

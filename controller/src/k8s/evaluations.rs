@@ -261,6 +261,7 @@ pub async fn reconcile_evaluation(
         if attempt < MAX_ATTEMPTS && !timed_out {
             let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
                 "status": {"phase": "Running", "attempts": attempt + 1, "startedAt": started,
+                           "baselineVersion": status.baseline_version,
                            "conditions": [{"type": "Ready", "status": "False", "reason": "Retrying",
                                            "message": format!("attempt {attempt} failed: {why}; retrying"),
                                            "lastTransitionTime": Utc::now()}]}});
@@ -276,6 +277,7 @@ pub async fn reconcile_evaluation(
         let message = format!("evaluation failed after {attempt} attempt(s): {why}");
         let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
             "status": {"phase": "Failed", "verdict": "Failed", "attempts": attempt,
+                       "baselineVersion": status.baseline_version,
                        "startedAt": started, "completedAt": Utc::now(),
                        "conditions": [{"type": "Ready", "status": "True", "reason": "Failed",
                                        "message": message, "lastTransitionTime": Utc::now()}]}});
