@@ -236,6 +236,17 @@ impl Cache {
         }
     }
 
+    /// The version alias `alias` of `model` in `ns` asks for (`spec.version`).
+    pub fn alias_target(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
+        self.kinds[2].1.state().iter().find_map(|o| {
+            (o.metadata.namespace.as_deref() == Some(ns)
+                && o.data["spec"]["model"].as_str() == Some(model)
+                && o.data["spec"]["alias"].as_str() == Some(alias))
+            .then(|| o.data["spec"]["version"].as_str().map(str::to_string))
+            .flatten()
+        })
+    }
+
     /// The name of the `ModelAlias` for `alias` of `model` in `ns`.
     pub fn alias_name(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
         self.kinds[2].1.state().iter().find_map(|o| {

@@ -70,11 +70,31 @@ pub async fn reconcile_version(
         .map(|o| o.key.name.clone())
         .collect();
     let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut waiting = false;
     for t in tasks(catalog, &resolved) {
         if t.model != version.spec.model
             || t.version != version.spec.version
             || existing.contains(&t.name)
         {
+            continue;
+        }
+        // A baseline alias that exists but has not resolved yet (its first move is still being
+        // decided): wait for it rather than evaluate without a baseline (as in git mode).
+        let baseline_alias = catalog
+            .model(&ns, &t.model)
+            .and_then(|m| m.spec.evaluations.iter().find(|s| s.name == t.suite))
+            .and_then(|s| s.baseline.as_ref())
+            .filter(|b| b.version.is_none())
+            .and_then(|b| b.alias.clone());
+        if t.baseline.is_none()
+            && let Some(a) = baseline_alias
+            && ctx
+                .cache
+                .alias_target(&ns, &t.model, &a)
+                .is_some_and(|target| target != t.version)
+            && ctx.cache.resolved(&ns, &t.model, &a).is_none()
+        {
+            waiting = true;
             continue;
         }
         let object = json!({
@@ -168,7 +188,7 @@ pub async fn reconcile_version(
             .await?;
     }
     // Until every suite has a verdict, look again soon (the catalog may trail the watch).
-    Ok(Requeue::requeue(if ok || failed {
+    Ok(Requeue::requeue(if (ok || failed) && !waiting {
         Duration::from_secs(300)
     } else {
         Duration::from_secs(2)
