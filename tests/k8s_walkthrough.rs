@@ -150,6 +150,15 @@ fn the_readme_walkthrough() {
         assert!(!run.stderr.contains("Warning"), "{}", run.stderr);
     }
     show(&api, "admin", &["get", "meval,jobs"]);
+    // Until production resolves (it waits for 7's evaluation), the deployment has nothing to serve.
+    eventually(Duration::from_secs(30), || {
+        (jsonpath(
+            &api,
+            &["mdeploy", "pitch-frames-api"],
+            "{.status.conditions[0].status} {.status.conditions[0].reason}",
+        ) == "False NothingToServe")
+            .then_some(())
+    });
     play_job(
         &api,
         listen,
@@ -157,7 +166,11 @@ fn the_readme_walkthrough() {
         r#"{"candidate": {"metrics": {"macro_f1": 0.842}}}"#,
     );
     eventually(Duration::from_secs(60), || {
-        (jsonpath(&api, &["mdeploy", "pitch-frames-api"], "{.status.phase}") == "Healthy")
+        (jsonpath(
+            &api,
+            &["mdeploy", "pitch-frames-api"],
+            "{.status.phase} {.status.servingVersion}",
+        ) == "Healthy 7")
             .then_some(())
     });
 

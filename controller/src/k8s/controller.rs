@@ -557,10 +557,15 @@ async fn reconcile_deployment(
     let excess = history.len().saturating_sub(50);
     history.drain(..excess);
     let settled = s.candidate.is_none() && s.phase == DeploymentPhase::Healthy;
+    let serving = s.stable.is_some() || s.candidate.is_some();
     let mut ready = condition(
         "Ready",
-        settled,
-        &format!("{:?}", s.phase),
+        settled && serving,
+        &if serving {
+            format!("{:?}", s.phase)
+        } else {
+            "NothingToServe".to_string()
+        },
         &match (&s.candidate, &s.stable) {
             (Some(c), _) => format!(
                 "rolling out {c}: step {} of the strategy, traffic {:?}",
