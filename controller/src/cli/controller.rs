@@ -83,45 +83,51 @@ fn init_logs(format: LogFormat) {
     };
 }
 
+/// Sets `caBundle` of every webhook (named in `hooks`) of configuration `name`, if it exists.
+async fn set_ca<K>(
+    api: Api<K>,
+    name: &str,
+    bundle: &str,
+    hooks: impl Fn(K) -> Vec<String>,
+) -> anyhow::Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(cfg) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let hooks: Vec<serde_json::Value> = hooks(cfg)
+        .into_iter()
+        .map(|w| serde_json::json!({"name": w, "clientConfig": {"caBundle": bundle}}))
+        .collect();
+    // A strategic merge patch merges webhooks by name.
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Strategic(serde_json::json!({"webhooks": hooks})),
+    )
+    .await?;
+    Ok(true)
+}
+
 /// Sets `caBundle` of every webhook in the configurations named `name`.
 async fn publish_ca(client: kube::Client, name: &str, ca: &str) -> anyhow::Result<()> {
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
-    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client);
-    let mut found = false;
-    if let Some(cfg) = validating.get_opt(name).await? {
-        found = true;
-        let hooks: Vec<serde_json::Value> = cfg
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| serde_json::json!({"name": w.name, "clientConfig": {"caBundle": bundle}}))
-            .collect();
-        // A strategic merge patch merges webhooks by name.
-        validating
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Strategic(serde_json::json!({"webhooks": hooks})),
-            )
-            .await?;
-    }
-    if let Some(cfg) = mutating.get_opt(name).await? {
-        found = true;
-        let hooks: Vec<serde_json::Value> = cfg
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| serde_json::json!({"name": w.name, "clientConfig": {"caBundle": bundle}}))
-            .collect();
-        mutating
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Strategic(serde_json::json!({"webhooks": hooks})),
-            )
-            .await?;
-    }
+    let validating = set_ca(
+        Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+        name,
+        &bundle,
+        |c| c.webhooks.into_iter().flatten().map(|w| w.name).collect(),
+    )
+    .await?;
+    let mutating = set_ca(
+        Api::<MutatingWebhookConfiguration>::all(client),
+        name,
+        &bundle,
+        |c| c.webhooks.into_iter().flatten().map(|w| w.name).collect(),
+    )
+    .await?;
+    let found = validating || mutating;
     if !found {
         anyhow::bail!(
             "--webhook-config {name}: no ValidatingWebhookConfiguration or MutatingWebhookConfiguration of that name; install the Helm chart or create them first"

@@ -236,41 +236,32 @@ impl Cache {
         }
     }
 
+    /// The `ModelAlias` for `alias` of `model` in `ns`, from the watch.
+    fn find_alias(&self, ns: &str, model: &str, alias: &str) -> Option<Arc<DynamicObject>> {
+        self.kinds[2].1.state().into_iter().find(|o| {
+            o.metadata.namespace.as_deref() == Some(ns)
+                && o.data["spec"]["model"].as_str() == Some(model)
+                && o.data["spec"]["alias"].as_str() == Some(alias)
+        })
+    }
+
     /// The version alias `alias` of `model` in `ns` asks for (`spec.version`).
     pub fn alias_target(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
-        self.kinds[2].1.state().iter().find_map(|o| {
-            (o.metadata.namespace.as_deref() == Some(ns)
-                && o.data["spec"]["model"].as_str() == Some(model)
-                && o.data["spec"]["alias"].as_str() == Some(alias))
-            .then(|| o.data["spec"]["version"].as_str().map(str::to_string))
-            .flatten()
-        })
+        let o = self.find_alias(ns, model, alias)?;
+        o.data["spec"]["version"].as_str().map(str::to_string)
     }
 
     /// The name of the `ModelAlias` for `alias` of `model` in `ns`.
     pub fn alias_name(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
-        self.kinds[2].1.state().iter().find_map(|o| {
-            (o.metadata.namespace.as_deref() == Some(ns)
-                && o.data["spec"]["model"].as_str() == Some(model)
-                && o.data["spec"]["alias"].as_str() == Some(alias))
-            .then(|| o.metadata.name.clone())
-            .flatten()
-        })
+        self.find_alias(ns, model, alias)?.metadata.name.clone()
     }
 
     /// The version alias `alias` of `model` in `ns` resolves to now, read from the watch.
     pub fn resolved(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
-        self.kinds[2].1.state().iter().find_map(|o| {
-            (o.metadata.namespace.as_deref() == Some(ns)
-                && o.data["spec"]["model"].as_str() == Some(model)
-                && o.data["spec"]["alias"].as_str() == Some(alias))
-            .then(|| {
-                o.data["status"]["resolvedVersion"]
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .flatten()
-        })
+        let o = self.find_alias(ns, model, alias)?;
+        o.data["status"]["resolvedVersion"]
+            .as_str()
+            .map(str::to_string)
     }
 
     /// The artifact (URI, digest) of `model` version `version` in `ns`, read from the watch.
