@@ -3,20 +3,13 @@
 
 mod support;
 
+use support::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{eventually, root, slipway, slipway_env};
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts `slipway ARGS` in `work` in the background, its output discarded.
 fn spawn_slipway(work: &Path, args: &[&str]) -> std::process::Child {

@@ -4,19 +4,13 @@
 
 mod support;
 
+use support::free_port;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::apiserver::ApiServer;
 use support::{eventually, root};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `slipway controller` serving the webhook; killed on drop.
 struct Controller {

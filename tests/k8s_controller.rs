@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::free_port;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -55,14 +57,6 @@ spec:
       - {weight: 50, pause: 2s}
     autoRollback: true
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `slipway controller` process (no webhook); killed on drop.
 struct Controller {

@@ -4,20 +4,14 @@
 
 mod support;
 
+use support::free_port;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::apiserver::ApiServer;
 use support::kubelet::Kubelet;
 use support::{eventually, root};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn show(api: &ApiServer, user: &str, args: &[&str]) -> support::Run {
     let run = api.kubectl(args, user);

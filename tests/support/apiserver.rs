@@ -1,12 +1,11 @@
 //! A real kube-apiserver + etcd on loopback, from `KUBEBUILDER_ASSETS` (`scripts/kube-assets.sh`
 //! builds and caches them), with token-file users, RBAC and a kubeconfig for `kubectl`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Run;
+use super::{Run, free_port};
 
 /// Users of the token file: (token, user, groups).
 pub const USERS: [(&str, &str, &str); 4] = [
@@ -22,13 +21,6 @@ pub struct ApiServer {
     apiserver_args: Vec<String>,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn assets() -> PathBuf {
