@@ -4,6 +4,7 @@
 mod support;
 
 use support::free_port;
+use support::http::{Receiver, post_json};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -751,71 +752,6 @@ fn a_crashed_server_is_restarted_and_sigterm_stops_every_server() {
     );
 }
 
-/// A real HTTP receiver on loopback: records (path, headers, body); answers 500 to the first
-/// `fail_first` requests, then 200.
-struct Receiver {
-    port: u16,
-    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
-}
-
-impl Receiver {
-    fn start(fail_first: usize) -> Receiver {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = got.clone();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                reader.read_line(&mut request_line).unwrap_or(0);
-                let mut headers = String::new();
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                    headers.push_str(&line);
-                }
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap_or(());
-                n += 1;
-                let status = if n <= fail_first {
-                    "500 Internal Server Error"
-                } else {
-                    "200 OK"
-                };
-                let path = request_line
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("")
-                    .to_string();
-                seen.lock().unwrap().push((
-                    path,
-                    headers,
-                    String::from_utf8_lossy(&body).into_owned(),
-                ));
-                let _ = stream.write_all(
-                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                );
-            }
-        });
-        Receiver { port, got }
-    }
-
-    fn requests(&self) -> Vec<(String, String, String)> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
 #[test]
 fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
     let (_dir, work) = quickstart();
@@ -1307,34 +1243,6 @@ fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
     terminate(&mut child);
 }
 
-/// POST a JSON body with a bearer token: (status, body).
-fn post(url: &str, token: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /{path} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = s.read_to_string(&mut response);
-    let status = response
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
-}
-
 #[test]
 fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
     let (_dir, work) = quickstart();
@@ -1375,20 +1283,20 @@ fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
             "http://127.0.0.1:{port}/api/v1/evaluations/default/pitch-frames-7-holdout/results"
         )
     );
-    let (code, body) = post(
+    let (code, body) = post_json(
         &url7,
         "not-the-token",
         &format!(r#"{{"candidate": {}}}"#, results(0.74)),
     );
     assert_eq!(code, 401, "{body}");
-    let (code, body) = post(
+    let (code, body) = post_json(
         &url7,
         d7["token"].as_str().unwrap(),
         r#"{"candidate": {"metric": {}}}"#,
     );
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("unknown field `metric`"), "{body}");
-    let (code, body) = post(
+    let (code, body) = post_json(
         &url7,
         d7["token"].as_str().unwrap(),
         &format!(r#"{{"candidate": {}}}"#, results(0.74)),
@@ -1400,14 +1308,14 @@ fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
     assert_eq!(d8["baseline"]["version"], "7");
     let url8 = d8["resultsUrl"].as_str().unwrap().to_string();
     let token8 = d8["token"].as_str().unwrap().to_string();
-    let (code, body) = post(
+    let (code, body) = post_json(
         &url8,
         &token8,
         &format!(r#"{{"candidate": {}}}"#, results(0.81)),
     );
     assert_eq!(code, 400);
     assert!(body.contains("include \\\"baseline\\\" results"), "{body}");
-    let (code, _) = post(
+    let (code, _) = post_json(
         &url8,
         &token8,
         &format!(

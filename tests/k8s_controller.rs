@@ -6,6 +6,7 @@
 mod support;
 
 use support::free_port;
+use support::http::{self, post_results};
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -83,14 +84,13 @@ impl Controller {
     }
 
     fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return String::new();
-        };
-        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
+        http::request(
+            "GET",
+            &format!("http://127.0.0.1:{}/metrics", self.port),
+            &[],
+            "",
+        )
+        .1
     }
 
     fn log(&self) -> String {
@@ -493,30 +493,6 @@ metadata: {name: pitch-frames-production}
 spec: {model: pitch-frames, alias: production, version: "7"}
 "#;
 
-/// POSTs to the controller's results API: (status, body).
-fn post_results(port: u16, evaluation: &str, token: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /api/v1/evaluations/default/{evaluation}/results HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = s.read_to_string(&mut response);
-    let status = response
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn token_of(api: &ApiServer, evaluation: &str) -> String {
     let b64 = get(
         api,
@@ -782,4 +758,235 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+const EXTERNAL: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: ci-credentials}
+stringData: {dispatch: ci-secret-1, notify: notify-secret-2}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {name: pitch-frames}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner:
+        webhook:
+          url: http://127.0.0.1:RECEIVER/ci/dispatch
+          headers:
+            X-Dispatch-Token: {secretKeyRef: {name: ci-credentials, key: dispatch}}
+          bodyTemplate: '{"ref": "main", "inputs": {"model": "{{ model }}", "version": "{{ version }}", "results": "{{ resultsUrl }}", "token": "{{ token }}"}}'
+      dataset: {uri: "s3://datasets/pitch-frames/holdout/", digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111"}
+      gates:
+        - {metric: f1, op: ">=", value: 0.8}
+      timeout: 10m
+  notifications:
+    - name: ops
+      events: [VersionRegistered, EvaluationCompleted, AliasMoved]
+      webhook:
+        url: http://127.0.0.1:RECEIVER/ops
+        headers:
+          Authorization: {secretKeyRef: {name: ci-credentials, key: notify}}
+        bodyTemplate: '{"event": "{{ event }}", "version": "{{ version }}", "message": "{{ message }}"}'
+    - name: missing-secret
+      events: [AliasMoved]
+      webhook:
+        url: http://127.0.0.1:RECEIVER/never
+        headers:
+          Authorization: {secretKeyRef: {name: not-there, key: token}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {name: legacy}
+spec:
+  evaluations:
+    - name: smoke
+      runner:
+        local: {command: ["python3", "evaluate.py"]}
+      dataset: {uri: "s3://datasets/legacy/", digest: "sha256:2222222222222222222222222222222222222222222222222222222222222222"}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: legacy-1}
+spec: {model: legacy, version: "1", artifact: {uri: "s3://models/legacy/1/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000001"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-7}
+spec: {model: pitch-frames, version: "7", artifact: {uri: "s3://models/pitch-frames/7/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000007"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelAlias
+metadata: {name: pitch-frames-production}
+spec: {model: pitch-frames, alias: production, version: "7"}
+"#;
+
+#[test]
+fn webhook_runners_notifications_and_reports_work_in_kubernetes_mode() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let receiver = http::Receiver::start(0);
+    let manifest = EXTERNAL.replace("RECEIVER", &receiver.port.to_string());
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &manifest);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let controller = Controller::start(&api, "controller-a");
+
+    // The external system is asked to run the evaluation, with the header's secret from the
+    // cluster and the results URL and token in the rendered body.
+    let dispatch = eventually(Duration::from_secs(60), || {
+        receiver
+            .requests()
+            .into_iter()
+            .find(|(path, _, _)| path == "/ci/dispatch")
+    });
+    assert!(
+        dispatch.1.contains("X-Dispatch-Token: ci-secret-1")
+            || dispatch.1.contains("x-dispatch-token: ci-secret-1"),
+        "{}",
+        dispatch.1
+    );
+    let body: serde_json::Value = serde_json::from_str(&dispatch.2).unwrap();
+    assert_eq!(body["inputs"]["version"], "7");
+    let results = body["inputs"]["results"].as_str().unwrap().to_string();
+    assert!(
+        results.ends_with("/api/v1/evaluations/default/pitch-frames-7-holdout/results"),
+        "{results}"
+    );
+    let token = body["inputs"]["token"].as_str().unwrap();
+    assert_eq!(token, token_of(&api, "pitch-frames-7-holdout"));
+    eventually(Duration::from_secs(30), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.phase} {.status.conditions[0].reason}",
+        ) == "Running Running")
+            .then_some(())
+    });
+    assert_eq!(
+        api.kubectl(&["get", "jobs", "-o", "name"], "admin")
+            .stdout
+            .trim(),
+        "",
+        "a webhook runner starts no Job"
+    );
+
+    // The external job reports back; the report is served by the controller.
+    let (code, answer) = http::post_json(
+        &results,
+        token,
+        r#"{"candidate": {"metrics": {"f1": 0.91}, "samples": [{"input": "frame-001.jpg", "expected": "corner", "prediction": "corner"}]}}"#,
+    );
+    assert_eq!(code, 202, "{answer}\n{}", controller.log());
+    let report = get(
+        &api,
+        &["meval", "pitch-frames-7-holdout"],
+        "{.status.report}",
+    );
+    assert_eq!(
+        report,
+        format!(
+            "http://127.0.0.1:{}/reports/default/pitch-frames-7-holdout.html",
+            controller.port
+        )
+    );
+    let (code, html) = http::request("GET", &report, &[], "");
+    assert_eq!(code, 200);
+    assert!(html.contains("<html") && html.contains("frame-001.jpg") && html.contains("0.91"));
+    let (code, md) = http::request("GET", &report.replace(".html", ".md"), &[], "");
+    assert_eq!(code, 200);
+    assert!(md.contains("pitch-frames") && md.contains("f1"), "{md}");
+    let (code, _) = http::request("GET", &report.replace("holdout.html", "nope.html"), &[], "");
+    assert_eq!(code, 404);
+
+    // Notifications: registered, evaluated, moved — each once, with the cluster secret.
+    let notes = eventually(Duration::from_secs(60), || {
+        let notes: Vec<serde_json::Value> = receiver
+            .requests()
+            .into_iter()
+            .filter(|(path, _, _)| path == "/ops")
+            .map(|(_, headers, body)| {
+                assert!(
+                    headers
+                        .to_ascii_lowercase()
+                        .contains("authorization: notify-secret-2"),
+                    "{headers}"
+                );
+                serde_json::from_str(&body).unwrap()
+            })
+            .collect();
+        (notes.len() >= 3).then_some(notes)
+    });
+    let mut events: Vec<&str> = notes.iter().map(|n| n["event"].as_str().unwrap()).collect();
+    events.sort();
+    assert_eq!(
+        events,
+        ["AliasMoved", "EvaluationCompleted", "VersionRegistered"],
+        "{notes:?}"
+    );
+    let evaluated = notes
+        .iter()
+        .find(|n| n["event"] == "EvaluationCompleted")
+        .unwrap();
+    assert!(
+        evaluated["message"].as_str().unwrap().contains("Passed"),
+        "{notes:?}"
+    );
+    // A channel whose secret is missing: a warning event says which Secret to create.
+    let failed = eventually(Duration::from_secs(30), || {
+        let out = api
+            .kubectl(
+                &[
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "reason=NotificationFailed",
+                    "-o",
+                    "jsonpath={.items[*].message}",
+                ],
+                "admin",
+            )
+            .stdout;
+        (!out.is_empty()).then_some(out)
+    });
+    assert!(
+        failed.contains("missing-secret")
+            && failed.contains("Secret default/not-there does not exist"),
+        "{failed}"
+    );
+    assert!(
+        !receiver.requests().iter().any(|(p, _, _)| p == "/never"),
+        "nothing is sent without its secret"
+    );
+    eventually(Duration::from_secs(30), || {
+        let metrics = controller.metrics();
+        (metrics.contains("slipway_controller_notifications_total{outcome=\"delivered\"} 3")
+            && metrics.contains("slipway_controller_notifications_total{outcome=\"failed\"} 1"))
+        .then_some(())
+    });
+
+    // A local runner cannot run in a cluster: the evaluation fails and says what to use.
+    let message = eventually(Duration::from_secs(60), || {
+        let m = get(
+            &api,
+            &["meval", "legacy-1-smoke"],
+            "{.status.phase}: {.status.conditions[0].message}",
+        );
+        m.starts_with("Failed").then_some(m)
+    });
+    assert!(
+        message.contains("local runner runs only in git mode") && message.contains("webhook"),
+        "{message}"
+    );
+    // Nothing is announced twice.
+    std::thread::sleep(Duration::from_secs(3));
+    let ops: Vec<String> = receiver
+        .requests()
+        .into_iter()
+        .filter(|(p, _, _)| p == "/ops")
+        .map(|(_, _, body)| body)
+        .collect();
+    assert_eq!(ops.len(), 3, "{ops:#?}");
 }

@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::http::post_results;
+
 use support::free_port;
 
 use std::process::{Command, Stdio};
@@ -22,20 +24,6 @@ fn show(api: &ApiServer, user: &str, args: &[&str]) -> support::Run {
         run.stderr
     );
     run
-}
-
-fn post(port: u16, evaluation: &str, token: &str, body: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST /api/v1/evaluations/default/{evaluation}/results HTTP/1.0\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
 /// Plays evaluation Job `evaluation-1`: reads its token as the Job would and posts results.
@@ -65,7 +53,7 @@ fn play_job(api: &ApiServer, port: u16, evaluation: &str, body: &str) {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(post(port, evaluation, &token, body), 202);
+    assert_eq!(post_results(port, evaluation, &token, body).0, 202);
 }
 
 fn jsonpath(api: &ApiServer, what: &[&str], path: &str) -> String {

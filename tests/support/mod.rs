@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod apiserver;
+pub mod http;
 pub mod kubelet;
 
 use git2::{Oid, Repository, Signature, Time};

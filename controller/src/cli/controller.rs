@@ -151,6 +151,10 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         )
     })?;
     let results_client = client.clone();
+    let reports_client = client.clone();
+    // Where the reports are linked from (the results API's address as users reach it).
+    let reports_url: Arc<std::sync::OnceLock<String>> = Default::default();
+    let reports_link = reports_url.clone();
     let metrics = Arc::new(crate::k8s::metrics::Metrics::default());
     let metrics_view = metrics.clone();
     let health = axum::Router::new()
@@ -178,6 +182,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
                       headers: axum::http::HeaderMap,
                       body: axum::body::Bytes| {
                     let client = results_client.clone();
+                    let reports = reports_link.get().cloned().unwrap_or_default();
                     async move {
                         use axum::response::IntoResponse;
                         let token = headers
@@ -185,8 +190,10 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.strip_prefix("Bearer "))
                             .map(str::trim);
-                        match crate::k8s::evaluations::accept(&client, &ns, &name, token, &body)
-                            .await
+                        match crate::k8s::evaluations::accept(
+                            &client, &reports, &ns, &name, token, &body,
+                        )
+                        .await
                         {
                             Ok(verdict) => (
                                 axum::http::StatusCode::ACCEPTED,
@@ -199,6 +206,38 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
                                 axum::http::StatusCode::from_u16(code)
                                     .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
                                 axum::Json(serde_json::json!({"error": message})),
+                            )
+                                .into_response(),
+                        }
+                    }
+                },
+            ),
+        )
+        .route(
+            "/reports/{ns}/{file}",
+            axum::routing::get(
+                move |axum::extract::Path((ns, file)): axum::extract::Path<(String, String)>| {
+                    let client = reports_client.clone();
+                    async move {
+                        use axum::response::IntoResponse;
+                        let (name, format) = file.rsplit_once('.').unwrap_or((&file, ""));
+                        match crate::k8s::evaluations::report(&client, &ns, name, format).await {
+                            Ok(body) => (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    if format == "html" {
+                                        "text/html; charset=utf-8"
+                                    } else {
+                                        "text/markdown; charset=utf-8"
+                                    },
+                                )],
+                                body,
+                            )
+                                .into_response(),
+                            Err((code, message)) => (
+                                axum::http::StatusCode::from_u16(code)
+                                    .unwrap_or(axum::http::StatusCode::NOT_FOUND),
+                                format!("{message}\n"),
                             )
                                 .into_response(),
                         }
@@ -220,6 +259,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         .results_url
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
+    let _ = reports_url.set(results_url.trim_end_matches('/').to_string());
     tokio::spawn(async move {
         let _ = axum::serve(listener, health).await;
     });

@@ -69,6 +69,41 @@ enum Invalidates {
     Never,
 }
 
+/// Drops from a watched object what no decision reads and what often outweighs the rest:
+/// `managedFields` and kubectl's last-applied copy of the object.
+pub fn slim<K: kube::Resource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// A slimmed, cached watch of `api` for a controller: its store and its trigger stream
+/// (for `Controller::for_stream`).
+pub fn primary<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config).modify(slim::<K>))
+        .backoff(QuickBackoff::default())
+        .applied_objects();
+    (reader, stream)
+}
+
 /// A namespace's catalog and its evaluation results.
 pub struct View {
     /// The catalog.
@@ -113,32 +148,35 @@ impl Cache {
             // uid → metadata.generation: a status write does not change it, a spec change does.
             let mut seen: HashMap<String, i64> = HashMap::new();
             tokio::spawn(
-                reflector::reflector(writer, watcher(api, watcher::Config::default()))
-                    .backoff(QuickBackoff::default())
-                    .for_each(move |event| {
-                        let changed = match (&event, invalidates) {
-                            (_, Invalidates::Never) => false,
-                            (_, Invalidates::Always) => true,
-                            (
-                                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)),
-                                Invalidates::OnSpec,
-                            ) => {
-                                let uid = o.metadata.uid.clone().unwrap_or_default();
-                                let g = o.metadata.generation.unwrap_or(0);
-                                seen.insert(uid, g) != Some(g)
-                            }
-                            (Ok(watcher::Event::Delete(o)), Invalidates::OnSpec) => {
-                                seen.remove(o.metadata.uid.as_deref().unwrap_or_default());
-                                true
-                            }
-                            (Ok(_), Invalidates::OnSpec) => true,
-                            (Err(_), _) => false,
-                        };
-                        if changed {
-                            generation.fetch_add(1, Ordering::Relaxed);
+                reflector::reflector(
+                    writer,
+                    watcher(api, watcher::Config::default()).modify(slim::<DynamicObject>),
+                )
+                .backoff(QuickBackoff::default())
+                .for_each(move |event| {
+                    let changed = match (&event, invalidates) {
+                        (_, Invalidates::Never) => false,
+                        (_, Invalidates::Always) => true,
+                        (
+                            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)),
+                            Invalidates::OnSpec,
+                        ) => {
+                            let uid = o.metadata.uid.clone().unwrap_or_default();
+                            let g = o.metadata.generation.unwrap_or(0);
+                            seen.insert(uid, g) != Some(g)
                         }
-                        std::future::ready(())
-                    }),
+                        (Ok(watcher::Event::Delete(o)), Invalidates::OnSpec) => {
+                            seen.remove(o.metadata.uid.as_deref().unwrap_or_default());
+                            true
+                        }
+                        (Ok(_), Invalidates::OnSpec) => true,
+                        (Err(_), _) => false,
+                    };
+                    if changed {
+                        generation.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::future::ready(())
+                }),
             );
             (ar, reader)
         };
@@ -164,7 +202,8 @@ impl Cache {
                     watcher(
                         api,
                         watcher::Config::default().labels(super::controller::DEPLOYMENT_LABEL),
-                    ),
+                    )
+                    .modify(slim::<k8s_openapi::api::apps::v1::Deployment>),
                 )
                 .backoff(QuickBackoff::default())
                 .for_each(|_| std::future::ready(())),

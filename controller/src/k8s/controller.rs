@@ -24,6 +24,7 @@ use slipway_crd::common::Condition;
 use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus, RolloutEvent};
 use slipway_crd::{ModelAlias, ModelDeployment};
 
+use super::notify;
 use crate::reconcile::{Promotion, promotion};
 use crate::rollout::{self, Action, Observation, RolloutState, Verdict};
 
@@ -46,6 +47,8 @@ pub struct Context {
     /// rollout's first write.
     pub moves_seen:
         std::sync::Mutex<BTreeMap<(String, String, String, String), std::time::Instant>>,
+    /// Transitions already announced by this replica.
+    pub announced: super::notify::Announced,
 }
 
 /// Reconcile errors (retried with backoff).
@@ -241,7 +244,17 @@ async fn reconcile_alias(
                 &Patch::Apply(&compact(patch.clone())),
             )
             .await?;
-            publish(&ctx, alias, false, "AliasMoved", message).await;
+            publish(&ctx, alias, false, "AliasMoved", message.clone()).await;
+            let moved = notify::entry(
+                "AliasMoved",
+                &ns,
+                &alias.spec.model,
+                format!("ModelAlias/{name}"),
+                Some(to.clone()),
+                Some(alias.spec.alias.clone()),
+                message,
+            );
+            notify::notify(&ctx, alias, moved).await;
             // The approvals of this exact move record that they were used.
             let approvals: Api<slipway_crd::Approval> = Api::namespaced(ctx.client.clone(), &ns);
             for a in ctx.cache.approvals_for(&ns, &name, &to) {
@@ -269,7 +282,17 @@ async fn reconcile_alias(
             )
             .await?;
             if !already {
-                publish(&ctx, alias, true, "PromotionBlocked", message).await;
+                publish(&ctx, alias, true, "PromotionBlocked", message.clone()).await;
+                let blocked = notify::entry(
+                    "PromotionBlocked",
+                    &ns,
+                    &alias.spec.model,
+                    format!("ModelAlias/{name}"),
+                    Some(to.clone()),
+                    Some(alias.spec.alias.clone()),
+                    message,
+                );
+                notify::notify(&ctx, alias, blocked).await;
             }
             Ok(Requeue::requeue(Duration::from_secs(60)))
         }
@@ -551,7 +574,7 @@ async fn reconcile_deployment(
                 traffic: s.traffic.clone(),
                 message: Some(format!("{version}: {message}")),
             });
-            events.push((format!("{kind:?}"), message.clone()));
+            events.push((format!("{kind:?}"), version.clone(), message.clone()));
         }
     }
     let excess = history.len().saturating_sub(50);
@@ -670,9 +693,19 @@ async fn reconcile_deployment(
                 .await;
         }
     }
-    for (reason, note) in events {
+    for (reason, version, note) in events {
         let warning = matches!(reason.as_str(), "RolledBack" | "RolloutFailed");
-        publish(&ctx, md, warning, &reason, note).await;
+        publish(&ctx, md, warning, &reason, note.clone()).await;
+        let happened = notify::entry(
+            &reason,
+            &ns,
+            &md.spec.model,
+            format!("ModelDeployment/{name}"),
+            Some(version),
+            md.spec.alias.clone(),
+            format!("{name}: {note}"),
+        );
+        notify::notify(&ctx, md, happened).await;
     }
     Ok(match step.requeue_after {
         Some(d) => Requeue::requeue(d),
@@ -815,6 +848,7 @@ pub async fn run(
         results_url,
         metrics,
         moves_seen: Default::default(),
+        announced: Default::default(),
     });
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where
@@ -839,32 +873,38 @@ pub async fn run(
     // An evaluation that finishes may let its model's held alias moves through.
     let alias_cache = ctx.cache.clone();
     let evaluation_events: Api<slipway_crd::Evaluation> = scoped(&client, &namespace);
-    let alias_controller = Controller::new(aliases, watcher::Config::default())
-        .watches(
-            evaluation_events,
-            watcher::Config::default(),
-            move |e: slipway_crd::Evaluation| {
-                let ns = e.namespace().unwrap_or_else(|| "default".into());
-                alias_cache
-                    .aliases(&ns)
-                    .into_iter()
-                    .filter(|a| a["spec"]["model"].as_str() == Some(e.spec.model.as_str()))
-                    .filter_map(|a| {
-                        Some(
-                            ObjectRef::<DeserializeGuard<ModelAlias>>::new(
-                                a["metadata"]["name"].as_str()?,
-                            )
-                            .within(&ns),
+    let alias_controller = {
+        let (store, stream) = super::cache::primary(aliases, watcher::Config::default());
+        Controller::for_stream(stream, store)
+    }
+    .watches(
+        evaluation_events,
+        watcher::Config::default(),
+        move |e: slipway_crd::Evaluation| {
+            let ns = e.namespace().unwrap_or_else(|| "default".into());
+            alias_cache
+                .aliases(&ns)
+                .into_iter()
+                .filter(|a| a["spec"]["model"].as_str() == Some(e.spec.model.as_str()))
+                .filter_map(|a| {
+                    Some(
+                        ObjectRef::<DeserializeGuard<ModelAlias>>::new(
+                            a["metadata"]["name"].as_str()?,
                         )
-                    })
-                    .collect::<Vec<_>>()
-            },
-        )
-        .trigger_backoff(super::cache::QuickBackoff::default())
-        .graceful_shutdown_on(wait(shutdown_rx.clone()))
-        .run(reconcile_alias, error_policy, ctx.clone())
-        .for_each(counted(ctx.clone(), "aliases"));
-    let deployment_controller = Controller::new(mds, watcher::Config::default());
+                        .within(&ns),
+                    )
+                })
+                .collect::<Vec<_>>()
+        },
+    )
+    .trigger_backoff(super::cache::QuickBackoff::default())
+    .graceful_shutdown_on(wait(shutdown_rx.clone()))
+    .run(reconcile_alias, error_policy, ctx.clone())
+    .for_each(counted(ctx.clone(), "aliases"));
+    let deployment_controller = {
+        let (store, stream) = super::cache::primary(mds, watcher::Config::default());
+        Controller::for_stream(stream, store)
+    };
     let store = deployment_controller.store();
     let deployment_controller = deployment_controller
         .owns(deps, watcher::Config::default().labels(DEPLOYMENT_LABEL))
@@ -893,53 +933,65 @@ pub async fn run(
         .run(reconcile_deployment, error_policy, ctx.clone())
         .for_each(counted(ctx.clone(), "deployments"));
     let owned_evaluations: Api<slipway_crd::Evaluation> = scoped(&client, &namespace);
-    let version_controller = Controller::new(versions, watcher::Config::default())
-        .owns(owned_evaluations, watcher::Config::default())
-        .trigger_backoff(super::cache::QuickBackoff::default())
-        .graceful_shutdown_on(wait(shutdown_rx.clone()))
-        .run(
-            super::evaluations::reconcile_version,
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let evaluation_controller = Controller::new(evaluations, watcher::Config::default())
-        .owns(
-            jobs,
-            watcher::Config::default().labels("slipway.dev/evaluation"),
-        )
-        .trigger_backoff(super::cache::QuickBackoff::default())
-        .graceful_shutdown_on(wait(shutdown_rx.clone()))
-        .run(
-            super::evaluations::reconcile_evaluation,
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
+    let version_controller = {
+        let (store, stream) = super::cache::primary(versions, watcher::Config::default());
+        Controller::for_stream(stream, store)
+    }
+    .owns(owned_evaluations, watcher::Config::default())
+    .trigger_backoff(super::cache::QuickBackoff::default())
+    .graceful_shutdown_on(wait(shutdown_rx.clone()))
+    .run(
+        super::evaluations::reconcile_version,
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let evaluation_controller = {
+        let (store, stream) = super::cache::primary(evaluations, watcher::Config::default());
+        Controller::for_stream(stream, store)
+    }
+    .owns(
+        jobs,
+        watcher::Config::default().labels("slipway.dev/evaluation"),
+    )
+    .trigger_backoff(super::cache::QuickBackoff::default())
+    .graceful_shutdown_on(wait(shutdown_rx.clone()))
+    .run(
+        super::evaluations::reconcile_evaluation,
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
     let models: Api<DeserializeGuard<slipway_crd::RegisteredModel>> = scoped(&client, &namespace);
     let model_versions: Api<slipway_crd::ModelVersion> = scoped(&client, &namespace);
     let model_aliases: Api<ModelAlias> = scoped(&client, &namespace);
-    let model_controller = Controller::new(models, watcher::Config::default())
-        .watches(
-            model_versions,
-            watcher::Config::default(),
-            |v: slipway_crd::ModelVersion| model_of(v.namespace(), &v.spec.model),
-        )
-        .watches(
-            model_aliases,
-            watcher::Config::default(),
-            |a: ModelAlias| model_of(a.namespace(), &a.spec.model),
-        )
-        .trigger_backoff(super::cache::QuickBackoff::default())
-        .graceful_shutdown_on(wait(shutdown_rx.clone()))
-        .run(reconcile_model, error_policy, ctx.clone())
-        .for_each(counted(ctx.clone(), "models"));
+    let model_controller = {
+        let (store, stream) = super::cache::primary(models, watcher::Config::default());
+        Controller::for_stream(stream, store)
+    }
+    .watches(
+        model_versions,
+        watcher::Config::default(),
+        |v: slipway_crd::ModelVersion| model_of(v.namespace(), &v.spec.model),
+    )
+    .watches(
+        model_aliases,
+        watcher::Config::default(),
+        |a: ModelAlias| model_of(a.namespace(), &a.spec.model),
+    )
+    .trigger_backoff(super::cache::QuickBackoff::default())
+    .graceful_shutdown_on(wait(shutdown_rx.clone()))
+    .run(reconcile_model, error_policy, ctx.clone())
+    .for_each(counted(ctx.clone(), "models"));
     let approvals: Api<DeserializeGuard<slipway_crd::Approval>> = scoped(&client, &namespace);
-    let approval_controller = Controller::new(approvals, watcher::Config::default())
-        .trigger_backoff(super::cache::QuickBackoff::default())
-        .graceful_shutdown_on(wait(shutdown_rx.clone()))
-        .run(reconcile_approval, error_policy, ctx.clone())
-        .for_each(counted(ctx.clone(), "approvals"));
+    let approval_controller = {
+        let (store, stream) = super::cache::primary(approvals, watcher::Config::default());
+        Controller::for_stream(stream, store)
+    }
+    .trigger_backoff(super::cache::QuickBackoff::default())
+    .graceful_shutdown_on(wait(shutdown_rx.clone()))
+    .run(reconcile_approval, error_policy, ctx.clone())
+    .for_each(counted(ctx.clone(), "approvals"));
     let stop = async move {
         shutdown.await;
         let _ = shutdown_tx.send(true);

@@ -19,8 +19,10 @@ use slipway_crd::evaluation::{EvaluationPhase, Verdict};
 use slipway_crd::{Evaluation, ModelVersion};
 
 use super::controller::{Context, Error, MANAGER, compact, publish};
+use super::notify;
 use crate::catalog::Resource as CatalogResource;
-use crate::reconcile::external::Posted;
+use crate::notify::Notifier;
+use crate::reconcile::external::{Posted, dispatch_message};
 use crate::reconcile::plan::tasks;
 
 /// Attempts of a failing evaluation Job before the evaluation fails.
@@ -186,6 +188,22 @@ pub async fn reconcile_version(
                 &Patch::Apply(&compact(patch)),
             )
             .await?;
+        if old.registered_at.is_none() {
+            let v = &version.spec;
+            let registered = notify::entry(
+                "VersionRegistered",
+                &ns,
+                &v.model,
+                format!("ModelVersion/{}", version.name_any()),
+                Some(v.version.clone()),
+                None,
+                format!(
+                    "{} version {} registered ({})",
+                    v.model, v.version, v.artifact.uri
+                ),
+            );
+            notify::notify(&ctx, version, registered).await;
+        }
     }
     // Until every suite has a verdict, look again soon (the catalog may trail the watch).
     Ok(Requeue::requeue(if (ok || failed) && !waiting {
@@ -204,6 +222,127 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Annotation recording that an evaluation's completion was announced.
+pub const NOTIFIED: &str = "slipway.dev/notified";
+
+/// Announces a finished evaluation once (event and notifications), then marks it.
+async fn completed(ctx: &Arc<Context>, e: &Evaluation) -> Result<(), Error> {
+    if e.annotations().contains_key(NOTIFIED) {
+        return Ok(());
+    }
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let name = e.name_any();
+    let status = e.status.clone().unwrap_or_default();
+    let verdict = status.verdict.map(|v| format!("{v:?}")).unwrap_or_default();
+    let detail = status
+        .conditions
+        .first()
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let mut entry = notify::entry(
+        "EvaluationCompleted",
+        &ns,
+        &e.spec.model,
+        format!("Evaluation/{name}"),
+        Some(e.spec.version.clone()),
+        None,
+        format!(
+            "{} on {} version {}: {verdict} — {detail}",
+            e.spec.suite, e.spec.model, e.spec.version
+        ),
+    );
+    entry.decision = Some(verdict.to_lowercase());
+    entry.data = json!({
+        "evaluation": name, "suite": e.spec.suite, "verdict": verdict,
+        "metrics": status.metrics, "baselineVersion": status.baseline_version,
+        "baselineMetrics": status.baseline_metrics, "report": status.report,
+    });
+    notify::notify(ctx, e, entry).await;
+    let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
+    let mark = json!({"metadata": {"annotations": {NOTIFIED: "EvaluationCompleted"}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&mark))
+        .await?;
+    Ok(())
+}
+
+/// Records that an evaluation failed for good.
+async fn fail(
+    ctx: &Arc<Context>,
+    e: &Evaluation,
+    attempt: u32,
+    started: chrono::DateTime<Utc>,
+    why: String,
+) -> Result<Requeue, Error> {
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let status = e.status.clone().unwrap_or_default();
+    let message = if attempt > 0 {
+        format!("evaluation failed after {attempt} attempt(s): {why}")
+    } else {
+        format!("evaluation cannot run: {why}")
+    };
+    let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
+        "status": {"phase": "Failed", "verdict": "Failed", "attempts": attempt,
+                   "baselineVersion": status.baseline_version,
+                   "startedAt": started, "completedAt": Utc::now(),
+                   "conditions": [{"type": "Ready", "status": "True", "reason": "Failed",
+                                   "message": message, "lastTransitionTime": Utc::now()}]}});
+    let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch_status(
+        &e.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    publish(ctx, e, true, "EvaluationFailed", message).await;
+    Ok(Requeue::await_change())
+}
+
+/// Asks a `webhook` runner's external system to run the evaluation, with the token from the
+/// evaluation's Secret; the error says why the request failed.
+async fn dispatch(
+    ctx: &Arc<Context>,
+    e: &Evaluation,
+    hook: &slipway_crd::common::WebhookRunner,
+    secret_name: &str,
+) -> Result<(), String> {
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let name = e.name_any();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let token = secrets
+        .get_opt(secret_name)
+        .await
+        .map_err(|err| format!("cannot read Secret {secret_name}: {err}"))?
+        .and_then(|s| s.data)
+        .and_then(|d| {
+            d.get("token")
+                .map(|b| String::from_utf8_lossy(&b.0).to_string())
+        })
+        .ok_or_else(|| format!("Secret {secret_name} has no token"))?;
+    let artifact = |v: &str| ctx.cache.artifact(&ns, &e.spec.model, v);
+    let (uri, digest) = artifact(&e.spec.version).unwrap_or_default();
+    let baseline = e
+        .spec
+        .baseline
+        .as_ref()
+        .and_then(|b| b.version.clone())
+        .and_then(|v| artifact(&v).map(|(u, d)| json!({"version": v, "uri": u, "digest": d})));
+    let context = json!({
+        "evaluation": name, "namespace": ns, "model": e.spec.model, "version": e.spec.version,
+        "suite": e.spec.suite, "candidate": {"uri": uri, "digest": digest}, "baseline": baseline,
+        "dataset": e.spec.dataset, "token": token,
+        "resultsUrl": format!("{}/api/v1/evaluations/{ns}/{name}/results", ctx.results_url),
+    });
+    let loaded = notify::Secrets::load(&ctx.client, &ns, hook.headers.values()).await;
+    let message = dispatch_message(&name, hook, &context, &|r| loaded.resolve(r))?;
+    let delivery = tokio::task::spawn_blocking(move || Notifier::default().deliver(&message))
+        .await
+        .map_err(|err| format!("delivery task failed: {err}"))?;
+    match delivery.error {
+        None => Ok(()),
+        Some(why) => Err(why),
+    }
+}
+
 /// An `Evaluation` with the `kubernetes` runner runs as a Job, up to [`MAX_ATTEMPTS`] times.
 pub async fn reconcile_evaluation(
     guarded: Arc<DeserializeGuard<Evaluation>>,
@@ -217,14 +356,19 @@ pub async fn reconcile_evaluation(
         status.phase,
         EvaluationPhase::Succeeded | EvaluationPhase::Failed
     ) {
+        completed(&ctx, e).await?;
         return Ok(Requeue::await_change());
     }
-    let Some(runner) = e.spec.runner.kubernetes.clone() else {
-        return Ok(Requeue::await_change());
-    };
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let name = e.name_any();
     let evaluations: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
+    let kubernetes = e.spec.runner.kubernetes.clone();
+    let webhook = e.spec.runner.webhook.clone();
+    if kubernetes.is_none() && webhook.is_none() {
+        let why = "the local runner runs only in git mode (`slipway run`): give this suite a \
+                   `kubernetes` runner (a Job) or a `webhook` runner (an external system)";
+        return fail(&ctx, e, status.attempts, Utc::now(), why.into()).await;
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let timeout = e
@@ -234,7 +378,8 @@ pub async fn reconcile_evaluation(
         .and_then(|t| crate::duration::parse(t).ok())
         .unwrap_or(Duration::from_secs(3600));
 
-    // The token the Job reports with: only the Job (which mounts it) and the controller read it.
+    // The token the job reports with: only the Job (which mounts it), the external system (which
+    // receives it) and the controller read it.
     let secret_name = token_secret(&name);
     if secrets.get_opt(&secret_name).await?.is_none() {
         let secret = json!({
@@ -255,8 +400,11 @@ pub async fn reconcile_evaluation(
 
     let attempt = status.attempts.max(1);
     let job_name = format!("{name}-{attempt}");
-    let job = jobs.get_opt(&job_name).await?;
-    let failed = job.as_ref().and_then(|j| {
+    let job = match &kubernetes {
+        Some(_) => jobs.get_opt(&job_name).await?,
+        None => None,
+    };
+    let mut failed = job.as_ref().and_then(|j| {
         let s = j.status.as_ref()?;
         let cond = s
             .conditions
@@ -275,6 +423,42 @@ pub async fn reconcile_evaluation(
     });
     let started = status.started_at.unwrap_or_else(Utc::now);
     let timed_out = (Utc::now() - started).to_std().unwrap_or_default() > timeout;
+    // The webhook runner: ask the external system once per attempt.
+    let dispatched = status.phase == EvaluationPhase::Running
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "Running");
+    if let Some(hook) = &webhook
+        && failed.is_none()
+        && !dispatched
+        && !timed_out
+    {
+        match dispatch(&ctx, e, hook, &secret_name).await {
+            Ok(()) => {
+                let message = format!(
+                    "asked {} to run {} on {} version {} (attempt {attempt} of {MAX_ATTEMPTS})",
+                    hook.url, e.spec.suite, e.spec.model, e.spec.version
+                );
+                let baseline_version = e.spec.baseline.as_ref().and_then(|b| b.version.clone());
+                let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
+                    "status": {"phase": "Running", "attempts": attempt, "startedAt": started,
+                               "baselineVersion": baseline_version,
+                               "conditions": [{"type": "Ready", "status": "False", "reason": "Running",
+                                               "message": message, "lastTransitionTime": Utc::now()}]}});
+                evaluations
+                    .patch_status(
+                        &name,
+                        &PatchParams::apply(MANAGER).force(),
+                        &Patch::Apply(&compact(patch)),
+                    )
+                    .await?;
+                publish(&ctx, e, false, "Dispatched", message).await;
+                return Ok(Requeue::requeue(timeout.min(Duration::from_secs(30))));
+            }
+            Err(why) => failed = Some(format!("could not start the external job: {why}")),
+        }
+    }
     if failed.is_some() || timed_out {
         let why = failed
             .unwrap_or_else(|| format!("no results within the suite's timeout ({timeout:?})"));
@@ -294,24 +478,11 @@ pub async fn reconcile_evaluation(
                 .await?;
             return Ok(Requeue::requeue(Duration::from_secs(1)));
         }
-        let message = format!("evaluation failed after {attempt} attempt(s): {why}");
-        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
-            "status": {"phase": "Failed", "verdict": "Failed", "attempts": attempt,
-                       "baselineVersion": status.baseline_version,
-                       "startedAt": started, "completedAt": Utc::now(),
-                       "conditions": [{"type": "Ready", "status": "True", "reason": "Failed",
-                                       "message": message, "lastTransitionTime": Utc::now()}]}});
-        evaluations
-            .patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
-        publish(&ctx, e, true, "EvaluationFailed", message).await;
-        return Ok(Requeue::await_change());
+        return fail(&ctx, e, attempt, started, why).await;
     }
-    if job.is_none() {
+    if let Some(runner) = &kubernetes
+        && job.is_none()
+    {
         let artifact = |v: &str| ctx.cache.artifact(&ns, &e.spec.model, v);
         let (candidate_uri, candidate_digest) = artifact(&e.spec.version).unwrap_or_default();
         let baseline_version = e.spec.baseline.as_ref().and_then(|b| b.version.clone());
@@ -394,11 +565,36 @@ pub async fn reconcile_evaluation(
     ))
 }
 
+/// The comparison report of an evaluation, rendered from its status (`format` is `html` or
+/// `md`); the error is (HTTP status, message).
+pub async fn report(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    format: &str,
+) -> Result<String, (u16, String)> {
+    let api: Api<Evaluation> = Api::namespaced(client.clone(), ns);
+    let e = api
+        .get_opt(name)
+        .await
+        .map_err(|e| (500, format!("cannot read the cluster: {e}")))?
+        .ok_or((404, format!("no evaluation {ns}/{name}")))?;
+    match format {
+        "html" => Ok(crate::report::html(&e)),
+        "md" => Ok(crate::report::markdown(&e)),
+        other => Err((
+            404,
+            format!("no report format {other:?}: ask for {name}.html or {name}.md"),
+        )),
+    }
+}
+
 /// Accepts a Job's results for `ns/name`: checks the bearer token against the evaluation's
 /// Secret, judges the gates and writes the evaluation's status. The error is (HTTP status,
 /// message).
 pub async fn accept(
     client: &kube::Client,
+    reports_url: &str,
     ns: &str,
     name: &str,
     token: Option<&str>,
@@ -472,6 +668,7 @@ pub async fn accept(
         "phase": "Succeeded", "verdict": verdict, "metrics": posted.candidate.metrics,
         "baselineMetrics": baseline_metrics, "baselineVersion": status.baseline_version,
         "samples": samples, "gates": gates, "attempts": status.attempts,
+        "report": format!("{reports_url}/reports/{ns}/{name}.html"),
         "startedAt": status.started_at, "completedAt": Utc::now(),
         "conditions": [{"type": "Ready", "status": "True", "reason": format!("{verdict:?}"),
                         "message": message, "lastTransitionTime": Utc::now()}],

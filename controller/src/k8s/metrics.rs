@@ -16,6 +16,13 @@ pub struct ByController {
     pub controller: String,
 }
 
+/// Label set: how a notification went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByOutcome {
+    /// `delivered` or `failed`.
+    pub outcome: String,
+}
+
 /// The controller's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -29,6 +36,8 @@ pub struct Metrics {
     pub promotion_latency: Histogram,
     /// Admission decisions by result (`allowed`, `denied`).
     pub admissions: Family<ByController, Counter>,
+    /// Notifications by outcome.
+    pub notifications: Family<ByOutcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -60,8 +69,15 @@ impl Default for Metrics {
             "Admission decisions by result",
             admissions.clone(),
         );
+        let notifications = Family::<ByOutcome, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications by outcome",
+            notifications.clone(),
+        );
         Metrics {
             registry,
+            notifications,
             reconciles,
             failures,
             leader,

@@ -7,5 +7,6 @@ pub mod controller;
 pub mod evaluations;
 pub mod lease;
 pub mod metrics;
+pub mod notify;
 pub mod tls;
 pub mod webhook;

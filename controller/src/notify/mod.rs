@@ -84,6 +84,15 @@ pub fn messages(
     channels: &[Notification],
     entry: &HistoryEntry,
 ) -> Vec<Result<Message, (String, String)>> {
+    messages_with(channels, entry, &secret)
+}
+
+/// [`messages`] with secrets resolved by `secret` (Kubernetes mode adds `secretKeyRef`).
+pub fn messages_with(
+    channels: &[Notification],
+    entry: &HistoryEntry,
+    secret: &dyn Fn(&SecretRef) -> Result<String, String>,
+) -> Vec<Result<Message, (String, String)>> {
     let Some(event) = event_of(entry) else {
         return Vec::new();
     };

@@ -5,6 +5,7 @@
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use slipway_crd::EvaluationStatus;
+use slipway_crd::common::{SecretRef, WebhookRunner};
 use slipway_crd::evaluation::EvaluationPhase;
 
 use super::plan::Task;
@@ -126,28 +127,11 @@ impl Reconciler<'_> {
             "baseline": task.baseline.as_ref().map(|(v, a)| json!({"version": v, "uri": a.uri, "digest": a.digest})),
             "dataset": task.dataset, "resultsUrl": results_url, "token": token,
         });
-        let body = match &hook.body_template {
-            Some(t) => match minijinja::Environment::new()
-                .render_str(t, minijinja::Value::from(minijinja::value::Serde(&ctx)))
-            {
-                Ok(b) => b,
-                Err(e) => return Ok(Some((running, Err(format!("bodyTemplate: {e}")), None))),
-            },
-            None => ctx.to_string(),
+        let message = match dispatch_message(&task.name, hook, &ctx, &secret) {
+            Ok(m) => m,
+            Err(why) => return Ok(Some((running, Err(why), None))),
         };
-        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
-        for (k, r) in &hook.headers {
-            match secret(r) {
-                Ok(v) => headers.push((k.clone(), v)),
-                Err(e) => return Ok(Some((running, Err(format!("header {k}: {e}")), None))),
-            }
-        }
-        let delivery = Notifier::default().deliver(&Message {
-            channel: task.name.clone(),
-            url: hook.url.clone(),
-            headers,
-            body,
-        });
+        let delivery = Notifier::default().deliver(&message);
         if !delivery.delivered {
             let why = delivery.error.unwrap_or_default();
             return Ok(Some((
@@ -180,6 +164,36 @@ impl Reconciler<'_> {
         ])?;
         Ok(None)
     }
+}
+
+/// The request that asks an external system to run an evaluation: `context` (evaluation, model,
+/// version, suite, candidate, baseline, dataset, resultsUrl, token) rendered by the runner's
+/// `bodyTemplate` (or sent as JSON), with its headers' secrets resolved by `secret`.
+pub fn dispatch_message(
+    evaluation: &str,
+    hook: &WebhookRunner,
+    context: &serde_json::Value,
+    secret: &dyn Fn(&SecretRef) -> Result<String, String>,
+) -> Result<Message, String> {
+    let body = match &hook.body_template {
+        Some(t) => minijinja::Environment::new()
+            .render_str(t, minijinja::Value::from(minijinja::value::Serde(context)))
+            .map_err(|e| format!("bodyTemplate: {e}"))?,
+        None => context.to_string(),
+    };
+    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    for (k, r) in &hook.headers {
+        headers.push((
+            k.clone(),
+            secret(r).map_err(|e| format!("header {k}: {e}"))?,
+        ));
+    }
+    Ok(Message {
+        channel: evaluation.to_string(),
+        url: hook.url.clone(),
+        headers,
+        body,
+    })
 }
 
 /// What a job posts to the results API: its candidate's results and, when there is a baseline,

@@ -1,0 +1,327 @@
+"""A moto server for the SageMaker tests, extended with what moto 5.2.5 lacks.
+
+Run: python moto_sagemaker.py PORT
+
+moto answers UpdateEndpoint with HTTP 500. This plugin, loaded into the same process before the
+server starts, implements it after the AWS documentation ("Deployment guardrails"):
+
+* the endpoint must be InService and the new EndpointConfig must exist (ValidationException);
+* the endpoint turns `Updating`; with a blue/green `DeploymentConfig` the new (green) fleet is
+  provisioned, then traffic moves by `TrafficRoutingConfiguration` — ALL_AT_ONCE, CANARY
+  (`CanarySize`, then the rest after `WaitIntervalInSeconds`) or LINEAR (`LinearStepSize` every
+  `WaitIntervalInSeconds`) — and each bake is watched by the alarms of
+  `AutoRollbackConfiguration`; then `TerminationWaitInSeconds` before the blue fleet goes;
+* an alarm in state ALARM during a bake rolls the update back: traffic returns to the blue
+  fleet, the endpoint returns to `InService` on its old config, and `FailureReason` says why;
+* a green fleet that cannot start (a container image whose name contains `broken`, the test's
+  stand-in for a failing health check) fails the update the same way;
+* progress shows in `PendingDeploymentSummary` (config, variants with `VariantStatus`
+  Creating/ActivatingTraffic/Baking and the green fleet's `CurrentWeight`, start time).
+
+Time is real (tests use short waits); the state is advanced whenever the endpoint is read.
+
+It also makes moto closer to AWS where the tests depend on it: creating a Model or
+EndpointConfig whose name exists is a ValidationException; UpdateEndpointWeightsAndCapacities
+without `DesiredInstanceCount` keeps the count. Test-only controls (never part of AWS):
+`POST /slipway-test/throttle?count=N` makes the next N SageMaker calls fail with
+ThrottlingException (HTTP 400).
+"""
+
+import json
+import sys
+import threading
+import time
+
+from moto.core.exceptions import JsonRESTError
+from moto.core.utils import utcnow
+from moto.sagemaker import models, responses
+
+_lock = threading.RLock()
+_throttle = {"left": 0}
+
+
+class ValidationException(JsonRESTError):
+    def __init__(self, message):
+        super().__init__("ValidationException", message)
+
+
+class ThrottlingException(JsonRESTError):
+    def __init__(self):
+        super().__init__("ThrottlingException", "Rate exceeded")
+
+
+def _alarm_state(account_id, region, name):
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    alarm = cloudwatch_backends[account_id][region].alarms.get(name)
+    return alarm.state_value if alarm else "INSUFFICIENT_DATA"
+
+
+def _schedule(routing):
+    """The traffic steps of a blue/green update: [(percent on green, bake seconds)]."""
+    kind = (routing or {}).get("Type", "ALL_AT_ONCE")
+    wait = int((routing or {}).get("WaitIntervalInSeconds", 0))
+    if kind == "CANARY":
+        size = routing.get("CanarySize", {})
+        first = int(size.get("Value", 10)) if size.get("Type") == "CAPACITY_PERCENT" else 10
+        return [(first, wait), (100, 0)]
+    if kind == "LINEAR":
+        size = routing.get("LinearStepSize", {})
+        step = int(size.get("Value", 20)) if size.get("Type") == "CAPACITY_PERCENT" else 20
+        steps, w = [], 0
+        while w < 100:
+            w = min(100, w + max(step, 1))
+            steps.append((w, wait if w < 100 else 0))
+        return steps
+    return [(100, wait)]
+
+
+class _Update:
+    PROVISION = 1.0  # seconds to "create" the green fleet
+
+    def __init__(self, endpoint, backend, config_name, deployment_config):
+        self.endpoint = endpoint
+        self.backend = backend
+        self.old_config = endpoint.endpoint_config_name
+        self.old_variants = endpoint.production_variants
+        self.config_name = config_name
+        self.deployment = deployment_config or {}
+        policy = self.deployment.get("BlueGreenUpdatePolicy", {})
+        self.steps = _schedule(policy.get("TrafficRoutingConfiguration"))
+        self.termination = int(policy.get("TerminationWaitInSeconds", 0))
+        rollback = self.deployment.get("AutoRollbackConfiguration", {})
+        self.alarms = [a["AlarmName"] for a in rollback.get("Alarms", [])]
+        self.started = time.monotonic()
+        self.start_time = utcnow()
+        self.step = -1
+        self.step_started = None
+
+    def _variants(self, status, weight):
+        config = self.backend.endpoint_configs[self.config_name]
+        return [
+            {
+                "VariantName": v["VariantName"],
+                "CurrentInstanceCount": v.get("InitialInstanceCount"),
+                "DesiredInstanceCount": v.get("InitialInstanceCount"),
+                "CurrentWeight": weight,
+                "DesiredWeight": v.get("InitialVariantWeight", 1.0),
+                "VariantStatus": [{"Status": status, "StartTime": self.start_time}],
+            }
+            for v in config.production_variants
+        ]
+
+    def _finish(self, failure=None):
+        e = self.endpoint
+        if failure:
+            e.endpoint_config_name = self.old_config
+            e.production_variants = self.old_variants
+            e.failure_reason = failure
+        else:
+            config = self.backend.endpoint_configs[self.config_name]
+            e.endpoint_config_name = self.config_name
+            e.production_variants = e._process_production_variants(config.production_variants)
+            e.failure_reason = None
+        e.endpoint_status = "InService"
+        e.pending_deployment_summary = None
+        e.last_deployment_config = self.deployment or None
+        e.last_modified_time = utcnow()
+        e._update = None
+
+    def advance(self):
+        e = self.endpoint
+        now = time.monotonic()
+        if now - self.started < self.PROVISION:
+            e.pending_deployment_summary = {
+                "EndpointConfigName": self.config_name,
+                "ProductionVariants": self._variants("Creating", 0.0),
+                "StartTime": self.start_time,
+            }
+            return
+        config = self.backend.endpoint_configs[self.config_name]
+        for v in config.production_variants:
+            model = self.backend._models.get(v["ModelName"])
+            image = ""
+            if model is not None:
+                image = (model.primary_container or {}).get("Image", "")
+            if "broken" in image:
+                self._finish(
+                    "The primary container for production variant "
+                    f"{v['VariantName']} did not pass the ping health check. Please check "
+                    "CloudWatch logs for this endpoint. The endpoint was rolled back to "
+                    f"its previous configuration {self.old_config}."
+                )
+                return
+        if self.step < 0:
+            self.step, self.step_started = 0, now
+        while True:
+            for name in self.alarms:
+                if _alarm_state(self.backend.account_id, self.backend.region_name, name) == "ALARM":
+                    self._finish(
+                        f"Alarm {name} is in ALARM state; the deployment was rolled back to "
+                        f"{self.old_config}."
+                    )
+                    return
+            weight, bake = self.steps[self.step]
+            if now - self.step_started < bake:
+                break
+            if self.step + 1 < len(self.steps):
+                self.step += 1
+                self.step_started = self.step_started + bake
+                continue
+            if now - self.step_started - bake < self.termination:
+                break
+            self._finish()
+            return
+        weight, _ = self.steps[self.step]
+        e.pending_deployment_summary = {
+            "EndpointConfigName": self.config_name,
+            "ProductionVariants": self._variants("Baking", weight / 100.0),
+            "StartTime": self.start_time,
+        }
+
+
+def _advance(endpoint):
+    update = getattr(endpoint, "_update", None)
+    if update is not None:
+        update.advance()
+
+
+# --- moto extensions ------------------------------------------------------------------------
+
+_describe_endpoint = models.SageMakerModelBackend.describe_endpoint
+
+
+def describe_endpoint(self, endpoint_name):
+    with _lock:
+        endpoint = self.endpoints.get(endpoint_name)
+        if endpoint is not None:
+            _advance(endpoint)
+            if getattr(endpoint, "pending_deployment_summary", None) is None:
+                endpoint.__dict__.pop("pending_deployment_summary", None)
+        return _describe_endpoint(self, endpoint_name)
+
+
+def update_endpoint(self, endpoint_name, endpoint_config_name, deployment_config, retain):
+    with _lock:
+        endpoint = self.endpoints.get(endpoint_name)
+        if endpoint is None:
+            arn = models.FakeEndpoint.arn_formatter(endpoint_name, self.account_id, self.region_name)
+            raise ValidationException(f"Could not find endpoint \"{arn}\".")
+        _advance(endpoint)
+        if endpoint.endpoint_status != "InService":
+            raise ValidationException(
+                f"Cannot update in-progress endpoint \"{endpoint.arn}\"."
+            )
+        if endpoint_config_name not in self.endpoint_configs:
+            arn = models.FakeEndpointConfig.arn_formatter(
+                endpoint_config_name, self.account_id, self.region_name
+            )
+            raise ValidationException(f"Could not find endpoint configuration \"{arn}\".")
+        if retain and endpoint.__dict__.get("last_deployment_config"):
+            deployment_config = endpoint.last_deployment_config
+        endpoint.endpoint_status = "Updating"
+        endpoint.failure_reason = None
+        endpoint._update = _Update(endpoint, self, endpoint_config_name, deployment_config)
+        endpoint._update.advance()
+        return endpoint.arn
+
+
+def _guard_duplicate(original, kind, attr):
+    def create(self, *args, **kwargs):
+        name = kwargs.get(f"{kind}_name") or (args[0] if args else None)
+        if name in getattr(self, attr):
+            raise ValidationException(
+                f"Cannot create already existing {kind.replace('_', ' ')} "
+                f"\"{getattr(self, attr)[name].arn if hasattr(getattr(self, attr)[name], 'arn') else name}\"."
+            )
+        return original(self, *args, **kwargs)
+
+    return create
+
+
+_weights = models.SageMakerModelBackend.update_endpoint_weights_and_capacities
+
+
+def update_endpoint_weights_and_capacities(self, endpoint_name, desired_weights_and_capacities):
+    with _lock:
+        endpoint = self.endpoints.get(endpoint_name)
+        if endpoint is not None:
+            _advance(endpoint)
+            if endpoint.endpoint_status != "InService":
+                raise ValidationException(
+                    f"Cannot update in-progress endpoint \"{endpoint.arn}\"."
+                )
+            current = {v["VariantName"]: v for v in endpoint.production_variants}
+            for d in desired_weights_and_capacities:
+                if d.get("DesiredInstanceCount") is None and d.get("VariantName") in current:
+                    d["DesiredInstanceCount"] = current[d["VariantName"]].get("CurrentInstanceCount")
+                if d.get("DesiredWeight") is None and d.get("VariantName") in current:
+                    d["DesiredWeight"] = current[d["VariantName"]].get("CurrentWeight")
+        return _weights(self, endpoint_name, desired_weights_and_capacities)
+
+
+models.SageMakerModelBackend.describe_endpoint = describe_endpoint
+models.SageMakerModelBackend.update_endpoint = update_endpoint
+models.SageMakerModelBackend.update_endpoint_weights_and_capacities = (
+    update_endpoint_weights_and_capacities
+)
+models.SageMakerModelBackend.create_model = _guard_duplicate(
+    models.SageMakerModelBackend.create_model, "model", "_models"
+)
+models.SageMakerModelBackend.create_endpoint_config = _guard_duplicate(
+    models.SageMakerModelBackend.create_endpoint_config, "endpoint_config", "endpoint_configs"
+)
+
+
+def _update_endpoint_response(self):
+    arn = self.sagemaker_backend.update_endpoint(
+        endpoint_name=self._get_param("EndpointName"),
+        endpoint_config_name=self._get_param("EndpointConfigName"),
+        deployment_config=self._get_param("DeploymentConfig"),
+        retain=self._get_param("RetainDeploymentConfig", False),
+    )
+    return responses.ActionResult({"EndpointArn": arn})
+
+
+responses.SageMakerResponse.update_endpoint = _update_endpoint_response
+
+_dispatch = responses.SageMakerResponse.call_action
+
+
+def call_action(self):
+    with _lock:
+        if _throttle["left"] > 0:
+            _throttle["left"] -= 1
+            return 400, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(
+                {"__type": "ThrottlingException", "message": "Rate exceeded"}
+            )
+    return _dispatch(self)
+
+
+responses.SageMakerResponse.call_action = call_action
+
+
+def main():
+    from flask import request
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import run_simple
+
+    port = int(sys.argv[1])
+    app = DomainDispatcherApplication(create_backend_app)
+
+    def test_controls(environ, start_response):
+        if environ.get("PATH_INFO") == "/slipway-test/throttle":
+            from urllib.parse import parse_qs
+
+            count = int(parse_qs(environ.get("QUERY_STRING", "")).get("count", ["1"])[0])
+            with _lock:
+                _throttle["left"] = count
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        return app(environ, start_response)
+
+    run_simple("127.0.0.1", port, test_controls, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()
