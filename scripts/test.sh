@@ -14,6 +14,9 @@ echo "using kube-apiserver and etcd from $KUBEBUILDER_ASSETS"
 # A Helm engine (PyPI helm-python-sdk) to render and lint the chart.
 SLIPWAY_HELM_PYTHON=$(scripts/helm-python.sh)
 export SLIPWAY_HELM_PYTHON
+# The SageMaker wire protocol: PyPI moto, extended by tests/support/moto_sagemaker.py.
+SLIPWAY_MOTO_PYTHON=$(scripts/moto-python.sh)
+export SLIPWAY_MOTO_PYTHON
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 else

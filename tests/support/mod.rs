@@ -7,6 +7,7 @@ use std::process::Command;
 pub mod apiserver;
 pub mod http;
 pub mod kubelet;
+pub mod moto;
 
 use git2::{Oid, Repository, Signature, Time};
 

@@ -144,6 +144,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     let mut last_rejected: Option<String> = None;
     let mut target: Option<LocalTarget> = None;
+    #[cfg(feature = "sagemaker")]
+    let mut sagemaker: Option<crate::target::sagemaker::aws::SageMaker> = None;
     let notifier = crate::notify::Notifier::default();
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -261,6 +263,39 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     requeue = reconciler.deploy(&catalog, t, &mut outcome)?;
                 }
             }
+        }
+        let has_sagemaker = catalog.objects().iter().any(
+            |o| matches!(&o.resource, Resource::ModelDeployment(d) if d.spec.target.sagemaker.is_some()),
+        );
+        if has_sagemaker {
+            #[cfg(feature = "sagemaker")]
+            {
+                if sagemaker.is_none() {
+                    sagemaker = Some(crate::target::sagemaker::aws::SageMaker::new()?);
+                }
+                if let Some(aws) = sagemaker.as_mut() {
+                    let mut wait = reconciler.deploy_sagemaker(&catalog, aws, &mut outcome)?;
+                    // --once: follow the endpoint updates until they settle.
+                    while args.once
+                        && !stop.load(Ordering::Relaxed)
+                        && let Some(w) = wait
+                    {
+                        live.waiting("SageMaker updates in progress: waiting for the endpoint");
+                        sleep_unless(&stop, w.min(Duration::from_secs(1)));
+                        wait = reconciler.deploy_sagemaker(&catalog, aws, &mut outcome)?;
+                    }
+                    requeue = match (requeue, wait) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+            #[cfg(not(feature = "sagemaker"))]
+            outcome.deploy_errors.push(
+                "this slipway was built without the `sagemaker` feature: SageMaker deployments \
+                 are not rolled out (build with default features)"
+                    .into(),
+            );
         }
         let entries = crate::notify::deliver_pending(&store, &catalog, &notifier, &progress)?;
         shared.metrics.observe(&entries);

@@ -52,7 +52,6 @@ impl Reconciler<'_> {
             };
             let ns = obj.key.namespace.clone();
             let key: Key = (ns.clone(), obj.key.name.clone());
-            let subject = format!("ModelDeployment/{}", obj.key.name);
             let desired = match (&d.spec.version, &d.spec.alias) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(a)) => self.resolved_alias(catalog, &ns, &d.spec.model, a),
@@ -138,39 +137,20 @@ impl Reconciler<'_> {
                 "rejectedVersions": s.rejected,
                 "address": target.address(&key).map(|a| a.to_string()),
             });
-            let mut writes = vec![
-                Write::Rollout {
-                    namespace: ns.clone(),
-                    name: obj.key.name.clone(),
-                    state: step.state.clone(),
-                },
-                Write::Status {
-                    kind: "ModelDeployment".into(),
-                    namespace: ns.clone(),
-                    name: obj.key.name.clone(),
-                    status,
-                },
-            ];
-            for a in &step.actions {
-                if let Action::Event {
-                    kind,
-                    version,
-                    message,
-                } = a
-                {
-                    let mut h =
-                        self.history(&format!("{kind:?}"), &ns, &d.spec.model, subject.clone());
-                    h.version = Some(version.clone());
-                    h.alias = d.spec.alias.clone();
-                    h.message = format!("{}: {message}", obj.key.name);
-                    h.data = json!({"traffic": s.traffic});
-                    (self.progress)(&h.message);
-                    out.rollout_events.push(h.message.clone());
-                    writes.push(Write::History(h));
-                }
-            }
+            let events: Vec<(rollout::EventKind, String, String)> = step
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Event {
+                        kind,
+                        version,
+                        message,
+                    } => Some((kind.clone(), version.clone(), message.clone())),
+                    _ => None,
+                })
+                .collect();
             // Persist first: a restart then resumes from the new state and re-applies it.
-            self.store.apply(&writes)?;
+            self.record(&ns, &obj.key.name, d, &step.state, status, &events, out)?;
             for a in step.actions {
                 match a {
                     Action::Start(v) => {
@@ -200,7 +180,55 @@ impl Reconciler<'_> {
     }
 }
 
-fn min(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+impl Reconciler<'_> {
+    /// Records one rollout step: the state, the deployment's status and a history entry per
+    /// event (in one transaction).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record(
+        &self,
+        ns: &str,
+        name: &str,
+        d: &slipway_crd::ModelDeployment,
+        state: &rollout::RolloutState,
+        status: serde_json::Value,
+        events: &[(rollout::EventKind, String, String)],
+        out: &mut Outcome,
+    ) -> Result<(), Error> {
+        let mut writes = vec![
+            Write::Rollout {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                state: state.clone(),
+            },
+            Write::Status {
+                kind: "ModelDeployment".into(),
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                status,
+            },
+        ];
+        for (kind, version, message) in events {
+            let mut h = self.history(
+                &format!("{kind:?}"),
+                ns,
+                &d.spec.model,
+                format!("ModelDeployment/{name}"),
+            );
+            h.version = Some(version.clone());
+            h.alias = d.spec.alias.clone();
+            h.message = format!("{name}: {message}");
+            h.data = json!({"traffic": state.traffic});
+            (self.progress)(&h.message);
+            out.rollout_events.push(h.message.clone());
+            writes.push(Write::History(h));
+        }
+        self.store.apply(&writes)?;
+        Ok(())
+    }
+}
+
+/// The earlier of two optional waits.
+pub(super) fn min(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -8,6 +8,7 @@ mod deploy;
 pub mod external;
 pub mod plan;
 pub mod retry;
+mod sagemaker;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -1,0 +1,223 @@
+//! The SageMaker target in git mode against the AWS wire protocol (a moto server on loopback,
+//! extended with UpdateEndpoint): first deployment, a canary promotion through deployment
+//! guardrails with garbage collection, an alarm that rolls the update back, drift healed, and
+//! missing credentials reported.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::moto::Moto;
+use support::{eventually, slipway_env};
+
+const REGISTRY: &str = r#"
+apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {name: pitch-frames}
+spec: {owners: ["group:ml-leads"]}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-7}
+spec: {model: pitch-frames, version: "7", artifact: {uri: "s3://models/pitch-frames/7/model.tar.gz", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000007"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-8}
+spec: {model: pitch-frames, version: "8", artifact: {uri: "s3://models/pitch-frames/8/model.tar.gz", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000008"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-9}
+spec: {model: pitch-frames, version: "9", artifact: {uri: "s3://models/pitch-frames/9/model.tar.gz", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000009"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: pitch-frames-api}
+spec:
+  model: pitch-frames
+  alias: production
+  target:
+    sagemaker:
+      region: eu-west-1
+      endpointName: pitch-frames
+      executionRoleArn: arn:aws:iam::123456789012:role/slipway-sagemaker
+      image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/pitch-frames-server:1.4
+      instanceType: ml.m5.large
+      instanceCount: 2
+  strategy:
+    type: Canary
+    steps: [{weight: 25, pause: 2s}]
+    analysis: {alarms: [pitch-frames-5xx]}
+"#;
+
+fn alias(version: &str) -> String {
+    format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {{name: pitch-frames-production}}\nspec: {{model: pitch-frames, alias: production, version: \"{version}\"}}\n"
+    )
+}
+
+fn setup(version: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("registry")).unwrap();
+    std::fs::write(dir.path().join("registry/registry.yaml"), REGISTRY).unwrap();
+    std::fs::write(dir.path().join("registry/alias.yaml"), alias(version)).unwrap();
+    dir
+}
+
+fn run_once(dir: &Path, moto: &Moto) -> support::Run {
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    slipway_env(
+        &["run", "registry", "--once", "--state", "state"],
+        dir,
+        &env,
+    )
+}
+
+fn endpoint(moto: &Moto) -> serde_json::Value {
+    serde_json::from_str(&moto.boto(
+        "e = sm.describe_endpoint(EndpointName='pitch-frames')\nc = sm.describe_endpoint_config(EndpointConfigName=e['EndpointConfigName'])\nm = sm.describe_model(ModelName=c['ProductionVariants'][0]['ModelName'])\ntags = sm.list_tags(ResourceArn=m['ModelArn'])['Tags']\nprint(json.dumps({'status': e['EndpointStatus'], 'config': e['EndpointConfigName'], 'variants': [v['VariantName'] for v in c['ProductionVariants']], 'count': e['ProductionVariants'][0].get('CurrentInstanceCount'), 'model': m['ModelName'], 'image': m['PrimaryContainer']['Image'], 'artifact': m['PrimaryContainer']['ModelDataUrl'], 'tags': {t['Key']: t['Value'] for t in tags}, 'failure': e.get('FailureReason')}))",
+    ))
+    .unwrap()
+}
+
+fn counts(moto: &Moto) -> (usize, usize) {
+    let out = moto.boto(
+        "print(len(sm.list_endpoint_configs()['EndpointConfigs']), len(sm.list_models()['Models']))",
+    );
+    let (a, b) = out.split_once(' ').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+fn history(dir: &Path) -> String {
+    let run = support::slipway(&["history", "pitch-frames", "--state", "state"], dir);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.stdout
+}
+
+#[test]
+fn an_endpoint_is_created_promoted_through_a_canary_rolled_back_by_an_alarm_and_healed() {
+    let moto = Moto::start();
+    let dir = setup("7");
+
+    // First deployment: Models, config and endpoint, tagged back to Slipway's objects.
+    let run = run_once(dir.path(), &moto);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let e = endpoint(&moto);
+    assert_eq!(e["status"], "InService", "{e}");
+    assert_eq!(e["variants"], serde_json::json!(["v7"]));
+    assert_eq!(e["count"], 2);
+    assert_eq!(e["artifact"], "s3://models/pitch-frames/7/model.tar.gz");
+    assert_eq!(e["tags"]["slipway.dev/deployment"], "pitch-frames-api");
+    assert_eq!(e["tags"]["slipway.dev/version"], "7");
+    let first_config = e["config"].as_str().unwrap().to_string();
+
+    // Promotion: UpdateEndpoint with a canary; the run follows it to the end.
+    moto.boto("cw.put_metric_alarm(AlarmName='pitch-frames-5xx', MetricName='Invocation5XXErrors', Namespace='AWS/SageMaker', Statistic='Sum', Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator='GreaterThanThreshold')");
+    std::fs::write(dir.path().join("registry/alias.yaml"), alias("8")).unwrap();
+    let run = run_once(dir.path(), &moto);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let e = endpoint(&moto);
+    assert_eq!(e["variants"], serde_json::json!(["v8"]), "{e}");
+    assert_ne!(e["config"].as_str().unwrap(), first_config);
+    let h = history(dir.path());
+    assert!(
+        h.contains("RolloutStarted") && h.contains("canary 25%"),
+        "{h}"
+    );
+    assert!(h.contains("RolloutSucceeded"), "{h}");
+    // Version 7's config and Model are collected.
+    assert_eq!(counts(&moto), (1, 1));
+
+    // An alarm firing during the canary's bake: SageMaker rolls back, Slipway records a
+    // rollback (never a success) and does not retry version 9.
+    std::fs::write(dir.path().join("registry/alias.yaml"), alias("9")).unwrap();
+    let env = moto.env();
+    let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["run", "registry", "--once", "--state", "state"])
+        .current_dir(dir.path())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), || {
+        moto.boto("print(sm.describe_endpoint(EndpointName='pitch-frames').get('PendingDeploymentSummary', {}).get('ProductionVariants', [{}])[0].get('VariantStatus', [{}])[0].get('Status'))")
+            .eq("Baking")
+            .then_some(())
+    });
+    moto.boto("cw.set_alarm_state(AlarmName='pitch-frames-5xx', StateValue='ALARM', StateReason='5xx errors')");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("rolled back"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = endpoint(&moto);
+    assert_eq!(e["variants"], serde_json::json!(["v8"]), "{e}");
+    assert_eq!(e["status"], "InService");
+    let h = history(dir.path());
+    assert!(
+        h.contains("RolledBack") && h.contains("pitch-frames-5xx"),
+        "{h}"
+    );
+    let status = support::slipway(&["status", "--state", "state"], dir.path());
+    assert!(
+        status.stdout.contains("RolledBack"),
+        "{}{}",
+        status.stdout,
+        status.stderr
+    );
+    moto.boto(
+        "cw.set_alarm_state(AlarmName='pitch-frames-5xx', StateValue='OK', StateReason='fine')",
+    );
+    let run = run_once(dir.path(), &moto);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(endpoint(&moto)["variants"], serde_json::json!(["v8"]));
+
+    // Drift: someone points the endpoint at a hand-made config; the next pass reports it and
+    // puts the desired config back.
+    moto.boto("sm.create_model(ModelName='hand-made', ExecutionRoleArn='arn:aws:iam::123456789012:role/x', PrimaryContainer={'Image': 'someone/else:2', 'ModelDataUrl': 's3://elsewhere/model.tar.gz'})\nsm.create_endpoint_config(EndpointConfigName='hand-made', ProductionVariants=[{'VariantName': 'v8', 'ModelName': 'hand-made', 'InstanceType': 'ml.m5.large', 'InitialInstanceCount': 1, 'InitialVariantWeight': 1.0}])\nsm.update_endpoint(EndpointName='pitch-frames', EndpointConfigName='hand-made')");
+    std::thread::sleep(Duration::from_millis(1500));
+    let run = run_once(dir.path(), &moto);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("out of sync") && said.contains("someone/else:2"),
+        "{said}"
+    );
+    assert!(history(dir.path()).contains("OutOfSync"));
+    let e = endpoint(&moto);
+    assert_eq!(
+        e["image"], "123456789012.dkr.ecr.eu-west-1.amazonaws.com/pitch-frames-server:1.4",
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_credentials_are_reported_clearly() {
+    let dir = setup("7");
+    let run = slipway_env(
+        &["run", "registry", "--once", "--state", "state"],
+        dir.path(),
+        &[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_PROFILE", "nobody"),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_ENDPOINT_URL_SAGEMAKER", "http://127.0.0.1:9"),
+        ],
+    );
+    assert_ne!(run.code, 0);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("credentials") && all.contains("AWS_ACCESS_KEY_ID"),
+        "{all}"
+    );
+}
