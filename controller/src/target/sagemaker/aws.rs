@@ -138,7 +138,12 @@ impl SageMaker {
             return c.clone();
         }
         let shared = self.runtime.block_on(async {
+            use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+            let http = aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                .build_https();
             let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .http_client(http)
                 .retry_config(RetryConfig::standard().with_max_attempts(5));
             if let Some(r) = &at.region {
                 loader = loader.region(aws_config::Region::new(r.clone()));
