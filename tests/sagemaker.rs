@@ -196,6 +196,141 @@ fn an_endpoint_is_created_promoted_through_a_canary_rolled_back_by_an_alarm_and_
         e["image"], "123456789012.dkr.ecr.eu-west-1.amazonaws.com/pitch-frames-server:1.4",
         "{e}"
     );
+
+    // Throttling is retried with backoff: two throttled calls do not fail the pass.
+    let (code, _) = support::http::request(
+        "POST",
+        &format!("{}/slipway-test/throttle?count=2", moto.url),
+        &[],
+        "",
+    );
+    assert_eq!(code, 200);
+    let run = run_once(dir.path(), &moto);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        moto.boto("print(sm.describe_endpoint(EndpointName='pitch-frames')['EndpointStatus'])"),
+        "InService"
+    );
+
+    // A weight-only difference is healed with UpdateEndpointWeightsAndCapacities: no new config.
+    let (configs, _) = counts(&moto);
+    moto.boto("sm.update_endpoint_weights_and_capacities(EndpointName='pitch-frames', DesiredWeightsAndCapacities=[{'VariantName': 'v8', 'DesiredWeight': 0.0, 'DesiredInstanceCount': 2}])");
+    let run = run_once(dir.path(), &moto);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        moto.boto("print(sm.describe_endpoint(EndpointName='pitch-frames')['ProductionVariants'][0]['CurrentWeight'])"),
+        "1.0"
+    );
+    assert_eq!(
+        counts(&moto).0,
+        configs,
+        "a weight change creates no config"
+    );
+
+    // Removing the deployment from the registry deletes what Slipway created.
+    let without: String = REGISTRY
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: ModelDeployment"))
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    std::fs::write(dir.path().join("registry/registry.yaml"), without).unwrap();
+    let run = run_once(dir.path(), &moto);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        moto.boto("print(len(sm.list_endpoints()['Endpoints']))"),
+        "0"
+    );
+    // Only the hand-made config and Model remain: Slipway deletes only what it named.
+    assert_eq!(counts(&moto), (1, 1));
+    assert!(history(dir.path()).contains("EndpointDeleted"));
+}
+
+#[test]
+fn an_update_that_sagemaker_fails_is_a_failed_rollout_and_a_refused_heal_is_reported() {
+    let moto = Moto::start();
+    let dir = setup("7");
+    let run = run_once(dir.path(), &moto);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // A new image whose containers fail their health checks, with a move to 8.
+    let broken = REGISTRY.replace("pitch-frames-server:1.4", "pitch-frames-server:broken");
+    std::fs::write(dir.path().join("registry/registry.yaml"), &broken).unwrap();
+    std::fs::write(dir.path().join("registry/alias.yaml"), alias("8")).unwrap();
+    let run = run_once(dir.path(), &moto);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    // SageMaker returned the endpoint to 7's config: rolled back, never a success.
+    let e = endpoint(&moto);
+    assert_eq!(e["variants"], serde_json::json!(["v7"]), "{e}\n{said}");
+    assert_eq!(e["status"], "InService");
+    let h = history(dir.path());
+    assert!(
+        h.contains("RolledBack") && h.contains("ping health check"),
+        "{h}"
+    );
+    assert!(!h.contains("serves version 8"), "{h}");
+    assert_eq!(run.code, 0, "{said}");
+    // Version 7 with the broken image cannot be healed either: the next pass reports that
+    // SageMaker refused it, and does not try again and again.
+    let run = run_once(dir.path(), &moto);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{said}");
+    assert!(said.contains("did not take the healing update"), "{said}");
+    assert_eq!(endpoint(&moto)["variants"], serde_json::json!(["v7"]));
+}
+
+#[test]
+fn plan_lists_the_aws_changes_of_a_promotion() {
+    let mut repo = support::GitRepo::new();
+    let seven = alias("7");
+    let eight = alias("8");
+    let main = repo.commit(
+        "main",
+        None,
+        &[
+            ("registry/registry.yaml", Some(REGISTRY)),
+            ("registry/alias.yaml", Some(&seven)),
+        ],
+        "register",
+    );
+    repo.commit(
+        "pr",
+        Some(main),
+        &[("registry/alias.yaml", Some(&eight))],
+        "promote 8",
+    );
+    let run = support::slipway(
+        &[
+            "plan", "--base", "main", "--head", "pr", "--path", "registry",
+        ],
+        repo.path(),
+    );
+    let out = run.stdout;
+    for needle in [
+        "AWS: CreateModel pitch-frames-v8-",
+        "model data s3://models/pitch-frames/8/model.tar.gz",
+        "AWS: CreateEndpointConfig pitch-frames-",
+        "variant v8 = 2 × ml.m5.large",
+        "AWS: UpdateEndpoint pitch-frames → pitch-frames-",
+        "canary 25% of capacity, bake 2s, rollback on alarms pitch-frames-5xx",
+    ] {
+        assert!(out.contains(needle), "{needle}\n{out}\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn a_multi_step_canary_on_sagemaker_is_refused_by_validate() {
+    let dir = setup("7");
+    let two = REGISTRY.replace(
+        "steps: [{weight: 25, pause: 2s}]",
+        "steps: [{weight: 25, pause: 2s}, {weight: 50, pause: 2s}]",
+    );
+    std::fs::write(dir.path().join("registry/registry.yaml"), two).unwrap();
+    let run = support::slipway(&["validate", "registry"], dir.path());
+    assert_ne!(run.code, 0);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("spec.strategy.steps") && said.contains("keep one step below 100%"),
+        "{said}"
+    );
 }
 
 #[test]

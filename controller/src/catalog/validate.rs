@@ -228,6 +228,30 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
                 &["local", "kubernetes", "sagemaker"],
             );
             let s = &d.spec.strategy;
+            if let Some(sm) = &d.spec.target.sagemaker {
+                let name = &sm.endpoint_name;
+                let valid = !name.is_empty()
+                    && name.len() <= 63
+                    && name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                    && !name.starts_with('-')
+                    && !name.ends_with('-');
+                if !valid {
+                    c.invalid(
+                        "spec.target.sagemaker.endpointName",
+                        format!("`{name}` is not a SageMaker endpoint name: up to 63 letters, digits and hyphens, not starting or ending with a hyphen"),
+                    );
+                }
+                if s.type_ == StrategyType::Canary
+                    && s.steps.iter().filter(|st| st.weight < 100).count() > 1
+                {
+                    c.invalid(
+                        "spec.strategy.steps",
+                        "a sagemaker target shifts one canary and then all traffic (SageMaker's deployment guardrails): keep one step below 100%",
+                    );
+                }
+            }
             match s.type_ {
                 StrategyType::AllAtOnce => {
                     if !s.steps.is_empty() {

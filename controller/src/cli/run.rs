@@ -264,9 +264,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 }
             }
         }
+        // Declared SageMaker deployments, or removed ones whose endpoints are still to delete.
         let has_sagemaker = catalog.objects().iter().any(
             |o| matches!(&o.resource, Resource::ModelDeployment(d) if d.spec.target.sagemaker.is_some()),
-        );
+        ) || store
+            .statuses("ModelDeployment")?
+            .iter()
+            .any(|(_, _, s)| s["sagemaker"].is_object());
         if has_sagemaker {
             #[cfg(feature = "sagemaker")]
             {

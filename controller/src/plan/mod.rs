@@ -48,6 +48,8 @@ pub struct Rollout {
     pub target: String,
     /// How: `Canary 10% (5m) → 50% (10m) → 100%`.
     pub strategy: String,
+    /// For a SageMaker target: the AWS calls the rollout makes, in order.
+    pub aws: Vec<String>,
 }
 
 /// One change of the plan.
@@ -256,7 +258,7 @@ fn change(
                     rollouts = head
                         .deployments_following(ns, &a.spec.model, &a.spec.alias)
                         .into_iter()
-                        .map(rollout)
+                        .map(|d| rollout(d, head, Some(t)))
                         .collect();
                 }
             }
@@ -281,7 +283,14 @@ fn change(
             if let Some(Resource::ModelDeployment(n)) = new.map(|o| &o.resource)
                 && redeploys
             {
-                rollouts.push(rollout(n));
+                let serves = match (&n.spec.version, &n.spec.alias) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, Some(a)) => head
+                        .alias(ns, &n.spec.model, a)
+                        .map(|a| a.spec.version.clone()),
+                    _ => None,
+                };
+                rollouts.push(rollout(n, head, serves.as_deref()));
             }
         }
         _ => {}
@@ -360,7 +369,61 @@ fn change(
     }
 }
 
-fn rollout(d: &ModelDeployment) -> Rollout {
+/// The AWS calls that roll `version` out to a SageMaker target (names as the target makes them).
+fn aws_calls(d: &ModelDeployment, head: &Catalog, version: Option<&str>) -> Vec<String> {
+    use crate::target::sagemaker::plan as sm;
+    let (Some(t), Some(v)) = (&d.spec.target.sagemaker, version) else {
+        return Vec::new();
+    };
+    let ns = d
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
+    let Some(mv) = head.version(ns, &d.spec.model, v) else {
+        return vec![format!("nothing: version {v} does not exist")];
+    };
+    let artifact = sm::Artifact {
+        uri: mv.spec.artifact.uri.clone(),
+        digest: mv.spec.artifact.digest.clone(),
+    };
+    let want = sm::desired(t, v, &artifact, None);
+    let mut out = Vec::new();
+    for var in &want.variants {
+        out.push(format!(
+            "CreateModel {} (image {}, model data {})",
+            var.model, var.image, var.artifact
+        ));
+    }
+    out.push(format!(
+        "CreateEndpointConfig {}: {}",
+        want.config,
+        want.variants
+            .iter()
+            .map(|var| format!(
+                "variant {} = {} × {} (instance count kept if autoscaled), weight {}",
+                var.name, var.instance_count, var.instance_type, var.weight
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    match sm::guardrails(&d.spec.strategy) {
+        Ok(g) => out.push(format!(
+            "UpdateEndpoint {} → {} ({}; CreateEndpoint if it does not exist yet)",
+            want.endpoint,
+            want.config,
+            g.describe()
+        )),
+        Err(e) => out.push(format!("cannot roll out: {e}")),
+    }
+    out.push(format!(
+        "after success: delete the superseded EndpointConfigs and Models of {}",
+        want.endpoint
+    ));
+    out
+}
+
+fn rollout(d: &ModelDeployment, head: &Catalog, version: Option<&str>) -> Rollout {
     let t = &d.spec.target;
     let target = if let Some(l) = &t.local {
         format!("local router on port {}", l.port)
@@ -411,6 +474,7 @@ fn rollout(d: &ModelDeployment) -> Rollout {
         deployment: format!("{ns}/{}", d.metadata.name.as_deref().unwrap_or("?")),
         target,
         strategy: format!("{strategy}{rollback}"),
+        aws: aws_calls(d, head, version),
     }
 }
 

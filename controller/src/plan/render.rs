@@ -80,6 +80,9 @@ pub fn text(plan: &Plan) -> String {
                 "      ⇒ rolls out ModelDeployment {} ({}; {})",
                 r.deployment, r.target, r.strategy
             );
+            for call in &r.aws {
+                let _ = writeln!(out, "          AWS: {call}");
+            }
         }
         for r in &c.decision.rules {
             let mark = match (r.passed, r.effect) {
@@ -219,7 +222,7 @@ fn render_comment(plan: &Plan, shown: usize, details: bool) -> String {
                 "allowed": c.decision.allowed,
                 "summary": c.decision.summary(),
                 "fields": c.fields.iter().map(|f| format!("`{}`: {} → {}", f.path, show(f.old.as_ref()), show(f.new.as_ref()))).collect::<Vec<_>>(),
-                "rollouts": c.rollouts.iter().map(|r| serde_json::json!({"deployment": r.deployment, "target": r.target, "strategy": r.strategy})).collect::<Vec<_>>(),
+                "rollouts": c.rollouts.iter().map(|r| serde_json::json!({"deployment": r.deployment, "target": r.target, "strategy": r.strategy, "aws": r.aws})).collect::<Vec<_>>(),
                 "rules": rules,
                 "approvals": approvals,
                 "details": details || !c.decision.allowed,

@@ -43,13 +43,18 @@ impl Reconciler<'_> {
                 deployment: name.clone(),
                 model: d.spec.model.clone(),
             };
-            let stalled = |why: &str, out: &mut Outcome| -> Result<(), Error> {
+            let stalled = |why: &str,
+                           healing: Option<&str>,
+                           out: &mut Outcome|
+             -> Result<(), Error> {
                 out.deploy_errors
                     .push(format!("ModelDeployment/{name}: {why}"));
                 let status = json!({
                     "model": d.spec.model, "phase": state.phase, "servingVersion": state.stable,
                     "targetVersion": state.candidate, "traffic": state.traffic,
                     "rejectedVersions": state.rejected, "endpoint": t.endpoint_name,
+                    "sagemaker": {"endpoint": t.endpoint_name, "region": t.region, "endpointUrl": t.endpoint_url},
+                    "healing": healing,
                     "conditions": [{"type": "Stalled", "status": "True", "reason": "SageMakerError", "message": why}],
                 });
                 self.record(&ns, &name, d, &state, status, &[], out)
@@ -57,7 +62,7 @@ impl Reconciler<'_> {
             let guardrails = match plan::guardrails(&d.spec.strategy) {
                 Ok(g) => g,
                 Err(e) => {
-                    stalled(&e, out)?;
+                    stalled(&e, None, out)?;
                     continue;
                 }
             };
@@ -65,7 +70,7 @@ impl Reconciler<'_> {
                 Ok(l) => l,
                 Err(e) => {
                     // Tried again at the next pass (`--interval`); `--once` ends with the error.
-                    stalled(&e.to_string(), out)?;
+                    stalled(&e.to_string(), None, out)?;
                     continue;
                 }
             };
@@ -83,13 +88,43 @@ impl Reconciler<'_> {
                 let count = counts.get(&plan::variant_name(v)).copied();
                 Some(plan::desired(t, v, &artifact, count))
             };
-            let step = plan::decide(
+            let mut step = plan::decide(
                 &state,
                 desired.as_deref(),
                 &want,
                 &guardrails,
                 live.as_ref(),
             );
+            // A heal SageMaker already refused (the endpoint came back without the config):
+            // report it instead of trying again and again.
+            let previous = self.store.status("ModelDeployment", &ns, &name)?;
+            let healing_before = previous
+                .as_ref()
+                .and_then(|p| p["healing"].as_str().map(str::to_string));
+            let heal_config = step.calls.iter().find_map(|c| match c {
+                plan::Call::Update(d, None) | plan::Call::Weights(d) => Some(d.config.clone()),
+                _ => None,
+            });
+            // What is being healed: the new heal, or the one SageMaker is still working on.
+            let healing_now = heal_config.clone().or_else(|| {
+                healing_before
+                    .clone()
+                    .filter(|_| live.as_ref().is_some_and(|l| l.status != "InService"))
+            });
+            let mut refused = None;
+            if let (Some(c), Some(before), Some(l)) = (&heal_config, &healing_before, &live)
+                && c == before
+                && l.status == "InService"
+            {
+                refused = Some(format!(
+                    "SageMaker did not take the healing update to {c}: {}; fix the target or the endpoint",
+                    l.failure
+                        .as_deref()
+                        .unwrap_or("the endpoint returned to its previous config")
+                ));
+                step.calls.clear();
+                step.requeue_after = None;
+            }
             let s = &step.state;
             let sync = if step.drift.is_empty() {
                 json!({"type": "OutOfSync", "status": "False", "reason": "InSync",
@@ -107,12 +142,21 @@ impl Reconciler<'_> {
                 "currentStep": s.candidate.as_ref().map(|_| s.step),
                 "rejectedVersions": s.rejected,
                 "endpoint": t.endpoint_name,
+                "sagemaker": {"endpoint": t.endpoint_name, "region": t.region, "endpointUrl": t.endpoint_url},
                 "endpointStatus": live.as_ref().map(|l| l.status.clone()),
                 "endpointConfig": live.as_ref().map(|l| l.config.clone()),
                 "drift": step.drift,
+                "healing": healing_now,
                 "conditions": [sync],
             });
-            let changed = step.state != state || !step.calls.is_empty() || !step.drift.is_empty();
+            if let Some(why) = &refused {
+                stalled(why, healing_before.as_deref(), out)?;
+                continue;
+            }
+            let changed = step.state != state
+                || !step.calls.is_empty()
+                || !step.drift.is_empty()
+                || healing_now != healing_before;
             if changed {
                 let events: Vec<_> = step.events.clone();
                 if !step.drift.is_empty() {
@@ -143,7 +187,7 @@ impl Reconciler<'_> {
                         }
                     }
                     Err(e) => {
-                        stalled(&e.to_string(), out)?;
+                        stalled(&e.to_string(), None, out)?;
                         failed = true;
                         break;
                     }
@@ -153,6 +197,70 @@ impl Reconciler<'_> {
                 requeue = min(requeue, step.requeue_after);
             }
         }
+        self.collect_removed(catalog, aws, out)?;
         Ok(requeue)
+    }
+
+    /// Deletes the endpoints (and every config and Model made for them) of SageMaker
+    /// deployments that are no longer declared, then forgets those deployments. An endpoint
+    /// that cannot be deleted now is tried again at the next pass.
+    fn collect_removed(
+        &self,
+        catalog: &Catalog,
+        aws: &mut dyn Endpoints,
+        out: &mut Outcome,
+    ) -> Result<(), Error> {
+        for (ns, name, status) in self.store.statuses("ModelDeployment")? {
+            let Some(endpoint) = status["sagemaker"]["endpoint"].as_str() else {
+                continue;
+            };
+            let declared = catalog.objects().iter().any(|o| {
+                o.key.namespace == ns
+                    && o.key.name == name
+                    && matches!(&o.resource, Resource::ModelDeployment(d)
+                        if d.spec.target.sagemaker.as_ref().is_some_and(|t| t.endpoint_name == endpoint))
+            });
+            if declared {
+                continue;
+            }
+            let at = Location {
+                region: status["sagemaker"]["region"].as_str().map(str::to_string),
+                endpoint_url: status["sagemaker"]["endpointUrl"]
+                    .as_str()
+                    .map(str::to_string),
+            };
+            match aws.delete(&at, endpoint) {
+                Ok(deleted) => {
+                    let model = status["model"].as_str().unwrap_or_default().to_string();
+                    let mut h = self.history(
+                        "EndpointDeleted",
+                        &ns,
+                        &model,
+                        format!("ModelDeployment/{name}"),
+                    );
+                    h.message = format!(
+                        "{name}: removed from the registry; deleted {}",
+                        if deleted.is_empty() {
+                            "nothing (already gone)".to_string()
+                        } else {
+                            deleted.join(", ")
+                        }
+                    );
+                    h.data = json!({"deleted": deleted, "endpoint": endpoint});
+                    (self.progress)(&h.message);
+                    self.store.apply(&[
+                        crate::store::Write::History(h),
+                        crate::store::Write::ForgetDeployment {
+                            namespace: ns.clone(),
+                            name: name.clone(),
+                        },
+                    ])?;
+                }
+                Err(e) => out.deploy_errors.push(format!(
+                    "ModelDeployment/{name}: cannot delete endpoint {endpoint}: {e}"
+                )),
+            }
+        }
+        Ok(())
     }
 }

@@ -148,6 +148,13 @@ pub enum Write {
     Evaluation(EvaluationRecord),
     /// Append to the history.
     History(HistoryEntry),
+    /// Forget a deployment that no longer exists: its status and rollout state.
+    ForgetDeployment {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
 }
 
 /// Filter for [`Store::history`].
@@ -276,6 +283,16 @@ impl Store {
                         "INSERT INTO rollouts (namespace, name, state) VALUES (?1, ?2, ?3)
                          ON CONFLICT (namespace, name) DO UPDATE SET state = excluded.state",
                         params![namespace, name, serde_json::to_string(state)?],
+                    )?;
+                }
+                Write::ForgetDeployment { namespace, name } => {
+                    tx.execute(
+                        "DELETE FROM status WHERE kind = 'ModelDeployment' AND namespace = ?1 AND name = ?2",
+                        params![namespace, name],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM rollouts WHERE namespace = ?1 AND name = ?2",
+                        params![namespace, name],
                     )?;
                 }
                 Write::Evaluation(r) => {
