@@ -58,6 +58,8 @@ fn wrong_values_fail_rendering_with_a_reason() {
 fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they_say() {
     let values = json!({
         "logFormat": "json",
+        "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-1"}],
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/slipway"}},
         "roleBindings": [
             {"role": "promoter", "group": "ml-engineers"},
             {"role": "approver", "group": "ml-leads"},
@@ -65,6 +67,14 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
         ],
     });
     let manifests = helm::render("slipway", &values).unwrap();
+    // The AWS settings of SageMaker deployments reach the controller.
+    assert!(
+        manifests.contains("- name: AWS_REGION\n              value: eu-west-1"),
+        "{manifests}"
+    );
+    assert!(
+        manifests.contains("eks.amazonaws.com/role-arn: arn:aws:iam::123456789012:role/slipway")
+    );
     let kinds: Vec<&str> = manifests
         .lines()
         .filter_map(|l| l.strip_prefix("kind: "))

@@ -356,3 +356,113 @@ fn missing_credentials_are_reported_clearly() {
         "{all}"
     );
 }
+
+#[test]
+fn the_controller_rolls_sagemaker_deployments_out_and_deletes_the_endpoint_with_the_object() {
+    use support::apiserver::ApiServer;
+    let moto = Moto::start();
+    let api = ApiServer::start();
+    api.install_crds();
+    let run = api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "admin",
+        &format!("{REGISTRY}\n---\n{}", alias("7")),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let log = api.dir.path().join("controller.log");
+    let env = moto.env();
+    let mut controller = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["controller", "--listen"])
+        .arg(format!("127.0.0.1:{}", support::free_port()))
+        .env("KUBECONFIG", &api.kubeconfig)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| {
+        api.kubectl(
+            &[
+                "get",
+                "mdeploy",
+                "pitch-frames-api",
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
+            "admin",
+        )
+        .stdout
+    };
+    let controller_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // The first version serves; the object carries the finalizer and the endpoint's state.
+    eventually(Duration::from_secs(60), || {
+        (get("{.status.servingVersion} {.status.endpoint.status}") == "7 InService").then_some(())
+    });
+    assert_eq!(
+        get("{.metadata.finalizers[0]}"),
+        "slipway.dev/sagemaker-endpoint"
+    );
+    assert_eq!(endpoint(&moto)["variants"], serde_json::json!(["v7"]));
+    assert_eq!(
+        endpoint(&moto)["tags"]["slipway.dev/namespace"],
+        "default",
+        "{}",
+        controller_log()
+    );
+
+    // An alias move rolls out through the canary guardrails.
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &alias("8"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    eventually(Duration::from_secs(60), || {
+        (get("{.status.servingVersion} {.status.phase}") == "8 Healthy").then_some(())
+    });
+    assert_eq!(endpoint(&moto)["variants"], serde_json::json!(["v8"]));
+    let events = get("{.status.history[*].event}");
+    assert!(
+        events.contains("RolloutStarted") && events.contains("RolloutSucceeded"),
+        "{events}"
+    );
+    assert_eq!(
+        counts(&moto),
+        (1, 1),
+        "version 7's config and Model are collected"
+    );
+
+    // Drift shows in status and is healed.
+    moto.boto("sm.update_endpoint_weights_and_capacities(EndpointName='pitch-frames', DesiredWeightsAndCapacities=[{'VariantName': 'v8', 'DesiredWeight': 0.0, 'DesiredInstanceCount': 2}])");
+    let _ = api.kubectl(
+        &[
+            "annotate",
+            "mdeploy",
+            "pitch-frames-api",
+            "touch=1",
+            "--overwrite",
+        ],
+        "admin",
+    );
+    eventually(Duration::from_secs(60), || {
+        (moto.boto("print(sm.describe_endpoint(EndpointName='pitch-frames')['ProductionVariants'][0]['CurrentWeight'])") == "1.0")
+            .then_some(())
+    });
+
+    // Deleting the ModelDeployment deletes the endpoint, its configs and Models, then the object.
+    let run = api.kubectl(
+        &["delete", "mdeploy", "pitch-frames-api", "--wait=false"],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    eventually(Duration::from_secs(60), || {
+        (api.kubectl(&["get", "mdeploy", "pitch-frames-api"], "admin")
+            .code
+            != 0)
+            .then_some(())
+    });
+    assert_eq!(
+        moto.boto("print(len(sm.list_endpoints()['Endpoints']))"),
+        "0"
+    );
+    assert_eq!(counts(&moto), (0, 0), "{}", controller_log());
+    let _ = controller.kill();
+    let _ = controller.wait();
+}

@@ -230,6 +230,29 @@ pub enum DeploymentPhase {
     Failed,
 }
 
+/// A SageMaker endpoint as Slipway last saw it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    /// Endpoint name.
+    pub name: String,
+    /// SageMaker's status: `Creating`, `Updating`, `InService`, `RollingBack`, `Failed`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The EndpointConfig it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The config Slipway last asked SageMaker to heal to (a refused heal is not repeated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healing_config: Option<String>,
+    /// Region and API endpoint URL overrides, kept for deleting the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// API endpoint URL override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+}
+
 /// Observed state of a `ModelDeployment`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -265,6 +288,12 @@ pub struct ModelDeploymentStatus {
     /// Rollout steps, newest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutEvent>,
+    /// The SageMaker endpoint, as last seen (sagemaker target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Box<EndpointStatus>>,
+    /// Differences between the live endpoint and the desired state (condition `OutOfSync`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
     /// Conditions, `Ready` summarising the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

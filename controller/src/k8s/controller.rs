@@ -49,6 +49,8 @@ pub struct Context {
         std::sync::Mutex<BTreeMap<(String, String, String, String), std::time::Instant>>,
     /// Transitions already announced by this replica.
     pub announced: super::notify::Announced,
+    /// The SageMaker calls (None: built without the `sagemaker` feature, or it cannot start).
+    pub sagemaker: Option<super::sagemaker::Shared>,
 }
 
 /// Reconcile errors (retried with backoff).
@@ -77,7 +79,13 @@ pub fn compact(mut v: Value) -> Value {
     v
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Value {
+pub(super) fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Value {
     json!({
         "type": type_,
         "status": if ok { "True" } else { "False" },
@@ -89,7 +97,7 @@ fn condition(type_: &str, ok: bool, reason: &str, message: &str, generation: Opt
 }
 
 /// Keeps `lastTransitionTime` of a condition whose status did not change.
-fn keep_transition(new: &mut Value, old: &[Condition]) {
+pub(super) fn keep_transition(new: &mut Value, old: &[Condition]) {
     if let Some(prev) = old.iter().find(|c| c.type_ == new["type"])
         && prev.status == new["status"]
         && let Some(t) = prev.last_transition_time
@@ -443,7 +451,7 @@ pub fn replicas_for(weights: &BTreeMap<String, u32>, total: u32) -> BTreeMap<Str
     out
 }
 
-fn state_of(status: &ModelDeploymentStatus) -> RolloutState {
+pub(super) fn state_of(status: &ModelDeploymentStatus) -> RolloutState {
     RolloutState {
         stable: status.serving_version.clone(),
         candidate: status.target_version.clone(),
@@ -493,6 +501,23 @@ fn observe(d: Option<&Deployment>) -> (bool, Verdict) {
     (ready, Verdict::Pass)
 }
 
+/// What a deployment should serve: its pinned version, or what its alias resolves to (read
+/// from the API: the watch that woke the reconcile may be ahead of the cache).
+async fn desired_version(ctx: &Context, md: &ModelDeployment) -> Result<Option<String>, Error> {
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    Ok(match (&md.spec.version, &md.spec.alias) {
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(a)) => match ctx.cache.alias_name(&ns, &md.spec.model, a) {
+            Some(alias_name) => Api::<ModelAlias>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&alias_name)
+                .await?
+                .and_then(|x| x.status.and_then(|s| s.resolved_version)),
+            None => None,
+        },
+        _ => None,
+    })
+}
+
 async fn reconcile_deployment(
     guarded: Arc<DeserializeGuard<ModelDeployment>>,
     ctx: Arc<Context>,
@@ -504,6 +529,10 @@ async fn reconcile_deployment(
             return Ok(Requeue::await_change());
         }
     };
+    if md.spec.target.sagemaker.is_some() {
+        let desired = desired_version(&ctx, md).await?;
+        return super::sagemaker::reconcile(md, ctx, desired).await;
+    }
     let Some(target) = md.spec.target.kubernetes.clone() else {
         return Ok(Requeue::await_change());
     };
@@ -511,20 +540,7 @@ async fn reconcile_deployment(
     let name = md.name_any();
     let status = md.status.clone().unwrap_or_default();
     let state = state_of(&status);
-
-    // What should serve: a pinned version, or what the alias resolves to.
-    let desired = match (&md.spec.version, &md.spec.alias) {
-        (Some(v), _) => Some(v.clone()),
-        // Read the alias itself: the watch that woke this reconcile may be ahead of the cache.
-        (None, Some(a)) => match ctx.cache.alias_name(&ns, &md.spec.model, a) {
-            Some(alias_name) => Api::<ModelAlias>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(&alias_name)
-                .await?
-                .and_then(|x| x.status.and_then(|s| s.resolved_version)),
-            None => None,
-        },
-        _ => None,
-    };
+    let desired = desired_version(&ctx, md).await?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let owned: BTreeMap<String, Deployment> = ctx.cache.deployments_of(&ns, &name);
     let observation = match state.candidate.as_ref().or(desired.as_ref()) {
@@ -821,6 +837,22 @@ fn counted<T, E>(
     }
 }
 
+#[cfg(feature = "sagemaker")]
+fn sagemaker_calls() -> Option<super::sagemaker::Shared> {
+    match crate::target::sagemaker::aws::SageMaker::new() {
+        Ok(s) => Some(Arc::new(std::sync::Mutex::new(Box::new(s)))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the SageMaker client runtime");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "sagemaker"))]
+fn sagemaker_calls() -> Option<super::sagemaker::Shared> {
+    None
+}
+
 /// Runs the controllers until `shutdown` resolves.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -849,6 +881,7 @@ pub async fn run(
         metrics,
         moves_seen: Default::default(),
         announced: Default::default(),
+        sagemaker: sagemaker_calls(),
     });
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
     where

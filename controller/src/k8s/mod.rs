@@ -8,5 +8,6 @@ pub mod evaluations;
 pub mod lease;
 pub mod metrics;
 pub mod notify;
+pub mod sagemaker;
 pub mod tls;
 pub mod webhook;
