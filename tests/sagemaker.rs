@@ -117,11 +117,14 @@ fn an_endpoint_is_created_promoted_through_a_canary_rolled_back_by_an_alarm_and_
 
     // Promotion: UpdateEndpoint with a canary; the run follows it to the end.
     moto.boto("cw.put_metric_alarm(AlarmName='pitch-frames-5xx', MetricName='Invocation5XXErrors', Namespace='AWS/SageMaker', Statistic='Sum', Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator='GreaterThanThreshold')");
+    // Autoscaling took version 7 to 3 instances: the update keeps that capacity.
+    moto.boto("sm.update_endpoint_weights_and_capacities(EndpointName='pitch-frames', DesiredWeightsAndCapacities=[{'VariantName': 'v7', 'DesiredWeight': 1.0, 'DesiredInstanceCount': 3}])");
     std::fs::write(dir.path().join("registry/alias.yaml"), alias("8")).unwrap();
     let run = run_once(dir.path(), &moto);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let e = endpoint(&moto);
     assert_eq!(e["variants"], serde_json::json!(["v8"]), "{e}");
+    assert_eq!(e["count"], 3, "{e}");
     assert_ne!(e["config"].as_str().unwrap(), first_config);
     let h = history(dir.path());
     assert!(
@@ -274,6 +277,17 @@ fn an_update_that_sagemaker_fails_is_a_failed_rollout_and_a_refused_heal_is_repo
     let said = format!("{}{}", run.stdout, run.stderr);
     assert_eq!(run.code, 1, "{said}");
     assert!(said.contains("did not take the healing update"), "{said}");
+    let status = support::slipway(&["status", "--state", "state"], dir.path());
+    assert!(
+        status
+            .stdout
+            .contains("sagemaker endpoint pitch-frames (InService")
+            && status
+                .stdout
+                .contains("stalled: SageMaker did not take the healing update"),
+        "{}",
+        status.stdout
+    );
     assert_eq!(endpoint(&moto)["variants"], serde_json::json!(["v7"]));
 }
 

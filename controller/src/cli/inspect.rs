@@ -252,6 +252,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
             if let Some(addr) = st["address"].as_str() {
                 out.push_str(&format!("  at http://{addr}"));
             }
+            if let Some(endpoint) = st["endpoint"].as_str() {
+                out.push_str(&format!(
+                    "  sagemaker endpoint {endpoint} ({}, config {})",
+                    st["endpointStatus"].as_str().unwrap_or("unknown"),
+                    st["endpointConfig"].as_str().unwrap_or("-")
+                ));
+            }
             let rejected: Vec<&str> = st["rejectedVersions"]
                 .as_array()
                 .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
@@ -263,6 +270,17 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
                 ));
             }
             out.push('\n');
+            for d in st["drift"].as_array().into_iter().flatten() {
+                out.push_str(&format!("    out of sync: {}\n", d.as_str().unwrap_or("?")));
+            }
+            for c in st["conditions"].as_array().into_iter().flatten() {
+                if c["type"] == "Stalled" && c["status"] == "True" {
+                    out.push_str(&format!(
+                        "    stalled: {}\n",
+                        c["message"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
         }
     }
     print_out(&out)?;

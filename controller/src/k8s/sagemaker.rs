@@ -209,7 +209,11 @@ pub async fn reconcile(
         .collect();
     let want = |v: &str| {
         let (uri, digest) = ctx.cache.artifact(&ns, &md.spec.model, v)?;
-        let count = counts.get(&plan::variant_name(v)).copied();
+        // Autoscaling's count is kept: the version's own variant's, or the serving one's.
+        let count = counts
+            .get(&plan::variant_name(v))
+            .or_else(|| counts.values().max())
+            .copied();
         Some(plan::desired(&t, v, &Artifact { uri, digest }, count))
     };
     let mut step = plan::decide(

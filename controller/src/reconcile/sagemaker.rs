@@ -85,7 +85,11 @@ impl Reconciler<'_> {
                     uri: mv.spec.artifact.uri.clone(),
                     digest: mv.spec.artifact.digest.clone(),
                 };
-                let count = counts.get(&plan::variant_name(v)).copied();
+                // Autoscaling's count is kept: the version's own variant's, or the serving one's.
+                let count = counts
+                    .get(&plan::variant_name(v))
+                    .or_else(|| counts.values().max())
+                    .copied();
                 Some(plan::desired(t, v, &artifact, count))
             };
             let mut step = plan::decide(
@@ -150,7 +154,15 @@ impl Reconciler<'_> {
                 "conditions": [sync],
             });
             if let Some(why) = &refused {
-                stalled(why, healing_before.as_deref(), out)?;
+                out.deploy_errors
+                    .push(format!("ModelDeployment/{name}: {why}"));
+                let mut status = status.clone();
+                status["healing"] = json!(healing_before);
+                status["conditions"] = json!([
+                    {"type": "OutOfSync", "status": "True", "reason": "Drift", "message": step.drift.join("; ")},
+                    {"type": "Stalled", "status": "True", "reason": "SageMakerError", "message": why},
+                ]);
+                self.record(&ns, &name, d, &state, status, &[], out)?;
                 continue;
             }
             let changed = step.state != state

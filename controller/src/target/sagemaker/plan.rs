@@ -55,9 +55,10 @@ pub struct Artifact {
     pub digest: String,
 }
 
-/// The SageMaker Model of one version of a deployment.
-pub fn model_name(endpoint: &str, version: &str, digest: &str) -> String {
-    let hash = short_hash(&[endpoint, version, digest]);
+/// The SageMaker Model of one version of a deployment: named after what it holds (the
+/// artifact's digest and the image), so a new image is a new Model.
+pub fn model_name(endpoint: &str, version: &str, digest: &str, image: &str) -> String {
+    let hash = short_hash(&[endpoint, version, digest, image]);
     let head = sanitize(&format!("{endpoint}-v{version}"), 63 - 11);
     format!("{head}-{hash}")
 }
@@ -110,7 +111,12 @@ pub fn desired(
     let variant = Variant {
         name: variant_name(version),
         version: version.to_string(),
-        model: model_name(&target.endpoint_name, version, &artifact.digest),
+        model: model_name(
+            &target.endpoint_name,
+            version,
+            &artifact.digest,
+            &target.image,
+        ),
         image: target.image.clone(),
         artifact: artifact.uri.clone(),
         instance_type: target.instance_type.clone(),

@@ -64,15 +64,20 @@ fn canary() -> Strategy {
 
 #[test]
 fn names_are_valid_sagemaker_names_and_follow_content() {
-    let m = model_name(&"x".repeat(80), "7.1_rc", "sha256:abc");
+    let m = model_name(&"x".repeat(80), "7.1_rc", "sha256:abc", "img:1");
     assert!(m.len() <= 63 && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     assert_eq!(
-        model_name("ep", "7", "sha256:a"),
-        model_name("ep", "7", "sha256:a")
+        model_name("ep", "7", "sha256:a", "img:1"),
+        model_name("ep", "7", "sha256:a", "img:1")
     );
     assert_ne!(
-        model_name("ep", "7", "sha256:a"),
-        model_name("ep", "7", "sha256:b")
+        model_name("ep", "7", "sha256:a", "img:1"),
+        model_name("ep", "7", "sha256:b", "img:1")
+    );
+    assert_ne!(
+        model_name("ep", "7", "sha256:a", "img:1"),
+        model_name("ep", "7", "sha256:a", "img:2"),
+        "a new image is a new Model"
     );
     let a = want("7").unwrap();
     let mut more = target();
