@@ -480,3 +480,96 @@ fn the_controller_rolls_sagemaker_deployments_out_and_deletes_the_endpoint_with_
     let _ = controller.kill();
     let _ = controller.wait();
 }
+
+#[test]
+fn in_variants_mode_slipway_shifts_weights_without_new_configs_and_rolls_back_on_an_alarm() {
+    let moto = Moto::start();
+    let dir = setup("7");
+    let variants = REGISTRY
+        .replace(
+            "      instanceCount: 2\n",
+            "      instanceCount: 2\n      mode: Variants\n",
+        )
+        .replace(
+            "steps: [{weight: 25, pause: 2s}]",
+            "steps: [{weight: 25, pause: 2s}, {weight: 50, pause: 2s}]",
+        );
+    std::fs::write(dir.path().join("registry/registry.yaml"), &variants).unwrap();
+    let run = run_once(dir.path(), &moto);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(endpoint(&moto)["variants"], serde_json::json!(["v7"]));
+    moto.boto("cw.put_metric_alarm(AlarmName='pitch-frames-5xx', MetricName='Invocation5XXErrors', Namespace='AWS/SageMaker', Statistic='Sum', Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator='GreaterThanThreshold')");
+
+    // Both versions as variants; the weights move step by step on one config.
+    let split = "e = sm.describe_endpoint(EndpointName='pitch-frames')\nprint(json.dumps([e['EndpointConfigName'], {v['VariantName']: v.get('CurrentWeight') for v in e['ProductionVariants']}]))";
+    let watch = |alias_version: &str| {
+        std::fs::write(dir.path().join("registry/alias.yaml"), alias(alias_version)).unwrap();
+        let env = moto.env();
+        Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(["run", "registry", "--once", "--state", "state"])
+            .current_dir(dir.path())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = watch("8");
+    let mut seen: Vec<(String, serde_json::Value)> = Vec::new();
+    eventually(Duration::from_secs(60), || {
+        let (config, weights): (String, serde_json::Value) =
+            serde_json::from_str(&moto.boto(split)).unwrap();
+        if seen.last().map(|(c, w)| (c, w)) != Some((&config, &weights)) {
+            seen.push((config, weights.clone()));
+        }
+        (weights == serde_json::json!({"v8": 100.0})).then_some(())
+    });
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at = |w7: f64, w8: f64| {
+        seen.iter()
+            .find(|(_, w)| *w == serde_json::json!({"v7": w7, "v8": w8}))
+            .map(|(c, _)| c.clone())
+    };
+    let c25 = at(75.0, 25.0).unwrap_or_else(|| panic!("no 75/25 split: {seen:?}"));
+    let c50 = at(50.0, 50.0).unwrap_or_else(|| panic!("no 50/50 split: {seen:?}"));
+    assert_eq!(c25, c50, "weight-only steps create no config: {seen:?}");
+    let h = history(dir.path());
+    assert!(
+        h.contains("StepStarted") && h.contains("RolloutSucceeded"),
+        "{h}"
+    );
+    // The settled endpoint keeps only what it uses.
+    eventually(Duration::from_secs(10), || {
+        let _ = run_once(dir.path(), &moto);
+        (counts(&moto) == (1, 1)).then_some(())
+    });
+
+    // An alarm during a step: weights go back, the candidate's variant goes, and 9 is rejected.
+    let child = watch("9");
+    eventually(Duration::from_secs(60), || {
+        let (_, weights): (String, serde_json::Value) =
+            serde_json::from_str(&moto.boto(split)).unwrap();
+        (weights["v9"].as_f64().unwrap_or(0.0) > 0.0).then_some(())
+    });
+    moto.boto("cw.set_alarm_state(AlarmName='pitch-frames-5xx', StateValue='ALARM', StateReason='5xx errors')");
+    let out = child.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    eventually(Duration::from_secs(30), || {
+        let (_, weights): (String, serde_json::Value) =
+            serde_json::from_str(&moto.boto(split)).unwrap();
+        (weights == serde_json::json!({"v8": 100.0})).then_some(())
+    });
+    let h = history(dir.path());
+    assert!(
+        h.contains("RolledBack") && h.contains("pitch-frames-5xx"),
+        "{h}\n{said}"
+    );
+    let status = support::slipway(&["status", "--state", "state"], dir.path());
+    assert!(status.stdout.contains("rejected: 9"), "{}", status.stdout);
+}

@@ -140,6 +140,22 @@ pub struct SageMakerTarget {
     /// SageMaker API endpoint URL for private (VPC) endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
+    /// Who shifts traffic: `Guardrails` (default; SageMaker's blue/green deployment guardrails)
+    /// or `Variants` (both versions as production variants, Slipway shifts their weights).
+    #[serde(default)]
+    pub mode: SageMakerMode,
+}
+
+/// How a SageMaker endpoint's traffic moves to a new version.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum SageMakerMode {
+    /// `UpdateEndpoint` with a blue/green `DeploymentConfig`: SageMaker shifts traffic (one
+    /// canary step, or linear) and rolls back on the analysis' alarms.
+    #[default]
+    Guardrails,
+    /// Old and new version as two production variants; Slipway shifts weights step by step with
+    /// `UpdateEndpointWeightsAndCapacities` and rolls back when an analysis alarm fires.
+    Variants,
 }
 
 /// Rollout strategy type.

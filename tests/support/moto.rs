@@ -73,6 +73,7 @@ impl Moto {
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
             ("AWS_REGION", "eu-west-1".into()),
             ("AWS_ENDPOINT_URL_SAGEMAKER", self.url.clone()),
+            ("AWS_ENDPOINT_URL_CLOUDWATCH", self.url.clone()),
         ]
     }
 }

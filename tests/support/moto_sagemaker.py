@@ -20,6 +20,10 @@ server starts, implements it after the AWS documentation ("Deployment guardrails
 
 Time is real (tests use short waits); the state is advanced whenever the endpoint is read.
 
+The Rust SDK calls CloudWatch with the Smithy RPC v2 CBOR protocol
+(`POST /service/GraniteServiceVersion20100801/operation/OPERATION`), which moto 5.2.5 answers
+with 404; DescribeAlarms is served in that protocol here, from moto's CloudWatch state.
+
 It also makes moto closer to AWS where the tests depend on it: creating a Model or
 EndpointConfig whose name exists is a ValidationException; UpdateEndpointWeightsAndCapacities
 without `DesiredInstanceCount` keeps the count. Test-only controls (never part of AWS):
@@ -309,7 +313,34 @@ def main():
     port = int(sys.argv[1])
     app = DomainDispatcherApplication(create_backend_app)
 
+    def cbor_cloudwatch(environ, start_response):
+        import cbor2
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        operation = environ["PATH_INFO"].rsplit("/", 1)[-1]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = cbor2.loads(environ["wsgi.input"].read(length)) if length else {}
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        region = "us-east-1"
+        if "Credential=" in auth:
+            region = auth.split("Credential=", 1)[1].split("/")[2]
+        headers = [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor")]
+        if operation != "DescribeAlarms":
+            start_response("400 Bad Request", headers)
+            return [cbor2.dumps({"__type": "UnsupportedOperation", "message": operation})]
+        backend = cloudwatch_backends["123456789012"][region]
+        names = body.get("AlarmNames") or list(backend.alarms)
+        alarms = [
+            {"AlarmName": a.name, "AlarmArn": a.alarm_arn, "StateValue": a.state_value,
+             "StateReason": a.state_reason or ""}
+            for n, a in backend.alarms.items() if n in names
+        ]
+        start_response("200 OK", headers)
+        return [cbor2.dumps({"MetricAlarms": alarms, "CompositeAlarms": []})]
+
     def test_controls(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/service/GraniteServiceVersion20100801/"):
+            return cbor_cloudwatch(environ, start_response)
         if environ.get("PATH_INFO") == "/slipway-test/throttle":
             from urllib.parse import parse_qs
 

@@ -243,12 +243,13 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
                         format!("`{name}` is not a SageMaker endpoint name: up to 63 letters, digits and hyphens, not starting or ending with a hyphen"),
                     );
                 }
-                if s.type_ == StrategyType::Canary
+                if sm.mode == slipway_crd::model_deployment::SageMakerMode::Guardrails
+                    && s.type_ == StrategyType::Canary
                     && s.steps.iter().filter(|st| st.weight < 100).count() > 1
                 {
                     c.invalid(
                         "spec.strategy.steps",
-                        "a sagemaker target shifts one canary and then all traffic (SageMaker's deployment guardrails): keep one step below 100%",
+                        "a sagemaker target in mode Guardrails shifts one canary and then all traffic (SageMaker's deployment guardrails): keep one step below 100%, or use mode: Variants for several steps",
                     );
                 }
             }

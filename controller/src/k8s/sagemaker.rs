@@ -3,7 +3,6 @@
 //! status, the AWS calls on a blocking thread, and a finalizer so that deleting the
 //! `ModelDeployment` deletes the endpoint and every config and Model Slipway made for it.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,23 +171,29 @@ pub async fn reconcile(
         return Ok(Requeue::await_change());
     }
 
-    let guardrails = match plan::guardrails(&md.spec.strategy) {
-        Ok(g) => g,
-        Err(why) => {
-            let extra = Extra {
-                history: status.history.clone(),
-                endpoint: endpoint_json(None, None),
-                drift: Vec::new(),
-                conditions: stalled_conditions(&why),
-            };
-            write(&api, md, &state, extra).await?;
-            return Ok(Requeue::await_change());
-        }
-    };
-    let endpoint = t.endpoint_name.clone();
-    let where_ = at.clone();
-    let live = match blocking(&aws, move |a| a.live(&where_, &endpoint)).await {
-        Ok(l) => l,
+    // The decision needs the live endpoint (a blocking AWS call): made on the calls' thread.
+    let (cache, model, ns_for) = (ctx.cache.clone(), md.spec.model.clone(), ns.clone());
+    let (target, strategy, state_now) = (t.clone(), md.spec.strategy.clone(), state.clone());
+    let wanted = desired.clone();
+    let decided = blocking(&aws, move |a| {
+        let artifact = |v: &str| {
+            cache
+                .artifact(&ns_for, &model, v)
+                .map(|(uri, digest)| Artifact { uri, digest })
+        };
+        crate::target::sagemaker::next_step(
+            a,
+            &target,
+            &strategy,
+            &state_now,
+            wanted.as_deref(),
+            &artifact,
+            Utc::now(),
+        )
+    })
+    .await;
+    let (live, mut step) = match decided {
+        Ok(x) => x,
         Err(e) => {
             let why = e.to_string();
             let extra = Extra {
@@ -202,28 +207,6 @@ pub async fn reconcile(
             return Ok(Requeue::requeue(Duration::from_secs(30)));
         }
     };
-    let counts: BTreeMap<String, u32> = live
-        .iter()
-        .flat_map(|l| &l.variants)
-        .map(|v| (v.name.clone(), v.instance_count))
-        .collect();
-    let want = |v: &str| {
-        let (uri, digest) = ctx.cache.artifact(&ns, &md.spec.model, v)?;
-        // Autoscaling's count is kept: the version's own variant's, or the serving one's.
-        let count = counts
-            .get(&plan::variant_name(v))
-            .or_else(|| counts.values().max())
-            .copied();
-        Some(plan::desired(&t, v, &Artifact { uri, digest }, count))
-    };
-    let mut step = plan::decide(
-        &state,
-        desired.as_deref(),
-        &want,
-        &guardrails,
-        live.as_ref(),
-    );
-
     // A heal SageMaker did not take is reported, not repeated (as in git mode).
     let healing_before = status
         .endpoint

@@ -407,6 +407,29 @@ fn aws_calls(d: &ModelDeployment, head: &Catalog, version: Option<&str>) -> Vec<
             .collect::<Vec<_>>()
             .join("; ")
     ));
+    if t.mode == slipway_crd::model_deployment::SageMakerMode::Variants {
+        out.push(format!(
+            "UpdateEndpoint {} → a config with the serving version's variant and {} at weight 0",
+            want.endpoint, want.variants[0].name
+        ));
+        out.push(format!(
+            "UpdateEndpointWeightsAndCapacities {} at each step of the strategy (no new config), held while the analysis alarms stay OK",
+            want.endpoint
+        ));
+        let alone = std::collections::BTreeMap::from([(v.to_string(), 100)]);
+        let last = sm::desired_split(t, &alone, &|_| Some(artifact.clone()), &Default::default());
+        out.push(format!(
+            "UpdateEndpoint {} → {} ({} alone) once it takes all traffic",
+            want.endpoint,
+            last.map(|l| l.config).unwrap_or_default(),
+            want.variants[0].name
+        ));
+        out.push(format!(
+            "after success: delete the superseded EndpointConfigs and Models of {}",
+            want.endpoint
+        ));
+        return out;
+    }
     match sm::guardrails(&d.spec.strategy) {
         Ok(g) => out.push(format!(
             "UpdateEndpoint {} → {} ({}; CreateEndpoint if it does not exist yet)",

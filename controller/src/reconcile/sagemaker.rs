@@ -2,7 +2,6 @@
 //! decides ([`crate::target::sagemaker::plan::decide`]), the endpoint calls act, the store
 //! records — the state before the calls, so a restarted process finds what it started.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
@@ -11,7 +10,7 @@ use super::deploy::min;
 use super::{Error, Outcome, Reconciler};
 use crate::catalog::{Catalog, Resource};
 use crate::target::sagemaker::plan::{self, Artifact};
-use crate::target::sagemaker::{Endpoints, Location, Owner};
+use crate::target::sagemaker::{self as sm, Endpoints, Location, Owner};
 
 impl Reconciler<'_> {
     /// One step for every SageMaker deployment. Returns when to look again.
@@ -59,46 +58,28 @@ impl Reconciler<'_> {
                 });
                 self.record(&ns, &name, d, &state, status, &[], out)
             };
-            let guardrails = match plan::guardrails(&d.spec.strategy) {
-                Ok(g) => g,
-                Err(e) => {
-                    stalled(&e, None, out)?;
-                    continue;
-                }
+            let artifact = |v: &str| {
+                catalog.version(&ns, &d.spec.model, v).map(|mv| Artifact {
+                    uri: mv.spec.artifact.uri.clone(),
+                    digest: mv.spec.artifact.digest.clone(),
+                })
             };
-            let live = match aws.live(&at, &t.endpoint_name) {
-                Ok(l) => l,
+            let (live, mut step) = match sm::next_step(
+                aws,
+                t,
+                &d.spec.strategy,
+                &state,
+                desired.as_deref(),
+                &artifact,
+                (self.now)(),
+            ) {
+                Ok(x) => x,
                 Err(e) => {
                     // Tried again at the next pass (`--interval`); `--once` ends with the error.
                     stalled(&e.to_string(), None, out)?;
                     continue;
                 }
             };
-            let counts: BTreeMap<String, u32> = live
-                .iter()
-                .flat_map(|l| &l.variants)
-                .map(|v| (v.name.clone(), v.instance_count))
-                .collect();
-            let want = |v: &str| {
-                let mv = catalog.version(&ns, &d.spec.model, v)?;
-                let artifact = Artifact {
-                    uri: mv.spec.artifact.uri.clone(),
-                    digest: mv.spec.artifact.digest.clone(),
-                };
-                // Autoscaling's count is kept: the version's own variant's, or the serving one's.
-                let count = counts
-                    .get(&plan::variant_name(v))
-                    .or_else(|| counts.values().max())
-                    .copied();
-                Some(plan::desired(t, v, &artifact, count))
-            };
-            let mut step = plan::decide(
-                &state,
-                desired.as_deref(),
-                &want,
-                &guardrails,
-                live.as_ref(),
-            );
             // A heal SageMaker already refused (the endpoint came back without the config):
             // report it instead of trying again and again.
             let previous = self.store.status("ModelDeployment", &ns, &name)?;

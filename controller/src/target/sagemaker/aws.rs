@@ -118,7 +118,7 @@ fn deployment_config(g: &Guardrails) -> DeploymentConfig {
 /// reconciler is synchronous).
 pub struct SageMaker {
     runtime: tokio::runtime::Runtime,
-    clients: HashMap<(Option<String>, Option<String>), Client>,
+    clients: HashMap<(Option<String>, Option<String>), (Client, aws_sdk_cloudwatch::Client)>,
 }
 
 impl SageMaker {
@@ -133,6 +133,10 @@ impl SageMaker {
     }
 
     fn client(&mut self, at: &Location) -> Client {
+        self.clients_for(at).0
+    }
+
+    fn clients_for(&mut self, at: &Location) -> (Client, aws_sdk_cloudwatch::Client) {
         let key = (at.region.clone(), at.endpoint_url.clone());
         if let Some(c) = self.clients.get(&key) {
             return c.clone();
@@ -155,8 +159,11 @@ impl SageMaker {
             conf = conf.endpoint_url(url);
         }
         let client = Client::from_conf(conf.build());
-        self.clients.insert(key, client.clone());
-        client
+        // CloudWatch from the chain alone (`AWS_ENDPOINT_URL_CLOUDWATCH`): the target's
+        // endpoint URL is SageMaker's.
+        let alarms = aws_sdk_cloudwatch::Client::new(&shared);
+        self.clients.insert(key, (client.clone(), alarms.clone()));
+        (client, alarms)
     }
 }
 
@@ -421,6 +428,33 @@ impl Endpoints for SageMaker {
                     collect(&c, &target.endpoint_name, &keep).await
                 }
             }
+        })
+    }
+
+    fn alarms(&mut self, at: &Location, names: &[String]) -> Result<Vec<(String, String)>, Error> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (_, cw) = self.clients_for(at);
+        self.runtime.block_on(async {
+            let out = cw
+                .describe_alarms()
+                .set_alarm_names(Some(names.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeAlarms", e))?;
+            Ok(out
+                .metric_alarms()
+                .iter()
+                .map(|a| {
+                    (
+                        a.alarm_name().unwrap_or_default().to_string(),
+                        a.state_value()
+                            .map(|s| s.as_str().to_string())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect())
         })
     }
 

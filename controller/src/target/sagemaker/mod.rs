@@ -50,6 +50,19 @@ pub enum Error {
     Unavailable(String),
 }
 
+/// The analysis verdict of rollback alarms: any in `ALARM` fails; a named alarm that does not
+/// exist holds the step (it cannot vouch for the new version).
+pub fn alarm_verdict(names: &[String], states: &[(String, String)]) -> crate::rollout::Verdict {
+    use crate::rollout::Verdict;
+    if let Some((n, _)) = states.iter().find(|(_, s)| s == "ALARM") {
+        return Verdict::Fail(format!("alarm {n} is in ALARM"));
+    }
+    if let Some(missing) = names.iter().find(|n| !states.iter().any(|(s, _)| s == *n)) {
+        return Verdict::Inconclusive(format!("alarm {missing} does not exist"));
+    }
+    Verdict::Pass
+}
+
 /// The calls of the SageMaker target ([`aws::SageMaker`] over the AWS SDK).
 pub trait Endpoints {
     /// The live endpoint (None: it does not exist).
@@ -62,6 +75,75 @@ pub trait Endpoints {
         owner: &Owner,
         call: &plan::Call,
     ) -> Result<Vec<String>, Error>;
+    /// The state (`OK`, `ALARM`, `INSUFFICIENT_DATA`) of each existing alarm among `names`.
+    fn alarms(&mut self, at: &Location, names: &[String]) -> Result<Vec<(String, String)>, Error>;
     /// Deletes the endpoint and every config and Model Slipway made for it.
     fn delete(&mut self, at: &Location, endpoint: &str) -> Result<Vec<String>, Error>;
+}
+
+/// Reads the live endpoint (and, in `Variants` mode during a rollout, the rollback alarms)
+/// through `aws` and decides the next step in the target's mode. Shared by `slipway run` and
+/// `slipway controller`; the error is what AWS or the strategy refused.
+#[allow(clippy::too_many_arguments)]
+pub fn next_step(
+    aws: &mut dyn Endpoints,
+    t: &SageMakerTarget,
+    strategy: &slipway_crd::model_deployment::Strategy,
+    state: &crate::rollout::RolloutState,
+    desired: Option<&str>,
+    artifact: &dyn Fn(&str) -> Option<plan::Artifact>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(Option<plan::Live>, plan::Step), Error> {
+    use slipway_crd::model_deployment::SageMakerMode;
+    let at = Location::of(t);
+    let guardrails = match t.mode {
+        SageMakerMode::Guardrails => Some(plan::guardrails(strategy).map_err(Error::Rejected)?),
+        SageMakerMode::Variants => None,
+    };
+    let live = aws.live(&at, &t.endpoint_name)?;
+    let counts: std::collections::BTreeMap<String, u32> = live
+        .iter()
+        .flat_map(|l| &l.variants)
+        .map(|v| (v.name.clone(), v.instance_count))
+        .collect();
+    let step = match guardrails {
+        Some(g) => {
+            let want = |v: &str| {
+                let a = artifact(v)?;
+                // Autoscaling's count is kept: the version's own variant's, or the serving one's.
+                let count = counts
+                    .get(&plan::variant_name(v))
+                    .or_else(|| counts.values().max())
+                    .copied();
+                Some(plan::desired(t, v, &a, count))
+            };
+            plan::decide(state, desired, &want, &g, live.as_ref())
+        }
+        None => {
+            let names = strategy
+                .analysis
+                .as_ref()
+                .map(|a| a.alarms.clone())
+                .unwrap_or_default();
+            let verdict = if state.candidate.is_some() && !names.is_empty() {
+                match aws.alarms(&at, &names) {
+                    Ok(states) => alarm_verdict(&names, &states),
+                    Err(e) => crate::rollout::Verdict::Inconclusive(e.to_string()),
+                }
+            } else {
+                crate::rollout::Verdict::Pass
+            };
+            let want = |split: &std::collections::BTreeMap<String, u32>| {
+                plan::desired_split(t, split, artifact, &counts)
+            };
+            let policy = crate::rollout::Policy {
+                strategy,
+                // Endpoint updates take minutes on AWS.
+                progress_deadline: std::time::Duration::from_secs(1800),
+                poll: std::time::Duration::from_secs(2),
+            };
+            plan::decide_variants(state, desired, &policy, &want, live.as_ref(), verdict, now)
+        }
+    };
+    Ok((live, step))
 }

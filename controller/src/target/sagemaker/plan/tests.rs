@@ -10,6 +10,7 @@ fn target() -> SageMakerTarget {
         instance_type: "ml.m5.large".into(),
         instance_count: 2,
         endpoint_url: None,
+        mode: Default::default(),
     }
 }
 
@@ -232,4 +233,103 @@ fn drift_is_reported_and_healed() {
     let s = decide(&state, Some("7"), &want, &g, None);
     assert!(s.drift[0].contains("does not exist"));
     assert!(matches!(&s.calls[..], [Call::Create(_)]));
+}
+
+#[test]
+fn variants_mode_starts_a_variant_then_moves_weights_without_new_configs() {
+    let strategy = Strategy {
+        type_: StrategyType::Canary,
+        steps: vec![
+            StrategyStep {
+                weight: 25,
+                pause: Some("1m".into()),
+            },
+            StrategyStep {
+                weight: 50,
+                pause: Some("1m".into()),
+            },
+        ],
+        auto_rollback: true,
+        ..Default::default()
+    };
+    let policy = crate::rollout::Policy {
+        strategy: &strategy,
+        progress_deadline: Duration::from_secs(1800),
+        poll: Duration::from_secs(2),
+    };
+    let t = target();
+    let want = |split: &BTreeMap<String, u32>| {
+        desired_split(&t, split, &|v| Some(artifact(v)), &BTreeMap::new())
+    };
+    let now = chrono::Utc::now();
+    let pass = crate::rollout::Verdict::Pass;
+    let state = RolloutState {
+        stable: Some("7".into()),
+        phase: DeploymentPhase::Healthy,
+        last_desired: Some("7".into()),
+        traffic: BTreeMap::from([("7".into(), 100)]),
+        ..Default::default()
+    };
+    let seven = want(&BTreeMap::from([("7".into(), 100)])).unwrap();
+    // The move to 8: a config with both variants, 8 at weight 0.
+    let s = decide_variants(
+        &state,
+        Some("8"),
+        &policy,
+        &want,
+        Some(&live(&seven)),
+        pass.clone(),
+        now,
+    );
+    let [Call::Update(d, None)] = &s.calls[..] else {
+        panic!("{:?}", s.calls)
+    };
+    let weights: Vec<(String, f32)> = d
+        .variants
+        .iter()
+        .map(|v| (v.name.clone(), v.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        [("v7".to_string(), 100.0), ("v8".to_string(), 0.0)]
+    );
+    // Both variants in service: the first step is a weight change only.
+    let both = live(d);
+    let s2 = decide_variants(
+        &s.state,
+        Some("8"),
+        &policy,
+        &want,
+        Some(&both),
+        pass.clone(),
+        now,
+    );
+    let [Call::Weights(w)] = &s2.calls[..] else {
+        panic!("{:?}", s2.calls)
+    };
+    let weights: Vec<f32> = w.variants.iter().map(|v| v.weight).collect();
+    assert_eq!(weights, [75.0, 25.0]);
+    // An alarm during the step: all traffic back to 7 and 8's variant removed (a new config).
+    let stepped = live(w);
+    let fail = crate::rollout::Verdict::Fail("alarm pitch-frames-5xx is in ALARM".into());
+    let s3 = decide_variants(
+        &s2.state,
+        Some("8"),
+        &policy,
+        &want,
+        Some(&stepped),
+        fail,
+        now,
+    );
+    assert!(s3.state.rejected.contains("8"), "{:?}", s3.state);
+    let [Call::Update(back, None)] = &s3.calls[..] else {
+        panic!("{:?}", s3.calls)
+    };
+    assert_eq!(back.variants.len(), 1);
+    assert_eq!(back.variants[0].name, "v7");
+    assert!(
+        s3.events
+            .iter()
+            .any(|(k, _, _)| *k == EventKind::RolledBack)
+    );
 }
