@@ -573,3 +573,53 @@ fn in_variants_mode_slipway_shifts_weights_without_new_configs_and_rolls_back_on
     let status = support::slipway(&["status", "--state", "state"], dir.path());
     assert!(status.stdout.contains("rejected: 9"), "{}", status.stdout);
 }
+
+#[test]
+fn a_missing_region_is_reported_clearly() {
+    let dir = setup("7");
+    let no_region = REGISTRY.replace("      region: eu-west-1\n", "");
+    std::fs::write(dir.path().join("registry/registry.yaml"), no_region).unwrap();
+    let run = slipway_env(
+        &["run", "registry", "--once", "--state", "state"],
+        dir.path(),
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", ""),
+            ("AWS_DEFAULT_REGION", ""),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_ENDPOINT_URL_SAGEMAKER", "http://127.0.0.1:9"),
+        ],
+    );
+    assert_ne!(run.code, 0);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        all.contains("region") && all.contains("AWS_REGION"),
+        "{all}"
+    );
+}
+
+#[test]
+fn what_aws_refuses_is_a_stall_with_aws_message() {
+    let moto = Moto::start();
+    let dir = setup("7");
+    let bogus = REGISTRY.replace("instanceType: ml.m5.large", "instanceType: ml.bogus.large");
+    std::fs::write(dir.path().join("registry/registry.yaml"), bogus).unwrap();
+    let run = run_once(dir.path(), &moto);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{said}");
+    assert!(
+        said.contains("CreateEndpointConfig")
+            && said.contains("ValidationException")
+            && said.contains("ml.bogus.large"),
+        "{said}"
+    );
+    let status = support::slipway(&["status", "--state", "state"], dir.path());
+    assert!(
+        status.stdout.contains("stalled: CreateEndpointConfig"),
+        "{}",
+        status.stdout
+    );
+}

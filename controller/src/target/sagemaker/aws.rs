@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_sagemaker::Client;
-use aws_sdk_sagemaker::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sagemaker::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sagemaker::types::{
     Alarm, AutoRollbackConfig, BlueGreenUpdatePolicy, CapacitySize, CapacitySizeType,
     ContainerDefinition, DeploymentConfig, DesiredWeightAndCapacity, ProductionVariant,
@@ -40,7 +40,17 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             }
         }
         _ => {
-            let text = DisplayErrorContext(&e).to_string();
+            // The causes' own words, without the SDK's debug dump.
+            let mut parts = vec![e.to_string()];
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                let t = c.to_string();
+                if !parts.iter().any(|p| p.contains(&t)) {
+                    parts.push(t);
+                }
+                cause = c.source();
+            }
+            let text = parts.join(": ");
             let lower = text.to_ascii_lowercase();
             if lower.contains("credential") {
                 Error::Rejected(format!(
