@@ -368,13 +368,15 @@ pub async fn reconcile(
             Err(e) => {
                 let why = e.to_string();
                 publish(&ctx, md, true, "SageMakerError", why.clone()).await;
+                // The calls did not happen: the state goes back to before this step, so the
+                // next reconcile decides again (as in git mode).
                 let extra = Extra {
                     history,
-                    endpoint: endpoint_json(live.as_ref(), healing_now.as_ref()),
+                    endpoint: endpoint_json(live.as_ref(), healing_before.as_ref()),
                     drift: step.drift.clone(),
                     conditions: stalled_conditions(&why),
                 };
-                write(&api, md, &step.state, extra).await?;
+                write(&api, md, &state, extra).await?;
                 return Ok(Requeue::requeue(Duration::from_secs(30)));
             }
         }
