@@ -10,6 +10,7 @@ pub mod diagnostics;
 pub mod duration;
 pub mod evaluation;
 pub mod k8s;
+pub mod limits;
 pub mod notify;
 pub mod plan;
 pub mod policy;
@@ -23,3 +24,4 @@ pub mod store;
 pub mod target;
 #[cfg(test)]
 pub mod testing;
+pub mod token;

@@ -146,6 +146,10 @@ pub struct EvaluationStatus {
     /// Content address of this run: artifact digest, dataset digest, runner spec and suite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_key: Option<String>,
+    /// Content address of the baseline's run (its artifact digest, dataset, runner and suite), so
+    /// a later evaluation of that artifact can reuse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_cache_key: Option<String>,
     /// Location of the comparison report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,

@@ -58,7 +58,7 @@ impl Kubelet {
                             .and_then(|l| l.get("slipway.dev/version"))
                             .cloned()
                             .unwrap_or_default();
-                        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                        let replicas = d.spec.replicas.unwrap_or(1);
                         let generation = d.metadata.generation.unwrap_or(0);
                         let status = if f.lock().unwrap().contains(&version) {
                             serde_json::json!({"status": {

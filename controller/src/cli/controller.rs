@@ -150,118 +150,28 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
             "cannot reach the Kubernetes API: {e}; set KUBECONFIG or run inside a cluster"
         )
     })?;
-    let results_client = client.clone();
-    let reports_client = client.clone();
-    // Where the reports are linked from (the results API's address as users reach it).
-    let reports_url: Arc<std::sync::OnceLock<String>> = Default::default();
-    let reports_link = reports_url.clone();
     let metrics = Arc::new(crate::k8s::metrics::Metrics::default());
-    let metrics_view = metrics.clone();
-    let health = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = metrics_view.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                }
-            }),
-        )
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route("/readyz", axum::routing::get(|| async { "ok\n" }))
-        .route(
-            "/api/v1/evaluations/{ns}/{name}/results",
-            axum::routing::post(
-                move |axum::extract::Path((ns, name)): axum::extract::Path<(String, String)>,
-                      headers: axum::http::HeaderMap,
-                      body: axum::body::Bytes| {
-                    let client = results_client.clone();
-                    let reports = reports_link.get().cloned().unwrap_or_default();
-                    async move {
-                        use axum::response::IntoResponse;
-                        let token = headers
-                            .get(axum::http::header::AUTHORIZATION)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.strip_prefix("Bearer "))
-                            .map(str::trim);
-                        match crate::k8s::evaluations::accept(
-                            &client, &reports, &ns, &name, token, &body,
-                        )
-                        .await
-                        {
-                            Ok(verdict) => (
-                                axum::http::StatusCode::ACCEPTED,
-                                axum::Json(
-                                    serde_json::json!({"accepted": true, "verdict": verdict}),
-                                ),
-                            )
-                                .into_response(),
-                            Err((code, message)) => (
-                                axum::http::StatusCode::from_u16(code)
-                                    .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
-                                axum::Json(serde_json::json!({"error": message})),
-                            )
-                                .into_response(),
-                        }
-                    }
-                },
-            ),
-        )
-        .route(
-            "/reports/{ns}/{file}",
-            axum::routing::get(
-                move |axum::extract::Path((ns, file)): axum::extract::Path<(String, String)>| {
-                    let client = reports_client.clone();
-                    async move {
-                        use axum::response::IntoResponse;
-                        let (name, format) = file.rsplit_once('.').unwrap_or((&file, ""));
-                        match crate::k8s::evaluations::report(&client, &ns, name, format).await {
-                            Ok(body) => (
-                                [(
-                                    axum::http::header::CONTENT_TYPE,
-                                    if format == "html" {
-                                        "text/html; charset=utf-8"
-                                    } else {
-                                        "text/markdown; charset=utf-8"
-                                    },
-                                )],
-                                body,
-                            )
-                                .into_response(),
-                            Err((code, message)) => (
-                                axum::http::StatusCode::from_u16(code)
-                                    .unwrap_or(axum::http::StatusCode::NOT_FOUND),
-                                format!("{message}\n"),
-                            )
-                                .into_response(),
-                        }
-                    }
-                },
-            ),
-        );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {}: {e}; pass another --listen",
-                args.listen
-            )
-        })?;
+    let home = Arc::new(crate::k8s::http::ClusterHome {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        reports_url: Default::default(),
+    });
+    let listener = crate::server::bind(args.listen).await?;
     let bound = listener.local_addr()?;
-    tracing::info!(address = %bound, "serving /healthz, /readyz and the results API");
+    tracing::info!(address = %bound, "serving /healthz, /readyz, /metrics, the results API and reports");
     let results_url = args
         .results_url
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
-    let _ = reports_url.set(results_url.trim_end_matches('/').to_string());
+    // Reports are linked from the results API's address as users reach it.
+    let _ = home
+        .reports_url
+        .set(results_url.trim_end_matches('/').to_string());
+    let router = crate::server::router(home);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, health).await;
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
     });
 
     let mut webhook_task = None;

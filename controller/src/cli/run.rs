@@ -85,7 +85,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let interval =
         crate::duration::parse(&args.interval).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
-    let api_token_sha256 = match &args.api_token_file {
+    let api_token_hash = match &args.api_token_file {
         None => None,
         Some(file) => {
             let token = std::fs::read_to_string(file)
@@ -97,7 +97,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     file.display()
                 );
             }
-            Some(<[u8; 32]>::from(Sha256::digest(token.as_bytes())))
+            Some(crate::token::hash(token))
         }
     };
     let store = Arc::new(Store::open(&args.state)?);
@@ -107,13 +107,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         ready: std::sync::Mutex::new(crate::server::Readiness::default()),
         state_dir: args.state.clone(),
         catalog: std::sync::Mutex::new(serde_json::Value::Null),
-        api_token_sha256,
+        api_token_hash,
     });
     let mut results_url = None;
     if let Some(addr) = args.listen {
-        let bound = crate::server::spawn(addr, shared.clone()).map_err(|e| {
-            anyhow::anyhow!("cannot listen on {addr}: {e}; free the port or pass another --listen")
-        })?;
+        let bound = crate::server::spawn(addr, shared.clone())?;
         eprintln!("serving /healthz, /readyz, /metrics, /api/v1 and /reports on http://{bound}");
         results_url = Some(format!("http://{bound}"));
     }

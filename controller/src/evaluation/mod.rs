@@ -1,5 +1,6 @@
 //! Evaluation decisions (pure): gate verdicts, content-addressed cache keys, results files.
 
+pub mod lifecycle;
 pub mod results;
 
 use std::collections::BTreeMap;

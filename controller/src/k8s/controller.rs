@@ -62,9 +62,32 @@ pub enum Error {
     /// A status could not be encoded.
     #[error("encoding: {0}")]
     Json(#[from] serde_json::Error),
+    /// A results token could not be generated.
+    #[error("cannot generate a results token: {0}")]
+    Token(std::io::Error),
 }
 
 /// Drops null members: with server-side apply an omitted field is released, a null one is kept.
+/// Writes an object's whole status by server-side apply, from the typed status struct (fields
+/// the struct leaves out are removed from what this manager owns).
+pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+}
+
 pub fn compact(mut v: Value) -> Value {
     if let Value::Object(map) = &mut v {
         map.retain(|_, x| !x.is_null());
@@ -329,7 +352,12 @@ async fn reconcile_approval(
         .metadata
         .creation_timestamp
         .as_ref()
-        .map(|t| t.0)
+        .and_then(|t| {
+            chrono::DateTime::from_timestamp(
+                t.0.as_second(),
+                t.0.subsec_nanosecond().unsigned_abs(),
+            )
+        })
         .unwrap_or_else(Utc::now);
     let patch = json!({"status": {"approvedAt": at}});
     Api::<slipway_crd::Approval>::namespaced(ctx.client.clone(), &ns)
@@ -473,13 +501,13 @@ fn observe(d: Option<&Deployment>) -> (bool, Verdict) {
     let Some(d) = d else {
         return (false, Verdict::Inconclusive("no Deployment yet".into()));
     };
-    let spec_replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let spec_replicas = d.spec.replicas.unwrap_or(1);
     let status = d.status.clone().unwrap_or_default();
     let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
     let ready =
         current && spec_replicas > 0 && status.available_replicas.unwrap_or(0) >= spec_replicas;
     for c in status.conditions.unwrap_or_default() {
-        if c.type_ == "Progressing" && c.status == "False" {
+        if c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False") {
             return (
                 false,
                 Verdict::Fail(format!(
@@ -490,7 +518,7 @@ fn observe(d: Option<&Deployment>) -> (bool, Verdict) {
                 )),
             );
         }
-        if c.type_ == "ReplicaFailure" && c.status == "True" {
+        if c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True") {
             return (
                 false,
                 Verdict::Fail(format!(
@@ -565,8 +593,8 @@ async fn reconcile_deployment(
     };
     let policy = rollout::Policy {
         strategy: &md.spec.strategy,
-        progress_deadline: Duration::from_secs(600),
-        poll: Duration::from_secs(2),
+        progress_deadline: crate::limits::PROGRESS_DEADLINE,
+        poll: crate::limits::REMOTE_POLL,
     };
     let step = rollout::decide(
         &state,
@@ -729,7 +757,7 @@ async fn reconcile_deployment(
     Ok(match step.requeue_after {
         Some(d) => Requeue::requeue(d),
         None if s.candidate.is_some() => Requeue::requeue(Duration::from_secs(2)),
-        None => Requeue::requeue(Duration::from_secs(300)),
+        None => Requeue::requeue(crate::limits::RESYNC),
     })
 }
 

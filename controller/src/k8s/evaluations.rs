@@ -14,19 +14,16 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use slipway_crd::evaluation::{EvaluationPhase, Verdict};
-use slipway_crd::{Evaluation, ModelVersion};
+use slipway_crd::{Evaluation, EvaluationStatus, ModelVersion};
 
-use super::controller::{Context, Error, MANAGER, compact, publish};
+use super::controller::{Context, Error, MANAGER, apply_status, compact, publish};
 use super::notify;
 use crate::catalog::Resource as CatalogResource;
+use crate::evaluation::lifecycle;
 use crate::notify::Notifier;
 use crate::reconcile::external::{Posted, dispatch_message};
 use crate::reconcile::plan::tasks;
-
-/// Attempts of a failing evaluation Job before the evaluation fails.
-pub const MAX_ATTEMPTS: u32 = 3;
 
 fn owner<K: Resource<DynamicType = ()>>(o: &K) -> Value {
     json!([{
@@ -207,19 +204,10 @@ pub async fn reconcile_version(
     }
     // Until every suite has a verdict, look again soon (the catalog may trail the watch).
     Ok(Requeue::requeue(if (ok || failed) && !waiting {
-        Duration::from_secs(300)
+        crate::limits::RESYNC
     } else {
         Duration::from_secs(2)
     }))
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    // Good enough entropy without another dependency: the kernel's generator.
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Annotation recording that an evaluation's completion was announced.
@@ -265,36 +253,69 @@ async fn completed(ctx: &Arc<Context>, e: &Evaluation) -> Result<(), Error> {
     Ok(())
 }
 
-/// Records that an evaluation failed for good.
-async fn fail(
-    ctx: &Arc<Context>,
-    e: &Evaluation,
-    attempt: u32,
-    started: chrono::DateTime<Utc>,
-    why: String,
-) -> Result<Requeue, Error> {
+/// Writes an evaluation's status; announces a failure for good.
+async fn save(ctx: &Arc<Context>, e: &Evaluation, status: &EvaluationStatus) -> Result<(), Error> {
     let ns = e.namespace().unwrap_or_else(|| "default".into());
-    let status = e.status.clone().unwrap_or_default();
-    let message = if attempt > 0 {
-        format!("evaluation failed after {attempt} attempt(s): {why}")
-    } else {
-        format!("evaluation cannot run: {why}")
-    };
-    let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
-        "status": {"phase": "Failed", "verdict": "Failed", "attempts": attempt,
-                   "baselineVersion": status.baseline_version,
-                   "startedAt": started, "completedAt": Utc::now(),
-                   "conditions": [{"type": "Ready", "status": "True", "reason": "Failed",
-                                   "message": message, "lastTransitionTime": Utc::now()}]}});
     let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(
-        &e.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    publish(ctx, e, true, "EvaluationFailed", message).await;
-    Ok(Requeue::await_change())
+    apply_status(&api, &e.name_any(), status).await?;
+    if status.phase == EvaluationPhase::Failed {
+        let message = status
+            .conditions
+            .first()
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        publish(ctx, e, true, "EvaluationFailed", message).await;
+    }
+    Ok(())
+}
+
+/// The attempt an evaluation makes: its content addresses (candidate and baseline runs).
+fn attempt(ctx: &Context, e: &Evaluation, number: u32) -> lifecycle::Attempt {
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let key = |version: &str| {
+        let (_, digest) = ctx.cache.artifact(&ns, &e.spec.model, version)?;
+        Some(crate::evaluation::cache_key(
+            &digest,
+            &e.spec.dataset,
+            &e.spec.runner,
+            &e.spec.suite,
+        ))
+    };
+    let baseline_version = e.spec.baseline.as_ref().and_then(|b| b.version.clone());
+    lifecycle::Attempt {
+        key: key(&e.spec.version).unwrap_or_default(),
+        baseline_key: baseline_version.as_deref().and_then(key),
+        baseline_version,
+        number,
+    }
+}
+
+/// Finishes an evaluation at once from earlier results with the same content addresses (any
+/// finished evaluation in the namespace that ran the candidate's or the baseline's run).
+fn reuse(ctx: &Context, e: &Evaluation, a: &lifecycle::Attempt) -> Option<EvaluationStatus> {
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let view = ctx.cache.view(&ns);
+    let own = e.name_any();
+    let finished = || {
+        view.results
+            .all()
+            .filter(|x| x.metadata.name.as_deref() != Some(own.as_str()))
+            .filter_map(|x| Some((x.metadata.name.as_deref()?, x.status.as_ref()?)))
+    };
+    let (candidate, from) = lifecycle::reusable(&a.key, finished())?;
+    let baseline = match &a.baseline_key {
+        Some(k) => Some(lifecycle::reusable(k, finished())?.0),
+        None => None,
+    };
+    let running = lifecycle::running(a, "reusing earlier results".into(), Utc::now());
+    Some(lifecycle::finished(
+        &running,
+        &e.spec.gates,
+        &candidate,
+        baseline.as_ref(),
+        Some(&from),
+        Utc::now(),
+    ))
 }
 
 /// Asks a `webhook` runner's external system to run the evaluation, with the token from the
@@ -343,7 +364,28 @@ async fn dispatch(
     }
 }
 
-/// An `Evaluation` with the `kubernetes` runner runs as a Job, up to [`MAX_ATTEMPTS`] times.
+/// The failure of a Job, if it failed.
+fn job_failure(job: &Job) -> Option<String> {
+    let s = job.status.as_ref()?;
+    let cond = s
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed" && c.status == "True");
+    match cond {
+        Some(c) => Some(format!(
+            "{} ({})",
+            c.reason.clone().unwrap_or_else(|| "Failed".into()),
+            c.message.clone().unwrap_or_default()
+        )),
+        None if s.failed.unwrap_or(0) > 0 => Some("its pod failed".into()),
+        None => None,
+    }
+}
+
+/// An `Evaluation` runs as a Job (`kubernetes` runner) or is dispatched to an external system
+/// (`webhook` runner), attempt by attempt as [`lifecycle`] decides; earlier results with the
+/// same content address are reused instead.
 pub async fn reconcile_evaluation(
     guarded: Arc<DeserializeGuard<Evaluation>>,
     ctx: Arc<Context>,
@@ -361,32 +403,56 @@ pub async fn reconcile_evaluation(
     }
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let name = e.name_any();
-    let evaluations: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
     let kubernetes = e.spec.runner.kubernetes.clone();
     let webhook = e.spec.runner.webhook.clone();
+    let now = Utc::now();
     if kubernetes.is_none() && webhook.is_none() {
         let why = "the local runner runs only in git mode (`slipway run`): give this suite a \
                    `kubernetes` runner (a Job) or a `webhook` runner (an external system)";
-        return fail(&ctx, e, status.attempts, Utc::now(), why.into()).await;
+        save(
+            &ctx,
+            e,
+            &lifecycle::failed(&status, status.attempts, why, now),
+        )
+        .await?;
+        return Ok(Requeue::await_change());
     }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let timeout = e
-        .spec
-        .timeout
-        .as_deref()
-        .and_then(|t| crate::duration::parse(t).ok())
-        .unwrap_or(Duration::from_secs(3600));
+    let timeout = lifecycle::timeout(e.spec.timeout.as_deref());
+    let first = attempt(&ctx, e, 1);
+    if first.key.is_empty() {
+        // The version is newer than the cache: look again once it has caught up.
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
+    // Nothing started yet: earlier results with the same content address finish it at once.
+    if status.attempts == 0
+        && let Some(reused) = reuse(&ctx, e, &first)
+    {
+        save(&ctx, e, &reused).await?;
+        publish(
+            &ctx,
+            e,
+            false,
+            "Reused",
+            reused
+                .conditions
+                .first()
+                .map(|c| c.message.clone())
+                .unwrap_or_default(),
+        )
+        .await;
+        return Ok(Requeue::await_change());
+    }
 
     // The token the job reports with: only the Job (which mounts it), the external system (which
     // receives it) and the controller read it.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret_name = token_secret(&name);
     if secrets.get_opt(&secret_name).await?.is_none() {
         let secret = json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": secret_name, "ownerReferences": owner(e)},
             "type": "Opaque",
-            "stringData": {"token": random_token()},
+            "stringData": {"token": crate::token::generate().map_err(Error::Token)?},
         });
         match secrets
             .create(&PostParams::default(), &serde_json::from_value(secret)?)
@@ -398,171 +464,156 @@ pub async fn reconcile_evaluation(
         }
     }
 
-    let attempt = status.attempts.max(1);
-    let job_name = format!("{name}-{attempt}");
-    let job = match &kubernetes {
-        Some(_) => jobs.get_opt(&job_name).await?,
-        None => None,
-    };
-    let mut failed = job.as_ref().and_then(|j| {
-        let s = j.status.as_ref()?;
-        let cond = s
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Failed" && c.status == "True");
-        match cond {
-            Some(c) => Some(format!(
-                "{} ({})",
-                c.reason.clone().unwrap_or_else(|| "Failed".into()),
-                c.message.clone().unwrap_or_default()
-            )),
-            None if s.failed.unwrap_or(0) > 0 => Some("its pod failed".into()),
+    // The attempt in flight, if any, and whether it is over.
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let in_flight = status.attempts > 0 && !lifecycle::retry_due(&status);
+    if in_flight {
+        let job_name = format!("{name}-{}", status.attempts);
+        let failure = match &kubernetes {
+            Some(_) => match jobs.get_opt(&job_name).await? {
+                Some(job) => job_failure(&job),
+                None => Some(format!("its Job {job_name} is gone")),
+            },
             None => None,
-        }
-    });
-    let started = status.started_at.unwrap_or_else(Utc::now);
-    let timed_out = (Utc::now() - started).to_std().unwrap_or_default() > timeout;
-    // The webhook runner: ask the external system once per attempt.
-    let dispatched = status.phase == EvaluationPhase::Running
-        && status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.reason == "Running");
-    if let Some(hook) = &webhook
-        && failed.is_none()
-        && !dispatched
-        && !timed_out
-    {
+        };
+        let started = status.started_at.unwrap_or(now);
+        let waited = (now - started).to_std().unwrap_or_default();
+        let failure = failure.or_else(|| {
+            (waited > timeout)
+                .then(|| format!("no results within the suite's timeout ({timeout:?})"))
+        });
+        let Some(why) = failure else {
+            let left = timeout.saturating_sub(waited);
+            return Ok(Requeue::requeue(
+                left.min(crate::limits::EVALUATION_POLL)
+                    .max(Duration::from_secs(1)),
+            ));
+        };
+        let after = lifecycle::failed_attempt(&status, &why, now);
+        save(&ctx, e, &after).await?;
+        return Ok(if lifecycle::retry_due(&after) {
+            Requeue::requeue(Duration::from_secs(1))
+        } else {
+            Requeue::await_change()
+        });
+    }
+
+    // Start the next attempt.
+    let number = status.attempts + 1;
+    let a = attempt(&ctx, e, number);
+    let started = if let Some(hook) = &webhook {
         match dispatch(&ctx, e, hook, &secret_name).await {
-            Ok(()) => {
-                let message = format!(
-                    "asked {} to run {} on {} version {} (attempt {attempt} of {MAX_ATTEMPTS})",
-                    hook.url, e.spec.suite, e.spec.model, e.spec.version
-                );
-                let baseline_version = e.spec.baseline.as_ref().and_then(|b| b.version.clone());
-                let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
-                    "status": {"phase": "Running", "attempts": attempt, "startedAt": started,
-                               "baselineVersion": baseline_version,
-                               "conditions": [{"type": "Ready", "status": "False", "reason": "Running",
-                                               "message": message, "lastTransitionTime": Utc::now()}]}});
-                evaluations
-                    .patch_status(
-                        &name,
-                        &PatchParams::apply(MANAGER).force(),
-                        &Patch::Apply(&compact(patch)),
-                    )
-                    .await?;
-                publish(&ctx, e, false, "Dispatched", message).await;
-                return Ok(Requeue::requeue(timeout.min(Duration::from_secs(30))));
+            Ok(()) => format!(
+                "asked {} to run {} on {} version {}",
+                hook.url, e.spec.suite, e.spec.model, e.spec.version
+            ),
+            Err(why) => {
+                let running = lifecycle::running(&a, "dispatching".into(), now);
+                let why = format!("could not start the external job: {why}");
+                let after = lifecycle::failed_attempt(&running, &why, now);
+                save(&ctx, e, &after).await?;
+                return Ok(if lifecycle::retry_due(&after) {
+                    Requeue::requeue(Duration::from_secs(1))
+                } else {
+                    Requeue::await_change()
+                });
             }
-            Err(why) => failed = Some(format!("could not start the external job: {why}")),
         }
+    } else if let Some(runner) = &kubernetes {
+        let job_name = format!("{name}-{number}");
+        start_job(&ctx, e, runner, &job_name, &secret_name, timeout).await?;
+        format!(
+            "Job {job_name} is evaluating {} version {}",
+            e.spec.model, e.spec.version
+        )
+    } else {
+        return Ok(Requeue::await_change());
+    };
+    let running = lifecycle::running(&a, started, now);
+    save(&ctx, e, &running).await?;
+    let message = running
+        .conditions
+        .first()
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let reason = if webhook.is_some() {
+        "Dispatched"
+    } else {
+        "JobStarted"
+    };
+    publish(&ctx, e, false, reason, message).await;
+    Ok(Requeue::requeue(
+        timeout.min(crate::limits::EVALUATION_POLL),
+    ))
+}
+
+/// Creates attempt `job_name`'s Job: the runner's image and command, with the candidate, the
+/// baseline, the dataset and where to post results in its environment.
+async fn start_job(
+    ctx: &Arc<Context>,
+    e: &Evaluation,
+    runner: &slipway_crd::common::KubernetesRunner,
+    job_name: &str,
+    secret_name: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let name = e.name_any();
+    let artifact = |v: &str| ctx.cache.artifact(&ns, &e.spec.model, v);
+    let (candidate_uri, candidate_digest) = artifact(&e.spec.version).unwrap_or_default();
+    let baseline_version = e.spec.baseline.as_ref().and_then(|b| b.version.clone());
+    let baseline = baseline_version.as_deref().and_then(artifact);
+    let mut env = vec![
+        json!({"name": "SLIPWAY_RESULTS_URL", "value": format!("{}/api/v1/evaluations/{ns}/{name}/results", ctx.results_url)}),
+        json!({"name": "SLIPWAY_RESULTS_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "token"}}}),
+        json!({"name": "SLIPWAY_MODEL", "value": e.spec.model}),
+        json!({"name": "SLIPWAY_MODEL_VERSION", "value": e.spec.version}),
+        json!({"name": "SLIPWAY_MODEL_URI", "value": candidate_uri}),
+        json!({"name": "SLIPWAY_MODEL_DIGEST", "value": candidate_digest}),
+        json!({"name": "SLIPWAY_SUITE", "value": e.spec.suite}),
+        json!({"name": "SLIPWAY_DATASET_URI", "value": e.spec.dataset.uri}),
+        json!({"name": "SLIPWAY_DATASET_DIGEST", "value": e.spec.dataset.digest}),
+    ];
+    if let (Some(v), Some((uri, digest))) = (&baseline_version, &baseline) {
+        env.push(json!({"name": "SLIPWAY_BASELINE_VERSION", "value": v}));
+        env.push(json!({"name": "SLIPWAY_BASELINE_URI", "value": uri}));
+        env.push(json!({"name": "SLIPWAY_BASELINE_DIGEST", "value": digest}));
     }
-    if failed.is_some() || timed_out {
-        let why = failed
-            .unwrap_or_else(|| format!("no results within the suite's timeout ({timeout:?})"));
-        if attempt < MAX_ATTEMPTS && !timed_out {
-            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
-                "status": {"phase": "Running", "attempts": attempt + 1, "startedAt": started,
-                           "baselineVersion": status.baseline_version,
-                           "conditions": [{"type": "Ready", "status": "False", "reason": "Retrying",
-                                           "message": format!("attempt {attempt} failed: {why}; retrying"),
-                                           "lastTransitionTime": Utc::now()}]}});
-            evaluations
-                .patch_status(
-                    &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&patch),
-                )
-                .await?;
-            return Ok(Requeue::requeue(Duration::from_secs(1)));
-        }
-        return fail(&ctx, e, attempt, started, why).await;
+    let mut container = json!({"name": "evaluate", "image": runner.image, "env": env});
+    if !runner.command.is_empty() {
+        container["command"] = json!(runner.command);
     }
-    if let Some(runner) = &kubernetes
-        && job.is_none()
-    {
-        let artifact = |v: &str| ctx.cache.artifact(&ns, &e.spec.model, v);
-        let (candidate_uri, candidate_digest) = artifact(&e.spec.version).unwrap_or_default();
-        let baseline_version = e.spec.baseline.as_ref().and_then(|b| b.version.clone());
-        let baseline = baseline_version.as_deref().and_then(artifact);
-        let mut env = vec![
-            json!({"name": "SLIPWAY_RESULTS_URL", "value": format!("{}/api/v1/evaluations/{ns}/{name}/results", ctx.results_url)}),
-            json!({"name": "SLIPWAY_RESULTS_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "token"}}}),
-            json!({"name": "SLIPWAY_MODEL", "value": e.spec.model}),
-            json!({"name": "SLIPWAY_MODEL_VERSION", "value": e.spec.version}),
-            json!({"name": "SLIPWAY_MODEL_URI", "value": candidate_uri}),
-            json!({"name": "SLIPWAY_MODEL_DIGEST", "value": candidate_digest}),
-            json!({"name": "SLIPWAY_SUITE", "value": e.spec.suite}),
-            json!({"name": "SLIPWAY_DATASET_URI", "value": e.spec.dataset.uri}),
-            json!({"name": "SLIPWAY_DATASET_DIGEST", "value": e.spec.dataset.digest}),
-        ];
-        if let (Some(v), Some((uri, digest))) = (&baseline_version, &baseline) {
-            env.push(json!({"name": "SLIPWAY_BASELINE_VERSION", "value": v}));
-            env.push(json!({"name": "SLIPWAY_BASELINE_URI", "value": uri}));
-            env.push(json!({"name": "SLIPWAY_BASELINE_DIGEST", "value": digest}));
-        }
-        let mut container = json!({"name": "evaluate", "image": runner.image, "env": env});
-        if !runner.command.is_empty() {
-            container["command"] = json!(runner.command);
-        }
-        if !runner.args.is_empty() {
-            container["args"] = json!(runner.args);
-        }
-        if let Some(r) = &runner.resources {
-            container["resources"] = serde_json::to_value(r)?;
-        }
-        let object = json!({
-            "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": job_name, "ownerReferences": owner(e),
-                         "labels": {"slipway.dev/evaluation": name}},
-            "spec": {
-                "backoffLimit": 0,
-                "activeDeadlineSeconds": timeout.as_secs().max(1),
-                "template": {
-                    "metadata": {"labels": {"slipway.dev/evaluation": name}},
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "serviceAccountName": runner.service_account_name,
-                        "containers": [container],
-                    }
+    if !runner.args.is_empty() {
+        container["args"] = json!(runner.args);
+    }
+    if let Some(r) = &runner.resources {
+        container["resources"] = serde_json::to_value(r)?;
+    }
+    let object = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": job_name, "ownerReferences": owner(e),
+                     "labels": {"slipway.dev/evaluation": name}},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": timeout.as_secs().max(1),
+            "template": {
+                "metadata": {"labels": {"slipway.dev/evaluation": name}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": runner.service_account_name,
+                    "containers": [container],
                 }
             }
-        });
-        jobs.patch(
-            &job_name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&compact(object)),
-        )
-        .await?;
-        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
-            "status": {"phase": "Running", "attempts": attempt, "startedAt": started,
-                       "baselineVersion": baseline_version,
-                       "conditions": [{"type": "Ready", "status": "False", "reason": "Running",
-                                       "message": format!("Job {job_name} is evaluating {} version {}", e.spec.model, e.spec.version),
-                                       "lastTransitionTime": Utc::now()}]}});
-        evaluations
-            .patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&compact(patch)),
-            )
-            .await?;
-        publish(
-            &ctx,
-            e,
-            false,
-            "JobStarted",
-            format!("Job {job_name} started (attempt {attempt} of {MAX_ATTEMPTS})"),
-        )
-        .await;
-    }
-    let left = timeout.saturating_sub((Utc::now() - started).to_std().unwrap_or_default());
-    Ok(Requeue::requeue(
-        left.min(Duration::from_secs(30))
-            .max(Duration::from_secs(1)),
-    ))
+        }
+    });
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    jobs.patch(
+        job_name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&compact(object)),
+    )
+    .await?;
+    Ok(())
 }
 
 /// The comparison report of an evaluation, rendered from its status (`format` is `html` or
@@ -626,8 +677,7 @@ pub async fn accept(
         .and_then(|s| s.data)
         .and_then(|d| d.get("token").map(|b| b.0.clone()))
         .ok_or((500, format!("the token Secret of {ns}/{name} is missing")))?;
-    // Compare digests: equal length, nothing learned from timing about the token itself.
-    if Sha256::digest(token.as_bytes()) != Sha256::digest(&expected) {
+    if !crate::token::matches(token.as_bytes(), &expected) {
         return Err((401, "the token does not match this evaluation".into()));
     }
     let text = std::str::from_utf8(body).map_err(|_| (400, "the body is not UTF-8".to_string()))?;
@@ -643,42 +693,17 @@ pub async fn accept(
             ),
         ));
     }
-    let baseline_metrics = posted.baseline.as_ref().map(|b| &b.metrics);
-    let (gates, verdict) =
-        crate::evaluation::judge(&e.spec.gates, &posted.candidate.metrics, baseline_metrics);
-    let samples = crate::evaluation::results::join_samples(
-        &posted.candidate.samples,
-        posted
-            .baseline
-            .as_ref()
-            .map(|b| b.samples.as_slice())
-            .unwrap_or(&[]),
+    let mut finished = lifecycle::finished(
+        &status,
+        &e.spec.gates,
+        &posted.candidate,
+        posted.baseline.as_ref(),
+        None,
+        Utc::now(),
     );
-    let failed: Vec<String> = gates
-        .iter()
-        .filter(|g| !g.passed)
-        .filter_map(|g| g.message.clone())
-        .collect();
-    let message = match verdict {
-        Verdict::Passed => format!("{} gates passed", gates.len()),
-        Verdict::Failed => failed.join("; "),
-    };
-    let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
-    "status": {
-        "phase": "Succeeded", "verdict": verdict, "metrics": posted.candidate.metrics,
-        "baselineMetrics": baseline_metrics, "baselineVersion": status.baseline_version,
-        "samples": samples, "gates": gates, "attempts": status.attempts,
-        "report": format!("{reports_url}/reports/{ns}/{name}.html"),
-        "startedAt": status.started_at, "completedAt": Utc::now(),
-        "conditions": [{"type": "Ready", "status": "True", "reason": format!("{verdict:?}"),
-                        "message": message, "lastTransitionTime": Utc::now()}],
-    }});
-    evaluations
-        .patch_status(
-            name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&compact(patch)),
-        )
+    finished.report = Some(format!("{reports_url}/reports/{ns}/{name}.html"));
+    let verdict = finished.verdict.unwrap_or(Verdict::Failed);
+    apply_status(&evaluations, name, &finished)
         .await
         .map_err(|e| (500, format!("cannot record the results: {e}")))?;
     Ok(verdict)

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::PostParams;
 
@@ -25,15 +25,18 @@ pub struct Elector {
 }
 
 /// Whether a lease held by someone else has expired at `now`.
-pub fn expired(spec: &LeaseSpec, now: chrono::DateTime<Utc>) -> bool {
+pub fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
     let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
         return true;
     };
     let duration = spec
         .lease_duration_seconds
-        .map(|s| chrono::Duration::seconds(s.into()))
-        .unwrap_or_else(|| chrono::Duration::from_std(DURATION).unwrap_or_default());
-    renewed.0 + duration < now
+        .map(|s| SignedDuration::from_secs(s.into()))
+        .unwrap_or(SignedDuration::from_secs(DURATION.as_secs() as i64));
+    renewed
+        .0
+        .saturating_add(duration)
+        .is_ok_and(|until| until < now)
 }
 
 impl Elector {
@@ -48,7 +51,7 @@ impl Elector {
 
     /// Takes or renews the lease; `Ok(true)` while this replica holds it.
     pub async fn try_hold(&self) -> Result<bool, kube::Error> {
-        let now = Utc::now();
+        let now = Timestamp::now();
         let seconds = DURATION.as_secs() as i32;
         match self.api.get_opt(&self.name).await? {
             None => {
@@ -124,15 +127,15 @@ mod tests {
 
     #[test]
     fn a_lease_expires_after_its_duration_without_renewal() {
-        let t0: chrono::DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap();
+        let t0: Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
         let spec = LeaseSpec {
             holder_identity: Some("a".into()),
             lease_duration_seconds: Some(15),
             renew_time: Some(MicroTime(t0)),
             ..Default::default()
         };
-        assert!(!expired(&spec, t0 + chrono::Duration::seconds(15)));
-        assert!(expired(&spec, t0 + chrono::Duration::seconds(16)));
+        assert!(!expired(&spec, t0 + SignedDuration::from_secs(15)));
+        assert!(expired(&spec, t0 + SignedDuration::from_secs(16)));
         assert!(expired(&LeaseSpec::default(), t0));
     }
 }

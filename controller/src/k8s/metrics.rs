@@ -100,9 +100,10 @@ impl Metrics {
     }
 
     /// The OpenMetrics text.
-    pub fn encode(&self) -> String {
+    pub fn encode(&self) -> Result<String, String> {
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|e| e.to_string())?;
+        Ok(out)
     }
 }

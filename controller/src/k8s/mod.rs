@@ -5,6 +5,7 @@ pub mod cache;
 pub mod cluster;
 pub mod controller;
 pub mod evaluations;
+pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod notify;

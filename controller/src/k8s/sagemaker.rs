@@ -238,7 +238,7 @@ pub async fn reconcile(
             conditions: stalled_conditions(&why),
         };
         write(&api, md, &state, extra).await?;
-        return Ok(Requeue::requeue(Duration::from_secs(300)));
+        return Ok(Requeue::requeue(crate::limits::RESYNC));
     }
 
     let s = step.state.clone();

@@ -38,6 +38,11 @@ impl Results {
         }
     }
 
+    /// Every evaluation held (the latest per version and suite).
+    pub fn all(&self) -> impl Iterator<Item = &Evaluation> {
+        self.by_version.values().flat_map(|suites| suites.values())
+    }
+
     /// The results of a version, by suite.
     pub fn of(
         &self,

@@ -111,8 +111,8 @@ impl Reconciler<'_> {
             };
             let policy = rollout::Policy {
                 strategy: &d.spec.strategy,
-                progress_deadline: Duration::from_secs(300),
-                poll: Duration::from_millis(500),
+                progress_deadline: crate::limits::PROGRESS_DEADLINE,
+                poll: crate::limits::LOCAL_POLL,
             };
             let step = rollout::decide(
                 &state,

@@ -3,117 +3,87 @@
 //! token (`POST /api/v1/evaluations/{namespace}/{name}/results`).
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use slipway_crd::EvaluationStatus;
 use slipway_crd::common::{SecretRef, WebhookRunner};
 use slipway_crd::evaluation::EvaluationPhase;
 
 use super::plan::Task;
 use super::{Error, Reconciler};
-use crate::evaluation::{self, results::RunResults};
+use crate::evaluation::{lifecycle, results::RunResults};
 use crate::notify::{Message, Notifier, secret};
 use crate::store::Write;
 
 /// Kind of the store rows that remember a dispatched evaluation.
 pub const DISPATCH: &str = "EvaluationDispatch";
 
-/// Hex SHA-256 of a token: only the hash is stored.
-pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn new_token() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-type Gathered = (
-    EvaluationStatus,
-    Result<RunResults, String>,
-    Option<Result<RunResults, String>>,
-);
-
 impl Reconciler<'_> {
-    /// Dispatches an external evaluation once, then waits for its results. Returns the results
-    /// when both runs have reported (or the run failed or timed out), None while waiting.
+    /// Dispatches an external evaluation once per attempt, then waits for its results. Returns
+    /// the finished status when both runs have reported or the evaluation failed for good; None
+    /// while waiting (or after a failed attempt whose retry the next pass dispatches).
     pub(super) fn external(
         &self,
         task: &Task,
         key: &str,
         previous: Option<&EvaluationStatus>,
-        baseline_version: &Option<String>,
-    ) -> Result<Option<Gathered>, Error> {
-        let base_key = task.baseline.as_ref().map(|(_, a)| {
-            evaluation::cache_key(&a.digest, &task.dataset, &task.runner, &task.suite)
-        });
+    ) -> Result<Option<EvaluationStatus>, Error> {
+        let attempt = |number: u32| self.attempt(task, key, number);
+        let base_key = attempt(0).baseline_key;
         let dispatch = self.store.status(DISPATCH, &task.namespace, &task.name)?;
         let dispatched = dispatch
             .as_ref()
             .is_some_and(|d| d["candidateKey"] == key && d["baselineKey"] == json!(base_key));
         let running = previous
             .filter(|p| p.cache_key.as_deref() == Some(key))
+            .filter(|p| p.phase == EvaluationPhase::Running)
             .cloned();
-        if dispatched
-            && let Some(running) = running
-                .clone()
-                .filter(|r| r.phase == EvaluationPhase::Running)
-        {
+        let now = (self.now)();
+        if dispatched && let Some(running) = running.clone().filter(|r| !lifecycle::retry_due(r)) {
             let candidate = self.stored_run(key)?;
             let baseline = match &base_key {
                 Some(k) => self.stored_run(k)?.map(Some),
                 None => Some(None),
             };
             if let (Some(c), Some(b)) = (candidate, baseline) {
-                return Ok(Some((running, Ok(c), b.map(Ok))));
-            }
-            let timeout = task
-                .timeout
-                .as_deref()
-                .and_then(|t| crate::duration::parse(t).ok())
-                .unwrap_or(std::time::Duration::from_secs(3600));
-            let waited = running
-                .started_at
-                .and_then(|s| ((self.now)() - s).to_std().ok())
-                .unwrap_or_default();
-            if waited > timeout {
-                return Ok(Some((
-                    running,
-                    Err(format!(
-                        "the external job reported no results within {timeout:?}"
-                    )),
+                return Ok(Some(lifecycle::finished(
+                    &running,
+                    &task.gates,
+                    &c,
+                    b.as_ref(),
                     None,
+                    now,
                 )));
             }
-            return Ok(None);
+            let timeout = lifecycle::timeout(task.timeout.as_deref());
+            let waited = running
+                .started_at
+                .and_then(|s| (now - s).to_std().ok())
+                .unwrap_or_default();
+            if waited <= timeout {
+                return Ok(None);
+            }
+            let why = format!("the external job reported no results within {timeout:?}");
+            return self.failed_attempt(task, &running, &why);
         }
         // Dispatch: a fresh token, the request, and the Running status, recorded together.
-        let attempts = previous
-            .filter(|p| p.cache_key.as_deref() == Some(key))
-            .map_or(0, |p| p.attempts)
-            + 1;
-        let running = EvaluationStatus {
-            phase: EvaluationPhase::Running,
-            cache_key: Some(key.to_string()),
-            baseline_version: baseline_version.clone(),
-            started_at: Some((self.now)()),
-            attempts,
-            ..Default::default()
-        };
+        let number = running.as_ref().map_or(0, |r| r.attempts) + 1;
+        let hook = task.runner.webhook.as_ref();
+        let what = format!(
+            "asked {} to run {} on {} version {}",
+            hook.map(|h| h.url.as_str()).unwrap_or_default(),
+            task.suite,
+            task.model,
+            task.version
+        );
+        let running = lifecycle::running(&attempt(number), what.clone(), now);
         let Some(base_url) = &self.results_url else {
-            let why = "a webhook runner needs the results API: run `slipway run` with --listen"
-                .to_string();
-            return Ok(Some((running, Err(why), None)));
+            let why = "a webhook runner needs the results API: run `slipway run` with --listen";
+            return Ok(Some(lifecycle::failed(&running, 0, why, now)));
         };
-        let Some(hook) = task.runner.webhook.as_ref() else {
+        let Some(hook) = hook else {
             return Ok(None);
         };
-        let token = new_token().map_err(|e| Error::Report {
-            path: "/dev/urandom".into(),
+        let token = crate::token::generate().map_err(|e| Error::Report {
+            path: "the system's random number generator".into(),
             source: e,
         })?;
         let results_url = format!(
@@ -129,30 +99,26 @@ impl Reconciler<'_> {
         });
         let message = match dispatch_message(&task.name, hook, &ctx, &secret) {
             Ok(m) => m,
-            Err(why) => return Ok(Some((running, Err(why), None))),
+            Err(why) => return Ok(Some(lifecycle::failed(&running, 0, &why, now))),
         };
         let delivery = Notifier::default().deliver(&message);
         if !delivery.delivered {
-            let why = delivery.error.unwrap_or_default();
-            return Ok(Some((
-                running,
-                Err(format!("could not start the external job: {why}")),
-                None,
-            )));
+            let why = format!(
+                "could not start the external job: {}",
+                delivery.error.unwrap_or_default()
+            );
+            return self.failed_attempt(task, &running, &why);
         }
-        (self.progress)(&format!(
-            "{}: asked {} to run {} on {} version {}",
-            task.name, hook.url, task.suite, task.model, task.version
-        ));
+        (self.progress)(&format!("{}: {what}", task.name));
         self.store.apply(&[
             Write::Status {
                 kind: DISPATCH.into(),
                 namespace: task.namespace.clone(),
                 name: task.name.clone(),
                 status: json!({
-                    "tokenHash": token_hash(&token), "candidateKey": key, "baselineKey": base_key,
+                    "tokenHash": crate::token::hash(&token), "candidateKey": key, "baselineKey": base_key,
                     "model": task.model, "suite": task.suite, "version": task.version,
-                    "baselineVersion": baseline_version,
+                    "baselineVersion": running.baseline_version,
                 }),
             },
             Write::Status {
@@ -162,6 +128,25 @@ impl Reconciler<'_> {
                 status: serde_json::to_value(&running)?,
             },
         ])?;
+        Ok(None)
+    }
+
+    /// Records a failed external attempt: the retry waits for the next pass; the last attempt's
+    /// failure is returned as the finished status.
+    fn failed_attempt(
+        &self,
+        task: &Task,
+        running: &EvaluationStatus,
+        why: &str,
+    ) -> Result<Option<EvaluationStatus>, Error> {
+        let after = lifecycle::failed_attempt(running, why, (self.now)());
+        if !lifecycle::retry_due(&after) {
+            return Ok(Some(after));
+        }
+        if let Some(c) = after.conditions.first() {
+            (self.progress)(&format!("{}: {}", task.name, c.message));
+        }
+        self.save_evaluation(task, &after)?;
         Ok(None)
     }
 }
@@ -224,8 +209,10 @@ pub fn accept(
             format!("no evaluation {ns}/{name} is waiting for results"),
         ))?;
     let token = token.ok_or((401, "missing `Authorization: Bearer TOKEN`".to_string()))?;
-    // Compare hashes, not tokens: equal-length digests, and the token itself is never stored.
-    if d["tokenHash"].as_str() != Some(token_hash(token).as_str()) {
+    if !d["tokenHash"]
+        .as_str()
+        .is_some_and(|h| crate::token::matches_hash(token, h))
+    {
         return Err((401, "the token does not match this evaluation".into()));
     }
     let text = std::str::from_utf8(body).map_err(|_| (400, "the body is not UTF-8".to_string()))?;

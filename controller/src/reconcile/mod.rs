@@ -12,17 +12,16 @@ mod sagemaker;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
-use slipway_crd::evaluation::{EvaluationPhase, Sample, Verdict};
+use slipway_crd::evaluation::{EvaluationPhase, Sample};
 use slipway_crd::{Evaluation, EvaluationSpec, EvaluationStatus, Kind};
 
 use self::plan::Task;
 use crate::catalog::{Catalog, Resource};
-use crate::evaluation::{self, results::RunResults, results::RunSample};
+use crate::evaluation::{self, lifecycle, results::RunResults, results::RunSample};
 use crate::policy::context::{self, Results};
 use crate::policy::{ChangeFacts, DecisionInput, Requester};
 use crate::runner::local;
@@ -101,8 +100,6 @@ pub struct Reconciler<'a> {
 }
 
 const FINISHED: [EvaluationPhase; 2] = [EvaluationPhase::Succeeded, EvaluationPhase::Failed];
-/// Runs of one content address that may fail (crash, timeout) before Slipway stops trying.
-const MAX_ATTEMPTS: u32 = 3;
 
 impl Reconciler<'_> {
     fn history(&self, event: &str, ns: &str, model: &str, subject: String) -> HistoryEntry {
@@ -294,11 +291,6 @@ impl Reconciler<'_> {
                 "the {kind} runner does not run in git mode yet; use a local runner"
             )));
         };
-        let timeout = task
-            .timeout
-            .as_deref()
-            .and_then(|t| crate::duration::parse(t).ok())
-            .unwrap_or(Duration::from_secs(3600));
         let env = BTreeMap::from([
             ("SLIPWAY_ROLE".to_string(), role.to_string()),
             ("SLIPWAY_MODEL".to_string(), task.model.clone()),
@@ -324,7 +316,7 @@ impl Reconciler<'_> {
             root: self.root,
             work_dir,
             env,
-            timeout,
+            timeout: lifecycle::timeout(task.timeout.as_deref()),
         };
         match local::run(&job) {
             Ok(results) => {
@@ -361,6 +353,85 @@ impl Reconciler<'_> {
         }
     }
 
+    /// The attempt an evaluation of `task` with content address `key` makes.
+    fn attempt(&self, task: &Task, key: &str, number: u32) -> lifecycle::Attempt {
+        lifecycle::Attempt {
+            key: key.to_string(),
+            baseline_key: task.baseline.as_ref().map(|(_, a)| {
+                evaluation::cache_key(&a.digest, &task.dataset, &task.runner, &task.suite)
+            }),
+            baseline_version: task.baseline.as_ref().map(|b| b.0.clone()),
+            number,
+        }
+    }
+
+    fn save_evaluation(&self, task: &Task, status: &EvaluationStatus) -> Result<(), Error> {
+        self.store.apply(&[Write::Status {
+            kind: "Evaluation".into(),
+            namespace: task.namespace.clone(),
+            name: task.name.clone(),
+            status: serde_json::to_value(status)?,
+        }])?;
+        Ok(())
+    }
+
+    /// Runs a local suite's attempts back to back (from attempt `first`) until one produces
+    /// results or every attempt has failed; returns the finished status.
+    fn run_local(&self, task: &Task, key: &str, first: u32) -> Result<EvaluationStatus, Error> {
+        let mut number = first;
+        loop {
+            let what = format!("running {} locally", task.suite);
+            let running = lifecycle::running(&self.attempt(task, key, number), what, (self.now)());
+            self.save_evaluation(task, &running)?;
+            let candidate = self.run_once(
+                task,
+                &task.version,
+                &task.artifact.uri,
+                &task.artifact.digest,
+                "candidate",
+            )?;
+            let baseline = match (&candidate, &task.baseline) {
+                (Ok(_), Some((v, a))) => {
+                    Some(self.run_once(task, v, &a.uri, &a.digest, "baseline")?)
+                }
+                _ => None,
+            };
+            let why = match (candidate, baseline) {
+                (Ok(c), None) => {
+                    return Ok(lifecycle::finished(
+                        &running,
+                        &task.gates,
+                        &c,
+                        None,
+                        None,
+                        (self.now)(),
+                    ));
+                }
+                (Ok(c), Some(Ok(b))) => {
+                    return Ok(lifecycle::finished(
+                        &running,
+                        &task.gates,
+                        &c,
+                        Some(&b),
+                        None,
+                        (self.now)(),
+                    ));
+                }
+                (Err(e), _) => format!("candidate run failed: {e}"),
+                (_, Some(Err(e))) => format!("baseline run failed: {e}"),
+            };
+            let after = lifecycle::failed_attempt(&running, &why, (self.now)());
+            if !lifecycle::retry_due(&after) {
+                return Ok(after);
+            }
+            if let Some(c) = after.conditions.first() {
+                (self.progress)(&format!("{}: {}", task.name, c.message));
+            }
+            self.save_evaluation(task, &after)?;
+            number += 1;
+        }
+    }
+
     fn evaluate(&self, task: &Task, out: &mut Outcome) -> Result<(), Error> {
         let key = evaluation::cache_key(
             &task.artifact.digest,
@@ -371,95 +442,32 @@ impl Reconciler<'_> {
         let baseline_version = task.baseline.as_ref().map(|b| b.0.clone());
         let previous = self.evaluation_status(&task.namespace, &task.name)?;
         // A finished evaluation stands as it ran (against the baseline of its time); only a
-        // change of what it is made of (its content address) runs it again. A run that produced
-        // no results (crash, timeout) is tried again, up to MAX_ATTEMPTS times.
-        if let Some(p) = &previous
-            && p.cache_key.as_deref() == Some(key.as_str())
-            && (p.phase == EvaluationPhase::Succeeded
-                || (p.phase == EvaluationPhase::Failed && p.attempts >= MAX_ATTEMPTS))
-        {
-            return Ok(());
-        }
-        let (running, candidate, baseline, reused) = if task.runner.webhook.is_some() {
-            match self.external(task, &key, previous.as_ref(), &baseline_version)? {
-                Some((running, candidate, baseline)) => (running, candidate, baseline, false),
+        // change of what it is made of (its content address) runs it again.
+        let first = match lifecycle::next(previous.as_ref(), &key) {
+            lifecycle::Next::Stands => return Ok(()),
+            lifecycle::Next::Run { attempt } => Some(attempt),
+            lifecycle::Next::GiveUp { .. } => None,
+        };
+        let reused = self
+            .store
+            .evaluation(&key)?
+            .is_some_and(|r| r.status.phase == EvaluationPhase::Succeeded);
+        let mut status = match (first, task.runner.webhook.is_some()) {
+            (None, _) => {
+                let p = previous.clone().unwrap_or_default();
+                lifecycle::failed(
+                    &p,
+                    p.attempts,
+                    "its last attempt never finished (the process running it stopped)",
+                    (self.now)(),
+                )
+            }
+            (Some(_), true) => match self.external(task, &key, previous.as_ref())? {
+                Some(finished) => finished,
                 None => return Ok(()), // dispatched; waiting for the job to report
-            }
-        } else {
-            let attempts = previous
-                .as_ref()
-                .filter(|p| p.cache_key.as_deref() == Some(key.as_str()))
-                .map_or(0, |p| p.attempts)
-                + 1;
-            let started = (self.now)();
-            let running = EvaluationStatus {
-                phase: EvaluationPhase::Running,
-                cache_key: Some(key.clone()),
-                baseline_version: baseline_version.clone(),
-                started_at: Some(started),
-                attempts,
-                ..Default::default()
-            };
-            self.store.apply(&[Write::Status {
-                kind: "Evaluation".into(),
-                namespace: task.namespace.clone(),
-                name: task.name.clone(),
-                status: serde_json::to_value(&running)?,
-            }])?;
-            let reused = self
-                .store
-                .evaluation(&key)?
-                .is_some_and(|r| r.status.phase == EvaluationPhase::Succeeded);
-            let candidate = self.run_once(
-                task,
-                &task.version,
-                &task.artifact.uri,
-                &task.artifact.digest,
-                "candidate",
-            )?;
-            let baseline = match &task.baseline {
-                Some((v, a)) => Some(self.run_once(task, v, &a.uri, &a.digest, "baseline")?),
-                None => None,
-            };
-            (running, candidate, baseline, reused)
+            },
+            (Some(first), false) => self.run_local(task, &key, first)?,
         };
-        let mut status = EvaluationStatus {
-            completed_at: Some((self.now)()),
-            ..running
-        };
-        let failure = match (&candidate, &baseline) {
-            (Err(e), _) => Some(format!("candidate run failed: {e}")),
-            (_, Some(Err(e))) => Some(format!("baseline run failed: {e}")),
-            _ => None,
-        };
-        match (candidate, baseline, failure) {
-            (Ok(c), b, None) => {
-                let b = b.and_then(Result::ok);
-                let (gates, verdict) =
-                    evaluation::judge(&task.gates, &c.metrics, b.as_ref().map(|b| &b.metrics));
-                status.phase = EvaluationPhase::Succeeded;
-                status.samples = evaluation::results::join_samples(
-                    &c.samples,
-                    b.as_ref().map_or(&[][..], |b| &b.samples),
-                );
-                status.metrics = c.metrics;
-                status.baseline_metrics = b.map(|b| b.metrics).unwrap_or_default();
-                status.gates = gates;
-                status.verdict = Some(verdict);
-            }
-            (_, _, failure) => {
-                status.phase = EvaluationPhase::Failed;
-                status.verdict = Some(Verdict::Failed);
-                status.conditions = vec![slipway_crd::common::Condition {
-                    type_: "Ready".into(),
-                    status: "False".into(),
-                    reason: "RunFailed".into(),
-                    message: failure.unwrap_or_default(),
-                    last_transition_time: status.completed_at,
-                    observed_generation: None,
-                }];
-            }
-        }
         let object = Evaluation {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 name: Some(task.name.clone()),
@@ -504,7 +512,12 @@ impl Reconciler<'_> {
         );
         h.version = Some(task.version.clone());
         h.decision = Some(verdict.to_lowercase());
-        h.message = match status.conditions.first() {
+        // A run that failed says why; a finished one names its baseline.
+        h.message = match status
+            .conditions
+            .first()
+            .filter(|_| status.phase == EvaluationPhase::Failed)
+        {
             Some(c) => format!(
                 "{} on {} version {}: {verdict} — {}",
                 task.suite, task.model, task.version, c.message

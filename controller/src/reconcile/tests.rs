@@ -7,6 +7,7 @@ use chrono::TimeZone;
 use super::*;
 use crate::catalog::SourceFile;
 use crate::store::HistoryFilter;
+use slipway_crd::evaluation::Verdict;
 
 const EVAL: &str = r#"import json, os
 score = float(open(os.environ['SLIPWAY_MODEL_URI']).read())
@@ -209,6 +210,15 @@ fn a_crashing_evaluation_fails_and_blocks_the_promotion() {
     assert_eq!(
         (status.phase, status.verdict),
         (EvaluationPhase::Failed, Some(Verdict::Failed))
+    );
+    // Retried back to back within the pass, then failed for good: one decision, not three.
+    assert_eq!(status.attempts, crate::limits::EVALUATION_ATTEMPTS);
+    assert!(
+        status.conditions[0]
+            .message
+            .contains("evaluation failed after 3 attempt(s): candidate run failed"),
+        "{:?}",
+        status.conditions
     );
     assert!(
         status.conditions[0]

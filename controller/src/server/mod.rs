@@ -1,176 +1,129 @@
-//! The HTTP server of `slipway run --listen`: health, readiness, Prometheus metrics, a read API
-//! over the state store, and the evaluation reports.
+//! The one HTTP server of both homes (`slipway run --listen` and `slipway controller --listen`):
+//! health, readiness, Prometheus metrics, the results API external jobs post to, the retry API
+//! and the evaluation reports. A home ([`Home`]) answers each route from where it keeps its
+//! state (SQLite in git mode, the cluster in Kubernetes mode) and may add routes of its own
+//! (git mode's read API and web UI). Request parsing, bearer tokens, report names and the shapes
+//! of answers are decided here, once.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
-use serde::Deserialize;
-use serde_json::json;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
 
-use crate::store::{HistoryFilter, Store};
-
+pub mod git;
 mod ui;
 
-/// Label set of counters by one string label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ByKind {
-    /// The category, event or result.
-    pub kind: String,
+pub use git::{ByKind, Metrics, Readiness, Shared};
+
+/// An answer of the API: an HTTP status and a JSON body (`{"error": …}` for failures).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
 }
 
-/// The metrics `slipway run` keeps.
-pub struct Metrics {
-    registry: Registry,
-    /// Reconcile passes.
-    pub reconciles: Counter,
-    /// Failures by category (`invalid-revision`, `fetch`, `store-io`, …).
-    pub failures: Family<ByKind, Counter>,
-    /// Evaluation durations (seconds).
-    pub evaluation_seconds: Histogram,
-    /// Rollout events by kind.
-    pub rollout_events: Family<ByKind, Counter>,
-    /// Notification deliveries by result (`delivered`, `failed`).
-    pub notifications: Family<ByKind, Counter>,
-}
+impl Reply {
+    /// A success.
+    pub fn ok(status: u16, body: Value) -> Self {
+        Reply { status, body }
+    }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("slipway");
-        let reconciles = Counter::default();
-        let failures = Family::<ByKind, Counter>::default();
-        let evaluation_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 14));
-        let rollout_events = Family::<ByKind, Counter>::default();
-        let notifications = Family::<ByKind, Counter>::default();
-        registry.register("reconciles", "Reconcile passes", reconciles.clone());
-        registry.register("failures", "Failures by category", failures.clone());
-        registry.register(
-            "evaluation_duration_seconds",
-            "Evaluation run time",
-            evaluation_seconds.clone(),
-        );
-        registry.register(
-            "rollout_events",
-            "Rollout steps, successes and rollbacks",
-            rollout_events.clone(),
-        );
-        registry.register(
-            "notification_deliveries",
-            "Notification deliveries by result",
-            notifications.clone(),
-        );
-        Metrics {
-            registry,
-            reconciles,
-            failures,
-            evaluation_seconds,
-            rollout_events,
-            notifications,
+    /// A failure with a message that says what to do.
+    pub fn error(status: u16, message: impl Into<String>) -> Self {
+        Reply {
+            status,
+            body: json!({"error": message.into()}),
         }
     }
 }
 
-impl Metrics {
-    /// Counts what a batch of history entries says happened.
-    pub fn observe(&self, entries: &[crate::store::HistoryEntry]) {
-        for e in entries {
-            match e.event.as_str() {
-                "EvaluationCompleted" => {
-                    if let Some(secs) = e.data.get("seconds").and_then(|v| v.as_f64()) {
-                        self.evaluation_seconds.observe(secs);
-                    }
-                }
-                "RolloutStarted" | "StepStarted" | "RolloutSucceeded" | "RolledBack"
-                | "RolloutFailed" | "RolloutSuperseded" | "ServerRestarted" => {
-                    self.rollout_events
-                        .get_or_create(&ByKind {
-                            kind: e.event.clone(),
-                        })
-                        .inc();
-                }
-                "NotificationDelivered" => {
-                    self.notifications
-                        .get_or_create(&ByKind {
-                            kind: "delivered".into(),
-                        })
-                        .inc();
-                }
-                "NotificationFailed" => {
-                    self.notifications
-                        .get_or_create(&ByKind {
-                            kind: "failed".into(),
-                        })
-                        .inc();
-                }
-                _ => {}
-            }
+impl From<Result<Value, (u16, String)>> for Reply {
+    fn from(r: Result<Value, (u16, String)>) -> Self {
+        match r {
+            Ok(body) => Reply::ok(200, body),
+            Err((status, message)) => Reply::error(status, message),
+        }
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// A posted request: path parameters, the bearer token (if any) and the body.
+#[derive(Clone, Debug)]
+pub struct Posted {
+    /// Namespace.
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+    /// The `Authorization: Bearer` token.
+    pub token: Option<String>,
+    /// The raw body.
+    pub body: bytes::Bytes,
+}
+
+/// Where a home keeps its state, as the server asks for it.
+pub trait Home: Send + Sync + 'static {
+    /// Whether this instance is ready, and the details `/readyz` shows.
+    fn readiness(&self) -> (bool, Value);
+
+    /// The OpenMetrics text of `/metrics`.
+    fn metrics(&self) -> Result<String, String>;
+
+    /// `POST /api/v1/evaluations/{ns}/{name}/results`: an external job's results.
+    fn post_results(&self, posted: Posted) -> impl Future<Output = Reply> + Send;
+
+    /// `POST /api/v1/deployments/{ns}/{name}/retry`: retry a rejected version.
+    fn post_retry(&self, posted: Posted) -> impl Future<Output = Reply> + Send {
+        let _ = posted;
+        async {
+            Reply::error(
+                404,
+                "retry is served by `slipway run`; in a cluster, move the alias again",
+            )
         }
     }
 
-    /// Counts a failure.
-    pub fn fail(&self, kind: &str) {
-        self.failures
-            .get_or_create(&ByKind { kind: kind.into() })
-            .inc();
+    /// The report of evaluation `ns/name` in `format` (`html` or `md`); the error is (HTTP status,
+    /// message).
+    fn report(
+        &self,
+        namespace: String,
+        name: String,
+        format: String,
+    ) -> impl Future<Output = Result<String, (u16, String)>> + Send;
+
+    /// Routes only this home serves (git mode: the read API and the web UI).
+    fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
     }
 }
 
-/// What `/readyz` reports.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Readiness {
-    /// The revision in force.
-    pub revision: Option<String>,
-    /// A newer revision that was rejected, and why.
-    pub rejected: Option<String>,
-    /// Errors of the rejected revision.
-    pub errors: Vec<String>,
+async fn readyz<H: Home>(State(h): State<Arc<H>>) -> Response {
+    let (ok, details) = h.readiness();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(details)).into_response()
 }
 
-/// Shared with the reconciler loop.
-pub struct Shared {
-    /// The store.
-    pub store: Arc<Store>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Readiness.
-    pub ready: Mutex<Readiness>,
-    /// The state folder (reports live under it).
-    pub state_dir: std::path::PathBuf,
-    /// The objects of the revision in force, as JSON (`models`, `versions`, `aliases`), for the UI.
-    pub catalog: Mutex<serde_json::Value>,
-    /// SHA-256 of the token that write requests (`retry`) must bring; `None` turns them off.
-    pub api_token_sha256: Option<[u8; 32]>,
-}
-
-type S = Arc<Shared>;
-
-fn json_or_500<T: serde::Serialize>(v: Result<T, crate::store::StoreError>) -> Response {
-    match v {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct HistoryQuery {
-    model: Option<String>,
-    alias: Option<String>,
-    until: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-async fn metrics(State(s): State<S>) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &s.metrics.registry) {
-        Ok(()) => (
+async fn metrics<H: Home>(State(h): State<Arc<H>>) -> Response {
+    match h.metrics() {
+        Ok(body) => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -178,228 +131,109 @@ async fn metrics(State(s): State<S>) -> Response {
             body,
         )
             .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
 }
 
-async fn readyz(State(s): State<S>) -> Response {
-    let r = s.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let ok = r.revision.is_some() && r.rejected.is_none();
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(json!({"ready": ok, "revision": r.revision, "rejected": r.rejected, "errors": r.errors})))
-        .into_response()
-}
-
-async fn statuses(State(s): State<S>, Path(kind): Path<String>) -> Response {
-    if kind == "models" {
-        let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        return axum::Json(catalog["models"].clone()).into_response();
+fn posted(ns: String, name: String, headers: &HeaderMap, body: bytes::Bytes) -> Posted {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    Posted {
+        namespace: ns,
+        name,
+        token: crate::token::bearer(authorization).map(str::to_string),
+        body,
     }
-    let kind = match kind.as_str() {
-        "versions" => "ModelVersion",
-        "aliases" => "ModelAlias",
-        "evaluations" => "Evaluation",
-        "deployments" => "ModelDeployment",
-        _ => {
-            return (
-                StatusCode::NOT_FOUND,
-                "try models, versions, aliases, evaluations, deployments or history",
-            )
-                .into_response();
-        }
-    };
-    // Evaluations also carry their spec (model, version, suite), so `slipway plan --results URL`
-    // can read them as documents.
-    let specs: std::collections::HashMap<(String, String), serde_json::Value> =
-        if kind == "Evaluation" {
-            let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner());
-            catalog["evaluations"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|e| {
-                    let key = (
-                        e["metadata"]["namespace"]
-                            .as_str()
-                            .unwrap_or("default")
-                            .to_string(),
-                        e["metadata"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
-                    (key, e["spec"].clone())
-                })
-                .collect()
-        } else {
-            Default::default()
-        };
-    json_or_500(s.store.statuses(kind).map(|rows| {
-        rows.into_iter()
-            .map(|(ns, name, status)| {
-                let mut row = json!({"namespace": ns, "name": name, "status": status});
-                if let Some(spec) = specs.get(&(ns, name)) {
-                    row["spec"] = spec.clone();
-                }
-                row
-            })
-            .collect::<Vec<_>>()
-    }))
 }
 
-async fn history(State(s): State<S>, Query(q): Query<HistoryQuery>) -> Response {
-    json_or_500(s.store.history(&HistoryFilter {
-        model: q.model,
-        alias: q.alias,
-        until: q.until,
-        after_id: None,
-    }))
+async fn results<H: Home>(
+    State(h): State<Arc<H>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Reply {
+    h.post_results(posted(ns, name, &headers, body)).await
 }
 
-async fn report(State(s): State<S>, Path((ns, file)): Path<(String, String)>) -> Response {
-    let ok_name =
+async fn retry<H: Home>(
+    State(h): State<Arc<H>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Reply {
+    h.post_retry(posted(ns, name, &headers, body)).await
+}
+
+/// `/reports/{ns}/{name}.html|md`: names that could leave the reports folder are refused here.
+async fn report<H: Home>(
+    State(h): State<Arc<H>>,
+    Path((ns, file)): Path<(String, String)>,
+) -> Response {
+    let plain =
         |x: &str| !x.is_empty() && !x.contains('/') && !x.contains("..") && !x.starts_with('.');
-    if !ok_name(&ns) || !ok_name(&file) || !(file.ends_with(".html") || file.ends_with(".md")) {
-        return (StatusCode::NOT_FOUND, "no such report").into_response();
+    let (name, format) = file.rsplit_once('.').unwrap_or((&file, ""));
+    if !plain(&ns) || !plain(name) || !matches!(format, "html" | "md") {
+        return (
+            StatusCode::NOT_FOUND,
+            "no such report: ask for /reports/NAMESPACE/EVALUATION.html or .md\n",
+        )
+            .into_response();
     }
-    match std::fs::read(s.state_dir.join("reports").join(&ns).join(&file)) {
-        Ok(bytes) => {
-            let ty = if file.ends_with(".html") {
+    match h.report(ns, name.to_string(), format.to_string()).await {
+        Ok(body) => {
+            let ty = if format == "html" {
                 "text/html; charset=utf-8"
             } else {
                 "text/markdown; charset=utf-8"
             };
-            ([(header::CONTENT_TYPE, ty)], bytes).into_response()
+            ([(header::CONTENT_TYPE, ty)], body).into_response()
         }
-        Err(_) => (StatusCode::NOT_FOUND, "no such report").into_response(),
+        Err((code, message)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND),
+            format!("{message}\n"),
+        )
+            .into_response(),
     }
 }
 
-async fn post_results(
-    State(s): State<S>,
-    Path((ns, name)): Path<(String, String)>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let token = bearer(&headers);
-    match crate::reconcile::external::accept(&s.store, &ns, &name, token, &body) {
-        Ok(()) => (StatusCode::ACCEPTED, axum::Json(json!({"accepted": true}))).into_response(),
-        Err((code, message)) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
-            (status, axum::Json(json!({"error": message}))).into_response()
-        }
-    }
-}
-
-/// The bearer token of a request, if any.
-fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
-#[derive(Deserialize)]
-struct RetryRequest {
-    version: Option<String>,
-    actor: Option<String>,
-}
-
-async fn post_retry(
-    State(s): State<S>,
-    Path((ns, name)): Path<(String, String)>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let error = |status: StatusCode, message: String| {
-        (status, axum::Json(json!({"error": message}))).into_response()
-    };
-    let Some(want) = s.api_token_sha256 else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "write requests are off on this instance; start `slipway run` with --api-token-file"
-                .into(),
-        );
-    };
-    use sha2::Digest;
-    let given = bearer(&headers).map(|t| <[u8; 32]>::from(sha2::Sha256::digest(t.as_bytes())));
-    // Digests of equal length: comparing them leaks nothing about the token itself.
-    if given != Some(want) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token; send the token in the instance's --api-token-file"
-                .into(),
-        );
-    }
-    let request: RetryRequest = if body.is_empty() {
-        RetryRequest {
-            version: None,
-            actor: None,
-        }
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("body must be {{\"version\": \"…\"}} or empty: {e}"),
-                );
-            }
-        }
-    };
-    let actor = request.actor.map(|a| format!("{a} (api)"));
-    match crate::reconcile::retry::request_retry(
-        &s.store,
-        &ns,
-        &name,
-        request.version.as_deref(),
-        actor.or(Some("api".into())),
-    ) {
-        Ok(versions) => axum::Json(json!({"versions": versions})).into_response(),
-        Err(crate::reconcile::retry::RetryError::NothingToRetry(m)) => {
-            error(StatusCode::CONFLICT, m)
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-/// The routes.
-pub fn router(shared: S) -> Router {
+/// The routes: the shared ones, then the home's own.
+pub fn router<H: Home>(home: Arc<H>) -> Router {
+    let own = home.routes();
     Router::new()
-        .route("/", get(ui::index))
-        .route("/ui/{ns}/{model}", get(ui::model))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/history", get(history))
-        .route("/api/v1/{kind}", get(statuses))
+        .route("/readyz", get(readyz::<H>))
+        .route("/metrics", get(metrics::<H>))
         .route(
             "/api/v1/evaluations/{ns}/{name}/results",
-            axum::routing::post(post_results),
+            post(results::<H>),
         )
-        .route(
-            "/api/v1/deployments/{ns}/{name}/retry",
-            axum::routing::post(post_retry),
-        )
-        .route("/reports/{ns}/{file}", get(report))
-        .with_state(shared)
+        .route("/api/v1/deployments/{ns}/{name}/retry", post(retry::<H>))
+        .route("/reports/{ns}/{file}", get(report::<H>))
+        .with_state(home)
+        .merge(own)
 }
 
-/// Serves on `addr` from a runtime of its own, on a background thread; returns the bound address.
-pub fn spawn(addr: SocketAddr, shared: S) -> std::io::Result<SocketAddr> {
+/// Binds `addr`; the error says what to do.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr}: {e}; free the port or pass another --listen")
+    })
+}
+
+/// Serves `home` on `addr` from a runtime of its own, on a background thread (for `slipway run`,
+/// whose reconciler is synchronous); returns the bound address.
+pub fn spawn<H: Home>(addr: SocketAddr, home: Arc<H>) -> anyhow::Result<SocketAddr> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+    let listener = runtime.block_on(bind(addr))?;
     let bound = listener.local_addr()?;
     std::thread::spawn(move || {
         runtime.block_on(async move {
-            let _ = axum::serve(listener, router(shared)).await;
+            if let Err(e) = axum::serve(listener, router(home)).await {
+                tracing::error!(error = %e, "the HTTP server stopped");
+            }
         })
     });
     Ok(bound)

@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::S;
+use super::git::S;
 use crate::store::HistoryFilter;
 
 fn render(ctx: Value) -> Response {

@@ -138,9 +138,8 @@ pub fn next_step(
             };
             let policy = crate::rollout::Policy {
                 strategy,
-                // Endpoint updates take minutes on AWS.
-                progress_deadline: std::time::Duration::from_secs(1800),
-                poll: std::time::Duration::from_secs(2),
+                progress_deadline: crate::limits::SAGEMAKER_PROGRESS_DEADLINE,
+                poll: crate::limits::REMOTE_POLL,
             };
             plan::decide_variants(state, desired, &policy, &want, live.as_ref(), verdict, now)
         }

@@ -1,0 +1,29 @@
+//! Every number that shapes the lifecycle, in one place, for both homes (`slipway run` and
+//! `slipway controller`): attempts, timeouts, deadlines and how often to look again.
+
+use std::time::Duration;
+
+/// Attempts of one evaluation (crash, refused dispatch, timeout) before it fails for good.
+pub const EVALUATION_ATTEMPTS: u32 = 3;
+
+/// How long one evaluation attempt may take when its suite sets no `timeout`.
+pub const EVALUATION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// While an evaluation runs elsewhere (a Job, an external system), how often to look at it at most.
+pub const EVALUATION_POLL: Duration = Duration::from_secs(30);
+
+/// How long a new version may take to become healthy on a local process or a Kubernetes
+/// Deployment before its rollout counts as failed.
+pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The same on a SageMaker endpoint: endpoint updates take minutes on AWS.
+pub const SAGEMAKER_PROGRESS_DEADLINE: Duration = Duration::from_secs(1800);
+
+/// How often a rollout looks again while it waits for a local process (cheap to ask).
+pub const LOCAL_POLL: Duration = Duration::from_millis(500);
+
+/// How often a rollout looks again while it waits for the cluster or AWS.
+pub const REMOTE_POLL: Duration = Duration::from_secs(2);
+
+/// How long a settled object waits before it is looked at again without a change.
+pub const RESYNC: Duration = Duration::from_secs(300);
