@@ -116,6 +116,11 @@ impl Receiver {
         Receiver { port, got }
     }
 
+    /// Forgets the requests so far.
+    pub fn clear(&self) {
+        self.got.lock().unwrap().clear();
+    }
+
     /// Every request so far: (path, headers, body).
     pub fn requests(&self) -> Vec<(String, String, String)> {
         self.got.lock().unwrap().clone()

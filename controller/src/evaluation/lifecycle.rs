@@ -30,6 +30,11 @@ pub fn timeout(written: Option<&str>) -> Duration {
         .unwrap_or(EVALUATION_TIMEOUT)
 }
 
+/// Why an attempt that reported nothing within its timeout failed.
+pub fn no_results_within(timeout: Duration) -> String {
+    format!("no results within the suite's timeout ({timeout:?})")
+}
+
 /// What an evaluation with content address `key` is to do, given its recorded status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -40,15 +45,20 @@ pub enum Next {
         /// The attempt to start.
         attempt: u32,
     },
-    /// Every attempt was used up by runs that never reported (killed mid-run): fail it.
+    /// Attempt `attempt` was started and has not finished: wait for it (a Job, an external
+    /// system), or — for a runner that finishes within the pass — see [`interrupted`].
+    InFlight {
+        /// The attempt in flight.
+        attempt: u32,
+    },
+    /// Every attempt was used up by runs that never reported: fail it.
     GiveUp {
         /// Attempts made.
         attempts: u32,
     },
 }
 
-/// Decides from the recorded status whether (and which attempt) to run. A `Running` status
-/// here is an attempt that did not finish (a retry is due, or the process running it died).
+/// Decides from the recorded status whether (and which attempt) to run.
 pub fn next(previous: Option<&EvaluationStatus>, key: &str) -> Next {
     match previous.filter(|p| p.cache_key.as_deref() == Some(key)) {
         None => Next::Run { attempt: 1 },
@@ -60,12 +70,27 @@ pub fn next(previous: Option<&EvaluationStatus>, key: &str) -> Next {
         {
             Next::Stands
         }
+        Some(p) if p.phase == EvaluationPhase::Running && !retry_due(p) => Next::InFlight {
+            attempt: p.attempts,
+        },
         Some(p) if p.attempts >= EVALUATION_ATTEMPTS => Next::GiveUp {
             attempts: p.attempts,
         },
         Some(p) => Next::Run {
             attempt: p.attempts + 1,
         },
+    }
+}
+
+/// A runner that finishes within the pass (git mode's local commands) finds its own attempt in
+/// flight only when the process running it stopped: that attempt counts as failed.
+pub fn interrupted(attempt: u32) -> Next {
+    if attempt < EVALUATION_ATTEMPTS {
+        Next::Run {
+            attempt: attempt + 1,
+        }
+    } else {
+        Next::GiveUp { attempts: attempt }
     }
 }
 
@@ -306,10 +331,17 @@ mod tests {
     }
 
     #[test]
-    fn a_run_killed_in_its_last_attempt_gives_up_instead_of_running_a_fourth() {
+    fn an_attempt_in_flight_is_waited_for_and_an_interrupted_one_counts_as_failed() {
         let s = running(&attempt(EVALUATION_ATTEMPTS), "local".into(), at(0));
         assert_eq!(
             next(Some(&s), "sha256:c"),
+            Next::InFlight {
+                attempt: EVALUATION_ATTEMPTS
+            }
+        );
+        assert_eq!(interrupted(1), Next::Run { attempt: 2 });
+        assert_eq!(
+            interrupted(EVALUATION_ATTEMPTS),
             Next::GiveUp {
                 attempts: EVALUATION_ATTEMPTS
             }

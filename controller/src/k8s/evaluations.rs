@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
@@ -324,21 +324,10 @@ async fn dispatch(
     ctx: &Arc<Context>,
     e: &Evaluation,
     hook: &slipway_crd::common::WebhookRunner,
-    secret_name: &str,
+    token: &str,
 ) -> Result<(), String> {
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let name = e.name_any();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let token = secrets
-        .get_opt(secret_name)
-        .await
-        .map_err(|err| format!("cannot read Secret {secret_name}: {err}"))?
-        .and_then(|s| s.data)
-        .and_then(|d| {
-            d.get("token")
-                .map(|b| String::from_utf8_lossy(&b.0).to_string())
-        })
-        .ok_or_else(|| format!("Secret {secret_name} has no token"))?;
     let artifact = |v: &str| ctx.cache.artifact(&ns, &e.spec.model, v);
     let (uri, digest) = artifact(&e.spec.version).unwrap_or_default();
     let baseline = e
@@ -443,27 +432,6 @@ pub async fn reconcile_evaluation(
         return Ok(Requeue::await_change());
     }
 
-    // The token the job reports with: only the Job (which mounts it), the external system (which
-    // receives it) and the controller read it.
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let secret_name = token_secret(&name);
-    if secrets.get_opt(&secret_name).await?.is_none() {
-        let secret = json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": secret_name, "ownerReferences": owner(e)},
-            "type": "Opaque",
-            "stringData": {"token": crate::token::generate().map_err(Error::Token)?},
-        });
-        match secrets
-            .create(&PostParams::default(), &serde_json::from_value(secret)?)
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(err)) if err.code == 409 => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
-
     // The attempt in flight, if any, and whether it is over.
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let in_flight = status.attempts > 0 && !lifecycle::retry_due(&status);
@@ -478,10 +446,8 @@ pub async fn reconcile_evaluation(
         };
         let started = status.started_at.unwrap_or(now);
         let waited = (now - started).to_std().unwrap_or_default();
-        let failure = failure.or_else(|| {
-            (waited > timeout)
-                .then(|| format!("no results within the suite's timeout ({timeout:?})"))
-        });
+        let failure =
+            failure.or_else(|| (waited > timeout).then(|| lifecycle::no_results_within(timeout)));
         let Some(why) = failure else {
             let left = timeout.saturating_sub(waited);
             return Ok(Requeue::requeue(
@@ -498,11 +464,40 @@ pub async fn reconcile_evaluation(
         });
     }
 
-    // Start the next attempt.
+    // Start the next attempt, with a token of its own: only the Job (which mounts it), the
+    // external system (which receives it) and the controller read it, and writing it ends the
+    // previous attempt's token.
     let number = status.attempts + 1;
     let a = attempt(&ctx, e, number);
+    let secret_name = token_secret(&name);
+    let token = crate::token::generate().map_err(Error::Token)?;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(secret_name.clone()),
+            owner_references: Some(serde_json::from_value(owner(e))?),
+            labels: Some([("slipway.dev/evaluation".to_string(), name.clone())].into()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            [(
+                "token".to_string(),
+                k8s_openapi::ByteString(token.clone().into_bytes()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    secrets
+        .patch(
+            &secret_name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
     let started = if let Some(hook) = &webhook {
-        match dispatch(&ctx, e, hook, &secret_name).await {
+        match dispatch(&ctx, e, hook, &token).await {
             Ok(()) => format!(
                 "asked {} to run {} on {} version {}",
                 hook.url, e.spec.suite, e.spec.model, e.spec.version

@@ -38,9 +38,9 @@ impl Reconciler<'_> {
             .cloned();
         let now = (self.now)();
         if dispatched && let Some(running) = running.clone().filter(|r| !lifecycle::retry_due(r)) {
-            let candidate = self.stored_run(key)?;
+            let candidate = self.stored_run(key)?.map(|(r, _)| r);
             let baseline = match &base_key {
-                Some(k) => self.stored_run(k)?.map(Some),
+                Some(k) => self.stored_run(k)?.map(|(r, _)| Some(r)),
                 None => Some(None),
             };
             if let (Some(c), Some(b)) = (candidate, baseline) {
@@ -61,7 +61,7 @@ impl Reconciler<'_> {
             if waited <= timeout {
                 return Ok(None);
             }
-            let why = format!("the external job reported no results within {timeout:?}");
+            let why = lifecycle::no_results_within(timeout);
             return self.failed_attempt(task, &running, &why);
         }
         // Dispatch: a fresh token, the request, and the Running status, recorded together.

@@ -21,7 +21,7 @@ use slipway_crd::{Evaluation, EvaluationSpec, EvaluationStatus, Kind};
 
 use self::plan::Task;
 use crate::catalog::{Catalog, Resource};
-use crate::evaluation::{self, lifecycle, results::RunResults, results::RunSample};
+use crate::evaluation::{self, lifecycle, results::RunResults};
 use crate::policy::context::{self, Results};
 use crate::policy::{ChangeFacts, DecisionInput, Requester};
 use crate::runner::local;
@@ -248,29 +248,39 @@ impl Reconciler<'_> {
             .transpose()?)
     }
 
-    /// Runs (or reuses) one suite run of one version; returns its results.
-    /// The results of a finished run with this content address, if any.
-    fn stored_run(&self, key: &str) -> Result<Option<RunResults>, StoreError> {
-        Ok(self
-            .store
-            .evaluation(key)?
-            .filter(|r| r.status.phase == EvaluationPhase::Succeeded)
-            .map(|rec| {
-                let samples = rec
-                    .status
-                    .samples
-                    .iter()
-                    .map(|s| RunSample {
-                        input: s.input.clone(),
-                        expected: s.expected.clone(),
-                        prediction: s.candidate.clone(),
-                    })
-                    .collect();
-                RunResults {
-                    metrics: rec.status.metrics.clone(),
-                    samples,
-                }
-            }))
+    /// The results of a finished run with this content address, if any, and the evaluation
+    /// that ran it.
+    fn stored_run(&self, key: &str) -> Result<Option<(RunResults, String)>, StoreError> {
+        let record = self.store.evaluation(key)?;
+        Ok(record
+            .as_ref()
+            .and_then(|r| lifecycle::reusable(key, [(r.name.as_str(), &r.status)])))
+    }
+
+    /// Finishes an evaluation at once when every run it needs (candidate, and baseline if any)
+    /// already has finished results with the same content address — the rule Kubernetes mode
+    /// applies too.
+    fn reuse(&self, task: &Task, key: &str) -> Result<Option<EvaluationStatus>, Error> {
+        let a = self.attempt(task, key, 1);
+        let Some((candidate, from)) = self.stored_run(key)? else {
+            return Ok(None);
+        };
+        let baseline = match &a.baseline_key {
+            Some(k) => match self.stored_run(k)? {
+                Some((b, _)) => Some(b),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let running = lifecycle::running(&a, "reusing earlier results".into(), (self.now)());
+        Ok(Some(lifecycle::finished(
+            &running,
+            &task.gates,
+            &candidate,
+            baseline.as_ref(),
+            Some(&from),
+            (self.now)(),
+        )))
     }
 
     fn run_once(
@@ -282,7 +292,7 @@ impl Reconciler<'_> {
         role: &str,
     ) -> Result<Result<RunResults, String>, StoreError> {
         let key = evaluation::cache_key(digest, &task.dataset, &task.runner, &task.suite);
-        if let Some(results) = self.stored_run(&key)? {
+        if let Some((results, _)) = self.stored_run(&key)? {
             return Ok(Ok(results));
         }
         let Some(spec) = &task.runner.local else {
@@ -443,17 +453,32 @@ impl Reconciler<'_> {
         let previous = self.evaluation_status(&task.namespace, &task.name)?;
         // A finished evaluation stands as it ran (against the baseline of its time); only a
         // change of what it is made of (its content address) runs it again.
-        let first = match lifecycle::next(previous.as_ref(), &key) {
+        let external = task.runner.webhook.is_some();
+        let next = match lifecycle::next(previous.as_ref(), &key) {
+            // A local run in flight at the start of a pass: the process running it stopped.
+            lifecycle::Next::InFlight { attempt } if !external => lifecycle::interrupted(attempt),
+            next => next,
+        };
+        // Only an evaluation that has not started may take earlier results.
+        let fresh = next == lifecycle::Next::Run { attempt: 1 };
+        let first = match next {
             lifecycle::Next::Stands => return Ok(()),
-            lifecycle::Next::Run { attempt } => Some(attempt),
+            lifecycle::Next::Run { attempt } | lifecycle::Next::InFlight { attempt } => {
+                Some(attempt)
+            }
             lifecycle::Next::GiveUp { .. } => None,
         };
         let reused = self
             .store
             .evaluation(&key)?
             .is_some_and(|r| r.status.phase == EvaluationPhase::Succeeded);
-        let mut status = match (first, task.runner.webhook.is_some()) {
-            (None, _) => {
+        let reused_status = match fresh {
+            true => self.reuse(task, &key)?,
+            false => None,
+        };
+        let mut status = match (reused_status, first) {
+            (Some(reused), _) => reused,
+            (None, None) => {
                 let p = previous.clone().unwrap_or_default();
                 lifecycle::failed(
                     &p,
@@ -462,11 +487,13 @@ impl Reconciler<'_> {
                     (self.now)(),
                 )
             }
-            (Some(_), true) => match self.external(task, &key, previous.as_ref())? {
-                Some(finished) => finished,
-                None => return Ok(()), // dispatched; waiting for the job to report
-            },
-            (Some(first), false) => self.run_local(task, &key, first)?,
+            (None, Some(_)) if external => {
+                match self.external(task, &key, previous.as_ref())? {
+                    Some(finished) => finished,
+                    None => return Ok(()), // dispatched; waiting for the job to report
+                }
+            }
+            (None, Some(first)) => self.run_local(task, &key, first)?,
         };
         let object = Evaluation {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {

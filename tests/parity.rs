@@ -1,0 +1,486 @@
+//! Parity: one table of lifecycle scenarios, run against both homes — git mode (`slipway run` on a
+//! registry folder, SQLite) and Kubernetes mode (`slipway controller` on a real kube-apiserver) —
+//! asserting the same decisions and status fields, step by step, and then that the two
+//! transcripts are equal. A scenario that passes in one home and fails in the other is a bug.
+//!
+//! The evaluations use the `webhook` runner in both homes: the test is the external system. It
+//! reads each dispatch from a real HTTP receiver and posts results to the home's results API.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::apiserver::ApiServer;
+use support::http::{Receiver, post_json, request};
+use support::{eventually, free_port};
+
+const DIGEST: &str = "sha256:00000000000000000000000000000000000000000000000000000000000000";
+
+/// The model, its suite (dispatched to the receiver), and a policy: production needs a pass.
+fn base(receiver: u16) -> String {
+    format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: pitch-frames}}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner: {{webhook: {{url: "http://127.0.0.1:{receiver}/dispatch"}}}}
+      dataset: {{uri: "s3://datasets/holdout/", digest: "{DIGEST}aa"}}
+      baseline: {{alias: production}}
+      gates:
+        - {{metric: f1, op: ">=", value: 0.8}}
+      timeout: 60s
+---
+apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: stalls}}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner: {{webhook: {{url: "http://127.0.0.1:{receiver}/dispatch"}}}}
+      dataset: {{uri: "s3://datasets/holdout/", digest: "{DIGEST}aa"}}
+      gates:
+        - {{metric: f1, op: ">=", value: 0.8}}
+      timeout: 2s
+---
+apiVersion: slipway.dev/v1alpha1
+kind: PromotionPolicy
+metadata: {{name: production}}
+spec:
+  match: {{kinds: [ModelAlias], aliases: [production], operations: [create, update]}}
+  rules:
+    - name: candidate-evaluations-passed
+      expression: 'model.evaluations.all(s, candidate.evaluations[s].verdict == "Passed")'
+      message: An evaluation suite of the candidate did not pass.
+"#
+    )
+}
+
+fn version(model: &str, v: &str, digest: &str) -> String {
+    format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {{name: {model}-{v}}}
+spec: {{model: {model}, version: "{v}", artifact: {{uri: "s3://models/{model}/{v}/", digest: "{DIGEST}{digest}"}}}}
+"#
+    )
+}
+
+fn alias(model: &str, v: &str) -> String {
+    format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: ModelAlias
+metadata: {{name: {model}-production}}
+spec: {{model: {model}, alias: production, version: "{v}"}}
+"#
+    )
+}
+
+/// A home under test.
+trait Home {
+    fn name(&self) -> &'static str;
+    /// Writes (git: a file in the registry) or applies (cluster: `kubectl apply`) documents.
+    fn apply(&mut self, file: &str, docs: &str);
+    /// An evaluation's status, once it has one.
+    fn evaluation(&self, name: &str) -> Option<Value>;
+    /// An alias's status.
+    fn alias(&self, name: &str) -> Option<Value>;
+    /// The alias decisions recorded (`AliasMoved` / `PromotionBlocked`) for an alias.
+    fn alias_events(&self, name: &str) -> Vec<String>;
+    /// What the home's log says, for failure messages.
+    fn log(&self) -> String;
+}
+
+/// What the scenario saw, to compare between homes.
+type Transcript = BTreeMap<String, Value>;
+
+fn status_facts(s: &Value) -> Value {
+    let condition = &s["conditions"][0];
+    json!({
+        "phase": s["phase"], "verdict": s["verdict"], "attempts": s["attempts"],
+        "metrics": s["metrics"], "baselineMetrics": s["baselineMetrics"],
+        "baselineVersion": s["baselineVersion"], "cacheKey": s["cacheKey"],
+        "baselineCacheKey": s["baselineCacheKey"],
+        "reason": condition["reason"], "message": condition["message"],
+    })
+}
+
+/// The dispatches the receiver got for `evaluation`, as JSON bodies, in order.
+fn dispatches(receiver: &Receiver, evaluation: &str) -> Vec<Value> {
+    receiver
+        .requests()
+        .into_iter()
+        .filter(|(path, _, _)| path == "/dispatch")
+        .filter_map(|(_, _, body)| serde_json::from_str::<Value>(&body).ok())
+        .filter(|b| b["evaluation"] == evaluation)
+        .collect()
+}
+
+/// Plays the external system: waits for the `n`th dispatch of `evaluation` and posts `results`.
+fn report(home: &dyn Home, receiver: &Receiver, evaluation: &str, n: usize, results: Value) {
+    let d = eventually(Duration::from_secs(60), || {
+        dispatches(receiver, evaluation).get(n - 1).cloned()
+    });
+    let url = d["resultsUrl"].as_str().unwrap_or_default().to_string();
+    let token = d["token"].as_str().unwrap_or_default().to_string();
+    let (code, body) = post_json(&url, &token, &results.to_string());
+    assert_eq!(code, 202, "{}: {body}\n{}", home.name(), home.log());
+}
+
+fn wait_evaluation(home: &dyn Home, name: &str, phase: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(s) = home.evaluation(name)
+            && s["phase"] == phase
+        {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: evaluation {name} never reached {phase}: {:?}\n{}",
+            home.name(),
+            home.evaluation(name),
+            home.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_resolved(home: &dyn Home, name: &str, version: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = home.alias(name)
+            && s["resolvedVersion"] == version
+        {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: alias {name} never resolved to {version}: {:?}\n{}",
+            home.name(),
+            home.alias(name),
+            home.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The scenarios, in order, on one home: new version → evaluation → promotion; a second
+/// version compared with the first; a third with the second's artifact (reused, not run); a
+/// suite that never reports (timeouts retried, then failed for good, promotion held).
+fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
+    let mut t = Transcript::new();
+    let who = home.name();
+
+    // 1. A first version: evaluated without a baseline, then promoted.
+    home.apply("base.yaml", &base(receiver.port));
+    home.apply("v7.yaml", &version("pitch-frames", "7", "07"));
+    home.apply("alias.yaml", &alias("pitch-frames", "7"));
+    report(
+        home,
+        receiver,
+        "pitch-frames-7-holdout",
+        1,
+        json!({"candidate": {"metrics": {"f1": 0.85}}}),
+    );
+    let s = wait_evaluation(home, "pitch-frames-7-holdout", "Succeeded");
+    assert_eq!(s["verdict"], "Passed", "{who}: {s}");
+    assert_eq!(s["attempts"], 1, "{who}: {s}");
+    assert_eq!(s["conditions"][0]["reason"], "Passed", "{who}: {s}");
+    t.insert("1 evaluation".into(), status_facts(&s));
+    let a = wait_resolved(home, "pitch-frames-production", "7");
+    t.insert(
+        "1 alias".into(),
+        json!([a["resolvedVersion"], a["previousVersion"]]),
+    );
+
+    // 2. A second version, compared with production = 7, promoted over it.
+    home.apply("v8.yaml", &version("pitch-frames", "8", "08"));
+    home.apply("alias.yaml", &alias("pitch-frames", "8"));
+    let d = eventually(Duration::from_secs(60), || {
+        dispatches(receiver, "pitch-frames-8-holdout")
+            .first()
+            .cloned()
+    });
+    assert_eq!(d["baseline"]["version"], "7", "{who}: {d}");
+    report(
+        home,
+        receiver,
+        "pitch-frames-8-holdout",
+        1,
+        json!({"candidate": {"metrics": {"f1": 0.9}}, "baseline": {"metrics": {"f1": 0.85}}}),
+    );
+    let s = wait_evaluation(home, "pitch-frames-8-holdout", "Succeeded");
+    assert_eq!(s["baselineVersion"], "7", "{who}: {s}");
+    assert_eq!(s["baselineMetrics"]["f1"], 0.85, "{who}: {s}");
+    t.insert("2 evaluation".into(), status_facts(&s));
+    let a = wait_resolved(home, "pitch-frames-production", "8");
+    assert_eq!(a["previousVersion"], "7", "{who}: {a}");
+    t.insert(
+        "2 alias".into(),
+        json!([a["resolvedVersion"], a["previousVersion"]]),
+    );
+
+    // 3. Version 9 is version 8's artifact again: both runs it needs (9 and production = 8)
+    //    have finished results with the same content address; nothing is dispatched.
+    home.apply("v9.yaml", &version("pitch-frames", "9", "08"));
+    home.apply("alias.yaml", &alias("pitch-frames", "9"));
+    let s = wait_evaluation(home, "pitch-frames-9-holdout", "Succeeded");
+    assert!(
+        dispatches(receiver, "pitch-frames-9-holdout").is_empty(),
+        "{who}: a reusable evaluation was dispatched"
+    );
+    let message = s["conditions"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("results reused from pitch-frames-8-holdout"),
+        "{who}: {s}"
+    );
+    assert_eq!(
+        (&s["metrics"]["f1"], &s["baselineMetrics"]["f1"]),
+        (&json!(0.9), &json!(0.9)),
+        "{who}: {s}"
+    );
+    assert_eq!(s["cacheKey"], t["2 evaluation"]["cacheKey"], "{who}: {s}");
+    t.insert("3 evaluation".into(), status_facts(&s));
+    let a = wait_resolved(home, "pitch-frames-production", "9");
+    t.insert(
+        "3 alias".into(),
+        json!([a["resolvedVersion"], a["previousVersion"]]),
+    );
+
+    // 4. A suite that never reports: each attempt times out after 2 s and is dispatched again
+    //    with a fresh token; the third timeout fails it, and production is held.
+    home.apply("stalls.yaml", &version("stalls", "1", "51"));
+    home.apply("stalls-alias.yaml", &alias("stalls", "1"));
+    let s = wait_evaluation(home, "stalls-1-holdout", "Failed");
+    let sent = dispatches(receiver, "stalls-1-holdout");
+    assert_eq!(sent.len(), 3, "{who}: {sent:?}");
+    let tokens: std::collections::BTreeSet<&str> =
+        sent.iter().filter_map(|d| d["token"].as_str()).collect();
+    assert_eq!(tokens.len(), 3, "{who}: every attempt has its own token");
+    assert_eq!(s["attempts"], 3, "{who}: {s}");
+    assert_eq!(s["verdict"], "Failed", "{who}: {s}");
+    assert_eq!(
+        s["conditions"][0]["message"],
+        "evaluation failed after 3 attempt(s): no results within the suite's timeout (2s)",
+        "{who}: {s}"
+    );
+    t.insert("4 evaluation".into(), status_facts(&s));
+    let held = eventually(Duration::from_secs(30), || {
+        let events = home.alias_events("stalls-production");
+        events
+            .iter()
+            .any(|e| e == "PromotionBlocked")
+            .then_some(events)
+    });
+    assert!(!held.iter().any(|e| e == "AliasMoved"), "{who}: {held:?}");
+    let a = home.alias("stalls-production").unwrap_or(Value::Null);
+    assert!(a["resolvedVersion"].is_null(), "{who}: {a}");
+    t.insert(
+        "4 alias".into(),
+        json!([
+            a["resolvedVersion"],
+            held.contains(&"PromotionBlocked".to_string())
+        ]),
+    );
+    t
+}
+
+/// Git mode: `slipway run` on a registry folder, with the results API.
+struct GitHome {
+    dir: tempfile::TempDir,
+    child: Child,
+    port: u16,
+}
+
+impl GitHome {
+    fn start() -> GitHome {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("registry")).unwrap();
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(["run", "registry", "--state", "state", "--interval", "200ms"])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("run.log")).unwrap())
+            .spawn()
+            .unwrap();
+        GitHome { dir, child, port }
+    }
+
+    fn rows(&self, kind: &str) -> Vec<Value> {
+        let (_, body) = request(
+            "GET",
+            &format!("http://127.0.0.1:{}/api/v1/{kind}", self.port),
+            &[],
+            "",
+        );
+        serde_json::from_str::<Vec<Value>>(&body).unwrap_or_default()
+    }
+
+    fn status(&self, kind: &str, name: &str) -> Option<Value> {
+        self.rows(kind)
+            .into_iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["status"].clone())
+    }
+}
+
+impl Drop for GitHome {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Home for GitHome {
+    fn name(&self) -> &'static str {
+        "git mode"
+    }
+
+    fn apply(&mut self, file: &str, docs: &str) {
+        let path: PathBuf = self.dir.path().join("registry").join(file);
+        // Write then rename, so a pass never reads half a file.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, docs).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    fn evaluation(&self, name: &str) -> Option<Value> {
+        self.status("evaluations", name)
+    }
+
+    fn alias(&self, name: &str) -> Option<Value> {
+        self.status("aliases", name)
+    }
+
+    fn alias_events(&self, name: &str) -> Vec<String> {
+        let (_, body) = request(
+            "GET",
+            &format!("http://127.0.0.1:{}/api/v1/history", self.port),
+            &[],
+            "",
+        );
+        let entries: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        entries
+            .into_iter()
+            .filter(|e| e["subject"] == format!("ModelAlias/{name}"))
+            .filter_map(|e| e["event"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default()
+    }
+}
+
+/// Kubernetes mode: `slipway controller` on a real API server.
+struct ClusterHome {
+    api: ApiServer,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ClusterHome {
+    fn start() -> ClusterHome {
+        let api = ApiServer::start();
+        api.install_crds();
+        let log = api.dir.path().join("controller.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(["controller", "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .env("KUBECONFIG", &api.kubeconfig)
+            .env("POD_NAME", "parity")
+            .env("SLIPWAY_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        ClusterHome { api, child, log }
+    }
+
+    fn status(&self, kind: &str, name: &str) -> Option<Value> {
+        let run = self
+            .api
+            .kubectl(&["get", kind, name, "-o", "json"], "admin");
+        let object: Value = serde_json::from_str(&run.stdout).ok()?;
+        Some(object["status"].clone()).filter(|s| !s.is_null())
+    }
+}
+
+impl Drop for ClusterHome {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Home for ClusterHome {
+    fn name(&self) -> &'static str {
+        "Kubernetes mode"
+    }
+
+    fn apply(&mut self, _file: &str, docs: &str) {
+        let run = self.api.kubectl_stdin(&["apply", "-f", "-"], "admin", docs);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    }
+
+    fn evaluation(&self, name: &str) -> Option<Value> {
+        self.status("meval", name)
+    }
+
+    fn alias(&self, name: &str) -> Option<Value> {
+        self.status("malias", name)
+    }
+
+    fn alias_events(&self, name: &str) -> Vec<String> {
+        let selector = format!("involvedObject.kind=ModelAlias,involvedObject.name={name}");
+        let run = self.api.kubectl(
+            &["get", "events", "--field-selector", &selector, "-o", "json"],
+            "admin",
+        );
+        let list: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["reason"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+#[test]
+fn both_homes_evaluate_reuse_retry_and_promote_alike() {
+    let receiver = Receiver::start(0);
+    let mut git = GitHome::start();
+    let in_git = scenarios(&mut git, &receiver);
+    drop(git);
+
+    // The same receiver (its address is part of the runner spec, so of the content addresses).
+    receiver.clear();
+    let mut cluster = ClusterHome::start();
+    let in_cluster = scenarios(&mut cluster, &receiver);
+
+    // Same decisions and status fields (timestamps and report locations aside), step by step.
+    for (step, facts) in &in_git {
+        assert_eq!(
+            Some(facts),
+            in_cluster.get(step),
+            "step `{step}` differs between git mode and Kubernetes mode"
+        );
+    }
+    assert_eq!(in_git.len(), in_cluster.len());
+}
