@@ -5,10 +5,10 @@
 
 use std::time::Instant;
 
-use slipway::catalog::{Catalog, Resource, load_files};
-use slipway::policy::approvals::SignOffs;
-use slipway::policy::context::{self, Results};
-use slipway::policy::{ChangeFacts, DecisionInput, Requester};
+use slipway::decide::catalog::{Catalog, Resource, load_files};
+use slipway::decide::policy::approvals::SignOffs;
+use slipway::decide::policy::context::{self, Results};
+use slipway::decide::policy::{ChangeFacts, DecisionInput, Requester};
 use slipway_crd::promotion_policy::Operation;
 
 fn main() {
@@ -17,12 +17,13 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(20_000);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let files = slipway::source::dir::read(&root.join("examples/football-frames"))
+    let files = slipway::edges::source::dir::read(&root.join("examples/football-frames"))
         .expect("example registry");
     let (cat, diags) = Catalog::from_files(&files);
     assert!(diags.is_empty(), "{diags:?}");
     let result_files =
-        slipway::source::dir::read(&root.join("examples/promotion-pr/results")).expect("results");
+        slipway::edges::source::dir::read(&root.join("examples/promotion-pr/results"))
+            .expect("results");
     let (objects, _) = load_files(&result_files);
     let mut results = Results::default();
     results.add(objects.iter().filter_map(|o| match &o.resource {

@@ -21,7 +21,7 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use slipway::target::router::Router;
+use slipway::edges::serving::router::Router;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 

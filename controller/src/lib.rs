@@ -1,27 +1,18 @@
 //! Slipway: a GitOps-style declarative model registry and deploy controller.
 //!
-//! Pure decisions live in [`catalog`], [`policy`] and [`plan`]; edges (files, git, the command
-//! line) in [`source`] and [`cli`].
+//! The layout is the architecture:
+//! - [`decide`] — pure decisions, no I/O, no clock, no client: catalog, policy, plans, evaluation
+//!   lifecycle, rollout state machines, admission verdicts;
+//! - [`edges`] — one real implementation per effect: sources, store, runners, serving targets,
+//!   notifications, the HTTP server;
+//! - [`modes`] — the two homes hosting the same decisions: git mode (`slipway run`) and
+//!   Kubernetes mode (`slipway controller`);
+//! - [`cli`] — the command line.
 #![forbid(unsafe_code)]
 
-pub mod catalog;
 pub mod cli;
-pub mod diagnostics;
-pub mod duration;
-pub mod evaluation;
-pub mod k8s;
-pub mod limits;
-pub mod notify;
-pub mod plan;
-pub mod policy;
-pub mod reconcile;
-pub mod report;
-pub mod rollout;
-pub mod runner;
-pub mod server;
-pub mod source;
-pub mod store;
-pub mod target;
+pub mod decide;
+pub mod edges;
+pub mod modes;
 #[cfg(test)]
 pub mod testing;
-pub mod token;

@@ -1,6 +1,6 @@
 //! Fixtures for unit tests: catalogs from small YAML snippets.
 
-use crate::catalog::{Catalog, SourceFile};
+use crate::decide::catalog::{Catalog, SourceFile};
 
 /// A catalog from one YAML stream; panics on any diagnostic, so fixtures stay valid.
 pub fn catalog(yaml: &str) -> Catalog {
@@ -14,7 +14,7 @@ pub fn catalog(yaml: &str) -> Catalog {
 }
 
 /// The diagnostics of one YAML stream.
-pub fn diagnostics(yaml: &str) -> Vec<crate::diagnostics::Diagnostic> {
+pub fn diagnostics(yaml: &str) -> Vec<crate::decide::diagnostics::Diagnostic> {
     Catalog::from_files(&[SourceFile {
         path: "f.yaml".into(),
         content: yaml.as_bytes().to_vec(),

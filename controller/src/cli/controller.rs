@@ -11,7 +11,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-use crate::k8s::{cluster::ClusterReader, tls, webhook};
+use crate::modes::kubernetes::{cluster::ClusterReader, tls, webhook};
 
 /// Log formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -150,13 +150,13 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
             "cannot reach the Kubernetes API: {e}; set KUBECONFIG or run inside a cluster"
         )
     })?;
-    let metrics = Arc::new(crate::k8s::metrics::Metrics::default());
-    let home = Arc::new(crate::k8s::http::ClusterHome {
+    let metrics = Arc::new(crate::modes::kubernetes::metrics::Metrics::default());
+    let home = Arc::new(crate::modes::kubernetes::http::ClusterHome {
         client: client.clone(),
         metrics: metrics.clone(),
         reports_url: Default::default(),
     });
-    let listener = crate::server::bind(args.listen).await?;
+    let listener = crate::edges::http::bind(args.listen).await?;
     let bound = listener.local_addr()?;
     tracing::info!(address = %bound, "serving /healthz, /readyz, /metrics, the results API and reports");
     let results_url = args
@@ -167,7 +167,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     let _ = home
         .reports_url
         .set(results_url.trim_end_matches('/').to_string());
-    let router = crate::server::router(home);
+    let router = crate::edges::http::router(home);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "the HTTP server stopped");
@@ -247,10 +247,10 @@ async fn lead(
     client: kube::Client,
     args: &ControllerArgs,
     results_url: String,
-    metrics: Arc<crate::k8s::metrics::Metrics>,
+    metrics: Arc<crate::modes::kubernetes::metrics::Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    use crate::k8s::lease::{DURATION, Elector, RENEW};
+    use crate::modes::kubernetes::lease::{DURATION, Elector, RENEW};
     let me = identity();
     let elector = Elector::new(client.clone(), &args.lease_namespace, &args.lease_name, &me);
     let mut running: Option<(
@@ -275,7 +275,7 @@ async fn lead(
             (true, false) => {
                 tracing::info!(identity = %me, lease = %args.lease_name, "acquired leadership; starting controllers");
                 let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(crate::k8s::controller::run(
+                let task = tokio::spawn(crate::modes::kubernetes::controller::run(
                     client.clone(),
                     args.namespace.clone(),
                     me.clone(),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 use super::print_out;
-use crate::store::{HistoryEntry, HistoryFilter, Store};
+use crate::edges::store::{HistoryEntry, HistoryFilter, Store};
 
 /// Arguments of `slipway status`.
 #[derive(clap::Args, Debug)]
@@ -212,7 +212,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
             .get(model)
             .map(|m| m.iter().collect())
             .unwrap_or_default();
-        vs.sort_by(|a, b| crate::catalog::natural(a.0).cmp(&crate::catalog::natural(b.0)));
+        vs.sort_by(|a, b| {
+            crate::decide::catalog::natural(a.0).cmp(&crate::decide::catalog::natural(b.0))
+        });
         for (v, view) in vs {
             let evals = if view.evaluations.is_empty() {
                 "not evaluated".to_string()
@@ -367,7 +369,7 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
     };
     let actor = std::env::var("USER").ok();
     let versions = match StateRef::open(&args.state)? {
-        StateRef::Dir(store) => crate::reconcile::retry::request_retry(
+        StateRef::Dir(store) => crate::modes::git::retry::request_retry(
             &store,
             &ns,
             &name,

@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use super::{PlanArgs, PlanFormat, print_out};
-use crate::catalog::{Catalog, Resource};
-use crate::diagnostics::Diagnostic;
-use crate::plan::{self, PlanInputs, Rev, render};
-use crate::policy::approvals::{Review, SignOffs};
-use crate::policy::context::Results;
-use crate::source::{dir, git::GitRepo};
+use crate::decide::catalog::{Catalog, Resource};
+use crate::decide::diagnostics::Diagnostic;
+use crate::decide::plan::{self, PlanInputs, Rev, render};
+use crate::decide::policy::approvals::{Review, SignOffs};
+use crate::decide::policy::context::Results;
+use crate::edges::source::{dir, git::GitRepo};
 
 fn read_reviews(path: &Path) -> anyhow::Result<Vec<Review>> {
     let text = std::fs::read_to_string(path)
@@ -83,7 +83,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
             let files = dir::read(Path::new(dir_path))
                 .map_err(|e| anyhow::anyhow!("cannot read --results {dir_path}: {e}"))?;
             // Results are read on their own: they refer to the registry, which is checked separately.
-            let (objects, diags) = crate::catalog::load_files(&files);
+            let (objects, diags) = crate::decide::catalog::load_files(&files);
             result_diags = diags;
             results.add(objects.iter().filter_map(|o| match &o.resource {
                 Resource::Evaluation(e) => Some(e),

@@ -9,11 +9,11 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::print_out;
-use crate::catalog::{Catalog, Resource};
-use crate::reconcile::Reconciler;
-use crate::source::dir;
-use crate::store::{HistoryEntry, Store, Write};
-use crate::target::local::LocalTarget;
+use crate::decide::catalog::{Catalog, Resource};
+use crate::edges::serving::local::LocalTarget;
+use crate::edges::source::dir;
+use crate::edges::store::{HistoryEntry, Store, Write};
+use crate::modes::git::Reconciler;
 
 /// Arguments of `slipway run`.
 #[derive(clap::Args, Debug)]
@@ -52,7 +52,7 @@ pub struct RunArgs {
 }
 
 /// A revision id for a folder: the digest of its files' paths and contents.
-fn folder_revision(files: &[crate::catalog::SourceFile]) -> String {
+fn folder_revision(files: &[crate::decide::catalog::SourceFile]) -> String {
     let mut h = Sha256::new();
     for f in files {
         h.update(f.path.as_bytes());
@@ -83,8 +83,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    let interval =
-        crate::duration::parse(&args.interval).map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+    let interval = crate::decide::duration::parse(&args.interval)
+        .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
     let api_token_hash = match &args.api_token_file {
         None => None,
         Some(file) => {
@@ -97,25 +97,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     file.display()
                 );
             }
-            Some(crate::token::hash(token))
+            Some(crate::edges::http::token::hash(token))
         }
     };
     let store = Arc::new(Store::open(&args.state)?);
-    let shared = Arc::new(crate::server::Shared {
+    let shared = Arc::new(crate::modes::git::http::Shared {
         store: store.clone(),
-        metrics: crate::server::Metrics::default(),
-        ready: std::sync::Mutex::new(crate::server::Readiness::default()),
+        metrics: crate::modes::git::http::Metrics::default(),
+        ready: std::sync::Mutex::new(crate::modes::git::http::Readiness::default()),
         state_dir: args.state.clone(),
         catalog: std::sync::Mutex::new(serde_json::Value::Null),
         api_token_hash,
     });
     let mut results_url = None;
     if let Some(addr) = args.listen {
-        let bound = crate::server::spawn(addr, shared.clone())?;
+        let bound = crate::edges::http::spawn(addr, shared.clone())?;
         eprintln!("serving /healthz, /readyz, /metrics, /api/v1 and /reports on http://{bound}");
         results_url = Some(format!("http://{bound}"));
     }
-    let set_ready = |f: &dyn Fn(&mut crate::server::Readiness)| {
+    let set_ready = |f: &dyn Fn(&mut crate::modes::git::http::Readiness)| {
         let mut r = shared.ready.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut r);
     };
@@ -123,9 +123,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let progress = |line: &str| live.step(line);
     let source_arg = args.path.display().to_string();
     // How the source is named in logs, status and history: never with a token in it.
-    let source = crate::source::remote::redact(&source_arg);
-    let remote = crate::source::remote::is_git_url(&source_arg).then(|| {
-        crate::source::remote::Remote::new(
+    let source = crate::edges::source::remote::redact(&source_arg);
+    let remote = crate::edges::source::remote::is_git_url(&source_arg).then(|| {
+        crate::edges::source::remote::Remote::new(
             &source_arg,
             &args.reference,
             &args.registry_path,
@@ -143,8 +143,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut last_rejected: Option<String> = None;
     let mut target: Option<LocalTarget> = None;
     #[cfg(feature = "sagemaker")]
-    let mut sagemaker: Option<crate::target::sagemaker::aws::SageMaker> = None;
-    let notifier = crate::notify::Notifier::default();
+    let mut sagemaker: Option<crate::edges::serving::sagemaker::aws::SageMaker> = None;
+    let notifier = crate::edges::notify::Notifier::default();
     loop {
         if stop.load(Ordering::Relaxed) {
             live.finish();
@@ -273,7 +273,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             #[cfg(feature = "sagemaker")]
             {
                 if sagemaker.is_none() {
-                    sagemaker = Some(crate::target::sagemaker::aws::SageMaker::new()?);
+                    sagemaker = Some(crate::edges::serving::sagemaker::aws::SageMaker::new()?);
                 }
                 if let Some(aws) = sagemaker.as_mut() {
                     let mut wait = reconciler.deploy_sagemaker(&catalog, aws, &mut outcome)?;
@@ -299,7 +299,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     .into(),
             );
         }
-        let entries = crate::notify::deliver_pending(&store, &catalog, &notifier, &progress)?;
+        let entries =
+            crate::edges::notify::deliver_pending(&store, &catalog, &notifier, &progress)?;
         shared.metrics.observe(&entries);
         shared.metrics.reconciles.inc();
         let mut json = catalog_json(&catalog);
@@ -347,7 +348,7 @@ fn catalog_json(catalog: &Catalog) -> serde_json::Value {
     out
 }
 
-fn summary(o: &crate::reconcile::Outcome, revision: &str, state: &Path) -> String {
+fn summary(o: &crate::modes::git::Outcome, revision: &str, state: &Path) -> String {
     let mut out = format!("reconciled {revision}\n");
     let mut section = |title: &str, items: &[String]| {
         if !items.is_empty() {

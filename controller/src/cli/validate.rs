@@ -5,8 +5,8 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{ValidateFormat, print_out};
-use crate::catalog::Catalog;
-use crate::source::{dir, git::GitRepo};
+use crate::decide::catalog::Catalog;
+use crate::edges::source::{dir, git::GitRepo};
 
 pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Result<i32> {
     let files = match rev {

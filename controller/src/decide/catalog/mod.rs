@@ -1,0 +1,292 @@
+//! The catalog: every object of a registry revision, indexed, with references resolved and checked.
+
+pub mod load;
+pub mod locate;
+pub mod object;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use slipway_crd::{Group, Kind, ModelAlias, ModelDeployment, ModelVersion, RegisteredModel};
+
+pub use self::load::{SourceFile, load_files};
+pub use self::object::{Object, ObjectKey, Origin, Resource};
+use crate::decide::diagnostics::Diagnostic;
+use crate::decide::policy::{CompiledPolicy, PolicySet};
+
+/// (namespace, model, label) of a version or an alias.
+type Triple = (String, String, String);
+
+/// Every object of one revision, indexed.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    objects: Vec<Object>,
+    by_key: HashMap<ObjectKey, usize>,
+    versions: HashMap<Triple, usize>,
+    aliases: HashMap<Triple, usize>,
+    /// Compiled policies (only those that compiled).
+    pub policies: PolicySet,
+}
+
+impl Catalog {
+    /// Loads files into a catalog and checks it. Every problem is reported; valid objects are kept.
+    pub fn from_files(files: &[SourceFile]) -> (Catalog, Vec<Diagnostic>) {
+        let (objects, diags) = load_files(files);
+        Catalog::from_loaded(objects, diags)
+    }
+
+    /// Loads two revisions, parsing each file that is identical in both (same path and content id) once.
+    /// Head files identical to a base file need no content (see `GitRepo::read_since`).
+    pub fn from_revisions(
+        base: &[SourceFile],
+        head: &[SourceFile],
+    ) -> ((Catalog, Vec<Diagnostic>), (Catalog, Vec<Diagnostic>)) {
+        let base_ids: HashMap<&str, &str> = base
+            .iter()
+            .filter_map(|f| Some((f.path.as_str(), f.id.as_deref()?)))
+            .collect();
+        let unchanged: std::collections::HashSet<&str> = head
+            .iter()
+            .filter(|f| f.id.is_some() && base_ids.get(f.path.as_str()).copied() == f.id.as_deref())
+            .map(|f| f.path.as_str())
+            .collect();
+        let changed: Vec<SourceFile> = head
+            .iter()
+            .filter(|f| !unchanged.contains(f.path.as_str()))
+            .cloned()
+            .collect();
+        let (base_objects, base_diags) = load_files(base);
+        let (mut head_objects, mut head_diags) = load_files(&changed);
+        head_objects.extend(
+            base_objects
+                .iter()
+                .filter(|o| unchanged.contains(&*o.origin.file))
+                .cloned(),
+        );
+        head_diags.extend(
+            base_diags
+                .iter()
+                .filter(|d| unchanged.contains(d.file.as_str()))
+                .cloned(),
+        );
+        // Same order as a plain load, so "already defined at" points at the same first object.
+        head_objects.sort_by(|a, b| {
+            (&a.origin.file, a.origin.first_line).cmp(&(&b.origin.file, b.origin.first_line))
+        });
+        (
+            Catalog::from_loaded(base_objects, base_diags),
+            Catalog::from_loaded(head_objects, head_diags),
+        )
+    }
+
+    fn from_loaded(objects: Vec<Object>, mut diags: Vec<Diagnostic>) -> (Catalog, Vec<Diagnostic>) {
+        let (catalog, mut more) = Catalog::build(objects);
+        diags.append(&mut more);
+        diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        (catalog, diags)
+    }
+
+    /// Indexes objects and checks duplicates, invariants and references.
+    pub fn build(objects: Vec<Object>) -> (Catalog, Vec<Diagnostic>) {
+        let mut diags = Vec::new();
+        let mut catalog = Catalog::default();
+        for obj in objects {
+            if let Some(&first) = catalog.by_key.get(&obj.key) {
+                let f = &catalog.objects[first].origin;
+                diags.push(obj.diagnostic(
+                    &crate::decide::diagnostics::FieldPath::parse("metadata.name"),
+                    crate::decide::diagnostics::Category::Duplicate,
+                    format!(
+                        "{} is already defined at {}:{}; rename or remove one",
+                        obj.key, f.file, f.first_line
+                    ),
+                ));
+                continue;
+            }
+            let idx = catalog.objects.len();
+            let ns = obj.key.namespace.clone();
+            let triple = match &obj.resource {
+                Resource::ModelVersion(v) => Some((
+                    &mut catalog.versions,
+                    (ns, v.spec.model.clone(), v.spec.version.clone()),
+                    "spec.version",
+                    "version",
+                )),
+                Resource::ModelAlias(a) => Some((
+                    &mut catalog.aliases,
+                    (ns, a.spec.model.clone(), a.spec.alias.clone()),
+                    "spec.alias",
+                    "alias",
+                )),
+                _ => None,
+            };
+            if let Some((index, t, field, what)) = triple {
+                if let Some(&first) = index.get(&t) {
+                    let other = &catalog.objects[first];
+                    diags.push(obj.diagnostic(
+                        &crate::decide::diagnostics::FieldPath::parse(field),
+                        crate::decide::diagnostics::Category::Duplicate,
+                        format!(
+                            "model `{}` already has {what} `{}` ({} at {}:{}); each {what} label must be unique within a model",
+                            t.1, t.2, other.key, other.origin.file, other.origin.first_line
+                        ),
+                    ));
+                    continue;
+                }
+                index.insert(t, idx);
+            }
+            catalog.by_key.insert(obj.key.clone(), idx);
+            catalog.objects.push(obj);
+        }
+        let mut policies = Vec::new();
+        for obj in &catalog.objects {
+            diags.extend(validate::object(obj));
+            diags.extend(validate::references(obj, &catalog));
+            if let Resource::PromotionPolicy(p) = &obj.resource {
+                match CompiledPolicy::compile(&obj.key.name, &obj.key.namespace, &p.spec) {
+                    Ok(c) => policies.push(c),
+                    Err(errors) => {
+                        for (i, msg) in errors {
+                            diags.push(obj.diagnostic(
+                                &crate::decide::diagnostics::FieldPath::parse(&format!(
+                                    "spec.rules[{i}].expression"
+                                )),
+                                crate::decide::diagnostics::Category::Invalid,
+                                msg,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        catalog.policies = PolicySet { policies };
+        (catalog, diags)
+    }
+
+    /// All objects, in load order.
+    pub fn objects(&self) -> &[Object] {
+        &self.objects
+    }
+
+    /// The object with a key.
+    pub fn get(&self, key: &ObjectKey) -> Option<&Object> {
+        self.by_key.get(key).map(|&i| &self.objects[i])
+    }
+
+    /// A model by name.
+    pub fn model(&self, ns: &str, name: &str) -> Option<&RegisteredModel> {
+        let key = ObjectKey {
+            kind: Kind::RegisteredModel,
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        match self.get(&key).map(|o| &o.resource) {
+            Some(Resource::RegisteredModel(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// A version by model and label.
+    pub fn version(&self, ns: &str, model: &str, version: &str) -> Option<&ModelVersion> {
+        match self
+            .versions
+            .get(&(ns.into(), model.into(), version.into()))
+            .map(|&i| &self.objects[i].resource)
+        {
+            Some(Resource::ModelVersion(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// An alias by model and alias name.
+    pub fn alias(&self, ns: &str, model: &str, alias: &str) -> Option<&ModelAlias> {
+        match self
+            .aliases
+            .get(&(ns.into(), model.into(), alias.into()))
+            .map(|&i| &self.objects[i].resource)
+        {
+            Some(Resource::ModelAlias(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Labels of a model's versions, in natural order (`9` before `10`).
+    pub fn version_labels(&self, ns: &str, model: &str) -> Vec<&str> {
+        labels_of(&self.versions, ns, model)
+    }
+
+    /// Names of a model's aliases, in natural order.
+    pub fn alias_names(&self, ns: &str, model: &str) -> Vec<&str> {
+        labels_of(&self.aliases, ns, model)
+    }
+
+    /// A group by name.
+    pub fn group(&self, ns: &str, name: &str) -> Option<&Group> {
+        let key = ObjectKey {
+            kind: Kind::Group,
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        match self.get(&key).map(|o| &o.resource) {
+            Some(Resource::Group(g)) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Groups (in a namespace) that list a user.
+    pub fn groups_of(&self, ns: &str, user: &str) -> Vec<String> {
+        self.objects
+            .iter()
+            .filter_map(|o| match &o.resource {
+                Resource::Group(g)
+                    if o.key.namespace == ns && g.spec.members.iter().any(|m| m == user) =>
+                {
+                    Some(o.key.name.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Deployments that follow an alias.
+    pub fn deployments_following(
+        &self,
+        ns: &str,
+        model: &str,
+        alias: &str,
+    ) -> Vec<&ModelDeployment> {
+        self.objects
+            .iter()
+            .filter_map(|o| match &o.resource {
+                Resource::ModelDeployment(d)
+                    if o.key.namespace == ns
+                        && d.spec.model == model
+                        && d.spec.alias.as_deref() == Some(alias) =>
+                {
+                    Some(d)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The third parts of an index's keys for one (namespace, model), in natural order.
+fn labels_of<'a>(index: &'a HashMap<Triple, usize>, ns: &str, model: &str) -> Vec<&'a str> {
+    let mut v: Vec<&str> = index
+        .keys()
+        .filter(|(n, m, _)| n == ns && m == model)
+        .map(|(_, _, l)| l.as_str())
+        .collect();
+    v.sort_by(|a, b| natural(a).cmp(&natural(b)));
+    v
+}
+
+/// Sort key that orders `"9"` before `"10"`.
+pub fn natural(s: &str) -> (u64, &str) {
+    (s.parse().unwrap_or(u64::MAX), s)
+}

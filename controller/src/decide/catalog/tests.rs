@@ -1,0 +1,254 @@
+//! One test per loader error class: each names file, line, column, object and field.
+
+use crate::decide::diagnostics::Category;
+use crate::testing::{catalog, diagnostics, registry};
+
+const HEAD: &str = "apiVersion: slipway.dev/v1alpha1\n";
+
+fn only(yaml: &str) -> crate::decide::diagnostics::Diagnostic {
+    let d = diagnostics(yaml);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    d.into_iter().next().unwrap()
+}
+
+#[test]
+fn bad_yaml_is_a_syntax_error_with_a_position() {
+    let d = only(&format!(
+        "{HEAD}kind: Group\nmetadata: {{name: g\nspec: {{members: []}}\n"
+    ));
+    assert_eq!(d.category, Category::Syntax);
+    assert_eq!(d.file, "f.yaml");
+    assert!(d.line >= 3, "{d}");
+    assert!(d.message.starts_with("invalid YAML"));
+}
+
+#[test]
+fn a_syntax_error_does_not_hide_other_documents() {
+    let yaml = format!(
+        "{HEAD}kind: Group\nmetadata: {{name: [\n---\n{HEAD}kind: Group\nmetadata: {{name: ok}}\nspec: {{members: [a], extra: 1}}\n"
+    );
+    let d = diagnostics(&yaml);
+    assert_eq!(d.len(), 2, "{d:#?}");
+    assert_eq!(d[0].category, Category::Syntax);
+    assert_eq!(
+        (d[1].category, d[1].line, d[1].field.as_str()),
+        (Category::UnknownField, 8, "spec.extra")
+    );
+}
+
+#[test]
+fn an_unknown_field_names_its_path_and_suggests_a_fix() {
+    let d = only(&format!(
+        "{HEAD}kind: Group\nmetadata:\n  name: g\nspec:\n  memebers: [a]\n  members: [a]\n"
+    ));
+    assert_eq!(
+        (d.category, d.line, d.column),
+        (Category::UnknownField, 6, 3)
+    );
+    assert_eq!(d.field, "spec.memebers");
+    assert_eq!(d.kind.as_deref(), Some("Group"));
+    assert_eq!(d.object.as_deref(), Some("default/g"));
+    assert!(
+        d.message.contains("did you mean `members`?"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn a_wrong_type_points_at_the_value() {
+    let d = only(&format!(
+        "{HEAD}kind: ModelAlias\nmetadata: {{name: a}}\nspec:\n  model: m\n  alias: p\n  version: [1, 2]\n"
+    ));
+    assert_eq!((d.category, d.line, d.column), (Category::WrongType, 7, 12));
+    assert_eq!(d.field, "spec.version");
+}
+
+#[test]
+fn a_missing_field_names_the_field() {
+    let d = only(&format!(
+        "{HEAD}kind: ModelAlias\nmetadata: {{name: a}}\nspec:\n  model: m\n  alias: p\n"
+    ));
+    assert_eq!(d.category, Category::MissingField);
+    assert_eq!(d.field, "spec.version");
+    assert_eq!(d.line, 5);
+    assert!(d.message.contains("missing field `version`"));
+}
+
+#[test]
+fn a_missing_name_is_reported() {
+    let d = only(&format!(
+        "{HEAD}kind: Group\nmetadata: {{}}\nspec: {{members: []}}\n"
+    ));
+    assert_eq!(
+        (d.category, d.field.as_str()),
+        (Category::MissingField, "metadata.name")
+    );
+}
+
+#[test]
+fn an_unknown_kind_suggests_the_closest() {
+    let d = only(&format!("{HEAD}kind: ModelAlais\nmetadata: {{name: a}}\n"));
+    assert_eq!(
+        (d.category, d.line, d.column),
+        (Category::UnknownKind, 2, 7)
+    );
+    assert!(d.message.contains("did you mean `ModelAlias`?"));
+}
+
+#[test]
+fn an_unknown_api_version_is_reported() {
+    let d =
+        only("apiVersion: slipway.dev/v2\nkind: Group\nmetadata: {name: g}\nspec: {members: []}\n");
+    assert_eq!(
+        (d.category, d.line, d.column),
+        (Category::UnknownKind, 1, 13)
+    );
+    assert!(d.message.contains("supports `slipway.dev/v1alpha1` only"));
+}
+
+#[test]
+fn duplicate_objects_point_at_the_first() {
+    let g = format!("{HEAD}kind: Group\nmetadata: {{name: g}}\nspec: {{members: []}}\n");
+    let d = only(&format!("{g}---\n{g}"));
+    assert_eq!((d.category, d.line, d.column), (Category::Duplicate, 8, 18));
+    assert!(
+        d.message.contains("already defined at f.yaml:1"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn duplicate_version_labels_are_reported() {
+    let yaml = registry("1").replace(
+        "metadata: {name: m-2}\nspec: {model: m, version: \"2\"",
+        "metadata: {name: m-2}\nspec: {model: m, version: \"1\"",
+    );
+    let d = diagnostics(&yaml);
+    assert!(
+        d.iter()
+            .any(|d| d.category == Category::Duplicate && d.field == "spec.version"),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn an_alias_to_a_missing_version_is_a_broken_reference() {
+    let d = diagnostics(&registry("9"));
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0].category, d[0].field.as_str()),
+        (Category::BrokenReference, "spec.version")
+    );
+    assert!(
+        d[0].message
+            .contains("model `m` has no version `9` (versions: 1, 2)"),
+        "{}",
+        d[0].message
+    );
+}
+
+#[test]
+fn a_deployment_of_a_missing_alias_is_a_broken_reference() {
+    let d = diagnostics(
+        &registry("1").replace("  alias: production\n  target", "  alias: prod\n  target"),
+    );
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0].category, d[0].kind.as_deref()),
+        (Category::BrokenReference, Some("ModelDeployment"))
+    );
+    assert!(
+        d[0].message
+            .contains("has no alias `prod` (aliases: production)")
+    );
+}
+
+#[test]
+fn an_evaluation_of_a_missing_version_is_a_broken_reference() {
+    let ev = "---\napiVersion: slipway.dev/v1alpha1\nkind: Evaluation\nmetadata: {name: e}\nspec: {model: m, version: \"3\", suite: s, dataset: {uri: x}, runner: {local: {command: [x]}}}\n";
+    let d = diagnostics(&format!("{}\n{ev}", registry("1")));
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0].category, d[0].kind.as_deref()),
+        (Category::BrokenReference, Some("Evaluation"))
+    );
+}
+
+#[test]
+fn a_policy_naming_a_missing_group_is_a_broken_reference() {
+    let d = diagnostics(
+        &registry("1").replace("metadata: {name: ml-leads}", "metadata: {name: leads}"),
+    );
+    assert!(
+        d.iter().all(|d| d.category == Category::BrokenReference
+            && d.field.starts_with("spec.approvals[0].from")),
+        "{d:#?}"
+    );
+    assert!(d[0].message.contains("Group `ml-leads` does not exist"));
+}
+
+#[test]
+fn a_bad_policy_expression_is_reported_at_load() {
+    let d = only(&format!(
+        "{HEAD}kind: PromotionPolicy\nmetadata: {{name: p}}\nspec:\n  rules:\n    - name: r\n      expression: candidate.metrics.f1 >\n"
+    ));
+    assert_eq!(
+        (d.category, d.field.as_str(), d.line),
+        (Category::Invalid, "spec.rules[0].expression", 7)
+    );
+}
+
+#[test]
+fn invariants_are_checked() {
+    let yaml = format!(
+        "{HEAD}kind: ModelDeployment\nmetadata: {{name: d}}\nspec:\n  model: m\n  target: {{}}\n  strategy:\n    type: Canary\n    steps: [{{weight: 50, pause: soon}}, {{weight: 20}}]\n"
+    );
+    let d = diagnostics(&yaml);
+    let fields: Vec<&str> = d.iter().map(|d| d.field.as_str()).collect();
+    for f in [
+        "spec",
+        "spec.target",
+        "spec.strategy.steps[0].pause",
+        "spec.strategy.steps[1].weight",
+        "spec.model",
+    ] {
+        assert!(fields.contains(&f), "{f} not in {fields:?}");
+    }
+}
+
+#[test]
+fn every_error_of_a_run_is_reported() {
+    let yaml = format!(
+        "{HEAD}kind: Group\nmetadata: {{name: a}}\nspec: {{members: [], x: 1}}\n---\n{HEAD}kind: Grup\nmetadata: {{name: b}}\n---\n{HEAD}kind: Group\nmetadata: {{name: c}}\nspec: {{y: 2, members: []}}\n"
+    );
+    assert_eq!(diagnostics(&yaml).len(), 3);
+}
+
+#[test]
+fn non_utf8_files_are_reported_not_panicked_on() {
+    let (_, d) =
+        crate::decide::catalog::Catalog::from_files(&[crate::decide::catalog::SourceFile {
+            path: "bin.yaml".into(),
+            content: vec![0xff, 0xfe, 0x00],
+            ..Default::default()
+        }]);
+    assert_eq!(d[0].category, Category::Syntax);
+}
+
+#[test]
+fn the_example_registry_is_valid() {
+    let files = crate::edges::source::dir::read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/football-frames"
+    )))
+    .unwrap();
+    let (cat, d) = crate::decide::catalog::Catalog::from_files(&files);
+    assert!(d.is_empty(), "{d:#?}");
+    assert_eq!(
+        cat.version_labels("default", "pitch-frame-classifier"),
+        vec!["7", "8"]
+    );
+    let _ = catalog;
+}

@@ -1,0 +1,115 @@
+//! The values rules read: `candidate`, `current` and `model` as JSON, built from catalog objects.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Value, json};
+use slipway_crd::{Evaluation, ModelVersion, RegisteredModel};
+
+/// Evaluation results by (namespace, model, version), then suite; the latest result per suite wins.
+#[derive(Debug, Default)]
+pub struct Results {
+    by_version: HashMap<(String, String, String), BTreeMap<String, Evaluation>>,
+}
+
+impl Results {
+    /// Adds evaluations that have a status; later-completed results replace earlier ones.
+    pub fn add<'a>(&mut self, evaluations: impl IntoIterator<Item = &'a Evaluation>) {
+        for e in evaluations {
+            let Some(status) = &e.status else { continue };
+            let ns = e
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| crate::decide::catalog::object::DEFAULT_NAMESPACE.into());
+            let suites = self
+                .by_version
+                .entry((ns, e.spec.model.clone(), e.spec.version.clone()))
+                .or_default();
+            let newer = match suites
+                .get(&e.spec.suite)
+                .and_then(|old| old.status.as_ref())
+            {
+                Some(old) => status.completed_at >= old.completed_at,
+                None => true,
+            };
+            if newer {
+                suites.insert(e.spec.suite.clone(), e.clone());
+            }
+        }
+    }
+
+    /// Every evaluation held (the latest per version and suite).
+    pub fn all(&self) -> impl Iterator<Item = &Evaluation> {
+        self.by_version.values().flat_map(|suites| suites.values())
+    }
+
+    /// The results of a version, by suite.
+    pub fn of(
+        &self,
+        ns: &str,
+        model: &str,
+        version: &str,
+    ) -> Option<&BTreeMap<String, Evaluation>> {
+        self.by_version
+            .get(&(ns.to_string(), model.to_string(), version.to_string()))
+    }
+}
+
+/// `candidate` / `current`: a version with its evaluation results keyed by suite.
+pub fn version(v: &ModelVersion, results: &Results) -> Value {
+    let ns = v
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::decide::catalog::object::DEFAULT_NAMESPACE);
+    let mut evaluations = serde_json::Map::new();
+    if let Some(suites) = results.of(ns, &v.spec.model, &v.spec.version) {
+        for (suite, e) in suites {
+            let s = e.status.clone().unwrap_or_default();
+            evaluations.insert(
+                suite.clone(),
+                json!({
+                    "name": e.metadata.name,
+                    "phase": s.phase,
+                    "verdict": s.verdict,
+                    "metrics": s.metrics,
+                    "baselineMetrics": s.baseline_metrics,
+                    "baselineVersion": s.baseline_version,
+                    "gates": s.gates,
+                    "completedAt": s.completed_at,
+                }),
+            );
+        }
+    }
+    let spec = &v.spec;
+    json!({
+        "name": v.metadata.name,
+        "model": spec.model,
+        "version": spec.version,
+        "artifact": spec.artifact,
+        "source": spec.source,
+        "metrics": spec.metrics,
+        "labels": spec.labels,
+        "description": spec.description,
+        "evaluations": evaluations,
+    })
+}
+
+/// `model`: the registered model, with `evaluations` as the list of suite names.
+pub fn model(m: &RegisteredModel) -> Value {
+    let mut out = json!({
+        "name": m.metadata.name,
+        "namespace": m.metadata.namespace,
+        "description": m.spec.description,
+        "owners": m.spec.owners,
+        "evaluations": m.spec.evaluations.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+    });
+    // Absent, not null, when unset: a rule that reads it then fails closed naming the field.
+    if let (Some(p), Some(o)) = (&m.spec.primary_metric, out.as_object_mut()) {
+        o.insert(
+            "primaryMetric".into(),
+            serde_json::to_value(p).unwrap_or(Value::Null),
+        );
+    }
+    out
+}

@@ -1,0 +1,10 @@
+//! The edges: where Slipway touches the world. Each has one real implementation, tested against
+//! a real peer (git repositories, SQLite files, subprocesses, HTTP receivers, moto, the API
+//! server).
+
+pub mod http;
+pub mod notify;
+pub mod runners;
+pub mod serving;
+pub mod source;
+pub mod store;

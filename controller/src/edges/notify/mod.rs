@@ -1,0 +1,397 @@
+//! Notifications: Slack incoming webhooks (Block Kit) and generic webhooks with a minijinja body.
+//!
+//! [`messages`] builds what to send (pure); [`Notifier::deliver`] sends it with retries and
+//! backoff. Secrets (the Slack URL, header values) come from environment variables or files
+//! and never appear in history, logs or errors.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use slipway_crd::common::SecretRef;
+use slipway_crd::registered_model::{Notification, NotificationEvent};
+
+use crate::edges::store::HistoryEntry;
+
+/// The notification event a history entry stands for, if any.
+pub fn event_of(entry: &HistoryEntry) -> Option<NotificationEvent> {
+    Some(match entry.event.as_str() {
+        "VersionRegistered" => NotificationEvent::VersionRegistered,
+        "EvaluationCompleted" => NotificationEvent::EvaluationCompleted,
+        "AliasMoved" => NotificationEvent::AliasMoved,
+        "PromotionBlocked" => NotificationEvent::PromotionBlocked,
+        "RolloutStarted" => NotificationEvent::RolloutStarted,
+        "RolloutSucceeded" => NotificationEvent::RolloutSucceeded,
+        "RolledBack" => NotificationEvent::RolledBack,
+        _ => return None,
+    })
+}
+
+/// A message ready to send. `url` and header values may be secrets: never print them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// Channel name (for history and metrics).
+    pub channel: String,
+    /// Where to POST.
+    pub url: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// JSON body.
+    pub body: String,
+}
+
+/// Resolves a secret reference from the environment or a file.
+pub fn secret(r: &SecretRef) -> Result<String, String> {
+    if let Some(var) = &r.env {
+        return std::env::var(var).map_err(|_| format!("environment variable {var} is not set"));
+    }
+    if let Some(path) = &r.file {
+        return std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("cannot read secret file {path}: {e}"));
+    }
+    Err("secretKeyRef secrets are only available in Kubernetes mode".into())
+}
+
+fn slack_body(entry: &HistoryEntry, event: NotificationEvent) -> Value {
+    let icon = match event {
+        NotificationEvent::PromotionBlocked | NotificationEvent::RolledBack => ":warning:",
+        NotificationEvent::RolloutSucceeded | NotificationEvent::AliasMoved => ":white_check_mark:",
+        _ => ":information_source:",
+    };
+    let mut context = vec![format!("model *{}*", entry.model)];
+    if let Some(v) = &entry.version {
+        context.push(format!("version *{v}*"));
+    }
+    if let Some(a) = &entry.alias {
+        context.push(format!("alias *{a}*"));
+    }
+    if let Some(r) = &entry.revision {
+        context.push(format!("revision `{r}`"));
+    }
+    json!({
+        "text": format!("{event:?}: {}", entry.message),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": format!("{event:?} · {}", entry.model)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} {}", entry.message)}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": context.join(" · ")}]}
+        ]
+    })
+}
+
+/// The messages for one history entry, for a model's notification channels. Channels whose
+/// secrets cannot be resolved or whose template fails come back as errors, per channel.
+pub fn messages(
+    channels: &[Notification],
+    entry: &HistoryEntry,
+) -> Vec<Result<Message, (String, String)>> {
+    messages_with(channels, entry, &secret)
+}
+
+/// [`messages`] with secrets resolved by `secret` (Kubernetes mode adds `secretKeyRef`).
+pub fn messages_with(
+    channels: &[Notification],
+    entry: &HistoryEntry,
+    secret: &dyn Fn(&SecretRef) -> Result<String, String>,
+) -> Vec<Result<Message, (String, String)>> {
+    let Some(event) = event_of(entry) else {
+        return Vec::new();
+    };
+    channels
+        .iter()
+        .filter(|c| c.events.contains(&event))
+        .map(|c| {
+            let fail = |why: String| (c.name.clone(), why);
+            if let Some(slack) = &c.slack {
+                let url = secret(&slack.webhook_url).map_err(fail)?;
+                return Ok(Message {
+                    channel: c.name.clone(),
+                    url,
+                    headers: vec![("Content-Type".into(), "application/json".into())],
+                    body: slack_body(entry, event).to_string(),
+                });
+            }
+            let Some(hook) = &c.webhook else {
+                return Err(fail("no slack or webhook configured".into()));
+            };
+            let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+            for (k, r) in &hook.headers {
+                headers.push((
+                    k.clone(),
+                    secret(r).map_err(|e| fail(format!("header {k}: {e}")))?,
+                ));
+            }
+            let ctx = json!({
+                "event": format!("{event:?}"),
+                "model": entry.model,
+                "version": entry.version,
+                "alias": entry.alias,
+                "message": entry.message,
+                "revision": entry.revision,
+                "at": entry.at,
+                "data": entry.data,
+            });
+            let body = match &hook.body_template {
+                Some(t) => minijinja::Environment::new()
+                    .render_str(t, minijinja::Value::from(minijinja::value::Serde(&ctx)))
+                    .map_err(|e| fail(format!("bodyTemplate: {e}")))?,
+                None => ctx.to_string(),
+            };
+            Ok(Message {
+                channel: c.name.clone(),
+                url: hook.url.clone(),
+                headers,
+                body,
+            })
+        })
+        .collect()
+}
+
+/// Delivers the notifications of every history entry after the stored cursor, then advances the
+/// cursor, recording each delivery in the history. At least once: a process killed mid-way
+/// delivers the rest (and possibly one again) on its next pass.
+pub fn deliver_pending(
+    store: &crate::edges::store::Store,
+    catalog: &crate::decide::catalog::Catalog,
+    notifier: &Notifier,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<HistoryEntry>, crate::edges::store::StoreError> {
+    use crate::edges::store::{HistoryFilter, Write};
+    let cursor = store
+        .status("Notifier", "default", "cursor")?
+        .and_then(|s| s["id"].as_i64())
+        .unwrap_or(0);
+    let pending = store.history(&HistoryFilter {
+        after_id: Some(cursor),
+        ..Default::default()
+    })?;
+    for entry in pending.iter().cloned() {
+        let channels = catalog
+            .model(&entry.namespace, &entry.model)
+            .map(|m| m.spec.notifications.clone())
+            .unwrap_or_default();
+        let mut writes = Vec::new();
+        for m in messages(&channels, &entry) {
+            let (channel, outcome) = match m {
+                Ok(m) => {
+                    let d = notifier.deliver(&m);
+                    (m.channel.clone(), d)
+                }
+                Err((channel, why)) => (
+                    channel,
+                    Delivery {
+                        delivered: false,
+                        attempts: 0,
+                        status: None,
+                        error: Some(why),
+                    },
+                ),
+            };
+            let mut h = entry.clone();
+            h.id = 0;
+            h.at = chrono::Utc::now();
+            h.event = if outcome.delivered {
+                "NotificationDelivered".into()
+            } else {
+                "NotificationFailed".into()
+            };
+            h.subject = format!("Notification/{channel}");
+            h.actor = Some("slipway".into());
+            h.message = match &outcome.error {
+                None => format!(
+                    "{} sent to {channel} ({} attempt{})",
+                    entry.event,
+                    outcome.attempts,
+                    if outcome.attempts == 1 { "" } else { "s" }
+                ),
+                Some(e) => format!(
+                    "{} not sent to {channel} after {} attempts: {e}",
+                    entry.event, outcome.attempts
+                ),
+            };
+            h.data = json!({"event": entry.event, "entry": entry.id, "status": outcome.status, "attempts": outcome.attempts});
+            progress(&h.message);
+            writes.push(Write::History(h));
+        }
+        writes.push(Write::Status {
+            kind: "Notifier".into(),
+            namespace: "default".into(),
+            name: "cursor".into(),
+            status: json!({"id": entry.id}),
+        });
+        store.apply(&writes)?;
+    }
+    Ok(pending)
+}
+
+/// Sends messages over HTTP(S).
+pub struct Notifier {
+    agent: ureq::Agent,
+    /// Attempts per message.
+    pub attempts: u32,
+    /// First backoff; doubled after every failed attempt.
+    pub backoff: Duration,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        Notifier {
+            agent,
+            attempts: 4,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The outcome of one delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    /// Whether the receiver accepted it (2xx).
+    pub delivered: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Last HTTP status, if any answer came.
+    pub status: Option<u16>,
+    /// Why it failed (no secret in it).
+    pub error: Option<String>,
+}
+
+impl Notifier {
+    /// POSTs one message, retrying connection errors, 429 and 5xx with exponential backoff.
+    pub fn deliver(&self, m: &Message) -> Delivery {
+        let mut wait = self.backoff;
+        let mut last = Delivery {
+            delivered: false,
+            attempts: 0,
+            status: None,
+            error: None,
+        };
+        for attempt in 1..=self.attempts {
+            last.attempts = attempt;
+            let mut req = self.agent.post(&m.url);
+            for (k, v) in &m.headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            match req.send(m.body.as_str()) {
+                Ok(resp) => {
+                    let code = resp.status().as_u16();
+                    last.status = Some(code);
+                    if (200..300).contains(&code) {
+                        last.delivered = true;
+                        last.error = None;
+                        return last;
+                    }
+                    last.error = Some(format!("the receiver answered HTTP {code}"));
+                    if code != 429 && code < 500 {
+                        return last; // a client error will not heal by retrying
+                    }
+                }
+                // The error text of a transport failure can contain the URL: keep only its kind.
+                Err(e) => last.error = Some(format!("transport error ({})", error_kind(&e))),
+            }
+            if attempt < self.attempts {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+        }
+        last
+    }
+}
+
+fn error_kind(e: &ureq::Error) -> &'static str {
+    match e {
+        ureq::Error::Timeout(_) => "timeout",
+        ureq::Error::Io(_) => "connection failed",
+        ureq::Error::HostNotFound => "host not found",
+        ureq::Error::Tls(_) => "TLS",
+        _ => "request failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_crd::registered_model::{SlackNotification, WebhookNotification};
+
+    fn entry(event: &str) -> HistoryEntry {
+        HistoryEntry {
+            id: 0,
+            at: "2026-11-26T12:00:00Z".parse().unwrap(),
+            event: event.into(),
+            namespace: "default".into(),
+            model: "pitch-frames".into(),
+            subject: "ModelAlias/p".into(),
+            version: Some("8".into()),
+            alias: Some("production".into()),
+            actor: None,
+            revision: Some("abc".into()),
+            decision: Some("allowed".into()),
+            message: "pitch-frames/production: 7 → 8".into(),
+            data: Value::Null,
+        }
+    }
+
+    fn channels() -> Vec<Notification> {
+        vec![
+            Notification {
+                name: "slack".into(),
+                events: vec![NotificationEvent::AliasMoved],
+                slack: Some(SlackNotification { webhook_url: SecretRef { env: Some("SLIPWAY_TEST_SLACK_URL".into()), ..Default::default() } }),
+                webhook: None,
+            },
+            Notification {
+                name: "dispatch".into(),
+                events: vec![NotificationEvent::AliasMoved, NotificationEvent::RolledBack],
+                slack: None,
+                webhook: Some(WebhookNotification {
+                    url: "http://127.0.0.1:9/dispatch".into(),
+                    body_template: Some(r#"{"event_type": "{{ event }}", "client_payload": {"version": "{{ version }}"}}"#.into()),
+                    headers: Default::default(),
+                }),
+            },
+        ]
+    }
+
+    #[test]
+    fn channels_get_the_events_they_asked_for() {
+        let msgs = messages(&channels(), &entry("RolledBack"));
+        assert_eq!(msgs.len(), 1);
+        let m = msgs[0].as_ref().unwrap();
+        assert_eq!(m.channel, "dispatch");
+        assert_eq!(
+            m.body,
+            r#"{"event_type": "RolledBack", "client_payload": {"version": "8"}}"#
+        );
+        assert!(messages(&channels(), &entry("ServerRestarted")).is_empty());
+    }
+
+    #[test]
+    fn a_missing_secret_is_an_error_for_that_channel_only() {
+        let msgs = messages(&channels(), &entry("AliasMoved"));
+        assert_eq!(msgs.len(), 2);
+        let (channel, why) = msgs[0].clone().unwrap_err();
+        assert_eq!(channel, "slack");
+        assert_eq!(
+            why,
+            "environment variable SLIPWAY_TEST_SLACK_URL is not set"
+        );
+        assert!(msgs[1].is_ok());
+    }
+
+    #[test]
+    fn slack_messages_are_block_kit() {
+        let body = slack_body(&entry("AliasMoved"), NotificationEvent::AliasMoved);
+        assert_eq!(body["blocks"][0]["type"], "header");
+        assert!(
+            body["blocks"][1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("7 → 8")
+        );
+        assert!(body["text"].as_str().unwrap().starts_with("AliasMoved"));
+    }
+}

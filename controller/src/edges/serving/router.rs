@@ -1,0 +1,259 @@
+//! The traffic router of the local target: one HTTP port per deployment, splitting requests
+//! between versions by weight and recording what it observes (requests, 5xx, latency) per version
+//! for rollout analysis.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::decide::rollout::Window;
+
+type Body = Full<Bytes>;
+
+#[derive(Default)]
+struct Table {
+    /// (version, upstream port, weight), in version order.
+    backends: Vec<(String, u16, u32)>,
+    /// Observations per version since the weights last changed.
+    windows: BTreeMap<String, Window>,
+    /// Requests being forwarded, per version (a version is stopped only once it has none).
+    in_flight: BTreeMap<String, u32>,
+}
+
+/// A running router. Dropping it stops it.
+pub struct Router {
+    table: Arc<Mutex<Table>>,
+    counter: Arc<AtomicU64>,
+    /// The address clients call.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock(t: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
+    // The table stays consistent even if a request task panicked while holding it.
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
+
+impl Router {
+    /// Binds `127.0.0.1:port` (0: any free port) on the runtime and starts serving.
+    pub async fn start(port: u16) -> std::io::Result<Router> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let table = Arc::new(Mutex::new(Table::default()));
+        let counter = Arc::new(AtomicU64::new(0));
+        let client: Client<HttpConnector, Body> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let (t, c) = (table.clone(), counter.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (table, counter, client) = (t.clone(), c.clone(), client.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        forward(req, table.clone(), counter.clone(), client.clone())
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Router {
+            table,
+            counter,
+            addr,
+            task,
+        })
+    }
+
+    /// Routes by these weights (version → percent) to these upstream ports, and starts new
+    /// observation windows.
+    pub fn set(&self, weights: &BTreeMap<String, u32>, ports: &BTreeMap<String, u16>) {
+        let mut t = lock(&self.table);
+        t.backends = weights
+            .iter()
+            .filter(|(_, w)| **w > 0)
+            .filter_map(|(v, w)| ports.get(v).map(|p| (v.clone(), *p, *w)))
+            .collect();
+        t.windows.clear();
+        self.counter.store(0, Ordering::Relaxed);
+    }
+
+    /// Requests to `version` being forwarded right now.
+    pub fn in_flight(&self, version: &str) -> u32 {
+        lock(&self.table)
+            .in_flight
+            .get(version)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// What was observed for a version since the weights last changed.
+    pub fn window(&self, version: &str) -> Window {
+        lock(&self.table)
+            .windows
+            .get(version)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The current weights.
+    pub fn weights(&self) -> BTreeMap<String, u32> {
+        lock(&self.table)
+            .backends
+            .iter()
+            .map(|(v, _, w)| (v.clone(), *w))
+            .collect()
+    }
+}
+
+/// Picks a backend: request n goes to the version whose cumulative weight range holds n mod 100,
+/// so every 100 requests split exactly by the weights.
+fn pick(backends: &[(String, u16, u32)], n: u64) -> Option<(String, u16)> {
+    let total: u32 = backends.iter().map(|b| b.2).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut slot = (n % u64::from(total)) as u32;
+    for (v, port, w) in backends {
+        if slot < *w {
+            return Some((v.clone(), *port));
+        }
+        slot -= w;
+    }
+    None
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    table: Arc<Mutex<Table>>,
+    counter: Arc<AtomicU64>,
+    client: Client<HttpConnector, Body>,
+) -> Result<Response<Body>, Infallible> {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let picked = {
+        let mut t = lock(&table);
+        let picked = pick(&t.backends, n);
+        if let Some((v, _)) = &picked {
+            *t.in_flight.entry(v.clone()).or_default() += 1;
+        }
+        picked
+    };
+    let Some((version, port)) = picked else {
+        return Ok(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no version is serving this deployment yet\n".into(),
+        ));
+    };
+    // Counted out however this request ends (answered, failed, or cancelled).
+    struct InFlight(Arc<Mutex<Table>>, String);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            if let Some(n) = lock(&self.0).in_flight.get_mut(&self.1) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+    let _in_flight = InFlight(table.clone(), version.clone());
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}\n"),
+            ));
+        }
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut upstream = Request::builder()
+        .method(parts.method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    for (k, v) in &parts.headers {
+        if k != hyper::header::HOST {
+            upstream = upstream.header(k, v);
+        }
+    }
+    let Ok(upstream) = upstream.body(Full::new(body)) else {
+        return Ok(text(StatusCode::BAD_REQUEST, "bad request\n".into()));
+    };
+    let started = Instant::now();
+    let result = client.request(upstream).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let response = match result {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            parts.headers.insert(
+                "x-slipway-version",
+                version
+                    .parse()
+                    .unwrap_or(hyper::header::HeaderValue::from_static("?")),
+            );
+            Response::from_parts(parts, Full::new(bytes))
+        }
+        Err(e) => text(
+            StatusCode::BAD_GATEWAY,
+            format!("version {version} did not answer: {e}\n"),
+        ),
+    };
+    let mut t = lock(&table);
+    let w = t.windows.entry(version).or_default();
+    w.requests += 1;
+    if response.status().is_server_error() {
+        w.errors += 1;
+    }
+    w.latencies_ms.push(ms);
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hundred_requests_split_exactly_by_weight() {
+        let backends = vec![("7".to_string(), 1, 90), ("8".to_string(), 2, 10)];
+        let to_8 = (0..100)
+            .filter(|n| pick(&backends, *n).unwrap().0 == "8")
+            .count();
+        assert_eq!(to_8, 10);
+        assert_eq!(pick(&[], 3), None);
+    }
+}

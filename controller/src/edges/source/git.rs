@@ -1,0 +1,178 @@
+//! Reading YAML files from a git revision without a checkout.
+
+use std::path::Path;
+
+use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
+
+use crate::decide::catalog::SourceFile;
+use crate::decide::catalog::load::is_yaml;
+
+/// Errors reading a git repository.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The folder is not in a git repository.
+    #[error("{path} is not inside a git repository ({source}); pass --repo PATH")]
+    NotARepo {
+        /// The path.
+        path: String,
+        /// Cause.
+        source: git2::Error,
+    },
+    /// A revision does not resolve.
+    #[error(
+        "revision `{rev}` not found in {repo} ({source}); fetch it first (e.g. `git fetch origin {rev}`) or check the name"
+    )]
+    BadRevision {
+        /// The revision.
+        rev: String,
+        /// Repository path.
+        repo: String,
+        /// Cause.
+        source: git2::Error,
+    },
+    /// The sub-folder does not exist at that revision.
+    #[error("`{path}` does not exist at revision {rev}")]
+    NoSuchPath {
+        /// The path.
+        path: String,
+        /// The revision.
+        rev: String,
+    },
+    /// `git fetch` failed or could not run.
+    #[error("cannot fetch {url}: {message}")]
+    Fetch {
+        /// The repository URL, credentials removed.
+        url: String,
+        /// What git said, or why it could not run.
+        message: String,
+    },
+    /// Another libgit2 error.
+    #[error("git: {0}")]
+    Other(#[from] git2::Error),
+}
+
+/// A resolved revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision {
+    /// As given, e.g. `origin/main`.
+    pub name: String,
+    /// Full commit id.
+    pub commit: String,
+}
+
+/// An opened repository.
+pub struct GitRepo {
+    repo: Repository,
+    path: String,
+}
+
+impl GitRepo {
+    /// Opens the repository containing `path`.
+    pub fn open(path: &Path) -> Result<Self, GitError> {
+        let repo = Repository::discover(path).map_err(|source| GitError::NotARepo {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(GitRepo {
+            repo,
+            path: path.display().to_string(),
+        })
+    }
+
+    /// Wraps an already opened repository.
+    pub fn from_repository(repo: Repository, path: &str) -> Self {
+        GitRepo {
+            repo,
+            path: path.to_string(),
+        }
+    }
+
+    /// The underlying repository.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Resolves a revision (branch, tag, `HEAD~1`, commit id) to a commit.
+    pub fn resolve(&self, rev: &str) -> Result<Revision, GitError> {
+        let obj = self
+            .repo
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|source| GitError::BadRevision {
+                rev: rev.to_string(),
+                repo: self.path.clone(),
+                source,
+            })?;
+        Ok(Revision {
+            name: rev.to_string(),
+            commit: obj.id().to_string(),
+        })
+    }
+
+    /// Reads every YAML file under `subdir` (repository-relative; empty for the root) at a revision.
+    /// Hidden folders are skipped, as in folder mode.
+    pub fn read(&self, rev: &Revision, subdir: &str) -> Result<Vec<SourceFile>, GitError> {
+        self.read_since(rev, subdir, &[])
+    }
+
+    /// Like [`GitRepo::read`], but a file identical (same path and blob) to one of `known` is
+    /// returned with its id and **without content**: the caller has it already.
+    pub fn read_since(
+        &self,
+        rev: &Revision,
+        subdir: &str,
+        known: &[SourceFile],
+    ) -> Result<Vec<SourceFile>, GitError> {
+        let known: std::collections::HashMap<&str, &str> = known
+            .iter()
+            .filter_map(|f| Some((f.path.as_str(), f.id.as_deref()?)))
+            .collect();
+        let commit = self.repo.find_commit(git2::Oid::from_str(&rev.commit)?)?;
+        let mut tree = commit.tree()?;
+        let prefix = subdir.trim_matches('/');
+        if !prefix.is_empty() {
+            let entry = tree
+                .get_path(Path::new(prefix))
+                .map_err(|_| GitError::NoSuchPath {
+                    path: prefix.to_string(),
+                    rev: rev.name.clone(),
+                })?;
+            tree = self.repo.find_tree(entry.id())?;
+        }
+        let mut blobs = Vec::new();
+        tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+            let name = entry.name().unwrap_or_default();
+            if entry.kind() == Some(ObjectType::Tree) && name.starts_with('.') {
+                return TreeWalkResult::Skip;
+            }
+            if entry.kind() == Some(ObjectType::Blob) && is_yaml(name) {
+                blobs.push((format!("{dir}{name}"), entry.id()));
+            }
+            TreeWalkResult::Ok
+        })?;
+        let mut files = Vec::with_capacity(blobs.len());
+        for (path, id) in blobs {
+            let path = if prefix.is_empty() {
+                path
+            } else {
+                format!("{prefix}/{path}")
+            };
+            let id = id.to_string();
+            let content = if known.get(path.as_str()) == Some(&id.as_str()) {
+                Vec::new()
+            } else {
+                self.repo
+                    .find_blob(git2::Oid::from_str(&id)?)?
+                    .content()
+                    .to_vec()
+            };
+            files.push(SourceFile {
+                id: Some(id),
+                path,
+                content,
+            });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+}

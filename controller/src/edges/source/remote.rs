@@ -1,0 +1,244 @@
+//! A git repository as the source of `slipway run`: fetched into a bare mirror in the state
+//! folder, each new commit checked out into its own folder (evaluation jobs and model servers run
+//! from it).
+//!
+//! Fetching runs the `git` executable (as Argo CD does), so every transport and credential setup
+//! the user's git already has works unchanged: `https://` with credential helpers or `GIT_ASKPASS`,
+//! `ssh://` and `git@host:org/repo` with the ssh agent, keys and `known_hosts`, proxies, `file://`.
+//! git never prompts (`GIT_TERMINAL_PROMPT=0`, ssh in batch mode) and a fetch that hangs is killed
+//! after [`FETCH_TIMEOUT`]. Reading and checking out commits stays in-process with libgit2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use git2::Repository;
+use git2::build::CheckoutBuilder;
+
+use super::git::{GitError, GitRepo, Revision};
+use crate::decide::catalog::SourceFile;
+
+/// How long one `git fetch` may take.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A fetched repository.
+pub struct Remote {
+    url: String,
+    reference: String,
+    subdir: String,
+    mirror: PathBuf,
+    checkouts: PathBuf,
+}
+
+/// One revision of the source, ready to reconcile.
+pub struct Snapshot {
+    /// The commit.
+    pub revision: Revision,
+    /// The registry's files at that commit.
+    pub files: Vec<SourceFile>,
+    /// A checkout of the commit's registry folder.
+    pub root: PathBuf,
+}
+
+impl Remote {
+    /// A source that follows `reference` (a branch) of `url` (`file://…` or a local path).
+    pub fn new(url: &str, reference: &str, subdir: &str, state: &Path) -> Self {
+        // libgit2 resolves relative checkout targets against the repository, not the process.
+        let state = std::path::absolute(state).unwrap_or_else(|_| state.to_path_buf());
+        Remote {
+            url: url.to_string(),
+            reference: reference.to_string(),
+            subdir: subdir.trim_matches('/').to_string(),
+            mirror: state.join("source.git"),
+            checkouts: state.join("checkouts"),
+        }
+    }
+
+    /// Fetches and returns the branch's newest commit.
+    pub fn fetch(&self) -> Result<Snapshot, GitError> {
+        let repo = match Repository::open_bare(&self.mirror) {
+            Ok(r) => r,
+            Err(_) => Repository::init_bare(&self.mirror)?,
+        };
+        let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.reference);
+        git_fetch(&self.mirror, &self.url, &refspec, FETCH_TIMEOUT)?;
+        let git = GitRepo::from_repository(repo, &redact(&self.url));
+        let revision = git.resolve(&format!("refs/remotes/origin/{}", self.reference))?;
+        let files = git.read(&revision, &self.subdir)?;
+        let dir = self.checkouts.join(&revision.commit);
+        if !dir.is_dir() {
+            let tmp = self.checkouts.join(format!("{}.partial", revision.commit));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp)
+                .map_err(|e| GitError::Other(git2::Error::from_str(&e.to_string())))?;
+            let repo = git.repository();
+            let commit = repo.find_commit(git2::Oid::from_str(&revision.commit)?)?;
+            repo.checkout_tree(
+                commit.as_object(),
+                Some(CheckoutBuilder::new().force().target_dir(&tmp)),
+            )?;
+            // Renamed into place only when complete, so a crash never leaves half a checkout.
+            std::fs::rename(&tmp, &dir)
+                .map_err(|e| GitError::Other(git2::Error::from_str(&e.to_string())))?;
+        }
+        let root = if self.subdir.is_empty() {
+            dir
+        } else {
+            dir.join(&self.subdir)
+        };
+        Ok(Snapshot {
+            revision,
+            files,
+            root,
+        })
+    }
+}
+
+/// Runs `git fetch URL REFSPEC` into the bare repository `mirror`, killed after `timeout`.
+fn git_fetch(mirror: &Path, url: &str, refspec: &str, timeout: Duration) -> Result<(), GitError> {
+    let fail = |message: String| GitError::Fetch {
+        url: redact(url),
+        message,
+    };
+    let mut cmd = Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(mirror)
+        .args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--",
+        ])
+        .arg(url)
+        .arg(refspec)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+        cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        fail(format!(
+            "cannot run `git` ({e}); install git and make sure it is on PATH"
+        ))
+    })?;
+    // Read stderr on the side so a chatty git never blocks on a full pipe.
+    let stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut s) = stderr {
+            let _ = std::io::Read::read_to_string(&mut s, &mut text);
+        }
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let said = reader.join().unwrap_or_default();
+    match status {
+        Some(s) if s.success() => Ok(()),
+        Some(_) => {
+            let said: Vec<&str> = said
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("hint:"))
+                .collect();
+            Err(fail(redact(&said.join("; "))))
+        }
+        None => Err(fail(format!(
+            "git fetch did not finish within {}s; check that the server is reachable",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+/// `url` with any password or token in its user-info replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{scheme}://{shown}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Whether a `slipway run` source argument names a git repository rather than a folder: a URL
+/// (`https://`, `ssh://`, `file://`, …), scp-like `git@host:org/repo`, or a path ending in `.git`.
+pub fn is_git_url(source: &str) -> bool {
+    if source.contains("://") || source.ends_with(".git") {
+        return true;
+    }
+    // scp-like syntax: `user@host:path`, with no slash before the colon.
+    match source.split_once(':') {
+        Some((before, _)) => before.contains('@') && !before.contains('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_never_shown() {
+        assert_eq!(
+            redact("https://bot:ghp_secret@github.com/acme/registry.git"),
+            "https://bot:***@github.com/acme/registry.git"
+        );
+        assert_eq!(
+            redact("https://ghp_secret@github.com/acme/r.git"),
+            "https://***@github.com/acme/r.git"
+        );
+        assert_eq!(
+            redact("https://github.com/acme/r.git"),
+            "https://github.com/acme/r.git"
+        );
+        assert_eq!(
+            redact("git@github.com:acme/r.git"),
+            "git@github.com:acme/r.git"
+        );
+    }
+
+    #[test]
+    fn git_sources_are_told_from_folders() {
+        for git in [
+            "https://github.com/acme/registry",
+            "ssh://git@github.com/acme/registry",
+            "git@github.com:acme/registry",
+            "file:///srv/registry.git",
+            "../registry.git",
+        ] {
+            assert!(is_git_url(git), "{git}");
+        }
+        for folder in [
+            "registry",
+            "./examples/quickstart",
+            "/srv/registry",
+            "C:/registry",
+        ] {
+            assert!(!is_git_url(folder), "{folder}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Rolling `ModelDeployment`s with a local target out: the rollout state machine decides, the
+//! local target acts, the store records.
+
+use std::time::Duration;
+
+use serde_json::json;
+use slipway_crd::model_deployment::DeploymentPhase;
+
+use super::{Error, Outcome, Reconciler};
+use crate::decide::catalog::{Catalog, Resource};
+use crate::decide::rollout::{self, Action, Observation, Verdict};
+use crate::edges::serving::local::{Key, LocalTarget};
+use crate::edges::store::Write;
+
+impl Reconciler<'_> {
+    /// One rollout step for every local deployment. Returns when to look again (None: all settled).
+    pub fn deploy(
+        &self,
+        catalog: &Catalog,
+        target: &mut LocalTarget,
+        out: &mut Outcome,
+    ) -> Result<Option<Duration>, Error> {
+        for ((ns, name), version, message) in target.supervise() {
+            let model = catalog
+                .objects()
+                .iter()
+                .find_map(|o| match &o.resource {
+                    Resource::ModelDeployment(d) if o.key.namespace == ns && o.key.name == name => {
+                        Some(d.spec.model.clone())
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let mut h = self.history(
+                "ServerRestarted",
+                &ns,
+                &model,
+                format!("ModelDeployment/{name}"),
+            );
+            h.version = Some(version);
+            h.message = message.clone();
+            (self.progress)(&message);
+            self.store.apply(&[Write::History(h)])?;
+        }
+        let mut requeue: Option<Duration> = None;
+        for obj in catalog.objects() {
+            let Resource::ModelDeployment(d) = &obj.resource else {
+                continue;
+            };
+            let Some(spec) = &d.spec.target.local else {
+                continue;
+            };
+            let ns = obj.key.namespace.clone();
+            let key: Key = (ns.clone(), obj.key.name.clone());
+            let desired = match (&d.spec.version, &d.spec.alias) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(a)) => self.resolved_alias(catalog, &ns, &d.spec.model, a),
+                _ => None,
+            };
+            let uri = |v: &str| {
+                catalog
+                    .version(&ns, &d.spec.model, v)
+                    .map(|v| v.spec.artifact.uri.clone())
+                    .unwrap_or_default()
+            };
+            if let Err(e) = target.ensure(&key, spec) {
+                out.deploy_errors.push(e.to_string());
+                continue;
+            }
+            let state = self.store.rollout(&ns, &obj.key.name)?;
+            // Resume: after a restart, bring back what the persisted state says serves, and route
+            // to it once its servers answer their health checks (bounded wait).
+            let mut resumed = Vec::new();
+            for v in state.traffic.keys().chain(state.candidate.iter()) {
+                if !target.running(&key, v) {
+                    match target.start(&key, v, &uri(v)) {
+                        Ok(()) => resumed.push(v.clone()),
+                        Err(e) => out.deploy_errors.push(e.to_string()),
+                    }
+                }
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while resumed
+                .iter()
+                .any(|v| state.traffic.contains_key(v) && !target.ready(&key, v))
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let routed: std::collections::BTreeMap<String, u32> = state
+                .traffic
+                .iter()
+                .filter(|(_, w)| **w > 0)
+                .map(|(k, w)| (k.clone(), *w))
+                .collect();
+            if target.weights(&key) != routed {
+                target.route(&key, &state.traffic);
+            }
+            let observation = match &state.candidate {
+                Some(c) => Observation {
+                    candidate_ready: target.ready(&key, c),
+                    analysis: rollout::analyze(
+                        d.spec.strategy.analysis.as_ref(),
+                        &target.window(&key, c),
+                    ),
+                },
+                None => Observation {
+                    candidate_ready: desired.as_deref().is_some_and(|v| target.ready(&key, v)),
+                    analysis: Verdict::Pass,
+                },
+            };
+            let policy = rollout::Policy {
+                strategy: &d.spec.strategy,
+                progress_deadline: crate::decide::limits::PROGRESS_DEADLINE,
+                poll: crate::decide::limits::LOCAL_POLL,
+            };
+            let step = rollout::decide(
+                &state,
+                desired.as_deref(),
+                &policy,
+                &observation,
+                (self.now)(),
+            );
+            if step.state == state && step.actions.is_empty() {
+                requeue = min(requeue, step.requeue_after);
+                continue;
+            }
+            let s = &step.state;
+            let phase = s.phase;
+            let status = json!({
+                "model": d.spec.model,
+                "phase": phase,
+                "servingVersion": s.stable,
+                "targetVersion": s.candidate,
+                "traffic": s.traffic,
+                "currentStep": s.candidate.as_ref().map(|_| s.step),
+                "rejectedVersions": s.rejected,
+                "address": target.address(&key).map(|a| a.to_string()),
+            });
+            let events: Vec<(rollout::EventKind, String, String)> = step
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Event {
+                        kind,
+                        version,
+                        message,
+                    } => Some((kind.clone(), version.clone(), message.clone())),
+                    _ => None,
+                })
+                .collect();
+            // Persist first: a restart then resumes from the new state and re-applies it.
+            self.record(&ns, &obj.key.name, d, &step.state, status, &events, out)?;
+            for a in step.actions {
+                match a {
+                    Action::Start(v) => {
+                        if let Err(e) = target.start(&key, &v, &uri(&v)) {
+                            out.deploy_errors.push(e.to_string());
+                        }
+                    }
+                    Action::Route(w) => target.route(&key, &w),
+                    Action::Stop(v) => target.stop(&key, &v),
+                    Action::Event { .. } => {}
+                }
+            }
+            let settled = matches!(
+                phase,
+                DeploymentPhase::Healthy | DeploymentPhase::RolledBack | DeploymentPhase::Failed
+            ) && step.state.candidate.is_none();
+            requeue = min(
+                requeue,
+                if settled {
+                    step.requeue_after
+                } else {
+                    Some(step.requeue_after.unwrap_or(Duration::from_millis(500)))
+                },
+            );
+        }
+        Ok(requeue)
+    }
+}
+
+impl Reconciler<'_> {
+    /// Records one rollout step: the state, the deployment's status and a history entry per
+    /// event (in one transaction).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record(
+        &self,
+        ns: &str,
+        name: &str,
+        d: &slipway_crd::ModelDeployment,
+        state: &rollout::RolloutState,
+        status: serde_json::Value,
+        events: &[(rollout::EventKind, String, String)],
+        out: &mut Outcome,
+    ) -> Result<(), Error> {
+        let mut writes = vec![
+            Write::Rollout {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                state: state.clone(),
+            },
+            Write::Status {
+                kind: "ModelDeployment".into(),
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                status,
+            },
+        ];
+        for (kind, version, message) in events {
+            let mut h = self.history(
+                &format!("{kind:?}"),
+                ns,
+                &d.spec.model,
+                format!("ModelDeployment/{name}"),
+            );
+            h.version = Some(version.clone());
+            h.alias = d.spec.alias.clone();
+            h.message = format!("{name}: {message}");
+            h.data = json!({"traffic": state.traffic});
+            (self.progress)(&h.message);
+            out.rollout_events.push(h.message.clone());
+            writes.push(Write::History(h));
+        }
+        self.store.apply(&writes)?;
+        Ok(())
+    }
+}
+
+/// The earlier of two optional waits.
+pub(super) fn min(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

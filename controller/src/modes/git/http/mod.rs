@@ -1,0 +1,342 @@
+//! Git mode's home for the HTTP server (`slipway run --listen`): answers from the SQLite store
+//! and the state folder, and adds the read API over the store and the web UI.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+
+mod ui;
+use crate::edges::http::{Home, Posted, Reply};
+use crate::edges::store::{HistoryFilter, Store};
+
+/// Label set of counters by one string label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByKind {
+    /// The category, event or result.
+    pub kind: String,
+}
+
+/// The metrics `slipway run` keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconcile passes.
+    pub reconciles: Counter,
+    /// Failures by category (`invalid-revision`, `fetch`, `store-io`, …).
+    pub failures: Family<ByKind, Counter>,
+    /// Evaluation durations (seconds).
+    pub evaluation_seconds: Histogram,
+    /// Rollout events by kind.
+    pub rollout_events: Family<ByKind, Counter>,
+    /// Notification deliveries by result (`delivered`, `failed`).
+    pub notifications: Family<ByKind, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("slipway");
+        let reconciles = Counter::default();
+        let failures = Family::<ByKind, Counter>::default();
+        let evaluation_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 14));
+        let rollout_events = Family::<ByKind, Counter>::default();
+        let notifications = Family::<ByKind, Counter>::default();
+        registry.register("reconciles", "Reconcile passes", reconciles.clone());
+        registry.register("failures", "Failures by category", failures.clone());
+        registry.register(
+            "evaluation_duration_seconds",
+            "Evaluation run time",
+            evaluation_seconds.clone(),
+        );
+        registry.register(
+            "rollout_events",
+            "Rollout steps, successes and rollbacks",
+            rollout_events.clone(),
+        );
+        registry.register(
+            "notification_deliveries",
+            "Notification deliveries by result",
+            notifications.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            failures,
+            evaluation_seconds,
+            rollout_events,
+            notifications,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts what a batch of history entries says happened.
+    pub fn observe(&self, entries: &[crate::edges::store::HistoryEntry]) {
+        for e in entries {
+            match e.event.as_str() {
+                "EvaluationCompleted" => {
+                    if let Some(secs) = e.data.get("seconds").and_then(|v| v.as_f64()) {
+                        self.evaluation_seconds.observe(secs);
+                    }
+                }
+                "RolloutStarted" | "StepStarted" | "RolloutSucceeded" | "RolledBack"
+                | "RolloutFailed" | "RolloutSuperseded" | "ServerRestarted" => {
+                    self.rollout_events
+                        .get_or_create(&ByKind {
+                            kind: e.event.clone(),
+                        })
+                        .inc();
+                }
+                "NotificationDelivered" => {
+                    self.notifications
+                        .get_or_create(&ByKind {
+                            kind: "delivered".into(),
+                        })
+                        .inc();
+                }
+                "NotificationFailed" => {
+                    self.notifications
+                        .get_or_create(&ByKind {
+                            kind: "failed".into(),
+                        })
+                        .inc();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Counts a failure.
+    pub fn fail(&self, kind: &str) {
+        self.failures
+            .get_or_create(&ByKind { kind: kind.into() })
+            .inc();
+    }
+}
+
+/// What `/readyz` reports.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Readiness {
+    /// The revision in force.
+    pub revision: Option<String>,
+    /// A newer revision that was rejected, and why.
+    pub rejected: Option<String>,
+    /// Errors of the rejected revision.
+    pub errors: Vec<String>,
+}
+
+/// Shared with the reconciler loop.
+pub struct Shared {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Readiness.
+    pub ready: Mutex<Readiness>,
+    /// The state folder (reports live under it).
+    pub state_dir: std::path::PathBuf,
+    /// The objects of the revision in force, as JSON (`models`, `versions`, `aliases`), for the UI.
+    pub catalog: Mutex<serde_json::Value>,
+    /// Hash ([`crate::edges::http::token::hash`]) of the token write requests (`retry`) must bring; `None`
+    /// turns them off.
+    pub api_token_hash: Option<String>,
+}
+
+pub(super) type S = Arc<Shared>;
+
+fn json_or_500<T: serde::Serialize>(v: Result<T, crate::edges::store::StoreError>) -> Response {
+    match v {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    model: Option<String>,
+    alias: Option<String>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn statuses(State(s): State<S>, Path(kind): Path<String>) -> Response {
+    if kind == "models" {
+        let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        return axum::Json(catalog["models"].clone()).into_response();
+    }
+    let kind = match kind.as_str() {
+        "versions" => "ModelVersion",
+        "aliases" => "ModelAlias",
+        "evaluations" => "Evaluation",
+        "deployments" => "ModelDeployment",
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                "try models, versions, aliases, evaluations, deployments or history",
+            )
+                .into_response();
+        }
+    };
+    // Evaluations also carry their spec (model, version, suite), so `slipway plan --results URL`
+    // can read them as documents.
+    let specs: std::collections::HashMap<(String, String), serde_json::Value> =
+        if kind == "Evaluation" {
+            let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            catalog["evaluations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let key = (
+                        e["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or("default")
+                            .to_string(),
+                        e["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                    (key, e["spec"].clone())
+                })
+                .collect()
+        } else {
+            Default::default()
+        };
+    json_or_500(s.store.statuses(kind).map(|rows| {
+        rows.into_iter()
+            .map(|(ns, name, status)| {
+                let mut row = json!({"namespace": ns, "name": name, "status": status});
+                if let Some(spec) = specs.get(&(ns, name)) {
+                    row["spec"] = spec.clone();
+                }
+                row
+            })
+            .collect::<Vec<_>>()
+    }))
+}
+
+async fn history(State(s): State<S>, Query(q): Query<HistoryQuery>) -> Response {
+    json_or_500(s.store.history(&HistoryFilter {
+        model: q.model,
+        alias: q.alias,
+        until: q.until,
+        after_id: None,
+    }))
+}
+
+#[derive(Deserialize)]
+struct RetryRequest {
+    version: Option<String>,
+    actor: Option<String>,
+}
+
+impl Home for Shared {
+    fn readiness(&self) -> (bool, serde_json::Value) {
+        let r = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ok = r.revision.is_some() && r.rejected.is_none();
+        (
+            ok,
+            json!({"ready": ok, "revision": r.revision, "rejected": r.rejected, "errors": r.errors}),
+        )
+    }
+
+    fn metrics(&self) -> Result<String, String> {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &self.metrics.registry)
+            .map_err(|e| e.to_string())?;
+        Ok(body)
+    }
+
+    async fn post_results(&self, p: Posted) -> Reply {
+        match crate::modes::git::external::accept(
+            &self.store,
+            &p.namespace,
+            &p.name,
+            p.token.as_deref(),
+            &p.body,
+        ) {
+            Ok(()) => Reply::ok(202, json!({"accepted": true})),
+            Err((code, message)) => Reply::error(code, message),
+        }
+    }
+
+    async fn post_retry(&self, p: Posted) -> Reply {
+        let Some(want) = &self.api_token_hash else {
+            return Reply::error(
+                403,
+                "write requests are off on this instance; start `slipway run` with --api-token-file",
+            );
+        };
+        if !p
+            .token
+            .as_deref()
+            .is_some_and(|t| crate::edges::http::token::matches_hash(t, want))
+        {
+            return Reply::error(
+                401,
+                "missing or wrong bearer token; send the token in the instance's --api-token-file",
+            );
+        }
+        let request: RetryRequest = if p.body.is_empty() {
+            RetryRequest {
+                version: None,
+                actor: None,
+            }
+        } else {
+            match serde_json::from_slice(&p.body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Reply::error(
+                        400,
+                        format!("body must be {{\"version\": \"…\"}} or empty: {e}"),
+                    );
+                }
+            }
+        };
+        let actor = request.actor.map(|a| format!("{a} (api)"));
+        match crate::modes::git::retry::request_retry(
+            &self.store,
+            &p.namespace,
+            &p.name,
+            request.version.as_deref(),
+            actor.or(Some("api".into())),
+        ) {
+            Ok(versions) => Reply::ok(200, json!({"versions": versions})),
+            Err(crate::modes::git::retry::RetryError::NothingToRetry(m)) => Reply::error(409, m),
+            Err(e) => Reply::error(500, e.to_string()),
+        }
+    }
+
+    async fn report(
+        &self,
+        ns: String,
+        name: String,
+        format: String,
+    ) -> Result<String, (u16, String)> {
+        let path = self
+            .state_dir
+            .join("reports")
+            .join(&ns)
+            .join(format!("{name}.{format}"));
+        std::fs::read_to_string(&path)
+            .map_err(|_| (404, format!("no report of evaluation {ns}/{name}")))
+    }
+
+    fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/", get(ui::index))
+            .route("/ui/{ns}/{model}", get(ui::model))
+            .route("/api/v1/history", get(history))
+            .route("/api/v1/{kind}", get(statuses))
+            .with_state(self.clone())
+    }
+}

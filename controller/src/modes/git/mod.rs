@@ -1,0 +1,259 @@
+//! The git-mode reconciler: register versions, run and report evaluations, and promote aliases
+//! whose data rules pass — recording every step in the store's history.
+//!
+//! Decisions come from the pure core ([`plan`], `evaluation`, `policy`); this module sequences
+//! them and carries out their effects (subprocesses, report files, store writes).
+
+mod deploy;
+mod evaluate;
+pub mod external;
+pub mod http;
+mod promote;
+pub mod retry;
+mod sagemaker;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use slipway_crd::{Evaluation, EvaluationSpec};
+
+use crate::decide::catalog::{Catalog, Resource};
+use crate::decide::evaluation::tasks::{self, Task};
+use crate::edges::store::{HistoryEntry, Store, StoreError, Write};
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A report could not be written.
+    #[error("cannot write the report {path}: {source}")]
+    Report {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Store(StoreError::Decode(e))
+    }
+}
+
+impl Error {
+    /// Short stable name for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Store(e) => e.category(),
+            Error::Report { .. } => "report-io",
+        }
+    }
+}
+
+/// What one pass did, for progress output and tests.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Outcome {
+    /// Versions seen for the first time.
+    pub registered: Vec<String>,
+    /// Evaluations that ran and finished (name: verdict).
+    pub evaluated: Vec<String>,
+    /// Evaluations whose content-addressed result already existed.
+    pub reused: Vec<String>,
+    /// Aliases moved (`model/alias: from → to`).
+    pub moved: Vec<String>,
+    /// Alias moves held by policy (`model/alias → to: why`).
+    pub blocked: Vec<String>,
+    /// Alias moves waiting for evaluations.
+    pub waiting: Vec<String>,
+    /// Rollout events (steps, successes, rollbacks).
+    pub rollout_events: Vec<String>,
+    /// Deployment errors (ports taken, servers that do not start).
+    pub deploy_errors: Vec<String>,
+}
+
+/// The reconciler's fixed inputs.
+pub struct Reconciler<'a> {
+    /// The state store.
+    pub store: &'a Store,
+    /// The registry folder (evaluation jobs run relative to it).
+    pub root: &'a Path,
+    /// The state folder (reports and job folders go under it).
+    pub state_dir: &'a Path,
+    /// The source revision being reconciled (a git commit, or `folder`).
+    pub revision: String,
+    /// The clock.
+    pub now: &'a dyn Fn() -> DateTime<Utc>,
+    /// Progress lines (to a terminal or a log).
+    pub progress: &'a dyn Fn(&str),
+    /// Base URL of this instance's results API (`--listen`), for external evaluation jobs.
+    pub results_url: Option<String>,
+}
+
+impl Reconciler<'_> {
+    fn history(&self, event: &str, ns: &str, model: &str, subject: String) -> HistoryEntry {
+        HistoryEntry {
+            id: 0,
+            at: (self.now)(),
+            event: event.into(),
+            namespace: ns.into(),
+            model: model.into(),
+            subject,
+            version: None,
+            alias: None,
+            actor: Some("slipway".into()),
+            revision: Some(self.revision.clone()),
+            decision: None,
+            message: String::new(),
+            data: Value::Null,
+        }
+    }
+
+    /// One pass over a valid catalog.
+    ///
+    /// Evaluations whose baseline alias is about to be promoted for the first time wait for that
+    /// promotion, so that (for example) version 8 is compared with production = 7 on the very
+    /// first run; the pass alternates evaluating and promoting until nothing more can move.
+    pub fn reconcile(&self, catalog: &Catalog) -> Result<Outcome, Error> {
+        let mut out = Outcome::default();
+        self.register(catalog, &mut out)?;
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let resolved =
+                |ns: &str, model: &str, alias: &str| self.resolved_alias(catalog, ns, model, alias);
+            let ready: Vec<Task> = tasks::all(catalog, &resolved)
+                .into_iter()
+                .filter(|t| !done.contains(&t.name) && !self.awaits_baseline(catalog, t))
+                .collect();
+            for task in &ready {
+                self.evaluate(task, &mut out)?;
+                done.insert(task.name.clone());
+            }
+            let moved = out.moved.len();
+            out.waiting.clear();
+            out.blocked.clear();
+            self.promote(catalog, &mut out)?;
+            if ready.is_empty() && out.moved.len() == moved {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a task's baseline alias has never been promoted but is about to be (to another version).
+    fn awaits_baseline(&self, catalog: &Catalog, task: &Task) -> bool {
+        let Some(model) = catalog.model(&task.namespace, &task.model) else {
+            return false;
+        };
+        let Some(alias) = model
+            .spec
+            .evaluations
+            .iter()
+            .find(|s| s.name == task.suite)
+            .and_then(|s| s.baseline.as_ref())
+            .and_then(|b| b.alias.as_deref())
+        else {
+            return false;
+        };
+        let Some(wanted) = catalog.alias(&task.namespace, &task.model, alias) else {
+            return false;
+        };
+        wanted.spec.version != task.version
+            && self
+                .resolved_alias(catalog, &task.namespace, &task.model, alias)
+                .is_none()
+    }
+
+    fn register(&self, catalog: &Catalog, out: &mut Outcome) -> Result<(), Error> {
+        for obj in catalog.objects() {
+            let Resource::ModelVersion(v) = &obj.resource else {
+                continue;
+            };
+            let ns = &obj.key.namespace;
+            if self
+                .store
+                .status("ModelVersion", ns, &obj.key.name)?
+                .is_some()
+            {
+                continue;
+            }
+            let mut h = self.history(
+                "VersionRegistered",
+                ns,
+                &v.spec.model,
+                format!("ModelVersion/{}", obj.key.name),
+            );
+            h.version = Some(v.spec.version.clone());
+            h.message = format!(
+                "{} version {} registered ({})",
+                v.spec.model, v.spec.version, v.spec.artifact.uri
+            );
+            self.store.apply(&[
+                Write::Status {
+                    kind: "ModelVersion".into(),
+                    namespace: ns.clone(),
+                    name: obj.key.name.clone(),
+                    status: json!({"registeredAt": h.at}),
+                },
+                Write::History(h),
+            ])?;
+            (self.progress)(&format!(
+                "registered {} version {}",
+                v.spec.model, v.spec.version
+            ));
+            out.registered
+                .push(format!("{}/{}", v.spec.model, v.spec.version));
+        }
+        Ok(())
+    }
+
+    /// The version an alias resolves to: as last promoted, else (never promoted) nothing.
+    fn resolved_alias(
+        &self,
+        catalog: &Catalog,
+        ns: &str,
+        model: &str,
+        alias: &str,
+    ) -> Option<String> {
+        let obj = catalog.objects().iter().find(|o| {
+            matches!(&o.resource, Resource::ModelAlias(a) if o.key.namespace == ns && a.spec.model == model && a.spec.alias == alias)
+        })?;
+        let status = self.store.status("ModelAlias", ns, &obj.key.name).ok()??;
+        status
+            .get("resolvedVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    /// The evaluations of the revision, as documents with the status the store has for them.
+    pub fn evaluations(&self, catalog: &Catalog) -> Result<Vec<Evaluation>, Error> {
+        let resolved =
+            |ns: &str, model: &str, alias: &str| self.resolved_alias(catalog, ns, model, alias);
+        let mut evaluations = Vec::new();
+        for t in tasks::all(catalog, &resolved) {
+            if let Some(status) = self.evaluation_status(&t.namespace, &t.name)? {
+                let mut e = Evaluation::new(
+                    &t.name,
+                    EvaluationSpec {
+                        model: t.model,
+                        version: t.version,
+                        suite: t.suite,
+                        ..Default::default()
+                    },
+                );
+                e.metadata.namespace = Some(t.namespace);
+                e.status = Some(status);
+                evaluations.push(e);
+            }
+        }
+        Ok(evaluations)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+//! `ModelAlias`: a move resolves once the candidate's evaluations are in and the policies' data
+//! rules allow it ([`crate::decide::promotion`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action as Requeue;
+use serde_json::{Value, json};
+use slipway_crd::ModelAlias;
+
+use super::notify;
+use crate::decide::promotion::{Promotion, promotion};
+
+use super::context::{Context, Error, MANAGER, compact, condition, keep_transition, publish};
+
+pub(super) async fn reconcile_alias(
+    guarded: Arc<DeserializeGuard<ModelAlias>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let alias = match &guarded.0 {
+        Ok(a) => a,
+        Err(invalid) => {
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "ModelAlias cannot be read; skipping it");
+            return Ok(Requeue::await_change());
+        }
+    };
+    let ns = alias.namespace().unwrap_or_else(|| "default".into());
+    let name = alias.name_any();
+    let generation = alias.metadata.generation;
+    let status = alias.status.clone().unwrap_or_default();
+    let resolved = status.resolved_version.clone();
+    let to = alias.spec.version.clone();
+    let api: Api<ModelAlias> = Api::namespaced(ctx.client.clone(), &ns);
+    let label = format!("{}/{}", alias.spec.model, alias.spec.alias);
+    // Server-side apply drops fields this manager owned but leaves out: every apply of the
+    // status carries the resolution forward.
+    let kept = |conditions: Value| {
+        json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
+            "status": {"resolvedVersion": status.resolved_version, "previousVersion": status.previous_version,
+                       "history": status.history, "conditions": conditions}})
+    };
+    let ready = |ok: bool, reason: &str, message: &str| {
+        let mut c = condition("Ready", ok, reason, message, generation);
+        keep_transition(&mut c, &status.conditions);
+        c
+    };
+    if resolved.as_deref() == Some(to.as_str()) {
+        if status.conditions.iter().any(|c| {
+            c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation
+        }) {
+            return Ok(Requeue::await_change());
+        }
+        let patch = kept(json!([ready(
+            true,
+            "Resolved",
+            &format!("{label} resolves to {to}")
+        )]));
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&compact(patch.clone())),
+        )
+        .await?;
+        return Ok(Requeue::await_change());
+    }
+    ctx.moves_seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((
+            ns.clone(),
+            alias.spec.model.clone(),
+            alias.spec.alias.clone(),
+            to.clone(),
+        ))
+        .or_insert_with(std::time::Instant::now);
+    let view = ctx.cache.view(&ns);
+    let (catalog, results) = (&view.catalog, &view.results);
+    let now = Utc::now();
+    match promotion(
+        catalog,
+        results,
+        &ns,
+        &name,
+        alias,
+        resolved.as_deref(),
+        "kubernetes",
+        now,
+    ) {
+        Promotion::Unresolvable => {
+            let message = format!("{label} → {to}: the model or version does not exist in {ns}");
+            let patch = kept(json!([ready(false, "Unresolvable", &message)]));
+            api.patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch.clone())),
+            )
+            .await?;
+            Ok(Requeue::requeue(Duration::from_secs(5)))
+        }
+        Promotion::Waiting(pending) => {
+            let message = format!(
+                "{label} → {to}: waiting for evaluation {}",
+                pending.join(", ")
+            );
+            let patch = kept(json!([ready(false, "WaitingForEvaluations", &message)]));
+            api.patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch.clone())),
+            )
+            .await?;
+            Ok(Requeue::requeue(Duration::from_secs(10)))
+        }
+        Promotion::Decided(decision) if decision.allowed => {
+            let mut history = serde_json::to_value(&status.history)?;
+            if let Some(h) = history.as_array_mut() {
+                h.push(json!({"from": resolved, "to": to, "at": now, "decision": "allowed"}));
+            }
+            let message = format!(
+                "{label}: {} → {to}",
+                resolved.as_deref().unwrap_or("(none)")
+            );
+            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
+                "status": {"resolvedVersion": to, "previousVersion": resolved, "history": history,
+                           "conditions": [ready(true, "Resolved", &message)]}});
+            api.patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch.clone())),
+            )
+            .await?;
+            publish(&ctx, alias, false, "AliasMoved", message.clone()).await;
+            let moved = notify::entry(
+                "AliasMoved",
+                &ns,
+                &alias.spec.model,
+                format!("ModelAlias/{name}"),
+                Some(to.clone()),
+                Some(alias.spec.alias.clone()),
+                message,
+            );
+            notify::notify(&ctx, alias, moved).await;
+            // The approvals of this exact move record that they were used.
+            let approvals: Api<slipway_crd::Approval> = Api::namespaced(ctx.client.clone(), &ns);
+            for a in ctx.cache.approvals_for(&ns, &name, &to) {
+                // A merge patch: it must not take approvedAt away (see reconcile_approval).
+                let patch = json!({"status": {"usedBy": format!("ModelAlias/{ns}/{name} → {to}")}});
+                if let Err(e) = approvals
+                    .patch_status(&a, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    tracing::warn!(approval = %a, error = %e, "cannot record that the approval was used");
+                }
+            }
+            Ok(Requeue::await_change())
+        }
+        Promotion::Decided(decision) => {
+            let message = format!("{label} → {to} held: {}", decision.summary());
+            let already = status.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.reason == "PromotionBlocked" && c.message == message
+            });
+            let patch = kept(json!([ready(false, "PromotionBlocked", &message)]));
+            api.patch_status(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch.clone())),
+            )
+            .await?;
+            if !already {
+                publish(&ctx, alias, true, "PromotionBlocked", message.clone()).await;
+                let blocked = notify::entry(
+                    "PromotionBlocked",
+                    &ns,
+                    &alias.spec.model,
+                    format!("ModelAlias/{name}"),
+                    Some(to.clone()),
+                    Some(alias.spec.alias.clone()),
+                    message,
+                );
+                notify::notify(&ctx, alias, blocked).await;
+            }
+            Ok(Requeue::requeue(Duration::from_secs(60)))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- approvals

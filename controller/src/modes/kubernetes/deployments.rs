@@ -1,0 +1,466 @@
+//! `ModelDeployment` with a `kubernetes` target: per-version `Deployment`s behind one `Service`,
+//! rolled out step by step by [`crate::decide::rollout::decide`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action as Requeue;
+use serde_json::{Value, json};
+use slipway_crd::model_deployment::{DeploymentPhase, RolloutEvent};
+use slipway_crd::{ModelAlias, ModelDeployment};
+
+use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
+use super::notify;
+use crate::decide::rollout::{self, Action, Observation, RolloutState, Verdict};
+
+use super::context::{Context, Error, MANAGER, compact, condition, keep_transition, publish};
+
+/// The name of the `Deployment` serving `version` for `deployment`.
+pub fn version_deployment_name(deployment: &str, version: &str) -> String {
+    let v: String = version
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mut name = format!("{deployment}-v{}", v.trim_matches('-'));
+    name.truncate(63);
+    name.trim_end_matches('-').to_string()
+}
+
+/// Replicas per version for traffic weights: the share of `total` each weight asks for, at
+/// least one for every version with traffic, the largest share absorbing rounding.
+pub fn replicas_for(weights: &BTreeMap<String, u32>, total: u32) -> BTreeMap<String, u32> {
+    let total = total.max(1);
+    let mut out: BTreeMap<String, u32> = weights
+        .iter()
+        .filter(|(_, w)| **w > 0)
+        .map(|(v, w)| {
+            (
+                v.clone(),
+                ((total * w) as f64 / 100.0).round().max(1.0) as u32,
+            )
+        })
+        .collect();
+    let sum: u32 = out.values().sum();
+    if let Some((_, biggest)) = weights
+        .iter()
+        .filter(|(_, w)| **w > 0)
+        .max_by_key(|(_, w)| **w)
+        && let Some((v, _)) = weights.iter().find(|(_, w)| *w == biggest)
+        && let Some(r) = out.get_mut(v)
+    {
+        *r = (*r + total).saturating_sub(sum).max(1);
+    }
+    out
+}
+
+/// Health of a version's `Deployment` as a rollout observation.
+pub(super) fn observe(d: Option<&Deployment>) -> (bool, Verdict) {
+    let Some(d) = d else {
+        return (false, Verdict::Inconclusive("no Deployment yet".into()));
+    };
+    let spec_replicas = d.spec.replicas.unwrap_or(1);
+    let status = d.status.clone().unwrap_or_default();
+    let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let ready =
+        current && spec_replicas > 0 && status.available_replicas.unwrap_or(0) >= spec_replicas;
+    for c in status.conditions.unwrap_or_default() {
+        if c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False") {
+            return (
+                false,
+                Verdict::Fail(format!(
+                    "{} is not progressing ({}: {})",
+                    d.name_any(),
+                    c.reason.unwrap_or_default(),
+                    c.message.unwrap_or_default()
+                )),
+            );
+        }
+        if c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True") {
+            return (
+                false,
+                Verdict::Fail(format!(
+                    "{} cannot create pods ({})",
+                    d.name_any(),
+                    c.message.unwrap_or_default()
+                )),
+            );
+        }
+    }
+    (ready, Verdict::Pass)
+}
+
+/// What a deployment should serve: its pinned version, or what its alias resolves to (read
+/// from the API: the watch that woke the reconcile may be ahead of the cache).
+pub(super) async fn desired_version(
+    ctx: &Context,
+    md: &ModelDeployment,
+) -> Result<Option<String>, Error> {
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    Ok(match (&md.spec.version, &md.spec.alias) {
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(a)) => match ctx.cache.alias_name(&ns, &md.spec.model, a) {
+            Some(alias_name) => Api::<ModelAlias>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&alias_name)
+                .await?
+                .and_then(|x| x.status.and_then(|s| s.resolved_version)),
+            None => None,
+        },
+        _ => None,
+    })
+}
+
+pub(super) async fn reconcile_deployment(
+    guarded: Arc<DeserializeGuard<ModelDeployment>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let md = match &guarded.0 {
+        Ok(d) => d,
+        Err(invalid) => {
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "ModelDeployment cannot be read; skipping it");
+            return Ok(Requeue::await_change());
+        }
+    };
+    if md.spec.target.sagemaker.is_some() {
+        let desired = desired_version(&ctx, md).await?;
+        return super::sagemaker::reconcile(md, ctx, desired).await;
+    }
+    let Some(target) = md.spec.target.kubernetes.clone() else {
+        return Ok(Requeue::await_change());
+    };
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let name = md.name_any();
+    let status = md.status.clone().unwrap_or_default();
+    let state = RolloutState::from_status(&status);
+    let desired = desired_version(&ctx, md).await?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let owned: BTreeMap<String, Deployment> = ctx.cache.deployments_of(&ns, &name);
+    let observation = match state.candidate.as_ref().or(desired.as_ref()) {
+        Some(c) => {
+            let (ready, analysis) = observe(owned.get(c));
+            Observation {
+                candidate_ready: ready,
+                analysis: if state.candidate.is_some() {
+                    analysis
+                } else {
+                    Verdict::Pass
+                },
+            }
+        }
+        None => Observation {
+            candidate_ready: false,
+            analysis: Verdict::Pass,
+        },
+    };
+    let policy = rollout::Policy {
+        strategy: &md.spec.strategy,
+        progress_deadline: crate::decide::limits::PROGRESS_DEADLINE,
+        poll: crate::decide::limits::REMOTE_POLL,
+    };
+    let step = rollout::decide(
+        &state,
+        desired.as_deref(),
+        &policy,
+        &observation,
+        Utc::now(),
+    );
+
+    // Persist first: a restarted controller resumes from the new state and re-applies it.
+    let s = &step.state;
+    let mut history = status.history.clone();
+    let mut events = Vec::new();
+    for a in &step.actions {
+        if let Action::Event {
+            kind,
+            version,
+            message,
+        } = a
+        {
+            history.push(RolloutEvent {
+                at: Some(Utc::now()),
+                event: format!("{kind:?}"),
+                traffic: s.traffic.clone(),
+                message: Some(format!("{version}: {message}")),
+            });
+            events.push((format!("{kind:?}"), version.clone(), message.clone()));
+        }
+    }
+    let excess = history.len().saturating_sub(50);
+    history.drain(..excess);
+    let settled = s.candidate.is_none() && s.phase == DeploymentPhase::Healthy;
+    let serving = s.stable.is_some() || s.candidate.is_some();
+    let mut ready = condition(
+        "Ready",
+        settled && serving,
+        &if serving {
+            format!("{:?}", s.phase)
+        } else {
+            "NothingToServe".to_string()
+        },
+        &match (&s.candidate, &s.stable) {
+            (Some(c), _) => format!(
+                "rolling out {c}: step {} of the strategy, traffic {:?}",
+                s.step, s.traffic
+            ),
+            (None, Some(v)) => format!("{v} serves all traffic"),
+            (None, None) => "nothing to serve yet".into(),
+        },
+        md.metadata.generation,
+    );
+    keep_transition(&mut ready, &status.conditions);
+    let patch = json!({
+        "apiVersion": "slipway.dev/v1alpha1", "kind": "ModelDeployment",
+        "status": {
+            "phase": s.phase,
+            "servingVersion": s.stable,
+            "targetVersion": s.candidate,
+            "traffic": s.traffic,
+            "currentStep": s.candidate.as_ref().map(|_| s.step),
+            "stepStartedAt": s.step_started,
+            "candidateStartedAt": s.candidate_started,
+            "lastDesiredVersion": s.last_desired,
+            "rejectedVersions": s.rejected,
+            "history": history,
+            "conditions": [ready],
+            "observedGeneration": md.metadata.generation,
+        }
+    });
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    if step.state != state
+        || !step.actions.is_empty()
+        || status.observed_generation != md.metadata.generation
+    {
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&compact(patch.clone())),
+        )
+        .await?;
+    }
+
+    // Carry the actions out.
+    ensure_service(&ctx, md, &target).await?;
+    let version_uri = |v: &str| {
+        ctx.cache
+            .artifact(&ns, &md.spec.model, v)
+            .map(|(uri, _)| uri)
+    };
+    let mut weights = s.traffic.clone();
+    for a in &step.actions {
+        match a {
+            Action::Start(v) => {
+                // A new version starts with the replicas of its first share (at least one).
+                let first = replicas_for(
+                    &BTreeMap::from([(
+                        v.clone(),
+                        rollout::plan_steps(&md.spec.strategy)[0].weight,
+                    )]),
+                    target.replicas,
+                );
+                let replicas = weights
+                    .get(v)
+                    .map(|_| replicas_for(&weights, target.replicas)[v])
+                    .unwrap_or(first[v]);
+                apply_version(&ctx, md, &target, v, replicas, version_uri(v)).await?;
+                if let Some(alias) = &md.spec.alias {
+                    let seen = ctx
+                        .moves_seen
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&(ns.clone(), md.spec.model.clone(), alias.clone(), v.clone()));
+                    if let Some(t0) = seen {
+                        let latency = t0.elapsed();
+                        ctx.metrics.promotion_latency.observe(latency.as_secs_f64());
+                        tracing::info!(deployment = %name, version = %v, latency_ms = latency.as_secs_f64() * 1000.0, "rollout started");
+                    }
+                }
+            }
+            Action::Route(w) => {
+                weights = w.clone();
+                let replicas = replicas_for(w, target.replicas);
+                for (v, r) in &replicas {
+                    apply_version(&ctx, md, &target, v, *r, version_uri(v)).await?;
+                }
+            }
+            Action::Stop(v) => {
+                let _ = deployments
+                    .delete(
+                        &version_deployment_name(&name, v),
+                        &DeleteParams::background(),
+                    )
+                    .await;
+            }
+            Action::Event { .. } => {}
+        }
+    }
+    // Garbage: Deployments of versions that neither serve nor roll out.
+    for (v, d) in &owned {
+        if !s.traffic.contains_key(v) && s.candidate.as_deref() != Some(v.as_str()) {
+            let _ = deployments
+                .delete(&d.name_any(), &DeleteParams::background())
+                .await;
+        }
+    }
+    for (reason, version, note) in events {
+        let warning = matches!(reason.as_str(), "RolledBack" | "RolloutFailed");
+        publish(&ctx, md, warning, &reason, note.clone()).await;
+        let happened = notify::entry(
+            &reason,
+            &ns,
+            &md.spec.model,
+            format!("ModelDeployment/{name}"),
+            Some(version),
+            md.spec.alias.clone(),
+            format!("{name}: {note}"),
+        );
+        notify::notify(&ctx, md, happened).await;
+    }
+    Ok(match step.requeue_after {
+        Some(d) => Requeue::requeue(d),
+        None if s.candidate.is_some() => Requeue::requeue(Duration::from_secs(2)),
+        None => Requeue::requeue(crate::decide::limits::RESYNC),
+    })
+}
+
+pub(super) fn owner(md: &ModelDeployment) -> Value {
+    json!([{
+        "apiVersion": "slipway.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": md.name_any(),
+        "uid": md.metadata.uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }])
+}
+
+pub(super) async fn ensure_service(
+    ctx: &Context,
+    md: &ModelDeployment,
+    target: &slipway_crd::model_deployment::KubernetesTarget,
+) -> Result<(), Error> {
+    let name = md.name_any();
+    let api: Api<Service> = Api::namespaced(
+        ctx.client.clone(),
+        &md.namespace().unwrap_or_else(|| "default".into()),
+    );
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "ownerReferences": owner(md),
+                     "labels": {DEPLOYMENT_LABEL: name, "app.kubernetes.io/managed-by": "slipway"}},
+        "spec": {
+            "selector": {DEPLOYMENT_LABEL: name},
+            "ports": [{"name": "http", "port": 80, "targetPort": target.port, "protocol": "TCP"}],
+        }
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&service),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn apply_version(
+    ctx: &Context,
+    md: &ModelDeployment,
+    target: &slipway_crd::model_deployment::KubernetesTarget,
+    version: &str,
+    replicas: u32,
+    uri: Option<String>,
+) -> Result<(), Error> {
+    let name = md.name_any();
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let deployment = version_deployment_name(&name, version);
+    let mut env: Vec<Value> = vec![
+        json!({"name": "MODEL_VERSION", "value": version}),
+        json!({"name": "MODEL_NAME", "value": md.spec.model}),
+        json!({"name": "PORT", "value": target.port.to_string()}),
+    ];
+    if let Some(uri) = uri {
+        env.push(json!({"name": "MODEL_URI", "value": uri}));
+    }
+    env.extend(
+        target
+            .env
+            .iter()
+            .map(|(k, v)| json!({"name": k, "value": v})),
+    );
+    let labels = json!({DEPLOYMENT_LABEL: name, VERSION_LABEL: version, "app.kubernetes.io/managed-by": "slipway"});
+    let mut container = json!({
+        "name": "model-server",
+        "image": target.image,
+        "ports": [{"name": "http", "containerPort": target.port, "protocol": "TCP"}],
+        "env": env,
+    });
+    if let Some(r) = &target.resources {
+        container["resources"] = serde_json::to_value(r)?;
+    }
+    let object = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": deployment, "ownerReferences": owner(md), "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {DEPLOYMENT_LABEL: name, VERSION_LABEL: version}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [container]},
+            },
+        }
+    });
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch(
+        &deployment,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&object),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_ratios_follow_the_weights_and_keep_every_version_alive() {
+        let w = |pairs: &[(&str, u32)]| -> BTreeMap<String, u32> {
+            pairs.iter().map(|(v, p)| (v.to_string(), *p)).collect()
+        };
+        assert_eq!(
+            replicas_for(&w(&[("7", 90), ("8", 10)]), 10),
+            w(&[("7", 9), ("8", 1)])
+        );
+        assert_eq!(
+            replicas_for(&w(&[("7", 50), ("8", 50)]), 4),
+            w(&[("7", 2), ("8", 2)])
+        );
+        // 10% of 3 replicas rounds to 0: the canary keeps one pod, the stable version the rest.
+        assert_eq!(
+            replicas_for(&w(&[("7", 90), ("8", 10)]), 3),
+            w(&[("7", 2), ("8", 1)])
+        );
+        assert_eq!(replicas_for(&w(&[("8", 100)]), 3), w(&[("8", 3)]));
+        assert_eq!(replicas_for(&w(&[("7", 0), ("8", 100)]), 2), w(&[("8", 2)]));
+    }
+
+    #[test]
+    fn version_deployments_have_valid_names() {
+        assert_eq!(
+            version_deployment_name("pitch-frames-api", "8"),
+            "pitch-frames-api-v8"
+        );
+        assert_eq!(
+            version_deployment_name("api", "2026.11_RC1"),
+            "api-v2026-11-rc1"
+        );
+        assert!(version_deployment_name(&"x".repeat(70), "1").len() <= 63);
+    }
+}

@@ -1,0 +1,20 @@
+//! Kubernetes mode: the admission webhook (and, hosted on the same core, the controllers).
+
+pub mod aliases;
+pub mod approvals;
+pub mod cache;
+pub mod cluster;
+pub mod context;
+pub mod controller;
+pub mod deployments;
+pub mod evaluations;
+pub mod http;
+pub mod lease;
+pub mod metrics;
+pub mod models;
+pub mod notify;
+pub mod results;
+pub mod sagemaker;
+pub mod tls;
+pub mod versions;
+pub mod webhook;

@@ -1,0 +1,210 @@
+//! Notifications and secrets in Kubernetes mode.
+//!
+//! The messages are git mode's ([`crate::edges::notify::messages_with`]); secrets may also name a key
+//! of a Kubernetes Secret in the object's namespace (`secretKeyRef`). Delivery runs off the
+//! reconcile path and its outcome becomes an event on the object (`NotificationDelivered` or
+//! `NotificationFailed`) and the `slipway_controller_notifications` metric.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType};
+use slipway_crd::common::SecretRef;
+use slipway_crd::registered_model::Notification;
+
+use super::context::Context;
+use super::metrics::ByOutcome;
+use crate::edges::notify::{Delivery, Notifier, event_of, messages_with};
+use crate::edges::store::HistoryEntry;
+
+/// Secret values read from the cluster for one namespace, keyed by (Secret, key).
+pub struct Secrets(BTreeMap<(String, String), Result<String, String>>);
+
+impl Secrets {
+    /// Reads every `secretKeyRef` among `refs` from namespace `ns`.
+    pub async fn load<'a>(
+        client: &kube::Client,
+        ns: &str,
+        refs: impl IntoIterator<Item = &'a SecretRef>,
+    ) -> Secrets {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let mut values = BTreeMap::new();
+        for r in refs {
+            let Some(k) = &r.secret_key_ref else { continue };
+            let id = (k.name.clone(), k.key.clone());
+            if values.contains_key(&id) {
+                continue;
+            }
+            let value = match api.get_opt(&k.name).await {
+                Ok(Some(s)) => s
+                    .data
+                    .and_then(|d| d.get(&k.key).map(|b| b.0.clone()))
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                    .ok_or_else(|| format!("Secret {ns}/{} has no key {}", k.name, k.key)),
+                Ok(None) => Err(format!(
+                    "Secret {ns}/{} does not exist; create it with key {}",
+                    k.name, k.key
+                )),
+                Err(e) => Err(format!("cannot read Secret {ns}/{}: {e}", k.name)),
+            };
+            values.insert(id, value);
+        }
+        Secrets(values)
+    }
+
+    /// The value of a reference: a loaded `secretKeyRef`, or git mode's `env`/`file`.
+    pub fn resolve(&self, r: &SecretRef) -> Result<String, String> {
+        match &r.secret_key_ref {
+            Some(k) => self
+                .0
+                .get(&(k.name.clone(), k.key.clone()))
+                .cloned()
+                .unwrap_or_else(|| Err(format!("Secret {} was not loaded", k.name))),
+            None => crate::edges::notify::secret(r),
+        }
+    }
+}
+
+/// The secret references of notification channels.
+fn channel_refs(channels: &[Notification]) -> impl Iterator<Item = &SecretRef> {
+    channels.iter().flat_map(|c| {
+        c.slack
+            .iter()
+            .map(|s| &s.webhook_url)
+            .chain(c.webhook.iter().flat_map(|w| w.headers.values()))
+    })
+}
+
+/// Sends the notifications `entry` calls for on its model's channels, in the background, once
+/// per object generation; each outcome becomes an event on `object`.
+pub async fn notify<K: Resource<DynamicType = ()>>(
+    ctx: &Arc<Context>,
+    object: &K,
+    entry: HistoryEntry,
+) {
+    if event_of(&entry).is_none() {
+        return;
+    }
+    let key = format!(
+        "{}/{}/{}/{}",
+        entry.event,
+        object.meta().uid.as_deref().unwrap_or_default(),
+        object.meta().generation.unwrap_or_default(),
+        entry.version.as_deref().unwrap_or_default()
+    );
+    if !ctx.announced.first(key) {
+        return;
+    }
+    let object: ObjectReference = object.object_ref(&());
+    let ns = entry.namespace.clone();
+    let channels = ctx
+        .cache
+        .view(&ns)
+        .catalog
+        .model(&ns, &entry.model)
+        .map(|m| m.spec.notifications.clone())
+        .unwrap_or_default();
+    if channels.is_empty() {
+        return;
+    }
+    let secrets = Secrets::load(&ctx.client, &ns, channel_refs(&channels)).await;
+    let messages = messages_with(&channels, &entry, &|r| secrets.resolve(r));
+    if messages.is_empty() {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        for m in messages {
+            let (channel, d) = match m {
+                Ok(m) => {
+                    let channel = m.channel.clone();
+                    let sent = tokio::task::spawn_blocking(move || Notifier::default().deliver(&m));
+                    let d = sent.await.unwrap_or_else(|e| Delivery {
+                        delivered: false,
+                        attempts: 0,
+                        status: None,
+                        error: Some(format!("delivery task failed: {e}")),
+                    });
+                    (channel, d)
+                }
+                Err((channel, why)) => (
+                    channel,
+                    Delivery {
+                        delivered: false,
+                        attempts: 0,
+                        status: None,
+                        error: Some(why),
+                    },
+                ),
+            };
+            let (reason, note) = match &d.error {
+                None => (
+                    "NotificationDelivered",
+                    format!(
+                        "{} sent to {channel} ({} attempt(s))",
+                        entry.event, d.attempts
+                    ),
+                ),
+                Some(e) => (
+                    "NotificationFailed",
+                    format!(
+                        "{} not sent to {channel} after {} attempt(s): {e}",
+                        entry.event, d.attempts
+                    ),
+                ),
+            };
+            tracing::info!(channel = %channel, event = %entry.event, delivered = d.delivered, "{note}");
+            let outcome = if d.delivered { "delivered" } else { "failed" };
+            ctx.metrics
+                .notifications
+                .get_or_create(&ByOutcome {
+                    outcome: outcome.into(),
+                })
+                .inc();
+            let event = Event {
+                type_: if d.delivered {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                reason: reason.into(),
+                note: Some(note),
+                action: "Notify".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &object).await {
+                tracing::warn!(error = %e, "cannot publish event");
+            }
+        }
+    });
+}
+
+/// A history entry for a Kubernetes-mode transition (the `actor` is the controller).
+pub fn entry(
+    event: &str,
+    ns: &str,
+    model: &str,
+    subject: String,
+    version: Option<String>,
+    alias: Option<String>,
+    message: String,
+) -> HistoryEntry {
+    HistoryEntry {
+        id: 0,
+        at: chrono::Utc::now(),
+        event: event.into(),
+        namespace: ns.into(),
+        model: model.into(),
+        subject,
+        version,
+        alias,
+        actor: Some("slipway".into()),
+        revision: None,
+        decision: None,
+        message,
+        data: serde_json::Value::Null,
+    }
+}

@@ -1,0 +1,95 @@
+//! The results API and reports in Kubernetes mode: results are checked against the attempt's
+//! token and judged by [`crate::decide::evaluation::lifecycle`]; reports render from status.
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use slipway_crd::Evaluation;
+use slipway_crd::evaluation::{EvaluationPhase, Verdict};
+
+use super::context::apply_status;
+use crate::decide::evaluation::lifecycle;
+use crate::decide::evaluation::results;
+
+use super::evaluations::token_secret;
+
+/// The comparison report of an evaluation, rendered from its status (`format` is `html` or
+/// `md`); the error is (HTTP status, message).
+pub async fn report(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    format: &str,
+) -> Result<String, (u16, String)> {
+    let api: Api<Evaluation> = Api::namespaced(client.clone(), ns);
+    let e = api
+        .get_opt(name)
+        .await
+        .map_err(|e| (500, format!("cannot read the cluster: {e}")))?
+        .ok_or((404, format!("no evaluation {ns}/{name}")))?;
+    match format {
+        "html" => Ok(crate::decide::report::html(&e)),
+        "md" => Ok(crate::decide::report::markdown(&e)),
+        other => Err((
+            404,
+            format!("no report format {other:?}: ask for {name}.html or {name}.md"),
+        )),
+    }
+}
+
+/// Accepts a Job's results for `ns/name`: checks the bearer token against the evaluation's
+/// Secret, judges the gates and writes the evaluation's status. The error is (HTTP status,
+/// message).
+pub async fn accept(
+    client: &kube::Client,
+    reports_url: &str,
+    ns: &str,
+    name: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<Verdict, (u16, String)> {
+    let evaluations: Api<Evaluation> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let api_error = |e: kube::Error| (500, format!("cannot read the cluster: {e}"));
+    let e = evaluations
+        .get_opt(name)
+        .await
+        .map_err(api_error)?
+        .ok_or((404, format!("no evaluation {ns}/{name}")))?;
+    let status = e.status.clone().unwrap_or_default();
+    if status.phase != EvaluationPhase::Running {
+        return Err((
+            409,
+            format!(
+                "evaluation {ns}/{name} is {:?}, not waiting for results",
+                status.phase
+            ),
+        ));
+    }
+    let token = token.ok_or((401, "missing `Authorization: Bearer TOKEN`".to_string()))?;
+    let expected = secrets
+        .get_opt(&token_secret(name))
+        .await
+        .map_err(api_error)?
+        .and_then(|s| s.data)
+        .and_then(|d| d.get("token").map(|b| b.0.clone()))
+        .ok_or((500, format!("the token Secret of {ns}/{name} is missing")))?;
+    if !crate::edges::http::token::matches(token.as_bytes(), &expected) {
+        return Err((401, "the token does not match this evaluation".into()));
+    }
+    let posted = results::posted(body, status.baseline_version.as_deref())?;
+    let mut finished = lifecycle::finished(
+        &status,
+        &e.spec.gates,
+        &posted.candidate,
+        posted.baseline.as_ref(),
+        None,
+        Utc::now(),
+    );
+    finished.report = Some(format!("{reports_url}/reports/{ns}/{name}.html"));
+    let verdict = finished.verdict.unwrap_or(Verdict::Failed);
+    apply_status(&evaluations, name, &finished)
+        .await
+        .map_err(|e| (500, format!("cannot record the results: {e}")))?;
+    Ok(verdict)
+}

@@ -1,0 +1,386 @@
+//! The `sagemaker` target in Kubernetes mode: the same planner as git mode
+//! ([`crate::decide::rollout::sagemaker::decide`]) with its state in the `ModelDeployment`'s
+//! status, the AWS calls on a blocking thread, and a finalizer so that deleting the
+//! `ModelDeployment` deletes the endpoint and every config and Model Slipway made for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use slipway_crd::ModelDeployment;
+use slipway_crd::model_deployment::{DeploymentPhase, RolloutEvent};
+
+use super::context::{
+    Context, Error, MANAGER, SageMakerCalls, compact, condition, keep_transition, publish,
+};
+use super::notify;
+use crate::decide::rollout::RolloutState;
+use crate::decide::rollout::sagemaker::{self as planner, Artifact, Call};
+use crate::edges::serving::sagemaker::{Endpoints, Location, Owner};
+
+/// Finalizer on `ModelDeployment`s with a sagemaker target.
+pub const FINALIZER: &str = "slipway.dev/sagemaker-endpoint";
+
+/// The endpoint calls, shared by the reconciles and run on blocking threads.
+
+async fn blocking<T: Send + 'static>(
+    aws: &SageMakerCalls,
+    f: impl FnOnce(&mut dyn Endpoints) -> T + Send + 'static,
+) -> T {
+    let aws = aws.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = aws.lock().unwrap_or_else(|p| p.into_inner());
+        f(guard.as_mut())
+    })
+    .await
+    .expect("the SageMaker call thread panicked")
+}
+
+/// What the status records besides the rollout state.
+struct Extra {
+    history: Vec<RolloutEvent>,
+    endpoint: Value,
+    drift: Vec<String>,
+    conditions: Vec<Value>,
+}
+
+async fn write(
+    api: &Api<ModelDeployment>,
+    md: &ModelDeployment,
+    s: &RolloutState,
+    extra: Extra,
+) -> Result<(), Error> {
+    let patch = json!({
+        "apiVersion": "slipway.dev/v1alpha1", "kind": "ModelDeployment",
+        "status": {
+            "phase": s.phase,
+            "servingVersion": s.stable,
+            "targetVersion": s.candidate,
+            "traffic": s.traffic,
+            "currentStep": s.candidate.as_ref().map(|_| s.step),
+            "stepStartedAt": s.step_started,
+            "candidateStartedAt": s.candidate_started,
+            "lastDesiredVersion": s.last_desired,
+            "rejectedVersions": s.rejected,
+            "history": extra.history,
+            "endpoint": extra.endpoint,
+            "drift": extra.drift,
+            "conditions": extra.conditions,
+            "observedGeneration": md.metadata.generation,
+        }
+    });
+    api.patch_status(
+        &md.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&compact(patch)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// One reconcile of a `ModelDeployment` with a sagemaker target.
+pub async fn reconcile(
+    md: &ModelDeployment,
+    ctx: Arc<Context>,
+    desired: Option<String>,
+) -> Result<Requeue, Error> {
+    let Some(t) = md.spec.target.sagemaker.clone() else {
+        return Ok(Requeue::await_change());
+    };
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let name = md.name_any();
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let status = md.status.clone().unwrap_or_default();
+    let state = RolloutState::from_status(&status);
+    let generation = md.metadata.generation;
+    let finalizers = md.finalizers().to_vec();
+    let at = Location::of(&t);
+    let endpoint_json = |live: Option<&planner::Live>, healing: Option<&String>| {
+        json!({"name": t.endpoint_name, "status": live.map(|l| l.status.clone()),
+               "config": live.map(|l| l.config.clone()), "healingConfig": healing,
+               "region": t.region, "endpointUrl": t.endpoint_url})
+    };
+    let stalled_conditions = |why: &str| {
+        let mut ready = condition("Ready", false, "Stalled", why, generation);
+        keep_transition(&mut ready, &status.conditions);
+        vec![
+            ready,
+            condition("Stalled", true, "SageMakerError", why, generation),
+        ]
+    };
+
+    let Some(aws) = ctx.sagemaker.clone() else {
+        let why = "this slipway was built without the `sagemaker` feature";
+        let extra = Extra {
+            history: status.history.clone(),
+            endpoint: endpoint_json(None, None),
+            drift: Vec::new(),
+            conditions: stalled_conditions(why),
+        };
+        write(&api, md, &state, extra).await?;
+        return Ok(Requeue::await_change());
+    };
+
+    // Deleted: delete what Slipway made on SageMaker, then let the object go.
+    if md.meta().deletion_timestamp.is_some() {
+        if finalizers.iter().any(|f| f == FINALIZER) {
+            let endpoint = t.endpoint_name.clone();
+            let where_ = at.clone();
+            match blocking(&aws, move |a| a.delete(&where_, &endpoint)).await {
+                Ok(deleted) => {
+                    let note = if deleted.is_empty() {
+                        format!("endpoint {} was already gone", t.endpoint_name)
+                    } else {
+                        format!("deleted {}", deleted.join(", "))
+                    };
+                    publish(&ctx, md, false, "EndpointDeleted", note).await;
+                    let rest: Vec<&String> =
+                        finalizers.iter().filter(|f| *f != FINALIZER).collect();
+                    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": md.resource_version()}});
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
+                }
+                Err(e) => {
+                    publish(
+                        &ctx,
+                        md,
+                        true,
+                        "EndpointNotDeleted",
+                        format!("cannot delete endpoint {}: {e}; retrying", t.endpoint_name),
+                    )
+                    .await;
+                    return Ok(Requeue::requeue(Duration::from_secs(30)));
+                }
+            }
+        }
+        return Ok(Requeue::await_change());
+    }
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        let mut all = finalizers.clone();
+        all.push(FINALIZER.to_string());
+        let patch =
+            json!({"metadata": {"finalizers": all, "resourceVersion": md.resource_version()}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        // The change wakes this reconcile again, now with the finalizer.
+        return Ok(Requeue::await_change());
+    }
+
+    // The decision needs the live endpoint (a blocking AWS call): made on the calls' thread.
+    let (cache, model, ns_for) = (ctx.cache.clone(), md.spec.model.clone(), ns.clone());
+    let (target, strategy, state_now) = (t.clone(), md.spec.strategy.clone(), state.clone());
+    let wanted = desired.clone();
+    let decided = blocking(&aws, move |a| {
+        let artifact = |v: &str| {
+            cache
+                .artifact(&ns_for, &model, v)
+                .map(|(uri, digest)| Artifact { uri, digest })
+        };
+        crate::edges::serving::sagemaker::next_step(
+            a,
+            &target,
+            &strategy,
+            &state_now,
+            wanted.as_deref(),
+            &artifact,
+            Utc::now(),
+        )
+    })
+    .await;
+    let (live, mut step) = match decided {
+        Ok(x) => x,
+        Err(e) => {
+            let why = e.to_string();
+            let extra = Extra {
+                history: status.history.clone(),
+                endpoint: endpoint_json(None, None),
+                drift: status.drift.clone(),
+                conditions: stalled_conditions(&why),
+            };
+            write(&api, md, &state, extra).await?;
+            publish(&ctx, md, true, "SageMakerError", why).await;
+            return Ok(Requeue::requeue(Duration::from_secs(30)));
+        }
+    };
+    // A heal SageMaker did not take is reported, not repeated (as in git mode).
+    let healing_before = status
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.healing_config.clone());
+    let heal_config = step.calls.iter().find_map(|c| match c {
+        Call::Update(d, None) | Call::Weights(d) => Some(d.config.clone()),
+        _ => None,
+    });
+    let healing_now = heal_config.clone().or_else(|| {
+        healing_before
+            .clone()
+            .filter(|_| live.as_ref().is_some_and(|l| l.status != "InService"))
+    });
+    if let (Some(c), Some(before), Some(l)) = (&heal_config, &healing_before, &live)
+        && c == before
+        && l.status == "InService"
+    {
+        let why = format!(
+            "SageMaker did not take the healing update to {c}: {}; fix the target or the endpoint",
+            l.failure
+                .as_deref()
+                .unwrap_or("the endpoint returned to its previous config")
+        );
+        let extra = Extra {
+            history: status.history.clone(),
+            endpoint: endpoint_json(live.as_ref(), healing_before.as_ref()),
+            drift: step.drift.clone(),
+            conditions: stalled_conditions(&why),
+        };
+        write(&api, md, &state, extra).await?;
+        return Ok(Requeue::requeue(crate::decide::limits::RESYNC));
+    }
+
+    let s = step.state.clone();
+    let mut history = status.history.clone();
+    for (kind, version, message) in &step.events {
+        history.push(RolloutEvent {
+            at: Some(Utc::now()),
+            event: format!("{kind:?}"),
+            traffic: s.traffic.clone(),
+            message: Some(format!("{version}: {message}")),
+        });
+    }
+    let excess = history.len().saturating_sub(50);
+    history.drain(..excess);
+    let settled = s.candidate.is_none() && s.phase == DeploymentPhase::Healthy;
+    let serving = s.stable.is_some() || s.candidate.is_some();
+    let mut ready = condition(
+        "Ready",
+        settled && serving && step.drift.is_empty(),
+        &if serving {
+            format!("{:?}", s.phase)
+        } else {
+            "NothingToServe".to_string()
+        },
+        &match (&s.candidate, &s.stable) {
+            (Some(c), _) => format!("rolling out {c} on endpoint {}", t.endpoint_name),
+            (None, Some(v)) => format!("endpoint {} serves {v}", t.endpoint_name),
+            (None, None) => "nothing to serve yet".into(),
+        },
+        generation,
+    );
+    keep_transition(&mut ready, &status.conditions);
+    let mut sync = if step.drift.is_empty() {
+        condition(
+            "OutOfSync",
+            false,
+            "InSync",
+            "the endpoint matches the desired state",
+            generation,
+        )
+    } else {
+        condition(
+            "OutOfSync",
+            true,
+            "Drift",
+            &step.drift.join("; "),
+            generation,
+        )
+    };
+    keep_transition(&mut sync, &status.conditions);
+    let stalled = condition(
+        "Stalled",
+        false,
+        "Progressing",
+        "SageMaker calls succeed",
+        generation,
+    );
+    let drift_changed = step.drift != status.drift;
+    let endpoint_now = endpoint_json(live.as_ref(), healing_now.as_ref());
+    let endpoint_before = serde_json::to_value(&status.endpoint).unwrap_or(Value::Null);
+    if step.state != state
+        || !step.calls.is_empty()
+        || drift_changed
+        || compact(endpoint_now.clone()) != compact(endpoint_before)
+        || status.observed_generation != generation
+        || status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    {
+        let extra = Extra {
+            history: history.clone(),
+            endpoint: endpoint_now,
+            drift: step.drift.clone(),
+            conditions: vec![ready, sync, stalled],
+        };
+        write(&api, md, &step.state, extra).await?;
+    }
+    if drift_changed && !step.drift.is_empty() {
+        let note = format!(
+            "endpoint {} is out of sync: {}; healing it",
+            t.endpoint_name,
+            step.drift.join("; ")
+        );
+        publish(&ctx, md, true, "OutOfSync", note).await;
+    }
+    for (kind, version, message) in &step.events {
+        let reason = format!("{kind:?}");
+        let warning = matches!(reason.as_str(), "RolledBack" | "RolloutFailed");
+        publish(&ctx, md, warning, &reason, message.clone()).await;
+        let happened = notify::entry(
+            &reason,
+            &ns,
+            &md.spec.model,
+            format!("ModelDeployment/{name}"),
+            Some(version.clone()),
+            md.spec.alias.clone(),
+            format!("{name}: {message}"),
+        );
+        notify::notify(&ctx, md, happened).await;
+    }
+
+    // Carry the calls out, in order; the state is already recorded.
+    let owner = Owner {
+        namespace: ns.clone(),
+        deployment: name.clone(),
+        model: md.spec.model.clone(),
+    };
+    let calls = std::mem::take(&mut step.calls);
+    if !calls.is_empty() {
+        let target = t.clone();
+        let where_ = at.clone();
+        let done = blocking(&aws, move |a| {
+            let mut notes = Vec::new();
+            for call in &calls {
+                notes.extend(a.apply(&where_, &target, &owner, call)?);
+            }
+            Ok::<_, crate::edges::serving::sagemaker::Error>(notes)
+        })
+        .await;
+        match done {
+            Ok(notes) => {
+                for n in notes {
+                    tracing::info!(deployment = %name, "{n}");
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                publish(&ctx, md, true, "SageMakerError", why.clone()).await;
+                // The calls did not happen: the state goes back to before this step, so the
+                // next reconcile decides again (as in git mode).
+                let extra = Extra {
+                    history,
+                    endpoint: endpoint_json(live.as_ref(), healing_before.as_ref()),
+                    drift: step.drift.clone(),
+                    conditions: stalled_conditions(&why),
+                };
+                write(&api, md, &state, extra).await?;
+                return Ok(Requeue::requeue(Duration::from_secs(30)));
+            }
+        }
+    }
+    Ok(Requeue::requeue(
+        step.requeue_after.unwrap_or(Duration::from_secs(60)),
+    ))
+}

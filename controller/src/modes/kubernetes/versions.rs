@@ -1,0 +1,189 @@
+//! `ModelVersion`: it gets one `Evaluation` per suite of its model (the same task list as git
+//! mode, [`crate::decide::evaluation::tasks`]), and its status summarises them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action as Requeue;
+use serde_json::{Value, json};
+use slipway_crd::{Evaluation, ModelVersion};
+
+use super::context::{Context, Error, MANAGER, compact};
+use super::notify;
+use crate::decide::catalog::Resource as CatalogResource;
+use crate::decide::evaluation::tasks;
+
+use super::context::owner;
+
+/// A `ModelVersion` gets one `Evaluation` per suite of its model, against the baseline the suite
+/// names as resolved now.
+pub async fn reconcile_version(
+    guarded: Arc<DeserializeGuard<ModelVersion>>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let Ok(version) = &guarded.0 else {
+        return Ok(Requeue::await_change());
+    };
+    let ns = version.namespace().unwrap_or_else(|| "default".into());
+    let view = ctx.cache.view(&ns);
+    let catalog = &view.catalog;
+    if catalog
+        .version(&ns, &version.spec.model, &version.spec.version)
+        .is_none()
+    {
+        // Newer than the catalog: look again once it has caught up.
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
+    // Aliases come from the watch: the catalog is not rebuilt for alias changes.
+    let resolved = |ns: &str, model: &str, alias: &str| ctx.cache.resolved(ns, model, alias);
+    let existing: std::collections::BTreeSet<String> = catalog
+        .objects()
+        .iter()
+        .filter(|o| matches!(o.resource, CatalogResource::Evaluation(_)))
+        .map(|o| o.key.name.clone())
+        .collect();
+    let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut waiting = false;
+    for t in tasks::all(catalog, &resolved) {
+        if t.model != version.spec.model
+            || t.version != version.spec.version
+            || existing.contains(&t.name)
+        {
+            continue;
+        }
+        // A baseline alias that exists but has not resolved yet (its first move is still being
+        // decided): wait for it rather than evaluate without a baseline (as in git mode).
+        let baseline_alias = catalog
+            .model(&ns, &t.model)
+            .and_then(|m| m.spec.evaluations.iter().find(|s| s.name == t.suite))
+            .and_then(|s| s.baseline.as_ref())
+            .filter(|b| b.version.is_none())
+            .and_then(|b| b.alias.clone());
+        if t.baseline.is_none()
+            && let Some(a) = baseline_alias
+            && ctx
+                .cache
+                .alias_target(&ns, &t.model, &a)
+                .is_some_and(|target| target != t.version)
+            && ctx.cache.resolved(&ns, &t.model, &a).is_none()
+        {
+            waiting = true;
+            continue;
+        }
+        let object = json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
+            "metadata": {"name": t.name, "ownerReferences": owner(version),
+                         "labels": {"slipway.dev/model": t.model, "slipway.dev/version": t.version}},
+            "spec": {
+                "model": t.model, "version": t.version, "suite": t.suite,
+                "baseline": t.baseline.as_ref().map(|(v, _)| json!({"version": v})),
+                "dataset": t.dataset, "runner": t.runner, "gates": t.gates, "timeout": t.timeout,
+            }
+        });
+        api.patch(
+            &t.name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&compact(object)),
+        )
+        .await?;
+        tracing::info!(evaluation = %t.name, namespace = %ns, "evaluation created");
+    }
+
+    // The version's status: its evaluations and whether they passed.
+    let mut summaries = Vec::new();
+    if let Some(by_suite) = view
+        .results
+        .of(&ns, &version.spec.model, &version.spec.version)
+    {
+        for (suite, e) in by_suite {
+            let st = e.status.clone().unwrap_or_default();
+            summaries.push(json!({
+                "suite": suite,
+                "evaluation": e.metadata.name,
+                "phase": format!("{:?}", st.phase),
+                "verdict": st.verdict.map(|v| format!("{v:?}")),
+            }));
+        }
+    }
+    let suites = catalog
+        .model(&ns, &version.spec.model)
+        .map(|m| m.spec.evaluations.len())
+        .unwrap_or(0);
+    let failed = summaries.iter().any(|s| s["verdict"] == "Failed");
+    let passed = summaries
+        .iter()
+        .filter(|s| s["verdict"] == "Passed")
+        .count();
+    let (ok, reason, message) = if failed {
+        (
+            false,
+            "EvaluationFailed",
+            "an evaluation of this version failed; see its report".to_string(),
+        )
+    } else if passed >= suites {
+        (
+            true,
+            "Evaluated",
+            format!("{passed} of {suites} evaluation suites passed"),
+        )
+    } else {
+        (
+            false,
+            "Evaluating",
+            format!("{passed} of {suites} evaluation suites passed so far"),
+        )
+    };
+    let old = version.status.clone().unwrap_or_default();
+    let unchanged = old.conditions.iter().any(|c| {
+        c.type_ == "Ready"
+            && c.reason == reason
+            && c.message == message
+            && c.observed_generation == version.metadata.generation
+    }) && serde_json::to_value(&old.evaluations).ok()
+        == Some(Value::Array(summaries.clone()));
+    if !unchanged {
+        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelVersion",
+        "status": {
+            "registeredAt": old.registered_at.unwrap_or_else(Utc::now),
+            "evaluations": summaries,
+            "conditions": [{"type": "Ready", "status": if ok { "True" } else { "False" },
+                            "reason": reason, "message": message,
+                            "lastTransitionTime": Utc::now(),
+                            "observedGeneration": version.metadata.generation}],
+        }});
+        let versions: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
+        versions
+            .patch_status(
+                &version.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&compact(patch)),
+            )
+            .await?;
+        if old.registered_at.is_none() {
+            let v = &version.spec;
+            let registered = notify::entry(
+                "VersionRegistered",
+                &ns,
+                &v.model,
+                format!("ModelVersion/{}", version.name_any()),
+                Some(v.version.clone()),
+                None,
+                format!(
+                    "{} version {} registered ({})",
+                    v.model, v.version, v.artifact.uri
+                ),
+            );
+            notify::notify(&ctx, version, registered).await;
+        }
+    }
+    // Until every suite has a verdict, look again soon (the catalog may trail the watch).
+    Ok(Requeue::requeue(if (ok || failed) && !waiting {
+        crate::decide::limits::RESYNC
+    } else {
+        Duration::from_secs(2)
+    }))
+}
