@@ -25,8 +25,6 @@ use crate::edges::serving::sagemaker::{Endpoints, Location, Owner};
 /// Finalizer on `ModelDeployment`s with a sagemaker target.
 pub const FINALIZER: &str = "slipway.dev/sagemaker-endpoint";
 
-/// The endpoint calls, shared by the reconciles and run on blocking threads.
-
 async fn blocking<T: Send + 'static>(
     aws: &SageMakerCalls,
     f: impl FnOnce(&mut dyn Endpoints) -> T + Send + 'static,
