@@ -27,3 +27,10 @@ pub const REMOTE_POLL: Duration = Duration::from_secs(2);
 
 /// How long a settled object waits before it is looked at again without a change.
 pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// The first wait after a transient error (API server or network); it doubles per failure in a
+/// row of the same object.
+pub const ERROR_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait after transient errors.
+pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);

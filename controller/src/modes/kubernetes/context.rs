@@ -36,6 +36,21 @@ pub struct Context {
     pub announced: Announced,
     /// The SageMaker calls (None: built without the `sagemaker` feature, or it cannot start).
     pub sagemaker: Option<SageMakerCalls>,
+    /// Failures in a row per object (`Kind namespace/name`), for the backoff of transient errors.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// How an error is retried (Flux's distinction): a transient one backs off and tries again; a
+/// conflict reads again at once; one that only a change of the object or of the controller's
+/// rights can cure waits for that change (or the periodic resync).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Someone else wrote first: read again and decide again, soon.
+    Conflict,
+    /// The API server or the network failed: back off exponentially.
+    Transient,
+    /// Refused for what it is (invalid, forbidden, not encodable): wait for a change.
+    Stalled,
 }
 
 /// Reconcile errors (retried with backoff).
@@ -52,7 +67,6 @@ pub enum Error {
     Token(std::io::Error),
 }
 
-/// Drops null members: with server-side apply an omitted field is released, a null one is kept.
 /// Writes an object's whole status by server-side apply, from the typed status struct (fields
 /// the struct leaves out are removed from what this manager owns).
 pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<K, kube::Error>
@@ -73,6 +87,49 @@ where
     .await
 }
 
+impl Error {
+    /// A short, stable name for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(s)) if s.code == 429 || s.code >= 500 => "api-unavailable",
+            Error::Kube(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => "forbidden",
+            Error::Kube(kube::Error::Api(_)) => "api-refused",
+            Error::Kube(_) => "api-unreachable",
+            Error::Json(_) => "encoding",
+            Error::Token(_) => "token",
+        }
+    }
+
+    /// How this error is retried.
+    pub fn retry(&self) -> Retry {
+        match self.category() {
+            "conflict" => Retry::Conflict,
+            "forbidden" | "api-refused" | "encoding" => Retry::Stalled,
+            _ => Retry::Transient,
+        }
+    }
+
+    /// When to try again after the `failures`-th failure in a row of one object.
+    pub fn requeue_after(&self, failures: u32) -> Duration {
+        match self.retry() {
+            Retry::Conflict => Duration::from_millis(500),
+            Retry::Stalled => crate::decide::limits::RESYNC,
+            Retry::Transient => {
+                let base = crate::decide::limits::ERROR_BACKOFF_FIRST;
+                let doubled = base.saturating_mul(1 << failures.saturating_sub(1).min(16));
+                doubled.min(crate::decide::limits::ERROR_BACKOFF_MAX)
+            }
+        }
+    }
+}
+
+/// The key of an object in [`Context::failures`].
+pub fn failure_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{kind} {}/{name}", namespace.unwrap_or("-"))
+}
+
+/// Drops null members: with server-side apply an omitted field is released, a null one is kept.
 pub fn compact(mut v: Value) -> Value {
     if let Value::Object(map) = &mut v {
         map.retain(|_, x| !x.is_null());
@@ -137,9 +194,26 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     }
 }
 
-pub(super) fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Context>) -> Requeue {
-    tracing::warn!(%error, "reconcile failed; retrying");
-    Requeue::requeue(Duration::from_secs(5))
+/// Decides the requeue of a failed reconcile from what failed (see [`Retry`]), counts it by
+/// category, and logs it with the object.
+pub(super) fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Requeue
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&Default::default()).to_string();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let key = failure_key(&kind, obj.meta().namespace.as_deref(), &name);
+    let failures = {
+        let mut all = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = all.entry(key.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let after = error.requeue_after(failures);
+    ctx.metrics.failed(&kind, error.category());
+    tracing::warn!(object = %key, category = error.category(), failures, retry_in = ?after, %error, "reconcile failed");
+    Requeue::requeue(after)
 }
 
 /// The owner reference that makes `o` the controller of what Slipway creates for it.
@@ -173,5 +247,41 @@ impl Announced {
             seen.clear();
         }
         seen.insert(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> Error {
+        Error::Kube(kube::Error::Api(Box::new(
+            kube::core::Status::failure("x", "y").with_code(code),
+        )))
+    }
+
+    #[test]
+    fn errors_decide_how_they_are_retried() {
+        assert_eq!(api(409).retry(), Retry::Conflict);
+        assert_eq!(api(503).retry(), Retry::Transient);
+        assert_eq!(api(429).retry(), Retry::Transient);
+        assert_eq!(api(403).retry(), Retry::Stalled);
+        assert_eq!(api(422).retry(), Retry::Stalled);
+        let json = serde_json::from_str::<u32>("x").unwrap_err();
+        assert_eq!(Error::Json(json).retry(), Retry::Stalled);
+        assert_eq!(api(422).category(), "api-refused");
+    }
+
+    #[test]
+    fn transient_errors_back_off_exponentially_up_to_a_bound() {
+        let e = api(500);
+        let waits: Vec<u64> = (1..=4).map(|n| e.requeue_after(n).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8]);
+        assert_eq!(
+            e.requeue_after(40),
+            crate::decide::limits::ERROR_BACKOFF_MAX
+        );
+        assert_eq!(api(403).requeue_after(1), crate::decide::limits::RESYNC);
+        assert!(api(409).requeue_after(7) < Duration::from_secs(1));
     }
 }

@@ -18,16 +18,31 @@ use slipway_crd::{ModelAlias, ModelDeployment};
 use super::aliases::reconcile_alias;
 use super::approvals::reconcile_approval;
 use super::cache::DEPLOYMENT_LABEL;
-use super::context::{Context, MANAGER, error_policy};
+use super::context::{Context, MANAGER, error_policy, failure_key};
 use super::deployments::reconcile_deployment;
 use super::models::{model_of, reconcile_model};
 
-/// Counts each reconcile result of one controller.
-fn counted<T, E>(
+/// Counts each reconcile result of one controller; a success ends its object's run of failures.
+fn counted<K, A, E>(
     ctx: Arc<Context>,
     controller: &'static str,
-) -> impl FnMut(Result<T, E>) -> std::future::Ready<()> {
+) -> impl FnMut(Result<(ObjectRef<K>, A), E>) -> std::future::Ready<()>
+where
+    K: kube::Resource,
+    K::DynamicType: Clone + std::hash::Hash + Eq,
+{
     move |result| {
+        if let Ok((object, _)) = &result {
+            let key = failure_key(
+                &K::kind(&object.dyntype),
+                object.namespace.as_deref(),
+                &object.name,
+            );
+            ctx.failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        }
         ctx.metrics.reconciled(controller, result.is_ok());
         std::future::ready(())
     }
@@ -77,6 +92,7 @@ pub async fn run(
         metrics,
         moves_seen: Default::default(),
         announced: Default::default(),
+        failures: Default::default(),
         sagemaker: sagemaker_calls(),
     });
     fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>

@@ -20,7 +20,9 @@ use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::notify;
 use crate::decide::rollout::{self, Action, Observation, RolloutState, Verdict};
 
-use super::context::{Context, Error, MANAGER, compact, condition, keep_transition, publish};
+use super::context::{
+    Context, Error, MANAGER, compact, condition, keep_transition, owner, publish,
+};
 
 /// The name of the `Deployment` serving `version` for `deployment`.
 pub fn version_deployment_name(deployment: &str, version: &str) -> String {
@@ -290,12 +292,7 @@ pub(super) async fn reconcile_deployment(
                 }
             }
             Action::Stop(v) => {
-                let _ = deployments
-                    .delete(
-                        &version_deployment_name(&name, v),
-                        &DeleteParams::background(),
-                    )
-                    .await;
+                delete(&deployments, &version_deployment_name(&name, v)).await?;
             }
             Action::Event { .. } => {}
         }
@@ -303,9 +300,7 @@ pub(super) async fn reconcile_deployment(
     // Garbage: Deployments of versions that neither serve nor roll out.
     for (v, d) in &owned {
         if !s.traffic.contains_key(v) && s.candidate.as_deref() != Some(v.as_str()) {
-            let _ = deployments
-                .delete(&d.name_any(), &DeleteParams::background())
-                .await;
+            delete(&deployments, &d.name_any()).await?;
         }
     }
     for (reason, version, note) in events {
@@ -329,15 +324,13 @@ pub(super) async fn reconcile_deployment(
     })
 }
 
-pub(super) fn owner(md: &ModelDeployment) -> Value {
-    json!([{
-        "apiVersion": "slipway.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "name": md.name_any(),
-        "uid": md.metadata.uid,
-        "controller": true,
-        "blockOwnerDeletion": true,
-    }])
+/// Deletes a Deployment; one that is already gone is fine, any other failure is the reconcile's.
+async fn delete(api: &Api<Deployment>, name: &str) -> Result<(), Error> {
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub(super) async fn ensure_service(

@@ -113,10 +113,14 @@ impl Elector {
             spec.holder_identity = None;
             spec.renew_time = None;
             spec.acquire_time = None;
-            let _ = self
+            if let Err(e) = self
                 .api
                 .replace(&self.name, &PostParams::default(), &lease)
-                .await;
+                .await
+            {
+                // Not fatal: the lease then expires after its duration instead.
+                tracing::warn!(error = %e, "cannot release the leader lease");
+            }
         }
     }
 }

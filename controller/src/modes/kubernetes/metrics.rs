@@ -16,6 +16,15 @@ pub struct ByController {
     pub controller: String,
 }
 
+/// Label set: a failed reconcile's kind and error category.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByError {
+    /// The kind reconciled.
+    pub kind: String,
+    /// The error's category (`conflict`, `api-unavailable`, `forbidden`, …).
+    pub category: String,
+}
+
 /// Label set: how a notification went.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ByOutcome {
@@ -30,6 +39,8 @@ pub struct Metrics {
     pub reconciles: Family<ByController, Counter>,
     /// Failed reconciles by controller.
     pub failures: Family<ByController, Counter>,
+    /// Failed reconciles by kind and error category.
+    pub errors: Family<ByError, Counter>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge<i64, AtomicI64>,
     /// Seconds from an alias move being observed to the first write of its rollout.
@@ -45,6 +56,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("slipway_controller");
         let reconciles = Family::<ByController, Counter>::default();
         let failures = Family::<ByController, Counter>::default();
+        let errors = Family::<ByError, Counter>::default();
+        registry.register(
+            "errors",
+            "Failed reconciles by kind and error category",
+            errors.clone(),
+        );
         let leader = Gauge::<i64, AtomicI64>::default();
         let promotion_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let admissions = Family::<ByController, Counter>::default();
@@ -77,6 +94,7 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            errors,
             notifications,
             reconciles,
             failures,
@@ -89,6 +107,17 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts a reconcile of `controller`, failed or not.
+    /// Counts a failed reconcile by kind and category.
+    pub fn failed(&self, kind: &str, category: &str) {
+        self.errors
+            .get_or_create(&ByError {
+                kind: kind.into(),
+                category: category.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a reconcile of `controller`.
     pub fn reconciled(&self, controller: &str, ok: bool) {
         let label = ByController {
             controller: controller.into(),
