@@ -1462,3 +1462,85 @@ fn a_terminal_gets_a_live_progress_line_and_logs_get_plain_lines() {
         out.stderr
     );
 }
+
+/// A model whose suite runs until the test opens a gate: an evaluation as long as the test wants.
+fn add_gated_model(work: &Path) -> PathBuf {
+    let gate = work.join("gate");
+    let docs = format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: slow-model}}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner:
+        local:
+          command: ["sh", "-c", "while [ ! -e \"$GATE\" ]; do sleep 0.1; done; echo '{{\"metrics\": {{\"f1\": 0.9}}}}' > \"$SLIPWAY_RESULTS\""]
+          env: {{GATE: "{}"}}
+      dataset: {{uri: "file://data/holdout.csv"}}
+      gates:
+        - {{metric: f1, op: ">=", value: 0.5}}
+      timeout: 10m
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {{name: slow-model-1}}
+spec: {{model: slow-model, version: "1", artifact: {{uri: "file://models/slow-1", digest: "sha256:5151515151515151515151515151515151515151515151515151515151515151"}}}}
+"#,
+        gate.display()
+    );
+    std::fs::write(work.join("registry/slow.yaml"), docs).unwrap();
+    gate
+}
+
+fn evaluation_phase(port: u16, name: &str) -> Option<String> {
+    let (_, body) = get(port, "/api/v1/evaluations");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+    rows.iter()
+        .find(|r| r["name"] == name)
+        .and_then(|r| r["status"]["phase"].as_str().map(str::to_string))
+}
+
+#[test]
+fn a_long_evaluation_elsewhere_holds_up_no_promotion_and_no_canary() {
+    let (_dir, work) = quickstart();
+    let gate = add_gated_model(&work);
+    let (mut child, port) = serve(&work, &["--parallel-evaluations", "3"]);
+    // Production is promoted to 7 and rolled out while slow-model's evaluation runs on.
+    eventually(Duration::from_secs(90), || {
+        let (_, m) = get(port, "/metrics");
+        m.contains("slipway_rollout_events_total{kind=\"RolloutSucceeded\"} 1")
+            .then_some(())
+    });
+    assert_eq!(
+        evaluation_phase(port, "slow-model-1-holdout").as_deref(),
+        Some("Running")
+    );
+    // A canary to 8, all its steps, while that evaluation is still running.
+    set_production(&work, "8");
+    eventually(Duration::from_secs(90), || {
+        let (_, m) = get(port, "/metrics");
+        m.contains("slipway_rollout_events_total{kind=\"RolloutSucceeded\"} 2")
+            .then_some(())
+    });
+    let moved = events(&work);
+    assert!(
+        moved
+            .iter()
+            .any(|l| l.contains("AliasMoved") && l.contains("7 → 8")),
+        "{moved:#?}"
+    );
+    assert_eq!(
+        evaluation_phase(port, "slow-model-1-holdout").as_deref(),
+        Some("Running"),
+        "the canary finished while the other model's evaluation was still running"
+    );
+    // The evaluation finishes when its job does, and is recorded at once.
+    std::fs::write(&gate, "").unwrap();
+    eventually(Duration::from_secs(30), || {
+        (evaluation_phase(port, "slow-model-1-holdout").as_deref() == Some("Succeeded"))
+            .then_some(())
+    });
+    terminate(&mut child);
+}

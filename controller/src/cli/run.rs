@@ -13,7 +13,7 @@ use crate::decide::catalog::{Catalog, Resource};
 use crate::edges::serving::local::LocalTarget;
 use crate::edges::source::dir;
 use crate::edges::store::{HistoryEntry, Store, Write};
-use crate::modes::git::Reconciler;
+use crate::modes::git::{EvaluationPool, Reconciler};
 
 /// Arguments of `slipway run`.
 #[derive(clap::Args, Debug)]
@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// How often to look for changes when not `--once`, e.g. `30s`.
     #[arg(long, default_value = "30s", env = "SLIPWAY_INTERVAL")]
     pub interval: String,
+    /// How many evaluation attempts run at once, in the background (default: the number of
+    /// cores). Promotions and rollouts never wait for them.
+    #[arg(long, env = "SLIPWAY_PARALLEL_EVALUATIONS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel_evaluations: Option<u16>,
 }
 
 /// A revision id for a folder: the digest of its files' paths and contents.
@@ -74,6 +78,18 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
     let until = std::time::Instant::now() + d;
     while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50).min(until - std::time::Instant::now()));
+    }
+}
+
+/// Sleeps for `d`, waking early when `stop` is set or an evaluation attempt finishes after
+/// `seen` (so its promotion is decided at once, not at the next interval).
+fn sleep_until_finished(stop: &AtomicBool, pool: &EvaluationPool, seen: u64, d: Duration) {
+    let until = std::time::Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+        let slice = Duration::from_millis(100).min(until - std::time::Instant::now());
+        if pool.wait_finished(seen, slice) {
+            return;
+        }
     }
 }
 
@@ -145,6 +161,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     #[cfg(feature = "sagemaker")]
     let mut sagemaker: Option<crate::edges::serving::sagemaker::aws::SageMaker> = None;
     let notifier = crate::edges::notify::Notifier::default();
+    let workers = args.parallel_evaluations.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let pool = EvaluationPool::new(workers);
+    // `--once`: what the passes so far did, and whether a pass after the pool went idle ran.
+    let mut so_far: Option<crate::modes::git::Outcome> = None;
+    let mut settled_pass = false;
     loop {
         if stop.load(Ordering::Relaxed) {
             live.finish();
@@ -235,7 +259,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             now: &now,
             progress: &progress,
             results_url: results_url.clone(),
+            pool: Some(&pool),
         };
+        let seen = pool.finished();
         let mut outcome = reconciler.reconcile(&catalog)?;
         let has_local = catalog
             .objects()
@@ -318,6 +344,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             status: serde_json::json!({"lastGood": revision, "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
         }])?;
         if args.once {
+            let mut total = so_far.take().unwrap_or_default();
+            total.absorb(outcome);
+            // Evaluations still running: take their outcomes in further passes (rollouts of
+            // other models went on meanwhile), and once the pool is idle, one more pass.
+            if pool.busy() || (pool.pending() && !settled_pass) {
+                settled_pass = !pool.busy();
+                if !settled_pass {
+                    live.waiting("evaluations running: waiting for them to finish");
+                    sleep_until_finished(&stop, &pool, seen, Duration::from_secs(1));
+                }
+                so_far = Some(total);
+                continue;
+            }
+            let outcome = total;
             live.finish();
             print_out(&summary(&outcome, &revision, &args.state))?;
             return Ok(if outcome.deploy_errors.is_empty() {
@@ -326,8 +366,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 1
             });
         }
-        live.waiting(&format!("up to date at {revision}; watching for changes"));
-        sleep_unless(&stop, requeue.map_or(interval, |r| r.min(interval)));
+        if pool.busy() {
+            live.waiting("evaluations running in the background; watching for changes");
+        } else {
+            live.waiting(&format!("up to date at {revision}; watching for changes"));
+        }
+        sleep_until_finished(
+            &stop,
+            &pool,
+            seen,
+            requeue.map_or(interval, |r| r.min(interval)),
+        );
     }
 }
 

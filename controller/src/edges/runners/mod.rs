@@ -2,4 +2,5 @@
 //! an external system (both homes); Kubernetes Jobs are created by Kubernetes mode.
 
 pub mod local;
+pub mod pool;
 pub mod webhook;

@@ -1,6 +1,7 @@
 //! Git mode's evaluations: each suite run carried out by the rules of
-//! [`crate::decide::evaluation::lifecycle`] — local commands attempt by attempt within the pass,
-//! webhook runners dispatched and waited for — with reports and history.
+//! [`crate::decide::evaluation::lifecycle`] — local commands attempt by attempt in a background
+//! pool, webhook runners dispatched and waited for — with reports and history. No pass waits for
+//! an evaluation: promotions and rollouts of every model go on while suites run.
 
 use crate::decide::evaluation::tasks::Task;
 use crate::decide::evaluation::{self, lifecycle, results::RunResults};
@@ -12,6 +13,22 @@ use slipway_crd::{Evaluation, EvaluationSpec, EvaluationStatus};
 use std::collections::BTreeMap;
 
 use super::*;
+
+/// One run an attempt made in the background: its role, content address, version and outcome.
+pub struct Run {
+    role: &'static str,
+    key: String,
+    version: String,
+    outcome: Result<RunResults, String>,
+}
+
+/// The pool evaluation attempts run in (`slipway run --parallel-evaluations`).
+pub type EvaluationPool = crate::edges::runners::pool::Pool<Vec<Run>>;
+
+/// The pool's key of one attempt.
+fn pool_key(task: &Task, key: &str, attempt: u32) -> String {
+    format!("{}/{}/{key}/{attempt}", task.namespace, task.name)
+}
 
 impl Reconciler<'_> {
     pub(super) fn evaluation_status(
@@ -61,84 +78,139 @@ impl Reconciler<'_> {
         )))
     }
 
-    pub(super) fn run_once(
+    /// The runs an attempt still needs (those without finished results under their content
+    /// address), as one job for the pool: the candidate's, then — if it produced results — the
+    /// baseline's.
+    fn local_job(&self, task: &Task) -> Result<impl FnOnce() -> Vec<Run> + Send + 'static, Error> {
+        let mut wanted = Vec::new();
+        let roles = std::iter::once(("candidate", task.version.clone(), task.artifact.clone()))
+            .chain(task.baseline.clone().map(|(v, a)| ("baseline", v, a)));
+        for (role, version, artifact) in roles {
+            let key =
+                evaluation::cache_key(&artifact.digest, &task.dataset, &task.runner, &task.suite);
+            if self.stored_run(&key)?.is_some() {
+                continue;
+            }
+            let env = BTreeMap::from([
+                ("SLIPWAY_ROLE".to_string(), role.to_string()),
+                ("SLIPWAY_MODEL".to_string(), task.model.clone()),
+                ("SLIPWAY_MODEL_VERSION".to_string(), version.clone()),
+                ("SLIPWAY_MODEL_URI".to_string(), artifact.uri.clone()),
+                ("SLIPWAY_MODEL_DIGEST".to_string(), artifact.digest.clone()),
+                ("SLIPWAY_DATASET_URI".to_string(), task.dataset.uri.clone()),
+                (
+                    "SLIPWAY_DATASET_DIGEST".to_string(),
+                    task.dataset.digest.clone().unwrap_or_default(),
+                ),
+            ]);
+            let work_dir = self
+                .state_dir
+                .join("runs")
+                .join(key.trim_start_matches("sha256:"));
+            (self.progress)(&format!(
+                "running {} on {} version {version} ({role})",
+                task.suite, task.model
+            ));
+            wanted.push((role, key, version, env, work_dir));
+        }
+        let spec = task.runner.local.clone();
+        let kinds = task.runner.set_variants().join(", ");
+        let root = self.root.to_path_buf();
+        let timeout = lifecycle::timeout(task.timeout.as_deref());
+        Ok(move || {
+            let mut runs = Vec::new();
+            for (role, key, version, env, work_dir) in wanted {
+                let outcome = match &spec {
+                    Some(spec) => local::run(&local::Job {
+                        spec,
+                        root: &root,
+                        work_dir,
+                        env,
+                        timeout,
+                    })
+                    .map_err(|e| e.to_string()),
+                    None => Err(format!(
+                        "the {kinds} runner does not run in git mode yet; use a local runner"
+                    )),
+                };
+                let failed = outcome.is_err();
+                runs.push(Run {
+                    role,
+                    key,
+                    version,
+                    outcome,
+                });
+                if failed {
+                    break;
+                }
+            }
+            runs
+        })
+    }
+
+    /// Records an attempt's finished runs under their content addresses; returns the status the
+    /// attempt leaves (finished, a retry due, or failed for good).
+    fn settle(
         &self,
         task: &Task,
-        version: &str,
-        artifact_uri: &str,
-        digest: &str,
-        role: &str,
-    ) -> Result<Result<RunResults, String>, StoreError> {
-        let key = evaluation::cache_key(digest, &task.dataset, &task.runner, &task.suite);
-        if let Some((results, _)) = self.stored_run(&key)? {
-            return Ok(Ok(results));
-        }
-        let Some(spec) = &task.runner.local else {
-            let kind = task.runner.set_variants().join(", ");
-            return Ok(Err(format!(
-                "the {kind} runner does not run in git mode yet; use a local runner"
-            )));
-        };
-        let env = BTreeMap::from([
-            ("SLIPWAY_ROLE".to_string(), role.to_string()),
-            ("SLIPWAY_MODEL".to_string(), task.model.clone()),
-            ("SLIPWAY_MODEL_VERSION".to_string(), version.to_string()),
-            ("SLIPWAY_MODEL_URI".to_string(), artifact_uri.to_string()),
-            ("SLIPWAY_MODEL_DIGEST".to_string(), digest.to_string()),
-            ("SLIPWAY_DATASET_URI".to_string(), task.dataset.uri.clone()),
-            (
-                "SLIPWAY_DATASET_DIGEST".to_string(),
-                task.dataset.digest.clone().unwrap_or_default(),
-            ),
-        ]);
-        let work_dir = self
-            .state_dir
-            .join("runs")
-            .join(key.trim_start_matches("sha256:"));
-        (self.progress)(&format!(
-            "running {} on {} version {version} ({role})",
-            task.suite, task.model
-        ));
-        let job = local::Job {
-            spec,
-            root: self.root,
-            work_dir,
-            env,
-            timeout: lifecycle::timeout(task.timeout.as_deref()),
-        };
-        match local::run(&job) {
-            Ok(results) => {
-                let status = EvaluationStatus {
-                    phase: EvaluationPhase::Succeeded,
-                    metrics: results.metrics.clone(),
-                    samples: results
-                        .samples
-                        .iter()
-                        .map(|s| Sample {
-                            input: s.input.clone(),
-                            expected: s.expected.clone(),
-                            candidate: s.prediction.clone(),
-                            baseline: None,
-                        })
-                        .collect(),
-                    cache_key: Some(key.clone()),
-                    completed_at: Some((self.now)()),
-                    attempts: 1,
-                    ..Default::default()
-                };
-                self.store.apply(&[Write::Evaluation(EvaluationRecord {
-                    cache_key: key,
-                    namespace: task.namespace.clone(),
-                    name: task.name.clone(),
-                    model: task.model.clone(),
-                    version: version.to_string(),
-                    suite: task.suite.clone(),
-                    status,
-                })])?;
-                Ok(Ok(results))
+        running: &EvaluationStatus,
+        runs: Vec<Run>,
+    ) -> Result<EvaluationStatus, Error> {
+        let mut failure = None;
+        for run in runs {
+            match run.outcome {
+                Ok(results) => {
+                    let status = EvaluationStatus {
+                        phase: EvaluationPhase::Succeeded,
+                        metrics: results.metrics.clone(),
+                        samples: results
+                            .samples
+                            .iter()
+                            .map(|s| Sample {
+                                input: s.input.clone(),
+                                expected: s.expected.clone(),
+                                candidate: s.prediction.clone(),
+                                baseline: None,
+                            })
+                            .collect(),
+                        cache_key: Some(run.key.clone()),
+                        completed_at: Some((self.now)()),
+                        attempts: 1,
+                        ..Default::default()
+                    };
+                    self.store.apply(&[Write::Evaluation(EvaluationRecord {
+                        cache_key: run.key,
+                        namespace: task.namespace.clone(),
+                        name: task.name.clone(),
+                        model: task.model.clone(),
+                        version: run.version,
+                        suite: task.suite.clone(),
+                        status,
+                    })])?;
+                }
+                Err(e) => failure = Some(format!("{} run failed: {e}", run.role)),
             }
-            Err(e) => Ok(Err(e.to_string())),
         }
+        let now = (self.now)();
+        if let Some(why) = failure {
+            return Ok(lifecycle::failed_attempt(running, &why, now));
+        }
+        let key = running.cache_key.clone().unwrap_or_default();
+        let candidate = self.stored_run(&key)?.map(|(r, _)| r);
+        let baseline = match &running.baseline_cache_key {
+            Some(k) => self.stored_run(k)?.map(|(r, _)| Some(r)),
+            None => Some(None),
+        };
+        Ok(match (candidate, baseline) {
+            (Some(c), Some(b)) => {
+                lifecycle::finished(running, &task.gates, &c, b.as_ref(), None, now)
+            }
+            _ => lifecycle::failed_attempt(
+                running,
+                "a run's results went missing from the store",
+                now,
+            ),
+        })
     }
 
     /// The attempt an evaluation of `task` with content address `key` makes.
@@ -167,65 +239,74 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    /// Runs a local suite's attempts back to back (from attempt `first`) until one produces
-    /// results or every attempt has failed; returns the finished status.
+    /// Carries a local suite's attempts forward from `next`: an attempt is recorded as running,
+    /// then runs in the background pool; a later pass takes its outcome. Returns the finished
+    /// status, or None while an attempt is in flight. Without a pool (tests), attempts run inline.
     pub(super) fn run_local(
         &self,
         task: &Task,
         key: &str,
-        first: u32,
-    ) -> Result<EvaluationStatus, Error> {
-        let mut number = first;
+        previous: Option<&EvaluationStatus>,
+        next: lifecycle::Next,
+    ) -> Result<Option<EvaluationStatus>, Error> {
+        let mut next = next;
         loop {
-            let what = format!("running {} locally", task.suite);
-            let running = lifecycle::running(&self.attempt(task, key, number), what, (self.now)());
-            self.save_evaluation(task, &running)?;
-            let candidate = self.run_once(
-                task,
-                &task.version,
-                &task.artifact.uri,
-                &task.artifact.digest,
-                "candidate",
-            )?;
-            let baseline = match (&candidate, &task.baseline) {
-                (Ok(_), Some((v, a))) => {
-                    Some(self.run_once(task, v, &a.uri, &a.digest, "baseline")?)
-                }
-                _ => None,
-            };
-            let why = match (candidate, baseline) {
-                (Ok(c), None) => {
-                    return Ok(lifecycle::finished(
-                        &running,
-                        &task.gates,
-                        &c,
-                        None,
-                        None,
+            let after = match next {
+                lifecycle::Next::Stands => return Ok(None),
+                lifecycle::Next::GiveUp { attempts } => {
+                    let p = previous.cloned().unwrap_or_default();
+                    return Ok(Some(lifecycle::failed(
+                        &p,
+                        attempts,
+                        "its last attempt never finished (the process running it stopped)",
                         (self.now)(),
-                    ));
+                    )));
                 }
-                (Ok(c), Some(Ok(b))) => {
-                    return Ok(lifecycle::finished(
-                        &running,
-                        &task.gates,
-                        &c,
-                        Some(&b),
-                        None,
-                        (self.now)(),
-                    ));
+                lifecycle::Next::Run { attempt } => {
+                    let what = format!("running {} locally", task.suite);
+                    let a = self.attempt(task, key, attempt);
+                    let running = lifecycle::running(&a, what, (self.now)());
+                    // Recorded before it starts: a restart finds the attempt and runs it again.
+                    self.save_evaluation(task, &running)?;
+                    let job = self.local_job(task)?;
+                    match self.pool {
+                        Some(pool) => {
+                            pool.submit(&pool_key(task, key, attempt), job);
+                            return Ok(None);
+                        }
+                        None => self.settle(task, &running, job())?,
+                    }
                 }
-                (Err(e), _) => format!("candidate run failed: {e}"),
-                (_, Some(Err(e))) => format!("baseline run failed: {e}"),
+                lifecycle::Next::InFlight { attempt } => {
+                    let running = previous.cloned().unwrap_or_default();
+                    let id = pool_key(task, key, attempt);
+                    match self.pool {
+                        Some(pool) if pool.busy_with(&id) => return Ok(None),
+                        Some(pool) => match pool.take(&id) {
+                            Some(runs) => self.settle(task, &running, runs)?,
+                            // Not this process's: the one running it stopped.
+                            None => {
+                                next = lifecycle::interrupted(attempt);
+                                continue;
+                            }
+                        },
+                        None => {
+                            next = lifecycle::interrupted(attempt);
+                            continue;
+                        }
+                    }
+                }
             };
-            let after = lifecycle::failed_attempt(&running, &why, (self.now)());
             if !lifecycle::retry_due(&after) {
-                return Ok(after);
+                return Ok(Some(after));
             }
             if let Some(c) = after.conditions.first() {
                 (self.progress)(&format!("{}: {}", task.name, c.message));
             }
             self.save_evaluation(task, &after)?;
-            number += 1;
+            next = lifecycle::Next::Run {
+                attempt: after.attempts + 1,
+            };
         }
     }
 
@@ -241,20 +322,12 @@ impl Reconciler<'_> {
         // A finished evaluation stands as it ran (against the baseline of its time); only a
         // change of what it is made of (its content address) runs it again.
         let external = task.runner.webhook.is_some();
-        let next = match lifecycle::next(previous.as_ref(), &key) {
-            // A local run in flight at the start of a pass: the process running it stopped.
-            lifecycle::Next::InFlight { attempt } if !external => lifecycle::interrupted(attempt),
-            next => next,
-        };
+        let next = lifecycle::next(previous.as_ref(), &key);
+        if next == lifecycle::Next::Stands {
+            return Ok(());
+        }
         // Only an evaluation that has not started may take earlier results.
         let fresh = next == lifecycle::Next::Run { attempt: 1 };
-        let first = match next {
-            lifecycle::Next::Stands => return Ok(()),
-            lifecycle::Next::Run { attempt } | lifecycle::Next::InFlight { attempt } => {
-                Some(attempt)
-            }
-            lifecycle::Next::GiveUp { .. } => None,
-        };
         let reused = self
             .store
             .evaluation(&key)?
@@ -263,24 +336,15 @@ impl Reconciler<'_> {
             true => self.reuse(task, &key)?,
             false => None,
         };
-        let mut status = match (reused_status, first) {
-            (Some(reused), _) => reused,
-            (None, None) => {
-                let p = previous.clone().unwrap_or_default();
-                lifecycle::failed(
-                    &p,
-                    p.attempts,
-                    "its last attempt never finished (the process running it stopped)",
-                    (self.now)(),
-                )
-            }
-            (None, Some(_)) if external => {
-                match self.external(task, &key, previous.as_ref())? {
-                    Some(finished) => finished,
-                    None => return Ok(()), // dispatched; waiting for the job to report
-                }
-            }
-            (None, Some(first)) => self.run_local(task, &key, first)?,
+        let finished = match reused_status {
+            Some(reused) => Some(reused),
+            // Dispatched, or waiting for the external job to report.
+            None if external => self.external(task, &key, previous.as_ref())?,
+            // Running in the background, or finished.
+            None => self.run_local(task, &key, previous.as_ref(), next)?,
+        };
+        let Some(mut status) = finished else {
+            return Ok(());
         };
         let object = Evaluation {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {

@@ -6,6 +6,7 @@
 
 mod deploy;
 mod evaluate;
+pub use evaluate::EvaluationPool;
 pub mod external;
 pub mod http;
 mod promote;
@@ -77,6 +78,21 @@ pub struct Outcome {
     pub deploy_errors: Vec<String>,
 }
 
+impl Outcome {
+    /// Adds what a later pass of the same run did (`--once` runs passes until everything has
+    /// settled); holds and waits are the later pass's.
+    pub fn absorb(&mut self, later: Outcome) {
+        self.registered.extend(later.registered);
+        self.evaluated.extend(later.evaluated);
+        self.reused.extend(later.reused);
+        self.moved.extend(later.moved);
+        self.blocked = later.blocked;
+        self.waiting = later.waiting;
+        self.rollout_events.extend(later.rollout_events);
+        self.deploy_errors.extend(later.deploy_errors);
+    }
+}
+
 /// The reconciler's fixed inputs.
 pub struct Reconciler<'a> {
     /// The state store.
@@ -93,6 +109,8 @@ pub struct Reconciler<'a> {
     pub progress: &'a dyn Fn(&str),
     /// Base URL of this instance's results API (`--listen`), for external evaluation jobs.
     pub results_url: Option<String>,
+    /// Where local evaluation attempts run (None: inline, within the pass).
+    pub pool: Option<&'a EvaluationPool>,
 }
 
 impl Reconciler<'_> {

@@ -86,7 +86,7 @@ impl Fixture {
         let files = [SourceFile {
             path: "registry.yaml".into(),
             content: registry(production, scores).into_bytes(),
-            id: None,
+            ..Default::default()
         }];
         let (catalog, diags) = Catalog::from_files(&files);
         assert!(diags.is_empty(), "{diags:#?}");
@@ -96,6 +96,7 @@ impl Fixture {
                 + chrono::Duration::seconds(self.clock.get())
         };
         let r = Reconciler {
+            pool: None,
             store: &self.store,
             root: self.root.path(),
             state_dir: self.state.path(),
