@@ -325,3 +325,125 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
     );
     assert_eq!(labelled.code, 0, "{}", labelled.stderr);
 }
+
+/// What `slipway validate` says of a file or folder, and what the API server says of a
+/// server-side dry run of it in namespace `ns`: accepted or not, with the reasons.
+fn verdicts(api: &ApiServer, path: &std::path::Path, ns: &str) -> ((bool, String), (bool, String)) {
+    let ours = support::slipway(&["validate", &path.to_string_lossy()], &root());
+    let theirs = api.kubectl(
+        &[
+            "apply",
+            "--dry-run=server",
+            "-n",
+            ns,
+            "-f",
+            &path.to_string_lossy(),
+        ],
+        "admin",
+    );
+    // A file of comments only holds no object: valid for both (kubectl just has nothing to send).
+    let accepted = theirs.code == 0 || theirs.stderr.contains("no objects passed to apply");
+    (
+        (ours.code == 0, ours.stdout),
+        (accepted, format!("{}{}", theirs.stdout, theirs.stderr)),
+    )
+}
+
+/// Where `kubectl` itself (its YAML reader, before any request) differs from `validate`, and why
+/// these are not differences of the API server's.
+const CLIENT_DIFFERENCES: [(&str, &str); 3] = [
+    // kubectl's YAML reader keeps the last of repeated keys; API servers since 1.25 refuse them
+    // under kubectl's default `--validate=strict` (server-side field validation), which this
+    // 1.20 test server predates. `validate` refuses them, as those servers do.
+    ("duplicate-key.yaml", "repeated key"),
+    ("duplicate-metadata-key.yaml", "repeated key"),
+    // kubectl's reader stops at the document-end marker `...` of a file without objects.
+    ("empty-but-comments.yaml", "no objects"),
+];
+
+#[test]
+fn validate_and_the_api_server_accept_exactly_the_same_documents() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let port = free_port();
+    // The webhook judges namespace `corpus` (one document at a time, as `validate` does); the
+    // examples' namespace gets the CRD schemas only, since a dry run of a folder checks each
+    // object against an empty namespace and the webhook would (rightly) refuse references to
+    // objects that the same folder creates.
+    let hooks = webhook_configurations(port).replace(
+        "  sideEffects: None\n",
+        "  sideEffects: None\n  namespaceSelector: {matchLabels: {slipway.dev/admission: \"on\"}}\n",
+    );
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &hooks);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for (ns, label) in [("corpus", "on"), ("examples", "off")] {
+        let run = api.kubectl(&["create", "namespace", ns], "admin");
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let run = api.kubectl(
+            &[
+                "label",
+                "namespace",
+                ns,
+                &format!("slipway.dev/admission={label}"),
+            ],
+            "admin",
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let controller = Controller::start(&api, port);
+    // The webhook answers: a document only it refuses (a policy whose CEL does not compile).
+    let probe = root().join("tests/corpus/bad-cel.yaml");
+    eventually(Duration::from_secs(60), || {
+        let (_, (accepted, why)) = verdicts(&api, &probe, "corpus");
+        (!accepted && why.contains("admission webhook")).then_some(())
+    });
+
+    let mut corpus: Vec<std::path::PathBuf> = std::fs::read_dir(root().join("tests/corpus"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    corpus.sort();
+    let mut refused = 0;
+    let mut disagree = Vec::new();
+    let mut client_side = Vec::new();
+    let inputs = corpus.iter().map(|p| (p.clone(), "corpus")).chain(
+        ["examples/football-frames", "examples/quickstart"]
+            .into_iter()
+            .map(|f| (root().join(f), "examples")),
+    );
+    for (path, ns) in inputs {
+        let ((ours, why), (theirs, their_why)) = verdicts(&api, &path, ns);
+        if !ours {
+            refused += 1;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if ours != theirs {
+            let line = format!(
+                "{name}: validate {} / API server {}\n  validate: {why}\n  kubectl: {their_why}",
+                if ours { "accepts" } else { "refuses" },
+                if theirs { "accepts" } else { "refuses" },
+            );
+            match CLIENT_DIFFERENCES.iter().find(|(f, _)| *f == name) {
+                Some(_) => client_side.push(name),
+                None => disagree.push(line),
+            }
+        }
+    }
+    assert!(
+        disagree.is_empty(),
+        "{}\n{}",
+        disagree.join("\n"),
+        controller.log()
+    );
+    // The known client-side differences are still there (if kubectl changes, revisit them).
+    let mut expected: Vec<String> = CLIENT_DIFFERENCES
+        .iter()
+        .map(|(f, _)| f.to_string())
+        .collect();
+    expected.sort();
+    client_side.sort();
+    assert_eq!(client_side, expected);
+    // The corpus is bad input except its one file of comments; the examples are valid.
+    assert_eq!(refused, corpus.len() - 1);
+}

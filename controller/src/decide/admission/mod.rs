@@ -79,6 +79,7 @@ pub fn file_of(object: &Value) -> SourceFile {
             .unwrap_or_default()
             .into_bytes(),
         id: None,
+        from_api_server: true,
     }
 }
 

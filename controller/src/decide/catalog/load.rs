@@ -18,6 +18,9 @@ pub struct SourceFile {
     pub content: Vec<u8>,
     /// Content id when known (the git blob id), so unchanged files are parsed once.
     pub id: Option<String>,
+    /// Read back from the API server, which checked it against the CRD's schema already: the
+    /// loader does not check it again.
+    pub from_api_server: bool,
 }
 
 /// Whether a file name is a YAML file Slipway reads.
@@ -111,15 +114,36 @@ fn load_sequentially(files: &[SourceFile]) -> (Vec<Object>, Vec<Diagnostic>) {
                 continue;
             }
         };
-        for (first_line, doc) in split_documents(text) {
+        let docs = split_documents(text);
+        for (i, (first_line, doc)) in docs.iter().enumerate() {
             let origin = Origin {
                 file: path.clone(),
-                first_line,
-                text: Arc::from(doc),
+                first_line: *first_line,
+                text: Arc::from(*doc),
             };
-            match load_document(origin) {
+            match load_document(origin, !file.from_api_server) {
                 Ok(obj) => objects.push(obj),
-                Err(mut errs) => diags.append(&mut errs),
+                Err(mut errs) => {
+                    // A field missing from a document that the next one (without a kind of its
+                    // own) seems to continue: a stray `---` split them; point at it.
+                    if let Some((next_line, next)) = docs.get(i + 1)
+                        && scan_header(next).is_none()
+                        && !next.lines().any(|l| l.starts_with("kind:"))
+                    {
+                        for d in errs.iter_mut().filter(|d| {
+                            d.category == Category::MissingField
+                                && !d.field.is_empty()
+                                && !d.field.contains(['.', '['])
+                        }) {
+                            d.line = *next_line;
+                            d.column = 1;
+                            d.message.push_str(&format!(
+                                "; the document separator `---` at line {next_line} ends this document — remove it if the lines after it belong here"
+                            ));
+                        }
+                    }
+                    diags.append(&mut errs)
+                }
             }
         }
     }
@@ -205,7 +229,10 @@ fn scan_header(text: &str) -> Option<(String, String)> {
 }
 
 /// Loads one document.
-pub fn load_document(origin: Origin) -> Result<Object, Vec<Diagnostic>> {
+///
+/// With `check_schema`, a document that parses as its kind is also checked against the schema
+/// its CRD publishes ([`super::schema`]).
+pub fn load_document(origin: Origin, check_schema: bool) -> Result<Object, Vec<Diagnostic>> {
     let (api_version, kind_name) = match scan_header(&origin.text) {
         Some((a, k)) => (Some(a), Some(k)),
         None => {
@@ -288,6 +315,12 @@ pub fn load_document(origin: Origin) -> Result<Object, Vec<Diagnostic>> {
         namespace,
         name,
     };
+    if check_schema {
+        let refused = super::schema::check(&origin, kind, Some(&key));
+        if !refused.is_empty() {
+            return Err(refused);
+        }
+    }
     Ok(Object {
         resource,
         key,
@@ -427,13 +460,22 @@ fn strip_location(s: &str) -> String {
     }
 }
 
-fn syntax_error(origin: &Origin, e: &serde_yaml::Error) -> Diagnostic {
+pub(super) fn syntax_error(origin: &Origin, e: &serde_yaml::Error) -> Diagnostic {
     let at = e.location().map(|l| (l.line(), l.column()));
     let msg = strip_location(&e.to_string());
-    // serde_yaml reports a repeated mapping key while building the document; it is a duplicate, not bad syntax.
-    if let Some((path, rest)) = msg.split_once(": duplicate entry with key ") {
+    // serde_yaml reports a repeated mapping key while building the document; it is a duplicate,
+    // not bad syntax, and it is shown where the key repeats (serde_yaml points at the mapping,
+    // or nowhere for the top level).
+    if let Some((prefix, rest)) = msg.split_once("duplicate entry with key ") {
         let key = rest.trim_matches('"');
-        let field = FieldPath::parse(path).key(key);
+        let path = prefix.trim_end_matches(": ").trim();
+        let parent = if path.is_empty() || path == "." {
+            FieldPath::root()
+        } else {
+            FieldPath::parse(path)
+        };
+        let field = parent.key(key);
+        let at = Positions::of(&origin.text).key_of(&field).or(at);
         return origin.diagnostic_at(
             None,
             &field,

@@ -3,6 +3,7 @@
 pub mod load;
 pub mod locate;
 pub mod object;
+pub mod schema;
 pub mod validate;
 
 #[cfg(test)]

@@ -170,6 +170,7 @@ impl GitRepo {
                 id: Some(id),
                 path,
                 content,
+                from_api_server: false,
             });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
