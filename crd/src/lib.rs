@@ -110,14 +110,12 @@ impl Kind {
         }
     }
 
-    /// A JSON Schema (draft 2020-12) of a whole document of this kind, for editors and CI linters.
-    ///
-    /// It is the CRD's OpenAPI schema plus `apiVersion`, `kind` and `metadata`, with
-    /// `additionalProperties: false` on every object that lists its properties, because
-    /// Slipway rejects unknown fields.
-    pub fn json_schema(self) -> Value {
+    /// The CRD's published OpenAPI schema as JSON Schema: OpenAPI's `nullable` as a `null`
+    /// type, Kubernetes' `x-kubernetes-*` extensions dropped; objects stay open, as the API
+    /// server's checks are (it prunes unknown fields rather than refusing them).
+    pub fn openapi_schema(self) -> Value {
         let crd = self.crd();
-        let openapi = crd
+        let mut schema = crd
             .spec
             .versions
             .first()
@@ -125,7 +123,17 @@ impl Kind {
             .and_then(|s| s.open_api_v3_schema.as_ref())
             .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
             .unwrap_or(Value::Null);
-        let mut schema = openapi;
+        as_json_schema(&mut schema);
+        schema
+    }
+
+    /// A JSON Schema (draft 2020-12) of a whole document of this kind, for editors and CI linters.
+    ///
+    /// It is the CRD's OpenAPI schema plus `apiVersion`, `kind` and `metadata`, with
+    /// `additionalProperties: false` on every object that lists its properties, because
+    /// Slipway rejects unknown fields.
+    pub fn json_schema(self) -> Value {
+        let mut schema = self.openapi_schema();
         if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
             props.insert("apiVersion".into(), json!({"const": API_VERSION}));
             props.insert("kind".into(), json!({"const": self.as_str()}));
@@ -171,9 +179,8 @@ impl Kind {
     }
 }
 
-/// Adds `additionalProperties: false` to every object schema that lists properties,
-/// turns OpenAPI `nullable` into JSON Schema types, and drops Kubernetes extensions.
-fn close_objects(schema: &mut Value) {
+/// OpenAPI `nullable` as a JSON Schema `null` type; Kubernetes extensions dropped.
+fn as_json_schema(schema: &mut Value) {
     match schema {
         Value::Object(map) => {
             map.retain(|k, _| !k.starts_with("x-kubernetes-"));
@@ -182,6 +189,19 @@ fn close_objects(schema: &mut Value) {
             {
                 map.insert("type".into(), json!([t, "null"]));
             }
+            for v in map.values_mut() {
+                as_json_schema(v);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(as_json_schema),
+        _ => {}
+    }
+}
+
+/// Adds `additionalProperties: false` to every object schema that lists properties.
+fn close_objects(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
             if map.contains_key("properties") && !map.contains_key("additionalProperties") {
                 map.insert("additionalProperties".into(), Value::Bool(false));
             }

@@ -99,3 +99,155 @@ pub fn promotion(
     };
     Promotion::Decided(catalog.policies.decide_rules(&input))
 }
+
+/// Where an alias move stands, as its status says it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AliasStep<'a> {
+    /// The alias already resolves to its version.
+    Resolved,
+    /// The model or the version does not exist.
+    Unresolvable,
+    /// Waiting for these evaluation suites of the candidate.
+    Waiting(&'a [String]),
+    /// The policies allowed the move, and it is made.
+    Moved,
+    /// The policies hold the move, for this reason.
+    Held(&'a str),
+}
+
+/// What an alias status is written for.
+#[derive(Clone, Debug)]
+pub struct AliasFacts<'a> {
+    /// `model/alias`, for messages.
+    pub label: &'a str,
+    /// The version the alias asks for.
+    pub to: &'a str,
+    /// The object's generation (Kubernetes mode), for `observedGeneration`.
+    pub generation: Option<i64>,
+    /// The revision the move came from (git mode).
+    pub revision: Option<&'a str>,
+    /// Now.
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// The typed status an alias gets after `step` — the same document in both homes — and the
+/// message that explains it. The resolution and the history carry forward unless the move is
+/// made; the `Ready` condition keeps its transition time while its status does not change.
+pub fn alias_status(
+    previous: &slipway_crd::model_alias::ModelAliasStatus,
+    step: &AliasStep<'_>,
+    f: &AliasFacts<'_>,
+) -> (slipway_crd::model_alias::ModelAliasStatus, String) {
+    let (label, to) = (f.label, f.to);
+    let mut status = previous.clone();
+    let (ok, reason, message) = match step {
+        AliasStep::Resolved => (true, "Resolved", format!("{label} resolves to {to}")),
+        AliasStep::Unresolvable => (
+            false,
+            "Unresolvable",
+            format!("{label} → {to}: the model or version does not exist"),
+        ),
+        AliasStep::Waiting(pending) => (
+            false,
+            "WaitingForEvaluations",
+            format!(
+                "{label} → {to}: waiting for evaluation {}",
+                pending.join(", ")
+            ),
+        ),
+        AliasStep::Moved => {
+            let from = previous.resolved_version.clone();
+            let message = format!("{label}: {} → {to}", from.as_deref().unwrap_or("(none)"));
+            status.history.push(slipway_crd::model_alias::AliasMove {
+                from: from.clone(),
+                to: to.to_string(),
+                by: None,
+                at: Some(f.now),
+                revision: f.revision.map(str::to_string),
+                decision: "allowed".into(),
+                message: None,
+            });
+            status.previous_version = from;
+            status.resolved_version = Some(to.to_string());
+            (true, "Resolved", message)
+        }
+        AliasStep::Held(why) => (
+            false,
+            "PromotionBlocked",
+            format!("{label} → {to} held: {why}"),
+        ),
+    };
+    let state = if ok { "True" } else { "False" };
+    let since = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == state)
+        .and_then(|c| c.last_transition_time)
+        .unwrap_or(f.now);
+    status.conditions = vec![slipway_crd::common::Condition {
+        type_: "Ready".into(),
+        status: state.into(),
+        reason: reason.into(),
+        message: message.clone(),
+        last_transition_time: Some(since),
+        observed_generation: f.generation,
+    }];
+    (status, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_crd::model_alias::ModelAliasStatus;
+
+    fn facts(to: &str, s: u32) -> AliasFacts<'_> {
+        AliasFacts {
+            label: "m/production",
+            to,
+            generation: Some(2),
+            revision: Some("git:abc"),
+            now: chrono::DateTime::from_timestamp(1_800_000_000 + i64::from(s), 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_move_resolves_and_records_history_and_a_hold_keeps_the_resolution() {
+        let (moved, message) = alias_status(
+            &ModelAliasStatus::default(),
+            &AliasStep::Moved,
+            &facts("7", 0),
+        );
+        assert_eq!(message, "m/production: (none) → 7");
+        assert_eq!(moved.resolved_version.as_deref(), Some("7"));
+        assert_eq!(moved.history.len(), 1);
+        assert_eq!(moved.conditions[0].reason, "Resolved");
+        let (held, message) =
+            alias_status(&moved, &AliasStep::Held("denied by p/r"), &facts("8", 5));
+        assert_eq!(message, "m/production → 8 held: denied by p/r");
+        assert_eq!(held.resolved_version.as_deref(), Some("7"));
+        assert_eq!(held.history, moved.history);
+        assert_eq!(held.conditions[0].status, "False");
+        // Waiting after a hold: still not ready, so the transition time stays.
+        let (waiting, _) = alias_status(
+            &held,
+            &AliasStep::Waiting(&["holdout".into()]),
+            &facts("8", 9),
+        );
+        assert_eq!(
+            waiting.conditions[0].last_transition_time,
+            held.conditions[0].last_transition_time
+        );
+        let (again, _) = alias_status(&waiting, &AliasStep::Moved, &facts("8", 12));
+        assert_eq!(
+            (
+                again.resolved_version.as_deref(),
+                again.previous_version.as_deref()
+            ),
+            (Some("8"), Some("7"))
+        );
+        assert_ne!(
+            again.conditions[0].last_transition_time,
+            held.conditions[0].last_transition_time
+        );
+    }
+}

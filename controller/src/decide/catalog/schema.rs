@@ -24,16 +24,7 @@ const LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// The CRD's OpenAPI schema as JSON Schema: `nullable` as a `null` type, Kubernetes extensions
 /// dropped, and `metadata` checked the way the API server checks it.
 pub fn api_server_schema(kind: Kind) -> Value {
-    let crd = kind.crd();
-    let mut schema = crd
-        .spec
-        .versions
-        .first()
-        .and_then(|v| v.schema.as_ref())
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or(Value::Null);
-    openapi_to_json_schema(&mut schema);
+    let mut schema = kind.openapi_schema();
     if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
         props.insert(
             "metadata".into(),
@@ -49,24 +40,6 @@ pub fn api_server_schema(kind: Kind) -> Value {
         );
     }
     schema
-}
-
-fn openapi_to_json_schema(schema: &mut Value) {
-    match schema {
-        Value::Object(map) => {
-            map.retain(|k, _| !k.starts_with("x-kubernetes-"));
-            if map.remove("nullable") == Some(Value::Bool(true))
-                && let Some(Value::String(t)) = map.get("type").cloned()
-            {
-                map.insert("type".into(), json!([t, "null"]));
-            }
-            for v in map.values_mut() {
-                openapi_to_json_schema(v);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(openapi_to_json_schema),
-        _ => {}
-    }
 }
 
 fn validators() -> &'static HashMap<&'static str, Result<jsonschema::Validator, String>> {

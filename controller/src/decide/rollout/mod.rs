@@ -148,6 +148,27 @@ pub struct Step {
 }
 
 impl RolloutState {
+    /// The `ModelDeployment` status recording this state, on top of `base` (which keeps what
+    /// the state does not hold: history, endpoint, drift, conditions); the inverse of
+    /// [`RolloutState::from_status`]. Both homes' Kubernetes and SageMaker paths write it.
+    pub fn to_status(
+        &self,
+        base: slipway_crd::model_deployment::ModelDeploymentStatus,
+    ) -> slipway_crd::model_deployment::ModelDeploymentStatus {
+        slipway_crd::model_deployment::ModelDeploymentStatus {
+            phase: Some(self.phase),
+            serving_version: self.stable.clone(),
+            target_version: self.candidate.clone(),
+            traffic: self.traffic.clone(),
+            current_step: self.candidate.as_ref().map(|_| self.step as u32),
+            step_started_at: self.step_started,
+            candidate_started_at: self.candidate_started,
+            last_desired_version: self.last_desired.clone(),
+            rejected_versions: self.rejected.iter().cloned().collect(),
+            ..base
+        }
+    }
+
     /// The state a `ModelDeployment`'s status records.
     pub fn from_status(
         status: &slipway_crd::model_deployment::ModelDeploymentStatus,

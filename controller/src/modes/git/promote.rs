@@ -3,9 +3,9 @@
 
 use crate::decide::catalog::{Catalog, Resource};
 use crate::decide::policy::context::Results;
-use crate::decide::promotion::{Promotion, promotion};
+use crate::decide::promotion::{AliasFacts, AliasStep, Promotion, alias_status, promotion};
 use crate::edges::store::{HistoryEntry, Write};
-use serde_json::{Value, json};
+use slipway_crd::model_alias::ModelAliasStatus;
 
 use super::*;
 
@@ -16,24 +16,25 @@ impl Reconciler<'_> {
         Ok(results)
     }
 
-    /// Writes an alias's new status and the history entry that explains it, together.
-    pub(super) fn save_alias(
+    /// Writes an alias's new status, with the history entry that explains it when there is one.
+    fn save_alias(
         &self,
         ns: &str,
         name: &str,
-        status: Value,
-        entry: HistoryEntry,
+        status: &ModelAliasStatus,
+        entry: Option<HistoryEntry>,
     ) -> Result<(), Error> {
-        (self.progress)(&entry.message);
-        self.store.apply(&[
-            Write::Status {
-                kind: "ModelAlias".into(),
-                namespace: ns.into(),
-                name: name.into(),
-                status,
-            },
-            Write::History(entry),
-        ])?;
+        let mut writes = vec![Write::Status {
+            kind: "ModelAlias".into(),
+            namespace: ns.into(),
+            name: name.into(),
+            status: serde_json::to_value(status)?,
+        }];
+        if let Some(entry) = entry {
+            (self.progress)(&entry.message);
+            writes.push(Write::History(entry));
+        }
+        self.store.apply(&writes)?;
         Ok(())
     }
 
@@ -44,19 +45,43 @@ impl Reconciler<'_> {
                 continue;
             };
             let ns = obj.key.namespace.as_str();
-            let status = self
+            let status: ModelAliasStatus = self
                 .store
                 .status("ModelAlias", ns, &obj.key.name)?
-                .unwrap_or(Value::Null);
-            let resolved = status
-                .get("resolvedVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string);
+                .map(serde_json::from_value)
+                .transpose()?
+                .unwrap_or_default();
+            let resolved = status.resolved_version.clone();
             let to = &a.spec.version;
+            let label = format!("{}/{}", a.spec.model, a.spec.alias);
+            let facts = AliasFacts {
+                label: &label,
+                to,
+                generation: None,
+                revision: Some(&self.revision),
+                now: (self.now)(),
+            };
+            // A status that says something new is written; the same words are not written again.
+            let changed = |next: &ModelAliasStatus| {
+                next.resolved_version != status.resolved_version
+                    || next.conditions.first().map(|c| (&c.reason, &c.message))
+                        != status.conditions.first().map(|c| (&c.reason, &c.message))
+            };
             if resolved.as_deref() == Some(to.as_str()) {
+                // Settled (as Kubernetes mode does): a Ready alias keeps the words of its move.
+                if status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                {
+                    continue;
+                }
+                let (next, _) = alias_status(&status, &AliasStep::Resolved, &facts);
+                if changed(&next) {
+                    self.save_alias(ns, &obj.key.name, &next, None)?;
+                }
                 continue;
             }
-            let label = format!("{}/{}", a.spec.model, a.spec.alias);
             let decision = match promotion(
                 catalog,
                 &results,
@@ -69,10 +94,13 @@ impl Reconciler<'_> {
             ) {
                 Promotion::Unresolvable => continue,
                 Promotion::Waiting(pending) => {
-                    out.waiting.push(format!(
-                        "{label} → {to}: waiting for {}",
-                        pending.join(", ")
-                    ));
+                    let (next, message) =
+                        alias_status(&status, &AliasStep::Waiting(&pending), &facts);
+                    if changed(&next) {
+                        self.save_alias(ns, &obj.key.name, &next, None)?;
+                    }
+                    out.waiting
+                        .push(message.replace(": waiting for evaluation ", ": waiting for "));
                     continue;
                 }
                 Promotion::Decided(decision) => decision,
@@ -100,33 +128,18 @@ impl Reconciler<'_> {
             );
             h.data = serde_json::to_value(&decision)?;
             if decision.allowed {
-                h.message = format!("{label}: {from} → {to}");
-                let mut history = status
-                    .get("history")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                history.push(json!({"from": resolved, "to": to, "at": h.at, "revision": self.revision, "decision": "allowed"}));
-                let new_status =
-                    json!({"resolvedVersion": to, "previousVersion": resolved, "history": history});
-                self.save_alias(ns, &obj.key.name, new_status, h)?;
+                let (next, message) = alias_status(&status, &AliasStep::Moved, &facts);
+                h.message = message;
+                self.save_alias(ns, &obj.key.name, &next, Some(h))?;
                 out.moved.push(format!("{label}: {from} → {to}"));
             } else {
                 let why = decision.summary();
-                h.message = format!("{label} → {to} held: {why}");
                 out.blocked.push(format!("{label} → {to}: {why}"));
-                // Record a hold once per (version, revision), not on every pass.
-                let held = status.get("held").cloned().unwrap_or(Value::Null);
-                let this = json!({"version": to, "revision": self.revision});
-                if held != this {
-                    let mut new_status = if status.is_object() {
-                        status.clone()
-                    } else {
-                        json!({})
-                    };
-                    new_status["held"] = this;
-                    new_status["heldMessage"] = Value::String(why);
-                    self.save_alias(ns, &obj.key.name, new_status, h)?;
+                let (next, message) = alias_status(&status, &AliasStep::Held(&why), &facts);
+                // A hold is recorded once, not on every pass.
+                if changed(&next) {
+                    h.message = message;
+                    self.save_alias(ns, &obj.key.name, &next, Some(h))?;
                 }
             }
         }

@@ -9,13 +9,13 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
-use serde_json::{Value, json};
+use serde_json::json;
 use slipway_crd::ModelAlias;
 
 use super::notify;
-use crate::decide::promotion::{Promotion, promotion};
+use crate::decide::promotion::{AliasFacts, AliasStep, Promotion, alias_status, promotion};
 
-use super::context::{Context, Error, MANAGER, compact, condition, keep_transition, publish};
+use super::context::{Context, Error, apply_status, publish};
 
 pub(super) async fn reconcile_alias(
     guarded: Arc<DeserializeGuard<ModelAlias>>,
@@ -36,17 +36,23 @@ pub(super) async fn reconcile_alias(
     let to = alias.spec.version.clone();
     let api: Api<ModelAlias> = Api::namespaced(ctx.client.clone(), &ns);
     let label = format!("{}/{}", alias.spec.model, alias.spec.alias);
-    // Server-side apply drops fields this manager owned but leaves out: every apply of the
-    // status carries the resolution forward.
-    let kept = |conditions: Value| {
-        json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
-            "status": {"resolvedVersion": status.resolved_version, "previousVersion": status.previous_version,
-                       "history": status.history, "conditions": conditions}})
+    let now = Utc::now();
+    let facts = AliasFacts {
+        label: &label,
+        to: &to,
+        generation,
+        revision: None,
+        now,
     };
-    let ready = |ok: bool, reason: &str, message: &str| {
-        let mut c = condition("Ready", ok, reason, message, generation);
-        keep_transition(&mut c, &status.conditions);
-        c
+    // The whole typed status every time (server-side apply drops what this manager leaves out).
+    let write = |step: AliasStep<'_>| {
+        let (next, message) = alias_status(&status, &step, &facts);
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            apply_status(&api, &name, &next).await?;
+            Ok::<String, Error>(message)
+        }
     };
     if resolved.as_deref() == Some(to.as_str()) {
         if status.conditions.iter().any(|c| {
@@ -54,17 +60,7 @@ pub(super) async fn reconcile_alias(
         }) {
             return Ok(Requeue::await_change());
         }
-        let patch = kept(json!([ready(
-            true,
-            "Resolved",
-            &format!("{label} resolves to {to}")
-        )]));
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&compact(patch.clone())),
-        )
-        .await?;
+        write(AliasStep::Resolved).await?;
         return Ok(Requeue::await_change());
     }
     ctx.moves_seen
@@ -79,7 +75,6 @@ pub(super) async fn reconcile_alias(
         .or_insert_with(std::time::Instant::now);
     let view = ctx.cache.view(&ns);
     let (catalog, results) = (&view.catalog, &view.results);
-    let now = Utc::now();
     match promotion(
         catalog,
         results,
@@ -91,48 +86,15 @@ pub(super) async fn reconcile_alias(
         now,
     ) {
         Promotion::Unresolvable => {
-            let message = format!("{label} → {to}: the model or version does not exist in {ns}");
-            let patch = kept(json!([ready(false, "Unresolvable", &message)]));
-            api.patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&compact(patch.clone())),
-            )
-            .await?;
+            write(AliasStep::Unresolvable).await?;
             Ok(Requeue::requeue(Duration::from_secs(5)))
         }
         Promotion::Waiting(pending) => {
-            let message = format!(
-                "{label} → {to}: waiting for evaluation {}",
-                pending.join(", ")
-            );
-            let patch = kept(json!([ready(false, "WaitingForEvaluations", &message)]));
-            api.patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&compact(patch.clone())),
-            )
-            .await?;
+            write(AliasStep::Waiting(&pending)).await?;
             Ok(Requeue::requeue(Duration::from_secs(10)))
         }
         Promotion::Decided(decision) if decision.allowed => {
-            let mut history = serde_json::to_value(&status.history)?;
-            if let Some(h) = history.as_array_mut() {
-                h.push(json!({"from": resolved, "to": to, "at": now, "decision": "allowed"}));
-            }
-            let message = format!(
-                "{label}: {} → {to}",
-                resolved.as_deref().unwrap_or("(none)")
-            );
-            let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
-                "status": {"resolvedVersion": to, "previousVersion": resolved, "history": history,
-                           "conditions": [ready(true, "Resolved", &message)]}});
-            api.patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&compact(patch.clone())),
-            )
-            .await?;
+            let message = write(AliasStep::Moved).await?;
             publish(&ctx, alias, false, "AliasMoved", message.clone()).await;
             let moved = notify::entry(
                 "AliasMoved",
@@ -159,17 +121,13 @@ pub(super) async fn reconcile_alias(
             Ok(Requeue::await_change())
         }
         Promotion::Decided(decision) => {
-            let message = format!("{label} → {to} held: {}", decision.summary());
+            let why = decision.summary();
             let already = status.conditions.iter().any(|c| {
-                c.type_ == "Ready" && c.reason == "PromotionBlocked" && c.message == message
+                c.type_ == "Ready"
+                    && c.reason == "PromotionBlocked"
+                    && c.message.ends_with(&format!("held: {why}"))
             });
-            let patch = kept(json!([ready(false, "PromotionBlocked", &message)]));
-            api.patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&compact(patch.clone())),
-            )
-            .await?;
+            let message = write(AliasStep::Held(&why)).await?;
             if !already {
                 publish(&ctx, alias, true, "PromotionBlocked", message.clone()).await;
                 let blocked = notify::entry(
@@ -187,5 +145,3 @@ pub(super) async fn reconcile_alias(
         }
     }
 }
-
-// ---------------------------------------------------------------- approvals

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::{Value, json};
-use slipway_crd::model_deployment::{DeploymentPhase, RolloutEvent};
+use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus, RolloutEvent};
 use slipway_crd::{ModelAlias, ModelDeployment};
 
 use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
@@ -21,7 +21,7 @@ use super::notify;
 use crate::decide::rollout::{self, Action, Observation, RolloutState, Verdict};
 
 use super::context::{
-    Context, Error, MANAGER, compact, condition, keep_transition, owner, publish,
+    Context, Error, MANAGER, apply_status, condition, keep_transition, owner, publish,
 };
 
 /// The name of the `Deployment` serving `version` for `deployment`.
@@ -217,34 +217,18 @@ pub(super) async fn reconcile_deployment(
         md.metadata.generation,
     );
     keep_transition(&mut ready, &status.conditions);
-    let patch = json!({
-        "apiVersion": "slipway.dev/v1alpha1", "kind": "ModelDeployment",
-        "status": {
-            "phase": s.phase,
-            "servingVersion": s.stable,
-            "targetVersion": s.candidate,
-            "traffic": s.traffic,
-            "currentStep": s.candidate.as_ref().map(|_| s.step),
-            "stepStartedAt": s.step_started,
-            "candidateStartedAt": s.candidate_started,
-            "lastDesiredVersion": s.last_desired,
-            "rejectedVersions": s.rejected,
-            "history": history,
-            "conditions": [ready],
-            "observedGeneration": md.metadata.generation,
-        }
+    let next = s.to_status(ModelDeploymentStatus {
+        history,
+        conditions: vec![serde_json::from_value(ready)?],
+        observed_generation: md.metadata.generation,
+        ..Default::default()
     });
     let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     if step.state != state
         || !step.actions.is_empty()
         || status.observed_generation != md.metadata.generation
     {
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&compact(patch.clone())),
-        )
-        .await?;
+        apply_status(&api, &name, &next).await?;
     }
 
     // Carry the actions out.

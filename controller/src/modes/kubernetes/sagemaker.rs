@@ -12,10 +12,10 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use slipway_crd::ModelDeployment;
-use slipway_crd::model_deployment::{DeploymentPhase, RolloutEvent};
+use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus, RolloutEvent};
 
 use super::context::{
-    Context, Error, MANAGER, SageMakerCalls, compact, condition, keep_transition, publish,
+    Context, Error, SageMakerCalls, apply_status, compact, condition, keep_transition, publish,
 };
 use super::notify;
 use crate::decide::rollout::RolloutState;
@@ -52,31 +52,15 @@ async fn write(
     s: &RolloutState,
     extra: Extra,
 ) -> Result<(), Error> {
-    let patch = json!({
-        "apiVersion": "slipway.dev/v1alpha1", "kind": "ModelDeployment",
-        "status": {
-            "phase": s.phase,
-            "servingVersion": s.stable,
-            "targetVersion": s.candidate,
-            "traffic": s.traffic,
-            "currentStep": s.candidate.as_ref().map(|_| s.step),
-            "stepStartedAt": s.step_started,
-            "candidateStartedAt": s.candidate_started,
-            "lastDesiredVersion": s.last_desired,
-            "rejectedVersions": s.rejected,
-            "history": extra.history,
-            "endpoint": extra.endpoint,
-            "drift": extra.drift,
-            "conditions": extra.conditions,
-            "observedGeneration": md.metadata.generation,
-        }
+    let status = s.to_status(ModelDeploymentStatus {
+        history: extra.history,
+        endpoint: serde_json::from_value(compact(extra.endpoint))?,
+        drift: extra.drift,
+        conditions: serde_json::from_value(compact(Value::Array(extra.conditions)))?,
+        observed_generation: md.metadata.generation,
+        ..Default::default()
     });
-    api.patch_status(
-        &md.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&compact(patch)),
-    )
-    .await?;
+    apply_status(api, &md.name_any(), &status).await?;
     Ok(())
 }
 
