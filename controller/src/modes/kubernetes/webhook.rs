@@ -1,6 +1,6 @@
 //! The admission webhook server: `POST /validate` and `POST /mutate` with `AdmissionReview`
-//! (admission.k8s.io/v1) over TLS. The decisions are in [`super::admission`]; this file reads
-//! the cluster, speaks the wire format and serves.
+//! (admission.k8s.io/v1, kube's typed `AdmissionReview`) over TLS. The decisions are in
+//! [`crate::decide::admission`]; this file reads the cluster, speaks the wire format and serves.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,8 +8,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use base64::Engine as _;
-use serde_json::{Value, json};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use serde_json::Value;
 use slipway_crd::promotion_policy::Operation;
 
 use super::cluster::ClusterReader;
@@ -23,80 +24,84 @@ pub struct Webhook {
     pub metrics: Arc<super::metrics::Metrics>,
 }
 
-/// The request inside an `AdmissionReview`, or why it cannot be read.
-fn request_of(review: &Value) -> Result<(String, Request), String> {
-    let r = review
-        .get("request")
-        .ok_or("AdmissionReview has no request")?;
-    let uid = r["uid"].as_str().ok_or("request has no uid")?.to_string();
-    let operation = match r["operation"].as_str() {
-        Some("CREATE") => Operation::Create,
-        Some("UPDATE") => Operation::Update,
-        Some("DELETE") => Operation::Delete,
+type Review = AdmissionReview<DynamicObject>;
+
+/// The decision's view of an admission request (kube's typed `AdmissionRequest`).
+fn request_of(r: &AdmissionRequest<DynamicObject>) -> Result<Request, String> {
+    let operation = match &r.operation {
+        kube::core::admission::Operation::Create => Operation::Create,
+        kube::core::admission::Operation::Update => Operation::Update,
+        kube::core::admission::Operation::Delete => Operation::Delete,
         other => return Err(format!("operation {other:?} is not decided by Slipway")),
     };
-    let object = |f: &str| Some(r[f].clone()).filter(|v| v.is_object());
-    let groups = r["userInfo"]["groups"]
-        .as_array()
-        .map(|g| {
-            g.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
+    let object = |o: &Option<DynamicObject>| {
+        o.as_ref()
+            .and_then(|o| serde_json::to_value(o).ok())
+            .filter(Value::is_object)
+    };
+    let new = object(&r.object);
+    let name = Some(r.name.clone())
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            new.as_ref()
+                .and_then(|o| o["metadata"]["name"].as_str().map(String::from))
         })
         .unwrap_or_default();
-    Ok((
-        uid,
-        Request {
-            kind: r["kind"]["kind"].as_str().unwrap_or_default().to_string(),
-            namespace: r["namespace"].as_str().unwrap_or("default").to_string(),
-            name: r["name"]
-                .as_str()
-                .filter(|n| !n.is_empty())
-                .or(r["object"]["metadata"]["name"].as_str())
-                .unwrap_or_default()
-                .to_string(),
-            operation,
-            user: r["userInfo"]["username"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            groups,
-            object: object("object"),
-            old_object: object("oldObject"),
-        },
-    ))
+    Ok(Request {
+        kind: r.kind.kind.clone(),
+        namespace: r.namespace.clone().unwrap_or_else(|| "default".into()),
+        name,
+        operation,
+        user: r.user_info.username.clone().unwrap_or_default(),
+        groups: r.user_info.groups.clone().unwrap_or_default(),
+        object: new,
+        old_object: object(&r.old_object),
+    })
 }
 
-fn review(response: Value) -> axum::Json<Value> {
-    axum::Json(json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "response": response,
-    }))
+/// A refusal the API server shows as an error of the given HTTP status.
+fn refuse(response: AdmissionResponse, code: u16, message: &str) -> axum::Json<Review> {
+    let mut response = response.deny(message);
+    response.result.code = code;
+    response.result.reason = if code == 403 {
+        "Forbidden"
+    } else {
+        "BadRequest"
+    }
+    .into();
+    axum::Json(response.into_review())
 }
 
-fn refuse(uid: &str, code: u16, message: &str) -> axum::Json<Value> {
-    review(json!({
-        "uid": uid,
-        "allowed": false,
-        "status": {"code": code, "message": message, "reason": if code == 403 { "Forbidden" } else { "BadRequest" }},
-    }))
+/// The request of a review, or the answer to a review that has none.
+fn unpack(review: Review) -> Result<AdmissionRequest<DynamicObject>, axum::Json<Review>> {
+    review.try_into().map_err(|_| {
+        refuse(
+            AdmissionResponse::invalid("AdmissionReview has no request"),
+            400,
+            "AdmissionReview has no request",
+        )
+    })
 }
 
 async fn validate(
     State(hook): State<Arc<Webhook>>,
-    axum::Json(body): axum::Json<Value>,
-) -> axum::Json<Value> {
-    let (uid, req) = match request_of(&body) {
+    axum::Json(review): axum::Json<Review>,
+) -> axum::Json<Review> {
+    let r = match unpack(review) {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    let response = AdmissionResponse::from(&r);
+    let req = match request_of(&r) {
         Ok(x) => x,
-        Err(e) => return refuse("", 400, &e),
+        Err(e) => return refuse(response, 400, &e),
     };
     let cluster = match hook.reader.read(&req.namespace).await {
         Ok(c) => c,
         // Fail closed, and say why: the API server shows this to the user.
         Err(e) => {
             return refuse(
-                &uid,
+                response,
                 500,
                 &format!(
                     "Slipway could not read namespace {} to decide: {e}; try again",
@@ -123,28 +128,38 @@ async fn validate(
         })
         .inc();
     match verdict {
-        Verdict::Allowed(warnings) => review(json!({
-            "uid": uid,
-            "allowed": true,
-            "warnings": warnings,
-        })),
-        Verdict::Denied(message) => refuse(&uid, 403, &message),
+        Verdict::Allowed(warnings) => {
+            let mut response = response;
+            if !warnings.is_empty() {
+                response.warnings = Some(warnings);
+            }
+            axum::Json(response.into_review())
+        }
+        Verdict::Denied(message) => refuse(response, 403, &message),
     }
 }
 
-async fn mutate(axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
-    let (uid, req) = match request_of(&body) {
-        Ok(x) => x,
-        Err(e) => return refuse("", 400, &e),
+async fn mutate(axum::Json(review): axum::Json<Review>) -> axum::Json<Review> {
+    let r = match unpack(review) {
+        Ok(r) => r,
+        Err(answer) => return answer,
     };
-    let mut response = json!({"uid": uid, "allowed": true});
-    if let Some(patch) = admission::stamp(&req) {
-        response["patchType"] = "JSONPatch".into();
-        response["patch"] = base64::engine::general_purpose::STANDARD
-            .encode(patch.to_string())
-            .into();
+    let response = AdmissionResponse::from(&r);
+    let req = match request_of(&r) {
+        Ok(x) => x,
+        Err(e) => return refuse(response, 400, &e),
+    };
+    let Some(patch) = admission::stamp(&req) else {
+        return axum::Json(response.into_review());
+    };
+    let stamped = serde_json::from_value::<json_patch::Patch>(patch)
+        .map_err(|e| e.to_string())
+        .and_then(|p| response.clone().with_patch(p).map_err(|e| e.to_string()));
+    match stamped {
+        Ok(r) => axum::Json(r.into_review()),
+        // A patch Slipway built and cannot encode is a bug; refuse rather than admit unstamped.
+        Err(e) => refuse(response, 500, &format!("cannot stamp the approval: {e}")),
     }
-    review(response)
 }
 
 /// The routes.
