@@ -72,24 +72,22 @@ fn refuse(response: AdmissionResponse, code: u16, message: &str) -> axum::Json<R
     axum::Json(response.into_review())
 }
 
-/// The request of a review, or the answer to a review that has none.
-fn unpack(review: Review) -> Result<AdmissionRequest<DynamicObject>, axum::Json<Review>> {
-    review.try_into().map_err(|_| {
-        refuse(
-            AdmissionResponse::invalid("AdmissionReview has no request"),
-            400,
-            "AdmissionReview has no request",
-        )
-    })
+/// The answer to a review without a request.
+fn no_request() -> axum::Json<Review> {
+    refuse(
+        AdmissionResponse::invalid("AdmissionReview has no request"),
+        400,
+        "AdmissionReview has no request",
+    )
 }
 
 async fn validate(
     State(hook): State<Arc<Webhook>>,
     axum::Json(review): axum::Json<Review>,
 ) -> axum::Json<Review> {
-    let r = match unpack(review) {
-        Ok(r) => r,
-        Err(answer) => return answer,
+    let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
+    let Ok(r) = request else {
+        return no_request();
     };
     let response = AdmissionResponse::from(&r);
     let req = match request_of(&r) {
@@ -140,9 +138,9 @@ async fn validate(
 }
 
 async fn mutate(axum::Json(review): axum::Json<Review>) -> axum::Json<Review> {
-    let r = match unpack(review) {
-        Ok(r) => r,
-        Err(answer) => return answer,
+    let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
+    let Ok(r) = request else {
+        return no_request();
     };
     let response = AdmissionResponse::from(&r);
     let req = match request_of(&r) {
