@@ -15,7 +15,7 @@ use slipway_crd::ModelAlias;
 use super::notify;
 use crate::decide::promotion::{AliasFacts, AliasStep, Promotion, alias_status, promotion};
 
-use super::context::{Context, Error, apply_status, publish};
+use super::context::{Context, Error, apply_status};
 
 pub(super) async fn reconcile_alias(
     guarded: Arc<DeserializeGuard<ModelAlias>>,
@@ -95,7 +95,6 @@ pub(super) async fn reconcile_alias(
         }
         Promotion::Decided(decision) if decision.allowed => {
             let message = write(AliasStep::Moved).await?;
-            publish(&ctx, alias, false, "AliasMoved", message.clone()).await;
             let moved = notify::entry(
                 "AliasMoved",
                 &ns,
@@ -103,9 +102,9 @@ pub(super) async fn reconcile_alias(
                 format!("ModelAlias/{name}"),
                 Some(to.clone()),
                 Some(alias.spec.alias.clone()),
-                message,
+                message.clone(),
             );
-            notify::notify(&ctx, alias, moved).await;
+            notify::announce(&ctx, alias, false, message, moved).await;
             // The approvals of this exact move record that they were used.
             let approvals: Api<slipway_crd::Approval> = Api::namespaced(ctx.client.clone(), &ns);
             for a in ctx.cache.approvals_for(&ns, &name, &to) {
@@ -129,7 +128,6 @@ pub(super) async fn reconcile_alias(
             });
             let message = write(AliasStep::Held(&why)).await?;
             if !already {
-                publish(&ctx, alias, true, "PromotionBlocked", message.clone()).await;
                 let blocked = notify::entry(
                     "PromotionBlocked",
                     &ns,
@@ -137,9 +135,9 @@ pub(super) async fn reconcile_alias(
                     format!("ModelAlias/{name}"),
                     Some(to.clone()),
                     Some(alias.spec.alias.clone()),
-                    message,
+                    message.clone(),
                 );
-                notify::notify(&ctx, alias, blocked).await;
+                notify::announce(&ctx, alias, true, message, blocked).await;
             }
             Ok(Requeue::requeue(Duration::from_secs(60)))
         }

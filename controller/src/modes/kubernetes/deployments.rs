@@ -20,9 +20,7 @@ use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::notify;
 use crate::decide::rollout::{self, Action, Observation, RolloutState, Verdict};
 
-use super::context::{
-    Context, Error, MANAGER, apply_status, condition, keep_transition, owner, publish,
-};
+use super::context::{Context, Error, MANAGER, apply_status, condition, keep_transition, owner};
 
 /// The name of the `Deployment` serving `version` for `deployment`.
 pub fn version_deployment_name(deployment: &str, version: &str) -> String {
@@ -289,7 +287,6 @@ pub(super) async fn reconcile_deployment(
     }
     for (reason, version, note) in events {
         let warning = matches!(reason.as_str(), "RolledBack" | "RolloutFailed");
-        publish(&ctx, md, warning, &reason, note.clone()).await;
         let happened = notify::entry(
             &reason,
             &ns,
@@ -299,7 +296,7 @@ pub(super) async fn reconcile_deployment(
             md.spec.alias.clone(),
             format!("{name}: {note}"),
         );
-        notify::notify(&ctx, md, happened).await;
+        notify::announce(&ctx, md, warning, note, happened).await;
     }
     Ok(match step.requeue_after {
         Some(d) => Requeue::requeue(d),

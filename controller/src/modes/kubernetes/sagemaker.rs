@@ -309,7 +309,6 @@ pub async fn reconcile(
     for (kind, version, message) in &step.events {
         let reason = format!("{kind:?}");
         let warning = matches!(reason.as_str(), "RolledBack" | "RolloutFailed");
-        publish(&ctx, md, warning, &reason, message.clone()).await;
         let happened = notify::entry(
             &reason,
             &ns,
@@ -319,7 +318,7 @@ pub async fn reconcile(
             md.spec.alias.clone(),
             format!("{name}: {message}"),
         );
-        notify::notify(&ctx, md, happened).await;
+        notify::announce(&ctx, md, warning, message.clone(), happened).await;
     }
 
     // Carry the calls out, in order; the state is already recorded.
