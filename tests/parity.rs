@@ -149,42 +149,40 @@ fn report(home: &dyn Home, receiver: &Receiver, evaluation: &str, n: usize, resu
     assert_eq!(code, 202, "{}: {body}\n{}", home.name(), home.log());
 }
 
-fn wait_evaluation(home: &dyn Home, name: &str, phase: &str) -> Value {
+/// Waits until `read` gives a status whose `field` is `want`; the failure names what it saw.
+fn wait_for(
+    home: &dyn Home,
+    what: &str,
+    read: impl Fn() -> Option<Value>,
+    field: &str,
+    want: &str,
+) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
-        if let Some(s) = home.evaluation(name)
-            && s["phase"] == phase
+        if let Some(s) = read()
+            && s[field] == want
         {
             return s;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{}: evaluation {name} never reached {phase}: {:?}\n{}",
+            "{}: {what}: {field} never became {want}: {:?}\n{}",
             home.name(),
-            home.evaluation(name),
+            read(),
             home.log()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
+fn wait_evaluation(home: &dyn Home, name: &str, phase: &str) -> Value {
+    let what = format!("evaluation {name}");
+    wait_for(home, &what, || home.evaluation(name), "phase", phase)
+}
+
 fn wait_resolved(home: &dyn Home, name: &str, version: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(s) = home.alias(name)
-            && s["resolvedVersion"] == version
-        {
-            return s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}: alias {name} never resolved to {version}: {:?}\n{}",
-            home.name(),
-            home.alias(name),
-            home.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let what = format!("alias {name}");
+    wait_for(home, &what, || home.alias(name), "resolvedVersion", version)
 }
 
 /// The scenarios, in order, on one home: new version → evaluation → promotion; a second
