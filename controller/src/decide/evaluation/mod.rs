@@ -2,6 +2,7 @@
 
 pub mod lifecycle;
 pub mod results;
+pub mod summary;
 pub mod tasks;
 
 use std::collections::BTreeMap;

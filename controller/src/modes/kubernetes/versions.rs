@@ -9,13 +9,13 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
-use serde_json::{Value, json};
+use serde_json::json;
 use slipway_crd::{Evaluation, ModelVersion};
 
-use super::context::{Context, Error, MANAGER, compact};
+use super::context::{Context, Error, MANAGER, apply_status, compact};
 use super::notify;
 use crate::decide::catalog::Resource as CatalogResource;
-use crate::decide::evaluation::tasks;
+use crate::decide::evaluation::{summary, tasks};
 
 use super::context::owner;
 
@@ -94,75 +94,31 @@ pub async fn reconcile_version(
     }
 
     // The version's status: its evaluations and whether they passed.
-    let mut summaries = Vec::new();
-    if let Some(by_suite) = view
-        .results
-        .of(&ns, &version.spec.model, &version.spec.version)
-    {
-        for (suite, e) in by_suite {
-            let st = e.status.clone().unwrap_or_default();
-            summaries.push(json!({
-                "suite": suite,
-                "evaluation": e.metadata.name,
-                "phase": format!("{:?}", st.phase),
-                "verdict": st.verdict.map(|v| format!("{v:?}")),
-            }));
-        }
-    }
     let suites = catalog
         .model(&ns, &version.spec.model)
         .map(|m| m.spec.evaluations.len())
         .unwrap_or(0);
-    let failed = summaries.iter().any(|s| s["verdict"] == "Failed");
-    let passed = summaries
-        .iter()
-        .filter(|s| s["verdict"] == "Passed")
-        .count();
-    let (ok, reason, message) = if failed {
-        (
-            false,
-            "EvaluationFailed",
-            "an evaluation of this version failed; see its report".to_string(),
-        )
-    } else if passed >= suites {
-        (
-            true,
-            "Evaluated",
-            format!("{passed} of {suites} evaluation suites passed"),
-        )
-    } else {
-        (
-            false,
-            "Evaluating",
-            format!("{passed} of {suites} evaluation suites passed so far"),
-        )
-    };
     let old = version.status.clone().unwrap_or_default();
-    let unchanged = old.conditions.iter().any(|c| {
-        c.type_ == "Ready"
-            && c.reason == reason
-            && c.message == message
-            && c.observed_generation == version.metadata.generation
-    }) && serde_json::to_value(&old.evaluations).ok()
-        == Some(Value::Array(summaries.clone()));
-    if !unchanged {
-        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelVersion",
-        "status": {
-            "registeredAt": old.registered_at.unwrap_or_else(Utc::now),
-            "evaluations": summaries,
-            "conditions": [{"type": "Ready", "status": if ok { "True" } else { "False" },
-                            "reason": reason, "message": message,
-                            "lastTransitionTime": Utc::now(),
-                            "observedGeneration": version.metadata.generation}],
-        }});
+    let held = view
+        .results
+        .of(&ns, &version.spec.model, &version.spec.version);
+    let next = summary::version_status(
+        &old,
+        suites,
+        held.into_iter()
+            .flatten()
+            .map(|(suite, e)| (suite.as_str(), e)),
+        version.metadata.generation,
+        Utc::now(),
+    );
+    let ok = next.conditions.iter().any(|c| c.status == "True");
+    let failed = next
+        .conditions
+        .iter()
+        .any(|c| c.reason == "EvaluationFailed");
+    if !summary::same(&old, &next) {
         let versions: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
-        versions
-            .patch_status(
-                &version.name_any(),
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&compact(patch)),
-            )
-            .await?;
+        apply_status(&versions, &version.name_any(), &next).await?;
         if old.registered_at.is_none() {
             let v = &version.spec;
             let registered = notify::entry(
