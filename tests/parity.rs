@@ -92,6 +92,8 @@ trait Home {
     fn evaluation(&self, name: &str) -> Option<Value>;
     /// An alias's status.
     fn alias(&self, name: &str) -> Option<Value>;
+    /// A version's status.
+    fn version(&self, name: &str) -> Option<Value>;
     /// The alias decisions recorded (`AliasMoved` / `PromotionBlocked`) for an alias.
     fn alias_events(&self, name: &str) -> Vec<String>;
     /// What the home's log says, for failure messages.
@@ -180,6 +182,16 @@ fn wait_evaluation(home: &dyn Home, name: &str, phase: &str) -> Value {
     wait_for(home, &what, || home.evaluation(name), "phase", phase)
 }
 
+/// A version's status once its `Ready` reason is `reason`, without times.
+fn version_facts(home: &dyn Home, name: &str, reason: &str) -> Value {
+    let what = format!("version {name}");
+    let read = || {
+        home.version(name)
+            .map(|v| json!({"reason": v["conditions"][0]["reason"], "message": v["conditions"][0]["message"], "evaluations": v["evaluations"]}))
+    };
+    wait_for(home, &what, read, "reason", reason)
+}
+
 fn wait_resolved(home: &dyn Home, name: &str, version: &str) -> Value {
     let what = format!("alias {name}");
     wait_for(home, &what, || home.alias(name), "resolvedVersion", version)
@@ -231,6 +243,10 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     assert_eq!(s["baselineVersion"], "7", "{who}: {s}");
     assert_eq!(s["baselineMetrics"]["f1"], 0.85, "{who}: {s}");
     t.insert("2 evaluation".into(), status_facts(&s));
+    t.insert(
+        "2 version".into(),
+        version_facts(home, "pitch-frames-8", "Evaluated"),
+    );
     let a = wait_resolved(home, "pitch-frames-production", "8");
     assert_eq!(a["previousVersion"], "7", "{who}: {a}");
     t.insert("2 alias".into(), alias_facts(&a));
@@ -277,6 +293,10 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         "{who}: {s}"
     );
     t.insert("4 evaluation".into(), status_facts(&s));
+    t.insert(
+        "4 version".into(),
+        version_facts(home, "stalls-1", "EvaluationFailed"),
+    );
     let held = eventually(Duration::from_secs(30), || {
         let events = home.alias_events("stalls-production");
         events
@@ -365,6 +385,10 @@ impl Home for GitHome {
         self.status("aliases", name)
     }
 
+    fn version(&self, name: &str) -> Option<Value> {
+        self.status("versions", name)
+    }
+
     fn alias_events(&self, name: &str) -> Vec<String> {
         let (_, body) = request(
             "GET",
@@ -442,6 +466,10 @@ impl Home for ClusterHome {
 
     fn alias(&self, name: &str) -> Option<Value> {
         self.status("malias", name)
+    }
+
+    fn version(&self, name: &str) -> Option<Value> {
+        self.status("mver", name)
     }
 
     fn alias_events(&self, name: &str) -> Vec<String> {

@@ -22,8 +22,10 @@ use serde_json::{Value, json};
 use slipway_crd::{Evaluation, EvaluationSpec};
 
 use crate::decide::catalog::{Catalog, Resource};
+use crate::decide::evaluation::summary;
 use crate::decide::evaluation::tasks::{self, Task};
 use crate::edges::store::{HistoryEntry, Store, StoreError, Write};
+use slipway_crd::model_version::ModelVersionStatus;
 
 /// Why a pass stopped.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +141,8 @@ impl Reconciler<'_> {
     /// first run; the pass alternates evaluating and promoting until nothing more can move.
     pub fn reconcile(&self, catalog: &Catalog) -> Result<Outcome, Error> {
         let mut out = Outcome::default();
-        self.register(catalog, &mut out)?;
+        // Versions whose status says something new after this pass: registered or evaluated.
+        let mut touched: BTreeSet<(String, String, String)> = self.register(catalog, &mut out)?;
         let mut done: BTreeSet<String> = BTreeSet::new();
         loop {
             let resolved =
@@ -149,8 +152,16 @@ impl Reconciler<'_> {
                 .filter(|t| !done.contains(&t.name) && !self.awaits_baseline(catalog, t))
                 .collect();
             for task in &ready {
+                let finished = out.evaluated.len();
                 self.evaluate(task, &mut out)?;
                 done.insert(task.name.clone());
+                if out.evaluated.len() > finished {
+                    touched.insert((
+                        task.namespace.clone(),
+                        task.model.clone(),
+                        task.version.clone(),
+                    ));
+                }
             }
             let moved = out.moved.len();
             out.waiting.clear();
@@ -160,7 +171,58 @@ impl Reconciler<'_> {
                 break;
             }
         }
+        self.version_statuses(catalog, &touched)?;
         Ok(out)
+    }
+
+    /// Writes the status of each touched version: the same typed document as in Kubernetes mode
+    /// ([`summary::version_status`]).
+    fn version_statuses(
+        &self,
+        catalog: &Catalog,
+        touched: &BTreeSet<(String, String, String)>,
+    ) -> Result<(), Error> {
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let results = self.results_of(catalog)?;
+        for obj in catalog.objects() {
+            let Resource::ModelVersion(v) = &obj.resource else {
+                continue;
+            };
+            let ns = &obj.key.namespace;
+            if !touched.contains(&(ns.clone(), v.spec.model.clone(), v.spec.version.clone())) {
+                continue;
+            }
+            let previous: ModelVersionStatus = self
+                .store
+                .status("ModelVersion", ns, &obj.key.name)?
+                .map(serde_json::from_value)
+                .transpose()?
+                .unwrap_or_default();
+            let suites = catalog
+                .model(ns, &v.spec.model)
+                .map_or(0, |m| m.spec.evaluations.len());
+            let held = results.of(ns, &v.spec.model, &v.spec.version);
+            let next = summary::version_status(
+                &previous,
+                suites,
+                held.into_iter()
+                    .flatten()
+                    .map(|(suite, e)| (suite.as_str(), e)),
+                None,
+                (self.now)(),
+            );
+            if !summary::same(&previous, &next) {
+                self.store.apply(&[Write::Status {
+                    kind: "ModelVersion".into(),
+                    namespace: ns.clone(),
+                    name: obj.key.name.clone(),
+                    status: serde_json::to_value(&next)?,
+                }])?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether a task's baseline alias has never been promoted but is about to be (to another version).
@@ -187,7 +249,13 @@ impl Reconciler<'_> {
                 .is_none()
     }
 
-    fn register(&self, catalog: &Catalog, out: &mut Outcome) -> Result<(), Error> {
+    /// Registers versions seen for the first time; returns them (namespace, model, version).
+    fn register(
+        &self,
+        catalog: &Catalog,
+        out: &mut Outcome,
+    ) -> Result<BTreeSet<(String, String, String)>, Error> {
+        let mut registered = BTreeSet::new();
         for obj in catalog.objects() {
             let Resource::ModelVersion(v) = &obj.resource else {
                 continue;
@@ -226,8 +294,9 @@ impl Reconciler<'_> {
             ));
             out.registered
                 .push(format!("{}/{}", v.spec.model, v.spec.version));
+            registered.insert((ns.clone(), v.spec.model.clone(), v.spec.version.clone()));
         }
-        Ok(())
+        Ok(registered)
     }
 
     /// The version an alias resolves to: as last promoted, else (never promoted) nothing.
