@@ -86,29 +86,11 @@ impl Reconciler<'_> {
             let healing_before = previous
                 .as_ref()
                 .and_then(|p| p["healing"].as_str().map(str::to_string));
-            let heal_config = step.calls.iter().find_map(|c| match c {
-                planner::Call::Update(d, None) | planner::Call::Weights(d) => {
-                    Some(d.config.clone())
-                }
-                _ => None,
-            });
-            // What is being healed: the new heal, or the one SageMaker is still working on.
-            let healing_now = heal_config.clone().or_else(|| {
-                healing_before
-                    .clone()
-                    .filter(|_| live.as_ref().is_some_and(|l| l.status != "InService"))
-            });
-            let mut refused = None;
-            if let (Some(c), Some(before), Some(l)) = (&heal_config, &healing_before, &live)
-                && c == before
-                && l.status == "InService"
-            {
-                refused = Some(format!(
-                    "SageMaker did not take the healing update to {c}: {}; fix the target or the endpoint",
-                    l.failure
-                        .as_deref()
-                        .unwrap_or("the endpoint returned to its previous config")
-                ));
+            let planner::Heal {
+                healing: healing_now,
+                refused,
+            } = planner::heal(&step.calls, healing_before.as_deref(), live.as_ref());
+            if refused.is_some() {
                 step.calls.clear();
                 step.requeue_after = None;
             }

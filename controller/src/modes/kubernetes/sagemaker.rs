@@ -19,7 +19,7 @@ use super::context::{
 };
 use super::notify;
 use crate::decide::rollout::RolloutState;
-use crate::decide::rollout::sagemaker::{self as planner, Artifact, Call};
+use crate::decide::rollout::sagemaker::{self as planner, Artifact};
 use crate::edges::serving::sagemaker::{Endpoints, Location, Owner};
 
 /// Finalizer on `ModelDeployment`s with a sagemaker target.
@@ -193,25 +193,11 @@ pub async fn reconcile(
         .endpoint
         .as_ref()
         .and_then(|e| e.healing_config.clone());
-    let heal_config = step.calls.iter().find_map(|c| match c {
-        Call::Update(d, None) | Call::Weights(d) => Some(d.config.clone()),
-        _ => None,
-    });
-    let healing_now = heal_config.clone().or_else(|| {
-        healing_before
-            .clone()
-            .filter(|_| live.as_ref().is_some_and(|l| l.status != "InService"))
-    });
-    if let (Some(c), Some(before), Some(l)) = (&heal_config, &healing_before, &live)
-        && c == before
-        && l.status == "InService"
-    {
-        let why = format!(
-            "SageMaker did not take the healing update to {c}: {}; fix the target or the endpoint",
-            l.failure
-                .as_deref()
-                .unwrap_or("the endpoint returned to its previous config")
-        );
+    let planner::Heal {
+        healing: healing_now,
+        refused,
+    } = planner::heal(&step.calls, healing_before.as_deref(), live.as_ref());
+    if let Some(why) = refused {
         let extra = Extra {
             history: status.history.clone(),
             endpoint: endpoint_json(live.as_ref(), healing_before.as_ref()),

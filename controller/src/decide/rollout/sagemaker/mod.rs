@@ -389,6 +389,42 @@ pub struct Step {
     pub requeue_after: Option<Duration>,
 }
 
+/// Where healing drift stands after a step: the config being healed to (the step's new heal,
+/// or the one SageMaker is still working on), and — when SageMaker refused the same heal before
+/// (the endpoint is back in service without it) — why, so it is reported once instead of retried
+/// forever. Both homes decide with this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heal {
+    /// The config being healed to.
+    pub healing: Option<String>,
+    /// Why the heal is given up (the caller drops the step's calls and reports it as stalled).
+    pub refused: Option<String>,
+}
+
+/// Decides [`Heal`] from the step's calls, the heal recorded before, and the live endpoint.
+pub fn heal(calls: &[Call], healing_before: Option<&str>, live: Option<&Live>) -> Heal {
+    let heal_config = calls.iter().find_map(|c| match c {
+        Call::Update(d, None) | Call::Weights(d) => Some(d.config.clone()),
+        _ => None,
+    });
+    let in_service = live.is_some_and(|l| l.status == "InService");
+    let healing = heal_config.clone().or_else(|| {
+        healing_before
+            .map(str::to_string)
+            .filter(|_| live.is_some() && !in_service)
+    });
+    let refused = match (&heal_config, healing_before, live) {
+        (Some(c), Some(before), Some(l)) if c == before && in_service => Some(format!(
+            "SageMaker did not take the healing update to {c}: {}; fix the target or the endpoint",
+            l.failure
+                .as_deref()
+                .unwrap_or("the endpoint returned to its previous config")
+        )),
+        _ => None,
+    };
+    Heal { healing, refused }
+}
+
 mod steps;
 pub use steps::{decide, decide_variants, desired_split};
 

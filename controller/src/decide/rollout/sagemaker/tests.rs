@@ -333,3 +333,34 @@ fn variants_mode_starts_a_variant_then_moves_weights_without_new_configs() {
             .any(|(k, _, _)| *k == EventKind::RolledBack)
     );
 }
+
+#[test]
+fn a_heal_sagemaker_refused_is_given_up_once_and_one_in_progress_is_remembered() {
+    let d = want("7").unwrap();
+    let heal = [Call::Update(d.clone(), None)];
+    let mut l = live(&d);
+    l.config = "old-config".into();
+    // A new heal: remembered, not refused.
+    let first = heal_of(&heal, None, Some(&l));
+    assert_eq!(first.healing.as_deref(), Some(d.config.as_str()));
+    assert_eq!(first.refused, None);
+    // SageMaker still updating: the heal stays remembered without a new call.
+    l.status = "Updating".into();
+    let during = heal_of(&[], Some(&d.config), Some(&l));
+    assert_eq!(during.healing.as_deref(), Some(d.config.as_str()));
+    // Back in service without it, and the step asks for the same heal again: refused, with why.
+    l.status = "InService".into();
+    l.failure = Some("capacity error".into());
+    let again = heal_of(&heal, Some(&d.config), Some(&l));
+    assert!(
+        again
+            .refused
+            .as_deref()
+            .is_some_and(|w| w.contains("capacity error")),
+        "{again:?}"
+    );
+}
+
+fn heal_of(calls: &[Call], before: Option<&String>, l: Option<&Live>) -> super::Heal {
+    super::heal(calls, before.map(String::as_str), l)
+}
