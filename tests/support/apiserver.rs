@@ -60,7 +60,8 @@ impl ApiServer {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Two cores shared with several API servers of parallel tests: a start can take long.
+        let deadline = Instant::now() + Duration::from_secs(150);
         loop {
             let run = self.kubectl(&["get", "--raw", "/readyz"], "admin");
             if run.code == 0 {
@@ -68,7 +69,7 @@ impl ApiServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "kube-apiserver not ready in 60 s:\n{}",
+                "kube-apiserver not ready in 150 s:\n{}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(250));

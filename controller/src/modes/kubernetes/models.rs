@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
-use serde_json::json;
 
-use super::context::{Context, Error, MANAGER, compact, condition, keep_transition};
+use super::context::{Context, Error, apply_status, condition, keep_transition};
 
 /// A `RegisteredModel`'s status: its newest version and where its aliases resolve.
 pub(super) async fn reconcile_model(
@@ -52,15 +51,13 @@ pub(super) async fn reconcile_model(
             model.metadata.generation,
         );
         keep_transition(&mut ready, &old.conditions);
-        let patch = json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "RegisteredModel",
-            "status": {"latestVersion": latest, "aliases": aliases, "conditions": [ready]}});
-        Api::<slipway_crd::RegisteredModel>::namespaced(ctx.client.clone(), &ns)
-            .patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&compact(patch)),
-            )
-            .await?;
+        let next = slipway_crd::registered_model::RegisteredModelStatus {
+            latest_version: latest,
+            aliases,
+            conditions: vec![serde_json::from_value(ready)?],
+        };
+        let api = Api::<slipway_crd::RegisteredModel>::namespaced(ctx.client.clone(), &ns);
+        apply_status(&api, &name, &next).await?;
         // The watch that woke this may be ahead of the cache: look once more shortly.
         return Ok(Requeue::requeue(Duration::from_secs(2)));
     }
@@ -77,5 +74,3 @@ pub(super) fn model_of(
 ) -> Option<ObjectRef<DeserializeGuard<slipway_crd::RegisteredModel>>> {
     Some(ObjectRef::new(spec_model).within(&ns.unwrap_or_else(|| "default".into())))
 }
-
-// ---------------------------------------------------------------- deployments
