@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod catalog;
+pub mod conditions;
 pub mod diagnostics;
 pub mod duration;
 pub mod evaluation;

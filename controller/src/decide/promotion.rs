@@ -177,21 +177,15 @@ pub fn alias_status(
             format!("{label} → {to} held: {why}"),
         ),
     };
-    let state = if ok { "True" } else { "False" };
-    let since = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == state)
-        .and_then(|c| c.last_transition_time)
-        .unwrap_or(f.now);
-    status.conditions = vec![slipway_crd::common::Condition {
-        type_: "Ready".into(),
-        status: state.into(),
-        reason: reason.into(),
-        message: message.clone(),
-        last_transition_time: Some(since),
-        observed_generation: f.generation,
-    }];
+    status.conditions = vec![crate::decide::conditions::condition(
+        "Ready",
+        ok,
+        reason,
+        &message,
+        f.generation,
+        &previous.conditions,
+        f.now,
+    )];
     (status, message)
 }
 

@@ -1,7 +1,6 @@
 //! A `ModelVersion`'s status: its evaluations, one line per suite, and whether they passed.
 
 use chrono::{DateTime, Utc};
-use slipway_crd::common::Condition;
 use slipway_crd::evaluation::Verdict;
 use slipway_crd::model_version::{EvaluationSummary, ModelVersionStatus};
 
@@ -54,24 +53,18 @@ pub fn version_status<'a>(
             format!("{passed} of {suites} evaluation suites passed so far"),
         )
     };
-    let state = if ok { "True" } else { "False" };
-    let since = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == state)
-        .and_then(|c| c.last_transition_time)
-        .unwrap_or(now);
     ModelVersionStatus {
         registered_at: previous.registered_at.or(Some(now)),
         evaluations: summaries,
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: state.into(),
-            reason: reason.into(),
-            message,
-            last_transition_time: Some(since),
-            observed_generation: generation,
-        }],
+        conditions: vec![crate::decide::conditions::condition(
+            "Ready",
+            ok,
+            reason,
+            &message,
+            generation,
+            &previous.conditions,
+            now,
+        )],
     }
 }
 

@@ -5,13 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
-use slipway_crd::common::Condition;
 
 /// The field manager of every write.
 pub const MANAGER: &str = "slipway-controller";
@@ -142,33 +140,6 @@ pub fn compact(mut v: Value) -> Value {
         }
     }
     v
-}
-
-pub(super) fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> Value {
-    json!({
-        "type": type_,
-        "status": if ok { "True" } else { "False" },
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": Utc::now(),
-        "observedGeneration": generation,
-    })
-}
-
-/// Keeps `lastTransitionTime` of a condition whose status did not change.
-pub(super) fn keep_transition(new: &mut Value, old: &[Condition]) {
-    if let Some(prev) = old.iter().find(|c| c.type_ == new["type"])
-        && prev.status == new["status"]
-        && let Some(t) = prev.last_transition_time
-    {
-        new["lastTransitionTime"] = json!(t);
-    }
 }
 
 pub async fn publish<K: Resource<DynamicType = ()>>(

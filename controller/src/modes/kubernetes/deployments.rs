@@ -20,7 +20,8 @@ use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::notify;
 use crate::decide::rollout::{self, Action, Observation, RolloutState, Verdict};
 
-use super::context::{Context, Error, MANAGER, apply_status, condition, keep_transition, owner};
+use super::context::{Context, Error, MANAGER, apply_status, owner};
+use crate::decide::conditions::condition;
 
 /// The name of the `Deployment` serving `version` for `deployment`.
 pub fn version_deployment_name(deployment: &str, version: &str) -> String {
@@ -196,7 +197,7 @@ pub(super) async fn reconcile_deployment(
     history.drain(..excess);
     let settled = s.candidate.is_none() && s.phase == DeploymentPhase::Healthy;
     let serving = s.stable.is_some() || s.candidate.is_some();
-    let mut ready = condition(
+    let ready = condition(
         "Ready",
         settled && serving,
         &if serving {
@@ -213,11 +214,12 @@ pub(super) async fn reconcile_deployment(
             (None, None) => "nothing to serve yet".into(),
         },
         md.metadata.generation,
+        &status.conditions,
+        Utc::now(),
     );
-    keep_transition(&mut ready, &status.conditions);
     let next = s.to_status(ModelDeploymentStatus {
         history,
-        conditions: vec![serde_json::from_value(ready)?],
+        conditions: vec![ready],
         observed_generation: md.metadata.generation,
         ..Default::default()
     });

@@ -9,7 +9,8 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 
-use super::context::{Context, Error, apply_status, condition, keep_transition};
+use super::context::{Context, Error, apply_status};
+use crate::decide::conditions::condition;
 
 /// A `RegisteredModel`'s status: its newest version and where its aliases resolve.
 pub(super) async fn reconcile_model(
@@ -43,18 +44,19 @@ pub(super) async fn reconcile_model(
                 && c.observed_generation == model.metadata.generation
         });
     if !fresh {
-        let mut ready = condition(
+        let ready = condition(
             "Ready",
             true,
             "Observed",
             &message,
             model.metadata.generation,
+            &old.conditions,
+            chrono::Utc::now(),
         );
-        keep_transition(&mut ready, &old.conditions);
         let next = slipway_crd::registered_model::RegisteredModelStatus {
             latest_version: latest,
             aliases,
-            conditions: vec![serde_json::from_value(ready)?],
+            conditions: vec![ready],
         };
         let api = Api::<slipway_crd::RegisteredModel>::namespaced(ctx.client.clone(), &ns);
         apply_status(&api, &name, &next).await?;

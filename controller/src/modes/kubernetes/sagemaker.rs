@@ -14,13 +14,13 @@ use serde_json::{Value, json};
 use slipway_crd::ModelDeployment;
 use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus, RolloutEvent};
 
-use super::context::{
-    Context, Error, SageMakerCalls, apply_status, compact, condition, keep_transition, publish,
-};
+use super::context::{Context, Error, SageMakerCalls, apply_status, compact, publish};
 use super::notify;
+use crate::decide::conditions::condition;
 use crate::decide::rollout::RolloutState;
 use crate::decide::rollout::sagemaker::{self as planner, Artifact};
 use crate::edges::serving::sagemaker::{Endpoints, Location, Owner};
+use slipway_crd::common::Condition;
 
 /// Finalizer on `ModelDeployment`s with a sagemaker target.
 pub const FINALIZER: &str = "slipway.dev/sagemaker-endpoint";
@@ -43,7 +43,7 @@ struct Extra {
     history: Vec<RolloutEvent>,
     endpoint: Value,
     drift: Vec<String>,
-    conditions: Vec<Value>,
+    conditions: Vec<Condition>,
 }
 
 async fn write(
@@ -56,7 +56,7 @@ async fn write(
         history: extra.history,
         endpoint: serde_json::from_value(compact(extra.endpoint))?,
         drift: extra.drift,
-        conditions: serde_json::from_value(compact(Value::Array(extra.conditions)))?,
+        conditions: extra.conditions,
         observed_generation: md.metadata.generation,
         ..Default::default()
     });
@@ -86,12 +86,22 @@ pub async fn reconcile(
                "config": live.map(|l| l.config.clone()), "healingConfig": healing,
                "region": t.region, "endpointUrl": t.endpoint_url})
     };
+    let now = Utc::now();
+    let cond = |type_: &str, ok: bool, reason: &str, message: &str| {
+        condition(
+            type_,
+            ok,
+            reason,
+            message,
+            generation,
+            &status.conditions,
+            now,
+        )
+    };
     let stalled_conditions = |why: &str| {
-        let mut ready = condition("Ready", false, "Stalled", why, generation);
-        keep_transition(&mut ready, &status.conditions);
         vec![
-            ready,
-            condition("Stalled", true, "SageMakerError", why, generation),
+            cond("Ready", false, "Stalled", why),
+            cond("Stalled", true, "SageMakerError", why),
         ]
     };
 
@@ -222,7 +232,7 @@ pub async fn reconcile(
     history.drain(..excess);
     let settled = s.candidate.is_none() && s.phase == DeploymentPhase::Healthy;
     let serving = s.stable.is_some() || s.candidate.is_some();
-    let mut ready = condition(
+    let ready = cond(
         "Ready",
         settled && serving && step.drift.is_empty(),
         &if serving {
@@ -235,34 +245,18 @@ pub async fn reconcile(
             (None, Some(v)) => format!("endpoint {} serves {v}", t.endpoint_name),
             (None, None) => "nothing to serve yet".into(),
         },
-        generation,
     );
-    keep_transition(&mut ready, &status.conditions);
-    let mut sync = if step.drift.is_empty() {
-        condition(
+    let sync = if step.drift.is_empty() {
+        cond(
             "OutOfSync",
             false,
             "InSync",
             "the endpoint matches the desired state",
-            generation,
         )
     } else {
-        condition(
-            "OutOfSync",
-            true,
-            "Drift",
-            &step.drift.join("; "),
-            generation,
-        )
+        cond("OutOfSync", true, "Drift", &step.drift.join("; "))
     };
-    keep_transition(&mut sync, &status.conditions);
-    let stalled = condition(
-        "Stalled",
-        false,
-        "Progressing",
-        "SageMaker calls succeed",
-        generation,
-    );
+    let stalled = cond("Stalled", false, "Progressing", "SageMaker calls succeed");
     let drift_changed = step.drift != status.drift;
     let endpoint_now = endpoint_json(live.as_ref(), healing_now.as_ref());
     let endpoint_before = serde_json::to_value(&status.endpoint).unwrap_or(Value::Null);
