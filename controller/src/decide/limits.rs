@@ -34,3 +34,6 @@ pub const ERROR_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 
 /// The longest wait after transient errors.
 pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How many rollout events a `ModelDeployment`'s status keeps (newest last).
+pub const ROLLOUT_HISTORY: usize = 50;

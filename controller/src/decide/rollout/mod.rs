@@ -187,6 +187,28 @@ impl RolloutState {
     }
 }
 
+/// Appends a step's events to a `ModelDeployment`'s rollout history (each with the traffic
+/// after the step), keeping the newest [`crate::decide::limits::ROLLOUT_HISTORY`] entries.
+pub fn record<'a>(
+    history: &mut Vec<slipway_crd::model_deployment::RolloutEvent>,
+    traffic: &BTreeMap<String, u32>,
+    events: impl IntoIterator<Item = (&'a EventKind, &'a str, &'a str)>,
+    now: DateTime<Utc>,
+) {
+    for (kind, version, message) in events {
+        history.push(slipway_crd::model_deployment::RolloutEvent {
+            at: Some(now),
+            event: format!("{kind:?}"),
+            traffic: traffic.clone(),
+            message: Some(format!("{version}: {message}")),
+        });
+    }
+    let excess = history
+        .len()
+        .saturating_sub(crate::decide::limits::ROLLOUT_HISTORY);
+    history.drain(..excess);
+}
+
 /// Fixed inputs of a deployment's rollouts.
 #[derive(Clone, Debug)]
 pub struct Policy<'a> {

@@ -24,6 +24,7 @@ use slipway_crd::{Evaluation, EvaluationSpec};
 use crate::decide::catalog::{Catalog, Resource};
 use crate::decide::evaluation::summary;
 use crate::decide::evaluation::tasks::{self, Task};
+use crate::decide::policy::context::Results;
 use crate::edges::store::{HistoryEntry, Store, StoreError, Write};
 use slipway_crd::model_version::ModelVersionStatus;
 
@@ -166,12 +167,14 @@ impl Reconciler<'_> {
             let moved = out.moved.len();
             out.waiting.clear();
             out.blocked.clear();
-            self.promote(catalog, &mut out)?;
+            let results = self.results_of(catalog)?;
+            self.promote(catalog, &results, &mut out)?;
             if ready.is_empty() && out.moved.len() == moved {
+                // Nothing ran after these results were read: they are the pass's last word.
+                self.version_statuses(catalog, &touched, &results)?;
                 break;
             }
         }
-        self.version_statuses(catalog, &touched)?;
         Ok(out)
     }
 
@@ -181,11 +184,11 @@ impl Reconciler<'_> {
         &self,
         catalog: &Catalog,
         touched: &BTreeSet<(String, String, String)>,
+        results: &Results,
     ) -> Result<(), Error> {
         if touched.is_empty() {
             return Ok(());
         }
-        let results = self.results_of(catalog)?;
         for obj in catalog.objects() {
             let Resource::ModelVersion(v) = &obj.resource else {
                 continue;

@@ -38,8 +38,12 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    pub(super) fn promote(&self, catalog: &Catalog, out: &mut Outcome) -> Result<(), Error> {
-        let results = self.results_of(catalog)?;
+    pub(super) fn promote(
+        &self,
+        catalog: &Catalog,
+        results: &Results,
+        out: &mut Outcome,
+    ) -> Result<(), Error> {
         for obj in catalog.objects() {
             let Resource::ModelAlias(a) = &obj.resource else {
                 continue;
@@ -84,7 +88,7 @@ impl Reconciler<'_> {
             }
             let decision = match promotion(
                 catalog,
-                &results,
+                results,
                 ns,
                 &obj.key.name,
                 a,

@@ -54,6 +54,17 @@ pub(super) async fn reconcile_alias(
             Ok::<String, Error>(message)
         }
     };
+    let entry = |event: &str, message: String| {
+        notify::entry(
+            event,
+            &ns,
+            &alias.spec.model,
+            format!("ModelAlias/{name}"),
+            Some(to.clone()),
+            Some(alias.spec.alias.clone()),
+            message,
+        )
+    };
     if resolved.as_deref() == Some(to.as_str()) {
         if status.conditions.iter().any(|c| {
             c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation
@@ -95,16 +106,14 @@ pub(super) async fn reconcile_alias(
         }
         Promotion::Decided(decision) if decision.allowed => {
             let message = write(AliasStep::Moved).await?;
-            let moved = notify::entry(
-                "AliasMoved",
-                &ns,
-                &alias.spec.model,
-                format!("ModelAlias/{name}"),
-                Some(to.clone()),
-                Some(alias.spec.alias.clone()),
+            notify::announce(
+                &ctx,
+                alias,
+                false,
                 message.clone(),
-            );
-            notify::announce(&ctx, alias, false, message, moved).await;
+                entry("AliasMoved", message),
+            )
+            .await;
             // The approvals of this exact move record that they were used.
             let approvals: Api<slipway_crd::Approval> = Api::namespaced(ctx.client.clone(), &ns);
             for a in ctx.cache.approvals_for(&ns, &name, &to) {
@@ -120,23 +129,14 @@ pub(super) async fn reconcile_alias(
             Ok(Requeue::await_change())
         }
         Promotion::Decided(decision) => {
-            let why = decision.summary();
-            let already = status.conditions.iter().any(|c| {
-                c.type_ == "Ready"
-                    && c.reason == "PromotionBlocked"
-                    && c.message.ends_with(&format!("held: {why}"))
-            });
-            let message = write(AliasStep::Held(&why)).await?;
+            let message = write(AliasStep::Held(&decision.summary())).await?;
+            // A hold is announced once, not on every look.
+            let already = status
+                .conditions
+                .iter()
+                .any(|c| c.reason == "PromotionBlocked" && c.message == message);
             if !already {
-                let blocked = notify::entry(
-                    "PromotionBlocked",
-                    &ns,
-                    &alias.spec.model,
-                    format!("ModelAlias/{name}"),
-                    Some(to.clone()),
-                    Some(alias.spec.alias.clone()),
-                    message.clone(),
-                );
+                let blocked = entry("PromotionBlocked", message.clone());
                 notify::announce(&ctx, alias, true, message, blocked).await;
             }
             Ok(Requeue::requeue(Duration::from_secs(60)))

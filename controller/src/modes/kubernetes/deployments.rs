@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::{Value, json};
-use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus, RolloutEvent};
+use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus};
 use slipway_crd::{ModelAlias, ModelDeployment};
 
 use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
@@ -175,26 +175,20 @@ pub(super) async fn reconcile_deployment(
 
     // Persist first: a restarted controller resumes from the new state and re-applies it.
     let s = &step.state;
+    let events: Vec<(&rollout::EventKind, &str, &str)> = step
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event {
+                kind,
+                version,
+                message,
+            } => Some((kind, version.as_str(), message.as_str())),
+            _ => None,
+        })
+        .collect();
     let mut history = status.history.clone();
-    let mut events = Vec::new();
-    for a in &step.actions {
-        if let Action::Event {
-            kind,
-            version,
-            message,
-        } = a
-        {
-            history.push(RolloutEvent {
-                at: Some(Utc::now()),
-                event: format!("{kind:?}"),
-                traffic: s.traffic.clone(),
-                message: Some(format!("{version}: {message}")),
-            });
-            events.push((format!("{kind:?}"), version.clone(), message.clone()));
-        }
-    }
-    let excess = history.len().saturating_sub(50);
-    history.drain(..excess);
+    rollout::record(&mut history, &s.traffic, events.iter().copied(), Utc::now());
     let settled = s.candidate.is_none() && s.phase == DeploymentPhase::Healthy;
     let serving = s.stable.is_some() || s.candidate.is_some();
     let ready = condition(
@@ -287,18 +281,19 @@ pub(super) async fn reconcile_deployment(
             delete(&deployments, &d.name_any()).await?;
         }
     }
-    for (reason, version, note) in events {
+    for (kind, version, note) in events {
+        let reason = format!("{kind:?}");
         let warning = matches!(reason.as_str(), "RolledBack" | "RolloutFailed");
         let happened = notify::entry(
             &reason,
             &ns,
             &md.spec.model,
             format!("ModelDeployment/{name}"),
-            Some(version),
+            Some(version.to_string()),
             md.spec.alias.clone(),
             format!("{name}: {note}"),
         );
-        notify::announce(&ctx, md, warning, note, happened).await;
+        notify::announce(&ctx, md, warning, note.to_string(), happened).await;
     }
     Ok(match step.requeue_after {
         Some(d) => Requeue::requeue(d),

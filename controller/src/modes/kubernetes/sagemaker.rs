@@ -220,16 +220,14 @@ pub async fn reconcile(
 
     let s = step.state.clone();
     let mut history = status.history.clone();
-    for (kind, version, message) in &step.events {
-        history.push(RolloutEvent {
-            at: Some(Utc::now()),
-            event: format!("{kind:?}"),
-            traffic: s.traffic.clone(),
-            message: Some(format!("{version}: {message}")),
-        });
-    }
-    let excess = history.len().saturating_sub(50);
-    history.drain(..excess);
+    crate::decide::rollout::record(
+        &mut history,
+        &s.traffic,
+        step.events
+            .iter()
+            .map(|(kind, version, message)| (kind, version.as_str(), message.as_str())),
+        Utc::now(),
+    );
     let settled = s.candidate.is_none() && s.phase == DeploymentPhase::Healthy;
     let serving = s.stable.is_some() || s.candidate.is_some();
     let ready = cond(
