@@ -11,6 +11,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
+use crate::modes::kubernetes::cache::Cache;
 use crate::modes::kubernetes::{cluster::ClusterReader, tls, webhook};
 
 /// Log formats.
@@ -174,6 +175,9 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         }
     });
 
+    // One watch per kind for this replica: the webhook decides from it at once, the controllers
+    // when this replica leads.
+    let cache = Cache::start(&client, args.namespace.as_deref());
     let mut webhook_task = None;
     if let Some(addr) = args.webhook_listen {
         let pem = match (&args.tls_cert, &args.tls_key) {
@@ -188,6 +192,8 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         };
         let config = tls::server_config(&pem)?;
         let hook = Arc::new(webhook::Webhook {
+            cache: cache.clone(),
+            watched: args.namespace.clone(),
             reader: ClusterReader::new(client.clone()),
             metrics: metrics.clone(),
         });
@@ -220,7 +226,15 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         let _ = stop_tx.send(true);
     });
     if !args.webhook_only {
-        lead(client, &args, results_url, metrics.clone(), stop_rx.clone()).await;
+        lead(
+            client,
+            cache,
+            &args,
+            results_url,
+            metrics.clone(),
+            stop_rx.clone(),
+        )
+        .await;
     } else {
         let mut rx = stop_rx.clone();
         let _ = rx.wait_for(|s| *s).await;
@@ -245,6 +259,7 @@ fn identity() -> String {
 /// Runs the controllers while this replica holds the Lease, until `stop`.
 async fn lead(
     client: kube::Client,
+    cache: Arc<Cache>,
     args: &ControllerArgs,
     results_url: String,
     metrics: Arc<crate::modes::kubernetes::metrics::Metrics>,
@@ -277,6 +292,7 @@ async fn lead(
                 let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                 let task = tokio::spawn(crate::modes::kubernetes::controller::run(
                     client.clone(),
+                    cache.clone(),
                     args.namespace.clone(),
                     me.clone(),
                     results_url.clone(),

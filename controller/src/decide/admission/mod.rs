@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use slipway_crd::Approval;
+use slipway_crd::approval::ApprovalDecision;
 use slipway_crd::promotion_policy::Operation;
 
-use crate::decide::catalog::{Catalog, ObjectKey, Resource, SourceFile};
+use crate::decide::catalog::{Catalog, Object, ObjectKey, SourceFile, View, cluster_path, load};
 use crate::decide::diagnostics::Diagnostic;
 use crate::decide::plan::{self, KubeIdentity, PlanInputs, Rev};
 use crate::decide::policy::approvals::{Review, ReviewUser, SignOffs};
@@ -35,14 +37,15 @@ pub struct Request {
     pub old_object: Option<Value>,
 }
 
-/// The namespace's Slipway objects as the API server has them, as JSON.
-#[derive(Clone, Debug, Default)]
-pub struct Cluster {
-    /// Every object of the kinds the catalog reads (models, versions, aliases, evaluations,
-    /// deployments, policies).
-    pub objects: Vec<Value>,
-    /// The `Approval`s.
-    pub approvals: Vec<Value>,
+/// The namespace's Slipway objects as the API server has them (from the controller's watches:
+/// built once per change of the namespace, not per request).
+#[derive(Clone, Copy, Debug)]
+pub struct Cluster<'a> {
+    /// The namespace's models, versions, aliases, evaluations, deployments and policies, and the
+    /// evaluation results among them.
+    pub view: &'a View,
+    /// The namespace's `Approval`s.
+    pub approvals: &'a [Approval],
 }
 
 /// The answer to a request.
@@ -195,23 +198,34 @@ fn describe(d: &Diagnostic) -> String {
     out
 }
 
-/// The cluster's files without the requested object, and with it as it will be.
-fn revisions(req: &Request, cluster: &Cluster) -> (Vec<SourceFile>, Vec<SourceFile>, String) {
-    let path = format!("{}/{}/{}.yaml", req.kind, req.namespace, req.name);
-    let mut base: Vec<SourceFile> = cluster
-        .objects
-        .iter()
-        .map(file_of)
-        .filter(|f| f.path != path)
-        .collect();
-    if let Some(old) = &req.old_object {
-        base.push(file_of(old));
+/// The requested object (as it is, or as it will be) as a catalog object, or the problems that
+/// keep it from being one.
+fn parse(object: &Value) -> Result<Object, Vec<Diagnostic>> {
+    let file = file_of(object);
+    let (mut objects, diags) = load::load_files(std::slice::from_ref(&file));
+    match objects.pop() {
+        Some(o) if diags.is_empty() => Ok(o),
+        _ => Err(diags),
     }
-    let mut head: Vec<SourceFile> = base.iter().filter(|f| f.path != path).cloned().collect();
-    if let Some(new) = &req.object {
-        head.push(file_of(new));
-    }
-    (base, head, path)
+}
+
+/// The namespace before the request (with the object as the request says it is) and after it,
+/// and the problems of the requested object as it will be.
+fn revisions(
+    req: &Request,
+    cluster: &Cluster,
+    key: &ObjectKey,
+) -> (Catalog, Catalog, Vec<Diagnostic>) {
+    let old = req.old_object.as_ref().and_then(|o| parse(o).ok());
+    let (base, _) = cluster.view.catalog.amended([(key.clone(), old)]);
+    let (new, mut own) = match req.object.as_ref().map(parse) {
+        Some(Ok(o)) => (Some(o), Vec::new()),
+        Some(Err(d)) => (None, d),
+        None => (None, Vec::new()),
+    };
+    let (head, mut more) = base.amended([(key.clone(), new)]);
+    own.append(&mut more);
+    (base, head, own)
 }
 
 fn key(req: &Request) -> Option<ObjectKey> {
@@ -231,44 +245,40 @@ fn signoffs(
     let fingerprint = format!("ModelAlias/{}/{} → {version}", req.namespace, req.name);
     let mut reviews = Vec::new();
     let mut approvers = BTreeMap::new();
-    for a in &cluster.approvals {
-        let spec = &a["spec"];
-        let ns = spec["target"]["namespace"]
-            .as_str()
-            .or(a["metadata"]["namespace"].as_str())
+    for a in cluster.approvals {
+        let spec = &a.spec;
+        let ns = spec
+            .target
+            .namespace
+            .as_deref()
+            .or(a.metadata.namespace.as_deref())
             .unwrap_or("default");
-        if spec["target"]["kind"] != "ModelAlias"
-            || spec["target"]["name"].as_str() != Some(req.name.as_str())
+        if spec.target.kind != "ModelAlias"
+            || spec.target.name != req.name
             || ns != req.namespace
-            || spec["version"].as_str() != Some(version)
+            || spec.version != version
         {
             continue;
         }
-        let Some(user) = spec["approver"].as_str() else {
+        let Some(user) = spec.approver.as_deref() else {
             continue;
         };
-        let groups: Vec<String> = spec["approverGroups"]
-            .as_array()
-            .map(|g| {
-                g.iter()
-                    .filter_map(|x| x.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        approvers.insert(user.to_string(), groups);
+        approvers.insert(user.to_string(), spec.approver_groups.clone());
         reviews.push(Review {
             user: ReviewUser {
                 login: user.to_string(),
             },
-            state: if spec["decision"] == "reject" {
+            state: if spec.decision == ApprovalDecision::Reject {
                 "CHANGES_REQUESTED".into()
             } else {
                 "APPROVED".into()
             },
             commit_id: Some(fingerprint.clone()),
-            submitted_at: a["metadata"]["creationTimestamp"]
-                .as_str()
-                .and_then(|t| t.parse().ok()),
+            submitted_at: a
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| t.0.to_string().parse().ok()),
         });
     }
     (
@@ -282,15 +292,13 @@ fn signoffs(
 }
 
 fn alias(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
-    let (base_files, head_files, path) = revisions(req, cluster);
-    let ((base, _), (head, head_diags)) = Catalog::from_revisions(&base_files, &head_files);
+    let Some(key) = key(req) else {
+        return Verdict::Allowed(Vec::new());
+    };
+    let (base, head, own) = revisions(req, cluster, &key);
     // Problems of the requested object itself refuse it; other objects' problems are not this
     // request's to fix.
-    let own: Vec<String> = head_diags
-        .iter()
-        .filter(|d| d.file == path)
-        .map(describe)
-        .collect();
+    let own: Vec<String> = own.iter().map(describe).collect();
     if !own.is_empty() && req.operation != Operation::Delete {
         return Verdict::Denied(format!("{}: {}.", who(req), own.join("; ")));
     }
@@ -301,11 +309,14 @@ fn alias(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
         .unwrap_or_default()
         .to_string();
     let (signoffs, approvers) = signoffs(req, cluster, &version);
-    let mut results = Results::default();
-    results.add(head.objects().iter().filter_map(|o| match &o.resource {
-        Resource::Evaluation(e) => Some(e),
-        _ => None,
-    }));
+    // An alias request changes no evaluation: the namespace's results of its model stand.
+    let model = req
+        .object
+        .as_ref()
+        .or(req.old_object.as_ref())
+        .and_then(|o| o["spec"]["model"].as_str())
+        .unwrap_or_default();
+    let results = cluster.view.results.of_model(&req.namespace, model);
     let inputs = PlanInputs {
         base: Rev {
             name: "cluster".into(),
@@ -324,9 +335,6 @@ fn alias(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
         }),
     };
     let plan = plan::plan(&base, &head, &inputs);
-    let Some(key) = key(req) else {
-        return Verdict::Allowed(Vec::new());
-    };
     let Some(change) = plan.changes.iter().find(|c| {
         c.kind == key.kind.as_str() && c.namespace == key.namespace && c.name == key.name
     }) else {
@@ -399,14 +407,14 @@ fn denial(req: &Request, change: &plan::Change) -> String {
 /// artifact or lineage); broken references are warnings, since `kubectl apply` of a folder
 /// creates objects in file order.
 fn other(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
-    if req.operation == Operation::Delete || key(req).is_none() {
+    let Some(key) = key(req).filter(|_| req.operation != Operation::Delete) else {
         return Verdict::Allowed(Vec::new());
-    }
-    let (base_files, head_files, path) = revisions(req, cluster);
-    let ((base, _), (head, head_diags)) = Catalog::from_revisions(&base_files, &head_files);
+    };
+    let (base, head, own) = revisions(req, cluster, &key);
+    let path = cluster_path(&key);
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    for d in head_diags.iter().filter(|d| d.file == path) {
+    for d in &own {
         // In Kubernetes mode `group:NAME` names the authenticator's groups, not `Group` objects.
         if req.kind == "PromotionPolicy"
             && d.category == crate::decide::diagnostics::Category::BrokenReference

@@ -1,7 +1,41 @@
 use super::*;
 
+/// A namespace as the controller's watches hold it.
+struct Namespace {
+    objects: Vec<Value>,
+    view: View,
+    approvals: Vec<Approval>,
+}
+
+impl Namespace {
+    fn of(objects: Vec<Value>, approvals: Vec<Value>) -> Namespace {
+        let files: Vec<SourceFile> = objects.iter().map(file_of).collect();
+        let (loaded, _) = crate::decide::catalog::load_files(&files);
+        let approvals = approvals
+            .into_iter()
+            .map(|a| serde_json::from_value(a).unwrap())
+            .collect();
+        Namespace {
+            objects,
+            view: View::of(loaded),
+            approvals,
+        }
+    }
+
+    fn empty() -> Namespace {
+        Namespace::of(Vec::new(), Vec::new())
+    }
+
+    fn view(&self) -> Cluster<'_> {
+        Cluster {
+            view: &self.view,
+            approvals: &self.approvals,
+        }
+    }
+}
+
 /// The example registry and the results of version 8, as the API server would hold them.
-fn cluster(approvals: &[(&str, &str, &[&str])]) -> Cluster {
+fn cluster(approvals: &[(&str, &str, &[&str])]) -> Namespace {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut objects = Vec::new();
     for dir in ["examples/football-frames", "examples/promotion-pr/results"] {
@@ -31,7 +65,7 @@ fn cluster(approvals: &[(&str, &str, &[&str])]) -> Cluster {
             })
         })
         .collect();
-    Cluster { objects, approvals }
+    Namespace::of(objects, approvals)
 }
 
 fn alias_object(version: &str) -> Value {
@@ -40,7 +74,7 @@ fn alias_object(version: &str) -> Value {
            "spec": {"model": "pitch-frame-classifier", "alias": "production", "version": version}})
 }
 
-fn move_production(user: &str, groups: &[&str], cluster: &Cluster) -> Verdict {
+fn move_production(user: &str, groups: &[&str], cluster: &Namespace) -> Verdict {
     let req = Request {
         kind: "ModelAlias".into(),
         namespace: "default".into(),
@@ -51,7 +85,11 @@ fn move_production(user: &str, groups: &[&str], cluster: &Cluster) -> Verdict {
         object: Some(alias_object("8")),
         old_object: Some(alias_object("7")),
     };
-    validate(&req, cluster, "2026-11-26T12:00:00Z".parse().unwrap())
+    validate(
+        &req,
+        &cluster.view(),
+        "2026-11-26T12:00:00Z".parse().unwrap(),
+    )
 }
 
 #[test]
@@ -128,7 +166,7 @@ fn approvals_are_stamped_with_their_creator_and_cannot_be_forged_or_changed() {
     forged["approver"] = "dana".into();
     let Verdict::Denied(why) = validate(
         &approval_request("alice", forged, Operation::Create, None),
-        &Cluster::default(),
+        &Namespace::empty().view(),
         Utc::now(),
     ) else {
         panic!("a forged approver was admitted");
@@ -143,14 +181,14 @@ fn approvals_are_stamped_with_their_creator_and_cannot_be_forged_or_changed() {
     stamped["approverGroups"] = json!(["ml-leads"]);
     let ok = approval_request("alice", stamped.clone(), Operation::Create, None);
     assert_eq!(
-        validate(&ok, &Cluster::default(), Utc::now()),
+        validate(&ok, &Namespace::empty().view(), Utc::now()),
         Verdict::Allowed(vec![])
     );
     let mut claimed = stamped.clone();
     claimed["approverGroups"] = json!(["ml-leads", "platform-admins"]);
     let Verdict::Denied(why) = validate(
         &approval_request("alice", claimed, Operation::Create, None),
-        &Cluster::default(),
+        &Namespace::empty().view(),
         Utc::now(),
     ) else {
         panic!("a foreign group was admitted");
@@ -165,7 +203,7 @@ fn approvals_are_stamped_with_their_creator_and_cannot_be_forged_or_changed() {
         Operation::Update,
         Some(json!({"spec": stamped})),
     );
-    let Verdict::Denied(why) = validate(&update, &Cluster::default(), Utc::now()) else {
+    let Verdict::Denied(why) = validate(&update, &Namespace::empty().view(), Utc::now()) else {
         panic!("an approval was changed");
     };
     assert!(why.contains("immutable"), "{why}");
@@ -192,7 +230,7 @@ fn a_versions_artifact_cannot_change() {
         object: Some(new),
         old_object: Some(old.clone()),
     };
-    let Verdict::Denied(why) = validate(&req, &c, Utc::now()) else {
+    let Verdict::Denied(why) = validate(&req, &c.view(), Utc::now()) else {
         panic!("allowed");
     };
     assert!(why.contains("spec.artifact.uri: ModelVersion fields model, version, artifact and source are immutable"), "{why}");
@@ -203,5 +241,8 @@ fn a_versions_artifact_cannot_change() {
         object: Some(labelled),
         ..req
     };
-    assert_eq!(validate(&req, &c, Utc::now()), Verdict::Allowed(vec![]));
+    assert_eq!(
+        validate(&req, &c.view(), Utc::now()),
+        Verdict::Allowed(vec![])
+    );
 }

@@ -5,31 +5,35 @@ pub mod locate;
 pub mod object;
 pub mod schema;
 pub mod validate;
+pub mod view;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use slipway_crd::{Group, Kind, ModelAlias, ModelDeployment, ModelVersion, RegisteredModel};
 
 pub use self::load::{SourceFile, load_files};
-pub use self::object::{Object, ObjectKey, Origin, Resource};
-use crate::decide::diagnostics::Diagnostic;
+pub use self::object::{Object, ObjectKey, Origin, Resource, cluster_path};
+pub use self::view::View;
+use crate::decide::diagnostics::{Category, Diagnostic, FieldPath};
 use crate::decide::policy::{CompiledPolicy, PolicySet};
 
 /// (namespace, model, label) of a version or an alias.
 type Triple = (String, String, String);
 
-/// Every object of one revision, indexed.
-#[derive(Debug, Default)]
+/// Every object of one revision, indexed. Cheap to copy: objects are shared, and the indexes are
+/// persistent maps, so an amended catalog ([`Catalog::amended`]) costs the changes it makes.
+#[derive(Clone, Debug, Default)]
 pub struct Catalog {
-    objects: Vec<Object>,
-    by_key: HashMap<ObjectKey, usize>,
-    versions: HashMap<Triple, usize>,
-    aliases: HashMap<Triple, usize>,
-    /// Compiled policies (only those that compiled).
-    pub policies: PolicySet,
+    objects: Vec<Arc<Object>>,
+    by_key: imbl::HashMap<ObjectKey, usize>,
+    versions: imbl::HashMap<Triple, usize>,
+    aliases: imbl::HashMap<Triple, usize>,
+    /// Compiled policies (only those that compiled), shared by amended copies.
+    pub policies: Arc<PolicySet>,
 }
 
 impl Catalog {
@@ -95,87 +99,142 @@ impl Catalog {
         let mut diags = Vec::new();
         let mut catalog = Catalog::default();
         for obj in objects {
-            if let Some(&first) = catalog.by_key.get(&obj.key) {
-                let f = &catalog.objects[first].origin;
-                diags.push(obj.diagnostic(
-                    &crate::decide::diagnostics::FieldPath::parse("metadata.name"),
-                    crate::decide::diagnostics::Category::Duplicate,
-                    format!(
-                        "{} is already defined at {}:{}; rename or remove one",
-                        obj.key, f.file, f.first_line
-                    ),
-                ));
-                continue;
+            if let Err(d) = catalog.insert(Arc::new(obj)) {
+                diags.push(*d);
             }
-            let idx = catalog.objects.len();
-            let ns = obj.key.namespace.clone();
-            let triple = match &obj.resource {
-                Resource::ModelVersion(v) => Some((
-                    &mut catalog.versions,
-                    (ns, v.spec.model.clone(), v.spec.version.clone()),
-                    "spec.version",
-                    "version",
-                )),
-                Resource::ModelAlias(a) => Some((
-                    &mut catalog.aliases,
-                    (ns, a.spec.model.clone(), a.spec.alias.clone()),
-                    "spec.alias",
-                    "alias",
-                )),
-                _ => None,
-            };
-            if let Some((index, t, field, what)) = triple {
-                if let Some(&first) = index.get(&t) {
-                    let other = &catalog.objects[first];
-                    diags.push(obj.diagnostic(
-                        &crate::decide::diagnostics::FieldPath::parse(field),
-                        crate::decide::diagnostics::Category::Duplicate,
-                        format!(
-                            "model `{}` already has {what} `{}` ({} at {}:{}); each {what} label must be unique within a model",
-                            t.1, t.2, other.key, other.origin.file, other.origin.first_line
-                        ),
-                    ));
-                    continue;
-                }
-                index.insert(t, idx);
-            }
-            catalog.by_key.insert(obj.key.clone(), idx);
-            catalog.objects.push(obj);
         }
-        let mut policies = Vec::new();
         for obj in &catalog.objects {
             diags.extend(validate::object(obj));
             diags.extend(validate::references(obj, &catalog));
-            if let Resource::PromotionPolicy(p) = &obj.resource {
-                match CompiledPolicy::compile(&obj.key.name, &obj.key.namespace, &p.spec) {
-                    Ok(c) => policies.push(c),
-                    Err(errors) => {
-                        for (i, msg) in errors {
-                            diags.push(obj.diagnostic(
-                                &crate::decide::diagnostics::FieldPath::parse(&format!(
-                                    "spec.rules[{i}].expression"
-                                )),
-                                crate::decide::diagnostics::Category::Invalid,
-                                msg,
-                            ));
-                        }
-                    }
-                }
-            }
         }
-        policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        catalog.policies = PolicySet { policies };
+        let (policies, more) = compile_policies(&catalog.objects);
+        diags.extend(more.into_iter().map(|(_, d)| d));
+        catalog.policies = Arc::new(policies);
         (catalog, diags)
     }
 
+    /// This catalog with each named object replaced (or removed, with `None`; the last change of
+    /// a key wins), and the problems of the new objects alone: what admission and the watches ask
+    /// of a change, without checking every other object again. Objects are shared with `self`;
+    /// policies are compiled again only when a policy changed.
+    pub fn amended(
+        &self,
+        changes: impl IntoIterator<Item = (ObjectKey, Option<Object>)>,
+    ) -> (Catalog, Vec<Diagnostic>) {
+        let changes: HashMap<ObjectKey, Option<Object>> = changes.into_iter().collect();
+        let mut catalog = Catalog {
+            policies: Arc::default(),
+            ..self.clone()
+        };
+        for key in changes.keys() {
+            catalog.remove(key);
+        }
+        let policy_changed = changes.keys().any(|k| k.kind == Kind::PromotionPolicy);
+        let mut diags = Vec::new();
+        let mut added = Vec::new();
+        for (_, new) in changes {
+            if let Some(obj) = new {
+                match catalog.insert(Arc::new(obj)) {
+                    Ok(()) => added.extend(catalog.objects.last().cloned()),
+                    Err(d) => diags.push(*d),
+                }
+            }
+        }
+        for obj in &added {
+            diags.extend(validate::object(obj));
+            diags.extend(validate::references(obj, &catalog));
+        }
+        catalog.policies = if policy_changed {
+            let (policies, all) = compile_policies(&catalog.objects);
+            let added: std::collections::HashSet<&ObjectKey> =
+                added.iter().map(|o| &o.key).collect();
+            diags.extend(
+                all.into_iter()
+                    .filter(|(k, _)| added.contains(k))
+                    .map(|(_, d)| d),
+            );
+            Arc::new(policies)
+        } else {
+            self.policies.clone()
+        };
+        (catalog, diags)
+    }
+
+    /// Removes an object and its index entries (the last object takes its place).
+    fn remove(&mut self, key: &ObjectKey) {
+        let Some(idx) = self.by_key.remove(key) else {
+            return;
+        };
+        let gone = self.objects.swap_remove(idx);
+        if let Some((versions, t)) = triple(&gone) {
+            if versions {
+                &mut self.versions
+            } else {
+                &mut self.aliases
+            }
+            .remove(&t);
+        }
+        if let Some(moved) = self.objects.get(idx) {
+            self.by_key.insert(moved.key.clone(), idx);
+            if let Some((versions, t)) = triple(moved) {
+                if versions {
+                    &mut self.versions
+                } else {
+                    &mut self.aliases
+                }
+                .insert(t, idx);
+            }
+        }
+    }
+
+    /// Adds one object to the indexes, or says why it cannot be (a duplicate name or label).
+    fn insert(&mut self, obj: Arc<Object>) -> Result<(), Box<Diagnostic>> {
+        if let Some(&first) = self.by_key.get(&obj.key) {
+            let f = &self.objects[first].origin;
+            return Err(Box::new(obj.diagnostic(
+                &FieldPath::parse("metadata.name"),
+                Category::Duplicate,
+                format!(
+                    "{} is already defined at {}:{}; rename or remove one",
+                    obj.key, f.file, f.first_line
+                ),
+            )));
+        }
+        let idx = self.objects.len();
+        let indexed = triple(&obj).map(|(versions, t)| {
+            if versions {
+                (&mut self.versions, t, "spec.version", "version")
+            } else {
+                (&mut self.aliases, t, "spec.alias", "alias")
+            }
+        });
+        if let Some((index, t, field, what)) = indexed {
+            if let Some(&first) = index.get(&t) {
+                let other = &self.objects[first];
+                return Err(Box::new(obj.diagnostic(
+                    &FieldPath::parse(field),
+                    Category::Duplicate,
+                    format!(
+                        "model `{}` already has {what} `{}` ({} at {}:{}); each {what} label must be unique within a model",
+                        t.1, t.2, other.key, other.origin.file, other.origin.first_line
+                    ),
+                )));
+            }
+            index.insert(t, idx);
+        }
+        self.by_key.insert(obj.key.clone(), idx);
+        self.objects.push(obj);
+        Ok(())
+    }
+
     /// All objects, in load order.
-    pub fn objects(&self) -> &[Object] {
+    pub fn objects(&self) -> &[Arc<Object>] {
         &self.objects
     }
 
     /// The object with a key.
     pub fn get(&self, key: &ObjectKey) -> Option<&Object> {
-        self.by_key.get(key).map(|&i| &self.objects[i])
+        self.by_key.get(key).map(|&i| &*self.objects[i])
     }
 
     /// A model by name.
@@ -276,8 +335,48 @@ impl Catalog {
     }
 }
 
+/// The (namespace, model, label) of a version (`true`) or an alias (`false`).
+fn triple(obj: &Object) -> Option<(bool, Triple)> {
+    let ns = obj.key.namespace.clone();
+    match &obj.resource {
+        Resource::ModelVersion(v) => {
+            Some((true, (ns, v.spec.model.clone(), v.spec.version.clone())))
+        }
+        Resource::ModelAlias(a) => Some((false, (ns, a.spec.model.clone(), a.spec.alias.clone()))),
+        _ => None,
+    }
+}
+
+/// Compiles the policies among `objects`; the problems of those that do not compile, by policy.
+fn compile_policies(objects: &[Arc<Object>]) -> (PolicySet, Vec<(ObjectKey, Diagnostic)>) {
+    let mut diags = Vec::new();
+    let mut policies = Vec::new();
+    for obj in objects {
+        let Resource::PromotionPolicy(p) = &obj.resource else {
+            continue;
+        };
+        match CompiledPolicy::compile(&obj.key.name, &obj.key.namespace, &p.spec) {
+            Ok(c) => policies.push(c),
+            Err(errors) => {
+                for (i, msg) in errors {
+                    diags.push((
+                        obj.key.clone(),
+                        obj.diagnostic(
+                            &FieldPath::parse(&format!("spec.rules[{i}].expression")),
+                            Category::Invalid,
+                            msg,
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    (PolicySet { policies }, diags)
+}
+
 /// The third parts of an index's keys for one (namespace, model), in natural order.
-fn labels_of<'a>(index: &'a HashMap<Triple, usize>, ns: &str, model: &str) -> Vec<&'a str> {
+fn labels_of<'a>(index: &'a imbl::HashMap<Triple, usize>, ns: &str, model: &str) -> Vec<&'a str> {
     let mut v: Vec<&str> = index
         .keys()
         .filter(|(n, m, _)| n == ns && m == model)

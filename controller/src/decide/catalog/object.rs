@@ -110,6 +110,11 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
+/// The file name a cluster object has in diagnostics: `Kind/namespace/name.yaml`.
+pub fn cluster_path(key: &ObjectKey) -> String {
+    format!("{}/{}/{}.yaml", key.kind.as_str(), key.namespace, key.name)
+}
+
 /// Where a document came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Origin {
@@ -174,6 +179,34 @@ pub struct Object {
 }
 
 impl Object {
+    /// An object read from the API server (typed already, and checked against its CRD's schema
+    /// there): its origin names it as `Kind/namespace/name.yaml`, the way admission names the
+    /// requested object, with no source text (its problems are reported by field, not line).
+    /// `None` for an object without a name.
+    pub fn from_cluster(resource: Resource) -> Option<Object> {
+        let meta = resource.meta();
+        let key = ObjectKey {
+            kind: resource.kind(),
+            namespace: meta
+                .namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            name: meta.name.clone()?,
+        };
+        let origin = Origin {
+            file: Arc::from(cluster_path(&key).as_str()),
+            first_line: 1,
+            // Its own (empty) text: identity of the text is what marks an object unchanged
+            // between two catalogs.
+            text: Arc::from(""),
+        };
+        Some(Object {
+            resource,
+            key,
+            origin,
+        })
+    }
+
     /// A diagnostic about `field` of this object.
     pub fn diagnostic(
         &self,

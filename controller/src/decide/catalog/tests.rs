@@ -252,3 +252,86 @@ fn the_example_registry_is_valid() {
     );
     let _ = catalog;
 }
+
+/// An amended catalog holds what a catalog built from the changed objects holds, and reports the
+/// problems of the changed objects that a full build reports for them.
+#[test]
+fn an_amended_catalog_equals_one_built_from_the_changed_objects() {
+    use super::{Catalog, ObjectKey, load_files};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/football-frames");
+    let files = crate::edges::source::dir::read(&root).unwrap();
+    let (objects, _) = load_files(&files);
+    let (full, _) = Catalog::build(objects.clone());
+    let version = |label: &str, model: &str| {
+        let yaml = format!(
+            "{HEAD}kind: ModelVersion\nmetadata: {{name: extra-{label}}}\nspec:\n  model: {model}\n  version: \"{label}\"\n  artifact: {{uri: s3://b/m.onnx, digest: \"sha256:{}\"}}\n  source: {{commit: abc}}\n",
+            "a".repeat(64)
+        );
+        let (mut o, d) = load_files(&[super::SourceFile {
+            path: format!("extra-{label}.yaml"),
+            content: yaml.into_bytes(),
+            id: None,
+            from_api_server: false,
+        }]);
+        assert!(d.is_empty(), "{d:#?}");
+        o.pop().unwrap()
+    };
+    let model = objects
+        .iter()
+        .find_map(|o| o.resource.model().map(str::to_string))
+        .unwrap();
+    let removed = objects
+        .iter()
+        .find(|o| o.key.kind == slipway_crd::Kind::ModelVersion)
+        .unwrap()
+        .key
+        .clone();
+    let (good, broken) = (version("77", &model), version("78", "no-such-model"));
+    let changes: Vec<(ObjectKey, Option<super::Object>)> = vec![
+        (good.key.clone(), Some(good.clone())),
+        (broken.key.clone(), Some(broken.clone())),
+        (removed.clone(), None),
+    ];
+    let (amended, diags) = full.amended(changes);
+
+    let mut expected: Vec<_> = objects.into_iter().filter(|o| o.key != removed).collect();
+    expected.extend([good.clone(), broken.clone()]);
+    let (built, built_diags) = Catalog::build(expected);
+    let keys = |c: &Catalog| {
+        let mut k: Vec<ObjectKey> = c.objects().iter().map(|o| o.key.clone()).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&amended), keys(&built));
+    assert!(amended.get(&removed).is_none());
+    assert_eq!(
+        amended.version_labels("default", &model),
+        built.version_labels("default", &model)
+    );
+    let of_changed = |d: &[crate::decide::diagnostics::Diagnostic]| {
+        let mut m: Vec<String> = d
+            .iter()
+            .filter(|d| d.file.starts_with("extra-"))
+            .map(|d| d.to_string())
+            .collect();
+        m.sort();
+        m
+    };
+    assert_eq!(of_changed(&diags), of_changed(&built_diags));
+    assert_eq!(of_changed(&diags).len(), 1, "{diags:#?}");
+    assert!(
+        of_changed(&diags)[0].contains("no-such-model"),
+        "{diags:#?}"
+    );
+    // A second version 77 of the same model is refused as a duplicate, as in a full build.
+    let mut twin = version("77", &model);
+    twin.key.name = "extra-77-twin".into();
+    let (_, diags) = amended.amended([(twin.key.clone(), Some(twin))]);
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.category == Category::Duplicate
+                && d.message.contains("already has version `77`")),
+        "{diags:#?}"
+    );
+}

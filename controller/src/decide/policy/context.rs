@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use slipway_crd::{Evaluation, ModelVersion, RegisteredModel};
 
 /// Evaluation results by (namespace, model, version), then suite; the latest result per suite wins.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Results {
     by_version: HashMap<(String, String, String), BTreeMap<String, Evaluation>>,
 }
@@ -35,6 +35,18 @@ impl Results {
             if newer {
                 suites.insert(e.spec.suite.clone(), e.clone());
             }
+        }
+    }
+
+    /// The results of one model's versions only (a copy).
+    pub fn of_model(&self, ns: &str, model: &str) -> Results {
+        Results {
+            by_version: self
+                .by_version
+                .iter()
+                .filter(|((n, m, _), _)| n == ns && m == model)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 

@@ -1,33 +1,32 @@
-//! The controllers' view of the cluster: one watch per kind (kube-runtime reflectors) instead of
-//! listing a namespace on every reconcile, and the namespace's catalog built from it — rebuilt
-//! only when something changed, and at most every [`REBUILD`] during bursts of changes.
+//! The view of the cluster both the controllers and the admission webhook decide from: one typed
+//! watch per kind (kube-runtime reflectors), shared — each controller's trigger stream is a
+//! subscription to it, not a watch of its own —, and each namespace's catalog kept up to date
+//! by applying the changes the watches see (no objects re-serialised and parsed again).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::reflector::{self, Store};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Resource as _;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::Value;
+use slipway_crd::approval::ApprovalDecision;
 use slipway_crd::{
-    Approval, Evaluation, ModelAlias, ModelDeployment, ModelVersion, PromotionPolicy,
+    Approval, Evaluation, Kind, ModelAlias, ModelDeployment, ModelVersion, PromotionPolicy,
     RegisteredModel,
 };
+use tokio::sync::broadcast;
 
-use crate::decide::admission::{Cluster, file_of};
-use crate::decide::catalog::{Catalog, Resource as CatalogResource};
-use crate::decide::policy::context::Results;
+use crate::decide::catalog::{Object, ObjectKey, Resource, View};
 
 /// Label of every object a `ModelDeployment` owns.
 pub const DEPLOYMENT_LABEL: &str = "slipway.dev/deployment";
 /// Label of the version a per-version `Deployment` serves.
 pub const VERSION_LABEL: &str = "slipway.dev/version";
-
-/// How often a namespace's catalog may be rebuilt while its objects keep changing.
-pub const REBUILD: Duration = Duration::from_millis(250);
 
 /// Retry delays of watches: 250 ms doubling to at most 5 s, reset by the first success. (The
 /// default grows to 30 s, which turns a few seconds of API-server restart into half a minute of
@@ -70,8 +69,6 @@ enum Invalidates {
     OnSpec,
     /// Every change (evaluation results live in status).
     Always,
-    /// None: decisions read these objects from the watch directly.
-    Never,
 }
 
 /// Drops from a watched object what no decision reads and what often outweighs the rest:
@@ -84,15 +81,23 @@ pub fn slim<K: kube::Resource>(o: &mut K) {
     }
 }
 
-/// A slimmed, cached watch of `api` for a controller: its store and its trigger stream
-/// (for `Controller::for_stream`).
-pub fn primary<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
+/// A guarded object: the typed object, or why the stored one does not parse as its type.
+pub type Guarded<K> = DeserializeGuard<K>;
+
+/// How many changes a controller may fall behind before it is handed every object again.
+const CHANGES: usize = 1024;
+
+/// One watched kind, shared by every controller, the admission webhook and the catalogs: its
+/// store, and the stream of its changes for controllers to react to.
+pub struct Watched<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store: Store<K>,
+    changes: broadcast::Sender<Arc<K>>,
+}
+
+impl<K> Watched<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -102,311 +107,453 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).modify(slim::<K>))
-        .backoff(QuickBackoff::default())
-        .applied_objects();
-    (reader, stream)
+    /// Watches `api` (slimmed, quick backoff), calling `seen` with each event after the store
+    /// has it; the task ends with the runtime.
+    fn start(
+        api: Api<K>,
+        config: watcher::Config,
+        mut seen: impl FnMut(&watcher::Event<K>, &Store<K>) + Send + 'static,
+    ) -> Watched<K> {
+        let (reader, writer) = reflector::store();
+        let (changes, _) = broadcast::channel(CHANGES);
+        let (store, tx) = (reader.clone(), changes.clone());
+        tokio::spawn(
+            reflector::reflector(writer, watcher(api, config).modify(slim::<K>))
+                .backoff(QuickBackoff::default())
+                .for_each(move |event| {
+                    if let Ok(event) = &event {
+                        seen(event, &store);
+                        // Nobody listening (no controllers on this replica) is not an error.
+                        match event {
+                            watcher::Event::Apply(o) => {
+                                let held = store.get(&ObjectRef::from_obj(o));
+                                let _ = tx.send(held.unwrap_or_else(|| Arc::new(o.clone())));
+                            }
+                            watcher::Event::Delete(o) => {
+                                let _ = tx.send(Arc::new(o.clone()));
+                            }
+                            watcher::Event::InitDone => {
+                                for o in store.state() {
+                                    let _ = tx.send(o);
+                                }
+                            }
+                            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                        }
+                    }
+                    std::future::ready(())
+                }),
+        );
+        Watched {
+            store: reader,
+            changes,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Every object now, then each one that changes (deleted ones included), for a controller's
+    /// trigger. One that falls more than [`CHANGES`] behind is handed every object again.
+    pub fn changes(&self) -> impl futures::Stream<Item = Arc<K>> + Send + 'static {
+        let rx = self.changes.subscribe();
+        let now = futures::stream::iter(self.store.state());
+        let later =
+            futures::stream::unfold((rx, self.store.clone()), |(mut rx, store)| async move {
+                let batch = match rx.recv().await {
+                    Ok(o) => vec![o],
+                    Err(broadcast::error::RecvError::Lagged(_)) => store.state(),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                Some((futures::stream::iter(batch), (rx, store)))
+            })
+            .flatten();
+        now.chain(later)
+    }
+
+    /// The objects of namespace `ns`.
+    fn within(&self, ns: &str) -> impl Iterator<Item = Arc<K>> {
+        let ns = ns.to_string();
+        self.store
+            .state()
+            .into_iter()
+            .filter(move |o| o.meta().namespace.as_deref() == Some(ns.as_str()))
+    }
 }
 
-/// A namespace's catalog and its evaluation results.
-pub struct View {
-    /// The catalog.
-    pub catalog: Catalog,
-    /// Evaluation results in it.
-    pub results: Results,
+impl<K> Watched<Guarded<K>>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    /// The objects of namespace `ns` that parse as their type, each passed to `f`.
+    fn typed<T>(&self, ns: &str, mut f: impl FnMut(&K) -> Option<T>) -> Vec<T> {
+        self.within(ns)
+            .filter_map(|o| o.0.as_ref().ok().and_then(&mut f))
+            .collect()
+    }
 }
 
-struct Built {
-    at: Instant,
-    generation: u64,
-    view: Arc<View>,
+/// Changes of catalog objects not yet applied to the namespaces' views.
+#[derive(Default)]
+struct Pending {
+    /// By namespace, for namespaces that have a view.
+    changes: HashMap<String, Vec<(ObjectKey, Option<Object>)>>,
+    /// Namespaces whose view must be built again from the stores (a watch listed again, or too
+    /// many changes piled up).
+    rebuild: HashSet<String>,
+    /// Every view must be built again.
+    all: bool,
 }
 
-/// Watched objects of every Slipway kind.
+/// The most changes held for one namespace before its view is built again from the stores.
+const PENDING: usize = 4096;
+
+/// Watched objects of every Slipway kind, and the per-Deployment workloads.
 pub struct Cache {
-    kinds: Vec<(ApiResource, Store<DynamicObject>)>,
-    approvals: (ApiResource, Store<DynamicObject>),
-    deployments: Store<k8s_openapi::api::apps::v1::Deployment>,
-    generation: Arc<AtomicU64>,
-    built: Mutex<HashMap<String, Built>>,
+    /// `RegisteredModel`s.
+    pub models: Watched<Guarded<RegisteredModel>>,
+    /// `ModelVersion`s.
+    pub versions: Watched<Guarded<ModelVersion>>,
+    /// `ModelAlias`es.
+    pub aliases: Watched<Guarded<ModelAlias>>,
+    /// `Evaluation`s.
+    pub evaluations: Watched<Guarded<Evaluation>>,
+    /// `ModelDeployment`s.
+    pub deployments: Watched<Guarded<ModelDeployment>>,
+    /// `PromotionPolicy`s.
+    pub policies: Watched<Guarded<PromotionPolicy>>,
+    /// `Approval`s.
+    pub approvals: Watched<Guarded<Approval>>,
+    /// The per-version `Deployment`s Slipway manages.
+    pub workloads: Watched<Deployment>,
+    pending: Arc<Mutex<Pending>>,
+    built: Arc<Mutex<HashMap<String, Arc<View>>>>,
 }
 
-fn erase<K: kube::Resource<DynamicType = ()>>() -> ApiResource {
-    ApiResource::erase::<K>(&())
+/// Records a watched change of a catalog kind for the views (`OnSpec`: only when the spec changed).
+fn recorder<K>(
+    pending: &Arc<Mutex<Pending>>,
+    built: &Arc<Mutex<HashMap<String, Arc<View>>>>,
+    invalidates: Invalidates,
+    resource: fn(K) -> Resource,
+) -> impl FnMut(&watcher::Event<Guarded<K>>, &Store<Guarded<K>>) + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let (pending, built) = (pending.clone(), built.clone());
+    let kind = Kind::parse(&K::kind(&()));
+    // uid → metadata.generation: a status write does not change it, a spec change does.
+    let mut seen: HashMap<String, i64> = HashMap::new();
+    move |event, _| {
+        let (o, deleted) = match event {
+            watcher::Event::Apply(o) => (o, false),
+            watcher::Event::Delete(o) => (o, true),
+            watcher::Event::InitApply(o) => {
+                let meta = o.meta();
+                seen.insert(
+                    meta.uid.clone().unwrap_or_default(),
+                    meta.generation.unwrap_or(0),
+                );
+                return;
+            }
+            watcher::Event::Init => return,
+            watcher::Event::InitDone => {
+                lock(&pending).all = true;
+                return;
+            }
+        };
+        let meta = o.meta();
+        let uid = meta.uid.clone().unwrap_or_default();
+        let generation = meta.generation.unwrap_or(0);
+        let changed = if deleted {
+            seen.remove(&uid);
+            true
+        } else {
+            seen.insert(uid, generation) != Some(generation)
+        };
+        if !changed && matches!(invalidates, Invalidates::OnSpec) {
+            return;
+        }
+        let Some(name) = meta.name.clone() else {
+            return;
+        };
+        let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+        if !lock(&built).contains_key(&ns) {
+            // No view yet: the first one reads the stores.
+            return;
+        }
+        let Some(kind) = kind else {
+            return;
+        };
+        let key = ObjectKey {
+            kind,
+            namespace: ns.clone(),
+            name,
+        };
+        let object = match (&o.0, deleted) {
+            (Ok(k), false) => Object::from_cluster(resource(k.clone())),
+            _ => None,
+        };
+        let mut p = lock(&pending);
+        let list = p.changes.entry(ns.clone()).or_default();
+        list.push((key, object));
+        if list.len() > PENDING {
+            p.changes.remove(&ns);
+            p.rebuild.insert(ns);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 impl Cache {
     /// Starts watching (in `namespace`, or everywhere); the tasks end with the runtime.
     pub fn start(client: &kube::Client, namespace: Option<&str>) -> Arc<Cache> {
-        let generation = Arc::new(AtomicU64::new(0));
-        // Changes of aliases and deployments (mostly the controller's own status writes) do not
-        // invalidate catalogs: the decisions read those objects from the watch directly.
-        let watch = |ar: ApiResource, invalidates: Invalidates| {
-            let api: Api<DynamicObject> = match namespace {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-                None => Api::all_with(client.clone(), &ar),
-            };
-            let writer = reflector::store::Writer::new(ar.clone());
-            let reader = writer.as_reader();
-            let generation = generation.clone();
-            // uid → metadata.generation: a status write does not change it, a spec change does.
-            let mut seen: HashMap<String, i64> = HashMap::new();
-            tokio::spawn(
-                reflector::reflector(
-                    writer,
-                    watcher(api, watcher::Config::default()).modify(slim::<DynamicObject>),
-                )
-                .backoff(QuickBackoff::default())
-                .for_each(move |event| {
-                    let changed = match (&event, invalidates) {
-                        (_, Invalidates::Never) => false,
-                        (_, Invalidates::Always) => true,
-                        (
-                            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)),
-                            Invalidates::OnSpec,
-                        ) => {
-                            let uid = o.metadata.uid.clone().unwrap_or_default();
-                            let g = o.metadata.generation.unwrap_or(0);
-                            seen.insert(uid, g) != Some(g)
-                        }
-                        (Ok(watcher::Event::Delete(o)), Invalidates::OnSpec) => {
-                            seen.remove(o.metadata.uid.as_deref().unwrap_or_default());
-                            true
-                        }
-                        (Ok(_), Invalidates::OnSpec) => true,
-                        (Err(_), _) => false,
-                    };
-                    if changed {
-                        generation.fetch_add(1, Ordering::Relaxed);
-                    }
-                    std::future::ready(())
-                }),
-            );
-            (ar, reader)
-        };
-        let kinds = vec![
-            watch(erase::<RegisteredModel>(), Invalidates::OnSpec),
-            watch(erase::<ModelVersion>(), Invalidates::OnSpec),
-            watch(erase::<ModelAlias>(), Invalidates::Never),
-            watch(erase::<Evaluation>(), Invalidates::Always),
-            watch(erase::<ModelDeployment>(), Invalidates::Never),
-            watch(erase::<PromotionPolicy>(), Invalidates::OnSpec),
-        ];
-        let approvals = watch(erase::<Approval>(), Invalidates::Never);
-        // The per-version Deployments Slipway manages.
-        let deployments = {
-            let api: Api<k8s_openapi::api::apps::v1::Deployment> = match namespace {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            let (reader, writer) = reflector::store();
-            tokio::spawn(
-                reflector::reflector(
-                    writer,
-                    watcher(api, watcher::Config::default().labels(DEPLOYMENT_LABEL))
-                        .modify(slim::<k8s_openapi::api::apps::v1::Deployment>),
-                )
-                .backoff(QuickBackoff::default())
-                .for_each(|_| std::future::ready(())),
-            );
-            reader
-        };
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let built = Arc::new(Mutex::new(HashMap::new()));
+        let all = watcher::Config::default;
+        // Status writes of aliases and deployments (mostly the controller's own) change no
+        // catalog; their spec changes do.
         Arc::new(Cache {
-            kinds,
-            approvals,
-            deployments,
-            generation,
-            built: Mutex::new(HashMap::new()),
+            models: Watched::start(
+                scoped(client, namespace),
+                all(),
+                recorder(
+                    &pending,
+                    &built,
+                    Invalidates::OnSpec,
+                    Resource::RegisteredModel,
+                ),
+            ),
+            versions: Watched::start(
+                scoped(client, namespace),
+                all(),
+                recorder(
+                    &pending,
+                    &built,
+                    Invalidates::OnSpec,
+                    Resource::ModelVersion,
+                ),
+            ),
+            aliases: Watched::start(
+                scoped(client, namespace),
+                all(),
+                recorder(&pending, &built, Invalidates::OnSpec, Resource::ModelAlias),
+            ),
+            evaluations: Watched::start(
+                scoped(client, namespace),
+                all(),
+                recorder(&pending, &built, Invalidates::Always, Resource::Evaluation),
+            ),
+            deployments: Watched::start(
+                scoped(client, namespace),
+                all(),
+                recorder(
+                    &pending,
+                    &built,
+                    Invalidates::OnSpec,
+                    Resource::ModelDeployment,
+                ),
+            ),
+            policies: Watched::start(
+                scoped(client, namespace),
+                all(),
+                recorder(
+                    &pending,
+                    &built,
+                    Invalidates::OnSpec,
+                    Resource::PromotionPolicy,
+                ),
+            ),
+            approvals: Watched::start(scoped(client, namespace), all(), |_, _| {}),
+            workloads: Watched::start(
+                scoped(client, namespace),
+                all().labels(DEPLOYMENT_LABEL),
+                |_, _| {},
+            ),
+            pending,
+            built,
         })
     }
 
     /// Waits until every watch has listed once.
     pub async fn ready(&self) {
-        for (_, store) in self.kinds.iter().chain(std::iter::once(&self.approvals)) {
-            let _ = store.wait_until_ready().await;
-        }
-        let _ = self.deployments.wait_until_ready().await;
+        let _ = self.models.store.wait_until_ready().await;
+        let _ = self.versions.store.wait_until_ready().await;
+        let _ = self.aliases.store.wait_until_ready().await;
+        let _ = self.evaluations.store.wait_until_ready().await;
+        let _ = self.deployments.store.wait_until_ready().await;
+        let _ = self.policies.store.wait_until_ready().await;
+        let _ = self.approvals.store.wait_until_ready().await;
+        let _ = self.workloads.store.wait_until_ready().await;
     }
 
     /// The Deployments of a `ModelDeployment`, by the version they serve.
-    pub fn deployments_of(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> std::collections::BTreeMap<String, k8s_openapi::api::apps::v1::Deployment> {
-        self.deployments
-            .state()
-            .iter()
-            .filter(|d| d.metadata.namespace.as_deref() == Some(ns))
+    pub fn deployments_of(&self, ns: &str, name: &str) -> BTreeMap<String, Deployment> {
+        self.workloads
+            .within(ns)
             .filter_map(|d| {
                 let labels = d.metadata.labels.as_ref()?;
                 (labels.get(DEPLOYMENT_LABEL).map(String::as_str) == Some(name))
-                    .then(|| Some((labels.get(VERSION_LABEL)?.clone(), (**d).clone())))
+                    .then(|| Some((labels.get(VERSION_LABEL)?.clone(), (*d).clone())))
                     .flatten()
             })
             .collect()
     }
 
-    fn objects(ar: &ApiResource, store: &Store<DynamicObject>, ns: &str) -> Vec<Value> {
-        store
-            .state()
-            .iter()
-            .filter(|o| o.metadata.namespace.as_deref() == Some(ns))
-            .map(|o| {
-                let mut o = (**o).clone();
-                o.types = Some(kube::api::TypeMeta {
-                    api_version: ar.api_version.clone(),
-                    kind: ar.kind.clone(),
-                });
-                serde_json::to_value(o).unwrap_or_default()
-            })
-            .collect()
-    }
-
-    /// The namespace's objects.
-    pub fn cluster(&self, ns: &str) -> Cluster {
-        Cluster {
-            objects: self
-                .kinds
-                .iter()
-                .flat_map(|(ar, s)| Self::objects(ar, s, ns))
-                .collect(),
-            approvals: Self::objects(&self.approvals.0, &self.approvals.1, ns),
-        }
-    }
-
     /// The `ModelAlias` for `alias` of `model` in `ns`, from the watch.
-    fn find_alias(&self, ns: &str, model: &str, alias: &str) -> Option<Arc<DynamicObject>> {
-        self.kinds[2].1.state().into_iter().find(|o| {
-            o.metadata.namespace.as_deref() == Some(ns)
-                && o.data["spec"]["model"].as_str() == Some(model)
-                && o.data["spec"]["alias"].as_str() == Some(alias)
-        })
+    fn find_alias(&self, ns: &str, model: &str, alias: &str) -> Option<ModelAlias> {
+        self.aliases
+            .typed(ns, |a| {
+                (a.spec.model == model && a.spec.alias == alias).then(|| a.clone())
+            })
+            .pop()
     }
 
     /// The version alias `alias` of `model` in `ns` asks for (`spec.version`).
     pub fn alias_target(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
-        let o = self.find_alias(ns, model, alias)?;
-        o.data["spec"]["version"].as_str().map(str::to_string)
+        Some(self.find_alias(ns, model, alias)?.spec.version)
     }
 
     /// The name of the `ModelAlias` for `alias` of `model` in `ns`.
     pub fn alias_name(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
-        self.find_alias(ns, model, alias)?.metadata.name.clone()
+        self.find_alias(ns, model, alias)?.metadata.name
     }
 
     /// The version alias `alias` of `model` in `ns` resolves to now, read from the watch.
     pub fn resolved(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
-        let o = self.find_alias(ns, model, alias)?;
-        o.data["status"]["resolvedVersion"]
-            .as_str()
-            .map(str::to_string)
+        self.find_alias(ns, model, alias)?.status?.resolved_version
     }
 
     /// The artifact (URI, digest) of `model` version `version` in `ns`, read from the watch.
     pub fn artifact(&self, ns: &str, model: &str, version: &str) -> Option<(String, String)> {
-        self.kinds[1].1.state().iter().find_map(|o| {
-            let spec = &o.data["spec"];
-            (o.metadata.namespace.as_deref() == Some(ns)
-                && spec["model"].as_str() == Some(model)
-                && spec["version"].as_str() == Some(version))
-            .then(|| {
-                (
-                    spec["artifact"]["uri"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    spec["artifact"]["digest"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                )
+        self.versions
+            .typed(ns, |v| {
+                (v.spec.model == model && v.spec.version == version)
+                    .then(|| (v.spec.artifact.uri.clone(), v.spec.artifact.digest.clone()))
             })
-        })
+            .pop()
     }
 
     /// The versions of `model` in `ns`, and where each of its aliases resolves to.
-    pub fn model_summary(
-        &self,
-        ns: &str,
-        model: &str,
-    ) -> (Vec<String>, std::collections::BTreeMap<String, String>) {
-        let of_model = |o: &DynamicObject| {
-            o.metadata.namespace.as_deref() == Some(ns)
-                && o.data["spec"]["model"].as_str() == Some(model)
-        };
-        let versions = self.kinds[1]
-            .1
-            .state()
-            .iter()
-            .filter(|o| of_model(o))
-            .filter_map(|o| o.data["spec"]["version"].as_str().map(str::to_string))
-            .collect();
-        let aliases = self.kinds[2]
-            .1
-            .state()
-            .iter()
-            .filter(|o| of_model(o))
-            .filter_map(|o| {
-                Some((
-                    o.data["spec"]["alias"].as_str()?.to_string(),
-                    o.data["status"]["resolvedVersion"].as_str()?.to_string(),
-                ))
+    pub fn model_summary(&self, ns: &str, model: &str) -> (Vec<String>, BTreeMap<String, String>) {
+        let versions = self.versions.typed(ns, |v| {
+            (v.spec.model == model).then(|| v.spec.version.clone())
+        });
+        let aliases = self
+            .aliases
+            .typed(ns, |a| {
+                let resolved = a.status.as_ref()?.resolved_version.clone()?;
+                (a.spec.model == model).then(|| (a.spec.alias.clone(), resolved))
             })
+            .into_iter()
             .collect();
         (versions, aliases)
     }
 
     /// Names of the `Approval`s in `ns` that sign off moving alias object `alias` to `version`.
     pub fn approvals_for(&self, ns: &str, alias: &str, version: &str) -> Vec<String> {
-        self.approvals
-            .1
-            .state()
-            .iter()
-            .filter(|o| {
-                let spec = &o.data["spec"];
-                o.metadata.namespace.as_deref() == Some(ns)
-                    && spec["target"]["kind"] == "ModelAlias"
-                    && spec["target"]["name"].as_str() == Some(alias)
-                    && spec["version"].as_str() == Some(version)
-                    && spec["decision"] != "reject"
-            })
-            .filter_map(|o| o.metadata.name.clone())
-            .collect()
+        self.approvals.typed(ns, |a| {
+            (a.spec.target.kind == "ModelAlias"
+                && a.spec.target.name == alias
+                && a.spec.version == version
+                && a.spec.decision != ApprovalDecision::Reject)
+                .then(|| a.metadata.name.clone())
+                .flatten()
+        })
     }
 
-    /// The `ModelAlias`es of the namespace, as JSON.
-    pub fn aliases(&self, ns: &str) -> Vec<Value> {
-        let (ar, store) = &self.kinds[2];
-        Self::objects(ar, store, ns)
+    /// The `Approval`s of `ns`.
+    pub fn approvals_in(&self, ns: &str) -> Vec<Approval> {
+        self.approvals.typed(ns, |a| Some(a.clone()))
     }
 
-    /// The namespace's catalog: the one built last if nothing changed since, or if it is younger
-    /// than [`REBUILD`]; otherwise a new one.
-    pub fn view(&self, ns: &str) -> Arc<View> {
-        let generation = self.generation.load(Ordering::Relaxed);
-        if let Some(b) = self.built.lock().unwrap_or_else(|p| p.into_inner()).get(ns)
-            && (b.generation == generation || b.at.elapsed() < REBUILD)
-        {
-            return b.view.clone();
+    /// The names of the `ModelAlias`es of `model` in `ns`.
+    pub fn aliases_of(&self, ns: &str, model: &str) -> Vec<String> {
+        self.aliases.typed(ns, |a| {
+            (a.spec.model == model)
+                .then(|| a.metadata.name.clone())
+                .flatten()
+        })
+    }
+
+    /// The namespace's objects of the catalog kinds, from the stores.
+    fn objects(&self, ns: &str) -> Vec<Object> {
+        fn of<K: Clone>(w: Vec<K>, to: fn(K) -> Resource) -> impl Iterator<Item = Object> {
+            w.into_iter()
+                .filter_map(move |k| Object::from_cluster(to(k)))
         }
-        let files: Vec<_> = self.cluster(ns).objects.iter().map(file_of).collect();
-        let (catalog, _) = Catalog::from_files(&files);
-        let mut results = Results::default();
-        results.add(catalog.objects().iter().filter_map(|o| match &o.resource {
-            CatalogResource::Evaluation(e) => Some(e),
-            _ => None,
-        }));
-        let view = Arc::new(View { catalog, results });
-        self.built.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            ns.to_string(),
-            Built {
-                at: Instant::now(),
-                generation,
-                view: view.clone(),
-            },
-        );
+        let mut objects = Vec::new();
+        objects.extend(of(
+            self.models.typed(ns, |k| Some(k.clone())),
+            Resource::RegisteredModel,
+        ));
+        objects.extend(of(
+            self.versions.typed(ns, |k| Some(k.clone())),
+            Resource::ModelVersion,
+        ));
+        objects.extend(of(
+            self.aliases.typed(ns, |k| Some(k.clone())),
+            Resource::ModelAlias,
+        ));
+        objects.extend(of(
+            self.evaluations.typed(ns, |k| Some(k.clone())),
+            Resource::Evaluation,
+        ));
+        objects.extend(of(
+            self.deployments.typed(ns, |k| Some(k.clone())),
+            Resource::ModelDeployment,
+        ));
+        objects.extend(of(
+            self.policies.typed(ns, |k| Some(k.clone())),
+            Resource::PromotionPolicy,
+        ));
+        objects
+    }
+
+    /// The namespace's catalog and results as the watches have them now: the last view with the
+    /// changes seen since applied (or one built from the stores after a watch listed again).
+    pub fn view(&self, ns: &str) -> Arc<View> {
+        // Hold the views' lock throughout, so two callers do not build the same view twice.
+        let mut built = lock(&self.built);
+        let (changes, rebuild) = {
+            let mut p = lock(&self.pending);
+            if p.all {
+                p.all = false;
+                p.changes.clear();
+                p.rebuild.clear();
+                built.clear();
+            }
+            (
+                p.changes.remove(ns).unwrap_or_default(),
+                p.rebuild.remove(ns),
+            )
+        };
+        let view = match built.get(ns) {
+            Some(v) if !rebuild && changes.is_empty() => return v.clone(),
+            Some(v) if !rebuild => Arc::new(v.amended(changes)),
+            _ => Arc::new(View::of(self.objects(ns))),
+        };
+        built.insert(ns.to_string(), view.clone());
         view
     }
 }

@@ -1,23 +1,20 @@
-//! Reading a namespace's Slipway objects from the API server for admission decisions.
+//! Reading a namespace's Slipway objects from the API server, typed, for an admission decision
+//! the watches cannot answer (a namespace outside the watched one, or a refusal to be checked
+//! against the latest objects).
 
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use serde_json::Value;
+use kube::api::{Api, ListParams};
 use slipway_crd::{
     Approval, Evaluation, ModelAlias, ModelDeployment, ModelVersion, PromotionPolicy,
     RegisteredModel,
 };
 
-use crate::decide::admission::Cluster;
+use crate::decide::catalog::{Object, Resource, View};
 
 /// Lists objects for decisions.
 #[derive(Clone)]
 pub struct ClusterReader {
     client: Client,
-}
-
-fn resource<K: kube::Resource<DynamicType = ()>>() -> ApiResource {
-    ApiResource::erase::<K>(&())
 }
 
 impl ClusterReader {
@@ -26,37 +23,41 @@ impl ClusterReader {
         ClusterReader { client }
     }
 
-    async fn list(&self, ns: &str, ar: &ApiResource) -> Result<Vec<Value>, kube::Error> {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, ar);
-        let list = api.list(&ListParams::default()).await?;
-        Ok(list
-            .items
-            .into_iter()
-            .map(|mut o| {
-                o.types = Some(kube::api::TypeMeta {
-                    api_version: ar.api_version.clone(),
-                    kind: ar.kind.clone(),
-                });
-                serde_json::to_value(o).unwrap_or_default()
-            })
-            .collect())
+    async fn list<K>(&self, ns: &str) -> Result<Vec<K>, kube::Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        Ok(api.list(&ListParams::default()).await?.items)
     }
 
-    /// The namespace's models, versions, aliases, evaluations, deployments, policies and approvals.
-    pub async fn read(&self, ns: &str) -> Result<Cluster, kube::Error> {
-        let kinds = [
-            resource::<RegisteredModel>(),
-            resource::<ModelVersion>(),
-            resource::<ModelAlias>(),
-            resource::<Evaluation>(),
-            resource::<ModelDeployment>(),
-            resource::<PromotionPolicy>(),
-        ];
-        let lists = futures::future::try_join_all(kinds.iter().map(|ar| self.list(ns, ar))).await?;
-        let approvals = self.list(ns, &resource::<Approval>()).await?;
-        Ok(Cluster {
-            objects: lists.into_iter().flatten().collect(),
-            approvals,
-        })
+    /// The namespace's models, versions, aliases, evaluations, deployments and policies as a
+    /// view, and its approvals.
+    pub async fn read(&self, ns: &str) -> Result<(View, Vec<Approval>), kube::Error> {
+        fn of<K>(items: Vec<K>, to: fn(K) -> Resource) -> impl Iterator<Item = Object> {
+            items
+                .into_iter()
+                .filter_map(move |k| Object::from_cluster(to(k)))
+        }
+        let (models, versions, aliases, evaluations, deployments, policies, approvals) = futures::try_join!(
+            self.list::<RegisteredModel>(ns),
+            self.list::<ModelVersion>(ns),
+            self.list::<ModelAlias>(ns),
+            self.list::<Evaluation>(ns),
+            self.list::<ModelDeployment>(ns),
+            self.list::<PromotionPolicy>(ns),
+            self.list::<Approval>(ns),
+        )?;
+        let objects = of(models, Resource::RegisteredModel)
+            .chain(of(versions, Resource::ModelVersion))
+            .chain(of(aliases, Resource::ModelAlias))
+            .chain(of(evaluations, Resource::Evaluation))
+            .chain(of(deployments, Resource::ModelDeployment))
+            .chain(of(policies, Resource::PromotionPolicy))
+            .collect();
+        Ok((View::of(objects), approvals))
     }
 }

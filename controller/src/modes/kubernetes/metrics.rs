@@ -47,6 +47,9 @@ pub struct Metrics {
     pub promotion_latency: Histogram,
     /// Admission decisions by result (`allowed`, `denied`).
     pub admissions: Family<ByController, Counter>,
+    /// Seconds the webhook takes to decide a validating request (from the watches, or reading the
+    /// namespace where it must).
+    pub admission_seconds: Histogram,
     /// Notifications by outcome.
     pub notifications: Family<ByOutcome, Counter>,
 }
@@ -86,6 +89,12 @@ impl Default for Metrics {
             "Admission decisions by result",
             admissions.clone(),
         );
+        let admission_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "admission_seconds",
+            "Time to decide a validating admission request",
+            admission_seconds.clone(),
+        );
         let notifications = Family::<ByOutcome, Counter>::default();
         registry.register(
             "notifications",
@@ -101,6 +110,7 @@ impl Default for Metrics {
             leader,
             promotion_latency,
             admissions,
+            admission_seconds,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The admission webhook server: `POST /validate` and `POST /mutate` with `AdmissionReview`
 //! (admission.k8s.io/v1, kube's typed `AdmissionReview`) over TLS. The decisions are in
-//! [`crate::decide::admission`]; this file reads the cluster, speaks the wire format and serves.
+//! [`crate::decide::admission`], made from the controller's watches ([`super::cache`]); this file
+//! speaks the wire format and serves.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,12 +14,18 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde_json::Value;
 use slipway_crd::promotion_policy::Operation;
 
+use super::cache::Cache;
 use super::cluster::ClusterReader;
-use crate::decide::admission::{self, Request, Verdict};
+use crate::decide::admission::{self, Cluster, Request, Verdict};
 
 /// What the handlers share.
 pub struct Webhook {
-    /// Reads the namespace's objects for each decision.
+    /// The watched objects decisions are made from.
+    pub cache: Arc<Cache>,
+    /// The namespace the cache watches (`None`: all).
+    pub watched: Option<String>,
+    /// Reads a namespace's objects from the API server: for namespaces the cache does not watch,
+    /// and to check a refusal against the latest objects.
     pub reader: ClusterReader,
     /// Counts decisions.
     pub metrics: Arc<super::metrics::Metrics>,
@@ -81,6 +88,40 @@ fn no_request() -> axum::Json<Review> {
     )
 }
 
+/// How long a request waits for the watches' first listing before reading the namespace itself.
+const FIRST_LIST: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The verdict on `req`, from the watched objects. A refusal or a warning is checked once more
+/// against the namespace as the API server has it now (the watch may be a few milliseconds
+/// behind a change the client just made), and a namespace outside the watched one is read
+/// directly.
+async fn decide(hook: &Webhook, req: &Request) -> Result<Verdict, kube::Error> {
+    let now = chrono::Utc::now();
+    let watched = hook.watched.as_deref().is_none_or(|ns| ns == req.namespace);
+    if watched
+        && tokio::time::timeout(FIRST_LIST, hook.cache.ready())
+            .await
+            .is_ok()
+    {
+        let view = hook.cache.view(&req.namespace);
+        let approvals = hook.cache.approvals_in(&req.namespace);
+        let cluster = Cluster {
+            view: &view,
+            approvals: &approvals,
+        };
+        let verdict = admission::validate(req, &cluster, now);
+        if verdict == Verdict::Allowed(Vec::new()) {
+            return Ok(verdict);
+        }
+    }
+    let (view, approvals) = hook.reader.read(&req.namespace).await?;
+    let cluster = Cluster {
+        view: &view,
+        approvals: &approvals,
+    };
+    Ok(admission::validate(req, &cluster, now))
+}
+
 async fn validate(
     State(hook): State<Arc<Webhook>>,
     axum::Json(review): axum::Json<Review>,
@@ -94,8 +135,13 @@ async fn validate(
         Ok(x) => x,
         Err(e) => return refuse(response, 400, &e),
     };
-    let cluster = match hook.reader.read(&req.namespace).await {
-        Ok(c) => c,
+    let started = std::time::Instant::now();
+    let decided = decide(&hook, &req).await;
+    hook.metrics
+        .admission_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let verdict = match decided {
+        Ok(v) => v,
         // Fail closed, and say why: the API server shows this to the user.
         Err(e) => {
             return refuse(
@@ -108,7 +154,6 @@ async fn validate(
             );
         }
     };
-    let verdict = admission::validate(&req, &cluster, chrono::Utc::now());
     tracing::info!(
         kind = %req.kind, namespace = %req.namespace, name = %req.name,
         user = %req.user, allowed = matches!(verdict, Verdict::Allowed(_)),
