@@ -37,3 +37,8 @@ pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// How many rollout events a `ModelDeployment`'s status keeps (newest last).
 pub const ROLLOUT_HISTORY: usize = 50;
+
+/// Reconciles one Kubernetes-mode controller runs at once. Unbounded, a burst (2,000 new
+/// versions) holds every request and response in memory together and queues them at the API
+/// server anyway; the API server's own clients work best at about this many in flight.
+pub const RECONCILES_IN_FLIGHT: u16 = 16;

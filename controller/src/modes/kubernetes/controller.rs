@@ -19,6 +19,7 @@ use super::cache::{Cache, Guarded};
 use super::context::{Context, MANAGER, error_policy, failure_key};
 use super::deployments::reconcile_deployment;
 use super::models::{model_of, reconcile_model};
+use crate::decide::limits::RECONCILES_IN_FLIGHT;
 
 /// Counts each reconcile result of one controller; a success ends its object's run of failures.
 fn counted<K, A, E>(
@@ -60,6 +61,11 @@ fn sagemaker_calls() -> Option<super::context::SageMakerCalls> {
 #[cfg(not(feature = "sagemaker"))]
 fn sagemaker_calls() -> Option<super::context::SageMakerCalls> {
     None
+}
+
+/// Each controller's settings: at most [`RECONCILES_IN_FLIGHT`] reconciles at once.
+fn limited() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(RECONCILES_IN_FLIGHT)
 }
 
 /// Runs the controllers over the shared watches of `cache` until `shutdown` resolves.
@@ -117,6 +123,7 @@ pub async fn run(
                         .collect()
                 },
             )
+            .with_config(limited())
             .trigger_backoff(super::cache::QuickBackoff::default())
             .graceful_shutdown_on(wait(shutdown_rx.clone()))
             .run(reconcile_alias, error_policy, ctx.clone())
@@ -148,6 +155,7 @@ pub async fn run(
                         .collect::<Vec<_>>()
                 },
             )
+            .with_config(limited())
             .trigger_backoff(super::cache::QuickBackoff::default())
             .graceful_shutdown_on(wait(shutdown_rx.clone()))
             .run(reconcile_deployment, error_policy, ctx.clone())
@@ -155,6 +163,7 @@ pub async fn run(
     let version_controller =
         Controller::for_shared_stream(cache.versions.changes(), cache.versions.store())
             .owns_shared_stream(cache.evaluations.changes())
+            .with_config(limited())
             .trigger_backoff(super::cache::QuickBackoff::default())
             .graceful_shutdown_on(wait(shutdown_rx.clone()))
             .run(
@@ -169,6 +178,7 @@ pub async fn run(
                 jobs,
                 watcher::Config::default().labels("slipway.dev/evaluation"),
             )
+            .with_config(limited())
             .trigger_backoff(super::cache::QuickBackoff::default())
             .graceful_shutdown_on(wait(shutdown_rx.clone()))
             .run(
@@ -193,12 +203,14 @@ pub async fn run(
                     Err(_) => None,
                 },
             )
+            .with_config(limited())
             .trigger_backoff(super::cache::QuickBackoff::default())
             .graceful_shutdown_on(wait(shutdown_rx.clone()))
             .run(reconcile_model, error_policy, ctx.clone())
             .for_each(counted(ctx.clone(), "models"));
     let approval_controller =
         Controller::for_shared_stream(cache.approvals.changes(), cache.approvals.store())
+            .with_config(limited())
             .trigger_backoff(super::cache::QuickBackoff::default())
             .graceful_shutdown_on(wait(shutdown_rx.clone()))
             .run(reconcile_approval, error_policy, ctx.clone())
