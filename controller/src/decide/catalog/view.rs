@@ -13,16 +13,19 @@ pub struct View {
     pub catalog: Catalog,
     /// Evaluation results in it.
     pub results: Arc<Results>,
+    /// An object was left out as a duplicate of another (name or label): which one is kept
+    /// depends on the order changes came in, so the next change rebuilds the view instead.
+    pub shadowed: bool,
 }
 
 impl View {
     /// The view of the objects of a namespace.
     pub fn of(objects: Vec<Object>) -> View {
-        let (catalog, _) = Catalog::build(objects);
-        View::with(catalog)
+        let (catalog, diags) = Catalog::build(objects);
+        View::with(catalog, shadowing(&diags))
     }
 
-    fn with(catalog: Catalog) -> View {
+    fn with(catalog: Catalog, shadowed: bool) -> View {
         let mut results = Results::default();
         results.add(catalog.objects().iter().filter_map(|o| match &o.resource {
             Resource::Evaluation(e) => Some(e),
@@ -31,6 +34,7 @@ impl View {
         View {
             catalog,
             results: Arc::new(results),
+            shadowed,
         }
     }
 
@@ -39,13 +43,65 @@ impl View {
         let evaluations = changes
             .iter()
             .any(|(k, _)| k.kind == slipway_crd::Kind::Evaluation);
-        let (catalog, _) = self.catalog.amended(changes);
+        let (catalog, diags) = self.catalog.amended(changes);
+        let shadowed = self.shadowed || shadowing(&diags);
         if evaluations {
-            return View::with(catalog);
+            return View::with(catalog, shadowed);
         }
         View {
             results: self.results.clone(),
             catalog,
+            shadowed,
         }
+    }
+}
+
+/// Whether any object was left out for clashing with another.
+fn shadowing(diags: &[crate::decide::diagnostics::Diagnostic]) -> bool {
+    diags
+        .iter()
+        .any(|d| d.category == crate::decide::diagnostics::Category::Duplicate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::catalog::{SourceFile, load_files};
+
+    fn alias(name: &str, version: &str) -> Object {
+        let yaml = format!(
+            "apiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {{name: {name}}}\nspec: {{model: m, alias: production, version: \"{version}\"}}\n"
+        );
+        let (mut o, d) = load_files(&[SourceFile {
+            path: format!("{name}.yaml"),
+            content: yaml.into_bytes(),
+            id: None,
+            from_api_server: true,
+        }]);
+        assert!(d.is_empty(), "{d:#?}");
+        o.pop().unwrap()
+    }
+
+    /// A view that left an object out as a duplicate says so, so that its owner rebuilds it
+    /// from the stores when the object it clashed with goes away.
+    #[test]
+    fn a_view_that_left_a_duplicate_out_is_marked() {
+        let first = alias("a", "7");
+        let view = View::of(vec![first.clone()]);
+        assert!(!view.shadowed);
+        let twin = alias("b", "8");
+        let view = view.amended(vec![(twin.key.clone(), Some(twin.clone()))]);
+        assert!(view.shadowed);
+        assert!(view.catalog.get(&twin.key).is_none());
+        // Once marked, it stays marked until rebuilt.
+        let view = view.amended(vec![(first.key.clone(), None)]);
+        assert!(view.shadowed);
+        // A rebuild from the objects as they now are holds the twin.
+        assert!(
+            View::of(vec![twin.clone()])
+                .catalog
+                .get(&twin.key)
+                .is_some()
+        );
     }
 }

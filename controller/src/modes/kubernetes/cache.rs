@@ -4,6 +4,7 @@
 //! by applying the changes the watches see (no objects re-serialised and parsed again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,6 +96,9 @@ where
 {
     store: Store<K>,
     changes: broadcast::Sender<Arc<K>>,
+    /// True once the watch has listed, and while it has not failed since it last delivered
+    /// (after an error its store may be behind).
+    current: Arc<AtomicBool>,
 }
 
 impl<K> Watched<K>
@@ -117,10 +121,15 @@ where
         let (reader, writer) = reflector::store();
         let (changes, _) = broadcast::channel(CHANGES);
         let (store, tx) = (reader.clone(), changes.clone());
+        let current = Arc::new(AtomicBool::new(false));
+        let current_now = current.clone();
+        let mut listed = false;
         tokio::spawn(
             reflector::reflector(writer, watcher(api, config).modify(slim::<K>))
                 .backoff(QuickBackoff::default())
                 .for_each(move |event| {
+                    listed |= matches!(event, Ok(watcher::Event::InitDone));
+                    current_now.store(listed && event.is_ok(), Ordering::Relaxed);
                     if let Ok(event) = &event {
                         seen(event, &store);
                         // Nobody listening (no controllers on this replica) is not an error.
@@ -146,7 +155,13 @@ where
         Watched {
             store: reader,
             changes,
+            current,
         }
+    }
+
+    /// Whether the watch has listed and has not failed since it last delivered.
+    pub fn is_current(&self) -> bool {
+        self.current.load(Ordering::Relaxed)
     }
 
     /// The store.
@@ -192,6 +207,13 @@ where
         + Sync
         + 'static,
 {
+    /// The catalog objects of namespace `ns` (those that parse as their type).
+    fn objects(&self, ns: &str, to: fn(K) -> Resource) -> impl Iterator<Item = Object> {
+        self.typed(ns, |k| Some(k.clone()))
+            .into_iter()
+            .filter_map(move |k| Object::from_cluster(to(k)))
+    }
+
     /// The objects of namespace `ns` that parse as their type, each passed to `f`.
     fn typed<T>(&self, ns: &str, mut f: impl FnMut(&K) -> Option<T>) -> Vec<T> {
         self.within(ns)
@@ -302,6 +324,9 @@ where
             _ => None,
         };
         let mut p = lock(&pending);
+        if p.rebuild.contains(&ns) {
+            return;
+        }
         let list = p.changes.entry(ns.clone()).or_default();
         list.push((key, object));
         if list.len() > PENDING {
@@ -393,6 +418,18 @@ impl Cache {
             pending,
             built,
         })
+    }
+
+    /// Whether every watch admission reads from has listed and is delivering (see
+    /// [`Watched::is_current`]).
+    pub fn is_current(&self) -> bool {
+        self.models.is_current()
+            && self.versions.is_current()
+            && self.aliases.is_current()
+            && self.evaluations.is_current()
+            && self.deployments.is_current()
+            && self.policies.is_current()
+            && self.approvals.is_current()
     }
 
     /// Waits until every watch has listed once.
@@ -498,36 +535,13 @@ impl Cache {
 
     /// The namespace's objects of the catalog kinds, from the stores.
     fn objects(&self, ns: &str) -> Vec<Object> {
-        fn of<K: Clone>(w: Vec<K>, to: fn(K) -> Resource) -> impl Iterator<Item = Object> {
-            w.into_iter()
-                .filter_map(move |k| Object::from_cluster(to(k)))
-        }
-        let mut objects = Vec::new();
-        objects.extend(of(
-            self.models.typed(ns, |k| Some(k.clone())),
-            Resource::RegisteredModel,
-        ));
-        objects.extend(of(
-            self.versions.typed(ns, |k| Some(k.clone())),
-            Resource::ModelVersion,
-        ));
-        objects.extend(of(
-            self.aliases.typed(ns, |k| Some(k.clone())),
-            Resource::ModelAlias,
-        ));
-        objects.extend(of(
-            self.evaluations.typed(ns, |k| Some(k.clone())),
-            Resource::Evaluation,
-        ));
-        objects.extend(of(
-            self.deployments.typed(ns, |k| Some(k.clone())),
-            Resource::ModelDeployment,
-        ));
-        objects.extend(of(
-            self.policies.typed(ns, |k| Some(k.clone())),
-            Resource::PromotionPolicy,
-        ));
-        objects
+        (self.models.objects(ns, Resource::RegisteredModel))
+            .chain(self.versions.objects(ns, Resource::ModelVersion))
+            .chain(self.aliases.objects(ns, Resource::ModelAlias))
+            .chain(self.evaluations.objects(ns, Resource::Evaluation))
+            .chain(self.deployments.objects(ns, Resource::ModelDeployment))
+            .chain(self.policies.objects(ns, Resource::PromotionPolicy))
+            .collect()
     }
 
     /// The namespace's catalog and results as the watches have them now: the last view with the
@@ -550,7 +564,9 @@ impl Cache {
         };
         let view = match built.get(ns) {
             Some(v) if !rebuild && changes.is_empty() => return v.clone(),
-            Some(v) if !rebuild => Arc::new(v.amended(changes)),
+            // A view that refused a duplicate rebuilds on its next change: removing the object
+            // that the duplicate clashed with must bring the duplicate in.
+            Some(v) if !rebuild && !v.shadowed => Arc::new(v.amended(changes)),
             _ => Arc::new(View::of(self.objects(ns))),
         };
         built.insert(ns.to_string(), view.clone());

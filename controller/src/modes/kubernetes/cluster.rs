@@ -4,6 +4,7 @@
 
 use kube::Client;
 use kube::api::{Api, ListParams};
+use kube::core::DeserializeGuard;
 use slipway_crd::{
     Approval, Evaluation, ModelAlias, ModelDeployment, ModelVersion, PromotionPolicy,
     RegisteredModel,
@@ -23,6 +24,8 @@ impl ClusterReader {
         ClusterReader { client }
     }
 
+    /// The objects of a kind in `ns` that parse as their type (one that does not is left out, as
+    /// the watches leave it out, rather than failing the whole list).
     async fn list<K>(&self, ns: &str) -> Result<Vec<K>, kube::Error>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -30,8 +33,14 @@ impl ClusterReader {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
-        Ok(api.list(&ListParams::default()).await?.items)
+        let api: Api<DeserializeGuard<K>> = Api::namespaced(self.client.clone(), ns);
+        Ok(api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|o| o.0.ok())
+            .collect())
     }
 
     /// The namespace's models, versions, aliases, evaluations, deployments and policies as a

@@ -88,21 +88,16 @@ fn no_request() -> axum::Json<Review> {
     )
 }
 
-/// How long a request waits for the watches' first listing before reading the namespace itself.
-const FIRST_LIST: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The verdict on `req`, from the watched objects. A refusal or a warning is checked once more
-/// against the namespace as the API server has it now (the watch may be a few milliseconds
-/// behind a change the client just made), and a namespace outside the watched one is read
-/// directly.
+/// The verdict on `req`. Most requests are decided from the watched objects; these are read
+/// from the API server at the moment of the request instead: alias changes (what production
+/// serves: a watch a few milliseconds behind must not miss a new rejection, a deleted approval
+/// or a new policy), any request while a watch is not current (still listing, or failing), a
+/// namespace outside the watched one, and — checked once more — a refusal or a warning (the
+/// watch may be behind the change the client just made).
 async fn decide(hook: &Webhook, req: &Request) -> Result<Verdict, kube::Error> {
     let now = chrono::Utc::now();
     let watched = hook.watched.as_deref().is_none_or(|ns| ns == req.namespace);
-    if watched
-        && tokio::time::timeout(FIRST_LIST, hook.cache.ready())
-            .await
-            .is_ok()
-    {
+    if watched && req.kind != "ModelAlias" && hook.cache.is_current() {
         let view = hook.cache.view(&req.namespace);
         let approvals = hook.cache.approvals_in(&req.namespace);
         let cluster = Cluster {
