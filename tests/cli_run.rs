@@ -1139,6 +1139,38 @@ fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
     let d: serde_json::Value = serde_json::from_str(&deployments).unwrap();
     assert_eq!(d[0]["status"]["phase"], "Healthy");
     assert_eq!(d[0]["status"]["servingVersion"], "7");
+    // The status is the CRD's type (as in Kubernetes mode: Ready and the rollout history), the
+    // model and the router's address come from git mode's record beside it.
+    let ready = &d[0]["status"]["conditions"][0];
+    assert_eq!(
+        (&ready["type"], &ready["status"]),
+        (&"Ready".into(), &"True".into()),
+        "{d}"
+    );
+    assert!(
+        d[0]["status"]["history"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty()),
+        "{d}"
+    );
+    assert!(d[0]["status"].get("address").is_none(), "{d}");
+    assert_eq!(d[0]["model"], "pitch-frames");
+    assert!(
+        d[0]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{d}"
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let status = slipway(&["status", "--state", &url], &work);
+    assert!(
+        status.stdout.contains(&format!(
+            "Healthy  serving 7  traffic {{7: 100%}}  at http://{}",
+            d[0]["address"].as_str().unwrap()
+        )),
+        "{}",
+        status.stdout
+    );
     let (_, models) = get(port, "/api/v1/models");
     let m: serde_json::Value = serde_json::from_str(&models).unwrap();
     assert_eq!(m[0]["name"], "pitch-frames");

@@ -94,23 +94,13 @@ impl StateRef {
         }
     }
 
-    fn deployments(&self) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
+    /// Deployment rows as the read API gives them (`crate::modes::git::deployment_rows`).
+    fn deployments(&self) -> anyhow::Result<Vec<serde_json::Value>> {
         match self {
-            StateRef::Dir(store) => Ok(store.statuses("ModelDeployment")?),
+            StateRef::Dir(store) => Ok(crate::modes::git::deployment_rows(store)?),
             StateRef::Url(base) => {
                 let rows = Self::get(&format!("{base}/api/v1/deployments"))?;
-                Ok(rows
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|r| {
-                        (
-                            r["namespace"].as_str().unwrap_or_default().to_string(),
-                            r["name"].as_str().unwrap_or_default().to_string(),
-                            r["status"].clone(),
-                        )
-                    })
-                    .collect())
+                Ok(rows.as_array().cloned().unwrap_or_default())
             }
         }
     }
@@ -240,7 +230,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
     let deployments = store.deployments()?;
     if !deployments.is_empty() {
         out.push_str("deployments\n");
-        for (ns, name, st) in deployments {
+        for row in deployments {
+            let st = &row["status"];
+            let ns = row["namespace"].as_str().unwrap_or_default();
+            let name = row["name"].as_str().unwrap_or_default();
             let traffic: Vec<String> = st["traffic"]
                 .as_object()
                 .map(|t| t.iter().map(|(v, w)| format!("{v}: {w}%")).collect())
@@ -251,14 +244,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
                 st["servingVersion"].as_str().unwrap_or("-"),
                 traffic.join(", ")
             ));
-            if let Some(addr) = st["address"].as_str() {
+            if let Some(addr) = row["address"].as_str() {
                 out.push_str(&format!("  at http://{addr}"));
             }
-            if let Some(endpoint) = st["endpoint"].as_str() {
+            if let Some(endpoint) = st["endpoint"]["name"].as_str() {
                 out.push_str(&format!(
                     "  sagemaker endpoint {endpoint} ({}, config {})",
-                    st["endpointStatus"].as_str().unwrap_or("unknown"),
-                    st["endpointConfig"].as_str().unwrap_or("-")
+                    st["endpoint"]["status"].as_str().unwrap_or("unknown"),
+                    st["endpoint"]["config"].as_str().unwrap_or("-")
                 ));
             }
             let rejected: Vec<&str> = st["rejectedVersions"]

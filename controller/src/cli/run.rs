@@ -294,7 +294,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         ) || store
             .statuses("ModelDeployment")?
             .iter()
-            .any(|(_, _, s)| s["sagemaker"].is_object());
+            .any(|(_, _, s)| s["endpoint"].is_object());
         if has_sagemaker {
             #[cfg(feature = "sagemaker")]
             {

@@ -541,6 +541,7 @@ pub fn analyze(spec: Option<&Analysis>, window: &Window) -> Verdict {
 }
 
 pub mod sagemaker;
+pub mod status;
 
 #[cfg(test)]
 mod tests;

@@ -121,6 +121,23 @@ pub struct EvaluationRecord {
     pub status: slipway_crd::EvaluationStatus,
 }
 
+/// Git mode's record of one `ModelDeployment` beyond its status: the rollout state a pass resumes
+/// from, the model it serves (kept after the object is removed, for history and clean-up) and
+/// the address the local router serves it at. (Stored in the `rollouts` table; records written
+/// before the model and address were kept read with them empty.)
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// The rollout state.
+    #[serde(flatten)]
+    pub state: RolloutState,
+    /// The model.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+    /// Where the local router serves it (`HOST:PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
 /// One write of a decision; [`Store::apply`] makes a list of them atomic.
 #[derive(Clone, Debug)]
 pub enum Write {
@@ -135,14 +152,14 @@ pub enum Write {
         /// Status JSON.
         status: serde_json::Value,
     },
-    /// Replace a deployment's rollout state.
+    /// Replace a deployment's record (rollout state, model, address).
     Rollout {
         /// Namespace.
         namespace: String,
         /// Deployment name.
         name: String,
-        /// State.
-        state: RolloutState,
+        /// The record.
+        record: DeploymentRecord,
     },
     /// Insert or replace an evaluation record.
     Evaluation(EvaluationRecord),
@@ -277,12 +294,12 @@ impl Store {
                 Write::Rollout {
                     namespace,
                     name,
-                    state,
+                    record,
                 } => {
                     tx.execute(
                         "INSERT INTO rollouts (namespace, name, state) VALUES (?1, ?2, ?3)
                          ON CONFLICT (namespace, name) DO UPDATE SET state = excluded.state",
-                        params![namespace, name, serde_json::to_string(state)?],
+                        params![namespace, name, serde_json::to_string(record)?],
                     )?;
                 }
                 Write::ForgetDeployment { namespace, name } => {
@@ -372,8 +389,28 @@ impl Store {
         Ok(out)
     }
 
-    /// A deployment's rollout state (default when it never rolled out).
-    pub fn rollout(&self, namespace: &str, name: &str) -> Result<RolloutState, StoreError> {
+    /// Every deployment's record, by namespace and name.
+    pub fn rollouts(&self) -> Result<Vec<(String, String, DeploymentRecord)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT namespace, name, state FROM rollouts ORDER BY namespace, name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (ns, name, text) = row?;
+            out.push((ns, name, serde_json::from_str(&text)?));
+        }
+        Ok(out)
+    }
+
+    /// A deployment's record (default when it never rolled out).
+    pub fn rollout(&self, namespace: &str, name: &str) -> Result<DeploymentRecord, StoreError> {
         let text: Option<String> = self
             .conn()
             .query_row(

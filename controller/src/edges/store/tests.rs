@@ -60,7 +60,11 @@ fn every_write_survives_a_reopen() {
                 Write::Rollout {
                     namespace: "default".into(),
                     name: "api".into(),
-                    state: rollout.clone(),
+                    record: DeploymentRecord {
+                        state: rollout.clone(),
+                        model: "m".into(),
+                        address: Some("127.0.0.1:8080".into()),
+                    },
                 },
                 Write::Evaluation(record.clone()),
                 moved(9, "7"),
@@ -73,10 +77,18 @@ fn every_write_survives_a_reopen() {
         store.status("ModelAlias", "default", "a").unwrap().unwrap()["resolvedVersion"],
         "8"
     );
-    assert_eq!(store.rollout("default", "api").unwrap(), rollout);
+    let deployment = store.rollout("default", "api").unwrap();
+    assert_eq!(
+        (
+            deployment.state,
+            deployment.model.as_str(),
+            deployment.address.as_deref()
+        ),
+        (rollout, "m", Some("127.0.0.1:8080"))
+    );
     assert_eq!(
         store.rollout("default", "never").unwrap(),
-        RolloutState::default()
+        DeploymentRecord::default()
     );
     assert_eq!(store.evaluation("sha256:k").unwrap(), Some(record));
     let h = store.history(&HistoryFilter::default()).unwrap();
@@ -146,4 +158,29 @@ fn an_unusable_state_folder_is_a_clear_error() {
             .starts_with("cannot create the state folder"),
         "{err}"
     );
+}
+
+/// A deployment record written before the model and address were kept still reads (its rollout
+/// state intact, the model and address empty).
+#[test]
+fn an_older_rollout_record_reads_with_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // What older versions wrote: the rollout state alone.
+    let old = RolloutState {
+        stable: Some("7".into()),
+        traffic: [("7".to_string(), 100)].into(),
+        ..Default::default()
+    };
+    store
+        .conn()
+        .execute(
+            "INSERT INTO rollouts (namespace, name, state) VALUES ('default', 'api', ?1)",
+            params![serde_json::to_string(&old).unwrap()],
+        )
+        .unwrap();
+    let record = store.rollout("default", "api").unwrap();
+    assert_eq!(record.state.stable.as_deref(), Some("7"));
+    assert_eq!(record.state.traffic.get("7"), Some(&100));
+    assert_eq!((record.model.as_str(), record.address), ("", None));
 }

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use serde_json::json;
-use slipway_crd::model_deployment::DeploymentPhase;
+use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus};
 
 use super::{Error, Outcome, Reconciler};
 use crate::decide::catalog::{Catalog, Resource};
 use crate::decide::rollout::{self, Action, Observation, Verdict};
 use crate::edges::serving::local::{Key, LocalTarget};
-use crate::edges::store::Write;
+use crate::edges::store::{DeploymentRecord, Write};
 
 impl Reconciler<'_> {
     /// One rollout step for every local deployment. Returns when to look again (None: all settled).
@@ -67,7 +67,7 @@ impl Reconciler<'_> {
                 out.deploy_errors.push(e.to_string());
                 continue;
             }
-            let state = self.store.rollout(&ns, &obj.key.name)?;
+            let state = self.store.rollout(&ns, &obj.key.name)?.state;
             // Resume: after a restart, bring back what the persisted state says serves, and route
             // to it once its servers answer their health checks (bounded wait).
             let mut resumed = Vec::new();
@@ -125,18 +125,7 @@ impl Reconciler<'_> {
                 requeue = min(requeue, step.requeue_after);
                 continue;
             }
-            let s = &step.state;
-            let phase = s.phase;
-            let status = json!({
-                "model": d.spec.model,
-                "phase": phase,
-                "servingVersion": s.stable,
-                "targetVersion": s.candidate,
-                "traffic": s.traffic,
-                "currentStep": s.candidate.as_ref().map(|_| s.step),
-                "rejectedVersions": s.rejected,
-                "address": target.address(&key).map(|a| a.to_string()),
-            });
+            let phase = step.state.phase;
             let events: Vec<(rollout::EventKind, String, String)> = step
                 .actions
                 .iter()
@@ -149,8 +138,30 @@ impl Reconciler<'_> {
                     _ => None,
                 })
                 .collect();
+            let previous = self.deployment_status(&ns, &obj.key.name)?;
+            let basis = rollout::status::Basis {
+                previous: &previous,
+                generation: None,
+                now: (self.now)(),
+            };
+            let status = rollout::status::stepped(
+                &step.state,
+                events.iter().map(|(k, v, m)| (k, v.as_str(), m.as_str())),
+                &basis,
+                None,
+            );
+            let address = target.address(&key).map(|a| a.to_string());
             // Persist first: a restart then resumes from the new state and re-applies it.
-            self.record(&ns, &obj.key.name, d, &step.state, status, &events, out)?;
+            self.record(
+                &ns,
+                &obj.key.name,
+                d,
+                &step.state,
+                address,
+                &status,
+                &events,
+                out,
+            )?;
             for a in step.actions {
                 match a {
                     Action::Start(v) => {
@@ -181,6 +192,20 @@ impl Reconciler<'_> {
 }
 
 impl Reconciler<'_> {
+    /// A deployment's status as last recorded (empty when none, or when it was written in an
+    /// older shape that does not read as the CRD's status type).
+    pub(super) fn deployment_status(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<ModelDeploymentStatus, Error> {
+        Ok(self
+            .store
+            .status("ModelDeployment", ns, name)?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default())
+    }
+
     /// Records one rollout step: the state, the deployment's status and a history entry per
     /// event (in one transaction).
     #[allow(clippy::too_many_arguments)]
@@ -190,7 +215,8 @@ impl Reconciler<'_> {
         name: &str,
         d: &slipway_crd::ModelDeployment,
         state: &rollout::RolloutState,
-        status: serde_json::Value,
+        address: Option<String>,
+        status: &ModelDeploymentStatus,
         events: &[(rollout::EventKind, String, String)],
         out: &mut Outcome,
     ) -> Result<(), Error> {
@@ -198,13 +224,17 @@ impl Reconciler<'_> {
             Write::Rollout {
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                state: state.clone(),
+                record: DeploymentRecord {
+                    state: state.clone(),
+                    model: d.spec.model.clone(),
+                    address,
+                },
             },
             Write::Status {
                 kind: "ModelDeployment".into(),
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                status,
+                status: serde_json::to_value(status)?,
             },
         ];
         for (kind, version, message) in events {

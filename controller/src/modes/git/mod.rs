@@ -345,5 +345,29 @@ impl Reconciler<'_> {
     }
 }
 
+/// Every deployment as git mode's read API and `slipway status` show it: namespace, name, the
+/// status (the CRD's `ModelDeploymentStatus`), and from its record the model and the address the
+/// local router serves it at.
+pub fn deployment_rows(store: &Store) -> Result<Vec<Value>, StoreError> {
+    let records: std::collections::HashMap<
+        (String, String),
+        crate::edges::store::DeploymentRecord,
+    > = store
+        .rollouts()?
+        .into_iter()
+        .map(|(ns, name, r)| ((ns, name), r))
+        .collect();
+    Ok(store
+        .statuses("ModelDeployment")?
+        .into_iter()
+        .map(|(ns, name, status)| {
+            let record = records.get(&(ns.clone(), name.clone()));
+            json!({"namespace": ns, "name": name, "status": status,
+                   "model": record.map(|r| r.model.as_str()),
+                   "address": record.and_then(|r| r.address.as_deref())})
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,8 @@ pub fn request_retry(
     version: Option<&str>,
     actor: Option<String>,
 ) -> Result<Vec<String>, RetryError> {
-    let mut state = store.rollout(namespace, name)?;
+    let mut record = store.rollout(namespace, name)?;
+    let state = &record.state;
     let versions: Vec<String> = match version {
         Some(v) => vec![v.to_string()],
         None => state.rejected.iter().cloned().collect(),
@@ -44,13 +45,10 @@ pub fn request_retry(
                 .unwrap_or_default()
         )));
     }
-    let model = store
-        .status("ModelDeployment", namespace, name)?
-        .and_then(|s| s["model"].as_str().map(str::to_string))
-        .unwrap_or_default();
+    let model = record.model.clone();
     let mut writes = Vec::new();
     for v in &versions {
-        state = crate::decide::rollout::retry(&state, v);
+        record.state = crate::decide::rollout::retry(&record.state, v);
         writes.push(Write::History(HistoryEntry {
             id: 0,
             at: Utc::now(),
@@ -72,7 +70,7 @@ pub fn request_retry(
         Write::Rollout {
             namespace: namespace.to_string(),
             name: name.to_string(),
-            state,
+            record,
         },
     );
     store.apply(&writes)?;

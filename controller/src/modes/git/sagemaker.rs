@@ -10,7 +10,9 @@ use super::deploy::min;
 use super::{Error, Outcome, Reconciler};
 use crate::decide::catalog::{Catalog, Resource};
 use crate::decide::rollout::sagemaker::{self as planner, Artifact};
+use crate::decide::rollout::status::{self, Basis, Endpoint};
 use crate::edges::serving::sagemaker::{self as sm, Endpoints, Location, Owner};
+use slipway_crd::model_deployment::ModelDeploymentStatus;
 
 impl Reconciler<'_> {
     /// One step for every SageMaker deployment. Returns when to look again.
@@ -35,36 +37,34 @@ impl Reconciler<'_> {
                 (None, Some(a)) => self.resolved_alias(catalog, &ns, &d.spec.model, a),
                 _ => None,
             };
-            let state = self.store.rollout(&ns, &name)?;
+            let state = self.store.rollout(&ns, &name)?.state;
             let at = Location::of(t);
             let owner = Owner {
                 namespace: ns.clone(),
                 deployment: name.clone(),
                 model: d.spec.model.clone(),
             };
-            let stalled = |why: &str,
-                           healing: Option<&str>,
-                           out: &mut Outcome|
-             -> Result<(), Error> {
-                out.deploy_errors
-                    .push(format!("ModelDeployment/{name}: {why}"));
-                let status = json!({
-                    "model": d.spec.model, "phase": state.phase, "servingVersion": state.stable,
-                    "targetVersion": state.candidate, "traffic": state.traffic,
-                    "rejectedVersions": state.rejected, "endpoint": t.endpoint_name,
-                    "sagemaker": {"endpoint": t.endpoint_name, "region": t.region, "endpointUrl": t.endpoint_url},
-                    "healing": healing,
-                    "conditions": [{"type": "Stalled", "status": "True", "reason": "SageMakerError", "message": why}],
-                });
-                self.record(&ns, &name, d, &state, status, &[], out)
+            let previous = self.deployment_status(&ns, &name)?;
+            let basis = Basis {
+                previous: &previous,
+                generation: None,
+                now: (self.now)(),
             };
+            // Stalled: the state as recorded, the reason in the status and the outcome.
+            let stalled =
+                |why: &str, endpoint: &Endpoint, out: &mut Outcome| -> Result<(), Error> {
+                    out.deploy_errors
+                        .push(format!("ModelDeployment/{name}: {why}"));
+                    let status = status::stalled(&state, why, &basis, Some(endpoint));
+                    self.record(&ns, &name, d, &state, None, &status, &[], out)
+                };
             let artifact = |v: &str| {
                 catalog.version(&ns, &d.spec.model, v).map(|mv| Artifact {
                     uri: mv.spec.artifact.uri.clone(),
                     digest: mv.spec.artifact.digest.clone(),
                 })
             };
-            let (live, mut step) = match sm::next_step(
+            let (live, step) = match sm::next_step(
                 aws,
                 t,
                 &d.spec.strategy,
@@ -76,58 +76,35 @@ impl Reconciler<'_> {
                 Ok(x) => x,
                 Err(e) => {
                     // Tried again at the next pass (`--interval`); `--once` ends with the error.
-                    stalled(&e.to_string(), None, out)?;
+                    let unseen = Endpoint {
+                        target: t,
+                        live: None,
+                        healing: None,
+                        drift: &previous.drift,
+                    };
+                    stalled(&e.to_string(), &unseen, out)?;
                     continue;
                 }
             };
             // A heal SageMaker already refused (the endpoint came back without the config):
             // report it instead of trying again and again.
-            let previous = self.store.status("ModelDeployment", &ns, &name)?;
             let healing_before = previous
+                .endpoint
                 .as_ref()
-                .and_then(|p| p["healing"].as_str().map(str::to_string));
+                .and_then(|e| e.healing_config.clone());
             let planner::Heal {
                 healing: healing_now,
                 refused,
             } = planner::heal(&step.calls, healing_before.as_deref(), live.as_ref());
-            if refused.is_some() {
-                step.calls.clear();
-                step.requeue_after = None;
-            }
-            let s = &step.state;
-            let sync = if step.drift.is_empty() {
-                json!({"type": "OutOfSync", "status": "False", "reason": "InSync",
-                       "message": "the endpoint matches the desired state"})
-            } else {
-                json!({"type": "OutOfSync", "status": "True", "reason": "Drift",
-                       "message": step.drift.join("; ")})
+            // The endpoint as it was before this step's calls.
+            let before = Endpoint {
+                target: t,
+                live: live.as_ref(),
+                healing: healing_before.as_deref(),
+                drift: &step.drift,
             };
-            let status = json!({
-                "model": d.spec.model,
-                "phase": s.phase,
-                "servingVersion": s.stable,
-                "targetVersion": s.candidate,
-                "traffic": s.traffic,
-                "currentStep": s.candidate.as_ref().map(|_| s.step),
-                "rejectedVersions": s.rejected,
-                "endpoint": t.endpoint_name,
-                "sagemaker": {"endpoint": t.endpoint_name, "region": t.region, "endpointUrl": t.endpoint_url},
-                "endpointStatus": live.as_ref().map(|l| l.status.clone()),
-                "endpointConfig": live.as_ref().map(|l| l.config.clone()),
-                "drift": step.drift,
-                "healing": healing_now,
-                "conditions": [sync],
-            });
             if let Some(why) = &refused {
-                out.deploy_errors
-                    .push(format!("ModelDeployment/{name}: {why}"));
-                let mut status = status.clone();
-                status["healing"] = json!(healing_before);
-                status["conditions"] = json!([
-                    {"type": "OutOfSync", "status": "True", "reason": "Drift", "message": step.drift.join("; ")},
-                    {"type": "Stalled", "status": "True", "reason": "SageMakerError", "message": why},
-                ]);
-                self.record(&ns, &name, d, &state, status, &[], out)?;
+                stalled(why, &before, out)?;
                 continue;
             }
             let changed = step.state != state
@@ -154,7 +131,19 @@ impl Reconciler<'_> {
                     self.store
                         .apply(&[crate::edges::store::Write::History(h)])?;
                 }
-                self.record(&ns, &name, d, &step.state, status, &events, out)?;
+                let now = Endpoint {
+                    target: t,
+                    live: live.as_ref(),
+                    healing: healing_now.as_deref(),
+                    drift: &step.drift,
+                };
+                let status = status::stepped(
+                    &step.state,
+                    events.iter().map(|(k, v, m)| (k, v.as_str(), m.as_str())),
+                    &basis,
+                    Some(&now),
+                );
+                self.record(&ns, &name, d, &step.state, None, &status, &events, out)?;
             }
             let mut failed = false;
             for call in &step.calls {
@@ -165,7 +154,7 @@ impl Reconciler<'_> {
                         }
                     }
                     Err(e) => {
-                        stalled(&e.to_string(), None, out)?;
+                        stalled(&e.to_string(), &before, out)?;
                         failed = true;
                         break;
                     }
@@ -188,28 +177,39 @@ impl Reconciler<'_> {
         aws: &mut dyn Endpoints,
         out: &mut Outcome,
     ) -> Result<(), Error> {
+        let models: std::collections::HashMap<(String, String), String> = self
+            .store
+            .rollouts()?
+            .into_iter()
+            .map(|(ns, name, r)| ((ns, name), r.model))
+            .collect();
         for (ns, name, status) in self.store.statuses("ModelDeployment")? {
-            let Some(endpoint) = status["sagemaker"]["endpoint"].as_str() else {
+            let Some(endpoint) = serde_json::from_value::<ModelDeploymentStatus>(status)
+                .ok()
+                .and_then(|s| s.endpoint)
+            else {
                 continue;
             };
             let declared = catalog.objects().iter().any(|o| {
                 o.key.namespace == ns
                     && o.key.name == name
                     && matches!(&o.resource, Resource::ModelDeployment(d)
-                        if d.spec.target.sagemaker.as_ref().is_some_and(|t| t.endpoint_name == endpoint))
+                        if d.spec.target.sagemaker.as_ref().is_some_and(|t| t.endpoint_name == endpoint.name))
             });
             if declared {
                 continue;
             }
             let at = Location {
-                region: status["sagemaker"]["region"].as_str().map(str::to_string),
-                endpoint_url: status["sagemaker"]["endpointUrl"]
-                    .as_str()
-                    .map(str::to_string),
+                region: endpoint.region.clone(),
+                endpoint_url: endpoint.endpoint_url.clone(),
             };
-            match aws.delete(&at, endpoint) {
+            let endpoint = endpoint.name;
+            let model = models
+                .get(&(ns.clone(), name.clone()))
+                .cloned()
+                .unwrap_or_default();
+            match aws.delete(&at, &endpoint) {
                 Ok(deleted) => {
-                    let model = status["model"].as_str().unwrap_or_default().to_string();
                     let mut h = self.history(
                         "EndpointDeleted",
                         &ns,

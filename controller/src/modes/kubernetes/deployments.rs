@@ -13,7 +13,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::{Value, json};
-use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus};
 use slipway_crd::{ModelAlias, ModelDeployment};
 
 use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
@@ -21,7 +20,6 @@ use super::notify;
 use crate::decide::rollout::{self, Action, Observation, RolloutState, Verdict};
 
 use super::context::{Context, Error, MANAGER, apply_status, owner};
-use crate::decide::conditions::condition;
 
 /// The name of the `Deployment` serving `version` for `deployment`.
 pub fn version_deployment_name(deployment: &str, version: &str) -> String {
@@ -187,36 +185,12 @@ pub(super) async fn reconcile_deployment(
             _ => None,
         })
         .collect();
-    let mut history = status.history.clone();
-    rollout::record(&mut history, &s.traffic, events.iter().copied(), Utc::now());
-    let settled = s.candidate.is_none() && s.phase == DeploymentPhase::Healthy;
-    let serving = s.stable.is_some() || s.candidate.is_some();
-    let ready = condition(
-        "Ready",
-        settled && serving,
-        &if serving {
-            format!("{:?}", s.phase)
-        } else {
-            "NothingToServe".to_string()
-        },
-        &match (&s.candidate, &s.stable) {
-            (Some(c), _) => format!(
-                "rolling out {c}: step {} of the strategy, traffic {:?}",
-                s.step, s.traffic
-            ),
-            (None, Some(v)) => format!("{v} serves all traffic"),
-            (None, None) => "nothing to serve yet".into(),
-        },
-        md.metadata.generation,
-        &status.conditions,
-        Utc::now(),
-    );
-    let next = s.to_status(ModelDeploymentStatus {
-        history,
-        conditions: vec![ready],
-        observed_generation: md.metadata.generation,
-        ..Default::default()
-    });
+    let basis = rollout::status::Basis {
+        previous: &status,
+        generation: md.metadata.generation,
+        now: Utc::now(),
+    };
+    let next = rollout::status::stepped(s, events.iter().copied(), &basis, None);
     let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     if step.state != state
         || !step.actions.is_empty()

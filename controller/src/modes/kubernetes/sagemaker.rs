@@ -10,17 +10,16 @@ use chrono::Utc;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use slipway_crd::ModelDeployment;
-use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus, RolloutEvent};
+use slipway_crd::model_deployment::ModelDeploymentStatus;
 
-use super::context::{Context, Error, SageMakerCalls, apply_status, compact, publish};
+use super::context::{Context, Error, SageMakerCalls, apply_status, publish};
 use super::notify;
-use crate::decide::conditions::condition;
 use crate::decide::rollout::RolloutState;
 use crate::decide::rollout::sagemaker::{self as planner, Artifact};
+use crate::decide::rollout::status::{self, Basis, Endpoint};
 use crate::edges::serving::sagemaker::{Endpoints, Location, Owner};
-use slipway_crd::common::Condition;
 
 /// Finalizer on `ModelDeployment`s with a sagemaker target.
 pub const FINALIZER: &str = "slipway.dev/sagemaker-endpoint";
@@ -38,29 +37,12 @@ async fn blocking<T: Send + 'static>(
     .expect("the SageMaker call thread panicked")
 }
 
-/// What the status records besides the rollout state.
-struct Extra {
-    history: Vec<RolloutEvent>,
-    endpoint: Value,
-    drift: Vec<String>,
-    conditions: Vec<Condition>,
-}
-
 async fn write(
     api: &Api<ModelDeployment>,
     md: &ModelDeployment,
-    s: &RolloutState,
-    extra: Extra,
+    status: &ModelDeploymentStatus,
 ) -> Result<(), Error> {
-    let status = s.to_status(ModelDeploymentStatus {
-        history: extra.history,
-        endpoint: serde_json::from_value(compact(extra.endpoint))?,
-        drift: extra.drift,
-        conditions: extra.conditions,
-        observed_generation: md.metadata.generation,
-        ..Default::default()
-    });
-    apply_status(api, &md.name_any(), &status).await?;
+    apply_status(api, &md.name_any(), status).await?;
     Ok(())
 }
 
@@ -81,39 +63,23 @@ pub async fn reconcile(
     let generation = md.metadata.generation;
     let finalizers = md.finalizers().to_vec();
     let at = Location::of(&t);
-    let endpoint_json = |live: Option<&planner::Live>, healing: Option<&String>| {
-        json!({"name": t.endpoint_name, "status": live.map(|l| l.status.clone()),
-               "config": live.map(|l| l.config.clone()), "healingConfig": healing,
-               "region": t.region, "endpointUrl": t.endpoint_url})
+    let basis = Basis {
+        previous: &status,
+        generation,
+        now: Utc::now(),
     };
-    let now = Utc::now();
-    let cond = |type_: &str, ok: bool, reason: &str, message: &str| {
-        condition(
-            type_,
-            ok,
-            reason,
-            message,
-            generation,
-            &status.conditions,
-            now,
-        )
-    };
-    let stalled_conditions = |why: &str| {
-        vec![
-            cond("Ready", false, "Stalled", why),
-            cond("Stalled", true, "SageMakerError", why),
-        ]
+    // The endpoint as observed: no live description (not read yet, or not there).
+    let unseen = |drift| Endpoint {
+        target: &t,
+        live: None,
+        healing: None,
+        drift,
     };
 
     let Some(aws) = ctx.sagemaker.clone() else {
         let why = "this slipway was built without the `sagemaker` feature";
-        let extra = Extra {
-            history: status.history.clone(),
-            endpoint: endpoint_json(None, None),
-            drift: Vec::new(),
-            conditions: stalled_conditions(why),
-        };
-        write(&api, md, &state, extra).await?;
+        let next = status::stalled(&state, why, &basis, Some(&unseen(&[])));
+        write(&api, md, &next).await?;
         return Ok(Requeue::await_change());
     };
 
@@ -187,13 +153,8 @@ pub async fn reconcile(
         Ok(x) => x,
         Err(e) => {
             let why = e.to_string();
-            let extra = Extra {
-                history: status.history.clone(),
-                endpoint: endpoint_json(None, None),
-                drift: status.drift.clone(),
-                conditions: stalled_conditions(&why),
-            };
-            write(&api, md, &state, extra).await?;
+            let next = status::stalled(&state, &why, &basis, Some(&unseen(&status.drift)));
+            write(&api, md, &next).await?;
             publish(&ctx, md, true, "SageMakerError", why).await;
             return Ok(Requeue::requeue(Duration::from_secs(30)));
         }
@@ -207,74 +168,45 @@ pub async fn reconcile(
         healing: healing_now,
         refused,
     } = planner::heal(&step.calls, healing_before.as_deref(), live.as_ref());
+    // The endpoint as it was before this step's calls.
+    let before = Endpoint {
+        target: &t,
+        live: live.as_ref(),
+        healing: healing_before.as_deref(),
+        drift: &step.drift,
+    };
     if let Some(why) = refused {
-        let extra = Extra {
-            history: status.history.clone(),
-            endpoint: endpoint_json(live.as_ref(), healing_before.as_ref()),
-            drift: step.drift.clone(),
-            conditions: stalled_conditions(&why),
-        };
-        write(&api, md, &state, extra).await?;
+        let next = status::stalled(&state, &why, &basis, Some(&before));
+        write(&api, md, &next).await?;
         return Ok(Requeue::requeue(crate::decide::limits::RESYNC));
     }
 
-    let s = step.state.clone();
-    let mut history = status.history.clone();
-    crate::decide::rollout::record(
-        &mut history,
-        &s.traffic,
+    let now = Endpoint {
+        target: &t,
+        live: live.as_ref(),
+        healing: healing_now.as_deref(),
+        drift: &step.drift,
+    };
+    let next = status::stepped(
+        &step.state,
         step.events
             .iter()
             .map(|(kind, version, message)| (kind, version.as_str(), message.as_str())),
-        Utc::now(),
+        &basis,
+        Some(&now),
     );
-    let settled = s.candidate.is_none() && s.phase == DeploymentPhase::Healthy;
-    let serving = s.stable.is_some() || s.candidate.is_some();
-    let ready = cond(
-        "Ready",
-        settled && serving && step.drift.is_empty(),
-        &if serving {
-            format!("{:?}", s.phase)
-        } else {
-            "NothingToServe".to_string()
-        },
-        &match (&s.candidate, &s.stable) {
-            (Some(c), _) => format!("rolling out {c} on endpoint {}", t.endpoint_name),
-            (None, Some(v)) => format!("endpoint {} serves {v}", t.endpoint_name),
-            (None, None) => "nothing to serve yet".into(),
-        },
-    );
-    let sync = if step.drift.is_empty() {
-        cond(
-            "OutOfSync",
-            false,
-            "InSync",
-            "the endpoint matches the desired state",
-        )
-    } else {
-        cond("OutOfSync", true, "Drift", &step.drift.join("; "))
-    };
-    let stalled = cond("Stalled", false, "Progressing", "SageMaker calls succeed");
     let drift_changed = step.drift != status.drift;
-    let endpoint_now = endpoint_json(live.as_ref(), healing_now.as_ref());
-    let endpoint_before = serde_json::to_value(&status.endpoint).unwrap_or(Value::Null);
     if step.state != state
         || !step.calls.is_empty()
         || drift_changed
-        || compact(endpoint_now.clone()) != compact(endpoint_before)
+        || next.endpoint != status.endpoint
         || status.observed_generation != generation
         || status
             .conditions
             .iter()
             .any(|c| c.type_ == "Stalled" && c.status == "True")
     {
-        let extra = Extra {
-            history: history.clone(),
-            endpoint: endpoint_now,
-            drift: step.drift.clone(),
-            conditions: vec![ready, sync, stalled],
-        };
-        write(&api, md, &step.state, extra).await?;
+        write(&api, md, &next).await?;
     }
     if drift_changed && !step.drift.is_empty() {
         let note = format!(
@@ -328,13 +260,8 @@ pub async fn reconcile(
                 publish(&ctx, md, true, "SageMakerError", why.clone()).await;
                 // The calls did not happen: the state goes back to before this step, so the
                 // next reconcile decides again (as in git mode).
-                let extra = Extra {
-                    history,
-                    endpoint: endpoint_json(live.as_ref(), healing_before.as_ref()),
-                    drift: step.drift.clone(),
-                    conditions: stalled_conditions(&why),
-                };
-                write(&api, md, &state, extra).await?;
+                let next = status::stalled(&state, &why, &basis, Some(&before));
+                write(&api, md, &next).await?;
                 return Ok(Requeue::requeue(Duration::from_secs(30)));
             }
         }

@@ -211,6 +211,9 @@ async fn statuses(State(s): State<S>, Path(kind): Path<String>) -> Response {
         } else {
             Default::default()
         };
+    if kind == "ModelDeployment" {
+        return json_or_500(super::deployment_rows(&s.store));
+    }
     json_or_500(s.store.statuses(kind).map(|rows| {
         rows.into_iter()
             .map(|(ns, name, status)| {

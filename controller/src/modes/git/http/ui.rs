@@ -26,12 +26,13 @@ fn render(ctx: Value) -> Response {
 }
 
 fn deployments(s: &S, model: Option<&str>) -> Vec<Value> {
-    s.store
-        .statuses("ModelDeployment")
+    crate::modes::git::deployment_rows(&s.store)
         .unwrap_or_default()
         .into_iter()
-        .filter(|(_, _, st)| model.is_none_or(|m| st["model"] == m))
-        .map(|(ns, name, st)| {
+        .filter(|row| model.is_none_or(|m| row["model"] == m))
+        .map(|row| {
+            let (ns, name, st) = (&row["namespace"], &row["name"], &row["status"]);
+            let (ns, name) = (ns.as_str().unwrap_or_default(), name.as_str().unwrap_or_default());
             let traffic: Vec<Value> = st["traffic"]
                 .as_object()
                 .map(|t| t.iter().map(|(v, w)| json!({"version": v, "weight": w})).collect())
