@@ -1,7 +1,8 @@
 //! Parity: one table of lifecycle scenarios, run against both homes — git mode (`slipway run` on a
 //! registry folder, SQLite) and Kubernetes mode (`slipway controller` on a real kube-apiserver) —
 //! asserting the same decisions and status fields, step by step, and then that the two
-//! transcripts are equal. A scenario that passes in one home and fails in the other is a bug.
+//! transcripts are equal (evaluations, versions, aliases, and a deployment's canary rollout,
+//! with the test playing the kubelet in the cluster). A scenario that passes in one home and fails in the other is a bug.
 //!
 //! The evaluations use the `webhook` runner in both homes: the test is the external system. It
 //! reads each dispatch from a real HTTP receiver and posts results to the home's results API.
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
 use support::http::{Receiver, post_json, request};
+use support::kubelet::Kubelet;
 use support::{eventually, free_port};
 
 const DIGEST: &str = "sha256:00000000000000000000000000000000000000000000000000000000000000";
@@ -96,8 +98,34 @@ trait Home {
     fn version(&self, name: &str) -> Option<Value>;
     /// The alias decisions recorded (`AliasMoved` / `PromotionBlocked`) for an alias.
     fn alias_events(&self, name: &str) -> Vec<String>;
+    /// A `ModelDeployment` of `pitch-frames`' production alias on this home's target (git mode:
+    /// local processes; Kubernetes mode: Deployments, with the test playing the kubelet), rolled
+    /// out by the same Canary strategy.
+    fn deployment(&self) -> String;
+    /// A deployment's status.
+    fn deployment_status(&self, name: &str) -> Option<Value>;
     /// What the home's log says, for failure messages.
     fn log(&self) -> String;
+}
+
+/// The strategy both homes roll out with.
+const CANARY: &str = "strategy: {type: Canary, steps: [{weight: 25, pause: 1s}, {weight: 50, pause: 1s}], autoRollback: true}";
+
+/// A deployment's status without its times: phase, versions, traffic, the rollout history
+/// (event, traffic after it, message) and `Ready`.
+fn deployment_facts(d: &Value) -> Value {
+    let history: Vec<Value> = d["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| json!([h["event"], h["traffic"], h["message"]]))
+        .collect();
+    json!({
+        "phase": d["phase"], "servingVersion": d["servingVersion"], "targetVersion": d["targetVersion"],
+        "traffic": d["traffic"], "rejectedVersions": d["rejectedVersions"], "history": history,
+        "ready": d["conditions"][0]["status"], "reason": d["conditions"][0]["reason"],
+        "message": d["conditions"][0]["message"],
+    })
 }
 
 /// What the scenario saw, to compare between homes.
@@ -312,6 +340,54 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         "{who}: {a}"
     );
     t.insert("4 alias".into(), alias_facts(&a));
+
+    // 5. A deployment follows production (= 9): the first version goes live at once; then
+    //    version 10 (9's artifact again: its evaluation is reused) is promoted and rolled out
+    //    by the canary steps, 25% → 50% → 100%, each held for its pause.
+    home.apply("deployment.yaml", &home.deployment());
+    let d = wait_for(
+        home,
+        "deployment pitch-frames-api",
+        || home.deployment_status("pitch-frames-api"),
+        "servingVersion",
+        "9",
+    );
+    assert_eq!(d["traffic"], json!({"9": 100}), "{who}: {d}");
+    home.apply("v10.yaml", &version("pitch-frames", "10", "08"));
+    home.apply("alias.yaml", &alias("pitch-frames", "10"));
+    wait_resolved(home, "pitch-frames-production", "10");
+    let canary = wait_for(
+        home,
+        "deployment pitch-frames-api",
+        || home.deployment_status("pitch-frames-api"),
+        "targetVersion",
+        "10",
+    );
+    assert_eq!(canary["phase"], "Progressing", "{who}: {canary}");
+    let d = wait_for(
+        home,
+        "deployment pitch-frames-api",
+        || {
+            home.deployment_status("pitch-frames-api")
+                .filter(|d| d["targetVersion"].is_null())
+        },
+        "servingVersion",
+        "10",
+    );
+    assert_eq!(d["traffic"], json!({"10": 100}), "{who}: {d}");
+    assert_eq!(d["phase"], "Healthy", "{who}: {d}");
+    let steps: Vec<&Value> = d["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| &h["traffic"])
+        .collect();
+    assert!(
+        steps.contains(&&json!({"9": 75, "10": 25}))
+            && steps.contains(&&json!({"9": 50, "10": 50})),
+        "{who}: the canary skipped a step: {d}"
+    );
+    t.insert("5 deployment".into(), deployment_facts(&d));
     t
 }
 
@@ -404,6 +480,25 @@ impl Home for GitHome {
             .collect()
     }
 
+    fn deployment(&self) -> String {
+        // A server that answers every request (health included) with 200.
+        let server = self.dir.path().join("serve.py");
+        std::fs::write(
+            &server,
+            "import http.server, os\n\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200)\n        self.end_headers()\n        self.wfile.write(b'ok')\n    def log_message(self, *a):\n        pass\n\nhttp.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n",
+        )
+        .unwrap();
+        format!(
+            "apiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: pitch-frames-api}}\nspec:\n  model: pitch-frames\n  alias: production\n  target: {{local: {{command: [python3, {:?}], port: {}, healthPath: /healthz}}}}\n  {CANARY}\n",
+            server.display().to_string(),
+            free_port()
+        )
+    }
+
+    fn deployment_status(&self, name: &str) -> Option<Value> {
+        self.status("deployments", name)
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default()
     }
@@ -414,6 +509,7 @@ struct ClusterHome {
     api: ApiServer,
     child: Child,
     log: PathBuf,
+    _kubelet: Kubelet,
 }
 
 impl ClusterHome {
@@ -431,7 +527,13 @@ impl ClusterHome {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        ClusterHome { api, child, log }
+        let kubelet = Kubelet::start(&api.kubeconfig, "default");
+        ClusterHome {
+            api,
+            child,
+            log,
+            _kubelet: kubelet,
+        }
     }
 
     fn status(&self, kind: &str, name: &str) -> Option<Value> {
@@ -485,6 +587,16 @@ impl Home for ClusterHome {
             .flatten()
             .filter_map(|e| e["reason"].as_str().map(str::to_string))
             .collect()
+    }
+
+    fn deployment(&self) -> String {
+        format!(
+            "apiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: pitch-frames-api}}\nspec:\n  model: pitch-frames\n  alias: production\n  target: {{kubernetes: {{image: \"registry.example/pitch-frames-server:1.4\", replicas: 4, port: 8080}}}}\n  {CANARY}\n"
+        )
+    }
+
+    fn deployment_status(&self, name: &str) -> Option<Value> {
+        self.status("mdeploy", name)
     }
 
     fn log(&self) -> String {
