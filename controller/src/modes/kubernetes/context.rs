@@ -63,6 +63,24 @@ pub enum Error {
     /// A results token could not be generated.
     #[error("cannot generate a results token: {0}")]
     Token(std::io::Error),
+    /// SageMaker refused or failed a call (the reason says which and what to do).
+    #[error("SageMaker: {0}")]
+    SageMaker(String),
+    /// kube-runtime's finalizer helper could not work on the object.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    /// The reconciler's own error as it was; the finalizer's patches as API errors.
+    fn from(e: kube::runtime::finalizer::Error<Error>) -> Error {
+        use kube::runtime::finalizer::Error as F;
+        match e {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+            F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube(e),
+            other => Error::Finalizer(other.to_string()),
+        }
+    }
 }
 
 /// Writes an object's whole status by server-side apply, from the typed status struct (fields
@@ -96,6 +114,8 @@ impl Error {
             Error::Kube(_) => "api-unreachable",
             Error::Json(_) => "encoding",
             Error::Token(_) => "token",
+            Error::SageMaker(_) => "sagemaker",
+            Error::Finalizer(_) => "finalizer",
         }
     }
 
@@ -103,7 +123,7 @@ impl Error {
     pub fn retry(&self) -> Retry {
         match self.category() {
             "conflict" => Retry::Conflict,
-            "forbidden" | "api-refused" | "encoding" => Retry::Stalled,
+            "forbidden" | "api-refused" | "encoding" | "finalizer" => Retry::Stalled,
             _ => Retry::Transient,
         }
     }

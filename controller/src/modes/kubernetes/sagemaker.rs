@@ -1,16 +1,16 @@
 //! The `sagemaker` target in Kubernetes mode: the same planner as git mode
 //! ([`crate::decide::rollout::sagemaker::decide`]) with its state in the `ModelDeployment`'s
-//! status, the AWS calls on a blocking thread, and a finalizer so that deleting the
-//! `ModelDeployment` deletes the endpoint and every config and Model Slipway made for it.
+//! status, the AWS calls on a blocking thread, and a finalizer (kube-runtime's) so that deleting
+//! the `ModelDeployment` deletes the endpoint and every config and Model Slipway made for it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
-use kube::{Resource, ResourceExt};
-use serde_json::json;
+use kube::runtime::finalizer::{self, finalizer};
 use slipway_crd::ModelDeployment;
 use slipway_crd::model_deployment::ModelDeploymentStatus;
 
@@ -52,16 +52,88 @@ pub async fn reconcile(
     ctx: Arc<Context>,
     desired: Option<String>,
 ) -> Result<Requeue, Error> {
+    let Some(t) = md.spec.target.sagemaker.as_ref() else {
+        return Ok(Requeue::await_change());
+    };
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(aws) = ctx.sagemaker.clone() else {
+        let status = md.status.clone().unwrap_or_default();
+        let basis = Basis {
+            previous: &status,
+            generation: md.metadata.generation,
+            now: Utc::now(),
+        };
+        let why = "this slipway was built without the `sagemaker` feature";
+        let unseen = Endpoint {
+            target: t,
+            live: None,
+            healing: None,
+            drift: &[],
+        };
+        let state = RolloutState::from_status(&status);
+        let next = status::stalled(&state, why, &basis, Some(&unseen));
+        write(&api, md, &next).await?;
+        return Ok(Requeue::await_change());
+    };
+    // kube-runtime's finalizer: added before the first step; on deletion the endpoint goes
+    // first, then the finalizer.
+    finalizer(&api, FINALIZER, Arc::new(md.clone()), |event| async {
+        match event {
+            finalizer::Event::Apply(md) => step(&md, &ctx, &aws, desired).await,
+            finalizer::Event::Cleanup(md) => cleanup(&md, &ctx, &aws).await,
+        }
+    })
+    .await
+    .map_err(Error::from)
+}
+
+/// Deletes what Slipway made on SageMaker for a deleted `ModelDeployment` (the endpoint, its
+/// configs and Models); an error keeps the finalizer, so the deletion is tried again.
+async fn cleanup(
+    md: &ModelDeployment,
+    ctx: &Arc<Context>,
+    aws: &SageMakerCalls,
+) -> Result<Requeue, Error> {
+    let Some(t) = md.spec.target.sagemaker.as_ref() else {
+        return Ok(Requeue::await_change());
+    };
+    let (endpoint, at) = (t.endpoint_name.clone(), Location::of(t));
+    match blocking(aws, move |a| a.delete(&at, &endpoint)).await {
+        Ok(deleted) => {
+            let note = if deleted.is_empty() {
+                format!("endpoint {} was already gone", t.endpoint_name)
+            } else {
+                format!("deleted {}", deleted.join(", "))
+            };
+            publish(ctx, md, false, "EndpointDeleted", note).await;
+            Ok(Requeue::await_change())
+        }
+        Err(e) => {
+            let why = format!("cannot delete endpoint {}: {e}; retrying", t.endpoint_name);
+            publish(ctx, md, true, "EndpointNotDeleted", why.clone()).await;
+            Err(Error::SageMaker(why))
+        }
+    }
+}
+
+/// One step of a `ModelDeployment` with a sagemaker target that carries the finalizer.
+async fn step(
+    md: &ModelDeployment,
+    ctx: &Arc<Context>,
+    aws: &SageMakerCalls,
+    desired: Option<String>,
+) -> Result<Requeue, Error> {
     let Some(t) = md.spec.target.sagemaker.clone() else {
         return Ok(Requeue::await_change());
     };
+    let (ctx, aws) = (ctx.clone(), aws.clone());
     let ns = md.namespace().unwrap_or_else(|| "default".into());
     let name = md.name_any();
     let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     let status = md.status.clone().unwrap_or_default();
     let state = RolloutState::from_status(&status);
     let generation = md.metadata.generation;
-    let finalizers = md.finalizers().to_vec();
     let at = Location::of(&t);
     let basis = Basis {
         previous: &status,
@@ -75,58 +147,6 @@ pub async fn reconcile(
         healing: None,
         drift,
     };
-
-    let Some(aws) = ctx.sagemaker.clone() else {
-        let why = "this slipway was built without the `sagemaker` feature";
-        let next = status::stalled(&state, why, &basis, Some(&unseen(&[])));
-        write(&api, md, &next).await?;
-        return Ok(Requeue::await_change());
-    };
-
-    // Deleted: delete what Slipway made on SageMaker, then let the object go.
-    if md.meta().deletion_timestamp.is_some() {
-        if finalizers.iter().any(|f| f == FINALIZER) {
-            let endpoint = t.endpoint_name.clone();
-            let where_ = at.clone();
-            match blocking(&aws, move |a| a.delete(&where_, &endpoint)).await {
-                Ok(deleted) => {
-                    let note = if deleted.is_empty() {
-                        format!("endpoint {} was already gone", t.endpoint_name)
-                    } else {
-                        format!("deleted {}", deleted.join(", "))
-                    };
-                    publish(&ctx, md, false, "EndpointDeleted", note).await;
-                    let rest: Vec<&String> =
-                        finalizers.iter().filter(|f| *f != FINALIZER).collect();
-                    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": md.resource_version()}});
-                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await?;
-                }
-                Err(e) => {
-                    publish(
-                        &ctx,
-                        md,
-                        true,
-                        "EndpointNotDeleted",
-                        format!("cannot delete endpoint {}: {e}; retrying", t.endpoint_name),
-                    )
-                    .await;
-                    return Ok(Requeue::requeue(Duration::from_secs(30)));
-                }
-            }
-        }
-        return Ok(Requeue::await_change());
-    }
-    if !finalizers.iter().any(|f| f == FINALIZER) {
-        let mut all = finalizers.clone();
-        all.push(FINALIZER.to_string());
-        let patch =
-            json!({"metadata": {"finalizers": all, "resourceVersion": md.resource_version()}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        // The change wakes this reconcile again, now with the finalizer.
-        return Ok(Requeue::await_change());
-    }
 
     // The decision needs the live endpoint (a blocking AWS call): made on the calls' thread.
     let (cache, model, ns_for) = (ctx.cache.clone(), md.spec.model.clone(), ns.clone());
