@@ -135,7 +135,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let mut r = shared.ready.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut r);
     };
-    let live = super::progress::Progress::new(std::io::stderr().is_terminal());
+    let live = Arc::new(super::progress::Progress::new(
+        std::io::stderr().is_terminal(),
+    ));
     let progress = |line: &str| live.step(line);
     let source_arg = args.path.display().to_string();
     // How the source is named in logs, status and history: never with a token in it.
@@ -160,7 +162,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut target: Option<LocalTarget> = None;
     #[cfg(feature = "sagemaker")]
     let mut sagemaker: Option<crate::edges::serving::sagemaker::aws::SageMaker> = None;
-    let notifier = crate::edges::notify::Notifier::default();
+    // Notifications go out from a thread of their own: a slow receiver delays no pass.
+    let courier = {
+        let live = live.clone();
+        crate::edges::notify::courier::Courier::start(
+            store.clone(),
+            crate::edges::notify::Notifier::default(),
+            Arc::new(move |line: &str| live.step(line)),
+        )
+    };
     let workers = args.parallel_evaluations.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
@@ -250,6 +260,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             sleep_unless(&stop, interval);
             continue;
         }
+        let catalog = Arc::new(catalog);
         let now = chrono::Utc::now;
         let reconciler = Reconciler {
             store: &store,
@@ -325,9 +336,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     .into(),
             );
         }
-        let entries =
-            crate::edges::notify::deliver_pending(&store, &catalog, &notifier, &progress)?;
+        // What the last rounds delivered, counted; this pass's history handed to the courier.
+        let (entries, errors) = courier.take();
         shared.metrics.observe(&entries);
+        for e in errors {
+            live.say(&format!("error: notifications: {e}"));
+        }
+        courier.wake(catalog.clone());
         shared.metrics.reconciles.inc();
         let mut json = catalog_json(&catalog);
         json["evaluations"] = serde_json::to_value(reconciler.evaluations(&catalog)?)?;
@@ -358,6 +373,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 continue;
             }
             let outcome = total;
+            // `--once` ends with every notification of the run delivered (or failed).
+            courier.flush();
+            let (entries, _) = courier.take();
+            shared.metrics.observe(&entries);
             live.finish();
             print_out(&summary(&outcome, &revision, &args.state))?;
             return Ok(if outcome.deploy_errors.is_empty() {

@@ -4,6 +4,8 @@
 //! backoff. Secrets (the Slack URL, header values) come from environment variables or files
 //! and never appear in history, logs or errors.
 
+pub mod courier;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
