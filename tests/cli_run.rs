@@ -1534,10 +1534,52 @@ fn evaluation_phase(port: u16, name: &str) -> Option<String> {
         .and_then(|r| r["status"]["phase"].as_str().map(str::to_string))
 }
 
+/// A model whose webhook runner and notification channel point at a server that accepts
+/// connections and never answers (each request waits out its 10 s timeout, with retries).
+fn add_hanging_model(work: &Path) -> std::net::TcpListener {
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hang.local_addr().unwrap().port();
+    let docs = format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: hanging-model}}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner: {{webhook: {{url: "http://127.0.0.1:{port}/dispatch"}}}}
+      dataset: {{uri: "file://data/holdout.csv"}}
+      gates:
+        - {{metric: f1, op: ">=", value: 0.5}}
+      timeout: 10m
+  notifications:
+    - name: hanging
+      events: [VersionRegistered]
+      webhook: {{url: "http://127.0.0.1:{port}/notify"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {{name: hanging-model-1}}
+spec: {{model: hanging-model, version: "1", artifact: {{uri: "file://models/hanging-1", digest: "sha256:6161616161616161616161616161616161616161616161616161616161616161"}}}}
+"#
+    );
+    std::fs::write(work.join("registry/hanging.yaml"), docs).unwrap();
+    hang
+}
+
 #[test]
 fn a_long_evaluation_elsewhere_holds_up_no_promotion_and_no_canary() {
     let (_dir, work) = quickstart();
     let gate = add_gated_model(&work);
+    // And requests that hang: an evaluation's dispatch and a notification, both off the pass.
+    let hang = add_hanging_model(&work);
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = held.clone();
+    std::thread::spawn(move || {
+        for conn in hang.incoming().flatten() {
+            holder.lock().unwrap().push(conn);
+        }
+    });
     let (mut child, port) = serve(&work, &["--parallel-evaluations", "3"]);
     // Production is promoted to 7 and rolled out while slow-model's evaluation runs on.
     eventually(Duration::from_secs(90), || {
@@ -1567,6 +1609,17 @@ fn a_long_evaluation_elsewhere_holds_up_no_promotion_and_no_canary() {
         evaluation_phase(port, "slow-model-1-holdout").as_deref(),
         Some("Running"),
         "the canary finished while the other model's evaluation was still running"
+    );
+    // The hanging dispatch and notification were sent and are still waiting for an answer.
+    assert!(held.lock().unwrap().len() >= 2, "both requests were made");
+    assert_eq!(
+        evaluation_phase(port, "hanging-model-1-holdout").as_deref(),
+        Some("Running")
+    );
+    let (_, history) = get(port, "/api/v1/history");
+    assert!(
+        !history.contains("Notification/hanging"),
+        "the hanging notification has not given up yet: {history}"
     );
     // The evaluation finishes when its job does, and is recorded at once.
     std::fs::write(&gate, "").unwrap();

@@ -176,6 +176,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         usize::from,
     );
     let pool = EvaluationPool::new(workers);
+    // Metrics count what happens from now on: the history after its last entry at start.
+    let mut observed = store
+        .history(&crate::edges::store::HistoryFilter::default())?
+        .last()
+        .map_or(0, |h| h.id);
     // `--once`: what the passes so far did, and whether a pass after the pool went idle ran.
     let mut so_far: Option<crate::modes::git::Outcome> = None;
     let mut settled_pass = false;
@@ -336,10 +341,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     .into(),
             );
         }
-        // What the last rounds delivered, counted; this pass's history handed to the courier.
-        let (entries, errors) = courier.take();
-        shared.metrics.observe(&entries);
-        for e in errors {
+        // The history since the last pass, counted (deliveries included, as the courier records
+        // them); this pass's history handed to the courier.
+        observed = observe(&store, &shared.metrics, observed)?;
+        for e in courier.take() {
             live.say(&format!("error: notifications: {e}"));
         }
         courier.wake(catalog.clone());
@@ -375,8 +380,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             let outcome = total;
             // `--once` ends with every notification of the run delivered (or failed).
             courier.flush();
-            let (entries, _) = courier.take();
-            shared.metrics.observe(&entries);
             live.finish();
             print_out(&summary(&outcome, &revision, &args.state))?;
             return Ok(if outcome.deploy_errors.is_empty() {
@@ -397,6 +400,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             requeue.map_or(interval, |r| r.min(interval)),
         );
     }
+}
+
+/// Counts the history entries after `after` in the metrics; returns the last one's id.
+fn observe(
+    store: &Store,
+    metrics: &crate::modes::git::http::Metrics,
+    after: i64,
+) -> anyhow::Result<i64> {
+    let entries = store.history(&crate::edges::store::HistoryFilter {
+        after_id: Some(after),
+        ..Default::default()
+    })?;
+    metrics.observe(&entries);
+    Ok(entries.last().map_or(after, |h| h.id))
 }
 
 /// The objects the web UI shows, as JSON.

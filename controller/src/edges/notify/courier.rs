@@ -6,7 +6,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::decide::catalog::Catalog;
-use crate::edges::store::{HistoryEntry, Store};
+use crate::edges::store::Store;
 
 #[derive(Default)]
 struct State {
@@ -15,8 +15,6 @@ struct State {
     /// Passes that asked, and how many of those asks a delivery round has covered.
     asked: u64,
     covered: u64,
-    /// What was delivered (or failed) since the last [`Courier::take`].
-    delivered: Vec<HistoryEntry>,
     /// Errors of the store since the last [`Courier::take`].
     errors: Vec<String>,
     stopping: bool,
@@ -30,7 +28,6 @@ struct Shared {
 /// The delivery thread.
 pub struct Courier {
     shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
@@ -49,7 +46,7 @@ impl Courier {
             changed: Condvar::new(),
         });
         let s = shared.clone();
-        let thread = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             loop {
                 let (catalog, asked) = {
                     let mut st = lock(&s);
@@ -66,18 +63,14 @@ impl Courier {
                     None => Ok(Vec::new()),
                 };
                 let mut st = lock(&s);
-                match outcome {
-                    Ok(mut entries) => st.delivered.append(&mut entries),
-                    Err(e) => st.errors.push(e.to_string()),
+                if let Err(e) = outcome {
+                    st.errors.push(e.to_string());
                 }
                 st.covered = asked;
                 s.changed.notify_all();
             }
         });
-        Courier {
-            shared,
-            thread: Some(thread),
-        }
+        Courier { shared }
     }
 
     /// Asks for a delivery round with this pass's catalog; returns at once.
@@ -100,31 +93,27 @@ impl Courier {
         }
     }
 
-    /// The history entries delivery rounds went through since the last call, and the store
-    /// errors they met.
-    pub fn take(&self) -> (Vec<HistoryEntry>, Vec<String>) {
-        let mut st = lock(&self.shared);
-        (
-            std::mem::take(&mut st.delivered),
-            std::mem::take(&mut st.errors),
-        )
+    /// The store errors delivery rounds met since the last call (deliveries themselves are in
+    /// the history: `NotificationDelivered` / `NotificationFailed`).
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.shared).errors)
     }
 }
 
 impl Drop for Courier {
+    /// Tells the thread to stop once idle, without waiting: a stopping process does not wait out
+    /// a hanging receiver. What was not delivered is still after the cursor, so the next start
+    /// sends it (at least once).
     fn drop(&mut self) {
         lock(&self.shared).stopping = true;
         self.shared.changed.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edges::store::Write;
+    use crate::edges::store::{HistoryEntry, Write};
 
     /// A round runs off the caller's thread: `wake` returns while the receiver is still being
     /// waited on, `flush` returns once the round is done, and what was delivered is handed over.
@@ -179,9 +168,15 @@ mod tests {
         courier.wake(catalog);
         assert!(started.elapsed() < std::time::Duration::from_millis(500));
         courier.flush();
-        let (entries, errors) = courier.take();
+        let errors = courier.take();
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(entries.len(), 1);
+        let delivered = store
+            .history(&crate::edges::store::HistoryFilter::default())
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.event == "NotificationDelivered")
+            .count();
+        assert_eq!(delivered, 1);
         let lines = said.lock().unwrap().clone();
         assert!(
             lines.iter().any(|l| l.contains("AliasMoved sent to team")),

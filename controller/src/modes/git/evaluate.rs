@@ -22,11 +22,19 @@ pub struct Run {
     outcome: Result<RunResults, String>,
 }
 
-/// The pool evaluation attempts run in (`slipway run --parallel-evaluations`).
-pub type EvaluationPool = crate::edges::runners::pool::Pool<Vec<Run>>;
+/// What a background job of the evaluations did.
+pub enum Work {
+    /// A local attempt: its runs.
+    Runs(Vec<Run>),
+    /// The request that starts an external (webhook) attempt.
+    Dispatch(crate::edges::notify::Delivery),
+}
+
+/// The pool evaluation attempts and dispatches run in (`slipway run --parallel-evaluations`).
+pub type EvaluationPool = crate::edges::runners::pool::Pool<Work>;
 
 /// The pool's key of one attempt.
-fn pool_key(task: &Task, key: &str, attempt: u32) -> String {
+pub(super) fn pool_key(task: &Task, key: &str, attempt: u32) -> String {
     format!("{}/{}/{key}/{attempt}", task.namespace, task.name)
 }
 
@@ -271,7 +279,7 @@ impl Reconciler<'_> {
                     let job = self.local_job(task)?;
                     match self.pool {
                         Some(pool) => {
-                            pool.submit(&pool_key(task, key, attempt), job);
+                            pool.submit(&pool_key(task, key, attempt), move || Work::Runs(job()));
                             return Ok(None);
                         }
                         None => self.settle(task, &running, job())?,
@@ -283,9 +291,9 @@ impl Reconciler<'_> {
                     match self.pool {
                         Some(pool) if pool.busy_with(&id) => return Ok(None),
                         Some(pool) => match pool.take(&id) {
-                            Some(runs) => self.settle(task, &running, runs)?,
+                            Some(Work::Runs(runs)) => self.settle(task, &running, runs)?,
                             // Not this process's: the one running it stopped.
-                            None => {
+                            Some(Work::Dispatch(_)) | None => {
                                 next = lifecycle::interrupted(attempt);
                                 continue;
                             }

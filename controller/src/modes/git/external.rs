@@ -6,13 +6,14 @@ use serde_json::json;
 use slipway_crd::EvaluationStatus;
 use slipway_crd::evaluation::EvaluationPhase;
 
+use super::evaluate::Work;
 use super::{Error, Reconciler};
 use crate::decide::evaluation::tasks::Task;
 use crate::decide::evaluation::{
     lifecycle,
     results::{self, RunResults},
 };
-use crate::edges::notify::{Notifier, secret};
+use crate::edges::notify::{Delivery, Notifier, secret};
 use crate::edges::runners::webhook::dispatch_message;
 use crate::edges::store::Write;
 
@@ -41,6 +42,34 @@ impl Reconciler<'_> {
             .cloned();
         let now = (self.now)();
         if dispatched && let Some(running) = running.clone().filter(|r| !lifecycle::retry_due(r)) {
+            // The request that starts the attempt goes out in the background.
+            if dispatch
+                .as_ref()
+                .is_some_and(|d| d["delivery"] == "pending")
+            {
+                let id = super::evaluate::pool_key(task, key, running.attempts);
+                if self.pool.is_some_and(|p| p.busy_with(&id)) {
+                    return Ok(None);
+                }
+                let delivery = match self.pool.and_then(|p| p.take(&id)) {
+                    Some(Work::Dispatch(d)) => d,
+                    // Not this process's: the one sending it stopped.
+                    _ => Delivery {
+                        delivered: false,
+                        attempts: 0,
+                        status: None,
+                        error: Some("the process sending the request stopped".into()),
+                    },
+                };
+                if !delivery.delivered {
+                    let why = format!(
+                        "could not start the external job: {}",
+                        delivery.error.unwrap_or_default()
+                    );
+                    return self.failed_attempt(task, &running, &why);
+                }
+                self.sent(task, dispatch.clone().unwrap_or_default())?;
+            }
             let candidate = self.stored_run(key)?.map(|(r, _)| r);
             let baseline = match &base_key {
                 Some(k) => self.stored_run(k)?.map(|(r, _)| Some(r)),
@@ -104,25 +133,19 @@ impl Reconciler<'_> {
             Ok(m) => m,
             Err(why) => return Ok(Some(lifecycle::failed(&running, 0, &why, now))),
         };
-        let delivery = Notifier::default().deliver(&message);
-        if !delivery.delivered {
-            let why = format!(
-                "could not start the external job: {}",
-                delivery.error.unwrap_or_default()
-            );
-            return self.failed_attempt(task, &running, &why);
-        }
-        (self.progress)(&format!("{}: {what}", task.name));
+        // Recorded before the request goes out (delivery pending): the results API knows the
+        // token even if the results come back at once, and a restart finds the attempt.
+        let record = json!({
+            "tokenHash": crate::edges::http::token::hash(&token), "candidateKey": key, "baselineKey": base_key,
+            "model": task.model, "suite": task.suite, "version": task.version,
+            "baselineVersion": running.baseline_version, "delivery": "pending", "what": what,
+        });
         self.store.apply(&[
             Write::Status {
                 kind: DISPATCH.into(),
                 namespace: task.namespace.clone(),
                 name: task.name.clone(),
-                status: json!({
-                    "tokenHash": crate::edges::http::token::hash(&token), "candidateKey": key, "baselineKey": base_key,
-                    "model": task.model, "suite": task.suite, "version": task.version,
-                    "baselineVersion": running.baseline_version,
-                }),
+                status: record.clone(),
             },
             Write::Status {
                 kind: "Evaluation".into(),
@@ -131,7 +154,42 @@ impl Reconciler<'_> {
                 status: serde_json::to_value(&running)?,
             },
         ])?;
-        Ok(None)
+        let send = move || Notifier::default().deliver(&message);
+        match self.pool {
+            // The next passes take the outcome; nothing waits for a slow runner.
+            Some(pool) => {
+                let id = super::evaluate::pool_key(task, key, number);
+                pool.submit(&id, move || Work::Dispatch(send()));
+                Ok(None)
+            }
+            None => {
+                let delivery = send();
+                if !delivery.delivered {
+                    let why = format!(
+                        "could not start the external job: {}",
+                        delivery.error.unwrap_or_default()
+                    );
+                    return self.failed_attempt(task, &running, &why);
+                }
+                self.sent(task, record)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Marks an attempt's request as delivered.
+    fn sent(&self, task: &Task, mut record: serde_json::Value) -> Result<(), Error> {
+        if let Some(what) = record["what"].as_str() {
+            (self.progress)(&format!("{}: {what}", task.name));
+        }
+        record["delivery"] = "sent".into();
+        self.store.apply(&[Write::Status {
+            kind: DISPATCH.into(),
+            namespace: task.namespace.clone(),
+            name: task.name.clone(),
+            status: record,
+        }])?;
+        Ok(())
     }
 
     /// Records a failed external attempt: the retry waits for the next pass; the last attempt's
