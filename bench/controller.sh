@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 out=$root/.bench/controller
 rm -rf "$out" && mkdir -p "$out"
-cargo build -q --release -p slipway --no-default-features --bin slipway --example bench_controller --example bench_admission
+[ -n "${SKIP_BUILD:-}" ] || cargo build -q --release -p slipway --no-default-features --bin slipway --example bench_controller --example bench_admission
 
 source bench/apiserver.sh
 "$root/target/release/examples/bench_controller" "$root/target/release/slipway" | tee "$out/results.txt"

@@ -6,7 +6,7 @@
 //! `KUBECONFIG=… cargo run --release --example bench_controller -- SLIPWAY_BINARY` (see
 //! `bench/controller.sh`, which starts etcd and kube-apiserver for it).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -227,6 +227,22 @@ async fn converged(client: &kube::Client) -> (usize, usize, usize, usize) {
     (ready, resolved, deps, svcs)
 }
 
+/// User + system CPU seconds a process has used (`/proc/PID/stat`, clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn rss_kb(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -237,6 +253,65 @@ fn rss_kb(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The API server's request counts by (verb, resource/subresource), from its `/metrics`.
+async fn requests(client: &kube::Client) -> BTreeMap<(String, String), f64> {
+    let req = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .unwrap();
+    let text = client.request_text(req).await.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\"")[..])
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let group = label("group");
+        if group != "slipway.dev"
+            && group != "apps"
+            && label("resource") != "services"
+            && group != "events.k8s.io"
+        {
+            continue;
+        }
+        let Some(n) = line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()) else {
+            continue;
+        };
+        let sub = label("subresource");
+        let what = if sub.is_empty() {
+            label("resource")
+        } else {
+            format!("{}/{sub}", label("resource"))
+        };
+        *out.entry((label("verb"), what)).or_insert(0.0) += n;
+    }
+    out
+}
+
+/// What `after` counted more than `before`, largest first.
+fn difference(
+    before: &BTreeMap<(String, String), f64>,
+    after: &BTreeMap<(String, String), f64>,
+) -> Vec<(String, f64)> {
+    let mut d: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| {
+            (
+                format!("{} {}", k.0, k.1),
+                v - before.get(k).copied().unwrap_or(0.0),
+            )
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    d.sort_by(|a, b| b.1.total_cmp(&a.1));
+    d
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -264,7 +339,9 @@ async fn main() {
         t_create.as_secs_f64(),
         t_create_b.as_secs_f64()
     );
+    let before_peer = requests(&client).await;
     let (writes, t_baseline) = baseline_writes(&client).await;
+    let after_peer = requests(&client).await;
     println!(
         "API server alone: the controller's {writes} writes, {CONCURRENCY} at a time: {:.2} s",
         t_baseline.as_secs_f64()
@@ -307,6 +384,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let t_converge = started.elapsed();
+    let after_converge = requests(&client).await;
+    let cpu = cpu_seconds(child.id());
     let (rss, hwm) = rss_kb(child.id());
     println!(
         "slipway controller converged {} versions, {} aliases, {} deployments: {:.2} s ({:.2}× the API server alone)",
@@ -320,6 +399,23 @@ async fn main() {
         "resident memory after converging: {} MB (peak {} MB)",
         rss / 1024,
         hwm / 1024
+    );
+    let show = |d: Vec<(String, f64)>| {
+        let total: f64 = d.iter().map(|(_, n)| n).sum();
+        let top: Vec<String> = d.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        format!("{total} ({})", top.join(", "))
+    };
+    println!(
+        "controller CPU time while converging (user + system): {cpu:.2} s of {:.2} s on 2 cores",
+        t_converge.as_secs_f64()
+    );
+    println!(
+        "API requests of the peer: {}",
+        show(difference(&before_peer, &after_peer))
+    );
+    println!(
+        "API requests while converging (controller and this poller): {}",
+        show(difference(&after_peer, &after_converge))
     );
 
     // Promotion latency: move one alias at a time and time the first rollout write.

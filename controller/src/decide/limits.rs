@@ -42,3 +42,7 @@ pub const ROLLOUT_HISTORY: usize = 50;
 /// versions) holds every request and response in memory together and queues them at the API
 /// server anyway; the API server's own clients work best at about this many in flight.
 pub const RECONCILES_IN_FLIGHT: u16 = 16;
+
+/// How long a `RegisteredModel`'s status waits for more changes of its versions and aliases
+/// before it is written (its summary changes with every one of them).
+pub const MODEL_DEBOUNCE: Duration = Duration::from_millis(500);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::Resource as _;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
@@ -255,6 +256,8 @@ pub struct Cache {
     pub approvals: Watched<Guarded<Approval>>,
     /// The per-version `Deployment`s Slipway manages.
     pub workloads: Watched<Deployment>,
+    /// The `Service`s Slipway manages (one per `ModelDeployment` with a kubernetes target).
+    pub services: Watched<Service>,
     pending: Arc<Mutex<Pending>>,
     built: Arc<Mutex<HashMap<String, Arc<View>>>>,
 }
@@ -415,6 +418,11 @@ impl Cache {
                 all().labels(DEPLOYMENT_LABEL),
                 |_, _| {},
             ),
+            services: Watched::start(
+                scoped(client, namespace),
+                all().labels(DEPLOYMENT_LABEL),
+                |_, _| {},
+            ),
             pending,
             built,
         })
@@ -442,6 +450,7 @@ impl Cache {
         let _ = self.policies.store.wait_until_ready().await;
         let _ = self.approvals.store.wait_until_ready().await;
         let _ = self.workloads.store.wait_until_ready().await;
+        let _ = self.services.store.wait_until_ready().await;
     }
 
     /// The Deployments of a `ModelDeployment`, by the version they serve.
@@ -455,6 +464,14 @@ impl Cache {
                     .flatten()
             })
             .collect()
+    }
+
+    /// The `Service` of `ModelDeployment` `name` in `ns`, from the watch.
+    pub fn service(&self, ns: &str, name: &str) -> Option<Service> {
+        self.services
+            .within(ns)
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .map(|s| (*s).clone())
     }
 
     /// The `ModelAlias` for `alias` of `model` in `ns`, from the watch.

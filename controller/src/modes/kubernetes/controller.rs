@@ -2,7 +2,8 @@
 //! reconciler in a file of its own ([`super::aliases`], [`super::approvals`], [`super::models`],
 //! [`super::deployments`], [`super::evaluations`], [`super::sagemaker`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use kube::api::Api;
@@ -19,7 +20,7 @@ use super::cache::{Cache, Guarded};
 use super::context::{Context, MANAGER, error_policy, failure_key};
 use super::deployments::reconcile_deployment;
 use super::models::{model_of, reconcile_model};
-use crate::decide::limits::RECONCILES_IN_FLIGHT;
+use crate::decide::limits::{MODEL_DEBOUNCE, RECONCILES_IN_FLIGHT};
 
 /// Counts each reconcile result of one controller; a success ends its object's run of failures.
 fn counted<K, A, E>(
@@ -133,6 +134,7 @@ pub async fn run(
     let deployment_controller =
         Controller::for_shared_stream(cache.deployments.changes(), cache.deployments.store())
             .owns_shared_stream(cache.workloads.changes())
+            .owns_shared_stream(cache.services.changes())
             .watches_shared_stream(
                 cache.aliases.changes(),
                 move |alias: Arc<Guarded<ModelAlias>>| {
@@ -189,13 +191,27 @@ pub async fn run(
             .for_each(|_| async {});
     let model_controller =
         Controller::for_shared_stream(cache.models.changes(), cache.models.store())
-            .watches_shared_stream(
-                cache.versions.changes(),
-                |v: Arc<Guarded<slipway_crd::ModelVersion>>| match &v.0 {
-                    Ok(v) => model_of(v.namespace(), &v.spec.model),
-                    Err(_) => None,
-                },
-            )
+            .watches_shared_stream(cache.versions.changes(), {
+                // Only a version's creation, spec change or deletion changes its model's
+                // summary — not its status writes (2,000 of them while a namespace converges).
+                let (store, seen) = (cache.versions.store(), Mutex::new(HashMap::new()));
+                move |v: Arc<Guarded<slipway_crd::ModelVersion>>| {
+                    let Ok(version) = &v.0 else { return None };
+                    let uid = version.metadata.uid.clone().unwrap_or_default();
+                    let generation = version.metadata.generation.unwrap_or(0);
+                    let gone = store.get(&ObjectRef::from_obj(&*v)).is_none();
+                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let changed = if gone {
+                        seen.remove(&uid);
+                        true
+                    } else {
+                        seen.insert(uid, generation) != Some(generation)
+                    };
+                    changed
+                        .then(|| model_of(version.namespace(), &version.spec.model))
+                        .flatten()
+                }
+            })
             .watches_shared_stream(
                 cache.aliases.changes(),
                 |a: Arc<Guarded<ModelAlias>>| match &a.0 {
@@ -203,7 +219,9 @@ pub async fn run(
                     Err(_) => None,
                 },
             )
-            .with_config(limited())
+            // A model's status sums up its versions and aliases: a burst of their changes (a
+            // namespace being applied, aliases resolving) is one write, not one each.
+            .with_config(limited().debounce(MODEL_DEBOUNCE))
             .trigger_backoff(super::cache::QuickBackoff::default())
             .graceful_shutdown_on(wait(shutdown_rx.clone()))
             .run(reconcile_model, error_policy, ctx.clone())

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::{Value, json};
-use slipway_crd::{ModelAlias, ModelDeployment};
+use slipway_crd::ModelDeployment;
 
 use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::notify;
@@ -96,24 +96,15 @@ pub(super) fn observe(d: Option<&Deployment>) -> (bool, Verdict) {
     (ready, Verdict::Pass)
 }
 
-/// What a deployment should serve: its pinned version, or what its alias resolves to (read
-/// from the API: the watch that woke the reconcile may be ahead of the cache).
-pub(super) async fn desired_version(
-    ctx: &Context,
-    md: &ModelDeployment,
-) -> Result<Option<String>, Error> {
+/// What a deployment should serve: its pinned version, or what its alias resolves to — from the
+/// shared watch, which has every alias change before the controllers are woken by it.
+pub(super) fn desired_version(ctx: &Context, md: &ModelDeployment) -> Option<String> {
     let ns = md.namespace().unwrap_or_else(|| "default".into());
-    Ok(match (&md.spec.version, &md.spec.alias) {
+    match (&md.spec.version, &md.spec.alias) {
         (Some(v), _) => Some(v.clone()),
-        (None, Some(a)) => match ctx.cache.alias_name(&ns, &md.spec.model, a) {
-            Some(alias_name) => Api::<ModelAlias>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(&alias_name)
-                .await?
-                .and_then(|x| x.status.and_then(|s| s.resolved_version)),
-            None => None,
-        },
+        (None, Some(a)) => ctx.cache.resolved(&ns, &md.spec.model, a),
         _ => None,
-    })
+    }
 }
 
 pub(super) async fn reconcile_deployment(
@@ -128,7 +119,7 @@ pub(super) async fn reconcile_deployment(
         }
     };
     if md.spec.target.sagemaker.is_some() {
-        let desired = desired_version(&ctx, md).await?;
+        let desired = desired_version(&ctx, md);
         return super::sagemaker::reconcile(md, ctx, desired).await;
     }
     let Some(target) = md.spec.target.kubernetes.clone() else {
@@ -138,7 +129,7 @@ pub(super) async fn reconcile_deployment(
     let name = md.name_any();
     let status = md.status.clone().unwrap_or_default();
     let state = RolloutState::from_status(&status);
-    let desired = desired_version(&ctx, md).await?;
+    let desired = desired_version(&ctx, md);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let owned: BTreeMap<String, Deployment> = ctx.cache.deployments_of(&ns, &name);
     let observation = match state.candidate.as_ref().or(desired.as_ref()) {
@@ -291,10 +282,24 @@ pub(super) async fn ensure_service(
     target: &slipway_crd::model_deployment::KubernetesTarget,
 ) -> Result<(), Error> {
     let name = md.name_any();
-    let api: Api<Service> = Api::namespaced(
-        ctx.client.clone(),
-        &md.namespace().unwrap_or_else(|| "default".into()),
-    );
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    // Written once, and again only when it is missing or differs (the watch shows it).
+    if ctx.cache.service(&ns, &name).is_some_and(|s| {
+        let spec = s.spec.unwrap_or_default();
+        spec.selector.unwrap_or_default().get(DEPLOYMENT_LABEL) == Some(&name)
+            && spec.ports.unwrap_or_default().iter().any(|p| {
+                p.port == 80
+                    && p.target_port
+                        == Some(
+                            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
+                                target.port as i32,
+                            ),
+                        )
+            })
+    }) {
+        return Ok(());
+    }
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let service = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "ownerReferences": owner(md),

@@ -78,8 +78,6 @@ fn channel_refs(channels: &[Notification]) -> impl Iterator<Item = &SecretRef> {
     })
 }
 
-/// Sends the notifications `entry` calls for on its model's channels, in the background, once
-/// per object generation; each outcome becomes an event on `object`.
 /// Announces a transition: an event on the object (`note` its text) and the notifications its
 /// model asks for (`entry`, whose event name is also the event's reason).
 pub async fn announce<K: Resource<DynamicType = ()>>(
@@ -93,6 +91,8 @@ pub async fn announce<K: Resource<DynamicType = ()>>(
     notify(ctx, object, entry).await;
 }
 
+/// Sends the notifications `entry` calls for on its model's channels, in the background, once
+/// per object generation; each outcome becomes an event on `object`.
 pub async fn notify<K: Resource<DynamicType = ()>>(
     ctx: &Arc<Context>,
     object: &K,
