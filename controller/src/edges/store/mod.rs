@@ -370,31 +370,29 @@ impl Store {
         &self,
         kind: &str,
     ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
+        self.named_rows(
             "SELECT namespace, name, status FROM status WHERE kind = ?1 ORDER BY namespace, name",
-        )?;
-        let rows = stmt.query_map(params![kind], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (ns, name, text) = row?;
-            out.push((ns, name, serde_json::from_str(&text)?));
-        }
-        Ok(out)
+            params![kind],
+        )
     }
 
     /// Every deployment's record, by namespace and name.
     pub fn rollouts(&self) -> Result<Vec<(String, String, DeploymentRecord)>, StoreError> {
+        self.named_rows(
+            "SELECT namespace, name, state FROM rollouts ORDER BY namespace, name",
+            params![],
+        )
+    }
+
+    /// Rows of (namespace, name, JSON document) from `sql`, the document decoded.
+    fn named_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<(String, String, T)>, StoreError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT namespace, name, state FROM rollouts ORDER BY namespace, name")?;
-        let rows = stmt.query_map([], |r| {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map(args, |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,

@@ -83,6 +83,29 @@ pub fn slim<K: kube::Resource>(o: &mut K) {
     }
 }
 
+/// What a shared watch holds: a typed object kube can list and watch, shared between threads.
+pub trait Watchable:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watchable for K where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A guarded object: the typed object, or why the stored one does not parse as its type.
 pub type Guarded<K> = DeserializeGuard<K>;
 
@@ -104,13 +127,7 @@ where
 
 impl<K> Watched<K>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watchable,
 {
     /// Watches `api` (slimmed, quick backoff), calling `seen` with each event after the store
     /// has it; the task ends with the runtime.
@@ -200,13 +217,7 @@ where
 
 impl<K> Watched<Guarded<K>>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watchable,
 {
     /// The catalog objects of namespace `ns` (those that parse as their type).
     fn objects(&self, ns: &str, to: fn(K) -> Resource) -> impl Iterator<Item = Object> {
