@@ -276,6 +276,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             progress: &progress,
             results_url: results_url.clone(),
             pool: Some(&pool),
+            statuses: Default::default(),
         };
         let seen = pool.finished();
         let mut outcome = reconciler.reconcile(&catalog)?;
@@ -350,7 +351,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         courier.wake(catalog.clone());
         shared.metrics.reconciles.inc();
         let mut json = catalog_json(&catalog);
-        json["evaluations"] = serde_json::to_value(reconciler.evaluations(&catalog)?)?;
+        json["evaluations"] = serde_json::to_value(&*reconciler.evaluations(&catalog)?)?;
         *shared.catalog.lock().unwrap_or_else(|p| p.into_inner()) = json;
         set_ready(&|r| {
             r.revision = Some(revision.clone());

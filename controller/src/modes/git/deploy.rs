@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use serde::Deserialize as _;
 use serde_json::json;
 use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus};
 
@@ -40,7 +41,7 @@ impl Reconciler<'_> {
             h.version = Some(version);
             h.message = message.clone();
             (self.progress)(&message);
-            self.store.apply(&[Write::History(h)])?;
+            self.apply(&[Write::History(h)])?;
         }
         let mut requeue: Option<Duration> = None;
         for obj in catalog.objects() {
@@ -200,9 +201,8 @@ impl Reconciler<'_> {
         name: &str,
     ) -> Result<ModelDeploymentStatus, Error> {
         Ok(self
-            .store
             .status("ModelDeployment", ns, name)?
-            .and_then(|v| serde_json::from_value(v).ok())
+            .and_then(|v| ModelDeploymentStatus::deserialize(&*v).ok())
             .unwrap_or_default())
     }
 
@@ -252,7 +252,7 @@ impl Reconciler<'_> {
             out.rollout_events.push(h.message.clone());
             writes.push(Write::History(h));
         }
-        self.store.apply(&writes)?;
+        self.apply(&writes)?;
         Ok(())
     }
 }

@@ -44,11 +44,7 @@ impl Reconciler<'_> {
         ns: &str,
         name: &str,
     ) -> Result<Option<EvaluationStatus>, StoreError> {
-        Ok(self
-            .store
-            .status("Evaluation", ns, name)?
-            .map(serde_json::from_value)
-            .transpose()?)
+        self.typed_status("Evaluation", ns, name)
     }
 
     /// The results of a finished run with this content address, if any, and the evaluation
@@ -186,7 +182,7 @@ impl Reconciler<'_> {
                         attempts: 1,
                         ..Default::default()
                     };
-                    self.store.apply(&[Write::Evaluation(EvaluationRecord {
+                    self.apply(&[Write::Evaluation(EvaluationRecord {
                         cache_key: run.key,
                         namespace: task.namespace.clone(),
                         name: task.name.clone(),
@@ -238,7 +234,7 @@ impl Reconciler<'_> {
         task: &Task,
         status: &EvaluationStatus,
     ) -> Result<(), Error> {
-        self.store.apply(&[Write::Status {
+        self.apply(&[Write::Status {
             kind: "Evaluation".into(),
             namespace: task.namespace.clone(),
             name: task.name.clone(),
@@ -422,7 +418,7 @@ impl Reconciler<'_> {
             .map(|(c, s)| (c - s).num_milliseconds() as f64 / 1000.0);
         h.data = json!({"metrics": status.metrics, "baselineMetrics": status.baseline_metrics, "report": status.report, "seconds": seconds});
         (self.progress)(&h.message);
-        self.store.apply(&[
+        self.apply(&[
             Write::Status {
                 kind: "Evaluation".into(),
                 namespace: task.namespace.clone(),

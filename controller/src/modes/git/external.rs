@@ -32,7 +32,7 @@ impl Reconciler<'_> {
     ) -> Result<Option<EvaluationStatus>, Error> {
         let attempt = |number: u32| self.attempt(task, key, number);
         let base_key = attempt(0).baseline_key;
-        let dispatch = self.store.status(DISPATCH, &task.namespace, &task.name)?;
+        let dispatch = self.status(DISPATCH, &task.namespace, &task.name)?;
         let dispatched = dispatch
             .as_ref()
             .is_some_and(|d| d["candidateKey"] == key && d["baselineKey"] == json!(base_key));
@@ -68,7 +68,7 @@ impl Reconciler<'_> {
                     );
                     return self.failed_attempt(task, &running, &why);
                 }
-                self.sent(task, dispatch.clone().unwrap_or_default())?;
+                self.sent(task, dispatch.as_deref().cloned().unwrap_or_default())?;
             }
             let candidate = self.stored_run(key)?.map(|(r, _)| r);
             let baseline = match &base_key {
@@ -140,7 +140,7 @@ impl Reconciler<'_> {
             "model": task.model, "suite": task.suite, "version": task.version,
             "baselineVersion": running.baseline_version, "delivery": "pending", "what": what,
         });
-        self.store.apply(&[
+        self.apply(&[
             Write::Status {
                 kind: DISPATCH.into(),
                 namespace: task.namespace.clone(),
@@ -183,7 +183,7 @@ impl Reconciler<'_> {
             (self.progress)(&format!("{}: {what}", task.name));
         }
         record["delivery"] = "sent".into();
-        self.store.apply(&[Write::Status {
+        self.apply(&[Write::Status {
             kind: DISPATCH.into(),
             namespace: task.namespace.clone(),
             name: task.name.clone(),

@@ -12,6 +12,7 @@ pub mod http;
 mod promote;
 pub mod retry;
 mod sagemaker;
+mod statuses;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -114,9 +115,41 @@ pub struct Reconciler<'a> {
     pub results_url: Option<String>,
     /// Where local evaluation attempts run (None: inline, within the pass).
     pub pool: Option<&'a EvaluationPool>,
+    /// The statuses this pass has read (empty at the start of a pass).
+    pub statuses: statuses::PassStatuses,
 }
 
 impl Reconciler<'_> {
+    /// A status as this pass sees it (see [`statuses::PassStatuses`]).
+    fn status(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<std::rc::Rc<Value>>, StoreError> {
+        self.statuses.get(self.store, kind, ns, name)
+    }
+
+    /// A status as this pass sees it, decoded as its type.
+    fn typed_status<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .status(kind, ns, name)?
+            .map(|v| T::deserialize(&*v))
+            .transpose()?)
+    }
+
+    /// Applies writes (atomically) and lets the pass's statuses see them.
+    fn apply(&self, writes: &[Write]) -> Result<Vec<i64>, StoreError> {
+        let ids = self.store.apply(writes)?;
+        self.statuses.wrote(writes);
+        Ok(ids)
+    }
+
     fn history(&self, event: &str, ns: &str, model: &str, subject: String) -> HistoryEntry {
         HistoryEntry {
             id: 0,
@@ -198,10 +231,7 @@ impl Reconciler<'_> {
                 continue;
             }
             let previous: ModelVersionStatus = self
-                .store
-                .status("ModelVersion", ns, &obj.key.name)?
-                .map(serde_json::from_value)
-                .transpose()?
+                .typed_status("ModelVersion", ns, &obj.key.name)?
                 .unwrap_or_default();
             let suites = catalog
                 .model(ns, &v.spec.model)
@@ -217,7 +247,7 @@ impl Reconciler<'_> {
                 (self.now)(),
             );
             if !summary::same(&previous, &next) {
-                self.store.apply(&[Write::Status {
+                self.apply(&[Write::Status {
                     kind: "ModelVersion".into(),
                     namespace: ns.clone(),
                     name: obj.key.name.clone(),
@@ -264,11 +294,7 @@ impl Reconciler<'_> {
                 continue;
             };
             let ns = &obj.key.namespace;
-            if self
-                .store
-                .status("ModelVersion", ns, &obj.key.name)?
-                .is_some()
-            {
+            if self.status("ModelVersion", ns, &obj.key.name)?.is_some() {
                 continue;
             }
             let mut h = self.history(
@@ -282,7 +308,7 @@ impl Reconciler<'_> {
                 "{} version {} registered ({})",
                 v.spec.model, v.spec.version, v.spec.artifact.uri
             );
-            self.store.apply(&[
+            self.apply(&[
                 Write::Status {
                     kind: "ModelVersion".into(),
                     namespace: ns.clone(),
@@ -310,18 +336,26 @@ impl Reconciler<'_> {
         model: &str,
         alias: &str,
     ) -> Option<String> {
-        let obj = catalog.objects().iter().find(|o| {
-            matches!(&o.resource, Resource::ModelAlias(a) if o.key.namespace == ns && a.spec.model == model && a.spec.alias == alias)
-        })?;
-        let status = self.store.status("ModelAlias", ns, &obj.key.name).ok()??;
+        let name = catalog.alias(ns, model, alias)?.metadata.name.as_deref()?;
+        let status = self.status("ModelAlias", ns, name).ok()??;
         status
             .get("resolvedVersion")
             .and_then(Value::as_str)
             .map(str::to_string)
     }
 
-    /// The evaluations of the revision, as documents with the status the store has for them.
-    pub fn evaluations(&self, catalog: &Catalog) -> Result<Vec<Evaluation>, Error> {
+    /// The evaluations of the revision, as documents with the status the store has for them
+    /// (built once per pass until an evaluation or alias status changes).
+    pub fn evaluations(&self, catalog: &Catalog) -> Result<std::rc::Rc<Vec<Evaluation>>, Error> {
+        if let Some(e) = self.statuses.evaluations.borrow().as_ref() {
+            return Ok(e.clone());
+        }
+        let built = std::rc::Rc::new(self.build_evaluations(catalog)?);
+        *self.statuses.evaluations.borrow_mut() = Some(built.clone());
+        Ok(built)
+    }
+
+    fn build_evaluations(&self, catalog: &Catalog) -> Result<Vec<Evaluation>, Error> {
         let resolved =
             |ns: &str, model: &str, alias: &str| self.resolved_alias(catalog, ns, model, alias);
         let mut evaluations = Vec::new();

@@ -34,7 +34,7 @@ impl Reconciler<'_> {
             (self.progress)(&entry.message);
             writes.push(Write::History(entry));
         }
-        self.store.apply(&writes)?;
+        self.apply(&writes)?;
         Ok(())
     }
 
@@ -50,10 +50,7 @@ impl Reconciler<'_> {
             };
             let ns = obj.key.namespace.as_str();
             let status: ModelAliasStatus = self
-                .store
-                .status("ModelAlias", ns, &obj.key.name)?
-                .map(serde_json::from_value)
-                .transpose()?
+                .typed_status("ModelAlias", ns, &obj.key.name)?
                 .unwrap_or_default();
             let resolved = status.resolved_version.clone();
             let to = &a.spec.version;

@@ -128,8 +128,7 @@ impl Reconciler<'_> {
                     );
                     h.message = format!("{name}: {message}");
                     h.data = json!({"drift": step.drift});
-                    self.store
-                        .apply(&[crate::edges::store::Write::History(h)])?;
+                    self.apply(&[crate::edges::store::Write::History(h)])?;
                 }
                 let now = Endpoint {
                     target: t,
@@ -226,7 +225,7 @@ impl Reconciler<'_> {
                     );
                     h.data = json!({"deleted": deleted, "endpoint": endpoint});
                     (self.progress)(&h.message);
-                    self.store.apply(&[
+                    self.apply(&[
                         crate::edges::store::Write::History(h),
                         crate::edges::store::Write::ForgetDeployment {
                             namespace: ns.clone(),

@@ -97,6 +97,7 @@ impl Fixture {
         };
         let r = Reconciler {
             pool: None,
+            statuses: Default::default(),
             store: &self.store,
             root: self.root.path(),
             state_dir: self.state.path(),
