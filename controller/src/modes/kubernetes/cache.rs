@@ -4,65 +4,27 @@
 //! by applying the changes the watches see (no objects re-serialised and parsed again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::Resource as _;
 use kube::api::Api;
-use kube::core::DeserializeGuard;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use slipway_crd::approval::ApprovalDecision;
 use slipway_crd::{
     Approval, Evaluation, Kind, ModelAlias, ModelDeployment, ModelVersion, PromotionPolicy,
     RegisteredModel,
 };
-use tokio::sync::broadcast;
 
+pub use super::watch::{Guarded, QuickBackoff, Watchable, Watched, slim};
 use crate::decide::catalog::{Object, ObjectKey, Resource, View};
 
 /// Label of every object a `ModelDeployment` owns.
 pub const DEPLOYMENT_LABEL: &str = "slipway.dev/deployment";
 /// Label of the version a per-version `Deployment` serves.
 pub const VERSION_LABEL: &str = "slipway.dev/version";
-
-/// Retry delays of watches: 250 ms doubling to at most 5 s, reset by the first success. (The
-/// default grows to 30 s, which turns a few seconds of API-server restart into half a minute of
-/// blindness.)
-#[derive(Clone, Debug)]
-pub struct QuickBackoff {
-    next: Duration,
-}
-
-impl QuickBackoff {
-    const MIN: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(5);
-}
-
-impl Default for QuickBackoff {
-    fn default() -> Self {
-        QuickBackoff { next: Self::MIN }
-    }
-}
-
-impl Iterator for QuickBackoff {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        Some(d)
-    }
-}
-
-impl kube::runtime::utils::Backoff for QuickBackoff {
-    fn reset(&mut self) {
-        self.next = Self::MIN;
-    }
-}
 
 /// Which changes of a kind make catalogs stale.
 #[derive(Clone, Copy, Debug)]
@@ -71,167 +33,6 @@ enum Invalidates {
     OnSpec,
     /// Every change (evaluation results live in status).
     Always,
-}
-
-/// Drops from a watched object what no decision reads and what often outweighs the rest:
-/// `managedFields` and kubectl's last-applied copy of the object.
-pub fn slim<K: kube::Resource>(o: &mut K) {
-    let meta = o.meta_mut();
-    meta.managed_fields = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-/// What a shared watch holds: a typed object kube can list and watch, shared between threads.
-pub trait Watchable:
-    kube::Resource<DynamicType = ()>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<K> Watchable for K where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-/// A guarded object: the typed object, or why the stored one does not parse as its type.
-pub type Guarded<K> = DeserializeGuard<K>;
-
-/// How many changes a controller may fall behind before it is handed every object again.
-const CHANGES: usize = 1024;
-
-/// One watched kind, shared by every controller, the admission webhook and the catalogs: its
-/// store, and the stream of its changes for controllers to react to.
-pub struct Watched<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    store: Store<K>,
-    changes: broadcast::Sender<Arc<K>>,
-    /// True once the watch has listed, and while it has not failed since it last delivered
-    /// (after an error its store may be behind).
-    current: Arc<AtomicBool>,
-}
-
-impl<K> Watched<K>
-where
-    K: Watchable,
-{
-    /// Watches `api` (slimmed, quick backoff), calling `seen` with each event after the store
-    /// has it; the task ends with the runtime.
-    fn start(
-        api: Api<K>,
-        config: watcher::Config,
-        mut seen: impl FnMut(&watcher::Event<K>, &Store<K>) + Send + 'static,
-    ) -> Watched<K> {
-        let (reader, writer) = reflector::store();
-        let (changes, _) = broadcast::channel(CHANGES);
-        let (store, tx) = (reader.clone(), changes.clone());
-        let current = Arc::new(AtomicBool::new(false));
-        let current_now = current.clone();
-        let mut listed = false;
-        tokio::spawn(
-            reflector::reflector(writer, watcher(api, config).modify(slim::<K>))
-                .backoff(QuickBackoff::default())
-                .for_each(move |event| {
-                    listed |= matches!(event, Ok(watcher::Event::InitDone));
-                    current_now.store(listed && event.is_ok(), Ordering::Relaxed);
-                    if let Ok(event) = &event {
-                        seen(event, &store);
-                        // Nobody listening (no controllers on this replica) is not an error.
-                        match event {
-                            watcher::Event::Apply(o) => {
-                                let held = store.get(&ObjectRef::from_obj(o));
-                                let _ = tx.send(held.unwrap_or_else(|| Arc::new(o.clone())));
-                            }
-                            watcher::Event::Delete(o) => {
-                                let _ = tx.send(Arc::new(o.clone()));
-                            }
-                            watcher::Event::InitDone => {
-                                for o in store.state() {
-                                    let _ = tx.send(o);
-                                }
-                            }
-                            watcher::Event::Init | watcher::Event::InitApply(_) => {}
-                        }
-                    }
-                    std::future::ready(())
-                }),
-        );
-        Watched {
-            store: reader,
-            changes,
-            current,
-        }
-    }
-
-    /// Whether the watch has listed and has not failed since it last delivered.
-    pub fn is_current(&self) -> bool {
-        self.current.load(Ordering::Relaxed)
-    }
-
-    /// The store.
-    pub fn store(&self) -> Store<K> {
-        self.store.clone()
-    }
-
-    /// Every object now, then each one that changes (deleted ones included), for a controller's
-    /// trigger. One that falls more than [`CHANGES`] behind is handed every object again.
-    pub fn changes(&self) -> impl futures::Stream<Item = Arc<K>> + Send + 'static {
-        let rx = self.changes.subscribe();
-        let now = futures::stream::iter(self.store.state());
-        let later =
-            futures::stream::unfold((rx, self.store.clone()), |(mut rx, store)| async move {
-                let batch = match rx.recv().await {
-                    Ok(o) => vec![o],
-                    Err(broadcast::error::RecvError::Lagged(_)) => store.state(),
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                };
-                Some((futures::stream::iter(batch), (rx, store)))
-            })
-            .flatten();
-        now.chain(later)
-    }
-
-    /// The objects of namespace `ns`.
-    fn within(&self, ns: &str) -> impl Iterator<Item = Arc<K>> {
-        let ns = ns.to_string();
-        self.store
-            .state()
-            .into_iter()
-            .filter(move |o| o.meta().namespace.as_deref() == Some(ns.as_str()))
-    }
-}
-
-impl<K> Watched<Guarded<K>>
-where
-    K: Watchable,
-{
-    /// The catalog objects of namespace `ns` (those that parse as their type).
-    fn objects(&self, ns: &str, to: fn(K) -> Resource) -> impl Iterator<Item = Object> {
-        self.typed(ns, |k| Some(k.clone()))
-            .into_iter()
-            .filter_map(move |k| Object::from_cluster(to(k)))
-    }
-
-    /// The objects of namespace `ns` that parse as their type, each passed to `f`.
-    fn typed<T>(&self, ns: &str, mut f: impl FnMut(&K) -> Option<T>) -> Vec<T> {
-        self.within(ns)
-            .filter_map(|o| o.0.as_ref().ok().and_then(&mut f))
-            .collect()
-    }
 }
 
 /// Changes of catalog objects not yet applied to the namespaces' views.
@@ -453,15 +254,15 @@ impl Cache {
 
     /// Waits until every watch has listed once.
     pub async fn ready(&self) {
-        let _ = self.models.store.wait_until_ready().await;
-        let _ = self.versions.store.wait_until_ready().await;
-        let _ = self.aliases.store.wait_until_ready().await;
-        let _ = self.evaluations.store.wait_until_ready().await;
-        let _ = self.deployments.store.wait_until_ready().await;
-        let _ = self.policies.store.wait_until_ready().await;
-        let _ = self.approvals.store.wait_until_ready().await;
-        let _ = self.workloads.store.wait_until_ready().await;
-        let _ = self.services.store.wait_until_ready().await;
+        let _ = self.models.store().wait_until_ready().await;
+        let _ = self.versions.store().wait_until_ready().await;
+        let _ = self.aliases.store().wait_until_ready().await;
+        let _ = self.evaluations.store().wait_until_ready().await;
+        let _ = self.deployments.store().wait_until_ready().await;
+        let _ = self.policies.store().wait_until_ready().await;
+        let _ = self.approvals.store().wait_until_ready().await;
+        let _ = self.workloads.store().wait_until_ready().await;
+        let _ = self.services.store().wait_until_ready().await;
     }
 
     /// The Deployments of a `ModelDeployment`, by the version they serve.

@@ -17,4 +17,5 @@ pub mod results;
 pub mod sagemaker;
 pub mod tls;
 pub mod versions;
+pub mod watch;
 pub mod webhook;
