@@ -25,7 +25,8 @@ use crate::decide::policy::{CompiledPolicy, PolicySet};
 type Triple = (String, String, String);
 
 /// Every object of one revision, indexed. Cheap to copy: objects are shared, and the indexes are
-/// persistent maps, so an amended catalog ([`Catalog::amended`]) costs the changes it makes.
+/// persistent maps, so an amended catalog ([`Catalog::amended`]) copies a list of pointers and
+/// pays for its changes, not for every object's indexing and checks again.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     objects: Vec<Arc<Object>>,

@@ -147,6 +147,20 @@ pub struct Step {
     pub requeue_after: Option<Duration>,
 }
 
+impl Step {
+    /// The step's events (kind, version, message), in order: what its history records.
+    pub fn events(&self) -> impl Iterator<Item = (&EventKind, &str, &str)> {
+        self.actions.iter().filter_map(|a| match a {
+            Action::Event {
+                kind,
+                version,
+                message,
+            } => Some((kind, version.as_str(), message.as_str())),
+            _ => None,
+        })
+    }
+}
+
 impl RolloutState {
     /// The `ModelDeployment` status recording this state, on top of `base` (which keeps what
     /// the state does not hold: history, endpoint, drift, conditions); the inverse of

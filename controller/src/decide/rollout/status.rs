@@ -64,6 +64,12 @@ impl Endpoint<'_> {
     }
 }
 
+/// The config a status records Slipway last asked SageMaker to heal to (what
+/// [`super::sagemaker::heal`] compares a new heal with).
+pub fn healing(status: &ModelDeploymentStatus) -> Option<&str> {
+    status.endpoint.as_ref()?.healing_config.as_deref()
+}
+
 fn cond(basis: &Basis, type_: &str, ok: bool, reason: &str, message: &str) -> Condition {
     condition(
         type_,

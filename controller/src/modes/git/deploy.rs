@@ -128,16 +128,8 @@ impl Reconciler<'_> {
             }
             let phase = step.state.phase;
             let events: Vec<(rollout::EventKind, String, String)> = step
-                .actions
-                .iter()
-                .filter_map(|a| match a {
-                    Action::Event {
-                        kind,
-                        version,
-                        message,
-                    } => Some((kind.clone(), version.clone(), message.clone())),
-                    _ => None,
-                })
+                .events()
+                .map(|(k, v, m)| (k.clone(), v.to_string(), m.to_string()))
                 .collect();
             let previous = self.deployment_status(&ns, &obj.key.name)?;
             let basis = rollout::status::Basis {

@@ -88,19 +88,16 @@ impl Reconciler<'_> {
             };
             // A heal SageMaker already refused (the endpoint came back without the config):
             // report it instead of trying again and again.
-            let healing_before = previous
-                .endpoint
-                .as_ref()
-                .and_then(|e| e.healing_config.clone());
+            let healing_before = status::healing(&previous);
             let planner::Heal {
                 healing: healing_now,
                 refused,
-            } = planner::heal(&step.calls, healing_before.as_deref(), live.as_ref());
+            } = planner::heal(&step.calls, healing_before, live.as_ref());
             // The endpoint as it was before this step's calls.
             let before = Endpoint {
                 target: t,
                 live: live.as_ref(),
-                healing: healing_before.as_deref(),
+                healing: healing_before,
                 drift: &step.drift,
             };
             if let Some(why) = &refused {
@@ -110,7 +107,7 @@ impl Reconciler<'_> {
             let changed = step.state != state
                 || !step.calls.is_empty()
                 || !step.drift.is_empty()
-                || healing_now != healing_before;
+                || healing_now.as_deref() != healing_before;
             if changed {
                 let events: Vec<_> = step.events.clone();
                 if !step.drift.is_empty() {

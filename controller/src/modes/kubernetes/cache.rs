@@ -151,6 +151,34 @@ where
     }
 }
 
+/// What the watches of the catalog kinds are started with.
+struct CatalogWatches<'a> {
+    client: &'a kube::Client,
+    namespace: Option<&'a str>,
+    pending: &'a Arc<Mutex<Pending>>,
+    built: &'a Arc<Mutex<HashMap<String, Arc<View>>>>,
+}
+
+impl CatalogWatches<'_> {
+    /// The watch of one catalog kind, recording its changes for the namespaces' views.
+    fn start<K>(&self, invalidates: Invalidates, resource: fn(K) -> Resource) -> Watched<Guarded<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        Watched::start(
+            scoped(self.client, self.namespace),
+            watcher::Config::default(),
+            recorder(self.pending, self.built, invalidates, resource),
+        )
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -171,59 +199,21 @@ impl Cache {
         let pending = Arc::new(Mutex::new(Pending::default()));
         let built = Arc::new(Mutex::new(HashMap::new()));
         let all = watcher::Config::default;
+        let watches = CatalogWatches {
+            client,
+            namespace,
+            pending: &pending,
+            built: &built,
+        };
         // Status writes of aliases and deployments (mostly the controller's own) change no
         // catalog; their spec changes do.
         Arc::new(Cache {
-            models: Watched::start(
-                scoped(client, namespace),
-                all(),
-                recorder(
-                    &pending,
-                    &built,
-                    Invalidates::OnSpec,
-                    Resource::RegisteredModel,
-                ),
-            ),
-            versions: Watched::start(
-                scoped(client, namespace),
-                all(),
-                recorder(
-                    &pending,
-                    &built,
-                    Invalidates::OnSpec,
-                    Resource::ModelVersion,
-                ),
-            ),
-            aliases: Watched::start(
-                scoped(client, namespace),
-                all(),
-                recorder(&pending, &built, Invalidates::OnSpec, Resource::ModelAlias),
-            ),
-            evaluations: Watched::start(
-                scoped(client, namespace),
-                all(),
-                recorder(&pending, &built, Invalidates::Always, Resource::Evaluation),
-            ),
-            deployments: Watched::start(
-                scoped(client, namespace),
-                all(),
-                recorder(
-                    &pending,
-                    &built,
-                    Invalidates::OnSpec,
-                    Resource::ModelDeployment,
-                ),
-            ),
-            policies: Watched::start(
-                scoped(client, namespace),
-                all(),
-                recorder(
-                    &pending,
-                    &built,
-                    Invalidates::OnSpec,
-                    Resource::PromotionPolicy,
-                ),
-            ),
+            models: watches.start(Invalidates::OnSpec, Resource::RegisteredModel),
+            versions: watches.start(Invalidates::OnSpec, Resource::ModelVersion),
+            aliases: watches.start(Invalidates::OnSpec, Resource::ModelAlias),
+            evaluations: watches.start(Invalidates::Always, Resource::Evaluation),
+            deployments: watches.start(Invalidates::OnSpec, Resource::ModelDeployment),
+            policies: watches.start(Invalidates::OnSpec, Resource::PromotionPolicy),
             approvals: Watched::start(scoped(client, namespace), all(), |_, _| {}),
             workloads: Watched::start(
                 scoped(client, namespace),

@@ -164,18 +164,7 @@ pub(super) async fn reconcile_deployment(
 
     // Persist first: a restarted controller resumes from the new state and re-applies it.
     let s = &step.state;
-    let events: Vec<(&rollout::EventKind, &str, &str)> = step
-        .actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Event {
-                kind,
-                version,
-                message,
-            } => Some((kind, version.as_str(), message.as_str())),
-            _ => None,
-        })
-        .collect();
+    let events: Vec<(&rollout::EventKind, &str, &str)> = step.events().collect();
     let basis = rollout::status::Basis {
         previous: &status,
         generation: md.metadata.generation,

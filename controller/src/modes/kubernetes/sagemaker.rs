@@ -180,19 +180,16 @@ async fn step(
         }
     };
     // A heal SageMaker did not take is reported, not repeated (as in git mode).
-    let healing_before = status
-        .endpoint
-        .as_ref()
-        .and_then(|e| e.healing_config.clone());
+    let healing_before = status::healing(&status);
     let planner::Heal {
         healing: healing_now,
         refused,
-    } = planner::heal(&step.calls, healing_before.as_deref(), live.as_ref());
+    } = planner::heal(&step.calls, healing_before, live.as_ref());
     // The endpoint as it was before this step's calls.
     let before = Endpoint {
         target: &t,
         live: live.as_ref(),
-        healing: healing_before.as_deref(),
+        healing: healing_before,
         drift: &step.drift,
     };
     if let Some(why) = refused {
