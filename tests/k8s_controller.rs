@@ -330,6 +330,56 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
         events.stdout,
         events.stderr
     );
+
+    // A retry of a version that is not rejected is refused with a Warning event; either way the
+    // controller removes the annotation.
+    let annotate = |value: &str| {
+        let run = api.kubectl(
+            &[
+                "annotate",
+                "--overwrite",
+                "mdeploy",
+                "pitch-frames-api",
+                &format!("slipway.dev/retry={value}"),
+            ],
+            "admin",
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    };
+    let annotation = |api: &ApiServer| {
+        get(
+            api,
+            &["mdeploy", "pitch-frames-api"],
+            "{.metadata.annotations.slipway\\.dev/retry}",
+        )
+    };
+    annotate("7");
+    until(&api, &controller, Duration::from_secs(20), || {
+        annotation(&api).is_empty().then_some(())
+    });
+    let refused = api.kubectl(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=NothingToRetry",
+            "-o",
+            "jsonpath={.items[*].type} {.items[*].message}",
+        ],
+        "admin",
+    );
+    assert_eq!(
+        refused.stdout,
+        "Warning default/pitch-frames-api has versions 9 rejected; nothing to retry for version 7"
+    );
+    assert_eq!(
+        get(
+            &api,
+            &["mdeploy", "pitch-frames-api"],
+            "{.status.rejectedVersions}"
+        ),
+        r#"["9"]"#
+    );
     let metrics = controller.metrics();
     assert!(metrics.contains("slipway_controller_leader 1"), "{metrics}");
     assert!(

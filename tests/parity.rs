@@ -1,8 +1,9 @@
 //! Parity: one table of lifecycle scenarios, run against both homes — git mode (`slipway run` on a
 //! registry folder, SQLite) and Kubernetes mode (`slipway controller` on a real kube-apiserver) —
 //! asserting the same decisions and status fields, step by step, and then that the two
-//! transcripts are equal (evaluations, versions, aliases, and a deployment's canary rollout,
-//! with the test playing the kubelet in the cluster). A scenario that passes in one home and fails in the other is a bug.
+//! transcripts are equal (evaluations, versions, aliases, and a deployment's canary rollout, its
+//! rollback and an operator's retry, with the test playing the kubelet in the cluster). The
+//! SageMaker heal is compared between the homes in `tests/sagemaker.rs`. A scenario that passes in one home and fails in the other is a bug.
 //!
 //! The evaluations use the `webhook` runner in both homes: the test is the external system. It
 //! reads each dispatch from a real HTTP receiver and posts results to the home's results API.
@@ -104,12 +105,18 @@ trait Home {
     fn deployment(&self) -> String;
     /// A deployment's status.
     fn deployment_status(&self, name: &str) -> Option<Value>;
+    /// Keeps `version`'s servers from ever becoming healthy (git mode: its health check answers
+    /// 503; Kubernetes mode: its pods never become available), or lets them again.
+    fn hold(&mut self, version: &str, held: bool);
+    /// An operator's retry of `version` on a deployment (git mode: the retry API with the
+    /// instance's token; Kubernetes mode: the `slipway.dev/retry` annotation).
+    fn retry(&self, deployment: &str, version: &str);
     /// What the home's log says, for failure messages.
     fn log(&self) -> String;
 }
 
 /// The strategy both homes roll out with.
-const CANARY: &str = "strategy: {type: Canary, steps: [{weight: 25, pause: 1s}, {weight: 50, pause: 1s}], autoRollback: true}";
+const CANARY: &str = "strategy: {type: Canary, steps: [{weight: 25, pause: 1s}, {weight: 50, pause: 1s}], autoRollback: true, progressDeadline: 3s}";
 
 /// A deployment's status without its times: phase, versions, traffic, the rollout history
 /// (event, traffic after it, message) and `Ready`.
@@ -227,7 +234,9 @@ fn wait_resolved(home: &dyn Home, name: &str, version: &str) -> Value {
 
 /// The scenarios, in order, on one home: new version → evaluation → promotion; a second
 /// version compared with the first; a third with the second's artifact (reused, not run); a
-/// suite that never reports (timeouts retried, then failed for good, promotion held).
+/// suite that never reports (timeouts retried, then failed for good, promotion held); a canary
+/// rollout; a version that never becomes healthy (rolled back at the progress deadline), then
+/// retried by an operator.
 fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     let mut t = Transcript::new();
     let who = home.name();
@@ -388,8 +397,79 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         "{who}: the canary skipped a step: {d}"
     );
     t.insert("5 deployment".into(), deployment_facts(&d));
+
+    // 6. Version 11 (the same artifact: reused) never becomes healthy: at the strategy's
+    //    progress deadline (3 s) its rollout fails, all traffic goes back to 10, and 11 is
+    //    rejected while the alias stays on it. Once it is fixed, an operator's retry rolls it
+    //    out by the canary steps.
+    home.hold("11", true);
+    home.apply("v11.yaml", &version("pitch-frames", "11", "08"));
+    home.apply("alias.yaml", &alias("pitch-frames", "11"));
+    wait_resolved(home, "pitch-frames-production", "11");
+    let d = wait_for(
+        home,
+        "deployment pitch-frames-api",
+        || home.deployment_status("pitch-frames-api"),
+        "phase",
+        "RolledBack",
+    );
+    assert_eq!(
+        (&d["servingVersion"], &d["traffic"], &d["rejectedVersions"]),
+        (&json!("10"), &json!({"10": 100}), &json!(["11"])),
+        "{who}: {d}"
+    );
+    let last = |d: &Value| d["history"].as_array().and_then(|h| h.last()).cloned();
+    assert_eq!(
+        last(&d).map(|h| h["message"].clone()),
+        Some(json!(
+            "11: version 11 did not become healthy within 3s; all traffic is back on version 10. Version 11 is not retried until the alias moves to it again or a retry is requested"
+        )),
+        "{who}: {d}"
+    );
+    t.insert("6 rollback".into(), deployment_facts(&d));
+    home.hold("11", false);
+    home.retry("pitch-frames-api", "11");
+    let d = wait_for(
+        home,
+        "deployment pitch-frames-api",
+        || {
+            home.deployment_status("pitch-frames-api")
+                .filter(|d| d["targetVersion"].is_null())
+        },
+        "servingVersion",
+        "11",
+    );
+    assert_eq!(
+        (&d["phase"], &d["traffic"], &d["rejectedVersions"]),
+        (&json!("Healthy"), &json!({"11": 100}), &Value::Null),
+        "{who}: {d}"
+    );
+    let events: Vec<&str> = d["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["event"].as_str())
+        .collect();
+    let since = events.iter().rposition(|e| *e == "RolledBack").unwrap_or(0);
+    assert_eq!(
+        &events[since..],
+        [
+            "RolledBack",
+            "RetryRequested",
+            "RolloutStarted",
+            "StepStarted",
+            "StepStarted",
+            "StepStarted",
+            "RolloutSucceeded"
+        ],
+        "{who}: {d}"
+    );
+    t.insert("6 retry".into(), deployment_facts(&d));
     t
 }
+
+/// The token of git mode's retry API.
+const API_TOKEN: &str = "parity-operator-token-0123456789";
 
 /// Git mode: `slipway run` on a registry folder, with the results API.
 struct GitHome {
@@ -403,8 +483,10 @@ impl GitHome {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("registry")).unwrap();
         let port = free_port();
+        std::fs::write(dir.path().join("api-token"), API_TOKEN).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
             .args(["run", "registry", "--state", "state", "--interval", "200ms"])
+            .args(["--api-token-file", "api-token"])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .current_dir(dir.path())
@@ -481,11 +563,12 @@ impl Home for GitHome {
     }
 
     fn deployment(&self) -> String {
-        // A server that answers every request (health included) with 200.
+        // A server that answers every request (health included) with 200 — 503 while a
+        // `hold-VERSION` file is next to it.
         let server = self.dir.path().join("serve.py");
         std::fs::write(
             &server,
-            "import http.server, os\n\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200)\n        self.end_headers()\n        self.wfile.write(b'ok')\n    def log_message(self, *a):\n        pass\n\nhttp.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n",
+            "import http.server, os\n\nHOLD = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'hold-' + os.environ['MODEL_VERSION'])\n\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(503 if os.path.exists(HOLD) else 200)\n        self.end_headers()\n        self.wfile.write(b'ok')\n    def log_message(self, *a):\n        pass\n\nhttp.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n",
         )
         .unwrap();
         format!(
@@ -499,6 +582,24 @@ impl Home for GitHome {
         self.status("deployments", name)
     }
 
+    fn hold(&mut self, version: &str, held: bool) {
+        let marker = self.dir.path().join(format!("hold-{version}"));
+        if held {
+            std::fs::write(marker, "").unwrap();
+        } else {
+            std::fs::remove_file(marker).unwrap();
+        }
+    }
+
+    fn retry(&self, deployment: &str, version: &str) {
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/deployments/default/{deployment}/retry",
+            self.port
+        );
+        let (code, body) = post_json(&url, API_TOKEN, &json!({"version": version}).to_string());
+        assert_eq!(code, 200, "{body}");
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default()
     }
@@ -509,7 +610,7 @@ struct ClusterHome {
     api: ApiServer,
     child: Child,
     log: PathBuf,
-    _kubelet: Kubelet,
+    kubelet: Kubelet,
 }
 
 impl ClusterHome {
@@ -532,7 +633,7 @@ impl ClusterHome {
             api,
             child,
             log,
-            _kubelet: kubelet,
+            kubelet,
         }
     }
 
@@ -597,6 +698,23 @@ impl Home for ClusterHome {
 
     fn deployment_status(&self, name: &str) -> Option<Value> {
         self.status("mdeploy", name)
+    }
+
+    fn hold(&mut self, version: &str, held: bool) {
+        let mut starting = self.kubelet.starting.lock().unwrap();
+        if held {
+            starting.insert(version.to_string());
+        } else {
+            starting.remove(version);
+        }
+    }
+
+    fn retry(&self, deployment: &str, version: &str) {
+        let annotation = format!("slipway.dev/retry={version}");
+        let run = self
+            .api
+            .kubectl(&["annotate", "mdeploy", deployment, &annotation], "admin");
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     }
 
     fn log(&self) -> String {

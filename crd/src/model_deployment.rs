@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, Resources};
 
+/// The annotation an operator sets on a `ModelDeployment` to roll a rejected version out again
+/// (`kubectl annotate mdeploy NAME slipway.dev/retry=VERSION`; an empty value retries every
+/// rejected version). The controller records the retry and removes the annotation.
+pub const RETRY_ANNOTATION: &str = "slipway.dev/retry";
+
 /// Serves the version an alias (or a pinned version) points at on a target, rolling changes out per strategy.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[kube(
@@ -192,6 +197,10 @@ pub struct Strategy {
     /// On failed analysis, send all traffic back to the last healthy version (default `true`).
     #[serde(default = "default_true")]
     pub auto_rollback: bool,
+    /// How long a new version may take to become healthy before its rollout fails, e.g. `5m`
+    /// (default 10 minutes; 30 minutes on SageMaker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<String>,
 }
 
 fn default_true() -> bool {

@@ -1,6 +1,7 @@
 //! Plays the kubelet and the Deployment controller for the tests (no nodes run): every per-version
 //! Deployment Slipway creates becomes available with all its replicas, unless its version is
-//! marked failing, in which case it reports `ProgressDeadlineExceeded`.
+//! marked failing, in which case it reports `ProgressDeadlineExceeded`, or starting, in which case
+//! its pods never become available (and nothing says why).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -29,13 +30,16 @@ pub struct Kubelet {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Versions whose Deployments fail.
     pub failing: Arc<Mutex<BTreeSet<String>>>,
+    /// Versions whose Deployments stay unavailable without failing.
+    pub starting: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Kubelet {
     pub fn start(kubeconfig: &Path, namespace: &str) -> Kubelet {
         let stop = Arc::new(AtomicBool::new(false));
         let failing = Arc::new(Mutex::new(BTreeSet::new()));
-        let (s, f) = (stop.clone(), failing.clone());
+        let starting = Arc::new(Mutex::new(BTreeSet::new()));
+        let (s, f, st) = (stop.clone(), failing.clone(), starting.clone());
         let (kubeconfig, namespace) = (kubeconfig.to_path_buf(), namespace.to_string());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -60,7 +64,12 @@ impl Kubelet {
                             .unwrap_or_default();
                         let replicas = d.spec.replicas.unwrap_or(1);
                         let generation = d.metadata.generation.unwrap_or(0);
-                        let status = if f.lock().unwrap().contains(&version) {
+                        let status = if st.lock().unwrap().contains(&version) {
+                            serde_json::json!({"status": {
+                                "observedGeneration": generation, "replicas": replicas,
+                                "availableReplicas": 0, "readyReplicas": 0, "updatedReplicas": replicas,
+                                "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}})
+                        } else if f.lock().unwrap().contains(&version) {
                             serde_json::json!({"status": {
                                 "observedGeneration": generation, "replicas": replicas,
                                 "availableReplicas": 0, "readyReplicas": 0, "updatedReplicas": replicas,
@@ -92,6 +101,7 @@ impl Kubelet {
             stop,
             thread: Some(thread),
             failing,
+            starting,
         }
     }
 }

@@ -299,6 +299,10 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
                 );
             }
             c.duration("spec.strategy.interval", s.interval.as_ref());
+            c.duration(
+                "spec.strategy.progressDeadline",
+                s.progress_deadline.as_ref(),
+            );
             if let Some(a) = &s.analysis
                 && a.max_error_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r))
             {

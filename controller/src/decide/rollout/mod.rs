@@ -114,6 +114,8 @@ pub enum EventKind {
     RolloutFailed,
     /// The alias moved again during a rollout; the old candidate was withdrawn.
     RolloutSuperseded,
+    /// An operator asked for a rejected version to be rolled out again.
+    RetryRequested,
 }
 
 /// An action for the deployment target.
@@ -234,6 +236,23 @@ pub struct Policy<'a> {
     pub poll: Duration,
 }
 
+impl<'a> Policy<'a> {
+    /// A strategy's policy: its own `progressDeadline` when it sets one, else the target's
+    /// `default_deadline`.
+    pub fn new(strategy: &'a Strategy, default_deadline: Duration, poll: Duration) -> Self {
+        let progress_deadline = strategy
+            .progress_deadline
+            .as_deref()
+            .and_then(|d| duration::parse(d).ok())
+            .unwrap_or(default_deadline);
+        Policy {
+            strategy,
+            progress_deadline,
+            poll,
+        }
+    }
+}
+
 struct Machine<'a> {
     s: RolloutState,
     actions: Vec<Action>,
@@ -299,7 +318,7 @@ impl Machine<'_> {
             self.event(
                 EventKind::RolledBack,
                 candidate,
-                format!("{why}; {back}. Version {candidate} is not retried until the alias moves to it again or `slipway retry` is run"),
+                format!("{why}; {back}. Version {candidate} is not retried until the alias moves to it again or a retry is requested"),
             );
         } else {
             self.s.phase = DeploymentPhase::Failed;
@@ -492,8 +511,52 @@ pub fn decide(
     }
 }
 
-/// `slipway retry`: gives a rejected version another chance on this deployment.
-pub fn retry(state: &RolloutState, version: &str) -> RolloutState {
+/// An operator's request to roll `version` (or, without one, every rejected version) of
+/// `deployment` out again — `slipway retry` in git mode, the `slipway.dev/retry` annotation in a
+/// cluster: the state with those versions no longer rejected and a `RetryRequested` event for
+/// each, or why there is nothing to retry.
+pub fn request_retry(
+    state: &RolloutState,
+    deployment: &str,
+    version: Option<&str>,
+) -> Result<Step, String> {
+    let versions: Vec<String> = match version {
+        Some(v) => vec![v.to_string()],
+        None => state.rejected.iter().cloned().collect(),
+    };
+    if versions.is_empty() || versions.iter().any(|v| !state.rejected.contains(v)) {
+        let rejected: Vec<&str> = state.rejected.iter().map(String::as_str).collect();
+        return Err(format!(
+            "{deployment} has {} rejected; nothing to retry{}",
+            if rejected.is_empty() {
+                "no version".to_string()
+            } else {
+                format!("versions {}", rejected.join(", "))
+            },
+            version
+                .map(|v| format!(" for version {v}"))
+                .unwrap_or_default()
+        ));
+    }
+    let mut s = state.clone();
+    let mut actions = Vec::new();
+    for v in versions {
+        s = retry(&s, &v);
+        actions.push(Action::Event {
+            kind: EventKind::RetryRequested,
+            message: format!("version {v} may be rolled out again"),
+            version: v,
+        });
+    }
+    Ok(Step {
+        state: s,
+        actions,
+        requeue_after: Some(Duration::ZERO),
+    })
+}
+
+/// Gives a rejected version another chance on this deployment.
+fn retry(state: &RolloutState, version: &str) -> RolloutState {
     let mut s = state.clone();
     s.rejected.remove(version);
     if s.phase == DeploymentPhase::Failed && s.candidate.as_deref() == Some(version) {

@@ -139,6 +139,21 @@ pub fn stepped<'e>(
     })
 }
 
+/// The status after an operator's retry ([`super::request_retry`]): its state and its
+/// `RetryRequested` history on top of the status as it was (conditions and an endpoint's
+/// observation stay until the next decision looks again).
+pub fn retried(retry: &super::Step, basis: &Basis) -> ModelDeploymentStatus {
+    let mut status = basis.previous.clone();
+    record(
+        &mut status.history,
+        &retry.state.traffic,
+        retry.events(),
+        basis.now,
+    );
+    status.observed_generation = basis.generation.or(status.observed_generation);
+    retry.state.to_status(status)
+}
+
 /// The status of a rollout that cannot go on for `why` (the calls failed or were refused):
 /// `state` as recorded, the history as it was, `Ready=False` and `Stalled=True` with the reason
 /// (`SageMakerError`), and for an endpoint its observation and `OutOfSync`.

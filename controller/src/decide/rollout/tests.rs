@@ -209,10 +209,48 @@ fn moving_the_alias_again_or_retry_gives_a_rejected_version_another_chance() {
 
     let mut sim = Sim::new(&strategy).with_stable();
     sim.tick(Some("8"), true, Verdict::Fail("bad".into()));
-    sim.state = retry(&sim.state, "8");
+    assert_eq!(
+        request_retry(&sim.state, "default/api", Some("9")).unwrap_err(),
+        "default/api has versions 8 rejected; nothing to retry for version 9"
+    );
+    let retried = request_retry(&sim.state, "default/api", None).unwrap();
+    assert_eq!(
+        retried.events().collect::<Vec<_>>(),
+        [(
+            &EventKind::RetryRequested,
+            "8",
+            "version 8 may be rolled out again"
+        )]
+    );
+    sim.state = retried.state;
+    assert_eq!(
+        request_retry(&sim.state, "default/api", None).unwrap_err(),
+        "default/api has no version rejected; nothing to retry"
+    );
     sim.log.clear();
     sim.tick(Some("8"), true, Verdict::Pass);
     assert_eq!(sim.log[0], Action::Start("8".into()));
+}
+
+#[test]
+fn a_strategy_sets_its_own_progress_deadline() {
+    let mut strategy = canary(true);
+    let default = Duration::from_secs(600);
+    let poll = Duration::from_secs(5);
+    assert_eq!(
+        Policy::new(&strategy, default, poll).progress_deadline,
+        default
+    );
+    strategy.progress_deadline = Some("45s".into());
+    let policy = Policy::new(&strategy, default, poll);
+    assert_eq!(policy.progress_deadline, Duration::from_secs(45));
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.policy = policy;
+    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.advance(46);
+    sim.tick(Some("8"), false, Verdict::Pass);
+    assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
+    assert!(sim.events().last().unwrap().1.contains("within 45s"));
 }
 
 #[test]

@@ -84,11 +84,13 @@ pub trait Home: Send + Sync + 'static {
 
     /// `POST /api/v1/deployments/{ns}/{name}/retry`: retry a rejected version.
     fn post_retry(&self, posted: Posted) -> impl Future<Output = Reply> + Send {
-        let _ = posted;
-        async {
+        async move {
             Reply::error(
                 404,
-                "retry is served by `slipway run`; in a cluster, move the alias again",
+                format!(
+                    "retry over HTTP is served by `slipway run`; in a cluster, annotate the deployment (who may is up to RBAC): kubectl annotate -n {} mdeploy {} slipway.dev/retry=VERSION",
+                    posted.namespace, posted.name
+                ),
             )
         }
     }

@@ -110,11 +110,11 @@ impl Reconciler<'_> {
                     analysis: Verdict::Pass,
                 },
             };
-            let policy = rollout::Policy {
-                strategy: &d.spec.strategy,
-                progress_deadline: crate::decide::limits::PROGRESS_DEADLINE,
-                poll: crate::decide::limits::LOCAL_POLL,
-            };
+            let policy = rollout::Policy::new(
+                &d.spec.strategy,
+                crate::decide::limits::PROGRESS_DEADLINE,
+                crate::decide::limits::LOCAL_POLL,
+            );
             let step = rollout::decide(
                 &state,
                 desired.as_deref(),

@@ -3,7 +3,11 @@
 
 use chrono::Utc;
 
-use crate::edges::store::{HistoryEntry, Store, Write};
+use serde::Deserialize;
+use slipway_crd::model_deployment::ModelDeploymentStatus;
+
+use crate::decide::rollout;
+use crate::edges::store::{HistoryEntry, Store, StoreError, Write};
 
 /// Why a retry was refused.
 #[derive(Debug, thiserror::Error)]
@@ -16,8 +20,10 @@ pub enum RetryError {
     Store(#[from] crate::edges::store::StoreError),
 }
 
-/// Clears `version` (or every rejected version) from the rejected set of `namespace/name`, with a
-/// `RetryRequested` history entry by `actor`; returns the versions cleared.
+/// Clears `version` (or every rejected version) from the rejected set of `namespace/name` — the
+/// decision is [`crate::decide::rollout::request_retry`], as for the annotation in a cluster — and
+/// records it: the rollout state, the status with its `RetryRequested` history, and a history
+/// entry by `actor` for each version; returns the versions cleared.
 pub fn request_retry(
     store: &Store,
     namespace: &str,
@@ -26,53 +32,53 @@ pub fn request_retry(
     actor: Option<String>,
 ) -> Result<Vec<String>, RetryError> {
     let mut record = store.rollout(namespace, name)?;
-    let state = &record.state;
-    let versions: Vec<String> = match version {
-        Some(v) => vec![v.to_string()],
-        None => state.rejected.iter().cloned().collect(),
+    let step = rollout::request_retry(&record.state, &format!("{namespace}/{name}"), version)
+        .map_err(RetryError::NothingToRetry)?;
+    let previous = store
+        .status("ModelDeployment", namespace, name)?
+        .and_then(|v| ModelDeploymentStatus::deserialize(v).ok())
+        .unwrap_or_default();
+    let now = Utc::now();
+    let basis = rollout::status::Basis {
+        previous: &previous,
+        generation: None,
+        now,
     };
-    if versions.is_empty() || versions.iter().any(|v| !state.rejected.contains(v)) {
-        let rejected: Vec<&str> = state.rejected.iter().map(String::as_str).collect();
-        return Err(RetryError::NothingToRetry(format!(
-            "{namespace}/{name} has {} rejected; nothing to retry{}",
-            if rejected.is_empty() {
-                "no version".to_string()
-            } else {
-                format!("versions {}", rejected.join(", "))
-            },
-            version
-                .map(|v| format!(" for version {v}"))
-                .unwrap_or_default()
-        )));
-    }
+    let status = rollout::status::retried(&step, &basis);
+    record.state = step.state.clone();
     let model = record.model.clone();
-    let mut writes = Vec::new();
-    for v in &versions {
-        record.state = crate::decide::rollout::retry(&record.state, v);
-        writes.push(Write::History(HistoryEntry {
-            id: 0,
-            at: Utc::now(),
-            event: "RetryRequested".into(),
-            namespace: namespace.to_string(),
-            model: model.clone(),
-            subject: format!("ModelDeployment/{name}"),
-            version: Some(v.clone()),
-            alias: None,
-            actor: actor.clone(),
-            revision: None,
-            decision: None,
-            message: format!("{name}: version {v} may be rolled out again"),
-            data: serde_json::Value::Null,
-        }));
-    }
-    writes.insert(
-        0,
+    let mut writes = vec![
         Write::Rollout {
             namespace: namespace.to_string(),
             name: name.to_string(),
             record,
         },
-    );
+        Write::Status {
+            kind: "ModelDeployment".into(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            status: serde_json::to_value(&status).map_err(StoreError::from)?,
+        },
+    ];
+    let mut versions = Vec::new();
+    for (kind, v, message) in step.events() {
+        versions.push(v.to_string());
+        writes.push(Write::History(HistoryEntry {
+            id: 0,
+            at: now,
+            event: format!("{kind:?}"),
+            namespace: namespace.to_string(),
+            model: model.clone(),
+            subject: format!("ModelDeployment/{name}"),
+            version: Some(v.to_string()),
+            alias: None,
+            actor: actor.clone(),
+            revision: None,
+            decision: None,
+            message: format!("{name}: {message}"),
+            data: serde_json::Value::Null,
+        }));
+    }
     store.apply(&writes)?;
     Ok(versions)
 }

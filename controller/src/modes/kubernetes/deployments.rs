@@ -14,6 +14,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::{Value, json};
 use slipway_crd::ModelDeployment;
+use slipway_crd::model_deployment::RETRY_ANNOTATION;
 
 use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::notify;
@@ -118,6 +119,9 @@ pub(super) async fn reconcile_deployment(
             return Ok(Requeue::await_change());
         }
     };
+    if let Some(requested) = md.annotations().get(RETRY_ANNOTATION) {
+        return retry(&ctx, md, requested).await;
+    }
     if md.spec.target.sagemaker.is_some() {
         let desired = desired_version(&ctx, md);
         return super::sagemaker::reconcile(md, ctx, desired).await;
@@ -149,11 +153,11 @@ pub(super) async fn reconcile_deployment(
             analysis: Verdict::Pass,
         },
     };
-    let policy = rollout::Policy {
-        strategy: &md.spec.strategy,
-        progress_deadline: crate::decide::limits::PROGRESS_DEADLINE,
-        poll: crate::decide::limits::REMOTE_POLL,
-    };
+    let policy = rollout::Policy::new(
+        &md.spec.strategy,
+        crate::decide::limits::PROGRESS_DEADLINE,
+        crate::decide::limits::REMOTE_POLL,
+    );
     let step = rollout::decide(
         &state,
         desired.as_deref(),
@@ -254,6 +258,41 @@ pub(super) async fn reconcile_deployment(
         None if s.candidate.is_some() => Requeue::requeue(Duration::from_secs(2)),
         None => Requeue::requeue(crate::decide::limits::RESYNC),
     })
+}
+
+/// An operator's retry (the [`RETRY_ANNOTATION`] on the object, for every target): decided by
+/// [`rollout::request_retry`] as `slipway retry` is in git mode, recorded in status with an
+/// event (a warning when there is nothing to retry), then the annotation is removed.
+async fn retry(
+    ctx: &Arc<Context>,
+    md: &ModelDeployment,
+    requested: &str,
+) -> Result<Requeue, Error> {
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let name = md.name_any();
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let status = md.status.clone().unwrap_or_default();
+    let state = RolloutState::from_status(&status);
+    let version = Some(requested.trim()).filter(|v| !v.is_empty());
+    match rollout::request_retry(&state, &format!("{ns}/{name}"), version) {
+        Ok(step) => {
+            let basis = rollout::status::Basis {
+                previous: &status,
+                generation: md.metadata.generation,
+                now: Utc::now(),
+            };
+            apply_status(&api, &name, &rollout::status::retried(&step, &basis)).await?;
+            for (kind, _, note) in step.events() {
+                super::context::publish(ctx, md, false, &format!("{kind:?}"), note.to_string())
+                    .await;
+            }
+        }
+        Err(why) => super::context::publish(ctx, md, true, "NothingToRetry", why).await,
+    }
+    let forget = json!({"metadata": {"annotations": {RETRY_ANNOTATION: null}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&forget))
+        .await?;
+    Ok(Requeue::requeue(Duration::ZERO))
 }
 
 /// Deletes a Deployment; one that is already gone is fine, any other failure is the reconcile's.

@@ -139,11 +139,11 @@ pub fn next_step(
             let want = |split: &std::collections::BTreeMap<String, u32>| {
                 planner::desired_split(t, split, artifact, &counts)
             };
-            let policy = crate::decide::rollout::Policy {
+            let policy = crate::decide::rollout::Policy::new(
                 strategy,
-                progress_deadline: crate::decide::limits::SAGEMAKER_PROGRESS_DEADLINE,
-                poll: crate::decide::limits::REMOTE_POLL,
-            };
+                crate::decide::limits::SAGEMAKER_PROGRESS_DEADLINE,
+                crate::decide::limits::REMOTE_POLL,
+            );
             planner::decide_variants(state, desired, &policy, &want, live.as_ref(), verdict, now)
         }
     };
