@@ -1,7 +1,8 @@
 //! The SageMaker target in git mode against the AWS wire protocol (a moto server on loopback,
 //! extended with UpdateEndpoint): first deployment, a canary promotion through deployment
 //! guardrails with garbage collection, an alarm that rolls the update back, drift healed, and
-//! missing credentials reported.
+//! missing credentials reported; and the heal of a drifted endpoint compared between git mode and
+//! Kubernetes mode (the parity table's SageMaker row).
 
 mod support;
 
@@ -621,5 +622,186 @@ fn what_aws_refuses_is_a_stall_with_aws_message() {
         status.stdout.contains("stalled: CreateEndpointConfig"),
         "{}",
         status.stdout
+    );
+}
+
+/// A SageMaker deployment's status without its times: phase, versions, traffic, history,
+/// conditions, what was observed of the endpoint, and the drift.
+fn deployment_facts(d: &serde_json::Value) -> serde_json::Value {
+    let list = |field: &str, keys: &[&str]| -> Vec<serde_json::Value> {
+        d[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| serde_json::json!(keys.iter().map(|k| &x[*k]).collect::<Vec<_>>()))
+            .collect()
+    };
+    let e = &d["endpoint"];
+    serde_json::json!({
+        "phase": d["phase"], "servingVersion": d["servingVersion"], "traffic": d["traffic"],
+        "history": list("history", &["event", "traffic", "message"]),
+        "conditions": list("conditions", &["type", "status", "reason", "message"]),
+        "endpoint": [&e["name"], &e["status"], &e["config"], &e["region"], &e["healingConfig"]],
+        "drift": d["drift"],
+    })
+}
+
+/// What one home showed of a heal: the status serving, the `OutOfSync` announcements (git mode:
+/// history entries; Kubernetes mode: events), and the status once healed.
+type Heal = (serde_json::Value, Vec<String>, serde_json::Value);
+
+/// Drifts the endpoint: all its weight off the only variant.
+fn drift(moto: &Moto) {
+    moto.boto("sm.update_endpoint_weights_and_capacities(EndpointName='pitch-frames', DesiredWeightsAndCapacities=[{'VariantName': 'v7', 'DesiredWeight': 0.0, 'DesiredInstanceCount': 2}])");
+}
+
+fn weight(moto: &Moto) -> String {
+    moto.boto("print(sm.describe_endpoint(EndpointName='pitch-frames')['ProductionVariants'][0]['CurrentWeight'])")
+}
+
+fn healed(d: &serde_json::Value) -> bool {
+    d["drift"].is_null()
+        && d["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "OutOfSync" && c["status"] == "False")
+}
+
+fn heal_in_git(moto: &Moto) -> Heal {
+    let dir = setup("7");
+    let port = support::free_port();
+    let env = moto.env();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["run", "registry", "--state", "state", "--interval", "300ms"])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(dir.path())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = || {
+        let (_, body) = support::http::request(
+            "GET",
+            &format!("http://127.0.0.1:{port}/api/v1/deployments"),
+            &[],
+            "",
+        );
+        serde_json::from_str::<Vec<serde_json::Value>>(&body)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| r["name"] == "pitch-frames-api")
+            .map(|r| r["status"].clone())
+    };
+    let serving = eventually(Duration::from_secs(60), || {
+        status().filter(|d| d["servingVersion"] == "7" && d["endpoint"]["status"] == "InService")
+    });
+    drift(moto);
+    let after = eventually(Duration::from_secs(60), || {
+        (weight(moto) == "1.0")
+            .then(status)
+            .flatten()
+            .filter(|d| healed(d) && d["endpoint"]["status"] == "InService")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let said: Vec<String> = history(dir.path())
+        .lines()
+        .filter(|l| l.contains("OutOfSync"))
+        .filter_map(|l| l.split_once("pitch-frames-api: "))
+        .map(|(_, m)| m.rsplit_once(" by ").map_or(m, |(m, _)| m).to_string())
+        .collect();
+    (deployment_facts(&serving), said, deployment_facts(&after))
+}
+
+fn heal_in_cluster(moto: &Moto) -> Heal {
+    use support::apiserver::ApiServer;
+    let api = ApiServer::start();
+    api.install_crds();
+    let run = api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "admin",
+        &format!("{REGISTRY}\n---\n{}", alias("7")),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let env = moto.env();
+    let mut controller = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["controller", "--listen"])
+        .arg(format!("127.0.0.1:{}", support::free_port()))
+        .env("KUBECONFIG", &api.kubeconfig)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = || {
+        let run = api.kubectl(
+            &["get", "mdeploy", "pitch-frames-api", "-o", "json"],
+            "admin",
+        );
+        serde_json::from_str::<serde_json::Value>(&run.stdout)
+            .ok()
+            .map(|o| o["status"].clone())
+    };
+    let serving = eventually(Duration::from_secs(60), || {
+        status().filter(|d| d["servingVersion"] == "7" && d["endpoint"]["status"] == "InService")
+    });
+    drift(moto);
+    // A settled endpoint is looked at again within a minute; a touch makes it now.
+    let run = api.kubectl(
+        &["annotate", "mdeploy", "pitch-frames-api", "touch=1"],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = eventually(Duration::from_secs(60), || {
+        (weight(moto) == "1.0")
+            .then(status)
+            .flatten()
+            .filter(|d| healed(d) && d["endpoint"]["status"] == "InService")
+    });
+    let run = api.kubectl(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=OutOfSync",
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ],
+        "admin",
+    );
+    let said = run.stdout.lines().map(str::to_string).collect();
+    let _ = controller.kill();
+    let _ = controller.wait();
+    (deployment_facts(&serving), said, deployment_facts(&after))
+}
+
+/// The parity table's SageMaker row (`tests/parity.rs` has the rest): an endpoint drifts (its
+/// weight moved by hand) and each home notices, announces it once, heals it with
+/// `UpdateEndpointWeightsAndCapacities`, and records the same status before and after.
+#[test]
+fn both_homes_heal_a_drifted_endpoint_alike() {
+    let in_git = heal_in_git(&Moto::start());
+    let in_cluster = heal_in_cluster(&Moto::start());
+    assert_eq!(
+        in_git.1,
+        [
+            "endpoint pitch-frames is out of sync: variant v7: takes 0% of traffic, should take 100%; healing it"
+        ],
+        "{in_git:#?}"
+    );
+    assert_eq!(
+        in_git.0, in_cluster.0,
+        "serving: git mode, then Kubernetes mode"
+    );
+    assert_eq!(
+        in_git.1, in_cluster.1,
+        "announcements: git mode, then Kubernetes mode"
+    );
+    assert_eq!(
+        in_git.2, in_cluster.2,
+        "healed: git mode, then Kubernetes mode"
     );
 }

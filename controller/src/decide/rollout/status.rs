@@ -64,6 +64,18 @@ impl Endpoint<'_> {
     }
 }
 
+/// What to announce of an endpoint's drift (an `OutOfSync` event in a cluster, a history entry
+/// in git mode): news only when it drifted in a way the previous status did not show yet.
+pub fn drift_news(previous: &ModelDeploymentStatus, endpoint: &Endpoint) -> Option<String> {
+    (!endpoint.drift.is_empty() && endpoint.drift != previous.drift.as_slice()).then(|| {
+        format!(
+            "endpoint {} is out of sync: {}; healing it",
+            endpoint.target.endpoint_name,
+            endpoint.drift.join("; ")
+        )
+    })
+}
+
 /// The config a status records Slipway last asked SageMaker to heal to (what
 /// [`super::sagemaker::heal`] compares a new heal with).
 pub fn healing(status: &ModelDeploymentStatus) -> Option<&str> {

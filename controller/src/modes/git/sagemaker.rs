@@ -104,18 +104,22 @@ impl Reconciler<'_> {
                 stalled(why, &before, out)?;
                 continue;
             }
-            let changed = step.state != state
-                || !step.calls.is_empty()
-                || !step.drift.is_empty()
-                || healing_now.as_deref() != healing_before;
-            if changed {
-                let events: Vec<_> = step.events.clone();
-                if !step.drift.is_empty() {
-                    let message = format!(
-                        "endpoint {} is out of sync: {}",
-                        t.endpoint_name,
-                        step.drift.join("; ")
-                    );
+            let now = Endpoint {
+                target: t,
+                live: live.as_ref(),
+                healing: healing_now.as_deref(),
+                drift: &step.drift,
+            };
+            let events: Vec<_> = step.events.clone();
+            let status = status::stepped(
+                &step.state,
+                events.iter().map(|(k, v, m)| (k, v.as_str(), m.as_str())),
+                &basis,
+                Some(&now),
+            );
+            // Written when it says something new (as in a cluster).
+            if status != previous {
+                if let Some(message) = status::drift_news(&previous, &now) {
                     (self.progress)(&format!("{name}: {message}"));
                     let mut h = self.history(
                         "OutOfSync",
@@ -127,18 +131,6 @@ impl Reconciler<'_> {
                     h.data = json!({"drift": step.drift});
                     self.apply(&[crate::edges::store::Write::History(h)])?;
                 }
-                let now = Endpoint {
-                    target: t,
-                    live: live.as_ref(),
-                    healing: healing_now.as_deref(),
-                    drift: &step.drift,
-                };
-                let status = status::stepped(
-                    &step.state,
-                    events.iter().map(|(k, v, m)| (k, v.as_str(), m.as_str())),
-                    &basis,
-                    Some(&now),
-                );
                 self.record(&ns, &name, d, &step.state, None, &status, &events, out)?;
             }
             let mut failed = false;

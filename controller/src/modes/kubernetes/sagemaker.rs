@@ -212,25 +212,11 @@ async fn step(
         &basis,
         Some(&now),
     );
-    let drift_changed = step.drift != status.drift;
-    if step.state != state
-        || !step.calls.is_empty()
-        || drift_changed
-        || next.endpoint != status.endpoint
-        || status.observed_generation != generation
-        || status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Stalled" && c.status == "True")
-    {
+    // Written when it says something new (as in git mode).
+    if next != status {
         write(&api, md, &next).await?;
     }
-    if drift_changed && !step.drift.is_empty() {
-        let note = format!(
-            "endpoint {} is out of sync: {}; healing it",
-            t.endpoint_name,
-            step.drift.join("; ")
-        );
+    if let Some(note) = status::drift_news(&status, &now) {
         publish(&ctx, md, true, "OutOfSync", note).await;
     }
     for (kind, version, message) in &step.events {
