@@ -269,6 +269,22 @@ fn a_bad_revision_is_reported_and_the_last_good_state_is_kept() {
         !history.stdout.contains("RevisionRejected"),
         "rejections have no model"
     );
+
+    // Documents that passed the CRD-schema check are remembered by their text; a document
+    // edited into what the API server would refuse (an unquoted number where the CRD says
+    // string) is checked again and refused.
+    std::fs::write(&path, &good).unwrap();
+    let versions = work.join("registry/versions.yaml");
+    let text = std::fs::read_to_string(&versions).unwrap();
+    std::fs::write(&versions, text.replace("version: \"8\"", "version: 8")).unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("registry/versions.yaml:22:12")
+            && run.stderr.contains("quote it, \"8\""),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -1411,9 +1427,10 @@ fn the_web_ui_walks_from_models_to_versions_reports_aliases_and_traffic_in_a_rea
     let (_dir, work) = quickstart();
     let (mut child, port) = serve(&work, &[]);
     let base = format!("http://127.0.0.1:{port}");
+    // Serving 7 (a deployment with nothing to serve yet is Healthy too).
     eventually(Duration::from_secs(60), || {
         let (_, body) = get(port, "/api/v1/deployments");
-        body.contains("\"Healthy\"").then_some(())
+        body.contains("\"servingVersion\":\"7\"").then_some(())
     });
 
     let index = chromium_dom(&format!("{base}/"));

@@ -177,10 +177,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     );
     let pool = EvaluationPool::new(workers);
     // Metrics count what happens from now on: the history after its last entry at start.
-    let mut observed = store
-        .history(&crate::edges::store::HistoryFilter::default())?
-        .last()
-        .map_or(0, |h| h.id);
+    let mut observed = store.last_history_id()?;
     // `--once`: what the passes so far did, and whether a pass after the pool went idle ran.
     let mut so_far: Option<crate::modes::git::Outcome> = None;
     let mut settled_pass = false;
@@ -220,7 +217,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 }
             },
         };
-        let (catalog, diags) = Catalog::from_files(&files);
+        // Documents that passed the CRD-schema check in an earlier pass are not checked again.
+        let fingerprint = crate::decide::catalog::schema::fingerprint();
+        let passes = crate::decide::catalog::schema::Passes::new(store.schema_passes(fingerprint)?);
+        let (catalog, diags) = Catalog::from_files_remembering(&files, &passes);
+        store.remember_schema_passes(fingerprint, &passes.take_new())?;
         if !diags.is_empty() {
             shared.metrics.fail("invalid-revision");
             let errors: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
@@ -350,9 +351,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         courier.wake(catalog.clone());
         shared.metrics.reconciles.inc();
-        let mut json = catalog_json(&catalog);
-        json["evaluations"] = serde_json::to_value(&*reconciler.evaluations(&catalog)?)?;
-        *shared.catalog.lock().unwrap_or_else(|p| p.into_inner()) = json;
+        // What the read API and the UI show; nobody reads it without `--listen`.
+        if args.listen.is_some() {
+            let mut json = catalog_json(&catalog);
+            let evaluations = reconciler.evaluations(&catalog)?;
+            json["evaluations"] =
+                serde_json::to_value(evaluations.iter().map(|e| &**e).collect::<Vec<_>>())?;
+            *shared.catalog.lock().unwrap_or_else(|p| p.into_inner()) = json;
+        }
         set_ready(&|r| {
             r.revision = Some(revision.clone());
             r.rejected = None;

@@ -63,20 +63,39 @@ fn is_blank_document(doc: &str) -> bool {
     })
 }
 
+/// How documents are checked against the schemas their CRDs publish ([`super::schema`]).
+#[derive(Clone, Copy, Debug)]
+pub enum SchemaCheck<'a> {
+    /// Not at all (objects read from an API server, which checked them).
+    Off,
+    /// Every document.
+    On,
+    /// Every document not known to pass; what passes is noted in the [`super::schema::Passes`].
+    Remembering(&'a super::schema::Passes),
+}
+
 /// Loads every document of every file. Objects that parse are returned even when others fail.
 /// Files are parsed on all cores; the result keeps the input order.
 pub fn load_files(files: &[SourceFile]) -> (Vec<Object>, Vec<Diagnostic>) {
+    load_files_checking(files, SchemaCheck::On)
+}
+
+/// [`load_files`], checking documents read from files as `check` says.
+pub fn load_files_checking(
+    files: &[SourceFile],
+    check: SchemaCheck,
+) -> (Vec<Object>, Vec<Diagnostic>) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     if threads == 1 || files.len() < 64 {
-        return load_sequentially(files);
+        return load_sequentially(files, check);
     }
     let chunk = files.len().div_ceil(threads);
     let parts: Vec<(Vec<Object>, Vec<Diagnostic>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|c| scope.spawn(move || load_sequentially(c)))
+            .map(|c| scope.spawn(move || load_sequentially(c, check)))
             .collect();
         handles
             .into_iter()
@@ -93,7 +112,7 @@ pub fn load_files(files: &[SourceFile]) -> (Vec<Object>, Vec<Diagnostic>) {
     (objects, diags)
 }
 
-fn load_sequentially(files: &[SourceFile]) -> (Vec<Object>, Vec<Diagnostic>) {
+fn load_sequentially(files: &[SourceFile], check: SchemaCheck) -> (Vec<Object>, Vec<Diagnostic>) {
     let mut objects = Vec::new();
     let mut diags = Vec::new();
     for file in files {
@@ -121,7 +140,12 @@ fn load_sequentially(files: &[SourceFile]) -> (Vec<Object>, Vec<Diagnostic>) {
                 first_line: *first_line,
                 text: Arc::from(*doc),
             };
-            match load_document(origin, !file.from_api_server) {
+            let check = if file.from_api_server {
+                SchemaCheck::Off
+            } else {
+                check
+            };
+            match load_document_checking(origin, check) {
                 Ok(obj) => objects.push(obj),
                 Err(mut errs) => {
                     // A field missing from a document that the next one (without a kind of its
@@ -233,6 +257,15 @@ fn scan_header(text: &str) -> Option<(String, String)> {
 /// With `check_schema`, a document that parses as its kind is also checked against the schema
 /// its CRD publishes ([`super::schema`]).
 pub fn load_document(origin: Origin, check_schema: bool) -> Result<Object, Vec<Diagnostic>> {
+    let check = if check_schema {
+        SchemaCheck::On
+    } else {
+        SchemaCheck::Off
+    };
+    load_document_checking(origin, check)
+}
+
+fn load_document_checking(origin: Origin, check: SchemaCheck) -> Result<Object, Vec<Diagnostic>> {
     let (api_version, kind_name) = match scan_header(&origin.text) {
         Some((a, k)) => (Some(a), Some(k)),
         None => {
@@ -315,11 +348,13 @@ pub fn load_document(origin: Origin, check_schema: bool) -> Result<Object, Vec<D
         namespace,
         name,
     };
-    if check_schema {
-        let refused = super::schema::check(&origin, kind, Some(&key));
-        if !refused.is_empty() {
-            return Err(refused);
-        }
+    let refused = match check {
+        SchemaCheck::Off => Vec::new(),
+        SchemaCheck::On => super::schema::check(&origin, kind, Some(&key)),
+        SchemaCheck::Remembering(passes) => passes.check(&origin, kind, Some(&key)),
+    };
+    if !refused.is_empty() {
+        return Err(refused);
     }
     Ok(Object {
         resource,

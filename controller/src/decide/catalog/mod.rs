@@ -44,6 +44,17 @@ impl Catalog {
         Catalog::from_loaded(objects, diags)
     }
 
+    /// [`Catalog::from_files`], checking against the CRD schemas only the documents `passes`
+    /// does not know to pass (and noting in it those that pass now).
+    pub fn from_files_remembering(
+        files: &[SourceFile],
+        passes: &schema::Passes,
+    ) -> (Catalog, Vec<Diagnostic>) {
+        let (objects, diags) =
+            load::load_files_checking(files, load::SchemaCheck::Remembering(passes));
+        Catalog::from_loaded(objects, diags)
+    }
+
     /// Loads two revisions, parsing each file that is identical in both (same path and content id) once.
     /// Head files identical to a base file need no content (see `GitRepo::read_since`).
     pub fn from_revisions(

@@ -4,10 +4,13 @@
 //! anywhere in a document are refused as the API server's YAML reader refuses them. Names and
 //! namespaces must be what the API server accepts (DNS subdomain / label).
 //!
-//! The schemas are compiled once per kind.
+//! The schemas are compiled once per kind. A document text that passed is remembered by its
+//! digest ([`Passes`]), so `slipway run` checks only what changed since its last pass.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock};
+
+use sha2::{Digest as _, Sha256};
 
 use serde_json::{Value, json};
 use slipway_crd::Kind;
@@ -57,6 +60,85 @@ fn validators() -> &'static HashMap<&'static str, Result<jsonschema::Validator, 
             })
             .collect()
     })
+}
+
+/// Bump when [`check`] refuses something it did not before, so remembered passes are forgotten.
+const CHECK_REVISION: u32 = 1;
+
+/// What the verdicts of this build depend on: its version, its check's revision and every
+/// kind's schema, as hex.
+pub fn fingerprint() -> &'static str {
+    static F: OnceLock<String> = OnceLock::new();
+    F.get_or_init(|| {
+        let mut h = Sha256::new();
+        h.update(env!("CARGO_PKG_VERSION"));
+        h.update(CHECK_REVISION.to_le_bytes());
+        for k in Kind::ALL {
+            h.update(api_server_schema(k).to_string());
+        }
+        hex(&h.finalize())
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The digest a document's verdict is remembered by: this build's [`fingerprint`], its kind and
+/// its text.
+pub type Digest = [u8; 32];
+
+/// Document texts known to pass [`check`] under this build (loaded from the state store by the
+/// caller), and those that passed for the first time while loading (for it to remember).
+#[derive(Debug, Default)]
+pub struct Passes {
+    known: HashSet<Digest>,
+    new: Mutex<Vec<Digest>>,
+}
+
+impl Passes {
+    /// Passes known from earlier loads.
+    pub fn new(known: impl IntoIterator<Item = Digest>) -> Passes {
+        Passes {
+            known: known.into_iter().collect(),
+            new: Mutex::default(),
+        }
+    }
+
+    fn digest(kind: Kind, text: &str) -> Digest {
+        let mut h = Sha256::new();
+        h.update(fingerprint());
+        h.update(kind.as_str());
+        h.update([0]);
+        h.update(text);
+        h.finalize().into()
+    }
+
+    /// [`check`], skipped for a text known to pass; a text that passes now is noted.
+    pub fn check(
+        &self,
+        origin: &Origin,
+        kind: Kind,
+        key: Option<&super::ObjectKey>,
+    ) -> Vec<Diagnostic> {
+        let digest = Passes::digest(kind, &origin.text);
+        if self.known.contains(&digest) {
+            return Vec::new();
+        }
+        let refused = check(origin, kind, key);
+        if refused.is_empty() {
+            self.new
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(digest);
+        }
+        refused
+    }
+
+    /// The texts that passed for the first time, to remember.
+    pub fn take_new(&self) -> Vec<Digest> {
+        std::mem::take(&mut *self.new.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// A JSON pointer (`/spec/steps/0/weight`) as a field path.
@@ -449,5 +531,26 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].category, Category::Duplicate);
         assert_eq!(d[0].line, 5, "{d:?}");
+    }
+
+    #[test]
+    fn a_text_that_passed_is_not_checked_again_and_any_change_is() {
+        let good = "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: team-a}\nspec: {members: []}\n";
+        let bad = "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: Team_A}\nspec: {members: []}\n";
+        let first = Passes::default();
+        assert!(first.check(&origin(good), Kind::Group, None).is_empty());
+        assert!(!first.check(&origin(bad), Kind::Group, None).is_empty());
+        let remembered = first.take_new();
+        assert_eq!(remembered.len(), 1, "only what passed is remembered");
+        assert!(first.take_new().is_empty());
+
+        // The next load knows the good text: nothing new to remember for it; the bad one is
+        // refused again, and the same text under another kind is checked anew.
+        let next = Passes::new(remembered.clone());
+        assert!(next.check(&origin(good), Kind::Group, None).is_empty());
+        assert!(next.take_new().is_empty());
+        assert!(!next.check(&origin(bad), Kind::Group, None).is_empty());
+        assert_ne!(Passes::digest(Kind::Approval, good), remembered[0]);
+        assert_eq!(fingerprint().len(), 64);
     }
 }

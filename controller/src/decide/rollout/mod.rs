@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use slipway_crd::model_deployment::{Analysis, DeploymentPhase, Strategy, StrategyType};
+use slipway_crd::model_deployment::{DeploymentPhase, Strategy, StrategyType};
 
 use crate::decide::duration;
 
@@ -511,114 +511,13 @@ pub fn decide(
     }
 }
 
-/// An operator's request to roll `version` (or, without one, every rejected version) of
-/// `deployment` out again — `slipway retry` in git mode, the `slipway.dev/retry` annotation in a
-/// cluster: the state with those versions no longer rejected and a `RetryRequested` event for
-/// each, or why there is nothing to retry.
-pub fn request_retry(
-    state: &RolloutState,
-    deployment: &str,
-    version: Option<&str>,
-) -> Result<Step, String> {
-    let versions: Vec<String> = match version {
-        Some(v) => vec![v.to_string()],
-        None => state.rejected.iter().cloned().collect(),
-    };
-    if versions.is_empty() || versions.iter().any(|v| !state.rejected.contains(v)) {
-        let rejected: Vec<&str> = state.rejected.iter().map(String::as_str).collect();
-        return Err(format!(
-            "{deployment} has {} rejected; nothing to retry{}",
-            if rejected.is_empty() {
-                "no version".to_string()
-            } else {
-                format!("versions {}", rejected.join(", "))
-            },
-            version
-                .map(|v| format!(" for version {v}"))
-                .unwrap_or_default()
-        ));
-    }
-    let mut s = state.clone();
-    let mut actions = Vec::new();
-    for v in versions {
-        s = retry(&s, &v);
-        actions.push(Action::Event {
-            kind: EventKind::RetryRequested,
-            message: format!("version {v} may be rolled out again"),
-            version: v,
-        });
-    }
-    Ok(Step {
-        state: s,
-        actions,
-        requeue_after: Some(Duration::ZERO),
-    })
-}
-
-/// Gives a rejected version another chance on this deployment.
-fn retry(state: &RolloutState, version: &str) -> RolloutState {
-    let mut s = state.clone();
-    s.rejected.remove(version);
-    if s.phase == DeploymentPhase::Failed && s.candidate.as_deref() == Some(version) {
-        s.candidate = None; // restart it from the first step
-        s.step = 0;
-        s.step_started = None;
-    }
-    if s.phase != DeploymentPhase::Healthy {
-        s.phase = DeploymentPhase::Progressing;
-    }
-    s
-}
-
-/// Traffic the router observed for the candidate since the current step began.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Window {
-    /// Requests answered.
-    pub requests: u64,
-    /// Responses with status ≥ 500 or no response.
-    pub errors: u64,
-    /// Latencies in milliseconds.
-    pub latencies_ms: Vec<f64>,
-}
-
-/// Judges a window against a deployment's analysis thresholds.
-pub fn analyze(spec: Option<&Analysis>, window: &Window) -> Verdict {
-    let Some(spec) = spec else {
-        return Verdict::Pass;
-    };
-    if let Some(min) = spec.min_requests
-        && window.requests < min
-    {
-        return Verdict::Inconclusive(format!("{} of {min} requests observed", window.requests));
-    }
-    if let Some(max) = spec.max_error_ratio
-        && window.requests > 0
-    {
-        let ratio = window.errors as f64 / window.requests as f64;
-        if ratio > max {
-            return Verdict::Fail(format!(
-                "error ratio {ratio:.3} above {max} ({} of {} requests)",
-                window.errors, window.requests
-            ));
-        }
-    }
-    if let Some(max) = spec.max_latency_ms
-        && !window.latencies_ms.is_empty()
-    {
-        let p = spec.latency_percentile.unwrap_or(99.0);
-        let mut sorted = window.latencies_ms.clone();
-        sorted.sort_by(f64::total_cmp);
-        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-        let value = sorted[rank.clamp(1, sorted.len()) - 1];
-        if value > max {
-            return Verdict::Fail(format!("p{p} latency {value:.1} ms above {max} ms"));
-        }
-    }
-    Verdict::Pass
-}
-
+mod analysis;
+mod retry;
 pub mod sagemaker;
 pub mod status;
+
+pub use analysis::{Window, analyze};
+pub use retry::request_retry;
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! The rollout state machine driven by a fake clock and scripted observations.
 
 use chrono::TimeZone;
-use slipway_crd::model_deployment::Step as CanaryStep;
+use slipway_crd::model_deployment::{Analysis, Step as CanaryStep};
 
 use super::*;
 

@@ -184,3 +184,23 @@ fn an_older_rollout_record_reads_with_its_state() {
     assert_eq!(record.state.traffic.get("7"), Some(&100));
     assert_eq!((record.model.as_str(), record.address), ("", None));
 }
+
+#[test]
+fn schema_passes_are_kept_per_build_and_other_builds_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(
+        store.schema_passes("build-a").unwrap().is_empty(),
+        "no table yet"
+    );
+    store
+        .remember_schema_passes("build-a", &[[1; 32], [2; 32]])
+        .unwrap();
+    store.remember_schema_passes("build-a", &[[2; 32]]).unwrap();
+    let mut a = store.schema_passes("build-a").unwrap();
+    a.sort();
+    assert_eq!(a, vec![[1; 32], [2; 32]]);
+    store.remember_schema_passes("build-b", &[[3; 32]]).unwrap();
+    assert_eq!(store.schema_passes("build-b").unwrap(), vec![[3; 32]]);
+    assert!(store.schema_passes("build-a").unwrap().is_empty());
+}

@@ -43,8 +43,8 @@ impl Reconciler<'_> {
         &self,
         ns: &str,
         name: &str,
-    ) -> Result<Option<EvaluationStatus>, StoreError> {
-        self.typed_status("Evaluation", ns, name)
+    ) -> Result<Option<std::rc::Rc<EvaluationStatus>>, StoreError> {
+        self.statuses.evaluation(self.store, ns, name)
     }
 
     /// The results of a finished run with this content address, if any, and the evaluation
@@ -326,7 +326,7 @@ impl Reconciler<'_> {
         // A finished evaluation stands as it ran (against the baseline of its time); only a
         // change of what it is made of (its content address) runs it again.
         let external = task.runner.webhook.is_some();
-        let next = lifecycle::next(previous.as_ref(), &key);
+        let next = lifecycle::next(previous.as_deref(), &key);
         if next == lifecycle::Next::Stands {
             return Ok(());
         }
@@ -343,9 +343,9 @@ impl Reconciler<'_> {
         let finished = match reused_status {
             Some(reused) => Some(reused),
             // Dispatched, or waiting for the external job to report.
-            None if external => self.external(task, &key, previous.as_ref())?,
+            None if external => self.external(task, &key, previous.as_deref())?,
             // Running in the background, or finished.
-            None => self.run_local(task, &key, previous.as_ref(), next)?,
+            None => self.run_local(task, &key, previous.as_deref(), next)?,
         };
         let Some(mut status) = finished else {
             return Ok(());

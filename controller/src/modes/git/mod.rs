@@ -179,6 +179,7 @@ impl Reconciler<'_> {
         let mut touched: BTreeSet<(String, String, String)> = self.register(catalog, &mut out)?;
         let mut done: BTreeSet<String> = BTreeSet::new();
         loop {
+            let finished_before = out.evaluated.len();
             let resolved =
                 |ns: &str, model: &str, alias: &str| self.resolved_alias(catalog, ns, model, alias);
             let ready: Vec<Task> = tasks::all(catalog, &resolved)
@@ -202,8 +203,9 @@ impl Reconciler<'_> {
             out.blocked.clear();
             let results = self.results_of(catalog)?;
             self.promote(catalog, &results, &mut out)?;
-            if ready.is_empty() && out.moved.len() == moved {
-                // Nothing ran after these results were read: they are the pass's last word.
+            if out.evaluated.len() == finished_before && out.moved.len() == moved {
+                // Nothing finished or moved after these results were read (what runs in the
+                // background reports in a later pass): they are the pass's last word.
                 self.version_statuses(catalog, &touched, &results)?;
                 break;
             }
@@ -242,7 +244,7 @@ impl Reconciler<'_> {
                 suites,
                 held.into_iter()
                     .flatten()
-                    .map(|(suite, e)| (suite.as_str(), e)),
+                    .map(|(suite, e)| (suite.as_str(), &**e)),
                 None,
                 (self.now)(),
             );
@@ -346,7 +348,10 @@ impl Reconciler<'_> {
 
     /// The evaluations of the revision, as documents with the status the store has for them
     /// (built once per pass until an evaluation or alias status changes).
-    pub fn evaluations(&self, catalog: &Catalog) -> Result<std::rc::Rc<Vec<Evaluation>>, Error> {
+    pub fn evaluations(
+        &self,
+        catalog: &Catalog,
+    ) -> Result<std::rc::Rc<Vec<std::sync::Arc<Evaluation>>>, Error> {
         if let Some(e) = self.statuses.evaluations.borrow().as_ref() {
             return Ok(e.clone());
         }
@@ -355,7 +360,10 @@ impl Reconciler<'_> {
         Ok(built)
     }
 
-    fn build_evaluations(&self, catalog: &Catalog) -> Result<Vec<Evaluation>, Error> {
+    fn build_evaluations(
+        &self,
+        catalog: &Catalog,
+    ) -> Result<Vec<std::sync::Arc<Evaluation>>, Error> {
         let resolved =
             |ns: &str, model: &str, alias: &str| self.resolved_alias(catalog, ns, model, alias);
         let mut evaluations = Vec::new();
@@ -371,8 +379,8 @@ impl Reconciler<'_> {
                     },
                 );
                 e.metadata.namespace = Some(t.namespace);
-                e.status = Some(status);
-                evaluations.push(e);
+                e.status = Some((*status).clone());
+                evaluations.push(std::sync::Arc::new(e));
             }
         }
         Ok(evaluations)

@@ -12,7 +12,7 @@ use super::*;
 impl Reconciler<'_> {
     pub(super) fn results_of(&self, catalog: &Catalog) -> Result<Results, Error> {
         let mut results = Results::default();
-        results.add(self.evaluations(catalog)?.iter());
+        results.add_shared(self.evaluations(catalog)?.iter().cloned());
         Ok(results)
     }
 

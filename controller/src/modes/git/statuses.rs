@@ -7,11 +7,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use serde::Deserialize;
 use serde_json::Value;
+use slipway_crd::evaluation::EvaluationStatus;
 
 use crate::edges::store::{Store, StoreError, Write};
 
-type ByName = HashMap<(String, String), Rc<Value>>;
+type ByName<T = Value> = HashMap<(String, String), Rc<T>>;
 
 /// The statuses of the kinds read so far in this pass.
 #[derive(Default)]
@@ -19,7 +21,10 @@ pub struct PassStatuses {
     kinds: RefCell<HashMap<String, ByName>>,
     /// The pass's evaluations as documents, until an evaluation or alias status changes (an
     /// alias decides which baseline an evaluation runs against).
-    pub evaluations: RefCell<Option<Rc<Vec<slipway_crd::Evaluation>>>>,
+    pub evaluations: RefCell<Option<Rc<Vec<std::sync::Arc<slipway_crd::Evaluation>>>>>,
+    /// Every evaluation status, decoded straight from the store on the first read (each is read
+    /// by the evaluation step and again for the results); the pass's writes go through.
+    decoded: RefCell<Option<ByName<EvaluationStatus>>>,
 }
 
 impl PassStatuses {
@@ -47,6 +52,29 @@ impl PassStatuses {
             .cloned())
     }
 
+    /// The status of evaluation `ns`/`name`, decoded once per pass.
+    pub fn evaluation(
+        &self,
+        store: &Store,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Rc<EvaluationStatus>>, StoreError> {
+        if self.decoded.borrow().is_none() {
+            let all = store
+                .statuses_as::<EvaluationStatus>("Evaluation")?
+                .into_iter()
+                .map(|(ns, name, status)| ((ns, name), Rc::new(status)))
+                .collect();
+            *self.decoded.borrow_mut() = Some(all);
+        }
+        Ok(self
+            .decoded
+            .borrow()
+            .as_ref()
+            .and_then(|d| d.get(&(ns.to_string(), name.to_string())))
+            .cloned())
+    }
+
     /// Takes in writes the store has applied.
     pub fn wrote(&self, writes: &[Write]) {
         if writes.iter().any(|w| {
@@ -63,6 +91,15 @@ impl PassStatuses {
                     name,
                     status,
                 } => {
+                    if kind == "Evaluation"
+                        && let Some(decoded) = self.decoded.borrow_mut().as_mut()
+                    {
+                        let key = (namespace.clone(), name.clone());
+                        match EvaluationStatus::deserialize(status) {
+                            Ok(s) => decoded.insert(key, Rc::new(s)),
+                            Err(_) => decoded.remove(&key),
+                        };
+                    }
                     if let Some(k) = kinds.get_mut(kind) {
                         k.insert((namespace.clone(), name.clone()), Rc::new(status.clone()));
                     }

@@ -107,7 +107,7 @@ pub async fn reconcile_version(
         suites,
         held.into_iter()
             .flatten()
-            .map(|(suite, e)| (suite.as_str(), e)),
+            .map(|(suite, e)| (suite.as_str(), &**e)),
         version.metadata.generation,
         Utc::now(),
     );
