@@ -1,10 +1,5 @@
 use clap::Parser;
 
-/// mimalloc: the no-change pass over 10,000 evaluated versions allocates and frees millions of
-/// small objects; glibc's allocator took a fifth of it (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     // One crypto provider for every TLS client and server in the process (kube, the webhook,
     // the AWS SDK): ring. Set explicitly so no feature unification can make it ambiguous.

@@ -373,6 +373,14 @@ impl Store {
         self.statuses_as(kind)
     }
 
+    /// The (namespace, name) of every object of `kind` with a status.
+    pub fn status_keys(&self, kind: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT namespace, name FROM status WHERE kind = ?1")?;
+        let rows = stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// [`Store::statuses`], each decoded straight into `T`.
     pub fn statuses_as<T: serde::de::DeserializeOwned>(
         &self,

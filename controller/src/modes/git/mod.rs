@@ -180,11 +180,11 @@ impl Reconciler<'_> {
         let mut done: BTreeSet<String> = BTreeSet::new();
         loop {
             let finished_before = out.evaluated.len();
-            let resolved =
-                |ns: &str, model: &str, alias: &str| self.resolved_alias(catalog, ns, model, alias);
-            let ready: Vec<Task> = tasks::all(catalog, &resolved)
-                .into_iter()
+            let ready: Vec<Task> = self
+                .tasks(catalog)
+                .iter()
                 .filter(|t| !done.contains(&t.name) && !self.awaits_baseline(catalog, t))
+                .cloned()
                 .collect();
             for task in &ready {
                 let finished = out.evaluated.len();
@@ -291,12 +291,17 @@ impl Reconciler<'_> {
         out: &mut Outcome,
     ) -> Result<BTreeSet<(String, String, String)>, Error> {
         let mut registered = BTreeSet::new();
+        let known: std::collections::HashSet<(String, String)> = self
+            .store
+            .status_keys("ModelVersion")?
+            .into_iter()
+            .collect();
         for obj in catalog.objects() {
             let Resource::ModelVersion(v) = &obj.resource else {
                 continue;
             };
             let ns = &obj.key.namespace;
-            if self.status("ModelVersion", ns, &obj.key.name)?.is_some() {
+            if known.contains(&(ns.clone(), obj.key.name.clone())) {
                 continue;
             }
             let mut h = self.history(
@@ -360,25 +365,36 @@ impl Reconciler<'_> {
         Ok(built)
     }
 
+    /// The evaluations the catalog calls for (built once until an alias or evaluation status
+    /// changes).
+    fn tasks(&self, catalog: &Catalog) -> std::rc::Rc<Vec<Task>> {
+        if let Some(t) = self.statuses.tasks.borrow().as_ref() {
+            return t.clone();
+        }
+        let resolved =
+            |ns: &str, model: &str, alias: &str| self.resolved_alias(catalog, ns, model, alias);
+        let built = std::rc::Rc::new(tasks::all(catalog, &resolved));
+        *self.statuses.tasks.borrow_mut() = Some(built.clone());
+        built
+    }
+
     fn build_evaluations(
         &self,
         catalog: &Catalog,
     ) -> Result<Vec<std::sync::Arc<Evaluation>>, Error> {
-        let resolved =
-            |ns: &str, model: &str, alias: &str| self.resolved_alias(catalog, ns, model, alias);
         let mut evaluations = Vec::new();
-        for t in tasks::all(catalog, &resolved) {
+        for t in self.tasks(catalog).iter() {
             if let Some(status) = self.evaluation_status(&t.namespace, &t.name)? {
                 let mut e = Evaluation::new(
                     &t.name,
                     EvaluationSpec {
-                        model: t.model,
-                        version: t.version,
-                        suite: t.suite,
+                        model: t.model.clone(),
+                        version: t.version.clone(),
+                        suite: t.suite.clone(),
                         ..Default::default()
                     },
                 );
-                e.metadata.namespace = Some(t.namespace);
+                e.metadata.namespace = Some(t.namespace.clone());
                 e.status = Some((*status).clone());
                 evaluations.push(std::sync::Arc::new(e));
             }

@@ -22,6 +22,9 @@ pub struct PassStatuses {
     /// The pass's evaluations as documents, until an evaluation or alias status changes (an
     /// alias decides which baseline an evaluation runs against).
     pub evaluations: RefCell<Option<Rc<Vec<std::sync::Arc<slipway_crd::Evaluation>>>>>,
+    /// The evaluations the catalog calls for, against the aliases as resolved now (dropped
+    /// with `evaluations` when an alias or evaluation status changes).
+    pub tasks: RefCell<Option<Rc<Vec<crate::decide::evaluation::tasks::Task>>>>,
     /// Every evaluation status, decoded straight from the store on the first read (each is read
     /// by the evaluation step and again for the results); the pass's writes go through.
     decoded: RefCell<Option<ByName<EvaluationStatus>>>,
@@ -81,6 +84,7 @@ impl PassStatuses {
             matches!(w, Write::Status { kind, .. } if kind == "Evaluation" || kind == "ModelAlias")
         }) {
             self.evaluations.borrow_mut().take();
+            self.tasks.borrow_mut().take();
         }
         let mut kinds = self.kinds.borrow_mut();
         for w in writes {
