@@ -180,9 +180,14 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
         action: reason.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "cannot publish event");
-    }
+    // Sent in the background: a reconcile's slot is not held for a request nobody waits on.
+    let (recorder, reference) = (ctx.recorder.clone(), object.object_ref(&()));
+    let reason = reason.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, reason, "cannot publish event");
+        }
+    });
 }
 
 /// Decides the requeue of a failed reconcile from what failed (see [`Retry`]), counts it by
