@@ -287,14 +287,14 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
         (get(&api, &["mdeploy", "pitch-frames-api"], "{.status.phase}") == "RolledBack")
             .then_some(())
     });
-    assert_eq!(
+    let rejected = |api: &ApiServer| {
         get(
-            &api,
+            api,
             &["mdeploy", "pitch-frames-api"],
-            "{.status.rejectedVersions}"
-        ),
-        r#"["9"]"#
-    );
+            "{.status.rejectedVersions}",
+        )
+    };
+    assert_eq!(rejected(&api), r#"["9"]"#);
     assert_eq!(
         get(&api, &["mdeploy", "pitch-frames-api"], "{.status.traffic}"),
         r#"{"8":100}"#
@@ -372,14 +372,7 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
         refused.stdout,
         "Warning default/pitch-frames-api has versions 9 rejected; nothing to retry for version 7"
     );
-    assert_eq!(
-        get(
-            &api,
-            &["mdeploy", "pitch-frames-api"],
-            "{.status.rejectedVersions}"
-        ),
-        r#"["9"]"#
-    );
+    assert_eq!(rejected(&api), r#"["9"]"#);
     let metrics = controller.metrics();
     assert!(metrics.contains("slipway_controller_leader 1"), "{metrics}");
     assert!(

@@ -212,6 +212,16 @@ fn wait_for(
     }
 }
 
+/// Waits until pitch-frames-api's status has `field` = `want` (with no rollout under way, when
+/// `settled`).
+fn wait_deployment(home: &dyn Home, settled: bool, field: &str, want: &str) -> Value {
+    let read = || {
+        home.deployment_status("pitch-frames-api")
+            .filter(|d| !settled || d["targetVersion"].is_null())
+    };
+    wait_for(home, "deployment pitch-frames-api", read, field, want)
+}
+
 fn wait_evaluation(home: &dyn Home, name: &str, phase: &str) -> Value {
     let what = format!("evaluation {name}");
     wait_for(home, &what, || home.evaluation(name), "phase", phase)
@@ -254,6 +264,19 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     );
     let s = wait_evaluation(home, "pitch-frames-7-holdout", "Succeeded");
     assert_eq!(s["verdict"], "Passed", "{who}: {s}");
+    // The results API: the attempt's token is good for one set of results (409 after), and a
+    // caller without it learns nothing, not even whether an evaluation exists (401 alike).
+    let sent = &dispatches(receiver, "pitch-frames-7-holdout")[0];
+    let url = sent["resultsUrl"].as_str().unwrap_or_default();
+    let again = post_json(url, sent["token"].as_str().unwrap_or_default(), "{}");
+    let unknown = post_json(&url.replace("7-holdout", "77-holdout"), "guess", "{}");
+    let bare = request("POST", url, &[], "{}");
+    assert_eq!(
+        (again.0, unknown.0, bare.0),
+        (409, 401, 401),
+        "{who}: {again:?} {unknown:?} {bare:?}"
+    );
+    t.insert("1 results API".into(), json!([again.1, unknown.1, bare.1]));
     assert_eq!(s["attempts"], 1, "{who}: {s}");
     assert_eq!(s["conditions"][0]["reason"], "Passed", "{who}: {s}");
     t.insert("1 evaluation".into(), status_facts(&s));
@@ -354,35 +377,14 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     //    version 10 (9's artifact again: its evaluation is reused) is promoted and rolled out
     //    by the canary steps, 25% → 50% → 100%, each held for its pause.
     home.apply("deployment.yaml", &home.deployment());
-    let d = wait_for(
-        home,
-        "deployment pitch-frames-api",
-        || home.deployment_status("pitch-frames-api"),
-        "servingVersion",
-        "9",
-    );
+    let d = wait_deployment(home, false, "servingVersion", "9");
     assert_eq!(d["traffic"], json!({"9": 100}), "{who}: {d}");
     home.apply("v10.yaml", &version("pitch-frames", "10", "08"));
     home.apply("alias.yaml", &alias("pitch-frames", "10"));
     wait_resolved(home, "pitch-frames-production", "10");
-    let canary = wait_for(
-        home,
-        "deployment pitch-frames-api",
-        || home.deployment_status("pitch-frames-api"),
-        "targetVersion",
-        "10",
-    );
+    let canary = wait_deployment(home, false, "targetVersion", "10");
     assert_eq!(canary["phase"], "Progressing", "{who}: {canary}");
-    let d = wait_for(
-        home,
-        "deployment pitch-frames-api",
-        || {
-            home.deployment_status("pitch-frames-api")
-                .filter(|d| d["targetVersion"].is_null())
-        },
-        "servingVersion",
-        "10",
-    );
+    let d = wait_deployment(home, true, "servingVersion", "10");
     assert_eq!(d["traffic"], json!({"10": 100}), "{who}: {d}");
     assert_eq!(d["phase"], "Healthy", "{who}: {d}");
     let steps: Vec<&Value> = d["history"]
@@ -406,13 +408,7 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     home.apply("v11.yaml", &version("pitch-frames", "11", "08"));
     home.apply("alias.yaml", &alias("pitch-frames", "11"));
     wait_resolved(home, "pitch-frames-production", "11");
-    let d = wait_for(
-        home,
-        "deployment pitch-frames-api",
-        || home.deployment_status("pitch-frames-api"),
-        "phase",
-        "RolledBack",
-    );
+    let d = wait_deployment(home, false, "phase", "RolledBack");
     assert_eq!(
         (&d["servingVersion"], &d["traffic"], &d["rejectedVersions"]),
         (&json!("10"), &json!({"10": 100}), &json!(["11"])),
@@ -429,16 +425,7 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     t.insert("6 rollback".into(), deployment_facts(&d));
     home.hold("11", false);
     home.retry("pitch-frames-api", "11");
-    let d = wait_for(
-        home,
-        "deployment pitch-frames-api",
-        || {
-            home.deployment_status("pitch-frames-api")
-                .filter(|d| d["targetVersion"].is_null())
-        },
-        "servingVersion",
-        "11",
-    );
+    let d = wait_deployment(home, true, "servingVersion", "11");
     assert_eq!(
         (&d["phase"], &d["traffic"], &d["rejectedVersions"]),
         (&json!("Healthy"), &json!({"11": 100}), &Value::Null),

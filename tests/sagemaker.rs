@@ -93,6 +93,33 @@ fn counts(moto: &Moto) -> (usize, usize) {
     (a.parse().unwrap(), b.parse().unwrap())
 }
 
+/// A real API server holding the registry with production at version 7, and `slipway
+/// controller` on it with the moto server's credentials; its log goes to `log`.
+fn cluster_with_controller(
+    moto: &Moto,
+    log: Stdio,
+) -> (support::apiserver::ApiServer, std::process::Child) {
+    let api = support::apiserver::ApiServer::start();
+    api.install_crds();
+    let run = api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "admin",
+        &format!("{REGISTRY}\n---\n{}", alias("7")),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let env = moto.env();
+    let controller = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["controller", "--listen"])
+        .arg(format!("127.0.0.1:{}", support::free_port()))
+        .env("KUBECONFIG", &api.kubeconfig)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (api, controller)
+}
+
 fn history(dir: &Path) -> String {
     let run = support::slipway(&["history", "pitch-frames", "--state", "state"], dir);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -374,27 +401,11 @@ fn missing_credentials_are_reported_clearly() {
 
 #[test]
 fn the_controller_rolls_sagemaker_deployments_out_and_deletes_the_endpoint_with_the_object() {
-    use support::apiserver::ApiServer;
     let moto = Moto::start();
-    let api = ApiServer::start();
-    api.install_crds();
-    let run = api.kubectl_stdin(
-        &["apply", "-f", "-"],
-        "admin",
-        &format!("{REGISTRY}\n---\n{}", alias("7")),
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let log = api.dir.path().join("controller.log");
-    let env = moto.env();
-    let mut controller = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args(["controller", "--listen"])
-        .arg(format!("127.0.0.1:{}", support::free_port()))
-        .env("KUBECONFIG", &api.kubeconfig)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("controller.log");
+    let (api, mut controller) =
+        cluster_with_controller(&moto, std::fs::File::create(&log).unwrap().into());
     let get = |path: &str| {
         api.kubectl(
             &[
@@ -717,25 +728,7 @@ fn heal_in_git(moto: &Moto) -> Heal {
 }
 
 fn heal_in_cluster(moto: &Moto) -> Heal {
-    use support::apiserver::ApiServer;
-    let api = ApiServer::start();
-    api.install_crds();
-    let run = api.kubectl_stdin(
-        &["apply", "-f", "-"],
-        "admin",
-        &format!("{REGISTRY}\n---\n{}", alias("7")),
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let env = moto.env();
-    let mut controller = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args(["controller", "--listen"])
-        .arg(format!("127.0.0.1:{}", support::free_port()))
-        .env("KUBECONFIG", &api.kubeconfig)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (api, mut controller) = cluster_with_controller(moto, Stdio::null());
     let status = || {
         let run = api.kubectl(
             &["get", "mdeploy", "pitch-frames-api", "-o", "json"],

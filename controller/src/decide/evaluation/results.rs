@@ -82,6 +82,38 @@ pub fn posted(body: &[u8], baseline: Option<&str>) -> Result<PostedResults, (u16
     Ok(posted)
 }
 
+/// Whether results posted for `evaluation` (`ns/name`) are taken, decided alike in both homes.
+/// The token comes first: a missing token, an evaluation that is not there and a wrong token
+/// all answer 401 with the same words, so the API tells a caller without the attempt's token
+/// nothing, not even that the evaluation exists. `token_matches` is `None` when no attempt of
+/// that evaluation takes results. Then the attempt: once it has its results (`answered` says
+/// how, asked only of a caller with the token), a second post is refused with 409 — a token is good for one set of results.
+pub fn admit(
+    evaluation: &str,
+    token: Option<&str>,
+    token_matches: Option<&dyn Fn(&str) -> bool>,
+    answered: impl FnOnce() -> Result<Option<String>, (u16, String)>,
+) -> Result<(), (u16, String)> {
+    let refused = || {
+        (
+            401,
+            format!(
+                "send `Authorization: Bearer TOKEN` with the token of an attempt of {evaluation} that waits for results"
+            ),
+        )
+    };
+    let token = token.ok_or_else(refused)?;
+    if !token_matches.is_some_and(|m| m(token)) {
+        return Err(refused());
+    }
+    match answered()? {
+        Some(how) => Err((
+            409,
+            format!("{evaluation} {how}; an attempt's token is good for one set of results"),
+        )),
+        None => Ok(()),
+    }
+}
 /// Joins candidate and baseline samples by input, in the candidate's order (then baseline-only inputs).
 pub fn join_samples(candidate: &[RunSample], baseline: &[RunSample]) -> Vec<Sample> {
     let by_input: BTreeMap<&str, &RunSample> =
@@ -120,6 +152,39 @@ pub fn join_samples(candidate: &[RunSample], baseline: &[RunSample]) -> Vec<Samp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_is_checked_before_anything_is_said_of_the_attempt() {
+        let good = |t: &str| t == "right";
+        let asked = std::cell::Cell::new(false);
+        let answered = || {
+            asked.set(true);
+            Ok(Some("is Succeeded, not waiting for results".to_string()))
+        };
+        let refusals = [
+            admit("ns/e", None, Some(&good), answered),
+            admit("ns/e", Some("wrong"), Some(&good), answered),
+            admit("ns/e", Some("right"), None, answered),
+        ];
+        for r in &refusals {
+            assert_eq!(
+                r, &refusals[0],
+                "an unknown evaluation answers as a wrong token"
+            );
+            assert_eq!(r.as_ref().unwrap_err().0, 401);
+        }
+        assert!(
+            !asked.get(),
+            "nothing about the attempt is read before the token holds"
+        );
+        let (code, message) = admit("ns/e", Some("right"), Some(&good), answered).unwrap_err();
+        assert_eq!(code, 409);
+        assert!(message.contains("good for one set of results"), "{message}");
+        assert_eq!(
+            admit("ns/e", Some("right"), Some(&good), || Ok(None)),
+            Ok(())
+        );
+    }
 
     #[test]
     fn a_results_file_parses() {
