@@ -788,7 +788,7 @@ fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
         url: http://127.0.0.1:{port}/dispatch
         headers:
           Authorization: {{file: {token}}}
-        bodyTemplate: '{{"event_type": "{{{{ event }}}}", "client_payload": {{"version": "{{{{ version }}}}"}}}}'
+        bodyTemplate: '{{"event_type": "{{{{ event }}}}", "client_payload": {{"version": "{{{{ version }}}}", "traffic": {{{{ data.traffic }}}}}}}}'
 "#,
         port = receiver.port,
         token = token_file.display()
@@ -839,9 +839,10 @@ fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
         "{}",
         dispatch[0].1
     );
+    // Values are escaped for JSON strings; an object is written as JSON.
     assert_eq!(
         dispatch[0].2,
-        r#"{"event_type": "RolloutSucceeded", "client_payload": {"version": "7"}}"#
+        r#"{"event_type": "RolloutSucceeded", "client_payload": {"version": "7", "traffic": {"7":100}}}"#
     );
 
     let history = slipway(&["history", "pitch-frames", "--state", "state"], &work).stdout;

@@ -133,9 +133,7 @@ pub fn messages_with(
                 "data": entry.data,
             });
             let body = match &hook.body_template {
-                Some(t) => minijinja::Environment::new()
-                    .render_str(t, minijinja::Value::from(minijinja::value::Serde(&ctx)))
-                    .map_err(|e| fail(format!("bodyTemplate: {e}")))?,
+                Some(t) => json_body(t, &ctx).map_err(fail)?,
                 None => ctx.to_string(),
             };
             Ok(Message {
@@ -146,6 +144,38 @@ pub fn messages_with(
             })
         })
         .collect()
+}
+
+/// Renders a `bodyTemplate` (a notification's or a `webhook` runner's) into a JSON body. Every
+/// value a `{{ … }}` writes is escaped as the inside of a JSON string — a quote, backslash or
+/// line break in a message or an artifact URI cannot end the string and change the document —
+/// and a list or object is written as JSON. A template that does not render JSON is an error.
+pub fn json_body(template: &str, context: &serde_json::Value) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_formatter(|out, _state, value| {
+        let text = match (value.as_str(), value.kind()) {
+            (Some(s), _) => {
+                let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+                quoted[1..quoted.len() - 1].to_string()
+            }
+            (None, minijinja::value::ValueKind::Map | minijinja::value::ValueKind::Seq) => {
+                serde_json::to_string(value).unwrap_or_default()
+            }
+            (None, _) => value.to_string(),
+        };
+        out.write_str(&text)
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+    });
+    let body = env
+        .render_str(
+            template,
+            minijinja::Value::from(minijinja::value::Serde(context)),
+        )
+        .map_err(|e| format!("bodyTemplate: {e}"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&body)
+        // Not the body in the message: a runner's body holds the attempt's token.
+        .map_err(|e| format!("bodyTemplate does not render JSON: {e}"))?;
+    Ok(body)
 }
 
 /// Delivers the notifications of every history entry after the stored cursor, then advances the
@@ -317,6 +347,28 @@ fn error_kind(e: &ureq::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_template_escapes_what_it_writes_and_must_render_json() {
+        let hostile = "s3://m/7\", \"admin\": true, \"x\": \"\\\n";
+        let ctx = json!({"event": "AliasMoved", "uri": hostile, "n": 3, "data": {"a": [1, "b"]}});
+        let body = json_body(
+            r#"{"event": "{{ event }}", "uri": "{{ uri }}", "n": {{ n }}, "data": {{ data }}}"#,
+            &ctx,
+        )
+        .unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["uri"], hostile, "{body}");
+        assert_eq!(
+            parsed.as_object().unwrap().len(),
+            4,
+            "no key was injected: {body}"
+        );
+        assert_eq!(parsed["data"], json!({"a": [1, "b"]}));
+        assert_eq!(parsed["n"], 3);
+        let broken = json_body(r#"{"event": {{ event }}}"#, &ctx).unwrap_err();
+        assert!(broken.contains("does not render JSON"), "{broken}");
+    }
     use slipway_crd::registered_model::{SlackNotification, WebhookNotification};
 
     fn entry(event: &str) -> HistoryEntry {

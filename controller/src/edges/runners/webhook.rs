@@ -15,9 +15,7 @@ pub fn dispatch_message(
     secret: &dyn Fn(&SecretRef) -> Result<String, String>,
 ) -> Result<Message, String> {
     let body = match &hook.body_template {
-        Some(t) => minijinja::Environment::new()
-            .render_str(t, minijinja::Value::from(minijinja::value::Serde(context)))
-            .map_err(|e| format!("bodyTemplate: {e}"))?,
+        Some(t) => crate::edges::notify::json_body(t, context)?,
         None => context.to_string(),
     };
     let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
