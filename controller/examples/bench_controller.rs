@@ -16,6 +16,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::{Value, json};
+use slipway::modes::kubernetes::watch::Watchable;
 use slipway_crd::{ModelAlias, ModelDeployment, ModelVersion, RegisteredModel};
 
 const MODELS: usize = 100;
@@ -197,16 +198,7 @@ struct Observed {
     services: reflector::Store<Service>,
 }
 
-fn observe<K>(api: Api<K>, config: watcher::Config) -> reflector::Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+fn observe<K: Watchable>(api: Api<K>, config: watcher::Config) -> reflector::Store<K> {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
     tokio::spawn(stream.for_each(|_| async {}));

@@ -163,13 +163,7 @@ impl CatalogWatches<'_> {
     /// The watch of one catalog kind, recording its changes for the namespaces' views.
     fn start<K>(&self, invalidates: Invalidates, resource: fn(K) -> Resource) -> Watched<Guarded<K>>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Watchable + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     {
         Watched::start(
             scoped(self.client, self.namespace),
