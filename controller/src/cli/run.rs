@@ -181,6 +181,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // `--once`: what the passes so far did, and whether a pass after the pool went idle ran.
     let mut so_far: Option<crate::modes::git::Outcome> = None;
     let mut settled_pass = false;
+    // Documents that passed the CRD-schema check in an earlier pass, or an earlier run, are not
+    // checked again: read from the store once, then kept up to date in memory.
+    let fingerprint = crate::decide::catalog::schema::fingerprint();
+    let mut passes = crate::decide::catalog::schema::Passes::new(store.schema_passes(fingerprint)?);
     loop {
         if stop.load(Ordering::Relaxed) {
             live.finish();
@@ -217,11 +221,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 }
             },
         };
-        // Documents that passed the CRD-schema check in an earlier pass are not checked again.
-        let fingerprint = crate::decide::catalog::schema::fingerprint();
-        let passes = crate::decide::catalog::schema::Passes::new(store.schema_passes(fingerprint)?);
         let (catalog, diags) = Catalog::from_files_remembering(&files, &passes);
-        store.remember_schema_passes(fingerprint, &passes.take_new())?;
+        store.remember_schema_passes(fingerprint, &passes.settle())?;
         if !diags.is_empty() {
             shared.metrics.fail("invalid-revision");
             let errors: Vec<String> = diags.iter().map(|d| d.to_string()).collect();

@@ -135,9 +135,11 @@ impl Passes {
         refused
     }
 
-    /// The texts that passed for the first time, to remember.
-    pub fn take_new(&self) -> Vec<Digest> {
-        std::mem::take(&mut *self.new.lock().unwrap_or_else(|p| p.into_inner()))
+    /// The texts that passed for the first time, to remember; from now on they are known.
+    pub fn settle(&mut self) -> Vec<Digest> {
+        let new = std::mem::take(self.new.get_mut().unwrap_or_else(|p| p.into_inner()));
+        self.known.extend(new.iter().copied());
+        new
     }
 }
 
@@ -537,18 +539,21 @@ mod tests {
     fn a_text_that_passed_is_not_checked_again_and_any_change_is() {
         let good = "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: team-a}\nspec: {members: []}\n";
         let bad = "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: Team_A}\nspec: {members: []}\n";
-        let first = Passes::default();
+        let mut first = Passes::default();
         assert!(first.check(&origin(good), Kind::Group, None).is_empty());
         assert!(!first.check(&origin(bad), Kind::Group, None).is_empty());
-        let remembered = first.take_new();
+        let remembered = first.settle();
         assert_eq!(remembered.len(), 1, "only what passed is remembered");
-        assert!(first.take_new().is_empty());
+        assert!(first.settle().is_empty());
+        // Settled, it is known to the same process's next load too: nothing new to remember.
+        assert!(first.check(&origin(good), Kind::Group, None).is_empty());
+        assert!(first.settle().is_empty());
 
         // The next load knows the good text: nothing new to remember for it; the bad one is
         // refused again, and the same text under another kind is checked anew.
-        let next = Passes::new(remembered.clone());
+        let mut next = Passes::new(remembered.clone());
         assert!(next.check(&origin(good), Kind::Group, None).is_empty());
-        assert!(next.take_new().is_empty());
+        assert!(next.settle().is_empty());
         assert!(!next.check(&origin(bad), Kind::Group, None).is_empty());
         assert_ne!(Passes::digest(Kind::Approval, good), remembered[0]);
         assert_eq!(fingerprint().len(), 64);
