@@ -41,6 +41,8 @@ fn main() {
             alias: Some("production".into()),
             from: Some("7".into()),
             to: Some("8".into()),
+            fields: Vec::new(),
+            previous_alias: None,
         },
         candidate: context::version(cat.version("default", model, "8").expect("v8"), &results),
         current: context::version(cat.version("default", model, "7").expect("v7"), &results),

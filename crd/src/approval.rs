@@ -27,8 +27,23 @@ use serde::{Deserialize, Serialize};
 pub struct ApprovalSpec {
     /// The object whose change is signed off.
     pub target: TargetRef,
-    /// The proposed value (for an alias: the version it moves to).
+    /// For an alias: the version it moves to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
+    /// For an alias: the version it serves when the approval is given (none for a new alias).
+    /// Stamped by Slipway's mutating webhook when left out; the approval signs off the move from
+    /// exactly this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    /// For an alias: the artifact digest of the version it moves to, as registered. Stamped by
+    /// Slipway's mutating webhook when left out; a version re-registered with another artifact
+    /// is not signed off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_digest: Option<String>,
+    /// For any other kind: the change signed off, as the denial names it — `sha256:…` of the
+    /// object's spec as proposed, or `delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
     /// `approve` or `reject`.
     pub decision: ApprovalDecision,
     /// Why.
@@ -75,7 +90,8 @@ pub struct ApprovalStatus {
     /// When it was admitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_at: Option<DateTime<Utc>>,
-    /// The change it was used for, once an alias move counted it (`ModelAlias/NS/NAME → VERSION`).
+    /// The move it was used for, once the controller made it
+    /// (`ModelAlias/NS/NAME → VERSION (generation G, uid U)`); it counts for no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_by: Option<String>,
 }

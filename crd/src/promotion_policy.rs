@@ -52,6 +52,10 @@ pub struct PolicyMatch {
     /// Operations: `create`, `update`, `delete`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operations: Vec<Operation>,
+    /// Fields, e.g. `spec.evaluations`: an update matches only when one of them (or anything
+    /// under it) changes. Creates and deletes change every field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
 }
 
 /// A change operation.
@@ -120,6 +124,9 @@ pub struct ApprovalRequirement {
     /// Whether the change's author is excluded (default `true`).
     #[serde(default = "default_true")]
     pub exclude_author: bool,
+    /// How long a sign-off counts after it was given, e.g. `24h`; unset: until it is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_after: Option<String>,
 }
 
 fn default_one() -> u32 {

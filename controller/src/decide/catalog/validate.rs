@@ -332,7 +332,19 @@ pub fn object(obj: &Object) -> Vec<Diagnostic> {
                     );
                 }
             }
+            for (i, f) in p.spec.match_.fields.iter().enumerate() {
+                if !(f == "spec" || f.starts_with("spec.")) {
+                    c.invalid(
+                        &format!("spec.match.fields[{i}]"),
+                        format!("`{f}` is not a field of the spec; write a path such as `spec.evaluations`"),
+                    );
+                }
+            }
             for (i, a) in p.spec.approvals.iter().enumerate() {
+                c.duration(
+                    &format!("spec.approvals[{i}].expiresAfter"),
+                    a.expires_after.as_ref(),
+                );
                 if a.required == 0 {
                     c.invalid(
                         &format!("spec.approvals[{i}].required"),

@@ -83,12 +83,14 @@ fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
 
-/// Evaluates one requirement. `members` expands `group:NAME` to logins (None: unknown group).
+/// Evaluates one requirement at time `now`. `members` expands `group:NAME` to logins (None:
+/// unknown group).
 pub fn evaluate(
     policy: &str,
     req: &ApprovalRequirement,
     signoffs: &SignOffs,
     members: &dyn Fn(&str) -> Option<Vec<String>>,
+    now: DateTime<Utc>,
 ) -> ApprovalResult {
     // Who is eligible, and through which source.
     let mut via: BTreeMap<String, String> = BTreeMap::new();
@@ -135,10 +137,32 @@ pub fn evaluate(
         }
     }
 
+    let lifetime = req
+        .expires_after
+        .as_deref()
+        .map(crate::decide::duration::parse);
     let mut approved_by = Vec::new();
     for (user, r) in latest {
+        let expired = match &lifetime {
+            Some(Err(e)) => Some(format!("expiresAfter: {e} (fail closed)")),
+            Some(Ok(life)) => {
+                let life = chrono::Duration::from_std(*life).unwrap_or(chrono::Duration::MAX);
+                match r.submitted_at {
+                    Some(at) if at + life >= now => None,
+                    Some(at) => Some(format!(
+                        "expired: given {} and valid for {}",
+                        at.format("%Y-%m-%d %H:%M UTC"),
+                        req.expires_after.as_deref().unwrap_or_default()
+                    )),
+                    None => Some("expired: the sign-off has no time".to_string()),
+                }
+            }
+            None => None,
+        };
         let reason = if r.state != "APPROVED" {
             Some(format!("latest review is {}", r.state))
+        } else if let Some(why) = expired {
+            Some(why)
         } else if req.exclude_author && Some(user) == author {
             Some("author of the change cannot approve it".to_string())
         } else if let (Some(head), Some(commit)) =
@@ -193,12 +217,19 @@ mod tests {
         }
     }
 
+    fn at(minute: u32) -> DateTime<Utc> {
+        format!("2026-11-20T{:02}:{:02}:00Z", 10 + minute / 60, minute % 60)
+            .parse()
+            .unwrap()
+    }
+
     fn leads_requirement() -> ApprovalRequirement {
         ApprovalRequirement {
             name: "ml-lead".into(),
             required: 1,
             from: vec!["group:ml-leads".into()],
             exclude_author: true,
+            expires_after: None,
         }
     }
 
@@ -212,7 +243,13 @@ mod tests {
             (g == "ml-leads")
                 .then(|| vec!["alice".to_string(), "bob".to_string(), "dana".to_string()])
         };
-        evaluate("production", &leads_requirement(), &signoffs, &members)
+        evaluate(
+            "production",
+            &leads_requirement(),
+            &signoffs,
+            &members,
+            at(0),
+        )
     }
 
     fn reason_for<'a>(r: &'a ApprovalResult, user: &str) -> Vec<&'a str> {
@@ -287,6 +324,27 @@ mod tests {
         assert_eq!(
             reason_for(&r, "mallory"),
             vec!["not eligible: not in group:ml-leads"]
+        );
+    }
+
+    #[test]
+    fn an_approval_counts_only_until_it_expires() {
+        let signoffs = SignOffs {
+            reviews: vec![review("alice", "APPROVED", HEAD, 1)],
+            head: Some(HEAD.into()),
+            author: Some("dana".into()),
+        };
+        let members = |_: &str| Some(vec!["alice".to_string()]);
+        let req = ApprovalRequirement {
+            expires_after: Some("1h".into()),
+            ..leads_requirement()
+        };
+        assert_eq!(evaluate("p", &req, &signoffs, &members, at(61)).have, 1);
+        let late = evaluate("p", &req, &signoffs, &members, at(62));
+        assert_eq!(late.have, 0);
+        assert_eq!(
+            reason_for(&late, "alice"),
+            vec!["expired: given 2026-11-20 10:01 UTC and valid for 1h"]
         );
     }
 

@@ -3,6 +3,7 @@
 //! Pure: the caller supplies the change, the context values, the sign-offs and the clock.
 
 pub mod approvals;
+pub mod binding;
 pub mod context;
 pub mod expr;
 
@@ -62,12 +63,34 @@ impl CompiledPolicy {
         let any = |list: &[String], value: Option<&str>| {
             list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
         };
+        // A deployment that stops following an alias (pinned, or moved to another) is as much a
+        // change of what that alias serves as one that starts to.
+        let aliases = m.aliases.is_empty()
+            || [change.alias.as_deref(), change.previous_alias.as_deref()]
+                .into_iter()
+                .flatten()
+                .any(|a| m.aliases.iter().any(|x| x == a));
+        let fields = m.fields.is_empty()
+            || change.operation != Operation::Update
+            || change
+                .fields
+                .iter()
+                .any(|f| m.fields.iter().any(|p| under(f, p)));
         self.namespace == change.namespace
             && any(&m.kinds, Some(change.kind.as_str()))
             && any(&m.models, change.model.as_deref())
-            && any(&m.aliases, change.alias.as_deref())
+            && aliases
+            && fields
             && (m.operations.is_empty() || m.operations.contains(&change.operation))
     }
+}
+
+/// Whether field path `field` is `prefix` or lies under it (`spec.a[0].b` is under `spec.a`).
+fn under(field: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('.');
+    field
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// What changes, in the terms policies match and rules read as `change`.
@@ -89,6 +112,12 @@ pub struct ChangeFacts {
     pub from: Option<String>,
     /// New value.
     pub to: Option<String>,
+    /// The fields an update changes (`spec.strategy.steps[0].weight`); empty otherwise.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// The alias a deployment followed before the change, when it differs from `alias`.
+    #[serde(skip)]
+    pub previous_alias: Option<String>,
 }
 
 /// Who asks for the change.
@@ -261,6 +290,7 @@ impl PolicySet {
                         req,
                         signoffs,
                         members,
+                        input.now,
                     ));
                 }
             }

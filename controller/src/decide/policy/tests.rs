@@ -30,6 +30,8 @@ fn decide(results_yaml: &str, reviews: &[(&str, &str)], author: &str) -> Decisio
         alias: Some("production".into()),
         from: Some("1".into()),
         to: Some("2".into()),
+        fields: Vec::new(),
+        previous_alias: None,
     };
     let input = DecisionInput {
         change,
@@ -208,6 +210,8 @@ spec:
             alias: None,
             from: None,
             to: None,
+            fields: Vec::new(),
+            previous_alias: None,
         },
         candidate: serde_json::json!({"metrics": {"f1": 1.0}, "labels": {"team": "vision"}}),
         current: serde_json::Value::Null,
@@ -246,6 +250,8 @@ spec:
             alias: None,
             from: None,
             to: None,
+            fields: Vec::new(),
+            previous_alias: None,
         },
         candidate: serde_json::json!({"labels": {}}),
         current: serde_json::Value::Null,

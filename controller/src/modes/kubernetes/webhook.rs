@@ -177,7 +177,10 @@ async fn validate(
     }
 }
 
-async fn mutate(axum::Json(review): axum::Json<Review>) -> axum::Json<Review> {
+async fn mutate(
+    State(hook): State<Arc<Webhook>>,
+    axum::Json(review): axum::Json<Review>,
+) -> axum::Json<Review> {
     let request: Result<AdmissionRequest<DynamicObject>, _> = review.try_into();
     let Ok(r) = request else {
         return no_request();
@@ -187,7 +190,27 @@ async fn mutate(axum::Json(review): axum::Json<Review>) -> axum::Json<Review> {
         Ok(x) => x,
         Err(e) => return refuse(response, 400, &e),
     };
-    let Some(patch) = admission::stamp(&req) else {
+    // Approvals are rare: stamp them from the namespace as the API server has it now.
+    let read = match req.kind.as_str() {
+        "Approval" => match hook.reader.read(&req.namespace).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                return refuse(
+                    response,
+                    500,
+                    &format!(
+                        "Slipway could not read namespace {} to stamp the approval: {e}; try again",
+                        req.namespace
+                    ),
+                );
+            }
+        },
+        _ => None,
+    };
+    let empty = (crate::decide::catalog::View::default(), Vec::new());
+    let (view, approvals) = read.as_ref().unwrap_or(&empty);
+    let cluster = Cluster { view, approvals };
+    let Some(patch) = admission::stamp(&req, &cluster) else {
         return axum::Json(response.into_review());
     };
     let stamped = serde_json::from_value::<json_patch::Patch>(patch)
