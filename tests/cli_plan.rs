@@ -340,3 +340,84 @@ fn unknown_revisions_and_bad_reviews_are_clear_errors() {
         run.stderr
     );
 }
+
+/// Results a pull request writes into the registry are its author's word: they never count.
+/// Results from `--results` count only when they run the suite as the model declares it.
+#[test]
+fn results_count_only_from_results_and_only_when_they_run_the_models_suite() {
+    let results =
+        std::fs::read_to_string(root().join("examples/promotion-pr/results/pitch-frames-8.yaml"))
+            .unwrap();
+    let mut pr = Pr::new();
+    let head = pr.promote();
+    // The PR carries version 8's "results" itself (as a registry file) and asks for no others.
+    let head = pr.change(head, "results.yaml", &results);
+    let reviews = pr.reviews(&[("alice", "APPROVED", head)]);
+    let run = pr.plan(&["--no-results", "--reviews", reviews.to_str().unwrap()]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let c = alias_change(&run.json()).clone();
+    let rule = &c["decision"]["rules"][0];
+    assert_eq!(rule["name"], "candidate-evaluations-passed");
+    assert!(
+        rule["message"].as_str().unwrap().contains(
+            "evaluation `pitch-frames` of pitch-frame-classifier version 8 has no result"
+        ),
+        "{rule}"
+    );
+    // The same results from --results count (the lead's approval is on the head).
+    let run = pr.plan(&["--reviews", reviews.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+
+    // Results of a run with the author's own, looser gate do not count, and such an
+    // Evaluation in the registry is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let loose = results.replace("value: 0.80}", "value: 0.0}");
+    assert_ne!(loose, results);
+    std::fs::write(dir.path().join("loose.yaml"), &loose).unwrap();
+    let mut pr = Pr::new();
+    pr.promote();
+    let reviews = pr.reviews(&[]);
+    let run = slipway(
+        &[
+            "plan",
+            "--base",
+            "main",
+            "--head",
+            "pr",
+            "--path",
+            "registry",
+            "--author",
+            "dana",
+            "--format",
+            "json",
+            "--results",
+            dir.path().to_str().unwrap(),
+            "--reviews",
+            reviews.to_str().unwrap(),
+        ],
+        pr.repo.path(),
+    );
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        alias_change(&run.json())["decision"]["rules"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no result"),
+        "{}",
+        run.stdout
+    );
+    let registry = tempfile::tempdir().unwrap();
+    for (name, content) in folder("examples/football-frames") {
+        std::fs::write(registry.path().join(name), content).unwrap();
+    }
+    std::fs::write(registry.path().join("loose.yaml"), &loose).unwrap();
+    let run = slipway(&["validate", "."], registry.path());
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("its gates differ from suite `pitch-frames` of model pitch-frame-classifier"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+}

@@ -77,7 +77,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
     match args.results.as_deref() {
         None => {}
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-            results.add(fetch_results(url)?.iter());
+            results.add_judging(&head, fetch_results(url)?.iter());
         }
         Some(dir_path) => {
             let files = dir::read(Path::new(dir_path))
@@ -85,16 +85,18 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
             // Results are read on their own: they refer to the registry, which is checked separately.
             let (objects, diags) = crate::decide::catalog::load_files(&files);
             result_diags = diags;
-            results.add(objects.iter().filter_map(|o| match &o.resource {
-                Resource::Evaluation(e) => Some(e),
-                _ => None,
-            }));
+            results.add_judging(
+                &head,
+                objects.iter().filter_map(|o| match &o.resource {
+                    Resource::Evaluation(e) => Some(e),
+                    _ => None,
+                }),
+            );
         }
     }
-    results.add(head.objects().iter().filter_map(|o| match &o.resource {
-        Resource::Evaluation(e) => Some(e),
-        _ => None,
-    }));
+    // Results come from `--results` only (Slipway's record, or CI's): a status written into a
+    // registry file is the pull request author's word, and never counts. Of those, only
+    // evaluations that run a suite as the head's model declares it count.
 
     let reviews = match &args.reviews {
         Some(p) => read_reviews(p)?,

@@ -1,6 +1,6 @@
 //! The alias decision both homes and the reconcilers make once a candidate's evaluations are in:
-//! wait, or decide by the policies' data rules (approvals are enforced before, on the pull
-//! request or at admission).
+//! wait, or decide by the policies (in a cluster, approvals are checked again here; in git mode
+//! they were enforced on the pull request).
 
 use std::collections::BTreeSet;
 
@@ -10,8 +10,9 @@ use slipway_crd::evaluation::EvaluationPhase;
 use slipway_crd::promotion_policy::Operation;
 
 use crate::decide::catalog::Catalog;
+use crate::decide::policy::approvals::SignOffs;
 use crate::decide::policy::context::{self, Results};
-use crate::decide::policy::{ChangeFacts, DecisionInput, Requester};
+use crate::decide::policy::{ChangeFacts, DecisionInput, Members, Requester};
 
 const FINISHED: [EvaluationPhase; 2] = [EvaluationPhase::Succeeded, EvaluationPhase::Failed];
 
@@ -22,12 +23,15 @@ pub enum Promotion {
     Unresolvable,
     /// Evaluation suites of the candidate that have not finished.
     Waiting(Vec<String>),
-    /// The rules' decision (approvals are enforced before: on the pull request, or at admission).
+    /// The policies' decision: rules, and approvals where the caller gives them.
     Decided(crate::decide::policy::Decision),
 }
 
 /// Decides moving alias `a` (object `name` in `ns`) from `resolved` to `a.spec.version` once the
 /// candidate's evaluations have finished. Pure: the same decision in git and Kubernetes mode.
+/// `approvals`: the sign-offs bound to this move and who is in which group — Kubernetes mode
+/// re-checks them, so a move admitted without the webhook is held; git mode gives none (they
+/// were enforced on the pull request, which branch protection guards).
 #[allow(clippy::too_many_arguments)]
 pub fn promotion(
     catalog: &Catalog,
@@ -38,6 +42,7 @@ pub fn promotion(
     resolved: Option<&str>,
     source: &str,
     now: chrono::DateTime<chrono::Utc>,
+    approvals: Option<(&SignOffs, &Members<'_>)>,
 ) -> Promotion {
     let to = &a.spec.version;
     let (Some(model), Some(candidate)) = (
@@ -99,7 +104,7 @@ pub fn promotion(
         },
         now,
     };
-    Promotion::Decided(catalog.policies.decide_rules(&input))
+    Promotion::Decided(catalog.policies.decide_with(&input, approvals))
 }
 
 /// Where an alias move stands, as its status says it.

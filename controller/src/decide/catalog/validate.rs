@@ -442,6 +442,19 @@ pub fn references(obj: &Object, cat: &Catalog) -> Vec<Diagnostic> {
         Resource::Evaluation(e) => {
             if model_exists(&mut c, &e.spec.model) {
                 version_exists(&mut c, "spec.version", &e.spec.model, &e.spec.version);
+                // An evaluation of a model's suite runs it as the model declares it, or it would
+                // pass for the model's judgement without being it.
+                if let Some(m) = cat.model(ns, &e.spec.model)
+                    && m.spec.evaluations.iter().any(|s| s.name == e.spec.suite)
+                    && let Err(why) = crate::decide::evaluation::judging(m, &e.spec)
+                {
+                    c.invalid(
+                        "spec",
+                        format!(
+                            "{why}: an Evaluation of a model's suite runs it exactly as the model declares it; leave the Evaluation to Slipway, or name a suite of your own in spec.suite for an experiment (it runs, but never judges a promotion)"
+                        ),
+                    );
+                }
                 if let Some(v) = e.spec.baseline.as_ref().and_then(|b| b.version.as_ref()) {
                     version_exists(&mut c, "spec.baseline.version", &e.spec.model, v);
                 }

@@ -26,11 +26,15 @@ impl View {
     }
 
     fn with(catalog: Catalog, shadowed: bool) -> View {
+        // Only evaluations that run a suite as its model declares it feed policy.
         let mut results = Results::default();
-        results.add(catalog.objects().iter().filter_map(|o| match &o.resource {
-            Resource::Evaluation(e) => Some(e),
-            _ => None,
-        }));
+        results.add_judging(
+            &catalog,
+            catalog.objects().iter().filter_map(|o| match &o.resource {
+                Resource::Evaluation(e) => Some(e),
+                _ => None,
+            }),
+        );
         View {
             catalog,
             results: Arc::new(results),
@@ -40,9 +44,13 @@ impl View {
 
     /// This view with `changes` applied (an object as it is now, or `None` when deleted).
     pub fn amended(&self, changes: Vec<(ObjectKey, Option<Object>)>) -> View {
-        let evaluations = changes
-            .iter()
-            .any(|(k, _)| k.kind == slipway_crd::Kind::Evaluation);
+        // A model's suites decide which evaluations count: either changing re-reads the results.
+        let evaluations = changes.iter().any(|(k, _)| {
+            matches!(
+                k.kind,
+                slipway_crd::Kind::Evaluation | slipway_crd::Kind::RegisteredModel
+            )
+        });
         let (catalog, diags) = self.catalog.amended(changes);
         let shadowed = self.shadowed || shadowing(&diags);
         if evaluations {

@@ -102,6 +102,42 @@ fn judge_one(
     result
 }
 
+/// Whether an evaluation judges its version for the model's suite of the same name: only one
+/// that runs the suite as the model declares it (runner, dataset, gates, timeout) feeds policy —
+/// one with its author's own runner or gates is someone's experiment, not the model's judgement.
+/// The baseline is not compared: Slipway pins a suite's baseline alias to the version it
+/// resolved to, and the rules read the baseline version from the results.
+pub fn judging(
+    model: &slipway_crd::RegisteredModel,
+    spec: &slipway_crd::evaluation::EvaluationSpec,
+) -> Result<(), String> {
+    let Some(suite) = model.spec.evaluations.iter().find(|s| s.name == spec.suite) else {
+        return Err(format!(
+            "model {} has no evaluation suite `{}`",
+            spec.model, spec.suite
+        ));
+    };
+    let differs: Vec<&str> = [
+        ("runner", suite.runner != spec.runner),
+        ("dataset", suite.dataset != spec.dataset),
+        ("gates", suite.gates != spec.gates),
+        ("timeout", suite.timeout != spec.timeout),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect();
+    if differs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "its {} differ from suite `{}` of model {}",
+            differs.join(", "),
+            suite.name,
+            spec.model
+        ))
+    }
+}
+
 /// The content address of an evaluation: artifact digest, dataset digest, runner spec and suite.
 /// A finished result with the same key is reused instead of running again.
 pub fn cache_key(
@@ -127,6 +163,40 @@ pub fn cache_key(
 mod tests {
     use super::*;
     use slipway_crd::common::LocalRunner;
+
+    #[test]
+    fn only_an_evaluation_that_runs_the_suite_as_declared_judges() {
+        let cat = crate::testing::catalog(&crate::testing::registry("1"));
+        let model = cat.model("default", "m").unwrap();
+        let suite = &model.spec.evaluations[0];
+        let mut spec = slipway_crd::evaluation::EvaluationSpec {
+            model: "m".into(),
+            version: "2".into(),
+            suite: "eval".into(),
+            baseline: None,
+            dataset: suite.dataset.clone(),
+            runner: suite.runner.clone(),
+            gates: suite.gates.clone(),
+            timeout: suite.timeout.clone(),
+        };
+        assert_eq!(judging(model, &spec), Ok(()));
+        // The author's own gate (one that always passes) and runner: not the model's judgement.
+        spec.gates = vec![gate("f1", GateOp::Ge, 0.0, RelativeTo::Absolute)];
+        spec.runner.local = Some(LocalRunner {
+            command: vec!["true".into()],
+            ..Default::default()
+        });
+        assert_eq!(
+            judging(model, &spec),
+            Err("its runner, gates differ from suite `eval` of model m".into())
+        );
+        spec.suite = "mine".into();
+        assert!(
+            judging(model, &spec)
+                .unwrap_err()
+                .contains("has no evaluation suite `mine`")
+        );
+    }
 
     fn gate(metric: &str, op: GateOp, value: f64, relative_to: RelativeTo) -> Gate {
         Gate {

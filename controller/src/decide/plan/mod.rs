@@ -170,6 +170,25 @@ pub struct KubeIdentity {
     pub approvers: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+impl KubeIdentity {
+    /// The people known to be in group `g`: Kubernetes has no list of a group's members, so they
+    /// are the approvers whose stamped groups include it, and the requester (if known).
+    pub fn members(&self, g: &str, requester: Option<&str>) -> Vec<String> {
+        let mut who: Vec<String> = self
+            .approvers
+            .iter()
+            .filter(|(_, groups)| groups.iter().any(|x| x == g))
+            .map(|(u, _)| u.clone())
+            .collect();
+        if let Some(user) = requester
+            && self.groups.iter().any(|x| x == g)
+        {
+            who.push(user.to_string());
+        }
+        who
+    }
+}
+
 /// Computes the plan from `base` to `head`. Policies and groups come from `base`.
 pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
     let mut keys: BTreeSet<&ObjectKey> = base.objects().iter().map(|o| &o.key).collect();
@@ -344,23 +363,8 @@ fn change(
         request,
         now: inputs.now,
     };
-    // Kubernetes has no list of a group's members: the people known to be in a group are the
-    // approvers whose stamped groups include it, and the requester.
     let members = |g: &str| match &inputs.kubernetes {
-        Some(k) => {
-            let mut who: Vec<String> = k
-                .approvers
-                .iter()
-                .filter(|(_, groups)| groups.iter().any(|x| x == g))
-                .map(|(u, _)| u.clone())
-                .collect();
-            if let Some(user) = &input.request.user
-                && k.groups.iter().any(|x| x == g)
-            {
-                who.push(user.clone());
-            }
-            Some(who)
-        }
+        Some(k) => Some(k.members(g, input.request.user.as_deref())),
         None => base.group(ns, g).map(|g| g.spec.members.clone()),
     };
     let decision = base.policies.decide(&input, &inputs.signoffs, &members);

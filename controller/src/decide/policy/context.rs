@@ -6,6 +6,19 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use slipway_crd::{Evaluation, ModelVersion, RegisteredModel};
 
+/// Whether `e` runs a suite as its model in `catalog` declares it
+/// ([`crate::decide::evaluation::judging`]): only such results feed policy.
+pub fn judges(catalog: &crate::decide::catalog::Catalog, e: &Evaluation) -> bool {
+    let ns = e
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::decide::catalog::object::DEFAULT_NAMESPACE);
+    catalog
+        .model(ns, &e.spec.model)
+        .is_some_and(|m| crate::decide::evaluation::judging(m, &e.spec).is_ok())
+}
+
 /// Evaluation results by (namespace, model, version), then suite; the latest result per suite wins.
 /// Each evaluation is held behind a pointer: an `Evaluation` is kilobytes, and a map node holds
 /// eleven of them inline (10,000 versions held 330 MB that way).
@@ -18,6 +31,16 @@ impl Results {
     /// Adds evaluations that have a status; later-completed results replace earlier ones.
     pub fn add<'a>(&mut self, evaluations: impl IntoIterator<Item = &'a Evaluation>) {
         self.add_shared(evaluations.into_iter().map(|e| Arc::new(e.clone())));
+    }
+
+    /// Adds the evaluations that judge their version — run as the model in `catalog` declares
+    /// the suite ([`crate::decide::evaluation::judging`]); any other is left out.
+    pub fn add_judging<'a>(
+        &mut self,
+        catalog: &crate::decide::catalog::Catalog,
+        evaluations: impl IntoIterator<Item = &'a Evaluation>,
+    ) {
+        self.add(evaluations.into_iter().filter(|e| judges(catalog, e)));
     }
 
     /// [`Results::add`] for evaluations already behind a pointer (nothing is copied).

@@ -237,7 +237,8 @@ impl PolicySet {
         self.decide_with(input, None)
     }
 
-    fn decide_with(
+    /// Decides one change by its rules and, when given, its approval requirements.
+    pub fn decide_with(
         &self,
         input: &DecisionInput,
         approvals: Option<(&SignOffs, &Members<'_>)>,

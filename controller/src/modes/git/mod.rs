@@ -391,7 +391,16 @@ impl Reconciler<'_> {
                         model: t.model.clone(),
                         version: t.version.clone(),
                         suite: t.suite.clone(),
-                        ..Default::default()
+                        baseline: t.baseline.as_ref().map(|(v, _)| {
+                            slipway_crd::common::BaselineRef {
+                                alias: None,
+                                version: Some(v.clone()),
+                            }
+                        }),
+                        dataset: t.dataset.clone(),
+                        runner: t.runner.clone(),
+                        gates: t.gates.clone(),
+                        timeout: t.timeout.clone(),
                     },
                 );
                 e.metadata.namespace = Some(t.namespace.clone());

@@ -2,7 +2,7 @@
 //! history entry that explains each move or hold written together.
 
 use crate::decide::catalog::{Catalog, Resource};
-use crate::decide::policy::context::Results;
+use crate::decide::policy::context::{Results, judges};
 use crate::decide::promotion::{AliasFacts, AliasStep, Promotion, alias_status, promotion};
 use crate::edges::store::{HistoryEntry, Write};
 use slipway_crd::model_alias::ModelAliasStatus;
@@ -12,7 +12,13 @@ use super::*;
 impl Reconciler<'_> {
     pub(super) fn results_of(&self, catalog: &Catalog) -> Result<Results, Error> {
         let mut results = Results::default();
-        results.add_shared(self.evaluations(catalog)?.iter().cloned());
+        // Only evaluations that run a suite as its model declares it feed policy.
+        results.add_shared(
+            self.evaluations(catalog)?
+                .iter()
+                .filter(|e| judges(catalog, e))
+                .cloned(),
+        );
         Ok(results)
     }
 
@@ -92,6 +98,7 @@ impl Reconciler<'_> {
                 resolved.as_deref(),
                 "git",
                 (self.now)(),
+                None,
             ) {
                 Promotion::Unresolvable => continue,
                 Promotion::Waiting(pending) => {

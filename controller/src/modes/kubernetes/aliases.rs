@@ -1,5 +1,5 @@
-//! `ModelAlias`: a move resolves once the candidate's evaluations are in and the policies' data
-//! rules allow it ([`crate::decide::promotion`]).
+//! `ModelAlias`: a move resolves once the candidate's evaluations are in and the policies allow
+//! it — rules, and the approvals bound to exactly this move ([`crate::decide::promotion`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,8 @@ use serde_json::json;
 use slipway_crd::ModelAlias;
 
 use super::notify;
+use crate::decide::plan::KubeIdentity;
+use crate::decide::policy::binding::{self, Sign, Subject};
 use crate::decide::promotion::{AliasFacts, AliasStep, Promotion, alias_status, promotion};
 
 use super::context::{Context, Error, apply_status};
@@ -86,6 +88,34 @@ pub(super) async fn reconcile_alias(
         .or_insert_with(std::time::Instant::now);
     let view = ctx.cache.view(&ns);
     let (catalog, results) = (&view.catalog, &view.results);
+    // The approvals are checked again: a move admitted while the webhook was not called is held
+    // until the approvals bound to exactly this move exist.
+    let subject = Subject {
+        kind: "ModelAlias".into(),
+        namespace: ns.clone(),
+        name: name.clone(),
+        sign: Sign::Move {
+            from: resolved.clone().unwrap_or_default(),
+            to: to.clone(),
+            digest: catalog
+                .version(&ns, &alias.spec.model, &to)
+                .map(|v| v.spec.artifact.digest.clone())
+                .unwrap_or_default(),
+        },
+        move_id: Some(Subject::move_id(
+            &ns,
+            &name,
+            &to,
+            generation.unwrap_or(0),
+            alias.metadata.uid.as_deref().unwrap_or_default(),
+        )),
+    };
+    let bound = binding::bind(&subject, &ctx.cache.approvals_in(&ns), None);
+    let identity = KubeIdentity {
+        groups: Vec::new(),
+        approvers: bound.approvers.clone(),
+    };
+    let members = |g: &str| Some(identity.members(g, None));
     match promotion(
         catalog,
         results,
@@ -95,6 +125,7 @@ pub(super) async fn reconcile_alias(
         resolved.as_deref(),
         "kubernetes",
         now,
+        Some((&bound.signoffs, &members)),
     ) {
         Promotion::Unresolvable => {
             write(AliasStep::Unresolvable).await?;
@@ -114,13 +145,20 @@ pub(super) async fn reconcile_alias(
                 entry("AliasMoved", message),
             )
             .await;
-            // The approvals of this exact move record that they were used.
+            // The approvals that admitted this move record that they were used: they count for
+            // no other.
             let approvals: Api<slipway_crd::Approval> = Api::namespaced(ctx.client.clone(), &ns);
-            for a in ctx.cache.approvals_for(&ns, &name, &to) {
+            let used = subject.move_id.clone().unwrap_or_default();
+            let counted = decision
+                .approvals
+                .iter()
+                .flat_map(|a| &a.approved_by)
+                .flat_map(|user| bound.names.get(user).into_iter().flatten());
+            for a in counted {
                 // A merge patch: it must not take approvedAt away (see reconcile_approval).
-                let patch = json!({"status": {"usedBy": format!("ModelAlias/{ns}/{name} → {to}")}});
+                let patch = json!({"status": {"usedBy": used}});
                 if let Err(e) = approvals
-                    .patch_status(&a, &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch_status(a, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                 {
                     tracing::warn!(approval = %a, error = %e, "cannot record that the approval was used");

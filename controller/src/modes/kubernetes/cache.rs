@@ -12,7 +12,6 @@ use kube::Resource as _;
 use kube::api::Api;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use slipway_crd::approval::ApprovalDecision;
 use slipway_crd::{
     Approval, Evaluation, Kind, ModelAlias, ModelDeployment, ModelVersion, PromotionPolicy,
     RegisteredModel,
@@ -318,18 +317,6 @@ impl Cache {
             .into_iter()
             .collect();
         (versions, aliases)
-    }
-
-    /// Names of the `Approval`s in `ns` that sign off moving alias object `alias` to `version`.
-    pub fn approvals_for(&self, ns: &str, alias: &str, version: &str) -> Vec<String> {
-        self.approvals.typed(ns, |a| {
-            (a.spec.target.kind == "ModelAlias"
-                && a.spec.target.name == alias
-                && a.spec.version == version
-                && a.spec.decision != ApprovalDecision::Reject)
-                .then(|| a.metadata.name.clone())
-                .flatten()
-        })
     }
 
     /// The `Approval`s of `ns`.
