@@ -106,7 +106,8 @@ pub async fn run(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    // An evaluation that finishes may let its model's held alias moves through.
+    // An evaluation that finishes may let its model's held alias moves through; so may an
+    // approval of the move.
     let alias_cache = cache.clone();
     let alias_controller =
         Controller::for_shared_stream(cache.aliases.changes(), cache.aliases.store())
@@ -122,6 +123,25 @@ pub async fn run(
                         .into_iter()
                         .map(|name| ObjectRef::<Guarded<ModelAlias>>::new(&name).within(&ns))
                         .collect()
+                },
+            )
+            // An approval may release a move held for it.
+            .watches_shared_stream(
+                cache.approvals.changes(),
+                |a: Arc<Guarded<slipway_crd::Approval>>| {
+                    let Ok(a) = &a.0 else {
+                        return None;
+                    };
+                    let ns = a
+                        .spec
+                        .target
+                        .namespace
+                        .clone()
+                        .or_else(|| a.namespace())
+                        .unwrap_or_else(|| "default".into());
+                    (a.spec.target.kind == "ModelAlias").then(|| {
+                        ObjectRef::<Guarded<ModelAlias>>::new(&a.spec.target.name).within(&ns)
+                    })
                 },
             )
             .with_config(limited())
