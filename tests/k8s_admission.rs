@@ -4,69 +4,11 @@
 
 mod support;
 
-use support::free_port;
-
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::admission::{Controller, rbac, webhook_configurations};
 use support::apiserver::ApiServer;
-use support::{eventually, root};
-
-/// `slipway controller` serving the webhook; killed on drop.
-struct Controller {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Controller {
-    fn start(api: &ApiServer, webhook_port: u16) -> Controller {
-        let log = api.dir.path().join("controller.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-            .args(["controller", "--listen"])
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--webhook-listen")
-            .arg(format!("127.0.0.1:{webhook_port}"))
-            .args(["--webhook-config", "slipway"])
-            .env("KUBECONFIG", &api.kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Controller { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Webhook configurations calling 127.0.0.1:PORT for every Slipway resource.
-fn webhook_configurations(port: u16) -> String {
-    let rules = "  rules:\n  - apiGroups: [slipway.dev]\n    apiVersions: [v1alpha1]\n    operations: [CREATE, UPDATE, DELETE]\n    resources: [\"*\"]\n    scope: Namespaced\n";
-    let common = "  sideEffects: None\n  admissionReviewVersions: [v1]\n  failurePolicy: Fail\n  timeoutSeconds: 10\n";
-    format!(
-        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: slipway}}\nwebhooks:\n- name: validate.slipway.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/validate\"}}\n{rules}{common}---\napiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: slipway}}\nwebhooks:\n- name: stamp.slipway.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/mutate\"}}\n  rules:\n  - apiGroups: [slipway.dev]\n    apiVersions: [v1alpha1]\n    operations: [CREATE]\n    resources: [approvals]\n    scope: Namespaced\n{common}"
-    )
-}
-
-/// The chart's ready-made roles, bound as a platform team would: engineers and leads promote,
-/// leads approve.
-fn rbac() -> String {
-    let values = serde_json::json!({"roleBindings": [
-        {"role": "promoter", "group": "ml-engineers"},
-        {"role": "promoter", "group": "ml-leads"},
-        {"role": "approver", "group": "ml-leads"},
-    ]});
-    let manifests = support::helm::render("slipway", &values).expect("render the chart");
-    support::helm::only(&manifests, &["ClusterRole", "ClusterRoleBinding"])
-}
+use support::{eventually, free_port, root};
 
 fn alias(version: &str) -> String {
     format!(
@@ -132,7 +74,7 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
         &webhook_configurations(port),
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let controller = Controller::start(&api, port);
+    let controller = Controller::start(&api, port, &support::OPEN_BOUNDS);
     // The controller publishes its generated certificate as the configurations' caBundle.
     eventually(Duration::from_secs(30), || {
         let run = api.kubectl(
@@ -390,7 +332,7 @@ fn validate_and_the_api_server_accept_exactly_the_same_documents() {
         );
         assert_eq!(run.code, 0, "{}", run.stderr);
     }
-    let controller = Controller::start(&api, port);
+    let controller = Controller::start(&api, port, &support::OPEN_BOUNDS);
     // The webhook answers: a document only it refuses (a policy whose CEL does not compile).
     let probe = root().join("tests/corpus/bad-cel.yaml");
     eventually(Duration::from_secs(60), || {

@@ -71,6 +71,7 @@ impl Controller {
         let log = api.dir.path().join(format!("{name}.log"));
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .envs(support::OPEN_BOUNDS)
             .args(["controller", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .env("KUBECONFIG", &api.kubeconfig)
@@ -577,6 +578,7 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
     let port = free_port();
     let log = api.dir.path().join("controller.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .envs(support::OPEN_BOUNDS)
         .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
         .env("KUBECONFIG", &api.kubeconfig)
         .env("POD_NAME", "controller-a")
@@ -806,8 +808,13 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
 const EXTERNAL: &str = r#"
 apiVersion: v1
 kind: Secret
-metadata: {name: ci-credentials}
+metadata: {name: ci-credentials, labels: {slipway.dev/usable-by: slipway}}
 stringData: {dispatch: ci-secret-1, notify: notify-secret-2}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: team-database}
+stringData: {password: db-password-3}
 ---
 apiVersion: slipway.dev/v1alpha1
 kind: RegisteredModel
@@ -840,6 +847,18 @@ spec:
         url: http://127.0.0.1:RECEIVER/never
         headers:
           Authorization: {secretKeyRef: {name: not-there, key: token}}
+    - name: not-opted-in
+      events: [AliasMoved]
+      webhook:
+        url: http://127.0.0.1:RECEIVER/never
+        headers:
+          Authorization: {secretKeyRef: {name: team-database, key: password}}
+    - name: elsewhere
+      events: [AliasMoved]
+      webhook:
+        url: http://127.0.0.2:RECEIVER/never
+        headers:
+          Authorization: {secretKeyRef: {name: ci-credentials, key: notify}}
 ---
 apiVersion: slipway.dev/v1alpha1
 kind: RegisteredModel
@@ -999,6 +1018,23 @@ fn webhook_runners_notifications_and_reports_work_in_kubernetes_mode() {
             && failed.contains("Secret default/not-there does not exist"),
         "{failed}"
     );
+    // A Secret of the namespace that did not opt in is not read out; a host the operator did
+    // not allow gets nothing. (Events of one reason on one object form one series, so the
+    // controller's log says each.)
+    let failed = eventually(Duration::from_secs(30), || {
+        let log = controller.log();
+        (log.contains("not sent to not-opted-in") && log.contains("not sent to elsewhere"))
+            .then_some(log)
+    });
+    assert!(
+        failed
+            .contains("Secret default/team-database is not labelled slipway.dev/usable-by=slipway"),
+        "{failed}"
+    );
+    assert!(
+        failed.contains("host 127.0.0.2 is not among the destinations the operator allows"),
+        "{failed}"
+    );
     assert!(
         !receiver.requests().iter().any(|(p, _, _)| p == "/never"),
         "nothing is sent without its secret"
@@ -1006,7 +1042,7 @@ fn webhook_runners_notifications_and_reports_work_in_kubernetes_mode() {
     eventually(Duration::from_secs(30), || {
         let metrics = controller.metrics();
         (metrics.contains("slipway_controller_notifications_total{outcome=\"delivered\"} 3")
-            && metrics.contains("slipway_controller_notifications_total{outcome=\"failed\"} 1"))
+            && metrics.contains("slipway_controller_notifications_total{outcome=\"failed\"} 3"))
         .then_some(())
     });
 

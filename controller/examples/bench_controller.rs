@@ -382,6 +382,7 @@ async fn main() {
             &listen.to_string(),
         ])
         .env("SLIPWAY_LOG", "info,kube=warn")
+        .env("SLIPWAY_ALLOWED_IMAGES", "*")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod admission;
 pub mod apiserver;
 pub mod http;
 pub mod kubelet;
@@ -228,3 +229,13 @@ pub mod helm {
             .join("\n---\n")
     }
 }
+
+/// The operator's bounds for tests of other things: requests only to loopback, any image,
+/// service account, SageMaker address and role (tests/security.rs sets its own).
+pub const OPEN_BOUNDS: [(&str, &str); 5] = [
+    ("SLIPWAY_ALLOWED_DESTINATIONS", "127.0.0.1,localhost"),
+    ("SLIPWAY_ALLOWED_IMAGES", "*"),
+    ("SLIPWAY_ALLOWED_SERVICE_ACCOUNTS", "*"),
+    ("SLIPWAY_ALLOWED_ENDPOINT_URLS", "*"),
+    ("SLIPWAY_ALLOWED_EXECUTION_ROLES", "*"),
+];

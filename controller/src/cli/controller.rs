@@ -69,6 +69,63 @@ pub struct ControllerArgs {
     /// Serve the webhook only; run no controllers.
     #[arg(long)]
     pub webhook_only: bool,
+    /// Hosts that requests built from objects (notifications, `webhook` runners; they carry
+    /// secrets and results tokens) may go to: `hooks.slack.com`, `*.example.com`, or `*`.
+    /// None: no such request is sent.
+    #[arg(long, env = "SLIPWAY_ALLOWED_DESTINATIONS", value_delimiter = ',')]
+    pub allowed_destinations: Vec<String>,
+    /// Images evaluation Jobs and model Deployments may run: exact, a prefix ending in `*`, or
+    /// `*`. None: no Job or Deployment is created.
+    #[arg(long, env = "SLIPWAY_ALLOWED_IMAGES", value_delimiter = ',')]
+    pub allowed_images: Vec<String>,
+    /// Service accounts evaluation Jobs may name (`serviceAccountName`); without one they run
+    /// as the namespace's default.
+    #[arg(long, env = "SLIPWAY_ALLOWED_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    pub allowed_service_accounts: Vec<String>,
+    /// The most CPU a container may request or be limited to (a quantity: `4`, `500m`).
+    #[arg(long, env = "SLIPWAY_MAX_CPU")]
+    pub max_cpu: Option<String>,
+    /// The most memory a container may request or be limited to (a quantity: `16Gi`).
+    #[arg(long, env = "SLIPWAY_MAX_MEMORY")]
+    pub max_memory: Option<String>,
+    /// SageMaker API addresses a deployment's `endpointUrl` may name (origins, https).
+    #[arg(long, env = "SLIPWAY_ALLOWED_ENDPOINT_URLS", value_delimiter = ',')]
+    pub allowed_endpoint_urls: Vec<String>,
+    /// Execution roles a SageMaker deployment may pass: ARNs, or a prefix ending in `*`.
+    #[arg(long, env = "SLIPWAY_ALLOWED_EXECUTION_ROLES", value_delimiter = ',')]
+    pub allowed_execution_roles: Vec<String>,
+}
+
+impl ControllerArgs {
+    /// The operator's bounds from the flags.
+    pub fn bounds(&self) -> anyhow::Result<crate::decide::bounds::Bounds> {
+        let quantity = |flag: &str, q: &Option<String>| -> anyhow::Result<Option<f64>> {
+            q.as_deref()
+                .map(|q| {
+                    crate::decide::bounds::quantity(q).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--{flag} {q:?} is not a quantity (e.g. `4`, `500m`, `16Gi`)"
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let clean = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        Ok(crate::decide::bounds::Bounds {
+            destinations: clean(&self.allowed_destinations),
+            images: clean(&self.allowed_images),
+            service_accounts: clean(&self.allowed_service_accounts),
+            max_cpu: quantity("max-cpu", &self.max_cpu)?,
+            max_memory: quantity("max-memory", &self.max_memory)?,
+            endpoint_urls: clean(&self.allowed_endpoint_urls),
+            execution_roles: clean(&self.allowed_execution_roles),
+        })
+    }
 }
 
 fn init_logs(format: LogFormat) {
@@ -178,6 +235,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     // One watch per kind for this replica: the webhook decides from it at once, the controllers
     // when this replica leads.
     let cache = Cache::start(&client, args.namespace.as_deref());
+    let bounds = Arc::new(args.bounds()?);
     let mut webhook_task = None;
     if let Some(addr) = args.webhook_listen {
         let pem = match (&args.tls_cert, &args.tls_key) {
@@ -196,6 +254,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
             watched: args.namespace.clone(),
             reader: ClusterReader::new(client.clone()),
             metrics: metrics.clone(),
+            bounds: bounds.clone(),
         });
         let (bound, task) = webhook::serve_tls(addr, config, webhook::router(hook))
             .await
@@ -230,6 +289,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
             client,
             cache,
             &args,
+            bounds,
             results_url,
             metrics.clone(),
             stop_rx.clone(),
@@ -261,6 +321,7 @@ async fn lead(
     client: kube::Client,
     cache: Arc<Cache>,
     args: &ControllerArgs,
+    bounds: Arc<crate::decide::bounds::Bounds>,
     results_url: String,
     metrics: Arc<crate::modes::kubernetes::metrics::Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -295,6 +356,7 @@ async fn lead(
                     cache.clone(),
                     args.namespace.clone(),
                     me.clone(),
+                    bounds.clone(),
                     results_url.clone(),
                     metrics.clone(),
                     async move {

@@ -69,7 +69,7 @@ pub enum Command {
     Retry(inspect::RetryArgs),
     /// Run in Kubernetes mode: the admission webhook that enforces policy and approvals with the
     /// requester's identity.
-    Controller(controller::ControllerArgs),
+    Controller(Box<controller::ControllerArgs>),
     /// Print every CustomResourceDefinition as YAML.
     Crds,
     /// Print the JSON Schema of a kind (or of all kinds) for editors and linters.
@@ -121,7 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(args) => inspect::status(args),
         Command::History(args) => inspect::history(args),
         Command::Retry(args) => inspect::retry(args),
-        Command::Controller(args) => controller::run(args),
+        Command::Controller(args) => controller::run(*args),
         Command::Crds => {
             print_out(&crds_yaml()?)?;
             Ok(0)

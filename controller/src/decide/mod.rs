@@ -2,6 +2,7 @@
 //! pull-request check call these with objects and observations, and carry out what they return.
 
 pub mod admission;
+pub mod bounds;
 pub mod catalog;
 pub mod conditions;
 pub mod diagnostics;

@@ -44,6 +44,8 @@ pub struct Cluster<'a> {
     pub view: &'a View,
     /// The namespace's `Approval`s.
     pub approvals: &'a [Approval],
+    /// The operator's bounds on what objects may make the controller do.
+    pub bounds: &'a crate::decide::bounds::Bounds,
 }
 
 /// The answer to a request.
@@ -400,6 +402,19 @@ fn change(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
         } else {
             errors.push(describe(d));
         }
+    }
+    // What the object would make the controller do stays within the operator's bounds.
+    if let Some(o) = head
+        .get(&key)
+        .filter(|_| req.operation != Operation::Delete)
+    {
+        errors.extend(
+            cluster
+                .bounds
+                .check(&o.resource)
+                .into_iter()
+                .map(|b| format!("{}: {}", b.field, b.message)),
+        );
     }
     if !errors.is_empty() {
         return Verdict::Denied(format!("{}: {}.", who(req), errors.join("; ")));

@@ -175,9 +175,21 @@ pub fn stalled(
     basis: &Basis,
     endpoint: Option<&Endpoint>,
 ) -> ModelDeploymentStatus {
+    stalled_for("SageMakerError", state, why, basis, endpoint)
+}
+
+/// [`stalled`] with the `Stalled` condition's reason, e.g. `OutsideBounds` for a target the
+/// operator's bounds do not allow (nothing is created or changed for it).
+pub fn stalled_for(
+    reason: &str,
+    state: &RolloutState,
+    why: &str,
+    basis: &Basis,
+    endpoint: Option<&Endpoint>,
+) -> ModelDeploymentStatus {
     let mut conditions = vec![cond(basis, "Ready", false, "Stalled", why)];
     conditions.extend(endpoint.map(|e| e.out_of_sync(basis)));
-    conditions.push(cond(basis, "Stalled", true, "SageMakerError", why));
+    conditions.push(cond(basis, "Stalled", true, reason, why));
     state.to_status(ModelDeploymentStatus {
         history: basis.previous.history.clone(),
         endpoint: endpoint.map(|e| Box::new(e.status())),

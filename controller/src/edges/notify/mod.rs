@@ -266,8 +266,11 @@ pub struct Notifier {
 
 impl Default for Notifier {
     fn default() -> Self {
+        // Redirects are not followed: a message carries secrets (a Slack URL, header values, a
+        // results token) for the receiver it names, not for wherever that receiver points.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_redirects(0)
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .new_agent();
@@ -317,7 +320,14 @@ impl Notifier {
                         last.error = None;
                         return last;
                     }
-                    last.error = Some(format!("the receiver answered HTTP {code}"));
+                    last.error = Some(if (300..400).contains(&code) {
+                        format!(
+                            "the receiver answered HTTP {code} (a redirect): Slipway does not \
+                             follow redirects with secrets; point the URL at the final address"
+                        )
+                    } else {
+                        format!("the receiver answered HTTP {code}")
+                    });
                     if code != 429 && code < 500 {
                         return last; // a client error will not heal by retrying
                     }

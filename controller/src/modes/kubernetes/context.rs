@@ -24,6 +24,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Where evaluation Jobs post their results (the controller's HTTP address as pods see it).
     pub results_url: String,
+    /// The operator's bounds, checked again before acting on an object.
+    pub bounds: Arc<crate::decide::bounds::Bounds>,
     /// Metrics.
     pub metrics: Arc<super::metrics::Metrics>,
     /// When each alias move (namespace, model, alias, version) was first observed, until its

@@ -122,6 +122,41 @@ pub(super) async fn reconcile_deployment(
     if let Some(requested) = md.annotations().get(RETRY_ANNOTATION) {
         return retry(&ctx, md, requested).await;
     }
+    // Admitted while the webhook was not called, outside the operator's bounds: nothing is
+    // created or changed for it.
+    let breaches = ctx
+        .bounds
+        .check(&crate::decide::catalog::Resource::ModelDeployment(
+            md.clone(),
+        ));
+    if !breaches.is_empty() {
+        let why = breaches
+            .iter()
+            .map(|b| format!("{}: {}", b.field, b.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let previous = md.status.clone().unwrap_or_default();
+        let basis = crate::decide::rollout::status::Basis {
+            previous: &previous,
+            generation: md.metadata.generation,
+            now: chrono::Utc::now(),
+        };
+        let state = RolloutState::from_status(&previous);
+        let next = crate::decide::rollout::status::stalled_for(
+            "OutsideBounds",
+            &state,
+            &why,
+            &basis,
+            None,
+        );
+        if md.status.as_ref() != Some(&next) {
+            let api: Api<ModelDeployment> =
+                Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+            super::context::apply_status(&api, &md.name_any(), &next).await?;
+            super::context::publish(&ctx, md, true, "OutsideBounds", why).await;
+        }
+        return Ok(Requeue::await_change());
+    }
     if md.spec.target.sagemaker.is_some() {
         let desired = desired_version(&ctx, md);
         return super::sagemaker::reconcile(md, ctx, desired).await;

@@ -164,6 +164,8 @@ async fn dispatch(
     });
     let loaded = notify::Secrets::load(&ctx.client, &ns, hook.headers.values()).await;
     let message = dispatch_message(&name, hook, &context, &|r| loaded.resolve(r))?;
+    // The request carries the attempt's token and the headers' secrets.
+    ctx.bounds.destination(&message.url)?;
     let delivery = tokio::task::spawn_blocking(move || Notifier::default().deliver(&message))
         .await
         .map_err(|err| format!("delivery task failed: {err}"))?;
@@ -222,6 +224,24 @@ pub async fn reconcile_evaluation(
             &ctx,
             e,
             &lifecycle::failed(&status, status.attempts, why, now),
+        )
+        .await?;
+        return Ok(Requeue::await_change());
+    }
+    // Admitted while the webhook was not called, outside the operator's bounds: never run.
+    let breaches = ctx
+        .bounds
+        .check(&crate::decide::catalog::Resource::Evaluation(e.clone()));
+    if !breaches.is_empty() {
+        let why = breaches
+            .iter()
+            .map(|b| format!("{}: {}", b.field, b.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        save(
+            &ctx,
+            e,
+            &lifecycle::failed(&status, status.attempts, &why, now),
         )
         .await?;
         return Ok(Requeue::await_change());

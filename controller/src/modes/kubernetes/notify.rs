@@ -20,6 +20,19 @@ use super::metrics::ByOutcome;
 use crate::edges::notify::{Delivery, Notifier, event_of, messages_with};
 use crate::edges::store::HistoryEntry;
 
+/// The label a Secret carries to let Slipway send its values.
+pub const USABLE_BY: &str = "slipway.dev/usable-by";
+/// Its value.
+pub const USABLE_BY_SLIPWAY: &str = "slipway";
+
+fn usable(s: &Secret) -> bool {
+    s.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(USABLE_BY))
+        .is_some_and(|v| v == USABLE_BY_SLIPWAY)
+}
+
 /// Secret values read from the cluster for one namespace, keyed by (Secret, key).
 pub struct Secrets(BTreeMap<(String, String), Result<String, String>>);
 
@@ -39,6 +52,12 @@ impl Secrets {
                 continue;
             }
             let value = match api.get_opt(&k.name).await {
+                // Only Secrets that opt in: the others of the namespace stay where they are.
+                Ok(Some(s)) if !usable(&s) => Err(format!(
+                    "Secret {ns}/{} is not labelled {USABLE_BY}={USABLE_BY_SLIPWAY}; label it to \
+                     let Slipway send its values (kubectl label secret {} {USABLE_BY}={USABLE_BY_SLIPWAY})",
+                    k.name, k.name
+                )),
                 Ok(Some(s)) => s
                     .data
                     .and_then(|d| d.get(&k.key).map(|b| b.0.clone()))
@@ -55,7 +74,8 @@ impl Secrets {
         Secrets(values)
     }
 
-    /// The value of a reference: a loaded `secretKeyRef`, or git mode's `env`/`file`.
+    /// The value of a reference: a loaded `secretKeyRef`. `env:` and `file:` would read the
+    /// controller's own environment and files: refused.
     pub fn resolve(&self, r: &SecretRef) -> Result<String, String> {
         match &r.secret_key_ref {
             Some(k) => self
@@ -63,7 +83,12 @@ impl Secrets {
                 .get(&(k.name.clone(), k.key.clone()))
                 .cloned()
                 .unwrap_or_else(|| Err(format!("Secret {} was not loaded", k.name))),
-            None => crate::edges::notify::secret(r),
+            None => Err(
+                "env: and file: secret references are refused in Kubernetes mode (they \
+                         would read the controller's own environment and files); use \
+                         secretKeyRef"
+                    .into(),
+            ),
         }
     }
 }
@@ -124,7 +149,17 @@ pub async fn notify<K: Resource<DynamicType = ()>>(
         return;
     }
     let secrets = Secrets::load(&ctx.client, &ns, channel_refs(&channels)).await;
-    let messages = messages_with(&channels, &entry, &|r| secrets.resolve(r));
+    // Messages carry secrets (a Slack URL, header values): only to the operator's destinations.
+    let messages: Vec<_> = messages_with(&channels, &entry, &|r| secrets.resolve(r))
+        .into_iter()
+        .map(|m| {
+            let m = m?;
+            match ctx.bounds.destination(&m.url) {
+                Ok(()) => Ok(m),
+                Err(why) => Err((m.channel, why)),
+            }
+        })
+        .collect();
     if messages.is_empty() {
         return;
     }

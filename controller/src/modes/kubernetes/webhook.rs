@@ -29,6 +29,8 @@ pub struct Webhook {
     pub reader: ClusterReader,
     /// Counts decisions.
     pub metrics: Arc<super::metrics::Metrics>,
+    /// The operator's bounds on what objects may make the controller do.
+    pub bounds: Arc<crate::decide::bounds::Bounds>,
 }
 
 type Review = AdmissionReview<DynamicObject>;
@@ -103,6 +105,7 @@ async fn decide(hook: &Webhook, req: &Request) -> Result<Verdict, kube::Error> {
         let cluster = Cluster {
             view: &view,
             approvals: &approvals,
+            bounds: &hook.bounds,
         };
         let verdict = admission::validate(req, &cluster, now);
         if verdict == Verdict::Allowed(Vec::new()) {
@@ -113,6 +116,7 @@ async fn decide(hook: &Webhook, req: &Request) -> Result<Verdict, kube::Error> {
     let cluster = Cluster {
         view: &view,
         approvals: &approvals,
+        bounds: &hook.bounds,
     };
     Ok(admission::validate(req, &cluster, now))
 }
@@ -209,7 +213,11 @@ async fn mutate(
     };
     let empty = (crate::decide::catalog::View::default(), Vec::new());
     let (view, approvals) = read.as_ref().unwrap_or(&empty);
-    let cluster = Cluster { view, approvals };
+    let cluster = Cluster {
+        view,
+        approvals,
+        bounds: &hook.bounds,
+    };
     let Some(patch) = admission::stamp(&req, &cluster) else {
         return axum::Json(response.into_review());
     };
