@@ -799,3 +799,45 @@ fn both_homes_heal_a_drifted_endpoint_alike() {
         "healed: git mode, then Kubernetes mode"
     );
 }
+
+/// An endpoint of the same name that Slipway did not make for this deployment — by hand, or
+/// for another deployment (another namespace's) — is never touched; tagged over to this
+/// deployment, it is taken over.
+#[test]
+fn an_endpoint_another_deployment_owns_or_made_by_hand_is_never_touched() {
+    let moto = Moto::start();
+    moto.boto("sm.create_model(ModelName='hand-made', ExecutionRoleArn='arn:aws:iam::123456789012:role/x', PrimaryContainer={'Image': 'someone/else:2', 'ModelDataUrl': 's3://elsewhere/model.tar.gz'})\nsm.create_endpoint_config(EndpointConfigName='hand-made', ProductionVariants=[{'VariantName': 'v1', 'ModelName': 'hand-made', 'InstanceType': 'ml.m5.large', 'InitialInstanceCount': 1, 'InitialVariantWeight': 1.0}])\nsm.create_endpoint(EndpointName='pitch-frames', EndpointConfigName='hand-made')");
+    let dir = setup("7");
+    let tag = |ns: &str, name: &str| {
+        moto.boto(&format!("arn = sm.describe_endpoint(EndpointName='pitch-frames')['EndpointArn']\nsm.delete_tags(ResourceArn=arn, TagKeys=['slipway.dev/namespace', 'slipway.dev/deployment'])\nsm.add_tags(ResourceArn=arn, Tags=[{{'Key': 'slipway.dev/namespace', 'Value': '{ns}'}}, {{'Key': 'slipway.dev/deployment', 'Value': '{name}'}}])"));
+    };
+    let config = || {
+        moto.boto("print(sm.describe_endpoint(EndpointName='pitch-frames')['EndpointConfigName'])")
+            .trim()
+            .to_string()
+    };
+    let run = run_once(dir.path(), &moto);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains(
+            "the endpoint was not made by Slipway (it has no slipway.dev/deployment tag)"
+        ) && said.contains(
+            "tagging it slipway.dev/namespace=default and slipway.dev/deployment=pitch-frames-api"
+        ),
+        "{said}"
+    );
+    assert_eq!(config(), "hand-made");
+    tag("team-b", "pitch-frames-api");
+    let run = run_once(dir.path(), &moto);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("the endpoint belongs to ModelDeployment team-b/pitch-frames-api"),
+        "{said}"
+    );
+    assert_eq!(config(), "hand-made");
+    // Handed over by its owner: now it is this deployment's to roll out.
+    tag("default", "pitch-frames-api");
+    let run = run_once(dir.path(), &moto);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_ne!(config(), "hand-made");
+}

@@ -234,6 +234,7 @@ mod tests {
             variants: Vec::new(),
             failure: None,
             pending: None,
+            owner: None,
         };
         let endpoint = Endpoint {
             target: &t,

@@ -67,6 +67,7 @@ impl Reconciler<'_> {
             let (live, step) = match sm::next_step(
                 aws,
                 t,
+                &owner,
                 &d.spec.strategy,
                 &state,
                 desired.as_deref(),
@@ -196,7 +197,12 @@ impl Reconciler<'_> {
                 .get(&(ns.clone(), name.clone()))
                 .cloned()
                 .unwrap_or_default();
-            match aws.delete(&at, &endpoint) {
+            let owner = Owner {
+                namespace: ns.clone(),
+                deployment: name.clone(),
+                model: model.clone(),
+            };
+            match sm::delete_owned(aws, &at, &endpoint, &owner) {
                 Ok(deleted) => {
                     let mut h = self.history(
                         "EndpointDeleted",

@@ -99,7 +99,16 @@ async fn cleanup(
         return Ok(Requeue::await_change());
     };
     let (endpoint, at) = (t.endpoint_name.clone(), Location::of(t));
-    match blocking(aws, move |a| a.delete(&at, &endpoint)).await {
+    let owner = Owner {
+        namespace: md.namespace().unwrap_or_else(|| "default".into()),
+        deployment: md.name_any(),
+        model: md.spec.model.clone(),
+    };
+    match blocking(aws, move |a| {
+        crate::edges::serving::sagemaker::delete_owned(a, &at, &endpoint, &owner)
+    })
+    .await
+    {
         Ok(deleted) => {
             let note = if deleted.is_empty() {
                 format!("endpoint {} was already gone", t.endpoint_name)
@@ -152,6 +161,11 @@ async fn step(
     let (cache, model, ns_for) = (ctx.cache.clone(), md.spec.model.clone(), ns.clone());
     let (target, strategy, state_now) = (t.clone(), md.spec.strategy.clone(), state.clone());
     let wanted = desired.clone();
+    let me = Owner {
+        namespace: ns.clone(),
+        deployment: md.name_any(),
+        model: md.spec.model.clone(),
+    };
     let decided = blocking(&aws, move |a| {
         let artifact = |v: &str| {
             cache
@@ -161,6 +175,7 @@ async fn step(
         crate::edges::serving::sagemaker::next_step(
             a,
             &target,
+            &me,
             &strategy,
             &state_now,
             wanted.as_deref(),

@@ -298,6 +298,27 @@ pub struct Live {
     pub failure: Option<String>,
     /// During an update: the config being deployed and the share of traffic on it (0–1).
     pub pending: Option<(String, f32)>,
+    /// The deployment its ownership tags name (namespace, name); None: it has none.
+    pub owner: Option<(String, String)>,
+}
+
+/// Whether deployment `ns`/`name` may touch `live`: only an endpoint its ownership tags give to
+/// that deployment. One made by another deployment (another namespace's, say) or by hand is
+/// never touched — the error says whose it is and what to do.
+pub fn owned_by(live: &Live, ns: &str, name: &str) -> Result<(), String> {
+    match &live.owner {
+        Some((o_ns, o_name)) if o_ns == ns && o_name == name => Ok(()),
+        Some((o_ns, o_name)) => Err(format!(
+            "the endpoint belongs to ModelDeployment {o_ns}/{o_name} (its {TAG_NAMESPACE} and \
+             {TAG_DEPLOYMENT} tags); Slipway leaves it alone: give this deployment another \
+             endpointName"
+        )),
+        None => Err(format!(
+            "the endpoint was not made by Slipway (it has no {TAG_DEPLOYMENT} tag); Slipway \
+             leaves it alone: give this deployment another endpointName, or hand the endpoint \
+             over by tagging it {TAG_NAMESPACE}={ns} and {TAG_DEPLOYMENT}={name}"
+        )),
+    }
 }
 
 impl Live {

@@ -42,6 +42,7 @@ fn live(d: &Desired) -> Live {
                 weight: v.weight,
             })
             .collect(),
+        owner: Some(("default".into(), "api".into())),
         failure: None,
         pending: None,
     }
@@ -363,4 +364,24 @@ fn a_heal_sagemaker_refused_is_given_up_once_and_one_in_progress_is_remembered()
 
 fn heal_of(calls: &[Call], before: Option<&String>, l: Option<&Live>) -> super::Heal {
     super::heal(calls, before.map(String::as_str), l)
+}
+
+#[test]
+fn an_endpoint_of_another_deployment_or_made_by_hand_is_not_ours() {
+    let mut l = Live {
+        owner: Some(("team-a".into(), "api".into())),
+        ..Default::default()
+    };
+    assert_eq!(owned_by(&l, "team-a", "api"), Ok(()));
+    let theirs = owned_by(&l, "team-b", "api").unwrap_err();
+    assert!(
+        theirs.contains("belongs to ModelDeployment team-a/api"),
+        "{theirs}"
+    );
+    l.owner = None;
+    let hand = owned_by(&l, "team-a", "api").unwrap_err();
+    assert!(
+        hand.contains("tagging it slipway.dev/namespace=team-a and slipway.dev/deployment=api"),
+        "{hand}"
+    );
 }

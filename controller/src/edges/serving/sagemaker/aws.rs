@@ -244,6 +244,22 @@ async fn live(c: &Client, endpoint: &str) -> Result<Option<Live>, Error> {
             share,
         )
     });
+    // Whose it is: its ownership tags.
+    let arn = e.endpoint_arn().unwrap_or_default();
+    let tags = c
+        .list_tags()
+        .resource_arn(arn)
+        .send()
+        .await
+        .map_err(|err| classify(&format!("ListTags {endpoint}"), err))?;
+    let tag = |key: &str| {
+        tags.tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    let owner = tag(planner::TAG_NAMESPACE).zip(tag(planner::TAG_DEPLOYMENT));
     Ok(Some(Live {
         status: e
             .endpoint_status()
@@ -253,6 +269,7 @@ async fn live(c: &Client, endpoint: &str) -> Result<Option<Live>, Error> {
         variants,
         failure: e.failure_reason().map(str::to_string),
         pending,
+        owner,
     }))
 }
 

@@ -50,6 +50,20 @@ pub enum Error {
     Unavailable(String),
 }
 
+/// Deletes endpoint `endpoint` and what Slipway made for it, for the deleted deployment
+/// `owner` — unless the endpoint belongs to another deployment or was made by hand.
+pub fn delete_owned(
+    aws: &mut dyn Endpoints,
+    at: &Location,
+    endpoint: &str,
+    owner: &Owner,
+) -> Result<Vec<String>, Error> {
+    if let Some(l) = aws.live(at, endpoint)? {
+        planner::owned_by(&l, &owner.namespace, &owner.deployment).map_err(Error::Rejected)?;
+    }
+    aws.delete(at, endpoint)
+}
+
 /// The analysis verdict of rollback alarms: any in `ALARM` fails; a named alarm that does not
 /// exist holds the step (it cannot vouch for the new version).
 pub fn alarm_verdict(
@@ -87,10 +101,12 @@ pub trait Endpoints {
 /// Reads the live endpoint (and, in `Variants` mode during a rollout, the rollback alarms)
 /// through `aws` and decides the next step in the target's mode. Shared by `slipway run` and
 /// `slipway controller`; the error is what AWS or the strategy refused.
+/// An endpoint another deployment owns (or made by hand) is never touched ([`planner::owned_by`]).
 #[allow(clippy::too_many_arguments)]
 pub fn next_step(
     aws: &mut dyn Endpoints,
     t: &SageMakerTarget,
+    owner: &Owner,
     strategy: &slipway_crd::model_deployment::Strategy,
     state: &crate::decide::rollout::RolloutState,
     desired: Option<&str>,
@@ -104,6 +120,9 @@ pub fn next_step(
         SageMakerMode::Variants => None,
     };
     let live = aws.live(&at, &t.endpoint_name)?;
+    if let Some(l) = &live {
+        planner::owned_by(l, &owner.namespace, &owner.deployment).map_err(Error::Rejected)?;
+    }
     let counts: std::collections::BTreeMap<String, u32> = live
         .iter()
         .flat_map(|l| &l.variants)
