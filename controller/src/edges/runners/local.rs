@@ -1,9 +1,13 @@
 //! The `local` evaluation runner: the suite's command as a subprocess, with a timeout.
 //!
-//! The job gets `SLIPWAY_RESULTS` (where to write its results JSON), the model under test
-//! (`SLIPWAY_MODEL_URI`, `SLIPWAY_MODEL_DIGEST`, `SLIPWAY_MODEL_VERSION`), the dataset
-//! (`SLIPWAY_DATASET_URI`, `SLIPWAY_DATASET_DIGEST`), `SLIPWAY_ROLE` (`candidate` or `baseline`)
-//! and the suite's own `env`. Its output goes to a log file next to the results.
+//! The job gets a clean environment: `SLIPWAY_RESULTS` (where to write its results JSON), the
+//! model under test (`SLIPWAY_MODEL_URI`, `SLIPWAY_MODEL_DIGEST`, `SLIPWAY_MODEL_VERSION`), the
+//! dataset (`SLIPWAY_DATASET_URI`, `SLIPWAY_DATASET_DIGEST`), `SLIPWAY_ROLE` (`candidate` or
+//! `baseline`), `PATH` and `HOME`, and the suite's own `env` — never the rest of `slipway run`'s
+//! environment (its Slack and AWS credentials). It runs in a process group of its own, killed as
+//! a whole when the run ends (on timeout, and any process it left behind). Its output goes to a
+//! log file next to the results, capped at [`LOG_LIMIT`] bytes (the first part and the last
+//! [`LOG_TAIL`] bytes are kept).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -96,6 +100,79 @@ pub struct Job<'a> {
     pub timeout: Duration,
 }
 
+/// The most output of one run kept in its log.
+pub const LOG_LIMIT: u64 = 4 << 20;
+/// Past the limit, how much of the end of the output is kept.
+pub const LOG_TAIL: usize = 64 << 10;
+
+/// The variables of `slipway run`'s own environment a job gets.
+const PASSED_THROUGH: [&str; 2] = ["PATH", "HOME"];
+
+/// A log that keeps the first [`LOG_LIMIT`] bytes and the last [`LOG_TAIL`].
+struct CappedLog {
+    file: std::fs::File,
+    written: u64,
+    dropped: u64,
+    tail: std::collections::VecDeque<u8>,
+}
+
+impl CappedLog {
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let room = LOG_LIMIT.saturating_sub(self.written) as usize;
+        let head = bytes.len().min(room);
+        self.file.write_all(&bytes[..head])?;
+        self.written += head as u64;
+        bytes = &bytes[head..];
+        self.dropped += bytes.len() as u64;
+        self.tail.extend(bytes);
+        let excess = self.tail.len().saturating_sub(LOG_TAIL);
+        self.tail.drain(..excess);
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.dropped > 0 {
+            let kept = self.tail.len() as u64;
+            writeln!(
+                self.file,
+                "\n[slipway: the output passed {LOG_LIMIT} bytes; {} bytes were dropped, the last {kept} follow]",
+                self.dropped - kept
+            )?;
+            let (a, b) = self.tail.as_slices();
+            self.file.write_all(a)?;
+            self.file.write_all(b)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies `from` into `log` until it closes.
+fn pump(
+    mut from: impl Read + Send + 'static,
+    log: std::sync::Arc<std::sync::Mutex<CappedLog>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+            if log.write(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Kills the job's process group (its children and theirs), if any of it is left.
+fn kill_group(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_child(child);
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+}
+
 /// Runs the job and reads its results.
 pub fn run(job: &Job<'_>) -> Result<RunResults, RunError> {
     std::fs::create_dir_all(&job.work_dir)?;
@@ -104,40 +181,78 @@ pub fn run(job: &Job<'_>) -> Result<RunResults, RunError> {
     let results_path = work_dir.join("results.json");
     let log_path = work_dir.join("output.log");
     let _ = std::fs::remove_file(&results_path);
-    let log = std::fs::File::create(&log_path)?;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(CappedLog {
+        file: std::fs::File::create(&log_path)?,
+        written: 0,
+        dropped: 0,
+        tail: Default::default(),
+    }));
     let program = job.spec.command.first().cloned().unwrap_or_default();
     let cwd = match &job.spec.working_dir {
         Some(d) => job.root.join(d),
         None => job.root.to_path_buf(),
     };
-    let mut child = Command::new(&program)
+    let mut command = Command::new(&program);
+    command
         .args(job.spec.command.iter().skip(1))
         .current_dir(&cwd)
+        .env_clear();
+    for var in PASSED_THROUGH {
+        if let Some(v) = std::env::var_os(var) {
+            command.env(var, v);
+        }
+    }
+    let mut child = std::os::unix::process::CommandExt::process_group(&mut command, 0)
         .envs(&job.env)
         .envs(&job.spec.env)
         .env("SLIPWAY_RESULTS", &results_path)
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| RunError::Start {
             program: format!("{program} (in {})", cwd.display()),
             source,
         })?;
+    let pumps: Vec<_> = [
+        child.stdout.take().map(|o| pump(o, log.clone())),
+        child.stderr.take().map(|e| pump(e, log.clone())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let deadline = Instant::now() + job.timeout;
     let status = loop {
         if let Some(status) = child.try_wait()? {
-            break status;
+            break Some(status);
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(RunError::Timeout {
-                timeout: job.timeout,
-                log: log_path.display().to_string(),
-            });
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    // Nothing the job started outlives the run (and the output pipes close).
+    kill_group(&child);
+    let _ = child.wait();
+    // A process that left the group may hold the pipes open: wait for the output a little, not
+    // for ever.
+    let waited = Instant::now();
+    while pumps.iter().any(|p| !p.is_finished()) && waited.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for p in pumps.into_iter().filter(|p| p.is_finished()) {
+        let _ = p.join();
+    }
+    if let Ok(log) = std::sync::Arc::try_unwrap(log) {
+        log.into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .finish()?;
+    }
+    let Some(status) = status else {
+        return Err(RunError::Timeout {
+            timeout: job.timeout,
+            log: log_path.display().to_string(),
+        });
     };
     if !status.success() {
         return Err(RunError::Failed {
@@ -194,6 +309,115 @@ mod tests {
             timeout: Duration::from_secs(30),
         };
         assert_eq!(run(&job).unwrap().metrics["f1"], 1.0);
+    }
+
+    /// Runs `script` with python3 in `dir`: the outcome and the log.
+    fn run_in(
+        dir: &Path,
+        script: &str,
+        timeout: Duration,
+    ) -> (Result<RunResults, RunError>, String) {
+        std::fs::write(dir.join("eval.py"), script).unwrap();
+        let spec = LocalRunner {
+            command: vec!["python3".into(), "eval.py".into()],
+            ..Default::default()
+        };
+        let work = dir.join("work");
+        let job = Job {
+            spec: &spec,
+            root: dir,
+            work_dir: work.clone(),
+            env: [("SLIPWAY_ROLE".to_string(), "candidate".to_string())].into(),
+            timeout,
+        };
+        let out = run(&job);
+        (
+            out,
+            std::fs::read_to_string(work.join("output.log")).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn a_job_sees_only_its_own_environment() {
+        // The test's own environment has variables a job must not see (cargo sets these).
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let dir = tempfile::tempdir().unwrap();
+        // `env` itself (no shell or interpreter shim adding its own) prints what it was given.
+        let spec = LocalRunner {
+            command: vec!["/usr/bin/env".into()],
+            env: [("SUITE_SETTING".to_string(), "on".to_string())].into(),
+            ..Default::default()
+        };
+        let job = Job {
+            spec: &spec,
+            root: dir.path(),
+            work_dir: dir.path().join("work"),
+            env: [("SLIPWAY_ROLE".to_string(), "candidate".to_string())].into(),
+            timeout: Duration::from_secs(30),
+        };
+        assert!(matches!(run(&job), Err(RunError::NoResults { .. })));
+        let log = std::fs::read_to_string(dir.path().join("work/output.log")).unwrap();
+        let mut seen: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, _)| k)
+            .collect();
+        seen.sort();
+        let mut want = vec!["SLIPWAY_RESULTS", "SLIPWAY_ROLE", "SUITE_SETTING"];
+        want.extend(
+            PASSED_THROUGH
+                .iter()
+                .filter(|v| std::env::var_os(v).is_some()),
+        );
+        want.sort();
+        assert_eq!(seen, want, "{log}");
+    }
+
+    #[test]
+    fn a_timed_out_job_is_killed_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let (out, _) = run_in(
+            dir.path(),
+            &format!(
+                "import subprocess, time\np = subprocess.Popen(['sleep', '300'])\nopen({:?}, 'w').write(str(p.pid))\ntime.sleep(300)\n",
+                pid_file.display().to_string()
+            ),
+            Duration::from_secs(2),
+        );
+        assert!(matches!(out, Err(RunError::Timeout { .. })), "{out:?}");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        // Killed processes may linger as zombies of the init process for a moment.
+        let gone = (0..100).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+            let alive = state.is_ok_and(|s| !s.contains(") Z "));
+            if alive {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            !alive
+        });
+        assert!(gone, "the job's child {pid} outlived the run");
+    }
+
+    #[test]
+    fn a_chatty_job_keeps_a_capped_log_with_its_last_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, log) = run_in(
+            dir.path(),
+            "import sys\nfor i in range(6 * 1024):\n    sys.stdout.write('x' * 1023 + '\\n')\nsys.stdout.write('THE END\\n')\nsys.exit(3)\n",
+            Duration::from_secs(60),
+        );
+        assert!(
+            log.len() as u64 <= LOG_LIMIT + LOG_TAIL as u64 + 200,
+            "{}",
+            log.len()
+        );
+        assert!(log.contains("bytes were dropped"), "no truncation note");
+        assert!(log.trim_end().ends_with("THE END"));
+        let Err(RunError::Failed { tail, .. }) = out else {
+            panic!("{out:?}");
+        };
+        assert!(tail.trim_end().ends_with("THE END"), "{tail}");
     }
 
     /// `path` relative to the current directory.
