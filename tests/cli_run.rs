@@ -789,6 +789,12 @@ fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
         headers:
           Authorization: {{file: {token}}}
         bodyTemplate: '{{"event_type": "{{{{ event }}}}", "client_payload": {{"version": "{{{{ version }}}}", "traffic": {{{{ data.traffic }}}}}}}}'
+    - name: moved-away
+      events: [RolloutSucceeded]
+      webhook:
+        url: http://127.0.0.1:{port}/redirect
+        headers:
+          Authorization: {{file: {token}}}
 "#,
         port = receiver.port,
         token = token_file.display()
@@ -855,6 +861,12 @@ fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
         4,
         "{history}"
     );
+    // A receiver that redirects gets the message once; its secret goes nowhere else.
+    assert!(
+        history.contains("the receiver answered HTTP 307 (a redirect): Slipway does not follow redirects with secrets"),
+        "{history}"
+    );
+    assert!(!got.iter().any(|r| r.0 == "/stolen"), "{got:#?}");
     for text in [stdout.as_ref(), stderr.as_ref(), history.as_str()] {
         assert!(
             !text.contains("XXXXSECRET") && !text.contains("s3cr3t"),
@@ -867,6 +879,33 @@ fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
         0
     );
     assert_eq!(receiver.requests().len(), got.len());
+
+    // The read API shows where messages go (and the secret references) only with the API token.
+    std::fs::write(work.join("token"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    let (mut child, port) = serve(&work, &["--api-token-file", "token"]);
+    let url = format!("http://127.0.0.1:{port}/api/v1/models");
+    let models = |auth: &[(&str, &str)]| -> serde_json::Value {
+        eventually(Duration::from_secs(30), || {
+            let (code, body) = support::http::request("GET", &url, auth, "");
+            (code == 200)
+                .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .flatten()
+                .filter(|m| m[0]["spec"]["notifications"].is_array())
+        })
+    };
+    let open = models(&[]);
+    let channel = &open[0]["spec"]["notifications"][1];
+    assert_eq!(
+        channel,
+        &serde_json::json!({"name": "analytics-dispatch", "events": ["RolloutSucceeded"], "redacted": true})
+    );
+    assert!(!open.to_string().contains("dispatch-token"), "{open}");
+    let full = models(&[("Authorization", "Bearer 0123456789abcdef0123456789abcdef")]);
+    assert_eq!(
+        full[0]["spec"]["notifications"][1]["webhook"]["url"],
+        format!("http://127.0.0.1:{}/dispatch", receiver.port)
+    );
+    terminate(&mut child);
 }
 
 /// Every file under a folder, as (relative path, content).

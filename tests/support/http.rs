@@ -58,7 +58,7 @@ pub fn post_results(port: u16, evaluation: &str, token: &str, body: &str) -> (u1
 }
 
 /// A real HTTP receiver on loopback: records (path, headers, body); answers 500 to the first
-/// `fail_first` requests, then 200.
+/// `fail_first` requests, then 200 — except under `/redirect`, which answers 307 to `/stolen`.
 pub struct Receiver {
     pub port: u16,
     got: Arc<Mutex<Vec<(String, String, String)>>>,
@@ -102,6 +102,11 @@ impl Receiver {
                     .nth(1)
                     .unwrap_or("")
                     .to_string();
+                let status = if path.starts_with("/redirect") {
+                    "307 Temporary Redirect\r\nLocation: /stolen"
+                } else {
+                    status
+                };
                 seen.lock().unwrap().push((
                     path,
                     headers,

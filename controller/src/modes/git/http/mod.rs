@@ -167,10 +167,71 @@ struct HistoryQuery {
     until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-async fn statuses(State(s): State<S>, Path(kind): Path<String>) -> Response {
+/// Whether the request brings the instance's API token.
+fn authenticated(s: &Shared, headers: &axum::http::HeaderMap) -> bool {
+    let given = crate::edges::http::token::bearer(
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    match (&s.api_token_hash, given) {
+        (Some(want), Some(t)) => crate::edges::http::token::matches_hash(t, want),
+        _ => false,
+    }
+}
+
+/// Takes out what may carry secrets — where notifications and `webhook` runners send (a URL
+/// can hold a token; header references name the operator's variables and files) and the body
+/// templates — leaving `redacted: true` where it did. The read API serves these only with the
+/// API token.
+pub fn redact(value: &mut serde_json::Value) {
+    fn runner(r: &mut serde_json::Value) {
+        if let Some(w) = r.get_mut("webhook").and_then(|w| w.as_object_mut()) {
+            for field in ["url", "headers", "bodyTemplate"] {
+                w.remove(field);
+            }
+            w.insert("redacted".into(), true.into());
+        }
+    }
+    let spec = &mut value["spec"];
+    if let Some(channels) = spec.get_mut("notifications").and_then(|n| n.as_array_mut()) {
+        for c in channels.iter_mut().filter_map(|c| c.as_object_mut()) {
+            c.retain(|k, _| k == "name" || k == "events");
+            c.insert("redacted".into(), true.into());
+        }
+    }
+    if let Some(suites) = spec.get_mut("evaluations").and_then(|e| e.as_array_mut()) {
+        for suite in suites {
+            runner(&mut suite["runner"]);
+        }
+    }
+    if let Some(r) = spec.get_mut("runner") {
+        runner(r);
+    }
+}
+
+async fn statuses(
+    State(s): State<S>,
+    Path(kind): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let full = authenticated(&s, &headers);
+    let shown = |mut v: serde_json::Value| {
+        if !full {
+            redact(&mut v);
+        }
+        v
+    };
     if kind == "models" {
         let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        return axum::Json(catalog["models"].clone()).into_response();
+        let models: Vec<serde_json::Value> = catalog["models"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .cloned()
+            .map(shown)
+            .collect();
+        return axum::Json(models).into_response();
     }
     let kind = match kind.as_str() {
         "versions" => "ModelVersion",
@@ -205,7 +266,10 @@ async fn statuses(State(s): State<S>, Path(kind): Path<String>) -> Response {
                             .unwrap_or_default()
                             .to_string(),
                     );
-                    (key, e["spec"].clone())
+                    (
+                        key,
+                        shown(json!({"spec": e["spec"].clone()}))["spec"].take(),
+                    )
                 })
                 .collect()
         } else {
