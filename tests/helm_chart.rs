@@ -83,6 +83,8 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
         ("ServiceAccount", 1),
         ("ClusterRole", 5),
         ("ClusterRoleBinding", 4),
+        ("Role", 1),
+        ("RoleBinding", 1),
         ("Deployment", 1),
         ("Service", 1),
         ("ValidatingWebhookConfiguration", 1),
@@ -100,6 +102,7 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
         "- --webhook-listen=0.0.0.0:9443",
         "- --webhook-config=slipway",
         "- --webhook-host=slipway.slipway.svc",
+        "- --webhook-secret=slipway-webhook-tls",
     ] {
         assert!(manifests.contains(arg), "{arg}\n{manifests}");
     }
@@ -188,7 +191,32 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
     let sa = "system:serviceaccount:slipway:slipway";
     assert!(can(sa, "patch", "modelaliases.slipway.dev/status"));
     assert!(can(sa, "create", "jobs.batch"));
-    assert!(can(sa, "update", "leases.coordination.k8s.io"));
+    // Its Lease and certificate live in its own namespace; other namespaces' Secrets it may
+    // read by name (secretKeyRef) but never list.
+    let can_in = |ns: &str, verb: &str, what: &str| {
+        let run = api.kubectl(
+            &["auth", "can-i", verb, what, "-n", ns, "--as", sa],
+            "admin",
+        );
+        run.stdout.trim() == "yes"
+    };
+    assert!(can_in("slipway", "update", "leases.coordination.k8s.io"));
+    assert!(!can(sa, "update", "leases.coordination.k8s.io"));
+    assert!(can_in("slipway", "update", "secrets/slipway-webhook-tls"));
+    assert!(!can_in("slipway", "update", "secrets/other"));
+    assert!(can(sa, "get", "secrets"));
+    assert!(!can(sa, "list", "secrets"));
+    assert!(!can(sa, "watch", "secrets"));
+    assert!(can(sa, "create", "tokenreviews.authentication.k8s.io"));
+    // The promoter role is not folded into the built-in `edit` (aggregation is the controller
+    // manager's work, which this API server runs without: the labels are what decide it).
+    assert!(!manifests.contains("aggregate-to-edit"), "{manifests}");
+    let folded = helm::render(
+        "slipway",
+        &json!({"userRoles": {"aggregatePromoterToEdit": true}}),
+    )
+    .unwrap();
+    assert!(folded.contains("rbac.authorization.k8s.io/aggregate-to-edit: \"true\""));
     let run = api.kubectl(
         &[
             "auth",
@@ -213,4 +241,21 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
         "admin",
     );
     assert_eq!(run.stdout.trim(), "no", "{}", run.stderr);
+
+    // Watching one namespace, the controller's rights are a Role there, not cluster-wide.
+    let values = json!({"watchNamespace": "models"});
+    let manifests = helm::render("slipway", &values).unwrap();
+    let run = api.kubectl(&["create", "namespace", "models"], "admin");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &manifests);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(can_in("models", "create", "jobs.batch"));
+    assert!(can_in("models", "get", "secrets"));
+    assert!(!can_in("default", "create", "jobs.batch"));
+    assert!(!can_in("default", "get", "secrets"));
+    assert!(!can_in(
+        "default",
+        "patch",
+        "modelaliases.slipway.dev/status"
+    ));
 }

@@ -954,13 +954,37 @@ fn webhook_runners_notifications_and_reports_work_in_kubernetes_mode() {
             controller.port
         )
     );
-    let (code, html) = http::request("GET", &report, &[], "");
+    // A report is the namespace's: without a token, or for someone who may not read the
+    // evaluation, there is none.
+    let (code, said) = http::request("GET", &report, &[], "");
+    assert_eq!(code, 401, "{said}");
+    assert!(said.contains("send your Kubernetes bearer token"), "{said}");
+    let (code, said) = http::request(
+        "GET",
+        &report,
+        &[("Authorization", "Bearer erin-token")],
+        "",
+    );
+    assert_eq!(code, 403, "{said}");
+    assert!(
+        said.contains("erin may not get evaluation default/pitch-frames-7-holdout"),
+        "{said}"
+    );
+    let (code, said) = http::request("GET", &report, &[("Authorization", "Bearer forged")], "");
+    assert_eq!(code, 401, "{said}");
+    let admin = [("Authorization", "Bearer admin-token")];
+    let (code, html) = http::request("GET", &report, &admin, "");
     assert_eq!(code, 200);
     assert!(html.contains("<html") && html.contains("frame-001.jpg") && html.contains("0.91"));
-    let (code, md) = http::request("GET", &report.replace(".html", ".md"), &[], "");
+    let (code, md) = http::request("GET", &report.replace(".html", ".md"), &admin, "");
     assert_eq!(code, 200);
     assert!(md.contains("pitch-frames") && md.contains("f1"), "{md}");
-    let (code, _) = http::request("GET", &report.replace("holdout.html", "nope.html"), &[], "");
+    let (code, _) = http::request(
+        "GET",
+        &report.replace("holdout.html", "nope.html"),
+        &admin,
+        "",
+    );
     assert_eq!(code, 404);
 
     // Notifications: registered, evaluated, moved — each once, with the cluster secret.

@@ -432,3 +432,79 @@ fn outside_the_bounds_nothing_runs_even_without_the_webhook() {
     let created = api.kubectl(&["get", "jobs,deployments", "-o", "name"], "admin");
     assert_eq!(created.stdout.trim(), "", "{}", created.stderr);
 }
+
+/// The certificate a replica serves, as a TLS client sees it (PEM).
+fn served_certificate(port: u16) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &format!("import ssl; print(ssl.get_server_certificate(('127.0.0.1', {port})))"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Two replicas (the chart's default) serve one certificate, kept in a Secret the first one
+/// writes: the `caBundle` they publish is the one both present, so no admission call fails TLS.
+#[test]
+fn every_replica_serves_the_one_webhook_certificate() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let (a, b) = (support::free_port(), support::free_port());
+    apply(
+        &api,
+        "admin",
+        &support::admission::webhook_configurations(a),
+    );
+    let shared = ["--webhook-secret", "slipway-webhook-tls"];
+    let _first = Controller::replica(&api, a, &support::OPEN_BOUNDS, &shared);
+    let _second = Controller::replica(&api, b, &support::OPEN_BOUNDS, &shared);
+    let (one, two) = eventually(Duration::from_secs(30), || {
+        let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+        (up(a) && up(b)).then(|| (served_certificate(a), served_certificate(b)))
+    });
+    assert_eq!(one, two);
+    let stored = get(
+        &api,
+        &["secret", "slipway-webhook-tls"],
+        "{.data.tls\\.crt}",
+    );
+    let stored = String::from_utf8(
+        std::process::Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(stored.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(stored.trim(), one);
+    let bundle = eventually(Duration::from_secs(30), || {
+        let b = get(
+            &api,
+            &["validatingwebhookconfiguration", "slipway"],
+            "{.webhooks[0].clientConfig.caBundle}",
+        );
+        (!b.is_empty()).then_some(b)
+    });
+    assert_eq!(
+        bundle,
+        get(
+            &api,
+            &["secret", "slipway-webhook-tls"],
+            "{.data.tls\\.crt}"
+        )
+    );
+}

@@ -14,16 +14,34 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(api: &ApiServer, webhook_port: u16, bounds: &[(&str, &str)]) -> Controller {
-        Controller::spawn(api, Some(webhook_port), bounds)
+        Controller::spawn(api, Some(webhook_port), bounds, &[])
     }
 
     /// The controller without the webhook (as when the webhook is not called).
     pub fn without_webhook(api: &ApiServer, bounds: &[(&str, &str)]) -> Controller {
-        Controller::spawn(api, None, bounds)
+        Controller::spawn(api, None, bounds, &[])
     }
 
-    fn spawn(api: &ApiServer, webhook_port: Option<u16>, bounds: &[(&str, &str)]) -> Controller {
-        let log = api.dir.path().join("controller.log");
+    /// A replica serving the webhook on `webhook_port` with `extra` arguments.
+    pub fn replica(
+        api: &ApiServer,
+        webhook_port: u16,
+        bounds: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Controller {
+        Controller::spawn(api, Some(webhook_port), bounds, extra)
+    }
+
+    fn spawn(
+        api: &ApiServer,
+        webhook_port: Option<u16>,
+        bounds: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Controller {
+        let log = api
+            .dir
+            .path()
+            .join(format!("controller-{}.log", webhook_port.unwrap_or(0)));
         let mut command = Command::new(env!("CARGO_BIN_EXE_slipway"));
         command
             .envs(bounds.iter().copied())
@@ -35,6 +53,7 @@ impl Controller {
                 .arg(format!("127.0.0.1:{port}"))
                 .args(["--webhook-config", "slipway"]);
         }
+        command.args(extra);
         let child = command
             .env("KUBECONFIG", &api.kubeconfig)
             .stdout(Stdio::null())

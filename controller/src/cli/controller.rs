@@ -46,6 +46,10 @@ pub struct ControllerArgs {
         value_delimiter = ','
     )]
     pub webhook_hosts: Vec<String>,
+    /// Keep the generated certificate in this Secret (of the pod's namespace), so that every
+    /// replica serves the same one: the first writes it, the others read it.
+    #[arg(long, env = "SLIPWAY_WEBHOOK_SECRET")]
+    pub webhook_secret: Option<String>,
     /// Validating and mutating webhook configurations (same name) whose `caBundle` the
     /// controller sets to its certificate at start.
     #[arg(long, env = "SLIPWAY_WEBHOOK_CONFIG")]
@@ -245,7 +249,12 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
                 if hosts.is_empty() {
                     hosts = vec!["localhost".into(), "127.0.0.1".into()];
                 }
-                tls::self_signed(&hosts)?
+                match &args.webhook_secret {
+                    Some(secret) => {
+                        tls::shared(&client, &args.lease_namespace, secret, &hosts).await?
+                    }
+                    None => tls::self_signed(&hosts)?,
+                }
             }
         };
         let config = tls::server_config(&pem)?;

@@ -95,13 +95,14 @@ pub trait Home: Send + Sync + 'static {
         }
     }
 
-    /// The report of evaluation `ns/name` in `format` (`html` or `md`); the error is (HTTP status,
-    /// message).
+    /// The report of evaluation `ns/name` in `format` (`html` or `md`), for the caller with
+    /// bearer `token`; the error is (HTTP status, message).
     fn report(
         &self,
         namespace: String,
         name: String,
         format: String,
+        token: Option<String>,
     ) -> impl Future<Output = Result<String, (u16, String)>> + Send;
 
     /// Routes only this home serves (git mode: the read API and the web UI).
@@ -168,6 +169,7 @@ async fn retry<H: Home>(
 async fn report<H: Home>(
     State(h): State<Arc<H>>,
     Path((ns, file)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     let plain =
         |x: &str| !x.is_empty() && !x.contains('/') && !x.contains("..") && !x.starts_with('.');
@@ -179,7 +181,16 @@ async fn report<H: Home>(
         )
             .into_response();
     }
-    match h.report(ns, name.to_string(), format.to_string()).await {
+    let token = crate::edges::http::token::bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map(str::to_string);
+    match h
+        .report(ns, name.to_string(), format.to_string(), token)
+        .await
+    {
         Ok(body) => {
             let ty = if format == "html" {
                 "text/html; charset=utf-8"

@@ -45,12 +45,94 @@ impl Home for ClusterHome {
         }
     }
 
+    /// A report is the namespace's data: only for a caller whose Kubernetes token the API
+    /// server vouches for, and who may get that evaluation (TokenReview, SubjectAccessReview) —
+    /// not for anyone who reaches the controller, through the controller's own credentials.
     async fn report(
         &self,
         ns: String,
         name: String,
         format: String,
+        token: Option<String>,
     ) -> Result<String, (u16, String)> {
+        may_read(&self.client, &ns, &name, token).await?;
         super::results::report(&self.client, &ns, &name, &format).await
+    }
+}
+
+/// Whether the bearer of `token` may get evaluation `ns/name`, as the API server says.
+async fn may_read(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    token: Option<String>,
+) -> Result<(), (u16, String)> {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    use kube::api::{Api, PostParams};
+    let unauthenticated = || {
+        (
+            401,
+            format!(
+                "a report of a cluster is for someone who may read evaluation {ns}/{name}: send \
+                 your Kubernetes bearer token (curl -H \"Authorization: Bearer $(kubectl create \
+                 token NAME)\" or your kubeconfig's)"
+            ),
+        )
+    };
+    let token = token.ok_or_else(unauthenticated)?;
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviewed = Api::<TokenReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| {
+            (
+                500,
+                format!("cannot check the token with the API server: {e}"),
+            )
+        })?;
+    let user = reviewed
+        .status
+        .filter(|s| s.authenticated == Some(true))
+        .and_then(|s| s.user)
+        .ok_or_else(unauthenticated)?;
+    let username = user.username.clone().unwrap_or_default();
+    let access = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username,
+            groups: user.groups,
+            uid: user.uid,
+            extra: user.extra,
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.to_string()),
+                verb: Some("get".into()),
+                group: Some("slipway.dev".into()),
+                resource: Some("evaluations".into()),
+                name: Some(name.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let decided = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &access)
+        .await
+        .map_err(|e| (500, format!("cannot check access with the API server: {e}")))?;
+    if decided.status.is_some_and(|s| s.allowed) {
+        Ok(())
+    } else {
+        Err((
+            403,
+            format!("{username} may not get evaluation {ns}/{name}, so not its report either"),
+        ))
     }
 }

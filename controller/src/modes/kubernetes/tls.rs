@@ -36,6 +36,95 @@ pub fn self_signed(names: &[String]) -> anyhow::Result<Pem> {
     })
 }
 
+/// The annotation of the shared Secret that names the hosts its certificate is for.
+const HOSTS_ANNOTATION: &str = "slipway.dev/webhook-hosts";
+
+/// One certificate for every replica: the one in Secret `name` of `ns` if it is there for these
+/// `names`, else a new self-signed one this replica writes there. Creating the Secret is the
+/// race: a replica that loses it reads the winner's, so all serve the same certificate and the
+/// `caBundle` they publish agrees.
+pub async fn shared(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    names: &[String],
+) -> anyhow::Result<Pem> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let wanted = names.join(",");
+    for _ in 0..5 {
+        let existing = api.get_opt(name).await.map_err(|e| {
+            anyhow::anyhow!("cannot read the webhook certificate Secret {ns}/{name}: {e}")
+        })?;
+        let read = |s: &Secret, key: &str| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        };
+        if let Some(s) = &existing {
+            let hosts = s
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(HOSTS_ANNOTATION));
+            if hosts == Some(&wanted)
+                && let (Some(cert), Some(key)) = (read(s, "tls.crt"), read(s, "tls.key"))
+            {
+                return Ok(Pem { cert, key });
+            }
+        }
+        let pem = self_signed(names)?;
+        let mut secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                annotations: Some([(HOSTS_ANNOTATION.to_string(), wanted.clone())].into()),
+                labels: Some(
+                    [(
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "slipway".to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(
+                [
+                    (
+                        "tls.crt".to_string(),
+                        k8s_openapi::ByteString(pem.cert.clone().into_bytes()),
+                    ),
+                    (
+                        "tls.key".to_string(),
+                        k8s_openapi::ByteString(pem.key.clone().into_bytes()),
+                    ),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let written = match &existing {
+            // For other hosts: replaced (a conflict means another replica did it first).
+            Some(old) => {
+                secret.metadata.resource_version = old.metadata.resource_version.clone();
+                api.replace(name, &PostParams::default(), &secret).await
+            }
+            None => api.create(&PostParams::default(), &secret).await,
+        };
+        match written {
+            Ok(_) => return Ok(pem),
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => anyhow::bail!(
+                "cannot write the webhook certificate Secret {ns}/{name}: {e}; the controller \
+                 needs get, create and update on it"
+            ),
+        }
+    }
+    anyhow::bail!("the webhook certificate Secret {ns}/{name} keeps changing; try again")
+}
+
 /// A rustls server configuration serving `pem`.
 pub fn server_config(pem: &Pem) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.cert.as_bytes())

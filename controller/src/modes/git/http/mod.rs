@@ -383,11 +383,14 @@ impl Home for Shared {
         }
     }
 
+    /// Git mode's reports are the operator's own instance's, open to whoever reaches it (as its
+    /// web UI is).
     async fn report(
         &self,
         ns: String,
         name: String,
         format: String,
+        _token: Option<String>,
     ) -> Result<String, (u16, String)> {
         let path = self
             .state_dir
