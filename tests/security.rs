@@ -508,3 +508,86 @@ fn every_replica_serves_the_one_webhook_certificate() {
         )
     );
 }
+
+/// Someone who can reach the webhook opens connections and sends nothing (from another address
+/// than the API server's). Past the per-address limit they are closed at once; the rest are
+/// closed when the handshake time is up; admission answers the API server all along.
+#[test]
+fn a_slow_or_hostile_client_cannot_starve_admission() {
+    use std::io::{BufRead, BufReader};
+    let api = ApiServer::start();
+    api.install_crds();
+    let port = support::free_port();
+    apply(
+        &api,
+        "admin",
+        &support::admission::webhook_configurations(port),
+    );
+    let controller = Controller::start(&api, port, &support::OPEN_BOUNDS);
+    eventually(Duration::from_secs(30), || {
+        (!get(
+            &api,
+            &["validatingwebhookconfiguration", "slipway"],
+            "{.webhooks[0].clientConfig.caBundle}",
+        )
+        .is_empty())
+        .then_some(())
+    });
+    // 200 connections from 127.0.0.2 that never start TLS: how many are closed within 0.5 s,
+    // then how long until the server has closed them all.
+    let script = format!(
+        r#"
+import socket, sys, time
+held = []
+for _ in range(200):
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    s.connect(("127.0.0.1", {port}))
+    held.append(s)
+time.sleep(0.5)
+closed = 0
+for s in held:
+    s.settimeout(0.01)
+    try:
+        if s.recv(1) == b"":
+            closed += 1
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        closed += 1
+print(closed, flush=True)
+start = time.time()
+for s in held:
+    s.settimeout(max(0.01, 20 - (time.time() - start)))
+    try:
+        s.recv(1)
+    except (socket.timeout, ConnectionResetError):
+        pass
+print(round(time.time() - start, 1), flush=True)
+"#
+    );
+    let mut attacker = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(attacker.stdout.take().unwrap()).lines();
+    let closed: usize = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    assert!(closed >= 200 - 64, "only {closed} of 200 closed at once");
+    // While the rest are held open, the API server's admission calls are answered.
+    let started = std::time::Instant::now();
+    let run = api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "admin",
+        "apiVersion: slipway.dev/v1alpha1\nkind: RegisteredModel\nmetadata: {name: m, namespace: default}\nspec: {}\n",
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, controller.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let all_closed: f64 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    assert!(all_closed < 10.0, "held open for {all_closed} s");
+    let _ = attacker.wait();
+}

@@ -230,11 +230,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         .reports_url
         .set(results_url.trim_end_matches('/').to_string());
     let router = crate::edges::http::router(home);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "the HTTP server stopped");
-        }
-    });
+    tokio::spawn(crate::edges::http::serve::serve(listener, router, None));
 
     // One watch per kind for this replica: the webhook decides from it at once, the controllers
     // when this replica leads.

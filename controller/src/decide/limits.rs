@@ -46,3 +46,21 @@ pub const RECONCILES_IN_FLIGHT: u16 = 16;
 /// How long a `RegisteredModel`'s status waits for more changes of its versions and aliases
 /// before it is written (its summary changes with every one of them).
 pub const MODEL_DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// Servers (the admission webhook, the HTTP server of both homes): how long a client may take
+/// to finish the TLS handshake.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// How long a client may take to send a request's headers.
+pub const REQUEST_HEADERS: Duration = Duration::from_secs(5);
+
+/// How long one request may take, body and answer included (an admission review is small; the
+/// API server gives up after its own `timeoutSeconds`, at most 30 s).
+pub const REQUEST: Duration = Duration::from_secs(30);
+
+/// Connections a server holds at once; past it a new one is closed at once.
+pub const CONNECTIONS: usize = 1024;
+
+/// Connections one client address may hold at once: a slow or hostile client cannot take the
+/// connections the API server needs.
+pub const CONNECTIONS_PER_PEER: usize = 64;

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+pub mod serve;
 pub mod token;
 
 /// An answer of the API: an HTTP status and a JSON body (`{"error": …}` for failures).
@@ -241,9 +242,7 @@ pub fn spawn<H: Home>(addr: SocketAddr, home: Arc<H>) -> anyhow::Result<SocketAd
     let bound = listener.local_addr()?;
     std::thread::spawn(move || {
         runtime.block_on(async move {
-            if let Err(e) = axum::serve(listener, router(home)).await {
-                tracing::error!(error = %e, "the HTTP server stopped");
-            }
+            serve::serve(listener, router(home), None).await;
         })
     });
     Ok(bound)

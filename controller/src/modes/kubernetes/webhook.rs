@@ -245,32 +245,13 @@ pub async fn serve_tls(
     config: Arc<rustls::ServerConfig>,
     router: Router,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    use hyper_util::rt::TokioIo;
-    use tower::ServiceExt as _;
-
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
-            };
-            let (acceptor, router) = (acceptor.clone(), router.clone());
-            tokio::spawn(async move {
-                let tls = match acceptor.accept(stream).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                };
-                let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
+    let task = tokio::spawn(crate::edges::http::serve::serve(
+        listener,
+        router,
+        Some(acceptor),
+    ));
     Ok((bound, task))
 }
