@@ -53,7 +53,7 @@ impl Pr {
             .map(|(i, (user, state, commit))| {
                 serde_json::json!({
                     "id": i, "user": {"login": user, "type": "User"}, "state": state,
-                    "commit_id": commit.to_string(), "submitted_at": format!("2026-11-25T10:{i:02}:00Z"),
+                    "commit_id": commit.to_string(), "submitted_at": (chrono::Utc::now() - chrono::Duration::hours(1) + chrono::Duration::minutes(i as i64)).to_rfc3339(),
                     "body": "", "html_url": "https://github.com/x/y/pull/1#review"
                 })
             })

@@ -10,7 +10,7 @@ fn the_example_registry_is_valid() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout
-            .contains("✓ examples/football-frames: 15 objects in 6 files are valid"),
+            .contains("✓ examples/football-frames: 16 objects in 6 files are valid"),
         "{}",
         run.stdout
     );

@@ -67,11 +67,16 @@ spec:
 }
 
 fn version(model: &str, v: &str, digest: &str) -> String {
+    stored_as(model, v, digest, v)
+}
+
+/// Version `v` whose artifact is the one stored for version `at` (the same URI and digest).
+fn stored_as(model: &str, v: &str, digest: &str, at: &str) -> String {
     format!(
         r#"apiVersion: slipway.dev/v1alpha1
 kind: ModelVersion
 metadata: {{name: {model}-{v}}}
-spec: {{model: {model}, version: "{v}", artifact: {{uri: "s3://models/{model}/{v}/", digest: "{DIGEST}{digest}"}}}}
+spec: {{model: {model}, version: "{v}", artifact: {{uri: "s3://models/{model}/{at}/", digest: "{DIGEST}{digest}"}}}}
 "#
     )
 }
@@ -311,9 +316,10 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     assert_eq!(a["previousVersion"], "7", "{who}: {a}");
     t.insert("2 alias".into(), alias_facts(&a));
 
-    // 3. Version 9 is version 8's artifact again: both runs it needs (9 and production = 8)
+    // 3. Version 9 is version 8's artifact again (its URI and digest; a digest alone claimed
+    //    by another URI is another artifact): both runs it needs (9 and production = 8)
     //    have finished results with the same content address; nothing is dispatched.
-    home.apply("v9.yaml", &version("pitch-frames", "9", "08"));
+    home.apply("v9.yaml", &stored_as("pitch-frames", "9", "08", "8"));
     home.apply("alias.yaml", &alias("pitch-frames", "9"));
     let s = wait_evaluation(home, "pitch-frames-9-holdout", "Succeeded");
     assert!(
@@ -379,7 +385,7 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     home.apply("deployment.yaml", &home.deployment());
     let d = wait_deployment(home, false, "servingVersion", "9");
     assert_eq!(d["traffic"], json!({"9": 100}), "{who}: {d}");
-    home.apply("v10.yaml", &version("pitch-frames", "10", "08"));
+    home.apply("v10.yaml", &stored_as("pitch-frames", "10", "08", "8"));
     home.apply("alias.yaml", &alias("pitch-frames", "10"));
     wait_resolved(home, "pitch-frames-production", "10");
     let canary = wait_deployment(home, false, "targetVersion", "10");
@@ -405,7 +411,7 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     //    rejected while the alias stays on it. Once it is fixed, an operator's retry rolls it
     //    out by the canary steps.
     home.hold("11", true);
-    home.apply("v11.yaml", &version("pitch-frames", "11", "08"));
+    home.apply("v11.yaml", &stored_as("pitch-frames", "11", "08", "8"));
     home.apply("alias.yaml", &alias("pitch-frames", "11"));
     wait_resolved(home, "pitch-frames-production", "11");
     let d = wait_deployment(home, false, "phase", "RolledBack");

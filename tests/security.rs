@@ -64,7 +64,12 @@ fn registry(api: &ApiServer) {
         .replace("-8-pitch-frames", "-7-pitch-frames")
         .replace("version: \"8\"", "version: \"7\"")
         .replace("baselineVersion: \"7\"", "baselineVersion: \"8\"")
-        .replace("macro_f1: 0.861", "macro_f1: 0.874");
+        .replace("macro_f1: 0.861", "macro_f1: 0.874")
+        // (the content address of version 7's run: its artifact, the suite's dataset and runner)
+        .replace(
+            "sha256:ec3f307b73b3bd3303f64ed99b7a66f6d27f8b1bf794c21d886210f9af591f59",
+            "sha256:3f97a45c9a07e337f80cc021ad283c97ac0aae93a77c8114b41f690604bfff46",
+        );
     for (name, text) in [("8", eight), ("7", seven)] {
         apply(api, "admin", &text);
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
@@ -370,23 +375,54 @@ fn a_promoter_cannot_reach_production_or_the_controllers_powers_another_way() {
         ],
     );
 
-    // The allowed paths: an experiment of her own with an allowed image, a Slack channel with a
-    // Secret that opted in, a staging deployment of an allowed image.
-    apply(
-        &api,
-        "erin",
-        &runner("{image: \"registry.example.com/ml/eval:1\", resources: {limits: {cpu: \"2\"}}}"),
+    // The allowed paths, within the bounds: an experiment of her own with an allowed image, a
+    // Slack channel with a Secret that opted in, a deployment of an allowed image — each, as
+    // what it runs and where it sends, with a lead's approval of exactly it.
+    let api = &api;
+    let apply_as_erin =
+        |yaml: String| move || api.kubectl_stdin(&["apply", "-f", "-"], "erin", &yaml);
+    approved_by_a_lead(
+        api,
+        "RegisteredModel",
+        "side-project",
+        apply_as_erin(runner(
+            "{image: \"registry.example.com/ml/eval:1\", resources: {limits: {cpu: \"2\"}}}",
+        )),
     );
-    apply(
-        &api,
-        "erin",
-        // (A second model: changing the first one's suites or channels now needs a lead.)
-        &model(
-            "  notifications:\n    - name: x\n      events: [AliasMoved]\n      slack: {webhookUrl: {secretKeyRef: {name: slack, key: url}}}\n",
-        )
-        .replace("name: side-project", "name: side-channel"),
+    approved_by_a_lead(
+        api,
+        "RegisteredModel",
+        "side-channel",
+        apply_as_erin(
+            model(
+                "  notifications:\n    - name: x\n      events: [AliasMoved]\n      slack: {webhookUrl: {secretKeyRef: {name: slack, key: url}}}\n",
+            )
+            .replace("name: side-project", "name: side-channel"),
+        ),
     );
-    apply(&api, "erin", &deployment("registry.example.com/ml/serve:1"));
+    approved_by_a_lead(
+        api,
+        "ModelDeployment",
+        "side-api",
+        apply_as_erin(deployment("registry.example.com/ml/serve:1")),
+    );
+}
+
+/// Runs `act` as the promoter: refused for want of a lead's approval, approved by alice for
+/// exactly that change (of `kind` `name`, as the denial names it), then admitted.
+fn approved_by_a_lead(api: &ApiServer, kind: &str, name: &str, act: impl Fn() -> support::Run) {
+    let run = act();
+    assert_ne!(run.code, 0, "{kind} {name} admitted without approval");
+    let at = run.stderr.find("spec.change \"").expect(&run.stderr) + "spec.change \"".len();
+    let change = &run.stderr[at..at + 71];
+    let approval = format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Approval\nmetadata: {{name: approve-{}, namespace: default}}\nspec:\n  target: {{kind: {kind}, name: {name}}}\n  change: \"{change}\"\n  decision: approve\n",
+        name.to_lowercase()
+    );
+    let (code, stderr) = attempt(api, "alice", &["create", "-f", "-"], &approval);
+    assert_eq!(code, 0, "{stderr}");
+    let run = act();
+    assert_eq!(run.code, 0, "{kind} {name}: {}", run.stderr);
 }
 
 /// Objects admitted while the webhook was not called (not installed, `failurePolicy: Ignore`,
@@ -403,28 +439,28 @@ fn outside_the_bounds_nothing_runs_even_without_the_webhook() {
         "admin",
         "apiVersion: slipway.dev/v1alpha1\nkind: RegisteredModel\nmetadata: {name: miner, namespace: default}\nspec:\n  evaluations:\n    - name: smoke\n      runner:\n        kubernetes: {image: docker.io/attacker/miner, serviceAccountName: slipway}\n      dataset: {uri: \"s3://d/\"}\n---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: miner-1, namespace: default}\nspec: {model: miner, version: \"1\", artifact: {uri: \"s3://m/1\", digest: \"sha256:01\"}}\n---\napiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: miner-api, namespace: default}\nspec:\n  model: miner\n  version: \"1\"\n  target:\n    kubernetes: {image: docker.io/attacker/miner, port: 8080}\n",
     );
-    let evaluation = eventually(Duration::from_secs(60), || {
-        let m = get(
-            &api,
-            &["meval", "miner-1-smoke"],
-            "{.status.phase}: {.status.conditions[0].message}",
-        );
-        m.starts_with("Failed").then_some(m)
-    });
+    let settled = |what: &[&str], path: &str, prefix: &str| {
+        eventually(Duration::from_secs(60), || {
+            let m = get(&api, what, path);
+            m.starts_with(prefix).then_some(m)
+        })
+    };
+    let evaluation = settled(
+        &["meval", "miner-1-smoke"],
+        "{.status.phase}: {.status.conditions[0].message}",
+        "Failed",
+    );
     assert!(
         evaluation
             .contains("image docker.io/attacker/miner is not among the images the operator allows")
             && evaluation.contains("service account slipway is not among"),
         "{evaluation}"
     );
-    let deployment = eventually(Duration::from_secs(60), || {
-        let m = get(
-            &api,
-            &["mdeploy", "miner-api"],
-            "{.status.conditions[?(@.type==\"Stalled\")].reason}: {.status.conditions[?(@.type==\"Stalled\")].message}",
-        );
-        m.starts_with("OutsideBounds").then_some(m)
-    });
+    let deployment = settled(
+        &["mdeploy", "miner-api"],
+        "{.status.conditions[?(@.type==\"Stalled\")].reason}: {.status.conditions[?(@.type==\"Stalled\")].message}",
+        "OutsideBounds",
+    );
     assert!(
         deployment.contains("spec.target.kubernetes.image: image docker.io/attacker/miner"),
         "{deployment}"
@@ -590,4 +626,41 @@ print(round(time.time() - start, 1), flush=True)
     let all_closed: f64 = lines.next().unwrap().unwrap().trim().parse().unwrap();
     assert!(all_closed < 10.0, "held open for {all_closed} s");
     let _ = attacker.wait();
+}
+
+/// A ModelDeployment named like someone else's Service (or whose version Deployment name is
+/// taken) does not take them over: the controller writes and deletes only objects it owns.
+#[test]
+fn a_deployment_never_takes_over_objects_it_does_not_own() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let controller = Controller::without_webhook(&api, &support::OPEN_BOUNDS);
+    apply(
+        &api,
+        "admin",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: victim, namespace: default}\nspec:\n  selector: {app: database}\n  ports: [{name: http, port: 80, targetPort: 5432}]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: victim-v1, namespace: default}\nspec:\n  selector: {matchLabels: {app: database}}\n  template:\n    metadata: {labels: {app: database}}\n    spec: {containers: [{name: db, image: postgres:16}]}\n",
+    );
+    apply(
+        &api,
+        "admin",
+        "apiVersion: slipway.dev/v1alpha1\nkind: RegisteredModel\nmetadata: {name: m, namespace: default}\nspec: {}\n---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: m-1, namespace: default}\nspec: {model: m, version: \"1\", artifact: {uri: \"s3://m/1\", digest: \"sha256:01\"}}\n---\napiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: victim, namespace: default}\nspec:\n  model: m\n  version: \"1\"\n  target:\n    kubernetes: {image: \"registry.example.com/ml/serve:1\", port: 8080}\n",
+    );
+    eventually(Duration::from_secs(60), || {
+        controller
+            .log()
+            .contains("Service default/victim exists and is not ModelDeployment victim's")
+            .then_some(())
+    });
+    assert_eq!(
+        get(&api, &["service", "victim"], "{.spec.selector.app}"),
+        "database"
+    );
+    assert_eq!(
+        get(
+            &api,
+            &["deployment", "victim-v1"],
+            "{.spec.template.spec.containers[0].image}"
+        ),
+        "postgres:16"
+    );
 }

@@ -87,6 +87,7 @@ spec:
   model: m
   version: "{version}"
   suite: eval
+  baseline: {{alias: production}}
   dataset: {{uri: file://d, digest: "sha256:00"}}
   runner: {{local: {{command: [python3, e.py]}}}}
 status:

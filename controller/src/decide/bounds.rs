@@ -288,9 +288,28 @@ impl Bounds {
         out
     }
 
-    /// The SageMaker target's API address and execution role.
+    /// Why `resource` is outside the bounds, in one line (`field: reason; …`); None: it is not.
+    pub fn refusal(&self, resource: &Resource) -> Option<String> {
+        let breaches = self.check(resource);
+        (!breaches.is_empty()).then(|| {
+            breaches
+                .iter()
+                .map(|b| format!("{}: {}", b.field, b.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
+    /// The SageMaker target's image, API address and execution role.
     pub fn sagemaker(&self, s: &slipway_crd::model_deployment::SageMakerTarget) -> Vec<Breach> {
         let mut out = Vec::new();
+        // The image runs with the execution role's credentials.
+        if let Err(message) = self.image(&s.image) {
+            out.push(Breach {
+                field: "spec.target.sagemaker.image".into(),
+                message,
+            });
+        }
         if let Some(url) = &s.endpoint_url {
             let allowed = origin(url).and_then(|(scheme, host, port)| {
                 if scheme != "https" && !loopback(&host) {
@@ -355,7 +374,11 @@ mod tests {
     fn bounds() -> Bounds {
         Bounds {
             destinations: vec!["hooks.slack.com".into(), "*.ci.example.com".into()],
-            images: vec!["registry.example.com/ml/*".into(), "python:3.11".into()],
+            images: vec![
+                "registry.example.com/ml/*".into(),
+                "python:3.11".into(),
+                "111122223333.dkr.ecr.eu-west-1.amazonaws.com/serving:*".into(),
+            ],
             service_accounts: vec!["evaluator".into()],
             max_cpu: Some(4.0),
             max_memory: Some(16.0 * 1024f64.powi(3)),
@@ -427,6 +450,7 @@ mod tests {
             |url: Option<&str>, role: &str| slipway_crd::model_deployment::SageMakerTarget {
                 endpoint_url: url.map(str::to_string),
                 execution_role_arn: role.into(),
+                image: "111122223333.dkr.ecr.eu-west-1.amazonaws.com/serving:1".into(),
                 ..Default::default()
             };
         let role = "arn:aws:iam::111122223333:role/slipway-serving";
@@ -447,5 +471,10 @@ mod tests {
         assert!(other[0].message.contains("not among"), "{other:?}");
         let admin = b.sagemaker(&target(None, "arn:aws:iam::111122223333:role/admin"));
         assert_eq!(admin[0].field, "spec.target.sagemaker.executionRoleArn");
+        let theirs = b.sagemaker(&slipway_crd::model_deployment::SageMakerTarget {
+            image: "999999999999.dkr.ecr.eu-west-1.amazonaws.com/miner:1".into(),
+            ..target(None, role)
+        });
+        assert_eq!(theirs[0].field, "spec.target.sagemaker.image");
     }
 }

@@ -408,13 +408,7 @@ fn change(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
         .get(&key)
         .filter(|_| req.operation != Operation::Delete)
     {
-        errors.extend(
-            cluster
-                .bounds
-                .check(&o.resource)
-                .into_iter()
-                .map(|b| format!("{}: {}", b.field, b.message)),
-        );
+        errors.extend(cluster.bounds.refusal(&o.resource));
     }
     if !errors.is_empty() {
         return Verdict::Denied(format!("{}: {}.", who(req), errors.join("; ")));

@@ -488,3 +488,53 @@ fn an_approval_used_by_one_move_does_not_admit_the_same_move_again() {
         "{why}"
     );
 }
+
+#[test]
+fn an_alias_cannot_be_renamed_away_nor_an_evaluation_moved_to_another_version() {
+    let c = cluster(&[]);
+    let rename = edit(
+        &c,
+        "ModelAlias",
+        "pitch-frame-classifier-production",
+        "erin",
+        |a| a["spec"]["alias"] = "retired".into(),
+    );
+    let Verdict::Denied(why) = validate(&rename, &c.view(), Utc::now()) else {
+        panic!("production was renamed away without its removal's policy");
+    };
+    assert!(
+        why.contains("spec.alias: a ModelAlias's model and alias are immutable"),
+        "{why}"
+    );
+    let moved = edit(
+        &c,
+        "Evaluation",
+        "pitch-frame-classifier-8-pitch-frames",
+        "erin",
+        |e| e["spec"]["version"] = "7".into(),
+    );
+    let Verdict::Denied(why) = validate(&moved, &c.view(), Utc::now()) else {
+        panic!("an evaluation's results were moved to another version");
+    };
+    assert!(
+        why.contains("spec.version: an Evaluation's model, version and suite are immutable"),
+        "{why}"
+    );
+    // A model-suite evaluation with a baseline of its author's choosing is refused.
+    let weak = edit(
+        &c,
+        "Evaluation",
+        "pitch-frame-classifier-8-pitch-frames",
+        "erin",
+        |e| e["spec"]["baseline"] = json!({"version": "8"}),
+    );
+    let Verdict::Denied(why) = validate(&weak, &c.view(), Utc::now()) else {
+        panic!("an evaluation chose its own baseline");
+    };
+    assert!(
+        why.contains(
+            "suite `pitch-frames` of model pitch-frame-classifier compares against alias production"
+        ),
+        "{why}"
+    );
+}

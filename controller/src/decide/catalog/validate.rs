@@ -445,15 +445,51 @@ pub fn references(obj: &Object, cat: &Catalog) -> Vec<Diagnostic> {
                 // An evaluation of a model's suite runs it as the model declares it, or it would
                 // pass for the model's judgement without being it.
                 if let Some(m) = cat.model(ns, &e.spec.model)
-                    && m.spec.evaluations.iter().any(|s| s.name == e.spec.suite)
-                    && let Err(why) = crate::decide::evaluation::judging(m, &e.spec)
+                    && let Some(suite) = m.spec.evaluations.iter().find(|s| s.name == e.spec.suite)
                 {
-                    c.invalid(
-                        "spec",
-                        format!(
-                            "{why}: an Evaluation of a model's suite runs it exactly as the model declares it; leave the Evaluation to Slipway, or name a suite of your own in spec.suite for an experiment (it runs, but never judges a promotion)"
-                        ),
-                    );
+                    let advice = "an Evaluation of a model's suite runs it exactly as the model declares it; leave the Evaluation to Slipway, or name a suite of your own in spec.suite for an experiment (it runs, but never judges a promotion)";
+                    if let Err(why) = crate::decide::evaluation::judging(m, &e.spec) {
+                        c.invalid("spec", format!("{why}: {advice}"));
+                    }
+                    // Its baseline is the suite's: the alias as written, or the version it
+                    // resolves to now (none when that is the candidate itself).
+                    let resolved = |alias: &str| {
+                        cat.alias(ns, &e.spec.model, alias).map(|a| {
+                            a.status
+                                .as_ref()
+                                .and_then(|s| s.resolved_version.clone())
+                                .unwrap_or_else(|| a.spec.version.clone())
+                        })
+                    };
+                    let pinned = |v: Option<String>| {
+                        v.filter(|v| *v != e.spec.version).map(|v| BaselineRef {
+                            alias: None,
+                            version: Some(v),
+                        })
+                    };
+                    let allowed: Vec<Option<BaselineRef>> = match &suite.baseline {
+                        None => vec![None],
+                        Some(b) => match (&b.version, &b.alias) {
+                            (Some(v), _) => vec![Some(b.clone()), pinned(Some(v.clone()))],
+                            (None, Some(a)) => vec![Some(b.clone()), pinned(resolved(a))],
+                            (None, None) => vec![Some(b.clone())],
+                        },
+                    };
+                    if !allowed.contains(&e.spec.baseline) {
+                        c.invalid(
+                            "spec.baseline",
+                            format!(
+                                "suite `{}` of model {} compares against {}, not this baseline: {advice}",
+                                suite.name,
+                                e.spec.model,
+                                match &suite.baseline {
+                                    Some(BaselineRef { alias: Some(a), .. }) => format!("alias {a} (what it resolves to now)"),
+                                    Some(BaselineRef { version: Some(v), .. }) => format!("version {v}"),
+                                    _ => "no baseline".to_string(),
+                                }
+                            ),
+                        );
+                    }
                 }
                 if let Some(v) = e.spec.baseline.as_ref().and_then(|b| b.version.as_ref()) {
                     version_exists(&mut c, "spec.baseline.version", &e.spec.model, v);

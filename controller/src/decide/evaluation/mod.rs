@@ -138,17 +138,20 @@ pub fn judging(
     }
 }
 
-/// The content address of an evaluation: artifact digest, dataset digest, runner spec and suite.
-/// A finished result with the same key is reused instead of running again.
+/// The content address of an evaluation: the artifact (its digest and where it is — a digest
+/// alone could be claimed by any URI, and take the results of the artifact it names), dataset
+/// digest, runner spec and suite. A finished result with the same key is reused instead of
+/// running again.
 pub fn cache_key(
-    artifact_digest: &str,
+    artifact: &slipway_crd::model_version::Artifact,
     dataset: &DatasetRef,
     runner: &RunnerSpec,
     suite: &str,
 ) -> String {
     // serde_json maps are sorted (no preserve_order feature), so this rendering is canonical.
     let canonical = json!({
-        "artifact": artifact_digest,
+        "artifact": artifact.digest,
+        "uri": artifact.uri,
         "dataset": dataset.digest.as_deref().unwrap_or(&dataset.uri),
         "runner": runner,
         "suite": suite,
@@ -289,14 +292,28 @@ mod tests {
             uri: "s3://d".into(),
             digest: Some("sha256:aa".into()),
         };
-        let k = cache_key("sha256:01", &data, &runner, "s");
-        assert_eq!(k, cache_key("sha256:01", &data, &runner, "s"));
+        let art = |uri: &str, digest: &str| slipway_crd::model_version::Artifact {
+            uri: uri.into(),
+            digest: digest.into(),
+            format: None,
+        };
+        let one = art("s3://m/1", "sha256:01");
+        let k = cache_key(&one, &data, &runner, "s");
+        assert_eq!(k, cache_key(&one, &data, &runner, "s"));
         assert!(k.starts_with("sha256:") && k.len() == 71);
-        assert_ne!(k, cache_key("sha256:02", &data, &runner, "s"));
+        assert_ne!(
+            k,
+            cache_key(&art("s3://m/1", "sha256:02"), &data, &runner, "s")
+        );
+        // Another URI claiming the same digest is another artifact.
+        assert_ne!(
+            k,
+            cache_key(&art("s3://evil/m", "sha256:01"), &data, &runner, "s")
+        );
         assert_ne!(
             k,
             cache_key(
-                "sha256:01",
+                &one,
                 &DatasetRef {
                     digest: Some("sha256:bb".into()),
                     ..data.clone()
@@ -305,10 +322,7 @@ mod tests {
                 "s"
             )
         );
-        assert_ne!(
-            k,
-            cache_key("sha256:01", &data, &RunnerSpec::default(), "s")
-        );
-        assert_ne!(k, cache_key("sha256:01", &data, &runner, "t"));
+        assert_ne!(k, cache_key(&one, &data, &RunnerSpec::default(), "s"));
+        assert_ne!(k, cache_key(&one, &data, &runner, "t"));
     }
 }

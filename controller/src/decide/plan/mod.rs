@@ -198,7 +198,10 @@ pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
     for key in keys {
         let (old, new) = (base.get(key), head.get(key));
         let (action, fields) = match (old, new) {
-            (None, Some(_)) => (Operation::Create, Vec::new()),
+            (None, Some(n)) => {
+                errors.extend(relabelled(base, n));
+                (Operation::Create, Vec::new())
+            }
             (Some(_), None) => (Operation::Delete, Vec::new()),
             (Some(o), Some(n)) => {
                 if std::sync::Arc::ptr_eq(&o.origin.text, &n.origin.text)
@@ -383,8 +386,75 @@ fn change(
     }
 }
 
-/// `ModelVersion` identity, artifact and lineage never change.
+/// A new `ModelVersion` object that takes the label of a version the base has under another
+/// name (delete one, create another) with another artifact or lineage: the same immutability.
+fn relabelled(base: &Catalog, new: &Object) -> Vec<Diagnostic> {
+    let Resource::ModelVersion(n) = &new.resource else {
+        return Vec::new();
+    };
+    let ns = new.key.namespace.as_str();
+    match base
+        .version(ns, &n.spec.model, &n.spec.version)
+        .filter(|o| o.metadata.name.as_deref() != Some(new.key.name.as_str()))
+    {
+        Some(o) if o.spec.artifact != n.spec.artifact || o.spec.source != n.spec.source => {
+            vec![new.diagnostic(
+                &FieldPath::parse("spec.version"),
+                Category::Immutable,
+                format!(
+                    "version {} of {} is already registered (as {}) with another artifact or lineage; a version's artifact never changes: register a new version",
+                    n.spec.version,
+                    n.spec.model,
+                    o.metadata.name.as_deref().unwrap_or("?")
+                ),
+            )]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `ModelVersion` identity, artifact and lineage never change; nor does what an `Evaluation`
+/// is of (model, version, suite): its results are of that run.
 fn immutability(old: &Object, new: &Object) -> Vec<Diagnostic> {
+    if let (Resource::Evaluation(o), Resource::Evaluation(n)) = (&old.resource, &new.resource) {
+        let mut out = Vec::new();
+        for (field, a, b) in [
+            ("spec.model", &o.spec.model, &n.spec.model),
+            ("spec.version", &o.spec.version, &n.spec.version),
+            ("spec.suite", &o.spec.suite, &n.spec.suite),
+        ] {
+            if a != b {
+                out.push(new.diagnostic(
+                    &FieldPath::parse(field),
+                    Category::Immutable,
+                    format!(
+                        "an Evaluation's model, version and suite are immutable (was {a:?}, now {b:?}): its results are of that run; create another Evaluation"
+                    ),
+                ));
+            }
+        }
+        return out;
+    }
+    // An alias is of one model and one name: renaming `production` away would remove it
+    // without the removal's policy.
+    if let (Resource::ModelAlias(o), Resource::ModelAlias(n)) = (&old.resource, &new.resource) {
+        let mut out = Vec::new();
+        for (field, a, b) in [
+            ("spec.model", &o.spec.model, &n.spec.model),
+            ("spec.alias", &o.spec.alias, &n.spec.alias),
+        ] {
+            if a != b {
+                out.push(new.diagnostic(
+                    &FieldPath::parse(field),
+                    Category::Immutable,
+                    format!(
+                        "a ModelAlias's model and alias are immutable (was {a:?}, now {b:?}): delete it and create another, which the policies decide"
+                    ),
+                ));
+            }
+        }
+        return out;
+    }
     let (Resource::ModelVersion(o), Resource::ModelVersion(n)) = (&old.resource, &new.resource)
     else {
         return Vec::new();

@@ -8,15 +8,33 @@ use slipway_crd::{Evaluation, ModelVersion, RegisteredModel};
 
 /// Whether `e` runs a suite as its model in `catalog` declares it
 /// ([`crate::decide::evaluation::judging`]): only such results feed policy.
+///
+/// Its results must also be of this version's artifact: the status's content address is the
+/// one of the version's registered digest, so results cannot be moved onto another version (or
+/// a version re-registered with another artifact) by editing an `Evaluation`'s spec.
 pub fn judges(catalog: &crate::decide::catalog::Catalog, e: &Evaluation) -> bool {
     let ns = e
         .metadata
         .namespace
         .as_deref()
         .unwrap_or(crate::decide::catalog::object::DEFAULT_NAMESPACE);
-    catalog
+    let of_suite = catalog
         .model(ns, &e.spec.model)
-        .is_some_and(|m| crate::decide::evaluation::judging(m, &e.spec).is_ok())
+        .is_some_and(|m| crate::decide::evaluation::judging(m, &e.spec).is_ok());
+    let of_artifact = catalog
+        .version(ns, &e.spec.model, &e.spec.version)
+        .is_some_and(|v| {
+            let key = crate::decide::evaluation::cache_key(
+                &v.spec.artifact,
+                &e.spec.dataset,
+                &e.spec.runner,
+                &e.spec.suite,
+            );
+            e.status
+                .as_ref()
+                .is_some_and(|s| s.cache_key.as_deref() == Some(key.as_str()))
+        });
+    of_suite && of_artifact
 }
 
 /// Evaluation results by (namespace, model, version), then suite; the latest result per suite wins.

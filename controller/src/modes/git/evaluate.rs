@@ -90,8 +90,7 @@ impl Reconciler<'_> {
         let roles = std::iter::once(("candidate", task.version.clone(), task.artifact.clone()))
             .chain(task.baseline.clone().map(|(v, a)| ("baseline", v, a)));
         for (role, version, artifact) in roles {
-            let key =
-                evaluation::cache_key(&artifact.digest, &task.dataset, &task.runner, &task.suite);
+            let key = evaluation::cache_key(&artifact, &task.dataset, &task.runner, &task.suite);
             if self.stored_run(&key)?.is_some() {
                 continue;
             }
@@ -221,9 +220,10 @@ impl Reconciler<'_> {
     pub(super) fn attempt(&self, task: &Task, key: &str, number: u32) -> lifecycle::Attempt {
         lifecycle::Attempt {
             key: key.to_string(),
-            baseline_key: task.baseline.as_ref().map(|(_, a)| {
-                evaluation::cache_key(&a.digest, &task.dataset, &task.runner, &task.suite)
-            }),
+            baseline_key: task
+                .baseline
+                .as_ref()
+                .map(|(_, a)| evaluation::cache_key(a, &task.dataset, &task.runner, &task.suite)),
             baseline_version: task.baseline.as_ref().map(|b| b.0.clone()),
             number,
         }
@@ -315,12 +315,7 @@ impl Reconciler<'_> {
     }
 
     pub(super) fn evaluate(&self, task: &Task, out: &mut Outcome) -> Result<(), Error> {
-        let key = evaluation::cache_key(
-            &task.artifact.digest,
-            &task.dataset,
-            &task.runner,
-            &task.suite,
-        );
+        let key = evaluation::cache_key(&task.artifact, &task.dataset, &task.runner, &task.suite);
         let baseline_version = task.baseline.as_ref().map(|b| b.0.clone());
         let previous = self.evaluation_status(&task.namespace, &task.name)?;
         // A finished evaluation stands as it ran (against the baseline of its time); only a

@@ -71,6 +71,9 @@ pub enum Error {
     /// kube-runtime's finalizer helper could not work on the object.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// An object of the name Slipway would write exists and is not the deployment's own.
+    #[error("{0}")]
+    NotOwned(String),
 }
 
 impl From<kube::runtime::finalizer::Error<Error>> for Error {
@@ -118,6 +121,7 @@ impl Error {
             Error::Token(_) => "token",
             Error::SageMaker(_) => "sagemaker",
             Error::Finalizer(_) => "finalizer",
+            Error::NotOwned(_) => "not-owned",
         }
     }
 
@@ -125,7 +129,7 @@ impl Error {
     pub fn retry(&self) -> Retry {
         match self.category() {
             "conflict" => Retry::Conflict,
-            "forbidden" | "api-refused" | "encoding" | "finalizer" => Retry::Stalled,
+            "forbidden" | "api-refused" | "encoding" | "finalizer" | "not-owned" => Retry::Stalled,
             _ => Retry::Transient,
         }
     }

@@ -124,17 +124,12 @@ pub(super) async fn reconcile_deployment(
     }
     // Admitted while the webhook was not called, outside the operator's bounds: nothing is
     // created or changed for it.
-    let breaches = ctx
+    if let Some(why) = ctx
         .bounds
-        .check(&crate::decide::catalog::Resource::ModelDeployment(
+        .refusal(&crate::decide::catalog::Resource::ModelDeployment(
             md.clone(),
-        ));
-    if !breaches.is_empty() {
-        let why = breaches
-            .iter()
-            .map(|b| format!("{}: {}", b.field, b.message))
-            .collect::<Vec<_>>()
-            .join("; ");
+        ))
+    {
         let previous = md.status.clone().unwrap_or_default();
         let basis = crate::decide::rollout::status::Basis {
             previous: &previous,
@@ -263,7 +258,7 @@ pub(super) async fn reconcile_deployment(
                 }
             }
             Action::Stop(v) => {
-                delete(&deployments, &version_deployment_name(&name, v)).await?;
+                delete(&deployments, &version_deployment_name(&name, v), md).await?;
             }
             Action::Event { .. } => {}
         }
@@ -271,7 +266,7 @@ pub(super) async fn reconcile_deployment(
     // Garbage: Deployments of versions that neither serve nor roll out.
     for (v, d) in &owned {
         if !s.traffic.contains_key(v) && s.candidate.as_deref() != Some(v.as_str()) {
-            delete(&deployments, &d.name_any()).await?;
+            delete(&deployments, &d.name_any(), md).await?;
         }
     }
     for (kind, version, note) in events {
@@ -330,11 +325,43 @@ async fn retry(
     Ok(Requeue::requeue(Duration::ZERO))
 }
 
-/// Deletes a Deployment; one that is already gone is fine, any other failure is the reconcile's.
-async fn delete(api: &Api<Deployment>, name: &str) -> Result<(), Error> {
-    match api.delete(name, &DeleteParams::background()).await {
+/// Whether `meta` is of an object `md` owns (an owner reference to its uid).
+fn ours(meta: &kube::api::ObjectMeta, md: &ModelDeployment) -> bool {
+    let Some(uid) = md.metadata.uid.as_deref() else {
+        return false;
+    };
+    meta.owner_references.iter().flatten().any(|o| o.uid == uid)
+}
+
+/// The refusal to write over `kind` `ns/name`, which exists and is not `md`'s.
+fn not_owned(kind: &str, ns: &str, name: &str, md: &ModelDeployment) -> Error {
+    Error::NotOwned(format!(
+        "{kind} {ns}/{name} exists and is not ModelDeployment {}'s (no owner reference to it): \
+         Slipway leaves it alone; rename the ModelDeployment or remove that {kind}",
+        md.name_any()
+    ))
+}
+
+/// Deletes a Deployment of `md`; one that is already gone is fine, one that is not `md`'s is
+/// left alone (deleted only with its uid as read, so a replacement is not deleted either).
+async fn delete(api: &Api<Deployment>, name: &str, md: &ModelDeployment) -> Result<(), Error> {
+    let Some(d) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    if !ours(&d.metadata, md) {
+        tracing::warn!(deployment = %name, "not deleting a Deployment that is not this ModelDeployment's");
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: d.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -363,6 +390,11 @@ pub(super) async fn ensure_service(
         return Ok(());
     }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(existing) = api.get_opt(&name).await?
+        && !ours(&existing.metadata, md)
+    {
+        return Err(not_owned("Service", &ns, &name, md));
+    }
     let service = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "ownerReferences": owner(md),
@@ -416,6 +448,12 @@ pub(super) async fn apply_version(
     if let Some(r) = &target.resources {
         container["resources"] = serde_json::to_value(r)?;
     }
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(existing) = api.get_opt(&deployment).await?
+        && !ours(&existing.metadata, md)
+    {
+        return Err(not_owned("Deployment", &ns, &deployment, md));
+    }
     let object = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": deployment, "ownerReferences": owner(md), "labels": labels},
@@ -428,7 +466,6 @@ pub(super) async fn apply_version(
             },
         }
     });
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     api.patch(
         &deployment,
         &PatchParams::apply(MANAGER).force(),

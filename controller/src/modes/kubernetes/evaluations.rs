@@ -93,9 +93,13 @@ async fn save(ctx: &Arc<Context>, e: &Evaluation, status: &EvaluationStatus) -> 
 fn attempt(ctx: &Context, e: &Evaluation, number: u32) -> lifecycle::Attempt {
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let key = |version: &str| {
-        let (_, digest) = ctx.cache.artifact(&ns, &e.spec.model, version)?;
+        let (uri, digest) = ctx.cache.artifact(&ns, &e.spec.model, version)?;
         Some(crate::decide::evaluation::cache_key(
-            &digest,
+            &slipway_crd::model_version::Artifact {
+                uri,
+                digest,
+                format: None,
+            },
             &e.spec.dataset,
             &e.spec.runner,
             &e.spec.suite,
@@ -229,15 +233,10 @@ pub async fn reconcile_evaluation(
         return Ok(Requeue::await_change());
     }
     // Admitted while the webhook was not called, outside the operator's bounds: never run.
-    let breaches = ctx
+    if let Some(why) = ctx
         .bounds
-        .check(&crate::decide::catalog::Resource::Evaluation(e.clone()));
-    if !breaches.is_empty() {
-        let why = breaches
-            .iter()
-            .map(|b| format!("{}: {}", b.field, b.message))
-            .collect::<Vec<_>>()
-            .join("; ");
+        .refusal(&crate::decide::catalog::Resource::Evaluation(e.clone()))
+    {
         save(
             &ctx,
             e,
