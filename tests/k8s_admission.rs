@@ -76,32 +76,7 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let controller = Controller::start(&api, port, &support::OPEN_BOUNDS);
     // The controller publishes its generated certificate as the configurations' caBundle.
-    eventually(Duration::from_secs(30), || {
-        let run = api.kubectl(
-            &[
-                "get",
-                "validatingwebhookconfiguration",
-                "slipway",
-                "-o",
-                "jsonpath={.webhooks[0].clientConfig.caBundle}",
-            ],
-            "admin",
-        );
-        (!run.stdout.is_empty()).then_some(())
-    });
-    eventually(Duration::from_secs(30), || {
-        let run = api.kubectl(
-            &[
-                "get",
-                "mutatingwebhookconfiguration",
-                "slipway",
-                "-o",
-                "jsonpath={.webhooks[0].clientConfig.caBundle}",
-            ],
-            "admin",
-        );
-        (!run.stdout.is_empty()).then_some(())
-    });
+    support::admission::wait_for_ca_bundle(&api);
     let policies = examples.join("policies.yaml");
     let run = api.kubectl(&["apply", "-f", &policies.to_string_lossy()], "admin");
     assert_eq!(run.code, 0, "{}\n{}", run.stderr, controller.log());

@@ -224,15 +224,7 @@ fn a_promoter_cannot_reach_production_or_the_controllers_powers_another_way() {
         &support::admission::webhook_configurations(port),
     );
     let controller = Controller::start(&api, port, &STRICT_BOUNDS);
-    eventually(Duration::from_secs(30), || {
-        (!get(
-            &api,
-            &["validatingwebhookconfiguration", "slipway"],
-            "{.webhooks[0].clientConfig.caBundle}",
-        )
-        .is_empty())
-        .then_some(())
-    });
+    support::admission::wait_for_ca_bundle(&api);
 
     // Pinning the production deployment to another version: a lead must approve exactly it.
     let pin = r#"[{"op": "remove", "path": "/spec/alias"}, {"op": "add", "path": "/spec/version", "value": "7"}]"#;
@@ -560,15 +552,7 @@ fn a_slow_or_hostile_client_cannot_starve_admission() {
         &support::admission::webhook_configurations(port),
     );
     let controller = Controller::start(&api, port, &support::OPEN_BOUNDS);
-    eventually(Duration::from_secs(30), || {
-        (!get(
-            &api,
-            &["validatingwebhookconfiguration", "slipway"],
-            "{.webhooks[0].clientConfig.caBundle}",
-        )
-        .is_empty())
-        .then_some(())
-    });
+    support::admission::wait_for_ca_bundle(&api);
     // 200 connections from 127.0.0.2 that never start TLS: how many are closed within 0.5 s,
     // then how long until the server has closed them all.
     let script = format!(

@@ -95,3 +95,25 @@ pub fn rbac() -> String {
     let manifests = super::helm::render("slipway", &values).expect("render the chart");
     super::helm::only(&manifests, &["ClusterRole", "ClusterRoleBinding"])
 }
+
+/// Waits until the controller has written its certificate into the webhook configurations.
+pub fn wait_for_ca_bundle(api: &ApiServer) {
+    for kind in [
+        "validatingwebhookconfiguration",
+        "mutatingwebhookconfiguration",
+    ] {
+        super::eventually(std::time::Duration::from_secs(30), || {
+            let run = api.kubectl(
+                &[
+                    "get",
+                    kind,
+                    "slipway",
+                    "-o",
+                    "jsonpath={.webhooks[0].clientConfig.caBundle}",
+                ],
+                "admin",
+            );
+            (!run.stdout.is_empty()).then_some(())
+        });
+    }
+}

@@ -158,7 +158,13 @@ pub fn cache_key(
     })
     .to_string();
     let digest = Sha256::digest(canonical.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    // (Every pass computes one per evaluation: no allocation per byte.)
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push(HEX[usize::from(b >> 4)] as char);
+        hex.push(HEX[usize::from(b & 15)] as char);
+    }
     format!("sha256:{hex}")
 }
 

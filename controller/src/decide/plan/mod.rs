@@ -386,6 +386,26 @@ fn change(
     }
 }
 
+/// An error for each of `fields` (path, old, new) that changed: `what` (was …, now …): `todo`.
+fn unchanged(
+    new: &Object,
+    fields: &[(&str, &String, &String)],
+    what: &str,
+    todo: &str,
+) -> Vec<Diagnostic> {
+    fields
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(field, a, b)| {
+            new.diagnostic(
+                &FieldPath::parse(field),
+                Category::Immutable,
+                format!("{what} (was {a:?}, now {b:?}): {todo}"),
+            )
+        })
+        .collect()
+}
+
 /// A new `ModelVersion` object that takes the label of a version the base has under another
 /// name (delete one, create another) with another artifact or lineage: the same immutability.
 fn relabelled(base: &Catalog, new: &Object) -> Vec<Diagnostic> {
@@ -417,43 +437,29 @@ fn relabelled(base: &Catalog, new: &Object) -> Vec<Diagnostic> {
 /// is of (model, version, suite): its results are of that run.
 fn immutability(old: &Object, new: &Object) -> Vec<Diagnostic> {
     if let (Resource::Evaluation(o), Resource::Evaluation(n)) = (&old.resource, &new.resource) {
-        let mut out = Vec::new();
-        for (field, a, b) in [
-            ("spec.model", &o.spec.model, &n.spec.model),
-            ("spec.version", &o.spec.version, &n.spec.version),
-            ("spec.suite", &o.spec.suite, &n.spec.suite),
-        ] {
-            if a != b {
-                out.push(new.diagnostic(
-                    &FieldPath::parse(field),
-                    Category::Immutable,
-                    format!(
-                        "an Evaluation's model, version and suite are immutable (was {a:?}, now {b:?}): its results are of that run; create another Evaluation"
-                    ),
-                ));
-            }
-        }
-        return out;
+        return unchanged(
+            new,
+            &[
+                ("spec.model", &o.spec.model, &n.spec.model),
+                ("spec.version", &o.spec.version, &n.spec.version),
+                ("spec.suite", &o.spec.suite, &n.spec.suite),
+            ],
+            "an Evaluation's model, version and suite are immutable",
+            "its results are of that run; create another Evaluation",
+        );
     }
     // An alias is of one model and one name: renaming `production` away would remove it
     // without the removal's policy.
     if let (Resource::ModelAlias(o), Resource::ModelAlias(n)) = (&old.resource, &new.resource) {
-        let mut out = Vec::new();
-        for (field, a, b) in [
-            ("spec.model", &o.spec.model, &n.spec.model),
-            ("spec.alias", &o.spec.alias, &n.spec.alias),
-        ] {
-            if a != b {
-                out.push(new.diagnostic(
-                    &FieldPath::parse(field),
-                    Category::Immutable,
-                    format!(
-                        "a ModelAlias's model and alias are immutable (was {a:?}, now {b:?}): delete it and create another, which the policies decide"
-                    ),
-                ));
-            }
-        }
-        return out;
+        return unchanged(
+            new,
+            &[
+                ("spec.model", &o.spec.model, &n.spec.model),
+                ("spec.alias", &o.spec.alias, &n.spec.alias),
+            ],
+            "a ModelAlias's model and alias are immutable",
+            "delete it and create another, which the policies decide",
+        );
     }
     let (Resource::ModelVersion(o), Resource::ModelVersion(n)) = (&old.resource, &new.resource)
     else {
