@@ -1,4 +1,4 @@
-//! `slipway validate`, `crds` and `schema`, run as the real binary.
+//! `slipway validate`, `crds`, `schema`, `completions`, `man` and `--version`, run as the real binary.
 
 mod support;
 
@@ -134,4 +134,63 @@ fn schemas_reject_unknown_fields_for_editors() {
     let run = slipway(&["schema", "Modle"], &root());
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("unknown kind `Modle`"));
+}
+
+/// Completions for the usual shells, a manual page, and a version that names the commit.
+#[test]
+fn the_cli_installs_like_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "_slipway()"),
+        ("zsh", "#compdef slipway"),
+        ("fish", "complete -c slipway"),
+    ] {
+        let run = slipway(&["completions", shell], dir.path());
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(run.stdout.contains(marker), "{shell}: {}", run.stdout);
+        for sub in ["validate", "plan", "controller", "completions"] {
+            assert!(run.stdout.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+    // bash reads the script it is given.
+    let script = dir.path().join("slipway.bash");
+    std::fs::write(
+        &script,
+        slipway(&["completions", "bash"], dir.path()).stdout,
+    )
+    .unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let unknown = slipway(&["completions", "tcsh"], dir.path());
+    assert_eq!(unknown.code, 1, "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("possible values: bash"),
+        "{}",
+        unknown.stderr
+    );
+
+    let man = slipway(&["man"], dir.path());
+    assert_eq!(man.code, 0, "{}", man.stderr);
+    assert!(man.stdout.contains(".TH slipway 1"), "{}", man.stdout);
+    assert!(man.stdout.contains("validate") && man.stdout.contains("controller"));
+
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    let version = slipway(&["--version"], dir.path());
+    assert_eq!(
+        version.stdout.trim(),
+        format!("slipway {} ({})", env!("CARGO_PKG_VERSION"), head.trim())
+    );
 }

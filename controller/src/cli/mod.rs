@@ -15,7 +15,12 @@ use slipway_crd::Kind;
 
 /// Slipway: a GitOps-style declarative model registry and deploy controller.
 #[derive(Parser, Debug)]
-#[command(name = "slipway", version, about, long_about = None)]
+#[command(
+    name = "slipway",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SLIPWAY_GIT_COMMIT"), ")"),
+    about,
+    long_about = None
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -77,6 +82,18 @@ pub enum Command {
         /// Kind, plural or short name; all kinds when absent.
         kind: Option<String>,
     },
+    /// Print a shell completion script: `slipway completions bash > /etc/bash_completion.d/slipway`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `slipway man > /usr/local/share/man/man1/slipway.1`.
+    Man,
+}
+
+/// Whether output may be coloured: a terminal, and no `NO_COLOR` (https://no-color.org).
+pub(crate) fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Arguments of `slipway plan`.
@@ -145,6 +162,23 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 ),
             };
             print_out(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "slipway",
+                &mut out,
+            );
+            print_out(&String::from_utf8_lossy(&out))?;
+            Ok(0)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            print_out(&String::from_utf8_lossy(&out))?;
             Ok(0)
         }
     }
