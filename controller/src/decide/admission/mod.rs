@@ -334,48 +334,36 @@ fn key(req: &Request) -> Option<ObjectKey> {
 
 /// The change `req` asks for, in the terms approvals name.
 fn subject(req: &Request, key: &ObjectKey, base: &Catalog, head: &Catalog) -> Subject {
-    let spec = |cat: &Catalog| cat.get(key).map(|o| o.resource.spec_json());
-    let sign = match (key.kind, req.operation, head.get(key).map(|o| &o.resource)) {
-        (slipway_crd::Kind::ModelAlias, op, Some(Resource::ModelAlias(a)))
-            if op != Operation::Delete =>
-        {
-            let from = req
-                .old_object
-                .as_ref()
-                .and_then(|o| o["status"]["resolvedVersion"].as_str())
-                .unwrap_or_default()
-                .to_string();
-            let digest = head
-                .version(&key.namespace, &a.spec.model, &a.spec.version)
-                .map(|v| v.spec.artifact.digest.clone())
-                .unwrap_or_default();
-            Sign::Move {
-                from,
-                to: a.spec.version.clone(),
-                digest,
-            }
-        }
-        _ => Sign::Change(binding::change_digest(
-            spec(base).as_ref(),
-            spec(head).as_ref(),
-        )),
-    };
-    let move_id = match (&sign, req.object.as_ref()) {
-        (Sign::Move { to, .. }, Some(o)) => Some(Subject::move_id(
+    if let (Some(Resource::ModelAlias(a)), Some(o)) =
+        (head.get(key).map(|o| &o.resource), req.object.as_ref())
+    {
+        // The move from what the alias serves now (its status, as the reconciler sees it).
+        let from = req
+            .old_object
+            .as_ref()
+            .and_then(|o| o["status"]["resolvedVersion"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        return Subject::alias_move(
+            head,
             &key.namespace,
             &key.name,
-            to,
+            a,
+            from,
             o["metadata"]["generation"].as_i64().unwrap_or(0),
             o["metadata"]["uid"].as_str().unwrap_or_default(),
-        )),
-        _ => None,
-    };
+        );
+    }
+    let spec = |cat: &Catalog| cat.get(key).map(|o| o.resource.spec_json());
     Subject {
         kind: key.kind.as_str().to_string(),
         namespace: key.namespace.clone(),
         name: key.name.clone(),
-        sign,
-        move_id,
+        sign: Sign::Change(binding::change_digest(
+            spec(base).as_ref(),
+            spec(head).as_ref(),
+        )),
+        move_id: None,
     }
 }
 

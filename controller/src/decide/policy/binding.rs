@@ -50,6 +50,33 @@ impl Subject {
         format!("ModelAlias/{ns}/{name} → {to} (generation {generation}, uid {uid})")
     }
 
+    /// The move of alias object `name` in `ns` from version `from` (empty: none) to what `a`
+    /// asks for, for the candidate's artifact digest as `catalog` registers it; the move's
+    /// identity is the object's `generation` and `uid`. Admission and the alias reconciler bind
+    /// approvals to this one subject.
+    pub fn alias_move(
+        catalog: &crate::decide::catalog::Catalog,
+        ns: &str,
+        name: &str,
+        a: &slipway_crd::ModelAlias,
+        from: String,
+        generation: i64,
+        uid: &str,
+    ) -> Subject {
+        let to = a.spec.version.clone();
+        let digest = catalog
+            .version(ns, &a.spec.model, &to)
+            .map(|v| v.spec.artifact.digest.clone())
+            .unwrap_or_default();
+        Subject {
+            kind: "ModelAlias".into(),
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            move_id: Some(Subject::move_id(ns, name, &to, generation, uid)),
+            sign: Sign::Move { from, to, digest },
+        }
+    }
+
     /// One line naming the change, e.g. `7 → 8 (artifact sha256:…)`.
     pub fn describe(&self) -> String {
         match &self.sign {

@@ -14,7 +14,7 @@ use slipway_crd::ModelAlias;
 
 use super::notify;
 use crate::decide::plan::KubeIdentity;
-use crate::decide::policy::binding::{self, Sign, Subject};
+use crate::decide::policy::binding::{self, Subject};
 use crate::decide::promotion::{AliasFacts, AliasStep, Promotion, alias_status, promotion};
 
 use super::context::{Context, Error, apply_status};
@@ -90,26 +90,15 @@ pub(super) async fn reconcile_alias(
     let (catalog, results) = (&view.catalog, &view.results);
     // The approvals are checked again: a move admitted while the webhook was not called is held
     // until the approvals bound to exactly this move exist.
-    let subject = Subject {
-        kind: "ModelAlias".into(),
-        namespace: ns.clone(),
-        name: name.clone(),
-        sign: Sign::Move {
-            from: resolved.clone().unwrap_or_default(),
-            to: to.clone(),
-            digest: catalog
-                .version(&ns, &alias.spec.model, &to)
-                .map(|v| v.spec.artifact.digest.clone())
-                .unwrap_or_default(),
-        },
-        move_id: Some(Subject::move_id(
-            &ns,
-            &name,
-            &to,
-            generation.unwrap_or(0),
-            alias.metadata.uid.as_deref().unwrap_or_default(),
-        )),
-    };
+    let subject = Subject::alias_move(
+        catalog,
+        &ns,
+        &name,
+        alias,
+        resolved.clone().unwrap_or_default(),
+        generation.unwrap_or(0),
+        alias.metadata.uid.as_deref().unwrap_or_default(),
+    );
     let bound = binding::bind(&subject, &ctx.cache.approvals_in(&ns), None);
     let identity = KubeIdentity {
         groups: Vec::new(),
