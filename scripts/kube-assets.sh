@@ -24,15 +24,7 @@ if [[ -x $assets/kube-apiserver && -x $assets/etcd ]]; then
 fi
 
 mkdir -p "$cache/apt/lists/partial" "$cache/apt/archives/partial" "$cache/build" "$assets"
-# The machine's own Debian mirror: the first URI of its deb822 sources, else of sources.list.
-mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -1 || true)
-if [[ -z $mirror ]]; then
-  mirror=$(awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/ && $i !~ /security/) {print $i; exit}}' /etc/apt/sources.list 2>/dev/null || true)
-fi
-if [[ -z $mirror ]]; then
-  log "no Debian mirror in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list; configure apt first"
-  exit 1
-fi
+mirror=$("$(dirname "$0")/debian-mirror.sh")
 cat > "$cache/apt/sources.list" <<SRC
 deb $mirror bookworm main
 deb-src $mirror bookworm main

@@ -8,6 +8,11 @@ if ! command -v chromium >/dev/null; then
   echo "installing chromium"
   apt-get -qq update >/dev/null && apt-get -qq install -y chromium >/dev/null
 fi
+# Debian's buildah and mmdebstrap build and run the container image (tests/container_image.rs).
+if ! command -v buildah >/dev/null || ! command -v mmdebstrap >/dev/null; then
+  echo "installing buildah and mmdebstrap"
+  apt-get -qq update >/dev/null && apt-get -qq install -y buildah mmdebstrap >/dev/null
+fi
 KUBEBUILDER_ASSETS=$(scripts/kube-assets.sh)
 export KUBEBUILDER_ASSETS
 echo "using kube-apiserver and etcd from $KUBEBUILDER_ASSETS"

@@ -18,6 +18,16 @@ pub enum GitError {
         /// Cause.
         source: git2::Error,
     },
+    /// The repository belongs to another user, and git's `safe.directory` does not name it.
+    #[error(
+        "{path}: the git repository there is owned by another user, so git will not read it ({source}); if you trust it, run `git config --global --add safe.directory '*'` (the image does this for mounted checkouts)"
+    )]
+    NotOwned {
+        /// The path.
+        path: String,
+        /// Cause.
+        source: git2::Error,
+    },
     /// A revision does not resolve.
     #[error(
         "revision `{rev}` not found in {repo} ({source}); fetch it first (e.g. `git fetch origin {rev}`) or check the name"
@@ -69,9 +79,13 @@ pub struct GitRepo {
 impl GitRepo {
     /// Opens the repository containing `path`.
     pub fn open(path: &Path) -> Result<Self, GitError> {
-        let repo = Repository::discover(path).map_err(|source| GitError::NotARepo {
-            path: path.display().to_string(),
-            source,
+        let repo = Repository::discover(path).map_err(|source| {
+            let path = path.display().to_string();
+            if source.code() == git2::ErrorCode::Owner {
+                GitError::NotOwned { path, source }
+            } else {
+                GitError::NotARepo { path, source }
+            }
         })?;
         Ok(GitRepo {
             repo,
