@@ -1,4 +1,5 @@
-//! `slipway validate`, `crds`, `schema`, `completions`, `man` and `--version`, run as the real binary.
+//! `slipway validate`, `init`, `crds`, `schema`, `completions`, `man` and `--version`, run as the
+//! real binary.
 
 mod support;
 
@@ -193,4 +194,133 @@ fn the_cli_installs_like_one() {
         version.stdout.trim(),
         format!("slipway {} ({})", env!("CARGO_PKG_VERSION"), head.trim())
     );
+}
+
+#[test]
+fn init_scaffolds_a_registry_that_validates_and_plans_and_overwrites_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("registry-repo");
+    let run = slipway(
+        &[
+            "init",
+            "registry-repo",
+            "--model",
+            "fraud-scorer",
+            "--leads",
+            "alice,bob",
+        ],
+        dir.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for file in [
+        "registry/model.yaml",
+        "registry/versions.yaml",
+        "registry/aliases.yaml",
+        "registry/groups.yaml",
+        "registry/policies.yaml",
+        ".github/workflows/slipway-plan.yml",
+    ] {
+        assert!(
+            run.stdout
+                .contains(&format!("created registry-repo/{file}")),
+            "{}",
+            run.stdout
+        );
+    }
+    let validate = slipway(&["validate", "registry-repo/registry"], dir.path());
+    assert_eq!(validate.code, 0, "{}{}", validate.stdout, validate.stderr);
+    assert!(
+        validate.stdout.contains("objects in 5 files are valid"),
+        "{}",
+        validate.stdout
+    );
+    let groups = std::fs::read_to_string(repo.join("registry/groups.yaml")).unwrap();
+    assert!(groups.contains("members: [alice, bob]"), "{groups}");
+    // The policies are the default set, and the workflow is the README's.
+    assert_eq!(
+        std::fs::read_to_string(repo.join("registry/policies.yaml")).unwrap(),
+        std::fs::read_to_string(root().join("policies/default.yaml")).unwrap()
+    );
+    let workflow =
+        std::fs::read_to_string(repo.join(".github/workflows/slipway-plan.yml")).unwrap();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```yaml\n{workflow}```")),
+        "README's workflow differs from `slipway init`'s:\n{workflow}"
+    );
+    assert!(
+        workflow.contains("uses: slipway-dev/slipway@v1"),
+        "{workflow}"
+    );
+
+    // A pull request promoting a second version is judged by the scaffold's policies.
+    let mut git = GitRepo::new();
+    let files: Vec<(String, String)> = ["model", "versions", "aliases", "groups", "policies"]
+        .iter()
+        .map(|f| {
+            let path = format!("registry/{f}.yaml");
+            (
+                path.clone(),
+                std::fs::read_to_string(repo.join(&path)).unwrap(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, Option<&str>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .collect();
+    let main = git.commit("main", None, &refs, "slipway init");
+    let versions = files[1].1.clone()
+        + "---\n"
+        + &files[1]
+            .1
+            .replace("fraud-scorer-1", "fraud-scorer-2")
+            .replace("version: \"1\"", "version: \"2\"");
+    let aliases = files[2].1.replace("version: \"1\"", "version: \"2\"");
+    git.commit(
+        "pr",
+        Some(main),
+        &[
+            ("registry/versions.yaml", Some(&versions)),
+            ("registry/aliases.yaml", Some(&aliases)),
+        ],
+        "promote 2",
+    );
+    let plan = slipway(
+        &[
+            "plan", "--base", "main", "--head", "pr", "--path", "registry", "--author", "alice",
+        ],
+        git.path(),
+    );
+    assert_eq!(plan.code, 3, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains("candidate-evaluations-passed"),
+        "{}",
+        plan.stdout
+    );
+
+    // Again into the same folder: refused, and nothing changes.
+    let before = std::fs::read_to_string(repo.join("registry/model.yaml")).unwrap();
+    let again = slipway(&["init", "registry-repo", "--model", "other"], dir.path());
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("already exist"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("nothing was written"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("registry/model.yaml")).unwrap(),
+        before
+    );
+    // A name that is not a DNS label: the errors, and no files.
+    let bad = slipway(&["init", "bad", "--model", "Fraud Scorer"], dir.path());
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("registry/model.yaml:"),
+        "{}",
+        bad.stderr
+    );
+    assert!(bad.stderr.contains("nothing was written"), "{}", bad.stderr);
+    assert!(!dir.path().join("bad").exists());
 }

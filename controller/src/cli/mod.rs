@@ -1,6 +1,7 @@
 //! The command line: argument parsing and the commands' edges (files, git, stdout).
 
 mod controller;
+mod init;
 mod inspect;
 mod plan;
 mod progress;
@@ -50,6 +51,9 @@ pub enum PlanFormat {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Scaffold a registry repository in DIR: a model, its first version, the production alias,
+    /// the ML leads, the default policies and the pull-request workflow.
+    Init(init::InitArgs),
     /// Check every YAML file under PATH: schema, references, invariants, policy expressions.
     Validate {
         /// Folder or file to check (in git mode: a folder within the repository).
@@ -132,6 +136,7 @@ pub struct PlanArgs {
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Init(args) => init::run(args),
         Command::Validate { path, rev, format } => validate::run(&path, rev.as_deref(), format),
         Command::Plan(args) => plan::run(args),
         Command::Run(args) => run::run(args),
