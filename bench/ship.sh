@@ -21,7 +21,7 @@ command -v hyperfine >/dev/null || { apt-get -qq update && apt-get -qq install -
 seconds() { python3 -c 'import time; print(f"{time.monotonic():.3f}")'; }
 
 if [[ ${SHIP_BUILDS:-1} != 0 ]]; then
-  read -r -a features <<< "${FEATURES:---no-default-features}"
+  read -r -a features <<< "${FEATURES---no-default-features}"   # FEATURES="" for the default ones
   echo "| Release profile | Build (s) | Binary (bytes) |" > "$out/builds.md"
   echo "|:---|---:|---:|" >> "$out/builds.md"
   build() { # NAME CARGO-ARGS...
@@ -46,16 +46,22 @@ scripts/image.sh target/release/slipway 2> "$out/image.txt"
 bah() { buildah --storage-driver vfs --root "$SLIPWAY_IMAGE_STORE/storage" --runroot "$SLIPWAY_IMAGE_STORE/run" "$@"; }
 bah images --format '{{.Name}}:{{.Tag}} {{.Size}}' >> "$out/image.txt"
 c=$(bah from --pull=never localhost/slipway:dev)
-trap 'bah rm "$c" >/dev/null' EXIT
+clone=$(mktemp -d)
+demo=""
+cleanup() {
+  bah rm "$c" >/dev/null || true
+  if [[ -n $demo ]]; then kill "$demo" 2>/dev/null || true; fi
+  rm -rf "$clone"
+}
+trap cleanup EXIT
+in_image="buildah --storage-driver vfs --root '$SLIPWAY_IMAGE_STORE/storage' --runroot '$SLIPWAY_IMAGE_STORE/run' run --isolation chroot"
 hyperfine -N -w 1 -r "$runs" --export-markdown "$out/validate.md" \
   --prepare 'sh -c "sync; echo 3 > /proc/sys/vm/drop_caches"' \
   -n 'host: slipway validate' "target/release/slipway validate examples/football-frames" \
   -n 'image: buildah run … slipway validate' \
-  "buildah --storage-driver vfs --root $SLIPWAY_IMAGE_STORE/storage --runroot $SLIPWAY_IMAGE_STORE/run run --isolation chroot -v $root/examples:/examples:ro $c -- slipway validate /examples/football-frames" \
-  -n 'image: buildah run … true' \
-  "buildah --storage-driver vfs --root $SLIPWAY_IMAGE_STORE/storage --runroot $SLIPWAY_IMAGE_STORE/run run --isolation chroot $c -- true"
+  "$in_image -v '$root/examples:/examples:ro' $c -- slipway validate /examples/football-frames" \
+  -n 'image: buildah run … true' "$in_image $c -- true"
 
-clone=$(mktemp -d)
 git clone -q "$root" "$clone/slipway"
 start=$(seconds)
 (cd "$clone/slipway" && examples/quickstart/demo.sh > "$out/demo.out" 2> "$out/demo.err") &
@@ -63,14 +69,15 @@ demo=$!
 progress="" first=""
 while kill -0 $demo 2>/dev/null; do
   now=$(seconds)
-  [[ -z $progress && -s $out/demo.err ]] && progress=$(python3 -c "print(round($now - $start, 1))")
+  # demo.sh's own announcement, then cargo's first line.
+  [[ -z $progress && $(wc -l < "$out/demo.err") -ge 2 ]] && progress=$(python3 -c "print(round($now - $start, 1))")
   # The first line after the echoed `$ slipway run` is slipway's own.
   [[ -z $first && $(wc -l < "$out/demo.out") -ge 2 ]] && first=$(python3 -c "print(round($now - $start, 1))")
   sleep 0.2
 done
 wait $demo
+demo=""
 total=$(python3 -c "print(round($(seconds) - $start, 1))")
-rm -rf "$clone"
-printf 'first progress line: %s s\nfirst slipway output: %s s\nwhole demo: %s s\n' "$progress" "$first" "$total" \
+printf 'first line of cargo progress: %s s\nfirst slipway output: %s s\nwhole demo: %s s\n' "$progress" "$first" "$total" \
   > "$out/quickstart.txt"
 cat "$out"/*.md "$out/binary.txt" "$out/image.txt" "$out/quickstart.txt"

@@ -23,9 +23,11 @@ if [[ -n ${SLIPWAY_IMAGE_STORE:-} ]]; then
   store=(--root "$SLIPWAY_IMAGE_STORE/storage" --runroot "$SLIPWAY_IMAGE_STORE/run")
 fi
 bah() { buildah --storage-driver vfs "${store[@]}" "$@"; }
-for tool in buildah mmdebstrap; do
-  command -v $tool >/dev/null || { log "$tool is missing: apt-get install -y buildah mmdebstrap"; exit 1; }
-done
+command -v buildah >/dev/null || { log "buildah is missing: apt-get install -y buildah mmdebstrap"; exit 1; }
+work=$(mktemp -d)
+container=""
+cleanup() { if [[ -n $container ]]; then bah rm "$container" >/dev/null 2>&1 || true; fi; rm -rf "$work"; }
+trap cleanup EXIT
 
 binary=${1:-}
 if [[ -z $binary ]]; then
@@ -37,29 +39,32 @@ fi
 
 base=docker.io/library/debian:bookworm-slim
 if ! bah inspect --type image "$base" >/dev/null 2>&1; then
+  command -v mmdebstrap >/dev/null || { log "mmdebstrap is missing: apt-get install -y mmdebstrap"; exit 1; }
   mirror=$("$root/scripts/debian-mirror.sh")
+  security=$("$root/scripts/debian-mirror.sh" security)
   log "assembling $base from Debian packages (once)"
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-  mmdebstrap --quiet --variant=minbase \
+  # merged-usr as debian:bookworm-slim has it, without usrmerge and the perl it pulls in.
+  mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
     --aptopt='APT::Install-Recommends "false"' \
-    bookworm "$work/base.tar" "deb $mirror bookworm main" "deb $mirror bookworm-updates main" >&2
-  c=$(bah from scratch)
-  bah add "$c" "$work/base.tar" / >/dev/null
-  bah config --cmd bash "$c"
-  bah commit --quiet "$c" "$base" >/dev/null
-  bah rm "$c" >/dev/null
+    bookworm "$work/base.tar" "deb $mirror bookworm main" "deb $mirror bookworm-updates main" \
+    "deb $security bookworm-security main" >&2
+  container=$(bah from scratch)
+  bah add "$container" "$work/base.tar" / >/dev/null
+  bah config --cmd bash --label "dev.slipway.assembled=$(date -u +%Y-%m-%d) by scripts/image.sh" "$container"
+  bah commit --quiet "$container" "$base" >/dev/null
+  bah rm "$container" >/dev/null
+  container=""
 fi
 
 repository=$(sed -n 's/^  repository: *//p' "$root/charts/slipway/values.yaml" | head -1)
 app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$root/charts/slipway/Chart.yaml")
 [[ -n $repository && -n $app_version ]] || { log "no image.repository or appVersion in charts/slipway"; exit 1; }
 
-context=$(mktemp -d)
-trap 'rm -rf "$context" "${work:-}"' EXIT
+context=$work/context
+mkdir "$context"
 objcopy --strip-debug "$binary" "$context/slipway" 2>/dev/null || cp "$binary" "$context/slipway"
 chmod 0755 "$context/slipway"
 previous=$(bah images --quiet --no-trunc localhost/slipway:dev 2>/dev/null | head -1 || true)
@@ -71,5 +76,12 @@ bah bud --quiet --pull=never --isolation chroot --layers=false \
 if [[ -n $previous && $previous != "$(bah images --quiet --no-trunc localhost/slipway:dev | head -1)" ]]; then
   bah rmi "$previous" >/dev/null 2>&1 || true
 fi
+# The binary must run on bookworm's C library: a binary linked against a newer glibc fails here.
+container=$(bah from --pull=never localhost/slipway:dev)
+if ! version=$(bah run --isolation chroot "$container" -- slipway --version 2>&1); then
+  log "the image's slipway does not run: $version"
+  log "build the binary on Debian bookworm (glibc 2.36) or older"
+  exit 1
+fi
 size=$(bah images --format '{{.Size}}' localhost/slipway:dev | head -1)
-log "built slipway:dev and $repository:$app_version ($size)"
+log "built slipway:dev and $repository:$app_version ($size): $version"

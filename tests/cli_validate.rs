@@ -230,12 +230,12 @@ fn init_scaffolds_a_registry_that_validates_and_plans_and_overwrites_nothing() {
     let validate = slipway(&["validate", "registry-repo/registry"], dir.path());
     assert_eq!(validate.code, 0, "{}{}", validate.stdout, validate.stderr);
     assert!(
-        validate.stdout.contains("objects in 5 files are valid"),
+        validate.stdout.contains("11 objects in 5 files are valid"),
         "{}",
         validate.stdout
     );
     let groups = std::fs::read_to_string(repo.join("registry/groups.yaml")).unwrap();
-    assert!(groups.contains("members: [alice, bob]"), "{groups}");
+    assert!(groups.contains(r#"members: ["alice", "bob"]"#), "{groups}");
     // The policies are the default set, and the workflow is the README's.
     assert_eq!(
         std::fs::read_to_string(repo.join("registry/policies.yaml")).unwrap(),
@@ -323,4 +323,86 @@ fn init_scaffolds_a_registry_that_validates_and_plans_and_overwrites_nothing() {
     );
     assert!(bad.stderr.contains("nothing was written"), "{}", bad.stderr);
     assert!(!dir.path().join("bad").exists());
+    // Names YAML would read as numbers or null are still names; nobody as lead is refused.
+    let numeric = slipway(
+        &["init", "numeric", "--model", "123", "--leads", "1234"],
+        dir.path(),
+    );
+    assert_eq!(numeric.code, 0, "{}", numeric.stderr);
+    assert!(
+        numeric.stdout.contains("with one lead"),
+        "{}",
+        numeric.stdout
+    );
+    let validate = slipway(&["validate", "numeric/registry"], dir.path());
+    assert_eq!(validate.code, 0, "{}{}", validate.stdout, validate.stderr);
+    let nobody = slipway(&["init", "nobody", "--leads", ""], dir.path());
+    assert_eq!(nobody.code, 1);
+    assert!(
+        nobody.stderr.contains("--leads names nobody"),
+        "{}",
+        nobody.stderr
+    );
+    assert!(!dir.path().join("nobody").exists());
+}
+
+#[test]
+fn init_failing_part_way_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // An immutable `.github` (even root cannot create in it): the registry files are written
+    // first, then the workflow's folder cannot be made.
+    let github = dir.path().join("repo/.github");
+    std::fs::create_dir_all(&github).unwrap();
+    let chattr = |flag: &str| {
+        let status = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&github)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "chattr {flag} (the tests run as root on ext4)"
+        );
+    };
+    chattr("+i");
+    let run = slipway(&["init", "repo"], dir.path());
+    chattr("-i");
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("cannot create"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nothing was left behind"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(!dir.path().join("repo/registry").exists());
+    assert!(github.exists(), "what was there before stays");
+}
+
+#[test]
+fn a_repository_owned_by_another_user_is_named_with_the_fix() {
+    let mut repo = GitRepo::new();
+    repo.commit(
+        "main",
+        None,
+        &[("registry/groups.yaml", Some("kind: Group\n"))],
+        "one",
+    );
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65532:65532"])
+        .arg(repo.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let run = slipway(&["validate", "registry", "--rev", "main"], repo.path());
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let top = repo.path().canonicalize().unwrap();
+    assert!(
+        run.stderr.contains(&format!(
+            "is owned by another user, so git will not read it; if you trust it, run `git config --global --add safe.directory {}",
+            top.display()
+        )),
+        "{}",
+        run.stderr
+    );
 }

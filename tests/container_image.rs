@@ -156,6 +156,10 @@ fn the_image_builds_from_the_test_binary_and_runs_validate_and_plan() {
         config["OCIv1"]["config"]["Entrypoint"],
         serde_json::json!(["/usr/local/bin/slipway"])
     );
+    assert_eq!(
+        config["OCIv1"]["config"]["Cmd"],
+        serde_json::json!(["--help"])
+    );
 
     let c = Container::from("localhost/slipway:dev");
     let host_version = Command::new(binary).arg("--version").output().unwrap();
@@ -172,6 +176,7 @@ fn the_image_builds_from_the_test_binary_and_runs_validate_and_plan() {
             "sh",
             "-c",
             "id -u; git --version; test -s /etc/ssl/certs/ca-certificates.crt && echo certificates; \
+             du -skx --exclude=/usr/local/bin/slipway / 2>/dev/null | cut -f1; \
              for t in cc gcc rustc cargo make; do command -v $t; done; \
              ls -A /var/lib/apt/lists /var/cache/apt",
         ],
@@ -181,8 +186,14 @@ fn the_image_builds_from_the_test_binary_and_runs_validate_and_plan() {
     assert_eq!(lines[0], "65532", "{inside}");
     assert!(lines[1].starts_with("git version "), "{inside}");
     assert_eq!(lines[2], "certificates", "{inside}");
+    // debian:bookworm-slim is about 75 MB and git with perl about 50 more.
+    let besides_binary_kb: u64 = lines[3].parse().unwrap();
+    assert!(
+        besides_binary_kb < 200_000,
+        "the image holds {besides_binary_kb} kB besides slipway: {inside}"
+    );
     assert_eq!(
-        lines[3..],
+        lines[4..],
         ["/var/cache/apt:", "/var/lib/apt/lists:"],
         "no compilers and nothing left by apt: {inside}"
     );

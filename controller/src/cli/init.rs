@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::print_out;
 use crate::decide::catalog::{Catalog, SourceFile};
 
 /// Arguments of `slipway init`.
@@ -28,9 +29,14 @@ pub struct InitArgs {
 /// The scaffold's files, relative to DIR, for `model` and `leads`.
 pub fn scaffold(model: &str, leads: &[String]) -> Vec<(&'static str, String)> {
     let fill = |template: &str| {
-        template
-            .replace("{{model}}", model)
-            .replace("{{leads}}", &leads.join(", "))
+        template.replace("{{model}}", model).replace(
+            "{{leads}}",
+            &leads
+                .iter()
+                .map(|l| format!("\"{l}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
     };
     vec![
         (
@@ -61,7 +67,18 @@ pub fn scaffold(model: &str, leads: &[String]) -> Vec<(&'static str, String)> {
 }
 
 pub fn run(args: InitArgs) -> anyhow::Result<i32> {
-    let files = scaffold(&args.model, &args.leads);
+    let leads: Vec<String> = args
+        .leads
+        .iter()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if leads.is_empty() {
+        anyhow::bail!(
+            "--leads names nobody, so no promotion could ever be approved; give the GitHub logins of your ML leads, e.g. --leads alice,bob"
+        );
+    }
+    let files = scaffold(&args.model, &leads);
     let registry: Vec<SourceFile> = files
         .iter()
         .filter(|(path, _)| path.starts_with("registry/"))
@@ -80,15 +97,18 @@ pub fn run(args: InitArgs) -> anyhow::Result<i32> {
         anyhow::bail!(
             "the scaffold for --model {:?} --leads {:?} would not validate (above); nothing was written — pick a DNS label for --model and GitHub logins for --leads",
             args.model,
-            args.leads.join(",")
+            leads.join(",")
         );
     }
-    let existing: Vec<String> = files
-        .iter()
-        .map(|(path, _)| args.dir.join(path))
-        .filter(|p| p.exists())
-        .map(|p| p.display().to_string())
-        .collect();
+    let mut existing = Vec::new();
+    for (path, _) in &files {
+        let path = args.dir.join(path);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(_) => existing.push(path.display().to_string()),
+            Err(e) => anyhow::bail!("cannot check {}: {e}; nothing was written", path.display()),
+        }
+    }
     if !existing.is_empty() {
         anyhow::bail!(
             "{} already exist{}; nothing was written — scaffold another folder, or move them away first",
@@ -96,33 +116,72 @@ pub fn run(args: InitArgs) -> anyhow::Result<i32> {
             if existing.len() == 1 { "s" } else { "" }
         );
     }
+    let mut made = Made::default();
     for (path, content) in &files {
-        write_new(&args.dir.join(path), content)?;
-        println!("created {}", args.dir.join(path).display());
+        if let Err(e) = made.write_new(&args.dir.join(path), content) {
+            made.undo();
+            return Err(e.context("nothing was left behind"));
+        }
     }
     let registry = args.dir.join("registry");
-    println!(
-        "\nNext:\n  1. your suite's command and dataset: {}\n  2. your artifact's URI and digest: {}\n  3. your ML leads' GitHub logins: {}\n  4. slipway validate {}, commit, and push: the workflow checks every pull request with `slipway plan`",
+    let mut out: String = files
+        .iter()
+        .map(|(path, _)| format!("created {}\n", args.dir.join(path).display()))
+        .collect();
+    out.push_str(&format!(
+        "\nNext:\n  1. your suite's command and dataset: {}\n  2. your artifact's URI and digest: {}\n  3. your ML leads' GitHub logins: {}\n  4. where plan reads evaluation results: `results:` in .github/workflows/slipway-plan.yml\n  5. slipway validate {}, commit, and push: the workflow checks every pull request with `slipway plan`\n",
         registry.join("model.yaml").display(),
         registry.join("versions.yaml").display(),
         registry.join("groups.yaml").display(),
         registry.display(),
-    );
+    ));
+    if leads.len() < 2 {
+        out.push_str("\nNote: the default policies want a lead other than the pull request's author; with one lead, that lead's own promotions cannot be approved.\n");
+    }
+    print_out(&out)?;
     Ok(0)
 }
 
-/// Creates `path` (and its folders) with `content`, failing if it appeared meanwhile.
-fn write_new(path: &Path, content: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+/// What this run created, so a failure part-way removes it again.
+#[derive(Default)]
+struct Made {
+    files: Vec<PathBuf>,
+    folders: Vec<PathBuf>,
+}
+
+impl Made {
+    /// Creates `path` (and its missing folders) with `content`; fails if it appeared meanwhile.
+    fn write_new(&mut self, path: &Path, content: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut missing = Vec::new();
+        let mut folder = path.parent();
+        while let Some(f) = folder.filter(|f| !f.as_os_str().is_empty() && !f.exists()) {
+            missing.push(f.to_path_buf());
+            folder = f.parent();
+        }
+        for f in missing.into_iter().rev() {
+            std::fs::create_dir(&f)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", f.display()))?;
+            self.folders.push(f);
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+        self.files.push(path.to_path_buf());
+        file.write_all(content.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-    file.write_all(content.as_bytes())
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+
+    /// Removes what was created, newest first.
+    fn undo(&self) {
+        for f in self.files.iter().rev() {
+            let _ = std::fs::remove_file(f);
+        }
+        for f in self.folders.iter().rev() {
+            let _ = std::fs::remove_dir(f);
+        }
+    }
 }

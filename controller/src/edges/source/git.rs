@@ -20,11 +20,13 @@ pub enum GitError {
     },
     /// The repository belongs to another user, and git's `safe.directory` does not name it.
     #[error(
-        "{path}: the git repository there is owned by another user, so git will not read it ({source}); if you trust it, run `git config --global --add safe.directory '*'` (the image does this for mounted checkouts)"
+        "{path}: the git repository {repo} is owned by another user, so git will not read it; if you trust it, run `git config --global --add safe.directory {repo}`"
     )]
     NotOwned {
         /// The path.
         path: String,
+        /// The repository's folder, as libgit2 names it.
+        repo: String,
         /// Cause.
         source: git2::Error,
     },
@@ -82,7 +84,13 @@ impl GitRepo {
         let repo = Repository::discover(path).map_err(|source| {
             let path = path.display().to_string();
             if source.code() == git2::ErrorCode::Owner {
-                GitError::NotOwned { path, source }
+                // libgit2 says "repository path '/x' is not owned by current user".
+                let repo = source
+                    .message()
+                    .split('\'')
+                    .nth(1)
+                    .map_or_else(|| path.clone(), str::to_string);
+                GitError::NotOwned { path, repo, source }
             } else {
                 GitError::NotARepo { path, source }
             }
