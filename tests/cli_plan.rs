@@ -16,15 +16,13 @@ impl Pr {
     fn new() -> Self {
         let mut repo = GitRepo::new();
         let files = folder("examples/football-frames");
-        let paths: Vec<(String, String)> = files
-            .into_iter()
-            .map(|(n, c)| (format!("registry/{n}"), c))
-            .collect();
-        let refs: Vec<(&str, Option<&str>)> = paths
-            .iter()
-            .map(|(p, c)| (p.as_str(), Some(c.as_str())))
-            .collect();
-        let main = repo.commit("main", None, &refs, "Register versions 7 and 8");
+        let main = repo.commit_under(
+            "main",
+            None,
+            "registry",
+            &files,
+            "Register versions 7 and 8",
+        );
         Pr { repo, main }
     }
 

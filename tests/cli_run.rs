@@ -933,15 +933,7 @@ fn a_git_repository_is_followed_commit_by_commit_and_a_bad_commit_changes_nothin
     let mut files = Vec::new();
     files_under(&work.join("registry"), "", &mut files);
     let mut repo = support::GitRepo::new();
-    let paths: Vec<(String, String)> = files
-        .into_iter()
-        .map(|(p, c)| (format!("registry/{p}"), c))
-        .collect();
-    let refs: Vec<(&str, Option<&str>)> = paths
-        .iter()
-        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
-        .collect();
-    let first = repo.commit("main", None, &refs, "registry");
+    let first = repo.commit_under("main", None, "registry", &files, "registry");
     let url = format!("file://{}", repo.path().display());
     let run = || {
         slipway(
@@ -972,9 +964,9 @@ fn a_git_repository_is_followed_commit_by_commit_and_a_bad_commit_changes_nothin
         out.stdout
     );
 
-    let aliases = paths
+    let aliases = files
         .iter()
-        .find(|(p, _)| p == "registry/aliases.yaml")
+        .find(|(p, _)| p == "aliases.yaml")
         .unwrap()
         .1
         .replace("version: \"7\"", "version: \"8\"");
@@ -1178,8 +1170,9 @@ fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
     });
     assert_eq!(get(port, "/healthz"), (200, "ok\n".to_string()));
 
-    // The deployment settles over the next passes (one rollout step per pass).
-    let metrics = eventually(Duration::from_secs(30), || {
+    // The deployment settles over the next passes (one rollout step per pass); generous, as
+    // passes slow down while other suites build images beside this one.
+    let metrics = eventually(Duration::from_secs(90), || {
         let (code, m) = get(port, "/metrics");
         (code == 200 && m.contains("slipway_rollout_events_total{kind=\"RolloutSucceeded\"} 1"))
             .then_some(m)

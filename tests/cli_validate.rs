@@ -258,18 +258,12 @@ fn init_scaffolds_a_registry_that_validates_and_plans_and_overwrites_nothing() {
     let files: Vec<(String, String)> = ["model", "versions", "aliases", "groups", "policies"]
         .iter()
         .map(|f| {
-            let path = format!("registry/{f}.yaml");
-            (
-                path.clone(),
-                std::fs::read_to_string(repo.join(&path)).unwrap(),
-            )
+            let name = format!("{f}.yaml");
+            let content = std::fs::read_to_string(repo.join("registry").join(&name)).unwrap();
+            (name, content)
         })
         .collect();
-    let refs: Vec<(&str, Option<&str>)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
-        .collect();
-    let main = git.commit("main", None, &refs, "slipway init");
+    let main = git.commit_under("main", None, "registry", &files, "slipway init");
     let versions = files[1].1.clone()
         + "---\n"
         + &files[1]

@@ -11,7 +11,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{GitRepo, folder, root};
+use support::{GitRepo, root};
 
 fn store() -> PathBuf {
     let cache = std::env::var_os("SLIPWAY_CACHE")
@@ -82,25 +82,7 @@ impl Drop for Container {
 /// A registry repository (libgit2, no checkout) whose branch `pr` moves production from 7 to 8,
 /// readable by the image's non-root user.
 fn pull_request() -> GitRepo {
-    let mut repo = GitRepo::new();
-    let files: Vec<(String, String)> = folder("examples/football-frames")
-        .into_iter()
-        .map(|(n, c)| (format!("registry/{n}"), c))
-        .collect();
-    let refs: Vec<(&str, Option<&str>)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
-        .collect();
-    let main = repo.commit("main", None, &refs, "registry");
-    let aliases = std::fs::read_to_string(root().join("examples/football-frames/aliases.yaml"))
-        .unwrap()
-        .replacen("version: \"7\"", "version: \"8\"", 1);
-    repo.commit(
-        "pr",
-        Some(main),
-        &[("registry/aliases.yaml", Some(&aliases))],
-        "promote 8",
-    );
+    let (repo, _, _) = support::promotion_pr();
     let chmod = Command::new("chmod")
         .args(["-R", "a+rX"])
         .arg(repo.path())

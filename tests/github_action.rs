@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use support::{GitRepo, folder, root};
+use support::{GitRepo, root};
 
 /// One request the stub received: method, path, authorization header, JSON body.
 type Seen = (String, String, String, Value);
@@ -110,25 +110,7 @@ impl GitHub {
 /// A registry repository whose pull request (branch `pr`, base `origin/main`) moves
 /// production from 7 to 8; returns it and the head commit.
 fn registry() -> (GitRepo, String) {
-    let mut repo = GitRepo::new();
-    let files: Vec<(String, String)> = folder("examples/football-frames")
-        .into_iter()
-        .map(|(n, c)| (format!("registry/{n}"), c))
-        .collect();
-    let refs: Vec<(&str, Option<&str>)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
-        .collect();
-    let main = repo.commit("main", None, &refs, "registry");
-    let aliases = std::fs::read_to_string(root().join("examples/football-frames/aliases.yaml"))
-        .unwrap()
-        .replacen("version: \"7\"", "version: \"8\"", 1);
-    let head = repo.commit(
-        "pr",
-        Some(main),
-        &[("registry/aliases.yaml", Some(&aliases))],
-        "promote 8",
-    );
+    let (repo, main, head) = support::promotion_pr();
     repo.repo
         .reference(
             "refs/remotes/origin/main",

@@ -146,6 +146,46 @@ impl GitRepo {
     }
 }
 
+impl GitRepo {
+    /// Commits `files` (name, content) into the folder `under` on `branch`.
+    pub fn commit_under(
+        &mut self,
+        branch: &str,
+        parent: Option<Oid>,
+        under: &str,
+        files: &[(String, String)],
+        message: &str,
+    ) -> Oid {
+        let paths: Vec<(String, String)> = files
+            .iter()
+            .map(|(n, c)| (format!("{under}/{n}"), c.clone()))
+            .collect();
+        let refs: Vec<(&str, Option<&str>)> = paths
+            .iter()
+            .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+            .collect();
+        self.commit(branch, parent, &refs, message)
+    }
+}
+
+/// The football-frames example registry under `registry/` on `main`, and branch `pr` moving
+/// production from 7 to 8: (repository, main, pr).
+pub fn promotion_pr() -> (GitRepo, Oid, Oid) {
+    let mut repo = GitRepo::new();
+    let files = folder("examples/football-frames");
+    let main = repo.commit_under("main", None, "registry", &files, "registry");
+    let aliases = std::fs::read_to_string(root().join("examples/football-frames/aliases.yaml"))
+        .unwrap()
+        .replacen("version: \"7\"", "version: \"8\"", 1);
+    let pr = repo.commit(
+        "pr",
+        Some(main),
+        &[("registry/aliases.yaml", Some(&aliases))],
+        "promote 8",
+    );
+    (repo, main, pr)
+}
+
 /// Polls `check` until it returns `Some`, failing the test after `timeout`.
 pub fn eventually<T>(timeout: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + timeout;

@@ -120,7 +120,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<i32> {
     for (path, content) in &files {
         if let Err(e) = made.write_new(&args.dir.join(path), content) {
             made.undo();
-            return Err(e.context("nothing was left behind"));
+            return Err(e.context("init stopped part-way; nothing was left behind"));
         }
     }
     let registry = args.dir.join("registry");
