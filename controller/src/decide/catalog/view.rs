@@ -44,12 +44,14 @@ impl View {
 
     /// This view with `changes` applied (an object as it is now, or `None` when deleted).
     pub fn amended(&self, changes: Vec<(ObjectKey, Option<Object>)>) -> View {
-        // A model's suites decide which evaluations count: either changing re-reads the results.
-        let evaluations = changes.iter().any(|(k, _)| {
-            matches!(
-                k.kind,
-                slipway_crd::Kind::Evaluation | slipway_crd::Kind::RegisteredModel
-            )
+        // A model's suites and a version's artifact decide which evaluations count: changing
+        // either re-reads the results. A version that is new has no results to drop; one that is
+        // removed or changed does, or they would still count for a version re-registered with
+        // another artifact.
+        let evaluations = changes.iter().any(|(k, _)| match k.kind {
+            slipway_crd::Kind::Evaluation | slipway_crd::Kind::RegisteredModel => true,
+            slipway_crd::Kind::ModelVersion => self.catalog.get(k).is_some(),
+            _ => false,
         });
         let (catalog, diags) = self.catalog.amended(changes);
         let shadowed = self.shadowed || shadowing(&diags);
@@ -88,6 +90,48 @@ mod tests {
         }]);
         assert!(d.is_empty(), "{d:#?}");
         o.pop().unwrap()
+    }
+
+    /// Results count for the artifact they were produced from: a version removed, then
+    /// registered again with another artifact, does not inherit them.
+    #[test]
+    fn a_version_re_registered_with_another_artifact_loses_its_results() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut files = crate::edges::source::dir::read(&root.join("football-frames")).unwrap();
+        files.extend(crate::edges::source::dir::read(&root.join("promotion-pr/results")).unwrap());
+        let (objects, d) = load_files(&files);
+        assert!(d.is_empty(), "{d:#?}");
+        let eight = objects
+            .iter()
+            .find(|o| o.key.kind == slipway_crd::Kind::ModelVersion && o.key.name.ends_with("-8"))
+            .unwrap()
+            .clone();
+        let results = |v: &View| {
+            v.results
+                .of("default", "pitch-frame-classifier", "8")
+                .map_or(0, |r| r.len())
+        };
+        let mut other = eight.clone();
+        if let crate::decide::catalog::Resource::ModelVersion(v) = &mut other.resource {
+            v.spec.artifact.digest = format!("sha256:{}", "e".repeat(64));
+        }
+        let view = View::of(objects);
+        assert_eq!(results(&view), 1, "the recorded result judges version 8");
+
+        let changed = view.amended(vec![(other.key.clone(), Some(other.clone()))]);
+        assert_eq!(
+            results(&changed),
+            0,
+            "changed in place: not this artifact's result"
+        );
+        let removed = view.amended(vec![(eight.key.clone(), None)]);
+        assert_eq!(results(&removed), 0, "no version, no results");
+        let again = removed.amended(vec![(other.key.clone(), Some(other))]);
+        assert_eq!(
+            results(&again),
+            0,
+            "registered again with another artifact: none"
+        );
     }
 
     /// A view that left an object out as a duplicate says so, so that its owner rebuilds it
