@@ -64,13 +64,7 @@ fn folder_revision(files: &[crate::decide::catalog::SourceFile]) -> String {
         h.update(&f.content);
         h.update([0]);
     }
-    let hex: String = h
-        .finalize()
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("folder:{hex}")
+    format!("folder:{}", crate::decide::hex(&h.finalize()[..6]))
 }
 
 /// Sleeps for `d`, waking early when `stop` is set.

@@ -194,15 +194,20 @@ impl Bounds {
         }
     }
 
+    /// The image at `field`, if the operator does not allow it.
+    fn image_at(&self, field: &str, image: &str, out: &mut Vec<Breach>) {
+        if let Err(message) = self.image(image) {
+            out.push(Breach {
+                field: field.to_string(),
+                message,
+            });
+        }
+    }
+
     fn runner(&self, field: &str, r: &RunnerSpec, out: &mut Vec<Breach>) {
         if let Some(k) = &r.kubernetes {
             let field = format!("{field}.kubernetes");
-            if let Err(message) = self.image(&k.image) {
-                out.push(Breach {
-                    field: format!("{field}.image"),
-                    message,
-                });
-            }
+            self.image_at(&format!("{field}.image"), &k.image, out);
             if let Some(sa) = &k.service_account_name
                 && !self.service_accounts.iter().any(|p| matches(p, sa))
             {
@@ -274,12 +279,7 @@ impl Bounds {
             Resource::Evaluation(e) => self.runner("spec.runner", &e.spec.runner, &mut out),
             Resource::ModelDeployment(d) => {
                 if let Some(k) = &d.spec.target.kubernetes {
-                    if let Err(message) = self.image(&k.image) {
-                        out.push(Breach {
-                            field: "spec.target.kubernetes.image".into(),
-                            message,
-                        });
-                    }
+                    self.image_at("spec.target.kubernetes.image", &k.image, &mut out);
                     if let Some(res) = &k.resources {
                         self.resources("spec.target.kubernetes.resources", res, &mut out);
                     }
@@ -309,12 +309,7 @@ impl Bounds {
     pub fn sagemaker(&self, s: &slipway_crd::model_deployment::SageMakerTarget) -> Vec<Breach> {
         let mut out = Vec::new();
         // The image runs with the execution role's credentials.
-        if let Err(message) = self.image(&s.image) {
-            out.push(Breach {
-                field: "spec.target.sagemaker.image".into(),
-                message,
-            });
-        }
+        self.image_at("spec.target.sagemaker.image", &s.image, &mut out);
         if let Some(url) = &s.endpoint_url {
             let allowed = origin(url).and_then(|(scheme, host, port)| {
                 if scheme != "https" && !loopback(&host) {

@@ -14,3 +14,15 @@ pub mod policy;
 pub mod promotion;
 pub mod report;
 pub mod rollout;
+
+/// Bytes as lowercase hex digits, without an allocation per byte (content addresses are
+/// computed for every evaluation on every pass).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}

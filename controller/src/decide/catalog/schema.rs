@@ -76,12 +76,8 @@ pub fn fingerprint() -> &'static str {
         for k in Kind::ALL {
             h.update(api_server_schema(k).to_string());
         }
-        hex(&h.finalize())
+        crate::decide::hex(&h.finalize())
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The digest a document's verdict is remembered by: this build's [`fingerprint`], its kind and

@@ -158,14 +158,7 @@ pub fn cache_key(
     })
     .to_string();
     let digest = Sha256::digest(canonical.as_bytes());
-    // (Every pass computes one per evaluation: no allocation per byte.)
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push(HEX[usize::from(b >> 4)] as char);
-        hex.push(HEX[usize::from(b & 15)] as char);
-    }
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::decide::hex(&digest))
 }
 
 #[cfg(test)]

@@ -386,21 +386,25 @@ fn change(
     }
 }
 
-/// An error for each of `fields` (path, old, new) that changed: `what` (was …, now …): `todo`.
+/// An error for each leaf of `fields` (path, old, new) that changed: `what` (was …, now …): `todo`.
 fn unchanged(
     new: &Object,
-    fields: &[(&str, &String, &String)],
+    fields: &[(&str, Value, Value)],
     what: &str,
     todo: &str,
 ) -> Vec<Diagnostic> {
     fields
         .iter()
-        .filter(|(_, a, b)| a != b)
-        .map(|(field, a, b)| {
+        .flat_map(|(field, a, b)| diff(a, b, field))
+        .map(|d| {
             new.diagnostic(
-                &FieldPath::parse(field),
+                &FieldPath::parse(&d.path),
                 Category::Immutable,
-                format!("{what} (was {a:?}, now {b:?}): {todo}"),
+                format!(
+                    "{what} (was {}, now {}): {todo}",
+                    show(d.old.as_ref()),
+                    show(d.new.as_ref())
+                ),
             )
         })
         .collect()
@@ -440,9 +444,21 @@ fn immutability(old: &Object, new: &Object) -> Vec<Diagnostic> {
         return unchanged(
             new,
             &[
-                ("spec.model", &o.spec.model, &n.spec.model),
-                ("spec.version", &o.spec.version, &n.spec.version),
-                ("spec.suite", &o.spec.suite, &n.spec.suite),
+                (
+                    "spec.model",
+                    o.spec.model.as_str().into(),
+                    n.spec.model.as_str().into(),
+                ),
+                (
+                    "spec.version",
+                    o.spec.version.as_str().into(),
+                    n.spec.version.as_str().into(),
+                ),
+                (
+                    "spec.suite",
+                    o.spec.suite.as_str().into(),
+                    n.spec.suite.as_str().into(),
+                ),
             ],
             "an Evaluation's model, version and suite are immutable",
             "its results are of that run; create another Evaluation",
@@ -454,8 +470,16 @@ fn immutability(old: &Object, new: &Object) -> Vec<Diagnostic> {
         return unchanged(
             new,
             &[
-                ("spec.model", &o.spec.model, &n.spec.model),
-                ("spec.alias", &o.spec.alias, &n.spec.alias),
+                (
+                    "spec.model",
+                    o.spec.model.as_str().into(),
+                    n.spec.model.as_str().into(),
+                ),
+                (
+                    "spec.alias",
+                    o.spec.alias.as_str().into(),
+                    n.spec.alias.as_str().into(),
+                ),
             ],
             "a ModelAlias's model and alias are immutable",
             "delete it and create another, which the policies decide",
@@ -465,43 +489,33 @@ fn immutability(old: &Object, new: &Object) -> Vec<Diagnostic> {
     else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    let checks: [(&str, Value, Value); 4] = [
-        (
-            "spec.model",
-            Value::from(o.spec.model.clone()),
-            Value::from(n.spec.model.clone()),
-        ),
-        (
-            "spec.version",
-            Value::from(o.spec.version.clone()),
-            Value::from(n.spec.version.clone()),
-        ),
-        (
-            "spec.artifact",
-            serde_json::to_value(&o.spec.artifact).unwrap_or_default(),
-            serde_json::to_value(&n.spec.artifact).unwrap_or_default(),
-        ),
-        (
-            "spec.source",
-            serde_json::to_value(&o.spec.source).unwrap_or_default(),
-            serde_json::to_value(&n.spec.source).unwrap_or_default(),
-        ),
-    ];
-    for (field, a, b) in checks {
-        for d in diff(&a, &b, field) {
-            out.push(new.diagnostic(
-                &FieldPath::parse(&d.path),
-                Category::Immutable,
-                format!(
-                    "ModelVersion fields model, version, artifact and source are immutable (was {}, now {}); register a new ModelVersion instead",
-                    show(d.old.as_ref()),
-                    show(d.new.as_ref())
-                ),
-            ));
-        }
-    }
-    out
+    unchanged(
+        new,
+        &[
+            (
+                "spec.model",
+                o.spec.model.as_str().into(),
+                n.spec.model.as_str().into(),
+            ),
+            (
+                "spec.version",
+                o.spec.version.as_str().into(),
+                n.spec.version.as_str().into(),
+            ),
+            (
+                "spec.artifact",
+                serde_json::to_value(&o.spec.artifact).unwrap_or_default(),
+                serde_json::to_value(&n.spec.artifact).unwrap_or_default(),
+            ),
+            (
+                "spec.source",
+                serde_json::to_value(&o.spec.source).unwrap_or_default(),
+                serde_json::to_value(&n.spec.source).unwrap_or_default(),
+            ),
+        ],
+        "ModelVersion fields model, version, artifact and source are immutable",
+        "register a new ModelVersion instead",
+    )
 }
 
 /// Renders an optional JSON value compactly.

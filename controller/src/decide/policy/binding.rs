@@ -104,8 +104,7 @@ pub fn change_digest(old: Option<&serde_json::Value>, new: Option<&serde_json::V
     h.update(old.unwrap_or(&serde_json::Value::Null).to_string());
     h.update(b"\n");
     h.update(new.to_string());
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::decide::hex(&h.finalize()))
 }
 
 /// The approvals bound to one change.
@@ -133,12 +132,7 @@ pub fn bind(subject: &Subject, approvals: &[Approval], author: Option<&str>) -> 
     let mut bound = Bound::default();
     for a in approvals {
         let spec = &a.spec;
-        let ns = spec
-            .target
-            .namespace
-            .as_deref()
-            .or(a.metadata.namespace.as_deref())
-            .unwrap_or("default");
+        let ns = target_namespace(a);
         let (Some(user), Some(name)) = (spec.approver.as_deref(), a.metadata.name.as_deref())
         else {
             continue;
@@ -214,6 +208,16 @@ pub fn bind(subject: &Subject, approvals: &[Approval], author: Option<&str>) -> 
     bound.signoffs.head = Some(fingerprint);
     bound.signoffs.author = author.map(str::to_string);
     bound
+}
+
+/// The namespace of what an approval signs off: its target's, else the approval's own.
+pub fn target_namespace(a: &Approval) -> &str {
+    a.spec
+        .target
+        .namespace
+        .as_deref()
+        .or(a.metadata.namespace.as_deref())
+        .unwrap_or("default")
 }
 
 #[cfg(test)]

@@ -137,13 +137,10 @@ async fn metrics<H: Home>(State(h): State<Arc<H>>) -> Response {
 }
 
 fn posted(ns: String, name: String, headers: &HeaderMap, body: bytes::Bytes) -> Posted {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
     Posted {
         namespace: ns,
         name,
-        token: crate::edges::http::token::bearer(authorization).map(str::to_string),
+        token: token::bearer_of(headers),
         body,
     }
 }
@@ -182,14 +179,13 @@ async fn report<H: Home>(
         )
             .into_response();
     }
-    let token = crate::edges::http::token::bearer(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )
-    .map(str::to_string);
     match h
-        .report(ns, name.to_string(), format.to_string(), token)
+        .report(
+            ns,
+            name.to_string(),
+            format.to_string(),
+            token::bearer_of(&headers),
+        )
         .await
     {
         Ok(body) => {

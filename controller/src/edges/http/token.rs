@@ -12,12 +12,12 @@ pub fn generate() -> std::io::Result<String> {
     getrandom::fill(&mut bytes).map_err(|e| {
         std::io::Error::other(format!("the system's random number generator failed: {e}"))
     })?;
-    Ok(hex(&bytes))
+    Ok(crate::decide::hex(&bytes))
 }
 
 /// The SHA-256 of a token, as 64 hex digits: what is stored instead of the token.
 pub fn hash(token: &str) -> String {
-    hex(&digest(token.as_bytes()))
+    crate::decide::hex(&digest(token.as_bytes()))
 }
 
 /// The SHA-256 of a token's bytes.
@@ -44,8 +44,14 @@ pub fn bearer(authorization: Option<&str>) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The bearer token a request's headers carry, if any.
+pub fn bearer_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    bearer(
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map(str::to_string)
 }
 
 #[cfg(test)]

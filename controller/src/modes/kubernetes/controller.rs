@@ -134,15 +134,9 @@ pub async fn run(
                     let Ok(a) = &a.0 else {
                         return None;
                     };
-                    let ns = a
-                        .spec
-                        .target
-                        .namespace
-                        .clone()
-                        .or_else(|| a.namespace())
-                        .unwrap_or_else(|| "default".into());
+                    let ns = crate::decide::policy::binding::target_namespace(a);
                     (a.spec.target.kind == "ModelAlias").then(|| {
-                        ObjectRef::<Guarded<ModelAlias>>::new(&a.spec.target.name).within(&ns)
+                        ObjectRef::<Guarded<ModelAlias>>::new(&a.spec.target.name).within(ns)
                     })
                 },
             )

@@ -161,11 +161,12 @@ async fn step(
     let (cache, model, ns_for) = (ctx.cache.clone(), md.spec.model.clone(), ns.clone());
     let (target, strategy, state_now) = (t.clone(), md.spec.strategy.clone(), state.clone());
     let wanted = desired.clone();
-    let me = Owner {
+    let owner = Owner {
         namespace: ns.clone(),
-        deployment: md.name_any(),
+        deployment: name.clone(),
         model: md.spec.model.clone(),
     };
+    let me = owner.clone();
     let decided = blocking(&aws, move |a| {
         let artifact = |v: &str| {
             cache
@@ -250,11 +251,6 @@ async fn step(
     }
 
     // Carry the calls out, in order; the state is already recorded.
-    let owner = Owner {
-        namespace: ns.clone(),
-        deployment: name.clone(),
-        model: md.spec.model.clone(),
-    };
     let calls = std::mem::take(&mut step.calls);
     if !calls.is_empty() {
         let target = t.clone();

@@ -39,11 +39,7 @@ fn short_hash(parts: &[&str]) -> String {
         h.update(p.as_bytes());
         h.update([0]);
     }
-    h.finalize()
-        .iter()
-        .take(5)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::decide::hex(&h.finalize()[..5])
 }
 
 /// One model version as the target needs it.

@@ -169,13 +169,11 @@ struct HistoryQuery {
 
 /// Whether the request brings the instance's API token.
 fn authenticated(s: &Shared, headers: &axum::http::HeaderMap) -> bool {
-    let given = crate::edges::http::token::bearer(
-        headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    );
-    match (&s.api_token_hash, given) {
-        (Some(want), Some(t)) => crate::edges::http::token::matches_hash(t, want),
+    match (
+        &s.api_token_hash,
+        crate::edges::http::token::bearer_of(headers),
+    ) {
+        (Some(want), Some(t)) => crate::edges::http::token::matches_hash(&t, want),
         _ => false,
     }
 }
