@@ -32,6 +32,26 @@ pub struct Task {
     pub baseline: Option<(String, Artifact)>,
 }
 
+impl Task {
+    /// The `Evaluation` spec of this task: the suite as the model declares it, its baseline
+    /// pinned to the version it resolved to.
+    pub fn spec(&self) -> slipway_crd::evaluation::EvaluationSpec {
+        slipway_crd::evaluation::EvaluationSpec {
+            model: self.model.clone(),
+            version: self.version.clone(),
+            suite: self.suite.clone(),
+            baseline: self.baseline.as_ref().map(|(v, _)| BaselineRef {
+                alias: None,
+                version: Some(v.clone()),
+            }),
+            dataset: self.dataset.clone(),
+            runner: self.runner.clone(),
+            gates: self.gates.clone(),
+            timeout: self.timeout.clone(),
+        }
+    }
+}
+
 /// Name of the `Evaluation` Slipway creates for a suite of a version.
 pub fn evaluation_name(model: &str, version: &str, suite: &str) -> String {
     let raw = format!("{model}-{version}-{suite}").to_ascii_lowercase();

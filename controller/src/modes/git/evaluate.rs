@@ -9,7 +9,7 @@ use crate::edges::runners::local;
 use crate::edges::store::{EvaluationRecord, StoreError, Write};
 use serde_json::json;
 use slipway_crd::evaluation::{EvaluationPhase, Sample};
-use slipway_crd::{Evaluation, EvaluationSpec, EvaluationStatus};
+use slipway_crd::{Evaluation, EvaluationStatus};
 use std::collections::BTreeMap;
 
 use super::*;
@@ -351,16 +351,7 @@ impl Reconciler<'_> {
                 namespace: Some(task.namespace.clone()),
                 ..Default::default()
             },
-            spec: EvaluationSpec {
-                model: task.model.clone(),
-                version: task.version.clone(),
-                suite: task.suite.clone(),
-                dataset: task.dataset.clone(),
-                runner: task.runner.clone(),
-                gates: task.gates.clone(),
-                timeout: task.timeout.clone(),
-                baseline: None,
-            },
+            spec: task.spec(),
             status: Some(status.clone()),
         };
         let report_dir = self.state_dir.join("reports").join(&task.namespace);

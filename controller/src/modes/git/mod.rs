@@ -20,7 +20,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
-use slipway_crd::{Evaluation, EvaluationSpec};
+use slipway_crd::Evaluation;
 
 use crate::decide::catalog::{Catalog, Resource};
 use crate::decide::evaluation::summary;
@@ -385,24 +385,7 @@ impl Reconciler<'_> {
         let mut evaluations = Vec::new();
         for t in self.tasks(catalog).iter() {
             if let Some(status) = self.evaluation_status(&t.namespace, &t.name)? {
-                let mut e = Evaluation::new(
-                    &t.name,
-                    EvaluationSpec {
-                        model: t.model.clone(),
-                        version: t.version.clone(),
-                        suite: t.suite.clone(),
-                        baseline: t.baseline.as_ref().map(|(v, _)| {
-                            slipway_crd::common::BaselineRef {
-                                alias: None,
-                                version: Some(v.clone()),
-                            }
-                        }),
-                        dataset: t.dataset.clone(),
-                        runner: t.runner.clone(),
-                        gates: t.gates.clone(),
-                        timeout: t.timeout.clone(),
-                    },
-                );
+                let mut e = Evaluation::new(&t.name, t.spec());
                 e.metadata.namespace = Some(t.namespace.clone());
                 e.status = Some((*status).clone());
                 evaluations.push(std::sync::Arc::new(e));
