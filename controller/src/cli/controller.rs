@@ -209,6 +209,8 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<i32> {
 }
 
 async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
+    // Bad bounds flags are refused before anything starts.
+    let bounds = Arc::new(args.bounds()?);
     let client = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach the Kubernetes API: {e}; set KUBECONFIG or run inside a cluster"
@@ -237,7 +239,6 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     // One watch per kind for this replica: the webhook decides from it at once, the controllers
     // when this replica leads.
     let cache = Cache::start(&client, args.namespace.as_deref());
-    let bounds = Arc::new(args.bounds()?);
     let mut webhook_task = None;
     if let Some(addr) = args.webhook_listen {
         let pem = match (&args.tls_cert, &args.tls_key) {
