@@ -1,10 +1,12 @@
-//! The source layout keeps its promises: pure decisions (`decide/`) use no edge and no home,
-//! edges use no home, no source file grows past 600 lines, and no folder is named like build
-//! output (`target`), which standard ignore files and tools skip.
+//! The source layout keeps its promises: the pure decisions are a crate (`core/`, `slipway-core`)
+//! whose resolved dependencies can do no I/O, edges use no home, no source file grows past 600
+//! lines, and no folder is named like build output (`target`), which standard ignore files and
+//! tools skip.
 
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -17,33 +19,98 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn src() -> PathBuf {
-    support::root().join("controller/src")
-}
-
 /// The code of a file before its test module (tests may use anything).
 fn code(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
-    let is_test_file = path.file_name().is_some_and(|n| n == "tests.rs");
+    let is_test_file = path
+        .file_name()
+        .is_some_and(|n| n == "tests.rs" || n == "testing.rs");
     if is_test_file {
         return String::new();
     }
     text.split("#[cfg(test)]").next().unwrap_or("").to_string()
 }
 
+/// The packages `slipway-core` links, resolved by cargo for that crate alone.
+fn core_dependencies() -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(support::root())
+        .args(["tree", "--offline", "--locked", "-p", "slipway-core"])
+        .args(["-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
-fn decisions_use_no_edge_and_edges_use_no_home() {
+fn the_core_links_nothing_that_does_io() {
+    let deps = core_dependencies();
+    assert!(deps.iter().any(|d| d == "slipway-crd"), "{deps:?}");
+    // Clients, runtimes, servers, stores and sources: a decision calling any of these must not
+    // compile. (`http` is types only; `kube-core`, and `kube` as the API crate uses it — the
+    // derive macro alone — are the API machinery without a client.)
+    let forbidden = [
+        "kube-client",
+        "kube-runtime",
+        "tokio",
+        "mio",
+        "hyper",
+        "hyper-util",
+        "ureq",
+        "reqwest",
+        "axum",
+        "rusqlite",
+        "git2",
+        "tower",
+        "rustls",
+        "aws-config",
+        "aws-sdk-sagemaker",
+        "aws-smithy-runtime",
+        "tracing-subscriber",
+    ];
+    let linked: Vec<&String> = deps
+        .iter()
+        .filter(|d| forbidden.contains(&d.as_str()))
+        .collect();
+    assert!(linked.is_empty(), "slipway-core links {linked:?}");
+}
+
+#[test]
+fn the_core_reads_no_clock_file_process_or_environment_and_edges_use_no_home() {
+    // std is always linked, so these few calls are checked by name.
     let mut bad = Vec::new();
     for (room, forbidden) in [
         (
-            "decide",
-            &["crate::edges", "crate::modes", "crate::cli"][..],
+            support::root().join("core/src"),
+            &[
+                "std::fs",
+                "std::process",
+                "std::env",
+                "std::net::TcpStream",
+                "Utc::now",
+                "SystemTime::now",
+                "Instant::now",
+            ][..],
         ),
-        ("edges", &["crate::modes", "crate::cli"][..]),
+        (
+            support::root().join("controller/src/edges"),
+            &["crate::modes", "crate::cli"][..],
+        ),
     ] {
         let mut files = Vec::new();
-        sources(&src().join(room), &mut files);
-        assert!(!files.is_empty(), "no sources under {room}");
+        sources(&room, &mut files);
+        assert!(!files.is_empty(), "no sources under {}", room.display());
         for f in files {
             let text = code(&f);
             for word in forbidden {
@@ -59,7 +126,9 @@ fn decisions_use_no_edge_and_edges_use_no_home() {
 #[test]
 fn no_source_file_is_over_600_lines_and_no_folder_is_named_target() {
     let mut files = Vec::new();
-    sources(&src(), &mut files);
+    for room in ["controller/src", "core/src", "crd/src"] {
+        sources(&support::root().join(room), &mut files);
+    }
     let long: Vec<String> = files
         .iter()
         .filter_map(|f| {
@@ -71,7 +140,7 @@ fn no_source_file_is_over_600_lines_and_no_folder_is_named_target() {
     let named_target: Vec<&PathBuf> = files
         .iter()
         .filter(|f| {
-            f.strip_prefix(src())
+            f.strip_prefix(support::root())
                 .unwrap()
                 .components()
                 .any(|c| c.as_os_str() == "target")

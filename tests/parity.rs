@@ -382,7 +382,8 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     // 5. A deployment follows production (= 9): the first version goes live at once; then
     //    version 10 (9's artifact again: its evaluation is reused) is promoted and rolled out
     //    by the canary steps, 25% → 50% → 100%, each held for its pause.
-    home.apply("deployment.yaml", &home.deployment());
+    let deployment = home.deployment();
+    home.apply("deployment.yaml", &deployment);
     let d = wait_deployment(home, false, "servingVersion", "9");
     assert_eq!(d["traffic"], json!({"9": 100}), "{who}: {d}");
     home.apply("v10.yaml", &stored_as("pitch-frames", "10", "08", "8"));
@@ -458,6 +459,44 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         "{who}: {d}"
     );
     t.insert("6 retry".into(), deployment_facts(&d));
+
+    // 7. An analysis the target cannot measure (CloudWatch alarms: neither the local router nor
+    //    a Deployment's health measures them) is said in the status of both homes, and what
+    //    serves is untouched.
+    let with_alarms = deployment.replace(
+        "progressDeadline: 3s}",
+        "progressDeadline: 3s, analysis: {alarms: [pitch-frames-5xx]}}",
+    );
+    assert_ne!(with_alarms, deployment);
+    home.apply("deployment.yaml", &with_alarms);
+    let measured = || {
+        let d = home.deployment_status("pitch-frames-api")?;
+        let c = d["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "AnalysisMeasured")?
+            .clone();
+        Some(
+            json!({"status": c["status"], "reason": c["reason"], "message": c["message"],
+                    "servingVersion": d["servingVersion"], "traffic": d["traffic"]}),
+        )
+    };
+    let c = wait_for(home, "AnalysisMeasured", measured, "reason", "Unmeasurable");
+    assert_eq!(
+        (&c["status"], &c["servingVersion"], &c["traffic"]),
+        (&json!("False"), &json!("11"), &json!({"11": 100})),
+        "{who}: {c}"
+    );
+    let message = c["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("strategy.analysis asks for alarms, which a ")
+            && message.contains("target cannot measure: its steps are judged by"),
+        "{who}: {message}"
+    );
+    t.insert(
+        "7 unmeasured analysis".into(),
+        json!([c["status"], c["reason"], c["servingVersion"], c["traffic"]]),
+    );
     t
 }
 

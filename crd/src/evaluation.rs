@@ -74,6 +74,28 @@ pub enum Verdict {
     Failed,
 }
 
+impl Verdict {
+    /// The name as serialised (`Passed`, `Failed`): the wire name, never `Debug` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Passed => "Passed",
+            Verdict::Failed => "Failed",
+        }
+    }
+}
+
+impl EvaluationPhase {
+    /// The name as serialised (`Pending`, `Running`, `Succeeded`, `Failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvaluationPhase::Pending => "Pending",
+            EvaluationPhase::Running => "Running",
+            EvaluationPhase::Succeeded => "Succeeded",
+            EvaluationPhase::Failed => "Failed",
+        }
+    }
+}
+
 /// One sample prediction, for side-by-side comparison in the report.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]

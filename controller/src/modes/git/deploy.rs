@@ -122,10 +122,6 @@ impl Reconciler<'_> {
                 &observation,
                 (self.now)(),
             );
-            if step.state == state && step.actions.is_empty() {
-                requeue = min(requeue, step.requeue_after);
-                continue;
-            }
             let phase = step.state.phase;
             let events: Vec<(rollout::EventKind, String, String)> = step
                 .events()
@@ -133,6 +129,7 @@ impl Reconciler<'_> {
                 .collect();
             let previous = self.deployment_status(&ns, &obj.key.name)?;
             let basis = rollout::status::Basis {
+                spec: &d.spec,
                 previous: &previous,
                 generation: None,
                 now: (self.now)(),
@@ -143,6 +140,15 @@ impl Reconciler<'_> {
                 &basis,
                 None,
             );
+            // Nothing happened and the status says what it said (a spec edit can change its
+            // conditions, e.g. `AnalysisMeasured`, without a step): nothing to write.
+            if step.state == state
+                && step.actions.is_empty()
+                && !rollout::status::conditions_differ(&previous, &status)
+            {
+                requeue = min(requeue, step.requeue_after);
+                continue;
+            }
             let address = target.address(&key).map(|a| a.to_string());
             // Persist first: a restart then resumes from the new state and re-applies it.
             self.record(

@@ -4,10 +4,9 @@
 //! an evaluation: promotions and rollouts of every model go on while suites run.
 
 use crate::decide::evaluation::tasks::Task;
-use crate::decide::evaluation::{self, lifecycle, results::RunResults};
+use crate::decide::evaluation::{self, lifecycle, results::RunResults, step};
 use crate::edges::runners::local;
 use crate::edges::store::{EvaluationRecord, StoreError, Write};
-use serde_json::json;
 use slipway_crd::evaluation::{EvaluationPhase, Sample};
 use slipway_crd::{Evaluation, EvaluationStatus};
 use std::collections::BTreeMap;
@@ -56,30 +55,36 @@ impl Reconciler<'_> {
             .and_then(|r| lifecycle::reusable(key, [(r.name.as_str(), &r.status)])))
     }
 
-    /// Finishes an evaluation at once when every run it needs (candidate, and baseline if any)
-    /// already has finished results with the same content address — the rule Kubernetes mode
-    /// applies too.
-    pub(super) fn reuse(&self, task: &Task, key: &str) -> Result<Option<EvaluationStatus>, Error> {
-        let a = self.attempt(task, key, 1);
-        let Some((candidate, from)) = self.stored_run(key)? else {
+    /// Earlier finished results with the content addresses of `a` (candidate, and baseline if
+    /// any) from evaluations of the same namespace — the rule Kubernetes mode follows, where a
+    /// namespace is a team's: results are not shared across namespaces implicitly.
+    fn reusable(
+        &self,
+        task: &Task,
+        a: &lifecycle::Attempt,
+    ) -> Result<Option<step::Reusable>, Error> {
+        let same_namespace = |key: &str| -> Result<Option<(RunResults, String)>, Error> {
+            let record = self.store.evaluation(key)?;
+            Ok(record
+                .as_ref()
+                .filter(|r| r.namespace == task.namespace)
+                .and_then(|r| lifecycle::reusable(key, [(r.name.as_str(), &r.status)])))
+        };
+        let Some((candidate, from)) = same_namespace(&a.key)? else {
             return Ok(None);
         };
         let baseline = match &a.baseline_key {
-            Some(k) => match self.stored_run(k)? {
+            Some(k) => match same_namespace(k)? {
                 Some((b, _)) => Some(b),
                 None => return Ok(None),
             },
             None => None,
         };
-        let running = lifecycle::running(&a, "reusing earlier results".into(), (self.now)());
-        Ok(Some(lifecycle::finished(
-            &running,
-            &task.gates,
-            &candidate,
-            baseline.as_ref(),
-            Some(&from),
-            (self.now)(),
-        )))
+        Ok(Some(step::Reusable {
+            candidate,
+            baseline,
+            from,
+        }))
     }
 
     /// The runs an attempt still needs (those without finished results under their content
@@ -151,14 +156,14 @@ impl Reconciler<'_> {
         })
     }
 
-    /// Records an attempt's finished runs under their content addresses; returns the status the
-    /// attempt leaves (finished, a retry due, or failed for good).
+    /// Records an attempt's finished runs under their content addresses; returns what the
+    /// attempt came to (its results, or why it failed).
     fn settle(
         &self,
         task: &Task,
         running: &EvaluationStatus,
         runs: Vec<Run>,
-    ) -> Result<EvaluationStatus, Error> {
+    ) -> Result<step::Seen, Error> {
         let mut failure = None;
         for run in runs {
             match run.outcome {
@@ -194,26 +199,12 @@ impl Reconciler<'_> {
                 Err(e) => failure = Some(format!("{} run failed: {e}", run.role)),
             }
         }
-        let now = (self.now)();
         if let Some(why) = failure {
-            return Ok(lifecycle::failed_attempt(running, &why, now));
+            return Ok(step::Seen::Failed(why));
         }
-        let key = running.cache_key.clone().unwrap_or_default();
-        let candidate = self.stored_run(&key)?.map(|(r, _)| r);
-        let baseline = match &running.baseline_cache_key {
-            Some(k) => self.stored_run(k)?.map(|(r, _)| Some(r)),
-            None => Some(None),
-        };
-        Ok(match (candidate, baseline) {
-            (Some(c), Some(b)) => {
-                lifecycle::finished(running, &task.gates, &c, b.as_ref(), None, now)
-            }
-            _ => lifecycle::failed_attempt(
-                running,
-                "a run's results went missing from the store",
-                now,
-            ),
-        })
+        Ok(self.stored_results(running)?.unwrap_or_else(|| {
+            step::Seen::Failed("a run's results went missing from the store".into())
+        }))
     }
 
     /// The attempt an evaluation of `task` with content address `key` makes.
@@ -243,108 +234,192 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    /// Carries a local suite's attempts forward from `next`: an attempt is recorded as running,
-    /// then runs in the background pool; a later pass takes its outcome. Returns the finished
-    /// status, or None while an attempt is in flight. Without a pool (tests), attempts run inline.
-    pub(super) fn run_local(
+    /// What the step sees of `task`: names, runner, gates, content addresses, recorded status.
+    pub(super) fn input<'a>(
         &self,
-        task: &Task,
-        key: &str,
-        previous: Option<&EvaluationStatus>,
-        next: lifecycle::Next,
-    ) -> Result<Option<EvaluationStatus>, Error> {
-        let mut next = next;
-        loop {
-            let after = match next {
-                lifecycle::Next::Stands => return Ok(None),
-                lifecycle::Next::GiveUp { attempts } => {
-                    let p = previous.cloned().unwrap_or_default();
-                    return Ok(Some(lifecycle::failed(
-                        &p,
-                        attempts,
-                        "its last attempt never finished (the process running it stopped)",
-                        (self.now)(),
-                    )));
-                }
-                lifecycle::Next::Run { attempt } => {
-                    let what = format!("running {} locally", task.suite);
-                    let a = self.attempt(task, key, attempt);
-                    let running = lifecycle::running(&a, what, (self.now)());
-                    // Recorded before it starts: a restart finds the attempt and runs it again.
-                    self.save_evaluation(task, &running)?;
-                    let job = self.local_job(task)?;
-                    match self.pool {
-                        Some(pool) => {
-                            pool.submit(&pool_key(task, key, attempt), move || Work::Runs(job()));
-                            return Ok(None);
-                        }
-                        None => self.settle(task, &running, job())?,
-                    }
-                }
-                lifecycle::Next::InFlight { attempt } => {
-                    let running = previous.cloned().unwrap_or_default();
-                    let id = pool_key(task, key, attempt);
-                    match self.pool {
-                        Some(pool) if pool.busy_with(&id) => return Ok(None),
-                        Some(pool) => match pool.take(&id) {
-                            Some(Work::Runs(runs)) => self.settle(task, &running, runs)?,
-                            // Not this process's: the one running it stopped.
-                            Some(Work::Dispatch(_)) | None => {
-                                next = lifecycle::interrupted(attempt);
-                                continue;
-                            }
-                        },
-                        None => {
-                            next = lifecycle::interrupted(attempt);
-                            continue;
-                        }
-                    }
-                }
-            };
-            if !lifecycle::retry_due(&after) {
-                return Ok(Some(after));
-            }
-            if let Some(c) = after.conditions.first() {
-                (self.progress)(&format!("{}: {}", task.name, c.message));
-            }
-            self.save_evaluation(task, &after)?;
-            next = lifecycle::Next::Run {
-                attempt: after.attempts + 1,
-            };
+        task: &'a Task,
+        a: &'a lifecycle::Attempt,
+        previous: Option<&'a EvaluationStatus>,
+    ) -> step::Input<'a> {
+        step::Input {
+            name: &task.name,
+            suite: &task.suite,
+            model: &task.model,
+            version: &task.version,
+            runner: &task.runner,
+            gates: &task.gates,
+            timeout: task.timeout.as_deref(),
+            attempt: a,
+            previous,
+            now: (self.now)(),
         }
     }
 
+    /// Why `task` cannot run in git mode at all, if it cannot.
+    fn cannot_run(&self, task: &Task) -> Option<String> {
+        if task.runner.webhook.is_some() && self.results_url.is_none() {
+            return Some(
+                "a webhook runner needs the results API: run `slipway run` with --listen".into(),
+            );
+        }
+        if task.runner.local.is_none() && task.runner.webhook.is_none() {
+            let kinds = task.runner.set_variants().join(", ");
+            return Some(format!(
+                "the {kinds} runner does not run in git mode yet; use a local or webhook runner"
+            ));
+        }
+        None
+    }
+
+    /// What became of a local attempt in flight: still running in the pool, its runs (recorded
+    /// under their content addresses), or no trace (the process running it stopped).
+    fn seen_local(&self, task: &Task, running: &EvaluationStatus) -> Result<step::Seen, Error> {
+        let key = running.cache_key.clone().unwrap_or_default();
+        let id = pool_key(task, &key, running.attempts);
+        match self.pool {
+            Some(pool) if pool.busy_with(&id) => Ok(step::Seen::Busy),
+            Some(pool) => match pool.take(&id) {
+                Some(Work::Runs(runs)) => self.settle(task, running, runs),
+                Some(Work::Dispatch(_)) | None => Ok(step::Seen::Nothing),
+            },
+            None => Ok(step::Seen::Nothing),
+        }
+    }
+
+    /// Finished results of both runs of `running` (candidate, and baseline if any), from the
+    /// store; None while one is missing.
+    pub(super) fn stored_results(
+        &self,
+        running: &EvaluationStatus,
+    ) -> Result<Option<step::Seen>, Error> {
+        let key = running.cache_key.clone().unwrap_or_default();
+        let Some((candidate, _)) = self.stored_run(&key)? else {
+            return Ok(None);
+        };
+        let baseline = match &running.baseline_cache_key {
+            Some(k) => match self.stored_run(k)? {
+                Some((b, _)) => Some(b),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        Ok(Some(step::Seen::Results {
+            candidate,
+            baseline,
+        }))
+    }
+
+    /// Takes one evaluation forward by [`step::step`] — the step Kubernetes mode takes too:
+    /// observe (the attempt in flight, earlier results, whether it can run here), decide, carry
+    /// out (record, start a local attempt in the pool or dispatch an external one), write; a
+    /// finished evaluation gets its report and its `EvaluationCompleted` history entry.
     pub(super) fn evaluate(&self, task: &Task, out: &mut Outcome) -> Result<(), Error> {
         let key = evaluation::cache_key(&task.artifact, &task.dataset, &task.runner, &task.suite);
-        let baseline_version = task.baseline.as_ref().map(|b| b.0.clone());
-        let previous = self.evaluation_status(&task.namespace, &task.name)?;
-        // A finished evaluation stands as it ran (against the baseline of its time); only a
-        // change of what it is made of (its content address) runs it again.
+        let a = self.attempt(task, &key, 0);
+        let mut previous = self
+            .evaluation_status(&task.namespace, &task.name)?
+            .map(|s| (*s).clone());
         let external = task.runner.webhook.is_some();
-        let next = lifecycle::next(previous.as_deref(), &key);
-        if next == lifecycle::Next::Stands {
-            return Ok(());
+        // What an attempt run inline (no pool: tests) came to, for the next step.
+        let mut inline: Option<step::Seen> = None;
+        // A retry is started at once; a few steps per attempt at most.
+        for _ in 0..3 * lifecycle::EVALUATION_ATTEMPTS {
+            let recorded = previous
+                .as_ref()
+                .filter(|p| p.cache_key.as_deref() == Some(key.as_str()));
+            let started = recorded.filter(|s| s.attempts > 0);
+            let in_flight =
+                started.filter(|s| s.phase == EvaluationPhase::Running && !lifecycle::retry_due(s));
+            let seen = match (inline.take(), in_flight) {
+                (Some(seen), _) => Some(seen),
+                (None, Some(s)) if external => Some(self.seen_external(task, s)?),
+                (None, Some(s)) => Some(self.seen_local(task, s)?),
+                (None, None) => None,
+            };
+            let observed = step::Observed {
+                seen,
+                reusable: match (recorded, started) {
+                    (_, Some(_)) => None,
+                    _ => self.reusable(task, &a)?,
+                },
+                cannot_run: self.cannot_run(task),
+            };
+            let next = step::step(&self.input(task, &a, previous.as_ref()), observed);
+            let Some(status) = next.status else {
+                return Ok(());
+            };
+            let reused = next.notes.iter().any(|n| n.reason == "Reused");
+            if matches!(
+                status.phase,
+                EvaluationPhase::Succeeded | EvaluationPhase::Failed
+            ) {
+                return self.finish(task, &a, status, reused, out);
+            }
+            for n in next.notes.iter().filter(|n| n.reason == "Retrying") {
+                (self.progress)(&format!("{}: {}", task.name, n.message));
+            }
+            let status = match next.start {
+                Some(number) if external => match self.dispatch(task, &status, number)? {
+                    Some(after) if after.phase == EvaluationPhase::Failed => {
+                        return self.finish(task, &a, after, false, out);
+                    }
+                    Some(after) => {
+                        self.save_evaluation(task, &after)?;
+                        after
+                    }
+                    None => status,
+                },
+                Some(number) => {
+                    inline = self.start_local(task, &status, number)?;
+                    status
+                }
+                None => {
+                    self.save_evaluation(task, &status)?;
+                    status
+                }
+            };
+            // A retry is due now, or an attempt ran inline and its outcome is to be taken.
+            if !lifecycle::retry_due(&status) && inline.is_none() {
+                return Ok(());
+            }
+            previous = Some(status);
         }
-        // Only an evaluation that has not started may take earlier results.
-        let fresh = next == lifecycle::Next::Run { attempt: 1 };
-        let reused = self
-            .store
-            .evaluation(&key)?
-            .is_some_and(|r| r.status.phase == EvaluationPhase::Succeeded);
-        let reused_status = match fresh {
-            true => self.reuse(task, &key)?,
-            false => None,
-        };
-        let finished = match reused_status {
-            Some(reused) => Some(reused),
-            // Dispatched, or waiting for the external job to report.
-            None if external => self.external(task, &key, previous.as_deref())?,
-            // Running in the background, or finished.
-            None => self.run_local(task, &key, previous.as_deref(), next)?,
-        };
-        let Some(mut status) = finished else {
-            return Ok(());
-        };
+        Ok(())
+    }
+
+    /// Records attempt `number` as running, then starts it in the background pool; without one
+    /// (tests) it runs inline and what it came to is returned for the next step.
+    fn start_local(
+        &self,
+        task: &Task,
+        running: &EvaluationStatus,
+        number: u32,
+    ) -> Result<Option<step::Seen>, Error> {
+        // Recorded before it starts: a restart finds the attempt and counts it.
+        self.save_evaluation(task, running)?;
+        let key = running.cache_key.clone().unwrap_or_default();
+        let job = self.local_job(task)?;
+        match self.pool {
+            // Not queued only when that very attempt is already queued or done: nothing to add.
+            Some(pool) => {
+                pool.submit(&pool_key(task, &key, number), move || Work::Runs(job()));
+                Ok(None)
+            }
+            None => Ok(Some(self.settle(task, running, job())?)),
+        }
+    }
+
+    /// Writes a finished evaluation: its reports, its status and its `EvaluationCompleted`
+    /// history entry (one text and one set of data keys with Kubernetes mode:
+    /// [`step::completion`]).
+    fn finish(
+        &self,
+        task: &Task,
+        a: &lifecycle::Attempt,
+        mut status: EvaluationStatus,
+        reused: bool,
+        out: &mut Outcome,
+    ) -> Result<(), Error> {
         let object = Evaluation {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 name: Some(task.name.clone()),
@@ -371,7 +446,9 @@ impl Reconciler<'_> {
             })?;
         }
         status.report = Some(html.display().to_string());
-        let verdict = status.verdict.map(|v| format!("{v:?}")).unwrap_or_default();
+        let Some(done) = step::completion(&self.input(task, a, None), &status) else {
+            return Ok(());
+        };
         let mut h = self.history(
             "EvaluationCompleted",
             &task.namespace,
@@ -379,30 +456,9 @@ impl Reconciler<'_> {
             format!("Evaluation/{}", task.name),
         );
         h.version = Some(task.version.clone());
-        h.decision = Some(verdict.to_lowercase());
-        // A run that failed says why; a finished one names its baseline.
-        h.message = match status
-            .conditions
-            .first()
-            .filter(|_| status.phase == EvaluationPhase::Failed)
-        {
-            Some(c) => format!(
-                "{} on {} version {}: {verdict} — {}",
-                task.suite, task.model, task.version, c.message
-            ),
-            None => format!(
-                "{} on {} version {} vs {}: {verdict}",
-                task.suite,
-                task.model,
-                task.version,
-                baseline_version.as_deref().unwrap_or("no baseline")
-            ),
-        };
-        let seconds = status
-            .completed_at
-            .zip(status.started_at)
-            .map(|(c, s)| (c - s).num_milliseconds() as f64 / 1000.0);
-        h.data = json!({"metrics": status.metrics, "baselineMetrics": status.baseline_metrics, "report": status.report, "seconds": seconds});
+        h.decision = Some(done.decision);
+        h.message = done.message;
+        h.data = done.data;
         (self.progress)(&h.message);
         self.apply(&[
             Write::Status {
@@ -416,6 +472,7 @@ impl Reconciler<'_> {
         if reused {
             out.reused.push(task.name.clone());
         }
+        let verdict = status.verdict.map_or("Failed", |v| v.as_str());
         out.evaluated.push(format!("{}: {verdict}", task.name));
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::decide::evaluation::tasks::Task;
 use crate::decide::evaluation::{
     lifecycle,
     results::{self, RunResults},
+    step,
 };
 use crate::edges::notify::{Delivery, Notifier, secret};
 use crate::edges::runners::webhook::dispatch_message;
@@ -22,99 +23,68 @@ use crate::edges::store::Write;
 pub const DISPATCH: &str = "EvaluationDispatch";
 
 impl Reconciler<'_> {
-    /// Dispatches an external evaluation once per attempt, then waits for its results. Returns
-    /// the finished status when both runs have reported or the evaluation failed for good; None
-    /// while waiting (or after a failed attempt whose retry the next pass dispatches).
-    pub(super) fn external(
+    /// What became of an external attempt in flight: its request still going out, refused or
+    /// lost, its results (once both runs have reported), or busy (the external system has not
+    /// reported yet; the step applies the suite's timeout).
+    pub(super) fn seen_external(
         &self,
         task: &Task,
-        key: &str,
-        previous: Option<&EvaluationStatus>,
-    ) -> Result<Option<EvaluationStatus>, Error> {
-        let attempt = |number: u32| self.attempt(task, key, number);
-        let base_key = attempt(0).baseline_key;
+        running: &EvaluationStatus,
+    ) -> Result<step::Seen, Error> {
+        let key = running.cache_key.clone().unwrap_or_default();
         let dispatch = self.status(DISPATCH, &task.namespace, &task.name)?;
-        let dispatched = dispatch
+        let dispatched = dispatch.as_ref().is_some_and(|d| {
+            d["candidateKey"] == key.as_str()
+                && d["baselineKey"] == json!(running.baseline_cache_key)
+        });
+        if !dispatched {
+            return Ok(step::Seen::Nothing);
+        }
+        // The request that starts the attempt goes out in the background.
+        if dispatch
             .as_ref()
-            .is_some_and(|d| d["candidateKey"] == key && d["baselineKey"] == json!(base_key));
-        let running = previous
-            .filter(|p| p.cache_key.as_deref() == Some(key))
-            .filter(|p| p.phase == EvaluationPhase::Running)
-            .cloned();
-        let now = (self.now)();
-        if dispatched && let Some(running) = running.clone().filter(|r| !lifecycle::retry_due(r)) {
-            // The request that starts the attempt goes out in the background.
-            if dispatch
-                .as_ref()
-                .is_some_and(|d| d["delivery"] == "pending")
-            {
-                let id = super::evaluate::pool_key(task, key, running.attempts);
-                if self.pool.is_some_and(|p| p.busy_with(&id)) {
-                    return Ok(None);
-                }
-                let delivery = match self.pool.and_then(|p| p.take(&id)) {
-                    Some(Work::Dispatch(d)) => d,
-                    // Not this process's: the one sending it stopped.
-                    _ => Delivery {
-                        delivered: false,
-                        attempts: 0,
-                        status: None,
-                        error: Some("the process sending the request stopped".into()),
-                    },
-                };
-                if !delivery.delivered {
-                    let why = format!(
-                        "could not start the external job: {}",
-                        delivery.error.unwrap_or_default()
-                    );
-                    return self.failed_attempt(task, &running, &why);
-                }
-                self.sent(task, dispatch.as_deref().cloned().unwrap_or_default())?;
+            .is_some_and(|d| d["delivery"] == "pending")
+        {
+            let id = super::evaluate::pool_key(task, &key, running.attempts);
+            if self.pool.is_some_and(|p| p.busy_with(&id)) {
+                return Ok(step::Seen::Busy);
             }
-            let candidate = self.stored_run(key)?.map(|(r, _)| r);
-            let baseline = match &base_key {
-                Some(k) => self.stored_run(k)?.map(|(r, _)| Some(r)),
-                None => Some(None),
+            let delivery = match self.pool.and_then(|p| p.take(&id)) {
+                Some(Work::Dispatch(d)) => d,
+                // Not this process's: the one sending it stopped.
+                _ => Delivery {
+                    delivered: false,
+                    attempts: 0,
+                    status: None,
+                    error: Some("the process sending the request stopped".into()),
+                },
             };
-            if let (Some(c), Some(b)) = (candidate, baseline) {
-                return Ok(Some(lifecycle::finished(
-                    &running,
-                    &task.gates,
-                    &c,
-                    b.as_ref(),
-                    None,
-                    now,
+            if !delivery.delivered {
+                return Ok(step::Seen::Failed(format!(
+                    "could not start the external job: {}",
+                    delivery.error.unwrap_or_default()
                 )));
             }
-            let timeout = lifecycle::timeout(task.timeout.as_deref());
-            let waited = running
-                .started_at
-                .and_then(|s| (now - s).to_std().ok())
-                .unwrap_or_default();
-            if waited <= timeout {
-                return Ok(None);
-            }
-            let why = lifecycle::no_results_within(timeout);
-            return self.failed_attempt(task, &running, &why);
+            self.sent(task, dispatch.as_deref().cloned().unwrap_or_default())?;
         }
-        // Dispatch: a fresh token, the request, and the Running status, recorded together.
-        let number = running.as_ref().map_or(0, |r| r.attempts) + 1;
-        let hook = task.runner.webhook.as_ref();
-        let what = format!(
-            "asked {} to run {} on {} version {}",
-            hook.map(|h| h.url.as_str()).unwrap_or_default(),
-            task.suite,
-            task.model,
-            task.version
-        );
-        let running = lifecycle::running(&attempt(number), what.clone(), now);
-        let Some(base_url) = &self.results_url else {
-            let why = "a webhook runner needs the results API: run `slipway run` with --listen";
-            return Ok(Some(lifecycle::failed(&running, 0, why, now)));
-        };
-        let Some(hook) = hook else {
+        Ok(self.stored_results(running)?.unwrap_or(step::Seen::Busy))
+    }
+
+    /// Dispatches attempt `number` (recorded as `running`): a fresh token, the request and the
+    /// Running status, recorded together before the request goes out. Returns the status the
+    /// attempt leaves at once when it cannot start (a body template that does not render, a
+    /// request refused without a pool), else None.
+    pub(super) fn dispatch(
+        &self,
+        task: &Task,
+        running: &EvaluationStatus,
+        number: u32,
+    ) -> Result<Option<EvaluationStatus>, Error> {
+        let now = (self.now)();
+        let (Some(base_url), Some(hook)) = (&self.results_url, task.runner.webhook.as_ref()) else {
             return Ok(None);
         };
+        let key = running.cache_key.clone().unwrap_or_default();
         let token = crate::edges::http::token::generate().map_err(|e| Error::Report {
             path: "the system's random number generator".into(),
             source: e,
@@ -132,12 +102,19 @@ impl Reconciler<'_> {
         });
         let message = match dispatch_message(&task.name, hook, &ctx, &secret) {
             Ok(m) => m,
-            Err(why) => return Ok(Some(lifecycle::failed(&running, 0, &why, now))),
+            // It would fail the same way every time: it cannot run.
+            Err(why) => return Ok(Some(lifecycle::failed(running, 0, &why, now))),
         };
+        let what = running
+            .conditions
+            .first()
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
         // Recorded before the request goes out (delivery pending): the results API knows the
         // token even if the results come back at once, and a restart finds the attempt.
         let record = json!({
-            "tokenHash": crate::edges::http::token::hash(&token), "candidateKey": key, "baselineKey": base_key,
+            "tokenHash": crate::edges::http::token::hash(&token), "candidateKey": key,
+            "baselineKey": running.baseline_cache_key,
             "model": task.model, "suite": task.suite, "version": task.version,
             "baselineVersion": running.baseline_version, "delivery": "pending", "what": what,
         });
@@ -152,28 +129,33 @@ impl Reconciler<'_> {
                 kind: "Evaluation".into(),
                 namespace: task.namespace.clone(),
                 name: task.name.clone(),
-                status: serde_json::to_value(&running)?,
+                status: serde_json::to_value(running)?,
             },
         ])?;
         let send = move || Notifier::default().deliver(&message);
         match self.pool {
             // The next passes take the outcome; nothing waits for a slow runner.
             Some(pool) => {
-                let id = super::evaluate::pool_key(task, key, number);
+                let id = super::evaluate::pool_key(task, &key, number);
                 pool.submit(&id, move || Work::Dispatch(send()));
                 Ok(None)
             }
             None => {
                 let delivery = send();
-                if !delivery.delivered {
-                    let why = format!(
-                        "could not start the external job: {}",
-                        delivery.error.unwrap_or_default()
-                    );
-                    return self.failed_attempt(task, &running, &why);
+                if delivery.delivered {
+                    self.sent(task, record)?;
+                    return Ok(None);
                 }
-                self.sent(task, record)?;
-                Ok(None)
+                let why = format!(
+                    "could not start the external job: {}",
+                    delivery.error.unwrap_or_default()
+                );
+                let failed = step::Observed {
+                    seen: Some(step::Seen::Failed(why)),
+                    ..Default::default()
+                };
+                let a = self.attempt(task, &key, number);
+                Ok(step::step(&self.input(task, &a, Some(running)), failed).status)
             }
         }
     }
@@ -191,25 +173,6 @@ impl Reconciler<'_> {
             status: record,
         }])?;
         Ok(())
-    }
-
-    /// Records a failed external attempt: the retry waits for the next pass; the last attempt's
-    /// failure is returned as the finished status.
-    fn failed_attempt(
-        &self,
-        task: &Task,
-        running: &EvaluationStatus,
-        why: &str,
-    ) -> Result<Option<EvaluationStatus>, Error> {
-        let after = lifecycle::failed_attempt(running, why, (self.now)());
-        if !lifecycle::retry_due(&after) {
-            return Ok(Some(after));
-        }
-        if let Some(c) = after.conditions.first() {
-            (self.progress)(&format!("{}: {}", task.name, c.message));
-        }
-        self.save_evaluation(task, &after)?;
-        Ok(None)
     }
 }
 

@@ -40,6 +40,8 @@ pub fn request_retry(
         .unwrap_or_default();
     let now = Utc::now();
     let basis = rollout::status::Basis {
+        // A retry keeps the conditions as they were; the next pass writes them from the spec.
+        spec: &slipway_crd::model_deployment::ModelDeploymentSpec::default(),
         previous: &previous,
         generation: None,
         now,

@@ -46,6 +46,7 @@ impl Reconciler<'_> {
             };
             let previous = self.deployment_status(&ns, &name)?;
             let basis = Basis {
+                spec: &d.spec,
                 previous: &previous,
                 generation: None,
                 now: (self.now)(),

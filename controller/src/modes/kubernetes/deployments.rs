@@ -132,6 +132,7 @@ pub(super) async fn reconcile_deployment(
     {
         let previous = md.status.clone().unwrap_or_default();
         let basis = crate::decide::rollout::status::Basis {
+            spec: &md.spec,
             previous: &previous,
             generation: md.metadata.generation,
             now: chrono::Utc::now(),
@@ -200,6 +201,7 @@ pub(super) async fn reconcile_deployment(
     let s = &step.state;
     let events: Vec<(&rollout::EventKind, &str, &str)> = step.events().collect();
     let basis = rollout::status::Basis {
+        spec: &md.spec,
         previous: &status,
         generation: md.metadata.generation,
         now: Utc::now(),
@@ -209,6 +211,7 @@ pub(super) async fn reconcile_deployment(
     if step.state != state
         || !step.actions.is_empty()
         || status.observed_generation != md.metadata.generation
+        || rollout::status::conditions_differ(&status, &next)
     {
         apply_status(&api, &name, &next).await?;
     }
@@ -307,6 +310,7 @@ async fn retry(
     match rollout::request_retry(&state, &format!("{ns}/{name}"), version) {
         Ok(step) => {
             let basis = rollout::status::Basis {
+                spec: &md.spec,
                 previous: &status,
                 generation: md.metadata.generation,
                 now: Utc::now(),

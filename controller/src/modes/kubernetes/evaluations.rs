@@ -1,7 +1,8 @@
-//! `Evaluation`s in Kubernetes mode: attempt by attempt as [`crate::decide::evaluation::lifecycle`]
-//! decides (the rules git mode follows), each attempt a Job (`kubernetes` runner) or a request to
-//! an external system (`webhook` runner) that reports through the results API with the attempt's
-//! token; earlier results with the same content address are reused instead of run.
+//! `Evaluation`s in Kubernetes mode: each step is [`crate::decide::evaluation::step`] — the one
+//! both homes take — and this file observes (the attempt's Job, earlier results, bounds), carries
+//! out (a token, a Job for the `kubernetes` runner, a request to an external system for the
+//! `webhook` runner, which reports through the results API with the attempt's token), writes the
+//! status and announces.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use slipway_crd::{Evaluation, EvaluationStatus};
 
 use super::context::{Context, Error, MANAGER, apply_status, compact, publish};
 use super::notify;
-use crate::decide::evaluation::lifecycle;
+use crate::decide::evaluation::{lifecycle, step};
 use crate::edges::notify::Notifier;
 use crate::edges::runners::webhook::dispatch_message;
 
@@ -33,20 +34,44 @@ pub fn token_secret(evaluation: &str) -> String {
 /// Annotation recording that an evaluation's completion was announced.
 pub const NOTIFIED: &str = "slipway.dev/notified";
 
-/// Announces a finished evaluation once (event and notifications), then marks it.
-async fn completed(ctx: &Arc<Context>, e: &Evaluation) -> Result<(), Error> {
-    if e.annotations().contains_key(NOTIFIED) {
+/// What the step sees of an evaluation: its names, runner, gates and content addresses.
+fn input<'a>(
+    e: &'a Evaluation,
+    name: &'a str,
+    a: &'a lifecycle::Attempt,
+    previous: Option<&'a EvaluationStatus>,
+) -> step::Input<'a> {
+    step::Input {
+        name,
+        suite: &e.spec.suite,
+        model: &e.spec.model,
+        version: &e.spec.version,
+        runner: &e.spec.runner,
+        gates: &e.spec.gates,
+        timeout: e.spec.timeout.as_deref(),
+        attempt: a,
+        previous,
+        now: Utc::now(),
+    }
+}
+
+/// Announces a finished evaluation once per content address (event and notifications), then
+/// marks it (the annotation holds the content address announced).
+async fn completed(
+    ctx: &Arc<Context>,
+    e: &Evaluation,
+    a: &lifecycle::Attempt,
+) -> Result<(), Error> {
+    let status = e.status.clone().unwrap_or_default();
+    let key = status.cache_key.clone().unwrap_or_default();
+    if e.annotations().get(NOTIFIED) == Some(&key) {
         return Ok(());
     }
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let name = e.name_any();
-    let status = e.status.clone().unwrap_or_default();
-    let verdict = status.verdict.map(|v| format!("{v:?}")).unwrap_or_default();
-    let detail = status
-        .conditions
-        .first()
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let Some(done) = step::completion(&input(e, &name, a, Some(&status)), &status) else {
+        return Ok(());
+    };
     let mut entry = notify::entry(
         "EvaluationCompleted",
         &ns,
@@ -54,38 +79,15 @@ async fn completed(ctx: &Arc<Context>, e: &Evaluation) -> Result<(), Error> {
         format!("Evaluation/{name}"),
         Some(e.spec.version.clone()),
         None,
-        format!(
-            "{} on {} version {}: {verdict} — {detail}",
-            e.spec.suite, e.spec.model, e.spec.version
-        ),
+        done.message,
     );
-    entry.decision = Some(verdict.to_lowercase());
-    entry.data = json!({
-        "evaluation": name, "suite": e.spec.suite, "verdict": verdict,
-        "metrics": status.metrics, "baselineVersion": status.baseline_version,
-        "baselineMetrics": status.baseline_metrics, "report": status.report,
-    });
+    entry.decision = Some(done.decision);
+    entry.data = done.data;
     notify::notify(ctx, e, entry).await;
     let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
-    let mark = json!({"metadata": {"annotations": {NOTIFIED: "EvaluationCompleted"}}});
+    let mark = json!({"metadata": {"annotations": {NOTIFIED: key}}});
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&mark))
         .await?;
-    Ok(())
-}
-
-/// Writes an evaluation's status; announces a failure for good.
-async fn save(ctx: &Arc<Context>, e: &Evaluation, status: &EvaluationStatus) -> Result<(), Error> {
-    let ns = e.namespace().unwrap_or_else(|| "default".into());
-    let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
-    apply_status(&api, &e.name_any(), status).await?;
-    if status.phase == EvaluationPhase::Failed {
-        let message = status
-            .conditions
-            .first()
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        publish(ctx, e, true, "EvaluationFailed", message).await;
-    }
     Ok(())
 }
 
@@ -114,9 +116,9 @@ fn attempt(ctx: &Context, e: &Evaluation, number: u32) -> lifecycle::Attempt {
     }
 }
 
-/// Finishes an evaluation at once from earlier results with the same content addresses (any
-/// finished evaluation in the namespace that ran the candidate's or the baseline's run).
-fn reuse(ctx: &Context, e: &Evaluation, a: &lifecycle::Attempt) -> Option<EvaluationStatus> {
+/// Earlier finished results with the same content addresses in the namespace (any finished
+/// evaluation that ran the candidate's or the baseline's run).
+fn reusable(ctx: &Context, e: &Evaluation, a: &lifecycle::Attempt) -> Option<step::Reusable> {
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let view = ctx.cache.view(&ns);
     let own = e.name_any();
@@ -131,15 +133,11 @@ fn reuse(ctx: &Context, e: &Evaluation, a: &lifecycle::Attempt) -> Option<Evalua
         Some(k) => Some(lifecycle::reusable(k, finished())?.0),
         None => None,
     };
-    let running = lifecycle::running(a, "reusing earlier results".into(), Utc::now());
-    Some(lifecycle::finished(
-        &running,
-        &e.spec.gates,
-        &candidate,
-        baseline.as_ref(),
-        Some(&from),
-        Utc::now(),
-    ))
+    Some(step::Reusable {
+        candidate,
+        baseline,
+        from,
+    })
 }
 
 /// Asks a `webhook` runner's external system to run the evaluation, with the token from the
@@ -198,9 +196,42 @@ fn job_failure(job: &Job) -> Option<String> {
     }
 }
 
+/// What the attempt the status records as in flight looks like: its Job's outcome (`kubernetes`
+/// runner); an external system (`webhook` runner) is busy until it posts its results.
+async fn seen(
+    ctx: &Context,
+    e: &Evaluation,
+    status: &EvaluationStatus,
+) -> Result<step::Seen, Error> {
+    if e.spec.runner.kubernetes.is_none() {
+        return Ok(step::Seen::Busy);
+    }
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let job_name = step::job_name(&e.name_any(), status.attempts);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    Ok(match jobs.get_opt(&job_name).await? {
+        Some(job) => job_failure(&job).map_or(step::Seen::Busy, step::Seen::Failed),
+        None => step::Seen::Failed(format!("its Job {job_name} is gone")),
+    })
+}
+
+/// Why an evaluation cannot run in a cluster at all, if it cannot.
+fn cannot_run(ctx: &Context, e: &Evaluation) -> Option<String> {
+    if e.spec.runner.kubernetes.is_none() && e.spec.runner.webhook.is_none() {
+        return Some(
+            "the local runner runs only in git mode (`slipway run`): give this suite a \
+             `kubernetes` runner (a Job) or a `webhook` runner (an external system)"
+                .to_string(),
+        );
+    }
+    // Admitted while the webhook was not called, outside the operator's bounds: never run.
+    ctx.bounds
+        .refusal(&crate::decide::catalog::Resource::Evaluation(e.clone()))
+}
+
 /// An `Evaluation` runs as a Job (`kubernetes` runner) or is dispatched to an external system
-/// (`webhook` runner), attempt by attempt as [`lifecycle`] decides; earlier results with the
-/// same content address are reused instead.
+/// (`webhook` runner): observe (the attempt in flight, earlier results, whether it can run
+/// here) → [`step::step`] → carry out (token, Job or request) → write the status → announce.
 pub async fn reconcile_evaluation(
     guarded: Arc<DeserializeGuard<Evaluation>>,
     ctx: Arc<Context>,
@@ -208,106 +239,80 @@ pub async fn reconcile_evaluation(
     let Ok(e) = &guarded.0 else {
         return Ok(Requeue::await_change());
     };
-    let status = e.status.clone().unwrap_or_default();
-    if matches!(
-        status.phase,
-        EvaluationPhase::Succeeded | EvaluationPhase::Failed
-    ) {
-        completed(&ctx, e).await?;
+    let status = e.status.clone();
+    let name = e.name_any();
+    let a = attempt(&ctx, e, 0);
+    if a.key.is_empty() {
+        // The version is newer than the cache: look again once it has caught up.
+        return Ok(Requeue::requeue(crate::decide::limits::EVALUATION_RETRY));
+    }
+    let recorded = status
+        .as_ref()
+        .filter(|s| s.cache_key.as_deref() == Some(a.key.as_str()));
+    if recorded.is_some_and(|s| {
+        matches!(
+            s.phase,
+            EvaluationPhase::Succeeded | EvaluationPhase::Failed
+        )
+    }) {
+        completed(&ctx, e, &a).await?;
         return Ok(Requeue::await_change());
     }
+
+    // Observe: the attempt in flight, earlier results (before the first attempt only).
+    let started = recorded.filter(|s| s.attempts > 0);
+    let in_flight =
+        started.filter(|s| s.phase == EvaluationPhase::Running && !lifecycle::retry_due(s));
+    let observed = step::Observed {
+        seen: match in_flight {
+            Some(s) => Some(seen(&ctx, e, s).await?),
+            None => None,
+        },
+        reusable: match started {
+            None => reusable(&ctx, e, &a),
+            Some(_) => None,
+        },
+        cannot_run: cannot_run(&ctx, e),
+    };
+    let mut next = step::step(&input(e, &name, &a, status.as_ref()), observed);
+
+    // Carry out: a new attempt gets a token of its own, then its Job or request.
+    if let Some(number) = next.start
+        && let Some(running) = next.status.clone()
+        && let Err(why) = start(&ctx, e, number).await?
+    {
+        let failed = step::Observed {
+            seen: Some(step::Seen::Failed(format!(
+                "could not start the external job: {why}"
+            ))),
+            ..Default::default()
+        };
+        next = step::step(&input(e, &name, &a, Some(&running)), failed);
+    }
+    if let Some(s) = &next.status {
+        let ns = e.namespace().unwrap_or_else(|| "default".into());
+        let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
+        apply_status(&api, &name, s).await?;
+    }
+    for note in next.notes {
+        publish(&ctx, e, note.warning, note.reason, note.message).await;
+    }
+    Ok(next
+        .wait
+        .map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// Starts attempt `number`: writes its token (only the Job, which mounts it, the external
+/// system, which receives it, and the controller read it; writing it ends the previous
+/// attempt's token), then creates its Job or sends its request. `Ok(Err(why))`: the external
+/// system refused or could not be reached.
+async fn start(
+    ctx: &Arc<Context>,
+    e: &Evaluation,
+    number: u32,
+) -> Result<Result<(), String>, Error> {
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let name = e.name_any();
-    let kubernetes = e.spec.runner.kubernetes.clone();
-    let webhook = e.spec.runner.webhook.clone();
-    let now = Utc::now();
-    if kubernetes.is_none() && webhook.is_none() {
-        let why = "the local runner runs only in git mode (`slipway run`): give this suite a \
-                   `kubernetes` runner (a Job) or a `webhook` runner (an external system)";
-        save(
-            &ctx,
-            e,
-            &lifecycle::failed(&status, status.attempts, why, now),
-        )
-        .await?;
-        return Ok(Requeue::await_change());
-    }
-    // Admitted while the webhook was not called, outside the operator's bounds: never run.
-    if let Some(why) = ctx
-        .bounds
-        .refusal(&crate::decide::catalog::Resource::Evaluation(e.clone()))
-    {
-        save(
-            &ctx,
-            e,
-            &lifecycle::failed(&status, status.attempts, &why, now),
-        )
-        .await?;
-        return Ok(Requeue::await_change());
-    }
-    let timeout = lifecycle::timeout(e.spec.timeout.as_deref());
-    let first = attempt(&ctx, e, 1);
-    if first.key.is_empty() {
-        // The version is newer than the cache: look again once it has caught up.
-        return Ok(Requeue::requeue(Duration::from_secs(1)));
-    }
-    // Nothing started yet: earlier results with the same content address finish it at once.
-    if status.attempts == 0
-        && let Some(reused) = reuse(&ctx, e, &first)
-    {
-        save(&ctx, e, &reused).await?;
-        publish(
-            &ctx,
-            e,
-            false,
-            "Reused",
-            reused
-                .conditions
-                .first()
-                .map(|c| c.message.clone())
-                .unwrap_or_default(),
-        )
-        .await;
-        return Ok(Requeue::await_change());
-    }
-
-    // The attempt in flight, if any, and whether it is over.
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let in_flight = status.attempts > 0 && !lifecycle::retry_due(&status);
-    if in_flight {
-        let job_name = format!("{name}-{}", status.attempts);
-        let failure = match &kubernetes {
-            Some(_) => match jobs.get_opt(&job_name).await? {
-                Some(job) => job_failure(&job),
-                None => Some(format!("its Job {job_name} is gone")),
-            },
-            None => None,
-        };
-        let started = status.started_at.unwrap_or(now);
-        let waited = (now - started).to_std().unwrap_or_default();
-        let failure =
-            failure.or_else(|| (waited > timeout).then(|| lifecycle::no_results_within(timeout)));
-        let Some(why) = failure else {
-            let left = timeout.saturating_sub(waited);
-            return Ok(Requeue::requeue(
-                left.min(crate::decide::limits::EVALUATION_POLL)
-                    .max(Duration::from_secs(1)),
-            ));
-        };
-        let after = lifecycle::failed_attempt(&status, &why, now);
-        save(&ctx, e, &after).await?;
-        return Ok(if lifecycle::retry_due(&after) {
-            Requeue::requeue(Duration::from_secs(1))
-        } else {
-            Requeue::await_change()
-        });
-    }
-
-    // Start the next attempt, with a token of its own: only the Job (which mounts it), the
-    // external system (which receives it) and the controller read it, and writing it ends the
-    // previous attempt's token.
-    let number = status.attempts + 1;
-    let a = attempt(&ctx, e, number);
     let secret_name = token_secret(&name);
     let token = crate::edges::http::token::generate().map_err(Error::Token)?;
     let secret = Secret {
@@ -335,50 +340,15 @@ pub async fn reconcile_evaluation(
             &Patch::Apply(&secret),
         )
         .await?;
-    let started = if let Some(hook) = &webhook {
-        match dispatch(&ctx, e, hook, &token).await {
-            Ok(()) => format!(
-                "asked {} to run {} on {} version {}",
-                hook.url, e.spec.suite, e.spec.model, e.spec.version
-            ),
-            Err(why) => {
-                let running = lifecycle::running(&a, "dispatching".into(), now);
-                let why = format!("could not start the external job: {why}");
-                let after = lifecycle::failed_attempt(&running, &why, now);
-                save(&ctx, e, &after).await?;
-                return Ok(if lifecycle::retry_due(&after) {
-                    Requeue::requeue(Duration::from_secs(1))
-                } else {
-                    Requeue::await_change()
-                });
-            }
-        }
-    } else if let Some(runner) = &kubernetes {
-        let job_name = format!("{name}-{number}");
-        start_job(&ctx, e, runner, &job_name, &secret_name, timeout).await?;
-        format!(
-            "Job {job_name} is evaluating {} version {}",
-            e.spec.model, e.spec.version
-        )
-    } else {
-        return Ok(Requeue::await_change());
-    };
-    let running = lifecycle::running(&a, started, now);
-    save(&ctx, e, &running).await?;
-    let message = running
-        .conditions
-        .first()
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
-    let reason = if webhook.is_some() {
-        "Dispatched"
-    } else {
-        "JobStarted"
-    };
-    publish(&ctx, e, false, reason, message).await;
-    Ok(Requeue::requeue(
-        timeout.min(crate::decide::limits::EVALUATION_POLL),
-    ))
+    if let Some(hook) = &e.spec.runner.webhook {
+        return Ok(dispatch(ctx, e, hook, &token).await);
+    }
+    if let Some(runner) = &e.spec.runner.kubernetes {
+        let timeout = lifecycle::timeout(e.spec.timeout.as_deref());
+        let job_name = step::job_name(&name, number);
+        start_job(ctx, e, runner, &job_name, &secret_name, timeout).await?;
+    }
+    Ok(Ok(()))
 }
 
 /// Creates attempt `job_name`'s Job: the runner's image and command, with the candidate, the

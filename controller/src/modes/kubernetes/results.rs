@@ -8,8 +8,8 @@ use slipway_crd::Evaluation;
 use slipway_crd::evaluation::{EvaluationPhase, Verdict};
 
 use super::context::apply_status;
-use crate::decide::evaluation::lifecycle;
 use crate::decide::evaluation::results;
+use crate::decide::evaluation::{lifecycle, step};
 
 use super::evaluations::token_secret;
 
@@ -80,14 +80,41 @@ pub async fn accept(
         return Err((500, format!("{ns}/{name} is gone")));
     };
     let posted = results::posted(body, status.baseline_version.as_deref())?;
-    let mut finished = lifecycle::finished(
-        &status,
-        &e.spec.gates,
-        &posted.candidate,
-        posted.baseline.as_ref(),
-        None,
-        Utc::now(),
-    );
+    // The attempt in flight reported: the same step as every other observation.
+    let attempt = lifecycle::Attempt {
+        key: status.cache_key.clone().unwrap_or_default(),
+        baseline_key: status.baseline_cache_key.clone(),
+        baseline_version: status.baseline_version.clone(),
+        number: status.attempts,
+    };
+    let input = step::Input {
+        name,
+        suite: &e.spec.suite,
+        model: &e.spec.model,
+        version: &e.spec.version,
+        runner: &e.spec.runner,
+        gates: &e.spec.gates,
+        timeout: e.spec.timeout.as_deref(),
+        attempt: &attempt,
+        previous: Some(&status),
+        now: Utc::now(),
+    };
+    let seen = step::Seen::Results {
+        candidate: posted.candidate,
+        baseline: posted.baseline,
+    };
+    let observed = step::Observed {
+        seen: Some(seen),
+        ..Default::default()
+    };
+    // Between attempts (the last one failed and the next has not started) nothing is waiting.
+    let next = step::step(&input, observed);
+    let Some(mut finished) = next.status.filter(|_| next.start.is_none()) else {
+        return Err((
+            409,
+            format!("{ns}/{name} is between attempts, not waiting for results"),
+        ));
+    };
     finished.report = Some(format!("{reports_url}/reports/{ns}/{name}.html"));
     let verdict = finished.verdict.unwrap_or(Verdict::Failed);
     apply_status(&evaluations, name, &finished)

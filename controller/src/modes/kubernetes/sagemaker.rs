@@ -60,6 +60,7 @@ pub async fn reconcile(
     let Some(aws) = ctx.sagemaker.clone() else {
         let status = md.status.clone().unwrap_or_default();
         let basis = Basis {
+            spec: &md.spec,
             previous: &status,
             generation: md.metadata.generation,
             now: Utc::now(),
@@ -145,6 +146,7 @@ async fn step(
     let generation = md.metadata.generation;
     let at = Location::of(&t);
     let basis = Basis {
+        spec: &md.spec,
         previous: &status,
         generation,
         now: Utc::now(),

@@ -1,0 +1,480 @@
+//! The bounds an operator sets on what objects may make the controller do in a cluster
+//! (SECURITY.md): where requests that carry secrets or tokens may go, which images, service
+//! accounts and resources evaluation Jobs and model Deployments may use, which SageMaker API
+//! addresses and execution roles a deployment may name. They come from the controller's flags
+//! (the chart's values), which someone holding the promoter role cannot change. Admission
+//! refuses an object outside them with the reason; the controllers check them again before
+//! acting, for objects admitted while the webhook was not called. Pure.
+//!
+//! An empty list allows nothing: the operator names what is allowed (`*` allows anything).
+
+use slipway_crd::common::{Resources, RunnerSpec, SecretRef};
+
+use crate::catalog::Resource;
+
+/// The operator's bounds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Bounds {
+    /// Hosts requests built from objects may go to (notifications, `webhook` runners):
+    /// `hooks.slack.com`, `*.example.com` (any subdomain), `*`.
+    pub destinations: Vec<String>,
+    /// Images Jobs and Deployments may run: exact, or a prefix ending in `*`.
+    pub images: Vec<String>,
+    /// Service accounts evaluation Jobs may name (none named: the namespace's default).
+    pub service_accounts: Vec<String>,
+    /// The most CPU a container may request or be limited to, in cores.
+    pub max_cpu: Option<f64>,
+    /// The most memory a container may request or be limited to, in bytes.
+    pub max_memory: Option<f64>,
+    /// SageMaker API addresses a deployment may name (`endpointUrl`): origins such as
+    /// `https://api.sagemaker.eu-west-1.amazonaws.com`.
+    pub endpoint_urls: Vec<String>,
+    /// Execution roles a SageMaker deployment may pass: exact ARNs, or a prefix ending in `*`.
+    pub execution_roles: Vec<String>,
+}
+
+/// A field outside the bounds, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Breach {
+    /// The field, e.g. `spec.evaluations[0].runner.kubernetes.image`.
+    pub field: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn matches(pattern: &str, value: &str) -> bool {
+    pattern == "*"
+        || pattern == value
+        || pattern
+            .strip_suffix('*')
+            .is_some_and(|prefix| value.starts_with(prefix))
+}
+
+/// Scheme, host (lower case) and port of an `http(s)` URL; the error says what is wrong.
+pub fn origin(url: &str) -> Result<(String, String, u16), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+    let scheme = uri.scheme_str().unwrap_or_default().to_ascii_lowercase();
+    let port = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return Err(format!("`{url}` is not an http(s) URL")),
+    };
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if authority.contains('@') {
+        return Err(format!("`{url}` carries user information; leave it out"));
+    }
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("`{url}` names no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    Ok((scheme, host, uri.port_u16().unwrap_or(port)))
+}
+
+fn loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Parses a Kubernetes quantity (`500m`, `2`, `512Mi`, `1G`) as a number of units.
+pub fn quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let suffixes: [(&str, f64); 13] = [
+        ("Ki", 1024f64),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("K", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("", 1.0),
+    ];
+    suffixes.iter().find_map(|(s, factor)| {
+        let number = q.strip_suffix(s)?;
+        let n: f64 = number.parse().ok()?;
+        (n.is_finite() && n >= 0.0).then_some(n * factor)
+    })
+}
+
+impl Bounds {
+    /// Anything goes: for the tests of other things.
+    #[cfg(test)]
+    pub fn open() -> Bounds {
+        Bounds {
+            destinations: vec!["*".into()],
+            images: vec!["*".into()],
+            service_accounts: vec!["*".into()],
+            max_cpu: None,
+            max_memory: None,
+            endpoint_urls: vec!["*".into()],
+            execution_roles: vec!["*".into()],
+        }
+    }
+
+    /// Whether a request built from an object (it may carry secrets or a results token) may go
+    /// to `url`.
+    pub fn destination(&self, url: &str) -> Result<(), String> {
+        let (_, host, _) = origin(url)?;
+        let allowed = self.destinations.iter().any(|d| {
+            let d = d.to_ascii_lowercase();
+            d == "*"
+                || d == host
+                || d.strip_prefix("*.")
+                    .is_some_and(|suffix| host.ends_with(&format!(".{suffix}")))
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "host {host} is not among the destinations the operator allows ({}); ask them \
+                 to add it to the controller's --allowed-destinations (chart value \
+                 bounds.destinations)",
+                listed(&self.destinations)
+            ))
+        }
+    }
+
+    /// Whether a container may run `image`.
+    pub fn image(&self, image: &str) -> Result<(), String> {
+        if self.images.iter().any(|p| matches(p, image)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "image {image} is not among the images the operator allows ({}); use an allowed \
+                 image or ask them to add it to --allowed-images (chart value bounds.images)",
+                listed(&self.images)
+            ))
+        }
+    }
+
+    fn resources(&self, field: &str, r: &Resources, out: &mut Vec<Breach>) {
+        for (kind, amounts) in [("requests", &r.requests), ("limits", &r.limits)] {
+            for (name, max, unit) in [
+                ("cpu", self.max_cpu, "cores"),
+                ("memory", self.max_memory, "bytes"),
+            ] {
+                let (Some(value), Some(max)) = (amounts.get(name), max) else {
+                    continue;
+                };
+                let message = match quantity(value) {
+                    None => format!("{value:?} is not a quantity (e.g. `500m`, `2`, `512Mi`)"),
+                    Some(v) if v > max => format!(
+                        "{value} is more than the operator allows ({max} {unit}; --max-{name})"
+                    ),
+                    Some(_) => continue,
+                };
+                out.push(Breach {
+                    field: format!("{field}.{kind}.{name}"),
+                    message,
+                });
+            }
+        }
+    }
+
+    fn secret(field: &str, r: &SecretRef, out: &mut Vec<Breach>) {
+        if r.env.is_some() || r.file.is_some() {
+            out.push(Breach {
+                field: field.to_string(),
+                message: "env: and file: secret references name the controller's own \
+                          environment and files, and are refused in Kubernetes mode; use \
+                          secretKeyRef (a Secret labelled slipway.dev/usable-by=slipway)"
+                    .into(),
+            });
+        }
+    }
+
+    /// The image at `field`, if the operator does not allow it.
+    fn image_at(&self, field: &str, image: &str, out: &mut Vec<Breach>) {
+        if let Err(message) = self.image(image) {
+            out.push(Breach {
+                field: field.to_string(),
+                message,
+            });
+        }
+    }
+
+    fn runner(&self, field: &str, r: &RunnerSpec, out: &mut Vec<Breach>) {
+        if let Some(k) = &r.kubernetes {
+            let field = format!("{field}.kubernetes");
+            self.image_at(&format!("{field}.image"), &k.image, out);
+            if let Some(sa) = &k.service_account_name
+                && !self.service_accounts.iter().any(|p| matches(p, sa))
+            {
+                out.push(Breach {
+                    field: format!("{field}.serviceAccountName"),
+                    message: format!(
+                        "service account {sa} is not among those the operator lets evaluation \
+                         Jobs use ({}); leave it out (the namespace's default) or ask them to \
+                         add it to --allowed-service-accounts",
+                        listed(&self.service_accounts)
+                    ),
+                });
+            }
+            if let Some(res) = &k.resources {
+                self.resources(&format!("{field}.resources"), res, out);
+            }
+        }
+        if let Some(w) = &r.webhook {
+            self.webhook(&format!("{field}.webhook"), &w.url, &w.headers, out);
+        }
+    }
+
+    /// A request built from an object (a `webhook` runner or notification): where it goes, and
+    /// the secret references of its headers.
+    fn webhook(
+        &self,
+        field: &str,
+        url: &str,
+        headers: &std::collections::BTreeMap<String, SecretRef>,
+        out: &mut Vec<Breach>,
+    ) {
+        if let Err(message) = self.destination(url) {
+            out.push(Breach {
+                field: format!("{field}.url"),
+                message,
+            });
+        }
+        for (k, v) in headers {
+            Self::secret(&format!("{field}.headers.{k}"), v, out);
+        }
+    }
+
+    /// Every field of `resource` outside the bounds (Kubernetes mode).
+    pub fn check(&self, resource: &Resource) -> Vec<Breach> {
+        let mut out = Vec::new();
+        match resource {
+            Resource::RegisteredModel(m) => {
+                for (i, s) in m.spec.evaluations.iter().enumerate() {
+                    self.runner(
+                        &format!("spec.evaluations[{i}].runner"),
+                        &s.runner,
+                        &mut out,
+                    );
+                }
+                for (i, n) in m.spec.notifications.iter().enumerate() {
+                    let field = format!("spec.notifications[{i}]");
+                    if let Some(s) = &n.slack {
+                        Self::secret(
+                            &format!("{field}.slack.webhookUrl"),
+                            &s.webhook_url,
+                            &mut out,
+                        );
+                    }
+                    if let Some(w) = &n.webhook {
+                        self.webhook(&format!("{field}.webhook"), &w.url, &w.headers, &mut out);
+                    }
+                }
+            }
+            Resource::Evaluation(e) => self.runner("spec.runner", &e.spec.runner, &mut out),
+            Resource::ModelDeployment(d) => {
+                if let Some(k) = &d.spec.target.kubernetes {
+                    self.image_at("spec.target.kubernetes.image", &k.image, &mut out);
+                    if let Some(res) = &k.resources {
+                        self.resources("spec.target.kubernetes.resources", res, &mut out);
+                    }
+                }
+                if let Some(s) = &d.spec.target.sagemaker {
+                    out.extend(self.sagemaker(s));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// Why `resource` is outside the bounds, in one line (`field: reason; …`); None: it is not.
+    pub fn refusal(&self, resource: &Resource) -> Option<String> {
+        let breaches = self.check(resource);
+        (!breaches.is_empty()).then(|| {
+            breaches
+                .iter()
+                .map(|b| format!("{}: {}", b.field, b.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
+    /// The SageMaker target's image, API address and execution role.
+    pub fn sagemaker(&self, s: &slipway_crd::model_deployment::SageMakerTarget) -> Vec<Breach> {
+        let mut out = Vec::new();
+        // The image runs with the execution role's credentials.
+        self.image_at("spec.target.sagemaker.image", &s.image, &mut out);
+        if let Some(url) = &s.endpoint_url {
+            let allowed = origin(url).and_then(|(scheme, host, port)| {
+                if scheme != "https" && !loopback(&host) {
+                    return Err(format!(
+                        "`{url}` is plain HTTP: SageMaker requests are signed with the \
+                         controller's AWS credentials, so only https is allowed (or a loopback \
+                         emulator)"
+                    ));
+                }
+                let known = self.endpoint_urls.iter().any(|e| {
+                    e == "*" || origin(e).is_ok_and(|o| o == (scheme.clone(), host.clone(), port))
+                });
+                if known {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`{url}` is not among the SageMaker API addresses the operator allows \
+                         ({}); leave endpointUrl out (the region's endpoint) or ask them to add \
+                         it to --allowed-endpoint-urls",
+                        listed(&self.endpoint_urls)
+                    ))
+                }
+            });
+            if let Err(message) = allowed {
+                out.push(Breach {
+                    field: "spec.target.sagemaker.endpointUrl".into(),
+                    message,
+                });
+            }
+        }
+        if !self
+            .execution_roles
+            .iter()
+            .any(|p| matches(p, &s.execution_role_arn))
+        {
+            out.push(Breach {
+                field: "spec.target.sagemaker.executionRoleArn".into(),
+                message: format!(
+                    "role {} is not among the execution roles the operator lets deployments \
+                     pass ({}); ask them to add it to --allowed-execution-roles",
+                    s.execution_role_arn,
+                    listed(&self.execution_roles)
+                ),
+            });
+        }
+        out
+    }
+}
+
+fn listed(list: &[String]) -> String {
+    if list.is_empty() {
+        "none are".to_string()
+    } else {
+        list.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds() -> Bounds {
+        Bounds {
+            destinations: vec!["hooks.slack.com".into(), "*.ci.example.com".into()],
+            images: vec![
+                "registry.example.com/ml/*".into(),
+                "python:3.11".into(),
+                "111122223333.dkr.ecr.eu-west-1.amazonaws.com/serving:*".into(),
+            ],
+            service_accounts: vec!["evaluator".into()],
+            max_cpu: Some(4.0),
+            max_memory: Some(16.0 * 1024f64.powi(3)),
+            endpoint_urls: vec!["https://api.sagemaker.eu-west-1.amazonaws.com".into()],
+            execution_roles: vec!["arn:aws:iam::111122223333:role/slipway-*".into()],
+        }
+    }
+
+    #[test]
+    fn destinations_match_hosts_not_strings() {
+        let b = bounds();
+        assert!(
+            b.destination("https://hooks.slack.com/services/T/B/X")
+                .is_ok()
+        );
+        assert!(
+            b.destination("https://runs.ci.example.com/dispatch")
+                .is_ok()
+        );
+        for bad in [
+            "https://hooks.slack.com.evil.net/x",
+            "https://hooks.slack.com@evil.net/x",
+            "https://ci.example.com/x",
+            "http://169.254.169.254/latest/meta-data",
+            "file:///etc/passwd",
+        ] {
+            assert!(b.destination(bad).is_err(), "{bad}");
+        }
+        assert!(
+            Bounds::default()
+                .destination("https://hooks.slack.com/x")
+                .unwrap_err()
+                .contains("(none are)")
+        );
+    }
+
+    #[test]
+    fn images_service_accounts_and_resources_are_bounded() {
+        let b = bounds();
+        assert!(b.image("registry.example.com/ml/eval:1").is_ok());
+        assert!(b.image("python:3.11").is_ok());
+        assert!(b.image("python:3.12").is_err());
+        assert!(b.image("registry.example.com/other/x").is_err());
+        let runner: RunnerSpec = serde_json::from_value(serde_json::json!({"kubernetes": {
+            "image": "docker.io/attacker/miner", "serviceAccountName": "admin",
+            "resources": {"requests": {"cpu": "500m", "memory": "64Gi"}, "limits": {"cpu": "lots"}}}}))
+        .unwrap();
+        let mut out = Vec::new();
+        b.runner("spec.runner", &runner, &mut out);
+        let fields: Vec<&str> = out.iter().map(|b| b.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.runner.kubernetes.image",
+                "spec.runner.kubernetes.serviceAccountName",
+                "spec.runner.kubernetes.resources.requests.memory",
+                "spec.runner.kubernetes.resources.limits.cpu",
+            ]
+        );
+        assert_eq!(quantity("500m"), Some(0.5));
+        assert_eq!(quantity("16Gi"), Some(16.0 * 1024f64.powi(3)));
+        assert_eq!(quantity("-1"), None);
+    }
+
+    #[test]
+    fn sagemaker_addresses_are_https_and_listed_and_roles_are_listed() {
+        let b = bounds();
+        let target =
+            |url: Option<&str>, role: &str| slipway_crd::model_deployment::SageMakerTarget {
+                endpoint_url: url.map(str::to_string),
+                execution_role_arn: role.into(),
+                image: "111122223333.dkr.ecr.eu-west-1.amazonaws.com/serving:1".into(),
+                ..Default::default()
+            };
+        let role = "arn:aws:iam::111122223333:role/slipway-serving";
+        assert!(b.sagemaker(&target(None, role)).is_empty());
+        assert!(
+            b.sagemaker(&target(
+                Some("https://api.sagemaker.eu-west-1.amazonaws.com"),
+                role
+            ))
+            .is_empty()
+        );
+        let plain = b.sagemaker(&target(
+            Some("http://api.sagemaker.eu-west-1.amazonaws.com"),
+            role,
+        ));
+        assert!(plain[0].message.contains("plain HTTP"), "{plain:?}");
+        let other = b.sagemaker(&target(Some("https://attacker.example.com"), role));
+        assert!(other[0].message.contains("not among"), "{other:?}");
+        let admin = b.sagemaker(&target(None, "arn:aws:iam::111122223333:role/admin"));
+        assert_eq!(admin[0].field, "spec.target.sagemaker.executionRoleArn");
+        let theirs = b.sagemaker(&slipway_crd::model_deployment::SageMakerTarget {
+            image: "999999999999.dkr.ecr.eu-west-1.amazonaws.com/miner:1".into(),
+            ..target(None, role)
+        });
+        assert_eq!(theirs[0].field, "spec.target.sagemaker.image");
+    }
+}

@@ -1,0 +1,161 @@
+//! A namespace as Kubernetes mode sees it: the catalog of its objects and the evaluation results
+//! in it, kept up to date by applying each watched change instead of rebuilding it.
+
+use std::sync::Arc;
+
+use super::{Catalog, Object, ObjectKey, Resource};
+use crate::policy::context::Results;
+
+/// A namespace's catalog and its evaluation results.
+#[derive(Debug, Default)]
+pub struct View {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// Evaluation results in it.
+    pub results: Arc<Results>,
+    /// An object was left out as a duplicate of another (name or label): which one is kept
+    /// depends on the order changes came in, so the next change rebuilds the view instead.
+    pub shadowed: bool,
+}
+
+impl View {
+    /// The view of the objects of a namespace.
+    pub fn of(objects: Vec<Object>) -> View {
+        let (catalog, diags) = Catalog::build(objects);
+        View::with(catalog, shadowing(&diags))
+    }
+
+    fn with(catalog: Catalog, shadowed: bool) -> View {
+        // Only evaluations that run a suite as its model declares it feed policy.
+        let mut results = Results::default();
+        results.add_judging(
+            &catalog,
+            catalog.objects().iter().filter_map(|o| match &o.resource {
+                Resource::Evaluation(e) => Some(e),
+                _ => None,
+            }),
+        );
+        View {
+            catalog,
+            results: Arc::new(results),
+            shadowed,
+        }
+    }
+
+    /// This view with `changes` applied (an object as it is now, or `None` when deleted).
+    pub fn amended(&self, changes: Vec<(ObjectKey, Option<Object>)>) -> View {
+        // A model's suites and a version's artifact decide which evaluations count: changing
+        // either re-reads the results. A version that is new has no results to drop; one that is
+        // removed or changed does, or they would still count for a version re-registered with
+        // another artifact.
+        let evaluations = changes.iter().any(|(k, _)| match k.kind {
+            slipway_crd::Kind::Evaluation | slipway_crd::Kind::RegisteredModel => true,
+            slipway_crd::Kind::ModelVersion => self.catalog.get(k).is_some(),
+            _ => false,
+        });
+        let (catalog, diags) = self.catalog.amended(changes);
+        let shadowed = self.shadowed || shadowing(&diags);
+        if evaluations {
+            return View::with(catalog, shadowed);
+        }
+        View {
+            results: self.results.clone(),
+            catalog,
+            shadowed,
+        }
+    }
+}
+
+/// Whether any object was left out for clashing with another.
+fn shadowing(diags: &[crate::diagnostics::Diagnostic]) -> bool {
+    diags
+        .iter()
+        .any(|d| d.category == crate::diagnostics::Category::Duplicate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{SourceFile, load_files};
+
+    fn alias(name: &str, version: &str) -> Object {
+        let yaml = format!(
+            "apiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {{name: {name}}}\nspec: {{model: m, alias: production, version: \"{version}\"}}\n"
+        );
+        let (mut o, d) = load_files(&[SourceFile {
+            path: format!("{name}.yaml"),
+            content: yaml.into_bytes(),
+            id: None,
+            from_api_server: true,
+        }]);
+        assert!(d.is_empty(), "{d:#?}");
+        o.pop().unwrap()
+    }
+
+    /// Results count for the artifact they were produced from: a version removed, then
+    /// registered again with another artifact, does not inherit them.
+    #[test]
+    fn a_version_re_registered_with_another_artifact_loses_its_results() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut files = crate::testing::read_folder(&root.join("football-frames"));
+        files.extend(crate::testing::read_folder(
+            &root.join("promotion-pr/results"),
+        ));
+        let (objects, d) = load_files(&files);
+        assert!(d.is_empty(), "{d:#?}");
+        let eight = objects
+            .iter()
+            .find(|o| o.key.kind == slipway_crd::Kind::ModelVersion && o.key.name.ends_with("-8"))
+            .unwrap()
+            .clone();
+        let results = |v: &View| {
+            v.results
+                .of("default", "pitch-frame-classifier", "8")
+                .map_or(0, |r| r.len())
+        };
+        let mut other = eight.clone();
+        if let crate::catalog::Resource::ModelVersion(v) = &mut other.resource {
+            v.spec.artifact.digest = format!("sha256:{}", "e".repeat(64));
+        }
+        let view = View::of(objects);
+        assert_eq!(results(&view), 1, "the recorded result judges version 8");
+
+        let changed = view.amended(vec![(other.key.clone(), Some(other.clone()))]);
+        assert_eq!(
+            results(&changed),
+            0,
+            "changed in place: not this artifact's result"
+        );
+        let removed = view.amended(vec![(eight.key.clone(), None)]);
+        assert_eq!(results(&removed), 0, "no version, no results");
+        let again = removed.amended(vec![(other.key.clone(), Some(other))]);
+        assert_eq!(
+            results(&again),
+            0,
+            "registered again with another artifact: none"
+        );
+    }
+
+    /// A view that left an object out as a duplicate says so, so that its owner rebuilds it
+    /// from the stores when the object it clashed with goes away.
+    #[test]
+    fn a_view_that_left_a_duplicate_out_is_marked() {
+        let first = alias("a", "7");
+        let view = View::of(vec![first.clone()]);
+        assert!(!view.shadowed);
+        let twin = alias("b", "8");
+        let view = view.amended(vec![(twin.key.clone(), Some(twin.clone()))]);
+        assert!(view.shadowed);
+        assert!(view.catalog.get(&twin.key).is_none());
+        // Once marked, it stays marked until rebuilt.
+        let view = view.amended(vec![(first.key.clone(), None)]);
+        assert!(view.shadowed);
+        // A rebuild from the objects as they now are holds the twin.
+        assert!(
+            View::of(vec![twin.clone()])
+                .catalog
+                .get(&twin.key)
+                .is_some()
+        );
+    }
+}

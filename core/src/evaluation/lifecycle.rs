@@ -1,0 +1,381 @@
+//! The life of one evaluation, decided once for both homes (pure: no I/O, no clock).
+//!
+//! `slipway run` (git mode, SQLite) and `slipway controller` (Kubernetes mode, status
+//! subresources) both ask these functions what an evaluation is to do next and what its typed
+//! status becomes; they only differ in where the status is kept and how a run is carried out.
+//!
+//! - A finished evaluation stands as it ran; only a new content address runs it again.
+//! - An attempt that produced no results (a crash, a refused dispatch, a timeout) is retried
+//!   until [`EVALUATION_ATTEMPTS`] attempts have failed; then the evaluation fails for good.
+//!   While a retry is due the evaluation is `Running` (reason `Retrying`), never `Failed`, so no
+//!   promotion is decided on an attempt that will be repeated.
+//! - A run whose content address already has finished results reuses them ([`reusable`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use slipway_crd::EvaluationStatus;
+use slipway_crd::common::{Condition, Gate};
+use slipway_crd::evaluation::{EvaluationPhase, Verdict};
+
+use super::results::{RunResults, RunSample, join_samples};
+pub use crate::limits::EVALUATION_ATTEMPTS;
+use crate::limits::EVALUATION_TIMEOUT;
+
+/// How long one attempt may take: the suite's `timeout`, else [`EVALUATION_TIMEOUT`].
+pub fn timeout(written: Option<&str>) -> Duration {
+    written
+        .and_then(|t| crate::duration::parse(t).ok())
+        .unwrap_or(EVALUATION_TIMEOUT)
+}
+
+/// Why an attempt that reported nothing within its timeout failed.
+pub fn no_results_within(timeout: Duration) -> String {
+    format!("no results within the suite's timeout ({timeout:?})")
+}
+
+/// What an evaluation with content address `key` is to do, given its recorded status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// It finished (results or failed for good) with this content address: leave it.
+    Stands,
+    /// Run attempt number `attempt` (1-based).
+    Run {
+        /// The attempt to start.
+        attempt: u32,
+    },
+    /// Attempt `attempt` was started and has not finished: wait for it (a Job, an external
+    /// system), or — for a runner that finishes within the pass — see [`interrupted`].
+    InFlight {
+        /// The attempt in flight.
+        attempt: u32,
+    },
+    /// Every attempt was used up by runs that never reported: fail it.
+    GiveUp {
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// Decides from the recorded status whether (and which attempt) to run.
+pub fn next(previous: Option<&EvaluationStatus>, key: &str) -> Next {
+    match previous.filter(|p| p.cache_key.as_deref() == Some(key)) {
+        None => Next::Run { attempt: 1 },
+        Some(p)
+            if matches!(
+                p.phase,
+                EvaluationPhase::Succeeded | EvaluationPhase::Failed
+            ) =>
+        {
+            Next::Stands
+        }
+        Some(p) if p.phase == EvaluationPhase::Running && !retry_due(p) => Next::InFlight {
+            attempt: p.attempts,
+        },
+        Some(p) if p.attempts >= EVALUATION_ATTEMPTS => Next::GiveUp {
+            attempts: p.attempts,
+        },
+        Some(p) => Next::Run {
+            attempt: p.attempts + 1,
+        },
+    }
+}
+
+/// A runner that finishes within the pass (git mode's local commands) finds its own attempt in
+/// flight only when the process running it stopped: that attempt counts as failed.
+pub fn interrupted(attempt: u32) -> Next {
+    if attempt < EVALUATION_ATTEMPTS {
+        Next::Run {
+            attempt: attempt + 1,
+        }
+    } else {
+        Next::GiveUp { attempts: attempt }
+    }
+}
+
+fn condition(status: &str, reason: &str, message: String, at: DateTime<Utc>) -> Condition {
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: Some(at),
+        observed_generation: None,
+    }
+}
+
+/// What an attempt is made of, for its status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    /// The content address of the candidate's run.
+    pub key: String,
+    /// The content address of the baseline's run, when there is a baseline.
+    pub baseline_key: Option<String>,
+    /// The version the baseline resolved to.
+    pub baseline_version: Option<String>,
+    /// 1-based attempt number.
+    pub number: u32,
+}
+
+/// The status of an attempt that has started; `what` says what is running it (a Job, a
+/// dispatched external system, a local command).
+pub fn running(a: &Attempt, what: String, now: DateTime<Utc>) -> EvaluationStatus {
+    EvaluationStatus {
+        phase: EvaluationPhase::Running,
+        cache_key: Some(a.key.clone()),
+        baseline_cache_key: a.baseline_key.clone(),
+        baseline_version: a.baseline_version.clone(),
+        started_at: Some(now),
+        attempts: a.number,
+        conditions: vec![condition(
+            "False",
+            "Running",
+            format!("{what} (attempt {} of {EVALUATION_ATTEMPTS})", a.number),
+            now,
+        )],
+        ..Default::default()
+    }
+}
+
+/// After attempt `running.attempts` produced no results: the status it leaves (a retry is due,
+/// or the evaluation failed for good). The same rule for crashes, refusals and timeouts.
+pub fn failed_attempt(
+    running: &EvaluationStatus,
+    why: &str,
+    now: DateTime<Utc>,
+) -> EvaluationStatus {
+    let attempt = running.attempts.max(1);
+    if attempt < EVALUATION_ATTEMPTS {
+        return EvaluationStatus {
+            phase: EvaluationPhase::Running,
+            attempts: attempt,
+            conditions: vec![condition(
+                "False",
+                "Retrying",
+                format!("attempt {attempt} of {EVALUATION_ATTEMPTS} failed: {why}; retrying"),
+                now,
+            )],
+            ..running.clone()
+        };
+    }
+    failed(running, attempt, why, now)
+}
+
+/// The status of an evaluation that failed for good after `attempts` attempts (0: it cannot run).
+pub fn failed(
+    running: &EvaluationStatus,
+    attempts: u32,
+    why: &str,
+    now: DateTime<Utc>,
+) -> EvaluationStatus {
+    let message = if attempts > 0 {
+        format!("evaluation failed after {attempts} attempt(s): {why}")
+    } else {
+        format!("evaluation cannot run: {why}")
+    };
+    EvaluationStatus {
+        phase: EvaluationPhase::Failed,
+        verdict: Some(Verdict::Failed),
+        attempts,
+        completed_at: Some(now),
+        conditions: vec![condition("False", "RunFailed", message, now)],
+        ..running.clone()
+    }
+}
+
+/// Whether a retry of a `Running` status is due (its last attempt failed).
+pub fn retry_due(status: &EvaluationStatus) -> bool {
+    status.phase == EvaluationPhase::Running
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "Retrying")
+}
+
+/// The status of a finished run: the gates judged on the candidate's (and baseline's) results.
+/// `reused` names where the results came from when they were not run for this evaluation.
+pub fn finished(
+    running: &EvaluationStatus,
+    gates: &[Gate],
+    candidate: &RunResults,
+    baseline: Option<&RunResults>,
+    reused: Option<&str>,
+    now: DateTime<Utc>,
+) -> EvaluationStatus {
+    let (results, verdict) = super::judge(gates, &candidate.metrics, baseline.map(|b| &b.metrics));
+    let failing: Vec<String> = results
+        .iter()
+        .filter(|g| !g.passed)
+        .filter_map(|g| g.message.clone())
+        .collect();
+    let mut message = match verdict {
+        Verdict::Passed => format!("{} gates passed", results.len()),
+        Verdict::Failed => failing.join("; "),
+    };
+    if let Some(from) = reused {
+        message = format!("{message} (results reused from {from}: same content address)");
+    }
+    EvaluationStatus {
+        phase: EvaluationPhase::Succeeded,
+        verdict: Some(verdict),
+        metrics: candidate.metrics.clone(),
+        baseline_metrics: baseline.map(|b| b.metrics.clone()).unwrap_or_default(),
+        samples: join_samples(&candidate.samples, baseline.map_or(&[][..], |b| &b.samples)),
+        gates: results,
+        completed_at: Some(now),
+        conditions: vec![condition("True", &format!("{verdict:?}"), message, now)],
+        ..running.clone()
+    }
+}
+
+/// The results of a finished run with content address `key`, from any finished evaluation that
+/// ran it — as its candidate or as its baseline — and where they came from.
+pub fn reusable<'a>(
+    key: &str,
+    evaluations: impl IntoIterator<Item = (&'a str, &'a EvaluationStatus)>,
+) -> Option<(RunResults, String)> {
+    let run = |metrics: &BTreeMap<String, f64>, samples: Vec<RunSample>| RunResults {
+        metrics: metrics.clone(),
+        samples,
+    };
+    for (name, s) in evaluations {
+        if s.phase != EvaluationPhase::Succeeded {
+            continue;
+        }
+        if s.cache_key.as_deref() == Some(key) {
+            let samples = s
+                .samples
+                .iter()
+                .filter(|x| x.candidate.is_some())
+                .map(|x| RunSample {
+                    input: x.input.clone(),
+                    expected: x.expected.clone(),
+                    prediction: x.candidate.clone(),
+                })
+                .collect();
+            return Some((run(&s.metrics, samples), name.to_string()));
+        }
+        if s.baseline_cache_key.as_deref() == Some(key) && !s.baseline_metrics.is_empty() {
+            let samples = s
+                .samples
+                .iter()
+                .filter(|x| x.baseline.is_some())
+                .map(|x| RunSample {
+                    input: x.input.clone(),
+                    expected: x.expected.clone(),
+                    prediction: x.baseline.clone(),
+                })
+                .collect();
+            return Some((run(&s.baseline_metrics, samples), name.to_string()));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_crd::common::{GateOp, RelativeTo};
+
+    fn at(s: u32) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + i64::from(s), 0).unwrap()
+    }
+
+    fn attempt(n: u32) -> Attempt {
+        Attempt {
+            key: "sha256:c".into(),
+            baseline_key: Some("sha256:b".into()),
+            baseline_version: Some("7".into()),
+            number: n,
+        }
+    }
+
+    fn results(f1: f64) -> RunResults {
+        RunResults {
+            metrics: BTreeMap::from([("f1".to_string(), f1)]),
+            samples: vec![RunSample {
+                input: "frame-1".into(),
+                expected: Some("goal".into()),
+                prediction: Some("goal".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_new_content_address_runs_its_first_attempt() {
+        assert_eq!(next(None, "sha256:c"), Next::Run { attempt: 1 });
+        let other = running(&attempt(2), "job".into(), at(0));
+        assert_eq!(next(Some(&other), "sha256:other"), Next::Run { attempt: 1 });
+    }
+
+    #[test]
+    fn a_timed_out_attempt_is_retried_until_the_third_fails_for_good() {
+        let mut s = running(&attempt(1), "job".into(), at(0));
+        for n in 1..EVALUATION_ATTEMPTS {
+            s = failed_attempt(&s, "no results within the suite's timeout (60s)", at(n));
+            assert_eq!(s.phase, EvaluationPhase::Running, "attempt {n}");
+            assert!(retry_due(&s));
+            assert_eq!(next(Some(&s), "sha256:c"), Next::Run { attempt: n + 1 });
+            s = running(&attempt(n + 1), "job".into(), at(n));
+        }
+        let s = failed_attempt(&s, "no results within the suite's timeout (60s)", at(9));
+        assert_eq!(s.phase, EvaluationPhase::Failed);
+        assert_eq!(s.attempts, EVALUATION_ATTEMPTS);
+        assert_eq!(s.verdict, Some(Verdict::Failed));
+        assert_eq!(
+            s.conditions[0].message,
+            "evaluation failed after 3 attempt(s): no results within the suite's timeout (60s)"
+        );
+        assert_eq!(next(Some(&s), "sha256:c"), Next::Stands);
+    }
+
+    #[test]
+    fn an_attempt_in_flight_is_waited_for_and_an_interrupted_one_counts_as_failed() {
+        let s = running(&attempt(EVALUATION_ATTEMPTS), "local".into(), at(0));
+        assert_eq!(
+            next(Some(&s), "sha256:c"),
+            Next::InFlight {
+                attempt: EVALUATION_ATTEMPTS
+            }
+        );
+        assert_eq!(interrupted(1), Next::Run { attempt: 2 });
+        assert_eq!(
+            interrupted(EVALUATION_ATTEMPTS),
+            Next::GiveUp {
+                attempts: EVALUATION_ATTEMPTS
+            }
+        );
+    }
+
+    #[test]
+    fn finished_results_are_judged_and_reusable_from_either_side() {
+        let gates = [Gate {
+            metric: "f1".into(),
+            op: GateOp::Ge,
+            value: -0.01,
+            relative_to: RelativeTo::Baseline,
+        }];
+        let r = running(&attempt(1), "job".into(), at(0));
+        let s = finished(&r, &gates, &results(0.9), Some(&results(0.8)), None, at(5));
+        assert_eq!(s.verdict, Some(Verdict::Passed));
+        assert_eq!(s.conditions[0].reason, "Passed");
+        assert_eq!(s.attempts, 1);
+        let all = [("m-8-holdout", &s)];
+        let (cand, from) = reusable("sha256:c", all).unwrap();
+        assert_eq!((cand.metrics["f1"], from.as_str()), (0.9, "m-8-holdout"));
+        assert_eq!(cand.samples[0].prediction.as_deref(), Some("goal"));
+        let (base, _) = reusable("sha256:b", all).unwrap();
+        assert_eq!(base.metrics["f1"], 0.8);
+        assert!(reusable("sha256:nope", all).is_none());
+        // A run that did not finish is never reused.
+        assert!(reusable("sha256:c", [("x", &r)]).is_none());
+    }
+
+    #[test]
+    fn the_timeout_defaults_to_an_hour() {
+        assert_eq!(timeout(None), Duration::from_secs(3600));
+        assert_eq!(timeout(Some("90s")), Duration::from_secs(90));
+        assert_eq!(timeout(Some("soon")), Duration::from_secs(3600));
+    }
+}

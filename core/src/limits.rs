@@ -1,0 +1,69 @@
+//! Every number that shapes the lifecycle, in one place, for both homes (`slipway run` and
+//! `slipway controller`): attempts, timeouts, deadlines and how often to look again.
+
+use std::time::Duration;
+
+/// Attempts of one evaluation (crash, refused dispatch, timeout) before it fails for good.
+pub const EVALUATION_ATTEMPTS: u32 = 3;
+
+/// How long one evaluation attempt may take when its suite sets no `timeout`.
+pub const EVALUATION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// While an evaluation runs elsewhere (a Job, an external system), how often to look at it at most.
+pub const EVALUATION_POLL: Duration = Duration::from_secs(30);
+
+/// How long a new version may take to become healthy on a local process or a Kubernetes
+/// Deployment before its rollout counts as failed.
+pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The same on a SageMaker endpoint: endpoint updates take minutes on AWS.
+pub const SAGEMAKER_PROGRESS_DEADLINE: Duration = Duration::from_secs(1800);
+
+/// How often a rollout looks again while it waits for a local process (cheap to ask).
+pub const LOCAL_POLL: Duration = Duration::from_millis(500);
+
+/// How often a rollout looks again while it waits for the cluster or AWS.
+pub const REMOTE_POLL: Duration = Duration::from_secs(2);
+
+/// How long a settled object waits before it is looked at again without a change.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// The first wait after a transient error (API server or network); it doubles per failure in a
+/// row of the same object.
+pub const ERROR_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait after transient errors.
+pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How many rollout events a `ModelDeployment`'s status keeps (newest last).
+pub const ROLLOUT_HISTORY: usize = 50;
+
+/// Reconciles one Kubernetes-mode controller runs at once. Unbounded, a burst (2,000 new
+/// versions) holds every request and response in memory together and queues them at the API
+/// server anyway; the API server's own clients work best at about this many in flight.
+pub const RECONCILES_IN_FLIGHT: u16 = 16;
+
+/// How long a `RegisteredModel`'s status waits for more changes of its versions and aliases
+/// before it is written (its summary changes with every one of them).
+pub const MODEL_DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// Servers (the admission webhook, the HTTP server of both homes): how long a client may take
+/// to finish the TLS handshake.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// How long a client may take to send a request's headers.
+pub const REQUEST_HEADERS: Duration = Duration::from_secs(5);
+
+/// How long one request may take, body and answer included (an admission review is small; the
+/// API server gives up after its own `timeoutSeconds`, at most 30 s).
+pub const REQUEST: Duration = Duration::from_secs(30);
+
+/// Connections a server holds at once; past it a new one is closed at once.
+pub const CONNECTIONS: usize = 1024;
+
+/// Connections one client address may hold at once: a slow or hostile client cannot take the
+/// connections the API server needs.
+pub const CONNECTIONS_PER_PEER: usize = 64;
+
+/// How soon an evaluation whose attempt failed without results starts its next attempt.
+pub const EVALUATION_RETRY: Duration = Duration::from_secs(1);

@@ -1,0 +1,588 @@
+//! The plan: what a change between two catalogs does, and what policy says about each part.
+//!
+//! Pure: takes two catalogs, evaluation results, sign-offs and the time; returns a [`Plan`].
+
+pub mod render;
+mod rollouts;
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use slipway_crd::promotion_policy::Operation;
+
+use crate::catalog::{Catalog, Object, ObjectKey, Resource};
+use crate::diagnostics::{Category, Diagnostic, FieldPath};
+use crate::policy::approvals::SignOffs;
+use crate::policy::context::{self, Results};
+use crate::policy::{ChangeFacts, Decision, DecisionInput, Requester};
+use rollouts::rollout;
+
+/// A revision a plan compares.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Rev {
+    /// The name given (`main`, `HEAD`).
+    #[serde(skip)]
+    pub name: String,
+    /// Full commit id.
+    pub commit: String,
+}
+
+/// One changed field of an update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldChange {
+    /// Path within the object, e.g. `spec.version`.
+    pub path: String,
+    /// Old value (None: added).
+    pub old: Option<Value>,
+    /// New value (None: removed).
+    pub new: Option<Value>,
+}
+
+/// A deployment an alias move rolls out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rollout {
+    /// `namespace/name` of the ModelDeployment.
+    pub deployment: String,
+    /// `local`, `kubernetes` or `sagemaker`, with the endpoint or port.
+    pub target: String,
+    /// How: `Canary 10% (5m) → 50% (10m) → 100%`.
+    pub strategy: String,
+    /// For a SageMaker target: the AWS calls the rollout makes, in order.
+    pub aws: Vec<String>,
+}
+
+/// One change of the plan.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Change {
+    /// Kind.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// create / update / delete.
+    pub action: Operation,
+    /// The model concerned.
+    pub model: Option<String>,
+    /// The alias concerned.
+    pub alias: Option<String>,
+    /// Old value (alias: version; version: label).
+    pub from: Option<String>,
+    /// New value.
+    pub to: Option<String>,
+    /// The policy decision.
+    pub decision: Decision,
+    /// Changed fields of an update (not in the JSON contract).
+    #[serde(skip)]
+    pub fields: Vec<FieldChange>,
+    /// Deployments this change rolls out (not in the JSON contract).
+    #[serde(skip)]
+    pub rollouts: Vec<Rollout>,
+    /// What the reviewer should know although policy does not decide it: a deployment whose
+    /// analysis its target cannot measure (omitted from the JSON when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Counts of a plan.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Objects created.
+    pub create: usize,
+    /// Objects updated.
+    pub update: usize,
+    /// Objects deleted.
+    pub delete: usize,
+    /// Changes denied or awaiting approval.
+    pub denied: usize,
+}
+
+/// A plan.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    /// The base revision.
+    #[serde(serialize_with = "commit_only")]
+    pub base: Rev,
+    /// The head revision.
+    #[serde(serialize_with = "commit_only")]
+    pub head: Rev,
+    /// Every change, in kind order then namespace/name.
+    pub changes: Vec<Change>,
+    /// Counts.
+    pub summary: Summary,
+    /// Problems that make the plan unusable (invalid head, immutability violations); not in the JSON contract.
+    #[serde(skip)]
+    pub errors: Vec<Diagnostic>,
+}
+
+fn commit_only<S: serde::Serializer>(rev: &Rev, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rev.commit)
+}
+
+/// Exit codes of `slipway plan` (DESIGN §4).
+pub mod exit {
+    /// No changes.
+    pub const NO_CHANGES: i32 = 0;
+    /// Error.
+    pub const ERROR: i32 = 1;
+    /// Changes, all allowed.
+    pub const ALLOWED: i32 = 2;
+    /// Some change denied or awaiting approval.
+    pub const DENIED: i32 = 3;
+}
+
+impl Plan {
+    /// The exit code for this plan.
+    pub fn exit_code(&self) -> i32 {
+        if !self.errors.is_empty() {
+            exit::ERROR
+        } else if self.changes.is_empty() {
+            exit::NO_CHANGES
+        } else if self.summary.denied > 0 {
+            exit::DENIED
+        } else {
+            exit::ALLOWED
+        }
+    }
+}
+
+/// Everything a plan needs besides the two catalogs.
+pub struct PlanInputs {
+    /// Base revision.
+    pub base: Rev,
+    /// Head revision.
+    pub head: Rev,
+    /// Evaluation results (from `--results` and the head catalog).
+    pub results: Results,
+    /// Reviews, head commit and author.
+    pub signoffs: SignOffs,
+    /// Decision time.
+    pub now: DateTime<Utc>,
+    /// Kubernetes mode: identities come from the authenticator, not from `Group` objects.
+    pub kubernetes: Option<KubeIdentity>,
+}
+
+/// Who is who in Kubernetes mode (the admission webhook): the requesting user's groups from
+/// `request.userInfo`, and each approver's groups as stamped on their `Approval`.
+#[derive(Clone, Debug, Default)]
+pub struct KubeIdentity {
+    /// The requesting user's groups.
+    pub groups: Vec<String>,
+    /// Approver → groups.
+    pub approvers: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl KubeIdentity {
+    /// The people known to be in group `g`: Kubernetes has no list of a group's members, so they
+    /// are the approvers whose stamped groups include it, and the requester (if known).
+    pub fn members(&self, g: &str, requester: Option<&str>) -> Vec<String> {
+        let mut who: Vec<String> = self
+            .approvers
+            .iter()
+            .filter(|(_, groups)| groups.iter().any(|x| x == g))
+            .map(|(u, _)| u.clone())
+            .collect();
+        if let Some(user) = requester
+            && self.groups.iter().any(|x| x == g)
+        {
+            who.push(user.to_string());
+        }
+        who
+    }
+}
+
+/// Computes the plan from `base` to `head`. Policies and groups come from `base`.
+pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
+    let mut keys: BTreeSet<&ObjectKey> = base.objects().iter().map(|o| &o.key).collect();
+    keys.extend(head.objects().iter().map(|o| &o.key));
+    let mut changes = Vec::new();
+    let mut errors = Vec::new();
+    for key in keys {
+        let (old, new) = (base.get(key), head.get(key));
+        let (action, fields) = match (old, new) {
+            (None, Some(n)) => {
+                errors.extend(relabelled(base, n));
+                (Operation::Create, Vec::new())
+            }
+            (Some(_), None) => (Operation::Delete, Vec::new()),
+            (Some(o), Some(n)) => {
+                if std::sync::Arc::ptr_eq(&o.origin.text, &n.origin.text)
+                    || o.resource == n.resource
+                {
+                    continue;
+                }
+                let fields = diff(&o.resource.spec_json(), &n.resource.spec_json(), "spec");
+                if fields.is_empty() {
+                    continue;
+                }
+                errors.extend(immutability(o, n));
+                (Operation::Update, fields)
+            }
+            (None, None) => continue,
+        };
+        changes.push(change(base, head, inputs, key, old, new, action, fields));
+    }
+    let mut summary = Summary::default();
+    for c in &changes {
+        match c.action {
+            Operation::Create => summary.create += 1,
+            Operation::Update => summary.update += 1,
+            Operation::Delete => summary.delete += 1,
+        }
+        if !c.decision.allowed {
+            summary.denied += 1;
+        }
+    }
+    Plan {
+        base: inputs.base.clone(),
+        head: inputs.head.clone(),
+        changes,
+        summary,
+        errors,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn change(
+    base: &Catalog,
+    head: &Catalog,
+    inputs: &PlanInputs,
+    key: &ObjectKey,
+    old: Option<&Object>,
+    new: Option<&Object>,
+    action: Operation,
+    fields: Vec<FieldChange>,
+) -> Change {
+    let ns = key.namespace.as_str();
+    let either = new.or(old).map(|o| &o.resource);
+    let model = either.and_then(Resource::model).map(str::to_string);
+    let version_json = |cat: &Catalog, m: &str, v: &str| {
+        cat.version(ns, m, v)
+            .map(|v| context::version(v, &inputs.results))
+            .unwrap_or(Value::Null)
+    };
+    let (mut alias, mut from, mut to, mut candidate, mut current) =
+        (None, None, None, Value::Null, Value::Null);
+    let mut previous_alias = None;
+    let mut rollouts = Vec::new();
+    let mut warnings = Vec::new();
+    let fields_changed = fields;
+    let fields = &fields_changed;
+    match either {
+        Some(Resource::ModelAlias(a)) => {
+            alias = Some(a.spec.alias.clone());
+            from = old.and_then(|o| match &o.resource {
+                Resource::ModelAlias(a) => Some(a.spec.version.clone()),
+                _ => None,
+            });
+            to = new.and_then(|o| match &o.resource {
+                Resource::ModelAlias(a) => Some(a.spec.version.clone()),
+                _ => None,
+            });
+            if let Some(t) = &to {
+                candidate = version_json(head, &a.spec.model, t);
+                if from.as_ref() != Some(t) {
+                    let following = head.deployments_following(ns, &a.spec.model, &a.spec.alias);
+                    warnings.extend(following.iter().filter_map(|d| unmeasured(d)));
+                    rollouts = following
+                        .into_iter()
+                        .map(|d| rollout(d, head, Some(t)))
+                        .collect();
+                }
+            }
+            if let Some(f) = &from {
+                current = version_json(base, &a.spec.model, f);
+            }
+        }
+        Some(Resource::ModelVersion(v)) => {
+            let label = |o: Option<&Object>| o.map(|_| v.spec.version.clone());
+            from = label(old);
+            to = label(new);
+            if new.is_some() {
+                candidate = version_json(head, &v.spec.model, &v.spec.version);
+            }
+        }
+        Some(Resource::ModelDeployment(d)) => {
+            alias = d.spec.alias.clone();
+            previous_alias = old
+                .and_then(|o| match &o.resource {
+                    Resource::ModelDeployment(o) => o.spec.alias.clone(),
+                    _ => None,
+                })
+                .filter(|a| Some(a) != alias.as_ref());
+            // A new deployment, or a change of what or where it serves, rolls out now;
+            // a strategy-only change applies to the next rollout.
+            let redeploys =
+                fields.is_empty() || fields.iter().any(|f| !f.path.starts_with("spec.strategy"));
+            if let Some(Resource::ModelDeployment(n)) = new.map(|o| &o.resource) {
+                warnings.extend(unmeasured(n));
+            }
+            if let Some(Resource::ModelDeployment(n)) = new.map(|o| &o.resource)
+                && redeploys
+            {
+                let serves = match (&n.spec.version, &n.spec.alias) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, Some(a)) => head
+                        .alias(ns, &n.spec.model, a)
+                        .map(|a| a.spec.version.clone()),
+                    _ => None,
+                };
+                rollouts.push(rollout(n, head, serves.as_deref()));
+            }
+        }
+        _ => {}
+    }
+    let model_json = model
+        .as_deref()
+        .and_then(|m| base.model(ns, m).or_else(|| head.model(ns, m)))
+        .map(context::model)
+        .unwrap_or(Value::Null);
+    let facts = ChangeFacts {
+        kind: key.kind.as_str().to_string(),
+        name: key.name.clone(),
+        namespace: key.namespace.clone(),
+        operation: action,
+        model: model.clone(),
+        alias: alias.clone(),
+        from: from.clone(),
+        to: to.clone(),
+        fields: fields.iter().map(|f| f.path.clone()).collect(),
+        previous_alias,
+    };
+    let author = inputs.signoffs.author.clone();
+    let request = match &inputs.kubernetes {
+        Some(k) => Requester {
+            groups: k.groups.clone(),
+            user: author,
+            source: "kubernetes".to_string(),
+        },
+        None => Requester {
+            groups: author
+                .as_deref()
+                .map(|a| base.groups_of(ns, a))
+                .unwrap_or_default(),
+            user: author,
+            source: "git".to_string(),
+        },
+    };
+    let input = DecisionInput {
+        change: facts,
+        candidate,
+        current,
+        model: model_json,
+        request,
+        now: inputs.now,
+    };
+    let members = |g: &str| match &inputs.kubernetes {
+        Some(k) => Some(k.members(g, input.request.user.as_deref())),
+        None => base.group(ns, g).map(|g| g.spec.members.clone()),
+    };
+    let decision = base.policies.decide(&input, &inputs.signoffs, &members);
+    Change {
+        kind: key.kind.as_str().to_string(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        action,
+        model,
+        alias,
+        from,
+        to,
+        decision,
+        fields: fields_changed,
+        rollouts,
+        warnings,
+    }
+}
+
+/// A deployment's analysis its target cannot measure, named for the plan.
+fn unmeasured(d: &slipway_crd::model_deployment::ModelDeployment) -> Option<String> {
+    let why = crate::rollout::analysis::unmeasured(&d.spec)?;
+    let ns = d
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
+    let name = d.metadata.name.as_deref().unwrap_or("?");
+    Some(format!("ModelDeployment {ns}/{name}: {why}"))
+}
+
+/// An error for each leaf of `fields` (path, old, new) that changed: `what` (was …, now …): `todo`.
+fn unchanged(
+    new: &Object,
+    fields: &[(&str, Value, Value)],
+    what: &str,
+    todo: &str,
+) -> Vec<Diagnostic> {
+    fields
+        .iter()
+        .flat_map(|(field, a, b)| diff(a, b, field))
+        .map(|d| {
+            new.diagnostic(
+                &FieldPath::parse(&d.path),
+                Category::Immutable,
+                format!(
+                    "{what} (was {}, now {}): {todo}",
+                    show(d.old.as_ref()),
+                    show(d.new.as_ref())
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A new `ModelVersion` object that takes the label of a version the base has under another
+/// name (delete one, create another) with another artifact or lineage: the same immutability.
+fn relabelled(base: &Catalog, new: &Object) -> Vec<Diagnostic> {
+    let Resource::ModelVersion(n) = &new.resource else {
+        return Vec::new();
+    };
+    let ns = new.key.namespace.as_str();
+    match base
+        .version(ns, &n.spec.model, &n.spec.version)
+        .filter(|o| o.metadata.name.as_deref() != Some(new.key.name.as_str()))
+    {
+        Some(o) if o.spec.artifact != n.spec.artifact || o.spec.source != n.spec.source => {
+            vec![new.diagnostic(
+                &FieldPath::parse("spec.version"),
+                Category::Immutable,
+                format!(
+                    "version {} of {} is already registered (as {}) with another artifact or lineage; a version's artifact never changes: register a new version",
+                    n.spec.version,
+                    n.spec.model,
+                    o.metadata.name.as_deref().unwrap_or("?")
+                ),
+            )]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `ModelVersion` identity, artifact and lineage never change; nor does what an `Evaluation`
+/// is of (model, version, suite): its results are of that run.
+fn immutability(old: &Object, new: &Object) -> Vec<Diagnostic> {
+    if let (Resource::Evaluation(o), Resource::Evaluation(n)) = (&old.resource, &new.resource) {
+        return unchanged(
+            new,
+            &[
+                (
+                    "spec.model",
+                    o.spec.model.as_str().into(),
+                    n.spec.model.as_str().into(),
+                ),
+                (
+                    "spec.version",
+                    o.spec.version.as_str().into(),
+                    n.spec.version.as_str().into(),
+                ),
+                (
+                    "spec.suite",
+                    o.spec.suite.as_str().into(),
+                    n.spec.suite.as_str().into(),
+                ),
+            ],
+            "an Evaluation's model, version and suite are immutable",
+            "its results are of that run; create another Evaluation",
+        );
+    }
+    // An alias is of one model and one name: renaming `production` away would remove it
+    // without the removal's policy.
+    if let (Resource::ModelAlias(o), Resource::ModelAlias(n)) = (&old.resource, &new.resource) {
+        return unchanged(
+            new,
+            &[
+                (
+                    "spec.model",
+                    o.spec.model.as_str().into(),
+                    n.spec.model.as_str().into(),
+                ),
+                (
+                    "spec.alias",
+                    o.spec.alias.as_str().into(),
+                    n.spec.alias.as_str().into(),
+                ),
+            ],
+            "a ModelAlias's model and alias are immutable",
+            "delete it and create another, which the policies decide",
+        );
+    }
+    let (Resource::ModelVersion(o), Resource::ModelVersion(n)) = (&old.resource, &new.resource)
+    else {
+        return Vec::new();
+    };
+    unchanged(
+        new,
+        &[
+            (
+                "spec.model",
+                o.spec.model.as_str().into(),
+                n.spec.model.as_str().into(),
+            ),
+            (
+                "spec.version",
+                o.spec.version.as_str().into(),
+                n.spec.version.as_str().into(),
+            ),
+            (
+                "spec.artifact",
+                serde_json::to_value(&o.spec.artifact).unwrap_or_default(),
+                serde_json::to_value(&n.spec.artifact).unwrap_or_default(),
+            ),
+            (
+                "spec.source",
+                serde_json::to_value(&o.spec.source).unwrap_or_default(),
+                serde_json::to_value(&n.spec.source).unwrap_or_default(),
+            ),
+        ],
+        "ModelVersion fields model, version, artifact and source are immutable",
+        "register a new ModelVersion instead",
+    )
+}
+
+/// Renders an optional JSON value compactly.
+pub fn show(v: Option<&Value>) -> String {
+    match v {
+        None => "(absent)".to_string(),
+        Some(Value::String(s)) => format!("{s:?}"),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// Leaf-level differences between two JSON values.
+pub fn diff(old: &Value, new: &Value, path: &str) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    diff_into(Some(old), Some(new), path, &mut out);
+    out
+}
+
+fn diff_into(old: Option<&Value>, new: Option<&Value>, path: &str, out: &mut Vec<FieldChange>) {
+    match (old, new) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                diff_into(a.get(k), b.get(k), &format!("{path}.{k}"), out);
+            }
+        }
+        (Some(Value::Array(a)), Some(Value::Array(b))) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff_into(Some(x), Some(y), &format!("{path}[{i}]"), out);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => {
+            let norm = |v: Option<&Value>| v.filter(|v| !v.is_null()).cloned();
+            let (a, b) = (norm(a), norm(b));
+            if a != b {
+                out.push(FieldChange {
+                    path: path.to_string(),
+                    old: a,
+                    new: b,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+//! What a change rolls out: the deployment's target and strategy in words, and for a SageMaker
+//! target the AWS calls the rollout makes.
+
+use slipway_crd::model_deployment::{ModelDeployment, StrategyType};
+
+use super::Rollout;
+use crate::catalog::Catalog;
+
+/// The AWS calls that roll `version` out to a SageMaker target (names as the target makes them).
+fn aws_calls(d: &ModelDeployment, head: &Catalog, version: Option<&str>) -> Vec<String> {
+    use crate::rollout::sagemaker as sm;
+    let (Some(t), Some(v)) = (&d.spec.target.sagemaker, version) else {
+        return Vec::new();
+    };
+    let ns = d
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
+    let Some(mv) = head.version(ns, &d.spec.model, v) else {
+        return vec![format!("nothing: version {v} does not exist")];
+    };
+    let artifact = sm::Artifact {
+        uri: mv.spec.artifact.uri.clone(),
+        digest: mv.spec.artifact.digest.clone(),
+    };
+    let want = sm::desired(t, v, &artifact, None);
+    let mut out = Vec::new();
+    for var in &want.variants {
+        out.push(format!(
+            "CreateModel {} (image {}, model data {})",
+            var.model, var.image, var.artifact
+        ));
+    }
+    out.push(format!(
+        "CreateEndpointConfig {}: {}",
+        want.config,
+        want.variants
+            .iter()
+            .map(|var| format!(
+                "variant {} = {} × {} (instance count kept if autoscaled), weight {}",
+                var.name, var.instance_count, var.instance_type, var.weight
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    if t.mode == slipway_crd::model_deployment::SageMakerMode::Variants {
+        out.push(format!(
+            "UpdateEndpoint {} → a config with the serving version's variant and {} at weight 0",
+            want.endpoint, want.variants[0].name
+        ));
+        out.push(format!(
+            "UpdateEndpointWeightsAndCapacities {} at each step of the strategy (no new config), held while the analysis alarms stay OK",
+            want.endpoint
+        ));
+        let alone = std::collections::BTreeMap::from([(v.to_string(), 100)]);
+        let last = sm::desired_split(t, &alone, &|_| Some(artifact.clone()), &Default::default());
+        out.push(format!(
+            "UpdateEndpoint {} → {} ({} alone) once it takes all traffic",
+            want.endpoint,
+            last.map(|l| l.config).unwrap_or_default(),
+            want.variants[0].name
+        ));
+        out.push(format!(
+            "after success: delete the superseded EndpointConfigs and Models of {}",
+            want.endpoint
+        ));
+        return out;
+    }
+    match sm::guardrails(&d.spec.strategy) {
+        Ok(g) => out.push(format!(
+            "UpdateEndpoint {} → {} ({}; CreateEndpoint if it does not exist yet)",
+            want.endpoint,
+            want.config,
+            g.describe()
+        )),
+        Err(e) => out.push(format!("cannot roll out: {e}")),
+    }
+    out.push(format!(
+        "after success: delete the superseded EndpointConfigs and Models of {}",
+        want.endpoint
+    ));
+    out
+}
+
+pub(super) fn rollout(d: &ModelDeployment, head: &Catalog, version: Option<&str>) -> Rollout {
+    let t = &d.spec.target;
+    let target = if let Some(l) = &t.local {
+        format!("local router on port {}", l.port)
+    } else if let Some(k) = &t.kubernetes {
+        format!("kubernetes, {} replicas of {}", k.replicas, k.image)
+    } else if let Some(s) = &t.sagemaker {
+        format!(
+            "sagemaker endpoint {} ({} × {})",
+            s.endpoint_name, s.instance_count, s.instance_type
+        )
+    } else {
+        "no target".to_string()
+    };
+    let s = &d.spec.strategy;
+    let strategy = match s.type_ {
+        StrategyType::AllAtOnce => "AllAtOnce".to_string(),
+        StrategyType::Canary => {
+            let mut parts: Vec<String> = s
+                .steps
+                .iter()
+                .map(|st| match &st.pause {
+                    Some(p) => format!("{}% ({p})", st.weight),
+                    None => format!("{}%", st.weight),
+                })
+                .collect();
+            if s.steps.last().is_none_or(|st| st.weight < 100) {
+                parts.push("100%".into());
+            }
+            format!("Canary {}", parts.join(" → "))
+        }
+        StrategyType::Linear => format!(
+            "Linear +{}% every {}",
+            s.step_weight.unwrap_or(0),
+            s.interval.as_deref().unwrap_or("?")
+        ),
+    };
+    let rollback = if s.auto_rollback {
+        ", auto-rollback"
+    } else {
+        ""
+    };
+    let ns = d
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
+    Rollout {
+        deployment: format!("{ns}/{}", d.metadata.name.as_deref().unwrap_or("?")),
+        target,
+        strategy: format!("{strategy}{rollback}"),
+        aws: aws_calls(d, head, version),
+    }
+}

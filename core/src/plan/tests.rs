@@ -1,0 +1,272 @@
+//! Plan diffing and rendering.
+
+use chrono::TimeZone;
+
+use super::*;
+use crate::catalog::Resource;
+use crate::policy::approvals::{Review, ReviewUser, SignOffs};
+use crate::testing::{catalog, registry, result};
+
+const HEAD: &str = "2222222222222222222222222222222222222222";
+
+fn inputs(results_yaml: Option<&str>, approvers: &[&str]) -> PlanInputs {
+    let mut results = Results::default();
+    if let Some(r) = results_yaml {
+        let cat = catalog(&format!("{}\n---\n{r}", registry("1")));
+        results.add(cat.objects().iter().filter_map(|o| match &o.resource {
+            Resource::Evaluation(e) => Some(e),
+            _ => None,
+        }));
+    }
+    PlanInputs {
+        base: Rev {
+            name: "main".into(),
+            commit: "1111111111111111111111111111111111111111".into(),
+        },
+        head: Rev {
+            name: "promote".into(),
+            commit: HEAD.into(),
+        },
+        results,
+        signoffs: SignOffs {
+            reviews: approvers
+                .iter()
+                .map(|u| Review {
+                    user: ReviewUser {
+                        login: u.to_string(),
+                    },
+                    state: "APPROVED".into(),
+                    commit_id: Some(HEAD.into()),
+                    submitted_at: Some(
+                        chrono::Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap(),
+                    ),
+                })
+                .collect(),
+            head: Some(HEAD.into()),
+            author: Some("erin".into()),
+        },
+        now: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+            .unwrap(),
+        kubernetes: None,
+    }
+}
+
+#[test]
+fn identical_catalogs_have_no_changes() {
+    let c = catalog(&registry("1"));
+    let p = plan(&c, &c, &inputs(None, &[]));
+    assert!(p.changes.is_empty());
+    assert_eq!(p.exit_code(), exit::NO_CHANGES);
+    assert!(render::text(&p).contains("No changes."));
+}
+
+#[test]
+fn an_alias_move_shows_from_to_and_the_rollout() {
+    let (base, head) = (catalog(&registry("1")), catalog(&registry("2")));
+    let p = plan(
+        &base,
+        &head,
+        &inputs(Some(&result("2", "Passed", 0.9, 0.88, "1")), &["alice"]),
+    );
+    assert_eq!(p.changes.len(), 1);
+    let c = &p.changes[0];
+    assert_eq!(
+        (c.kind.as_str(), c.action),
+        ("ModelAlias", Operation::Update)
+    );
+    assert_eq!((c.from.as_deref(), c.to.as_deref()), (Some("1"), Some("2")));
+    assert_eq!(c.rollouts.len(), 1);
+    assert_eq!(c.rollouts[0].deployment, "default/api");
+    assert_eq!(
+        c.rollouts[0].strategy,
+        "Canary 20% (1m) → 100%, auto-rollback"
+    );
+    assert_eq!(p.exit_code(), exit::ALLOWED);
+    let text = render::text(&p);
+    assert!(
+        text.contains("~ ModelAlias default/m-production  production: 1 → 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Plan: 0 to create, 1 to update, 0 to delete; 0 denied or awaiting approval."
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_denied_move_exits_three_and_says_why() {
+    let (base, head) = (catalog(&registry("1")), catalog(&registry("2")));
+    let p = plan(&base, &head, &inputs(None, &[]));
+    assert_eq!(p.summary.denied, 1);
+    assert_eq!(p.exit_code(), exit::DENIED);
+    let md = render::markdown(&p);
+    assert!(md.starts_with(render::COMMENT_MARKER));
+    assert!(
+        md.contains("evaluation `eval` of m version 2 has no result"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| `production/ml-lead` | :hourglass: 0 / 1 | — | alice, bob, dana (group:ml-leads) |"
+        ),
+        "{md}"
+    );
+}
+
+#[test]
+fn the_json_has_exactly_the_contract_fields() {
+    let (base, head) = (catalog(&registry("1")), catalog(&registry("2")));
+    let p = plan(&base, &head, &inputs(None, &["alice", "mallory"]));
+    let v: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&v), vec!["base", "changes", "head", "summary"]);
+    let c = &v["changes"][0];
+    assert_eq!(
+        keys(c),
+        vec![
+            "action",
+            "alias",
+            "decision",
+            "from",
+            "kind",
+            "model",
+            "name",
+            "namespace",
+            "to"
+        ]
+    );
+    assert_eq!(keys(&c["decision"]), vec!["allowed", "approvals", "rules"]);
+    assert_eq!(
+        keys(&c["decision"]["rules"][0]),
+        vec!["effect", "message", "name", "passed", "policy", "values"]
+    );
+    assert_eq!(
+        keys(&c["decision"]["approvals"][0]),
+        vec!["eligible", "have", "ignored", "name", "required"]
+    );
+    assert_eq!(
+        c["decision"]["approvals"][0]["ignored"][0]["user"],
+        "mallory"
+    );
+    assert_eq!(
+        keys(&v["summary"]),
+        vec!["create", "delete", "denied", "update"]
+    );
+    assert_eq!(v["base"], "1111111111111111111111111111111111111111");
+}
+
+#[test]
+fn changing_a_versions_artifact_is_an_error() {
+    let base = catalog(&registry("1"));
+    let head = catalog(&registry("1").replace("file://2", "file://2-retrained"));
+    let p = plan(&base, &head, &inputs(None, &[]));
+    assert_eq!(p.exit_code(), exit::ERROR);
+    assert_eq!(p.errors.len(), 1);
+    let e = &p.errors[0];
+    assert_eq!(e.category, crate::diagnostics::Category::Immutable);
+    assert_eq!(e.field, "spec.artifact.uri");
+    assert!(e.message.contains("register a new ModelVersion"));
+    assert_eq!(p.changes[0].fields[0].path, "spec.artifact.uri");
+}
+
+#[test]
+fn creates_and_deletes_are_counted() {
+    let base = catalog(&registry("1"));
+    let extra = "---\napiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: reviewers}\nspec: {members: [zoe]}\n";
+    let head = catalog(&format!("{}\n{extra}", registry("1")));
+    let p = plan(&base, &head, &inputs(None, &[]));
+    assert_eq!((p.summary.create, p.summary.delete), (1, 0));
+    assert!(render::text(&p).contains("+ Group default/reviewers"));
+    let p = plan(&head, &base, &inputs(None, &[]));
+    assert_eq!((p.summary.create, p.summary.delete), (0, 1));
+    assert!(render::text(&p).contains("- Group default/reviewers"));
+}
+
+#[test]
+fn field_diffs_name_leaf_paths() {
+    let a = serde_json::json!({"steps": [{"weight": 10}], "type": "Canary"});
+    let b = serde_json::json!({"steps": [{"weight": 20}], "type": "Canary", "interval": "1m"});
+    let d = diff(&a, &b, "spec");
+    assert_eq!(
+        d.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+        vec!["spec.interval", "spec.steps[0].weight"]
+    );
+}
+
+#[test]
+fn huge_comments_are_truncated_with_a_note() {
+    let base = catalog(&registry("1"));
+    let mut many = registry("1");
+    for i in 0..900 {
+        many.push_str(&format!(
+            "\n---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: m-x{i}}}\nspec: {{model: m, version: \"x{i}\", artifact: {{uri: file://x, digest: \"sha256:0{i}\"}}}}\n"
+        ));
+        many.push_str(&format!(
+            "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {{name: m-a{i}}}\nspec: {{model: m, alias: a{i}, version: \"x{i}\"}}\n"
+        ));
+    }
+    let head = catalog(&many);
+    let p = plan(&base, &head, &inputs(None, &[]));
+    let md = render::markdown(&p);
+    assert!(md.len() <= render::COMMENT_LIMIT, "{}", md.len());
+    assert!(md.contains("**Truncated:**"), "no truncation note");
+    assert!(md.contains("more changes not shown"));
+}
+
+#[test]
+fn a_deployment_whose_analysis_its_target_cannot_measure_is_named_in_the_plan() {
+    // The same registry, its deployment moved to a Kubernetes target with thresholds.
+    let on_kubernetes = |production: &str| {
+        registry(production).replace(
+            "  target: {local: {command: [python3, serve.py], port: 9000}}\n  strategy: {type: Canary, steps: [{weight: 20, pause: 1m}]}",
+            "  target: {kubernetes: {image: 'serve:1', replicas: 4, port: 8080}}\n  strategy: {type: Canary, steps: [{weight: 20, pause: 1m}], analysis: {maxErrorRatio: 0.01, minRequests: 50}}",
+        )
+    };
+    assert_ne!(
+        on_kubernetes("1"),
+        registry("1"),
+        "the fixture changed shape"
+    );
+    let (base, head) = (catalog(&on_kubernetes("1")), catalog(&on_kubernetes("2")));
+    let p = plan(
+        &base,
+        &head,
+        &inputs(Some(&result("2", "Passed", 0.9, 0.88, "1")), &["alice"]),
+    );
+    let c = &p.changes[0];
+    assert_eq!(
+        c.warnings,
+        [
+            "ModelDeployment default/api: strategy.analysis asks for minRequests, maxErrorRatio, which a kubernetes target cannot measure: its steps are judged by its Deployment's health alone (available replicas and progress); remove them or choose a target that measures them"
+        ]
+    );
+    let text = render::text(&p);
+    assert!(text.contains("      ! ModelDeployment default/api: strategy.analysis asks for minRequests, maxErrorRatio"), "{text}");
+    let md = render::markdown(&p);
+    assert!(
+        md.contains("- :warning: ModelDeployment default/api: strategy.analysis"),
+        "{md}"
+    );
+    // Adding the thresholds to the deployment alone (a strategy-only change) says so too.
+    let p = plan(
+        &catalog(&registry("1")),
+        &catalog(&on_kubernetes("1")),
+        &inputs(None, &["alice"]),
+    );
+    let d = p
+        .changes
+        .iter()
+        .find(|c| c.kind == "ModelDeployment")
+        .unwrap();
+    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    // The local router measures them: nothing to say.
+    let p = plan(
+        &catalog(&registry("1")),
+        &catalog(&registry("2")),
+        &inputs(Some(&result("2", "Passed", 0.9, 0.88, "1")), &["alice"]),
+    );
+    assert!(p.changes.iter().all(|c| c.warnings.is_empty()));
+}

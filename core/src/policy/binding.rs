@@ -1,0 +1,337 @@
+//! Which `Approval`s sign off one exact change (DESIGN §5, Kubernetes mode). An alias move is
+//! signed off from one version to another, for the candidate's artifact digest as registered,
+//! and an approval used by one move counts for no other. Any other change is signed off by the
+//! digest of the object's spec before and after it (`delete` for a removal). Pure: admission and
+//! the alias reconciler bind approvals with this same code.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use slipway_crd::Approval;
+use slipway_crd::approval::ApprovalDecision;
+
+use super::approvals::{Review, ReviewUser, SignOffs};
+
+/// What an approval must name to sign off a change.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sign {
+    /// An alias move: `spec.fromVersion`, `spec.version` and `spec.artifactDigest`.
+    Move {
+        /// The version the alias serves now (empty: none).
+        from: String,
+        /// The version it moves to.
+        to: String,
+        /// The candidate's artifact digest as registered (empty: none).
+        digest: String,
+    },
+    /// Any other change: `spec.change`.
+    Change(String),
+}
+
+/// One change of one object, in the terms approvals name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subject {
+    /// Kind of the changed object.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// What approvals must name.
+    pub sign: Sign,
+    /// The move's identity, recorded as `status.usedBy` of the approvals that admitted it; an
+    /// approval used by another move does not count.
+    pub move_id: Option<String>,
+}
+
+impl Subject {
+    /// The move's identity from the alias object's metadata.
+    pub fn move_id(ns: &str, name: &str, to: &str, generation: i64, uid: &str) -> String {
+        format!("ModelAlias/{ns}/{name} → {to} (generation {generation}, uid {uid})")
+    }
+
+    /// The move of alias object `name` in `ns` from version `from` (empty: none) to what `a`
+    /// asks for, for the candidate's artifact digest as `catalog` registers it; the move's
+    /// identity is the object's `generation` and `uid`. Admission and the alias reconciler bind
+    /// approvals to this one subject.
+    pub fn alias_move(
+        catalog: &crate::catalog::Catalog,
+        ns: &str,
+        name: &str,
+        a: &slipway_crd::ModelAlias,
+        from: String,
+        generation: i64,
+        uid: &str,
+    ) -> Subject {
+        let to = a.spec.version.clone();
+        let digest = catalog
+            .version(ns, &a.spec.model, &to)
+            .map(|v| v.spec.artifact.digest.clone())
+            .unwrap_or_default();
+        Subject {
+            kind: "ModelAlias".into(),
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            move_id: Some(Subject::move_id(ns, name, &to, generation, uid)),
+            sign: Sign::Move { from, to, digest },
+        }
+    }
+
+    /// One line naming the change, e.g. `7 → 8 (artifact sha256:…)`.
+    pub fn describe(&self) -> String {
+        match &self.sign {
+            Sign::Move { from, to, digest } => format!(
+                "{} → {to} (artifact {})",
+                none_if_empty(from),
+                none_if_empty(digest)
+            ),
+            Sign::Change(c) => format!("change {c}"),
+        }
+    }
+}
+
+fn none_if_empty(s: &str) -> &str {
+    if s.is_empty() { "(none)" } else { s }
+}
+
+/// `spec.change` of a change to any kind but an alias move: `delete`, or the SHA-256 of the
+/// spec before (`null` for a new object) and after, as Slipway serializes them.
+pub fn change_digest(old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -> String {
+    let Some(new) = new else {
+        return "delete".to_string();
+    };
+    let mut h = Sha256::new();
+    h.update(old.unwrap_or(&serde_json::Value::Null).to_string());
+    h.update(b"\n");
+    h.update(new.to_string());
+    format!("sha256:{}", crate::hex(&h.finalize()))
+}
+
+/// The approvals bound to one change.
+#[derive(Clone, Debug, Default)]
+pub struct Bound {
+    /// The approvals that sign off this change, as reviews of it.
+    pub signoffs: SignOffs,
+    /// Approver → the groups stamped on their approval.
+    pub approvers: BTreeMap<String, Vec<String>>,
+    /// Approver → the names of their approvals of this change.
+    pub names: BTreeMap<String, Vec<String>>,
+    /// Approvals of this object that sign off something else, with why (for denials).
+    pub ignored: Vec<String>,
+}
+
+/// Binds the approvals of the namespace to `subject`, the change `author` asks for.
+pub fn bind(subject: &Subject, approvals: &[Approval], author: Option<&str>) -> Bound {
+    let fingerprint = format!(
+        "{}/{}/{}: {}",
+        subject.kind,
+        subject.namespace,
+        subject.name,
+        subject.describe()
+    );
+    let mut bound = Bound::default();
+    for a in approvals {
+        let spec = &a.spec;
+        let ns = target_namespace(a);
+        let (Some(user), Some(name)) = (spec.approver.as_deref(), a.metadata.name.as_deref())
+        else {
+            continue;
+        };
+        if spec.target.kind != subject.kind
+            || spec.target.name != subject.name
+            || ns != subject.namespace
+        {
+            continue;
+        }
+        let mismatch = match &subject.sign {
+            Sign::Move { from, to, digest } => {
+                let (f, d) = (
+                    spec.from_version.as_deref().unwrap_or_default(),
+                    spec.artifact_digest.as_deref().unwrap_or_default(),
+                );
+                if spec.version != *to || spec.change.is_some() {
+                    // An approval of another move: not this change's business.
+                    continue;
+                }
+                (f != from || d != digest).then(|| {
+                    format!(
+                        "approval {name} by {user} signs off {} → {} (artifact {}), not this move",
+                        none_if_empty(f),
+                        spec.version,
+                        none_if_empty(d)
+                    )
+                })
+            }
+            Sign::Change(c) => match spec.change.as_deref() {
+                None => continue,
+                Some(x) if x == c => None,
+                Some(x) => Some(format!(
+                    "approval {name} by {user} signs off change {x}, not this one"
+                )),
+            },
+        };
+        let used = a
+            .status
+            .as_ref()
+            .and_then(|s| s.used_by.as_deref())
+            .filter(|u| Some(*u) != subject.move_id.as_deref())
+            .map(|u| format!("approval {name} by {user} was used by {u}"));
+        if let Some(why) = mismatch.or(used) {
+            bound.ignored.push(why);
+            continue;
+        }
+        bound
+            .approvers
+            .insert(user.to_string(), spec.approver_groups.clone());
+        bound
+            .names
+            .entry(user.to_string())
+            .or_default()
+            .push(name.to_string());
+        bound.signoffs.reviews.push(Review {
+            user: ReviewUser {
+                login: user.to_string(),
+            },
+            state: if spec.decision == ApprovalDecision::Reject {
+                "CHANGES_REQUESTED".into()
+            } else {
+                "APPROVED".into()
+            },
+            commit_id: Some(fingerprint.clone()),
+            submitted_at: a
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| t.0.to_string().parse().ok()),
+        });
+    }
+    bound.signoffs.head = Some(fingerprint);
+    bound.signoffs.author = author.map(str::to_string);
+    bound
+}
+
+/// The namespace of what an approval signs off: its target's, else the approval's own.
+pub fn target_namespace(a: &Approval) -> &str {
+    a.spec
+        .target
+        .namespace
+        .as_deref()
+        .or(a.metadata.namespace.as_deref())
+        .unwrap_or("default")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn approval(name: &str, spec: serde_json::Value, used_by: Option<&str>) -> Approval {
+        serde_json::from_value(json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Approval",
+            "metadata": {"name": name, "namespace": "ns", "creationTimestamp": "2026-11-30T10:00:00Z"},
+            "spec": spec,
+            "status": {"usedBy": used_by},
+        }))
+        .unwrap()
+    }
+
+    fn production(to: &str, from: &str, digest: &str, generation: i64) -> Subject {
+        Subject {
+            kind: "ModelAlias".into(),
+            namespace: "ns".into(),
+            name: "m-production".into(),
+            sign: Sign::Move {
+                from: from.into(),
+                to: to.into(),
+                digest: digest.into(),
+            },
+            move_id: Some(Subject::move_id("ns", "m-production", to, generation, "u1")),
+        }
+    }
+
+    #[test]
+    fn an_approval_signs_off_one_move_from_one_version_for_one_artifact_once() {
+        let alice = approval(
+            "alice-8",
+            json!({"target": {"kind": "ModelAlias", "name": "m-production"}, "version": "8",
+                   "fromVersion": "7", "artifactDigest": "sha256:aa", "decision": "approve",
+                   "approver": "alice", "approverGroups": ["leads"]}),
+            None,
+        );
+        let counted = |s: &Subject, a: &Approval| bind(s, std::slice::from_ref(a), Some("erin"));
+        let b = counted(&production("8", "7", "sha256:aa", 3), &alice);
+        assert_eq!(b.signoffs.reviews.len(), 1);
+        assert_eq!(b.names["alice"], vec!["alice-8"]);
+        // From another version, or for a re-registered artifact: not signed off, and said why.
+        for s in [
+            production("8", "9", "sha256:aa", 3),
+            production("8", "7", "sha256:bb", 3),
+        ] {
+            let b = counted(&s, &alice);
+            assert!(b.signoffs.reviews.is_empty());
+            assert_eq!(
+                b.ignored,
+                vec![
+                    "approval alice-8 by alice signs off 7 → 8 (artifact sha256:aa), not this move"
+                ]
+            );
+        }
+        // Another version's move does not mention it at all.
+        assert!(
+            counted(&production("9", "7", "sha256:aa", 3), &alice)
+                .ignored
+                .is_empty()
+        );
+        // Once used by the move at generation 3, it counts for that move only.
+        let mut used = alice.clone();
+        used.status.as_mut().unwrap().used_by =
+            Some(Subject::move_id("ns", "m-production", "8", 3, "u1"));
+        assert_eq!(
+            counted(&production("8", "7", "sha256:aa", 3), &used)
+                .signoffs
+                .reviews
+                .len(),
+            1
+        );
+        let again = counted(&production("8", "7", "sha256:aa", 5), &used);
+        assert!(again.signoffs.reviews.is_empty());
+        assert!(
+            again.ignored[0].contains("was used by ModelAlias/ns/m-production → 8 (generation 3")
+        );
+    }
+
+    #[test]
+    fn other_changes_are_signed_off_by_the_digest_of_the_spec_before_and_after() {
+        let old = json!({"model": "m", "alias": "production"});
+        let new = json!({"model": "m", "version": "3"});
+        let digest = change_digest(Some(&old), Some(&new));
+        assert!(digest.starts_with("sha256:") && digest.len() == 71);
+        assert_ne!(digest, change_digest(None, Some(&new)));
+        assert_eq!(change_digest(Some(&old), None), "delete");
+        let subject = Subject {
+            kind: "ModelDeployment".into(),
+            namespace: "ns".into(),
+            name: "api".into(),
+            sign: Sign::Change(digest.clone()),
+            move_id: None,
+        };
+        let a = |change: &str| {
+            approval(
+                "a",
+                json!({"target": {"kind": "ModelDeployment", "name": "api"}, "change": change,
+                       "decision": "approve", "approver": "alice"}),
+                None,
+            )
+        };
+        assert_eq!(
+            bind(&subject, &[a(&digest)], None).signoffs.reviews.len(),
+            1
+        );
+        let other = bind(&subject, &[a("sha256:00")], None);
+        assert!(other.signoffs.reviews.is_empty());
+        assert_eq!(
+            other.ignored,
+            vec!["approval a by alice signs off change sha256:00, not this one"]
+        );
+    }
+}

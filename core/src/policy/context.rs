@@ -1,0 +1,178 @@
+//! The values rules read: `candidate`, `current` and `model` as JSON, built from catalog objects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use slipway_crd::{Evaluation, ModelVersion, RegisteredModel};
+
+/// Whether `e` runs a suite as its model in `catalog` declares it
+/// ([`crate::evaluation::judging`]): only such results feed policy.
+///
+/// Its results must also be of this version's artifact: the status's content address is the
+/// one of the version's registered digest, so results cannot be moved onto another version (or
+/// a version re-registered with another artifact) by editing an `Evaluation`'s spec.
+pub fn judges(catalog: &crate::catalog::Catalog, e: &Evaluation) -> bool {
+    let ns = e
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
+    let of_suite = catalog
+        .model(ns, &e.spec.model)
+        .is_some_and(|m| crate::evaluation::judging(m, &e.spec).is_ok());
+    let of_artifact = catalog
+        .version(ns, &e.spec.model, &e.spec.version)
+        .is_some_and(|v| {
+            let key = crate::evaluation::cache_key(
+                &v.spec.artifact,
+                &e.spec.dataset,
+                &e.spec.runner,
+                &e.spec.suite,
+            );
+            e.status
+                .as_ref()
+                .is_some_and(|s| s.cache_key.as_deref() == Some(key.as_str()))
+        });
+    of_suite && of_artifact
+}
+
+/// Evaluation results by (namespace, model, version), then suite; the latest result per suite wins.
+/// Each evaluation is held behind a pointer: an `Evaluation` is kilobytes, and a map node holds
+/// eleven of them inline (10,000 versions held 330 MB that way).
+#[derive(Clone, Debug, Default)]
+pub struct Results {
+    by_version: HashMap<(String, String, String), BTreeMap<String, Arc<Evaluation>>>,
+}
+
+impl Results {
+    /// Adds evaluations that have a status; later-completed results replace earlier ones.
+    pub fn add<'a>(&mut self, evaluations: impl IntoIterator<Item = &'a Evaluation>) {
+        self.add_shared(evaluations.into_iter().map(|e| Arc::new(e.clone())));
+    }
+
+    /// Adds the evaluations that judge their version — run as the model in `catalog` declares
+    /// the suite ([`crate::evaluation::judging`]); any other is left out.
+    pub fn add_judging<'a>(
+        &mut self,
+        catalog: &crate::catalog::Catalog,
+        evaluations: impl IntoIterator<Item = &'a Evaluation>,
+    ) {
+        self.add(evaluations.into_iter().filter(|e| judges(catalog, e)));
+    }
+
+    /// [`Results::add`] for evaluations already behind a pointer (nothing is copied).
+    pub fn add_shared(&mut self, evaluations: impl IntoIterator<Item = Arc<Evaluation>>) {
+        for e in evaluations {
+            let Some(status) = &e.status else { continue };
+            let ns = e
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| crate::catalog::object::DEFAULT_NAMESPACE.into());
+            let suites = self
+                .by_version
+                .entry((ns, e.spec.model.clone(), e.spec.version.clone()))
+                .or_default();
+            let newer = match suites
+                .get(&e.spec.suite)
+                .and_then(|old| old.status.as_ref())
+            {
+                Some(old) => status.completed_at >= old.completed_at,
+                None => true,
+            };
+            if newer {
+                suites.insert(e.spec.suite.clone(), e.clone());
+            }
+        }
+    }
+
+    /// The results of one model's versions only (a copy).
+    pub fn of_model(&self, ns: &str, model: &str) -> Results {
+        Results {
+            by_version: self
+                .by_version
+                .iter()
+                .filter(|((n, m, _), _)| n == ns && m == model)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// Every evaluation held (the latest per version and suite).
+    pub fn all(&self) -> impl Iterator<Item = &Evaluation> {
+        self.by_version
+            .values()
+            .flat_map(|suites| suites.values().map(|e| &**e))
+    }
+
+    /// The results of a version, by suite.
+    pub fn of(
+        &self,
+        ns: &str,
+        model: &str,
+        version: &str,
+    ) -> Option<&BTreeMap<String, Arc<Evaluation>>> {
+        self.by_version
+            .get(&(ns.to_string(), model.to_string(), version.to_string()))
+    }
+}
+
+/// `candidate` / `current`: a version with its evaluation results keyed by suite.
+pub fn version(v: &ModelVersion, results: &Results) -> Value {
+    let ns = v
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
+    let mut evaluations = serde_json::Map::new();
+    if let Some(suites) = results.of(ns, &v.spec.model, &v.spec.version) {
+        for (suite, e) in suites {
+            let s = e.status.clone().unwrap_or_default();
+            evaluations.insert(
+                suite.clone(),
+                json!({
+                    "name": e.metadata.name,
+                    "phase": s.phase,
+                    "verdict": s.verdict,
+                    "metrics": s.metrics,
+                    "baselineMetrics": s.baseline_metrics,
+                    "baselineVersion": s.baseline_version,
+                    "gates": s.gates,
+                    "completedAt": s.completed_at,
+                }),
+            );
+        }
+    }
+    let spec = &v.spec;
+    json!({
+        "name": v.metadata.name,
+        "model": spec.model,
+        "version": spec.version,
+        "artifact": spec.artifact,
+        "source": spec.source,
+        "metrics": spec.metrics,
+        "labels": spec.labels,
+        "description": spec.description,
+        "evaluations": evaluations,
+    })
+}
+
+/// `model`: the registered model, with `evaluations` as the list of suite names.
+pub fn model(m: &RegisteredModel) -> Value {
+    let mut out = json!({
+        "name": m.metadata.name,
+        "namespace": m.metadata.namespace,
+        "description": m.spec.description,
+        "owners": m.spec.owners,
+        "evaluations": m.spec.evaluations.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+    });
+    // Absent, not null, when unset: a rule that reads it then fails closed naming the field.
+    if let (Some(p), Some(o)) = (&m.spec.primary_metric, out.as_object_mut()) {
+        o.insert(
+            "primaryMetric".into(),
+            serde_json::to_value(p).unwrap_or(Value::Null),
+        );
+    }
+    out
+}

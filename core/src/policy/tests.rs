@@ -1,0 +1,266 @@
+//! Decisions of the default policy set on a small registry.
+
+use chrono::TimeZone;
+use slipway_crd::promotion_policy::Operation;
+
+use super::approvals::{Review, ReviewUser, SignOffs};
+use super::context::{self, Results};
+use super::*;
+use crate::catalog::Resource;
+use crate::testing::{catalog, registry, result};
+
+const HEAD: &str = "cccccccccccccccccccccccccccccccccccccccc";
+
+fn decide(results_yaml: &str, reviews: &[(&str, &str)], author: &str) -> Decision {
+    let cat = catalog(&registry("1"));
+    let mut results = Results::default();
+    if !results_yaml.is_empty() {
+        let res = catalog(&format!("{}\n---\n{results_yaml}", registry("1")));
+        results.add(res.objects().iter().filter_map(|o| match &o.resource {
+            Resource::Evaluation(e) => Some(e),
+            _ => None,
+        }));
+    }
+    let change = ChangeFacts {
+        kind: "ModelAlias".into(),
+        name: "m-production".into(),
+        namespace: "default".into(),
+        operation: Operation::Update,
+        model: Some("m".into()),
+        alias: Some("production".into()),
+        from: Some("1".into()),
+        to: Some("2".into()),
+        fields: Vec::new(),
+        previous_alias: None,
+    };
+    let input = DecisionInput {
+        change,
+        candidate: context::version(cat.version("default", "m", "2").unwrap(), &results),
+        current: context::version(cat.version("default", "m", "1").unwrap(), &results),
+        model: context::model(cat.model("default", "m").unwrap()),
+        request: Requester {
+            user: Some(author.into()),
+            groups: vec![],
+            source: "git".into(),
+        },
+        now: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+            .unwrap(),
+    };
+    let signoffs = SignOffs {
+        reviews: reviews
+            .iter()
+            .enumerate()
+            .map(|(i, (u, c))| Review {
+                user: ReviewUser {
+                    login: u.to_string(),
+                },
+                state: "APPROVED".into(),
+                commit_id: Some(c.to_string()),
+                submitted_at: Some(
+                    chrono::Utc
+                        .with_ymd_and_hms(2026, 11, 25, 9, i as u32, 0)
+                        .unwrap(),
+                ),
+            })
+            .collect(),
+        head: Some(HEAD.into()),
+        author: Some(author.into()),
+    };
+    let members = |g: &str| cat.group("default", g).map(|g| g.spec.members.clone());
+    cat.policies.decide(&input, &signoffs, &members)
+}
+
+fn rule<'a>(d: &'a Decision, name: &str) -> &'a RuleResult {
+    d.rules
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no rule {name}: {d:#?}"))
+}
+
+#[test]
+fn a_passed_candidate_with_a_lead_approval_is_allowed() {
+    let d = decide(
+        &result("2", "Passed", 0.90, 0.88, "1"),
+        &[("alice", HEAD)],
+        "erin",
+    );
+    assert!(d.allowed, "{d:#?}");
+    assert_eq!(d.summary(), "allowed");
+    let r = rule(&d, "no-primary-metric-regression");
+    assert_eq!(
+        r.values["candidate.evaluations[\"eval\"].metrics[\"f1\"]"],
+        0.90
+    );
+    assert_eq!(
+        r.values["candidate.evaluations[\"eval\"].baselineMetrics[\"f1\"]"],
+        0.88
+    );
+    assert_eq!(r.values["model.primaryMetric.maxRegression"], 0.01);
+}
+
+#[test]
+fn a_missing_evaluation_denies_naming_the_evaluation() {
+    let d = decide("", &[("alice", HEAD)], "erin");
+    assert!(!d.allowed);
+    let r = rule(&d, "candidate-evaluations-passed");
+    assert!(!r.passed);
+    assert!(
+        r.message
+            .contains("evaluation `eval` of m version 2 has no result"),
+        "{}",
+        r.message
+    );
+    assert!(r.message.ends_with("(fail closed)"));
+}
+
+#[test]
+fn a_regression_beyond_the_tolerance_is_denied() {
+    let d = decide(
+        &result("2", "Passed", 0.85, 0.88, "1"),
+        &[("alice", HEAD)],
+        "erin",
+    );
+    let r = rule(&d, "no-primary-metric-regression");
+    assert!(!r.passed);
+    assert!(
+        r.message.contains("primary metric is worse"),
+        "{}",
+        r.message
+    );
+    assert!(
+        d.summary()
+            .starts_with("denied by production/no-primary-metric-regression")
+    );
+}
+
+#[test]
+fn a_regression_within_the_tolerance_is_allowed() {
+    let d = decide(
+        &result("2", "Passed", 0.875, 0.88, "1"),
+        &[("alice", HEAD)],
+        "erin",
+    );
+    assert!(rule(&d, "no-primary-metric-regression").passed);
+}
+
+#[test]
+fn a_comparison_against_another_baseline_is_denied() {
+    let d = decide(
+        &result("2", "Passed", 0.9, 0.88, "0"),
+        &[("alice", HEAD)],
+        "erin",
+    );
+    let r = rule(&d, "baseline-is-current-production");
+    assert!(!r.passed);
+    assert_eq!(r.values["current.version"], "1");
+}
+
+#[test]
+fn a_failed_evaluation_is_denied() {
+    let d = decide(
+        &result("2", "Failed", 0.9, 0.88, "1"),
+        &[("alice", HEAD)],
+        "erin",
+    );
+    assert!(!rule(&d, "candidate-evaluations-passed").passed);
+}
+
+#[test]
+fn without_a_lead_approval_the_change_awaits_approval() {
+    let d = decide(&result("2", "Passed", 0.9, 0.88, "1"), &[], "erin");
+    assert!(!d.allowed);
+    assert_eq!(d.summary(), "awaiting approval: ml-lead (0/1)");
+    assert_eq!(d.approvals[0].eligible, vec!["alice", "bob", "dana"]);
+}
+
+#[test]
+fn a_leads_own_change_needs_another_lead() {
+    let d = decide(
+        &result("2", "Passed", 0.9, 0.88, "1"),
+        &[("dana", HEAD)],
+        "dana",
+    );
+    assert!(!d.allowed);
+    assert_eq!(
+        d.approvals[0].ignored[0].reason,
+        "author of the change cannot approve it"
+    );
+}
+
+#[test]
+fn an_expression_error_denies() {
+    let cat = catalog(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: PromotionPolicy
+metadata: {name: strict}
+spec:
+  rules:
+    - name: divides
+      expression: "candidate.metrics.f1 / 0.0 > 1.0 && int(candidate.labels.team) > 0"
+"#,
+    );
+    let input = DecisionInput {
+        change: ChangeFacts {
+            kind: "ModelAlias".into(),
+            name: "x".into(),
+            namespace: "default".into(),
+            operation: Operation::Create,
+            model: None,
+            alias: None,
+            from: None,
+            to: None,
+            fields: Vec::new(),
+            previous_alias: None,
+        },
+        candidate: serde_json::json!({"metrics": {"f1": 1.0}, "labels": {"team": "vision"}}),
+        current: serde_json::Value::Null,
+        model: serde_json::Value::Null,
+        request: Requester::default(),
+        now: crate::testing::now(),
+    };
+    let d = cat.policies.decide(&input, &SignOffs::default(), &|_| None);
+    assert!(!d.allowed);
+    assert!(!d.rules[0].passed);
+    assert!(
+        d.rules[0].message.ends_with("(fail closed)"),
+        "{}",
+        d.rules[0].message
+    );
+}
+
+#[test]
+fn a_warn_rule_does_not_deny() {
+    let cat = catalog(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: PromotionPolicy
+metadata: {name: soft}
+spec:
+  rules:
+    - {name: labelled, expression: "has(candidate.labels.owner)", effect: warn, message: add an owner label}
+"#,
+    );
+    let input = DecisionInput {
+        change: ChangeFacts {
+            kind: "ModelVersion".into(),
+            name: "x".into(),
+            namespace: "default".into(),
+            operation: Operation::Create,
+            model: None,
+            alias: None,
+            from: None,
+            to: None,
+            fields: Vec::new(),
+            previous_alias: None,
+        },
+        candidate: serde_json::json!({"labels": {}}),
+        current: serde_json::Value::Null,
+        model: serde_json::Value::Null,
+        request: Requester::default(),
+        now: crate::testing::now(),
+    };
+    let d = cat.policies.decide(&input, &SignOffs::default(), &|_| None);
+    assert!(d.allowed);
+    assert!(!d.rules[0].passed);
+    assert_eq!(d.rules[0].message, "add an owner label");
+}

@@ -1,0 +1,254 @@
+//! The alias decision both homes and the reconcilers make once a candidate's evaluations are in:
+//! wait, or decide by the policies (in a cluster, approvals are checked again here; in git mode
+//! they were enforced on the pull request).
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use slipway_crd::Kind;
+use slipway_crd::evaluation::EvaluationPhase;
+use slipway_crd::promotion_policy::Operation;
+
+use crate::catalog::Catalog;
+use crate::policy::approvals::SignOffs;
+use crate::policy::context::{self, Results};
+use crate::policy::{ChangeFacts, DecisionInput, Members, Requester};
+
+const FINISHED: [EvaluationPhase; 2] = [EvaluationPhase::Succeeded, EvaluationPhase::Failed];
+
+/// Where an alias move stands, by the data rules of the policies.
+#[derive(Debug)]
+pub enum Promotion {
+    /// The model or the target version does not exist (validation reports it).
+    Unresolvable,
+    /// Evaluation suites of the candidate that have not finished.
+    Waiting(Vec<String>),
+    /// The policies' decision: rules, and approvals where the caller gives them.
+    Decided(crate::policy::Decision),
+}
+
+/// Decides moving alias `a` (object `name` in `ns`) from `resolved` to `a.spec.version` once the
+/// candidate's evaluations have finished. Pure: the same decision in git and Kubernetes mode.
+/// `approvals`: the sign-offs bound to this move and who is in which group — Kubernetes mode
+/// re-checks them, so a move admitted without the webhook is held; git mode gives none (they
+/// were enforced on the pull request, which branch protection guards).
+#[allow(clippy::too_many_arguments)]
+pub fn promotion(
+    catalog: &Catalog,
+    results: &Results,
+    ns: &str,
+    name: &str,
+    a: &slipway_crd::ModelAlias,
+    resolved: Option<&str>,
+    source: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    approvals: Option<(&SignOffs, &Members<'_>)>,
+) -> Promotion {
+    let to = &a.spec.version;
+    let (Some(model), Some(candidate)) = (
+        catalog.model(ns, &a.spec.model),
+        catalog.version(ns, &a.spec.model, to),
+    ) else {
+        return Promotion::Unresolvable;
+    };
+    let done: BTreeSet<String> = results
+        .of(ns, &a.spec.model, to)
+        .map(|r| {
+            r.values()
+                .filter(|e| {
+                    e.status
+                        .as_ref()
+                        .is_some_and(|s| FINISHED.contains(&s.phase))
+                })
+                .map(|e| e.spec.suite.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let pending: Vec<String> = model
+        .spec
+        .evaluations
+        .iter()
+        .map(|s| s.name.clone())
+        .filter(|s| !done.contains(s))
+        .collect();
+    if !pending.is_empty() {
+        return Promotion::Waiting(pending);
+    }
+    let input = DecisionInput {
+        change: ChangeFacts {
+            kind: Kind::ModelAlias.as_str().into(),
+            name: name.to_string(),
+            namespace: ns.into(),
+            operation: if resolved.is_some() {
+                Operation::Update
+            } else {
+                Operation::Create
+            },
+            model: Some(a.spec.model.clone()),
+            alias: Some(a.spec.alias.clone()),
+            from: resolved.map(str::to_string),
+            to: Some(to.clone()),
+            fields: Vec::new(),
+            previous_alias: None,
+        },
+        candidate: context::version(candidate, results),
+        current: resolved
+            .and_then(|r| catalog.version(ns, &a.spec.model, r))
+            .map(|v| context::version(v, results))
+            .unwrap_or(Value::Null),
+        model: context::model(model),
+        request: Requester {
+            user: None,
+            groups: vec![],
+            source: source.into(),
+        },
+        now,
+    };
+    Promotion::Decided(catalog.policies.decide_with(&input, approvals))
+}
+
+/// Where an alias move stands, as its status says it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AliasStep<'a> {
+    /// The alias already resolves to its version.
+    Resolved,
+    /// The model or the version does not exist.
+    Unresolvable,
+    /// Waiting for these evaluation suites of the candidate.
+    Waiting(&'a [String]),
+    /// The policies allowed the move, and it is made.
+    Moved,
+    /// The policies hold the move, for this reason.
+    Held(&'a str),
+}
+
+/// What an alias status is written for.
+#[derive(Clone, Debug)]
+pub struct AliasFacts<'a> {
+    /// `model/alias`, for messages.
+    pub label: &'a str,
+    /// The version the alias asks for.
+    pub to: &'a str,
+    /// The object's generation (Kubernetes mode), for `observedGeneration`.
+    pub generation: Option<i64>,
+    /// The revision the move came from (git mode).
+    pub revision: Option<&'a str>,
+    /// Now.
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// The typed status an alias gets after `step` — the same document in both homes — and the
+/// message that explains it. The resolution and the history carry forward unless the move is
+/// made; the `Ready` condition keeps its transition time while its status does not change.
+pub fn alias_status(
+    previous: &slipway_crd::model_alias::ModelAliasStatus,
+    step: &AliasStep<'_>,
+    f: &AliasFacts<'_>,
+) -> (slipway_crd::model_alias::ModelAliasStatus, String) {
+    let (label, to) = (f.label, f.to);
+    let mut status = previous.clone();
+    let (ok, reason, message) = match step {
+        AliasStep::Resolved => (true, "Resolved", format!("{label} resolves to {to}")),
+        AliasStep::Unresolvable => (
+            false,
+            "Unresolvable",
+            format!("{label} → {to}: the model or version does not exist"),
+        ),
+        AliasStep::Waiting(pending) => (
+            false,
+            "WaitingForEvaluations",
+            format!(
+                "{label} → {to}: waiting for evaluation {}",
+                pending.join(", ")
+            ),
+        ),
+        AliasStep::Moved => {
+            let from = previous.resolved_version.clone();
+            let message = format!("{label}: {} → {to}", from.as_deref().unwrap_or("(none)"));
+            status.history.push(slipway_crd::model_alias::AliasMove {
+                from: from.clone(),
+                to: to.to_string(),
+                by: None,
+                at: Some(f.now),
+                revision: f.revision.map(str::to_string),
+                decision: "allowed".into(),
+                message: None,
+            });
+            status.previous_version = from;
+            status.resolved_version = Some(to.to_string());
+            (true, "Resolved", message)
+        }
+        AliasStep::Held(why) => (
+            false,
+            "PromotionBlocked",
+            format!("{label} → {to} held: {why}"),
+        ),
+    };
+    status.conditions = vec![crate::conditions::condition(
+        "Ready",
+        ok,
+        reason,
+        &message,
+        f.generation,
+        &previous.conditions,
+        f.now,
+    )];
+    (status, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_crd::model_alias::ModelAliasStatus;
+
+    fn facts(to: &str, s: u32) -> AliasFacts<'_> {
+        AliasFacts {
+            label: "m/production",
+            to,
+            generation: Some(2),
+            revision: Some("git:abc"),
+            now: chrono::DateTime::from_timestamp(1_800_000_000 + i64::from(s), 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_move_resolves_and_records_history_and_a_hold_keeps_the_resolution() {
+        let (moved, message) = alias_status(
+            &ModelAliasStatus::default(),
+            &AliasStep::Moved,
+            &facts("7", 0),
+        );
+        assert_eq!(message, "m/production: (none) → 7");
+        assert_eq!(moved.resolved_version.as_deref(), Some("7"));
+        assert_eq!(moved.history.len(), 1);
+        assert_eq!(moved.conditions[0].reason, "Resolved");
+        let (held, message) =
+            alias_status(&moved, &AliasStep::Held("denied by p/r"), &facts("8", 5));
+        assert_eq!(message, "m/production → 8 held: denied by p/r");
+        assert_eq!(held.resolved_version.as_deref(), Some("7"));
+        assert_eq!(held.history, moved.history);
+        assert_eq!(held.conditions[0].status, "False");
+        // Waiting after a hold: still not ready, so the transition time stays.
+        let (waiting, _) = alias_status(
+            &held,
+            &AliasStep::Waiting(&["holdout".into()]),
+            &facts("8", 9),
+        );
+        assert_eq!(
+            waiting.conditions[0].last_transition_time,
+            held.conditions[0].last_transition_time
+        );
+        let (again, _) = alias_status(&waiting, &AliasStep::Moved, &facts("8", 12));
+        assert_eq!(
+            (
+                again.resolved_version.as_deref(),
+                again.previous_version.as_deref()
+            ),
+            (Some("8"), Some("7"))
+        );
+        assert_ne!(
+            again.conditions[0].last_transition_time,
+            held.conditions[0].last_transition_time
+        );
+    }
+}

@@ -1,0 +1,521 @@
+//! The rollout state machine (pure): given the persisted state of one deployment, the version
+//! its alias wants, what the target observed and the time, decide the next state and the
+//! actions for the target to carry out. No I/O and no clock: the same code drives local
+//! processes, Kubernetes Deployments and SageMaker endpoints, and is tested with a fake clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use slipway_crd::model_deployment::{DeploymentPhase, Strategy, StrategyType};
+
+use crate::duration;
+
+/// One planned step: the candidate's share of traffic and how long to hold it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedStep {
+    /// Percent of traffic on the candidate.
+    pub weight: u32,
+    /// How long analysis must pass at this weight before the next step.
+    pub hold: Duration,
+}
+
+/// The steps of a strategy; the last step always has weight 100.
+pub fn plan_steps(strategy: &Strategy) -> Vec<PlannedStep> {
+    let parse = |d: Option<&String>| {
+        d.and_then(|d| duration::parse(d).ok())
+            .unwrap_or(Duration::ZERO)
+    };
+    let mut steps = match strategy.type_ {
+        StrategyType::AllAtOnce => Vec::new(),
+        StrategyType::Canary => strategy
+            .steps
+            .iter()
+            .filter(|s| s.weight > 0 && s.weight < 100)
+            .map(|s| PlannedStep {
+                weight: s.weight,
+                hold: parse(s.pause.as_ref()),
+            })
+            .collect(),
+        StrategyType::Linear => {
+            let w = strategy.step_weight.unwrap_or(100).clamp(1, 100);
+            let hold = parse(strategy.interval.as_ref());
+            (1..)
+                .map(|i| i * w)
+                .take_while(|x| *x < 100)
+                .map(|weight| PlannedStep { weight, hold })
+                .collect()
+        }
+    };
+    steps.push(PlannedStep {
+        weight: 100,
+        hold: Duration::ZERO,
+    });
+    steps
+}
+
+/// What the rollout of one deployment remembers between decisions (persisted by the store).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutState {
+    /// The last healthy version; it serves all traffic when no rollout is under way.
+    pub stable: Option<String>,
+    /// The version being rolled out.
+    pub candidate: Option<String>,
+    /// Index of the current step in [`plan_steps`].
+    pub step: usize,
+    /// When the current step's weights were applied (None: not applied yet).
+    pub step_started: Option<DateTime<Utc>>,
+    /// When the candidate was started.
+    pub candidate_started: Option<DateTime<Utc>>,
+    /// Phase shown in status.
+    pub phase: DeploymentPhase,
+    /// Versions rolled back on this deployment; not retried until the alias moves to them again or `retry`.
+    pub rejected: BTreeSet<String>,
+    /// The version the alias pointed at in the previous decision.
+    pub last_desired: Option<String>,
+    /// Version → percent, as last routed.
+    pub traffic: BTreeMap<String, u32>,
+}
+
+/// The verdict of analysis over the current step's window.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Thresholds hold.
+    Pass,
+    /// A threshold is broken; the reason names it.
+    Fail(String),
+    /// Not enough data yet (e.g. fewer requests than `minRequests`); hold the step.
+    Inconclusive(String),
+}
+
+/// What the target observed about the candidate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    /// The candidate's servers are up and pass their health check.
+    pub candidate_ready: bool,
+    /// Analysis of the candidate's traffic since the current step began.
+    pub analysis: Verdict,
+}
+
+/// Something that happened, for status, history and notifications.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum EventKind {
+    /// A rollout of a new version began.
+    RolloutStarted,
+    /// Traffic moved to the next step's weights.
+    StepStarted,
+    /// All traffic is on the new version.
+    RolloutSucceeded,
+    /// Analysis failed; traffic went back to the stable version.
+    RolledBack,
+    /// Analysis failed without automatic rollback; the rollout stopped where it was.
+    RolloutFailed,
+    /// The alias moved again during a rollout; the old candidate was withdrawn.
+    RolloutSuperseded,
+    /// An operator asked for a rejected version to be rolled out again.
+    RetryRequested,
+}
+
+/// An action for the deployment target.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Make sure this version's servers run.
+    Start(String),
+    /// Route traffic by these weights (version → percent, summing to 100).
+    Route(BTreeMap<String, u32>),
+    /// Stop this version's servers.
+    Stop(String),
+    /// Record and announce an event.
+    Event {
+        /// What happened.
+        kind: EventKind,
+        /// The version concerned.
+        version: String,
+        /// Explanation.
+        message: String,
+    },
+}
+
+/// The outcome of one decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// The state to persist (before carrying out the actions, so a restart resumes here).
+    pub state: RolloutState,
+    /// What to do, in order.
+    pub actions: Vec<Action>,
+    /// When to decide again at the latest (None: only on change).
+    pub requeue_after: Option<Duration>,
+}
+
+impl Step {
+    /// The step's events (kind, version, message), in order: what its history records.
+    pub fn events(&self) -> impl Iterator<Item = (&EventKind, &str, &str)> {
+        self.actions.iter().filter_map(|a| match a {
+            Action::Event {
+                kind,
+                version,
+                message,
+            } => Some((kind, version.as_str(), message.as_str())),
+            _ => None,
+        })
+    }
+}
+
+impl RolloutState {
+    /// The `ModelDeployment` status recording this state, on top of `base` (which keeps what
+    /// the state does not hold: history, endpoint, drift, conditions); the inverse of
+    /// [`RolloutState::from_status`]. Both homes' Kubernetes and SageMaker paths write it.
+    pub fn to_status(
+        &self,
+        base: slipway_crd::model_deployment::ModelDeploymentStatus,
+    ) -> slipway_crd::model_deployment::ModelDeploymentStatus {
+        slipway_crd::model_deployment::ModelDeploymentStatus {
+            phase: Some(self.phase),
+            serving_version: self.stable.clone(),
+            target_version: self.candidate.clone(),
+            traffic: self.traffic.clone(),
+            current_step: self.candidate.as_ref().map(|_| self.step as u32),
+            step_started_at: self.step_started,
+            candidate_started_at: self.candidate_started,
+            last_desired_version: self.last_desired.clone(),
+            rejected_versions: self.rejected.iter().cloned().collect(),
+            ..base
+        }
+    }
+
+    /// The state a `ModelDeployment`'s status records.
+    pub fn from_status(
+        status: &slipway_crd::model_deployment::ModelDeploymentStatus,
+    ) -> RolloutState {
+        RolloutState {
+            stable: status.serving_version.clone(),
+            candidate: status.target_version.clone(),
+            step: status.current_step.unwrap_or(0) as usize,
+            step_started: status.step_started_at,
+            candidate_started: status.candidate_started_at,
+            phase: status.phase.unwrap_or_default(),
+            rejected: status.rejected_versions.iter().cloned().collect(),
+            last_desired: status.last_desired_version.clone(),
+            traffic: status.traffic.clone(),
+        }
+    }
+}
+
+/// Appends a step's events to a `ModelDeployment`'s rollout history (each with the traffic
+/// after the step), keeping the newest [`crate::limits::ROLLOUT_HISTORY`] entries.
+pub fn record<'a>(
+    history: &mut Vec<slipway_crd::model_deployment::RolloutEvent>,
+    traffic: &BTreeMap<String, u32>,
+    events: impl IntoIterator<Item = (&'a EventKind, &'a str, &'a str)>,
+    now: DateTime<Utc>,
+) {
+    for (kind, version, message) in events {
+        history.push(slipway_crd::model_deployment::RolloutEvent {
+            at: Some(now),
+            event: format!("{kind:?}"),
+            traffic: traffic.clone(),
+            message: Some(format!("{version}: {message}")),
+        });
+    }
+    let excess = history.len().saturating_sub(crate::limits::ROLLOUT_HISTORY);
+    history.drain(..excess);
+}
+
+/// Fixed inputs of a deployment's rollouts.
+#[derive(Clone, Debug)]
+pub struct Policy<'a> {
+    /// The strategy.
+    pub strategy: &'a Strategy,
+    /// How long a new version may take to become healthy before it counts as failed.
+    pub progress_deadline: Duration,
+    /// How often to look again while waiting.
+    pub poll: Duration,
+}
+
+impl<'a> Policy<'a> {
+    /// A strategy's policy: its own `progressDeadline` when it sets one, else the target's
+    /// `default_deadline`.
+    pub fn new(strategy: &'a Strategy, default_deadline: Duration, poll: Duration) -> Self {
+        let progress_deadline = strategy
+            .progress_deadline
+            .as_deref()
+            .and_then(|d| duration::parse(d).ok())
+            .unwrap_or(default_deadline);
+        Policy {
+            strategy,
+            progress_deadline,
+            poll,
+        }
+    }
+}
+
+struct Machine<'a> {
+    s: RolloutState,
+    actions: Vec<Action>,
+    requeue: Option<Duration>,
+    now: DateTime<Utc>,
+    policy: &'a Policy<'a>,
+}
+
+impl Machine<'_> {
+    fn event(&mut self, kind: EventKind, version: &str, message: impl Into<String>) {
+        self.actions.push(Action::Event {
+            kind,
+            version: version.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn route(&mut self, weights: BTreeMap<String, u32>) {
+        if self.s.traffic != weights {
+            self.s.traffic = weights.clone();
+            self.actions.push(Action::Route(weights));
+        }
+    }
+
+    fn route_all_to(&mut self, version: &str) {
+        self.route(BTreeMap::from([(version.to_string(), 100)]));
+    }
+
+    fn wait(&mut self, d: Duration) {
+        self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
+    }
+
+    fn elapsed(&self, since: Option<DateTime<Utc>>) -> Duration {
+        since
+            .and_then(|t| (self.now - t).to_std().ok())
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Withdraws the candidate: traffic back to stable, candidate stopped.
+    fn withdraw(&mut self) -> Option<String> {
+        let old = self.s.candidate.take()?;
+        if let Some(stable) = self.s.stable.clone() {
+            self.route_all_to(&stable);
+        } else {
+            self.route(BTreeMap::new());
+        }
+        self.actions.push(Action::Stop(old.clone()));
+        self.s.step = 0;
+        self.s.step_started = None;
+        self.s.candidate_started = None;
+        Some(old)
+    }
+
+    fn fail(&mut self, candidate: &str, why: String) {
+        self.s.rejected.insert(candidate.to_string());
+        if self.policy.strategy.auto_rollback {
+            self.withdraw();
+            self.s.phase = DeploymentPhase::RolledBack;
+            let back = match &self.s.stable {
+                Some(s) => format!("all traffic is back on version {s}"),
+                None => "no version serves".to_string(),
+            };
+            self.event(
+                EventKind::RolledBack,
+                candidate,
+                format!("{why}; {back}. Version {candidate} is not retried until the alias moves to it again or a retry is requested"),
+            );
+        } else {
+            self.s.phase = DeploymentPhase::Failed;
+            self.event(
+                EventKind::RolloutFailed,
+                candidate,
+                format!(
+                    "{why}; autoRollback is off, so traffic stays as it is until an operator acts"
+                ),
+            );
+        }
+    }
+
+    fn run(&mut self, desired: Option<&str>, obs: &Observation) {
+        if desired.map(str::to_string) != self.s.last_desired {
+            // The alias moved: a version it moves (back) to gets a fresh chance.
+            if let Some(d) = desired {
+                self.s.rejected.remove(d);
+            }
+            self.s.last_desired = desired.map(str::to_string);
+        }
+        let Some(d) = desired else {
+            self.withdraw();
+            if let Some(stable) = self.s.stable.take() {
+                self.actions.push(Action::Stop(stable));
+            }
+            self.route(BTreeMap::new());
+            self.s.phase = DeploymentPhase::Healthy;
+            return;
+        };
+        if self.s.rejected.contains(d) {
+            if self.s.phase == DeploymentPhase::Failed && self.s.candidate.as_deref() == Some(d) {
+                return; // frozen until an operator acts
+            }
+            if self.s.candidate.as_deref() == Some(d) {
+                self.withdraw();
+            }
+            self.s.phase = DeploymentPhase::RolledBack;
+            return;
+        }
+        if self.s.stable.as_deref() == Some(d) {
+            if let Some(old) = self.withdraw() {
+                self.event(
+                    EventKind::RolloutSuperseded,
+                    &old,
+                    format!("the alias moved back to {d}"),
+                );
+            }
+            // The stable version's servers are kept running by the target (it resumes what `traffic` names).
+            self.route_all_to(d);
+            self.s.phase = DeploymentPhase::Healthy;
+            return;
+        }
+        if self.s.candidate.as_deref() != Some(d) {
+            if let Some(old) = self.withdraw() {
+                self.event(
+                    EventKind::RolloutSuperseded,
+                    &old,
+                    format!("the alias moved on to {d}"),
+                );
+            }
+            self.s.candidate = Some(d.to_string());
+            self.s.candidate_started = Some(self.now);
+            self.s.phase = DeploymentPhase::Progressing;
+            self.actions.push(Action::Start(d.to_string()));
+            let from = self
+                .s
+                .stable
+                .as_deref()
+                .map(|s| format!(" from {s}"))
+                .unwrap_or_default();
+            self.event(
+                EventKind::RolloutStarted,
+                d,
+                format!("rolling out {d}{from}"),
+            );
+        }
+        if !obs.candidate_ready {
+            if let Verdict::Fail(why) = &obs.analysis {
+                // The target already knows the version cannot become healthy (e.g. a Kubernetes
+                // Deployment past its progress deadline): no need to wait for ours.
+                self.fail(d, format!("version {d} cannot become healthy: {why}"));
+            } else if self.elapsed(self.s.candidate_started) > self.policy.progress_deadline {
+                let deadline = self.policy.progress_deadline;
+                self.fail(
+                    d,
+                    format!("version {d} did not become healthy within {deadline:?}"),
+                );
+            } else {
+                self.wait(self.policy.poll);
+            }
+            return;
+        }
+        let Some(stable) = self.s.stable.clone() else {
+            // First version of this deployment: nothing to compare with or fall back to.
+            self.route_all_to(d);
+            self.finish(d);
+            return;
+        };
+        let steps = plan_steps(self.policy.strategy);
+        // Whether this decision moved to the current step (its analysis starts from scratch).
+        let mut advanced = false;
+        loop {
+            let step = &steps[self.s.step.min(steps.len() - 1)];
+            if self.s.step_started.is_none() {
+                let weights = if step.weight >= 100 {
+                    BTreeMap::from([(d.to_string(), 100)])
+                } else {
+                    BTreeMap::from([
+                        (d.to_string(), step.weight),
+                        (stable.clone(), 100 - step.weight),
+                    ])
+                };
+                self.route(weights);
+                self.s.step_started = Some(self.now);
+                self.event(
+                    EventKind::StepStarted,
+                    d,
+                    format!("{}% of traffic on {d}", step.weight),
+                );
+            }
+            if advanced && step.weight < 100 {
+                self.wait(step.hold.max(self.policy.poll));
+                return;
+            }
+            match &obs.analysis {
+                Verdict::Fail(why) => {
+                    self.fail(d, format!("analysis failed at {}%: {why}", step.weight));
+                    return;
+                }
+                Verdict::Inconclusive(_) | Verdict::Pass
+                    if self.elapsed(self.s.step_started) < step.hold =>
+                {
+                    self.wait(step.hold - self.elapsed(self.s.step_started));
+                    return;
+                }
+                Verdict::Inconclusive(_) => {
+                    self.wait(self.policy.poll);
+                    return;
+                }
+                Verdict::Pass if step.weight >= 100 => {
+                    self.actions.push(Action::Stop(stable.clone()));
+                    self.finish(d);
+                    return;
+                }
+                Verdict::Pass => {
+                    self.s.step += 1;
+                    self.s.step_started = None;
+                    advanced = true;
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, d: &str) {
+        self.s.stable = Some(d.to_string());
+        self.s.candidate = None;
+        self.s.step = 0;
+        self.s.step_started = None;
+        self.s.candidate_started = None;
+        self.s.phase = DeploymentPhase::Healthy;
+        self.event(
+            EventKind::RolloutSucceeded,
+            d,
+            format!("all traffic on {d}"),
+        );
+    }
+}
+
+/// Decides the next step of a deployment's rollout.
+pub fn decide(
+    state: &RolloutState,
+    desired: Option<&str>,
+    policy: &Policy<'_>,
+    observation: &Observation,
+    now: DateTime<Utc>,
+) -> Step {
+    let mut m = Machine {
+        s: state.clone(),
+        actions: Vec::new(),
+        requeue: None,
+        now,
+        policy,
+    };
+    m.run(desired, observation);
+    Step {
+        state: m.s,
+        actions: m.actions,
+        requeue_after: m.requeue,
+    }
+}
+
+pub mod analysis;
+mod retry;
+pub mod sagemaker;
+pub mod status;
+
+pub use analysis::{Window, analyze};
+pub use retry::request_retry;
+
+#[cfg(test)]
+mod tests;

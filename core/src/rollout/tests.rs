@@ -1,0 +1,462 @@
+//! The rollout state machine driven by a fake clock and scripted observations.
+
+use chrono::TimeZone;
+use slipway_crd::model_deployment::{Analysis, Step as CanaryStep};
+
+use super::*;
+
+fn canary(auto_rollback: bool) -> Strategy {
+    Strategy {
+        type_: StrategyType::Canary,
+        steps: vec![
+            CanaryStep {
+                weight: 10,
+                pause: Some("5m".into()),
+            },
+            CanaryStep {
+                weight: 50,
+                pause: Some("10m".into()),
+            },
+        ],
+        auto_rollback,
+        ..Strategy::default()
+    }
+}
+
+struct Sim<'a> {
+    state: RolloutState,
+    now: DateTime<Utc>,
+    policy: Policy<'a>,
+    log: Vec<Action>,
+}
+
+impl<'a> Sim<'a> {
+    fn new(strategy: &'a Strategy) -> Self {
+        Sim {
+            state: RolloutState::default(),
+            now: Utc.with_ymd_and_hms(2026, 11, 26, 20, 0, 0).unwrap(),
+            policy: Policy {
+                strategy,
+                progress_deadline: Duration::from_secs(600),
+                poll: Duration::from_secs(5),
+            },
+            log: Vec::new(),
+        }
+    }
+
+    fn tick(&mut self, desired: Option<&str>, ready: bool, analysis: Verdict) -> Step {
+        let step = decide(
+            &self.state,
+            desired,
+            &self.policy,
+            &Observation {
+                candidate_ready: ready,
+                analysis,
+            },
+            self.now,
+        );
+        self.state = step.state.clone();
+        self.log.extend(step.actions.clone());
+        step
+    }
+
+    fn advance(&mut self, secs: i64) {
+        self.now += chrono::Duration::seconds(secs);
+    }
+
+    fn events(&self) -> Vec<(EventKind, String)> {
+        self.log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event { kind, message, .. } => Some((kind.clone(), message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn routes(&self) -> Vec<Vec<(String, u32)>> {
+        self.log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Route(w) => Some(w.iter().map(|(k, v)| (k.clone(), *v)).collect()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Serves version 7 as stable.
+    fn with_stable(mut self) -> Self {
+        self.tick(Some("7"), true, Verdict::Pass);
+        assert_eq!(self.state.stable.as_deref(), Some("7"));
+        self.log.clear();
+        self
+    }
+}
+
+fn w(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[test]
+fn plans_end_at_full_traffic() {
+    let weights = |s: &Strategy| plan_steps(s).iter().map(|p| p.weight).collect::<Vec<_>>();
+    assert_eq!(weights(&canary(true)), vec![10, 50, 100]);
+    assert_eq!(weights(&Strategy::default()), vec![100]);
+    let linear = Strategy {
+        type_: StrategyType::Linear,
+        step_weight: Some(30),
+        interval: Some("2m".into()),
+        ..Strategy::default()
+    };
+    assert_eq!(weights(&linear), vec![30, 60, 90, 100]);
+    assert_eq!(plan_steps(&linear)[0].hold, Duration::from_secs(120));
+}
+
+#[test]
+fn the_first_version_gets_all_traffic_once_healthy() {
+    let strategy = canary(true);
+    let mut sim = Sim::new(&strategy);
+    let s = sim.tick(Some("7"), false, Verdict::Pass);
+    assert_eq!(s.actions[0], Action::Start("7".into()));
+    assert_eq!(s.requeue_after, Some(Duration::from_secs(5)));
+    assert_eq!(sim.state.phase, DeploymentPhase::Progressing);
+    sim.tick(Some("7"), true, Verdict::Pass);
+    assert_eq!(sim.state.phase, DeploymentPhase::Healthy);
+    assert_eq!(sim.routes(), vec![w(&[("7", 100)])]);
+}
+
+#[test]
+fn canary_steps_happen_in_order_and_wait_for_their_pauses() {
+    let strategy = canary(true);
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), false, Verdict::Pass);
+    assert_eq!(sim.log[0], Action::Start("8".into()));
+    let s = sim.tick(Some("8"), true, Verdict::Pass);
+    assert_eq!(s.requeue_after, Some(Duration::from_secs(300)));
+    sim.advance(120);
+    assert_eq!(
+        sim.tick(Some("8"), true, Verdict::Pass).requeue_after,
+        Some(Duration::from_secs(180))
+    );
+    sim.advance(180);
+    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.advance(600);
+    sim.tick(Some("8"), true, Verdict::Pass);
+    assert_eq!(
+        sim.routes(),
+        vec![
+            w(&[("7", 90), ("8", 10)]),
+            w(&[("7", 50), ("8", 50)]),
+            w(&[("8", 100)])
+        ]
+    );
+    assert!(sim.log.contains(&Action::Stop("7".into())));
+    assert_eq!(sim.state.stable.as_deref(), Some("8"));
+    assert_eq!(sim.state.phase, DeploymentPhase::Healthy);
+    let kinds: Vec<EventKind> = sim.events().into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::RolloutStarted,
+            EventKind::StepStarted,
+            EventKind::StepStarted,
+            EventKind::StepStarted,
+            EventKind::RolloutSucceeded
+        ]
+    );
+}
+
+#[test]
+fn failed_analysis_rolls_back_and_is_not_retried_while_the_alias_stays() {
+    let strategy = canary(true);
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.advance(60);
+    sim.tick(
+        Some("8"),
+        true,
+        Verdict::Fail("error ratio 0.400 above 0.01".into()),
+    );
+    assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
+    assert_eq!(sim.routes().last(), Some(&w(&[("7", 100)])));
+    assert!(sim.log.contains(&Action::Stop("8".into())));
+    assert!(sim.state.rejected.contains("8"));
+    let (kind, message) = sim.events().last().cloned().unwrap();
+    assert_eq!(kind, EventKind::RolledBack);
+    assert!(
+        message.contains("analysis failed at 10%: error ratio 0.400 above 0.01"),
+        "{message}"
+    );
+    sim.log.clear();
+    for _ in 0..3 {
+        sim.advance(600);
+        let s = sim.tick(Some("8"), true, Verdict::Pass);
+        assert!(s.actions.is_empty(), "retried: {:?}", s.actions);
+    }
+    assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
+}
+
+#[test]
+fn moving_the_alias_again_or_retry_gives_a_rejected_version_another_chance() {
+    let strategy = canary(true);
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), true, Verdict::Fail("bad".into()));
+    assert!(sim.state.rejected.contains("8"));
+    sim.tick(Some("7"), true, Verdict::Pass);
+    sim.log.clear();
+    sim.tick(Some("8"), true, Verdict::Pass);
+    assert_eq!(sim.log[0], Action::Start("8".into()));
+
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), true, Verdict::Fail("bad".into()));
+    assert_eq!(
+        request_retry(&sim.state, "default/api", Some("9")).unwrap_err(),
+        "default/api has versions 8 rejected; nothing to retry for version 9"
+    );
+    let retried = request_retry(&sim.state, "default/api", None).unwrap();
+    assert_eq!(
+        retried.events().collect::<Vec<_>>(),
+        [(
+            &EventKind::RetryRequested,
+            "8",
+            "version 8 may be rolled out again"
+        )]
+    );
+    sim.state = retried.state;
+    assert_eq!(
+        request_retry(&sim.state, "default/api", None).unwrap_err(),
+        "default/api has no version rejected; nothing to retry"
+    );
+    sim.log.clear();
+    sim.tick(Some("8"), true, Verdict::Pass);
+    assert_eq!(sim.log[0], Action::Start("8".into()));
+}
+
+#[test]
+fn a_strategy_sets_its_own_progress_deadline() {
+    let mut strategy = canary(true);
+    let default = Duration::from_secs(600);
+    let poll = Duration::from_secs(5);
+    assert_eq!(
+        Policy::new(&strategy, default, poll).progress_deadline,
+        default
+    );
+    strategy.progress_deadline = Some("45s".into());
+    let policy = Policy::new(&strategy, default, poll);
+    assert_eq!(policy.progress_deadline, Duration::from_secs(45));
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.policy = policy;
+    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.advance(46);
+    sim.tick(Some("8"), false, Verdict::Pass);
+    assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
+    assert!(sim.events().last().unwrap().1.contains("within 45s"));
+}
+
+#[test]
+fn a_candidate_that_never_becomes_healthy_is_rolled_back_after_the_deadline() {
+    let strategy = canary(true);
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.advance(599);
+    sim.tick(Some("8"), false, Verdict::Pass);
+    assert_eq!(sim.state.phase, DeploymentPhase::Progressing);
+    sim.advance(2);
+    sim.tick(Some("8"), false, Verdict::Pass);
+    assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
+    assert!(
+        sim.events()
+            .last()
+            .unwrap()
+            .1
+            .contains("did not become healthy within 600s")
+    );
+}
+
+#[test]
+fn a_candidate_the_target_reports_as_failing_is_rolled_back_without_waiting() {
+    let strategy = canary(true);
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.advance(10);
+    sim.tick(
+        Some("8"),
+        false,
+        Verdict::Fail("pitch-frames-api-v8 is not progressing (ProgressDeadlineExceeded)".into()),
+    );
+    assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
+    assert!(sim.state.rejected.contains("8"));
+    let (_, message) = sim.events().last().unwrap().clone();
+    assert!(
+        message.contains("version 8 cannot become healthy: pitch-frames-api-v8 is not progressing"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_alias_move_during_a_rollout_supersedes_the_candidate() {
+    let strategy = canary(true);
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.advance(30);
+    sim.tick(Some("9"), true, Verdict::Pass);
+    assert!(sim.log.contains(&Action::Stop("8".into())));
+    assert_eq!(sim.state.candidate.as_deref(), Some("9"));
+    assert_eq!(sim.routes().last(), Some(&w(&[("7", 90), ("9", 10)])));
+    assert!(
+        sim.events()
+            .iter()
+            .any(|e| e.0 == EventKind::RolloutSuperseded)
+    );
+}
+
+#[test]
+fn inconclusive_analysis_holds_the_step() {
+    let strategy = canary(true);
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.advance(301);
+    let s = sim.tick(
+        Some("8"),
+        true,
+        Verdict::Inconclusive("12 of 200 requests".into()),
+    );
+    assert_eq!(s.requeue_after, Some(Duration::from_secs(5)));
+    assert_eq!(sim.state.traffic.get("8"), Some(&10));
+}
+
+#[test]
+fn without_auto_rollback_a_failure_freezes_traffic() {
+    let strategy = canary(false);
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.tick(Some("8"), true, Verdict::Fail("latency".into()));
+    assert_eq!(sim.state.phase, DeploymentPhase::Failed);
+    assert_eq!(sim.state.traffic.get("8"), Some(&10));
+    sim.log.clear();
+    sim.advance(3600);
+    assert!(sim.tick(Some("8"), true, Verdict::Pass).actions.is_empty());
+}
+
+#[test]
+fn a_restart_resumes_from_the_persisted_state_without_repeating_steps() {
+    let strategy = canary(true);
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), true, Verdict::Pass);
+    let persisted = serde_json::to_string(&sim.state).unwrap();
+    let restored: RolloutState = serde_json::from_str(&persisted).unwrap();
+    assert_eq!(restored, sim.state);
+    sim.state = restored;
+    sim.log.clear();
+    sim.advance(10);
+    let s = sim.tick(Some("8"), true, Verdict::Pass);
+    assert!(s.actions.is_empty(), "{:?}", s.actions);
+}
+
+#[test]
+fn analysis_judges_errors_latency_and_volume() {
+    let spec = Analysis {
+        max_error_ratio: Some(0.01),
+        latency_percentile: Some(99.0),
+        max_latency_ms: Some(80.0),
+        min_requests: Some(100),
+        alarms: vec![],
+    };
+    let mut window = Window {
+        requests: 50,
+        errors: 0,
+        latencies_ms: vec![10.0; 50],
+    };
+    assert!(matches!(
+        analyze(Some(&spec), &window),
+        Verdict::Inconclusive(_)
+    ));
+    window.requests = 200;
+    window.latencies_ms = vec![10.0; 200];
+    assert_eq!(analyze(Some(&spec), &window), Verdict::Pass);
+    window.errors = 5;
+    assert_eq!(
+        analyze(Some(&spec), &window),
+        Verdict::Fail("error ratio 0.025 above 0.01 (5 of 200 requests)".into())
+    );
+    window.errors = 0;
+    window.latencies_ms[199] = 500.0;
+    window.latencies_ms[198] = 400.0;
+    window.latencies_ms[197] = 300.0;
+    assert_eq!(
+        analyze(Some(&spec), &window),
+        Verdict::Fail("p99 latency 300.0 ms above 80 ms".into())
+    );
+    assert_eq!(analyze(None, &window), Verdict::Pass);
+}
+
+#[test]
+fn an_analysis_its_target_cannot_measure_is_said_in_the_status_of_every_target() {
+    let spec = |target: serde_json::Value, analysis: serde_json::Value| {
+        serde_json::from_value::<slipway_crd::model_deployment::ModelDeploymentSpec>(
+            serde_json::json!({"model": "m", "alias": "production", "target": target,
+                               "strategy": {"type": "Canary", "steps": [{"weight": 25}], "analysis": analysis}}),
+        )
+        .unwrap()
+    };
+    let local = serde_json::json!({"local": {"command": ["serve"], "port": 9000}});
+    let kube = serde_json::json!({"kubernetes": {"image": "serve:1", "replicas": 4, "port": 8080}});
+    let sm = serde_json::json!({"sagemaker": {"endpointName": "e", "region": "eu-west-1", "image": "i",
+                                              "instanceType": "ml.m5.large", "executionRoleArn": "arn:aws:iam::1:role/x"}});
+    let thresholds = serde_json::json!({"maxErrorRatio": 0.01, "maxLatencyMs": 200.0});
+    let alarms = serde_json::json!({"alarms": ["errors-high"]});
+    // The local router measures thresholds, SageMaker measures alarms: nothing to say.
+    assert_eq!(
+        analysis::unmeasured(&spec(local.clone(), thresholds.clone())),
+        None
+    );
+    assert_eq!(
+        analysis::unmeasured(&spec(sm.clone(), alarms.clone())),
+        None
+    );
+    assert_eq!(
+        analysis::unmeasured(&spec(local, alarms.clone())).as_deref(),
+        Some(
+            "strategy.analysis asks for alarms, which a local target cannot measure: its steps are judged by the router's requests, errors and latency; remove it or choose a target that measures it"
+        )
+    );
+    assert!(
+        analysis::unmeasured(&spec(sm, thresholds.clone()))
+            .unwrap()
+            .starts_with(
+                "strategy.analysis asks for maxErrorRatio, maxLatencyMs, which a sagemaker target"
+            )
+    );
+    let k = spec(kube, thresholds);
+    let why = analysis::unmeasured(&k).unwrap();
+    assert!(why.contains("a kubernetes target cannot measure: its steps are judged by its Deployment's health alone"), "{why}");
+
+    // The status of every step says so, beside Ready, and a stall says so too.
+    let previous = slipway_crd::model_deployment::ModelDeploymentStatus::default();
+    let basis = status::Basis {
+        spec: &k,
+        previous: &previous,
+        generation: Some(2),
+        now: Utc.with_ymd_and_hms(2026, 11, 26, 20, 0, 0).unwrap(),
+    };
+    let state = RolloutState {
+        stable: Some("7".into()),
+        phase: DeploymentPhase::Healthy,
+        traffic: [("7".to_string(), 100)].into(),
+        ..Default::default()
+    };
+    for s in [
+        status::stepped(&state, [], &basis, None),
+        status::stalled_for("OutsideBounds", &state, "no", &basis, None),
+    ] {
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "AnalysisMeasured")
+            .expect("an AnalysisMeasured condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            ("False", "Unmeasurable", why.as_str())
+        );
+    }
+}
