@@ -39,6 +39,10 @@ spec:
       gates:
         - {{metric: f1, op: ">=", value: 0.8}}
       timeout: 60s
+  notifications:
+    - name: parity
+      webhook: {{url: "http://127.0.0.1:{receiver}/notify"}}
+      events: [EvaluationCompleted]
 ---
 apiVersion: slipway.dev/v1alpha1
 kind: RegisteredModel
@@ -459,6 +463,55 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         "{who}: {d}"
     );
     t.insert("6 retry".into(), deployment_facts(&d));
+
+    // The announcements of every finished evaluation: one text and one set of data keys in
+    // both homes (the report's location, the run's duration and the revision aside).
+    let announced = || -> Vec<Value> {
+        let mut seen: Vec<Value> = receiver
+            .requests()
+            .into_iter()
+            .filter(|(path, _, _)| path == "/notify")
+            .filter_map(|(_, _, body)| serde_json::from_str::<Value>(&body).ok())
+            .filter(|b| b["event"] == "EvaluationCompleted")
+            .map(|b| {
+                let data = &b["data"];
+                let keys: Vec<&String> = data.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+                json!({
+                    "evaluation": data["evaluation"], "message": b["message"], "version": b["version"],
+                    "keys": keys, "verdict": data["verdict"], "metrics": data["metrics"],
+                    "baselineVersion": data["baselineVersion"], "baselineMetrics": data["baselineMetrics"],
+                })
+            })
+            .collect();
+        seen.sort_by_key(|n| n["evaluation"].to_string());
+        seen.dedup();
+        seen
+    };
+    let notes = eventually(Duration::from_secs(30), || {
+        let n = announced();
+        (n.len() >= 5).then_some(n)
+    });
+    let eight = notes
+        .iter()
+        .find(|n| n["evaluation"] == "pitch-frames-8-holdout")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        eight["keys"],
+        json!([
+            "baselineMetrics",
+            "baselineVersion",
+            "evaluation",
+            "metrics",
+            "report",
+            "seconds",
+            "suite",
+            "verdict"
+        ]),
+        "{who}: {notes:#?}"
+    );
+    assert_eq!(eight["baselineVersion"], "7", "{who}: {eight}");
+    t.insert("6 announcements".into(), json!(notes));
 
     // 7. An analysis the target cannot measure (CloudWatch alarms: neither the local router nor
     //    a Deployment's health measures them) is said in the status of both homes, and what
