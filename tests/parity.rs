@@ -3,7 +3,7 @@
 //! asserting the same decisions and status fields, step by step, and then that the two
 //! transcripts are equal (evaluations, versions, aliases, and a deployment's canary rollout, its
 //! rollback and an operator's retry, with the test playing the kubelet in the cluster). The
-//! SageMaker heal is compared between the homes in `tests/sagemaker.rs`. A scenario that passes in one home and fails in the other is a bug.
+//! SageMaker heal is compared between the homes in `tests/sagemaker_kubernetes.rs`. A scenario that passes in one home and fails in the other is a bug.
 //!
 //! The evaluations use the `webhook` runner in both homes: the test is the external system. It
 //! reads each dispatch from a real HTTP receiver and posts results to the home's results API.

@@ -171,7 +171,7 @@ pub fn alias_status(
                 by: None,
                 at: Some(f.now),
                 revision: f.revision.map(str::to_string),
-                decision: "allowed".into(),
+                decision: slipway_crd::model_alias::AliasDecision::Allowed,
                 message: None,
             });
             status.previous_version = from;

@@ -54,6 +54,27 @@ pub struct ModelAliasStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// The decision on an alias move.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AliasDecision {
+    /// The policies allowed it.
+    #[default]
+    Allowed,
+    /// The policies denied it.
+    Denied,
+}
+
+impl AliasDecision {
+    /// The name as serialised (`allowed`, `denied`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AliasDecision::Allowed => "allowed",
+            AliasDecision::Denied => "denied",
+        }
+    }
+}
+
 /// One recorded alias move.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -73,7 +94,7 @@ pub struct AliasMove {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
     /// `allowed` or `denied`.
-    pub decision: String,
+    pub decision: AliasDecision,
     /// Summary of the policy decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

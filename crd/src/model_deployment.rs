@@ -255,6 +255,19 @@ pub enum DeploymentPhase {
     Failed,
 }
 
+impl DeploymentPhase {
+    /// The name as serialised (`Progressing`, `Healthy`, …): the wire name, never `Debug` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentPhase::Progressing => "Progressing",
+            DeploymentPhase::Healthy => "Healthy",
+            DeploymentPhase::Degraded => "Degraded",
+            DeploymentPhase::RolledBack => "RolledBack",
+            DeploymentPhase::Failed => "Failed",
+        }
+    }
+}
+
 /// A SageMaker endpoint as Slipway last saw it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -327,6 +340,50 @@ pub struct ModelDeploymentStatus {
     pub observed_generation: Option<i64>,
 }
 
+/// What happened in a rollout (status history, history entries, events and notifications use
+/// these names).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RolloutEventKind {
+    /// A rollout of a new version began.
+    #[default]
+    RolloutStarted,
+    /// Traffic moved to the next step's weights.
+    StepStarted,
+    /// All traffic is on the new version.
+    RolloutSucceeded,
+    /// Analysis failed; traffic went back to the stable version.
+    RolledBack,
+    /// Analysis failed without automatic rollback; the rollout stopped where it was.
+    RolloutFailed,
+    /// The alias moved again during a rollout; the old candidate was withdrawn.
+    RolloutSuperseded,
+    /// An operator asked for a rejected version to be rolled out again.
+    RetryRequested,
+}
+
+impl RolloutEventKind {
+    /// The name as serialised: the wire name, never `Debug` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutEventKind::RolloutStarted => "RolloutStarted",
+            RolloutEventKind::StepStarted => "StepStarted",
+            RolloutEventKind::RolloutSucceeded => "RolloutSucceeded",
+            RolloutEventKind::RolledBack => "RolledBack",
+            RolloutEventKind::RolloutFailed => "RolloutFailed",
+            RolloutEventKind::RolloutSuperseded => "RolloutSuperseded",
+            RolloutEventKind::RetryRequested => "RetryRequested",
+        }
+    }
+
+    /// Whether people should hear of it as a warning (the rollout did not go as asked).
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            RolloutEventKind::RolledBack | RolloutEventKind::RolloutFailed
+        )
+    }
+}
+
 /// One rollout step that happened.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -335,7 +392,7 @@ pub struct RolloutEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<DateTime<Utc>>,
     /// What happened, e.g. `StepStarted`, `RolledBack`.
-    pub event: String,
+    pub event: RolloutEventKind,
     /// Version → percent after the event.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub traffic: BTreeMap<String, u32>,

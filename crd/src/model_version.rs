@@ -100,8 +100,8 @@ pub struct EvaluationSummary {
     /// Name of the `Evaluation` object.
     pub evaluation: String,
     /// `Pending`, `Running`, `Succeeded` or `Failed`.
-    pub phase: String,
+    pub phase: crate::evaluation::EvaluationPhase,
     /// `Passed` or `Failed`, once finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<String>,
+    pub verdict: Option<crate::evaluation::Verdict>,
 }

@@ -105,6 +105,37 @@ pub enum NotificationEvent {
     RolledBack,
 }
 
+impl NotificationEvent {
+    /// Every event, in order.
+    pub const ALL: [NotificationEvent; 7] = [
+        NotificationEvent::VersionRegistered,
+        NotificationEvent::EvaluationCompleted,
+        NotificationEvent::AliasMoved,
+        NotificationEvent::PromotionBlocked,
+        NotificationEvent::RolloutStarted,
+        NotificationEvent::RolloutSucceeded,
+        NotificationEvent::RolledBack,
+    ];
+
+    /// The name as serialised and as history entries and events say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationEvent::VersionRegistered => "VersionRegistered",
+            NotificationEvent::EvaluationCompleted => "EvaluationCompleted",
+            NotificationEvent::AliasMoved => "AliasMoved",
+            NotificationEvent::PromotionBlocked => "PromotionBlocked",
+            NotificationEvent::RolloutStarted => "RolloutStarted",
+            NotificationEvent::RolloutSucceeded => "RolloutSucceeded",
+            NotificationEvent::RolledBack => "RolledBack",
+        }
+    }
+
+    /// The event named `name`, if it is one.
+    pub fn named(name: &str) -> Option<NotificationEvent> {
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
 /// One notification channel. Set exactly one of `slack` and `webhook`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]

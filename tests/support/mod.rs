@@ -6,9 +6,12 @@ use std::process::Command;
 
 pub mod admission;
 pub mod apiserver;
+pub mod git_mode;
 pub mod http;
+pub mod k8s_mode;
 pub mod kubelet;
 pub mod moto;
+pub mod sagemaker;
 
 use git2::{Oid, Repository, Signature, Time};
 

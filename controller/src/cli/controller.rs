@@ -221,6 +221,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         client: client.clone(),
         metrics: metrics.clone(),
         reports_url: Default::default(),
+        cache: Default::default(),
     });
     let listener = crate::edges::http::bind(args.listen).await?;
     let bound = listener.local_addr()?;
@@ -233,12 +234,13 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     let _ = home
         .reports_url
         .set(results_url.trim_end_matches('/').to_string());
-    let router = crate::edges::http::router(home);
+    let router = crate::edges::http::router(home.clone());
     tokio::spawn(crate::edges::http::serve::serve(listener, router, None));
 
     // One watch per kind for this replica: the webhook decides from it at once, the controllers
     // when this replica leads.
     let cache = Cache::start(&client, args.namespace.as_deref());
+    let _ = home.cache.set(cache.clone());
     let mut webhook_task = None;
     if let Some(addr) = args.webhook_listen {
         let pem = match (&args.tls_cert, &args.tls_key) {

@@ -224,7 +224,7 @@ pub fn finished(
         samples: join_samples(&candidate.samples, baseline.map_or(&[][..], |b| &b.samples)),
         gates: results,
         completed_at: Some(now),
-        conditions: vec![condition("True", &format!("{verdict:?}"), message, now)],
+        conditions: vec![condition("True", verdict.as_str(), message, now)],
         ..running.clone()
     }
 }

@@ -21,18 +21,12 @@ pub fn version_status<'a>(
             EvaluationSummary {
                 suite: suite.to_string(),
                 evaluation: e.metadata.name.clone().unwrap_or_default(),
-                phase: format!("{:?}", st.phase),
-                verdict: st.verdict.map(|v| format!("{v:?}")),
+                phase: st.phase,
+                verdict: st.verdict,
             }
         })
         .collect();
-    let verdict = |v: Verdict| {
-        let v = format!("{v:?}");
-        summaries
-            .iter()
-            .filter(move |s| s.verdict.as_deref() == Some(v.as_str()))
-            .count()
-    };
+    let verdict = |v: Verdict| summaries.iter().filter(|s| s.verdict == Some(v)).count();
     let (failed, passed) = (verdict(Verdict::Failed), verdict(Verdict::Passed));
     let (ok, reason, message) = if failed > 0 {
         (

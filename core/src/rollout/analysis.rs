@@ -2,7 +2,7 @@
 
 use slipway_crd::model_deployment::{Analysis, ModelDeploymentSpec};
 
-use super::Verdict;
+use super::Judgement;
 
 /// Traffic the router observed for the candidate since the current step began.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -67,21 +67,21 @@ pub fn unmeasured(spec: &ModelDeploymentSpec) -> Option<String> {
 }
 
 /// Judges a window against a deployment's analysis thresholds.
-pub fn analyze(spec: Option<&Analysis>, window: &Window) -> Verdict {
+pub fn analyze(spec: Option<&Analysis>, window: &Window) -> Judgement {
     let Some(spec) = spec else {
-        return Verdict::Pass;
+        return Judgement::Pass;
     };
     if let Some(min) = spec.min_requests
         && window.requests < min
     {
-        return Verdict::Inconclusive(format!("{} of {min} requests observed", window.requests));
+        return Judgement::Inconclusive(format!("{} of {min} requests observed", window.requests));
     }
     if let Some(max) = spec.max_error_ratio
         && window.requests > 0
     {
         let ratio = window.errors as f64 / window.requests as f64;
         if ratio > max {
-            return Verdict::Fail(format!(
+            return Judgement::Fail(format!(
                 "error ratio {ratio:.3} above {max} ({} of {} requests)",
                 window.errors, window.requests
             ));
@@ -96,8 +96,8 @@ pub fn analyze(spec: Option<&Analysis>, window: &Window) -> Verdict {
         let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
         let value = sorted[rank.clamp(1, sorted.len()) - 1];
         if value > max {
-            return Verdict::Fail(format!("p{p} latency {value:.1} ms above {max} ms"));
+            return Judgement::Fail(format!("p{p} latency {value:.1} ms above {max} ms"));
         }
     }
-    Verdict::Pass
+    Judgement::Pass
 }

@@ -79,9 +79,9 @@ pub struct RolloutState {
     pub traffic: BTreeMap<String, u32>,
 }
 
-/// The verdict of analysis over the current step's window.
+/// What the analysis of the current step's window judges (not an evaluation's `Verdict`).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Verdict {
+pub enum Judgement {
     /// Thresholds hold.
     Pass,
     /// A threshold is broken; the reason names it.
@@ -96,27 +96,12 @@ pub struct Observation {
     /// The candidate's servers are up and pass their health check.
     pub candidate_ready: bool,
     /// Analysis of the candidate's traffic since the current step began.
-    pub analysis: Verdict,
+    pub analysis: Judgement,
 }
 
-/// Something that happened, for status, history and notifications.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub enum EventKind {
-    /// A rollout of a new version began.
-    RolloutStarted,
-    /// Traffic moved to the next step's weights.
-    StepStarted,
-    /// All traffic is on the new version.
-    RolloutSucceeded,
-    /// Analysis failed; traffic went back to the stable version.
-    RolledBack,
-    /// Analysis failed without automatic rollback; the rollout stopped where it was.
-    RolloutFailed,
-    /// The alias moved again during a rollout; the old candidate was withdrawn.
-    RolloutSuperseded,
-    /// An operator asked for a rejected version to be rolled out again.
-    RetryRequested,
-}
+/// Something that happened, for status, history and notifications: the API's enum, so the
+/// status, the history, events and notifications say the same names.
+pub use slipway_crd::model_deployment::RolloutEventKind as EventKind;
 
 /// An action for the deployment target.
 #[derive(Clone, Debug, PartialEq)]
@@ -214,7 +199,7 @@ pub fn record<'a>(
     for (kind, version, message) in events {
         history.push(slipway_crd::model_deployment::RolloutEvent {
             at: Some(now),
-            event: format!("{kind:?}"),
+            event: *kind,
             traffic: traffic.clone(),
             message: Some(format!("{version}: {message}")),
         });
@@ -395,7 +380,7 @@ impl Machine<'_> {
             );
         }
         if !obs.candidate_ready {
-            if let Verdict::Fail(why) = &obs.analysis {
+            if let Judgement::Fail(why) = &obs.analysis {
                 // The target already knows the version cannot become healthy (e.g. a Kubernetes
                 // Deployment past its progress deadline): no need to wait for ours.
                 self.fail(d, format!("version {d} cannot become healthy: {why}"));
@@ -443,26 +428,26 @@ impl Machine<'_> {
                 return;
             }
             match &obs.analysis {
-                Verdict::Fail(why) => {
+                Judgement::Fail(why) => {
                     self.fail(d, format!("analysis failed at {}%: {why}", step.weight));
                     return;
                 }
-                Verdict::Inconclusive(_) | Verdict::Pass
+                Judgement::Inconclusive(_) | Judgement::Pass
                     if self.elapsed(self.s.step_started) < step.hold =>
                 {
                     self.wait(step.hold - self.elapsed(self.s.step_started));
                     return;
                 }
-                Verdict::Inconclusive(_) => {
+                Judgement::Inconclusive(_) => {
                     self.wait(self.policy.poll);
                     return;
                 }
-                Verdict::Pass if step.weight >= 100 => {
+                Judgement::Pass if step.weight >= 100 => {
                     self.actions.push(Action::Stop(stable.clone()));
                     self.finish(d);
                     return;
                 }
-                Verdict::Pass => {
+                Judgement::Pass => {
                     self.s.step += 1;
                     self.s.step_started = None;
                     advanced = true;

@@ -148,7 +148,7 @@ pub fn stepped<'e>(
         (None, None, _) => "nothing to serve yet".into(),
     };
     let reason = if serving {
-        format!("{:?}", state.phase)
+        state.phase.as_str().to_string()
     } else {
         "NothingToServe".to_string()
     };

@@ -44,7 +44,7 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn tick(&mut self, desired: Option<&str>, ready: bool, analysis: Verdict) -> Step {
+    fn tick(&mut self, desired: Option<&str>, ready: bool, analysis: Judgement) -> Step {
         let step = decide(
             &self.state,
             desired,
@@ -68,7 +68,7 @@ impl<'a> Sim<'a> {
         self.log
             .iter()
             .filter_map(|a| match a {
-                Action::Event { kind, message, .. } => Some((kind.clone(), message.clone())),
+                Action::Event { kind, message, .. } => Some((*kind, message.clone())),
                 _ => None,
             })
             .collect()
@@ -86,7 +86,7 @@ impl<'a> Sim<'a> {
 
     /// Serves version 7 as stable.
     fn with_stable(mut self) -> Self {
-        self.tick(Some("7"), true, Verdict::Pass);
+        self.tick(Some("7"), true, Judgement::Pass);
         assert_eq!(self.state.stable.as_deref(), Some("7"));
         self.log.clear();
         self
@@ -116,11 +116,11 @@ fn plans_end_at_full_traffic() {
 fn the_first_version_gets_all_traffic_once_healthy() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy);
-    let s = sim.tick(Some("7"), false, Verdict::Pass);
+    let s = sim.tick(Some("7"), false, Judgement::Pass);
     assert_eq!(s.actions[0], Action::Start("7".into()));
     assert_eq!(s.requeue_after, Some(Duration::from_secs(5)));
     assert_eq!(sim.state.phase, DeploymentPhase::Progressing);
-    sim.tick(Some("7"), true, Verdict::Pass);
+    sim.tick(Some("7"), true, Judgement::Pass);
     assert_eq!(sim.state.phase, DeploymentPhase::Healthy);
     assert_eq!(sim.routes(), vec![w(&[("7", 100)])]);
 }
@@ -129,19 +129,19 @@ fn the_first_version_gets_all_traffic_once_healthy() {
 fn canary_steps_happen_in_order_and_wait_for_their_pauses() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy).with_stable();
-    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.tick(Some("8"), false, Judgement::Pass);
     assert_eq!(sim.log[0], Action::Start("8".into()));
-    let s = sim.tick(Some("8"), true, Verdict::Pass);
+    let s = sim.tick(Some("8"), true, Judgement::Pass);
     assert_eq!(s.requeue_after, Some(Duration::from_secs(300)));
     sim.advance(120);
     assert_eq!(
-        sim.tick(Some("8"), true, Verdict::Pass).requeue_after,
+        sim.tick(Some("8"), true, Judgement::Pass).requeue_after,
         Some(Duration::from_secs(180))
     );
     sim.advance(180);
-    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.tick(Some("8"), true, Judgement::Pass);
     sim.advance(600);
-    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.tick(Some("8"), true, Judgement::Pass);
     assert_eq!(
         sim.routes(),
         vec![
@@ -170,12 +170,12 @@ fn canary_steps_happen_in_order_and_wait_for_their_pauses() {
 fn failed_analysis_rolls_back_and_is_not_retried_while_the_alias_stays() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy).with_stable();
-    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.tick(Some("8"), true, Judgement::Pass);
     sim.advance(60);
     sim.tick(
         Some("8"),
         true,
-        Verdict::Fail("error ratio 0.400 above 0.01".into()),
+        Judgement::Fail("error ratio 0.400 above 0.01".into()),
     );
     assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
     assert_eq!(sim.routes().last(), Some(&w(&[("7", 100)])));
@@ -190,7 +190,7 @@ fn failed_analysis_rolls_back_and_is_not_retried_while_the_alias_stays() {
     sim.log.clear();
     for _ in 0..3 {
         sim.advance(600);
-        let s = sim.tick(Some("8"), true, Verdict::Pass);
+        let s = sim.tick(Some("8"), true, Judgement::Pass);
         assert!(s.actions.is_empty(), "retried: {:?}", s.actions);
     }
     assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
@@ -200,15 +200,15 @@ fn failed_analysis_rolls_back_and_is_not_retried_while_the_alias_stays() {
 fn moving_the_alias_again_or_retry_gives_a_rejected_version_another_chance() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy).with_stable();
-    sim.tick(Some("8"), true, Verdict::Fail("bad".into()));
+    sim.tick(Some("8"), true, Judgement::Fail("bad".into()));
     assert!(sim.state.rejected.contains("8"));
-    sim.tick(Some("7"), true, Verdict::Pass);
+    sim.tick(Some("7"), true, Judgement::Pass);
     sim.log.clear();
-    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.tick(Some("8"), true, Judgement::Pass);
     assert_eq!(sim.log[0], Action::Start("8".into()));
 
     let mut sim = Sim::new(&strategy).with_stable();
-    sim.tick(Some("8"), true, Verdict::Fail("bad".into()));
+    sim.tick(Some("8"), true, Judgement::Fail("bad".into()));
     assert_eq!(
         request_retry(&sim.state, "default/api", Some("9")).unwrap_err(),
         "default/api has versions 8 rejected; nothing to retry for version 9"
@@ -228,7 +228,7 @@ fn moving_the_alias_again_or_retry_gives_a_rejected_version_another_chance() {
         "default/api has no version rejected; nothing to retry"
     );
     sim.log.clear();
-    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.tick(Some("8"), true, Judgement::Pass);
     assert_eq!(sim.log[0], Action::Start("8".into()));
 }
 
@@ -246,9 +246,9 @@ fn a_strategy_sets_its_own_progress_deadline() {
     assert_eq!(policy.progress_deadline, Duration::from_secs(45));
     let mut sim = Sim::new(&strategy).with_stable();
     sim.policy = policy;
-    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.tick(Some("8"), false, Judgement::Pass);
     sim.advance(46);
-    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.tick(Some("8"), false, Judgement::Pass);
     assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
     assert!(sim.events().last().unwrap().1.contains("within 45s"));
 }
@@ -257,12 +257,12 @@ fn a_strategy_sets_its_own_progress_deadline() {
 fn a_candidate_that_never_becomes_healthy_is_rolled_back_after_the_deadline() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy).with_stable();
-    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.tick(Some("8"), false, Judgement::Pass);
     sim.advance(599);
-    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.tick(Some("8"), false, Judgement::Pass);
     assert_eq!(sim.state.phase, DeploymentPhase::Progressing);
     sim.advance(2);
-    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.tick(Some("8"), false, Judgement::Pass);
     assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
     assert!(
         sim.events()
@@ -277,12 +277,12 @@ fn a_candidate_that_never_becomes_healthy_is_rolled_back_after_the_deadline() {
 fn a_candidate_the_target_reports_as_failing_is_rolled_back_without_waiting() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy).with_stable();
-    sim.tick(Some("8"), false, Verdict::Pass);
+    sim.tick(Some("8"), false, Judgement::Pass);
     sim.advance(10);
     sim.tick(
         Some("8"),
         false,
-        Verdict::Fail("pitch-frames-api-v8 is not progressing (ProgressDeadlineExceeded)".into()),
+        Judgement::Fail("pitch-frames-api-v8 is not progressing (ProgressDeadlineExceeded)".into()),
     );
     assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
     assert!(sim.state.rejected.contains("8"));
@@ -297,9 +297,9 @@ fn a_candidate_the_target_reports_as_failing_is_rolled_back_without_waiting() {
 fn an_alias_move_during_a_rollout_supersedes_the_candidate() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy).with_stable();
-    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.tick(Some("8"), true, Judgement::Pass);
     sim.advance(30);
-    sim.tick(Some("9"), true, Verdict::Pass);
+    sim.tick(Some("9"), true, Judgement::Pass);
     assert!(sim.log.contains(&Action::Stop("8".into())));
     assert_eq!(sim.state.candidate.as_deref(), Some("9"));
     assert_eq!(sim.routes().last(), Some(&w(&[("7", 90), ("9", 10)])));
@@ -314,12 +314,12 @@ fn an_alias_move_during_a_rollout_supersedes_the_candidate() {
 fn inconclusive_analysis_holds_the_step() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy).with_stable();
-    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.tick(Some("8"), true, Judgement::Pass);
     sim.advance(301);
     let s = sim.tick(
         Some("8"),
         true,
-        Verdict::Inconclusive("12 of 200 requests".into()),
+        Judgement::Inconclusive("12 of 200 requests".into()),
     );
     assert_eq!(s.requeue_after, Some(Duration::from_secs(5)));
     assert_eq!(sim.state.traffic.get("8"), Some(&10));
@@ -329,27 +329,31 @@ fn inconclusive_analysis_holds_the_step() {
 fn without_auto_rollback_a_failure_freezes_traffic() {
     let strategy = canary(false);
     let mut sim = Sim::new(&strategy).with_stable();
-    sim.tick(Some("8"), true, Verdict::Pass);
-    sim.tick(Some("8"), true, Verdict::Fail("latency".into()));
+    sim.tick(Some("8"), true, Judgement::Pass);
+    sim.tick(Some("8"), true, Judgement::Fail("latency".into()));
     assert_eq!(sim.state.phase, DeploymentPhase::Failed);
     assert_eq!(sim.state.traffic.get("8"), Some(&10));
     sim.log.clear();
     sim.advance(3600);
-    assert!(sim.tick(Some("8"), true, Verdict::Pass).actions.is_empty());
+    assert!(
+        sim.tick(Some("8"), true, Judgement::Pass)
+            .actions
+            .is_empty()
+    );
 }
 
 #[test]
 fn a_restart_resumes_from_the_persisted_state_without_repeating_steps() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy).with_stable();
-    sim.tick(Some("8"), true, Verdict::Pass);
+    sim.tick(Some("8"), true, Judgement::Pass);
     let persisted = serde_json::to_string(&sim.state).unwrap();
     let restored: RolloutState = serde_json::from_str(&persisted).unwrap();
     assert_eq!(restored, sim.state);
     sim.state = restored;
     sim.log.clear();
     sim.advance(10);
-    let s = sim.tick(Some("8"), true, Verdict::Pass);
+    let s = sim.tick(Some("8"), true, Judgement::Pass);
     assert!(s.actions.is_empty(), "{:?}", s.actions);
 }
 
@@ -369,15 +373,15 @@ fn analysis_judges_errors_latency_and_volume() {
     };
     assert!(matches!(
         analyze(Some(&spec), &window),
-        Verdict::Inconclusive(_)
+        Judgement::Inconclusive(_)
     ));
     window.requests = 200;
     window.latencies_ms = vec![10.0; 200];
-    assert_eq!(analyze(Some(&spec), &window), Verdict::Pass);
+    assert_eq!(analyze(Some(&spec), &window), Judgement::Pass);
     window.errors = 5;
     assert_eq!(
         analyze(Some(&spec), &window),
-        Verdict::Fail("error ratio 0.025 above 0.01 (5 of 200 requests)".into())
+        Judgement::Fail("error ratio 0.025 above 0.01 (5 of 200 requests)".into())
     );
     window.errors = 0;
     window.latencies_ms[199] = 500.0;
@@ -385,9 +389,9 @@ fn analysis_judges_errors_latency_and_volume() {
     window.latencies_ms[197] = 300.0;
     assert_eq!(
         analyze(Some(&spec), &window),
-        Verdict::Fail("p99 latency 300.0 ms above 80 ms".into())
+        Judgement::Fail("p99 latency 300.0 ms above 80 ms".into())
     );
-    assert_eq!(analyze(None, &window), Verdict::Pass);
+    assert_eq!(analyze(None, &window), Judgement::Pass);
 }
 
 #[test]

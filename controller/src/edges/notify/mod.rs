@@ -16,16 +16,7 @@ use crate::edges::store::HistoryEntry;
 
 /// The notification event a history entry stands for, if any.
 pub fn event_of(entry: &HistoryEntry) -> Option<NotificationEvent> {
-    Some(match entry.event.as_str() {
-        "VersionRegistered" => NotificationEvent::VersionRegistered,
-        "EvaluationCompleted" => NotificationEvent::EvaluationCompleted,
-        "AliasMoved" => NotificationEvent::AliasMoved,
-        "PromotionBlocked" => NotificationEvent::PromotionBlocked,
-        "RolloutStarted" => NotificationEvent::RolloutStarted,
-        "RolloutSucceeded" => NotificationEvent::RolloutSucceeded,
-        "RolledBack" => NotificationEvent::RolledBack,
-        _ => return None,
-    })
+    NotificationEvent::named(&entry.event)
 }
 
 /// A message ready to send. `url` and header values may be secrets: never print them.
@@ -71,9 +62,9 @@ fn slack_body(entry: &HistoryEntry, event: NotificationEvent) -> Value {
         context.push(format!("revision `{r}`"));
     }
     json!({
-        "text": format!("{event:?}: {}", entry.message),
+        "text": format!("{}: {}", event.as_str(), entry.message),
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": format!("{event:?} · {}", entry.model)}},
+            {"type": "header", "text": {"type": "plain_text", "text": format!("{} · {}", event.as_str(), entry.model)}},
             {"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} {}", entry.message)}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": context.join(" · ")}]}
         ]
@@ -123,7 +114,7 @@ pub fn messages_with(
                 ));
             }
             let ctx = json!({
-                "event": format!("{event:?}"),
+                "event": event.as_str(),
                 "model": entry.model,
                 "version": entry.version,
                 "alias": entry.alias,

@@ -9,7 +9,7 @@ use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus};
 
 use super::{Error, Outcome, Reconciler};
 use crate::decide::catalog::{Catalog, Resource};
-use crate::decide::rollout::{self, Action, Observation, Verdict};
+use crate::decide::rollout::{self, Action, Judgement, Observation};
 use crate::edges::serving::local::{Key, LocalTarget};
 use crate::edges::store::{DeploymentRecord, Write};
 
@@ -107,7 +107,7 @@ impl Reconciler<'_> {
                 },
                 None => Observation {
                     candidate_ready: desired.as_deref().is_some_and(|v| target.ready(&key, v)),
-                    analysis: Verdict::Pass,
+                    analysis: Judgement::Pass,
                 },
             };
             let policy = rollout::Policy::new(
@@ -125,7 +125,7 @@ impl Reconciler<'_> {
             let phase = step.state.phase;
             let events: Vec<(rollout::EventKind, String, String)> = step
                 .events()
-                .map(|(k, v, m)| (k.clone(), v.to_string(), m.to_string()))
+                .map(|(k, v, m)| (*k, v.to_string(), m.to_string()))
                 .collect();
             let previous = self.deployment_status(&ns, &obj.key.name)?;
             let basis = rollout::status::Basis {
@@ -237,7 +237,7 @@ impl Reconciler<'_> {
         ];
         for (kind, version, message) in events {
             let mut h = self.history(
-                &format!("{kind:?}"),
+                kind.as_str(),
                 ns,
                 &d.spec.model,
                 format!("ModelDeployment/{name}"),

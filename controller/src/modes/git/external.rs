@@ -204,8 +204,8 @@ pub fn accept(
             .unwrap_or_default();
         if status.phase != EvaluationPhase::Running || status.cache_key.as_deref() != Some(key) {
             return Ok(Some(format!(
-                "is {:?}, not waiting for results",
-                status.phase
+                "is {}, not waiting for results",
+                status.phase.as_str()
             )));
         }
         // Posted, and not yet taken up by a pass.

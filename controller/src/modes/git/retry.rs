@@ -68,7 +68,7 @@ pub fn request_retry(
         writes.push(Write::History(HistoryEntry {
             id: 0,
             at: now,
-            event: format!("{kind:?}"),
+            event: kind.as_str().to_string(),
             namespace: namespace.to_string(),
             model: model.clone(),
             subject: format!("ModelDeployment/{name}"),

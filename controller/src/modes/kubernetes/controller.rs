@@ -189,7 +189,7 @@ pub async fn run(
                 error_policy,
                 ctx.clone(),
             )
-            .for_each(|_| async {});
+            .for_each(counted(ctx.clone(), "versions"));
     let evaluation_controller =
         Controller::for_shared_stream(cache.evaluations.changes(), cache.evaluations.store())
             .owns(
@@ -204,7 +204,7 @@ pub async fn run(
                 error_policy,
                 ctx.clone(),
             )
-            .for_each(|_| async {});
+            .for_each(counted(ctx.clone(), "evaluations"));
     let model_controller =
         Controller::for_shared_stream(cache.models.changes(), cache.models.store())
             .watches_shared_stream(cache.versions.changes(), {

@@ -18,7 +18,7 @@ use slipway_crd::model_deployment::RETRY_ANNOTATION;
 
 use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::notify;
-use crate::decide::rollout::{self, Action, Observation, RolloutState, Verdict};
+use crate::decide::rollout::{self, Action, Judgement, Observation, RolloutState};
 
 use super::context::{Context, Error, MANAGER, apply_status, owner};
 
@@ -62,9 +62,9 @@ pub fn replicas_for(weights: &BTreeMap<String, u32>, total: u32) -> BTreeMap<Str
 }
 
 /// Health of a version's `Deployment` as a rollout observation.
-pub(super) fn observe(d: Option<&Deployment>) -> (bool, Verdict) {
+pub(super) fn observe(d: Option<&Deployment>) -> (bool, Judgement) {
     let Some(d) = d else {
-        return (false, Verdict::Inconclusive("no Deployment yet".into()));
+        return (false, Judgement::Inconclusive("no Deployment yet".into()));
     };
     let spec_replicas = d.spec.replicas.unwrap_or(1);
     let status = d.status.clone().unwrap_or_default();
@@ -75,7 +75,7 @@ pub(super) fn observe(d: Option<&Deployment>) -> (bool, Verdict) {
         if c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False") {
             return (
                 false,
-                Verdict::Fail(format!(
+                Judgement::Fail(format!(
                     "{} is not progressing ({}: {})",
                     d.name_any(),
                     c.reason.unwrap_or_default(),
@@ -86,7 +86,7 @@ pub(super) fn observe(d: Option<&Deployment>) -> (bool, Verdict) {
         if c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True") {
             return (
                 false,
-                Verdict::Fail(format!(
+                Judgement::Fail(format!(
                     "{} cannot create pods ({})",
                     d.name_any(),
                     c.message.unwrap_or_default()
@@ -94,7 +94,7 @@ pub(super) fn observe(d: Option<&Deployment>) -> (bool, Verdict) {
             );
         }
     }
-    (ready, Verdict::Pass)
+    (ready, Judgement::Pass)
 }
 
 /// What a deployment should serve: its pinned version, or what its alias resolves to — from the
@@ -175,13 +175,13 @@ pub(super) async fn reconcile_deployment(
                 analysis: if state.candidate.is_some() {
                     analysis
                 } else {
-                    Verdict::Pass
+                    Judgement::Pass
                 },
             }
         }
         None => Observation {
             candidate_ready: false,
-            analysis: Verdict::Pass,
+            analysis: Judgement::Pass,
         },
     };
     let policy = rollout::Policy::new(
@@ -273,10 +273,10 @@ pub(super) async fn reconcile_deployment(
         }
     }
     for (kind, version, note) in events {
-        let reason = format!("{kind:?}");
-        let warning = matches!(reason.as_str(), "RolledBack" | "RolloutFailed");
+        let reason = kind.as_str();
+        let warning = kind.is_warning();
         let happened = notify::entry(
-            &reason,
+            reason,
             &ns,
             &md.spec.model,
             format!("ModelDeployment/{name}"),
@@ -317,8 +317,7 @@ async fn retry(
             };
             apply_status(&api, &name, &rollout::status::retried(&step, &basis)).await?;
             for (kind, _, note) in step.events() {
-                super::context::publish(ctx, md, false, &format!("{kind:?}"), note.to_string())
-                    .await;
+                super::context::publish(ctx, md, false, kind.as_str(), note.to_string()).await;
             }
         }
         Err(why) => super::context::publish(ctx, md, true, "NothingToRetry", why).await,

@@ -17,11 +17,27 @@ pub struct ClusterHome {
     /// Where reports are linked from: the results API's address as users reach it (set once
     /// the listener is bound).
     pub reports_url: OnceLock<String>,
+    /// The watches (set once they are started): ready once every one has listed and delivers.
+    pub cache: OnceLock<Arc<super::cache::Cache>>,
 }
 
 impl Home for ClusterHome {
+    /// Ready once every watch has listed and is delivering: before that, admission and the
+    /// controllers would decide from a partial view. A watch that lost the API server makes it
+    /// unready until it lists again.
     fn readiness(&self) -> (bool, serde_json::Value) {
-        (true, json!({"ready": true}))
+        let leader = self.metrics.leader.get() == 1;
+        match self.cache.get() {
+            None => (
+                false,
+                json!({"ready": false, "reason": "starting the watches", "leader": leader}),
+            ),
+            Some(c) if !c.is_current() => (
+                false,
+                json!({"ready": false, "reason": "the watches have not listed yet, or lost the API server", "leader": leader}),
+            ),
+            Some(_) => (true, json!({"ready": true, "leader": leader})),
+        }
     }
 
     fn metrics(&self) -> Result<String, String> {

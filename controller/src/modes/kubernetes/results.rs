@@ -71,7 +71,7 @@ pub async fn accept(
         .and_then(|e| e.status.clone())
         .unwrap_or_default();
     let answered = (status.phase != EvaluationPhase::Running)
-        .then(|| format!("is {:?}, not waiting for results", status.phase));
+        .then(|| format!("is {}, not waiting for results", status.phase.as_str()));
     let known = expected
         .is_some()
         .then_some(&matches as &dyn Fn(&str) -> bool);

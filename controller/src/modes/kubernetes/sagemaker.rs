@@ -238,10 +238,10 @@ async fn step(
         publish(&ctx, md, true, "OutOfSync", note).await;
     }
     for (kind, version, message) in &step.events {
-        let reason = format!("{kind:?}");
-        let warning = matches!(reason.as_str(), "RolledBack" | "RolloutFailed");
+        let reason = kind.as_str();
+        let warning = kind.is_warning();
         let happened = notify::entry(
-            &reason,
+            reason,
             &ns,
             &md.spec.model,
             format!("ModelDeployment/{name}"),

@@ -242,7 +242,7 @@ pub fn decide_variants(
     policy: &crate::rollout::Policy<'_>,
     want: &dyn Fn(&BTreeMap<String, u32>) -> Option<Desired>,
     live: Option<&Live>,
-    analysis: crate::rollout::Verdict,
+    analysis: crate::rollout::Judgement,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Step {
     use crate::rollout::{Action, Observation};
@@ -316,7 +316,7 @@ pub fn decide_variants(
         analysis: if state.candidate.is_some() {
             analysis
         } else {
-            crate::rollout::Verdict::Pass
+            crate::rollout::Judgement::Pass
         },
     };
     let r = crate::rollout::decide(state, desired_version, policy, &observation, now);
@@ -345,9 +345,7 @@ pub fn decide_variants(
                 kind,
                 version,
                 message,
-            } => step
-                .events
-                .push((kind.clone(), version.clone(), message.clone())),
+            } => step.events.push((*kind, version.clone(), message.clone())),
         }
     }
     step.state = r.state;

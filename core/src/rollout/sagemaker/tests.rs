@@ -263,7 +263,7 @@ fn variants_mode_starts_a_variant_then_moves_weights_without_new_configs() {
         desired_split(&t, split, &|v| Some(artifact(v)), &BTreeMap::new())
     };
     let now = crate::testing::now();
-    let pass = crate::rollout::Verdict::Pass;
+    let pass = crate::rollout::Judgement::Pass;
     let state = RolloutState {
         stable: Some("7".into()),
         phase: DeploymentPhase::Healthy,
@@ -312,7 +312,7 @@ fn variants_mode_starts_a_variant_then_moves_weights_without_new_configs() {
     assert_eq!(weights, [75.0, 25.0]);
     // An alarm during the step: all traffic back to 7 and 8's variant removed (a new config).
     let stepped = live(w);
-    let fail = crate::rollout::Verdict::Fail("alarm pitch-frames-5xx is in ALARM".into());
+    let fail = crate::rollout::Judgement::Fail("alarm pitch-frames-5xx is in ALARM".into());
     let s3 = decide_variants(
         &s2.state,
         Some("8"),

@@ -69,15 +69,15 @@ pub fn delete_owned(
 pub fn alarm_verdict(
     names: &[String],
     states: &[(String, String)],
-) -> crate::decide::rollout::Verdict {
-    use crate::decide::rollout::Verdict;
+) -> crate::decide::rollout::Judgement {
+    use crate::decide::rollout::Judgement;
     if let Some((n, _)) = states.iter().find(|(_, s)| s == "ALARM") {
-        return Verdict::Fail(format!("alarm {n} is in ALARM"));
+        return Judgement::Fail(format!("alarm {n} is in ALARM"));
     }
     if let Some(missing) = names.iter().find(|n| !states.iter().any(|(s, _)| s == *n)) {
-        return Verdict::Inconclusive(format!("alarm {missing} does not exist"));
+        return Judgement::Inconclusive(format!("alarm {missing} does not exist"));
     }
-    Verdict::Pass
+    Judgement::Pass
 }
 
 /// The calls of the SageMaker target ([`aws::SageMaker`] over the AWS SDK).
@@ -150,10 +150,10 @@ pub fn next_step(
             let verdict = if state.candidate.is_some() && !names.is_empty() {
                 match aws.alarms(&at, &names) {
                     Ok(states) => alarm_verdict(&names, &states),
-                    Err(e) => crate::decide::rollout::Verdict::Inconclusive(e.to_string()),
+                    Err(e) => crate::decide::rollout::Judgement::Inconclusive(e.to_string()),
                 }
             } else {
-                crate::decide::rollout::Verdict::Pass
+                crate::decide::rollout::Judgement::Pass
             };
             let want = |split: &std::collections::BTreeMap<String, u32>| {
                 planner::desired_split(t, split, artifact, &counts)

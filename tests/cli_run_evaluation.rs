@@ -1,0 +1,412 @@
+//! `slipway run`'s evaluation and promotion passes on the quickstart: registered versions are
+//! evaluated (by real subprocesses, or by an external job reporting through the results API),
+//! reports written and aliases promoted; a killed evaluation is resumed without repeating what
+//! finished, and a long evaluation holds up no other model's promotion or canary.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::git_mode::{events, get, quickstart, serve, set_production, spawn_slipway, terminate};
+use support::http::{Receiver, post_json};
+use support::{eventually, root, slipway};
+
+#[test]
+fn the_quickstart_registers_evaluates_reports_and_promotes() {
+    let (_dir, work) = quickstart();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("promoted:\n  pitch-frames/production: (none) → 7"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("holdout on pitch-frames version 8 vs 7: Passed"),
+        "{}",
+        run.stderr
+    );
+    let report =
+        std::fs::read_to_string(work.join("state/reports/default/pitch-frames-8-holdout.md"))
+            .unwrap();
+    assert!(
+        report.starts_with("# pitch-frames 8 vs 7 — holdout: Passed"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| macro_f1 | 0.8148 | 0.7355 | +0.0793 |"),
+        "{report}"
+    );
+    assert!(
+        work.join("state/reports/default/pitch-frames-8-holdout.html")
+            .is_file()
+    );
+
+    set_production(&work, "8");
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("pitch-frames/production: 7 → 8"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stderr.contains("running holdout"),
+        "an evaluation ran twice: {}",
+        run.stderr
+    );
+
+    let status = slipway(&["status", "--state", "state"], &work);
+    assert_eq!(status.code, 0);
+    assert!(
+        status.stdout.contains("alias production → 8"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("version 8      registered"),
+        "{}",
+        status.stdout
+    );
+
+    let history = slipway(
+        &[
+            "history",
+            "pitch-frames",
+            "--alias",
+            "production",
+            "--state",
+            "state",
+        ],
+        &work,
+    );
+    let moves: Vec<&str> = history
+        .stdout
+        .lines()
+        .filter(|l| l.contains("AliasMoved"))
+        .collect();
+    assert_eq!(moves.len(), 2, "{}", history.stdout);
+    assert!(moves[1].contains("pitch-frames/production: 7 → 8"));
+}
+
+#[test]
+fn the_quickstart_artifacts_match_their_registered_digests() {
+    use sha2::{Digest, Sha256};
+    let dir = root().join("examples/quickstart");
+    let versions = std::fs::read_to_string(dir.join("versions.yaml")).unwrap();
+    let model = std::fs::read_to_string(dir.join("model.yaml")).unwrap();
+    for (file, registry) in [
+        ("models/pitch-frames-7.json", &versions),
+        ("models/pitch-frames-8.json", &versions),
+        ("data/holdout.csv", &model),
+    ] {
+        let digest: String = Sha256::digest(std::fs::read(dir.join(file)).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(
+            registry.contains(&format!("sha256:{digest}")),
+            "{file} changed; update its digest to sha256:{digest}"
+        );
+    }
+}
+
+#[test]
+fn killing_the_reconciler_mid_evaluation_loses_nothing_and_repeats_nothing_finished() {
+    let (_dir, work) = quickstart();
+    // Version 8's first run hangs (until killed); every run is logged.
+    let eval = work.join("registry/evaluate.py");
+    let original = std::fs::read_to_string(&eval).unwrap();
+    std::fs::write(
+        &eval,
+        original.replace(
+            "def main():\n",
+            "def main():\n    with open('runs.log', 'a') as f:\n        f.write(os.environ['SLIPWAY_MODEL_VERSION'] + '\\n')\n    if os.environ['SLIPWAY_MODEL_VERSION'] == '8' and not os.path.exists('hung-once'):\n        open('hung-once', 'w').close()\n        time.sleep(90)\n",
+        ),
+    )
+    .unwrap();
+    let mut child = spawn_slipway(&work, &["run", "registry", "--once", "--state", "state"]);
+    eventually(Duration::from_secs(60), || {
+        work.join("registry/hung-once").exists().then_some(())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let runs = std::fs::read_to_string(work.join("registry/runs.log")).unwrap();
+    assert_eq!(
+        runs.lines().collect::<Vec<_>>(),
+        vec!["7", "8", "8"],
+        "version 7 ran again after the restart"
+    );
+    assert!(
+        run.stderr
+            .contains("holdout on pitch-frames version 8 vs 7: Passed"),
+        "{}",
+        run.stderr
+    );
+    let status = slipway(&["status", "--state", "state"], &work);
+    assert!(
+        status.stdout.contains("alias production → 7"),
+        "{}",
+        status.stdout
+    );
+    // Both halves of the first run's work are in the history exactly once.
+    let history = slipway(&["history", "pitch-frames", "--state", "state"], &work);
+    assert_eq!(
+        history.stdout.matches("VersionRegistered").count(),
+        2,
+        "{}",
+        history.stdout
+    );
+    assert_eq!(
+        history.stdout.matches("AliasMoved").count(),
+        1,
+        "{}",
+        history.stdout
+    );
+}
+
+#[test]
+fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
+    let (_dir, work) = quickstart();
+    let receiver = Receiver::start(0);
+    let model = work.join("registry/model.yaml");
+    let text = std::fs::read_to_string(&model).unwrap().replace(
+        "        local:\n          command: [\"python3\", \"evaluate.py\"]\n",
+        &format!(
+            "        webhook:\n          url: http://127.0.0.1:{}/dispatch\n",
+            receiver.port
+        ),
+    );
+    assert!(text.contains("webhook:"));
+    std::fs::write(&model, text).unwrap();
+    let (mut child, port) = serve(&work, &[]);
+    let dispatch_for = |version: &str| {
+        eventually(Duration::from_secs(60), || {
+            receiver.requests().into_iter().find_map(|(_, _, body)| {
+                let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                (v["version"] == version).then_some(v)
+            })
+        })
+    };
+    let results = |f1: f64| {
+        format!(
+            r#"{{"metrics": {{"macro_f1": {f1}, "p95_latency_ms": 1.0}}, "samples": [{{"input": "frames/day-0001.jpg", "expected": "open-play", "prediction": "open-play"}}]}}"#
+        )
+    };
+
+    // Version 7 first (it becomes production), with no baseline.
+    let d7 = dispatch_for("7");
+    assert_eq!(d7["baseline"], serde_json::Value::Null);
+    assert_eq!(d7["candidate"]["uri"], "models/pitch-frames-7.json");
+    let url7 = d7["resultsUrl"].as_str().unwrap().to_string();
+    assert_eq!(
+        url7,
+        format!(
+            "http://127.0.0.1:{port}/api/v1/evaluations/default/pitch-frames-7-holdout/results"
+        )
+    );
+    let (code, body) = post_json(
+        &url7,
+        "not-the-token",
+        &format!(r#"{{"candidate": {}}}"#, results(0.74)),
+    );
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = post_json(
+        &url7,
+        d7["token"].as_str().unwrap(),
+        r#"{"candidate": {"metric": {}}}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("unknown field `metric`"), "{body}");
+    let (code, body) = post_json(
+        &url7,
+        d7["token"].as_str().unwrap(),
+        &format!(r#"{{"candidate": {}}}"#, results(0.74)),
+    );
+    assert_eq!(code, 202, "{body}");
+
+    // Then version 8, compared against production = 7: the job must report both.
+    let d8 = dispatch_for("8");
+    assert_eq!(d8["baseline"]["version"], "7");
+    let url8 = d8["resultsUrl"].as_str().unwrap().to_string();
+    let token8 = d8["token"].as_str().unwrap().to_string();
+    let (code, body) = post_json(
+        &url8,
+        &token8,
+        &format!(r#"{{"candidate": {}}}"#, results(0.81)),
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("include \\\"baseline\\\" results"), "{body}");
+    let (code, _) = post_json(
+        &url8,
+        &token8,
+        &format!(
+            r#"{{"candidate": {}, "baseline": {}}}"#,
+            results(0.81),
+            results(0.74)
+        ),
+    );
+    assert_eq!(code, 202);
+    eventually(Duration::from_secs(30), || {
+        events(&work)
+            .iter()
+            .any(|l| l.contains("holdout on pitch-frames version 8 vs 7: Passed"))
+            .then_some(())
+    });
+    let report =
+        std::fs::read_to_string(work.join("state/reports/default/pitch-frames-8-holdout.md"))
+            .unwrap();
+    assert!(
+        report.contains("| macro_f1 | 0.81 | 0.74 | +0.0700 |"),
+        "{report}"
+    );
+    assert!(
+        !events(&work)
+            .iter()
+            .any(|l| l.contains(d8["token"].as_str().unwrap())),
+        "the token leaked into the history"
+    );
+
+    terminate(&mut child);
+}
+
+/// A model whose suite runs until the test opens a gate: an evaluation as long as the test wants.
+fn add_gated_model(work: &Path) -> PathBuf {
+    let gate = work.join("gate");
+    let docs = format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: slow-model}}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner:
+        local:
+          command: ["sh", "-c", "while [ ! -e \"$GATE\" ]; do sleep 0.1; done; echo '{{\"metrics\": {{\"f1\": 0.9}}}}' > \"$SLIPWAY_RESULTS\""]
+          env: {{GATE: "{}"}}
+      dataset: {{uri: "file://data/holdout.csv"}}
+      gates:
+        - {{metric: f1, op: ">=", value: 0.5}}
+      timeout: 10m
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {{name: slow-model-1}}
+spec: {{model: slow-model, version: "1", artifact: {{uri: "file://models/slow-1", digest: "sha256:5151515151515151515151515151515151515151515151515151515151515151"}}}}
+"#,
+        gate.display()
+    );
+    std::fs::write(work.join("registry/slow.yaml"), docs).unwrap();
+    gate
+}
+
+fn evaluation_phase(port: u16, name: &str) -> Option<String> {
+    let (_, body) = get(port, "/api/v1/evaluations");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+    rows.iter()
+        .find(|r| r["name"] == name)
+        .and_then(|r| r["status"]["phase"].as_str().map(str::to_string))
+}
+
+/// A model whose webhook runner and notification channel point at a server that accepts
+/// connections and never answers (each request waits out its 10 s timeout, with retries).
+fn add_hanging_model(work: &Path) -> std::net::TcpListener {
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hang.local_addr().unwrap().port();
+    let docs = format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: hanging-model}}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner: {{webhook: {{url: "http://127.0.0.1:{port}/dispatch"}}}}
+      dataset: {{uri: "file://data/holdout.csv"}}
+      gates:
+        - {{metric: f1, op: ">=", value: 0.5}}
+      timeout: 10m
+  notifications:
+    - name: hanging
+      events: [VersionRegistered]
+      webhook: {{url: "http://127.0.0.1:{port}/notify"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {{name: hanging-model-1}}
+spec: {{model: hanging-model, version: "1", artifact: {{uri: "file://models/hanging-1", digest: "sha256:6161616161616161616161616161616161616161616161616161616161616161"}}}}
+"#
+    );
+    std::fs::write(work.join("registry/hanging.yaml"), docs).unwrap();
+    hang
+}
+
+#[test]
+fn a_long_evaluation_elsewhere_holds_up_no_promotion_and_no_canary() {
+    let (_dir, work) = quickstart();
+    let gate = add_gated_model(&work);
+    // And requests that hang: an evaluation's dispatch and a notification, both off the pass.
+    let hang = add_hanging_model(&work);
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = held.clone();
+    std::thread::spawn(move || {
+        for conn in hang.incoming().flatten() {
+            holder.lock().unwrap().push(conn);
+        }
+    });
+    let (mut child, port) = serve(&work, &["--parallel-evaluations", "3"]);
+    // Production is promoted to 7 and rolled out while slow-model's evaluation runs on.
+    eventually(Duration::from_secs(90), || {
+        let (_, m) = get(port, "/metrics");
+        m.contains("slipway_rollout_events_total{kind=\"RolloutSucceeded\"} 1")
+            .then_some(())
+    });
+    assert_eq!(
+        evaluation_phase(port, "slow-model-1-holdout").as_deref(),
+        Some("Running")
+    );
+    // A canary to 8, all its steps, while that evaluation is still running.
+    set_production(&work, "8");
+    eventually(Duration::from_secs(90), || {
+        let (_, m) = get(port, "/metrics");
+        m.contains("slipway_rollout_events_total{kind=\"RolloutSucceeded\"} 2")
+            .then_some(())
+    });
+    let moved = events(&work);
+    assert!(
+        moved
+            .iter()
+            .any(|l| l.contains("AliasMoved") && l.contains("7 → 8")),
+        "{moved:#?}"
+    );
+    assert_eq!(
+        evaluation_phase(port, "slow-model-1-holdout").as_deref(),
+        Some("Running"),
+        "the canary finished while the other model's evaluation was still running"
+    );
+    // The hanging dispatch and notification were sent and are still waiting for an answer.
+    assert!(held.lock().unwrap().len() >= 2, "both requests were made");
+    assert_eq!(
+        evaluation_phase(port, "hanging-model-1-holdout").as_deref(),
+        Some("Running")
+    );
+    let (_, history) = get(port, "/api/v1/history");
+    assert!(
+        !history.contains("Notification/hanging"),
+        "the hanging notification has not given up yet: {history}"
+    );
+    // The evaluation finishes when its job does, and is recorded at once.
+    std::fs::write(&gate, "").unwrap();
+    eventually(Duration::from_secs(30), || {
+        (evaluation_phase(port, "slow-model-1-holdout").as_deref() == Some("Succeeded"))
+            .then_some(())
+    });
+    terminate(&mut child);
+}

@@ -1,0 +1,137 @@
+//! What `slipway run`, `status` and `history` tell the user: a live progress line on a terminal
+//! and plain lines in logs, `status` without state saying what to do, and `history --at` saying
+//! what served at a time.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::git_mode::{quickstart, set_production};
+use support::slipway;
+
+#[test]
+fn a_terminal_gets_a_live_progress_line_and_logs_get_plain_lines() {
+    let (_dir, work) = quickstart();
+    // `script` gives the run a pseudo-terminal and records everything it draws.
+    let typescript = work.join("typescript");
+    let command = format!(
+        "{} run registry --once --state state",
+        env!("CARGO_BIN_EXE_slipway")
+    );
+    let status = Command::new("script")
+        .args(["-qfec", &command])
+        .arg(&typescript)
+        .current_dir(&work)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("script (util-linux) runs");
+    assert!(status.success());
+    let drawn = std::fs::read_to_string(&typescript).unwrap();
+    // The live line is redrawn in place (carriage return + erase line) with the activity…
+    assert!(drawn.contains("\r\x1b[2K"), "{drawn}");
+    assert!(
+        drawn.contains("running holdout on pitch-frames version 8 (candidate)"),
+        "{drawn}"
+    );
+    // …every finished step stays on screen, and the summary follows.
+    assert!(
+        drawn.contains("  pitch-frames-api: all traffic on 7"),
+        "{drawn}"
+    );
+    assert!(drawn.contains("reconciled folder:"), "{drawn}");
+
+    // Without a terminal: one plain line per step, no escape sequences.
+    let (_dir2, work2) = quickstart();
+    let out = slipway(&["run", "registry", "--once", "--state", "state"], &work2);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains('\x1b'), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l == "running holdout on pitch-frames version 8 (candidate)"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn status_without_state_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = slipway(&["status", "--state", "nowhere"], dir.path());
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("no state in nowhere; run `slipway run --state nowhere` first"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn history_at_a_time_says_what_served_then() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    std::thread::sleep(Duration::from_millis(1100));
+    set_production(&work, "8");
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    let then = slipway(
+        &[
+            "history",
+            "pitch-frames",
+            "--at",
+            &between,
+            "--state",
+            "state",
+        ],
+        &work,
+    );
+    assert!(
+        then.stdout.contains("  production → 7 (since"),
+        "{}",
+        then.stdout
+    );
+    let now = slipway(
+        &[
+            "history",
+            "pitch-frames",
+            "--at",
+            "2100-01-01T00:00:00Z",
+            "--state",
+            "state",
+        ],
+        &work,
+    );
+    assert!(
+        now.stdout.contains("  production → 8 (since"),
+        "{}",
+        now.stdout
+    );
+    let before = slipway(
+        &[
+            "history",
+            "pitch-frames",
+            "--at",
+            "2000-01-01T00:00:00Z",
+            "--state",
+            "state",
+        ],
+        &work,
+    );
+    assert!(
+        before
+            .stdout
+            .contains("no alias of pitch-frames pointed anywhere"),
+        "{}",
+        before.stdout
+    );
+}

@@ -1,0 +1,351 @@
+//! Rollouts in git mode through the quickstart's router under live traffic: a canary shifts
+//! traffic step by step, a broken candidate is rolled back and not tried again until retried
+//! (`slipway retry` through a running instance's API), a rollout killed mid-way resumes where
+//! it was, and a crashed model server is restarted while SIGTERM stops every server.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::git_mode::{
+    events, get, predict, quickstart, router_port, serve, set_production, signal, spawn_slipway,
+    terminate,
+};
+use support::{eventually, slipway, slipway_env};
+
+/// Runs `slipway run --once` in the background while sending requests through the router;
+/// returns the exit code and every answer seen.
+fn run_with_traffic(work: &Path) -> (i32, Vec<String>) {
+    let mut child = spawn_slipway(work, &["run", "registry", "--once", "--state", "state"]);
+    let port = router_port(work);
+    let mut answers = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slipway run did not settle"
+        );
+        if let Some(a) = predict(port) {
+            answers.push(a);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (code, answers)
+}
+
+#[test]
+fn a_canary_shifts_live_traffic_step_by_step() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    set_production(&work, "8");
+    let (code, answers) = run_with_traffic(&work);
+    assert_eq!(code, 0);
+    assert!(
+        answers.iter().any(|a| a == "7") && answers.iter().any(|a| a == "8"),
+        "{answers:?}"
+    );
+    // While `slipway run` starts, its router answers 503 until the servers it resumes are healthy;
+    // from the first answer on, no request may fail.
+    let first = answers
+        .iter()
+        .position(|a| a == "7")
+        .expect("version 7 served");
+    assert!(
+        answers[..first].iter().all(|a| a.starts_with("503")),
+        "{answers:?}"
+    );
+    assert!(
+        answers[first..].iter().all(|a| a == "7" || a == "8"),
+        "errors during the canary: {answers:?}"
+    );
+    let steps: Vec<String> = events(&work)
+        .into_iter()
+        .filter(|l| l.contains("traffic on 8"))
+        .collect();
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    for (line, want) in steps.iter().zip([
+        "20% of traffic on 8",
+        "50% of traffic on 8",
+        "100% of traffic on 8",
+        "all traffic on 8",
+    ]) {
+        assert!(line.contains(want), "{line} should say {want}");
+    }
+}
+
+/// Adds version 9: the same centroids as 8 (so it passes evaluation) but a model file its server
+/// cannot serve, so every prediction through it fails.
+fn add_broken_version(work: &Path) {
+    use sha2::{Digest, Sha256};
+    let reg = work.join("registry");
+    let good = std::fs::read_to_string(reg.join("models/pitch-frames-8.json")).unwrap();
+    let broken = good.replace(
+        "\"kind\": \"nearest-centroid\"",
+        "\"kind\": \"nearest-centroid-v2\"",
+    );
+    assert_ne!(good, broken);
+    std::fs::write(reg.join("models/pitch-frames-9.json"), &broken).unwrap();
+    // The evaluation reads any centroid model; only the server insists on the kind it knows.
+    let eval = std::fs::read_to_string(reg.join("evaluate.py")).unwrap();
+    assert!(
+        !eval.contains("nearest-centroid\""),
+        "evaluate.py must not check the model kind"
+    );
+    let digest: String = Sha256::digest(broken.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut versions = std::fs::read_to_string(reg.join("versions.yaml")).unwrap();
+    versions.push_str(&format!(
+        "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: pitch-frames-9}}\nspec:\n  model: pitch-frames\n  version: \"9\"\n  artifact: {{uri: models/pitch-frames-9.json, digest: \"sha256:{digest}\"}}\n"
+    ));
+    std::fs::write(reg.join("versions.yaml"), versions).unwrap();
+}
+
+#[test]
+fn a_broken_candidate_is_rolled_back_automatically_and_not_retried() {
+    let (_dir, work) = quickstart();
+    set_production(&work, "8");
+    add_broken_version(&work);
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    set_production(&work, "9");
+    let (code, answers) = run_with_traffic(&work);
+    assert_eq!(code, 0);
+    assert!(
+        answers.iter().any(|a| a.starts_with("500 from 9")),
+        "version 9 never answered: {answers:?}"
+    );
+    let all = events(&work);
+    let rolled: Vec<&String> = all.iter().filter(|l| l.contains("RolledBack")).collect();
+    assert_eq!(rolled.len(), 1, "{all:?}");
+    assert!(
+        rolled[0].contains("analysis failed at 20%: error ratio"),
+        "{}",
+        rolled[0]
+    );
+    assert!(
+        rolled[0].contains("all traffic is back on version 8"),
+        "{}",
+        rolled[0]
+    );
+
+    // The alias still says 9, but the deployment does not try it again.
+    let again = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("rolling out 9"),
+        "retried: {}",
+        again.stderr
+    );
+    assert_eq!(
+        events(&work)
+            .iter()
+            .filter(|l| l.contains("RolloutStarted"))
+            .count(),
+        2
+    );
+
+    // A running instance answers status/history/retry through its API; retrying needs its token.
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(work.join("token"), format!("{token}\n")).unwrap();
+    let (mut child, port) = serve(&work, &["--api-token-file", "token"]);
+    let url = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(60), || {
+        (get(port, "/readyz").0 == 200).then_some(())
+    });
+    let status = slipway(&["status", "--state", &url], &work);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.contains("alias production → 9"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("rejected: 9"), "{}", status.stdout);
+    let history = slipway(&["history", "pitch-frames", "--state", &url], &work);
+    let rolled_back = events(&work)
+        .into_iter()
+        .find(|l| l.contains("RolledBack"))
+        .unwrap();
+    assert!(history.stdout.contains(&rolled_back), "{}", history.stdout);
+    let then = slipway(
+        &[
+            "history",
+            "pitch-frames",
+            "--at",
+            "2000-01-01T00:00:00Z",
+            "--state",
+            &url,
+        ],
+        &work,
+    );
+    assert!(
+        then.stdout
+            .contains("no alias of pitch-frames pointed anywhere"),
+        "{}",
+        then.stdout
+    );
+
+    let no_token = slipway(&["retry", "pitch-frames-api", "--state", &url], &work);
+    assert_eq!(no_token.code, 1);
+    assert!(
+        no_token.stderr.contains("SLIPWAY_API_TOKEN"),
+        "{}",
+        no_token.stderr
+    );
+    let wrong = slipway_env(
+        &["retry", "pitch-frames-api", "--state", &url],
+        &work,
+        &[("SLIPWAY_API_TOKEN", "not-the-token")],
+    );
+    assert_eq!(wrong.code, 1);
+    assert!(wrong.stderr.contains("answered 401"), "{}", wrong.stderr);
+    let nothing = slipway_env(
+        &[
+            "retry",
+            "pitch-frames-api",
+            "--version",
+            "8",
+            "--state",
+            &url,
+        ],
+        &work,
+        &[("SLIPWAY_API_TOKEN", token)],
+    );
+    assert_eq!(nothing.code, 1);
+    assert!(
+        nothing.stderr.contains("nothing to retry for version 8"),
+        "{}",
+        nothing.stderr
+    );
+    let retried = slipway_env(
+        &["retry", "pitch-frames-api", "--state", &url],
+        &work,
+        &[("SLIPWAY_API_TOKEN", token)],
+    );
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    assert!(
+        retried
+            .stdout
+            .contains("default/pitch-frames-api: 9 will be rolled out again"),
+        "{}",
+        retried.stdout
+    );
+    // The instance picks the retry up on its next pass.
+    eventually(Duration::from_secs(30), || {
+        let h = slipway(&["history", "pitch-frames", "--state", &url], &work).stdout;
+        (h.contains("RetryRequested") && h.matches("RolloutStarted").count() == 3).then_some(())
+    });
+    terminate(&mut child);
+}
+
+#[test]
+fn a_rollout_killed_mid_way_resumes_where_it_was() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    set_production(&work, "8");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["run", "registry", "--once", "--state", "state"])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !events(&work)
+        .iter()
+        .any(|l| l.contains("20% of traffic on 8"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no canary step within 120 s; slipway said:\n{}\nhistory:\n{}",
+            std::fs::read_to_string(work.join("run.log")).unwrap_or_default(),
+            events(&work).join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let all = events(&work);
+    let count = |needle: &str| all.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("rolling out 8"), 1, "{all:?}");
+    assert_eq!(count("20% of traffic on 8"), 1, "{all:?}");
+    assert_eq!(count("all traffic on 8"), 1, "{all:?}");
+    // The servers the killed process left behind were stopped by the next one.
+    assert_eq!(
+        servers_of(&work),
+        Vec::<u32>::new(),
+        "orphaned model servers"
+    );
+}
+
+/// PIDs of the quickstart model servers running from this test's registry copy.
+fn servers_of(work: &Path) -> Vec<u32> {
+    let registry = work.join("registry").canonicalize().unwrap();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cwd = std::fs::read_link(entry.path().join("cwd")).ok();
+        if String::from_utf8_lossy(&cmdline).contains("serve.py")
+            && cwd.as_deref() == Some(registry.as_path())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_crashed_server_is_restarted_and_sigterm_stops_every_server() {
+    let (_dir, work) = quickstart();
+    let mut child = spawn_slipway(
+        &work,
+        &["run", "registry", "--state", "state", "--interval", "1s"],
+    );
+    let port = router_port(&work);
+    eventually(Duration::from_secs(60), || {
+        (predict(port).as_deref() == Some("7")).then_some(())
+    });
+    let before = servers_of(&work);
+    assert_eq!(before.len(), 1, "{before:?}");
+    signal(before[0], "-KILL");
+    eventually(Duration::from_secs(30), || {
+        events(&work)
+            .iter()
+            .any(|l| l.contains("ServerRestarted") && l.contains("restarted on port"))
+            .then_some(())
+    });
+    eventually(Duration::from_secs(30), || {
+        (predict(port).as_deref() == Some("7")).then_some(())
+    });
+    assert!(
+        events(&work)
+            .iter()
+            .any(|l| l.contains("model server of version 7 exited"))
+    );
+
+    terminate(&mut child);
+    assert_eq!(
+        servers_of(&work),
+        Vec::<u32>::new(),
+        "model servers outlived slipway"
+    );
+}

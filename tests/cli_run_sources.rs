@@ -1,0 +1,273 @@
+//! Where `slipway run` reads the registry from, and what a bad revision does: a folder, a git
+//! repository followed commit by commit (file://, and smart HTTP with credentials never shown);
+//! an invalid revision or an unreachable repository is reported and the last good state kept.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::git_mode::{files_under, quickstart};
+use support::{eventually, free_port, slipway};
+
+#[test]
+fn a_bad_revision_is_reported_and_the_last_good_state_is_kept() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    let path = work.join("registry/aliases.yaml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        good.replace("  version: \"7\"", "  version: \"7\"\n  colour: red"),
+    )
+    .unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("registry/aliases.yaml:9:3: ModelAlias default/pitch-frames-production: spec.colour: unknown field"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("is invalid (2 errors); still serving folder:"),
+        "{}",
+        run.stderr
+    );
+    let status = slipway(&["status", "--state", "state"], &work);
+    assert!(
+        status.stdout.contains("alias production → 7"),
+        "{}",
+        status.stdout
+    );
+    let history = slipway(&["history", "pitch-frames", "--state", "state"], &work);
+    assert!(
+        !history.stdout.contains("RevisionRejected"),
+        "rejections have no model"
+    );
+
+    // Documents that passed the CRD-schema check are remembered by their text; a document
+    // edited into what the API server would refuse (an unquoted number where the CRD says
+    // string) is checked again and refused.
+    std::fs::write(&path, &good).unwrap();
+    let versions = work.join("registry/versions.yaml");
+    let text = std::fs::read_to_string(&versions).unwrap();
+    std::fs::write(&versions, text.replace("version: \"8\"", "version: 8")).unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("registry/versions.yaml:22:12")
+            && run.stderr.contains("quote it, \"8\""),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_git_repository_is_followed_commit_by_commit_and_a_bad_commit_changes_nothing() {
+    let (_dir, work) = quickstart();
+    let mut files = Vec::new();
+    files_under(&work.join("registry"), "", &mut files);
+    let mut repo = support::GitRepo::new();
+    let first = repo.commit_under("main", None, "registry", &files, "registry");
+    let url = format!("file://{}", repo.path().display());
+    let run = || {
+        slipway(
+            &[
+                "run",
+                &url,
+                "--registry-path",
+                "registry",
+                "--once",
+                "--state",
+                "state",
+            ],
+            &work,
+        )
+    };
+
+    let out = run();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("reconciled git:{}", &first.to_string()[..12])),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("pitch-frames/production: (none) → 7"),
+        "{}",
+        out.stdout
+    );
+
+    let aliases = files
+        .iter()
+        .find(|(p, _)| p == "aliases.yaml")
+        .unwrap()
+        .1
+        .replace("version: \"7\"", "version: \"8\"");
+    let second = repo.commit(
+        "main",
+        Some(first),
+        &[("registry/aliases.yaml", Some(&aliases))],
+        "promote 8",
+    );
+    let out = run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("pitch-frames/production: 7 → 8"),
+        "{}",
+        out.stdout
+    );
+
+    let broken = aliases.replace("  alias: production", "  alias: [production");
+    repo.commit(
+        "main",
+        Some(second),
+        &[("registry/aliases.yaml", Some(&broken))],
+        "typo",
+    );
+    let out = run();
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("registry/aliases.yaml:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("still serving git:{}", &second.to_string()[..12])),
+        "{}",
+        out.stderr
+    );
+    let status = slipway(&["status", "--state", "state"], &work);
+    assert!(
+        status.stdout.contains("alias production → 8"),
+        "{}",
+        status.stdout
+    );
+
+    let missing = slipway(
+        &[
+            "run",
+            "file:///nonexistent/repo.git",
+            "--once",
+            "--state",
+            "state2",
+        ],
+        &work,
+    );
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing
+            .stderr
+            .contains("cannot fetch file:///nonexistent/repo.git"),
+        "{}",
+        missing.stderr
+    );
+}
+
+/// A smart-HTTP git server (`git http-backend` behind Python's CGI server) for the repositories
+/// under `root`; killed on drop.
+struct GitHttp {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl GitHttp {
+    fn start(root: &Path) -> GitHttp {
+        let dir = tempfile::tempdir().unwrap();
+        let cgi = dir.path().join("cgi-bin");
+        std::fs::create_dir(&cgi).unwrap();
+        // CGI scripts may run as another user; allow any repository owner.
+        std::fs::write(
+            cgi.join("git"),
+            "#!/bin/sh\nexec git -c safe.directory=* http-backend\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(cgi.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--cgi", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(dir.path())
+            .env("GIT_PROJECT_ROOT", root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        GitHttp {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_repository_served_over_http_is_fetched_with_git_and_credentials_are_never_shown() {
+    let (_dir, work) = quickstart();
+    let mut files = Vec::new();
+    files_under(&work.join("registry"), "", &mut files);
+    let mut repo = support::GitRepo::new();
+    let refs: Vec<(&str, Option<&str>)> = files
+        .iter()
+        .filter(|(p, _)| p != "deployments.yaml")
+        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .collect();
+    let first = repo.commit("main", None, &refs, "registry");
+    let server = GitHttp::start(repo.path());
+    let url = format!("http://127.0.0.1:{}/cgi-bin/git/.git", server.port);
+    let out = slipway(&["run", &url, "--once", "--state", "state"], &work);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("reconciled git:{}", &first.to_string()[..12])),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("pitch-frames/production: (none) → 7"),
+        "{}",
+        out.stdout
+    );
+
+    // The server goes away: the error names the URL without its token, and nothing is torn down.
+    drop(server);
+    let port = url.split(':').nth(2).unwrap().split('/').next().unwrap();
+    let secret = format!("http://bot:s3cret-token@127.0.0.1:{port}/cgi-bin/git/.git");
+    let out = slipway(&["run", &secret, "--once", "--state", "state"], &work);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot fetch http://bot:***@127.0.0.1:{port}/cgi-bin/git/.git"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("keeping the last good revision"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
+    let status = slipway(&["status", "--state", "state"], &work);
+    assert!(
+        status.stdout.contains("alias production → 7"),
+        "{}",
+        status.stdout
+    );
+}

@@ -1,0 +1,300 @@
+//! Evaluations in Kubernetes mode on a real kube-apiserver: a new version gets an Evaluation, a
+//! token Secret and a Job; the Job (played by the test) reports through the results API, which
+//! refuses wrong tokens and malformed or incomplete results; an alias move waits for the
+//! evaluation; a Job that keeps failing fails the evaluation with the reason.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::apiserver::ApiServer;
+use support::http::post_results;
+use support::k8s_mode::{get, move_alias, token_of};
+use support::{eventually, free_port};
+
+const EVALUATED: &str = r#"
+apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {name: pitch-frames}
+spec:
+  description: Football frame classifier.
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner:
+        kubernetes:
+          image: registry.example/pitch-frames-eval:1.2
+          args: ["--split", "holdout"]
+          resources: {limits: {cpu: "1", memory: 1Gi}}
+          serviceAccountName: evaluator
+      dataset: {uri: "s3://datasets/pitch-frames/holdout/", digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111"}
+      baseline: {alias: production}
+      gates:
+        - {metric: f1, op: ">=", value: 0.8}
+        - {metric: f1, op: ">=", value: -0.01, relativeTo: baseline}
+      timeout: 10m
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-7}
+spec: {model: pitch-frames, version: "7", artifact: {uri: "s3://models/pitch-frames/7/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000007"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelAlias
+metadata: {name: pitch-frames-production}
+spec: {model: pitch-frames, alias: production, version: "7"}
+"#;
+
+fn fail_job(api: &ApiServer, job: &str) {
+    let status = r#"{"status":{"failed":1,"conditions":[{"type":"Failed","status":"True","reason":"BackoffLimitExceeded","message":"Job has reached the specified backoff limit"}]}}"#;
+    let run = api.kubectl(
+        &[
+            "patch",
+            "job",
+            job,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", EVALUATED);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let port = free_port();
+    let log = api.dir.path().join("controller.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .envs(support::OPEN_BOUNDS)
+        .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env("POD_NAME", "controller-a")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let controller_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Version 7 gets an Evaluation, a token Secret and a Job that carries everything it needs.
+    eventually(Duration::from_secs(60), || {
+        (api.kubectl(&["get", "job", "pitch-frames-7-holdout-1"], "admin")
+            .code
+            == 0)
+            .then_some(())
+    });
+    let job = api.kubectl(
+        &["get", "job", "pitch-frames-7-holdout-1", "-o", "json"],
+        "admin",
+    );
+    let job: serde_json::Value = serde_json::from_str(&job.stdout).unwrap();
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example/pitch-frames-eval:1.2");
+    assert_eq!(container["args"], serde_json::json!(["--split", "holdout"]));
+    assert_eq!(container["resources"]["limits"]["memory"], "1Gi");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["serviceAccountName"],
+        "evaluator"
+    );
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 600);
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "Evaluation");
+    let env: std::collections::BTreeMap<String, serde_json::Value> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e.get("value")
+                    .cloned()
+                    .unwrap_or_else(|| e["valueFrom"].clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env["SLIPWAY_MODEL_URI"],
+        "s3://models/pitch-frames/7/model.json"
+    );
+    assert_eq!(
+        env["SLIPWAY_RESULTS_URL"],
+        format!(
+            "http://127.0.0.1:{port}/api/v1/evaluations/default/pitch-frames-7-holdout/results"
+        )
+    );
+    assert_eq!(
+        env["SLIPWAY_RESULTS_TOKEN"]["secretKeyRef"]["name"],
+        "pitch-frames-7-holdout-results-token"
+    );
+    assert!(!env.contains_key("SLIPWAY_BASELINE_VERSION"), "{env:?}");
+
+    // The test plays the Job: wrong token and malformed bodies are refused with a reason.
+    let token = token_of(&api, "pitch-frames-7-holdout");
+    let good = r#"{"candidate": {"metrics": {"f1": 0.86}, "samples": [{"input": "frame-001.jpg", "expected": "open-play", "prediction": "open-play"}]}}"#;
+    let (code, body) = post_results(port, "pitch-frames-7-holdout", "not-the-token", good);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = post_results(
+        port,
+        "pitch-frames-7-holdout",
+        &token,
+        r#"{"candidate": {"metrics": {"f1": "high"}}}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("line 1"), "{body}");
+    let (code, body) = post_results(port, "pitch-frames-7-holdout", &token, good);
+    assert_eq!(code, 202, "{body}\n{}", controller_log());
+    assert!(body.contains("\"verdict\":\"Passed\""), "{body}");
+    assert_eq!(
+        get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.phase} {.status.verdict} {.status.metrics.f1}"
+        ),
+        "Succeeded Passed 0.86"
+    );
+    // With its evaluation passed, production resolves to 7.
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.resolvedVersion}",
+        ) == "7")
+            .then_some(())
+    });
+    let (code, _) = post_results(port, "pitch-frames-7-holdout", &token, good);
+    assert_eq!(code, 409, "results are accepted once");
+
+    // Version 8 is compared with production (7): results without the baseline's are refused.
+    let v8 = "apiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: pitch-frames-8}\nspec: {model: pitch-frames, version: \"8\", artifact: {uri: \"s3://models/pitch-frames/8/model.json\", digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000008\"}}\n";
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", v8);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-8-holdout"],
+            "{.status.phase}",
+        ) == "Running")
+            .then_some(())
+    });
+    assert_eq!(
+        get(
+            &api,
+            &["meval", "pitch-frames-8-holdout"],
+            "{.spec.baseline.version}"
+        ),
+        "7"
+    );
+    assert_eq!(
+        get(
+            &api,
+            &["job", "pitch-frames-8-holdout-1"],
+            "{.spec.template.spec.containers[0].env[?(@.name==\"SLIPWAY_BASELINE_VERSION\")].value}"
+        ),
+        "7"
+    );
+    // Moving production to 8 while its evaluation runs: the move waits, and production keeps
+    // resolving to 7 meanwhile.
+    move_alias(&api, "8");
+    eventually(Duration::from_secs(30), || {
+        (get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.conditions[0].reason}",
+        ) == "WaitingForEvaluations")
+            .then_some(())
+    });
+    assert_eq!(
+        get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.resolvedVersion}"
+        ),
+        "7"
+    );
+    let token = token_of(&api, "pitch-frames-8-holdout");
+    let (code, body) = post_results(
+        port,
+        "pitch-frames-8-holdout",
+        &token,
+        r#"{"candidate": {"metrics": {"f1": 0.80}}}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("include \\\"baseline\\\" results"), "{body}");
+    // f1 0.80 vs 0.86: the relative gate fails, and says by how much.
+    let (code, body) = post_results(
+        port,
+        "pitch-frames-8-holdout",
+        &token,
+        r#"{"candidate": {"metrics": {"f1": 0.80}}, "baseline": {"metrics": {"f1": 0.86}}}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    assert!(body.contains("\"verdict\":\"Failed\""), "{body}");
+    let message = get(
+        &api,
+        &["meval", "pitch-frames-8-holdout"],
+        "{.status.conditions[0].message}",
+    );
+    assert!(message.contains("f1"), "{message}");
+    // Finished (no policy here asks for a pass): the move resolves, with both moves in history.
+    eventually(Duration::from_secs(30), || {
+        (get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.resolvedVersion} {.status.previousVersion}",
+        ) == "8 7")
+            .then_some(())
+    });
+
+    // Version 9's Job fails three times: the evaluation fails, with the reason.
+    let v9 = v8
+        .replace("pitch-frames-8", "pitch-frames-9")
+        .replace("\"8\"", "\"9\"")
+        .replace("/8/", "/9/")
+        .replace("0008\"", "0009\"");
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &v9);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for attempt in 1..=3 {
+        let job = format!("pitch-frames-9-holdout-{attempt}");
+        eventually(Duration::from_secs(60), || {
+            (api.kubectl(&["get", "job", &job], "admin").code == 0).then_some(())
+        });
+        fail_job(&api, &job);
+    }
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-9-holdout"],
+            "{.status.phase}",
+        ) == "Failed")
+            .then_some(())
+    });
+    assert_eq!(
+        get(
+            &api,
+            &["meval", "pitch-frames-9-holdout"],
+            "{.status.attempts}"
+        ),
+        "3"
+    );
+    let message = get(
+        &api,
+        &["meval", "pitch-frames-9-holdout"],
+        "{.status.conditions[0].message}",
+    );
+    assert!(
+        message.contains("evaluation failed after 3 attempt(s): BackoffLimitExceeded"),
+        "{message}"
+    );
+    assert_ne!(
+        api.kubectl(&["get", "job", "pitch-frames-9-holdout-4"], "admin")
+            .code,
+        0
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

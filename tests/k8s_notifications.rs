@@ -1,0 +1,302 @@
+//! Webhook runners, notifications and reports in Kubernetes mode on a real kube-apiserver: an
+//! external system is asked to run the evaluation with a cluster Secret, notifications carry
+//! Secrets that opted in and go only to allowed hosts, reports are served only to those who may
+//! read the evaluation, and a local runner is refused in a cluster.
+
+mod support;
+
+use std::time::Duration;
+
+use support::apiserver::ApiServer;
+use support::eventually;
+use support::http;
+use support::k8s_mode::{Controller, get, token_of};
+
+const EXTERNAL: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: ci-credentials, labels: {slipway.dev/usable-by: slipway}}
+stringData: {dispatch: ci-secret-1, notify: notify-secret-2}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: team-database}
+stringData: {password: db-password-3}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {name: pitch-frames}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner:
+        webhook:
+          url: http://127.0.0.1:RECEIVER/ci/dispatch
+          headers:
+            X-Dispatch-Token: {secretKeyRef: {name: ci-credentials, key: dispatch}}
+          bodyTemplate: '{"ref": "main", "inputs": {"model": "{{ model }}", "version": "{{ version }}", "results": "{{ resultsUrl }}", "token": "{{ token }}"}}'
+      dataset: {uri: "s3://datasets/pitch-frames/holdout/", digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111"}
+      gates:
+        - {metric: f1, op: ">=", value: 0.8}
+      timeout: 10m
+  notifications:
+    - name: ops
+      events: [VersionRegistered, EvaluationCompleted, AliasMoved]
+      webhook:
+        url: http://127.0.0.1:RECEIVER/ops
+        headers:
+          Authorization: {secretKeyRef: {name: ci-credentials, key: notify}}
+        bodyTemplate: '{"event": "{{ event }}", "version": "{{ version }}", "message": "{{ message }}"}'
+    - name: missing-secret
+      events: [AliasMoved]
+      webhook:
+        url: http://127.0.0.1:RECEIVER/never
+        headers:
+          Authorization: {secretKeyRef: {name: not-there, key: token}}
+    - name: not-opted-in
+      events: [AliasMoved]
+      webhook:
+        url: http://127.0.0.1:RECEIVER/never
+        headers:
+          Authorization: {secretKeyRef: {name: team-database, key: password}}
+    - name: elsewhere
+      events: [AliasMoved]
+      webhook:
+        url: http://127.0.0.2:RECEIVER/never
+        headers:
+          Authorization: {secretKeyRef: {name: ci-credentials, key: notify}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {name: legacy}
+spec:
+  evaluations:
+    - name: smoke
+      runner:
+        local: {command: ["python3", "evaluate.py"]}
+      dataset: {uri: "s3://datasets/legacy/", digest: "sha256:2222222222222222222222222222222222222222222222222222222222222222"}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: legacy-1}
+spec: {model: legacy, version: "1", artifact: {uri: "s3://models/legacy/1/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000001"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-7}
+spec: {model: pitch-frames, version: "7", artifact: {uri: "s3://models/pitch-frames/7/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000007"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelAlias
+metadata: {name: pitch-frames-production}
+spec: {model: pitch-frames, alias: production, version: "7"}
+"#;
+
+#[test]
+fn webhook_runners_notifications_and_reports_work_in_kubernetes_mode() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let receiver = http::Receiver::start(0);
+    let manifest = EXTERNAL.replace("RECEIVER", &receiver.port.to_string());
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &manifest);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let controller = Controller::start(&api, "controller-a");
+
+    // The external system is asked to run the evaluation, with the header's secret from the
+    // cluster and the results URL and token in the rendered body.
+    let dispatch = eventually(Duration::from_secs(60), || {
+        receiver
+            .requests()
+            .into_iter()
+            .find(|(path, _, _)| path == "/ci/dispatch")
+    });
+    assert!(
+        dispatch.1.contains("X-Dispatch-Token: ci-secret-1")
+            || dispatch.1.contains("x-dispatch-token: ci-secret-1"),
+        "{}",
+        dispatch.1
+    );
+    let body: serde_json::Value = serde_json::from_str(&dispatch.2).unwrap();
+    assert_eq!(body["inputs"]["version"], "7");
+    let results = body["inputs"]["results"].as_str().unwrap().to_string();
+    assert!(
+        results.ends_with("/api/v1/evaluations/default/pitch-frames-7-holdout/results"),
+        "{results}"
+    );
+    let token = body["inputs"]["token"].as_str().unwrap();
+    assert_eq!(token, token_of(&api, "pitch-frames-7-holdout"));
+    eventually(Duration::from_secs(30), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.phase} {.status.conditions[0].reason}",
+        ) == "Running Running")
+            .then_some(())
+    });
+    assert_eq!(
+        api.kubectl(&["get", "jobs", "-o", "name"], "admin")
+            .stdout
+            .trim(),
+        "",
+        "a webhook runner starts no Job"
+    );
+
+    // The external job reports back; the report is served by the controller.
+    let (code, answer) = http::post_json(
+        &results,
+        token,
+        r#"{"candidate": {"metrics": {"f1": 0.91}, "samples": [{"input": "frame-001.jpg", "expected": "corner", "prediction": "corner"}]}}"#,
+    );
+    assert_eq!(code, 202, "{answer}\n{}", controller.log());
+    let report = get(
+        &api,
+        &["meval", "pitch-frames-7-holdout"],
+        "{.status.report}",
+    );
+    assert_eq!(
+        report,
+        format!(
+            "http://127.0.0.1:{}/reports/default/pitch-frames-7-holdout.html",
+            controller.port
+        )
+    );
+    // A report is the namespace's: without a token, or for someone who may not read the
+    // evaluation, there is none.
+    let (code, said) = http::request("GET", &report, &[], "");
+    assert_eq!(code, 401, "{said}");
+    assert!(said.contains("send your Kubernetes bearer token"), "{said}");
+    let (code, said) = http::request(
+        "GET",
+        &report,
+        &[("Authorization", "Bearer erin-token")],
+        "",
+    );
+    assert_eq!(code, 403, "{said}");
+    assert!(
+        said.contains("erin may not get evaluation default/pitch-frames-7-holdout"),
+        "{said}"
+    );
+    let (code, said) = http::request("GET", &report, &[("Authorization", "Bearer forged")], "");
+    assert_eq!(code, 401, "{said}");
+    let admin = [("Authorization", "Bearer admin-token")];
+    let (code, html) = http::request("GET", &report, &admin, "");
+    assert_eq!(code, 200);
+    assert!(html.contains("<html") && html.contains("frame-001.jpg") && html.contains("0.91"));
+    let (code, md) = http::request("GET", &report.replace(".html", ".md"), &admin, "");
+    assert_eq!(code, 200);
+    assert!(md.contains("pitch-frames") && md.contains("f1"), "{md}");
+    let (code, _) = http::request(
+        "GET",
+        &report.replace("holdout.html", "nope.html"),
+        &admin,
+        "",
+    );
+    assert_eq!(code, 404);
+
+    // Notifications: registered, evaluated, moved — each once, with the cluster secret.
+    let notes = eventually(Duration::from_secs(60), || {
+        let notes: Vec<serde_json::Value> = receiver
+            .requests()
+            .into_iter()
+            .filter(|(path, _, _)| path == "/ops")
+            .map(|(_, headers, body)| {
+                assert!(
+                    headers
+                        .to_ascii_lowercase()
+                        .contains("authorization: notify-secret-2"),
+                    "{headers}"
+                );
+                serde_json::from_str(&body).unwrap()
+            })
+            .collect();
+        (notes.len() >= 3).then_some(notes)
+    });
+    let mut events: Vec<&str> = notes.iter().map(|n| n["event"].as_str().unwrap()).collect();
+    events.sort();
+    assert_eq!(
+        events,
+        ["AliasMoved", "EvaluationCompleted", "VersionRegistered"],
+        "{notes:?}"
+    );
+    let evaluated = notes
+        .iter()
+        .find(|n| n["event"] == "EvaluationCompleted")
+        .unwrap();
+    assert!(
+        evaluated["message"].as_str().unwrap().contains("Passed"),
+        "{notes:?}"
+    );
+    // A channel whose secret is missing: a warning event says which Secret to create.
+    let failed = eventually(Duration::from_secs(30), || {
+        let out = api
+            .kubectl(
+                &[
+                    "get",
+                    "events",
+                    "--field-selector",
+                    "reason=NotificationFailed",
+                    "-o",
+                    "jsonpath={.items[*].message}",
+                ],
+                "admin",
+            )
+            .stdout;
+        (!out.is_empty()).then_some(out)
+    });
+    assert!(
+        failed.contains("missing-secret")
+            && failed.contains("Secret default/not-there does not exist"),
+        "{failed}"
+    );
+    // A Secret of the namespace that did not opt in is not read out; a host the operator did
+    // not allow gets nothing. (Events of one reason on one object form one series, so the
+    // controller's log says each.)
+    let failed = eventually(Duration::from_secs(30), || {
+        let log = controller.log();
+        (log.contains("not sent to not-opted-in") && log.contains("not sent to elsewhere"))
+            .then_some(log)
+    });
+    assert!(
+        failed
+            .contains("Secret default/team-database is not labelled slipway.dev/usable-by=slipway"),
+        "{failed}"
+    );
+    assert!(
+        failed.contains("host 127.0.0.2 is not among the destinations the operator allows"),
+        "{failed}"
+    );
+    assert!(
+        !receiver.requests().iter().any(|(p, _, _)| p == "/never"),
+        "nothing is sent without its secret"
+    );
+    eventually(Duration::from_secs(30), || {
+        let metrics = controller.metrics();
+        (metrics.contains("slipway_controller_notifications_total{outcome=\"delivered\"} 3")
+            && metrics.contains("slipway_controller_notifications_total{outcome=\"failed\"} 3"))
+        .then_some(())
+    });
+
+    // A local runner cannot run in a cluster: the evaluation fails and says what to use.
+    let message = eventually(Duration::from_secs(60), || {
+        let m = get(
+            &api,
+            &["meval", "legacy-1-smoke"],
+            "{.status.phase}: {.status.conditions[0].message}",
+        );
+        m.starts_with("Failed").then_some(m)
+    });
+    assert!(
+        message.contains("local runner runs only in git mode") && message.contains("webhook"),
+        "{message}"
+    );
+    // Nothing is announced twice.
+    std::thread::sleep(Duration::from_secs(3));
+    let ops: Vec<String> = receiver
+        .requests()
+        .into_iter()
+        .filter(|(p, _, _)| p == "/ops")
+        .map(|(_, _, body)| body)
+        .collect();
+    assert_eq!(ops.len(), 3, "{ops:#?}");
+}

@@ -1,0 +1,432 @@
+//! Rollouts of the Kubernetes-mode controllers on a real kube-apiserver: aliases resolve,
+//! per-version Deployments roll out step by step (the test plays the kubelet), a failing candidate
+//! is rolled back, a killed controller resumes, an API-server restart is survived, and of two
+//! replicas only the Lease holder acts.
+
+mod support;
+
+use std::time::Duration;
+
+use support::apiserver::ApiServer;
+use support::eventually;
+use support::k8s_mode::{Controller, get, move_alias};
+use support::kubelet::Kubelet;
+
+const REGISTRY: &str = r#"
+apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {name: pitch-frames}
+spec:
+  description: Football frame classifier.
+  owners: ["group:ml-leads"]
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-7}
+spec: {model: pitch-frames, version: "7", artifact: {uri: "s3://models/pitch-frames/7/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000007"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-8}
+spec: {model: pitch-frames, version: "8", artifact: {uri: "s3://models/pitch-frames/8/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000008"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-9}
+spec: {model: pitch-frames, version: "9", artifact: {uri: "s3://models/pitch-frames/9/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000009"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelAlias
+metadata: {name: pitch-frames-production}
+spec: {model: pitch-frames, alias: production, version: "7"}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: pitch-frames-api}
+spec:
+  model: pitch-frames
+  alias: production
+  target:
+    kubernetes: {image: "registry.example/pitch-frames-server:1.4", replicas: 4, port: 8080}
+  strategy:
+    type: Canary
+    steps:
+      - {weight: 25, pause: 2s}
+      - {weight: 50, pause: 2s}
+    autoRollback: true
+"#;
+
+/// The deployment's rollout history as "Event {traffic}" lines.
+fn rollout_history(api: &ApiServer) -> Vec<String> {
+    let out = api.kubectl(
+        &["get", "mdeploy", "pitch-frames-api", "-o", "json"],
+        "admin",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    v["status"]["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| format!("{} {}", h["event"].as_str().unwrap_or("?"), h["traffic"]))
+        .collect()
+}
+
+/// `eventually`, with the controller's log and the rollout history when it times out.
+fn until<T>(
+    api: &ApiServer,
+    controller: &Controller,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "condition not met within {timeout:?}\n{}\nhistory: {:?}\nalias: {}\ndeployments: {}",
+                controller.log(),
+                rollout_history(api),
+                api.kubectl(&["get", "malias", "-o", "yaml"], "admin")
+                    .stdout,
+                api.kubectl(&["get", "deploy", "-o", "wide"], "admin")
+                    .stdout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn setup() -> (ApiServer, Kubelet) {
+    let api = ApiServer::start();
+    api.install_crds();
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", REGISTRY);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let kubelet = Kubelet::start(&api.kubeconfig, "default");
+    (api, kubelet)
+}
+
+fn wait_serving(api: &ApiServer, controller: &Controller, version: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = get(
+            api,
+            &["mdeploy", "pitch-frames-api"],
+            "{.status.phase} {.status.servingVersion} {.status.targetVersion}",
+        );
+        if out == format!("Healthy {version} ") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not serving {version}: {out}\n{}\n{:?}",
+            controller.log(),
+            rollout_history(api)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back() {
+    let (api, kubelet) = setup();
+    let controller = Controller::start(&api, "controller-a");
+    // The alias resolves; the first version goes out at once; one Service fronts all versions.
+    until(&api, &controller, Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.resolvedVersion}",
+        ) == "7")
+            .then_some(())
+    });
+    wait_serving(&api, &controller, "7");
+    assert_eq!(
+        get(&api, &["deploy", "pitch-frames-api-v7"], "{.spec.replicas}"),
+        "4"
+    );
+    assert_eq!(
+        get(
+            &api,
+            &["deploy", "pitch-frames-api-v7"],
+            "{.spec.template.spec.containers[0].env[?(@.name==\"MODEL_URI\")].value}"
+        ),
+        "s3://models/pitch-frames/7/model.json"
+    );
+    assert_eq!(
+        get(&api, &["svc", "pitch-frames-api"], "{.spec.selector}"),
+        r#"{"slipway.dev/deployment":"pitch-frames-api"}"#
+    );
+    assert_eq!(
+        get(
+            &api,
+            &["deploy", "pitch-frames-api-v7"],
+            "{.metadata.ownerReferences[0].kind}"
+        ),
+        "ModelDeployment"
+    );
+
+    // 7 → 8: 25% (1 of 4 replicas), 50% (2 of 4), then all; 7's Deployment is collected.
+    move_alias(&api, "8");
+    wait_serving(&api, &controller, "8");
+    let history = rollout_history(&api);
+    let steps: Vec<&String> = history
+        .iter()
+        .filter(|h| !h.starts_with("RolloutStarted"))
+        .collect();
+    assert_eq!(
+        steps[1..],
+        [
+            r#"StepStarted {"7":75,"8":25}"#,
+            r#"StepStarted {"7":50,"8":50}"#,
+            r#"StepStarted {"8":100}"#,
+            r#"RolloutSucceeded {"8":100}"#,
+        ],
+        "{history:?}"
+    );
+    until(&api, &controller, Duration::from_secs(20), || {
+        (api.kubectl(&["get", "deploy", "pitch-frames-api-v7"], "admin")
+            .code
+            != 0)
+            .then_some(())
+    });
+    assert_eq!(
+        get(&api, &["deploy", "pitch-frames-api-v8"], "{.spec.replicas}"),
+        "4"
+    );
+
+    // 8 → 9, and 9 never becomes available: rolled back to 8, 9 rejected, a Warning event.
+    kubelet.failing.lock().unwrap().insert("9".into());
+    move_alias(&api, "9");
+    until(&api, &controller, Duration::from_secs(60), || {
+        (get(&api, &["mdeploy", "pitch-frames-api"], "{.status.phase}") == "RolledBack")
+            .then_some(())
+    });
+    let rejected = |api: &ApiServer| {
+        get(
+            api,
+            &["mdeploy", "pitch-frames-api"],
+            "{.status.rejectedVersions}",
+        )
+    };
+    assert_eq!(rejected(&api), r#"["9"]"#);
+    assert_eq!(
+        get(&api, &["mdeploy", "pitch-frames-api"], "{.status.traffic}"),
+        r#"{"8":100}"#
+    );
+    let history = rollout_history(&api);
+    assert!(
+        history
+            .last()
+            .unwrap()
+            .starts_with(r#"RolledBack {"8":100}"#),
+        "{history:?}"
+    );
+    until(&api, &controller, Duration::from_secs(20), || {
+        (api.kubectl(&["get", "deploy", "pitch-frames-api-v9"], "admin")
+            .code
+            != 0)
+            .then_some(())
+    });
+    let events = api.kubectl(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=RolledBack",
+            "-o",
+            "jsonpath={.items[*].type}",
+        ],
+        "admin",
+    );
+    assert!(
+        events.stdout.contains("Warning"),
+        "{}{}",
+        events.stdout,
+        events.stderr
+    );
+
+    // A retry of a version that is not rejected is refused with a Warning event; either way the
+    // controller removes the annotation.
+    let annotate = |value: &str| {
+        let run = api.kubectl(
+            &[
+                "annotate",
+                "--overwrite",
+                "mdeploy",
+                "pitch-frames-api",
+                &format!("slipway.dev/retry={value}"),
+            ],
+            "admin",
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    };
+    let annotation = |api: &ApiServer| {
+        get(
+            api,
+            &["mdeploy", "pitch-frames-api"],
+            "{.metadata.annotations.slipway\\.dev/retry}",
+        )
+    };
+    annotate("7");
+    until(&api, &controller, Duration::from_secs(20), || {
+        annotation(&api).is_empty().then_some(())
+    });
+    let refused = api.kubectl(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=NothingToRetry",
+            "-o",
+            "jsonpath={.items[*].type} {.items[*].message}",
+        ],
+        "admin",
+    );
+    assert_eq!(
+        refused.stdout,
+        "Warning default/pitch-frames-api has versions 9 rejected; nothing to retry for version 7"
+    );
+    assert_eq!(rejected(&api), r#"["9"]"#);
+    let metrics = controller.metrics();
+    assert!(metrics.contains("slipway_controller_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains("slipway_controller_reconciles_total{controller=\"deployments\"}"),
+        "{metrics}"
+    );
+    let promotions: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("slipway_controller_promotion_latency_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(promotions >= 2, "{metrics}");
+    drop(controller);
+}
+
+#[test]
+fn a_killed_controller_resumes_the_rollout_where_it_was() {
+    let (api, _kubelet) = setup();
+    let mut first = Controller::start(&api, "controller-a");
+    wait_serving(&api, &first, "7");
+    move_alias(&api, "8");
+    // Kill it as soon as the first canary step is recorded.
+    eventually(Duration::from_secs(60), || {
+        rollout_history(&api)
+            .iter()
+            .any(|h| h.starts_with("StepStarted"))
+            .then_some(())
+    });
+    first.kill();
+    // A new process takes the lease once the old one's expires, and carries on from the step
+    // it was at: one RolloutStarted for 8, no step repeated.
+    let second = Controller::start(&api, "controller-b");
+    wait_serving(&api, &second, "8");
+    let history = rollout_history(&api);
+    let started = history
+        .iter()
+        .filter(|h| h.starts_with("RolloutStarted"))
+        .count();
+    assert_eq!(started, 2, "{history:?}"); // 7, then 8
+    let steps: Vec<&String> = history
+        .iter()
+        .filter(|h| h.starts_with("StepStarted"))
+        .collect();
+    let unique: std::collections::BTreeSet<&&String> = steps.iter().collect();
+    assert_eq!(
+        steps.len(),
+        unique.len(),
+        "a step was repeated: {history:?}"
+    );
+}
+
+#[test]
+fn the_controller_survives_an_api_server_restart() {
+    let (mut api, _kubelet) = setup();
+    let controller = Controller::start(&api, "controller-a");
+    wait_serving(&api, &controller, "7");
+    let url = format!("http://127.0.0.1:{}/readyz", controller.port);
+    assert_eq!(support::http::request("GET", &url, &[], "").0, 200);
+    api.restart_apiserver(Duration::from_secs(2));
+    move_alias(&api, "8");
+    wait_serving(&api, &controller, "8");
+}
+
+#[test]
+fn of_two_replicas_only_the_lease_holder_acts() {
+    let (api, _kubelet) = setup();
+    let mut replicas = [
+        Controller::start(&api, "controller-a"),
+        Controller::start(&api, "controller-b"),
+    ];
+    wait_serving(&api, &replicas[0], "7");
+    let holder = get(
+        &api,
+        &["lease", "slipway-controller"],
+        "{.spec.holderIdentity}",
+    );
+    let leader = match holder.as_str() {
+        "controller-a" => 0,
+        "controller-b" => 1,
+        other => panic!("lease held by {other:?}"),
+    };
+    let follower = 1 - leader;
+    // Both replicas are ready once their watches have listed; /readyz says which one leads.
+    for (i, r) in replicas.iter().enumerate() {
+        let url = format!("http://127.0.0.1:{}/readyz", r.port);
+        let body = eventually(Duration::from_secs(30), || {
+            let (code, body) = support::http::request("GET", &url, &[], "");
+            (code == 200).then_some(body)
+        });
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["leader"], i == leader, "replica {i}: {body}");
+    }
+    assert!(
+        replicas[leader].log().contains("acquired leadership"),
+        "{}",
+        replicas[leader].log()
+    );
+    assert!(
+        !replicas[follower].log().contains("acquired leadership"),
+        "{}",
+        replicas[follower].log()
+    );
+    // Events name the acting replica: only the leader ever wrote one.
+    let reporters = api.kubectl(
+        &[
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={.items[*].reportingInstance}",
+        ],
+        "admin",
+    );
+    assert!(
+        !reporters.stdout.is_empty(),
+        "no events: {}",
+        reporters.stderr
+    );
+    assert!(
+        reporters.stdout.split_whitespace().all(|r| r == holder),
+        "{}",
+        reporters.stdout
+    );
+    // The leader stops on SIGTERM and releases the lease; the other takes over without waiting
+    // for it to expire, and acts.
+    replicas[leader].terminate();
+    let other = if leader == 0 {
+        "controller-b"
+    } else {
+        "controller-a"
+    };
+    eventually(Duration::from_secs(10), || {
+        (get(
+            &api,
+            &["lease", "slipway-controller"],
+            "{.spec.holderIdentity}",
+        ) == other)
+            .then_some(())
+    });
+    move_alias(&api, "8");
+    wait_serving(&api, &replicas[follower], "8");
+}

@@ -1,0 +1,183 @@
+//! Git mode (`slipway run`) as a new user runs it: a temporary copy of the quickstart, the
+//! binary in the background (served on a free port, stopped with SIGTERM), its router and read
+//! API asked over loopback, and its history read back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::{eventually, free_port, root, slipway};
+
+/// Starts `slipway ARGS` in `work` in the background, its output discarded.
+pub fn spawn_slipway(work: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(args)
+        .current_dir(work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Starts `slipway run registry` (every second, serving HTTP on a free port, with `extra`
+/// arguments); returns it and the port.
+pub fn serve(work: &Path, extra: &[&str]) -> (std::process::Child, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "run",
+        "registry",
+        "--state",
+        "state",
+        "--interval",
+        "1s",
+        "--listen",
+        &listen,
+    ];
+    args.extend_from_slice(extra);
+    (spawn_slipway(work, &args), port)
+}
+
+/// Sends SIGTERM and requires a clean exit within 20 s.
+pub fn terminate(child: &mut std::process::Child) {
+    signal(child.id(), "-TERM");
+    let status = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
+    assert!(status.success(), "{status:?}");
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "__pycache__" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A temporary copy of the quickstart registry (its router on a free port) and an empty state
+/// folder beside it.
+pub fn quickstart() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &root().join("examples/quickstart"),
+        &dir.path().join("registry"),
+    );
+    let port = free_port();
+    let deployments = dir.path().join("registry/deployments.yaml");
+    let text = std::fs::read_to_string(&deployments)
+        .unwrap()
+        .replace("port: 8765", &format!("port: {port}"));
+    std::fs::write(&deployments, text).unwrap();
+    std::fs::write(dir.path().join("port"), port.to_string()).unwrap();
+    let path = dir.path().to_path_buf();
+    (dir, path)
+}
+
+pub fn router_port(work: &Path) -> u16 {
+    std::fs::read_to_string(work.join("port"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// GET /predict through the router; the answering version, or the HTTP status on errors.
+pub fn predict(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(
+        b"GET /predict?grass=0.7&lines=0.05&crowd=0.1&brightness=0.6 HTTP/1.0\r\nHost: x\r\n\r\n",
+    )
+    .ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let status = response.get(9..12)?.to_string();
+    let version = response
+        .lines()
+        .find_map(|l| l.strip_prefix("x-slipway-version: "))
+        .map(|v| v.trim().to_string());
+    Some(match (status.as_str(), version) {
+        ("200", Some(v)) => v,
+        (code, v) => format!("{code} from {}", v.unwrap_or_default()),
+    })
+}
+
+pub fn events(work: &Path) -> Vec<String> {
+    let h = slipway(&["history", "pitch-frames", "--state", "state"], work);
+    h.stdout.lines().map(str::to_string).collect()
+}
+
+pub fn set_production(work: &Path, version: &str) {
+    let path = work.join("registry/aliases.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("  version: ") {
+            out.push_str(&format!("  version: \"{version}\"\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Every file under a folder, as (relative path, content).
+pub fn files_under(base: &Path, rel: &str, out: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(base.join(rel)).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if entry.file_type().unwrap().is_dir() {
+            if name != "__pycache__" {
+                files_under(base, &path, out);
+            }
+        } else {
+            out.push((path, std::fs::read_to_string(entry.path()).unwrap()));
+        }
+    }
+}
+
+/// GET a path from a local HTTP server: (status, body).
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    let status = response
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,94 @@
+//! The SageMaker target's registry (production alias, a canary guarded by an alarm) in a
+//! temporary folder, `slipway run --once` against a moto server, and what the endpoint, its
+//! configs and Models look like from boto3.
+
+use std::path::Path;
+
+use super::moto::Moto;
+use super::slipway_env;
+
+pub const REGISTRY: &str = r#"
+apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {name: pitch-frames}
+spec: {owners: ["group:ml-leads"]}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-7}
+spec: {model: pitch-frames, version: "7", artifact: {uri: "s3://models/pitch-frames/7/model.tar.gz", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000007"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-8}
+spec: {model: pitch-frames, version: "8", artifact: {uri: "s3://models/pitch-frames/8/model.tar.gz", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000008"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {name: pitch-frames-9}
+spec: {model: pitch-frames, version: "9", artifact: {uri: "s3://models/pitch-frames/9/model.tar.gz", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000009"}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: pitch-frames-api}
+spec:
+  model: pitch-frames
+  alias: production
+  target:
+    sagemaker:
+      region: eu-west-1
+      endpointName: pitch-frames
+      executionRoleArn: arn:aws:iam::123456789012:role/slipway-sagemaker
+      image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/pitch-frames-server:1.4
+      instanceType: ml.m5.large
+      instanceCount: 2
+  strategy:
+    type: Canary
+    steps: [{weight: 25, pause: 2s}]
+    analysis: {alarms: [pitch-frames-5xx]}
+"#;
+
+pub fn alias(version: &str) -> String {
+    format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {{name: pitch-frames-production}}\nspec: {{model: pitch-frames, alias: production, version: \"{version}\"}}\n"
+    )
+}
+
+pub fn setup(version: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("registry")).unwrap();
+    std::fs::write(dir.path().join("registry/registry.yaml"), REGISTRY).unwrap();
+    std::fs::write(dir.path().join("registry/alias.yaml"), alias(version)).unwrap();
+    dir
+}
+
+pub fn run_once(dir: &Path, moto: &Moto) -> super::Run {
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    slipway_env(
+        &["run", "registry", "--once", "--state", "state"],
+        dir,
+        &env,
+    )
+}
+
+pub fn endpoint(moto: &Moto) -> serde_json::Value {
+    serde_json::from_str(&moto.boto(
+        "e = sm.describe_endpoint(EndpointName='pitch-frames')\nc = sm.describe_endpoint_config(EndpointConfigName=e['EndpointConfigName'])\nm = sm.describe_model(ModelName=c['ProductionVariants'][0]['ModelName'])\ntags = sm.list_tags(ResourceArn=m['ModelArn'])['Tags']\nprint(json.dumps({'status': e['EndpointStatus'], 'config': e['EndpointConfigName'], 'variants': [v['VariantName'] for v in c['ProductionVariants']], 'count': e['ProductionVariants'][0].get('CurrentInstanceCount'), 'model': m['ModelName'], 'image': m['PrimaryContainer']['Image'], 'artifact': m['PrimaryContainer']['ModelDataUrl'], 'tags': {t['Key']: t['Value'] for t in tags}, 'failure': e.get('FailureReason')}))",
+    ))
+    .unwrap()
+}
+
+pub fn counts(moto: &Moto) -> (usize, usize) {
+    let out = moto.boto(
+        "print(len(sm.list_endpoint_configs()['EndpointConfigs']), len(sm.list_models()['Models']))",
+    );
+    let (a, b) = out.split_once(' ').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+pub fn history(dir: &Path) -> String {
+    let run = super::slipway(&["history", "pitch-frames", "--state", "state"], dir);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.stdout
+}
