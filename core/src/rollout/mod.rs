@@ -498,6 +498,7 @@ pub mod analysis;
 mod retry;
 pub mod sagemaker;
 pub mod status;
+pub mod step;
 
 pub use analysis::{Window, analyze};
 pub use retry::request_retry;

@@ -464,3 +464,75 @@ fn an_analysis_its_target_cannot_measure_is_said_in_the_status_of_every_target()
         );
     }
 }
+
+#[test]
+fn one_step_writes_only_what_changed_and_a_frozen_failure_waits_for_a_change() {
+    let spec: slipway_crd::model_deployment::ModelDeploymentSpec =
+        serde_json::from_value(serde_json::json!({
+            "model": "m", "alias": "production",
+            "target": {"kubernetes": {"image": "serve:1", "replicas": 4, "port": 8080}},
+            "strategy": {"type": "Canary", "steps": [{"weight": 25, "pause": "1m"}], "autoRollback": false}
+        }))
+        .unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 26, 20, 0, 0).unwrap();
+    let healthy = |ready| step::Look {
+        ready,
+        judgement: Judgement::Pass,
+    };
+    let stable = RolloutState {
+        stable: Some("7".into()),
+        phase: DeploymentPhase::Healthy,
+        last_desired: Some("7".into()),
+        traffic: [("7".to_string(), 100)].into(),
+        ..Default::default()
+    };
+    let previous = slipway_crd::model_deployment::ModelDeploymentStatus::default();
+    fn input<'a>(
+        spec: &'a slipway_crd::model_deployment::ModelDeploymentSpec,
+        state: &'a RolloutState,
+        previous: &'a slipway_crd::model_deployment::ModelDeploymentStatus,
+        desired: &'a str,
+        now: DateTime<Utc>,
+    ) -> step::Input<'a> {
+        step::Input {
+            spec,
+            previous,
+            state,
+            desired: Some(desired),
+            generation: Some(1),
+            poll: Duration::from_secs(2),
+            now,
+        }
+    }
+    // Settled on 7: the first look writes the status (a new generation), the next one nothing.
+    let first = step::step(
+        &input(&spec, &stable, &previous, "7", t0),
+        Some(healthy(true)),
+    );
+    assert!(first.write);
+    assert_eq!(first.wait, None);
+    let written = first.status.clone();
+    let again = step::step(
+        &input(&spec, &stable, &written, "7", t0),
+        Some(healthy(true)),
+    );
+    assert!(!again.write, "{again:?}");
+    // 8 starts: a candidate under way is looked at again at the target's pace.
+    let start = step::step(
+        &input(&spec, &stable, &written, "8", t0),
+        Some(healthy(false)),
+    );
+    assert_eq!(start.step.state.candidate.as_deref(), Some("8"));
+    assert!(start.wait.is_some());
+    // The target says 8 cannot progress; without auto-rollback the rollout freezes where it is
+    // and waits for a change instead of being polled.
+    let running = start.step.state.clone();
+    let failing = step::Look {
+        ready: false,
+        judgement: Judgement::Fail("pitch-frames-api-v8 is not progressing".into()),
+    };
+    let frozen = step::step(&input(&spec, &running, &written, "8", t0), Some(failing));
+    assert_eq!(frozen.step.state.phase, DeploymentPhase::Failed);
+    assert_eq!(frozen.step.state.candidate.as_deref(), Some("8"));
+    assert_eq!(frozen.wait, None, "{frozen:?}");
+}

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde_json::json;
-use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus};
+use slipway_crd::model_deployment::ModelDeploymentStatus;
 
 use super::{Error, Outcome, Reconciler};
 use crate::decide::catalog::{Catalog, Resource};
-use crate::decide::rollout::{self, Action, Judgement, Observation};
+use crate::decide::rollout::{self, Action, Judgement};
 use crate::edges::serving::local::{Key, LocalTarget};
 use crate::edges::store::{DeploymentRecord, Write};
 
@@ -97,58 +97,40 @@ impl Reconciler<'_> {
             if target.weights(&key) != routed {
                 target.route(&key, &state.traffic);
             }
-            let observation = match &state.candidate {
-                Some(c) => Observation {
-                    candidate_ready: target.ready(&key, c),
-                    analysis: rollout::analyze(
-                        d.spec.strategy.analysis.as_ref(),
-                        &target.window(&key, c),
-                    ),
-                },
-                None => Observation {
-                    candidate_ready: desired.as_deref().is_some_and(|v| target.ready(&key, v)),
-                    analysis: Judgement::Pass,
-                },
+            // Observe → decide (the step Kubernetes mode takes too).
+            let previous = self.deployment_status(&ns, &obj.key.name)?;
+            let input = rollout::step::Input {
+                spec: &d.spec,
+                previous: &previous,
+                state: &state,
+                desired: desired.as_deref(),
+                generation: None,
+                poll: crate::decide::limits::LOCAL_POLL,
+                now: (self.now)(),
             };
-            let policy = rollout::Policy::new(
-                &d.spec.strategy,
-                crate::decide::limits::PROGRESS_DEADLINE,
-                crate::decide::limits::LOCAL_POLL,
-            );
-            let step = rollout::decide(
-                &state,
-                desired.as_deref(),
-                &policy,
-                &observation,
-                (self.now)(),
-            );
-            let phase = step.state.phase;
+            let look = rollout::step::looked_at(&state, desired.as_deref()).map(|v| {
+                rollout::step::Look {
+                    ready: target.ready(&key, v),
+                    // The router's window counts only for a candidate under way.
+                    judgement: match &state.candidate {
+                        Some(_) => rollout::analyze(
+                            d.spec.strategy.analysis.as_ref(),
+                            &target.window(&key, v),
+                        ),
+                        None => Judgement::Pass,
+                    },
+                }
+            });
+            let outcome = rollout::step::step(&input, look);
+            requeue = min(requeue, outcome.wait);
+            if !outcome.write {
+                continue;
+            }
+            let (step, status) = (outcome.step, outcome.status);
             let events: Vec<(rollout::EventKind, String, String)> = step
                 .events()
                 .map(|(k, v, m)| (*k, v.to_string(), m.to_string()))
                 .collect();
-            let previous = self.deployment_status(&ns, &obj.key.name)?;
-            let basis = rollout::status::Basis {
-                spec: &d.spec,
-                previous: &previous,
-                generation: None,
-                now: (self.now)(),
-            };
-            let status = rollout::status::stepped(
-                &step.state,
-                events.iter().map(|(k, v, m)| (k, v.as_str(), m.as_str())),
-                &basis,
-                None,
-            );
-            // Nothing happened and the status says what it said (a spec edit can change its
-            // conditions, e.g. `AnalysisMeasured`, without a step): nothing to write.
-            if step.state == state
-                && step.actions.is_empty()
-                && !rollout::status::conditions_differ(&previous, &status)
-            {
-                requeue = min(requeue, step.requeue_after);
-                continue;
-            }
             let address = target.address(&key).map(|a| a.to_string());
             // Persist first: a restart then resumes from the new state and re-applies it.
             self.record(
@@ -173,18 +155,6 @@ impl Reconciler<'_> {
                     Action::Event { .. } => {}
                 }
             }
-            let settled = matches!(
-                phase,
-                DeploymentPhase::Healthy | DeploymentPhase::RolledBack | DeploymentPhase::Failed
-            ) && step.state.candidate.is_none();
-            requeue = min(
-                requeue,
-                if settled {
-                    step.requeue_after
-                } else {
-                    Some(step.requeue_after.unwrap_or(Duration::from_millis(500)))
-                },
-            );
         }
         Ok(requeue)
     }

@@ -18,7 +18,7 @@ use slipway_crd::model_deployment::RETRY_ANNOTATION;
 
 use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::notify;
-use crate::decide::rollout::{self, Action, Judgement, Observation, RolloutState};
+use crate::decide::rollout::{self, Action, Judgement, RolloutState};
 
 use super::context::{Context, Error, MANAGER, apply_status, owner};
 
@@ -61,8 +61,14 @@ pub fn replicas_for(weights: &BTreeMap<String, u32>, total: u32) -> BTreeMap<Str
     out
 }
 
-/// Health of a version's `Deployment` as a rollout observation.
-pub(super) fn observe(d: Option<&Deployment>) -> (bool, Judgement) {
+/// What a version's `Deployment` shows: ready when every replica is available; failing when
+/// it stopped progressing or cannot create pods.
+pub(super) fn observe(d: Option<&Deployment>) -> rollout::step::Look {
+    let (ready, judgement) = health(d);
+    rollout::step::Look { ready, judgement }
+}
+
+fn health(d: Option<&Deployment>) -> (bool, Judgement) {
     let Some(d) = d else {
         return (false, Judgement::Inconclusive("no Deployment yet".into()));
     };
@@ -167,53 +173,24 @@ pub(super) async fn reconcile_deployment(
     let desired = desired_version(&ctx, md);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let owned: BTreeMap<String, Deployment> = ctx.cache.deployments_of(&ns, &name);
-    let observation = match state.candidate.as_ref().or(desired.as_ref()) {
-        Some(c) => {
-            let (ready, analysis) = observe(owned.get(c));
-            Observation {
-                candidate_ready: ready,
-                analysis: if state.candidate.is_some() {
-                    analysis
-                } else {
-                    Judgement::Pass
-                },
-            }
-        }
-        None => Observation {
-            candidate_ready: false,
-            analysis: Judgement::Pass,
-        },
-    };
-    let policy = rollout::Policy::new(
-        &md.spec.strategy,
-        crate::decide::limits::PROGRESS_DEADLINE,
-        crate::decide::limits::REMOTE_POLL,
-    );
-    let step = rollout::decide(
-        &state,
-        desired.as_deref(),
-        &policy,
-        &observation,
-        Utc::now(),
-    );
-
-    // Persist first: a restarted controller resumes from the new state and re-applies it.
-    let s = &step.state;
-    let events: Vec<(&rollout::EventKind, &str, &str)> = step.events().collect();
-    let basis = rollout::status::Basis {
+    // Observe → decide (the step git mode takes too) → persist first: a restarted controller
+    // resumes from the new state and re-applies it.
+    let input = rollout::step::Input {
         spec: &md.spec,
         previous: &status,
+        state: &state,
+        desired: desired.as_deref(),
         generation: md.metadata.generation,
+        poll: crate::decide::limits::REMOTE_POLL,
         now: Utc::now(),
     };
-    let next = rollout::status::stepped(s, events.iter().copied(), &basis, None);
+    let look = rollout::step::looked_at(&state, desired.as_deref()).map(|v| observe(owned.get(v)));
+    let outcome = rollout::step::step(&input, look);
+    let (step, s) = (&outcome.step, &outcome.step.state);
+    let events: Vec<(&rollout::EventKind, &str, &str)> = step.events().collect();
     let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
-    if step.state != state
-        || !step.actions.is_empty()
-        || status.observed_generation != md.metadata.generation
-        || rollout::status::conditions_differ(&status, &next)
-    {
-        apply_status(&api, &name, &next).await?;
+    if outcome.write {
+        apply_status(&api, &name, &outcome.status).await?;
     }
 
     // Carry the actions out.
@@ -286,11 +263,9 @@ pub(super) async fn reconcile_deployment(
         );
         notify::announce(&ctx, md, warning, note.to_string(), happened).await;
     }
-    Ok(match step.requeue_after {
-        Some(d) => Requeue::requeue(d),
-        None if s.candidate.is_some() => Requeue::requeue(Duration::from_secs(2)),
-        None => Requeue::requeue(crate::decide::limits::RESYNC),
-    })
+    Ok(Requeue::requeue(
+        outcome.wait.unwrap_or(crate::decide::limits::RESYNC),
+    ))
 }
 
 /// An operator's retry (the [`RETRY_ANNOTATION`] on the object, for every target): decided by

@@ -1,0 +1,109 @@
+//! One step of a rollout on a `local` or `kubernetes` target, for both homes: given the
+//! deployment, its status and what the target shows of the version under way, it returns the
+//! decision ([`super::decide`]), the status to write (and whether anything changed), and when to
+//! look again. The homes only look at their target, persist, carry the actions out and announce.
+//! (A SageMaker endpoint steps through [`super::sagemaker`].)
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentSpec, ModelDeploymentStatus};
+
+use super::{Judgement, Observation, Policy, RolloutState, Step};
+use crate::limits::PROGRESS_DEADLINE;
+
+/// What the home sees of a version on its target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Look {
+    /// Its servers are up and pass their health check (all replicas available).
+    pub ready: bool,
+    /// What the target judges of it: the router's window against the thresholds (local), the
+    /// Deployment's progress (kubernetes).
+    pub judgement: Judgement,
+}
+
+/// What a rollout step is given.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// The deployment's spec.
+    pub spec: &'a ModelDeploymentSpec,
+    /// Its status as recorded.
+    pub previous: &'a ModelDeploymentStatus,
+    /// The rollout state as recorded.
+    pub state: &'a RolloutState,
+    /// The version it should serve (pinned, or what its alias resolves to).
+    pub desired: Option<&'a str>,
+    /// The object's `metadata.generation` (none in git mode).
+    pub generation: Option<i64>,
+    /// How often to look again while waiting on this target.
+    pub poll: Duration,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// What the home is to do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// The decision: the state to persist and the actions to carry out, in order.
+    pub step: Step,
+    /// The status after it.
+    pub status: ModelDeploymentStatus,
+    /// Whether anything changed (state, actions, a new generation, what the conditions say):
+    /// else there is nothing to write.
+    pub write: bool,
+    /// When to look again (None: only on a change, or at the home's resync).
+    pub wait: Option<Duration>,
+}
+
+/// The version a step looks at: the one rolling out, else the one to serve.
+pub fn looked_at<'a>(state: &'a RolloutState, desired: Option<&'a str>) -> Option<&'a str> {
+    state.candidate.as_deref().or(desired)
+}
+
+/// One step: `look` is what the target shows of [`looked_at`] (None: nothing to look at).
+pub fn step(input: &Input, look: Option<Look>) -> Outcome {
+    let state = input.state;
+    let observation = match look {
+        Some(l) => Observation {
+            candidate_ready: l.ready,
+            // The target's judgement counts for a candidate under way; the first version of a
+            // deployment goes live once healthy.
+            analysis: if state.candidate.is_some() {
+                l.judgement
+            } else {
+                Judgement::Pass
+            },
+        },
+        None => Observation {
+            candidate_ready: false,
+            analysis: Judgement::Pass,
+        },
+    };
+    let policy = Policy::new(&input.spec.strategy, PROGRESS_DEADLINE, input.poll);
+    let step = super::decide(state, input.desired, &policy, &observation, input.now);
+    let basis = super::status::Basis {
+        spec: input.spec,
+        previous: input.previous,
+        generation: input.generation,
+        now: input.now,
+    };
+    let status = super::status::stepped(&step.state, step.events(), &basis, None);
+    let write = step.state != *state
+        || !step.actions.is_empty()
+        || input.previous.observed_generation != input.generation
+        || super::status::conditions_differ(input.previous, &status);
+    // Waiting on a candidate that is still progressing: look again at the target's pace. A
+    // rollout that failed without rollback is frozen where it stopped: nothing to look at until
+    // something changes.
+    let progressing =
+        step.state.candidate.is_some() && step.state.phase == DeploymentPhase::Progressing;
+    let wait = step
+        .requeue_after
+        .or_else(|| progressing.then_some(input.poll));
+    Outcome {
+        step,
+        status,
+        write,
+        wait,
+    }
+}
