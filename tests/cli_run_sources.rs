@@ -271,3 +271,55 @@ fn a_repository_served_over_http_is_fetched_with_git_and_credentials_are_never_s
         status.stdout
     );
 }
+
+/// Another process holds the state store's write lock longer than its busy timeout (5 s): the
+/// pass that needs it fails, `/readyz` says why, and `slipway run` backs off and runs the pass
+/// again once the lock is gone — it does not stop.
+#[test]
+fn a_locked_state_store_is_waited_out_and_the_run_goes_on() {
+    use support::git_mode::{get, serve, terminate};
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    let (mut child, port) = serve(&work, &[]);
+    eventually(Duration::from_secs(60), || {
+        (get(port, "/readyz").0 == 200).then_some(())
+    });
+    let mut locker = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(9)\nc.execute('COMMIT')\n",
+            "state/state.db",
+        ])
+        .current_dir(&work)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    // A new revision (a comment) makes the next pass write.
+    let aliases = work.join("registry/aliases.yaml");
+    let text = std::fs::read_to_string(&aliases).unwrap();
+    std::fs::write(&aliases, format!("{text}# touched\n")).unwrap();
+    let (code, body) = eventually(Duration::from_secs(30), || {
+        let (code, body) = get(port, "/readyz");
+        (code == 503 && body.contains("locked")).then_some((code, body))
+    });
+    assert!(body.contains("\"rejected\":\"pass\""), "{code} {body}");
+    assert!(child.try_wait().unwrap().is_none(), "slipway run stopped");
+    assert!(locker.wait().unwrap().success());
+    // The lock is gone: the pass runs again and the new revision is in force.
+    let body = eventually(Duration::from_secs(60), || {
+        let (code, body) = get(port, "/readyz");
+        (code == 200).then_some(body)
+    });
+    assert!(body.contains("\"rejected\":null"), "{body}");
+    terminate(&mut child);
+}

@@ -67,3 +67,27 @@ pub const CONNECTIONS_PER_PEER: usize = 64;
 
 /// How soon an evaluation whose attempt failed without results starts its next attempt.
 pub const EVALUATION_RETRY: Duration = Duration::from_secs(1);
+
+/// How long to wait after the `failures`-th transient error in a row (1-based): doubling from
+/// [`ERROR_BACKOFF_FIRST`] up to [`ERROR_BACKOFF_MAX`]. Both homes back off by it (a
+/// controller's object in a cluster, a pass in git mode).
+pub fn backoff(failures: u32) -> Duration {
+    ERROR_BACKOFF_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(ERROR_BACKOFF_MAX)
+}
+
+/// After a write conflict (someone else changed the object): look again almost at once.
+pub const CONFLICT_RETRY: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_from_a_second_to_five_minutes() {
+        let waits: Vec<u64> = [1, 2, 3, 9, 10, 40].map(|n| backoff(n).as_secs()).to_vec();
+        assert_eq!(waits, [1, 2, 4, 256, 300, 300]);
+        assert_eq!(backoff(0), ERROR_BACKOFF_FIRST);
+    }
+}

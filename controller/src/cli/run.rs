@@ -153,6 +153,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         ))
     };
     let mut last_rejected: Option<String> = None;
+    // Passes in a row that failed (source or store): how long to back off.
+    let mut failures = 0u32;
     let mut target: Option<LocalTarget> = None;
     #[cfg(feature = "sagemaker")]
     let mut sagemaker: Option<crate::edges::serving::sagemaker::aws::SageMaker> = None;
@@ -179,44 +181,76 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     // checked again: read from the store once, then kept up to date in memory.
     let fingerprint = crate::decide::catalog::schema::fingerprint();
     let mut passes = crate::decide::catalog::schema::Passes::new(store.schema_passes(fingerprint)?);
-    loop {
+    // A pass that fails on the state store (locked, disk full, I/O) loses nothing — each step is
+    // one transaction — so it is run again after a backoff instead of stopping `slipway run`
+    // (`--once` still stops, with the error).
+    macro_rules! or_back_off {
+        ($pass:lifetime, $e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) if !args.once => {
+                    let e: anyhow::Error = e.into();
+                    failures += 1;
+                    let wait = crate::decide::limits::backoff(failures);
+                    let why = format!("{e:#}");
+                    shared.metrics.fail("pass");
+                    set_ready(&|r| {
+                        r.rejected = Some("pass".into());
+                        r.errors = vec![why.clone()];
+                    });
+                    live.say(&format!("error: {why}; trying the pass again in {wait:?}"));
+                    sleep_unless(&stop, wait);
+                    continue $pass;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+    }
+    'pass: loop {
         if stop.load(Ordering::Relaxed) {
             live.finish();
             eprintln!("stopping: model servers are shut down");
             return Ok(0);
         }
-        let (files, revision, root) = match &remote {
-            None => {
-                let files = dir::read(&args.path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.path.display()))?;
-                let revision = folder_revision(&files);
-                (files, revision, args.path.clone())
-            }
-            Some(remote) => match remote.fetch() {
-                Ok(snap) => (
-                    snap.files,
-                    format!("git:{}", &snap.revision.commit[..12]),
-                    snap.root,
-                ),
-                Err(e) => {
-                    shared.metrics.fail("fetch");
-                    let why = e.to_string();
-                    set_ready(&|r| {
-                        r.rejected = Some("fetch".into());
-                        r.errors = vec![why.clone()];
-                    });
-                    // An unreachable or broken repository changes nothing that runs.
-                    live.say(&format!("error: {e}; keeping the last good revision"));
-                    if args.once {
-                        return Ok(1);
-                    }
-                    sleep_unless(&stop, interval);
-                    continue;
+        let read = match &remote {
+            None => dir::read(&args.path)
+                .map(|files| {
+                    let revision = folder_revision(&files);
+                    (files, revision, args.path.clone())
+                })
+                .map_err(|e| format!("cannot read {}: {e}", args.path.display())),
+            Some(remote) => remote
+                .fetch()
+                .map(|snap| {
+                    let revision = format!("git:{}", &snap.revision.commit[..12]);
+                    (snap.files, revision, snap.root)
+                })
+                .map_err(|e| e.to_string()),
+        };
+        let (files, revision, root) = match read {
+            Ok(read) => read,
+            Err(why) => {
+                shared.metrics.fail("fetch");
+                set_ready(&|r| {
+                    r.rejected = Some("fetch".into());
+                    r.errors = vec![why.clone()];
+                });
+                // An unreadable folder or a broken or unreachable repository changes nothing
+                // that runs: keep the last good revision and look again, backing off.
+                failures += 1;
+                let wait = crate::decide::limits::backoff(failures).min(interval);
+                live.say(&format!(
+                    "error: {why}; keeping the last good revision, trying again in {wait:?}"
+                ));
+                if args.once {
+                    return Ok(1);
                 }
-            },
+                sleep_unless(&stop, wait);
+                continue;
+            }
         };
         let (catalog, diags) = Catalog::from_files_remembering(&files, &passes);
-        store.remember_schema_passes(fingerprint, &passes.settle())?;
+        or_back_off!('pass, store.remember_schema_passes(fingerprint, &passes.settle()));
         if !diags.is_empty() {
             shared.metrics.fail("invalid-revision");
             let errors: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
@@ -275,7 +309,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             statuses: Default::default(),
         };
         let seen = pool.finished();
-        let mut outcome = reconciler.reconcile(&catalog)?;
+        let mut outcome = or_back_off!('pass, reconciler.reconcile(&catalog));
         let has_local = catalog
             .objects()
             .iter()
@@ -289,7 +323,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 t.set_root(&root);
             }
             if let Some(t) = target.as_mut() {
-                requeue = reconciler.deploy(&catalog, t, &mut outcome)?;
+                requeue = or_back_off!('pass, reconciler.deploy(&catalog, t, &mut outcome));
                 // --once: keep stepping the rollouts until every deployment has settled.
                 while args.once
                     && !stop.load(Ordering::Relaxed)
@@ -297,7 +331,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 {
                     live.waiting("rollouts in progress: waiting for the next step");
                     sleep_unless(&stop, wait.min(Duration::from_secs(1)));
-                    requeue = reconciler.deploy(&catalog, t, &mut outcome)?;
+                    requeue = or_back_off!('pass, reconciler.deploy(&catalog, t, &mut outcome));
                 }
             }
         }
@@ -315,7 +349,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     sagemaker = Some(crate::edges::serving::sagemaker::aws::SageMaker::new()?);
                 }
                 if let Some(aws) = sagemaker.as_mut() {
-                    let mut wait = reconciler.deploy_sagemaker(&catalog, aws, &mut outcome)?;
+                    let mut wait = or_back_off!('pass, reconciler.deploy_sagemaker(&catalog, aws, &mut outcome));
                     // --once: follow the endpoint updates until they settle.
                     while args.once
                         && !stop.load(Ordering::Relaxed)
@@ -323,7 +357,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     {
                         live.waiting("SageMaker updates in progress: waiting for the endpoint");
                         sleep_unless(&stop, w.min(Duration::from_secs(1)));
-                        wait = reconciler.deploy_sagemaker(&catalog, aws, &mut outcome)?;
+                        wait = or_back_off!('pass, reconciler.deploy_sagemaker(&catalog, aws, &mut outcome));
                     }
                     requeue = match (requeue, wait) {
                         (Some(a), Some(b)) => Some(a.min(b)),
@@ -340,7 +374,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         // The history since the last pass, counted (deliveries included, as the courier records
         // them); this pass's history handed to the courier.
-        observed = observe(&store, &shared.metrics, observed)?;
+        observed = or_back_off!('pass, observe(&store, &shared.metrics, observed));
         for e in courier.take() {
             live.say(&format!("error: notifications: {e}"));
         }
@@ -349,7 +383,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         // What the read API and the UI show; nobody reads it without `--listen`.
         if args.listen.is_some() {
             let mut json = catalog_json(&catalog);
-            let evaluations = reconciler.evaluations(&catalog)?;
+            let evaluations = or_back_off!('pass, reconciler.evaluations(&catalog));
             json["evaluations"] =
                 serde_json::to_value(evaluations.iter().map(|e| &**e).collect::<Vec<_>>())?;
             *shared.catalog.lock().unwrap_or_else(|p| p.into_inner()) = json;
@@ -359,12 +393,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             r.rejected = None;
             r.errors.clear();
         });
-        store.apply(&[Write::Status {
+        or_back_off!('pass, store.apply(&[Write::Status {
             kind: "Source".into(),
             namespace: "default".into(),
             name: source.clone(),
             status: serde_json::json!({"lastGood": revision, "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
-        }])?;
+        }]));
+        failures = 0;
         if args.once {
             let mut total = so_far.take().unwrap_or_default();
             total.absorb(outcome);

@@ -137,13 +137,9 @@ impl Error {
     /// When to try again after the `failures`-th failure in a row of one object.
     pub fn requeue_after(&self, failures: u32) -> Duration {
         match self.retry() {
-            Retry::Conflict => Duration::from_millis(500),
+            Retry::Conflict => crate::decide::limits::CONFLICT_RETRY,
             Retry::Stalled => crate::decide::limits::RESYNC,
-            Retry::Transient => {
-                let base = crate::decide::limits::ERROR_BACKOFF_FIRST;
-                let doubled = base.saturating_mul(1 << failures.saturating_sub(1).min(16));
-                doubled.min(crate::decide::limits::ERROR_BACKOFF_MAX)
-            }
+            Retry::Transient => crate::decide::limits::backoff(failures),
         }
     }
 }
