@@ -40,11 +40,12 @@ pub struct Context {
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
-/// How an error is retried (Flux's distinction): a transient one backs off and tries again; a
-/// conflict reads again at once; one that only a change of the object or of the controller's
-/// rights can cure waits for that change (or the periodic resync).
+/// How a reconcile recovers from an error (Flux's distinction): a transient one backs off and
+/// tries again; a conflict reads again at once; one that only a change of the object or of the
+/// controller's rights can cure waits for that change (or the periodic resync). (Not to be
+/// confused with an operator's retry of a rejected version.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
+pub enum Recovery {
     /// Someone else wrote first: read again and decide again, soon.
     Conflict,
     /// The API server or the network failed: back off exponentially.
@@ -125,21 +126,26 @@ impl Error {
         }
     }
 
-    /// How this error is retried.
-    pub fn retry(&self) -> Retry {
-        match self.category() {
-            "conflict" => Retry::Conflict,
-            "forbidden" | "api-refused" | "encoding" | "finalizer" | "not-owned" => Retry::Stalled,
-            _ => Retry::Transient,
+    /// How the reconcile recovers from this error, decided from the error itself (not from its
+    /// metric name).
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => Recovery::Conflict,
+            Error::Kube(kube::Error::Api(s)) if s.code == 429 || s.code >= 500 => {
+                Recovery::Transient
+            }
+            Error::Kube(kube::Error::Api(_)) => Recovery::Stalled,
+            Error::Kube(_) | Error::Token(_) | Error::SageMaker(_) => Recovery::Transient,
+            Error::Json(_) | Error::Finalizer(_) | Error::NotOwned(_) => Recovery::Stalled,
         }
     }
 
     /// When to try again after the `failures`-th failure in a row of one object.
     pub fn requeue_after(&self, failures: u32) -> Duration {
-        match self.retry() {
-            Retry::Conflict => crate::decide::limits::CONFLICT_RETRY,
-            Retry::Stalled => crate::decide::limits::RESYNC,
-            Retry::Transient => crate::decide::limits::backoff(failures),
+        match self.recovery() {
+            Recovery::Conflict => crate::decide::limits::CONFLICT_RETRY,
+            Recovery::Stalled => crate::decide::limits::RESYNC,
+            Recovery::Transient => crate::decide::limits::backoff(failures),
         }
     }
 }
@@ -260,13 +266,13 @@ mod tests {
 
     #[test]
     fn errors_decide_how_they_are_retried() {
-        assert_eq!(api(409).retry(), Retry::Conflict);
-        assert_eq!(api(503).retry(), Retry::Transient);
-        assert_eq!(api(429).retry(), Retry::Transient);
-        assert_eq!(api(403).retry(), Retry::Stalled);
-        assert_eq!(api(422).retry(), Retry::Stalled);
+        assert_eq!(api(409).recovery(), Recovery::Conflict);
+        assert_eq!(api(503).recovery(), Recovery::Transient);
+        assert_eq!(api(429).recovery(), Recovery::Transient);
+        assert_eq!(api(403).recovery(), Recovery::Stalled);
+        assert_eq!(api(422).recovery(), Recovery::Stalled);
         let json = serde_json::from_str::<u32>("x").unwrap_err();
-        assert_eq!(Error::Json(json).retry(), Retry::Stalled);
+        assert_eq!(Error::Json(json).recovery(), Recovery::Stalled);
         assert_eq!(api(422).category(), "api-refused");
     }
 
