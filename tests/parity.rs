@@ -104,6 +104,8 @@ trait Home {
     fn evaluation(&self, name: &str) -> Option<Value>;
     /// An alias's status.
     fn alias(&self, name: &str) -> Option<Value>;
+    /// A `RegisteredModel`'s status.
+    fn model(&self, name: &str) -> Option<Value>;
     /// A version's status.
     fn version(&self, name: &str) -> Option<Value>;
     /// The alias decisions recorded (`AliasMoved` / `PromotionBlocked`) for an alias.
@@ -464,6 +466,31 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     );
     t.insert("6 retry".into(), deployment_facts(&d));
 
+    // The model's status: its newest version and where its aliases resolve.
+    let m = wait_for(
+        home,
+        "model pitch-frames",
+        || {
+            home.model("pitch-frames")
+                .filter(|s| s["aliases"]["production"] == "11")
+        },
+        "latestVersion",
+        "11",
+    );
+    assert_eq!(
+        m["conditions"][0]["message"], "5 versions, newest 11; 1 aliases resolved",
+        "{who}: {m}"
+    );
+    t.insert(
+        "6 model".into(),
+        json!([
+            m["latestVersion"],
+            m["aliases"],
+            m["conditions"][0]["reason"],
+            m["conditions"][0]["message"]
+        ]),
+    );
+
     // The announcements of every finished evaluation: one text and one set of data keys in
     // both homes (the report's location, the run's duration and the revision aside).
     let announced = || -> Vec<Value> {
@@ -628,6 +655,10 @@ impl Home for GitHome {
         self.status("aliases", name)
     }
 
+    fn model(&self, name: &str) -> Option<Value> {
+        self.status("models", name).filter(|s| !s.is_null())
+    }
+
     fn version(&self, name: &str) -> Option<Value> {
         self.status("versions", name)
     }
@@ -755,6 +786,10 @@ impl Home for ClusterHome {
 
     fn alias(&self, name: &str) -> Option<Value> {
         self.status("malias", name)
+    }
+
+    fn model(&self, name: &str) -> Option<Value> {
+        self.status("registeredmodel", name)
     }
 
     fn version(&self, name: &str) -> Option<Value> {

@@ -210,7 +210,56 @@ impl Reconciler<'_> {
                 break;
             }
         }
+        self.model_statuses(catalog)?;
         Ok(out)
+    }
+
+    /// Writes each `RegisteredModel`'s status when it says something new: its newest version
+    /// and where its aliases resolve ([`crate::decide::model::status`], as in a cluster).
+    fn model_statuses(&self, catalog: &Catalog) -> Result<(), Error> {
+        let mut writes = Vec::new();
+        for o in catalog.objects() {
+            let Resource::RegisteredModel(_) = &o.resource else {
+                continue;
+            };
+            let (ns, model) = (&o.key.namespace, &o.key.name);
+            let mut aliases = std::collections::BTreeMap::new();
+            for a in catalog.objects() {
+                let Resource::ModelAlias(alias) = &a.resource else {
+                    continue;
+                };
+                if &a.key.namespace != ns || &alias.spec.model != model {
+                    continue;
+                }
+                let resolved = self
+                    .status("ModelAlias", ns, &a.key.name)?
+                    .and_then(|s| s["resolvedVersion"].as_str().map(str::to_string));
+                if let Some(v) = resolved {
+                    aliases.insert(alias.spec.alias.clone(), v);
+                }
+            }
+            let previous = self
+                .status("RegisteredModel", ns, model)?
+                .and_then(|s| {
+                    <slipway_crd::registered_model::RegisteredModelStatus as serde::Deserialize>::deserialize(&*s).ok()
+                })
+                .unwrap_or_default();
+            let labels = catalog.version_labels(ns, model);
+            if let Some(next) =
+                crate::decide::model::status(&labels, aliases, &previous, None, (self.now)())
+            {
+                writes.push(Write::Status {
+                    kind: "RegisteredModel".into(),
+                    namespace: ns.clone(),
+                    name: model.clone(),
+                    status: serde_json::to_value(&next)?,
+                });
+            }
+        }
+        if !writes.is_empty() {
+            self.apply(&writes)?;
+        }
+        Ok(())
     }
 
     /// Writes the status of each touched version: the same typed document as in Kubernetes mode

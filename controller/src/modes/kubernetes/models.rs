@@ -1,4 +1,5 @@
-//! `RegisteredModel`: its status shows the newest version and what its aliases resolve to.
+//! `RegisteredModel`: its status shows the newest version and what its aliases resolve to
+//! ([`crate::decide::model::status`], which git mode writes too).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,6 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 
 use super::context::{Context, Error, apply_status};
-use crate::decide::conditions::condition;
 
 /// A `RegisteredModel`'s status: its newest version and where its aliases resolve.
 pub(super) async fn reconcile_model(
@@ -22,42 +22,13 @@ pub(super) async fn reconcile_model(
     };
     let ns = model.namespace().unwrap_or_else(|| "default".into());
     let name = model.name_any();
-    let (mut versions, aliases) = ctx.cache.model_summary(&ns, &name);
-    versions.sort_by(|a, b| {
-        crate::decide::catalog::natural(a).cmp(&crate::decide::catalog::natural(b))
-    });
-    let latest = versions.last().cloned();
+    let (versions, aliases) = ctx.cache.model_summary(&ns, &name);
+    let labels: Vec<&str> = versions.iter().map(String::as_str).collect();
     let old = model.status.clone().unwrap_or_default();
-    let message = match &latest {
-        Some(v) => format!(
-            "{} versions, newest {v}; {} aliases resolved",
-            versions.len(),
-            aliases.len()
-        ),
-        None => "no versions registered yet".to_string(),
-    };
-    let fresh = old.latest_version == latest
-        && old.aliases == aliases
-        && old.conditions.iter().any(|c| {
-            c.type_ == "Ready"
-                && c.message == message
-                && c.observed_generation == model.metadata.generation
-        });
-    if !fresh {
-        let ready = condition(
-            "Ready",
-            true,
-            "Observed",
-            &message,
-            model.metadata.generation,
-            &old.conditions,
-            chrono::Utc::now(),
-        );
-        let next = slipway_crd::registered_model::RegisteredModelStatus {
-            latest_version: latest,
-            aliases,
-            conditions: vec![ready],
-        };
+    let generation = model.metadata.generation;
+    if let Some(next) =
+        crate::decide::model::status(&labels, aliases, &old, generation, chrono::Utc::now())
+    {
         let api = Api::<slipway_crd::RegisteredModel>::namespaced(ctx.client.clone(), &ns);
         apply_status(&api, &name, &next).await?;
         // The watch that woke this may be ahead of the cache: look once more shortly.

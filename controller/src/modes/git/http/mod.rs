@@ -222,12 +222,27 @@ async fn statuses(
     };
     if kind == "models" {
         let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Each model with its status (newest version, resolved aliases), as in a cluster.
+        let statuses: std::collections::HashMap<(String, String), serde_json::Value> = s
+            .store
+            .statuses("RegisteredModel")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(ns, name, status)| ((ns, name), status))
+            .collect();
         let models: Vec<serde_json::Value> = catalog["models"]
             .as_array()
             .into_iter()
             .flatten()
             .cloned()
-            .map(shown)
+            .map(|mut m| {
+                let key = (
+                    m["namespace"].as_str().unwrap_or_default().to_string(),
+                    m["name"].as_str().unwrap_or_default().to_string(),
+                );
+                m["status"] = statuses.get(&key).cloned().unwrap_or_default();
+                shown(m)
+            })
             .collect();
         return axum::Json(models).into_response();
     }
