@@ -35,7 +35,7 @@ pub fn token_secret(evaluation: &str) -> String {
 pub const NOTIFIED: &str = "slipway.dev/notified";
 
 /// What the step sees of an evaluation: its names, runner, gates and content addresses.
-fn input<'a>(
+pub(super) fn input<'a>(
     e: &'a Evaluation,
     name: &'a str,
     a: &'a lifecycle::Attempt,

@@ -1,7 +1,6 @@
 //! The results API and reports in Kubernetes mode: results are checked against the attempt's
 //! token and judged by [`crate::decide::evaluation::lifecycle`]; reports render from status.
 
-use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use slipway_crd::Evaluation;
@@ -87,18 +86,7 @@ pub async fn accept(
         baseline_version: status.baseline_version.clone(),
         number: status.attempts,
     };
-    let input = step::Input {
-        name,
-        suite: &e.spec.suite,
-        model: &e.spec.model,
-        version: &e.spec.version,
-        runner: &e.spec.runner,
-        gates: &e.spec.gates,
-        timeout: e.spec.timeout.as_deref(),
-        attempt: &attempt,
-        previous: Some(&status),
-        now: Utc::now(),
-    };
+    let input = super::evaluations::input(&e, name, &attempt, Some(&status));
     let seen = step::Seen::Results {
         candidate: posted.candidate,
         baseline: posted.baseline,
