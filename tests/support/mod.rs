@@ -11,6 +11,7 @@ pub mod http;
 pub mod k8s_mode;
 pub mod kubelet;
 pub mod moto;
+pub mod parity_homes;
 pub mod sagemaker;
 
 use git2::{Oid, Repository, Signature, Time};
