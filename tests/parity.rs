@@ -1,9 +1,12 @@
 //! Parity: one table of lifecycle scenarios, run against both homes — git mode (`slipway run` on a
 //! registry folder, SQLite) and Kubernetes mode (`slipway controller` on a real kube-apiserver) —
-//! asserting the same decisions and status fields, step by step, and then that the two
-//! transcripts are equal (evaluations, versions, aliases, and a deployment's canary rollout, its
-//! rollback and an operator's retry, with the test playing the kubelet in the cluster). The
-//! SageMaker heal is compared between the homes in `tests/sagemaker_kubernetes.rs`. A scenario that passes in one home and fails in the other is a bug.
+//! asserting the same decisions and what users see, step by step, and then that the two
+//! transcripts are equal: evaluation statuses, versions, aliases, a deployment's canary rollout,
+//! its rollback and an operator's retry (the test plays the kubelet in the cluster), an analysis
+//! neither target can measure, the model's status, and the `EvaluationCompleted` announcements
+//! (text and data). The SageMaker heal is compared between the homes in
+//! `tests/sagemaker_kubernetes.rs`. A scenario that passes in one home and fails in the other is a
+//! bug. The homes are in `tests/support/parity_homes.rs`.
 //!
 //! The evaluations use the `webhook` runner in both homes: the test is the external system. It
 //! reads each dispatch from a real HTTP receiver and posts results to the home's results API.
