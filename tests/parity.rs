@@ -445,7 +445,7 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         "11",
     );
     assert_eq!(
-        m["conditions"][0]["message"], "5 versions, newest 11; 1 aliases resolved",
+        m["conditions"][0]["message"], "5 versions, newest 11; 1 alias resolved",
         "{who}: {m}"
     );
     t.insert(

@@ -23,9 +23,9 @@ pub fn status(
         .map(|v| v.to_string());
     let message = match &latest {
         Some(v) => format!(
-            "{} versions, newest {v}; {} aliases resolved",
-            versions.len(),
-            aliases.len()
+            "{}, newest {v}; {} resolved",
+            count(versions.len(), "version", "versions"),
+            count(aliases.len(), "alias", "aliases")
         ),
         None => "no versions registered yet".to_string(),
     };
@@ -53,6 +53,10 @@ pub fn status(
     })
 }
 
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,7 +76,7 @@ mod tests {
         assert_eq!(s.latest_version.as_deref(), Some("10"));
         assert_eq!(
             s.conditions[0].message,
-            "3 versions, newest 10; 1 aliases resolved"
+            "3 versions, newest 10; 1 alias resolved"
         );
         assert_eq!(
             status(&["9", "10", "8"], aliases.clone(), &s, Some(2), now),

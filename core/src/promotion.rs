@@ -196,6 +196,82 @@ pub fn alias_status(
     (status, message)
 }
 
+/// What a home does with an alias this pass or look: the status to write (None: it says what
+/// it said), what to announce (`AliasMoved`, or `PromotionBlocked` once per reason), the message,
+/// and when to look again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AliasOutcome {
+    /// The status to write, when it says something new.
+    pub status: Option<slipway_crd::model_alias::ModelAliasStatus>,
+    /// What the status says.
+    pub message: String,
+    /// The event to announce (history, notifications, a Kubernetes event) and whether it is a
+    /// warning.
+    pub news: Option<(&'static str, bool)>,
+    /// When to look again without a change (None: only on a change).
+    pub wait: Option<std::time::Duration>,
+}
+
+/// Whether an alias already rests where it asks to be: resolved to its version, and `Ready` for
+/// this generation (none in git mode). Then nothing is decided or written.
+pub fn settled(status: &slipway_crd::model_alias::ModelAliasStatus, f: &AliasFacts<'_>) -> bool {
+    status.resolved_version.as_deref() == Some(f.to)
+        && status.conditions.iter().any(|c| {
+            c.type_ == "Ready" && c.status == "True" && c.observed_generation == f.generation
+        })
+}
+
+/// One step of an alias, for both homes: `decided` is the promotion decision (None: the alias
+/// already resolves to its version and only its status is brought up to date).
+pub fn alias_step(
+    status: &slipway_crd::model_alias::ModelAliasStatus,
+    decided: Option<&Promotion>,
+    f: &AliasFacts<'_>,
+) -> AliasOutcome {
+    use std::time::Duration;
+    let why;
+    let (step, news, wait) = match decided {
+        None => (AliasStep::Resolved, None, None),
+        Some(Promotion::Unresolvable) => {
+            (AliasStep::Unresolvable, None, Some(Duration::from_secs(5)))
+        }
+        Some(Promotion::Waiting(pending)) => (
+            AliasStep::Waiting(pending),
+            None,
+            Some(Duration::from_secs(10)),
+        ),
+        Some(Promotion::Decided(d)) if d.allowed => {
+            (AliasStep::Moved, Some(("AliasMoved", false)), None)
+        }
+        Some(Promotion::Decided(d)) => {
+            why = d.summary();
+            (
+                AliasStep::Held(&why),
+                Some(("PromotionBlocked", true)),
+                Some(Duration::from_secs(60)),
+            )
+        }
+    };
+    let (next, message) = alias_status(status, &step, f);
+    // A status that says something new is written (and a hold announced) once; the same words
+    // are not written again. A move is always news.
+    let said = |s: &slipway_crd::model_alias::ModelAliasStatus| {
+        (
+            s.resolved_version.clone(),
+            s.conditions
+                .first()
+                .map(|c| (c.reason.clone(), c.message.clone(), c.observed_generation)),
+        )
+    };
+    let changed = said(&next) != said(status) || step == AliasStep::Moved;
+    AliasOutcome {
+        status: changed.then_some(next),
+        message,
+        news: news.filter(|_| changed),
+        wait,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +326,64 @@ mod tests {
             again.conditions[0].last_transition_time,
             held.conditions[0].last_transition_time
         );
+    }
+}
+
+#[cfg(test)]
+mod step_tests {
+    use super::*;
+    use slipway_crd::model_alias::ModelAliasStatus;
+
+    fn facts(to: &str) -> AliasFacts<'_> {
+        AliasFacts {
+            label: "m/production",
+            to,
+            generation: None,
+            revision: None,
+            now: crate::testing::now(),
+        }
+    }
+
+    fn held() -> Promotion {
+        Promotion::Decided(crate::policy::Decision {
+            allowed: false,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_hold_is_written_and_announced_once_and_a_wait_is_written_once() {
+        let s = ModelAliasStatus::default();
+        let first = alias_step(&s, Some(&held()), &facts("8"));
+        assert_eq!(first.news, Some(("PromotionBlocked", true)));
+        let written = first.status.unwrap();
+        let again = alias_step(&written, Some(&held()), &facts("8"));
+        assert_eq!((again.status, again.news), (None, None));
+        let waiting = Promotion::Waiting(vec!["holdout".into()]);
+        let w = alias_step(&written, Some(&waiting), &facts("8"));
+        assert_eq!(
+            w.message,
+            "m/production → 8: waiting for evaluation holdout"
+        );
+        assert_eq!(
+            alias_step(&w.status.unwrap(), Some(&waiting), &facts("8")).status,
+            None
+        );
+    }
+
+    #[test]
+    fn a_move_is_always_news_and_then_the_alias_is_settled() {
+        let allowed = Promotion::Decided(crate::policy::Decision {
+            allowed: true,
+            ..Default::default()
+        });
+        let moved = alias_step(&ModelAliasStatus::default(), Some(&allowed), &facts("7"));
+        assert_eq!(moved.news, Some(("AliasMoved", false)));
+        let status = moved.status.unwrap();
+        assert!(settled(&status, &facts("7")));
+        assert!(!settled(&status, &facts("8")));
+        // The unresolvable is said in status too, in both homes.
+        let u = alias_step(&status, Some(&Promotion::Unresolvable), &facts("9"));
+        assert_eq!(u.status.unwrap().conditions[0].reason, "Unresolvable");
     }
 }

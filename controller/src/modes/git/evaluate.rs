@@ -56,25 +56,14 @@ impl Reconciler<'_> {
     }
 
     /// Earlier finished results with the content addresses of `a` (candidate, and baseline if
-    /// any) from evaluations of the same namespace — the rule Kubernetes mode follows, where a
-    /// namespace is a team's: results are not shared across namespaces implicitly.
-    fn reusable(
-        &self,
-        task: &Task,
-        a: &lifecycle::Attempt,
-    ) -> Result<Option<step::Reusable>, Error> {
-        let same_namespace = |key: &str| -> Result<Option<(RunResults, String)>, Error> {
-            let record = self.store.evaluation(key)?;
-            Ok(record
-                .as_ref()
-                .filter(|r| r.namespace == task.namespace)
-                .and_then(|r| lifecycle::reusable(key, [(r.name.as_str(), &r.status)])))
-        };
-        let Some((candidate, from)) = same_namespace(&a.key)? else {
+    /// any). Git mode's store keeps one run per content address for the whole registry (one
+    /// team's), so they may come from another namespace; a cluster reuses within a namespace.
+    fn reusable(&self, a: &lifecycle::Attempt) -> Result<Option<step::Reusable>, Error> {
+        let Some((candidate, from)) = self.stored_run(&a.key)? else {
             return Ok(None);
         };
         let baseline = match &a.baseline_key {
-            Some(k) => match same_namespace(k)? {
+            Some(k) => match self.stored_run(k)? {
                 Some((b, _)) => Some(b),
                 None => return Ok(None),
             },
@@ -277,7 +266,8 @@ impl Reconciler<'_> {
         let key = running.cache_key.clone().unwrap_or_default();
         let id = pool_key(task, &key, running.attempts);
         match self.pool {
-            Some(pool) if pool.busy_with(&id) => Ok(step::Seen::Busy),
+            // Queued or running: the process is killed at the suite's timeout by its runner.
+            Some(pool) if pool.busy_with(&id) => Ok(step::Seen::Held),
             Some(pool) => match pool.take(&id) {
                 Some(Work::Runs(runs)) => self.settle(task, running, runs),
                 Some(Work::Dispatch(_)) | None => Ok(step::Seen::Nothing),
@@ -340,7 +330,7 @@ impl Reconciler<'_> {
                 seen,
                 reusable: match (recorded, started) {
                     (_, Some(_)) => None,
-                    _ => self.reusable(task, &a)?,
+                    _ => self.reusable(&a)?,
                 },
                 cannot_run: self.cannot_run(task),
             };

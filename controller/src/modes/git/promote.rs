@@ -3,9 +3,9 @@
 
 use crate::decide::catalog::{Catalog, Resource};
 use crate::decide::policy::context::{Results, judges};
-use crate::decide::promotion::{AliasFacts, AliasStep, Promotion, alias_status, promotion};
+use crate::decide::promotion::{self, AliasFacts, Promotion};
 use crate::edges::store::{HistoryEntry, Write};
-use slipway_crd::model_alias::ModelAliasStatus;
+use slipway_crd::model_alias::{AliasDecision, ModelAliasStatus};
 
 use super::*;
 
@@ -68,88 +68,67 @@ impl Reconciler<'_> {
                 revision: Some(&self.revision),
                 now: (self.now)(),
             };
-            // A status that says something new is written; the same words are not written again.
-            let changed = |next: &ModelAliasStatus| {
-                next.resolved_version != status.resolved_version
-                    || next.conditions.first().map(|c| (&c.reason, &c.message))
-                        != status.conditions.first().map(|c| (&c.reason, &c.message))
-            };
-            if resolved.as_deref() == Some(to.as_str()) {
-                // Settled (as Kubernetes mode does): a Ready alias keeps the words of its move.
-                if status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-                {
-                    continue;
-                }
-                let (next, _) = alias_status(&status, &AliasStep::Resolved, &facts);
-                if changed(&next) {
-                    self.save_alias(ns, &obj.key.name, &next, None)?;
-                }
+            // Settled: nothing to decide or write. Else one step, as in Kubernetes mode.
+            if promotion::settled(&status, &facts) {
                 continue;
             }
-            let decision = match promotion(
-                catalog,
-                results,
-                ns,
-                &obj.key.name,
-                a,
-                resolved.as_deref(),
-                "git",
-                (self.now)(),
-                None,
-            ) {
-                Promotion::Unresolvable => continue,
-                Promotion::Waiting(pending) => {
-                    let (next, message) =
-                        alias_status(&status, &AliasStep::Waiting(&pending), &facts);
-                    if changed(&next) {
-                        self.save_alias(ns, &obj.key.name, &next, None)?;
-                    }
-                    out.waiting
-                        .push(message.replace(": waiting for evaluation ", ": waiting for "));
-                    continue;
+            let decided = (resolved.as_deref() != Some(to.as_str())).then(|| {
+                promotion::promotion(
+                    catalog,
+                    results,
+                    ns,
+                    &obj.key.name,
+                    a,
+                    resolved.as_deref(),
+                    "git",
+                    (self.now)(),
+                    None,
+                )
+            });
+            let step = promotion::alias_step(&status, decided.as_ref(), &facts);
+            match &decided {
+                Some(Promotion::Waiting(_)) => out.waiting.push(
+                    step.message
+                        .replace(": waiting for evaluation ", ": waiting for "),
+                ),
+                Some(Promotion::Decided(d)) if d.allowed => {
+                    let from = resolved.clone().unwrap_or_else(|| "(none)".into());
+                    out.moved.push(format!("{label}: {from} → {to}"));
                 }
-                Promotion::Decided(decision) => decision,
-            };
-            let from = resolved.clone().unwrap_or_else(|| "(none)".into());
-            let mut h = self.history(
-                if decision.allowed {
-                    "AliasMoved"
-                } else {
-                    "PromotionBlocked"
-                },
-                ns,
-                &a.spec.model,
-                format!("ModelAlias/{}", obj.key.name),
-            );
-            h.version = Some(to.clone());
-            h.alias = Some(a.spec.alias.clone());
-            h.decision = Some(
-                if decision.allowed {
-                    "allowed"
-                } else {
-                    "denied"
+                Some(Promotion::Decided(d)) => {
+                    out.blocked.push(format!("{label} → {to}: {}", d.summary()))
                 }
-                .into(),
-            );
-            h.data = serde_json::to_value(&decision)?;
-            if decision.allowed {
-                let (next, message) = alias_status(&status, &AliasStep::Moved, &facts);
-                h.message = message;
-                self.save_alias(ns, &obj.key.name, &next, Some(h))?;
-                out.moved.push(format!("{label}: {from} → {to}"));
-            } else {
-                let why = decision.summary();
-                out.blocked.push(format!("{label} → {to}: {why}"));
-                let (next, message) = alias_status(&status, &AliasStep::Held(&why), &facts);
-                // A hold is recorded once, not on every pass.
-                if changed(&next) {
-                    h.message = message;
-                    self.save_alias(ns, &obj.key.name, &next, Some(h))?;
-                }
+                _ => {}
             }
+            let Some(next) = step.status else {
+                continue;
+            };
+            let entry = match (step.news, &decided) {
+                (Some((event, _)), Some(Promotion::Decided(decision))) => {
+                    let mut h = self.history(
+                        event,
+                        ns,
+                        &a.spec.model,
+                        format!("ModelAlias/{}", obj.key.name),
+                    );
+                    h.version = Some(to.clone());
+                    h.alias = Some(a.spec.alias.clone());
+                    h.decision = Some(
+                        if decision.allowed {
+                            AliasDecision::Allowed
+                        } else {
+                            AliasDecision::Denied
+                        }
+                        .as_str()
+                        .into(),
+                    );
+                    h.data = serde_json::to_value(decision)?;
+                    h.message = step.message.clone();
+                    Some(h)
+                }
+                _ => None,
+            };
+            self.save_alias(ns, &obj.key.name, &next, entry)?;
         }
         Ok(())
     }

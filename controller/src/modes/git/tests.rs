@@ -83,9 +83,13 @@ impl Fixture {
     }
 
     fn pass(&self, production: &str, scores: &[(&str, f64)]) -> Outcome {
+        self.pass_on(registry(production, scores))
+    }
+
+    fn pass_on(&self, yaml: String) -> Outcome {
         let files = [SourceFile {
             path: "registry.yaml".into(),
-            content: registry(production, scores).into_bytes(),
+            content: yaml.into_bytes(),
             ..Default::default()
         }];
         let (catalog, diags) = Catalog::from_files(&files);
@@ -236,4 +240,35 @@ fn a_crashing_evaluation_fails_and_blocks_the_promotion() {
             .any(|b| b.contains("candidate-evaluations-passed")),
         "{out:?}"
     );
+}
+
+#[test]
+fn an_evaluation_git_mode_cannot_run_fails_once_and_stands() {
+    let scores = [("1", 0.8)];
+    let f = Fixture::new(&scores);
+    let yaml = registry("1", &scores).replace(
+        "runner: {local: {command: [python3, eval.py]}}",
+        "runner: {kubernetes: {image: eval:1}}",
+    );
+    assert!(yaml.contains("eval:1"), "the fixture changed shape");
+    let first = f.pass_on(yaml.clone());
+    assert_eq!(first.evaluated, vec!["m-1-eval: Failed"]);
+    let s = f.evaluation("m-1-eval");
+    assert_eq!((s.phase, s.attempts), (EvaluationPhase::Failed, 0));
+    assert!(
+        s.conditions[0].message.starts_with(
+            "evaluation cannot run: the kubernetes runner does not run in git mode yet"
+        ),
+        "{s:?}"
+    );
+    // Later passes neither fail it again nor record or announce it again.
+    for _ in 0..3 {
+        assert!(f.pass_on(yaml.clone()).evaluated.is_empty());
+    }
+    let completed = f
+        .events()
+        .iter()
+        .filter(|e| e.starts_with("EvaluationCompleted"))
+        .count();
+    assert_eq!(completed, 1, "{:#?}", f.events());
 }

@@ -2,7 +2,6 @@
 //! it — rules, and the approvals bound to exactly this move ([`crate::decide::promotion`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use kube::ResourceExt;
@@ -15,7 +14,7 @@ use slipway_crd::ModelAlias;
 use super::notify;
 use crate::decide::plan::KubeIdentity;
 use crate::decide::policy::binding::{self, Subject};
-use crate::decide::promotion::{AliasFacts, AliasStep, Promotion, alias_status, promotion};
+use crate::decide::promotion::{AliasFacts, Promotion, alias_step, promotion};
 
 use super::context::{Context, Error, apply_status};
 
@@ -46,34 +45,14 @@ pub(super) async fn reconcile_alias(
         revision: None,
         now,
     };
-    // The whole typed status every time (server-side apply drops what this manager leaves out).
-    let write = |step: AliasStep<'_>| {
-        let (next, message) = alias_status(&status, &step, &facts);
-        let api = api.clone();
-        let name = name.clone();
-        async move {
-            apply_status(&api, &name, &next).await?;
-            Ok::<String, Error>(message)
-        }
-    };
-    let entry = |event: &str, message: String| {
-        notify::entry(
-            event,
-            &ns,
-            &alias.spec.model,
-            format!("ModelAlias/{name}"),
-            Some(to.clone()),
-            Some(alias.spec.alias.clone()),
-            message,
-        )
-    };
+    if crate::decide::promotion::settled(&status, &facts) {
+        return Ok(Requeue::await_change());
+    }
     if resolved.as_deref() == Some(to.as_str()) {
-        if status.conditions.iter().any(|c| {
-            c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation
-        }) {
-            return Ok(Requeue::await_change());
+        let step = alias_step(&status, None, &facts);
+        if let Some(next) = &step.status {
+            apply_status(&api, &name, next).await?;
         }
-        write(AliasStep::Resolved).await?;
         return Ok(Requeue::await_change());
     }
     ctx.moves_seen
@@ -105,7 +84,7 @@ pub(super) async fn reconcile_alias(
         approvers: bound.approvers.clone(),
     };
     let members = |g: &str| Some(identity.members(g, None));
-    match promotion(
+    let decided = promotion(
         catalog,
         results,
         &ns,
@@ -115,58 +94,49 @@ pub(super) async fn reconcile_alias(
         "kubernetes",
         now,
         Some((&bound.signoffs, &members)),
-    ) {
-        Promotion::Unresolvable => {
-            write(AliasStep::Unresolvable).await?;
-            Ok(Requeue::requeue(Duration::from_secs(5)))
-        }
-        Promotion::Waiting(pending) => {
-            write(AliasStep::Waiting(&pending)).await?;
-            Ok(Requeue::requeue(Duration::from_secs(10)))
-        }
-        Promotion::Decided(decision) if decision.allowed => {
-            let message = write(AliasStep::Moved).await?;
-            notify::announce(
-                &ctx,
-                alias,
-                false,
-                message.clone(),
-                entry("AliasMoved", message),
-            )
-            .await;
-            // The approvals that admitted this move record that they were used: they count for
-            // no other.
-            let approvals: Api<slipway_crd::Approval> = Api::namespaced(ctx.client.clone(), &ns);
-            let used = subject.move_id.clone().unwrap_or_default();
-            let counted = decision
-                .approvals
-                .iter()
-                .flat_map(|a| &a.approved_by)
-                .flat_map(|user| bound.names.get(user).into_iter().flatten());
-            for a in counted {
-                // A merge patch: it must not take approvedAt away (see reconcile_approval).
-                let patch = json!({"status": {"usedBy": used}});
-                if let Err(e) = approvals
-                    .patch_status(a, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    tracing::warn!(approval = %a, error = %e, "cannot record that the approval was used");
-                }
+    );
+    // One step, as in git mode: the whole typed status when it says something new
+    // (server-side apply drops what this manager leaves out), the news once.
+    let step = alias_step(&status, Some(&decided), &facts);
+    if let Some(next) = &step.status {
+        apply_status(&api, &name, next).await?;
+    }
+    if let Some((event, warning)) = step.news {
+        let happened = notify::entry(
+            event,
+            &ns,
+            &alias.spec.model,
+            format!("ModelAlias/{name}"),
+            Some(to.clone()),
+            Some(alias.spec.alias.clone()),
+            step.message.clone(),
+        );
+        notify::announce(&ctx, alias, warning, step.message.clone(), happened).await;
+    }
+    if let Promotion::Decided(decision) = &decided
+        && decision.allowed
+    {
+        // The approvals that admitted this move record that they were used: they count for
+        // no other.
+        let approvals: Api<slipway_crd::Approval> = Api::namespaced(ctx.client.clone(), &ns);
+        let used = subject.move_id.clone().unwrap_or_default();
+        let counted = decision
+            .approvals
+            .iter()
+            .flat_map(|a| &a.approved_by)
+            .flat_map(|user| bound.names.get(user).into_iter().flatten());
+        for a in counted {
+            // A merge patch: it must not take approvedAt away (see reconcile_approval).
+            let patch = json!({"status": {"usedBy": used}});
+            if let Err(e) = approvals
+                .patch_status(a, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(approval = %a, error = %e, "cannot record that the approval was used");
             }
-            Ok(Requeue::await_change())
-        }
-        Promotion::Decided(decision) => {
-            let message = write(AliasStep::Held(&decision.summary())).await?;
-            // A hold is announced once, not on every look.
-            let already = status
-                .conditions
-                .iter()
-                .any(|c| c.reason == "PromotionBlocked" && c.message == message);
-            if !already {
-                let blocked = entry("PromotionBlocked", message.clone());
-                notify::announce(&ctx, alias, true, message, blocked).await;
-            }
-            Ok(Requeue::requeue(Duration::from_secs(60)))
         }
     }
+    Ok(step
+        .wait
+        .map_or_else(Requeue::await_change, Requeue::requeue))
 }

@@ -64,7 +64,11 @@ async fn completed(
 ) -> Result<(), Error> {
     let status = e.status.clone().unwrap_or_default();
     let key = status.cache_key.clone().unwrap_or_default();
-    if e.annotations().get(NOTIFIED) == Some(&key) {
+    // Announced for this content address (or, before the annotation named one, at all).
+    if e.annotations()
+        .get(NOTIFIED)
+        .is_some_and(|v| *v == key || v == "EvaluationCompleted")
+    {
         return Ok(());
     }
     let ns = e.namespace().unwrap_or_else(|| "default".into());

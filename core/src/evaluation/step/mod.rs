@@ -34,9 +34,13 @@ pub const LOST: &str = "its last attempt never finished (the process running it 
 pub enum Seen {
     /// No trace of it: the process, Job or request carrying it is gone.
     Nothing,
-    /// Its runner is still at work (a process running, a Job active, a request being sent or
-    /// the external system not yet reporting).
+    /// Its runner is still at work (a Job active, a request being sent or the external system
+    /// not yet reporting): waited for until the suite's timeout.
     Busy,
+    /// Its runner holds it and stops it at the timeout itself (a local process, queued or
+    /// running, killed at the suite's timeout): waited for, without a deadline here — a queued
+    /// attempt has not started its clock.
+    Held,
     /// It reported results.
     Results {
         /// The candidate's run.
@@ -126,9 +130,14 @@ pub struct Step {
 pub fn carried_by(input: &Input, n: u32) -> String {
     let r = input.runner;
     if let Some(hook) = &r.webhook {
+        // The host only: a URL may carry a token, and statuses and events are read more
+        // widely than the spec.
+        let host = crate::bounds::origin(&hook.url)
+            .map(|(_, host, _)| host)
+            .unwrap_or_else(|_| "its webhook runner".into());
         format!(
-            "asked {} to run {} on {} version {}",
-            hook.url, input.suite, input.model, input.version
+            "asked {host} to run {} on {} version {}",
+            input.suite, input.model, input.version
         )
     } else if r.kubernetes.is_some() {
         format!(
@@ -162,7 +171,14 @@ pub fn step(input: &Input, observed: Observed) -> Step {
         Next::GiveUp { attempts } => ended(lifecycle::failed(&previous, attempts, LOST, input.now)),
         Next::Run { attempt } => {
             if let Some(why) = observed.cannot_run {
-                return ended(lifecycle::failed(&previous, attempt - 1, &why, input.now));
+                // Recorded with its content address, so it stands until that changes (and is
+                // not failed, recorded and announced again on every look).
+                let a = Attempt {
+                    number: attempt,
+                    ..input.attempt.clone()
+                };
+                let base = lifecycle::running(&a, carried_by(input, attempt), input.now);
+                return ended(lifecycle::failed(&base, attempt - 1, &why, input.now));
             }
             if attempt == 1
                 && let Some(r) = observed.reusable
@@ -215,6 +231,10 @@ pub fn step(input: &Input, observed: Observed) -> Step {
                     ..Step::default()
                 }
             }
+            Seen::Held => Step {
+                wait: Some(EVALUATION_POLL),
+                ..Step::default()
+            },
             Seen::Results {
                 candidate,
                 baseline,
@@ -354,236 +374,4 @@ pub fn completion(input: &Input, status: &EvaluationStatus) -> Option<Completion
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use slipway_crd::common::{GateOp, RelativeTo};
-    use std::collections::BTreeMap;
-
-    fn at(s: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default()
-    }
-
-    fn results(f1: f64) -> RunResults {
-        RunResults {
-            metrics: BTreeMap::from([("f1".to_string(), f1)]),
-            samples: Vec::new(),
-        }
-    }
-
-    struct Fixture {
-        runner: RunnerSpec,
-        gates: Vec<Gate>,
-        attempt: Attempt,
-    }
-
-    impl Fixture {
-        fn new(runner: serde_json::Value) -> Fixture {
-            Fixture {
-                runner: serde_json::from_value(runner).unwrap(),
-                gates: vec![Gate {
-                    metric: "f1".into(),
-                    op: GateOp::Ge,
-                    value: 0.8,
-                    relative_to: RelativeTo::Absolute,
-                }],
-                attempt: Attempt {
-                    key: "sha256:c".into(),
-                    baseline_key: Some("sha256:b".into()),
-                    baseline_version: Some("7".into()),
-                    number: 0,
-                },
-            }
-        }
-
-        fn input<'a>(&'a self, previous: Option<&'a EvaluationStatus>, now: i64) -> Input<'a> {
-            Input {
-                name: "m-8-holdout",
-                suite: "holdout",
-                model: "m",
-                version: "8",
-                runner: &self.runner,
-                gates: &self.gates,
-                timeout: Some("60s"),
-                attempt: &self.attempt,
-                previous,
-                now: at(now),
-            }
-        }
-    }
-
-    fn job() -> Fixture {
-        Fixture::new(json!({"kubernetes": {"image": "eval:1"}}))
-    }
-
-    fn seen(s: Seen) -> Observed {
-        Observed {
-            seen: Some(s),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_new_evaluation_starts_its_first_attempt_and_waits_at_most_a_poll() {
-        let f = job();
-        let s = step(&f.input(None, 0), Observed::default());
-        assert_eq!(s.start, Some(1));
-        let status = s.status.unwrap();
-        assert_eq!(
-            (status.phase, status.attempts),
-            (EvaluationPhase::Running, 1)
-        );
-        assert_eq!(
-            status.conditions[0].message,
-            "Job m-8-holdout-1 is evaluating m version 8 (attempt 1 of 3)"
-        );
-        assert_eq!(s.notes[0].reason, "JobStarted");
-        assert_eq!(s.wait, Some(Duration::from_secs(30)));
-    }
-
-    #[test]
-    fn earlier_results_finish_it_before_any_attempt_and_say_so() {
-        let f = job();
-        let observed = Observed {
-            reusable: Some(Reusable {
-                candidate: results(0.9),
-                baseline: Some(results(0.85)),
-                from: "m-8-other".into(),
-            }),
-            ..Default::default()
-        };
-        let s = step(&f.input(None, 0), observed);
-        assert_eq!(s.start, None);
-        let status = s.status.unwrap();
-        assert_eq!(status.phase, EvaluationPhase::Succeeded);
-        assert!(
-            status.conditions[0]
-                .message
-                .contains("results reused from m-8-other")
-        );
-        assert_eq!(s.notes[0].reason, "Reused");
-        assert_eq!(s.wait, None);
-    }
-
-    #[test]
-    fn an_attempt_is_waited_for_until_its_timeout_then_retried_and_the_third_failure_is_final() {
-        let f = job();
-        let first = step(&f.input(None, 0), Observed::default()).status.unwrap();
-        // Busy within the timeout: wait for what is left, at most a poll.
-        let s = step(&f.input(Some(&first), 50), seen(Seen::Busy));
-        assert_eq!((s.status, s.wait), (None, Some(Duration::from_secs(10))));
-        // Past it: the attempt failed; a retry is due at once.
-        let s = step(&f.input(Some(&first), 61), seen(Seen::Busy));
-        let retrying = s.status.unwrap();
-        assert!(lifecycle::retry_due(&retrying));
-        assert_eq!(s.notes[0].reason, "Retrying");
-        assert_eq!(s.wait, Some(EVALUATION_RETRY));
-        let mut status = retrying;
-        for n in 2..=EVALUATION_ATTEMPTS {
-            let s = step(&f.input(Some(&status), 100), Observed::default());
-            assert_eq!(s.start, Some(n));
-            status = s.status.unwrap();
-            let s = step(
-                &f.input(Some(&status), 101),
-                seen(Seen::Failed("BackoffLimitExceeded".into())),
-            );
-            status = s.status.unwrap();
-        }
-        assert_eq!(status.phase, EvaluationPhase::Failed);
-        assert_eq!(
-            status.conditions[0].message,
-            "evaluation failed after 3 attempt(s): BackoffLimitExceeded"
-        );
-        // Final: it stands until its content address changes.
-        assert_eq!(
-            step(&f.input(Some(&status), 200), Observed::default()),
-            Step::default()
-        );
-    }
-
-    #[test]
-    fn a_lost_attempt_counts_as_failed_and_results_finish_it() {
-        let f = job();
-        let first = step(&f.input(None, 0), Observed::default()).status.unwrap();
-        let s = step(&f.input(Some(&first), 5), seen(Seen::Nothing));
-        let after = s.status.unwrap();
-        assert!(after.conditions[0].message.contains(LOST), "{after:?}");
-        let second = step(&f.input(Some(&after), 6), Observed::default())
-            .status
-            .unwrap();
-        let done = step(
-            &f.input(Some(&second), 9),
-            seen(Seen::Results {
-                candidate: results(0.9),
-                baseline: Some(results(0.85)),
-            }),
-        );
-        let status = done.status.unwrap();
-        assert_eq!(
-            (status.phase, status.attempts),
-            (EvaluationPhase::Succeeded, 2)
-        );
-        assert!(done.notes.is_empty());
-    }
-
-    #[test]
-    fn what_cannot_run_here_fails_at_once_without_an_attempt() {
-        let f = Fixture::new(json!({"local": {"command": ["python3", "e.py"]}}));
-        let observed = Observed {
-            cannot_run: Some("the local runner runs only in git mode".into()),
-            ..Default::default()
-        };
-        let s = step(&f.input(None, 0), observed);
-        let status = s.status.unwrap();
-        assert_eq!(
-            (status.phase, status.attempts),
-            (EvaluationPhase::Failed, 0)
-        );
-        assert_eq!(
-            status.conditions[0].message,
-            "evaluation cannot run: the local runner runs only in git mode"
-        );
-        assert_eq!(
-            (s.notes[0].reason, s.notes[0].warning),
-            ("EvaluationFailed", true)
-        );
-    }
-
-    #[test]
-    fn the_completion_says_the_baseline_and_why_a_verdict_failed() {
-        let f = Fixture::new(json!({"webhook": {"url": "https://ci.example/run"}}));
-        let first = step(&f.input(None, 0), Observed::default()).status.unwrap();
-        let failed = step(
-            &f.input(Some(&first), 3),
-            seen(Seen::Results {
-                candidate: results(0.7),
-                baseline: Some(results(0.85)),
-            }),
-        )
-        .status
-        .unwrap();
-        let c = completion(&f.input(None, 3), &failed).unwrap();
-        assert!(
-            c.message
-                .starts_with("holdout on m version 8 vs 7: Failed — f1"),
-            "{}",
-            c.message
-        );
-        assert_eq!(c.decision, "failed");
-        assert_eq!(c.data["seconds"], 3.0);
-        let keys: Vec<&String> = c.data.as_object().unwrap().keys().collect();
-        assert_eq!(
-            keys,
-            [
-                "baselineMetrics",
-                "baselineVersion",
-                "evaluation",
-                "metrics",
-                "report",
-                "seconds",
-                "suite",
-                "verdict"
-            ]
-        );
-        assert_eq!(completion(&f.input(None, 3), &first), None);
-    }
-}
+mod tests;
