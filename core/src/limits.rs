@@ -28,6 +28,12 @@ pub const REMOTE_POLL: Duration = Duration::from_secs(2);
 /// How long a settled object waits before it is looked at again without a change.
 pub const RESYNC: Duration = Duration::from_secs(300);
 
+/// How often a SageMaker endpoint is looked at when its step names no time (drift is found).
+pub const SAGEMAKER_RESYNC: Duration = Duration::from_secs(60);
+
+/// After SageMaker was unavailable (throttled, 5xx, unreachable): when to try again.
+pub const SAGEMAKER_RETRY: Duration = Duration::from_secs(30);
+
 /// The first wait after a transient error (API server or network); it doubles per failure in a
 /// row of the same object.
 pub const ERROR_BACKOFF_FIRST: Duration = Duration::from_secs(1);

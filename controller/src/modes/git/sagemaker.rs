@@ -9,7 +9,7 @@ use serde_json::json;
 use super::deploy::min;
 use super::{Error, Outcome, Reconciler};
 use crate::decide::catalog::{Catalog, Resource};
-use crate::decide::rollout::sagemaker::{self as planner, Artifact};
+use crate::decide::rollout::sagemaker::{Artifact, sequence};
 use crate::decide::rollout::status::{self, Basis, Endpoint};
 use crate::edges::serving::sagemaker::{self as sm, Endpoints, Location, Owner};
 use slipway_crd::model_deployment::ModelDeploymentStatus;
@@ -52,13 +52,14 @@ impl Reconciler<'_> {
                 now: (self.now)(),
             };
             // Stalled: the state as recorded, the reason in the status and the outcome.
-            let stalled =
-                |why: &str, endpoint: &Endpoint, out: &mut Outcome| -> Result<(), Error> {
-                    out.deploy_errors
-                        .push(format!("ModelDeployment/{name}: {why}"));
-                    let status = status::stalled(&state, why, &basis, Some(endpoint));
-                    self.record(&ns, &name, d, &state, None, &status, &[], out)
-                };
+            let stalled = |why: &str,
+                           status: &slipway_crd::model_deployment::ModelDeploymentStatus,
+                           out: &mut Outcome|
+             -> Result<(), Error> {
+                out.deploy_errors
+                    .push(format!("ModelDeployment/{name}: {why}"));
+                self.record(&ns, &name, d, &state, None, status, &[], out)
+            };
             let artifact = |v: &str| {
                 catalog.version(&ns, &d.spec.model, v).map(|mv| Artifact {
                     uri: mv.spec.artifact.uri.clone(),
@@ -77,51 +78,28 @@ impl Reconciler<'_> {
             ) {
                 Ok(x) => x,
                 Err(e) => {
-                    // Tried again at the next pass (`--interval`); `--once` ends with the error.
+                    // Looked at again at the next pass (`--interval`); `--once` ends with the
+                    // error.
                     let unseen = Endpoint {
                         target: t,
                         live: None,
                         healing: None,
                         drift: &previous.drift,
                     };
-                    stalled(&e.to_string(), &unseen, out)?;
+                    let (status, _) =
+                        sequence::failed(&state, &e.to_string(), e.failure(), &basis, &unseen);
+                    stalled(&e.to_string(), &status, out)?;
                     continue;
                 }
             };
-            // A heal SageMaker already refused (the endpoint came back without the config):
-            // report it instead of trying again and again.
-            let healing_before = status::healing(&previous);
-            let planner::Heal {
-                healing: healing_now,
-                refused,
-            } = planner::heal(&step.calls, healing_before, live.as_ref());
-            // The endpoint as it was before this step's calls.
-            let before = Endpoint {
-                target: t,
-                live: live.as_ref(),
-                healing: healing_before,
-                drift: &step.drift,
-            };
-            if let Some(why) = &refused {
-                stalled(why, &before, out)?;
+            // The step Kubernetes mode takes too: heal rule, status, news, calls, when to look.
+            let done = sequence::sequence(&state, step, live.as_ref(), t, &basis);
+            if let Some(why) = &done.stalled {
+                stalled(why, &done.status, out)?;
                 continue;
             }
-            let now = Endpoint {
-                target: t,
-                live: live.as_ref(),
-                healing: healing_now.as_deref(),
-                drift: &step.drift,
-            };
-            let events: Vec<_> = step.events.clone();
-            let status = status::stepped(
-                &step.state,
-                events.iter().map(|(k, v, m)| (k, v.as_str(), m.as_str())),
-                &basis,
-                Some(&now),
-            );
-            // Written when it says something new (as in a cluster).
-            if status != previous {
-                if let Some(message) = status::drift_news(&previous, &now) {
+            if done.write {
+                if let Some(message) = &done.drift_news {
                     (self.progress)(&format!("{name}: {message}"));
                     let mut h = self.history(
                         "OutOfSync",
@@ -130,13 +108,22 @@ impl Reconciler<'_> {
                         format!("ModelDeployment/{name}"),
                     );
                     h.message = format!("{name}: {message}");
-                    h.data = json!({"drift": step.drift});
+                    h.data = json!({"drift": done.status.drift});
                     self.apply(&[crate::edges::store::Write::History(h)])?;
                 }
-                self.record(&ns, &name, d, &step.state, None, &status, &events, out)?;
+                self.record(
+                    &ns,
+                    &name,
+                    d,
+                    &done.state,
+                    None,
+                    &done.status,
+                    &done.events,
+                    out,
+                )?;
             }
-            let mut failed = false;
-            for call in &step.calls {
+            let mut failed = None;
+            for call in &done.calls {
                 match aws.apply(&at, t, &owner, call) {
                     Ok(notes) => {
                         for n in notes {
@@ -144,14 +131,26 @@ impl Reconciler<'_> {
                         }
                     }
                     Err(e) => {
-                        stalled(&e.to_string(), &before, out)?;
-                        failed = true;
+                        failed = Some(e);
                         break;
                     }
                 }
             }
-            if !failed {
-                requeue = min(requeue, step.requeue_after);
+            match failed {
+                // The calls did not happen: the state goes back to before this step, so the
+                // next pass decides again.
+                Some(e) => {
+                    let before = Endpoint {
+                        target: t,
+                        live: live.as_ref(),
+                        healing: status::healing(&previous),
+                        drift: &done.status.drift,
+                    };
+                    let (status, _) =
+                        sequence::failed(&state, &e.to_string(), e.failure(), &basis, &before);
+                    stalled(&e.to_string(), &status, out)?;
+                }
+                None => requeue = min(requeue, done.wait),
             }
         }
         self.collect_removed(catalog, aws, out)?;

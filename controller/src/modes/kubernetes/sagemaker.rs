@@ -4,7 +4,6 @@
 //! the `ModelDeployment` deletes the endpoint and every config and Model Slipway made for it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use kube::ResourceExt;
@@ -17,7 +16,7 @@ use slipway_crd::model_deployment::ModelDeploymentStatus;
 use super::context::{Context, Error, SageMakerCalls, apply_status, publish};
 use super::notify;
 use crate::decide::rollout::RolloutState;
-use crate::decide::rollout::sagemaker::{self as planner, Artifact};
+use crate::decide::rollout::sagemaker::{Artifact, sequence};
 use crate::decide::rollout::status::{self, Basis, Endpoint};
 use crate::edges::serving::sagemaker::{Endpoints, Location, Owner};
 
@@ -187,57 +186,26 @@ async fn step(
         )
     })
     .await;
-    let (live, mut step) = match decided {
+    let (live, step) = match decided {
         Ok(x) => x,
         Err(e) => {
             let why = e.to_string();
-            let next = status::stalled(&state, &why, &basis, Some(&unseen(&status.drift)));
+            let (next, wait) =
+                sequence::failed(&state, &why, e.failure(), &basis, &unseen(&status.drift));
             write(&api, md, &next).await?;
             publish(&ctx, md, true, "SageMakerError", why).await;
-            return Ok(Requeue::requeue(Duration::from_secs(30)));
+            return Ok(Requeue::requeue(wait));
         }
     };
-    // A heal SageMaker did not take is reported, not repeated (as in git mode).
-    let healing_before = status::healing(&status);
-    let planner::Heal {
-        healing: healing_now,
-        refused,
-    } = planner::heal(&step.calls, healing_before, live.as_ref());
-    // The endpoint as it was before this step's calls.
-    let before = Endpoint {
-        target: &t,
-        live: live.as_ref(),
-        healing: healing_before,
-        drift: &step.drift,
-    };
-    if let Some(why) = refused {
-        let next = status::stalled(&state, &why, &basis, Some(&before));
-        write(&api, md, &next).await?;
-        return Ok(Requeue::requeue(crate::decide::limits::RESYNC));
+    // The step git mode takes too: heal rule, status, news, calls, when to look again.
+    let done = sequence::sequence(&state, step, live.as_ref(), &t, &basis);
+    if done.write {
+        write(&api, md, &done.status).await?;
     }
-
-    let now = Endpoint {
-        target: &t,
-        live: live.as_ref(),
-        healing: healing_now.as_deref(),
-        drift: &step.drift,
-    };
-    let next = status::stepped(
-        &step.state,
-        step.events
-            .iter()
-            .map(|(kind, version, message)| (kind, version.as_str(), message.as_str())),
-        &basis,
-        Some(&now),
-    );
-    // Written when it says something new (as in git mode).
-    if next != status {
-        write(&api, md, &next).await?;
+    if let Some(note) = &done.drift_news {
+        publish(&ctx, md, true, "OutOfSync", note.clone()).await;
     }
-    if let Some(note) = status::drift_news(&status, &now) {
-        publish(&ctx, md, true, "OutOfSync", note).await;
-    }
-    for (kind, version, message) in &step.events {
+    for (kind, version, message) in &done.events {
         let reason = kind.as_str();
         let warning = kind.is_warning();
         let happened = notify::entry(
@@ -253,11 +221,9 @@ async fn step(
     }
 
     // Carry the calls out, in order; the state is already recorded.
-    let calls = std::mem::take(&mut step.calls);
-    if !calls.is_empty() {
-        let target = t.clone();
-        let where_ = at.clone();
-        let done = blocking(&aws, move |a| {
+    if !done.calls.is_empty() {
+        let (calls, target, where_) = (done.calls.clone(), t.clone(), at.clone());
+        let made = blocking(&aws, move |a| {
             let mut notes = Vec::new();
             for call in &calls {
                 notes.extend(a.apply(&where_, &target, &owner, call)?);
@@ -265,7 +231,7 @@ async fn step(
             Ok::<_, crate::edges::serving::sagemaker::Error>(notes)
         })
         .await;
-        match done {
+        match made {
             Ok(notes) => {
                 for n in notes {
                     tracing::info!(deployment = %name, "{n}");
@@ -275,14 +241,23 @@ async fn step(
                 let why = e.to_string();
                 publish(&ctx, md, true, "SageMakerError", why.clone()).await;
                 // The calls did not happen: the state goes back to before this step, so the
-                // next reconcile decides again (as in git mode).
-                let next = status::stalled(&state, &why, &basis, Some(&before));
+                // next look decides again.
+                let before = Endpoint {
+                    target: &t,
+                    live: live.as_ref(),
+                    healing: status::healing(&status),
+                    drift: &done.status.drift,
+                };
+                let (next, wait) = sequence::failed(&state, &why, e.failure(), &basis, &before);
                 write(&api, md, &next).await?;
-                return Ok(Requeue::requeue(Duration::from_secs(30)));
+                return Ok(Requeue::requeue(wait));
             }
         }
     }
-    Ok(Requeue::requeue(
-        step.requeue_after.unwrap_or(Duration::from_secs(60)),
-    ))
+    // Settled: look again at the endpoint's resync (drift is found); stalled: at the resync.
+    let resync = match done.stalled {
+        Some(_) => crate::decide::limits::RESYNC,
+        None => crate::decide::limits::SAGEMAKER_RESYNC,
+    };
+    Ok(Requeue::requeue(done.wait.unwrap_or(resync)))
 }

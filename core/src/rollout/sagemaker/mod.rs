@@ -442,6 +442,7 @@ pub fn heal(calls: &[Call], healing_before: Option<&str>, live: Option<&Live>) -
     Heal { healing, refused }
 }
 
+pub mod sequence;
 mod steps;
 pub use steps::{decide, decide_variants, desired_split};
 

@@ -385,3 +385,86 @@ fn an_endpoint_of_another_deployment_or_made_by_hand_is_not_ours() {
         "{hand}"
     );
 }
+
+#[test]
+fn after_a_decision_both_homes_stall_a_refused_heal_once_and_look_again_by_what_failed() {
+    use crate::limits::{RESYNC, SAGEMAKER_RETRY};
+    use crate::rollout::status::{Basis, Endpoint};
+    let t = target();
+    let d = want("7").unwrap();
+    let spec = slipway_crd::model_deployment::ModelDeploymentSpec::default();
+    let mut l = live(&d);
+    l.config = "old-config".into();
+    l.failure = Some("capacity error".into());
+    let recorded = RolloutState {
+        stable: Some("7".into()),
+        phase: DeploymentPhase::Healthy,
+        traffic: BTreeMap::from([("7".into(), 100)]),
+        ..Default::default()
+    };
+    let heal = || Step {
+        state: recorded.clone(),
+        calls: vec![Call::Update(d.clone(), None)],
+        events: Vec::new(),
+        drift: vec!["config differs".into()],
+        requeue_after: None,
+    };
+    let previous = slipway_crd::model_deployment::ModelDeploymentStatus::default();
+    let basis = Basis {
+        spec: &spec,
+        previous: &previous,
+        generation: None,
+        now: crate::testing::now(),
+    };
+    // A first heal: its calls go out, the drift is news; the step names no time (the homes'
+    // resync looks again).
+    let first = sequence::sequence(&recorded, heal(), Some(&l), &t, &basis);
+    assert_eq!(first.calls.len(), 1);
+    assert!(first.write && first.drift_news.is_some());
+    assert_eq!((first.stalled.as_deref(), first.wait), (None, None));
+    // The endpoint came back in service without it: the same heal is refused once, no calls.
+    let healed = first.status.clone();
+    let basis = Basis {
+        previous: &healed,
+        ..basis
+    };
+    let again = sequence::sequence(&recorded, heal(), Some(&l), &t, &basis);
+    assert!(again.calls.is_empty());
+    assert!(
+        again
+            .stalled
+            .as_deref()
+            .is_some_and(|w| w.contains("capacity error")),
+        "{again:?}"
+    );
+    assert_eq!(again.wait, None);
+    // A refusal waits for a change; an outage is tried again soon.
+    let unseen = Endpoint {
+        target: &t,
+        live: None,
+        healing: None,
+        drift: &[],
+    };
+    let rejected = sequence::failed(
+        &recorded,
+        "no role",
+        sequence::Failure::Rejected,
+        &basis,
+        &unseen,
+    );
+    let outage = sequence::failed(
+        &recorded,
+        "503",
+        sequence::Failure::Unavailable,
+        &basis,
+        &unseen,
+    );
+    assert_eq!((rejected.1, outage.1), (RESYNC, SAGEMAKER_RETRY));
+    assert!(
+        rejected
+            .0
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    );
+}

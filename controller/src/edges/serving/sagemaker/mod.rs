@@ -50,6 +50,17 @@ pub enum Error {
     Unavailable(String),
 }
 
+impl Error {
+    /// How a home looks at the endpoint again: a refusal waits for a change, an outage is tried
+    /// again soon ([`planner::sequence::failed`]).
+    pub fn failure(&self) -> planner::sequence::Failure {
+        match self {
+            Error::Rejected(_) => planner::sequence::Failure::Rejected,
+            Error::Unavailable(_) => planner::sequence::Failure::Unavailable,
+        }
+    }
+}
+
 /// Deletes endpoint `endpoint` and what Slipway made for it, for the deleted deployment
 /// `owner` — unless the endpoint belongs to another deployment or was made by hand.
 pub fn delete_owned(
