@@ -95,7 +95,7 @@ pub(super) async fn reconcile_alias(
         now,
         Some((&bound.signoffs, &members)),
     );
-    // One step, as in git mode: the whole typed status when it says something new
+    // One step (promotion::alias_step, both homes'): the whole typed status when it says something new
     // (server-side apply drops what this manager leaves out), the news once.
     let step = alias_step(&status, Some(&decided), &facts);
     if let Some(next) = &step.status {

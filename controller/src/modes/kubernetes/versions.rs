@@ -56,7 +56,7 @@ pub async fn reconcile_version(
             continue;
         }
         // A baseline alias that exists but has not resolved yet (its first move is still being
-        // decided): wait for it rather than evaluate without a baseline (as in git mode).
+        // decided): wait for it rather than evaluate without a baseline.
         let baseline_alias = catalog
             .model(&ns, &t.model)
             .and_then(|m| m.spec.evaluations.iter().find(|s| s.name == t.suite))
