@@ -21,7 +21,7 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use slipway::edges::serving::router::Router;
+use slipway::edges::serving::router::TrafficRouter;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -89,7 +89,7 @@ async fn throughput(port: u16, clients: usize, per_client: usize) -> f64 {
     (clients * per_client) as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn measure(name: &str, upstream: u16, router: &Router, requests: usize) {
+async fn measure(name: &str, upstream: u16, router: &TrafficRouter, requests: usize) {
     router.set(
         &BTreeMap::from([("8".to_string(), 100)]),
         &BTreeMap::from([("8".to_string(), upstream)]),
@@ -155,7 +155,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let router = Router::start(0).await.expect("router");
+        let router = TrafficRouter::start(0).await.expect("router");
 
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

@@ -361,7 +361,7 @@ async fn lead(
             (true, false) => {
                 tracing::info!(identity = %me, lease = %args.lease_name, "acquired leadership; starting controllers");
                 let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(crate::modes::kubernetes::controller::run(
+                let task = tokio::spawn(crate::modes::kubernetes::wiring::run(
                     client.clone(),
                     cache.clone(),
                     args.namespace.clone(),

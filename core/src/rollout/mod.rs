@@ -14,7 +14,7 @@ use crate::duration;
 
 /// One planned step: the candidate's share of traffic and how long to hold it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PlannedStep {
+pub struct StrategyStep {
     /// Percent of traffic on the candidate.
     pub weight: u32,
     /// How long analysis must pass at this weight before the next step.
@@ -22,7 +22,7 @@ pub struct PlannedStep {
 }
 
 /// The steps of a strategy; the last step always has weight 100.
-pub fn plan_steps(strategy: &Strategy) -> Vec<PlannedStep> {
+pub fn strategy_steps(strategy: &Strategy) -> Vec<StrategyStep> {
     let parse = |d: Option<&String>| {
         d.and_then(|d| duration::parse(d).ok())
             .unwrap_or(Duration::ZERO)
@@ -33,7 +33,7 @@ pub fn plan_steps(strategy: &Strategy) -> Vec<PlannedStep> {
             .steps
             .iter()
             .filter(|s| s.weight > 0 && s.weight < 100)
-            .map(|s| PlannedStep {
+            .map(|s| StrategyStep {
                 weight: s.weight,
                 hold: parse(s.pause.as_ref()),
             })
@@ -44,11 +44,11 @@ pub fn plan_steps(strategy: &Strategy) -> Vec<PlannedStep> {
             (1..)
                 .map(|i| i * w)
                 .take_while(|x| *x < 100)
-                .map(|weight| PlannedStep { weight, hold })
+                .map(|weight| StrategyStep { weight, hold })
                 .collect()
         }
     };
-    steps.push(PlannedStep {
+    steps.push(StrategyStep {
         weight: 100,
         hold: Duration::ZERO,
     });
@@ -63,7 +63,7 @@ pub struct RolloutState {
     pub stable: Option<String>,
     /// The version being rolled out.
     pub candidate: Option<String>,
-    /// Index of the current step in [`plan_steps`].
+    /// Index of the current step in [`strategy_steps`].
     pub step: usize,
     /// When the current step's weights were applied (None: not applied yet).
     pub step_started: Option<DateTime<Utc>>,
@@ -401,7 +401,7 @@ impl Machine<'_> {
             self.finish(d);
             return;
         };
-        let steps = plan_steps(self.policy.strategy);
+        let steps = strategy_steps(self.policy.strategy);
         // Whether this decision moved to the current step (its analysis starts from scratch).
         let mut advanced = false;
         loop {

@@ -99,7 +99,12 @@ fn w(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
 
 #[test]
 fn plans_end_at_full_traffic() {
-    let weights = |s: &Strategy| plan_steps(s).iter().map(|p| p.weight).collect::<Vec<_>>();
+    let weights = |s: &Strategy| {
+        strategy_steps(s)
+            .iter()
+            .map(|p| p.weight)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(weights(&canary(true)), vec![10, 50, 100]);
     assert_eq!(weights(&Strategy::default()), vec![100]);
     let linear = Strategy {
@@ -109,7 +114,7 @@ fn plans_end_at_full_traffic() {
         ..Strategy::default()
     };
     assert_eq!(weights(&linear), vec![30, 60, 90, 100]);
-    assert_eq!(plan_steps(&linear)[0].hold, Duration::from_secs(120));
+    assert_eq!(strategy_steps(&linear)[0].hold, Duration::from_secs(120));
 }
 
 #[test]

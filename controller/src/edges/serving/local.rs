@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use slipway_crd::model_deployment::LocalTarget as Spec;
 
-use super::router::Router;
+use super::router::TrafficRouter;
 use crate::decide::rollout::Window;
 
 /// Errors of the local target.
@@ -57,7 +57,7 @@ struct Server {
 
 struct Deployment {
     spec: Spec,
-    router: Router,
+    router: TrafficRouter,
     servers: BTreeMap<String, Server>,
 }
 
@@ -167,7 +167,7 @@ impl LocalTarget {
             )));
         };
         let router = runtime
-            .block_on(Router::start(spec.port))
+            .block_on(TrafficRouter::start(spec.port))
             .map_err(|source| TargetError::Listen {
                 deployment: format!("{}/{}", key.0, key.1),
                 port: spec.port,

@@ -35,7 +35,7 @@ struct Table {
 }
 
 /// A running router. Dropping it stops it.
-pub struct Router {
+pub struct TrafficRouter {
     table: Arc<Mutex<Table>>,
     counter: Arc<AtomicU64>,
     /// The address clients call.
@@ -43,7 +43,7 @@ pub struct Router {
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Router {
+impl Drop for TrafficRouter {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -60,9 +60,9 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
     r
 }
 
-impl Router {
+impl TrafficRouter {
     /// Binds `127.0.0.1:port` (0: any free port) on the runtime and starts serving.
-    pub async fn start(port: u16) -> std::io::Result<Router> {
+    pub async fn start(port: u16) -> std::io::Result<TrafficRouter> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let table = Arc::new(Mutex::new(Table::default()));
@@ -86,7 +86,7 @@ impl Router {
                 });
             }
         });
-        Ok(Router {
+        Ok(TrafficRouter {
             table,
             counter,
             addr,

@@ -208,7 +208,7 @@ pub(super) async fn reconcile_deployment(
                 let first = replicas_for(
                     &BTreeMap::from([(
                         v.clone(),
-                        rollout::plan_steps(&md.spec.strategy)[0].weight,
+                        rollout::strategy_steps(&md.spec.strategy)[0].weight,
                     )]),
                     target.replicas,
                 );
