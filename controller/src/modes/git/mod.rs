@@ -14,7 +14,7 @@ pub mod retry;
 mod sagemaker;
 mod statuses;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -217,27 +217,33 @@ impl Reconciler<'_> {
     /// Writes each `RegisteredModel`'s status when it says something new: its newest version
     /// and where its aliases resolve ([`crate::decide::model::status`], as in a cluster).
     fn model_statuses(&self, catalog: &Catalog) -> Result<(), Error> {
+        // Every alias's resolution, by model, in one sweep (a registry holds thousands).
+        let mut resolved: std::collections::HashMap<(&str, &str), BTreeMap<String, String>> =
+            std::collections::HashMap::new();
+        for a in catalog.objects() {
+            let Resource::ModelAlias(alias) = &a.resource else {
+                continue;
+            };
+            let ns = a.key.namespace.as_str();
+            let version = self
+                .status("ModelAlias", ns, &a.key.name)?
+                .and_then(|s| s["resolvedVersion"].as_str().map(str::to_string));
+            if let Some(v) = version {
+                resolved
+                    .entry((ns, alias.spec.model.as_str()))
+                    .or_default()
+                    .insert(alias.spec.alias.clone(), v);
+            }
+        }
         let mut writes = Vec::new();
         for o in catalog.objects() {
             let Resource::RegisteredModel(_) = &o.resource else {
                 continue;
             };
             let (ns, model) = (&o.key.namespace, &o.key.name);
-            let mut aliases = std::collections::BTreeMap::new();
-            for a in catalog.objects() {
-                let Resource::ModelAlias(alias) = &a.resource else {
-                    continue;
-                };
-                if &a.key.namespace != ns || &alias.spec.model != model {
-                    continue;
-                }
-                let resolved = self
-                    .status("ModelAlias", ns, &a.key.name)?
-                    .and_then(|s| s["resolvedVersion"].as_str().map(str::to_string));
-                if let Some(v) = resolved {
-                    aliases.insert(alias.spec.alias.clone(), v);
-                }
-            }
+            let aliases = resolved
+                .remove(&(ns.as_str(), model.as_str()))
+                .unwrap_or_default();
             let previous = self
                 .status("RegisteredModel", ns, model)?
                 .and_then(|s| {
