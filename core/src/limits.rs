@@ -22,11 +22,37 @@ pub const SAGEMAKER_PROGRESS_DEADLINE: Duration = Duration::from_secs(1800);
 /// How often a rollout looks again while it waits for a local process (cheap to ask).
 pub const LOCAL_POLL: Duration = Duration::from_millis(500);
 
+/// After a restart of `slipway run`: how long it waits at most for the servers it brings back to
+/// pass their health checks before routing to them.
+pub const RESUME_WAIT: Duration = Duration::from_secs(10);
+
 /// How often a rollout looks again while it waits for the cluster or AWS.
 pub const REMOTE_POLL: Duration = Duration::from_secs(2);
 
 /// How long a settled object waits before it is looked at again without a change.
 pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// When a controller's cache may trail the watch that woke it (a version newer than the
+/// namespace's catalog, a status just written): how soon to look again.
+pub const CACHE_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// How often a status that depends on others not final yet (a version's evaluations, a model's
+/// summary right after a write) is looked at again.
+pub const DEPENDENT_POLL: Duration = Duration::from_secs(2);
+
+/// How often a settled model's summary is looked at again (the watch that woke it may have been
+/// ahead of the cache); a look with nothing to write is a few map lookups.
+pub const MODEL_RESYNC: Duration = Duration::from_secs(10);
+
+/// An alias whose model or version does not exist (yet): when to look again.
+pub const ALIAS_UNRESOLVABLE_POLL: Duration = Duration::from_secs(5);
+
+/// An alias waiting for its candidate's evaluations: when to look again (a finished evaluation
+/// also wakes it).
+pub const ALIAS_WAITING_POLL: Duration = Duration::from_secs(10);
+
+/// An alias move held by policy: when to look again (an approval or a result also wakes it).
+pub const ALIAS_HELD_POLL: Duration = Duration::from_secs(60);
 
 /// How often a SageMaker endpoint is looked at when its step names no time (drift is found).
 pub const SAGEMAKER_RESYNC: Duration = Duration::from_secs(60);

@@ -228,18 +228,16 @@ pub fn alias_step(
     decided: Option<&Promotion>,
     f: &AliasFacts<'_>,
 ) -> AliasOutcome {
-    use std::time::Duration;
+    use crate::limits::{ALIAS_HELD_POLL, ALIAS_UNRESOLVABLE_POLL, ALIAS_WAITING_POLL};
     let why;
     let (step, news, wait) = match decided {
         None => (AliasStep::Resolved, None, None),
         Some(Promotion::Unresolvable) => {
-            (AliasStep::Unresolvable, None, Some(Duration::from_secs(5)))
+            (AliasStep::Unresolvable, None, Some(ALIAS_UNRESOLVABLE_POLL))
         }
-        Some(Promotion::Waiting(pending)) => (
-            AliasStep::Waiting(pending),
-            None,
-            Some(Duration::from_secs(10)),
-        ),
+        Some(Promotion::Waiting(pending)) => {
+            (AliasStep::Waiting(pending), None, Some(ALIAS_WAITING_POLL))
+        }
         Some(Promotion::Decided(d)) if d.allowed => {
             (AliasStep::Moved, Some(("AliasMoved", false)), None)
         }
@@ -248,7 +246,7 @@ pub fn alias_step(
             (
                 AliasStep::Held(&why),
                 Some(("PromotionBlocked", true)),
-                Some(Duration::from_secs(60)),
+                Some(ALIAS_HELD_POLL),
             )
         }
     };

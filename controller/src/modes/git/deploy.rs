@@ -80,13 +80,13 @@ impl Reconciler<'_> {
                     }
                 }
             }
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let deadline = std::time::Instant::now() + crate::decide::limits::RESUME_WAIT;
             while resumed
                 .iter()
                 .any(|v| state.traffic.contains_key(v) && !target.ready(&key, v))
                 && std::time::Instant::now() < deadline
             {
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(crate::decide::limits::LOCAL_POLL / 5);
             }
             let routed: std::collections::BTreeMap<String, u32> = state
                 .traffic

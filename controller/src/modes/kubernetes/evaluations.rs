@@ -248,7 +248,7 @@ pub async fn reconcile_evaluation(
     let a = attempt(&ctx, e, 0);
     if a.key.is_empty() {
         // The version is newer than the cache: look again once it has caught up.
-        return Ok(Requeue::requeue(crate::decide::limits::EVALUATION_RETRY));
+        return Ok(Requeue::requeue(crate::decide::limits::CACHE_CATCH_UP));
     }
     let recorded = status
         .as_ref()

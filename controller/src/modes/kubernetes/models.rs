@@ -2,7 +2,6 @@
 //! ([`crate::decide::model::status`], which git mode writes too).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::Api;
@@ -32,12 +31,12 @@ pub(super) async fn reconcile_model(
         let api = Api::<slipway_crd::RegisteredModel>::namespaced(ctx.client.clone(), &ns);
         apply_status(&api, &name, &next).await?;
         // The watch that woke this may be ahead of the cache: look once more shortly.
-        return Ok(Requeue::requeue(Duration::from_secs(2)));
+        return Ok(Requeue::requeue(crate::decide::limits::DEPENDENT_POLL));
     }
     // Unchanged — possibly because the watch that woke this is ahead of the cache (CI caught a
     // model summary left stale that way): look again soon; a reconcile with nothing to write is
     // a few map lookups.
-    Ok(Requeue::requeue(Duration::from_secs(10)))
+    Ok(Requeue::requeue(crate::decide::limits::MODEL_RESYNC))
 }
 
 /// The `RegisteredModel` an object with `spec.model` belongs to.

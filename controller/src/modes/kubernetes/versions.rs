@@ -2,7 +2,6 @@
 //! mode, [`crate::decide::evaluation::tasks`]), and its status summarises them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use kube::ResourceExt;
@@ -36,7 +35,7 @@ pub async fn reconcile_version(
         .is_none()
     {
         // Newer than the catalog: look again once it has caught up.
-        return Ok(Requeue::requeue(Duration::from_secs(1)));
+        return Ok(Requeue::requeue(crate::decide::limits::CACHE_CATCH_UP));
     }
     // Aliases come from the watch: the catalog is not rebuilt for alias changes.
     let resolved = |ns: &str, model: &str, alias: &str| ctx.cache.resolved(ns, model, alias);
@@ -140,6 +139,6 @@ pub async fn reconcile_version(
     Ok(Requeue::requeue(if (ok || failed) && !waiting {
         crate::decide::limits::RESYNC
     } else {
-        Duration::from_secs(2)
+        crate::decide::limits::DEPENDENT_POLL
     }))
 }

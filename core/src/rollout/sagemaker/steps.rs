@@ -21,7 +21,7 @@ pub fn decide(
         drift: Vec::new(),
         requeue_after: None,
     };
-    let poll = Some(Duration::from_secs(2));
+    let poll = Some(crate::limits::REMOTE_POLL);
     // The alias moved back to a rejected version: it is tried again only after another move.
     if desired_version != state.last_desired.as_deref()
         && let Some(v) = desired_version
@@ -246,7 +246,7 @@ pub fn decide_variants(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Step {
     use crate::rollout::{Action, Observation};
-    let poll = Some(Duration::from_secs(2));
+    let poll = Some(crate::limits::REMOTE_POLL);
     let mut step = Step {
         state: state.clone(),
         calls: Vec::new(),
