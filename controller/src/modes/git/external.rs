@@ -208,6 +208,11 @@ pub fn accept(
                 status.phase.as_str()
             )));
         }
+        // Between attempts (the last one failed, the next one not dispatched yet): nothing is
+        // waiting, as in a cluster.
+        if lifecycle::retry_due(&status) {
+            return Ok(Some("is between attempts, not waiting for results".into()));
+        }
         // Posted, and not yet taken up by a pass.
         let stored = store
             .evaluation(key)

@@ -272,3 +272,59 @@ fn an_evaluation_git_mode_cannot_run_fails_once_and_stands() {
         .count();
     assert_eq!(completed, 1, "{:#?}", f.events());
 }
+
+/// The results API takes an attempt's results only while that attempt is waiting for them: not
+/// between attempts (the last one failed, the next not dispatched yet), as in a cluster.
+#[test]
+fn results_posted_between_attempts_are_refused() {
+    let f = Fixture::new(&[("1", 0.8)]);
+    let token = "attempt-token-0123456789abcdef";
+    let record = serde_json::json!({
+        "tokenHash": crate::edges::http::token::hash(token), "candidateKey": "sha256:c",
+        "baselineKey": null, "model": "m", "suite": "eval", "version": "1", "delivery": "sent",
+    });
+    let running = crate::decide::evaluation::lifecycle::running(
+        &crate::decide::evaluation::lifecycle::Attempt {
+            key: "sha256:c".into(),
+            baseline_key: None,
+            baseline_version: None,
+            number: 1,
+        },
+        "asked ci.example to run eval on m version 1".into(),
+        Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap(),
+    );
+    let between = crate::decide::evaluation::lifecycle::failed_attempt(
+        &running,
+        "no results within the suite's timeout (60s)",
+        Utc.with_ymd_and_hms(2026, 11, 26, 12, 1, 1).unwrap(),
+    );
+    let write = |status: &EvaluationStatus| {
+        f.store
+            .apply(&[
+                crate::edges::store::Write::Status {
+                    kind: super::external::DISPATCH.into(),
+                    namespace: "default".into(),
+                    name: "m-1-eval".into(),
+                    status: record.clone(),
+                },
+                crate::edges::store::Write::Status {
+                    kind: "Evaluation".into(),
+                    namespace: "default".into(),
+                    name: "m-1-eval".into(),
+                    status: serde_json::to_value(status).unwrap(),
+                },
+            ])
+            .unwrap();
+    };
+    let body = br#"{"candidate": {"metrics": {"f1": 0.9}}}"#;
+    write(&between);
+    let refused = super::external::accept(&f.store, "default", "m-1-eval", Some(token), body);
+    assert!(
+        matches!(&refused, Err((409, m)) if m.contains("between attempts")),
+        "{refused:?}"
+    );
+    // While the attempt waits, the same results are taken.
+    write(&running);
+    let taken = super::external::accept(&f.store, "default", "m-1-eval", Some(token), body);
+    assert_eq!(taken, Ok(()));
+}
