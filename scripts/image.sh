@@ -59,7 +59,7 @@ if ! bah inspect --type image "$base" >/dev/null 2>&1; then
   container=""
 fi
 
-repository=$(sed -n 's/^  repository: *//p' "$root/charts/slipway/values.yaml" | head -1)
+repository=$(sed -n 's/^  repository: *//p' "$root/charts/slipway/values.yaml" | sed -n 1p)
 app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$root/charts/slipway/Chart.yaml")
 [[ -n $repository && -n $app_version ]] || { log "no image.repository or appVersion in charts/slipway"; exit 1; }
 
@@ -67,13 +67,13 @@ context=$work/context
 mkdir "$context"
 objcopy --strip-debug "$binary" "$context/slipway" 2>/dev/null || cp "$binary" "$context/slipway"
 chmod 0755 "$context/slipway"
-previous=$(bah images --quiet --no-trunc localhost/slipway:dev 2>/dev/null | head -1 || true)
+previous=$(bah images --quiet --no-trunc localhost/slipway:dev 2>/dev/null | sed -n 1p || true)
 log "building slipway:dev and $repository:$app_version"
 bah bud --quiet --pull=never --isolation chroot --layers=false \
   --build-arg SLIPWAY_BINARY=slipway -f "$root/Containerfile" \
   -t slipway:dev -t "$repository:$app_version" "$context" >/dev/null
 # The image these tags named before is left untagged; remove it unless a container uses it.
-if [[ -n $previous && $previous != "$(bah images --quiet --no-trunc localhost/slipway:dev | head -1)" ]]; then
+if [[ -n $previous && $previous != "$(bah images --quiet --no-trunc localhost/slipway:dev | sed -n 1p)" ]]; then
   bah rmi "$previous" >/dev/null 2>&1 || true
 fi
 # The binary must run on bookworm's C library: a binary linked against a newer glibc fails here.
@@ -83,5 +83,5 @@ if ! version=$(bah run --isolation chroot "$container" -- slipway --version 2>&1
   log "build the binary on Debian bookworm (glibc 2.36) or older"
   exit 1
 fi
-size=$(bah images --format '{{.Size}}' localhost/slipway:dev | head -1)
+size=$(bah images --format '{{.Size}}' localhost/slipway:dev | sed -n 1p)
 log "built slipway:dev and $repository:$app_version ($size): $version"
