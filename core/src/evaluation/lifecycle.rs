@@ -46,7 +46,8 @@ pub enum Next {
         attempt: u32,
     },
     /// Attempt `attempt` was started and has not finished: wait for it (a Job, an external
-    /// system), or — for a runner that finishes within the pass — see [`interrupted`].
+    /// system), or — when its runner has no trace of it — count it as failed
+    /// ([`crate::evaluation::step::LOST`]).
     InFlight {
         /// The attempt in flight.
         attempt: u32,
@@ -79,18 +80,6 @@ pub fn next(previous: Option<&EvaluationStatus>, key: &str) -> Next {
         Some(p) => Next::Run {
             attempt: p.attempts + 1,
         },
-    }
-}
-
-/// A runner that finishes within the pass (git mode's local commands) finds its own attempt in
-/// flight only when the process running it stopped: that attempt counts as failed.
-pub fn interrupted(attempt: u32) -> Next {
-    if attempt < EVALUATION_ATTEMPTS {
-        Next::Run {
-            attempt: attempt + 1,
-        }
-    } else {
-        Next::GiveUp { attempts: attempt }
     }
 }
 
@@ -331,19 +320,12 @@ mod tests {
     }
 
     #[test]
-    fn an_attempt_in_flight_is_waited_for_and_an_interrupted_one_counts_as_failed() {
+    fn an_attempt_in_flight_is_waited_for() {
         let s = running(&attempt(EVALUATION_ATTEMPTS), "local".into(), at(0));
         assert_eq!(
             next(Some(&s), "sha256:c"),
             Next::InFlight {
                 attempt: EVALUATION_ATTEMPTS
-            }
-        );
-        assert_eq!(interrupted(1), Next::Run { attempt: 2 });
-        assert_eq!(
-            interrupted(EVALUATION_ATTEMPTS),
-            Next::GiveUp {
-                attempts: EVALUATION_ATTEMPTS
             }
         );
     }

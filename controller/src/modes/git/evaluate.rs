@@ -196,8 +196,9 @@ impl Reconciler<'_> {
         }))
     }
 
-    /// The attempt an evaluation of `task` with content address `key` makes.
-    pub(super) fn attempt(&self, task: &Task, key: &str, number: u32) -> lifecycle::Attempt {
+    /// What an evaluation of `task` with content address `key` is made of (the step chooses the
+    /// attempt's number).
+    pub(super) fn attempt(&self, task: &Task, key: &str) -> lifecycle::Attempt {
         lifecycle::Attempt {
             key: key.to_string(),
             baseline_key: task
@@ -205,7 +206,7 @@ impl Reconciler<'_> {
                 .as_ref()
                 .map(|(_, a)| evaluation::cache_key(a, &task.dataset, &task.runner, &task.suite)),
             baseline_version: task.baseline.as_ref().map(|b| b.0.clone()),
-            number,
+            number: 0,
         }
     }
 
@@ -311,7 +312,7 @@ impl Reconciler<'_> {
         if lifecycle::next(stored.as_deref(), &key) == lifecycle::Next::Stands {
             return Ok(());
         }
-        let a = self.attempt(task, &key, 0);
+        let a = self.attempt(task, &key);
         let mut previous = stored.map(|s| (*s).clone());
         let external = task.runner.webhook.is_some();
         // What an attempt run inline (no pool: tests) came to, for the next step.

@@ -154,7 +154,7 @@ impl Reconciler<'_> {
                     seen: Some(step::Seen::Failed(why)),
                     ..Default::default()
                 };
-                let a = self.attempt(task, &key, number);
+                let a = self.attempt(task, &key);
                 Ok(step::step(&self.input(task, &a, Some(running)), failed).status)
             }
         }

@@ -95,8 +95,8 @@ async fn completed(
     Ok(())
 }
 
-/// The attempt an evaluation makes: its content addresses (candidate and baseline runs).
-fn attempt(ctx: &Context, e: &Evaluation, number: u32) -> lifecycle::Attempt {
+/// What an evaluation is made of: its content addresses (candidate and baseline runs).
+fn attempt(ctx: &Context, e: &Evaluation) -> lifecycle::Attempt {
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let key = |version: &str| {
         let (uri, digest) = ctx.cache.artifact(&ns, &e.spec.model, version)?;
@@ -116,7 +116,8 @@ fn attempt(ctx: &Context, e: &Evaluation, number: u32) -> lifecycle::Attempt {
         key: key(&e.spec.version).unwrap_or_default(),
         baseline_key: baseline_version.as_deref().and_then(key),
         baseline_version,
-        number,
+        // The step chooses the attempt's number.
+        number: 0,
     }
 }
 
@@ -245,7 +246,7 @@ pub async fn reconcile_evaluation(
     };
     let status = e.status.clone();
     let name = e.name_any();
-    let a = attempt(&ctx, e, 0);
+    let a = attempt(&ctx, e);
     if a.key.is_empty() {
         // The version is newer than the cache: look again once it has caught up.
         return Ok(Requeue::requeue(crate::decide::limits::CACHE_CATCH_UP));

@@ -10,7 +10,7 @@
 //!   baseline) finish it at once;
 //! - an attempt in flight is waited for until the suite's `timeout`, looking at it at most every
 //!   [`EVALUATION_POLL`]; one that ends without results, or whose runner lost it, is retried
-//!   until [`EVALUATION_ATTEMPTS`] attempts failed;
+//!   until [`crate::limits::EVALUATION_ATTEMPTS`] attempts failed;
 //! - an evaluation that cannot run in this home (a runner it does not have, outside the
 //!   operator's bounds, no results API) fails at once and says why.
 
@@ -24,7 +24,7 @@ use slipway_crd::evaluation::EvaluationPhase;
 
 use super::lifecycle::{self, Attempt, Next};
 use super::results::RunResults;
-use crate::limits::{EVALUATION_ATTEMPTS, EVALUATION_POLL, EVALUATION_RETRY};
+use crate::limits::{EVALUATION_POLL, EVALUATION_RETRY};
 
 /// Why an attempt recorded as in flight counts as failed when its runner has no trace of it.
 pub const LOST: &str = "its last attempt never finished (the process running it stopped)";
@@ -207,7 +207,7 @@ pub fn step(input: &Input, observed: Observed) -> Step {
             }
             start(input, attempt)
         }
-        Next::InFlight { attempt } => match observed.seen.unwrap_or(Seen::Busy) {
+        Next::InFlight { .. } => match observed.seen.unwrap_or(Seen::Busy) {
             Seen::Busy => {
                 let timeout = lifecycle::timeout(input.timeout);
                 let waited = previous
@@ -247,10 +247,7 @@ pub fn step(input: &Input, observed: Observed) -> Step {
                 input.now,
             )),
             Seen::Failed(why) => failed_attempt(input, &previous, &why),
-            Seen::Nothing => {
-                debug_assert!(attempt <= EVALUATION_ATTEMPTS);
-                failed_attempt(input, &previous, LOST)
-            }
+            Seen::Nothing => failed_attempt(input, &previous, LOST),
         },
     }
 }

@@ -1,5 +1,6 @@
 //! The evaluation step, rule by rule.
 use super::*;
+use crate::limits::EVALUATION_ATTEMPTS;
 use slipway_crd::common::{GateOp, RelativeTo};
 use std::collections::BTreeMap;
 
@@ -167,6 +168,19 @@ fn a_lost_attempt_counts_as_failed_and_results_finish_it() {
         (EvaluationPhase::Succeeded, 2)
     );
     assert!(done.notes.is_empty());
+    // The last attempt lost: the evaluation fails for good.
+    let mut status = after;
+    for n in 2..=EVALUATION_ATTEMPTS {
+        status = step(&f.input(Some(&status), 10), Observed::default())
+            .status
+            .unwrap();
+        assert_eq!(status.attempts, n);
+        status = step(&f.input(Some(&status), 11), seen(Seen::Nothing))
+            .status
+            .unwrap();
+    }
+    assert_eq!(status.phase, EvaluationPhase::Failed);
+    assert!(status.conditions[0].message.contains(LOST), "{status:?}");
 }
 
 #[test]
