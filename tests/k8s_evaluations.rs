@@ -1,7 +1,8 @@
-//! Evaluations in Kubernetes mode on a real kube-apiserver: a new version gets an Evaluation, a
-//! token Secret and a Job; the Job (played by the test) reports through the results API, which
-//! refuses wrong tokens and malformed or incomplete results; an alias move waits for the
-//! evaluation; a Job that keeps failing fails the evaluation with the reason.
+//! Evaluations in Kubernetes mode on a real kube-apiserver: a new version gets an Evaluation and
+//! a Job per run (the job contract of git mode's local runner); the Job (played by the test, as
+//! the kubelet would) leaves its results in its termination-message file; malformed results fail
+//! the attempt with the reason; a baseline whose run finished is not run again; an alias move
+//! waits for the evaluation; a Job that keeps failing fails the evaluation with the reason.
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use support::apiserver::ApiServer;
 use support::http::post_results;
-use support::k8s_mode::{get, move_alias, token_of};
+use support::k8s_mode::{finish_job, get, move_alias, wait_for_job};
 use support::{eventually, free_port};
 
 const EVALUATED: &str = r#"
@@ -64,7 +65,7 @@ fn fail_job(api: &ApiServer, job: &str) {
 }
 
 #[test]
-fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
+fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
     let api = ApiServer::start();
     api.install_crds();
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", EVALUATED);
@@ -121,41 +122,74 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
         env["SLIPWAY_MODEL_URI"],
         "s3://models/pitch-frames/7/model.json"
     );
-    assert_eq!(
-        env["SLIPWAY_RESULTS_URL"],
-        format!(
-            "http://127.0.0.1:{port}/api/v1/evaluations/default/pitch-frames-7-holdout/results"
-        )
-    );
-    assert_eq!(
-        env["SLIPWAY_RESULTS_TOKEN"]["secretKeyRef"]["name"],
-        "pitch-frames-7-holdout-results-token"
-    );
+    // The job contract, as in git mode: one model per run, results in a file.
+    assert_eq!(env["SLIPWAY_ROLE"], "candidate");
+    assert_eq!(env["SLIPWAY_SUITE"], "holdout");
+    assert_eq!(env["SLIPWAY_RESULTS"], "/dev/termination-log");
+    assert_eq!(container["terminationMessagePath"], "/dev/termination-log");
+    assert!(!env.contains_key("SLIPWAY_RESULTS_URL"), "{env:?}");
     assert!(!env.contains_key("SLIPWAY_BASELINE_VERSION"), "{env:?}");
-
-    // The test plays the Job: wrong token and malformed bodies are refused with a reason.
-    let token = token_of(&api, "pitch-frames-7-holdout");
-    let good = r#"{"candidate": {"metrics": {"f1": 0.86}, "samples": [{"input": "frame-001.jpg", "expected": "open-play", "prediction": "open-play"}]}}"#;
-    let (code, body) = post_results(port, "pitch-frames-7-holdout", "not-the-token", good);
-    assert_eq!(code, 401, "{body}");
-    let (code, body) = post_results(
-        port,
-        "pitch-frames-7-holdout",
-        &token,
-        r#"{"candidate": {"metrics": {"f1": "high"}}}"#,
+    assert_ne!(
+        api.kubectl(
+            &["get", "secret", "pitch-frames-7-holdout-results-token"],
+            "admin"
+        )
+        .code,
+        0,
+        "a Job reports through its results file: no token"
     );
-    assert_eq!(code, 400, "{body}");
-    assert!(body.contains("line 1"), "{body}");
-    let (code, body) = post_results(port, "pitch-frames-7-holdout", &token, good);
-    assert_eq!(code, 202, "{body}\n{}", controller_log());
-    assert!(body.contains("\"verdict\":\"Passed\""), "{body}");
+    // Nobody posts a Job's results.
+    let good = r#"{"metrics": {"f1": 0.86}, "samples": [{"input": "frame-001.jpg", "expected": "open-play", "prediction": "open-play"}]}"#;
+    let posted = format!(r#"{{"candidate": {good}}}"#);
+    let (code, body) = post_results(port, "pitch-frames-7-holdout", "guessed", &posted);
+    assert_eq!(code, 401, "{body}");
+
+    // The test plays the Job: malformed results fail the attempt with the reason, and the next
+    // attempt runs.
+    finish_job(
+        &api,
+        "pitch-frames-7-holdout-1",
+        r#"{"metrics": {"f1": "high"}}"#,
+    );
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.attempts}",
+        ) == "2")
+            .then_some(())
+    });
+    let events = get(
+        &api,
+        &[
+            "events",
+            "--field-selector",
+            "involvedObject.name=pitch-frames-7-holdout,reason=Retrying",
+        ],
+        "{.items[*].message}",
+    );
+    assert!(
+        events.contains("line 1") && events.contains("f1"),
+        "{events}"
+    );
+    finish_job(&api, "pitch-frames-7-holdout-2", good);
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.phase} {.status.verdict} {.status.metrics.f1}",
+        ) == "Succeeded Passed 0.86")
+            .then_some(())
+    });
     assert_eq!(
         get(
             &api,
             &["meval", "pitch-frames-7-holdout"],
-            "{.status.phase} {.status.verdict} {.status.metrics.f1}"
+            "{.status.samples[0].candidate}"
         ),
-        "Succeeded Passed 0.86"
+        "open-play",
+        "{}",
+        controller_log()
     );
     // With its evaluation passed, production resolves to 7.
     eventually(Duration::from_secs(60), || {
@@ -166,10 +200,9 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
         ) == "7")
             .then_some(())
     });
-    let (code, _) = post_results(port, "pitch-frames-7-holdout", &token, good);
-    assert_eq!(code, 409, "results are accepted once");
 
-    // Version 8 is compared with production (7): results without the baseline's are refused.
+    // Version 8 is compared with production (7), whose run on this suite finished as version
+    // 7's candidate: only version 8 runs, and 7's results are its baseline.
     let v8 = "apiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: pitch-frames-8}\nspec: {model: pitch-frames, version: \"8\", artifact: {uri: \"s3://models/pitch-frames/8/model.json\", digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000008\"}}\n";
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", v8);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -189,13 +222,15 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
         ),
         "7"
     );
-    assert_eq!(
-        get(
-            &api,
-            &["job", "pitch-frames-8-holdout-1"],
-            "{.spec.template.spec.containers[0].env[?(@.name==\"SLIPWAY_BASELINE_VERSION\")].value}"
-        ),
-        "7"
+    wait_for_job(&api, "pitch-frames-8-holdout-1");
+    assert_ne!(
+        api.kubectl(
+            &["get", "job", "pitch-frames-8-holdout-1-baseline"],
+            "admin"
+        )
+        .code,
+        0,
+        "the baseline's run is not repeated"
     );
     // Moving production to 8 while its evaluation runs: the move waits, and production keeps
     // resolving to 7 meanwhile.
@@ -216,24 +251,20 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
         ),
         "7"
     );
-    let token = token_of(&api, "pitch-frames-8-holdout");
-    let (code, body) = post_results(
-        port,
-        "pitch-frames-8-holdout",
-        &token,
-        r#"{"candidate": {"metrics": {"f1": 0.80}}}"#,
-    );
-    assert_eq!(code, 400);
-    assert!(body.contains("include \\\"baseline\\\" results"), "{body}");
     // f1 0.80 vs 0.86: the relative gate fails, and says by how much.
-    let (code, body) = post_results(
-        port,
-        "pitch-frames-8-holdout",
-        &token,
-        r#"{"candidate": {"metrics": {"f1": 0.80}}, "baseline": {"metrics": {"f1": 0.86}}}"#,
+    finish_job(
+        &api,
+        "pitch-frames-8-holdout-1",
+        r#"{"metrics": {"f1": 0.80}}"#,
     );
-    assert_eq!(code, 202, "{body}");
-    assert!(body.contains("\"verdict\":\"Failed\""), "{body}");
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-8-holdout"],
+            "{.status.verdict} {.status.baselineMetrics.f1}",
+        ) == "Failed 0.86")
+            .then_some(())
+    });
     let message = get(
         &api,
         &["meval", "pitch-frames-8-holdout"],
@@ -287,7 +318,9 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
         "{.status.conditions[0].message}",
     );
     assert!(
-        message.contains("evaluation failed after 3 attempt(s): BackoffLimitExceeded"),
+        message.contains(
+            "evaluation failed after 3 attempt(s): the candidate run: BackoffLimitExceeded"
+        ),
         "{message}"
     );
     assert_ne!(
@@ -297,4 +330,88 @@ fn new_versions_are_evaluated_by_jobs_that_report_through_the_results_api() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn a_baseline_that_never_ran_the_suite_gets_a_job_of_its_own() {
+    let api = ApiServer::start();
+    api.install_crds();
+    // Production is version 7 before the model has a suite.
+    let (model, rest) = EVALUATED.split_once("  evaluations:").unwrap();
+    let (suite, rest) = rest.split_once("---").unwrap();
+    let v8 = "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: pitch-frames-8}\nspec: {model: pitch-frames, version: \"8\", artifact: {uri: \"s3://models/pitch-frames/8/model.json\", digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000008\"}}\n";
+    let before = format!("{model}---{rest}{v8}");
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &before);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let _controller = support::k8s_mode::Controller::start(&api, "controller-a");
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.resolvedVersion}",
+        ) == "7")
+            .then_some(())
+    });
+
+    // The team adds the suite: version 8 is compared with 7, which never ran it.
+    let with_suite = format!("{model}  evaluations:{suite}");
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &with_suite);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    eventually(Duration::from_secs(60), || {
+        (api.kubectl(
+            &["get", "job", "pitch-frames-8-holdout-1-baseline"],
+            "admin",
+        )
+        .code
+            == 0)
+            .then_some(())
+    });
+    let baseline = wait_for_job(&api, "pitch-frames-8-holdout-1-baseline");
+    let env = &baseline["spec"]["template"]["spec"]["containers"][0]["env"];
+    let value = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].as_str().unwrap().to_string())
+    };
+    assert_eq!(value("SLIPWAY_ROLE").as_deref(), Some("baseline"));
+    assert_eq!(value("SLIPWAY_MODEL_VERSION").as_deref(), Some("7"));
+    assert_eq!(
+        value("SLIPWAY_MODEL_URI").as_deref(),
+        Some("s3://models/pitch-frames/7/model.json")
+    );
+    assert_eq!(
+        baseline["metadata"]["labels"]["slipway.dev/role"],
+        "baseline"
+    );
+
+    // The baseline's run finishes first: the evaluation waits for the candidate's.
+    finish_job(
+        &api,
+        "pitch-frames-8-holdout-1-baseline",
+        r#"{"metrics": {"f1": 0.9}}"#,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        get(
+            &api,
+            &["meval", "pitch-frames-8-holdout"],
+            "{.status.phase}"
+        ),
+        "Running"
+    );
+    finish_job(
+        &api,
+        "pitch-frames-8-holdout-1",
+        r#"{"metrics": {"f1": 0.85}}"#,
+    );
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-8-holdout"],
+            "{.status.verdict} {.status.metrics.f1} {.status.baselineMetrics.f1}",
+        ) == "Failed 0.85 0.9")
+            .then_some(())
+    });
 }

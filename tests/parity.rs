@@ -569,3 +569,70 @@ fn both_homes_evaluate_reuse_retry_and_promote_alike() {
     }
     assert_eq!(in_git.len(), in_cluster.len());
 }
+
+/// A model whose suite runs with `home`'s job runner, version 1 and production at 1.
+fn job_model(home: &dyn Home) -> String {
+    format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: contract}}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner:
+{}      dataset: {{uri: "s3://datasets/holdout/", digest: "{DIGEST}aa"}}
+      baseline: {{alias: production}}
+      gates:
+        - {{metric: f1, op: ">=", value: 0.8}}
+      timeout: 10m
+---
+{}---
+{}"#,
+        home.job_runner(),
+        version("contract", "1", "01"),
+        alias("contract", "1"),
+    )
+}
+
+/// The environment each run's job gets, and what it came to.
+fn job_contract(home: &mut dyn Home) -> BTreeMap<String, Value> {
+    let docs = job_model(home);
+    home.apply("contract.yaml", &docs);
+    let mut t = BTreeMap::new();
+    for v in ["1", "2"] {
+        if v == "2" {
+            home.apply("contract-2.yaml", &version("contract", "2", "02"));
+        }
+        let evaluation = format!("contract-{v}-holdout");
+        let env = home.job_environment(&evaluation, "candidate");
+        let done = wait_evaluation(home, &evaluation, "Succeeded");
+        t.insert(
+            format!("version {v}"),
+            json!([
+                env,
+                done["metrics"],
+                done["baselineMetrics"],
+                done["baselineVersion"]
+            ]),
+        );
+    }
+    t
+}
+
+#[test]
+fn every_job_gets_the_same_contract_in_both_homes() {
+    let mut git = GitHome::start();
+    let in_git = job_contract(&mut git);
+    drop(git);
+    let mut cluster = ClusterHome::start();
+    let in_cluster = job_contract(&mut cluster);
+    assert_eq!(in_git, in_cluster);
+    // Version 2 is compared with production (1), whose run finished: only 2 ran, as the
+    // candidate, and 1's results are its baseline.
+    assert_eq!(in_git["version 2"][0]["SLIPWAY_ROLE"], "candidate");
+    assert_eq!(in_git["version 2"][0]["SLIPWAY_MODEL_VERSION"], "2");
+    assert_eq!(in_git["version 2"][0]["SLIPWAY_SUITE"], "holdout");
+    assert_eq!(in_git["version 2"][3], "1");
+    assert_eq!(in_git["version 2"][2]["f1"], 0.9);
+}

@@ -102,3 +102,62 @@ pub fn token_of(api: &ApiServer, evaluation: &str) -> String {
     )
     .unwrap()
 }
+
+/// Waits for Job `job` to exist and returns it.
+pub fn wait_for_job(api: &ApiServer, job: &str) -> serde_json::Value {
+    crate::support::eventually(std::time::Duration::from_secs(60), || {
+        let run = api.kubectl(&["get", "job", job, "-o", "json"], "admin");
+        (run.code == 0).then(|| serde_json::from_str(&run.stdout).unwrap())
+    })
+}
+
+/// Plays the Job controller and the kubelet for an evaluation Job whose container wrote
+/// `results` to `$SLIPWAY_RESULTS` (its termination-message file) and exited 0: a pod the Job
+/// controls, terminated with that message, and the Job complete.
+pub fn finish_job(api: &ApiServer, job: &str, results: &str) {
+    let j = wait_for_job(api, job);
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": format!("{job}-pod"), "labels": {"job-name": job},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job,
+                                 "uid": j["metadata"]["uid"], "controller": true}],
+        },
+        "spec": j["spec"]["template"]["spec"],
+    });
+    let run = api.kubectl_stdin(&["create", "-f", "-"], "admin", &pod.to_string());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let status = serde_json::json!({"status": {"phase": "Succeeded", "containerStatuses": [{
+        "name": "evaluate", "image": j["spec"]["template"]["spec"]["containers"][0]["image"],
+        "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": results}},
+    }]}});
+    let pod_name = format!("{job}-pod");
+    let run = api.kubectl(
+        &[
+            "patch",
+            "pod",
+            &pod_name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let done = r#"{"status":{"succeeded":1,"conditions":[{"type":"Complete","status":"True"}]}}"#;
+    let run = api.kubectl(
+        &[
+            "patch",
+            "job",
+            job,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            done,
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}

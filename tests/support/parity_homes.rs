@@ -41,6 +41,16 @@ pub trait Home {
     fn retry(&self, deployment: &str, version: &str);
     /// What the home's log says, for failure messages.
     fn log(&self) -> String;
+    /// The runner (YAML, indented for a suite) of jobs that record their environment and report
+    /// `f1` 0.9 (git mode: a `local` command; Kubernetes mode: a `kubernetes` Job).
+    fn job_runner(&self) -> String;
+    /// The `SLIPWAY_*` environment (`SLIPWAY_RESULTS` aside) of the job of `evaluation`'s
+    /// first attempt's `role` run, once it ran (Kubernetes mode: the test plays the Job).
+    fn job_environment(
+        &self,
+        evaluation: &str,
+        role: &str,
+    ) -> std::collections::BTreeMap<String, String>;
 }
 
 /// The strategy both homes roll out with.
@@ -103,6 +113,46 @@ impl Drop for GitHome {
 impl Home for GitHome {
     fn name(&self) -> &'static str {
         "git mode"
+    }
+
+    fn job_runner(&self) -> String {
+        let out = self.dir.path().join("jobs");
+        std::fs::create_dir_all(&out).unwrap();
+        format!(
+            r#"        local:
+          command:
+            - sh
+            - -c
+            - |
+              env | grep '^SLIPWAY_' | grep -v '^SLIPWAY_RESULTS=' | sort > "$OUT/$SLIPWAY_MODEL_VERSION-$SLIPWAY_ROLE.env"
+              echo '{{"metrics": {{"f1": 0.9}}}}' > "$SLIPWAY_RESULTS"
+          env: {{OUT: "{}"}}
+"#,
+            out.display()
+        )
+    }
+
+    fn job_environment(
+        &self,
+        evaluation: &str,
+        role: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        // The version is the evaluation name's second-to-last part (`MODEL-VERSION-SUITE`).
+        let version = evaluation.rsplit('-').nth(1).unwrap();
+        let file = self
+            .dir
+            .path()
+            .join("jobs")
+            .join(format!("{version}-{role}.env"));
+        let text = super::eventually(std::time::Duration::from_secs(60), || {
+            std::fs::read_to_string(&file)
+                .ok()
+                .filter(|t| !t.is_empty())
+        });
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn apply(&mut self, file: &str, docs: &str) {
@@ -239,6 +289,34 @@ impl Drop for ClusterHome {
 impl Home for ClusterHome {
     fn name(&self) -> &'static str {
         "Kubernetes mode"
+    }
+
+    fn job_runner(&self) -> String {
+        "        kubernetes: {image: registry.example/eval:1, serviceAccountName: evaluator}\n"
+            .into()
+    }
+
+    fn job_environment(
+        &self,
+        evaluation: &str,
+        role: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        let name = match role {
+            "baseline" => format!("{evaluation}-1-baseline"),
+            _ => format!("{evaluation}-1"),
+        };
+        let job = super::k8s_mode::wait_for_job(&self.api, &name);
+        super::k8s_mode::finish_job(&self.api, &name, r#"{"metrics": {"f1": 0.9}}"#);
+        job["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] != "SLIPWAY_RESULTS")
+            .map(|e| {
+                let value = e["value"].as_str().unwrap_or_default();
+                (e["name"].as_str().unwrap().to_string(), value.to_string())
+            })
+            .collect()
     }
 
     fn apply(&mut self, _file: &str, docs: &str) {

@@ -66,8 +66,9 @@ pub struct ControllerArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "slipway-controller")]
     pub lease_name: String,
-    /// The URL evaluation Jobs post results to (this process's `--listen` as pods reach it, e.g.
-    /// `http://slipway.slipway.svc:8080`); default `http://` + `--listen`.
+    /// The URL external (`webhook`-runner) evaluations post results to and reports are linked
+    /// from (this process's `--listen` as they reach it, e.g. `http://slipway.slipway.svc:8080`);
+    /// default `http://` + `--listen`.
     #[arg(long, env = "SLIPWAY_RESULTS_URL")]
     pub results_url: Option<String>,
     /// Serve the webhook only; run no controllers.

@@ -1,5 +1,6 @@
 //! Evaluation decisions (pure): gate verdicts, content-addressed cache keys, results files.
 
+pub mod job;
 pub mod lifecycle;
 pub mod results;
 pub mod step;

@@ -1,9 +1,8 @@
 //! The `local` evaluation runner: the suite's command as a subprocess, with a timeout.
 //!
-//! The job gets a clean environment: `SLIPWAY_RESULTS` (where to write its results JSON), the
-//! model under test (`SLIPWAY_MODEL_URI`, `SLIPWAY_MODEL_DIGEST`, `SLIPWAY_MODEL_VERSION`), the
-//! dataset (`SLIPWAY_DATASET_URI`, `SLIPWAY_DATASET_DIGEST`), `SLIPWAY_ROLE` (`candidate` or
-//! `baseline`), `PATH` and `HOME`, and the suite's own `env` — never the rest of `slipway run`'s
+//! The job gets a clean environment: the job contract's
+//! ([`crate::decide::evaluation::job::environment`], and `SLIPWAY_RESULTS`, where to write its
+//! results JSON), `PATH` and `HOME`, and the suite's own `env` — never the rest of `slipway run`'s
 //! environment (its Slack and AWS credentials). It runs in a process group of its own, killed as
 //! a whole when the run ends (on timeout, and any process it left behind). Its output goes to a
 //! log file next to the results, capped at [`LOG_LIMIT`] bytes (the first part and the last
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use slipway_crd::common::LocalRunner;
 
+use crate::decide::evaluation::job;
 use crate::decide::evaluation::results::{self, RunResults};
 
 /// Why a run produced no results.
@@ -203,9 +203,10 @@ pub fn run(job: &Job<'_>) -> Result<RunResults, RunError> {
         }
     }
     let mut child = std::os::unix::process::CommandExt::process_group(&mut command, 0)
-        .envs(&job.env)
+        // The suite's own settings first: the contract's variables are Slipway's to set.
         .envs(&job.spec.env)
-        .env("SLIPWAY_RESULTS", &results_path)
+        .envs(&job.env)
+        .env(job::RESULTS, &results_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

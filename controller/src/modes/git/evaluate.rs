@@ -4,7 +4,7 @@
 //! an evaluation: promotions and rollouts of every model go on while suites run.
 
 use crate::decide::evaluation::tasks::Task;
-use crate::decide::evaluation::{self, lifecycle, results::RunResults, step};
+use crate::decide::evaluation::{self, job, lifecycle, results::RunResults, step};
 use crate::edges::runners::local;
 use crate::edges::store::{EvaluationRecord, StoreError, Write};
 use slipway_crd::evaluation::{EvaluationPhase, Sample};
@@ -81,34 +81,41 @@ impl Reconciler<'_> {
     /// baseline's.
     fn local_job(&self, task: &Task) -> Result<impl FnOnce() -> Vec<Run> + Send + 'static, Error> {
         let mut wanted = Vec::new();
-        let roles = std::iter::once(("candidate", task.version.clone(), task.artifact.clone()))
-            .chain(task.baseline.clone().map(|(v, a)| ("baseline", v, a)));
-        for (role, version, artifact) in roles {
-            let key = evaluation::cache_key(&artifact, &task.dataset, &task.runner, &task.suite);
-            if self.stored_run(&key)?.is_some() {
+        let run = |role, version: &str, artifact: &slipway_crd::model_version::Artifact| job::Run {
+            role,
+            version: version.to_string(),
+            uri: artifact.uri.clone(),
+            digest: artifact.digest.clone(),
+            key: evaluation::cache_key(artifact, &task.dataset, &task.runner, &task.suite),
+        };
+        let baseline = task
+            .baseline
+            .as_ref()
+            .map(|(v, a)| run(job::Role::Baseline, v, a));
+        for run in job::runs(
+            run(job::Role::Candidate, &task.version, &task.artifact),
+            baseline,
+        ) {
+            if self.stored_run(&run.key)?.is_some() {
                 continue;
             }
-            let env = BTreeMap::from([
-                ("SLIPWAY_ROLE".to_string(), role.to_string()),
-                ("SLIPWAY_MODEL".to_string(), task.model.clone()),
-                ("SLIPWAY_MODEL_VERSION".to_string(), version.clone()),
-                ("SLIPWAY_MODEL_URI".to_string(), artifact.uri.clone()),
-                ("SLIPWAY_MODEL_DIGEST".to_string(), artifact.digest.clone()),
-                ("SLIPWAY_DATASET_URI".to_string(), task.dataset.uri.clone()),
-                (
-                    "SLIPWAY_DATASET_DIGEST".to_string(),
-                    task.dataset.digest.clone().unwrap_or_default(),
-                ),
-            ]);
+            let (role, key, version) = (run.role, run.key.clone(), run.version.clone());
+            let env: BTreeMap<String, String> =
+                job::environment(&task.model, &task.suite, &task.dataset, &run)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
             let work_dir = self
                 .state_dir
                 .join("runs")
                 .join(key.trim_start_matches("sha256:"));
             (self.progress)(&format!(
-                "running {} on {} version {version} ({role})",
-                task.suite, task.model
+                "running {} on {} version {version} ({})",
+                task.suite,
+                task.model,
+                role.as_str()
             ));
-            wanted.push((role, key, version, env, work_dir));
+            wanted.push((role.as_str(), key, version, env, work_dir));
         }
         let spec = task.runner.local.clone();
         let kinds = task.runner.set_variants().join(", ");

@@ -324,6 +324,15 @@ impl Cache {
         self.approvals.typed(ns, |a| Some(a.clone()))
     }
 
+    /// The names of the `ModelVersion`s of `model` in `ns`.
+    pub fn versions_of(&self, ns: &str, model: &str) -> Vec<String> {
+        self.versions.typed(ns, |v| {
+            (v.spec.model == model)
+                .then(|| v.metadata.name.clone())
+                .flatten()
+        })
+    }
+
     /// The names of the `ModelAlias`es of `model` in `ns`.
     pub fn aliases_of(&self, ns: &str, model: &str) -> Vec<String> {
         self.aliases.typed(ns, |a| {

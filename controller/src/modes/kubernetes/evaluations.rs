@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::json;
@@ -20,7 +20,8 @@ use slipway_crd::{Evaluation, EvaluationStatus};
 
 use super::context::{Context, Error, MANAGER, apply_status, compact, publish};
 use super::notify;
-use crate::decide::evaluation::{lifecycle, step};
+use crate::decide::evaluation::results::RunResults;
+use crate::decide::evaluation::{job, lifecycle, step};
 use crate::edges::notify::Notifier;
 use crate::edges::runners::webhook::dispatch_message;
 
@@ -201,23 +202,125 @@ fn job_failure(job: &Job) -> Option<String> {
     }
 }
 
-/// What the attempt the status records as in flight looks like: its Job's outcome (`kubernetes`
-/// runner); an external system (`webhook` runner) is busy until it posts its results.
+/// Whether a Job completed.
+fn job_complete(job: &Job) -> bool {
+    job.status.as_ref().is_some_and(|s| {
+        s.succeeded.unwrap_or(0) > 0
+            || s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Complete" && c.status == "True")
+    })
+}
+
+/// The results a completed Job's pod left in its termination message (`$SLIPWAY_RESULTS`).
+/// Only a pod the Job controls counts, and only its `evaluate` container's exit 0.
+async fn job_results(ctx: &Context, ns: &str, job: &Job) -> Result<job::RunSeen, Error> {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("job-name={name}")))
+        .await?;
+    let controlled = |p: &Pod| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "Job")
+    };
+    let terminated = listed
+        .items
+        .iter()
+        .filter(|p| controlled(p))
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .filter(|c| c.name == CONTAINER)
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .find(|t| t.exit_code == 0);
+    Ok(match terminated {
+        Some(t) => match job::from_termination_message(t.message.as_deref().unwrap_or("")) {
+            Ok(r) => job::RunSeen::Done(r),
+            Err(why) => job::RunSeen::Failed(format!("Job {name}: {why}")),
+        },
+        None => job::RunSeen::Failed(format!(
+            "Job {name} completed, but its pod is gone: its results could not be read"
+        )),
+    })
+}
+
+/// The runs attempt `n` is made of: the candidate's, and the baseline's when there is one.
+fn runs(ctx: &Context, e: &Evaluation, a: &lifecycle::Attempt) -> Vec<job::Run> {
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let artifact = |v: &str| {
+        ctx.cache
+            .artifact(&ns, &e.spec.model, v)
+            .unwrap_or_default()
+    };
+    let run = |role, version: &str, key: &str| {
+        let (uri, digest) = artifact(version);
+        job::Run {
+            role,
+            version: version.to_string(),
+            uri,
+            digest,
+            key: key.to_string(),
+        }
+    };
+    let baseline = match (&a.baseline_version, &a.baseline_key) {
+        (Some(v), Some(k)) => Some(run(job::Role::Baseline, v, k)),
+        _ => None,
+    };
+    job::runs(run(job::Role::Candidate, &e.spec.version, &a.key), baseline)
+}
+
+/// A finished run with this content address elsewhere in the namespace, if any.
+fn stored_run(ctx: &Context, e: &Evaluation, key: &str) -> Option<RunResults> {
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let view = ctx.cache.view(&ns);
+    let own = e.name_any();
+    let finished = view
+        .results
+        .all()
+        .filter(|x| x.metadata.name.as_deref() != Some(own.as_str()))
+        .filter_map(|x| Some((x.metadata.name.as_deref()?, x.status.as_ref()?)));
+    lifecycle::reusable(key, finished).map(|(r, _)| r)
+}
+
+/// What the attempt the status records as in flight looks like: its Jobs' outcomes (`kubernetes`
+/// runner; a run without a Job was already finished elsewhere); an external system (`webhook`
+/// runner) is busy until it posts its results.
 async fn seen(
     ctx: &Context,
     e: &Evaluation,
+    a: &lifecycle::Attempt,
     status: &EvaluationStatus,
 ) -> Result<step::Seen, Error> {
     if e.spec.runner.kubernetes.is_none() {
         return Ok(step::Seen::Busy);
     }
     let ns = e.namespace().unwrap_or_else(|| "default".into());
-    let job_name = step::job_name(&e.name_any(), status.attempts);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    Ok(match jobs.get_opt(&job_name).await? {
-        Some(job) => job_failure(&job).map_or(step::Seen::Busy, step::Seen::Failed),
-        None => step::Seen::Failed(format!("its Job {job_name} is gone")),
-    })
+    let mut seen = Vec::new();
+    for run in runs(ctx, e, a) {
+        let name = job::job_name(&e.name_any(), status.attempts, run.role);
+        let state = match jobs.get_opt(&name).await? {
+            Some(j) => match job_failure(&j) {
+                Some(why) => job::RunSeen::Failed(why),
+                None if job_complete(&j) => job_results(ctx, &ns, &j).await?,
+                None => job::RunSeen::Busy,
+            },
+            None => match stored_run(ctx, e, &run.key) {
+                Some(r) => job::RunSeen::Done(r),
+                None => job::RunSeen::Failed(format!("its Job {name} is gone")),
+            },
+        };
+        seen.push((run.role, state));
+    }
+    Ok(job::combine(a, seen))
 }
 
 /// Why an evaluation cannot run in a cluster at all, if it cannot.
@@ -270,7 +373,7 @@ pub async fn reconcile_evaluation(
         started.filter(|s| s.phase == EvaluationPhase::Running && !lifecycle::retry_due(s));
     let observed = step::Observed {
         seen: match in_flight {
-            Some(s) => Some(seen(&ctx, e, s).await?),
+            Some(s) => Some(seen(&ctx, e, &a, s).await?),
             None => None,
         },
         reusable: match started {
@@ -284,7 +387,7 @@ pub async fn reconcile_evaluation(
     // Carry out: a new attempt gets a token of its own, then its Job or request.
     if let Some(number) = next.start
         && let Some(running) = next.status.clone()
-        && let Err(why) = start(&ctx, e, number).await?
+        && let Err(why) = start(&ctx, e, &a, number).await?
     {
         let failed = step::Observed {
             seen: Some(step::Seen::Failed(format!(
@@ -307,15 +410,28 @@ pub async fn reconcile_evaluation(
         .map_or_else(Requeue::await_change, Requeue::requeue))
 }
 
-/// Starts attempt `number`: writes its token (only the Job, which mounts it, the external
-/// system, which receives it, and the controller read it; writing it ends the previous
-/// attempt's token), then creates its Job or sends its request. `Ok(Err(why))`: the external
-/// system refused or could not be reached.
+/// Starts attempt `number`: a Job per run not finished elsewhere (`kubernetes` runner), or —
+/// for a `webhook` runner — a token of its own (only the external system, which receives it,
+/// and the controller read it; writing it ends the previous attempt's token), then its
+/// request. `Ok(Err(why))`: the external system refused or could not be reached.
 async fn start(
     ctx: &Arc<Context>,
     e: &Evaluation,
+    a: &lifecycle::Attempt,
     number: u32,
 ) -> Result<Result<(), String>, Error> {
+    if let Some(runner) = &e.spec.runner.kubernetes {
+        let timeout = lifecycle::timeout(e.spec.timeout.as_deref());
+        for run in runs(ctx, e, a) {
+            if stored_run(ctx, e, &run.key).is_none() {
+                start_job(ctx, e, runner, &run, number, timeout).await?;
+            }
+        }
+        return Ok(Ok(()));
+    }
+    let Some(hook) = &e.spec.runner.webhook else {
+        return Ok(Ok(()));
+    };
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let name = e.name_any();
     let secret_name = token_secret(&name);
@@ -345,50 +461,34 @@ async fn start(
             &Patch::Apply(&secret),
         )
         .await?;
-    if let Some(hook) = &e.spec.runner.webhook {
-        return Ok(dispatch(ctx, e, hook, &token).await);
-    }
-    if let Some(runner) = &e.spec.runner.kubernetes {
-        let timeout = lifecycle::timeout(e.spec.timeout.as_deref());
-        let job_name = step::job_name(&name, number);
-        start_job(ctx, e, runner, &job_name, &secret_name, timeout).await?;
-    }
-    Ok(Ok(()))
+    Ok(dispatch(ctx, e, hook, &token).await)
 }
 
-/// Creates attempt `job_name`'s Job: the runner's image and command, with the candidate, the
-/// baseline, the dataset and where to post results in its environment.
+/// The name of an evaluation Job's container (whose termination message holds the results).
+const CONTAINER: &str = "evaluate";
+
+/// Creates the Job of one run of attempt `number`: the runner's image and command, with the job
+/// contract's environment and `$SLIPWAY_RESULTS` its termination-message file.
 async fn start_job(
     ctx: &Arc<Context>,
     e: &Evaluation,
     runner: &slipway_crd::common::KubernetesRunner,
-    job_name: &str,
-    secret_name: &str,
+    run: &job::Run,
+    number: u32,
     timeout: Duration,
 ) -> Result<(), Error> {
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let name = e.name_any();
-    let artifact = |v: &str| ctx.cache.artifact(&ns, &e.spec.model, v);
-    let (candidate_uri, candidate_digest) = artifact(&e.spec.version).unwrap_or_default();
-    let baseline_version = e.spec.baseline.as_ref().and_then(|b| b.version.clone());
-    let baseline = baseline_version.as_deref().and_then(artifact);
-    let mut env = vec![
-        json!({"name": "SLIPWAY_RESULTS_URL", "value": format!("{}/api/v1/evaluations/{ns}/{name}/results", ctx.results_url)}),
-        json!({"name": "SLIPWAY_RESULTS_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "token"}}}),
-        json!({"name": "SLIPWAY_MODEL", "value": e.spec.model}),
-        json!({"name": "SLIPWAY_MODEL_VERSION", "value": e.spec.version}),
-        json!({"name": "SLIPWAY_MODEL_URI", "value": candidate_uri}),
-        json!({"name": "SLIPWAY_MODEL_DIGEST", "value": candidate_digest}),
-        json!({"name": "SLIPWAY_SUITE", "value": e.spec.suite}),
-        json!({"name": "SLIPWAY_DATASET_URI", "value": e.spec.dataset.uri}),
-        json!({"name": "SLIPWAY_DATASET_DIGEST", "value": e.spec.dataset.digest}),
-    ];
-    if let (Some(v), Some((uri, digest))) = (&baseline_version, &baseline) {
-        env.push(json!({"name": "SLIPWAY_BASELINE_VERSION", "value": v}));
-        env.push(json!({"name": "SLIPWAY_BASELINE_URI", "value": uri}));
-        env.push(json!({"name": "SLIPWAY_BASELINE_DIGEST", "value": digest}));
-    }
-    let mut container = json!({"name": "evaluate", "image": runner.image, "env": env});
+    let job_name = job::job_name(&name, number, run.role);
+    let mut env: Vec<_> = job::environment(&e.spec.model, &e.spec.suite, &e.spec.dataset, run)
+        .into_iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    env.push(json!({"name": job::RESULTS, "value": job::TERMINATION_LOG}));
+    let mut container = json!({
+        "name": CONTAINER, "image": runner.image, "env": env,
+        "terminationMessagePath": job::TERMINATION_LOG, "terminationMessagePolicy": "File",
+    });
     if !runner.command.is_empty() {
         container["command"] = json!(runner.command);
     }
@@ -398,15 +498,15 @@ async fn start_job(
     if let Some(r) = &runner.resources {
         container["resources"] = serde_json::to_value(r)?;
     }
+    let labels = json!({"slipway.dev/evaluation": name, "slipway.dev/role": run.role.as_str()});
     let object = json!({
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": job_name, "ownerReferences": owner(e),
-                     "labels": {"slipway.dev/evaluation": name}},
+        "metadata": {"name": job_name, "ownerReferences": owner(e), "labels": labels},
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": timeout.as_secs().max(1),
             "template": {
-                "metadata": {"labels": {"slipway.dev/evaluation": name}},
+                "metadata": {"labels": labels},
                 "spec": {
                     "restartPolicy": "Never",
                     "serviceAccountName": runner.service_account_name,
@@ -417,7 +517,7 @@ async fn start_job(
     });
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     jobs.patch(
-        job_name,
+        &job_name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&compact(object)),
     )

@@ -178,9 +178,26 @@ pub async fn run(
             .graceful_shutdown_on(wait(shutdown_rx.clone()))
             .run(reconcile_deployment, error_policy, ctx.clone())
             .for_each(counted(ctx.clone(), "deployments"));
+    // A model's suites are its versions' evaluations: a suite added or changed reaches every
+    // version (as git mode's next pass does).
+    let version_cache = cache.clone();
     let version_controller =
         Controller::for_shared_stream(cache.versions.changes(), cache.versions.store())
             .owns_shared_stream(cache.evaluations.changes())
+            .watches_shared_stream(
+                cache.models.changes(),
+                move |m: Arc<Guarded<slipway_crd::RegisteredModel>>| {
+                    let ns = m.namespace().unwrap_or_else(|| "default".into());
+                    let name = m.name_any();
+                    version_cache
+                        .versions_of(&ns, &name)
+                        .into_iter()
+                        .map(|v| {
+                            ObjectRef::<Guarded<slipway_crd::ModelVersion>>::new(&v).within(&ns)
+                        })
+                        .collect::<Vec<_>>()
+                },
+            )
             .with_config(limited())
             .trigger_backoff(super::cache::QuickBackoff::default())
             .graceful_shutdown_on(wait(shutdown_rx.clone()))

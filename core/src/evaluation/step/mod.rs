@@ -142,18 +142,13 @@ pub fn carried_by(input: &Input, n: u32) -> String {
     } else if r.kubernetes.is_some() {
         format!(
             "Job {} is evaluating {} version {}",
-            job_name(input.name, n),
+            super::job::job_name(input.name, n, super::job::Role::Candidate),
             input.model,
             input.version
         )
     } else {
         format!("running {} locally", input.suite)
     }
-}
-
-/// The name of attempt `n`'s Job.
-pub fn job_name(evaluation: &str, n: u32) -> String {
-    format!("{evaluation}-{n}")
 }
 
 fn first_message(s: &EvaluationStatus) -> String {

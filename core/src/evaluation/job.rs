@@ -1,0 +1,297 @@
+//! The one contract between Slipway and an evaluation job, for every runner that starts a
+//! process (a `local` command in git mode, a `kubernetes` Job in a cluster):
+//!
+//! - a **run** evaluates one model on the suite's dataset: the candidate's run, and — when the
+//!   evaluation compares against a baseline whose run with the same content address never
+//!   finished — the baseline's run, as a second job. A run's results are kept under its content
+//!   address (artifact, dataset, runner, suite), so a version evaluated once as a candidate is
+//!   never run again as a baseline;
+//! - the job's environment is [`environment`]: the same names and values in both homes;
+//! - the job writes its results (the results-file format of [`super::results`]) to the file
+//!   `$SLIPWAY_RESULTS` and exits 0. Git mode reads the file; in a cluster `$SLIPWAY_RESULTS` is
+//!   the container's termination-message file, which the kubelet copies into the pod's status
+//!   (at most [`TERMINATION_LIMIT`] bytes).
+//!
+//! `webhook` runners (an external system) are dispatched once per attempt with both models and
+//! report both runs through the results API instead (see [`super::results::posted`]).
+
+use slipway_crd::common::DatasetRef;
+
+use super::lifecycle::Attempt;
+use super::results::{self, RunResults};
+use super::step::Seen;
+
+/// The environment variable naming the results file.
+pub const RESULTS: &str = "SLIPWAY_RESULTS";
+
+/// Where a cluster job writes its results: the container's termination-message file.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// The most the kubelet keeps of a termination message (bytes).
+pub const TERMINATION_LIMIT: usize = 4096;
+
+/// Which model a run evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// The version being evaluated.
+    Candidate,
+    /// The version it is compared against.
+    Baseline,
+}
+
+impl Role {
+    /// The wire name (`SLIPWAY_ROLE`, messages).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Candidate => "candidate",
+            Role::Baseline => "baseline",
+        }
+    }
+}
+
+/// One run of a suite: one model on the suite's dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    /// Candidate or baseline.
+    pub role: Role,
+    /// The model version.
+    pub version: String,
+    /// Its artifact's URI.
+    pub uri: String,
+    /// Its artifact's digest.
+    pub digest: String,
+    /// The run's content address.
+    pub key: String,
+}
+
+/// The runs an attempt is made of: the candidate's, then the baseline's — unless it is the same
+/// run (another version with the same artifact), whose results then serve as both.
+pub fn runs(candidate: Run, baseline: Option<Run>) -> Vec<Run> {
+    let same = baseline.as_ref().is_some_and(|b| b.key == candidate.key);
+    std::iter::once(candidate)
+        .chain(baseline.filter(|_| !same))
+        .collect()
+}
+
+/// The environment of a run's job, beside `SLIPWAY_RESULTS` (whose value each runner chooses)
+/// and the runner's own `env`.
+pub fn environment(
+    model: &str,
+    suite: &str,
+    dataset: &DatasetRef,
+    run: &Run,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("SLIPWAY_ROLE", run.role.as_str().to_string()),
+        ("SLIPWAY_MODEL", model.to_string()),
+        ("SLIPWAY_SUITE", suite.to_string()),
+        ("SLIPWAY_MODEL_VERSION", run.version.clone()),
+        ("SLIPWAY_MODEL_URI", run.uri.clone()),
+        ("SLIPWAY_MODEL_DIGEST", run.digest.clone()),
+        ("SLIPWAY_DATASET_URI", dataset.uri.clone()),
+        (
+            "SLIPWAY_DATASET_DIGEST",
+            dataset.digest.clone().unwrap_or_default(),
+        ),
+    ]
+}
+
+/// The name of the Job carrying `role`'s run of attempt `n` (the candidate's is the attempt's
+/// Job name, `EVALUATION-N`).
+pub fn job_name(evaluation: &str, n: u32, role: Role) -> String {
+    match role {
+        Role::Candidate => format!("{evaluation}-{n}"),
+        Role::Baseline => format!("{evaluation}-{n}-baseline"),
+    }
+}
+
+/// Reads the results a cluster job left in its termination message.
+pub fn from_termination_message(message: &str) -> Result<RunResults, String> {
+    if message.trim().is_empty() {
+        return Err(format!(
+            "it finished without writing results to ${RESULTS} ({TERMINATION_LOG})"
+        ));
+    }
+    results::parse(message).map_err(|why| {
+        if message.len() >= TERMINATION_LIMIT - 64 {
+            format!(
+                "{why} — the kubelet keeps at most {TERMINATION_LIMIT} bytes of ${RESULTS} in a \
+                 cluster: write fewer samples"
+            )
+        } else {
+            why
+        }
+    })
+}
+
+/// What a home saw of one run of an attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunSeen {
+    /// Still running (or queued).
+    Busy,
+    /// Finished with results (this attempt's, or an earlier run with its content address).
+    Done(RunResults),
+    /// Ended without results, for this reason.
+    Failed(String),
+}
+
+/// What the attempt came to, from what was seen of each of its runs (see [`runs`]): failed if
+/// any run failed (naming the role), busy while any runs, else the results.
+pub fn combine(a: &Attempt, runs: Vec<(Role, RunSeen)>) -> Seen {
+    let mut candidate = None;
+    let mut baseline = None;
+    let mut busy = false;
+    for (role, seen) in runs {
+        match seen {
+            RunSeen::Failed(why) => {
+                return Seen::Failed(format!("the {} run: {why}", role.as_str()));
+            }
+            RunSeen::Busy => busy = true,
+            RunSeen::Done(r) if role == Role::Candidate => candidate = Some(r),
+            RunSeen::Done(r) => baseline = Some(r),
+        }
+    }
+    if busy {
+        return Seen::Busy;
+    }
+    let Some(candidate) = candidate else {
+        return Seen::Failed("the candidate run left no results".into());
+    };
+    let baseline = match &a.baseline_key {
+        None => None,
+        Some(k) if *k == a.key => Some(baseline.unwrap_or_else(|| candidate.clone())),
+        Some(_) if baseline.is_none() => {
+            return Seen::Failed("the baseline run left no results".into());
+        }
+        Some(_) => baseline,
+    };
+    Seen::Results {
+        candidate,
+        baseline,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(role: Role) -> Run {
+        Run {
+            role,
+            version: "7".into(),
+            uri: "s3://m/7".into(),
+            digest: "sha256:7".into(),
+            key: "sha256:k".into(),
+        }
+    }
+
+    #[test]
+    fn every_job_gets_the_same_names() {
+        let dataset = DatasetRef {
+            uri: "s3://d/".into(),
+            digest: None,
+        };
+        let env = environment("m", "holdout", &dataset, &run(Role::Baseline));
+        let names: Vec<&str> = env.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "SLIPWAY_ROLE",
+                "SLIPWAY_MODEL",
+                "SLIPWAY_SUITE",
+                "SLIPWAY_MODEL_VERSION",
+                "SLIPWAY_MODEL_URI",
+                "SLIPWAY_MODEL_DIGEST",
+                "SLIPWAY_DATASET_URI",
+                "SLIPWAY_DATASET_DIGEST"
+            ]
+        );
+        assert_eq!(env[0].1, "baseline");
+        assert_eq!(
+            env[7].1, "",
+            "a dataset without a digest gets an empty value"
+        );
+        assert_eq!(job_name("e", 2, Role::Baseline), "e-2-baseline");
+        assert_eq!(job_name("e", 2, Role::Candidate), "e-2");
+    }
+
+    #[test]
+    fn termination_messages_are_read_with_reasons() {
+        let ok = from_termination_message(r#"{"metrics": {"f1": 0.9}}"#).unwrap();
+        assert_eq!(ok.metrics["f1"], 0.9);
+        let empty = from_termination_message("  ").unwrap_err();
+        assert!(empty.contains("without writing results"), "{empty}");
+        let cut = format!(
+            r#"{{"metrics": {{"f1": 0.9}}, "samples": [{}"#,
+            "x".repeat(4100)
+        );
+        let why = from_termination_message(&cut[..TERMINATION_LIMIT]).unwrap_err();
+        assert!(why.contains("write fewer samples"), "{why}");
+    }
+
+    #[test]
+    fn an_attempt_is_what_its_runs_came_to() {
+        let r = |f: f64| RunResults {
+            metrics: [("f1".to_string(), f)].into(),
+            samples: vec![],
+        };
+        let a = Attempt {
+            key: "sha256:c".into(),
+            baseline_key: Some("sha256:b".into()),
+            baseline_version: Some("6".into()),
+            number: 1,
+        };
+        let both = combine(
+            &a,
+            vec![
+                (Role::Candidate, RunSeen::Done(r(0.9))),
+                (Role::Baseline, RunSeen::Done(r(0.8))),
+            ],
+        );
+        assert_eq!(
+            both,
+            Seen::Results {
+                candidate: r(0.9),
+                baseline: Some(r(0.8))
+            }
+        );
+        let busy = combine(
+            &a,
+            vec![
+                (Role::Candidate, RunSeen::Done(r(0.9))),
+                (Role::Baseline, RunSeen::Busy),
+            ],
+        );
+        assert_eq!(busy, Seen::Busy);
+        // A failure wins over a run still going: the attempt is over.
+        let failed = combine(
+            &a,
+            vec![
+                (Role::Candidate, RunSeen::Busy),
+                (Role::Baseline, RunSeen::Failed("OOMKilled".into())),
+            ],
+        );
+        assert_eq!(failed, Seen::Failed("the baseline run: OOMKilled".into()));
+        let lost = combine(&a, vec![(Role::Candidate, RunSeen::Done(r(0.9)))]);
+        assert_eq!(
+            lost,
+            Seen::Failed("the baseline run left no results".into())
+        );
+        // Another version with the same artifact: one run serves as both.
+        let same = Attempt {
+            baseline_key: Some("sha256:c".into()),
+            ..a
+        };
+        assert_eq!(
+            combine(&same, vec![(Role::Candidate, RunSeen::Done(r(0.9)))]),
+            Seen::Results {
+                candidate: r(0.9),
+                baseline: Some(r(0.9))
+            }
+        );
+        let mut b = run(Role::Baseline);
+        assert_eq!(runs(run(Role::Candidate), Some(b.clone())).len(), 1);
+        b.key = "sha256:other".into();
+        assert_eq!(runs(run(Role::Candidate), Some(b)).len(), 2);
+    }
+}
