@@ -105,6 +105,54 @@ pub fn job_name(evaluation: &str, n: u32, role: Role) -> String {
     }
 }
 
+/// What a `webhook` runner's request describes (its `bodyTemplate`'s context): both models, the
+/// dataset, and where and with which token to report — the same keys in both homes.
+pub struct Dispatch<'a> {
+    /// The evaluation's name and namespace.
+    pub evaluation: &'a str,
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// The model, version and suite.
+    pub model: &'a str,
+    /// The candidate version.
+    pub version: &'a str,
+    /// The suite.
+    pub suite: &'a str,
+    /// The candidate's artifact (URI, digest).
+    pub candidate: (&'a str, &'a str),
+    /// The baseline (version, URI, digest), if any.
+    pub baseline: Option<(&'a str, &'a str, &'a str)>,
+    /// The dataset.
+    pub dataset: &'a DatasetRef,
+    /// The home's results API base URL (`--listen` / `--results-url`).
+    pub base_url: &'a str,
+    /// The attempt's token.
+    pub token: &'a str,
+}
+
+impl Dispatch<'_> {
+    /// The results API URL of this evaluation.
+    pub fn results_url(&self) -> String {
+        format!(
+            "{}/api/v1/evaluations/{}/{}/results",
+            self.base_url.trim_end_matches('/'),
+            self.namespace,
+            self.evaluation
+        )
+    }
+
+    /// The request's context.
+    pub fn context(&self) -> serde_json::Value {
+        serde_json::json!({
+            "evaluation": self.evaluation, "namespace": self.namespace, "model": self.model,
+            "version": self.version, "suite": self.suite,
+            "candidate": {"uri": self.candidate.0, "digest": self.candidate.1},
+            "baseline": self.baseline.map(|(v, uri, digest)| serde_json::json!({"version": v, "uri": uri, "digest": digest})),
+            "dataset": self.dataset, "resultsUrl": self.results_url(), "token": self.token,
+        })
+    }
+}
+
 /// Reads the results a cluster job left in its termination message.
 pub fn from_termination_message(message: &str) -> Result<RunResults, String> {
     if message.trim().is_empty() {

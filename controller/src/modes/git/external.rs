@@ -11,7 +11,7 @@ use super::evaluate::Work;
 use super::{Error, Reconciler};
 use crate::decide::evaluation::tasks::Task;
 use crate::decide::evaluation::{
-    lifecycle,
+    job, lifecycle,
     results::{self, RunResults},
     step,
 };
@@ -89,17 +89,22 @@ impl Reconciler<'_> {
             path: "the system's random number generator".into(),
             source: e,
         })?;
-        let results_url = format!(
-            "{base_url}/api/v1/evaluations/{}/{}/results",
-            task.namespace, task.name
-        );
-        let ctx = json!({
-            "evaluation": task.name, "namespace": task.namespace, "model": task.model, "version": task.version,
-            "suite": task.suite,
-            "candidate": {"uri": task.artifact.uri, "digest": task.artifact.digest},
-            "baseline": task.baseline.as_ref().map(|(v, a)| json!({"version": v, "uri": a.uri, "digest": a.digest})),
-            "dataset": task.dataset, "resultsUrl": results_url, "token": token,
-        });
+        let dispatch = job::Dispatch {
+            evaluation: &task.name,
+            namespace: &task.namespace,
+            model: &task.model,
+            version: &task.version,
+            suite: &task.suite,
+            candidate: (&task.artifact.uri, &task.artifact.digest),
+            baseline: task
+                .baseline
+                .as_ref()
+                .map(|(v, a)| (v.as_str(), a.uri.as_str(), a.digest.as_str())),
+            dataset: &task.dataset,
+            base_url,
+            token: &token,
+        };
+        let ctx = dispatch.context();
         let message = match dispatch_message(&task.name, hook, &ctx, &secret) {
             Ok(m) => m,
             // It would fail the same way every time: it cannot run.

@@ -163,13 +163,22 @@ async fn dispatch(
         .baseline
         .as_ref()
         .and_then(|b| b.version.clone())
-        .and_then(|v| artifact(&v).map(|(u, d)| json!({"version": v, "uri": u, "digest": d})));
-    let context = json!({
-        "evaluation": name, "namespace": ns, "model": e.spec.model, "version": e.spec.version,
-        "suite": e.spec.suite, "candidate": {"uri": uri, "digest": digest}, "baseline": baseline,
-        "dataset": e.spec.dataset, "token": token,
-        "resultsUrl": format!("{}/api/v1/evaluations/{ns}/{name}/results", ctx.results_url),
-    });
+        .and_then(|v| artifact(&v).map(|(u, d)| (v, u, d)));
+    let context = job::Dispatch {
+        evaluation: &name,
+        namespace: &ns,
+        model: &e.spec.model,
+        version: &e.spec.version,
+        suite: &e.spec.suite,
+        candidate: (&uri, &digest),
+        baseline: baseline
+            .as_ref()
+            .map(|(v, u, d)| (v.as_str(), u.as_str(), d.as_str())),
+        dataset: &e.spec.dataset,
+        base_url: &ctx.results_url,
+        token,
+    }
+    .context();
     let loaded = notify::Secrets::load(&ctx.client, &ns, hook.headers.values()).await;
     let message = dispatch_message(&name, hook, &context, &|r| loaded.resolve(r))?;
     // The request carries the attempt's token and the headers' secrets.
