@@ -365,7 +365,7 @@ fn a_long_evaluation_elsewhere_holds_up_no_promotion_and_no_canary() {
     // Production is promoted to 7 and rolled out while slow-model's evaluation runs on.
     eventually(Duration::from_secs(90), || {
         let (_, m) = get(port, "/metrics");
-        m.contains("slipway_rollout_events_total{kind=\"RolloutSucceeded\"} 1")
+        m.contains("slipway_events_total{event=\"RolloutSucceeded\"} 1")
             .then_some(())
     });
     assert_eq!(
@@ -376,7 +376,7 @@ fn a_long_evaluation_elsewhere_holds_up_no_promotion_and_no_canary() {
     set_production(&work, "8");
     eventually(Duration::from_secs(90), || {
         let (_, m) = get(port, "/metrics");
-        m.contains("slipway_rollout_events_total{kind=\"RolloutSucceeded\"} 2")
+        m.contains("slipway_events_total{event=\"RolloutSucceeded\"} 2")
             .then_some(())
     });
     let moved = events(&work);

@@ -24,10 +24,13 @@ fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
     // passes slow down while other suites build images beside this one.
     let metrics = eventually(Duration::from_secs(90), || {
         let (code, m) = get(port, "/metrics");
-        (code == 200 && m.contains("slipway_rollout_events_total{kind=\"RolloutSucceeded\"} 1"))
+        (code == 200 && m.contains("slipway_events_total{event=\"RolloutSucceeded\"} 1"))
             .then_some(m)
     });
-    assert!(metrics.contains("slipway_reconciles_total "), "{metrics}");
+    assert!(
+        metrics.contains("slipway_reconciles_total{controller=\"git\"}"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("slipway_evaluation_duration_seconds_count 2"),
         "{metrics}"
@@ -168,7 +171,7 @@ fn the_http_server_reports_health_readiness_metrics_state_and_reports() {
     assert!(
         get(port, "/metrics")
             .1
-            .contains("slipway_failures_total{kind=\"invalid-revision\"}")
+            .contains("slipway_errors_total{kind=\"pass\",category=\"invalid-revision\"}")
     );
 
     terminate(&mut child);

@@ -272,8 +272,8 @@ fn webhook_runners_notifications_and_reports_work_in_kubernetes_mode() {
     );
     eventually(Duration::from_secs(30), || {
         let metrics = controller.metrics();
-        (metrics.contains("slipway_controller_notifications_total{outcome=\"delivered\"} 3")
-            && metrics.contains("slipway_controller_notifications_total{outcome=\"failed\"} 3"))
+        (metrics.contains("slipway_notifications_total{outcome=\"delivered\"} 3")
+            && metrics.contains("slipway_notifications_total{outcome=\"failed\"} 3"))
         .then_some(())
     });
 

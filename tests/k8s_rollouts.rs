@@ -290,14 +290,14 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
     );
     assert_eq!(rejected(&api), r#"["9"]"#);
     let metrics = controller.metrics();
-    assert!(metrics.contains("slipway_controller_leader 1"), "{metrics}");
+    assert!(metrics.contains("slipway_leader 1"), "{metrics}");
     assert!(
-        metrics.contains("slipway_controller_reconciles_total{controller=\"deployments\"}"),
+        metrics.contains("slipway_reconciles_total{controller=\"deployments\"}"),
         "{metrics}"
     );
     let promotions: u64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("slipway_controller_promotion_latency_seconds_count "))
+        .find_map(|l| l.strip_prefix("slipway_promotion_latency_seconds_count "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(promotions >= 2, "{metrics}");

@@ -547,17 +547,42 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     t
 }
 
+/// What `slipway_events_total` counted, once the counts of what the scenarios announced settle
+/// (announcements and their notifications go out in the background).
+fn events_counted(home: &dyn Home) -> Value {
+    let counted = || -> BTreeMap<String, String> {
+        home.metrics()
+            .lines()
+            .filter_map(|l| l.strip_prefix("slipway_events_total{event=\""))
+            .filter_map(|l| l.split_once("\"} "))
+            .map(|(event, n)| (event.to_string(), n.to_string()))
+            .collect()
+    };
+    let mut last = counted();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = counted();
+        if now == last && !now.is_empty() {
+            break;
+        }
+        last = now;
+    }
+    json!(last)
+}
+
 #[test]
 fn both_homes_evaluate_reuse_retry_and_promote_alike() {
     let receiver = Receiver::start(0);
     let mut git = GitHome::start();
-    let in_git = scenarios(&mut git, &receiver);
+    let mut in_git = scenarios(&mut git, &receiver);
+    in_git.insert("metrics".into(), events_counted(&git));
     drop(git);
 
     // The same receiver (its address is part of the runner spec, so of the content addresses).
     receiver.clear();
     let mut cluster = ClusterHome::start();
-    let in_cluster = scenarios(&mut cluster, &receiver);
+    let mut in_cluster = scenarios(&mut cluster, &receiver);
+    in_cluster.insert("metrics".into(), events_counted(&cluster));
 
     // Same decisions and status fields (timestamps and report locations aside), step by step.
     for (step, facts) in &in_git {

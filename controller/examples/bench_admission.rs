@@ -154,10 +154,10 @@ fn decision_ms(port: u16) -> f64 {
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .unwrap_or(f64::NAN)
     };
-    let count = value("slipway_controller_admission_seconds_count");
+    let count = value("slipway_admission_seconds_count");
     // The median's bucket: the first whose cumulative count reaches half of all decisions.
     text.lines()
-        .filter(|l| l.starts_with("slipway_controller_admission_seconds_bucket{le=\""))
+        .filter(|l| l.starts_with("slipway_admission_seconds_bucket{le=\""))
         .filter_map(|l| {
             let le = l.split('"').nth(1)?.parse::<f64>().ok()?;
             let n = l.split_whitespace().nth(1)?.parse::<f64>().ok()?;

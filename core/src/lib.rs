@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod diagnostics;
 pub mod duration;
 pub mod evaluation;
+pub mod events;
 pub mod limits;
 pub mod model;
 pub mod plan;

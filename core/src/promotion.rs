@@ -10,6 +10,7 @@ use slipway_crd::evaluation::EvaluationPhase;
 use slipway_crd::promotion_policy::Operation;
 
 use crate::catalog::Catalog;
+use crate::events::Event;
 use crate::policy::approvals::SignOffs;
 use crate::policy::context::{self, Results};
 use crate::policy::{ChangeFacts, DecisionInput, Members, Requester};
@@ -205,9 +206,8 @@ pub struct AliasOutcome {
     pub status: Option<slipway_crd::model_alias::ModelAliasStatus>,
     /// What the status says.
     pub message: String,
-    /// The event to announce (history, notifications, a Kubernetes event) and whether it is a
-    /// warning.
-    pub news: Option<(&'static str, bool)>,
+    /// The event to announce (history, notifications, a Kubernetes event).
+    pub news: Option<Event>,
     /// When to look again without a change (None: only on a change).
     pub wait: Option<std::time::Duration>,
 }
@@ -239,13 +239,13 @@ pub fn alias_step(
             (AliasStep::Waiting(pending), None, Some(ALIAS_WAITING_POLL))
         }
         Some(Promotion::Decided(d)) if d.allowed => {
-            (AliasStep::Moved, Some(("AliasMoved", false)), None)
+            (AliasStep::Moved, Some(Event::AliasMoved), None)
         }
         Some(Promotion::Decided(d)) => {
             why = d.summary();
             (
                 AliasStep::Held(&why),
-                Some(("PromotionBlocked", true)),
+                Some(Event::PromotionBlocked),
                 Some(ALIAS_HELD_POLL),
             )
         }
@@ -353,7 +353,7 @@ mod step_tests {
     fn a_hold_is_written_and_announced_once_and_a_wait_is_written_once() {
         let s = ModelAliasStatus::default();
         let first = alias_step(&s, Some(&held()), &facts("8"));
-        assert_eq!(first.news, Some(("PromotionBlocked", true)));
+        assert_eq!(first.news, Some(Event::PromotionBlocked));
         let written = first.status.unwrap();
         let again = alias_step(&written, Some(&held()), &facts("8"));
         assert_eq!((again.status, again.news), (None, None));
@@ -376,7 +376,7 @@ mod step_tests {
             ..Default::default()
         });
         let moved = alias_step(&ModelAliasStatus::default(), Some(&allowed), &facts("7"));
-        assert_eq!(moved.news, Some(("AliasMoved", false)));
+        assert_eq!(moved.news, Some(Event::AliasMoved));
         let status = moved.status.unwrap();
         assert!(settled(&status, &facts("7")));
         assert!(!settled(&status, &facts("8")));

@@ -41,6 +41,8 @@ pub trait Home {
     fn retry(&self, deployment: &str, version: &str);
     /// What the home's log says, for failure messages.
     fn log(&self) -> String;
+    /// The home's `/metrics` text.
+    fn metrics(&self) -> String;
     /// The runner (YAML, indented for a suite) of jobs that record their environment and report
     /// `f1` 0.9 (git mode: a `local` command; Kubernetes mode: a `kubernetes` Job).
     fn job_runner(&self) -> String;
@@ -113,6 +115,16 @@ impl Drop for GitHome {
 impl Home for GitHome {
     fn name(&self) -> &'static str {
         "git mode"
+    }
+
+    fn metrics(&self) -> String {
+        request(
+            "GET",
+            &format!("http://127.0.0.1:{}/metrics", self.port),
+            &[],
+            "",
+        )
+        .1
     }
 
     fn job_runner(&self) -> String {
@@ -243,6 +255,7 @@ pub struct ClusterHome {
     child: Child,
     log: PathBuf,
     kubelet: Kubelet,
+    port: u16,
 }
 
 impl ClusterHome {
@@ -250,10 +263,11 @@ impl ClusterHome {
         let api = ApiServer::start();
         api.install_crds();
         let log = api.dir.path().join("controller.log");
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
             .envs(OPEN_BOUNDS)
             .args(["controller", "--listen"])
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{port}"))
             .env("KUBECONFIG", &api.kubeconfig)
             .env("POD_NAME", "parity")
             .env("SLIPWAY_LOG", "info,kube=warn")
@@ -267,6 +281,7 @@ impl ClusterHome {
             child,
             log,
             kubelet,
+            port,
         }
     }
 
@@ -289,6 +304,16 @@ impl Drop for ClusterHome {
 impl Home for ClusterHome {
     fn name(&self) -> &'static str {
         "Kubernetes mode"
+    }
+
+    fn metrics(&self) -> String {
+        request(
+            "GET",
+            &format!("http://127.0.0.1:{}/metrics", self.port),
+            &[],
+            "",
+        )
+        .1
     }
 
     fn job_runner(&self) -> String {

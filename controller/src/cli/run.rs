@@ -193,7 +193,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     failures += 1;
                     let wait = crate::decide::limits::backoff(failures);
                     let why = format!("{e:#}");
-                    shared.metrics.fail("pass");
+                    shared.metrics.reconciled("git", false);
+                    shared.metrics.failed("pass", "pass");
                     set_ready(&|r| {
                         r.rejected = Some("pass".into());
                         r.errors = vec![why.clone()];
@@ -230,7 +231,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let (files, revision, root) = match read {
             Ok(read) => read,
             Err(why) => {
-                shared.metrics.fail("fetch");
+                shared.metrics.reconciled("git", false);
+                shared.metrics.failed("pass", "fetch");
                 set_ready(&|r| {
                     r.rejected = Some("fetch".into());
                     r.errors = vec![why.clone()];
@@ -252,7 +254,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let (catalog, diags) = Catalog::from_files_remembering(&files, &passes);
         or_back_off!('pass, store.remember_schema_passes(fingerprint, &passes.settle()));
         if !diags.is_empty() {
-            shared.metrics.fail("invalid-revision");
+            shared.metrics.failed("pass", "invalid-revision");
             let errors: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
             set_ready(&|r| {
                 r.rejected = Some(revision.clone());
@@ -379,7 +381,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             live.say(&format!("error: notifications: {e}"));
         }
         courier.wake(catalog.clone());
-        shared.metrics.reconciles.inc();
+        shared.metrics.reconciled("git", true);
         // What the read API and the UI show; nobody reads it without `--listen`.
         if args.listen.is_some() {
             let mut json = catalog_json(&catalog);
@@ -453,7 +455,9 @@ fn observe(
         after_id: Some(after),
         ..Default::default()
     })?;
-    metrics.observe(&entries);
+    for e in &entries {
+        metrics.observe(e);
+    }
     Ok(entries.last().map_or(after, |h| h.id))
 }
 

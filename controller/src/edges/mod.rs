@@ -3,6 +3,7 @@
 //! server).
 
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod runners;
 pub mod serving;

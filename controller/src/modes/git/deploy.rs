@@ -1,6 +1,7 @@
 //! Rolling `ModelDeployment`s with a local target out: the rollout state machine decides, the
 //! local target acts, the store records.
 
+use crate::decide::events::Event as Happened;
 use std::time::Duration;
 
 use serde::Deserialize as _;
@@ -33,7 +34,7 @@ impl Reconciler<'_> {
                 })
                 .unwrap_or_default();
             let mut h = self.history(
-                "ServerRestarted",
+                Happened::ServerRestarted,
                 &ns,
                 &model,
                 format!("ModelDeployment/{name}"),
@@ -207,7 +208,7 @@ impl Reconciler<'_> {
         ];
         for (kind, version, message) in events {
             let mut h = self.history(
-                kind.as_str(),
+                Happened::Rollout(*kind),
                 ns,
                 &d.spec.model,
                 format!("ModelDeployment/{name}"),

@@ -5,6 +5,7 @@
 
 use crate::decide::evaluation::tasks::Task;
 use crate::decide::evaluation::{self, job, lifecycle, results::RunResults, step};
+use crate::decide::events::Event as Happened;
 use crate::edges::runners::local;
 use crate::edges::store::{EvaluationRecord, StoreError, Write};
 use slipway_crd::evaluation::{EvaluationPhase, Sample};
@@ -350,14 +351,14 @@ impl Reconciler<'_> {
             let Some(status) = next.status else {
                 return Ok(());
             };
-            let reused = next.notes.iter().any(|n| n.reason == "Reused");
+            let reused = next.notes.iter().any(|n| n.event == Happened::Reused);
             if matches!(
                 status.phase,
                 EvaluationPhase::Succeeded | EvaluationPhase::Failed
             ) {
                 return self.finish(task, &a, status, reused, out);
             }
-            for n in next.notes.iter().filter(|n| n.reason == "Retrying") {
+            for n in next.notes.iter().filter(|n| n.event == Happened::Retrying) {
                 (self.progress)(&format!("{}: {}", task.name, n.message));
             }
             let status = match next.start {
@@ -452,7 +453,7 @@ impl Reconciler<'_> {
             return Ok(());
         };
         let mut h = self.history(
-            "EvaluationCompleted",
+            Happened::EvaluationCompleted,
             &task.namespace,
             &task.model,
             format!("Evaluation/{}", task.name),

@@ -14,6 +14,7 @@ pub mod retry;
 mod sagemaker;
 mod statuses;
 
+use crate::decide::events::Event as Happened;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -150,11 +151,11 @@ impl Reconciler<'_> {
         Ok(ids)
     }
 
-    fn history(&self, event: &str, ns: &str, model: &str, subject: String) -> HistoryEntry {
+    fn history(&self, event: Happened, ns: &str, model: &str, subject: String) -> HistoryEntry {
         HistoryEntry {
             id: 0,
             at: (self.now)(),
-            event: event.into(),
+            event: event.as_str().into(),
             namespace: ns.into(),
             model: model.into(),
             subject,
@@ -360,7 +361,7 @@ impl Reconciler<'_> {
                 continue;
             }
             let mut h = self.history(
-                "VersionRegistered",
+                Happened::VersionRegistered,
                 ns,
                 &v.spec.model,
                 format!("ModelVersion/{}", obj.key.name),

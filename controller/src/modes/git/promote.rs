@@ -104,7 +104,7 @@ impl Reconciler<'_> {
                 continue;
             };
             let entry = match (step.news, &decided) {
-                (Some((event, _)), Some(Promotion::Decided(decision))) => {
+                (Some(event), Some(Promotion::Decided(decision))) => {
                     let mut h = self.history(
                         event,
                         ns,

@@ -2,6 +2,7 @@
 //! decides ([`crate::decide::rollout::sagemaker::decide`]), the endpoint calls act, the store
 //! records — the state before the calls, so a restarted process finds what it started.
 
+use crate::decide::events::Event as Happened;
 use std::time::Duration;
 
 use serde_json::json;
@@ -102,7 +103,7 @@ impl Reconciler<'_> {
                 if let Some(message) = &done.drift_news {
                     (self.progress)(&format!("{name}: {message}"));
                     let mut h = self.history(
-                        "OutOfSync",
+                        Happened::OutOfSync,
                         &ns,
                         &d.spec.model,
                         format!("ModelDeployment/{name}"),
@@ -205,7 +206,7 @@ impl Reconciler<'_> {
             match sm::delete_owned(aws, &at, &endpoint, &owner) {
                 Ok(deleted) => {
                     let mut h = self.history(
-                        "EndpointDeleted",
+                        Happened::EndpointDeleted,
                         &ns,
                         &model,
                         format!("ModelDeployment/{name}"),

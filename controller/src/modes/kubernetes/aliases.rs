@@ -101,7 +101,7 @@ pub(super) async fn reconcile_alias(
     if let Some(next) = &step.status {
         apply_status(&api, &name, next).await?;
     }
-    if let Some((event, warning)) = step.news {
+    if let Some(event) = step.news {
         let happened = notify::entry(
             event,
             &ns,
@@ -111,7 +111,7 @@ pub(super) async fn reconcile_alias(
             Some(alias.spec.alias.clone()),
             step.message.clone(),
         );
-        notify::announce(&ctx, alias, warning, step.message.clone(), happened).await;
+        notify::announce(&ctx, alias, step.message.clone(), happened).await;
     }
     if let Promotion::Decided(decision) = &decided
         && decision.allowed

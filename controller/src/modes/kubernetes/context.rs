@@ -173,12 +173,12 @@ pub fn compact(mut v: Value) -> Value {
 pub async fn publish<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     object: &K,
-    warning: bool,
-    reason: &str,
+    what: crate::decide::events::Event,
     note: String,
 ) {
+    let reason = what.as_str();
     let event = Event {
-        type_: if warning {
+        type_: if what.is_warning() {
             EventType::Warning
         } else {
             EventType::Normal

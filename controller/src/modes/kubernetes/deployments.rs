@@ -1,6 +1,7 @@
 //! `ModelDeployment` with a `kubernetes` target: per-version `Deployment`s behind one `Service`,
 //! rolled out step by step by [`crate::decide::rollout::decide`].
 
+use crate::decide::events::Event as Happened;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +156,7 @@ pub(super) async fn reconcile_deployment(
             let api: Api<ModelDeployment> =
                 Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
             super::context::apply_status(&api, &md.name_any(), &next).await?;
-            super::context::publish(&ctx, md, true, "OutsideBounds", why).await;
+            super::context::publish(&ctx, md, Happened::OutsideBounds, why).await;
         }
         return Ok(Requeue::await_change());
     }
@@ -249,20 +250,7 @@ pub(super) async fn reconcile_deployment(
             delete(&deployments, &d.name_any(), md).await?;
         }
     }
-    for (kind, version, note) in events {
-        let reason = kind.as_str();
-        let warning = kind.is_warning();
-        let happened = notify::entry(
-            reason,
-            &ns,
-            &md.spec.model,
-            format!("ModelDeployment/{name}"),
-            Some(version.to_string()),
-            md.spec.alias.clone(),
-            format!("{name}: {note}"),
-        );
-        notify::announce(&ctx, md, warning, note.to_string(), happened).await;
-    }
+    announce(&ctx, md, events).await;
     Ok(Requeue::requeue(
         outcome.wait.unwrap_or(crate::decide::limits::RESYNC),
     ))
@@ -291,16 +279,37 @@ async fn retry(
                 now: Utc::now(),
             };
             apply_status(&api, &name, &rollout::status::retried(&step, &basis)).await?;
-            for (kind, _, note) in step.events() {
-                super::context::publish(ctx, md, false, kind.as_str(), note.to_string()).await;
-            }
+            announce(ctx, md, step.events().collect()).await;
         }
-        Err(why) => super::context::publish(ctx, md, true, "NothingToRetry", why).await,
+        Err(why) => super::context::publish(ctx, md, Happened::NothingToRetry, why).await,
     }
     let forget = json!({"metadata": {"annotations": {RETRY_ANNOTATION: null}}});
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&forget))
         .await?;
     Ok(Requeue::requeue(Duration::ZERO))
+}
+
+/// Announces a rollout's events (a Kubernetes event, the notifications, the count), as git mode
+/// records them in its history.
+async fn announce(
+    ctx: &Arc<Context>,
+    md: &ModelDeployment,
+    events: Vec<(&rollout::EventKind, &str, &str)>,
+) {
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let name = md.name_any();
+    for (kind, version, note) in events {
+        let happened = notify::entry(
+            Happened::Rollout(*kind),
+            &ns,
+            &md.spec.model,
+            format!("ModelDeployment/{name}"),
+            Some(version.to_string()),
+            md.spec.alias.clone(),
+            format!("{name}: {note}"),
+        );
+        notify::announce(ctx, md, note.to_string(), happened).await;
+    }
 }
 
 /// Whether `meta` is of an object `md` owns (an owner reference to its uid).

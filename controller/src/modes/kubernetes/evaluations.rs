@@ -4,6 +4,7 @@
 //! `webhook` runner, which reports through the results API with the attempt's token), writes the
 //! status and announces.
 
+use crate::decide::events::Event as Happened;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,7 +79,7 @@ async fn completed(
         return Ok(());
     };
     let mut entry = notify::entry(
-        "EvaluationCompleted",
+        Happened::EvaluationCompleted,
         &ns,
         &e.spec.model,
         format!("Evaluation/{name}"),
@@ -412,7 +413,7 @@ pub async fn reconcile_evaluation(
         apply_status(&api, &name, s).await?;
     }
     for note in next.notes {
-        publish(&ctx, e, note.warning, note.reason, note.message).await;
+        publish(&ctx, e, note.event, note.message).await;
     }
     Ok(next
         .wait

@@ -1,4 +1,6 @@
-//! Prometheus metrics of `slipway controller` (`/metrics`).
+//! Prometheus metrics of `slipway controller` (`/metrics`): the ones both homes serve
+//! ([`crate::edges::metrics`]), and what only a cluster has — the leader lease, promotion
+//! latency and admission decisions — in the same registry.
 
 use std::sync::atomic::AtomicI64;
 
@@ -7,83 +9,48 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 
-/// Label set: which controller.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ByController {
-    /// `aliases`, `deployments`, `versions`, `evaluations`.
-    pub controller: String,
-}
+pub use crate::edges::metrics::ByOutcome;
 
-/// Label set: a failed reconcile's kind and error category.
+/// Label set: an admission decision's result.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ByError {
-    /// The kind reconciled.
-    pub kind: String,
-    /// The error's category (`conflict`, `api-unavailable`, `forbidden`, …).
-    pub category: String,
-}
-
-/// Label set: how a notification went.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ByOutcome {
-    /// `delivered` or `failed`.
-    pub outcome: String,
+pub struct ByResult {
+    /// `allowed` or `denied`.
+    pub result: String,
 }
 
 /// The controller's metrics.
 pub struct Metrics {
-    registry: Registry,
-    /// Reconciles by controller.
-    pub reconciles: Family<ByController, Counter>,
-    /// Failed reconciles by controller.
-    pub failures: Family<ByController, Counter>,
-    /// Failed reconciles by kind and error category.
-    pub errors: Family<ByError, Counter>,
+    /// The metrics both homes serve.
+    pub shared: crate::edges::metrics::Metrics,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge<i64, AtomicI64>,
     /// Seconds from an alias move being observed to the first write of its rollout.
     pub promotion_latency: Histogram,
     /// Admission decisions by result (`allowed`, `denied`).
-    pub admissions: Family<ByController, Counter>,
+    pub admissions: Family<ByResult, Counter>,
     /// Seconds the webhook takes to decide a validating request (from the watches, or reading the
     /// namespace where it must).
     pub admission_seconds: Histogram,
-    /// Notifications by outcome.
-    pub notifications: Family<ByOutcome, Counter>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("slipway_controller");
-        let reconciles = Family::<ByController, Counter>::default();
-        let failures = Family::<ByController, Counter>::default();
-        let errors = Family::<ByError, Counter>::default();
-        registry.register(
-            "errors",
-            "Failed reconciles by kind and error category",
-            errors.clone(),
-        );
+        let mut shared = crate::edges::metrics::Metrics::default();
+        let registry = &mut shared.registry;
         let leader = Gauge::<i64, AtomicI64>::default();
-        let promotion_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        let admissions = Family::<ByController, Counter>::default();
-        registry.register("reconciles", "Reconciles by controller", reconciles.clone());
-        registry.register(
-            "failures",
-            "Failed reconciles by controller",
-            failures.clone(),
-        );
         registry.register(
             "leader",
             "1 while this replica holds the lease",
             leader.clone(),
         );
+        let promotion_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "promotion_latency_seconds",
             "Alias move observed to the first rollout write",
             promotion_latency.clone(),
         );
+        let admissions = Family::<ByResult, Counter>::default();
         registry.register(
             "admissions",
             "Admission decisions by result",
@@ -95,18 +62,13 @@ impl Default for Metrics {
             "Time to decide a validating admission request",
             admission_seconds.clone(),
         );
-        let notifications = Family::<ByOutcome, Counter>::default();
-        registry.register(
-            "notifications",
-            "Notifications by outcome",
-            notifications.clone(),
-        );
+        for result in ["allowed", "denied"] {
+            let _ = admissions.get_or_create(&ByResult {
+                result: result.into(),
+            });
+        }
         Metrics {
-            registry,
-            errors,
-            notifications,
-            reconciles,
-            failures,
+            shared,
             leader,
             promotion_latency,
             admissions,
@@ -115,34 +77,10 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
-    /// Counts a reconcile of `controller`, failed or not.
-    /// Counts a failed reconcile by kind and category.
-    pub fn failed(&self, kind: &str, category: &str) {
-        self.errors
-            .get_or_create(&ByError {
-                kind: kind.into(),
-                category: category.into(),
-            })
-            .inc();
-    }
+impl std::ops::Deref for Metrics {
+    type Target = crate::edges::metrics::Metrics;
 
-    /// Counts a reconcile of `controller`.
-    pub fn reconciled(&self, controller: &str, ok: bool) {
-        let label = ByController {
-            controller: controller.into(),
-        };
-        self.reconciles.get_or_create(&label).inc();
-        if !ok {
-            self.failures.get_or_create(&label).inc();
-        }
-    }
-
-    /// The OpenMetrics text.
-    pub fn encode(&self) -> Result<String, String> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .map_err(|e| e.to_string())?;
-        Ok(out)
+    fn deref(&self) -> &Self::Target {
+        &self.shared
     }
 }

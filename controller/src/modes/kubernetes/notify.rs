@@ -3,8 +3,9 @@
 //! The messages are git mode's ([`crate::edges::notify::messages_with`]); secrets may also name a key
 //! of a Kubernetes Secret in the object's namespace (`secretKeyRef`). Delivery runs off the
 //! reconcile path and its outcome becomes an event on the object (`NotificationDelivered` or
-//! `NotificationFailed`) and the `slipway_controller_notifications` metric.
+//! `NotificationFailed`) and the `slipway_notifications` metric.
 
+use crate::decide::events::Event as Happened;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -16,7 +17,6 @@ use slipway_crd::common::SecretRef;
 use slipway_crd::registered_model::Notification;
 
 use super::context::Context;
-use super::metrics::ByOutcome;
 use crate::edges::notify::{Delivery, Notifier, event_of, messages_with};
 use crate::edges::store::HistoryEntry;
 
@@ -108,32 +108,41 @@ fn channel_refs(channels: &[Notification]) -> impl Iterator<Item = &SecretRef> {
 pub async fn announce<K: Resource<DynamicType = ()>>(
     ctx: &Arc<Context>,
     object: &K,
-    warning: bool,
     note: String,
     entry: HistoryEntry,
 ) {
-    super::context::publish(ctx, object, warning, &entry.event, note).await;
+    if let Some(what) = Happened::parse(&entry.event) {
+        super::context::publish(ctx, object, what, note).await;
+    }
     notify(ctx, object, entry).await;
 }
 
 /// Sends the notifications `entry` calls for on its model's channels, in the background, once
-/// per object generation; each outcome becomes an event on `object`.
+/// per happening (a reconcile that runs again on the same object — the watch not yet showing
+/// its status write — does not announce again; every later happening is written first, so it
+/// comes from a newer object); each outcome becomes an event on `object`.
 pub async fn notify<K: Resource<DynamicType = ()>>(
     ctx: &Arc<Context>,
     object: &K,
     entry: HistoryEntry,
 ) {
-    if event_of(&entry).is_none() {
-        return;
-    }
     let key = format!(
         "{}/{}/{}/{}",
         entry.event,
         object.meta().uid.as_deref().unwrap_or_default(),
-        object.meta().generation.unwrap_or_default(),
+        object
+            .meta()
+            .resource_version
+            .as_deref()
+            .unwrap_or_default(),
         entry.version.as_deref().unwrap_or_default()
     );
     if !ctx.announced.first(key) {
+        return;
+    }
+    // What happened counts once, as git mode counts its history entry.
+    ctx.metrics.observe(&entry);
+    if event_of(&entry).is_none() {
         return;
     }
     let object: ObjectReference = object.object_ref(&());
@@ -190,14 +199,14 @@ pub async fn notify<K: Resource<DynamicType = ()>>(
             };
             let (reason, note) = match &d.error {
                 None => (
-                    "NotificationDelivered",
+                    Happened::NotificationDelivered.as_str(),
                     format!(
                         "{} sent to {channel} ({} attempt(s))",
                         entry.event, d.attempts
                     ),
                 ),
                 Some(e) => (
-                    "NotificationFailed",
+                    Happened::NotificationFailed.as_str(),
                     format!(
                         "{} not sent to {channel} after {} attempt(s): {e}",
                         entry.event, d.attempts
@@ -205,13 +214,8 @@ pub async fn notify<K: Resource<DynamicType = ()>>(
                 ),
             };
             tracing::info!(channel = %channel, event = %entry.event, delivered = d.delivered, "{note}");
-            let outcome = if d.delivered { "delivered" } else { "failed" };
-            ctx.metrics
-                .notifications
-                .get_or_create(&ByOutcome {
-                    outcome: outcome.into(),
-                })
-                .inc();
+            ctx.metrics.happened(reason);
+            ctx.metrics.delivered(d.delivered);
             let event = Event {
                 type_: if d.delivered {
                     EventType::Normal
@@ -232,7 +236,7 @@ pub async fn notify<K: Resource<DynamicType = ()>>(
 
 /// A history entry for a Kubernetes-mode transition (the `actor` is the controller).
 pub fn entry(
-    event: &str,
+    event: Happened,
     ns: &str,
     model: &str,
     subject: String,
@@ -243,7 +247,7 @@ pub fn entry(
     HistoryEntry {
         id: 0,
         at: chrono::Utc::now(),
-        event: event.into(),
+        event: event.as_str().into(),
         namespace: ns.into(),
         model: model.into(),
         subject,

@@ -4,6 +4,7 @@
 //! (kube-runtime's) so that deleting the `ModelDeployment` deletes the endpoint and every config
 //! and Model Slipway made for it.
 
+use crate::decide::events::Event as Happened;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -116,12 +117,12 @@ async fn cleanup(
             } else {
                 format!("deleted {}", deleted.join(", "))
             };
-            publish(ctx, md, false, "EndpointDeleted", note).await;
+            publish(ctx, md, Happened::EndpointDeleted, note).await;
             Ok(Requeue::await_change())
         }
         Err(e) => {
             let why = format!("cannot delete endpoint {}: {e}; retrying", t.endpoint_name);
-            publish(ctx, md, true, "EndpointNotDeleted", why.clone()).await;
+            publish(ctx, md, Happened::EndpointNotDeleted, why.clone()).await;
             Err(Error::SageMaker(why))
         }
     }
@@ -194,7 +195,7 @@ async fn step(
             let (next, wait) =
                 sequence::failed(&state, &why, e.failure(), &basis, &unseen(&status.drift));
             write(&api, md, &next).await?;
-            publish(&ctx, md, true, "SageMakerError", why).await;
+            publish(&ctx, md, Happened::SageMakerError, why).await;
             return Ok(Requeue::requeue(wait));
         }
     };
@@ -204,13 +205,11 @@ async fn step(
         write(&api, md, &done.status).await?;
     }
     if let Some(note) = &done.drift_news {
-        publish(&ctx, md, true, "OutOfSync", note.clone()).await;
+        publish(&ctx, md, Happened::OutOfSync, note.clone()).await;
     }
     for (kind, version, message) in &done.events {
-        let reason = kind.as_str();
-        let warning = kind.is_warning();
         let happened = notify::entry(
-            reason,
+            Happened::Rollout(*kind),
             &ns,
             &md.spec.model,
             format!("ModelDeployment/{name}"),
@@ -218,7 +217,7 @@ async fn step(
             md.spec.alias.clone(),
             format!("{name}: {message}"),
         );
-        notify::announce(&ctx, md, warning, message.clone(), happened).await;
+        notify::announce(&ctx, md, message.clone(), happened).await;
     }
 
     // Carry the calls out, in order; the state is already recorded.
@@ -240,7 +239,7 @@ async fn step(
             }
             Err(e) => {
                 let why = e.to_string();
-                publish(&ctx, md, true, "SageMakerError", why.clone()).await;
+                publish(&ctx, md, Happened::SageMakerError, why.clone()).await;
                 // The calls did not happen: the state goes back to before this step, so the
                 // next look decides again.
                 let before = Endpoint {

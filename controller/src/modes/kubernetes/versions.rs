@@ -1,6 +1,7 @@
 //! `ModelVersion`: it gets one `Evaluation` per suite of its model (the same task list as git
 //! mode, [`crate::decide::evaluation::tasks`]), and its status summarises them.
 
+use crate::decide::events::Event as Happened;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -121,7 +122,7 @@ pub async fn reconcile_version(
         if old.registered_at.is_none() {
             let v = &version.spec;
             let registered = notify::entry(
-                "VersionRegistered",
+                Happened::VersionRegistered,
                 &ns,
                 &v.model,
                 format!("ModelVersion/{}", version.name_any()),

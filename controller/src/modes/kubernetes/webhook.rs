@@ -160,8 +160,8 @@ async fn validate(
     );
     hook.metrics
         .admissions
-        .get_or_create(&super::metrics::ByController {
-            controller: if matches!(verdict, Verdict::Allowed(_)) {
+        .get_or_create(&super::metrics::ByResult {
+            result: if matches!(verdict, Verdict::Allowed(_)) {
                 "allowed"
             } else {
                 "denied"

@@ -24,6 +24,7 @@ use slipway_crd::evaluation::EvaluationPhase;
 
 use super::lifecycle::{self, Attempt, Next};
 use super::results::RunResults;
+use crate::events::Event;
 use crate::limits::{EVALUATION_POLL, EVALUATION_RETRY};
 
 /// Why an attempt recorded as in flight counts as failed when its runner has no trace of it.
@@ -103,11 +104,9 @@ pub struct Observed {
 /// Something to tell people (a Kubernetes event; a progress line in git mode).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
-    /// Why: `Reused`, `JobStarted` / `Dispatched` / `Started` (a local run), `Retrying`,
-    /// `EvaluationFailed`.
-    pub reason: &'static str,
-    /// A warning (failed for good) rather than news.
-    pub warning: bool,
+    /// What: `Reused`, `JobStarted` / `Dispatched` / `Started` (a local run), `Retrying`,
+    /// `EvaluationFailed` (a warning).
+    pub event: Event,
     /// What happened.
     pub message: String,
 }
@@ -194,8 +193,7 @@ pub fn step(input: &Input, observed: Observed) -> Step {
                 let message = first_message(&done);
                 let mut s = ended(done);
                 s.notes.push(Note {
-                    reason: "Reused",
-                    warning: false,
+                    event: Event::Reused,
                     message,
                 });
                 return s;
@@ -255,17 +253,16 @@ fn start(input: &Input, n: u32) -> Step {
     };
     let running = lifecycle::running(&a, carried_by(input, n), input.now);
     let timeout = lifecycle::timeout(input.timeout);
-    let reason = if input.runner.webhook.is_some() {
-        "Dispatched"
+    let event = if input.runner.webhook.is_some() {
+        Event::Dispatched
     } else if input.runner.kubernetes.is_some() {
-        "JobStarted"
+        Event::JobStarted
     } else {
-        "Started"
+        Event::Started
     };
     Step {
         notes: vec![Note {
-            reason,
-            warning: false,
+            event,
             message: first_message(&running),
         }],
         status: Some(running),
@@ -282,8 +279,7 @@ fn failed_attempt(input: &Input, running: &EvaluationStatus, why: &str) -> Step 
     }
     Step {
         notes: vec![Note {
-            reason: "Retrying",
-            warning: false,
+            event: Event::Retrying,
             message: first_message(&after),
         }],
         status: Some(after),
@@ -296,8 +292,7 @@ fn failed_attempt(input: &Input, running: &EvaluationStatus, why: &str) -> Step 
 fn ended(status: EvaluationStatus) -> Step {
     let notes = if status.phase == EvaluationPhase::Failed {
         vec![Note {
-            reason: "EvaluationFailed",
-            warning: true,
+            event: Event::EvaluationFailed,
             message: first_message(&status),
         }]
     } else {

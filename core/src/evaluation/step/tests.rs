@@ -1,5 +1,6 @@
 //! The evaluation step, rule by rule.
 use super::*;
+use crate::events::Event;
 use crate::limits::EVALUATION_ATTEMPTS;
 use slipway_crd::common::{GateOp, RelativeTo};
 use std::collections::BTreeMap;
@@ -81,7 +82,7 @@ fn a_new_evaluation_starts_its_first_attempt_and_waits_at_most_a_poll() {
         status.conditions[0].message,
         "Job m-8-holdout-1 is evaluating m version 8 (attempt 1 of 3)"
     );
-    assert_eq!(s.notes[0].reason, "JobStarted");
+    assert_eq!(s.notes[0].event, Event::JobStarted);
     assert_eq!(s.wait, Some(Duration::from_secs(30)));
 }
 
@@ -105,7 +106,7 @@ fn earlier_results_finish_it_before_any_attempt_and_say_so() {
             .message
             .contains("results reused from m-8-other")
     );
-    assert_eq!(s.notes[0].reason, "Reused");
+    assert_eq!(s.notes[0].event, Event::Reused);
     assert_eq!(s.wait, None);
 }
 
@@ -120,7 +121,7 @@ fn an_attempt_is_waited_for_until_its_timeout_then_retried_and_the_third_failure
     let s = step(&f.input(Some(&first), 61), seen(Seen::Busy));
     let retrying = s.status.unwrap();
     assert!(lifecycle::retry_due(&retrying));
-    assert_eq!(s.notes[0].reason, "Retrying");
+    assert_eq!(s.notes[0].event, Event::Retrying);
     assert_eq!(s.wait, Some(EVALUATION_RETRY));
     let mut status = retrying;
     for n in 2..=EVALUATION_ATTEMPTS {
@@ -201,8 +202,8 @@ fn what_cannot_run_here_fails_at_once_without_an_attempt() {
         "evaluation cannot run: the local runner runs only in git mode"
     );
     assert_eq!(
-        (s.notes[0].reason, s.notes[0].warning),
-        ("EvaluationFailed", true)
+        (s.notes[0].event, s.notes[0].event.is_warning()),
+        (Event::EvaluationFailed, true)
     );
     // It stands: the next look neither fails it again nor announces it again.
     assert_eq!(status.cache_key.as_deref(), Some("sha256:c"));

@@ -8,11 +8,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -20,108 +15,8 @@ mod ui;
 use crate::edges::http::{Home, Posted, Reply};
 use crate::edges::store::{HistoryFilter, Store};
 
-/// Label set of counters by one string label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ByKind {
-    /// The category, event or result.
-    pub kind: String,
-}
-
-/// The metrics `slipway run` keeps.
-pub struct Metrics {
-    registry: Registry,
-    /// Reconcile passes.
-    pub reconciles: Counter,
-    /// Failures by category (`invalid-revision`, `fetch`, `store-io`, …).
-    pub failures: Family<ByKind, Counter>,
-    /// Evaluation durations (seconds).
-    pub evaluation_seconds: Histogram,
-    /// Rollout events by kind.
-    pub rollout_events: Family<ByKind, Counter>,
-    /// Notification deliveries by result (`delivered`, `failed`).
-    pub notifications: Family<ByKind, Counter>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("slipway");
-        let reconciles = Counter::default();
-        let failures = Family::<ByKind, Counter>::default();
-        let evaluation_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 14));
-        let rollout_events = Family::<ByKind, Counter>::default();
-        let notifications = Family::<ByKind, Counter>::default();
-        registry.register("reconciles", "Reconcile passes", reconciles.clone());
-        registry.register("failures", "Failures by category", failures.clone());
-        registry.register(
-            "evaluation_duration_seconds",
-            "Evaluation run time",
-            evaluation_seconds.clone(),
-        );
-        registry.register(
-            "rollout_events",
-            "Rollout steps, successes and rollbacks",
-            rollout_events.clone(),
-        );
-        registry.register(
-            "notification_deliveries",
-            "Notification deliveries by result",
-            notifications.clone(),
-        );
-        Metrics {
-            registry,
-            reconciles,
-            failures,
-            evaluation_seconds,
-            rollout_events,
-            notifications,
-        }
-    }
-}
-
-impl Metrics {
-    /// Counts what a batch of history entries says happened.
-    pub fn observe(&self, entries: &[crate::edges::store::HistoryEntry]) {
-        for e in entries {
-            match e.event.as_str() {
-                "EvaluationCompleted" => {
-                    if let Some(secs) = e.data.get("seconds").and_then(|v| v.as_f64()) {
-                        self.evaluation_seconds.observe(secs);
-                    }
-                }
-                "RolloutStarted" | "StepStarted" | "RolloutSucceeded" | "RolledBack"
-                | "RolloutFailed" | "RolloutSuperseded" | "ServerRestarted" => {
-                    self.rollout_events
-                        .get_or_create(&ByKind {
-                            kind: e.event.clone(),
-                        })
-                        .inc();
-                }
-                "NotificationDelivered" => {
-                    self.notifications
-                        .get_or_create(&ByKind {
-                            kind: "delivered".into(),
-                        })
-                        .inc();
-                }
-                "NotificationFailed" => {
-                    self.notifications
-                        .get_or_create(&ByKind {
-                            kind: "failed".into(),
-                        })
-                        .inc();
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Counts a failure.
-    pub fn fail(&self, kind: &str) {
-        self.failures
-            .get_or_create(&ByKind { kind: kind.into() })
-            .inc();
-    }
-}
+/// The metrics `slipway run` keeps: the ones both homes serve.
+pub type Metrics = crate::edges::metrics::Metrics;
 
 /// What `/readyz` reports.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -330,10 +225,7 @@ impl Home for Shared {
     }
 
     fn metrics(&self) -> Result<String, String> {
-        let mut body = String::new();
-        prometheus_client::encoding::text::encode(&mut body, &self.metrics.registry)
-            .map_err(|e| e.to_string())?;
-        Ok(body)
+        self.metrics.encode()
     }
 
     async fn post_results(&self, p: Posted) -> Reply {

@@ -1,0 +1,222 @@
+//! The metrics both homes serve at `/metrics`, under one set of names: what happened
+//! (`slipway_events_total{event}`, one series per [`Happened`] from the start, counted from the
+//! same history entries in both homes), evaluation run time, notification outcomes, reconciles
+//! and their failures. A home adds what only it has to the same registry (Kubernetes mode: the
+//! leader lease, promotion latency, admission).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::decide::events::Event as Happened;
+use crate::edges::store::HistoryEntry;
+
+/// Label set: what happened.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByEvent {
+    /// The event's wire name (`AliasMoved`, `RolledBack`, …).
+    pub event: String,
+}
+
+/// Label set: which controller (Kubernetes mode: `aliases`, `deployments`, …; git mode: `git`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByController {
+    /// The controller.
+    pub controller: String,
+}
+
+/// Label set: a failed reconcile's kind and error category.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByError {
+    /// The kind reconciled (git mode: `pass`).
+    pub kind: String,
+    /// The error's category (`conflict`, `api-unavailable`, `fetch`, `invalid-revision`, …).
+    pub category: String,
+}
+
+/// Label set: how a notification went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByOutcome {
+    /// `delivered` or `failed`.
+    pub outcome: String,
+}
+
+/// The metrics of both homes.
+pub struct Metrics {
+    /// The registry `/metrics` encodes (prefix `slipway`).
+    pub registry: Registry,
+    /// What happened, by event.
+    pub events: Family<ByEvent, Counter>,
+    /// Evaluation run time (seconds), per finished evaluation.
+    pub evaluation_seconds: Histogram,
+    /// Notifications by outcome.
+    pub notifications: Family<ByOutcome, Counter>,
+    /// Reconciles by controller.
+    pub reconciles: Family<ByController, Counter>,
+    /// Failed reconciles by controller.
+    pub failures: Family<ByController, Counter>,
+    /// Failed reconciles by kind and error category.
+    pub errors: Family<ByError, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("slipway");
+        let events = Family::<ByEvent, Counter>::default();
+        let evaluation_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 14));
+        let notifications = Family::<ByOutcome, Counter>::default();
+        let reconciles = Family::<ByController, Counter>::default();
+        let failures = Family::<ByController, Counter>::default();
+        let errors = Family::<ByError, Counter>::default();
+        registry.register("events", "What happened, by event", events.clone());
+        registry.register(
+            "evaluation_duration_seconds",
+            "Evaluation run time",
+            evaluation_seconds.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Notifications by outcome",
+            notifications.clone(),
+        );
+        registry.register("reconciles", "Reconciles by controller", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciles by controller",
+            failures.clone(),
+        );
+        registry.register(
+            "errors",
+            "Failed reconciles by kind and error category",
+            errors.clone(),
+        );
+        // Every series a dashboard or alert names exists from the start, at 0.
+        for e in Happened::ALL.into_iter().filter(|e| e.in_history()) {
+            let _ = events.get_or_create(&ByEvent {
+                event: e.as_str().into(),
+            });
+        }
+        for outcome in ["delivered", "failed"] {
+            let _ = notifications.get_or_create(&ByOutcome {
+                outcome: outcome.into(),
+            });
+        }
+        Metrics {
+            registry,
+            events,
+            evaluation_seconds,
+            notifications,
+            reconciles,
+            failures,
+            errors,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts what a history entry says happened (both homes call it once per entry).
+    pub fn observe(&self, entry: &HistoryEntry) {
+        self.happened(&entry.event);
+        match Happened::parse(&entry.event) {
+            Some(Happened::EvaluationCompleted) => {
+                if let Some(secs) = entry.data.get("seconds").and_then(|v| v.as_f64()) {
+                    self.evaluation_seconds.observe(secs);
+                }
+            }
+            Some(Happened::NotificationDelivered) => self.delivered(true),
+            Some(Happened::NotificationFailed) => self.delivered(false),
+            _ => {}
+        }
+    }
+
+    /// Counts an event by its wire name.
+    pub fn happened(&self, event: &str) {
+        self.events
+            .get_or_create(&ByEvent {
+                event: event.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a notification's outcome.
+    pub fn delivered(&self, ok: bool) {
+        let outcome = if ok { "delivered" } else { "failed" };
+        self.notifications
+            .get_or_create(&ByOutcome {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a reconcile of `controller`, failed or not.
+    pub fn reconciled(&self, controller: &str, ok: bool) {
+        let label = ByController {
+            controller: controller.into(),
+        };
+        self.reconciles.get_or_create(&label).inc();
+        if !ok {
+            self.failures.get_or_create(&label).inc();
+        }
+    }
+
+    /// Counts a failed reconcile by kind and category.
+    pub fn failed(&self, kind: &str, category: &str) {
+        self.errors
+            .get_or_create(&ByError {
+                kind: kind.into(),
+                category: category.into(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> Result<String, String> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_is_a_series_from_the_start_and_entries_count() {
+        let m = Metrics::default();
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains("slipway_events_total{event=\"RolledBack\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("slipway_notifications_total{outcome=\"failed\"} 0"));
+        let entry = HistoryEntry {
+            id: 1,
+            at: chrono::Utc::now(),
+            event: "EvaluationCompleted".into(),
+            namespace: "default".into(),
+            model: "m".into(),
+            subject: "Evaluation/m-1-holdout".into(),
+            version: None,
+            alias: None,
+            actor: None,
+            revision: None,
+            decision: None,
+            message: String::new(),
+            data: serde_json::json!({"seconds": 3.0}),
+        };
+        m.observe(&entry);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains("slipway_events_total{event=\"EvaluationCompleted\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slipway_evaluation_duration_seconds_count 1"),
+            "{text}"
+        );
+    }
+}
