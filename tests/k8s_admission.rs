@@ -27,8 +27,8 @@ fn record_results(api: &ApiServer) {
     let file = root().join("examples/promotion-pr/results/pitch-frames-8.yaml");
     let run = api.kubectl(&["apply", "-f", &file.to_string_lossy()], "admin");
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        slipway_core::catalog::yaml::read(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let status = serde_json::json!({"status": serde_json::to_value(&doc["status"]).unwrap()});
     let run = api.kubectl(
         &[

@@ -35,9 +35,10 @@ fn registry(api: &ApiServer) {
     api.install_crds();
     let examples = root().join("examples/football-frames");
     // The example's channels read secrets from git mode's environment, which a cluster refuses.
-    let mut model: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(examples.join("model.yaml")).unwrap())
-            .unwrap();
+    let mut model: serde_json::Value = slipway_core::catalog::yaml::read(
+        &std::fs::read_to_string(examples.join("model.yaml")).unwrap(),
+    )
+    .unwrap();
     model["spec"]
         .as_object_mut()
         .unwrap()
@@ -72,7 +73,7 @@ fn registry(api: &ApiServer) {
         );
     for (name, text) in [("8", eight), ("7", seven)] {
         apply(api, "admin", &text);
-        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let doc = slipway_core::catalog::yaml::read(&text).unwrap();
         let status = serde_json::json!({"status": serde_json::to_value(&doc["status"]).unwrap()});
         let evaluation = format!("pitch-frame-classifier-{name}-pitch-frames");
         status_patch(api, "evaluation", &evaluation, &status);

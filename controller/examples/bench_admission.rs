@@ -79,7 +79,12 @@ fn apply(ns: &str, first: usize, dir: &std::path::Path) -> Duration {
     let path = dir.join(format!("{ns}-{first}.yaml"));
     let mut f = std::fs::File::create(&path).unwrap();
     for v in first..first + APPLIED {
-        writeln!(f, "---\n{}", serde_yaml::to_string(&version(0, v)).unwrap()).unwrap();
+        writeln!(
+            f,
+            "---\n{}",
+            serde_saphyr::to_string(&version(0, v)).unwrap()
+        )
+        .unwrap();
     }
     drop(f);
     let started = Instant::now();
@@ -220,7 +225,11 @@ async fn main() {
             .expect("slipway controller");
         // Ready when a server-side dry run goes through the webhook.
         let probe = dir.path().join("probe.yaml");
-        std::fs::write(&probe, serde_yaml::to_string(&version(0, 99_999)).unwrap()).unwrap();
+        std::fs::write(
+            &probe,
+            serde_saphyr::to_string(&version(0, 99_999)).unwrap(),
+        )
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let ok = Command::new("kubectl")

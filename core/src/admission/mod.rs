@@ -76,9 +76,8 @@ pub fn file_of(object: &Value) -> SourceFile {
         .to_string();
     SourceFile {
         path: format!("{kind}/{ns}/{name}.yaml"),
-        content: serde_yaml::to_string(&object)
-            .unwrap_or_default()
-            .into_bytes(),
+        // JSON is YAML: the loader reads it as it reads any document.
+        content: serde_json::to_vec(&object).unwrap_or_default(),
         id: None,
         from_api_server: true,
     }

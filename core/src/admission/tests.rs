@@ -45,7 +45,7 @@ fn cluster(approvals: &[(&str, &str, &[&str])]) -> Namespace {
         for f in crate::testing::read_folder(&root.join(dir)) {
             let text = String::from_utf8(f.content).unwrap();
             for (_, doc) in crate::catalog::load::split_documents(&text) {
-                let mut v: Value = serde_yaml::from_str(doc).unwrap();
+                let mut v: Value = crate::catalog::yaml::read(doc).unwrap();
                 if v.is_null() || v["kind"] == "Group" {
                     continue;
                 }

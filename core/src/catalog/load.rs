@@ -5,8 +5,11 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use slipway_crd::{API_VERSION, GROUP, Kind};
 
+use serde_json::Value;
+
 use super::locate::{Positions, from_ignored, from_tracked};
 use super::object::{DEFAULT_NAMESPACE, Object, ObjectKey, Origin, Resource};
+use super::yaml;
 use crate::diagnostics::{Category, Diagnostic, FieldPath, did_you_mean};
 
 /// A file to load: its path (relative, for messages) and its bytes.
@@ -174,56 +177,11 @@ fn load_sequentially(files: &[SourceFile], check: SchemaCheck) -> (Vec<Object>, 
     (objects, diags)
 }
 
-/// `apiVersion`, `kind` and the identity of a document, from a full (slower) parse.
-struct Header {
-    api_version: Option<String>,
-    kind: Option<String>,
-    name: Option<String>,
-    namespace: String,
-}
-
-impl Header {
-    fn parse(origin: &Origin) -> Result<Header, Vec<Diagnostic>> {
-        let value: serde_yaml::Value =
-            serde_yaml::from_str(&origin.text).map_err(|e| vec![syntax_error(origin, &e)])?;
-        let Some(map) = value.as_mapping() else {
-            return Err(vec![origin.diagnostic_at(
-                None,
-                &FieldPath::root(),
-                None,
-                Category::Syntax,
-                "document is not a mapping; a Slipway document has apiVersion, kind, metadata and spec",
-            )]);
-        };
-        let get = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let meta = |k: &str| {
-            map.get("metadata")
-                .and_then(|m| m.get(k))
-                .and_then(|n| n.as_str())
-                .map(str::to_string)
-        };
-        Ok(Header {
-            api_version: get("apiVersion"),
-            kind: get("kind"),
-            name: meta("name"),
-            namespace: meta("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
-        })
-    }
-
-    fn key(self, kind: Kind) -> Option<ObjectKey> {
-        let namespace = self.namespace;
-        self.name.map(|name| ObjectKey {
-            kind,
-            namespace,
-            name,
-        })
-    }
-}
-
-/// Finds top-level `apiVersion:` and `kind:` lines without parsing the document.
+/// Finds top-level `apiVersion:` and `kind:` lines without parsing the document (to tell a
+/// document of its own from the rest of one a stray `---` split).
 ///
 /// Keys at column 0 are top-level keys in block style; anything unusual (flow style, quotes
-/// with escapes, repeated keys) returns `None` and the caller parses the document instead.
+/// with escapes, repeated keys) returns `None`.
 fn scan_header(text: &str) -> Option<(String, String)> {
     let (mut api_version, mut kind) = (None, None);
     for line in text.lines() {
@@ -266,13 +224,19 @@ pub fn load_document(origin: Origin, check_schema: bool) -> Result<Object, Vec<D
 }
 
 fn load_document_checking(origin: Origin, check: SchemaCheck) -> Result<Object, Vec<Diagnostic>> {
-    let (api_version, kind_name) = match scan_header(&origin.text) {
-        Some((a, k)) => (Some(a), Some(k)),
-        None => {
-            let h = Header::parse(&origin)?;
-            (h.api_version, h.kind)
-        }
+    // The one parse: typed object, schema check and identity all read this value.
+    let document = yaml::read(&origin.text).map_err(|why| vec![unreadable(&origin, why)])?;
+    let Some(top) = document.as_object() else {
+        return Err(vec![origin.diagnostic_at(
+            None,
+            &FieldPath::root(),
+            None,
+            Category::Syntax,
+            "document is not a mapping; a Slipway document has apiVersion, kind, metadata and spec",
+        )]);
     };
+    let text_of = |k: &str| top.get(k).and_then(Value::as_str).map(str::to_string);
+    let (api_version, kind_name) = (text_of("apiVersion"), text_of("kind"));
     let Some(kind_name) = kind_name else {
         return Err(vec![origin.diagnostic(
             None,
@@ -320,16 +284,35 @@ fn load_document_checking(origin: Origin, check: SchemaCheck) -> Result<Object, 
         }
     }
 
+    let d = &document;
     let resource = match kind {
-        Kind::RegisteredModel => typed(&origin, kind).map(Resource::RegisteredModel),
-        Kind::ModelVersion => typed(&origin, kind).map(Resource::ModelVersion),
-        Kind::ModelAlias => typed(&origin, kind).map(Resource::ModelAlias),
-        Kind::Evaluation => typed(&origin, kind).map(Resource::Evaluation),
-        Kind::ModelDeployment => typed(&origin, kind).map(Resource::ModelDeployment),
-        Kind::PromotionPolicy => typed(&origin, kind).map(Resource::PromotionPolicy),
-        Kind::Approval => typed(&origin, kind).map(Resource::Approval),
-        Kind::Group => typed(&origin, kind).map(Resource::Group),
-    }?;
+        Kind::RegisteredModel => typed(&origin, kind, d).map(Resource::RegisteredModel),
+        Kind::ModelVersion => typed(&origin, kind, d).map(Resource::ModelVersion),
+        Kind::ModelAlias => typed(&origin, kind, d).map(Resource::ModelAlias),
+        Kind::Evaluation => typed(&origin, kind, d).map(Resource::Evaluation),
+        Kind::ModelDeployment => typed(&origin, kind, d).map(Resource::ModelDeployment),
+        Kind::PromotionPolicy => typed(&origin, kind, d).map(Resource::PromotionPolicy),
+        Kind::Approval => typed(&origin, kind, d).map(Resource::Approval),
+        Kind::Group => typed(&origin, kind, d).map(Resource::Group),
+    };
+    let resource = match (resource, check) {
+        (Ok(r), _) => r,
+        (Err(errs), SchemaCheck::Off) => return Err(errs),
+        // A value of the wrong type is what the schema check says best (with advice such as
+        // quoting an unquoted number): when it finds one too, its words replace the typed
+        // parse's.
+        (Err(mut errs), _) => {
+            if errs.iter().any(|e| e.category == Category::WrongType) {
+                let key = identity(&document, kind);
+                let schema = super::schema::check(&origin, kind, key.as_ref(), &document);
+                if schema.iter().any(|e| e.category == Category::WrongType) {
+                    errs.retain(|e| e.category != Category::WrongType);
+                    errs.extend(schema);
+                }
+            }
+            return Err(errs);
+        }
+    };
     let meta = resource.meta();
     let Some(name) = meta.name.clone() else {
         return Err(vec![origin.diagnostic(
@@ -350,8 +333,8 @@ fn load_document_checking(origin: Origin, check: SchemaCheck) -> Result<Object, 
     };
     let refused = match check {
         SchemaCheck::Off => Vec::new(),
-        SchemaCheck::On => super::schema::check(&origin, kind, Some(&key)),
-        SchemaCheck::Remembering(passes) => passes.check(&origin, kind, Some(&key)),
+        SchemaCheck::On => super::schema::check(&origin, kind, Some(&key), &document),
+        SchemaCheck::Remembering(passes) => passes.check(&origin, kind, Some(&key), &document),
     };
     if !refused.is_empty() {
         return Err(refused);
@@ -392,9 +375,13 @@ fn kind_list() -> String {
 }
 
 /// Deserializes the document as `T`, reporting unknown fields and type errors with their paths.
-fn typed<T: DeserializeOwned>(origin: &Origin, kind: Kind) -> Result<T, Vec<Diagnostic>> {
+fn typed<T: DeserializeOwned>(
+    origin: &Origin,
+    kind: Kind,
+    document: &Value,
+) -> Result<T, Vec<Diagnostic>> {
     let mut unknown = Vec::new();
-    let de = serde_yaml::Deserializer::from_str(&origin.text);
+    let de = document;
     let mut record = |path: serde_ignored::Path<'_>| unknown.push(from_ignored(&path));
     let ignored = serde_ignored::Deserializer::new(de, &mut record);
     let result: Result<T, _> = serde_path_to_error::deserialize(ignored);
@@ -407,8 +394,7 @@ fn typed<T: DeserializeOwned>(origin: &Origin, kind: Kind) -> Result<T, Vec<Diag
         other => other,
     };
     // Only now, on the error path, read the object's identity for the messages.
-    // A document that does not parse at all is reported as bad YAML, not as a type error.
-    let header_key = Header::parse(origin)?.key(kind);
+    let header_key = identity(document, kind);
     let key = header_key.as_ref();
     let mut diags: Vec<Diagnostic> = unknown
         .into_iter()
@@ -461,7 +447,7 @@ fn typed<T: DeserializeOwned>(origin: &Origin, kind: Kind) -> Result<T, Vec<Diag
             let positions = Positions::of(&origin.text);
             let at = positions
                 .value_of(&field)
-                .or_else(|| inner.location().map(|l| (l.line(), l.column())));
+                .or_else(|| positions.value_of(&path));
             diags.push(origin.diagnostic_at(key, &field, at, category, format!("{msg}{advice}")));
             Err(diags)
         }
@@ -495,37 +481,50 @@ fn strip_location(s: &str) -> String {
     }
 }
 
-pub(super) fn syntax_error(origin: &Origin, e: &serde_yaml::Error) -> Diagnostic {
-    let at = e.location().map(|l| (l.line(), l.column()));
-    let msg = strip_location(&e.to_string());
-    // serde_yaml reports a repeated mapping key while building the document; it is a duplicate,
-    // not bad syntax, and it is shown where the key repeats (serde_yaml points at the mapping,
-    // or nowhere for the top level).
-    if let Some((prefix, rest)) = msg.split_once("duplicate entry with key ") {
-        let key = rest.trim_matches('"');
-        let path = prefix.trim_end_matches(": ").trim();
-        let parent = if path.is_empty() || path == "." {
-            FieldPath::root()
-        } else {
-            FieldPath::parse(path)
-        };
-        let field = parent.key(key);
-        let at = Positions::of(&origin.text).key_of(&field).or(at);
-        return origin.diagnostic_at(
+/// The object's identity (kind, namespace, name) as the document gives it, if it names itself.
+fn identity(document: &Value, kind: Kind) -> Option<ObjectKey> {
+    let meta = document.get("metadata")?;
+    let name = meta.get("name")?.as_str()?.to_string();
+    let namespace = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_NAMESPACE)
+        .to_string();
+    Some(ObjectKey {
+        kind,
+        namespace,
+        name,
+    })
+}
+
+/// The diagnostic of a document that cannot be read.
+fn unreadable(origin: &Origin, why: yaml::Unreadable) -> Diagnostic {
+    match why {
+        yaml::Unreadable::Syntax { message, at } => origin.diagnostic_at(
             None,
-            &field,
+            &FieldPath::root(),
             at,
-            Category::Duplicate,
-            format!("key `{key}` appears twice in the same mapping; keep one"),
-        );
+            Category::Syntax,
+            format!("invalid YAML: {message}; check indentation and quoting around this point"),
+        ),
+        yaml::Unreadable::Repeated(field) => {
+            let name = match field.0.last() {
+                Some(crate::diagnostics::Seg::Key(k)) => k.clone(),
+                _ => field.to_string(),
+            };
+            let at = Positions::of(&origin.text).key_of(&field);
+            origin.diagnostic_at(
+                None,
+                &field,
+                at,
+                Category::Duplicate,
+                format!("key `{name}` appears twice in the same mapping; keep one"),
+            )
+        }
+        yaml::Unreadable::Other(why) => {
+            origin.diagnostic(None, &FieldPath::root(), Category::WrongType, why)
+        }
     }
-    origin.diagnostic_at(
-        None,
-        &FieldPath::root(),
-        at,
-        Category::Syntax,
-        format!("invalid YAML: {msg}; check indentation and quoting around this point"),
-    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod object;
 pub mod schema;
 pub mod validate;
 pub mod view;
+pub mod yaml;
 
 #[cfg(test)]
 mod tests;

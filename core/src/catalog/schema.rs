@@ -116,12 +116,13 @@ impl Passes {
         origin: &Origin,
         kind: Kind,
         key: Option<&super::ObjectKey>,
+        document: &Value,
     ) -> Vec<Diagnostic> {
         let digest = Passes::digest(kind, &origin.text);
         if self.known.contains(&digest) {
             return Vec::new();
         }
-        let refused = check(origin, kind, key);
+        let refused = check(origin, kind, key, document);
         if refused.is_empty() {
             self.new
                 .lock()
@@ -169,247 +170,26 @@ fn advice(value: &Value, message: &str, written: Option<&str>) -> String {
     }
 }
 
-/// What a plain (unquoted) scalar is to the API server's YAML reader (`kubectl` and the API
-/// server read YAML 1.1, as Go's yaml.v2 does): `yes`/`no`/`on`/`off` are booleans, `0…` is
-/// octal, `1_000` a number. A number that JSON cannot hold is an error.
-fn plain_scalar(s: &str) -> Result<Value, String> {
-    match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Ok(Value::Null),
-        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
-            return Ok(Value::Bool(true));
-        }
-        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => {
-            return Ok(Value::Bool(false));
-        }
-        _ => {}
-    }
-    if !s.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.')) {
-        return Ok(Value::String(s.to_string()));
-    }
-    let plain = s.replace('_', "");
-    if let Some(n) = go_int(&plain) {
-        return Ok(n);
-    }
-    let float_like = {
-        let body = plain.strip_prefix(['-', '+']).unwrap_or(&plain);
-        let (mantissa, exponent) = match body.find(['e', 'E']) {
-            Some(i) => (&body[..i], Some(&body[i + 1..])),
-            None => (body, None),
-        };
-        let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
-        let mantissa_ok = match mantissa.split_once('.') {
-            Some(("", frac)) => digits(frac),
-            Some((int, frac)) => digits(int) && (frac.is_empty() || digits(frac)),
-            None => digits(mantissa),
-        };
-        let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
-        mantissa_ok && exponent_ok
-    };
-    if float_like && let Ok(f) = plain.parse::<f64>() {
-        return serde_json::Number::from_f64(f)
-            .map(Value::Number)
-            .ok_or_else(|| format!("`{s}` is a number JSON cannot hold; quote it"));
-    }
-    if [
-        ".inf", "-.inf", "+.inf", ".Inf", "-.Inf", "+.Inf", ".INF", "-.INF", "+.INF", ".nan",
-        ".NaN", ".NAN",
-    ]
-    .contains(&s)
-    {
-        return Err(format!(
-            "`{s}` is a number JSON cannot hold; quote it if it is text"
-        ));
-    }
-    Ok(Value::String(s.to_string()))
-}
-
-/// An integer as Go's `strconv.ParseInt(s, 0, 64)` (then `ParseUint`) reads it: `0x`, `0o`,
-/// `0b` prefixes and a leading `0` for octal.
-fn go_int(s: &str) -> Option<Value> {
-    let (negative, body) = match s.strip_prefix('-') {
-        Some(b) => (true, b),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let (radix, digits) =
-        if let Some(d) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-            (16, d)
-        } else if let Some(d) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
-            (8, d)
-        } else if let Some(d) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
-            (2, d)
-        } else if body.len() > 1 && body.starts_with('0') {
-            (8, &body[1..])
-        } else {
-            (10, body)
-        };
-    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-        return None;
-    }
-    let magnitude = u64::from_str_radix(digits, radix).ok()?;
-    if negative {
-        let v = i64::try_from(magnitude)
-            .ok()
-            .map(|m| -m)
-            .or_else(|| (magnitude == 1 << 63).then_some(i64::MIN))?;
-        Some(Value::from(v))
-    } else {
-        Some(Value::from(magnitude))
-    }
-}
-
-/// Why a document cannot be read as JSON.
-#[derive(Debug)]
-enum Unreadable {
-    /// A key repeats in a mapping (the field is the second one).
-    Repeated(FieldPath),
-    /// Anything else, said in words.
-    Other(String),
-}
-
-impl From<String> for Unreadable {
-    fn from(s: String) -> Self {
-        Unreadable::Other(s)
-    }
-}
-
-/// The document as the API server's reader turns it into JSON (see [`plain_scalar`]); quoted and
-/// block scalars, and `!!str`-tagged ones, are strings.
-fn as_api_server_reads(text: &str) -> Result<(Value, HashMap<String, String>), Unreadable> {
-    use saphyr_parser::{Event, Parser, ScalarStyle};
-    enum Frame {
-        Map(serde_json::Map<String, Value>, Option<String>, usize),
-        Seq(Vec<Value>, usize),
-    }
-    // The path of the node being built, for repeated keys.
-    let path_of = |stack: &[Frame]| {
-        let mut path = FieldPath::root();
-        for f in stack {
-            path = match f {
-                Frame::Map(_, Some(k), _) => path.key(k.clone()),
-                Frame::Map(_, None, _) => path,
-                Frame::Seq(items, _) => path.index(items.len()),
-            };
-        }
-        path
-    };
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Value> = HashMap::new();
-    let mut root = None;
-    let mut written: HashMap<String, String> = HashMap::new();
-    let mut nodes = 0usize;
-    let mut parser = Parser::new_from_str(text);
-    let mut started = false;
-    while let Some(next) = parser.next_event() {
-        let (event, _) = next.map_err(|e| Unreadable::Other(format!("invalid YAML: {e}")))?;
-        nodes += 1;
-        if nodes > 1_000_000 {
-            return Err(Unreadable::Other(
-                "the document expands to more than a million nodes".into(),
-            ));
-        }
-        let (value, anchor) = match event {
-            Event::DocumentStart(_) if started => break,
-            Event::DocumentStart(_) => {
-                started = true;
-                continue;
-            }
-            Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map(serde_json::Map::new(), None, anchor));
-                continue;
-            }
-            Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq(Vec::new(), anchor));
-                continue;
-            }
-            Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(m, _, anchor)) => (Value::Object(m), anchor),
-                _ => return Err(Unreadable::Other("unbalanced mapping".into())),
-            },
-            Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(items, anchor)) => (Value::Array(items), anchor),
-                _ => return Err(Unreadable::Other("unbalanced sequence".into())),
-            },
-            Event::Scalar(text, style, anchor, tag) => {
-                // A key is taken as written; it may not repeat.
-                if let Some(Frame::Map(m, None, _)) = stack.last() {
-                    if m.contains_key(text.as_ref()) {
-                        let parent = path_of(&stack);
-                        return Err(Unreadable::Repeated(parent.key(text.into_owned())));
-                    }
-                    if let Some(Frame::Map(_, key, _)) = stack.last_mut() {
-                        *key = Some(text.into_owned());
-                    }
-                    continue;
-                }
-                let tagged_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
-                let value = if style == ScalarStyle::Plain && !tagged_str {
-                    plain_scalar(&text)?
-                } else {
-                    Value::String(text.to_string())
-                };
-                if !value.is_string() {
-                    written.insert(path_of(&stack).to_string(), text.into_owned());
-                }
-                (value, anchor)
-            }
-            Event::Alias(id) => (anchors.get(&id).cloned().unwrap_or(Value::Null), 0),
-            _ => continue,
-        };
-        if anchor > 0 {
-            anchors.insert(anchor, value.clone());
-        }
-        match stack.last_mut() {
-            Some(Frame::Map(m, key, _)) => {
-                if let Some(k) = key.take() {
-                    m.insert(k, value);
-                } else if let Value::String(k) = value {
-                    *key = Some(k);
-                } else {
-                    *key = Some(value.to_string());
-                }
-            }
-            Some(Frame::Seq(items, _)) => items.push(value),
-            None => root = Some(value),
-        }
-    }
-    Ok((root.unwrap_or(Value::Null), written))
-}
-
 /// Checks a document that parsed as its kind; returns what the API server would refuse.
-pub fn check(origin: &Origin, kind: Kind, key: Option<&super::ObjectKey>) -> Vec<Diagnostic> {
-    // One more parse, with the API server's reading of plain scalars; repeated keys anywhere
-    // are refused (the typed parse takes the last of them in `metadata`).
-    let (document, written) = match as_api_server_reads(&origin.text) {
-        Ok(v) => v,
-        Err(Unreadable::Repeated(field)) => {
-            let name = match field.0.last() {
-                Some(crate::diagnostics::Seg::Key(k)) => k.clone(),
-                _ => field.to_string(),
-            };
-            let at = Positions::of(&origin.text).key_of(&field);
-            return vec![origin.diagnostic_at(
-                key,
-                &field,
-                at,
-                Category::Duplicate,
-                format!("key `{name}` appears twice in the same mapping; keep one"),
-            )];
-        }
-        Err(Unreadable::Other(why)) => {
-            return vec![origin.diagnostic(key, &FieldPath::root(), Category::WrongType, why)];
-        }
-    };
+pub fn check(
+    origin: &Origin,
+    kind: Kind,
+    key: Option<&super::ObjectKey>,
+    document: &Value,
+) -> Vec<Diagnostic> {
     let Some(Ok(validator)) = validators().get(kind.as_str()) else {
         // The built-in schema did not compile: a bug of this build, not of the document.
         return Vec::new();
     };
     let mut positions: Option<Positions> = None;
+    let mut written: Option<HashMap<String, String>> = None;
     let mut out = Vec::new();
-    for error in validator.iter_errors(&document) {
+    for error in validator.iter_errors(document) {
         let pointer = error.instance_path().to_string();
         let field = field_of(&pointer);
         let positions = positions.get_or_insert_with(|| Positions::of(&origin.text));
         let message = error.to_string();
+        let written = written.get_or_insert_with(|| super::yaml::written(&origin.text));
         let as_written = written.get(&field.to_string());
         let hint = advice(error.instance(), &message, as_written.map(String::as_str));
         let category = if message.contains("is not of type") {
@@ -446,6 +226,26 @@ mod tests {
         }
     }
 
+    /// [`check`] of a document as the loader reads it.
+    fn checked(text: &str, kind: Kind) -> Vec<Diagnostic> {
+        check(
+            &origin(text),
+            kind,
+            None,
+            &super::super::yaml::read(text).unwrap(),
+        )
+    }
+
+    fn passes(p: &Passes, text: &str) -> bool {
+        p.check(
+            &origin(text),
+            Kind::Group,
+            None,
+            &super::super::yaml::read(text).unwrap(),
+        )
+        .is_empty()
+    }
+
     #[test]
     fn every_kind_has_a_compiling_schema() {
         for k in Kind::ALL {
@@ -460,12 +260,9 @@ mod tests {
 
     #[test]
     fn an_unquoted_number_where_the_crd_says_string_is_refused_at_its_line() {
-        let d = check(
-            &origin(
-                "apiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: m-8}\nspec:\n  model: m\n  version: 8\n  artifact: {uri: x, digest: \"sha256:ab\"}\n",
-            ),
+        let d = checked(
+            "apiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: m-8}\nspec:\n  model: m\n  version: 8\n  artifact: {uri: x, digest: \"sha256:ab\"}\n",
             Kind::ModelVersion,
-            None,
         );
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!((d[0].line, d[0].column), (6, 12));
@@ -474,43 +271,10 @@ mod tests {
     }
 
     #[test]
-    fn plain_scalars_are_read_as_the_api_server_reads_them() {
-        let cases = [
-            ("8", json!(8)),
-            ("0000000000000000000000000000000000000001", json!(1)),
-            ("08", json!(8.0)),
-            ("1_000", json!(1000)),
-            ("0x1f", json!(31)),
-            ("1.5e3", json!(1500.0)),
-            ("yes", json!(true)),
-            ("Off", json!(false)),
-            ("~", Value::Null),
-            ("sha256:0a", json!("sha256:0a")),
-            ("1a2b", json!("1a2b")),
-            ("-", json!("-")),
-            ("2026-11-29", json!("2026-11-29")),
-        ];
-        for (text, want) in cases {
-            assert_eq!(plain_scalar(text).unwrap(), want, "{text}");
-        }
-        assert!(plain_scalar(".inf").is_err());
-        let (doc, written) =
-            as_api_server_reads("a: '8'\nb: 8\nc: !!str 8\nd: &x [1, \"2\"]\ne: *x\n").unwrap();
-        assert_eq!(written.get("b").map(String::as_str), Some("8"));
-        assert_eq!(
-            doc,
-            json!({"a": "8", "b": 8, "c": "8", "d": [1, "2"], "e": [1, "2"]})
-        );
-    }
-
-    #[test]
     fn names_and_namespaces_are_what_the_api_server_accepts() {
-        let d = check(
-            &origin(
-                "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: Team_A, namespace: ../x}\nspec: {members: []}\n",
-            ),
+        let d = checked(
+            "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: Team_A, namespace: ../x}\nspec: {members: []}\n",
             Kind::Group,
-            None,
         );
         let fields: Vec<&str> = d.iter().map(|d| d.field.as_str()).collect();
         assert!(fields.contains(&"metadata.name"), "{d:?}");
@@ -519,13 +283,13 @@ mod tests {
 
     #[test]
     fn a_repeated_key_anywhere_is_refused_where_it_repeats() {
-        let d = check(
-            &origin(
+        let d = super::super::load::load_document(
+            origin(
                 "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata:\n  name: a\n  name: b\nspec: {members: []}\n",
             ),
-            Kind::Group,
-            None,
-        );
+            true,
+        )
+        .unwrap_err();
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].category, Category::Duplicate);
         assert_eq!(d[0].line, 5, "{d:?}");
@@ -536,21 +300,21 @@ mod tests {
         let good = "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: team-a}\nspec: {members: []}\n";
         let bad = "apiVersion: slipway.dev/v1alpha1\nkind: Group\nmetadata: {name: Team_A}\nspec: {members: []}\n";
         let mut first = Passes::default();
-        assert!(first.check(&origin(good), Kind::Group, None).is_empty());
-        assert!(!first.check(&origin(bad), Kind::Group, None).is_empty());
+        assert!(passes(&first, good));
+        assert!(!passes(&first, bad));
         let remembered = first.settle();
         assert_eq!(remembered.len(), 1, "only what passed is remembered");
         assert!(first.settle().is_empty());
         // Settled, it is known to the same process's next load too: nothing new to remember.
-        assert!(first.check(&origin(good), Kind::Group, None).is_empty());
+        assert!(passes(&first, good));
         assert!(first.settle().is_empty());
 
         // The next load knows the good text: nothing new to remember for it; the bad one is
         // refused again, and the same text under another kind is checked anew.
         let mut next = Passes::new(remembered.clone());
-        assert!(next.check(&origin(good), Kind::Group, None).is_empty());
+        assert!(passes(&next, good));
         assert!(next.settle().is_empty());
-        assert!(!next.check(&origin(bad), Kind::Group, None).is_empty());
+        assert!(!passes(&next, bad));
         assert_ne!(Passes::digest(Kind::Approval, good), remembered[0]);
         assert_eq!(fingerprint().len(), 64);
     }
