@@ -2,7 +2,9 @@
 # Benchmark of DESIGN §9: `slipway validate` and `slipway plan` over a synthetic registry
 # (10,000 versions, 2,000 aliases, 500 deployments, 50 policies, 100 models), against
 # check-jsonschema (PyPI) validating the same files with `slipway schema` output, in one run.
-# Results: .bench/results.md (hyperfine) and .bench/memory.txt. Nothing leaves 127.0.0.1.
+# BEFORE=/path/to/an/older/slipway adds that build's validate and plan to the same run (before and
+# after a change). SKIP_BUILD=1 uses target/release as it is. Results: .bench/results.md
+# (hyperfine) and .bench/memory.txt. Nothing leaves 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -15,7 +17,8 @@ if [[ ! -x $venv/bin/check-jsonschema ]]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'check-jsonschema==0.39.0'
 fi
-cargo build -q --release -p slipway --bin slipway --example gen_registry --example bench_policy
+# validate and plan touch no AWS API: the SDK is left out of the build.
+[ -n "${SKIP_BUILD:-}" ] || cargo build -q --release --no-default-features -p slipway --bin slipway --example gen_registry --example bench_policy
 slipway=$root/target/release/slipway
 gen=$root/target/release/examples/gen_registry
 
@@ -55,9 +58,15 @@ set +e
 set -e
 "$work/check-jsonschema.sh" && echo "check-jsonschema: all files valid"
 
+before=()
+if [[ -n ${BEFORE:-} ]]; then
+  before=(-n "before: slipway validate" "$BEFORE validate $reg"
+    -n "before: slipway plan (2 revisions, 100 promotions)" "$BEFORE plan --repo $work/repo --base main --head pr --path registry --format json")
+fi
 hyperfine -N -w 1 -r "$runs" --export-markdown "$work/results.md" -i \
   -n "slipway validate" "$slipway validate $reg" \
   -n "slipway plan (2 revisions, 100 promotions)" "$slipway plan --repo $work/repo --base main --head pr --path registry --format json" \
+  "${before[@]}" \
   -n "check-jsonschema (same files)" "$work/check-jsonschema.sh"
 
 {

@@ -1,5 +1,5 @@
 //! Controller benchmark (DESIGN §9): how long `slipway controller` takes to converge 2,000
-//! ModelVersions, 500 aliases and 200 deployments on a real API server, against the time the API
+//! ModelVersions, 500 aliases and 200 deployments (times `SCALE`) on a real API server, against the time the API
 //! server alone needs for the same writes (measured in the same run); its resident memory; and
 //! promotion latency (alias move observed → first rollout write), p50/p99.
 //!
@@ -19,7 +19,17 @@ use serde_json::{Value, json};
 use slipway::modes::kubernetes::watch::Watchable;
 use slipway_crd::{ModelAlias, ModelDeployment, ModelVersion, RegisteredModel};
 
-const MODELS: usize = 100;
+/// Models: 100, times `SCALE` (`SCALE=10`: 20,000 versions, 5,000 aliases, 2,000 deployments).
+fn models() -> usize {
+    static M: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *M.get_or_init(|| {
+        100 * std::env::var("SCALE")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&s| s > 0)
+            .unwrap_or(1)
+    })
+}
 const VERSIONS: usize = 20; // per model: 2,000
 const ALIASES: usize = 5; // per model: 500
 const DEPLOYMENTS: usize = 2; // per model: 200
@@ -29,7 +39,7 @@ const BASELINE_NS: &str = "bench-baseline";
 
 fn objects() -> Vec<Value> {
     let mut out = Vec::new();
-    for m in 0..MODELS {
+    for m in 0..models() {
         out.push(json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "RegisteredModel",
             "metadata": {"name": format!("model-{m}")},
             "spec": {"description": format!("Synthetic model {m}."), "owners": ["group:ml-leads"]}}));
@@ -94,7 +104,7 @@ async fn create_all(client: &kube::Client, ns: &str, objects: &[Value]) -> Durat
 /// and event per deployment.
 async fn baseline_writes(client: &kube::Client) -> (usize, Duration) {
     let mut writes: Vec<(String, Value)> = Vec::new();
-    for m in 0..MODELS {
+    for m in 0..models() {
         for v in 1..=VERSIONS {
             writes.push((
                 "version-status".into(),
@@ -388,10 +398,10 @@ async fn main() {
         .spawn()
         .expect("slipway controller");
     let target = (
-        MODELS * VERSIONS,
-        MODELS * ALIASES,
-        MODELS * DEPLOYMENTS,
-        MODELS * DEPLOYMENTS,
+        models() * VERSIONS,
+        models() * ALIASES,
+        models() * DEPLOYMENTS,
+        models() * DEPLOYMENTS,
     );
     loop {
         let state = observed.converged();
@@ -443,7 +453,7 @@ async fn main() {
     let aliases: Api<ModelAlias> = Api::namespaced(client.clone(), NS);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let mut external = Vec::new();
-    for m in 0..MODELS {
+    for m in 0..models() {
         let to = (VERSIONS - 10).to_string();
         let patch = json!({"spec": {"version": to}});
         let t0 = Instant::now();
@@ -484,11 +494,11 @@ async fn main() {
         })
         .collect();
     // The first 200 are the initial rollouts; the promotions are the rest.
-    let internal: Vec<f64> = internal.split_off(internal.len().saturating_sub(MODELS));
+    let internal: Vec<f64> = internal.split_off(internal.len().saturating_sub(models()));
     let mut sorted_int = internal.clone();
     sorted_int.sort_by(f64::total_cmp);
     external.sort_by(f64::total_cmp);
-    let versions: BTreeSet<usize> = (0..MODELS).collect();
+    let versions: BTreeSet<usize> = (0..models()).collect();
     println!(
         "promotion latency over {} alias moves, inside the controller (move observed → first rollout write): p50 {:.1} ms, p99 {:.1} ms",
         sorted_int.len(),

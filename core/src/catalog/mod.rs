@@ -30,7 +30,8 @@ type Triple = (String, String, String);
 /// pays for its changes, not for every object's indexing and checks again.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
-    objects: Vec<Arc<Object>>,
+    // Persistent, as the indexes: an amended copy shares what did not change.
+    objects: imbl::Vector<Arc<Object>>,
     by_key: imbl::HashMap<ObjectKey, usize>,
     versions: imbl::HashMap<Triple, usize>,
     aliases: imbl::HashMap<Triple, usize>,
@@ -178,7 +179,15 @@ impl Catalog {
         let Some(idx) = self.by_key.remove(key) else {
             return;
         };
-        let gone = self.objects.swap_remove(idx);
+        // Swap-remove: the last object takes the freed place, so other indexes stay valid.
+        let Some(last) = self.objects.pop_back() else {
+            return;
+        };
+        let gone = if idx < self.objects.len() {
+            self.objects.set(idx, last)
+        } else {
+            last
+        };
         if let Some((versions, t)) = triple(&gone) {
             if versions {
                 &mut self.versions
@@ -236,12 +245,12 @@ impl Catalog {
             index.insert(t, idx);
         }
         self.by_key.insert(obj.key.clone(), idx);
-        self.objects.push(obj);
+        self.objects.push_back(obj);
         Ok(())
     }
 
-    /// All objects, in load order.
-    pub fn objects(&self) -> &[Arc<Object>] {
+    /// All objects, in load order (until one is removed: the last takes its place).
+    pub fn objects(&self) -> &imbl::Vector<Arc<Object>> {
         &self.objects
     }
 
@@ -361,7 +370,9 @@ fn triple(obj: &Object) -> Option<(bool, Triple)> {
 }
 
 /// Compiles the policies among `objects`; the problems of those that do not compile, by policy.
-fn compile_policies(objects: &[Arc<Object>]) -> (PolicySet, Vec<(ObjectKey, Diagnostic)>) {
+fn compile_policies(
+    objects: &imbl::Vector<Arc<Object>>,
+) -> (PolicySet, Vec<(ObjectKey, Diagnostic)>) {
     let mut diags = Vec::new();
     let mut policies = Vec::new();
     for obj in objects {

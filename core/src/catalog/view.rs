@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Catalog, Object, ObjectKey, Resource};
-use crate::policy::context::Results;
+use crate::policy::context::{Results, Slot, slot_of};
 
 /// A namespace's catalog and its evaluation results.
 #[derive(Debug, Default)]
@@ -48,18 +48,36 @@ impl View {
         // either re-reads the results. A version that is new has no results to drop; one that is
         // removed or changed does, or they would still count for a version re-registered with
         // another artifact.
-        let evaluations = changes.iter().any(|(k, _)| match k.kind {
-            slipway_crd::Kind::Evaluation | slipway_crd::Kind::RegisteredModel => true,
+        let reread = changes.iter().any(|(k, _)| match k.kind {
+            slipway_crd::Kind::RegisteredModel => true,
             slipway_crd::Kind::ModelVersion => self.catalog.get(k).is_some(),
             _ => false,
         });
+        // A changed evaluation re-reads only its own slot (and the one it left).
+        let evaluation = |o: Option<&Object>| match o.map(|o| &o.resource) {
+            Some(Resource::Evaluation(e)) => Some(slot_of(e)),
+            _ => None,
+        };
+        let mut slots: Vec<Slot> = changes
+            .iter()
+            .filter(|(k, _)| k.kind == slipway_crd::Kind::Evaluation)
+            .flat_map(|(k, new)| [evaluation(self.catalog.get(k)), evaluation(new.as_ref())])
+            .flatten()
+            .collect();
+        slots.sort();
+        slots.dedup();
         let (catalog, diags) = self.catalog.amended(changes);
         let shadowed = self.shadowed || shadowing(&diags);
-        if evaluations {
+        if reread {
             return View::with(catalog, shadowed);
         }
+        let results = if slots.is_empty() {
+            self.results.clone()
+        } else {
+            Arc::new(self.results.amended(&catalog, &slots))
+        };
         View {
-            results: self.results.clone(),
+            results,
             catalog,
             shadowed,
         }

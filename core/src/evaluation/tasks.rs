@@ -70,52 +70,10 @@ pub fn evaluation_name(model: &str, version: &str, suite: &str) -> String {
 /// alias resolves to now (as promoted, not as merely requested).
 pub fn all(catalog: &Catalog, resolved: &dyn Fn(&str, &str, &str) -> Option<String>) -> Vec<Task> {
     let mut out = Vec::new();
-    let baseline_of = |ns: &str,
-                       model: &str,
-                       candidate: &str,
-                       b: Option<&BaselineRef>|
-     -> Option<(String, Artifact)> {
-        let b = b?;
-        let version = match (&b.version, &b.alias) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(a)) => resolved(ns, model, a),
-            _ => None,
-        }?;
-        if version == candidate {
-            return None;
-        }
-        catalog
-            .version(ns, model, &version)
-            .map(|v| (version, v.spec.artifact.clone()))
-    };
     for obj in catalog.objects() {
         let ns = obj.key.namespace.as_str();
         match &obj.resource {
-            Resource::ModelVersion(v) => {
-                let Some(model) = catalog.model(ns, &v.spec.model) else {
-                    continue;
-                };
-                for suite in &model.spec.evaluations {
-                    out.push(Task {
-                        namespace: ns.to_string(),
-                        name: evaluation_name(&v.spec.model, &v.spec.version, &suite.name),
-                        model: v.spec.model.clone(),
-                        version: v.spec.version.clone(),
-                        suite: suite.name.clone(),
-                        runner: suite.runner.clone(),
-                        dataset: suite.dataset.clone(),
-                        gates: suite.gates.clone(),
-                        timeout: suite.timeout.clone(),
-                        artifact: v.spec.artifact.clone(),
-                        baseline: baseline_of(
-                            ns,
-                            &v.spec.model,
-                            &v.spec.version,
-                            suite.baseline.as_ref(),
-                        ),
-                    });
-                }
-            }
+            Resource::ModelVersion(v) => out.extend(of_version(catalog, ns, v, resolved)),
             Resource::Evaluation(e) => {
                 let Some(v) = catalog.version(ns, &e.spec.model, &e.spec.version) else {
                     continue;
@@ -132,6 +90,8 @@ pub fn all(catalog: &Catalog, resolved: &dyn Fn(&str, &str, &str) -> Option<Stri
                     timeout: e.spec.timeout.clone(),
                     artifact: v.spec.artifact.clone(),
                     baseline: baseline_of(
+                        catalog,
+                        resolved,
                         ns,
                         &e.spec.model,
                         &e.spec.version,
@@ -143,6 +103,67 @@ pub fn all(catalog: &Catalog, resolved: &dyn Fn(&str, &str, &str) -> Option<Stri
         }
     }
     out
+}
+
+/// The evaluations the suites of its model call for on version `v` of namespace `ns` (what
+/// [`all`] has for it, without looking at the rest of the catalog).
+pub fn of_version(
+    catalog: &Catalog,
+    ns: &str,
+    v: &slipway_crd::ModelVersion,
+    resolved: &dyn Fn(&str, &str, &str) -> Option<String>,
+) -> Vec<Task> {
+    let Some(model) = catalog.model(ns, &v.spec.model) else {
+        return Vec::new();
+    };
+    model
+        .spec
+        .evaluations
+        .iter()
+        .map(|suite| Task {
+            namespace: ns.to_string(),
+            name: evaluation_name(&v.spec.model, &v.spec.version, &suite.name),
+            model: v.spec.model.clone(),
+            version: v.spec.version.clone(),
+            suite: suite.name.clone(),
+            runner: suite.runner.clone(),
+            dataset: suite.dataset.clone(),
+            gates: suite.gates.clone(),
+            timeout: suite.timeout.clone(),
+            artifact: v.spec.artifact.clone(),
+            baseline: baseline_of(
+                catalog,
+                resolved,
+                ns,
+                &v.spec.model,
+                &v.spec.version,
+                suite.baseline.as_ref(),
+            ),
+        })
+        .collect()
+}
+
+/// The baseline (version and artifact) `b` names for `candidate`, unless it is the candidate.
+fn baseline_of(
+    catalog: &Catalog,
+    resolved: &dyn Fn(&str, &str, &str) -> Option<String>,
+    ns: &str,
+    model: &str,
+    candidate: &str,
+    b: Option<&BaselineRef>,
+) -> Option<(String, Artifact)> {
+    let b = b?;
+    let version = match (&b.version, &b.alias) {
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(a)) => resolved(ns, model, a),
+        _ => None,
+    }?;
+    if version == candidate {
+        return None;
+    }
+    catalog
+        .version(ns, model, &version)
+        .map(|v| (version, v.spec.artifact.clone()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The values rules read: `candidate`, `current` and `model` as JSON, built from catalog objects.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -42,7 +42,25 @@ pub fn judges(catalog: &crate::catalog::Catalog, e: &Evaluation) -> bool {
 /// eleven of them inline (10,000 versions held 330 MB that way).
 #[derive(Clone, Debug, Default)]
 pub struct Results {
-    by_version: HashMap<(String, String, String), BTreeMap<String, Arc<Evaluation>>>,
+    // Persistent: a namespace view's copy is cheap, so one changed evaluation costs its own
+    // slot, not the namespace's.
+    by_version: imbl::HashMap<(String, String, String), BTreeMap<String, Arc<Evaluation>>>,
+}
+
+/// Where an evaluation's result is held: namespace, model, version, suite.
+pub type Slot = (String, String, String, String);
+
+/// The slot of an evaluation.
+pub fn slot_of(e: &Evaluation) -> Slot {
+    (
+        e.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| crate::catalog::object::DEFAULT_NAMESPACE.into()),
+        e.spec.model.clone(),
+        e.spec.version.clone(),
+        e.spec.suite.clone(),
+    )
 }
 
 impl Results {
@@ -59,6 +77,39 @@ impl Results {
         evaluations: impl IntoIterator<Item = &'a Evaluation>,
     ) {
         self.add(evaluations.into_iter().filter(|e| judges(catalog, e)));
+    }
+
+    /// These results with the `slots` read again from `catalog`'s evaluations (those that judge),
+    /// everything else shared: what one changed evaluation costs a namespace's view.
+    pub fn amended(&self, catalog: &crate::catalog::Catalog, slots: &[Slot]) -> Results {
+        let mut next = self.clone();
+        for (ns, model, version, suite) in slots {
+            let key = (ns.clone(), model.clone(), version.clone());
+            if let Some(suites) = next.by_version.get_mut(&key) {
+                suites.remove(suite);
+                if suites.is_empty() {
+                    next.by_version.remove(&key);
+                }
+            }
+        }
+        let wanted = |e: &Evaluation| {
+            let ns = e
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
+            slots.iter().any(|(n, m, v, s)| {
+                e.spec.version == *v && e.spec.model == *m && e.spec.suite == *s && ns == n
+            })
+        };
+        next.add_judging(
+            catalog,
+            catalog.objects().iter().filter_map(|o| match &o.resource {
+                crate::catalog::Resource::Evaluation(e) if wanted(e) => Some(e),
+                _ => None,
+            }),
+        );
+        next
     }
 
     /// [`Results::add`] for evaluations already behind a pointer (nothing is copied).

@@ -295,12 +295,10 @@ impl Cache {
 
     /// The artifact (URI, digest) of `model` version `version` in `ns`, read from the watch.
     pub fn artifact(&self, ns: &str, model: &str, version: &str) -> Option<(String, String)> {
-        self.versions
-            .typed(ns, |v| {
-                (v.spec.model == model && v.spec.version == version)
-                    .then(|| (v.spec.artifact.uri.clone(), v.spec.artifact.digest.clone()))
-            })
-            .pop()
+        // From the namespace's view (indexed), not a scan of every watched version.
+        let view = self.view(ns);
+        let v = view.catalog.version(ns, model, version)?;
+        Some((v.spec.artifact.uri.clone(), v.spec.artifact.digest.clone()))
     }
 
     /// The versions of `model` in `ns`, and where each of its aliases resolves to.

@@ -14,7 +14,6 @@ use slipway_crd::{Evaluation, ModelVersion};
 
 use super::context::{Context, Error, MANAGER, apply_status, compact};
 use super::notify;
-use crate::decide::catalog::Resource as CatalogResource;
 use crate::decide::evaluation::{summary, tasks};
 
 use super::context::owner;
@@ -40,19 +39,16 @@ pub async fn reconcile_version(
     }
     // Aliases come from the watch: the catalog is not rebuilt for alias changes.
     let resolved = |ns: &str, model: &str, alias: &str| ctx.cache.resolved(ns, model, alias);
-    let existing: std::collections::BTreeSet<String> = catalog
-        .objects()
-        .iter()
-        .filter(|o| matches!(o.resource, CatalogResource::Evaluation(_)))
-        .map(|o| o.key.name.clone())
-        .collect();
     let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
     let mut waiting = false;
-    for t in tasks::all(catalog, &resolved) {
-        if t.model != version.spec.model
-            || t.version != version.spec.version
-            || existing.contains(&t.name)
-        {
+    // This version's evaluations only: a reconcile does not grow with the namespace.
+    for t in tasks::of_version(catalog, &ns, version, &resolved) {
+        let key = crate::decide::catalog::ObjectKey {
+            kind: slipway_crd::Kind::Evaluation,
+            namespace: ns.clone(),
+            name: t.name.clone(),
+        };
+        if catalog.get(&key).is_some() {
             continue;
         }
         // A baseline alias that exists but has not resolved yet (its first move is still being
