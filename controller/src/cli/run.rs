@@ -113,7 +113,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let store = Arc::new(Store::open(&args.state)?);
     let shared = Arc::new(crate::modes::git::http::Shared {
         store: store.clone(),
-        metrics: crate::modes::git::http::Metrics::default(),
+        metrics: crate::modes::git::http::Metrics::default().with_controllers(&["git"]),
         ready: std::sync::Mutex::new(crate::modes::git::http::Readiness::default()),
         state_dir: args.state.clone(),
         catalog: std::sync::Mutex::new(serde_json::Value::Null),
@@ -254,6 +254,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         let (catalog, diags) = Catalog::from_files_remembering(&files, &passes);
         or_back_off!('pass, store.remember_schema_passes(fingerprint, &passes.settle()));
         if !diags.is_empty() {
+            shared.metrics.reconciled("git", false);
             shared.metrics.failed("pass", "invalid-revision");
             let errors: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
             set_ready(&|r| {
@@ -277,7 +278,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 store.apply(&[Write::History(HistoryEntry {
                     id: 0,
                     at: chrono::Utc::now(),
-                    event: "RevisionRejected".into(),
+                    event: crate::decide::events::Event::RevisionRejected
+                        .as_str()
+                        .into(),
                     namespace: "default".into(),
                     model: String::new(),
                     subject: source.clone(),
@@ -290,6 +293,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                     data: serde_json::to_value(&diags)?,
                 })])?;
                 last_rejected = Some(revision);
+                // Counted now: no pass reads the history while the revision stays invalid.
+                observed = or_back_off!('pass, observe(&store, &shared.metrics, observed));
             }
             if args.once {
                 return Ok(1);

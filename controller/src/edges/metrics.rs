@@ -116,6 +116,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// These metrics with the reconcile series of `controllers` at 0 from the start.
+    pub fn with_controllers(self, controllers: &[&str]) -> Self {
+        for c in controllers {
+            let label = ByController {
+                controller: (*c).into(),
+            };
+            let _ = self.reconciles.get_or_create(&label);
+            let _ = self.failures.get_or_create(&label);
+        }
+        self
+    }
+
     /// Counts what a history entry says happened (both homes call it once per entry).
     pub fn observe(&self, entry: &HistoryEntry) {
         self.happened(&entry.event);

@@ -106,10 +106,13 @@ impl Reconciler<'_> {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
                     .collect();
+            // Per evaluation: another evaluation may be running the same run (a version's own
+            // suite and, at once, another version's baseline); neither overwrites the other.
             let work_dir = self
                 .state_dir
                 .join("runs")
-                .join(key.trim_start_matches("sha256:"));
+                .join(key.trim_start_matches("sha256:"))
+                .join(&task.name);
             (self.progress)(&format!(
                 "running {} on {} version {version} ({})",
                 task.suite,

@@ -17,7 +17,7 @@ use slipway_crd::{
     RegisteredModel,
 };
 
-pub use super::watch::{Guarded, QuickBackoff, Watchable, Watched, slim};
+pub use super::watch::{Groups, Guarded, QuickBackoff, Watchable, Watched, slim};
 use crate::decide::catalog::{Object, ObjectKey, Resource, View};
 
 /// Label of every object a `ModelDeployment` owns.
@@ -69,6 +69,12 @@ pub struct Cache {
     pub workloads: Watched<Deployment>,
     /// The `Service`s Slipway manages (one per `ModelDeployment` with a kubernetes target).
     pub services: Watched<Service>,
+    /// The names of the versions of each model.
+    version_groups: Arc<Groups>,
+    /// The names of the aliases of each model.
+    alias_groups: Arc<Groups>,
+    /// The names of the per-version Deployments of each `ModelDeployment`.
+    workload_groups: Arc<Groups>,
     pending: Arc<Mutex<Pending>>,
     built: Arc<Mutex<HashMap<String, Arc<View>>>>,
 }
@@ -170,6 +176,29 @@ impl CatalogWatches<'_> {
             recorder(self.pending, self.built, invalidates, resource),
         )
     }
+
+    /// [`CatalogWatches::start`], also keeping `groups` (names by model) up to date.
+    fn start_grouped<K>(
+        &self,
+        invalidates: Invalidates,
+        resource: fn(K) -> Resource,
+        groups: &Arc<Groups>,
+        group: fn(&Guarded<K>) -> Option<String>,
+    ) -> Watched<Guarded<K>>
+    where
+        K: Watchable + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        let mut record = recorder(self.pending, self.built, invalidates, resource);
+        let groups = groups.clone();
+        Watched::start(
+            scoped(self.client, self.namespace),
+            watcher::Config::default(),
+            move |event, store| {
+                groups.follow(event, group);
+                record(event, store);
+            },
+        )
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -198,12 +227,27 @@ impl Cache {
             pending: &pending,
             built: &built,
         };
+        let (version_groups, alias_groups) = (Arc::default(), Arc::default());
+        let workload_groups: Arc<Groups> = Arc::default();
+        let follow_workloads = workload_groups.clone();
         // Status writes of aliases and deployments (mostly the controller's own) change no
         // catalog; their spec changes do.
         Arc::new(Cache {
             models: watches.start(Invalidates::OnSpec, Resource::RegisteredModel),
-            versions: watches.start(Invalidates::OnSpec, Resource::ModelVersion),
-            aliases: watches.start(Invalidates::OnSpec, Resource::ModelAlias),
+            versions: watches.start_grouped(
+                Invalidates::OnSpec,
+                Resource::ModelVersion,
+                &version_groups,
+                |v| Some(v.0.as_ref().ok()?.spec.model.clone()),
+            ),
+            aliases: watches.start_grouped(
+                Invalidates::OnSpec,
+                Resource::ModelAlias,
+                &alias_groups,
+                |a| Some(a.0.as_ref().ok()?.spec.model.clone()),
+            ),
+            version_groups,
+            alias_groups,
             evaluations: watches.start(Invalidates::Always, Resource::Evaluation),
             deployments: watches.start(Invalidates::OnSpec, Resource::ModelDeployment),
             policies: watches.start(Invalidates::OnSpec, Resource::PromotionPolicy),
@@ -211,8 +255,13 @@ impl Cache {
             workloads: Watched::start(
                 scoped(client, namespace),
                 all().labels(DEPLOYMENT_LABEL),
-                |_, _| {},
+                move |event, _| {
+                    follow_workloads.follow(event, |d: &Deployment| {
+                        d.metadata.labels.as_ref()?.get(DEPLOYMENT_LABEL).cloned()
+                    })
+                },
             ),
+            workload_groups,
             services: Watched::start(
                 scoped(client, namespace),
                 all().labels(DEPLOYMENT_LABEL),
@@ -251,7 +300,8 @@ impl Cache {
     /// The Deployments of a `ModelDeployment`, by the version they serve.
     pub fn deployments_of(&self, ns: &str, name: &str) -> BTreeMap<String, Deployment> {
         self.workloads
-            .within(ns)
+            .named(ns, &self.workload_groups.names(ns, name))
+            .into_iter()
             .filter_map(|d| {
                 let labels = d.metadata.labels.as_ref()?;
                 (labels.get(DEPLOYMENT_LABEL).map(String::as_str) == Some(name))
@@ -264,18 +314,16 @@ impl Cache {
     /// The `Service` of `ModelDeployment` `name` in `ns`, from the watch.
     pub fn service(&self, ns: &str, name: &str) -> Option<Service> {
         self.services
-            .within(ns)
-            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .store()
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
             .map(|s| (*s).clone())
     }
 
     /// The `ModelAlias` for `alias` of `model` in `ns`, from the watch.
     fn find_alias(&self, ns: &str, model: &str, alias: &str) -> Option<ModelAlias> {
-        self.aliases
-            .typed(ns, |a| {
-                (a.spec.model == model && a.spec.alias == alias).then(|| a.clone())
-            })
-            .pop()
+        self.model_aliases(ns, model)
+            .into_iter()
+            .rfind(|a| a.spec.alias == alias)
     }
 
     /// The version alias `alias` of `model` in `ns` asks for (`spec.version`).
@@ -303,18 +351,34 @@ impl Cache {
 
     /// The versions of `model` in `ns`, and where each of its aliases resolves to.
     pub fn model_summary(&self, ns: &str, model: &str) -> (Vec<String>, BTreeMap<String, String>) {
-        let versions = self.versions.typed(ns, |v| {
-            (v.spec.model == model).then(|| v.spec.version.clone())
-        });
-        let aliases = self
-            .aliases
-            .typed(ns, |a| {
-                let resolved = a.status.as_ref()?.resolved_version.clone()?;
-                (a.spec.model == model).then(|| (a.spec.alias.clone(), resolved))
-            })
+        let versions = self
+            .versions
+            .named(ns, &self.version_groups.names(ns, model))
             .into_iter()
+            .filter_map(|v| {
+                let v = v.0.as_ref().ok()?;
+                (v.spec.model == model).then(|| v.spec.version.clone())
+            })
+            .collect();
+        let aliases = self
+            .model_aliases(ns, model)
+            .into_iter()
+            .filter_map(|a| {
+                let resolved = a.status.as_ref()?.resolved_version.clone()?;
+                Some((a.spec.alias.clone(), resolved))
+            })
             .collect();
         (versions, aliases)
+    }
+
+    /// The `ModelAlias`es of `model` in `ns`, from the watch (by the model's index).
+    fn model_aliases(&self, ns: &str, model: &str) -> Vec<ModelAlias> {
+        self.aliases
+            .named(ns, &self.alias_groups.names(ns, model))
+            .into_iter()
+            .filter_map(|a| a.0.as_ref().ok().cloned())
+            .filter(|a| a.spec.model == model)
+            .collect()
     }
 
     /// The `Approval`s of `ns`.
@@ -324,20 +388,12 @@ impl Cache {
 
     /// The names of the `ModelVersion`s of `model` in `ns`.
     pub fn versions_of(&self, ns: &str, model: &str) -> Vec<String> {
-        self.versions.typed(ns, |v| {
-            (v.spec.model == model)
-                .then(|| v.metadata.name.clone())
-                .flatten()
-        })
+        self.version_groups.names(ns, model)
     }
 
     /// The names of the `ModelAlias`es of `model` in `ns`.
     pub fn aliases_of(&self, ns: &str, model: &str) -> Vec<String> {
-        self.aliases.typed(ns, |a| {
-            (a.spec.model == model)
-                .then(|| a.metadata.name.clone())
-                .flatten()
-        })
+        self.alias_groups.names(ns, model)
     }
 
     /// The namespace's objects of the catalog kinds, from the stores.

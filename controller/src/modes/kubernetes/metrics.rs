@@ -36,7 +36,14 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut shared = crate::edges::metrics::Metrics::default();
+        let mut shared = crate::edges::metrics::Metrics::default().with_controllers(&[
+            "aliases",
+            "approvals",
+            "deployments",
+            "evaluations",
+            "models",
+            "versions",
+        ]);
         let registry = &mut shared.registry;
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register(

@@ -208,3 +208,108 @@ where
             .collect()
     }
 }
+
+/// The names of a watched kind's objects by (namespace, group) — for versions and aliases, by
+/// model — kept up to date from the watch's events, so a reconcile asking for one model's
+/// objects does not scan the namespace's.
+#[derive(Default)]
+pub struct Groups {
+    inner: std::sync::RwLock<GroupsInner>,
+}
+
+#[derive(Default)]
+struct GroupsInner {
+    /// (namespace, group) → names.
+    by: std::collections::HashMap<(String, String), std::collections::BTreeSet<String>>,
+    /// (namespace, name) → group.
+    of: std::collections::HashMap<(String, String), String>,
+    /// What a relist has delivered so far (it replaces the rest when done).
+    next: Option<Box<GroupsInner>>,
+}
+
+impl GroupsInner {
+    fn insert(&mut self, ns: String, name: String, group: Option<String>) {
+        self.remove(&ns, &name);
+        if let Some(group) = group {
+            self.by
+                .entry((ns.clone(), group.clone()))
+                .or_default()
+                .insert(name.clone());
+            self.of.insert((ns, name), group);
+        }
+    }
+
+    fn remove(&mut self, ns: &str, name: &str) {
+        let key = (ns.to_string(), name.to_string());
+        if let Some(group) = self.of.remove(&key) {
+            let slot = (key.0, group);
+            if let Some(names) = self.by.get_mut(&slot) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.by.remove(&slot);
+                }
+            }
+        }
+    }
+}
+
+impl Groups {
+    /// Follows one event of the watch; `group` reads an object's group (None: in none).
+    pub(super) fn follow<K: kube::Resource>(
+        &self,
+        event: &watcher::Event<K>,
+        group: fn(&K) -> Option<String>,
+    ) {
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let id = |o: &K| {
+            (
+                o.meta().namespace.clone().unwrap_or_default(),
+                o.meta().name.clone().unwrap_or_default(),
+            )
+        };
+        match event {
+            watcher::Event::Apply(o) => {
+                let (ns, name) = id(o);
+                g.insert(ns, name, group(o));
+            }
+            watcher::Event::Delete(o) => {
+                let (ns, name) = id(o);
+                g.remove(&ns, &name);
+            }
+            watcher::Event::Init => g.next = Some(Box::default()),
+            watcher::Event::InitApply(o) => {
+                let (ns, name) = id(o);
+                g.next
+                    .get_or_insert_with(Box::default)
+                    .insert(ns, name, group(o));
+            }
+            watcher::Event::InitDone => {
+                if let Some(next) = g.next.take() {
+                    g.by = next.by;
+                    g.of = next.of;
+                }
+            }
+        }
+    }
+
+    /// The names in `group` of namespace `ns`.
+    pub fn names(&self, ns: &str, group: &str) -> Vec<String> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        g.by.get(&(ns.to_string(), group.to_string()))
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl<K> Watched<K>
+where
+    K: Watchable,
+{
+    /// The objects named `names` in namespace `ns`, as the store holds them now.
+    pub fn named(&self, ns: &str, names: &[String]) -> Vec<Arc<K>> {
+        names
+            .iter()
+            .filter_map(|n| self.store.get(&ObjectRef::new(n).within(ns)))
+            .collect()
+    }
+}
