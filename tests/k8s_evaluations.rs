@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::apiserver::ApiServer;
 use support::http::post_results;
-use support::k8s_mode::{finish_job, get, move_alias, wait_for_job};
+use support::k8s_mode::{claim_job, complete_job, finish_job, get, move_alias, wait_for_job};
 use support::{eventually, free_port};
 
 const EVALUATED: &str = r#"
@@ -414,4 +414,115 @@ fn a_baseline_that_never_ran_the_suite_gets_a_job_of_its_own() {
         ) == "Failed 0.85 0.9")
             .then_some(())
     });
+}
+
+#[test]
+fn jobs_and_pods_slipway_did_not_make_report_nothing() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let without_alias = EVALUATED.rsplit_once("---").unwrap().0;
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", without_alias);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Someone makes the Job of attempt 1 before Slipway does.
+    let planted = r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "pitch-frames-7-holdout-1"},
+      "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "evaluate", "image": "busybox",
+      "command": ["sh", "-c", "echo '{\"metrics\": {\"f1\": 1}}' > /dev/termination-log"]}]}}}}"#;
+    let run = api.kubectl_stdin(&["create", "-f", "-"], "admin", planted);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let controller = support::k8s_mode::Controller::start(&api, "controller-a");
+    let message = |n: &str| {
+        get(
+            &api,
+            &[
+                "events",
+                "--field-selector",
+                "involvedObject.name=pitch-frames-7-holdout,reason=Retrying",
+            ],
+            "{.items[*].message}",
+        )
+        .contains(n)
+    };
+    // Attempt 1 fails: the Job is not Slipway's to run in.
+    eventually(Duration::from_secs(60), || {
+        message("already exists").then_some(())
+    });
+
+    // Attempt 2's Job is Slipway's; a second pod claims it besides the Job's own.
+
+    claim_job(
+        &api,
+        "pitch-frames-7-holdout-2",
+        "job-own-pod",
+        r#"{"metrics": {"f1": 0.5}}"#,
+        |_| {},
+    );
+    claim_job(
+        &api,
+        "pitch-frames-7-holdout-2",
+        "a-forged-pod",
+        r#"{"metrics": {"f1": 0.99}}"#,
+        |_| {},
+    );
+    complete_job(&api, "pitch-frames-7-holdout-2");
+    // Attempt 2 took neither pod's results: attempt 3 runs (events of one reason keep their
+    // first words, so the attempt's reason is read from the controller's log).
+    wait_for_job(&api, "pitch-frames-7-holdout-3");
+    assert!(
+        controller
+            .log()
+            .contains("2 pods claim Job pitch-frames-7-holdout-2"),
+        "{}",
+        controller.log()
+    );
+
+    // A token Secret planted for the evaluation opens no results API: its runner is a Job.
+    let secret = r#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pitch-frames-7-holdout-results-token"},
+      "stringData": {"token": "planted-token-0123456789"}}"#;
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", secret);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (code, body) = post_results(
+        controller.port,
+        "pitch-frames-7-holdout",
+        "planted-token-0123456789",
+        r#"{"candidate": {"metrics": {"f1": 0.99}}}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("results file"), "{body}");
+
+    // Attempt 3's one pod runs something else than the Job's template.
+    claim_job(
+        &api,
+        "pitch-frames-7-holdout-3",
+        "a-different-pod",
+        r#"{"metrics": {"f1": 0.99}}"#,
+        |spec| spec["containers"][0]["command"] = serde_json::json!(["sh", "-c", "true"]),
+    );
+    complete_job(&api, "pitch-frames-7-holdout-3");
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.phase}",
+        ) == "Failed")
+            .then_some(())
+    });
+    let why = get(
+        &api,
+        &["meval", "pitch-frames-7-holdout"],
+        "{.status.conditions[0].message}",
+    );
+    assert!(
+        why.contains("does not run what the Job's template says"),
+        "{why}"
+    );
+    assert_eq!(
+        get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.metrics}"
+        ),
+        "",
+        "no results were taken: {}",
+        controller.log()
+    );
 }

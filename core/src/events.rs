@@ -118,8 +118,10 @@ impl Event {
 
     /// Whether a history entry records it (and `slipway_events_total` counts it, in both homes).
     /// An evaluation attempt's own steps — started, reused, retrying, failed — are Kubernetes
-    /// events on the `Evaluation` and progress lines in git mode; its outcome is recorded as
-    /// `EvaluationCompleted`.
+    /// events on the `Evaluation` and progress lines in git mode (its outcome is recorded as
+    /// `EvaluationCompleted`); a refused retry is the answer to the operator who asked, and what
+    /// only a cluster has (operator bounds, a SageMaker call that failed, an endpoint left behind)
+    /// is a Kubernetes event there.
     pub fn in_history(self) -> bool {
         !matches!(
             self,
@@ -129,6 +131,10 @@ impl Event {
                 | Event::Reused
                 | Event::Retrying
                 | Event::EvaluationFailed
+                | Event::NothingToRetry
+                | Event::OutsideBounds
+                | Event::SageMakerError
+                | Event::EndpointNotDeleted
         )
     }
 

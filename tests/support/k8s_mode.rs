@@ -115,29 +115,43 @@ pub fn wait_for_job(api: &ApiServer, job: &str) -> serde_json::Value {
 /// `results` to `$SLIPWAY_RESULTS` (its termination-message file) and exited 0: a pod the Job
 /// controls, terminated with that message, and the Job complete.
 pub fn finish_job(api: &ApiServer, job: &str, results: &str) {
+    claim_job(api, job, &format!("{job}-pod"), results, |_| {});
+    complete_job(api, job);
+}
+
+/// A pod named `pod` that names Job `job` its controller (as the Job controller's, or anyone's,
+/// would), its spec the Job's template changed by `tweak`, terminated with `results`.
+pub fn claim_job(
+    api: &ApiServer,
+    job: &str,
+    pod: &str,
+    results: &str,
+    tweak: impl FnOnce(&mut serde_json::Value),
+) {
     let j = wait_for_job(api, job);
-    let pod = serde_json::json!({
+    let mut spec = j["spec"]["template"]["spec"].clone();
+    tweak(&mut spec);
+    let object = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
-            "name": format!("{job}-pod"), "labels": {"job-name": job},
+            "name": pod, "labels": {"job-name": job},
             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job,
                                  "uid": j["metadata"]["uid"], "controller": true}],
         },
-        "spec": j["spec"]["template"]["spec"],
+        "spec": spec,
     });
-    let run = api.kubectl_stdin(&["create", "-f", "-"], "admin", &pod.to_string());
+    let run = api.kubectl_stdin(&["create", "-f", "-"], "admin", &object.to_string());
     assert_eq!(run.code, 0, "{}", run.stderr);
     let status = serde_json::json!({"status": {"phase": "Succeeded", "containerStatuses": [{
         "name": "evaluate", "image": j["spec"]["template"]["spec"]["containers"][0]["image"],
         "imageID": "", "ready": false, "restartCount": 0,
         "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": results}},
     }]}});
-    let pod_name = format!("{job}-pod");
     let run = api.kubectl(
         &[
             "patch",
             "pod",
-            &pod_name,
+            pod,
             "--subresource=status",
             "--type=merge",
             "-p",
@@ -146,6 +160,10 @@ pub fn finish_job(api: &ApiServer, job: &str, results: &str) {
         "admin",
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+/// Marks Job `job` complete, as the Job controller would.
+pub fn complete_job(api: &ApiServer, job: &str) {
     let done = r#"{"status":{"succeeded":1,"conditions":[{"type":"Complete","status":"True"}]}}"#;
     let run = api.kubectl(
         &[

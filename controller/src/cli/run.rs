@@ -176,7 +176,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut observed = store.last_history_id()?;
     // `--once`: what the passes so far did, and whether a pass after the pool went idle ran.
     let mut so_far: Option<crate::modes::git::Outcome> = None;
-    let mut settled_pass = false;
+    // The pool's finished count when a pass last ran with the pool idle (`--once`).
+    let mut settled_pass: Option<u64> = None;
     // Documents that passed the CRD-schema check in an earlier pass, or an earlier run, are not
     // checked again: read from the store once, then kept up to date in memory.
     let fingerprint = crate::decide::catalog::schema::fingerprint();
@@ -412,9 +413,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             total.absorb(outcome);
             // Evaluations still running: take their outcomes in further passes (rollouts of
             // other models went on meanwhile), and once the pool is idle, one more pass.
-            if pool.busy() || (pool.pending() && !settled_pass) {
-                settled_pass = !pool.busy();
-                if !settled_pass {
+            // A job that finished since the pool was last seen idle (one this pass started,
+            // say) needs its pass too, however quickly it finished.
+            if pool.busy() || (pool.pending() && settled_pass != Some(pool.finished())) {
+                settled_pass = (!pool.busy()).then(|| pool.finished());
+                if settled_pass.is_none() {
                     live.waiting("evaluations running: waiting for them to finish");
                     sleep_until_finished(&stop, &pool, seen, Duration::from_secs(1));
                 }

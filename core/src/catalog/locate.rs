@@ -27,14 +27,25 @@ enum Frame {
     },
 }
 
+/// The most nodes indexed (each holds its whole path): far more than any Slipway document has.
+const MAX_INDEXED: usize = 20_000;
+
 impl Positions {
-    /// Indexes the first document of `text`. Parse errors end the indexing early; what was seen is kept.
+    /// Indexes the first document of `text`. Parse errors, nesting deeper than the reader allows
+    /// and more nodes than it builds end the indexing early; what was seen is kept.
     pub fn of(text: &str) -> Self {
         let mut pos = Positions::default();
         let mut stack: Vec<Frame> = Vec::new();
         let mut parser = Parser::new_from_str(text);
         let mut started = false;
+        // Bounded (hostile input reaches here on its error path, before or without the reader's
+        // own bounds): no deeper than the reader allows, at most MAX_INDEXED nodes.
+        let mut nodes = 0usize;
         while let Some(Ok((event, span))) = parser.next_event() {
+            nodes += 1;
+            if nodes > MAX_INDEXED || stack.len() > super::yaml::MAX_DEPTH {
+                break;
+            }
             let here = (span.start.line(), span.start.col() + 1);
             match event {
                 Event::DocumentStart(_) if started => break,

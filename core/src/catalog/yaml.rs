@@ -106,6 +106,7 @@ fn read_noting(
     let mut nodes = 0usize;
     let mut parser = Parser::new_from_str(text);
     let mut started = false;
+    let mut repeated = None;
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|e| syntax(text, &e))?;
         let (value, anchor, size) = match event {
@@ -184,10 +185,18 @@ fn read_noting(
                 *total += size;
                 if let Some(k) = key.take() {
                     m.insert(k, value);
-                } else if let Value::String(k) = value {
-                    *key = Some(k);
                 } else {
-                    *key = Some(value.to_string());
+                    // A key that is not a plain scalar (an alias, a collection) may not repeat
+                    // either.
+                    let k = match value {
+                        Value::String(k) => k,
+                        other => other.to_string(),
+                    };
+                    if m.contains_key(&k) {
+                        repeated = Some(k);
+                    } else {
+                        *key = Some(k);
+                    }
                 }
             }
             Some(Frame::Seq(items, _, total)) => {
@@ -195,6 +204,9 @@ fn read_noting(
                 items.push(value);
             }
             None => root = Some(value),
+        }
+        if let Some(k) = repeated.take() {
+            return Err(Unreadable::Repeated(path_of(&stack).key(k)));
         }
     }
     Ok(root.unwrap_or(Value::Null))
@@ -350,6 +362,16 @@ mod tests {
         }
         assert!(
             matches!(read(&bomb), Err(Unreadable::Syntax { message, at: None }) if message.contains("expands"))
+        );
+    }
+
+    #[test]
+    fn a_key_that_repeats_through_an_alias_is_refused() {
+        let doc = "metadata: {labels: {note: &k version}}\nspec:\n  version: \"7\"\n  *k : \"8\"\n";
+        assert!(
+            matches!(read(doc), Err(Unreadable::Repeated(_))),
+            "{:?}",
+            read(doc)
         );
     }
 

@@ -99,11 +99,32 @@ pub fn environment(
 /// The name of the Job carrying `role`'s run of attempt `n` (the candidate's is the attempt's
 /// Job name, `EVALUATION-N`).
 pub fn job_name(evaluation: &str, n: u32, role: Role) -> String {
-    match role {
+    let full = match role {
         Role::Candidate => format!("{evaluation}-{n}"),
         Role::Baseline => format!("{evaluation}-{n}-baseline"),
+    };
+    // A Job's name is a label value of its pods: at most 63 characters. A longer one keeps its
+    // start and ends in a digest of the whole, so it stays unique.
+    if full.len() <= MAX_NAME {
+        return full;
     }
+    use sha2::Digest as _;
+    let digest = crate::hex(&sha2::Sha256::digest(full.as_bytes()));
+    let keep = full
+        .char_indices()
+        .map(|(i, _)| i)
+        .take_while(|&i| i <= MAX_NAME - 11)
+        .last()
+        .unwrap_or(0);
+    format!(
+        "{}-{}",
+        full[..keep].trim_end_matches(['-', '.']),
+        &digest[..10]
+    )
 }
+
+/// The longest Job name (a label value).
+const MAX_NAME: usize = 63;
 
 /// What a `webhook` runner's request describes (its `bodyTemplate`'s context): both models, the
 /// dataset, and where and with which token to report — the same keys in both homes.
@@ -163,8 +184,8 @@ pub fn from_termination_message(message: &str) -> Result<RunResults, String> {
     results::parse(message).map_err(|why| {
         if message.len() >= TERMINATION_LIMIT - 64 {
             format!(
-                "{why} — the kubelet keeps at most {TERMINATION_LIMIT} bytes of ${RESULTS} in a \
-                 cluster: write fewer samples"
+                "{why} — in a cluster the kubelet keeps only the last {TERMINATION_LIMIT} bytes \
+                 of ${RESULTS}: write fewer samples"
             )
         } else {
             why
@@ -261,6 +282,14 @@ mod tests {
         );
         assert_eq!(job_name("e", 2, Role::Baseline), "e-2-baseline");
         assert_eq!(job_name("e", 2, Role::Candidate), "e-2");
+        let long = "fraud-detection-transaction-scorer-2024.06.01-rc1-holdout";
+        let (a, b) = (
+            job_name(long, 1, Role::Baseline),
+            job_name(long, 2, Role::Baseline),
+        );
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(a.starts_with("fraud-detection"), "{a}");
     }
 
     #[test]
@@ -269,11 +298,12 @@ mod tests {
         assert_eq!(ok.metrics["f1"], 0.9);
         let empty = from_termination_message("  ").unwrap_err();
         assert!(empty.contains("without writing results"), "{empty}");
-        let cut = format!(
-            r#"{{"metrics": {{"f1": 0.9}}, "samples": [{}"#,
+        // The kubelet keeps the end of a longer file.
+        let long = format!(
+            r#"{{"metrics": {{"f1": 0.9}}, "samples": [{{"input": "{}"}}]}}"#,
             "x".repeat(4100)
         );
-        let why = from_termination_message(&cut[..TERMINATION_LIMIT]).unwrap_err();
+        let why = from_termination_message(&long[long.len() - TERMINATION_LIMIT..]).unwrap_err();
         assert!(why.contains("write fewer samples"), "{why}");
     }
 

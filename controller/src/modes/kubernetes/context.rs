@@ -176,7 +176,29 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     what: crate::decide::events::Event,
     note: String,
 ) {
+    // What git mode records in its history is counted here, as it counts it there (what is
+    // also announced is counted once, by the announcement: see `notify::announce`).
+    if what.in_history() {
+        ctx.metrics.happened(what.as_str());
+    }
+    send(ctx, object, what, note).await;
+}
+
+/// Sends an event on `object` (not counted: see [`publish`]).
+pub(super) async fn send<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+    what: crate::decide::events::Event,
+    note: String,
+) {
     let reason = what.as_str();
+    // In the log too: an event series keeps its first words, the log every one.
+    let regarding = object.meta().name.clone().unwrap_or_default();
+    if what.is_warning() {
+        tracing::warn!(reason, object = %regarding, "{note}");
+    } else {
+        tracing::info!(reason, object = %regarding, "{note}");
+    }
     let event = Event {
         type_: if what.is_warning() {
             EventType::Warning

@@ -6,22 +6,20 @@
 
 use crate::decide::events::Event as Happened;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::json;
 use slipway_crd::evaluation::EvaluationPhase;
 use slipway_crd::{Evaluation, EvaluationStatus};
 
-use super::context::{Context, Error, MANAGER, apply_status, compact, publish};
+use super::context::{Context, Error, MANAGER, apply_status, publish};
+use super::evaluation_jobs::{runs, seen, start_job, stored_run};
 use super::notify;
-use crate::decide::evaluation::results::RunResults;
 use crate::decide::evaluation::{job, lifecycle, step};
 use crate::edges::notify::Notifier;
 use crate::edges::runners::webhook::dispatch_message;
@@ -193,146 +191,6 @@ async fn dispatch(
     }
 }
 
-/// The failure of a Job, if it failed.
-fn job_failure(job: &Job) -> Option<String> {
-    let s = job.status.as_ref()?;
-    let cond = s
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Failed" && c.status == "True");
-    match cond {
-        Some(c) => Some(format!(
-            "{} ({})",
-            c.reason.clone().unwrap_or_else(|| "Failed".into()),
-            c.message.clone().unwrap_or_default()
-        )),
-        None if s.failed.unwrap_or(0) > 0 => Some("its pod failed".into()),
-        None => None,
-    }
-}
-
-/// Whether a Job completed.
-fn job_complete(job: &Job) -> bool {
-    job.status.as_ref().is_some_and(|s| {
-        s.succeeded.unwrap_or(0) > 0
-            || s.conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Complete" && c.status == "True")
-    })
-}
-
-/// The results a completed Job's pod left in its termination message (`$SLIPWAY_RESULTS`).
-/// Only a pod the Job controls counts, and only its `evaluate` container's exit 0.
-async fn job_results(ctx: &Context, ns: &str, job: &Job) -> Result<job::RunSeen, Error> {
-    let name = job.metadata.name.clone().unwrap_or_default();
-    let uid = job.metadata.uid.clone().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let listed = pods
-        .list(&ListParams::default().labels(&format!("job-name={name}")))
-        .await?;
-    let controlled = |p: &Pod| {
-        p.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "Job")
-    };
-    let terminated = listed
-        .items
-        .iter()
-        .filter(|p| controlled(p))
-        .flat_map(|p| {
-            p.status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
-        })
-        .filter(|c| c.name == CONTAINER)
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-        .find(|t| t.exit_code == 0);
-    Ok(match terminated {
-        Some(t) => match job::from_termination_message(t.message.as_deref().unwrap_or("")) {
-            Ok(r) => job::RunSeen::Done(r),
-            Err(why) => job::RunSeen::Failed(format!("Job {name}: {why}")),
-        },
-        None => job::RunSeen::Failed(format!(
-            "Job {name} completed, but its pod is gone: its results could not be read"
-        )),
-    })
-}
-
-/// The runs attempt `n` is made of: the candidate's, and the baseline's when there is one.
-fn runs(ctx: &Context, e: &Evaluation, a: &lifecycle::Attempt) -> Vec<job::Run> {
-    let ns = e.namespace().unwrap_or_else(|| "default".into());
-    let artifact = |v: &str| {
-        ctx.cache
-            .artifact(&ns, &e.spec.model, v)
-            .unwrap_or_default()
-    };
-    let run = |role, version: &str, key: &str| {
-        let (uri, digest) = artifact(version);
-        job::Run {
-            role,
-            version: version.to_string(),
-            uri,
-            digest,
-            key: key.to_string(),
-        }
-    };
-    let baseline = match (&a.baseline_version, &a.baseline_key) {
-        (Some(v), Some(k)) => Some(run(job::Role::Baseline, v, k)),
-        _ => None,
-    };
-    job::runs(run(job::Role::Candidate, &e.spec.version, &a.key), baseline)
-}
-
-/// A finished run with this content address elsewhere in the namespace, if any.
-fn stored_run(ctx: &Context, e: &Evaluation, key: &str) -> Option<RunResults> {
-    let ns = e.namespace().unwrap_or_else(|| "default".into());
-    let view = ctx.cache.view(&ns);
-    let own = e.name_any();
-    let finished = view
-        .results
-        .all()
-        .filter(|x| x.metadata.name.as_deref() != Some(own.as_str()))
-        .filter_map(|x| Some((x.metadata.name.as_deref()?, x.status.as_ref()?)));
-    lifecycle::reusable(key, finished).map(|(r, _)| r)
-}
-
-/// What the attempt the status records as in flight looks like: its Jobs' outcomes (`kubernetes`
-/// runner; a run without a Job was already finished elsewhere); an external system (`webhook`
-/// runner) is busy until it posts its results.
-async fn seen(
-    ctx: &Context,
-    e: &Evaluation,
-    a: &lifecycle::Attempt,
-    status: &EvaluationStatus,
-) -> Result<step::Seen, Error> {
-    if e.spec.runner.kubernetes.is_none() {
-        return Ok(step::Seen::Busy);
-    }
-    let ns = e.namespace().unwrap_or_else(|| "default".into());
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut seen = Vec::new();
-    for run in runs(ctx, e, a) {
-        let name = job::job_name(&e.name_any(), status.attempts, run.role);
-        let state = match jobs.get_opt(&name).await? {
-            Some(j) => match job_failure(&j) {
-                Some(why) => job::RunSeen::Failed(why),
-                None if job_complete(&j) => job_results(ctx, &ns, &j).await?,
-                None => job::RunSeen::Busy,
-            },
-            None => match stored_run(ctx, e, &run.key) {
-                Some(r) => job::RunSeen::Done(r),
-                None => job::RunSeen::Failed(format!("its Job {name} is gone")),
-            },
-        };
-        seen.push((run.role, state));
-    }
-    Ok(job::combine(a, seen))
-}
-
 /// Why an evaluation cannot run in a cluster at all, if it cannot.
 fn cannot_run(ctx: &Context, e: &Evaluation) -> Option<String> {
     if e.spec.runner.kubernetes.is_none() && e.spec.runner.webhook.is_none() {
@@ -383,7 +241,7 @@ pub async fn reconcile_evaluation(
         started.filter(|s| s.phase == EvaluationPhase::Running && !lifecycle::retry_due(s));
     let observed = step::Observed {
         seen: match in_flight {
-            Some(s) => Some(seen(&ctx, e, &a, s).await?),
+            Some(s) => Some(seen(&ctx, e, s).await?),
             None => None,
         },
         reusable: match started {
@@ -401,7 +259,7 @@ pub async fn reconcile_evaluation(
     {
         let failed = step::Observed {
             seen: Some(step::Seen::Failed(format!(
-                "could not start the external job: {why}"
+                "could not start the attempt: {why}"
             ))),
             ..Default::default()
         };
@@ -433,8 +291,10 @@ async fn start(
     if let Some(runner) = &e.spec.runner.kubernetes {
         let timeout = lifecycle::timeout(e.spec.timeout.as_deref());
         for run in runs(ctx, e, a) {
-            if stored_run(ctx, e, &run.key).is_none() {
-                start_job(ctx, e, runner, &run, number, timeout).await?;
+            if stored_run(ctx, e, &run.key).is_none()
+                && let Err(why) = start_job(ctx, e, runner, &run, number, timeout).await?
+            {
+                return Ok(Err(why));
             }
         }
         return Ok(Ok(()));
@@ -472,65 +332,4 @@ async fn start(
         )
         .await?;
     Ok(dispatch(ctx, e, hook, &token).await)
-}
-
-/// The name of an evaluation Job's container (whose termination message holds the results).
-const CONTAINER: &str = "evaluate";
-
-/// Creates the Job of one run of attempt `number`: the runner's image and command, with the job
-/// contract's environment and `$SLIPWAY_RESULTS` its termination-message file.
-async fn start_job(
-    ctx: &Arc<Context>,
-    e: &Evaluation,
-    runner: &slipway_crd::common::KubernetesRunner,
-    run: &job::Run,
-    number: u32,
-    timeout: Duration,
-) -> Result<(), Error> {
-    let ns = e.namespace().unwrap_or_else(|| "default".into());
-    let name = e.name_any();
-    let job_name = job::job_name(&name, number, run.role);
-    let mut env: Vec<_> = job::environment(&e.spec.model, &e.spec.suite, &e.spec.dataset, run)
-        .into_iter()
-        .map(|(k, v)| json!({"name": k, "value": v}))
-        .collect();
-    env.push(json!({"name": job::RESULTS, "value": job::TERMINATION_LOG}));
-    let mut container = json!({
-        "name": CONTAINER, "image": runner.image, "env": env,
-        "terminationMessagePath": job::TERMINATION_LOG, "terminationMessagePolicy": "File",
-    });
-    if !runner.command.is_empty() {
-        container["command"] = json!(runner.command);
-    }
-    if !runner.args.is_empty() {
-        container["args"] = json!(runner.args);
-    }
-    if let Some(r) = &runner.resources {
-        container["resources"] = serde_json::to_value(r)?;
-    }
-    let labels = json!({"slipway.dev/evaluation": name, "slipway.dev/role": run.role.as_str()});
-    let object = json!({
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": job_name, "ownerReferences": owner(e), "labels": labels},
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": timeout.as_secs().max(1),
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "serviceAccountName": runner.service_account_name,
-                    "containers": [container],
-                }
-            }
-        }
-    });
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    jobs.patch(
-        &job_name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&compact(object)),
-    )
-    .await?;
-    Ok(())
 }

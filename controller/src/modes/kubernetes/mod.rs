@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cluster;
 pub mod context;
 pub mod deployments;
+pub mod evaluation_jobs;
 pub mod evaluations;
 pub mod http;
 pub mod lease;

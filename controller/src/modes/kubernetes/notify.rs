@@ -112,7 +112,8 @@ pub async fn announce<K: Resource<DynamicType = ()>>(
     entry: HistoryEntry,
 ) {
     if let Some(what) = Happened::parse(&entry.event) {
-        super::context::publish(ctx, object, what, note).await;
+        // Counted by `notify`, once per happening.
+        super::context::send(ctx, object, what, note).await;
     }
     notify(ctx, object, entry).await;
 }
@@ -120,7 +121,7 @@ pub async fn announce<K: Resource<DynamicType = ()>>(
 /// Sends the notifications `entry` calls for on its model's channels, in the background, once
 /// per happening (a reconcile that runs again on the same object — the watch not yet showing
 /// its status write — does not announce again; every later happening is written first, so it
-/// comes from a newer object); each outcome becomes an event on `object`.
+/// comes from a newer object revision); each outcome becomes an event on `object`.
 pub async fn notify<K: Resource<DynamicType = ()>>(
     ctx: &Arc<Context>,
     object: &K,

@@ -78,6 +78,17 @@ pub async fn accept(
     let Some(e) = e else {
         return Err((500, format!("{ns}/{name} is gone")));
     };
+    // Only an external system reports here; a Job reports through its results file (a token
+    // Secret left over or planted for another runner opens nothing).
+    if e.spec.runner.webhook.is_none() {
+        return Err((
+            409,
+            format!(
+                "{ns}/{name} does not run on a webhook runner: its Job reports through its results \
+                 file, not this API"
+            ),
+        ));
+    }
     let posted = results::posted(body, status.baseline_version.as_deref())?;
     // The attempt in flight reported: the same step as every other observation.
     let attempt = lifecycle::Attempt {
