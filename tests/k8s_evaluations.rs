@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use support::apiserver::ApiServer;
 use support::http::post_results;
-use support::k8s_mode::{claim_job, complete_job, finish_job, get, move_alias, wait_for_job};
+use support::k8s_mode::{
+    claim_job, complete_job, fail_job, finish_job, get, move_alias, wait_for_job,
+};
 use support::{eventually, free_port};
 
 const EVALUATED: &str = r#"
@@ -46,23 +48,6 @@ kind: ModelAlias
 metadata: {name: pitch-frames-production}
 spec: {model: pitch-frames, alias: production, version: "7"}
 "#;
-
-fn fail_job(api: &ApiServer, job: &str) {
-    let status = r#"{"status":{"failed":1,"conditions":[{"type":"Failed","status":"True","reason":"BackoffLimitExceeded","message":"Job has reached the specified backoff limit"}]}}"#;
-    let run = api.kubectl(
-        &[
-            "patch",
-            "job",
-            job,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            status,
-        ],
-        "admin",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-}
 
 #[test]
 fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {

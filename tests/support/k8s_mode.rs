@@ -164,7 +164,23 @@ pub fn claim_job(
 
 /// Marks Job `job` complete, as the Job controller would.
 pub fn complete_job(api: &ApiServer, job: &str) {
-    let done = r#"{"status":{"succeeded":1,"conditions":[{"type":"Complete","status":"True"}]}}"#;
+    job_status(
+        api,
+        job,
+        r#"{"status":{"succeeded":1,"conditions":[{"type":"Complete","status":"True"}]}}"#,
+    );
+}
+
+/// Marks Job `job` failed (its pod failed, no retries), as the Job controller would.
+pub fn fail_job(api: &ApiServer, job: &str) {
+    job_status(
+        api,
+        job,
+        r#"{"status":{"failed":1,"conditions":[{"type":"Failed","status":"True","reason":"BackoffLimitExceeded","message":"Job has reached the specified backoff limit"}]}}"#,
+    );
+}
+
+fn job_status(api: &ApiServer, job: &str, status: &str) {
     let run = api.kubectl(
         &[
             "patch",
@@ -173,7 +189,7 @@ pub fn complete_job(api: &ApiServer, job: &str) {
             "--subresource=status",
             "--type=merge",
             "-p",
-            done,
+            status,
         ],
         "admin",
     );

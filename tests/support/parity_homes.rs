@@ -41,8 +41,13 @@ pub trait Home {
     fn retry(&self, deployment: &str, version: &str);
     /// What the home's log says, for failure messages.
     fn log(&self) -> String;
+    /// The port of the home's HTTP server.
+    fn port(&self) -> u16;
     /// The home's `/metrics` text.
-    fn metrics(&self) -> String;
+    fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port());
+        request("GET", &url, &[], "").1
+    }
     /// The runner (YAML, indented for a suite) of jobs that record their environment and report
     /// `f1` 0.9 (git mode: a `local` command; Kubernetes mode: a `kubernetes` Job).
     fn job_runner(&self) -> String;
@@ -117,14 +122,8 @@ impl Home for GitHome {
         "git mode"
     }
 
-    fn metrics(&self) -> String {
-        request(
-            "GET",
-            &format!("http://127.0.0.1:{}/metrics", self.port),
-            &[],
-            "",
-        )
-        .1
+    fn port(&self) -> u16 {
+        self.port
     }
 
     fn job_runner(&self) -> String {
@@ -306,14 +305,8 @@ impl Home for ClusterHome {
         "Kubernetes mode"
     }
 
-    fn metrics(&self) -> String {
-        request(
-            "GET",
-            &format!("http://127.0.0.1:{}/metrics", self.port),
-            &[],
-            "",
-        )
-        .1
+    fn port(&self) -> u16 {
+        self.port
     }
 
     fn job_runner(&self) -> String {

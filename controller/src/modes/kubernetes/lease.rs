@@ -106,22 +106,35 @@ impl Elector {
 
     /// Gives the lease up (on shutdown), so another replica takes over without waiting.
     pub async fn release(&self) {
-        if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await
-            && let Some(spec) = lease.spec.as_mut()
-            && spec.holder_identity.as_deref() == Some(self.identity.as_str())
-        {
+        // A renewal that was under way may have moved the lease on: read it again and retry.
+        for _ in 0..3 {
+            let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+                return;
+            };
+            let Some(spec) = lease.spec.as_mut() else {
+                return;
+            };
+            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+                return;
+            }
             spec.holder_identity = None;
             spec.renew_time = None;
             spec.acquire_time = None;
-            if let Err(e) = self
+            match self
                 .api
                 .replace(&self.name, &PostParams::default(), &lease)
                 .await
             {
-                // Not fatal: the lease then expires after its duration instead.
-                tracing::warn!(error = %e, "cannot release the leader lease");
+                Ok(_) => return,
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => {
+                    // Not fatal: the lease then expires after its duration instead.
+                    tracing::warn!(error = %e, "cannot release the leader lease");
+                    return;
+                }
             }
         }
+        tracing::warn!("cannot release the leader lease: it kept changing; it expires instead");
     }
 }
 
