@@ -291,7 +291,7 @@ async fn retry(
 
 /// Announces a rollout's events (a Kubernetes event, the notifications, the count), as git mode
 /// records them in its history.
-async fn announce(
+pub(super) async fn announce(
     ctx: &Arc<Context>,
     md: &ModelDeployment,
     events: Vec<(&rollout::EventKind, &str, &str)>,

@@ -16,7 +16,6 @@ use slipway_crd::ModelDeployment;
 use slipway_crd::model_deployment::ModelDeploymentStatus;
 
 use super::context::{Context, Error, SageMakerCalls, apply_status, publish};
-use super::notify;
 use crate::decide::rollout::RolloutState;
 use crate::decide::rollout::sagemaker::{Artifact, sequence};
 use crate::decide::rollout::status::{self, Basis, Endpoint};
@@ -207,18 +206,12 @@ async fn step(
     if let Some(note) = &done.drift_news {
         publish(&ctx, md, Happened::OutOfSync, note.clone()).await;
     }
-    for (kind, version, message) in &done.events {
-        let happened = notify::entry(
-            Happened::Rollout(*kind),
-            &ns,
-            &md.spec.model,
-            format!("ModelDeployment/{name}"),
-            Some(version.clone()),
-            md.spec.alias.clone(),
-            format!("{name}: {message}"),
-        );
-        notify::announce(&ctx, md, message.clone(), happened).await;
-    }
+    let events = done
+        .events
+        .iter()
+        .map(|(kind, version, message)| (kind, version.as_str(), message.as_str()))
+        .collect();
+    super::deployments::announce(&ctx, md, events).await;
 
     // Carry the calls out, in order; the state is already recorded.
     if !done.calls.is_empty() {
