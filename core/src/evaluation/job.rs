@@ -73,6 +73,19 @@ pub fn runs(candidate: Run, baseline: Option<Run>) -> Vec<Run> {
         .collect()
 }
 
+/// The roles and content addresses of the runs attempt `a` is made of — [`runs`]' rule, for an
+/// attempt already recorded.
+pub fn roles(a: &Attempt) -> Vec<(Role, &str)> {
+    let baseline = a
+        .baseline_key
+        .as_deref()
+        .filter(|k| *k != a.key)
+        .map(|k| (Role::Baseline, k));
+    std::iter::once((Role::Candidate, a.key.as_str()))
+        .chain(baseline)
+        .collect()
+}
+
 /// The environment of a run's job, beside `SLIPWAY_RESULTS` (whose value each runner chooses)
 /// and the runner's own `env`.
 pub fn environment(
@@ -358,7 +371,7 @@ mod tests {
         // Another version with the same artifact: one run serves as both.
         let same = Attempt {
             baseline_key: Some("sha256:c".into()),
-            ..a
+            ..a.clone()
         };
         assert_eq!(
             combine(&same, vec![(Role::Candidate, RunSeen::Done(r(0.9)))]),
@@ -367,6 +380,8 @@ mod tests {
                 baseline: Some(r(0.9))
             }
         );
+        assert_eq!(roles(&same), [(Role::Candidate, "sha256:c")]);
+        assert_eq!(roles(&a).len(), 2);
         let mut b = run(Role::Baseline);
         assert_eq!(runs(run(Role::Candidate), Some(b.clone())).len(), 1);
         b.key = "sha256:other".into();

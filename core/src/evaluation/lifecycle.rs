@@ -107,6 +107,19 @@ pub struct Attempt {
     pub number: u32,
 }
 
+impl Attempt {
+    /// The attempt `status` records (its content addresses as they were when it started, not as
+    /// the spec says now).
+    pub fn recorded(status: &EvaluationStatus) -> Attempt {
+        Attempt {
+            key: status.cache_key.clone().unwrap_or_default(),
+            baseline_key: status.baseline_cache_key.clone(),
+            baseline_version: status.baseline_version.clone(),
+            number: status.attempts,
+        }
+    }
+}
+
 /// The status of an attempt that has started; `what` says what is running it (a Job, a
 /// dispatched external system, a local command).
 pub fn running(a: &Attempt, what: String, now: DateTime<Utc>) -> EvaluationStatus {

@@ -17,7 +17,7 @@ use slipway_crd::{
     RegisteredModel,
 };
 
-pub use super::watch::{Groups, Guarded, QuickBackoff, Watchable, Watched, slim};
+pub use super::watch::{Groups, Guarded, QuickBackoff, SpecChanges, Watchable, Watched, slim};
 use crate::decide::catalog::{Object, ObjectKey, Resource, View};
 
 /// Label of every object a `ModelDeployment` owns.
@@ -91,18 +91,13 @@ where
 {
     let (pending, built) = (pending.clone(), built.clone());
     let kind = Kind::parse(&K::kind(&()));
-    // uid → metadata.generation: a status write does not change it, a spec change does.
-    let mut seen: HashMap<String, i64> = HashMap::new();
+    let mut seen = SpecChanges::default();
     move |event, _| {
         let (o, deleted) = match event {
             watcher::Event::Apply(o) => (o, false),
             watcher::Event::Delete(o) => (o, true),
             watcher::Event::InitApply(o) => {
-                let meta = o.meta();
-                seen.insert(
-                    meta.uid.clone().unwrap_or_default(),
-                    meta.generation.unwrap_or(0),
-                );
+                seen.note(o.meta());
                 return;
             }
             watcher::Event::Init => return,
@@ -112,14 +107,7 @@ where
             }
         };
         let meta = o.meta();
-        let uid = meta.uid.clone().unwrap_or_default();
-        let generation = meta.generation.unwrap_or(0);
-        let changed = if deleted {
-            seen.remove(&uid);
-            true
-        } else {
-            seen.insert(uid, generation) != Some(generation)
-        };
+        let changed = seen.changed(meta, deleted);
         if !changed && matches!(invalidates, Invalidates::OnSpec) {
             return;
         }

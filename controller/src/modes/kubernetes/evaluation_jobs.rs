@@ -151,30 +151,6 @@ fn same_pod(
         && spec.service_account_name == template.service_account_name
 }
 
-/// The runs the attempt recorded in `status` is made of (its content addresses as recorded when
-/// it started, not as the spec says now).
-fn recorded_runs(status: &EvaluationStatus) -> (lifecycle::Attempt, Vec<job::Run>) {
-    let a = lifecycle::Attempt {
-        key: status.cache_key.clone().unwrap_or_default(),
-        baseline_key: status.baseline_cache_key.clone(),
-        baseline_version: status.baseline_version.clone(),
-        number: status.attempts,
-    };
-    let run = |role, key: &str| job::Run {
-        role,
-        version: String::new(),
-        uri: String::new(),
-        digest: String::new(),
-        key: key.to_string(),
-    };
-    let baseline = a
-        .baseline_key
-        .as_deref()
-        .map(|k| run(job::Role::Baseline, k));
-    let runs = job::runs(run(job::Role::Candidate, &a.key), baseline);
-    (a, runs)
-}
-
 /// The runs attempt `n` is made of: the candidate's, and the baseline's when there is one.
 pub(super) fn runs(ctx: &Context, e: &Evaluation, a: &lifecycle::Attempt) -> Vec<job::Run> {
     let ns = e.namespace().unwrap_or_else(|| "default".into());
@@ -200,8 +176,9 @@ pub(super) fn runs(ctx: &Context, e: &Evaluation, a: &lifecycle::Attempt) -> Vec
     job::runs(run(job::Role::Candidate, &e.spec.version, &a.key), baseline)
 }
 
-/// A finished run with this content address elsewhere in the namespace, if any.
-pub(super) fn stored_run(ctx: &Context, e: &Evaluation, key: &str) -> Option<RunResults> {
+/// A finished run with this content address elsewhere in the namespace, if any, and the
+/// evaluation that ran it.
+pub(super) fn stored_run(ctx: &Context, e: &Evaluation, key: &str) -> Option<(RunResults, String)> {
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let view = ctx.cache.view(&ns);
     let own = e.name_any();
@@ -210,7 +187,7 @@ pub(super) fn stored_run(ctx: &Context, e: &Evaluation, key: &str) -> Option<Run
         .all()
         .filter(|x| x.metadata.name.as_deref() != Some(own.as_str()))
         .filter_map(|x| Some((x.metadata.name.as_deref()?, x.status.as_ref()?)));
-    lifecycle::reusable(key, finished).map(|(r, _)| r)
+    lifecycle::reusable(key, finished)
 }
 
 /// What the attempt the status records as in flight looks like: its Jobs' outcomes (`kubernetes`
@@ -226,16 +203,16 @@ pub(super) async fn seen(
     }
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let (a, runs) = recorded_runs(status);
+    let a = lifecycle::Attempt::recorded(status);
     let mut seen = Vec::new();
-    for run in runs {
+    for (role, key) in job::roles(&a) {
         // A run finished elsewhere stands as it finished: no Job is looked for (one with the
         // name would be nobody's that Slipway started).
-        if let Some(r) = stored_run(ctx, e, &run.key) {
-            seen.push((run.role, job::RunSeen::Done(r)));
+        if let Some((r, _)) = stored_run(ctx, e, key) {
+            seen.push((role, job::RunSeen::Done(r)));
             continue;
         }
-        let name = job::job_name(&e.name_any(), status.attempts, run.role);
+        let name = job::job_name(&e.name_any(), status.attempts, role);
         let state = match jobs.get_opt(&name).await? {
             Some(j) if !owned_by(&j, e) => job::RunSeen::Failed(format!(
                 "Job {name} is not one this evaluation started; delete it"
@@ -247,7 +224,7 @@ pub(super) async fn seen(
             },
             None => job::RunSeen::Failed(format!("its Job {name} is gone")),
         };
-        seen.push((run.role, state));
+        seen.push((role, state));
     }
     Ok(job::combine(&a, seen))
 }

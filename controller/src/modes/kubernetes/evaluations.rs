@@ -124,18 +124,9 @@ fn attempt(ctx: &Context, e: &Evaluation) -> lifecycle::Attempt {
 /// Earlier finished results with the same content addresses in the namespace (any finished
 /// evaluation that ran the candidate's or the baseline's run).
 fn reusable(ctx: &Context, e: &Evaluation, a: &lifecycle::Attempt) -> Option<step::Reusable> {
-    let ns = e.namespace().unwrap_or_else(|| "default".into());
-    let view = ctx.cache.view(&ns);
-    let own = e.name_any();
-    let finished = || {
-        view.results
-            .all()
-            .filter(|x| x.metadata.name.as_deref() != Some(own.as_str()))
-            .filter_map(|x| Some((x.metadata.name.as_deref()?, x.status.as_ref()?)))
-    };
-    let (candidate, from) = lifecycle::reusable(&a.key, finished())?;
+    let (candidate, from) = stored_run(ctx, e, &a.key)?;
     let baseline = match &a.baseline_key {
-        Some(k) => Some(lifecycle::reusable(k, finished())?.0),
+        Some(k) => Some(stored_run(ctx, e, k)?.0),
         None => None,
     };
     Some(step::Reusable {

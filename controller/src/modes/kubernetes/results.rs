@@ -91,12 +91,7 @@ pub async fn accept(
     }
     let posted = results::posted(body, status.baseline_version.as_deref())?;
     // The attempt in flight reported: the same step as every other observation.
-    let attempt = lifecycle::Attempt {
-        key: status.cache_key.clone().unwrap_or_default(),
-        baseline_key: status.baseline_cache_key.clone(),
-        baseline_version: status.baseline_version.clone(),
-        number: status.attempts,
-    };
+    let attempt = lifecycle::Attempt::recorded(&status);
     let input = super::evaluations::input(&e, name, &attempt, Some(&status));
     let seen = step::Seen::Results {
         candidate: posted.candidate,

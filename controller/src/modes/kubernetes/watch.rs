@@ -313,3 +313,29 @@ where
             .collect()
     }
 }
+
+/// Which changes of a watched kind changed an object's spec: by uid, the `metadata.generation`
+/// last seen (a status write leaves it, a spec change moves it).
+#[derive(Default)]
+pub struct SpecChanges(std::collections::HashMap<String, i64>);
+
+impl SpecChanges {
+    /// Notes an object as it is now (listed); says nothing.
+    pub fn note(&mut self, meta: &kube::api::ObjectMeta) {
+        self.0.insert(
+            meta.uid.clone().unwrap_or_default(),
+            meta.generation.unwrap_or(0),
+        );
+    }
+
+    /// Whether this change of an object (or its deletion) changed its spec; notes it.
+    pub fn changed(&mut self, meta: &kube::api::ObjectMeta, deleted: bool) -> bool {
+        let uid = meta.uid.clone().unwrap_or_default();
+        if deleted {
+            self.0.remove(&uid);
+            return true;
+        }
+        let generation = meta.generation.unwrap_or(0);
+        self.0.insert(uid, generation) != Some(generation)
+    }
+}

@@ -2,7 +2,7 @@
 //! reconciler in a file of its own ([`super::aliases`], [`super::approvals`], [`super::models`],
 //! [`super::deployments`], [`super::evaluations`], [`super::sagemaker`]).
 
-use std::collections::HashMap;
+use super::watch::SpecChanges;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -179,14 +179,23 @@ pub async fn run(
             .run(reconcile_deployment, error_policy, ctx.clone())
             .for_each(counted(ctx.clone(), "deployments"));
     // A model's suites are its versions' evaluations: a suite added or changed reaches every
-    // version (as git mode's next pass does).
-    let version_cache = cache.clone();
+    // version (as git mode's next pass does) — a spec change, not the model's status writes.
+    let (version_cache, models) = (cache.clone(), cache.models.store());
+    let model_specs = Mutex::new(SpecChanges::default());
     let version_controller =
         Controller::for_shared_stream(cache.versions.changes(), cache.versions.store())
             .owns_shared_stream(cache.evaluations.changes())
             .watches_shared_stream(
                 cache.models.changes(),
                 move |m: Arc<Guarded<slipway_crd::RegisteredModel>>| {
+                    let gone = models.get(&ObjectRef::from_obj(&*m)).is_none();
+                    let changed = model_specs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .changed(kube::Resource::meta(&*m), gone);
+                    if !changed {
+                        return Vec::new();
+                    }
                     let ns = m.namespace().unwrap_or_else(|| "default".into());
                     let name = m.name_any();
                     version_cache
@@ -227,19 +236,14 @@ pub async fn run(
             .watches_shared_stream(cache.versions.changes(), {
                 // Only a version's creation, spec change or deletion changes its model's
                 // summary — not its status writes (2,000 of them while a namespace converges).
-                let (store, seen) = (cache.versions.store(), Mutex::new(HashMap::new()));
+                let (store, seen) = (cache.versions.store(), Mutex::new(SpecChanges::default()));
                 move |v: Arc<Guarded<slipway_crd::ModelVersion>>| {
                     let Ok(version) = &v.0 else { return None };
-                    let uid = version.metadata.uid.clone().unwrap_or_default();
-                    let generation = version.metadata.generation.unwrap_or(0);
                     let gone = store.get(&ObjectRef::from_obj(&*v)).is_none();
-                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                    let changed = if gone {
-                        seen.remove(&uid);
-                        true
-                    } else {
-                        seen.insert(uid, generation) != Some(generation)
-                    };
+                    let changed = seen
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .changed(&version.metadata, gone);
                     changed
                         .then(|| model_of(version.namespace(), &version.spec.model))
                         .flatten()
