@@ -120,9 +120,11 @@ fn wait_serving(api: &ApiServer, controller: &Controller, version: &str) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "not serving {version}: {out}\n{}\n{:?}",
+            "not serving {version}: {out}\n{}\n{:?}\n{}",
             controller.log(),
-            rollout_history(api)
+            rollout_history(api),
+            api.kubectl(&["get", "deploy,svc,mdeploy", "-o", "wide"], "admin")
+                .stdout
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -429,4 +431,111 @@ fn of_two_replicas_only_the_lease_holder_acts() {
     });
     move_alias(&api, "8");
     wait_serving(&api, &replicas[follower], "8");
+}
+
+/// The `ModelDeployment`'s conditions as "Type=Status/Reason" words.
+fn conditions(api: &ApiServer) -> String {
+    get(
+        api,
+        &["mdeploy", "pitch-frames-api"],
+        r#"{range .status.conditions[*]}{.type}={.status}/{.reason} {end}"#,
+    )
+}
+
+#[test]
+fn a_name_taken_by_an_object_that_is_not_slipways_stalls_the_deployment_until_it_is_freed() {
+    let (api, _kubelet) = setup();
+    // Somebody else's Service has the name Slipway would give the deployment's.
+    let foreign = api.kubectl(
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "pitch-frames-api",
+            "--tcp=80:9000",
+        ],
+        "admin",
+    );
+    assert_eq!(foreign.code, 0, "{}", foreign.stderr);
+    let controller = Controller::start(&api, "controller");
+    let stalled = until(&api, &controller, Duration::from_secs(30), || {
+        let c = conditions(&api);
+        c.contains("Stalled=True/NotOwned").then_some(c)
+    });
+    let status: serde_json::Value = serde_json::from_str(
+        &api.kubectl(
+            &["get", "mdeploy", "pitch-frames-api", "-o", "json"],
+            "admin",
+        )
+        .stdout,
+    )
+    .unwrap();
+    let message = status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .map(|c| c["message"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains(
+            "Service default/pitch-frames-api exists and is not ModelDeployment pitch-frames-api's"
+        ),
+        "{stalled}: {message} {}",
+        status["status"]["conditions"]
+    );
+    // Said once as a warning event, however often the reconcile is refused meanwhile.
+    let events = || {
+        api.kubectl(
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=Stalled,involvedObject.name=pitch-frames-api",
+                "-o",
+                "jsonpath={.items[*].type}",
+            ],
+            "admin",
+        )
+        .stdout
+    };
+    let warned = until(&api, &controller, Duration::from_secs(10), || {
+        let e = events();
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(warned, "Warning");
+    // Nothing was written over it.
+    assert_eq!(
+        get(
+            &api,
+            &["service", "pitch-frames-api"],
+            "{.spec.ports[0].targetPort}"
+        ),
+        "9000"
+    );
+    // Freed: the next look (a change of the object) clears the stall and rolls out.
+    let freed = api.kubectl(&["delete", "service", "pitch-frames-api"], "admin");
+    assert_eq!(freed.code, 0, "{}", freed.stderr);
+    let touched = api.kubectl(
+        &[
+            "annotate",
+            "mdeploy",
+            "pitch-frames-api",
+            "example.com/touched=1",
+        ],
+        "admin",
+    );
+    assert_eq!(touched.code, 0, "{}", touched.stderr);
+    wait_serving(&api, &controller, "7");
+    let after = conditions(&api);
+    assert!(!after.contains("Stalled=True"), "{after}");
+    assert_eq!(
+        get(
+            &api,
+            &["service", "pitch-frames-api"],
+            "{.spec.ports[0].targetPort}"
+        ),
+        "8080"
+    );
+    assert_eq!(events(), "Warning", "the stall was announced again");
 }

@@ -50,11 +50,14 @@ pub enum Event {
     NotificationFailed,
     /// A source revision was not applied (it is not valid).
     RevisionRejected,
+    /// A reconcile was refused for what the object is (rights, an invalid write, a name taken):
+    /// the object's `Stalled` condition says why.
+    Stalled,
 }
 
 impl Event {
     /// Every event, for metrics that list each one from the start.
-    pub const ALL: [Event; 27] = [
+    pub const ALL: [Event; 28] = [
         Event::VersionRegistered,
         Event::JobStarted,
         Event::Dispatched,
@@ -82,6 +85,7 @@ impl Event {
         Event::NotificationDelivered,
         Event::NotificationFailed,
         Event::RevisionRejected,
+        Event::Stalled,
     ];
 
     /// The wire name: history, event reasons, notification events, metric labels.
@@ -108,6 +112,7 @@ impl Event {
             Event::NotificationDelivered => "NotificationDelivered",
             Event::NotificationFailed => "NotificationFailed",
             Event::RevisionRejected => "RevisionRejected",
+            Event::Stalled => "Stalled",
         }
     }
 
@@ -132,6 +137,7 @@ impl Event {
                 | Event::Retrying
                 | Event::EvaluationFailed
                 | Event::NothingToRetry
+                | Event::Stalled
                 | Event::OutsideBounds
                 | Event::SageMakerError
                 | Event::EndpointNotDeleted
@@ -150,7 +156,8 @@ impl Event {
             | Event::OutsideBounds
             | Event::NothingToRetry
             | Event::NotificationFailed
-            | Event::RevisionRejected => true,
+            | Event::RevisionRejected
+            | Event::Stalled => true,
             _ => false,
         }
     }

@@ -14,6 +14,7 @@ pub mod evaluation;
 pub mod events;
 pub mod limits;
 pub mod model;
+pub mod outcome;
 pub mod plan;
 pub mod policy;
 pub mod promotion;

@@ -94,4 +94,8 @@ pub struct ApprovalStatus {
     /// (`ModelAlias/NS/NAME → VERSION (generation G, uid U)`); it counts for no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_by: Option<String>,
+    /// `Stalled` when the controller's reconcile of it is refused (e.g. its rights), with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<crate::common::Condition>,
 }

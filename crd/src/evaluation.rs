@@ -186,5 +186,6 @@ pub struct EvaluationStatus {
     pub attempts: u32,
     /// Conditions, `Ready` summarising the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

@@ -334,6 +334,7 @@ pub struct ModelDeploymentStatus {
     pub drift: Vec<String>,
     /// Conditions, `Ready` summarising the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]

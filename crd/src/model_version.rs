@@ -88,6 +88,7 @@ pub struct ModelVersionStatus {
     pub evaluations: Vec<EvaluationSummary>,
     /// Conditions, `Ready` summarising the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

@@ -188,5 +188,6 @@ pub struct RegisteredModelStatus {
     pub aliases: BTreeMap<String, String>,
     /// Conditions, `Ready` summarising the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

@@ -480,6 +480,7 @@ fn an_approval_used_by_one_move_does_not_admit_the_same_move_again() {
             "ModelAlias/default/pitch-frame-classifier-production → 8 (generation 2, uid u-1)"
                 .into(),
         ),
+        ..Default::default()
     });
     let Verdict::Denied(why) = move_production("erin", &["ml-engineers"], &c) else {
         panic!("a used approval was counted again");

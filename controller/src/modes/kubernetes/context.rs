@@ -11,6 +11,8 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
+use crate::decide::outcome::{Outcome, Stall, StallReason};
+
 /// The field manager of every write.
 pub const MANAGER: &str = "slipway-controller";
 
@@ -38,20 +40,6 @@ pub struct Context {
     pub sagemaker: Option<SageMakerCalls>,
     /// Failures in a row per object (`Kind namespace/name`), for the backoff of transient errors.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
-}
-
-/// How a reconcile recovers from an error (Flux's distinction): a transient one backs off and
-/// tries again; a conflict reads again at once; one that only a change of the object or of the
-/// controller's rights can cure waits for that change (or the periodic resync). (Not to be
-/// confused with an operator's retry of a rejected version.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Recovery {
-    /// Someone else wrote first: read again and decide again, soon.
-    Conflict,
-    /// The API server or the network failed: back off exponentially.
-    Transient,
-    /// Refused for what it is (invalid, forbidden, not encodable): wait for a change.
-    Stalled,
 }
 
 /// Reconcile errors (retried with backoff).
@@ -126,27 +114,44 @@ impl Error {
         }
     }
 
-    /// How the reconcile recovers from this error, decided from the error itself (not from its
-    /// metric name).
-    pub fn recovery(&self) -> Recovery {
+    /// What a reconcile that failed with this error came to, decided from the error itself
+    /// (not from its metric name), as Flux tells them apart: a conflict reads again at once, an
+    /// outage backs off, and what only a change of the object or of the controller's rights can
+    /// cure stalls (written on the object, looked at again on a change or at the resync).
+    pub fn outcome(&self) -> Outcome {
+        let stalled = |reason: StallReason, what_to_do: &str| {
+            Outcome::Stalled(Stall {
+                reason,
+                message: format!(
+                    "{self}; {what_to_do} (looked at again when it changes, or within {} minutes)",
+                    crate::decide::limits::RESYNC.as_secs() / 60
+                ),
+            })
+        };
         match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => Recovery::Conflict,
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => Outcome::Conflict,
             Error::Kube(kube::Error::Api(s)) if s.code == 429 || s.code >= 500 => {
-                Recovery::Transient
+                Outcome::Transient
             }
-            Error::Kube(kube::Error::Api(_)) => Recovery::Stalled,
-            Error::Kube(_) | Error::Token(_) | Error::SageMaker(_) => Recovery::Transient,
-            Error::Json(_) | Error::Finalizer(_) | Error::NotOwned(_) => Recovery::Stalled,
+            Error::Kube(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => stalled(
+                StallReason::Forbidden,
+                "grant the controller's service account these rights (the Helm chart's ClusterRole has them)",
+            ),
+            Error::Kube(kube::Error::Api(_)) => stalled(
+                StallReason::Refused,
+                "the API server refused what Slipway wrote for this object: change the object, or report it",
+            ),
+            Error::Kube(_) | Error::Token(_) | Error::SageMaker(_) => Outcome::Transient,
+            Error::Json(_) => stalled(StallReason::Unencodable, "change the object, or report it"),
+            Error::Finalizer(_) => stalled(StallReason::Finalizer, "report it"),
+            // The error says what to do.
+            Error::NotOwned(_) => stalled(StallReason::NotOwned, "Slipway waits"),
         }
     }
 
     /// When to try again after the `failures`-th failure in a row of one object.
     pub fn requeue_after(&self, failures: u32) -> Duration {
-        match self.recovery() {
-            Recovery::Conflict => crate::decide::limits::CONFLICT_RETRY,
-            Recovery::Stalled => crate::decide::limits::RESYNC,
-            Recovery::Transient => crate::decide::limits::backoff(failures),
-        }
+        self.outcome().requeue(failures)
     }
 }
 
@@ -288,13 +293,24 @@ mod tests {
 
     #[test]
     fn errors_decide_how_they_are_retried() {
-        assert_eq!(api(409).recovery(), Recovery::Conflict);
-        assert_eq!(api(503).recovery(), Recovery::Transient);
-        assert_eq!(api(429).recovery(), Recovery::Transient);
-        assert_eq!(api(403).recovery(), Recovery::Stalled);
-        assert_eq!(api(422).recovery(), Recovery::Stalled);
+        let reason = |e: &Error| e.outcome().stall().map(|s| s.reason);
+        assert_eq!(api(409).outcome(), Outcome::Conflict);
+        assert_eq!(api(503).outcome(), Outcome::Transient);
+        assert_eq!(api(429).outcome(), Outcome::Transient);
+        assert_eq!(reason(&api(403)), Some(StallReason::Forbidden));
+        assert_eq!(reason(&api(422)), Some(StallReason::Refused));
         let json = serde_json::from_str::<u32>("x").unwrap_err();
-        assert_eq!(Error::Json(json).recovery(), Recovery::Stalled);
+        assert_eq!(reason(&Error::Json(json)), Some(StallReason::Unencodable));
+        let taken = Error::NotOwned("Deployment default/x is not Slipway's".into());
+        let stall = taken.outcome().stall().cloned().expect("a stall");
+        assert_eq!(stall.reason, StallReason::NotOwned);
+        assert!(
+            stall
+                .message
+                .starts_with("Deployment default/x is not Slipway's; "),
+            "{}",
+            stall.message
+        );
         assert_eq!(api(422).category(), "api-refused");
     }
 

@@ -202,22 +202,13 @@ pub(super) async fn reconcile_deployment(
             .map(|(uri, _)| uri)
     };
     let mut weights = s.traffic.clone();
+    let mut applied = std::collections::BTreeSet::new();
     for a in &step.actions {
         match a {
             Action::Start(v) => {
-                // A new version starts with the replicas of its first share (at least one).
-                let first = replicas_for(
-                    &BTreeMap::from([(
-                        v.clone(),
-                        rollout::strategy_steps(&md.spec.strategy)[0].weight,
-                    )]),
-                    target.replicas,
-                );
-                let replicas = weights
-                    .get(v)
-                    .map(|_| replicas_for(&weights, target.replicas)[v])
-                    .unwrap_or(first[v]);
+                let replicas = version_replicas(md, &target, &weights, v);
                 apply_version(&ctx, md, &target, v, replicas, version_uri(v)).await?;
+                applied.insert(v.clone());
                 if let Some(alias) = &md.spec.alias {
                     let seen = ctx
                         .moves_seen
@@ -236,12 +227,22 @@ pub(super) async fn reconcile_deployment(
                 let replicas = replicas_for(w, target.replicas);
                 for (v, r) in &replicas {
                     apply_version(&ctx, md, &target, v, *r, version_uri(v)).await?;
+                    applied.insert(v.clone());
                 }
             }
             Action::Stop(v) => {
                 delete(&deployments, &version_deployment_name(&name, v), md).await?;
             }
             Action::Event { .. } => {}
+        }
+    }
+    // What the state says runs and has no Deployment (a reconcile refused between persisting the
+    // state and carrying it out, or someone deleted it) is created again, as git mode brings
+    // back a stopped server.
+    for v in s.traffic.keys().chain(s.candidate.iter()) {
+        if !owned.contains_key(v) && !applied.contains(v) {
+            let replicas = version_replicas(md, &target, &weights, v);
+            apply_version(&ctx, md, &target, v, replicas, version_uri(v)).await?;
         }
     }
     // Garbage: Deployments of versions that neither serve nor roll out.
@@ -310,6 +311,21 @@ pub(super) async fn announce(
         );
         notify::announce(ctx, md, note.to_string(), happened).await;
     }
+}
+
+/// The replicas of version `v` under `weights`; a version not routed to yet starts with those
+/// of the strategy's first share (at least one).
+fn version_replicas(
+    md: &ModelDeployment,
+    target: &slipway_crd::model_deployment::KubernetesTarget,
+    weights: &BTreeMap<String, u32>,
+    v: &str,
+) -> u32 {
+    if weights.contains_key(v) {
+        return replicas_for(weights, target.replicas)[v];
+    }
+    let first = rollout::strategy_steps(&md.spec.strategy)[0].weight;
+    replicas_for(&BTreeMap::from([(v.to_string(), first)]), target.replicas)[v]
 }
 
 /// Whether `meta` is of an object `md` owns (an owner reference to its uid).

@@ -15,6 +15,7 @@ pub mod models;
 pub mod notify;
 pub mod results;
 pub mod sagemaker;
+pub mod stall;
 pub mod tls;
 pub mod versions;
 pub mod watch;

@@ -20,6 +20,7 @@ use super::cache::{Cache, Guarded};
 use super::context::{Context, MANAGER, error_policy, failure_key};
 use super::deployments::reconcile_deployment;
 use super::models::{model_of, reconcile_model};
+use super::stall::observed;
 use crate::decide::limits::{MODEL_DEBOUNCE, RECONCILES_IN_FLIGHT};
 
 /// Counts each reconcile result of one controller; a success ends its object's run of failures.
@@ -69,6 +70,14 @@ fn limited() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(RECONCILES_IN_FLIGHT)
 }
 
+/// Resolves once the shutdown is signalled.
+async fn stopped(mut rx: Shutdown) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The shutdown signal every controller waits on.
+type Shutdown = tokio::sync::watch::Receiver<bool>;
+
 /// Runs the controllers over the shared watches of `cache` until `shutdown` resolves.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -105,182 +114,218 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    // An evaluation that finishes may let its model's held alias moves through; so may an
-    // approval of the move.
-    let alias_cache = cache.clone();
-    let alias_controller =
-        Controller::for_shared_stream(cache.aliases.changes(), cache.aliases.store())
-            .watches_shared_stream(
-                cache.evaluations.changes(),
-                move |e: Arc<Guarded<Evaluation>>| {
-                    let Ok(e) = &e.0 else {
-                        return Vec::new();
-                    };
-                    let ns = e.namespace().unwrap_or_else(|| "default".into());
-                    alias_cache
-                        .aliases_of(&ns, &e.spec.model)
-                        .into_iter()
-                        .map(|name| ObjectRef::<Guarded<ModelAlias>>::new(&name).within(&ns))
-                        .collect()
-                },
-            )
-            // An approval may release a move held for it.
-            .watches_shared_stream(
-                cache.approvals.changes(),
-                |a: Arc<Guarded<slipway_crd::Approval>>| {
-                    let Ok(a) = &a.0 else {
-                        return None;
-                    };
-                    let ns = crate::decide::policy::binding::target_namespace(a);
-                    (a.spec.target.kind == "ModelAlias").then(|| {
-                        ObjectRef::<Guarded<ModelAlias>>::new(&a.spec.target.name).within(ns)
-                    })
-                },
-            )
-            .with_config(limited())
-            .trigger_backoff(super::cache::QuickBackoff::default())
-            .graceful_shutdown_on(wait(shutdown_rx.clone()))
-            .run(reconcile_alias, error_policy, ctx.clone())
-            .for_each(counted(ctx.clone(), "aliases"));
-    // A deployment follows its alias.
-    let store = cache.deployments.store();
-    let deployment_controller =
-        Controller::for_shared_stream(cache.deployments.changes(), cache.deployments.store())
-            .owns_shared_stream(cache.workloads.changes())
-            .owns_shared_stream(cache.services.changes())
-            .watches_shared_stream(
-                cache.aliases.changes(),
-                move |alias: Arc<Guarded<ModelAlias>>| {
-                    let Ok(alias) = &alias.0 else {
-                        return Vec::new();
-                    };
-                    let ns = alias.namespace();
-                    store
-                        .state()
-                        .into_iter()
-                        .filter(|d| match &d.0 {
-                            Ok(d) => {
-                                d.namespace() == ns
-                                    && d.spec.model == alias.spec.model
-                                    && d.spec.alias.as_deref() == Some(alias.spec.alias.as_str())
-                            }
-                            Err(_) => false,
-                        })
-                        .map(|d| ObjectRef::from_obj(&*d))
-                        .collect::<Vec<_>>()
-                },
-            )
-            .with_config(limited())
-            .trigger_backoff(super::cache::QuickBackoff::default())
-            .graceful_shutdown_on(wait(shutdown_rx.clone()))
-            .run(reconcile_deployment, error_policy, ctx.clone())
-            .for_each(counted(ctx.clone(), "deployments"));
-    // A model's suites are its versions' evaluations: a suite added or changed reaches every
-    // version (as git mode's next pass does) — a spec change, not the model's status writes.
-    let (version_cache, models) = (cache.clone(), cache.models.store());
-    let model_specs = Mutex::new(SpecChanges::default());
-    let version_controller =
-        Controller::for_shared_stream(cache.versions.changes(), cache.versions.store())
-            .owns_shared_stream(cache.evaluations.changes())
-            .watches_shared_stream(
-                cache.models.changes(),
-                move |m: Arc<Guarded<slipway_crd::RegisteredModel>>| {
-                    let gone = models.get(&ObjectRef::from_obj(&*m)).is_none();
-                    let changed = model_specs
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .changed(kube::Resource::meta(&*m), gone);
-                    if !changed {
-                        return Vec::new();
-                    }
-                    let ns = m.namespace().unwrap_or_else(|| "default".into());
-                    let name = m.name_any();
-                    version_cache
-                        .versions_of(&ns, &name)
-                        .into_iter()
-                        .map(|v| {
-                            ObjectRef::<Guarded<slipway_crd::ModelVersion>>::new(&v).within(&ns)
-                        })
-                        .collect::<Vec<_>>()
-                },
-            )
-            .with_config(limited())
-            .trigger_backoff(super::cache::QuickBackoff::default())
-            .graceful_shutdown_on(wait(shutdown_rx.clone()))
-            .run(
-                super::versions::reconcile_version,
-                error_policy,
-                ctx.clone(),
-            )
-            .for_each(counted(ctx.clone(), "versions"));
-    let evaluation_controller =
-        Controller::for_shared_stream(cache.evaluations.changes(), cache.evaluations.store())
-            .owns(
-                jobs,
-                watcher::Config::default().labels("slipway.dev/evaluation"),
-            )
-            .with_config(limited())
-            .trigger_backoff(super::cache::QuickBackoff::default())
-            .graceful_shutdown_on(wait(shutdown_rx.clone()))
-            .run(
-                super::evaluations::reconcile_evaluation,
-                error_policy,
-                ctx.clone(),
-            )
-            .for_each(counted(ctx.clone(), "evaluations"));
-    let model_controller =
-        Controller::for_shared_stream(cache.models.changes(), cache.models.store())
-            .watches_shared_stream(cache.versions.changes(), {
-                // Only a version's creation, spec change or deletion changes its model's
-                // summary — not its status writes (2,000 of them while a namespace converges).
-                let (store, seen) = (cache.versions.store(), Mutex::new(SpecChanges::default()));
-                move |v: Arc<Guarded<slipway_crd::ModelVersion>>| {
-                    let Ok(version) = &v.0 else { return None };
-                    let gone = store.get(&ObjectRef::from_obj(&*v)).is_none();
-                    let changed = seen
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .changed(&version.metadata, gone);
-                    changed
-                        .then(|| model_of(version.namespace(), &version.spec.model))
-                        .flatten()
-                }
-            })
-            .watches_shared_stream(
-                cache.aliases.changes(),
-                |a: Arc<Guarded<ModelAlias>>| match &a.0 {
-                    Ok(a) => model_of(a.namespace(), &a.spec.model),
-                    Err(_) => None,
-                },
-            )
-            // A model's status sums up its versions and aliases: a burst of their changes (a
-            // namespace being applied, aliases resolving) is one write, not one each.
-            .with_config(limited().debounce(MODEL_DEBOUNCE))
-            .trigger_backoff(super::cache::QuickBackoff::default())
-            .graceful_shutdown_on(wait(shutdown_rx.clone()))
-            .run(reconcile_model, error_policy, ctx.clone())
-            .for_each(counted(ctx.clone(), "models"));
-    let approval_controller =
-        Controller::for_shared_stream(cache.approvals.changes(), cache.approvals.store())
-            .with_config(limited())
-            .trigger_backoff(super::cache::QuickBackoff::default())
-            .graceful_shutdown_on(wait(shutdown_rx.clone()))
-            .run(reconcile_approval, error_policy, ctx.clone())
-            .for_each(counted(ctx.clone(), "approvals"));
     let stop = async move {
         shutdown.await;
         let _ = shutdown_tx.send(true);
     };
     tokio::join!(
-        approval_controller,
-        model_controller,
-        alias_controller,
-        deployment_controller,
-        version_controller,
-        evaluation_controller,
+        approvals(&ctx, shutdown_rx.clone()),
+        models(&ctx, shutdown_rx.clone()),
+        aliases(&ctx, shutdown_rx.clone()),
+        deployments(&ctx, shutdown_rx.clone()),
+        versions(&ctx, shutdown_rx.clone()),
+        evaluations(&ctx, jobs, shutdown_rx),
         stop
     );
+}
+
+/// `ModelAlias`: an evaluation that finishes may let its model's held alias moves through; so
+/// may an approval of the move.
+fn aliases(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Output = ()> {
+    let cache = ctx.cache.clone();
+    let alias_cache = cache.clone();
+    Controller::for_shared_stream(cache.aliases.changes(), cache.aliases.store())
+        .watches_shared_stream(
+            cache.evaluations.changes(),
+            move |e: Arc<Guarded<Evaluation>>| {
+                let Ok(e) = &e.0 else {
+                    return Vec::new();
+                };
+                let ns = e.namespace().unwrap_or_else(|| "default".into());
+                alias_cache
+                    .aliases_of(&ns, &e.spec.model)
+                    .into_iter()
+                    .map(|name| ObjectRef::<Guarded<ModelAlias>>::new(&name).within(&ns))
+                    .collect()
+            },
+        )
+        // An approval may release a move held for it.
+        .watches_shared_stream(
+            cache.approvals.changes(),
+            |a: Arc<Guarded<slipway_crd::Approval>>| {
+                let Ok(a) = &a.0 else {
+                    return None;
+                };
+                let ns = crate::decide::policy::binding::target_namespace(a);
+                (a.spec.target.kind == "ModelAlias")
+                    .then(|| ObjectRef::<Guarded<ModelAlias>>::new(&a.spec.target.name).within(ns))
+            },
+        )
+        .with_config(limited())
+        .trigger_backoff(super::cache::QuickBackoff::default())
+        .graceful_shutdown_on(stopped(stop))
+        .run(
+            |o, c| observed(o, c, reconcile_alias),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(counted(ctx.clone(), "aliases"))
+}
+
+/// `ModelDeployment`: a deployment follows its alias, and owns its workloads and services.
+fn deployments(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Output = ()> {
+    let cache = &ctx.cache;
+    let store = cache.deployments.store();
+    Controller::for_shared_stream(cache.deployments.changes(), cache.deployments.store())
+        .owns_shared_stream(cache.workloads.changes())
+        .owns_shared_stream(cache.services.changes())
+        .watches_shared_stream(
+            cache.aliases.changes(),
+            move |alias: Arc<Guarded<ModelAlias>>| {
+                let Ok(alias) = &alias.0 else {
+                    return Vec::new();
+                };
+                let ns = alias.namespace();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|d| match &d.0 {
+                        Ok(d) => {
+                            d.namespace() == ns
+                                && d.spec.model == alias.spec.model
+                                && d.spec.alias.as_deref() == Some(alias.spec.alias.as_str())
+                        }
+                        Err(_) => false,
+                    })
+                    .map(|d| ObjectRef::from_obj(&*d))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(limited())
+        .trigger_backoff(super::cache::QuickBackoff::default())
+        .graceful_shutdown_on(stopped(stop))
+        .run(
+            |o, c| observed(o, c, reconcile_deployment),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(counted(ctx.clone(), "deployments"))
+}
+
+/// `ModelVersion`: a model's suites are its versions' evaluations, so a suite added or changed
+/// reaches every version (as git mode's next pass does) — a spec change, not the model's status
+/// writes.
+fn versions(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Output = ()> {
+    let cache = &ctx.cache;
+    let (version_cache, models) = (cache.clone(), cache.models.store());
+    let model_specs = Mutex::new(SpecChanges::default());
+    Controller::for_shared_stream(cache.versions.changes(), cache.versions.store())
+        .owns_shared_stream(cache.evaluations.changes())
+        .watches_shared_stream(
+            cache.models.changes(),
+            move |m: Arc<Guarded<slipway_crd::RegisteredModel>>| {
+                let gone = models.get(&ObjectRef::from_obj(&*m)).is_none();
+                let changed = model_specs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .changed(kube::Resource::meta(&*m), gone);
+                if !changed {
+                    return Vec::new();
+                }
+                let ns = m.namespace().unwrap_or_else(|| "default".into());
+                let name = m.name_any();
+                version_cache
+                    .versions_of(&ns, &name)
+                    .into_iter()
+                    .map(|v| ObjectRef::<Guarded<slipway_crd::ModelVersion>>::new(&v).within(&ns))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(limited())
+        .trigger_backoff(super::cache::QuickBackoff::default())
+        .graceful_shutdown_on(stopped(stop))
+        .run(
+            |o, c| observed(o, c, super::versions::reconcile_version),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(counted(ctx.clone(), "versions"))
+}
+
+/// `Evaluation`: owns the Jobs of its attempts.
+fn evaluations(
+    ctx: &Arc<Context>,
+    jobs: Api<k8s_openapi::api::batch::v1::Job>,
+    stop: Shutdown,
+) -> impl std::future::Future<Output = ()> {
+    let cache = &ctx.cache;
+    Controller::for_shared_stream(cache.evaluations.changes(), cache.evaluations.store())
+        .owns(
+            jobs,
+            watcher::Config::default().labels("slipway.dev/evaluation"),
+        )
+        .with_config(limited())
+        .trigger_backoff(super::cache::QuickBackoff::default())
+        .graceful_shutdown_on(stopped(stop))
+        .run(
+            |o, c| observed(o, c, super::evaluations::reconcile_evaluation),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(counted(ctx.clone(), "evaluations"))
+}
+
+/// `RegisteredModel`: its status sums up its versions and aliases.
+fn models(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Output = ()> {
+    let cache = &ctx.cache;
+    Controller::for_shared_stream(cache.models.changes(), cache.models.store())
+        .watches_shared_stream(cache.versions.changes(), {
+            // Only a version's creation, spec change or deletion changes its model's summary —
+            // not its status writes (2,000 of them while a namespace converges).
+            let (store, seen) = (cache.versions.store(), Mutex::new(SpecChanges::default()));
+            move |v: Arc<Guarded<slipway_crd::ModelVersion>>| {
+                let Ok(version) = &v.0 else { return None };
+                let gone = store.get(&ObjectRef::from_obj(&*v)).is_none();
+                let changed = seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .changed(&version.metadata, gone);
+                changed
+                    .then(|| model_of(version.namespace(), &version.spec.model))
+                    .flatten()
+            }
+        })
+        .watches_shared_stream(
+            cache.aliases.changes(),
+            |a: Arc<Guarded<ModelAlias>>| match &a.0 {
+                Ok(a) => model_of(a.namespace(), &a.spec.model),
+                Err(_) => None,
+            },
+        )
+        // A burst of changes of its versions and aliases (a namespace being applied, aliases
+        // resolving) is one write, not one each.
+        .with_config(limited().debounce(MODEL_DEBOUNCE))
+        .trigger_backoff(super::cache::QuickBackoff::default())
+        .graceful_shutdown_on(stopped(stop))
+        .run(
+            |o, c| observed(o, c, reconcile_model),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(counted(ctx.clone(), "models"))
+}
+
+/// `Approval`: records when it was admitted.
+fn approvals(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Output = ()> {
+    let cache = &ctx.cache;
+    Controller::for_shared_stream(cache.approvals.changes(), cache.approvals.store())
+        .with_config(limited())
+        .trigger_backoff(super::cache::QuickBackoff::default())
+        .graceful_shutdown_on(stopped(stop))
+        .run(
+            |o, c| observed(o, c, reconcile_approval),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(counted(ctx.clone(), "approvals"))
 }
