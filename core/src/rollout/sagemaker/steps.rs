@@ -432,6 +432,7 @@ fn split_after(
                     .map(|(v, _)| v.clone())
                     .collect();
                 split = w.clone();
+                // A version routed nothing keeps its variant until it is stopped.
                 for v in started {
                     split.entry(v).or_insert(0);
                 }
@@ -475,8 +476,10 @@ fn act(step: &mut Step, d: Desired, live: &Live, decided_nothing: bool) {
         step.calls.push(Call::Weights(d));
     }
     if decided_nothing && !differences.is_empty() {
+        // Nothing was decided, yet the endpoint differs from what the state says: drift.
         step.drift = differences;
     }
+    // Settled and in sync: what earlier configs and Models remain is collected (idempotent).
     if step.state.candidate.is_none() && step.calls.is_empty() && decided_nothing {
         step.calls.push(collect(live));
     }
