@@ -374,55 +374,13 @@ fn change(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
         return Verdict::Allowed(Vec::new());
     };
     let (base, head, own) = revisions(req, cluster, &key);
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    for d in own.iter().filter(|_| req.operation != Operation::Delete) {
-        // In Kubernetes mode `group:NAME` names the authenticator's groups, not `Group` objects.
-        let broken = d.category == crate::diagnostics::Category::BrokenReference;
-        if req.kind == "PromotionPolicy" && broken && d.field.contains(".from[") {
-            continue;
-        }
-        if broken && req.kind != "ModelAlias" {
-            warnings.push(format!("{}: {}", who(req), describe(d)));
-        } else {
-            errors.push(describe(d));
-        }
-    }
-    // What the object would make the controller do stays within the operator's bounds.
-    if let Some(o) = head
-        .get(&key)
-        .filter(|_| req.operation != Operation::Delete)
-    {
-        errors.extend(cluster.bounds.refusal(&o.resource));
-    }
+    let (errors, mut warnings) = own_problems(req, cluster, &key, &head, &own);
     if !errors.is_empty() {
         return Verdict::Denied(format!("{}: {}.", who(req), errors.join("; ")));
     }
     let subject = subject(req, &key, &base, &head);
     let bound = binding::bind(&subject, cluster.approvals, Some(&req.user));
-    // A request changes no evaluation: the namespace's results of its model stand.
-    let model = head
-        .get(&key)
-        .or_else(|| base.get(&key))
-        .and_then(|o| o.resource.model())
-        .unwrap_or_default();
-    let inputs = PlanInputs {
-        base: Rev {
-            name: "cluster".into(),
-            commit: "cluster".into(),
-        },
-        head: Rev {
-            name: "request".into(),
-            commit: "request".into(),
-        },
-        results: cluster.view.results.of_model(&req.namespace, model),
-        signoffs: bound.signoffs.clone(),
-        now,
-        kubernetes: Some(KubeIdentity {
-            groups: req.groups.clone(),
-            approvers: bound.approvers.clone(),
-        }),
-    };
+    let inputs = plan_inputs(req, cluster, &key, &base, &head, &bound, now);
     let plan = plan::plan(&base, &head, &inputs);
     let path = cluster_path(&key);
     let errors: Vec<String> = plan
@@ -452,6 +410,73 @@ fn change(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
         return Verdict::Allowed(warnings);
     }
     Verdict::Denied(denial(req, change, &subject, &bound.ignored))
+}
+
+/// The requested object's own problems, as (errors, warnings): broken references of kinds other
+/// than aliases warn, other problems and refusals by the operator's bounds are errors. A
+/// deletion has none.
+fn own_problems(
+    req: &Request,
+    cluster: &Cluster,
+    key: &ObjectKey,
+    head: &Catalog,
+    own: &[Diagnostic],
+) -> (Vec<String>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    for d in own.iter().filter(|_| req.operation != Operation::Delete) {
+        // In Kubernetes mode `group:NAME` names the authenticator's groups, not `Group` objects.
+        let broken = d.category == crate::diagnostics::Category::BrokenReference;
+        if req.kind == "PromotionPolicy" && broken && d.field.contains(".from[") {
+            continue;
+        }
+        if broken && req.kind != "ModelAlias" {
+            warnings.push(format!("{}: {}", who(req), describe(d)));
+        } else {
+            errors.push(describe(d));
+        }
+    }
+    // What the object would make the controller do stays within the operator's bounds.
+    if let Some(o) = head.get(key).filter(|_| req.operation != Operation::Delete) {
+        errors.extend(cluster.bounds.refusal(&o.resource));
+    }
+    (errors, warnings)
+}
+
+/// What the plan of a request reads: the cluster before and the request after, the results of
+/// the namespace's model, the approvals bound to the change, and the requester's groups.
+fn plan_inputs(
+    req: &Request,
+    cluster: &Cluster,
+    key: &ObjectKey,
+    base: &Catalog,
+    head: &Catalog,
+    bound: &binding::Bound,
+    now: DateTime<Utc>,
+) -> PlanInputs {
+    // A request changes no evaluation: the namespace's results of its model stand.
+    let model = head
+        .get(key)
+        .or_else(|| base.get(key))
+        .and_then(|o| o.resource.model())
+        .unwrap_or_default();
+    PlanInputs {
+        base: Rev {
+            name: "cluster".into(),
+            commit: "cluster".into(),
+        },
+        head: Rev {
+            name: "request".into(),
+            commit: "request".into(),
+        },
+        results: cluster.view.results.of_model(&req.namespace, model),
+        signoffs: bound.signoffs.clone(),
+        now,
+        kubernetes: Some(KubeIdentity {
+            groups: req.groups.clone(),
+            approvers: bound.approvers.clone(),
+        }),
+    }
 }
 
 /// A denial in the manner of Kyverno: the object and change, then each policy / rule that

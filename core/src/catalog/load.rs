@@ -226,6 +226,27 @@ pub fn load_document(origin: Origin, check_schema: bool) -> Result<Object, Vec<D
 fn load_document_checking(origin: Origin, check: SchemaCheck) -> Result<Object, Vec<Diagnostic>> {
     // The one parse: typed object, schema check and identity all read this value.
     let document = yaml::read(&origin.text).map_err(|why| vec![unreadable(&origin, why)])?;
+    let kind = header(&origin, &document)?;
+    let resource = typed_resource(&origin, kind, &document, check)?;
+    let key = key_of(&origin, kind, &resource)?;
+    let refused = match check {
+        SchemaCheck::Off => Vec::new(),
+        SchemaCheck::On => super::schema::check(&origin, kind, Some(&key), &document),
+        SchemaCheck::Remembering(passes) => passes.check(&origin, kind, Some(&key), &document),
+    };
+    if !refused.is_empty() {
+        return Err(refused);
+    }
+    Ok(Object {
+        resource,
+        key,
+        origin,
+    })
+}
+
+/// The kind a document declares, when it is a mapping with a known `kind` and the one
+/// `apiVersion` Slipway supports.
+fn header(origin: &Origin, document: &Value) -> Result<Kind, Vec<Diagnostic>> {
     let Some(top) = document.as_object() else {
         return Err(vec![origin.diagnostic_at(
             None,
@@ -257,8 +278,19 @@ fn load_document_checking(origin: Origin, check: SchemaCheck) -> Result<Object, 
             format!("unknown kind `{kind_name}`; {hint}"),
         )]);
     };
-    match api_version.as_deref() {
-        Some(API_VERSION) => {}
+    api_version_supported(origin, api_version.as_deref(), &kind_name)?;
+    Ok(kind)
+}
+
+/// Whether a document of kind `kind_name` declares the `apiVersion` Slipway supports; the
+/// diagnostic tells another version of Slipway's API from another tool's document.
+fn api_version_supported(
+    origin: &Origin,
+    api_version: Option<&str>,
+    kind_name: &str,
+) -> Result<(), Vec<Diagnostic>> {
+    match api_version {
+        Some(API_VERSION) => Ok(()),
         Some(other) => {
             let hint = if other.starts_with(&format!("{GROUP}/")) {
                 format!("this Slipway supports `{API_VERSION}` only")
@@ -267,82 +299,83 @@ fn load_document_checking(origin: Origin, check: SchemaCheck) -> Result<Object, 
                     "Slipway documents use `apiVersion: {API_VERSION}`; keep other tools' files outside the registry folder"
                 )
             };
-            return Err(vec![origin.diagnostic(
+            Err(vec![origin.diagnostic(
                 None,
                 &FieldPath::root().key("apiVersion"),
                 Category::UnknownKind,
                 format!("unknown apiVersion `{other}` for kind {kind_name}; {hint}"),
-            )]);
+            )])
         }
-        None => {
-            return Err(vec![origin.diagnostic(
-                None,
-                &FieldPath::root().key("apiVersion"),
-                Category::MissingField,
-                format!("missing `apiVersion`; add `apiVersion: {API_VERSION}`"),
-            )]);
-        }
+        None => Err(vec![origin.diagnostic(
+            None,
+            &FieldPath::root().key("apiVersion"),
+            Category::MissingField,
+            format!("missing `apiVersion`; add `apiVersion: {API_VERSION}`"),
+        )]),
     }
+}
 
-    let d = &document;
+/// The document read as its kind's typed resource (the typed parse's errors when it does not
+/// read).
+fn typed_resource(
+    origin: &Origin,
+    kind: Kind,
+    d: &Value,
+    check: SchemaCheck,
+) -> Result<Resource, Vec<Diagnostic>> {
     let resource = match kind {
-        Kind::RegisteredModel => typed(&origin, kind, d).map(Resource::RegisteredModel),
-        Kind::ModelVersion => typed(&origin, kind, d).map(Resource::ModelVersion),
-        Kind::ModelAlias => typed(&origin, kind, d).map(Resource::ModelAlias),
-        Kind::Evaluation => typed(&origin, kind, d).map(Resource::Evaluation),
-        Kind::ModelDeployment => typed(&origin, kind, d).map(Resource::ModelDeployment),
-        Kind::PromotionPolicy => typed(&origin, kind, d).map(Resource::PromotionPolicy),
-        Kind::Approval => typed(&origin, kind, d).map(Resource::Approval),
-        Kind::Group => typed(&origin, kind, d).map(Resource::Group),
+        Kind::RegisteredModel => typed(origin, kind, d).map(Resource::RegisteredModel),
+        Kind::ModelVersion => typed(origin, kind, d).map(Resource::ModelVersion),
+        Kind::ModelAlias => typed(origin, kind, d).map(Resource::ModelAlias),
+        Kind::Evaluation => typed(origin, kind, d).map(Resource::Evaluation),
+        Kind::ModelDeployment => typed(origin, kind, d).map(Resource::ModelDeployment),
+        Kind::PromotionPolicy => typed(origin, kind, d).map(Resource::PromotionPolicy),
+        Kind::Approval => typed(origin, kind, d).map(Resource::Approval),
+        Kind::Group => typed(origin, kind, d).map(Resource::Group),
     };
-    let resource = match (resource, check) {
-        (Ok(r), _) => r,
-        (Err(errs), SchemaCheck::Off) => return Err(errs),
+    match (resource, check) {
+        (Ok(r), _) => Ok(r),
+        (Err(errs), SchemaCheck::Off) => Err(errs),
         // A value of the wrong type is what the schema check says best (with advice such as
         // quoting an unquoted number): when it finds one too, its words replace the typed
         // parse's.
         (Err(mut errs), _) => {
             if errs.iter().any(|e| e.category == Category::WrongType) {
-                let key = identity(&document, kind);
-                let schema = super::schema::check(&origin, kind, key.as_ref(), &document);
+                let key = identity(d, kind);
+                let schema = super::schema::check(origin, kind, key.as_ref(), d);
                 if schema.iter().any(|e| e.category == Category::WrongType) {
                     errs.retain(|e| e.category != Category::WrongType);
                     errs.extend(schema);
                 }
             }
-            return Err(errs);
+            Err(errs)
         }
-    };
+    }
+}
+
+/// A resource's key: its kind, namespace (the default one when it names none) and name, which
+/// every object must have.
+fn key_of(origin: &Origin, kind: Kind, resource: &Resource) -> Result<ObjectKey, Vec<Diagnostic>> {
     let meta = resource.meta();
     let Some(name) = meta.name.clone() else {
         return Err(vec![origin.diagnostic(
             None,
             &FieldPath::parse("metadata.name"),
             Category::MissingField,
-            format!("{kind_name} has no `metadata.name`; every object needs a name"),
+            format!(
+                "{} has no `metadata.name`; every object needs a name",
+                kind.as_str()
+            ),
         )]);
     };
     let namespace = meta
         .namespace
         .clone()
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    let key = ObjectKey {
+    Ok(ObjectKey {
         kind,
         namespace,
         name,
-    };
-    let refused = match check {
-        SchemaCheck::Off => Vec::new(),
-        SchemaCheck::On => super::schema::check(&origin, kind, Some(&key), &document),
-        SchemaCheck::Remembering(passes) => passes.check(&origin, kind, Some(&key), &document),
-    };
-    if !refused.is_empty() {
-        return Err(refused);
-    }
-    Ok(Object {
-        resource,
-        key,
-        origin,
     })
 }
 

@@ -7,6 +7,7 @@
 //! Bounded against hostile input: a key may not repeat in a mapping, collections nest at most
 //! [`MAX_DEPTH`] deep, and aliases may not expand the document past [`MAX_NODES`] nodes.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
@@ -97,16 +98,17 @@ pub fn written(text: &str) -> HashMap<String, String> {
 
 fn read_noting(
     text: &str,
-    mut written: Option<&mut HashMap<String, String>>,
+    written: Option<&mut HashMap<String, String>>,
 ) -> Result<Value, Unreadable> {
-    let mut stack: Vec<Frame> = Vec::new();
-    // An anchored node's value and size (nodes, for the alias budget).
-    let mut anchors: HashMap<usize, (Value, usize)> = HashMap::new();
-    let mut root = None;
-    let mut nodes = 0usize;
+    let mut r = Reader {
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        root: None,
+        nodes: 0,
+        written,
+    };
     let mut parser = Parser::new_from_str(text);
     let mut started = false;
-    let mut repeated = None;
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|e| syntax(text, &e))?;
         let (value, anchor, size) = match event {
@@ -115,61 +117,98 @@ fn read_noting(
                 started = true;
                 continue;
             }
-            Event::MappingStart(..) | Event::SequenceStart(..) if stack.len() >= MAX_DEPTH => {
+            Event::MappingStart(..) | Event::SequenceStart(..) if r.stack.len() >= MAX_DEPTH => {
                 return Err(Unreadable::Syntax {
                     message: format!("collections nest more than {MAX_DEPTH} deep"),
                     at: Some((span.start.line(), span.start.col() + 1)),
                 });
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map(serde_json::Map::new(), None, anchor, 1));
+                r.stack
+                    .push(Frame::Map(serde_json::Map::new(), None, anchor, 1));
                 continue;
             }
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq(Vec::new(), anchor, 1));
+                r.stack.push(Frame::Seq(Vec::new(), anchor, 1));
                 continue;
             }
-            Event::MappingEnd => match stack.pop() {
+            Event::MappingEnd => match r.stack.pop() {
                 Some(Frame::Map(m, _, anchor, size)) => (Value::Object(m), anchor, size),
                 _ => return Err(Unreadable::Other("unbalanced mapping".into())),
             },
-            Event::SequenceEnd => match stack.pop() {
+            Event::SequenceEnd => match r.stack.pop() {
                 Some(Frame::Seq(items, anchor, size)) => (Value::Array(items), anchor, size),
                 _ => return Err(Unreadable::Other("unbalanced sequence".into())),
             },
             Event::Scalar(text, style, anchor, tag) => {
-                // A key is taken as written; it may not repeat.
-                if let Some(Frame::Map(m, None, _, _)) = stack.last() {
-                    if m.contains_key(text.as_ref()) {
-                        let parent = path_of(&stack);
-                        return Err(Unreadable::Repeated(parent.key(text.into_owned())));
-                    }
-                    if let Some(Frame::Map(_, key, _, _)) = stack.last_mut() {
-                        *key = Some(text.into_owned());
-                    }
-                    continue;
-                }
                 let tagged_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
-                let value = if style == ScalarStyle::Plain && !tagged_str {
-                    plain_scalar(&text)?
-                } else {
-                    Value::String(text.to_string())
-                };
-                if let Some(w) = written.as_deref_mut()
-                    && !value.is_string()
-                {
-                    w.insert(path_of(&stack).to_string(), text.into_owned());
+                match r.scalar(text, style, tagged_str)? {
+                    Some(value) => (value, anchor, 1),
+                    None => continue,
                 }
-                (value, anchor, 1)
             }
-            Event::Alias(id) => match anchors.get(&id) {
+            Event::Alias(id) => match r.anchors.get(&id) {
                 Some((v, size)) => (v.clone(), 0, *size),
                 None => (Value::Null, 0, 1),
             },
             _ => continue,
         };
-        nodes += size;
-        if nodes > MAX_NODES {
+        r.place(value, anchor, size)?;
+    }
+    Ok(r.root.unwrap_or(Value::Null))
+}
+
+/// A document being read: the collections open around the next node, the anchored nodes, the
+/// root once it is complete, and the nodes counted so far.
+struct Reader<'w> {
+    stack: Vec<Frame>,
+    /// An anchored node's value and size (nodes, for the alias budget).
+    anchors: HashMap<usize, (Value, usize)>,
+    root: Option<Value>,
+    nodes: usize,
+    /// Where plain scalars that are not strings are noted as written, when asked.
+    written: Option<&'w mut HashMap<String, String>>,
+}
+
+impl Reader<'_> {
+    /// A scalar: a mapping's key, taken as written (it may not repeat), gives no value yet;
+    /// otherwise its value — a plain scalar read as the API server reads it (and noted as
+    /// written when that is not a string), any other as a string.
+    fn scalar(
+        &mut self,
+        text: Cow<'_, str>,
+        style: ScalarStyle,
+        tagged_str: bool,
+    ) -> Result<Option<Value>, Unreadable> {
+        if let Some(Frame::Map(m, None, _, _)) = self.stack.last() {
+            if m.contains_key(text.as_ref()) {
+                let parent = path_of(&self.stack);
+                return Err(Unreadable::Repeated(parent.key(text.into_owned())));
+            }
+            if let Some(Frame::Map(_, key, _, _)) = self.stack.last_mut() {
+                *key = Some(text.into_owned());
+            }
+            return Ok(None);
+        }
+        let value = if style == ScalarStyle::Plain && !tagged_str {
+            plain_scalar(&text)?
+        } else {
+            Value::String(text.to_string())
+        };
+        if let Some(w) = self.written.as_deref_mut()
+            && !value.is_string()
+        {
+            w.insert(path_of(&self.stack).to_string(), text.into_owned());
+        }
+        Ok(Some(value))
+    }
+
+    /// Places a complete node (its value, anchor and size in nodes) in the collection open
+    /// around it, or as the root: refused past the node budget, or when it is a key that
+    /// repeats; noted under its anchor.
+    fn place(&mut self, value: Value, anchor: usize, size: usize) -> Result<(), Unreadable> {
+        self.nodes += size;
+        if self.nodes > MAX_NODES {
             return Err(Unreadable::Syntax {
                 message: format!(
                     "the document expands to more than {MAX_NODES} nodes (aliases repeat what their anchors hold); write it out without aliases"
@@ -178,9 +217,10 @@ fn read_noting(
             });
         }
         if anchor > 0 {
-            anchors.insert(anchor, (value.clone(), size));
+            self.anchors.insert(anchor, (value.clone(), size));
         }
-        match stack.last_mut() {
+        let mut repeated = None;
+        match self.stack.last_mut() {
             Some(Frame::Map(m, key, _, total)) => {
                 *total += size;
                 if let Some(k) = key.take() {
@@ -203,13 +243,13 @@ fn read_noting(
                 *total += size;
                 items.push(value);
             }
-            None => root = Some(value),
+            None => self.root = Some(value),
         }
-        if let Some(k) = repeated.take() {
-            return Err(Unreadable::Repeated(path_of(&stack).key(k)));
+        if let Some(k) = repeated {
+            return Err(Unreadable::Repeated(path_of(&self.stack).key(k)));
         }
+        Ok(())
     }
-    Ok(root.unwrap_or(Value::Null))
 }
 
 /// What a plain (unquoted) scalar is to the API server's YAML reader (`kubectl` and the API

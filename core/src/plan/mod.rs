@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use slipway_crd::promotion_policy::Operation;
+use slipway_crd::{ModelAlias, ModelDeployment, ModelVersion};
 
 use crate::catalog::{Catalog, Object, ObjectKey, Resource};
 use crate::diagnostics::{Category, Diagnostic, FieldPath};
@@ -258,82 +259,18 @@ fn change(
     let ns = key.namespace.as_str();
     let either = new.or(old).map(|o| &o.resource);
     let model = either.and_then(Resource::model).map(str::to_string);
-    let version_json = |cat: &Catalog, m: &str, v: &str| {
-        cat.version(ns, m, v)
-            .map(|v| context::version(v, &inputs.results))
-            .unwrap_or(Value::Null)
+    let at = Between {
+        base,
+        head,
+        ns,
+        inputs,
     };
-    let (mut alias, mut from, mut to, mut candidate, mut current) =
-        (None, None, None, Value::Null, Value::Null);
-    let mut previous_alias = None;
-    let mut rollouts = Vec::new();
-    let mut warnings = Vec::new();
-    let fields_changed = fields;
-    let fields = &fields_changed;
-    match either {
-        Some(Resource::ModelAlias(a)) => {
-            alias = Some(a.spec.alias.clone());
-            from = old.and_then(|o| match &o.resource {
-                Resource::ModelAlias(a) => Some(a.spec.version.clone()),
-                _ => None,
-            });
-            to = new.and_then(|o| match &o.resource {
-                Resource::ModelAlias(a) => Some(a.spec.version.clone()),
-                _ => None,
-            });
-            if let Some(t) = &to {
-                candidate = version_json(head, &a.spec.model, t);
-                if from.as_ref() != Some(t) {
-                    let following = head.deployments_following(ns, &a.spec.model, &a.spec.alias);
-                    warnings.extend(following.iter().filter_map(|d| unmeasured(d)));
-                    rollouts = following
-                        .into_iter()
-                        .map(|d| rollout(d, head, Some(t)))
-                        .collect();
-                }
-            }
-            if let Some(f) = &from {
-                current = version_json(base, &a.spec.model, f);
-            }
-        }
-        Some(Resource::ModelVersion(v)) => {
-            let label = |o: Option<&Object>| o.map(|_| v.spec.version.clone());
-            from = label(old);
-            to = label(new);
-            if new.is_some() {
-                candidate = version_json(head, &v.spec.model, &v.spec.version);
-            }
-        }
-        Some(Resource::ModelDeployment(d)) => {
-            alias = d.spec.alias.clone();
-            previous_alias = old
-                .and_then(|o| match &o.resource {
-                    Resource::ModelDeployment(o) => o.spec.alias.clone(),
-                    _ => None,
-                })
-                .filter(|a| Some(a) != alias.as_ref());
-            // A new deployment, or a change of what or where it serves, rolls out now;
-            // a strategy-only change applies to the next rollout.
-            let redeploys =
-                fields.is_empty() || fields.iter().any(|f| !f.path.starts_with("spec.strategy"));
-            if let Some(Resource::ModelDeployment(n)) = new.map(|o| &o.resource) {
-                warnings.extend(unmeasured(n));
-            }
-            if let Some(Resource::ModelDeployment(n)) = new.map(|o| &o.resource)
-                && redeploys
-            {
-                let serves = match (&n.spec.version, &n.spec.alias) {
-                    (Some(v), _) => Some(v.clone()),
-                    (None, Some(a)) => head
-                        .alias(ns, &n.spec.model, a)
-                        .map(|a| a.spec.version.clone()),
-                    _ => None,
-                };
-                rollouts.push(rollout(n, head, serves.as_deref()));
-            }
-        }
-        _ => {}
-    }
+    let about = match either {
+        Some(Resource::ModelAlias(a)) => at.alias_move(a, old, new),
+        Some(Resource::ModelVersion(v)) => at.version(v, old, new),
+        Some(Resource::ModelDeployment(d)) => at.deployment(d, old, new, &fields),
+        _ => About::default(),
+    };
     let model_json = model
         .as_deref()
         .and_then(|m| base.model(ns, m).or_else(|| head.model(ns, m)))
@@ -345,34 +282,18 @@ fn change(
         namespace: key.namespace.clone(),
         operation: action,
         model: model.clone(),
-        alias: alias.clone(),
-        from: from.clone(),
-        to: to.clone(),
+        alias: about.alias.clone(),
+        from: about.from.clone(),
+        to: about.to.clone(),
         fields: fields.iter().map(|f| f.path.clone()).collect(),
-        previous_alias,
-    };
-    let author = inputs.signoffs.author.clone();
-    let request = match &inputs.kubernetes {
-        Some(k) => Requester {
-            groups: k.groups.clone(),
-            user: author,
-            source: "kubernetes".to_string(),
-        },
-        None => Requester {
-            groups: author
-                .as_deref()
-                .map(|a| base.groups_of(ns, a))
-                .unwrap_or_default(),
-            user: author,
-            source: "git".to_string(),
-        },
+        previous_alias: about.previous_alias,
     };
     let input = DecisionInput {
         change: facts,
-        candidate,
-        current,
+        candidate: about.candidate,
+        current: about.current,
         model: model_json,
-        request,
+        request: at.requester(),
         now: inputs.now,
     };
     let members = |g: &str| match &inputs.kubernetes {
@@ -386,13 +307,156 @@ fn change(
         name: key.name.clone(),
         action,
         model,
-        alias,
-        from,
-        to,
+        alias: about.alias,
+        from: about.from,
+        to: about.to,
         decision,
-        fields: fields_changed,
-        rollouts,
-        warnings,
+        fields,
+        rollouts: about.rollouts,
+        warnings: about.warnings,
+    }
+}
+
+/// What a change is about beyond its object: the alias and versions it moves, their facts for
+/// policy, the alias a deployment followed before, the rollouts it starts and its warnings.
+#[derive(Default)]
+struct About {
+    alias: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    candidate: Value,
+    current: Value,
+    previous_alias: Option<String>,
+    rollouts: Vec<Rollout>,
+    warnings: Vec<String>,
+}
+
+/// The two catalogs a change is between, in the change's namespace.
+struct Between<'a> {
+    base: &'a Catalog,
+    head: &'a Catalog,
+    ns: &'a str,
+    inputs: &'a PlanInputs,
+}
+
+impl Between<'_> {
+    /// A version's facts for policy, from one catalog (null when it has no such version).
+    fn version_json(&self, cat: &Catalog, m: &str, v: &str) -> Value {
+        cat.version(self.ns, m, v)
+            .map(|v| context::version(v, &self.inputs.results))
+            .unwrap_or(Value::Null)
+    }
+
+    /// An alias change: the versions it moves from and to, and the deployments following the
+    /// alias that a move rolls out.
+    fn alias_move(&self, a: &ModelAlias, old: Option<&Object>, new: Option<&Object>) -> About {
+        let version_of = |o: &Object| match &o.resource {
+            Resource::ModelAlias(a) => Some(a.spec.version.clone()),
+            _ => None,
+        };
+        let mut about = About {
+            alias: Some(a.spec.alias.clone()),
+            from: old.and_then(version_of),
+            to: new.and_then(version_of),
+            ..About::default()
+        };
+        if let Some(t) = &about.to {
+            about.candidate = self.version_json(self.head, &a.spec.model, t);
+            if about.from.as_ref() != Some(t) {
+                let following =
+                    self.head
+                        .deployments_following(self.ns, &a.spec.model, &a.spec.alias);
+                about
+                    .warnings
+                    .extend(following.iter().filter_map(|d| unmeasured(d)));
+                about.rollouts = following
+                    .into_iter()
+                    .map(|d| rollout(d, self.head, Some(t)))
+                    .collect();
+            }
+        }
+        if let Some(f) = &about.from {
+            about.current = self.version_json(self.base, &a.spec.model, f);
+        }
+        about
+    }
+
+    /// A version change: its label as from (deleted) or to (created), and a new version's facts.
+    fn version(&self, v: &ModelVersion, old: Option<&Object>, new: Option<&Object>) -> About {
+        let label = |o: Option<&Object>| o.map(|_| v.spec.version.clone());
+        let mut about = About {
+            from: label(old),
+            to: label(new),
+            ..About::default()
+        };
+        if new.is_some() {
+            about.candidate = self.version_json(self.head, &v.spec.model, &v.spec.version);
+        }
+        about
+    }
+
+    /// A deployment change: the alias it follows (and followed before), what its target cannot
+    /// measure, and the rollout it starts. A new deployment, or a change of what or where it
+    /// serves, rolls out now; a strategy-only change applies to the next rollout.
+    fn deployment(
+        &self,
+        d: &ModelDeployment,
+        old: Option<&Object>,
+        new: Option<&Object>,
+        fields: &[FieldChange],
+    ) -> About {
+        let alias = d.spec.alias.clone();
+        let previous_alias = old
+            .and_then(|o| match &o.resource {
+                Resource::ModelDeployment(o) => o.spec.alias.clone(),
+                _ => None,
+            })
+            .filter(|a| Some(a) != alias.as_ref());
+        let mut about = About {
+            alias,
+            previous_alias,
+            ..About::default()
+        };
+        let redeploys =
+            fields.is_empty() || fields.iter().any(|f| !f.path.starts_with("spec.strategy"));
+        if let Some(Resource::ModelDeployment(n)) = new.map(|o| &o.resource) {
+            about.warnings.extend(unmeasured(n));
+            if redeploys {
+                let serves = match (&n.spec.version, &n.spec.alias) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, Some(a)) => self
+                        .head
+                        .alias(self.ns, &n.spec.model, a)
+                        .map(|a| a.spec.version.clone()),
+                    _ => None,
+                };
+                about
+                    .rollouts
+                    .push(rollout(n, self.head, serves.as_deref()));
+            }
+        }
+        about
+    }
+
+    /// Who asks for the change: in Kubernetes mode the authenticated user and groups, in git
+    /// mode the author and the `Group`s of the base catalog they belong to.
+    fn requester(&self) -> Requester {
+        let author = self.inputs.signoffs.author.clone();
+        match &self.inputs.kubernetes {
+            Some(k) => Requester {
+                groups: k.groups.clone(),
+                user: author,
+                source: "kubernetes".to_string(),
+            },
+            None => Requester {
+                groups: author
+                    .as_deref()
+                    .map(|a| self.base.groups_of(self.ns, a))
+                    .unwrap_or_default(),
+                user: author,
+                source: "git".to_string(),
+            },
+        }
     }
 }
 

@@ -64,67 +64,8 @@ pub fn text(plan: &Plan) -> String {
         out.push_str("No changes.\n");
     }
     for c in &plan.changes {
-        let _ = writeln!(out, "  {}", headline(c));
-        for f in &c.fields {
-            let _ = writeln!(
-                out,
-                "      {}: {} → {}",
-                f.path,
-                show(f.old.as_ref()),
-                show(f.new.as_ref())
-            );
-        }
-        for r in &c.rollouts {
-            let _ = writeln!(
-                out,
-                "      ⇒ rolls out ModelDeployment {} ({}; {})",
-                r.deployment, r.target, r.strategy
-            );
-            for call in &r.aws {
-                let _ = writeln!(out, "          AWS: {call}");
-            }
-        }
-        for w in &c.warnings {
-            let _ = writeln!(out, "      ! {w}");
-        }
-        for r in &c.decision.rules {
-            let mark = match (r.passed, r.effect) {
-                (true, _) => "✓",
-                (false, Effect::Deny) => "✗",
-                (false, Effect::Warn) => "!",
-            };
-            let _ = write!(out, "      {mark} rule {}/{}", r.policy, r.name);
-            if !r.passed {
-                let _ = write!(out, ": {}", r.message);
-            }
-            out.push('\n');
-            for (k, v) in &r.values {
-                let _ = writeln!(out, "          {k} = {}", compact(v));
-            }
-        }
-        for a in &c.decision.approvals {
-            let mark = if a.satisfied() { "✓" } else { "✗" };
-            let _ = write!(
-                out,
-                "      {mark} approval {}/{}: {}/{}",
-                a.policy, a.name, a.have, a.required
-            );
-            if !a.approved_by.is_empty() {
-                let _ = write!(out, " by {}", a.approved_by.join(", "));
-            }
-            let eligible = if a.eligible.is_empty() {
-                "nobody".to_string()
-            } else {
-                a.eligible.join(", ")
-            };
-            let _ = writeln!(out, " (eligible: {eligible})");
-            for i in &a.ignored {
-                let _ = writeln!(out, "          ignored {}: {}", i.user, i.reason);
-            }
-        }
-        if !c.decision.rules.is_empty() || !c.decision.approvals.is_empty() {
-            let _ = writeln!(out, "      ⇒ {}", c.decision.summary());
-        }
+        text_change(&mut out, c);
+        text_decision(&mut out, c);
     }
     let s = &plan.summary;
     let _ = writeln!(
@@ -133,6 +74,76 @@ pub fn text(plan: &Plan) -> String {
         s.create, s.update, s.delete, s.denied
     );
     out
+}
+
+/// Writes what one change does as text: its headline, changed fields, rollouts and warnings.
+fn text_change(out: &mut String, c: &Change) {
+    let _ = writeln!(out, "  {}", headline(c));
+    for f in &c.fields {
+        let _ = writeln!(
+            out,
+            "      {}: {} → {}",
+            f.path,
+            show(f.old.as_ref()),
+            show(f.new.as_ref())
+        );
+    }
+    for r in &c.rollouts {
+        let _ = writeln!(
+            out,
+            "      ⇒ rolls out ModelDeployment {} ({}; {})",
+            r.deployment, r.target, r.strategy
+        );
+        for call in &r.aws {
+            let _ = writeln!(out, "          AWS: {call}");
+        }
+    }
+    for w in &c.warnings {
+        let _ = writeln!(out, "      ! {w}");
+    }
+}
+
+/// Writes what policy says about one change as text: each rule with its values, each approval
+/// with who counted and who did not, and the verdict when there is any rule or approval.
+fn text_decision(out: &mut String, c: &Change) {
+    for r in &c.decision.rules {
+        let mark = match (r.passed, r.effect) {
+            (true, _) => "✓",
+            (false, Effect::Deny) => "✗",
+            (false, Effect::Warn) => "!",
+        };
+        let _ = write!(out, "      {mark} rule {}/{}", r.policy, r.name);
+        if !r.passed {
+            let _ = write!(out, ": {}", r.message);
+        }
+        out.push('\n');
+        for (k, v) in &r.values {
+            let _ = writeln!(out, "          {k} = {}", compact(v));
+        }
+    }
+    for a in &c.decision.approvals {
+        let mark = if a.satisfied() { "✓" } else { "✗" };
+        let _ = write!(
+            out,
+            "      {mark} approval {}/{}: {}/{}",
+            a.policy, a.name, a.have, a.required
+        );
+        if !a.approved_by.is_empty() {
+            let _ = write!(out, " by {}", a.approved_by.join(", "));
+        }
+        let eligible = if a.eligible.is_empty() {
+            "nobody".to_string()
+        } else {
+            a.eligible.join(", ")
+        };
+        let _ = writeln!(out, " (eligible: {eligible})");
+        for i in &a.ignored {
+            let _ = writeln!(out, "          ignored {}: {}", i.user, i.reason);
+        }
+    }
+    if !c.decision.rules.is_empty() || !c.decision.approvals.is_empty() {
+        let _ = writeln!(out, "      ⇒ {}", c.decision.summary());
+    }
 }
 
 fn compact(v: &Value) -> String {

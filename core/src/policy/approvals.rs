@@ -92,7 +92,51 @@ pub fn evaluate(
     members: &dyn Fn(&str) -> Option<Vec<String>>,
     now: DateTime<Utc>,
 ) -> ApprovalResult {
-    // Who is eligible, and through which source.
+    let via = eligible_via(req, members);
+    let author = signoffs.author.as_deref();
+    let eligible: Vec<String> = via
+        .keys()
+        .filter(|u| !(req.exclude_author && Some(u.as_str()) == author))
+        .cloned()
+        .collect();
+    let mut ignored = Vec::new();
+    let latest = latest_reviews(&signoffs.reviews, &mut ignored);
+    let lifetime = req.expires_after.as_deref().map(crate::duration::parse);
+    let mut approved_by = Vec::new();
+    for (user, r) in latest {
+        let expired = expiry(req, lifetime.as_ref(), r, now);
+        let reason = if r.state != "APPROVED" {
+            Some(format!("latest review is {}", r.state))
+        } else if let Some(why) = expired {
+            Some(why)
+        } else {
+            not_counted(req, signoffs, &via, user, r)
+        };
+        match reason {
+            Some(reason) => ignored.push(Ignored {
+                user: user.to_string(),
+                reason,
+            }),
+            None => approved_by.push(user.to_string()),
+        }
+    }
+    ApprovalResult {
+        name: req.name.clone(),
+        required: req.required,
+        have: approved_by.len() as u32,
+        eligible,
+        ignored,
+        approved_by,
+        policy: policy.to_string(),
+        from: req.from.clone(),
+    }
+}
+
+/// Who is eligible to approve, and through which source (the first that names them).
+fn eligible_via(
+    req: &ApprovalRequirement,
+    members: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> BTreeMap<String, String> {
     let mut via: BTreeMap<String, String> = BTreeMap::new();
     for source in &req.from {
         if let Some(group) = source.strip_prefix("group:") {
@@ -104,18 +148,19 @@ pub fn evaluate(
                 .or_insert_with(|| source.clone());
         }
     }
-    let author = signoffs.author.as_deref();
-    let eligible: Vec<String> = via
-        .keys()
-        .filter(|u| !(req.exclude_author && Some(u.as_str()) == author))
-        .cloned()
-        .collect();
+    via
+}
 
-    // Latest decisive review per reviewer. Comments do not change a reviewer's approval state (as on GitHub).
-    let mut ordered: Vec<&Review> = signoffs.reviews.iter().collect();
+/// The latest decisive review per reviewer; comments and pending reviews, and reviews a later
+/// one superseded, go to `ignored`. Comments do not change a reviewer's approval state (as on
+/// GitHub).
+fn latest_reviews<'r>(
+    reviews: &'r [Review],
+    ignored: &mut Vec<Ignored>,
+) -> BTreeMap<&'r str, &'r Review> {
+    let mut ordered: Vec<&Review> = reviews.iter().collect();
     ordered.sort_by_key(|r| r.submitted_at);
     let mut latest: BTreeMap<&str, &Review> = BTreeMap::new();
-    let mut ignored = Vec::new();
     for r in &ordered {
         if r.state == "COMMENTED" || r.state == "PENDING" {
             ignored.push(Ignored {
@@ -136,65 +181,60 @@ pub fn evaluate(
             });
         }
     }
+    latest
+}
 
-    let lifetime = req.expires_after.as_deref().map(crate::duration::parse);
-    let mut approved_by = Vec::new();
-    for (user, r) in latest {
-        let expired = match &lifetime {
-            Some(Err(e)) => Some(format!("expiresAfter: {e} (fail closed)")),
-            Some(Ok(life)) => {
-                let life = chrono::Duration::from_std(*life).unwrap_or(chrono::Duration::MAX);
-                match r.submitted_at {
-                    Some(at) if at + life >= now => None,
-                    Some(at) => Some(format!(
-                        "expired: given {} and valid for {}",
-                        at.format("%Y-%m-%d %H:%M UTC"),
-                        req.expires_after.as_deref().unwrap_or_default()
-                    )),
-                    None => Some("expired: the sign-off has no time".to_string()),
-                }
+/// Why a review has expired at `now` under the requirement's `lifetime` (its parsed
+/// `expiresAfter`; an unreadable one fails closed), or None while it is valid.
+fn expiry(
+    req: &ApprovalRequirement,
+    lifetime: Option<&Result<std::time::Duration, String>>,
+    r: &Review,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    match lifetime {
+        Some(Err(e)) => Some(format!("expiresAfter: {e} (fail closed)")),
+        Some(Ok(life)) => {
+            let life = chrono::Duration::from_std(*life).unwrap_or(chrono::Duration::MAX);
+            match r.submitted_at {
+                Some(at) if at + life >= now => None,
+                Some(at) => Some(format!(
+                    "expired: given {} and valid for {}",
+                    at.format("%Y-%m-%d %H:%M UTC"),
+                    req.expires_after.as_deref().unwrap_or_default()
+                )),
+                None => Some("expired: the sign-off has no time".to_string()),
             }
-            None => None,
-        };
-        let reason = if r.state != "APPROVED" {
-            Some(format!("latest review is {}", r.state))
-        } else if let Some(why) = expired {
-            Some(why)
-        } else if req.exclude_author && Some(user) == author {
-            Some("author of the change cannot approve it".to_string())
-        } else if let (Some(head), Some(commit)) =
-            (signoffs.head.as_deref(), r.commit_id.as_deref())
-            && head != commit
-        {
-            Some(format!(
-                "stale: approved commit {} but the head is {}; re-approve",
-                short(commit),
-                short(head)
-            ))
-        } else if signoffs.head.is_some() && r.commit_id.is_none() {
-            Some("review names no commit".to_string())
-        } else if !via.contains_key(user) {
-            Some(format!("not eligible: not in {}", req.from.join(" or ")))
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => ignored.push(Ignored {
-                user: user.to_string(),
-                reason,
-            }),
-            None => approved_by.push(user.to_string()),
         }
+        None => None,
     }
-    ApprovalResult {
-        name: req.name.clone(),
-        required: req.required,
-        have: approved_by.len() as u32,
-        eligible,
-        ignored,
-        approved_by,
-        policy: policy.to_string(),
-        from: req.from.clone(),
+}
+
+/// Why an unexpired approval by `user` does not count — they wrote the change, it is stale or
+/// names no commit, they are not eligible — or None when it counts.
+fn not_counted(
+    req: &ApprovalRequirement,
+    signoffs: &SignOffs,
+    via: &BTreeMap<String, String>,
+    user: &str,
+    r: &Review,
+) -> Option<String> {
+    if req.exclude_author && Some(user) == signoffs.author.as_deref() {
+        Some("author of the change cannot approve it".to_string())
+    } else if let (Some(head), Some(commit)) = (signoffs.head.as_deref(), r.commit_id.as_deref())
+        && head != commit
+    {
+        Some(format!(
+            "stale: approved commit {} but the head is {}; re-approve",
+            short(commit),
+            short(head)
+        ))
+    } else if signoffs.head.is_some() && r.commit_id.is_none() {
+        Some("review names no commit".to_string())
+    } else if !via.contains_key(user) {
+        Some(format!("not eligible: not in {}", req.from.join(" or ")))
+    } else {
+        None
     }
 }
 

@@ -143,32 +143,8 @@ pub fn bind(subject: &Subject, approvals: &[Approval], author: Option<&str>) -> 
         {
             continue;
         }
-        let mismatch = match &subject.sign {
-            Sign::Move { from, to, digest } => {
-                let (f, d) = (
-                    spec.from_version.as_deref().unwrap_or_default(),
-                    spec.artifact_digest.as_deref().unwrap_or_default(),
-                );
-                if spec.version != *to || spec.change.is_some() {
-                    // An approval of another move: not this change's business.
-                    continue;
-                }
-                (f != from || d != digest).then(|| {
-                    format!(
-                        "approval {name} by {user} signs off {} → {} (artifact {}), not this move",
-                        none_if_empty(f),
-                        spec.version,
-                        none_if_empty(d)
-                    )
-                })
-            }
-            Sign::Change(c) => match spec.change.as_deref() {
-                None => continue,
-                Some(x) if x == c => None,
-                Some(x) => Some(format!(
-                    "approval {name} by {user} signs off change {x}, not this one"
-                )),
-            },
+        let Some(signs) = signs_off(subject, a, user, name) else {
+            continue;
         };
         let used = a
             .status
@@ -176,7 +152,7 @@ pub fn bind(subject: &Subject, approvals: &[Approval], author: Option<&str>) -> 
             .and_then(|s| s.used_by.as_deref())
             .filter(|u| Some(*u) != subject.move_id.as_deref())
             .map(|u| format!("approval {name} by {user} was used by {u}"));
-        if let Some(why) = mismatch.or(used) {
+        if let Some(why) = signs.err().or(used) {
             bound.ignored.push(why);
             continue;
         }
@@ -188,26 +164,72 @@ pub fn bind(subject: &Subject, approvals: &[Approval], author: Option<&str>) -> 
             .entry(user.to_string())
             .or_default()
             .push(name.to_string());
-        bound.signoffs.reviews.push(Review {
-            user: ReviewUser {
-                login: user.to_string(),
-            },
-            state: if spec.decision == ApprovalDecision::Reject {
-                "CHANGES_REQUESTED".into()
-            } else {
-                "APPROVED".into()
-            },
-            commit_id: Some(fingerprint.clone()),
-            submitted_at: a
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .and_then(|t| t.0.to_string().parse().ok()),
-        });
+        bound.signoffs.reviews.push(review(a, user, &fingerprint));
     }
     bound.signoffs.head = Some(fingerprint);
     bound.signoffs.author = author.map(str::to_string);
     bound
+}
+
+/// Whether approval `name` by `user` of the subject's object signs off this change: None when
+/// it signs off another change (another move, or a move where this is another change: not this
+/// change's business), else `Ok` when it names exactly this change or `Err` with why not.
+fn signs_off(
+    subject: &Subject,
+    a: &Approval,
+    user: &str,
+    name: &str,
+) -> Option<Result<(), String>> {
+    let spec = &a.spec;
+    match &subject.sign {
+        Sign::Move { from, to, digest } => {
+            let (f, d) = (
+                spec.from_version.as_deref().unwrap_or_default(),
+                spec.artifact_digest.as_deref().unwrap_or_default(),
+            );
+            if spec.version != *to || spec.change.is_some() {
+                // An approval of another move: not this change's business.
+                return None;
+            }
+            if f != from || d != digest {
+                return Some(Err(format!(
+                    "approval {name} by {user} signs off {} → {} (artifact {}), not this move",
+                    none_if_empty(f),
+                    spec.version,
+                    none_if_empty(d)
+                )));
+            }
+            Some(Ok(()))
+        }
+        Sign::Change(c) => match spec.change.as_deref() {
+            None => None,
+            Some(x) if x == c => Some(Ok(())),
+            Some(x) => Some(Err(format!(
+                "approval {name} by {user} signs off change {x}, not this one"
+            ))),
+        },
+    }
+}
+
+/// Approval `a` by `user` as a review of the change `fingerprint` names: a rejection requests
+/// changes, anything else approves; given when the approval was created.
+fn review(a: &Approval, user: &str, fingerprint: &str) -> Review {
+    Review {
+        user: ReviewUser {
+            login: user.to_string(),
+        },
+        state: if a.spec.decision == ApprovalDecision::Reject {
+            "CHANGES_REQUESTED".into()
+        } else {
+            "APPROVED".into()
+        },
+        commit_id: Some(fingerprint.to_string()),
+        submitted_at: a
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| t.0.to_string().parse().ok()),
+    }
 }
 
 /// The namespace of what an approval signs off: its target's, else the approval's own.

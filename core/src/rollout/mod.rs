@@ -315,6 +315,8 @@ impl Machine<'_> {
         }
     }
 
+    /// Decides the rollout toward the `desired` version, given what is observed of the
+    /// candidate.
     fn run(&mut self, desired: Option<&str>, obs: &Observation) {
         if desired.map(str::to_string) != self.s.last_desired {
             // The alias moved: a version it moves (back) to gets a fresh chance.
@@ -324,75 +326,22 @@ impl Machine<'_> {
             self.s.last_desired = desired.map(str::to_string);
         }
         let Some(d) = desired else {
-            self.withdraw();
-            if let Some(stable) = self.s.stable.take() {
-                self.actions.push(Action::Stop(stable));
-            }
-            self.route(BTreeMap::new());
-            self.s.phase = DeploymentPhase::Healthy;
+            self.serve_nothing();
             return;
         };
         if self.s.rejected.contains(d) {
-            if self.s.phase == DeploymentPhase::Failed && self.s.candidate.as_deref() == Some(d) {
-                return; // frozen until an operator acts
-            }
-            if self.s.candidate.as_deref() == Some(d) {
-                self.withdraw();
-            }
-            self.s.phase = DeploymentPhase::RolledBack;
+            self.keep_rejected(d);
             return;
         }
         if self.s.stable.as_deref() == Some(d) {
-            if let Some(old) = self.withdraw() {
-                self.event(
-                    EventKind::RolloutSuperseded,
-                    &old,
-                    format!("the alias moved back to {d}"),
-                );
-            }
-            // The stable version's servers are kept running by the target (it resumes what `traffic` names).
-            self.route_all_to(d);
-            self.s.phase = DeploymentPhase::Healthy;
+            self.back_to_stable(d);
             return;
         }
         if self.s.candidate.as_deref() != Some(d) {
-            if let Some(old) = self.withdraw() {
-                self.event(
-                    EventKind::RolloutSuperseded,
-                    &old,
-                    format!("the alias moved on to {d}"),
-                );
-            }
-            self.s.candidate = Some(d.to_string());
-            self.s.candidate_started = Some(self.now);
-            self.s.phase = DeploymentPhase::Progressing;
-            self.actions.push(Action::Start(d.to_string()));
-            let from = self
-                .s
-                .stable
-                .as_deref()
-                .map(|s| format!(" from {s}"))
-                .unwrap_or_default();
-            self.event(
-                EventKind::RolloutStarted,
-                d,
-                format!("rolling out {d}{from}"),
-            );
+            self.start(d);
         }
         if !obs.candidate_ready {
-            if let Judgement::Fail(why) = &obs.analysis {
-                // The target already knows the version cannot become healthy (e.g. a Kubernetes
-                // Deployment past its progress deadline): no need to wait for ours.
-                self.fail(d, format!("version {d} cannot become healthy: {why}"));
-            } else if self.elapsed(self.s.candidate_started) > self.policy.progress_deadline {
-                let deadline = self.policy.progress_deadline;
-                self.fail(
-                    d,
-                    format!("version {d} did not become healthy within {deadline:?}"),
-                );
-            } else {
-                self.wait(self.policy.poll);
-            }
+            self.not_ready(d, &obs.analysis);
             return;
         }
         let Some(stable) = self.s.stable.clone() else {
@@ -401,6 +350,95 @@ impl Machine<'_> {
             self.finish(d);
             return;
         };
+        self.step_through(d, &stable, &obs.analysis);
+    }
+
+    /// No version is desired: the candidate and the stable version stop and nothing is routed.
+    fn serve_nothing(&mut self) {
+        self.withdraw();
+        if let Some(stable) = self.s.stable.take() {
+            self.actions.push(Action::Stop(stable));
+        }
+        self.route(BTreeMap::new());
+        self.s.phase = DeploymentPhase::Healthy;
+    }
+
+    /// The desired version `d` was rejected: a failed rollout of it stays frozen until an
+    /// operator acts; otherwise it is withdrawn if it is the candidate, and the rollout counts as
+    /// rolled back.
+    fn keep_rejected(&mut self, d: &str) {
+        if self.s.phase == DeploymentPhase::Failed && self.s.candidate.as_deref() == Some(d) {
+            return; // frozen until an operator acts
+        }
+        if self.s.candidate.as_deref() == Some(d) {
+            self.withdraw();
+        }
+        self.s.phase = DeploymentPhase::RolledBack;
+    }
+
+    /// The alias moved back to the stable version `d`: a candidate under way is superseded and
+    /// all traffic goes to `d`.
+    fn back_to_stable(&mut self, d: &str) {
+        if let Some(old) = self.withdraw() {
+            self.event(
+                EventKind::RolloutSuperseded,
+                &old,
+                format!("the alias moved back to {d}"),
+            );
+        }
+        // The stable version's servers are kept running by the target (it resumes what `traffic` names).
+        self.route_all_to(d);
+        self.s.phase = DeploymentPhase::Healthy;
+    }
+
+    /// `d` becomes the candidate: a candidate under way is superseded, and `d` is started.
+    fn start(&mut self, d: &str) {
+        if let Some(old) = self.withdraw() {
+            self.event(
+                EventKind::RolloutSuperseded,
+                &old,
+                format!("the alias moved on to {d}"),
+            );
+        }
+        self.s.candidate = Some(d.to_string());
+        self.s.candidate_started = Some(self.now);
+        self.s.phase = DeploymentPhase::Progressing;
+        self.actions.push(Action::Start(d.to_string()));
+        let from = self
+            .s
+            .stable
+            .as_deref()
+            .map(|s| format!(" from {s}"))
+            .unwrap_or_default();
+        self.event(
+            EventKind::RolloutStarted,
+            d,
+            format!("rolling out {d}{from}"),
+        );
+    }
+
+    /// The candidate `d` is not ready yet: it fails when the target says it cannot become
+    /// healthy or the progress deadline has passed; otherwise the machine waits.
+    fn not_ready(&mut self, d: &str, analysis: &Judgement) {
+        if let Judgement::Fail(why) = analysis {
+            // The target already knows the version cannot become healthy (e.g. a Kubernetes
+            // Deployment past its progress deadline): no need to wait for ours.
+            self.fail(d, format!("version {d} cannot become healthy: {why}"));
+        } else if self.elapsed(self.s.candidate_started) > self.policy.progress_deadline {
+            let deadline = self.policy.progress_deadline;
+            self.fail(
+                d,
+                format!("version {d} did not become healthy within {deadline:?}"),
+            );
+        } else {
+            self.wait(self.policy.poll);
+        }
+    }
+
+    /// Moves the ready candidate `d` through the strategy's steps beside `stable`: each step
+    /// routes its weight, holds while the analysis passes, and fails on a failed analysis; the
+    /// last step stops `stable` and finishes.
+    fn step_through(&mut self, d: &str, stable: &str, analysis: &Judgement) {
         let steps = strategy_steps(self.policy.strategy);
         // Whether this decision moved to the current step (its analysis starts from scratch).
         let mut advanced = false;
@@ -412,7 +450,7 @@ impl Machine<'_> {
                 } else {
                     BTreeMap::from([
                         (d.to_string(), step.weight),
-                        (stable.clone(), 100 - step.weight),
+                        (stable.to_string(), 100 - step.weight),
                     ])
                 };
                 self.route(weights);
@@ -427,7 +465,7 @@ impl Machine<'_> {
                 self.wait(step.hold.max(self.policy.poll));
                 return;
             }
-            match &obs.analysis {
+            match analysis {
                 Judgement::Fail(why) => {
                     self.fail(d, format!("analysis failed at {}%: {why}", step.weight));
                     return;
@@ -443,7 +481,7 @@ impl Machine<'_> {
                     return;
                 }
                 Judgement::Pass if step.weight >= 100 => {
-                    self.actions.push(Action::Stop(stable.clone()));
+                    self.actions.push(Action::Stop(stable.to_string()));
                     self.finish(d);
                     return;
                 }

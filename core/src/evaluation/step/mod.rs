@@ -163,94 +163,105 @@ pub fn step(input: &Input, observed: Observed) -> Step {
     match lifecycle::next(input.previous, &input.attempt.key) {
         Next::Stands => Step::default(),
         Next::GiveUp { attempts } => ended(lifecycle::failed(&previous, attempts, LOST, input.now)),
-        Next::Run { attempt } => {
-            if let Some(why) = observed.cannot_run {
-                // Recorded with its content address, so it stands until that changes (and is
-                // not failed, recorded and announced again on every look).
-                let a = Attempt {
-                    number: attempt,
-                    ..input.attempt.clone()
-                };
-                let base = lifecycle::running(&a, carried_by(input, attempt), input.now);
-                return ended(lifecycle::failed(&base, attempt - 1, &why, input.now));
+        Next::Run { attempt } => run(input, observed, attempt),
+        Next::InFlight { .. } => in_flight(input, &previous, observed.seen.unwrap_or(Seen::Busy)),
+    }
+}
+
+/// The attempt numbered `n` with this evaluation's content addresses.
+fn numbered(input: &Input, n: u32) -> Attempt {
+    Attempt {
+        number: n,
+        ..input.attempt.clone()
+    }
+}
+
+/// Attempt `attempt` is due: it fails at once when the evaluation cannot run in this home,
+/// finishes at once with reusable results before a first attempt, and otherwise starts.
+fn run(input: &Input, observed: Observed, attempt: u32) -> Step {
+    if let Some(why) = observed.cannot_run {
+        // Recorded with its content address, so it stands until that changes (and is
+        // not failed, recorded and announced again on every look).
+        let a = numbered(input, attempt);
+        let base = lifecycle::running(&a, carried_by(input, attempt), input.now);
+        return ended(lifecycle::failed(&base, attempt - 1, &why, input.now));
+    }
+    if attempt == 1
+        && let Some(r) = observed.reusable
+    {
+        return reuse(input, &r);
+    }
+    start(input, attempt)
+}
+
+/// Finishes the evaluation with earlier results that have the same content addresses, and
+/// announces the reuse.
+fn reuse(input: &Input, r: &Reusable) -> Step {
+    let a = numbered(input, 1);
+    let running = lifecycle::running(&a, "reusing earlier results".into(), input.now);
+    let done = lifecycle::finished(
+        &running,
+        input.gates,
+        &r.candidate,
+        r.baseline.as_ref(),
+        Some(&r.from),
+        input.now,
+    );
+    let message = first_message(&done);
+    let mut s = ended(done);
+    s.notes.push(Note {
+        event: Event::Reused,
+        message,
+    });
+    s
+}
+
+/// An attempt is in flight and the home saw `seen` of it: it is waited for (a busy one until
+/// the suite's timeout), finishes with its results, or fails.
+fn in_flight(input: &Input, previous: &EvaluationStatus, seen: Seen) -> Step {
+    match seen {
+        Seen::Busy => {
+            let timeout = lifecycle::timeout(input.timeout);
+            let waited = previous
+                .started_at
+                .and_then(|s| (input.now - s).to_std().ok())
+                .unwrap_or_default();
+            if waited > timeout {
+                return failed_attempt(input, previous, &lifecycle::no_results_within(timeout));
             }
-            if attempt == 1
-                && let Some(r) = observed.reusable
-            {
-                let a = Attempt {
-                    number: 1,
-                    ..input.attempt.clone()
-                };
-                let running = lifecycle::running(&a, "reusing earlier results".into(), input.now);
-                let done = lifecycle::finished(
-                    &running,
-                    input.gates,
-                    &r.candidate,
-                    r.baseline.as_ref(),
-                    Some(&r.from),
-                    input.now,
-                );
-                let message = first_message(&done);
-                let mut s = ended(done);
-                s.notes.push(Note {
-                    event: Event::Reused,
-                    message,
-                });
-                return s;
-            }
-            start(input, attempt)
-        }
-        Next::InFlight { .. } => match observed.seen.unwrap_or(Seen::Busy) {
-            Seen::Busy => {
-                let timeout = lifecycle::timeout(input.timeout);
-                let waited = previous
-                    .started_at
-                    .and_then(|s| (input.now - s).to_std().ok())
-                    .unwrap_or_default();
-                if waited > timeout {
-                    return failed_attempt(
-                        input,
-                        &previous,
-                        &lifecycle::no_results_within(timeout),
-                    );
-                }
-                Step {
-                    wait: Some(
-                        timeout
-                            .saturating_sub(waited)
-                            .min(EVALUATION_POLL)
-                            .max(EVALUATION_RETRY),
-                    ),
-                    ..Step::default()
-                }
-            }
-            Seen::Held => Step {
-                wait: Some(EVALUATION_POLL),
+            Step {
+                wait: Some(
+                    timeout
+                        .saturating_sub(waited)
+                        .min(EVALUATION_POLL)
+                        .max(EVALUATION_RETRY),
+                ),
                 ..Step::default()
-            },
-            Seen::Results {
-                candidate,
-                baseline,
-            } => ended(lifecycle::finished(
-                &previous,
-                input.gates,
-                &candidate,
-                baseline.as_ref(),
-                None,
-                input.now,
-            )),
-            Seen::Failed(why) => failed_attempt(input, &previous, &why),
-            Seen::Nothing => failed_attempt(input, &previous, LOST),
+            }
+        }
+        Seen::Held => Step {
+            wait: Some(EVALUATION_POLL),
+            ..Step::default()
         },
+        Seen::Results {
+            candidate,
+            baseline,
+        } => ended(lifecycle::finished(
+            previous,
+            input.gates,
+            &candidate,
+            baseline.as_ref(),
+            None,
+            input.now,
+        )),
+        Seen::Failed(why) => failed_attempt(input, previous, &why),
+        Seen::Nothing => failed_attempt(input, previous, LOST),
     }
 }
 
 /// The status of attempt `n` and the order to start it.
 fn start(input: &Input, n: u32) -> Step {
-    let a = Attempt {
-        number: n,
-        ..input.attempt.clone()
-    };
+    let a = numbered(input, n);
     let running = lifecycle::running(&a, carried_by(input, n), input.now);
     let timeout = lifecycle::timeout(input.timeout);
     let event = if input.runner.webhook.is_some() {

@@ -13,131 +13,175 @@ pub fn decide(
     guardrails: &Guardrails,
     live: Option<&Live>,
 ) -> Step {
-    let mut next = state.clone();
-    let mut step = Step {
-        state: state.clone(),
-        calls: Vec::new(),
-        events: Vec::new(),
-        drift: Vec::new(),
-        requeue_after: None,
-    };
-    let poll = Some(crate::limits::REMOTE_POLL);
+    // `step.state` is the next state throughout; `state` the one before.
+    let mut step = keep(state);
     // The alias moved back to a rejected version: it is tried again only after another move.
     if desired_version != state.last_desired.as_deref()
         && let Some(v) = desired_version
     {
-        next.rejected.remove(v);
+        step.state.rejected.remove(v);
     }
-    next.last_desired = desired_version.map(str::to_string);
+    step.state.last_desired = desired_version.map(str::to_string);
     let Some(target) = desired_version.or(state.stable.as_deref()) else {
-        step.state = next;
         return step;
     };
     let Some(live) = live else {
-        // No endpoint: create it for the desired version (or the stable one if the desired
-        // version was rejected).
-        let version = if next.rejected.contains(target) {
-            state.stable.clone().unwrap_or_else(|| target.to_string())
-        } else {
-            target.to_string()
-        };
-        if let Some(d) = want(&version) {
-            if state.stable.is_some() {
-                step.drift
-                    .push(format!("endpoint {} does not exist", d.endpoint));
-            }
-            next.candidate = Some(version.clone());
-            next.phase = DeploymentPhase::Progressing;
-            next.traffic = BTreeMap::new();
-            step.events.push((
-                EventKind::RolloutStarted,
-                version.clone(),
-                format!("creating endpoint {} with config {}", d.endpoint, d.config),
-            ));
-            step.calls.push(Call::Create(d));
-        }
-        step.state = next;
-        step.requeue_after = poll;
+        create(state, &mut step, target, want);
         return step;
     };
     match live.status.as_str() {
         "InService" => {}
         "Failed" => {
-            if let Some(c) = next.candidate.take() {
-                let why = live
-                    .failure
-                    .clone()
-                    .unwrap_or_else(|| "SageMaker reports the endpoint Failed".into());
-                next.rejected.insert(c.clone());
-                next.phase = DeploymentPhase::Failed;
-                step.events.push((EventKind::RolloutFailed, c, why));
-            }
-            step.state = next;
+            fail(&mut step, live);
             return step;
         }
+        // Creating, Updating, RollingBack, SystemUpdating: watch.
         _ => {
-            // Creating, Updating, RollingBack, SystemUpdating: watch.
-            if let (Some(c), Some((_, share))) = (&state.candidate, &live.pending) {
-                let percent = (share * 100.0).round() as u32;
-                next.traffic = state
-                    .stable
-                    .iter()
-                    .map(|s| (s.clone(), 100 - percent.min(100)))
-                    .chain(std::iter::once((c.clone(), percent.min(100))))
-                    .filter(|(_, w)| *w > 0)
-                    .collect();
-            }
-            step.state = next;
-            step.requeue_after = poll;
+            watch(state, &mut step, live);
             return step;
         }
     }
-    let serving = live.versions();
-    // A rollout under way has ended: the candidate serves, or SageMaker brought the old config
-    // back (a failed or rolled-back update is never a success).
-    if let Some(c) = state.candidate.clone() {
-        if serving == [c.clone()] {
-            next.stable = Some(c.clone());
-            next.candidate = None;
-            next.phase = DeploymentPhase::Healthy;
-            next.traffic = BTreeMap::from([(c.clone(), 100)]);
-            step.events.push((
-                EventKind::RolloutSucceeded,
-                c.clone(),
-                format!(
-                    "endpoint {} serves version {c} ({})",
-                    live_name(want, &c),
-                    live.config
-                ),
-            ));
-            step.calls.push(Call::Collect {
-                config: live.config.clone(),
-                models: live.variants.iter().map(|v| v.model.clone()).collect(),
-            });
-        } else {
-            let why = live.failure.clone().unwrap_or_else(|| {
-                format!("SageMaker returned the endpoint to config {}", live.config)
-            });
-            next.candidate = None;
-            next.rejected.insert(c.clone());
-            next.phase = DeploymentPhase::RolledBack;
-            next.traffic = serving.iter().map(|v| (v.clone(), 100)).take(1).collect();
-            step.events.push((
-                EventKind::RolledBack,
-                c.clone(),
-                format!("version {c} was rolled back: {why}"),
-            ));
-        }
-        step.state = next;
-        return step;
+    if let Some(c) = &state.candidate {
+        conclude(&mut step, c, want, live);
+    } else {
+        start_or_heal(state, &mut step, target, want, guardrails, live);
     }
-    // Nothing under way: start a rollout, or heal drift.
-    let stable = state.stable.clone().or_else(|| serving.first().cloned());
-    if !next.rejected.contains(target) && stable.as_deref() != Some(target) {
+    step
+}
+
+/// A step that keeps `state` and makes no calls; the phases of a decision fill it in.
+fn keep(state: &RolloutState) -> Step {
+    Step {
+        state: state.clone(),
+        calls: Vec::new(),
+        events: Vec::new(),
+        drift: Vec::new(),
+        requeue_after: None,
+    }
+}
+
+/// The call that collects what earlier configs and Models of a live endpoint remain.
+fn collect(live: &Live) -> Call {
+    Call::Collect {
+        config: live.config.clone(),
+        models: live.variants.iter().map(|v| v.model.clone()).collect(),
+    }
+}
+
+/// No endpoint: creates it for the desired version (or the stable one if the desired version
+/// was rejected).
+fn create(
+    state: &RolloutState,
+    step: &mut Step,
+    target: &str,
+    want: &dyn Fn(&str) -> Option<Desired>,
+) {
+    let version = if step.state.rejected.contains(target) {
+        state.stable.clone().unwrap_or_else(|| target.to_string())
+    } else {
+        target.to_string()
+    };
+    if let Some(d) = want(&version) {
+        if state.stable.is_some() {
+            step.drift
+                .push(format!("endpoint {} does not exist", d.endpoint));
+        }
+        step.state.candidate = Some(version.clone());
+        step.state.phase = DeploymentPhase::Progressing;
+        step.state.traffic = BTreeMap::new();
+        step.events.push((
+            EventKind::RolloutStarted,
+            version.clone(),
+            format!("creating endpoint {} with config {}", d.endpoint, d.config),
+        ));
+        step.calls.push(Call::Create(d));
+    }
+    step.requeue_after = Some(crate::limits::REMOTE_POLL);
+}
+
+/// The endpoint is Failed: the candidate under way (if any) is rejected and the rollout fails.
+fn fail(step: &mut Step, live: &Live) {
+    if let Some(c) = step.state.candidate.take() {
+        let why = live
+            .failure
+            .clone()
+            .unwrap_or_else(|| "SageMaker reports the endpoint Failed".into());
+        step.state.rejected.insert(c.clone());
+        step.state.phase = DeploymentPhase::Failed;
+        step.events.push((EventKind::RolloutFailed, c, why));
+    }
+}
+
+/// SageMaker is still working on the endpoint: records the share of traffic the candidate has
+/// so far, and looks again soon.
+fn watch(state: &RolloutState, step: &mut Step, live: &Live) {
+    if let (Some(c), Some((_, share))) = (&state.candidate, &live.pending) {
+        let percent = (share * 100.0).round() as u32;
+        step.state.traffic = state
+            .stable
+            .iter()
+            .map(|s| (s.clone(), 100 - percent.min(100)))
+            .chain(std::iter::once((c.clone(), percent.min(100))))
+            .filter(|(_, w)| *w > 0)
+            .collect();
+    }
+    step.requeue_after = Some(crate::limits::REMOTE_POLL);
+}
+
+/// A rollout under way has ended: the candidate `c` serves, or SageMaker brought the old config
+/// back (a failed or rolled-back update is never a success).
+fn conclude(step: &mut Step, c: &str, want: &dyn Fn(&str) -> Option<Desired>, live: &Live) {
+    let serving = live.versions();
+    if serving == [c] {
+        step.state.stable = Some(c.to_string());
+        step.state.candidate = None;
+        step.state.phase = DeploymentPhase::Healthy;
+        step.state.traffic = BTreeMap::from([(c.to_string(), 100)]);
+        step.events.push((
+            EventKind::RolloutSucceeded,
+            c.to_string(),
+            format!(
+                "endpoint {} serves version {c} ({})",
+                live_name(want, c),
+                live.config
+            ),
+        ));
+        step.calls.push(collect(live));
+    } else {
+        let why = live.failure.clone().unwrap_or_else(|| {
+            format!("SageMaker returned the endpoint to config {}", live.config)
+        });
+        step.state.candidate = None;
+        step.state.rejected.insert(c.to_string());
+        step.state.phase = DeploymentPhase::RolledBack;
+        step.state.traffic = serving.iter().map(|v| (v.clone(), 100)).take(1).collect();
+        step.events.push((
+            EventKind::RolledBack,
+            c.to_string(),
+            format!("version {c} was rolled back: {why}"),
+        ));
+    }
+}
+
+/// Nothing under way: starts a rollout to `target` (unless it was rejected or already is the
+/// stable version), or else heals drift from the stable version.
+fn start_or_heal(
+    state: &RolloutState,
+    step: &mut Step,
+    target: &str,
+    want: &dyn Fn(&str) -> Option<Desired>,
+    guardrails: &Guardrails,
+    live: &Live,
+) {
+    let stable = state
+        .stable
+        .clone()
+        .or_else(|| live.versions().first().cloned());
+    if !step.state.rejected.contains(target) && stable.as_deref() != Some(target) {
         if let Some(d) = want(target) {
-            next.candidate = Some(target.to_string());
-            next.phase = DeploymentPhase::Progressing;
-            next.stable = stable;
+            step.state.candidate = Some(target.to_string());
+            step.state.phase = DeploymentPhase::Progressing;
+            step.state.stable = stable;
             step.events.push((
                 EventKind::RolloutStarted,
                 target.to_string(),
@@ -148,32 +192,36 @@ pub fn decide(
                 ),
             ));
             step.calls.push(Call::Update(d, Some(guardrails.clone())));
-            step.requeue_after = poll;
+            step.requeue_after = Some(crate::limits::REMOTE_POLL);
         }
-        step.state = next;
-        return step;
+        return;
     }
     if let Some(s) = &stable
         && let Some(d) = want(s)
     {
-        step.drift = drift(&d, live);
-        if !step.drift.is_empty() {
-            let weights_only = step.drift.iter().all(|x| x.contains("of traffic"));
-            step.calls.push(if weights_only {
-                Call::Weights(d)
-            } else {
-                Call::Update(d, None)
-            });
-            step.requeue_after = poll;
-        }
-        next.stable = Some(s.clone());
-        if next.phase == DeploymentPhase::Progressing {
-            next.phase = DeploymentPhase::Healthy;
-        }
-        next.traffic = BTreeMap::from([(s.clone(), 100)]);
+        heal_drift(step, s, d, live);
     }
-    step.state = next;
-    step
+}
+
+/// The stable version `s` should be serving as `d`: any drift of the live endpoint becomes a
+/// call (new weights when only weights drifted, else an update), and the state records `s` as
+/// serving all traffic.
+fn heal_drift(step: &mut Step, s: &str, d: Desired, live: &Live) {
+    step.drift = drift(&d, live);
+    if !step.drift.is_empty() {
+        let weights_only = step.drift.iter().all(|x| x.contains("of traffic"));
+        step.calls.push(if weights_only {
+            Call::Weights(d)
+        } else {
+            Call::Update(d, None)
+        });
+        step.requeue_after = Some(crate::limits::REMOTE_POLL);
+    }
+    step.state.stable = Some(s.to_string());
+    if step.state.phase == DeploymentPhase::Progressing {
+        step.state.phase = DeploymentPhase::Healthy;
+    }
+    step.state.traffic = BTreeMap::from([(s.to_string(), 100)]);
 }
 
 /// The endpoint for a traffic split (version → percent) in `Variants` mode: one production
@@ -245,38 +293,11 @@ pub fn decide_variants(
     analysis: crate::rollout::Judgement,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Step {
-    use crate::rollout::{Action, Observation};
+    use crate::rollout::Action;
     let poll = Some(crate::limits::REMOTE_POLL);
-    let mut step = Step {
-        state: state.clone(),
-        calls: Vec::new(),
-        events: Vec::new(),
-        drift: Vec::new(),
-        requeue_after: None,
-    };
+    let mut step = keep(state);
     let Some(live) = live else {
-        // No endpoint yet: create it serving the desired (or stable) version alone.
-        let Some(v) = desired_version.or(state.stable.as_deref()) else {
-            return step;
-        };
-        if let Some(d) = want(&BTreeMap::from([(v.to_string(), 100)])) {
-            if state.stable.is_some() {
-                step.drift
-                    .push(format!("endpoint {} does not exist", d.endpoint));
-            }
-            step.state.stable = Some(v.to_string());
-            step.state.candidate = None;
-            step.state.traffic = BTreeMap::from([(v.to_string(), 100)]);
-            step.state.phase = DeploymentPhase::Progressing;
-            step.state.last_desired = desired_version.map(str::to_string);
-            step.events.push((
-                EventKind::RolloutStarted,
-                v.to_string(),
-                format!("creating endpoint {} with config {}", d.endpoint, d.config),
-            ));
-            step.calls.push(Call::Create(d));
-            step.requeue_after = poll;
-        }
+        create_serving_one(state, &mut step, desired_version, want);
         return step;
     };
     if live.status != "InService" {
@@ -286,42 +307,120 @@ pub fn decide_variants(
     let serving = live_split(live);
     // A first endpoint that came up: its version is the stable one.
     if state.stable.is_none() && state.candidate.is_none() && serving.len() == 1 {
-        step.state.stable = serving.keys().next().cloned();
-        step.state.phase = DeploymentPhase::Healthy;
-        step.state.traffic = serving.clone();
-        if let Some(v) = &step.state.stable {
-            step.events.push((
-                EventKind::RolloutSucceeded,
-                v.clone(),
-                format!(
-                    "endpoint {} serves version {v} ({})",
-                    live_name_of(live),
-                    live.config
-                ),
-            ));
-        }
-        step.calls.push(Call::Collect {
-            config: live.config.clone(),
-            models: live.variants.iter().map(|v| v.model.clone()).collect(),
-        });
+        adopt_first(&mut step, live, &serving);
         return step;
     }
+    let observation = observe(state, desired_version, &serving, analysis);
+    let r = crate::rollout::decide(state, desired_version, policy, &observation, now);
+    for a in &r.actions {
+        if let Action::Event {
+            kind,
+            version,
+            message,
+        } = a
+        {
+            step.events.push((*kind, version.clone(), message.clone()));
+        }
+    }
+    let split = split_after(&serving, &r.actions);
+    step.state = r.state;
+    step.requeue_after = r.requeue_after.or(if step.state.candidate.is_some() {
+        poll
+    } else {
+        None
+    });
+    if !split.is_empty()
+        && let Some(d) = want(&split)
+    {
+        act(&mut step, d, live, r.actions.is_empty());
+    }
+    step
+}
+
+/// No endpoint yet: creates it serving the desired (or stable) version alone.
+fn create_serving_one(
+    state: &RolloutState,
+    step: &mut Step,
+    desired_version: Option<&str>,
+    want: &dyn Fn(&BTreeMap<String, u32>) -> Option<Desired>,
+) {
+    let Some(v) = desired_version.or(state.stable.as_deref()) else {
+        return;
+    };
+    if let Some(d) = want(&BTreeMap::from([(v.to_string(), 100)])) {
+        if state.stable.is_some() {
+            step.drift
+                .push(format!("endpoint {} does not exist", d.endpoint));
+        }
+        step.state.stable = Some(v.to_string());
+        step.state.candidate = None;
+        step.state.traffic = BTreeMap::from([(v.to_string(), 100)]);
+        step.state.phase = DeploymentPhase::Progressing;
+        step.state.last_desired = desired_version.map(str::to_string);
+        step.events.push((
+            EventKind::RolloutStarted,
+            v.to_string(),
+            format!("creating endpoint {} with config {}", d.endpoint, d.config),
+        ));
+        step.calls.push(Call::Create(d));
+        step.requeue_after = Some(crate::limits::REMOTE_POLL);
+    }
+}
+
+/// A first endpoint came up serving one version: that version is the stable one, and what
+/// earlier configs remain is collected.
+fn adopt_first(step: &mut Step, live: &Live, serving: &BTreeMap<String, u32>) {
+    step.state.stable = serving.keys().next().cloned();
+    step.state.phase = DeploymentPhase::Healthy;
+    step.state.traffic = serving.clone();
+    if let Some(v) = &step.state.stable {
+        step.events.push((
+            EventKind::RolloutSucceeded,
+            v.clone(),
+            format!(
+                "endpoint {} serves version {v} ({})",
+                live_name_of(live),
+                live.config
+            ),
+        ));
+    }
+    step.calls.push(collect(live));
+}
+
+/// What the shared state machine observes: whether the candidate (or else the desired version)
+/// has a variant serving, and the alarms' verdict while a candidate is under way (a pass
+/// otherwise).
+fn observe(
+    state: &RolloutState,
+    desired_version: Option<&str>,
+    serving: &BTreeMap<String, u32>,
+    analysis: crate::rollout::Judgement,
+) -> crate::rollout::Observation {
     let candidate_ready = state
         .candidate
-        .as_ref()
-        .or(desired_version.map(str::to_string).as_ref())
+        .as_deref()
+        .or(desired_version)
         .is_some_and(|c| serving.contains_key(c));
-    let observation = Observation {
+    crate::rollout::Observation {
         candidate_ready,
         analysis: if state.candidate.is_some() {
             analysis
         } else {
             crate::rollout::Judgement::Pass
         },
-    };
-    let r = crate::rollout::decide(state, desired_version, policy, &observation, now);
+    }
+}
+
+/// The split (version → percent) after the decided actions: a started version joins at 0%, a
+/// route sets the weights (a version routed nothing keeps its variant until it is stopped), a
+/// stopped version leaves.
+fn split_after(
+    serving: &BTreeMap<String, u32>,
+    actions: &[crate::rollout::Action],
+) -> BTreeMap<String, u32> {
+    use crate::rollout::Action;
     let mut split = serving.clone();
-    for a in &r.actions {
+    for a in actions {
         match a {
             Action::Start(v) => {
                 split.entry(v.clone()).or_insert(0);
@@ -341,59 +440,49 @@ pub fn decide_variants(
             Action::Stop(v) => {
                 split.remove(v);
             }
-            Action::Event {
-                kind,
-                version,
-                message,
-            } => step.events.push((*kind, version.clone(), message.clone())),
+            Action::Event { .. } => {}
         }
     }
-    step.state = r.state;
-    step.requeue_after = r.requeue_after.or(if step.state.candidate.is_some() {
-        poll
-    } else {
-        None
-    });
-    if split.is_empty() {
-        return step;
-    }
-    let Some(d) = want(&split) else {
-        return step;
-    };
-    let same_variants = {
-        let mut a: Vec<(&str, &str)> = d
-            .variants
-            .iter()
-            .map(|v| (v.name.as_str(), v.model.as_str()))
-            .collect();
-        let mut b: Vec<(&str, &str)> = live
-            .variants
-            .iter()
-            .map(|v| (v.name.as_str(), v.model.as_str()))
-            .collect();
-        a.sort();
-        b.sort();
-        a == b
-    };
+    split
+}
+
+/// Whether the desired endpoint has the same variants (names and Models) as the live one, so
+/// that only weights can differ.
+fn same_variants(d: &Desired, live: &Live) -> bool {
+    let mut a: Vec<(&str, &str)> = d
+        .variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.model.as_str()))
+        .collect();
+    let mut b: Vec<(&str, &str)> = live
+        .variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.model.as_str()))
+        .collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// Brings the live endpoint to `d`: a new config when the set of variants changes, new weights
+/// when only weights differ. When nothing was decided, a difference is drift; when settled and
+/// in sync, what earlier configs and Models remain is collected (idempotent).
+fn act(step: &mut Step, d: Desired, live: &Live, decided_nothing: bool) {
     let differences = drift(&d, live);
-    if !same_variants {
+    if !same_variants(&d, live) {
         step.calls.push(Call::Update(d, None));
-        step.requeue_after = step.requeue_after.or(poll);
+        step.requeue_after = step.requeue_after.or(Some(crate::limits::REMOTE_POLL));
     } else if !differences.is_empty() {
-        step.calls.push(Call::Weights(d.clone()));
+        step.calls.push(Call::Weights(d));
     }
-    if r.actions.is_empty() && !differences.is_empty() {
+    if decided_nothing && !differences.is_empty() {
         // Nothing was decided, yet the endpoint differs from what the state says: drift.
         step.drift = differences;
     }
     // Settled and in sync: what earlier configs and Models remain is collected (idempotent).
-    if step.state.candidate.is_none() && step.calls.is_empty() && r.actions.is_empty() {
-        step.calls.push(Call::Collect {
-            config: live.config.clone(),
-            models: live.variants.iter().map(|v| v.model.clone()).collect(),
-        });
+    if step.state.candidate.is_none() && step.calls.is_empty() && decided_nothing {
+        step.calls.push(collect(live));
     }
-    step
 }
 
 fn live_name_of(live: &Live) -> String {
