@@ -107,6 +107,11 @@ fn the_core_reads_no_clock_file_process_or_environment_and_edges_use_no_home() {
             support::root().join("controller/src/edges"),
             &["crate::modes", "crate::cli"][..],
         ),
+        // A home is reached through the command line, never the other way round.
+        (
+            support::root().join("controller/src/modes"),
+            &["crate::cli"][..],
+        ),
     ] {
         let mut files = Vec::new();
         sources(&room, &mut files);

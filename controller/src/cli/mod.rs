@@ -4,7 +4,6 @@ mod controller;
 mod init;
 mod inspect;
 mod plan;
-mod progress;
 mod run;
 mod validate;
 
@@ -95,10 +94,7 @@ pub enum Command {
     Man,
 }
 
-/// Whether output may be coloured: a terminal, and no `NO_COLOR` (https://no-color.org).
-pub(crate) fn colour(terminal: bool) -> bool {
-    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
+pub(crate) use crate::edges::progress::colour;
 
 /// Arguments of `slipway plan`.
 #[derive(clap::Args, Debug)]

@@ -5,6 +5,7 @@
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod progress;
 pub mod runners;
 pub mod serving;
 pub mod source;

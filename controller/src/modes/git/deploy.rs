@@ -8,8 +8,9 @@ use serde::Deserialize as _;
 use serde_json::json;
 use slipway_crd::model_deployment::ModelDeploymentStatus;
 
-use super::{Error, Outcome, Reconciler};
+use super::{Error, PassReport, Reconciler};
 use crate::decide::catalog::{Catalog, Resource};
+use crate::decide::outcome::{Stall, StallReason, stall_conditions};
 use crate::decide::rollout::{self, Action, Judgement};
 use crate::edges::serving::local::{Key, LocalTarget};
 use crate::edges::store::{DeploymentRecord, Write};
@@ -20,8 +21,32 @@ impl Reconciler<'_> {
         &self,
         catalog: &Catalog,
         target: &mut LocalTarget,
-        out: &mut Outcome,
+        out: &mut PassReport,
     ) -> Result<Option<Duration>, Error> {
+        self.record_restarts(catalog, target)?;
+        let mut requeue: Option<Duration> = None;
+        for obj in catalog.objects() {
+            let Resource::ModelDeployment(d) = &obj.resource else {
+                continue;
+            };
+            let Some(spec) = &d.spec.target.local else {
+                continue;
+            };
+            let key: Key = (obj.key.namespace.clone(), obj.key.name.clone());
+            if let Err(e) = target.ensure(&key, spec) {
+                // Its port is taken (or the router stopped): said in its status as a stall, and
+                // looked at again on the next pass.
+                out.deploy_errors.push(e.to_string());
+                self.stall(&key, e.to_string())?;
+                continue;
+            }
+            requeue = min(requeue, self.deploy_one(catalog, d, &key, target, out)?);
+        }
+        Ok(requeue)
+    }
+
+    /// Records the servers the target started again after they stopped.
+    fn record_restarts(&self, catalog: &Catalog, target: &mut LocalTarget) -> Result<(), Error> {
         for ((ns, name), version, message) in target.supervise() {
             let model = catalog
                 .objects()
@@ -44,120 +69,140 @@ impl Reconciler<'_> {
             (self.progress)(&message);
             self.apply(&[Write::History(h)])?;
         }
-        let mut requeue: Option<Duration> = None;
-        for obj in catalog.objects() {
-            let Resource::ModelDeployment(d) = &obj.resource else {
-                continue;
-            };
-            let Some(spec) = &d.spec.target.local else {
-                continue;
-            };
-            let ns = obj.key.namespace.clone();
-            let key: Key = (ns.clone(), obj.key.name.clone());
-            let desired = match (&d.spec.version, &d.spec.alias) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Some(a)) => self.resolved_alias(catalog, &ns, &d.spec.model, a),
-                _ => None,
-            };
-            let uri = |v: &str| {
-                catalog
-                    .version(&ns, &d.spec.model, v)
-                    .map(|v| v.spec.artifact.uri.clone())
-                    .unwrap_or_default()
-            };
-            if let Err(e) = target.ensure(&key, spec) {
-                out.deploy_errors.push(e.to_string());
-                continue;
+        Ok(())
+    }
+
+    /// Writes the deployment's `Stalled` condition (`TargetRefused`) when it says something new;
+    /// the next step's status, written when the target accepts it again, has none.
+    fn stall(&self, key: &Key, why: String) -> Result<(), Error> {
+        let (ns, name) = key;
+        let mut status = self.deployment_status(ns, name)?;
+        let stall = Stall {
+            reason: StallReason::TargetRefused,
+            message: why,
+        };
+        let now = (self.now)();
+        if let Some(next) = stall_conditions(&status.conditions, Some(&stall), None, now) {
+            status.conditions = next;
+            self.apply(&[Write::Status {
+                kind: "ModelDeployment".into(),
+                namespace: ns.clone(),
+                name: name.clone(),
+                status: serde_json::to_value(&status)?,
+            }])?;
+        }
+        Ok(())
+    }
+
+    /// One rollout step of one local deployment: resume what the state says serves, observe,
+    /// decide, record, carry out. Returns when to look again.
+    fn deploy_one(
+        &self,
+        catalog: &Catalog,
+        d: &slipway_crd::ModelDeployment,
+        key: &Key,
+        target: &mut LocalTarget,
+        out: &mut PassReport,
+    ) -> Result<Option<Duration>, Error> {
+        let (ns, name) = key;
+        let desired = match (&d.spec.version, &d.spec.alias) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(a)) => self.resolved_alias(catalog, ns, &d.spec.model, a),
+            _ => None,
+        };
+        let uri = |v: &str| {
+            catalog
+                .version(ns, &d.spec.model, v)
+                .map(|v| v.spec.artifact.uri.clone())
+                .unwrap_or_default()
+        };
+        let state = self.store.rollout(ns, name)?.state;
+        resume(key, &state, target, &uri, out);
+        // Observe → decide (the step Kubernetes mode takes too).
+        let previous = self.deployment_status(ns, name)?;
+        let input = rollout::step::Input {
+            spec: &d.spec,
+            previous: &previous,
+            state: &state,
+            desired: desired.as_deref(),
+            generation: None,
+            poll: crate::decide::limits::LOCAL_POLL,
+            now: (self.now)(),
+        };
+        let look = rollout::step::looked_at(&state, desired.as_deref()).map(|v| {
+            rollout::step::Look {
+                ready: target.ready(key, v),
+                // The router's window counts only for a candidate under way.
+                judgement: match &state.candidate {
+                    Some(_) => {
+                        rollout::analyze(d.spec.strategy.analysis.as_ref(), &target.window(key, v))
+                    }
+                    None => Judgement::Pass,
+                },
             }
-            let state = self.store.rollout(&ns, &obj.key.name)?.state;
-            // Resume: after a restart, bring back what the persisted state says serves, and route
-            // to it once its servers answer their health checks (bounded wait).
-            let mut resumed = Vec::new();
-            for v in state.traffic.keys().chain(state.candidate.iter()) {
-                if !target.running(&key, v) {
-                    match target.start(&key, v, &uri(v)) {
-                        Ok(()) => resumed.push(v.clone()),
-                        Err(e) => out.deploy_errors.push(e.to_string()),
+        });
+        let outcome = rollout::step::step(&input, look);
+        if !outcome.write {
+            return Ok(outcome.wait);
+        }
+        let (step, status) = (outcome.step, outcome.status);
+        let events: Vec<(rollout::EventKind, String, String)> = step
+            .events()
+            .map(|(k, v, m)| (*k, v.to_string(), m.to_string()))
+            .collect();
+        let address = target.address(key).map(|a| a.to_string());
+        // Persist first: a restart then resumes from the new state and re-applies it.
+        self.record(ns, name, d, &step.state, address, &status, &events, out)?;
+        for a in step.actions {
+            match a {
+                Action::Start(v) => {
+                    if let Err(e) = target.start(key, &v, &uri(&v)) {
+                        out.deploy_errors.push(e.to_string());
                     }
                 }
-            }
-            let deadline = std::time::Instant::now() + crate::decide::limits::RESUME_WAIT;
-            while resumed
-                .iter()
-                .any(|v| state.traffic.contains_key(v) && !target.ready(&key, v))
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(crate::decide::limits::LOCAL_POLL / 5);
-            }
-            let routed: std::collections::BTreeMap<String, u32> = state
-                .traffic
-                .iter()
-                .filter(|(_, w)| **w > 0)
-                .map(|(k, w)| (k.clone(), *w))
-                .collect();
-            if target.weights(&key) != routed {
-                target.route(&key, &state.traffic);
-            }
-            // Observe → decide (the step Kubernetes mode takes too).
-            let previous = self.deployment_status(&ns, &obj.key.name)?;
-            let input = rollout::step::Input {
-                spec: &d.spec,
-                previous: &previous,
-                state: &state,
-                desired: desired.as_deref(),
-                generation: None,
-                poll: crate::decide::limits::LOCAL_POLL,
-                now: (self.now)(),
-            };
-            let look = rollout::step::looked_at(&state, desired.as_deref()).map(|v| {
-                rollout::step::Look {
-                    ready: target.ready(&key, v),
-                    // The router's window counts only for a candidate under way.
-                    judgement: match &state.candidate {
-                        Some(_) => rollout::analyze(
-                            d.spec.strategy.analysis.as_ref(),
-                            &target.window(&key, v),
-                        ),
-                        None => Judgement::Pass,
-                    },
-                }
-            });
-            let outcome = rollout::step::step(&input, look);
-            requeue = min(requeue, outcome.wait);
-            if !outcome.write {
-                continue;
-            }
-            let (step, status) = (outcome.step, outcome.status);
-            let events: Vec<(rollout::EventKind, String, String)> = step
-                .events()
-                .map(|(k, v, m)| (*k, v.to_string(), m.to_string()))
-                .collect();
-            let address = target.address(&key).map(|a| a.to_string());
-            // Persist first: a restart then resumes from the new state and re-applies it.
-            self.record(
-                &ns,
-                &obj.key.name,
-                d,
-                &step.state,
-                address,
-                &status,
-                &events,
-                out,
-            )?;
-            for a in step.actions {
-                match a {
-                    Action::Start(v) => {
-                        if let Err(e) = target.start(&key, &v, &uri(&v)) {
-                            out.deploy_errors.push(e.to_string());
-                        }
-                    }
-                    Action::Route(w) => target.route(&key, &w),
-                    Action::Stop(v) => target.stop(&key, &v),
-                    Action::Event { .. } => {}
-                }
+                Action::Route(w) => target.route(key, &w),
+                Action::Stop(v) => target.stop(key, &v),
+                Action::Event { .. } => {}
             }
         }
-        Ok(requeue)
+        Ok(outcome.wait)
+    }
+}
+
+/// Resume: after a restart, bring back what the persisted state says serves, and route to it
+/// once its servers answer their health checks (bounded wait).
+fn resume(
+    key: &Key,
+    state: &rollout::RolloutState,
+    target: &mut LocalTarget,
+    uri: &dyn Fn(&str) -> String,
+    out: &mut PassReport,
+) {
+    let mut resumed = Vec::new();
+    for v in state.traffic.keys().chain(state.candidate.iter()) {
+        if !target.running(key, v) {
+            match target.start(key, v, &uri(v)) {
+                Ok(()) => resumed.push(v.clone()),
+                Err(e) => out.deploy_errors.push(e.to_string()),
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + crate::decide::limits::RESUME_WAIT;
+    while resumed
+        .iter()
+        .any(|v| state.traffic.contains_key(v) && !target.ready(key, v))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(crate::decide::limits::LOCAL_POLL / 5);
+    }
+    let routed: std::collections::BTreeMap<String, u32> = state
+        .traffic
+        .iter()
+        .filter(|(_, w)| **w > 0)
+        .map(|(k, w)| (k.clone(), *w))
+        .collect();
+    if target.weights(key) != routed {
+        target.route(key, &state.traffic);
     }
 }
 
@@ -187,7 +232,7 @@ impl Reconciler<'_> {
         address: Option<String>,
         status: &ModelDeploymentStatus,
         events: &[(rollout::EventKind, String, String)],
-        out: &mut Outcome,
+        out: &mut PassReport,
     ) -> Result<(), Error> {
         let mut writes = vec![
             Write::Rollout {

@@ -315,7 +315,7 @@ impl Reconciler<'_> {
     /// observe (the attempt in flight, earlier results, whether it can run here), decide, carry
     /// out (record, start a local attempt in the pool or dispatch an external one), write; a
     /// finished evaluation gets its report and its `EvaluationCompleted` history entry.
-    pub(super) fn evaluate(&self, task: &Task, out: &mut Outcome) -> Result<(), Error> {
+    pub(super) fn evaluate(&self, task: &Task, out: &mut PassReport) -> Result<(), Error> {
         let key = evaluation::cache_key(&task.artifact, &task.dataset, &task.runner, &task.suite);
         let stored = self.evaluation_status(&task.namespace, &task.name)?;
         // The step's first rule, asked before anything is copied or hashed: a finished
@@ -424,7 +424,7 @@ impl Reconciler<'_> {
         a: &lifecycle::Attempt,
         mut status: EvaluationStatus,
         reused: bool,
-        out: &mut Outcome,
+        out: &mut PassReport,
     ) -> Result<(), Error> {
         let object = Evaluation {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {

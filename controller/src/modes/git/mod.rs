@@ -9,6 +9,7 @@ mod evaluate;
 pub use evaluate::EvaluationPool;
 pub mod external;
 pub mod http;
+pub mod passes;
 mod promote;
 pub mod retry;
 mod sagemaker;
@@ -64,7 +65,7 @@ impl Error {
 
 /// What one pass did, for progress output and tests.
 #[derive(Debug, Default, Serialize, PartialEq)]
-pub struct Outcome {
+pub struct PassReport {
     /// Versions seen for the first time.
     pub registered: Vec<String>,
     /// Evaluations that ran and finished (name: verdict).
@@ -83,10 +84,10 @@ pub struct Outcome {
     pub deploy_errors: Vec<String>,
 }
 
-impl Outcome {
+impl PassReport {
     /// Adds what a later pass of the same run did (`--once` runs passes until everything has
     /// settled); holds and waits are the later pass's.
-    pub fn absorb(&mut self, later: Outcome) {
+    pub fn absorb(&mut self, later: PassReport) {
         self.registered.extend(later.registered);
         self.evaluated.extend(later.evaluated);
         self.reused.extend(later.reused);
@@ -174,8 +175,8 @@ impl Reconciler<'_> {
     /// Evaluations whose baseline alias is about to be promoted for the first time wait for that
     /// promotion, so that (for example) version 8 is compared with production = 7 on the very
     /// first run; the pass alternates evaluating and promoting until nothing more can move.
-    pub fn reconcile(&self, catalog: &Catalog) -> Result<Outcome, Error> {
-        let mut out = Outcome::default();
+    pub fn reconcile(&self, catalog: &Catalog) -> Result<PassReport, Error> {
+        let mut out = PassReport::default();
         // Versions whose status says something new after this pass: registered or evaluated.
         let mut touched: BTreeSet<(String, String, String)> = self.register(catalog, &mut out)?;
         let mut done: BTreeSet<String> = BTreeSet::new();
@@ -344,7 +345,7 @@ impl Reconciler<'_> {
     fn register(
         &self,
         catalog: &Catalog,
-        out: &mut Outcome,
+        out: &mut PassReport,
     ) -> Result<BTreeSet<(String, String, String)>, Error> {
         let mut registered = BTreeSet::new();
         let known: std::collections::HashSet<(String, String)> = self

@@ -48,7 +48,7 @@ impl Reconciler<'_> {
         &self,
         catalog: &Catalog,
         results: &Results,
-        out: &mut Outcome,
+        out: &mut PassReport,
     ) -> Result<(), Error> {
         for obj in catalog.objects() {
             let Resource::ModelAlias(a) = &obj.resource else {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::deploy::min;
-use super::{Error, Outcome, Reconciler};
+use super::{Error, PassReport, Reconciler};
 use crate::decide::catalog::{Catalog, Resource};
 use crate::decide::rollout::sagemaker::{Artifact, sequence};
 use crate::decide::rollout::status::{self, Basis, Endpoint};
@@ -21,7 +21,7 @@ impl Reconciler<'_> {
         &self,
         catalog: &Catalog,
         aws: &mut dyn Endpoints,
-        out: &mut Outcome,
+        out: &mut PassReport,
     ) -> Result<Option<Duration>, Error> {
         let mut requeue = None;
         for obj in catalog.objects() {
@@ -31,131 +31,149 @@ impl Reconciler<'_> {
             let Some(t) = &d.spec.target.sagemaker else {
                 continue;
             };
-            let ns = obj.key.namespace.clone();
-            let name = obj.key.name.clone();
-            let desired = match (&d.spec.version, &d.spec.alias) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Some(a)) => self.resolved_alias(catalog, &ns, &d.spec.model, a),
-                _ => None,
-            };
-            let state = self.store.rollout(&ns, &name)?.state;
-            let at = Location::of(t);
-            let owner = Owner {
-                namespace: ns.clone(),
-                deployment: name.clone(),
-                model: d.spec.model.clone(),
-            };
-            let previous = self.deployment_status(&ns, &name)?;
-            let basis = Basis {
-                spec: &d.spec,
-                previous: &previous,
-                generation: None,
-                now: (self.now)(),
-            };
-            // Stalled: the state as recorded, the reason in the status and the outcome.
-            let stalled = |why: &str,
-                           status: &slipway_crd::model_deployment::ModelDeploymentStatus,
-                           out: &mut Outcome|
-             -> Result<(), Error> {
-                out.deploy_errors
-                    .push(format!("ModelDeployment/{name}: {why}"));
-                self.record(&ns, &name, d, &state, None, status, &[], out)
-            };
-            let artifact = |v: &str| {
-                catalog.version(&ns, &d.spec.model, v).map(|mv| Artifact {
-                    uri: mv.spec.artifact.uri.clone(),
-                    digest: mv.spec.artifact.digest.clone(),
-                })
-            };
-            let (live, step) = match sm::next_step(
-                aws,
+            let one = One {
+                ns: &obj.key.namespace,
+                name: &obj.key.name,
+                d,
                 t,
-                &owner,
-                &d.spec.strategy,
-                &state,
-                desired.as_deref(),
-                &artifact,
-                (self.now)(),
-            ) {
-                Ok(x) => x,
-                Err(e) => {
-                    // Looked at again at the next pass (`--interval`); `--once` ends with the
-                    // error.
-                    let unseen = Endpoint {
-                        target: t,
-                        live: None,
-                        healing: None,
-                        drift: &previous.drift,
-                    };
-                    let (status, _) =
-                        sequence::failed(&state, &e.to_string(), e.failure(), &basis, &unseen);
-                    stalled(&e.to_string(), &status, out)?;
-                    continue;
-                }
             };
-            // The step Kubernetes mode takes too: heal rule, status, news, calls, when to look.
-            let done = sequence::sequence(&state, step, live.as_ref(), t, &basis);
-            if let Some(why) = &done.stalled {
-                stalled(why, &done.status, out)?;
-                continue;
-            }
-            if done.write {
-                if let Some(message) = &done.drift_news {
-                    (self.progress)(&format!("{name}: {message}"));
-                    let mut h = self.history(
-                        Happened::OutOfSync,
-                        &ns,
-                        &d.spec.model,
-                        format!("ModelDeployment/{name}"),
-                    );
-                    h.message = format!("{name}: {message}");
-                    h.data = json!({"drift": done.status.drift});
-                    self.apply(&[crate::edges::store::Write::History(h)])?;
-                }
-                self.record(
-                    &ns,
-                    &name,
-                    d,
-                    &done.state,
-                    None,
-                    &done.status,
-                    &done.events,
-                    out,
-                )?;
-            }
-            let mut failed = None;
-            for call in &done.calls {
-                match aws.apply(&at, t, &owner, call) {
-                    Ok(notes) => {
-                        for n in notes {
-                            (self.progress)(&format!("{name}: {n}"));
-                        }
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            match failed {
-                // The calls did not happen: the state goes back to before this step, so the
-                // next pass decides again.
-                Some(e) => {
-                    let before = Endpoint {
-                        target: t,
-                        live: live.as_ref(),
-                        healing: status::healing(&previous),
-                        drift: &done.status.drift,
-                    };
-                    let (status, _) =
-                        sequence::failed(&state, &e.to_string(), e.failure(), &basis, &before);
-                    stalled(&e.to_string(), &status, out)?;
-                }
-                None => requeue = min(requeue, done.wait),
-            }
+            requeue = min(requeue, self.sagemaker_one(catalog, &one, aws, out)?);
         }
         self.collect_removed(catalog, aws, out)?;
         Ok(requeue)
+    }
+
+    /// One step of one SageMaker deployment: observe the endpoint and decide (the planner), the
+    /// sequence's status, news and calls (the step Kubernetes mode takes too), record, call.
+    fn sagemaker_one(
+        &self,
+        catalog: &Catalog,
+        one: &One,
+        aws: &mut dyn Endpoints,
+        out: &mut PassReport,
+    ) -> Result<Option<Duration>, Error> {
+        let (ns, name, d, t) = (one.ns, one.name, one.d, one.t);
+        let desired = match (&d.spec.version, &d.spec.alias) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(a)) => self.resolved_alias(catalog, ns, &d.spec.model, a),
+            _ => None,
+        };
+        let state = self.store.rollout(ns, name)?.state;
+        let owner = Owner {
+            namespace: ns.to_string(),
+            deployment: name.to_string(),
+            model: d.spec.model.clone(),
+        };
+        let previous = self.deployment_status(ns, name)?;
+        let basis = Basis {
+            spec: &d.spec,
+            previous: &previous,
+            generation: None,
+            now: (self.now)(),
+        };
+        let artifact = |v: &str| {
+            catalog.version(ns, &d.spec.model, v).map(|mv| Artifact {
+                uri: mv.spec.artifact.uri.clone(),
+                digest: mv.spec.artifact.digest.clone(),
+            })
+        };
+        let (live, step) = match sm::next_step(
+            aws,
+            t,
+            &owner,
+            &d.spec.strategy,
+            &state,
+            desired.as_deref(),
+            &artifact,
+            (self.now)(),
+        ) {
+            Ok(x) => x,
+            Err(e) => {
+                // Looked at again at the next pass (`--interval`); `--once` ends with the error.
+                let unseen = Endpoint {
+                    target: t,
+                    live: None,
+                    healing: None,
+                    drift: &previous.drift,
+                };
+                let (status, _) =
+                    sequence::failed(&state, &e.to_string(), e.failure(), &basis, &unseen);
+                self.stalled(one, &state, &e.to_string(), &status, out)?;
+                return Ok(None);
+            }
+        };
+        let done = sequence::sequence(&state, step, live.as_ref(), t, &basis);
+        if let Some(why) = &done.stalled {
+            self.stalled(one, &state, why, &done.status, out)?;
+            return Ok(None);
+        }
+        if done.write {
+            self.record_step(one, &done, out)?;
+        }
+        match call(aws, one, &owner, &done.calls, self.progress) {
+            // The calls did not happen: the state goes back to before this step, so the next
+            // pass decides again.
+            Some(e) => {
+                let before = Endpoint {
+                    target: t,
+                    live: live.as_ref(),
+                    healing: status::healing(&previous),
+                    drift: &done.status.drift,
+                };
+                let (status, _) =
+                    sequence::failed(&state, &e.to_string(), e.failure(), &basis, &before);
+                self.stalled(one, &state, &e.to_string(), &status, out)?;
+                Ok(None)
+            }
+            None => Ok(done.wait),
+        }
+    }
+
+    /// Stalled: the state as recorded, the reason in the status and the pass's report.
+    fn stalled(
+        &self,
+        one: &One,
+        state: &crate::decide::rollout::RolloutState,
+        why: &str,
+        status: &ModelDeploymentStatus,
+        out: &mut PassReport,
+    ) -> Result<(), Error> {
+        out.deploy_errors
+            .push(format!("ModelDeployment/{}: {why}", one.name));
+        self.record(one.ns, one.name, one.d, state, None, status, &[], out)
+    }
+
+    /// Records a step: the endpoint found changed outside Slipway (once), then the state, the
+    /// status and the events.
+    fn record_step(
+        &self,
+        one: &One,
+        done: &sequence::Sequenced,
+        out: &mut PassReport,
+    ) -> Result<(), Error> {
+        let (ns, name, d) = (one.ns, one.name, one.d);
+        if let Some(message) = &done.drift_news {
+            (self.progress)(&format!("{name}: {message}"));
+            let mut h = self.history(
+                Happened::OutOfSync,
+                ns,
+                &d.spec.model,
+                format!("ModelDeployment/{name}"),
+            );
+            h.message = format!("{name}: {message}");
+            h.data = json!({"drift": done.status.drift});
+            self.apply(&[crate::edges::store::Write::History(h)])?;
+        }
+        self.record(
+            ns,
+            name,
+            d,
+            &done.state,
+            None,
+            &done.status,
+            &done.events,
+            out,
+        )
     }
 
     /// Deletes the endpoints (and every config and Model made for them) of SageMaker
@@ -165,7 +183,7 @@ impl Reconciler<'_> {
         &self,
         catalog: &Catalog,
         aws: &mut dyn Endpoints,
-        out: &mut Outcome,
+        out: &mut PassReport,
     ) -> Result<(), Error> {
         let models: std::collections::HashMap<(String, String), String> = self
             .store
@@ -236,4 +254,35 @@ impl Reconciler<'_> {
         }
         Ok(())
     }
+}
+
+/// The SageMaker deployment a step is for.
+struct One<'a> {
+    ns: &'a str,
+    name: &'a str,
+    d: &'a slipway_crd::ModelDeployment,
+    t: &'a slipway_crd::model_deployment::SageMakerTarget,
+}
+
+/// Makes the step's calls in order, saying what each did; the error of the first that failed
+/// (the rest are not made).
+fn call(
+    aws: &mut dyn Endpoints,
+    one: &One,
+    owner: &Owner,
+    calls: &[crate::decide::rollout::sagemaker::Call],
+    progress: &dyn Fn(&str),
+) -> Option<sm::Error> {
+    let at = Location::of(one.t);
+    for call in calls {
+        match aws.apply(&at, one.t, owner, call) {
+            Ok(notes) => {
+                for n in notes {
+                    progress(&format!("{}: {n}", one.name));
+                }
+            }
+            Err(e) => return Some(e),
+        }
+    }
+    None
 }

@@ -82,11 +82,11 @@ impl Fixture {
         }
     }
 
-    fn pass(&self, production: &str, scores: &[(&str, f64)]) -> Outcome {
+    fn pass(&self, production: &str, scores: &[(&str, f64)]) -> PassReport {
         self.pass_on(registry(production, scores))
     }
 
-    fn pass_on(&self, yaml: String) -> Outcome {
+    fn pass_on(&self, yaml: String) -> PassReport {
         let files = [SourceFile {
             path: "registry.yaml".into(),
             content: yaml.into_bytes(),
@@ -169,7 +169,7 @@ fn versions_are_evaluated_reported_and_production_is_promoted() {
     let third = f.pass("2", &scores);
     assert_eq!(third.moved, vec!["m/production: 1 → 2"]);
     assert!(
-        f.pass("2", &scores) == Outcome::default(),
+        f.pass("2", &scores) == PassReport::default(),
         "a settled registry does nothing"
     );
     let served = f

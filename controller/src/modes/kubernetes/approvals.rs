@@ -49,4 +49,71 @@ pub(super) async fn reconcile_approval(
     Ok(Requeue::await_change())
 }
 
-// ---------------------------------------------------------------- models
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modes::kubernetes::mock;
+    use kube::core::DeserializeGuard;
+    use serde_json::Value;
+
+    fn approval(status: Value) -> Value {
+        json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Approval",
+            "metadata": {"name": "alice-8", "namespace": "team-a",
+                         "creationTimestamp": "2026-11-28T10:00:00Z"},
+            "spec": {"target": {"kind": "ModelAlias", "name": "pitch-frames-production"},
+                     "version": "8", "decision": "approve"},
+            "status": status,
+        })
+    }
+
+    fn guarded(status: Value) -> Arc<DeserializeGuard<slipway_crd::Approval>> {
+        Arc::new(DeserializeGuard(Ok(serde_json::from_value(approval(
+            status,
+        ))
+        .unwrap())))
+    }
+
+    #[tokio::test]
+    async fn an_approval_records_when_it_was_admitted_once() {
+        let (ctx, mut api) = mock::context();
+        let task = tokio::spawn(reconcile_approval(guarded(json!({})), ctx.clone()));
+        let written = approval(json!({"approvedAt": "2026-11-28T10:00:00Z"}));
+        let patch = api.answer(200, written).await;
+        assert_eq!(patch.method, "PATCH");
+        assert!(
+            patch.uri.starts_with(
+                "/apis/slipway.dev/v1alpha1/namespaces/team-a/approvals/alice-8/status?"
+            ),
+            "{}",
+            patch.uri
+        );
+        // A merge patch of approvedAt alone: usedBy, written when a move uses it, stays.
+        assert_eq!(
+            patch.body,
+            json!({"status": {"approvedAt": "2026-11-28T10:00:00Z"}})
+        );
+        task.await.unwrap().unwrap();
+        // Recorded: never written again.
+        let recorded = guarded(json!({"approvedAt": "2026-11-28T10:00:00Z"}));
+        reconcile_approval(recorded, ctx).await.unwrap();
+        api.quiet().await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_is_an_error_the_controller_can_classify() {
+        let (ctx, mut api) = mock::context();
+        let task = tokio::spawn(reconcile_approval(guarded(json!({})), ctx));
+        let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "approvals.slipway.dev \"alice-8\" is forbidden", "reason": "Forbidden", "code": 403});
+        api.answer(403, forbidden).await;
+        let error = task.await.unwrap().unwrap_err();
+        let stall = error.outcome().stall().cloned().expect("a stall");
+        assert_eq!(stall.reason.as_str(), "Forbidden");
+        assert!(
+            stall.message.contains("grant the controller"),
+            "{}",
+            stall.message
+        );
+    }
+}

@@ -11,6 +11,8 @@ pub mod evaluations;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+#[cfg(test)]
+mod mock;
 pub mod models;
 pub mod notify;
 pub mod results;

@@ -15,7 +15,7 @@ use slipway_crd::common::Condition;
 use super::cache::Guarded;
 use super::context::{Context, Error, send};
 use crate::decide::events::Event;
-use crate::decide::outcome::stall_conditions;
+use crate::decide::outcome::{Outcome, stall_conditions};
 
 /// The field manager of stall writes: it owns the `Stalled` condition it writes, and nothing
 /// else.
@@ -63,9 +63,14 @@ where
     let Ok(typed) = &object.0 else {
         return result;
     };
+    // A stall is written when refused for what the object is, cleared only by a success (an
+    // outage or a conflict says nothing of the object).
     let outcome = match &result {
         Ok(_) => None,
-        Err(e) => Some(e.outcome()),
+        Err(e) => match e.outcome() {
+            stalled @ Outcome::Stalled(_) => Some(stalled),
+            _ => return result,
+        },
     };
     let stall = outcome.as_ref().and_then(|o| o.stall());
     // Decided on the object as read: a stall written or reworded, or one of ours to clear.
@@ -118,4 +123,128 @@ where
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modes::kubernetes::mock;
+    use kube::core::DeserializeGuard;
+    use serde_json::Value;
+    use slipway_crd::ModelDeployment;
+
+    fn deployment(conditions: Value) -> Value {
+        json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "pitch-frames-api", "namespace": "default", "generation": 3, "uid": "u-1"},
+            "spec": {"model": "pitch-frames", "alias": "production",
+                     "target": {"kubernetes": {"image": "img", "port": 8080}}},
+            "status": {"conditions": conditions},
+        })
+    }
+
+    fn guarded(conditions: Value) -> Arc<Guarded<ModelDeployment>> {
+        let md: ModelDeployment = serde_json::from_value(deployment(conditions)).unwrap();
+        Arc::new(DeserializeGuard(Ok(md)))
+    }
+
+    async fn refused(_: Arc<Guarded<ModelDeployment>>, _: Arc<Context>) -> Result<Requeue, Error> {
+        Err(Error::NotOwned(
+            "Service default/pitch-frames-api exists and is not ModelDeployment pitch-frames-api's"
+                .into(),
+        ))
+    }
+
+    async fn succeeded(
+        _: Arc<Guarded<ModelDeployment>>,
+        _: Arc<Context>,
+    ) -> Result<Requeue, Error> {
+        Ok(Requeue::await_change())
+    }
+
+    async fn unreachable(
+        _: Arc<Guarded<ModelDeployment>>,
+        _: Arc<Context>,
+    ) -> Result<Requeue, Error> {
+        Err(Error::Token(std::io::Error::other("no entropy")))
+    }
+
+    #[tokio::test]
+    async fn a_refused_reconcile_writes_its_stall_once_and_a_success_clears_it() {
+        let (ctx, mut api) = mock::context();
+        let task = tokio::spawn(observed(guarded(json!([])), ctx.clone(), refused));
+        let patch = api.answer(200, deployment(json!([]))).await;
+        assert_eq!(patch.method, "PATCH");
+        assert!(
+            patch.uri.starts_with(
+                "/apis/slipway.dev/v1alpha1/namespaces/default/modeldeployments/pitch-frames-api/status?"
+            ),
+            "{}",
+            patch.uri
+        );
+        assert!(
+            patch.uri.contains("fieldManager=slipway-controller-stall")
+                && patch.uri.contains("force=true"),
+            "{}",
+            patch.uri
+        );
+        // Only the stall, under its own manager: the reconciler's conditions are not touched.
+        let written = patch.body["status"]["conditions"].clone();
+        assert_eq!(written.as_array().map(Vec::len), Some(1), "{written}");
+        let stall = &written[0];
+        assert_eq!(
+            (
+                &stall["type"],
+                &stall["status"],
+                &stall["reason"],
+                &stall["observedGeneration"]
+            ),
+            (
+                &json!("Stalled"),
+                &json!("True"),
+                &json!("NotOwned"),
+                &json!(3)
+            )
+        );
+        let message = stall["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("Service default/pitch-frames-api exists and is not ModelDeployment pitch-frames-api's; "),
+            "{message}"
+        );
+        assert!(matches!(task.await.unwrap(), Err(Error::NotOwned(_))));
+        // Announced once, as a warning.
+        let event = api.answer(201, json!({})).await;
+        assert_eq!(event.method, "POST", "{event:?}");
+        assert_eq!(event.body["reason"], "Stalled", "{event:?}");
+        assert_eq!(event.body["type"], "Warning", "{event:?}");
+
+        // Refused again while the object says so already: nothing written, nothing announced.
+        let stalled = json!([stall]);
+        assert!(
+            observed(guarded(stalled.clone()), ctx.clone(), refused)
+                .await
+                .is_err()
+        );
+        api.quiet().await;
+        // An outage is no stall: the stall stays as it was (it is not cleared by a failure).
+        assert!(
+            observed(guarded(stalled.clone()), ctx.clone(), unreachable)
+                .await
+                .is_err()
+        );
+        api.quiet().await;
+        // A success clears it: the stall manager lets go of its condition.
+        let task = tokio::spawn(observed(guarded(stalled.clone()), ctx.clone(), succeeded));
+        let clear = api.answer(200, deployment(json!([]))).await;
+        assert_eq!(clear.method, "PATCH");
+        assert_eq!(clear.body["status"]["conditions"], json!([]));
+        task.await.unwrap().unwrap();
+        // Nothing of ours on the object: a success writes nothing.
+        assert!(
+            observed(guarded(json!([])), ctx.clone(), succeeded)
+                .await
+                .is_ok()
+        );
+        api.quiet().await;
+    }
 }

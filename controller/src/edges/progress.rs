@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Whether output may be coloured: a terminal, and no `NO_COLOR` (https://no-color.org).
+pub fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Where progress goes.
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -18,7 +23,7 @@ impl Progress {
             return Progress { bar: None };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        let template = if super::colour(true) {
+        let template = if colour(true) {
             "{spinner:.cyan} {msg} {elapsed:.dim}"
         } else {
             "{spinner} {msg} {elapsed}"

@@ -1,0 +1,113 @@
+//! The rollouts of a pass: local model servers and SageMaker endpoints (`--once`: stepped until
+//! they settle).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Loop, sleep_unless};
+use crate::decide::catalog::{Catalog, Resource};
+use crate::edges::serving::local::LocalTarget;
+use crate::modes::git::{PassReport, Reconciler};
+
+impl Loop {
+    /// Rolls out the local deployments (`--once`: until every one has settled); when to look
+    /// again.
+    pub(super) fn deploy_local(
+        &mut self,
+        reconciler: &Reconciler,
+        catalog: &Catalog,
+        root: &Path,
+        report: &mut PassReport,
+    ) -> anyhow::Result<Option<Duration>> {
+        let has_local = catalog.objects().iter().any(|o| {
+            matches!(&o.resource, Resource::ModelDeployment(d) if d.spec.target.local.is_some())
+        });
+        if !has_local {
+            return Ok(None);
+        }
+        if self.target.is_none() {
+            self.target = Some(LocalTarget::new(root, &self.settings.state.join("logs"))?);
+        }
+        let Some(target) = self.target.as_mut() else {
+            return Ok(None);
+        };
+        target.set_root(root);
+        let mut requeue = reconciler.deploy(catalog, target, report)?;
+        while self.settings.once
+            && !self.stop.load(Ordering::Relaxed)
+            && let Some(wait) = requeue
+        {
+            self.live
+                .waiting("rollouts in progress: waiting for the next step");
+            sleep_unless(&self.stop, wait.min(Duration::from_secs(1)));
+            requeue = reconciler.deploy(catalog, target, report)?;
+        }
+        Ok(requeue)
+    }
+
+    /// Rolls out the declared SageMaker deployments, and deletes the endpoints of removed ones
+    /// (`--once`: until the endpoint updates settle); when to look again.
+    pub(super) fn deploy_sagemaker(
+        &mut self,
+        reconciler: &Reconciler,
+        catalog: &Catalog,
+        report: &mut PassReport,
+    ) -> anyhow::Result<Option<Duration>> {
+        let declared = catalog.objects().iter().any(|o| {
+            matches!(&o.resource, Resource::ModelDeployment(d) if d.spec.target.sagemaker.is_some())
+        });
+        let left = || -> anyhow::Result<bool> {
+            Ok(self
+                .store
+                .statuses("ModelDeployment")?
+                .iter()
+                .any(|(_, _, s)| s["endpoint"].is_object()))
+        };
+        if !declared && !left()? {
+            return Ok(None);
+        }
+        self.sagemaker_pass(reconciler, catalog, report)
+    }
+
+    #[cfg(feature = "sagemaker")]
+    fn sagemaker_pass(
+        &mut self,
+        reconciler: &Reconciler,
+        catalog: &Catalog,
+        report: &mut PassReport,
+    ) -> anyhow::Result<Option<Duration>> {
+        if self.sagemaker.is_none() {
+            self.sagemaker = Some(crate::edges::serving::sagemaker::aws::SageMaker::new()?);
+        }
+        let Some(aws) = self.sagemaker.as_mut() else {
+            return Ok(None);
+        };
+        let mut wait = reconciler.deploy_sagemaker(catalog, aws, report)?;
+        while self.settings.once
+            && !self.stop.load(Ordering::Relaxed)
+            && let Some(w) = wait
+        {
+            self.live
+                .waiting("SageMaker updates in progress: waiting for the endpoint");
+            sleep_unless(&self.stop, w.min(Duration::from_secs(1)));
+            wait = reconciler.deploy_sagemaker(catalog, aws, report)?;
+        }
+        Ok(wait)
+    }
+
+    #[cfg(not(feature = "sagemaker"))]
+    fn sagemaker_pass(
+        &mut self,
+        _: &Reconciler,
+        _: &Catalog,
+        report: &mut PassReport,
+    ) -> anyhow::Result<Option<Duration>> {
+        report.deploy_errors.push(
+            "this slipway was built without the `sagemaker` feature: SageMaker deployments are \
+             not rolled out (build with default features)"
+                .into(),
+        );
+        Ok(None)
+    }
+}
