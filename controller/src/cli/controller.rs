@@ -218,25 +218,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         )
     })?;
     let metrics = Arc::new(crate::modes::kubernetes::metrics::Metrics::default());
-    let home = Arc::new(crate::modes::kubernetes::http::ClusterHome {
-        client: client.clone(),
-        metrics: metrics.clone(),
-        reports_url: Default::default(),
-        cache: Default::default(),
-    });
-    let listener = crate::edges::http::bind(args.listen).await?;
-    let bound = listener.local_addr()?;
-    tracing::info!(address = %bound, "serving /healthz, /readyz, /metrics, the results API and reports");
-    let results_url = args
-        .results_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{bound}"));
-    // Reports are linked from the results API's address as users reach it.
-    let _ = home
-        .reports_url
-        .set(results_url.trim_end_matches('/').to_string());
-    let router = crate::edges::http::router(home.clone());
-    tokio::spawn(crate::edges::http::serve::serve(listener, router, None));
+    let (home, results_url) = serve_http(&args, &client, &metrics).await?;
 
     // One watch per kind for this replica: the webhook decides from it at once, the controllers
     // when this replica leads.
@@ -244,57 +226,11 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     let _ = home.cache.set(cache.clone());
     let mut webhook_task = None;
     if let Some(addr) = args.webhook_listen {
-        let pem = match (&args.tls_cert, &args.tls_key) {
-            (Some(c), Some(k)) => tls::read(c, k)?,
-            _ => {
-                let mut hosts = args.webhook_hosts.clone();
-                if hosts.is_empty() {
-                    hosts = vec!["localhost".into(), "127.0.0.1".into()];
-                }
-                match &args.webhook_secret {
-                    Some(secret) => {
-                        tls::shared(&client, &args.lease_namespace, secret, &hosts).await?
-                    }
-                    None => tls::self_signed(&hosts)?,
-                }
-            }
-        };
-        let config = tls::server_config(&pem)?;
-        let hook = Arc::new(webhook::Webhook {
-            cache: cache.clone(),
-            watched: args.namespace.clone(),
-            reader: ClusterReader::new(client.clone()),
-            metrics: metrics.clone(),
-            bounds: bounds.clone(),
-        });
-        let (bound, task) = webhook::serve_tls(addr, config, webhook::router(hook))
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot listen on {addr}: {e}; pass another --webhook-listen")
-            })?;
-        tracing::info!(address = %bound, "serving the admission webhook (/validate, /mutate) over TLS");
-        if let Some(name) = &args.webhook_config {
-            publish_ca(client.clone(), name, &pem.cert).await?;
-            tracing::info!(configuration = %name, "webhook caBundle set");
-        }
+        let task = serve_webhook(&args, addr, &client, &cache, &metrics, &bounds).await?;
         webhook_task = Some(task);
     }
 
-    // Until SIGTERM or Ctrl-C.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        } else {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = until_stopped();
     if !args.webhook_only {
         lead(
             client,
@@ -315,6 +251,108 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
         t.abort();
     }
     Ok(0)
+}
+
+/// Serves the health endpoints, metrics, the results API and reports in the background;
+/// returns the home they serve and the results API's address as users reach it.
+async fn serve_http(
+    args: &ControllerArgs,
+    client: &kube::Client,
+    metrics: &Arc<crate::modes::kubernetes::metrics::Metrics>,
+) -> anyhow::Result<(Arc<crate::modes::kubernetes::http::ClusterHome>, String)> {
+    let home = Arc::new(crate::modes::kubernetes::http::ClusterHome {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        reports_url: Default::default(),
+        cache: Default::default(),
+    });
+    let listener = crate::edges::http::bind(args.listen).await?;
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "serving /healthz, /readyz, /metrics, the results API and reports");
+    let results_url = args
+        .results_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    // Reports are linked from the results API's address as users reach it.
+    let _ = home
+        .reports_url
+        .set(results_url.trim_end_matches('/').to_string());
+    let router = crate::edges::http::router(home.clone());
+    tokio::spawn(crate::edges::http::serve::serve(listener, router, None));
+    Ok((home, results_url))
+}
+
+/// Serves the admission webhook over TLS on `addr` and publishes its CA when asked to; returns
+/// the serving task.
+async fn serve_webhook(
+    args: &ControllerArgs,
+    addr: SocketAddr,
+    client: &kube::Client,
+    cache: &Arc<Cache>,
+    metrics: &Arc<crate::modes::kubernetes::metrics::Metrics>,
+    bounds: &Arc<crate::decide::bounds::Bounds>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let pem = webhook_certificate(args, client).await?;
+    let config = tls::server_config(&pem)?;
+    let hook = Arc::new(webhook::Webhook {
+        cache: cache.clone(),
+        watched: args.namespace.clone(),
+        reader: ClusterReader::new(client.clone()),
+        metrics: metrics.clone(),
+        bounds: bounds.clone(),
+    });
+    let (bound, task) = webhook::serve_tls(addr, config, webhook::router(hook))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr}: {e}; pass another --webhook-listen")
+        })?;
+    tracing::info!(address = %bound, "serving the admission webhook (/validate, /mutate) over TLS");
+    if let Some(name) = &args.webhook_config {
+        publish_ca(client.clone(), name, &pem.cert).await?;
+        tracing::info!(configuration = %name, "webhook caBundle set");
+    }
+    Ok(task)
+}
+
+/// The webhook's certificate: the given files, else the one shared in the named Secret, else a
+/// self-signed one for the webhook's hosts.
+async fn webhook_certificate(
+    args: &ControllerArgs,
+    client: &kube::Client,
+) -> anyhow::Result<tls::Pem> {
+    Ok(match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => tls::read(c, k)?,
+        _ => {
+            let mut hosts = args.webhook_hosts.clone();
+            if hosts.is_empty() {
+                hosts = vec!["localhost".into(), "127.0.0.1".into()];
+            }
+            match &args.webhook_secret {
+                Some(secret) => tls::shared(client, &args.lease_namespace, secret, &hosts).await?,
+                None => tls::self_signed(&hosts)?,
+            }
+        }
+    })
+}
+
+/// Watches for SIGTERM and Ctrl-C in the background; the receiver turns true on either.
+fn until_stopped() -> tokio::sync::watch::Receiver<bool> {
+    // Until SIGTERM or Ctrl-C.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        } else {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
 }
 
 /// This replica's name in the Lease and in events.

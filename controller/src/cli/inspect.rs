@@ -136,15 +136,37 @@ struct AliasView {
     held: Option<String>,
 }
 
+/// Views per model, then per version or alias name.
+type ByModel<T> = BTreeMap<String, BTreeMap<String, T>>;
+
 pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
     let store = StateRef::open(&args.state)?;
     let entries = store.history(&HistoryFilter {
         model: args.model.clone(),
         ..Default::default()
     })?;
-    let mut versions: BTreeMap<String, BTreeMap<String, VersionView>> = BTreeMap::new();
-    let mut aliases: BTreeMap<String, BTreeMap<String, AliasView>> = BTreeMap::new();
-    for h in &entries {
+    let (versions, aliases) = fold_history(&entries);
+    if versions.is_empty() && aliases.is_empty() {
+        print_out("nothing registered yet\n")?;
+        return Ok(0);
+    }
+    let mut out = models_text(&versions, &aliases);
+    let deployments = store.deployments()?;
+    if !deployments.is_empty() {
+        out.push_str("deployments\n");
+        for row in deployments {
+            out.push_str(&deployment_text(&row));
+        }
+    }
+    print_out(&out)?;
+    Ok(0)
+}
+
+/// Folds the history into what `status` shows of each version and alias.
+fn fold_history(entries: &[HistoryEntry]) -> (ByModel<VersionView>, ByModel<AliasView>) {
+    let mut versions: ByModel<VersionView> = BTreeMap::new();
+    let mut aliases: ByModel<AliasView> = BTreeMap::new();
+    for h in entries {
         let v = h.version.clone().unwrap_or_default();
         let alias = h.alias.clone().unwrap_or_default();
         match h.event.as_str() {
@@ -189,10 +211,11 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
             _ => {}
         }
     }
-    if versions.is_empty() && aliases.is_empty() {
-        print_out("nothing registered yet\n")?;
-        return Ok(0);
-    }
+    (versions, aliases)
+}
+
+/// The lines of every model: its versions in natural order, then its aliases.
+fn models_text(versions: &ByModel<VersionView>, aliases: &ByModel<AliasView>) -> String {
     let mut out = String::new();
     let models: std::collections::BTreeSet<&String> =
         versions.keys().chain(aliases.keys()).collect();
@@ -227,59 +250,59 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
             out.push('\n');
         }
     }
-    let deployments = store.deployments()?;
-    if !deployments.is_empty() {
-        out.push_str("deployments\n");
-        for row in deployments {
-            let st = &row["status"];
-            let ns = row["namespace"].as_str().unwrap_or_default();
-            let name = row["name"].as_str().unwrap_or_default();
-            let traffic: Vec<String> = st["traffic"]
-                .as_object()
-                .map(|t| t.iter().map(|(v, w)| format!("{v}: {w}%")).collect())
-                .unwrap_or_default();
+    out
+}
+
+/// The lines of one deployment row: phase, serving version, traffic, where, what is rejected,
+/// then its drift and a stall.
+fn deployment_text(row: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let st = &row["status"];
+    let ns = row["namespace"].as_str().unwrap_or_default();
+    let name = row["name"].as_str().unwrap_or_default();
+    let traffic: Vec<String> = st["traffic"]
+        .as_object()
+        .map(|t| t.iter().map(|(v, w)| format!("{v}: {w}%")).collect())
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "  {ns}/{name}  {}  serving {}  traffic {{{}}}",
+        st["phase"].as_str().unwrap_or("?"),
+        st["servingVersion"].as_str().unwrap_or("-"),
+        traffic.join(", ")
+    ));
+    if let Some(addr) = row["address"].as_str() {
+        out.push_str(&format!("  at http://{addr}"));
+    }
+    if let Some(endpoint) = st["endpoint"]["name"].as_str() {
+        out.push_str(&format!(
+            "  sagemaker endpoint {endpoint} ({}, config {})",
+            st["endpoint"]["status"].as_str().unwrap_or("unknown"),
+            st["endpoint"]["config"].as_str().unwrap_or("-")
+        ));
+    }
+    let rejected: Vec<&str> = st["rejectedVersions"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if !rejected.is_empty() {
+        out.push_str(&format!(
+            "  rejected: {} (run `slipway retry` or move the alias)",
+            rejected.join(", ")
+        ));
+    }
+    out.push('\n');
+    for d in st["drift"].as_array().into_iter().flatten() {
+        out.push_str(&format!("    out of sync: {}\n", d.as_str().unwrap_or("?")));
+    }
+    for c in st["conditions"].as_array().into_iter().flatten() {
+        if c["type"] == "Stalled" && c["status"] == "True" {
             out.push_str(&format!(
-                "  {ns}/{name}  {}  serving {}  traffic {{{}}}",
-                st["phase"].as_str().unwrap_or("?"),
-                st["servingVersion"].as_str().unwrap_or("-"),
-                traffic.join(", ")
+                "    stalled: {}\n",
+                c["message"].as_str().unwrap_or("?")
             ));
-            if let Some(addr) = row["address"].as_str() {
-                out.push_str(&format!("  at http://{addr}"));
-            }
-            if let Some(endpoint) = st["endpoint"]["name"].as_str() {
-                out.push_str(&format!(
-                    "  sagemaker endpoint {endpoint} ({}, config {})",
-                    st["endpoint"]["status"].as_str().unwrap_or("unknown"),
-                    st["endpoint"]["config"].as_str().unwrap_or("-")
-                ));
-            }
-            let rejected: Vec<&str> = st["rejectedVersions"]
-                .as_array()
-                .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
-                .unwrap_or_default();
-            if !rejected.is_empty() {
-                out.push_str(&format!(
-                    "  rejected: {} (run `slipway retry` or move the alias)",
-                    rejected.join(", ")
-                ));
-            }
-            out.push('\n');
-            for d in st["drift"].as_array().into_iter().flatten() {
-                out.push_str(&format!("    out of sync: {}\n", d.as_str().unwrap_or("?")));
-            }
-            for c in st["conditions"].as_array().into_iter().flatten() {
-                if c["type"] == "Stalled" && c["status"] == "True" {
-                    out.push_str(&format!(
-                        "    stalled: {}\n",
-                        c["message"].as_str().unwrap_or("?")
-                    ));
-                }
-            }
         }
     }
-    print_out(&out)?;
-    Ok(0)
+    out
 }
 
 fn line(h: &HistoryEntry) -> String {

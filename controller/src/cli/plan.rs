@@ -69,21 +69,15 @@ fn fetch_results(base: &str) -> anyhow::Result<Vec<slipway_crd::Evaluation>> {
     Ok(out)
 }
 
-pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
-    let repo = GitRepo::open(&args.repo)?;
-    let base_rev = repo.resolve(&args.base)?;
-    let head_rev = repo.resolve(&args.head)?;
-    let base_files = repo.read(&base_rev, &args.path)?;
-    let head_files = repo.read_since(&head_rev, &args.path, &base_files)?;
-    let ((base, base_diags), (head, head_diags)) =
-        Catalog::from_revisions(&base_files, &head_files);
-
+/// The results `--results` gives (a running instance's, or a folder's) for the head's suites,
+/// with the folder's diagnostics.
+fn read_results(from: Option<&str>, head: &Catalog) -> anyhow::Result<(Results, Vec<Diagnostic>)> {
     let mut results = Results::default();
     let mut result_diags: Vec<Diagnostic> = Vec::new();
-    match args.results.as_deref() {
+    match from {
         None => {}
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-            results.add_judging(&head, fetch_results(url)?.iter());
+            results.add_judging(head, fetch_results(url)?.iter());
         }
         Some(dir_path) => {
             let files = dir::read(Path::new(dir_path))
@@ -92,7 +86,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
             let (objects, diags) = crate::decide::catalog::load_files(&files);
             result_diags = diags;
             results.add_judging(
-                &head,
+                head,
                 objects.iter().filter_map(|o| match &o.resource {
                     Resource::Evaluation(e) => Some(e),
                     _ => None,
@@ -103,7 +97,19 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
     // Results come from `--results` only (Slipway's record, or CI's): a status written into a
     // registry file is the pull request author's word, and never counts. Of those, only
     // evaluations that run a suite as the head's model declares it count.
+    Ok((results, result_diags))
+}
 
+pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
+    let repo = GitRepo::open(&args.repo)?;
+    let base_rev = repo.resolve(&args.base)?;
+    let head_rev = repo.resolve(&args.head)?;
+    let base_files = repo.read(&base_rev, &args.path)?;
+    let head_files = repo.read_since(&head_rev, &args.path, &base_files)?;
+    let ((base, base_diags), (head, head_diags)) =
+        Catalog::from_revisions(&base_files, &head_files);
+
+    let (results, result_diags) = read_results(args.results.as_deref(), &head)?;
     let reviews = match &args.reviews {
         Some(p) => read_reviews(p)?,
         None => Vec::new(),

@@ -187,6 +187,35 @@ pub fn run(job: &Job<'_>) -> Result<RunResults, RunError> {
         dropped: 0,
         tail: Default::default(),
     }));
+    let mut child = start(job, &results_path)?;
+    let pumps: Vec<_> = [
+        child.stdout.take().map(|o| pump(o, log.clone())),
+        child.stderr.take().map(|e| pump(e, log.clone())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let status = wait_until(&mut child, Instant::now() + job.timeout)?;
+    stop_and_collect(&mut child, pumps, log)?;
+    let Some(status) = status else {
+        return Err(RunError::Timeout {
+            timeout: job.timeout,
+            log: log_path.display().to_string(),
+        });
+    };
+    if !status.success() {
+        return Err(RunError::Failed {
+            status: status.to_string(),
+            tail: tail(&log_path, 20),
+            log: log_path.display().to_string(),
+        });
+    }
+    read_results(&results_path)
+}
+
+/// Starts the job's command in a process group of its own, in its working folder, with only
+/// the passed-through variables, its own and the contract's, and its output piped.
+fn start(job: &Job<'_>, results_path: &Path) -> Result<std::process::Child, RunError> {
     let program = job.spec.command.first().cloned().unwrap_or_default();
     let cwd = match &job.spec.working_dir {
         Some(d) => job.root.join(d),
@@ -202,11 +231,11 @@ pub fn run(job: &Job<'_>) -> Result<RunResults, RunError> {
             command.env(var, v);
         }
     }
-    let mut child = std::os::unix::process::CommandExt::process_group(&mut command, 0)
+    std::os::unix::process::CommandExt::process_group(&mut command, 0)
         // The suite's own settings first: the contract's variables are Slipway's to set.
         .envs(&job.spec.env)
         .envs(&job.env)
-        .env(job::RESULTS, &results_path)
+        .env(job::RESULTS, results_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -214,26 +243,33 @@ pub fn run(job: &Job<'_>) -> Result<RunResults, RunError> {
         .map_err(|source| RunError::Start {
             program: format!("{program} (in {})", cwd.display()),
             source,
-        })?;
-    let pumps: Vec<_> = [
-        child.stdout.take().map(|o| pump(o, log.clone())),
-        child.stderr.take().map(|e| pump(e, log.clone())),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let deadline = Instant::now() + job.timeout;
-    let status = loop {
+        })
+}
+
+/// Waits for the job to exit until `deadline`; None when it is still running then.
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Instant,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    loop {
         if let Some(status) = child.try_wait()? {
-            break Some(status);
+            return Ok(Some(status));
         }
         if Instant::now() >= deadline {
-            break None;
+            return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+}
+
+/// Kills what is left of the job and writes the output it gave into its log.
+fn stop_and_collect(
+    child: &mut std::process::Child,
+    pumps: Vec<std::thread::JoinHandle<()>>,
+    log: std::sync::Arc<std::sync::Mutex<CappedLog>>,
+) -> std::io::Result<()> {
     // Nothing the job started outlives the run (and the output pipes close).
-    kill_group(&child);
+    kill_group(child);
     let _ = child.wait();
     // A process that left the group may hold the pipes open: wait for the output a little, not
     // for ever.
@@ -249,21 +285,13 @@ pub fn run(job: &Job<'_>) -> Result<RunResults, RunError> {
             .unwrap_or_else(|p| p.into_inner())
             .finish()?;
     }
-    let Some(status) = status else {
-        return Err(RunError::Timeout {
-            timeout: job.timeout,
-            log: log_path.display().to_string(),
-        });
-    };
-    if !status.success() {
-        return Err(RunError::Failed {
-            status: status.to_string(),
-            tail: tail(&log_path, 20),
-            log: log_path.display().to_string(),
-        });
-    }
+    Ok(())
+}
+
+/// Reads and parses the results the job wrote.
+fn read_results(results_path: &Path) -> Result<RunResults, RunError> {
     let mut text = String::new();
-    match std::fs::File::open(&results_path) {
+    match std::fs::File::open(results_path) {
         Ok(mut f) => f.read_to_string(&mut text)?,
         Err(_) => {
             return Err(RunError::NoResults {

@@ -158,16 +158,7 @@ async fn forward(
     counter: Arc<AtomicU64>,
     client: Client<HttpConnector, Body>,
 ) -> Result<Response<Body>, Infallible> {
-    let n = counter.fetch_add(1, Ordering::Relaxed);
-    let picked = {
-        let mut t = lock(&table);
-        let picked = pick(&t.backends, n);
-        if let Some((v, _)) = &picked {
-            *t.in_flight.entry(v.clone()).or_default() += 1;
-        }
-        picked
-    };
-    let Some((version, port)) = picked else {
+    let Some((version, port)) = take_backend(&table, &counter) else {
         return Ok(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "no version is serving this deployment yet\n".into(),
@@ -193,6 +184,34 @@ async fn forward(
             ));
         }
     };
+    let Some(upstream) = upstream_request(parts, body, port) else {
+        return Ok(text(StatusCode::BAD_REQUEST, "bad request\n".into()));
+    };
+    let started = Instant::now();
+    let result = client.request(upstream).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let response = answer(result, &version).await;
+    observe(&table, version, &response, ms);
+    Ok(response)
+}
+
+/// Picks the backend for the next request and counts it in flight; None when no version serves.
+fn take_backend(table: &Mutex<Table>, counter: &AtomicU64) -> Option<(String, u16)> {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let mut t = lock(table);
+    let picked = pick(&t.backends, n);
+    if let Some((v, _)) = &picked {
+        *t.in_flight.entry(v.clone()).or_default() += 1;
+    }
+    picked
+}
+
+/// The request to send to the version on `port`: the client's, without its `Host`.
+fn upstream_request(
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    port: u16,
+) -> Option<Request<Body>> {
     let path = parts
         .uri
         .path_and_query()
@@ -206,13 +225,15 @@ async fn forward(
             upstream = upstream.header(k, v);
         }
     }
-    let Ok(upstream) = upstream.body(Full::new(body)) else {
-        return Ok(text(StatusCode::BAD_REQUEST, "bad request\n".into()));
-    };
-    let started = Instant::now();
-    let result = client.request(upstream).await;
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let response = match result {
+    upstream.body(Full::new(body)).ok()
+}
+
+/// The client's answer: the version's response marked with the version, or why it gave none.
+async fn answer(
+    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    version: &str,
+) -> Response<Body> {
+    match result {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             let bytes = body
@@ -232,15 +253,18 @@ async fn forward(
             StatusCode::BAD_GATEWAY,
             format!("version {version} did not answer: {e}\n"),
         ),
-    };
-    let mut t = lock(&table);
+    }
+}
+
+/// Records a forwarded request in its version's window: one more, a server error, its latency.
+fn observe(table: &Mutex<Table>, version: String, response: &Response<Body>, ms: f64) {
+    let mut t = lock(table);
     let w = t.windows.entry(version).or_default();
     w.requests += 1;
     if response.status().is_server_error() {
         w.errors += 1;
     }
     w.latencies_ms.push(ms);
-    Ok(response)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use slipway_crd::ModelAlias;
 use super::notify;
 use crate::decide::plan::KubeIdentity;
 use crate::decide::policy::binding::{self, Subject};
-use crate::decide::promotion::{AliasFacts, Promotion, alias_step, promotion};
+use crate::decide::promotion::{AliasFacts, AliasOutcome, Promotion, alias_step, promotion};
 
 use super::context::{Context, Error, apply_status};
 
@@ -55,30 +55,63 @@ pub(super) async fn reconcile_alias(
         }
         return Ok(Requeue::await_change());
     }
+    note_move_seen(&ctx, &ns, alias);
+    let (decided, subject, bound) = decide_move(&ctx, &ns, &name, alias, resolved.as_deref(), now);
+    // One step (promotion::alias_step, both homes'): the whole typed status when it says something new
+    // (server-side apply drops what this manager leaves out), the news once.
+    let step = alias_step(&status, Some(&decided), &facts);
+    if let Some(next) = &step.status {
+        apply_status(&api, &name, next).await?;
+    }
+    announce_news(&ctx, alias, &ns, &name, &step).await;
+    if let Promotion::Decided(decision) = &decided
+        && decision.allowed
+    {
+        record_approvals_used(&ctx, &ns, &subject, &bound, decision).await;
+    }
+    Ok(step
+        .wait
+        .map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// Remembers when the alias's move to its version was first seen, for the promotion latency.
+fn note_move_seen(ctx: &Context, ns: &str, alias: &ModelAlias) {
     ctx.moves_seen
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .entry((
-            ns.clone(),
+            ns.to_string(),
             alias.spec.model.clone(),
             alias.spec.alias.clone(),
-            to.clone(),
+            alias.spec.version.clone(),
         ))
         .or_insert_with(std::time::Instant::now);
-    let view = ctx.cache.view(&ns);
+}
+
+/// Decides the alias's move from `resolved`: the policies' verdict with the approvals bound to
+/// exactly this move, and that move and those approvals.
+fn decide_move(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    alias: &ModelAlias,
+    resolved: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> (Promotion, Subject, binding::Bound) {
+    let view = ctx.cache.view(ns);
     let (catalog, results) = (&view.catalog, &view.results);
     // The approvals are checked again: a move admitted while the webhook was not called is held
     // until the approvals bound to exactly this move exist.
     let subject = Subject::alias_move(
         catalog,
-        &ns,
-        &name,
+        ns,
+        name,
         alias,
-        resolved.clone().unwrap_or_default(),
-        generation.unwrap_or(0),
+        resolved.unwrap_or_default().to_string(),
+        alias.metadata.generation.unwrap_or(0),
         alias.metadata.uid.as_deref().unwrap_or_default(),
     );
-    let bound = binding::bind(&subject, &ctx.cache.approvals_in(&ns), None);
+    let bound = binding::bind(&subject, &ctx.cache.approvals_in(ns), None);
     let identity = KubeIdentity {
         groups: Vec::new(),
         approvers: bound.approvers.clone(),
@@ -87,56 +120,64 @@ pub(super) async fn reconcile_alias(
     let decided = promotion(
         catalog,
         results,
-        &ns,
-        &name,
+        ns,
+        name,
         alias,
-        resolved.as_deref(),
+        resolved,
         "kubernetes",
         now,
         Some((&bound.signoffs, &members)),
     );
-    // One step (promotion::alias_step, both homes'): the whole typed status when it says something new
-    // (server-side apply drops what this manager leaves out), the news once.
-    let step = alias_step(&status, Some(&decided), &facts);
-    if let Some(next) = &step.status {
-        apply_status(&api, &name, next).await?;
-    }
+    (decided, subject, bound)
+}
+
+/// Announces the step's news, when it has any: an event on the alias and the notifications.
+async fn announce_news(
+    ctx: &Arc<Context>,
+    alias: &ModelAlias,
+    ns: &str,
+    name: &str,
+    step: &AliasOutcome,
+) {
     if let Some(event) = step.news {
         let happened = notify::entry(
             event,
-            &ns,
+            ns,
             &alias.spec.model,
             format!("ModelAlias/{name}"),
-            Some(to.clone()),
+            Some(alias.spec.version.clone()),
             Some(alias.spec.alias.clone()),
             step.message.clone(),
         );
-        notify::announce(&ctx, alias, step.message.clone(), happened).await;
+        notify::announce(ctx, alias, step.message.clone(), happened).await;
     }
-    if let Promotion::Decided(decision) = &decided
-        && decision.allowed
-    {
-        // The approvals that admitted this move record that they were used: they count for
-        // no other.
-        let approvals: Api<slipway_crd::Approval> = Api::namespaced(ctx.client.clone(), &ns);
-        let used = subject.move_id.clone().unwrap_or_default();
-        let counted = decision
-            .approvals
-            .iter()
-            .flat_map(|a| &a.approved_by)
-            .flat_map(|user| bound.names.get(user).into_iter().flatten());
-        for a in counted {
-            // A merge patch: it must not take approvedAt away (see reconcile_approval).
-            let patch = json!({"status": {"usedBy": used}});
-            if let Err(e) = approvals
-                .patch_status(a, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                tracing::warn!(approval = %a, error = %e, "cannot record that the approval was used");
-            }
+}
+
+/// Records on the approvals that admitted an allowed move that they were used.
+async fn record_approvals_used(
+    ctx: &Context,
+    ns: &str,
+    subject: &Subject,
+    bound: &binding::Bound,
+    decision: &crate::decide::policy::Decision,
+) {
+    // The approvals that admitted this move record that they were used: they count for
+    // no other.
+    let approvals: Api<slipway_crd::Approval> = Api::namespaced(ctx.client.clone(), ns);
+    let used = subject.move_id.clone().unwrap_or_default();
+    let counted = decision
+        .approvals
+        .iter()
+        .flat_map(|a| &a.approved_by)
+        .flat_map(|user| bound.names.get(user).into_iter().flatten());
+    for a in counted {
+        // A merge patch: it must not take approvedAt away (see reconcile_approval).
+        let patch = json!({"status": {"usedBy": used}});
+        if let Err(e) = approvals
+            .patch_status(a, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(approval = %a, error = %e, "cannot record that the approval was used");
         }
     }
-    Ok(step
-        .wait
-        .map_or_else(Requeue::await_change, Requeue::requeue))
 }

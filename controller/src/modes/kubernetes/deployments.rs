@@ -137,124 +137,226 @@ pub(super) async fn reconcile_deployment(
             md.clone(),
         ))
     {
-        let previous = md.status.clone().unwrap_or_default();
-        let basis = crate::decide::rollout::status::Basis {
-            spec: &md.spec,
-            previous: &previous,
-            generation: md.metadata.generation,
-            now: chrono::Utc::now(),
-        };
-        let state = RolloutState::from_status(&previous);
-        let next = crate::decide::rollout::status::stalled_for(
-            "OutsideBounds",
-            &state,
-            &why,
-            &basis,
-            None,
-        );
-        if md.status.as_ref() != Some(&next) {
-            let api: Api<ModelDeployment> =
-                Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
-            super::context::apply_status(&api, &md.name_any(), &next).await?;
-            super::context::publish(&ctx, md, Happened::OutsideBounds, why).await;
-        }
-        return Ok(Requeue::await_change());
+        return refuse_outside_bounds(&ctx, md, why).await;
     }
     if md.spec.target.sagemaker.is_some() {
-        let desired = desired_version(&ctx, md);
-        return super::sagemaker::reconcile(md, ctx, desired).await;
+        return hand_to_sagemaker(md, ctx).await;
     }
     let Some(target) = md.spec.target.kubernetes.clone() else {
         return Ok(Requeue::await_change());
     };
+    roll_out(&ctx, md, &target).await
+}
+
+/// Records a deployment outside the operator's bounds as stalled (with an event, once) and
+/// creates or changes nothing for it.
+async fn refuse_outside_bounds(
+    ctx: &Arc<Context>,
+    md: &ModelDeployment,
+    why: String,
+) -> Result<Requeue, Error> {
+    let previous = md.status.clone().unwrap_or_default();
+    let basis = crate::decide::rollout::status::Basis {
+        spec: &md.spec,
+        previous: &previous,
+        generation: md.metadata.generation,
+        now: chrono::Utc::now(),
+    };
+    let state = RolloutState::from_status(&previous);
+    let next =
+        crate::decide::rollout::status::stalled_for("OutsideBounds", &state, &why, &basis, None);
+    if md.status.as_ref() != Some(&next) {
+        let api: Api<ModelDeployment> =
+            Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+        super::context::apply_status(&api, &md.name_any(), &next).await?;
+        super::context::publish(ctx, md, Happened::OutsideBounds, why).await;
+    }
+    Ok(Requeue::await_change())
+}
+
+/// Hands a deployment with a sagemaker target to the SageMaker reconciler, with the version it
+/// should serve.
+async fn hand_to_sagemaker(md: &ModelDeployment, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let desired = desired_version(&ctx, md);
+    super::sagemaker::reconcile(md, ctx, desired).await
+}
+
+/// What the phases of a Kubernetes rollout share: the deployment, its target, where it lives
+/// and the version `Deployment`s it owns as the watch shows them.
+struct Rollout<'a> {
+    ctx: &'a Arc<Context>,
+    md: &'a ModelDeployment,
+    target: &'a slipway_crd::model_deployment::KubernetesTarget,
+    ns: String,
+    name: String,
+    deployments: Api<Deployment>,
+    owned: BTreeMap<String, Deployment>,
+}
+
+/// One reconcile of a deployment with a kubernetes target: observe and decide, persist, carry
+/// the actions out, heal what is missing, collect garbage, announce.
+async fn roll_out(
+    ctx: &Arc<Context>,
+    md: &ModelDeployment,
+    target: &slipway_crd::model_deployment::KubernetesTarget,
+) -> Result<Requeue, Error> {
     let ns = md.namespace().unwrap_or_else(|| "default".into());
     let name = md.name_any();
-    let status = md.status.clone().unwrap_or_default();
-    let state = RolloutState::from_status(&status);
-    let desired = desired_version(&ctx, md);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned: BTreeMap<String, Deployment> = ctx.cache.deployments_of(&ns, &name);
+    let desired = desired_version(ctx, md);
+    let r = Rollout {
+        ctx,
+        md,
+        target,
+        deployments: Api::namespaced(ctx.client.clone(), &ns),
+        owned: ctx.cache.deployments_of(&ns, &name),
+        ns,
+        name,
+    };
     // Observe → decide (the step git mode takes too) → persist first: a restarted controller
     // resumes from the new state and re-applies it.
-    let input = rollout::step::Input {
-        spec: &md.spec,
-        previous: &status,
-        state: &state,
-        desired: desired.as_deref(),
-        generation: md.metadata.generation,
-        poll: crate::decide::limits::REMOTE_POLL,
-        now: Utc::now(),
-    };
-    let look = rollout::step::looked_at(&state, desired.as_deref()).map(|v| observe(owned.get(v)));
-    let outcome = rollout::step::step(&input, look);
+    let outcome = r.decide_and_persist(desired.as_deref()).await?;
     let (step, s) = (&outcome.step, &outcome.step.state);
     let events: Vec<(&rollout::EventKind, &str, &str)> = step.events().collect();
-    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
-    if outcome.write {
-        apply_status(&api, &name, &outcome.status).await?;
-    }
 
     // Carry the actions out.
-    ensure_service(&ctx, md, &target).await?;
-    let version_uri = |v: &str| {
-        ctx.cache
-            .artifact(&ns, &md.spec.model, v)
-            .map(|(uri, _)| uri)
-    };
-    let mut weights = s.traffic.clone();
-    let mut applied = std::collections::BTreeSet::new();
-    for a in &step.actions {
-        match a {
-            Action::Start(v) => {
-                let replicas = version_replicas(md, &target, &weights, v);
-                apply_version(&ctx, md, &target, v, replicas, version_uri(v)).await?;
-                applied.insert(v.clone());
-                if let Some(alias) = &md.spec.alias {
-                    let seen = ctx
-                        .moves_seen
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&(ns.clone(), md.spec.model.clone(), alias.clone(), v.clone()));
-                    if let Some(t0) = seen {
-                        let latency = t0.elapsed();
-                        ctx.metrics.promotion_latency.observe(latency.as_secs_f64());
-                        tracing::info!(deployment = %name, version = %v, latency_ms = latency.as_secs_f64() * 1000.0, "rollout started");
-                    }
-                }
-            }
-            Action::Route(w) => {
-                weights = w.clone();
-                let replicas = replicas_for(w, target.replicas);
-                for (v, r) in &replicas {
-                    apply_version(&ctx, md, &target, v, *r, version_uri(v)).await?;
-                    applied.insert(v.clone());
-                }
-            }
-            Action::Stop(v) => {
-                delete(&deployments, &version_deployment_name(&name, v), md).await?;
-            }
-            Action::Event { .. } => {}
-        }
-    }
-    // What the state says runs and has no Deployment (a reconcile refused between persisting the
-    // state and carrying it out, or someone deleted it) is created again, as git mode brings
-    // back a stopped server.
-    for v in s.traffic.keys().chain(s.candidate.iter()) {
-        if !owned.contains_key(v) && !applied.contains(v) {
-            let replicas = version_replicas(md, &target, &weights, v);
-            apply_version(&ctx, md, &target, v, replicas, version_uri(v)).await?;
-        }
-    }
-    // Garbage: Deployments of versions that neither serve nor roll out.
-    for (v, d) in &owned {
-        if !s.traffic.contains_key(v) && s.candidate.as_deref() != Some(v.as_str()) {
-            delete(&deployments, &d.name_any(), md).await?;
-        }
-    }
-    announce(&ctx, md, events).await;
+    ensure_service(ctx, md, target).await?;
+    let (weights, applied) = r.carry_out(&step.actions, s.traffic.clone()).await?;
+    r.heal_missing(s, &weights, &applied).await?;
+    r.collect_garbage(s).await?;
+    announce(ctx, md, events).await;
     Ok(Requeue::requeue(
         outcome.wait.unwrap_or(crate::decide::limits::RESYNC),
     ))
+}
+
+impl Rollout<'_> {
+    /// Observes the version the step looks at, takes the step and writes the status it leaves
+    /// when anything changed.
+    async fn decide_and_persist(
+        &self,
+        desired: Option<&str>,
+    ) -> Result<rollout::step::Outcome, Error> {
+        let status = self.md.status.clone().unwrap_or_default();
+        let state = RolloutState::from_status(&status);
+        let input = rollout::step::Input {
+            spec: &self.md.spec,
+            previous: &status,
+            state: &state,
+            desired,
+            generation: self.md.metadata.generation,
+            poll: crate::decide::limits::REMOTE_POLL,
+            now: Utc::now(),
+        };
+        let look = rollout::step::looked_at(&state, desired).map(|v| observe(self.owned.get(v)));
+        let outcome = rollout::step::step(&input, look);
+        let api: Api<ModelDeployment> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        if outcome.write {
+            apply_status(&api, &self.name, &outcome.status).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Carries the step's actions out in order, starting from `weights` (the state's traffic);
+    /// returns the weights they leave and the versions whose `Deployment` was applied.
+    async fn carry_out(
+        &self,
+        actions: &[Action],
+        mut weights: BTreeMap<String, u32>,
+    ) -> Result<(BTreeMap<String, u32>, std::collections::BTreeSet<String>), Error> {
+        let mut applied = std::collections::BTreeSet::new();
+        for a in actions {
+            match a {
+                Action::Start(v) => {
+                    let replicas = version_replicas(self.md, self.target, &weights, v);
+                    self.apply(v, replicas).await?;
+                    applied.insert(v.clone());
+                    self.record_promotion_latency(v);
+                }
+                Action::Route(w) => {
+                    weights = w.clone();
+                    let replicas = replicas_for(w, self.target.replicas);
+                    for (v, r) in &replicas {
+                        self.apply(v, *r).await?;
+                        applied.insert(v.clone());
+                    }
+                }
+                Action::Stop(v) => {
+                    let doomed = version_deployment_name(&self.name, v);
+                    delete(&self.deployments, &doomed, self.md).await?;
+                }
+                Action::Event { .. } => {}
+            }
+        }
+        Ok((weights, applied))
+    }
+
+    /// Applies version `v`'s `Deployment` with `replicas`, from its artifact as the cache has it.
+    async fn apply(&self, v: &str, replicas: u32) -> Result<(), Error> {
+        let uri = self
+            .ctx
+            .cache
+            .artifact(&self.ns, &self.md.spec.model, v)
+            .map(|(uri, _)| uri);
+        apply_version(self.ctx, self.md, self.target, v, replicas, uri).await
+    }
+
+    /// Records how long the alias move to `v` took to start rolling out, when its move was seen.
+    fn record_promotion_latency(&self, v: &str) {
+        let Some(alias) = &self.md.spec.alias else {
+            return;
+        };
+        let seen = self
+            .ctx
+            .moves_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(
+                self.ns.clone(),
+                self.md.spec.model.clone(),
+                alias.clone(),
+                v.to_string(),
+            ));
+        if let Some(t0) = seen {
+            let name = &self.name;
+            let latency = t0.elapsed();
+            self.ctx
+                .metrics
+                .promotion_latency
+                .observe(latency.as_secs_f64());
+            tracing::info!(deployment = %name, version = %v, latency_ms = latency.as_secs_f64() * 1000.0, "rollout started");
+        }
+    }
+
+    /// Creates again the `Deployment` of every version the state runs that has none and was not
+    /// just applied.
+    async fn heal_missing(
+        &self,
+        s: &RolloutState,
+        weights: &BTreeMap<String, u32>,
+        applied: &std::collections::BTreeSet<String>,
+    ) -> Result<(), Error> {
+        // What the state says runs and has no Deployment (a reconcile refused between persisting
+        // the state and carrying it out, or someone deleted it) is created again, as git mode
+        // brings back a stopped server.
+        for v in s.traffic.keys().chain(s.candidate.iter()) {
+            if !self.owned.contains_key(v) && !applied.contains(v) {
+                let replicas = version_replicas(self.md, self.target, weights, v);
+                self.apply(v, replicas).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the version `Deployment`s the state no longer runs.
+    async fn collect_garbage(&self, s: &RolloutState) -> Result<(), Error> {
+        // Garbage: Deployments of versions that neither serve nor roll out.
+        for (v, d) in &self.owned {
+            if !s.traffic.contains_key(v) && s.candidate.as_deref() != Some(v.as_str()) {
+                delete(&self.deployments, &d.name_any(), self.md).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An operator's retry (the [`RETRY_ANNOTATION`] on the object, for every target): decided by

@@ -17,7 +17,7 @@ use slipway_crd::common::SecretRef;
 use slipway_crd::registered_model::Notification;
 
 use super::context::Context;
-use crate::edges::notify::{Delivery, Notifier, event_of, messages_with};
+use crate::edges::notify::{Delivery, Message, Notifier, event_of, messages_with};
 use crate::edges::store::HistoryEntry;
 
 /// The label a Secret carries to let Slipway send its values.
@@ -147,6 +147,25 @@ pub async fn notify<K: Resource<DynamicType = ()>>(
         return;
     }
     let object: ObjectReference = object.object_ref(&());
+    let messages = messages_for(ctx, &entry).await;
+    if messages.is_empty() {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        for m in messages {
+            let (channel, d) = deliver(m).await;
+            record_delivery(&ctx, &object, &entry, &channel, &d).await;
+        }
+    });
+}
+
+/// The messages `entry` calls for on its model's channels, with their secrets; one to a
+/// destination outside the operator's bounds is the channel and why it is not sent.
+async fn messages_for(
+    ctx: &Context,
+    entry: &HistoryEntry,
+) -> Vec<Result<Message, (String, String)>> {
     let ns = entry.namespace.clone();
     let channels = ctx
         .cache
@@ -156,11 +175,11 @@ pub async fn notify<K: Resource<DynamicType = ()>>(
         .map(|m| m.spec.notifications.clone())
         .unwrap_or_default();
     if channels.is_empty() {
-        return;
+        return Vec::new();
     }
     let secrets = Secrets::load(&ctx.client, &ns, channel_refs(&channels)).await;
     // Messages carry secrets (a Slack URL, header values): only to the operator's destinations.
-    let messages: Vec<_> = messages_with(&channels, &entry, &|r| secrets.resolve(r))
+    messages_with(&channels, entry, &|r| secrets.resolve(r))
         .into_iter()
         .map(|m| {
             let m = m?;
@@ -169,70 +188,77 @@ pub async fn notify<K: Resource<DynamicType = ()>>(
                 Err(why) => Err((m.channel, why)),
             }
         })
-        .collect();
-    if messages.is_empty() {
-        return;
-    }
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        for m in messages {
-            let (channel, d) = match m {
-                Ok(m) => {
-                    let channel = m.channel.clone();
-                    let sent = tokio::task::spawn_blocking(move || Notifier::default().deliver(&m));
-                    let d = sent.await.unwrap_or_else(|e| Delivery {
-                        delivered: false,
-                        attempts: 0,
-                        status: None,
-                        error: Some(format!("delivery task failed: {e}")),
-                    });
-                    (channel, d)
-                }
-                Err((channel, why)) => (
-                    channel,
-                    Delivery {
-                        delivered: false,
-                        attempts: 0,
-                        status: None,
-                        error: Some(why),
-                    },
-                ),
-            };
-            let (reason, note) = match &d.error {
-                None => (
-                    Happened::NotificationDelivered.as_str(),
-                    format!(
-                        "{} sent to {channel} ({} attempt(s))",
-                        entry.event, d.attempts
-                    ),
-                ),
-                Some(e) => (
-                    Happened::NotificationFailed.as_str(),
-                    format!(
-                        "{} not sent to {channel} after {} attempt(s): {e}",
-                        entry.event, d.attempts
-                    ),
-                ),
-            };
-            tracing::info!(channel = %channel, event = %entry.event, delivered = d.delivered, "{note}");
-            ctx.metrics.happened(reason);
-            ctx.metrics.delivered(d.delivered);
-            let event = Event {
-                type_: if d.delivered {
-                    EventType::Normal
-                } else {
-                    EventType::Warning
-                },
-                reason: reason.into(),
-                note: Some(note),
-                action: "Notify".into(),
-                secondary: None,
-            };
-            if let Err(e) = ctx.recorder.publish(&event, &object).await {
-                tracing::warn!(error = %e, "cannot publish event");
-            }
+        .collect()
+}
+
+/// Delivers one message on a blocking thread (one refused before is not sent); returns its
+/// channel and the delivery.
+async fn deliver(m: Result<Message, (String, String)>) -> (String, Delivery) {
+    match m {
+        Ok(m) => {
+            let channel = m.channel.clone();
+            let sent = tokio::task::spawn_blocking(move || Notifier::default().deliver(&m));
+            let d = sent.await.unwrap_or_else(|e| Delivery {
+                delivered: false,
+                attempts: 0,
+                status: None,
+                error: Some(format!("delivery task failed: {e}")),
+            });
+            (channel, d)
         }
-    });
+        Err((channel, why)) => (
+            channel,
+            Delivery {
+                delivered: false,
+                attempts: 0,
+                status: None,
+                error: Some(why),
+            },
+        ),
+    }
+}
+
+/// Records a delivery's outcome: a log line, the metrics and an event on `object`.
+async fn record_delivery(
+    ctx: &Context,
+    object: &ObjectReference,
+    entry: &HistoryEntry,
+    channel: &str,
+    d: &Delivery,
+) {
+    let (reason, note) = match &d.error {
+        None => (
+            Happened::NotificationDelivered.as_str(),
+            format!(
+                "{} sent to {channel} ({} attempt(s))",
+                entry.event, d.attempts
+            ),
+        ),
+        Some(e) => (
+            Happened::NotificationFailed.as_str(),
+            format!(
+                "{} not sent to {channel} after {} attempt(s): {e}",
+                entry.event, d.attempts
+            ),
+        ),
+    };
+    tracing::info!(channel = %channel, event = %entry.event, delivered = d.delivered, "{note}");
+    ctx.metrics.happened(reason);
+    ctx.metrics.delivered(d.delivered);
+    let event = Event {
+        type_: if d.delivered {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: "Notify".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, object).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
 }
 
 /// A history entry for a Kubernetes-mode transition (the `actor` is the controller).

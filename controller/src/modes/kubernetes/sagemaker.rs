@@ -13,11 +13,11 @@ use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::finalizer::{self, finalizer};
 use slipway_crd::ModelDeployment;
-use slipway_crd::model_deployment::ModelDeploymentStatus;
+use slipway_crd::model_deployment::{ModelDeploymentStatus, SageMakerTarget};
 
 use super::context::{Context, Error, SageMakerCalls, apply_status, publish};
 use crate::decide::rollout::RolloutState;
-use crate::decide::rollout::sagemaker::{Artifact, sequence};
+use crate::decide::rollout::sagemaker::{Artifact, Call, Live, Step, sequence};
 use crate::decide::rollout::status::{self, Basis, Endpoint};
 use crate::edges::serving::sagemaker::{Endpoints, Location, Owner};
 
@@ -100,11 +100,7 @@ async fn cleanup(
         return Ok(Requeue::await_change());
     };
     let (endpoint, at) = (t.endpoint_name.clone(), Location::of(t));
-    let owner = Owner {
-        namespace: md.namespace().unwrap_or_else(|| "default".into()),
-        deployment: md.name_any(),
-        model: md.spec.model.clone(),
-    };
+    let owner = owner_of(md);
     match blocking(aws, move |a| {
         crate::edges::serving::sagemaker::delete_owned(a, &at, &endpoint, &owner)
     })
@@ -137,18 +133,15 @@ async fn step(
     let Some(t) = md.spec.target.sagemaker.clone() else {
         return Ok(Requeue::await_change());
     };
-    let (ctx, aws) = (ctx.clone(), aws.clone());
     let ns = md.namespace().unwrap_or_else(|| "default".into());
     let name = md.name_any();
     let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
     let status = md.status.clone().unwrap_or_default();
     let state = RolloutState::from_status(&status);
-    let generation = md.metadata.generation;
-    let at = Location::of(&t);
     let basis = Basis {
         spec: &md.spec,
         previous: &status,
-        generation,
+        generation: md.metadata.generation,
         now: Utc::now(),
     };
     // The endpoint as observed: no live description (not read yet, or not there).
@@ -159,17 +152,76 @@ async fn step(
         drift,
     };
 
-    // The decision needs the live endpoint (a blocking AWS call): made on the calls' thread.
-    let (cache, model, ns_for) = (ctx.cache.clone(), md.spec.model.clone(), ns.clone());
-    let (target, strategy, state_now) = (t.clone(), md.spec.strategy.clone(), state.clone());
-    let wanted = desired.clone();
-    let owner = Owner {
-        namespace: ns.clone(),
-        deployment: name.clone(),
-        model: md.spec.model.clone(),
+    let owner = owner_of(md);
+    let (live, step) = match next_step(ctx, aws, md, &t, &owner, &state, desired).await {
+        Ok(x) => x,
+        Err(e) => {
+            let why = e.to_string();
+            let (next, wait) =
+                sequence::failed(&state, &why, e.failure(), &basis, &unseen(&status.drift));
+            write(&api, md, &next).await?;
+            publish(ctx, md, Happened::SageMakerError, why).await;
+            return Ok(Requeue::requeue(wait));
+        }
     };
+    // The step git mode takes too: heal rule, status, news, calls, when to look again.
+    let done = sequence::sequence(&state, step, live.as_ref(), &t, &basis);
+    record(ctx, &api, md, &done).await?;
+
+    // Carry the calls out, in order; the state is already recorded.
+    if !done.calls.is_empty()
+        && let Err(e) = make_calls(aws, &done.calls, &t, owner, &name).await
+    {
+        let why = e.to_string();
+        publish(ctx, md, Happened::SageMakerError, why.clone()).await;
+        // The calls did not happen: the state goes back to before this step, so the
+        // next look decides again.
+        let before = Endpoint {
+            target: &t,
+            live: live.as_ref(),
+            healing: status::healing(&status),
+            drift: &done.status.drift,
+        };
+        let (next, wait) = sequence::failed(&state, &why, e.failure(), &basis, &before);
+        write(&api, md, &next).await?;
+        return Ok(Requeue::requeue(wait));
+    }
+    // Settled: look again at the endpoint's resync (drift is found); stalled: at the resync.
+    let resync = match done.stalled {
+        Some(_) => crate::decide::limits::RESYNC,
+        None => crate::decide::limits::SAGEMAKER_RESYNC,
+    };
+    Ok(Requeue::requeue(done.wait.unwrap_or(resync)))
+}
+
+/// Who owns what Slipway makes on SageMaker for `md`: its namespace, name and model.
+fn owner_of(md: &ModelDeployment) -> Owner {
+    Owner {
+        namespace: md.namespace().unwrap_or_else(|| "default".into()),
+        deployment: md.name_any(),
+        model: md.spec.model.clone(),
+    }
+}
+
+/// Reads the live endpoint and decides the next step from it, on the calls' thread.
+async fn next_step(
+    ctx: &Context,
+    aws: &SageMakerCalls,
+    md: &ModelDeployment,
+    t: &SageMakerTarget,
+    owner: &Owner,
+    state: &RolloutState,
+    desired: Option<String>,
+) -> Result<(Option<Live>, Step), crate::edges::serving::sagemaker::Error> {
+    // The decision needs the live endpoint (a blocking AWS call): made on the calls' thread.
+    let (cache, model, ns_for) = (
+        ctx.cache.clone(),
+        md.spec.model.clone(),
+        owner.namespace.clone(),
+    );
+    let (target, strategy, state_now) = (t.clone(), md.spec.strategy.clone(), state.clone());
     let me = owner.clone();
-    let decided = blocking(&aws, move |a| {
+    blocking(aws, move |a| {
         let artifact = |v: &str| {
             cache
                 .artifact(&ns_for, &model, v)
@@ -181,76 +233,56 @@ async fn step(
             &me,
             &strategy,
             &state_now,
-            wanted.as_deref(),
+            desired.as_deref(),
             &artifact,
             Utc::now(),
         )
     })
-    .await;
-    let (live, step) = match decided {
-        Ok(x) => x,
-        Err(e) => {
-            let why = e.to_string();
-            let (next, wait) =
-                sequence::failed(&state, &why, e.failure(), &basis, &unseen(&status.drift));
-            write(&api, md, &next).await?;
-            publish(&ctx, md, Happened::SageMakerError, why).await;
-            return Ok(Requeue::requeue(wait));
-        }
-    };
-    // The step git mode takes too: heal rule, status, news, calls, when to look again.
-    let done = sequence::sequence(&state, step, live.as_ref(), &t, &basis);
+    .await
+}
+
+/// Records a sequenced step: writes its status when it says something new, announces drift
+/// that is news and the step's events.
+async fn record(
+    ctx: &Arc<Context>,
+    api: &Api<ModelDeployment>,
+    md: &ModelDeployment,
+    done: &sequence::Sequenced,
+) -> Result<(), Error> {
     if done.write {
-        write(&api, md, &done.status).await?;
+        write(api, md, &done.status).await?;
     }
     if let Some(note) = &done.drift_news {
-        publish(&ctx, md, Happened::OutOfSync, note.clone()).await;
+        publish(ctx, md, Happened::OutOfSync, note.clone()).await;
     }
     let events = done
         .events
         .iter()
         .map(|(kind, version, message)| (kind, version.as_str(), message.as_str()))
         .collect();
-    super::deployments::announce(&ctx, md, events).await;
+    super::deployments::announce(ctx, md, events).await;
+    Ok(())
+}
 
-    // Carry the calls out, in order; the state is already recorded.
-    if !done.calls.is_empty() {
-        let (calls, target, where_) = (done.calls.clone(), t.clone(), at.clone());
-        let made = blocking(&aws, move |a| {
-            let mut notes = Vec::new();
-            for call in &calls {
-                notes.extend(a.apply(&where_, &target, &owner, call)?);
-            }
-            Ok::<_, crate::edges::serving::sagemaker::Error>(notes)
-        })
-        .await;
-        match made {
-            Ok(notes) => {
-                for n in notes {
-                    tracing::info!(deployment = %name, "{n}");
-                }
-            }
-            Err(e) => {
-                let why = e.to_string();
-                publish(&ctx, md, Happened::SageMakerError, why.clone()).await;
-                // The calls did not happen: the state goes back to before this step, so the
-                // next look decides again.
-                let before = Endpoint {
-                    target: &t,
-                    live: live.as_ref(),
-                    healing: status::healing(&status),
-                    drift: &done.status.drift,
-                };
-                let (next, wait) = sequence::failed(&state, &why, e.failure(), &basis, &before);
-                write(&api, md, &next).await?;
-                return Ok(Requeue::requeue(wait));
-            }
+/// Makes the step's calls in order on the calls' thread, logging what each reported.
+async fn make_calls(
+    aws: &SageMakerCalls,
+    calls: &[Call],
+    t: &SageMakerTarget,
+    owner: Owner,
+    name: &str,
+) -> Result<(), crate::edges::serving::sagemaker::Error> {
+    let (calls, target, where_) = (calls.to_vec(), t.clone(), Location::of(t));
+    let notes = blocking(aws, move |a| {
+        let mut notes = Vec::new();
+        for call in &calls {
+            notes.extend(a.apply(&where_, &target, &owner, call)?);
         }
+        Ok::<_, crate::edges::serving::sagemaker::Error>(notes)
+    })
+    .await?;
+    for n in notes {
+        tracing::info!(deployment = %name, "{n}");
     }
-    // Settled: look again at the endpoint's resync (drift is found); stalled: at the resync.
-    let resync = match done.stalled {
-        Some(_) => crate::decide::limits::RESYNC,
-        None => crate::decide::limits::SAGEMAKER_RESYNC,
-    };
-    Ok(Requeue::requeue(done.wait.unwrap_or(resync)))
+    Ok(())
 }

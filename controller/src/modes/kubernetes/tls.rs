@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 /// A certificate and key, PEM-encoded.
@@ -49,7 +50,6 @@ pub async fn shared(
     name: &str,
     names: &[String],
 ) -> anyhow::Result<Pem> {
-    use k8s_openapi::api::core::v1::Secret;
     use kube::api::{Api, PostParams};
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let wanted = names.join(",");
@@ -57,54 +57,11 @@ pub async fn shared(
         let existing = api.get_opt(name).await.map_err(|e| {
             anyhow::anyhow!("cannot read the webhook certificate Secret {ns}/{name}: {e}")
         })?;
-        let read = |s: &Secret, key: &str| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        };
-        if let Some(s) = &existing {
-            let hosts = s
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(HOSTS_ANNOTATION));
-            if hosts == Some(&wanted)
-                && let (Some(cert), Some(key)) = (read(s, "tls.crt"), read(s, "tls.key"))
-            {
-                return Ok(Pem { cert, key });
-            }
+        if let Some(pem) = existing.as_ref().and_then(|s| held_for(s, &wanted)) {
+            return Ok(pem);
         }
         let pem = self_signed(names)?;
-        let mut secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.to_string()),
-                annotations: Some([(HOSTS_ANNOTATION.to_string(), wanted.clone())].into()),
-                labels: Some(
-                    [(
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "slipway".to_string(),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-            type_: Some("kubernetes.io/tls".into()),
-            data: Some(
-                [
-                    (
-                        "tls.crt".to_string(),
-                        k8s_openapi::ByteString(pem.cert.clone().into_bytes()),
-                    ),
-                    (
-                        "tls.key".to_string(),
-                        k8s_openapi::ByteString(pem.key.clone().into_bytes()),
-                    ),
-                ]
-                .into(),
-            ),
-            ..Default::default()
-        };
+        let mut secret = tls_secret(name, &wanted, &pem);
         let written = match &existing {
             // For other hosts: replaced (a conflict means another replica did it first).
             Some(old) => {
@@ -123,6 +80,60 @@ pub async fn shared(
         }
     }
     anyhow::bail!("the webhook certificate Secret {ns}/{name} keeps changing; try again")
+}
+
+/// The certificate and key Secret `s` holds, when it holds both for hosts `wanted`.
+fn held_for(s: &Secret, wanted: &str) -> Option<Pem> {
+    let read = |key: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    let hosts = s
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HOSTS_ANNOTATION));
+    if hosts.map(String::as_str) == Some(wanted)
+        && let (Some(cert), Some(key)) = (read("tls.crt"), read("tls.key"))
+    {
+        return Some(Pem { cert, key });
+    }
+    None
+}
+
+/// The TLS Secret `name` holding `pem` for hosts `wanted`, marked as Slipway's.
+fn tls_secret(name: &str, wanted: &str, pem: &Pem) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            annotations: Some([(HOSTS_ANNOTATION.to_string(), wanted.to_string())].into()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "slipway".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [
+                (
+                    "tls.crt".to_string(),
+                    k8s_openapi::ByteString(pem.cert.clone().into_bytes()),
+                ),
+                (
+                    "tls.key".to_string(),
+                    k8s_openapi::ByteString(pem.key.clone().into_bytes()),
+                ),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    }
 }
 
 /// A rustls server configuration serving `pem`.

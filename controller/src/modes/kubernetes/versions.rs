@@ -37,36 +37,39 @@ pub async fn reconcile_version(
         // Newer than the catalog: look again once it has caught up.
         return Ok(Requeue::requeue(crate::decide::limits::CACHE_CATCH_UP));
     }
+    let waiting = create_evaluations(&ctx, &ns, version, catalog).await?;
+    let verdict = summarise(&ctx, &ns, version, &view).await?;
+    // Until every suite has a verdict, look again soon (the catalog may trail the watch).
+    Ok(Requeue::requeue(if verdict && !waiting {
+        crate::decide::limits::RESYNC
+    } else {
+        crate::decide::limits::DEPENDENT_POLL
+    }))
+}
+
+/// Creates the version's missing `Evaluation`s, one per suite; returns whether one waits for
+/// its baseline alias to resolve.
+async fn create_evaluations(
+    ctx: &Context,
+    ns: &str,
+    version: &ModelVersion,
+    catalog: &crate::decide::catalog::Catalog,
+) -> Result<bool, Error> {
     // Aliases come from the watch: the catalog is not rebuilt for alias changes.
     let resolved = |ns: &str, model: &str, alias: &str| ctx.cache.resolved(ns, model, alias);
-    let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), ns);
     let mut waiting = false;
     // This version's evaluations only: a reconcile does not grow with the namespace.
-    for t in tasks::of_version(catalog, &ns, version, &resolved) {
+    for t in tasks::of_version(catalog, ns, version, &resolved) {
         let key = crate::decide::catalog::ObjectKey {
             kind: slipway_crd::Kind::Evaluation,
-            namespace: ns.clone(),
+            namespace: ns.to_string(),
             name: t.name.clone(),
         };
         if catalog.get(&key).is_some() {
             continue;
         }
-        // A baseline alias that exists but has not resolved yet (its first move is still being
-        // decided): wait for it rather than evaluate without a baseline.
-        let baseline_alias = catalog
-            .model(&ns, &t.model)
-            .and_then(|m| m.spec.evaluations.iter().find(|s| s.name == t.suite))
-            .and_then(|s| s.baseline.as_ref())
-            .filter(|b| b.version.is_none())
-            .and_then(|b| b.alias.clone());
-        if t.baseline.is_none()
-            && let Some(a) = baseline_alias
-            && ctx
-                .cache
-                .alias_target(&ns, &t.model, &a)
-                .is_some_and(|target| target != t.version)
-            && ctx.cache.resolved(&ns, &t.model, &a).is_none()
-        {
+        if awaits_baseline(ctx, ns, catalog, &t) {
             waiting = true;
             continue;
         }
@@ -88,16 +91,53 @@ pub async fn reconcile_version(
         .await?;
         tracing::info!(evaluation = %t.name, namespace = %ns, "evaluation created");
     }
+    Ok(waiting)
+}
 
+/// Whether task `t` has no baseline yet because its suite's baseline alias has not resolved.
+fn awaits_baseline(
+    ctx: &Context,
+    ns: &str,
+    catalog: &crate::decide::catalog::Catalog,
+    t: &tasks::Task,
+) -> bool {
+    // A baseline alias that exists but has not resolved yet (its first move is still being
+    // decided): wait for it rather than evaluate without a baseline.
+    let baseline_alias = catalog
+        .model(ns, &t.model)
+        .and_then(|m| m.spec.evaluations.iter().find(|s| s.name == t.suite))
+        .and_then(|s| s.baseline.as_ref())
+        .filter(|b| b.version.is_none())
+        .and_then(|b| b.alias.clone());
+    let Some(a) = baseline_alias else {
+        return false;
+    };
+    t.baseline.is_none()
+        && ctx
+            .cache
+            .alias_target(ns, &t.model, &a)
+            .is_some_and(|target| target != t.version)
+        && ctx.cache.resolved(ns, &t.model, &a).is_none()
+}
+
+/// Writes the version's status from its evaluations when it changed (announcing a first
+/// registration); returns whether every suite has a verdict (passed, or one failed).
+async fn summarise(
+    ctx: &Arc<Context>,
+    ns: &str,
+    version: &ModelVersion,
+    view: &crate::decide::catalog::View,
+) -> Result<bool, Error> {
     // The version's status: its evaluations and whether they passed.
-    let suites = catalog
-        .model(&ns, &version.spec.model)
+    let suites = view
+        .catalog
+        .model(ns, &version.spec.model)
         .map(|m| m.spec.evaluations.len())
         .unwrap_or(0);
     let old = version.status.clone().unwrap_or_default();
     let held = view
         .results
-        .of(&ns, &version.spec.model, &version.spec.version);
+        .of(ns, &version.spec.model, &version.spec.version);
     let next = summary::version_status(
         &old,
         suites,
@@ -113,29 +153,29 @@ pub async fn reconcile_version(
         .iter()
         .any(|c| c.reason == "EvaluationFailed");
     if !summary::same(&old, &next) {
-        let versions: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), &ns);
+        let versions: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), ns);
         apply_status(&versions, &version.name_any(), &next).await?;
         if old.registered_at.is_none() {
-            let v = &version.spec;
-            let registered = notify::entry(
-                Happened::VersionRegistered,
-                &ns,
-                &v.model,
-                format!("ModelVersion/{}", version.name_any()),
-                Some(v.version.clone()),
-                None,
-                format!(
-                    "{} version {} registered ({})",
-                    v.model, v.version, v.artifact.uri
-                ),
-            );
-            notify::notify(&ctx, version, registered).await;
+            announce_registered(ctx, ns, version).await;
         }
     }
-    // Until every suite has a verdict, look again soon (the catalog may trail the watch).
-    Ok(Requeue::requeue(if (ok || failed) && !waiting {
-        crate::decide::limits::RESYNC
-    } else {
-        crate::decide::limits::DEPENDENT_POLL
-    }))
+    Ok(ok || failed)
+}
+
+/// Notifies that the version was registered.
+async fn announce_registered(ctx: &Arc<Context>, ns: &str, version: &ModelVersion) {
+    let v = &version.spec;
+    let registered = notify::entry(
+        Happened::VersionRegistered,
+        ns,
+        &v.model,
+        format!("ModelVersion/{}", version.name_any()),
+        Some(v.version.clone()),
+        None,
+        format!(
+            "{} version {} registered ({})",
+            v.model, v.version, v.artifact.uri
+        ),
+    );
+    notify::notify(ctx, version, registered).await;
 }

@@ -194,44 +194,7 @@ async fn live(c: &Client, endpoint: &str) -> Result<Option<Live>, Error> {
         .map_err(|err| classify(&format!("DescribeEndpointConfig {config}"), err))?;
     let mut variants = Vec::new();
     for v in cfg.production_variants() {
-        let name = v.variant_name().unwrap_or_default().to_string();
-        let summary = e
-            .production_variants()
-            .iter()
-            .find(|s| s.variant_name() == Some(name.as_str()));
-        let model = v.model_name().unwrap_or_default().to_string();
-        let (image, artifact) = match c.describe_model().model_name(&model).send().await {
-            Ok(m) => m
-                .primary_container()
-                .map(|p| {
-                    (
-                        p.image().unwrap_or_default().to_string(),
-                        p.model_data_url().unwrap_or_default().to_string(),
-                    )
-                })
-                .unwrap_or_default(),
-            Err(err) if not_found(&err) => (String::new(), String::new()),
-            Err(err) => return Err(classify(&format!("DescribeModel {model}"), err)),
-        };
-        variants.push(LiveVariant {
-            name,
-            model,
-            image,
-            artifact,
-            instance_type: v
-                .instance_type()
-                .map(|t| t.as_str().to_string())
-                .unwrap_or_default(),
-            instance_count: summary
-                .and_then(|s| s.current_instance_count())
-                .or(v.initial_instance_count())
-                .unwrap_or(0)
-                .max(0) as u32,
-            weight: summary
-                .and_then(|s| s.current_weight())
-                .or(v.initial_variant_weight())
-                .unwrap_or(0.0),
-        });
+        variants.push(live_variant(c, v, e.production_variants()).await?);
     }
     let pending = e.pending_deployment_summary().map(|p| {
         let share = p
@@ -244,8 +207,73 @@ async fn live(c: &Client, endpoint: &str) -> Result<Option<Live>, Error> {
             share,
         )
     });
+    let owner = owner_tags(c, endpoint, e.endpoint_arn().unwrap_or_default()).await?;
+    Ok(Some(Live {
+        status: e
+            .endpoint_status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        config,
+        variants,
+        failure: e.failure_reason().map(str::to_string),
+        pending,
+        owner,
+    }))
+}
+
+/// One variant of the endpoint's config as it runs: its Model's image and artifact, and the
+/// instances and weight of its summary among `summaries` (else the config's).
+async fn live_variant(
+    c: &Client,
+    v: &ProductionVariant,
+    summaries: &[aws_sdk_sagemaker::types::ProductionVariantSummary],
+) -> Result<LiveVariant, Error> {
+    let name = v.variant_name().unwrap_or_default().to_string();
+    let summary = summaries
+        .iter()
+        .find(|s| s.variant_name() == Some(name.as_str()));
+    let model = v.model_name().unwrap_or_default().to_string();
+    let (image, artifact) = match c.describe_model().model_name(&model).send().await {
+        Ok(m) => m
+            .primary_container()
+            .map(|p| {
+                (
+                    p.image().unwrap_or_default().to_string(),
+                    p.model_data_url().unwrap_or_default().to_string(),
+                )
+            })
+            .unwrap_or_default(),
+        Err(err) if not_found(&err) => (String::new(), String::new()),
+        Err(err) => return Err(classify(&format!("DescribeModel {model}"), err)),
+    };
+    Ok(LiveVariant {
+        name,
+        model,
+        image,
+        artifact,
+        instance_type: v
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        instance_count: summary
+            .and_then(|s| s.current_instance_count())
+            .or(v.initial_instance_count())
+            .unwrap_or(0)
+            .max(0) as u32,
+        weight: summary
+            .and_then(|s| s.current_weight())
+            .or(v.initial_variant_weight())
+            .unwrap_or(0.0),
+    })
+}
+
+/// Whose the endpoint at `arn` is: the namespace and deployment of its ownership tags.
+async fn owner_tags(
+    c: &Client,
+    endpoint: &str,
+    arn: &str,
+) -> Result<Option<(String, String)>, Error> {
     // Whose it is: its ownership tags.
-    let arn = e.endpoint_arn().unwrap_or_default();
     let tags = c
         .list_tags()
         .resource_arn(arn)
@@ -259,18 +287,7 @@ async fn live(c: &Client, endpoint: &str) -> Result<Option<Live>, Error> {
             .and_then(|t| t.value())
             .map(str::to_string)
     };
-    let owner = tag(planner::TAG_NAMESPACE).zip(tag(planner::TAG_DEPLOYMENT));
-    Ok(Some(Live {
-        status: e
-            .endpoint_status()
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default(),
-        config,
-        variants,
-        failure: e.failure_reason().map(str::to_string),
-        pending,
-        owner,
-    }))
+    Ok(tag(planner::TAG_NAMESPACE).zip(tag(planner::TAG_DEPLOYMENT)))
 }
 
 /// Creates the Models and the config of `d` unless they exist (names follow content).
