@@ -349,3 +349,30 @@ fn a_crashed_server_is_restarted_and_sigterm_stops_every_server() {
         "model servers outlived slipway"
     );
 }
+
+#[test]
+fn a_deployment_whose_port_is_taken_is_stalled_until_the_port_is_free() {
+    let (_dir, work) = quickstart();
+    // Somebody else listens on the deployment's router port.
+    let taken = std::net::TcpListener::bind(("127.0.0.1", router_port(&work))).unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stdout.contains("deployment errors:"), "{}", run.stdout);
+    let status = slipway(&["status", "--state", "state"], &work);
+    assert!(
+        status.stdout.contains("    stalled: ")
+            && status.stdout.contains(&format!("{}", router_port(&work))),
+        "{}",
+        status.stdout
+    );
+    // Said once: a second pass with the port still taken writes nothing new.
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    // Freed: the next pass rolls out, and the stall is gone.
+    drop(taken);
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let status = slipway(&["status", "--state", "state"], &work);
+    assert!(!status.stdout.contains("stalled:"), "{}", status.stdout);
+    assert!(status.stdout.contains("serving 7"), "{}", status.stdout);
+}

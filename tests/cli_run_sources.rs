@@ -11,6 +11,17 @@ use std::time::Duration;
 use support::git_mode::{files_under, quickstart};
 use support::{eventually, free_port, slipway};
 
+/// The source's status as `slipway run` stored it.
+fn source_status(work: &Path) -> serde_json::Value {
+    let db = rusqlite::Connection::open(work.join("state/state.db")).unwrap();
+    let text: String = db
+        .query_row("SELECT status FROM status WHERE kind = 'Source'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 #[test]
 fn a_bad_revision_is_reported_and_the_last_good_state_is_kept() {
     let (_dir, work) = quickstart();
@@ -45,11 +56,45 @@ fn a_bad_revision_is_reported_and_the_last_good_state_is_kept() {
         !history.stdout.contains("RevisionRejected"),
         "rejections have no model"
     );
+    // The source says it is stalled on the invalid revision, and why; the last good one stays.
+    let stalled = source_status(&work);
+    let condition = &stalled["conditions"][0];
+    assert_eq!(
+        (
+            &condition["type"],
+            &condition["status"],
+            &condition["reason"]
+        ),
+        (
+            &serde_json::json!("Stalled"),
+            &serde_json::json!("True"),
+            &serde_json::json!("InvalidRevision")
+        ),
+        "{stalled}"
+    );
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .contains("is invalid (2 errors); still serving folder:"),
+        "{stalled}"
+    );
+    assert!(
+        stalled["lastGood"].as_str().unwrap().starts_with("folder:"),
+        "{stalled}"
+    );
 
     // Documents that passed the CRD-schema check are remembered by their text; a document
     // edited into what the API server would refuse (an unquoted number where the CRD says
     // string) is checked again and refused.
     std::fs::write(&path, &good).unwrap();
+    // A good revision ends the stall.
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    let cleared = source_status(&work);
+    assert_eq!(cleared["conditions"], serde_json::json!([]), "{cleared}");
     let versions = work.join("registry/versions.yaml");
     let text = std::fs::read_to_string(&versions).unwrap();
     std::fs::write(&versions, text.replace("version: \"8\"", "version: 8")).unwrap();
