@@ -153,3 +153,83 @@ fn no_source_file_is_over_600_lines_and_no_folder_is_named_target() {
         .collect();
     assert!(named_target.is_empty(), "{named_target:?}");
 }
+
+/// The core's modules (a folder or a file under `core/src`) and which others each one's code
+/// names (`crate::X`), comments left out.
+fn core_module_uses() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = support::root().join("core/src");
+    let mut uses = std::collections::BTreeMap::new();
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let module = first.trim_end_matches(".rs").to_string();
+        if module == "lib" {
+            continue;
+        }
+        let entry: &mut std::collections::BTreeSet<String> =
+            uses.entry(module.clone()).or_default();
+        for line in code(&f).lines() {
+            let line = line.split("//").next().unwrap_or("");
+            for part in line.split("crate::").skip(1) {
+                let name: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != module {
+                    entry.insert(name);
+                }
+            }
+        }
+    }
+    uses
+}
+
+#[test]
+fn the_cores_modules_depend_on_each_other_without_cycles() {
+    let uses = core_module_uses();
+    // Depth-first search for a module that reaches itself.
+    fn reaches(
+        uses: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        from: &str,
+        target: &str,
+        path: &mut Vec<String>,
+    ) -> bool {
+        for next in uses.get(from).into_iter().flatten() {
+            if path.contains(next) {
+                continue;
+            }
+            path.push(next.clone());
+            if next == target || reaches(uses, next, target, path) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut cycles = Vec::new();
+    for module in uses.keys() {
+        let mut path = vec![module.clone()];
+        if reaches(&uses, module, module, &mut path) {
+            cycles.push(path.join(" → "));
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "cycles between the core's modules: {cycles:#?}"
+    );
+    // The layering the cycles were broken into.
+    let of = |m: &str| uses.get(m).cloned().unwrap_or_default();
+    assert!(!of("catalog").contains("policy"), "{:?}", of("catalog"));
+    assert!(
+        !of("evaluation").contains("catalog"),
+        "{:?}",
+        of("evaluation")
+    );
+}

@@ -10,9 +10,9 @@ use slipway_crd::evaluation::EvaluationPhase;
 use slipway_crd::promotion_policy::Operation;
 
 use crate::catalog::Catalog;
+use crate::catalog::results::{self, Results};
 use crate::events::Event;
 use crate::policy::approvals::SignOffs;
-use crate::policy::context::{self, Results};
 use crate::policy::{ChangeFacts, DecisionInput, Members, Requester};
 
 const FINISHED: [EvaluationPhase; 2] = [EvaluationPhase::Succeeded, EvaluationPhase::Failed];
@@ -92,12 +92,12 @@ pub fn promotion(
             fields: Vec::new(),
             previous_alias: None,
         },
-        candidate: context::version(candidate, results),
+        candidate: results::version(candidate, results),
         current: resolved
             .and_then(|r| catalog.version(ns, &a.spec.model, r))
-            .map(|v| context::version(v, results))
+            .map(|v| results::version(v, results))
             .unwrap_or(Value::Null),
-        model: context::model(model),
+        model: results::model(model),
         request: Requester {
             user: None,
             groups: vec![],

@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use super::{PlanArgs, PlanFormat, print_out};
+use crate::decide::catalog::results::Results;
 use crate::decide::catalog::{Catalog, Resource};
 use crate::decide::diagnostics::Diagnostic;
 use crate::decide::plan::{self, PlanInputs, Rev, render};
 use crate::decide::policy::approvals::{Review, SignOffs};
-use crate::decide::policy::context::Results;
 use crate::edges::source::{dir, git::GitRepo};
 
 fn read_reviews(path: &Path) -> anyhow::Result<Vec<Review>> {

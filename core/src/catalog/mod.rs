@@ -1,8 +1,11 @@
 //! The catalog: every object of a registry revision, indexed, with references resolved and checked.
 
+pub mod expr;
 pub mod load;
 pub mod locate;
 pub mod object;
+pub mod results;
+pub mod rules;
 pub mod schema;
 pub mod validate;
 pub mod view;
@@ -20,7 +23,7 @@ pub use self::load::{SourceFile, load_files};
 pub use self::object::{Object, ObjectKey, Origin, Resource, cluster_path};
 pub use self::view::View;
 use crate::diagnostics::{Category, Diagnostic, FieldPath};
-use crate::policy::{CompiledPolicy, PolicySet};
+use rules::{CompiledPolicy, PolicySet};
 
 /// (namespace, model, label) of a version or an alias.
 type Triple = (String, String, String);

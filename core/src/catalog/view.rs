@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Catalog, Object, ObjectKey, Resource};
-use crate::policy::context::{Results, Slot, slot_of};
+use crate::catalog::results::{Results, Slot, slot_of};
 
 /// A namespace's catalog and its evaluation results.
 #[derive(Debug, Default)]

@@ -5,7 +5,6 @@ pub mod lifecycle;
 pub mod results;
 pub mod step;
 pub mod summary;
-pub mod tasks;
 
 use std::collections::BTreeMap;
 

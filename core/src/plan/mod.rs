@@ -14,10 +14,10 @@ use serde_json::Value;
 use slipway_crd::promotion_policy::Operation;
 use slipway_crd::{ModelAlias, ModelDeployment, ModelVersion};
 
+use crate::catalog::results::{self, Results};
 use crate::catalog::{Catalog, Object, ObjectKey, Resource};
 use crate::diagnostics::Diagnostic;
 use crate::policy::approvals::SignOffs;
-use crate::policy::context::{self, Results};
 use crate::policy::{ChangeFacts, Decision, DecisionInput, Requester};
 use immutability::{immutability, relabelled};
 use rollouts::rollout;
@@ -276,7 +276,7 @@ fn change(
     let model_json = model
         .as_deref()
         .and_then(|m| base.model(ns, m).or_else(|| head.model(ns, m)))
-        .map(context::model)
+        .map(results::model)
         .unwrap_or(Value::Null);
     let facts = ChangeFacts {
         kind: key.kind.as_str().to_string(),
@@ -345,7 +345,7 @@ impl Between<'_> {
     /// A version's facts for policy, from one catalog (null when it has no such version).
     fn version_json(&self, cat: &Catalog, m: &str, v: &str) -> Value {
         cat.version(self.ns, m, v)
-            .map(|v| context::version(v, &self.inputs.results))
+            .map(|v| results::version(v, &self.inputs.results))
             .unwrap_or(Value::Null)
     }
 

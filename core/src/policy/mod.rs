@@ -4,59 +4,19 @@
 
 pub mod approvals;
 pub mod binding;
-pub mod context;
-pub mod expr;
 
 use std::collections::BTreeMap;
 
 use cel::{Context, ExecutionError, Value};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use slipway_crd::promotion_policy::{Effect, Operation, PromotionPolicySpec};
+use slipway_crd::promotion_policy::{Effect, Operation};
 
 use self::approvals::{ApprovalResult, SignOffs};
-use self::expr::CompiledExpr;
-
-/// A policy with its expressions compiled.
-#[derive(Debug)]
-pub struct CompiledPolicy {
-    /// Policy name.
-    pub name: String,
-    /// Namespace.
-    pub namespace: String,
-    /// The spec.
-    pub spec: PromotionPolicySpec,
-    /// One compiled expression per rule, in order.
-    rules: Vec<CompiledExpr>,
-}
+pub use crate::catalog::expr;
+pub use crate::catalog::rules::{CompiledPolicy, PolicySet};
 
 impl CompiledPolicy {
-    /// Compiles every rule; errors are (rule index, message).
-    pub fn compile(
-        name: &str,
-        namespace: &str,
-        spec: &PromotionPolicySpec,
-    ) -> Result<Self, Vec<(usize, String)>> {
-        let mut rules = Vec::new();
-        let mut errors = Vec::new();
-        for (i, rule) in spec.rules.iter().enumerate() {
-            match expr::compile(&rule.expression) {
-                Ok(c) => rules.push(c),
-                Err(e) => errors.push((i, e)),
-            }
-        }
-        if errors.is_empty() {
-            Ok(CompiledPolicy {
-                name: name.to_string(),
-                namespace: namespace.to_string(),
-                spec: spec.clone(),
-                rules,
-            })
-        } else {
-            Err(errors)
-        }
-    }
-
     /// Whether the policy applies to a change.
     pub fn matches(&self, change: &ChangeFacts) -> bool {
         let m = &self.spec.match_;
@@ -212,13 +172,6 @@ impl Decision {
 
 /// Expands `group:NAME` to its members (None: no such group).
 pub type Members<'a> = dyn Fn(&str) -> Option<Vec<String>> + 'a;
-
-/// The policies of a catalog, compiled once.
-#[derive(Debug, Default)]
-pub struct PolicySet {
-    /// Policies in name order.
-    pub policies: Vec<CompiledPolicy>,
-}
 
 impl PolicySet {
     /// Decides one change: every rule and every approval requirement of the matching policies.

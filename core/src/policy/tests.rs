@@ -4,9 +4,9 @@ use chrono::TimeZone;
 use slipway_crd::promotion_policy::Operation;
 
 use super::approvals::{Review, ReviewUser, SignOffs};
-use super::context::{self, Results};
 use super::*;
 use crate::catalog::Resource;
+use crate::catalog::results::{self, Results};
 use crate::testing::{catalog, registry, result};
 
 const HEAD: &str = "cccccccccccccccccccccccccccccccccccccccc";
@@ -35,9 +35,9 @@ fn decide(results_yaml: &str, reviews: &[(&str, &str)], author: &str) -> Decisio
     };
     let input = DecisionInput {
         change,
-        candidate: context::version(cat.version("default", "m", "2").unwrap(), &results),
-        current: context::version(cat.version("default", "m", "1").unwrap(), &results),
-        model: context::model(cat.model("default", "m").unwrap()),
+        candidate: results::version(cat.version("default", "m", "2").unwrap(), &results),
+        current: results::version(cat.version("default", "m", "1").unwrap(), &results),
+        model: results::model(cat.model("default", "m").unwrap()),
         request: Requester {
             user: Some(author.into()),
             groups: vec![],

@@ -3,9 +3,9 @@
 //! pool, webhook runners dispatched and waited for — with reports and history. No pass waits for
 //! an evaluation: promotions and rollouts of every model go on while suites run.
 
-use crate::decide::evaluation::tasks::Task;
 use crate::decide::evaluation::{self, job, lifecycle, results::RunResults, step};
 use crate::decide::events::Event as Happened;
+use crate::decide::tasks::Task;
 use crate::edges::runners::local;
 use crate::edges::store::{EvaluationRecord, StoreError, Write};
 use slipway_crd::evaluation::{EvaluationPhase, Sample};

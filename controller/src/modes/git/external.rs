@@ -9,12 +9,12 @@ use slipway_crd::evaluation::EvaluationPhase;
 
 use super::evaluate::Work;
 use super::{Error, Reconciler};
-use crate::decide::evaluation::tasks::Task;
 use crate::decide::evaluation::{
     job, lifecycle,
     results::{self, RunResults},
     step,
 };
+use crate::decide::tasks::Task;
 use crate::edges::notify::{Delivery, Notifier, secret};
 use crate::edges::runners::webhook::dispatch_message;
 use crate::edges::store::Write;

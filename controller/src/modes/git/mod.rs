@@ -24,10 +24,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use slipway_crd::Evaluation;
 
+use crate::decide::catalog::results::Results;
 use crate::decide::catalog::{Catalog, Resource};
 use crate::decide::evaluation::summary;
-use crate::decide::evaluation::tasks::{self, Task};
-use crate::decide::policy::context::Results;
+use crate::decide::tasks::{self, Task};
 use crate::edges::store::{HistoryEntry, Store, StoreError, Write};
 use slipway_crd::model_version::ModelVersionStatus;
 

@@ -1,8 +1,8 @@
 //! Git mode's promotions: aliases move by [`crate::decide::promotion`], with their status and the
 //! history entry that explains each move or hold written together.
 
+use crate::decide::catalog::results::{Results, judges};
 use crate::decide::catalog::{Catalog, Resource};
-use crate::decide::policy::context::{Results, judges};
 use crate::decide::promotion::{self, AliasFacts, Promotion};
 use crate::edges::store::{HistoryEntry, Write};
 use slipway_crd::model_alias::{AliasDecision, ModelAliasStatus};

@@ -24,7 +24,7 @@ pub struct PassStatuses {
     pub evaluations: RefCell<Option<Rc<Vec<std::sync::Arc<slipway_crd::Evaluation>>>>>,
     /// The evaluations the catalog calls for, against the aliases as resolved now (dropped
     /// with `evaluations` when an alias or evaluation status changes).
-    pub tasks: RefCell<Option<Rc<Vec<crate::decide::evaluation::tasks::Task>>>>,
+    pub tasks: RefCell<Option<Rc<Vec<crate::decide::tasks::Task>>>>,
     /// Every evaluation status, decoded straight from the store on the first read (each is read
     /// by the evaluation step and again for the results); the pass's writes go through.
     decoded: RefCell<Option<ByName<EvaluationStatus>>>,

@@ -1,5 +1,5 @@
 //! `ModelVersion`: it gets one `Evaluation` per suite of its model (the same task list as git
-//! mode, [`crate::decide::evaluation::tasks`]), and its status summarises them.
+//! mode, [`crate::decide::tasks`]), and its status summarises them.
 
 use crate::decide::events::Event as Happened;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use slipway_crd::{Evaluation, ModelVersion};
 
 use super::context::{Context, Error, MANAGER, apply_status, compact};
 use super::notify;
-use crate::decide::evaluation::{summary, tasks};
+use crate::decide::evaluation::summary;
+use crate::decide::tasks;
 
 use super::context::owner;
 
