@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use slipway::decide::catalog::{Catalog, Resource, load_files};
 use slipway::decide::policy::approvals::SignOffs;
-use slipway::decide::policy::context::{self, Results};
+use slipway::decide::catalog::results::{self, Results};
 use slipway::decide::policy::{ChangeFacts, DecisionInput, Requester};
 use slipway_crd::promotion_policy::Operation;
 
@@ -44,9 +44,9 @@ fn main() {
             fields: Vec::new(),
             previous_alias: None,
         },
-        candidate: context::version(cat.version("default", model, "8").expect("v8"), &results),
-        current: context::version(cat.version("default", model, "7").expect("v7"), &results),
-        model: context::model(cat.model("default", model).expect("model")),
+        candidate: results::version(cat.version("default", model, "8").expect("v8"), &results),
+        current: results::version(cat.version("default", model, "7").expect("v7"), &results),
+        model: results::model(cat.model("default", model).expect("model")),
         request: Requester {
             user: Some("dana".into()),
             groups: vec!["ml-leads".into()],

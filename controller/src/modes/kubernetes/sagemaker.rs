@@ -1,4 +1,4 @@
-//! The `sagemaker` target in Kubernetes mode: the planner's decision and the step after it
+//! The `sagemaker` target in Kubernetes mode: the SageMaker step's decision and the step after it
 //! ([`crate::decide::rollout::sagemaker::sequence`]) that git mode takes too, with its state in
 //! the `ModelDeployment`'s status, the AWS calls on a blocking thread, and a finalizer
 //! (kube-runtime's) so that deleting the `ModelDeployment` deletes the endpoint and every config

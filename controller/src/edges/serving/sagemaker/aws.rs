@@ -17,9 +17,8 @@ use aws_sdk_sagemaker::types::{
 use slipway_crd::model_deployment::SageMakerTarget;
 
 use super::{Endpoints, Error, Location, Owner};
-use crate::decide::rollout::sagemaker::{
-    self as planner, Call, Desired, Guardrails, Live, LiveVariant, Routing,
-};
+use crate::decide::rollout;
+use crate::decide::rollout::sagemaker::{Call, Desired, Guardrails, Live, LiveVariant, Routing};
 
 /// Turns an SDK error into a target error: AWS's own message for what AWS refused, a hint for
 /// what is missing locally (credentials, region), "unavailable" for the rest.
@@ -77,12 +76,15 @@ fn not_found<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
 
 fn tags(owner: &Owner, version: Option<&str>) -> Vec<Tag> {
     let mut out = vec![
-        (planner::TAG_NAMESPACE, owner.namespace.as_str()),
-        (planner::TAG_DEPLOYMENT, owner.deployment.as_str()),
-        (planner::TAG_MODEL, owner.model.as_str()),
+        (rollout::sagemaker::TAG_NAMESPACE, owner.namespace.as_str()),
+        (
+            rollout::sagemaker::TAG_DEPLOYMENT,
+            owner.deployment.as_str(),
+        ),
+        (rollout::sagemaker::TAG_MODEL, owner.model.as_str()),
     ];
     if let Some(v) = version {
-        out.push((planner::TAG_VERSION, v));
+        out.push((rollout::sagemaker::TAG_VERSION, v));
     }
     out.into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -287,7 +289,7 @@ async fn owner_tags(
             .and_then(|t| t.value())
             .map(str::to_string)
     };
-    Ok(tag(planner::TAG_NAMESPACE).zip(tag(planner::TAG_DEPLOYMENT)))
+    Ok(tag(rollout::sagemaker::TAG_NAMESPACE).zip(tag(rollout::sagemaker::TAG_DEPLOYMENT)))
 }
 
 /// Creates the Models and the config of `d` unless they exist (names follow content).
@@ -356,7 +358,7 @@ async fn prepare(
 /// Deletes this deployment's configs and Models except `keep` (by the endpoint's name prefix
 /// and Slipway's naming); returns what was deleted.
 async fn collect(c: &Client, endpoint: &str, keep: &[String]) -> Result<Vec<String>, Error> {
-    let prefix = format!("{}-", planner::sanitize(endpoint, 63 - 11));
+    let prefix = format!("{}-", rollout::sagemaker::sanitize(endpoint, 63 - 11));
     let mut deleted = Vec::new();
     let configs = c
         .list_endpoint_configs()

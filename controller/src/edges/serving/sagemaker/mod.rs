@@ -1,10 +1,10 @@
 //! The `sagemaker` target: a real-time endpoint serving whatever the deployment's alias points
-//! at. [`planner`](crate::decide::rollout::sagemaker) is pure (names, the desired endpoint, guardrails, drift, the rollout decision);
+//! at. [`rollout::sagemaker`](crate::decide::rollout::sagemaker) is pure (names, the desired endpoint, guardrails, drift, the rollout decision);
 //! [`aws`] makes the calls (feature `sagemaker`).
 
 #[cfg(feature = "sagemaker")]
 pub mod aws;
-use crate::decide::rollout::sagemaker as planner;
+use crate::decide::rollout;
 
 use slipway_crd::model_deployment::SageMakerTarget;
 
@@ -52,11 +52,11 @@ pub enum Error {
 
 impl Error {
     /// How a home looks at the endpoint again: a refusal waits for a change, an outage is tried
-    /// again soon ([`planner::sequence::failed`]).
-    pub fn failure(&self) -> planner::sequence::Failure {
+    /// again soon ([`rollout::sagemaker::sequence::failed`]).
+    pub fn failure(&self) -> rollout::sagemaker::sequence::Failure {
         match self {
-            Error::Rejected(_) => planner::sequence::Failure::Rejected,
-            Error::Unavailable(_) => planner::sequence::Failure::Unavailable,
+            Error::Rejected(_) => rollout::sagemaker::sequence::Failure::Rejected,
+            Error::Unavailable(_) => rollout::sagemaker::sequence::Failure::Unavailable,
         }
     }
 }
@@ -70,7 +70,8 @@ pub fn delete_owned(
     owner: &Owner,
 ) -> Result<Vec<String>, Error> {
     if let Some(l) = aws.live(at, endpoint)? {
-        planner::owned_by(&l, &owner.namespace, &owner.deployment).map_err(Error::Rejected)?;
+        rollout::sagemaker::owned_by(&l, &owner.namespace, &owner.deployment)
+            .map_err(Error::Rejected)?;
     }
     aws.delete(at, endpoint)
 }
@@ -94,14 +95,18 @@ pub fn alarm_verdict(
 /// The calls of the SageMaker target ([`aws::SageMaker`] over the AWS SDK).
 pub trait Endpoints {
     /// The live endpoint (None: it does not exist).
-    fn live(&mut self, at: &Location, endpoint: &str) -> Result<Option<planner::Live>, Error>;
+    fn live(
+        &mut self,
+        at: &Location,
+        endpoint: &str,
+    ) -> Result<Option<rollout::sagemaker::Live>, Error>;
     /// Carries out one call; returns what it did.
     fn apply(
         &mut self,
         at: &Location,
         target: &SageMakerTarget,
         owner: &Owner,
-        call: &planner::Call,
+        call: &rollout::sagemaker::Call,
     ) -> Result<Vec<String>, Error>;
     /// The state (`OK`, `ALARM`, `INSUFFICIENT_DATA`) of each existing alarm among `names`.
     fn alarms(&mut self, at: &Location, names: &[String]) -> Result<Vec<(String, String)>, Error>;
@@ -112,7 +117,7 @@ pub trait Endpoints {
 /// Reads the live endpoint (and, in `Variants` mode during a rollout, the rollback alarms)
 /// through `aws` and decides the next step in the target's mode. Shared by `slipway run` and
 /// `slipway controller`; the error is what AWS or the strategy refused.
-/// An endpoint another deployment owns (or made by hand) is never touched ([`planner::owned_by`]).
+/// An endpoint another deployment owns (or made by hand) is never touched ([`rollout::sagemaker::owned_by`]).
 #[allow(clippy::too_many_arguments)]
 pub fn next_step(
     aws: &mut dyn Endpoints,
@@ -121,18 +126,21 @@ pub fn next_step(
     strategy: &slipway_crd::model_deployment::Strategy,
     state: &crate::decide::rollout::RolloutState,
     desired: Option<&str>,
-    artifact: &dyn Fn(&str) -> Option<planner::Artifact>,
+    artifact: &dyn Fn(&str) -> Option<rollout::sagemaker::Artifact>,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(Option<planner::Live>, planner::Step), Error> {
+) -> Result<(Option<rollout::sagemaker::Live>, rollout::sagemaker::Step), Error> {
     use slipway_crd::model_deployment::SageMakerMode;
     let at = Location::of(t);
     let guardrails = match t.mode {
-        SageMakerMode::Guardrails => Some(planner::guardrails(strategy).map_err(Error::Rejected)?),
+        SageMakerMode::Guardrails => {
+            Some(rollout::sagemaker::guardrails(strategy).map_err(Error::Rejected)?)
+        }
         SageMakerMode::Variants => None,
     };
     let live = aws.live(&at, &t.endpoint_name)?;
     if let Some(l) = &live {
-        planner::owned_by(l, &owner.namespace, &owner.deployment).map_err(Error::Rejected)?;
+        rollout::sagemaker::owned_by(l, &owner.namespace, &owner.deployment)
+            .map_err(Error::Rejected)?;
     }
     let counts: std::collections::BTreeMap<String, u32> = live
         .iter()
@@ -145,12 +153,12 @@ pub fn next_step(
                 let a = artifact(v)?;
                 // Autoscaling's count is kept: the version's own variant's, or the serving one's.
                 let count = counts
-                    .get(&planner::variant_name(v))
+                    .get(&rollout::sagemaker::variant_name(v))
                     .or_else(|| counts.values().max())
                     .copied();
-                Some(planner::desired(t, v, &a, count))
+                Some(rollout::sagemaker::desired(t, v, &a, count))
             };
-            planner::decide(state, desired, &want, &g, live.as_ref())
+            rollout::sagemaker::decide(state, desired, &want, &g, live.as_ref())
         }
         None => {
             let names = strategy
@@ -167,14 +175,22 @@ pub fn next_step(
                 crate::decide::rollout::Judgement::Pass
             };
             let want = |split: &std::collections::BTreeMap<String, u32>| {
-                planner::desired_split(t, split, artifact, &counts)
+                rollout::sagemaker::desired_split(t, split, artifact, &counts)
             };
             let policy = crate::decide::rollout::Policy::new(
                 strategy,
                 crate::decide::limits::SAGEMAKER_PROGRESS_DEADLINE,
                 crate::decide::limits::REMOTE_POLL,
             );
-            planner::decide_variants(state, desired, &policy, &want, live.as_ref(), verdict, now)
+            rollout::sagemaker::decide_variants(
+                state,
+                desired,
+                &policy,
+                &want,
+                live.as_ref(),
+                verdict,
+                now,
+            )
         }
     };
     Ok((live, step))
