@@ -14,9 +14,12 @@ use support::http::post_results;
 use support::k8s_mode::{
     claim_job, complete_job, fail_job, finish_job, get, move_alias, wait_for_job,
 };
+use support::registry::{production, versions};
 use support::{eventually, free_port};
 
-const EVALUATED: &str = r#"
+/// The model with a holdout suite run by Jobs, version 7, production at 7 (the last document).
+fn evaluated() -> String {
+    let model = r#"
 apiVersion: slipway.dev/v1alpha1
 kind: RegisteredModel
 metadata: {name: pitch-frames}
@@ -37,23 +40,20 @@ spec:
         - {metric: f1, op: ">=", value: 0.8}
         - {metric: f1, op: ">=", value: -0.01, relativeTo: baseline}
       timeout: 10m
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelVersion
-metadata: {name: pitch-frames-7}
-spec: {model: pitch-frames, version: "7", artifact: {uri: "s3://models/pitch-frames/7/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000007"}}
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelAlias
-metadata: {name: pitch-frames-production}
-spec: {model: pitch-frames, alias: production, version: "7"}
 "#;
+    [
+        model.to_string(),
+        versions("pitch-frames", &["7"], "model.json"),
+        production("pitch-frames", "7"),
+    ]
+    .concat()
+}
 
 #[test]
 fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
     let api = ApiServer::start();
     api.install_crds();
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", EVALUATED);
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &evaluated());
     assert_eq!(run.code, 0, "{}", run.stderr);
     let port = free_port();
     let log = api.dir.path().join("controller.log");
@@ -322,7 +322,7 @@ fn a_baseline_that_never_ran_the_suite_gets_a_job_of_its_own() {
     let api = ApiServer::start();
     api.install_crds();
     // Production is version 7 before the model has a suite.
-    let (model, rest) = EVALUATED.split_once("  evaluations:").unwrap();
+    let (model, rest) = evaluated().split_once("  evaluations:").unwrap();
     let (suite, rest) = rest.split_once("---").unwrap();
     let v8 = "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: pitch-frames-8}\nspec: {model: pitch-frames, version: \"8\", artifact: {uri: \"s3://models/pitch-frames/8/model.json\", digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000008\"}}\n";
     let before = format!("{model}---{rest}{v8}");
@@ -405,7 +405,7 @@ fn a_baseline_that_never_ran_the_suite_gets_a_job_of_its_own() {
 fn jobs_and_pods_slipway_did_not_make_report_nothing() {
     let api = ApiServer::start();
     api.install_crds();
-    let without_alias = EVALUATED.rsplit_once("---").unwrap().0;
+    let without_alias = evaluated().rsplit_once("---").unwrap().0;
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", without_alias);
     assert_eq!(run.code, 0, "{}", run.stderr);
     // Someone makes the Job of attempt 1 before Slipway does.

@@ -12,7 +12,10 @@ use support::eventually;
 use support::http;
 use support::k8s_mode::{Controller, get, token_of};
 
-const EXTERNAL: &str = r#"
+/// Two models with webhook runners and notifications (`RECEIVER` is the receiver's port), a
+/// version of each, production at 7.
+fn external() -> String {
+    let models = r#"
 apiVersion: v1
 kind: Secret
 metadata: {name: ci-credentials, labels: {slipway.dev/usable-by: slipway}}
@@ -76,29 +79,22 @@ spec:
       runner:
         local: {command: ["python3", "evaluate.py"]}
       dataset: {uri: "s3://datasets/legacy/", digest: "sha256:2222222222222222222222222222222222222222222222222222222222222222"}
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelVersion
-metadata: {name: legacy-1}
-spec: {model: legacy, version: "1", artifact: {uri: "s3://models/legacy/1/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000001"}}
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelVersion
-metadata: {name: pitch-frames-7}
-spec: {model: pitch-frames, version: "7", artifact: {uri: "s3://models/pitch-frames/7/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000007"}}
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelAlias
-metadata: {name: pitch-frames-production}
-spec: {model: pitch-frames, alias: production, version: "7"}
 "#;
+    [
+        models.to_string(),
+        versions("legacy", &["1"], "model.json"),
+        versions("pitch-frames", &["7"], "model.json"),
+        production("pitch-frames", "7"),
+    ]
+    .concat()
+}
 
 #[test]
 fn webhook_runners_notifications_and_reports_work_in_kubernetes_mode() {
     let api = ApiServer::start();
     api.install_crds();
     let receiver = http::Receiver::start(0);
-    let manifest = EXTERNAL.replace("RECEIVER", &receiver.port.to_string());
+    let manifest = external().replace("RECEIVER", &receiver.port.to_string());
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &manifest);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let controller = Controller::start(&api, "controller-a");

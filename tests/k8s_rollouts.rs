@@ -11,35 +11,19 @@ use support::apiserver::ApiServer;
 use support::eventually;
 use support::k8s_mode::{Controller, get, move_alias};
 use support::kubelet::Kubelet;
+use support::registry::{production, versions};
 
-const REGISTRY: &str = r#"
+/// The model, versions 7–9, production at 7, and a canary deployment of it.
+fn registry() -> String {
+    let model = r#"
 apiVersion: slipway.dev/v1alpha1
 kind: RegisteredModel
 metadata: {name: pitch-frames}
 spec:
   description: Football frame classifier.
   owners: ["group:ml-leads"]
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelVersion
-metadata: {name: pitch-frames-7}
-spec: {model: pitch-frames, version: "7", artifact: {uri: "s3://models/pitch-frames/7/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000007"}}
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelVersion
-metadata: {name: pitch-frames-8}
-spec: {model: pitch-frames, version: "8", artifact: {uri: "s3://models/pitch-frames/8/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000008"}}
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelVersion
-metadata: {name: pitch-frames-9}
-spec: {model: pitch-frames, version: "9", artifact: {uri: "s3://models/pitch-frames/9/model.json", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000009"}}
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelAlias
-metadata: {name: pitch-frames-production}
-spec: {model: pitch-frames, alias: production, version: "7"}
----
+"#;
+    let deployment = r#"---
 apiVersion: slipway.dev/v1alpha1
 kind: ModelDeployment
 metadata: {name: pitch-frames-api}
@@ -55,6 +39,14 @@ spec:
       - {weight: 50, pause: 2s}
     autoRollback: true
 "#;
+    [
+        model.to_string(),
+        versions("pitch-frames", &["7", "8", "9"], "model.json"),
+        production("pitch-frames", "7"),
+        deployment.to_string(),
+    ]
+    .concat()
+}
 
 /// The deployment's rollout history as "Event {traffic}" lines.
 fn rollout_history(api: &ApiServer) -> Vec<String> {
@@ -101,7 +93,7 @@ fn until<T>(
 fn setup() -> (ApiServer, Kubelet) {
     let api = ApiServer::start();
     api.install_crds();
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", REGISTRY);
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &registry());
     assert_eq!(run.code, 0, "{}", run.stderr);
     let kubelet = Kubelet::start(&api.kubeconfig, "default");
     (api, kubelet)

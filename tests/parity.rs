@@ -71,6 +71,31 @@ spec:
     )
 }
 
+/// Team-b's registry: the same suite of the same model (no baseline, no notifications) and
+/// version 8's artifact.
+fn team_b(receiver: u16) -> String {
+    format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: pitch-frames, namespace: team-b}}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner: {{webhook: {{url: "http://127.0.0.1:{receiver}/dispatch"}}}}
+      dataset: {{uri: "s3://datasets/holdout/", digest: "{DIGEST}aa"}}
+      gates:
+        - {{metric: f1, op: ">=", value: 0.8}}
+      timeout: 60s
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {{name: pitch-frames-8, namespace: team-b}}
+spec: {{model: pitch-frames, version: "8", artifact: {{uri: "s3://models/pitch-frames/8/", digest: "{DIGEST}08"}}}}
+"#
+    )
+}
+
 fn version(model: &str, v: &str, digest: &str) -> String {
     stored_as(model, v, digest, v)
 }
@@ -313,6 +338,37 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     t.insert("3 evaluation".into(), status_facts(&s));
     let a = wait_resolved(home, "pitch-frames-production", "9");
     t.insert("3 alias".into(), alias_facts(&a));
+
+    // 3b. Reuse stays within a namespace: team-b declares the same suite for version 8's
+    //     artifact (its content address is the one default ran); it is dispatched and run
+    //     there, not taken from default's results.
+    home.namespace("team-b");
+    home.apply("team-b.yaml", &team_b(receiver.port));
+    let d = eventually(Duration::from_secs(60), || {
+        dispatches(receiver, "pitch-frames-8-holdout")
+            .into_iter()
+            .find(|b| b["namespace"] == "team-b")
+    });
+    let url = d["resultsUrl"].as_str().unwrap_or_default();
+    let (code, body) = post_json(
+        url,
+        d["token"].as_str().unwrap_or_default(),
+        &json!({"candidate": {"metrics": {"f1": 0.7}}}).to_string(),
+    );
+    assert_eq!(code, 202, "{who}: {body}");
+    let s = wait_for(
+        home,
+        "team-b's evaluation",
+        || home.evaluation_in("team-b", "pitch-frames-8-holdout"),
+        "phase",
+        "Succeeded",
+    );
+    assert_eq!(
+        s["verdict"], "Failed",
+        "{who}: team-b's own run, not default's: {s}"
+    );
+    assert_eq!(s["cacheKey"], t["2 evaluation"]["cacheKey"], "{who}: {s}");
+    t.insert("3b evaluation in team-b".into(), status_facts(&s));
 
     // 4. A suite that never reports: each attempt times out after 2 s and is dispatched again
     //    with a fresh token; the third timeout fails it, and production is held.

@@ -18,7 +18,7 @@ fn plan_lists_the_aws_changes_of_a_promotion() {
         "main",
         None,
         &[
-            ("registry/registry.yaml", Some(REGISTRY)),
+            ("registry/registry.yaml", Some(REGISTRY.as_str())),
             ("registry/alias.yaml", Some(&seven)),
         ],
         "register",

@@ -23,7 +23,7 @@ fn cluster_with_controller(
     let run = api.kubectl_stdin(
         &["apply", "-f", "-"],
         "admin",
-        &format!("{REGISTRY}\n---\n{}", alias("7")),
+        &format!("{}\n{}", REGISTRY.as_str(), alias("7")),
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let env = moto.env();

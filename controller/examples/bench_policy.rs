@@ -5,9 +5,9 @@
 
 use std::time::Instant;
 
+use slipway::decide::catalog::results::{self, Results};
 use slipway::decide::catalog::{Catalog, Resource, load_files};
 use slipway::decide::policy::approvals::SignOffs;
-use slipway::decide::catalog::results::{self, Results};
 use slipway::decide::policy::{ChangeFacts, DecisionInput, Requester};
 use slipway_crd::promotion_policy::Operation;
 

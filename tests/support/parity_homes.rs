@@ -18,7 +18,13 @@ pub trait Home {
     /// Writes (git: a file in the registry) or applies (cluster: `kubectl apply`) documents.
     fn apply(&mut self, file: &str, docs: &str);
     /// An evaluation's status, once it has one.
-    fn evaluation(&self, name: &str) -> Option<Value>;
+    fn evaluation(&self, name: &str) -> Option<Value> {
+        self.evaluation_in("default", name)
+    }
+    /// An evaluation's status in namespace `ns`.
+    fn evaluation_in(&self, ns: &str, name: &str) -> Option<Value>;
+    /// Makes namespace `ns` exist (a cluster creates it; a registry folder needs nothing).
+    fn namespace(&mut self, _ns: &str) {}
     /// An alias's status.
     fn alias(&self, name: &str) -> Option<Value>;
     /// A `RegisteredModel`'s status.
@@ -103,9 +109,13 @@ impl GitHome {
     }
 
     fn status(&self, kind: &str, name: &str) -> Option<Value> {
+        self.status_in(kind, "default", name)
+    }
+
+    fn status_in(&self, kind: &str, ns: &str, name: &str) -> Option<Value> {
         self.rows(kind)
             .into_iter()
-            .find(|r| r["name"] == name)
+            .find(|r| r["name"] == name && r["namespace"] == ns)
             .map(|r| r["status"].clone())
     }
 }
@@ -174,8 +184,8 @@ impl Home for GitHome {
         std::fs::rename(&tmp, &path).unwrap();
     }
 
-    fn evaluation(&self, name: &str) -> Option<Value> {
-        self.status("evaluations", name)
+    fn evaluation_in(&self, ns: &str, name: &str) -> Option<Value> {
+        self.status_in("evaluations", ns, name)
     }
 
     fn alias(&self, name: &str) -> Option<Value> {
@@ -285,9 +295,13 @@ impl ClusterHome {
     }
 
     fn status(&self, kind: &str, name: &str) -> Option<Value> {
+        self.status_in(kind, "default", name)
+    }
+
+    fn status_in(&self, kind: &str, ns: &str, name: &str) -> Option<Value> {
         let run = self
             .api
-            .kubectl(&["get", kind, name, "-o", "json"], "admin");
+            .kubectl(&["get", kind, name, "-n", ns, "-o", "json"], "admin");
         let object: Value = serde_json::from_str(&run.stdout).ok()?;
         Some(object["status"].clone()).filter(|s| !s.is_null())
     }
@@ -342,8 +356,13 @@ impl Home for ClusterHome {
         assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     }
 
-    fn evaluation(&self, name: &str) -> Option<Value> {
-        self.status("meval", name)
+    fn evaluation_in(&self, ns: &str, name: &str) -> Option<Value> {
+        self.status_in("meval", ns, name)
+    }
+
+    fn namespace(&mut self, ns: &str) {
+        let run = self.api.kubectl(&["create", "namespace", ns], "admin");
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     }
 
     fn alias(&self, name: &str) -> Option<Value> {

@@ -7,27 +7,15 @@ use std::path::Path;
 use super::moto::Moto;
 use super::slipway_env;
 
-pub const REGISTRY: &str = r#"
+/// The model, versions 7–9 and a canary SageMaker deployment guarded by an alarm.
+pub static REGISTRY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let model = r#"
 apiVersion: slipway.dev/v1alpha1
 kind: RegisteredModel
 metadata: {name: pitch-frames}
 spec: {owners: ["group:ml-leads"]}
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelVersion
-metadata: {name: pitch-frames-7}
-spec: {model: pitch-frames, version: "7", artifact: {uri: "s3://models/pitch-frames/7/model.tar.gz", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000007"}}
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelVersion
-metadata: {name: pitch-frames-8}
-spec: {model: pitch-frames, version: "8", artifact: {uri: "s3://models/pitch-frames/8/model.tar.gz", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000008"}}
----
-apiVersion: slipway.dev/v1alpha1
-kind: ModelVersion
-metadata: {name: pitch-frames-9}
-spec: {model: pitch-frames, version: "9", artifact: {uri: "s3://models/pitch-frames/9/model.tar.gz", digest: "sha256:0000000000000000000000000000000000000000000000000000000000000009"}}
----
+"#;
+    let deployment = r#"---
 apiVersion: slipway.dev/v1alpha1
 kind: ModelDeployment
 metadata: {name: pitch-frames-api}
@@ -47,17 +35,22 @@ spec:
     steps: [{weight: 25, pause: 2s}]
     analysis: {alarms: [pitch-frames-5xx]}
 "#;
+    [
+        model.to_string(),
+        super::registry::versions("pitch-frames", &["7", "8", "9"], "model.tar.gz"),
+        deployment.to_string(),
+    ]
+    .concat()
+});
 
 pub fn alias(version: &str) -> String {
-    format!(
-        "apiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {{name: pitch-frames-production}}\nspec: {{model: pitch-frames, alias: production, version: \"{version}\"}}\n"
-    )
+    super::registry::production("pitch-frames", version)
 }
 
 pub fn setup(version: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("registry")).unwrap();
-    std::fs::write(dir.path().join("registry/registry.yaml"), REGISTRY).unwrap();
+    std::fs::write(dir.path().join("registry/registry.yaml"), &*REGISTRY).unwrap();
     std::fs::write(dir.path().join("registry/alias.yaml"), alias(version)).unwrap();
     dir
 }

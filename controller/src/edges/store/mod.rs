@@ -187,7 +187,38 @@ pub struct HistoryFilter {
     pub after_id: Option<i64>,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: evaluations are kept per namespace (a content address run in one namespace is not
+/// another's result).
+const SCHEMA_VERSION: i64 = 2;
+
+/// Schema 1 → 2: evaluations keyed by (namespace, content address) instead of the content address
+/// alone; the rows are kept. Checked again under the write lock (another process may have
+/// migrated meanwhile).
+fn migrate_to_2(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE;")?;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found != 1 {
+        conn.execute_batch("COMMIT;")?;
+        return Ok(());
+    }
+    let migrated = conn.execute_batch(
+        "CREATE TABLE evaluations_by_namespace (
+           cache_key TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+           model TEXT NOT NULL, version TEXT NOT NULL, suite TEXT NOT NULL, status TEXT NOT NULL,
+           PRIMARY KEY (namespace, cache_key));
+         INSERT INTO evaluations_by_namespace
+           SELECT cache_key, namespace, name, model, version, suite, status FROM evaluations;
+         DROP TABLE evaluations;
+         ALTER TABLE evaluations_by_namespace RENAME TO evaluations;
+         CREATE INDEX evaluations_by_version ON evaluations (namespace, model, version);
+         PRAGMA user_version = 2;
+         COMMIT;",
+    );
+    if migrated.is_err() {
+        let _ = conn.execute_batch("ROLLBACK;");
+    }
+    Ok(migrated?)
+}
 
 /// The SQLite state store.
 pub struct Store {
@@ -221,7 +252,10 @@ impl Store {
         // Readers of an existing database (status, history) must not write: only create the schema
         // when it is missing, and take the write lock up front so concurrent openers wait for it
         // instead of failing on a lock upgrade.
-        if found == SCHEMA_VERSION {
+        if found == 1 {
+            migrate_to_2(&conn)?;
+        }
+        if found >= 1 {
             return Ok(Store {
                 conn: Mutex::new(conn),
                 path,
@@ -236,8 +270,9 @@ impl Store {
                namespace TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
                PRIMARY KEY (namespace, name));
              CREATE TABLE IF NOT EXISTS evaluations (
-               cache_key TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL,
-               model TEXT NOT NULL, version TEXT NOT NULL, suite TEXT NOT NULL, status TEXT NOT NULL);
+               cache_key TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+               model TEXT NOT NULL, version TEXT NOT NULL, suite TEXT NOT NULL, status TEXT NOT NULL,
+               PRIMARY KEY (namespace, cache_key));
              CREATE INDEX IF NOT EXISTS evaluations_by_version ON evaluations (namespace, model, version);
              CREATE TABLE IF NOT EXISTS history (
                id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, event TEXT NOT NULL,
@@ -249,7 +284,7 @@ impl Store {
                BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
              CREATE TRIGGER IF NOT EXISTS history_no_delete BEFORE DELETE ON history
                BEGIN SELECT RAISE(ABORT, 'history is append-only'); END;
-             PRAGMA user_version = 1;
+             PRAGMA user_version = 2;
              COMMIT;",
         )?;
         Ok(Store {
@@ -316,7 +351,7 @@ impl Store {
                     tx.execute(
                         "INSERT INTO evaluations (cache_key, namespace, name, model, version, suite, status)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT (cache_key) DO UPDATE SET status = excluded.status, name = excluded.name",
+                         ON CONFLICT (namespace, cache_key) DO UPDATE SET status = excluded.status, name = excluded.name",
                         params![r.cache_key, r.namespace, r.name, r.model, r.version, r.suite, serde_json::to_string(&r.status)?],
                     )?;
                 }
@@ -439,13 +474,18 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// The evaluation with a content address.
-    pub fn evaluation(&self, cache_key: &str) -> Result<Option<EvaluationRecord>, StoreError> {
+    /// The evaluation of `namespace` with a content address.
+    pub fn evaluation(
+        &self,
+        namespace: &str,
+        cache_key: &str,
+    ) -> Result<Option<EvaluationRecord>, StoreError> {
         let row = self
             .conn()
             .query_row(
-                "SELECT cache_key, namespace, name, model, version, suite, status FROM evaluations WHERE cache_key = ?1",
-                params![cache_key],
+                "SELECT cache_key, namespace, name, model, version, suite, status FROM evaluations
+                 WHERE namespace = ?1 AND cache_key = ?2",
+                params![namespace, cache_key],
                 |r| {
                     Ok((
                         r.get::<_, String>(0)?,

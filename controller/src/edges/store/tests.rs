@@ -90,7 +90,12 @@ fn every_write_survives_a_reopen() {
         store.rollout("default", "never").unwrap(),
         DeploymentRecord::default()
     );
-    assert_eq!(store.evaluation("sha256:k").unwrap(), Some(record));
+    assert_eq!(
+        store.evaluation(&record.namespace, "sha256:k").unwrap(),
+        Some(record.clone())
+    );
+    // Kept per namespace: another namespace's run of the same content address is not its.
+    assert_eq!(store.evaluation("team-b", "sha256:k").unwrap(), None);
     let h = store.history(&HistoryFilter::default()).unwrap();
     assert_eq!(
         (h.len(), h[0].at, h[0].data["to"].as_str()),
@@ -141,7 +146,7 @@ fn a_database_from_a_newer_slipway_is_refused() {
     let err = Store::open(dir.path()).err().unwrap();
     assert!(
         err.to_string()
-            .contains("schema version 9, newer than this Slipway (1)"),
+            .contains("schema version 9, newer than this Slipway (2)"),
         "{err}"
     );
     assert_eq!(err.category(), "store-version");
@@ -203,4 +208,53 @@ fn schema_passes_are_kept_per_build_and_other_builds_are_forgotten() {
     store.remember_schema_passes("build-b", &[[3; 32]]).unwrap();
     assert_eq!(store.schema_passes("build-b").unwrap(), vec![[3; 32]]);
     assert!(store.schema_passes("build-a").unwrap().is_empty());
+}
+
+#[test]
+fn a_schema_1_database_keeps_its_evaluations_per_namespace_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A database as Slipway wrote it at schema 1: one run per content address.
+        let raw = Connection::open(dir.path().join("state.db")).unwrap();
+        raw.execute_batch(
+            "CREATE TABLE evaluations (
+               cache_key TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL,
+               model TEXT NOT NULL, version TEXT NOT NULL, suite TEXT NOT NULL, status TEXT NOT NULL);
+             CREATE INDEX evaluations_by_version ON evaluations (namespace, model, version);
+             INSERT INTO evaluations VALUES
+               ('sha256:k', 'team-a', 'm-2-eval', 'm', '2', 'offline', '{\"phase\":\"Succeeded\"}');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let kept = store
+        .evaluation("team-a", "sha256:k")
+        .unwrap()
+        .expect("kept");
+    assert_eq!(
+        (kept.name.as_str(), kept.version.as_str()),
+        ("m-2-eval", "2")
+    );
+    assert_eq!(store.evaluation("team-b", "sha256:k").unwrap(), None);
+    // The same content address in another namespace is a row of its own now.
+    let mut other = kept.clone();
+    other.namespace = "team-b".into();
+    other.name = "m-2-b".into();
+    store.apply(&[Write::Evaluation(other)]).unwrap();
+    assert_eq!(store.evaluation("team-a", "sha256:k").unwrap(), Some(kept));
+    let version: i64 = Connection::open(dir.path().join("state.db"))
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    // Opened again: nothing to migrate.
+    drop(store);
+    assert!(
+        Store::open(dir.path())
+            .unwrap()
+            .evaluation("team-b", "sha256:k")
+            .unwrap()
+            .is_some()
+    );
 }

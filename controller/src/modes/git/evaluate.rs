@@ -47,24 +47,28 @@ impl Reconciler<'_> {
         self.statuses.evaluation(self.store, ns, name)
     }
 
-    /// The results of a finished run with this content address, if any, and the evaluation
-    /// that ran it.
-    pub(super) fn stored_run(&self, key: &str) -> Result<Option<(RunResults, String)>, StoreError> {
-        let record = self.store.evaluation(key)?;
+    /// The results of a finished run of namespace `ns` with this content address, if any, and
+    /// the evaluation that ran it.
+    pub(super) fn stored_run(
+        &self,
+        ns: &str,
+        key: &str,
+    ) -> Result<Option<(RunResults, String)>, StoreError> {
+        let record = self.store.evaluation(ns, key)?;
         Ok(record
             .as_ref()
             .and_then(|r| lifecycle::reusable(key, [(r.name.as_str(), &r.status)])))
     }
 
-    /// Earlier finished results with the content addresses of `a` (candidate, and baseline if
-    /// any). Git mode's store keeps one run per content address for the whole registry (one
-    /// team's), so they may come from another namespace; a cluster reuses within a namespace.
-    fn reusable(&self, a: &lifecycle::Attempt) -> Result<Option<step::Reusable>, Error> {
-        let Some((candidate, from)) = self.stored_run(&a.key)? else {
+    /// Earlier finished results of namespace `ns` with the content addresses of `a`
+    /// (candidate, and baseline if any). Within a namespace only, as in a cluster: a run of
+    /// another namespace (another team's runner secrets, its own trust) is not this one's result.
+    fn reusable(&self, ns: &str, a: &lifecycle::Attempt) -> Result<Option<step::Reusable>, Error> {
+        let Some((candidate, from)) = self.stored_run(ns, &a.key)? else {
             return Ok(None);
         };
         let baseline = match &a.baseline_key {
-            Some(k) => match self.stored_run(k)? {
+            Some(k) => match self.stored_run(ns, k)? {
                 Some((b, _)) => Some(b),
                 None => return Ok(None),
             },
@@ -97,7 +101,7 @@ impl Reconciler<'_> {
             run(job::Role::Candidate, &task.version, &task.artifact),
             baseline,
         ) {
-            if self.stored_run(&run.key)?.is_some() {
+            if self.stored_run(&task.namespace, &run.key)?.is_some() {
                 continue;
             }
             let (role, key, version) = (run.role, run.key.clone(), run.version.clone());
@@ -202,9 +206,11 @@ impl Reconciler<'_> {
         if let Some(why) = failure {
             return Ok(step::Seen::Failed(why));
         }
-        Ok(self.stored_results(running)?.unwrap_or_else(|| {
-            step::Seen::Failed("a run's results went missing from the store".into())
-        }))
+        Ok(self
+            .stored_results(&task.namespace, running)?
+            .unwrap_or_else(|| {
+                step::Seen::Failed("a run's results went missing from the store".into())
+            }))
     }
 
     /// What an evaluation of `task` with content address `key` is made of (the step chooses the
@@ -292,14 +298,15 @@ impl Reconciler<'_> {
     /// store; None while one is missing.
     pub(super) fn stored_results(
         &self,
+        ns: &str,
         running: &EvaluationStatus,
     ) -> Result<Option<step::Seen>, Error> {
         let key = running.cache_key.clone().unwrap_or_default();
-        let Some((candidate, _)) = self.stored_run(&key)? else {
+        let Some((candidate, _)) = self.stored_run(ns, &key)? else {
             return Ok(None);
         };
         let baseline = match &running.baseline_cache_key {
-            Some(k) => match self.stored_run(k)? {
+            Some(k) => match self.stored_run(ns, k)? {
                 Some((b, _)) => Some(b),
                 None => return Ok(None),
             },
@@ -346,7 +353,7 @@ impl Reconciler<'_> {
                 seen,
                 reusable: match (recorded, started) {
                     (_, Some(_)) => None,
-                    _ => self.reusable(&a)?,
+                    _ => self.reusable(&task.namespace, &a)?,
                 },
                 cannot_run: self.cannot_run(task),
             };
