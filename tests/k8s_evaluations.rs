@@ -322,9 +322,10 @@ fn a_baseline_that_never_ran_the_suite_gets_a_job_of_its_own() {
     let api = ApiServer::start();
     api.install_crds();
     // Production is version 7 before the model has a suite.
-    let (model, rest) = evaluated().split_once("  evaluations:").unwrap();
+    let registry = evaluated();
+    let (model, rest) = registry.split_once("  evaluations:").unwrap();
     let (suite, rest) = rest.split_once("---").unwrap();
-    let v8 = "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: pitch-frames-8}\nspec: {model: pitch-frames, version: \"8\", artifact: {uri: \"s3://models/pitch-frames/8/model.json\", digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000008\"}}\n";
+    let v8 = versions("pitch-frames", &["8"], "model.json");
     let before = format!("{model}---{rest}{v8}");
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &before);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -405,7 +406,8 @@ fn a_baseline_that_never_ran_the_suite_gets_a_job_of_its_own() {
 fn jobs_and_pods_slipway_did_not_make_report_nothing() {
     let api = ApiServer::start();
     api.install_crds();
-    let without_alias = evaluated().rsplit_once("---").unwrap().0;
+    let registry = evaluated();
+    let without_alias = registry.rsplit_once("---").unwrap().0;
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", without_alias);
     assert_eq!(run.code, 0, "{}", run.stderr);
     // Someone makes the Job of attempt 1 before Slipway does.

@@ -11,6 +11,7 @@ use support::apiserver::ApiServer;
 use support::eventually;
 use support::http;
 use support::k8s_mode::{Controller, get, token_of};
+use support::registry::{production, versions};
 
 /// Two models with webhook runners and notifications (`RECEIVER` is the receiver's port), a
 /// version of each, production at 7.

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::json;
 use slipway_crd::EvaluationStatus;
+use slipway_crd::common::WebhookRunner;
 use slipway_crd::evaluation::EvaluationPhase;
 
 use super::evaluate::Work;
@@ -15,7 +16,7 @@ use crate::decide::evaluation::{
     step,
 };
 use crate::decide::tasks::Task;
-use crate::edges::notify::{Delivery, Notifier, secret};
+use crate::edges::notify::{Delivery, Message, Notifier, secret};
 use crate::edges::runners::webhook::dispatch_message;
 use crate::edges::store::Write;
 
@@ -67,7 +68,9 @@ impl Reconciler<'_> {
             }
             self.sent(task, dispatch.as_deref().cloned().unwrap_or_default())?;
         }
-        Ok(self.stored_results(running)?.unwrap_or(step::Seen::Busy))
+        Ok(self
+            .stored_results(&task.namespace, running)?
+            .unwrap_or(step::Seen::Busy))
     }
 
     /// Dispatches attempt `number` (recorded as `running`): a fresh token, the request and the
@@ -89,40 +92,14 @@ impl Reconciler<'_> {
             path: "the system's random number generator".into(),
             source: e,
         })?;
-        let dispatch = job::Dispatch {
-            evaluation: &task.name,
-            namespace: &task.namespace,
-            model: &task.model,
-            version: &task.version,
-            suite: &task.suite,
-            candidate: (&task.artifact.uri, &task.artifact.digest),
-            baseline: task
-                .baseline
-                .as_ref()
-                .map(|(v, a)| (v.as_str(), a.uri.as_str(), a.digest.as_str())),
-            dataset: &task.dataset,
-            base_url,
-            token: &token,
-        };
-        let ctx = dispatch.context();
-        let message = match dispatch_message(&task.name, hook, &ctx, &secret) {
+        let message = match request(task, base_url, hook, &token) {
             Ok(m) => m,
             // It would fail the same way every time: it cannot run.
             Err(why) => return Ok(Some(lifecycle::failed(running, 0, &why, now))),
         };
-        let what = running
-            .conditions
-            .first()
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
         // Recorded before the request goes out (delivery pending): the results API knows the
         // token even if the results come back at once, and a restart finds the attempt.
-        let record = json!({
-            "tokenHash": crate::edges::http::token::hash(&token), "candidateKey": key,
-            "baselineKey": running.baseline_cache_key,
-            "model": task.model, "suite": task.suite, "version": task.version,
-            "baselineVersion": running.baseline_version, "delivery": "pending", "what": what,
-        });
+        let record = dispatch_record(task, running, &key, &token);
         self.apply(&[
             Write::Status {
                 kind: DISPATCH.into(),
@@ -137,11 +114,26 @@ impl Reconciler<'_> {
                 status: serde_json::to_value(running)?,
             },
         ])?;
+        self.send_dispatch(task, running, number, &key, record, message)
+    }
+
+    /// Sends the request that starts attempt `number` of content address `key` (recorded as
+    /// `record`): in the background with a pool, else at once, returning the status a refused
+    /// request leaves.
+    fn send_dispatch(
+        &self,
+        task: &Task,
+        running: &EvaluationStatus,
+        number: u32,
+        key: &str,
+        record: serde_json::Value,
+        message: Message,
+    ) -> Result<Option<EvaluationStatus>, Error> {
         let send = move || Notifier::default().deliver(&message);
         match self.pool {
             // The next passes take the outcome; nothing waits for a slow runner.
             Some(pool) => {
-                let id = super::evaluate::pool_key(task, &key, number);
+                let id = super::evaluate::pool_key(task, key, number);
                 pool.submit(&id, move || Work::Dispatch(send()));
                 Ok(None)
             }
@@ -159,7 +151,7 @@ impl Reconciler<'_> {
                     seen: Some(step::Seen::Failed(why)),
                     ..Default::default()
                 };
-                let a = self.attempt(task, &key);
+                let a = self.attempt(task, key);
                 Ok(step::step(&self.input(task, &a, Some(running)), failed).status)
             }
         }
@@ -181,6 +173,53 @@ impl Reconciler<'_> {
     }
 }
 
+/// The request that asks the external system to run `task`, reporting to `base_url` with `token`.
+fn request(
+    task: &Task,
+    base_url: &str,
+    hook: &WebhookRunner,
+    token: &str,
+) -> Result<Message, String> {
+    let dispatch = job::Dispatch {
+        evaluation: &task.name,
+        namespace: &task.namespace,
+        model: &task.model,
+        version: &task.version,
+        suite: &task.suite,
+        candidate: (&task.artifact.uri, &task.artifact.digest),
+        baseline: task
+            .baseline
+            .as_ref()
+            .map(|(v, a)| (v.as_str(), a.uri.as_str(), a.digest.as_str())),
+        dataset: &task.dataset,
+        base_url,
+        token,
+    };
+    let ctx = dispatch.context();
+    dispatch_message(&task.name, hook, &ctx, &secret)
+}
+
+/// What the store remembers of a dispatched attempt: its token's hash, what it runs and how its
+/// request went (pending until it is sent).
+fn dispatch_record(
+    task: &Task,
+    running: &EvaluationStatus,
+    key: &str,
+    token: &str,
+) -> serde_json::Value {
+    let what = running
+        .conditions
+        .first()
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    json!({
+        "tokenHash": crate::edges::http::token::hash(token), "candidateKey": key,
+        "baselineKey": running.baseline_cache_key,
+        "model": task.model, "suite": task.suite, "version": task.version,
+        "baselineVersion": running.baseline_version, "delivery": "pending", "what": what,
+    })
+}
+
 /// Stores posted results for a dispatched evaluation; the error is (HTTP status, message).
 pub fn accept(
     store: &crate::edges::store::Store,
@@ -189,18 +228,49 @@ pub fn accept(
     token: Option<&str>,
     body: &[u8],
 ) -> Result<(), (u16, String)> {
-    let d = store
-        .status(DISPATCH, ns, name)
-        .map_err(|e| (500, e.to_string()))?
-        .unwrap_or_default();
+    let attempt = Dispatched {
+        store,
+        ns,
+        name,
+        d: store
+            .status(DISPATCH, ns, name)
+            .map_err(|e| (500, e.to_string()))?
+            .unwrap_or_default(),
+    };
+    let d = &attempt.d;
     let matches = |token: &str| {
         d["tokenHash"]
             .as_str()
             .is_some_and(|h| crate::edges::http::token::matches_hash(token, h))
     };
-    // The attempt has its results once they are stored under its content address, or once
-    // the evaluation is no longer running that attempt.
-    let answered = || -> Result<Option<String>, (u16, String)> {
+    let evaluation = format!("{ns}/{name}");
+    let known = d.is_object().then_some(&matches as &dyn Fn(&str) -> bool);
+    results::admit(&evaluation, token, known, || attempt.answered())?;
+    let baseline = d["baselineKey"]
+        .is_string()
+        .then(|| d["baselineVersion"].as_str().unwrap_or("?"));
+    let posted = results::posted(body, baseline)?;
+    store
+        .apply(&attempt.writes(&posted))
+        .map_err(|e| (500, e.to_string()))?;
+    Ok(())
+}
+
+/// An attempt whose results are posted: the store, its evaluation, and what its dispatch
+/// recorded (`d`).
+struct Dispatched<'a> {
+    store: &'a crate::edges::store::Store,
+    ns: &'a str,
+    name: &'a str,
+    d: serde_json::Value,
+}
+
+impl Dispatched<'_> {
+    /// Why the attempt takes no more results, if it does not.
+    fn answered(&self) -> Result<Option<String>, (u16, String)> {
+        let (store, ns, name, d) = (self.store, self.ns, self.name, &self.d);
+        // The attempt has its results once they are stored under its content address, or once
+        // the evaluation is no longer running that attempt.
         let key = d["candidateKey"].as_str().unwrap_or_default();
         let status = store
             .status("Evaluation", ns, name)
@@ -220,23 +290,34 @@ pub fn accept(
         }
         // Posted, and not yet taken up by a pass.
         let stored = store
-            .evaluation(key)
+            .evaluation(ns, key)
             .map_err(|e| (500, e.to_string()))?
             .is_some_and(|r| r.status.phase == EvaluationPhase::Succeeded);
         Ok(stored.then(|| "has its results already".to_string()))
-    };
-    let evaluation = format!("{ns}/{name}");
-    let known = d.is_object().then_some(&matches as &dyn Fn(&str) -> bool);
-    results::admit(&evaluation, token, known, answered)?;
-    let baseline = d["baselineKey"]
-        .is_string()
-        .then(|| d["baselineVersion"].as_str().unwrap_or("?"));
-    let posted = results::posted(body, baseline)?;
-    let record = |key: &str, version: &str, r: &RunResults| {
+    }
+
+    /// The store writes of the posted results: the candidate's run, and the baseline's when the
+    /// attempt compares.
+    fn writes(&self, posted: &results::PostedResults) -> Vec<Write> {
+        let d = &self.d;
+        let mut writes = vec![self.record(
+            d["candidateKey"].as_str().unwrap_or_default(),
+            d["version"].as_str().unwrap_or_default(),
+            &posted.candidate,
+        )];
+        if let (Some(k), Some(b)) = (d["baselineKey"].as_str(), &posted.baseline) {
+            writes.push(self.record(k, d["baselineVersion"].as_str().unwrap_or_default(), b));
+        }
+        writes
+    }
+
+    /// A succeeded run of `version` with results `r`, stored under its content address `key`.
+    fn record(&self, key: &str, version: &str, r: &RunResults) -> Write {
+        let d = &self.d;
         Write::Evaluation(crate::edges::store::EvaluationRecord {
             cache_key: key.to_string(),
-            namespace: ns.to_string(),
-            name: name.to_string(),
+            namespace: self.ns.to_string(),
+            name: self.name.to_string(),
             model: d["model"].as_str().unwrap_or_default().to_string(),
             version: version.to_string(),
             suite: d["suite"].as_str().unwrap_or_default().to_string(),
@@ -259,19 +340,5 @@ pub fn accept(
                 ..Default::default()
             },
         })
-    };
-    let mut writes = vec![record(
-        d["candidateKey"].as_str().unwrap_or_default(),
-        d["version"].as_str().unwrap_or_default(),
-        &posted.candidate,
-    )];
-    if let (Some(k), Some(b)) = (d["baselineKey"].as_str(), &posted.baseline) {
-        writes.push(record(
-            k,
-            d["baselineVersion"].as_str().unwrap_or_default(),
-            b,
-        ));
     }
-    store.apply(&writes).map_err(|e| (500, e.to_string()))?;
-    Ok(())
 }

@@ -2,9 +2,11 @@
 //! history entry that explains each move or hold written together.
 
 use crate::decide::catalog::results::{Results, judges};
-use crate::decide::catalog::{Catalog, Resource};
+use crate::decide::catalog::{Catalog, ObjectKey, Resource};
+use crate::decide::policy::Decision;
 use crate::decide::promotion::{self, AliasFacts, Promotion};
 use crate::edges::store::{HistoryEntry, Write};
+use slipway_crd::ModelAlias;
 use slipway_crd::model_alias::{AliasDecision, ModelAliasStatus};
 
 use super::*;
@@ -54,82 +56,125 @@ impl Reconciler<'_> {
             let Resource::ModelAlias(a) = &obj.resource else {
                 continue;
             };
-            let ns = obj.key.namespace.as_str();
-            let status: ModelAliasStatus = self
-                .typed_status("ModelAlias", ns, &obj.key.name)?
-                .unwrap_or_default();
-            let resolved = status.resolved_version.clone();
-            let to = &a.spec.version;
-            let label = format!("{}/{}", a.spec.model, a.spec.alias);
-            let facts = AliasFacts {
-                label: &label,
-                to,
-                generation: None,
-                revision: Some(&self.revision),
-                now: (self.now)(),
-            };
-            // Settled: nothing to decide or write. Else one step, as in Kubernetes mode.
-            if promotion::settled(&status, &facts) {
-                continue;
-            }
-            let decided = (resolved.as_deref() != Some(to.as_str())).then(|| {
-                promotion::promotion(
-                    catalog,
-                    results,
-                    ns,
-                    &obj.key.name,
-                    a,
-                    resolved.as_deref(),
-                    "git",
-                    (self.now)(),
-                    None,
-                )
-            });
-            let step = promotion::alias_step(&status, decided.as_ref(), &facts);
-            match &decided {
-                Some(Promotion::Waiting(_)) => out.waiting.push(
-                    step.message
-                        .replace(": waiting for evaluation ", ": waiting for "),
-                ),
-                Some(Promotion::Decided(d)) if d.allowed => {
-                    let from = resolved.clone().unwrap_or_else(|| "(none)".into());
-                    out.moved.push(format!("{label}: {from} → {to}"));
-                }
-                Some(Promotion::Decided(d)) => {
-                    out.blocked.push(format!("{label} → {to}: {}", d.summary()))
-                }
-                _ => {}
-            }
-            let Some(next) = step.status else {
-                continue;
-            };
-            let entry = match (step.news, &decided) {
-                (Some(event), Some(Promotion::Decided(decision))) => {
-                    let mut h = self.history(
-                        event,
-                        ns,
-                        &a.spec.model,
-                        format!("ModelAlias/{}", obj.key.name),
-                    );
-                    h.version = Some(to.clone());
-                    h.alias = Some(a.spec.alias.clone());
-                    h.decision = Some(
-                        if decision.allowed {
-                            AliasDecision::Allowed
-                        } else {
-                            AliasDecision::Denied
-                        }
-                        .as_str()
-                        .into(),
-                    );
-                    h.data = serde_json::to_value(decision)?;
-                    h.message = step.message.clone();
-                    Some(h)
-                }
-                _ => None,
-            };
-            self.save_alias(ns, &obj.key.name, &next, entry)?;
+            self.promote_alias(catalog, results, &obj.key, a, out)?;
         }
         Ok(())
+    }
+
+    /// One step of alias `a` (object `key`): decide, tell the pass report, then write its status
+    /// with the history entry that explains it.
+    fn promote_alias(
+        &self,
+        catalog: &Catalog,
+        results: &Results,
+        key: &ObjectKey,
+        a: &ModelAlias,
+        out: &mut PassReport,
+    ) -> Result<(), Error> {
+        let (ns, name) = (key.namespace.as_str(), key.name.as_str());
+        let status: ModelAliasStatus = self
+            .typed_status("ModelAlias", ns, name)?
+            .unwrap_or_default();
+        let resolved = status.resolved_version.clone();
+        let to = &a.spec.version;
+        let label = format!("{}/{}", a.spec.model, a.spec.alias);
+        let facts = AliasFacts {
+            label: &label,
+            to,
+            generation: None,
+            revision: Some(&self.revision),
+            now: (self.now)(),
+        };
+        // Settled: nothing to decide or write. Else one step, as in Kubernetes mode.
+        if promotion::settled(&status, &facts) {
+            return Ok(());
+        }
+        let decided = (resolved.as_deref() != Some(to.as_str())).then(|| {
+            promotion::promotion(
+                catalog,
+                results,
+                ns,
+                name,
+                a,
+                resolved.as_deref(),
+                "git",
+                (self.now)(),
+                None,
+            )
+        });
+        let step = promotion::alias_step(&status, decided.as_ref(), &facts);
+        report(
+            out,
+            decided.as_ref(),
+            &step.message,
+            &label,
+            resolved.as_deref(),
+            to,
+        );
+        let Some(next) = step.status else {
+            return Ok(());
+        };
+        let entry = match (step.news, &decided) {
+            (Some(event), Some(Promotion::Decided(decision))) => {
+                Some(self.decision_entry(event, key, a, decision, &step.message)?)
+            }
+            _ => None,
+        };
+        self.save_alias(ns, name, &next, entry)
+    }
+
+    /// The history entry of a decided move of alias `a` (object `key`) to its version, with the
+    /// decision and what the alias's status says (`message`).
+    fn decision_entry(
+        &self,
+        event: Happened,
+        key: &ObjectKey,
+        a: &ModelAlias,
+        decision: &Decision,
+        message: &str,
+    ) -> Result<HistoryEntry, Error> {
+        let mut h = self.history(
+            event,
+            &key.namespace,
+            &a.spec.model,
+            format!("ModelAlias/{}", key.name),
+        );
+        h.version = Some(a.spec.version.clone());
+        h.alias = Some(a.spec.alias.clone());
+        h.decision = Some(
+            if decision.allowed {
+                AliasDecision::Allowed
+            } else {
+                AliasDecision::Denied
+            }
+            .as_str()
+            .into(),
+        );
+        h.data = serde_json::to_value(decision)?;
+        h.message = message.to_string();
+        Ok(h)
+    }
+}
+
+/// Tells the pass report what became of the move of `label` (from `resolved`) to `to`: waiting
+/// for evaluations, moved, or blocked by policy.
+fn report(
+    out: &mut PassReport,
+    decided: Option<&Promotion>,
+    message: &str,
+    label: &str,
+    resolved: Option<&str>,
+    to: &str,
+) {
+    match decided {
+        Some(Promotion::Waiting(_)) => out
+            .waiting
+            .push(message.replace(": waiting for evaluation ", ": waiting for ")),
+        Some(Promotion::Decided(d)) if d.allowed => {
+            let from = resolved.unwrap_or("(none)");
+            out.moved.push(format!("{label}: {from} → {to}"));
+        }
+        Some(Promotion::Decided(d)) => out.blocked.push(format!("{label} → {to}: {}", d.summary())),
+        _ => {}
     }
 }

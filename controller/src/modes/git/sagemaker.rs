@@ -10,7 +10,8 @@ use serde_json::json;
 use super::deploy::min;
 use super::{Error, PassReport, Reconciler};
 use crate::decide::catalog::{Catalog, Resource};
-use crate::decide::rollout::sagemaker::{Artifact, sequence};
+use crate::decide::rollout::RolloutState;
+use crate::decide::rollout::sagemaker::{Artifact, Live, Step, sequence};
 use crate::decide::rollout::status::{self, Basis, Endpoint};
 use crate::edges::serving::sagemaker::{self as sm, Endpoints, Location, Owner};
 use slipway_crd::model_deployment::ModelDeploymentStatus;
@@ -71,22 +72,7 @@ impl Reconciler<'_> {
             generation: None,
             now: (self.now)(),
         };
-        let artifact = |v: &str| {
-            catalog.version(ns, &d.spec.model, v).map(|mv| Artifact {
-                uri: mv.spec.artifact.uri.clone(),
-                digest: mv.spec.artifact.digest.clone(),
-            })
-        };
-        let (live, step) = match sm::next_step(
-            aws,
-            t,
-            &owner,
-            &d.spec.strategy,
-            &state,
-            desired.as_deref(),
-            &artifact,
-            (self.now)(),
-        ) {
+        let (live, step) = match self.look(catalog, one, aws, &owner, &state, desired.as_deref()) {
             Ok(x) => x,
             Err(e) => {
                 // Looked at again at the next pass (`--interval`); `--once` ends with the error.
@@ -96,10 +82,7 @@ impl Reconciler<'_> {
                     healing: None,
                     drift: &previous.drift,
                 };
-                let (status, _) =
-                    sequence::failed(&state, &e.to_string(), e.failure(), &basis, &unseen);
-                self.stalled(one, &state, &e.to_string(), &status, out)?;
-                return Ok(None);
+                return self.failed(one, &state, &e, &basis, &unseen, out);
             }
         };
         let done = sequence::sequence(&state, step, live.as_ref(), t, &basis);
@@ -120,20 +103,63 @@ impl Reconciler<'_> {
                     healing: status::healing(&previous),
                     drift: &done.status.drift,
                 };
-                let (status, _) =
-                    sequence::failed(&state, &e.to_string(), e.failure(), &basis, &before);
-                self.stalled(one, &state, &e.to_string(), &status, out)?;
-                Ok(None)
+                self.failed(one, &state, &e, &basis, &before, out)
             }
             None => Ok(done.wait),
         }
+    }
+
+    /// Observes the deployment's endpoint and asks the planner for the step from `state` toward
+    /// the `desired` version.
+    fn look(
+        &self,
+        catalog: &Catalog,
+        one: &One,
+        aws: &mut dyn Endpoints,
+        owner: &Owner,
+        state: &RolloutState,
+        desired: Option<&str>,
+    ) -> Result<(Option<Live>, Step), sm::Error> {
+        let (ns, d) = (one.ns, one.d);
+        let artifact = |v: &str| {
+            catalog.version(ns, &d.spec.model, v).map(|mv| Artifact {
+                uri: mv.spec.artifact.uri.clone(),
+                digest: mv.spec.artifact.digest.clone(),
+            })
+        };
+        sm::next_step(
+            aws,
+            one.t,
+            owner,
+            &d.spec.strategy,
+            state,
+            desired,
+            &artifact,
+            (self.now)(),
+        )
+    }
+
+    /// Stalled by `e` (the endpoint could not be looked at, or a call failed): the sequence's
+    /// failed status from `basis` and the endpoint as then known, recorded as [`Self::stalled`].
+    fn failed(
+        &self,
+        one: &One,
+        state: &RolloutState,
+        e: &sm::Error,
+        basis: &Basis,
+        endpoint: &Endpoint,
+        out: &mut PassReport,
+    ) -> Result<Option<Duration>, Error> {
+        let (status, _) = sequence::failed(state, &e.to_string(), e.failure(), basis, endpoint);
+        self.stalled(one, state, &e.to_string(), &status, out)?;
+        Ok(None)
     }
 
     /// Stalled: the state as recorded, the reason in the status and the pass's report.
     fn stalled(
         &self,
         one: &One,
-        state: &crate::decide::rollout::RolloutState,
+        state: &RolloutState,
         why: &str,
         status: &ModelDeploymentStatus,
         out: &mut PassReport,

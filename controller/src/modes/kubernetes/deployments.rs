@@ -8,20 +8,19 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
-use serde_json::{Value, json};
+use serde_json::json;
 use slipway_crd::ModelDeployment;
 use slipway_crd::model_deployment::RETRY_ANNOTATION;
 
-use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::notify;
+use super::workloads::{apply_version, delete, ensure_service};
 use crate::decide::rollout::{self, Action, Judgement, RolloutState};
 
-use super::context::{Context, Error, MANAGER, apply_status, owner};
+use super::context::{Context, Error, apply_status};
 
 /// The name of the `Deployment` serving `version` for `deployment`.
 pub fn version_deployment_name(deployment: &str, version: &str) -> String {
@@ -428,156 +427,6 @@ fn version_replicas(
     }
     let first = rollout::strategy_steps(&md.spec.strategy)[0].weight;
     replicas_for(&BTreeMap::from([(v.to_string(), first)]), target.replicas)[v]
-}
-
-/// Whether `meta` is of an object `md` owns (an owner reference to its uid).
-fn ours(meta: &kube::api::ObjectMeta, md: &ModelDeployment) -> bool {
-    let Some(uid) = md.metadata.uid.as_deref() else {
-        return false;
-    };
-    meta.owner_references.iter().flatten().any(|o| o.uid == uid)
-}
-
-/// The refusal to write over `kind` `ns/name`, which exists and is not `md`'s.
-fn not_owned(kind: &str, ns: &str, name: &str, md: &ModelDeployment) -> Error {
-    Error::NotOwned(format!(
-        "{kind} {ns}/{name} exists and is not ModelDeployment {}'s (no owner reference to it): \
-         Slipway leaves it alone; rename the ModelDeployment or remove that {kind}",
-        md.name_any()
-    ))
-}
-
-/// Deletes a Deployment of `md`; one that is already gone is fine, one that is not `md`'s is
-/// left alone (deleted only with its uid as read, so a replacement is not deleted either).
-async fn delete(api: &Api<Deployment>, name: &str, md: &ModelDeployment) -> Result<(), Error> {
-    let Some(d) = api.get_opt(name).await? else {
-        return Ok(());
-    };
-    if !ours(&d.metadata, md) {
-        tracing::warn!(deployment = %name, "not deleting a Deployment that is not this ModelDeployment's");
-        return Ok(());
-    }
-    let params = DeleteParams {
-        preconditions: Some(kube::api::Preconditions {
-            uid: d.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..DeleteParams::background()
-    };
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-pub(super) async fn ensure_service(
-    ctx: &Context,
-    md: &ModelDeployment,
-    target: &slipway_crd::model_deployment::KubernetesTarget,
-) -> Result<(), Error> {
-    let name = md.name_any();
-    let ns = md.namespace().unwrap_or_else(|| "default".into());
-    // Written once, and again only when it is missing or differs (the watch shows it).
-    if ctx.cache.service(&ns, &name).is_some_and(|s| {
-        let spec = s.spec.unwrap_or_default();
-        spec.selector.unwrap_or_default().get(DEPLOYMENT_LABEL) == Some(&name)
-            && spec.ports.unwrap_or_default().iter().any(|p| {
-                p.port == 80
-                    && p.target_port
-                        == Some(
-                            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
-                                target.port as i32,
-                            ),
-                        )
-            })
-    }) {
-        return Ok(());
-    }
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Some(existing) = api.get_opt(&name).await?
-        && !ours(&existing.metadata, md)
-    {
-        return Err(not_owned("Service", &ns, &name, md));
-    }
-    let service = json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "ownerReferences": owner(md),
-                     "labels": {DEPLOYMENT_LABEL: name, "app.kubernetes.io/managed-by": "slipway"}},
-        "spec": {
-            "selector": {DEPLOYMENT_LABEL: name},
-            "ports": [{"name": "http", "port": 80, "targetPort": target.port, "protocol": "TCP"}],
-        }
-    });
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&service),
-    )
-    .await?;
-    Ok(())
-}
-
-pub(super) async fn apply_version(
-    ctx: &Context,
-    md: &ModelDeployment,
-    target: &slipway_crd::model_deployment::KubernetesTarget,
-    version: &str,
-    replicas: u32,
-    uri: Option<String>,
-) -> Result<(), Error> {
-    let name = md.name_any();
-    let ns = md.namespace().unwrap_or_else(|| "default".into());
-    let deployment = version_deployment_name(&name, version);
-    let mut env: Vec<Value> = vec![
-        json!({"name": "MODEL_VERSION", "value": version}),
-        json!({"name": "MODEL_NAME", "value": md.spec.model}),
-        json!({"name": "PORT", "value": target.port.to_string()}),
-    ];
-    if let Some(uri) = uri {
-        env.push(json!({"name": "MODEL_URI", "value": uri}));
-    }
-    env.extend(
-        target
-            .env
-            .iter()
-            .map(|(k, v)| json!({"name": k, "value": v})),
-    );
-    let labels = json!({DEPLOYMENT_LABEL: name, VERSION_LABEL: version, "app.kubernetes.io/managed-by": "slipway"});
-    let mut container = json!({
-        "name": "model-server",
-        "image": target.image,
-        "ports": [{"name": "http", "containerPort": target.port, "protocol": "TCP"}],
-        "env": env,
-    });
-    if let Some(r) = &target.resources {
-        container["resources"] = serde_json::to_value(r)?;
-    }
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Some(existing) = api.get_opt(&deployment).await?
-        && !ours(&existing.metadata, md)
-    {
-        return Err(not_owned("Deployment", &ns, &deployment, md));
-    }
-    let object = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": deployment, "ownerReferences": owner(md), "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {DEPLOYMENT_LABEL: name, VERSION_LABEL: version}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [container]},
-            },
-        }
-    });
-    api.patch(
-        &deployment,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&object),
-    )
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -23,3 +23,4 @@ pub mod versions;
 pub mod watch;
 pub mod webhook;
 pub mod wiring;
+pub mod workloads;

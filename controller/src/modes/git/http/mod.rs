@@ -103,86 +103,37 @@ pub fn redact(value: &mut serde_json::Value) {
     }
 }
 
+/// A catalog object as the reader sees it: whole with the API token, redacted without.
+fn shown(full: bool, mut value: serde_json::Value) -> serde_json::Value {
+    if !full {
+        redact(&mut value);
+    }
+    value
+}
+
 async fn statuses(
     State(s): State<S>,
     Path(kind): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     let full = authenticated(&s, &headers);
-    let shown = |mut v: serde_json::Value| {
-        if !full {
-            redact(&mut v);
-        }
-        v
-    };
     if kind == "models" {
-        let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        // Each model with its status (newest version, resolved aliases), as in a cluster.
-        let statuses: std::collections::HashMap<(String, String), serde_json::Value> = s
-            .store
-            .statuses("RegisteredModel")
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(ns, name, status)| ((ns, name), status))
-            .collect();
-        let models: Vec<serde_json::Value> = catalog["models"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .cloned()
-            .map(|mut m| {
-                let key = (
-                    m["namespace"].as_str().unwrap_or_default().to_string(),
-                    m["name"].as_str().unwrap_or_default().to_string(),
-                );
-                m["status"] = statuses.get(&key).cloned().unwrap_or_default();
-                shown(m)
-            })
-            .collect();
-        return axum::Json(models).into_response();
+        return axum::Json(models_with_status(&s, full)).into_response();
     }
-    let kind = match kind.as_str() {
-        "versions" => "ModelVersion",
-        "aliases" => "ModelAlias",
-        "evaluations" => "Evaluation",
-        "deployments" => "ModelDeployment",
-        _ => {
-            return (
-                StatusCode::NOT_FOUND,
-                "try models, versions, aliases, evaluations, deployments or history",
-            )
-                .into_response();
-        }
+    let Some(kind) = stored_kind(&kind) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "try models, versions, aliases, evaluations, deployments or history",
+        )
+            .into_response();
     };
     // Evaluations also carry their spec (model, version, suite), so `slipway plan --results URL`
     // can read them as documents.
-    let specs: std::collections::HashMap<(String, String), serde_json::Value> =
-        if kind == "Evaluation" {
-            let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner());
-            catalog["evaluations"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|e| {
-                    let key = (
-                        e["metadata"]["namespace"]
-                            .as_str()
-                            .unwrap_or("default")
-                            .to_string(),
-                        e["metadata"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
-                    (
-                        key,
-                        shown(json!({"spec": e["spec"].clone()}))["spec"].take(),
-                    )
-                })
-                .collect()
-        } else {
-            Default::default()
-        };
+    let specs = if kind == "Evaluation" {
+        evaluation_specs(&s, full)
+    } else {
+        Default::default()
+    };
     if kind == "ModelDeployment" {
         return json_or_500(super::deployment_rows(&s.store));
     }
@@ -197,6 +148,74 @@ async fn statuses(
             })
             .collect::<Vec<_>>()
     }))
+}
+
+/// The stored kind the read API's `/api/v1/{kind}` path names (but `models`), if any.
+fn stored_kind(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "versions" => "ModelVersion",
+        "aliases" => "ModelAlias",
+        "evaluations" => "Evaluation",
+        "deployments" => "ModelDeployment",
+        _ => return None,
+    })
+}
+
+/// Each model of the revision in force with its status (newest version, resolved aliases), as
+/// in a cluster.
+fn models_with_status(s: &Shared, full: bool) -> Vec<serde_json::Value> {
+    let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let statuses: std::collections::HashMap<(String, String), serde_json::Value> = s
+        .store
+        .statuses("RegisteredModel")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(ns, name, status)| ((ns, name), status))
+        .collect();
+    catalog["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .cloned()
+        .map(|mut m| {
+            let key = (
+                m["namespace"].as_str().unwrap_or_default().to_string(),
+                m["name"].as_str().unwrap_or_default().to_string(),
+            );
+            m["status"] = statuses.get(&key).cloned().unwrap_or_default();
+            shown(full, m)
+        })
+        .collect()
+}
+
+/// The spec of each evaluation of the revision in force, by namespace and name, as the reader
+/// may see it.
+fn evaluation_specs(
+    s: &Shared,
+    full: bool,
+) -> std::collections::HashMap<(String, String), serde_json::Value> {
+    let catalog = s.catalog.lock().unwrap_or_else(|p| p.into_inner());
+    catalog["evaluations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let key = (
+                e["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_string(),
+                e["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            (
+                key,
+                shown(full, json!({"spec": e["spec"].clone()}))["spec"].take(),
+            )
+        })
+        .collect()
 }
 
 async fn history(State(s): State<S>, Query(q): Query<HistoryQuery>) -> Response {
