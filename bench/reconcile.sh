@@ -17,7 +17,9 @@ if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import mlflow' 2>/dev
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'mlflow-skinny==3.17.2' sqlalchemy alembic
 fi
-cargo build -q --release -p slipway --bin slipway --example gen_registry --example bench_router
+# SKIP_BUILD=1 uses target/release as it is (e.g. a `--no-default-features` build: git mode needs
+# no SageMaker client).
+[ -n "${SKIP_BUILD:-}" ] || cargo build -q --release -p slipway --bin slipway --example gen_registry --example bench_router
 slipway=$root/target/release/slipway
 gen=$root/target/release/examples/gen_registry
 

@@ -120,8 +120,9 @@ impl Outcome {
 }
 
 /// The conditions after an outcome, when they change: a stall adds (or updates) `Stalled=True`
-/// with its reason; any other outcome removes a `Stalled` condition this module wrote. A step's
-/// own `Stalled` (a rollout's `OutsideBounds`, say) is left to its step.
+/// with its reason; no stall (`None`: the homes pass it for a success, never for an outage or a
+/// conflict) removes a `Stalled` condition this module wrote. A step's own `Stalled` (a
+/// rollout's `OutsideBounds`, say) is left to its step.
 pub fn stall_conditions(
     previous: &[Condition],
     stall: Option<&Stall>,

@@ -53,7 +53,7 @@ impl StateRef {
                  --state (a folder, or the URL of a running `slipway run --listen`)"
             );
         }
-        Ok(StateRef::Dir(Store::open(&dir)?))
+        Ok(StateRef::Dir(Store::open_reader(&dir)?))
     }
 
     fn get(url: &str) -> anyhow::Result<serde_json::Value> {

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::decide::rollout::RolloutState;
 
+use schema::{migrate_to_2, schema_version};
+
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -187,39 +189,6 @@ pub struct HistoryFilter {
     pub after_id: Option<i64>,
 }
 
-/// 2: evaluations are kept per namespace (a content address run in one namespace is not
-/// another's result).
-const SCHEMA_VERSION: i64 = 2;
-
-/// Schema 1 → 2: evaluations keyed by (namespace, content address) instead of the content address
-/// alone; the rows are kept. Checked again under the write lock (another process may have
-/// migrated meanwhile).
-fn migrate_to_2(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE;")?;
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if found != 1 {
-        conn.execute_batch("COMMIT;")?;
-        return Ok(());
-    }
-    let migrated = conn.execute_batch(
-        "CREATE TABLE evaluations_by_namespace (
-           cache_key TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-           model TEXT NOT NULL, version TEXT NOT NULL, suite TEXT NOT NULL, status TEXT NOT NULL,
-           PRIMARY KEY (namespace, cache_key));
-         INSERT INTO evaluations_by_namespace
-           SELECT cache_key, namespace, name, model, version, suite, status FROM evaluations;
-         DROP TABLE evaluations;
-         ALTER TABLE evaluations_by_namespace RENAME TO evaluations;
-         CREATE INDEX evaluations_by_version ON evaluations (namespace, model, version);
-         PRAGMA user_version = 2;
-         COMMIT;",
-    );
-    if migrated.is_err() {
-        let _ = conn.execute_batch("ROLLBACK;");
-    }
-    Ok(migrated?)
-}
-
 /// The SQLite state store.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -227,7 +196,28 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) `DIR/state.db`.
+    /// Opens an existing `DIR/state.db` to read it (`slipway status`, `history`): nothing is
+    /// written — an older schema is read as it is (what readers query is the same), and only
+    /// `slipway run` upgrades it.
+    pub fn open_reader(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("state.db");
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        schema_version(&conn, &path)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// Opens (creating if needed, upgrading an older schema) `DIR/state.db`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
             path: dir.to_path_buf(),
@@ -241,14 +231,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path,
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
+        let found = schema_version(&conn, &path)?;
         // Readers of an existing database (status, history) must not write: only create the schema
         // when it is missing, and take the write lock up front so concurrent openers wait for it
         // instead of failing on a lock upgrade.
@@ -593,6 +576,7 @@ impl Store {
 }
 
 mod passes;
+mod schema;
 
 #[cfg(test)]
 mod tests;

@@ -211,7 +211,7 @@ fn schema_passes_are_kept_per_build_and_other_builds_are_forgotten() {
 }
 
 #[test]
-fn a_schema_1_database_keeps_its_evaluations_per_namespace_after_the_upgrade() {
+fn a_schema_1_database_is_read_as_it_is_and_upgraded_by_slipway_run_with_an_empty_reuse_cache() {
     let dir = tempfile::tempdir().unwrap();
     {
         // A database as Slipway wrote it at schema 1: one run per content address.
@@ -227,34 +227,46 @@ fn a_schema_1_database_keeps_its_evaluations_per_namespace_after_the_upgrade() {
         )
         .unwrap();
     }
+    let version = || -> i64 {
+        Connection::open(dir.path().join("state.db"))
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    // A reader (`slipway status`) reads it as it is and writes nothing.
+    let reader = Store::open_reader(dir.path()).unwrap();
+    assert!(reader.evaluation("team-a", "sha256:k").unwrap().is_some());
+    drop(reader);
+    assert_eq!(version(), 1);
+    // `slipway run` upgrades it: the reuse cache starts empty (a schema-1 row may hold another
+    // namespace's results under its own), and the same content address is a row per namespace.
     let store = Store::open(dir.path()).unwrap();
-    let kept = store
-        .evaluation("team-a", "sha256:k")
-        .unwrap()
-        .expect("kept");
-    assert_eq!(
-        (kept.name.as_str(), kept.version.as_str()),
-        ("m-2-eval", "2")
-    );
-    assert_eq!(store.evaluation("team-b", "sha256:k").unwrap(), None);
-    // The same content address in another namespace is a row of its own now.
-    let mut other = kept.clone();
-    other.namespace = "team-b".into();
-    other.name = "m-2-b".into();
-    store.apply(&[Write::Evaluation(other)]).unwrap();
-    assert_eq!(store.evaluation("team-a", "sha256:k").unwrap(), Some(kept));
-    let version: i64 = Connection::open(dir.path().join("state.db"))
-        .unwrap()
-        .pragma_query_value(None, "user_version", |r| r.get(0))
+    assert_eq!(version(), 2);
+    assert_eq!(store.evaluation("team-a", "sha256:k").unwrap(), None);
+    let record = |ns: &str, name: &str| EvaluationRecord {
+        cache_key: "sha256:k".into(),
+        namespace: ns.into(),
+        name: name.into(),
+        model: "m".into(),
+        version: "2".into(),
+        suite: "offline".into(),
+        status: Default::default(),
+    };
+    store
+        .apply(&[
+            Write::Evaluation(record("team-a", "m-2-eval")),
+            Write::Evaluation(record("team-b", "m-2-b")),
+        ])
         .unwrap();
-    assert_eq!(version, 2);
-    // Opened again: nothing to migrate.
+    assert_eq!(
+        store.evaluation("team-a", "sha256:k").unwrap(),
+        Some(record("team-a", "m-2-eval"))
+    );
+    // Opened again: nothing to migrate, nothing lost.
     drop(store);
-    assert!(
-        Store::open(dir.path())
-            .unwrap()
-            .evaluation("team-b", "sha256:k")
-            .unwrap()
-            .is_some()
+    let again = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        again.evaluation("team-b", "sha256:k").unwrap(),
+        Some(record("team-b", "m-2-b"))
     );
 }

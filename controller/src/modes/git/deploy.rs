@@ -83,6 +83,11 @@ impl Reconciler<'_> {
         };
         let now = (self.now)();
         if let Some(next) = stall_conditions(&status.conditions, Some(&stall), None, now) {
+            // Said once, when it is new (the report of `--once` lists it too).
+            (self.progress)(&format!(
+                "error: ModelDeployment {ns}/{name}: {}",
+                stall.message
+            ));
             status.conditions = next;
             self.apply(&[Write::Status {
                 kind: "ModelDeployment".into(),

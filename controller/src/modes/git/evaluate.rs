@@ -111,11 +111,13 @@ impl Reconciler<'_> {
                     .map(|(k, v)| (k.to_string(), v))
                     .collect();
             // Per evaluation: another evaluation may be running the same run (a version's own
-            // suite and, at once, another version's baseline); neither overwrites the other.
+            // suite and, at once, another version's baseline, or another namespace's evaluation
+            // of the same name); neither overwrites the other.
             let work_dir = self
                 .state_dir
                 .join("runs")
                 .join(key.trim_start_matches("sha256:"))
+                .join(&task.namespace)
                 .join(&task.name);
             (self.progress)(&format!(
                 "running {} on {} version {version} ({})",

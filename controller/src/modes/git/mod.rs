@@ -271,7 +271,7 @@ impl Reconciler<'_> {
     }
 
     /// Writes the status of each touched version: the same typed document as in Kubernetes mode
-    /// ([`summary::version_status`]).
+    /// ([`summary::version_status`]); one transaction for all (a first pass touches every version).
     fn version_statuses(
         &self,
         catalog: &Catalog,
@@ -281,6 +281,7 @@ impl Reconciler<'_> {
         if touched.is_empty() {
             return Ok(());
         }
+        let mut writes = Vec::new();
         for obj in catalog.objects() {
             let Resource::ModelVersion(v) = &obj.resource else {
                 continue;
@@ -306,13 +307,16 @@ impl Reconciler<'_> {
                 (self.now)(),
             );
             if !summary::same(&previous, &next) {
-                self.apply(&[Write::Status {
+                writes.push(Write::Status {
                     kind: "ModelVersion".into(),
                     namespace: ns.clone(),
                     name: obj.key.name.clone(),
                     status: serde_json::to_value(&next)?,
-                }])?;
+                });
             }
+        }
+        if !writes.is_empty() {
+            self.apply(&writes)?;
         }
         Ok(())
     }
@@ -341,13 +345,17 @@ impl Reconciler<'_> {
                 .is_none()
     }
 
-    /// Registers versions seen for the first time; returns them (namespace, model, version).
+    /// Registers versions seen for the first time, all in one transaction (said once it is
+    /// written: a process killed before loses nothing it reported); returns them (namespace,
+    /// model, version).
     fn register(
         &self,
         catalog: &Catalog,
         out: &mut PassReport,
     ) -> Result<BTreeSet<(String, String, String)>, Error> {
         let mut registered = BTreeSet::new();
+        let mut writes = Vec::new();
+        let mut said = Vec::new();
         let known: std::collections::HashSet<(String, String)> = self
             .store
             .status_keys("ModelVersion")?
@@ -372,22 +380,22 @@ impl Reconciler<'_> {
                 "{} version {} registered ({})",
                 v.spec.model, v.spec.version, v.spec.artifact.uri
             );
-            self.apply(&[
-                Write::Status {
-                    kind: "ModelVersion".into(),
-                    namespace: ns.clone(),
-                    name: obj.key.name.clone(),
-                    status: json!({"registeredAt": h.at}),
-                },
-                Write::History(h),
-            ])?;
-            (self.progress)(&format!(
-                "registered {} version {}",
-                v.spec.model, v.spec.version
-            ));
-            out.registered
-                .push(format!("{}/{}", v.spec.model, v.spec.version));
+            writes.push(Write::Status {
+                kind: "ModelVersion".into(),
+                namespace: ns.clone(),
+                name: obj.key.name.clone(),
+                status: json!({"registeredAt": h.at}),
+            });
+            writes.push(Write::History(h));
+            said.push((v.spec.model.clone(), v.spec.version.clone()));
             registered.insert((ns.clone(), v.spec.model.clone(), v.spec.version.clone()));
+        }
+        if !writes.is_empty() {
+            self.apply(&writes)?;
+        }
+        for (model, version) in said {
+            (self.progress)(&format!("registered {model} version {version}"));
+            out.registered.push(format!("{model}/{version}"));
         }
         Ok(registered)
     }

@@ -133,13 +133,20 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 429 || s.code >= 500 => {
                 Outcome::Transient
             }
-            Error::Kube(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => stalled(
-                StallReason::Forbidden,
-                "grant the controller's service account these rights (the Helm chart's ClusterRole has them)",
-            ),
+            // A quota or another admission webhook answers 403 too: that is no missing right.
+            Error::Kube(kube::Error::Api(s))
+                if (s.code == 401 || s.code == 403)
+                    && !s.message.contains("exceeded quota")
+                    && !s.message.contains("admission webhook") =>
+            {
+                stalled(
+                    StallReason::Forbidden,
+                    "grant the controller's service account these rights (the Helm chart's RBAC has them)",
+                )
+            }
             Error::Kube(kube::Error::Api(_)) => stalled(
                 StallReason::Refused,
-                "the API server refused what Slipway wrote for this object: change the object, or report it",
+                "the API server (or a quota or admission policy of the cluster) refused what Slipway wrote for this object: change the object or that policy, or report it",
             ),
             Error::Kube(_) | Error::Token(_) | Error::SageMaker(_) => Outcome::Transient,
             Error::Json(_) => stalled(StallReason::Unencodable, "change the object, or report it"),
@@ -301,6 +308,15 @@ mod tests {
         assert_eq!(reason(&api(422)), Some(StallReason::Refused));
         let json = serde_json::from_str::<u32>("x").unwrap_err();
         assert_eq!(reason(&Error::Json(json)), Some(StallReason::Unencodable));
+        // A quota or another admission webhook is no missing right.
+        let quota = Error::Kube(kube::Error::Api(Box::new(
+            kube::core::Status::failure(
+                "deployments.apps \"x\" is forbidden: exceeded quota: team",
+                "Forbidden",
+            )
+            .with_code(403),
+        )));
+        assert_eq!(reason(&quota), Some(StallReason::Refused));
         let taken = Error::NotOwned("Deployment default/x is not Slipway's".into());
         let stall = taken.outcome().stall().cloned().expect("a stall");
         assert_eq!(stall.reason, StallReason::NotOwned);

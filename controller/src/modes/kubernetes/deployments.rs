@@ -215,14 +215,15 @@ async fn roll_out(
     // resumes from the new state and re-applies it.
     let outcome = r.decide_and_persist(desired.as_deref()).await?;
     let (step, s) = (&outcome.step, &outcome.step.state);
-    let events: Vec<(&rollout::EventKind, &str, &str)> = step.events().collect();
+    // Announced once recorded, as git mode's history records a step with its state: a refused
+    // action after this does not lose the step's news.
+    announce(ctx, md, step.events().collect()).await;
 
     // Carry the actions out.
     ensure_service(ctx, md, target).await?;
     let (weights, applied) = r.carry_out(&step.actions, s.traffic.clone()).await?;
-    r.heal_missing(s, &weights, &applied).await?;
     r.collect_garbage(s).await?;
-    announce(ctx, md, events).await;
+    r.heal_missing(s, &weights, &applied).await?;
     Ok(Requeue::requeue(
         outcome.wait.unwrap_or(crate::decide::limits::RESYNC),
     ))
@@ -336,8 +337,13 @@ impl Rollout<'_> {
     ) -> Result<(), Error> {
         // What the state says runs and has no Deployment (a reconcile refused between persisting
         // the state and carrying it out, or someone deleted it) is created again, as git mode
-        // brings back a stopped server.
+        // brings back a stopped server — except a failed candidate left frozen (no automatic
+        // rollback): an operator who deleted its Deployment stopped it on purpose.
+        let frozen = s.phase == slipway_crd::model_deployment::DeploymentPhase::Failed;
         for v in s.traffic.keys().chain(s.candidate.iter()) {
+            if frozen && s.candidate.as_deref() == Some(v.as_str()) {
+                continue;
+            }
             if !self.owned.contains_key(v) && !applied.contains(v) {
                 let replicas = version_replicas(self.md, self.target, weights, v);
                 self.apply(v, replicas).await?;

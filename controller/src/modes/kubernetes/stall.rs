@@ -88,8 +88,19 @@ where
         .collect();
     match write(&ctx, typed, &ours).await {
         Ok(()) => {
+            // Once per stall and object on this replica, however stale the copy it was decided
+            // on (a no-op write of the same stall announces nothing again).
             if let Some(stall) = stall {
-                send(&ctx, typed, Event::Stalled, stall.message.clone()).await;
+                let key = format!(
+                    "stall {} {} {}: {}",
+                    typed.meta().uid.as_deref().unwrap_or_default(),
+                    typed.meta().generation.unwrap_or(0),
+                    stall.reason.as_str(),
+                    stall.message
+                );
+                if ctx.announced.first(key) {
+                    send(&ctx, typed, Event::Stalled, stall.message.clone()).await;
+                }
             }
         }
         Err(e) => {
@@ -111,9 +122,12 @@ where
         Some(ns) => Api::namespaced_with(ctx.client.clone(), &ns, &resource),
         None => Api::all_with(ctx.client.clone(), &resource),
     };
+    // The uid is a precondition: a stall decided on an object deleted meanwhile does not land
+    // on a new one of the same name.
     let patch = json!({
         "apiVersion": resource.api_version,
         "kind": resource.kind,
+        "metadata": {"uid": object.meta().uid},
         "status": {"conditions": conditions},
     });
     api.patch_status(

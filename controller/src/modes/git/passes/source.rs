@@ -97,8 +97,9 @@ impl Loop {
             r.errors = errors.clone();
         });
         let message = format!(
-            "revision {revision} is invalid ({} errors); {}",
+            "revision {revision} is invalid ({} error{}); {}",
             diags.len(),
+            if diags.len() == 1 { "" } else { "s" },
             match self.last_good() {
                 Some(g) => format!("still serving {g}"),
                 None => "nothing reconciled yet".to_string(),
