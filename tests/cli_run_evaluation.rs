@@ -410,3 +410,49 @@ fn a_long_evaluation_elsewhere_holds_up_no_promotion_and_no_canary() {
     });
     terminate(&mut child);
 }
+
+#[test]
+fn two_namespaces_run_the_same_evaluation_each_in_a_folder_of_its_own() {
+    let (_dir, work) = quickstart();
+    let seen = work.join("results-paths");
+    // The same model, suite and artifact in two namespaces: the same content address, run once
+    // in each (results are not reused across namespaces), each writing where it was told.
+    let team = |ns: &str| {
+        format!(
+            r#"apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: shared-model, namespace: {ns}}}
+spec:
+  owners: ["group:ml-leads"]
+  evaluations:
+    - name: holdout
+      runner:
+        local:
+          command: ["sh", "-c", "echo \"$SLIPWAY_RESULTS\" >> \"$SEEN\"; echo '{{\"metrics\": {{\"f1\": 0.9}}}}' > \"$SLIPWAY_RESULTS\""]
+          env: {{SEEN: "{}"}}
+      dataset: {{uri: "file://data/holdout.csv"}}
+      gates:
+        - {{metric: f1, op: ">=", value: 0.5}}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelVersion
+metadata: {{name: shared-model-1, namespace: {ns}}}
+spec: {{model: shared-model, version: "1", artifact: {{uri: "file://models/shared-1", digest: "sha256:6161616161616161616161616161616161616161616161616161616161616161"}}}}
+"#,
+            seen.display()
+        )
+    };
+    std::fs::write(work.join("registry/team-a.yaml"), team("team-a")).unwrap();
+    std::fs::write(work.join("registry/team-b.yaml"), team("team-b")).unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = std::fs::read_to_string(&seen).unwrap();
+    let mut paths: Vec<&str> = text.lines().collect();
+    paths.sort();
+    assert_eq!(paths.len(), 2, "one run per namespace: {paths:?}");
+    assert!(
+        paths[0].contains("/team-a/shared-model-1-holdout/")
+            && paths[1].contains("/team-b/shared-model-1-holdout/"),
+        "{paths:?}"
+    );
+}

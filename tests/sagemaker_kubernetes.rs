@@ -12,18 +12,19 @@ use support::eventually;
 use support::moto::Moto;
 use support::sagemaker::{REGISTRY, alias, counts, endpoint, history, setup};
 
-/// A real API server holding the registry with production at version 7, and `slipway
+/// A real API server holding `registry` with production at version 7, and `slipway
 /// controller` on it with the moto server's credentials; its log goes to `log`.
 fn cluster_with_controller(
     moto: &Moto,
     log: Stdio,
+    registry: &str,
 ) -> (support::apiserver::ApiServer, std::process::Child) {
     let api = support::apiserver::ApiServer::start();
     api.install_crds();
     let run = api.kubectl_stdin(
         &["apply", "-f", "-"],
         "admin",
-        &format!("{}\n{}", REGISTRY.as_str(), alias("7")),
+        &format!("{registry}\n{}", alias("7")),
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let env = moto.env();
@@ -45,8 +46,11 @@ fn the_controller_rolls_sagemaker_deployments_out_and_deletes_the_endpoint_with_
     let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("controller.log");
-    let (api, mut controller) =
-        cluster_with_controller(&moto, std::fs::File::create(&log).unwrap().into());
+    let (api, mut controller) = cluster_with_controller(
+        &moto,
+        std::fs::File::create(&log).unwrap().into(),
+        &REGISTRY,
+    );
     let get = |path: &str| {
         api.kubectl(
             &[
@@ -226,7 +230,7 @@ fn heal_in_git(moto: &Moto) -> Heal {
 }
 
 fn heal_in_cluster(moto: &Moto) -> Heal {
-    let (api, mut controller) = cluster_with_controller(moto, Stdio::null());
+    let (api, mut controller) = cluster_with_controller(moto, Stdio::null(), &REGISTRY);
     let status = || {
         let run = api.kubectl(
             &["get", "mdeploy", "pitch-frames-api", "-o", "json"],
@@ -294,5 +298,114 @@ fn both_homes_heal_a_drifted_endpoint_alike() {
     assert_eq!(
         in_git.2, in_cluster.2,
         "healed: git mode, then Kubernetes mode"
+    );
+}
+
+/// What one home showed of a refusal: the status while AWS refuses the endpoint's config (an
+/// instance type it does not know), and once the registry is fixed, the status serving.
+type Refusal = (serde_json::Value, serde_json::Value);
+
+/// The stalled status, without AWS's request id (it differs per call).
+fn stalled_facts(d: &serde_json::Value) -> serde_json::Value {
+    let mut facts = deployment_facts(d);
+    for c in facts["conditions"].as_array_mut().into_iter().flatten() {
+        if let Some(m) = c[3].as_str() {
+            c[3] = m.split(", request id").next().unwrap_or(m).into();
+        }
+    }
+    facts
+}
+
+fn stalled(d: &serde_json::Value) -> bool {
+    d["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Stalled" && c["status"] == "True")
+}
+
+fn bogus() -> String {
+    REGISTRY.replace("instanceType: ml.m5.large", "instanceType: ml.bogus.large")
+}
+
+fn refusal_in_git(moto: &Moto) -> Refusal {
+    let dir = setup("7");
+    std::fs::write(dir.path().join("registry/registry.yaml"), bogus()).unwrap();
+    let port = support::free_port();
+    let env = moto.env();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["run", "registry", "--state", "state", "--interval", "300ms"])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(dir.path())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = || {
+        let (_, body) = support::http::request(
+            "GET",
+            &format!("http://127.0.0.1:{port}/api/v1/deployments"),
+            &[],
+            "",
+        );
+        serde_json::from_str::<Vec<serde_json::Value>>(&body)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| r["name"] == "pitch-frames-api")
+            .map(|r| r["status"].clone())
+    };
+    let refused = eventually(Duration::from_secs(60), || status().filter(stalled));
+    std::fs::write(dir.path().join("registry/registry.yaml"), &*REGISTRY).unwrap();
+    let serving = eventually(Duration::from_secs(60), || {
+        status().filter(|d| d["servingVersion"] == "7" && d["endpoint"]["status"] == "InService")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    (stalled_facts(&refused), deployment_facts(&serving))
+}
+
+fn refusal_in_cluster(moto: &Moto) -> Refusal {
+    let (api, mut controller) = cluster_with_controller(moto, Stdio::null(), &bogus());
+    let status = || {
+        let run = api.kubectl(
+            &["get", "mdeploy", "pitch-frames-api", "-o", "json"],
+            "admin",
+        );
+        serde_json::from_str::<serde_json::Value>(&run.stdout)
+            .ok()
+            .map(|o| o["status"].clone())
+    };
+    let refused = eventually(Duration::from_secs(60), || status().filter(stalled));
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &REGISTRY);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let serving = eventually(Duration::from_secs(60), || {
+        status().filter(|d| d["servingVersion"] == "7" && d["endpoint"]["status"] == "InService")
+    });
+    let _ = controller.kill();
+    let _ = controller.wait();
+    (stalled_facts(&refused), deployment_facts(&serving))
+}
+
+/// The parity table's SageMaker refusal: what AWS refuses stalls the deployment in both homes
+/// with the same status (`Stalled=True`, AWS's message), and once the spec is fixed both go on
+/// to the same serving status.
+#[test]
+fn both_homes_stall_a_refused_endpoint_alike_and_go_on_once_it_is_fixed() {
+    let in_git = refusal_in_git(&Moto::start());
+    let in_cluster = refusal_in_cluster(&Moto::start());
+    let conditions = in_git.0["conditions"].to_string();
+    assert!(
+        conditions.contains("ml.bogus.large") && conditions.contains("SageMakerError"),
+        "{in_git:#?}"
+    );
+    assert_eq!(
+        in_git.0, in_cluster.0,
+        "refused: git mode, then Kubernetes mode"
+    );
+    assert_eq!(
+        in_git.1, in_cluster.1,
+        "serving: git mode, then Kubernetes mode"
     );
 }

@@ -339,3 +339,28 @@ impl SpecChanges {
         self.0.insert(uid, generation) != Some(generation)
     }
 }
+
+/// Which changes of a watched kind are someone's request — a spec change, an annotation (an
+/// operator's retry, a nudge), a deletion — rather than the controller's own status writes: by
+/// uid, a digest of the generation, annotations and deletion mark last seen. A reconcile's own
+/// writes then do not start it again; its outcome's requeue decides when it looks again.
+#[derive(Default)]
+pub struct RequestChanges(std::collections::HashMap<String, u64>);
+
+impl RequestChanges {
+    /// Whether this change of an object (or its deletion) was a request; notes it.
+    pub fn changed(&mut self, meta: &kube::api::ObjectMeta, deleted: bool) -> bool {
+        use std::hash::{Hash, Hasher};
+        let uid = meta.uid.clone().unwrap_or_default();
+        if deleted {
+            self.0.remove(&uid);
+            return true;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        meta.generation.hash(&mut h);
+        meta.annotations.hash(&mut h);
+        meta.deletion_timestamp.is_some().hash(&mut h);
+        meta.finalizers.hash(&mut h);
+        self.0.insert(uid, h.finish()) != Some(h.finish())
+    }
+}

@@ -172,11 +172,25 @@ fn aliases(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Outpu
         .for_each(counted(ctx.clone(), "aliases"))
 }
 
-/// `ModelDeployment`: a deployment follows its alias, and owns its workloads and services.
+/// `ModelDeployment`: a deployment follows its alias, and owns its workloads and services. Its
+/// own status writes do not start it again (each reconcile's outcome says when to look again; a
+/// look started by a status write it made mid-step would act on that step's intermediate state).
 fn deployments(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Output = ()> {
     let cache = &ctx.cache;
     let store = cache.deployments.store();
-    Controller::for_shared_stream(cache.deployments.changes(), cache.deployments.store())
+    let (known, seen) = (
+        cache.deployments.store(),
+        Mutex::new(super::watch::RequestChanges::default()),
+    );
+    let requested = cache.deployments.changes().filter(move |d| {
+        let gone = known.get(&ObjectRef::from_obj(&**d)).is_none();
+        let changed = seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .changed(kube::Resource::meta(&**d), gone);
+        std::future::ready(changed)
+    });
+    Controller::for_shared_stream(requested, cache.deployments.store())
         .owns_shared_stream(cache.workloads.changes())
         .owns_shared_stream(cache.services.changes())
         .watches_shared_stream(
