@@ -96,6 +96,14 @@ spec: {{model: pitch-frames, version: "8", artifact: {{uri: "s3://models/pitch-f
     )
 }
 
+/// An object's `Ready` condition (conditions are a map by type: their order is the API server's).
+fn ready(v: &Value) -> &Value {
+    v["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .unwrap_or(&Value::Null)
+}
+
 fn version(model: &str, v: &str, digest: &str) -> String {
     stored_as(model, v, digest, v)
 }
@@ -133,8 +141,8 @@ fn deployment_facts(d: &Value) -> Value {
     json!({
         "phase": d["phase"], "servingVersion": d["servingVersion"], "targetVersion": d["targetVersion"],
         "traffic": d["traffic"], "rejectedVersions": d["rejectedVersions"], "history": history,
-        "ready": d["conditions"][0]["status"], "reason": d["conditions"][0]["reason"],
-        "message": d["conditions"][0]["message"],
+        "ready": ready(d)["status"], "reason": ready(d)["reason"],
+        "message": ready(d)["message"],
     })
 }
 
@@ -151,13 +159,13 @@ fn alias_facts(a: &Value) -> Value {
         .collect();
     json!({
         "resolvedVersion": a["resolvedVersion"], "previousVersion": a["previousVersion"],
-        "history": moves, "reason": a["conditions"][0]["reason"],
-        "message": a["conditions"][0]["message"], "ready": a["conditions"][0]["status"],
+        "history": moves, "reason": ready(a)["reason"],
+        "message": ready(a)["message"], "ready": ready(a)["status"],
     })
 }
 
 fn status_facts(s: &Value) -> Value {
-    let condition = &s["conditions"][0];
+    let condition = &ready(s);
     json!({
         "phase": s["phase"], "verdict": s["verdict"], "attempts": s["attempts"],
         "metrics": s["metrics"], "baselineMetrics": s["baselineMetrics"],
@@ -235,7 +243,7 @@ fn version_facts(home: &dyn Home, name: &str, reason: &str) -> Value {
     let what = format!("version {name}");
     let read = || {
         home.version(name)
-            .map(|v| json!({"reason": v["conditions"][0]["reason"], "message": v["conditions"][0]["message"], "evaluations": v["evaluations"]}))
+            .map(|v| json!({"reason": ready(&v)["reason"], "message": ready(&v)["message"], "evaluations": v["evaluations"]}))
     };
     wait_for(home, &what, read, "reason", reason)
 }
@@ -281,7 +289,7 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     );
     t.insert("1 results API".into(), json!([again.1, unknown.1, bare.1]));
     assert_eq!(s["attempts"], 1, "{who}: {s}");
-    assert_eq!(s["conditions"][0]["reason"], "Passed", "{who}: {s}");
+    assert_eq!(ready(&s)["reason"], "Passed", "{who}: {s}");
     t.insert("1 evaluation".into(), status_facts(&s));
     let a = wait_resolved(home, "pitch-frames-production", "7");
     t.insert("1 alias".into(), alias_facts(&a));
@@ -324,7 +332,7 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         dispatches(receiver, "pitch-frames-9-holdout").is_empty(),
         "{who}: a reusable evaluation was dispatched"
     );
-    let message = s["conditions"][0]["message"].as_str().unwrap_or_default();
+    let message = ready(&s)["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("results reused from pitch-frames-8-holdout"),
         "{who}: {s}"
@@ -383,7 +391,7 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     assert_eq!(s["attempts"], 3, "{who}: {s}");
     assert_eq!(s["verdict"], "Failed", "{who}: {s}");
     assert_eq!(
-        s["conditions"][0]["message"],
+        ready(&s)["message"],
         "evaluation failed after 3 attempt(s): no results within the suite's timeout (2s)",
         "{who}: {s}"
     );
@@ -402,10 +410,7 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     assert!(!held.iter().any(|e| e == "AliasMoved"), "{who}: {held:?}");
     let a = home.alias("stalls-production").unwrap_or(Value::Null);
     assert!(a["resolvedVersion"].is_null(), "{who}: {a}");
-    assert_eq!(
-        a["conditions"][0]["reason"], "PromotionBlocked",
-        "{who}: {a}"
-    );
+    assert_eq!(ready(&a)["reason"], "PromotionBlocked", "{who}: {a}");
     t.insert("4 alias".into(), alias_facts(&a));
 
     // 5. A deployment follows production (= 9): the first version goes live at once; then
@@ -501,7 +506,8 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         "11",
     );
     assert_eq!(
-        m["conditions"][0]["message"], "5 versions, newest 11; 1 alias resolved",
+        ready(&m)["message"],
+        "5 versions, newest 11; 1 alias resolved",
         "{who}: {m}"
     );
     t.insert(
@@ -509,8 +515,8 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         json!([
             m["latestVersion"],
             m["aliases"],
-            m["conditions"][0]["reason"],
-            m["conditions"][0]["message"]
+            ready(&m)["reason"],
+            ready(&m)["message"]
         ]),
     );
 

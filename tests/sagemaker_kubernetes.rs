@@ -150,10 +150,13 @@ fn deployment_facts(d: &serde_json::Value) -> serde_json::Value {
             .collect()
     };
     let e = &d["endpoint"];
+    // Conditions are a map by type: their order is the API server's.
+    let mut conditions = list("conditions", &["type", "status", "reason", "message"]);
+    conditions.sort_by_key(|c| c[0].as_str().unwrap_or_default().to_string());
     serde_json::json!({
         "phase": d["phase"], "servingVersion": d["servingVersion"], "traffic": d["traffic"],
         "history": list("history", &["event", "traffic", "message"]),
-        "conditions": list("conditions", &["type", "status", "reason", "message"]),
+        "conditions": conditions,
         "endpoint": [&e["name"], &e["status"], &e["config"], &e["region"], &e["healingConfig"]],
         "drift": d["drift"],
     })
