@@ -184,33 +184,54 @@ fn healed(d: &serde_json::Value) -> bool {
             .any(|c| c["type"] == "OutOfSync" && c["status"] == "False")
 }
 
-fn heal_in_git(moto: &Moto) -> Heal {
-    let dir = setup("7");
+/// `slipway run` on the registry in `dir` with the moto server's credentials, every 300 ms,
+/// serving its read API; the child and the API's port.
+fn git_home(moto: &Moto, dir: &std::path::Path) -> (std::process::Child, u16) {
     let port = support::free_port();
     let env = moto.env();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+    let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args(["run", "registry", "--state", "state", "--interval", "300ms"])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
-        .current_dir(dir.path())
+        .current_dir(dir)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let status = || {
-        let (_, body) = support::http::request(
-            "GET",
-            &format!("http://127.0.0.1:{port}/api/v1/deployments"),
-            &[],
-            "",
-        );
-        serde_json::from_str::<Vec<serde_json::Value>>(&body)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|r| r["name"] == "pitch-frames-api")
-            .map(|r| r["status"].clone())
-    };
+    (child, port)
+}
+
+/// The deployment's status as git mode's read API serves it.
+fn git_status(port: u16) -> Option<serde_json::Value> {
+    let (_, body) = support::http::request(
+        "GET",
+        &format!("http://127.0.0.1:{port}/api/v1/deployments"),
+        &[],
+        "",
+    );
+    serde_json::from_str::<Vec<serde_json::Value>>(&body)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r["name"] == "pitch-frames-api")
+        .map(|r| r["status"].clone())
+}
+
+/// The deployment's status in the cluster.
+fn cluster_status(api: &support::apiserver::ApiServer) -> Option<serde_json::Value> {
+    let run = api.kubectl(
+        &["get", "mdeploy", "pitch-frames-api", "-o", "json"],
+        "admin",
+    );
+    serde_json::from_str::<serde_json::Value>(&run.stdout)
+        .ok()
+        .map(|o| o["status"].clone())
+}
+
+fn heal_in_git(moto: &Moto) -> Heal {
+    let dir = setup("7");
+    let (mut child, port) = git_home(moto, dir.path());
+    let status = || git_status(port);
     let serving = eventually(Duration::from_secs(60), || {
         status().filter(|d| d["servingVersion"] == "7" && d["endpoint"]["status"] == "InService")
     });
@@ -234,15 +255,7 @@ fn heal_in_git(moto: &Moto) -> Heal {
 
 fn heal_in_cluster(moto: &Moto) -> Heal {
     let (api, mut controller) = cluster_with_controller(moto, Stdio::null(), &REGISTRY);
-    let status = || {
-        let run = api.kubectl(
-            &["get", "mdeploy", "pitch-frames-api", "-o", "json"],
-            "admin",
-        );
-        serde_json::from_str::<serde_json::Value>(&run.stdout)
-            .ok()
-            .map(|o| o["status"].clone())
-    };
+    let status = || cluster_status(&api);
     let serving = eventually(Duration::from_secs(60), || {
         status().filter(|d| d["servingVersion"] == "7" && d["endpoint"]["status"] == "InService")
     });
@@ -334,31 +347,8 @@ fn bogus() -> String {
 fn refusal_in_git(moto: &Moto) -> Refusal {
     let dir = setup("7");
     std::fs::write(dir.path().join("registry/registry.yaml"), bogus()).unwrap();
-    let port = support::free_port();
-    let env = moto.env();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args(["run", "registry", "--state", "state", "--interval", "300ms"])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .current_dir(dir.path())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let status = || {
-        let (_, body) = support::http::request(
-            "GET",
-            &format!("http://127.0.0.1:{port}/api/v1/deployments"),
-            &[],
-            "",
-        );
-        serde_json::from_str::<Vec<serde_json::Value>>(&body)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|r| r["name"] == "pitch-frames-api")
-            .map(|r| r["status"].clone())
-    };
+    let (mut child, port) = git_home(moto, dir.path());
+    let status = || git_status(port);
     let refused = eventually(Duration::from_secs(60), || status().filter(stalled));
     std::fs::write(dir.path().join("registry/registry.yaml"), &*REGISTRY).unwrap();
     let serving = eventually(Duration::from_secs(60), || {
@@ -371,15 +361,7 @@ fn refusal_in_git(moto: &Moto) -> Refusal {
 
 fn refusal_in_cluster(moto: &Moto) -> Refusal {
     let (api, mut controller) = cluster_with_controller(moto, Stdio::null(), &bogus());
-    let status = || {
-        let run = api.kubectl(
-            &["get", "mdeploy", "pitch-frames-api", "-o", "json"],
-            "admin",
-        );
-        serde_json::from_str::<serde_json::Value>(&run.stdout)
-            .ok()
-            .map(|o| o["status"].clone())
-    };
+    let status = || cluster_status(&api);
     let refused = eventually(Duration::from_secs(60), || status().filter(stalled));
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &REGISTRY);
     assert_eq!(run.code, 0, "{}", run.stderr);
