@@ -194,21 +194,7 @@ pub fn deliver_pending(
             .unwrap_or_default();
         let mut writes = Vec::new();
         for m in messages(&channels, &entry) {
-            let (channel, outcome) = match m {
-                Ok(m) => {
-                    let d = notifier.deliver(&m);
-                    (m.channel.clone(), d)
-                }
-                Err((channel, why)) => (
-                    channel,
-                    Delivery {
-                        delivered: false,
-                        attempts: 0,
-                        status: None,
-                        error: Some(why),
-                    },
-                ),
-            };
+            let (channel, outcome) = notifier.deliver_built(m);
             let mut h = entry.clone();
             h.id = 0;
             h.at = chrono::Utc::now();
@@ -286,7 +272,28 @@ pub struct Delivery {
     pub error: Option<String>,
 }
 
+impl Delivery {
+    /// A delivery not attempted (its message could not be built, or its sender stopped), and why.
+    pub fn not_attempted(why: impl Into<String>) -> Delivery {
+        Delivery {
+            delivered: false,
+            attempts: 0,
+            status: None,
+            error: Some(why.into()),
+        }
+    }
+}
+
 impl Notifier {
+    /// Delivers a message of [`messages`], or says why it could not be built: the channel and
+    /// the delivery.
+    pub fn deliver_built(&self, m: Result<Message, (String, String)>) -> (String, Delivery) {
+        match m {
+            Ok(m) => (m.channel.clone(), self.deliver(&m)),
+            Err((channel, why)) => (channel, Delivery::not_attempted(why)),
+        }
+    }
+
     /// POSTs one message, retrying connection errors, 429 and 5xx with exponential backoff.
     pub fn deliver(&self, m: &Message) -> Delivery {
         let mut wait = self.backoff;

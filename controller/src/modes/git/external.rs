@@ -53,12 +53,7 @@ impl Reconciler<'_> {
             let delivery = match self.pool.and_then(|p| p.take(&id)) {
                 Some(Work::Dispatch(d)) => d,
                 // Not this process's: the one sending it stopped.
-                _ => Delivery {
-                    delivered: false,
-                    attempts: 0,
-                    status: None,
-                    error: Some("the process sending the request stopped".into()),
-                },
+                _ => Delivery::not_attempted("the process sending the request stopped"),
             };
             if !delivery.delivered {
                 return Ok(step::Seen::Failed(format!(

@@ -17,7 +17,7 @@ use slipway_crd::{
     RegisteredModel,
 };
 
-pub use super::watch::{Groups, Guarded, QuickBackoff, SpecChanges, Watchable, Watched, slim};
+pub use super::watch::{Changes, Groups, Guarded, QuickBackoff, Watchable, Watched, slim};
 use crate::decide::catalog::{Object, ObjectKey, Resource, View};
 
 /// Label of every object a `ModelDeployment` owns.
@@ -91,7 +91,7 @@ where
 {
     let (pending, built) = (pending.clone(), built.clone());
     let kind = Kind::parse(&K::kind(&()));
-    let mut seen = SpecChanges::default();
+    let mut seen = Changes::of_spec();
     move |event, _| {
         let (o, deleted) = match event {
             watcher::Event::Apply(o) => (o, false),

@@ -194,28 +194,16 @@ async fn messages_for(
 /// Delivers one message on a blocking thread (one refused before is not sent); returns its
 /// channel and the delivery.
 async fn deliver(m: Result<Message, (String, String)>) -> (String, Delivery) {
-    match m {
-        Ok(m) => {
-            let channel = m.channel.clone();
-            let sent = tokio::task::spawn_blocking(move || Notifier::default().deliver(&m));
-            let d = sent.await.unwrap_or_else(|e| Delivery {
-                delivered: false,
-                attempts: 0,
-                status: None,
-                error: Some(format!("delivery task failed: {e}")),
-            });
-            (channel, d)
-        }
-        Err((channel, why)) => (
-            channel,
-            Delivery {
-                delivered: false,
-                attempts: 0,
-                status: None,
-                error: Some(why),
-            },
-        ),
-    }
+    let channel = match &m {
+        Ok(m) => m.channel.clone(),
+        Err((channel, _)) => channel.clone(),
+    };
+    tokio::task::spawn_blocking(move || Notifier::default().deliver_built(m))
+        .await
+        .unwrap_or_else(|e| {
+            let why = format!("delivery task failed: {e}");
+            (channel, Delivery::not_attempted(why))
+        })
 }
 
 /// Records a delivery's outcome: a log line, the metrics and an event on `object`.

@@ -65,14 +65,12 @@ where
     };
     // A stall is written when refused for what the object is, cleared only by a success (an
     // outage or a conflict says nothing of the object).
-    let outcome = match &result {
-        Ok(_) => None,
-        Err(e) => match e.outcome() {
-            stalled @ Outcome::Stalled(_) => Some(stalled),
-            _ => return result,
-        },
+    let refused = result.as_ref().err().map(Error::outcome);
+    let stall = match &refused {
+        None => None,
+        Some(Outcome::Stalled(stall)) => Some(stall),
+        Some(_) => return result,
     };
-    let stall = outcome.as_ref().and_then(|o| o.stall());
     // Decided on the object as read: a stall written or reworded, or one of ours to clear.
     let Some(next) = stall_conditions(
         typed.conditions(),
@@ -82,10 +80,11 @@ where
     ) else {
         return result;
     };
-    let ours: Vec<&Condition> = next
-        .iter()
-        .filter(|c| c.type_ == "Stalled" && stall.is_some())
-        .collect();
+    // Only the stall is this writer's to apply; none clears it.
+    let ours: Vec<&Condition> = match stall {
+        Some(_) => next.iter().filter(|c| c.type_ == "Stalled").collect(),
+        None => Vec::new(),
+    };
     match write(&ctx, typed, &ours).await {
         Ok(()) => {
             // Once per stall and object on this replica, however stale the copy it was decided

@@ -314,53 +314,82 @@ where
     }
 }
 
-/// Which changes of a watched kind changed an object's spec: by uid, the `metadata.generation`
-/// last seen (a status write leaves it, a spec change moves it).
-#[derive(Default)]
-pub struct SpecChanges(std::collections::HashMap<String, i64>);
+/// Which watched changes of one kind a reader counts: by uid, a digest of what it compares, as
+/// last seen.
+pub struct Changes {
+    key: fn(&kube::api::ObjectMeta) -> u64,
+    seen: std::collections::HashMap<String, u64>,
+}
 
-impl SpecChanges {
-    /// Notes an object as it is now (listed); says nothing.
-    pub fn note(&mut self, meta: &kube::api::ObjectMeta) {
-        self.0.insert(
-            meta.uid.clone().unwrap_or_default(),
-            meta.generation.unwrap_or(0),
-        );
+impl Changes {
+    /// Spec changes: the `metadata.generation` (a status write leaves it, a spec change moves
+    /// it).
+    pub fn of_spec() -> Changes {
+        Changes {
+            key: |meta| meta.generation.unwrap_or(0) as u64,
+            seen: Default::default(),
+        }
     }
 
-    /// Whether this change of an object (or its deletion) changed its spec; notes it.
+    /// Someone's requests — a spec change, an annotation (an operator's retry, a nudge), a
+    /// deletion mark, a finalizer — rather than the controller's own status writes: a
+    /// reconcile's own writes then do not start it again; its outcome's requeue decides when it
+    /// looks again.
+    pub fn of_requests() -> Changes {
+        Changes {
+            key: |meta| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                meta.generation.hash(&mut h);
+                meta.annotations.hash(&mut h);
+                meta.deletion_timestamp.is_some().hash(&mut h);
+                meta.finalizers.hash(&mut h);
+                h.finish()
+            },
+            seen: Default::default(),
+        }
+    }
+
+    /// Notes an object as it is now (listed); says nothing.
+    pub fn note(&mut self, meta: &kube::api::ObjectMeta) {
+        let key = (self.key)(meta);
+        self.seen.insert(meta.uid.clone().unwrap_or_default(), key);
+    }
+
+    /// Whether this change of an object (or its deletion) is one this reader counts; notes it.
     pub fn changed(&mut self, meta: &kube::api::ObjectMeta, deleted: bool) -> bool {
         let uid = meta.uid.clone().unwrap_or_default();
         if deleted {
-            self.0.remove(&uid);
+            self.seen.remove(&uid);
             return true;
         }
-        let generation = meta.generation.unwrap_or(0);
-        self.0.insert(uid, generation) != Some(generation)
+        let key = (self.key)(meta);
+        self.seen.insert(uid, key) != Some(key)
     }
 }
 
-/// Which changes of a watched kind are someone's request — a spec change, an annotation (an
-/// operator's retry, a nudge), a deletion — rather than the controller's own status writes: by
-/// uid, a digest of the generation, annotations and deletion mark last seen. A reconcile's own
-/// writes then do not start it again; its outcome's requeue decides when it looks again.
-#[derive(Default)]
-pub struct RequestChanges(std::collections::HashMap<String, u64>);
+/// [`Changes`] of a kind's watch, told apart by its store: a change of an object the store no
+/// longer holds is its deletion.
+pub struct ChangeFilter<K: Watchable> {
+    store: Store<K>,
+    seen: std::sync::Mutex<Changes>,
+}
 
-impl RequestChanges {
-    /// Whether this change of an object (or its deletion) was a request; notes it.
-    pub fn changed(&mut self, meta: &kube::api::ObjectMeta, deleted: bool) -> bool {
-        use std::hash::{Hash, Hasher};
-        let uid = meta.uid.clone().unwrap_or_default();
-        if deleted {
-            self.0.remove(&uid);
-            return true;
+impl<K: Watchable> ChangeFilter<K> {
+    /// Counts the changes of `watched` that `changes` compares.
+    pub fn new(watched: &Watched<K>, changes: Changes) -> ChangeFilter<K> {
+        ChangeFilter {
+            store: watched.store(),
+            seen: std::sync::Mutex::new(changes),
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        meta.generation.hash(&mut h);
-        meta.annotations.hash(&mut h);
-        meta.deletion_timestamp.is_some().hash(&mut h);
-        meta.finalizers.hash(&mut h);
-        self.0.insert(uid, h.finish()) != Some(h.finish())
+    }
+
+    /// Whether this change of `o` counts; notes it.
+    pub fn counts(&self, o: &K) -> bool {
+        let gone = self.store.get(&ObjectRef::from_obj(o)).is_none();
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .changed(o.meta(), gone)
     }
 }

@@ -2,8 +2,8 @@
 //! reconciler in a file of its own ([`super::aliases`], [`super::approvals`], [`super::models`],
 //! [`super::deployments`], [`super::evaluations`], [`super::sagemaker`]).
 
-use super::watch::SpecChanges;
-use std::sync::{Arc, Mutex};
+use super::watch::{ChangeFilter, Changes};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::Api;
@@ -178,18 +178,11 @@ fn aliases(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Outpu
 fn deployments(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Output = ()> {
     let cache = &ctx.cache;
     let store = cache.deployments.store();
-    let (known, seen) = (
-        cache.deployments.store(),
-        Mutex::new(super::watch::RequestChanges::default()),
-    );
-    let requested = cache.deployments.changes().filter(move |d| {
-        let gone = known.get(&ObjectRef::from_obj(&**d)).is_none();
-        let changed = seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .changed(kube::Resource::meta(&**d), gone);
-        std::future::ready(changed)
-    });
+    let requests = ChangeFilter::new(&cache.deployments, Changes::of_requests());
+    let requested = cache
+        .deployments
+        .changes()
+        .filter(move |d| std::future::ready(requests.counts(d)));
     Controller::for_shared_stream(requested, cache.deployments.store())
         .owns_shared_stream(cache.workloads.changes())
         .owns_shared_stream(cache.services.changes())
@@ -231,19 +224,14 @@ fn deployments(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<O
 /// writes.
 fn versions(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Output = ()> {
     let cache = &ctx.cache;
-    let (version_cache, models) = (cache.clone(), cache.models.store());
-    let model_specs = Mutex::new(SpecChanges::default());
+    let version_cache = cache.clone();
+    let model_specs = ChangeFilter::new(&cache.models, Changes::of_spec());
     Controller::for_shared_stream(cache.versions.changes(), cache.versions.store())
         .owns_shared_stream(cache.evaluations.changes())
         .watches_shared_stream(
             cache.models.changes(),
             move |m: Arc<Guarded<slipway_crd::RegisteredModel>>| {
-                let gone = models.get(&ObjectRef::from_obj(&*m)).is_none();
-                let changed = model_specs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .changed(kube::Resource::meta(&*m), gone);
-                if !changed {
+                if !model_specs.counts(&m) {
                     return Vec::new();
                 }
                 let ns = m.namespace().unwrap_or_else(|| "default".into());
@@ -296,15 +284,11 @@ fn models(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Output
         .watches_shared_stream(cache.versions.changes(), {
             // Only a version's creation, spec change or deletion changes its model's summary —
             // not its status writes (2,000 of them while a namespace converges).
-            let (store, seen) = (cache.versions.store(), Mutex::new(SpecChanges::default()));
+            let specs = ChangeFilter::new(&cache.versions, Changes::of_spec());
             move |v: Arc<Guarded<slipway_crd::ModelVersion>>| {
                 let Ok(version) = &v.0 else { return None };
-                let gone = store.get(&ObjectRef::from_obj(&*v)).is_none();
-                let changed = seen
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .changed(&version.metadata, gone);
-                changed
+                specs
+                    .counts(&v)
                     .then(|| model_of(version.namespace(), &version.spec.model))
                     .flatten()
             }
