@@ -5,6 +5,10 @@
 
 use std::time::Instant;
 
+/// The allocator of the `slipway` binary, so that decisions are timed as it makes them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use slipway::decide::catalog::results::{self, Results};
 use slipway::decide::catalog::{Catalog, Resource, load_files};
 use slipway::decide::policy::approvals::SignOffs;
@@ -27,7 +31,7 @@ fn main() {
     let (objects, _) = load_files(&result_files);
     let mut results = Results::default();
     results.add(objects.iter().filter_map(|o| match &o.resource {
-        Resource::Evaluation(e) => Some(e),
+        Resource::Evaluation(e) => Some(&**e),
         _ => None,
     }));
     let model = "pitch-frame-classifier";

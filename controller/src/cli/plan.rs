@@ -88,7 +88,7 @@ fn read_results(from: Option<&str>, head: &Catalog) -> anyhow::Result<(Results, 
             results.add_judging(
                 head,
                 objects.iter().filter_map(|o| match &o.resource {
-                    Resource::Evaluation(e) => Some(e),
+                    Resource::Evaluation(e) => Some(&**e),
                     _ => None,
                 }),
             );

@@ -54,6 +54,8 @@ pub struct CompiledExpr {
     pub program: Program,
     /// Outermost chains (`candidate.metrics.f1`, `current`…).
     reads: Vec<Read>,
+    /// The variables some chain reads below (a bare read of one of them adds nothing).
+    roots: HashSet<String>,
 }
 
 impl std::fmt::Debug for CompiledExpr {
@@ -80,7 +82,17 @@ pub fn compile(source: &str) -> Result<CompiledExpr, String> {
         problems.dedup();
         return Err(problems.join("; "));
     }
-    Ok(CompiledExpr { program, reads })
+    // A bare variable that is an object adds nothing when a chain below it is read too.
+    let roots = reads
+        .iter()
+        .filter(|r| !matches!(r.expr.expr, Expr::Ident(_)))
+        .filter_map(|r| chain_root(&r.expr, &[]).map(str::to_string))
+        .collect();
+    Ok(CompiledExpr {
+        program,
+        reads,
+        roots,
+    })
 }
 
 /// Condenses the parser's report (`ERROR: <input>:1:20: Syntax error: … | source | ^`) to its first problem.
@@ -260,23 +272,10 @@ pub fn read_values(
     let mut values = BTreeMap::new();
     let mut missing = Vec::new();
     let mut seen = HashSet::new();
-    // A bare variable that is an object adds nothing when a chain below it is read too.
-    let roots: HashSet<String> = compiled
-        .reads
-        .iter()
-        .filter(|r| !matches!(r.expr.expr, Expr::Ident(_)))
-        .filter_map(|r| chain_root(&r.expr, &[]).map(str::to_string))
-        .collect();
+    let roots = &compiled.roots;
     for read in &compiled.reads {
         match &read.scope {
-            None => read_one(
-                &read.expr,
-                ctx,
-                &roots,
-                &mut seen,
-                &mut values,
-                &mut missing,
-            ),
+            None => read_one(&read.expr, ctx, roots, &mut seen, &mut values, &mut missing),
             Some((range, var)) => {
                 let elements = match ctx.resolve(range) {
                     Ok(Value::List(items)) => items.iter().cloned().collect::<Vec<_>>(),
@@ -289,7 +288,7 @@ pub fn read_values(
                     read_one(
                         &read.expr,
                         &inner,
-                        &roots,
+                        roots,
                         &mut seen,
                         &mut values,
                         &mut missing,
@@ -350,7 +349,13 @@ fn read_one(
 fn summarize(v: &Value) -> serde_json::Value {
     const LIMIT: usize = 240;
     let json = v.json().unwrap_or(serde_json::Value::Null);
-    if json.to_string().len() <= LIMIT {
+    let short = match &json {
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => true,
+        // Quotes and escapes: a string of up to a third of the limit is surely short.
+        serde_json::Value::String(s) => s.len() <= LIMIT / 3,
+        _ => false,
+    };
+    if short || json.to_string().len() <= LIMIT {
         return json;
     }
     match json {

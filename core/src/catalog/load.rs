@@ -324,14 +324,20 @@ fn typed_resource(
     check: SchemaCheck,
 ) -> Result<Resource, Vec<Diagnostic>> {
     let resource = match kind {
-        Kind::RegisteredModel => typed(origin, kind, d).map(Resource::RegisteredModel),
-        Kind::ModelVersion => typed(origin, kind, d).map(Resource::ModelVersion),
-        Kind::ModelAlias => typed(origin, kind, d).map(Resource::ModelAlias),
-        Kind::Evaluation => typed(origin, kind, d).map(Resource::Evaluation),
-        Kind::ModelDeployment => typed(origin, kind, d).map(Resource::ModelDeployment),
-        Kind::PromotionPolicy => typed(origin, kind, d).map(Resource::PromotionPolicy),
-        Kind::Approval => typed(origin, kind, d).map(Resource::Approval),
-        Kind::Group => typed(origin, kind, d).map(Resource::Group),
+        Kind::RegisteredModel => {
+            typed(origin, kind, d).map(|o| Resource::RegisteredModel(Arc::new(o)))
+        }
+        Kind::ModelVersion => typed(origin, kind, d).map(|o| Resource::ModelVersion(Arc::new(o))),
+        Kind::ModelAlias => typed(origin, kind, d).map(|o| Resource::ModelAlias(Arc::new(o))),
+        Kind::Evaluation => typed(origin, kind, d).map(|o| Resource::Evaluation(Arc::new(o))),
+        Kind::ModelDeployment => {
+            typed(origin, kind, d).map(|o| Resource::ModelDeployment(Arc::new(o)))
+        }
+        Kind::PromotionPolicy => {
+            typed(origin, kind, d).map(|o| Resource::PromotionPolicy(Arc::new(o)))
+        }
+        Kind::Approval => typed(origin, kind, d).map(|o| Resource::Approval(Arc::new(o))),
+        Kind::Group => typed(origin, kind, d).map(|o| Resource::Group(Arc::new(o))),
     };
     match (resource, check) {
         (Ok(r), _) => Ok(r),

@@ -352,7 +352,7 @@ impl Catalog {
                         && d.spec.model == model
                         && d.spec.alias.as_deref() == Some(alias) =>
                 {
-                    Some(d)
+                    Some(&**d)
                 }
                 _ => None,
             })

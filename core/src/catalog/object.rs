@@ -14,25 +14,26 @@ use crate::diagnostics::{Category, Diagnostic, FieldPath};
 /// Namespace of objects that do not name one.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// One typed Slipway object.
+/// One typed Slipway object. Shared: in a cluster the catalog holds the very objects the
+/// watches hold (one copy of each in memory, not two).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resource {
     /// A `RegisteredModel`.
-    RegisteredModel(RegisteredModel),
+    RegisteredModel(Arc<RegisteredModel>),
     /// A `ModelVersion`.
-    ModelVersion(ModelVersion),
+    ModelVersion(Arc<ModelVersion>),
     /// A `ModelAlias`.
-    ModelAlias(ModelAlias),
+    ModelAlias(Arc<ModelAlias>),
     /// An `Evaluation`.
-    Evaluation(Evaluation),
+    Evaluation(Arc<Evaluation>),
     /// A `ModelDeployment`.
-    ModelDeployment(ModelDeployment),
+    ModelDeployment(Arc<ModelDeployment>),
     /// A `PromotionPolicy`.
-    PromotionPolicy(PromotionPolicy),
+    PromotionPolicy(Arc<PromotionPolicy>),
     /// An `Approval`.
-    Approval(Approval),
+    Approval(Arc<Approval>),
     /// A `Group`.
-    Group(Group),
+    Group(Arc<Group>),
 }
 
 impl Resource {

@@ -105,7 +105,7 @@ impl Results {
         next.add_judging(
             catalog,
             catalog.objects().iter().filter_map(|o| match &o.resource {
-                crate::catalog::Resource::Evaluation(e) if wanted(e) => Some(e),
+                crate::catalog::Resource::Evaluation(e) if wanted(e) => Some(&**e),
                 _ => None,
             }),
         );

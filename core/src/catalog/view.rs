@@ -31,7 +31,7 @@ impl View {
         results.add_judging(
             &catalog,
             catalog.objects().iter().filter_map(|o| match &o.resource {
-                Resource::Evaluation(e) => Some(e),
+                Resource::Evaluation(e) => Some(&**e),
                 _ => None,
             }),
         );
@@ -133,7 +133,7 @@ mod tests {
         };
         let mut other = eight.clone();
         if let crate::catalog::Resource::ModelVersion(v) = &mut other.resource {
-            v.spec.artifact.digest = format!("sha256:{}", "e".repeat(64));
+            Arc::make_mut(v).spec.artifact.digest = format!("sha256:{}", "e".repeat(64));
         }
         let view = View::of(objects);
         assert_eq!(results(&view), 1, "the recorded result judges version 8");

@@ -14,7 +14,7 @@ fn inputs(results_yaml: Option<&str>, approvers: &[&str]) -> PlanInputs {
     if let Some(r) = results_yaml {
         let cat = catalog(&format!("{}\n---\n{r}", registry("1")));
         results.add(cat.objects().iter().filter_map(|o| match &o.resource {
-            Resource::Evaluation(e) => Some(e),
+            Resource::Evaluation(e) => Some(&**e),
             _ => None,
         }));
     }

@@ -17,7 +17,7 @@ fn decide(results_yaml: &str, reviews: &[(&str, &str)], author: &str) -> Decisio
     if !results_yaml.is_empty() {
         let res = catalog(&format!("{}\n---\n{results_yaml}", registry("1")));
         results.add(res.objects().iter().filter_map(|o| match &o.resource {
-            Resource::Evaluation(e) => Some(e),
+            Resource::Evaluation(e) => Some(&**e),
             _ => None,
         }));
     }

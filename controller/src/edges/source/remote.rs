@@ -1,6 +1,6 @@
 //! A git repository as the source of `slipway run`: fetched into a bare mirror in the state
-//! folder, each new commit checked out into its own folder (evaluation jobs and model servers run
-//! from it).
+//! folder; the catalog is read from git objects, and a commit is checked out into a folder of
+//! its own only when something runs from it (a local evaluation job or model server).
 //!
 //! Fetching runs the `git` executable (as Argo CD does), so every transport and credential setup
 //! the user's git already has works unchanged: `https://` with credential helpers or `GIT_ASKPASS`,
@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use git2::Repository;
@@ -36,8 +37,84 @@ pub struct Snapshot {
     pub revision: Revision,
     /// The registry's files at that commit.
     pub files: Vec<SourceFile>,
-    /// A checkout of the commit's registry folder.
-    pub root: PathBuf,
+    /// The commit's registry folder on disk, checked out when first asked for.
+    pub root: Root,
+}
+
+/// Where a revision's files are on disk, for what runs from them (local evaluation jobs and
+/// model servers): a folder source's own folder, or a commit checked out the first time one of
+/// them asks — a pass that runs nothing locally writes no file (checking out a large
+/// registry's thousands of files was most of a first pass).
+#[derive(Clone, Debug)]
+pub struct Root(Arc<Place>);
+
+#[derive(Debug)]
+enum Place {
+    Folder(PathBuf),
+    Commit {
+        mirror: PathBuf,
+        commit: String,
+        checkouts: PathBuf,
+        subdir: String,
+        done: OnceLock<Result<PathBuf, String>>,
+    },
+}
+
+impl Root {
+    /// A folder that is the registry as it is.
+    pub fn folder(path: &Path) -> Root {
+        Root(Arc::new(Place::Folder(path.to_path_buf())))
+    }
+
+    /// The folder, checking the commit out first when this is its first use (once per commit:
+    /// an earlier pass's or process's complete checkout is used as it is).
+    pub fn path(&self) -> Result<PathBuf, String> {
+        match &*self.0 {
+            Place::Folder(p) => Ok(p.clone()),
+            Place::Commit {
+                mirror,
+                commit,
+                checkouts,
+                subdir,
+                done,
+            } => done
+                .get_or_init(|| {
+                    let dir = check_out(mirror, commit, checkouts).map_err(|e| {
+                        format!(
+                            "cannot check out commit {} of the source: {e}",
+                            &commit[..12.min(commit.len())]
+                        )
+                    })?;
+                    Ok(if subdir.is_empty() {
+                        dir
+                    } else {
+                        dir.join(subdir)
+                    })
+                })
+                .clone(),
+        }
+    }
+}
+
+/// Checks `commit` out of the bare `mirror` into `checkouts/COMMIT` unless it is there.
+fn check_out(mirror: &Path, commit: &str, checkouts: &Path) -> Result<PathBuf, GitError> {
+    let io = |e: std::io::Error| GitError::Other(git2::Error::from_str(&e.to_string()));
+    let dir = checkouts.join(commit);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let tmp = checkouts.join(format!("{commit}.partial"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io)?;
+    let repo = Repository::open_bare(mirror)?;
+    let commit = repo.find_commit(git2::Oid::from_str(commit)?)?;
+    repo.checkout_tree(
+        commit.as_object(),
+        Some(CheckoutBuilder::new().force().target_dir(&tmp)),
+    )?;
+    // Renamed into place only when complete, so a crash never leaves half a checkout.
+    std::fs::rename(&tmp, &dir).map_err(io)?;
+    Ok(dir)
 }
 
 impl Remote {
@@ -65,27 +142,13 @@ impl Remote {
         let git = GitRepo::from_repository(repo, &redact(&self.url));
         let revision = git.resolve(&format!("refs/remotes/origin/{}", self.reference))?;
         let files = git.read(&revision, &self.subdir)?;
-        let dir = self.checkouts.join(&revision.commit);
-        if !dir.is_dir() {
-            let tmp = self.checkouts.join(format!("{}.partial", revision.commit));
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp)
-                .map_err(|e| GitError::Other(git2::Error::from_str(&e.to_string())))?;
-            let repo = git.repository();
-            let commit = repo.find_commit(git2::Oid::from_str(&revision.commit)?)?;
-            repo.checkout_tree(
-                commit.as_object(),
-                Some(CheckoutBuilder::new().force().target_dir(&tmp)),
-            )?;
-            // Renamed into place only when complete, so a crash never leaves half a checkout.
-            std::fs::rename(&tmp, &dir)
-                .map_err(|e| GitError::Other(git2::Error::from_str(&e.to_string())))?;
-        }
-        let root = if self.subdir.is_empty() {
-            dir
-        } else {
-            dir.join(&self.subdir)
-        };
+        let root = Root(Arc::new(Place::Commit {
+            mirror: self.mirror.clone(),
+            commit: revision.commit.clone(),
+            checkouts: self.checkouts.clone(),
+            subdir: self.subdir.clone(),
+            done: OnceLock::new(),
+        }));
         Ok(Snapshot {
             revision,
             files,

@@ -129,20 +129,22 @@ impl Reconciler<'_> {
         }
         let spec = task.runner.local.clone();
         let kinds = task.runner.set_variants().join(", ");
-        let root = self.root.to_path_buf();
+        let root = self.root.clone();
         let timeout = lifecycle::timeout(task.timeout.as_deref());
         Ok(move || {
             let mut runs = Vec::new();
             for (role, key, version, env, work_dir) in wanted {
                 let outcome = match &spec {
-                    Some(spec) => local::run(&local::Job {
-                        spec,
-                        root: &root,
-                        work_dir,
-                        env,
-                        timeout,
-                    })
-                    .map_err(|e| e.to_string()),
+                    Some(spec) => root.path().and_then(|root| {
+                        local::run(&local::Job {
+                            spec,
+                            root: &root,
+                            work_dir,
+                            env,
+                            timeout,
+                        })
+                        .map_err(|e| e.to_string())
+                    }),
                     None => Err(format!(
                         "the {kinds} runner does not run in git mode yet; use a local runner"
                     )),

@@ -103,8 +103,9 @@ impl PassReport {
 pub struct Reconciler<'a> {
     /// The state store.
     pub store: &'a Store,
-    /// The registry folder (evaluation jobs run relative to it).
-    pub root: &'a Path,
+    /// The registry folder (evaluation jobs run relative to it; a commit is checked out when a
+    /// job first needs it).
+    pub root: &'a crate::edges::source::remote::Root,
     /// The state folder (reports and job folders go under it).
     pub state_dir: &'a Path,
     /// The source revision being reconciled (a git commit, or `folder`).

@@ -103,7 +103,7 @@ impl Fixture {
             pool: None,
             statuses: Default::default(),
             store: &self.store,
-            root: self.root.path(),
+            root: &crate::edges::source::remote::Root::folder(self.root.path()),
             state_dir: self.state.path(),
             revision: "r1".into(),
             now: &now,

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use super::cache::Guarded;
 use chrono::Utc;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::json;
 use slipway_crd::ModelAlias;
@@ -19,7 +19,7 @@ use crate::decide::promotion::{AliasFacts, AliasOutcome, Promotion, alias_step, 
 use super::context::{Context, Error, apply_status};
 
 pub(super) async fn reconcile_alias(
-    guarded: Arc<DeserializeGuard<ModelAlias>>,
+    guarded: Arc<Guarded<ModelAlias>>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
     let alias = match &guarded.0 {

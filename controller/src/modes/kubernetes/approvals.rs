@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use super::cache::Guarded;
 use chrono::Utc;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::json;
 
@@ -13,7 +13,7 @@ use super::context::{Context, Error};
 
 /// An `Approval`'s status records when it was admitted.
 pub(super) async fn reconcile_approval(
-    guarded: Arc<DeserializeGuard<slipway_crd::Approval>>,
+    guarded: Arc<Guarded<slipway_crd::Approval>>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
     let Ok(approval) = &guarded.0 else {
@@ -51,9 +51,9 @@ pub(super) async fn reconcile_approval(
 
 #[cfg(test)]
 mod tests {
+    use super::super::cache::Guarded;
     use super::*;
     use crate::modes::kubernetes::mock;
-    use kube::core::DeserializeGuard;
     use serde_json::Value;
 
     fn approval(status: Value) -> Value {
@@ -67,11 +67,10 @@ mod tests {
         })
     }
 
-    fn guarded(status: Value) -> Arc<DeserializeGuard<slipway_crd::Approval>> {
-        Arc::new(DeserializeGuard(Ok(serde_json::from_value(approval(
-            status,
+    fn guarded(status: Value) -> Arc<Guarded<slipway_crd::Approval>> {
+        Arc::new(Guarded::typed(
+            serde_json::from_value(approval(status)).unwrap(),
         ))
-        .unwrap())))
     }
 
     #[tokio::test]

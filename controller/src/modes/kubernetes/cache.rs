@@ -84,7 +84,7 @@ fn recorder<K>(
     pending: &Arc<Mutex<Pending>>,
     built: &Arc<Mutex<HashMap<String, Arc<View>>>>,
     invalidates: Invalidates,
-    resource: fn(K) -> Resource,
+    resource: fn(Arc<K>) -> Resource,
 ) -> impl FnMut(&watcher::Event<Guarded<K>>, &Store<Guarded<K>>) + Send + 'static
 where
     K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
@@ -154,7 +154,11 @@ struct CatalogWatches<'a> {
 
 impl CatalogWatches<'_> {
     /// The watch of one catalog kind, recording its changes for the namespaces' views.
-    fn start<K>(&self, invalidates: Invalidates, resource: fn(K) -> Resource) -> Watched<Guarded<K>>
+    fn start<K>(
+        &self,
+        invalidates: Invalidates,
+        resource: fn(Arc<K>) -> Resource,
+    ) -> Watched<Guarded<K>>
     where
         K: Watchable + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     {
@@ -169,7 +173,7 @@ impl CatalogWatches<'_> {
     fn start_grouped<K>(
         &self,
         invalidates: Invalidates,
-        resource: fn(K) -> Resource,
+        resource: fn(Arc<K>) -> Resource,
         groups: &Arc<Groups>,
         group: fn(&Guarded<K>) -> Option<String>,
     ) -> Watched<Guarded<K>>
@@ -364,14 +368,14 @@ impl Cache {
         self.aliases
             .named(ns, &self.alias_groups.names(ns, model))
             .into_iter()
-            .filter_map(|a| a.0.as_ref().ok().cloned())
+            .filter_map(|a| a.0.as_deref().ok().cloned())
             .filter(|a| a.spec.model == model)
             .collect()
     }
 
     /// The `Approval`s of `ns`.
     pub fn approvals_in(&self, ns: &str) -> Vec<Approval> {
-        self.approvals.typed(ns, |a| Some(a.clone()))
+        self.approvals.typed(ns, |a| Some(Approval::clone(a)))
     }
 
     /// The names of the `ModelVersion`s of `model` in `ns`.

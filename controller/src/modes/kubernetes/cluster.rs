@@ -2,9 +2,11 @@
 //! the watches cannot answer (a namespace outside the watched one, or a refusal to be checked
 //! against the latest objects).
 
+use std::sync::Arc;
+
+use super::cache::Guarded;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::core::DeserializeGuard;
 use slipway_crd::{
     Approval, Evaluation, ModelAlias, ModelDeployment, ModelVersion, PromotionPolicy,
     RegisteredModel,
@@ -26,14 +28,14 @@ impl ClusterReader {
 
     /// The objects of a kind in `ns` that parse as their type (one that does not is left out, as
     /// the watches leave it out, rather than failing the whole list).
-    async fn list<K>(&self, ns: &str) -> Result<Vec<K>, kube::Error>
+    async fn list<K>(&self, ns: &str) -> Result<Vec<Arc<K>>, kube::Error>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let api: Api<DeserializeGuard<K>> = Api::namespaced(self.client.clone(), ns);
+        let api: Api<Guarded<K>> = Api::namespaced(self.client.clone(), ns);
         Ok(api
             .list(&ListParams::default())
             .await?
@@ -46,7 +48,7 @@ impl ClusterReader {
     /// The namespace's models, versions, aliases, evaluations, deployments and policies as a
     /// view, and its approvals.
     pub async fn read(&self, ns: &str) -> Result<(View, Vec<Approval>), kube::Error> {
-        fn of<K>(items: Vec<K>, to: fn(K) -> Resource) -> impl Iterator<Item = Object> {
+        fn of<K>(items: Vec<Arc<K>>, to: fn(Arc<K>) -> Resource) -> impl Iterator<Item = Object> {
             items
                 .into_iter()
                 .filter_map(move |k| Object::from_cluster(to(k)))
@@ -67,6 +69,7 @@ impl ClusterReader {
             .chain(of(deployments, Resource::ModelDeployment))
             .chain(of(policies, Resource::PromotionPolicy))
             .collect();
+        let approvals = approvals.into_iter().map(Arc::unwrap_or_clone).collect();
         Ok((View::of(objects), approvals))
     }
 }

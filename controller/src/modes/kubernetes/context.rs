@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
@@ -23,7 +22,7 @@ pub struct Context {
     /// Watched objects and catalogs.
     pub cache: Arc<super::cache::Cache>,
     /// Publishes events.
-    pub recorder: Recorder,
+    pub recorder: Arc<super::recorder::Recorder>,
     /// Where evaluation Jobs post their results (the controller's HTTP address as pods see it).
     pub results_url: String,
     /// The operator's bounds, checked again before acting on an object.
@@ -211,22 +210,15 @@ pub(super) async fn send<K: Resource<DynamicType = ()>>(
     } else {
         tracing::info!(reason, object = %regarding, "{note}");
     }
-    let event = Event {
-        type_: if what.is_warning() {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
+    let type_ = if what.is_warning() {
+        super::recorder::Type::Warning
+    } else {
+        super::recorder::Type::Normal
     };
     // Sent in the background: a reconcile's slot is not held for a request nobody waits on.
     let (recorder, reference) = (ctx.recorder.clone(), object.object_ref(&()));
-    let reason = reason.to_string();
     tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
+        if let Err(e) = recorder.publish(&reference, type_, reason, &note).await {
             tracing::warn!(error = %e, reason, "cannot publish event");
         }
     });

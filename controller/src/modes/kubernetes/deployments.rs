@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cache::Guarded;
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::json;
 use slipway_crd::ModelDeployment;
@@ -115,7 +115,7 @@ pub(super) fn desired_version(ctx: &Context, md: &ModelDeployment) -> Option<Str
 }
 
 pub(super) async fn reconcile_deployment(
-    guarded: Arc<DeserializeGuard<ModelDeployment>>,
+    guarded: Arc<Guarded<ModelDeployment>>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
     let md = match &guarded.0 {

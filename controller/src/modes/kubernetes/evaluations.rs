@@ -7,11 +7,11 @@
 use crate::decide::events::Event as Happened;
 use std::sync::Arc;
 
+use super::cache::Guarded;
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::json;
 use slipway_crd::evaluation::EvaluationPhase;
@@ -183,7 +183,7 @@ async fn dispatch(
 }
 
 /// Why an evaluation cannot run in a cluster at all, if it cannot.
-fn cannot_run(ctx: &Context, e: &Evaluation) -> Option<String> {
+fn cannot_run(ctx: &Context, e: &Arc<Evaluation>) -> Option<String> {
     if e.spec.runner.kubernetes.is_none() && e.spec.runner.webhook.is_none() {
         return Some(
             "the local runner runs only in git mode (`slipway run`): give this suite a \
@@ -200,7 +200,7 @@ fn cannot_run(ctx: &Context, e: &Evaluation) -> Option<String> {
 /// (`webhook` runner): observe (the attempt in flight, earlier results, whether it can run
 /// here) → [`step::step`] → carry out (token, Job or request) → write the status → announce.
 pub async fn reconcile_evaluation(
-    guarded: Arc<DeserializeGuard<Evaluation>>,
+    guarded: Arc<Guarded<Evaluation>>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
     let Ok(e) = &guarded.0 else {
@@ -262,7 +262,7 @@ pub async fn reconcile_evaluation(
         apply_status(&api, &name, s).await?;
     }
     for note in next.notes {
-        publish(&ctx, e, note.event, note.message).await;
+        publish(&ctx, &**e, note.event, note.message).await;
     }
     Ok(next
         .wait

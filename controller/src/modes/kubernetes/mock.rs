@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
 
@@ -65,7 +64,7 @@ impl ApiServer {
 }
 
 /// A client whose requests reach the returned [`ApiServer`].
-fn client() -> (kube::Client, ApiServer) {
+pub(super) fn client() -> (kube::Client, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     (kube::Client::new(service, "default"), ApiServer(handle))
 }
@@ -104,13 +103,11 @@ fn idle_cache() -> Arc<super::cache::Cache> {
 pub(super) fn context() -> (Arc<Context>, ApiServer) {
     let (client, server) = client();
     let ctx = Context {
-        recorder: Recorder::new(
+        recorder: Arc::new(super::recorder::Recorder::new(
             client.clone(),
-            Reporter {
-                controller: super::context::MANAGER.into(),
-                instance: Some("test".into()),
-            },
-        ),
+            super::context::MANAGER,
+            "test",
+        )),
         client,
         cache: idle_cache(),
         results_url: "http://127.0.0.1:1".into(),

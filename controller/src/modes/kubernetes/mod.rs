@@ -15,6 +15,7 @@ pub mod metrics;
 mod mock;
 pub mod models;
 pub mod notify;
+pub mod recorder;
 pub mod results;
 pub mod sagemaker;
 pub mod stall;

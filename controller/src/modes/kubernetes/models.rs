@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use super::cache::Guarded;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 
@@ -13,7 +13,7 @@ use super::context::{Context, Error, apply_status};
 
 /// A `RegisteredModel`'s status: its newest version and where its aliases resolve.
 pub(super) async fn reconcile_model(
-    guarded: Arc<DeserializeGuard<slipway_crd::RegisteredModel>>,
+    guarded: Arc<Guarded<slipway_crd::RegisteredModel>>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
     let Ok(model) = &guarded.0 else {
@@ -43,6 +43,6 @@ pub(super) async fn reconcile_model(
 pub(super) fn model_of(
     ns: Option<String>,
     spec_model: &str,
-) -> Option<ObjectRef<DeserializeGuard<slipway_crd::RegisteredModel>>> {
+) -> Option<ObjectRef<Guarded<slipway_crd::RegisteredModel>>> {
     Some(ObjectRef::new(spec_model).within(&ns.unwrap_or_else(|| "default".into())))
 }

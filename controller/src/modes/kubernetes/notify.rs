@@ -9,10 +9,10 @@ use crate::decide::events::Event as Happened;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::recorder::Type;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::Resource;
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType};
 use slipway_crd::common::SecretRef;
 use slipway_crd::registered_model::Notification;
 
@@ -233,18 +233,12 @@ async fn record_delivery(
     tracing::info!(channel = %channel, event = %entry.event, delivered = d.delivered, "{note}");
     ctx.metrics.happened(reason);
     ctx.metrics.delivered(d.delivered);
-    let event = Event {
-        type_: if d.delivered {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason: reason.into(),
-        note: Some(note),
-        action: "Notify".into(),
-        secondary: None,
+    let type_ = if d.delivered {
+        Type::Normal
+    } else {
+        Type::Warning
     };
-    if let Err(e) = ctx.recorder.publish(&event, object).await {
+    if let Err(e) = ctx.recorder.publish(object, type_, reason, &note).await {
         tracing::warn!(error = %e, "cannot publish event");
     }
 }

@@ -60,7 +60,7 @@ where
 {
     let result = reconcile(object.clone(), ctx.clone()).await;
     // An object that cannot be read has no status to write to (the reconciler logged it).
-    let Ok(typed) = &object.0 else {
+    let Ok(typed) = object.0.as_deref() else {
         return result;
     };
     // A stall is written when refused for what the object is, cleared only by a success (an
@@ -140,9 +140,9 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::super::cache::Guarded;
     use super::*;
     use crate::modes::kubernetes::mock;
-    use kube::core::DeserializeGuard;
     use serde_json::Value;
     use slipway_crd::ModelDeployment;
 
@@ -158,7 +158,7 @@ mod tests {
 
     fn guarded(conditions: Value) -> Arc<Guarded<ModelDeployment>> {
         let md: ModelDeployment = serde_json::from_value(deployment(conditions)).unwrap();
-        Arc::new(DeserializeGuard(Ok(md)))
+        Arc::new(Guarded::typed(md))
     }
 
     async fn refused(_: Arc<Guarded<ModelDeployment>>, _: Arc<Context>) -> Result<Requeue, Error> {

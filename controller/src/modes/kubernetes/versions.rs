@@ -4,10 +4,10 @@
 use crate::decide::events::Event as Happened;
 use std::sync::Arc;
 
+use super::cache::Guarded;
 use chrono::Utc;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use serde_json::json;
 use slipway_crd::{Evaluation, ModelVersion};
@@ -22,7 +22,7 @@ use super::context::owner;
 /// A `ModelVersion` gets one `Evaluation` per suite of its model, against the baseline the suite
 /// names as resolved now.
 pub async fn reconcile_version(
-    guarded: Arc<DeserializeGuard<ModelVersion>>,
+    guarded: Arc<Guarded<ModelVersion>>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
     let Ok(version) = &guarded.0 else {

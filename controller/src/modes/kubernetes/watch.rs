@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::broadcast;
@@ -81,8 +83,63 @@ impl<K> Watchable for K where
 {
 }
 
-/// A guarded object: the typed object, or why the stored one does not parse as its type.
-pub type Guarded<K> = DeserializeGuard<K>;
+/// A guarded object: the typed object, or why the stored one does not parse as its type (as
+/// kube's `DeserializeGuard`, whose object this is). The typed object is behind an `Arc` so
+/// that the namespaces' catalogs hold the very object the watch holds, not a copy of it.
+#[derive(Clone, Debug)]
+pub struct Guarded<K>(pub Result<Arc<K>, InvalidObject>);
+
+impl<K> Guarded<K> {
+    /// A guarded object that parsed.
+    pub fn typed(k: K) -> Guarded<K> {
+        Guarded(Ok(Arc::new(k)))
+    }
+}
+
+impl<'de, K> serde::Deserialize<'de> for Guarded<K>
+where
+    K: serde::Deserialize<'de> + kube::Resource,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DeserializeGuard::<K>::deserialize(d).map(|g| Guarded(g.0.map(Arc::new)))
+    }
+}
+
+impl<K: kube::Resource + Clone> kube::Resource for Guarded<K> {
+    type DynamicType = K::DynamicType;
+    type Scope = K::Scope;
+
+    fn kind(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn plural(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        match &self.0 {
+            Ok(k) => k.meta(),
+            Err(e) => &e.metadata,
+        }
+    }
+
+    /// Only the watch writes (it slims objects as they arrive, before anyone shares them).
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match &mut self.0 {
+            Ok(k) => Arc::make_mut(k).meta_mut(),
+            Err(e) => &mut e.metadata,
+        }
+    }
+}
 
 /// How many changes a controller may fall behind before it is handed every object again.
 const CHANGES: usize = 1024;
@@ -195,14 +252,18 @@ where
     K: Watchable,
 {
     /// The catalog objects of namespace `ns` (those that parse as their type).
-    pub(super) fn objects(&self, ns: &str, to: fn(K) -> Resource) -> impl Iterator<Item = Object> {
+    pub(super) fn objects(
+        &self,
+        ns: &str,
+        to: fn(Arc<K>) -> Resource,
+    ) -> impl Iterator<Item = Object> {
         self.typed(ns, |k| Some(k.clone()))
             .into_iter()
             .filter_map(move |k| Object::from_cluster(to(k)))
     }
 
     /// The objects of namespace `ns` that parse as their type, each passed to `f`.
-    pub(super) fn typed<T>(&self, ns: &str, mut f: impl FnMut(&K) -> Option<T>) -> Vec<T> {
+    pub(super) fn typed<T>(&self, ns: &str, mut f: impl FnMut(&Arc<K>) -> Option<T>) -> Vec<T> {
         self.within(ns)
             .filter_map(|o| o.0.as_ref().ok().and_then(&mut f))
             .collect()

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -94,13 +93,11 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         cache: cache.clone(),
-        recorder: Recorder::new(
+        recorder: Arc::new(super::recorder::Recorder::new(
             client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: Some(identity),
-            },
-        ),
+            MANAGER,
+            &identity,
+        )),
         results_url,
         bounds,
         metrics,

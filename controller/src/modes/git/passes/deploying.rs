@@ -1,13 +1,13 @@
 //! The rollouts of a pass: local model servers and SageMaker endpoints (`--once`: stepped until
 //! they settle).
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Loop, sleep_unless};
 use crate::decide::catalog::{Catalog, Resource};
 use crate::edges::serving::local::LocalTarget;
+use crate::edges::source::remote::Root;
 use crate::modes::git::{PassReport, Reconciler};
 
 impl Loop {
@@ -17,7 +17,7 @@ impl Loop {
         &mut self,
         reconciler: &Reconciler,
         catalog: &Catalog,
-        root: &Path,
+        root: &Root,
         report: &mut PassReport,
     ) -> anyhow::Result<Option<Duration>> {
         let has_local = catalog.objects().iter().any(|o| {
@@ -26,13 +26,14 @@ impl Loop {
         if !has_local {
             return Ok(None);
         }
+        let root = root.path().map_err(anyhow::Error::msg)?;
         if self.target.is_none() {
-            self.target = Some(LocalTarget::new(root, &self.settings.state.join("logs"))?);
+            self.target = Some(LocalTarget::new(&root, &self.settings.state.join("logs"))?);
         }
         let Some(target) = self.target.as_mut() else {
             return Ok(None);
         };
-        target.set_root(root);
+        target.set_root(&root);
         let mut requeue = reconciler.deploy(catalog, target, report)?;
         while self.settings.once
             && !self.stop.load(Ordering::Relaxed)

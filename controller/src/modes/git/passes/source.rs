@@ -2,14 +2,13 @@
 //! rejected — reported once, the source's `Stalled` condition written, the last good revision
 //! kept in force.
 
-use std::path::PathBuf;
-
 use sha2::{Digest, Sha256};
 
 use super::{Finished, Loop, Next};
 use crate::decide::diagnostics::Diagnostic;
 use crate::decide::outcome::{Outcome, Stall, StallReason};
 use crate::edges::source::dir;
+use crate::edges::source::remote::Root;
 use crate::edges::store::{HistoryEntry, Write};
 
 /// A revision id for a folder: the digest of its files' paths and contents.
@@ -28,12 +27,12 @@ impl Loop {
     /// The source's files, its revision and its root folder; why not, when it cannot be read.
     pub(super) fn read(
         &self,
-    ) -> Result<(Vec<crate::decide::catalog::SourceFile>, String, PathBuf), String> {
+    ) -> Result<(Vec<crate::decide::catalog::SourceFile>, String, Root), String> {
         match &self.remote {
             None => dir::read(&self.settings.path)
                 .map(|files| {
                     let revision = folder_revision(&files);
-                    (files, revision, self.settings.path.clone())
+                    (files, revision, Root::folder(&self.settings.path))
                 })
                 .map_err(|e| format!("cannot read {}: {e}", self.settings.path.display())),
             Some(remote) => remote
