@@ -368,3 +368,69 @@ fn a_locked_state_store_is_waited_out_and_the_run_goes_on() {
     assert!(body.contains("\"rejected\":null"), "{body}");
     terminate(&mut child);
 }
+
+/// A commit is checked out only when something runs from it, and a checkout that fails is the
+/// source's failure, not the evaluation's: no attempt is recorded against the suite, and once
+/// the cause is gone the same commit evaluates and promotes as usual.
+#[test]
+fn a_checkout_that_fails_counts_no_evaluation_attempt() {
+    let (_dir, work) = quickstart();
+    let mut files = Vec::new();
+    files_under(&work.join("registry"), "", &mut files);
+    let mut repo = support::GitRepo::new();
+    repo.commit_under("main", None, "registry", &files, "registry");
+    let url = format!("file://{}", repo.path().display());
+    let run = || {
+        let args = [
+            "run",
+            &url,
+            "--registry-path",
+            "registry",
+            "--once",
+            "--state",
+            "state",
+        ];
+        slipway(&args, &work)
+    };
+    // A file where the checkouts folder goes: nothing can be checked out.
+    std::fs::create_dir_all(work.join("state")).unwrap();
+    std::fs::write(work.join("state/checkouts"), "in the way").unwrap();
+
+    let out = run();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("cannot check out commit"),
+        "{}",
+        out.stderr
+    );
+    let evaluations = || -> i64 {
+        let db = rusqlite::Connection::open(work.join("state/state.db")).unwrap();
+        db.query_row(
+            "SELECT COUNT(*) FROM status WHERE kind = 'Evaluation'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(evaluations(), 0, "no evaluation attempt was recorded");
+
+    std::fs::remove_file(work.join("state/checkouts")).unwrap();
+    let out = run();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("pitch-frames/production: (none) → 7"),
+        "{}",
+        out.stdout
+    );
+    assert!(evaluations() > 0, "the suites ran and were recorded");
+    assert!(
+        !files_in(&work.join("state/checkouts")).is_empty(),
+        "checked out to run the suites"
+    );
+}
+
+fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}

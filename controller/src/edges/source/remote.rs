@@ -96,25 +96,43 @@ impl Root {
     }
 }
 
-/// Checks `commit` out of the bare `mirror` into `checkouts/COMMIT` unless it is there.
+/// Checks `commit` out of the bare `mirror` into `checkouts/COMMIT` unless it is there: into a
+/// folder of this call's own, renamed into place only when complete (a crash never leaves half a
+/// checkout, and two processes or passes checking one commit out at once never share a folder:
+/// the second rename finds the first's complete checkout and keeps it).
 fn check_out(mirror: &Path, commit: &str, checkouts: &Path) -> Result<PathBuf, GitError> {
     let io = |e: std::io::Error| GitError::Other(git2::Error::from_str(&e.to_string()));
     let dir = checkouts.join(commit);
     if dir.is_dir() {
         return Ok(dir);
     }
-    let tmp = checkouts.join(format!("{commit}.partial"));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = checkouts.join(format!(
+        "{commit}.{}.{}.partial",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io)?;
-    let repo = Repository::open_bare(mirror)?;
-    let commit = repo.find_commit(git2::Oid::from_str(commit)?)?;
-    repo.checkout_tree(
-        commit.as_object(),
-        Some(CheckoutBuilder::new().force().target_dir(&tmp)),
-    )?;
-    // Renamed into place only when complete, so a crash never leaves half a checkout.
-    std::fs::rename(&tmp, &dir).map_err(io)?;
-    Ok(dir)
+    let written = (|| {
+        let repo = Repository::open_bare(mirror)?;
+        let commit = repo.find_commit(git2::Oid::from_str(commit)?)?;
+        repo.checkout_tree(
+            commit.as_object(),
+            Some(CheckoutBuilder::new().force().target_dir(&tmp)),
+        )?;
+        Ok::<_, GitError>(())
+    })();
+    let placed = written.and_then(|()| std::fs::rename(&tmp, &dir).map_err(io));
+    if placed.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    match placed {
+        Ok(()) => Ok(dir),
+        // Another pass or process placed the same commit first: theirs is complete.
+        Err(_) if dir.is_dir() => Ok(dir),
+        Err(e) => Err(e),
+    }
 }
 
 impl Remote {

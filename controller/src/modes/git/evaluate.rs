@@ -412,6 +412,11 @@ impl Reconciler<'_> {
         running: &EvaluationStatus,
         number: u32,
     ) -> Result<Option<step::Seen>, Error> {
+        // The revision's files on disk first (a git commit is checked out when first needed):
+        // when they cannot be, the pass fails and backs off before any attempt is recorded.
+        if task.runner.local.is_some() {
+            self.root.path().map_err(Error::Checkout)?;
+        }
         // Recorded before it starts: a restart finds the attempt and counts it.
         self.save_evaluation(task, running)?;
         let key = running.cache_key.clone().unwrap_or_default();

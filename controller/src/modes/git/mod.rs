@@ -45,6 +45,10 @@ pub enum Error {
         /// Cause.
         source: std::io::Error,
     },
+    /// The revision's files could not be put on disk for a local job: the source's fault, not
+    /// the evaluation's (no attempt is counted; the pass backs off and tries again).
+    #[error("{0}")]
+    Checkout(String),
 }
 
 impl From<serde_json::Error> for Error {
@@ -59,6 +63,7 @@ impl Error {
         match self {
             Error::Store(e) => e.category(),
             Error::Report { .. } => "report-io",
+            Error::Checkout(_) => "checkout",
         }
     }
 }

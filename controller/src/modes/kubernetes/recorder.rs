@@ -166,8 +166,10 @@ impl Recorder {
             .unwrap_or_default()
             .as_nanos();
         let about = regarding.name.as_deref().unwrap_or(&self.controller);
-        // A name is at most 253 characters: keep the object's name's start and the stamp.
+        // A name is at most 253 characters: keep the object's name's start (not ending in `-` or
+        // `.`, which a name part may not) and the stamp.
         let about: String = about.chars().take(253 - 34).collect();
+        let about = about.trim_end_matches(['-', '.']);
         json!({
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
@@ -195,7 +197,7 @@ fn micro_time() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// `note` cut to what the API server accepts, at a character boundary, marked as cut.
+/// `note` cut to what the API server accepts, at a character boundary (the log keeps it whole).
 fn truncated(note: &str) -> &str {
     if note.len() <= NOTE_LIMIT {
         return note;
@@ -273,13 +275,29 @@ mod tests {
         assert_eq!(recorder.remembered(), 2);
     }
 
+    /// An event's name is a valid object name however long the object's name is.
+    #[tokio::test]
+    async fn a_long_name_is_cut_to_a_valid_event_name() {
+        let (client, _server) = super::super::mock::client();
+        let recorder = Recorder::new(client, "slipway-controller", "pod-1");
+        let mut about = rollout();
+        about.name = Some(format!("{}-{}", "a".repeat(218), "b".repeat(30)));
+        let event = recorder.event(&about, Type::Normal, "RolloutStarted", "n", "team");
+        let name = event["metadata"]["name"].as_str().unwrap();
+        assert!(name.len() <= 253, "{}", name.len());
+        let (base, stamp) = name.rsplit_once('.').unwrap();
+        assert_eq!(base, "a".repeat(218), "cut, and no `-` left before the dot");
+        assert!(stamp.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
     /// A series whose event the API server no longer has starts again; a note longer than the
     /// API server takes is cut, not refused.
     #[tokio::test]
     async fn an_expired_series_starts_again_and_long_notes_are_cut() {
         let (client, mut server) = super::super::mock::client();
         let recorder = std::sync::Arc::new(Recorder::new(client, "slipway-controller", "pod-1"));
-        let long: String = "é".repeat(NOTE_LIMIT);
+        // Three bytes a character: the limit falls inside one.
+        let long: String = "€".repeat(NOTE_LIMIT);
         let send = {
             let recorder = recorder.clone();
             let long = long.clone();

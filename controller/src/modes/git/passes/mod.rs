@@ -240,13 +240,15 @@ impl Loop {
             statuses: Default::default(),
         };
         let mut report = reconciler.reconcile(&catalog)?;
-        let local = self.deploy_local(&reconciler, &catalog, &root, &mut report)?;
-        let remote = self.deploy_sagemaker(&reconciler, &catalog, &mut report)?;
-        let requeue = match (local, remote) {
+        // One target's failure (a commit that cannot be checked out for the local servers, a
+        // store error) neither skips the other's rollouts nor leaves the pass unpublished.
+        let local = self.deploy_local(&reconciler, &catalog, &root, &mut report);
+        let remote = self.deploy_sagemaker(&reconciler, &catalog, &mut report);
+        self.publish(&reconciler, &catalog, &revision)?;
+        let requeue = match (local?, remote?) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.publish(&reconciler, &catalog, &revision)?;
         if self.settings.once {
             return self.once(report, &revision, reconciler, catalog);
         }
