@@ -177,6 +177,19 @@ impl Catalog {
         (catalog, diags)
     }
 
+    /// This catalog holding `objects` in place of the ones of the same key, whose spec they
+    /// share (a status write the watch saw): nothing is indexed or checked again, and the old
+    /// copies can be freed. Objects of keys it does not hold are left out.
+    pub fn refreshed(&self, objects: impl IntoIterator<Item = Object>) -> Catalog {
+        let mut catalog = self.clone();
+        for obj in objects {
+            if let Some(&idx) = catalog.by_key.get(&obj.key) {
+                catalog.objects.set(idx, Arc::new(obj));
+            }
+        }
+        catalog
+    }
+
     /// Removes an object and its index entries (the last object takes its place).
     fn remove(&mut self, key: &ObjectKey) {
         let Some(idx) = self.by_key.remove(key) else {

@@ -84,6 +84,19 @@ impl View {
     }
 }
 
+impl View {
+    /// This view holding `objects` (status writes of objects whose spec did not change) in place
+    /// of its older copies: what it decides from is the same, and it no longer keeps the
+    /// copies the watches have replaced.
+    pub fn refreshed(&self, objects: impl IntoIterator<Item = Object>) -> View {
+        View {
+            catalog: self.catalog.refreshed(objects),
+            results: self.results.clone(),
+            shadowed: self.shadowed,
+        }
+    }
+}
+
 /// Whether any object was left out for clashing with another.
 fn shadowing(diags: &[crate::diagnostics::Diagnostic]) -> bool {
     diags
@@ -151,6 +164,36 @@ mod tests {
             results(&again),
             0,
             "registered again with another artifact: none"
+        );
+    }
+
+    /// A status write takes the place of the view's copy (the old one can be freed), without
+    /// changing what is indexed; an object the view does not hold is not brought in.
+    #[test]
+    fn a_refreshed_view_holds_the_new_object_in_place_of_its_copy() {
+        let first = alias("a", "7");
+        let view = View::of(vec![first.clone()]);
+        let mut written = first.clone();
+        if let Resource::ModelAlias(a) = &mut written.resource {
+            Arc::make_mut(a).status = Some(Default::default());
+        }
+        assert_ne!(written, first);
+        let stranger = alias("b", "8");
+        let refreshed = view.refreshed(vec![written.clone(), stranger.clone()]);
+        let held = refreshed.catalog.get(&first.key).expect("still indexed");
+        assert_eq!(held, &written, "the written object, not the old copy");
+        assert_eq!(
+            view.catalog.get(&first.key),
+            Some(&first),
+            "the old view is as it was"
+        );
+        assert!(refreshed.catalog.get(&stranger.key).is_none());
+        assert_eq!(refreshed.catalog.objects().len(), 1);
+        assert!(
+            refreshed
+                .catalog
+                .alias("default", "m", "production")
+                .is_some()
         );
     }
 

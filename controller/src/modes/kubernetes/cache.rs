@@ -44,6 +44,9 @@ struct Pending {
     rebuild: HashSet<String>,
     /// Every view must be built again.
     all: bool,
+    /// Objects whose status alone changed, by namespace: the views take them in place of their
+    /// copies (so that the watch's new object and the view's old one are not both kept).
+    refreshes: HashMap<String, HashMap<ObjectKey, Object>>,
 }
 
 /// The most changes held for one namespace before its view is built again from the stores.
@@ -108,9 +111,7 @@ where
         };
         let meta = o.meta();
         let changed = seen.changed(meta, deleted);
-        if !changed && matches!(invalidates, Invalidates::OnSpec) {
-            return;
-        }
+        let refresh = !changed && matches!(invalidates, Invalidates::OnSpec);
         let Some(name) = meta.name.clone() else {
             return;
         };
@@ -133,6 +134,16 @@ where
         };
         let mut p = lock(&pending);
         if p.rebuild.contains(&ns) {
+            return;
+        }
+        if refresh {
+            if let Some(object) = object {
+                let refreshes = p.refreshes.entry(ns).or_default();
+                // Bounded as the changes are: past it the views keep their copies a while.
+                if refreshes.len() < PENDING {
+                    refreshes.insert(key, object);
+                }
+            }
             return;
         }
         let list = p.changes.entry(ns.clone()).or_default();
@@ -404,24 +415,39 @@ impl Cache {
     pub fn view(&self, ns: &str) -> Arc<View> {
         // Hold the views' lock throughout, so two callers do not build the same view twice.
         let mut built = lock(&self.built);
-        let (changes, rebuild) = {
+        let changes = {
             let mut p = lock(&self.pending);
             if p.all {
                 p.all = false;
                 p.changes.clear();
                 p.rebuild.clear();
+                p.refreshes.clear();
                 built.clear();
             }
             (
                 p.changes.remove(ns).unwrap_or_default(),
                 p.rebuild.remove(ns),
+                p.refreshes.remove(ns).unwrap_or_default(),
             )
         };
+        let (changes, rebuild, mut refreshes) = changes;
         let view = match built.get(ns) {
-            Some(v) if !rebuild && changes.is_empty() => return v.clone(),
+            Some(v) if !rebuild && changes.is_empty() && refreshes.is_empty() => return v.clone(),
             // A view that refused a duplicate rebuilds on its next change: removing the object
             // that the duplicate clashed with must bring the duplicate in.
-            Some(v) if !rebuild && !v.shadowed => Arc::new(v.amended(changes)),
+            Some(v) if !rebuild && !v.shadowed => {
+                // A spec change's own object stands (a refresh of its key may be older).
+                for (key, _) in &changes {
+                    refreshes.remove(key);
+                }
+                let amended = (!changes.is_empty()).then(|| v.amended(changes));
+                Arc::new(
+                    amended
+                        .as_ref()
+                        .unwrap_or(v)
+                        .refreshed(refreshes.into_values()),
+                )
+            }
             _ => Arc::new(View::of(self.objects(ns))),
         };
         built.insert(ns.to_string(), view.clone());
