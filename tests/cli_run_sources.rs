@@ -11,6 +11,21 @@ use std::time::Duration;
 use support::git_mode::{files_under, quickstart};
 use support::{eventually, free_port, slipway};
 
+/// One pass of `slipway run --once` over the registry under `registry/` of the repository at
+/// `url`, with its state in `work/state`.
+fn run_once(url: &str, work: &Path) -> support::Run {
+    let args = [
+        "run",
+        url,
+        "--registry-path",
+        "registry",
+        "--once",
+        "--state",
+        "state",
+    ];
+    slipway(&args, work)
+}
+
 /// The source's status as `slipway run` stored it.
 fn source_status(work: &Path) -> serde_json::Value {
     let db = rusqlite::Connection::open(work.join("state/state.db")).unwrap();
@@ -116,20 +131,7 @@ fn a_git_repository_is_followed_commit_by_commit_and_a_bad_commit_changes_nothin
     let mut repo = support::GitRepo::new();
     let first = repo.commit_under("main", None, "registry", &files, "registry");
     let url = format!("file://{}", repo.path().display());
-    let run = || {
-        slipway(
-            &[
-                "run",
-                &url,
-                "--registry-path",
-                "registry",
-                "--once",
-                "--state",
-                "state",
-            ],
-            &work,
-        )
-    };
+    let run = || run_once(&url, &work);
 
     let out = run();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
@@ -380,18 +382,7 @@ fn a_checkout_that_fails_counts_no_evaluation_attempt() {
     let mut repo = support::GitRepo::new();
     repo.commit_under("main", None, "registry", &files, "registry");
     let url = format!("file://{}", repo.path().display());
-    let run = || {
-        let args = [
-            "run",
-            &url,
-            "--registry-path",
-            "registry",
-            "--once",
-            "--state",
-            "state",
-        ];
-        slipway(&args, &work)
-    };
+    let run = || run_once(&url, &work);
     // A file where the checkouts folder goes: nothing can be checked out.
     std::fs::create_dir_all(work.join("state")).unwrap();
     std::fs::write(work.join("state/checkouts"), "in the way").unwrap();

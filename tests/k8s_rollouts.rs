@@ -240,6 +240,31 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
         events.stdout,
         events.stderr
     );
+    // Each rollout's start is an event of its own that says which version (one reason, three
+    // notes: never a count of the first rollout's words).
+    let started = api.kubectl(
+        &[
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            "reason=RolloutStarted,regarding.name=pitch-frames-api",
+            "-o",
+            "jsonpath={range .items[*]}{.note}{\"\\n\"}{end}",
+        ],
+        "admin",
+    );
+    let mut notes: Vec<&str> = started.stdout.lines().collect();
+    notes.sort();
+    assert_eq!(
+        notes,
+        [
+            "rolling out 7",
+            "rolling out 8 from 7",
+            "rolling out 9 from 8"
+        ],
+        "{}",
+        started.stderr
+    );
 
     // A retry of a version that is not rejected is refused with a Warning event; either way the
     // controller removes the annotation.

@@ -415,7 +415,7 @@ impl Cache {
     pub fn view(&self, ns: &str) -> Arc<View> {
         // Hold the views' lock throughout, so two callers do not build the same view twice.
         let mut built = lock(&self.built);
-        let changes = {
+        let (changes, rebuild, mut refreshes) = {
             let mut p = lock(&self.pending);
             if p.all {
                 p.all = false;
@@ -430,7 +430,6 @@ impl Cache {
                 p.refreshes.remove(ns).unwrap_or_default(),
             )
         };
-        let (changes, rebuild, mut refreshes) = changes;
         let view = match built.get(ns) {
             Some(v) if !rebuild && changes.is_empty() && refreshes.is_empty() => return v.clone(),
             // A view that refused a duplicate rebuilds on its next change: removing the object
