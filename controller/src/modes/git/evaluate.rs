@@ -129,23 +129,26 @@ impl Reconciler<'_> {
         }
         let spec = task.runner.local.clone();
         let kinds = task.runner.set_variants().join(", ");
-        let root = self.root.clone();
+        // A local job runs in the revision's files: a git commit is checked out when first
+        // needed, and a checkout that fails is the pass's error, not the job's.
+        let root = match &spec {
+            Some(_) => Some(self.root.path().map_err(Error::Checkout)?),
+            None => None,
+        };
         let timeout = lifecycle::timeout(task.timeout.as_deref());
         Ok(move || {
             let mut runs = Vec::new();
             for (role, key, version, env, work_dir) in wanted {
-                let outcome = match &spec {
-                    Some(spec) => root.path().and_then(|root| {
-                        local::run(&local::Job {
-                            spec,
-                            root: &root,
-                            work_dir,
-                            env,
-                            timeout,
-                        })
-                        .map_err(|e| e.to_string())
-                    }),
-                    None => Err(format!(
+                let outcome = match (&spec, &root) {
+                    (Some(spec), Some(root)) => local::run(&local::Job {
+                        spec,
+                        root,
+                        work_dir,
+                        env,
+                        timeout,
+                    })
+                    .map_err(|e| e.to_string()),
+                    _ => Err(format!(
                         "the {kinds} runner does not run in git mode yet; use a local runner"
                     )),
                 };
@@ -412,15 +415,12 @@ impl Reconciler<'_> {
         running: &EvaluationStatus,
         number: u32,
     ) -> Result<Option<step::Seen>, Error> {
-        // The revision's files on disk first (a git commit is checked out when first needed):
-        // when they cannot be, the pass fails and backs off before any attempt is recorded.
-        if task.runner.local.is_some() {
-            self.root.path().map_err(Error::Checkout)?;
-        }
+        // Built first, with the revision's files on disk: when they cannot be, the pass fails
+        // and backs off before any attempt is recorded.
+        let job = self.local_job(task)?;
         // Recorded before it starts: a restart finds the attempt and counts it.
         self.save_evaluation(task, running)?;
         let key = running.cache_key.clone().unwrap_or_default();
-        let job = self.local_job(task)?;
         match self.pool {
             // Not queued only when that very attempt is already queued or done: nothing to add.
             Some(pool) => {

@@ -68,9 +68,7 @@ mod tests {
     }
 
     fn guarded(status: Value) -> Arc<Guarded<slipway_crd::Approval>> {
-        Arc::new(Guarded::typed(
-            serde_json::from_value(approval(status)).unwrap(),
-        ))
+        mock::guarded(approval(status))
     }
 
     #[tokio::test]

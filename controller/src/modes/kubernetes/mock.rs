@@ -63,6 +63,15 @@ impl ApiServer {
     }
 }
 
+/// A watched object as the watch would hand it to a reconciler, read from its JSON.
+pub(super) fn guarded<K: serde::de::DeserializeOwned>(
+    object: Value,
+) -> Arc<super::cache::Guarded<K>> {
+    Arc::new(super::cache::Guarded::typed(
+        serde_json::from_value(object).expect("a valid object"),
+    ))
+}
+
 /// A client whose requests reach the returned [`ApiServer`].
 pub(super) fn client() -> (kube::Client, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();

@@ -157,8 +157,7 @@ mod tests {
     }
 
     fn guarded(conditions: Value) -> Arc<Guarded<ModelDeployment>> {
-        let md: ModelDeployment = serde_json::from_value(deployment(conditions)).unwrap();
-        Arc::new(Guarded::typed(md))
+        mock::guarded(deployment(conditions))
     }
 
     async fn refused(_: Arc<Guarded<ModelDeployment>>, _: Arc<Context>) -> Result<Requeue, Error> {

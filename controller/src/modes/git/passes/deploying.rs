@@ -1,11 +1,12 @@
 //! The rollouts of a pass: local model servers and SageMaker endpoints (`--once`: stepped until
 //! they settle).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{Loop, sleep_unless};
 use crate::decide::catalog::{Catalog, Resource};
+use crate::edges::progress::Progress;
 use crate::edges::serving::local::LocalTarget;
 use crate::edges::source::remote::Root;
 use crate::modes::git::{PassReport, Reconciler};
@@ -34,17 +35,13 @@ impl Loop {
             return Ok(None);
         };
         target.set_root(&root);
-        let mut requeue = reconciler.deploy(catalog, target, report)?;
-        while self.settings.once
-            && !self.stop.load(Ordering::Relaxed)
-            && let Some(wait) = requeue
-        {
-            self.live
-                .waiting("rollouts in progress: waiting for the next step");
-            sleep_unless(&self.stop, wait.min(Duration::from_secs(1)));
-            requeue = reconciler.deploy(catalog, target, report)?;
-        }
-        Ok(requeue)
+        until_settled(
+            self.settings.once,
+            &self.stop,
+            &self.live,
+            "rollouts in progress: waiting for the next step",
+            || Ok(reconciler.deploy(catalog, target, report)?),
+        )
     }
 
     /// Rolls out the declared SageMaker deployments, and deletes the endpoints of removed ones
@@ -84,17 +81,13 @@ impl Loop {
         let Some(aws) = self.sagemaker.as_mut() else {
             return Ok(None);
         };
-        let mut wait = reconciler.deploy_sagemaker(catalog, aws, report)?;
-        while self.settings.once
-            && !self.stop.load(Ordering::Relaxed)
-            && let Some(w) = wait
-        {
-            self.live
-                .waiting("SageMaker updates in progress: waiting for the endpoint");
-            sleep_unless(&self.stop, w.min(Duration::from_secs(1)));
-            wait = reconciler.deploy_sagemaker(catalog, aws, report)?;
-        }
-        Ok(wait)
+        until_settled(
+            self.settings.once,
+            &self.stop,
+            &self.live,
+            "SageMaker updates in progress: waiting for the endpoint",
+            || Ok(reconciler.deploy_sagemaker(catalog, aws, report)?),
+        )
     }
 
     #[cfg(not(feature = "sagemaker"))]
@@ -111,4 +104,25 @@ impl Loop {
         );
         Ok(None)
     }
+}
+
+/// One rollout step, then (`--once`) the next ones as their waits come due, until none is left
+/// to wait for or the run is stopped; the last step's wait.
+fn until_settled(
+    once: bool,
+    stop: &AtomicBool,
+    live: &Progress,
+    waiting: &str,
+    mut step: impl FnMut() -> anyhow::Result<Option<Duration>>,
+) -> anyhow::Result<Option<Duration>> {
+    let mut wait = step()?;
+    while once
+        && !stop.load(Ordering::Relaxed)
+        && let Some(w) = wait
+    {
+        live.waiting(waiting);
+        sleep_unless(stop, w.min(Duration::from_secs(1)));
+        wait = step()?;
+    }
+    Ok(wait)
 }
