@@ -85,9 +85,11 @@ impl<K> Watchable for K where
 
 /// A guarded object: the typed object, or why the stored one does not parse as its type (as
 /// kube's `DeserializeGuard`, whose object this is). The typed object is behind an `Arc` so
-/// that the namespaces' catalogs hold the very object the watch holds, not a copy of it.
+/// that the namespaces' catalogs hold the very object the watch holds, not a copy of it; the
+/// rare invalid object is boxed, so that each of the store's entries takes 16 bytes instead of
+/// the 400 of an `ObjectMeta` (9 MB for 20,000 versions).
 #[derive(Clone, Debug)]
-pub struct Guarded<K>(pub Result<Arc<K>, InvalidObject>);
+pub struct Guarded<K>(pub Result<Arc<K>, Box<InvalidObject>>);
 
 impl<K> Guarded<K> {
     /// A guarded object that parsed.
@@ -101,7 +103,7 @@ where
     K: serde::Deserialize<'de> + kube::Resource,
 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        DeserializeGuard::<K>::deserialize(d).map(|g| Guarded(g.0.map(Arc::new)))
+        DeserializeGuard::<K>::deserialize(d).map(|g| Guarded(g.0.map(Arc::new).map_err(Box::new)))
     }
 }
 
@@ -452,5 +454,18 @@ impl<K: Watchable> ChangeFilter<K> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .changed(o.meta(), gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Guarded;
+
+    /// A store entry of every kind is an `Arc` and a word: the invalid case (an `ObjectMeta`
+    /// and a message) is boxed, or every entry would take its size.
+    #[test]
+    fn a_guarded_object_is_two_words() {
+        assert_eq!(size_of::<Guarded<slipway_crd::ModelVersion>>(), 16);
+        assert_eq!(size_of::<Guarded<slipway_crd::ModelDeployment>>(), 16);
     }
 }
