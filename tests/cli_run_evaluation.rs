@@ -8,7 +8,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::git_mode::{events, get, quickstart, serve, set_production, spawn_slipway, terminate};
+use support::git_mode::{
+    Traffic, events, get, quickstart, run_once_with_traffic, serve, set_production, spawn_slipway,
+    terminate,
+};
 use support::http::{Receiver, post_json};
 use support::{eventually, root, slipway};
 
@@ -46,7 +49,7 @@ fn the_quickstart_registers_evaluates_reports_and_promotes() {
     );
 
     set_production(&work, "8");
-    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    let (run, _) = run_once_with_traffic(&work);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout.contains("pitch-frames/production: 7 → 8"),
@@ -373,12 +376,14 @@ fn a_long_evaluation_elsewhere_holds_up_no_promotion_and_no_canary() {
         Some("Running")
     );
     // A canary to 8, all its steps, while that evaluation is still running.
+    let traffic = Traffic::start(&work);
     set_production(&work, "8");
     eventually(Duration::from_secs(90), || {
         let (_, m) = get(port, "/metrics");
         m.contains("slipway_events_total{event=\"RolloutSucceeded\"} 2")
             .then_some(())
     });
+    drop(traffic);
     let moved = events(&work);
     assert!(
         moved

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::git_mode::{quickstart, set_production};
+use support::git_mode::{quickstart, run_once_with_traffic, set_production};
 use support::slipway;
 
 #[test]
@@ -80,10 +80,7 @@ fn history_at_a_time_says_what_served_then() {
     let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     std::thread::sleep(Duration::from_millis(1100));
     set_production(&work, "8");
-    assert_eq!(
-        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
-        0
-    );
+    assert_eq!(run_once_with_traffic(&work).0.code, 0);
     let then = slipway(
         &[
             "history",

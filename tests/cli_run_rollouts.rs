@@ -10,33 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::git_mode::{
-    events, get, predict, quickstart, router_port, serve, set_production, signal, spawn_slipway,
-    terminate,
+    events, get, predict, quickstart, router_port, run_once_with_traffic, serve, set_production,
+    signal, spawn_slipway, terminate,
 };
 use support::{eventually, slipway, slipway_env};
-
-/// Runs `slipway run --once` in the background while sending requests through the router;
-/// returns the exit code and every answer seen.
-fn run_with_traffic(work: &Path) -> (i32, Vec<String>) {
-    let mut child = spawn_slipway(work, &["run", "registry", "--once", "--state", "state"]);
-    let port = router_port(work);
-    let mut answers = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code().unwrap_or(-1);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "slipway run did not settle"
-        );
-        if let Some(a) = predict(port) {
-            answers.push(a);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (code, answers)
-}
 
 #[test]
 fn a_canary_shifts_live_traffic_step_by_step() {
@@ -46,8 +23,8 @@ fn a_canary_shifts_live_traffic_step_by_step() {
         0
     );
     set_production(&work, "8");
-    let (code, answers) = run_with_traffic(&work);
-    assert_eq!(code, 0);
+    let (run, answers) = run_once_with_traffic(&work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         answers.iter().any(|a| a == "7") && answers.iter().any(|a| a == "8"),
         "{answers:?}"
@@ -79,6 +56,49 @@ fn a_canary_shifts_live_traffic_step_by_step() {
     ]) {
         assert!(line.contains(want), "{line} should say {want}");
     }
+}
+
+/// Issue 20: a candidate went 20% → 50% → 100% with no request at all, because a window without
+/// requests broke no threshold. Without traffic the canary now holds at its first step, and at
+/// the progress deadline it is inconclusive: rolled back, never promoted.
+#[test]
+fn a_canary_that_sees_no_traffic_is_not_promoted() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    let deployments = work.join("registry/deployments.yaml");
+    let text = std::fs::read_to_string(&deployments).unwrap();
+    assert!(text.contains("    autoRollback: true\n"), "{text}");
+    std::fs::write(
+        &deployments,
+        text.replace(
+            "    autoRollback: true\n",
+            "    autoRollback: true\n    progressDeadline: 4s\n",
+        ),
+    )
+    .unwrap();
+    set_production(&work, "8");
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let all = events(&work);
+    assert!(
+        !all.iter().any(|l| l.contains("50% of traffic on 8")),
+        "{all:#?}"
+    );
+    let rolled = all
+        .iter()
+        .find(|l| l.contains("RolledBack"))
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert!(
+        rolled.contains("analysis inconclusive at 20% after 4s: 0 of 20 requests observed"),
+        "{rolled}"
+    );
+    assert!(
+        rolled.contains("all traffic is back on version 7"),
+        "{rolled}"
+    );
 }
 
 /// Adds version 9: the same centroids as 8 (so it passes evaluation) but a model file its server
@@ -120,8 +140,8 @@ fn a_broken_candidate_is_rolled_back_automatically_and_not_retried() {
         0
     );
     set_production(&work, "9");
-    let (code, answers) = run_with_traffic(&work);
-    assert_eq!(code, 0);
+    let (run, answers) = run_once_with_traffic(&work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         answers.iter().any(|a| a.starts_with("500 from 9")),
         "version 9 never answered: {answers:?}"
@@ -279,7 +299,7 @@ fn a_rollout_killed_mid_way_resumes_where_it_was() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    let (run, _) = run_once_with_traffic(&work);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let all = events(&work);
     let count = |needle: &str| all.iter().filter(|l| l.contains(needle)).count();

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::git_mode::{files_under, quickstart};
+use support::git_mode::{Traffic, files_under, quickstart};
 use support::{eventually, free_port, slipway};
 
 /// One pass of `slipway run --once` over the registry under `registry/` of the repository at
@@ -159,7 +159,10 @@ fn a_git_repository_is_followed_commit_by_commit_and_a_bad_commit_changes_nothin
         &[("registry/aliases.yaml", Some(&aliases))],
         "promote 8",
     );
+    // The canary to 8 passes its steps on the requests it answers.
+    let traffic = Traffic::start(&work);
     let out = run();
+    drop(traffic);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout.contains("pitch-frames/production: 7 → 8"),

@@ -35,9 +35,43 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Writes a duration the way [`parse`] reads it: `10m`, `1h30m`, `45s`, `500ms`.
+pub fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_formatted_duration_reads_back() {
+        for (d, text) in [
+            (Duration::from_secs(600), "10m"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(45), "45s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format(d), text);
+            assert_eq!(parse(text).unwrap(), d);
+        }
+    }
 
     #[test]
     fn compound_durations_parse() {

@@ -16,6 +16,10 @@ pub const EVALUATION_POLL: Duration = Duration::from_secs(30);
 /// Deployment before its rollout counts as failed.
 pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 
+/// Requests a candidate must answer in a rollout step before the step can pass, when its
+/// analysis judges an error ratio or a latency and sets no `minRequests` of its own.
+pub const MIN_REQUESTS: u64 = 20;
+
 /// The same on a SageMaker endpoint: endpoint updates take minutes on AWS.
 pub const SAGEMAKER_PROGRESS_DEADLINE: Duration = Duration::from_secs(1800);
 

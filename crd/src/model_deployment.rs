@@ -163,6 +163,20 @@ pub enum SageMakerMode {
     Variants,
 }
 
+/// What an analysis still inconclusive at its deadline does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum OnInconclusive {
+    /// Handled as a failed analysis: rolled back (or stopped, without `autoRollback`).
+    #[default]
+    Rollback,
+    /// The step holds its weights and waits for data; it never passes without it.
+    Hold,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
 /// Rollout strategy type.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum StrategyType {
@@ -231,9 +245,15 @@ pub struct Analysis {
     /// Largest tolerated latency at that percentile, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_latency_ms: Option<f64>,
-    /// Requests needed before the ratios are judged.
+    /// Requests the new version must answer in each step before the step can pass (default 20
+    /// when `maxErrorRatio` or `maxLatencyMs` is set: a step never passes on no evidence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
+    /// What a step whose analysis is still inconclusive at the progress deadline (counted from
+    /// the step's start) does: `Rollback` (default; handled as a failed analysis) or `Hold`
+    /// (stays at its weights, never passing, until enough data arrives or the alias moves).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_inconclusive: OnInconclusive,
     /// CloudWatch alarms that roll a SageMaker deployment back when they fire.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<String>,

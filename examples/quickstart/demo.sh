@@ -21,8 +21,23 @@ echo '$ slipway run registry --once --state state'
 echo
 echo '# production: "7" → "8" in registry/aliases.yaml'
 sed -i 's/  version: "7"/  version: "8"/' "$work/registry/aliases.yaml"
+# A canary step passes only on requests the candidate answered (20 per step unless the
+# deployment says otherwise): users send them, as they would in production.
+echo '# meanwhile, a prediction every 10 ms through the router on 127.0.0.1:8765'
+python3 - <<'PY' &
+import time, urllib.request
+while True:
+    try:
+        urllib.request.urlopen("http://127.0.0.1:8765/predict?grass=0.7&lines=0.05&crowd=0.1&brightness=0.6", timeout=2).read()
+    except OSError:
+        pass
+    time.sleep(0.01)
+PY
+traffic=$!
+trap 'kill "$traffic" 2>/dev/null; rm -rf "$work"' EXIT
 echo '$ slipway run registry --once --state state'
 (cd "$work" && "$slipway" run registry --once --state state 2>&1)
+kill "$traffic" 2>/dev/null || true
 echo
 echo '$ slipway status --state state'
 (cd "$work" && "$slipway" status --state state)

@@ -118,6 +118,57 @@ pub fn predict(port: u16) -> Option<String> {
     })
 }
 
+/// Requests through the quickstart's router every 10 ms, on a thread of its own until stopped:
+/// a canary step passes only on requests it saw (the quickstart's analysis asks for 20 per
+/// step), as it would in production.
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Traffic {
+    /// Starts sending through the router of the quickstart copy `work`.
+    pub fn start(work: &Path) -> Traffic {
+        let port = router_port(work);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(a) = predict(port) {
+                    answers.push(a);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            answers
+        });
+        Traffic {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sending; every answer seen, in order.
+    pub fn stop(mut self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `slipway run registry --once --state state` in `work` while [`Traffic`] goes through its
+/// router; the run's output and every answer seen.
+pub fn run_once_with_traffic(work: &Path) -> (super::Run, Vec<String>) {
+    let traffic = Traffic::start(work);
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], work);
+    (run, traffic.stop())
+}
+
 pub fn events(work: &Path) -> Vec<String> {
     let h = slipway(&["history", "pitch-frames", "--state", "state"], work);
     h.stdout.lines().map(str::to_string).collect()

@@ -66,14 +66,26 @@ pub fn unmeasured(spec: &ModelDeploymentSpec) -> Option<String> {
     ))
 }
 
+/// The requests a step must see before it can pass: `minRequests`, else
+/// [`MIN_REQUESTS`](crate::limits::MIN_REQUESTS) when a ratio or a latency is judged (a window
+/// with no requests breaks no threshold, so it would pass on no evidence), else none.
+pub fn min_requests(spec: &Analysis) -> u64 {
+    spec.min_requests.unwrap_or(
+        if spec.max_error_ratio.is_some() || spec.max_latency_ms.is_some() {
+            crate::limits::MIN_REQUESTS
+        } else {
+            0
+        },
+    )
+}
+
 /// Judges a window against a deployment's analysis thresholds.
 pub fn analyze(spec: Option<&Analysis>, window: &Window) -> Judgement {
     let Some(spec) = spec else {
         return Judgement::Pass;
     };
-    if let Some(min) = spec.min_requests
-        && window.requests < min
-    {
+    let min = min_requests(spec);
+    if window.requests < min {
         return Judgement::Inconclusive(format!("{} of {min} requests observed", window.requests));
     }
     if let Some(max) = spec.max_error_ratio

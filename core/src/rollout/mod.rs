@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use slipway_crd::model_deployment::{DeploymentPhase, Strategy, StrategyType};
+use slipway_crd::model_deployment::{DeploymentPhase, OnInconclusive, Strategy, StrategyType};
 
 use crate::duration;
 
@@ -476,6 +476,12 @@ impl Machine<'_> {
                     self.wait(step.hold - self.elapsed(self.s.step_started));
                     return;
                 }
+                Judgement::Inconclusive(why)
+                    if self.elapsed(self.s.step_started) >= self.policy.progress_deadline =>
+                {
+                    self.inconclusive(d, step.weight, why);
+                    return;
+                }
                 Judgement::Inconclusive(_) => {
                     self.wait(self.policy.poll);
                     return;
@@ -491,6 +497,27 @@ impl Machine<'_> {
                     advanced = true;
                 }
             }
+        }
+    }
+
+    /// A step whose analysis is still inconclusive at the progress deadline (counted from the
+    /// step's start): never a pass — a failed analysis, or with `onInconclusive: Hold` the
+    /// step keeps its weights and looks again.
+    fn inconclusive(&mut self, d: &str, weight: u32, why: &str) {
+        let hold = self
+            .policy
+            .strategy
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.on_inconclusive == OnInconclusive::Hold);
+        if hold {
+            self.wait(self.policy.poll);
+        } else {
+            let deadline = crate::duration::format(self.policy.progress_deadline);
+            self.fail(
+                d,
+                format!("analysis inconclusive at {weight}% after {deadline}: {why}"),
+            );
         }
     }
 

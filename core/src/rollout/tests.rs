@@ -370,6 +370,7 @@ fn analysis_judges_errors_latency_and_volume() {
         max_latency_ms: Some(80.0),
         min_requests: Some(100),
         alarms: vec![],
+        ..Analysis::default()
     };
     let mut window = Window {
         requests: 50,
@@ -397,6 +398,91 @@ fn analysis_judges_errors_latency_and_volume() {
         Judgement::Fail("p99 latency 300.0 ms above 80 ms".into())
     );
     assert_eq!(analyze(None, &window), Judgement::Pass);
+}
+
+/// Issue 20: a candidate that answered 500 to every request went 25% → 50% → 100% because its
+/// windows held no requests, and a window with none breaks no threshold. A step now needs
+/// requests before it can pass, by default when a ratio or latency is judged.
+#[test]
+fn a_window_without_requests_never_passes_a_judged_step() {
+    let spec = Analysis {
+        max_error_ratio: Some(0.05),
+        ..Analysis::default()
+    };
+    let empty = Window::default();
+    assert_eq!(
+        analyze(Some(&spec), &empty),
+        Judgement::Inconclusive("0 of 20 requests observed".into())
+    );
+    let enough = Window {
+        requests: 20,
+        errors: 0,
+        latencies_ms: vec![5.0; 20],
+    };
+    assert_eq!(analyze(Some(&spec), &enough), Judgement::Pass);
+    // Only alarms (SageMaker's): nothing counted here, nothing to wait for.
+    let alarms = Analysis {
+        alarms: vec!["errors".into()],
+        ..Analysis::default()
+    };
+    assert_eq!(analyze(Some(&alarms), &empty), Judgement::Pass);
+    // An explicit minimum is the deployment's own.
+    let one = Analysis {
+        min_requests: Some(1),
+        ..spec
+    };
+    assert!(matches!(
+        analyze(Some(&one), &empty),
+        Judgement::Inconclusive(_)
+    ));
+}
+
+/// A step without enough data holds; still without it at the progress deadline (from the
+/// step's start) it is inconclusive: rolled back by default, held with `onInconclusive: Hold`.
+#[test]
+fn a_step_still_inconclusive_at_its_deadline_is_never_a_pass() {
+    let thin = || Judgement::Inconclusive("3 of 20 requests observed".into());
+    let mut strategy = canary(true);
+    strategy.analysis = Some(Analysis {
+        max_error_ratio: Some(0.05),
+        ..Analysis::default()
+    });
+    let mut sim = Sim::new(&strategy);
+    sim.tick(Some("7"), true, Judgement::Pass);
+    sim.tick(Some("8"), true, thin());
+    // Past the step's pause (5m) but before the deadline (10m): it holds at 10%.
+    sim.advance(400);
+    let s = sim.tick(Some("8"), true, thin());
+    assert_eq!(s.state.step, 0);
+    assert_eq!(s.state.traffic.get("8"), Some(&10));
+    assert_eq!(s.requeue_after, Some(Duration::from_secs(5)));
+    sim.advance(200);
+    let s = sim.tick(Some("8"), true, thin());
+    assert_eq!(s.state.phase, DeploymentPhase::RolledBack);
+    assert_eq!(s.state.traffic, BTreeMap::from([("7".to_string(), 100)]));
+    let (kind, message) = sim.events().pop().unwrap();
+    assert_eq!(kind, EventKind::RolledBack);
+    assert!(
+        message.starts_with("analysis inconclusive at 10% after 10m: 3 of 20 requests observed"),
+        "{message}"
+    );
+
+    let mut held = canary(true);
+    held.analysis = Some(Analysis {
+        max_error_ratio: Some(0.05),
+        on_inconclusive: slipway_crd::model_deployment::OnInconclusive::Hold,
+        ..Analysis::default()
+    });
+    let mut sim = Sim::new(&held);
+    sim.tick(Some("7"), true, Judgement::Pass);
+    sim.tick(Some("8"), true, thin());
+    sim.advance(3600);
+    let s = sim.tick(Some("8"), true, thin());
+    assert_eq!(s.state.phase, DeploymentPhase::Progressing);
+    assert_eq!(s.state.traffic.get("8"), Some(&10));
+    // Data arrives: the step passes and the rollout goes on.
+    let s = sim.tick(Some("8"), true, Judgement::Pass);
+    assert_eq!(s.state.traffic.get("8"), Some(&50));
 }
 
 #[test]

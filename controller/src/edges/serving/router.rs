@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -28,6 +27,8 @@ type Body = Full<Bytes>;
 struct Table {
     /// (version, upstream port, weight), in version order.
     backends: Vec<(String, u16, u32)>,
+    /// Each backend's running credit for the smooth weighted round robin of [`pick`].
+    credit: Vec<i64>,
     /// Observations per version since the weights last changed.
     windows: BTreeMap<String, Window>,
     /// Requests being forwarded, per version (a version is stopped only once it has none).
@@ -37,7 +38,6 @@ struct Table {
 /// A running router. Dropping it stops it.
 pub struct TrafficRouter {
     table: Arc<Mutex<Table>>,
-    counter: Arc<AtomicU64>,
     /// The address clients call.
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -66,32 +66,25 @@ impl TrafficRouter {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let table = Arc::new(Mutex::new(Table::default()));
-        let counter = Arc::new(AtomicU64::new(0));
         let client: Client<HttpConnector, Body> =
             Client::builder(TokioExecutor::new()).build_http();
-        let (t, c) = (table.clone(), counter.clone());
+        let t = table.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (table, counter, client) = (t.clone(), c.clone(), client.clone());
+                let (table, client) = (t.clone(), client.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        forward(req, table.clone(), counter.clone(), client.clone())
-                    });
+                    let service =
+                        service_fn(move |req| forward(req, table.clone(), client.clone()));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
         });
-        Ok(TrafficRouter {
-            table,
-            counter,
-            addr,
-            task,
-        })
+        Ok(TrafficRouter { table, addr, task })
     }
 
     /// Routes by these weights (version → percent) to these upstream ports, and starts new
@@ -103,8 +96,8 @@ impl TrafficRouter {
             .filter(|(_, w)| **w > 0)
             .filter_map(|(v, w)| ports.get(v).map(|p| (v.clone(), *p, *w)))
             .collect();
+        t.credit = vec![0; t.backends.len()];
         t.windows.clear();
-        self.counter.store(0, Ordering::Relaxed);
     }
 
     /// Requests to `version` being forwarded right now.
@@ -135,30 +128,35 @@ impl TrafficRouter {
     }
 }
 
-/// Picks a backend: request n goes to the version whose cumulative weight range holds n mod 100,
-/// so every 100 requests split exactly by the weights.
-fn pick(backends: &[(String, u16, u32)], n: u64) -> Option<(String, u16)> {
-    let total: u32 = backends.iter().map(|b| b.2).sum();
-    if total == 0 {
+/// Picks the backend of the next request by smooth weighted round robin: each backend earns
+/// its weight in credit per request, the one with the most credit (the first on a tie) takes the
+/// request and pays the total. Every run of `total` requests splits exactly by the weights, and
+/// the versions are interleaved evenly within it — at 25% the candidate has one request of every
+/// four from the first four on, not a block of 25 after 75 (with light traffic, a window could
+/// end before its block began: analysis with no requests).
+fn pick(backends: &[(String, u16, u32)], credit: &mut [i64]) -> Option<(String, u16)> {
+    let total: i64 = backends.iter().map(|b| i64::from(b.2)).sum();
+    if total == 0 || credit.len() != backends.len() {
         return None;
     }
-    let mut slot = (n % u64::from(total)) as u32;
-    for (v, port, w) in backends {
-        if slot < *w {
-            return Some((v.clone(), *port));
+    let mut best = 0;
+    for (i, (_, _, w)) in backends.iter().enumerate() {
+        credit[i] += i64::from(*w);
+        if credit[i] > credit[best] {
+            best = i;
         }
-        slot -= w;
     }
-    None
+    credit[best] -= total;
+    let (v, port, _) = &backends[best];
+    Some((v.clone(), *port))
 }
 
 async fn forward(
     req: Request<Incoming>,
     table: Arc<Mutex<Table>>,
-    counter: Arc<AtomicU64>,
     client: Client<HttpConnector, Body>,
 ) -> Result<Response<Body>, Infallible> {
-    let Some((version, port)) = take_backend(&table, &counter) else {
+    let Some((version, port)) = take_backend(&table) else {
         return Ok(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "no version is serving this deployment yet\n".into(),
@@ -196,10 +194,12 @@ async fn forward(
 }
 
 /// Picks the backend for the next request and counts it in flight; None when no version serves.
-fn take_backend(table: &Mutex<Table>, counter: &AtomicU64) -> Option<(String, u16)> {
-    let n = counter.fetch_add(1, Ordering::Relaxed);
+fn take_backend(table: &Mutex<Table>) -> Option<(String, u16)> {
     let mut t = lock(table);
-    let picked = pick(&t.backends, n);
+    let Table {
+        backends, credit, ..
+    } = &mut *t;
+    let picked = pick(backends, credit);
     if let Some((v, _)) = &picked {
         *t.in_flight.entry(v.clone()).or_default() += 1;
     }
@@ -271,13 +271,44 @@ fn observe(table: &Mutex<Table>, version: String, response: &Response<Body>, ms:
 mod tests {
     use super::*;
 
+    /// The versions `pick` chooses for `n` requests from a fresh start.
+    fn picks(backends: &[(String, u16, u32)], n: usize) -> Vec<String> {
+        let mut credit = vec![0; backends.len()];
+        (0..n)
+            .map(|_| pick(backends, &mut credit).unwrap().0)
+            .collect()
+    }
+
     #[test]
     fn every_hundred_requests_split_exactly_by_weight() {
         let backends = vec![("7".to_string(), 1, 90), ("8".to_string(), 2, 10)];
-        let to_8 = (0..100)
-            .filter(|n| pick(&backends, *n).unwrap().0 == "8")
-            .count();
-        assert_eq!(to_8, 10);
-        assert_eq!(pick(&[], 3), None);
+        let all = picks(&backends, 300);
+        for block in all.chunks(100) {
+            assert_eq!(block.iter().filter(|v| *v == "8").count(), 10);
+        }
+        assert_eq!(pick(&[], &mut []), None);
+    }
+
+    /// Issue 20: at 25% the candidate had no request among the first 75 of each block of 100,
+    /// so a window with light traffic saw none of it. Now any four requests in a row hold one.
+    #[test]
+    fn the_candidate_is_interleaved_from_the_first_requests() {
+        let backends = vec![("7".to_string(), 1, 75), ("8".to_string(), 2, 25)];
+        let all = picks(&backends, 200);
+        for four in all.windows(4) {
+            assert_eq!(four.iter().filter(|v| *v == "8").count(), 1, "{four:?}");
+        }
+        // At 1% the candidate still has its request within the first hundred.
+        let thin = vec![("7".to_string(), 1, 99), ("8".to_string(), 2, 1)];
+        assert_eq!(picks(&thin, 100).iter().filter(|v| *v == "8").count(), 1);
+        // Three versions: exact shares, interleaved.
+        let three = vec![
+            ("6".to_string(), 1, 50),
+            ("7".to_string(), 2, 30),
+            ("8".to_string(), 3, 20),
+        ];
+        let all = picks(&three, 10);
+        assert_eq!(all.iter().filter(|v| *v == "6").count(), 5);
+        assert_eq!(all.iter().filter(|v| *v == "8").count(), 2);
     }
 }
