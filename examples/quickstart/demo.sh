@@ -34,7 +34,7 @@ while True:
     time.sleep(0.01)
 PY
 traffic=$!
-trap 'kill "$traffic" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$traffic" 2>/dev/null || true; rm -rf "$work"' EXIT
 echo '$ slipway run registry --once --state state'
 (cd "$work" && "$slipway" run registry --once --state state 2>&1)
 kill "$traffic" 2>/dev/null || true
