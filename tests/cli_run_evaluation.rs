@@ -461,3 +461,91 @@ spec: {{model: shared-model, version: "1", artifact: {{uri: "file://models/share
         "{paths:?}"
     );
 }
+
+/// Issue 20: an evaluation whose script was missing failed after three attempts, and fixing the
+/// script changed nothing: the result was final, with no way to run it again short of deleting
+/// the state. An operator's `slipway retry --evaluation` now starts a new round; a run that
+/// produced results is refused.
+#[test]
+fn an_evaluation_that_failed_without_results_runs_again_when_retried() {
+    let (_dir, work) = quickstart();
+    let script = work.join("registry/evaluate.py");
+    let good = std::fs::read_to_string(&script).unwrap();
+    std::fs::remove_file(&script).unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let status = |work: &Path| slipway(&["status", "--state", "state"], work).stdout;
+    assert!(
+        status(&work).contains("evaluation: failed (pitch-frames-7-holdout)"),
+        "{}",
+        status(&work)
+    );
+    // The script is back: the failure stands until someone asks for a new run.
+    std::fs::write(&script, &good).unwrap();
+    slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert!(status(&work).contains("evaluation: failed (pitch-frames-7-holdout)"));
+
+    let retried = slipway(
+        &[
+            "retry",
+            "--evaluation",
+            "pitch-frames-7-holdout",
+            "--state",
+            "state",
+        ],
+        &work,
+    );
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    assert!(
+        retried
+            .stdout
+            .contains("default/pitch-frames-7-holdout: runs again from its first attempt"),
+        "{}",
+        retried.stdout
+    );
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        status(&work).contains("evaluation: passed (pitch-frames-7-holdout)"),
+        "{}",
+        status(&work)
+    );
+    assert!(
+        events(&work)
+            .iter()
+            .any(|l| l.contains("RetryRequested") && l.contains("pitch-frames-7-holdout")),
+        "{:#?}",
+        events(&work)
+    );
+    // A run with results is not run again on request.
+    let refused = slipway(
+        &[
+            "retry",
+            "--evaluation",
+            "pitch-frames-7-holdout",
+            "--state",
+            "state",
+        ],
+        &work,
+    );
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("a run that produced results is not run again"),
+        "{}",
+        refused.stderr
+    );
+    let unknown = slipway(
+        &["retry", "--evaluation", "nope", "--state", "state"],
+        &work,
+    );
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown
+            .stderr
+            .contains("no evaluation default/nope has run"),
+        "{}",
+        unknown.stderr
+    );
+}

@@ -168,6 +168,10 @@ pub struct EvaluationStatus {
     /// Content address of this run: artifact digest, dataset digest, runner spec and suite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_key: Option<String>,
+    /// Digest of what judged the run (the suite's gates and timeout as the evaluation was
+    /// decided): a change re-judges a finished run's results, or runs a failed one again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_by: Option<String>,
     /// Content address of the baseline's run (its artifact digest, dataset, runner and suite), so
     /// a later evaluation of that artifact can reuse it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,11 +185,19 @@ pub struct EvaluationStatus {
     /// When the run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
-    /// How many times the run was attempted.
+    /// How many times the run was attempted (in this round).
     #[serde(default)]
     pub attempts: u32,
+    /// How many times the evaluation started afresh (an operator's retry, a changed suite or
+    /// version): its Jobs are named by round and attempt, so a new round never meets an old Job.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: u32,
     /// Conditions, `Ready` summarising the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

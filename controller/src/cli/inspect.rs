@@ -43,6 +43,11 @@ enum StateRef {
 
 impl StateRef {
     fn open(state: &str) -> anyhow::Result<StateRef> {
+        StateRef::open_to(state, false)
+    }
+
+    /// [`StateRef::open`], a state folder opened to write (`retry`) when `write`.
+    fn open_to(state: &str, write: bool) -> anyhow::Result<StateRef> {
         if state.starts_with("http://") || state.starts_with("https://") {
             return Ok(StateRef::Url(state.trim_end_matches('/').to_string()));
         }
@@ -53,7 +58,11 @@ impl StateRef {
                  --state (a folder, or the URL of a running `slipway run --listen`)"
             );
         }
-        Ok(StateRef::Dir(Store::open_reader(&dir)?))
+        Ok(StateRef::Dir(if write {
+            Store::open(&dir)?
+        } else {
+            Store::open_reader(&dir)?
+        }))
     }
 
     fn get(url: &str) -> anyhow::Result<serde_json::Value> {
@@ -368,8 +377,13 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
 /// Arguments of `slipway retry`.
 #[derive(clap::Args, Debug)]
 pub struct RetryArgs {
-    /// The deployment (`NAME` or `NAMESPACE/NAME`).
-    pub deployment: String,
+    /// The deployment (`NAME` or `NAMESPACE/NAME`) whose rejected version to roll out again.
+    #[arg(required_unless_present = "evaluation", conflicts_with = "evaluation")]
+    pub deployment: Option<String>,
+    /// Instead: the evaluation (`NAME` or `NAMESPACE/NAME`) that failed without results to run
+    /// again, from its first attempt.
+    #[arg(long, value_name = "NAME")]
+    pub evaluation: Option<String>,
     /// The rejected version to retry (default: every rejected version).
     #[arg(long)]
     pub version: Option<String>,
@@ -378,13 +392,75 @@ pub struct RetryArgs {
     pub state: String,
 }
 
-pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
-    let (ns, name) = match args.deployment.split_once('/') {
+/// `NAME` or `NAMESPACE/NAME` as (namespace, name).
+fn namespaced(given: &str) -> (String, String) {
+    match given.split_once('/') {
         Some((ns, name)) => (ns.to_string(), name.to_string()),
-        None => ("default".to_string(), args.deployment.clone()),
-    };
+        None => ("default".to_string(), given.to_string()),
+    }
+}
+
+/// A POST to a running instance's API with the token of `SLIPWAY_API_TOKEN`; the JSON answer
+/// of a 200, or the error the instance gave.
+fn post_api(url: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let token = std::env::var("SLIPWAY_API_TOKEN").map_err(|_| {
+        anyhow::anyhow!(
+            "set SLIPWAY_API_TOKEN to the token in the instance's --api-token-file to retry over HTTP"
+        )
+    })?;
+    let mut response = ureq::post(url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("authorization", &format!("Bearer {}", token.trim()))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let body: serde_json::Value =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or_default();
+    if status != 200 {
+        anyhow::bail!(
+            "{url} answered {status}: {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    Ok(body)
+}
+
+/// `slipway retry --evaluation`: runs an evaluation that failed without results again.
+fn retry_evaluation(given: &str, state: &str) -> anyhow::Result<i32> {
+    let (ns, name) = namespaced(given);
     let actor = std::env::var("USER").ok();
-    let versions = match StateRef::open(&args.state)? {
+    match StateRef::open_to(state, true)? {
+        StateRef::Dir(store) => {
+            crate::modes::git::retry::request_evaluation_retry(&store, &ns, &name, actor)?
+        }
+        StateRef::Url(base) => {
+            let url = format!(
+                "{base}/api/v1/evaluations/{}/{}/retry",
+                encode(&ns),
+                encode(&name)
+            );
+            post_api(&url, serde_json::json!({"actor": actor}))?;
+        }
+    }
+    print_out(&format!(
+        "{ns}/{name}: runs again from its first attempt on the next `slipway run` pass\n"
+    ))?;
+    Ok(0)
+}
+
+pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
+    let deployment = match (&args.deployment, &args.evaluation) {
+        (_, Some(e)) => return retry_evaluation(e, &args.state),
+        (Some(d), None) => d,
+        (None, None) => anyhow::bail!("name a deployment, or an evaluation with --evaluation"),
+    };
+    let (ns, name) = namespaced(deployment);
+    let actor = std::env::var("USER").ok();
+    let versions = match StateRef::open_to(&args.state, true)? {
         StateRef::Dir(store) => crate::modes::git::retry::request_retry(
             &store,
             &ns,
@@ -398,29 +474,10 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
                 encode(&ns),
                 encode(&name)
             );
-            let token = std::env::var("SLIPWAY_API_TOKEN").map_err(|_| {
-                anyhow::anyhow!(
-                    "set SLIPWAY_API_TOKEN to the token in the instance's --api-token-file to retry over HTTP"
-                )
-            })?;
-            let mut response = ureq::post(&url)
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .header("authorization", &format!("Bearer {}", token.trim()))
-                .header("content-type", "application/json")
-                .send(serde_json::json!({"version": args.version, "actor": actor}).to_string())
-                .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))?;
-            let status = response.status().as_u16();
-            let body: serde_json::Value =
-                serde_json::from_str(&response.body_mut().read_to_string().unwrap_or_default())
-                    .unwrap_or_default();
-            if status != 200 {
-                anyhow::bail!(
-                    "{url} answered {status}: {}",
-                    body["error"].as_str().unwrap_or("no reason given")
-                );
-            }
+            let body = post_api(
+                &url,
+                serde_json::json!({"version": args.version, "actor": actor}),
+            )?;
             serde_json::from_value(body["versions"].clone())?
         }
     };

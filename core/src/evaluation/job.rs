@@ -111,10 +111,15 @@ pub fn environment(
 
 /// The name of the Job carrying `role`'s run of attempt `n` (the candidate's is the attempt's
 /// Job name, `EVALUATION-N`).
-pub fn job_name(evaluation: &str, n: u32, role: Role) -> String {
+pub fn job_name(evaluation: &str, round: u32, n: u32, role: Role) -> String {
+    // Round 0 keeps the names Jobs had before rounds existed.
+    let stem = match round {
+        0 => format!("{evaluation}-{n}"),
+        r => format!("{evaluation}-r{r}-{n}"),
+    };
     let full = match role {
-        Role::Candidate => format!("{evaluation}-{n}"),
-        Role::Baseline => format!("{evaluation}-{n}-baseline"),
+        Role::Candidate => stem,
+        Role::Baseline => format!("{stem}-baseline"),
     };
     // A Job's name is a label value of its pods: at most 63 characters. A longer one keeps its
     // start and ends in a digest of the whole, so it stays unique.
@@ -215,6 +220,9 @@ pub enum RunSeen {
     Done(RunResults),
     /// Ended without results, for this reason.
     Failed(String),
+    /// Ended with results that are not valid (they do not parse): the same run would write
+    /// them again.
+    Invalid(String),
 }
 
 /// What the attempt came to, from what was seen of each of its runs (see [`runs`]): failed if
@@ -227,6 +235,9 @@ pub fn combine(a: &Attempt, runs: Vec<(Role, RunSeen)>) -> Seen {
         match seen {
             RunSeen::Failed(why) => {
                 return Seen::Failed(format!("the {} run: {why}", role.as_str()));
+            }
+            RunSeen::Invalid(why) => {
+                return Seen::Invalid(format!("the {} run: {why}", role.as_str()));
             }
             RunSeen::Busy => busy = true,
             RunSeen::Done(r) if role == Role::Candidate => candidate = Some(r),
@@ -293,12 +304,13 @@ mod tests {
             env[7].1, "",
             "a dataset without a digest gets an empty value"
         );
-        assert_eq!(job_name("e", 2, Role::Baseline), "e-2-baseline");
-        assert_eq!(job_name("e", 2, Role::Candidate), "e-2");
+        assert_eq!(job_name("e", 0, 2, Role::Baseline), "e-2-baseline");
+        assert_eq!(job_name("e", 0, 2, Role::Candidate), "e-2");
+        assert_eq!(job_name("e", 1, 1, Role::Candidate), "e-r1-1");
         let long = "fraud-detection-transaction-scorer-2024.06.01-rc1-holdout";
         let (a, b) = (
-            job_name(long, 1, Role::Baseline),
-            job_name(long, 2, Role::Baseline),
+            job_name(long, 0, 1, Role::Baseline),
+            job_name(long, 0, 2, Role::Baseline),
         );
         assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
         assert_ne!(a, b);
@@ -331,6 +343,7 @@ mod tests {
             baseline_key: Some("sha256:b".into()),
             baseline_version: Some("6".into()),
             number: 1,
+            round: 0,
         };
         let both = combine(
             &a,

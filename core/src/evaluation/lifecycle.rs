@@ -40,6 +40,9 @@ pub fn no_results_within(timeout: Duration) -> String {
 pub enum Next {
     /// It finished (results or failed for good) with this content address: leave it.
     Stands,
+    /// It finished with results under gates or a timeout that changed since: judge the same
+    /// results by the suite as it is now (nothing runs again).
+    Rejudge,
     /// Run attempt number `attempt` (1-based).
     Run {
         /// The attempt to start.
@@ -59,8 +62,12 @@ pub enum Next {
     },
 }
 
-/// Decides from the recorded status whether (and which attempt) to run.
-pub fn next(previous: Option<&EvaluationStatus>, key: &str) -> Next {
+/// Decides from the recorded status whether (and which attempt) to run. `judged` is
+/// [`super::judged_by`] of the suite now: a finished evaluation decided under other gates or
+/// another timeout is re-judged (results) or run again from its first attempt (failed without
+/// results: a raised timeout or a fixed runner deserves new attempts). One recorded before
+/// `judgedBy` existed stands as it is.
+pub fn next(previous: Option<&EvaluationStatus>, key: &str, judged: &str) -> Next {
     match previous.filter(|p| p.cache_key.as_deref() == Some(key)) {
         None => Next::Run { attempt: 1 },
         Some(p)
@@ -69,7 +76,13 @@ pub fn next(previous: Option<&EvaluationStatus>, key: &str) -> Next {
                 EvaluationPhase::Succeeded | EvaluationPhase::Failed
             ) =>
         {
-            Next::Stands
+            match p.judged_by.as_deref() {
+                Some(was) if was != judged && p.phase == EvaluationPhase::Succeeded => {
+                    Next::Rejudge
+                }
+                Some(was) if was != judged => Next::Run { attempt: 1 },
+                _ => Next::Stands,
+            }
         }
         Some(p) if p.phase == EvaluationPhase::Running && !retry_due(p) => Next::InFlight {
             attempt: p.attempts,
@@ -105,6 +118,8 @@ pub struct Attempt {
     pub baseline_version: Option<String>,
     /// 1-based attempt number.
     pub number: u32,
+    /// The round the attempt belongs to (chosen by the step, as the number is).
+    pub round: u32,
 }
 
 impl Attempt {
@@ -116,6 +131,7 @@ impl Attempt {
             baseline_key: status.baseline_cache_key.clone(),
             baseline_version: status.baseline_version.clone(),
             number: status.attempts,
+            round: status.round,
         }
     }
 }
@@ -130,6 +146,7 @@ pub fn running(a: &Attempt, what: String, now: DateTime<Utc>) -> EvaluationStatu
         baseline_version: a.baseline_version.clone(),
         started_at: Some(now),
         attempts: a.number,
+        round: a.round,
         conditions: vec![condition(
             "False",
             "Running",
@@ -184,6 +201,86 @@ pub fn failed(
         conditions: vec![condition("False", "RunFailed", message, now)],
         ..running.clone()
     }
+}
+
+/// The results of a finished run judged by `gates` (the suite changed them since): the same
+/// metrics, baseline and samples, new gate results and verdict.
+pub fn rejudged(
+    previous: &EvaluationStatus,
+    gates: &[Gate],
+    now: DateTime<Utc>,
+) -> EvaluationStatus {
+    let baseline = previous
+        .baseline_version
+        .as_ref()
+        .map(|_| &previous.baseline_metrics);
+    let (results, verdict) = super::judge(gates, &previous.metrics, baseline);
+    let failing: Vec<String> = results
+        .iter()
+        .filter(|g| !g.passed)
+        .filter_map(|g| g.message.clone())
+        .collect();
+    let judged = match verdict {
+        Verdict::Passed => format!("{} gates passed", results.len()),
+        Verdict::Failed => failing.join("; "),
+    };
+    EvaluationStatus {
+        verdict: Some(verdict),
+        gates: results,
+        completed_at: Some(now),
+        conditions: vec![condition(
+            "True",
+            verdict.as_str(),
+            format!("{judged} (the same results, judged again: the suite's gates changed)"),
+            now,
+        )],
+        ..previous.clone()
+    }
+}
+
+/// An operator's request to run an evaluation that failed for good again (`slipway retry
+/// --evaluation` in git mode, the `slipway.dev/retry` annotation in a cluster): the status that
+/// starts its attempts afresh, or why there is nothing to retry. Only an evaluation that ended
+/// without results is retried: a run that produced results stands on them (retrying it until it
+/// passes would be choosing among runs), and changes with its content address or gates.
+pub fn retry(
+    previous: &EvaluationStatus,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<EvaluationStatus, String> {
+    if previous.phase != EvaluationPhase::Failed {
+        let state = match (previous.phase, previous.verdict) {
+            (EvaluationPhase::Succeeded, Some(v)) => {
+                format!(
+                    "finished with results ({}): a run that produced results is not run again; change the suite or the version to evaluate anew",
+                    v.as_str()
+                )
+            }
+            (EvaluationPhase::Running, _) => {
+                "running: it is retried by itself while attempts are left".to_string()
+            }
+            _ => "not failed".to_string(),
+        };
+        return Err(format!("evaluation {name} is {state}; nothing to retry"));
+    }
+    Ok(EvaluationStatus {
+        phase: EvaluationPhase::Pending,
+        round: previous.round + 1,
+        conditions: vec![condition(
+            "False",
+            "RetryRequested",
+            format!(
+                "an operator asked for {name} to run again after: {}",
+                previous
+                    .conditions
+                    .first()
+                    .map(|c| c.message.as_str())
+                    .unwrap_or("its failure")
+            ),
+            now,
+        )],
+        ..EvaluationStatus::default()
+    })
 }
 
 /// Whether a retry of a `Running` status is due (its last attempt failed).
@@ -290,6 +387,7 @@ mod tests {
             baseline_key: Some("sha256:b".into()),
             baseline_version: Some("7".into()),
             number: n,
+            round: 0,
         }
     }
 
@@ -306,9 +404,12 @@ mod tests {
 
     #[test]
     fn a_new_content_address_runs_its_first_attempt() {
-        assert_eq!(next(None, "sha256:c"), Next::Run { attempt: 1 });
+        assert_eq!(next(None, "sha256:c", "j"), Next::Run { attempt: 1 });
         let other = running(&attempt(2), "job".into(), at(0));
-        assert_eq!(next(Some(&other), "sha256:other"), Next::Run { attempt: 1 });
+        assert_eq!(
+            next(Some(&other), "sha256:other", "j"),
+            Next::Run { attempt: 1 }
+        );
     }
 
     #[test]
@@ -318,7 +419,10 @@ mod tests {
             s = failed_attempt(&s, "no results within the suite's timeout (60s)", at(n));
             assert_eq!(s.phase, EvaluationPhase::Running, "attempt {n}");
             assert!(retry_due(&s));
-            assert_eq!(next(Some(&s), "sha256:c"), Next::Run { attempt: n + 1 });
+            assert_eq!(
+                next(Some(&s), "sha256:c", "j"),
+                Next::Run { attempt: n + 1 }
+            );
             s = running(&attempt(n + 1), "job".into(), at(n));
         }
         let s = failed_attempt(&s, "no results within the suite's timeout (60s)", at(9));
@@ -329,14 +433,14 @@ mod tests {
             s.conditions[0].message,
             "evaluation failed after 3 attempt(s): no results within the suite's timeout (60s)"
         );
-        assert_eq!(next(Some(&s), "sha256:c"), Next::Stands);
+        assert_eq!(next(Some(&s), "sha256:c", "j"), Next::Stands);
     }
 
     #[test]
     fn an_attempt_in_flight_is_waited_for() {
         let s = running(&attempt(EVALUATION_ATTEMPTS), "local".into(), at(0));
         assert_eq!(
-            next(Some(&s), "sha256:c"),
+            next(Some(&s), "sha256:c", "j"),
             Next::InFlight {
                 attempt: EVALUATION_ATTEMPTS
             }

@@ -162,6 +162,15 @@ pub fn cache_key(
     format!("sha256:{}", crate::hex(&digest))
 }
 
+/// What judges an evaluation's run besides its content address: the gates and the timeout. A
+/// finished evaluation recorded under other ones is decided again ([`lifecycle::next`]): its
+/// results judged by the new gates, or — when it failed without results — run again.
+pub fn judged_by(gates: &[Gate], timeout: Option<&str>) -> String {
+    let canonical = json!({"gates": gates, "timeout": timeout}).to_string();
+    let digest = Sha256::digest(canonical.as_bytes());
+    format!("sha256:{}", crate::hex(&digest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

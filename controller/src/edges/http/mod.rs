@@ -96,6 +96,20 @@ pub trait Home: Send + Sync + 'static {
         }
     }
 
+    /// `POST /api/v1/evaluations/{ns}/{name}/retry`: run an evaluation that failed without
+    /// results again.
+    fn post_evaluation_retry(&self, posted: Posted) -> impl Future<Output = Reply> + Send {
+        async move {
+            Reply::error(
+                404,
+                format!(
+                    "retry over HTTP is served by `slipway run`; in a cluster, annotate the evaluation (who may is up to RBAC): kubectl annotate -n {} meval {} slipway.dev/retry=",
+                    posted.namespace, posted.name
+                ),
+            )
+        }
+    }
+
     /// The report of evaluation `ns/name` in `format` (`html` or `md`), for the caller with
     /// bearer `token`; the error is (HTTP status, message).
     fn report(
@@ -163,6 +177,16 @@ async fn retry<H: Home>(
     h.post_retry(posted(ns, name, &headers, body)).await
 }
 
+async fn evaluation_retry<H: Home>(
+    State(h): State<Arc<H>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Reply {
+    h.post_evaluation_retry(posted(ns, name, &headers, body))
+        .await
+}
+
 /// `/reports/{ns}/{name}.html|md`: names that could leave the reports folder are refused here.
 async fn report<H: Home>(
     State(h): State<Arc<H>>,
@@ -216,6 +240,10 @@ pub fn router<H: Home>(home: Arc<H>) -> Router {
             post(results::<H>),
         )
         .route("/api/v1/deployments/{ns}/{name}/retry", post(retry::<H>))
+        .route(
+            "/api/v1/evaluations/{ns}/{name}/retry",
+            post(evaluation_retry::<H>),
+        )
         .route("/reports/{ns}/{file}", get(report::<H>))
         .with_state(home)
         .merge(own)

@@ -20,6 +20,8 @@ pub struct Run {
     key: String,
     version: String,
     outcome: Result<RunResults, String>,
+    /// It wrote results that do not parse (the same run would write them again).
+    invalid: bool,
 }
 
 /// What a background job of the evaluations did.
@@ -139,18 +141,26 @@ impl Reconciler<'_> {
         Ok(move || {
             let mut runs = Vec::new();
             for (role, key, version, env, work_dir) in wanted {
-                let outcome = match (&spec, &root) {
-                    (Some(spec), Some(root)) => local::run(&local::Job {
+                let (outcome, invalid) = match (&spec, &root) {
+                    (Some(spec), Some(root)) => match local::run(&local::Job {
                         spec,
                         root,
                         work_dir,
                         env,
                         timeout,
-                    })
-                    .map_err(|e| e.to_string()),
-                    _ => Err(format!(
-                        "the {kinds} runner does not run in git mode yet; use a local runner"
-                    )),
+                    }) {
+                        Ok(results) => (Ok(results), false),
+                        Err(e) => {
+                            let invalid = matches!(e, local::RunError::BadResults { .. });
+                            (Err(e.to_string()), invalid)
+                        }
+                    },
+                    _ => (
+                        Err(format!(
+                            "the {kinds} runner does not run in git mode yet; use a local runner"
+                        )),
+                        false,
+                    ),
                 };
                 let failed = outcome.is_err();
                 runs.push(Run {
@@ -158,6 +168,7 @@ impl Reconciler<'_> {
                     key,
                     version,
                     outcome,
+                    invalid,
                 });
                 if failed {
                     break;
@@ -207,11 +218,17 @@ impl Reconciler<'_> {
                         status,
                     })])?;
                 }
-                Err(e) => failure = Some(format!("{} run failed: {e}", run.role)),
+                // Results that do not parse would be written the same way again.
+                Err(e) if run.invalid => {
+                    failure = Some(step::Seen::Invalid(format!("{} run failed: {e}", run.role)))
+                }
+                Err(e) => {
+                    failure = Some(step::Seen::Failed(format!("{} run failed: {e}", run.role)))
+                }
             }
         }
-        if let Some(why) = failure {
-            return Ok(step::Seen::Failed(why));
+        if let Some(seen) = failure {
+            return Ok(seen);
         }
         Ok(self
             .stored_results(&task.namespace, running)?
@@ -231,6 +248,7 @@ impl Reconciler<'_> {
                 .map(|(_, a)| evaluation::cache_key(a, &task.dataset, &task.runner, &task.suite)),
             baseline_version: task.baseline.as_ref().map(|b| b.0.clone()),
             number: 0,
+            round: 0,
         }
     }
 
@@ -334,7 +352,8 @@ impl Reconciler<'_> {
         let stored = self.evaluation_status(&task.namespace, &task.name)?;
         // The step's first rule, asked before anything is copied or hashed: a finished
         // evaluation stands (a no-change pass over 10,000 evaluations is mostly this).
-        if lifecycle::next(stored.as_deref(), &key) == lifecycle::Next::Stands {
+        let judged = evaluation::judged_by(&task.gates, task.timeout.as_deref());
+        if lifecycle::next(stored.as_deref(), &key, &judged) == lifecycle::Next::Stands {
             return Ok(());
         }
         let a = self.attempt(task, &key);

@@ -6,8 +6,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use slipway_crd::model_deployment::ModelDeploymentStatus;
 
+use crate::decide::evaluation::lifecycle;
+use crate::decide::events::Event as Happened;
 use crate::decide::rollout;
 use crate::edges::store::{HistoryEntry, Store, StoreError, Write};
+use slipway_crd::model_deployment::RolloutEventKind;
 
 /// Why a retry was refused.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +18,9 @@ pub enum RetryError {
     /// Nothing (or not that version) is rejected on the deployment.
     #[error("{0}")]
     NothingToRetry(String),
+    /// No evaluation of that name has a status.
+    #[error("{0}")]
+    NoSuchEvaluation(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::edges::store::StoreError),
@@ -83,4 +89,62 @@ pub fn request_retry(
     }
     store.apply(&writes)?;
     Ok(versions)
+}
+
+/// Runs evaluation `namespace/name`, which failed for good without results, again from its
+/// first attempt on the next pass — the decision is [`lifecycle::retry`], as for the annotation
+/// in a cluster — and records it: the status that starts a new round, and a `RetryRequested`
+/// history entry by `actor`.
+pub fn request_evaluation_retry(
+    store: &Store,
+    namespace: &str,
+    name: &str,
+    actor: Option<String>,
+) -> Result<(), RetryError> {
+    let Some(previous) = store
+        .status("Evaluation", namespace, name)?
+        .and_then(|v| slipway_crd::EvaluationStatus::deserialize(v).ok())
+    else {
+        return Err(RetryError::NoSuchEvaluation(format!(
+            "no evaluation {namespace}/{name} has run; `slipway status` lists the evaluations"
+        )));
+    };
+    let now = Utc::now();
+    let status = lifecycle::retry(&previous, &format!("{namespace}/{name}"), now)
+        .map_err(RetryError::NothingToRetry)?;
+    // Its model and version, for the model's history: from its completion's entry.
+    let subject = format!("Evaluation/{name}");
+    let (model, version) = store
+        .history(&crate::edges::store::HistoryFilter::default())?
+        .into_iter()
+        .rev()
+        .find(|h| h.namespace == namespace && h.subject == subject)
+        .map(|h| (h.model, h.version))
+        .unwrap_or_default();
+    store.apply(&[
+        Write::Status {
+            kind: "Evaluation".into(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            status: serde_json::to_value(&status).map_err(StoreError::from)?,
+        },
+        Write::History(HistoryEntry {
+            id: 0,
+            at: now,
+            event: Happened::Rollout(RolloutEventKind::RetryRequested)
+                .as_str()
+                .to_string(),
+            namespace: namespace.to_string(),
+            model,
+            subject,
+            version,
+            alias: None,
+            actor,
+            revision: None,
+            decision: None,
+            message: format!("{name}: may run again (round {})", status.round),
+            data: serde_json::Value::Null,
+        }),
+    ])?;
+    Ok(())
 }

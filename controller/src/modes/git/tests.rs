@@ -289,6 +289,7 @@ fn results_posted_between_attempts_are_refused() {
             baseline_key: None,
             baseline_version: None,
             number: 1,
+            round: 0,
         },
         "asked ci.example to run eval on m version 1".into(),
         Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap(),

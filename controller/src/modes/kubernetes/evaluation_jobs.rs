@@ -97,7 +97,7 @@ async fn job_results(ctx: &Context, ns: &str, job: &Job) -> Result<job::RunSeen,
     Ok(match terminated {
         Some(t) => match job::from_termination_message(t.message.as_deref().unwrap_or("")) {
             Ok(r) => job::RunSeen::Done(r),
-            Err(why) => job::RunSeen::Failed(format!("Job {name}: {why}")),
+            Err(why) => job::RunSeen::Invalid(format!("Job {name}: {why}")),
         },
         None => job::RunSeen::Failed(format!(
             "Job {name} completed, but its pod is gone: its results could not be read"
@@ -212,7 +212,7 @@ pub(super) async fn seen(
             seen.push((role, job::RunSeen::Done(r)));
             continue;
         }
-        let name = job::job_name(&e.name_any(), status.attempts, role);
+        let name = job::job_name(&e.name_any(), status.round, status.attempts, role);
         let state = match jobs.get_opt(&name).await? {
             Some(j) if !owned_by(&j, e) => job::RunSeen::Failed(format!(
                 "Job {name} is not one this evaluation started; delete it"
@@ -249,12 +249,13 @@ pub(super) async fn start_job(
     e: &Evaluation,
     runner: &slipway_crd::common::KubernetesRunner,
     run: &job::Run,
+    round: u32,
     number: u32,
     timeout: Duration,
 ) -> Result<Result<(), String>, Error> {
     let ns = e.namespace().unwrap_or_else(|| "default".into());
     let name = e.name_any();
-    let job_name = job::job_name(&name, number, run.role);
+    let job_name = job::job_name(&name, round, number, run.role);
     let mut env: Vec<_> = job::environment(&e.spec.model, &e.spec.suite, &e.spec.dataset, run)
         .into_iter()
         .map(|(k, v)| json!({"name": k, "value": v}))

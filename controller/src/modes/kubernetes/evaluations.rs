@@ -15,6 +15,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use serde_json::json;
 use slipway_crd::evaluation::EvaluationPhase;
+use slipway_crd::model_deployment::RETRY_ANNOTATION;
 use slipway_crd::{Evaluation, EvaluationStatus};
 
 use super::context::{Context, Error, MANAGER, apply_status, publish};
@@ -118,6 +119,7 @@ fn attempt(ctx: &Context, e: &Evaluation) -> lifecycle::Attempt {
         baseline_version,
         // The step chooses the attempt's number.
         number: 0,
+        round: 0,
     }
 }
 
@@ -196,6 +198,35 @@ fn cannot_run(ctx: &Context, e: &Arc<Evaluation>) -> Option<String> {
         .refusal(&crate::decide::catalog::Resource::Evaluation(e.clone()))
 }
 
+/// An operator's retry (the [`RETRY_ANNOTATION`] on an `Evaluation` that failed without
+/// results): decided by [`lifecycle::retry`] as `slipway retry --evaluation` is in git mode,
+/// written to status with an event (a warning when there is nothing to retry), then the
+/// annotation is removed; the next look starts a new round of attempts.
+async fn retry(ctx: &Arc<Context>, e: &Evaluation) -> Result<Requeue, Error> {
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    let name = e.name_any();
+    let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
+    let previous = e.status.clone().unwrap_or_default();
+    match lifecycle::retry(&previous, &format!("{ns}/{name}"), Utc::now()) {
+        Ok(status) => {
+            apply_status(&api, &name, &status).await?;
+            let note = format!("{name}: may run again (round {})", status.round);
+            publish(
+                ctx,
+                e,
+                Happened::Rollout(slipway_crd::model_deployment::RolloutEventKind::RetryRequested),
+                note,
+            )
+            .await;
+        }
+        Err(why) => publish(ctx, e, Happened::NothingToRetry, why).await,
+    }
+    let forget = json!({"metadata": {"annotations": {RETRY_ANNOTATION: null}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&forget))
+        .await?;
+    Ok(Requeue::requeue(std::time::Duration::ZERO))
+}
+
 /// An `Evaluation` runs as a Job (`kubernetes` runner) or is dispatched to an external system
 /// (`webhook` runner): observe (the attempt in flight, earlier results, whether it can run
 /// here) → [`step::step`] → carry out (token, Job or request) → write the status → announce.
@@ -206,6 +237,9 @@ pub async fn reconcile_evaluation(
     let Ok(e) = &guarded.0 else {
         return Ok(Requeue::await_change());
     };
+    if e.annotations().contains_key(RETRY_ANNOTATION) {
+        return retry(&ctx, e).await;
+    }
     let status = e.status.clone();
     let name = e.name_any();
     let a = attempt(&ctx, e);
@@ -216,12 +250,8 @@ pub async fn reconcile_evaluation(
     let recorded = status
         .as_ref()
         .filter(|s| s.cache_key.as_deref() == Some(a.key.as_str()));
-    if recorded.is_some_and(|s| {
-        matches!(
-            s.phase,
-            EvaluationPhase::Succeeded | EvaluationPhase::Failed
-        )
-    }) {
+    let judged = crate::decide::evaluation::judged_by(&e.spec.gates, e.spec.timeout.as_deref());
+    if lifecycle::next(status.as_ref(), &a.key, &judged) == lifecycle::Next::Stands {
         completed(&ctx, e, &a).await?;
         return Ok(Requeue::await_change());
     }
@@ -246,7 +276,7 @@ pub async fn reconcile_evaluation(
     // Carry out: a new attempt gets a token of its own, then its Job or request.
     if let Some(number) = next.start
         && let Some(running) = next.status.clone()
-        && let Err(why) = start(&ctx, e, &a, number).await?
+        && let Err(why) = start(&ctx, e, &a, number, running.round).await?
     {
         let failed = step::Observed {
             seen: Some(step::Seen::Failed(format!(
@@ -278,12 +308,13 @@ async fn start(
     e: &Evaluation,
     a: &lifecycle::Attempt,
     number: u32,
+    round: u32,
 ) -> Result<Result<(), String>, Error> {
     if let Some(runner) = &e.spec.runner.kubernetes {
         let timeout = lifecycle::timeout(e.spec.timeout.as_deref());
         for run in runs(ctx, e, a) {
             if stored_run(ctx, e, &run.key).is_none()
-                && let Err(why) = start_job(ctx, e, runner, &run, number, timeout).await?
+                && let Err(why) = start_job(ctx, e, runner, &run, round, number, timeout).await?
             {
                 return Ok(Err(why));
             }

@@ -51,6 +51,10 @@ pub enum Seen {
     },
     /// It ended without results, for this reason.
     Failed(String),
+    /// It ended with results that are not valid (they do not parse, or break the contract):
+    /// the same run would write them again, so the evaluation fails at once, not after every
+    /// attempt.
+    Invalid(String),
 }
 
 /// Finished results with the same content addresses as the attempt, and where they came from.
@@ -141,7 +145,7 @@ pub fn carried_by(input: &Input, n: u32) -> String {
     } else if r.kubernetes.is_some() {
         format!(
             "Job {} is evaluating {} version {}",
-            super::job::job_name(input.name, n, super::job::Role::Candidate),
+            super::job::job_name(input.name, round(input), n, super::job::Role::Candidate),
             input.model,
             input.version
         )
@@ -157,22 +161,59 @@ fn first_message(s: &EvaluationStatus) -> String {
         .unwrap_or_default()
 }
 
-/// The step an evaluation takes now.
+/// The step an evaluation takes now. Every status it writes records what judged it
+/// ([`super::judged_by`]), so a later change of the suite's gates or timeout is seen.
 pub fn step(input: &Input, observed: Observed) -> Step {
     let previous = input.previous.cloned().unwrap_or_default();
-    match lifecycle::next(input.previous, &input.attempt.key) {
+    let judged = super::judged_by(input.gates, input.timeout);
+    let mut step = match lifecycle::next(input.previous, &input.attempt.key, &judged) {
         Next::Stands => Step::default(),
+        Next::Rejudge => rejudge(input, &previous),
         Next::GiveUp { attempts } => ended(lifecycle::failed(&previous, attempts, LOST, input.now)),
         Next::Run { attempt } => run(input, observed, attempt),
         Next::InFlight { .. } => in_flight(input, &previous, observed.seen.unwrap_or(Seen::Busy)),
+    };
+    if let Some(s) = step.status.as_mut() {
+        s.judged_by = Some(judged);
     }
+    step
 }
 
-/// The attempt numbered `n` with this evaluation's content addresses.
+/// The results of a finished run judged by the suite's gates as they are now.
+fn rejudge(input: &Input, previous: &EvaluationStatus) -> Step {
+    let done = lifecycle::rejudged(previous, input.gates, input.now);
+    let message = first_message(&done);
+    let mut s = ended(done);
+    s.notes.push(Note {
+        event: Event::Reused,
+        message,
+    });
+    s
+}
+
+/// The attempt numbered `n` with this evaluation's content addresses, in its round.
 fn numbered(input: &Input, n: u32) -> Attempt {
     Attempt {
         number: n,
+        round: round(input),
         ..input.attempt.clone()
+    }
+}
+
+/// The round of the attempt due: the recorded one while its attempts go on (or none were made
+/// in it yet, as after a retry), the next one when the evaluation starts afresh from a status
+/// that made attempts (a changed content address, suite or timeout).
+fn round(input: &Input) -> u32 {
+    match input.previous {
+        None => 0,
+        Some(p)
+            if p.attempts == 0
+                || (p.cache_key.as_deref() == Some(input.attempt.key.as_str())
+                    && p.phase == EvaluationPhase::Running) =>
+        {
+            p.round
+        }
+        Some(p) => p.round + 1,
     }
 }
 
@@ -255,6 +296,12 @@ fn in_flight(input: &Input, previous: &EvaluationStatus, seen: Seen) -> Step {
             input.now,
         )),
         Seen::Failed(why) => failed_attempt(input, previous, &why),
+        Seen::Invalid(why) => ended(lifecycle::failed(
+            previous,
+            previous.attempts.max(1),
+            &format!("{why} (not retried: the same run would write the same results)"),
+            input.now,
+        )),
         Seen::Nothing => failed_attempt(input, previous, LOST),
     }
 }

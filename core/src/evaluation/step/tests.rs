@@ -3,6 +3,7 @@ use super::*;
 use crate::events::Event;
 use crate::limits::EVALUATION_ATTEMPTS;
 use slipway_crd::common::{GateOp, RelativeTo};
+use slipway_crd::evaluation::Verdict;
 use std::collections::BTreeMap;
 
 fn at(s: i64) -> DateTime<Utc> {
@@ -37,6 +38,7 @@ impl Fixture {
                 baseline_key: Some("sha256:b".into()),
                 baseline_version: Some("7".into()),
                 number: 0,
+                round: 0,
             },
         }
     }
@@ -266,5 +268,123 @@ fn a_local_attempt_its_runner_holds_is_not_timed_out_here_and_a_webhook_url_stay
     assert_eq!(
         message,
         "asked ci.example to run holdout on m version 8 (attempt 1 of 3)"
+    );
+}
+
+/// Issue 20: after three failed attempts the result was final — raising the timeout the error
+/// advised changed nothing, and nothing could run it again. Now a changed timeout (or gates, or
+/// runner) decides it again, and an operator's retry starts a new round whose Jobs are new.
+#[test]
+fn a_failed_evaluation_runs_again_after_a_changed_suite_or_a_retry() {
+    let f = job();
+    // Three attempts that never reported.
+    let mut status = step(&f.input(None, 0), Observed::default()).status.unwrap();
+    for n in 1..=EVALUATION_ATTEMPTS {
+        let s = step(
+            &f.input(Some(&status), 10 * i64::from(n)),
+            seen(Seen::Failed("crashed".into())),
+        );
+        status = s.status.unwrap();
+        if n < EVALUATION_ATTEMPTS {
+            status = step(
+                &f.input(Some(&status), 10 * i64::from(n) + 1),
+                Observed::default(),
+            )
+            .status
+            .unwrap();
+        }
+    }
+    assert_eq!(status.phase, EvaluationPhase::Failed);
+    assert!(status.judged_by.is_some());
+    // The same suite: it stands.
+    assert_eq!(
+        step(&f.input(Some(&status), 100), Observed::default()),
+        Step::default()
+    );
+    // A raised timeout: a new round from attempt 1, its Job named for the round.
+    let mut raised = f.input(Some(&status), 100);
+    raised.timeout = Some("10m");
+    let again = step(&raised, Observed::default());
+    assert_eq!(again.start, Some(1));
+    let running = again.status.unwrap();
+    assert_eq!((running.attempts, running.round), (1, 1));
+    assert!(
+        running.conditions[0]
+            .message
+            .contains("Job m-8-holdout-r1-1 "),
+        "{:?}",
+        running.conditions
+    );
+
+    // An operator's retry of the failed evaluation (same suite): a new round too.
+    let retried = lifecycle::retry(&status, "ns/m-8-holdout", at(200)).unwrap();
+    assert_eq!(
+        (retried.phase, retried.round, retried.attempts),
+        (EvaluationPhase::Pending, 1, 0)
+    );
+    let s = step(&f.input(Some(&retried), 201), Observed::default());
+    assert_eq!(s.start, Some(1));
+    assert_eq!(s.status.unwrap().round, 1);
+}
+
+#[test]
+fn a_run_with_results_is_not_retried_but_is_judged_again_by_new_gates() {
+    let f = job();
+    let running = step(&f.input(None, 0), Observed::default()).status.unwrap();
+    let done = step(
+        &f.input(Some(&running), 5),
+        seen(Seen::Results {
+            candidate: results(0.7),
+            baseline: Some(results(0.6)),
+        }),
+    )
+    .status
+    .unwrap();
+    assert_eq!(done.verdict, Some(Verdict::Failed));
+    let refused = lifecycle::retry(&done, "ns/m-8-holdout", at(6)).unwrap_err();
+    assert!(
+        refused.contains("a run that produced results is not run again"),
+        "{refused}"
+    );
+    // The suite's gate lowered to 0.6: the same results, judged again — nothing runs.
+    let mut lowered = Fixture::new(json!({"kubernetes": {"image": "eval:1"}}));
+    lowered.gates[0].value = 0.6;
+    let s = step(&lowered.input(Some(&done), 10), Observed::default());
+    assert_eq!(s.start, None);
+    let rejudged = s.status.unwrap();
+    assert_eq!(rejudged.verdict, Some(Verdict::Passed));
+    assert_eq!(rejudged.metrics, done.metrics);
+    assert_eq!(rejudged.attempts, done.attempts);
+    assert!(
+        rejudged.conditions[0].message.contains("judged again"),
+        "{:?}",
+        rejudged.conditions
+    );
+    // And then it stands.
+    assert_eq!(
+        step(&lowered.input(Some(&rejudged), 11), Observed::default()),
+        Step::default()
+    );
+}
+
+#[test]
+fn results_that_do_not_parse_fail_at_once() {
+    let f = job();
+    let running = step(&f.input(None, 0), Observed::default()).status.unwrap();
+    let s = step(
+        &f.input(Some(&running), 5),
+        seen(Seen::Invalid(
+            "results.json: expected value at line 1 column 1".into(),
+        )),
+    );
+    let status = s.status.unwrap();
+    assert_eq!(
+        (status.phase, status.attempts),
+        (EvaluationPhase::Failed, 1)
+    );
+    assert!(
+        status.conditions[0].message.contains("not retried"),
+        "{:?}",
+        status.conditions
     );
 }

@@ -233,6 +233,29 @@ struct RetryRequest {
     actor: Option<String>,
 }
 
+impl Shared {
+    /// Whether a write request may go on: write requests need the instance's API token.
+    fn may_write(&self, p: &Posted) -> Result<(), Reply> {
+        let Some(want) = &self.api_token_hash else {
+            return Err(Reply::error(
+                403,
+                "write requests are off on this instance; start `slipway run` with --api-token-file",
+            ));
+        };
+        if !p
+            .token
+            .as_deref()
+            .is_some_and(|t| crate::edges::http::token::matches_hash(t, want))
+        {
+            return Err(Reply::error(
+                401,
+                "missing or wrong bearer token; send the token in the instance's --api-token-file",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Home for Shared {
     fn readiness(&self) -> (bool, serde_json::Value) {
         let r = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -260,22 +283,49 @@ impl Home for Shared {
         }
     }
 
-    async fn post_retry(&self, p: Posted) -> Reply {
-        let Some(want) = &self.api_token_hash else {
-            return Reply::error(
-                403,
-                "write requests are off on this instance; start `slipway run` with --api-token-file",
-            );
+    async fn post_evaluation_retry(&self, p: Posted) -> Reply {
+        if let Err(refused) = self.may_write(&p) {
+            return refused;
+        }
+        #[derive(serde::Deserialize)]
+        struct Request {
+            #[serde(default)]
+            actor: Option<String>,
+        }
+        let request: Request = if p.body.is_empty() {
+            Request { actor: None }
+        } else {
+            match serde_json::from_slice(&p.body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Reply::error(
+                        400,
+                        format!("body must be {{\"actor\": \"…\"}} or empty: {e}"),
+                    );
+                }
+            }
         };
-        if !p
-            .token
-            .as_deref()
-            .is_some_and(|t| crate::edges::http::token::matches_hash(t, want))
-        {
-            return Reply::error(
-                401,
-                "missing or wrong bearer token; send the token in the instance's --api-token-file",
-            );
+        let actor = request.actor.map(|a| format!("{a} (api)"));
+        use crate::modes::git::retry::{RetryError, request_evaluation_retry};
+        match request_evaluation_retry(
+            &self.store,
+            &p.namespace,
+            &p.name,
+            actor.or(Some("api".into())),
+        ) {
+            Ok(()) => Reply::ok(
+                200,
+                json!({"evaluation": format!("{}/{}", p.namespace, p.name)}),
+            ),
+            Err(RetryError::NoSuchEvaluation(m)) => Reply::error(404, m),
+            Err(RetryError::NothingToRetry(m)) => Reply::error(409, m),
+            Err(e) => Reply::error(500, e.to_string()),
+        }
+    }
+
+    async fn post_retry(&self, p: Posted) -> Reply {
+        if let Err(refused) = self.may_write(&p) {
+            return refused;
         }
         let request: RetryRequest = if p.body.is_empty() {
             RetryRequest {
