@@ -1,7 +1,8 @@
 //! Evaluations in Kubernetes mode on a real kube-apiserver: a new version gets an Evaluation and
 //! a Job per run (the job contract of git mode's local runner); the Job (played by the test, as
 //! the kubelet would) leaves its results in its termination-message file; malformed results fail
-//! the attempt with the reason; a baseline whose run finished is not run again; an alias move
+//! the evaluation at once with the reason, and the `slipway.dev/retry` annotation runs it again as
+//! a new round; a baseline whose run finished is not run again; an alias move
 //! waits for the evaluation; a Job that keeps failing fails the evaluation with the reason.
 
 mod support;
@@ -129,8 +130,8 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
     let (code, body) = post_results(port, "pitch-frames-7-holdout", "guessed", &posted);
     assert_eq!(code, 401, "{body}");
 
-    // The test plays the Job: malformed results fail the attempt with the reason, and the next
-    // attempt runs.
+    // The test plays the Job: malformed results fail the evaluation at once, with the reason
+    // (the same run would write them again: no second and third attempt of it).
     finish_job(
         &api,
         "pitch-frames-7-holdout-1",
@@ -140,8 +141,37 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
         (get(
             &api,
             &["meval", "pitch-frames-7-holdout"],
-            "{.status.attempts}",
-        ) == "2")
+            "{.status.phase} {.status.attempts}",
+        ) == "Failed 1")
+            .then_some(())
+    });
+    let message = get(
+        &api,
+        &["meval", "pitch-frames-7-holdout"],
+        "{.status.conditions[0].message}",
+    );
+    assert!(
+        message.contains("line 1") && message.contains("f1") && message.contains("not retried"),
+        "{message}"
+    );
+    // Fixed, the operator asks for a new run: a new round, whose Job is a new one.
+    let run = api.kubectl(
+        &[
+            "annotate",
+            "meval",
+            "pitch-frames-7-holdout",
+            "slipway.dev/retry=",
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    wait_for_job(&api, "pitch-frames-7-holdout-r1-1");
+    eventually(Duration::from_secs(30), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            r"{.status.round} {.status.attempts} [{.metadata.annotations.slipway\.dev/retry}]",
+        ) == "1 1 []")
             .then_some(())
     });
     let events = get(
@@ -149,15 +179,12 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
         &[
             "events",
             "--field-selector",
-            "involvedObject.name=pitch-frames-7-holdout,reason=Retrying",
+            "involvedObject.name=pitch-frames-7-holdout,reason=RetryRequested",
         ],
         "{.items[*].message}",
     );
-    assert!(
-        events.contains("line 1") && events.contains("f1"),
-        "{events}"
-    );
-    finish_job(&api, "pitch-frames-7-holdout-2", good);
+    assert!(events.contains("round 1"), "{events}");
+    finish_job(&api, "pitch-frames-7-holdout-r1-1", good);
     eventually(Duration::from_secs(60), || {
         (get(
             &api,
