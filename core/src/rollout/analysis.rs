@@ -113,3 +113,152 @@ pub fn analyze(spec: Option<&Analysis>, window: &Window) -> Judgement {
     }
     Judgement::Pass
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{RolloutState, status};
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use slipway_crd::model_deployment::DeploymentPhase;
+
+    #[test]
+    fn analysis_judges_errors_latency_and_volume() {
+        let spec = Analysis {
+            max_error_ratio: Some(0.01),
+            latency_percentile: Some(99.0),
+            max_latency_ms: Some(80.0),
+            min_requests: Some(100),
+            alarms: vec![],
+            ..Analysis::default()
+        };
+        let mut window = Window {
+            requests: 50,
+            errors: 0,
+            latencies_ms: vec![10.0; 50],
+        };
+        assert!(matches!(
+            analyze(Some(&spec), &window),
+            Judgement::Inconclusive(_)
+        ));
+        window.requests = 200;
+        window.latencies_ms = vec![10.0; 200];
+        assert_eq!(analyze(Some(&spec), &window), Judgement::Pass);
+        window.errors = 5;
+        assert_eq!(
+            analyze(Some(&spec), &window),
+            Judgement::Fail("error ratio 0.025 above 0.01 (5 of 200 requests)".into())
+        );
+        window.errors = 0;
+        window.latencies_ms[199] = 500.0;
+        window.latencies_ms[198] = 400.0;
+        window.latencies_ms[197] = 300.0;
+        assert_eq!(
+            analyze(Some(&spec), &window),
+            Judgement::Fail("p99 latency 300.0 ms above 80 ms".into())
+        );
+        assert_eq!(analyze(None, &window), Judgement::Pass);
+    }
+
+    /// Issue 20: a candidate that answered 500 to every request went 25% → 50% → 100% because its
+    /// windows held no requests, and a window with none breaks no threshold. A step now needs
+    /// requests before it can pass, by default when a ratio or latency is judged.
+    #[test]
+    fn a_window_without_requests_never_passes_a_judged_step() {
+        let spec = Analysis {
+            max_error_ratio: Some(0.05),
+            ..Analysis::default()
+        };
+        let empty = Window::default();
+        assert_eq!(
+            analyze(Some(&spec), &empty),
+            Judgement::Inconclusive("0 of 20 requests observed".into())
+        );
+        let enough = Window {
+            requests: 20,
+            errors: 0,
+            latencies_ms: vec![5.0; 20],
+        };
+        assert_eq!(analyze(Some(&spec), &enough), Judgement::Pass);
+        // Only alarms (SageMaker's): nothing counted here, nothing to wait for.
+        let alarms = Analysis {
+            alarms: vec!["errors".into()],
+            ..Analysis::default()
+        };
+        assert_eq!(analyze(Some(&alarms), &empty), Judgement::Pass);
+        // An explicit minimum is the deployment's own.
+        let one = Analysis {
+            min_requests: Some(1),
+            ..spec
+        };
+        assert!(matches!(
+            analyze(Some(&one), &empty),
+            Judgement::Inconclusive(_)
+        ));
+    }
+
+    #[test]
+    fn an_analysis_its_target_cannot_measure_is_said_in_the_status_of_every_target() {
+        let spec = |target: serde_json::Value, analysis: serde_json::Value| {
+            serde_json::from_value::<slipway_crd::model_deployment::ModelDeploymentSpec>(
+                serde_json::json!({"model": "m", "alias": "production", "target": target,
+                                   "strategy": {"type": "Canary", "steps": [{"weight": 25}], "analysis": analysis}}),
+            )
+            .unwrap()
+        };
+        let local = serde_json::json!({"local": {"command": ["serve"], "port": 9000}});
+        let kube =
+            serde_json::json!({"kubernetes": {"image": "serve:1", "replicas": 4, "port": 8080}});
+        let sm = serde_json::json!({"sagemaker": {"endpointName": "e", "region": "eu-west-1", "image": "i",
+                                                  "instanceType": "ml.m5.large", "executionRoleArn": "arn:aws:iam::1:role/x"}});
+        let thresholds = serde_json::json!({"maxErrorRatio": 0.01, "maxLatencyMs": 200.0});
+        let alarms = serde_json::json!({"alarms": ["errors-high"]});
+        // The local router measures thresholds, SageMaker measures alarms: nothing to say.
+        assert_eq!(unmeasured(&spec(local.clone(), thresholds.clone())), None);
+        assert_eq!(unmeasured(&spec(sm.clone(), alarms.clone())), None);
+        assert_eq!(
+            unmeasured(&spec(local, alarms.clone())).as_deref(),
+            Some(
+                "strategy.analysis asks for alarms, which a local target cannot measure: its steps are judged by the router's requests, errors and latency; remove it or choose a target that measures it"
+            )
+        );
+        assert!(
+            unmeasured(&spec(sm, thresholds.clone()))
+                .unwrap()
+                .starts_with(
+                    "strategy.analysis asks for maxErrorRatio, maxLatencyMs, which a sagemaker target"
+                )
+        );
+        let k = spec(kube, thresholds);
+        let why = unmeasured(&k).unwrap();
+        assert!(why.contains("a kubernetes target cannot measure: its steps are judged by its Deployment's health alone"), "{why}");
+
+        // The status of every step says so, beside Ready, and a stall says so too.
+        let previous = slipway_crd::model_deployment::ModelDeploymentStatus::default();
+        let basis = status::Basis {
+            spec: &k,
+            previous: &previous,
+            generation: Some(2),
+            now: Utc.with_ymd_and_hms(2026, 11, 26, 20, 0, 0).unwrap(),
+        };
+        let state = RolloutState {
+            stable: Some("7".into()),
+            phase: DeploymentPhase::Healthy,
+            traffic: [("7".to_string(), 100)].into(),
+            ..Default::default()
+        };
+        for s in [
+            status::stepped(&state, [], &basis, None),
+            status::stalled_for("OutsideBounds", &state, "no", &basis, None),
+        ] {
+            let c = s
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "AnalysisMeasured")
+                .expect("an AnalysisMeasured condition");
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+                ("False", "Unmeasurable", why.as_str())
+            );
+        }
+    }
+}
