@@ -549,3 +549,48 @@ fn an_evaluation_that_failed_without_results_runs_again_when_retried() {
         unknown.stderr
     );
 }
+
+/// A suite's gates changed: the evaluations are judged again on the same results (nothing runs
+/// again), their reports are rewritten, and the completion is recorded again with the new
+/// verdict; the same suite afterwards changes nothing.
+#[test]
+fn new_gates_judge_the_same_results_again() {
+    let (_dir, work) = quickstart();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let model = work.join("registry/model.yaml");
+    let text = std::fs::read_to_string(&model).unwrap();
+    let strict = r#"{metric: macro_f1, op: ">=", value: 0.99}"#;
+    assert!(text.contains(r#"{metric: macro_f1, op: ">=", value: 0.70}"#));
+    std::fs::write(
+        &model,
+        text.replace(r#"{metric: macro_f1, op: ">=", value: 0.70}"#, strict),
+    )
+    .unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("running holdout"),
+        "ran again: {}",
+        run.stderr
+    );
+    let status = slipway(&["status", "--state", "state"], &work).stdout;
+    assert!(
+        status.contains("evaluation: failed (pitch-frames-8-holdout)"),
+        "{status}"
+    );
+    let report =
+        std::fs::read_to_string(work.join("state/reports/default/pitch-frames-8-holdout.md"))
+            .unwrap();
+    assert!(report.contains("holdout: Failed"), "{report}");
+    let completed = |work: &Path| {
+        events(work)
+            .iter()
+            .filter(|l| l.contains("EvaluationCompleted") && l.contains("version 8"))
+            .count()
+    };
+    assert_eq!(completed(&work), 2, "{:#?}", events(&work));
+    // The same suite again: it stands.
+    slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(completed(&work), 2);
+}

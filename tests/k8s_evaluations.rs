@@ -165,7 +165,7 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
         "admin",
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    wait_for_job(&api, "pitch-frames-7-holdout-r1-1");
+    wait_for_job(&api, "pitch-frames-7-holdout-1x1");
     eventually(Duration::from_secs(30), || {
         (get(
             &api,
@@ -184,7 +184,7 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
         "{.items[*].message}",
     );
     assert!(events.contains("round 1"), "{events}");
-    finish_job(&api, "pitch-frames-7-holdout-r1-1", good);
+    finish_job(&api, "pitch-frames-7-holdout-1x1", good);
     eventually(Duration::from_secs(60), || {
         (get(
             &api,
@@ -212,6 +212,37 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
         ) == "7")
             .then_some(())
     });
+    // The suite's gate raised: the Evaluation follows the suite, and the same results are
+    // judged again (no Job runs); lowered back, they pass again.
+    let strict = evaluated().replace(
+        r#"- {metric: f1, op: ">=", value: 0.8}"#,
+        r#"- {metric: f1, op: ">=", value: 0.9}"#,
+    );
+    assert_ne!(strict, evaluated());
+    for (registry, verdict) in [(strict, "Failed"), (evaluated(), "Passed")] {
+        let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &registry);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        eventually(Duration::from_secs(60), || {
+            (get(
+                &api,
+                &["meval", "pitch-frames-7-holdout"],
+                "{.status.phase} {.status.verdict} {.status.metrics.f1}",
+            ) == format!("Succeeded {verdict} 0.86"))
+            .then_some(())
+        });
+        let message = get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.conditions[0].message}",
+        );
+        assert!(message.contains("judged again"), "{message}");
+    }
+    assert_ne!(
+        api.kubectl(&["get", "job", "pitch-frames-7-holdout-2x1"], "admin")
+            .code,
+        0,
+        "a changed gate ran the evaluation again"
+    );
 
     // Version 8 is compared with production (7), whose run on this suite finished as version
     // 7's candidate: only version 8 runs, and 7's results are its baseline.

@@ -392,7 +392,10 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     assert_eq!(s["verdict"], "Failed", "{who}: {s}");
     assert_eq!(
         ready(&s)["message"],
-        "evaluation failed after 3 attempt(s): no results within the suite's timeout (2s)",
+        format!(
+            "evaluation failed after 3 attempt(s): no results within the suite's timeout (2s); {}",
+            slipway_core::evaluation::lifecycle::RETRY_HINT
+        ),
         "{who}: {s}"
     );
     t.insert("4 evaluation".into(), status_facts(&s));

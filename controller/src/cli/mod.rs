@@ -73,7 +73,8 @@ pub enum Command {
     Status(inspect::StatusArgs),
     /// The history of a model's aliases, evaluations and versions; `--at TIME` shows what served then.
     History(inspect::HistoryArgs),
-    /// Give a version that was rolled back on a deployment another chance.
+    /// Give a version that was rolled back on a deployment another chance, or (`--evaluation`)
+    /// run an evaluation that failed without results again.
     Retry(inspect::RetryArgs),
     /// Run in Kubernetes mode: the admission webhook that enforces policy and approvals with the
     /// requester's identity.

@@ -9,6 +9,8 @@ use slipway_crd::{Evaluation, ModelVersion, RegisteredModel};
 /// Whether `e` runs a suite as its model in `catalog` declares it
 /// ([`crate::evaluation::judging`]): only such results feed policy.
 ///
+/// Its status must have been decided under the gates and timeout its spec has now.
+///
 /// Its results must also be of this version's artifact: the status's content address is the
 /// one of the version's registered digest, so results cannot be moved onto another version (or
 /// a version re-registered with another artifact) by editing an `Evaluation`'s spec.
@@ -34,7 +36,15 @@ pub fn judges(catalog: &crate::catalog::Catalog, e: &Evaluation) -> bool {
                 .as_ref()
                 .is_some_and(|s| s.cache_key.as_deref() == Some(key.as_str()))
         });
-    of_suite && of_artifact
+    // And judged by its gates and timeout as they are: a status decided under others (the
+    // spec edited since, not yet decided again) does not count. One recorded before statuses
+    // named what judged them counts as it did.
+    let judged_now = e.status.as_ref().is_some_and(|s| {
+        s.judged_by.as_deref().is_none_or(|j| {
+            j == crate::evaluation::judged_by(&e.spec.gates, e.spec.timeout.as_deref())
+        })
+    });
+    of_suite && of_artifact && judged_now
 }
 
 /// Evaluation results by (namespace, model, version), then suite; the latest result per suite wins.
@@ -226,4 +236,52 @@ pub fn model(m: &RegisteredModel) -> Value {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_crd::EvaluationStatus;
+    use slipway_crd::evaluation::{EvaluationPhase, EvaluationSpec};
+
+    /// A hostile edit of an `Evaluation`'s gates (to match a suite that changed, or not) does not
+    /// carry the verdict decided under the old gates into policy before it is decided again.
+    #[test]
+    fn a_status_decided_under_other_gates_does_not_judge() {
+        let cat = crate::testing::catalog(&crate::testing::registry("1"));
+        let suite = cat.model("default", "m").unwrap().spec.evaluations[0].clone();
+        let artifact = cat
+            .version("default", "m", "2")
+            .unwrap()
+            .spec
+            .artifact
+            .clone();
+        let spec = EvaluationSpec {
+            model: "m".into(),
+            version: "2".into(),
+            suite: suite.name.clone(),
+            baseline: None,
+            dataset: suite.dataset.clone(),
+            runner: suite.runner.clone(),
+            gates: suite.gates.clone(),
+            timeout: suite.timeout.clone(),
+        };
+        let key = crate::evaluation::cache_key(&artifact, &spec.dataset, &spec.runner, &spec.suite);
+        let judged = crate::evaluation::judged_by(&spec.gates, spec.timeout.as_deref());
+        let mut e = Evaluation::new("m-2-eval", spec);
+        e.metadata.namespace = Some("default".into());
+        let with = |judged_by: Option<String>| EvaluationStatus {
+            phase: EvaluationPhase::Succeeded,
+            cache_key: Some(key.clone()),
+            judged_by,
+            ..Default::default()
+        };
+        e.status = Some(with(Some(judged)));
+        assert!(judges(&cat, &e));
+        e.status = Some(with(Some("sha256:other-gates".into())));
+        assert!(!judges(&cat, &e));
+        // Recorded before statuses named what judged them: as it counted before.
+        e.status = Some(with(None));
+        assert!(judges(&cat, &e));
+    }
 }

@@ -112,10 +112,12 @@ pub fn environment(
 /// The name of the Job carrying `role`'s run of attempt `n` (the candidate's is the attempt's
 /// Job name, `EVALUATION-N`).
 pub fn job_name(evaluation: &str, round: u32, n: u32, role: Role) -> String {
-    // Round 0 keeps the names Jobs had before rounds existed.
+    // Round 0 keeps the names Jobs had before rounds existed. A later round's suffix is
+    // `ROUNDxATTEMPT`, never all digits, so it cannot be round 0 of another evaluation whose
+    // name ends in `-rN` or `-N`.
     let stem = match round {
         0 => format!("{evaluation}-{n}"),
-        r => format!("{evaluation}-r{r}-{n}"),
+        r => format!("{evaluation}-{r}x{n}"),
     };
     let full = match role {
         Role::Candidate => stem,
@@ -306,7 +308,17 @@ mod tests {
         );
         assert_eq!(job_name("e", 0, 2, Role::Baseline), "e-2-baseline");
         assert_eq!(job_name("e", 0, 2, Role::Candidate), "e-2");
-        assert_eq!(job_name("e", 1, 1, Role::Candidate), "e-r1-1");
+        assert_eq!(job_name("e", 1, 1, Role::Candidate), "e-1x1");
+        assert_eq!(job_name("e", 2, 3, Role::Baseline), "e-2x3-baseline");
+        // Round 1 of `m-8-holdout` is not round 0 of a suite named `holdout-r1` or `holdout-1`.
+        assert_ne!(
+            job_name("m-8-holdout", 1, 1, Role::Candidate),
+            job_name("m-8-holdout-r1", 0, 1, Role::Candidate)
+        );
+        assert_ne!(
+            job_name("m-8-holdout", 1, 1, Role::Candidate),
+            job_name("m-8-holdout-1", 0, 1, Role::Candidate)
+        );
         let long = "fraud-detection-transaction-scorer-2024.06.01-rc1-holdout";
         let (a, b) = (
             job_name(long, 0, 1, Role::Baseline),

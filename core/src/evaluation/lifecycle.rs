@@ -189,7 +189,7 @@ pub fn failed(
     now: DateTime<Utc>,
 ) -> EvaluationStatus {
     let message = if attempts > 0 {
-        format!("evaluation failed after {attempts} attempt(s): {why}")
+        format!("evaluation failed after {attempts} attempt(s): {why}; {RETRY_HINT}")
     } else {
         format!("evaluation cannot run: {why}")
     };
@@ -224,14 +224,16 @@ pub fn rejudged(
         Verdict::Passed => format!("{} gates passed", results.len()),
         Verdict::Failed => failing.join("; "),
     };
+    // When the run finished stays as it was (its duration is the run's, not its age).
     EvaluationStatus {
         verdict: Some(verdict),
         gates: results,
-        completed_at: Some(now),
         conditions: vec![condition(
             "True",
             verdict.as_str(),
-            format!("{judged} (the same results, judged again: the suite's gates changed)"),
+            format!(
+                "{judged} (the same results, judged again by the suite's gates and timeout as they are now)"
+            ),
             now,
         )],
         ..previous.clone()
@@ -259,13 +261,18 @@ pub fn retry(
             (EvaluationPhase::Running, _) => {
                 "running: it is retried by itself while attempts are left".to_string()
             }
+            (EvaluationPhase::Pending, _)
+                if previous.conditions.iter().any(|c| c.reason == "RetryRequested") =>
+            {
+                "already asked to run again: it runs on the next pass (`slipway run`; in a cluster, at once)".to_string()
+            }
             _ => "not failed".to_string(),
         };
         return Err(format!("evaluation {name} is {state}; nothing to retry"));
     }
     Ok(EvaluationStatus {
         phase: EvaluationPhase::Pending,
-        round: previous.round + 1,
+        round: previous.round.saturating_add(1),
         conditions: vec![condition(
             "False",
             "RetryRequested",
@@ -282,6 +289,9 @@ pub fn retry(
         ..EvaluationStatus::default()
     })
 }
+
+/// What to do about an evaluation that failed for good without results.
+pub const RETRY_HINT: &str = "fix the cause, then ask for a new run: `slipway retry --evaluation NAME` in git mode, the `slipway.dev/retry` annotation in a cluster";
 
 /// Whether a retry of a `Running` status is due (its last attempt failed).
 pub fn retry_due(status: &EvaluationStatus) -> bool {
@@ -431,7 +441,9 @@ mod tests {
         assert_eq!(s.verdict, Some(Verdict::Failed));
         assert_eq!(
             s.conditions[0].message,
-            "evaluation failed after 3 attempt(s): no results within the suite's timeout (60s)"
+            format!(
+                "evaluation failed after 3 attempt(s): no results within the suite's timeout (60s); {RETRY_HINT}"
+            )
         );
         assert_eq!(next(Some(&s), "sha256:c", "j"), Next::Stands);
     }

@@ -95,10 +95,17 @@ async fn job_results(ctx: &Context, ns: &str, job: &Job) -> Result<job::RunSeen,
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
         .find(|t| t.exit_code == 0);
     Ok(match terminated {
-        Some(t) => match job::from_termination_message(t.message.as_deref().unwrap_or("")) {
-            Ok(r) => job::RunSeen::Done(r),
-            Err(why) => job::RunSeen::Invalid(format!("Job {name}: {why}")),
-        },
+        Some(t) => {
+            let message = t.message.as_deref().unwrap_or("");
+            match job::from_termination_message(message) {
+                Ok(r) => job::RunSeen::Done(r),
+                // No results at all: retried, as git mode retries a run that wrote none.
+                Err(why) if message.trim().is_empty() => {
+                    job::RunSeen::Failed(format!("Job {name}: {why}"))
+                }
+                Err(why) => job::RunSeen::Invalid(format!("Job {name}: {why}")),
+            }
+        }
         None => job::RunSeen::Failed(format!(
             "Job {name} completed, but its pod is gone: its results could not be read"
         )),

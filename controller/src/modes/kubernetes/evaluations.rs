@@ -64,8 +64,13 @@ async fn completed(
     a: &lifecycle::Attempt,
 ) -> Result<(), Error> {
     let status = e.status.clone().unwrap_or_default();
-    let key = status.cache_key.clone().unwrap_or_default();
-    // Announced for this content address (or, before the annotation named one, at all).
+    // Announced for this content address and what judged it (results judged again by changed
+    // gates are announced again, as git mode records them again), or, before the annotation
+    // named one, at all.
+    let key = match (&status.cache_key, &status.judged_by) {
+        (Some(k), Some(j)) => format!("{k} {j}"),
+        (k, _) => k.clone().unwrap_or_default(),
+    };
     if e.annotations()
         .get(NOTIFIED)
         .is_some_and(|v| *v == key || v == "EvaluationCompleted")

@@ -67,20 +67,34 @@ async fn create_evaluations(
             namespace: ns.to_string(),
             name: t.name.clone(),
         };
-        if catalog.get(&key).is_some() {
-            continue;
-        }
-        if awaits_baseline(ctx, ns, catalog, &t) {
-            waiting = true;
-            continue;
-        }
+        // One that exists keeps its baseline (pinned when it was made); it is brought up to
+        // the suite as declared now (runner, dataset, gates, timeout), so a suite's change is
+        // decided again here as on git mode's next pass.
+        let baseline = match catalog.get(&key).map(|o| &o.resource) {
+            Some(crate::decide::catalog::Resource::Evaluation(e)) => {
+                if e.spec.runner == t.runner
+                    && e.spec.dataset == t.dataset
+                    && e.spec.gates == t.gates
+                    && e.spec.timeout == t.timeout
+                {
+                    continue;
+                }
+                e.spec.baseline.clone().map(|b| json!(b))
+            }
+            Some(_) => continue,
+            None if awaits_baseline(ctx, ns, catalog, &t) => {
+                waiting = true;
+                continue;
+            }
+            None => t.baseline.as_ref().map(|(v, _)| json!({"version": v})),
+        };
         let object = json!({
             "apiVersion": "slipway.dev/v1alpha1", "kind": "Evaluation",
             "metadata": {"name": t.name, "ownerReferences": owner(version),
                          "labels": {"slipway.dev/model": t.model, "slipway.dev/version": t.version}},
             "spec": {
                 "model": t.model, "version": t.version, "suite": t.suite,
-                "baseline": t.baseline.as_ref().map(|(v, _)| json!({"version": v})),
+                "baseline": baseline,
                 "dataset": t.dataset, "runner": t.runner, "gates": t.gates, "timeout": t.timeout,
             }
         });
@@ -90,7 +104,7 @@ async fn create_evaluations(
             &Patch::Apply(&compact(object)),
         )
         .await?;
-        tracing::info!(evaluation = %t.name, namespace = %ns, "evaluation created");
+        tracing::info!(evaluation = %t.name, namespace = %ns, "evaluation applied");
     }
     Ok(waiting)
 }

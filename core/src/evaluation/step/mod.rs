@@ -213,7 +213,7 @@ fn round(input: &Input) -> u32 {
         {
             p.round
         }
-        Some(p) => p.round + 1,
+        Some(p) => p.round.saturating_add(1),
     }
 }
 

@@ -139,7 +139,10 @@ fn an_attempt_is_waited_for_until_its_timeout_then_retried_and_the_third_failure
     assert_eq!(status.phase, EvaluationPhase::Failed);
     assert_eq!(
         status.conditions[0].message,
-        "evaluation failed after 3 attempt(s): BackoffLimitExceeded"
+        format!(
+            "evaluation failed after 3 attempt(s): BackoffLimitExceeded; {}",
+            lifecycle::RETRY_HINT
+        )
     );
     // Final: it stands until its content address changes.
     assert_eq!(
@@ -311,7 +314,7 @@ fn a_failed_evaluation_runs_again_after_a_changed_suite_or_a_retry() {
     assert!(
         running.conditions[0]
             .message
-            .contains("Job m-8-holdout-r1-1 "),
+            .contains("Job m-8-holdout-1x1 "),
         "{:?}",
         running.conditions
     );
