@@ -131,4 +131,50 @@ fn history_at_a_time_says_what_served_then() {
         "{}",
         before.stdout
     );
+    // A misspelt model is named as such, with the fix, and fails (issue 20).
+    for args in [
+        &["status", "pitch-frame", "--state", "state"][..],
+        &["history", "pitch-frame", "--state", "state"][..],
+    ] {
+        let typo = slipway(args, &work);
+        assert_eq!(typo.code, 1, "{args:?}: {}", typo.stdout);
+        assert!(
+            typo.stderr.contains(
+                "no model pitch-frame in this state (did you mean pitch-frames?); models: pitch-frames"
+            ),
+            "{args:?}: {}",
+            typo.stderr
+        );
+    }
+}
+
+/// Issue 20: `slipway run . --registry-path registry` ignored the registry path of a folder
+/// source, and every evaluation then failed: the combination is refused, with what to run.
+#[test]
+fn a_registry_path_for_a_folder_source_is_refused() {
+    let (_dir, work) = quickstart();
+    let run = slipway(
+        &[
+            "run",
+            ".",
+            "--registry-path",
+            "registry",
+            "--once",
+            "--state",
+            "state",
+        ],
+        &work,
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "--registry-path (or SLIPWAY_REGISTRY_PATH) is for git sources (a URL, or a path ending in .git), and . is a folder: run `slipway run ./registry` instead"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !work.join("state").exists(),
+        "a refused run left state behind"
+    );
 }

@@ -248,6 +248,20 @@ fn a_broken_candidate_is_rolled_back_automatically_and_not_retried() {
         "{}",
         nothing.stderr
     );
+    // A deployment that does not exist is not found (404), not "nothing to retry".
+    let unknown = slipway_env(
+        &["retry", "pitch-frames-apj", "--state", &url],
+        &work,
+        &[("SLIPWAY_API_TOKEN", token)],
+    );
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown
+            .stderr
+            .contains("answered 404: no deployment default/pitch-frames-apj has been rolled out"),
+        "{}",
+        unknown.stderr
+    );
     let retried = slipway_env(
         &["retry", "pitch-frames-api", "--state", &url],
         &work,

@@ -76,6 +76,32 @@ fn all_files_of_a_folder_are_reported_in_one_run() {
     assert!(files.len() >= 14, "{files:?}");
 }
 
+/// Issue 20: a wrong path in CI validated "✓ 0 objects" and passed.
+#[test]
+fn a_folder_without_slipway_objects_fails_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("README.md"), "# not a registry\n").unwrap();
+    std::fs::write(dir.path().join("notes.yaml"), "# only a comment\n").unwrap();
+    let run = slipway(&["validate", "."], dir.path());
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "✗ no Slipway objects in . (1 YAML file read): point validate at the registry folder"
+        ),
+        "{}",
+        run.stdout
+    );
+    let json = slipway(&["validate", "--format", "json", "."], dir.path());
+    assert_eq!(json.code, 1);
+    assert_eq!(json.json()["valid"], false);
+    assert!(
+        json.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no Slipway objects")
+    );
+}
+
 #[test]
 fn validate_reads_a_git_revision_without_a_checkout() {
     let mut repo = GitRepo::new();

@@ -27,10 +27,10 @@ pub enum LogFormat {
 #[derive(clap::Args, Debug)]
 pub struct ControllerArgs {
     /// Serve /healthz and /readyz on this address.
-    #[arg(long, default_value = "0.0.0.0:8080", env = "SLIPWAY_LISTEN")]
+    #[arg(long, default_value = "0.0.0.0:8080", env = "SLIPWAY_LISTEN", value_parser = super::socket_addr)]
     pub listen: SocketAddr,
     /// Serve the admission webhook (`/validate`, `/mutate`) over TLS on this address.
-    #[arg(long, env = "SLIPWAY_WEBHOOK_LISTEN")]
+    #[arg(long, env = "SLIPWAY_WEBHOOK_LISTEN", value_parser = super::socket_addr)]
     pub webhook_listen: Option<SocketAddr>,
     /// The webhook's certificate (PEM); without it a self-signed one is generated at start.
     #[arg(long, env = "SLIPWAY_TLS_CERT", requires = "tls_key")]

@@ -156,6 +156,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
     })?;
     let (versions, aliases) = fold_history(&entries);
     if versions.is_empty() && aliases.is_empty() {
+        if let Some(model) = &args.model {
+            no_such_model(&store, model)?;
+        }
         print_out("nothing registered yet\n")?;
         return Ok(0);
     }
@@ -328,8 +331,31 @@ fn line(h: &HistoryEntry) -> String {
     format!("{}  {:<20} {}{who}{rev}\n", time(h.at), h.event, h.message)
 }
 
+/// Fails with "no model X (did you mean Y?)" when the state knows other models than `model`
+/// (a misspelt name), and returns when it knows none at all (nothing registered yet).
+fn no_such_model(store: &StateRef, model: &str) -> anyhow::Result<()> {
+    let all = store.history(&HistoryFilter::default())?;
+    let models: std::collections::BTreeSet<&str> = all
+        .iter()
+        .map(|h| h.model.as_str())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if models.is_empty() || models.contains(model) {
+        return Ok(());
+    }
+    let hint = crate::decide::diagnostics::did_you_mean(model, models.iter().copied())
+        .map(|m| format!(" (did you mean {m}?)"))
+        .unwrap_or_default();
+    let known: Vec<&str> = models.into_iter().collect();
+    anyhow::bail!(
+        "no model {model} in this state{hint}; models: {}",
+        known.join(", ")
+    )
+}
+
 pub fn history(args: HistoryArgs) -> anyhow::Result<i32> {
     let store = StateRef::open(&args.state)?;
+    no_such_model(&store, &args.model)?;
     let filter = HistoryFilter {
         model: Some(args.model.clone()),
         alias: None,

@@ -67,7 +67,8 @@ pub enum Command {
     },
     /// Diff the registry at two git revisions and evaluate policy for every change.
     Plan(PlanArgs),
-    /// Run the reconciler in git mode on a registry folder: register, evaluate, report, promote.
+    /// Run the reconciler in git mode on a registry folder or git repository: register,
+    /// evaluate, report, promote, and deploy (local model servers behind a router, SageMaker).
     Run(run::RunArgs),
     /// What is registered, how it evaluated, and where each alias points (from `slipway run`'s state).
     Status(inspect::StatusArgs),
@@ -214,5 +215,32 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+}
+
+/// Reads a listen address (`127.0.0.1:8080`); a bare port says what to write instead.
+pub fn socket_addr(given: &str) -> Result<std::net::SocketAddr, String> {
+    given.parse().map_err(|e| match given.parse::<u16>() {
+        Ok(port) => format!(
+            "`{given}` is a port, not an address: write `127.0.0.1:{port}` (this machine only) or `0.0.0.0:{port}` (every interface)"
+        ),
+        Err(_) => format!("`{given}` is not an address like `127.0.0.1:8080`: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod listen_tests {
+    #[test]
+    fn a_bare_port_says_which_address_to_write() {
+        assert_eq!(
+            super::socket_addr("24090").unwrap_err(),
+            "`24090` is a port, not an address: write `127.0.0.1:24090` (this machine only) or `0.0.0.0:24090` (every interface)"
+        );
+        assert_eq!(super::socket_addr("127.0.0.1:24090").unwrap().port(), 24090);
+        assert!(
+            super::socket_addr("localhost")
+                .unwrap_err()
+                .contains("not an address")
+        );
     }
 }

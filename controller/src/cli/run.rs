@@ -32,7 +32,7 @@ pub struct RunArgs {
     #[arg(long, default_value = ".slipway", env = "SLIPWAY_STATE")]
     pub state: PathBuf,
     /// Serve /healthz, /readyz, /metrics, the read API and the reports on this address, e.g. `127.0.0.1:8080`.
-    #[arg(long, env = "SLIPWAY_LISTEN")]
+    #[arg(long, env = "SLIPWAY_LISTEN", value_parser = super::socket_addr)]
     pub listen: Option<std::net::SocketAddr>,
     /// A file holding the bearer token that write requests to the API (`slipway retry --state
     /// URL`) must bring; without it the API is read-only.
@@ -55,6 +55,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let interval = crate::decide::duration::parse(&args.interval)
         .map_err(|e| anyhow::anyhow!("--interval: {e}"))?;
+    // A folder is read as the registry itself: a registry path inside it would be ignored.
+    let source = args.path.display().to_string();
+    if !args.registry_path.is_empty() && !crate::edges::source::remote::is_git_url(&source) {
+        anyhow::bail!(
+            "--registry-path (or SLIPWAY_REGISTRY_PATH) is for git sources (a URL, or a path ending in .git), and {source} is a folder: run `slipway run {}` instead",
+            args.path.join(&args.registry_path).display()
+        );
+    }
     let api_token_hash = match &args.api_token_file {
         None => None,
         Some(file) => {

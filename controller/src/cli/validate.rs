@@ -21,9 +21,23 @@ pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Re
     };
     let (catalog, diags) = Catalog::from_files(&files);
     let objects = catalog.objects().len();
+    // Nothing of Slipway's under a folder is a mistake (a wrong path in CI), not a success; a
+    // file named on its own may hold only comments.
+    let folder = rev.is_some() || path.is_dir();
+    let empty = (folder && objects == 0 && diags.is_empty()).then(|| {
+        format!(
+            "no Slipway objects in {} ({} YAML file{} read): point validate at the registry folder (documents with `apiVersion: slipway.dev/v1alpha1`)",
+            path.display(),
+            files.len(),
+            if files.len() == 1 { "" } else { "s" }
+        )
+    });
     match format {
         ValidateFormat::Json => {
-            let out = json!({"valid": diags.is_empty(), "files": files.len(), "objects": objects, "errors": diags});
+            let mut out = json!({"valid": diags.is_empty() && empty.is_none(), "files": files.len(), "objects": objects, "errors": diags});
+            if let Some(why) = &empty {
+                out["error"] = json!(why);
+            }
             print_out(&format!("{}\n", serde_json::to_string_pretty(&out)?))?;
         }
         ValidateFormat::Text => {
@@ -31,7 +45,9 @@ pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Re
             for d in &diags {
                 out.push_str(&format!("{d}\n"));
             }
-            if diags.is_empty() {
+            if let Some(why) = &empty {
+                out.push_str(&format!("✗ {why}\n"));
+            } else if diags.is_empty() {
                 out.push_str(&format!(
                     "✓ {}: {objects} objects in {} files are valid\n",
                     path.display(),
@@ -52,5 +68,9 @@ pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Re
             print_out(&out)?;
         }
     }
-    Ok(if diags.is_empty() { 0 } else { 1 })
+    Ok(if diags.is_empty() && empty.is_none() {
+        0
+    } else {
+        1
+    })
 }

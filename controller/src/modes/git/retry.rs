@@ -21,6 +21,9 @@ pub enum RetryError {
     /// No evaluation of that name has a status.
     #[error("{0}")]
     NoSuchEvaluation(String),
+    /// No deployment of that name was ever rolled out.
+    #[error("{0}")]
+    NoSuchDeployment(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::edges::store::StoreError),
@@ -37,6 +40,11 @@ pub fn request_retry(
     version: Option<&str>,
     actor: Option<String>,
 ) -> Result<Vec<String>, RetryError> {
+    if store.status("ModelDeployment", namespace, name)?.is_none() {
+        return Err(RetryError::NoSuchDeployment(format!(
+            "no deployment {namespace}/{name} has been rolled out; `slipway status` lists the deployments"
+        )));
+    }
     let mut record = store.rollout(namespace, name)?;
     let step = rollout::request_retry(&record.state, &format!("{namespace}/{name}"), version)
         .map_err(RetryError::NothingToRetry)?;

@@ -227,10 +227,33 @@ async fn history(State(s): State<S>, Query(q): Query<HistoryQuery>) -> Response 
     }))
 }
 
-#[derive(Deserialize)]
+/// The body of a retry request: empty, or `{"version": …, "actor": …}` (an evaluation's retry
+/// takes no version).
+#[derive(Default, Deserialize)]
 struct RetryRequest {
+    #[serde(default)]
     version: Option<String>,
+    #[serde(default)]
     actor: Option<String>,
+}
+
+impl RetryRequest {
+    /// The request `p` carries, or the 400 that says what it should be.
+    fn of(p: &Posted, shape: &str) -> Result<RetryRequest, Reply> {
+        if p.body.is_empty() {
+            return Ok(RetryRequest::default());
+        }
+        serde_json::from_slice(&p.body)
+            .map_err(|e| Reply::error(400, format!("body must be {shape} or empty: {e}")))
+    }
+
+    /// Who asked, as the history records it.
+    fn actor(self) -> Option<String> {
+        Some(
+            self.actor
+                .map_or_else(|| "api".into(), |a| format!("{a} (api)")),
+        )
+    }
 }
 
 impl Shared {
@@ -287,32 +310,15 @@ impl Home for Shared {
         if let Err(refused) = self.may_write(&p) {
             return refused;
         }
-        #[derive(serde::Deserialize)]
-        struct Request {
-            #[serde(default)]
-            actor: Option<String>,
-        }
-        let request: Request = if p.body.is_empty() {
-            Request { actor: None }
-        } else {
-            match serde_json::from_slice(&p.body) {
-                Ok(r) => r,
-                Err(e) => {
-                    return Reply::error(
-                        400,
-                        format!("body must be {{\"actor\": \"…\"}} or empty: {e}"),
-                    );
-                }
+        let request = match RetryRequest::of(&p, r#"{"actor": "…"}"#) {
+            Ok(r) if r.version.is_some() => {
+                return Reply::error(400, "an evaluation's retry takes no version");
             }
+            Ok(r) => r,
+            Err(refused) => return refused,
         };
-        let actor = request.actor.map(|a| format!("{a} (api)"));
         use crate::modes::git::retry::{RetryError, request_evaluation_retry};
-        match request_evaluation_retry(
-            &self.store,
-            &p.namespace,
-            &p.name,
-            actor.or(Some("api".into())),
-        ) {
+        match request_evaluation_retry(&self.store, &p.namespace, &p.name, request.actor()) {
             Ok(()) => Reply::ok(
                 200,
                 json!({"evaluation": format!("{}/{}", p.namespace, p.name)}),
@@ -327,31 +333,20 @@ impl Home for Shared {
         if let Err(refused) = self.may_write(&p) {
             return refused;
         }
-        let request: RetryRequest = if p.body.is_empty() {
-            RetryRequest {
-                version: None,
-                actor: None,
-            }
-        } else {
-            match serde_json::from_slice(&p.body) {
-                Ok(r) => r,
-                Err(e) => {
-                    return Reply::error(
-                        400,
-                        format!("body must be {{\"version\": \"…\"}} or empty: {e}"),
-                    );
-                }
-            }
+        let request = match RetryRequest::of(&p, r#"{"version": "…"}"#) {
+            Ok(r) => r,
+            Err(refused) => return refused,
         };
-        let actor = request.actor.map(|a| format!("{a} (api)"));
+        let version = request.version.clone();
         match crate::modes::git::retry::request_retry(
             &self.store,
             &p.namespace,
             &p.name,
-            request.version.as_deref(),
-            actor.or(Some("api".into())),
+            version.as_deref(),
+            request.actor(),
         ) {
             Ok(versions) => Reply::ok(200, json!({"versions": versions})),
+            Err(crate::modes::git::retry::RetryError::NoSuchDeployment(m)) => Reply::error(404, m),
             Err(crate::modes::git::retry::RetryError::NothingToRetry(m)) => Reply::error(409, m),
             Err(e) => Reply::error(500, e.to_string()),
         }
