@@ -62,6 +62,11 @@ pub enum Error {
     /// An object of the name Slipway would write exists and is not the deployment's own.
     #[error("{0}")]
     NotOwned(String),
+    /// kube-runtime's finalizer patch tests the finalizers it read (a JSON Patch `test`): the
+    /// API server refuses it (422) when the copy was stale — another reconcile added or removed
+    /// the finalizer meanwhile. A race to read again, not a refusal of the object.
+    #[error("finalizer: the object changed since it was read ({0})")]
+    FinalizerRace(kube::Error),
 }
 
 impl From<kube::runtime::finalizer::Error<Error>> for Error {
@@ -70,6 +75,11 @@ impl From<kube::runtime::finalizer::Error<Error>> for Error {
         use kube::runtime::finalizer::Error as F;
         match e {
             F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+            F::AddFinalizer(kube::Error::Api(s)) | F::RemoveFinalizer(kube::Error::Api(s))
+                if s.code == 422 =>
+            {
+                Error::FinalizerRace(kube::Error::Api(s))
+            }
             F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube(e),
             other => Error::Finalizer(other.to_string()),
         }
@@ -101,6 +111,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::FinalizerRace(_) => "conflict",
             Error::Kube(kube::Error::Api(s)) if s.code == 429 || s.code >= 500 => "api-unavailable",
             Error::Kube(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => "forbidden",
             Error::Kube(kube::Error::Api(_)) => "api-refused",
@@ -129,6 +140,7 @@ impl Error {
         };
         match self {
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => Outcome::Conflict,
+            Error::FinalizerRace(_) => Outcome::Conflict,
             Error::Kube(kube::Error::Api(s)) if s.code == 429 || s.code >= 500 => {
                 Outcome::Transient
             }
@@ -298,6 +310,19 @@ mod tests {
         assert_eq!(api(429).outcome(), Outcome::Transient);
         assert_eq!(reason(&api(403)), Some(StallReason::Forbidden));
         assert_eq!(reason(&api(422)), Some(StallReason::Refused));
+        // The finalizer's JSON Patch `test` failing on a stale copy (CI saw a SageMaker
+        // deployment stalled as "Refused" for it): read again, not stalled.
+        let stale = |code: u16| {
+            Error::from(kube::runtime::finalizer::Error::<Error>::AddFinalizer(
+                kube::Error::Api(Box::new(
+                    kube::core::Status::failure("the test operation failed", "Invalid")
+                        .with_code(code),
+                )),
+            ))
+        };
+        assert_eq!(stale(422).outcome(), Outcome::Conflict);
+        assert_eq!(stale(422).category(), "conflict");
+        assert_eq!(reason(&stale(403)), Some(StallReason::Forbidden));
         let json = serde_json::from_str::<u32>("x").unwrap_err();
         assert_eq!(reason(&Error::Json(json)), Some(StallReason::Unencodable));
         // A quota or another admission webhook is no missing right.
