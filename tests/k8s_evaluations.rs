@@ -371,6 +371,23 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
             .code,
         0
     );
+    // Each attempt's start is an event of its own that says which attempt (issue 20: kube's
+    // recorder counted attempt 2 as "(x2) … attempt 1 of 3").
+    eventually(Duration::from_secs(30), || {
+        let started = get(
+            &api,
+            &[
+                "events",
+                "--field-selector",
+                "involvedObject.name=pitch-frames-9-holdout,reason=JobStarted",
+            ],
+            "{range .items[*]}{.message}{\"\\n\"}{end}",
+        );
+        let mut lines: Vec<&str> = started.lines().collect();
+        lines.sort();
+        (lines.len() == 3 && (1..=3).all(|n| lines[n - 1].contains(&format!("(attempt {n} of 3)"))))
+            .then_some(())
+    });
     let _ = child.kill();
     let _ = child.wait();
 }
