@@ -121,7 +121,20 @@ impl GitHome {
 }
 
 impl Drop for GitHome {
+    /// Stops `slipway run` as an operator would (SIGTERM: it stops the model servers it
+    /// started), killing it only if it has not exited within 20 s — a SIGKILL left the
+    /// rollout scenario's model server running after every test run.
     fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
