@@ -214,16 +214,7 @@ pub fn rejudged(
         .baseline_version
         .as_ref()
         .map(|_| &previous.baseline_metrics);
-    let (results, verdict) = super::judge(gates, &previous.metrics, baseline);
-    let failing: Vec<String> = results
-        .iter()
-        .filter(|g| !g.passed)
-        .filter_map(|g| g.message.clone())
-        .collect();
-    let judged = match verdict {
-        Verdict::Passed => format!("{} gates passed", results.len()),
-        Verdict::Failed => failing.join("; "),
-    };
+    let (results, verdict, judged) = judged(gates, &previous.metrics, baseline);
     // When the run finished stays as it was (its duration is the run's, not its age).
     EvaluationStatus {
         verdict: Some(verdict),
@@ -312,16 +303,8 @@ pub fn finished(
     reused: Option<&str>,
     now: DateTime<Utc>,
 ) -> EvaluationStatus {
-    let (results, verdict) = super::judge(gates, &candidate.metrics, baseline.map(|b| &b.metrics));
-    let failing: Vec<String> = results
-        .iter()
-        .filter(|g| !g.passed)
-        .filter_map(|g| g.message.clone())
-        .collect();
-    let mut message = match verdict {
-        Verdict::Passed => format!("{} gates passed", results.len()),
-        Verdict::Failed => failing.join("; "),
-    };
+    let (results, verdict, mut message) =
+        judged(gates, &candidate.metrics, baseline.map(|b| &b.metrics));
     if let Some(from) = reused {
         message = format!("{message} (results reused from {from}: same content address)");
     }
@@ -336,6 +319,26 @@ pub fn finished(
         conditions: vec![condition("True", verdict.as_str(), message, now)],
         ..running.clone()
     }
+}
+
+/// The gates' results, the verdict and what the `Ready` condition says of them ("N gates
+/// passed", or the failing gates' messages), for a run's metrics.
+fn judged(
+    gates: &[Gate],
+    metrics: &BTreeMap<String, f64>,
+    baseline: Option<&BTreeMap<String, f64>>,
+) -> (Vec<slipway_crd::evaluation::GateResult>, Verdict, String) {
+    let (results, verdict) = super::judge(gates, metrics, baseline);
+    let message = match verdict {
+        Verdict::Passed => format!("{} gates passed", results.len()),
+        Verdict::Failed => results
+            .iter()
+            .filter(|g| !g.passed)
+            .filter_map(|g| g.message.as_deref())
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    (results, verdict, message)
 }
 
 /// The results of a finished run with content address `key`, from any finished evaluation that

@@ -86,6 +86,23 @@ impl From<kube::runtime::finalizer::Error<Error>> for Error {
     }
 }
 
+/// Removes an operator's retry annotation once its request was taken (or refused).
+pub async fn forget_retry<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let forget = serde_json::json!({"metadata": {"annotations": {
+        slipway_crd::model_deployment::RETRY_ANNOTATION: null
+    }}});
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&forget),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Writes an object's whole status by server-side apply, from the typed status struct (fields
 /// the struct leaves out are removed from what this manager owns).
 pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<K, kube::Error>

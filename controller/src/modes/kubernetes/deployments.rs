@@ -10,9 +10,8 @@ use super::cache::Guarded;
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
-use serde_json::json;
 use slipway_crd::ModelDeployment;
 use slipway_crd::model_deployment::RETRY_ANNOTATION;
 
@@ -391,9 +390,7 @@ async fn retry(
         }
         Err(why) => super::context::publish(ctx, md, Happened::NothingToRetry, why).await,
     }
-    let forget = json!({"metadata": {"annotations": {RETRY_ANNOTATION: null}}});
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&forget))
-        .await?;
+    super::context::forget_retry(&api, &name).await?;
     Ok(Requeue::requeue(Duration::ZERO))
 }
 

@@ -226,9 +226,7 @@ async fn retry(ctx: &Arc<Context>, e: &Evaluation) -> Result<Requeue, Error> {
         }
         Err(why) => publish(ctx, e, Happened::NothingToRetry, why).await,
     }
-    let forget = json!({"metadata": {"annotations": {RETRY_ANNOTATION: null}}});
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&forget))
-        .await?;
+    super::context::forget_retry(&api, &name).await?;
     Ok(Requeue::requeue(std::time::Duration::ZERO))
 }
 
