@@ -419,3 +419,133 @@ fn results_count_only_from_results_and_only_when_they_run_the_models_suite() {
         run.stderr
     );
 }
+
+/// A results folder with version 7's own evaluation: compared against 6, its predecessor.
+fn results_of_seven(pr: &Pr) -> std::path::PathBuf {
+    let dir = pr.repo.path().join("results-7");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pitch-frames-7.yaml"),
+        support::evaluation_of_seven(),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn moving_production_back_to_a_version_main_served_is_a_rollback_still_approved_by_a_lead() {
+    let mut pr = Pr::new();
+    let seven = pr.file("aliases.yaml");
+    let eight = seven.replacen("version: \"7\"", "version: \"8\"", 1);
+    // Main promoted 8; the incident's pull request moves production back to 7.
+    let main = pr.repo.commit(
+        "main",
+        Some(pr.main),
+        &[("registry/aliases.yaml", Some(&eight))],
+        "Promote 8",
+    );
+    let back = pr.change(main, "aliases.yaml", &seven);
+    let results = results_of_seven(&pr);
+    let plan = |reviews: &[(&str, &str, Oid)], format: &str| {
+        let reviews = pr.reviews(reviews);
+        slipway(
+            &[
+                "plan",
+                "--base",
+                "main",
+                "--head",
+                "pr",
+                "--path",
+                "registry",
+                "--author",
+                "dana",
+                "--format",
+                format,
+                "--results",
+                results.to_str().unwrap(),
+                "--reviews",
+                reviews.to_str().unwrap(),
+            ],
+            pr.repo.path(),
+        )
+    };
+    let run = plan(&[("alice", "APPROVED", back)], "json");
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    let out = run.json();
+    let c = alias_change(&out);
+    assert_eq!(
+        (c["from"].as_str(), c["to"].as_str()),
+        (Some("8"), Some("7"))
+    );
+    assert_eq!(c["rollback"], true);
+    assert_eq!(c["decision"]["allowed"], true);
+    let text = plan(&[("alice", "APPROVED", back)], "text");
+    assert!(
+        text.stdout
+            .contains("production: 8 → 7 (rollback: production served 7 before)"),
+        "{}",
+        text.stdout
+    );
+    // Without a lead's approval it still waits for one.
+    let run = plan(&[], "json");
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        alias_change(&run.json())["decision"]["approvals"][0]["have"],
+        0
+    );
+}
+
+#[test]
+fn moving_production_to_a_version_main_never_served_is_held_to_its_comparison() {
+    // Main has served only 8: a move to 7 compared against 6 is no rollback.
+    let mut repo = GitRepo::new();
+    let files: Vec<(String, String)> = folder("examples/football-frames")
+        .into_iter()
+        .map(|(p, c)| {
+            let c = if p == "aliases.yaml" {
+                c.replacen("version: \"7\"", "version: \"8\"", 1)
+            } else {
+                c
+            };
+            (p, c)
+        })
+        .collect();
+    let main = repo.commit_under("main", None, "registry", &files, "Register, serve 8");
+    let mut pr = Pr { repo, main };
+    let seven = pr.file("aliases.yaml");
+    let head = pr.change(main, "aliases.yaml", &seven);
+    let results = results_of_seven(&pr);
+    let reviews = pr.reviews(&[("alice", "APPROVED", head)]);
+    let run = slipway(
+        &[
+            "plan",
+            "--base",
+            "main",
+            "--head",
+            "pr",
+            "--path",
+            "registry",
+            "--author",
+            "dana",
+            "--format",
+            "json",
+            "--results",
+            results.to_str().unwrap(),
+            "--reviews",
+            reviews.to_str().unwrap(),
+        ],
+        pr.repo.path(),
+    );
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let out = run.json();
+    let c = alias_change(&out);
+    assert!(c.get("rollback").is_none());
+    let denied: Vec<&str> = c["decision"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["passed"] == false)
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(denied, ["baseline-is-current-production"]);
+}

@@ -25,16 +25,21 @@ fn approval(name: &str, version: &str, extra: &str) -> String {
 /// The results of version 8, set through the status subresource as the controller would.
 fn record_results(api: &ApiServer) {
     let file = root().join("examples/promotion-pr/results/pitch-frames-8.yaml");
-    let run = api.kubectl(&["apply", "-f", &file.to_string_lossy()], "admin");
+    record(api, &std::fs::read_to_string(&file).unwrap(), "8");
+}
+
+/// Records `evaluation` (an `Evaluation` document with its status) of `version`: the object,
+/// then its status through the status subresource.
+fn record(api: &ApiServer, evaluation: &str, version: &str) {
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", evaluation);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let doc: serde_json::Value =
-        slipway_core::catalog::yaml::read(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let doc: serde_json::Value = slipway_core::catalog::yaml::read(evaluation).unwrap();
     let status = serde_json::json!({"status": serde_json::to_value(&doc["status"]).unwrap()});
     let run = api.kubectl(
         &[
             "patch",
             "evaluation",
-            "pitch-frame-classifier-8-pitch-frames",
+            &format!("pitch-frame-classifier-{version}-pitch-frames"),
             "--subresource=status",
             "--type=merge",
             "-p",
@@ -197,6 +202,54 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
         "admin",
     );
     assert_eq!(version.stdout, "8");
+    let resolved = |v: &str| {
+        eventually(Duration::from_secs(30), || {
+            let run = api.kubectl(
+                &[
+                    "get",
+                    "malias",
+                    "pitch-frame-classifier-production",
+                    "-o",
+                    "jsonpath={.status.resolvedVersion}",
+                ],
+                "admin",
+            );
+            (run.stdout == v).then_some(())
+        })
+    };
+    resolved("8");
+
+    // The incident: production moves back to 7, which it served before. 7 was compared against
+    // its own predecessor, not against 8; a rollback is not held to that comparison, but still
+    // needs a lead's approval.
+    let seven = support::evaluation_of_seven();
+    record(&api, &seven, "7");
+    let waiting = api.kubectl_stdin(&["apply", "-f", "-"], "erin", &alias("7"));
+    assert_ne!(waiting.code, 0, "{}", waiting.stdout);
+    assert!(
+        waiting
+            .stderr
+            .contains("moving pitch-frame-classifier/production from 8 to 7 (requested by erin) is not allowed"),
+        "{}",
+        waiting.stderr
+    );
+    assert!(
+        waiting.stderr.contains("has 0 of 1 required approvals")
+            && !waiting.stderr.contains("candidate-evaluations-passed")
+            && !waiting.stderr.contains("baseline-is-current-production")
+            && !waiting.stderr.contains("no-primary-metric-regression"),
+        "{}",
+        waiting.stderr
+    );
+    let run = api.kubectl_stdin(
+        &["create", "-f", "-"],
+        "alice",
+        &approval("alice-7", "7", ""),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let back = api.kubectl_stdin(&["apply", "-f", "-"], "erin", &alias("7"));
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    resolved("7");
 
     // Approvals are immutable.
     let changed = api.kubectl(

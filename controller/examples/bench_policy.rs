@@ -47,6 +47,7 @@ fn main() {
             to: Some("8".into()),
             fields: Vec::new(),
             previous_alias: None,
+            rollback: false,
         },
         candidate: results::version(cat.version("default", model, "8").expect("v8"), &results),
         current: results::version(cat.version("default", model, "7").expect("v7"), &results),

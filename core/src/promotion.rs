@@ -28,8 +28,27 @@ pub enum Promotion {
     Decided(crate::policy::Decision),
 }
 
-/// Decides moving alias `a` (object `name` in `ns`) from `resolved` to `a.spec.version` once the
-/// candidate's evaluations have finished. Pure: the same decision in git and Kubernetes mode.
+/// The versions an alias served, by its recorded moves: where each allowed move came from and
+/// went to.
+pub fn served(history: &[slipway_crd::model_alias::AliasMove]) -> BTreeSet<String> {
+    history
+        .iter()
+        .filter(|m| m.decision == slipway_crd::model_alias::AliasDecision::Allowed)
+        .flat_map(|m| m.from.iter().chain(std::iter::once(&m.to)))
+        .cloned()
+        .collect()
+}
+
+/// Whether moving an alias from `from` to `to` is a rollback: away from the version it serves,
+/// back to one it served before.
+pub fn is_rollback(served: &BTreeSet<String>, from: Option<&str>, to: &str) -> bool {
+    from.is_some_and(|f| f != to) && served.contains(to)
+}
+
+/// Decides moving alias `a` (object `name` in `ns`) from the version its `status` resolves to
+/// to `a.spec.version` once the candidate's evaluations have finished; a move back to a version
+/// the status records it served is a rollback (`change.rollback`). Pure: the same decision in
+/// git and Kubernetes mode.
 /// `approvals`: the sign-offs bound to this move and who is in which group — Kubernetes mode
 /// re-checks them, so a move admitted without the webhook is held; git mode gives none (they
 /// were enforced on the pull request, which branch protection guards).
@@ -40,12 +59,13 @@ pub fn promotion(
     ns: &str,
     name: &str,
     a: &slipway_crd::ModelAlias,
-    resolved: Option<&str>,
+    status: &slipway_crd::model_alias::ModelAliasStatus,
     source: &str,
     now: chrono::DateTime<chrono::Utc>,
     approvals: Option<(&SignOffs, &Members<'_>)>,
 ) -> Promotion {
     let to = &a.spec.version;
+    let resolved = status.resolved_version.as_deref();
     let (Some(model), Some(candidate)) = (
         catalog.model(ns, &a.spec.model),
         catalog.version(ns, &a.spec.model, to),
@@ -91,6 +111,7 @@ pub fn promotion(
             to: Some(to.clone()),
             fields: Vec::new(),
             previous_alias: None,
+            rollback: is_rollback(&served(&status.history), resolved, to),
         },
         candidate: results::version(candidate, results),
         current: resolved
@@ -383,5 +404,115 @@ mod step_tests {
         // The unresolvable is said in status too, in both homes.
         let u = alias_step(&status, Some(&Promotion::Unresolvable), &facts("9"));
         assert_eq!(u.status.unwrap().conditions[0].reason, "Unresolvable");
+    }
+}
+
+#[cfg(test)]
+mod rollback_tests {
+    use super::*;
+    use crate::catalog::Resource;
+    use crate::testing::{catalog, registry, result};
+    use slipway_crd::model_alias::{AliasDecision, AliasMove, ModelAliasStatus};
+
+    fn moved(from: Option<&str>, to: &str, decision: AliasDecision) -> AliasMove {
+        AliasMove {
+            from: from.map(str::to_string),
+            to: to.into(),
+            decision,
+            ..AliasMove::default()
+        }
+    }
+
+    /// Production asks for 1 while it serves 2, with `history`; 1 was compared against its own
+    /// predecessor 0, which was better than 1 by more than the tolerance.
+    fn decide(history: Vec<AliasMove>) -> crate::policy::Decision {
+        let cat = catalog(&format!(
+            "{}\n---\n{}",
+            registry("1"),
+            result("1", "Passed", 0.80, 0.90, "0")
+        ));
+        let mut results = Results::default();
+        results.add(cat.objects().iter().filter_map(|o| match &o.resource {
+            Resource::Evaluation(e) => Some(&**e),
+            _ => None,
+        }));
+        let alias = cat
+            .objects()
+            .iter()
+            .find_map(|o| match &o.resource {
+                Resource::ModelAlias(a) => Some(a.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let status = ModelAliasStatus {
+            resolved_version: Some("2".into()),
+            history,
+            ..ModelAliasStatus::default()
+        };
+        let p = promotion(
+            &cat,
+            &results,
+            "default",
+            "m-production",
+            &alias,
+            &status,
+            "git",
+            crate::testing::now(),
+            None,
+        );
+        match p {
+            Promotion::Decided(d) => d,
+            other => panic!("not decided: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_move_back_to_a_version_the_alias_served_is_a_rollback_and_not_held_to_its_old_comparison()
+    {
+        use AliasDecision::{Allowed, Denied};
+        let back = decide(vec![
+            moved(None, "1", Allowed),
+            moved(Some("1"), "2", Allowed),
+        ]);
+        assert!(back.allowed, "{}", back.summary());
+        // Still checked: every rule ran, and the candidate passed its suites.
+        assert!(back.rules.iter().all(|r| r.passed));
+        assert!(
+            back.rules
+                .iter()
+                .any(|r| r.name == "candidate-evaluations-passed")
+        );
+        // Served only as where the first recorded move came from: a rollback too.
+        assert!(decide(vec![moved(Some("1"), "2", Allowed)]).allowed);
+        // Never served (a denied move is not service): held for its comparison.
+        for history in [
+            vec![moved(None, "2", Allowed)],
+            vec![moved(None, "2", Allowed), moved(Some("2"), "1", Denied)],
+        ] {
+            let d = decide(history);
+            assert!(!d.allowed);
+            let denied: Vec<&str> = d.denying_rules().map(|r| r.name.as_str()).collect();
+            assert_eq!(
+                denied,
+                [
+                    "baseline-is-current-production",
+                    "no-primary-metric-regression"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_rollback_is_a_move_away_from_what_is_served_to_what_was() {
+        let served = served(&[
+            moved(None, "1", AliasDecision::Allowed),
+            moved(Some("1"), "2", AliasDecision::Allowed),
+            moved(Some("2"), "3", AliasDecision::Denied),
+        ]);
+        assert_eq!(served, BTreeSet::from(["1".into(), "2".into()]));
+        assert!(is_rollback(&served, Some("2"), "1"));
+        assert!(!is_rollback(&served, Some("2"), "2"));
+        assert!(!is_rollback(&served, Some("2"), "3"));
+        assert!(!is_rollback(&served, None, "1"));
     }
 }

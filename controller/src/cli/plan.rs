@@ -1,14 +1,16 @@
 //! `slipway plan`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::{PlanArgs, PlanFormat, print_out};
 use crate::decide::catalog::results::Results;
-use crate::decide::catalog::{Catalog, Resource};
+use crate::decide::catalog::{Catalog, ObjectKey, Resource, SourceFile};
 use crate::decide::diagnostics::Diagnostic;
 use crate::decide::plan::{self, PlanInputs, Rev, render};
 use crate::decide::policy::approvals::{Review, SignOffs};
-use crate::edges::source::{dir, git::GitRepo};
+use crate::edges::source::dir;
+use crate::edges::source::git::{GitRepo, Revision};
 
 fn read_reviews(path: &Path) -> anyhow::Result<Vec<Review>> {
     let text = std::fs::read_to_string(path)
@@ -100,6 +102,58 @@ fn read_results(from: Option<&str>, head: &Catalog) -> anyhow::Result<(Results, 
     Ok((results, result_diags))
 }
 
+/// How far back `plan` reads an alias file's history for the versions it served.
+const ALIAS_HISTORY_COMMITS: usize = 10_000;
+
+/// The versions each alias the change moves served before, as `plan` can know them: the
+/// versions its file named on the base branch (first parent: what was merged, which this very
+/// check allowed then). An alias whose file history cannot be read has none.
+fn served_before(
+    repo: &GitRepo,
+    base_rev: &Revision,
+    base: &Catalog,
+    head: &Catalog,
+) -> BTreeMap<ObjectKey, BTreeSet<String>> {
+    let version = |r: &Resource| match r {
+        Resource::ModelAlias(a) => Some(a.spec.version.clone()),
+        _ => None,
+    };
+    let mut served = BTreeMap::new();
+    for new in head.objects() {
+        let Some(old) = base.get(&new.key) else {
+            continue;
+        };
+        let (Some(from), Some(to)) = (version(&old.resource), version(&new.resource)) else {
+            continue;
+        };
+        if from == to {
+            continue;
+        }
+        let file = old.origin.file.to_string();
+        let Ok(history) = repo.file_history(base_rev, &file, ALIAS_HISTORY_COMMITS) else {
+            continue;
+        };
+        let mut versions = BTreeSet::new();
+        for content in history {
+            let source = SourceFile {
+                path: file.clone(),
+                content,
+                id: None,
+                from_api_server: false,
+            };
+            let (objects, _) = crate::decide::catalog::load_files(std::slice::from_ref(&source));
+            versions.extend(
+                objects
+                    .iter()
+                    .filter(|o| o.key == new.key)
+                    .filter_map(|o| version(&o.resource)),
+            );
+        }
+        served.insert(new.key.clone(), versions);
+    }
+    served
+}
+
 pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
     let repo = GitRepo::open(&args.repo)?;
     let base_rev = repo.resolve(&args.base)?;
@@ -131,6 +185,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
         },
         now: args.now.unwrap_or_else(chrono::Utc::now),
         kubernetes: None,
+        served: served_before(&repo, &base_rev, &base, &head),
     };
     let mut plan = plan::plan(&base, &head, &inputs);
     // Fail closed: an invalid base could silently drop a policy.

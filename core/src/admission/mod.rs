@@ -476,6 +476,17 @@ fn plan_inputs(
             groups: req.groups.clone(),
             approvers: bound.approvers.clone(),
         }),
+        // An alias's recorded moves (its status, which only the controller writes) say which
+        // versions it served: a move back to one is a rollback.
+        served: req
+            .old_object
+            .as_ref()
+            .filter(|_| key.kind == slipway_crd::Kind::ModelAlias)
+            .and_then(|o| serde_json::from_value(o["status"]["history"].clone()).ok())
+            .map(|h: Vec<slipway_crd::model_alias::AliasMove>| {
+                [(key.clone(), crate::promotion::served(&h))].into()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -6,7 +6,7 @@ mod immutability;
 pub mod render;
 mod rollouts;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -75,6 +75,9 @@ pub struct Change {
     pub from: Option<String>,
     /// New value.
     pub to: Option<String>,
+    /// An alias moves back to a version it served before (see [`PlanInputs::served`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
     /// The policy decision.
     pub decision: Decision,
     /// Changed fields of an update (not in the JSON contract).
@@ -165,6 +168,10 @@ pub struct PlanInputs {
     pub now: DateTime<Utc>,
     /// Kubernetes mode: identities come from the authenticator, not from `Group` objects.
     pub kubernetes: Option<KubeIdentity>,
+    /// The versions each alias object served before: in a cluster its recorded moves (status),
+    /// in git the versions its file named on the base branch. A move back to one of them is a
+    /// rollback (`change.rollback`).
+    pub served: BTreeMap<ObjectKey, BTreeSet<String>>,
 }
 
 /// Who is who in Kubernetes mode (the admission webhook): the requesting user's groups from
@@ -268,7 +275,7 @@ fn change(
         inputs,
     };
     let about = match either {
-        Some(Resource::ModelAlias(a)) => at.alias_move(a, old, new),
+        Some(Resource::ModelAlias(a)) => at.alias_move(key, a, old, new),
         Some(Resource::ModelVersion(v)) => at.version(v, old, new),
         Some(Resource::ModelDeployment(d)) => at.deployment(d, old, new, &fields),
         _ => About::default(),
@@ -289,6 +296,7 @@ fn change(
         to: about.to.clone(),
         fields: fields.iter().map(|f| f.path.clone()).collect(),
         previous_alias: about.previous_alias,
+        rollback: about.rollback,
     };
     let input = DecisionInput {
         change: facts,
@@ -312,6 +320,7 @@ fn change(
         alias: about.alias,
         from: about.from,
         to: about.to,
+        rollback: about.rollback,
         decision,
         fields,
         rollouts: about.rollouts,
@@ -329,6 +338,7 @@ struct About {
     candidate: Value,
     current: Value,
     previous_alias: Option<String>,
+    rollback: bool,
     rollouts: Vec<Rollout>,
     warnings: Vec<String>,
 }
@@ -351,7 +361,13 @@ impl Between<'_> {
 
     /// An alias change: the versions it moves from and to, and the deployments following the
     /// alias that a move rolls out.
-    fn alias_move(&self, a: &ModelAlias, old: Option<&Object>, new: Option<&Object>) -> About {
+    fn alias_move(
+        &self,
+        key: &ObjectKey,
+        a: &ModelAlias,
+        old: Option<&Object>,
+        new: Option<&Object>,
+    ) -> About {
         let version_of = |o: &Object| match &o.resource {
             Resource::ModelAlias(a) => Some(a.spec.version.clone()),
             _ => None,
@@ -379,6 +395,9 @@ impl Between<'_> {
         }
         if let Some(f) = &about.from {
             about.current = self.version_json(self.base, &a.spec.model, f);
+        }
+        if let (Some(served), Some(to)) = (self.inputs.served.get(key), &about.to) {
+            about.rollback = crate::promotion::is_rollback(served, about.from.as_deref(), to);
         }
         about
     }

@@ -28,6 +28,9 @@ fn sigil(action: Operation) -> char {
 fn headline(c: &Change) -> String {
     let mut line = format!("{} {} {}/{}", sigil(c.action), c.kind, c.namespace, c.name);
     match (c.kind.as_str(), &c.alias, &c.from, &c.to) {
+        ("ModelAlias", Some(a), Some(f), Some(t)) if c.rollback => {
+            write!(line, "  {a}: {f} → {t} (rollback: {a} served {t} before)")
+        }
         ("ModelAlias", Some(a), Some(f), Some(t)) => write!(line, "  {a}: {f} → {t}"),
         ("ModelAlias", Some(a), None, Some(t)) => write!(line, "  {a} → {t}"),
         ("ModelAlias", Some(a), Some(f), None) => write!(line, "  {a} (was {f})"),

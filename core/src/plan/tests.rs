@@ -49,6 +49,7 @@ fn inputs(results_yaml: Option<&str>, approvers: &[&str]) -> PlanInputs {
             .with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
             .unwrap(),
         kubernetes: None,
+        served: Default::default(),
     }
 }
 
@@ -269,4 +270,50 @@ fn a_deployment_whose_analysis_its_target_cannot_measure_is_named_in_the_plan() 
         &inputs(Some(&result("2", "Passed", 0.9, 0.88, "1")), &["alice"]),
     );
     assert!(p.changes.iter().all(|c| c.warnings.is_empty()));
+}
+
+#[test]
+fn plan_names_a_move_back_to_a_served_version_a_rollback_and_does_not_hold_it_to_its_old_comparison()
+ {
+    // Production serves 2 and moves back to 1, which was compared against its own predecessor.
+    let (base, head) = (catalog(&registry("2")), catalog(&registry("1")));
+    let old_result = result("1", "Passed", 0.80, 0.90, "0");
+    let key = head
+        .objects()
+        .iter()
+        .find(|o| o.key.kind == slipway_crd::Kind::ModelAlias)
+        .unwrap()
+        .key
+        .clone();
+    let mut served = inputs(Some(&old_result), &["alice"]);
+    served.served = [(key.clone(), ["1".into(), "2".into()].into())].into();
+    let p = plan(&base, &head, &served);
+    let c = &p.changes[0];
+    assert!(c.rollback);
+    assert!(c.decision.allowed, "{}", c.decision.summary());
+    let text = render::text(&p);
+    assert!(
+        text.contains("production: 2 → 1 (rollback: production served 1 before)"),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&render::json(&p)).unwrap();
+    assert_eq!(json["changes"][0]["rollback"], true);
+    // Still approved as the set says: without the ML lead it awaits approval.
+    let mut unapproved = inputs(Some(&old_result), &[]);
+    unapproved.served = served.served.clone();
+    let p = plan(&base, &head, &unapproved);
+    assert!(!p.changes[0].decision.allowed);
+    assert_eq!(p.changes[0].decision.denying_rules().count(), 0);
+    // A version the alias never served is held to its comparison, and is no rollback.
+    let mut never = inputs(Some(&old_result), &["alice"]);
+    never.served = [(key, ["2".into()].into())].into();
+    let p = plan(&base, &head, &never);
+    assert!(!p.changes[0].rollback && !p.changes[0].decision.allowed);
+    let json: Value = serde_json::from_str(&render::json(&p)).unwrap();
+    assert!(json["changes"][0].get("rollback").is_none());
+    assert!(
+        render::text(&p).contains("production: 2 → 1\n"),
+        "{}",
+        render::text(&p)
+    );
 }

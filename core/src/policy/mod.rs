@@ -78,6 +78,12 @@ pub struct ChangeFacts {
     /// The alias a deployment followed before the change, when it differs from `alias`.
     #[serde(skip)]
     pub previous_alias: Option<String>,
+    /// An alias moves back to a version it served before (its recorded moves in a cluster and
+    /// in `slipway run`'s state; the alias file's history on the base branch in `slipway plan`).
+    /// Rules read it as `change.rollback`: the default set does not hold a rollback to its old
+    /// comparison, which was made against that version's own predecessor.
+    #[serde(default)]
+    pub rollback: bool,
 }
 
 /// Who asks for the change.

@@ -32,6 +32,7 @@ fn decide(results_yaml: &str, reviews: &[(&str, &str)], author: &str) -> Decisio
         to: Some("2".into()),
         fields: Vec::new(),
         previous_alias: None,
+        rollback: false,
     };
     let input = DecisionInput {
         change,
@@ -212,6 +213,7 @@ spec:
             to: None,
             fields: Vec::new(),
             previous_alias: None,
+            rollback: false,
         },
         candidate: serde_json::json!({"metrics": {"f1": 1.0}, "labels": {"team": "vision"}}),
         current: serde_json::Value::Null,
@@ -252,6 +254,7 @@ spec:
             to: None,
             fields: Vec::new(),
             previous_alias: None,
+            rollback: false,
         },
         candidate: serde_json::json!({"labels": {}}),
         current: serde_json::Value::Null,

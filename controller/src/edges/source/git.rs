@@ -131,6 +131,37 @@ impl GitRepo {
         })
     }
 
+    /// The contents file `path` (repository-relative) had along the first-parent history of
+    /// `rev` — the states the branch itself was in, not those of merged branches — newest
+    /// first, each once in a row, looking at most `limit` commits back.
+    pub fn file_history(
+        &self,
+        rev: &Revision,
+        path: &str,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, GitError> {
+        let mut walk = self.repo.revwalk()?;
+        walk.simplify_first_parent()?;
+        walk.push(git2::Oid::from_str(&rev.commit)?)?;
+        let mut last = None;
+        let mut out = Vec::new();
+        for id in walk.take(limit) {
+            let tree = self.repo.find_commit(id?)?.tree()?;
+            let Ok(entry) = tree.get_path(Path::new(path)) else {
+                last = None;
+                continue;
+            };
+            if last == Some(entry.id()) {
+                continue;
+            }
+            last = Some(entry.id());
+            if let Ok(blob) = self.repo.find_blob(entry.id()) {
+                out.push(blob.content().to_vec());
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads every YAML file under `subdir` (repository-relative; empty for the root) at a revision.
     /// Hidden folders are skipped, as in folder mode.
     pub fn read(&self, rev: &Revision, subdir: &str) -> Result<Vec<SourceFile>, GitError> {

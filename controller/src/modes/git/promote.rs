@@ -96,7 +96,7 @@ impl Reconciler<'_> {
                 ns,
                 name,
                 a,
-                resolved.as_deref(),
+                &status,
                 "git",
                 (self.now)(),
                 None,

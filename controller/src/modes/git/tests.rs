@@ -208,6 +208,32 @@ fn a_regression_is_held_by_policy_and_recorded_once() {
 }
 
 #[test]
+fn production_moves_back_to_a_version_it_served_and_not_to_one_it_never_served() {
+    let scores = [("1", 0.80), ("2", 0.86), ("3", 0.84)];
+    let f = Fixture::new(&scores);
+    f.pass("1", &scores);
+    assert_eq!(f.pass("2", &scores).moved, vec!["m/production: 1 → 2"]);
+    // 3 was compared against 1, not against 2 which production serves now: held.
+    let held = f.pass("3", &scores);
+    assert!(held.moved.is_empty(), "{held:?}");
+    assert!(
+        held.blocked[0].contains("production/baseline-is-current-production"),
+        "{:?}",
+        held.blocked
+    );
+    // 1 was production itself when it was evaluated (no baseline): a rollback to it is not
+    // held to that comparison.
+    let back = f.pass("1", &scores);
+    assert_eq!(back.moved, vec!["m/production: 2 → 1"], "{back:?}");
+    let served = f
+        .store
+        .alias_at("m", "production", far_future())
+        .unwrap()
+        .unwrap();
+    assert_eq!(served.version.as_deref(), Some("1"));
+}
+
+#[test]
 fn a_crashing_evaluation_fails_and_blocks_the_promotion() {
     let scores = [("1", 0.90), ("2", -1.0)];
     let f = Fixture::new(&scores);

@@ -56,7 +56,7 @@ pub(super) async fn reconcile_alias(
         return Ok(Requeue::await_change());
     }
     note_move_seen(&ctx, &ns, alias);
-    let (decided, subject, bound) = decide_move(&ctx, &ns, &name, alias, resolved.as_deref(), now);
+    let (decided, subject, bound) = decide_move(&ctx, &ns, &name, alias, &status, now);
     // One step (promotion::alias_step, both homes'): the whole typed status when it says something new
     // (server-side apply drops what this manager leaves out), the news once.
     let step = alias_step(&status, Some(&decided), &facts);
@@ -88,16 +88,17 @@ fn note_move_seen(ctx: &Context, ns: &str, alias: &ModelAlias) {
         .or_insert_with(std::time::Instant::now);
 }
 
-/// Decides the alias's move from `resolved`: the policies' verdict with the approvals bound to
-/// exactly this move, and that move and those approvals.
+/// Decides the alias's move from the version its `status` resolves to: the policies' verdict
+/// with the approvals bound to exactly this move, and that move and those approvals.
 fn decide_move(
     ctx: &Context,
     ns: &str,
     name: &str,
     alias: &ModelAlias,
-    resolved: Option<&str>,
+    status: &slipway_crd::model_alias::ModelAliasStatus,
     now: chrono::DateTime<Utc>,
 ) -> (Promotion, Subject, binding::Bound) {
+    let resolved = status.resolved_version.as_deref();
     let view = ctx.cache.view(ns);
     let (catalog, results) = (&view.catalog, &view.results);
     // The approvals are checked again: a move admitted while the webhook was not called is held
@@ -123,7 +124,7 @@ fn decide_move(
         ns,
         name,
         alias,
-        resolved,
+        status,
         "kubernetes",
         now,
         Some((&bound.signoffs, &members)),
