@@ -492,12 +492,22 @@ fn every_replica_serves_the_one_webhook_certificate() {
         &support::admission::webhook_configurations(a),
     );
     let shared = ["--webhook-secret", "slipway-webhook-tls"];
-    let _first = Controller::replica(&api, a, &support::OPEN_BOUNDS, &shared);
-    let _second = Controller::replica(&api, b, &support::OPEN_BOUNDS, &shared);
-    let (one, two) = eventually(Duration::from_secs(30), || {
-        let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
-        (up(a) && up(b)).then(|| (served_certificate(a), served_certificate(b)))
-    });
+    let first = Controller::replica(&api, a, &support::OPEN_BOUNDS, &shared);
+    let second = Controller::replica(&api, b, &support::OPEN_BOUNDS, &shared);
+    let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+    // Under the whole suite's load a replica can take a while; when one never serves, its log
+    // says why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !(up(a) && up(b)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a replica does not serve the webhook after 90 s\nfirst:\n{}\nsecond:\n{}",
+            first.log(),
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (one, two) = (served_certificate(a), served_certificate(b));
     assert_eq!(one, two);
     let stored = get(
         &api,
