@@ -473,7 +473,8 @@ fn an_evaluation_that_failed_without_results_runs_again_when_retried() {
     let good = std::fs::read_to_string(&script).unwrap();
     std::fs::remove_file(&script).unwrap();
     let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Failed evaluations, a promotion that cannot happen: held (exit 3).
+    assert_eq!(run.code, 3, "{}", run.stderr);
     let status = |work: &Path| slipway(&["status", "--state", "state"], work).stdout;
     assert!(
         status(&work).contains("evaluation: failed (pitch-frames-7-holdout)"),
@@ -568,7 +569,8 @@ fn new_gates_judge_the_same_results_again() {
     )
     .unwrap();
     let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Judged again, both fail now: held (exit 3).
+    assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         !run.stderr.contains("running holdout"),
         "ran again: {}",

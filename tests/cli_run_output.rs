@@ -178,3 +178,76 @@ fn a_registry_path_for_a_folder_source_is_refused() {
         "a refused run left state behind"
     );
 }
+
+#[test]
+fn status_says_when_no_run_serves_the_state_and_when_the_newest_revision_was_rejected() {
+    let (_dir, work) = quickstart();
+    let once = || slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(once().code, 0);
+    let status = || slipway(&["status", "--state", "state"], &work).stdout;
+    // `--once` stopped the model servers when it exited: not "Healthy … at http://…".
+    let after = status();
+    assert!(
+        after.contains("  default/pitch-frames-api  Stopped  last served 7  traffic {7: 100%}  (at http://127.0.0.1:")
+            && after.contains("until `slipway run` ended; run it again to serve)"),
+        "{after}"
+    );
+    // While a run holds the state it serves, and a second run on the same state is refused.
+    let (mut live, _port) = support::git_mode::serve(&work, &[]);
+    let serving = support::eventually(Duration::from_secs(30), || {
+        let s = status();
+        s.contains("  default/pitch-frames-api  Healthy  serving 7")
+            .then_some(s)
+    });
+    assert!(serving.contains("  at http://127.0.0.1:"), "{serving}");
+    let second = once();
+    assert_eq!(second.code, 1, "{}", second.stdout);
+    assert!(
+        second.stderr.contains(&format!(
+            "another `slipway run` (process {}, since ",
+            live.id()
+        )) && second
+            .stderr
+            .contains("stop it first, or give this run its own --state"),
+        "{}",
+        second.stderr
+    );
+    support::git_mode::terminate(&mut live);
+    assert!(status().contains("Stopped  last served 7"));
+
+    // A newest revision that does not validate: rejected (exit 1), and `status` says so until a
+    // valid one comes.
+    let broken = work.join("registry/broken.yaml");
+    std::fs::write(
+        &broken,
+        "apiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: x}\nspec: {model: pitch-frames}\n",
+    )
+    .unwrap();
+    assert_eq!(once().code, 1);
+    let rejected = status();
+    assert!(
+        rejected.contains("source ")
+            && rejected.contains("  newest revision rejected: revision folder:")
+            && rejected.contains("still serving folder:"),
+        "{rejected}"
+    );
+    std::fs::remove_file(&broken).unwrap();
+    assert_eq!(once().code, 0);
+    assert!(!status().contains("rejected"), "{}", status());
+}
+
+#[test]
+fn run_once_exits_3_when_an_evaluation_fails() {
+    let (_dir, work) = quickstart();
+    // The suite's script is broken: both versions fail, production cannot be promoted.
+    let script = work.join("registry/evaluate.py");
+    assert!(script.is_file());
+    std::fs::write(&script, "raise SystemExit('broken on purpose')\n").unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("  pitch-frames-7-holdout: Failed"),
+        "{}",
+        run.stdout
+    );
+}

@@ -81,7 +81,13 @@ fn a_canary_that_sees_no_traffic_is_not_promoted() {
     .unwrap();
     set_production(&work, "8");
     let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Rolled back: something the registry asks for is not in place (README, exit codes).
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("all traffic is back on version 7"),
+        "{}",
+        run.stdout
+    );
     let all = events(&work);
     assert!(
         !all.iter().any(|l| l.contains("50% of traffic on 8")),
@@ -137,11 +143,13 @@ fn a_broken_candidate_is_rolled_back_automatically_and_not_retried() {
     add_broken_version(&work);
     assert_eq!(
         slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
-        0
+        0,
+        "7 failing against 8 is no alias's business"
     );
     set_production(&work, "9");
     let (run, answers) = run_once_with_traffic(&work);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Rolled back: something the registry asks for is not in place.
+    assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         answers.iter().any(|a| a.starts_with("500 from 9")),
         "version 9 never answered: {answers:?}"
@@ -162,7 +170,15 @@ fn a_broken_candidate_is_rolled_back_automatically_and_not_retried() {
 
     // The alias still says 9, but the deployment does not try it again.
     let again = slipway(&["run", "registry", "--once", "--state", "state"], &work);
-    assert_eq!(again.code, 0, "{}", again.stderr);
+    // The deployment still stands rolled back on 8: not in place, and said why.
+    assert_eq!(again.code, 3, "{}", again.stderr);
+    assert!(
+        again.stdout.contains(
+            "not in place:\n  default/pitch-frames-api: RolledBack (serving 8; rejected 9: `slipway retry pitch-frames-api` tries it again)"
+        ),
+        "{}",
+        again.stdout
+    );
     assert!(
         !again.stderr.contains("rolling out 9"),
         "retried: {}",
@@ -408,5 +424,5 @@ fn a_deployment_whose_port_is_taken_is_stalled_until_the_port_is_free() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let status = slipway(&["status", "--state", "state"], &work);
     assert!(!status.stdout.contains("stalled:"), "{}", status.stdout);
-    assert!(status.stdout.contains("serving 7"), "{}", status.stdout);
+    assert!(status.stdout.contains("last served 7"), "{}", status.stdout);
 }

@@ -94,7 +94,9 @@ fn an_endpoint_is_created_promoted_through_a_canary_rolled_back_by_an_alarm_and_
         "cw.set_alarm_state(AlarmName='pitch-frames-5xx', StateValue='OK', StateReason='fine')",
     );
     let run = run_once(dir.path(), &moto);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Still rolled back (9 is not tried again until asked): not in place, exit 3.
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stdout.contains("not in place:"), "{}", run.stdout);
     assert_eq!(endpoint(&moto)["variants"], serde_json::json!(["v8"]));
 
     // Drift: someone points the endpoint at a hand-made config; the next pass reports it and
@@ -102,7 +104,9 @@ fn an_endpoint_is_created_promoted_through_a_canary_rolled_back_by_an_alarm_and_
     moto.boto("sm.create_model(ModelName='hand-made', ExecutionRoleArn='arn:aws:iam::123456789012:role/x', PrimaryContainer={'Image': 'someone/else:2', 'ModelDataUrl': 's3://elsewhere/model.tar.gz'})\nsm.create_endpoint_config(EndpointConfigName='hand-made', ProductionVariants=[{'VariantName': 'v8', 'ModelName': 'hand-made', 'InstanceType': 'ml.m5.large', 'InitialInstanceCount': 1, 'InitialVariantWeight': 1.0}])\nsm.update_endpoint(EndpointName='pitch-frames', EndpointConfigName='hand-made')");
     std::thread::sleep(Duration::from_millis(1500));
     let run = run_once(dir.path(), &moto);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    // (Every run below exits 3: the deployment stands rolled back from 9 while the alias asks
+    // for it.)
+    assert_eq!(run.code, 3, "{}", run.stderr);
     let said = format!("{}{}", run.stdout, run.stderr);
     assert!(
         said.contains("out of sync") && said.contains("someone/else:2"),
@@ -124,7 +128,7 @@ fn an_endpoint_is_created_promoted_through_a_canary_rolled_back_by_an_alarm_and_
     );
     assert_eq!(code, 200);
     let run = run_once(dir.path(), &moto);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
     assert_eq!(
         moto.boto("print(sm.describe_endpoint(EndpointName='pitch-frames')['EndpointStatus'])"),
         "InService"
@@ -134,7 +138,7 @@ fn an_endpoint_is_created_promoted_through_a_canary_rolled_back_by_an_alarm_and_
     let (configs, _) = counts(&moto);
     moto.boto("sm.update_endpoint_weights_and_capacities(EndpointName='pitch-frames', DesiredWeightsAndCapacities=[{'VariantName': 'v8', 'DesiredWeight': 0.0, 'DesiredInstanceCount': 2}])");
     let run = run_once(dir.path(), &moto);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
     assert_eq!(
         moto.boto("print(sm.describe_endpoint(EndpointName='pitch-frames')['ProductionVariants'][0]['CurrentWeight'])"),
         "1.0"
@@ -153,6 +157,7 @@ fn an_endpoint_is_created_promoted_through_a_canary_rolled_back_by_an_alarm_and_
         .join("\n---\n");
     std::fs::write(dir.path().join("registry/registry.yaml"), without).unwrap();
     let run = run_once(dir.path(), &moto);
+    // A removed deployment is in place by being gone.
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(
         moto.boto("print(len(sm.list_endpoints()['Endpoints']))"),
@@ -185,7 +190,7 @@ fn an_update_that_sagemaker_fails_is_a_failed_rollout_and_a_refused_heal_is_repo
         "{h}"
     );
     assert!(!h.contains("serves version 8"), "{h}");
-    assert_eq!(run.code, 0, "{said}");
+    assert_eq!(run.code, 3, "rolled back: {said}");
     // Version 7 with the broken image cannot be healed either: the next pass reports that
     // SageMaker refused it, and does not try again and again.
     let run = run_once(dir.path(), &moto);

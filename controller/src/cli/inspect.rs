@@ -162,16 +162,45 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
         print_out("nothing registered yet\n")?;
         return Ok(0);
     }
-    let mut out = models_text(&versions, &aliases);
+    let mut out = String::new();
+    // A state folder: its sources (a rejected newest revision), and whether a run serves it. A
+    // running instance's answers are live by definition (its /readyz names a rejection).
+    let serving = match &store {
+        StateRef::Dir(s) => {
+            out.push_str(&sources_text(s)?);
+            crate::edges::store::run_lock::holder(std::path::Path::new(&args.state)).is_some()
+        }
+        StateRef::Url(_) => true,
+    };
+    out.push_str(&models_text(&versions, &aliases));
     let deployments = store.deployments()?;
     if !deployments.is_empty() {
         out.push_str("deployments\n");
         for row in deployments {
-            out.push_str(&deployment_text(&row));
+            out.push_str(&deployment_text(&row, serving));
         }
     }
     print_out(&out)?;
     Ok(0)
+}
+
+/// The sources whose newest revision was rejected (their `Stalled` condition): which revision
+/// stays in force, and why the new one does not.
+fn sources_text(store: &Store) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for (_, name, st) in store.statuses("Source")? {
+        let Some(stalled) = st["conditions"].as_array().and_then(|c| {
+            c.iter()
+                .find(|c| c["type"] == "Stalled" && c["status"] == "True")
+        }) else {
+            continue;
+        };
+        out.push_str(&format!(
+            "source {name}\n  newest revision rejected: {}\n  (`slipway validate` on it shows every error)\n",
+            stalled["message"].as_str().unwrap_or("invalid")
+        ));
+    }
+    Ok(out)
 }
 
 /// Folds the history into what `status` shows of each version and alias.
@@ -266,8 +295,9 @@ fn models_text(versions: &ByModel<VersionView>, aliases: &ByModel<AliasView>) ->
 }
 
 /// The lines of one deployment row: phase, serving version, traffic, where, what is rejected,
-/// then its drift and a stall.
-fn deployment_text(row: &serde_json::Value) -> String {
+/// then its drift and a stall. A local deployment of a state no run serves (`serving` false) is
+/// stopped: its model servers ended with the run.
+fn deployment_text(row: &serde_json::Value, serving: bool) -> String {
     let mut out = String::new();
     let st = &row["status"];
     let ns = row["namespace"].as_str().unwrap_or_default();
@@ -276,14 +306,25 @@ fn deployment_text(row: &serde_json::Value) -> String {
         .as_object()
         .map(|t| t.iter().map(|(v, w)| format!("{v}: {w}%")).collect())
         .unwrap_or_default();
+    let address = row["address"].as_str();
+    let stopped = !serving && address.is_some();
     out.push_str(&format!(
-        "  {ns}/{name}  {}  serving {}  traffic {{{}}}",
-        st["phase"].as_str().unwrap_or("?"),
+        "  {ns}/{name}  {}  {} {}  traffic {{{}}}",
+        if stopped {
+            "Stopped"
+        } else {
+            st["phase"].as_str().unwrap_or("?")
+        },
+        if stopped { "last served" } else { "serving" },
         st["servingVersion"].as_str().unwrap_or("-"),
         traffic.join(", ")
     ));
-    if let Some(addr) = row["address"].as_str() {
-        out.push_str(&format!("  at http://{addr}"));
+    match address {
+        Some(addr) if stopped => out.push_str(&format!(
+            "  (at http://{addr} until `slipway run` ended; run it again to serve)"
+        )),
+        Some(addr) => out.push_str(&format!("  at http://{addr}")),
+        None => {}
     }
     if let Some(endpoint) = st["endpoint"]["name"].as_str() {
         out.push_str(&format!(

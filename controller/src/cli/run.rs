@@ -78,6 +78,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             Some(crate::edges::http::token::hash(token))
         }
     };
+    // One run per state folder, held until this function returns (or the process ends).
+    let mut lock = crate::edges::store::run_lock::RunLock::claim(&args.state)?;
     let store = Arc::new(Store::open(&args.state)?);
     let shared = Arc::new(crate::modes::git::http::Shared {
         store: store.clone(),
@@ -91,6 +93,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(addr) = args.listen {
         let bound = crate::edges::http::spawn(addr, shared.clone())?;
         eprintln!("serving /healthz, /readyz, /metrics, /api/v1 and /reports on http://{bound}");
+        lock.listening(&bound.to_string())?;
         results_url = Some(format!("http://{bound}"));
     }
     let settings = crate::modes::git::passes::Settings {
@@ -108,6 +111,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         results_url,
     };
     let finished = crate::modes::git::passes::run(settings, stop, store, shared)?;
+    drop(lock);
     if let Some(summary) = finished.summary {
         print_out(&summary)?;
     }

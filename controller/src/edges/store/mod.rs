@@ -16,6 +16,8 @@ use crate::decide::rollout::RolloutState;
 
 use schema::{migrate_to_2, schema_version};
 
+pub mod run_lock;
+
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

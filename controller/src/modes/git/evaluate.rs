@@ -515,6 +515,13 @@ impl Reconciler<'_> {
         }
         let verdict = status.verdict.map_or("Failed", |v| v.as_str());
         out.evaluated.push(format!("{}: {verdict}", task.name));
+        if status.verdict != Some(slipway_crd::evaluation::Verdict::Passed) {
+            out.failed_evaluations.push((
+                task.namespace.clone(),
+                task.model.clone(),
+                task.version.clone(),
+            ));
+        }
         Ok(())
     }
 }

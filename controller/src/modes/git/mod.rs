@@ -87,6 +87,10 @@ pub struct PassReport {
     pub rollout_events: Vec<String>,
     /// Deployment errors (ports taken, servers that do not start).
     pub deploy_errors: Vec<String>,
+    /// Deployments that stand rolled back or failed at the end of the run (`--once`).
+    pub stuck: Vec<String>,
+    /// Evaluations that failed, as (namespace, model, version).
+    pub failed_evaluations: Vec<(String, String, String)>,
 }
 
 impl PassReport {
@@ -101,7 +105,46 @@ impl PassReport {
         self.waiting = later.waiting;
         self.rollout_events.extend(later.rollout_events);
         self.deploy_errors.extend(later.deploy_errors);
+        self.failed_evaluations.extend(later.failed_evaluations);
     }
+
+    /// `slipway run --once`'s exit code for what the run did on `catalog` (README, "Exit
+    /// codes"): [`exit::ERROR`] when a deployment could not be rolled out, [`exit::HELD`] when
+    /// something the registry asks for is not in place (a move held by policy or still waiting,
+    /// a deployment rolled back or failed, a failed evaluation of a version an alias asks for),
+    /// else
+    /// [`exit::SETTLED`]. A failed evaluation of a version no alias asks for is information.
+    pub fn exit_code(&self, catalog: &Catalog) -> i32 {
+        let asked = |(ns, model, version): &(String, String, String)| {
+            catalog.objects().iter().any(|o| match &o.resource {
+                Resource::ModelAlias(a) => {
+                    o.key.namespace == *ns && a.spec.model == *model && a.spec.version == *version
+                }
+                _ => false,
+            })
+        };
+        if !self.deploy_errors.is_empty() {
+            exit::ERROR
+        } else if !(self.blocked.is_empty() && self.waiting.is_empty() && self.stuck.is_empty())
+            || self.failed_evaluations.iter().any(asked)
+        {
+            exit::HELD
+        } else {
+            exit::SETTLED
+        }
+    }
+}
+
+/// `slipway run --once`'s exit codes.
+pub mod exit {
+    /// Everything the registry asks for is in place.
+    pub const SETTLED: i32 = 0;
+    /// An invalid revision, a deployment that could not be rolled out, a state that cannot be
+    /// written.
+    pub const ERROR: i32 = 1;
+    /// Something is held: a move held by policy or still waiting, an evaluation that failed, a
+    /// rollout rolled back or failed.
+    pub const HELD: i32 = 3;
 }
 
 /// The reconciler's fixed inputs.

@@ -328,12 +328,45 @@ impl Loop {
         self.live.finish();
         // The process ends here: freeing the pass's catalog and statuses object by object would
         // take a tenth of a no-change pass over 10,000 evaluations (BENCHMARKS.md).
+        total.stuck = self.stuck(&catalog)?;
+        let code = total.exit_code(&catalog);
         std::mem::forget(reconciler);
         std::mem::forget(catalog);
         Ok(Next::Exit(Finished {
-            code: if total.deploy_errors.is_empty() { 0 } else { 1 },
+            code,
             summary: Some(summary(&total, revision, &self.settings.state)),
         }))
+    }
+
+    /// The deployments of `catalog` that stand rolled back or failed: what `--once` leaves not
+    /// in place.
+    fn stuck(&self, catalog: &Catalog) -> anyhow::Result<Vec<String>> {
+        use slipway_crd::model_deployment::{DeploymentPhase, ModelDeploymentStatus};
+        Ok(self
+            .store
+            .statuses_as::<ModelDeploymentStatus>("ModelDeployment")?
+            .into_iter()
+            .filter(|(ns, name, _)| {
+                catalog.get(&crate::decide::catalog::ObjectKey {
+                    kind: slipway_crd::Kind::ModelDeployment,
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                }).is_some()
+            })
+            .filter_map(|(ns, name, s)| {
+                let phase = s.phase?;
+                if !matches!(phase, DeploymentPhase::RolledBack | DeploymentPhase::Failed) {
+                    return None;
+                }
+                let rejected = s.rejected_versions.join(", ");
+                Some(format!(
+                    "{ns}/{name}: {} (serving {}; rejected {}: `slipway retry {name}` tries it again)",
+                    phase.as_str(),
+                    s.serving_version.as_deref().unwrap_or("nothing"),
+                    if rejected.is_empty() { "none" } else { &rejected },
+                ))
+            })
+            .collect())
     }
 
     /// Waits as `outcome` says, waking early when an evaluation attempt finishes after `seen`
@@ -435,6 +468,7 @@ fn summary(o: &PassReport, revision: &str, state: &Path) -> String {
     section("waiting", &o.waiting);
     section("rollouts", &o.rollout_events);
     section("deployment errors", &o.deploy_errors);
+    section("not in place", &o.stuck);
     out.push_str(&format!("state and reports in {}\n", state.display()));
     out
 }
