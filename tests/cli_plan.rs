@@ -549,3 +549,63 @@ fn moving_production_to_a_version_main_never_served_is_held_to_its_comparison() 
         .collect();
     assert_eq!(denied, ["baseline-is-current-production"]);
 }
+
+#[test]
+fn a_version_label_registered_again_with_another_artifact_is_not_what_served() {
+    let mut pr = Pr::new();
+    let seven = pr.file("aliases.yaml");
+    let eight = seven.replacen("version: \"7\"", "version: \"8\"", 1);
+    let main = pr.repo.commit(
+        "main",
+        Some(pr.main),
+        &[("registry/aliases.yaml", Some(&eight))],
+        "Promote 8",
+    );
+    // Pushed straight to main: version 7 registered again, another artifact under its label.
+    let versions = pr.file("versions.yaml").replacen(
+        "sha256:0f3e9b7a2c4d6e8f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9d1e3f5a7b9c0d2e4f",
+        "sha256:eeee9b7a2c4d6e8f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9d1e3f5a7b9c0d2e4f",
+        1,
+    );
+    let main = pr.repo.commit(
+        "main",
+        Some(main),
+        &[("registry/versions.yaml", Some(&versions))],
+        "Re-register 7",
+    );
+    let back = pr.change(main, "aliases.yaml", &seven);
+    let results = results_of_seven(&pr);
+    let reviews = pr.reviews(&[("alice", "APPROVED", back)]);
+    let run = slipway(
+        &[
+            "plan",
+            "--base",
+            "main",
+            "--head",
+            "pr",
+            "--path",
+            "registry",
+            "--author",
+            "dana",
+            "--format",
+            "json",
+            "--results",
+            results.to_str().unwrap(),
+            "--reviews",
+            reviews.to_str().unwrap(),
+        ],
+        pr.repo.path(),
+    );
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let out = run.json();
+    let c = alias_change(&out);
+    assert!(c.get("rollback").is_none(), "{c}");
+    assert!(
+        c["decision"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "baseline-is-current-production" && r["passed"] == false),
+        "{c}"
+    );
+}

@@ -162,8 +162,59 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
     );
 
     // 7 → 8: 25% (1 of 4 replicas), 50% (2 of 4), then all; 7's Deployment is collected.
+    // Every change of the version Deployments' replicas is watched: 8 never has more than its
+    // step's share of the pods the Service spreads requests over, at any moment.
+    let mut watch = api.kubectl_spawn(
+        &[
+            "get",
+            "deploy",
+            "--watch",
+            "--output-watch-events",
+            "-o",
+            r#"jsonpath={.type} {.object.metadata.name} {.object.spec.replicas}{"\n"}"#,
+        ],
+        "admin",
+    );
+    std::thread::sleep(Duration::from_millis(500));
     move_alias(&api, "8");
     wait_serving(&api, &controller, "8");
+    until(&api, &controller, Duration::from_secs(20), || {
+        (api.kubectl(&["get", "deploy", "pitch-frames-api-v7"], "admin")
+            .code
+            != 0)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = watch.kill();
+    let seen = String::from_utf8_lossy(&watch.wait_with_output().unwrap().stdout).into_owned();
+    let mut pods: std::collections::BTreeMap<String, u32> = Default::default();
+    let mut shares = Vec::new();
+    for line in seen.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(kind), Some(name), Some(n)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        match kind {
+            "DELETED" => pods.remove(name),
+            _ => pods.insert(name.to_string(), n.parse().unwrap()),
+        };
+        let eight = pods.get("pitch-frames-api-v8").copied().unwrap_or(0);
+        let all: u32 = pods.values().sum();
+        // (The last step takes 8 to all 4 replicas: 100%, then 7 goes.)
+        if eight > 0 && eight < 4 && pods.contains_key("pitch-frames-api-v7") {
+            shares.push((eight * 100 / all, line.to_string()));
+        }
+    }
+    assert!(!shares.is_empty(), "{seen}");
+    // 8 starts as 1 pod beside 7's 4 (20%; it used to start with all 4), never more than 50%
+    // while 7 still serves.
+    let started = seen
+        .lines()
+        .find(|l| l.contains(" pitch-frames-api-v8 "))
+        .unwrap_or_default();
+    assert!(started.ends_with(" pitch-frames-api-v8 1"), "{seen}");
+    assert!(shares[0].0 <= 25, "{seen}");
+    assert!(shares.iter().all(|(s, _)| *s <= 50), "{shares:?}\n{seen}");
     let history = rollout_history(&api);
     let steps: Vec<&String> = history
         .iter()

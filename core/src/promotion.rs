@@ -28,21 +28,24 @@ pub enum Promotion {
     Decided(crate::policy::Decision),
 }
 
-/// The versions an alias served, by its recorded moves: where each allowed move came from and
-/// went to.
-pub fn served(history: &[slipway_crd::model_alias::AliasMove]) -> BTreeSet<String> {
+/// What an alias served: versions, each with the artifact digest it had then.
+pub type Served = BTreeSet<(String, String)>;
+
+/// What an alias served, by its recorded moves: each allowed move's version with the artifact
+/// digest it had when the alias moved to it (a move recorded without one, before moves recorded
+/// digests, counts for nothing: what it served cannot be told from a label registered again).
+pub fn served(history: &[slipway_crd::model_alias::AliasMove]) -> Served {
     history
         .iter()
         .filter(|m| m.decision == slipway_crd::model_alias::AliasDecision::Allowed)
-        .flat_map(|m| m.from.iter().chain(std::iter::once(&m.to)))
-        .cloned()
+        .filter_map(|m| Some((m.to.clone(), m.artifact_digest.clone()?)))
         .collect()
 }
 
-/// Whether moving an alias from `from` to `to` is a rollback: away from the version it serves,
-/// back to one it served before.
-pub fn is_rollback(served: &BTreeSet<String>, from: Option<&str>, to: &str) -> bool {
-    from.is_some_and(|f| f != to) && served.contains(to)
+/// Whether moving an alias from `from` to `to`, whose artifact is `digest`, is a rollback:
+/// away from the version it serves, back to one it served before with this very artifact.
+pub fn is_rollback(served: &Served, from: Option<&str>, to: &str, digest: &str) -> bool {
+    from.is_some_and(|f| f != to) && served.contains(&(to.to_string(), digest.to_string()))
 }
 
 /// Decides moving alias `a` (object `name` in `ns`) from the version its `status` resolves to
@@ -111,7 +114,12 @@ pub fn promotion(
             to: Some(to.clone()),
             fields: Vec::new(),
             previous_alias: None,
-            rollback: is_rollback(&served(&status.history), resolved, to),
+            rollback: is_rollback(
+                &served(&status.history),
+                resolved,
+                to,
+                &candidate.spec.artifact.digest,
+            ),
         },
         candidate: results::version(candidate, results),
         current: resolved
@@ -153,6 +161,8 @@ pub struct AliasFacts<'a> {
     pub to: &'a str,
     /// The object's generation (Kubernetes mode), for `observedGeneration`.
     pub generation: Option<i64>,
+    /// The artifact digest of the version it asks for, as registered (recorded with a move).
+    pub digest: Option<&'a str>,
     /// The revision the move came from (git mode).
     pub revision: Option<&'a str>,
     /// Now.
@@ -190,6 +200,7 @@ pub fn alias_status(
             status.history.push(slipway_crd::model_alias::AliasMove {
                 from: from.clone(),
                 to: to.to_string(),
+                artifact_digest: f.digest.map(str::to_string),
                 by: None,
                 at: Some(f.now),
                 revision: f.revision.map(str::to_string),
@@ -301,6 +312,7 @@ mod tests {
             label: "m/production",
             to,
             generation: Some(2),
+            digest: Some("sha256:77"),
             revision: Some("git:abc"),
             now: chrono::DateTime::from_timestamp(1_800_000_000 + i64::from(s), 0).unwrap(),
         }
@@ -358,6 +370,7 @@ mod step_tests {
             label: "m/production",
             to,
             generation: None,
+            digest: None,
             revision: None,
             now: crate::testing::now(),
         }
@@ -414,10 +427,12 @@ mod rollback_tests {
     use crate::testing::{catalog, registry, result};
     use slipway_crd::model_alias::{AliasDecision, AliasMove, ModelAliasStatus};
 
+    /// A recorded move to `to`, with the artifact digest the fixture registers for it.
     fn moved(from: Option<&str>, to: &str, decision: AliasDecision) -> AliasMove {
         AliasMove {
             from: from.map(str::to_string),
             to: to.into(),
+            artifact_digest: Some(format!("sha256:0{to}")),
             decision,
             ..AliasMove::default()
         }
@@ -482,12 +497,22 @@ mod rollback_tests {
                 .iter()
                 .any(|r| r.name == "candidate-evaluations-passed")
         );
-        // Served only as where the first recorded move came from: a rollback too.
-        assert!(decide(vec![moved(Some("1"), "2", Allowed)]).allowed);
-        // Never served (a denied move is not service): held for its comparison.
+        // Never served (a denied move is not service), served with another artifact under the
+        // same label, or recorded without a digest (before moves recorded them): held for its
+        // comparison.
+        let other_artifact = AliasMove {
+            artifact_digest: Some("sha256:ff".into()),
+            ..moved(None, "1", Allowed)
+        };
+        let unknown_artifact = AliasMove {
+            artifact_digest: None,
+            ..moved(None, "1", Allowed)
+        };
         for history in [
             vec![moved(None, "2", Allowed)],
             vec![moved(None, "2", Allowed), moved(Some("2"), "1", Denied)],
+            vec![other_artifact, moved(Some("1"), "2", Allowed)],
+            vec![unknown_artifact, moved(Some("1"), "2", Allowed)],
         ] {
             let d = decide(history);
             assert!(!d.allowed);
@@ -509,10 +534,12 @@ mod rollback_tests {
             moved(Some("1"), "2", AliasDecision::Allowed),
             moved(Some("2"), "3", AliasDecision::Denied),
         ]);
-        assert_eq!(served, BTreeSet::from(["1".into(), "2".into()]));
-        assert!(is_rollback(&served, Some("2"), "1"));
-        assert!(!is_rollback(&served, Some("2"), "2"));
-        assert!(!is_rollback(&served, Some("2"), "3"));
-        assert!(!is_rollback(&served, None, "1"));
+        let pair = |v: &str| (v.to_string(), format!("sha256:0{v}"));
+        assert_eq!(served, BTreeSet::from([pair("1"), pair("2")]));
+        assert!(is_rollback(&served, Some("2"), "1", "sha256:01"));
+        assert!(!is_rollback(&served, Some("2"), "1", "sha256:ff"));
+        assert!(!is_rollback(&served, Some("2"), "2", "sha256:02"));
+        assert!(!is_rollback(&served, Some("2"), "3", "sha256:03"));
+        assert!(!is_rollback(&served, None, "1", "sha256:01"));
     }
 }

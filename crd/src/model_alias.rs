@@ -85,6 +85,10 @@ pub struct AliasMove {
     pub from: Option<String>,
     /// Version after the move.
     pub to: String,
+    /// The artifact digest of `to` when the alias moved to it: a version label registered again
+    /// with another artifact is not what served (a move back to it is no rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_digest: Option<String>,
     /// Who made the change (git author or Kubernetes user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,

@@ -201,6 +201,22 @@ impl ApiServer {
         }
     }
 
+    /// Starts kubectl as a user in the background (e.g. `get --watch`), its output piped.
+    #[allow(dead_code)]
+    pub fn kubectl_spawn(&self, args: &[&str], user: &str) -> std::process::Child {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(["--context", user])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run kubectl")
+    }
+
     /// Runs kubectl as a user with `input` on stdin (e.g. `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], user: &str, input: &str) -> Run {
         use std::io::Write;

@@ -168,7 +168,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
     let serving = match &store {
         StateRef::Dir(s) => {
             out.push_str(&sources_text(s)?);
-            crate::edges::store::run_lock::holder(std::path::Path::new(&args.state)).is_some()
+            // Unknown (the lock cannot be read): not said to be stopped.
+            crate::edges::store::run_lock::holding(std::path::Path::new(&args.state))
+                != crate::edges::store::run_lock::Holding::Free
         }
         StateRef::Url(_) => true,
     };

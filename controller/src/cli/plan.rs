@@ -1,6 +1,6 @@
 //! `slipway plan`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{PlanArgs, PlanFormat, print_out};
@@ -9,6 +9,7 @@ use crate::decide::catalog::{Catalog, ObjectKey, Resource, SourceFile};
 use crate::decide::diagnostics::Diagnostic;
 use crate::decide::plan::{self, PlanInputs, Rev, render};
 use crate::decide::policy::approvals::{Review, SignOffs};
+use crate::decide::promotion::Served;
 use crate::edges::source::dir;
 use crate::edges::source::git::{GitRepo, Revision};
 
@@ -105,51 +106,90 @@ fn read_results(from: Option<&str>, head: &Catalog) -> anyhow::Result<(Results, 
 /// How far back `plan` reads an alias file's history for the versions it served.
 const ALIAS_HISTORY_COMMITS: usize = 10_000;
 
-/// The versions each alias the change moves served before, as `plan` can know them: the
-/// versions its file named on the base branch (first parent: what was merged, which this very
-/// check allowed then). An alias whose file history cannot be read has none.
+/// The objects of one file as `plan` reads them.
+fn objects_of(path: &str, content: Vec<u8>) -> Vec<crate::decide::catalog::Object> {
+    let source = SourceFile {
+        path: path.to_string(),
+        content,
+        id: None,
+        from_api_server: false,
+    };
+    crate::decide::catalog::load_files(std::slice::from_ref(&source)).0
+}
+
+/// What each alias the change moves served before, as `plan` can know it: the version it moves
+/// to, when the alias's file named it on the base branch (first parent: what was merged) while
+/// the version's own file registered the same artifact as now. The file's history is read back
+/// until the alias is not there, or is of another model or alias name (an object deleted and
+/// made again is another alias).
 fn served_before(
     repo: &GitRepo,
     base_rev: &Revision,
     base: &Catalog,
     head: &Catalog,
-) -> BTreeMap<ObjectKey, BTreeSet<String>> {
-    let version = |r: &Resource| match r {
-        Resource::ModelAlias(a) => Some(a.spec.version.clone()),
+) -> BTreeMap<ObjectKey, Served> {
+    let alias = |r: &Resource| match r {
+        Resource::ModelAlias(a) => Some(a.spec.clone()),
         _ => None,
     };
     let mut served = BTreeMap::new();
     for new in head.objects() {
-        let Some(old) = base.get(&new.key) else {
+        let (Some(old), Some(now)) = (base.get(&new.key), alias(&new.resource)) else {
             continue;
         };
-        let (Some(from), Some(to)) = (version(&old.resource), version(&new.resource)) else {
+        let ns = new.key.namespace.as_str();
+        // The version as the head registers it, and its file on the base branch: a version new
+        // in the head never served.
+        let (Some(before), Some(candidate)) = (
+            alias(&old.resource),
+            head.version(ns, &now.model, &now.version),
+        ) else {
             continue;
         };
-        if from == to {
+        let digest = &candidate.spec.artifact.digest;
+        let version_file = base
+            .get(&ObjectKey {
+                kind: slipway_crd::Kind::ModelVersion,
+                namespace: ns.to_string(),
+                name: candidate.metadata.name.clone().unwrap_or_default(),
+            })
+            .map(|o| o.origin.file.to_string());
+        let (Some(version_file), false) = (version_file, before.version == now.version) else {
             continue;
-        }
+        };
         let file = old.origin.file.to_string();
         let Ok(history) = repo.file_history(base_rev, &file, ALIAS_HISTORY_COMMITS) else {
             continue;
         };
-        let mut versions = BTreeSet::new();
-        for content in history {
-            let source = SourceFile {
-                path: file.clone(),
-                content,
-                id: None,
-                from_api_server: false,
-            };
-            let (objects, _) = crate::decide::catalog::load_files(std::slice::from_ref(&source));
-            versions.extend(
-                objects
+        let registered_then = |commit: &str| {
+            repo.file_at(commit, &version_file).is_some_and(|content| {
+                objects_of(&version_file, content)
                     .iter()
-                    .filter(|o| o.key == new.key)
-                    .filter_map(|o| version(&o.resource)),
-            );
+                    .any(|o| match &o.resource {
+                        Resource::ModelVersion(v) => {
+                            v.spec.model == now.model
+                                && v.spec.version == now.version
+                                && v.spec.artifact.digest == *digest
+                        }
+                        _ => false,
+                    })
+            })
+        };
+        let mut found = Served::new();
+        for (commit, content) in history {
+            let then = objects_of(&file, content)
+                .into_iter()
+                .find(|o| o.key == new.key)
+                .and_then(|o| alias(&o.resource));
+            let Some(then) = then.filter(|t| t.model == now.model && t.alias == now.alias) else {
+                break;
+            };
+            if then.version == now.version && registered_then(&commit) {
+                found.insert((now.version.clone(), digest.clone()));
+                break;
+            }
         }
-        served.insert(new.key.clone(), versions);
+        served.insert(new.key.clone(), found);
     }
     served
 }

@@ -171,7 +171,7 @@ pub struct PlanInputs {
     /// The versions each alias object served before: in a cluster its recorded moves (status),
     /// in git the versions its file named on the base branch. A move back to one of them is a
     /// rollback (`change.rollback`).
-    pub served: BTreeMap<ObjectKey, BTreeSet<String>>,
+    pub served: BTreeMap<ObjectKey, crate::promotion::Served>,
 }
 
 /// Who is who in Kubernetes mode (the admission webhook): the requesting user's groups from
@@ -396,8 +396,15 @@ impl Between<'_> {
         if let Some(f) = &about.from {
             about.current = self.version_json(self.base, &a.spec.model, f);
         }
-        if let (Some(served), Some(to)) = (self.inputs.served.get(key), &about.to) {
-            about.rollback = crate::promotion::is_rollback(served, about.from.as_deref(), to);
+        if let (Some(served), Some(to)) = (self.inputs.served.get(key), &about.to)
+            && let Some(v) = self.head.version(self.ns, &a.spec.model, to)
+        {
+            about.rollback = crate::promotion::is_rollback(
+                served,
+                about.from.as_deref(),
+                to,
+                &v.spec.artifact.digest,
+            );
         }
         about
     }

@@ -286,7 +286,8 @@ fn plan_names_a_move_back_to_a_served_version_a_rollback_and_does_not_hold_it_to
         .key
         .clone();
     let mut served = inputs(Some(&old_result), &["alice"]);
-    served.served = [(key.clone(), ["1".into(), "2".into()].into())].into();
+    let pair = |v: &str| (v.to_string(), format!("sha256:0{v}"));
+    served.served = [(key.clone(), [pair("1"), pair("2")].into())].into();
     let p = plan(&base, &head, &served);
     let c = &p.changes[0];
     assert!(c.rollback);
@@ -306,7 +307,8 @@ fn plan_names_a_move_back_to_a_served_version_a_rollback_and_does_not_hold_it_to
     assert_eq!(p.changes[0].decision.denying_rules().count(), 0);
     // A version the alias never served is held to its comparison, and is no rollback.
     let mut never = inputs(Some(&old_result), &["alice"]);
-    never.served = [(key, ["2".into()].into())].into();
+    // (1 served with another artifact counts as never served.)
+    never.served = [(key, [pair("2"), ("1".into(), "sha256:ff".into())].into())].into();
     let p = plan(&base, &head, &never);
     assert!(!p.changes[0].rollback && !p.changes[0].decision.allowed);
     let json: Value = serde_json::from_str(&render::json(&p)).unwrap();

@@ -560,6 +560,7 @@ pub fn decide(
 }
 
 pub mod analysis;
+pub mod replicas;
 mod retry;
 pub mod sagemaker;
 pub mod status;

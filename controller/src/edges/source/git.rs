@@ -132,34 +132,49 @@ impl GitRepo {
     }
 
     /// The contents file `path` (repository-relative) had along the first-parent history of
-    /// `rev` — the states the branch itself was in, not those of merged branches — newest
-    /// first, each once in a row, looking at most `limit` commits back.
+    /// `rev` — the states the branch itself was in, not those of branches merged into it —
+    /// newest first, each once in a row with the newest commit that had it, looking at most
+    /// `limit` commits back and stopping at the first commit without the file (an older file
+    /// of that path is another story).
     pub fn file_history(
         &self,
         rev: &Revision,
         path: &str,
         limit: usize,
-    ) -> Result<Vec<Vec<u8>>, GitError> {
+    ) -> Result<Vec<(String, Vec<u8>)>, GitError> {
         let mut walk = self.repo.revwalk()?;
         walk.simplify_first_parent()?;
         walk.push(git2::Oid::from_str(&rev.commit)?)?;
         let mut last = None;
         let mut out = Vec::new();
         for id in walk.take(limit) {
-            let tree = self.repo.find_commit(id?)?.tree()?;
+            let id = id?;
+            let tree = self.repo.find_commit(id)?.tree()?;
             let Ok(entry) = tree.get_path(Path::new(path)) else {
-                last = None;
-                continue;
+                break;
             };
             if last == Some(entry.id()) {
                 continue;
             }
             last = Some(entry.id());
-            if let Ok(blob) = self.repo.find_blob(entry.id()) {
-                out.push(blob.content().to_vec());
-            }
+            out.push((
+                id.to_string(),
+                self.repo.find_blob(entry.id())?.content().to_vec(),
+            ));
         }
         Ok(out)
+    }
+
+    /// The content of file `path` (repository-relative) at `commit`, if it has that file.
+    pub fn file_at(&self, commit: &str, path: &str) -> Option<Vec<u8>> {
+        let tree = self
+            .repo
+            .find_commit(git2::Oid::from_str(commit).ok()?)
+            .ok()?
+            .tree()
+            .ok()?;
+        let entry = tree.get_path(Path::new(path)).ok()?;
+        Some(self.repo.find_blob(entry.id()).ok()?.content().to_vec())
     }
 
     /// Reads every YAML file under `subdir` (repository-relative; empty for the root) at a revision.

@@ -87,15 +87,30 @@ impl RunLock {
             .truncate(false)
             .open(lock_path(dir))
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(ClaimError::Held {
-                    dir: dir.to_path_buf(),
-                    holder: read_holder(&mut file),
-                });
+        // A `slipway status` holds a shared lock for an instant: a claim waits that out.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(ClaimError::Held {
+                        dir: dir.to_path_buf(),
+                        holder: read_holder(&mut file),
+                    });
+                }
+                // A file system without locks (some network mounts): run, and say so.
+                Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    eprintln!(
+                        "warning: the state folder {} cannot be locked ({e}); make sure no other `slipway run` uses it",
+                        dir.display()
+                    );
+                    break;
+                }
+                Err(TryLockError::Error(e)) => return Err(io(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         let mut lock = RunLock {
             file,
@@ -124,17 +139,38 @@ impl RunLock {
     }
 }
 
-/// The run that holds state folder `dir` now, if one does (None also when the folder has no
-/// lock file: no run has used it since runs took the lock).
-pub fn holder(dir: &Path) -> Option<Holder> {
-    let mut file = File::open(lock_path(dir)).ok()?;
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Said no more once it ends (the lock goes with the file's closing).
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// Whether a run holds a state folder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Holding {
+    /// No run holds it (or no run has used it since runs took the lock).
+    Free,
+    /// This run holds it.
+    Held(Holder),
+    /// It cannot be told (the lock file cannot be read or locked).
+    Unknown,
+}
+
+/// Whether a run holds state folder `dir` now.
+pub fn holding(dir: &Path) -> Holding {
+    let mut file = match File::open(lock_path(dir)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Holding::Free,
+        Err(_) => return Holding::Unknown,
+    };
     match file.try_lock_shared() {
         Ok(()) => {
             let _ = file.unlock();
-            None
+            Holding::Free
         }
-        Err(TryLockError::WouldBlock) => Some(read_holder(&mut file).unwrap_or_default()),
-        Err(TryLockError::Error(_)) => None,
+        Err(TryLockError::WouldBlock) => Holding::Held(read_holder(&mut file).unwrap_or_default()),
+        Err(TryLockError::Error(_)) => Holding::Unknown,
     }
 }
 
@@ -146,10 +182,12 @@ mod tests {
     fn a_state_folder_is_claimed_by_one_run_and_free_once_it_ends() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        assert_eq!(holder(&state), None, "no lock file: no run");
+        assert_eq!(holding(&state), Holding::Free, "no lock file: no run");
         let mut first = RunLock::claim(&state).unwrap();
         first.listening("127.0.0.1:8080").unwrap();
-        let seen = holder(&state).expect("held");
+        let Holding::Held(seen) = holding(&state) else {
+            panic!("not held")
+        };
         assert_eq!(seen.pid, std::process::id());
         assert_eq!(seen.listen.as_deref(), Some("127.0.0.1:8080"));
         let err = RunLock::claim(&state).unwrap_err();
@@ -162,10 +200,23 @@ mod tests {
             "{text}"
         );
         drop(first);
-        assert_eq!(holder(&state), None);
+        assert_eq!(holding(&state), Holding::Free);
+        assert_eq!(std::fs::read_to_string(state.join("run.lock")).unwrap(), "");
         // Free again: the next run claims it and says who it is.
         let again = RunLock::claim(&state).unwrap();
-        assert_eq!(holder(&state).unwrap().listen, None);
+        let Holding::Held(seen) = holding(&state) else {
+            panic!("not held")
+        };
+        assert_eq!(seen.listen, None);
+        // A reader holding its shared lock for an instant does not turn a run away.
+        let reader = File::open(state.join("run.lock")).unwrap();
         drop(again);
+        reader.lock_shared().unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(reader);
+        });
+        RunLock::claim(&state).expect("claimed once the reader let go");
+        releaser.join().unwrap();
     }
 }

@@ -78,10 +78,14 @@ impl Reconciler<'_> {
         let resolved = status.resolved_version.clone();
         let to = &a.spec.version;
         let label = format!("{}/{}", a.spec.model, a.spec.alias);
+        let digest = catalog
+            .version(ns, &a.spec.model, to)
+            .map(|v| v.spec.artifact.digest.clone());
         let facts = AliasFacts {
             label: &label,
             to,
             generation: None,
+            digest: digest.as_deref(),
             revision: Some(&self.revision),
             now: (self.now)(),
         };

@@ -38,10 +38,15 @@ pub(super) async fn reconcile_alias(
     let api: Api<ModelAlias> = Api::namespaced(ctx.client.clone(), &ns);
     let label = format!("{}/{}", alias.spec.model, alias.spec.alias);
     let now = Utc::now();
+    let digest = ctx
+        .cache
+        .artifact(&ns, &alias.spec.model, &to)
+        .map(|(_, digest)| digest);
     let facts = AliasFacts {
         label: &label,
         to: &to,
         generation,
+        digest: digest.as_deref(),
         revision: None,
         now,
     };

@@ -33,33 +33,6 @@ pub fn version_deployment_name(deployment: &str, version: &str) -> String {
     name.trim_end_matches('-').to_string()
 }
 
-/// Replicas per version for traffic weights: the share of `total` each weight asks for, at
-/// least one for every version with traffic, the largest share absorbing rounding.
-pub fn replicas_for(weights: &BTreeMap<String, u32>, total: u32) -> BTreeMap<String, u32> {
-    let total = total.max(1);
-    let mut out: BTreeMap<String, u32> = weights
-        .iter()
-        .filter(|(_, w)| **w > 0)
-        .map(|(v, w)| {
-            (
-                v.clone(),
-                ((total * w) as f64 / 100.0).round().max(1.0) as u32,
-            )
-        })
-        .collect();
-    let sum: u32 = out.values().sum();
-    if let Some((_, biggest)) = weights
-        .iter()
-        .filter(|(_, w)| **w > 0)
-        .max_by_key(|(_, w)| **w)
-        && let Some((v, _)) = weights.iter().find(|(_, w)| *w == biggest)
-        && let Some(r) = out.get_mut(v)
-    {
-        *r = (*r + total).saturating_sub(sum).max(1);
-    }
-    out
-}
-
 /// What a version's `Deployment` shows: ready when every replica is available; failing when
 /// it stopped progressing or cannot create pods.
 pub(super) fn observe(d: Option<&Deployment>) -> rollout::step::Look {
@@ -220,7 +193,9 @@ async fn roll_out(
 
     // Carry the actions out.
     ensure_service(ctx, md, target).await?;
-    let (weights, applied) = r.carry_out(&step.actions, s.traffic.clone()).await?;
+    let (weights, applied) = r
+        .carry_out(&step.actions, s.traffic.clone(), s.stable.as_deref())
+        .await?;
     r.collect_garbage(s).await?;
     r.heal_missing(s, &weights, &applied).await?;
     Ok(Requeue::requeue(
@@ -255,29 +230,36 @@ impl Rollout<'_> {
         Ok(outcome)
     }
 
-    /// Carries the step's actions out in order, starting from `weights` (the state's traffic);
-    /// returns the weights they leave and the versions whose `Deployment` was applied.
+    /// Carries the step's actions out in order, starting from `weights` (the state's traffic)
+    /// with `stable` the version that served before; returns the weights they leave and the
+    /// versions whose `Deployment` was applied. Pod counts are the traffic split
+    /// ([`rollout::replicas`]): a started candidate and each step's counts are applied in an
+    /// order that never gives the candidate more than its share.
     async fn carry_out(
         &self,
         actions: &[Action],
         mut weights: BTreeMap<String, u32>,
+        stable: Option<&str>,
     ) -> Result<(BTreeMap<String, u32>, std::collections::BTreeSet<String>), Error> {
         let mut applied = std::collections::BTreeSet::new();
+        let total = self.target.replicas;
         for a in actions {
             match a {
                 Action::Start(v) => {
-                    let replicas = version_replicas(self.md, self.target, &weights, v);
-                    self.apply(v, replicas).await?;
-                    applied.insert(v.clone());
+                    for (version, pods) in starting(self.md, total, &weights, v, stable) {
+                        self.apply(&version, pods).await?;
+                        applied.insert(version);
+                    }
                     self.record_promotion_latency(v);
                 }
                 Action::Route(w) => {
-                    weights = w.clone();
-                    let replicas = replicas_for(w, self.target.replicas);
-                    for (v, r) in &replicas {
-                        self.apply(v, *r).await?;
-                        applied.insert(v.clone());
+                    let now = rollout::replicas::replicas_for(&weights, total, stable);
+                    let next = rollout::replicas::replicas_for(w, total, stable);
+                    for (v, r) in rollout::replicas::apply_order(&now, &next) {
+                        self.apply(&v, r).await?;
+                        applied.insert(v);
                     }
+                    weights = w.clone();
                 }
                 Action::Stop(v) => {
                     let doomed = version_deployment_name(&self.name, v);
@@ -339,12 +321,22 @@ impl Rollout<'_> {
         // brings back a stopped server — except a failed candidate left frozen (no automatic
         // rollback): an operator who deleted its Deployment stopped it on purpose.
         let frozen = s.phase == slipway_crd::model_deployment::DeploymentPhase::Failed;
+        let (total, stable) = (self.target.replicas, s.stable.as_deref());
         for v in s.traffic.keys().chain(s.candidate.iter()) {
             if frozen && s.candidate.as_deref() == Some(v.as_str()) {
                 continue;
             }
             if !self.owned.contains_key(v) && !applied.contains(v) {
-                let replicas = version_replicas(self.md, self.target, weights, v);
+                let replicas = match weights.get(v) {
+                    Some(_) => rollout::replicas::replicas_for(weights, total, stable)
+                        .get(v)
+                        .copied()
+                        .unwrap_or(1),
+                    None => starting(self.md, total, weights, v, stable)
+                        .into_iter()
+                        .find_map(|(x, pods)| (x == *v).then_some(pods))
+                        .unwrap_or(1),
+                };
                 self.apply(v, replicas).await?;
             }
         }
@@ -417,46 +409,22 @@ pub(super) async fn announce(
     }
 }
 
-/// The replicas of version `v` under `weights`; a version not routed to yet starts with those
-/// of the strategy's first share (at least one).
-fn version_replicas(
+/// The pod counts to apply while version `v` starts beside `weights`: its strategy's first
+/// share ([`rollout::replicas::starting`]).
+fn starting(
     md: &ModelDeployment,
-    target: &slipway_crd::model_deployment::KubernetesTarget,
+    total: u32,
     weights: &BTreeMap<String, u32>,
     v: &str,
-) -> u32 {
-    if weights.contains_key(v) {
-        return replicas_for(weights, target.replicas)[v];
-    }
+    stable: Option<&str>,
+) -> Vec<(String, u32)> {
     let first = rollout::strategy_steps(&md.spec.strategy)[0].weight;
-    replicas_for(&BTreeMap::from([(v.to_string(), first)]), target.replicas)[v]
+    rollout::replicas::starting(weights, v, first, total, stable)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replica_ratios_follow_the_weights_and_keep_every_version_alive() {
-        let w = |pairs: &[(&str, u32)]| -> BTreeMap<String, u32> {
-            pairs.iter().map(|(v, p)| (v.to_string(), *p)).collect()
-        };
-        assert_eq!(
-            replicas_for(&w(&[("7", 90), ("8", 10)]), 10),
-            w(&[("7", 9), ("8", 1)])
-        );
-        assert_eq!(
-            replicas_for(&w(&[("7", 50), ("8", 50)]), 4),
-            w(&[("7", 2), ("8", 2)])
-        );
-        // 10% of 3 replicas rounds to 0: the canary keeps one pod, the stable version the rest.
-        assert_eq!(
-            replicas_for(&w(&[("7", 90), ("8", 10)]), 3),
-            w(&[("7", 2), ("8", 1)])
-        );
-        assert_eq!(replicas_for(&w(&[("8", 100)]), 3), w(&[("8", 3)]));
-        assert_eq!(replicas_for(&w(&[("7", 0), ("8", 100)]), 2), w(&[("8", 2)]));
-    }
 
     #[test]
     fn version_deployments_have_valid_names() {
