@@ -309,6 +309,13 @@ fn unknown_revisions_and_bad_reviews_are_clear_errors() {
         "{}",
         run.stderr
     );
+    // libgit2's words once, not again as a cause.
+    assert_eq!(
+        run.stderr.matches("revspec 'mian' not found").count(),
+        1,
+        "{}",
+        run.stderr
+    );
     let bad = pr.repo.path().join("bad.json");
     std::fs::write(&bad, r#"[{"user": "alice", "state": "APPROVED"}]"#).unwrap();
     let run = slipway(
@@ -607,5 +614,91 @@ fn a_version_label_registered_again_with_another_artifact_is_not_what_served() {
             .iter()
             .any(|r| r["name"] == "baseline-is-current-production" && r["passed"] == false),
         "{c}"
+    );
+}
+
+#[test]
+fn plan_warns_without_an_author_reads_gh_reviews_and_refuses_a_state_folder_as_results() {
+    let mut pr = Pr::new();
+    let head = pr.promote();
+    let results = root().join("examples/promotion-pr/results");
+    let results = results.to_str().unwrap();
+    // `gh pr view N --json reviews`, as gh prints it.
+    let gh = serde_json::json!({"reviews": [
+        {"id": "PRR_1", "author": {"login": "alice"}, "authorAssociation": "MEMBER", "body": "",
+         "submittedAt": (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339(),
+         "includesCreatedEdit": false, "reactionGroups": [], "state": "APPROVED",
+         "commit": {"oid": head.to_string()}},
+        {"id": "PRR_2", "author": {"login": "bob"}, "authorAssociation": "MEMBER", "body": "",
+         "submittedAt": (chrono::Utc::now() - chrono::Duration::minutes(4)).to_rfc3339(),
+         "includesCreatedEdit": false, "reactionGroups": [], "state": "APPROVED",
+         "commit": {"oid": ""}},
+    ]});
+    let reviews = pr.repo.path().join("gh-reviews.json");
+    std::fs::write(&reviews, gh.to_string()).unwrap();
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--base",
+            "main",
+            "--head",
+            "pr",
+            "--path",
+            "registry",
+            "--results",
+            results,
+            "--reviews",
+            reviews.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        slipway(&args, pr.repo.path())
+    };
+    let run = plan(&["--format", "json", "--author", "dana"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    let out = run.json();
+    let approval = &alias_change(&out)["decision"]["approvals"][0];
+    assert_eq!(approval["have"], 1, "{approval}");
+    assert!(alias_change(&out).get("warnings").is_none());
+    // Without --author: allowed as before, but said that excludeAuthor excluded no one.
+    let run = plan(&["--format", "json"]);
+    let out = run.json();
+    let warnings = alias_change(&out)["warnings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with(
+                "production/ml-lead: no --author given, so `excludeAuthor` cannot keep"
+            )),
+        "{warnings:?}"
+    );
+    let text = plan(&[]);
+    assert!(text.stdout.contains("no --author given"), "{}", text.stdout);
+    // A state folder of `slipway run` is not a results folder: said, not silently empty.
+    let state = pr.repo.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("state.db"), b"").unwrap();
+    let run = slipway(
+        &[
+            "plan",
+            "--base",
+            "main",
+            "--head",
+            "pr",
+            "--path",
+            "registry",
+            "--results",
+            state.to_str().unwrap(),
+        ],
+        pr.repo.path(),
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("is the state folder of `slipway run`, not a folder of results"),
+        "{}",
+        run.stderr
     );
 }

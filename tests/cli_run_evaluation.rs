@@ -199,7 +199,7 @@ fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
     };
     let results = |f1: f64| {
         format!(
-            r#"{{"metrics": {{"macro_f1": {f1}, "p95_latency_ms": 1.0}}, "samples": [{{"input": "frames/day-0001.jpg", "expected": "open-play", "prediction": "open-play"}}]}}"#
+            r#"{{"metrics": {{"macro_f1": {f1}, "p95_latency_us": 12.0}}, "samples": [{{"input": "frames/day-0001.jpg", "expected": "open-play", "prediction": "open-play"}}]}}"#
         )
     };
 

@@ -200,6 +200,21 @@ fn a_broken_candidate_is_rolled_back_automatically_and_not_retried() {
     eventually(Duration::from_secs(60), || {
         (get(port, "/readyz").0 == 200).then_some(())
     });
+    // An evaluation's report, as the API shows it, is where this instance serves it.
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&get(port, "/api/v1/evaluations").1).unwrap();
+    let eight = rows
+        .iter()
+        .find(|r| r["name"] == "pitch-frames-8-holdout")
+        .unwrap();
+    assert_eq!(
+        eight["status"]["report"],
+        "/reports/default/pitch-frames-8-holdout.html"
+    );
+    assert_eq!(
+        get(port, "/reports/default/pitch-frames-8-holdout.html").0,
+        200
+    );
     let status = slipway(&["status", "--state", &url], &work);
     assert_eq!(status.code, 0, "{}", status.stderr);
     assert!(

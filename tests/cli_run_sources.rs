@@ -56,7 +56,7 @@ fn a_bad_revision_is_reported_and_the_last_good_state_is_kept() {
     assert!(run.stderr.contains("registry/aliases.yaml:9:3: ModelAlias default/pitch-frames-production: spec.colour: unknown field"), "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("is invalid (2 errors); still serving folder:"),
+            .contains("is invalid (1 error); still serving folder:"),
         "{}",
         run.stderr
     );
@@ -91,7 +91,7 @@ fn a_bad_revision_is_reported_and_the_last_good_state_is_kept() {
         condition["message"]
             .as_str()
             .unwrap()
-            .contains("is invalid (2 errors); still serving folder:"),
+            .contains("is invalid (1 error); still serving folder:"),
         "{stalled}"
     );
     assert!(

@@ -253,6 +253,41 @@ fn init_scaffolds_a_registry_that_validates_and_plans_and_overwrites_nothing() {
             run.stdout
         );
     }
+    // Not in a git repository: one is made, and the state folder is ignored.
+    assert!(
+        run.stdout
+            .contains("initialized a git repository in registry-repo (branch main)"),
+        "{}",
+        run.stdout
+    );
+    let git = git2::Repository::open(&repo).unwrap();
+    assert_eq!(
+        git.find_reference("HEAD")
+            .unwrap()
+            .symbolic_target()
+            .unwrap(),
+        Some("refs/heads/main")
+    );
+    assert!(git.is_path_ignored(".slipway/state.db").unwrap());
+    assert!(!git.is_path_ignored("registry/model.yaml").unwrap());
+    assert!(run.stdout.contains("$SLIPWAY_RESULTS"), "{}", run.stdout);
+    // Inside a repository already: none is made, and an existing .gitignore is added to.
+    let inner = repo.join("second");
+    std::fs::create_dir(&inner).unwrap();
+    std::fs::write(inner.join(".gitignore"), "target/").unwrap();
+    let again = slipway(&["init", "second"], &repo);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(!again.stdout.contains("initialized"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("updated second/.gitignore"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(inner.join(".gitignore")).unwrap(),
+        "target/\n# `slipway run`'s state (SQLite, reports, evaluation runs)\n/.slipway/\n"
+    );
+    std::fs::remove_dir_all(&inner).unwrap();
     let validate = slipway(&["validate", "registry-repo/registry"], dir.path());
     assert_eq!(validate.code, 0, "{}{}", validate.stdout, validate.stderr);
     assert!(
@@ -424,5 +459,63 @@ fn a_repository_owned_by_another_user_is_named_with_the_fix() {
         )),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+fn a_file_named_on_its_own_is_checked_against_the_folder_it_is_in() {
+    // The alias refers to the model and versions in the files beside it: no false broken
+    // references, and only this file's objects are counted.
+    let run = slipway(
+        &["validate", "examples/football-frames/aliases.yaml"],
+        &root(),
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "✓ examples/football-frames/aliases.yaml: 2 objects in 1 files are valid (references looked up in examples/football-frames)"
+        ),
+        "{}",
+        run.stdout
+    );
+    // A reference that is broken there is reported, saying where it was looked up; problems
+    // of the other files are not this file's.
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("registry");
+    std::fs::create_dir(&reg).unwrap();
+    for f in ["model.yaml", "versions.yaml", "aliases.yaml"] {
+        std::fs::copy(root().join("examples/football-frames").join(f), reg.join(f)).unwrap();
+    }
+    let aliases = std::fs::read_to_string(reg.join("aliases.yaml")).unwrap();
+    std::fs::write(
+        reg.join("aliases.yaml"),
+        aliases.replacen("version: \"7\"", "version: \"70\"", 1),
+    )
+    .unwrap();
+    std::fs::write(
+        reg.join("broken.yaml"),
+        "apiVersion: slipway.dev/v1alpha1\nkind: Group\n",
+    )
+    .unwrap();
+    let run = slipway(
+        &["validate", "--format", "json", "registry/aliases.yaml"],
+        dir.path(),
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let out = run.json();
+    assert_eq!(out["referencesFrom"], "registry");
+    let errors = out["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0]["file"], "registry/aliases.yaml");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no version `70`")
+            && errors[0]["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("(references are looked up in registry; validate the whole registry folder to look them up there)"),
+        "{errors:#?}"
     );
 }

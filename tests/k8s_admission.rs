@@ -80,7 +80,15 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let controller = Controller::start(&api, port, &support::OPEN_BOUNDS);
-    // The controller publishes its generated certificate as the configurations' caBundle.
+    // The controller publishes its generated certificate as the configurations' caBundle…
+    support::admission::wait_for_ca_bundle(&api);
+    // …and publishes it again when a configuration is replaced without it (a Helm upgrade).
+    let run = api.kubectl_stdin(
+        &["replace", "-f", "-"],
+        "admin",
+        &webhook_configurations(port),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
     support::admission::wait_for_ca_bundle(&api);
     let policies = examples.join("policies.yaml");
     let run = api.kubectl(&["apply", "-f", &policies.to_string_lossy()], "admin");

@@ -101,4 +101,24 @@ fn the_crds_are_accepted_and_serve_the_example_registry() {
     );
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("spec.version"), "{}", run.stderr);
+
+    // Nested optional objects are typed: `kubectl explain` lists their fields, and a typo
+    // inside one is refused by name (kubectl's strict field validation), not pruned silently.
+    let run = api.kubectl(
+        &["explain", "modeldeployment.spec.target.kubernetes"],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for field in ["image", "port", "replicas", "resources"] {
+        assert!(run.stdout.contains(field), "{field}: {}", run.stdout);
+    }
+    let typo = api.dir.path().join("typo.yaml");
+    std::fs::write(&typo, "apiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: typo}\nspec:\n  model: m\n  alias: production\n  target: {kubernetes: {image: \"registry.example/s:1\", port: 8080, replica: 2}}\n").unwrap();
+    let run = api.kubectl(&["apply", "-f", &typo.to_string_lossy()], "admin");
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("unknown field") && run.stderr.contains("replica"),
+        "{}",
+        run.stderr
+    );
 }

@@ -450,6 +450,20 @@ fn of_two_replicas_only_the_lease_holder_acts() {
         });
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["leader"], i == leader, "replica {i}: {body}");
+        // Started without the webhook and with its results API on loopback: said, in /readyz
+        // and the log, as what this setup keeps from working.
+        let warnings = body["warnings"].as_array().cloned().unwrap_or_default();
+        let said = |start: &str| {
+            warnings
+                .iter()
+                .any(|w| w.as_str().is_some_and(|w| w.starts_with(start)))
+        };
+        assert!(
+            said("no --webhook-listen: nothing is checked at admission"),
+            "{body}"
+        );
+        assert!(said("the results API is at http://127.0.0.1:"), "{body}");
+        assert!(r.log().contains("no --webhook-listen"), "{}", r.log());
     }
     assert!(
         replicas[leader].log().contains("acquired leadership"),

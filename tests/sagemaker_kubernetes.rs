@@ -134,8 +134,16 @@ fn the_controller_rolls_sagemaker_deployments_out_and_deletes_the_endpoint_with_
         "0"
     );
     assert_eq!(counts(&moto), (0, 0), "{}", controller_log());
-    let _ = controller.kill();
-    let _ = controller.wait();
+    // Stopped as Kubernetes stops it: SIGTERM, a clean exit, no panic (dropping the SageMaker
+    // client's runtime inside the controller's own used to panic on every stop).
+    support::git_mode::signal(controller.id(), "-TERM");
+    let status = eventually(Duration::from_secs(20), || controller.try_wait().unwrap());
+    assert!(status.success(), "{status:?}\n{}", controller_log());
+    assert!(
+        !controller_log().contains("panicked"),
+        "{}",
+        controller_log()
+    );
 }
 
 /// A SageMaker deployment's status without its times: phase, versions, traffic, history,

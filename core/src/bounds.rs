@@ -124,6 +124,31 @@ impl Bounds {
 
     /// Whether a request built from an object (it may carry secrets or a results token) may go
     /// to `url`.
+    /// What these bounds keep from ever running, said at start (and in `/readyz`): a setup
+    /// that cannot work is told, not discovered object by object.
+    pub fn setup_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.images.is_empty() {
+            out.push(
+                "no image is allowed (--allowed-images): no evaluation Job or model-server Deployment can run; name the images or prefixes your suites and targets use"
+                    .to_string(),
+            );
+        }
+        if self.destinations.is_empty() {
+            out.push(
+                "no destination is allowed (--allowed-destinations): no notification is sent and no webhook runner is called; name their hosts"
+                    .to_string(),
+            );
+        }
+        if self.execution_roles.is_empty() {
+            out.push(
+                "no SageMaker execution role is allowed (--allowed-execution-roles): no SageMaker deployment can roll out"
+                    .to_string(),
+            );
+        }
+        out
+    }
+
     pub fn destination(&self, url: &str) -> Result<(), String> {
         let (_, host, _) = origin(url)?;
         let allowed = self.destinations.iter().any(|d| {
@@ -385,6 +410,25 @@ mod tests {
             endpoint_urls: vec!["https://api.sagemaker.eu-west-1.amazonaws.com".into()],
             execution_roles: vec!["arn:aws:iam::111122223333:role/slipway-*".into()],
         }
+    }
+
+    #[test]
+    fn bounds_that_keep_everything_from_running_say_so() {
+        assert!(bounds().setup_warnings().is_empty());
+        let closed = Bounds {
+            destinations: Vec::new(),
+            images: Vec::new(),
+            service_accounts: Vec::new(),
+            max_cpu: None,
+            max_memory: None,
+            endpoint_urls: Vec::new(),
+            execution_roles: Vec::new(),
+        };
+        let said = closed.setup_warnings();
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert!(said[0].starts_with("no image is allowed (--allowed-images)"));
+        assert!(said[1].starts_with("no destination is allowed"));
+        assert!(said[2].starts_with("no SageMaker execution role is allowed"));
     }
 
     #[test]

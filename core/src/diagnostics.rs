@@ -147,6 +147,51 @@ pub struct Diagnostic {
     pub category: Category,
     /// What is wrong and what to do.
     pub message: String,
+    /// The document's identity when it failed to load (on its errors only): what refers to it
+    /// is not reported again as broken.
+    #[serde(skip)]
+    pub unloaded: Option<Box<Unloaded>>,
+}
+
+/// What a document that failed to load is, as far as it says: its kind, namespace and name,
+/// and for versions and aliases the model and label (version or alias name) it gives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Unloaded {
+    /// Kind.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `spec.model`, when the document gives one.
+    pub model: Option<String>,
+    /// `spec.version` of a version (a number read as its text), `spec.alias` of an alias.
+    pub label: Option<String>,
+}
+
+impl Unloaded {
+    /// What `document`, named `key`, is as far as it says.
+    pub fn of(document: &serde_json::Value, key: crate::catalog::ObjectKey) -> Unloaded {
+        use serde_json::Value;
+        let spec = document.get("spec");
+        let text = |v: Option<&Value>| match v? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let label = match key.kind {
+            slipway_crd::Kind::ModelVersion => text(spec.and_then(|s| s.get("version"))),
+            slipway_crd::Kind::ModelAlias => text(spec.and_then(|s| s.get("alias"))),
+            _ => None,
+        };
+        Unloaded {
+            kind: key.kind.as_str().to_string(),
+            namespace: key.namespace,
+            name: key.name,
+            model: text(spec.and_then(|s| s.get("model"))),
+            label,
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {

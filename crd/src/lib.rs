@@ -98,6 +98,25 @@ impl Kind {
 
     /// The kind's CustomResourceDefinition.
     pub fn crd(self) -> CustomResourceDefinition {
+        let mut crd = self.generated_crd();
+        for v in &mut crd.spec.versions {
+            if let Some(schema) = v
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                let mut json = serde_json::to_value(&*schema).unwrap_or(Value::Null);
+                not_nullable(&mut json);
+                if let Ok(s) = serde_json::from_value(json) {
+                    *schema = s;
+                }
+            }
+        }
+        crd
+    }
+
+    /// The CRD as kube's derive generates it: an optional field is `nullable`.
+    fn generated_crd(self) -> CustomResourceDefinition {
         match self {
             Kind::RegisteredModel => RegisteredModel::crd(),
             Kind::ModelVersion => ModelVersion::crd(),
@@ -114,7 +133,9 @@ impl Kind {
     /// type, Kubernetes' `x-kubernetes-*` extensions dropped; objects stay open, as the API
     /// server's checks are (it prunes unknown fields rather than refusing them).
     pub fn openapi_schema(self) -> Value {
-        let crd = self.crd();
+        // The generated schema, `nullable` kept: the API server prunes a null it does not
+        // allow, so such a document is accepted there, and must be here.
+        let crd = self.generated_crd();
         let mut schema = crd
             .spec
             .versions
@@ -176,6 +197,22 @@ impl Kind {
             out.extend(m);
         }
         Value::Object(out)
+    }
+}
+
+/// The published schema without `nullable`: `kubectl explain` lists no fields of a nullable
+/// object (kube-rs#1078), so a typo inside one went unseen; the API server prunes an explicit
+/// null of a field that does not allow it, as Slipway never writes one.
+fn not_nullable(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            if map.get("nullable") == Some(&Value::Bool(true)) {
+                map.remove("nullable");
+            }
+            map.values_mut().for_each(not_nullable);
+        }
+        Value::Array(items) => items.iter_mut().for_each(not_nullable),
+        _ => {}
     }
 }
 

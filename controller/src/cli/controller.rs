@@ -175,6 +175,102 @@ where
     Ok(true)
 }
 
+/// Keeps `caBundle` of the configurations named `name` on this certificate for as long as the
+/// controller runs: a configuration replaced (a Helm upgrade, `kubectl apply` of its manifest)
+/// loses it, and the API server then fails every admission call on TLS. Both kinds are
+/// watched, and a webhook whose bundle is not this certificate gets it again (as
+/// cert-manager's cainjector does).
+fn keep_ca(client: kube::Client, name: &str, ca: &str) {
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
+    tokio::spawn(keep_ca_of(
+        Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+        name.to_string(),
+        ca.to_string(),
+        bundle.clone(),
+        |c: &ValidatingWebhookConfiguration| {
+            c.webhooks
+                .iter()
+                .flatten()
+                .map(|w| {
+                    (
+                        w.name.clone(),
+                        w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
+                    )
+                })
+                .collect()
+        },
+    ));
+    tokio::spawn(keep_ca_of(
+        Api::<MutatingWebhookConfiguration>::all(client),
+        name.to_string(),
+        ca.to_string(),
+        bundle,
+        |c: &MutatingWebhookConfiguration| {
+            c.webhooks
+                .iter()
+                .flatten()
+                .map(|w| {
+                    (
+                        w.name.clone(),
+                        w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
+                    )
+                })
+                .collect()
+        },
+    ));
+}
+
+/// A webhook's name and the `caBundle` it holds.
+type HookBundle = (String, Option<Vec<u8>>);
+
+/// Watches configuration `name` of one kind and sets `bundle` (base64 of `ca`) again on its
+/// webhooks whenever one of them holds another (by `hooks`: each webhook's name and bundle).
+async fn keep_ca_of<K>(
+    api: Api<K>,
+    name: String,
+    ca: String,
+    bundle: String,
+    hooks: fn(&K) -> Vec<HookBundle>,
+) where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api.clone(), config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let Ok(cfg) = event else {
+            continue;
+        };
+        let webhooks = hooks(&cfg);
+        if webhooks
+            .iter()
+            .all(|(_, b)| b.as_deref() == Some(ca.as_bytes()))
+        {
+            continue;
+        }
+        let names: Vec<String> = webhooks.into_iter().map(|(n, _)| n).collect();
+        match set_ca(api.clone(), &name, &bundle, |_| names.clone()).await {
+            Ok(_) => {
+                tracing::info!(configuration = %name, kind = %K::kind(&Default::default()), "webhook caBundle set again (the configuration was replaced)")
+            }
+            Err(e) => {
+                tracing::warn!(configuration = %name, error = %e, "cannot set the webhook caBundle again")
+            }
+        }
+    }
+}
+
 /// Sets `caBundle` of every webhook in the configurations named `name`.
 async fn publish_ca(client: kube::Client, name: &str, ca: &str) -> anyhow::Result<()> {
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
@@ -219,6 +315,11 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     })?;
     let metrics = Arc::new(crate::modes::kubernetes::metrics::Metrics::default());
     let (home, results_url) = serve_http(&args, &client, &metrics).await?;
+    let warnings = setup_warnings(&args, &bounds, &results_url);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let _ = home.warnings.set(warnings);
 
     // One watch per kind for this replica: the webhook decides from it at once, the controllers
     // when this replica leads.
@@ -265,6 +366,7 @@ async fn serve_http(
         metrics: metrics.clone(),
         reports_url: Default::default(),
         cache: Default::default(),
+        warnings: Default::default(),
     });
     let listener = crate::edges::http::bind(args.listen).await?;
     let bound = listener.local_addr()?;
@@ -310,6 +412,7 @@ async fn serve_webhook(
     if let Some(name) = &args.webhook_config {
         publish_ca(client.clone(), name, &pem.cert).await?;
         tracing::info!(configuration = %name, "webhook caBundle set");
+        keep_ca(client.clone(), name, &pem.cert);
     }
     Ok(task)
 }
@@ -333,6 +436,37 @@ async fn webhook_certificate(
             }
         }
     })
+}
+
+/// What this controller's flags keep from working, said at start and in `/readyz`.
+fn setup_warnings(
+    args: &ControllerArgs,
+    bounds: &crate::decide::bounds::Bounds,
+    results_url: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if args.webhook_listen.is_none() {
+        out.push(
+            "no --webhook-listen: nothing is checked at admission — policy, approvals and the bounds are applied only when the controller acts (an alias move admitted without its approvals is held)"
+                .to_string(),
+        );
+    }
+    out.extend(bounds.setup_warnings());
+    let host = crate::decide::bounds::origin(results_url)
+        .map(|(_, host, _)| host)
+        .unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    if loopback {
+        out.push(format!(
+            "the results API is at {results_url}, which no pod or outside system can reach: external (webhook) runners post their results there and reports are linked from it; set --results-url to this controller's Service address (the Helm chart does)"
+        ));
+    }
+    out
 }
 
 /// Watches for SIGTERM and Ctrl-C in the background; the receiver turns true on either.

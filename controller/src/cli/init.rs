@@ -128,8 +128,11 @@ pub fn run(args: InitArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|(path, _)| format!("created {}\n", args.dir.join(path).display()))
         .collect();
+    // `slipway run`'s state stays out of git; the registry is a git repository.
+    out.push_str(&ignore_state(&args.dir)?);
+    out.push_str(&git_repository(&args.dir)?);
     out.push_str(&format!(
-        "\nNext:\n  1. your suite's command and dataset: {}\n  2. your artifact's URI and digest: {}\n  3. your ML leads' GitHub logins: {}\n  4. where plan reads evaluation results: `results:` in .github/workflows/slipway-plan.yml\n  5. slipway validate {}, commit, and push: the workflow checks every pull request with `slipway plan`\n",
+        "\nNext:\n  1. your suite's command and dataset: {} — the command writes its metrics as {{\"metrics\": {{\"NAME\": NUMBER}}, \"samples\": [...]}} to the file $SLIPWAY_RESULTS names (README: \"The evaluation job contract\")\n  2. your artifact's URI and digest: {}\n  3. your ML leads' GitHub logins: {}\n  4. where plan reads evaluation results: `results:` in .github/workflows/slipway-plan.yml (the folder `slipway run --state` writes, or a running instance's URL)\n  5. slipway validate {}, commit, and push: the workflow checks every pull request with `slipway plan`\n",
         registry.join("model.yaml").display(),
         registry.join("versions.yaml").display(),
         registry.join("groups.yaml").display(),
@@ -140,6 +143,55 @@ pub fn run(args: InitArgs) -> anyhow::Result<i32> {
     }
     print_out(&out)?;
     Ok(0)
+}
+
+/// The line `slipway run`'s default state folder needs in `DIR/.gitignore` (created, or added
+/// to one that lacks it); what was done, for the output.
+fn ignore_state(dir: &Path) -> anyhow::Result<String> {
+    const LINE: &str = "/.slipway/";
+    let path = dir.join(".gitignore");
+    let now = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    };
+    if now.lines().any(|l| {
+        matches!(
+            l.trim(),
+            "/.slipway/" | ".slipway/" | ".slipway" | "/.slipway"
+        )
+    }) {
+        return Ok(String::new());
+    }
+    let mut next = now.clone();
+    if !next.is_empty() && !next.ends_with('\n') {
+        next.push('\n');
+    }
+    next.push_str("# `slipway run`'s state (SQLite, reports, evaluation runs)\n");
+    next.push_str(LINE);
+    next.push('\n');
+    std::fs::write(&path, next)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(format!(
+        "{} {} (ignores {LINE})\n",
+        if now.is_empty() { "created" } else { "updated" },
+        path.display()
+    ))
+}
+
+/// Makes DIR a git repository (branch `main`) unless it is inside one; what was done.
+fn git_repository(dir: &Path) -> anyhow::Result<String> {
+    if git2::Repository::discover(dir).is_ok() {
+        return Ok(String::new());
+    }
+    let mut opts = git2::RepositoryInitOptions::new();
+    opts.initial_head("main");
+    git2::Repository::init_opts(dir, &opts)
+        .map_err(|e| anyhow::anyhow!("cannot make {} a git repository: {e}", dir.display()))?;
+    Ok(format!(
+        "initialized a git repository in {} (branch main)\n",
+        dir.display()
+    ))
 }
 
 /// What this run created, so a failure part-way removes it again.

@@ -3,6 +3,7 @@
 mod controller;
 mod init;
 mod inspect;
+mod manual;
 mod plan;
 mod run;
 mod validate;
@@ -92,8 +93,13 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff): `slipway man > /usr/local/share/man/man1/slipway.1`.
-    Man,
+    /// Print the manual page (roff): `slipway man > /usr/local/share/man/man1/slipway.1`, or
+    /// write a page for every command: `slipway man --dir /usr/local/share/man/man1`.
+    Man {
+        /// Write `slipway.1` and `slipway-COMMAND.1` for every command into this folder.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub(crate) use crate::edges::progress::colour;
@@ -171,17 +177,21 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let mut out = Vec::new();
             clap_complete::generate(
                 shell,
-                &mut <Cli as clap::CommandFactory>::command(),
+                &mut manual::visible(&<Cli as clap::CommandFactory>::command()),
                 "slipway",
                 &mut out,
             );
             print_out(&String::from_utf8_lossy(&out))?;
             Ok(0)
         }
-        Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
-            print_out(&String::from_utf8_lossy(&out))?;
+        Command::Man { dir: None } => {
+            print_out(&String::from_utf8_lossy(&manual::top_page()?))?;
+            Ok(0)
+        }
+        Command::Man { dir: Some(dir) } => {
+            for path in manual::write_pages(&dir)? {
+                eprintln!("wrote {}", path.display());
+            }
             Ok(0)
         }
     }

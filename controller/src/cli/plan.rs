@@ -24,9 +24,30 @@ fn read_reviews(path: &Path) -> anyhow::Result<Vec<Review>> {
             e.column()
         )
     })?;
+    // `gh pr view N --json reviews` prints {"reviews": [{"author": {"login"}, "state",
+    // "submittedAt", "commit": {"oid"}}]}: the same reviews in GraphQL's words.
+    let value = match value {
+        serde_json::Value::Object(o) if o.get("reviews").is_some_and(|r| r.is_array()) => {
+            let rows = o["reviews"].as_array().cloned().unwrap_or_default();
+            serde_json::Value::Array(
+                rows.iter()
+                    .map(|r| {
+                        let oid = r["commit"]["oid"].as_str().filter(|s| !s.is_empty());
+                        serde_json::json!({
+                            "user": {"login": r["author"]["login"]},
+                            "state": r["state"],
+                            "commit_id": oid,
+                            "submitted_at": r["submittedAt"],
+                        })
+                    })
+                    .collect(),
+            )
+        }
+        other => other,
+    };
     serde_path_to_error::deserialize(value).map_err(|e| {
         anyhow::anyhow!(
-            "{}: --reviews at `{}`: {}; expected GitHub's list-reviews JSON (`gh api repos/OWNER/REPO/pulls/N/reviews`)",
+            "{}: --reviews at `{}`: {}; expected GitHub's list-reviews JSON (`gh api repos/OWNER/REPO/pulls/N/reviews`) or `gh pr view N --json reviews`",
             path.display(),
             e.path(),
             e.inner()
@@ -81,6 +102,11 @@ fn read_results(from: Option<&str>, head: &Catalog) -> anyhow::Result<(Results, 
         None => {}
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
             results.add_judging(head, fetch_results(url)?.iter());
+        }
+        Some(dir_path) if Path::new(dir_path).join("state.db").is_file() => {
+            anyhow::bail!(
+                "--results {dir_path} is the state folder of `slipway run`, not a folder of results: give the address of the running instance (`--results http://127.0.0.1:8080`, its --listen), or a folder of Evaluation documents with their status"
+            );
         }
         Some(dir_path) => {
             let files = dir::read(Path::new(dir_path))

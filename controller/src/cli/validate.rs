@@ -8,19 +8,77 @@ use super::{ValidateFormat, print_out};
 use crate::decide::catalog::Catalog;
 use crate::edges::source::{dir, git::GitRepo};
 
+/// A file named on its own is checked with the folder it is in: what it refers to is looked up
+/// there (the registry it belongs to), and only its own problems are reported. Returns the
+/// folder's files (the file under the path the user gave) and the folder, or None when the
+/// folder cannot be read (then the file is checked alone).
+fn with_its_folder(
+    path: &Path,
+) -> Option<(Vec<crate::decide::catalog::SourceFile>, std::path::PathBuf)> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut files = dir::read(&folder).ok()?;
+    let me = path.canonicalize().ok()?;
+    let mine = files
+        .iter()
+        .position(|f| Path::new(&f.path).canonicalize().ok().as_ref() == Some(&me))?;
+    // First: where the folder defines an object of the file's again, the file's is the one
+    // checked (the other copy's problem is the folder's).
+    let mut me = files.remove(mine);
+    me.path = path.display().to_string();
+    files.insert(0, me);
+    Some((files, folder))
+}
+
 pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Result<i32> {
-    let files = match rev {
-        None => {
-            dir::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
-        }
+    let single = rev.is_none() && path.is_file();
+    let (files, scope) = match rev {
+        None if single => match with_its_folder(path) {
+            Some((files, folder)) => (files, Some(folder)),
+            None => (
+                dir::read(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+                None,
+            ),
+        },
+        None => (
+            dir::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+            None,
+        ),
         Some(rev) => {
             let repo = GitRepo::open(Path::new("."))?;
             let revision = repo.resolve(rev)?;
-            repo.read(&revision, &path.to_string_lossy())?
+            (repo.read(&revision, &path.to_string_lossy())?, None)
         }
     };
-    let (catalog, diags) = Catalog::from_files(&files);
-    let objects = catalog.objects().len();
+    let (catalog, mut diags) = Catalog::from_files(&files);
+    let mut objects = catalog.objects().len();
+    let mut files = files;
+    if scope.is_some() {
+        // Only the named file's own problems and objects count.
+        let me = path.display().to_string();
+        diags.retain(|d| d.file == me);
+        objects = catalog
+            .objects()
+            .iter()
+            .filter(|o| *o.origin.file == *me)
+            .count();
+        files.retain(|f| f.path == me);
+    }
+    if let Some(folder) = &scope {
+        // What it refers to and the folder does not have may live elsewhere in the registry.
+        for d in diags
+            .iter_mut()
+            .filter(|d| d.category == crate::decide::diagnostics::Category::BrokenReference)
+        {
+            d.message.push_str(&format!(
+                " (references are looked up in {}; validate the whole registry folder to look them up there)",
+                folder.display()
+            ));
+        }
+    }
     // Nothing of Slipway's under a folder is a mistake (a wrong path in CI), not a success; a
     // file named on its own may hold only comments.
     let folder = rev.is_some() || path.is_dir();
@@ -35,6 +93,9 @@ pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Re
     match format {
         ValidateFormat::Json => {
             let mut out = json!({"valid": diags.is_empty() && empty.is_none(), "files": files.len(), "objects": objects, "errors": diags});
+            if let Some(f) = &scope {
+                out["referencesFrom"] = json!(f.display().to_string());
+            }
             if let Some(why) = &empty {
                 out["error"] = json!(why);
             }
@@ -49,9 +110,13 @@ pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Re
                 out.push_str(&format!("✗ {why}\n"));
             } else if diags.is_empty() {
                 out.push_str(&format!(
-                    "✓ {}: {objects} objects in {} files are valid\n",
+                    "✓ {}: {objects} objects in {} files are valid{}\n",
                     path.display(),
-                    files.len()
+                    files.len(),
+                    scope
+                        .as_ref()
+                        .map(|f| format!(" (references looked up in {})", f.display()))
+                        .unwrap_or_default()
                 ));
             } else {
                 let bad_files: std::collections::BTreeSet<&str> =

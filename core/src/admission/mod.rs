@@ -86,7 +86,7 @@ pub fn file_of(object: &Value) -> SourceFile {
 /// Decides a validating admission request.
 pub fn validate(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
     match req.kind.as_str() {
-        "Approval" => approval(req),
+        "Approval" => approvals::approval(req, cluster),
         _ => change(req, cluster, now),
     }
 }
@@ -155,130 +155,8 @@ pub fn stamp(req: &Request, cluster: &Cluster) -> Option<Value> {
     (!ops.is_empty()).then_some(Value::Array(ops))
 }
 
-/// What is wrong with the change an approval's spec names.
-fn signs_one_change(spec: &Value) -> Vec<String> {
-    let kind = spec["target"]["kind"].as_str().unwrap_or_default();
-    let version = spec["version"].as_str().unwrap_or_default();
-    let change = spec["change"].as_str();
-    let mut problems = Vec::new();
-    if !slipway_crd::Kind::ALL
-        .iter()
-        .any(|k| k.as_str() == kind && *k != slipway_crd::Kind::Approval)
-    {
-        problems.push(format!(
-            "spec.target.kind is {:?}; name the kind of the object whose change you sign off \
-             (ModelAlias, ModelDeployment, RegisteredModel, …)",
-            kind
-        ));
-        return problems;
-    }
-    let is_digest = |c: &str| {
-        c == "delete"
-            || c.strip_prefix("sha256:")
-                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-    };
-    match (kind, version.is_empty(), change) {
-        ("ModelAlias", false, None) => {
-            for (field, what) in [
-                (
-                    "fromVersion",
-                    "the version the alias serves now (\"\" for a new alias)",
-                ),
-                (
-                    "artifactDigest",
-                    "the artifact digest of the version it moves to",
-                ),
-            ] {
-                if spec[field].is_null() {
-                    problems.push(format!(
-                        "spec.{field} is missing: set it to {what}, or install Slipway's \
-                         mutating webhook, which stamps it"
-                    ));
-                }
-            }
-        }
-        (_, true, Some(c)) if is_digest(c) => {}
-        (_, true, Some(c)) => problems.push(format!(
-            "spec.change is {c:?}; copy the change from the denial (`sha256:` and 64 hex \
-             digits, or `delete`)"
-        )),
-        ("ModelAlias", true, None) => problems.push(
-            "spec.version is missing: name the version the alias moves to (or set spec.change \
-             to `delete` to approve removing it)"
-                .to_string(),
-        ),
-        (_, _, None) => problems.push(format!(
-            "spec.change is missing: an approval of a {kind} names the change the denial shows \
-             (`sha256:…`, or `delete`)"
-        )),
-        (_, false, Some(_)) => problems.push(
-            "set spec.version (an alias move) or spec.change (any other change), not both"
-                .to_string(),
-        ),
-    }
-    problems
-}
-
 fn who(req: &Request) -> String {
     format!("{} {}/{}", req.kind, req.namespace, req.name)
-}
-
-fn approval(req: &Request) -> Verdict {
-    match req.operation {
-        Operation::Delete => Verdict::Allowed(Vec::new()),
-        Operation::Update => {
-            let spec = |o: &Option<Value>| o.as_ref().map(|o| o["spec"].clone());
-            if spec(&req.object) != spec(&req.old_object) {
-                Verdict::Denied(format!("{}: {IMMUTABLE_APPROVAL}.", who(req)))
-            } else {
-                Verdict::Allowed(Vec::new())
-            }
-        }
-        Operation::Create => {
-            let spec = req
-                .object
-                .as_ref()
-                .map(|o| o["spec"].clone())
-                .unwrap_or_default();
-            let mut problems = Vec::new();
-            match spec["approver"].as_str() {
-                Some(a) if a == req.user => {}
-                Some(a) => problems.push(format!(
-                    "spec.approver is {a:?} but the request comes from {:?}: an Approval records \
-                     who created it; leave spec.approver out (Slipway stamps it) or set it to \
-                     your own user name",
-                    req.user
-                )),
-                None => problems.push(format!(
-                    "spec.approver is missing: set it to your user name ({:?}), or install \
-                     Slipway's mutating webhook, which stamps it",
-                    req.user
-                )),
-            }
-            let claimed: Vec<&str> = spec["approverGroups"]
-                .as_array()
-                .map(|g| g.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let foreign: Vec<&str> = claimed
-                .into_iter()
-                .filter(|g| !req.groups.iter().any(|x| x == g))
-                .collect();
-            if !foreign.is_empty() {
-                problems.push(format!(
-                    "spec.approverGroups claims {} that {:?} is not in; leave the field out \
-                     (Slipway stamps your groups)",
-                    foreign.join(", "),
-                    req.user
-                ));
-            }
-            problems.extend(signs_one_change(&spec));
-            if problems.is_empty() {
-                Verdict::Allowed(Vec::new())
-            } else {
-                Verdict::Denied(format!("{}: {}.", who(req), problems.join("; ")))
-            }
-        }
-    }
 }
 
 /// A diagnostic without its synthetic file position: "kind ns/name: field: message".
@@ -562,5 +440,6 @@ fn denial(req: &Request, change: &plan::Change, subject: &Subject, ignored: &[St
     out
 }
 
+mod approvals;
 #[cfg(test)]
 mod tests;

@@ -458,8 +458,9 @@ fn an_alias_approval_is_stamped_with_the_move_it_signs_off() {
     ) else {
         panic!("an unbound approval was admitted");
     };
-    assert!(why.contains("spec.fromVersion is missing"), "{why}");
-    assert!(why.contains("spec.artifactDigest is missing"), "{why}");
+    // (No alias `x` to stamp the move from: said so, rather than "install the webhook".)
+    assert!(why.contains("ModelAlias default/x does not exist"), "{why}");
+    assert!(!why.contains("mutating webhook"), "{why}");
     bare["target"]["kind"] = "ModelDeployment".into();
     let Verdict::Denied(why) = validate(
         &approval_request("alice", bare, Operation::Create, None),
@@ -538,5 +539,54 @@ fn an_alias_cannot_be_renamed_away_nor_an_evaluation_moved_to_another_version() 
             "suite `pitch-frames` of model pitch-frame-classifier compares against alias production"
         ),
         "{why}"
+    );
+}
+
+#[test]
+fn an_approval_of_what_is_not_there_says_so_and_of_what_is_served_warns() {
+    let mut objects = cluster(&[]).objects;
+    for o in objects.iter_mut() {
+        if o["kind"] == "ModelAlias" && o["spec"]["alias"] == "production" {
+            *o = alias_object("7");
+        }
+    }
+    let c = Namespace::of(objects, Vec::new());
+    let ask = |name: &str, version: &str, extra: Value| {
+        let mut spec = json!({"target": {"kind": "ModelAlias", "name": name}, "version": version,
+                              "decision": "approve", "approver": "alice"});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        validate(
+            &approval_request("alice", spec, Operation::Create, None),
+            &c.view(),
+            crate::testing::now(),
+        )
+    };
+    let Verdict::Denied(why) = ask("pitch-frame-classifier-canary", "8", json!({})) else {
+        panic!("an approval of an alias that is not there was admitted");
+    };
+    assert!(
+        why.contains("ModelAlias default/pitch-frame-classifier-canary does not exist"),
+        "{why}"
+    );
+    let Verdict::Denied(why) = ask("pitch-frame-classifier-production", "9", json!({})) else {
+        panic!("an approval of a version that is not there was admitted");
+    };
+    assert!(
+        why.contains("model `pitch-frame-classifier` has no version `9` (versions: 7, 8)"),
+        "{why}"
+    );
+    assert!(!why.contains("mutating webhook"), "{why}");
+    let seven = json!({"fromVersion": "7",
+        "artifactDigest": "sha256:0f3e9b7a2c4d6e8f1a3b5c7d9e0f2a4b6c8d0e1f3a5b7c9d1e3f5a7b9c0d2e4f"});
+    let Verdict::Allowed(warnings) = ask("pitch-frame-classifier-production", "7", seven) else {
+        panic!("an approval of the served version was refused");
+    };
+    assert_eq!(
+        warnings,
+        [
+            "ModelAlias default/pitch-frame-classifier-production serves version 7 already: this approval signs off a move that needs none"
+        ]
     );
 }

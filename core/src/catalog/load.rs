@@ -132,6 +132,7 @@ fn load_sequentially(files: &[SourceFile], check: SchemaCheck) -> (Vec<Object>, 
                     field: String::new(),
                     category: Category::Syntax,
                     message: format!("file is not UTF-8 ({e}); save it as UTF-8"),
+                    unloaded: None,
                 });
                 continue;
             }
@@ -227,15 +228,22 @@ fn load_document_checking(origin: Origin, check: SchemaCheck) -> Result<Object, 
     // The one parse: typed object, schema check and identity all read this value.
     let document = yaml::read(&origin.text).map_err(|why| vec![unreadable(&origin, why)])?;
     let kind = header(&origin, &document)?;
-    let resource = typed_resource(&origin, kind, &document, check)?;
-    let key = key_of(&origin, kind, &resource)?;
+    let marked = |mut errs: Vec<Diagnostic>| {
+        if let Some(first) = errs.first_mut() {
+            first.unloaded = identity(&document, kind)
+                .map(|key| Box::new(crate::diagnostics::Unloaded::of(&document, key)));
+        }
+        errs
+    };
+    let resource = typed_resource(&origin, kind, &document, check).map_err(marked)?;
+    let key = key_of(&origin, kind, &resource).map_err(marked)?;
     let refused = match check {
         SchemaCheck::Off => Vec::new(),
         SchemaCheck::On => super::schema::check(&origin, kind, Some(&key), &document),
         SchemaCheck::Remembering(passes) => passes.check(&origin, kind, Some(&key), &document),
     };
     if !refused.is_empty() {
-        return Err(refused);
+        return Err(marked(refused));
     }
     Ok(Object {
         resource,
@@ -567,28 +575,5 @@ fn unreadable(origin: &Origin, why: yaml::Unreadable) -> Diagnostic {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn documents_split_at_markers_with_their_first_lines() {
-        let docs = split_documents("a: 1\n---\nb: 2\n--- # c\nc: 3\n---\n");
-        assert_eq!(docs.iter().map(|d| d.0).collect::<Vec<_>>(), vec![1, 2, 4]);
-        assert!(docs[1].1.contains("b: 2"));
-    }
-
-    #[test]
-    fn block_scalars_with_dashes_are_not_split() {
-        let docs = split_documents("a: |\n  ---\n  x\n");
-        assert_eq!(docs.len(), 1);
-    }
-
-    #[test]
-    fn location_suffixes_are_removed() {
-        assert_eq!(strip_location("bad thing at line 3 column 4"), "bad thing");
-        assert_eq!(
-            strip_location("x at line 1 column 2, while parsing y at line 3 column 1"),
-            "x, while parsing y"
-        );
-    }
-}
+#[path = "load_tests.rs"]
+mod tests;

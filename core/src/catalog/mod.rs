@@ -105,7 +105,12 @@ impl Catalog {
     }
 
     fn from_loaded(objects: Vec<Object>, mut diags: Vec<Diagnostic>) -> (Catalog, Vec<Diagnostic>) {
-        let (catalog, mut more) = Catalog::build(objects);
+        // What failed to load is reported once: what refers to it is not broken on top.
+        let unloaded: std::collections::HashSet<crate::diagnostics::Unloaded> = diags
+            .iter()
+            .filter_map(|d| d.unloaded.as_deref().cloned())
+            .collect();
+        let (catalog, mut more) = Catalog::build_knowing(objects, &unloaded);
         diags.append(&mut more);
         diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         (catalog, diags)
@@ -113,6 +118,15 @@ impl Catalog {
 
     /// Indexes objects and checks duplicates, invariants and references.
     pub fn build(objects: Vec<Object>) -> (Catalog, Vec<Diagnostic>) {
+        Catalog::build_knowing(objects, &Default::default())
+    }
+
+    /// [`Catalog::build`], knowing the documents that failed to load (`unloaded`): a reference
+    /// to one of them is not reported as broken (its own errors say what is wrong).
+    fn build_knowing(
+        objects: Vec<Object>,
+        unloaded: &std::collections::HashSet<crate::diagnostics::Unloaded>,
+    ) -> (Catalog, Vec<Diagnostic>) {
         let mut diags = Vec::new();
         let mut catalog = Catalog::default();
         for obj in objects {
@@ -122,7 +136,7 @@ impl Catalog {
         }
         for obj in &catalog.objects {
             diags.extend(validate::object(obj));
-            diags.extend(validate::references(obj, &catalog));
+            diags.extend(validate::references(obj, &catalog, unloaded));
         }
         let (policies, more) = compile_policies(&catalog.objects);
         diags.extend(more.into_iter().map(|(_, d)| d));
@@ -159,7 +173,7 @@ impl Catalog {
         }
         for obj in &added {
             diags.extend(validate::object(obj));
-            diags.extend(validate::references(obj, &catalog));
+            diags.extend(validate::references(obj, &catalog, &Default::default()));
         }
         catalog.policies = if policy_changed {
             let (policies, all) = compile_policies(&catalog.objects);

@@ -164,6 +164,7 @@ impl Origin {
             field: field.to_string(),
             category,
             message: message.into(),
+            unloaded: None,
         }
     }
 }

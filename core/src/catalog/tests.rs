@@ -333,3 +333,62 @@ fn an_amended_catalog_equals_one_built_from_the_changed_objects() {
         "{diags:#?}"
     );
 }
+
+#[test]
+fn one_typo_is_one_error_not_a_cascade_of_broken_references() {
+    // `primaryMetrics` for `primaryMetric`: the model fails to load; what refers to it (its
+    // versions, alias, deployment) is not reported as referring to a model that does not exist.
+    let typo = registry("1").replacen("  primaryMetric: {", "  primaryMetrics: {", 1);
+    assert_ne!(typo, registry("1"));
+    let d = diagnostics(&typo);
+    assert!(!d.is_empty());
+    assert!(
+        d.iter().all(|d| d.category != Category::BrokenReference),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .all(|d| d.kind.as_deref() == Some("RegisteredModel")),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter().any(|d| d.message.contains("primaryMetrics")),
+        "{d:#?}"
+    );
+    // An unquoted `version: 2`: the version's own error, not also "has no version `2`".
+    let unquoted = registry("2").replacen("version: \"2\"", "version: 2", 1);
+    assert_ne!(unquoted, registry("2"));
+    let d = diagnostics(&unquoted);
+    assert!(
+        d.iter().all(|d| d.kind.as_deref() == Some("ModelVersion")),
+        "{d:#?}"
+    );
+    assert!(
+        !d.iter().any(|d| d.message.contains("has no version")),
+        "{d:#?}"
+    );
+    // A reference to something that truly is not there is still broken.
+    let missing = registry("9");
+    assert!(
+        diagnostics(&missing)
+            .iter()
+            .any(|d| d.message.contains("has no version `9`"))
+    );
+}
+
+#[test]
+fn a_tab_is_called_a_tab_wherever_it_breaks_the_yaml() {
+    for yaml in [
+        format!("{HEAD}kind: Group\nmetadata:\n\tname: leads\nspec: {{members: [a]}}\n"),
+        format!("{HEAD}kind: Group\nmetadata:\n  name: leads\nspec:\n  members:\n\t- a\n"),
+        format!("{HEAD}kind: Group\nmetadata:\n  name: leads\n\tspec: {{members: [a]}}\n"),
+    ] {
+        let d = diagnostics(&yaml);
+        assert!(
+            d.iter().any(|d| d
+                .message
+                .contains("has a tab: YAML indents with spaces only")),
+            "{yaml:?}: {d:#?}"
+        );
+    }
+}

@@ -77,8 +77,18 @@ fn syntax(text: &str, e: &saphyr_parser::ScanError) -> Unreadable {
     {
         col = col.min(tab + 1);
     }
+    let mut message = e.info().to_string();
+    // A tab where YAML wants spaces: said as such, whatever the parser's words for it.
+    let tabbed = (line.saturating_sub(1)..=line + 1)
+        .filter(|l| *l >= 1)
+        .find(|l| text.lines().nth(l - 1).is_some_and(|t| t.contains('\t')));
+    if let Some(l) = tabbed {
+        message.push_str(&format!(
+            "; line {l} has a tab: YAML indents with spaces only — replace the tab with spaces"
+        ));
+    }
     Unreadable::Syntax {
-        message: e.info().to_string(),
+        message,
         at: Some((line, col)),
     }
 }

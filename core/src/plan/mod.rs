@@ -311,6 +311,22 @@ fn change(
         None => base.group(ns, g).map(|g| g.spec.members.clone()),
     };
     let decision = base.policies.decide(&input, &inputs.signoffs, &members);
+    let mut warnings = about.warnings;
+    // In git mode the author comes from `--author`: without it, `excludeAuthor` excludes no one.
+    if inputs.kubernetes.is_none() && inputs.signoffs.author.is_none() {
+        warnings.extend(
+            decision
+                .approvals
+                .iter()
+                .filter(|a| a.exclude_author)
+                .map(|a| {
+                    format!(
+                        "{}/{}: no --author given, so `excludeAuthor` cannot keep the pull request's author from approving their own change; pass --author (the Action passes the pull request's author)",
+                        a.policy, a.name
+                    )
+                }),
+        );
+    }
     Change {
         kind: key.kind.as_str().to_string(),
         namespace: key.namespace.clone(),
@@ -324,7 +340,7 @@ fn change(
         decision,
         fields,
         rollouts: about.rollouts,
-        warnings: about.warnings,
+        warnings,
     }
 }
 

@@ -61,6 +61,9 @@ pub struct ApprovalResult {
     /// Eligibility sources as written (`group:ml-leads`), for messages.
     #[serde(skip)]
     pub from: Vec<String>,
+    /// Whether the change's author is excluded (`excludeAuthor`), for warnings.
+    #[serde(skip)]
+    pub exclude_author: bool,
 }
 
 impl ApprovalResult {
@@ -129,6 +132,7 @@ pub fn evaluate(
         approved_by,
         policy: policy.to_string(),
         from: req.from.clone(),
+        exclude_author: req.exclude_author,
     }
 }
 

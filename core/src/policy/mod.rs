@@ -223,9 +223,11 @@ impl PolicySet {
                     Ok(Value::Bool(true)) => (true, String::new()),
                     Ok(Value::Bool(false)) => (
                         false,
-                        rule.message
-                            .clone()
-                            .unwrap_or_else(|| format!("`{}` is false", rule.expression.trim())),
+                        unfinished(&values, input).unwrap_or_else(|| {
+                            rule.message
+                                .clone()
+                                .unwrap_or_else(|| format!("`{}` is false", rule.expression.trim()))
+                        }),
                     ),
                     Ok(other) => (
                         false,
@@ -273,6 +275,40 @@ fn build_context(input: &DecisionInput) -> Context<'static, 'static> {
     ctx.add_variable_from_value("request", json(&request));
     ctx.add_variable_from_value("now", Value::Timestamp(input.now.fixed_offset()));
     ctx
+}
+
+/// When a rule that failed read an evaluation of the candidate that has not finished, what to
+/// say instead of the rule's own message (which speaks of a verdict there is not yet).
+fn unfinished(
+    values: &BTreeMap<String, serde_json::Value>,
+    input: &DecisionInput,
+) -> Option<String> {
+    let evaluations = input.candidate.get("evaluations")?.as_object()?;
+    let (suite, e) = evaluations.iter().find(|(suite, e)| {
+        let read = format!(
+            "candidate.evaluations[{}]",
+            serde_json::Value::from(suite.as_str())
+        );
+        values.keys().any(|k| k.starts_with(&read))
+            && !matches!(
+                e.get("phase").and_then(|p| p.as_str()),
+                Some("Succeeded" | "Failed")
+            )
+    })?;
+    let phase = e.get("phase").and_then(|p| p.as_str()).unwrap_or("Pending");
+    Some(format!(
+        "evaluation `{suite}` of {} version {} has not finished ({phase}): there is no verdict yet; ask again once it has finished (its status and report say how it went)",
+        input
+            .candidate
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or("?"),
+        input
+            .candidate
+            .get("version")
+            .and_then(|m| m.as_str())
+            .unwrap_or("?"),
+    ))
 }
 
 /// Explains an evaluation error, naming what was missing.

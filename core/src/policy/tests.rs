@@ -267,3 +267,29 @@ spec:
     assert!(!d.rules[0].passed);
     assert_eq!(d.rules[0].message, "add an owner label");
 }
+
+#[test]
+fn a_rule_that_reads_an_unfinished_evaluation_says_it_is_still_running() {
+    let running = result("2", "Passed", 0.90, 0.88, "1")
+        .replace("phase: Succeeded", "phase: Running")
+        .replace("  verdict: Passed\n", "");
+    let d = decide(&running, &[("alice", HEAD)], "erin");
+    assert!(!d.allowed);
+    let r = rule(&d, "candidate-evaluations-passed");
+    assert!(!r.passed);
+    assert_eq!(
+        r.message,
+        "evaluation `eval` of m version 2 has not finished (Running): there is no verdict yet; ask again once it has finished (its status and report say how it went)"
+    );
+    // A finished one that failed keeps the rule's own advice.
+    let failed = decide(
+        &result("2", "Failed", 0.90, 0.88, "1"),
+        &[("alice", HEAD)],
+        "erin",
+    );
+    assert!(
+        rule(&failed, "candidate-evaluations-passed")
+            .message
+            .starts_with("An evaluation suite of the candidate did not pass")
+    );
+}

@@ -7,16 +7,23 @@ use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
 use crate::decide::catalog::SourceFile;
 use crate::decide::catalog::load::is_yaml;
 
+impl From<git2::Error> for GitError {
+    fn from(e: git2::Error) -> Self {
+        GitError::Other(e)
+    }
+}
+
 /// Errors reading a git repository.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     /// The folder is not in a git repository.
-    #[error("{path} is not inside a git repository ({source}); pass --repo PATH")]
+    // libgit2's words are in the message; a `source` too would print them twice.
+    #[error("{path} is not inside a git repository ({}); pass --repo PATH", .cause.message())]
     NotARepo {
         /// The path.
         path: String,
         /// Cause.
-        source: git2::Error,
+        cause: git2::Error,
     },
     /// The repository belongs to another user, and git's `safe.directory` does not name it.
     #[error(
@@ -32,7 +39,7 @@ pub enum GitError {
     },
     /// A revision does not resolve.
     #[error(
-        "revision `{rev}` not found in {repo} ({source}); fetch it first (e.g. `git fetch origin {rev}`) or check the name"
+        "revision `{rev}` not found in {repo} ({}); fetch it first (e.g. `git fetch origin {rev}`) or check the name", .cause.message()
     )]
     BadRevision {
         /// The revision.
@@ -40,7 +47,7 @@ pub enum GitError {
         /// Repository path.
         repo: String,
         /// Cause.
-        source: git2::Error,
+        cause: git2::Error,
     },
     /// The sub-folder does not exist at that revision.
     #[error("`{path}` does not exist at revision {rev}")]
@@ -59,8 +66,8 @@ pub enum GitError {
         message: String,
     },
     /// Another libgit2 error.
-    #[error("git: {0}")]
-    Other(#[from] git2::Error),
+    #[error("git: {}", .0.message())]
+    Other(git2::Error),
 }
 
 /// A resolved revision.
@@ -92,7 +99,10 @@ impl GitRepo {
                     .map_or_else(|| path.clone(), str::to_string);
                 GitError::NotOwned { path, repo, source }
             } else {
-                GitError::NotARepo { path, source }
+                GitError::NotARepo {
+                    path,
+                    cause: source,
+                }
             }
         })?;
         Ok(GitRepo {
@@ -120,10 +130,10 @@ impl GitRepo {
             .repo
             .revparse_single(rev)
             .and_then(|o| o.peel_to_commit())
-            .map_err(|source| GitError::BadRevision {
+            .map_err(|cause| GitError::BadRevision {
                 rev: rev.to_string(),
                 repo: self.path.clone(),
-                source,
+                cause,
             })?;
         Ok(Revision {
             name: rev.to_string(),

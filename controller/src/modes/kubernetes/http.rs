@@ -19,13 +19,13 @@ pub struct ClusterHome {
     pub reports_url: OnceLock<String>,
     /// The watches (set once they are started): ready once every one has listed and delivers.
     pub cache: OnceLock<Arc<super::cache::Cache>>,
+    /// What this setup keeps from working, as found at start (shown in `/readyz`).
+    pub warnings: OnceLock<Vec<String>>,
 }
 
-impl Home for ClusterHome {
-    /// Ready once every watch has listed and is delivering: before that, admission and the
-    /// controllers would decide from a partial view. A watch that lost the API server makes it
-    /// unready until it lists again.
-    fn readiness(&self) -> (bool, serde_json::Value) {
+impl ClusterHome {
+    /// Whether the watches have listed, and the details that say so.
+    fn watches_ready(&self) -> (bool, serde_json::Value) {
         let leader = self.metrics.leader.get() == 1;
         match self.cache.get() {
             None => (
@@ -38,6 +38,19 @@ impl Home for ClusterHome {
             ),
             Some(_) => (true, json!({"ready": true, "leader": leader})),
         }
+    }
+}
+
+impl Home for ClusterHome {
+    /// Ready once every watch has listed and is delivering: before that, admission and the
+    /// controllers would decide from a partial view. A watch that lost the API server makes it
+    /// unready until it lists again.
+    fn readiness(&self) -> (bool, serde_json::Value) {
+        let (ok, mut details) = self.watches_ready();
+        if let Some(w) = self.warnings.get().filter(|w| !w.is_empty()) {
+            details["warnings"] = json!(w);
+        }
+        (ok, details)
     }
 
     fn metrics(&self) -> Result<String, String> {

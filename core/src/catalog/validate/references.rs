@@ -6,17 +6,20 @@ use slipway_crd::{Evaluation, PromotionPolicy, RegisteredModel};
 
 use super::{Checker, none_if_empty};
 use crate::catalog::{Catalog, Object, Resource};
-use crate::diagnostics::{Category, Diagnostic};
+use crate::diagnostics::{Category, Diagnostic, Unloaded};
+use std::collections::HashSet;
 
 /// What an object refers to, checked against the catalog it is in.
 struct Refs<'a> {
     c: Checker<'a>,
     cat: &'a Catalog,
     ns: &'a str,
+    unloaded: &'a HashSet<Unloaded>,
 }
 
-/// Checks that what an object refers to exists in the catalog.
-pub fn references(obj: &Object, cat: &Catalog) -> Vec<Diagnostic> {
+/// Checks that what an object refers to exists in the catalog; a reference to a document that
+/// failed to load (`unloaded`) is a consequence of its errors, not reported again.
+pub fn references(obj: &Object, cat: &Catalog, unloaded: &HashSet<Unloaded>) -> Vec<Diagnostic> {
     let mut r = Refs {
         c: Checker {
             obj,
@@ -24,6 +27,7 @@ pub fn references(obj: &Object, cat: &Catalog) -> Vec<Diagnostic> {
         },
         cat,
         ns: obj.key.namespace.as_str(),
+        unloaded,
     };
     match &obj.resource {
         Resource::ModelVersion(v) => {
@@ -60,10 +64,32 @@ pub fn references(obj: &Object, cat: &Catalog) -> Vec<Diagnostic> {
 }
 
 impl Refs<'_> {
-    /// Whether the model exists in the namespace; reports it at `spec.model` when not.
+    /// Whether a document of `kind` that failed to load is the one referred to: named `name`
+    /// (when given), of `model` with `label` (when given).
+    fn failed(
+        &self,
+        kind: &str,
+        name: Option<&str>,
+        model: Option<&str>,
+        label: Option<&str>,
+    ) -> bool {
+        self.unloaded.iter().any(|u| {
+            u.kind == kind
+                && u.namespace == self.ns
+                && name.is_none_or(|n| u.name == n)
+                && model.is_none_or(|m| u.model.as_deref() == Some(m))
+                && label.is_none_or(|l| u.label.as_deref() == Some(l))
+        })
+    }
+
+    /// Whether the model exists in the namespace; reports it at `spec.model` when not (unless
+    /// its document failed to load: then it says so itself).
     fn model_exists(&mut self, model: &str) -> bool {
         let ns = self.ns;
         if self.cat.model(ns, model).is_none() {
+            if self.failed("RegisteredModel", Some(model), None, None) {
+                return false;
+            }
             self.c.err(
                 "spec.model",
                 Category::BrokenReference,
@@ -77,7 +103,9 @@ impl Refs<'_> {
 
     /// Reports at `field` when the model has no such version.
     fn version_exists(&mut self, field: &str, model: &str, version: &str) {
-        if self.cat.version(self.ns, model, version).is_none() {
+        if self.cat.version(self.ns, model, version).is_none()
+            && !self.failed("ModelVersion", None, Some(model), Some(version))
+        {
             let known = self.cat.version_labels(self.ns, model);
             self.c.err(
                 field,
@@ -92,7 +120,9 @@ impl Refs<'_> {
 
     /// Reports at `field` when the model has no such alias.
     fn alias_exists(&mut self, field: &str, model: &str, alias: &str) {
-        if self.cat.alias(self.ns, model, alias).is_none() {
+        if self.cat.alias(self.ns, model, alias).is_none()
+            && !self.failed("ModelAlias", None, Some(model), Some(alias))
+        {
             let known = self.cat.alias_names(self.ns, model);
             self.c.err(
                 field,

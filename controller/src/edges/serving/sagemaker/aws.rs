@@ -131,17 +131,41 @@ fn deployment_config(g: &Guardrails) -> DeploymentConfig {
 /// SageMaker clients per (region, endpoint URL), driven by a private runtime (the git-mode
 /// reconciler is synchronous).
 pub struct SageMaker {
-    runtime: tokio::runtime::Runtime,
+    runtime: Runtime,
     clients: HashMap<(Option<String>, Option<String>), (Client, aws_sdk_cloudwatch::Client)>,
+}
+
+/// The private runtime, shut down without waiting when dropped: the controller drops its
+/// SageMaker client inside its own async runtime at shutdown, where dropping a runtime the
+/// blocking way panics (every SIGTERM did).
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Runtime {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match &self.0 {
+            Some(rt) => rt.block_on(f),
+            None => unreachable!("the runtime is taken only when dropped"),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl SageMaker {
     /// A client factory; no call is made yet.
     pub fn new() -> std::io::Result<SageMaker> {
         Ok(SageMaker {
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?,
+            runtime: Runtime(Some(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+            )),
             clients: HashMap::new(),
         })
     }

@@ -141,6 +141,10 @@ async fn statuses(
         rows.into_iter()
             .map(|(ns, name, status)| {
                 let mut row = json!({"namespace": ns, "name": name, "status": status});
+                // The report as this instance serves it, not where its file is on the host.
+                if row["status"]["report"].is_string() {
+                    row["status"]["report"] = json!(format!("/reports/{ns}/{name}.html"));
+                }
                 if let Some(spec) = specs.get(&(ns, name)) {
                     row["spec"] = spec.clone();
                 }

@@ -1,0 +1,198 @@
+//! Admission of `Approval`s: who created one is stamped and cannot be forged, it names exactly
+//! one change, and what it names is there (else it says what is not).
+
+use serde_json::Value;
+
+use super::{Cluster, IMMUTABLE_APPROVAL, Request, Verdict, who};
+use crate::catalog::{ObjectKey, Resource};
+use slipway_crd::promotion_policy::Operation;
+
+/// An alias approval whose move cannot be stamped: why (the alias or the version it names is not
+/// there), and whether it signs off a move to the version the alias serves already (a warning).
+fn alias_target(
+    spec: &Value,
+    req: &Request,
+    cluster: &Cluster,
+) -> (Option<String>, Option<String>) {
+    let version = spec["version"].as_str().unwrap_or_default();
+    if spec["target"]["kind"] != "ModelAlias" || version.is_empty() || !spec["change"].is_null() {
+        return (None, None);
+    }
+    let ns = spec["target"]["namespace"]
+        .as_str()
+        .unwrap_or(&req.namespace);
+    let name = spec["target"]["name"].as_str().unwrap_or_default();
+    let key = ObjectKey {
+        kind: slipway_crd::Kind::ModelAlias,
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    };
+    let Some(Resource::ModelAlias(a)) = cluster.view.catalog.get(&key).map(|o| &o.resource) else {
+        return (
+            Some(format!(
+                "ModelAlias {ns}/{name} does not exist, so Slipway cannot stamp the move: check spec.target.name (`kubectl get malias -n {ns}`), or — for an alias not created yet — set spec.fromVersion to \"\" and spec.artifactDigest to the digest of version {version}"
+            )),
+            None,
+        );
+    };
+    if cluster
+        .view
+        .catalog
+        .version(ns, &a.spec.model, version)
+        .is_none()
+    {
+        let known = cluster.view.catalog.version_labels(ns, &a.spec.model);
+        return (
+            Some(format!(
+                "model `{}` has no version `{version}` (versions: {}), so there is no artifact to approve: register the version first, or fix spec.version",
+                a.spec.model,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )),
+            None,
+        );
+    }
+    let served = a
+        .status
+        .as_ref()
+        .and_then(|s| s.resolved_version.as_deref());
+    let warning = (served == Some(version)).then(|| {
+        format!(
+            "ModelAlias {ns}/{name} serves version {version} already: this approval signs off a move that needs none"
+        )
+    });
+    (None, warning)
+}
+
+/// What is wrong with the change an approval's spec names; `unstamped` says why the move's
+/// fields could not be stamped, when the alias or version is not there.
+fn signs_one_change(spec: &Value, unstamped: Option<&str>) -> Vec<String> {
+    let kind = spec["target"]["kind"].as_str().unwrap_or_default();
+    let version = spec["version"].as_str().unwrap_or_default();
+    let change = spec["change"].as_str();
+    let mut problems = Vec::new();
+    if !slipway_crd::Kind::ALL
+        .iter()
+        .any(|k| k.as_str() == kind && *k != slipway_crd::Kind::Approval)
+    {
+        problems.push(format!(
+            "spec.target.kind is {:?}; name the kind of the object whose change you sign off \
+             (ModelAlias, ModelDeployment, RegisteredModel, …)",
+            kind
+        ));
+        return problems;
+    }
+    let is_digest = |c: &str| {
+        c == "delete"
+            || c.strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    match (kind, version.is_empty(), change) {
+        ("ModelAlias", false, None) => {
+            for (field, what) in [
+                (
+                    "fromVersion",
+                    "the version the alias serves now (\"\" for a new alias)",
+                ),
+                (
+                    "artifactDigest",
+                    "the artifact digest of the version it moves to",
+                ),
+            ] {
+                if spec[field].is_null() && unstamped.is_none() {
+                    problems.push(format!(
+                        "spec.{field} is missing: set it to {what}, or install Slipway's \
+                         mutating webhook, which stamps it"
+                    ));
+                }
+            }
+            if let (Some(why), true) = (
+                unstamped,
+                spec["fromVersion"].is_null() || spec["artifactDigest"].is_null(),
+            ) {
+                problems.push(why.to_string());
+            }
+        }
+        (_, true, Some(c)) if is_digest(c) => {}
+        (_, true, Some(c)) => problems.push(format!(
+            "spec.change is {c:?}; copy the change from the denial (`sha256:` and 64 hex \
+             digits, or `delete`)"
+        )),
+        ("ModelAlias", true, None) => problems.push(
+            "spec.version is missing: name the version the alias moves to (or set spec.change \
+             to `delete` to approve removing it)"
+                .to_string(),
+        ),
+        (_, _, None) => problems.push(format!(
+            "spec.change is missing: an approval of a {kind} names the change the denial shows \
+             (`sha256:…`, or `delete`)"
+        )),
+        (_, false, Some(_)) => problems.push(
+            "set spec.version (an alias move) or spec.change (any other change), not both"
+                .to_string(),
+        ),
+    }
+    problems
+}
+
+pub(super) fn approval(req: &Request, cluster: &Cluster) -> Verdict {
+    match req.operation {
+        Operation::Delete => Verdict::Allowed(Vec::new()),
+        Operation::Update => {
+            let spec = |o: &Option<Value>| o.as_ref().map(|o| o["spec"].clone());
+            if spec(&req.object) != spec(&req.old_object) {
+                Verdict::Denied(format!("{}: {IMMUTABLE_APPROVAL}.", who(req)))
+            } else {
+                Verdict::Allowed(Vec::new())
+            }
+        }
+        Operation::Create => {
+            let spec = req
+                .object
+                .as_ref()
+                .map(|o| o["spec"].clone())
+                .unwrap_or_default();
+            let mut problems = Vec::new();
+            match spec["approver"].as_str() {
+                Some(a) if a == req.user => {}
+                Some(a) => problems.push(format!(
+                    "spec.approver is {a:?} but the request comes from {:?}: an Approval records \
+                     who created it; leave spec.approver out (Slipway stamps it) or set it to \
+                     your own user name",
+                    req.user
+                )),
+                None => problems.push(format!(
+                    "spec.approver is missing: set it to your user name ({:?}), or install \
+                     Slipway's mutating webhook, which stamps it",
+                    req.user
+                )),
+            }
+            let claimed: Vec<&str> = spec["approverGroups"]
+                .as_array()
+                .map(|g| g.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let foreign: Vec<&str> = claimed
+                .into_iter()
+                .filter(|g| !req.groups.iter().any(|x| x == g))
+                .collect();
+            if !foreign.is_empty() {
+                problems.push(format!(
+                    "spec.approverGroups claims {} that {:?} is not in; leave the field out \
+                     (Slipway stamps your groups)",
+                    foreign.join(", "),
+                    req.user
+                ));
+            }
+            let (unstamped, warning) = alias_target(&spec, req, cluster);
+            problems.extend(signs_one_change(&spec, unstamped.as_deref()));
+            if problems.is_empty() {
+                Verdict::Allowed(warning.into_iter().collect())
+            } else {
+                Verdict::Denied(format!("{}: {}.", who(req), problems.join("; ")))
+            }
+        }
+    }
+}
