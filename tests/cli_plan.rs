@@ -61,6 +61,30 @@ impl Pr {
         path
     }
 
+    /// `plan --format FORMAT` as dana, with these results and reviews.
+    fn plan_with(&self, results: &std::path::Path, reviews: &std::path::Path, format: &str) -> Run {
+        slipway(
+            &[
+                "plan",
+                "--base",
+                "main",
+                "--head",
+                "pr",
+                "--path",
+                "registry",
+                "--author",
+                "dana",
+                "--format",
+                format,
+                "--results",
+                results.to_str().unwrap(),
+                "--reviews",
+                reviews.to_str().unwrap(),
+            ],
+            self.repo.path(),
+        )
+    }
+
     fn plan(&self, extra: &[&str]) -> Run {
         let results = root().join("examples/promotion-pr/results");
         let mut args = vec![
@@ -454,27 +478,7 @@ fn moving_production_back_to_a_version_main_served_is_a_rollback_still_approved_
     let back = pr.change(main, "aliases.yaml", &seven);
     let results = results_of_seven(&pr);
     let plan = |reviews: &[(&str, &str, Oid)], format: &str| {
-        let reviews = pr.reviews(reviews);
-        slipway(
-            &[
-                "plan",
-                "--base",
-                "main",
-                "--head",
-                "pr",
-                "--path",
-                "registry",
-                "--author",
-                "dana",
-                "--format",
-                format,
-                "--results",
-                results.to_str().unwrap(),
-                "--reviews",
-                reviews.to_str().unwrap(),
-            ],
-            pr.repo.path(),
-        )
+        pr.plan_with(&results, &pr.reviews(reviews), format)
     };
     let run = plan(&[("alice", "APPROVED", back)], "json");
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
@@ -523,26 +527,7 @@ fn moving_production_to_a_version_main_never_served_is_held_to_its_comparison() 
     let head = pr.change(main, "aliases.yaml", &seven);
     let results = results_of_seven(&pr);
     let reviews = pr.reviews(&[("alice", "APPROVED", head)]);
-    let run = slipway(
-        &[
-            "plan",
-            "--base",
-            "main",
-            "--head",
-            "pr",
-            "--path",
-            "registry",
-            "--author",
-            "dana",
-            "--format",
-            "json",
-            "--results",
-            results.to_str().unwrap(),
-            "--reviews",
-            reviews.to_str().unwrap(),
-        ],
-        pr.repo.path(),
-    );
+    let run = pr.plan_with(&results, &reviews, "json");
     assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
     let out = run.json();
     let c = alias_change(&out);
@@ -583,26 +568,7 @@ fn a_version_label_registered_again_with_another_artifact_is_not_what_served() {
     let back = pr.change(main, "aliases.yaml", &seven);
     let results = results_of_seven(&pr);
     let reviews = pr.reviews(&[("alice", "APPROVED", back)]);
-    let run = slipway(
-        &[
-            "plan",
-            "--base",
-            "main",
-            "--head",
-            "pr",
-            "--path",
-            "registry",
-            "--author",
-            "dana",
-            "--format",
-            "json",
-            "--results",
-            results.to_str().unwrap(),
-            "--reviews",
-            reviews.to_str().unwrap(),
-        ],
-        pr.repo.path(),
-    );
+    let run = pr.plan_with(&results, &reviews, "json");
     assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
     let out = run.json();
     let c = alias_change(&out);

@@ -278,6 +278,15 @@ fn init_scaffolds_a_registry_that_validates_and_plans_and_overwrites_nothing() {
     let again = slipway(&["init", "second"], &repo);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(!again.stdout.contains("initialized"), "{}", again.stdout);
+    // …and says that GitHub runs workflows only from the repository's root.
+    assert!(
+        again
+            .stdout
+            .contains("note: second is inside the git repository at")
+            && again.stdout.contains("set its `path:` to second/registry"),
+        "{}",
+        again.stdout
+    );
     assert!(
         again.stdout.contains("updated second/.gitignore"),
         "{}",
@@ -473,7 +482,7 @@ fn a_file_named_on_its_own_is_checked_against_the_folder_it_is_in() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains(
-            "✓ examples/football-frames/aliases.yaml: 2 objects in 1 files are valid (references looked up in examples/football-frames)"
+            "✓ examples/football-frames/aliases.yaml: 2 objects in 1 file are valid (references looked up in examples/football-frames)"
         ),
         "{}",
         run.stdout
@@ -492,9 +501,11 @@ fn a_file_named_on_its_own_is_checked_against_the_folder_it_is_in() {
         aliases.replacen("version: \"7\"", "version: \"70\"", 1),
     )
     .unwrap();
+    // Version 70 is there but does not load (a typo): the alias's reference to it is still this
+    // file's problem when the file is checked on its own.
     std::fs::write(
         reg.join("broken.yaml"),
-        "apiVersion: slipway.dev/v1alpha1\nkind: Group\n",
+        "apiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {name: pfc-70}\nspec: {model: pitch-frame-classifier, version: \"70\", artefact: {uri: x, digest: y}}\n",
     )
     .unwrap();
     let run = slipway(

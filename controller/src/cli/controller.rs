@@ -249,14 +249,27 @@ async fn keep_ca_of<K>(
         .applied_objects()
         .boxed();
     while let Some(event) = events.next().await {
-        let Ok(cfg) = event else {
-            continue;
+        let cfg = match event {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                tracing::warn!(configuration = %name, error = %e, "cannot watch the webhook configuration (the controller needs list and watch on it)");
+                continue;
+            }
         };
         let webhooks = hooks(&cfg);
+        // Only a bundle that is gone is set again: one that holds another certificate is
+        // someone's (another replica's, cert-manager's), and overwriting it would start a
+        // tug of war.
         if webhooks
             .iter()
-            .all(|(_, b)| b.as_deref() == Some(ca.as_bytes()))
+            .all(|(_, b)| b.as_ref().is_some_and(|b| !b.is_empty()))
         {
+            if webhooks
+                .iter()
+                .any(|(_, b)| b.as_deref() != Some(ca.as_bytes()))
+            {
+                tracing::warn!(configuration = %name, "a webhook's caBundle is another certificate than this replica serves; left as it is (give every replica the same --webhook-secret)");
+            }
             continue;
         }
         let names: Vec<String> = webhooks.into_iter().map(|(n, _)| n).collect();

@@ -132,10 +132,11 @@ pub fn run(args: InitArgs) -> anyhow::Result<i32> {
     out.push_str(&ignore_state(&args.dir)?);
     out.push_str(&git_repository(&args.dir)?);
     out.push_str(&format!(
-        "\nNext:\n  1. your suite's command and dataset: {} — the command writes its metrics as {{\"metrics\": {{\"NAME\": NUMBER}}, \"samples\": [...]}} to the file $SLIPWAY_RESULTS names (README: \"The evaluation job contract\")\n  2. your artifact's URI and digest: {}\n  3. your ML leads' GitHub logins: {}\n  4. where plan reads evaluation results: `results:` in .github/workflows/slipway-plan.yml (the folder `slipway run --state` writes, or a running instance's URL)\n  5. slipway validate {}, commit, and push: the workflow checks every pull request with `slipway plan`\n",
+        "\nNext:\n  1. your suite's command and dataset: {} — the command writes its metrics as {{\"metrics\": {{\"NAME\": NUMBER}}, \"samples\": [...]}} to the file $SLIPWAY_RESULTS names (README: \"The evaluation job contract\")\n  2. your artifact's URI and digest: {}\n  3. your ML leads' GitHub logins: {}\n  4. where plan reads evaluation results: `results:` in {} (the address of a running `slipway run --listen`, or a folder of Evaluation documents with their status)\n  5. slipway validate {}, commit, and push: the workflow checks every pull request with `slipway plan`\n",
         registry.join("model.yaml").display(),
         registry.join("versions.yaml").display(),
         registry.join("groups.yaml").display(),
+        args.dir.join(".github/workflows/slipway-plan.yml").display(),
         registry.display(),
     ));
     if leads.len() < 2 {
@@ -179,10 +180,25 @@ fn ignore_state(dir: &Path) -> anyhow::Result<String> {
     ))
 }
 
-/// Makes DIR a git repository (branch `main`) unless it is inside one; what was done.
+/// Makes DIR a git repository (branch `main`) unless it is inside one; what was done — and,
+/// inside another repository's sub-folder, that GitHub runs workflows only from its root.
 fn git_repository(dir: &Path) -> anyhow::Result<String> {
-    if git2::Repository::discover(dir).is_ok() {
-        return Ok(String::new());
+    if let Ok(repo) = git2::Repository::discover(dir) {
+        let root = repo.workdir().and_then(|w| w.canonicalize().ok());
+        let here = dir.canonicalize().ok();
+        return Ok(match (root, here) {
+            (Some(root), Some(here)) if root != here => format!(
+                "note: {} is inside the git repository at {}: GitHub runs workflows only from {}/.github/workflows — move the workflow there and set its `path:` to {}\n",
+                dir.display(),
+                root.display(),
+                root.display(),
+                here.strip_prefix(&root)
+                    .unwrap_or(&here)
+                    .join("registry")
+                    .display()
+            ),
+            _ => String::new(),
+        });
     }
     let mut opts = git2::RepositoryInitOptions::new();
     opts.initial_head("main");

@@ -99,7 +99,10 @@ fn sections(name: &str, cmd: &Command) -> String {
         .filter_map(|a| {
             let var = a.get_env()?.to_string_lossy().into_owned();
             let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
-            let long = a.get_long().map(|l| format!("--{l}")).unwrap_or_default();
+            let long = a
+                .get_long()
+                .map(|l| format!("--{l}"))
+                .unwrap_or_else(|| a.get_id().as_str().to_uppercase());
             Some((var, format!("The default of {long}: {help}")))
         })
         .collect();
@@ -137,7 +140,8 @@ pub fn pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         let name = sub.get_name().to_string();
         // (Names given to clap are `&'static str`; this runs once, in a short-lived process.)
         let title: &'static str = Box::leak(format!("slipway-{name}").into_boxed_str());
-        let page = sub.clone().name(title);
+        let usage: &'static str = Box::leak(format!("slipway {name}").into_boxed_str());
+        let page = sub.clone().name(title).bin_name(usage);
         let mut out = Vec::new();
         clap_mangen::Man::new(page).render(&mut out)?;
         out.extend_from_slice(sections(&name, sub).as_bytes());
@@ -240,6 +244,9 @@ mod tests {
         );
         let run = text("slipway-run.1");
         assert!(run.contains("SLIPWAY_STATE"), "{run}");
+        // Its synopsis is the command as typed; a positional's variable names the argument.
+        assert!(run.contains("slipway run"), "{run}");
+        assert!(!run.contains("The default of :"), "{run}");
         assert!(text("slipway-controller.1").contains("SLIPWAY_LOG"));
     }
 

@@ -53,7 +53,16 @@ pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Re
             (repo.read(&revision, &path.to_string_lossy())?, None)
         }
     };
-    let (catalog, mut diags) = Catalog::from_files(&files);
+    let (catalog, mut diags) = if scope.is_some() {
+        // A file on its own: a reference to an object of another file that does not load is
+        // this file's problem too (validating the folder reports that file's error instead).
+        let (objects, mut diags) = crate::decide::catalog::load_files(&files);
+        let (catalog, more) = Catalog::build(objects);
+        diags.extend(more);
+        (catalog, diags)
+    } else {
+        Catalog::from_files(&files)
+    };
     let mut objects = catalog.objects().len();
     let mut files = files;
     if scope.is_some() {
@@ -110,9 +119,12 @@ pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Re
                 out.push_str(&format!("✗ {why}\n"));
             } else if diags.is_empty() {
                 out.push_str(&format!(
-                    "✓ {}: {objects} objects in {} files are valid{}\n",
+                    "✓ {}: {objects} object{} in {} file{} {} valid{}\n",
                     path.display(),
+                    if objects == 1 { "" } else { "s" },
                     files.len(),
+                    if files.len() == 1 { "" } else { "s" },
+                    if objects == 1 { "is" } else { "are" },
                     scope
                         .as_ref()
                         .map(|f| format!(" (references looked up in {})", f.display()))

@@ -89,7 +89,8 @@ fn judge_one(
             },
         },
     };
-    result.threshold = threshold;
+    // (A threshold that overflowed is no number a status can hold: it is left out.)
+    result.threshold = threshold.filter(|t| t.is_finite());
     match (result.actual, threshold) {
         (None, _) => result.message = Some(format!("the results have no metric `{}`", g.metric)),
         (Some(a), Some(t)) if a.is_finite() && t.is_finite() => {
@@ -221,6 +222,17 @@ mod tests {
 
     fn m(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn a_threshold_that_overflows_fails_the_gate_and_is_left_out_of_the_status() {
+        let gates = [gate("f1", GateOp::Ge, 1e308, RelativeTo::Baseline)];
+        let (results, verdict) = judge(&gates, &m(&[("f1", 1.0)]), Some(&m(&[("f1", 1.7e308)])));
+        assert_eq!(verdict, Verdict::Failed);
+        assert_eq!(results[0].threshold, None);
+        assert!(!results[0].passed);
+        // What a status holds serializes without a null (the published schema has none).
+        assert!(!serde_json::to_string(&results[0]).unwrap().contains("null"));
     }
 
     #[test]

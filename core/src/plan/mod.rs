@@ -402,7 +402,7 @@ impl Between<'_> {
                         .deployments_following(self.ns, &a.spec.model, &a.spec.alias);
                 about
                     .warnings
-                    .extend(following.iter().filter_map(|d| unmeasured(d)));
+                    .extend(following.iter().flat_map(|d| warnings_of(d)));
                 about.rollouts = following
                     .into_iter()
                     .map(|d| rollout(d, self.head, Some(t)))
@@ -464,7 +464,7 @@ impl Between<'_> {
         let redeploys =
             fields.is_empty() || fields.iter().any(|f| !f.path.starts_with("spec.strategy"));
         if let Some(Resource::ModelDeployment(n)) = new.map(|o| &o.resource) {
-            about.warnings.extend(unmeasured(n));
+            about.warnings.extend(warnings_of(n));
             if redeploys {
                 let serves = match (&n.spec.version, &n.spec.alias) {
                     (Some(v), _) => Some(v.clone()),
@@ -505,15 +505,25 @@ impl Between<'_> {
 }
 
 /// A deployment's analysis its target cannot measure, named for the plan.
-fn unmeasured(d: &slipway_crd::model_deployment::ModelDeployment) -> Option<String> {
-    let why = crate::rollout::analysis::unmeasured(&d.spec)?;
+fn warnings_of(d: &slipway_crd::model_deployment::ModelDeployment) -> Vec<String> {
     let ns = d
         .metadata
         .namespace
         .as_deref()
         .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
     let name = d.metadata.name.as_deref().unwrap_or("?");
-    Some(format!("ModelDeployment {ns}/{name}: {why}"))
+    let mut out: Vec<String> = crate::rollout::analysis::unmeasured(&d.spec)
+        .into_iter()
+        .collect();
+    if let Some((weight, replicas, pods)) = crate::rollout::replicas::surge(&d.spec) {
+        out.push(format!(
+            "the {weight}% step runs {pods} pods on a target of {replicas} replicas, to hold the candidate's one pod to its share; set replicas to at least {} to avoid it",
+            100u32.div_ceil(weight)
+        ));
+    }
+    out.into_iter()
+        .map(|why| format!("ModelDeployment {ns}/{name}: {why}"))
+        .collect()
 }
 
 /// Renders an optional JSON value compactly.

@@ -241,7 +241,9 @@ fn a_deployment_whose_analysis_its_target_cannot_measure_is_named_in_the_plan() 
     assert_eq!(
         c.warnings,
         [
-            "ModelDeployment default/api: strategy.analysis asks for minRequests, maxErrorRatio, which a kubernetes target cannot measure: its steps are judged by its Deployment's health alone (available replicas and progress); remove them or choose a target that measures them"
+            "ModelDeployment default/api: strategy.analysis asks for minRequests, maxErrorRatio, which a kubernetes target cannot measure: its steps are judged by its Deployment's health alone (available replicas and progress); remove them or choose a target that measures them",
+            // 20% of 4 replicas is less than a pod: 1 candidate pod beside all 4 of the stable.
+            "ModelDeployment default/api: the 20% step runs 5 pods on a target of 4 replicas, to hold the candidate's one pod to its share; set replicas to at least 5 to avoid it"
         ]
     );
     let text = render::text(&p);
@@ -262,7 +264,7 @@ fn a_deployment_whose_analysis_its_target_cannot_measure_is_named_in_the_plan() 
         .iter()
         .find(|c| c.kind == "ModelDeployment")
         .unwrap();
-    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    assert_eq!(d.warnings.len(), 2, "{:?}", d.warnings);
     // The local router measures them: nothing to say.
     let p = plan(
         &catalog(&registry("1")),

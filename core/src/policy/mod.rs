@@ -284,31 +284,43 @@ fn unfinished(
     input: &DecisionInput,
 ) -> Option<String> {
     let evaluations = input.candidate.get("evaluations")?.as_object()?;
-    let (suite, e) = evaluations.iter().find(|(suite, e)| {
-        let read = format!(
-            "candidate.evaluations[{}]",
-            serde_json::Value::from(suite.as_str())
-        );
-        values.keys().any(|k| k.starts_with(&read))
-            && !matches!(
-                e.get("phase").and_then(|p| p.as_str()),
-                Some("Succeeded" | "Failed")
-            )
-    })?;
+    let read = |suite: &str| {
+        let prefix = format!("candidate.evaluations[{}]", serde_json::Value::from(suite));
+        values.keys().any(|k| k.starts_with(&prefix))
+    };
+    let finished = |e: &serde_json::Value| {
+        matches!(
+            e.get("phase").and_then(|p| p.as_str()),
+            Some("Succeeded" | "Failed")
+        )
+    };
+    // A suite the rule read that finished and did not pass is the reason: the rule's message
+    // stands.
+    if evaluations.iter().any(|(suite, e)| {
+        read(suite) && finished(e) && e.get("verdict").and_then(|v| v.as_str()) != Some("Passed")
+    }) {
+        return None;
+    }
+    let (suite, e) = evaluations
+        .iter()
+        .find(|(suite, e)| read(suite) && !finished(e))?;
     let phase = e.get("phase").and_then(|p| p.as_str()).unwrap_or("Pending");
+    let (model, version) = candidate_label(input);
     Some(format!(
-        "evaluation `{suite}` of {} version {} has not finished ({phase}): there is no verdict yet; ask again once it has finished (its status and report say how it went)",
-        input
-            .candidate
-            .get("model")
-            .and_then(|m| m.as_str())
-            .unwrap_or("?"),
-        input
-            .candidate
-            .get("version")
-            .and_then(|m| m.as_str())
-            .unwrap_or("?"),
+        "evaluation `{suite}` of {model} version {version} has not finished ({phase}): there is no verdict yet; ask again once it has finished (its status and report say how it went)"
     ))
+}
+
+/// The candidate's model and version, for messages.
+fn candidate_label(input: &DecisionInput) -> (&str, &str) {
+    let field = |k: &str| {
+        input
+            .candidate
+            .get(k)
+            .and_then(|m| m.as_str())
+            .unwrap_or("?")
+    };
+    (field("model"), field("version"))
 }
 
 /// Explains an evaluation error, naming what was missing.
@@ -322,18 +334,9 @@ fn explain_error(err: &ExecutionError, missing: &[String], input: &DecisionInput
             .and_then(|e| e.get(key.as_str()))
             .is_some();
         if is_suite && !has_result {
+            let (model, version) = candidate_label(input);
             format!(
-                "evaluation `{key}` of {} version {} has no result; run it (or pass its Evaluation with --results) and re-check",
-                input
-                    .candidate
-                    .get("model")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("?"),
-                input
-                    .candidate
-                    .get("version")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("?"),
+                "evaluation `{key}` of {model} version {version} has no result; run it (or pass its Evaluation with --results) and re-check"
             )
         } else if !missing.is_empty() {
             missing.join("; ")

@@ -91,6 +91,26 @@ pub fn starting(
     out
 }
 
+/// What a deployment's steps cost on a Kubernetes target of `replicas`: the step (its weight)
+/// that runs the most pods beyond `replicas` to hold the candidate to its share, and how many
+/// pods it runs in all — None when no step needs more than `replicas`.
+pub fn surge(d: &slipway_crd::model_deployment::ModelDeploymentSpec) -> Option<(u32, u32, u32)> {
+    let replicas = d.target.kubernetes.as_ref()?.replicas.max(1);
+    super::strategy_steps(&d.strategy)
+        .iter()
+        .filter(|s| s.weight < 100)
+        .map(|s| {
+            let w = BTreeMap::from([
+                ("stable".to_string(), 100 - s.weight),
+                ("candidate".to_string(), s.weight),
+            ]);
+            let pods: u32 = replicas_for(&w, replicas, Some("stable")).values().sum();
+            (s.weight, replicas, pods)
+        })
+        .filter(|(_, r, pods)| pods > r)
+        .max_by_key(|(_, _, pods)| *pods)
+}
+
 /// The order to apply a step's pod counts `next` in, from `now`: the versions that shrink first,
 /// then those that grow, so that no version is ever above its new share or its old one.
 pub fn apply_order(
@@ -149,6 +169,22 @@ mod tests {
             w(&[("8", 2)])
         );
         assert!(replicas_for(&w(&[]), 2, s).is_empty());
+    }
+
+    #[test]
+    fn a_step_smaller_than_one_pod_is_said_with_what_it_costs() {
+        let spec =
+            |weight: u32, replicas: u32| -> slipway_crd::model_deployment::ModelDeploymentSpec {
+                serde_json::from_value(serde_json::json!({
+                    "model": "m", "alias": "production",
+                    "target": {"kubernetes": {"image": "i", "port": 8080, "replicas": replicas}},
+                    "strategy": {"type": "Canary", "steps": [{"weight": weight, "pause": "1m"}]}
+                }))
+                .unwrap()
+            };
+        assert_eq!(surge(&spec(25, 4)), None);
+        assert_eq!(surge(&spec(10, 4)), Some((10, 4, 10)));
+        assert_eq!(surge(&spec(1, 1)), Some((1, 1, 100)));
     }
 
     /// Every moment of a rollout — the candidate started, then each step's counts applied one
