@@ -208,7 +208,7 @@ fn the_web_ui_walks_from_models_to_versions_reports_aliases_and_traffic_in_a_rea
     let (_dir, work) = quickstart();
     let (mut child, port) = serve(&work, &[]);
     let base = format!("http://127.0.0.1:{port}");
-    // Serving 7 (a deployment with nothing to serve yet is Healthy too).
+    // Serving 7 (a deployment with nothing to serve yet is Progressing, not Healthy).
     eventually(Duration::from_secs(60), || {
         let (_, body) = get(port, "/api/v1/deployments");
         body.contains("\"servingVersion\":\"7\"").then_some(())

@@ -107,8 +107,8 @@ fn the_readme_walkthrough() {
         (jsonpath(
             &api,
             &["mdeploy", "pitch-frames-api"],
-            "{.status.conditions[0].status} {.status.conditions[0].reason}",
-        ) == "False NothingToServe")
+            "{.status.phase} {.status.conditions[0].status} {.status.conditions[0].reason}",
+        ) == "Progressing False NothingToServe")
             .then_some(())
     });
     // The Job writes its results file; the test plays the kubelet that keeps it.

@@ -360,7 +360,9 @@ impl Machine<'_> {
             self.actions.push(Action::Stop(stable));
         }
         self.route(BTreeMap::new());
-        self.s.phase = DeploymentPhase::Healthy;
+        // Not "Healthy" with nothing to serve (its Ready condition says NothingToServe): it
+        // waits for a version.
+        self.s.phase = DeploymentPhase::Progressing;
     }
 
     /// The desired version `d` was rejected: a failed rollout of it stays frozen until an

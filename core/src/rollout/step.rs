@@ -20,6 +20,9 @@ pub struct Look {
     /// What the target judges of it: the router's window against the thresholds (local), the
     /// Deployment's progress (kubernetes).
     pub judgement: Judgement,
+    /// While it is not ready: what it waits for, as the target says (`pitch-frames-api-v8: 0/1
+    /// replicas available`), for the status to say.
+    pub waiting: Option<String>,
 }
 
 /// What a rollout step is given.
@@ -63,6 +66,10 @@ pub fn looked_at<'a>(state: &'a RolloutState, desired: Option<&'a str>) -> Optio
 /// One step: `look` is what the target shows of [`looked_at`] (None: nothing to look at).
 pub fn step(input: &Input, look: Option<Look>) -> Outcome {
     let state = input.state;
+    let waiting = look
+        .as_ref()
+        .filter(|l| !l.ready)
+        .and_then(|l| l.waiting.clone());
     let observation = match look {
         Some(l) => Observation {
             candidate_ready: l.ready,
@@ -87,7 +94,13 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
         generation: input.generation,
         now: input.now,
     };
-    let status = super::status::stepped(&step.state, step.events(), &basis, None);
+    let mut status = super::status::stepped(&step.state, step.events(), &basis, None);
+    // A candidate under way that is not ready yet: its Ready condition says what it waits for.
+    if let (Some(why), Some(_)) = (&waiting, &step.state.candidate)
+        && let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == "Ready")
+    {
+        ready.message = format!("{}; waiting for {why}", ready.message);
+    }
     let write = step.state != *state
         || !step.actions.is_empty()
         || input.previous.observed_generation != input.generation

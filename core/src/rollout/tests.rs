@@ -423,6 +423,7 @@ fn one_step_writes_only_what_changed_and_a_frozen_failure_waits_for_a_change() {
     let healthy = |ready| step::Look {
         ready,
         judgement: Judgement::Pass,
+        waiting: (!ready).then(|| "pitch-frames-api-v8: 0/1 replicas available".to_string()),
     };
     let stable = RolloutState {
         stable: Some("7".into()),
@@ -467,6 +468,18 @@ fn one_step_writes_only_what_changed_and_a_frozen_failure_waits_for_a_change() {
         &input(&spec, &stable, &written, "8", t0),
         Some(healthy(false)),
     );
+    // While it is not ready, its Ready condition says what it waits for.
+    let waiting = step::step(
+        &input(&spec, &start.step.state, &start.status, "8", t0),
+        Some(healthy(false)),
+    );
+    assert!(
+        waiting.status.conditions[0]
+            .message
+            .ends_with("; waiting for pitch-frames-api-v8: 0/1 replicas available"),
+        "{:?}",
+        waiting.status.conditions
+    );
     assert_eq!(start.step.state.candidate.as_deref(), Some("8"));
     assert!(start.wait.is_some());
     // The target says 8 cannot progress; without auto-rollback the rollout freezes where it is
@@ -475,6 +488,7 @@ fn one_step_writes_only_what_changed_and_a_frozen_failure_waits_for_a_change() {
     let failing = step::Look {
         ready: false,
         judgement: Judgement::Fail("pitch-frames-api-v8 is not progressing".into()),
+        waiting: None,
     };
     let frozen = step::step(&input(&spec, &running, &written, "8", t0), Some(failing));
     assert_eq!(frozen.step.state.phase, DeploymentPhase::Failed);

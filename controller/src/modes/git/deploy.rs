@@ -144,6 +144,7 @@ impl Reconciler<'_> {
                     }
                     None => Judgement::Pass,
                 },
+                waiting: None,
             }
         });
         let outcome = rollout::step::step(&input, look);

@@ -37,7 +37,21 @@ pub fn version_deployment_name(deployment: &str, version: &str) -> String {
 /// it stopped progressing or cannot create pods.
 pub(super) fn observe(d: Option<&Deployment>) -> rollout::step::Look {
     let (ready, judgement) = health(d);
-    rollout::step::Look { ready, judgement }
+    // What a version that is not ready waits for, in the words `kubectl get deploy` uses.
+    let waiting = d.map(|d| {
+        let want = d.spec.replicas.unwrap_or(1);
+        let have = d
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0);
+        format!("{}: {have}/{want} replicas available", d.name_any())
+    });
+    rollout::step::Look {
+        ready,
+        judgement,
+        waiting: waiting.or_else(|| Some("its Deployment to be created".into())),
+    }
 }
 
 fn health(d: Option<&Deployment>) -> (bool, Judgement) {
