@@ -97,6 +97,14 @@ fn history_at_a_time_says_what_served_then() {
         "{}",
         then.stdout
     );
+    // Each line says who and from which revision apart from its message.
+    let all = slipway(&["history", "pitch-frames", "--state", "state"], &work);
+    assert!(
+        all.stdout
+            .contains("pitch-frames/production: (none) → 7  (by slipway, revision folder:"),
+        "{}",
+        all.stdout
+    );
     let now = slipway(
         &[
             "history",

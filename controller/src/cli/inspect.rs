@@ -249,7 +249,11 @@ fn fold_history(entries: &[HistoryEntry]) -> (ByModel<VersionView>, ByModel<Alia
                     .or_default()
                     .entry(alias)
                     .or_default()
-                    .held = Some(h.message.clone());
+                    // "m/alias → 9 held: why" says "held" once in `[held: …]`.
+                    .held = Some(match h.message.split_once(" held: ") {
+                    Some((what, why)) => format!("{what}: {why}"),
+                    None => h.message.clone(),
+                });
             }
             _ => {}
         }
@@ -361,17 +365,21 @@ fn deployment_text(row: &serde_json::Value, serving: bool) -> String {
 }
 
 fn line(h: &HistoryEntry) -> String {
-    let who = h
-        .actor
-        .as_deref()
-        .map(|a| format!(" by {a}"))
-        .unwrap_or_default();
-    let rev = h
-        .revision
-        .as_deref()
-        .map(|r| format!(" @{r}"))
-        .unwrap_or_default();
-    format!("{}  {:<20} {}{who}{rev}\n", time(h.at), h.event, h.message)
+    // Who and from which revision, apart from the message (which may end in a version or a
+    // path of its own).
+    let by: Vec<String> = [
+        h.actor.as_deref().map(|a| format!("by {a}")),
+        h.revision.as_deref().map(|r| format!("revision {r}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let by = if by.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", by.join(", "))
+    };
+    format!("{}  {:<20} {}{by}\n", time(h.at), h.event, h.message)
 }
 
 /// Fails with "no model X (did you mean Y?)" when the state knows other models than `model`
