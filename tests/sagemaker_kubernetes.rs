@@ -256,7 +256,7 @@ fn heal_in_git(moto: &Moto) -> Heal {
         .lines()
         .filter(|l| l.contains("OutOfSync"))
         .filter_map(|l| l.split_once("pitch-frames-api: "))
-        .map(|(_, m)| m.rsplit_once(" by ").map_or(m, |(m, _)| m).to_string())
+        .map(|(_, m)| m.rsplit_once("  (by ").map_or(m, |(m, _)| m).to_string())
         .collect();
     (deployment_facts(&serving), said, deployment_facts(&after))
 }
