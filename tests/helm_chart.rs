@@ -191,6 +191,9 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
     let sa = "system:serviceaccount:slipway:slipway";
     assert!(can(sa, "patch", "modelaliases.slipway.dev/status"));
     assert!(can(sa, "create", "jobs.batch"));
+    // That the service account an evaluation Job is to run as exists.
+    assert!(can(sa, "get", "serviceaccounts"));
+    assert!(!can(sa, "create", "serviceaccounts"));
     // Its Lease and certificate live in its own namespace; other namespaces' Secrets it may
     // read by name (secretKeyRef) but never list.
     let can_in = |ns: &str, verb: &str, what: &str| {

@@ -54,6 +54,7 @@ spec:
 fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
     let api = ApiServer::start();
     api.install_crds();
+    api.create_service_account("evaluator");
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &evaluated());
     assert_eq!(run.code, 0, "{}", run.stderr);
     let port = free_port();
@@ -396,6 +397,7 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
 fn a_baseline_that_never_ran_the_suite_gets_a_job_of_its_own() {
     let api = ApiServer::start();
     api.install_crds();
+    api.create_service_account("evaluator");
     // Production is version 7 before the model has a suite.
     let registry = evaluated();
     let (model, rest) = registry.split_once("  evaluations:").unwrap();
@@ -481,6 +483,7 @@ fn a_baseline_that_never_ran_the_suite_gets_a_job_of_its_own() {
 fn jobs_and_pods_slipway_did_not_make_report_nothing() {
     let api = ApiServer::start();
     api.install_crds();
+    api.create_service_account("evaluator");
     let registry = evaluated();
     let without_alias = registry.rsplit_once("---").unwrap().0;
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", without_alias);
@@ -587,4 +590,66 @@ fn jobs_and_pods_slipway_did_not_make_report_nothing() {
         "no results were taken: {}",
         controller.log()
     );
+}
+
+#[test]
+fn an_evaluation_whose_service_account_is_missing_fails_at_once_and_says_how_to_fix_it() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &evaluated());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let port = free_port();
+    let log = api.dir.path().join("controller.log");
+    // The bounds name the account the suite runs as; it does not exist yet.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .envs(support::OPEN_BOUNDS)
+        .env("SLIPWAY_ALLOWED_SERVICE_ACCOUNTS", "evaluator")
+        .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &api.kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = eventually(Duration::from_secs(30), || {
+        let (code, body) = support::git_mode::get(port, "/readyz");
+        (code == 200).then_some(body)
+    });
+    assert!(
+        said.contains("--allowed-service-accounts names evaluator, which does not exist in any namespace"),
+        "{said}"
+    );
+    // Its evaluation fails at once, without a Job, saying what to do.
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.phase}",
+        ) == "Failed")
+            .then_some(())
+    });
+    let message = get(
+        &api,
+        &["meval", "pitch-frames-7-holdout"],
+        "{.status.conditions[0].message}",
+    );
+    assert!(
+        message.contains("service account evaluator does not exist in namespace default")
+            && message.contains("kubectl -n default create serviceaccount evaluator")
+            && message.contains("annotate meval pitch-frames-7-holdout slipway.dev/retry="),
+        "{message}"
+    );
+    assert_eq!(
+        api.kubectl(&["get", "jobs", "-o", "name"], "admin").stdout,
+        ""
+    );
+    // Created, and retried as the message says: its Job starts.
+    api.create_service_account("evaluator");
+    let run = api.kubectl(
+        &["annotate", "meval", "pitch-frames-7-holdout", "slipway.dev/retry="],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    wait_for_job(&api, "pitch-frames-7-holdout-1x1");
+    let _ = child.kill();
+    let _ = child.wait();
 }

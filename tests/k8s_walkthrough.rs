@@ -91,6 +91,9 @@ fn the_readme_walkthrough() {
     // The platform team bootstraps the model, version 7, production and its deployment; the
     // policies follow once production serves 7 (the controller checks a move against the
     // policies again before it makes it, approvals included).
+    // The account its evaluation Jobs run as (examples/kubernetes/model.yaml).
+    let run = show(&api, "admin", &["create", "serviceaccount", "evaluator"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
     for f in [
         "model.yaml",
         "version-7.yaml",

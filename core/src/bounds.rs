@@ -149,6 +149,16 @@ impl Bounds {
         out
     }
 
+    /// The service accounts these bounds name exactly (not `*` or a prefix): the ones a setup
+    /// counts on, checked at start to exist.
+    pub fn named_service_accounts(&self) -> Vec<&str> {
+        self.service_accounts
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.is_empty() && !s.ends_with('*'))
+            .collect()
+    }
+
     pub fn destination(&self, url: &str) -> Result<(), String> {
         let (_, host, _) = origin(url)?;
         let allowed = self.destinations.iter().any(|d| {
@@ -410,6 +420,13 @@ mod tests {
             endpoint_urls: vec!["https://api.sagemaker.eu-west-1.amazonaws.com".into()],
             execution_roles: vec!["arn:aws:iam::111122223333:role/slipway-*".into()],
         }
+    }
+
+    #[test]
+    fn the_service_accounts_a_setup_counts_on_are_the_exact_names() {
+        let mut b = bounds();
+        b.service_accounts = vec!["evaluator".into(), "ml-*".into(), "*".into(), String::new()];
+        assert_eq!(b.named_service_accounts(), vec!["evaluator"]);
     }
 
     #[test]

@@ -266,6 +266,13 @@ impl ApiServer {
         assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     }
 
+    /// Creates the service account `name` in `default` (no controller manager runs here to
+    /// make even `default`'s own).
+    pub fn create_service_account(&self, name: &str) {
+        let run = self.kubectl(&["create", "serviceaccount", name, "-n", "default"], "admin");
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    }
+
     /// The tail of both servers' logs, for failure messages.
     pub fn logs(&self) -> String {
         ["etcd.log", "kube-apiserver.log"]

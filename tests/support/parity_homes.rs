@@ -284,6 +284,7 @@ impl ClusterHome {
     pub fn start() -> ClusterHome {
         let api = ApiServer::start();
         api.install_crds();
+        api.create_service_account("evaluator");
         let log = api.dir.path().join("controller.log");
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_slipway"))

@@ -328,7 +328,15 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     })?;
     let metrics = Arc::new(crate::modes::kubernetes::metrics::Metrics::default());
     let (home, results_url) = serve_http(&args, &client, &metrics).await?;
-    let warnings = setup_warnings(&args, &bounds, &results_url);
+    let mut warnings = setup_warnings(&args, &bounds, &results_url);
+    warnings.extend(
+        crate::modes::kubernetes::service_accounts::missing_at_start(
+            &client,
+            args.namespace.as_deref(),
+            &bounds.named_service_accounts(),
+        )
+        .await,
+    );
     for w in &warnings {
         tracing::warn!("{w}");
     }

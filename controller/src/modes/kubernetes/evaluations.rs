@@ -203,6 +203,27 @@ fn cannot_run(ctx: &Context, e: &Arc<Evaluation>) -> Option<String> {
         .refusal(&crate::decide::catalog::Resource::Evaluation(e.clone()))
 }
 
+/// Why a `kubernetes`-runner evaluation's Job cannot start: its service account does not exist.
+async fn missing_service_account(
+    ctx: &Context,
+    e: &Evaluation,
+) -> Result<Option<String>, Error> {
+    let Some(sa) = e
+        .spec
+        .runner
+        .kubernetes
+        .as_ref()
+        .and_then(|k| k.service_account_name.as_deref())
+    else {
+        return Ok(None);
+    };
+    let ns = e.namespace().unwrap_or_else(|| "default".into());
+    Ok(
+        super::service_accounts::missing_for_job(&ctx.client, &ns, sa, &e.name_any())
+            .await?,
+    )
+}
+
 /// An operator's retry (the [`RETRY_ANNOTATION`] on an `Evaluation` that failed without
 /// results): decided by [`lifecycle::retry`] as `slipway retry --evaluation` is in git mode,
 /// written to status with an event (a warning when there is nothing to retry), then the
@@ -272,7 +293,11 @@ pub async fn reconcile_evaluation(
             None => reusable(&ctx, e, &a),
             Some(_) => None,
         },
-        cannot_run: cannot_run(&ctx, e),
+        cannot_run: match cannot_run(&ctx, e) {
+            // A Job about to start needs its service account (looked up only then).
+            None if in_flight.is_none() => missing_service_account(&ctx, e).await?,
+            why => why,
+        },
     };
     let mut next = step::step(&input(e, &name, &a, status.as_ref()), observed);
 

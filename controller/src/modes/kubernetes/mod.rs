@@ -18,6 +18,7 @@ pub mod notify;
 pub mod recorder;
 pub mod results;
 pub mod sagemaker;
+pub mod service_accounts;
 pub mod stall;
 pub mod tls;
 pub mod versions;
