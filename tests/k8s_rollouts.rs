@@ -268,11 +268,22 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
             .starts_with(r#"RolledBack {"8":100}"#),
         "{history:?}"
     );
+    // The rollback says why, down to what the pods say.
+    let message = get(
+        &api,
+        &["mdeploy", "pitch-frames-api"],
+        "{.status.history[-1:].message}",
+    );
+    assert!(
+        message.contains("pitch-frames-api-v9 is not progressing (ProgressDeadlineExceeded")
+            && message.contains(
+                "pod pitch-frames-api-v9-crash: CrashLoopBackOff (back-off 1m20s restarting failed container=model-server), last exit code 1"
+            ),
+        "{message}"
+    );
+    // What failed stays inspectable until the next try: its Deployment, without pods.
     until(&api, &controller, Duration::from_secs(20), || {
-        (api.kubectl(&["get", "deploy", "pitch-frames-api-v9"], "admin")
-            .code
-            != 0)
-            .then_some(())
+        (get(&api, &["deploy", "pitch-frames-api-v9"], "{.spec.replicas}") == "0").then_some(())
     });
     let events = api.kubectl(
         &[
@@ -359,6 +370,14 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
         "Warning default/pitch-frames-api has versions 9 rejected; nothing to retry for version 7"
     );
     assert_eq!(rejected(&api), r#"["9"]"#);
+    // The alias moves on (back to 8): the rolled-back version's Deployment is gone.
+    move_alias(&api, "8");
+    until(&api, &controller, Duration::from_secs(20), || {
+        (api.kubectl(&["get", "deploy", "pitch-frames-api-v9"], "admin")
+            .code
+            != 0)
+            .then_some(())
+    });
     let metrics = controller.metrics();
     assert!(metrics.contains("slipway_leader 1"), "{metrics}");
     assert!(

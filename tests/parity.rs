@@ -136,14 +136,31 @@ fn deployment_facts(d: &Value) -> Value {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|h| json!([h["event"], h["traffic"], h["message"]]))
+        .map(|h| json!([h["event"], h["traffic"], in_common(&h["message"])]))
         .collect();
     json!({
         "phase": d["phase"], "servingVersion": d["servingVersion"], "targetVersion": d["targetVersion"],
         "traffic": d["traffic"], "rejectedVersions": d["rejectedVersions"], "history": history,
         "ready": ready(d)["status"], "reason": ready(d)["reason"],
-        "message": ready(d)["message"],
+        "message": in_common(&ready(d)["message"]),
     })
+}
+
+/// A deployment's message without what only its target can say of a version it waits for (a
+/// server process and its log; a Deployment's replicas and pods): ` (still waiting for …)` in
+/// a failure, `; waiting for …` at the end of a Ready condition.
+fn in_common(message: &Value) -> Value {
+    let Some(m) = message.as_str() else {
+        return message.clone();
+    };
+    let m = match m.split_once(" (still waiting for ") {
+        Some((before, rest)) => format!(
+            "{before}{}",
+            rest.split_once(')').map(|(_, after)| after).unwrap_or("")
+        ),
+        None => m.to_string(),
+    };
+    json!(m.split_once("; waiting for ").map_or(m.as_str(), |(before, _)| before))
 }
 
 /// What the scenario saw, to compare between homes.
@@ -459,12 +476,24 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         "{who}: {d}"
     );
     let last = |d: &Value| d["history"].as_array().and_then(|h| h.last()).cloned();
+    // The same words in both homes, with the cause as each target says it (a server process
+    // and its log; a Deployment's replicas).
+    let message = last(&d)
+        .and_then(|h| h["message"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let (said, cause) = message
+        .split_once(" (still waiting for ")
+        .and_then(|(said, rest)| Some((said, rest.split_once("); ")?)))
+        .map(|(said, (cause, rest))| (format!("{said}; {rest}"), cause.to_string()))
+        .unwrap_or_default();
     assert_eq!(
-        last(&d).map(|h| h["message"].clone()),
-        Some(json!(
-            "11: version 11 did not become healthy within 3s; all traffic is back on version 10. Version 11 is not retried until the alias moves to it again or a retry is requested"
-        )),
-        "{who}: {d}"
+        said,
+        "11: version 11 did not become healthy within 3s; all traffic is back on version 10. Version 11 is not retried until the alias moves to it again or a retry is requested",
+        "{who}: {message}"
+    );
+    assert!(
+        cause.contains("its log: ") || cause.contains("pitch-frames-api-v11: 0/"),
+        "{who}: {message}"
     );
     t.insert("6 rollback".into(), deployment_facts(&d));
     home.hold("11", false);

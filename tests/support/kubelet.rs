@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
 /// A client for one of the test users.
@@ -48,6 +49,7 @@ impl Kubelet {
                 .unwrap();
             rt.block_on(async move {
                 let client = client(&kubeconfig, "admin").await;
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
                 let api: Api<Deployment> = Api::namespaced(client, &namespace);
                 while !s.load(Ordering::Relaxed) {
                     let list = api
@@ -70,6 +72,7 @@ impl Kubelet {
                                 "availableReplicas": 0, "readyReplicas": 0, "updatedReplicas": replicas,
                                 "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}})
                         } else if f.lock().unwrap().contains(&version) {
+                            crash_loop(&pods, &d).await;
                             serde_json::json!({"status": {
                                 "observedGeneration": generation, "replicas": replicas,
                                 "availableReplicas": 0, "readyReplicas": 0, "updatedReplicas": replicas,
@@ -104,6 +107,39 @@ impl Kubelet {
             starting,
         }
     }
+}
+
+/// Gives a failing version's Deployment one pod whose container crash-loops (exit code 1), as
+/// a kubelet would report it.
+async fn crash_loop(pods: &Api<Pod>, d: &Deployment) {
+    let name = format!("{}-crash", d.metadata.name.clone().unwrap_or_default());
+    if pods.get_opt(&name).await.ok().flatten().is_some() {
+        return;
+    }
+    let labels = d
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "model-server", "image": "model-server:test"}]},
+    }))
+    .unwrap();
+    if pods.create(&Default::default(), &pod).await.is_err() {
+        return;
+    }
+    let status = serde_json::json!({"status": {"phase": "Running", "containerStatuses": [{
+        "name": "model-server", "image": "model-server:test", "imageID": "", "ready": false,
+        "restartCount": 4,
+        "state": {"waiting": {"reason": "CrashLoopBackOff",
+            "message": "back-off 1m20s restarting failed container=model-server"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}});
+    let _ = pods
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await;
 }
 
 impl Drop for Kubelet {

@@ -97,6 +97,9 @@ pub struct Observation {
     pub candidate_ready: bool,
     /// Analysis of the candidate's traffic since the current step began.
     pub analysis: Judgement,
+    /// While it is not ready: what it waits for, as the target says (`pitch-frames-api-v8: 0/1
+    /// replicas available; pod …: CrashLoopBackOff`) — the cause a failure at the deadline names.
+    pub waiting: Option<String>,
 }
 
 /// Something that happened, for status, history and notifications: the API's enum, so the
@@ -149,6 +152,15 @@ impl Step {
 }
 
 impl RolloutState {
+    /// The version that was just rolled back and that its target keeps, without traffic, for
+    /// people to inspect until the next try (a Kubernetes `Deployment` scaled to 0 instead of
+    /// deleted): the one the alias still asks for while it is rejected. A retry, or the alias
+    /// moving on, ends it.
+    pub fn kept_for_inspection(&self) -> Option<&str> {
+        let v = self.last_desired.as_deref()?;
+        (self.phase == DeploymentPhase::RolledBack && self.rejected.contains(v)).then_some(v)
+    }
+
     /// The `ModelDeployment` status recording this state, on top of `base` (which keeps what
     /// the state does not hold: history, endpoint, drift, conditions); the inverse of
     /// [`RolloutState::from_status`]. Both homes' Kubernetes and SageMaker paths write it.
@@ -341,7 +353,7 @@ impl Machine<'_> {
             self.start(d);
         }
         if !obs.candidate_ready {
-            self.not_ready(d, &obs.analysis);
+            self.not_ready(d, &obs.analysis, obs.waiting.as_deref());
             return;
         }
         let Some(stable) = self.s.stable.clone() else {
@@ -421,16 +433,17 @@ impl Machine<'_> {
 
     /// The candidate `d` is not ready yet: it fails when the target says it cannot become
     /// healthy or the progress deadline has passed; otherwise the machine waits.
-    fn not_ready(&mut self, d: &str, analysis: &Judgement) {
+    fn not_ready(&mut self, d: &str, analysis: &Judgement, waiting: Option<&str>) {
         if let Judgement::Fail(why) = analysis {
             // The target already knows the version cannot become healthy (e.g. a Kubernetes
             // Deployment past its progress deadline): no need to wait for ours.
             self.fail(d, format!("version {d} cannot become healthy: {why}"));
         } else if self.elapsed(self.s.candidate_started) > self.policy.progress_deadline {
             let deadline = self.policy.progress_deadline;
+            let cause = waiting.map(|w| format!(" (still waiting for {w})")).unwrap_or_default();
             self.fail(
                 d,
-                format!("version {d} did not become healthy within {deadline:?}"),
+                format!("version {d} did not become healthy within {deadline:?}{cause}"),
             );
         } else {
             self.wait(self.policy.poll);

@@ -73,6 +73,7 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
     let observation = match look {
         Some(l) => Observation {
             candidate_ready: l.ready,
+            waiting: waiting.clone(),
             // The target's judgement counts for a candidate under way; the first version of a
             // deployment goes live once healthy.
             analysis: if state.candidate.is_some() {
@@ -83,6 +84,7 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
         },
         None => Observation {
             candidate_ready: false,
+            waiting: None,
             analysis: Judgement::Pass,
         },
     };

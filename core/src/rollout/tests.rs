@@ -52,6 +52,7 @@ impl<'a> Sim<'a> {
             &Observation {
                 candidate_ready: ready,
                 analysis,
+                waiting: None,
             },
             self.now,
         );
@@ -267,6 +268,26 @@ fn a_candidate_that_never_becomes_healthy_is_rolled_back_after_the_deadline() {
     sim.tick(Some("8"), false, Judgement::Pass);
     assert_eq!(sim.state.phase, DeploymentPhase::Progressing);
     sim.advance(2);
+    // What the target says it waits for is the cause the failure names.
+    let step = decide(
+        &sim.state,
+        Some("8"),
+        &sim.policy,
+        &Observation {
+            candidate_ready: false,
+            analysis: Judgement::Pass,
+            waiting: Some("api-v8: 0/1 replicas available; pod api-v8-x: CrashLoopBackOff".into()),
+        },
+        sim.now,
+    );
+    assert_eq!(step.state.phase, DeploymentPhase::RolledBack);
+    let (_, _, message) = step.events().last().unwrap();
+    assert!(
+        message.starts_with(
+            "version 8 did not become healthy within 600s (still waiting for api-v8: 0/1 replicas available; pod api-v8-x: CrashLoopBackOff); all traffic is back on version 7"
+        ),
+        "{message}"
+    );
     sim.tick(Some("8"), false, Judgement::Pass);
     assert_eq!(sim.state.phase, DeploymentPhase::RolledBack);
     assert!(
@@ -296,6 +317,12 @@ fn a_candidate_the_target_reports_as_failing_is_rolled_back_without_waiting() {
         message.contains("version 8 cannot become healthy: pitch-frames-api-v8 is not progressing"),
         "{message}"
     );
+    // Its target keeps it (without traffic) for people to inspect, until the next try.
+    assert_eq!(sim.state.kept_for_inspection(), Some("8"));
+    sim.tick(Some("8"), false, Judgement::Pass);
+    assert_eq!(sim.state.kept_for_inspection(), Some("8"));
+    sim.tick(Some("9"), true, Judgement::Pass);
+    assert_eq!(sim.state.kept_for_inspection(), None);
 }
 
 #[test]

@@ -319,6 +319,32 @@ impl LocalTarget {
         }
     }
 
+    /// While a version is not ready: what it waits for, for the status (and a failure at the
+    /// deadline) to say — its server's exit, or the health check it does not pass yet, with
+    /// where its log is.
+    pub fn waiting(&mut self, key: &Key, version: &str) -> Option<String> {
+        let log = self
+            .logs
+            .join(format!("{}-{}-{version}.log", key.0, key.1))
+            .display()
+            .to_string();
+        let d = self.deployments.get_mut(key)?;
+        let path = d.spec.health_path.clone().unwrap_or_else(|| "/".into());
+        let Some(s) = d.servers.get_mut(version) else {
+            return Some(format!("version {version}'s server to start"));
+        };
+        Some(match s.child.try_wait() {
+            Ok(Some(status)) => format!(
+                "version {version}'s server, which exited with {status} and was restarted {} times; its log: {log}",
+                s.restarts
+            ),
+            _ => format!(
+                "version {version}'s server to answer GET {path} on 127.0.0.1:{}; its log: {log}",
+                s.port
+            ),
+        })
+    }
+
     /// What the router observed for a version since the weights last changed.
     pub fn window(&self, key: &Key, version: &str) -> Window {
         self.deployments

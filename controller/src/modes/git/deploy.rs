@@ -135,8 +135,10 @@ impl Reconciler<'_> {
             now: (self.now)(),
         };
         let look = rollout::step::looked_at(&state, desired.as_deref()).map(|v| {
+            let ready = target.ready(key, v);
             rollout::step::Look {
-                ready: target.ready(key, v),
+                ready,
+                waiting: if ready { None } else { target.waiting(key, v) },
                 // The router's window counts only for a candidate under way.
                 judgement: match &state.candidate {
                     Some(_) => {
@@ -144,7 +146,6 @@ impl Reconciler<'_> {
                     }
                     None => Judgement::Pass,
                 },
-                waiting: None,
             }
         });
         let outcome = rollout::step::step(&input, look);

@@ -16,7 +16,7 @@ use slipway_crd::ModelDeployment;
 use slipway_crd::model_deployment::RETRY_ANNOTATION;
 
 use super::notify;
-use super::workloads::{apply_version, delete, ensure_service};
+use super::workloads::{apply_version, delete, ensure_service, pod_trouble};
 use crate::decide::rollout::{self, Action, Judgement, RolloutState};
 
 use super::context::{Context, Error, apply_status};
@@ -208,7 +208,12 @@ async fn roll_out(
     // Carry the actions out.
     ensure_service(ctx, md, target).await?;
     let (weights, applied) = r
-        .carry_out(&step.actions, s.traffic.clone(), s.stable.as_deref())
+        .carry_out(
+            &step.actions,
+            s.traffic.clone(),
+            s.stable.as_deref(),
+            s.kept_for_inspection(),
+        )
         .await?;
     r.collect_garbage(s).await?;
     r.heal_missing(s, &weights, &applied).await?;
@@ -235,7 +240,21 @@ impl Rollout<'_> {
             poll: crate::decide::limits::REMOTE_POLL,
             now: Utc::now(),
         };
-        let look = rollout::step::looked_at(&state, desired).map(|v| observe(self.owned.get(v)));
+        let looked = rollout::step::looked_at(&state, desired);
+        let mut look = looked.map(|v| observe(self.owned.get(v)));
+        // Not ready: what its pods say is the cause, for the waiting note and a failure.
+        if let (Some(v), Some(l)) = (looked, look.as_mut())
+            && !l.ready
+            && let Some(trouble) = pod_trouble(self.ctx, &self.ns, &self.name, v).await
+        {
+            l.waiting = Some(match l.waiting.take() {
+                Some(w) => format!("{w}; {trouble}"),
+                None => trouble.clone(),
+            });
+            if let Judgement::Fail(why) = &mut l.judgement {
+                why.push_str(&format!("; {trouble}"));
+            }
+        }
         let outcome = rollout::step::step(&input, look);
         let api: Api<ModelDeployment> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         if outcome.write {
@@ -254,6 +273,7 @@ impl Rollout<'_> {
         actions: &[Action],
         mut weights: BTreeMap<String, u32>,
         stable: Option<&str>,
+        kept: Option<&str>,
     ) -> Result<(BTreeMap<String, u32>, std::collections::BTreeSet<String>), Error> {
         let mut applied = std::collections::BTreeSet::new();
         let total = self.target.replicas;
@@ -275,6 +295,9 @@ impl Rollout<'_> {
                     }
                     weights = w.clone();
                 }
+                // The version just rolled back keeps its Deployment, scaled to 0, for people to
+                // inspect until the next try; any other stopped version's goes.
+                Action::Stop(v) if kept == Some(v.as_str()) => self.apply(v, 0).await?,
                 Action::Stop(v) => {
                     let doomed = version_deployment_name(&self.name, v);
                     delete(&self.deployments, &doomed, self.md).await?;
@@ -357,11 +380,15 @@ impl Rollout<'_> {
         Ok(())
     }
 
-    /// Deletes the version `Deployment`s the state no longer runs.
+    /// Deletes the version `Deployment`s the state no longer runs (but the one kept for
+    /// inspection).
     async fn collect_garbage(&self, s: &RolloutState) -> Result<(), Error> {
         // Garbage: Deployments of versions that neither serve nor roll out.
         for (v, d) in &self.owned {
-            if !s.traffic.contains_key(v) && s.candidate.as_deref() != Some(v.as_str()) {
+            if !s.traffic.contains_key(v)
+                && s.candidate.as_deref() != Some(v.as_str())
+                && s.kept_for_inspection() != Some(v.as_str())
+            {
                 delete(&self.deployments, &d.name_any(), self.md).await?;
             }
         }

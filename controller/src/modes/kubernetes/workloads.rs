@@ -2,7 +2,7 @@
 //! version's `Deployment` (applied, deleted), and whether an object is the deployment's to touch.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -164,4 +164,112 @@ pub(super) async fn apply_version(
     )
     .await?;
     Ok(())
+}
+
+/// What keeps version `version`'s pods of `deployment` from running, as their statuses say
+/// (`pod NAME: CrashLoopBackOff (…), last exit code 1`), for a rollout that waits on them or
+/// fails; None when no pod says (or pods cannot be read).
+pub(super) async fn pod_trouble(
+    ctx: &Context,
+    ns: &str,
+    deployment: &str,
+    version: &str,
+) -> Option<String> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{DEPLOYMENT_LABEL}={deployment},{VERSION_LABEL}={version}");
+    let pods = api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .ok()?;
+    pods.items.iter().find_map(trouble_of)
+}
+
+/// What a pod's status says keeps it from running, if anything.
+fn trouble_of(pod: &Pod) -> Option<String> {
+    let name = pod.name_any();
+    let status = pod.status.as_ref()?;
+    let said = |reason: Option<&String>, message: Option<&String>| {
+        let reason = reason.map(String::as_str).unwrap_or("Unknown");
+        match message.filter(|m| !m.is_empty()) {
+            Some(m) => format!("{reason} ({m})"),
+            None => reason.to_string(),
+        }
+    };
+    for c in status.container_statuses.iter().flatten() {
+        let state = c.state.as_ref();
+        let last_exit = c
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| format!(", last exit code {}", t.exit_code))
+            .unwrap_or_default();
+        if let Some(w) = state.and_then(|s| s.waiting.as_ref())
+            && !matches!(
+                w.reason.as_deref(),
+                None | Some("ContainerCreating" | "PodInitializing")
+            )
+        {
+            return Some(format!(
+                "pod {name}: {}{last_exit}",
+                said(w.reason.as_ref(), w.message.as_ref())
+            ));
+        }
+        if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+            return Some(format!(
+                "pod {name}: terminated, {}, exit code {}",
+                said(t.reason.as_ref(), t.message.as_ref()),
+                t.exit_code
+            ));
+        }
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            format!(
+                "pod {name}: not scheduled, {}",
+                said(c.reason.as_ref(), c.message.as_ref())
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "api-v9-x"}, "status": status})).unwrap()
+    }
+
+    #[test]
+    fn a_pods_trouble_is_its_waiting_reason_its_exit_or_its_scheduling() {
+        let crashing = pod(json!({"containerStatuses": [{
+            "name": "model-server", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}));
+        assert_eq!(
+            trouble_of(&crashing).as_deref(),
+            Some("pod api-v9-x: CrashLoopBackOff (back-off 40s restarting failed container), last exit code 1")
+        );
+        let pulling = pod(json!({"containerStatuses": [{
+            "name": "model-server", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}));
+        assert_eq!(
+            trouble_of(&pulling).as_deref(),
+            Some("pod api-v9-x: ImagePullBackOff")
+        );
+        let creating = pod(json!({"containerStatuses": [{
+            "name": "model-server", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]}));
+        assert_eq!(trouble_of(&creating), None);
+        let pending = pod(json!({"conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory."}]}));
+        assert_eq!(
+            trouble_of(&pending).as_deref(),
+            Some("pod api-v9-x: not scheduled, Unschedulable (0/3 nodes are available: 3 Insufficient memory.)")
+        );
+        assert_eq!(trouble_of(&pod(json!({}))), None);
+    }
 }

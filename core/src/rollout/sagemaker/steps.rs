@@ -403,6 +403,7 @@ fn observe(
         .is_some_and(|c| serving.contains_key(c));
     crate::rollout::Observation {
         candidate_ready,
+        waiting: None,
         analysis: if state.candidate.is_some() {
             analysis
         } else {
