@@ -338,7 +338,7 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
         eventually(Duration::from_secs(60), || {
             (api.kubectl(&["get", "job", &job], "admin").code == 0).then_some(())
         });
-        fail_job(&api, &job);
+        fail_job(&api, &job, 2);
     }
     eventually(Duration::from_secs(60), || {
         (get(
@@ -364,6 +364,8 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
     assert!(
         message.contains(
             "evaluation failed after 3 attempt(s): the candidate run: BackoffLimitExceeded"
+        ) && message.contains(
+            "pod pitch-frames-9-holdout-3-pod: terminated, Error (Traceback (most recent call last): FileNotFoundError: holdout.csv), exit code 2"
         ),
         "{message}"
     );

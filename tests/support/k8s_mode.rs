@@ -171,8 +171,29 @@ pub fn complete_job(api: &ApiServer, job: &str) {
     );
 }
 
-/// Marks Job `job` failed (its pod failed, no retries), as the Job controller would.
-pub fn fail_job(api: &ApiServer, job: &str) {
+/// Marks Job `job` failed, its one pod's container having exited with `code`, as the Job
+/// controller and the kubelet would.
+pub fn fail_job(api: &ApiServer, job: &str, code: i32) {
+    let pod = format!("{job}-pod");
+    claim_job(api, job, &pod, "", |_| {});
+    let status = serde_json::json!({"status": {"phase": "Failed", "containerStatuses": [{
+        "name": "evaluate", "image": "", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": code, "reason": "Error",
+                                 "message": "Traceback (most recent call last): FileNotFoundError: holdout.csv"}},
+    }]}});
+    let run = api.kubectl(
+        &[
+            "patch",
+            "pod",
+            &pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
     job_status(
         api,
         job,

@@ -36,6 +36,35 @@ fn job_failure(job: &Job) -> Option<String> {
     }
 }
 
+/// A Job's failure with what its pod says of it (`pod …: terminated, Error (…), exit code 2`,
+/// `OOMKilled`, an image that cannot be pulled), when the pod is still there.
+async fn with_pod_cause(ctx: &Context, ns: &str, job: &Job, why: String) -> String {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let Ok(listed) = pods
+        .list(&ListParams::default().labels(&format!("job-name={name}")))
+        .await
+    else {
+        return why;
+    };
+    let cause = listed
+        .items
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+        })
+        .find_map(super::workloads::trouble_of);
+    match cause {
+        Some(c) => format!("{why}; {c}"),
+        None => why,
+    }
+}
+
 /// Whether a Job completed.
 fn job_complete(job: &Job) -> bool {
     job.status.as_ref().is_some_and(|s| {
@@ -225,7 +254,7 @@ pub(super) async fn seen(
                 "Job {name} is not one this evaluation started; delete it"
             )),
             Some(j) => match job_failure(&j) {
-                Some(why) => job::RunSeen::Failed(why),
+                Some(why) => job::RunSeen::Failed(with_pod_cause(ctx, &ns, &j, why).await),
                 None if job_complete(&j) => job_results(ctx, &ns, &j).await?,
                 None => job::RunSeen::Busy,
             },

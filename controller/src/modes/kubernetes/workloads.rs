@@ -185,12 +185,16 @@ pub(super) async fn pod_trouble(
 }
 
 /// What a pod's status says keeps it from running, if anything.
-fn trouble_of(pod: &Pod) -> Option<String> {
+pub(super) fn trouble_of(pod: &Pod) -> Option<String> {
     let name = pod.name_any();
     let status = pod.status.as_ref()?;
     let said = |reason: Option<&String>, message: Option<&String>| {
         let reason = reason.map(String::as_str).unwrap_or("Unknown");
-        match message.filter(|m| !m.is_empty()) {
+        match message.map(|m| m.trim()).filter(|m| !m.is_empty()) {
+            // A termination message may be long (a results file, a traceback): its start.
+            Some(m) if m.chars().count() > 200 => {
+                format!("{reason} ({}…)", m.chars().take(200).collect::<String>())
+            }
             Some(m) => format!("{reason} ({m})"),
             None => reason.to_string(),
         }
