@@ -530,3 +530,97 @@ fn a_file_named_on_its_own_is_checked_against_the_folder_it_is_in() {
         "{errors:#?}"
     );
 }
+
+#[test]
+fn change_shows_what_an_approval_of_a_manifest_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let deployments =
+        std::fs::read_to_string(root().join("examples/football-frames/deployments.yaml")).unwrap();
+    let production = deployments.split("\n---\n").next().unwrap().to_string();
+    std::fs::write(d.join("before.yaml"), &production).unwrap();
+    let pinned = production.replace("  alias: production\n", "  version: \"7\"\n");
+    std::fs::write(d.join("pinned.yaml"), &pinned).unwrap();
+
+    let run = slipway(&["change", "pinned.yaml", "--before", "before.yaml"], d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "ModelDeployment default/pitch-frames-api");
+    let digest = lines[1].strip_prefix("  spec.change: sha256:").unwrap();
+    assert_eq!(digest.len(), 64, "{}", run.stdout);
+    assert_eq!(
+        &lines[2..],
+        [
+            r#"    spec.alias: "production" → (absent)"#,
+            r#"    spec.version: (absent) → "7""#
+        ]
+    );
+    // The same in JSON; the same digest every time; another change, another digest.
+    let json = slipway(
+        &[
+            "change",
+            "pinned.yaml",
+            "--before",
+            "before.yaml",
+            "--format",
+            "json",
+        ],
+        d,
+    );
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v[0]["change"], format!("sha256:{digest}"));
+    assert_eq!(v[0]["fields"][1]["path"], "spec.version");
+    assert_eq!(v[0]["fields"][1]["new"], "7");
+    std::fs::write(
+        d.join("pinned-8.yaml"),
+        pinned.replace("version: \"7\"", "version: \"8\""),
+    )
+    .unwrap();
+    let other = slipway(&["change", "pinned-8.yaml", "--before", "before.yaml"], d);
+    assert!(!other.stdout.contains(digest), "{}", other.stdout);
+    // A deletion; an alias move (named by its version, not a digest).
+    let gone = slipway(
+        &[
+            "change",
+            "before.yaml",
+            "--before",
+            "before.yaml",
+            "--delete",
+        ],
+        d,
+    );
+    assert!(
+        gone.stdout
+            .contains("  spec.change: delete\n    the object's deletion\n"),
+        "{}",
+        gone.stdout
+    );
+    let aliases =
+        std::fs::read_to_string(root().join("examples/football-frames/aliases.yaml")).unwrap();
+    std::fs::write(d.join("aliases.yaml"), &aliases).unwrap();
+    std::fs::write(
+        d.join("moved.yaml"),
+        aliases.replacen("version: \"7\"", "version: \"8\"", 1),
+    )
+    .unwrap();
+    let moved = slipway(&["change", "moved.yaml", "--before", "aliases.yaml"], d);
+    assert_eq!(moved.code, 0, "{}", moved.stderr);
+    assert!(
+        moved.stdout.contains("an alias move, pitch-frame-classifier/production: 7 → 8; an approval names spec.version \"8\""),
+        "{}",
+        moved.stdout
+    );
+    assert!(
+        moved
+            .stdout
+            .contains("no move: pitch-frame-classifier/staging stays on 8"),
+        "{}",
+        moved.stdout
+    );
+    // A manifest that does not load says where; nothing is printed.
+    std::fs::write(d.join("broken.yaml"), pinned.replace("model:", "modle:")).unwrap();
+    let broken = slipway(&["change", "broken.yaml", "--before", "before.yaml"], d);
+    assert_eq!(broken.code, 1);
+    assert!(broken.stderr.contains("broken.yaml:6"), "{}", broken.stderr);
+    assert_eq!(broken.stdout, "");
+}

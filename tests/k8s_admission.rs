@@ -302,6 +302,51 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
         "admin",
     );
     assert_eq!(labelled.code, 0, "{}", labelled.stderr);
+
+    // erin pins the production deployment to 7: denied, and the denial shows what the
+    // `spec.change` it asks approvers to sign stands for; `slipway change` shows the same from
+    // the manifest, against the cluster, before alice signs it.
+    let deployments = std::fs::read_to_string(examples.join("deployments.yaml")).unwrap();
+    let production = deployments.split("\n---\n").next().unwrap();
+    let pinned = production.replace("  alias: production\n", "  version: \"7\"\n");
+    assert_ne!(pinned, production);
+    let denied = api.kubectl_stdin(&["apply", "-f", "-"], "erin", &pinned);
+    assert_ne!(denied.code, 0, "{}", denied.stdout);
+    assert!(
+        denied.stderr.contains(
+            r#"the change it signs: spec.alias: "production" → (absent); spec.version: (absent) → "7""#
+        ),
+        "{}",
+        denied.stderr
+    );
+    let at = denied.stderr.find("spec.change \"sha256:").unwrap() + "spec.change \"".len();
+    let digest = denied.stderr[at..at + 71].to_string();
+    let manifest = api.dir.path().join("pinned.yaml");
+    std::fs::write(&manifest, &pinned).unwrap();
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["change", &manifest.to_string_lossy()])
+        .env("KUBECONFIG", &api.kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert_eq!(
+        stdout,
+        format!(
+            "ModelDeployment default/pitch-frames-api\n  spec.change: {digest}\n    spec.alias: \"production\" → (absent)\n    spec.version: (absent) → \"7\"\n"
+        )
+    );
+    let signed = format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Approval\nmetadata: {{name: alice-pin-7, namespace: default}}\nspec:\n  target: {{kind: ModelDeployment, name: pitch-frames-api}}\n  change: \"{digest}\"\n  decision: approve\n"
+    );
+    let run = api.kubectl_stdin(&["create", "-f", "-"], "alice", &signed);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "erin", &pinned);
+    assert_eq!(run.code, 0, "{}", run.stderr);
 }
 
 /// What `slipway validate` says of a file or folder, and what the API server says of a

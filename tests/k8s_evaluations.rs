@@ -617,7 +617,9 @@ fn an_evaluation_whose_service_account_is_missing_fails_at_once_and_says_how_to_
         (code == 200).then_some(body)
     });
     assert!(
-        said.contains("--allowed-service-accounts names evaluator, which does not exist in any namespace"),
+        said.contains(
+            "--allowed-service-accounts names evaluator, which does not exist in any namespace"
+        ),
         "{said}"
     );
     // Its evaluation fails at once, without a Job, saying what to do.
@@ -647,7 +649,12 @@ fn an_evaluation_whose_service_account_is_missing_fails_at_once_and_says_how_to_
     // Created, and retried as the message says: its Job starts.
     api.create_service_account("evaluator");
     let run = api.kubectl(
-        &["annotate", "meval", "pitch-frames-7-holdout", "slipway.dev/retry="],
+        &[
+            "annotate",
+            "meval",
+            "pitch-frames-7-holdout",
+            "slipway.dev/retry=",
+        ],
         "admin",
     );
     assert_eq!(run.code, 0, "{}", run.stderr);

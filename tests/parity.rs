@@ -160,7 +160,10 @@ fn in_common(message: &Value) -> Value {
         ),
         None => m.to_string(),
     };
-    json!(m.split_once("; waiting for ").map_or(m.as_str(), |(before, _)| before))
+    json!(
+        m.split_once("; waiting for ")
+            .map_or(m.as_str(), |(before, _)| before)
+    )
 }
 
 /// What the scenario saw, to compare between homes.

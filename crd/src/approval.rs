@@ -40,8 +40,9 @@ pub struct ApprovalSpec {
     /// is not signed off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_digest: Option<String>,
-    /// For any other kind: the change signed off, as the denial names it — `sha256:…` of the
-    /// object's spec as proposed, or `delete`.
+    /// For any other kind: the change signed off — `sha256:` and the SHA-256 of the object's
+    /// spec before and after the change, or `delete`. The denial names it with the fields it
+    /// changes; `slipway change FILE` shows the same from a manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<String>,
     /// `approve` or `reject`.

@@ -269,7 +269,10 @@ impl ApiServer {
     /// Creates the service account `name` in `default` (no controller manager runs here to
     /// make even `default`'s own).
     pub fn create_service_account(&self, name: &str) {
-        let run = self.kubectl(&["create", "serviceaccount", name, "-n", "default"], "admin");
+        let run = self.kubectl(
+            &["create", "serviceaccount", name, "-n", "default"],
+            "admin",
+        );
         assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     }
 

@@ -1,5 +1,6 @@
 //! The command line: argument parsing and the commands' edges (files, git, stdout).
 
+mod change;
 mod controller;
 mod init;
 mod inspect;
@@ -78,6 +79,10 @@ pub enum Command {
     /// Give a version that was rolled back on a deployment another chance, or (`--evaluation`)
     /// run an evaluation that failed without results again.
     Retry(inspect::RetryArgs),
+    /// What approving a change signs: each object's `spec.change` digest (the one an admission
+    /// denial names) and, field by field, what it stands for — against the cluster's objects, or
+    /// another file with `--before`.
+    Change(change::ChangeArgs),
     /// Run in Kubernetes mode: the admission webhook that enforces policy and approvals with the
     /// requester's identity.
     Controller(Box<controller::ControllerArgs>),
@@ -148,6 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::History(args) => inspect::history(args),
         Command::Retry(args) => inspect::retry(args),
         Command::Controller(args) => controller::run(*args),
+        Command::Change(args) => change::run(args),
         Command::Crds => {
             print_out(&crds_yaml()?)?;
             Ok(0)

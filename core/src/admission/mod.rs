@@ -170,8 +170,8 @@ fn describe(d: &Diagnostic) -> String {
 }
 
 /// The requested object (as it is, or as it will be) as a catalog object, or the problems that
-/// keep it from being one.
-fn parse(object: &Value) -> Result<Object, Vec<Diagnostic>> {
+/// keep it from being one (`slipway change` reads the cluster's objects the same way).
+pub fn parse(object: &Value) -> Result<Object, Vec<Diagnostic>> {
     let file = file_of(object);
     let (mut objects, diags) = load::load_files(std::slice::from_ref(&file));
     match objects.pop() {
@@ -229,17 +229,20 @@ fn subject(req: &Request, key: &ObjectKey, base: &Catalog, head: &Catalog) -> Su
             o["metadata"]["uid"].as_str().unwrap_or_default(),
         );
     }
-    let spec = |cat: &Catalog| cat.get(key).map(|o| o.resource.spec_json());
     Subject {
         kind: key.kind.as_str().to_string(),
         namespace: key.namespace.clone(),
         name: key.name.clone(),
-        sign: Sign::Change(binding::change_digest(
-            spec(base).as_ref(),
-            spec(head).as_ref(),
-        )),
+        sign: Sign::Change(spec_change(key, base, head).digest),
         move_id: None,
     }
+}
+
+/// The object's spec change from `base` to `head`, as approvals sign it and approvers are shown
+/// it (`slipway change` shows the same).
+fn spec_change(key: &ObjectKey, base: &Catalog, head: &Catalog) -> binding::ChangeShown {
+    let spec = |cat: &Catalog| cat.get(key).map(|o| o.resource.spec_json());
+    binding::shown(spec(base).as_ref(), spec(head).as_ref())
 }
 
 /// Every kind but `Approval`: the object's own problems refuse it (including changing a
@@ -287,7 +290,8 @@ fn change(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
     if change.decision.allowed {
         return Verdict::Allowed(warnings);
     }
-    Verdict::Denied(denial(req, change, &subject, &bound.ignored))
+    let shown = spec_change(&key, &base, &head);
+    Verdict::Denied(denial(req, change, &subject, &shown, &bound.ignored))
 }
 
 /// The requested object's own problems, as (errors, warnings): broken references of kinds other
@@ -370,7 +374,13 @@ fn plan_inputs(
 
 /// A denial in the manner of Kyverno: the object and change, then each policy / rule that
 /// refused it with its message and the values it read, then what to do.
-fn denial(req: &Request, change: &plan::Change, subject: &Subject, ignored: &[String]) -> String {
+fn denial(
+    req: &Request,
+    change: &plan::Change,
+    subject: &Subject,
+    shown: &binding::ChangeShown,
+    ignored: &[String],
+) -> String {
     let model = change.model.as_deref().unwrap_or("?");
     let alias = change.alias.as_deref().unwrap_or("?");
     let what = match (change.kind.as_str(), &change.from, &change.to) {
@@ -413,9 +423,11 @@ fn denial(req: &Request, change: &plan::Change, subject: &Subject, ignored: &[St
              the move it signs off: {})",
             subject.describe()
         ),
-        Sign::Change(c) => {
-            format!("spec.change {c:?} and spec.decision approve (Slipway records who created it)")
-        }
+        Sign::Change(c) => format!(
+            "spec.change {c:?} and spec.decision approve (Slipway records who created it; the \
+             change it signs: {}; `slipway change` shows the same from the manifest)",
+            shown.lines(8).join("; ")
+        ),
     };
     for a in change.decision.missing_approvals() {
         out.push_str(&format!(

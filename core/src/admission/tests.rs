@@ -326,6 +326,11 @@ fn pinning_the_production_deployment_needs_an_approval_of_exactly_that_change() 
         why.contains("policy production-deployments, approval ml-lead: has 0 of 1"),
         "{why}"
     );
+    // What the hash stands for is shown with it, field by field.
+    assert!(
+        why.contains(r#"the change it signs: spec.alias: "production" → (absent); spec.version: (absent) → "7"; `slipway change` shows the same"#),
+        "{why}"
+    );
     let change = change_in(&why);
     c.approvals = vec![change_approval(
         "ModelDeployment",

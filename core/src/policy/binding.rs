@@ -107,6 +107,57 @@ pub fn change_digest(old: Option<&serde_json::Value>, new: Option<&serde_json::V
     format!("sha256:{}", crate::hex(&h.finalize()))
 }
 
+/// What a `spec.change` stands for, shown to the approver: the digest and, field by field, what
+/// the change does to the spec (every field of a new object; nothing of a deletion).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangeShown {
+    /// The `spec.change` an approval of it names.
+    pub digest: String,
+    /// The fields it changes, old → new.
+    pub fields: Vec<crate::plan::FieldChange>,
+}
+
+/// [`change_digest`] of the spec before and after, with the fields it changes.
+pub fn shown(old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -> ChangeShown {
+    let empty = serde_json::json!({});
+    ChangeShown {
+        digest: change_digest(old, new),
+        fields: match new {
+            Some(n) => crate::plan::diff(old.unwrap_or(&empty), n, "spec"),
+            None => Vec::new(),
+        },
+    }
+}
+
+impl ChangeShown {
+    /// One line per field (`spec.version: (absent) → "7"`), at most `limit`, then how many more.
+    pub fn lines(&self, limit: usize) -> Vec<String> {
+        if self.digest == "delete" {
+            return vec!["the object's deletion".to_string()];
+        }
+        let mut out: Vec<String> = self
+            .fields
+            .iter()
+            .take(limit)
+            .map(|f| {
+                format!(
+                    "{}: {} → {}",
+                    f.path,
+                    crate::plan::show(f.old.as_ref()),
+                    crate::plan::show(f.new.as_ref())
+                )
+            })
+            .collect();
+        if self.fields.len() > limit {
+            out.push(format!("and {} more fields", self.fields.len() - limit));
+        }
+        if out.is_empty() {
+            out.push("no change to the spec".to_string());
+        }
+        out
+    }
+}
+
 /// The approvals bound to one change.
 #[derive(Clone, Debug, Default)]
 pub struct Bound {
@@ -354,6 +405,44 @@ mod tests {
         assert_eq!(
             other.ignored,
             vec!["approval a by alice signs off change sha256:00, not this one"]
+        );
+    }
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_change_is_shown_field_by_field_with_its_digest() {
+        let old = json!({"model": "m", "alias": "production", "strategy": {"steps": [25, 100]}});
+        let new = json!({"model": "m", "version": "7", "strategy": {"steps": [50, 100]}});
+        let s = shown(Some(&old), Some(&new));
+        assert_eq!(s.digest, change_digest(Some(&old), Some(&new)));
+        assert_eq!(
+            s.lines(8),
+            [
+                r#"spec.alias: "production" → (absent)"#,
+                "spec.strategy.steps[0]: 25 → 50",
+                r#"spec.version: (absent) → "7""#,
+            ]
+        );
+        assert_eq!(s.lines(1)[1], "and 2 more fields");
+        // A new object: every field; a deletion: nothing but that.
+        let created = shown(None, Some(&new));
+        assert_eq!(
+            created.lines(8),
+            [
+                r#"spec.model: (absent) → "m""#,
+                r#"spec.strategy: (absent) → {"steps":[50,100]}"#,
+                r#"spec.version: (absent) → "7""#,
+            ]
+        );
+        assert_eq!(shown(Some(&old), None).lines(8), ["the object's deletion"]);
+        assert_eq!(
+            shown(Some(&old), Some(&old)).lines(8),
+            ["no change to the spec"]
         );
     }
 }

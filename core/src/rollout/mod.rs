@@ -440,7 +440,9 @@ impl Machine<'_> {
             self.fail(d, format!("version {d} cannot become healthy: {why}"));
         } else if self.elapsed(self.s.candidate_started) > self.policy.progress_deadline {
             let deadline = self.policy.progress_deadline;
-            let cause = waiting.map(|w| format!(" (still waiting for {w})")).unwrap_or_default();
+            let cause = waiting
+                .map(|w| format!(" (still waiting for {w})"))
+                .unwrap_or_default();
             self.fail(
                 d,
                 format!("version {d} did not become healthy within {deadline:?}{cause}"),

@@ -204,10 +204,7 @@ fn cannot_run(ctx: &Context, e: &Arc<Evaluation>) -> Option<String> {
 }
 
 /// Why a `kubernetes`-runner evaluation's Job cannot start: its service account does not exist.
-async fn missing_service_account(
-    ctx: &Context,
-    e: &Evaluation,
-) -> Result<Option<String>, Error> {
+async fn missing_service_account(ctx: &Context, e: &Evaluation) -> Result<Option<String>, Error> {
     let Some(sa) = e
         .spec
         .runner
@@ -218,10 +215,7 @@ async fn missing_service_account(
         return Ok(None);
     };
     let ns = e.namespace().unwrap_or_else(|| "default".into());
-    Ok(
-        super::service_accounts::missing_for_job(&ctx.client, &ns, sa, &e.name_any())
-            .await?,
-    )
+    Ok(super::service_accounts::missing_for_job(&ctx.client, &ns, sa, &e.name_any()).await?)
 }
 
 /// An operator's retry (the [`RETRY_ANNOTATION`] on an `Evaluation` that failed without

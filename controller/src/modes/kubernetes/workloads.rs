@@ -255,7 +255,9 @@ mod tests {
             "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}));
         assert_eq!(
             trouble_of(&crashing).as_deref(),
-            Some("pod api-v9-x: CrashLoopBackOff (back-off 40s restarting failed container), last exit code 1")
+            Some(
+                "pod api-v9-x: CrashLoopBackOff (back-off 40s restarting failed container), last exit code 1"
+            )
         );
         let pulling = pod(json!({"containerStatuses": [{
             "name": "model-server", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
@@ -268,11 +270,15 @@ mod tests {
             "name": "model-server", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
             "state": {"waiting": {"reason": "ContainerCreating"}}}]}));
         assert_eq!(trouble_of(&creating), None);
-        let pending = pod(json!({"conditions": [{"type": "PodScheduled", "status": "False",
-            "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory."}]}));
+        let pending = pod(
+            json!({"conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory."}]}),
+        );
         assert_eq!(
             trouble_of(&pending).as_deref(),
-            Some("pod api-v9-x: not scheduled, Unschedulable (0/3 nodes are available: 3 Insufficient memory.)")
+            Some(
+                "pod api-v9-x: not scheduled, Unschedulable (0/3 nodes are available: 3 Insufficient memory.)"
+            )
         );
         assert_eq!(trouble_of(&pod(json!({}))), None);
     }
