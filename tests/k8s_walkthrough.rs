@@ -1,12 +1,14 @@
-//! The README's Kubernetes walkthrough, run as written against a real API server: the chart's
-//! roles, the webhook and the controllers; the test plays the kubelet and the evaluation Jobs.
-//! It prints what each `kubectl` shows (`cargo nextest run --no-capture -E 'binary(k8s_walkthrough)'`).
+//! The README's Kubernetes walkthrough, run as written against a real API server: every command
+//! of its `console` blocks, read out of README.md, in order, with what each prints compared to
+//! what the README shows (ages and cluster IPs aside; `…` stands for text left out). The test
+//! plays the kubelet and the evaluation Jobs (no nodes run), waiting for what a person would
+//! wait for between two commands. It prints what each command printed
+//! (`cargo nextest run --no-capture -E 'binary(k8s_walkthrough)'`).
 
 mod support;
 
-use support::free_port;
-
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::apiserver::ApiServer;
@@ -14,15 +16,108 @@ use support::k8s_mode::finish_job;
 use support::kubelet::Kubelet;
 use support::{eventually, root};
 
-fn show(api: &ApiServer, user: &str, args: &[&str]) -> support::Run {
-    let run = api.kubectl(args, user);
-    eprintln!(
-        "$ kubectl --context {user} {}\n{}{}",
-        args.join(" "),
-        run.stdout,
-        run.stderr
-    );
-    run
+/// One command of the walkthrough and what the README shows it printing.
+#[derive(Debug)]
+struct Step {
+    command: String,
+    shown: Vec<String>,
+}
+
+/// The walkthrough section of the README: its `sh` block (the Helm install, not run here) and
+/// its console steps.
+fn walkthrough() -> (String, Vec<Step>) {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("### Walkthrough: `kubectl` all the way")
+        .expect("the README has the walkthrough");
+    let section = &readme[start..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let (mut sh, mut steps) = (String::new(), Vec::<Step>::new());
+    let mut block: Option<&str> = None;
+    let mut continued = false;
+    for line in section.lines() {
+        match (block, line) {
+            (None, l) if l.starts_with("```") => block = Some(&l[3..]),
+            (Some(_), "```") => block = None,
+            (Some("sh"), l) => {
+                sh.push_str(l);
+                sh.push('\n');
+            }
+            (Some("console"), l) if continued => {
+                let step = steps.last_mut().unwrap();
+                step.command.push(' ');
+                step.command.push_str(l.trim().trim_end_matches('\\').trim_end());
+                continued = l.ends_with('\\');
+            }
+            (Some("console"), l) if l.starts_with("$ ") => {
+                continued = l.ends_with('\\');
+                steps.push(Step {
+                    command: l[2..].trim_end_matches('\\').trim_end().to_string(),
+                    shown: Vec::new(),
+                });
+            }
+            (Some("console"), l) => steps.last_mut().unwrap().shown.push(l.to_string()),
+            _ => {}
+        }
+    }
+    (sh, steps)
+}
+
+/// A line as compared: runs of spaces as one, ages and cluster IPs as placeholders.
+fn normal(line: &str) -> String {
+    line.split_whitespace()
+        .map(|w| {
+            let age = w.chars().next().is_some_and(|c| c.is_ascii_digit())
+                && w.chars().all(|c| c.is_ascii_digit() || "smhd".contains(c))
+                && w.chars().last().is_some_and(|c| "smhd".contains(c));
+            let ip = w.starts_with("10.") && w.split('.').count() == 4;
+            if age {
+                "AGE"
+            } else if ip {
+                "IP"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether `line` is what `shown` shows, where `…` in `shown` stands for any text.
+fn line_matches(shown: &str, line: &str) -> bool {
+    let parts: Vec<&str> = shown.split('…').collect();
+    if parts.len() == 1 {
+        return shown == line;
+    }
+    let mut rest = line;
+    for (i, p) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(p) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(p);
+        } else {
+            let Some(at) = rest.find(p) else {
+                return false;
+            };
+            rest = &rest[at + p.len()..];
+        }
+    }
+    true
+}
+
+/// Whether the printed lines are what the README shows: line by line, where a line of just
+/// `…` stands for any number of lines.
+fn matches(shown: &[String], printed: &[String]) -> bool {
+    match shown.split_first() {
+        None => printed.is_empty(),
+        Some((s, rest)) if s == "…" => (0..=printed.len()).any(|n| matches(rest, &printed[n..])),
+        Some((s, rest)) => printed
+            .split_first()
+            .is_some_and(|(p, more)| line_matches(s, p) && matches(rest, more)),
+    }
 }
 
 fn jsonpath(api: &ApiServer, what: &[&str], path: &str) -> String {
@@ -33,240 +128,204 @@ fn jsonpath(api: &ApiServer, what: &[&str], path: &str) -> String {
     api.kubectl(&args, "admin").stdout
 }
 
-#[test]
-fn the_readme_walkthrough() {
-    let api = ApiServer::start();
-    api.install_crds();
-    let values = serde_json::json!({"roleBindings": [
-        {"role": "promoter", "group": "ml-engineers"},
-        {"role": "promoter", "group": "ml-leads"},
-        {"role": "approver", "group": "ml-leads"},
-    ]});
-    let rbac = support::helm::only(
-        &support::helm::render("slipway", &values).unwrap(),
-        &["ClusterRole", "ClusterRoleBinding"],
-    );
-    assert_eq!(
-        api.kubectl_stdin(&["apply", "-f", "-"], "admin", &rbac)
-            .code,
-        0
-    );
-    let (listen, webhook) = (free_port(), free_port());
-    let configs = format!(
-        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: slipway}}\nwebhooks:\n- name: validate.slipway.dev\n  clientConfig: {{url: \"https://127.0.0.1:{webhook}/validate\"}}\n  rules: [{{apiGroups: [slipway.dev], apiVersions: [v1alpha1], operations: [CREATE, UPDATE, DELETE], resources: [\"*\"], scope: Namespaced}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  failurePolicy: Fail\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: slipway}}\nwebhooks:\n- name: stamp.slipway.dev\n  clientConfig: {{url: \"https://127.0.0.1:{webhook}/mutate\"}}\n  rules: [{{apiGroups: [slipway.dev], apiVersions: [v1alpha1], operations: [CREATE], resources: [approvals], scope: Namespaced}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  failurePolicy: Fail\n"
-    );
-    assert_eq!(
-        api.kubectl_stdin(&["apply", "-f", "-"], "admin", &configs)
-            .code,
-        0
-    );
-    let log = api.dir.path().join("controller.log");
-    let mut controller = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .envs(support::OPEN_BOUNDS)
-        .args(["controller", "--listen", &format!("127.0.0.1:{listen}")])
-        .args([
-            "--webhook-listen",
-            &format!("127.0.0.1:{webhook}"),
-            "--webhook-config",
-            "slipway",
-        ])
-        .env("KUBECONFIG", &api.kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    eventually(Duration::from_secs(30), || {
-        (!jsonpath(
-            &api,
-            &["validatingwebhookconfiguration", "slipway"],
-            "{.webhooks[0].clientConfig.caBundle}",
-        )
-        .is_empty())
-        .then_some(())
-    });
-    let _kubelet = Kubelet::start(&api.kubeconfig, "default");
-    let dir = root().join("examples/kubernetes");
-    let file = |f: &str| dir.join(f).to_string_lossy().into_owned();
-
-    // The platform team bootstraps the model, version 7, production and its deployment; the
-    // policies follow once production serves 7 (the controller checks a move against the
-    // policies again before it makes it, approvals included).
-    // The account its evaluation Jobs run as (examples/kubernetes/model.yaml).
-    let run = show(&api, "admin", &["create", "serviceaccount", "evaluator"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    for f in [
-        "model.yaml",
-        "version-7.yaml",
-        "production.yaml",
-        "deployment.yaml",
-    ] {
-        let run = show(&api, "admin", &["apply", "-f", &file(f)]);
-        assert_eq!(run.code, 0, "{f}");
-        assert!(!run.stderr.contains("Warning"), "{}", run.stderr);
-    }
-    show(&api, "admin", &["get", "meval,jobs"]);
-    // Until production resolves (it waits for 7's evaluation), the deployment has nothing to serve.
-    eventually(Duration::from_secs(30), || {
-        (jsonpath(
-            &api,
-            &["mdeploy", "pitch-frames-api"],
-            "{.status.phase} {.status.conditions[0].status} {.status.conditions[0].reason}",
-        ) == "Progressing False NothingToServe")
-            .then_some(())
-    });
-    // The Job writes its results file; the test plays the kubelet that keeps it.
-    finish_job(
-        &api,
-        "pitch-frames-7-holdout-1",
-        r#"{"metrics": {"macro_f1": 0.842}}"#,
-    );
-    eventually(Duration::from_secs(60), || {
-        (jsonpath(
-            &api,
-            &["mdeploy", "pitch-frames-api"],
-            "{.status.phase} {.status.servingVersion}",
-        ) == "Healthy 7")
-            .then_some(())
-    });
-    let run = show(&api, "admin", &["apply", "-f", &file("policies.yaml")]);
-    assert_eq!(run.code, 0);
-    assert!(!run.stderr.contains("Warning"), "{}", run.stderr);
-
-    // erin publishes version 8; its evaluation runs against production (7).
-    assert_eq!(
-        show(&api, "erin", &["apply", "-f", &file("version-8.yaml")]).code,
-        0
-    );
-    // Version 7's run of the suite finished: only version 8 runs.
-    finish_job(
-        &api,
-        "pitch-frames-8-holdout-1",
-        r#"{"metrics": {"macro_f1": 0.863}}"#,
-    );
-    eventually(Duration::from_secs(30), || {
-        (jsonpath(
-            &api,
-            &["meval", "pitch-frames-8-holdout"],
-            "{.status.verdict}",
-        ) == "Passed")
-            .then_some(())
-    });
-    eventually(Duration::from_secs(30), || {
-        (jsonpath(
-            &api,
-            &["mver", "pitch-frames-8"],
-            "{.status.conditions[0].reason}",
-        ) == "Evaluated")
-            .then_some(())
-    });
-    let versions = show(&api, "admin", &["get", "mver,meval"]);
-    assert!(
-        versions
-            .stdout
-            .lines()
-            .any(|l| l.starts_with("modelversion.slipway.dev/pitch-frames-8")
-                && l.contains(" True ")),
-        "{}",
-        versions.stdout
-    );
-
-    // erin moves production: denied until a lead approves.
-    let denied = show(
-        &api,
-        "erin",
-        &["apply", "-f", &file("promote/production-8.yaml")],
-    );
-    assert_ne!(denied.code, 0);
-    assert!(
-        denied.stderr.contains("has 0 of 1 required approvals"),
-        "{}",
-        denied.stderr
-    );
-    let forbidden = show(
-        &api,
-        "erin",
-        &["create", "-f", &file("promote/approval.yaml")],
-    );
-    assert!(forbidden.stderr.contains("forbidden"));
-    assert_eq!(
-        show(
-            &api,
-            "alice",
-            &["create", "-f", &file("promote/approval.yaml")]
-        )
-        .code,
-        0
-    );
-    show(&api, "admin", &["get", "appr"]);
-    assert_eq!(
-        show(
-            &api,
-            "erin",
-            &["apply", "-f", &file("promote/production-8.yaml")]
-        )
-        .code,
-        0
-    );
-
-    // The controller resolves the move and canaries 8 in: 25%, 50%, 100%.
+fn wait_for(api: &ApiServer, what: &[&str], path: &str, want: &str) {
     eventually(Duration::from_secs(90), || {
-        (jsonpath(
-            &api,
-            &["mdeploy", "pitch-frames-api"],
-            "{.status.phase} {.status.servingVersion}",
-        ) == "Healthy 8")
-            .then_some(())
+        (jsonpath(api, what, path) == want).then_some(())
     });
-    eventually(Duration::from_secs(30), || {
-        (jsonpath(
-            &api,
-            &["rmodel", "pitch-frames"],
-            "{.status.latestVersion} {.status.aliases.production}",
-        ) == "8 8")
-            .then_some(())
-    });
-    show(&api, "admin", &["get", "rmodel,malias,mdeploy"]);
-    eventually(Duration::from_secs(30), || {
-        (jsonpath(
-            &api,
-            &["appr", "pitch-frames-production-8"],
-            "{.status.usedBy}",
-        )
-        .starts_with("ModelAlias/default/pitch-frames-production → 8 (generation "))
-        .then_some(())
-    });
+}
+
+/// A shell that runs a README command as a person would: from the repository, with the test
+/// API server's kubeconfig and this build's `slipway` first on the PATH.
+fn shell(api: &ApiServer, command: &str) -> Command {
+    let bin = Path::new(env!("CARGO_BIN_EXE_slipway")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubectl = Path::new(&std::env::var("KUBEBUILDER_ASSETS").unwrap_or_default()).join("kubectl");
+    let path = match kubectl.parent() {
+        Some(dir) if kubectl.exists() => format!("{}:{path}", dir.display()),
+        _ => path,
+    };
+    let mut c = Command::new("sh");
+    c.args(["-c", command])
+        .current_dir(root())
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env("PATH", path);
+    c
+}
+
+/// A process started in the background, stopped when dropped (also when the test fails).
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let (helm, steps) = walkthrough();
+    let commands: Vec<&str> = steps.iter().map(|s| s.command.as_str()).collect();
+    assert!(commands.len() >= 20, "{commands:#?}");
+    people_are_what_the_chart_renders(&helm);
+
+    let api = ApiServer::start();
+    let mut controller: Option<Background> = None;
+    let mut kubelet: Option<Kubelet> = None;
+    for step in &steps {
+        let c = step.command.as_str();
+        // What a person waits for before this command.
+        if c.starts_with("kubectl apply -f examples/kubernetes/model.yaml") {
+            wait_for(
+                &api,
+                &["validatingwebhookconfiguration", "slipway"],
+                "{.webhooks[0].clientConfig.caBundle}",
+                &jsonpath(
+                    &api,
+                    &["mutatingwebhookconfiguration", "slipway"],
+                    "{.webhooks[0].clientConfig.caBundle}",
+                ),
+            );
+            eventually(Duration::from_secs(30), || {
+                let (code, _) = support::git_mode::get(9080, "/readyz");
+                (code == 200
+                    && !jsonpath(
+                        &api,
+                        &["validatingwebhookconfiguration", "slipway"],
+                        "{.webhooks[0].clientConfig.caBundle}",
+                    )
+                    .is_empty())
+                .then_some(())
+            });
+            kubelet = Some(Kubelet::start(&api.kubeconfig, "default"));
+        } else if c == "kubectl get meval,jobs" {
+            wait_for(&api, &["meval", "pitch-frames-7-holdout"], "{.status.phase}", "Running");
+            wait_for(&api, &["job", "pitch-frames-7-holdout-1"], "{.metadata.name}", "pitch-frames-7-holdout-1");
+        } else if c == "kubectl apply -f examples/kubernetes/policies.yaml" {
+            finish_job(&api, "pitch-frames-7-holdout-1", r#"{"metrics": {"macro_f1": 0.842}}"#);
+            wait_for(&api, &["mdeploy", "pitch-frames-api"], "{.status.phase} {.status.servingVersion}", "Healthy 7");
+        } else if c == "kubectl get mver,meval" {
+            finish_job(&api, "pitch-frames-8-holdout-1", r#"{"metrics": {"macro_f1": 0.863}}"#);
+            wait_for(&api, &["meval", "pitch-frames-8-holdout"], "{.status.verdict}", "Passed");
+            wait_for(&api, &["mver", "pitch-frames-8"], "{.status.conditions[0].reason}", "Evaluated");
+        } else if c == "kubectl get rmodel,malias,mdeploy" {
+            wait_for(&api, &["mdeploy", "pitch-frames-api"], "{.status.phase} {.status.servingVersion}", "Healthy 8");
+            wait_for(&api, &["rmodel", "pitch-frames"], "{.status.latestVersion} {.status.aliases.production}", "8 8");
+        } else if c.starts_with("kubectl get deploy,svc") {
+            wait_for(&api, &["deploy", "-l", "slipway.dev/deployment=pitch-frames-api"], "{.items[*].metadata.name}", "pitch-frames-api-v8");
+        } else if c == "kubectl get malias,mdeploy" {
+            wait_for(&api, &["mdeploy", "pitch-frames-api"], "{.status.phase} {.status.servingVersion}", "Healthy 7");
+        }
+        if let Some(background) = c.strip_suffix(" &") {
+            let log = std::fs::File::create(api.dir.path().join("controller.log")).unwrap();
+            eprintln!("$ {c}");
+            controller = Some(Background(
+                shell(&api, &format!("exec {background}"))
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            ));
+            continue;
+        }
+        let out = shell(&api, c).output().unwrap();
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("$ {c}\n{printed}");
+        let trimmed = |mut lines: Vec<String>| {
+            while lines.last().is_some_and(|l| l.is_empty()) {
+                lines.pop();
+            }
+            lines
+        };
+        let printed = trimmed(printed.lines().map(normal).collect());
+        let shown = trimmed(step.shown.iter().map(|l| normal(l)).collect());
+        assert!(
+            matches(&shown, &printed),
+            "`{c}` printed\n{}\nbut the README shows\n{}\n(controller log:\n{})",
+            printed.join("\n"),
+            shown.join("\n"),
+            std::fs::read_to_string(api.dir.path().join("controller.log")).unwrap_or_default()
+        );
+    }
+    // The approvals record the moves they were used for.
     assert!(
-        !jsonpath(
-            &api,
-            &["appr", "pitch-frames-production-8"],
-            "{.status.approvedAt}"
-        )
-        .is_empty()
+        jsonpath(&api, &["appr", "pitch-frames-production-8"], "{.status.usedBy}")
+            .starts_with("ModelAlias/default/pitch-frames-production → 8 (generation ")
     );
-    let history = jsonpath(
-        &api,
-        &["mdeploy", "pitch-frames-api"],
-        "{range .status.history[*]}{.event} {.traffic}{\"\\n\"}{end}",
+    let log = std::fs::read_to_string(api.dir.path().join("controller.log")).unwrap_or_default();
+    assert!(log.contains("which no pod or outside system can reach"), "{log}");
+    drop(kubelet);
+    drop(controller);
+}
+
+/// `examples/kubernetes/people.yaml` is what the chart renders of its people's roles with the
+/// README's `helm install` role bindings.
+fn people_are_what_the_chart_renders(helm: &str) {
+    let mut bindings = Vec::new();
+    for set in helm.split("--set '").skip(1) {
+        let set = &set[..set.find('\'').unwrap()];
+        let (key, value) = set.split_once('=').unwrap();
+        if let Some(rest) = key.strip_prefix("roleBindings[") {
+            let (i, field) = rest.split_once("].").unwrap();
+            let i: usize = i.parse().unwrap();
+            if bindings.len() <= i {
+                bindings.resize(i + 1, serde_json::json!({}));
+            }
+            bindings[i][field] = value.into();
+        }
+    }
+    assert_eq!(bindings.len(), 3, "{helm}");
+    let rendered = support::helm::render("slipway", &serde_json::json!({"roleBindings": bindings}))
+        .unwrap();
+    // Each template's documents follow its `# Source:` line.
+    let mut source = "";
+    let mut people = Vec::new();
+    for doc in rendered.split("\n---") {
+        if let Some(l) = doc.lines().find_map(|l| l.strip_prefix("# Source: ")) {
+            source = l;
+        }
+        if source == "slipway/templates/user-roles.yaml" && doc.contains("kind:") {
+            people.push(doc.trim());
+        }
+    }
+    let file = std::fs::read_to_string(root().join("examples/kubernetes/people.yaml")).unwrap();
+    let written: Vec<&str> = file
+        .split("\n---")
+        .map(str::trim)
+        .filter(|d| d.contains("kind:"))
+        .collect();
+    assert_eq!(
+        written.iter().map(|d| strip_comments(d)).collect::<Vec<_>>(),
+        people.iter().map(|d| strip_comments(d)).collect::<Vec<_>>(),
+        "examples/kubernetes/people.yaml is not what the chart renders for the README's bindings"
     );
-    eprintln!("{history}");
-    assert!(
-        history.contains("StepStarted {\"7\":75,\"8\":25}"),
-        "{history}"
-    );
-    assert!(
-        history.contains("RolloutSucceeded {\"8\":100}"),
-        "{history}"
-    );
-    show(
-        &api,
-        "admin",
-        &[
-            "get",
-            "deploy,svc",
-            "-l",
-            "slipway.dev/deployment=pitch-frames-api",
-        ],
-    );
-    let _ = controller.kill();
-    let _ = controller.wait();
+}
+
+fn strip_comments(doc: &str) -> String {
+    doc.lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_comparison_allows_what_the_readme_leaves_out_and_nothing_else() {
+    let shown = |s: &[&str]| s.iter().map(|l| normal(l)).collect::<Vec<_>>();
+    let printed = |s: &[&str]| s.iter().map(|l| normal(l)).collect::<Vec<_>>();
+    assert!(matches(
+        &shown(&["a   b 3s", "…", "end …"]),
+        &printed(&["a b 1m2s", "x", "y", "end of it"])
+    ));
+    assert!(!matches(&shown(&["a b"]), &printed(&["a b", "extra"])));
+    assert!(!matches(&shown(&["end …", "z"]), &printed(&["end", "y"])));
+    assert!(line_matches("…denied: X …", "for: f: denied: X and more"));
+    assert!(!line_matches("…denied: X", "denied: Y"));
 }
