@@ -370,9 +370,35 @@ fn an_alias_move_rolls_out_step_by_step_and_a_failing_candidate_is_rolled_back()
         "Warning default/pitch-frames-api has versions 9 rejected; nothing to retry for version 7"
     );
     assert_eq!(rejected(&api), r#"["9"]"#);
-    // The alias moves on (back to 8): the rolled-back version's Deployment is gone.
-    move_alias(&api, "8");
+    // The kept Deployment stays without pods, whoever scales it.
+    let run = api.kubectl(
+        &["scale", "deploy", "pitch-frames-api-v9", "--replicas=2"],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
     until(&api, &controller, Duration::from_secs(20), || {
+        (get(&api, &["deploy", "pitch-frames-api-v9"], "{.spec.replicas}") == "0").then_some(())
+    });
+    // Fixed and retried, 9 starts from a new Deployment (not the failed try's conditions).
+    let failed_try = get(&api, &["deploy", "pitch-frames-api-v9"], "{.metadata.uid}");
+    kubelet.failing.lock().unwrap().remove("9");
+    annotate("9");
+    until(&api, &controller, Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["mdeploy", "pitch-frames-api"],
+            "{.status.phase} {.status.servingVersion}",
+        ) == "Healthy 9")
+            .then_some(())
+    });
+    let retried = get(&api, &["deploy", "pitch-frames-api-v9"], "{.metadata.uid}");
+    assert!(
+        !retried.is_empty() && retried != failed_try,
+        "{retried} {failed_try}"
+    );
+    // The alias moves on (back to 8): 9's Deployment is gone once 8 serves.
+    move_alias(&api, "8");
+    until(&api, &controller, Duration::from_secs(60), || {
         (api.kubectl(&["get", "deploy", "pitch-frames-api-v9"], "admin")
             .code
             != 0)

@@ -46,7 +46,8 @@ fn walkthrough() -> (String, Vec<Step>) {
             (Some("console"), l) if continued => {
                 let step = steps.last_mut().unwrap();
                 step.command.push(' ');
-                step.command.push_str(l.trim().trim_end_matches('\\').trim_end());
+                step.command
+                    .push_str(l.trim().trim_end_matches('\\').trim_end());
                 continued = l.ends_with('\\');
             }
             (Some("console"), l) if l.starts_with("$ ") => {
@@ -143,7 +144,8 @@ fn shell(api: &ApiServer, command: &str) -> Command {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let kubectl = Path::new(&std::env::var("KUBEBUILDER_ASSETS").unwrap_or_default()).join("kubectl");
+    let kubectl =
+        Path::new(&std::env::var("KUBEBUILDER_ASSETS").unwrap_or_default()).join("kubectl");
     let path = match kubectl.parent() {
         Some(dir) if kubectl.exists() => format!("{}:{path}", dir.display()),
         _ => path,
@@ -203,22 +205,75 @@ fn the_readme_walkthrough_runs_as_written() {
             });
             kubelet = Some(Kubelet::start(&api.kubeconfig, "default"));
         } else if c == "kubectl get meval,jobs" {
-            wait_for(&api, &["meval", "pitch-frames-7-holdout"], "{.status.phase}", "Running");
-            wait_for(&api, &["job", "pitch-frames-7-holdout-1"], "{.metadata.name}", "pitch-frames-7-holdout-1");
+            wait_for(
+                &api,
+                &["meval", "pitch-frames-7-holdout"],
+                "{.status.phase}",
+                "Running",
+            );
+            wait_for(
+                &api,
+                &["job", "pitch-frames-7-holdout-1"],
+                "{.metadata.name}",
+                "pitch-frames-7-holdout-1",
+            );
         } else if c == "kubectl apply -f examples/kubernetes/policies.yaml" {
-            finish_job(&api, "pitch-frames-7-holdout-1", r#"{"metrics": {"macro_f1": 0.842}}"#);
-            wait_for(&api, &["mdeploy", "pitch-frames-api"], "{.status.phase} {.status.servingVersion}", "Healthy 7");
+            finish_job(
+                &api,
+                "pitch-frames-7-holdout-1",
+                r#"{"metrics": {"macro_f1": 0.842}}"#,
+            );
+            wait_for(
+                &api,
+                &["mdeploy", "pitch-frames-api"],
+                "{.status.phase} {.status.servingVersion}",
+                "Healthy 7",
+            );
         } else if c == "kubectl get mver,meval" {
-            finish_job(&api, "pitch-frames-8-holdout-1", r#"{"metrics": {"macro_f1": 0.863}}"#);
-            wait_for(&api, &["meval", "pitch-frames-8-holdout"], "{.status.verdict}", "Passed");
-            wait_for(&api, &["mver", "pitch-frames-8"], "{.status.conditions[0].reason}", "Evaluated");
+            finish_job(
+                &api,
+                "pitch-frames-8-holdout-1",
+                r#"{"metrics": {"macro_f1": 0.863}}"#,
+            );
+            wait_for(
+                &api,
+                &["meval", "pitch-frames-8-holdout"],
+                "{.status.verdict}",
+                "Passed",
+            );
+            wait_for(
+                &api,
+                &["mver", "pitch-frames-8"],
+                "{.status.conditions[0].reason}",
+                "Evaluated",
+            );
         } else if c == "kubectl get rmodel,malias,mdeploy" {
-            wait_for(&api, &["mdeploy", "pitch-frames-api"], "{.status.phase} {.status.servingVersion}", "Healthy 8");
-            wait_for(&api, &["rmodel", "pitch-frames"], "{.status.latestVersion} {.status.aliases.production}", "8 8");
+            wait_for(
+                &api,
+                &["mdeploy", "pitch-frames-api"],
+                "{.status.phase} {.status.servingVersion}",
+                "Healthy 8",
+            );
+            wait_for(
+                &api,
+                &["rmodel", "pitch-frames"],
+                "{.status.latestVersion} {.status.aliases.production}",
+                "8 8",
+            );
         } else if c.starts_with("kubectl get deploy,svc") {
-            wait_for(&api, &["deploy", "-l", "slipway.dev/deployment=pitch-frames-api"], "{.items[*].metadata.name}", "pitch-frames-api-v8");
+            wait_for(
+                &api,
+                &["deploy", "-l", "slipway.dev/deployment=pitch-frames-api"],
+                "{.items[*].metadata.name}",
+                "pitch-frames-api-v8",
+            );
         } else if c == "kubectl get malias,mdeploy" {
-            wait_for(&api, &["mdeploy", "pitch-frames-api"], "{.status.phase} {.status.servingVersion}", "Healthy 7");
+            wait_for(
+                &api,
+                &["mdeploy", "pitch-frames-api"],
+                "{.status.phase} {.status.servingVersion}",
+                "Healthy 7",
+            );
         }
         if let Some(background) = c.strip_suffix(" &") {
             let log = std::fs::File::create(api.dir.path().join("controller.log")).unwrap();
@@ -257,11 +312,18 @@ fn the_readme_walkthrough_runs_as_written() {
     }
     // The approvals record the moves they were used for.
     assert!(
-        jsonpath(&api, &["appr", "pitch-frames-production-8"], "{.status.usedBy}")
-            .starts_with("ModelAlias/default/pitch-frames-production → 8 (generation ")
+        jsonpath(
+            &api,
+            &["appr", "pitch-frames-production-8"],
+            "{.status.usedBy}"
+        )
+        .starts_with("ModelAlias/default/pitch-frames-production → 8 (generation ")
     );
     let log = std::fs::read_to_string(api.dir.path().join("controller.log")).unwrap_or_default();
-    assert!(log.contains("which no pod or outside system can reach"), "{log}");
+    assert!(
+        log.contains("which no pod or outside system can reach"),
+        "{log}"
+    );
     drop(kubelet);
     drop(controller);
 }
@@ -283,8 +345,8 @@ fn people_are_what_the_chart_renders(helm: &str) {
         }
     }
     assert_eq!(bindings.len(), 3, "{helm}");
-    let rendered = support::helm::render("slipway", &serde_json::json!({"roleBindings": bindings}))
-        .unwrap();
+    let rendered =
+        support::helm::render("slipway", &serde_json::json!({"roleBindings": bindings})).unwrap();
     // Each template's documents follow its `# Source:` line.
     let mut source = "";
     let mut people = Vec::new();
@@ -303,7 +365,10 @@ fn people_are_what_the_chart_renders(helm: &str) {
         .filter(|d| d.contains("kind:"))
         .collect();
     assert_eq!(
-        written.iter().map(|d| strip_comments(d)).collect::<Vec<_>>(),
+        written
+            .iter()
+            .map(|d| strip_comments(d))
+            .collect::<Vec<_>>(),
         people.iter().map(|d| strip_comments(d)).collect::<Vec<_>>(),
         "examples/kubernetes/people.yaml is not what the chart renders for the README's bindings"
     );

@@ -426,7 +426,7 @@ fn denial(
         Sign::Change(c) => format!(
             "spec.change {c:?} and spec.decision approve (Slipway records who created it; the \
              change it signs: {}; `slipway change` shows the same from the manifest)",
-            shown.lines(8).join("; ")
+            shown.lines(usize::MAX).join("; ")
         ),
     };
     for a in change.decision.missing_approvals() {

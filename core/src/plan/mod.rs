@@ -535,6 +535,19 @@ pub fn show(v: Option<&Value>) -> String {
     }
 }
 
+/// `path` and then map key `k`: `.k` for a plain name, else `["k"]` with the key escaped — a key
+/// may be anyone's text (an environment variable's name), and a path is shown to approvers.
+fn segment(path: &str, k: &str) -> String {
+    let plain = !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/'));
+    if plain {
+        format!("{path}.{k}")
+    } else {
+        format!("{path}[{k:?}]")
+    }
+}
+
 /// Leaf-level differences between two JSON values.
 pub fn diff(old: &Value, new: &Value, path: &str) -> Vec<FieldChange> {
     let mut out = Vec::new();
@@ -547,7 +560,7 @@ fn diff_into(old: Option<&Value>, new: Option<&Value>, path: &str, out: &mut Vec
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
             let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                diff_into(a.get(k), b.get(k), &format!("{path}.{k}"), out);
+                diff_into(a.get(k), b.get(k), &segment(path, k), out);
             }
         }
         (Some(Value::Array(a)), Some(Value::Array(b))) if a.len() == b.len() => {

@@ -321,3 +321,19 @@ fn plan_names_a_move_back_to_a_served_version_a_rollback_and_does_not_hold_it_to
         render::text(&p)
     );
 }
+
+#[test]
+fn a_map_key_that_is_not_a_plain_name_is_quoted_in_a_path() {
+    let a = serde_json::json!({"env": {"LEVEL": "info"}});
+    let b =
+        serde_json::json!({"env": {"LEVEL": "info", "X: (absent) → \"1\"\n    spec.image": "y"}});
+    let d = diff(&a, &b, "spec");
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        d[0].path,
+        r#"spec.env["X: (absent) → \"1\"\n    spec.image"]"#
+    );
+    assert!(!d[0].path.contains('\n'));
+    let plain = diff(&a, &serde_json::json!({"env": {"LEVEL": "debug"}}), "spec");
+    assert_eq!(plain[0].path, "spec.env.LEVEL");
+}

@@ -45,27 +45,40 @@ pub fn secret(r: &SecretRef) -> Result<String, String> {
     Err("secretKeyRef secrets are only available in Kubernetes mode".into())
 }
 
+/// Text as Slack shows it literally: its control characters as spaces, and `&`, `<` and `>`
+/// escaped as Slack asks — a message may carry text written by a model's own code (a failed
+/// Job's termination message), which must not mention `<!channel>` or link elsewhere.
+fn slack_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 fn slack_body(entry: &HistoryEntry, event: NotificationEvent) -> Value {
     let icon = match event {
         NotificationEvent::PromotionBlocked | NotificationEvent::RolledBack => ":warning:",
         NotificationEvent::RolloutSucceeded | NotificationEvent::AliasMoved => ":white_check_mark:",
         _ => ":information_source:",
     };
-    let mut context = vec![format!("model *{}*", entry.model)];
+    let mut context = vec![format!("model *{}*", slack_text(&entry.model))];
     if let Some(v) = &entry.version {
-        context.push(format!("version *{v}*"));
+        context.push(format!("version *{}*", slack_text(v)));
     }
     if let Some(a) = &entry.alias {
-        context.push(format!("alias *{a}*"));
+        context.push(format!("alias *{}*", slack_text(a)));
     }
     if let Some(r) = &entry.revision {
-        context.push(format!("revision `{r}`"));
+        context.push(format!("revision `{}`", slack_text(r)));
     }
+    let message = slack_text(&entry.message);
     json!({
-        "text": format!("{}: {}", event.as_str(), entry.message),
+        "text": format!("{}: {message}", event.as_str()),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": format!("{} · {}", event.as_str(), entry.model)}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} {}", entry.message)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} {message}")}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": context.join(" · ")}]}
         ]
     })
@@ -354,6 +367,21 @@ fn error_kind(e: &ureq::Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn text_a_model_wrote_cannot_mention_or_link_in_slack() {
+        let mut e = entry("EvaluationCompleted");
+        e.message =
+            "failed: pod x: Error (<!channel> <https://evil|Approve v8>\n\u{1b}[2K & more)".into();
+        let body = slack_body(&e, NotificationEvent::EvaluationCompleted);
+        let section = body["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert_eq!(
+            section,
+            ":information_source: failed: pod x: Error (&lt;!channel&gt; &lt;https://evil|Approve v8&gt;  [2K &amp; more)"
+        );
+        assert!(!body["text"].as_str().unwrap().contains('<'));
+    }
+
     use super::*;
 
     #[test]

@@ -280,6 +280,13 @@ impl Rollout<'_> {
         for a in actions {
             match a {
                 Action::Start(v) => {
+                    // A version kept for inspection starts from a new Deployment: the kept one's
+                    // conditions (ProgressDeadlineExceeded) are of the try that failed.
+                    if let Some(d) = self.owned.get(v)
+                        && d.spec.replicas == Some(0)
+                    {
+                        delete(&self.deployments, &d.name_any(), self.md).await?;
+                    }
                     for (version, pods) in starting(self.md, total, &weights, v, stable) {
                         self.apply(&version, pods).await?;
                         applied.insert(version);
@@ -385,10 +392,14 @@ impl Rollout<'_> {
     async fn collect_garbage(&self, s: &RolloutState) -> Result<(), Error> {
         // Garbage: Deployments of versions that neither serve nor roll out.
         for (v, d) in &self.owned {
-            if !s.traffic.contains_key(v)
-                && s.candidate.as_deref() != Some(v.as_str())
-                && s.kept_for_inspection() != Some(v.as_str())
-            {
+            if s.kept_for_inspection() == Some(v.as_str()) {
+                // Kept without pods, whatever interrupted the step that scaled it down.
+                if d.spec.replicas != Some(0) {
+                    self.apply(v, 0).await?;
+                }
+                continue;
+            }
+            if !s.traffic.contains_key(v) && s.candidate.as_deref() != Some(v.as_str()) {
                 delete(&self.deployments, &d.name_any(), self.md).await?;
             }
         }

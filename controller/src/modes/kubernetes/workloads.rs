@@ -188,9 +188,15 @@ pub(super) async fn pod_trouble(
 pub(super) fn trouble_of(pod: &Pod) -> Option<String> {
     let name = pod.name_any();
     let status = pod.status.as_ref()?;
-    let said = |reason: Option<&String>, message: Option<&String>| {
+    let said = |reason: Option<&String>, message: Option<&String>| -> String {
         let reason = reason.map(String::as_str).unwrap_or("Unknown");
-        match message.map(|m| m.trim()).filter(|m| !m.is_empty()) {
+        // A termination message is the pod's own text: one line, without control characters.
+        let message = message.map(|m| {
+            m.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect::<String>()
+        });
+        match message.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
             // A termination message may be long (a results file, a traceback): its start.
             Some(m) if m.chars().count() > 200 => {
                 format!("{reason} ({}…)", m.chars().take(200).collect::<String>())
