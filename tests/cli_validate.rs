@@ -579,19 +579,13 @@ fn change_shows_what_an_approval_of_a_manifest_signs() {
     let other = slipway(&["change", "pinned-8.yaml", "--before", "before.yaml"], d);
     assert!(!other.stdout.contains(digest), "{}", other.stdout);
     // A deletion; an alias move (named by its version, not a digest).
-    let gone = slipway(
-        &[
-            "change",
-            "before.yaml",
-            "--before",
-            "before.yaml",
-            "--delete",
-        ],
-        d,
-    );
+    // A deletion needs no cluster, and shows what goes.
+    let gone = slipway(&["change", "before.yaml", "--delete"], d);
+    assert_eq!(gone.code, 0, "{}", gone.stderr);
     assert!(
-        gone.stdout
-            .contains("  spec.change: delete\n    the object's deletion\n"),
+        gone.stdout.contains(
+            "  spec.change: delete\n    the object's deletion\n    spec.alias: \"production\" → (absent)\n"
+        ),
         "{}",
         gone.stdout
     );
@@ -617,6 +611,40 @@ fn change_shows_what_an_approval_of_a_manifest_signs() {
         "{}",
         moved.stdout
     );
+    // An object the other file does not have is said to be new.
+    let new = slipway(&["change", "pinned.yaml", "--before", "aliases.yaml"], d);
+    assert!(
+        new.stdout
+            .contains("  (a new object: aliases.yaml has none of that name)\n"),
+        "{}",
+        new.stdout
+    );
+    // Other kinds of a bundle are skipped with a note; one object twice is refused.
+    let bundle = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n---\n{pinned}");
+    std::fs::write(d.join("bundle.yaml"), &bundle).unwrap();
+    let run = slipway(&["change", "bundle.yaml", "--before", "before.yaml"], d);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ConfigMap") && run.stderr.contains("skipped"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains(digest), "{}", run.stdout);
+    std::fs::write(d.join("twice.yaml"), format!("{pinned}\n---\n{pinned}")).unwrap();
+    let run = slipway(&["change", "twice.yaml", "--before", "before.yaml"], d);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("is in twice.yaml twice"),
+        "{}",
+        run.stderr
+    );
+    // The README's example prints what the README shows.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let command = "slipway change examples/kubernetes/promote/deployment-6-replicas.yaml --before examples/kubernetes/deployment.yaml";
+    let shown = readme.split(&format!("$ {command}\n")).nth(1).unwrap();
+    let shown = &shown[..shown.find("```").unwrap()];
+    let args: Vec<&str> = command.split(' ').skip(1).collect();
+    assert_eq!(slipway(&args, &root()).stdout, shown);
     // A manifest that does not load says where; nothing is printed.
     std::fs::write(d.join("broken.yaml"), pinned.replace("model:", "modle:")).unwrap();
     let broken = slipway(&["change", "broken.yaml", "--before", "before.yaml"], d);

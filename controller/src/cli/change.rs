@@ -41,6 +41,8 @@ pub enum Format {
 struct Shown {
     key: ObjectKey,
     signs: Signs,
+    /// For an object that does not exist before: says so, and where it was looked for.
+    new_from: Option<String>,
 }
 
 enum Signs {
@@ -58,6 +60,11 @@ enum Signs {
 pub fn run(args: ChangeArgs) -> anyhow::Result<i32> {
     let after = read(&args.file)?;
     let before: Vec<(ObjectKey, Option<Object>)> = match &args.before {
+        // A deletion signs `delete`, whatever the object is now: the manifest shows what goes.
+        _ if args.delete => after
+            .iter()
+            .map(|o| (o.key.clone(), Some(o.clone())))
+            .collect(),
         Some(path) => {
             let old = read(path)?;
             after
@@ -73,7 +80,14 @@ pub fn run(args: ChangeArgs) -> anyhow::Result<i32> {
     let mut out = Vec::new();
     for (o, (_, old)) in after.iter().zip(&before) {
         let new = (!args.delete).then_some(o);
-        out.push(signs(&o.key, old.as_ref(), new));
+        let mut shown = signs(&o.key, old.as_ref(), new);
+        if old.is_none() {
+            shown.new_from = Some(match &args.before {
+                Some(path) => format!("a new object: {} has none of that name", path.display()),
+                None => "a new object: the cluster has none of that name".to_string(),
+            });
+        }
+        out.push(shown);
     }
     let text = match args.format {
         Format::Text => out.iter().map(text).collect::<Vec<_>>().join("\n"),
@@ -96,6 +110,27 @@ fn read(path: &std::path::Path) -> anyhow::Result<Vec<Object>> {
         from_api_server: false,
     };
     let (objects, diags) = load_files(std::slice::from_ref(&file));
+    // Other kinds of a bundle (a ConfigMap beside a deployment) are not Slipway's to sign.
+    let (skipped, diags): (Vec<_>, Vec<_>) = diags
+        .into_iter()
+        .partition(|d| d.category == crate::decide::diagnostics::Category::UnknownKind);
+    for d in skipped {
+        eprintln!("note: {d}; skipped");
+    }
+    if let Some((a, b)) = objects.iter().enumerate().find_map(|(i, a)| {
+        objects[i + 1..]
+            .iter()
+            .find(|b| b.key == a.key)
+            .map(|b| (a, b))
+    }) {
+        anyhow::bail!(
+            "{} is in {} twice (lines {} and {}): one change per object; split the file",
+            a.key,
+            path.display(),
+            a.origin.first_line,
+            b.origin.first_line
+        );
+    }
     if !diags.is_empty() {
         let said: Vec<String> = diags.iter().map(ToString::to_string).collect();
         anyhow::bail!("{}", said.join("\n"));
@@ -171,6 +206,7 @@ fn signs(key: &ObjectKey, old: Option<&Object>, new: Option<&Object>) -> Shown {
         });
         return Shown {
             key: key.clone(),
+            new_from: None,
             signs: Signs::Move {
                 model: a.spec.model.clone(),
                 alias: a.spec.alias.clone(),
@@ -182,12 +218,16 @@ fn signs(key: &ObjectKey, old: Option<&Object>, new: Option<&Object>) -> Shown {
     let spec = |o: Option<&Object>| o.map(|o| o.resource.spec_json());
     Shown {
         key: key.clone(),
+        new_from: None,
         signs: Signs::Change(shown(spec(old).as_ref(), spec(new).as_ref())),
     }
 }
 
 fn text(s: &Shown) -> String {
     let mut out = format!("{}\n", s.key);
+    if let Some(new) = &s.new_from {
+        out.push_str(&format!("  ({new})\n"));
+    }
     match &s.signs {
         Signs::Change(c) => {
             out.push_str(&format!("  spec.change: {}\n", c.digest));
@@ -221,6 +261,7 @@ fn text(s: &Shown) -> String {
 fn to_json(s: &Shown) -> Value {
     let mut v = json!({
         "kind": s.key.kind.as_str(), "namespace": s.key.namespace, "name": s.key.name,
+        "new": s.new_from.is_some(),
     });
     match &s.signs {
         Signs::Change(c) => {

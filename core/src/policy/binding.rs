@@ -122,32 +122,26 @@ pub fn shown(old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -
     let empty = serde_json::json!({});
     ChangeShown {
         digest: change_digest(old, new),
-        fields: match new {
-            Some(n) => crate::plan::diff(old.unwrap_or(&empty), n, "spec"),
-            None => Vec::new(),
-        },
+        // A deletion shows what goes (every field, old → absent).
+        fields: crate::plan::diff(old.unwrap_or(&empty), new.unwrap_or(&empty), "spec"),
     }
 }
 
 impl ChangeShown {
     /// One line per field (`spec.version: (absent) → "7"`), at most `limit`, then how many more.
     pub fn lines(&self, limit: usize) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
         if self.digest == "delete" {
-            return vec!["the object's deletion".to_string()];
+            out.push("the object's deletion".to_string());
         }
-        let mut out: Vec<String> = self
-            .fields
-            .iter()
-            .take(limit)
-            .map(|f| {
-                format!(
-                    "{}: {} → {}",
-                    f.path,
-                    crate::plan::show(f.old.as_ref()),
-                    crate::plan::show(f.new.as_ref())
-                )
-            })
-            .collect();
+        out.extend(self.fields.iter().take(limit).map(|f| {
+            format!(
+                "{}: {} → {}",
+                f.path,
+                crate::plan::show(f.old.as_ref()),
+                crate::plan::show(f.new.as_ref())
+            )
+        }));
         if self.fields.len() > limit {
             out.push(format!("and {} more fields", self.fields.len() - limit));
         }
@@ -439,7 +433,14 @@ mod shown_tests {
                 r#"spec.version: (absent) → "7""#,
             ]
         );
-        assert_eq!(shown(Some(&old), None).lines(8), ["the object's deletion"]);
+        assert_eq!(
+            shown(Some(&old), None).lines(1),
+            [
+                "the object's deletion",
+                r#"spec.alias: "production" → (absent)"#,
+                "and 2 more fields"
+            ]
+        );
         assert_eq!(
             shown(Some(&old), Some(&old)).lines(8),
             ["no change to the spec"]
