@@ -7,8 +7,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 format=${1:-text}
-cargo build -q --manifest-path "$root/Cargo.toml" -p slipway
-slipway="$root/target/debug/slipway"
+# SLIPWAY=/path/to/slipway uses that binary instead of building one.
+slipway=${SLIPWAY:-}
+if [ -z "$slipway" ]; then
+  cargo build -q --manifest-path "$root/Cargo.toml" -p slipway
+  slipway="$root/target/debug/slipway"
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -668,3 +668,51 @@ fn plan_warns_without_an_author_reads_gh_reviews_and_refuses_a_state_folder_as_r
         run.stderr
     );
 }
+
+/// The plans `examples/promote.sh` prints, as the README and examples/README.md show them.
+#[test]
+fn the_readmes_show_what_promote_sh_prints() {
+    let run = |format: &str| {
+        let out = std::process::Command::new("bash")
+            .arg(root().join("examples/promote.sh"))
+            .arg(format)
+            .env("SLIPWAY", env!("CARGO_BIN_EXE_slipway"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (text, markdown) = (run("text"), run("markdown"));
+    let mut blocks = 0;
+    for readme in ["README.md", "examples/README.md"] {
+        let s = std::fs::read_to_string(root().join(readme)).unwrap();
+        for (fence, printed) in [
+            ("```console\n### Round", &text),
+            ("````markdown\n", &markdown),
+        ] {
+            for block in s.split(fence).skip(1) {
+                let end = if fence.starts_with("````") {
+                    "````"
+                } else {
+                    "```"
+                };
+                let body = &block[..block.find(end).unwrap()];
+                let body = if fence.ends_with("Round") {
+                    format!("### Round{body}")
+                } else {
+                    body.to_string()
+                };
+                assert!(
+                    printed.contains(&body),
+                    "{readme} shows a plan promote.sh does not print:\n{body}\n--- it prints:\n{printed}"
+                );
+                blocks += 1;
+            }
+        }
+    }
+    assert!(blocks >= 4, "{blocks}");
+}

@@ -9,8 +9,12 @@ root=$(cd "$here/../.." && pwd)
 # Only what the quickstart needs: a debug build without the SageMaker target (the AWS SDK), with
 # cargo's progress on stderr. About 3 minutes on 2 cores the first time, seconds afterwards.
 echo "building slipway (debug, without the SageMaker target)…" >&2
-cargo build --manifest-path "$root/Cargo.toml" -p slipway --bin slipway --no-default-features
-slipway="$root/target/debug/slipway"
+# SLIPWAY=/path/to/slipway uses that binary instead of building one.
+slipway=${SLIPWAY:-}
+if [ -z "$slipway" ]; then
+  cargo build --manifest-path "$root/Cargo.toml" -p slipway --bin slipway --no-default-features
+  slipway="$root/target/debug/slipway"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$here" "$work/registry"
