@@ -302,6 +302,32 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
         "admin",
     );
     assert_eq!(labelled.code, 0, "{}", labelled.stderr);
+    // Nobody hands a version's life to another object (whose deletion would make the garbage
+    // collector delete it, freeing its label), or keeps it from being deleted.
+    for (patch, said) in [
+        (
+            r#"{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"short-lived","uid":"6f1e3c2a-0000-4000-8000-000000000001"}]}}"#,
+            "metadata.ownerReferences: an owner reference to ConfigMap short-lived",
+        ),
+        (
+            r#"{"metadata":{"finalizers":["example.com/keep"]}}"#,
+            "metadata.finalizers: adding \"example.com/keep\"",
+        ),
+    ] {
+        let run = api.kubectl(
+            &[
+                "patch",
+                "modelversion",
+                "pitch-frame-classifier-8",
+                "--type=merge",
+                "-p",
+                patch,
+            ],
+            "admin",
+        );
+        assert_ne!(run.code, 0, "{patch}");
+        assert!(run.stderr.contains(said), "{}", run.stderr);
+    }
 
     // erin pins the production deployment to 7: denied, and the denial shows what the
     // `spec.change` it asks approvers to sign stands for; `slipway change` shows the same from
@@ -347,6 +373,51 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "erin", &pinned);
     assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // A version a deployment pins (or an alias resolves to) cannot be deleted, even by the admin:
+    // its label, once free, could be registered again with another artifact.
+    let run = api.kubectl(&["delete", "mver", "pitch-frame-classifier-7"], "admin");
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr
+            .contains("version 7 of pitch-frame-classifier is in use by")
+            && run.stderr.contains("ModelDeployment pitch-frames-api"),
+        "{}",
+        run.stderr
+    );
+    // Only its approver withdraws an approval: dana, a lead too, cannot delete alice's.
+    let run = api.kubectl(&["delete", "approval", "alice-pin-7"], "dana");
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains(
+            "Approval default/alice-pin-7: only its approver, \"alice\", withdraws it (an approval is its author's signature); ask them, or someone in system:masters"
+        ),
+        "{}",
+        run.stderr
+    );
+    let run = api.kubectl(&["delete", "approval", "alice-pin-7"], "alice");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Every withdrawal is recorded: an event on the approval, and the decision in the log.
+    let recorded = support::eventually(std::time::Duration::from_secs(30), || {
+        let run = api.kubectl(
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=ApprovalWithdrawn,involvedObject.name=alice-pin-7",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+            "admin",
+        );
+        (!run.stdout.is_empty()).then_some(run.stdout)
+    });
+    assert!(
+        recorded.starts_with(
+            "alice's approval of ModelDeployment pitch-frames-api (the change sha256:"
+        ),
+        "{recorded}"
+    );
 }
 
 /// What `slipway validate` says of a file or folder, and what the API server says of a

@@ -542,7 +542,8 @@ fn jobs_and_pods_slipway_did_not_make_report_nothing() {
         controller.log()
     );
 
-    // A token Secret planted for the evaluation opens no results API: its runner is a Job.
+    // A token Secret planted for the evaluation (not the evaluation's own) opens nothing: its
+    // token is not taken for the evaluation's.
     let secret = r#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pitch-frames-7-holdout-results-token"},
       "stringData": {"token": "planted-token-0123456789"}}"#;
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", secret);
@@ -553,8 +554,7 @@ fn jobs_and_pods_slipway_did_not_make_report_nothing() {
         "planted-token-0123456789",
         r#"{"candidate": {"metrics": {"f1": 0.99}}}"#,
     );
-    assert_eq!(code, 409, "{body}");
-    assert!(body.contains("results file"), "{body}");
+    assert_eq!(code, 401, "{body}");
 
     // Attempt 3's one pod runs something else than the Job's template.
     claim_job(

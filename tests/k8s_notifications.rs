@@ -297,3 +297,74 @@ fn webhook_runners_notifications_and_reports_work_in_kubernetes_mode() {
         .collect();
     assert_eq!(ops.len(), 3, "{ops:#?}");
 }
+
+/// An Evaluation named so that its results-token Secret is someone else's Secret: the controller
+/// never writes over it (nor takes it over), the external system is not called, and the planted
+/// token opens nothing.
+#[test]
+fn a_results_token_secret_that_is_not_the_evaluations_is_never_written_over() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let receiver = http::Receiver::start(0);
+    let planted = "apiVersion: v1\nkind: Secret\nmetadata: {name: pitch-frames-7-holdout-results-token}\nstringData: {token: planted-token, password: db-password-4}\n";
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", planted);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let manifest = external().replace("RECEIVER", &receiver.port.to_string());
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &manifest);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let controller = Controller::start(&api, "controller-a");
+
+    let message = eventually(Duration::from_secs(60), || {
+        let m = get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.conditions[0].message}",
+        );
+        m.contains("is not this evaluation's").then_some(m)
+    });
+    assert!(
+        message.contains("a Secret named pitch-frames-7-holdout-results-token exists"),
+        "{message}"
+    );
+    // The Secret is as it was: its data, and no owner.
+    let secret = api.kubectl(
+        &[
+            "get",
+            "secret",
+            "pitch-frames-7-holdout-results-token",
+            "-o",
+            "json",
+        ],
+        "admin",
+    );
+    let secret: serde_json::Value = serde_json::from_str(&secret.stdout).unwrap();
+    assert_eq!(secret["data"]["token"], "cGxhbnRlZC10b2tlbg==");
+    assert_eq!(secret["data"]["password"], "ZGItcGFzc3dvcmQtNA==");
+    assert!(secret["metadata"]["ownerReferences"].is_null(), "{secret}");
+    assert!(
+        !receiver
+            .requests()
+            .iter()
+            .any(|(path, _, _)| path == "/ci/dispatch"),
+        "the external system was called"
+    );
+    // The planted token opens nothing.
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/evaluations/default/pitch-frames-7-holdout/results",
+        controller.port
+    );
+    let (code, answer) = http::post_json(
+        &url,
+        "planted-token",
+        r#"{"candidate": {"metrics": {"f1": 0.99}}}"#,
+    );
+    assert!(code == 401 || code == 409, "{code} {answer}");
+    assert_ne!(
+        get(
+            &api,
+            &["meval", "pitch-frames-7-holdout"],
+            "{.status.verdict}"
+        ),
+        "Passed"
+    );
+}

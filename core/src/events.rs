@@ -53,11 +53,14 @@ pub enum Event {
     /// A reconcile was refused for what the object is (rights, an invalid write, a name taken):
     /// the object's `Stalled` condition says why.
     Stalled,
+    /// An `Approval` (a sign-off or a rejection) was withdrawn: deleted by its approver or an
+    /// operator.
+    ApprovalWithdrawn,
 }
 
 impl Event {
     /// Every event, for metrics that list each one from the start.
-    pub const ALL: [Event; 28] = [
+    pub const ALL: [Event; 29] = [
         Event::VersionRegistered,
         Event::JobStarted,
         Event::Dispatched,
@@ -86,6 +89,7 @@ impl Event {
         Event::NotificationFailed,
         Event::RevisionRejected,
         Event::Stalled,
+        Event::ApprovalWithdrawn,
     ];
 
     /// The wire name: history, event reasons, notification events, metric labels.
@@ -113,6 +117,7 @@ impl Event {
             Event::NotificationFailed => "NotificationFailed",
             Event::RevisionRejected => "RevisionRejected",
             Event::Stalled => "Stalled",
+            Event::ApprovalWithdrawn => "ApprovalWithdrawn",
         }
     }
 
@@ -141,6 +146,7 @@ impl Event {
                 | Event::OutsideBounds
                 | Event::SageMakerError
                 | Event::EndpointNotDeleted
+                | Event::ApprovalWithdrawn
         )
     }
 

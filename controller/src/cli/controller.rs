@@ -99,6 +99,14 @@ pub struct ControllerArgs {
     /// Execution roles a SageMaker deployment may pass: ARNs, or a prefix ending in `*`.
     #[arg(long, env = "SLIPWAY_ALLOWED_EXECUTION_ROLES", value_delimiter = ',')]
     pub allowed_execution_roles: Vec<String>,
+    /// Groups whose members may withdraw (delete) anyone's Approval; otherwise only its approver.
+    #[arg(
+        long,
+        env = "SLIPWAY_APPROVAL_WITHDRAWERS",
+        value_delimiter = ',',
+        default_value = "system:masters"
+    )]
+    pub approval_withdrawers: Vec<String>,
 }
 
 impl ControllerArgs {
@@ -328,7 +336,11 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     })?;
     let metrics = Arc::new(crate::modes::kubernetes::metrics::Metrics::default());
     let (home, results_url) = serve_http(&args, &client, &metrics).await?;
-    let mut warnings = setup_warnings(&args, &bounds, &results_url);
+    let mut warnings = crate::modes::kubernetes::setup::warnings(
+        args.webhook_listen.is_some(),
+        &bounds,
+        &results_url,
+    );
     warnings.extend(
         crate::modes::kubernetes::service_accounts::missing_at_start(
             &client,
@@ -423,6 +435,7 @@ async fn serve_webhook(
         reader: ClusterReader::new(client.clone()),
         metrics: metrics.clone(),
         bounds: bounds.clone(),
+        withdrawers: args.approval_withdrawers.clone(),
     });
     let (bound, task) = webhook::serve_tls(addr, config, webhook::router(hook))
         .await
@@ -457,37 +470,6 @@ async fn webhook_certificate(
             }
         }
     })
-}
-
-/// What this controller's flags keep from working, said at start and in `/readyz`.
-fn setup_warnings(
-    args: &ControllerArgs,
-    bounds: &crate::decide::bounds::Bounds,
-    results_url: &str,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    if args.webhook_listen.is_none() {
-        out.push(
-            "no --webhook-listen: nothing is checked at admission — policy, approvals and the bounds are applied only when the controller acts (an alias move admitted without its approvals is held)"
-                .to_string(),
-        );
-    }
-    out.extend(bounds.setup_warnings());
-    let host = crate::decide::bounds::origin(results_url)
-        .map(|(_, host, _)| host)
-        .unwrap_or_default();
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
-    if loopback {
-        out.push(format!(
-            "the results API is at {results_url}, which no pod or outside system can reach: external (webhook) runners post their results there and reports are linked from it; set --results-url to this controller's Service address (the Helm chart does)"
-        ));
-    }
-    out
 }
 
 /// Watches for SIGTERM and Ctrl-C in the background; the receiver turns true on either.

@@ -138,9 +138,50 @@ fn signs_one_change(spec: &Value, unstamped: Option<&str>) -> Vec<String> {
     problems
 }
 
+/// Kubernetes' own controllers that delete what is in a namespace being deleted, or what lost
+/// its owner.
+const SYSTEM_DELETERS: [&str; 2] = [
+    "system:serviceaccount:kube-system:namespace-controller",
+    "system:serviceaccount:kube-system:generic-garbage-collector",
+];
+
+/// Deleting an `Approval` withdraws a signature or a veto: only its approver may (a lead cannot
+/// remove another lead's rejection), or someone in a group the operator names
+/// (`--approval-withdrawers`), or Kubernetes' own controllers.
+fn withdrawal(req: &Request, cluster: &Cluster) -> Verdict {
+    let spec = req
+        .old_object
+        .as_ref()
+        .map(|o| o["spec"].clone())
+        .unwrap_or_default();
+    let approver = spec["approver"].as_str().unwrap_or_default();
+    let allowed = approver == req.user
+        || SYSTEM_DELETERS.contains(&req.user.as_str())
+        || req.groups.iter().any(|g| cluster.withdrawers.contains(g));
+    if allowed {
+        return Verdict::Allowed(Vec::new());
+    }
+    let what = match spec["decision"].as_str() {
+        Some("reject") => "a rejection is its author's veto",
+        _ => "an approval is its author's signature",
+    };
+    let admins = if cluster.withdrawers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", or someone in {} (the operator's --approval-withdrawers)",
+            cluster.withdrawers.join(", ")
+        )
+    };
+    Verdict::Denied(format!(
+        "{}: only its approver, {approver:?}, withdraws it ({what}); ask them{admins}",
+        who(req)
+    ))
+}
+
 pub(super) fn approval(req: &Request, cluster: &Cluster) -> Verdict {
     match req.operation {
-        Operation::Delete => Verdict::Allowed(Vec::new()),
+        Operation::Delete => withdrawal(req, cluster),
         Operation::Update => {
             let spec = |o: &Option<Value>| o.as_ref().map(|o| o["spec"].clone());
             if spec(&req.object) != spec(&req.old_object) {
@@ -193,6 +234,78 @@ pub(super) fn approval(req: &Request, cluster: &Cluster) -> Verdict {
             } else {
                 Verdict::Denied(format!("{}: {}.", who(req), problems.join("; ")))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::tests::cluster;
+    use super::super::{Cluster, Request, Verdict, validate};
+    use slipway_crd::promotion_policy::Operation;
+
+    fn withdraw(user: &str, groups: &[&str], decision: &str) -> Request {
+        let approval = json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Approval",
+            "metadata": {"name": "alice-rejects-8", "namespace": "default"},
+            "spec": {"target": {"kind": "ModelAlias", "name": "pitch-frame-classifier-production"},
+                     "version": "8", "decision": decision, "approver": "alice",
+                     "approverGroups": ["ml-leads"]},
+        });
+        Request {
+            kind: "Approval".into(),
+            namespace: "default".into(),
+            name: "alice-rejects-8".into(),
+            operation: Operation::Delete,
+            user: user.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            object: None,
+            old_object: Some(approval),
+        }
+    }
+
+    #[test]
+    fn only_its_approver_withdraws_an_approval_or_a_veto() {
+        let c = cluster(&[]);
+        let admins = ["system:masters".to_string()];
+        let view = Cluster {
+            withdrawers: &admins,
+            ..c.view()
+        };
+        let now = crate::testing::now();
+        let Verdict::Denied(why) =
+            validate(&withdraw("carol", &["ml-leads"], "reject"), &view, now)
+        else {
+            panic!("another lead withdrew alice's rejection");
+        };
+        assert_eq!(
+            why,
+            "Approval default/alice-rejects-8: only its approver, \"alice\", withdraws it (a rejection is its author's veto); ask them, or someone in system:masters (the operator's --approval-withdrawers)"
+        );
+        let Verdict::Denied(why) =
+            validate(&withdraw("carol", &["ml-leads"], "approve"), &c.view(), now)
+        else {
+            panic!("another lead withdrew alice's approval");
+        };
+        assert!(
+            why.ends_with("(an approval is its author's signature); ask them"),
+            "{why}"
+        );
+        for (user, groups) in [
+            ("alice", &["ml-leads"][..]),
+            ("root", &["system:masters"][..]),
+            (
+                "system:serviceaccount:kube-system:namespace-controller",
+                &[][..],
+            ),
+        ] {
+            assert_eq!(
+                validate(&withdraw(user, groups, "reject"), &view, now),
+                Verdict::Allowed(vec![]),
+                "{user}"
+            );
         }
     }
 }

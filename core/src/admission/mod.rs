@@ -44,6 +44,8 @@ pub struct Cluster<'a> {
     pub approvals: &'a [Approval],
     /// The operator's bounds on what objects may make the controller do.
     pub bounds: &'a crate::bounds::Bounds,
+    /// Groups whose members may withdraw anyone's `Approval` (besides its approver).
+    pub withdrawers: &'a [String],
 }
 
 /// The answer to a request.
@@ -85,6 +87,9 @@ pub fn file_of(object: &Value) -> SourceFile {
 
 /// Decides a validating admission request.
 pub fn validate(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
+    if let Some(why) = lifecycle::refusal(req).or_else(|| lifecycle::in_use(req, cluster)) {
+        return Verdict::Denied(format!("{}: {why}", who(req)));
+    }
     match req.kind.as_str() {
         "Approval" => approvals::approval(req, cluster),
         _ => change(req, cluster, now),
@@ -453,5 +458,6 @@ fn denial(
 }
 
 mod approvals;
+mod lifecycle;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,8 @@
 use super::*;
 
 /// A namespace as the controller's watches hold it.
-struct Namespace {
-    objects: Vec<Value>,
+pub(super) struct Namespace {
+    pub(super) objects: Vec<Value>,
     view: View,
     approvals: Vec<Approval>,
     bounds: crate::bounds::Bounds,
@@ -28,17 +28,18 @@ impl Namespace {
         Namespace::of(Vec::new(), Vec::new())
     }
 
-    fn view(&self) -> Cluster<'_> {
+    pub(super) fn view(&self) -> Cluster<'_> {
         Cluster {
             view: &self.view,
             approvals: &self.approvals,
             bounds: &self.bounds,
+            withdrawers: &[],
         }
     }
 }
 
 /// The example registry and the results of version 8, as the API server would hold them.
-fn cluster(approvals: &[(&str, &str, &[&str])]) -> Namespace {
+pub(super) fn cluster(approvals: &[(&str, &str, &[&str])]) -> Namespace {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut objects = Vec::new();
     for dir in ["examples/football-frames", "examples/promotion-pr/results"] {
@@ -266,7 +267,7 @@ fn a_versions_artifact_cannot_change() {
 
 /// The request `user` makes to change object `name` of `kind` from what the cluster has to
 /// `edit(old)`.
-fn edit(
+pub(super) fn edit(
     c: &Namespace,
     kind: &str,
     name: &str,

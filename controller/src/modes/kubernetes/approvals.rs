@@ -49,6 +49,53 @@ pub(super) async fn reconcile_approval(
     Ok(Requeue::await_change())
 }
 
+/// Records every `Approval` withdrawn (deleted) as an `ApprovalWithdrawn` event on it: whose
+/// sign-off or veto it was and what it signed. (Who deleted it is in the webhook's decision log:
+/// only its approver or an operator may.)
+pub(super) async fn record_withdrawals(
+    ctx: Arc<Context>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    let store = ctx.cache.approvals.store();
+    let mut changes = ctx.cache.approvals.changes().boxed();
+    loop {
+        let next = tokio::select! {
+            _ = stop.changed() => break,
+            next = changes.next() => next,
+        };
+        let Some(o) = next else { break };
+        let Ok(a) = &o.0 else { continue };
+        let gone = store
+            .get(&kube::runtime::reflector::ObjectRef::from_obj(&*o))
+            .is_none();
+        if gone {
+            let spec = &a.spec;
+            let what = match spec.decision {
+                slipway_crd::approval::ApprovalDecision::Reject => "rejection",
+                _ => "approval",
+            };
+            let signed = match &spec.change {
+                Some(c) => format!("the change {c}"),
+                None => format!("the move to {}", spec.version),
+            };
+            let note = format!(
+                "{}'s {what} of {} {} ({signed}) was withdrawn",
+                spec.approver.as_deref().unwrap_or("?"),
+                spec.target.kind,
+                spec.target.name
+            );
+            super::context::publish(
+                &ctx,
+                &**a,
+                crate::decide::events::Event::ApprovalWithdrawn,
+                note,
+            )
+            .await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::cache::Guarded;

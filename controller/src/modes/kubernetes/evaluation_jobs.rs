@@ -267,9 +267,16 @@ pub(super) async fn seen(
 
 /// Whether a Job is controlled by this evaluation (the uid of this very object).
 fn owned_by(j: &Job, e: &Evaluation) -> bool {
-    let uid = e.metadata.uid.as_deref().unwrap_or_default();
-    j.metadata
-        .owner_references
+    controlled_by(&j.metadata, e)
+}
+
+/// Whether an object is controlled by this very evaluation (an owner reference, as controller,
+/// to its uid): only such a Job or results-token Secret is the evaluation's own.
+pub(super) fn controlled_by(meta: &kube::api::ObjectMeta, e: &Evaluation) -> bool {
+    let Some(uid) = e.metadata.uid.as_deref() else {
+        return false;
+    };
+    meta.owner_references
         .iter()
         .flatten()
         .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "Evaluation")

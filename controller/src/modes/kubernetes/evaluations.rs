@@ -368,12 +368,36 @@ async fn start(
         ..Default::default()
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    secrets
-        .patch(
-            &secret_name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&secret),
+    // Written only when it is this evaluation's own: a Secret of that name that is not (someone
+    // named an Evaluation after it) is never written over, nor taken over by an owner reference.
+    let not_ours = || {
+        format!(
+            "a Secret named {secret_name} exists and is not this evaluation's (no owner reference \
+             to it): Slipway does not write its results token over it; rename the Evaluation or \
+             remove that Secret"
         )
-        .await?;
+    };
+    match secrets.get_opt(&secret_name).await? {
+        Some(s) if !super::evaluation_jobs::controlled_by(&s.metadata, e) => {
+            return Ok(Err(not_ours()));
+        }
+        Some(_) => {
+            secrets
+                .patch(
+                    &secret_name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&secret),
+                )
+                .await?;
+        }
+        None => match secrets
+            .create(&kube::api::PostParams::default(), &secret)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Err(not_ours())),
+            Err(err) => return Err(err.into()),
+        },
+    }
     Ok(dispatch(ctx, e, hook, &token).await)
 }

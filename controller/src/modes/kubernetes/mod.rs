@@ -19,6 +19,7 @@ pub mod recorder;
 pub mod results;
 pub mod sagemaker;
 pub mod service_accounts;
+pub mod setup;
 pub mod stall;
 pub mod tls;
 pub mod versions;

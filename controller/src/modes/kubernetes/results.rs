@@ -52,10 +52,12 @@ pub async fn accept(
     let api_error = |e: kube::Error| (500, format!("cannot read the cluster: {e}"));
     let e = evaluations.get_opt(name).await.map_err(api_error)?;
     let expected = match &e {
-        Some(_) => secrets
+        // Only the evaluation's own token Secret opens it (not one planted under its name).
+        Some(e) => secrets
             .get_opt(&token_secret(name))
             .await
             .map_err(api_error)?
+            .filter(|s| super::evaluation_jobs::controlled_by(&s.metadata, e))
             .and_then(|s| s.data)
             .and_then(|d| d.get("token").map(|b| b.0.clone())),
         None => None,

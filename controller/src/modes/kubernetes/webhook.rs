@@ -31,6 +31,8 @@ pub struct Webhook {
     pub metrics: Arc<super::metrics::Metrics>,
     /// The operator's bounds on what objects may make the controller do.
     pub bounds: Arc<crate::decide::bounds::Bounds>,
+    /// Groups whose members may withdraw anyone's `Approval`.
+    pub withdrawers: Vec<String>,
 }
 
 type Review = AdmissionReview<DynamicObject>;
@@ -106,6 +108,7 @@ async fn decide(hook: &Webhook, req: &Request) -> Result<Verdict, kube::Error> {
             view: &view,
             approvals: &approvals,
             bounds: &hook.bounds,
+            withdrawers: &hook.withdrawers,
         };
         let verdict = admission::validate(req, &cluster, now);
         if verdict == Verdict::Allowed(Vec::new()) {
@@ -117,6 +120,7 @@ async fn decide(hook: &Webhook, req: &Request) -> Result<Verdict, kube::Error> {
         view: &view,
         approvals: &approvals,
         bounds: &hook.bounds,
+        withdrawers: &hook.withdrawers,
     };
     Ok(admission::validate(req, &cluster, now))
 }
@@ -217,6 +221,7 @@ async fn mutate(
         view,
         approvals,
         bounds: &hook.bounds,
+        withdrawers: &hook.withdrawers,
     };
     let Some(patch) = admission::stamp(&req, &cluster) else {
         return axum::Json(response.into_review());

@@ -117,6 +117,7 @@ pub async fn run(
     };
     tokio::join!(
         approvals(&ctx, shutdown_rx.clone()),
+        super::approvals::record_withdrawals(ctx.clone(), shutdown_rx.clone()),
         models(&ctx, shutdown_rx.clone()),
         aliases(&ctx, shutdown_rx.clone()),
         deployments(&ctx, shutdown_rx.clone()),

@@ -1,0 +1,199 @@
+//! What a request may not do to any Slipway object's life: give it an owner or a finalizer.
+
+use serde_json::Value;
+
+use super::{Cluster, Request};
+use crate::catalog::Resource;
+use slipway_crd::promotion_policy::Operation;
+
+/// Kubernetes' controller that deletes what is in a namespace being deleted.
+const NAMESPACE_CONTROLLER: &str = "system:serviceaccount:kube-system:namespace-controller";
+
+/// Why a `ModelVersion` may not be deleted now: an alias resolves to it or names it, or a
+/// deployment serves it, rolls it out or pins it — deleting it would let its label be
+/// registered again with another artifact under what production follows. (A namespace being
+/// deleted takes everything.)
+pub(super) fn in_use(req: &Request, cluster: &Cluster) -> Option<String> {
+    if req.kind != "ModelVersion"
+        || req.operation != Operation::Delete
+        || req.user == NAMESPACE_CONTROLLER
+    {
+        return None;
+    }
+    let old = req.old_object.as_ref()?;
+    let (model, label) = (
+        old["spec"]["model"].as_str()?,
+        old["spec"]["version"].as_str()?,
+    );
+    let is = |v: Option<&String>| v.is_some_and(|v| v == label);
+    let mut users = Vec::new();
+    for o in cluster.view.catalog.objects() {
+        if o.key.namespace != req.namespace {
+            continue;
+        }
+        match &o.resource {
+            Resource::ModelAlias(a) if a.spec.model == model => {
+                let resolved = a.status.as_ref().and_then(|s| s.resolved_version.as_ref());
+                if is(resolved) || a.spec.version == label {
+                    users.push(format!("ModelAlias {} ({})", o.key.name, a.spec.alias));
+                }
+            }
+            Resource::ModelDeployment(d) if d.spec.model == model => {
+                let s = d.status.as_ref();
+                if is(s.and_then(|s| s.serving_version.as_ref()))
+                    || is(s.and_then(|s| s.target_version.as_ref()))
+                    || is(d.spec.version.as_ref())
+                {
+                    users.push(format!("ModelDeployment {}", o.key.name));
+                }
+            }
+            _ => {}
+        }
+    }
+    (!users.is_empty()).then(|| {
+        format!(
+            "version {label} of {model} is in use by {}: move the aliases and deployments off it \
+             first (a label, once deleted, could be registered again with another artifact)",
+            users.join(", ")
+        )
+    })
+}
+
+/// Owner references and finalizers a request adds to a Slipway object are refused: an owner
+/// reference hands the object's life to another object (delete that one, and the garbage
+/// collector deletes the version production follows — whose label could then be registered
+/// again), and a finalizer keeps it from being deleted. The one kind Slipway makes with an owner
+/// is an `Evaluation` owned by its `ModelVersion`; removing either is the garbage collector's
+/// work and allowed.
+pub(super) fn refusal(req: &Request) -> Option<String> {
+    let listed = |o: Option<&Value>, field: &str| -> Vec<Value> {
+        o.and_then(|o| o["metadata"][field].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let (old, new) = (req.old_object.as_ref(), req.object.as_ref());
+    let before = listed(old, "ownerReferences");
+    let added: Vec<Value> = listed(new, "ownerReferences")
+        .into_iter()
+        .filter(|r| !before.contains(r))
+        .collect();
+    let own = |r: &Value| {
+        req.kind == "Evaluation"
+            && r["kind"] == "ModelVersion"
+            && r["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("slipway.dev/"))
+    };
+    if let Some(r) = added.iter().find(|r| !own(r)) {
+        return Some(format!(
+            "metadata.ownerReferences: an owner reference to {} {} would let its deletion \
+             remove this object; Slipway's objects take no owner but the ones Slipway gives them",
+            r["kind"].as_str().unwrap_or("?"),
+            r["name"].as_str().unwrap_or("?")
+        ));
+    }
+    let before = listed(old, "finalizers");
+    if let Some(f) = listed(new, "finalizers")
+        .into_iter()
+        .find(|f| !before.contains(f))
+    {
+        return Some(format!(
+            "metadata.finalizers: adding {f} would keep this object from being deleted; \
+             Slipway's objects take no finalizers"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::tests::{cluster, edit};
+    use super::super::{Verdict, validate};
+
+    #[test]
+    fn nobody_gives_a_slipway_object_an_owner_or_a_finalizer() {
+        let c = cluster(&[]);
+        let version = c
+            .objects
+            .iter()
+            .find(|o| o["kind"] == "ModelVersion")
+            .unwrap()["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let owned = edit(&c, "ModelVersion", &version, "admin", |v| {
+            v["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap",
+                "name": "short-lived", "uid": "4b1e"}]);
+        });
+        let Verdict::Denied(why) = validate(&owned, &c.view(), crate::testing::now()) else {
+            panic!("a version was given an owner");
+        };
+        assert!(
+            why.contains("metadata.ownerReferences: an owner reference to ConfigMap short-lived would let its deletion remove this object"),
+            "{why}"
+        );
+        let held = edit(&c, "ModelVersion", &version, "admin", |v| {
+            v["metadata"]["finalizers"] = json!(["example.com/keep"]);
+        });
+        let Verdict::Denied(why) = validate(&held, &c.view(), crate::testing::now()) else {
+            panic!("a version was given a finalizer");
+        };
+        assert!(
+            why.contains("metadata.finalizers: adding \"example.com/keep\""),
+            "{why}"
+        );
+        // Removing them (the garbage collector's work) and labels are fine.
+        let mut freed = held.clone();
+        freed.old_object = held.object.clone();
+        freed.object = held.old_object.clone();
+        assert!(matches!(
+            validate(&freed, &c.view(), crate::testing::now()),
+            Verdict::Allowed(_)
+        ));
+        let labelled = edit(&c, "ModelVersion", &version, "admin", |v| {
+            v["metadata"]["labels"] = json!({"reviewed": "yes"});
+        });
+        assert!(matches!(
+            validate(&labelled, &c.view(), crate::testing::now()),
+            Verdict::Allowed(_)
+        ));
+    }
+
+    #[test]
+    fn a_version_an_alias_or_deployment_uses_cannot_be_deleted() {
+        let c = cluster(&[]);
+        let seven = c
+            .objects
+            .iter()
+            .find(|o| o["kind"] == "ModelVersion" && o["spec"]["version"] == "7")
+            .unwrap()
+            .clone();
+        let delete = |user: &str| super::super::Request {
+            kind: "ModelVersion".into(),
+            namespace: "default".into(),
+            name: seven["metadata"]["name"].as_str().unwrap().into(),
+            operation: slipway_crd::promotion_policy::Operation::Delete,
+            user: user.into(),
+            groups: vec!["system:masters".into()],
+            object: None,
+            old_object: Some(seven.clone()),
+        };
+        let Verdict::Denied(why) = validate(&delete("admin"), &c.view(), crate::testing::now())
+        else {
+            panic!("production's version was deleted");
+        };
+        assert!(
+            why.contains("version 7 of pitch-frame-classifier is in use by ModelAlias pitch-frame-classifier-production (production)"),
+            "{why}"
+        );
+        // A namespace being deleted takes everything.
+        assert!(
+            super::in_use(
+                &delete("system:serviceaccount:kube-system:namespace-controller"),
+                &c.view()
+            )
+            .is_none()
+        );
+    }
+}
