@@ -33,7 +33,7 @@ spec:
         kubernetes:
           image: registry.example/pitch-frames-eval:1.2
           args: ["--split", "holdout"]
-          resources: {limits: {cpu: "1", memory: 1Gi}}
+          resources: {limits: {memory: 1Gi}}
           serviceAccountName: evaluator
       dataset: {uri: "s3://datasets/pitch-frames/holdout/", digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111"}
       baseline: {alias: production}
@@ -61,6 +61,7 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
     let log = api.dir.path().join("controller.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
         .envs(support::OPEN_BOUNDS)
+        .env("SLIPWAY_MAX_CPU", "2")
         .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
         .env("KUBECONFIG", &api.kubeconfig)
         .env("POD_NAME", "controller-a")
@@ -86,6 +87,9 @@ fn new_versions_are_evaluated_by_jobs_that_write_the_results_file() {
     assert_eq!(container["image"], "registry.example/pitch-frames-eval:1.2");
     assert_eq!(container["args"], serde_json::json!(["--split", "holdout"]));
     assert_eq!(container["resources"]["limits"]["memory"], "1Gi");
+    // The CPU limit it did not write is the operator's bound.
+    // (as the API server writes 2000m)
+    assert_eq!(container["resources"]["limits"]["cpu"], "2");
     assert_eq!(
         job["spec"]["template"]["spec"]["serviceAccountName"],
         "evaluator"

@@ -345,6 +345,18 @@ fn a_promoter_cannot_reach_production_or_the_controllers_powers_another_way() {
             "spec.evaluations[0].runner.kubernetes.resources.limits.cpu: 64 is more than the operator allows",
         ],
     );
+    // What is not bounded by a number: a GPU nobody allowed, an attempt that runs for a month.
+    refused(
+        &api,
+        "erin",
+        &model(
+            "  evaluations:\n    - name: smoke\n      timeout: 720h\n      runner:\n        kubernetes: {image: registry.example.com/ml/eval:1, resources: {limits: {nvidia.com/gpu: \"8\"}}}\n      dataset: {uri: \"s3://d/\"}\n",
+        ),
+        &[
+            "spec.evaluations[0].runner.kubernetes.resources.limits.nvidia.com/gpu: nvidia.com/gpu is not among the extended resources the operator allows",
+            "spec.evaluations[0].timeout: 720h is longer than the operator allows an evaluation attempt to run (86400s; --max-timeout)",
+        ],
+    );
     let deployment = |image: &str| {
         format!(
             "apiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: side-api, namespace: default}}\nspec:\n  model: pitch-frame-classifier\n  alias: staging\n  target:\n    kubernetes: {{image: {image}, port: 8080}}\n"

@@ -99,6 +99,17 @@ pub struct ControllerArgs {
     /// Execution roles a SageMaker deployment may pass: ARNs, or a prefix ending in `*`.
     #[arg(long, env = "SLIPWAY_ALLOWED_EXECUTION_ROLES", value_delimiter = ',')]
     pub allowed_execution_roles: Vec<String>,
+    /// Resources beyond cpu, memory and ephemeral-storage containers may ask for
+    /// (`nvidia.com/gpu`): exact, or a prefix ending in `*`.
+    #[arg(
+        long,
+        env = "SLIPWAY_ALLOWED_EXTENDED_RESOURCES",
+        value_delimiter = ','
+    )]
+    pub allowed_extended_resources: Vec<String>,
+    /// The longest an evaluation attempt may run (a suite's `timeout`), e.g. `24h`.
+    #[arg(long, env = "SLIPWAY_MAX_TIMEOUT", default_value = "24h")]
+    pub max_timeout: String,
     /// Groups whose members may withdraw (delete) anyone's Approval; otherwise only its approver.
     #[arg(
         long,
@@ -137,6 +148,12 @@ impl ControllerArgs {
             max_memory: quantity("max-memory", &self.max_memory)?,
             endpoint_urls: clean(&self.allowed_endpoint_urls),
             execution_roles: clean(&self.allowed_execution_roles),
+            extended_resources: clean(&self.allowed_extended_resources),
+            max_timeout: Some(
+                crate::decide::duration::parse(&self.max_timeout).map_err(|e| {
+                    anyhow::anyhow!("--max-timeout {:?}: {e} (e.g. `24h`)", self.max_timeout)
+                })?,
+            ),
         })
     }
 }

@@ -314,8 +314,10 @@ pub(super) async fn start_job(
     if !runner.args.is_empty() {
         container["args"] = json!(runner.args);
     }
-    if let Some(r) = &runner.resources {
-        container["resources"] = serde_json::to_value(r)?;
+    // Limited to the operator's bounds where no limit is written.
+    let resources = ctx.bounds.limited(runner.resources.as_ref());
+    if resources != Default::default() {
+        container["resources"] = serde_json::to_value(resources)?;
     }
     let labels = json!({"slipway.dev/evaluation": name, "slipway.dev/role": run.role.as_str()});
     let object = json!({

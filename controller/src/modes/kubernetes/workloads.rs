@@ -136,8 +136,10 @@ pub(super) async fn apply_version(
         "ports": [{"name": "http", "containerPort": target.port, "protocol": "TCP"}],
         "env": env,
     });
-    if let Some(r) = &target.resources {
-        container["resources"] = serde_json::to_value(r)?;
+    // Limited to the operator's bounds where no limit is written.
+    let resources = ctx.bounds.limited(target.resources.as_ref());
+    if resources != Default::default() {
+        container["resources"] = serde_json::to_value(resources)?;
     }
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(existing) = api.get_opt(&deployment).await?

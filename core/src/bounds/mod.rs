@@ -31,7 +31,15 @@ pub struct Bounds {
     pub endpoint_urls: Vec<String>,
     /// Execution roles a SageMaker deployment may pass: exact ARNs, or a prefix ending in `*`.
     pub execution_roles: Vec<String>,
+    /// Resources beyond `cpu`, `memory` and `ephemeral-storage` a container may ask for
+    /// (`nvidia.com/gpu`): exact, or a prefix ending in `*`.
+    pub extended_resources: Vec<String>,
+    /// The longest an evaluation may run (`timeout`), each attempt.
+    pub max_timeout: Option<std::time::Duration>,
 }
+
+/// The resources every container has, which `max_cpu` and `max_memory` bound.
+const STANDARD_RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 
 /// A field outside the bounds, and why.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,7 +127,29 @@ impl Bounds {
             max_memory: None,
             endpoint_urls: vec!["*".into()],
             execution_roles: vec!["*".into()],
+            extended_resources: vec!["*".into()],
+            max_timeout: None,
         }
+    }
+
+    /// `r` as a container gets it: a bounded resource without a limit (CPU under `max_cpu`,
+    /// memory under `max_memory`) is limited to the bound, so nothing runs unbounded because
+    /// its limit was not written.
+    pub fn limited(&self, r: Option<&Resources>) -> Resources {
+        let mut r = r.cloned().unwrap_or_default();
+        for (name, max) in [("cpu", self.max_cpu), ("memory", self.max_memory)] {
+            if let Some(max) = max
+                && !r.limits.contains_key(name)
+            {
+                let amount = if name == "cpu" {
+                    format!("{}m", (max * 1000.0).floor() as u64)
+                } else {
+                    format!("{}", max.floor() as u64)
+                };
+                r.limits.insert(name.to_string(), amount);
+            }
+        }
+        r
     }
 
     /// Whether a request built from an object (it may carry secrets or a results token) may go
@@ -195,6 +225,21 @@ impl Bounds {
 
     fn resources(&self, field: &str, r: &Resources, out: &mut Vec<Breach>) {
         for (kind, amounts) in [("requests", &r.requests), ("limits", &r.limits)] {
+            for name in amounts.keys() {
+                if !STANDARD_RESOURCES.contains(&name.as_str())
+                    && !self.extended_resources.iter().any(|p| matches(p, name))
+                {
+                    out.push(Breach {
+                        field: format!("{field}.{kind}.{name}"),
+                        message: format!(
+                            "{name} is not among the extended resources the operator allows \
+                             ({}); ask them to add it to --allowed-extended-resources (chart \
+                             value bounds.extendedResources)",
+                            listed(&self.extended_resources)
+                        ),
+                    });
+                }
+            }
             for (name, max, unit) in [
                 ("cpu", self.max_cpu, "cores"),
                 ("memory", self.max_memory, "bytes"),
@@ -285,6 +330,24 @@ impl Bounds {
         }
     }
 
+    /// A suite's `timeout` longer than the operator allows (each attempt runs that long).
+    fn timeout(&self, field: &str, written: Option<&str>, out: &mut Vec<Breach>) {
+        let (Some(t), Some(max)) = (written, self.max_timeout) else {
+            return;
+        };
+        if let Ok(d) = crate::duration::parse(t)
+            && d > max
+        {
+            out.push(Breach {
+                field: field.to_string(),
+                message: format!(
+                    "{t} is longer than the operator allows an evaluation attempt to run \
+                     ({max:?}; --max-timeout)"
+                ),
+            });
+        }
+    }
+
     /// Every field of `resource` outside the bounds (Kubernetes mode).
     pub fn check(&self, resource: &Resource) -> Vec<Breach> {
         let mut out = Vec::new();
@@ -294,6 +357,11 @@ impl Bounds {
                     self.runner(
                         &format!("spec.evaluations[{i}].runner"),
                         &s.runner,
+                        &mut out,
+                    );
+                    self.timeout(
+                        &format!("spec.evaluations[{i}].timeout"),
+                        s.timeout.as_deref(),
                         &mut out,
                     );
                 }
@@ -311,7 +379,10 @@ impl Bounds {
                     }
                 }
             }
-            Resource::Evaluation(e) => self.runner("spec.runner", &e.spec.runner, &mut out),
+            Resource::Evaluation(e) => {
+                self.runner("spec.runner", &e.spec.runner, &mut out);
+                self.timeout("spec.timeout", e.spec.timeout.as_deref(), &mut out);
+            }
             Resource::ModelDeployment(d) => {
                 if let Some(k) = &d.spec.target.kubernetes {
                     self.image_at("spec.target.kubernetes.image", &k.image, &mut out);
@@ -403,139 +474,4 @@ fn listed(list: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bounds() -> Bounds {
-        Bounds {
-            destinations: vec!["hooks.slack.com".into(), "*.ci.example.com".into()],
-            images: vec![
-                "registry.example.com/ml/*".into(),
-                "python:3.11".into(),
-                "111122223333.dkr.ecr.eu-west-1.amazonaws.com/serving:*".into(),
-            ],
-            service_accounts: vec!["evaluator".into()],
-            max_cpu: Some(4.0),
-            max_memory: Some(16.0 * 1024f64.powi(3)),
-            endpoint_urls: vec!["https://api.sagemaker.eu-west-1.amazonaws.com".into()],
-            execution_roles: vec!["arn:aws:iam::111122223333:role/slipway-*".into()],
-        }
-    }
-
-    #[test]
-    fn the_service_accounts_a_setup_counts_on_are_the_exact_names() {
-        let mut b = bounds();
-        b.service_accounts = vec!["evaluator".into(), "ml-*".into(), "*".into(), String::new()];
-        assert_eq!(b.named_service_accounts(), vec!["evaluator"]);
-    }
-
-    #[test]
-    fn bounds_that_keep_everything_from_running_say_so() {
-        assert!(bounds().setup_warnings().is_empty());
-        let closed = Bounds {
-            destinations: Vec::new(),
-            images: Vec::new(),
-            service_accounts: Vec::new(),
-            max_cpu: None,
-            max_memory: None,
-            endpoint_urls: Vec::new(),
-            execution_roles: Vec::new(),
-        };
-        let said = closed.setup_warnings();
-        assert_eq!(said.len(), 3, "{said:?}");
-        assert!(said[0].starts_with("no image is allowed (--allowed-images)"));
-        assert!(said[1].starts_with("no destination is allowed"));
-        assert!(said[2].starts_with("no SageMaker execution role is allowed"));
-    }
-
-    #[test]
-    fn destinations_match_hosts_not_strings() {
-        let b = bounds();
-        assert!(
-            b.destination("https://hooks.slack.com/services/T/B/X")
-                .is_ok()
-        );
-        assert!(
-            b.destination("https://runs.ci.example.com/dispatch")
-                .is_ok()
-        );
-        for bad in [
-            "https://hooks.slack.com.evil.net/x",
-            "https://hooks.slack.com@evil.net/x",
-            "https://ci.example.com/x",
-            "http://169.254.169.254/latest/meta-data",
-            "file:///etc/passwd",
-        ] {
-            assert!(b.destination(bad).is_err(), "{bad}");
-        }
-        assert!(
-            Bounds::default()
-                .destination("https://hooks.slack.com/x")
-                .unwrap_err()
-                .contains("(none are)")
-        );
-    }
-
-    #[test]
-    fn images_service_accounts_and_resources_are_bounded() {
-        let b = bounds();
-        assert!(b.image("registry.example.com/ml/eval:1").is_ok());
-        assert!(b.image("python:3.11").is_ok());
-        assert!(b.image("python:3.12").is_err());
-        assert!(b.image("registry.example.com/other/x").is_err());
-        let runner: RunnerSpec = serde_json::from_value(serde_json::json!({"kubernetes": {
-            "image": "docker.io/attacker/miner", "serviceAccountName": "admin",
-            "resources": {"requests": {"cpu": "500m", "memory": "64Gi"}, "limits": {"cpu": "lots"}}}}))
-        .unwrap();
-        let mut out = Vec::new();
-        b.runner("spec.runner", &runner, &mut out);
-        let fields: Vec<&str> = out.iter().map(|b| b.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "spec.runner.kubernetes.image",
-                "spec.runner.kubernetes.serviceAccountName",
-                "spec.runner.kubernetes.resources.requests.memory",
-                "spec.runner.kubernetes.resources.limits.cpu",
-            ]
-        );
-        assert_eq!(quantity("500m"), Some(0.5));
-        assert_eq!(quantity("16Gi"), Some(16.0 * 1024f64.powi(3)));
-        assert_eq!(quantity("-1"), None);
-    }
-
-    #[test]
-    fn sagemaker_addresses_are_https_and_listed_and_roles_are_listed() {
-        let b = bounds();
-        let target =
-            |url: Option<&str>, role: &str| slipway_crd::model_deployment::SageMakerTarget {
-                endpoint_url: url.map(str::to_string),
-                execution_role_arn: role.into(),
-                image: "111122223333.dkr.ecr.eu-west-1.amazonaws.com/serving:1".into(),
-                ..Default::default()
-            };
-        let role = "arn:aws:iam::111122223333:role/slipway-serving";
-        assert!(b.sagemaker(&target(None, role)).is_empty());
-        assert!(
-            b.sagemaker(&target(
-                Some("https://api.sagemaker.eu-west-1.amazonaws.com"),
-                role
-            ))
-            .is_empty()
-        );
-        let plain = b.sagemaker(&target(
-            Some("http://api.sagemaker.eu-west-1.amazonaws.com"),
-            role,
-        ));
-        assert!(plain[0].message.contains("plain HTTP"), "{plain:?}");
-        let other = b.sagemaker(&target(Some("https://attacker.example.com"), role));
-        assert!(other[0].message.contains("not among"), "{other:?}");
-        let admin = b.sagemaker(&target(None, "arn:aws:iam::111122223333:role/admin"));
-        assert_eq!(admin[0].field, "spec.target.sagemaker.executionRoleArn");
-        let theirs = b.sagemaker(&slipway_crd::model_deployment::SageMakerTarget {
-            image: "999999999999.dkr.ecr.eu-west-1.amazonaws.com/miner:1".into(),
-            ..target(None, role)
-        });
-        assert_eq!(theirs[0].field, "spec.target.sagemaker.image");
-    }
-}
+mod tests;
