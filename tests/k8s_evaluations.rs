@@ -666,3 +666,62 @@ fn an_evaluation_whose_service_account_is_missing_fails_at_once_and_says_how_to_
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A thousand evaluations of versions that are not registered tie nothing up: each is looked at
+/// less and less often, a real evaluation elsewhere still starts at once, and a version's
+/// registration wakes the evaluation that waited for it.
+#[test]
+fn evaluations_of_versions_that_do_not_exist_tie_nothing_up() {
+    let api = ApiServer::start();
+    api.install_crds();
+    api.create_service_account("evaluator");
+    let waiting: String = (0..1000)
+        .map(|i| {
+            format!(
+                "---\napiVersion: slipway.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: waiting-{i}}}\nspec:\n  model: pitch-frames\n  version: \"{}\"\n  suite: holdout\n  runner: {{kubernetes: {{image: registry.example/pitch-frames-eval:1.2, serviceAccountName: evaluator}}}}\n  dataset: {{uri: \"s3://datasets/pitch-frames/holdout/\"}}\n  gates: [{{metric: f1, op: \">=\", value: 0.8}}]\n",
+                5000 + i
+            )
+        })
+        .collect();
+    let run = api.kubectl_stdin(&["create", "-f", "-"], "admin", &waiting);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let controller = support::k8s_mode::Controller::start(&api, "controller-a");
+    // Let them settle into their backoff.
+    std::thread::sleep(Duration::from_secs(10));
+
+    // A real model elsewhere: its evaluation's Job starts within seconds.
+    let started = std::time::Instant::now();
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &evaluated());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    wait_for_job(&api, "pitch-frames-7-holdout-1");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the real evaluation waited {:?}",
+        started.elapsed()
+    );
+    // Registering the version one of them waits for wakes it at once (its backoff is long by now).
+    let run = api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "admin",
+        &versions("pitch-frames", &["5005"], "model.json"),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let woken = std::time::Instant::now();
+    wait_for_job(&api, "waiting-5-1");
+    assert!(
+        woken.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        woken.elapsed()
+    );
+    // Each waiting one was looked at a handful of times, not once a second.
+    let metrics = controller.metrics();
+    let looks: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("slipway_reconciles_total{controller=\"evaluations\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(f64::MAX);
+    assert!(
+        looks < 8000.0,
+        "{looks} looks at 1,000 waiting evaluations\n{metrics}"
+    );
+}

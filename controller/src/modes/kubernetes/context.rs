@@ -39,6 +39,9 @@ pub struct Context {
     pub sagemaker: Option<SageMakerCalls>,
     /// Failures in a row per object (`Kind namespace/name`), for the backoff of transient errors.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Looks in a row per evaluation (`namespace/name`) whose version is not registered, for
+    /// the backoff of its looks (a version's arrival wakes it at once).
+    pub waiting: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// Reconcile errors (retried with backoff).

@@ -261,10 +261,22 @@ pub async fn reconcile_evaluation(
     let status = e.status.clone();
     let name = e.name_any();
     let a = attempt(&ctx, e);
+    let key = format!("{}/{name}", e.namespace().unwrap_or_default());
     if a.key.is_empty() {
-        // The version is newer than the cache: look again once it has caught up.
-        return Ok(Requeue::requeue(crate::decide::limits::CACHE_CATCH_UP));
+        // The version is newer than the cache, or not registered at all: look again, less and
+        // less often (1 s, doubling, up to the resync) — the version's registration wakes it.
+        let mut waiting = ctx.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let n = waiting.entry(key).or_insert(0);
+        let after = crate::decide::limits::CACHE_CATCH_UP
+            .saturating_mul(1 << (*n).min(16))
+            .min(crate::decide::limits::RESYNC);
+        *n += 1;
+        return Ok(Requeue::requeue(after));
     }
+    ctx.waiting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key);
     let recorded = status
         .as_ref()
         .filter(|s| s.cache_key.as_deref() == Some(a.key.as_str()));

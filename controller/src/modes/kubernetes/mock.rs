@@ -126,6 +126,7 @@ pub(super) fn context() -> (Arc<Context>, ApiServer) {
         announced: Default::default(),
         sagemaker: None,
         failures: Default::default(),
+        waiting: Default::default(),
     };
     (Arc::new(ctx), server)
 }

@@ -104,6 +104,7 @@ pub async fn run(
         moves_seen: Default::default(),
         announced: Default::default(),
         failures: Default::default(),
+        waiting: Default::default(),
         sagemaker: sagemaker_calls(),
     });
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = match &namespace {
@@ -259,10 +260,36 @@ fn evaluations(
     stop: Shutdown,
 ) -> impl std::future::Future<Output = ()> {
     let cache = &ctx.cache;
+    let evaluations = cache.evaluations.store();
+    let specs = ChangeFilter::new(&cache.versions, Changes::of_spec());
     Controller::for_shared_stream(cache.evaluations.changes(), cache.evaluations.store())
         .owns(
             jobs,
             watcher::Config::default().labels("slipway.dev/evaluation"),
+        )
+        // A version registered (or changed) wakes its evaluations: one that waited for it
+        // starts at once, whatever its backoff.
+        .watches_shared_stream(
+            cache.versions.changes(),
+            move |v: Arc<Guarded<slipway_crd::ModelVersion>>| {
+                let Ok(version) = &v.0 else { return Vec::new() };
+                if !specs.counts(&v) {
+                    return Vec::new();
+                }
+                let ns = version.namespace();
+                evaluations
+                    .state()
+                    .into_iter()
+                    .filter(|e| {
+                        e.0.as_ref().is_ok_and(|e| {
+                            e.namespace() == ns
+                                && e.spec.model == version.spec.model
+                                && e.spec.version == version.spec.version
+                        })
+                    })
+                    .map(|e| kube::runtime::reflector::ObjectRef::from_obj(&*e))
+                    .collect()
+            },
         )
         .with_config(limited())
         .trigger_backoff(super::cache::QuickBackoff::default())
