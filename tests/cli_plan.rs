@@ -716,3 +716,17 @@ fn the_readmes_show_what_promote_sh_prints() {
     }
     assert!(blocks >= 4, "{blocks}");
 }
+
+/// The example's recorded result carries the content address Slipway computes for it (else
+/// `slipway plan --results` would not count it).
+#[test]
+fn the_example_result_is_recorded_under_its_content_address() {
+    let text =
+        std::fs::read_to_string(root().join("examples/promotion-pr/results/pitch-frames-8.yaml"))
+            .unwrap();
+    let doc = slipway_core::catalog::yaml::read(&text).unwrap();
+    assert_eq!(
+        doc["status"]["cacheKey"],
+        support::example_key("8").as_str()
+    );
+}

@@ -421,12 +421,14 @@ fn two_namespaces_run_the_same_evaluation_each_in_a_folder_of_its_own() {
     let (_dir, work) = quickstart();
     let seen = work.join("results-paths");
     // The same model, suite and artifact in two namespaces: the same content address, run once
-    // in each (results are not reused across namespaces), each writing where it was told.
-    let team = |ns: &str| {
+    // in each (results are not reused across namespaces), each writing where it was told. And
+    // another model with a suite of the same name, the same artifact and dataset: its own run
+    // (a run judged by another model's suite is not its result).
+    let team = |ns: &str, model: &str| {
         format!(
             r#"apiVersion: slipway.dev/v1alpha1
 kind: RegisteredModel
-metadata: {{name: shared-model, namespace: {ns}}}
+metadata: {{name: {model}, namespace: {ns}}}
 spec:
   owners: ["group:ml-leads"]
   evaluations:
@@ -441,25 +443,40 @@ spec:
 ---
 apiVersion: slipway.dev/v1alpha1
 kind: ModelVersion
-metadata: {{name: shared-model-1, namespace: {ns}}}
-spec: {{model: shared-model, version: "1", artifact: {{uri: "file://models/shared-1", digest: "sha256:6161616161616161616161616161616161616161616161616161616161616161"}}}}
+metadata: {{name: {model}-1, namespace: {ns}}}
+spec: {{model: {model}, version: "1", artifact: {{uri: "file://models/shared-1", digest: "sha256:6161616161616161616161616161616161616161616161616161616161616161"}}}}
 "#,
             seen.display()
         )
     };
-    std::fs::write(work.join("registry/team-a.yaml"), team("team-a")).unwrap();
-    std::fs::write(work.join("registry/team-b.yaml"), team("team-b")).unwrap();
+    std::fs::write(
+        work.join("registry/team-a.yaml"),
+        team("team-a", "shared-model"),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("registry/team-b.yaml"),
+        team("team-b", "shared-model"),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("registry/team-a-other.yaml"),
+        team("team-a", "other-model"),
+    )
+    .unwrap();
     let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let text = std::fs::read_to_string(&seen).unwrap();
     let mut paths: Vec<&str> = text.lines().collect();
     paths.sort();
-    assert_eq!(paths.len(), 2, "one run per namespace: {paths:?}");
-    assert!(
-        paths[0].contains("/team-a/shared-model-1-holdout/")
-            && paths[1].contains("/team-b/shared-model-1-holdout/"),
-        "{paths:?}"
-    );
+    assert_eq!(paths.len(), 3, "one run per namespace and model: {paths:?}");
+    for run in [
+        "/team-a/other-model-1-holdout/",
+        "/team-a/shared-model-1-holdout/",
+        "/team-b/shared-model-1-holdout/",
+    ] {
+        assert!(paths.iter().any(|p| p.contains(run)), "{run}: {paths:?}");
+    }
 }
 
 /// Issue 20: an evaluation whose script was missing failed after three attempts, and fixing the

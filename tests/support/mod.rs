@@ -285,6 +285,32 @@ pub const OPEN_BOUNDS: [(&str, &str); 5] = [
     ("SLIPWAY_ALLOWED_EXECUTION_ROLES", "*"),
 ];
 
+/// The content address of `version`'s run of the example result's suite
+/// (`examples/promotion-pr/results/pitch-frames-8.yaml`: its model, dataset, runner and suite,
+/// the example registry's artifact of `version`).
+#[allow(dead_code)]
+pub fn example_key(version: &str) -> String {
+    let text =
+        std::fs::read_to_string(root().join("examples/promotion-pr/results/pitch-frames-8.yaml"))
+            .unwrap();
+    let doc = slipway_core::catalog::yaml::read(&text).unwrap();
+    let versions =
+        std::fs::read_to_string(root().join("examples/football-frames/versions.yaml")).unwrap();
+    let artifact: slipway_crd::model_version::Artifact = versions
+        .split("\n---\n")
+        .filter_map(|d| slipway_core::catalog::yaml::read(d).ok())
+        .find(|v| v["spec"]["version"] == version)
+        .map(|v| serde_json::from_value(v["spec"]["artifact"].clone()).unwrap())
+        .expect("the version in the example");
+    slipway_core::evaluation::cache_key(
+        doc["spec"]["model"].as_str().unwrap(),
+        &artifact,
+        &serde_json::from_value(doc["spec"]["dataset"].clone()).unwrap(),
+        &serde_json::from_value(doc["spec"]["runner"].clone()).unwrap(),
+        doc["spec"]["suite"].as_str().unwrap(),
+    )
+}
+
 /// Version 7's `pitch-frames` evaluation of the football-frames example, as Slipway records it:
 /// compared against 6, its predecessor (version 8's result in `examples/promotion-pr/results`,
 /// made 7's, under the content address of 7's run so it counts as 7's).
@@ -315,6 +341,7 @@ pub fn evaluation_of_seven() -> String {
         .map(|v| serde_json::from_value(v["spec"]["artifact"].clone()).unwrap())
         .expect("version 7 in the example");
     let key = slipway_core::evaluation::cache_key(
+        "pitch-frame-classifier",
         &artifact,
         &serde_json::from_value(doc["spec"]["dataset"].clone()).unwrap(),
         &serde_json::from_value(doc["spec"]["runner"].clone()).unwrap(),

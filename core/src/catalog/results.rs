@@ -27,6 +27,7 @@ pub fn judges(catalog: &crate::catalog::Catalog, e: &Evaluation) -> bool {
         .version(ns, &e.spec.model, &e.spec.version)
         .is_some_and(|v| {
             let key = crate::evaluation::cache_key(
+                &e.spec.model,
                 &v.spec.artifact,
                 &e.spec.dataset,
                 &e.spec.runner,
@@ -266,7 +267,13 @@ mod tests {
             gates: suite.gates.clone(),
             timeout: suite.timeout.clone(),
         };
-        let key = crate::evaluation::cache_key(&artifact, &spec.dataset, &spec.runner, &spec.suite);
+        let key = crate::evaluation::cache_key(
+            &spec.model,
+            &artifact,
+            &spec.dataset,
+            &spec.runner,
+            &spec.suite,
+        );
         let judged = crate::evaluation::judged_by(&spec.gates, spec.timeout.as_deref());
         let mut e = Evaluation::new("m-2-eval", spec);
         e.metadata.namespace = Some("default".into());

@@ -140,11 +140,14 @@ pub fn judging(
     }
 }
 
-/// The content address of an evaluation: the artifact (its digest and where it is — a digest
-/// alone could be claimed by any URI, and take the results of the artifact it names), dataset
-/// digest, runner spec and suite. A finished result with the same key is reused instead of
+/// The content address of an evaluation: the model and its suite (a run judged by another
+/// model's suite of the same name is not this one's), the artifact (its digest and where it is —
+/// a digest alone could be claimed by any URI, and take the results of the artifact it names),
+/// the dataset (where it is and its digest: a digest does not stand for a URI), and the runner
+/// spec. A finished result with the same key, in the same namespace, is reused instead of
 /// running again.
 pub fn cache_key(
+    model: &str,
     artifact: &slipway_crd::model_version::Artifact,
     dataset: &DatasetRef,
     runner: &RunnerSpec,
@@ -152,9 +155,10 @@ pub fn cache_key(
 ) -> String {
     // serde_json maps are sorted (no preserve_order feature), so this rendering is canonical.
     let canonical = json!({
+        "model": model,
         "artifact": artifact.digest,
         "uri": artifact.uri,
-        "dataset": dataset.digest.as_deref().unwrap_or(&dataset.uri),
+        "dataset": {"uri": dataset.uri, "digest": dataset.digest},
         "runner": runner,
         "suite": suite,
     })
@@ -319,21 +323,22 @@ mod tests {
             format: None,
         };
         let one = art("s3://m/1", "sha256:01");
-        let k = cache_key(&one, &data, &runner, "s");
-        assert_eq!(k, cache_key(&one, &data, &runner, "s"));
+        let k = cache_key("m", &one, &data, &runner, "s");
+        assert_eq!(k, cache_key("m", &one, &data, &runner, "s"));
         assert!(k.starts_with("sha256:") && k.len() == 71);
         assert_ne!(
             k,
-            cache_key(&art("s3://m/1", "sha256:02"), &data, &runner, "s")
+            cache_key("m", &art("s3://m/1", "sha256:02"), &data, &runner, "s")
         );
         // Another URI claiming the same digest is another artifact.
         assert_ne!(
             k,
-            cache_key(&art("s3://evil/m", "sha256:01"), &data, &runner, "s")
+            cache_key("m", &art("s3://evil/m", "sha256:01"), &data, &runner, "s")
         );
         assert_ne!(
             k,
             cache_key(
+                "m",
                 &one,
                 &DatasetRef {
                     digest: Some("sha256:bb".into()),
@@ -343,7 +348,22 @@ mod tests {
                 "s"
             )
         );
-        assert_ne!(k, cache_key(&one, &data, &RunnerSpec::default(), "s"));
-        assert_ne!(k, cache_key(&one, &data, &runner, "t"));
+        assert_ne!(k, cache_key("m", &one, &data, &RunnerSpec::default(), "s"));
+        assert_ne!(k, cache_key("m", &one, &data, &runner, "t"));
+        // Another model's suite of the same name; the same digest at another dataset URI.
+        assert_ne!(k, cache_key("n", &one, &data, &runner, "s"));
+        assert_ne!(
+            k,
+            cache_key(
+                "m",
+                &one,
+                &DatasetRef {
+                    uri: "s3://elsewhere/".into(),
+                    ..data.clone()
+                },
+                &runner,
+                "s"
+            )
+        );
     }
 }

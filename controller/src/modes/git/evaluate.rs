@@ -93,7 +93,13 @@ impl Reconciler<'_> {
             version: version.to_string(),
             uri: artifact.uri.clone(),
             digest: artifact.digest.clone(),
-            key: evaluation::cache_key(artifact, &task.dataset, &task.runner, &task.suite),
+            key: evaluation::cache_key(
+                &task.model,
+                artifact,
+                &task.dataset,
+                &task.runner,
+                &task.suite,
+            ),
         };
         let baseline = task
             .baseline
@@ -242,10 +248,9 @@ impl Reconciler<'_> {
     pub(super) fn attempt(&self, task: &Task, key: &str) -> lifecycle::Attempt {
         lifecycle::Attempt {
             key: key.to_string(),
-            baseline_key: task
-                .baseline
-                .as_ref()
-                .map(|(_, a)| evaluation::cache_key(a, &task.dataset, &task.runner, &task.suite)),
+            baseline_key: task.baseline.as_ref().map(|(_, a)| {
+                evaluation::cache_key(&task.model, a, &task.dataset, &task.runner, &task.suite)
+            }),
             baseline_version: task.baseline.as_ref().map(|b| b.0.clone()),
             number: 0,
             round: 0,
@@ -348,7 +353,13 @@ impl Reconciler<'_> {
     /// out (record, start a local attempt in the pool or dispatch an external one), write; a
     /// finished evaluation gets its report and its `EvaluationCompleted` history entry.
     pub(super) fn evaluate(&self, task: &Task, out: &mut PassReport) -> Result<(), Error> {
-        let key = evaluation::cache_key(&task.artifact, &task.dataset, &task.runner, &task.suite);
+        let key = evaluation::cache_key(
+            &task.model,
+            &task.artifact,
+            &task.dataset,
+            &task.runner,
+            &task.suite,
+        );
         let stored = self.evaluation_status(&task.namespace, &task.name)?;
         // The step's first rule, asked before anything is copied or hashed: a finished
         // evaluation stands (a no-change pass over 10,000 evaluations is mostly this).

@@ -107,6 +107,7 @@ fn attempt(ctx: &Context, e: &Evaluation) -> lifecycle::Attempt {
     let key = |version: &str| {
         let (uri, digest) = ctx.cache.artifact(&ns, &e.spec.model, version)?;
         Some(crate::decide::evaluation::cache_key(
+            &e.spec.model,
             &slipway_crd::model_version::Artifact {
                 uri,
                 digest,
