@@ -436,6 +436,25 @@ fn a_baseline_that_never_ran_the_suite_gets_a_job_of_its_own() {
             .then_some(())
     });
     let baseline = wait_for_job(&api, "pitch-frames-8-holdout-1-baseline");
+    // An Evaluation someone made of the suite as declared, its baseline named by the alias: the
+    // alias is resolved (7), not dropped — its baseline runs too.
+    let mine = format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: mine-8}}\nspec:\n  model: pitch-frames\n  version: \"8\"\n  suite: holdout\n{}",
+        suite
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("runner:"))
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect::<String>()
+    );
+    let run = api.kubectl_stdin(&["create", "-f", "-"], "admin", &mine);
+    assert_eq!(run.code, 0, "{}\n{mine}", run.stderr);
+    let theirs = wait_for_job(&api, "mine-8-1-baseline");
+    assert!(
+        theirs
+            .to_string()
+            .contains("s3://models/pitch-frames/7/model.json"),
+        "{theirs}"
+    );
     let env = &baseline["spec"]["template"]["spec"]["containers"][0]["env"];
     let value = |name: &str| {
         env.as_array()

@@ -182,26 +182,23 @@ fn the_readme_walkthrough_runs_as_written() {
         let c = step.command.as_str();
         // What a person waits for before this command.
         if c.starts_with("kubectl apply -f examples/kubernetes/model.yaml") {
-            wait_for(
-                &api,
-                &["validatingwebhookconfiguration", "slipway"],
-                "{.webhooks[0].clientConfig.caBundle}",
-                &jsonpath(
-                    &api,
-                    &["mutatingwebhookconfiguration", "slipway"],
-                    "{.webhooks[0].clientConfig.caBundle}",
-                ),
-            );
             eventually(Duration::from_secs(30), || {
                 let (code, _) = support::git_mode::get(9080, "/readyz");
-                (code == 200
-                    && !jsonpath(
+                // Serving, and its certificate in both configurations.
+                let published = [
+                    "validatingwebhookconfiguration",
+                    "mutatingwebhookconfiguration",
+                ]
+                .iter()
+                .all(|kind| {
+                    !jsonpath(
                         &api,
-                        &["validatingwebhookconfiguration", "slipway"],
+                        &[kind, "slipway"],
                         "{.webhooks[0].clientConfig.caBundle}",
                     )
-                    .is_empty())
-                .then_some(())
+                    .is_empty()
+                });
+                (code == 200 && published).then_some(())
             });
             kubelet = Some(Kubelet::start(&api.kubeconfig, "default"));
         } else if c == "kubectl get meval,jobs" {

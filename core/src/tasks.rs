@@ -143,6 +143,22 @@ pub fn of_version(
         .collect()
 }
 
+/// The baseline version `b` names for `candidate` — its version, or what its alias resolves to
+/// now (`resolved`) — unless it is the candidate itself. Both homes read a baseline so.
+pub fn baseline_version(
+    b: Option<&BaselineRef>,
+    candidate: &str,
+    resolved: impl FnOnce(&str) -> Option<String>,
+) -> Option<String> {
+    let b = b?;
+    let version = match (&b.version, &b.alias) {
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(a)) => resolved(a),
+        _ => None,
+    }?;
+    (version != candidate).then_some(version)
+}
+
 /// The baseline (version and artifact) `b` names for `candidate`, unless it is the candidate.
 fn baseline_of(
     catalog: &Catalog,
@@ -152,15 +168,7 @@ fn baseline_of(
     candidate: &str,
     b: Option<&BaselineRef>,
 ) -> Option<(String, Artifact)> {
-    let b = b?;
-    let version = match (&b.version, &b.alias) {
-        (Some(v), _) => Some(v.clone()),
-        (None, Some(a)) => resolved(ns, model, a),
-        _ => None,
-    }?;
-    if version == candidate {
-        return None;
-    }
+    let version = baseline_version(b, candidate, |a| resolved(ns, model, a))?;
     catalog
         .version(ns, model, &version)
         .map(|v| (version, v.spec.artifact.clone()))

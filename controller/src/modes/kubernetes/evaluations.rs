@@ -118,7 +118,11 @@ fn attempt(ctx: &Context, e: &Evaluation) -> lifecycle::Attempt {
             &e.spec.suite,
         ))
     };
-    let baseline_version = e.spec.baseline.as_ref().and_then(|b| b.version.clone());
+    // Named by version, or by an alias resolved now — as git mode reads it.
+    let baseline_version =
+        crate::decide::tasks::baseline_version(e.spec.baseline.as_ref(), &e.spec.version, |a| {
+            ctx.cache.resolved(&ns, &e.spec.model, a)
+        });
     lifecycle::Attempt {
         key: key(&e.spec.version).unwrap_or_default(),
         baseline_key: baseline_version.as_deref().and_then(key),
