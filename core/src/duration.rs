@@ -21,15 +21,19 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
+        // Too large to hold (a duration of billions of years) is as wrong as any other typo.
+        let too_long = || format!("`{s}` is too long a duration");
+        let secs = |factor: u64| n.checked_mul(factor).map(Duration::from_secs);
         let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86400),
+            "ms" => Some(Duration::from_millis(n)),
+            "s" => Some(Duration::from_secs(n)),
+            "m" => secs(60),
+            "h" => secs(3600),
+            "d" => secs(86400),
             _ => return Err(err()),
-        };
-        total += unit;
+        }
+        .ok_or_else(too_long)?;
+        total = total.checked_add(unit).ok_or_else(too_long)?;
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -57,6 +61,17 @@ pub fn format(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_duration_too_long_to_hold_is_an_error_not_a_panic() {
+        for d in [
+            "18446744073709551615s1s",
+            "213503982334602d",
+            "99999999999999999999h",
+        ] {
+            assert!(parse(d).is_err(), "{d}");
+        }
+    }
     use super::*;
 
     #[test]

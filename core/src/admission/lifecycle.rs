@@ -63,9 +63,10 @@ pub(super) fn in_use(req: &Request, cluster: &Cluster) -> Option<String> {
 /// reference hands the object's life to another object (delete that one, and the garbage
 /// collector deletes the version production follows — whose label could then be registered
 /// again), and a finalizer keeps it from being deleted. The one kind Slipway makes with an owner
-/// is an `Evaluation` owned by its `ModelVersion`; removing either is the garbage collector's
-/// work and allowed.
-pub(super) fn refusal(req: &Request) -> Option<String> {
+/// is an `Evaluation` owned by its `ModelVersion` — that very object, by its uid (an owner that
+/// does not exist would have the garbage collector delete the evaluation, and its results be
+/// run again); removing either is the garbage collector's work and allowed.
+pub(super) fn refusal(req: &Request, cluster: &Cluster) -> Option<String> {
     let listed = |o: Option<&Value>, field: &str| -> Vec<Value> {
         o.and_then(|o| o["metadata"][field].as_array().cloned())
             .unwrap_or_default()
@@ -76,12 +77,22 @@ pub(super) fn refusal(req: &Request) -> Option<String> {
         .into_iter()
         .filter(|r| !before.contains(r))
         .collect();
+    let spec = new.map(|o| &o["spec"]);
+    let version_uid = spec.and_then(|s| {
+        let v = cluster.view.catalog.version(
+            &req.namespace,
+            s["model"].as_str()?,
+            s["version"].as_str()?,
+        )?;
+        v.metadata.uid.clone()
+    });
     let own = |r: &Value| {
         req.kind == "Evaluation"
             && r["kind"] == "ModelVersion"
             && r["apiVersion"]
                 .as_str()
                 .is_some_and(|v| v.starts_with("slipway.dev/"))
+            && version_uid.as_deref().is_some_and(|uid| r["uid"] == uid)
     };
     if let Some(r) = added.iter().find(|r| !own(r)) {
         return Some(format!(
@@ -195,5 +206,37 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn an_evaluation_is_owned_by_its_own_version_only() {
+        let c = cluster(&[]);
+        let owned_by = |uid: &str| {
+            edit(
+                &c,
+                "Evaluation",
+                "pitch-frame-classifier-8-pitch-frames",
+                "erin",
+                |e| {
+                    e["metadata"]["ownerReferences"] = json!([{"apiVersion": "slipway.dev/v1alpha1",
+                    "kind": "ModelVersion", "name": "pitch-frame-classifier-8", "uid": uid}]);
+                },
+            )
+        };
+        // An owner that does not exist would have the garbage collector delete it (and its
+        // results be run again).
+        let Verdict::Denied(why) = validate(&owned_by("bogus"), &c.view(), crate::testing::now())
+        else {
+            panic!("an evaluation was handed to an owner that is not its version");
+        };
+        assert!(why.contains("metadata.ownerReferences"), "{why}");
+        assert!(matches!(
+            validate(
+                &owned_by("uid-pitch-frame-classifier-8"),
+                &c.view(),
+                crate::testing::now()
+            ),
+            Verdict::Allowed(_)
+        ));
     }
 }

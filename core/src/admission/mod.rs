@@ -87,7 +87,8 @@ pub fn file_of(object: &Value) -> SourceFile {
 
 /// Decides a validating admission request.
 pub fn validate(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
-    if let Some(why) = lifecycle::refusal(req).or_else(|| lifecycle::in_use(req, cluster)) {
+    if let Some(why) = lifecycle::refusal(req, cluster).or_else(|| lifecycle::in_use(req, cluster))
+    {
         return Verdict::Denied(format!("{}: {why}", who(req)));
     }
     match req.kind.as_str() {

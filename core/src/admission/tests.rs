@@ -51,6 +51,10 @@ pub(super) fn cluster(approvals: &[(&str, &str, &[&str])]) -> Namespace {
                     continue;
                 }
                 v["metadata"]["namespace"] = "default".into();
+                if v["kind"] == "ModelVersion" {
+                    let uid = format!("uid-{}", v["metadata"]["name"].as_str().unwrap_or("?"));
+                    v["metadata"]["uid"] = uid.into();
+                }
                 // The example's channels read secrets from git mode's environment, which a
                 // cluster refuses (tests of that are in decide::bounds and tests/security.rs).
                 if v["kind"] == "RegisteredModel" {

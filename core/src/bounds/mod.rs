@@ -141,10 +141,11 @@ impl Bounds {
             if let Some(max) = max
                 && !r.limits.contains_key(name)
             {
+                // Rounded up: a bound rounded down to 0 would be no limit at all.
                 let amount = if name == "cpu" {
-                    format!("{}m", (max * 1000.0).floor() as u64)
+                    format!("{}m", ((max * 1000.0).ceil() as u64).max(1))
                 } else {
-                    format!("{}", max.floor() as u64)
+                    format!("{}", (max.ceil() as u64).max(1))
                 };
                 r.limits.insert(name.to_string(), amount);
             }
@@ -249,6 +250,11 @@ impl Bounds {
                 };
                 let message = match quantity(value) {
                     None => format!("{value:?} is not a quantity (e.g. `500m`, `2`, `512Mi`)"),
+                    // Kubernetes reads a limit of 0 as none at all.
+                    Some(v) if kind == "limits" && v <= 0.0 => format!(
+                        "a limit of {value} is no limit to Kubernetes; write one of at most {max} \
+                         {unit} (--max-{name}), or leave it out (the bound becomes the limit)"
+                    ),
                     Some(v) if v > max => format!(
                         "{value} is more than the operator allows ({max} {unit}; --max-{name})"
                     ),

@@ -175,3 +175,30 @@ fn what_is_not_written_is_bounded_too() {
         "{said}"
     );
 }
+
+#[test]
+fn a_limit_of_zero_is_no_way_around_the_bounds() {
+    let model: slipway_crd::RegisteredModel = serde_json::from_value(serde_json::json!({
+        "apiVersion": "slipway.dev/v1alpha1", "kind": "RegisteredModel",
+        "metadata": {"name": "m", "namespace": "default"},
+        "spec": {"evaluations": [{"name": "s",
+            "runner": {"kubernetes": {"image": "python:3.11",
+                "resources": {"limits": {"cpu": "0", "memory": "0"}}}},
+            "dataset": {"uri": "s3://d/"}}]}
+    }))
+    .unwrap();
+    let said = bounds()
+        .refusal(&Resource::RegisteredModel(std::sync::Arc::new(model)))
+        .unwrap();
+    assert!(
+        said.contains("limits.cpu: a limit of 0 is no limit to Kubernetes")
+            && said.contains("limits.memory: a limit of 0 is no limit"),
+        "{said}"
+    );
+    // A tiny bound is rounded up, never to 0.
+    let tiny = Bounds {
+        max_cpu: Some(0.0001),
+        ..Bounds::default()
+    };
+    assert_eq!(tiny.limited(None).limits["cpu"], "1m");
+}
