@@ -147,6 +147,11 @@ pub fn claim_job(
         "imageID": "", "ready": false, "restartCount": 0,
         "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": results}},
     }]}});
+    pod_status(api, pod, &status);
+}
+
+/// Writes pod `pod`'s status, as the kubelet would.
+fn pod_status(api: &ApiServer, pod: &str, status: &serde_json::Value) {
     let run = api.kubectl(
         &[
             "patch",
@@ -181,19 +186,7 @@ pub fn fail_job(api: &ApiServer, job: &str, code: i32) {
         "state": {"terminated": {"exitCode": code, "reason": "Error",
                                  "message": "Traceback (most recent call last): FileNotFoundError: holdout.csv"}},
     }]}});
-    let run = api.kubectl(
-        &[
-            "patch",
-            "pod",
-            &pod,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status.to_string(),
-        ],
-        "admin",
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    pod_status(api, &pod, &status);
     job_status(
         api,
         job,

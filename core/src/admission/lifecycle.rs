@@ -232,7 +232,7 @@ mod tests {
         assert!(why.contains("metadata.ownerReferences"), "{why}");
         assert!(matches!(
             validate(
-                &owned_by("uid-pitch-frame-classifier-8"),
+                &owned_by("uid-\"pitch-frame-classifier-8\""),
                 &c.view(),
                 crate::testing::now()
             ),

@@ -52,8 +52,7 @@ pub(super) fn cluster(approvals: &[(&str, &str, &[&str])]) -> Namespace {
                 }
                 v["metadata"]["namespace"] = "default".into();
                 if v["kind"] == "ModelVersion" {
-                    let uid = format!("uid-{}", v["metadata"]["name"].as_str().unwrap_or("?"));
-                    v["metadata"]["uid"] = uid.into();
+                    v["metadata"]["uid"] = json!(format!("uid-{}", v["metadata"]["name"]));
                 }
                 // The example's channels read secrets from git mode's environment, which a
                 // cluster refuses (tests of that are in decide::bounds and tests/security.rs).
@@ -269,8 +268,7 @@ fn a_versions_artifact_cannot_change() {
     );
 }
 
-/// The request `user` makes to change object `name` of `kind` from what the cluster has to
-/// `edit(old)`.
+/// The request `user` makes to change object `name` of `kind` to `edit(what the cluster has)`.
 pub(super) fn edit(
     c: &Namespace,
     kind: &str,
