@@ -207,41 +207,36 @@ where
 /// cert-manager's cainjector does).
 fn keep_ca(client: kube::Client, name: &str, ca: &str) {
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
+    // Each webhook's name and caBundle, for either kind (their webhook types differ).
+    macro_rules! bundles {
+        ($kind:ty) => {
+            |c: &$kind| {
+                c.webhooks
+                    .iter()
+                    .flatten()
+                    .map(|w| {
+                        (
+                            w.name.clone(),
+                            w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
+                        )
+                    })
+                    .collect()
+            }
+        };
+    }
     tokio::spawn(keep_ca_of(
         Api::<ValidatingWebhookConfiguration>::all(client.clone()),
         name.to_string(),
         ca.to_string(),
         bundle.clone(),
-        |c: &ValidatingWebhookConfiguration| {
-            c.webhooks
-                .iter()
-                .flatten()
-                .map(|w| {
-                    (
-                        w.name.clone(),
-                        w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
-                    )
-                })
-                .collect()
-        },
+        bundles!(ValidatingWebhookConfiguration),
     ));
     tokio::spawn(keep_ca_of(
         Api::<MutatingWebhookConfiguration>::all(client),
         name.to_string(),
         ca.to_string(),
         bundle,
-        |c: &MutatingWebhookConfiguration| {
-            c.webhooks
-                .iter()
-                .flatten()
-                .map(|w| {
-                    (
-                        w.name.clone(),
-                        w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
-                    )
-                })
-                .collect()
-        },
+        bundles!(MutatingWebhookConfiguration),
     ));
 }
 

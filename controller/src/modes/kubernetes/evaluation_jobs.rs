@@ -39,30 +39,35 @@ fn job_failure(job: &Job) -> Option<String> {
 /// A Job's failure with what its pod says of it (`pod …: terminated, Error (…), exit code 2`,
 /// `OOMKilled`, an image that cannot be pulled), when the pod is still there.
 async fn with_pod_cause(ctx: &Context, ns: &str, job: &Job, why: String) -> String {
+    let Ok(claimed) = claimed_pods(ctx, ns, job).await else {
+        return why;
+    };
+    match claimed.iter().find_map(super::workloads::trouble_of) {
+        Some(c) => format!("{why}; {c}"),
+        None => why,
+    }
+}
+
+/// The pods that name Job `job` their controller (by its uid). Owner references are not checked
+/// by the API server: a pod anyone made may be among them.
+async fn claimed_pods(ctx: &Context, ns: &str, job: &Job) -> Result<Vec<Pod>, kube::Error> {
     let name = job.metadata.name.clone().unwrap_or_default();
     let uid = job.metadata.uid.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let Ok(listed) = pods
+    let listed = pods
         .list(&ListParams::default().labels(&format!("job-name={name}")))
-        .await
-    else {
-        return why;
-    };
-    let cause = listed
+        .await?;
+    Ok(listed
         .items
-        .iter()
+        .into_iter()
         .filter(|p| {
             p.metadata
                 .owner_references
                 .iter()
                 .flatten()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
+                .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "Job")
         })
-        .find_map(super::workloads::trouble_of);
-    match cause {
-        Some(c) => format!("{why}; {c}"),
-        None => why,
-    }
+        .collect())
 }
 
 /// Whether a Job completed.
@@ -80,23 +85,11 @@ fn job_complete(job: &Job) -> bool {
 /// Only a pod the Job controls counts, and only its `evaluate` container's exit 0.
 async fn job_results(ctx: &Context, ns: &str, job: &Job) -> Result<job::RunSeen, Error> {
     let name = job.metadata.name.clone().unwrap_or_default();
-    let uid = job.metadata.uid.clone().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let listed = pods
-        .list(&ListParams::default().labels(&format!("job-name={name}")))
-        .await?;
-    let controlled = |p: &Pod| {
-        p.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "Job")
-    };
-    let claimed: Vec<&Pod> = listed.items.iter().filter(|p| controlled(p)).collect();
-    // Owner references are not checked by the API server: a pod anyone made may claim the Job.
-    // The Job's one pod (no retries) counts, and only if it runs what the Job's template says.
+    let claimed = claimed_pods(ctx, ns, job).await?;
+    // A pod anyone made may claim the Job. The Job's one pod (no retries) counts, and only if
+    // it runs what the Job's template says.
     let pod = match claimed.as_slice() {
-        [pod] => *pod,
+        [pod] => pod,
         [] => {
             return Ok(job::RunSeen::Failed(format!(
                 "Job {name} completed, but its pod is gone: its results could not be read"
