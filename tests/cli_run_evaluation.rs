@@ -302,12 +302,25 @@ spec:
 apiVersion: slipway.dev/v1alpha1
 kind: ModelVersion
 metadata: {{name: slow-model-1}}
-spec: {{model: slow-model, version: "1", artifact: {{uri: "file://models/slow-1", digest: "sha256:5151515151515151515151515151515151515151515151515151515151515151"}}}}
+spec: {{model: slow-model, version: "1", artifact: {{uri: "file://models/slow-1", digest: "{}"}}}}
 "#,
-        gate.display()
+        gate.display(),
+        artifact(work, "slow-1")
     );
     std::fs::write(work.join("registry/slow.yaml"), docs).unwrap();
     gate
+}
+
+/// Writes artifact `models/NAME` into the registry; its digest.
+fn artifact(work: &Path, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let content = format!("weights of {name}\n");
+    std::fs::write(work.join("registry/models").join(name), &content).unwrap();
+    let hex: String = Sha256::digest(content.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
 }
 
 fn evaluation_phase(port: u16, name: &str) -> Option<String> {
@@ -344,8 +357,9 @@ spec:
 apiVersion: slipway.dev/v1alpha1
 kind: ModelVersion
 metadata: {{name: hanging-model-1}}
-spec: {{model: hanging-model, version: "1", artifact: {{uri: "file://models/hanging-1", digest: "sha256:6161616161616161616161616161616161616161616161616161616161616161"}}}}
-"#
+spec: {{model: hanging-model, version: "1", artifact: {{uri: "file://models/hanging-1", digest: "{digest}"}}}}
+"#,
+        digest = artifact(work, "hanging-1")
     );
     std::fs::write(work.join("registry/hanging.yaml"), docs).unwrap();
     hang
@@ -444,9 +458,10 @@ spec:
 apiVersion: slipway.dev/v1alpha1
 kind: ModelVersion
 metadata: {{name: {model}-1, namespace: {ns}}}
-spec: {{model: {model}, version: "1", artifact: {{uri: "file://models/shared-1", digest: "sha256:6161616161616161616161616161616161616161616161616161616161616161"}}}}
+spec: {{model: {model}, version: "1", artifact: {{uri: "file://models/shared-1", digest: "{}"}}}}
 "#,
-            seen.display()
+            seen.display(),
+            artifact(&work, "shared-1")
         )
     };
     std::fs::write(
@@ -612,4 +627,35 @@ fn new_gates_judge_the_same_results_again() {
     // The same suite again: it stands.
     slipway(&["run", "registry", "--once", "--state", "state"], &work);
     assert_eq!(completed(&work), 2);
+}
+
+#[test]
+fn a_candidate_whose_artifact_is_not_its_digest_is_not_evaluated() {
+    let (_dir, work) = quickstart();
+    let reg = work.join("registry");
+    let artifact = reg.join("models/pitch-frames-8.json");
+    let text = std::fs::read_to_string(&artifact).unwrap();
+    std::fs::write(&artifact, text.replacen('1', "2", 1)).unwrap();
+    std::fs::write(
+        reg.join("evaluate.py"),
+        format!(
+            "open('ran', 'w').write('yes')\n{}",
+            std::fs::read_to_string(reg.join("evaluate.py")).unwrap()
+        ),
+    )
+    .unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    let both = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        both.contains("models/pitch-frames-8.json has digest sha256:")
+            && both.contains("is declared: the artifact is not what was registered"),
+        "{both}"
+    );
+    assert!(
+        both.contains("holdout on pitch-frames version 8: Failed"),
+        "{both}"
+    );
+    // 7's own evaluation ran (its artifact is intact); 8's never started.
+    assert!(reg.join("ran").exists());
+    assert!(!run.stdout.contains("→ 8"), "{}", run.stdout);
 }

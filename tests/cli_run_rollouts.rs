@@ -441,3 +441,51 @@ fn a_deployment_whose_port_is_taken_is_stalled_until_the_port_is_free() {
     assert!(!status.stdout.contains("stalled:"), "{}", status.stdout);
     assert!(status.stdout.contains("last served 7"), "{}", status.stdout);
 }
+
+#[test]
+fn a_server_starts_with_a_clean_environment_and_never_on_an_artifact_that_is_not_its_digest() {
+    let (_dir, work) = quickstart();
+    let reg = work.join("registry");
+    let deployments = std::fs::read_to_string(reg.join("deployments.yaml")).unwrap();
+    let wrapped = deployments.replace(
+        "command: [\"python3\", \"serve.py\"]",
+        "command: [\"sh\", \"-c\", \"env > served.env; exec python3 serve.py\"]",
+    );
+    assert_ne!(deployments, wrapped, "the fixture changed shape");
+    std::fs::write(reg.join("deployments.yaml"), wrapped).unwrap();
+    let run = slipway_env(
+        &["run", "registry", "--once", "--state", "state"],
+        &work,
+        &[
+            ("CONTROLLER_SECRET", "do-not-leak"),
+            ("AWS_SECRET_ACCESS_KEY", "nope"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let env = std::fs::read_to_string(reg.join("served.env")).unwrap();
+    assert!(
+        env.contains("MODEL_URI=models/pitch-frames-7.json"),
+        "{env}"
+    );
+    assert!(env.contains("PORT="), "{env}");
+    assert!(
+        !env.contains("do-not-leak") && !env.contains("AWS_SECRET_ACCESS_KEY"),
+        "the reconciler's environment reached the model server: {env}"
+    );
+
+    // The artifact production serves is altered on disk: the next start refuses to serve it.
+    let artifact = reg.join("models/pitch-frames-7.json");
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    bytes.extend_from_slice(b"\n ");
+    std::fs::write(&artifact, &bytes).unwrap();
+    std::fs::remove_file(reg.join("served.env")).unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let both = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        both.contains("will not serve default/pitch-frames-api version 7: models/pitch-frames-7.json has digest sha256:")
+            && both.contains("is declared: the artifact is not what was registered"),
+        "{both}"
+    );
+    assert!(!reg.join("served.env").exists(), "a server was started");
+}

@@ -12,6 +12,7 @@ pub mod diagnostics;
 pub mod duration;
 pub mod evaluation;
 pub mod events;
+pub mod files;
 pub mod limits;
 pub mod model;
 pub mod outcome;

@@ -220,6 +220,25 @@ fn served_before(
     served
 }
 
+/// The head's declared digests (artifacts, datasets) its files in the repository do not match.
+/// A file the head does not hold is not verified here (it may be produced later); `slipway run`
+/// verifies it before anything uses it.
+fn verify_digests(
+    repo: &GitRepo,
+    head: &Catalog,
+    files: &plan::Files,
+) -> anyhow::Result<Vec<Diagnostic>> {
+    let mut out = Vec::new();
+    for object in head.objects() {
+        for usage in crate::decide::files::pinned(object, &files.registry) {
+            if let Some(content) = repo.content(&files.head, &usage.path)? {
+                out.extend(crate::decide::files::mismatch(object, &usage, &content));
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
     let repo = GitRepo::open(&args.repo)?;
     let base_rev = repo.resolve(&args.base)?;
@@ -230,6 +249,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
         Catalog::from_revisions(&base_files, &head_files);
 
     let (results, result_diags) = read_results(args.results.as_deref(), &head)?;
+    let registry = args.path.trim_matches('/').to_string();
+    let files = plan::Files {
+        base: repo.listing(&base_rev)?,
+        head: repo.listing(&head_rev)?,
+        registry,
+    };
+    let digest_errors = verify_digests(&repo, &head, &files)?;
     let reviews = match &args.reviews {
         Some(p) => read_reviews(p)?,
         None => Vec::new(),
@@ -252,6 +278,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
         now: args.now.unwrap_or_else(chrono::Utc::now),
         kubernetes: None,
         served: served_before(&repo, &base_rev, &base, &head),
+        files: Some(files),
     };
     let mut plan = plan::plan(&base, &head, &inputs);
     // Fail closed: an invalid base could silently drop a policy.
@@ -264,6 +291,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
         .collect();
     errors.extend(head_diags);
     errors.extend(result_diags);
+    errors.extend(digest_errors);
     errors.append(&mut plan.errors);
     plan.errors = errors;
 

@@ -32,6 +32,54 @@ fn with_its_folder(
     Some((files, folder))
 }
 
+/// The declared digests (artifacts, datasets) that the registry's files do not match: on disk,
+/// or at revision `rev`. A file that is not there is not verified here (it may be produced
+/// later); `slipway run` verifies it before anything uses it.
+fn verify_digests(
+    catalog: &Catalog,
+    path: &Path,
+    rev: Option<&str>,
+    folder: Option<&Path>,
+) -> anyhow::Result<Vec<crate::decide::diagnostics::Diagnostic>> {
+    use crate::decide::files::{mismatch, pinned};
+    let mut out = Vec::new();
+    if let Some(rev) = rev {
+        let repo = GitRepo::open(Path::new("."))?;
+        let listing = repo.listing(&repo.resolve(rev)?)?;
+        let registry = path.to_string_lossy().trim_matches('/').to_string();
+        for object in catalog.objects() {
+            for usage in pinned(object, &registry) {
+                if let Some(content) = repo.content(&listing, &usage.path)? {
+                    out.extend(mismatch(object, &usage, &content));
+                }
+            }
+        }
+        return Ok(out);
+    }
+    let folder = folder.unwrap_or(path);
+    let Ok(registry) = folder.canonicalize() else {
+        return Ok(out);
+    };
+    for object in catalog.objects() {
+        for usage in pinned(object, &registry.to_string_lossy()) {
+            let content = dir::content(Path::new(&usage.path))
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", usage.path))?;
+            if let Some(content) = content {
+                out.extend(mismatch(object, &usage, &content).map(|mut d| {
+                    // Say the path as the registry names it, not the absolute one.
+                    let shown = Path::new(&usage.path)
+                        .strip_prefix(&registry)
+                        .map(|p| folder.join(p).display().to_string())
+                        .unwrap_or_else(|_| usage.path.clone());
+                    d.message = d.message.replacen(&usage.path, &shown, 1);
+                    d
+                }));
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Result<i32> {
     let single = rev.is_none() && path.is_file();
     let (files, scope) = match rev {
@@ -63,6 +111,7 @@ pub fn run(path: &Path, rev: Option<&str>, format: ValidateFormat) -> anyhow::Re
     } else {
         Catalog::from_files(&files)
     };
+    diags.extend(verify_digests(&catalog, path, rev, scope.as_deref())?);
     let mut objects = catalog.objects().len();
     let mut files = files;
     if scope.is_some() {

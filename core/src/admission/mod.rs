@@ -375,6 +375,7 @@ fn plan_inputs(
                 [(key.clone(), crate::promotion::served(&h))].into()
             })
             .unwrap_or_default(),
+        files: None,
     }
 }
 

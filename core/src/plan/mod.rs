@@ -2,6 +2,8 @@
 //!
 //! Pure: takes two catalogs, evaluation results, sign-offs and the time; returns a [`Plan`].
 
+mod diff;
+mod files;
 mod immutability;
 pub mod render;
 mod rollouts;
@@ -19,6 +21,9 @@ use crate::catalog::{Catalog, Object, ObjectKey, Resource};
 use crate::diagnostics::Diagnostic;
 use crate::policy::approvals::SignOffs;
 use crate::policy::{ChangeFacts, Decision, DecisionInput, Requester};
+pub use diff::diff;
+pub use files::Files;
+use files::file_changes;
 use immutability::{immutability, relabelled};
 use rollouts::rollout;
 
@@ -41,6 +46,8 @@ pub struct FieldChange {
     pub old: Option<Value>,
     /// New value (None: removed).
     pub new: Option<Value>,
+    /// The file whose content changed, when the field is unchanged but what it names is not.
+    pub file: Option<String>,
 }
 
 /// A deployment an alias move rolls out.
@@ -86,6 +93,10 @@ pub struct Change {
     /// Deployments this change rolls out (not in the JSON contract).
     #[serde(skip)]
     pub rollouts: Vec<Rollout>,
+    /// Files (repository-relative) whose content changed, which the object's spec uses: the
+    /// change is theirs (omitted from the JSON when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
     /// What the reviewer should know although policy does not decide it: a deployment whose
     /// analysis its target cannot measure (omitted from the JSON when empty).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -172,6 +183,9 @@ pub struct PlanInputs {
     /// in git the versions its file named on the base branch. A move back to one of them is a
     /// rollback (`change.rollback`).
     pub served: BTreeMap<ObjectKey, crate::promotion::Served>,
+    /// The repository's files at both revisions (git mode): a change to a file a spec uses is a
+    /// change of that spec. None where specs cannot name files (a cluster).
+    pub files: Option<Files>,
 }
 
 /// Who is who in Kubernetes mode (the admission webhook): the requesting user's groups from
@@ -209,6 +223,13 @@ pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
     keys.extend(head.objects().iter().map(|o| &o.key));
     let mut changes = Vec::new();
     let mut errors = Vec::new();
+    // The registry's own documents are read as objects, not as files a folder holds.
+    let documents: BTreeSet<&str> = base
+        .objects()
+        .iter()
+        .chain(head.objects())
+        .map(|o| &*o.origin.file)
+        .collect();
     for key in keys {
         let (old, new) = (base.get(key), head.get(key));
         let (action, fields) = match (old, new) {
@@ -218,16 +239,22 @@ pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
             }
             (Some(_), None) => (Operation::Delete, Vec::new()),
             (Some(o), Some(n)) => {
-                if std::sync::Arc::ptr_eq(&o.origin.text, &n.origin.text)
-                    || o.resource == n.resource
-                {
-                    continue;
+                let same = std::sync::Arc::ptr_eq(&o.origin.text, &n.origin.text)
+                    || o.resource == n.resource;
+                let mut fields = if same {
+                    Vec::new()
+                } else {
+                    diff(&o.resource.spec_json(), &n.resource.spec_json(), "spec")
+                };
+                if !fields.is_empty() {
+                    errors.extend(immutability(o, n));
                 }
-                let fields = diff(&o.resource.spec_json(), &n.resource.spec_json(), "spec");
+                if let Some(files) = &inputs.files {
+                    fields.extend(file_changes(n, files, &documents));
+                }
                 if fields.is_empty() {
                     continue;
                 }
-                errors.extend(immutability(o, n));
                 (Operation::Update, fields)
             }
             (None, None) => continue,
@@ -338,6 +365,7 @@ fn change(
         to: about.to,
         rollback: about.rollback,
         decision,
+        files: fields.iter().filter_map(|f| f.file.clone()).collect(),
         fields,
         rollouts: about.rollouts,
         warnings,
@@ -532,54 +560,6 @@ pub fn show(v: Option<&Value>) -> String {
         None => "(absent)".to_string(),
         Some(Value::String(s)) => format!("{s:?}"),
         Some(v) => v.to_string(),
-    }
-}
-
-/// `path` and then map key `k`: `.k` for a plain name, else `["k"]` with the key escaped — a key
-/// may be anyone's text (an environment variable's name), and a path is shown to approvers.
-fn segment(path: &str, k: &str) -> String {
-    let plain = !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/'));
-    if plain {
-        format!("{path}.{k}")
-    } else {
-        format!("{path}[{k:?}]")
-    }
-}
-
-/// Leaf-level differences between two JSON values.
-pub fn diff(old: &Value, new: &Value, path: &str) -> Vec<FieldChange> {
-    let mut out = Vec::new();
-    diff_into(Some(old), Some(new), path, &mut out);
-    out
-}
-
-fn diff_into(old: Option<&Value>, new: Option<&Value>, path: &str, out: &mut Vec<FieldChange>) {
-    match (old, new) {
-        (Some(Value::Object(a)), Some(Value::Object(b))) => {
-            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for k in keys {
-                diff_into(a.get(k), b.get(k), &segment(path, k), out);
-            }
-        }
-        (Some(Value::Array(a)), Some(Value::Array(b))) if a.len() == b.len() => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                diff_into(Some(x), Some(y), &format!("{path}[{i}]"), out);
-            }
-        }
-        (a, b) if a == b => {}
-        (a, b) => {
-            let norm = |v: Option<&Value>| v.filter(|v| !v.is_null()).cloned();
-            let (a, b) = (norm(a), norm(b));
-            if a != b {
-                out.push(FieldChange {
-                    path: path.to_string(),
-                    old: a,
-                    new: b,
-                });
-            }
-        }
     }
 }
 

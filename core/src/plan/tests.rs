@@ -50,6 +50,7 @@ fn inputs(results_yaml: Option<&str>, approvers: &[&str]) -> PlanInputs {
             .unwrap(),
         kubernetes: None,
         served: Default::default(),
+        files: None,
     }
 }
 

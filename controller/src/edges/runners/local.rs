@@ -108,6 +108,13 @@ pub const LOG_TAIL: usize = 64 << 10;
 /// The variables of `slipway run`'s own environment a job gets.
 const PASSED_THROUGH: [&str; 2] = ["PATH", "HOME"];
 
+/// The variables of this process a command started for a spec keeps ([`PASSED_THROUGH`]).
+pub fn passed_through() -> impl Iterator<Item = (&'static str, std::ffi::OsString)> {
+    PASSED_THROUGH
+        .into_iter()
+        .filter_map(|var| Some((var, std::env::var_os(var)?)))
+}
+
 /// A log that keeps the first [`LOG_LIMIT`] bytes and the last [`LOG_TAIL`].
 struct CappedLog {
     file: std::fs::File,
@@ -226,11 +233,7 @@ fn start(job: &Job<'_>, results_path: &Path) -> Result<std::process::Child, RunE
         .args(job.spec.command.iter().skip(1))
         .current_dir(&cwd)
         .env_clear();
-    for var in PASSED_THROUGH {
-        if let Some(v) = std::env::var_os(var) {
-            command.env(var, v);
-        }
-    }
+    command.envs(passed_through());
     std::os::unix::process::CommandExt::process_group(&mut command, 0)
         // The suite's own settings first: the contract's variables are Slipway's to set.
         .envs(&job.spec.env)

@@ -42,15 +42,34 @@ pub enum TargetError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The version's artifact is not what its digest declares.
+    #[error("will not serve {deployment} version {version}: {why}")]
+    Unverified {
+        /// Deployment.
+        deployment: String,
+        /// Version.
+        version: String,
+        /// What does not match.
+        why: String,
+    },
     /// The async runtime could not start.
     #[error("cannot start the router runtime: {0}")]
     Runtime(std::io::Error),
 }
 
+/// The artifact a server serves: its URI, and the digest the version registered.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Model {
+    /// `MODEL_URI`.
+    pub uri: String,
+    /// Its declared digest, verified before a server starts.
+    pub digest: String,
+}
+
 struct Server {
     child: Child,
     port: u16,
-    model_uri: String,
+    model: Model,
     restarts: u32,
     next_restart: Option<Instant>,
 }
@@ -189,8 +208,19 @@ impl LocalTarget {
         key: &Key,
         spec: &Spec,
         version: &str,
-        model_uri: &str,
+        model: &Model,
     ) -> Result<Server, TargetError> {
+        crate::edges::source::dir::verify(
+            &self.root,
+            "spec.artifact.uri",
+            &model.uri,
+            Some(&model.digest),
+        )
+        .map_err(|why| TargetError::Unverified {
+            deployment: format!("{}/{}", key.0, key.1),
+            version: version.into(),
+            why,
+        })?;
         let port = free_port().map_err(|source| TargetError::Start {
             deployment: format!("{}/{}", key.0, key.1),
             version: version.into(),
@@ -214,9 +244,13 @@ impl LocalTarget {
         let child = Command::new(&program)
             .args(spec.command.iter().skip(1))
             .current_dir(cwd)
+            // A clean environment, as for evaluations: the reconciler's own (its tokens, cloud
+            // credentials) is not the model server's.
+            .env_clear()
+            .envs(crate::edges::runners::local::passed_through())
             .envs(&spec.env)
             .env("PORT", port.to_string())
-            .env("MODEL_URI", model_uri)
+            .env("MODEL_URI", &model.uri)
             .env("MODEL_VERSION", version)
             .stdin(Stdio::null())
             .stdout(out)
@@ -237,14 +271,14 @@ impl LocalTarget {
         Ok(Server {
             child,
             port,
-            model_uri: model_uri.to_string(),
+            model: model.clone(),
             restarts: 0,
             next_restart: None,
         })
     }
 
     /// Starts a version's server unless it runs.
-    pub fn start(&mut self, key: &Key, version: &str, model_uri: &str) -> Result<(), TargetError> {
+    pub fn start(&mut self, key: &Key, version: &str, model: &Model) -> Result<(), TargetError> {
         let Some(d) = self.deployments.get(key) else {
             return Ok(());
         };
@@ -252,7 +286,7 @@ impl LocalTarget {
             return Ok(());
         }
         let spec = d.spec.clone();
-        let server = self.spawn(key, &spec, version, model_uri)?;
+        let server = self.spawn(key, &spec, version, model)?;
         if let Some(d) = self.deployments.get_mut(key) {
             d.servers.insert(version.to_string(), server);
         }
@@ -359,10 +393,10 @@ impl LocalTarget {
         let mut events = Vec::new();
         let keys: Vec<Key> = self.deployments.keys().cloned().collect();
         for key in keys {
-            let crashed: Vec<(String, String, u32, Option<Instant>)> = self.deployments[&key]
+            let crashed: Vec<(String, Model, u32, Option<Instant>)> = self.deployments[&key]
                 .servers
                 .iter()
-                .map(|(v, s)| (v.clone(), s.model_uri.clone(), s.restarts, s.next_restart))
+                .map(|(v, s)| (v.clone(), s.model.clone(), s.restarts, s.next_restart))
                 .collect();
             for (version, uri, restarts, next) in crashed {
                 let exited = self

@@ -72,3 +72,59 @@ fn display(p: &Path) -> String {
     let s = p.to_string_lossy();
     s.strip_prefix("./").unwrap_or(&s).to_string()
 }
+
+/// What `path` holds on disk (a file, or a folder's files, hidden ones too), if anything.
+pub fn content(path: &Path) -> std::io::Result<Option<crate::decide::files::Content>> {
+    use crate::decide::files::Content;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return Ok(Some(Content::File(std::fs::read(path)?)));
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let p = entry?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p
+                    .strip_prefix(path)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .to_string();
+                files.push((rel, std::fs::read(&p)?));
+            }
+        }
+    }
+    Ok(Some(Content::Folder(files)))
+}
+
+/// Verifies a local file (or folder) a spec's `uri` names under the registry folder `root`
+/// against its declared `digest`, before anything uses it; other URIs and undeclared digests
+/// pass. A local file that is not there fails: what it should hold cannot be checked.
+pub fn verify(root: &Path, field: &str, uri: &str, digest: Option<&str>) -> Result<(), String> {
+    use crate::decide::files;
+    let (Some(path), Some(declared)) = (files::local_path(uri), digest) else {
+        return Ok(());
+    };
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", root.display()))?;
+    let Some(full) = files::join(&root.to_string_lossy(), path) else {
+        return Err(format!(
+            "{field}: {uri} lies outside the registry's folder; a local file it declares a digest for must be in it"
+        ));
+    };
+    match content(Path::new(&full)) {
+        Ok(Some(c)) => files::verify(field, path, declared, &c.digest()),
+        Ok(None) => Err(format!(
+            "{field}: {path} does not exist in the registry's folder, so its declared digest {declared} cannot be verified; add the file, or fix the URI"
+        )),
+        Err(e) => Err(format!("{field}: cannot read {path}: {e}")),
+    }
+}

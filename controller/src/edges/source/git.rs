@@ -1,11 +1,13 @@
 //! Reading YAML files from a git revision without a checkout.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
 
 use crate::decide::catalog::SourceFile;
 use crate::decide::catalog::load::is_yaml;
+use crate::decide::files::Content;
 
 impl From<git2::Error> for GitError {
     fn from(e: git2::Error) -> Self {
@@ -185,6 +187,50 @@ impl GitRepo {
             .ok()?;
         let entry = tree.get_path(Path::new(path)).ok()?;
         Some(self.repo.find_blob(entry.id()).ok()?.content().to_vec())
+    }
+
+    /// Every file of the repository at a revision: path → blob id.
+    pub fn listing(&self, rev: &Revision) -> Result<BTreeMap<String, String>, GitError> {
+        let tree = self
+            .repo
+            .find_commit(git2::Oid::from_str(&rev.commit)?)?
+            .tree()?;
+        let mut out = BTreeMap::new();
+        tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(ObjectType::Blob) {
+                let name = entry.name().unwrap_or_default();
+                out.insert(format!("{dir}{name}"), entry.id().to_string());
+            }
+            TreeWalkResult::Ok
+        })?;
+        Ok(out)
+    }
+
+    /// What `path` holds at `rev` (a file, or a folder's files), if anything.
+    pub fn content(
+        &self,
+        listing: &BTreeMap<String, String>,
+        path: &str,
+    ) -> Result<Option<Content>, GitError> {
+        let blob = |id: &str| -> Result<Vec<u8>, GitError> {
+            Ok(self
+                .repo
+                .find_blob(git2::Oid::from_str(id)?)?
+                .content()
+                .to_vec())
+        };
+        if let Some(id) = listing.get(path) {
+            return Ok(Some(Content::File(blob(id)?)));
+        }
+        let prefix = format!("{path}/");
+        let mut files = Vec::new();
+        for (p, id) in listing.range(prefix.clone()..) {
+            let Some(rel) = p.strip_prefix(&prefix) else {
+                break;
+            };
+            files.push((rel.to_string(), blob(id)?));
+        }
+        Ok((!files.is_empty()).then_some(Content::Folder(files)))
     }
 
     /// Reads every YAML file under `subdir` (repository-relative; empty for the root) at a revision.

@@ -12,7 +12,7 @@ use super::{Error, PassReport, Reconciler};
 use crate::decide::catalog::{Catalog, Resource};
 use crate::decide::outcome::{Stall, StallReason, stall_conditions};
 use crate::decide::rollout::{self, Action, Judgement};
-use crate::edges::serving::local::{Key, LocalTarget};
+use crate::edges::serving::local::{Key, LocalTarget, Model};
 use crate::edges::store::{DeploymentRecord, Write};
 
 impl Reconciler<'_> {
@@ -118,7 +118,10 @@ impl Reconciler<'_> {
         let uri = |v: &str| {
             catalog
                 .version(ns, &d.spec.model, v)
-                .map(|v| v.spec.artifact.uri.clone())
+                .map(|v| Model {
+                    uri: v.spec.artifact.uri.clone(),
+                    digest: v.spec.artifact.digest.clone(),
+                })
                 .unwrap_or_default()
         };
         let state = self.store.rollout(ns, name)?.state;
@@ -182,7 +185,7 @@ fn resume(
     key: &Key,
     state: &rollout::RolloutState,
     target: &mut LocalTarget,
-    uri: &dyn Fn(&str) -> String,
+    uri: &dyn Fn(&str) -> Model,
     out: &mut PassReport,
 ) {
     let mut resumed = Vec::new();

@@ -7,6 +7,7 @@ use crate::decide::evaluation::{self, job, lifecycle, results::RunResults, step}
 use crate::decide::events::Event as Happened;
 use crate::decide::tasks::Task;
 use crate::edges::runners::local;
+use crate::edges::source::dir;
 use crate::edges::store::{EvaluationRecord, StoreError, Write};
 use slipway_crd::evaluation::{EvaluationPhase, Sample};
 use slipway_crd::{Evaluation, EvaluationStatus};
@@ -133,7 +134,20 @@ impl Reconciler<'_> {
                 task.model,
                 role.as_str()
             ));
-            wanted.push((role.as_str(), key, version, env, work_dir));
+            // What the run reads is verified against its declared digests before it starts.
+            let checks = [
+                (
+                    "spec.artifact.uri",
+                    run.uri.clone(),
+                    Some(run.digest.clone()),
+                ),
+                (
+                    "dataset.uri",
+                    task.dataset.uri.clone(),
+                    task.dataset.digest.clone(),
+                ),
+            ];
+            wanted.push((role.as_str(), key, version, env, work_dir, checks));
         }
         let spec = task.runner.local.clone();
         let kinds = task.runner.set_variants().join(", ");
@@ -146,8 +160,14 @@ impl Reconciler<'_> {
         let timeout = lifecycle::timeout(task.timeout.as_deref());
         Ok(move || {
             let mut runs = Vec::new();
-            for (role, key, version, env, work_dir) in wanted {
+            for (role, key, version, env, work_dir, checks) in wanted {
+                let verified = |root: &std::path::Path| {
+                    checks.iter().try_for_each(|(field, uri, digest)| {
+                        dir::verify(root, field, uri, digest.as_deref())
+                    })
+                };
                 let (outcome, invalid) = match (&spec, &root) {
+                    (Some(_), Some(root)) if let Err(e) = verified(root) => (Err(e), false),
                     (Some(spec), Some(root)) => match local::run(&local::Job {
                         spec,
                         root,

@@ -6,6 +6,7 @@ use chrono::TimeZone;
 
 use super::*;
 use crate::decide::catalog::SourceFile;
+use crate::decide::files::file_digest;
 use crate::edges::store::HistoryFilter;
 use slipway_crd::EvaluationStatus;
 use slipway_crd::evaluation::{EvaluationPhase, Verdict};
@@ -21,12 +22,15 @@ json.dump({'metrics': {'f1': score},
           open(os.environ['SLIPWAY_RESULTS'], 'w'))
 "#;
 
+/// The suite's dataset.
+const FRAMES: &str = "frame-1,goal\n";
+
 fn far_future() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap()
 }
 
 fn registry(production: &str, scores: &[(&str, f64)]) -> String {
-    let mut yaml = String::from(
+    let yaml = String::from(
         r#"apiVersion: slipway.dev/v1alpha1
 kind: RegisteredModel
 metadata: {name: m}
@@ -34,7 +38,7 @@ spec:
   evaluations:
     - name: eval
       runner: {local: {command: [python3, eval.py]}}
-      dataset: {uri: file://frames, digest: "sha256:0d"}
+      dataset: {uri: file://frames, digest: "FRAMES"}
       baseline: {alias: production}
       gates: [{metric: f1, op: ">=", value: 0.5}]
   primaryMetric: {suite: eval, metric: f1, maxRegression: 0.01}
@@ -45,9 +49,12 @@ metadata: {name: ml-leads}
 spec: {members: [alice]}
 "#,
     );
-    for (v, _) in scores {
+    let mut yaml = yaml.replace("FRAMES", &file_digest(FRAMES.as_bytes()));
+    for (v, s) in scores {
+        // The digest of the file the fixture writes: what runs is verified against it.
+        let digest = file_digest(s.to_string().as_bytes());
         yaml.push_str(&format!(
-            "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: m-{v}}}\nspec: {{model: m, version: \"{v}\", artifact: {{uri: models/{v}.txt, digest: \"sha256:{v}{v}\"}}}}\n"
+            "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: m-{v}}}\nspec: {{model: m, version: \"{v}\", artifact: {{uri: models/{v}.txt, digest: \"{digest}\"}}}}\n"
         ));
     }
     yaml.push_str(&format!(
@@ -69,6 +76,7 @@ impl Fixture {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("models")).unwrap();
         std::fs::write(root.path().join("eval.py"), EVAL).unwrap();
+        std::fs::write(root.path().join("frames"), FRAMES).unwrap();
         for (v, s) in scores {
             std::fs::write(root.path().join(format!("models/{v}.txt")), s.to_string()).unwrap();
         }

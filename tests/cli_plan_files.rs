@@ -1,0 +1,243 @@
+//! What approved specs point at is part of the change: `slipway plan` and `validate` on real git
+//! repositories holding the quickstart registry with its scripts, dataset and artifacts.
+
+mod support;
+
+use git2::Oid;
+use serde_json::Value;
+use support::{GitRepo, Run, root, slipway};
+
+/// Every file of the quickstart (its subfolders too), relative to it.
+fn quickstart() -> Vec<(String, String)> {
+    let base = root().join("examples/quickstart");
+    let mut out = Vec::new();
+    let mut stack = vec![base.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(text) = std::fs::read_to_string(&p) {
+                let rel = p
+                    .strip_prefix(&base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, text));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The quickstart under `registry/` on `main`, with a CI config and docs outside it.
+fn repo() -> (GitRepo, Oid) {
+    let mut repo = GitRepo::new();
+    let mut files = quickstart();
+    files.retain(|(p, _)| !p.ends_with(".sh"));
+    let main = repo.commit_under("main", None, "registry", &files, "quickstart");
+    let main = repo.commit(
+        "main",
+        Some(main),
+        &[
+            (".github/workflows/ci.yml", Some("on: push\n")),
+            ("docs/index.md", Some("# Models\n")),
+        ],
+        "ci and docs",
+    );
+    (repo, main)
+}
+
+fn content(path: &str) -> String {
+    std::fs::read_to_string(root().join("examples/quickstart").join(path)).unwrap()
+}
+
+/// `plan` of branch `pr` as JSON.
+fn plan(repo: &GitRepo) -> (Run, Value) {
+    let run = slipway(
+        &[
+            "plan", "--base", "main", "--head", "pr", "--path", "registry", "--author", "dana",
+            "--format", "json",
+        ],
+        repo.path(),
+    );
+    let json = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    (run, json)
+}
+
+fn change<'a>(plan: &'a Value, kind: &str) -> &'a Value {
+    plan["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no changes: {plan}"))
+        .iter()
+        .find(|c| c["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} change: {plan}"))
+}
+
+#[test]
+fn editing_only_the_suites_script_is_a_change_of_the_suite_that_needs_a_lead() {
+    let (mut repo, main) = repo();
+    let script = content("evaluate.py") + "\n# every candidate passes now\n";
+    repo.commit(
+        "pr",
+        Some(main),
+        &[("registry/evaluate.py", Some(&script))],
+        "tweak",
+    );
+    let (run, json) = plan(&repo);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let c = change(&json, "RegisteredModel");
+    assert_eq!(c["action"], "update");
+    assert_eq!(c["name"], "pitch-frames");
+    assert_eq!(c["files"], serde_json::json!(["registry/evaluate.py"]));
+    assert_eq!(c["decision"]["allowed"], false);
+    assert_eq!(c["decision"]["approvals"][0]["name"], "ml-lead", "{c}");
+    // The text plan names the field and the file.
+    let text = slipway(
+        &[
+            "plan", "--base", "main", "--head", "pr", "--path", "registry", "--author", "dana",
+        ],
+        repo.path(),
+    );
+    assert_eq!(text.code, 3, "{}", text.stderr);
+    assert!(
+        text.stdout
+            .contains("spec.evaluations[0].runner.local.command")
+            && text.stdout.contains("registry/evaluate.py @ ")
+            && text.stdout.contains("model-judging"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn editing_only_the_serving_script_is_a_change_of_the_production_deployment() {
+    let (mut repo, main) = repo();
+    let script = content("serve.py") + "\n# serve something else\n";
+    repo.commit(
+        "pr",
+        Some(main),
+        &[("registry/serve.py", Some(&script))],
+        "tweak",
+    );
+    let (run, json) = plan(&repo);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let c = change(&json, "ModelDeployment");
+    assert_eq!(c["files"], serde_json::json!(["registry/serve.py"]));
+    // Two policies ask for a lead: the one for what production serves, and the one for targets.
+    assert_eq!(
+        c["decision"]["approvals"].as_array().unwrap().len(),
+        2,
+        "{c}"
+    );
+    assert_eq!(json["changes"].as_array().unwrap().len(), 1, "{json}");
+}
+
+#[test]
+fn a_dataset_or_artifact_that_is_not_its_digest_is_an_error_naming_both_digests() {
+    for (path, field) in [
+        ("data/holdout.csv", "spec.evaluations[0].dataset.uri"),
+        ("models/pitch-frames-7.json", "spec.artifact.uri"),
+    ] {
+        let (mut repo, main) = repo();
+        let edited = content(path).replacen('1', "2", 1);
+        let declared = sha256(content(path).as_bytes());
+        let actual = sha256(edited.as_bytes());
+        let full = format!("registry/{path}");
+        repo.commit("pr", Some(main), &[(&full, Some(&edited))], "tweak");
+        let (run, json) = plan(&repo);
+        assert_eq!(run.code, 1, "{path}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "{field}: {full} has digest sha256:{actual}, but sha256:{declared} is declared"
+            )),
+            "{}",
+            run.stderr
+        );
+        // The plan still names what the file is used by.
+        let used = json["changes"].as_array().unwrap();
+        assert!(
+            used.iter().any(|c| c["files"].to_string().contains(&full)),
+            "{json}"
+        );
+        // validate at the revision says the same.
+        let v = slipway(&["validate", "registry", "--rev", "pr"], repo.path());
+        assert_eq!(v.code, 1, "{}{}", v.stdout, v.stderr);
+        assert!(
+            v.stdout
+                .contains(&format!("{full} has digest sha256:{actual}")),
+            "{}",
+            v.stdout
+        );
+    }
+}
+
+#[test]
+fn files_no_spec_uses_stay_free_to_change() {
+    let (mut repo, main) = repo();
+    let readme = content("README.md") + "\nMore words.\n";
+    repo.commit(
+        "pr",
+        Some(main),
+        &[
+            ("registry/README.md", Some(&readme)),
+            ("registry/train.py", Some("print('new trainer')\n")),
+            (
+                ".github/workflows/ci.yml",
+                Some("on: [push, pull_request]\n"),
+            ),
+            ("docs/index.md", Some("# Models, documented\n")),
+        ],
+        "docs",
+    );
+    let (run, json) = plan(&repo);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(json["changes"], serde_json::json!([]));
+}
+
+#[test]
+fn a_working_directory_is_used_whole_and_a_removed_script_is_a_change() {
+    let (mut repo, main) = repo();
+    // main: the suite runs from eval/, whose helper module the script imports.
+    let model = content("model.yaml").replace(
+        "command: [\"python3\", \"evaluate.py\"]",
+        "command: [\"python3\", \"evaluate.py\"]\n          workingDir: eval",
+    );
+    let main = repo.commit(
+        "main",
+        Some(main),
+        &[
+            ("registry/model.yaml", Some(&model)),
+            ("registry/eval/evaluate.py", Some("import helper\n")),
+            ("registry/eval/helper.py", Some("PASS = False\n")),
+        ],
+        "eval folder",
+    );
+    let pr = repo.commit(
+        "pr",
+        Some(main),
+        &[("registry/eval/helper.py", Some("PASS = True\n"))],
+        "helper",
+    );
+    let (run, json) = plan(&repo);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let c = change(&json, "RegisteredModel");
+    assert_eq!(c["files"], serde_json::json!(["registry/eval"]));
+    // Removing the serving script is a change of the deployment too.
+    repo.commit("pr", Some(pr), &[("registry/serve.py", None)], "remove");
+    let (run, json) = plan(&repo);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        change(&json, "ModelDeployment")["files"],
+        serde_json::json!(["registry/serve.py"])
+    );
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
