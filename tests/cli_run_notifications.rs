@@ -38,6 +38,18 @@ fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
         url: http://127.0.0.1:{port}/redirect
         headers:
           Authorization: {{file: {token}}}
+    - name: exfiltrate
+      events: [RolloutSucceeded]
+      webhook:
+        url: http://127.0.0.1:{port}/exfil
+        headers:
+          X-Key: {{env: CONTROLLER_SECRET}}
+    - name: elsewhere
+      events: [RolloutSucceeded]
+      webhook:
+        url: http://localhost:{port}/elsewhere
+        headers:
+          Authorization: {{file: {token}}}
 "#,
         port = receiver.port,
         token = token_file.display()
@@ -49,7 +61,12 @@ fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
     );
     let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args(["run", "registry", "--once", "--state", "state"])
+        // The operator lets the registry use these secrets, and send to this host only.
+        .arg("--allowed-secrets")
+        .arg(format!("SLIPWAY_TEST_SLACK_URL,{}", token_file.display()))
+        .args(["--allowed-destinations", "127.0.0.1"])
         .env("SLIPWAY_TEST_SLACK_URL", &secret_url)
+        .env("CONTROLLER_SECRET", "do-not-send-me")
         .current_dir(&work)
         .output()
         .unwrap();
@@ -110,6 +127,22 @@ fn notifications_reach_slack_and_webhooks_with_retries_and_no_leaked_secrets() {
         "{history}"
     );
     assert!(!got.iter().any(|r| r.0 == "/stolen"), "{got:#?}");
+    // A variable the operator did not allow is never read, a host not allowed never called.
+    assert!(
+        history.contains("not sent to exfiltrate after 0 attempts: header X-Key: environment variable CONTROLLER_SECRET is not among the secrets the operator lets the registry use"),
+        "{history}"
+    );
+    assert!(
+        history.contains("not sent to elsewhere after 0 attempts: host localhost is not among the destinations the operator allows (127.0.0.1)"),
+        "{history}"
+    );
+    assert!(
+        !got.iter().any(|r| r.0 == "/exfil" || r.0 == "/elsewhere"),
+        "{got:#?}"
+    );
+    for text in [stdout.as_ref(), stderr.as_ref(), history.as_str()] {
+        assert!(!text.contains("do-not-send-me"), "{text}");
+    }
     for text in [stdout.as_ref(), stderr.as_ref(), history.as_str()] {
         assert!(
             !text.contains("XXXXSECRET") && !text.contains("s3cr3t"),

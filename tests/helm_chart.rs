@@ -89,6 +89,8 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
         ("Service", 1),
         ("ValidatingWebhookConfiguration", 1),
         ("MutatingWebhookConfiguration", 1),
+        // The default policy set, governing every namespace without policies of its own.
+        ("PromotionPolicy", 8),
     ] {
         assert_eq!(
             kinds.iter().filter(|k| **k == kind).count(),
@@ -103,9 +105,26 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
         "- --webhook-config=slipway",
         "- --webhook-host=slipway.slipway.svc",
         "- --webhook-secret=slipway-webhook-tls",
+        "- --policy-namespace=slipway",
     ] {
         assert!(manifests.contains(arg), "{arg}\n{manifests}");
     }
+
+    // The chart's copy of the default set is the set.
+    assert_eq!(
+        std::fs::read_to_string(support::root().join("charts/slipway/files/default-policies.yaml"))
+            .unwrap(),
+        std::fs::read_to_string(support::root().join("policies/default.yaml")).unwrap(),
+        "copy policies/default.yaml to charts/slipway/files/default-policies.yaml"
+    );
+    let off = helm::render(
+        "slipway",
+        &json!({"policies": {"install": false, "namespace": "platform"}}),
+    )
+    .unwrap();
+    assert!(
+        !off.contains("kind: PromotionPolicy") && off.contains("- --policy-namespace=platform")
+    );
 
     let api = ApiServer::start();
     api.install_crds();
@@ -246,7 +265,9 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
     assert_eq!(run.stdout.trim(), "no", "{}", run.stderr);
 
     // Watching one namespace, the controller's rights are a Role there, not cluster-wide.
-    let values = json!({"watchNamespace": "models"});
+    // (The policies stay as installed: with the webhook configured and no controller running,
+    // a change to them could not be decided.)
+    let values = json!({"watchNamespace": "models", "policies": {"install": false}});
     let manifests = helm::render("slipway", &values).unwrap();
     let run = api.kubectl(&["create", "namespace", "models"], "admin");
     assert_eq!(run.code, 0, "{}", run.stderr);

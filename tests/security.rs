@@ -668,3 +668,92 @@ fn a_deployment_never_takes_over_objects_it_does_not_own() {
         "postgres:16"
     );
 }
+
+/// A namespace without policies of its own is governed by the operator's default set (the
+/// policies of `--policy-namespace`, here `default`), and an experiment — an `Evaluation` of a
+/// suite the model does not declare — needs a lead as the model's own suites do.
+#[test]
+fn no_namespace_and_no_experiment_escapes_the_default_policies() {
+    let api = ApiServer::start();
+    registry(&api);
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &support::admission::rbac());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let port = support::free_port();
+    apply(
+        &api,
+        "admin",
+        &support::admission::webhook_configurations(port),
+    );
+    let controller = Controller::start(&api, port, &STRICT_BOUNDS);
+    support::admission::wait_for_ca_bundle(&api);
+    for ns in ["team-x", "team-y"] {
+        assert_eq!(api.kubectl(&["create", "namespace", ns], "admin").code, 0);
+    }
+
+    // A new namespace: a model there and its production alias are decided by the default set.
+    let model = |ns: &str| {
+        format!(
+            "apiVersion: slipway.dev/v1alpha1\nkind: RegisteredModel\nmetadata: {{name: churn, namespace: {ns}}}\nspec:\n  evaluations:\n    - name: holdout\n      runner: {{kubernetes: {{image: registry.example.com/ml/eval:1}}}}\n      dataset: {{uri: s3://d/holdout}}\n      gates: [{{metric: f1, op: \">=\", value: 0.5}}]\n"
+        )
+    };
+    refused(
+        &api,
+        "erin",
+        &model("team-x"),
+        &[
+            "RegisteredModel team-x/churn",
+            "policy model-judging, approval ml-lead: has 0 of 1",
+        ],
+    );
+    // A namespace with policies of its own (the operator's opt-out) is governed by them alone;
+    // giving it its first policy is itself a change of policy the default set decides.
+    let opt_out = "apiVersion: slipway.dev/v1alpha1\nkind: PromotionPolicy\nmetadata: {name: groups-only, namespace: team-y}\nspec:\n  match: {kinds: [Group]}\n";
+    let (code, stderr) = attempt(&api, "admin", &["apply", "-f", "-"], opt_out);
+    assert!(
+        code != 0 && stderr.contains("policy policies-and-groups, approval ml-lead"),
+        "{stderr}"
+    );
+    let at = stderr.find("spec.change \"").unwrap() + "spec.change \"".len();
+    let approval = format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Approval\nmetadata: {{name: opt-out, namespace: team-y}}\nspec:\n  target: {{kind: PromotionPolicy, name: groups-only}}\n  change: \"{}\"\n  decision: approve\n",
+        &stderr[at..at + 71]
+    );
+    let (code, stderr) = attempt(&api, "alice", &["create", "-f", "-"], &approval);
+    assert_eq!(code, 0, "{stderr}");
+    apply(&api, "admin", opt_out);
+    eventually(Duration::from_secs(20), || {
+        (attempt(&api, "erin", &["apply", "-f", "-"], &model("team-y")).0 == 0).then_some(())
+    });
+    // The default set's own namespace is governed by it as before.
+    refused(
+        &api,
+        "erin",
+        &production("8"),
+        &["policy production, approval ml-lead: has 0 of 1"],
+    );
+
+    // An experiment: a suite the model does not declare, running an allowed image.
+    let experiment = "apiVersion: slipway.dev/v1alpha1\nkind: Evaluation\nmetadata: {name: adhoc-8, namespace: default}\nspec:\n  model: pitch-frame-classifier\n  version: \"8\"\n  suite: adhoc\n  dataset: {uri: s3://d/x}\n  runner: {kubernetes: {image: registry.example.com/ml/eval:1}}\n  gates: [{metric: f1, op: \">=\", value: 0.0}]\n";
+    let (code, stderr) = attempt(&api, "erin", &["create", "-f", "-"], experiment);
+    assert_ne!(
+        code,
+        0,
+        "an experiment was admitted without a lead: {}",
+        controller.log()
+    );
+    assert!(
+        stderr.contains("Evaluation default/adhoc-8")
+            && stderr.contains("policy experiments, approval ml-lead: has 0 of 1"),
+        "{stderr}"
+    );
+    // With a lead's approval of exactly that object, it is admitted.
+    let at = stderr.find("spec.change \"").unwrap() + "spec.change \"".len();
+    let change = &stderr[at..at + 71];
+    let approve = format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Approval\nmetadata: {{name: adhoc-ok, namespace: default}}\nspec:\n  target: {{kind: Evaluation, name: adhoc-8}}\n  change: \"{change}\"\n  decision: approve\n"
+    );
+    let (code, stderr) = attempt(&api, "alice", &["create", "-f", "-"], &approve);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = attempt(&api, "erin", &["create", "-f", "-"], experiment);
+    assert_eq!(code, 0, "{stderr}");
+}

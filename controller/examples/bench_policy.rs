@@ -48,6 +48,7 @@ fn main() {
             fields: Vec::new(),
             previous_alias: None,
             rollback: false,
+            experiment: false,
         },
         candidate: results::version(cat.version("default", model, "8").expect("v8"), &results),
         current: results::version(cat.version("default", model, "7").expect("v7"), &results),

@@ -120,6 +120,7 @@ pub fn promotion(
                 to,
                 &candidate.spec.artifact.digest,
             ),
+            experiment: false,
         },
         candidate: results::version(candidate, results),
         current: resolved

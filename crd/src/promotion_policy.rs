@@ -56,6 +56,10 @@ pub struct PolicyMatch {
     /// under it) changes. Creates and deletes change every field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
+    /// Only experiments: `Evaluation`s of a suite their model does not declare (they run code,
+    /// an image or a request no suite review covered).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub experiments: bool,
 }
 
 /// A change operation.

@@ -88,6 +88,7 @@ impl GitHome {
         let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
             .args(["run", "registry", "--state", "state", "--interval", "200ms"])
             .args(["--api-token-file", "api-token"])
+            .args(["--allowed-destinations", "127.0.0.1"])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .current_dir(dir.path())

@@ -118,6 +118,9 @@ pub struct ControllerArgs {
         default_value = "system:masters"
     )]
     pub approval_withdrawers: Vec<String>,
+    /// The namespace whose policies govern every namespace without policies of its own.
+    #[arg(long, env = "SLIPWAY_POLICY_NAMESPACE", default_value = "default")]
+    pub policy_namespace: String,
 }
 
 impl ControllerArgs {
@@ -368,7 +371,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
 
     // One watch per kind for this replica: the webhook decides from it at once, the controllers
     // when this replica leads.
-    let cache = Cache::start(&client, args.namespace.as_deref());
+    let cache = Cache::start(&client, args.namespace.as_deref(), &args.policy_namespace);
     let _ = home.cache.set(cache.clone());
     let mut webhook_task = None;
     if let Some(addr) = args.webhook_listen {
@@ -444,7 +447,7 @@ async fn serve_webhook(
     let hook = Arc::new(webhook::Webhook {
         cache: cache.clone(),
         watched: args.namespace.clone(),
-        reader: ClusterReader::new(client.clone()),
+        reader: ClusterReader::new(client.clone(), &args.policy_namespace),
         metrics: metrics.clone(),
         bounds: bounds.clone(),
         withdrawers: args.approval_withdrawers.clone(),

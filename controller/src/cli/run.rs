@@ -45,6 +45,19 @@ pub struct RunArgs {
     /// cores). Promotions and rollouts never wait for them.
     #[arg(long, env = "SLIPWAY_PARALLEL_EVALUATIONS", value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel_evaluations: Option<u16>,
+    /// `env:` variables and `file:` paths the registry's secret references may name (exact, or
+    /// a prefix ending in `*`); none unless named.
+    #[arg(long, env = "SLIPWAY_ALLOWED_SECRETS", value_delimiter = ',')]
+    pub allowed_secrets: Vec<String>,
+    /// Hosts notifications and webhook runners (their secrets, results tokens) may be sent to:
+    /// exact hosts, `*.example.com`, or `*`.
+    #[arg(
+        long,
+        env = "SLIPWAY_ALLOWED_DESTINATIONS",
+        value_delimiter = ',',
+        default_value = "hooks.slack.com"
+    )]
+    pub allowed_destinations: Vec<String>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
@@ -109,6 +122,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         ),
         serving: results_url.is_some(),
         results_url,
+        allowed: crate::edges::notify::Allowed {
+            secrets: args.allowed_secrets,
+            destinations: args.allowed_destinations,
+        },
     };
     let finished = crate::modes::git::passes::run(settings, stop, store, shared)?;
     drop(lock);

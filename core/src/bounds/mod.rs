@@ -204,8 +204,8 @@ impl Bounds {
         } else {
             Err(format!(
                 "host {host} is not among the destinations the operator allows ({}); ask them \
-                 to add it to the controller's --allowed-destinations (chart value \
-                 bounds.destinations)",
+                 to add it to --allowed-destinations (`slipway controller`, chart value \
+                 bounds.destinations; `slipway run`)",
                 listed(&self.destinations)
             ))
         }
@@ -277,6 +277,27 @@ impl Bounds {
                           secretKeyRef (a Secret labelled slipway.dev/usable-by=slipway)"
                     .into(),
             });
+        }
+    }
+
+    /// Whether git mode may read secret `r` — an `env:` variable or a `file:` of `slipway run`'s
+    /// own — by the operator's allow-list `allowed` (`--allowed-secrets`: exact names or paths,
+    /// or prefixes ending in `*`). A pull request cannot make the reconciler send its other
+    /// variables (cloud credentials) or files (keys) anywhere.
+    pub fn secret_source(allowed: &[String], r: &SecretRef) -> Result<(), String> {
+        let (what, name) = match (&r.env, &r.file) {
+            (Some(v), _) => ("environment variable", v),
+            (None, Some(f)) => ("file", f),
+            _ => return Ok(()),
+        };
+        if allowed.iter().any(|p| matches(p, name)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} {name} is not among the secrets the operator lets the registry use ({}); \
+                 ask them to add it to `slipway run --allowed-secrets`",
+                listed(allowed)
+            ))
         }
     }
 

@@ -176,7 +176,8 @@ impl Catalog {
             diags.extend(validate::references(obj, &catalog, &Default::default()));
         }
         catalog.policies = if policy_changed {
-            let (policies, all) = compile_policies(&catalog.objects);
+            let (mut policies, all) = compile_policies(&catalog.objects);
+            policies.fallback = self.policies.fallback.clone();
             let added: std::collections::HashSet<&ObjectKey> =
                 added.iter().map(|o| &o.key).collect();
             diags.extend(
@@ -189,6 +190,13 @@ impl Catalog {
             self.policies.clone()
         };
         (catalog, diags)
+    }
+
+    /// This catalog with the policies of namespace `ns` governing every namespace that has none
+    /// of its own (by default those of [`crate::policy::DEFAULT_POLICY_NAMESPACE`]).
+    pub fn with_policy_namespace(mut self, ns: &str) -> Catalog {
+        Arc::make_mut(&mut self.policies).fallback = Some(ns.to_string());
+        self
     }
 
     /// This catalog holding `objects` in place of the ones of the same key, whose spec they
@@ -426,7 +434,13 @@ fn compile_policies(
         }
     }
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    (PolicySet { policies }, diags)
+    (
+        PolicySet {
+            policies: Arc::new(policies),
+            fallback: None,
+        },
+        diags,
+    )
 }
 
 /// The third parts of an index's keys for one (namespace, model), in natural order.

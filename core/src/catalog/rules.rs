@@ -48,8 +48,11 @@ impl CompiledPolicy {
 }
 
 /// The policies of a catalog, compiled once.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PolicySet {
     /// Policies in name order.
-    pub policies: Vec<CompiledPolicy>,
+    pub policies: std::sync::Arc<Vec<CompiledPolicy>>,
+    /// The namespace whose policies govern a namespace that has none of its own (None:
+    /// [`crate::policy::DEFAULT_POLICY_NAMESPACE`]).
+    pub fallback: Option<String>,
 }

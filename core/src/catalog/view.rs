@@ -25,6 +25,16 @@ impl View {
         View::with(catalog, shadowing(&diags))
     }
 
+    /// [`View::of`], where a namespace without policies of its own is governed by those of
+    /// `policy_namespace` (which `objects` should include).
+    pub fn governed(objects: Vec<Object>, policy_namespace: &str) -> View {
+        let (catalog, diags) = Catalog::build(objects);
+        View::with(
+            catalog.with_policy_namespace(policy_namespace),
+            shadowing(&diags),
+        )
+    }
+
     fn with(catalog: Catalog, shadowed: bool) -> View {
         // Only evaluations that run a suite as its model declares it feed policy.
         let mut results = Results::default();

@@ -7,6 +7,7 @@ mod files;
 mod immutability;
 pub mod render;
 mod rollouts;
+mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -259,7 +260,11 @@ pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
             }
             (None, None) => continue,
         };
-        changes.push(change(base, head, inputs, key, old, new, action, fields));
+        let c = change(base, head, inputs, key, old, new, action, fields);
+        if let Some(n) = new {
+            errors.extend(secrets::unprotected(&c, old, n));
+        }
+        changes.push(c);
     }
     let mut summary = Summary::default();
     for c in &changes {
@@ -324,6 +329,7 @@ fn change(
         fields: fields.iter().map(|f| f.path.clone()).collect(),
         previous_alias: about.previous_alias,
         rollback: about.rollback,
+        experiment: is_experiment(base, head, new.or(old)),
     };
     let input = DecisionInput {
         change: facts,
@@ -335,7 +341,9 @@ fn change(
     };
     let members = |g: &str| match &inputs.kubernetes {
         Some(k) => Some(k.members(g, input.request.user.as_deref())),
-        None => base.group(ns, g).map(|g| g.spec.members.clone()),
+        None => base
+            .group(base.policies.governing(ns), g)
+            .map(|g| g.spec.members.clone()),
     };
     let decision = base.policies.decide(&input, &inputs.signoffs, &members);
     let mut warnings = about.warnings;
@@ -370,6 +378,19 @@ fn change(
         rollouts: about.rollouts,
         warnings,
     }
+}
+
+/// Whether `object` is an `Evaluation` of a suite its model does not declare (in the head, or
+/// the base when the head has no such model).
+fn is_experiment(base: &Catalog, head: &Catalog, object: Option<&Object>) -> bool {
+    let Some(Resource::Evaluation(e)) = object.map(|o| &o.resource) else {
+        return false;
+    };
+    let ns = object.map_or("", |o| o.key.namespace.as_str());
+    let model = head
+        .model(ns, &e.spec.model)
+        .or_else(|| base.model(ns, &e.spec.model));
+    !model.is_some_and(|m| m.spec.evaluations.iter().any(|s| s.name == e.spec.suite))
 }
 
 /// What a change is about beyond its object: the alias and versions it moves, their facts for

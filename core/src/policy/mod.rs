@@ -16,8 +16,13 @@ use self::approvals::{ApprovalResult, SignOffs};
 pub use crate::catalog::expr;
 pub use crate::catalog::rules::{CompiledPolicy, PolicySet};
 
+/// Where the default set lives unless the operator names another namespace: `default` (in git
+/// mode, the registry's documents that name no namespace).
+pub const DEFAULT_POLICY_NAMESPACE: &str = "default";
+
 impl CompiledPolicy {
-    /// Whether the policy applies to a change.
+    /// Whether the policy applies to a change (of a namespace it governs: see
+    /// [`PolicySet::governing`]).
     pub fn matches(&self, change: &ChangeFacts) -> bool {
         let m = &self.spec.match_;
         let any = |list: &[String], value: Option<&str>| {
@@ -36,8 +41,8 @@ impl CompiledPolicy {
                 .fields
                 .iter()
                 .any(|f| m.fields.iter().any(|p| under(f, p)));
-        self.namespace == change.namespace
-            && any(&m.kinds, Some(change.kind.as_str()))
+        any(&m.kinds, Some(change.kind.as_str()))
+            && (!m.experiments || change.experiment)
             && any(&m.models, change.model.as_deref())
             && aliases
             && fields
@@ -84,6 +89,10 @@ pub struct ChangeFacts {
     /// comparison, which was made against that version's own predecessor.
     #[serde(default)]
     pub rollback: bool,
+    /// An `Evaluation` of a suite its model does not declare. Rules read it as
+    /// `change.experiment`; `match.experiments` selects these changes.
+    #[serde(default)]
+    pub experiment: bool,
 }
 
 /// Who asks for the change.
@@ -180,6 +189,17 @@ impl Decision {
 pub type Members<'a> = dyn Fn(&str) -> Option<Vec<String>> + 'a;
 
 impl PolicySet {
+    /// The namespace whose policies govern changes in `ns`: its own when it has any, else the
+    /// operator's default set (the policies of [`PolicySet::fallback`]), so a namespace without
+    /// policies is not a namespace without rules.
+    pub fn governing<'a>(&'a self, ns: &'a str) -> &'a str {
+        if self.policies.iter().any(|p| p.namespace == ns) {
+            ns
+        } else {
+            self.fallback.as_deref().unwrap_or(DEFAULT_POLICY_NAMESPACE)
+        }
+    }
+
     /// Decides one change: every rule and every approval requirement of the matching policies.
     pub fn decide(
         &self,
@@ -202,10 +222,11 @@ impl PolicySet {
         input: &DecisionInput,
         approvals: Option<(&SignOffs, &Members<'_>)>,
     ) -> Decision {
+        let governing = self.governing(&input.change.namespace);
         let matching: Vec<&CompiledPolicy> = self
             .policies
             .iter()
-            .filter(|p| p.matches(&input.change))
+            .filter(|p| p.namespace == governing && p.matches(&input.change))
             .collect();
         if matching.is_empty() {
             return Decision {

@@ -33,6 +33,7 @@ fn decide(results_yaml: &str, reviews: &[(&str, &str)], author: &str) -> Decisio
         fields: Vec::new(),
         previous_alias: None,
         rollback: false,
+        experiment: false,
     };
     let input = DecisionInput {
         change,
@@ -214,6 +215,7 @@ spec:
             fields: Vec::new(),
             previous_alias: None,
             rollback: false,
+            experiment: false,
         },
         candidate: serde_json::json!({"metrics": {"f1": 1.0}, "labels": {"team": "vision"}}),
         current: serde_json::Value::Null,
@@ -255,6 +257,7 @@ spec:
             fields: Vec::new(),
             previous_alias: None,
             rollback: false,
+            experiment: false,
         },
         candidate: serde_json::json!({"labels": {}}),
         current: serde_json::Value::Null,

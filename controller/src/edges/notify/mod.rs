@@ -32,6 +32,49 @@ pub struct Message {
     pub body: String,
 }
 
+/// What git mode's registry may use of `slipway run`'s secrets, and where messages that carry
+/// them may go: the operator's `--allowed-secrets` and `--allowed-destinations`.
+#[derive(Clone, Debug)]
+pub struct Allowed {
+    /// `env:` variables and `file:` paths the registry may name: exact, or a prefix ending in `*`.
+    pub secrets: Vec<String>,
+    /// Hosts messages with secrets or tokens may go to (`hooks.slack.com`, `*.example.com`, `*`).
+    pub destinations: Vec<String>,
+}
+
+impl Allowed {
+    /// Anything goes (what a cluster's messages, checked before, are sent with).
+    pub fn any() -> Allowed {
+        Allowed {
+            secrets: vec!["*".into()],
+            destinations: vec!["*".into()],
+        }
+    }
+
+    /// The secret `r` names, if the operator allows it.
+    pub fn resolve(&self, r: &SecretRef) -> Result<String, String> {
+        crate::decide::bounds::Bounds::secret_source(&self.secrets, r)?;
+        secret(r)
+    }
+
+    /// Whether a message may go to `url`.
+    pub fn destination(&self, url: &str) -> Result<(), String> {
+        crate::decide::bounds::Bounds {
+            destinations: self.destinations.clone(),
+            ..Default::default()
+        }
+        .destination(url)
+    }
+
+    /// `m` if it may be sent where it goes.
+    pub fn checked(&self, m: Message) -> Result<Message, (String, String)> {
+        match self.destination(&m.url) {
+            Ok(()) => Ok(m),
+            Err(why) => Err((m.channel, why)),
+        }
+    }
+}
+
 /// Resolves a secret reference from the environment or a file.
 pub fn secret(r: &SecretRef) -> Result<String, String> {
     if let Some(var) = &r.env {
@@ -206,7 +249,12 @@ pub fn deliver_pending(
             .map(|m| m.spec.notifications.clone())
             .unwrap_or_default();
         let mut writes = Vec::new();
-        for m in messages(&channels, &entry) {
+        let allowed = &notifier.allowed;
+        let built = messages_with(&channels, &entry, &|r| allowed.resolve(r));
+        for m in built
+            .into_iter()
+            .map(|m| m.and_then(|m| allowed.checked(m)))
+        {
             let (channel, outcome) = notifier.deliver_built(m);
             let mut h = entry.clone();
             h.id = 0;
@@ -252,6 +300,18 @@ pub struct Notifier {
     pub attempts: u32,
     /// First backoff; doubled after every failed attempt.
     pub backoff: Duration,
+    /// What [`deliver_pending`] may resolve and where it may send (git mode's operator flags).
+    pub allowed: Allowed,
+}
+
+impl Notifier {
+    /// A notifier that resolves and sends only what `allowed` lets it.
+    pub fn allowing(allowed: Allowed) -> Notifier {
+        Notifier {
+            allowed,
+            ..Notifier::default()
+        }
+    }
 }
 
 impl Default for Notifier {
@@ -268,6 +328,7 @@ impl Default for Notifier {
             agent,
             attempts: 4,
             backoff: Duration::from_millis(500),
+            allowed: Allowed::any(),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::decide::evaluation::{
     step,
 };
 use crate::decide::tasks::Task;
-use crate::edges::notify::{Delivery, Message, Notifier, secret};
+use crate::edges::notify::{Allowed, Delivery, Message, Notifier};
 use crate::edges::runners::webhook::dispatch_message;
 use crate::edges::store::Write;
 
@@ -87,7 +87,7 @@ impl Reconciler<'_> {
             path: "the system's random number generator".into(),
             source: e,
         })?;
-        let message = match request(task, base_url, hook, &token) {
+        let message = match request(task, base_url, hook, &token, self.allowed) {
             Ok(m) => m,
             // It would fail the same way every time: it cannot run.
             Err(why) => return Ok(Some(lifecycle::failed(running, 0, &why, now))),
@@ -174,6 +174,7 @@ fn request(
     base_url: &str,
     hook: &WebhookRunner,
     token: &str,
+    allowed: &Allowed,
 ) -> Result<Message, String> {
     let dispatch = job::Dispatch {
         evaluation: &task.name,
@@ -191,7 +192,11 @@ fn request(
         token,
     };
     let ctx = dispatch.context();
-    dispatch_message(&task.name, hook, &ctx, &secret)
+    // The request carries the results token and the header secrets: only to the operator's
+    // destinations, with only the secrets the operator lets the registry use.
+    let message = dispatch_message(&task.name, hook, &ctx, &|r| allowed.resolve(r))?;
+    allowed.destination(&message.url)?;
+    Ok(message)
 }
 
 /// What the store remembers of a dispatched attempt: its token's hash, what it runs and how its

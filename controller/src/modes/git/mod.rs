@@ -168,6 +168,8 @@ pub struct Reconciler<'a> {
     pub pool: Option<&'a EvaluationPool>,
     /// The statuses this pass has read (empty at the start of a pass).
     pub statuses: statuses::PassStatuses,
+    /// The secrets the registry may use and where requests with them may go.
+    pub allowed: &'a crate::edges::notify::Allowed,
 }
 
 impl Reconciler<'_> {

@@ -116,6 +116,7 @@ impl Fixture {
             revision: "r1".into(),
             now: &now,
             progress: &|_| {},
+            allowed: &crate::edges::notify::Allowed::any(),
             results_url: None,
         };
         r.reconcile(&catalog).unwrap()

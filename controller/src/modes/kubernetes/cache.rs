@@ -47,6 +47,9 @@ struct Pending {
     /// Objects whose status alone changed, by namespace: the views take them in place of their
     /// copies (so that the watch's new object and the view's old one are not both kept).
     refreshes: HashMap<String, HashMap<ObjectKey, Object>>,
+    /// The namespace whose policies govern namespaces without their own: every view holds
+    /// them, so a change of one rebuilds every view.
+    policy_namespace: String,
 }
 
 /// The most changes held for one namespace before its view is built again from the stores.
@@ -133,6 +136,10 @@ where
             _ => None,
         };
         let mut p = lock(&pending);
+        if kind == Kind::PromotionPolicy && ns == p.policy_namespace {
+            p.all = true;
+            return;
+        }
         if p.rebuild.contains(&ns) {
             return;
         }
@@ -219,9 +226,17 @@ where
 }
 
 impl Cache {
-    /// Starts watching (in `namespace`, or everywhere); the tasks end with the runtime.
-    pub fn start(client: &kube::Client, namespace: Option<&str>) -> Arc<Cache> {
-        let pending = Arc::new(Mutex::new(Pending::default()));
+    /// Starts watching (in `namespace`, or everywhere); the tasks end with the runtime. The
+    /// policies of `policy_namespace` govern every namespace that has none of its own.
+    pub fn start(
+        client: &kube::Client,
+        namespace: Option<&str>,
+        policy_namespace: &str,
+    ) -> Arc<Cache> {
+        let pending = Arc::new(Mutex::new(Pending {
+            policy_namespace: policy_namespace.to_string(),
+            ..Pending::default()
+        }));
         let built = Arc::new(Mutex::new(HashMap::new()));
         let all = watcher::Config::default;
         let watches = CatalogWatches {
@@ -401,13 +416,25 @@ impl Cache {
 
     /// The namespace's objects of the catalog kinds, from the stores.
     fn objects(&self, ns: &str) -> Vec<Object> {
+        let governing = self.policy_namespace();
         (self.models.objects(ns, Resource::RegisteredModel))
             .chain(self.versions.objects(ns, Resource::ModelVersion))
             .chain(self.aliases.objects(ns, Resource::ModelAlias))
             .chain(self.evaluations.objects(ns, Resource::Evaluation))
             .chain(self.deployments.objects(ns, Resource::ModelDeployment))
             .chain(self.policies.objects(ns, Resource::PromotionPolicy))
+            .chain(
+                (ns != governing)
+                    .then(|| self.policies.objects(&governing, Resource::PromotionPolicy))
+                    .into_iter()
+                    .flatten(),
+            )
             .collect()
+    }
+
+    /// The namespace whose policies govern namespaces without their own.
+    pub fn policy_namespace(&self) -> String {
+        lock(&self.pending).policy_namespace.clone()
     }
 
     /// The namespace's catalog and results as the watches have them now: the last view with the
@@ -447,7 +474,7 @@ impl Cache {
                         .refreshed(refreshes.into_values()),
                 )
             }
-            _ => Arc::new(View::of(self.objects(ns))),
+            _ => Arc::new(View::governed(self.objects(ns), &self.policy_namespace())),
         };
         built.insert(ns.to_string(), view.clone());
         view

@@ -18,12 +18,17 @@ use crate::decide::catalog::{Object, Resource, View};
 #[derive(Clone)]
 pub struct ClusterReader {
     client: Client,
+    policy_namespace: String,
 }
 
 impl ClusterReader {
-    /// A reader with this client.
-    pub fn new(client: Client) -> Self {
-        ClusterReader { client }
+    /// A reader with this client; the policies of `policy_namespace` govern namespaces
+    /// without their own.
+    pub fn new(client: Client, policy_namespace: &str) -> Self {
+        ClusterReader {
+            client,
+            policy_namespace: policy_namespace.to_string(),
+        }
     }
 
     /// The objects of a kind in `ns` that parse as their type (one that does not is left out, as
@@ -53,23 +58,33 @@ impl ClusterReader {
                 .into_iter()
                 .filter_map(move |k| Object::from_cluster(to(k)))
         }
-        let (models, versions, aliases, evaluations, deployments, policies, approvals) = futures::try_join!(
-            self.list::<RegisteredModel>(ns),
-            self.list::<ModelVersion>(ns),
-            self.list::<ModelAlias>(ns),
-            self.list::<Evaluation>(ns),
-            self.list::<ModelDeployment>(ns),
-            self.list::<PromotionPolicy>(ns),
-            self.list::<Approval>(ns),
-        )?;
+        let fallback = async {
+            if ns == self.policy_namespace {
+                Ok(Vec::new())
+            } else {
+                self.list::<PromotionPolicy>(&self.policy_namespace).await
+            }
+        };
+        let (models, versions, aliases, evaluations, deployments, policies, approvals, fallback) =
+            futures::try_join!(
+                self.list::<RegisteredModel>(ns),
+                self.list::<ModelVersion>(ns),
+                self.list::<ModelAlias>(ns),
+                self.list::<Evaluation>(ns),
+                self.list::<ModelDeployment>(ns),
+                self.list::<PromotionPolicy>(ns),
+                self.list::<Approval>(ns),
+                fallback,
+            )?;
         let objects = of(models, Resource::RegisteredModel)
             .chain(of(versions, Resource::ModelVersion))
             .chain(of(aliases, Resource::ModelAlias))
             .chain(of(evaluations, Resource::Evaluation))
             .chain(of(deployments, Resource::ModelDeployment))
             .chain(of(policies, Resource::PromotionPolicy))
+            .chain(of(fallback, Resource::PromotionPolicy))
             .collect();
         let approvals = approvals.into_iter().map(Arc::unwrap_or_clone).collect();
-        Ok((View::of(objects), approvals))
+        Ok((View::governed(objects, &self.policy_namespace), approvals))
     }
 }

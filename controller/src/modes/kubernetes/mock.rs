@@ -105,7 +105,11 @@ fn idle_cache() -> Arc<super::cache::Cache> {
             );
         }
     });
-    super::cache::Cache::start(&client, None)
+    super::cache::Cache::start(
+        &client,
+        None,
+        crate::decide::policy::DEFAULT_POLICY_NAMESPACE,
+    )
 }
 
 /// A reconcilers' context whose client is the returned mock API server.

@@ -43,6 +43,8 @@ pub struct Settings {
     pub results_url: Option<String>,
     /// Whether the read API is served (then each pass publishes the catalog for it).
     pub serving: bool,
+    /// The secrets the registry may use, and where messages with them may go.
+    pub allowed: crate::edges::notify::Allowed,
 }
 
 /// The loop's state between passes.
@@ -177,7 +179,7 @@ impl Loop {
             let live = live.clone();
             Courier::start(
                 store.clone(),
-                crate::edges::notify::Notifier::default(),
+                crate::edges::notify::Notifier::allowing(settings.allowed.clone()),
                 Arc::new(move |line: &str| live.step(line)),
             )
         };
@@ -228,6 +230,7 @@ impl Loop {
             self.settings.state.clone(),
             self.pool.clone(),
         );
+        let allowed = self.settings.allowed.clone();
         let reconciler = Reconciler {
             store: &store,
             root: &root,
@@ -238,6 +241,7 @@ impl Loop {
             results_url: self.settings.results_url.clone(),
             pool: Some(&pool),
             statuses: Default::default(),
+            allowed: &allowed,
         };
         let mut report = reconciler.reconcile(&catalog)?;
         // One target's failure (a commit that cannot be checked out for the local servers, a
