@@ -10,10 +10,10 @@ use crate::catalog::{Object, Resource};
 use crate::diagnostics::{Category, Diagnostic, FieldPath};
 
 /// Every secret reference of `resource`: (field, what it names).
-fn headers<'a>(
+fn headers(
     at: String,
-    h: &'a std::collections::BTreeMap<String, SecretRef>,
-) -> Vec<(String, &'a SecretRef)> {
+    h: &std::collections::BTreeMap<String, SecretRef>,
+) -> Vec<(String, &SecretRef)> {
     h.iter()
         .map(|(k, r)| (format!("{at}.headers.{k}"), r))
         .collect()
