@@ -544,7 +544,19 @@ fn change_shows_what_an_approval_of_a_manifest_signs() {
 
     let run = slipway(&["change", "pinned.yaml", "--before", "before.yaml"], d);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let lines: Vec<&str> = run.stdout.lines().collect();
+    // A manifest is not the object as the cluster has it: the digest the cluster asks for also
+    // names the object's generation, and the output says so.
+    assert!(
+        run.stdout
+            .contains("(the --before manifest does not name the object's uid and generation"),
+        "{}",
+        run.stdout
+    );
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("  ("))
+        .collect();
     assert_eq!(lines[0], "ModelDeployment default/pitch-frames-api");
     let digest = lines[1].strip_prefix("  spec.change: sha256:").unwrap();
     assert_eq!(digest.len(), 64, "{}", run.stdout);
@@ -578,16 +590,45 @@ fn change_shows_what_an_approval_of_a_manifest_signs() {
     .unwrap();
     let other = slipway(&["change", "pinned-8.yaml", "--before", "before.yaml"], d);
     assert!(!other.stdout.contains(digest), "{}", other.stdout);
-    // A deletion; an alias move (named by its version, not a digest).
-    // A deletion needs no cluster, and shows what goes.
-    let gone = slipway(&["change", "before.yaml", "--delete"], d);
+    // A deletion signs that object as it is: a manifest saved from the cluster names it.
+    let live = production.replacen(
+        "metadata:\n",
+        "metadata:\n  uid: 0b7c3e2a-1111-4222-8333-944455556666\n  generation: 3\n",
+        1,
+    );
+    std::fs::write(d.join("live.yaml"), &live).unwrap();
+    let gone = slipway(&["change", "live.yaml", "--delete"], d);
     assert_eq!(gone.code, 0, "{}", gone.stderr);
     assert!(
-        gone.stdout.contains(
-            "  spec.change: delete\n    the object's deletion\n    spec.alias: \"production\" → (absent)\n"
-        ),
+        gone.stdout.contains("  spec.change: sha256:")
+            && gone
+                .stdout
+                .contains("    the object's deletion\n    spec.alias: \"production\" → (absent)\n"),
         "{}",
         gone.stdout
+    );
+    let later = live.replace("generation: 3", "generation: 4");
+    std::fs::write(d.join("later.yaml"), later).unwrap();
+    let changed = slipway(&["change", "later.yaml", "--delete"], d);
+    assert_ne!(changed.stdout.lines().nth(1), gone.stdout.lines().nth(1));
+    // Without the object's identity, there is nothing to sign.
+    let unknown = slipway(
+        &[
+            "change",
+            "before.yaml",
+            "--delete",
+            "--before",
+            "before.yaml",
+        ],
+        d,
+    );
+    assert_eq!(unknown.code, 1, "{}", unknown.stdout);
+    assert!(
+        unknown
+            .stderr
+            .contains("a deletion is signed for the object as it is"),
+        "{}",
+        unknown.stderr
     );
     let aliases =
         std::fs::read_to_string(root().join("examples/football-frames/aliases.yaml")).unwrap();

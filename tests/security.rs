@@ -757,3 +757,54 @@ fn no_namespace_and_no_experiment_escapes_the_default_policies() {
     let (code, stderr) = attempt(&api, "erin", &["create", "-f", "-"], experiment);
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// A deletion is signed off for one object (its uid) as it is (its generation and spec), once:
+/// an approval of it does not remove an object made again under the same name, and it expires.
+#[test]
+fn an_approved_deletion_removes_that_object_once() {
+    let api = ApiServer::start();
+    registry(&api);
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &support::admission::rbac());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let port = support::free_port();
+    apply(
+        &api,
+        "admin",
+        &support::admission::webhook_configurations(port),
+    );
+    let controller = Controller::start(&api, port, &STRICT_BOUNDS);
+    support::admission::wait_for_ca_bundle(&api);
+    let delete = ["delete", "mdeploy", "pitch-frames-api"];
+    let (code, stderr) = attempt(&api, "erin", &delete, "");
+    assert_ne!(code, 0, "{}", controller.log());
+    assert!(stderr.contains("the object's deletion"), "{stderr}");
+    let at = stderr.find("spec.change \"").unwrap() + "spec.change \"".len();
+    let change = stderr[at..at + 71].to_string();
+    let approval = format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Approval\nmetadata: {{name: remove-api, namespace: default}}\nspec:\n  target: {{kind: ModelDeployment, name: pitch-frames-api}}\n  change: \"{change}\"\n  decision: approve\n"
+    );
+    let (code, stderr) = attempt(&api, "alice", &["create", "-f", "-"], &approval);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = attempt(&api, "erin", &delete, "");
+    assert_eq!(code, 0, "{stderr}");
+    // Made again (its creation signed off), the same name is another object: the approval of
+    // the first one's deletion does not remove it.
+    let deployments = root().join("examples/football-frames/deployments.yaml");
+    let text = std::fs::read_to_string(deployments).unwrap();
+    let api_doc = text
+        .split("\n---\n")
+        .find(|d| d.contains("name: pitch-frames-api"))
+        .unwrap()
+        .to_string();
+    approved_by_a_lead(&api, "ModelDeployment", "pitch-frames-api", || {
+        api.kubectl_stdin(&["apply", "-f", "-"], "erin", &api_doc)
+    });
+    let (code, stderr) = attempt(&api, "erin", &delete, "");
+    assert_ne!(code, 0, "deleted again with the first deletion's approval");
+    assert!(
+        stderr.contains(&format!(
+            "approval remove-api by alice signs off change {change}, not this one"
+        )),
+        "{stderr}"
+    );
+}

@@ -43,6 +43,8 @@ struct Shown {
     signs: Signs,
     /// For an object that does not exist before: says so, and where it was looked for.
     new_from: Option<String>,
+    /// What the reader should know of the digest.
+    note: Option<String>,
 }
 
 enum Signs {
@@ -59,9 +61,11 @@ enum Signs {
 
 pub fn run(args: ChangeArgs) -> anyhow::Result<i32> {
     let after = read(&args.file)?;
+    let has_uid = |o: &Object| o.resource.meta().uid.is_some();
     let before: Vec<(ObjectKey, Option<Object>)> = match &args.before {
-        // A deletion signs `delete`, whatever the object is now: the manifest shows what goes.
-        _ if args.delete => after
+        // A deletion signs the object as it is (its uid, generation and spec): a manifest
+        // saved with `kubectl get -o yaml` has them, else the cluster's copy is read.
+        None if args.delete && after.iter().all(has_uid) => after
             .iter()
             .map(|o| (o.key.clone(), Some(o.clone())))
             .collect(),
@@ -79,8 +83,27 @@ pub fn run(args: ChangeArgs) -> anyhow::Result<i32> {
     };
     let mut out = Vec::new();
     for (o, (_, old)) in after.iter().zip(&before) {
+        if args.delete {
+            match old {
+                None => anyhow::bail!("{}: there is no such object to delete", o.key),
+                Some(b) if !has_uid(b) => anyhow::bail!(
+                    "{}: a deletion is signed for the object as it is (its metadata.uid and generation); give it as the cluster has it (`kubectl get {} {} -o yaml`), or run without --before against the cluster",
+                    o.key,
+                    o.key.kind.as_str().to_lowercase(),
+                    o.key.name
+                ),
+                Some(_) => {}
+            }
+        }
         let new = (!args.delete).then_some(o);
         let mut shown = signs(&o.key, old.as_ref(), new);
+        if let (Some(b), Signs::Change(_)) = (old, &shown.signs)
+            && !has_uid(b)
+        {
+            shown.note = Some(
+                "the --before manifest does not name the object's uid and generation (as `kubectl get -o yaml` saves it): the cluster's spec.change names the generation too, so sign the digest the denial (or this command against the cluster) shows".to_string(),
+            );
+        }
         if old.is_none() {
             shown.new_from = Some(match &args.before {
                 Some(path) => format!("a new object: {} has none of that name", path.display()),
@@ -197,7 +220,8 @@ fn signs(key: &ObjectKey, old: Option<&Object>, new: Option<&Object>) -> Shown {
         Some(Resource::ModelAlias(a)) => Some(a.clone()),
         _ => None,
     };
-    if let Some(a) = alias(new).or_else(|| alias(old)) {
+    // A move (a removal of an alias is signed like any deletion).
+    if let Some(a) = alias(new) {
         let from = alias(old).and_then(|o| {
             o.status
                 .as_ref()
@@ -207,6 +231,7 @@ fn signs(key: &ObjectKey, old: Option<&Object>, new: Option<&Object>) -> Shown {
         return Shown {
             key: key.clone(),
             new_from: None,
+            note: None,
             signs: Signs::Move {
                 model: a.spec.model.clone(),
                 alias: a.spec.alias.clone(),
@@ -216,10 +241,20 @@ fn signs(key: &ObjectKey, old: Option<&Object>, new: Option<&Object>) -> Shown {
         };
     }
     let spec = |o: Option<&Object>| o.map(|o| o.resource.spec_json());
+    // The object as it is: which one, at which generation (the cluster's copy has them; a
+    // `--before` file has them when saved with `kubectl get -o yaml`).
+    let live = old.and_then(|o| {
+        let m = o.resource.meta();
+        Some(crate::decide::policy::binding::Live {
+            uid: m.uid.clone()?,
+            generation: m.generation.unwrap_or(0),
+        })
+    });
     Shown {
         key: key.clone(),
         new_from: None,
-        signs: Signs::Change(shown(spec(old).as_ref(), spec(new).as_ref())),
+        note: None,
+        signs: Signs::Change(shown(spec(old).as_ref(), spec(new).as_ref(), live.as_ref())),
     }
 }
 
@@ -227,6 +262,9 @@ fn text(s: &Shown) -> String {
     let mut out = format!("{}\n", s.key);
     if let Some(new) = &s.new_from {
         out.push_str(&format!("  ({new})\n"));
+    }
+    if let Some(note) = &s.note {
+        out.push_str(&format!("  ({note})\n"));
     }
     match &s.signs {
         Signs::Change(c) => {
@@ -250,7 +288,7 @@ fn text(s: &Shown) -> String {
                     "  an alias move, {model}/{alias}: {from} → {to}; an approval names spec.version {to:?} (Slipway stamps the version it moves from and the artifact's digest)\n"
                 )),
                 None => out.push_str(&format!(
-                    "  removing {model}/{alias} (now {from}); an approval names spec.change \"delete\"\n"
+                    "  removing {model}/{alias} (now {from})\n"
                 )),
             }
         }
@@ -263,6 +301,9 @@ fn to_json(s: &Shown) -> Value {
         "kind": s.key.kind.as_str(), "namespace": s.key.namespace, "name": s.key.name,
         "new": s.new_from.is_some(),
     });
+    if let Some(note) = &s.note {
+        v["note"] = json!(note);
+    }
     match &s.signs {
         Signs::Change(c) => {
             v["change"] = json!(c.digest);
@@ -279,9 +320,6 @@ fn to_json(s: &Shown) -> Value {
             to,
         } => {
             v["move"] = json!({"model": model, "alias": alias, "from": from, "to": to});
-            if to.is_none() {
-                v["change"] = json!("delete");
-            }
         }
     }
     v

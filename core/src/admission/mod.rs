@@ -239,16 +239,22 @@ fn subject(req: &Request, key: &ObjectKey, base: &Catalog, head: &Catalog) -> Su
         kind: key.kind.as_str().to_string(),
         namespace: key.namespace.clone(),
         name: key.name.clone(),
-        sign: Sign::Change(spec_change(key, base, head).digest),
+        sign: Sign::Change(spec_change(req, key, base, head).digest),
         move_id: None,
     }
 }
 
 /// The object's spec change from `base` to `head`, as approvals sign it and approvers are shown
 /// it (`slipway change` shows the same).
-fn spec_change(key: &ObjectKey, base: &Catalog, head: &Catalog) -> binding::ChangeShown {
+fn spec_change(
+    req: &Request,
+    key: &ObjectKey,
+    base: &Catalog,
+    head: &Catalog,
+) -> binding::ChangeShown {
     let spec = |cat: &Catalog| cat.get(key).map(|o| o.resource.spec_json());
-    binding::shown(spec(base).as_ref(), spec(head).as_ref())
+    let live = req.old_object.as_ref().and_then(binding::Live::of);
+    binding::shown(spec(base).as_ref(), spec(head).as_ref(), live.as_ref())
 }
 
 /// Every kind but `Approval`: the object's own problems refuse it (including changing a
@@ -296,7 +302,7 @@ fn change(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
     if change.decision.allowed {
         return Verdict::Allowed(warnings);
     }
-    let shown = spec_change(&key, &base, &head);
+    let shown = spec_change(req, &key, &base, &head);
     Verdict::Denied(denial(req, change, &subject, &shown, &bound.ignored))
 }
 

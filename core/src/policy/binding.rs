@@ -94,16 +94,58 @@ fn none_if_empty(s: &str) -> &str {
     if s.is_empty() { "(none)" } else { s }
 }
 
-/// `spec.change` of a change to any kind but an alias move: `delete`, or the SHA-256 of the
-/// spec before (`null` for a new object) and after, as Slipway serializes them.
-pub fn change_digest(old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -> String {
-    let Some(new) = new else {
-        return "delete".to_string();
-    };
+/// The object a change is made to, as it is before the change: which one (`metadata.uid`) and
+/// at which state (`metadata.generation`, which every change of its spec raises).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Live {
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.generation`.
+    pub generation: i64,
+}
+
+impl Live {
+    /// The uid and generation of an object (JSON), if it has them.
+    pub fn of(object: &serde_json::Value) -> Option<Live> {
+        let m = &object["metadata"];
+        Some(Live {
+            uid: m["uid"].as_str()?.to_string(),
+            generation: m["generation"].as_i64().unwrap_or(0),
+        })
+    }
+}
+
+/// `spec.change` of a change to any kind but an alias move: the SHA-256 of the spec before
+/// (`null` for a new object) and after, as Slipway serializes them — for a change of an object
+/// that exists, with the generation it is at, so that an approval signs off the change from
+/// that state once (the change raises the generation: the same edit made again later, after a
+/// revert, is another change); for a deletion, of the object's uid, generation and spec, so
+/// that it removes that object as it is, once.
+pub fn change_digest(
+    old: Option<&serde_json::Value>,
+    new: Option<&serde_json::Value>,
+    live: Option<&Live>,
+) -> String {
     let mut h = Sha256::new();
-    h.update(old.unwrap_or(&serde_json::Value::Null).to_string());
-    h.update(b"\n");
-    h.update(new.to_string());
+    let null = serde_json::Value::Null;
+    match (new, live) {
+        (None, live) => {
+            let live = live.cloned().unwrap_or_default();
+            h.update(format!(
+                "delete\nuid {}\ngeneration {}\n",
+                live.uid, live.generation
+            ));
+            h.update(old.unwrap_or(&null).to_string());
+        }
+        (Some(new), live) => {
+            if let (Some(live), Some(_)) = (live, old) {
+                h.update(format!("generation {}\n", live.generation));
+            }
+            h.update(old.unwrap_or(&null).to_string());
+            h.update(b"\n");
+            h.update(new.to_string());
+        }
+    }
     format!("sha256:{}", crate::hex(&h.finalize()))
 }
 
@@ -115,15 +157,22 @@ pub struct ChangeShown {
     pub digest: String,
     /// The fields it changes, old → new.
     pub fields: Vec<crate::plan::FieldChange>,
+    /// It deletes the object.
+    pub deletion: bool,
 }
 
 /// [`change_digest`] of the spec before and after, with the fields it changes.
-pub fn shown(old: Option<&serde_json::Value>, new: Option<&serde_json::Value>) -> ChangeShown {
+pub fn shown(
+    old: Option<&serde_json::Value>,
+    new: Option<&serde_json::Value>,
+    live: Option<&Live>,
+) -> ChangeShown {
     let empty = serde_json::json!({});
     ChangeShown {
-        digest: change_digest(old, new),
+        digest: change_digest(old, new, live),
         // A deletion shows what goes (every field, old → absent).
         fields: crate::plan::diff(old.unwrap_or(&empty), new.unwrap_or(&empty), "spec"),
+        deletion: new.is_none(),
     }
 }
 
@@ -131,7 +180,7 @@ impl ChangeShown {
     /// One line per field (`spec.version: (absent) → "7"`), at most `limit`, then how many more.
     pub fn lines(&self, limit: usize) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        if self.digest == "delete" {
+        if self.deletion {
             out.push("the object's deletion".to_string());
         }
         out.extend(self.fields.iter().take(limit).map(|f| {
@@ -371,10 +420,24 @@ mod tests {
     fn other_changes_are_signed_off_by_the_digest_of_the_spec_before_and_after() {
         let old = json!({"model": "m", "alias": "production"});
         let new = json!({"model": "m", "version": "3"});
-        let digest = change_digest(Some(&old), Some(&new));
+        let at = |uid: &str, generation| Live {
+            uid: uid.into(),
+            generation,
+        };
+        let digest = change_digest(Some(&old), Some(&new), Some(&at("u1", 3)));
         assert!(digest.starts_with("sha256:") && digest.len() == 71);
-        assert_ne!(digest, change_digest(None, Some(&new)));
-        assert_eq!(change_digest(Some(&old), None), "delete");
+        assert_ne!(digest, change_digest(None, Some(&new), None));
+        // The same edit from a later state of the object (after a revert) is another change.
+        assert_ne!(
+            digest,
+            change_digest(Some(&old), Some(&new), Some(&at("u1", 5)))
+        );
+        // A deletion names the object (its uid) as it is (generation and spec).
+        let delete = change_digest(Some(&old), None, Some(&at("u1", 3)));
+        assert!(delete.starts_with("sha256:"));
+        assert_ne!(delete, change_digest(Some(&old), None, Some(&at("u2", 3))));
+        assert_ne!(delete, change_digest(Some(&old), None, Some(&at("u1", 4))));
+        assert_ne!(delete, change_digest(Some(&new), None, Some(&at("u1", 3))));
         let subject = Subject {
             kind: "ModelDeployment".into(),
             namespace: "ns".into(),
@@ -412,8 +475,8 @@ mod shown_tests {
     fn a_change_is_shown_field_by_field_with_its_digest() {
         let old = json!({"model": "m", "alias": "production", "strategy": {"steps": [25, 100]}});
         let new = json!({"model": "m", "version": "7", "strategy": {"steps": [50, 100]}});
-        let s = shown(Some(&old), Some(&new));
-        assert_eq!(s.digest, change_digest(Some(&old), Some(&new)));
+        let s = shown(Some(&old), Some(&new), None);
+        assert_eq!(s.digest, change_digest(Some(&old), Some(&new), None));
         assert_eq!(
             s.lines(8),
             [
@@ -424,7 +487,7 @@ mod shown_tests {
         );
         assert_eq!(s.lines(1)[1], "and 2 more fields");
         // A new object: every field; a deletion: nothing but that.
-        let created = shown(None, Some(&new));
+        let created = shown(None, Some(&new), None);
         assert_eq!(
             created.lines(8),
             [
@@ -434,7 +497,7 @@ mod shown_tests {
             ]
         );
         assert_eq!(
-            shown(Some(&old), None).lines(1),
+            shown(Some(&old), None, None).lines(1),
             [
                 "the object's deletion",
                 r#"spec.alias: "production" → (absent)"#,
@@ -442,7 +505,7 @@ mod shown_tests {
             ]
         );
         assert_eq!(
-            shown(Some(&old), Some(&old)).lines(8),
+            shown(Some(&old), Some(&old), None).lines(8),
             ["no change to the spec"]
         );
     }
