@@ -175,7 +175,9 @@ fn a_move_admitted_without_the_webhook_is_held_until_that_exact_move_is_approved
 
 /// The operator's bounds of the attack tests: a chart's values as a careful platform team sets
 /// them.
-const STRICT_BOUNDS: [(&str, &str); 7] = [
+const STRICT_BOUNDS: [(&str, &str); 9] = [
+    ("SLIPWAY_ALLOWED_INSTANCE_TYPES", "ml.m5.*"),
+    ("SLIPWAY_MAX_INSTANCE_COUNT", "2"),
     ("SLIPWAY_ALLOWED_DESTINATIONS", "hooks.slack.com,127.0.0.1"),
     ("SLIPWAY_ALLOWED_IMAGES", "registry.example.com/ml/*"),
     ("SLIPWAY_ALLOWED_SERVICE_ACCOUNTS", "evaluator"),
@@ -366,7 +368,7 @@ fn a_promoter_cannot_reach_production_or_the_controllers_powers_another_way() {
         &["spec.target.kubernetes.image: image docker.io/attacker/miner is not among"],
     );
     // SageMaker: the controller's signed requests to an address of her choosing, its roles.
-    let sagemaker = "apiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: side-endpoint, namespace: default}\nspec:\n  model: pitch-frame-classifier\n  alias: staging\n  target:\n    sagemaker: {endpointName: side, endpointUrl: \"http://collector.attacker.example\", executionRoleArn: \"arn:aws:iam::111122223333:role/admin\", image: img, instanceType: ml.m5.large}\n";
+    let sagemaker = "apiVersion: slipway.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: side-endpoint, namespace: default}\nspec:\n  model: pitch-frame-classifier\n  alias: staging\n  target:\n    sagemaker: {endpointName: side, endpointUrl: \"http://collector.attacker.example\", executionRoleArn: \"arn:aws:iam::111122223333:role/admin\", image: img, instanceType: ml.p5.48xlarge, instanceCount: 40}\n";
     refused(
         &api,
         "erin",
@@ -374,6 +376,9 @@ fn a_promoter_cannot_reach_production_or_the_controllers_powers_another_way() {
         &[
             "spec.target.sagemaker.endpointUrl: `http://collector.attacker.example` is plain HTTP",
             "spec.target.sagemaker.executionRoleArn: role arn:aws:iam::111122223333:role/admin is not among",
+            // And the bill: forty of the largest GPU instances.
+            "spec.target.sagemaker.instanceType: instance type ml.p5.48xlarge is not among those the operator lets deployments run on (ml.m5.*)",
+            "spec.target.sagemaker.instanceCount: 40 instances are more than the operator lets a deployment run (2; --max-instance-count)",
         ],
     );
 
@@ -418,8 +423,9 @@ fn approved_by_a_lead(api: &ApiServer, kind: &str, name: &str, act: impl Fn() ->
     let at = run.stderr.find("spec.change \"").expect(&run.stderr) + "spec.change \"".len();
     let change = &run.stderr[at..at + 71];
     let approval = format!(
-        "apiVersion: slipway.dev/v1alpha1\nkind: Approval\nmetadata: {{name: approve-{}, namespace: default}}\nspec:\n  target: {{kind: {kind}, name: {name}}}\n  change: \"{change}\"\n  decision: approve\n",
-        name.to_lowercase()
+        "apiVersion: slipway.dev/v1alpha1\nkind: Approval\nmetadata: {{name: approve-{}-{}, namespace: default}}\nspec:\n  target: {{kind: {kind}, name: {name}}}\n  change: \"{change}\"\n  decision: approve\n",
+        name.to_lowercase(),
+        &change[7..15]
     );
     let (code, stderr) = attempt(api, "alice", &["create", "-f", "-"], &approval);
     assert_eq!(code, 0, "{stderr}");
@@ -774,6 +780,61 @@ fn an_approved_deletion_removes_that_object_once() {
     );
     let controller = Controller::start(&api, port, &STRICT_BOUNDS);
     support::admission::wait_for_ca_bundle(&api);
+
+    // What rules read of a version is not hers to edit after it is registered.
+    let (code, stderr) = attempt(
+        &api,
+        "erin",
+        &[
+            "patch",
+            "mver",
+            "pitch-frame-classifier-8",
+            "--type=merge",
+            "-p",
+            r#"{"spec": {"metrics": {"f1": 0.99}}}"#,
+        ],
+        "",
+    );
+    assert!(
+        code != 0 && stderr.contains("policy version-facts, approval ml-lead"),
+        "{stderr}"
+    );
+    // The operator's retry of the production deployment is a change a lead signs off, once.
+    let retry = [
+        "annotate",
+        "--overwrite",
+        "mdeploy",
+        "pitch-frames-api",
+        "slipway.dev/retry=8",
+    ];
+    let (code, stderr) = attempt(&api, "erin", &retry, "");
+    assert!(
+        code != 0
+            && stderr.contains("policy production-deployments, approval ml-lead")
+            && stderr.contains(r#"metadata.annotations["slipway.dev/retry"]: (absent) → "8""#),
+        "{stderr}"
+    );
+    approved_by_a_lead(&api, "ModelDeployment", "pitch-frames-api", || {
+        api.kubectl(&retry, "erin")
+    });
+    // Taken back off (as the controller does once it acted on it), it is not hers to set again
+    // with the same approval.
+    let run = api.kubectl(
+        &[
+            "annotate",
+            "mdeploy",
+            "pitch-frames-api",
+            "slipway.dev/retry-",
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (code, stderr) = attempt(&api, "erin", &retry, "");
+    assert!(
+        code != 0 && stderr.contains("not this one"),
+        "the approval was used again: {stderr}"
+    );
+
     let delete = ["delete", "mdeploy", "pitch-frames-api"];
     let (code, stderr) = attempt(&api, "erin", &delete, "");
     assert_ne!(code, 0, "{}", controller.log());

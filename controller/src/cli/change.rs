@@ -250,11 +250,21 @@ fn signs(key: &ObjectKey, old: Option<&Object>, new: Option<&Object>) -> Shown {
             generation: m.generation.unwrap_or(0),
         })
     });
+    fn retry(o: Option<&Object>) -> Option<&str> {
+        o.and_then(|o| crate::decide::policy::binding::retry_of(o.resource.meta()))
+    }
+    let version = old.and_then(|o| o.resource.meta().resource_version.as_deref());
     Shown {
         key: key.clone(),
         new_from: None,
         note: None,
-        signs: Signs::Change(shown(spec(old).as_ref(), spec(new).as_ref(), live.as_ref())),
+        signs: Signs::Change(
+            shown(spec(old).as_ref(), spec(new).as_ref(), live.as_ref()).with_retry(
+                retry(old),
+                retry(new),
+                version,
+            ),
+        ),
     }
 }
 

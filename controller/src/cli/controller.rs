@@ -79,12 +79,10 @@ pub struct ControllerArgs {
     /// None: no such request is sent.
     #[arg(long, env = "SLIPWAY_ALLOWED_DESTINATIONS", value_delimiter = ',')]
     pub allowed_destinations: Vec<String>,
-    /// Images evaluation Jobs and model Deployments may run: exact, a prefix ending in `*`, or
-    /// `*`. None: no Job or Deployment is created.
+    /// Images evaluation Jobs and model Deployments may run: exact, a prefix ending in `*`, `*`.
     #[arg(long, env = "SLIPWAY_ALLOWED_IMAGES", value_delimiter = ',')]
     pub allowed_images: Vec<String>,
-    /// Service accounts evaluation Jobs may name (`serviceAccountName`); without one they run
-    /// as the namespace's default.
+    /// Service accounts evaluation Jobs may name (none named: the namespace's default).
     #[arg(long, env = "SLIPWAY_ALLOWED_SERVICE_ACCOUNTS", value_delimiter = ',')]
     pub allowed_service_accounts: Vec<String>,
     /// The most CPU a container may request or be limited to (a quantity: `4`, `500m`).
@@ -118,6 +116,12 @@ pub struct ControllerArgs {
         default_value = "system:masters"
     )]
     pub approval_withdrawers: Vec<String>,
+    /// SageMaker instance types deployments may use: exact, or a prefix ending in `*`.
+    #[arg(long, env = "SLIPWAY_ALLOWED_INSTANCE_TYPES", value_delimiter = ',')]
+    pub allowed_instance_types: Vec<String>,
+    /// The most instances a SageMaker deployment may ask for.
+    #[arg(long, env = "SLIPWAY_MAX_INSTANCE_COUNT", default_value = "4")]
+    pub max_instance_count: Option<u32>,
     /// The namespace whose policies govern every namespace without policies of its own.
     #[arg(long, env = "SLIPWAY_POLICY_NAMESPACE", default_value = "default")]
     pub policy_namespace: String,
@@ -152,6 +156,8 @@ impl ControllerArgs {
             endpoint_urls: clean(&self.allowed_endpoint_urls),
             execution_roles: clean(&self.allowed_execution_roles),
             extended_resources: clean(&self.allowed_extended_resources),
+            instance_types: clean(&self.allowed_instance_types),
+            max_instance_count: self.max_instance_count,
             max_timeout: Some(
                 crate::decide::duration::parse(&self.max_timeout).map_err(|e| {
                     anyhow::anyhow!("--max-timeout {:?}: {e} (e.g. `24h`)", self.max_timeout)

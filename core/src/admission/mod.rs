@@ -253,8 +253,18 @@ fn spec_change(
     head: &Catalog,
 ) -> binding::ChangeShown {
     let spec = |cat: &Catalog| cat.get(key).map(|o| o.resource.spec_json());
+    let retry = |cat: &Catalog| {
+        cat.get(key)
+            .and_then(|o| binding::retry_of(o.resource.meta()).map(str::to_string))
+    };
     let live = req.old_object.as_ref().and_then(binding::Live::of);
-    binding::shown(spec(base).as_ref(), spec(head).as_ref(), live.as_ref())
+    binding::shown(spec(base).as_ref(), spec(head).as_ref(), live.as_ref()).with_retry(
+        retry(base).as_deref(),
+        retry(head).as_deref(),
+        req.old_object
+            .as_ref()
+            .and_then(|o| o["metadata"]["resourceVersion"].as_str()),
+    )
 }
 
 /// Every kind but `Approval`: the object's own problems refuse it (including changing a

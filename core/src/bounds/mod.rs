@@ -36,6 +36,11 @@ pub struct Bounds {
     pub extended_resources: Vec<String>,
     /// The longest an evaluation may run (`timeout`), each attempt.
     pub max_timeout: Option<std::time::Duration>,
+    /// SageMaker instance types a deployment may ask for: exact (`ml.m5.large`), or a prefix
+    /// ending in `*` (`ml.m5.*`).
+    pub instance_types: Vec<String>,
+    /// The most instances a SageMaker deployment may ask for (each variant).
+    pub max_instance_count: Option<u32>,
 }
 
 /// The resources every container has, which `max_cpu` and `max_memory` bound.
@@ -129,6 +134,8 @@ impl Bounds {
             execution_roles: vec!["*".into()],
             extended_resources: vec!["*".into()],
             max_timeout: None,
+            instance_types: vec!["*".into()],
+            max_instance_count: None,
         }
     }
 
@@ -174,6 +181,11 @@ impl Bounds {
         if self.execution_roles.is_empty() {
             out.push(
                 "no SageMaker execution role is allowed (--allowed-execution-roles): no SageMaker deployment can roll out"
+                    .to_string(),
+            );
+        } else if self.instance_types.is_empty() {
+            out.push(
+                "no SageMaker instance type is allowed (--allowed-instance-types): no SageMaker deployment can roll out"
                     .to_string(),
             );
         }
@@ -472,6 +484,33 @@ impl Bounds {
                     message,
                 });
             }
+        }
+        if !self
+            .instance_types
+            .iter()
+            .any(|p| matches(p, &s.instance_type))
+        {
+            out.push(Breach {
+                field: "spec.target.sagemaker.instanceType".into(),
+                message: format!(
+                    "instance type {} is not among those the operator lets deployments run on \
+                     ({}); ask them to add it to --allowed-instance-types",
+                    s.instance_type,
+                    listed(&self.instance_types)
+                ),
+            });
+        }
+        if let Some(max) = self.max_instance_count
+            && s.instance_count > max
+        {
+            out.push(Breach {
+                field: "spec.target.sagemaker.instanceCount".into(),
+                message: format!(
+                    "{} instances are more than the operator lets a deployment run ({max}; \
+                     --max-instance-count)",
+                    s.instance_count
+                ),
+            });
         }
         if !self
             .execution_roles

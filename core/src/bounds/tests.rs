@@ -17,6 +17,8 @@ fn bounds() -> Bounds {
         execution_roles: vec!["arn:aws:iam::111122223333:role/slipway-*".into()],
         extended_resources: vec!["nvidia.com/gpu".into()],
         max_timeout: Some(std::time::Duration::from_secs(6 * 3600)),
+        instance_types: vec!["ml.m5.*".into()],
+        max_instance_count: Some(2),
     }
 }
 
@@ -40,6 +42,8 @@ fn bounds_that_keep_everything_from_running_say_so() {
         execution_roles: Vec::new(),
         extended_resources: Vec::new(),
         max_timeout: None,
+        instance_types: Vec::new(),
+        max_instance_count: None,
     };
     let said = closed.setup_warnings();
     assert_eq!(said.len(), 3, "{said:?}");
@@ -111,6 +115,8 @@ fn sagemaker_addresses_are_https_and_listed_and_roles_are_listed() {
         endpoint_url: url.map(str::to_string),
         execution_role_arn: role.into(),
         image: "111122223333.dkr.ecr.eu-west-1.amazonaws.com/serving:1".into(),
+        instance_type: "ml.m5.large".into(),
+        instance_count: 2,
         ..Default::default()
     };
     let role = "arn:aws:iam::111122223333:role/slipway-serving";
@@ -136,6 +142,20 @@ fn sagemaker_addresses_are_https_and_listed_and_roles_are_listed() {
         ..target(None, role)
     });
     assert_eq!(theirs[0].field, "spec.target.sagemaker.image");
+    // Instance types and counts are bounded too: the bill is the operator's.
+    let big = b.sagemaker(&slipway_crd::model_deployment::SageMakerTarget {
+        instance_type: "ml.p5.48xlarge".into(),
+        instance_count: 3,
+        ..target(None, role)
+    });
+    let fields: Vec<&str> = big.iter().map(|b| b.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.target.sagemaker.instanceType",
+            "spec.target.sagemaker.instanceCount"
+        ]
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::FieldChange;
+use crate::catalog::{Catalog, Object, Resource};
 
 /// `path` and then map key `k`: `.k` for a plain name, else `["k"]` with the key escaped — a key
 /// may be anyone's text (an environment variable's name), and a path is shown to approvers.
@@ -53,4 +54,34 @@ fn diff_into(old: Option<&Value>, new: Option<&Value>, path: &str, out: &mut Vec
             }
         }
     }
+}
+
+/// The operator's retry annotation set or changed from `o` to `n`: it re-rolls what is served
+/// or re-runs what is judged though the spec stays, a change policies decide like a spec
+/// change (taking it off, as the controller does once it acted, changes nothing).
+pub(super) fn retry(o: &Object, n: &Object) -> Option<FieldChange> {
+    let of = |o: &Object| crate::policy::binding::retry_of(o.resource.meta()).map(str::to_string);
+    let (old, new) = (of(o), of(n));
+    (new.is_some() && old != new).then(|| FieldChange {
+        path: format!(
+            "metadata.annotations[{:?}]",
+            slipway_crd::model_deployment::RETRY_ANNOTATION
+        ),
+        old: old.map(Value::String),
+        new: new.map(Value::String),
+        file: None,
+    })
+}
+
+/// Whether `object` is an `Evaluation` of a suite its model does not declare (in the head, or
+/// the base when the head has no such model).
+pub(super) fn is_experiment(base: &Catalog, head: &Catalog, object: Option<&Object>) -> bool {
+    let Some(Resource::Evaluation(e)) = object.map(|o| &o.resource) else {
+        return false;
+    };
+    let ns = object.map_or("", |o| o.key.namespace.as_str());
+    let model = head
+        .model(ns, &e.spec.model)
+        .or_else(|| base.model(ns, &e.spec.model));
+    !model.is_some_and(|m| m.spec.evaluations.iter().any(|s| s.name == e.spec.suite))
 }

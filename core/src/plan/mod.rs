@@ -247,6 +247,7 @@ pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
                 } else {
                     diff(&o.resource.spec_json(), &n.resource.spec_json(), "spec")
                 };
+                fields.extend(diff::retry(o, n).filter(|_| !same));
                 if !fields.is_empty() {
                     errors.extend(immutability(o, n));
                 }
@@ -329,7 +330,7 @@ fn change(
         fields: fields.iter().map(|f| f.path.clone()).collect(),
         previous_alias: about.previous_alias,
         rollback: about.rollback,
-        experiment: is_experiment(base, head, new.or(old)),
+        experiment: diff::is_experiment(base, head, new.or(old)),
     };
     let input = DecisionInput {
         change: facts,
@@ -378,19 +379,6 @@ fn change(
         rollouts: about.rollouts,
         warnings,
     }
-}
-
-/// Whether `object` is an `Evaluation` of a suite its model does not declare (in the head, or
-/// the base when the head has no such model).
-fn is_experiment(base: &Catalog, head: &Catalog, object: Option<&Object>) -> bool {
-    let Some(Resource::Evaluation(e)) = object.map(|o| &o.resource) else {
-        return false;
-    };
-    let ns = object.map_or("", |o| o.key.namespace.as_str());
-    let model = head
-        .model(ns, &e.spec.model)
-        .or_else(|| base.model(ns, &e.spec.model));
-    !model.is_some_and(|m| m.spec.evaluations.iter().any(|s| s.name == e.spec.suite))
 }
 
 /// What a change is about beyond its object: the alias and versions it moves, their facts for

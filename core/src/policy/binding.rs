@@ -12,6 +12,14 @@ use slipway_crd::approval::ApprovalDecision;
 
 use super::approvals::{Review, ReviewUser, SignOffs};
 
+/// The operator's retry annotation.
+const RETRY: &str = slipway_crd::model_deployment::RETRY_ANNOTATION;
+
+/// The retry annotation of an object, if it has one.
+pub fn retry_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<&str> {
+    meta.annotations.as_ref()?.get(RETRY).map(String::as_str)
+}
+
 /// What an approval must name to sign off a change.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Sign {
@@ -177,6 +185,36 @@ pub fn shown(
 }
 
 impl ChangeShown {
+    /// This change with the operator's retry annotation going from `before` to `after` (the
+    /// `slipway.dev/retry` of a deployment or evaluation, which alters what is served or run
+    /// though the spec stays): shown as a field, and signed with the object's
+    /// `resourceVersion` — a retry is made once from that exact state, as a spec change is
+    /// from its generation. Taking the annotation off changes nothing.
+    pub fn with_retry(
+        mut self,
+        before: Option<&str>,
+        after: Option<&str>,
+        resource_version: Option<&str>,
+    ) -> ChangeShown {
+        if after.is_none() || before == after {
+            return self;
+        }
+        let mut h = Sha256::new();
+        h.update(format!(
+            "{}\nretry {before:?} -> {after:?} at resourceVersion {}",
+            self.digest,
+            resource_version.unwrap_or_default()
+        ));
+        self.digest = format!("sha256:{}", crate::hex(&h.finalize()));
+        self.fields.push(crate::plan::FieldChange {
+            path: format!("metadata.annotations[{RETRY:?}]"),
+            old: before.map(|s| serde_json::Value::String(s.into())),
+            new: after.map(|s| serde_json::Value::String(s.into())),
+            file: None,
+        });
+        self
+    }
+
     /// One line per field (`spec.version: (absent) → "7"`), at most `limit`, then how many more.
     pub fn lines(&self, limit: usize) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
