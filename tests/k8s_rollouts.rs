@@ -666,3 +666,53 @@ fn a_name_taken_by_an_object_that_is_not_slipways_stalls_the_deployment_until_it
     );
     assert_eq!(events(), "Warning", "the stall was announced again");
 }
+
+/// A label registered again with another artifact (its first version deleted while no webhook
+/// stood guard) is not served: the deployment stalls, saying why, and its Deployment keeps the
+/// artifact the alias moved with — on no target is the new artifact "healed" in.
+#[test]
+fn a_label_registered_again_with_another_artifact_is_not_served() {
+    let (api, _kubelet) = setup();
+    let controller = Controller::start(&api, "controller");
+    wait_serving(&api, &controller, "7");
+    let uri = |api: &ApiServer| {
+        get(
+            api,
+            &["deploy", "pitch-frames-api-v7"],
+            "{.spec.template.spec.containers[0].env[?(@.name==\"MODEL_URI\")].value}",
+        )
+    };
+    let before = uri(&api);
+    assert!(before.contains("pitch-frames/7/model.json"), "{before}");
+    let run = api.kubectl(&["delete", "mver", "pitch-frames-7"], "admin");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let again = format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: pitch-frames-7-again}}\nspec: {{model: pitch-frames, version: \"7\", artifact: {{uri: \"s3://attacker/model.json\", digest: \"sha256:{}\"}}}}\n",
+        "f".repeat(64)
+    );
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &again);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    until(&api, &controller, Duration::from_secs(30), || {
+        conditions(&api)
+            .contains("Stalled=True/ArtifactChanged")
+            .then_some(())
+    });
+    let message = get(
+        &api,
+        &["mdeploy", "pitch-frames-api"],
+        r#"{.status.conditions[?(@.type=="Stalled")].message}"#,
+    );
+    assert!(
+        message.contains(&format!(
+            "version 7 of pitch-frames has artifact sha256:{}",
+            "f".repeat(64)
+        )) && message.contains("the label was registered again with another artifact"),
+        "{message}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        uri(&api),
+        before,
+        "the Deployment was healed to the new artifact"
+    );
+}

@@ -42,6 +42,33 @@ pub fn served(history: &[slipway_crd::model_alias::AliasMove]) -> Served {
         .collect()
 }
 
+/// Why a deployment following an alias must not serve `version` now: the alias's latest move to
+/// it recorded another artifact digest than the version has (the label was registered again
+/// with another artifact since the move was decided). None when they agree, or when no move
+/// recorded a digest (a move made before moves named their artifact).
+pub fn artifact_drift(
+    history: &[slipway_crd::model_alias::AliasMove],
+    model: &str,
+    version: &str,
+    now: &str,
+) -> Option<String> {
+    let moved = history
+        .iter()
+        .rev()
+        .filter(|m| m.decision == slipway_crd::model_alias::AliasDecision::Allowed)
+        .find(|m| m.to == version)?
+        .artifact_digest
+        .as_deref()?;
+    (moved != now).then(|| {
+        format!(
+            "version {version} of {model} has artifact {now}, but the alias moved to it with \
+             {moved}: the label was registered again with another artifact, and a version is \
+             served only as it was approved; register the new artifact as a new version and \
+             move the alias to it"
+        )
+    })
+}
+
 /// Whether moving an alias from `from` to `to`, whose artifact is `digest`, is a rollback:
 /// away from the version it serves, back to one it served before with this very artifact.
 pub fn is_rollback(served: &Served, from: Option<&str>, to: &str, digest: &str) -> bool {
@@ -542,5 +569,23 @@ mod rollback_tests {
         assert!(!is_rollback(&served, Some("2"), "2", "sha256:02"));
         assert!(!is_rollback(&served, Some("2"), "3", "sha256:03"));
         assert!(!is_rollback(&served, None, "1", "sha256:01"));
+    }
+
+    #[test]
+    fn a_deployment_serves_a_version_only_with_the_artifact_its_alias_moved_with() {
+        let history = [
+            moved(None, "1", AliasDecision::Allowed),
+            moved(Some("1"), "2", AliasDecision::Allowed),
+        ];
+        assert_eq!(artifact_drift(&history, "m", "2", "sha256:02"), None);
+        let why = artifact_drift(&history, "m", "2", "sha256:ff").unwrap();
+        assert!(
+            why.starts_with(
+                "version 2 of m has artifact sha256:ff, but the alias moved to it with sha256:02"
+            ),
+            "{why}"
+        );
+        // A version no move recorded is not this check's to judge.
+        assert_eq!(artifact_drift(&history, "m", "3", "sha256:ff"), None);
     }
 }

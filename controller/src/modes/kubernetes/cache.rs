@@ -354,6 +354,19 @@ impl Cache {
         self.find_alias(ns, model, alias)?.metadata.name
     }
 
+    /// The recorded moves of alias `alias` of `model` in `ns`, from the watch.
+    pub fn alias_history(
+        &self,
+        ns: &str,
+        model: &str,
+        alias: &str,
+    ) -> Vec<slipway_crd::model_alias::AliasMove> {
+        self.find_alias(ns, model, alias)
+            .and_then(|a| a.status)
+            .map(|s| s.history)
+            .unwrap_or_default()
+    }
+
     /// The version alias `alias` of `model` in `ns` resolves to now, read from the watch.
     pub fn resolved(&self, ns: &str, model: &str, alias: &str) -> Option<String> {
         self.find_alias(ns, model, alias)?.status?.resolved_version

@@ -122,7 +122,12 @@ pub(super) async fn reconcile_deployment(
             md.clone(),
         ))
     {
-        return refuse_outside_bounds(&ctx, md, why).await;
+        return refuse(&ctx, md, "OutsideBounds", Happened::OutsideBounds, why).await;
+    }
+    // What the alias moved to is the artifact it moved with: a label registered again with
+    // another artifact since is not served, on any target.
+    if let Some(why) = drift(&ctx, md) {
+        return refuse(&ctx, md, "ArtifactChanged", Happened::Stalled, why).await;
     }
     if md.spec.target.sagemaker.is_some() {
         return hand_to_sagemaker(md, ctx).await;
@@ -133,11 +138,29 @@ pub(super) async fn reconcile_deployment(
     roll_out(&ctx, md, &target).await
 }
 
-/// Records a deployment outside the operator's bounds as stalled (with an event, once) and
-/// creates or changes nothing for it.
-async fn refuse_outside_bounds(
+/// Why a deployment following an alias must not serve what it resolves to now (see
+/// [`crate::decide::promotion::artifact_drift`]).
+fn drift(ctx: &Context, md: &ModelDeployment) -> Option<String> {
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let alias = md
+        .spec
+        .alias
+        .as_deref()
+        .filter(|_| md.spec.version.is_none())?;
+    let version = ctx.cache.resolved(&ns, &md.spec.model, alias)?;
+    let (_, digest) = ctx.cache.artifact(&ns, &md.spec.model, &version)?;
+    let history = ctx.cache.alias_history(&ns, &md.spec.model, alias);
+    crate::decide::promotion::artifact_drift(&history, &md.spec.model, &version, &digest)
+}
+
+/// Records a deployment as stalled for `reason` (with an event, once) and creates or changes
+/// nothing for it: one outside the operator's bounds, or one whose artifact is not the one
+/// its alias moved with.
+async fn refuse(
     ctx: &Arc<Context>,
     md: &ModelDeployment,
+    reason: &str,
+    event: Happened,
     why: String,
 ) -> Result<Requeue, Error> {
     let previous = md.status.clone().unwrap_or_default();
@@ -148,13 +171,12 @@ async fn refuse_outside_bounds(
         now: chrono::Utc::now(),
     };
     let state = RolloutState::from_status(&previous);
-    let next =
-        crate::decide::rollout::status::stalled_for("OutsideBounds", &state, &why, &basis, None);
+    let next = crate::decide::rollout::status::stalled_for(reason, &state, &why, &basis, None);
     if md.status.as_ref() != Some(&next) {
         let api: Api<ModelDeployment> =
             Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
         super::context::apply_status(&api, &md.name_any(), &next).await?;
-        super::context::publish(ctx, md, Happened::OutsideBounds, why).await;
+        super::context::publish(ctx, md, event, why).await;
     }
     Ok(Requeue::await_change())
 }

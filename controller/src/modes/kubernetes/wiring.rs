@@ -11,7 +11,7 @@ use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use slipway_crd::{Evaluation, ModelAlias};
+use slipway_crd::{Evaluation, ModelAlias, ModelVersion};
 
 use super::aliases::reconcile_alias;
 use super::approvals::reconcile_approval;
@@ -207,6 +207,26 @@ fn deployments(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<O
                     .collect::<Vec<_>>()
             },
         )
+        // A version registered (again) is looked at by the deployments of its model: one
+        // whose label now names another artifact than its alias moved with stalls.
+        .watches_shared_stream(cache.versions.changes(), {
+            let store = cache.deployments.store();
+            move |version: Arc<Guarded<ModelVersion>>| {
+                let Ok(v) = &version.0 else {
+                    return Vec::new();
+                };
+                let ns = v.namespace();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|d| {
+                        d.0.as_ref()
+                            .is_ok_and(|d| d.namespace() == ns && d.spec.model == v.spec.model)
+                    })
+                    .map(|d| ObjectRef::from_obj(&*d))
+                    .collect::<Vec<_>>()
+            }
+        })
         .with_config(limited())
         .trigger_backoff(super::cache::QuickBackoff::default())
         .graceful_shutdown_on(stopped(stop))
