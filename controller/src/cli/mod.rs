@@ -137,6 +137,10 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+    /// The namespace whose policies decide the changes of a namespace without policies of its
+    /// own (the registry's documents without a namespace are in `default`).
+    #[arg(long, env = "SLIPWAY_POLICY_NAMESPACE", default_value = "default")]
+    pub policy_namespace: String,
     /// Decision time (RFC 3339) instead of now, for reproducible output.
     #[arg(long, hide = true)]
     pub now: Option<chrono::DateTime<chrono::Utc>>,

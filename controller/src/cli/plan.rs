@@ -247,6 +247,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
     let head_files = repo.read_since(&head_rev, &args.path, &base_files)?;
     let ((base, base_diags), (head, head_diags)) =
         Catalog::from_revisions(&base_files, &head_files);
+    let base = base.with_policy_namespace(&args.policy_namespace);
 
     let (results, result_diags) = read_results(args.results.as_deref(), &head)?;
     let registry = args.path.trim_matches('/').to_string();

@@ -61,6 +61,11 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    // The jobs and model servers it starts run as its user: not dumpable, its environment
+    // (tokens, cloud credentials) cannot be read from /proc/PID/environ by them (unless they
+    // hold CAP_SYS_PTRACE: run `slipway run` as an ordinary user, as the image does).
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| anyhow::anyhow!("cannot keep this process's memory from its jobs: {e}"))?;
     // SIGTERM / SIGINT end the loop, so the model servers are stopped on the way out.
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -302,6 +302,12 @@ impl Bounds {
             (None, Some(f)) => ("file", f),
             _ => return Ok(()),
         };
+        // `/run/secrets/../../home/op/.aws/credentials` matches `/run/secrets/*` as text.
+        if r.env.is_none() && name.split('/').any(|seg| seg == ".." || seg == ".") {
+            return Err(format!(
+                "file {name} has `.` or `..` in its path: name the secret file by its plain path"
+            ));
+        }
         if allowed.iter().any(|p| matches(p, name)) {
             Ok(())
         } else {

@@ -222,3 +222,25 @@ fn a_limit_of_zero_is_no_way_around_the_bounds() {
     };
     assert_eq!(tiny.limited(None).limits["cpu"], "1m");
 }
+
+#[test]
+fn git_mode_reads_only_the_secrets_the_operator_names() {
+    let r = |env: Option<&str>, file: Option<&str>| SecretRef {
+        env: env.map(str::to_string),
+        file: file.map(str::to_string),
+        ..Default::default()
+    };
+    let allowed = vec!["SLACK_*".to_string(), "/run/secrets/*".to_string()];
+    assert!(Bounds::secret_source(&allowed, &r(Some("SLACK_URL"), None)).is_ok());
+    assert!(Bounds::secret_source(&allowed, &r(None, Some("/run/secrets/token"))).is_ok());
+    let aws = Bounds::secret_source(&allowed, &r(Some("AWS_SECRET_ACCESS_KEY"), None));
+    assert!(
+        aws.unwrap_err()
+            .contains("is not among the secrets the operator lets the registry use")
+    );
+    let escaped = Bounds::secret_source(
+        &allowed,
+        &r(None, Some("/run/secrets/../../home/op/.aws/credentials")),
+    );
+    assert!(escaped.unwrap_err().contains("`..`"));
+}

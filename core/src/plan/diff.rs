@@ -49,7 +49,7 @@ fn diff_into(old: Option<&Value>, new: Option<&Value>, path: &str, out: &mut Vec
                     path: path.to_string(),
                     old: a,
                     new: b,
-                    file: None,
+                    files: Vec::new(),
                 });
             }
         }
@@ -69,7 +69,7 @@ pub(super) fn retry(o: &Object, n: &Object) -> Option<FieldChange> {
         ),
         old: old.map(Value::String),
         new: new.map(Value::String),
-        file: None,
+        files: Vec::new(),
     })
 }
 

@@ -38,9 +38,15 @@ pub(super) fn file_changes(
     .into_iter()
     .map(|c| FieldChange {
         old: shown(&c.usage.path, &c.old),
-        new: shown(&c.usage.path, &c.new),
+        // What changed in a folder, by name.
+        new: shown(&c.usage.path, &c.new).map(|v| match (&v, c.files.as_slice()) {
+            (Value::String(s), files) if files != [c.usage.path.clone()] && !files.is_empty() => {
+                Value::String(format!("{s} ({} changed)", files.join(", ")))
+            }
+            _ => v,
+        }),
         path: c.usage.field,
-        file: Some(c.usage.path),
+        files: c.files,
     })
     .collect()
 }

@@ -47,8 +47,8 @@ pub struct FieldChange {
     pub old: Option<Value>,
     /// New value (None: removed).
     pub new: Option<Value>,
-    /// The file whose content changed, when the field is unchanged but what it names is not.
-    pub file: Option<String>,
+    /// The files whose content changed, when the field is unchanged but what it names is not.
+    pub files: Vec<String>,
 }
 
 /// A deployment an alias move rolls out.
@@ -224,12 +224,19 @@ pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
     keys.extend(head.objects().iter().map(|o| &o.key));
     let mut changes = Vec::new();
     let mut errors = Vec::new();
-    // The registry's own documents are read as objects, not as files a folder holds.
+    // The registry's own documents are read as objects, and declared artifacts and datasets
+    // are their own changes: neither is part of a command's folder.
+    let registry = inputs.files.as_ref().map_or("", |f| f.registry.as_str());
+    let data = crate::files::data_paths(
+        base.objects().iter().chain(head.objects()).map(|o| &**o),
+        registry,
+    );
     let documents: BTreeSet<&str> = base
         .objects()
         .iter()
         .chain(head.objects())
         .map(|o| &*o.origin.file)
+        .chain(data.iter().map(String::as_str))
         .collect();
     for key in keys {
         let (old, new) = (base.get(key), head.get(key));
@@ -261,7 +268,17 @@ pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
             }
             (None, None) => continue,
         };
-        let c = change(base, head, inputs, key, old, new, action, fields);
+        let mut c = change(base, head, inputs, key, old, new, action, fields);
+        let ns = key.namespace.as_str();
+        if key.kind == slipway_crd::Kind::PromotionPolicy
+            && action == Operation::Create
+            && base.policies.governing(ns) != ns
+        {
+            c.warnings.push(format!(
+                "namespace {ns} has no policies of its own yet: from this change on it is decided by its own policies alone, no longer by the default set of namespace {}",
+                base.policies.governing(ns)
+            ));
+        }
         if let Some(n) = new {
             errors.extend(secrets::unprotected(&c, old, n));
         }
@@ -374,7 +391,12 @@ fn change(
         to: about.to,
         rollback: about.rollback,
         decision,
-        files: fields.iter().filter_map(|f| f.file.clone()).collect(),
+        files: fields
+            .iter()
+            .flat_map(|f| f.files.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         fields,
         rollouts: about.rollouts,
         warnings,

@@ -210,7 +210,7 @@ impl ChangeShown {
             path: format!("metadata.annotations[{RETRY:?}]"),
             old: before.map(|s| serde_json::Value::String(s.into())),
             new: after.map(|s| serde_json::Value::String(s.into())),
-            file: None,
+            files: Vec::new(),
         });
         self
     }

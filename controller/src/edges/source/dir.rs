@@ -109,7 +109,20 @@ pub fn content(path: &Path) -> std::io::Result<Option<crate::decide::files::Cont
 /// pass. A local file that is not there fails: what it should hold cannot be checked.
 pub fn verify(root: &Path, field: &str, uri: &str, digest: Option<&str>) -> Result<(), String> {
     use crate::decide::files;
-    let (Some(path), Some(declared)) = (files::local_path(uri), digest) else {
+    let Some(declared) = digest else {
+        return Ok(());
+    };
+    // An absolute local path (outside the repository) is verified where it is.
+    if let Some(absolute) = uri.strip_prefix("file://").filter(|p| p.starts_with('/')) {
+        return match content(Path::new(absolute)) {
+            Ok(Some(c)) => files::verify(field, absolute, declared, &c.digest()),
+            Ok(None) => Err(format!(
+                "{field}: {absolute} does not exist, so its declared digest {declared} cannot be verified"
+            )),
+            Err(e) => Err(format!("{field}: cannot read {absolute}: {e}")),
+        };
+    }
+    let Some(path) = files::local_path(uri) else {
         return Ok(());
     };
     let root = root
