@@ -312,6 +312,31 @@ fn a_new_namespace_and_an_experiment_are_judged_by_the_default_policies() {
         ],
         repo.path(),
     );
+    // A policy namespace that holds no policies would decide nothing: refused.
+    let nowhere = slipway(
+        &[
+            "plan",
+            "--base",
+            "main",
+            "--head",
+            "pr",
+            "--path",
+            "registry",
+            "--author",
+            "dana",
+            "--policy-namespace",
+            "nosuch",
+        ],
+        repo.path(),
+    );
+    assert_eq!(nowhere.code, 1, "{}", nowhere.stdout);
+    assert!(
+        nowhere
+            .stderr
+            .contains("--policy-namespace nosuch: the base revision has no PromotionPolicy"),
+        "{}",
+        nowhere.stderr
+    );
     assert!(
         text.stdout.contains("experiments") && text.stdout.contains("model-judging"),
         "{}",

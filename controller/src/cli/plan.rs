@@ -247,6 +247,20 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
     let head_files = repo.read_since(&head_rev, &args.path, &base_files)?;
     let ((base, base_diags), (head, head_diags)) =
         Catalog::from_revisions(&base_files, &head_files);
+    // A policy namespace named but without policies would leave every namespace without its
+    // own unguarded: refused, not silently allowed.
+    if args.policy_namespace != crate::decide::policy::DEFAULT_POLICY_NAMESPACE
+        && !base
+            .policies
+            .policies
+            .iter()
+            .any(|p| p.namespace == args.policy_namespace)
+    {
+        anyhow::bail!(
+            "--policy-namespace {}: the base revision has no PromotionPolicy in that namespace, so it would decide nothing; name the namespace that holds the default set",
+            args.policy_namespace
+        );
+    }
     let base = base.with_policy_namespace(&args.policy_namespace);
 
     let (results, result_diags) = read_results(args.results.as_deref(), &head)?;

@@ -59,6 +59,49 @@ pub(super) fn in_use(req: &Request, cluster: &Cluster) -> Option<String> {
     })
 }
 
+/// Why a `ModelVersion` may not be registered: its label was served before with another
+/// artifact (an alias of the model moved to it with that artifact's digest, as its recorded
+/// moves say) — a label means one artifact, even after its first version is gone.
+pub(super) fn retired(req: &Request, cluster: &Cluster) -> Option<String> {
+    if req.kind != "ModelVersion" || req.operation != Operation::Create {
+        return None;
+    }
+    let new = req.object.as_ref()?;
+    let (model, label, digest) = (
+        new["spec"]["model"].as_str()?,
+        new["spec"]["version"].as_str()?,
+        new["spec"]["artifact"]["digest"].as_str()?,
+    );
+    cluster.view.catalog.objects().iter().find_map(|o| {
+        let Resource::ModelAlias(a) = &o.resource else {
+            return None;
+        };
+        if o.key.namespace != req.namespace || a.spec.model != model {
+            return None;
+        }
+        let before = a.status.as_ref()?.history.iter().rev().find_map(|m| {
+            let d = m.artifact_digest.as_deref()?;
+            (m.to == label && d != digest).then_some(d)
+        })?;
+        Some(format!(
+            "version {label} of {model} was {} with artifact {before} (ModelAlias {}): a label \
+             means one artifact, even after its version is deleted; register {digest} under a \
+             new label",
+            if a.status.as_ref().is_some_and(|s| s
+                .history
+                .iter()
+                .any(|m| m.to == label
+                    && m.decision == slipway_crd::model_alias::AliasDecision::Allowed))
+            {
+                "served"
+            } else {
+                "proposed"
+            },
+            o.key.name,
+        ))
+    })
+}
+
 /// Owner references and finalizers a request adds to a Slipway object are refused: an owner
 /// reference hands the object's life to another object (delete that one, and the garbage
 /// collector deletes the version production follows — whose label could then be registered
@@ -206,6 +249,42 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn a_label_once_moved_to_with_an_artifact_is_never_registered_with_another() {
+        let mut objects = cluster(&[]).objects;
+        let alias = objects
+            .iter_mut()
+            .find(|o| o["kind"] == "ModelAlias" && o["spec"]["alias"] == "production")
+            .unwrap();
+        alias["status"]["history"] = json!([{"to": "9", "artifactDigest": format!("sha256:{}", "9".repeat(64)), "decision": "allowed"}]);
+        let c = super::super::tests::Namespace::of(objects, Vec::new());
+        let nine = |digest: &str| super::super::Request {
+            kind: "ModelVersion".into(),
+            namespace: "default".into(),
+            name: "pitch-frame-classifier-9".into(),
+            operation: slipway_crd::promotion_policy::Operation::Create,
+            user: "erin".into(),
+            groups: vec![],
+            object: Some(
+                json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelVersion",
+                "metadata": {"name": "pitch-frame-classifier-9", "namespace": "default"},
+                "spec": {"model": "pitch-frame-classifier", "version": "9",
+                         "artifact": {"uri": "s3://x/9", "digest": digest}}}),
+            ),
+            old_object: None,
+        };
+        let other = format!("sha256:{}", "e".repeat(64));
+        let Verdict::Denied(why) = validate(&nine(&other), &c.view(), crate::testing::now()) else {
+            panic!("label 9 registered again with another artifact");
+        };
+        assert!(
+            why.contains("version 9 of pitch-frame-classifier was served with artifact sha256:999"),
+            "{why}"
+        );
+        let same = format!("sha256:{}", "9".repeat(64));
+        assert!(super::retired(&nine(&same), &c.view()).is_none());
     }
 
     #[test]

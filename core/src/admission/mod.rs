@@ -87,7 +87,9 @@ pub fn file_of(object: &Value) -> SourceFile {
 
 /// Decides a validating admission request.
 pub fn validate(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
-    if let Some(why) = lifecycle::refusal(req, cluster).or_else(|| lifecycle::in_use(req, cluster))
+    if let Some(why) = lifecycle::refusal(req, cluster)
+        .or_else(|| lifecycle::in_use(req, cluster))
+        .or_else(|| lifecycle::retired(req, cluster))
     {
         return Verdict::Denied(format!("{}: {why}", who(req)));
     }

@@ -9,7 +9,7 @@ pub(super) struct Namespace {
 }
 
 impl Namespace {
-    fn of(objects: Vec<Value>, approvals: Vec<Value>) -> Namespace {
+    pub(super) fn of(objects: Vec<Value>, approvals: Vec<Value>) -> Namespace {
         let files: Vec<SourceFile> = objects.iter().map(file_of).collect();
         let (loaded, _) = crate::catalog::load_files(&files);
         let approvals = approvals
