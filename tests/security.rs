@@ -208,11 +208,9 @@ fn refused(api: &ApiServer, user: &str, yaml: &str, needles: &[&str]) {
     }
 }
 
-/// erin holds the chart's promoter role. Every other way to change what production serves or
-/// how a candidate is judged, or to make the controller run code or send secrets where she
-/// likes, is refused at admission with the reason; the allowed path is next to each.
-#[test]
-fn a_promoter_cannot_reach_production_or_the_controllers_powers_another_way() {
+/// The example registry on an API server with the chart's roles, and the controller serving
+/// the webhook within [`STRICT_BOUNDS`].
+fn guarded() -> (ApiServer, Controller) {
     let api = ApiServer::start();
     registry(&api);
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &support::admission::rbac());
@@ -225,6 +223,15 @@ fn a_promoter_cannot_reach_production_or_the_controllers_powers_another_way() {
     );
     let controller = Controller::start(&api, port, &STRICT_BOUNDS);
     support::admission::wait_for_ca_bundle(&api);
+    (api, controller)
+}
+
+/// erin holds the chart's promoter role. Every other way to change what production serves or
+/// how a candidate is judged, or to make the controller run code or send secrets where she
+/// likes, is refused at admission with the reason; the allowed path is next to each.
+#[test]
+fn a_promoter_cannot_reach_production_or_the_controllers_powers_another_way() {
+    let (api, controller) = guarded();
 
     // Pinning the production deployment to another version: a lead must approve exactly it.
     let pin = r#"[{"op": "remove", "path": "/spec/alias"}, {"op": "add", "path": "/spec/version", "value": "7"}]"#;
@@ -680,18 +687,7 @@ fn a_deployment_never_takes_over_objects_it_does_not_own() {
 /// suite the model does not declare — needs a lead as the model's own suites do.
 #[test]
 fn no_namespace_and_no_experiment_escapes_the_default_policies() {
-    let api = ApiServer::start();
-    registry(&api);
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &support::admission::rbac());
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let port = support::free_port();
-    apply(
-        &api,
-        "admin",
-        &support::admission::webhook_configurations(port),
-    );
-    let controller = Controller::start(&api, port, &STRICT_BOUNDS);
-    support::admission::wait_for_ca_bundle(&api);
+    let (api, controller) = guarded();
     for ns in ["team-x", "team-y"] {
         assert_eq!(api.kubectl(&["create", "namespace", ns], "admin").code, 0);
     }
@@ -768,18 +764,7 @@ fn no_namespace_and_no_experiment_escapes_the_default_policies() {
 /// an approval of it does not remove an object made again under the same name, and it expires.
 #[test]
 fn an_approved_deletion_removes_that_object_once() {
-    let api = ApiServer::start();
-    registry(&api);
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &support::admission::rbac());
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let port = support::free_port();
-    apply(
-        &api,
-        "admin",
-        &support::admission::webhook_configurations(port),
-    );
-    let controller = Controller::start(&api, port, &STRICT_BOUNDS);
-    support::admission::wait_for_ca_bundle(&api);
+    let (api, controller) = guarded();
 
     // What rules read of a version is not hers to edit after it is registered.
     let (code, stderr) = attempt(
