@@ -220,18 +220,20 @@ fn served_before(
     served
 }
 
-/// The head's declared digests (artifacts, datasets) its files in the repository do not match.
-/// A file the head does not hold is not verified here (it may be produced later); `slipway run`
-/// verifies it before anything uses it.
-fn verify_digests(
+/// The declared digests (artifacts, datasets) of `catalog`, a registry at `registry` in the
+/// repository, that the revision's files (`listing`) do not match. A file the revision does not
+/// hold is not verified here (it may be produced later); `slipway run` verifies it before
+/// anything uses it.
+pub(super) fn verify_digests(
     repo: &GitRepo,
-    head: &Catalog,
-    files: &plan::Files,
+    catalog: &Catalog,
+    listing: &crate::decide::files::Listing,
+    registry: &str,
 ) -> anyhow::Result<Vec<Diagnostic>> {
     let mut out = Vec::new();
-    for object in head.objects() {
-        for usage in crate::decide::files::pinned(object, &files.registry) {
-            if let Some(content) = repo.content(&files.head, &usage.path)? {
+    for object in catalog.objects() {
+        for usage in crate::decide::files::pinned(object, registry) {
+            if let Some(content) = repo.content(listing, &usage.path)? {
                 out.extend(crate::decide::files::mismatch(object, &usage, &content));
             }
         }
@@ -270,7 +272,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
         head: repo.listing(&head_rev)?,
         registry,
     };
-    let digest_errors = verify_digests(&repo, &head, &files)?;
+    let digest_errors = verify_digests(&repo, &head, &files.head, &files.registry)?;
     let reviews = match &args.reviews {
         Some(p) => read_reviews(p)?,
         None => Vec::new(),

@@ -42,20 +42,13 @@ fn verify_digests(
     folder: Option<&Path>,
 ) -> anyhow::Result<Vec<crate::decide::diagnostics::Diagnostic>> {
     use crate::decide::files::{mismatch, pinned};
-    let mut out = Vec::new();
     if let Some(rev) = rev {
         let repo = GitRepo::open(Path::new("."))?;
         let listing = repo.listing(&repo.resolve(rev)?)?;
         let registry = path.to_string_lossy().trim_matches('/').to_string();
-        for object in catalog.objects() {
-            for usage in pinned(object, &registry) {
-                if let Some(content) = repo.content(&listing, &usage.path)? {
-                    out.extend(mismatch(object, &usage, &content));
-                }
-            }
-        }
-        return Ok(out);
+        return super::plan::verify_digests(&repo, catalog, &listing, &registry);
     }
+    let mut out = Vec::new();
     let folder = folder.unwrap_or(path);
     let Ok(registry) = folder.canonicalize() else {
         return Ok(out);

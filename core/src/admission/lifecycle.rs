@@ -79,24 +79,21 @@ pub(super) fn retired(req: &Request, cluster: &Cluster) -> Option<String> {
         if o.key.namespace != req.namespace || a.spec.model != model {
             return None;
         }
-        let before = a.status.as_ref()?.history.iter().rev().find_map(|m| {
-            let d = m.artifact_digest.as_deref()?;
-            (m.to == label && d != digest).then_some(d)
-        })?;
+        // The latest move to the label that named another artifact: served if it was made,
+        // proposed if it was denied.
+        let before =
+            a.status.as_ref()?.history.iter().rev().find(|m| {
+                m.to == label && m.artifact_digest.as_deref().is_some_and(|d| d != digest)
+            })?;
+        let how = match before.decision {
+            slipway_crd::model_alias::AliasDecision::Allowed => "served",
+            slipway_crd::model_alias::AliasDecision::Denied => "proposed",
+        };
         Some(format!(
-            "version {label} of {model} was {} with artifact {before} (ModelAlias {}): a label \
+            "version {label} of {model} was {how} with artifact {} (ModelAlias {}): a label \
              means one artifact, even after its version is deleted; register {digest} under a \
              new label",
-            if a.status.as_ref().is_some_and(|s| s
-                .history
-                .iter()
-                .any(|m| m.to == label
-                    && m.decision == slipway_crd::model_alias::AliasDecision::Allowed))
-            {
-                "served"
-            } else {
-                "proposed"
-            },
+            before.artifact_digest.as_deref().unwrap_or_default(),
             o.key.name,
         ))
     })

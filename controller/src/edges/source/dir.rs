@@ -112,32 +112,34 @@ pub fn verify(root: &Path, field: &str, uri: &str, digest: Option<&str>) -> Resu
     let Some(declared) = digest else {
         return Ok(());
     };
-    // An absolute local path (outside the repository) is verified where it is.
-    if let Some(absolute) = uri.strip_prefix("file://").filter(|p| p.starts_with('/')) {
-        return match content(Path::new(absolute)) {
-            Ok(Some(c)) => files::verify(field, absolute, declared, &c.digest()),
-            Ok(None) => Err(format!(
-                "{field}: {absolute} does not exist, so its declared digest {declared} cannot be verified"
-            )),
-            Err(e) => Err(format!("{field}: cannot read {absolute}: {e}")),
+    // An absolute local path (outside the repository) is verified where it is; any other
+    // local path in the registry's folder.
+    let (shown, full, where_) = if let Some(absolute) =
+        uri.strip_prefix("file://").filter(|p| p.starts_with('/'))
+    {
+        (absolute, absolute.to_string(), "")
+    } else {
+        let Some(path) = files::local_path(uri) else {
+            return Ok(());
         };
-    }
-    let Some(path) = files::local_path(uri) else {
-        return Ok(());
-    };
-    let root = root
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", root.display()))?;
-    let Some(full) = files::join(&root.to_string_lossy(), path) else {
-        return Err(format!(
-            "{field}: {uri} lies outside the registry's folder; a local file it declares a digest for must be in it"
-        ));
+        let root = root
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", root.display()))?;
+        let Some(full) = files::join(&root.to_string_lossy(), path) else {
+            return Err(format!(
+                "{field}: {uri} lies outside the registry's folder; a local file it declares a digest for must be in it"
+            ));
+        };
+        (path, full, " in the registry's folder")
     };
     match content(Path::new(&full)) {
-        Ok(Some(c)) => files::verify(field, path, declared, &c.digest()),
-        Ok(None) => Err(format!(
-            "{field}: {path} does not exist in the registry's folder, so its declared digest {declared} cannot be verified; add the file, or fix the URI"
+        Ok(Some(c)) => files::verify(field, shown, declared, &c.digest()),
+        Ok(None) if where_.is_empty() => Err(format!(
+            "{field}: {shown} does not exist, so its declared digest {declared} cannot be verified"
         )),
-        Err(e) => Err(format!("{field}: cannot read {path}: {e}")),
+        Ok(None) => Err(format!(
+            "{field}: {shown} does not exist{where_}, so its declared digest {declared} cannot be verified; add the file, or fix the URI"
+        )),
+        Err(e) => Err(format!("{field}: cannot read {shown}: {e}")),
     }
 }

@@ -11,7 +11,7 @@ use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use slipway_crd::{Evaluation, ModelAlias, ModelVersion};
+use slipway_crd::{Evaluation, ModelAlias, ModelDeployment, ModelVersion};
 
 use super::aliases::reconcile_alias;
 use super::approvals::reconcile_approval;
@@ -174,6 +174,28 @@ fn aliases(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Outpu
 /// `ModelDeployment`: a deployment follows its alias, and owns its workloads and services. Its
 /// own status writes do not start it again (each reconcile's outcome says when to look again; a
 /// look started by a status write it made mid-step would act on that step's intermediate state).
+/// The deployments of `model` in `ns` (those that follow `alias`, when given), as the watch
+/// has them.
+fn deployments_of(
+    store: &kube::runtime::reflector::Store<Guarded<ModelDeployment>>,
+    ns: Option<String>,
+    model: &str,
+    alias: Option<&str>,
+) -> Vec<ObjectRef<Guarded<ModelDeployment>>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|d| {
+            d.0.as_ref().is_ok_and(|d| {
+                d.namespace() == ns
+                    && d.spec.model == model
+                    && alias.is_none_or(|a| d.spec.alias.as_deref() == Some(a))
+            })
+        })
+        .map(|d| ObjectRef::from_obj(&*d))
+        .collect()
+}
+
 fn deployments(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<Output = ()> {
     let cache = &ctx.cache;
     let store = cache.deployments.store();
@@ -191,20 +213,8 @@ fn deployments(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<O
                 let Ok(alias) = &alias.0 else {
                     return Vec::new();
                 };
-                let ns = alias.namespace();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|d| match &d.0 {
-                        Ok(d) => {
-                            d.namespace() == ns
-                                && d.spec.model == alias.spec.model
-                                && d.spec.alias.as_deref() == Some(alias.spec.alias.as_str())
-                        }
-                        Err(_) => false,
-                    })
-                    .map(|d| ObjectRef::from_obj(&*d))
-                    .collect::<Vec<_>>()
+                let a = &alias.spec;
+                deployments_of(&store, alias.namespace(), &a.model, Some(&a.alias))
             },
         )
         // A version registered (again) is looked at by the deployments of its model: one
@@ -215,16 +225,7 @@ fn deployments(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<O
                 let Ok(v) = &version.0 else {
                     return Vec::new();
                 };
-                let ns = v.namespace();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|d| {
-                        d.0.as_ref()
-                            .is_ok_and(|d| d.namespace() == ns && d.spec.model == v.spec.model)
-                    })
-                    .map(|d| ObjectRef::from_obj(&*d))
-                    .collect::<Vec<_>>()
+                deployments_of(&store, v.namespace(), &v.spec.model, None)
             }
         })
         .with_config(limited())
