@@ -744,3 +744,134 @@ fn evaluations_of_versions_that_do_not_exist_tie_nothing_up() {
         "{looks} looks at 1,000 waiting evaluations\n{metrics}"
     );
 }
+
+/// Issue 21 §4: a result counts for a move only if it was compared against what its suite's
+/// baseline resolves to now. Version 9 was compared against 7; production serves 8 when it is
+/// asked to move to 9: the controller compares 9's evaluation again against 8 (its spec pinned
+/// there, a new round whose candidate Job runs again, 8's run reused), and the move waits for
+/// it. An `Evaluation` someone made under the name the controller would give a version's suite
+/// is not taken over when the version registers.
+#[test]
+fn a_move_waits_for_its_candidate_compared_again_against_what_production_serves_now() {
+    let api = ApiServer::start();
+    api.install_crds();
+    api.create_service_account("evaluator");
+    let registry = evaluated().replace(
+        &versions("pitch-frames", &["7"], "model.json"),
+        &versions("pitch-frames", &["7", "8", "9"], "model.json"),
+    );
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &registry);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let _controller = support::k8s_mode::Controller::start(&api, "controller-a");
+    let resolved = |v: &str| {
+        eventually(Duration::from_secs(60), || {
+            (get(
+                &api,
+                &["malias", "pitch-frames-production"],
+                "{.status.resolvedVersion}",
+            ) == v)
+                .then_some(())
+        })
+    };
+    let evaluation = |v: &str| {
+        get(
+            &api,
+            &["meval", &format!("pitch-frames-{v}-holdout")],
+            "{.status.phase} {.status.baselineVersion} {.spec.baseline.version}",
+        )
+    };
+    finish_job(&api, "pitch-frames-7-holdout-1", r#"{"metrics": {"f1": 0.85}}"#);
+    resolved("7");
+    finish_job(&api, "pitch-frames-8-holdout-1", r#"{"metrics": {"f1": 0.86}}"#);
+    finish_job(&api, "pitch-frames-9-holdout-1", r#"{"metrics": {"f1": 0.87}}"#);
+    for v in ["8", "9"] {
+        eventually(Duration::from_secs(60), || {
+            (evaluation(v) == "Succeeded 7 7").then_some(())
+        });
+    }
+    move_alias(&api, "8");
+    resolved("8");
+
+    // 9's result was compared against 7: compared again, against 8.
+    move_alias(&api, "9");
+    eventually(Duration::from_secs(60), || {
+        get(&api, &["malias", "pitch-frames-production"], "{.status.conditions[0].message}")
+            .contains("waiting for evaluation holdout")
+            .then_some(())
+    });
+    let events = eventually(Duration::from_secs(60), || {
+        let said = get(
+            &api,
+            &[
+                "events",
+                "--field-selector",
+                "involvedObject.name=pitch-frames-9-holdout,reason=BaselineMoved",
+            ],
+            "{.items[*].message}",
+        );
+        (!said.is_empty()).then_some(said)
+    });
+    assert!(
+        events.contains("compared again, against version 8") && events.contains("compared against version 7"),
+        "{events}"
+    );
+    wait_for_job(&api, "pitch-frames-9-holdout-1x1");
+    assert_ne!(
+        api.kubectl(&["get", "job", "pitch-frames-9-holdout-1x1-baseline"], "admin").code,
+        0,
+        "8's run was stored: it is not run again"
+    );
+    assert_eq!(
+        get(&api, &["malias", "pitch-frames-production"], "{.status.resolvedVersion}"),
+        "8"
+    );
+    finish_job(&api, "pitch-frames-9-holdout-1x1", r#"{"metrics": {"f1": 0.87}}"#);
+    eventually(Duration::from_secs(60), || {
+        (evaluation("9") == "Succeeded 8 8").then_some(())
+    });
+    resolved("9");
+
+    // Someone makes an Evaluation under the name the controller gives version 10's suite,
+    // before 10 registers: it is not taken over, and the version says so.
+    let suite = registry
+        .split_once("    - name: holdout\n")
+        .unwrap()
+        .1
+        .split_once("---")
+        .unwrap()
+        .0
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect::<String>();
+    let theirs = format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: pitch-frames-10-holdout}}\nspec:\n  model: pitch-frames\n  version: \"10\"\n  suite: holdout\n{suite}"
+    );
+    let run = api.kubectl_stdin(&["create", "-f", "-"], "admin", &theirs);
+    assert_eq!(run.code, 0, "{}\n{theirs}", run.stderr);
+    let run = api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "admin",
+        &versions("pitch-frames", &["10"], "model.json"),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let said = eventually(Duration::from_secs(60), || {
+        let said = get(
+            &api,
+            &[
+                "events",
+                "--field-selector",
+                "involvedObject.name=pitch-frames-10,reason=Stalled",
+            ],
+            "{.items[*].message}",
+        );
+        (!said.is_empty()).then_some(said)
+    });
+    assert!(
+        said.contains("Evaluation pitch-frames-10-holdout exists and is not Slipway's own"),
+        "{said}"
+    );
+    assert_eq!(
+        get(&api, &["meval", "pitch-frames-10-holdout"], "{.metadata.ownerReferences}"),
+        ""
+    );
+}

@@ -56,11 +56,14 @@ pub enum Event {
     /// An `Approval` (a sign-off or a rejection) was withdrawn: deleted by its approver or an
     /// operator.
     ApprovalWithdrawn,
+    /// An evaluation is compared again, against the version its suite's baseline resolves to
+    /// now, because a move waits on it.
+    BaselineMoved,
 }
 
 impl Event {
     /// Every event, for metrics that list each one from the start.
-    pub const ALL: [Event; 29] = [
+    pub const ALL: [Event; 30] = [
         Event::VersionRegistered,
         Event::JobStarted,
         Event::Dispatched,
@@ -90,6 +93,7 @@ impl Event {
         Event::RevisionRejected,
         Event::Stalled,
         Event::ApprovalWithdrawn,
+        Event::BaselineMoved,
     ];
 
     /// The wire name: history, event reasons, notification events, metric labels.
@@ -118,6 +122,7 @@ impl Event {
             Event::RevisionRejected => "RevisionRejected",
             Event::Stalled => "Stalled",
             Event::ApprovalWithdrawn => "ApprovalWithdrawn",
+            Event::BaselineMoved => "BaselineMoved",
         }
     }
 

@@ -281,6 +281,36 @@ pub fn retry(
     })
 }
 
+/// The status that has evaluation `name` compared again, against version `baseline` — what its
+/// suite's baseline resolves to now, which it was not compared against (a move waits for it,
+/// [`crate::promotion::Promotion::Rebaseline`]): its attempts start afresh, as after a retry,
+/// and runs stored with the same content addresses are reused.
+pub fn rebaseline(
+    previous: &EvaluationStatus,
+    name: &str,
+    baseline: &str,
+    now: DateTime<Utc>,
+) -> EvaluationStatus {
+    let was = previous
+        .baseline_version
+        .as_deref()
+        .map_or("no baseline".to_string(), |v| format!("version {v}"));
+    EvaluationStatus {
+        phase: EvaluationPhase::Pending,
+        round: previous.round.saturating_add(1),
+        conditions: vec![condition(
+            "False",
+            "BaselineMoved",
+            format!(
+                "{name} is compared again, against version {baseline}: its suite's baseline \
+                 resolves there now, and it was compared against {was}"
+            ),
+            now,
+        )],
+        ..EvaluationStatus::default()
+    }
+}
+
 /// What to do about an evaluation that failed for good without results.
 pub const RETRY_HINT: &str = "fix the cause, then ask for a new run: `slipway retry --evaluation NAME` in git mode, the `slipway.dev/retry` annotation in a cluster";
 

@@ -231,6 +231,9 @@ impl Reconciler<'_> {
         // Versions whose status says something new after this pass: registered or evaluated.
         let mut touched: BTreeSet<(String, String, String)> = self.register(catalog, &mut out)?;
         let mut done: BTreeSet<String> = BTreeSet::new();
+        // Evaluations a move compared again this pass (once each: what they run next is the
+        // comparison the move waits for).
+        let mut compared_again: BTreeSet<String> = BTreeSet::new();
         loop {
             let finished_before = out.evaluated.len();
             let ready: Vec<Task> = self
@@ -255,8 +258,14 @@ impl Reconciler<'_> {
             out.waiting.clear();
             out.blocked.clear();
             let results = self.results_of(catalog)?;
-            self.promote(catalog, &results, &mut out)?;
-            if out.evaluated.len() == finished_before && out.moved.len() == moved {
+            let mut again = false;
+            for name in self.promote(catalog, &results, &mut out)? {
+                if compared_again.insert(name.clone()) {
+                    done.remove(&name);
+                    again = true;
+                }
+            }
+            if out.evaluated.len() == finished_before && out.moved.len() == moved && !again {
                 // Nothing finished or moved after these results were read (what runs in the
                 // background reports in a later pass): they are the pass's last word.
                 self.version_statuses(catalog, &touched, &results)?;

@@ -46,19 +46,58 @@ impl Reconciler<'_> {
         Ok(())
     }
 
+    /// One step of every alias; returns the evaluations a move has compared again (their
+    /// status now asks for a run).
     pub(super) fn promote(
         &self,
         catalog: &Catalog,
         results: &Results,
         out: &mut PassReport,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<String>, Error> {
+        let mut again = Vec::new();
         for obj in catalog.objects() {
             let Resource::ModelAlias(a) = &obj.resource else {
                 continue;
             };
-            self.promote_alias(catalog, results, &obj.key, a, out)?;
+            again.extend(self.promote_alias(catalog, results, &obj.key, a, out)?);
         }
-        Ok(())
+        Ok(again)
+    }
+
+    /// Compares `evaluations` of namespace `ns` again (each written with its new status, and
+    /// the model's history saying why); returns their names.
+    fn rebaseline(
+        &self,
+        ns: &str,
+        a: &ModelAlias,
+        evaluations: &[promotion::Rebaseline],
+    ) -> Result<Vec<String>, Error> {
+        let mut writes = Vec::new();
+        for r in evaluations {
+            let mut h = self.history(
+                Happened::BaselineMoved,
+                ns,
+                &a.spec.model,
+                format!("Evaluation/{}", r.evaluation),
+            );
+            h.version = Some(a.spec.version.clone());
+            h.message = r
+                .status
+                .conditions
+                .first()
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            (self.progress)(&h.message);
+            writes.push(Write::Status {
+                kind: "Evaluation".into(),
+                namespace: ns.into(),
+                name: r.evaluation.clone(),
+                status: serde_json::to_value(&r.status)?,
+            });
+            writes.push(Write::History(h));
+        }
+        self.apply(&writes)?;
+        Ok(evaluations.iter().map(|r| r.evaluation.clone()).collect())
     }
 
     /// One step of alias `a` (object `key`): decide, tell the pass report, then write its status
@@ -70,7 +109,7 @@ impl Reconciler<'_> {
         key: &ObjectKey,
         a: &ModelAlias,
         out: &mut PassReport,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<String>, Error> {
         let (ns, name) = (key.namespace.as_str(), key.name.as_str());
         let status: ModelAliasStatus = self
             .typed_status("ModelAlias", ns, name)?
@@ -91,8 +130,28 @@ impl Reconciler<'_> {
         };
         // Settled: nothing to decide or write. Else one step, as in Kubernetes mode.
         if promotion::settled(&status, &facts) {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let aliases = |alias: &str| self.resolved_alias(catalog, ns, &a.spec.model, alias);
+        // Its own: made from the model's suite (not an `Evaluation` document of the registry).
+        let own = |e: &slipway_crd::Evaluation| {
+            let name = e.metadata.name.as_deref().unwrap_or_default();
+            name == crate::decide::tasks::evaluation_name(
+                &e.spec.model,
+                &e.spec.version,
+                &e.spec.suite,
+            ) && catalog
+                .get(&ObjectKey {
+                    kind: slipway_crd::Kind::Evaluation,
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                })
+                .is_none()
+        };
+        let baselines = promotion::Baselines {
+            aliases: &aliases,
+            own: &own,
+        };
         let decided = (resolved.as_deref() != Some(to.as_str())).then(|| {
             promotion::promotion(
                 catalog,
@@ -104,8 +163,15 @@ impl Reconciler<'_> {
                 "git",
                 (self.now)(),
                 None,
+                &baselines,
             )
         });
+        let again = match &decided {
+            Some(Promotion::Rebaseline { evaluations, .. }) => {
+                self.rebaseline(ns, a, evaluations)?
+            }
+            _ => Vec::new(),
+        };
         let step = promotion::alias_step(&status, decided.as_ref(), &facts);
         report(
             out,
@@ -116,7 +182,7 @@ impl Reconciler<'_> {
             to,
         );
         let Some(next) = step.status else {
-            return Ok(());
+            return Ok(again);
         };
         let entry = match (step.news, &decided) {
             (Some(event), Some(Promotion::Decided(decision))) => {
@@ -124,7 +190,8 @@ impl Reconciler<'_> {
             }
             _ => None,
         };
-        self.save_alias(ns, name, &next, entry)
+        self.save_alias(ns, name, &next, entry)?;
+        Ok(again)
     }
 
     /// The history entry of a decided move of alias `a` (object `key`) to its version, with the
@@ -171,7 +238,7 @@ fn report(
     to: &str,
 ) {
     match decided {
-        Some(Promotion::Waiting(_)) => out
+        Some(Promotion::Waiting(_) | Promotion::Rebaseline { .. }) => out
             .waiting
             .push(message.replace(": waiting for evaluation ", ": waiting for ")),
         Some(Promotion::Decided(d)) if d.allowed => {

@@ -222,13 +222,24 @@ fn production_moves_back_to_a_version_it_served_and_not_to_one_it_never_served()
     let f = Fixture::new(&scores);
     f.pass("1", &scores);
     assert_eq!(f.pass("2", &scores).moved, vec!["m/production: 1 → 2"]);
-    // 3 was compared against 1, not against 2 which production serves now: held.
+    // 3 was compared against 1, not against 2 which production serves now: that result does
+    // not count. It is compared again against 2 in the same pass (both runs reused), and the
+    // move is decided on that comparison: held, 3 being worse than 2.
+    let runs = f.runs().len();
     let held = f.pass("3", &scores);
     assert!(held.moved.is_empty(), "{held:?}");
+    assert_eq!(
+        held.blocked,
+        ["m/production → 3: denied by production/no-primary-metric-regression"]
+    );
+    assert_eq!(f.evaluation("m-3-eval").baseline_version.as_deref(), Some("2"));
+    assert_eq!(f.runs().len(), runs, "a stored run was run again");
     assert!(
-        held.blocked[0].contains("production/baseline-is-current-production"),
+        f.events()
+            .iter()
+            .any(|e| e.starts_with("BaselineMoved") && e.contains("against version 2")),
         "{:?}",
-        held.blocked
+        f.events()
     );
     // 1 was production itself when it was evaluated (no baseline): a rollback to it is not
     // held to that comparison.

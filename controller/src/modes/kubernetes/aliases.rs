@@ -14,7 +14,9 @@ use slipway_crd::ModelAlias;
 use super::notify;
 use crate::decide::plan::KubeIdentity;
 use crate::decide::policy::binding::{self, Subject};
-use crate::decide::promotion::{AliasFacts, AliasOutcome, Promotion, alias_step, promotion};
+use crate::decide::promotion::{
+    AliasFacts, AliasOutcome, Baselines, Promotion, alias_step, promotion,
+};
 
 use super::context::{Context, Error, apply_status};
 
@@ -69,6 +71,9 @@ pub(super) async fn reconcile_alias(
         apply_status(&api, &name, next).await?;
     }
     announce_news(&ctx, alias, &ns, &name, &step).await;
+    if let Promotion::Rebaseline { evaluations, .. } = &decided {
+        rebaseline(&ctx, &ns, evaluations).await?;
+    }
     if let Promotion::Decided(decision) = &decided
         && decision.allowed
     {
@@ -123,6 +128,13 @@ fn decide_move(
         approvers: bound.approvers.clone(),
     };
     let members = |g: &str| Some(identity.members(g, None));
+    let model = alias.spec.model.as_str();
+    let aliases = |a: &str| ctx.cache.resolved(ns, model, a);
+    let own = |e: &slipway_crd::Evaluation| own_evaluation(catalog, ns, e);
+    let baselines = Baselines {
+        aliases: &aliases,
+        own: &own,
+    };
     let decided = promotion(
         catalog,
         results,
@@ -133,8 +145,55 @@ fn decide_move(
         "kubernetes",
         now,
         Some((&bound.signoffs, &members)),
+        &baselines,
     );
     (decided, subject, bound)
+}
+
+/// Whether `e` is the evaluation the controller made for its version's suite: controlled by that
+/// `ModelVersion` (users cannot set owner references on Slipway's kinds), not one of that name.
+pub(super) fn own_evaluation(
+    catalog: &crate::decide::catalog::Catalog,
+    ns: &str,
+    e: &slipway_crd::Evaluation,
+) -> bool {
+    let Some(uid) = catalog
+        .version(ns, &e.spec.model, &e.spec.version)
+        .and_then(|v| v.metadata.uid.as_deref())
+    else {
+        return false;
+    };
+    e.metadata.owner_references.iter().flatten().any(|o| {
+        o.controller == Some(true) && o.kind == "ModelVersion" && o.uid == uid
+    })
+}
+
+/// Compares evaluations again for a move ([`Promotion::Rebaseline`]): the controller's own is
+/// pinned to the baseline its suite resolves to now; each gets its new status and an event.
+async fn rebaseline(ctx: &Context, ns: &str, evaluations: &[crate::decide::promotion::Rebaseline]) -> Result<(), Error> {
+    let api: Api<slipway_crd::Evaluation> = Api::namespaced(ctx.client.clone(), ns);
+    let view = ctx.cache.view(ns);
+    for r in evaluations {
+        let Some(e) = api.get_opt(&r.evaluation).await? else {
+            continue;
+        };
+        if own_evaluation(&view.catalog, ns, &e) {
+            // A merge patch: the rest of the spec stays as the version's reconciler applied it.
+            let pin = json!({"spec": {"baseline": {"version": r.baseline, "alias": null}}});
+            api.patch(&r.evaluation, &PatchParams::default(), &Patch::Merge(&pin))
+                .await?;
+        }
+        super::context::replace_status(&api, &r.evaluation, e.status.as_ref(), &r.status).await?;
+        let note = r.status.conditions.first().map(|c| c.message.clone()).unwrap_or_default();
+        super::context::publish(
+            ctx,
+            &e,
+            crate::decide::events::Event::BaselineMoved,
+            note,
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Announces the step's news, when it has any: an event on the alias and the notifications.

@@ -126,6 +126,30 @@ where
     .await
 }
 
+/// [`apply_status`] of a status that leaves out fields the `old` one had (results, a
+/// baseline): they are removed first. Server-side apply alone would leave an emptied map as
+/// null, which the schema refuses.
+pub async fn replace_status<K, S>(api: &Api<K>, name: &str, old: Option<&S>, status: &S) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let (old, new) = (json!(old), json!(status));
+    let dropped: serde_json::Map<String, Value> = old
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| new.get(k.as_str()).is_none())
+        .map(|(k, _)| (k.clone(), Value::Null))
+        .collect();
+    if !dropped.is_empty() {
+        let patch = json!({"status": dropped});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    apply_status(api, name, status).await
+}
+
 impl Error {
     /// A short, stable name for metrics and logs.
     pub fn category(&self) -> &'static str {

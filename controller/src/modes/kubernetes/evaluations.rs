@@ -18,7 +18,7 @@ use slipway_crd::evaluation::EvaluationPhase;
 use slipway_crd::model_deployment::RETRY_ANNOTATION;
 use slipway_crd::{Evaluation, EvaluationStatus};
 
-use super::context::{Context, Error, MANAGER, apply_status, publish};
+use super::context::{Context, Error, MANAGER, publish, replace_status};
 use super::evaluation_jobs::{runs, seen, start_job, stored_run};
 use super::notify;
 use crate::decide::evaluation::{job, lifecycle, step};
@@ -153,6 +153,7 @@ fn reusable(ctx: &Context, e: &Evaluation, a: &lifecycle::Attempt) -> Option<ste
 async fn dispatch(
     ctx: &Arc<Context>,
     e: &Evaluation,
+    a: &lifecycle::Attempt,
     hook: &slipway_crd::common::WebhookRunner,
     token: &str,
 ) -> Result<(), String> {
@@ -160,11 +161,11 @@ async fn dispatch(
     let name = e.name_any();
     let artifact = |v: &str| ctx.cache.artifact(&ns, &e.spec.model, v);
     let (uri, digest) = artifact(&e.spec.version).unwrap_or_default();
-    let baseline = e
-        .spec
-        .baseline
-        .as_ref()
-        .and_then(|b| b.version.clone())
+    // The attempt's baseline: a version named, or the alias resolved when the attempt began —
+    // the same one its Jobs would run and its results are checked against.
+    let baseline = a
+        .baseline_version
+        .clone()
         .and_then(|v| artifact(&v).map(|(u, d)| (v, u, d)));
     let context = job::Dispatch {
         evaluation: &name,
@@ -234,7 +235,7 @@ async fn retry(ctx: &Arc<Context>, e: &Evaluation) -> Result<Requeue, Error> {
     let previous = e.status.clone().unwrap_or_default();
     match lifecycle::retry(&previous, &format!("{ns}/{name}"), Utc::now()) {
         Ok(status) => {
-            apply_status(&api, &name, &status).await?;
+            replace_status(&api, &name, Some(&previous), &status).await?;
             let note = format!("{name}: may run again (round {})", status.round);
             publish(
                 ctx,
@@ -328,7 +329,7 @@ pub async fn reconcile_evaluation(
     if let Some(s) = &next.status {
         let ns = e.namespace().unwrap_or_else(|| "default".into());
         let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &ns);
-        apply_status(&api, &name, s).await?;
+        replace_status(&api, &name, status.as_ref(), s).await?;
     }
     for note in next.notes {
         publish(&ctx, &**e, note.event, note.message).await;
@@ -416,5 +417,5 @@ async fn start(
             Err(err) => return Err(err.into()),
         },
     }
-    Ok(dispatch(ctx, e, hook, &token).await)
+    Ok(dispatch(ctx, e, a, hook, &token).await)
 }

@@ -60,6 +60,7 @@ async fn create_evaluations(
     let resolved = |ns: &str, model: &str, alias: &str| ctx.cache.resolved(ns, model, alias);
     let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), ns);
     let mut waiting = false;
+    let mut taken = Vec::new();
     // This version's evaluations only: a reconcile does not grow with the namespace.
     for t in tasks::of_version(catalog, ns, version, &resolved) {
         let key = crate::decide::catalog::ObjectKey {
@@ -71,6 +72,14 @@ async fn create_evaluations(
         // the suite as declared now (runner, dataset, gates, timeout), so a suite's change is
         // decided again here as on git mode's next pass.
         let baseline = match catalog.get(&key).map(|o| &o.resource) {
+            // One of that name that is not the controller's (made before the version, by
+            // someone else) is never taken over: it is left as it is, and said so.
+            Some(crate::decide::catalog::Resource::Evaluation(e))
+                if !super::aliases::own_evaluation(catalog, ns, e) =>
+            {
+                taken.push(t.name.clone());
+                continue;
+            }
             Some(crate::decide::catalog::Resource::Evaluation(e)) => {
                 if e.spec.runner == t.runner
                     && e.spec.dataset == t.dataset
@@ -105,6 +114,15 @@ async fn create_evaluations(
         )
         .await?;
         tracing::info!(evaluation = %t.name, namespace = %ns, "evaluation applied");
+    }
+    if !taken.is_empty() {
+        let note = format!(
+            "Evaluation {} exists and is not Slipway's own for this version (it was not made by \
+             the controller): it is not taken over, and counts only if it runs the suite as \
+             declared against its baseline; delete it to have Slipway make its own",
+            taken.join(", ")
+        );
+        super::context::publish(ctx, version, Happened::Stalled, note).await;
     }
     Ok(waiting)
 }

@@ -13,7 +13,7 @@ use crate::catalog::Catalog;
 use crate::catalog::results::{self, Results};
 use crate::events::Event;
 use crate::policy::approvals::SignOffs;
-use crate::policy::{ChangeFacts, DecisionInput, Members, Requester};
+use crate::policy::{ChangeFacts, DecisionInput, Members, Requester, RuleResult};
 
 const FINISHED: [EvaluationPhase; 2] = [EvaluationPhase::Succeeded, EvaluationPhase::Failed];
 
@@ -26,6 +26,36 @@ pub enum Promotion {
     Waiting(Vec<String>),
     /// The policies' decision: rules, and approvals where the caller gives them.
     Decided(crate::policy::Decision),
+    /// Suites of the candidate whose results were compared against another baseline than their
+    /// declaration resolves to now: their evaluations are compared again (the home writes each
+    /// one's status), and the move waits for them.
+    Rebaseline {
+        /// What the move waits for, as its status says it.
+        pending: Vec<String>,
+        /// Each evaluation to compare again, with its new status.
+        evaluations: Vec<Rebaseline>,
+    },
+}
+
+/// An evaluation to compare again against the baseline its suite resolves to now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rebaseline {
+    /// The evaluation's name (in the alias's namespace).
+    pub evaluation: String,
+    /// The version it is compared against now.
+    pub baseline: String,
+    /// Its status from now on ([`crate::evaluation::lifecycle::rebaseline`]).
+    pub status: slipway_crd::EvaluationStatus,
+}
+
+/// How a home reads baselines for a move: what each alias of the model resolves to now, and
+/// whether an evaluation is the home's own (made from the model's suite, so comparing it again
+/// follows the suite's declaration).
+pub struct Baselines<'a> {
+    /// An alias of the model → the version it resolves to now.
+    pub aliases: &'a dyn Fn(&str) -> Option<String>,
+    /// Whether an evaluation is the one the home made for its suite.
+    pub own: &'a dyn Fn(&slipway_crd::Evaluation) -> bool,
 }
 
 /// What an alias served: versions, each with the artifact digest it had then.
@@ -82,6 +112,9 @@ pub fn is_rollback(served: &Served, from: Option<&str>, to: &str, digest: &str) 
 /// `approvals`: the sign-offs bound to this move and who is in which group — Kubernetes mode
 /// re-checks them, so a move admitted without the webhook is held; git mode gives none (they
 /// were enforced on the pull request, which branch protection guards).
+/// `baselines`: a suite's result counts only if it was compared against the baseline its
+/// declaration resolves to now ([`stale_baselines`]); the home's own evaluations are compared
+/// again ([`Promotion::Rebaseline`]), any other is a reason to hold the move.
 #[allow(clippy::too_many_arguments)]
 pub fn promotion(
     catalog: &Catalog,
@@ -93,6 +126,7 @@ pub fn promotion(
     source: &str,
     now: chrono::DateTime<chrono::Utc>,
     approvals: Option<(&SignOffs, &Members<'_>)>,
+    baselines: &Baselines<'_>,
 ) -> Promotion {
     let to = &a.spec.version;
     let resolved = status.resolved_version.as_deref();
@@ -125,6 +159,12 @@ pub fn promotion(
     if !pending.is_empty() {
         return Promotion::Waiting(pending);
     }
+    let rollback = is_rollback(
+        &served(&status.history),
+        resolved,
+        to,
+        &candidate.spec.artifact.digest,
+    );
     let input = DecisionInput {
         change: ChangeFacts {
             kind: Kind::ModelAlias.as_str().into(),
@@ -141,12 +181,7 @@ pub fn promotion(
             to: Some(to.clone()),
             fields: Vec::new(),
             previous_alias: None,
-            rollback: is_rollback(
-                &served(&status.history),
-                resolved,
-                to,
-                &candidate.spec.artifact.digest,
-            ),
+            rollback,
             experiment: false,
         },
         candidate: results::version(candidate, results),
@@ -162,7 +197,147 @@ pub fn promotion(
         },
         now,
     };
-    Promotion::Decided(catalog.policies.decide_with(&input, approvals))
+    // A rollback is not held to its old comparison; any other move only to results compared
+    // against the baselines as declared now. The home's own evaluations (or ones whose own
+    // declaration now resolves there) are compared again; any other holds the move.
+    let stale = match rollback {
+        true => Vec::new(),
+        false => stale_baselines(model, to, results.of(ns, &a.spec.model, to), baselines.aliases),
+    };
+    let again = |s: &Stale| {
+        (baselines.own)(&s.evaluation)
+            || crate::tasks::baseline_version(
+                s.evaluation.spec.baseline.as_ref(),
+                to,
+                baselines.aliases,
+            )
+            .as_deref()
+                == Some(s.expected.as_str())
+    };
+    if !stale.is_empty() && stale.iter().all(again) {
+        return Promotion::Rebaseline {
+            pending: stale
+                .iter()
+                .map(|s| format!("{} (compared again against {})", s.suite, s.expected))
+                .collect(),
+            evaluations: stale
+                .iter()
+                .map(|s| {
+                    let name = s.evaluation.metadata.name.clone().unwrap_or_default();
+                    Rebaseline {
+                        status: crate::evaluation::lifecycle::rebaseline(
+                            &s.evaluation.status.clone().unwrap_or_default(),
+                            &name,
+                            &s.expected,
+                            now,
+                        ),
+                        evaluation: name,
+                        baseline: s.expected.clone(),
+                    }
+                })
+                .collect(),
+        };
+    }
+    let mut decision = catalog.policies.decide_with(&input, approvals);
+    for s in stale.iter().filter(|s| !again(s)) {
+        decision.allowed = false;
+        decision.rules.push(s.rule(model, to));
+    }
+    Promotion::Decided(decision)
+}
+
+/// The rule a result breaks when it was compared against another baseline than its suite's
+/// declaration resolves to now.
+pub const STALE_BASELINE: &str = "compared-against-declared-baseline";
+
+/// A suite's result compared against another baseline than its declaration resolves to now.
+#[derive(Clone, Debug)]
+pub struct Stale {
+    /// The suite.
+    pub suite: String,
+    /// Its result.
+    pub evaluation: std::sync::Arc<slipway_crd::Evaluation>,
+    /// The version its declaration resolves to now.
+    pub expected: String,
+}
+
+impl Stale {
+    /// The failed rule that holds a move on this result.
+    pub fn rule(&self, model: &slipway_crd::RegisteredModel, candidate: &str) -> RuleResult {
+        let name = model.metadata.name.as_deref().unwrap_or_default();
+        let expected = &self.expected;
+        let against = self
+            .evaluation
+            .status
+            .as_ref()
+            .and_then(|s| s.baseline_version.as_deref())
+            .map_or("no baseline".to_string(), |v| format!("version {v}"));
+        let declared = model
+            .spec
+            .evaluations
+            .iter()
+            .find(|s| s.name == self.suite)
+            .and_then(|s| s.baseline.as_ref())
+            .and_then(|b| b.alias.as_deref())
+            .map_or(format!("version {expected}"), |a| {
+                format!("alias {a}, version {expected} now")
+            });
+        RuleResult {
+            policy: "slipway".into(),
+            name: STALE_BASELINE.into(),
+            effect: slipway_crd::promotion_policy::Effect::Deny,
+            passed: false,
+            message: format!(
+                "suite `{}` of {name} version {candidate} has its result from evaluation {}, \
+                 compared against {against}, but the suite's baseline is {declared}: that \
+                 result does not count; delete that evaluation (Slipway then compares its own \
+                 against {expected})",
+                self.suite,
+                self.evaluation.metadata.name.as_deref().unwrap_or_default(),
+            ),
+            values: std::collections::BTreeMap::from([
+                (
+                    format!("candidate.evaluations.{}.baselineVersion", self.suite),
+                    Value::from(against),
+                ),
+                ("declared baseline".to_string(), Value::from(expected.clone())),
+            ]),
+            expression: String::new(),
+        }
+    }
+}
+
+/// The suites of `model` whose result for version `candidate` (`suites`, by suite) was compared
+/// against another baseline than the suite's declaration resolves to now (`aliases`: an alias of
+/// the model → its version). Such a result does not count: a hand-made evaluation against a
+/// weaker version, or one that ran before the baseline alias moved (or with no baseline at
+/// all), cannot carry a move.
+pub fn stale_baselines(
+    model: &slipway_crd::RegisteredModel,
+    candidate: &str,
+    suites: Option<&std::collections::BTreeMap<String, std::sync::Arc<slipway_crd::Evaluation>>>,
+    aliases: &dyn Fn(&str) -> Option<String>,
+) -> Vec<Stale> {
+    model
+        .spec
+        .evaluations
+        .iter()
+        .filter_map(|suite| {
+            let expected =
+                crate::tasks::baseline_version(suite.baseline.as_ref(), candidate, aliases)?;
+            let evaluation = suites?.get(&suite.name)?.clone();
+            // Only a comparison made is judged so (one that failed without results did not
+            // compare, and fails the move by its verdict).
+            let status = evaluation.status.as_ref()?;
+            let compared = status.phase == EvaluationPhase::Succeeded;
+            let recorded = status.baseline_version.as_deref();
+            (compared && recorded != Some(expected.as_str())).then(|| Stale {
+                suite: suite.name.clone(),
+                evaluation,
+                expected,
+            })
+        })
+        .collect()
 }
 
 /// Where an alias move stands, as its status says it.
@@ -295,7 +470,7 @@ pub fn alias_step(
         Some(Promotion::Unresolvable) => {
             (AliasStep::Unresolvable, None, Some(ALIAS_UNRESOLVABLE_POLL))
         }
-        Some(Promotion::Waiting(pending)) => {
+        Some(Promotion::Waiting(pending) | Promotion::Rebaseline { pending, .. }) => {
             (AliasStep::Waiting(pending), None, Some(ALIAS_WAITING_POLL))
         }
         Some(Promotion::Decided(d)) if d.allowed => {
@@ -331,261 +506,4 @@ pub fn alias_step(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use slipway_crd::model_alias::ModelAliasStatus;
-
-    fn facts(to: &str, s: u32) -> AliasFacts<'_> {
-        AliasFacts {
-            label: "m/production",
-            to,
-            generation: Some(2),
-            digest: Some("sha256:77"),
-            revision: Some("git:abc"),
-            now: chrono::DateTime::from_timestamp(1_800_000_000 + i64::from(s), 0).unwrap(),
-        }
-    }
-
-    #[test]
-    fn a_move_resolves_and_records_history_and_a_hold_keeps_the_resolution() {
-        let (moved, message) = alias_status(
-            &ModelAliasStatus::default(),
-            &AliasStep::Moved,
-            &facts("7", 0),
-        );
-        assert_eq!(message, "m/production: (none) → 7");
-        assert_eq!(moved.resolved_version.as_deref(), Some("7"));
-        assert_eq!(moved.history.len(), 1);
-        assert_eq!(moved.conditions[0].reason, "Resolved");
-        let (held, message) =
-            alias_status(&moved, &AliasStep::Held("denied by p/r"), &facts("8", 5));
-        assert_eq!(message, "m/production → 8 held: denied by p/r");
-        assert_eq!(held.resolved_version.as_deref(), Some("7"));
-        assert_eq!(held.history, moved.history);
-        assert_eq!(held.conditions[0].status, "False");
-        // Waiting after a hold: still not ready, so the transition time stays.
-        let (waiting, _) = alias_status(
-            &held,
-            &AliasStep::Waiting(&["holdout".into()]),
-            &facts("8", 9),
-        );
-        assert_eq!(
-            waiting.conditions[0].last_transition_time,
-            held.conditions[0].last_transition_time
-        );
-        let (again, _) = alias_status(&waiting, &AliasStep::Moved, &facts("8", 12));
-        assert_eq!(
-            (
-                again.resolved_version.as_deref(),
-                again.previous_version.as_deref()
-            ),
-            (Some("8"), Some("7"))
-        );
-        assert_ne!(
-            again.conditions[0].last_transition_time,
-            held.conditions[0].last_transition_time
-        );
-    }
-}
-
-#[cfg(test)]
-mod step_tests {
-    use super::*;
-    use slipway_crd::model_alias::ModelAliasStatus;
-
-    fn facts(to: &str) -> AliasFacts<'_> {
-        AliasFacts {
-            label: "m/production",
-            to,
-            generation: None,
-            digest: None,
-            revision: None,
-            now: crate::testing::now(),
-        }
-    }
-
-    fn held() -> Promotion {
-        Promotion::Decided(crate::policy::Decision {
-            allowed: false,
-            ..Default::default()
-        })
-    }
-
-    #[test]
-    fn a_hold_is_written_and_announced_once_and_a_wait_is_written_once() {
-        let s = ModelAliasStatus::default();
-        let first = alias_step(&s, Some(&held()), &facts("8"));
-        assert_eq!(first.news, Some(Event::PromotionBlocked));
-        let written = first.status.unwrap();
-        let again = alias_step(&written, Some(&held()), &facts("8"));
-        assert_eq!((again.status, again.news), (None, None));
-        let waiting = Promotion::Waiting(vec!["holdout".into()]);
-        let w = alias_step(&written, Some(&waiting), &facts("8"));
-        assert_eq!(
-            w.message,
-            "m/production → 8: waiting for evaluation holdout"
-        );
-        assert_eq!(
-            alias_step(&w.status.unwrap(), Some(&waiting), &facts("8")).status,
-            None
-        );
-    }
-
-    #[test]
-    fn a_move_is_always_news_and_then_the_alias_is_settled() {
-        let allowed = Promotion::Decided(crate::policy::Decision {
-            allowed: true,
-            ..Default::default()
-        });
-        let moved = alias_step(&ModelAliasStatus::default(), Some(&allowed), &facts("7"));
-        assert_eq!(moved.news, Some(Event::AliasMoved));
-        let status = moved.status.unwrap();
-        assert!(settled(&status, &facts("7")));
-        assert!(!settled(&status, &facts("8")));
-        // The unresolvable is said in status too, in both homes.
-        let u = alias_step(&status, Some(&Promotion::Unresolvable), &facts("9"));
-        assert_eq!(u.status.unwrap().conditions[0].reason, "Unresolvable");
-    }
-}
-
-#[cfg(test)]
-mod rollback_tests {
-    use super::*;
-    use crate::catalog::Resource;
-    use crate::testing::{catalog, registry, result};
-    use slipway_crd::model_alias::{AliasDecision, AliasMove, ModelAliasStatus};
-
-    /// A recorded move to `to`, with the artifact digest the fixture registers for it.
-    fn moved(from: Option<&str>, to: &str, decision: AliasDecision) -> AliasMove {
-        AliasMove {
-            from: from.map(str::to_string),
-            to: to.into(),
-            artifact_digest: Some(format!("sha256:0{to}")),
-            decision,
-            ..AliasMove::default()
-        }
-    }
-
-    /// Production asks for 1 while it serves 2, with `history`; 1 was compared against its own
-    /// predecessor 0, which was better than 1 by more than the tolerance.
-    fn decide(history: Vec<AliasMove>) -> crate::policy::Decision {
-        let cat = catalog(&format!(
-            "{}\n---\n{}",
-            registry("1"),
-            result("1", "Passed", 0.80, 0.90, "0")
-        ));
-        let mut results = Results::default();
-        results.add(cat.objects().iter().filter_map(|o| match &o.resource {
-            Resource::Evaluation(e) => Some(&**e),
-            _ => None,
-        }));
-        let alias = cat
-            .objects()
-            .iter()
-            .find_map(|o| match &o.resource {
-                Resource::ModelAlias(a) => Some(a.clone()),
-                _ => None,
-            })
-            .unwrap();
-        let status = ModelAliasStatus {
-            resolved_version: Some("2".into()),
-            history,
-            ..ModelAliasStatus::default()
-        };
-        let p = promotion(
-            &cat,
-            &results,
-            "default",
-            "m-production",
-            &alias,
-            &status,
-            "git",
-            crate::testing::now(),
-            None,
-        );
-        match p {
-            Promotion::Decided(d) => d,
-            other => panic!("not decided: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_move_back_to_a_version_the_alias_served_is_a_rollback_and_not_held_to_its_old_comparison()
-    {
-        use AliasDecision::{Allowed, Denied};
-        let back = decide(vec![
-            moved(None, "1", Allowed),
-            moved(Some("1"), "2", Allowed),
-        ]);
-        assert!(back.allowed, "{}", back.summary());
-        // Still checked: every rule ran, and the candidate passed its suites.
-        assert!(back.rules.iter().all(|r| r.passed));
-        assert!(
-            back.rules
-                .iter()
-                .any(|r| r.name == "candidate-evaluations-passed")
-        );
-        // Never served (a denied move is not service), served with another artifact under the
-        // same label, or recorded without a digest (before moves recorded them): held for its
-        // comparison.
-        let other_artifact = AliasMove {
-            artifact_digest: Some("sha256:ff".into()),
-            ..moved(None, "1", Allowed)
-        };
-        let unknown_artifact = AliasMove {
-            artifact_digest: None,
-            ..moved(None, "1", Allowed)
-        };
-        for history in [
-            vec![moved(None, "2", Allowed)],
-            vec![moved(None, "2", Allowed), moved(Some("2"), "1", Denied)],
-            vec![other_artifact, moved(Some("1"), "2", Allowed)],
-            vec![unknown_artifact, moved(Some("1"), "2", Allowed)],
-        ] {
-            let d = decide(history);
-            assert!(!d.allowed);
-            let denied: Vec<&str> = d.denying_rules().map(|r| r.name.as_str()).collect();
-            assert_eq!(
-                denied,
-                [
-                    "baseline-is-current-production",
-                    "no-primary-metric-regression"
-                ]
-            );
-        }
-    }
-
-    #[test]
-    fn a_rollback_is_a_move_away_from_what_is_served_to_what_was() {
-        let served = served(&[
-            moved(None, "1", AliasDecision::Allowed),
-            moved(Some("1"), "2", AliasDecision::Allowed),
-            moved(Some("2"), "3", AliasDecision::Denied),
-        ]);
-        let pair = |v: &str| (v.to_string(), format!("sha256:0{v}"));
-        assert_eq!(served, BTreeSet::from([pair("1"), pair("2")]));
-        assert!(is_rollback(&served, Some("2"), "1", "sha256:01"));
-        assert!(!is_rollback(&served, Some("2"), "1", "sha256:ff"));
-        assert!(!is_rollback(&served, Some("2"), "2", "sha256:02"));
-        assert!(!is_rollback(&served, Some("2"), "3", "sha256:03"));
-        assert!(!is_rollback(&served, None, "1", "sha256:01"));
-    }
-
-    #[test]
-    fn a_deployment_serves_a_version_only_with_the_artifact_its_alias_moved_with() {
-        let history = [
-            moved(None, "1", AliasDecision::Allowed),
-            moved(Some("1"), "2", AliasDecision::Allowed),
-        ];
-        assert_eq!(artifact_drift(&history, "m", "2", "sha256:02"), None);
-        let why = artifact_drift(&history, "m", "2", "sha256:ff").unwrap();
-        assert!(
-            why.starts_with(
-                "version 2 of m has artifact sha256:ff, but the alias moved to it with sha256:02"
-            ),
-            "{why}"
-        );
-        // A version no move recorded is not this check's to judge.
-        assert_eq!(artifact_drift(&history, "m", "3", "sha256:ff"), None);
-    }
-}
+mod tests;
