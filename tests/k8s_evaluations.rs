@@ -780,10 +780,22 @@ fn a_move_waits_for_its_candidate_compared_again_against_what_production_serves_
             "{.status.phase} {.status.baselineVersion} {.spec.baseline.version}",
         )
     };
-    finish_job(&api, "pitch-frames-7-holdout-1", r#"{"metrics": {"f1": 0.85}}"#);
+    finish_job(
+        &api,
+        "pitch-frames-7-holdout-1",
+        r#"{"metrics": {"f1": 0.85}}"#,
+    );
     resolved("7");
-    finish_job(&api, "pitch-frames-8-holdout-1", r#"{"metrics": {"f1": 0.86}}"#);
-    finish_job(&api, "pitch-frames-9-holdout-1", r#"{"metrics": {"f1": 0.87}}"#);
+    finish_job(
+        &api,
+        "pitch-frames-8-holdout-1",
+        r#"{"metrics": {"f1": 0.86}}"#,
+    );
+    finish_job(
+        &api,
+        "pitch-frames-9-holdout-1",
+        r#"{"metrics": {"f1": 0.87}}"#,
+    );
     for v in ["8", "9"] {
         eventually(Duration::from_secs(60), || {
             (evaluation(v) == "Succeeded 7 7").then_some(())
@@ -795,9 +807,13 @@ fn a_move_waits_for_its_candidate_compared_again_against_what_production_serves_
     // 9's result was compared against 7: compared again, against 8.
     move_alias(&api, "9");
     eventually(Duration::from_secs(60), || {
-        get(&api, &["malias", "pitch-frames-production"], "{.status.conditions[0].message}")
-            .contains("waiting for evaluation holdout")
-            .then_some(())
+        get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.conditions[0].message}",
+        )
+        .contains("waiting for evaluation holdout")
+        .then_some(())
     });
     let events = eventually(Duration::from_secs(60), || {
         let said = get(
@@ -812,20 +828,33 @@ fn a_move_waits_for_its_candidate_compared_again_against_what_production_serves_
         (!said.is_empty()).then_some(said)
     });
     assert!(
-        events.contains("compared again, against version 8") && events.contains("compared against version 7"),
+        events.contains("compared again, against version 8")
+            && events.contains("compared against version 7"),
         "{events}"
     );
     wait_for_job(&api, "pitch-frames-9-holdout-1x1");
     assert_ne!(
-        api.kubectl(&["get", "job", "pitch-frames-9-holdout-1x1-baseline"], "admin").code,
+        api.kubectl(
+            &["get", "job", "pitch-frames-9-holdout-1x1-baseline"],
+            "admin"
+        )
+        .code,
         0,
         "8's run was stored: it is not run again"
     );
     assert_eq!(
-        get(&api, &["malias", "pitch-frames-production"], "{.status.resolvedVersion}"),
+        get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.resolvedVersion}"
+        ),
         "8"
     );
-    finish_job(&api, "pitch-frames-9-holdout-1x1", r#"{"metrics": {"f1": 0.87}}"#);
+    finish_job(
+        &api,
+        "pitch-frames-9-holdout-1x1",
+        r#"{"metrics": {"f1": 0.87}}"#,
+    );
     eventually(Duration::from_secs(60), || {
         (evaluation("9") == "Succeeded 8 8").then_some(())
     });
@@ -871,7 +900,11 @@ fn a_move_waits_for_its_candidate_compared_again_against_what_production_serves_
         "{said}"
     );
     assert_eq!(
-        get(&api, &["meval", "pitch-frames-10-holdout"], "{.metadata.ownerReferences}"),
+        get(
+            &api,
+            &["meval", "pitch-frames-10-holdout"],
+            "{.metadata.ownerReferences}"
+        ),
         ""
     );
 }

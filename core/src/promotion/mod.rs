@@ -202,7 +202,12 @@ pub fn promotion(
     // declaration now resolves there) are compared again; any other holds the move.
     let stale = match rollback {
         true => Vec::new(),
-        false => stale_baselines(model, to, results.of(ns, &a.spec.model, to), baselines.aliases),
+        false => stale_baselines(
+            model,
+            to,
+            results.of(ns, &a.spec.model, to),
+            baselines.aliases,
+        ),
     };
     let again = |s: &Stale| {
         (baselines.own)(&s.evaluation)
@@ -300,7 +305,10 @@ impl Stale {
                     format!("candidate.evaluations.{}.baselineVersion", self.suite),
                     Value::from(against),
                 ),
-                ("declared baseline".to_string(), Value::from(expected.clone())),
+                (
+                    "declared baseline".to_string(),
+                    Value::from(expected.clone()),
+                ),
             ]),
             expression: String::new(),
         }

@@ -137,7 +137,12 @@ mod rollback {
     /// predecessor 0, which was better than 1 by more than the tolerance. Decided as if no alias
     /// resolved for the suite's baseline (the baseline checks are [`promote`]'s own tests).
     fn decide(history: Vec<AliasMove>) -> crate::policy::Decision {
-        match promote(history, &result("1", "Passed", 0.80, 0.90, "0"), None, false) {
+        match promote(
+            history,
+            &result("1", "Passed", 0.80, 0.90, "0"),
+            None,
+            false,
+        ) {
             Promotion::Decided(d) => d,
             other => panic!("not decided: {other:?}"),
         }
@@ -218,7 +223,10 @@ mod rollback {
                 assert_eq!(pending, ["eval (compared again against 2)"]);
                 assert_eq!(evaluations.len(), 1);
                 let r = &evaluations[0];
-                assert_eq!((r.evaluation.as_str(), r.baseline.as_str()), ("m-1-eval", "2"));
+                assert_eq!(
+                    (r.evaluation.as_str(), r.baseline.as_str()),
+                    ("m-1-eval", "2")
+                );
                 assert_eq!(r.status.phase, EvaluationPhase::Pending);
                 assert_eq!(r.status.conditions[0].reason, "BaselineMoved");
                 assert!(
@@ -238,7 +246,10 @@ mod rollback {
                 panic!("not decided");
             };
             assert!(!d.allowed);
-            let stale = d.denying_rules().find(|r| r.name == STALE_BASELINE).unwrap();
+            let stale = d
+                .denying_rules()
+                .find(|r| r.name == STALE_BASELINE)
+                .unwrap();
             assert_eq!(stale.policy, "slipway");
             assert!(
                 stale.message.contains(&format!(

@@ -232,7 +232,10 @@ fn production_moves_back_to_a_version_it_served_and_not_to_one_it_never_served()
         held.blocked,
         ["m/production → 3: denied by production/no-primary-metric-regression"]
     );
-    assert_eq!(f.evaluation("m-3-eval").baseline_version.as_deref(), Some("2"));
+    assert_eq!(
+        f.evaluation("m-3-eval").baseline_version.as_deref(),
+        Some("2")
+    );
     assert_eq!(f.runs().len(), runs, "a stored run was run again");
     assert!(
         f.events()

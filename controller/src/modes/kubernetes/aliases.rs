@@ -163,14 +163,20 @@ pub(super) fn own_evaluation(
     else {
         return false;
     };
-    e.metadata.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true) && o.kind == "ModelVersion" && o.uid == uid
-    })
+    e.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.kind == "ModelVersion" && o.uid == uid)
 }
 
 /// Compares evaluations again for a move ([`Promotion::Rebaseline`]): the controller's own is
 /// pinned to the baseline its suite resolves to now; each gets its new status and an event.
-async fn rebaseline(ctx: &Context, ns: &str, evaluations: &[crate::decide::promotion::Rebaseline]) -> Result<(), Error> {
+async fn rebaseline(
+    ctx: &Context,
+    ns: &str,
+    evaluations: &[crate::decide::promotion::Rebaseline],
+) -> Result<(), Error> {
     let api: Api<slipway_crd::Evaluation> = Api::namespaced(ctx.client.clone(), ns);
     let view = ctx.cache.view(ns);
     for r in evaluations {
@@ -184,14 +190,13 @@ async fn rebaseline(ctx: &Context, ns: &str, evaluations: &[crate::decide::promo
                 .await?;
         }
         super::context::replace_status(&api, &r.evaluation, e.status.as_ref(), &r.status).await?;
-        let note = r.status.conditions.first().map(|c| c.message.clone()).unwrap_or_default();
-        super::context::publish(
-            ctx,
-            &e,
-            crate::decide::events::Event::BaselineMoved,
-            note,
-        )
-        .await;
+        let note = r
+            .status
+            .conditions
+            .first()
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        super::context::publish(ctx, &e, crate::decide::events::Event::BaselineMoved, note).await;
     }
     Ok(())
 }

@@ -129,7 +129,12 @@ where
 /// [`apply_status`] of a status that leaves out fields the `old` one had (results, a
 /// baseline): they are removed first. Server-side apply alone would leave an emptied map as
 /// null, which the schema refuses.
-pub async fn replace_status<K, S>(api: &Api<K>, name: &str, old: Option<&S>, status: &S) -> Result<K, kube::Error>
+pub async fn replace_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    old: Option<&S>,
+    status: &S,
+) -> Result<K, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: serde::Serialize,
