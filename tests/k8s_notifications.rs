@@ -368,3 +368,90 @@ fn a_results_token_secret_that_is_not_the_evaluations_is_never_written_over() {
         "Passed"
     );
 }
+
+/// Issue 21 §4: an external system asked to run a suite whose baseline is an alias is told the
+/// version the alias resolves to (and its artifact), as a Job would be — not "no baseline".
+#[test]
+fn a_webhook_runner_is_told_the_baseline_its_alias_resolves_to() {
+    let api = ApiServer::start();
+    api.install_crds();
+    let receiver = http::Receiver::start(0);
+    let model = format!(
+        r#"apiVersion: slipway.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: pitch-frames}}
+spec:
+  evaluations:
+    - name: holdout
+      runner:
+        webhook: {{url: "http://127.0.0.1:{}/ci/dispatch"}}
+      dataset: {{uri: "s3://datasets/pitch-frames/holdout/", digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111"}}
+      baseline: {{alias: production}}
+      gates:
+        - {{metric: f1, op: ">=", value: 0.8}}
+"#,
+        receiver.port
+    );
+    let manifest = [
+        model,
+        versions("pitch-frames", &["7", "8"], "model.json"),
+        production("pitch-frames", "7"),
+    ]
+    .concat();
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &manifest);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let _controller = Controller::start(&api, "controller-a");
+    let dispatched = |version: &str| {
+        eventually(Duration::from_secs(60), || {
+            receiver
+                .requests()
+                .into_iter()
+                .filter(|(path, _, _)| path == "/ci/dispatch")
+                .map(|(_, _, body)| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+                .find(|b| b["version"] == version)
+        })
+    };
+    // 7 is production's first version: compared with nothing.
+    let seven = dispatched("7");
+    assert_eq!(seven["baseline"], serde_json::Value::Null, "{seven}");
+    let (code, answer) = http::post_json(
+        seven["resultsUrl"].as_str().unwrap(),
+        seven["token"].as_str().unwrap(),
+        r#"{"candidate": {"metrics": {"f1": 0.85}}}"#,
+    );
+    assert_eq!(code, 202, "{answer}");
+    // 8 is compared with what production resolves to: 7, its artifact named.
+    let eight = dispatched("8");
+    assert_eq!(
+        eight["baseline"],
+        serde_json::json!({
+            "version": "7",
+            "uri": "s3://models/pitch-frames/7/model.json",
+            "digest": format!("sha256:{:0>64}", 7),
+        }),
+        "{eight}"
+    );
+    assert_eq!(
+        get(
+            &api,
+            &["meval", "pitch-frames-8-holdout"],
+            "{.status.baselineVersion}"
+        ),
+        "7"
+    );
+    // One someone makes of the suite as declared, naming the alias: resolved the same way.
+    let mine = format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: mine-8}}\nspec:\n  model: pitch-frames\n  version: \"8\"\n  suite: holdout\n  runner: {{webhook: {{url: \"http://127.0.0.1:{}/ci/dispatch\"}}}}\n  dataset: {{uri: \"s3://datasets/pitch-frames/holdout/\", digest: \"sha256:1111111111111111111111111111111111111111111111111111111111111111\"}}\n  baseline: {{alias: production}}\n  gates: [{{metric: f1, op: \">=\", value: 0.8}}]\n",
+        receiver.port
+    );
+    let run = api.kubectl_stdin(&["create", "-f", "-"], "admin", &mine);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let theirs = eventually(Duration::from_secs(60), || {
+        receiver
+            .requests()
+            .into_iter()
+            .map(|(_, _, body)| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+            .find(|b| b["evaluation"] == "mine-8")
+    });
+    assert_eq!(theirs["baseline"]["version"], "7", "{theirs}");
+}
