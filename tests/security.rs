@@ -854,3 +854,92 @@ fn an_approved_deletion_removes_that_object_once() {
         "{stderr}"
     );
 }
+
+/// Issue 21 §3 and the "relies on" list: a version label means one artifact, for good. A
+/// version is named after its model and label, so two registrations of one label made at once
+/// meet at the API server; a deleted version's label and artifact are recorded in its model
+/// (the controller's retire finalizer holds the deletion until they are), and the label is never
+/// registered again with another artifact.
+#[test]
+fn a_label_means_one_artifact_even_after_its_version_is_deleted() {
+    let (api, controller) = guarded();
+    let nine = |name: &str, digit: char| {
+        format!(
+            "apiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: {name}, namespace: default}}\nspec: {{model: pitch-frame-classifier, version: \"9\", artifact: {{uri: \"s3://models/pitch-frames/9/model.onnx\", digest: \"sha256:{}\"}}}}\n",
+            digit.to_string().repeat(64)
+        )
+    };
+    refused(
+        &api,
+        "erin",
+        &nine("pfc-nine", 'a'),
+        &["name version 9 of pitch-frame-classifier `pitch-frame-classifier-9`"],
+    );
+    apply(&api, "erin", &nine("pitch-frame-classifier-9", 'a'));
+    eventually(Duration::from_secs(60), || {
+        (get(
+            &api,
+            &["mver", "pitch-frame-classifier-9"],
+            "{.metadata.finalizers}",
+        )
+        .contains("slipway.dev/retire"))
+        .then_some(())
+    });
+    // Its finalizer is not hers to take off.
+    let (code, stderr) = attempt(
+        &api,
+        "erin",
+        &[
+            "patch",
+            "mver",
+            "pitch-frame-classifier-9",
+            "--type=json",
+            "-p",
+            r#"[{"op": "remove", "path": "/metadata/finalizers/0"}]"#,
+        ],
+        "",
+    );
+    assert!(
+        code != 0 && stderr.contains("slipway.dev/retire stays until RegisteredModel pitch-frame-classifier records version 9's artifact as retired"),
+        "{stderr}"
+    );
+    let run = api.kubectl(
+        &[
+            "delete",
+            "mver",
+            "pitch-frame-classifier-9",
+            "--timeout=60s",
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, controller.log());
+    assert_eq!(
+        get(
+            &api,
+            &["rmodel", "pitch-frame-classifier"],
+            "{.status.retiredVersions[0].version} {.status.retiredVersions[0].digest}"
+        ),
+        format!("9 sha256:{}", "a".repeat(64))
+    );
+    // The label comes back only with its artifact.
+    refused(
+        &api,
+        "erin",
+        &nine("pitch-frame-classifier-9", 'b'),
+        &[&format!(
+            "version 9 of pitch-frame-classifier was registered with artifact sha256:{} and deleted",
+            "a".repeat(64)
+        )],
+    );
+    apply(&api, "erin", &nine("pitch-frame-classifier-9", 'a'));
+    // The model's own status writes keep the record.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        get(
+            &api,
+            &["rmodel", "pitch-frame-classifier"],
+            "{.status.retiredVersions}"
+        )
+        .contains(&"a".repeat(64))
+    );
+}

@@ -46,10 +46,13 @@ pub fn status(
         &previous.conditions,
         now,
     );
+    // The retired labels are left out: they are written by the versions' own step (a merge
+    // patch of another field manager), which this apply never takes away.
     Some(RegisteredModelStatus {
         latest_version: latest,
         aliases,
         conditions: vec![ready],
+        retired_versions: Vec::new(),
     })
 }
 

@@ -7,6 +7,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The finalizer the controller puts on a `ModelDeployment` with a SageMaker target: its
+/// endpoint is deleted with it.
+pub const SAGEMAKER_FINALIZER: &str = "slipway.dev/sagemaker-endpoint";
+
 use crate::common::{Condition, Resources};
 
 /// The annotation an operator sets on a `ModelDeployment` to roll a rejected version out again

@@ -9,6 +9,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, DatasetRef};
 
+/// The finalizer the controller puts on every `ModelVersion`: before the version goes, its
+/// model's status records the label and artifact digest as retired (a label means one artifact,
+/// even after its version is deleted).
+pub const RETIRE_FINALIZER: &str = "slipway.dev/retire";
+
+/// The name a `ModelVersion` of `model` with label `version` has in a cluster: two
+/// registrations of one label then meet at the API server, which admits only one.
+pub fn object_name(model: &str, version: &str) -> String {
+    format!("{model}-{version}")
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 /// One trained artifact of a model. `artifact` and `source` never change after creation.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[kube(

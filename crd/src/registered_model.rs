@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -190,4 +191,21 @@ pub struct RegisteredModelStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Labels whose `ModelVersion` was deleted, with the artifact digest each had: such a label
+    /// is never registered again with another artifact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_versions: Vec<RetiredVersion>,
+}
+
+/// A label whose `ModelVersion` was deleted, and its artifact.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiredVersion {
+    /// The version label.
+    pub version: String,
+    /// Its artifact digest.
+    pub digest: String,
+    /// When its `ModelVersion` was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<DateTime<Utc>>,
 }

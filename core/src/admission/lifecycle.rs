@@ -72,6 +72,25 @@ pub(super) fn retired(req: &Request, cluster: &Cluster) -> Option<String> {
         new["spec"]["version"].as_str()?,
         new["spec"]["artifact"]["digest"].as_str()?,
     );
+    // Deleted before: its model's status records the label's artifact.
+    let recorded = cluster
+        .view
+        .catalog
+        .model(&req.namespace, model)
+        .and_then(|m| m.status.as_ref())
+        .and_then(|s| {
+            s.retired_versions
+                .iter()
+                .find(|r| r.version == label && r.digest != digest)
+        });
+    if let Some(r) = recorded {
+        return Some(format!(
+            "version {label} of {model} was registered with artifact {} and deleted \
+             (RegisteredModel {model}, status.retiredVersions): a label means one artifact, even \
+             after its version is deleted; register {digest} under a new label",
+            r.digest
+        ));
+    }
     cluster.view.catalog.objects().iter().find_map(|o| {
         let Resource::ModelAlias(a) = &o.resource else {
             return None;
@@ -96,6 +115,63 @@ pub(super) fn retired(req: &Request, cluster: &Cluster) -> Option<String> {
             before.artifact_digest.as_deref().unwrap_or_default(),
             o.key.name,
         ))
+    })
+}
+
+/// Why a `ModelVersion` may not be created under its name: in a cluster its name is its model
+/// and label ([`slipway_crd::model_version::object_name`]), so two registrations of one label
+/// made at once meet at the API server, which admits only one (the webhook decides from a
+/// watch, which cannot see the other).
+pub(super) fn named(req: &Request) -> Option<String> {
+    if req.kind != "ModelVersion" || req.operation != Operation::Create {
+        return None;
+    }
+    let new = req.object.as_ref()?;
+    let (model, label) = (
+        new["spec"]["model"].as_str()?,
+        new["spec"]["version"].as_str()?,
+    );
+    let wanted = slipway_crd::model_version::object_name(model, label);
+    (req.name != wanted).then(|| {
+        format!(
+            "metadata.name: a ModelVersion is named after its model and label, so that two \
+             registrations of one label meet at the API server, which admits only one; name \
+             version {label} of {model} `{wanted}`"
+        )
+    })
+}
+
+/// Whether `req` takes the controller's retire finalizer off a `ModelVersion` before its model's
+/// status records the label's artifact as retired (the controller takes it off once it has; a
+/// model that is gone, or a namespace being deleted, has nothing to record).
+fn unretired(req: &Request, cluster: &Cluster) -> Option<String> {
+    use slipway_crd::model_version::RETIRE_FINALIZER;
+    let (old, new) = (req.old_object.as_ref()?, req.object.as_ref()?);
+    let holds = |o: &Value| {
+        o["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == RETIRE_FINALIZER))
+    };
+    if req.kind != "ModelVersion" || !holds(old) || holds(new) || req.user == NAMESPACE_CONTROLLER {
+        return None;
+    }
+    let (model, label, digest) = (
+        old["spec"]["model"].as_str()?,
+        old["spec"]["version"].as_str()?,
+        old["spec"]["artifact"]["digest"].as_str()?,
+    );
+    let m = cluster.view.catalog.model(&req.namespace, model)?;
+    let recorded = m.status.as_ref().is_some_and(|s| {
+        s.retired_versions
+            .iter()
+            .any(|r| r.version == label && r.digest == digest)
+    });
+    (!recorded).then(|| {
+        format!(
+            "metadata.finalizers: {RETIRE_FINALIZER} stays until RegisteredModel {model} records \
+             version {label}'s artifact as retired (the controller takes it off when the version \
+             is deleted); delete the version instead"
+        )
     })
 }
 
@@ -142,17 +218,26 @@ pub(super) fn refusal(req: &Request, cluster: &Cluster) -> Option<String> {
             r["name"].as_str().unwrap_or("?")
         ));
     }
+    // The controller's own finalizers are its work to take off: anyone may add them where
+    // the controller acts on them.
+    let slipways = |f: &Value| match (req.kind.as_str(), f.as_str()) {
+        ("ModelVersion", Some(slipway_crd::model_version::RETIRE_FINALIZER)) => true,
+        ("ModelDeployment", Some(slipway_crd::model_deployment::SAGEMAKER_FINALIZER)) => {
+            spec.is_some_and(|s| s["target"]["sagemaker"].is_object())
+        }
+        _ => false,
+    };
     let before = listed(old, "finalizers");
     if let Some(f) = listed(new, "finalizers")
         .into_iter()
-        .find(|f| !before.contains(f))
+        .find(|f| !before.contains(f) && !slipways(f))
     {
         return Some(format!(
             "metadata.finalizers: adding {f} would keep this object from being deleted; \
              Slipway's objects take no finalizers"
         ));
     }
-    None
+    unretired(req, cluster)
 }
 
 #[cfg(test)]
@@ -282,6 +367,92 @@ mod tests {
         );
         let same = format!("sha256:{}", "9".repeat(64));
         assert!(super::retired(&nine(&same), &c.view()).is_none());
+    }
+
+    /// A version is named after its model and label (two at once meet at the API server); its
+    /// label, once deleted, keeps its artifact; the controller's retire finalizer may be added
+    /// but comes off only once the model records the label retired.
+    #[test]
+    fn a_label_keeps_its_artifact_after_its_version_is_deleted() {
+        use slipway_crd::model_version::RETIRE_FINALIZER;
+        let mut objects = cluster(&[]).objects;
+        let model = objects
+            .iter_mut()
+            .find(|o| o["kind"] == "RegisteredModel")
+            .unwrap();
+        model["status"]["retiredVersions"] =
+            json!([{"version": "9", "digest": format!("sha256:{}", "9".repeat(64))}]);
+        let c = super::super::tests::Namespace::of(objects, Vec::new());
+        let create = |name: &str, label: &str, digest: &str| super::super::Request {
+            kind: "ModelVersion".into(),
+            namespace: "default".into(),
+            name: name.into(),
+            operation: slipway_crd::promotion_policy::Operation::Create,
+            user: "erin".into(),
+            groups: vec![],
+            object: Some(
+                json!({"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelVersion",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"model": "pitch-frame-classifier", "version": label,
+                         "artifact": {"uri": "s3://x/9", "digest": digest}}}),
+            ),
+            old_object: None,
+        };
+        let other = format!("sha256:{}", "e".repeat(64));
+        let why = super::retired(&create("pitch-frame-classifier-9", "9", &other), &c.view())
+            .expect("a retired label registered with another artifact");
+        assert!(
+            why.contains(
+                "version 9 of pitch-frame-classifier was registered with artifact sha256:999"
+            ) && why.contains("status.retiredVersions"),
+            "{why}"
+        );
+        let same = format!("sha256:{}", "9".repeat(64));
+        assert!(
+            super::retired(&create("pitch-frame-classifier-9", "9", &same), &c.view()).is_none()
+        );
+        // Named otherwise: refused, with the name to use.
+        let why = super::named(&create("pfc-nine", "9", &same)).unwrap();
+        assert!(
+            why.contains("name version 9 of pitch-frame-classifier `pitch-frame-classifier-9`"),
+            "{why}"
+        );
+        assert!(super::named(&create("pitch-frame-classifier-9", "9", &same)).is_none());
+        assert_eq!(
+            slipway_crd::model_version::object_name("Pitch", "1.0+rc_1"),
+            "pitch-1.0-rc-1"
+        );
+        // The retire finalizer: anyone may add it; off only once the label is recorded.
+        let eight = c
+            .objects
+            .iter()
+            .find(|o| o["kind"] == "ModelVersion" && o["spec"]["version"] == "8")
+            .unwrap()["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let held = edit(&c, "ModelVersion", &eight, "erin", |v| {
+            v["metadata"]["finalizers"] = json!([RETIRE_FINALIZER]);
+        });
+        assert!(super::refusal(&held, &c.view()).is_none());
+        let mut freed = held.clone();
+        freed.old_object = held.object.clone();
+        freed.object = held.old_object.clone();
+        let why = super::refusal(&freed, &c.view()).expect("the retire finalizer was taken off");
+        assert!(why.contains("stays until RegisteredModel pitch-frame-classifier records version 8's artifact as retired"), "{why}");
+        let digest = c
+            .objects
+            .iter()
+            .find(|o| o["kind"] == "ModelVersion" && o["spec"]["version"] == "8")
+            .unwrap()["spec"]["artifact"]["digest"]
+            .clone();
+        let mut objects = c.objects.clone();
+        objects
+            .iter_mut()
+            .find(|o| o["kind"] == "RegisteredModel")
+            .unwrap()["status"]["retiredVersions"] = json!([{"version": "8", "digest": digest}]);
+        let recorded = super::super::tests::Namespace::of(objects, Vec::new());
+        assert!(super::refusal(&freed, &recorded.view()).is_none());
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub fn validate(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict
     if let Some(why) = lifecycle::refusal(req, cluster)
         .or_else(|| lifecycle::in_use(req, cluster))
         .or_else(|| lifecycle::retired(req, cluster))
+        .or_else(|| lifecycle::named(req))
     {
         return Verdict::Denied(format!("{}: {why}", who(req)));
     }

@@ -17,6 +17,7 @@ pub mod models;
 pub mod notify;
 pub mod recorder;
 pub mod results;
+pub mod retire;
 pub mod sagemaker;
 pub mod service_accounts;
 pub mod setup;

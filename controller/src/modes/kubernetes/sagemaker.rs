@@ -22,7 +22,7 @@ use crate::decide::rollout::status::{self, Basis, Endpoint};
 use crate::edges::serving::sagemaker::{Endpoints, Location, Owner};
 
 /// Finalizer on `ModelDeployment`s with a sagemaker target.
-pub const FINALIZER: &str = "slipway.dev/sagemaker-endpoint";
+pub const FINALIZER: &str = slipway_crd::model_deployment::SAGEMAKER_FINALIZER;
 
 async fn blocking<T: Send + 'static>(
     aws: &SageMakerCalls,

@@ -29,6 +29,15 @@ pub async fn reconcile_version(
         return Ok(Requeue::await_change());
     };
     let ns = version.namespace().unwrap_or_else(|| "default".into());
+    if version.metadata.deletion_timestamp.is_some() {
+        super::retire::retire(&ctx, &ns, version).await?;
+        return Ok(Requeue::await_change());
+    }
+    if super::retire::hold(&ctx, &ns, version).await? {
+        // Its change brings the version back, as it is now (so its status and registration
+        // are written from one fresh read, once).
+        return Ok(Requeue::await_change());
+    }
     let view = ctx.cache.view(&ns);
     let catalog = &view.catalog;
     if catalog

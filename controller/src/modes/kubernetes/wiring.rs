@@ -219,9 +219,15 @@ fn deployments(ctx: &Arc<Context>, stop: Shutdown) -> impl std::future::Future<O
         )
         // A version registered (again) is looked at by the deployments of its model: one
         // whose label now names another artifact than its alias moved with stalls.
+        // (Its spec only: its status and metadata — the retire finalizer — change nothing a
+        // deployment serves.)
         .watches_shared_stream(cache.versions.changes(), {
             let store = cache.deployments.store();
+            let version_specs = ChangeFilter::new(&cache.versions, Changes::of_spec());
             move |version: Arc<Guarded<ModelVersion>>| {
+                if !version_specs.counts(&version) {
+                    return Vec::new();
+                }
                 let Ok(v) = &version.0 else {
                     return Vec::new();
                 };
