@@ -112,6 +112,37 @@ fn editing_only_the_suites_script_is_a_change_of_the_suite_that_needs_a_lead() {
     );
 }
 
+/// A symbolic link in the suite's folder stands for what it points at: editing only the file
+/// it reaches elsewhere in the repository is a change of the suite (issue 21 §1).
+#[test]
+fn editing_only_what_a_link_in_the_suites_folder_points_at_is_a_change_of_the_suite() {
+    let (mut repo, main) = repo();
+    let main = repo.commit(
+        "main",
+        Some(main),
+        &[
+            ("shared/metrics.py", Some("def f1(): return 0.5\n")),
+            ("registry/metrics.py", Some("@link:../shared/metrics.py")),
+        ],
+        "shared metrics, linked",
+    );
+    repo.commit(
+        "pr",
+        Some(main),
+        &[("shared/metrics.py", Some("def f1(): return 1.0\n"))],
+        "every candidate passes now",
+    );
+    let (run, json) = plan(&repo);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let c = change(&json, "RegisteredModel");
+    assert_eq!(
+        c["files"],
+        serde_json::json!(["registry/metrics.py"]),
+        "{c}"
+    );
+    assert_eq!(c["decision"]["approvals"][0]["name"], "ml-lead", "{c}");
+}
+
 #[test]
 fn editing_only_the_serving_script_is_a_change_of_the_production_deployment() {
     let (mut repo, main) = repo();

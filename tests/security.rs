@@ -875,16 +875,21 @@ fn a_label_means_one_artifact_even_after_its_version_is_deleted() {
         &nine("pfc-nine", 'a'),
         &["name version 9 of pitch-frame-classifier `pitch-frame-classifier-9`"],
     );
-    apply(&api, "erin", &nine("pitch-frame-classifier-9", 'a'));
-    eventually(Duration::from_secs(60), || {
-        (get(
+    // Held from the moment it is created (the mutating webhook), so no deletion comes first.
+    let run = api.kubectl_stdin(
+        &["create", "-f", "-"],
+        "erin",
+        &nine("pitch-frame-classifier-9", 'a'),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        get(
             &api,
             &["mver", "pitch-frame-classifier-9"],
-            "{.metadata.finalizers}",
-        )
-        .contains("slipway.dev/retire"))
-        .then_some(())
-    });
+            "{.metadata.finalizers}"
+        ),
+        r#"["slipway.dev/retire"]"#
+    );
     // Its finalizer is not hers to take off.
     let (code, stderr) = attempt(
         &api,

@@ -164,6 +164,33 @@ fn command(
     }
 }
 
+/// `listing` with each symbolic link (`links`: its path → the path it points to, as git stores
+/// it) standing for what it points at: its id is the link's own and its target's content
+/// ([`content`]), so a change of a file a link reaches inside the repository is a change of
+/// the folder that holds the link. A link that leaves the repository (absolute, or `..` past
+/// its root) keeps only its own id and says where it points: no plan can show what is there.
+/// A link to a link reaches that link's own id.
+pub fn followed(listing: &Listing, links: &BTreeMap<String, String>) -> Listing {
+    let mut out = listing.clone();
+    let none = BTreeSet::new();
+    for (link, target) in links {
+        let dir = link.rsplit_once('/').map_or("", |(d, _)| d);
+        let own = listing.get(link).cloned().unwrap_or_default();
+        let reached = match join(dir, target.trim()) {
+            Some(t) if !t.is_empty() && t != *link => match content(listing, &t, &none) {
+                Some(c) => c,
+                None => format!("{t} (missing)"),
+            },
+            _ => format!("outside the repository: {}", target.trim()),
+        };
+        out.insert(
+            link.clone(),
+            hex(&Sha256::digest(format!("{own}->{reached}").as_bytes())),
+        );
+    }
+    out
+}
+
 /// Whether `path` is a file of `listing` or a folder holding some.
 pub fn present(listing: &Listing, path: &str) -> bool {
     listing.contains_key(path) || under(listing, path).next().is_some()

@@ -80,7 +80,7 @@ pub fn webhook_configurations(port: u16) -> String {
     let rules = "  rules:\n  - apiGroups: [slipway.dev]\n    apiVersions: [v1alpha1]\n    operations: [CREATE, UPDATE, DELETE]\n    resources: [\"*\"]\n    scope: Namespaced\n";
     let common = "  sideEffects: None\n  admissionReviewVersions: [v1]\n  failurePolicy: Fail\n  timeoutSeconds: 10\n";
     format!(
-        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: slipway}}\nwebhooks:\n- name: validate.slipway.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/validate\"}}\n{rules}{common}---\napiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: slipway}}\nwebhooks:\n- name: stamp.slipway.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/mutate\"}}\n  rules:\n  - apiGroups: [slipway.dev]\n    apiVersions: [v1alpha1]\n    operations: [CREATE]\n    resources: [approvals]\n    scope: Namespaced\n{common}"
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: slipway}}\nwebhooks:\n- name: validate.slipway.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/validate\"}}\n{rules}{common}---\napiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: slipway}}\nwebhooks:\n- name: stamp.slipway.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/mutate\"}}\n  rules:\n  - apiGroups: [slipway.dev]\n    apiVersions: [v1alpha1]\n    operations: [CREATE]\n    resources: [approvals, modelversions]\n    scope: Namespaced\n{common}"
     )
 }
 

@@ -116,13 +116,18 @@ impl GitRepo {
         for (path, content) in files {
             match content {
                 Some(c) => {
+                    // `@link:TARGET` makes a symbolic link to TARGET.
+                    let (mode, c) = match c.strip_prefix("@link:") {
+                        Some(target) => (0o120000, target),
+                        None => (0o100644, *c),
+                    };
                     let blob = self.repo.blob(c.as_bytes()).expect("blob");
                     let entry = git2::IndexEntry {
                         ctime: git2::IndexTime::new(0, 0),
                         mtime: git2::IndexTime::new(0, 0),
                         dev: 0,
                         ino: 0,
-                        mode: 0o100644,
+                        mode,
                         uid: 0,
                         gid: 0,
                         file_size: c.len() as u32,

@@ -7,6 +7,7 @@ use super::{PlanArgs, PlanFormat, print_out};
 use crate::decide::catalog::results::Results;
 use crate::decide::catalog::{Catalog, ObjectKey, Resource, SourceFile};
 use crate::decide::diagnostics::Diagnostic;
+use crate::decide::files;
 use crate::decide::plan::{self, PlanInputs, Rev, render};
 use crate::decide::policy::approvals::{Review, SignOffs};
 use crate::decide::promotion::Served;
@@ -267,12 +268,15 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
 
     let (results, result_diags) = read_results(args.results.as_deref(), &head)?;
     let registry = args.path.trim_matches('/').to_string();
+    let head_listing = repo.listing(&head_rev)?;
+    let digest_errors = verify_digests(&repo, &head, &head_listing, &registry)?;
+    // A symbolic link stands for what it points at: a change there is a change of the folder
+    // that holds the link.
     let files = plan::Files {
-        base: repo.listing(&base_rev)?,
-        head: repo.listing(&head_rev)?,
+        base: files::followed(&repo.listing(&base_rev)?, &repo.links(&base_rev)?),
+        head: files::followed(&head_listing, &repo.links(&head_rev)?),
         registry,
     };
-    let digest_errors = verify_digests(&repo, &head, &files.head, &files.registry)?;
     let reviews = match &args.reviews {
         Some(p) => read_reviews(p)?,
         None => Vec::new(),

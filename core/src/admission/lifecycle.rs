@@ -8,6 +8,7 @@ use slipway_crd::promotion_policy::Operation;
 
 /// Kubernetes' controller that deletes what is in a namespace being deleted.
 const NAMESPACE_CONTROLLER: &str = "system:serviceaccount:kube-system:namespace-controller";
+const GARBAGE_COLLECTOR: &str = "system:serviceaccount:kube-system:generic-garbage-collector";
 
 /// Why a `ModelVersion` may not be deleted now: an alias resolves to it or names it, or a
 /// deployment serves it, rolls it out or pins it — deleting it would let its label be
@@ -141,6 +142,23 @@ pub(super) fn named(req: &Request) -> Option<String> {
     })
 }
 
+/// The JSON patch that gives a new `ModelVersion` the controller's retire finalizer as it is
+/// created (mutating admission), so that no deletion can come before it (the controller adds
+/// it too, to versions made while the webhook was not called).
+pub(super) fn held_from_the_start(req: &Request) -> Option<Value> {
+    use slipway_crd::model_version::RETIRE_FINALIZER;
+    let finalizers = &req.object.as_ref()?["metadata"]["finalizers"];
+    match finalizers.as_array() {
+        Some(f) if f.iter().any(|f| f == RETIRE_FINALIZER) => None,
+        Some(_) => Some(serde_json::json!([
+            {"op": "add", "path": "/metadata/finalizers/-", "value": RETIRE_FINALIZER}
+        ])),
+        None => Some(serde_json::json!([
+            {"op": "add", "path": "/metadata/finalizers", "value": [RETIRE_FINALIZER]}
+        ])),
+    }
+}
+
 /// Whether `req` takes the controller's retire finalizer off a `ModelVersion` before its model's
 /// status records the label's artifact as retired (the controller takes it off once it has; a
 /// model that is gone, or a namespace being deleted, has nothing to record).
@@ -152,7 +170,15 @@ fn unretired(req: &Request, cluster: &Cluster) -> Option<String> {
             .as_array()
             .is_some_and(|f| f.iter().any(|f| f == RETIRE_FINALIZER))
     };
-    if req.kind != "ModelVersion" || !holds(old) || holds(new) || req.user == NAMESPACE_CONTROLLER {
+    // The operator's groups (those that may withdraw any approval) may take it off by hand,
+    // when the controller cannot record (its model's status full, say).
+    let operator = req.groups.iter().any(|g| cluster.withdrawers.contains(g));
+    if req.kind != "ModelVersion"
+        || !holds(old)
+        || holds(new)
+        || req.user == NAMESPACE_CONTROLLER
+        || operator
+    {
         return None;
     }
     let (model, label, digest) = (
@@ -210,6 +236,22 @@ pub(super) fn refusal(req: &Request, cluster: &Cluster) -> Option<String> {
                 .is_some_and(|v| v.starts_with("slipway.dev/"))
             && version_uid.as_deref().is_some_and(|uid| r["uid"] == uid)
     };
+    // Nor is an evaluation's reference to its version taken away (but by the garbage
+    // collector): the controller would no longer know it for its own.
+    let removed = before
+        .iter()
+        .find(|r| !listed(new, "ownerReferences").contains(r) && r["kind"] == "ModelVersion");
+    if let (Some(r), Some(_)) = (removed, new)
+        && req.kind == "Evaluation"
+        && req.user != GARBAGE_COLLECTOR
+        && req.user != NAMESPACE_CONTROLLER
+    {
+        return Some(format!(
+            "metadata.ownerReferences: the reference to ModelVersion {} is how Slipway knows \
+             this evaluation for its own; it stays (delete the evaluation instead)",
+            r["name"].as_str().unwrap_or("?")
+        ));
+    }
     if let Some(r) = added.iter().find(|r| !own(r)) {
         return Some(format!(
             "metadata.ownerReferences: an owner reference to {} {} would let its deletion \
@@ -453,6 +495,22 @@ mod tests {
             .unwrap()["status"]["retiredVersions"] = json!([{"version": "8", "digest": digest}]);
         let recorded = super::super::tests::Namespace::of(objects, Vec::new());
         assert!(super::refusal(&freed, &recorded.view()).is_none());
+        // An operator may take it off by hand (when the controller cannot record).
+        let mut by_operator = freed.clone();
+        by_operator.groups = vec!["system:masters".into()];
+        let operators = ["system:masters".to_string()];
+        let mut cluster = c.view();
+        cluster.withdrawers = &operators;
+        assert!(super::refusal(&by_operator, &cluster).is_none());
+        assert!(super::refusal(&by_operator, &c.view()).is_some());
+        // The mutating webhook holds a new version from the start.
+        let new = create("pitch-frame-classifier-9", "9", &same);
+        assert_eq!(
+            super::held_from_the_start(&new),
+            Some(
+                json!([{"op": "add", "path": "/metadata/finalizers", "value": [RETIRE_FINALIZER]}])
+            )
+        );
     }
 
     #[test]

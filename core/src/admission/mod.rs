@@ -106,6 +106,9 @@ pub fn validate(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict
 /// (the candidate's, as registered) — when left out. A different approver is left alone, for
 /// validation to refuse with an explanation.
 pub fn stamp(req: &Request, cluster: &Cluster) -> Option<Value> {
+    if req.kind == "ModelVersion" && req.operation == Operation::Create {
+        return lifecycle::held_from_the_start(req);
+    }
     if req.kind != "Approval" || req.operation != Operation::Create {
         return None;
     }

@@ -206,6 +206,29 @@ impl GitRepo {
         Ok(out)
     }
 
+    /// The symbolic links at `rev`: each link's path → the path it points to (as git stores
+    /// it, the link's blob).
+    pub fn links(&self, rev: &Revision) -> Result<BTreeMap<String, String>, GitError> {
+        let tree = self
+            .repo
+            .find_commit(git2::Oid::from_str(&rev.commit)?)?
+            .tree()?;
+        let mut links = Vec::new();
+        tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(ObjectType::Blob) && entry.filemode() == 0o120000 {
+                let name = entry.name().unwrap_or_default();
+                links.push((format!("{dir}{name}"), entry.id()));
+            }
+            TreeWalkResult::Ok
+        })?;
+        let mut out = BTreeMap::new();
+        for (path, id) in links {
+            let target = self.repo.find_blob(id)?.content().to_vec();
+            out.insert(path, String::from_utf8_lossy(&target).into_owned());
+        }
+        Ok(out)
+    }
+
     /// What `path` holds at `rev` (a file, or a folder's files), if anything.
     pub fn content(
         &self,

@@ -183,15 +183,28 @@ async fn rebaseline(
         let Some(e) = api.get_opt(&r.evaluation).await? else {
             continue;
         };
+        // Decided on the cache: still a finished comparison against another version, as read
+        // now? (An attempt already under way, or a comparison already made, is left alone.)
+        let fresh = e.status.clone().unwrap_or_default();
+        if fresh.phase != slipway_crd::evaluation::EvaluationPhase::Succeeded
+            || fresh.baseline_version.as_deref() == Some(r.baseline.as_str())
+        {
+            continue;
+        }
+        let status = crate::decide::evaluation::lifecycle::rebaseline(
+            &fresh,
+            &r.evaluation,
+            &r.baseline,
+            chrono::Utc::now(),
+        );
         if own_evaluation(&view.catalog, ns, &e) {
             // A merge patch: the rest of the spec stays as the version's reconciler applied it.
             let pin = json!({"spec": {"baseline": {"version": r.baseline, "alias": null}}});
             api.patch(&r.evaluation, &PatchParams::default(), &Patch::Merge(&pin))
                 .await?;
         }
-        super::context::replace_status(&api, &r.evaluation, e.status.as_ref(), &r.status).await?;
-        let note = r
-            .status
+        super::context::replace_status(&api, &r.evaluation, Some(&fresh), &status).await?;
+        let note = status
             .conditions
             .first()
             .map(|c| c.message.clone())

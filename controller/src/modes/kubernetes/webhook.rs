@@ -232,7 +232,11 @@ async fn mutate(
     match stamped {
         Ok(r) => axum::Json(r.into_review()),
         // A patch Slipway built and cannot encode is a bug; refuse rather than admit unstamped.
-        Err(e) => refuse(response, 500, &format!("cannot stamp the approval: {e}")),
+        Err(e) => refuse(
+            response,
+            500,
+            &format!("cannot stamp the {}: {e}", req.kind),
+        ),
     }
 }
 
