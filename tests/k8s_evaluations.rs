@@ -745,6 +745,22 @@ fn evaluations_of_versions_that_do_not_exist_tie_nothing_up() {
     );
 }
 
+/// The messages of the events with `reason` on object `name`, once there are some.
+fn said(api: &ApiServer, name: &str, reason: &str) -> String {
+    eventually(Duration::from_secs(60), || {
+        let said = get(
+            api,
+            &[
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={name},reason={reason}"),
+            ],
+            "{.items[*].message}",
+        );
+        (!said.is_empty()).then_some(said)
+    })
+}
+
 /// Issue 21 §4: a result counts for a move only if it was compared against what its suite's
 /// baseline resolves to now. Version 9 was compared against 7; production serves 8 when it is
 /// asked to move to 9: the controller compares 9's evaluation again against 8 (its spec pinned
@@ -815,18 +831,7 @@ fn a_move_waits_for_its_candidate_compared_again_against_what_production_serves_
         .contains("waiting for evaluation holdout")
         .then_some(())
     });
-    let events = eventually(Duration::from_secs(60), || {
-        let said = get(
-            &api,
-            &[
-                "events",
-                "--field-selector",
-                "involvedObject.name=pitch-frames-9-holdout,reason=BaselineMoved",
-            ],
-            "{.items[*].message}",
-        );
-        (!said.is_empty()).then_some(said)
-    });
+    let events = said(&api, "pitch-frames-9-holdout", "BaselineMoved");
     assert!(
         events.contains("compared again, against version 8")
             && events.contains("compared against version 7"),
@@ -883,18 +888,7 @@ fn a_move_waits_for_its_candidate_compared_again_against_what_production_serves_
         &versions("pitch-frames", &["10"], "model.json"),
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let said = eventually(Duration::from_secs(60), || {
-        let said = get(
-            &api,
-            &[
-                "events",
-                "--field-selector",
-                "involvedObject.name=pitch-frames-10,reason=Stalled",
-            ],
-            "{.items[*].message}",
-        );
-        (!said.is_empty()).then_some(said)
-    });
+    let said = said(&api, "pitch-frames-10", "Stalled");
     assert!(
         said.contains("Evaluation pitch-frames-10-holdout exists and is not Slipway's own"),
         "{said}"

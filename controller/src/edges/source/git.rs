@@ -191,35 +191,41 @@ impl GitRepo {
 
     /// Every file of the repository at a revision: path → blob id.
     pub fn listing(&self, rev: &Revision) -> Result<BTreeMap<String, String>, GitError> {
+        let mut out = BTreeMap::new();
+        self.blobs(rev, |path, entry| {
+            out.insert(path, entry.id().to_string());
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `each` with every blob of the tree at `rev` and its path.
+    fn blobs(
+        &self,
+        rev: &Revision,
+        mut each: impl FnMut(String, &git2::TreeEntry<'_>),
+    ) -> Result<(), GitError> {
         let tree = self
             .repo
             .find_commit(git2::Oid::from_str(&rev.commit)?)?
             .tree()?;
-        let mut out = BTreeMap::new();
         tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
             if entry.kind() == Some(ObjectType::Blob) {
                 let name = entry.name().unwrap_or_default();
-                out.insert(format!("{dir}{name}"), entry.id().to_string());
+                each(format!("{dir}{name}"), entry);
             }
             TreeWalkResult::Ok
         })?;
-        Ok(out)
+        Ok(())
     }
 
     /// The symbolic links at `rev`: each link's path → the path it points to (as git stores
     /// it, the link's blob).
     pub fn links(&self, rev: &Revision) -> Result<BTreeMap<String, String>, GitError> {
-        let tree = self
-            .repo
-            .find_commit(git2::Oid::from_str(&rev.commit)?)?
-            .tree()?;
         let mut links = Vec::new();
-        tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-            if entry.kind() == Some(ObjectType::Blob) && entry.filemode() == 0o120000 {
-                let name = entry.name().unwrap_or_default();
-                links.push((format!("{dir}{name}"), entry.id()));
+        self.blobs(rev, |path, entry| {
+            if entry.filemode() == 0o120000 {
+                links.push((path, entry.id()));
             }
-            TreeWalkResult::Ok
         })?;
         let mut out = BTreeMap::new();
         for (path, id) in links {

@@ -30,6 +30,18 @@ pub async fn hold(ctx: &Context, ns: &str, version: &ModelVersion) -> Result<boo
     }
     let mut finalizers = version.finalizers().to_vec();
     finalizers.push(RETIRE_FINALIZER.to_string());
+    set_finalizers(ctx, ns, version, &finalizers).await?;
+    Ok(true)
+}
+
+/// Writes `version`'s finalizers (the resource version makes the patch fail, to be tried
+/// again, if the version changed since it was read).
+async fn set_finalizers(
+    ctx: &Context,
+    ns: &str,
+    version: &ModelVersion,
+    finalizers: &[String],
+) -> Result<(), Error> {
     let patch = json!({"metadata": {
         "finalizers": finalizers,
         "resourceVersion": version.resource_version(),
@@ -41,7 +53,7 @@ pub async fn hold(ctx: &Context, ns: &str, version: &ModelVersion) -> Result<boo
         &Patch::Merge(&patch),
     )
     .await?;
-    Ok(true)
+    Ok(())
 }
 
 /// A version being deleted: its label and artifact go into its model's `retiredVersions`
@@ -83,21 +95,11 @@ pub async fn retire(ctx: &Context, ns: &str, version: &ModelVersion) -> Result<(
             tracing::info!(model = %model, version = %label, namespace = %ns, "version retired: its label keeps its artifact");
         }
     }
-    let rest: Vec<&String> = version
+    let rest: Vec<String> = version
         .finalizers()
         .iter()
         .filter(|f| *f != RETIRE_FINALIZER)
+        .cloned()
         .collect();
-    let patch = json!({"metadata": {
-        "finalizers": rest,
-        "resourceVersion": version.resource_version(),
-    }});
-    let api: Api<ModelVersion> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch(
-        &version.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
+    set_finalizers(ctx, ns, version, &rest).await
 }
