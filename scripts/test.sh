@@ -13,6 +13,12 @@ if ! command -v buildah >/dev/null || ! command -v mmdebstrap >/dev/null; then
   echo "installing buildah and mmdebstrap"
   apt-get -qq update >/dev/null && apt-get -qq install -y buildah mmdebstrap >/dev/null
 fi
+# Debian's prometheus: the server rollout metrics are queried from (tests/cli_run_metrics.rs,
+# tests/k8s_metrics.rs). Its package's service is not started (the tests start their own).
+if ! command -v prometheus >/dev/null; then
+  echo "installing prometheus"
+  apt-get -qq update >/dev/null && apt-get -qq install -y --no-install-recommends prometheus >/dev/null
+fi
 # Debian's libfaketime: the unit tests run again with the clock a year ahead (below).
 if ! command -v faketime >/dev/null; then
   echo "installing faketime"

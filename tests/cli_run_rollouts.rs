@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::git_mode::{
-    events, get, predict, quickstart, router_port, run_once_with_traffic, serve, set_production,
-    signal, spawn_slipway, terminate,
+    add_broken_version, events, get, predict, quickstart, router_port, run_once_with_traffic,
+    serve, set_production, signal, spawn_slipway, terminate,
 };
 use support::{eventually, slipway, slipway_env};
 
@@ -105,35 +105,6 @@ fn a_canary_that_sees_no_traffic_is_not_promoted() {
         rolled.contains("all traffic is back on version 7"),
         "{rolled}"
     );
-}
-
-/// Adds version 9: the same centroids as 8 (so it passes evaluation) but a model file its server
-/// cannot serve, so every prediction through it fails.
-fn add_broken_version(work: &Path) {
-    use sha2::{Digest, Sha256};
-    let reg = work.join("registry");
-    let good = std::fs::read_to_string(reg.join("models/pitch-frames-8.json")).unwrap();
-    let broken = good.replace(
-        "\"kind\": \"nearest-centroid\"",
-        "\"kind\": \"nearest-centroid-v2\"",
-    );
-    assert_ne!(good, broken);
-    std::fs::write(reg.join("models/pitch-frames-9.json"), &broken).unwrap();
-    // The evaluation reads any centroid model; only the server insists on the kind it knows.
-    let eval = std::fs::read_to_string(reg.join("evaluate.py")).unwrap();
-    assert!(
-        !eval.contains("nearest-centroid\""),
-        "evaluate.py must not check the model kind"
-    );
-    let digest: String = Sha256::digest(broken.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut versions = std::fs::read_to_string(reg.join("versions.yaml")).unwrap();
-    versions.push_str(&format!(
-        "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: pitch-frames-9}}\nspec:\n  model: pitch-frames\n  version: \"9\"\n  artifact: {{uri: models/pitch-frames-9.json, digest: \"sha256:{digest}\"}}\n"
-    ));
-    std::fs::write(reg.join("versions.yaml"), versions).unwrap();
 }
 
 #[test]

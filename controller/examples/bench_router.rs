@@ -155,7 +155,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let router = TrafficRouter::start(0).await.expect("router");
+        let router = TrafficRouter::start(0, None).await.expect("router");
 
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

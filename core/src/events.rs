@@ -63,7 +63,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, for metrics that list each one from the start.
-    pub const ALL: [Event; 30] = [
+    pub const ALL: [Event; 31] = [
         Event::VersionRegistered,
         Event::JobStarted,
         Event::Dispatched,
@@ -81,6 +81,7 @@ impl Event {
         Event::Rollout(RolloutEventKind::RolloutFailed),
         Event::Rollout(RolloutEventKind::RolloutSuperseded),
         Event::Rollout(RolloutEventKind::RetryRequested),
+        Event::Rollout(RolloutEventKind::AnalysisMeasured),
         Event::ServerRestarted,
         Event::OutOfSync,
         Event::SageMakerError,

@@ -71,8 +71,9 @@ pub const ERROR_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait after transient errors.
 pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// How many rollout events a `ModelDeployment`'s status keeps (newest last).
-pub const ROLLOUT_HISTORY: usize = 50;
+/// How many rollout events a `ModelDeployment`'s status keeps (newest last): room for a
+/// rollout's metric measurements beside its steps.
+pub const ROLLOUT_HISTORY: usize = 200;
 
 /// Reconciles one Kubernetes-mode controller runs at once. Unbounded, a burst (2,000 new
 /// versions) holds every request and response in memory together and queues them at the API

@@ -3,6 +3,7 @@
 //! This crate has no controller dependencies; the `slipway` binary and any other client can use it.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod approval;
 pub mod common;
 pub mod evaluation;

@@ -261,6 +261,9 @@ pub struct Analysis {
     /// CloudWatch alarms that roll a SageMaker deployment back when they fire.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<String>,
+    /// Metrics measured from a provider during every canary step; a failed one rolls back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<crate::analysis::Metric>,
 }
 
 /// Rollout phase of a deployment.
@@ -350,6 +353,9 @@ pub struct ModelDeploymentStatus {
     /// Rollout steps, newest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutEvent>,
+    /// The metric analysis of the current (or last) canary step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::analysis::AnalysisStatus>,
     /// The SageMaker endpoint, as last seen (sagemaker target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<Box<EndpointStatus>>,
@@ -384,6 +390,8 @@ pub enum RolloutEventKind {
     RolloutSuperseded,
     /// An operator asked for a rejected version to be rolled out again.
     RetryRequested,
+    /// A metric of the analysis was measured (its value and verdict).
+    AnalysisMeasured,
 }
 
 impl RolloutEventKind {
@@ -397,6 +405,7 @@ impl RolloutEventKind {
             RolloutEventKind::RolloutFailed => "RolloutFailed",
             RolloutEventKind::RolloutSuperseded => "RolloutSuperseded",
             RolloutEventKind::RetryRequested => "RetryRequested",
+            RolloutEventKind::AnalysisMeasured => "AnalysisMeasured",
         }
     }
 

@@ -232,3 +232,32 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Adds version 9: the same centroids as 8 (so it passes evaluation) but a model file its server
+/// cannot serve, so every prediction through it fails.
+pub fn add_broken_version(work: &Path) {
+    use sha2::{Digest, Sha256};
+    let reg = work.join("registry");
+    let good = std::fs::read_to_string(reg.join("models/pitch-frames-8.json")).unwrap();
+    let broken = good.replace(
+        "\"kind\": \"nearest-centroid\"",
+        "\"kind\": \"nearest-centroid-v2\"",
+    );
+    assert_ne!(good, broken);
+    std::fs::write(reg.join("models/pitch-frames-9.json"), &broken).unwrap();
+    // The evaluation reads any centroid model; only the server insists on the kind it knows.
+    let eval = std::fs::read_to_string(reg.join("evaluate.py")).unwrap();
+    assert!(
+        !eval.contains("nearest-centroid\""),
+        "evaluate.py must not check the model kind"
+    );
+    let digest: String = Sha256::digest(broken.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut versions = std::fs::read_to_string(reg.join("versions.yaml")).unwrap();
+    versions.push_str(&format!(
+        "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: pitch-frames-9}}\nspec:\n  model: pitch-frames\n  version: \"9\"\n  artifact: {{uri: models/pitch-frames-9.json, digest: \"sha256:{digest}\"}}\n"
+    ));
+    std::fs::write(reg.join("versions.yaml"), versions).unwrap();
+}

@@ -62,6 +62,8 @@ pub fn post_results(port: u16, evaluation: &str, token: &str, body: &str) -> (u1
 pub struct Receiver {
     pub port: u16,
     got: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// The body of a 200 answer (JSON; empty by default).
+    answer: Arc<Mutex<String>>,
 }
 
 impl Receiver {
@@ -70,6 +72,8 @@ impl Receiver {
         let port = listener.local_addr().unwrap().port();
         let got = Arc::new(Mutex::new(Vec::new()));
         let seen = got.clone();
+        let answer = Arc::new(Mutex::new(String::new()));
+        let body_of = answer.clone();
         std::thread::spawn(move || {
             let mut n = 0;
             for stream in listener.incoming() {
@@ -112,13 +116,31 @@ impl Receiver {
                     headers,
                     String::from_utf8_lossy(&body).into_owned(),
                 ));
+                let body = if status.starts_with("200") {
+                    body_of.lock().unwrap().clone()
+                } else {
+                    String::new()
+                };
                 let _ = stream.write_all(
-                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
                 );
             }
         });
-        Receiver { port, got }
+        Receiver { port, got, answer }
+    }
+
+    /// Answers 200s with `body` from now on.
+    pub fn answer_with(&self, body: &str) {
+        *self.answer.lock().unwrap() = body.to_string();
+    }
+
+    /// Its address.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Forgets the requests so far.

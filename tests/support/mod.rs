@@ -12,6 +12,7 @@ pub mod k8s_mode;
 pub mod kubelet;
 pub mod moto;
 pub mod parity_homes;
+pub mod prometheus;
 pub mod registry;
 pub mod sagemaker;
 

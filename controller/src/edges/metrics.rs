@@ -43,6 +43,44 @@ pub struct ByOutcome {
     pub outcome: String,
 }
 
+/// Label set: one version behind a local router.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByVersion {
+    /// The deployment's namespace.
+    pub namespace: String,
+    /// The deployment.
+    pub deployment: String,
+    /// The version.
+    pub version: String,
+}
+
+/// A histogram of request durations (1 ms to 16 s).
+fn request_durations() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// What local routers observe per version (git mode's `local` target): what a metric of a
+/// rollout's analysis queries from a Prometheus that scrapes `/metrics`.
+#[derive(Clone)]
+pub struct Traffic {
+    /// Requests forwarded.
+    pub requests: Family<ByVersion, Counter>,
+    /// Of them, answered 5xx or not at all.
+    pub errors: Family<ByVersion, Counter>,
+    /// Their durations, in seconds.
+    pub latency: Family<ByVersion, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            requests: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(request_durations),
+        }
+    }
+}
+
 /// The metrics of both homes.
 pub struct Metrics {
     /// The registry `/metrics` encodes (prefix `slipway`).
@@ -59,6 +97,8 @@ pub struct Metrics {
     pub failures: Family<ByController, Counter>,
     /// Failed reconciles by kind and error category.
     pub errors: Family<ByError, Counter>,
+    /// Local routers' traffic per version.
+    pub traffic: Traffic,
 }
 
 impl Default for Metrics {
@@ -92,6 +132,22 @@ impl Default for Metrics {
             "Failed reconciles by kind and error category",
             errors.clone(),
         );
+        let traffic = Traffic::default();
+        registry.register(
+            "router_requests",
+            "Requests a local router forwarded, per version",
+            traffic.requests.clone(),
+        );
+        registry.register(
+            "router_errors",
+            "Requests a local router forwarded that were answered 5xx or not at all, per version",
+            traffic.errors.clone(),
+        );
+        registry.register(
+            "router_request_duration_seconds",
+            "Durations of the requests a local router forwarded, per version",
+            traffic.latency.clone(),
+        );
         // Every series a dashboard or alert names exists from the start, at 0.
         for e in Happened::ALL.into_iter().filter(|e| e.in_history()) {
             let _ = events.get_or_create(&ByEvent {
@@ -111,6 +167,7 @@ impl Default for Metrics {
             reconciles,
             failures,
             errors,
+            traffic,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod progress;
+pub mod providers;
 pub mod runners;
 pub mod serving;
 pub mod source;

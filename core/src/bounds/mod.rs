@@ -438,6 +438,23 @@ impl Bounds {
                 if let Some(s) = &d.spec.target.sagemaker {
                     out.extend(self.sagemaker(s));
                 }
+                // A metric's provider is asked from the controller: where it may go, and the
+                // secrets its headers carry.
+                let metrics = d.spec.strategy.analysis.iter().flat_map(|a| &a.metrics);
+                for (i, m) in metrics.enumerate() {
+                    let field = format!("spec.strategy.analysis.metrics[{i}].provider");
+                    if let Some(p) = &m.provider.prometheus {
+                        self.webhook(
+                            &format!("{field}.prometheus"),
+                            &p.address,
+                            &Default::default(),
+                            &mut out,
+                        );
+                    }
+                    if let Some(h) = &m.provider.http {
+                        self.webhook(&format!("{field}.http"), &h.url, &h.headers, &mut out);
+                    }
+                }
             }
             _ => {}
         }

@@ -244,3 +244,36 @@ fn git_mode_reads_only_the_secrets_the_operator_names() {
     );
     assert!(escaped.unwrap_err().contains("`..`"));
 }
+
+/// Issue 22: a metric's provider is asked by the controller, so it goes only where the operator
+/// allows, and its headers carry Secrets only (not the controller's environment or files).
+#[test]
+fn a_metric_provider_is_a_destination_and_its_headers_secrets() {
+    let d: slipway_crd::ModelDeployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "slipway.dev/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "api", "namespace": "ml"},
+        "spec": {"model": "m", "alias": "production",
+                 "target": {"local": {"command": ["serve"], "port": 9000}},
+                 "strategy": {"type": "Canary", "steps": [{"weight": 20}], "analysis": {"metrics": [
+                     {"name": "errors", "successCondition": "result < 0.1",
+                      "provider": {"prometheus": {"address": "http://169.254.169.254", "query": "up"}}},
+                     {"name": "accuracy", "successCondition": "result > 0.9",
+                      "provider": {"http": {"url": "https://q.ci.example.com/a",
+                                            "headers": {"Authorization": {"env": "AWS_SECRET_ACCESS_KEY"}}}}}]}}}
+    }))
+    .unwrap();
+    let fields: Vec<String> = bounds()
+        .check(&Resource::ModelDeployment(d.into()))
+        .into_iter()
+        .map(|b| format!("{}: {}", b.field, b.message))
+        .collect();
+    assert_eq!(fields.len(), 2, "{fields:#?}");
+    assert!(
+        fields[0].starts_with("spec.strategy.analysis.metrics[0].provider.prometheus.url: host 169.254.169.254 is not among the destinations"),
+        "{fields:#?}"
+    );
+    assert!(
+        fields[1].starts_with("spec.strategy.analysis.metrics[1].provider.http.headers.Authorization: env: and file: secret references"),
+        "{fields:#?}"
+    );
+}

@@ -66,12 +66,18 @@ impl std::fmt::Debug for CompiledExpr {
     }
 }
 
-/// Compiles `source`, rejecting unknown variables and functions.
+/// Compiles a rule's `source`, rejecting unknown variables and functions.
 pub fn compile(source: &str) -> Result<CompiledExpr, String> {
+    compile_over(source, &VARIABLES)
+}
+
+/// Compiles `source`, which may read `variables`, rejecting unknown variables and functions.
+pub fn compile_over(source: &str, variables: &[&str]) -> Result<CompiledExpr, String> {
     let program = Program::compile(source).map_err(|e| syntax_message(&e.to_string()))?;
     let mut problems = Vec::new();
     let mut reads = Vec::new();
     let mut w = Walker {
+        variables,
         bound: Vec::new(),
         scopes: Vec::new(),
         problems: &mut problems,
@@ -132,6 +138,8 @@ fn chain_root<'a>(e: &'a IdedExpr, bound: &[String]) -> Option<&'a str> {
 }
 
 struct Walker<'a> {
+    /// Free variables the expression may read.
+    variables: &'a [&'a str],
     /// Variables bound by enclosing comprehensions.
     bound: Vec<String>,
     /// Enclosing comprehensions: (range, iteration variable), innermost last.
@@ -168,10 +176,13 @@ impl Walker<'_> {
         }
         match &e.expr {
             Expr::Ident(name) => {
-                if !self.bound.iter().any(|b| b == name) && !VARIABLES.contains(&name.as_str()) {
+                if !self.bound.iter().any(|b| b == name) && !self.variables.contains(&name.as_str())
+                {
+                    let known: Vec<String> =
+                        self.variables.iter().map(|v| format!("`{v}`")).collect();
                     self.problems.push(format!(
-                        "unknown variable `{name}`; rules can read {}",
-                        VARIABLES.map(|v| format!("`{v}`")).join(", ")
+                        "unknown variable `{name}`; it can read {}",
+                        known.join(", ")
                     ));
                 }
             }

@@ -62,6 +62,8 @@ pub struct Rollout {
     pub strategy: String,
     /// For a SageMaker target: the AWS calls the rollout makes, in order.
     pub aws: Vec<String>,
+    /// What judges each step: the thresholds, alarms and metrics of its analysis, in words.
+    pub analysis: Vec<String>,
 }
 
 /// One change of the plan.

@@ -97,6 +97,9 @@ fn text_change(out: &mut String, c: &Change) {
             "      ⇒ rolls out ModelDeployment {} ({}; {})",
             r.deployment, r.target, r.strategy
         );
+        for line in &r.analysis {
+            let _ = writeln!(out, "          judged by {line}");
+        }
         for call in &r.aws {
             let _ = writeln!(out, "          AWS: {call}");
         }
@@ -239,7 +242,7 @@ fn render_comment(plan: &Plan, shown: usize, details: bool) -> String {
                 "allowed": c.decision.allowed,
                 "summary": c.decision.summary(),
                 "fields": c.fields.iter().map(|f| format!("`{}`: {} → {}", f.path, show(f.old.as_ref()), show(f.new.as_ref()))).collect::<Vec<_>>(),
-                "rollouts": c.rollouts.iter().map(|r| serde_json::json!({"deployment": r.deployment, "target": r.target, "strategy": r.strategy, "aws": r.aws})).collect::<Vec<_>>(),
+                "rollouts": c.rollouts.iter().map(|r| serde_json::json!({"deployment": r.deployment, "target": r.target, "strategy": r.strategy, "analysis": r.analysis, "aws": r.aws})).collect::<Vec<_>>(),
                 "warnings": c.warnings,
                 "rules": rules,
                 "approvals": approvals,

@@ -135,5 +135,60 @@ pub(super) fn rollout(d: &ModelDeployment, head: &Catalog, version: Option<&str>
         target,
         strategy: format!("{strategy}{rollback}"),
         aws: aws_calls(d, head, version),
+        analysis: judged_by(s),
     }
+}
+
+/// What judges each step of `s`, in words: the router's thresholds, the alarms, each metric
+/// (provider, query, conditions, interval, limits).
+fn judged_by(s: &slipway_crd::model_deployment::Strategy) -> Vec<String> {
+    let Some(a) = &s.analysis else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut thresholds = Vec::new();
+    if let Some(r) = a.max_error_ratio {
+        thresholds.push(format!("error ratio ≤ {r}"));
+    }
+    if let Some(ms) = a.max_latency_ms {
+        thresholds.push(format!(
+            "p{} latency ≤ {ms} ms",
+            a.latency_percentile.unwrap_or(99.0)
+        ));
+    }
+    let min = crate::rollout::analysis::min_requests(a);
+    if min > 0 {
+        thresholds.push(format!("at least {min} requests per step"));
+    }
+    if !thresholds.is_empty() {
+        out.push(format!("thresholds: {}", thresholds.join(", ")));
+    }
+    if !a.alarms.is_empty() {
+        out.push(format!("CloudWatch alarms: {}", a.alarms.join(", ")));
+    }
+    for m in &a.metrics {
+        let provider = match (&m.provider.prometheus, &m.provider.http) {
+            (Some(p), _) => format!("prometheus {} `{}`", p.address, p.query.trim()),
+            (None, Some(h)) => match &h.json_path {
+                Some(path) => format!("http {} at {path}", h.url),
+                None => format!("http {}", h.url),
+            },
+            (None, None) => "no provider".to_string(),
+        };
+        let mut conditions = format!("success `{}`", m.success_condition);
+        if let Some(f) = &m.failure_condition {
+            conditions.push_str(&format!(", failure `{f}`"));
+        }
+        let inconclusive = match m.inconclusive_limit {
+            Some(l) => format!("; more than {l} inconclusive: {:?}", a.on_inconclusive),
+            None => String::new(),
+        };
+        out.push(format!(
+            "metric {}: {provider} every {}; {conditions}; rolls back after {} failed measurement(s) in a step{inconclusive}",
+            m.name,
+            crate::duration::format(crate::rollout::metrics::interval(m)),
+            m.failure_limit + 1
+        ));
+    }
+    out
 }

@@ -338,3 +338,36 @@ fn a_map_key_that_is_not_a_plain_name_is_quoted_in_a_path() {
     let plain = diff(&a, &serde_json::json!({"env": {"LEVEL": "debug"}}), "spec");
     assert_eq!(plain[0].path, "spec.env.LEVEL");
 }
+
+/// Issue 22 §7: the plan says what judges a rollout's steps — thresholds and each metric with
+/// its provider, query and conditions — in text and in the pull-request comment.
+#[test]
+fn the_plan_describes_the_metrics_that_judge_a_rollout() {
+    let with_metric = |production: &str| {
+        registry(production).replace(
+            "  strategy: {type: Canary, steps: [{weight: 20, pause: 1m}]}",
+            "  strategy: {type: Canary, steps: [{weight: 20, pause: 1m}], analysis: {maxErrorRatio: 0.01, metrics: [{name: errors, interval: 30s, successCondition: 'result < 0.05', failureCondition: 'result > 0.2', failureLimit: 2, inconclusiveLimit: 3, provider: {prometheus: {address: 'http://prometheus:9090', query: 'sum(errors{version=\"{{version}}\"})'}}}]}}",
+        )
+    };
+    assert_ne!(with_metric("1"), registry("1"), "the fixture changed shape");
+    let p = plan(
+        &catalog(&with_metric("1")),
+        &catalog(&with_metric("2")),
+        &inputs(Some(&result("2", "Passed", 0.9, 0.88, "1")), &["alice"]),
+    );
+    let r = &p.changes[0].rollouts[0];
+    assert_eq!(
+        r.analysis,
+        [
+            "thresholds: error ratio ≤ 0.01, at least 20 requests per step",
+            "metric errors: prometheus http://prometheus:9090 `sum(errors{version=\"{{version}}\"})` every 30s; success `result < 0.05`, failure `result > 0.2`; rolls back after 3 failed measurement(s) in a step; more than 3 inconclusive: Rollback",
+        ]
+    );
+    assert!(render::text(&p).contains("          judged by metric errors: prometheus"));
+    assert!(render::markdown(&p).contains("  - judged by metric errors: prometheus"));
+    assert!(
+        p.changes[0].warnings.is_empty(),
+        "{:?}",
+        p.changes[0].warnings
+    );
+}

@@ -19,8 +19,9 @@ pub struct Window {
 /// (None: everything it asks for is judged). Status (`AnalysisMeasured=False`) and `slipway plan`
 /// both say it from here, so an unmeasurable analysis is never ignored silently:
 /// - the local router measures `minRequests`, `maxErrorRatio` and the latency percentile;
-/// - a SageMaker endpoint is judged by its CloudWatch `alarms`;
-/// - a Kubernetes target by its Deployment's health (available replicas, progress) alone.
+/// - a SageMaker endpoint is judged by its CloudWatch `alarms` (not yet by `metrics`);
+/// - a Kubernetes target by its Deployment's health (available replicas, progress);
+/// - `metrics` (a provider's queries) judge local and Kubernetes targets.
 pub fn unmeasured(spec: &ModelDeploymentSpec) -> Option<String> {
     let a = spec.strategy.analysis.as_ref()?;
     let thresholds: Vec<&str> = [
@@ -48,10 +49,18 @@ pub fn unmeasured(spec: &ModelDeploymentSpec) -> Option<String> {
         (
             "a kubernetes",
             all,
-            "its Deployment's health alone (available replicas and progress)",
+            if a.metrics.is_empty() {
+                "its Deployment's health alone (available replicas and progress)"
+            } else {
+                "its Deployment's health (available replicas and progress) and its metrics"
+            },
         )
     } else if t.sagemaker.is_some() {
-        ("a sagemaker", thresholds, "its CloudWatch alarms")
+        let mut all = thresholds;
+        if !a.metrics.is_empty() {
+            all.push("metrics");
+        }
+        ("a sagemaker", all, "its CloudWatch alarms")
     } else {
         return None;
     };

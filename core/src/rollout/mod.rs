@@ -577,6 +577,7 @@ pub fn decide(
 }
 
 pub mod analysis;
+pub mod metrics;
 pub mod replicas;
 mod retry;
 pub mod sagemaker;

@@ -172,6 +172,7 @@ pub fn stepped<'e>(
     conditions.extend(analysis_measured(basis));
     state.to_status(ModelDeploymentStatus {
         history,
+        analysis: basis.previous.analysis.clone(),
         endpoint: endpoint.map(|e| Box::new(e.status())),
         drift: endpoint.map(|e| e.drift.to_vec()).unwrap_or_default(),
         conditions,
@@ -222,6 +223,7 @@ pub fn stalled_for(
     conditions.extend(analysis_measured(basis));
     state.to_status(ModelDeploymentStatus {
         history: basis.previous.history.clone(),
+        analysis: basis.previous.analysis.clone(),
         endpoint: endpoint.map(|e| Box::new(e.status())),
         drift: endpoint.map(|e| e.drift.to_vec()).unwrap_or_default(),
         conditions,

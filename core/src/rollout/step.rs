@@ -42,6 +42,9 @@ pub struct Input<'a> {
     pub poll: Duration,
     /// Now.
     pub now: DateTime<Utc>,
+    /// The metrics measured for this step ([`super::metrics::due`], judged by
+    /// [`super::metrics::judge`]): metric name and measurement.
+    pub measured: &'a [(String, slipway_crd::analysis::Measurement)],
 }
 
 /// What the home is to do.
@@ -88,8 +91,31 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
             analysis: Judgement::Pass,
         },
     };
+    // The step's metrics, with what was just measured, judge it beside the target.
+    let analysis = super::metrics::record(input.previous.analysis.as_ref(), state, input.measured);
+    let mut observation = observation;
+    if state.candidate.is_some() {
+        let metrics = super::metrics::judgement(
+            input.spec.strategy.analysis.as_ref(),
+            analysis.as_ref(),
+            state,
+        );
+        observation.analysis = super::metrics::worse(observation.analysis, metrics);
+    }
     let policy = Policy::new(&input.spec.strategy, PROGRESS_DEADLINE, input.poll);
-    let step = super::decide(state, input.desired, &policy, &observation, input.now);
+    let mut step = super::decide(state, input.desired, &policy, &observation, input.now);
+    // Each measurement is news for the history, before what the decision made of it.
+    if let Some(v) = &state.candidate {
+        let measured = input
+            .measured
+            .iter()
+            .map(|(metric, m)| super::Action::Event {
+                kind: super::EventKind::AnalysisMeasured,
+                version: v.clone(),
+                message: super::metrics::said(metric, m),
+            });
+        step.actions.splice(0..0, measured);
+    }
     let basis = super::status::Basis {
         spec: input.spec,
         previous: input.previous,
@@ -97,6 +123,7 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
         now: input.now,
     };
     let mut status = super::status::stepped(&step.state, step.events(), &basis, None);
+    status.analysis = analysis;
     // A candidate under way that is not ready yet: its Ready condition says what it waits for.
     if let (Some(why), Some(_)) = (&waiting, &step.state.candidate)
         && let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == "Ready")
@@ -115,6 +142,12 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
     let wait = step
         .requeue_after
         .or_else(|| progressing.then_some(input.poll));
+    // A metric due sooner is measured then.
+    let due = super::metrics::next_due(input.spec, &status, &step.state, input.now);
+    let wait = match (wait, due) {
+        (Some(w), Some(d)) => Some(w.min(d)),
+        (w, d) => w.or(d),
+    };
     Outcome {
         step,
         status,

@@ -475,6 +475,7 @@ fn one_step_writes_only_what_changed_and_a_frozen_failure_waits_for_a_change() {
             generation: Some(1),
             poll: Duration::from_secs(2),
             now,
+            measured: &[],
         }
     }
     // Settled on 7: the first look writes the status (a new generation), the next one nothing.

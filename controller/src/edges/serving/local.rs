@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use slipway_crd::model_deployment::LocalTarget as Spec;
 
-use super::router::TrafficRouter;
+use super::router::{Exported, TrafficRouter};
 use crate::decide::rollout::Window;
 
 /// Errors of the local target.
@@ -90,6 +90,8 @@ pub struct LocalTarget {
     root: PathBuf,
     logs: PathBuf,
     deployments: HashMap<Key, Deployment>,
+    /// Where routers export what they observe (`/metrics`).
+    traffic: Option<crate::edges::metrics::Traffic>,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -163,12 +165,19 @@ impl LocalTarget {
             root: root.to_path_buf(),
             logs: logs.to_path_buf(),
             deployments: HashMap::new(),
+            traffic: None,
         })
     }
 
     /// Where servers started from now on run (the checkout of the revision being served).
     pub fn set_root(&mut self, root: &Path) {
         self.root = root.to_path_buf();
+    }
+
+    /// Routers started from now on export what they observe to `traffic` (`/metrics`).
+    pub fn exporting(mut self, traffic: crate::edges::metrics::Traffic) -> Self {
+        self.traffic = Some(traffic);
+        self
     }
 
     /// Makes sure a deployment's router listens on its port.
@@ -186,7 +195,14 @@ impl LocalTarget {
             )));
         };
         let router = runtime
-            .block_on(TrafficRouter::start(spec.port))
+            .block_on(TrafficRouter::start(
+                spec.port,
+                self.traffic.clone().map(|traffic| Exported {
+                    traffic,
+                    namespace: key.0.clone(),
+                    deployment: key.1.clone(),
+                }),
+            ))
             .map_err(|source| TargetError::Listen {
                 deployment: format!("{}/{}", key.0, key.1),
                 port: spec.port,

@@ -33,6 +33,19 @@ struct Table {
     windows: BTreeMap<String, Window>,
     /// Requests being forwarded, per version (a version is stopped only once it has none).
     in_flight: BTreeMap<String, u32>,
+    /// Where the observations are exported too (`/metrics`), if anywhere.
+    exported: Option<Exported>,
+}
+
+/// The metrics a router exports its observations to, and the deployment it serves.
+#[derive(Clone)]
+pub struct Exported {
+    /// The families.
+    pub traffic: crate::edges::metrics::Traffic,
+    /// The deployment's namespace.
+    pub namespace: String,
+    /// The deployment.
+    pub deployment: String,
 }
 
 /// A running router. Dropping it stops it.
@@ -61,11 +74,15 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 }
 
 impl TrafficRouter {
-    /// Binds `127.0.0.1:port` (0: any free port) on the runtime and starts serving.
-    pub async fn start(port: u16) -> std::io::Result<TrafficRouter> {
+    /// Binds `127.0.0.1:port` (0: any free port) on the runtime and starts serving; what it
+    /// observes is exported to `exported` too.
+    pub async fn start(port: u16, exported: Option<Exported>) -> std::io::Result<TrafficRouter> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        let table = Arc::new(Mutex::new(Table::default()));
+        let table = Arc::new(Mutex::new(Table {
+            exported,
+            ..Table::default()
+        }));
         let client: Client<HttpConnector, Body> =
             Client::builder(TokioExecutor::new()).build_http();
         let t = table.clone();
@@ -258,10 +275,26 @@ async fn answer(
 
 /// Records a forwarded request in its version's window: one more, a server error, its latency.
 fn observe(table: &Mutex<Table>, version: String, response: &Response<Body>, ms: f64) {
+    let failed = response.status().is_server_error();
     let mut t = lock(table);
+    if let Some(e) = &t.exported {
+        let label = crate::edges::metrics::ByVersion {
+            namespace: e.namespace.clone(),
+            deployment: e.deployment.clone(),
+            version: version.clone(),
+        };
+        e.traffic.requests.get_or_create(&label).inc();
+        // The errors series exists from the version's first request on (a ratio of errors to
+        // requests reads 0, not "no data", for a version with none).
+        let errors = e.traffic.errors.get_or_create(&label);
+        if failed {
+            errors.inc();
+        }
+        e.traffic.latency.get_or_create(&label).observe(ms / 1000.0);
+    }
     let w = t.windows.entry(version).or_default();
     w.requests += 1;
-    if response.status().is_server_error() {
+    if failed {
         w.errors += 1;
     }
     w.latencies_ms.push(ms);

@@ -128,6 +128,8 @@ impl Reconciler<'_> {
         resume(key, &state, target, &uri, out);
         // Observe → decide (the step Kubernetes mode takes too).
         let previous = self.deployment_status(ns, name)?;
+        let now = (self.now)();
+        let measured = self.measure(d, key, &previous, &state, now);
         let input = rollout::step::Input {
             spec: &d.spec,
             previous: &previous,
@@ -135,7 +137,8 @@ impl Reconciler<'_> {
             desired: desired.as_deref(),
             generation: None,
             poll: crate::decide::limits::LOCAL_POLL,
-            now: (self.now)(),
+            now,
+            measured: &measured,
         };
         let look = rollout::step::looked_at(&state, desired.as_deref()).map(|v| {
             let ready = target.ready(key, v);
@@ -176,6 +179,43 @@ impl Reconciler<'_> {
             }
         }
         Ok(outcome.wait)
+    }
+}
+
+impl Reconciler<'_> {
+    /// Measures the deployment's metrics that are due ([`rollout::metrics::due`]) with the
+    /// operator's secrets and destinations, and judges each reading.
+    fn measure(
+        &self,
+        d: &slipway_crd::ModelDeployment,
+        (ns, name): &Key,
+        previous: &ModelDeploymentStatus,
+        state: &rollout::RolloutState,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(String, slipway_crd::analysis::Measurement)> {
+        let Some(version) = &state.candidate else {
+            return Vec::new();
+        };
+        let names = rollout::metrics::Names {
+            namespace: ns,
+            deployment: name,
+            model: &d.spec.model,
+            version,
+            stable: state.stable.as_deref(),
+        };
+        let metrics = d.spec.strategy.analysis.iter().flat_map(|a| &a.metrics);
+        rollout::metrics::due(&d.spec, previous, state, &names, now)
+            .into_iter()
+            .filter_map(|q| {
+                let m = metrics.clone().find(|m| m.name == q.metric)?;
+                let reading = crate::edges::providers::measure(
+                    &q.request,
+                    &|r| self.allowed.resolve(r),
+                    &|url| self.allowed.destination(url),
+                );
+                Some((q.metric, rollout::metrics::judge(m, &reading, (self.now)())))
+            })
+            .collect()
     }
 }
 

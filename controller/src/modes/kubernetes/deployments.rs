@@ -253,6 +253,7 @@ impl Rollout<'_> {
     ) -> Result<rollout::step::Outcome, Error> {
         let status = self.md.status.clone().unwrap_or_default();
         let state = RolloutState::from_status(&status);
+        let measured = self.measure(&status, &state).await;
         let input = rollout::step::Input {
             spec: &self.md.spec,
             previous: &status,
@@ -261,6 +262,7 @@ impl Rollout<'_> {
             generation: self.md.metadata.generation,
             poll: crate::decide::limits::REMOTE_POLL,
             now: Utc::now(),
+            measured: &measured,
         };
         let looked = rollout::step::looked_at(&state, desired);
         let mut look = looked.map(|v| observe(self.owned.get(v)));
@@ -283,6 +285,58 @@ impl Rollout<'_> {
             apply_status(&api, &self.name, &outcome.status).await?;
         }
         Ok(outcome)
+    }
+
+    /// Measures the deployment's metrics that are due ([`rollout::metrics::due`]): header
+    /// secrets from labelled Secrets of its namespace, requests only to the operator's
+    /// destinations; each reading judged.
+    async fn measure(
+        &self,
+        previous: &slipway_crd::model_deployment::ModelDeploymentStatus,
+        state: &RolloutState,
+    ) -> Vec<(String, slipway_crd::analysis::Measurement)> {
+        let Some(version) = &state.candidate else {
+            return Vec::new();
+        };
+        let names = rollout::metrics::Names {
+            namespace: &self.ns,
+            deployment: &self.name,
+            model: &self.md.spec.model,
+            version,
+            stable: state.stable.as_deref(),
+        };
+        let due = rollout::metrics::due(&self.md.spec, previous, state, &names, Utc::now());
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let metrics: Vec<slipway_crd::analysis::Metric> = self
+            .md
+            .spec
+            .strategy
+            .analysis
+            .iter()
+            .flat_map(|a| a.metrics.clone())
+            .collect();
+        let mut refs = Vec::new();
+        for h in metrics.iter().filter_map(|m| m.provider.http.as_ref()) {
+            refs.extend(h.headers.values().cloned());
+        }
+        let secrets = notify::Secrets::load(&self.ctx.client, &self.ns, refs.iter()).await;
+        let bounds = self.ctx.bounds.clone();
+        let measuring = tokio::task::spawn_blocking(move || {
+            due.into_iter()
+                .filter_map(|q| {
+                    let m = metrics.iter().find(|m| m.name == q.metric)?;
+                    let reading = crate::edges::providers::measure(
+                        &q.request,
+                        &|r| secrets.resolve(r),
+                        &|url| bounds.destination(url),
+                    );
+                    Some((q.metric, rollout::metrics::judge(m, &reading, Utc::now())))
+                })
+                .collect()
+        });
+        measuring.await.unwrap_or_default()
     }
 
     /// Carries the step's actions out in order, starting from `weights` (the state's traffic)

@@ -334,6 +334,11 @@ impl Checker<'_> {
                 "a ratio between 0 and 1",
             );
         }
+        if let Some(a) = &s.analysis {
+            for (field, message) in crate::rollout::metrics::problems(a) {
+                self.invalid(&field, message);
+            }
+        }
     }
 
     /// Checks a canary's steps: at least one, weights rising within 1..=100, pauses that parse.

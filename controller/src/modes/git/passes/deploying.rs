@@ -29,7 +29,8 @@ impl Loop {
         }
         let root = root.path().map_err(anyhow::Error::msg)?;
         if self.target.is_none() {
-            self.target = Some(LocalTarget::new(&root, &self.settings.state.join("logs"))?);
+            let target = LocalTarget::new(&root, &self.settings.state.join("logs"))?;
+            self.target = Some(target.exporting(self.shared.metrics.traffic.clone()));
         }
         let Some(target) = self.target.as_mut() else {
             return Ok(None);

@@ -1,0 +1,152 @@
+//! Metric analysis of a rollout: queries a metric provider answers at every step, judged by CEL
+//! conditions, and the measurements a `ModelDeployment`'s status keeps of them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::SecretRef;
+
+/// One metric measured during every canary step (before the step's weight reaches 100%).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Metric {
+    /// Name, unique within the analysis (history, status and reports say it).
+    pub name: String,
+    /// Time between measurements, e.g. `30s` (default `1m`). The first is taken one interval
+    /// after the step starts, so the step has had traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// CEL over `result` (the provider's answer): true is a successful measurement, e.g.
+    /// `result < 0.01`.
+    pub success_condition: String,
+    /// CEL over `result`: true is a failed measurement. Without it, a measurement that is not a
+    /// success is a failure; with it, one that is neither is inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_condition: Option<String>,
+    /// Failed measurements a step tolerates; one more rolls back (default 0).
+    #[serde(default)]
+    pub failure_limit: u32,
+    /// Inconclusive measurements (no data, a provider that cannot be reached, a condition that
+    /// cannot be evaluated) a step tolerates; one more is handled as the analysis' `onInconclusive`
+    /// says, at once. Unset: they only hold the step, until the progress deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive_limit: Option<u32>,
+    /// Where the value comes from. Set exactly one of `prometheus` and `http`.
+    pub provider: MetricProvider,
+}
+
+/// Where a metric's value comes from. Set exactly one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricProvider {
+    /// A Prometheus instant query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusMetric>,
+    /// A JSON document fetched over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpMetric>,
+}
+
+/// A Prometheus instant query (`GET {address}/api/v1/query`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusMetric {
+    /// The server, e.g. `http://prometheus.monitoring:9090`.
+    pub address: String,
+    /// PromQL; `{{version}}`, `{{stableVersion}}`, `{{deployment}}`, `{{namespace}}` and
+    /// `{{model}}` are replaced (escaped for a PromQL string). `result` is the number of a
+    /// scalar or a one-sample vector, a list of numbers for several samples.
+    pub query: String,
+}
+
+/// A JSON document fetched with `GET`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpMetric {
+    /// The URL; the same placeholders as a Prometheus query are replaced (URL-encoded).
+    pub url: String,
+    /// Where `result` is in the answer: a path of keys and indexes, e.g. `data.accuracy` or
+    /// `items.0.value` (default: the whole document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// Request headers; values come from secret references, never inline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, SecretRef>,
+}
+
+/// What a measurement found.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum MeasurementVerdict {
+    /// The success condition held.
+    Success,
+    /// The failure condition held (or, without one, the success condition did not).
+    Failure,
+    /// No answer, no data, or a condition that could not be evaluated.
+    #[default]
+    Inconclusive,
+}
+
+impl MeasurementVerdict {
+    /// The name as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeasurementVerdict::Success => "Success",
+            MeasurementVerdict::Failure => "Failure",
+            MeasurementVerdict::Inconclusive => "Inconclusive",
+        }
+    }
+}
+
+/// One measurement of a metric.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Measurement {
+    /// When it was taken.
+    pub at: DateTime<Utc>,
+    /// The provider's answer, as JSON text (none when there was no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// What it found.
+    pub verdict: MeasurementVerdict,
+    /// Why it is inconclusive or failed (the provider's error, the condition that held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The measurements of one metric during a step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricStatus {
+    /// The metric.
+    pub name: String,
+    /// Successful measurements in the step.
+    #[serde(default)]
+    pub successes: u32,
+    /// Failed measurements in the step.
+    #[serde(default)]
+    pub failures: u32,
+    /// Inconclusive measurements in the step.
+    #[serde(default)]
+    pub inconclusives: u32,
+    /// The newest measurements, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<Measurement>,
+}
+
+/// The metric analysis of the current (or last) canary step.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// The version measured.
+    pub version: String,
+    /// The step's index.
+    pub step: u32,
+    /// When the step's weights were applied.
+    pub since: DateTime<Utc>,
+    /// Each metric's measurements.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricStatus>,
+}

@@ -1,0 +1,216 @@
+//! Rollouts in git mode judged by metrics a real Prometheus (Debian's) answers: it scrapes the
+//! router's per-version counters from `slipway run`'s `/metrics`, a canary whose error ratio
+//! holds is promoted, one whose ratio fails is rolled back, and every measurement is in the
+//! history and the status. An `http` metric sends its header from an allowed secret.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::git_mode::{
+    Traffic, add_broken_version, events, get, quickstart, set_production, terminate,
+};
+use support::http::Receiver;
+use support::prometheus::Prometheus;
+use support::{eventually, slipway};
+
+/// The quickstart's analysis replaced by `metrics` (YAML, indented for `analysis:`).
+fn judge_by(work: &Path, metrics: &str) {
+    let path = work.join("registry/deployments.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let old = "    analysis:\n      maxErrorRatio: 0.05\n      latencyPercentile: 99\n      maxLatencyMs: 250\n";
+    assert!(text.contains(old), "{text}");
+    std::fs::write(
+        &path,
+        text.replace(old, &format!("    analysis:\n      metrics:\n{metrics}")),
+    )
+    .unwrap();
+}
+
+fn error_ratio(prometheus: &str) -> String {
+    format!(
+        "        - name: error-ratio\n          interval: 1s\n          successCondition: \"result <= 0.05\"\n          provider:\n            prometheus:\n              address: {prometheus}\n              query: 'sum(slipway_router_errors_total{{deployment=\"{{{{deployment}}}}\",version=\"{{{{version}}}}\"}}) / sum(slipway_router_requests_total{{deployment=\"{{{{deployment}}}}\",version=\"{{{{version}}}}\"}})'\n"
+    )
+}
+
+fn status(port: u16) -> serde_json::Value {
+    let rows: serde_json::Value =
+        serde_json::from_str(&get(port, "/api/v1/deployments").1).unwrap_or_default();
+    rows.as_array()
+        .and_then(|r| r.iter().find(|d| d["name"] == "pitch-frames-api"))
+        .map(|d| d["status"].clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_canary_is_promoted_on_a_metric_that_holds_and_rolled_back_on_one_that_fails() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    let listen = support::free_port();
+    let prometheus = Prometheus::scraping(&[format!("127.0.0.1:{listen}")]);
+    judge_by(&work, &error_ratio(&prometheus.url()));
+    set_production(&work, "8");
+    let traffic = Traffic::start(&work);
+    let (mut child, port) = serve_on(&work, listen, &["--allowed-destinations", "127.0.0.1"]);
+    eventually(Duration::from_secs(90), || {
+        events(&work)
+            .iter()
+            .any(|l| l.contains("RolloutSucceeded") && l.contains("all traffic on 8"))
+            .then_some(())
+    });
+    // The router's counters, as Prometheus scraped them.
+    let scraped = prometheus
+        .query("slipway_router_requests_total{deployment=\"pitch-frames-api\",version=\"8\"}");
+    assert_eq!(
+        scraped["data"]["result"][0]["metric"]["namespace"], "default",
+        "{scraped}"
+    );
+    let all = events(&work);
+    let measured: Vec<&String> = all
+        .iter()
+        .filter(|l| l.contains("AnalysisMeasured"))
+        .collect();
+    assert!(
+        measured
+            .iter()
+            .any(|l| l.contains("pitch-frames-api: metric error-ratio = 0.0: Success")),
+        "{all:#?}"
+    );
+    // Each step passed on a successful measurement of its own.
+    assert!(measured.len() >= 2, "{all:#?}");
+
+    // 9 answers 500 to everything: its ratio fails, it is rolled back to 8.
+    add_broken_version(&work);
+    set_production(&work, "9");
+    let rolled = eventually(Duration::from_secs(90), || {
+        events(&work).into_iter().find(|l| l.contains("RolledBack"))
+    });
+    assert!(
+        rolled.contains("analysis failed at 20%: 1 failed measurement(s) of metric error-ratio (failureLimit 0); last: metric error-ratio = 1.0: Failure (`result <= 0.05` is false)"),
+        "{rolled}"
+    );
+    assert!(
+        rolled.contains("all traffic is back on version 8"),
+        "{rolled}"
+    );
+    // The status keeps the step's measurements.
+    let s = status(port);
+    let analysis = &s["analysis"];
+    assert_eq!(analysis["version"], "9", "{s}");
+    assert_eq!(analysis["metrics"][0]["name"], "error-ratio", "{s}");
+    assert_eq!(analysis["metrics"][0]["failures"], 1, "{s}");
+    assert_eq!(
+        analysis["metrics"][0]["measurements"][0]["verdict"], "Failure",
+        "{s}"
+    );
+    traffic.stop();
+    terminate(&mut child);
+}
+
+fn serve_on(work: &Path, port: u16, extra: &[&str]) -> (std::process::Child, u16) {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "run",
+        "registry",
+        "--state",
+        "state",
+        "--interval",
+        "1s",
+        "--listen",
+        &listen,
+    ];
+    args.extend_from_slice(extra);
+    (support::git_mode::spawn_slipway(work, &args), port)
+}
+
+#[test]
+fn an_http_metric_carries_an_allowed_secret_and_an_unreachable_provider_never_passes() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    let receiver = Receiver::start(0);
+    receiver.answer_with(r#"{"data": {"accuracy": 0.93}}"#);
+    let metrics = format!(
+        "        - name: accuracy\n          interval: 1s\n          successCondition: \"result >= 0.9\"\n          provider:\n            http:\n              url: {}/quality?version={{{{version}}}}\n              jsonPath: data.accuracy\n              headers:\n                Authorization: {{env: QUALITY_TOKEN}}\n",
+        receiver.url()
+    );
+    judge_by(&work, &metrics);
+    set_production(&work, "8");
+    let traffic = Traffic::start(&work);
+    let run = support::slipway_env(
+        &[
+            "run",
+            "registry",
+            "--once",
+            "--state",
+            "state",
+            "--allowed-destinations",
+            "127.0.0.1",
+            "--allowed-secrets",
+            "QUALITY_TOKEN",
+        ],
+        &work,
+        &[("QUALITY_TOKEN", "Bearer quality-secret")],
+    );
+    traffic.stop();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let asked = receiver.requests();
+    assert!(!asked.is_empty());
+    for (path, headers, _) in &asked {
+        assert_eq!(path, "/quality?version=8", "{asked:?}");
+        assert!(
+            headers
+                .to_ascii_lowercase()
+                .contains("authorization: bearer quality-secret"),
+            "{headers}"
+        );
+    }
+    assert!(events(&work).iter().any(|l| l.contains("all traffic on 8")));
+
+    // A provider nobody answers: every measurement is inconclusive, and at the progress deadline
+    // the step is rolled back, never promoted.
+    let path = work.join("registry/deployments.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let nobody = format!("http://127.0.0.1:{}", support::free_port());
+    let text = text.replace(&receiver.url(), &nobody).replace(
+        "    autoRollback: true\n",
+        "    autoRollback: true\n    progressDeadline: 4s\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    set_production(&work, "7");
+    let traffic = Traffic::start(&work);
+    let run = support::slipway_env(
+        &[
+            "run",
+            "registry",
+            "--once",
+            "--state",
+            "state",
+            "--allowed-destinations",
+            "127.0.0.1",
+            "--allowed-secrets",
+            "QUALITY_TOKEN",
+        ],
+        &work,
+        &[("QUALITY_TOKEN", "Bearer quality-secret")],
+    );
+    traffic.stop();
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    let all = events(&work);
+    let rolled = all
+        .iter()
+        .find(|l| l.contains("RolledBack"))
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert!(rolled.contains("analysis inconclusive at 20% after 4s: no successful measurement of metric accuracy yet"), "{rolled}");
+    assert!(
+        all.iter().any(|l| l.contains("AnalysisMeasured")
+            && l.contains("metric accuracy = no value: Inconclusive (cannot reach")),
+        "{all:#?}"
+    );
+}
