@@ -2,7 +2,8 @@
 //! registry folder, SQLite) and Kubernetes mode (`slipway controller` on a real kube-apiserver) —
 //! asserting the same decisions and what users see, step by step, and then that the two
 //! transcripts are equal: evaluation statuses, versions, aliases, a deployment's canary rollout,
-//! its rollback and an operator's retry (the test plays the kubelet in the cluster), an analysis
+//! each step judged by a metric (measured once per step), its rollback and an operator's retry
+//! (the test plays the kubelet in the cluster), an analysis
 //! neither target can measure, the model's status, and the `EvaluationCompleted` announcements
 //! (text and data). The SageMaker heal is compared between the homes in
 //! `tests/sagemaker_kubernetes.rs`. A scenario that passes in one home and fails in the other is a
@@ -439,7 +440,17 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     // 5. A deployment follows production (= 9): the first version goes live at once; then
     //    version 10 (9's artifact again: its evaluation is reused) is promoted and rolled out
     //    by the canary steps, 25% → 50% → 100%, each held for its pause.
-    let deployment = home.deployment();
+    //    Each step is judged by a metric too — the receiver answers the quality service's
+    //    accuracy — measured once per step (its interval is the steps' pause), so both homes
+    //    record the same measurements.
+    let deployment = home.deployment().replace(
+        "autoRollback: true",
+        &format!(
+            "analysis: {{metrics: [{{name: accuracy, interval: 1s, successCondition: 'result >= 0.9', provider: {{http: {{url: 'http://127.0.0.1:{}/quality?version={{{{version}}}}', jsonPath: accuracy}}}}}}]}}, autoRollback: true",
+            receiver.port
+        ),
+    );
+    assert!(deployment.contains("name: accuracy"), "{deployment}");
     home.apply("deployment.yaml", &deployment);
     let d = wait_deployment(home, false, "servingVersion", "9");
     assert_eq!(d["traffic"], json!({"9": 100}), "{who}: {d}");
@@ -461,6 +472,21 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
         steps.contains(&&json!({"9": 75, "10": 25}))
             && steps.contains(&&json!({"9": 50, "10": 50})),
         "{who}: the canary skipped a step: {d}"
+    );
+    let measured: Vec<&Value> = d["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["event"] == "AnalysisMeasured")
+        .map(|h| &h["message"])
+        .collect();
+    assert_eq!(
+        measured,
+        [
+            "10: metric accuracy = 0.95: Success",
+            "10: metric accuracy = 0.95: Success"
+        ],
+        "{who}: one measurement per canary step: {d}"
     );
     t.insert("5 deployment".into(), deployment_facts(&d));
 
@@ -521,7 +547,9 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
             "RetryRequested",
             "RolloutStarted",
             "StepStarted",
+            "AnalysisMeasured",
             "StepStarted",
+            "AnalysisMeasured",
             "StepStarted",
             "RolloutSucceeded"
         ],
@@ -608,8 +636,8 @@ fn scenarios(home: &mut dyn Home, receiver: &Receiver) -> Transcript {
     //    a Deployment's health measures them) is said in the status of both homes, and what
     //    serves is untouched.
     let with_alarms = deployment.replace(
-        "progressDeadline: 3s}",
-        "progressDeadline: 3s, analysis: {alarms: [pitch-frames-5xx]}}",
+        "analysis: {metrics:",
+        "analysis: {alarms: [pitch-frames-5xx], metrics:",
     );
     assert_ne!(with_alarms, deployment);
     home.apply("deployment.yaml", &with_alarms);
@@ -670,6 +698,7 @@ fn events_counted(home: &dyn Home) -> Value {
 #[test]
 fn both_homes_evaluate_reuse_retry_and_promote_alike() {
     let receiver = Receiver::start(0);
+    receiver.answer_with(r#"{"accuracy": 0.95}"#);
     let mut git = GitHome::start();
     let mut in_git = scenarios(&mut git, &receiver);
     in_git.insert("metrics".into(), events_counted(&git));
