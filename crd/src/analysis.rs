@@ -16,7 +16,7 @@ pub struct Metric {
     /// Name, unique within the analysis (history, status and reports say it).
     pub name: String,
     /// Time between measurements, e.g. `30s` (default `1m`). The first is taken one interval
-    /// after the step starts, so the step has had traffic.
+    /// after the candidate is ready at its step's weights, so the step has had traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
     /// CEL over `result` (the provider's answer): true is a successful measurement, e.g.

@@ -13,6 +13,7 @@ pub mod model_deployment;
 pub mod model_version;
 pub mod promotion_policy;
 pub mod registered_model;
+pub mod serving;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

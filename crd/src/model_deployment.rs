@@ -116,12 +116,32 @@ pub struct KubernetesTarget {
     pub replicas: u32,
     /// Container port.
     pub port: u16,
-    /// Container resources.
+    /// Container resources (`nvidia.com/gpu` and other extended resources within the operator's
+    /// bounds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The container's command (the image's entrypoint when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// The container's arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// When a pod takes traffic: an HTTP GET of a health path on the container port. Without it
+    /// a pod counts as ready as soon as its process starts, loaded or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<crate::serving::Readiness>,
+    /// Node labels the pods must run on, e.g. `nvidia.com/gpu.product: NVIDIA-A10G`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate (their keys within the operator's `--allowed-tolerations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<crate::serving::Toleration>,
+    /// Secrets of the namespace the image is pulled with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<String>,
 }
 
 fn default_replicas() -> u32 {
@@ -344,6 +364,10 @@ pub struct ModelDeploymentStatus {
     /// When the current step's traffic was applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<DateTime<Utc>>,
+    /// When the version being rolled out was first seen ready at the current step's traffic
+    /// (the step's pause and metrics count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ready_at: Option<DateTime<Utc>>,
     /// When the version being rolled out was started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate_started_at: Option<DateTime<Utc>>,

@@ -283,13 +283,14 @@ pub mod helm {
 
 /// The operator's bounds for tests of other things: requests only to loopback, any image,
 /// service account, SageMaker address and role (tests/security.rs sets its own).
-pub const OPEN_BOUNDS: [(&str, &str); 6] = [
+pub const OPEN_BOUNDS: [(&str, &str); 7] = [
     ("SLIPWAY_ALLOWED_DESTINATIONS", "127.0.0.1,localhost"),
     ("SLIPWAY_ALLOWED_IMAGES", "*"),
     ("SLIPWAY_ALLOWED_SERVICE_ACCOUNTS", "*"),
     ("SLIPWAY_ALLOWED_ENDPOINT_URLS", "*"),
     ("SLIPWAY_ALLOWED_EXECUTION_ROLES", "*"),
     ("SLIPWAY_ALLOWED_INSTANCE_TYPES", "*"),
+    ("SLIPWAY_ALLOWED_TOLERATIONS", "*"),
 ];
 
 /// The content address of `version`'s run of the example result's suite

@@ -1,5 +1,6 @@
 //! The command line: argument parsing and the commands' edges (files, git, stdout).
 
+mod bounds;
 mod change;
 mod controller;
 mod init;

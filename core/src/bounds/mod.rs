@@ -41,6 +41,9 @@ pub struct Bounds {
     pub instance_types: Vec<String>,
     /// The most instances a SageMaker deployment may ask for (each variant).
     pub max_instance_count: Option<u32>,
+    /// Taint keys model-server pods may tolerate: exact, or a prefix ending in `*` (`*` also
+    /// allows a toleration without a key, which tolerates every taint).
+    pub tolerations: Vec<String>,
 }
 
 /// The resources every container has, which `max_cpu` and `max_memory` bound.
@@ -95,31 +98,6 @@ fn loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Parses a Kubernetes quantity (`500m`, `2`, `512Mi`, `1G`) as a number of units.
-pub fn quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let suffixes: [(&str, f64); 13] = [
-        ("Ki", 1024f64),
-        ("Mi", 1024f64.powi(2)),
-        ("Gi", 1024f64.powi(3)),
-        ("Ti", 1024f64.powi(4)),
-        ("Pi", 1024f64.powi(5)),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("K", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("", 1.0),
-    ];
-    suffixes.iter().find_map(|(s, factor)| {
-        let number = q.strip_suffix(s)?;
-        let n: f64 = number.parse().ok()?;
-        (n.is_finite() && n >= 0.0).then_some(n * factor)
-    })
-}
-
 impl Bounds {
     /// Anything goes: for the tests of other things.
     #[cfg(test)]
@@ -136,6 +114,7 @@ impl Bounds {
             max_timeout: None,
             instance_types: vec!["*".into()],
             max_instance_count: None,
+            tolerations: vec!["*".into()],
         }
     }
 
@@ -375,6 +354,36 @@ impl Bounds {
         }
     }
 
+    /// Tolerations of taints the operator does not let model-server pods tolerate (a taint
+    /// keeps pods off nodes on purpose: control-plane nodes, nodes of another team).
+    fn tolerations(&self, tolerations: &[slipway_crd::serving::Toleration], out: &mut Vec<Breach>) {
+        for (i, t) in tolerations.iter().enumerate() {
+            let key = t.key.as_deref().unwrap_or("");
+            let allowed = if key.is_empty() {
+                self.tolerations.iter().any(|p| p == "*")
+            } else {
+                self.tolerations.iter().any(|p| matches(p, key))
+            };
+            if !allowed {
+                let what = if key.is_empty() {
+                    "a toleration without a key tolerates every taint".to_string()
+                } else {
+                    format!(
+                        "taint {key} is not among those the operator lets model servers tolerate"
+                    )
+                };
+                out.push(Breach {
+                    field: format!("spec.target.kubernetes.tolerations[{i}]"),
+                    message: format!(
+                        "{what} ({}); ask them to add it to --allowed-tolerations (chart value \
+                         bounds.tolerations)",
+                        listed(&self.tolerations)
+                    ),
+                });
+            }
+        }
+    }
+
     /// A suite's `timeout` longer than the operator allows (each attempt runs that long).
     fn timeout(&self, field: &str, written: Option<&str>, out: &mut Vec<Breach>) {
         let (Some(t), Some(max)) = (written, self.max_timeout) else {
@@ -434,6 +443,7 @@ impl Bounds {
                     if let Some(res) = &k.resources {
                         self.resources("spec.target.kubernetes.resources", res, &mut out);
                     }
+                    self.tolerations(&k.tolerations, &mut out);
                 }
                 if let Some(s) = &d.spec.target.sagemaker {
                     out.extend(self.sagemaker(s));
@@ -561,6 +571,9 @@ fn listed(list: &[String]) -> String {
         list.join(", ")
     }
 }
+
+mod quantity;
+pub use quantity::quantity;
 
 #[cfg(test)]
 mod tests;

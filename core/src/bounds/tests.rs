@@ -19,6 +19,7 @@ fn bounds() -> Bounds {
         max_timeout: Some(std::time::Duration::from_secs(6 * 3600)),
         instance_types: vec!["ml.m5.*".into()],
         max_instance_count: Some(2),
+        tolerations: vec!["nvidia.com/gpu".into(), "ml.example.com/*".into()],
     }
 }
 
@@ -44,6 +45,7 @@ fn bounds_that_keep_everything_from_running_say_so() {
         max_timeout: None,
         instance_types: Vec::new(),
         max_instance_count: None,
+        tolerations: Vec::new(),
     };
     let said = closed.setup_warnings();
     assert_eq!(said.len(), 3, "{said:?}");
@@ -276,4 +278,41 @@ fn a_metric_provider_is_a_destination_and_its_headers_secrets() {
         fields[1].starts_with("spec.strategy.analysis.metrics[1].provider.http.headers.Authorization: env: and file: secret references"),
         "{fields:#?}"
     );
+}
+
+/// Issue 22 §9: a model server may tolerate only the taints the operator names — a toleration
+/// is how a pod gets onto control-plane nodes or another team's GPUs.
+#[test]
+fn tolerations_are_within_the_operators_taint_keys() {
+    let d = |tolerations: serde_json::Value| -> slipway_crd::ModelDeployment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "api", "namespace": "ml"},
+            "spec": {"model": "m", "alias": "production",
+                     "target": {"kubernetes": {"image": "python:3.11", "port": 8080,
+                                               "tolerations": tolerations}}}
+        }))
+        .unwrap()
+    };
+    let said = |t| -> Vec<String> {
+        bounds()
+            .check(&Resource::ModelDeployment(d(t).into()))
+            .into_iter()
+            .map(|b| format!("{}: {}", b.field, b.message))
+            .collect()
+    };
+    assert!(
+        said(serde_json::json!([
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "ml.example.com/team", "value": "vision"}
+        ]))
+        .is_empty()
+    );
+    let refused = said(serde_json::json!([
+        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"},
+        {"operator": "Exists"}
+    ]));
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(refused[0].starts_with("spec.target.kubernetes.tolerations[0]: taint node-role.kubernetes.io/control-plane is not among"), "{refused:#?}");
+    assert!(refused[1].starts_with("spec.target.kubernetes.tolerations[1]: a toleration without a key tolerates every taint"), "{refused:#?}");
 }

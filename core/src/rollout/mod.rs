@@ -67,6 +67,11 @@ pub struct RolloutState {
     pub step: usize,
     /// When the current step's weights were applied (None: not applied yet).
     pub step_started: Option<DateTime<Utc>>,
+    /// When the candidate was first seen ready at the current step's weights (None: not yet).
+    /// A step's pause and its metrics count from here: pods a step scales up that are still
+    /// loading do not count toward it.
+    #[serde(default)]
+    pub step_ready: Option<DateTime<Utc>>,
     /// When the candidate was started.
     pub candidate_started: Option<DateTime<Utc>>,
     /// Phase shown in status.
@@ -159,44 +164,6 @@ impl RolloutState {
     pub fn kept_for_inspection(&self) -> Option<&str> {
         let v = self.last_desired.as_deref()?;
         (self.phase == DeploymentPhase::RolledBack && self.rejected.contains(v)).then_some(v)
-    }
-
-    /// The `ModelDeployment` status recording this state, on top of `base` (which keeps what
-    /// the state does not hold: history, endpoint, drift, conditions); the inverse of
-    /// [`RolloutState::from_status`]. Both homes' Kubernetes and SageMaker paths write it.
-    pub fn to_status(
-        &self,
-        base: slipway_crd::model_deployment::ModelDeploymentStatus,
-    ) -> slipway_crd::model_deployment::ModelDeploymentStatus {
-        slipway_crd::model_deployment::ModelDeploymentStatus {
-            phase: Some(self.phase),
-            serving_version: self.stable.clone(),
-            target_version: self.candidate.clone(),
-            traffic: self.traffic.clone(),
-            current_step: self.candidate.as_ref().map(|_| self.step as u32),
-            step_started_at: self.step_started,
-            candidate_started_at: self.candidate_started,
-            last_desired_version: self.last_desired.clone(),
-            rejected_versions: self.rejected.iter().cloned().collect(),
-            ..base
-        }
-    }
-
-    /// The state a `ModelDeployment`'s status records.
-    pub fn from_status(
-        status: &slipway_crd::model_deployment::ModelDeploymentStatus,
-    ) -> RolloutState {
-        RolloutState {
-            stable: status.serving_version.clone(),
-            candidate: status.target_version.clone(),
-            step: status.current_step.unwrap_or(0) as usize,
-            step_started: status.step_started_at,
-            candidate_started: status.candidate_started_at,
-            phase: status.phase.unwrap_or_default(),
-            rejected: status.rejected_versions.iter().cloned().collect(),
-            last_desired: status.last_desired_version.clone(),
-            traffic: status.traffic.clone(),
-        }
     }
 }
 
@@ -297,6 +264,7 @@ impl Machine<'_> {
         self.actions.push(Action::Stop(old.clone()));
         self.s.step = 0;
         self.s.step_started = None;
+        self.s.step_ready = None;
         self.s.candidate_started = None;
         Some(old)
     }
@@ -434,11 +402,16 @@ impl Machine<'_> {
     /// The candidate `d` is not ready yet: it fails when the target says it cannot become
     /// healthy or the progress deadline has passed; otherwise the machine waits.
     fn not_ready(&mut self, d: &str, analysis: &Judgement, waiting: Option<&str>) {
+        // The step counts again from when it is ready.
+        self.s.step_ready = None;
+        // The deadline runs from the step's start (a step that scales pods up waits for them),
+        // or the candidate's before its first step.
+        let since = self.s.step_started.or(self.s.candidate_started);
         if let Judgement::Fail(why) = analysis {
             // The target already knows the version cannot become healthy (e.g. a Kubernetes
             // Deployment past its progress deadline): no need to wait for ours.
             self.fail(d, format!("version {d} cannot become healthy: {why}"));
-        } else if self.elapsed(self.s.candidate_started) > self.policy.progress_deadline {
+        } else if self.elapsed(since) > self.policy.progress_deadline {
             let deadline = self.policy.progress_deadline;
             let cause = waiting
                 .map(|w| format!(" (still waiting for {w})"))
@@ -461,6 +434,10 @@ impl Machine<'_> {
         let mut advanced = false;
         loop {
             let step = &steps[self.s.step.min(steps.len() - 1)];
+            // Ready at the step's weights (seen after they were applied): the step counts.
+            if self.s.step_started.is_some() && self.s.step_ready.is_none() && !advanced {
+                self.s.step_ready = Some(self.now);
+            }
             if self.s.step_started.is_none() {
                 let weights = if step.weight >= 100 {
                     BTreeMap::from([(d.to_string(), 100)])
@@ -472,14 +449,23 @@ impl Machine<'_> {
                 };
                 self.route(weights);
                 self.s.step_started = Some(self.now);
+                self.s.step_ready = None;
                 self.event(
                     EventKind::StepStarted,
                     d,
                     format!("{}% of traffic on {d}", step.weight),
                 );
             }
-            if advanced && step.weight < 100 {
-                self.wait(step.hold.max(self.policy.poll));
+            // Weights just applied (a step whose pods may still be starting): look again at
+            // the target's pace; the step counts once the candidate is seen ready at them.
+            // A failure seen before is a failure all the same.
+            if self.s.step_ready.is_none() && step.weight < 100 {
+                match analysis {
+                    Judgement::Fail(why) if !advanced => {
+                        self.fail(d, format!("analysis failed at {}%: {why}", step.weight));
+                    }
+                    _ => self.wait(self.policy.poll),
+                }
                 return;
             }
             match analysis {
@@ -488,9 +474,9 @@ impl Machine<'_> {
                     return;
                 }
                 Judgement::Inconclusive(_) | Judgement::Pass
-                    if self.elapsed(self.s.step_started) < step.hold =>
+                    if self.elapsed(self.s.step_ready) < step.hold =>
                 {
-                    self.wait(step.hold - self.elapsed(self.s.step_started));
+                    self.wait(step.hold - self.elapsed(self.s.step_ready));
                     return;
                 }
                 Judgement::Inconclusive(why)
@@ -511,6 +497,7 @@ impl Machine<'_> {
                 Judgement::Pass => {
                     self.s.step += 1;
                     self.s.step_started = None;
+                    self.s.step_ready = None;
                     advanced = true;
                 }
             }
@@ -543,6 +530,7 @@ impl Machine<'_> {
         self.s.candidate = None;
         self.s.step = 0;
         self.s.step_started = None;
+        self.s.step_ready = None;
         self.s.candidate_started = None;
         self.s.phase = DeploymentPhase::Healthy;
         self.event(

@@ -232,6 +232,48 @@ pub fn stalled_for(
     })
 }
 
+impl RolloutState {
+    /// The `ModelDeployment` status recording this state, on top of `base` (which keeps what
+    /// the state does not hold: history, endpoint, drift, conditions); the inverse of
+    /// [`RolloutState::from_status`]. Both homes' Kubernetes and SageMaker paths write it.
+    pub fn to_status(
+        &self,
+        base: slipway_crd::model_deployment::ModelDeploymentStatus,
+    ) -> slipway_crd::model_deployment::ModelDeploymentStatus {
+        slipway_crd::model_deployment::ModelDeploymentStatus {
+            phase: Some(self.phase),
+            serving_version: self.stable.clone(),
+            target_version: self.candidate.clone(),
+            traffic: self.traffic.clone(),
+            current_step: self.candidate.as_ref().map(|_| self.step as u32),
+            step_started_at: self.step_started,
+            step_ready_at: self.step_ready,
+            candidate_started_at: self.candidate_started,
+            last_desired_version: self.last_desired.clone(),
+            rejected_versions: self.rejected.iter().cloned().collect(),
+            ..base
+        }
+    }
+
+    /// The state a `ModelDeployment`'s status records.
+    pub fn from_status(
+        status: &slipway_crd::model_deployment::ModelDeploymentStatus,
+    ) -> RolloutState {
+        RolloutState {
+            stable: status.serving_version.clone(),
+            candidate: status.target_version.clone(),
+            step: status.current_step.unwrap_or(0) as usize,
+            step_started: status.step_started_at,
+            step_ready: status.step_ready_at,
+            candidate_started: status.candidate_started_at,
+            phase: status.phase.unwrap_or_default(),
+            rejected: status.rejected_versions.iter().cloned().collect(),
+            last_desired: status.last_desired_version.clone(),
+            traffic: status.traffic.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,7 +137,14 @@ fn canary_steps_happen_in_order_and_wait_for_their_pauses() {
     let mut sim = Sim::new(&strategy).with_stable();
     sim.tick(Some("8"), false, Judgement::Pass);
     assert_eq!(sim.log[0], Action::Start("8".into()));
+    // 10% is applied; its pause counts once 8 is seen ready at it (pods a step adds may still
+    // be starting), looked at again at the target's pace.
     let s = sim.tick(Some("8"), true, Judgement::Pass);
+    assert_eq!(s.requeue_after, Some(Duration::from_secs(5)));
+    assert_eq!(s.state.step_ready, None);
+    sim.advance(5);
+    let s = sim.tick(Some("8"), true, Judgement::Pass);
+    assert_eq!(s.state.step_ready, Some(sim.now));
     assert_eq!(s.requeue_after, Some(Duration::from_secs(300)));
     sim.advance(120);
     assert_eq!(
@@ -146,7 +153,16 @@ fn canary_steps_happen_in_order_and_wait_for_their_pauses() {
     );
     sim.advance(180);
     sim.tick(Some("8"), true, Judgement::Pass);
-    sim.advance(600);
+    // 50%: its new pods are not ready at the next look; the pause waits for them.
+    sim.advance(5);
+    let s = sim.tick(Some("8"), false, Judgement::Pass);
+    assert_eq!((s.state.step, s.state.step_ready), (1, None));
+    sim.advance(60);
+    sim.tick(Some("8"), true, Judgement::Pass);
+    sim.advance(599);
+    let s = sim.tick(Some("8"), true, Judgement::Pass);
+    assert_eq!(s.state.step, 1, "the pause counts from readiness");
+    sim.advance(1);
     sim.tick(Some("8"), true, Judgement::Pass);
     assert_eq!(
         sim.routes(),
@@ -347,6 +363,8 @@ fn inconclusive_analysis_holds_the_step() {
     let strategy = canary(true);
     let mut sim = Sim::new(&strategy).with_stable();
     sim.tick(Some("8"), true, Judgement::Pass);
+    sim.advance(5);
+    sim.tick(Some("8"), true, Judgement::Pass);
     sim.advance(301);
     let s = sim.tick(
         Some("8"),
@@ -402,6 +420,8 @@ fn a_step_still_inconclusive_at_its_deadline_is_never_a_pass() {
     let mut sim = Sim::new(&strategy);
     sim.tick(Some("7"), true, Judgement::Pass);
     sim.tick(Some("8"), true, thin());
+    sim.advance(5);
+    sim.tick(Some("8"), true, thin());
     // Past the step's pause (5m) but before the deadline (10m): it holds at 10%.
     sim.advance(400);
     let s = sim.tick(Some("8"), true, thin());
@@ -427,6 +447,8 @@ fn a_step_still_inconclusive_at_its_deadline_is_never_a_pass() {
     });
     let mut sim = Sim::new(&held);
     sim.tick(Some("7"), true, Judgement::Pass);
+    sim.tick(Some("8"), true, thin());
+    sim.advance(5);
     sim.tick(Some("8"), true, thin());
     sim.advance(3600);
     let s = sim.tick(Some("8"), true, thin());

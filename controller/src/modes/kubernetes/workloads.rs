@@ -141,6 +141,35 @@ pub(super) async fn apply_version(
     if resources != Default::default() {
         container["resources"] = serde_json::to_value(resources)?;
     }
+    if !target.command.is_empty() {
+        container["command"] = json!(target.command);
+    }
+    if !target.args.is_empty() {
+        container["args"] = json!(target.args);
+    }
+    // Not ready (no traffic, and no rollout step counted) until its health path answers.
+    if let Some(r) = &target.readiness {
+        container["readinessProbe"] = json!({
+            "httpGet": {"path": r.path, "port": target.port},
+            "initialDelaySeconds": r.initial_delay_seconds.unwrap_or(0),
+            "periodSeconds": r.period_seconds.unwrap_or(5),
+            "failureThreshold": r.failure_threshold.unwrap_or(3),
+        });
+    }
+    let mut pod = json!({"containers": [container]});
+    if !target.node_selector.is_empty() {
+        pod["nodeSelector"] = json!(target.node_selector);
+    }
+    if !target.tolerations.is_empty() {
+        pod["tolerations"] = serde_json::to_value(&target.tolerations)?;
+    }
+    if !target.image_pull_secrets.is_empty() {
+        pod["imagePullSecrets"] = target
+            .image_pull_secrets
+            .iter()
+            .map(|name| json!({"name": name}))
+            .collect();
+    }
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(existing) = api.get_opt(&deployment).await?
         && !ours(&existing.metadata, md)
@@ -155,7 +184,7 @@ pub(super) async fn apply_version(
             "selector": {"matchLabels": {DEPLOYMENT_LABEL: name, VERSION_LABEL: version}},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [container]},
+                "spec": pod,
             },
         }
     });

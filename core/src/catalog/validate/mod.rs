@@ -263,7 +263,54 @@ impl Checker<'_> {
         if let Some(sm) = &d.spec.target.sagemaker {
             self.sagemaker_target(sm, s);
         }
+        if let Some(k) = &d.spec.target.kubernetes {
+            self.kubernetes_target(k);
+        }
         self.strategy(s);
+    }
+
+    /// Checks a Kubernetes target's readiness path and tolerations as the API server would.
+    fn kubernetes_target(&mut self, k: &slipway_crd::model_deployment::KubernetesTarget) {
+        if let Some(r) = &k.readiness
+            && !r.path.starts_with('/')
+        {
+            self.invalid(
+                "spec.target.kubernetes.readiness.path",
+                format!(
+                    "`{}` is not a path; write it from the root, e.g. `/healthz`",
+                    r.path
+                ),
+            );
+        }
+        for (i, t) in k.tolerations.iter().enumerate() {
+            let at = |f: &str| format!("spec.target.kubernetes.tolerations[{i}].{f}");
+            match t.operator.as_deref() {
+                None | Some("Equal") => {}
+                Some("Exists") if t.value.is_some() => self.invalid(
+                    &at("value"),
+                    "operator Exists takes no value; leave it out, or use operator Equal",
+                ),
+                Some("Exists") => {}
+                Some(other) => self.invalid(
+                    &at("operator"),
+                    format!("operator `{other}` is not Equal or Exists"),
+                ),
+            }
+            if let Some(e) = &t.effect
+                && !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e.as_str())
+            {
+                self.invalid(
+                    &at("effect"),
+                    format!("effect `{e}` is not NoSchedule, PreferNoSchedule or NoExecute"),
+                );
+            }
+            if t.key.is_none() && t.operator.as_deref() != Some("Exists") {
+                self.invalid(
+                    &at("key"),
+                    "a toleration without a key needs operator Exists",
+                );
+            }
+        }
     }
 
     /// Checks a SageMaker target's endpoint name, and that mode Guardrails is given at most one

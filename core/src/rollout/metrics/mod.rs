@@ -90,11 +90,11 @@ fn current<'a>(
         .then_some(a)
 }
 
-/// Whether the state is in a canary step the metrics judge: a candidate under way whose step's
-/// weights were applied, below 100%.
+/// Whether the state is in a canary step the metrics judge: a candidate under way, seen ready
+/// at its step's weights (below 100%); when it was.
 fn measuring(spec: &ModelDeploymentSpec, state: &RolloutState) -> Option<DateTime<Utc>> {
     state.candidate.as_ref()?;
-    let started = state.step_started?;
+    let started = state.step_ready?;
     let steps = super::strategy_steps(&spec.strategy);
     (steps.get(state.step).is_some_and(|s| s.weight < 100)).then_some(started)
 }

@@ -41,6 +41,7 @@ fn canary() -> RolloutState {
         candidate: Some("8".into()),
         step: 0,
         step_started: Some(t(0)),
+        step_ready: Some(t(0)),
         candidate_started: Some(t(0)),
         phase: DeploymentPhase::Progressing,
         last_desired: Some("8".into()),
@@ -295,6 +296,7 @@ fn limits_count_within_a_step_and_a_new_step_starts_afresh() {
     let next = RolloutState {
         step: 1,
         step_started: Some(t(40)),
+        step_ready: Some(t(40)),
         ..canary()
     };
     assert_eq!(

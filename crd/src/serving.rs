@@ -1,0 +1,44 @@
+//! What makes a Kubernetes target's model-server pod ready, and where it may run.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A readiness probe: an HTTP GET of `path` on the container port; a pod takes traffic (and a
+/// rollout step counts) once it answers 2xx or 3xx.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    /// The health path, e.g. `/v2/health/ready`.
+    pub path: String,
+    /// Seconds before the first probe (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<u32>,
+    /// Seconds between probes (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<u32>,
+    /// Failed probes in a row that take a pod out of traffic (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+}
+
+/// A taint the pods tolerate (Kubernetes' `Toleration`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Toleration {
+    /// The taint's key (none, with `operator: Exists`: every taint — only where the operator
+    /// allows `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// The taint's value (`Equal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute` (none: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+    /// With `NoExecute`: how long a pod stays once the taint appears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
