@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::git_mode::{
-    Traffic, add_broken_version, events, get, quickstart, set_production, terminate,
+    Traffic, add_broken_version, events, get, quickstart, serve_on, set_production, terminate,
 };
 use support::http::Receiver;
 use support::prometheus::Prometheus;
@@ -111,22 +111,6 @@ fn a_canary_is_promoted_on_a_metric_that_holds_and_rolled_back_on_one_that_fails
     terminate(&mut child);
 }
 
-fn serve_on(work: &Path, port: u16, extra: &[&str]) -> (std::process::Child, u16) {
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "run",
-        "registry",
-        "--state",
-        "state",
-        "--interval",
-        "1s",
-        "--listen",
-        &listen,
-    ];
-    args.extend_from_slice(extra);
-    (support::git_mode::spawn_slipway(work, &args), port)
-}
-
 #[test]
 fn an_http_metric_carries_an_allowed_secret_and_an_unreachable_provider_never_passes() {
     let (_dir, work) = quickstart();
@@ -142,23 +126,7 @@ fn an_http_metric_carries_an_allowed_secret_and_an_unreachable_provider_never_pa
     );
     judge_by(&work, &metrics);
     set_production(&work, "8");
-    let traffic = Traffic::start(&work);
-    let run = support::slipway_env(
-        &[
-            "run",
-            "registry",
-            "--once",
-            "--state",
-            "state",
-            "--allowed-destinations",
-            "127.0.0.1",
-            "--allowed-secrets",
-            "QUALITY_TOKEN",
-        ],
-        &work,
-        &[("QUALITY_TOKEN", "Bearer quality-secret")],
-    );
-    traffic.stop();
+    let run = run_once_with_the_token(&work);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let asked = receiver.requests();
     assert!(!asked.is_empty());
@@ -184,23 +152,7 @@ fn an_http_metric_carries_an_allowed_secret_and_an_unreachable_provider_never_pa
     );
     std::fs::write(&path, text).unwrap();
     set_production(&work, "7");
-    let traffic = Traffic::start(&work);
-    let run = support::slipway_env(
-        &[
-            "run",
-            "registry",
-            "--once",
-            "--state",
-            "state",
-            "--allowed-destinations",
-            "127.0.0.1",
-            "--allowed-secrets",
-            "QUALITY_TOKEN",
-        ],
-        &work,
-        &[("QUALITY_TOKEN", "Bearer quality-secret")],
-    );
-    traffic.stop();
+    let run = run_once_with_the_token(&work);
     assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
     let all = events(&work);
     let rolled = all
@@ -213,4 +165,26 @@ fn an_http_metric_carries_an_allowed_secret_and_an_unreachable_provider_never_pa
             && l.contains("metric accuracy = no value: Inconclusive (cannot reach")),
         "{all:#?}"
     );
+}
+
+/// `slipway run --once` under traffic, allowed loopback and the quality service's token.
+fn run_once_with_the_token(work: &Path) -> support::Run {
+    let traffic = Traffic::start(work);
+    let run = support::slipway_env(
+        &[
+            "run",
+            "registry",
+            "--once",
+            "--state",
+            "state",
+            "--allowed-destinations",
+            "127.0.0.1",
+            "--allowed-secrets",
+            "QUALITY_TOKEN",
+        ],
+        work,
+        &[("QUALITY_TOKEN", "Bearer quality-secret")],
+    );
+    traffic.stop();
+    run
 }

@@ -8,10 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::apiserver::ApiServer;
 use support::eventually;
-use support::k8s_mode::{Controller, get, move_alias};
-use support::kubelet::Kubelet;
+use support::k8s_mode::{cluster_with, deployment_status, move_alias, serving};
 use support::registry::{production, versions};
 
 fn registry() -> String {
@@ -50,37 +48,14 @@ spec:
     .concat()
 }
 
-fn status(api: &ApiServer) -> serde_json::Value {
-    let out = api.kubectl(
-        &["get", "mdeploy", "pitch-frames-api", "-o", "json"],
-        "admin",
-    );
-    serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap_or_default()["status"].clone()
-}
-
 fn at(event: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
     event["at"].as_str().unwrap().parse().unwrap()
 }
 
 #[test]
 fn a_model_server_is_placed_as_asked_and_a_step_counts_once_its_pods_are_ready() {
-    let api = ApiServer::start();
-    api.install_crds();
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &registry());
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let kubelet = Kubelet::start(&api.kubeconfig, "default");
-    let controller = Controller::start(&api, "controller-a");
-    let serving = |v: &str| {
-        let want = format!("Healthy {v}");
-        eventually(Duration::from_secs(90), || {
-            (get(
-                &api,
-                &["mdeploy", "pitch-frames-api"],
-                "{.status.phase} {.status.servingVersion}",
-            ) == want)
-                .then_some(())
-        })
-    };
+    let (api, kubelet, controller) = cluster_with(&registry());
+    let serving = |v: &str| serving(&api, v);
     serving("7");
     let out = api.kubectl(
         &["get", "deploy", "pitch-frames-api-v7", "-o", "json"],
@@ -117,6 +92,7 @@ fn a_model_server_is_placed_as_asked_and_a_step_counts_once_its_pods_are_ready()
         serde_json::json!([{"name": "registry-credentials"}]),
         "{pod}"
     );
+    assert_eq!(pod["automountServiceAccountToken"], false, "{pod}");
 
     // 8 rolls out; at 50% its new pods are still loading (not available) for 5 s. The rollout's
     // deadline (10 s) began before the 25% step's 8 s pause: counted from the candidate's start it
@@ -124,7 +100,7 @@ fn a_model_server_is_placed_as_asked_and_a_step_counts_once_its_pods_are_ready()
     move_alias(&api, "8");
     let fifty = serde_json::json!({"7": 50, "8": 50});
     eventually(Duration::from_secs(60), || {
-        let s = status(&api);
+        let s = deployment_status(&api);
         s["history"]
             .as_array()?
             .iter()
@@ -133,7 +109,7 @@ fn a_model_server_is_placed_as_asked_and_a_step_counts_once_its_pods_are_ready()
     });
     kubelet.starting.lock().unwrap().insert("8".into());
     std::thread::sleep(Duration::from_secs(5));
-    let s = status(&api);
+    let s = deployment_status(&api);
     assert_eq!(
         (&s["phase"], &s["currentStep"], &s["stepReadyAt"]),
         (
@@ -147,7 +123,7 @@ fn a_model_server_is_placed_as_asked_and_a_step_counts_once_its_pods_are_ready()
     let released = chrono::Utc::now();
     kubelet.starting.lock().unwrap().remove("8");
     serving("8");
-    let s = status(&api);
+    let s = deployment_status(&api);
     let history = s["history"].as_array().unwrap();
     let succeeded = history
         .iter()

@@ -5,7 +5,8 @@
 //!
 //! Two model servers: the quickstart's `serve.py` (the real one, Python standard library) and a
 //! minimal in-process hyper server that answers instantly (so the router's own cost is not hidden
-//! in the model server's). For each, sequential requests alternate in rounds of 200 between
+//! in the model server's) — the latter also through a router that exports its per-version
+//! series for `/metrics`. For each, sequential requests alternate in rounds of 200 between
 //! "direct" and "through the router" (one keep-alive client each), then 16 concurrent clients
 //! measure throughput both ways.
 
@@ -190,6 +191,25 @@ fn main() {
             "minimal hyper server (answers instantly, keep-alive)",
             fast,
             &router,
+            requests,
+        )
+        .await;
+        // The same, the router exporting its per-version series for `/metrics` (what git mode
+        // runs: a rollout's metrics query them).
+        let exporting = TrafficRouter::start(
+            0,
+            Some(slipway::edges::serving::router::Exported {
+                traffic: slipway::edges::metrics::Traffic::default(),
+                namespace: "default".into(),
+                deployment: "pitch-frames-api".into(),
+            }),
+        )
+        .await
+        .expect("router");
+        measure(
+            "minimal hyper server, the router exporting per-version series",
+            fast,
+            &exporting,
             requests,
         )
         .await;

@@ -144,9 +144,45 @@ pub struct AnalysisStatus {
     pub version: String,
     /// The step's index.
     pub step: u32,
-    /// When the step's weights were applied.
+    /// When the candidate was seen ready at the step's weights (the measurements count from here).
     pub since: DateTime<Utc>,
     /// Each metric's measurements.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricStatus>,
+}
+
+/// The candidate compared with the serving version on a rate the application reports (a
+/// label-based accuracy, a conversion rate), by a sequential test whose false-positive rate
+/// holds however often it is looked at.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Comparison {
+    /// Name, unique among the analysis' metrics and comparisons.
+    pub name: String,
+    /// Time between looks, e.g. `1m` (default `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long after a prediction its outcome arrives, e.g. `10m` (default none): nothing is
+    /// judged before the candidate has served this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_delay: Option<String>,
+    /// How much lower than the serving version's rate the candidate's may be (absolute; default
+    /// 0: not lower at all).
+    #[serde(default)]
+    pub margin: f64,
+    /// The false-positive rate, however often the test looks (default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// The scale of differences the test is tuned to find fastest (its mixing τ; default the
+    /// margin, or 0.02 when the margin is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tau: Option<f64>,
+    /// Trials each version needs before anything is judged (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_trials: Option<u64>,
+    /// A version's successes (e.g. correct labelled predictions); `{{version}}` is the version
+    /// asked about, `{{since}}` how long the candidate has served (`642s`).
+    pub successes: MetricProvider,
+    /// A version's trials (e.g. labelled predictions), over the same window.
+    pub trials: MetricProvider,
 }

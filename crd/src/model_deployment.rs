@@ -284,6 +284,10 @@ pub struct Analysis {
     /// Metrics measured from a provider during every canary step; a failed one rolls back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<crate::analysis::Metric>,
+    /// The candidate compared with the serving version by a sequential test; one shown worse
+    /// rolls back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<crate::analysis::Comparison>,
 }
 
 /// Rollout phase of a deployment.

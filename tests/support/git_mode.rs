@@ -22,7 +22,11 @@ pub fn spawn_slipway(work: &Path, args: &[&str]) -> std::process::Child {
 /// Starts `slipway run registry` (every second, serving HTTP on a free port, with `extra`
 /// arguments); returns it and the port.
 pub fn serve(work: &Path, extra: &[&str]) -> (std::process::Child, u16) {
-    let port = free_port();
+    serve_on(work, free_port(), extra)
+}
+
+/// [`serve`] on a port of the caller's (a scraper configured before it starts).
+pub fn serve_on(work: &Path, port: u16, extra: &[&str]) -> (std::process::Child, u16) {
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
         "run",

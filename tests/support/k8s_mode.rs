@@ -209,3 +209,37 @@ fn job_status(api: &ApiServer, job: &str, status: &str) {
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+/// A cluster for rollout tests: the API server with the CRDs, `objects` applied, the test's
+/// kubelet and one controller.
+pub fn cluster_with(objects: &str) -> (ApiServer, super::kubelet::Kubelet, Controller) {
+    let api = ApiServer::start();
+    api.install_crds();
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", objects);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let kubelet = super::kubelet::Kubelet::start(&api.kubeconfig, "default");
+    let controller = Controller::start(&api, "controller-a");
+    (api, kubelet, controller)
+}
+
+/// Waits (90 s at most) until ModelDeployment pitch-frames-api is Healthy serving `version`.
+pub fn serving(api: &ApiServer, version: &str) {
+    let want = format!("Healthy {version}");
+    super::eventually(std::time::Duration::from_secs(90), || {
+        (get(
+            api,
+            &["mdeploy", "pitch-frames-api"],
+            "{.status.phase} {.status.servingVersion}",
+        ) == want)
+            .then_some(())
+    })
+}
+
+/// ModelDeployment pitch-frames-api's status.
+pub fn deployment_status(api: &ApiServer) -> serde_json::Value {
+    let out = api.kubectl(
+        &["get", "mdeploy", "pitch-frames-api", "-o", "json"],
+        "admin",
+    );
+    serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap_or_default()["status"].clone()
+}

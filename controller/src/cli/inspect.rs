@@ -353,6 +353,34 @@ fn deployment_text(row: &serde_json::Value, serving: bool) -> String {
     for d in st["drift"].as_array().into_iter().flatten() {
         out.push_str(&format!("    out of sync: {}\n", d.as_str().unwrap_or("?")));
     }
+    // A rollout under way: what holds it, and each metric of its step.
+    if let Some(target) = st["targetVersion"].as_str() {
+        for c in st["conditions"].as_array().into_iter().flatten() {
+            if c["type"] == "Ready" {
+                out.push_str(&format!(
+                    "    rolling out {target}: {}\n",
+                    c["message"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+        if st["analysis"]["version"].as_str() == Some(target) {
+            for m in st["analysis"]["metrics"].as_array().into_iter().flatten() {
+                let last = m["measurements"].as_array().and_then(|l| l.last());
+                out.push_str(&format!(
+                    "    metric {}: {} success(es), {} failure(s), {} inconclusive; last: {} {}{}\n",
+                    m["name"].as_str().unwrap_or("?"),
+                    m["successes"],
+                    m["failures"],
+                    m["inconclusives"],
+                    last.and_then(|l| l["value"].as_str()).unwrap_or("no value"),
+                    last.and_then(|l| l["verdict"].as_str()).unwrap_or("-"),
+                    last.and_then(|l| l["message"].as_str())
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default(),
+                ));
+            }
+        }
+    }
     for c in st["conditions"].as_array().into_iter().flatten() {
         if c["type"] == "Stalled" && c["status"] == "True" {
             out.push_str(&format!(

@@ -22,12 +22,16 @@ pub fn measure(
     destination: &dyn Fn(&str) -> Result<(), String>,
 ) -> Reading {
     destination(request.url())?;
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(TIMEOUT))
-        .build()
-        .new_agent();
+    // One agent for every measurement: its connections are kept alive between them.
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    let agent = AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(TIMEOUT))
+            .build()
+            .new_agent()
+    });
     match request {
         Request::Prometheus { address, query } => {
             let url = format!("{address}/api/v1/query");

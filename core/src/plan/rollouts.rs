@@ -168,7 +168,11 @@ fn judged_by(s: &slipway_crd::model_deployment::Strategy) -> Vec<String> {
     }
     for m in &a.metrics {
         let provider = match (&m.provider.prometheus, &m.provider.http) {
-            (Some(p), _) => format!("prometheus {} `{}`", p.address, p.query.trim()),
+            (Some(p), _) => format!(
+                "prometheus {} `{}`",
+                p.address,
+                p.query.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
             (None, Some(h)) => match &h.json_path {
                 Some(path) => format!("http {} at {path}", h.url),
                 None => format!("http {}", h.url),
@@ -188,6 +192,20 @@ fn judged_by(s: &slipway_crd::model_deployment::Strategy) -> Vec<String> {
             m.name,
             crate::duration::format(crate::rollout::metrics::interval(m)),
             m.failure_limit + 1
+        ));
+    }
+    for c in &a.comparisons {
+        let delay = c
+            .label_delay
+            .as_deref()
+            .map(|d| format!(", labels {d} after a prediction"))
+            .unwrap_or_default();
+        out.push(format!(
+            "comparison {}: candidate against the serving version on successes / trials, every {}{delay}; rolls back once an always-valid {}% interval (mSPRT) shows it lower by more than {}",
+            c.name,
+            c.interval.as_deref().unwrap_or("1m"),
+            (1.0 - c.alpha.unwrap_or(crate::rollout::metrics::DEFAULT_ALPHA)) * 100.0,
+            c.margin
         ));
     }
     out

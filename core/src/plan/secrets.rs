@@ -52,6 +52,28 @@ fn references(resource: &Resource) -> BTreeSet<(String, String)> {
                 refs.extend(headers("spec.runner.webhook".into(), &w.headers));
             }
         }
+        Resource::ModelDeployment(d) => {
+            let metrics = d.spec.strategy.analysis.iter().flat_map(|a| &a.metrics);
+            for (i, m) in metrics.enumerate() {
+                if let Some(h) = &m.provider.http {
+                    refs.extend(headers(
+                        format!("spec.strategy.analysis.metrics[{i}].provider.http"),
+                        &h.headers,
+                    ));
+                }
+            }
+            let comparisons = d.spec.strategy.analysis.iter().flat_map(|a| &a.comparisons);
+            for (i, c) in comparisons.enumerate() {
+                for (part, p) in [("successes", &c.successes), ("trials", &c.trials)] {
+                    if let Some(h) = &p.http {
+                        refs.extend(headers(
+                            format!("spec.strategy.analysis.comparisons[{i}].{part}.http"),
+                            &h.headers,
+                        ));
+                    }
+                }
+            }
+        }
         _ => {}
     }
     refs.into_iter()

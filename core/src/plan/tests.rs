@@ -371,3 +371,55 @@ fn the_plan_describes_the_metrics_that_judge_a_rollout() {
         p.changes[0].warnings
     );
 }
+
+/// The hostile review: a pull request that adds a secret reference to a deployment's metric
+/// headers is held to a sign-off like any other secret reference.
+#[test]
+fn a_secret_added_to_a_metrics_headers_needs_a_sign_off() {
+    let with_header = |production: &str, header: bool| {
+        let headers = if header {
+            ", headers: {Authorization: {env: QUALITY_TOKEN}}"
+        } else {
+            ""
+        };
+        registry(production).replace(
+            "  strategy: {type: Canary, steps: [{weight: 20, pause: 1m}]}",
+            &format!("  strategy: {{type: Canary, steps: [{{weight: 20, pause: 1m}}], analysis: {{metrics: [{{name: q, successCondition: 'result > 0.9', provider: {{http: {{url: 'http://q/'{headers}}}}}}}]}}}}"),
+        )
+    };
+    assert_ne!(
+        with_header("1", true),
+        registry("1"),
+        "the fixture changed shape"
+    );
+    let (base, head) = (
+        catalog(&with_header("1", false)),
+        catalog(&with_header("1", true)),
+    );
+    let p = plan(&base, &head, &inputs(None, &[]));
+    let mut c = p
+        .changes
+        .iter()
+        .find(|c| c.kind == "ModelDeployment")
+        .unwrap()
+        .clone();
+    // Its policy asks for a sign-off here; without one, the new reference is an error.
+    assert!(!c.decision.approvals.is_empty());
+    c.decision.approvals.clear();
+    let object = |cat: &crate::catalog::Catalog| {
+        cat.objects()
+            .iter()
+            .find(|o| matches!(o.resource, Resource::ModelDeployment(_)))
+            .unwrap()
+            .clone()
+    };
+    let errors = super::secrets::unprotected(&c, Some(&object(&base)), &object(&head));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .field
+            .contains("metrics[0].provider.http.headers.Authorization")
+            && errors[0].message.contains("env QUALITY_TOKEN"),
+        "{errors:?}"
+    );
+}

@@ -94,12 +94,16 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
     // The step's metrics, with what was just measured, judge it beside the target.
     let analysis = super::metrics::record(input.previous.analysis.as_ref(), state, input.measured);
     let mut observation = observation;
+    let mut held = None;
     if state.candidate.is_some() {
         let metrics = super::metrics::judgement(
             input.spec.strategy.analysis.as_ref(),
             analysis.as_ref(),
             state,
         );
+        if let super::Judgement::Inconclusive(why) = &metrics {
+            held = Some(why.clone());
+        }
         observation.analysis = super::metrics::worse(observation.analysis, metrics);
     }
     let policy = Policy::new(&input.spec.strategy, PROGRESS_DEADLINE, input.poll);
@@ -129,6 +133,16 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
         && let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == "Ready")
     {
         ready.message = format!("{}; waiting for {why}", ready.message);
+    }
+    // A step its metrics hold (nothing measured yet, no success, no answer): Ready says which
+    // and why, for `kubectl get` and `slipway status` — only the metrics' reasons, which change
+    // with a measurement, not with every request.
+    if let (Some(why), Some(_), true) = (&held, &step.state.candidate, waiting.is_none())
+        && step.state.step == state.step
+        && step.state.phase == DeploymentPhase::Progressing
+        && let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == "Ready")
+    {
+        ready.message = format!("{}; held by its analysis: {why}", ready.message);
     }
     let write = step.state != *state
         || !step.actions.is_empty()

@@ -202,20 +202,21 @@ impl Reconciler<'_> {
             model: &d.spec.model,
             version,
             stable: state.stable.as_deref(),
+            since: "",
         };
-        let metrics = d.spec.strategy.analysis.iter().flat_map(|a| &a.metrics);
-        rollout::metrics::due(&d.spec, previous, state, &names, now)
-            .into_iter()
-            .filter_map(|q| {
-                let m = metrics.clone().find(|m| m.name == q.metric)?;
-                let reading = crate::edges::providers::measure(
-                    &q.request,
-                    &|r| self.allowed.resolve(r),
-                    &|url| self.allowed.destination(url),
-                );
-                Some((q.metric, rollout::metrics::judge(m, &reading, (self.now)())))
+        let due = rollout::metrics::due(&d.spec, previous, state, &names, now);
+        let readings: Vec<Vec<rollout::metrics::Reading>> = due
+            .iter()
+            .map(|q| {
+                let ask = |r| {
+                    crate::edges::providers::measure(r, &|s| self.allowed.resolve(s), &|url| {
+                        self.allowed.destination(url)
+                    })
+                };
+                q.requests.iter().map(ask).collect()
             })
-            .collect()
+            .collect();
+        rollout::metrics::judge_all(&d.spec, &due, &readings, (self.now)())
     }
 }
 

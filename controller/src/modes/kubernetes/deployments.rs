@@ -304,39 +304,34 @@ impl Rollout<'_> {
             model: &self.md.spec.model,
             version,
             stable: state.stable.as_deref(),
+            since: "",
         };
         let due = rollout::metrics::due(&self.md.spec, previous, state, &names, Utc::now());
         if due.is_empty() {
             return Vec::new();
         }
-        let metrics: Vec<slipway_crd::analysis::Metric> = self
-            .md
-            .spec
-            .strategy
-            .analysis
-            .iter()
-            .flat_map(|a| a.metrics.clone())
-            .collect();
         let mut refs = Vec::new();
-        for h in metrics.iter().filter_map(|m| m.provider.http.as_ref()) {
-            refs.extend(h.headers.values().cloned());
+        for r in due.iter().flat_map(|q| &q.requests) {
+            if let rollout::metrics::Request::Http { headers, .. } = r {
+                refs.extend(headers.values().cloned());
+            }
         }
         let secrets = notify::Secrets::load(&self.ctx.client, &self.ns, refs.iter()).await;
         let bounds = self.ctx.bounds.clone();
+        let asked = due.clone();
         let measuring = tokio::task::spawn_blocking(move || {
-            due.into_iter()
-                .filter_map(|q| {
-                    let m = metrics.iter().find(|m| m.name == q.metric)?;
-                    let reading = crate::edges::providers::measure(
-                        &q.request,
-                        &|r| secrets.resolve(r),
-                        &|url| bounds.destination(url),
-                    );
-                    Some((q.metric, rollout::metrics::judge(m, &reading, Utc::now())))
+            let ask = |r| {
+                crate::edges::providers::measure(r, &|s| secrets.resolve(s), &|url| {
+                    bounds.destination(url)
                 })
-                .collect()
+            };
+            asked
+                .iter()
+                .map(|q| q.requests.iter().map(ask).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
         });
-        measuring.await.unwrap_or_default()
+        let readings = measuring.await.unwrap_or_default();
+        rollout::metrics::judge_all(&self.md.spec, &due, &readings, Utc::now())
     }
 
     /// Carries the step's actions out in order, starting from `weights` (the state's traffic)

@@ -156,7 +156,8 @@ pub(super) async fn apply_version(
             "failureThreshold": r.failure_threshold.unwrap_or(3),
         });
     }
-    let mut pod = json!({"containers": [container]});
+    // A model server needs no API access: no service-account token in its pods.
+    let mut pod = json!({"containers": [container], "automountServiceAccountToken": false});
     if !target.node_selector.is_empty() {
         pod["nodeSelector"] = json!(target.node_selector);
     }

@@ -304,6 +304,12 @@ impl Checker<'_> {
                     format!("effect `{e}` is not NoSchedule, PreferNoSchedule or NoExecute"),
                 );
             }
+            if t.toleration_seconds.is_some() && t.effect.as_deref() != Some("NoExecute") {
+                self.invalid(
+                    &at("tolerationSeconds"),
+                    "tolerationSeconds applies to effect NoExecute only; set that effect or leave it out",
+                );
+            }
             if t.key.is_none() && t.operator.as_deref() != Some("Exists") {
                 self.invalid(
                     &at("key"),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use cel::{Context, Program, Value};
 use chrono::{DateTime, Utc};
 use slipway_crd::analysis::{
-    AnalysisStatus, Measurement, MeasurementVerdict as Verdict, Metric, MetricStatus,
+    AnalysisStatus, Comparison, Measurement, MeasurementVerdict as Verdict, Metric, MetricStatus,
 };
 use slipway_crd::model_deployment::{
     Analysis, ModelDeploymentSpec, ModelDeploymentStatus, OnInconclusive,
@@ -23,6 +23,12 @@ use slipway_crd::model_deployment::{
 
 use super::{Judgement, RolloutState};
 
+/// A comparison's false-positive rate when it sets no `alpha`.
+pub const DEFAULT_ALPHA: f64 = 0.05;
+/// A comparison's mixing scale τ when it sets none and its margin is 0.
+pub const DEFAULT_TAU: f64 = 0.02;
+/// Trials each version needs before a comparison judges, when it sets no `minTrials`.
+pub const DEFAULT_MIN_TRIALS: u64 = 100;
 /// Time between measurements when a metric sets no `interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Measurements of a metric the status keeps (the counts cover them all).
@@ -42,6 +48,8 @@ pub struct Names<'a> {
     pub version: &'a str,
     /// The version serving beside it.
     pub stable: Option<&'a str>,
+    /// How long the candidate has served, as a PromQL duration (`642s`).
+    pub since: &'a str,
 }
 
 impl Names<'_> {
@@ -52,18 +60,91 @@ impl Names<'_> {
             "deployment" => Some(self.deployment),
             "namespace" => Some(self.namespace),
             "model" => Some(self.model),
+            "since" => Some(self.since),
             _ => None,
         }
     }
 }
 
-/// A metric to measure now.
+/// A metric or comparison to measure now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Query {
-    /// The metric's name.
+    /// The metric's (or comparison's) name.
     pub metric: String,
-    /// What to ask its provider.
-    pub request: Request,
+    /// What to ask its provider: one request for a metric; for a comparison the candidate's
+    /// successes and trials, then the serving version's.
+    pub requests: Vec<Request>,
+}
+
+/// What judges a step: a metric, or a comparison.
+#[derive(Clone, Copy, Debug)]
+enum Judged<'a> {
+    Metric(&'a Metric),
+    Comparison(&'a Comparison),
+}
+
+impl<'a> Judged<'a> {
+    fn all(a: &'a Analysis) -> impl Iterator<Item = Judged<'a>> {
+        let metrics = a.metrics.iter().map(Judged::Metric);
+        metrics.chain(a.comparisons.iter().map(Judged::Comparison))
+    }
+
+    fn name(self) -> &'a str {
+        match self {
+            Judged::Metric(m) => &m.name,
+            Judged::Comparison(c) => &c.name,
+        }
+    }
+
+    fn every(self) -> Duration {
+        let written = match self {
+            Judged::Metric(m) => m.interval.as_deref(),
+            Judged::Comparison(c) => c.interval.as_deref(),
+        };
+        written
+            .and_then(|i| crate::duration::parse(i).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_INTERVAL)
+    }
+
+    /// (failureLimit, inconclusiveLimit): a comparison shown worse once rolls back.
+    fn limits(self) -> (u32, Option<u32>) {
+        match self {
+            Judged::Metric(m) => (m.failure_limit, m.inconclusive_limit),
+            Judged::Comparison(_) => (0, None),
+        }
+    }
+
+    /// How long after the candidate started nothing is judged (a comparison's label delay).
+    fn label_delay(self) -> Duration {
+        match self {
+            Judged::Comparison(c) => c
+                .label_delay
+                .as_deref()
+                .and_then(|d| crate::duration::parse(d).ok())
+                .unwrap_or(Duration::ZERO),
+            Judged::Metric(_) => Duration::ZERO,
+        }
+    }
+
+    fn requests(self, names: &Names) -> Option<Vec<Request>> {
+        match self {
+            Judged::Metric(m) => Some(vec![request(m, names)?]),
+            Judged::Comparison(c) => {
+                let serving = Names {
+                    version: names.stable?,
+                    ..*names
+                };
+                let ask = |p, n: &Names| provider::asked(p, n);
+                Some(vec![
+                    ask(&c.successes, names)?,
+                    ask(&c.trials, names)?,
+                    ask(&c.successes, &serving)?,
+                    ask(&c.trials, &serving)?,
+                ])
+            }
+        }
+    }
 }
 
 /// What a provider answered: the value, or why there is none.
@@ -71,14 +152,12 @@ pub type Reading = Result<serde_json::Value, String>;
 
 /// A metric's interval (its own, else [`DEFAULT_INTERVAL`]).
 pub fn interval(m: &Metric) -> Duration {
-    m.interval
-        .as_deref()
-        .and_then(|i| crate::duration::parse(i).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_INTERVAL)
+    Judged::Metric(m).every()
 }
 
-/// The analysis the status records of the step under way, if it is of this step.
+/// The analysis the status records of the step under way, if it is of this step since the
+/// candidate was last seen ready at it (what was measured before it stopped being ready does not
+/// count for the pods that came back).
 fn current<'a>(
     status: Option<&'a AnalysisStatus>,
     state: &RolloutState,
@@ -86,8 +165,63 @@ fn current<'a>(
     let a = status?;
     (Some(&a.version) == state.candidate.as_ref()
         && a.step as usize == state.step
-        && Some(a.since) == state.step_started)
+        && Some(a.since) == state.step_ready)
         .then_some(a)
+}
+
+/// `text` cut to [`MAX_VALUE`] bytes (a provider's words, a value): what a status keeps.
+pub(crate) fn short(text: &str) -> String {
+    if text.len() <= MAX_VALUE {
+        return text.to_string();
+    }
+    let mut end = MAX_VALUE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The most nested comprehensions (`all`, `exists`, `map`, `filter`) a condition may have:
+/// each level multiplies the work by the size of `result`.
+pub const MAX_NESTING: usize = 2;
+/// The most values (numbers, strings, list items, object entries) a `result` may hold.
+pub const MAX_RESULT: usize = 1000;
+
+fn nesting(e: &cel::IdedExpr) -> usize {
+    use cel::common::ast::Expr;
+    match &e.expr {
+        Expr::Comprehension(c) => {
+            1 + [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ]
+            .into_iter()
+            .map(nesting)
+            .max()
+            .unwrap_or(0)
+        }
+        Expr::Call(c) => c
+            .target
+            .iter()
+            .map(|t| nesting(t.as_ref()))
+            .chain(c.args.iter().map(nesting))
+            .max()
+            .unwrap_or(0),
+        Expr::Select(s) => nesting(&s.operand),
+        Expr::List(l) => l.elements.iter().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn size(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(size).sum::<usize>(),
+        serde_json::Value::Object(o) => 1 + o.values().map(size).sum::<usize>(),
+        _ => 1,
+    }
 }
 
 /// Whether the state is in a canary step the metrics judge: a candidate under way, seen ready
@@ -99,25 +233,29 @@ fn measuring(spec: &ModelDeploymentSpec, state: &RolloutState) -> Option<DateTim
     (steps.get(state.step).is_some_and(|s| s.weight < 100)).then_some(started)
 }
 
-/// When each metric is next due (metric, instant).
+/// When each metric and comparison is next due: one interval after its last measurement in
+/// the step (or the step's readiness), and a comparison not before its label delay has passed
+/// since the candidate started.
 fn schedule<'a>(
     spec: &'a ModelDeploymentSpec,
     status: Option<&AnalysisStatus>,
     state: &RolloutState,
-) -> Vec<(&'a Metric, DateTime<Utc>)> {
+) -> Vec<(Judged<'a>, DateTime<Utc>)> {
     let (Some(a), Some(started)) = (&spec.strategy.analysis, measuring(spec, state)) else {
         return Vec::new();
     };
     let recorded = current(status, state);
-    a.metrics
-        .iter()
-        .map(|m| {
+    let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    Judged::all(a)
+        .map(|j| {
             let last = recorded
-                .and_then(|r| r.metrics.iter().find(|s| s.name == m.name))
+                .and_then(|r| r.metrics.iter().find(|s| s.name == j.name()))
                 .and_then(|s| s.measurements.last())
                 .map_or(started, |x| x.at.max(started));
-            let every = chrono::Duration::from_std(interval(m)).unwrap_or(chrono::Duration::MAX);
-            (m, last + every)
+            let labelled = state
+                .candidate_started
+                .map_or(started, |c| c + span(j.label_delay()));
+            (j, (last + span(j.every())).max(labelled))
         })
         .collect()
 }
@@ -130,14 +268,46 @@ pub fn due(
     names: &Names,
     now: DateTime<Utc>,
 ) -> Vec<Query> {
+    let served = state
+        .candidate_started
+        .and_then(|c| (now - c).to_std().ok())
+        .unwrap_or_default();
+    let since = format!("{}s", served.as_secs().max(1));
+    let names = Names {
+        since: &since,
+        ..*names
+    };
     schedule(spec, previous.analysis.as_ref(), state)
         .into_iter()
         .filter(|(_, at)| *at <= now)
-        .filter_map(|(m, _)| {
+        .filter_map(|(j, _)| {
             Some(Query {
-                metric: m.name.clone(),
-                request: request(m, names)?,
+                metric: j.name().to_string(),
+                requests: j.requests(&names)?,
             })
+        })
+        .collect()
+}
+
+/// Judges what the providers answered to `due` (`readings[i]`: the answers to `due[i]`'s
+/// requests, in order), by the metrics' conditions and the comparisons' test.
+pub fn judge_all(
+    spec: &ModelDeploymentSpec,
+    due: &[Query],
+    readings: &[Vec<Reading>],
+    now: DateTime<Utc>,
+) -> Vec<(String, Measurement)> {
+    let Some(a) = &spec.strategy.analysis else {
+        return Vec::new();
+    };
+    due.iter()
+        .zip(readings)
+        .filter_map(|(q, r)| {
+            let m = match Judged::all(a).find(|j| j.name() == q.metric)? {
+                Judged::Metric(m) => judge(m, r.first()?, now),
+                Judged::Comparison(c) => compared(c, r, now),
+            };
+            Some((q.metric.clone(), m))
         })
         .collect()
 }
@@ -172,13 +342,26 @@ fn doubles(v: &serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// Compiles a metric's condition (it reads `result`).
+/// Compiles a metric's condition (it reads `result`; at most [`MAX_NESTING`] nested
+/// comprehensions).
 pub fn compile(source: &str) -> Result<Program, String> {
-    crate::catalog::expr::compile_over(source, &["result"]).map(|c| c.program)
+    let program = crate::catalog::expr::compile_over(source, &["result"])?.program;
+    if nesting(program.expression()) > MAX_NESTING {
+        return Err(format!(
+            "a condition may nest at most {MAX_NESTING} comprehensions (all, exists, map, filter)"
+        ));
+    }
+    Ok(program)
 }
 
 fn holds(source: &str, result: &serde_json::Value) -> Result<bool, String> {
     let program = compile(source)?;
+    if size(result) > MAX_RESULT {
+        return Err(format!(
+            "the answer holds {} values, more than a condition reads ({MAX_RESULT}); aggregate it",
+            size(result)
+        ));
+    }
     let mut ctx = Context::default();
     ctx.add_variable_from_value(
         "result",
@@ -201,26 +384,17 @@ pub fn judge(m: &Metric, reading: &Reading, now: DateTime<Utc>) -> Measurement {
     };
     let result = match reading {
         Ok(v) => v,
-        Err(why) => return measurement(None, Verdict::Inconclusive, Some(why.clone())),
+        Err(why) => return measurement(None, Verdict::Inconclusive, Some(short(why))),
     };
     // What the status shows of the answer: its value, kept short.
-    let mut text = result.to_string();
-    if text.len() > MAX_VALUE {
-        let mut end = MAX_VALUE;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    let value = Some(text);
+    let value = Some(short(&result.to_string()));
     if let Some(f) = &m.failure_condition {
         match holds(f, result) {
             Ok(true) => {
                 return measurement(value, Verdict::Failure, Some(format!("`{f}` holds")));
             }
             Ok(false) => {}
-            Err(why) => return measurement(value, Verdict::Inconclusive, Some(why)),
+            Err(why) => return measurement(value, Verdict::Inconclusive, Some(short(&why))),
         }
     }
     let s = &m.success_condition;
@@ -232,7 +406,7 @@ pub fn judge(m: &Metric, reading: &Reading, now: DateTime<Utc>) -> Measurement {
             Some(format!("neither `{s}` nor the failure condition holds")),
         ),
         Ok(false) => measurement(value, Verdict::Failure, Some(format!("`{s}` is false"))),
-        Err(why) => measurement(value, Verdict::Inconclusive, Some(why)),
+        Err(why) => measurement(value, Verdict::Inconclusive, Some(short(&why))),
     }
 }
 
@@ -249,7 +423,7 @@ pub fn record(
         None => AnalysisStatus {
             version: state.candidate.clone()?,
             step: state.step as u32,
-            since: state.step_started?,
+            since: state.step_ready?,
             metrics: Vec::new(),
         },
     };
@@ -294,33 +468,38 @@ pub fn judgement(
     status: Option<&AnalysisStatus>,
     state: &RolloutState,
 ) -> Judgement {
-    let Some(a) = analysis.filter(|a| !a.metrics.is_empty()) else {
+    let Some(a) = analysis.filter(|a| !a.metrics.is_empty() || !a.comparisons.is_empty()) else {
         return Judgement::Pass;
     };
     let recorded = current(status, state);
     let mut waiting = Vec::new();
-    for m in &a.metrics {
+    for j in Judged::all(a) {
+        let (name, (failure_limit, inconclusive_limit)) = (j.name(), j.limits());
         let s = recorded
-            .and_then(|r| r.metrics.iter().find(|s| s.name == m.name))
+            .and_then(|r| r.metrics.iter().find(|s| s.name == name))
             .cloned()
             .unwrap_or_default();
-        let last = s.measurements.last().map(|x| said(&m.name, x));
-        if s.failures > m.failure_limit {
+        let last = s.measurements.last().map(|x| said(name, x));
+        if s.failures > failure_limit {
+            if let Judged::Comparison(_) = j {
+                let why = s.measurements.last().and_then(|m| m.message.clone());
+                return Judgement::Fail(format!(
+                    "comparison {name} shows the candidate worse than the serving version: {}",
+                    why.unwrap_or_default()
+                ));
+            }
             return Judgement::Fail(format!(
-                "{} failed measurement(s) of metric {} (failureLimit {}); last: {}",
+                "{} failed measurement(s) of metric {name} (failureLimit {failure_limit}); last: {}",
                 s.failures,
-                m.name,
-                m.failure_limit,
                 last.unwrap_or_default()
             ));
         }
-        if let Some(limit) = m.inconclusive_limit
+        if let Some(limit) = inconclusive_limit
             && s.inconclusives > limit
         {
             let why = format!(
-                "{} inconclusive measurement(s) of metric {} (inconclusiveLimit {limit}); last: {}",
+                "{} inconclusive measurement(s) of metric {name} (inconclusiveLimit {limit}); last: {}",
                 s.inconclusives,
-                m.name,
                 last.clone().unwrap_or_default()
             );
             return match a.on_inconclusive {
@@ -329,9 +508,14 @@ pub fn judgement(
             };
         }
         if s.successes == 0 {
-            waiting.push(match last {
-                Some(l) => format!("no successful measurement of metric {} yet ({l})", m.name),
-                None => format!("metric {} not measured yet in this step", m.name),
+            let delay = j.label_delay();
+            waiting.push(match (last, j) {
+                (Some(l), _) => format!("no successful measurement of metric {name} yet ({l})"),
+                (None, Judged::Comparison(_)) if !delay.is_zero() => format!(
+                    "comparison {name} not measured yet (its labels come {} after a prediction)",
+                    crate::duration::format(delay)
+                ),
+                (None, _) => format!("metric {name} not measured yet in this step"),
             });
         }
     }
@@ -353,81 +537,12 @@ pub fn worse(a: Judgement, b: Judgement) -> Judgement {
     }
 }
 
-/// What is wrong with a deployment's metrics (field, message): names unique, one provider
-/// each, conditions that compile, intervals that parse, placeholders that exist, URLs.
-pub fn problems(a: &Analysis) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, m) in a.metrics.iter().enumerate() {
-        let at = |f: &str| format!("spec.strategy.analysis.metrics[{i}].{f}");
-        if m.name.trim().is_empty() {
-            out.push((at("name"), "a metric needs a name".to_string()));
-        } else if !seen.insert(m.name.as_str()) {
-            out.push((at("name"), format!("metric {} is named twice", m.name)));
-        }
-        if let Some(iv) = &m.interval
-            && let Err(e) = crate::duration::parse(iv).and_then(|d| {
-                if d.is_zero() {
-                    Err("an interval of 0 measures without pause; give e.g. `30s`".into())
-                } else {
-                    Ok(d)
-                }
-            })
-        {
-            out.push((at("interval"), e));
-        }
-        for (field, source) in [
-            ("successCondition", Some(&m.success_condition)),
-            ("failureCondition", m.failure_condition.as_ref()),
-        ] {
-            if let Some(src) = source
-                && let Err(e) = compile(src)
-            {
-                out.push((at(field), e));
-            }
-        }
-        let p = &m.provider;
-        let (field, url, template) = match (&p.prometheus, &p.http) {
-            (Some(pr), None) => ("provider.prometheus", &pr.address, &pr.query),
-            (None, Some(h)) => ("provider.http", &h.url, &h.url),
-            _ => {
-                out.push((
-                    at("provider"),
-                    "set exactly one of prometheus and http".to_string(),
-                ));
-                continue;
-            }
-        };
-        let unknown = unknown_placeholders(template);
-        if !unknown.is_empty() {
-            out.push((
-                at(field),
-                format!(
-                    "unknown placeholder(s) {}; a query can use {}",
-                    unknown.join(", "),
-                    PLACEHOLDERS.map(|p| format!("{{{{{p}}}}}")).join(", ")
-                ),
-            ));
-        }
-        let probe = render(
-            url,
-            &Names {
-                namespace: "n",
-                deployment: "d",
-                model: "m",
-                version: "1",
-                stable: Some("0"),
-            },
-            provider::url_component,
-        );
-        if let Err(e) = crate::bounds::origin(&probe) {
-            out.push((at(field), e));
-        }
-    }
-    out
-}
-
+mod checks;
+mod comparison;
+pub use checks::problems;
+pub use comparison::compared;
 mod provider;
+pub mod sequential;
 pub use provider::{
     PLACEHOLDERS, Request, json_path, prometheus_result, render, request, unknown_placeholders,
 };

@@ -3,19 +3,66 @@
 
 use std::collections::BTreeMap;
 
-use slipway_crd::analysis::Metric;
+use slipway_crd::analysis::{Metric, MetricProvider};
 use slipway_crd::common::SecretRef;
 
 use super::{Names, Reading};
 
 /// The placeholders a query or URL may use.
-pub const PLACEHOLDERS: [&str; 5] = [
+pub const PLACEHOLDERS: [&str; 6] = [
     "version",
     "stableVersion",
     "deployment",
     "namespace",
     "model",
+    "since",
 ];
+
+/// The most samples a Prometheus answer may have (a condition looks at each).
+pub const MAX_SAMPLES: usize = 1000;
+
+/// Headers a metric may not set: where the request goes and how it travels are Slipway's.
+pub const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-authorization",
+];
+
+/// Why a query's placeholders could change what it asks for: each one but `{{since}}` (a
+/// duration Slipway writes) must be the whole of a double-quoted label value compared with `=`
+/// or `!=` (`version="{{version}}"`), where it is escaped; in a single-quoted or raw string, a
+/// regular expression or outside a string, a version label could end the matcher or match more.
+pub fn unquoted_placeholder(query: &str) -> Option<String> {
+    let mut rest = query;
+    let mut at = 0;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let key = after[..end].trim();
+        let before = &query[..at + start];
+        let next = &after[end + 2..];
+        let quoted = before.ends_with('"') && next.starts_with('"');
+        let matcher = before.trim_end_matches('"').trim_end();
+        let compared =
+            matcher.ends_with('=') && !matcher.ends_with("~=") && !matcher.ends_with("=~");
+        let regex = matcher.ends_with('~');
+        if key != "since" && !(quoted && compared && !regex) {
+            return Some(format!(
+                "{{{{{key}}}}} must be a whole double-quoted label value compared with = or != \
+                 (e.g. version=\"{{{{{key}}}}}\"), where it is escaped"
+            ));
+        }
+        at += start + 2 + end + 2;
+        rest = next;
+    }
+    None
+}
 
 /// A request for a metric's provider.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,13 +97,29 @@ impl Request {
 
 /// The request a metric makes, its placeholders replaced (None: no provider is set).
 pub fn request(m: &Metric, names: &Names) -> Option<Request> {
-    if let Some(p) = &m.provider.prometheus {
+    asked(&m.provider, names)
+}
+
+/// The request a provider is sent, its placeholders replaced (None: no provider is set).
+pub fn asked(provider: &MetricProvider, names: &Names) -> Option<Request> {
+    if let Some(p) = &provider.prometheus {
+        // An address is where Prometheus is, not a query of its own; a placeholder outside a
+        // quoted label value is not asked at all (validation says why).
+        if p.address.contains(['?', '#']) || unquoted_placeholder(&p.query).is_some() {
+            return None;
+        }
         return Some(Request::Prometheus {
             address: p.address.trim_end_matches('/').to_string(),
             query: render(&p.query, names, promql_string),
         });
     }
-    let h = m.provider.http.as_ref()?;
+    let h = provider.http.as_ref()?;
+    if h.headers
+        .keys()
+        .any(|k| RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str()))
+    {
+        return None;
+    }
     Some(Request::Http {
         url: render(&h.url, names, url_component),
         json_path: h.json_path.clone(),
@@ -131,14 +194,24 @@ pub(super) fn url_component(v: &str) -> String {
 pub fn prometheus_result(answer: &serde_json::Value) -> Reading {
     if answer["status"] != "success" {
         let why = answer["error"].as_str().unwrap_or("no status");
-        return Err(format!("Prometheus answered an error: {why}"));
+        return Err(format!(
+            "Prometheus answered an error: {}",
+            super::short(why)
+        ));
     }
     let data = &answer["data"];
     let sample = |v: &serde_json::Value| -> Result<f64, String> {
         let text = v[1].as_str().ok_or("a sample without a value")?;
         let n: f64 = text
             .parse()
-            .map_err(|_| format!("sample value {text:?} is not a number"))?;
+            .map_err(|_| format!("sample value {:?} is not a number", super::short(text)))?;
+        // JSON has no infinity: +Inf (a latency beyond the largest bucket) is read as the
+        // largest number, so it fails a `result < x` as it should, never disappears.
+        let n = if n.is_infinite() {
+            n.signum() * f64::MAX
+        } else {
+            n
+        };
         if n.is_nan() {
             Err("the query's value is NaN (no data yet)".into())
         } else {
@@ -159,6 +232,10 @@ pub fn prometheus_result(answer: &serde_json::Value) -> Reading {
                 .collect::<Result<_, _>>()?;
             match values.as_slice() {
                 [] => Err("the query returned no samples (no data yet)".into()),
+                many if many.len() > MAX_SAMPLES => Err(format!(
+                    "the query returned {} samples; aggregate it (at most {MAX_SAMPLES})",
+                    many.len()
+                )),
                 [one] => number(*one).ok_or_else(|| format!("{one} is not a finite number")),
                 many => Ok(serde_json::Value::Array(
                     many.iter().filter_map(|n| number(*n)).collect(),

@@ -32,6 +32,7 @@ fn names() -> Names<'static> {
         model: "pitch-frames",
         version: "8\"}",
         stable: Some("7"),
+        since: "",
     }
 }
 
@@ -62,10 +63,10 @@ fn a_metric_is_due_one_interval_into_a_step_then_every_interval() {
         q,
         vec![Query {
             metric: "error-rate".into(),
-            request: Request::Prometheus {
+            requests: vec![Request::Prometheus {
                 address: "http://127.0.0.1:9090".into(),
                 query: "sum(rate(errors{version=\"8\\\"}\",deployment=\"api\"}[1m]))".into()
-            }
+            }]
         }]
     );
     assert_eq!(
@@ -333,4 +334,199 @@ fn bad_metrics_are_named_by_field() {
         "{p:?}"
     );
     assert!(p[5].1.contains("unknown placeholder(s) versoin"), "{p:?}");
+}
+
+/// Issue 22 §2: a comparison asks for both versions' counts over the candidate's time so far,
+/// not before its label delay, and judges them by the sequential test.
+#[test]
+fn a_comparison_waits_for_its_labels_and_is_judged_by_the_sequential_test() {
+    let mut spec = spec(serde_json::json!([]));
+    let analysis = spec.strategy.analysis.as_mut().unwrap();
+    analysis.comparisons = vec![
+        serde_json::from_value(serde_json::json!({
+            "name": "accuracy", "interval": "30s", "labelDelay": "2m", "margin": 0.01,
+            "successes": {"prometheus": {"address": "http://p:9090",
+                "query": "sum(increase(correct_total{version=\"{{version}}\"}[{{since}}]))"}},
+            "trials": {"prometheus": {"address": "http://p:9090",
+                "query": "sum(increase(labelled_total{version=\"{{version}}\"}[{{since}}]))"}}
+        }))
+        .unwrap(),
+    ];
+    let empty = ModelDeploymentStatus::default();
+    let state = canary();
+    assert!(
+        due(&spec, &empty, &state, &names(), t(60)).is_empty(),
+        "labels take 2m"
+    );
+    let q = due(&spec, &empty, &state, &names(), t(120));
+    assert_eq!(q.len(), 1);
+    let queries: Vec<String> = q[0]
+        .requests
+        .iter()
+        .map(|r| match r {
+            Request::Prometheus { query, .. } => query.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        queries,
+        [
+            "sum(increase(correct_total{version=\"8\\\"}\"}[120s]))",
+            "sum(increase(labelled_total{version=\"8\\\"}\"}[120s]))",
+            "sum(increase(correct_total{version=\"7\"}[120s]))",
+            "sum(increase(labelled_total{version=\"7\"}[120s]))",
+        ]
+    );
+    let a = spec.strategy.analysis.as_ref().unwrap();
+    let judged = |counts: [f64; 4]| {
+        let readings = vec![counts.iter().map(|n| Ok(serde_json::json!(n))).collect()];
+        judge_all(&spec, &q, &readings, t(120)).remove(0).1
+    };
+    // 80% against 90% on 5,000 labels each: worse, and the step fails saying so.
+    let worse = judged([4_000.0, 5_000.0, 4_500.0, 5_000.0]);
+    assert_eq!(worse.verdict, Verdict::Failure, "{worse:?}");
+    assert_eq!(worse.value.as_deref(), Some("-0.1000"));
+    let message = worse.message.clone().unwrap();
+    assert!(
+        message.starts_with("candidate − serving = -0.1000 (4000 of 5000 vs 4500 of 5000), 95% always-valid interval [-0.1"),
+        "{message}"
+    );
+    assert!(message.ends_with("margin 0.01: worse"), "{message}");
+    let recorded = record(None, &state, &[("accuracy".into(), worse)]);
+    let j = judgement(Some(a), recorded.as_ref(), &state);
+    assert!(
+        matches!(&j, Judgement::Fail(w) if w.starts_with("comparison accuracy shows the candidate worse than the serving version: candidate − serving = -0.1000")),
+        "{j:?}"
+    );
+    // As good: undecided on 5,000 labels each (a 1% margin is finer than that shows), not worse
+    // on 50,000; too few labels: inconclusive.
+    assert_eq!(
+        judged([4_500.0, 5_000.0, 4_500.0, 5_000.0]).verdict,
+        Verdict::Inconclusive
+    );
+    assert_eq!(
+        judged([45_000.0, 50_000.0, 45_000.0, 50_000.0]).verdict,
+        Verdict::Success
+    );
+    let few = judged([45.0, 50.0, 45.0, 50.0]);
+    assert_eq!(few.verdict, Verdict::Inconclusive);
+    assert_eq!(
+        few.message.as_deref(),
+        Some("50 and 50 trials of the 100 each version needs")
+    );
+    // A provider that did not answer is no reading.
+    let readings = vec![vec![
+        Ok(serde_json::json!(1.0)),
+        Err("cannot reach http://p:9090".into()),
+    ]];
+    let lost = judge_all(&spec, &q, &readings, t(120)).remove(0).1;
+    assert_eq!(lost.verdict, Verdict::Inconclusive);
+    assert_eq!(
+        lost.message.as_deref(),
+        Some("the candidate's trials: cannot reach http://p:9090")
+    );
+    // Before its labels: the step waits for it.
+    assert_eq!(
+        judgement(Some(a), None, &state),
+        Judgement::Inconclusive(
+            "comparison accuracy not measured yet (its labels come 2m after a prediction)".into()
+        )
+    );
+}
+
+#[test]
+fn a_comparison_with_parameters_out_of_range_is_named_by_field() {
+    let mut spec = spec(serde_json::json!([]));
+    spec.strategy.analysis.as_mut().unwrap().comparisons = vec![
+        serde_json::from_value(serde_json::json!({
+            "name": "accuracy", "margin": -0.1, "alpha": 0.7, "tau": 0, "labelDelay": "soon",
+            "successes": {}, "trials": {"http": {"url": "http://q/{{sinse}}"}}
+        }))
+        .unwrap(),
+    ];
+    let p = problems(spec.strategy.analysis.as_ref().unwrap());
+    let fields: Vec<&str> = p.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.strategy.analysis.comparisons[0].labelDelay",
+            "spec.strategy.analysis.comparisons[0].margin",
+            "spec.strategy.analysis.comparisons[0].alpha",
+            "spec.strategy.analysis.comparisons[0].tau",
+            "spec.strategy.analysis.comparisons[0].successes",
+            "spec.strategy.analysis.comparisons[0].trials.http",
+        ],
+        "{p:?}"
+    );
+}
+
+/// Issue 22, the hostile review: what a deployment's author writes cannot make a failing
+/// metric pass or stall the controller.
+#[test]
+fn a_metric_cannot_smuggle_a_query_escape_a_label_or_run_without_bound() {
+    let one = |query: &str, address: &str| -> Metric {
+        serde_json::from_value(serde_json::json!({
+            "name": "m", "successCondition": "result < 0.5",
+            "provider": {"prometheus": {"address": address, "query": query}}
+        }))
+        .unwrap()
+    };
+    let ok = "sum(errors{version=\"{{version}}\"}[{{since}}])";
+    assert!(request(&one(ok, "http://p:9090"), &names()).is_some());
+    // A query of its own in the address: never asked, and validation says why.
+    let smuggled = one(ok, "http://p:9090/api/v1/query?query=vector(0)&x=");
+    assert_eq!(request(&smuggled, &names()), None);
+    // A placeholder outside a double-quoted `=` label value could end the matcher.
+    for q in [
+        "sum(errors{version='{{version}}'})",
+        "sum(errors{version=~\"{{version}}\"})",
+        "sum(errors{version=\"v{{version}}\"})",
+        "errors_{{version}}",
+    ] {
+        assert_eq!(request(&one(q, "http://p:9090"), &names()), None, "{q}");
+    }
+    let mut spec = spec(serde_json::json!([]));
+    let a = spec.strategy.analysis.as_mut().unwrap();
+    a.metrics = vec![
+        smuggled,
+        one("sum(errors{version='{{version}}'})", "http://p:9090"),
+        serde_json::from_value(serde_json::json!({
+            "name": "deep", "interval": "100ms",
+            "successCondition": "result.all(a, result.all(b, result.all(c, true)))",
+            "provider": {"http": {"url": "http://q/", "headers": {"Host": {"env": "X"}}}}
+        }))
+        .unwrap(),
+    ];
+    let p = problems(a);
+    let said: Vec<String> = p.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+    for want in [
+        "spec.strategy.analysis.metrics[0].provider.prometheus.address: an address is where Prometheus answers",
+        "spec.strategy.analysis.metrics[1].name: metric m is named twice",
+        "spec.strategy.analysis.metrics[1].provider.prometheus.query: {{version}} must be a whole double-quoted label value",
+        "spec.strategy.analysis.metrics[2].interval: an interval under 1s",
+        "spec.strategy.analysis.metrics[2].successCondition: a condition may nest at most 2 comprehensions",
+        "spec.strategy.analysis.metrics[2].provider.http.headers.Host: Host is Slipway's to set",
+    ] {
+        assert!(
+            said.iter().any(|s| s.starts_with(want)),
+            "{want}\n{said:#?}"
+        );
+    }
+    // +Inf (beyond the largest bucket) fails a bound instead of vanishing from the list.
+    let vector = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"pod": "a"}, "value": [1.0, "+Inf"]}, {"metric": {"pod": "b"}, "value": [1.0, "+Inf"]}]}});
+    let reading = prometheus_result(&vector);
+    let all_fast: Metric = serde_json::from_value(serde_json::json!({
+        "name": "p99", "successCondition": "result.all(x, x < 0.5)",
+        "provider": {"prometheus": {"address": "http://p:9090", "query": "q"}}
+    }))
+    .unwrap();
+    assert_eq!(judge(&all_fast, &reading, t(0)).verdict, Verdict::Failure);
+    // An answer too large to read through is no reading, and what is kept of words is short.
+    let huge = serde_json::Value::Array((0..2000).map(|i| serde_json::json!(i)).collect());
+    let m = judge(&all_fast, &Ok(huge), t(0));
+    assert_eq!(m.verdict, Verdict::Inconclusive);
+    assert!(m.value.as_deref().unwrap().len() <= MAX_VALUE + 3);
+    let long_error = judge(&all_fast, &Err("x".repeat(100_000)), t(0));
+    assert!(long_error.message.unwrap().len() <= MAX_VALUE + 3);
 }
