@@ -89,13 +89,22 @@ impl StateRef {
             StateRef::Url(base) => {
                 let mut query = Vec::new();
                 if let Some(m) = &filter.model {
-                    query.push(format!("model={}", encode(m)));
+                    query.push(format!(
+                        "model={}",
+                        crate::decide::rollout::metrics::url_component(m)
+                    ));
                 }
                 if let Some(a) = &filter.alias {
-                    query.push(format!("alias={}", encode(a)));
+                    query.push(format!(
+                        "alias={}",
+                        crate::decide::rollout::metrics::url_component(a)
+                    ));
                 }
                 if let Some(t) = filter.until {
-                    query.push(format!("until={}", encode(&t.to_rfc3339())));
+                    query.push(format!(
+                        "until={}",
+                        crate::decide::rollout::metrics::url_component(&t.to_rfc3339())
+                    ));
                 }
                 let url = format!("{base}/api/v1/history?{}", query.join("&"));
                 Ok(serde_json::from_value(Self::get(&url)?)?)
@@ -113,18 +122,6 @@ impl StateRef {
             }
         }
     }
-}
-
-/// Percent-encodes a query value.
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -545,8 +542,8 @@ fn retry_evaluation(given: &str, state: &str) -> anyhow::Result<i32> {
         StateRef::Url(base) => {
             let url = format!(
                 "{base}/api/v1/evaluations/{}/{}/retry",
-                encode(&ns),
-                encode(&name)
+                crate::decide::rollout::metrics::url_component(&ns),
+                crate::decide::rollout::metrics::url_component(&name)
             );
             post_api(&url, serde_json::json!({"actor": actor}))?;
         }
@@ -576,8 +573,8 @@ pub fn retry(args: RetryArgs) -> anyhow::Result<i32> {
         StateRef::Url(base) => {
             let url = format!(
                 "{base}/api/v1/deployments/{}/{}/retry",
-                encode(&ns),
-                encode(&name)
+                crate::decide::rollout::metrics::url_component(&ns),
+                crate::decide::rollout::metrics::url_component(&name)
             );
             let body = post_api(
                 &url,

@@ -193,18 +193,7 @@ impl Reconciler<'_> {
         state: &rollout::RolloutState,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Vec<(String, slipway_crd::analysis::Measurement)> {
-        let Some(version) = &state.candidate else {
-            return Vec::new();
-        };
-        let names = rollout::metrics::Names {
-            namespace: ns,
-            deployment: name,
-            model: &d.spec.model,
-            version,
-            stable: state.stable.as_deref(),
-            since: "",
-        };
-        let due = rollout::metrics::due(&d.spec, previous, state, &names, now);
+        let due = rollout::metrics::due(&d.spec, previous, state, (ns, name), now);
         let readings: Vec<Vec<rollout::metrics::Reading>> = due
             .iter()
             .map(|q| {

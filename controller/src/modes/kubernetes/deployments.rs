@@ -295,18 +295,8 @@ impl Rollout<'_> {
         previous: &slipway_crd::model_deployment::ModelDeploymentStatus,
         state: &RolloutState,
     ) -> Vec<(String, slipway_crd::analysis::Measurement)> {
-        let Some(version) = &state.candidate else {
-            return Vec::new();
-        };
-        let names = rollout::metrics::Names {
-            namespace: &self.ns,
-            deployment: &self.name,
-            model: &self.md.spec.model,
-            version,
-            stable: state.stable.as_deref(),
-            since: "",
-        };
-        let due = rollout::metrics::due(&self.md.spec, previous, state, &names, Utc::now());
+        let subject = (self.ns.as_str(), self.name.as_str());
+        let due = rollout::metrics::due(&self.md.spec, previous, state, subject, Utc::now());
         if due.is_empty() {
             return Vec::new();
         }

@@ -135,12 +135,11 @@ impl<'a> Judged<'a> {
                     version: names.stable?,
                     ..*names
                 };
-                let ask = |p, n: &Names| provider::asked(p, n);
                 Some(vec![
-                    ask(&c.successes, names)?,
-                    ask(&c.trials, names)?,
-                    ask(&c.successes, &serving)?,
-                    ask(&c.trials, &serving)?,
+                    provider::asked(&c.successes, names)?,
+                    provider::asked(&c.trials, names)?,
+                    provider::asked(&c.successes, &serving)?,
+                    provider::asked(&c.trials, &serving)?,
                 ])
             }
         }
@@ -265,17 +264,24 @@ pub fn due(
     spec: &ModelDeploymentSpec,
     previous: &ModelDeploymentStatus,
     state: &RolloutState,
-    names: &Names,
+    (namespace, deployment): (&str, &str),
     now: DateTime<Utc>,
 ) -> Vec<Query> {
+    let Some(version) = &state.candidate else {
+        return Vec::new();
+    };
     let served = state
         .candidate_started
         .and_then(|c| (now - c).to_std().ok())
         .unwrap_or_default();
     let since = format!("{}s", served.as_secs().max(1));
     let names = Names {
+        namespace,
+        deployment,
+        model: &spec.model,
+        version,
+        stable: state.stable.as_deref(),
         since: &since,
-        ..*names
     };
     schedule(spec, previous.analysis.as_ref(), state)
         .into_iter()
@@ -545,6 +551,7 @@ mod provider;
 pub mod sequential;
 pub use provider::{
     PLACEHOLDERS, Request, json_path, prometheus_result, render, request, unknown_placeholders,
+    url_component,
 };
 
 #[cfg(test)]

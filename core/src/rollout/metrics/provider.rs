@@ -178,7 +178,7 @@ fn promql_string(v: &str) -> String {
 }
 
 /// A value inside a URL: everything but unreserved characters percent-encoded.
-pub(super) fn url_component(v: &str) -> String {
+pub fn url_component(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

@@ -55,9 +55,13 @@ fn canary() -> RolloutState {
 fn a_metric_is_due_one_interval_into_a_step_then_every_interval() {
     let spec = spec(error_rate());
     let empty = ModelDeploymentStatus::default();
-    let state = canary();
-    assert!(due(&spec, &empty, &state, &names(), t(9)).is_empty());
-    let q = due(&spec, &empty, &state, &names(), t(10));
+    // A candidate whose label would end a matcher if it were not escaped.
+    let state = RolloutState {
+        candidate: Some("8\"}".into()),
+        ..canary()
+    };
+    assert!(due(&spec, &empty, &state, ("default", "api"), t(9)).is_empty());
+    let q = due(&spec, &empty, &state, ("default", "api"), t(10));
     // Placeholders are escaped for a PromQL string: a version cannot end the matcher.
     assert_eq!(
         q,
@@ -83,19 +87,22 @@ fn a_metric_is_due_one_interval_into_a_step_then_every_interval() {
         analysis: record(None, &state, &[("error-rate".into(), m)]),
         ..Default::default()
     };
-    assert!(due(&spec, &status, &state, &names(), t(19)).is_empty());
-    assert_eq!(due(&spec, &status, &state, &names(), t(20)).len(), 1);
+    assert!(due(&spec, &status, &state, ("default", "api"), t(19)).is_empty());
+    assert_eq!(
+        due(&spec, &status, &state, ("default", "api"), t(20)).len(),
+        1
+    );
     // Not in the last step (100%), nor without a candidate.
     let done = RolloutState {
         step: 1,
         ..canary()
     };
-    assert!(due(&spec, &empty, &done, &names(), t(100)).is_empty());
+    assert!(due(&spec, &empty, &done, ("default", "api"), t(100)).is_empty());
     let settled = RolloutState {
         candidate: None,
         ..canary()
     };
-    assert!(due(&spec, &empty, &settled, &names(), t(100)).is_empty());
+    assert!(due(&spec, &empty, &settled, ("default", "api"), t(100)).is_empty());
 }
 
 #[test]
@@ -353,12 +360,16 @@ fn a_comparison_waits_for_its_labels_and_is_judged_by_the_sequential_test() {
         .unwrap(),
     ];
     let empty = ModelDeploymentStatus::default();
-    let state = canary();
+    // A candidate whose label would end a matcher if it were not escaped.
+    let state = RolloutState {
+        candidate: Some("8\"}".into()),
+        ..canary()
+    };
     assert!(
-        due(&spec, &empty, &state, &names(), t(60)).is_empty(),
+        due(&spec, &empty, &state, ("default", "api"), t(60)).is_empty(),
         "labels take 2m"
     );
-    let q = due(&spec, &empty, &state, &names(), t(120));
+    let q = due(&spec, &empty, &state, ("default", "api"), t(120));
     assert_eq!(q.len(), 1);
     let queries: Vec<String> = q[0]
         .requests
