@@ -460,3 +460,88 @@ fn a_server_starts_with_a_clean_environment_and_never_on_an_artifact_that_is_not
     );
     assert!(!reg.join("served.env").exists(), "a server was started");
 }
+
+/// The deployment's status as `slipway run --listen` serves it.
+fn deployment(port: u16) -> serde_json::Value {
+    let rows: serde_json::Value =
+        serde_json::from_str(&get(port, "/api/v1/deployments").1).unwrap_or_default();
+    rows.as_array()
+        .and_then(|r| r.iter().find(|d| d["name"] == "pitch-frames-api"))
+        .map(|d| d["status"].clone())
+        .unwrap_or_default()
+}
+
+/// Which version each of 100 users reaches (by `x-user`), asked twice: a user gets one answer.
+fn versions_of_users(router: u16) -> Vec<String> {
+    (0..100)
+        .map(|i| {
+            let header = format!("x-user: user-{i}\r\n");
+            let first = support::git_mode::predict_as(router, &header).unwrap();
+            let again = support::git_mode::predict_as(router, &header).unwrap();
+            assert_eq!(first, again, "user-{i} was moved between versions");
+            first
+        })
+        .collect()
+}
+
+#[test]
+fn an_ab_cohort_reaches_the_candidate_and_a_sticky_user_stays_on_one_version() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    let path = work.join("registry/deployments.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("pause: 2s", "pause: 8s")
+        .replace(
+            "    autoRollback: true\n",
+            "    autoRollback: true\n    match:\n      - header: x-cohort\n        value: beta\n    stickyBy:\n      header: x-user\n",
+        );
+    std::fs::write(&path, text).unwrap();
+    set_production(&work, "8");
+    let traffic = support::git_mode::Traffic::start(&work);
+    let (mut child, port) = serve(&work, &[]);
+    let router = router_port(&work);
+    let at = |weight: u32| {
+        eventually(Duration::from_secs(60), || {
+            (deployment(port)["traffic"]["8"] == weight).then_some(())
+        })
+    };
+    at(20);
+    // The cohort is on the candidate, whatever its share.
+    for _ in 0..10 {
+        assert_eq!(
+            support::git_mode::predict_as(router, "x-cohort: beta\r\n").as_deref(),
+            Some("8")
+        );
+    }
+    let at20 = versions_of_users(router);
+    assert_eq!(
+        deployment(port)["traffic"]["8"],
+        20,
+        "the step moved on mid-probe"
+    );
+    at(50);
+    let at50 = versions_of_users(router);
+    let on = |v: &[String]| v.iter().filter(|x| *x == "8").count();
+    assert!((8..=35).contains(&on(&at20)), "{at20:?}");
+    assert!((35..=65).contains(&on(&at50)), "{at50:?}");
+    // Every user who reached the candidate at 20% is still on it at 50%.
+    for (i, (a, b)) in at20.iter().zip(&at50).enumerate() {
+        assert!(
+            a != "8" || b == "8",
+            "user-{i} left the candidate: {a} → {b}"
+        );
+    }
+    eventually(Duration::from_secs(60), || {
+        events(&work)
+            .iter()
+            .any(|l| l.contains("RolloutSucceeded") && l.contains("all traffic on 8"))
+            .then_some(())
+    });
+    assert!(versions_of_users(router).iter().all(|v| v == "8"));
+    traffic.stop();
+    terminate(&mut child);
+}

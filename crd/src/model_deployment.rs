@@ -239,6 +239,17 @@ pub struct Strategy {
     /// (default 10 minutes; 30 minutes on SageMaker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline: Option<String>,
+    /// Requests that go to the version being rolled out from its first step on, whatever the
+    /// step's weight (an A/B cohort): any rule that matches sends the request there (local
+    /// target).
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<crate::serving::RequestMatch>,
+    /// Keeps each user on one version for the whole rollout: the hash of this header or cookie
+    /// picks the version, the candidate taking the first `weight` of 100 buckets, so a user who
+    /// reached it stays there as its weight grows (local target). Requests without the key are
+    /// split by weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_by: Option<crate::serving::RequestKey>,
 }
 
 fn default_true() -> bool {

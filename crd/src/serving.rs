@@ -42,3 +42,40 @@ pub struct Toleration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toleration_seconds: Option<i64>,
 }
+
+/// Where a request carries a key: one header or one cookie (set exactly one).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestKey {
+    /// A header's name, e.g. `x-user-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A cookie's name, e.g. `session`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+/// Requests that go to the version being rolled out whatever the step's weight (an A/B cohort):
+/// the header or cookie has exactly this value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMatch {
+    /// A header's name, e.g. `x-cohort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A cookie's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// The value that matches, exactly.
+    pub value: String,
+}
+
+impl RequestMatch {
+    /// The header or cookie it reads.
+    pub fn key(&self) -> RequestKey {
+        RequestKey {
+            header: self.header.clone(),
+            cookie: self.cookie.clone(),
+        }
+    }
+}

@@ -102,11 +102,17 @@ pub fn router_port(work: &Path) -> u16 {
 
 /// GET /predict through the router; the answering version, or the HTTP status on errors.
 pub fn predict(port: u16) -> Option<String> {
+    predict_as(port, "")
+}
+
+/// [`predict`] with extra header lines (each ending in `\r\n`).
+pub fn predict_as(port: u16, headers: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(
-        b"GET /predict?grass=0.7&lines=0.05&crowd=0.1&brightness=0.6 HTTP/1.0\r\nHost: x\r\n\r\n",
+        format!("GET /predict?grass=0.7&lines=0.05&crowd=0.1&brightness=0.6 HTTP/1.0\r\nHost: x\r\n{headers}\r\n")
+            .as_bytes(),
     )
     .ok()?;
     let mut response = String::new();

@@ -133,10 +133,28 @@ pub(super) fn rollout(d: &ModelDeployment, head: &Catalog, version: Option<&str>
     Rollout {
         deployment: format!("{ns}/{}", d.metadata.name.as_deref().unwrap_or("?")),
         target,
-        strategy: format!("{strategy}{rollback}"),
+        strategy: format!("{strategy}{rollback}{}", routes(s)),
         aws: aws_calls(d, head, version),
         analysis: judged_by(s),
     }
+}
+
+/// The request rules of `s`, in words (empty without any): the cohorts sent to the candidate,
+/// the key users stay on one version by.
+fn routes(s: &slipway_crd::model_deployment::Strategy) -> String {
+    let key = |k: &slipway_crd::serving::RequestKey| match (&k.header, &k.cookie) {
+        (Some(h), _) => format!("header {h}"),
+        (None, Some(c)) => format!("cookie {c}"),
+        (None, None) => "?".to_string(),
+    };
+    let mut out = String::new();
+    for m in &s.match_ {
+        out.push_str(&format!("; {} = {:?} → candidate", key(&m.key()), m.value));
+    }
+    if let Some(k) = &s.sticky_by {
+        out.push_str(&format!("; users sticky by {}", key(k)));
+    }
+    out
 }
 
 /// What judges each step of `s`, in words: the router's thresholds, the alarms, each metric

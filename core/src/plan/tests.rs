@@ -364,6 +364,22 @@ fn the_plan_describes_the_metrics_that_judge_a_rollout() {
         ]
     );
     assert!(render::text(&p).contains("          judged by metric errors: prometheus"));
+    // Request rules are part of the strategy's line.
+    let routed = |production: &str| {
+        registry(production).replace(
+            "  strategy: {type: Canary, steps: [{weight: 20, pause: 1m}]}",
+            "  strategy: {type: Canary, steps: [{weight: 20, pause: 1m}], match: [{header: x-cohort, value: beta}], stickyBy: {cookie: session}}",
+        )
+    };
+    let p2 = plan(
+        &catalog(&routed("1")),
+        &catalog(&routed("2")),
+        &inputs(Some(&result("2", "Passed", 0.9, 0.88, "1")), &["alice"]),
+    );
+    assert_eq!(
+        p2.changes[0].rollouts[0].strategy,
+        "Canary 20% (1m) → 100%, auto-rollback; header x-cohort = \"beta\" → candidate; users sticky by cookie session"
+    );
     assert!(render::markdown(&p).contains("  - judged by metric errors: prometheus"));
     assert!(
         p.changes[0].warnings.is_empty(),

@@ -567,6 +567,7 @@ pub fn decide(
 pub mod analysis;
 pub mod metrics;
 pub mod replicas;
+pub mod routing;
 mod retry;
 pub mod sagemaker;
 pub mod status;

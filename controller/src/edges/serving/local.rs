@@ -349,6 +349,13 @@ impl LocalTarget {
         }
     }
 
+    /// Routes the deployment's requests by these rules before its weights.
+    pub fn set_routing(&self, key: &Key, routing: &crate::decide::rollout::routing::Routing) {
+        if let Some(d) = self.deployments.get(key) {
+            d.router.set_routing(routing);
+        }
+    }
+
     /// The router's current weights.
     pub fn weights(&self, key: &Key) -> BTreeMap<String, u32> {
         self.deployments

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::decide::rollout::Window;
+use crate::decide::rollout::routing::{self, Route, Routing};
 
 type Body = Full<Bytes>;
 
@@ -35,6 +36,8 @@ struct Table {
     in_flight: BTreeMap<String, u32>,
     /// Where the observations are exported too (`/metrics`), if anywhere.
     exported: Option<Exported>,
+    /// Requests routed by their headers (A/B cohorts, sticky users) before the weights.
+    routing: Routing,
 }
 
 /// The metrics a router exports its observations to, and the deployment it serves.
@@ -117,6 +120,14 @@ impl TrafficRouter {
         t.windows.clear();
     }
 
+    /// Routes requests by these rules before the weights.
+    pub fn set_routing(&self, routing: &Routing) {
+        let mut t = lock(&self.table);
+        if t.routing != *routing {
+            t.routing = routing.clone();
+        }
+    }
+
     /// Requests to `version` being forwarded right now.
     pub fn in_flight(&self, version: &str) -> u32 {
         lock(&self.table)
@@ -173,7 +184,16 @@ async fn forward(
     table: Arc<Mutex<Table>>,
     client: Client<HttpConnector, Body>,
 ) -> Result<Response<Body>, Infallible> {
-    let Some((version, port)) = take_backend(&table) else {
+    let header = |name: &str| {
+        let all: Vec<&str> = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!all.is_empty()).then(|| all.join("; "))
+    };
+    let Some((version, port)) = take_backend(&table, &header) else {
         return Ok(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "no version is serving this deployment yet\n".into(),
@@ -210,13 +230,33 @@ async fn forward(
     Ok(response)
 }
 
-/// Picks the backend for the next request and counts it in flight; None when no version serves.
-fn take_backend(table: &Mutex<Table>) -> Option<(String, u16)> {
+/// Picks the backend for the next request — by its headers when the routing rules send it
+/// somewhere, else by weight — and counts it in flight; None when no version serves.
+fn take_backend(
+    table: &Mutex<Table>,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Option<(String, u16)> {
     let mut t = lock(table);
     let Table {
-        backends, credit, ..
+        backends,
+        credit,
+        routing,
+        ..
     } = &mut *t;
-    let picked = pick(backends, credit);
+    let chosen = if routing.is_plain() {
+        Route::Weighted
+    } else {
+        let weights: Vec<(String, u32)> =
+            backends.iter().map(|(v, _, w)| (v.clone(), *w)).collect();
+        routing::choose(routing, &weights, header)
+    };
+    let picked = match chosen {
+        Route::To(v) => backends
+            .iter()
+            .find(|(b, _, _)| *b == v)
+            .map(|(b, p, _)| (b.clone(), *p)),
+        Route::Weighted => pick(backends, credit),
+    };
     if let Some((v, _)) = &picked {
         *t.in_flight.entry(v.clone()).or_default() += 1;
     }

@@ -126,6 +126,10 @@ impl Reconciler<'_> {
         };
         let state = self.store.rollout(ns, name)?.state;
         resume(key, &state, target, &uri, out);
+        target.set_routing(
+            key,
+            &rollout::routing::Routing::of(&d.spec.strategy, &state),
+        );
         // Observe → decide (the step Kubernetes mode takes too).
         let previous = self.deployment_status(ns, name)?;
         let now = (self.now)();
@@ -164,6 +168,10 @@ impl Reconciler<'_> {
             .map(|(k, v, m)| (*k, v.to_string(), m.to_string()))
             .collect();
         let address = target.address(key).map(|a| a.to_string());
+        target.set_routing(
+            key,
+            &rollout::routing::Routing::of(&d.spec.strategy, &step.state),
+        );
         // Persist first: a restart then resumes from the new state and re-applies it.
         self.record(ns, name, d, &step.state, address, &status, &events, out)?;
         for a in step.actions {

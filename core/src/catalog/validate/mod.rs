@@ -267,6 +267,10 @@ impl Checker<'_> {
             self.kubernetes_target(k);
         }
         self.strategy(s);
+        let routes_requests = d.spec.target.local.is_some();
+        for (field, message) in crate::rollout::routing::problems(s, routes_requests) {
+            self.invalid(&field, message);
+        }
     }
 
     /// Checks a Kubernetes target's readiness path and tolerations as the API server would.

@@ -1,0 +1,346 @@
+//! Which version one request goes to, beyond the step's weights: an A/B cohort a header or
+//! cookie names goes to the candidate, and a sticky key keeps one user on one version for the
+//! whole rollout. Pure; the local router asks it per request.
+
+use slipway_crd::model_deployment::Strategy;
+use slipway_crd::serving::{RequestKey, RequestMatch};
+
+use super::RolloutState;
+
+/// The request rules of a deployment at this point of its rollout.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Routing {
+    /// The version being rolled out (rules send requests only to it).
+    pub candidate: Option<String>,
+    /// Requests that go to the candidate whatever its weight.
+    pub matches: Vec<RequestMatch>,
+    /// The key a user's version is hashed from.
+    pub sticky_by: Option<RequestKey>,
+}
+
+impl Routing {
+    /// The rules of `strategy` while `state` rolls out its candidate.
+    pub fn of(strategy: &Strategy, state: &RolloutState) -> Routing {
+        Routing {
+            candidate: state.candidate.clone(),
+            matches: strategy.match_.clone(),
+            sticky_by: strategy.sticky_by.clone(),
+        }
+    }
+
+    /// Whether every request is split by weight alone.
+    pub fn is_plain(&self) -> bool {
+        self.matches.is_empty() && self.sticky_by.is_none()
+    }
+}
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Route {
+    /// To this version.
+    To(String),
+    /// By the weights.
+    Weighted,
+}
+
+/// The value of a cookie in a `Cookie` header (`a=1; b=2`), quotes taken off.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.trim() == name).then(|| {
+            let v = v.trim();
+            v.strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v)
+        })
+    })
+}
+
+/// The value a request carries under `key`; `header` reads a header by its name (every
+/// occurrence joined by `; `, as a client may split its cookies over several).
+pub fn read(key: &RequestKey, header: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    match (&key.header, &key.cookie) {
+        (Some(h), _) => header(h),
+        (None, Some(c)) => header("cookie").and_then(|all| cookie(&all, c).map(str::to_string)),
+        (None, None) => None,
+    }
+}
+
+/// The bucket (0–99) of a sticky key: FNV-1a, 64 bits, of its bytes, modulo 100. Stable across
+/// runs, machines and versions of Slipway.
+pub fn bucket(key: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 100) as u32
+}
+
+/// Where one request goes, given the versions routed now with their weights (in routing order)
+/// and a reader of its headers:
+/// - a request any `match` rule matches goes to the candidate (when it is routed);
+/// - a request carrying the sticky key goes to the version whose share of 100 buckets holds the
+///   key's bucket — the candidate's share first, so as its weight grows its users stay with it,
+///   and once the rollout ends (or rolls back) everyone is on the one version left;
+/// - any other request is split by the weights.
+pub fn choose(
+    routing: &Routing,
+    weights: &[(String, u32)],
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Route {
+    let routed = |v: &str| weights.iter().any(|(w, _)| w == v);
+    if let Some(c) = routing.candidate.as_deref().filter(|c| routed(c)) {
+        let matched = routing
+            .matches
+            .iter()
+            .any(|m| read(&m.key(), header).is_some_and(|v| v == m.value));
+        if matched {
+            return Route::To(c.to_string());
+        }
+    }
+    let Some(key) = routing.sticky_by.as_ref() else {
+        return Route::Weighted;
+    };
+    let Some(value) = read(key, header).filter(|v| !v.is_empty()) else {
+        return Route::Weighted;
+    };
+    let total: u32 = weights.iter().map(|(_, w)| *w).sum();
+    if total == 0 {
+        return Route::Weighted;
+    }
+    let b = bucket(&value) * total / 100;
+    let candidate = routing.candidate.as_deref();
+    let ordered = weights
+        .iter()
+        .filter(|(v, _)| Some(v.as_str()) == candidate)
+        .chain(
+            weights
+                .iter()
+                .filter(|(v, _)| Some(v.as_str()) != candidate),
+        );
+    let mut upto = 0;
+    for (v, w) in ordered {
+        upto += w;
+        if b < upto {
+            return Route::To(v.clone());
+        }
+    }
+    Route::Weighted
+}
+
+/// What is wrong with a strategy's request rules, by field; `routes_requests` says whether the
+/// target routes each request itself (the local router) — replica ratios and SageMaker variant
+/// weights cannot see a request's headers.
+pub fn problems(strategy: &Strategy, routes_requests: bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if strategy.match_.is_empty() && strategy.sticky_by.is_none() {
+        return out;
+    }
+    if !routes_requests {
+        let field = if strategy.match_.is_empty() {
+            "spec.strategy.stickyBy"
+        } else {
+            "spec.strategy.match"
+        };
+        out.push((
+            field.to_string(),
+            "match and stickyBy need a target that routes each request: target.local (a kubernetes target splits by replicas, a sagemaker one by variant weights, neither sees headers)".to_string(),
+        ));
+    }
+    if strategy.match_.len() > 16 {
+        out.push((
+            "spec.strategy.match".to_string(),
+            "at most 16 rules".to_string(),
+        ));
+    }
+    for (i, m) in strategy.match_.iter().enumerate() {
+        key_problems(&mut out, &format!("spec.strategy.match[{i}]"), &m.key());
+        if m.value.is_empty() || m.value.len() > 256 || m.value.chars().any(char::is_control) {
+            out.push((
+                format!("spec.strategy.match[{i}].value"),
+                "a value of 1 to 256 characters, no control characters".to_string(),
+            ));
+        }
+    }
+    if let Some(k) = &strategy.sticky_by {
+        key_problems(&mut out, "spec.strategy.stickyBy", k);
+    }
+    out
+}
+
+fn key_problems(out: &mut Vec<(String, String)>, at: &str, key: &RequestKey) {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    match (&key.header, &key.cookie) {
+        (Some(h), None) if token(h) => {}
+        (None, Some(c)) if token(c) => {}
+        (Some(h), None) => out.push((
+            format!("{at}.header"),
+            format!("{h:?} is not a header name (letters, digits and !#$%&'*+-.^_`|~)"),
+        )),
+        (None, Some(c)) => out.push((
+            format!("{at}.cookie"),
+            format!("{c:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+        )),
+        _ => out.push((
+            at.to_string(),
+            "set exactly one of header and cookie".to_string(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn headers(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect();
+        move |name| map.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    fn rules(matches: Vec<RequestMatch>, sticky: Option<RequestKey>) -> Routing {
+        Routing {
+            candidate: Some("8".into()),
+            matches,
+            sticky_by: sticky,
+        }
+    }
+
+    fn split(candidate: u32) -> Vec<(String, u32)> {
+        vec![("7".into(), 100 - candidate), ("8".into(), candidate)]
+    }
+
+    #[test]
+    fn a_cohort_goes_to_the_candidate_whatever_its_weight() {
+        let r = rules(
+            vec![
+                RequestMatch {
+                    header: Some("x-cohort".into()),
+                    value: "beta".into(),
+                    ..Default::default()
+                },
+                RequestMatch {
+                    cookie: Some("tester".into()),
+                    value: "yes".into(),
+                    ..Default::default()
+                },
+            ],
+            None,
+        );
+        let beta = headers(&[("X-Cohort", "beta")]);
+        assert_eq!(choose(&r, &split(1), &beta), Route::To("8".into()));
+        let cookie = headers(&[("cookie", "a=1; tester=\"yes\"")]);
+        assert_eq!(choose(&r, &split(1), &cookie), Route::To("8".into()));
+        // Another value, or no header: by weight.
+        let other = headers(&[("x-cohort", "beta2"), ("cookie", "tester=no")]);
+        assert_eq!(choose(&r, &split(1), &other), Route::Weighted);
+        // Once the rollout ended (or rolled back), no candidate: by weight.
+        let done = Routing {
+            candidate: None,
+            ..r.clone()
+        };
+        assert_eq!(choose(&done, &[("8".into(), 100)], &beta), Route::Weighted);
+        // A candidate not routed (not started, or taken out) is never chosen.
+        assert_eq!(choose(&r, &[("7".into(), 100)], &beta), Route::Weighted);
+    }
+
+    #[test]
+    fn a_sticky_user_stays_on_the_candidate_as_its_weight_grows() {
+        let r = rules(
+            vec![],
+            Some(RequestKey {
+                header: Some("x-user".into()),
+                cookie: None,
+            }),
+        );
+        let users: Vec<String> = (0..2000).map(|i| format!("user-{i}")).collect();
+        let on = |w: u32| -> Vec<bool> {
+            users
+                .iter()
+                .map(|u| {
+                    let h = headers(&[("x-user", u.as_str())]);
+                    match choose(&r, &split(w), &h) {
+                        Route::To(v) => v == "8",
+                        Route::Weighted => panic!("a keyed request is never split by weight"),
+                    }
+                })
+                .collect()
+        };
+        let (at10, at50) = (on(10), on(50));
+        // The same user, asked twice, gets the same version.
+        assert_eq!(on(10), at10);
+        // Everyone on the candidate at 10% is still on it at 50%.
+        assert!(at10.iter().zip(&at50).all(|(a, b)| !a || *b));
+        // The shares follow the weights (2000 users: within a few percent).
+        let share = |v: &[bool]| v.iter().filter(|x| **x).count() as f64 / v.len() as f64;
+        assert!((share(&at10) - 0.10).abs() < 0.03, "{}", share(&at10));
+        assert!((share(&at50) - 0.50).abs() < 0.04, "{}", share(&at50));
+        // Without the key (or an empty one): by weight.
+        assert_eq!(choose(&r, &split(10), &headers(&[])), Route::Weighted);
+        assert_eq!(
+            choose(&r, &split(10), &headers(&[("x-user", "")])),
+            Route::Weighted
+        );
+        // The bucket is FNV-1a: fixed across runs and releases.
+        assert_eq!(bucket(""), (0xcbf2_9ce4_8422_2325u64 % 100) as u32);
+        assert_eq!(bucket("a"), (0xaf63_dc4c_8601_ec8cu64 % 100) as u32);
+    }
+
+    #[test]
+    fn cookies_are_read_by_name() {
+        assert_eq!(cookie("a=1; session=abc; b=2", "session"), Some("abc"));
+        assert_eq!(cookie("session=\"q\"", "session"), Some("q"));
+        assert_eq!(cookie("xsession=1", "session"), None);
+        assert_eq!(cookie("", "session"), None);
+    }
+
+    #[test]
+    fn rules_are_checked_by_field() {
+        let mut s = Strategy {
+            match_: vec![
+                RequestMatch {
+                    header: Some("x cohort".into()),
+                    value: "beta".into(),
+                    ..Default::default()
+                },
+                RequestMatch {
+                    header: Some("a".into()),
+                    cookie: Some("b".into()),
+                    value: String::new(),
+                },
+            ],
+            sticky_by: Some(RequestKey::default()),
+            ..Default::default()
+        };
+        let found = problems(&s, true);
+        let fields: Vec<&str> = found.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.strategy.match[0].header",
+                "spec.strategy.match[1]",
+                "spec.strategy.match[1].value",
+                "spec.strategy.stickyBy"
+            ],
+            "{found:?}"
+        );
+        s.match_.clear();
+        s.sticky_by = Some(RequestKey {
+            cookie: Some("session".into()),
+            header: None,
+        });
+        assert!(problems(&s, true).is_empty());
+        let elsewhere = problems(&s, false);
+        assert_eq!(elsewhere[0].0, "spec.strategy.stickyBy");
+        assert!(elsewhere[0].1.contains("target.local"), "{elsewhere:?}");
+    }
+}
