@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::git_mode::{Traffic, files_under, quickstart};
-use support::{eventually, free_port, slipway};
+use support::{eventually, slipway};
 
 /// One pass of `slipway run --once` over the registry under `registry/` of the repository at
 /// `url`, with its state in `work/state`.
@@ -217,56 +217,6 @@ fn a_git_repository_is_followed_commit_by_commit_and_a_bad_commit_changes_nothin
     );
 }
 
-/// A smart-HTTP git server (`git http-backend` behind Python's CGI server) for the repositories
-/// under `root`; killed on drop.
-struct GitHttp {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl GitHttp {
-    fn start(root: &Path) -> GitHttp {
-        let dir = tempfile::tempdir().unwrap();
-        let cgi = dir.path().join("cgi-bin");
-        std::fs::create_dir(&cgi).unwrap();
-        // CGI scripts may run as another user; allow any repository owner.
-        std::fs::write(
-            cgi.join("git"),
-            "#!/bin/sh\nexec git -c safe.directory=* http-backend\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(cgi.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let port = free_port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--cgi", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .current_dir(dir.path())
-            .env("GIT_PROJECT_ROOT", root)
-            .env("GIT_HTTP_EXPORT_ALL", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        eventually(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        GitHttp {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for GitHttp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_repository_served_over_http_is_fetched_with_git_and_credentials_are_never_shown() {
     let (_dir, work) = quickstart();
@@ -279,7 +229,7 @@ fn a_repository_served_over_http_is_fetched_with_git_and_credentials_are_never_s
         .map(|(p, c)| (p.as_str(), Some(c.as_str())))
         .collect();
     let first = repo.commit("main", None, &refs, "registry");
-    let server = GitHttp::start(repo.path());
+    let server = support::git_http::GitHttp::start(repo.path());
     let url = format!("http://127.0.0.1:{}/cgi-bin/git/.git", server.port);
     let out = slipway(&["run", &url, "--once", "--state", "state"], &work);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);

@@ -283,3 +283,32 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
         "modelaliases.slipway.dev/status"
     ));
 }
+
+/// Rollbacks written back: the repositories and the token reach the controller, with a
+/// writable /tmp for the fetched repositories (the root filesystem stays read-only).
+#[test]
+fn write_back_values_reach_the_controller() {
+    let values = json!({"writeBack": {
+        "repositories": ["https://github.com/acme/registry.git", "https://git.internal/ml/r.git=acme/r"],
+        "githubTokenSecret": "slipway-github",
+    }});
+    let manifests = helm::render("slipway", &values).unwrap();
+    let deployment = helm::only(&manifests, &["Deployment"]);
+    for want in [
+        "- name: SLIPWAY_WRITE_BACK_REPOSITORIES\n              value: \"https://github.com/acme/registry.git,https://git.internal/ml/r.git=acme/r\"",
+        "- name: SLIPWAY_GITHUB_TOKEN_FILE\n              value: /var/run/slipway/github/token",
+        "- name: tmp\n              mountPath: /tmp",
+        "- name: tmp\n          emptyDir: {sizeLimit: 1Gi}",
+        "secretName: slipway-github",
+        "readOnlyRootFilesystem: true",
+    ] {
+        assert!(deployment.contains(want), "{want}\n{deployment}");
+    }
+    // Without repositories: none of it.
+    let plain = helm::only(
+        &helm::render("slipway", &json!({})).unwrap(),
+        &["Deployment"],
+    );
+    assert!(!plain.contains("WRITE_BACK"), "{plain}");
+    assert!(!plain.contains("mountPath: /tmp"), "{plain}");
+}

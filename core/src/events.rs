@@ -63,7 +63,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, for metrics that list each one from the start.
-    pub const ALL: [Event; 31] = [
+    pub const ALL: [Event; 33] = [
         Event::VersionRegistered,
         Event::JobStarted,
         Event::Dispatched,
@@ -82,6 +82,8 @@ impl Event {
         Event::Rollout(RolloutEventKind::RolloutSuperseded),
         Event::Rollout(RolloutEventKind::RetryRequested),
         Event::Rollout(RolloutEventKind::AnalysisMeasured),
+        Event::Rollout(RolloutEventKind::RollbackProposed),
+        Event::Rollout(RolloutEventKind::RollbackProposalFailed),
         Event::ServerRestarted,
         Event::OutOfSync,
         Event::SageMakerError,

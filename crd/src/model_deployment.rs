@@ -353,6 +353,31 @@ pub struct EndpointStatus {
     pub endpoint_url: Option<String>,
 }
 
+/// A rollback written back to the source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackProposal {
+    /// The rejected version the source asked for.
+    pub version: String,
+    /// The version the change moves back to.
+    pub back_to: String,
+    /// When it was proposed (or last tried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// The branch pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Its commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The pull request opened for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<String>,
+    /// Why it could not be proposed (tried again after five minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Observed state of a `ModelDeployment`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -395,6 +420,10 @@ pub struct ModelDeploymentStatus {
     /// The metric analysis of the current (or last) canary step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<crate::analysis::AnalysisStatus>,
+    /// The change proposed to the source after the last rollback (a git source): the branch
+    /// that moves the alias back, and its pull request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<RollbackProposal>,
     /// The SageMaker endpoint, as last seen (sagemaker target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<Box<EndpointStatus>>,
@@ -431,6 +460,11 @@ pub enum RolloutEventKind {
     RetryRequested,
     /// A metric of the analysis was measured (its value and verdict).
     AnalysisMeasured,
+    /// A rollback was written back to the source: a branch that moves the alias back (and a
+    /// pull request).
+    RollbackProposed,
+    /// A rollback could not be written back to the source (why is in the message).
+    RollbackProposalFailed,
 }
 
 impl RolloutEventKind {
@@ -445,6 +479,8 @@ impl RolloutEventKind {
             RolloutEventKind::RolloutSuperseded => "RolloutSuperseded",
             RolloutEventKind::RetryRequested => "RetryRequested",
             RolloutEventKind::AnalysisMeasured => "AnalysisMeasured",
+            RolloutEventKind::RollbackProposed => "RollbackProposed",
+            RolloutEventKind::RollbackProposalFailed => "RollbackProposalFailed",
         }
     }
 
@@ -452,7 +488,9 @@ impl RolloutEventKind {
     pub fn is_warning(self) -> bool {
         matches!(
             self,
-            RolloutEventKind::RolledBack | RolloutEventKind::RolloutFailed
+            RolloutEventKind::RolledBack
+                | RolloutEventKind::RolloutFailed
+                | RolloutEventKind::RollbackProposalFailed
         )
     }
 }

@@ -104,11 +104,14 @@ pub enum NotificationEvent {
     RolloutSucceeded,
     /// A rollout failed analysis and traffic went back to the last healthy version.
     RolledBack,
+    /// A rollback was written back to the source (the branch and pull request that move the
+    /// alias back). Channels that list `RolledBack` hear it too.
+    RollbackProposed,
 }
 
 impl NotificationEvent {
     /// Every event, in order.
-    pub const ALL: [NotificationEvent; 7] = [
+    pub const ALL: [NotificationEvent; 8] = [
         NotificationEvent::VersionRegistered,
         NotificationEvent::EvaluationCompleted,
         NotificationEvent::AliasMoved,
@@ -116,6 +119,7 @@ impl NotificationEvent {
         NotificationEvent::RolloutStarted,
         NotificationEvent::RolloutSucceeded,
         NotificationEvent::RolledBack,
+        NotificationEvent::RollbackProposed,
     ];
 
     /// The name as serialised and as history entries and events say it.
@@ -128,6 +132,7 @@ impl NotificationEvent {
             NotificationEvent::RolloutStarted => "RolloutStarted",
             NotificationEvent::RolloutSucceeded => "RolloutSucceeded",
             NotificationEvent::RolledBack => "RolledBack",
+            NotificationEvent::RollbackProposed => "RollbackProposed",
         }
     }
 
@@ -153,6 +158,16 @@ pub struct Notification {
     /// A generic HTTP webhook with a templated body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookNotification>,
+}
+
+impl Notification {
+    /// Whether this channel hears `event`: it lists it, or it is the written-back rollback of a
+    /// `RolledBack` it lists (its follow-up, with the pull request's link).
+    pub fn hears(&self, event: NotificationEvent) -> bool {
+        self.events.contains(&event)
+            || (event == NotificationEvent::RollbackProposed
+                && self.events.contains(&NotificationEvent::RolledBack))
+    }
 }
 
 /// A Slack incoming webhook.

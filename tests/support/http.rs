@@ -64,6 +64,10 @@ pub struct Receiver {
     got: Arc<Mutex<Vec<(String, String, String)>>>,
     /// The body of a 200 answer (JSON; empty by default).
     answer: Arc<Mutex<String>>,
+    /// The status line of a successful answer (`200 OK` by default).
+    success: Arc<Mutex<String>>,
+    /// The method of every request so far.
+    methods: Arc<Mutex<Vec<String>>>,
 }
 
 impl Receiver {
@@ -74,6 +78,10 @@ impl Receiver {
         let seen = got.clone();
         let answer = Arc::new(Mutex::new(String::new()));
         let body_of = answer.clone();
+        let success = Arc::new(Mutex::new("200 OK".to_string()));
+        let success_of = success.clone();
+        let methods = Arc::new(Mutex::new(Vec::new()));
+        let methods_seen = methods.clone();
         std::thread::spawn(move || {
             let mut n = 0;
             for stream in listener.incoming() {
@@ -96,11 +104,19 @@ impl Receiver {
                 let mut body = vec![0; length];
                 reader.read_exact(&mut body).unwrap_or(());
                 n += 1;
+                let ok = success_of.lock().unwrap().clone();
                 let status = if n <= fail_first {
                     "500 Internal Server Error"
                 } else {
-                    "200 OK"
+                    ok.as_str()
                 };
+                methods_seen.lock().unwrap().push(
+                    request_line
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                );
                 let path = request_line
                     .split_whitespace()
                     .nth(1)
@@ -116,7 +132,7 @@ impl Receiver {
                     headers,
                     String::from_utf8_lossy(&body).into_owned(),
                 ));
-                let body = if status.starts_with("200") {
+                let body = if status.starts_with('2') {
                     body_of.lock().unwrap().clone()
                 } else {
                     String::new()
@@ -130,7 +146,24 @@ impl Receiver {
                 );
             }
         });
-        Receiver { port, got, answer }
+        Receiver {
+            port,
+            got,
+            answer,
+            success,
+            methods,
+        }
+    }
+
+    /// Answers successes with this status line (e.g. `201 Created`) and `body` from now on.
+    pub fn answer_status(&self, status: &str, body: &str) {
+        *self.success.lock().unwrap() = status.to_string();
+        self.answer_with(body);
+    }
+
+    /// The method of every request so far, in order.
+    pub fn methods(&self) -> Vec<String> {
+        self.methods.lock().unwrap().clone()
     }
 
     /// Answers 200s with `body` from now on.

@@ -15,10 +15,16 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(api: &ApiServer, name: &str) -> Controller {
+        Controller::start_with(api, name, &[])
+    }
+
+    /// [`Controller::start`] with more environment (flags as `SLIPWAY_…` variables).
+    pub fn start_with(api: &ApiServer, name: &str, env: &[(&str, &str)]) -> Controller {
         let log = api.dir.path().join(format!("{name}.log"));
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
             .envs(OPEN_BOUNDS)
+            .envs(env.iter().copied())
             .args(["controller", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .env("KUBECONFIG", &api.kubeconfig)

@@ -6,6 +6,7 @@ use std::process::Command;
 
 pub mod admission;
 pub mod apiserver;
+pub mod git_http;
 pub mod git_mode;
 pub mod http;
 pub mod k8s_mode;

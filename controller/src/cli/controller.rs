@@ -125,6 +125,21 @@ pub struct ControllerArgs {
     /// Taint keys model-server pods may tolerate: exact, or a prefix ending in `*`.
     #[arg(long, env = "SLIPWAY_ALLOWED_TOLERATIONS", value_delimiter = ',')]
     pub allowed_tolerations: Vec<String>,
+    /// Git repositories a rollback may be written back to (`URL`, or `URL=OWNER/NAME` for where
+    /// its pull request is opened; a github.com URL names its own), as ModelAliases name them
+    /// in `slipway.dev/source-repository`. None: rollbacks are not written back.
+    #[arg(long, env = "SLIPWAY_WRITE_BACK_REPOSITORIES", value_delimiter = ',')]
+    pub write_back_repositories: Vec<String>,
+    /// A file holding a GitHub token with pull-request write access to those repositories.
+    #[arg(long, env = "SLIPWAY_GITHUB_TOKEN_FILE")]
+    pub github_token_file: Option<PathBuf>,
+    /// GitHub's API (GitHub Enterprise: `https://HOST/api/v3`).
+    #[arg(
+        long,
+        env = "SLIPWAY_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
     /// The namespace whose policies govern every namespace without policies of its own.
     #[arg(long, env = "SLIPWAY_POLICY_NAMESPACE", default_value = "default")]
     pub policy_namespace: String,
@@ -313,6 +328,11 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<i32> {
 async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     // Bad bounds flags are refused before anything starts.
     let bounds = Arc::new(args.bounds()?);
+    let write_back = crate::modes::kubernetes::writeback::Settings::of_flags(
+        &args.write_back_repositories,
+        args.github_token_file.as_deref(),
+        &args.github_api_url,
+    )?;
     let client = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach the Kubernetes API: {e}; set KUBECONFIG or run inside a cluster"
@@ -357,6 +377,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
             bounds,
             results_url,
             metrics.clone(),
+            write_back,
             stop_rx.clone(),
         )
         .await;
@@ -487,6 +508,7 @@ fn identity() -> String {
 }
 
 /// Runs the controllers while this replica holds the Lease, until `stop`.
+#[allow(clippy::too_many_arguments)]
 async fn lead(
     client: kube::Client,
     cache: Arc<Cache>,
@@ -494,6 +516,7 @@ async fn lead(
     bounds: Arc<crate::decide::bounds::Bounds>,
     results_url: String,
     metrics: Arc<crate::modes::kubernetes::metrics::Metrics>,
+    write_back: Option<Arc<crate::modes::kubernetes::writeback::Settings>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use crate::modes::kubernetes::lease::{DURATION, Elector, RENEW};
@@ -529,6 +552,7 @@ async fn lead(
                     bounds.clone(),
                     results_url.clone(),
                     metrics.clone(),
+                    write_back.clone(),
                     async move {
                         let _ = rx.await;
                     },

@@ -58,6 +58,54 @@ pub struct RunArgs {
         default_value = "hooks.slack.com"
     )]
     pub allowed_destinations: Vec<String>,
+    /// Git sources: do not write rollbacks back (by default a rollback pushes a branch that
+    /// moves the alias back to the last healthy version).
+    #[arg(long, env = "SLIPWAY_NO_WRITE_BACK")]
+    pub no_write_back: bool,
+    /// A file holding a GitHub token with pull-request write access: a rollback written back
+    /// opens a pull request from its branch.
+    #[arg(long, env = "SLIPWAY_GITHUB_TOKEN_FILE")]
+    pub github_token_file: Option<PathBuf>,
+    /// GitHub's API (GitHub Enterprise: `https://HOST/api/v3`).
+    #[arg(
+        long,
+        env = "SLIPWAY_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+    /// The repository pull requests are opened on, `OWNER/NAME` (default: read from a github.com
+    /// source URL).
+    #[arg(long, env = "SLIPWAY_GITHUB_REPOSITORY")]
+    pub github_repository: Option<String>,
+    /// Where people reach this instance's UI (links in pull requests and notifications);
+    /// default the `--listen` address.
+    #[arg(long, env = "SLIPWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+/// Where rollbacks written back open their pull requests: with `--github-token-file`, the
+/// repository named or read from a github.com source.
+fn github(args: &RunArgs, source: &str) -> anyhow::Result<Option<crate::edges::github::GitHub>> {
+    let Some(file) = &args.github_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("--github-token-file {}: {e}", file.display()))?;
+    let repository = match &args.github_repository {
+        Some(r) if r.split('/').count() == 2 && !r.starts_with('/') && !r.ends_with('/') => r.clone(),
+        Some(r) => anyhow::bail!("--github-repository {r}: write OWNER/NAME, e.g. acme/registry"),
+        None => crate::edges::github::repository_of(source).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--github-token-file needs --github-repository OWNER/NAME: {} is not a github.com URL",
+                crate::edges::source::remote::redact(source)
+            )
+        })?,
+    };
+    Ok(Some(crate::edges::github::GitHub {
+        api: args.github_api_url.clone(),
+        repository,
+        token: token.trim().to_string(),
+    }))
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
@@ -96,6 +144,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             Some(crate::edges::http::token::hash(token))
         }
     };
+    let github = github(&args, &source)?;
     // One run per state folder, held until this function returns (or the process ends).
     let mut lock = crate::edges::store::run_lock::RunLock::claim(&args.state)?;
     let store = Arc::new(Store::open(&args.state)?);
@@ -114,6 +163,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         lock.listening(&bound.to_string())?;
         results_url = Some(format!("http://{bound}"));
     }
+    let public_url = args
+        .public_url
+        .clone()
+        .or_else(|| results_url.clone())
+        .map(|u| u.trim_end_matches('/').to_string());
     let settings = crate::modes::git::passes::Settings {
         path: args.path,
         reference: args.reference,
@@ -126,11 +180,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             usize::from,
         ),
         serving: results_url.is_some(),
+        public_url,
         results_url,
         allowed: crate::edges::notify::Allowed {
             secrets: args.allowed_secrets,
             destinations: args.allowed_destinations,
         },
+        write_back: !args.no_write_back,
+        github,
     };
     let finished = crate::modes::git::passes::run(settings, stop, store, shared)?;
     drop(lock);

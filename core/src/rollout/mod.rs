@@ -567,11 +567,12 @@ pub fn decide(
 pub mod analysis;
 pub mod metrics;
 pub mod replicas;
-pub mod routing;
 mod retry;
+pub mod routing;
 pub mod sagemaker;
 pub mod status;
 pub mod step;
+pub mod writeback;
 
 pub use analysis::{Window, analyze};
 pub use retry::request_retry;

@@ -173,6 +173,7 @@ pub fn stepped<'e>(
     state.to_status(ModelDeploymentStatus {
         history,
         analysis: basis.previous.analysis.clone(),
+        proposal: basis.previous.proposal.clone(),
         endpoint: endpoint.map(|e| Box::new(e.status())),
         drift: endpoint.map(|e| e.drift.to_vec()).unwrap_or_default(),
         conditions,
@@ -224,6 +225,7 @@ pub fn stalled_for(
     state.to_status(ModelDeploymentStatus {
         history: basis.previous.history.clone(),
         analysis: basis.previous.analysis.clone(),
+        proposal: basis.previous.proposal.clone(),
         endpoint: endpoint.map(|e| Box::new(e.status())),
         drift: endpoint.map(|e| e.drift.to_vec()).unwrap_or_default(),
         conditions,

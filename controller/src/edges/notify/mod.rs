@@ -147,7 +147,7 @@ pub fn messages_with(
     };
     channels
         .iter()
-        .filter(|c| c.events.contains(&event))
+        .filter(|c| c.hears(event))
         .map(|c| {
             let fail = |why: String| (c.name.clone(), why);
             if let Some(slack) = &c.slack {

@@ -25,6 +25,9 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// A fetched repository.
 pub struct Remote {
     url: String,
+    /// An HTTP header git sends with every request to the remote (a token, as
+    /// `Authorization: Basic …`): passed in git's environment, never on its command line.
+    header: Option<String>,
     reference: String,
     subdir: String,
     mirror: PathBuf,
@@ -142,6 +145,7 @@ impl Remote {
         let state = std::path::absolute(state).unwrap_or_else(|_| state.to_path_buf());
         Remote {
             url: url.to_string(),
+            header: None,
             reference: reference.to_string(),
             subdir: subdir.trim_matches('/').to_string(),
             mirror: state.join("source.git"),
@@ -156,7 +160,12 @@ impl Remote {
             Err(_) => Repository::init_bare(&self.mirror)?,
         };
         let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.reference);
-        git_fetch(&self.mirror, &self.url, &refspec, FETCH_TIMEOUT)?;
+        git_fetch(
+            &self.mirror,
+            (&self.url, self.header.as_deref()),
+            &refspec,
+            FETCH_TIMEOUT,
+        )?;
         let git = GitRepo::from_repository(repo, &redact(&self.url));
         let revision = git.resolve(&format!("refs/remotes/origin/{}", self.reference))?;
         let files = git.read(&revision, &self.subdir)?;
@@ -175,25 +184,144 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// Commits `content` as `file` (relative to the registry's folder) on top of commit `base`
+    /// and pushes it to `branch` of the remote (replacing what an earlier attempt pushed there);
+    /// the new commit's id. The mirror's own refs do not change.
+    pub fn push_change(
+        &self,
+        base: &str,
+        file: &str,
+        content: &str,
+        branch: &str,
+        message: &str,
+    ) -> Result<String, String> {
+        let commit = (|| -> Result<git2::Oid, git2::Error> {
+            let repo = Repository::open_bare(&self.mirror)?;
+            let base = repo.revparse_single(base)?.peel_to_commit()?;
+            let tree = base.tree()?;
+            let path = self.in_repository(file);
+            let mode = match tree.get_path(Path::new(&path))?.filemode() {
+                0o100755 => git2::FileMode::BlobExecutable,
+                0o100644 => git2::FileMode::Blob,
+                _ => {
+                    return Err(git2::Error::from_str(&format!(
+                        "{path} is not a regular file in the repository (a symbolic link?); edit it by hand"
+                    )));
+                }
+            };
+            let blob = repo.blob(content.as_bytes())?;
+            let mut update = git2::build::TreeUpdateBuilder::new();
+            update.upsert(&path, blob, mode);
+            let new_tree = repo.find_tree(update.create_updated(&repo, &tree)?)?;
+            let who = git2::Signature::now("Slipway", "slipway@localhost")?;
+            repo.commit(None, &who, &who, message, &new_tree, &[&base])
+        })()
+        .map_err(|e| format!("cannot make the commit: {}", e.message()))?;
+        let refspec = format!("+{commit}:refs/heads/{branch}");
+        git_with_remote(
+            &self.mirror,
+            &["push", "--quiet"],
+            (&self.url, self.header.as_deref()),
+            &refspec,
+            FETCH_TIMEOUT,
+        )
+        .map_err(|m| format!("cannot push branch {branch} to {}: {m}", redact(&self.url)))?;
+        Ok(commit.to_string())
+    }
+
+    /// A registry file's path in the repository.
+    fn in_repository(&self, file: &str) -> String {
+        if self.subdir.is_empty() {
+            file.to_string()
+        } else {
+            format!("{}/{file}", self.subdir)
+        }
+    }
+
+    /// The text of a registry file (relative to the registry's folder) at a fetched commit (a
+    /// prefix of its id will do).
+    pub fn file(&self, commit: &str, file: &str) -> Option<String> {
+        let repo = Repository::open_bare(&self.mirror).ok()?;
+        let tree = repo
+            .revparse_single(commit)
+            .ok()?
+            .peel_to_commit()
+            .ok()?
+            .tree()
+            .ok()?;
+        let entry = tree.get_path(Path::new(&self.in_repository(file))).ok()?;
+        let blob = repo.find_blob(entry.id()).ok()?;
+        String::from_utf8(blob.content().to_vec()).ok()
+    }
+
+    /// This remote, reached with a GitHub token (HTTP basic authentication as
+    /// `x-access-token`, as GitHub Actions' checkout does).
+    pub fn with_token(mut self, token: &str) -> Self {
+        use base64::Engine as _;
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+        self.header = Some(format!("Authorization: Basic {basic}"));
+        self
+    }
+
+    /// The branch the source follows.
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    /// The remote's address (it may carry a token: never print it; see [`redact`]).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 /// Runs `git fetch URL REFSPEC` into the bare repository `mirror`, killed after `timeout`.
-fn git_fetch(mirror: &Path, url: &str, refspec: &str, timeout: Duration) -> Result<(), GitError> {
-    let fail = |message: String| GitError::Fetch {
-        url: redact(url),
-        message,
-    };
+fn git_fetch(
+    mirror: &Path,
+    (url, header): (&str, Option<&str>),
+    refspec: &str,
+    timeout: Duration,
+) -> Result<(), GitError> {
+    let args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"];
+    git_with_remote(mirror, &args, (url, header), refspec, timeout).map_err(|message| {
+        GitError::Fetch {
+            url: redact(url),
+            message,
+        }
+    })
+}
+
+/// Runs `git ARGS -- URL REFSPEC` in the bare repository `mirror` as a fetch does (no prompt,
+/// ssh in batch mode), killed after `timeout`; what git said when it fails, credentials taken out.
+fn git_with_remote(
+    mirror: &Path,
+    args: &[&str],
+    (url, header): (&str, Option<&str>),
+    refspec: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let fail = |message: String| message;
     let mut cmd = Command::new("git");
     cmd.arg("--git-dir")
         .arg(mirror)
-        .args([
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--",
-        ])
+        .args(args)
+        .arg("--")
         .arg(url)
         .arg(refspec)
         .env("GIT_TERMINAL_PROMPT", "0")
+        .envs(
+            header
+                .map(|h| {
+                    [
+                        ("GIT_CONFIG_COUNT", "1"),
+                        ("GIT_CONFIG_KEY_0", "http.extraHeader"),
+                        ("GIT_CONFIG_VALUE_0", h),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -238,7 +366,8 @@ fn git_fetch(mirror: &Path, url: &str, refspec: &str, timeout: Duration) -> Resu
             Err(fail(redact(&said.join("; "))))
         }
         None => Err(fail(format!(
-            "git fetch did not finish within {}s; check that the server is reachable",
+            "git {} did not finish within {}s; check that the server is reachable",
+            args.first().unwrap_or(&""),
             timeout.as_secs()
         ))),
     }
@@ -281,6 +410,22 @@ pub fn is_git_url(source: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_goes_as_basic_authentication_in_gits_environment() {
+        let r = Remote::new(
+            "https://github.com/acme/r.git",
+            "main",
+            "",
+            Path::new("/tmp/x"),
+        )
+        .with_token("t");
+        // base64("x-access-token:t")
+        assert_eq!(
+            r.header.as_deref(),
+            Some("Authorization: Basic eC1hY2Nlc3MtdG9rZW46dA==")
+        );
+    }
 
     #[test]
     fn credentials_are_never_shown() {

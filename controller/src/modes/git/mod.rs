@@ -14,6 +14,7 @@ mod promote;
 pub mod retry;
 mod sagemaker;
 mod statuses;
+pub mod writeback;
 
 use crate::decide::events::Event as Happened;
 use std::collections::{BTreeMap, BTreeSet};

@@ -338,7 +338,7 @@ impl Cache {
     }
 
     /// The `ModelAlias` for `alias` of `model` in `ns`, from the watch.
-    fn find_alias(&self, ns: &str, model: &str, alias: &str) -> Option<ModelAlias> {
+    pub fn find_alias(&self, ns: &str, model: &str, alias: &str) -> Option<ModelAlias> {
         self.model_aliases(ns, model)
             .into_iter()
             .rfind(|a| a.spec.alias == alias)

@@ -42,6 +42,8 @@ pub struct Context {
     /// Looks in a row per evaluation (`namespace/name`) whose version is not registered, for
     /// the backoff of its looks (a version's arrival wakes it at once).
     pub waiting: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Where rollbacks are written back to (None: nowhere).
+    pub write_back: Option<Arc<super::writeback::Settings>>,
 }
 
 /// Reconcile errors (retried with backoff).

@@ -239,6 +239,7 @@ async fn roll_out(
         .await?;
     r.collect_garbage(s).await?;
     r.heal_missing(s, &weights, &applied).await?;
+    super::writeback::write_back(ctx, md, &super::writeback::status_after(&outcome, md)).await?;
     Ok(Requeue::requeue(
         outcome.wait.unwrap_or(crate::decide::limits::RESYNC),
     ))

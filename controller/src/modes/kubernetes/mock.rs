@@ -128,6 +128,7 @@ pub(super) fn context() -> (Arc<Context>, ApiServer) {
         metrics: Default::default(),
         moves_seen: Default::default(),
         announced: Default::default(),
+        write_back: None,
         sagemaker: None,
         failures: Default::default(),
         waiting: Default::default(),

@@ -28,3 +28,4 @@ pub mod watch;
 pub mod webhook;
 pub mod wiring;
 pub mod workloads;
+pub mod writeback;

@@ -87,6 +87,7 @@ pub async fn run(
     bounds: Arc<crate::decide::bounds::Bounds>,
     results_url: String,
     metrics: Arc<super::metrics::Metrics>,
+    write_back: Option<Arc<super::writeback::Settings>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     cache.ready().await;
@@ -106,6 +107,7 @@ pub async fn run(
         failures: Default::default(),
         waiting: Default::default(),
         sagemaker: sagemaker_calls(),
+        write_back,
     });
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),

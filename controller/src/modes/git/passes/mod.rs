@@ -45,6 +45,13 @@ pub struct Settings {
     pub serving: bool,
     /// The secrets the registry may use, and where messages with them may go.
     pub allowed: crate::edges::notify::Allowed,
+    /// Git sources: whether rollbacks are written back (a branch, and a pull request with
+    /// `github`).
+    pub write_back: bool,
+    /// Where pull requests are opened.
+    pub github: Option<crate::edges::github::GitHub>,
+    /// Where people reach the UI (links), if anywhere.
+    pub public_url: Option<String>,
 }
 
 /// The loop's state between passes.
@@ -248,6 +255,14 @@ impl Loop {
         // store error) neither skips the other's rollouts nor leaves the pass unpublished.
         let local = self.deploy_local(&reconciler, &catalog, &root, &mut report);
         let remote = self.deploy_sagemaker(&reconciler, &catalog, &mut report);
+        if let (Some(source), true) = (&self.remote, self.settings.write_back) {
+            let to = crate::modes::git::writeback::Destination {
+                remote: source,
+                github: self.settings.github.as_ref(),
+                public_url: self.settings.public_url.as_deref(),
+            };
+            reconciler.write_back(&catalog, &to, &mut report)?;
+        }
         self.publish(&reconciler, &catalog, &revision)?;
         let requeue = match (local?, remote?) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -1,0 +1,113 @@
+//! Rollbacks written back to a git source: the core says which rollback the source does not
+//! know of yet and what change undoes it ([`rollout::writeback`]); here the change is committed
+//! on the reconciled commit, pushed as a branch, a pull request opened (with a GitHub token),
+//! and the outcome recorded in the status and the history (whose notification carries the
+//! link).
+
+use crate::decide::catalog::{Catalog, Resource};
+use crate::decide::events::Event as Happened;
+use crate::decide::rollout::writeback::{self, Done};
+use crate::edges::github::GitHub;
+use crate::edges::source::remote::Remote;
+use crate::edges::store::Write;
+
+use super::{Error, PassReport, Reconciler};
+
+/// Where rollbacks are written back to.
+pub struct Destination<'a> {
+    /// The source's remote.
+    pub remote: &'a Remote,
+    /// Where pull requests are opened, if anywhere.
+    pub github: Option<&'a GitHub>,
+    /// Where people reach the UI (the report link), if anywhere.
+    pub public_url: Option<&'a str>,
+}
+
+impl Reconciler<'_> {
+    /// Writes back every rollback the source does not know of yet.
+    pub fn write_back(
+        &self,
+        catalog: &Catalog,
+        to: &Destination,
+        out: &mut PassReport,
+    ) -> Result<(), Error> {
+        for obj in catalog.objects() {
+            let Resource::ModelDeployment(d) = &obj.resource else {
+                continue;
+            };
+            let (ns, name) = (&obj.key.namespace, &obj.key.name);
+            let previous = self.deployment_status(ns, name)?;
+            let asked = writeback::asked(catalog, ns, d);
+            let Some(wanted) = writeback::wanted(&previous, asked.as_deref(), (self.now)()) else {
+                continue;
+            };
+            let report = to
+                .public_url
+                .map(|u| format!("{u}/ui/{ns}/{}", d.spec.model));
+            let read = |file: &str| {
+                let commit = self.revision.strip_prefix("git:").unwrap_or(&self.revision);
+                to.remote.file(commit, file)
+            };
+            let proposal =
+                writeback::propose(catalog, (ns, ns), d, &wanted, &read, report.as_deref());
+            let done = match &proposal {
+                Ok(p) => self.carry_out(p, to),
+                Err(why) => Done::Failed(why.clone()),
+            };
+            let (status, kind, message) = writeback::recorded(
+                &previous,
+                &wanted,
+                proposal.as_ref().map_err(String::as_str),
+                &done,
+                (self.now)(),
+            );
+            let mut h = self.history(
+                Happened::Rollout(kind),
+                ns,
+                &d.spec.model,
+                format!("ModelDeployment/{name}"),
+            );
+            h.version = Some(wanted.version.clone());
+            h.alias = d.spec.alias.clone();
+            h.message = format!("{name}: {message}");
+            (self.progress)(&h.message);
+            out.rollout_events.push(h.message.clone());
+            self.apply(&[
+                Write::Status {
+                    kind: "ModelDeployment".into(),
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    status: serde_json::to_value(&status)?,
+                },
+                Write::History(h),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Commits and pushes the proposal on the reconciled commit; opens its pull request.
+    fn carry_out(&self, p: &writeback::Proposal, to: &Destination) -> Done {
+        let base = self.revision.strip_prefix("git:").unwrap_or(&self.revision);
+        let commit = match to
+            .remote
+            .push_change(base, &p.file, &p.content, &p.branch, &p.message)
+        {
+            Ok(c) => c,
+            Err(why) => return Done::Failed(why),
+        };
+        let (pull_request, refused) = match to.github {
+            Some(gh) => {
+                match gh.open_pull_request(&p.branch, to.remote.reference(), p.title(), &p.body()) {
+                    Ok(url) => (Some(url), None),
+                    Err(why) => (None, Some(why)),
+                }
+            }
+            None => (None, None),
+        };
+        Done::Pushed {
+            commit,
+            pull_request,
+            refused,
+        }
+    }
+}
