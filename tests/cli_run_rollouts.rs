@@ -545,3 +545,70 @@ fn an_ab_cohort_reaches_the_candidate_and_a_sticky_user_stays_on_one_version() {
     traffic.stop();
     terminate(&mut child);
 }
+
+#[test]
+fn a_shadow_answers_no_one_and_is_judged_by_agreeing_with_the_serving_version() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    let path = work.join("registry/deployments.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let steps = "    steps:\n      - weight: 20\n";
+    assert!(text.contains(steps), "{text}");
+    let text = text
+        .replace(
+            steps,
+            "    steps:\n      - weight: 0\n        mirror: 100\n        pause: 2s\n      - weight: 20\n",
+        )
+        .replace(
+            "      maxLatencyMs: 250\n",
+            "      maxLatencyMs: 250\n      minAgreement: 0.9\n      agreementIgnore: [version]\n",
+        );
+    std::fs::write(&path, text).unwrap();
+    let check = slipway(&["validate", "registry"], &work);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+
+    // 8 answers as 7 does (its version field aside): its shadow passes, then its canary.
+    set_production(&work, "8");
+    let (run, answers) = run_once_with_traffic(&work);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let all = events(&work);
+    assert!(
+        all.iter()
+            .any(|l| l.contains("100% of requests mirrored to 8 (a shadow: it answers no one)")),
+        "{all:#?}"
+    );
+    assert!(
+        all.iter().any(|l| l.contains("all traffic on 8")),
+        "{all:#?}"
+    );
+    // (503s: the run's router before it resumed serving 7.)
+    let served: Vec<&String> = answers.iter().filter(|a| !a.starts_with("503 ")).collect();
+    assert!(served.iter().all(|a| *a == "7" || *a == "8"), "{answers:?}");
+
+    // 9 fails every prediction: in its shadow it answers no client, and it is rolled back on
+    // its agreement (the error ratio left out, so that agreement judges).
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("      maxErrorRatio: 0.05\n", "")).unwrap();
+    add_broken_version(&work);
+    set_production(&work, "9");
+    let (run, answers) = run_once_with_traffic(&work);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let served: Vec<&String> = answers.iter().filter(|a| !a.starts_with("503 ")).collect();
+    assert!(!served.is_empty());
+    assert!(
+        served.iter().all(|a| *a == "8"),
+        "a client saw the shadow: {answers:?}"
+    );
+    let rolled = events(&work)
+        .into_iter()
+        .find(|l| l.contains("RolledBack") && l.contains("9"))
+        .unwrap();
+    assert!(
+        rolled.contains("analysis failed at the shadow step (100% mirrored): agreement with the serving version 0.000 below 0.9 (0 of ")
+            && rolled.contains(" mirrored requests); e.g. GET /predict?grass=0.7&lines=0.05&crowd=0.1&brightness=0.6: status 500 where the serving version answered 200 (serving 200 {\"label\": \"open-play\", \"version\": \"8\"}, candidate 500 {\"error\": \"cannot use model kind"),
+        "{rolled}"
+    );
+}

@@ -13,7 +13,7 @@ use support::git_mode::{Traffic, add_broken_version, files_under, quickstart, se
 use support::http::Receiver;
 use support::{GitRepo, slipway_env};
 
-/// Commits every file of `work/registry` on `main` (on top of `parent`).
+/// Commits every file of `work/registry` under `registry/` on `main` (on top of `parent`).
 fn commit_registry(
     repo: &mut GitRepo,
     work: &Path,
@@ -22,10 +22,12 @@ fn commit_registry(
 ) -> git2::Oid {
     let mut files = Vec::new();
     files_under(&work.join("registry"), "", &mut files);
-    let refs: Vec<(&str, Option<&str>)> = files
+    let paths: Vec<(String, &str)> = files
         .iter()
-        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .map(|(p, c)| (format!("registry/{p}"), c.as_str()))
         .collect();
+    let refs: Vec<(&str, Option<&str>)> =
+        paths.iter().map(|(p, c)| (p.as_str(), Some(*c))).collect();
     let commit = repo.commit("main", parent, &refs, m);
     // The smart-HTTP server's pushes run as `nobody` (see GitHttp): the new objects' folders too.
     let _ = std::process::Command::new("chmod")
@@ -62,6 +64,8 @@ fn a_rollback_is_pushed_as_a_branch_with_a_pull_request_and_announced() {
             &[
                 "run",
                 &url,
+                "--registry-path",
+                "registry",
                 "--once",
                 "--state",
                 "state",
@@ -224,7 +228,19 @@ fn a_refused_push_is_reported_and_the_rollback_stands() {
     let url = format!("file://{}", repo.path().display());
     let run = |work: &Path| {
         let traffic = Traffic::start(work);
-        let out = slipway_env(&["run", &url, "--once", "--state", "state"], work, &[]);
+        let out = slipway_env(
+            &[
+                "run",
+                &url,
+                "--registry-path",
+                "registry",
+                "--once",
+                "--state",
+                "state",
+            ],
+            work,
+            &[],
+        );
         traffic.stop();
         out
     };

@@ -90,10 +90,31 @@ async fn throughput(port: u16, clients: usize, per_client: usize) -> f64 {
     (clients * per_client) as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn measure(name: &str, upstream: u16, router: &TrafficRouter, requests: usize) {
+async fn measure(
+    name: &str,
+    upstream: u16,
+    router: &TrafficRouter,
+    requests: usize,
+    shadow: Option<u16>,
+) {
+    let mut ports = BTreeMap::from([("8".to_string(), upstream)]);
+    if let Some(p) = shadow {
+        // A shadow step: version 9 has no weight, every request is mirrored to it and its
+        // answer compared with 8's.
+        ports.insert("9".to_string(), p);
+        router.set_routing(&slipway::decide::rollout::routing::Routing {
+            candidate: Some("9".into()),
+            mirror: 100,
+            compare: slipway::decide::rollout::shadow::Compare {
+                tolerance: 0.0,
+                ignore: vec!["version".into()],
+            },
+            ..Default::default()
+        });
+    }
     router.set(
-        &BTreeMap::from([("8".to_string(), 100)]),
-        &BTreeMap::from([("8".to_string(), upstream)]),
+        &BTreeMap::from([("8".to_string(), 100), ("9".to_string(), 0)]),
+        &ports,
     );
     let routed_port = router.addr.port();
     let direct_client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
@@ -181,6 +202,7 @@ fn main() {
             port,
             &router,
             requests / 4,
+            None,
         )
         .await;
         let _ = python.kill();
@@ -192,6 +214,7 @@ fn main() {
             fast,
             &router,
             requests,
+            None,
         )
         .await;
         // The same, the router exporting its per-version series for `/metrics` (what git mode
@@ -211,7 +234,24 @@ fn main() {
             fast,
             &exporting,
             requests,
+            None,
         )
         .await;
+        // A shadow step: every request mirrored to a second instant server, answers compared.
+        let shadow = fast_upstream().await;
+        let mirroring = TrafficRouter::start(0, None).await.expect("router");
+        measure(
+            "minimal hyper server, every request also mirrored to a shadow and compared",
+            fast,
+            &mirroring,
+            requests,
+            Some(shadow),
+        )
+        .await;
+        let compared = mirroring.window("9");
+        println!(
+            "(the shadow's window: {} mirrored, {} compared, {} agreed)\n",
+            compared.requests, compared.compared, compared.agreed
+        );
     });
 }

@@ -260,11 +260,15 @@ fn default_true() -> bool {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
-    /// Percent of traffic (0–100) on the new version.
+    /// Percent of traffic (0–100) on the new version; 0 for a shadow step (with `mirror`).
     pub weight: u32,
     /// How long to hold this step while analysis passes, e.g. `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<String>,
+    /// A shadow step (`weight: 0`): percent of live requests also sent to the new version,
+    /// whose answers are compared with the serving version's and discarded (local target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<u32>,
 }
 
 /// Analysis thresholds evaluated during each step.
@@ -289,6 +293,18 @@ pub struct Analysis {
     /// (stays at its weights, never passing, until enough data arrives or the alias moves).
     #[serde(default, skip_serializing_if = "is_default")]
     pub on_inconclusive: OnInconclusive,
+    /// Shadow steps: the smallest share (0–1) of mirrored requests whose answers must agree
+    /// with the serving version's (same status; the same JSON within `agreementTolerance`, or
+    /// the same bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_agreement: Option<f64>,
+    /// Shadow steps: how far apart two numbers in the answers may be and still agree (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement_tolerance: Option<f64>,
+    /// Shadow steps: fields of a JSON answer left out of the comparison, as dotted paths
+    /// (`version`, `meta.took_ms`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agreement_ignore: Vec<String>,
     /// CloudWatch alarms that roll a SageMaker deployment back when they fire.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<String>,
@@ -373,9 +389,16 @@ pub struct RollbackProposal {
     /// The pull request opened for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<String>,
-    /// Why it could not be proposed (tried again after five minutes).
+    /// Why it could not be proposed (tried again after five minutes, then backing off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How many times it was tried.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Observed state of a `ModelDeployment`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 /// Where and as whom pull requests are opened.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GitHub {
     /// The API's base URL (`https://api.github.com`, or a GitHub Enterprise `…/api/v3`).
     pub api: String,
@@ -28,6 +28,16 @@ pub fn repository_of(url: &str) -> Option<String> {
     let owner = parts.next().filter(|s| !s.is_empty())?;
     let name = parts.next()?.trim_end_matches(".git");
     (!name.is_empty() && parts.next().is_none()).then(|| format!("{owner}/{name}"))
+}
+
+impl std::fmt::Debug for GitHub {
+    /// Without the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHub")
+            .field("api", &self.api)
+            .field("repository", &self.repository)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GitHub {

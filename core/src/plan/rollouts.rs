@@ -104,9 +104,15 @@ pub(super) fn rollout(d: &ModelDeployment, head: &Catalog, version: Option<&str>
             let mut parts: Vec<String> = s
                 .steps
                 .iter()
-                .map(|st| match &st.pause {
-                    Some(p) => format!("{}% ({p})", st.weight),
-                    None => format!("{}%", st.weight),
+                .map(|st| {
+                    let at = match st.mirror {
+                        Some(m) if st.weight == 0 => format!("shadow {m}%"),
+                        _ => format!("{}%", st.weight),
+                    };
+                    match &st.pause {
+                        Some(p) => format!("{at} ({p})"),
+                        None => at,
+                    }
                 })
                 .collect();
             if s.steps.last().is_none_or(|st| st.weight < 100) {
@@ -172,6 +178,12 @@ fn judged_by(s: &slipway_crd::model_deployment::Strategy) -> Vec<String> {
         thresholds.push(format!(
             "p{} latency ≤ {ms} ms",
             a.latency_percentile.unwrap_or(99.0)
+        ));
+    }
+    if let Some(m) = a.min_agreement {
+        thresholds.push(format!(
+            "shadow agreement ≥ {m} (numbers within {})",
+            a.agreement_tolerance.unwrap_or(0.0)
         ));
     }
     let min = crate::rollout::analysis::min_requests(a);

@@ -380,6 +380,29 @@ fn the_plan_describes_the_metrics_that_judge_a_rollout() {
         p2.changes[0].rollouts[0].strategy,
         "Canary 20% (1m) → 100%, auto-rollback; header x-cohort = \"beta\" → candidate; users sticky by cookie session"
     );
+    // A shadow step, and the agreement that judges it.
+    let shadowed = |production: &str| {
+        registry(production).replace(
+            "  strategy: {type: Canary, steps: [{weight: 20, pause: 1m}]}",
+            "  strategy: {type: Canary, steps: [{weight: 0, mirror: 50, pause: 1h}, {weight: 20, pause: 1m}], analysis: {minAgreement: 0.98, agreementTolerance: 0.001}}",
+        )
+    };
+    let p3 = plan(
+        &catalog(&shadowed("1")),
+        &catalog(&shadowed("2")),
+        &inputs(Some(&result("2", "Passed", 0.9, 0.88, "1")), &["alice"]),
+    );
+    let r = &p3.changes[0].rollouts[0];
+    assert_eq!(
+        r.strategy,
+        "Canary shadow 50% (1h) → 20% (1m) → 100%, auto-rollback"
+    );
+    assert_eq!(
+        r.analysis,
+        [
+            "thresholds: shadow agreement ≥ 0.98 (numbers within 0.001), at least 20 requests per step"
+        ]
+    );
     assert!(render::markdown(&p).contains("  - judged by metric errors: prometheus"));
     assert!(
         p.changes[0].warnings.is_empty(),

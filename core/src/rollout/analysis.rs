@@ -13,6 +13,12 @@ pub struct Window {
     pub errors: u64,
     /// Latencies in milliseconds.
     pub latencies_ms: Vec<f64>,
+    /// Shadow steps: mirrored requests whose answers were compared with the serving version's.
+    pub compared: u64,
+    /// Of those, the ones that agreed.
+    pub agreed: u64,
+    /// The first disagreements (at most [`super::shadow::SAMPLES`]).
+    pub disagreements: Vec<super::shadow::Disagreement>,
 }
 
 /// What a deployment's `strategy.analysis` asks for that its target cannot measure, in words
@@ -29,6 +35,7 @@ pub fn unmeasured(spec: &ModelDeploymentSpec) -> Option<String> {
         ("maxErrorRatio", a.max_error_ratio.is_some()),
         ("maxLatencyMs", a.max_latency_ms.is_some()),
         ("latencyPercentile", a.latency_percentile.is_some()),
+        ("minAgreement", a.min_agreement.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))
@@ -80,7 +87,10 @@ pub fn unmeasured(spec: &ModelDeploymentSpec) -> Option<String> {
 /// with no requests breaks no threshold, so it would pass on no evidence), else none.
 pub fn min_requests(spec: &Analysis) -> u64 {
     spec.min_requests.unwrap_or(
-        if spec.max_error_ratio.is_some() || spec.max_latency_ms.is_some() {
+        if spec.max_error_ratio.is_some()
+            || spec.max_latency_ms.is_some()
+            || spec.min_agreement.is_some()
+        {
             crate::limits::MIN_REQUESTS
         } else {
             0
@@ -120,6 +130,15 @@ pub fn analyze(spec: Option<&Analysis>, window: &Window) -> Judgement {
             return Judgement::Fail(format!("p{p} latency {value:.1} ms above {max} ms"));
         }
     }
+    if let Some(why) = super::shadow::judge(
+        spec.min_agreement,
+        min,
+        window.compared,
+        window.agreed,
+        &window.disagreements,
+    ) {
+        return Judgement::Fail(why);
+    }
     Judgement::Pass
 }
 
@@ -144,6 +163,7 @@ mod tests {
             requests: 50,
             errors: 0,
             latencies_ms: vec![10.0; 50],
+            ..Window::default()
         };
         assert!(matches!(
             analyze(Some(&spec), &window),
@@ -186,6 +206,7 @@ mod tests {
             requests: 20,
             errors: 0,
             latencies_ms: vec![5.0; 20],
+            ..Window::default()
         };
         assert_eq!(analyze(Some(&spec), &enough), Judgement::Pass);
         // Only alarms (SageMaker's): nothing counted here, nothing to wait for.

@@ -19,6 +19,8 @@ pub struct StrategyStep {
     pub weight: u32,
     /// How long analysis must pass at this weight before the next step.
     pub hold: Duration,
+    /// A shadow step: percent of requests mirrored to the candidate (0: none).
+    pub mirror: u32,
 }
 
 /// The steps of a strategy; the last step always has weight 100.
@@ -32,10 +34,15 @@ pub fn strategy_steps(strategy: &Strategy) -> Vec<StrategyStep> {
         StrategyType::Canary => strategy
             .steps
             .iter()
-            .filter(|s| s.weight > 0 && s.weight < 100)
+            .filter(|s| (s.weight > 0 || s.mirror.unwrap_or(0) > 0) && s.weight < 100)
             .map(|s| StrategyStep {
                 weight: s.weight,
                 hold: parse(s.pause.as_ref()),
+                mirror: if s.weight == 0 {
+                    s.mirror.unwrap_or(0).min(100)
+                } else {
+                    0
+                },
             })
             .collect(),
         StrategyType::Linear => {
@@ -44,13 +51,18 @@ pub fn strategy_steps(strategy: &Strategy) -> Vec<StrategyStep> {
             (1..)
                 .map(|i| i * w)
                 .take_while(|x| *x < 100)
-                .map(|weight| StrategyStep { weight, hold })
+                .map(|weight| StrategyStep {
+                    weight,
+                    hold,
+                    mirror: 0,
+                })
                 .collect()
         }
     };
     steps.push(StrategyStep {
         weight: 100,
         hold: Duration::ZERO,
+        mirror: 0,
     });
     steps
 }
@@ -450,11 +462,15 @@ impl Machine<'_> {
                 self.route(weights);
                 self.s.step_started = Some(self.now);
                 self.s.step_ready = None;
-                self.event(
-                    EventKind::StepStarted,
-                    d,
-                    format!("{}% of traffic on {d}", step.weight),
-                );
+                let what = if step.mirror > 0 {
+                    format!(
+                        "{}% of requests mirrored to {d} (a shadow: it answers no one)",
+                        step.mirror
+                    )
+                } else {
+                    format!("{}% of traffic on {d}", step.weight)
+                };
+                self.event(EventKind::StepStarted, d, what);
             }
             // Weights just applied (a step whose pods may still be starting): look again at
             // the target's pace; the step counts once the candidate is seen ready at them.
@@ -462,7 +478,7 @@ impl Machine<'_> {
             if self.s.step_ready.is_none() && step.weight < 100 {
                 match analysis {
                     Judgement::Fail(why) if !advanced => {
-                        self.fail(d, format!("analysis failed at {}%: {why}", step.weight));
+                        self.fail(d, format!("analysis failed at {}: {why}", step.label()));
                     }
                     _ => self.wait(self.policy.poll),
                 }
@@ -470,7 +486,7 @@ impl Machine<'_> {
             }
             match analysis {
                 Judgement::Fail(why) => {
-                    self.fail(d, format!("analysis failed at {}%: {why}", step.weight));
+                    self.fail(d, format!("analysis failed at {}: {why}", step.label()));
                     return;
                 }
                 Judgement::Inconclusive(_) | Judgement::Pass
@@ -482,7 +498,7 @@ impl Machine<'_> {
                 Judgement::Inconclusive(why)
                     if self.elapsed(self.s.step_started) >= self.policy.progress_deadline =>
                 {
-                    self.inconclusive(d, step.weight, why);
+                    self.inconclusive(d, &step.label(), why);
                     return;
                 }
                 Judgement::Inconclusive(_) => {
@@ -507,7 +523,7 @@ impl Machine<'_> {
     /// A step whose analysis is still inconclusive at the progress deadline (counted from the
     /// step's start): never a pass — a failed analysis, or with `onInconclusive: Hold` the
     /// step keeps its weights and looks again.
-    fn inconclusive(&mut self, d: &str, weight: u32, why: &str) {
+    fn inconclusive(&mut self, d: &str, at: &str, why: &str) {
         let hold = self
             .policy
             .strategy
@@ -520,7 +536,7 @@ impl Machine<'_> {
             let deadline = crate::duration::format(self.policy.progress_deadline);
             self.fail(
                 d,
-                format!("analysis inconclusive at {weight}% after {deadline}: {why}"),
+                format!("analysis inconclusive at {at} after {deadline}: {why}"),
             );
         }
     }
@@ -570,6 +586,7 @@ pub mod replicas;
 mod retry;
 pub mod routing;
 pub mod sagemaker;
+pub mod shadow;
 pub mod status;
 pub mod step;
 pub mod writeback;

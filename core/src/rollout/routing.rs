@@ -16,15 +16,36 @@ pub struct Routing {
     pub matches: Vec<RequestMatch>,
     /// The key a user's version is hashed from.
     pub sticky_by: Option<RequestKey>,
+    /// A shadow step: percent of requests also sent to the candidate (0: none).
+    pub mirror: u32,
+    /// How a shadow's answers are compared with the serving version's.
+    pub compare: super::shadow::Compare,
 }
 
 impl Routing {
     /// The rules of `strategy` while `state` rolls out its candidate.
     pub fn of(strategy: &Strategy, state: &RolloutState) -> Routing {
+        let step = super::strategy_steps(strategy);
         Routing {
             candidate: state.candidate.clone(),
             matches: strategy.match_.clone(),
             sticky_by: strategy.sticky_by.clone(),
+            mirror: match &state.candidate {
+                Some(_) => step.get(state.step).map_or(0, |s| s.mirror),
+                None => 0,
+            },
+            compare: super::shadow::Compare {
+                tolerance: strategy
+                    .analysis
+                    .as_ref()
+                    .and_then(|a| a.agreement_tolerance)
+                    .unwrap_or(0.0),
+                ignore: strategy
+                    .analysis
+                    .as_ref()
+                    .map(|a| a.agreement_ignore.clone())
+                    .unwrap_or_default(),
+            },
         }
     }
 
@@ -134,6 +155,30 @@ pub fn choose(
 /// weights cannot see a request's headers.
 pub fn problems(strategy: &Strategy, routes_requests: bool) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    if let Some(i) = strategy.steps.iter().position(|s| s.mirror.is_some())
+        && !routes_requests
+    {
+        out.push((
+            format!("spec.strategy.steps[{i}].mirror"),
+            "a shadow step needs a target that routes each request: target.local (a kubernetes target splits by replicas, a sagemaker one by variant weights, neither mirrors)".to_string(),
+        ));
+    }
+    if let Some(a) = &strategy.analysis {
+        if a.min_agreement.is_some_and(|m| !(0.0..=1.0).contains(&m)) {
+            out.push((
+                "spec.strategy.analysis.minAgreement".to_string(),
+                "a share between 0 and 1".to_string(),
+            ));
+        }
+        if a.agreement_tolerance
+            .is_some_and(|t| !t.is_finite() || t < 0.0)
+        {
+            out.push((
+                "spec.strategy.analysis.agreementTolerance".to_string(),
+                "a number of 0 or more".to_string(),
+            ));
+        }
+    }
     if strategy.match_.is_empty() && strategy.sticky_by.is_none() {
         return out;
     }
@@ -212,6 +257,7 @@ mod tests {
             candidate: Some("8".into()),
             matches,
             sticky_by: sticky,
+            ..Routing::default()
         }
     }
 

@@ -12,10 +12,12 @@ fn canary(auto_rollback: bool) -> Strategy {
             CanaryStep {
                 weight: 10,
                 pause: Some("5m".into()),
+                mirror: None,
             },
             CanaryStep {
                 weight: 50,
                 pause: Some("10m".into()),
+                mirror: None,
             },
         ],
         auto_rollback,
@@ -544,4 +546,55 @@ fn one_step_writes_only_what_changed_and_a_frozen_failure_waits_for_a_change() {
     assert_eq!(frozen.step.state.phase, DeploymentPhase::Failed);
     assert_eq!(frozen.step.state.candidate.as_deref(), Some("8"));
     assert_eq!(frozen.wait, None, "{frozen:?}");
+}
+
+#[test]
+fn a_shadow_step_mirrors_before_any_traffic_and_a_disagreeing_shadow_is_rolled_back() {
+    let mut strategy = canary(true);
+    strategy.steps.insert(
+        0,
+        CanaryStep {
+            weight: 0,
+            pause: Some("1h".into()),
+            mirror: Some(50),
+        },
+    );
+    let steps = strategy_steps(&strategy);
+    assert_eq!((steps[0].weight, steps[0].mirror), (0, 50));
+    assert_eq!(steps[0].label(), "the shadow step (50% mirrored)");
+    assert_eq!(steps[1].label(), "10%");
+    let mut sim = Sim::new(&strategy).with_stable();
+    sim.tick(Some("8"), false, Judgement::Pass);
+    sim.tick(Some("8"), true, Judgement::Pass);
+    sim.advance(5);
+    sim.tick(Some("8"), true, Judgement::Pass);
+    // The shadow holds its hour with no traffic on 8, then the canary's first step.
+    sim.advance(3600);
+    sim.tick(Some("8"), true, Judgement::Pass);
+    assert_eq!(
+        sim.routes(),
+        vec![w(&[("7", 100), ("8", 0)]), w(&[("7", 90), ("8", 10)])]
+    );
+    let events = sim.events();
+    assert!(
+        events.iter().any(|(k, m)| *k == EventKind::StepStarted
+            && m == "50% of requests mirrored to 8 (a shadow: it answers no one)"),
+        "{events:?}"
+    );
+    // 9 disagrees in its shadow: rolled back before it answered anyone.
+    sim.advance(10_000);
+    sim.tick(Some("9"), true, Judgement::Pass);
+    sim.advance(5);
+    let s = sim.tick(
+        Some("9"),
+        true,
+        Judgement::Fail("agreement with the serving version 0.500 below 0.9".into()),
+    );
+    assert!(s.state.rejected.contains("9"));
+    let events = sim.events();
+    let (_, rolled) = events.last().unwrap();
+    assert!(
+        rolled.starts_with("analysis failed at the shadow step (50% mirrored): agreement"),
+        "{rolled}"
+    );
 }

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::decide::rollout::Window;
 use crate::decide::rollout::routing::{self, Route, Routing};
+use crate::decide::rollout::shadow;
 
 type Body = Full<Bytes>;
 
@@ -38,7 +39,16 @@ struct Table {
     exported: Option<Exported>,
     /// Requests routed by their headers (A/B cohorts, sticky users) before the weights.
     routing: Routing,
+    /// Every version's upstream port (a shadow has no weight, but is mirrored to).
+    ports: BTreeMap<String, u16>,
+    /// The running credit of a shadow step's mirroring (a request is mirrored per 100 earned).
+    mirror_credit: u32,
+    /// Mirrored requests not answered yet (at most [`MAX_MIRRORING`]: beyond, none is sent).
+    mirroring: usize,
 }
+
+/// The most mirrored requests in flight at once (a slow shadow never piles up requests).
+const MAX_MIRRORING: usize = 64;
 
 /// The metrics a router exports its observations to, and the deployment it serves.
 #[derive(Clone)]
@@ -117,6 +127,7 @@ impl TrafficRouter {
             .filter_map(|(v, w)| ports.get(v).map(|p| (v.clone(), *p, *w)))
             .collect();
         t.credit = vec![0; t.backends.len()];
+        t.ports = ports.clone();
         t.windows.clear();
     }
 
@@ -193,7 +204,7 @@ async fn forward(
             .collect();
         (!all.is_empty()).then(|| all.join("; "))
     };
-    let Some((version, port)) = take_backend(&table, &header) else {
+    let Some((version, port, shadow)) = take_backend(&table, &header) else {
         return Ok(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "no version is serving this deployment yet\n".into(),
@@ -219,24 +230,58 @@ async fn forward(
             ));
         }
     };
-    let Some(upstream) = upstream_request(parts, body, port) else {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.as_str().to_string());
+    let Some(upstream) = upstream_request(&parts.method, &path, &parts.headers, body.clone(), port)
+    else {
         return Ok(text(StatusCode::BAD_REQUEST, "bad request\n".into()));
     };
     let started = Instant::now();
     let result = client.request(upstream).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let response = answer(result, &version).await;
+    let (response, served) = answer(result, &version).await;
     observe(&table, version, &response, ms);
+    if let Some((shadow, shadow_port, how)) = shadow
+        && let Some(mirrored) = upstream_request(
+            &parts.method,
+            &path,
+            &parts.headers,
+            body.clone(),
+            shadow_port,
+        )
+    {
+        let request = format!("{} {path}", parts.method);
+        let request = match std::str::from_utf8(&body) {
+            Ok(b) if !b.is_empty() => format!("{request} {b}"),
+            _ => request,
+        };
+        tokio::spawn(mirror(
+            table.clone(),
+            client.clone(),
+            mirrored,
+            shadow,
+            served,
+            how,
+            request,
+        ));
+    }
     Ok(response)
 }
 
+/// What a mirrored request goes to: the shadow version, its port, how answers are compared.
+type Shadow = Option<(String, u16, shadow::Compare)>;
+
 /// Picks the backend for the next request — by its headers when the routing rules send it
-/// somewhere, else by weight — and counts it in flight; None when no version serves.
+/// somewhere, else by weight — and counts it in flight, with the shadow it is also mirrored to
+/// (a shadow step's share of requests); None when no version serves.
 fn take_backend(
     table: &Mutex<Table>,
     header: &dyn Fn(&str) -> Option<String>,
-) -> Option<(String, u16)> {
+) -> Option<(String, u16, Shadow)> {
     let mut t = lock(table);
+    let shadow = mirrored_to(&mut t);
     let Table {
         backends,
         credit,
@@ -260,24 +305,112 @@ fn take_backend(
     if let Some((v, _)) = &picked {
         *t.in_flight.entry(v.clone()).or_default() += 1;
     }
-    picked
+    picked.map(|(v, p)| {
+        let shadow = shadow.filter(|(s, _, _)| *s != v);
+        (v, p, shadow)
+    })
+}
+
+/// Whether this request is one of the shadow step's share to mirror (smooth: at 25%, every
+/// fourth), and to whom; it is counted as mirroring.
+fn mirrored_to(t: &mut Table) -> Shadow {
+    let candidate = t.routing.candidate.clone()?;
+    let port = *t.ports.get(&candidate)?;
+    if t.routing.mirror == 0 {
+        return None;
+    }
+    t.mirror_credit += t.routing.mirror.min(100);
+    if t.mirror_credit < 100 {
+        return None;
+    }
+    t.mirror_credit -= 100;
+    if t.mirroring >= MAX_MIRRORING {
+        return None;
+    }
+    t.mirroring += 1;
+    Some((candidate, port, t.routing.compare.clone()))
+}
+
+/// Sends a mirrored request to the shadow, compares its answer with what the serving version
+/// answered (the core's [`shadow::agree`]) and records it in the shadow's window; the answer is
+/// discarded. Waits 10 s at most.
+async fn mirror(
+    table: Arc<Mutex<Table>>,
+    client: Client<HttpConnector, Body>,
+    request: Request<Body>,
+    shadow: String,
+    served: Option<(u16, Bytes)>,
+    how: shadow::Compare,
+    asked: String,
+) {
+    let started = Instant::now();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let resp = client.request(request).await.ok()?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((status, body))
+    })
+    .await
+    .ok()
+    .flatten();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut t = lock(&table);
+    t.mirroring = t.mirroring.saturating_sub(1);
+    let w = t.windows.entry(shadow).or_default();
+    w.requests += 1;
+    w.latencies_ms.push(ms);
+    fn answered(s: &Option<(u16, Bytes)>) -> Option<shadow::Answer<'_>> {
+        s.as_ref().map(|(status, body)| shadow::Answer {
+            status: *status,
+            body,
+        })
+    }
+    if result.as_ref().is_none_or(|(s, _)| *s >= 500) {
+        w.errors += 1;
+    }
+    let (Some(serving), candidate) = (answered(&served), answered(&result)) else {
+        return;
+    };
+    w.compared += 1;
+    let verdict = match candidate {
+        Some(c) => shadow::agree(serving, c, &how),
+        None => Err("no answer within 10 s".to_string()),
+    };
+    match verdict {
+        Ok(()) => w.agreed += 1,
+        Err(why) if w.disagreements.len() < shadow::SAMPLES => {
+            let show = |a: Option<shadow::Answer>| {
+                a.map_or("no answer".to_string(), |a| {
+                    shadow::short(&format!(
+                        "{} {}",
+                        a.status,
+                        String::from_utf8_lossy(a.body).trim_end()
+                    ))
+                })
+            };
+            w.disagreements.push(shadow::Disagreement {
+                request: shadow::short(&asked),
+                serving: show(Some(serving)),
+                candidate: show(candidate),
+                why,
+            });
+        }
+        Err(_) => {}
+    }
 }
 
 /// The request to send to the version on `port`: the client's, without its `Host`.
 fn upstream_request(
-    parts: hyper::http::request::Parts,
+    method: &hyper::Method,
+    path: &str,
+    headers: &hyper::HeaderMap,
     body: Bytes,
     port: u16,
 ) -> Option<Request<Body>> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
     let mut upstream = Request::builder()
-        .method(parts.method)
+        .method(method.clone())
         .uri(format!("http://127.0.0.1:{port}{path}"));
-    for (k, v) in &parts.headers {
+    for (k, v) in headers {
         if k != hyper::header::HOST {
             upstream = upstream.header(k, v);
         }
@@ -285,11 +418,12 @@ fn upstream_request(
     upstream.body(Full::new(body)).ok()
 }
 
-/// The client's answer: the version's response marked with the version, or why it gave none.
+/// The client's answer: the version's response marked with the version, or why it gave none;
+/// and what the version answered (status, body), for a shadow's comparison.
 async fn answer(
     result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
     version: &str,
-) -> Response<Body> {
+) -> (Response<Body>, Option<(u16, Bytes)>) {
     match result {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
@@ -304,11 +438,15 @@ async fn answer(
                     .parse()
                     .unwrap_or(hyper::header::HeaderValue::from_static("?")),
             );
-            Response::from_parts(parts, Full::new(bytes))
+            let served = (parts.status.as_u16(), bytes.clone());
+            (Response::from_parts(parts, Full::new(bytes)), Some(served))
         }
-        Err(e) => text(
-            StatusCode::BAD_GATEWAY,
-            format!("version {version} did not answer: {e}\n"),
+        Err(e) => (
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!("version {version} did not answer: {e}\n"),
+            ),
+            None,
         ),
     }
 }

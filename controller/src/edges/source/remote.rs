@@ -185,7 +185,8 @@ impl Remote {
 }
 
 impl Remote {
-    /// Commits `content` as `file` (relative to the registry's folder) on top of commit `base`
+    /// Commits `content` as `file` (relative to the repository, as the catalog names files) on
+    /// top of commit `base`
     /// and pushes it to `branch` of the remote (replacing what an earlier attempt pushed there);
     /// the new commit's id. The mirror's own refs do not change.
     pub fn push_change(
@@ -200,7 +201,7 @@ impl Remote {
             let repo = Repository::open_bare(&self.mirror)?;
             let base = repo.revparse_single(base)?.peel_to_commit()?;
             let tree = base.tree()?;
-            let path = self.in_repository(file);
+            let path = file.to_string();
             let mode = match tree.get_path(Path::new(&path))?.filemode() {
                 0o100755 => git2::FileMode::BlobExecutable,
                 0o100644 => git2::FileMode::Blob,
@@ -230,17 +231,8 @@ impl Remote {
         Ok(commit.to_string())
     }
 
-    /// A registry file's path in the repository.
-    fn in_repository(&self, file: &str) -> String {
-        if self.subdir.is_empty() {
-            file.to_string()
-        } else {
-            format!("{}/{file}", self.subdir)
-        }
-    }
-
-    /// The text of a registry file (relative to the registry's folder) at a fetched commit (a
-    /// prefix of its id will do).
+    /// The text of a file (relative to the repository, as the catalog names files) at a fetched
+    /// commit (a prefix of its id will do).
     pub fn file(&self, commit: &str, file: &str) -> Option<String> {
         let repo = Repository::open_bare(&self.mirror).ok()?;
         let tree = repo
@@ -250,7 +242,7 @@ impl Remote {
             .ok()?
             .tree()
             .ok()?;
-        let entry = tree.get_path(Path::new(&self.in_repository(file))).ok()?;
+        let entry = tree.get_path(Path::new(file)).ok()?;
         let blob = repo.find_blob(entry.id()).ok()?;
         String::from_utf8(blob.content().to_vec()).ok()
     }
@@ -313,10 +305,13 @@ fn git_with_remote(
         .envs(
             header
                 .map(|h| {
+                    // A token goes to this URL only: no redirect is followed with it.
                     [
-                        ("GIT_CONFIG_COUNT", "1"),
+                        ("GIT_CONFIG_COUNT", "2"),
                         ("GIT_CONFIG_KEY_0", "http.extraHeader"),
                         ("GIT_CONFIG_VALUE_0", h),
+                        ("GIT_CONFIG_KEY_1", "http.followRedirects"),
+                        ("GIT_CONFIG_VALUE_1", "false"),
                     ]
                 })
                 .into_iter()

@@ -54,33 +54,34 @@ impl Reconciler<'_> {
                 Ok(p) => self.carry_out(p, to),
                 Err(why) => Done::Failed(why.clone()),
             };
-            let (status, kind, message) = writeback::recorded(
+            let (status, news) = writeback::recorded(
                 &previous,
                 &wanted,
                 proposal.as_ref().map_err(String::as_str),
                 &done,
                 (self.now)(),
             );
-            let mut h = self.history(
-                Happened::Rollout(kind),
-                ns,
-                &d.spec.model,
-                format!("ModelDeployment/{name}"),
-            );
-            h.version = Some(wanted.version.clone());
-            h.alias = d.spec.alias.clone();
-            h.message = format!("{name}: {message}");
-            (self.progress)(&h.message);
-            out.rollout_events.push(h.message.clone());
-            self.apply(&[
-                Write::Status {
-                    kind: "ModelDeployment".into(),
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                    status: serde_json::to_value(&status)?,
-                },
-                Write::History(h),
-            ])?;
+            let mut writes = vec![Write::Status {
+                kind: "ModelDeployment".into(),
+                namespace: ns.clone(),
+                name: name.clone(),
+                status: serde_json::to_value(&status)?,
+            }];
+            if let Some((kind, message)) = news {
+                let mut h = self.history(
+                    Happened::Rollout(kind),
+                    ns,
+                    &d.spec.model,
+                    format!("ModelDeployment/{name}"),
+                );
+                h.version = Some(wanted.version.clone());
+                h.alias = d.spec.alias.clone();
+                h.message = format!("{name}: {message}");
+                (self.progress)(&h.message);
+                out.rollout_events.push(h.message.clone());
+                writes.push(Write::History(h));
+            }
+            self.apply(&writes)?;
         }
         Ok(())
     }

@@ -29,7 +29,6 @@ pub const SOURCE_BRANCH: &str = "slipway.dev/source-branch";
 const FIELD_MANAGER: &str = "slipway-write-back";
 
 /// The operator's write-back settings (`--write-back-repositories`, `--github-token-file`).
-#[derive(Debug)]
 pub struct Settings {
     /// Repositories that may be written to: (git URL, the GitHub `OWNER/NAME` its pull requests
     /// go to, if any).
@@ -40,6 +39,16 @@ pub struct Settings {
     pub cache: PathBuf,
     /// One write-back at a time (they share the fetched repositories).
     pub busy: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Settings {
+    /// Without the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("repositories", &self.repositories)
+            .field("github", &self.github.as_ref().map(|(api, _)| (api, "***")))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {
@@ -101,6 +110,27 @@ impl Settings {
             busy: tokio::sync::Mutex::new(()),
         })
     }
+}
+
+/// The host of an `https://` URL (no user, no port).
+fn github_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit('@').next()?;
+    Some(host.split(':').next().unwrap_or(host))
+}
+
+/// Whether `b` is a branch name this writes to: letters, digits, `/`, `.`, `_`, `-`, no `..`,
+/// not starting with `-` or `/` (no pattern, option or ref expression).
+fn plain_branch(b: &str) -> bool {
+    !b.is_empty()
+        && b.len() <= 200
+        && b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/._-".contains(&c))
+        && !b.contains("..")
+        && !b.starts_with(['-', '/', '.'])
+        && !b.ends_with(['/', '.'])
+        && !b.ends_with(".lock")
 }
 
 /// Where an object says it comes from: (repository, file, branch).
@@ -179,7 +209,7 @@ pub(super) async fn write_back(
         let why = format!("the write-back stopped: {e}");
         (Err(why.clone()), writeback::Done::Failed(why))
     });
-    let (next, kind, message) = writeback::recorded(
+    let (next, news) = writeback::recorded(
         status,
         &wanted,
         proposal.as_ref().map_err(String::as_str),
@@ -199,12 +229,14 @@ pub(super) async fn write_back(
     )
     .await?;
     apply_status(&api, &name, &next).await?;
-    super::deployments::announce(
-        ctx,
-        md,
-        vec![(&kind, wanted.version.as_str(), message.as_str())],
-    )
-    .await;
+    if let Some((kind, message)) = news {
+        super::deployments::announce(
+            ctx,
+            md,
+            vec![(&kind, wanted.version.as_str(), message.as_str())],
+        )
+        .await;
+    }
     Ok(())
 }
 
@@ -229,6 +261,11 @@ fn propose_and_push(
             redact(url)
         ));
     };
+    if !plain_branch(branch) {
+        return fail(format!(
+            "annotation {SOURCE_BRANCH} {branch:?} is not a branch name (letters, digits, /, ., _, -)"
+        ));
+    }
     // One fetched copy per repository and branch.
     let key = {
         use sha2::Digest;
@@ -239,8 +276,12 @@ fn propose_and_push(
             .collect::<String>()
     };
     let mut remote = Remote::new(url, branch, "", &settings.cache.join(key));
-    // The token reaches the operator's repositories over HTTPS (git's own credentials else).
-    if let (Some((_, token)), true) = (&settings.github, url.starts_with("https://")) {
+    // The token reaches only GitHub's own repositories over HTTPS (github.com, or the host of
+    // the operator's GitHub Enterprise API); any other uses git's own credentials.
+    if let Some((api, token)) = &settings.github
+        && github_host(url).is_some_and(|h| h == "github.com" || Some(h) == github_host(api))
+        && url.starts_with("https://")
+    {
         remote = remote.with_token(token);
     }
     let snapshot = match remote.fetch() {
@@ -253,7 +294,7 @@ fn propose_and_push(
     };
     let file = writeback::file_catalog(path, &text);
     let name = md.name_any();
-    let Some(source_ns) = writeback::namespace_in(&file, md, &name) else {
+    let Some(source_ns) = writeback::namespace_in(&file, ns, md, &name) else {
         return fail(format!(
             "{path} in {} does not hold exactly one object for {}",
             redact(url),
@@ -343,6 +384,34 @@ mod tests {
                 ),
             ]
         );
+        assert!(
+            !format!(
+                "{:?}",
+                Settings::new(&[], Some(("a".into(), "sekrit".into())), PathBuf::new()).unwrap()
+            )
+            .contains("sekrit")
+        );
+        assert_eq!(
+            github_host("https://x:t@github.com:443/acme/r.git"),
+            Some("github.com")
+        );
+        assert_eq!(github_host("http://github.com/acme/r.git"), None);
+        for ok in ["main", "release/2026-12", "env.prod"] {
+            assert!(plain_branch(ok), "{ok}");
+        }
+        for bad in [
+            "*",
+            "-x",
+            "a..b",
+            "refs/heads/*",
+            "main.lock",
+            "a b",
+            "+main",
+            "/x",
+            "",
+        ] {
+            assert!(!plain_branch(bad), "{bad}");
+        }
         let e = Settings::new(&["not a url".into()], None, PathBuf::from("/tmp/x")).unwrap_err();
         assert!(e.contains("not a git URL"), "{e}");
         let annotations = [

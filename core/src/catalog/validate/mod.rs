@@ -408,7 +408,22 @@ impl Checker<'_> {
         }
         let mut last = 0;
         for (i, step) in s.steps.iter().enumerate() {
-            if step.weight == 0 || step.weight > 100 || step.weight <= last {
+            let shadow = step.weight == 0 && step.mirror.is_some();
+            if let Some(m) = step.mirror
+                && (step.weight != 0 || !(1..=100).contains(&m))
+            {
+                self.invalid(
+                    &format!("spec.strategy.steps[{i}].mirror"),
+                    format!("mirror {m}: a shadow step has weight 0 and mirrors between 1 and 100 percent of requests"),
+                );
+            }
+            if shadow && last > 0 {
+                self.invalid(
+                    &format!("spec.strategy.steps[{i}].weight"),
+                    "a shadow step (weight 0) comes before the steps that send traffic to the new version",
+                );
+            }
+            if !shadow && (step.weight == 0 || step.weight > 100 || step.weight <= last) {
                 self.invalid(
                     &format!("spec.strategy.steps[{i}].weight"),
                     format!("weight {} must be between 1 and 100 and larger than the step before ({last})", step.weight),

@@ -54,6 +54,7 @@ fn canary() -> Strategy {
         steps: vec![StrategyStep {
             weight: 25,
             pause: Some("30s".into()),
+            mirror: None,
         }],
         analysis: Some(Analysis {
             alarms: vec!["pitch-frames-5xx".into()],
@@ -118,6 +119,7 @@ fn strategies_map_onto_guardrails() {
     two.steps.push(StrategyStep {
         weight: 50,
         pause: None,
+        mirror: None,
     });
     let e = guardrails(&two).unwrap_err();
     assert!(e.contains("one canary"), "{e}");
@@ -244,10 +246,12 @@ fn variants_mode_starts_a_variant_then_moves_weights_without_new_configs() {
             StrategyStep {
                 weight: 25,
                 pause: Some("1m".into()),
+                mirror: None,
             },
             StrategyStep {
                 weight: 50,
                 pause: Some("1m".into()),
+                mirror: None,
             },
         ],
         auto_rollback: true,

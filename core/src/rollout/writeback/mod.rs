@@ -22,8 +22,15 @@ pub struct Wanted {
     pub why: String,
 }
 
-/// How long after a proposal that failed (the push or the pull request) it is tried again.
+/// How long after a proposal that failed (nothing pushed) it is tried again the first time;
+/// each further failure doubles it, up to a day.
 pub const RETRY_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// How long after the `attempts`th failure the next attempt is due.
+pub fn retry_after(attempts: u32) -> chrono::TimeDelta {
+    let doubled = RETRY_AFTER * 2i32.pow(attempts.saturating_sub(1).min(9));
+    doubled.min(chrono::TimeDelta::days(1))
+}
 
 /// The version the source asks deployment `d` to serve: its alias's `spec.version` as written
 /// (not as policy resolved it), or its pinned version.
@@ -37,7 +44,7 @@ pub fn asked(catalog: &Catalog, ns: &str, d: &ModelDeployment) -> Option<String>
 
 /// Whether a deployment's rollback should be written back: it rolled back, the version the
 /// source asks for (`asked`) is the one it rejected, a healthy version serves, and no proposal
-/// for that version was made yet (one that failed is tried again after [`RETRY_AFTER`]).
+/// for that version was made yet (one that failed is tried again after [`retry_after`]).
 pub fn wanted(
     status: &ModelDeploymentStatus,
     asked: Option<&str>,
@@ -45,7 +52,8 @@ pub fn wanted(
 ) -> Option<Wanted> {
     let version = asked?;
     let proposed = status.proposal.as_ref().is_some_and(|p| {
-        p.version == version && (p.error.is_none() || p.at.is_none_or(|at| now - at < RETRY_AFTER))
+        p.version == version
+            && (p.error.is_none() || p.at.is_none_or(|at| now - at < retry_after(p.attempts)))
     });
     if status.phase != Some(DeploymentPhase::RolledBack)
         || !status.rejected_versions.iter().any(|v| v == version)
@@ -202,13 +210,21 @@ pub fn propose(
 }
 
 /// The namespace a source file holds deployment `d`'s alias (or the pinned deployment `name`)
-/// in — where a cluster's GitOps tool sets the namespace at apply time, the file says none and it
-/// reads as `default` — when exactly one object of the file is it.
-pub fn namespace_in(file: &Catalog, d: &ModelDeployment, name: &str) -> Option<String> {
+/// in, for a deployment of namespace `ns` — where a cluster's GitOps tool sets the namespace at
+/// apply time, the file says none and it reads as `default`; a document that names another
+/// namespace is another team's object, never this one — when exactly one object is it.
+pub fn namespace_in(file: &Catalog, ns: &str, d: &ModelDeployment, name: &str) -> Option<String> {
     let found: Vec<&Object> = file
         .objects()
         .iter()
         .map(|o| &**o)
+        .filter(|o| {
+            o.resource
+                .meta()
+                .namespace
+                .as_deref()
+                .is_none_or(|n| n == ns)
+        })
         .filter(|o| match (&o.resource, &d.spec.alias) {
             (Resource::ModelAlias(a), Some(alias)) => {
                 a.spec.model == d.spec.model && a.spec.alias == *alias
@@ -253,20 +269,29 @@ pub enum Done {
 }
 
 /// The deployment's status once a proposal was carried out (or failed) — `previous` with the
-/// proposal recorded and a history event — and the event, for the home's history and
-/// notification (`RollbackProposed`, or the warning `RollbackProposalFailed`, which is tried
-/// again after [`RETRY_AFTER`]).
+/// proposal recorded and, when it is news, a history event — and that event, for the home's
+/// history and notification: `RollbackProposed`, or the warning `RollbackProposalFailed` (said
+/// for the first failure only; tried again after [`retry_after`] the attempts, and a failure
+/// after that only updates the proposal's error and attempts, so a push that keeps failing
+/// never floods the history or the channels).
 pub fn recorded(
     previous: &ModelDeploymentStatus,
     wanted: &Wanted,
     proposal: Result<&Proposal, &str>,
     done: &Done,
     now: chrono::DateTime<chrono::Utc>,
-) -> (ModelDeploymentStatus, super::EventKind, String) {
+) -> (ModelDeploymentStatus, Option<(super::EventKind, String)>) {
+    let attempts = previous
+        .proposal
+        .as_ref()
+        .filter(|p| p.version == wanted.version && p.error.is_some())
+        .map_or(0, |p| p.attempts)
+        + 1;
     let mut record = slipway_crd::model_deployment::RollbackProposal {
         version: wanted.version.clone(),
         back_to: wanted.back_to.clone(),
         at: Some(now),
+        attempts,
         ..Default::default()
     };
     let (kind, message) = match (proposal, done) {
@@ -307,22 +332,25 @@ pub fn recorded(
             (
                 super::EventKind::RollbackProposalFailed,
                 format!(
-                    "the rollback could not be written back to the source ({why}); the source still asks for {}, which stays rejected; tried again in {} minutes",
+                    "the rollback could not be written back to the source ({why}); the source still asks for {}, which stays rejected; tried again in {} minutes, then less and less often",
                     wanted.version,
-                    RETRY_AFTER.num_minutes()
+                    retry_after(attempts).num_minutes()
                 ),
             )
         }
     };
     let mut status = previous.clone();
+    status.proposal = Some(record);
+    if kind == super::EventKind::RollbackProposalFailed && attempts > 1 {
+        return (status, None);
+    }
     super::record(
         &mut status.history,
         &previous.traffic,
         [(&kind, wanted.version.as_str(), message.as_str())],
         now,
     );
-    status.proposal = Some(record);
-    (status, kind, message)
+    (status, Some((kind, message)))
 }
 
 /// A branch name component: letters, digits, `.`, `_` and `-`, others as `-`, never starting
@@ -341,8 +369,10 @@ fn ref_safe(s: &str) -> String {
     while out.contains("..") {
         out = out.replace("..", ".");
     }
-    let out = out.trim_start_matches(['.', '-']).trim_end_matches('.');
-    let out = out.strip_suffix(".lock").unwrap_or(out);
+    let mut out = out.trim_start_matches(['.', '-']).trim_end_matches('.');
+    while let Some(rest) = out.strip_suffix(".lock") {
+        out = rest.trim_end_matches('.');
+    }
     if out.is_empty() {
         "x".into()
     } else {

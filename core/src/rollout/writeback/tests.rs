@@ -153,6 +153,7 @@ fn branch_names_are_refs_git_accepts() {
     assert_eq!(ref_safe("..x..lock"), "x");
     assert_eq!(ref_safe("..x..y"), "x.y");
     assert_eq!(ref_safe("a.lock"), "a");
+    assert_eq!(ref_safe("a.lock.lock"), "a");
     assert_eq!(ref_safe("-"), "x");
     assert_eq!(ref_safe("ü/../x"), "x");
     assert_eq!(ref_safe("a/b"), "a-b");
@@ -179,13 +180,21 @@ fn what_was_done_is_recorded_with_its_event() {
         pull_request: pr.map(str::to_string),
         refused: refused.map(str::to_string),
     };
-    let (s, kind, m) = recorded(
+    let said = |r: (
+        ModelDeploymentStatus,
+        Option<(super::super::EventKind, String)>,
+    )| {
+        let (s, news) = r;
+        let (kind, m) = news.expect("news");
+        (s, kind, m)
+    };
+    let (s, kind, m) = said(recorded(
         &previous,
         &w,
         Ok(&p),
         &pushed(Some("https://gh/pull/1"), None),
         now(),
-    );
+    ));
     assert_eq!(kind, super::super::EventKind::RollbackProposed);
     assert!(m.ends_with("; pull request https://gh/pull/1"), "{m}");
     assert!(
@@ -201,42 +210,51 @@ fn what_was_done_is_recorded_with_its_event() {
         Some(format!("2: {m}").as_str())
     );
     // No token: the branch alone, and what to do with it.
-    let (_, _, m) = recorded(&previous, &w, Ok(&p), &pushed(None, None), now());
+    let (_, _, m) = said(recorded(&previous, &w, Ok(&p), &pushed(None, None), now()));
     assert!(
         m.ends_with("open a pull request from it to undo the version in the source"),
         "{m}"
     );
     // GitHub refused: said, and not tried again (the branch is there).
-    let (s, kind, m) = recorded(
+    let (s, kind, m) = said(recorded(
         &previous,
         &w,
         Ok(&p),
         &pushed(None, Some("HTTP 403")),
         now(),
-    );
+    ));
     assert_eq!(kind, super::super::EventKind::RollbackProposed);
     assert!(
         m.ends_with("the pull request could not be opened: HTTP 403"),
         "{m}"
     );
     assert_eq!(wanted(&s, Some("2"), now() + RETRY_AFTER * 2), None);
-    // Nothing pushed: a warning, tried again later.
-    let (s, kind, _) = recorded(
+    // Nothing pushed: a warning, tried again later, backing off, said once.
+    let (s, kind, m) = said(recorded(
         &previous,
         &w,
         Ok(&p),
         &Done::Failed("refused".into()),
         now(),
-    );
+    ));
     assert_eq!(kind, super::super::EventKind::RollbackProposalFailed);
+    assert!(m.contains("tried again in 5 minutes"), "{m}");
     assert!(wanted(&s, Some("2"), now() + RETRY_AFTER).is_some());
-    let (s, kind, m) = recorded(
+    let later = now() + RETRY_AFTER;
+    let (again, news) = recorded(&s, &w, Ok(&p), &Done::Failed("refused".into()), later);
+    assert_eq!(news, None, "a second failure is not news");
+    assert_eq!(again.history.len(), s.history.len());
+    assert_eq!(again.proposal.as_ref().unwrap().attempts, 2);
+    assert!(wanted(&again, Some("2"), later + RETRY_AFTER).is_none());
+    assert!(wanted(&again, Some("2"), later + RETRY_AFTER * 2).is_some());
+    assert_eq!(retry_after(30), chrono::TimeDelta::days(1));
+    let (s, kind, m) = said(recorded(
         &previous,
         &w,
         Err("cannot read aliases.yaml"),
         &Done::Failed(String::new()),
         now(),
-    );
+    ));
     assert_eq!(kind, super::super::EventKind::RollbackProposalFailed);
     assert!(m.contains("(cannot read aliases.yaml)"), "{m}");
     assert_eq!(
@@ -250,7 +268,24 @@ fn a_cluster_file_without_namespaces_is_read_in_the_namespace_it_reads_as() {
     let text = registry("2");
     let file = file_catalog("deploy/aliases.yaml", &text);
     let d = deployment(&file);
-    assert_eq!(namespace_in(&file, &d, "api").as_deref(), Some("default"));
+    assert_eq!(
+        namespace_in(&file, "ml", &d, "api").as_deref(),
+        Some("default")
+    );
+    // A file that names another namespace holds another team's alias: never this one's.
+    let theirs = text.replace(
+        "metadata: {name: m-production}",
+        "metadata: {name: m-production, namespace: team-b}",
+    );
+    assert_ne!(theirs, text);
+    assert_eq!(
+        namespace_in(&file_catalog("a.yaml", &theirs), "ml", &d, "api"),
+        None
+    );
+    assert_eq!(
+        namespace_in(&file_catalog("a.yaml", &theirs), "team-b", &d, "api").as_deref(),
+        Some("team-b")
+    );
     let w = wanted(&rolled_back(), Some("2"), now()).unwrap();
     let read = |path: &str| (path == "deploy/aliases.yaml").then(|| text.clone());
     let p = propose(&file, ("ml", "default"), &d, &w, &read, None).unwrap();
@@ -263,7 +298,7 @@ fn a_cluster_file_without_namespaces_is_read_in_the_namespace_it_reads_as() {
         "{text}\n---\napiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {{name: other, namespace: team}}\nspec: {{model: m, alias: production, version: \"2\"}}\n"
     );
     assert_eq!(
-        namespace_in(&file_catalog("a.yaml", &twice), &d, "api"),
+        namespace_in(&file_catalog("a.yaml", &twice), "team", &d, "api"),
         None
     );
 }
