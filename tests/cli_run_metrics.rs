@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::git_mode::{
-    Traffic, add_broken_version, events, get, quickstart, serve_on, set_production, terminate,
+    Traffic, add_broken_version, events, quickstart, serve_on, set_production, terminate,
 };
 use support::http::Receiver;
 use support::prometheus::Prometheus;
@@ -34,14 +34,7 @@ fn error_ratio(prometheus: &str) -> String {
     )
 }
 
-fn status(port: u16) -> serde_json::Value {
-    let rows: serde_json::Value =
-        serde_json::from_str(&get(port, "/api/v1/deployments").1).unwrap_or_default();
-    rows.as_array()
-        .and_then(|r| r.iter().find(|d| d["name"] == "pitch-frames-api"))
-        .map(|d| d["status"].clone())
-        .unwrap_or_default()
-}
+use support::git_mode::deployment_status as status;
 
 #[test]
 fn a_canary_is_promoted_on_a_metric_that_holds_and_rolled_back_on_one_that_fails() {

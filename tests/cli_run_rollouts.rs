@@ -461,15 +461,7 @@ fn a_server_starts_with_a_clean_environment_and_never_on_an_artifact_that_is_not
     assert!(!reg.join("served.env").exists(), "a server was started");
 }
 
-/// The deployment's status as `slipway run --listen` serves it.
-fn deployment(port: u16) -> serde_json::Value {
-    let rows: serde_json::Value =
-        serde_json::from_str(&get(port, "/api/v1/deployments").1).unwrap_or_default();
-    rows.as_array()
-        .and_then(|r| r.iter().find(|d| d["name"] == "pitch-frames-api"))
-        .map(|d| d["status"].clone())
-        .unwrap_or_default()
-}
+use support::git_mode::deployment_status as deployment;
 
 /// Which version each of 100 users reaches (by `x-user`), asked twice: a user gets one answer.
 fn versions_of_users(router: u16) -> Vec<String> {

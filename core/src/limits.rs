@@ -117,6 +117,19 @@ pub fn backoff(failures: u32) -> Duration {
 /// After a write conflict (someone else changed the object): look again almost at once.
 pub const CONFLICT_RETRY: Duration = Duration::from_millis(500);
 
+/// `text` cut to at most `max` bytes at a character boundary, marked with `…` when cut: what a
+/// status, a history entry or a report keeps of words that are not Slipway's.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -271,3 +271,13 @@ pub fn add_broken_version(work: &Path) {
     ));
     std::fs::write(reg.join("versions.yaml"), versions).unwrap();
 }
+
+/// The quickstart deployment's status as `slipway run --listen` on `port` serves it.
+pub fn deployment_status(port: u16) -> serde_json::Value {
+    let rows: serde_json::Value =
+        serde_json::from_str(&get(port, "/api/v1/deployments").1).unwrap_or_default();
+    rows.as_array()
+        .and_then(|r| r.iter().find(|d| d["name"] == "pitch-frames-api"))
+        .map(|d| d["status"].clone())
+        .unwrap_or_default()
+}

@@ -130,16 +130,9 @@ pub struct ControllerArgs {
     /// in `slipway.dev/source-repository`. None: rollbacks are not written back.
     #[arg(long, env = "SLIPWAY_WRITE_BACK_REPOSITORIES", value_delimiter = ',')]
     pub write_back_repositories: Vec<String>,
-    /// A file holding a GitHub token with pull-request write access to those repositories.
-    #[arg(long, env = "SLIPWAY_GITHUB_TOKEN_FILE")]
-    pub github_token_file: Option<PathBuf>,
-    /// GitHub's API (GitHub Enterprise: `https://HOST/api/v3`).
-    #[arg(
-        long,
-        env = "SLIPWAY_GITHUB_API_URL",
-        default_value = "https://api.github.com"
-    )]
-    pub github_api_url: String,
+    /// Where written-back rollbacks open their pull requests.
+    #[command(flatten)]
+    pub github: super::GitHubArgs,
     /// The namespace whose policies govern every namespace without policies of its own.
     #[arg(long, env = "SLIPWAY_POLICY_NAMESPACE", default_value = "default")]
     pub policy_namespace: String,
@@ -330,8 +323,7 @@ async fn serve(args: ControllerArgs) -> anyhow::Result<i32> {
     let bounds = Arc::new(args.bounds()?);
     let write_back = crate::modes::kubernetes::writeback::Settings::of_flags(
         &args.write_back_repositories,
-        args.github_token_file.as_deref(),
-        &args.github_api_url,
+        args.github.token()?,
     )?;
     let client = kube::Client::try_default().await.map_err(|e| {
         anyhow::anyhow!(

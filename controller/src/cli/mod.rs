@@ -265,3 +265,35 @@ mod listen_tests {
         );
     }
 }
+
+/// Where written-back rollbacks open their pull requests (both homes): GitHub's API and a token.
+#[derive(clap::Args, Debug)]
+pub struct GitHubArgs {
+    /// A file holding a GitHub token with pull-request write access (and contents write access
+    /// for pushes to https repositories on GitHub): a rollback written back opens a pull request
+    /// from its branch.
+    #[arg(long, env = "SLIPWAY_GITHUB_TOKEN_FILE")]
+    pub github_token_file: Option<std::path::PathBuf>,
+    /// GitHub's API (GitHub Enterprise: `https://HOST/api/v3`).
+    #[arg(
+        long,
+        env = "SLIPWAY_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+}
+
+impl GitHubArgs {
+    /// (API, token) when a token file is given, read and trimmed.
+    pub fn token(&self) -> anyhow::Result<Option<(String, String)>> {
+        let Some(file) = &self.github_token_file else {
+            return Ok(None);
+        };
+        let token = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("--github-token-file {}: {e}", file.display()))?;
+        Ok(Some((
+            self.github_api_url.clone(),
+            token.trim().to_string(),
+        )))
+    }
+}

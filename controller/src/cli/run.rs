@@ -62,17 +62,9 @@ pub struct RunArgs {
     /// moves the alias back to the last healthy version).
     #[arg(long, env = "SLIPWAY_NO_WRITE_BACK")]
     pub no_write_back: bool,
-    /// A file holding a GitHub token with pull-request write access: a rollback written back
-    /// opens a pull request from its branch.
-    #[arg(long, env = "SLIPWAY_GITHUB_TOKEN_FILE")]
-    pub github_token_file: Option<PathBuf>,
-    /// GitHub's API (GitHub Enterprise: `https://HOST/api/v3`).
-    #[arg(
-        long,
-        env = "SLIPWAY_GITHUB_API_URL",
-        default_value = "https://api.github.com"
-    )]
-    pub github_api_url: String,
+    /// Where written-back rollbacks open their pull requests.
+    #[command(flatten)]
+    pub github: super::GitHubArgs,
     /// The repository pull requests are opened on, `OWNER/NAME` (default: read from a github.com
     /// source URL).
     #[arg(long, env = "SLIPWAY_GITHUB_REPOSITORY")]
@@ -86,11 +78,9 @@ pub struct RunArgs {
 /// Where rollbacks written back open their pull requests: with `--github-token-file`, the
 /// repository named or read from a github.com source.
 fn github(args: &RunArgs, source: &str) -> anyhow::Result<Option<crate::edges::github::GitHub>> {
-    let Some(file) = &args.github_token_file else {
+    let Some((api, token)) = args.github.token()? else {
         return Ok(None);
     };
-    let token = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("--github-token-file {}: {e}", file.display()))?;
     let repository = match &args.github_repository {
         Some(r) if r.split('/').count() == 2 && !r.starts_with('/') && !r.ends_with('/') => r.clone(),
         Some(r) => anyhow::bail!("--github-repository {r}: write OWNER/NAME, e.g. acme/registry"),
@@ -102,9 +92,9 @@ fn github(args: &RunArgs, source: &str) -> anyhow::Result<Option<crate::edges::g
         })?,
     };
     Ok(Some(crate::edges::github::GitHub {
-        api: args.github_api_url.clone(),
+        api,
         repository,
-        token: token.trim().to_string(),
+        token,
     }))
 }
 

@@ -118,14 +118,7 @@ fn same(a: &Value, b: &Value, how: &Compare, at: &str) -> Result<(), String> {
 
 /// At most [`SAMPLE_BYTES`] of `s` (cut at a character boundary, marked with `…`).
 pub fn short(s: &str) -> String {
-    if s.len() <= SAMPLE_BYTES {
-        return s.to_string();
-    }
-    let mut end = SAMPLE_BYTES;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    crate::limits::cut(s, SAMPLE_BYTES)
 }
 
 /// A disagreement kept for the report.

@@ -52,25 +52,15 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Settings {
-    /// The settings of `slipway controller`'s flags (None without repositories).
+    /// The settings of `slipway controller`'s flags (None without repositories): the
+    /// repositories, and GitHub's API and token.
     pub fn of_flags(
         repositories: &[String],
-        token_file: Option<&std::path::Path>,
-        api: &str,
+        github: Option<(String, String)>,
     ) -> anyhow::Result<Option<Arc<Settings>>> {
         if repositories.is_empty() {
             return Ok(None);
         }
-        let github = match token_file {
-            Some(f) => Some((
-                api.to_string(),
-                std::fs::read_to_string(f)
-                    .map_err(|e| anyhow::anyhow!("--github-token-file {}: {e}", f.display()))?
-                    .trim()
-                    .to_string(),
-            )),
-            None => None,
-        };
         let cache = std::env::temp_dir().join("slipway-write-back");
         Settings::new(repositories, github, cache)
             .map(|s| Some(Arc::new(s)))

@@ -170,14 +170,7 @@ fn current<'a>(
 
 /// `text` cut to [`MAX_VALUE`] bytes (a provider's words, a value): what a status keeps.
 pub(crate) fn short(text: &str) -> String {
-    if text.len() <= MAX_VALUE {
-        return text.to_string();
-    }
-    let mut end = MAX_VALUE;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    crate::limits::cut(text, MAX_VALUE)
 }
 
 /// The most nested comprehensions (`all`, `exists`, `map`, `filter`) a condition may have:
