@@ -600,7 +600,7 @@ fn a_shadow_answers_no_one_and_is_judged_by_agreeing_with_the_serving_version() 
         .unwrap();
     assert!(
         rolled.contains("analysis failed at the shadow step (100% mirrored): agreement with the serving version 0.000 below 0.9 (0 of ")
-            && rolled.contains(" mirrored requests); e.g. GET /predict?grass=0.7&lines=0.05&crowd=0.1&brightness=0.6: status 500 where the serving version answered 200 (serving 200 {\"label\": \"open-play\", \"version\": \"8\"}, candidate 500 {\"error\": \"cannot use model kind"),
+            && rolled.contains(" mirrored requests); e.g. GET /predict?grass=…&lines=…&crowd=…&brightness=…: status 500 where the serving version answered 200 (serving 200 {\"label\": \"open-play\", \"version\": \"8\"}, candidate 500 {\"error\": \"cannot use model kind"),
         "{rolled}"
     );
 }

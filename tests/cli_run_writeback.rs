@@ -185,6 +185,13 @@ fn a_rollback_is_pushed_as_a_branch_with_a_pull_request_and_announced() {
     );
     let status = slipway_env(&["status", "--state", "state"], &work, &[]);
     assert!(!status.stdout.contains("ghp_test_token"));
+    assert!(
+        status.stdout.contains(
+            "rollback of 9 written back to the source: pull request https://github.com/acme/registry/pull/7"
+        ),
+        "{}",
+        status.stdout
+    );
     let heard: Vec<String> = slack.requests().into_iter().map(|(_, _, b)| b).collect();
     assert!(
         heard.iter().any(|b| b.contains("RollbackProposed")

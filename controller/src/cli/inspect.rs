@@ -176,7 +176,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
     if !deployments.is_empty() {
         out.push_str("deployments\n");
         for row in deployments {
-            out.push_str(&deployment_text(&row, serving));
+            out.push_str(&super::deployment_text::deployment_text(&row, serving));
         }
     }
     print_out(&out)?;
@@ -292,98 +292,6 @@ fn models_text(versions: &ByModel<VersionView>, aliases: &ByModel<AliasView>) ->
                 out.push_str(&format!("  [held: {h}]"));
             }
             out.push('\n');
-        }
-    }
-    out
-}
-
-/// The lines of one deployment row: phase, serving version, traffic, where, what is rejected,
-/// then its drift and a stall. A local deployment of a state no run serves (`serving` false) is
-/// stopped: its model servers ended with the run.
-fn deployment_text(row: &serde_json::Value, serving: bool) -> String {
-    let mut out = String::new();
-    let st = &row["status"];
-    let ns = row["namespace"].as_str().unwrap_or_default();
-    let name = row["name"].as_str().unwrap_or_default();
-    let traffic: Vec<String> = st["traffic"]
-        .as_object()
-        .map(|t| t.iter().map(|(v, w)| format!("{v}: {w}%")).collect())
-        .unwrap_or_default();
-    let address = row["address"].as_str();
-    let stopped = !serving && address.is_some();
-    out.push_str(&format!(
-        "  {ns}/{name}  {}  {} {}  traffic {{{}}}",
-        if stopped {
-            "Stopped"
-        } else {
-            st["phase"].as_str().unwrap_or("?")
-        },
-        if stopped { "last served" } else { "serving" },
-        st["servingVersion"].as_str().unwrap_or("-"),
-        traffic.join(", ")
-    ));
-    match address {
-        Some(addr) if stopped => out.push_str(&format!(
-            "  (at http://{addr} until `slipway run` ended; run it again to serve)"
-        )),
-        Some(addr) => out.push_str(&format!("  at http://{addr}")),
-        None => {}
-    }
-    if let Some(endpoint) = st["endpoint"]["name"].as_str() {
-        out.push_str(&format!(
-            "  sagemaker endpoint {endpoint} ({}, config {})",
-            st["endpoint"]["status"].as_str().unwrap_or("unknown"),
-            st["endpoint"]["config"].as_str().unwrap_or("-")
-        ));
-    }
-    let rejected: Vec<&str> = st["rejectedVersions"]
-        .as_array()
-        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    if !rejected.is_empty() {
-        out.push_str(&format!(
-            "  rejected: {} (run `slipway retry` or move the alias)",
-            rejected.join(", ")
-        ));
-    }
-    out.push('\n');
-    for d in st["drift"].as_array().into_iter().flatten() {
-        out.push_str(&format!("    out of sync: {}\n", d.as_str().unwrap_or("?")));
-    }
-    // A rollout under way: what holds it, and each metric of its step.
-    if let Some(target) = st["targetVersion"].as_str() {
-        for c in st["conditions"].as_array().into_iter().flatten() {
-            if c["type"] == "Ready" {
-                out.push_str(&format!(
-                    "    rolling out {target}: {}\n",
-                    c["message"].as_str().unwrap_or("?")
-                ));
-            }
-        }
-        if st["analysis"]["version"].as_str() == Some(target) {
-            for m in st["analysis"]["metrics"].as_array().into_iter().flatten() {
-                let last = m["measurements"].as_array().and_then(|l| l.last());
-                out.push_str(&format!(
-                    "    metric {}: {} success(es), {} failure(s), {} inconclusive; last: {} {}{}\n",
-                    m["name"].as_str().unwrap_or("?"),
-                    m["successes"],
-                    m["failures"],
-                    m["inconclusives"],
-                    last.and_then(|l| l["value"].as_str()).unwrap_or("no value"),
-                    last.and_then(|l| l["verdict"].as_str()).unwrap_or("-"),
-                    last.and_then(|l| l["message"].as_str())
-                        .map(|w| format!(" ({w})"))
-                        .unwrap_or_default(),
-                ));
-            }
-        }
-    }
-    for c in st["conditions"].as_array().into_iter().flatten() {
-        if c["type"] == "Stalled" && c["status"] == "True" {
-            out.push_str(&format!(
-                "    stalled: {}\n",
-                c["message"].as_str().unwrap_or("?")
-            ));
         }
     }
     out

@@ -3,6 +3,7 @@
 mod bounds;
 mod change;
 mod controller;
+mod deployment_text;
 mod init;
 mod inspect;
 mod manual;

@@ -182,16 +182,24 @@ pub fn problems(strategy: &Strategy, routes_requests: bool) -> Vec<(String, Stri
     if strategy.match_.is_empty() && strategy.sticky_by.is_none() {
         return out;
     }
-    if !routes_requests {
-        let field = if strategy.match_.is_empty() {
-            "spec.strategy.stickyBy"
-        } else {
-            "spec.strategy.match"
-        };
-        out.push((
-            field.to_string(),
-            "match and stickyBy need a target that routes each request: target.local (a kubernetes target splits by replicas, a sagemaker one by variant weights, neither sees headers)".to_string(),
-        ));
+    let fields = [
+        ("spec.strategy.match", !strategy.match_.is_empty()),
+        ("spec.strategy.stickyBy", strategy.sticky_by.is_some()),
+    ];
+    for (field, set) in fields {
+        if set && !routes_requests {
+            out.push((
+                field.to_string(),
+                "match and stickyBy need a target that routes each request: target.local (a kubernetes target splits by replicas, a sagemaker one by variant weights, neither sees headers)".to_string(),
+            ));
+        }
+        // All at once, the candidate has no step with traffic for a rule to send requests to.
+        if set && strategy.type_ == slipway_crd::model_deployment::StrategyType::AllAtOnce {
+            out.push((
+                field.to_string(),
+                "match and stickyBy route requests during a rollout's steps: use type Canary or Linear".to_string(),
+            ));
+        }
     }
     if strategy.match_.len() > 16 {
         out.push((
@@ -352,6 +360,7 @@ mod tests {
     #[test]
     fn rules_are_checked_by_field() {
         let mut s = Strategy {
+            type_: slipway_crd::model_deployment::StrategyType::Canary,
             match_: vec![
                 RequestMatch {
                     header: Some("x cohort".into()),
@@ -388,5 +397,20 @@ mod tests {
         let elsewhere = problems(&s, false);
         assert_eq!(elsewhere[0].0, "spec.strategy.stickyBy");
         assert!(elsewhere[0].1.contains("target.local"), "{elsewhere:?}");
+        // Both rules on a kubernetes target: both named; either one all at once: refused.
+        s.match_ = vec![RequestMatch {
+            header: Some("x-cohort".into()),
+            value: "beta".into(),
+            ..Default::default()
+        }];
+        let both: Vec<String> = problems(&s, false).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(both, ["spec.strategy.match", "spec.strategy.stickyBy"]);
+        s.type_ = slipway_crd::model_deployment::StrategyType::AllAtOnce;
+        let at_once = problems(&s, true);
+        assert_eq!(at_once.len(), 2, "{at_once:?}");
+        assert!(
+            at_once[0].1.contains("use type Canary or Linear"),
+            "{at_once:?}"
+        );
     }
 }

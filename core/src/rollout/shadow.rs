@@ -10,6 +10,41 @@ use super::StrategyStep;
 pub const SAMPLES: usize = 5;
 /// The most bytes of a request or an answer a sample keeps.
 pub const SAMPLE_BYTES: usize = 512;
+/// The most bytes of an answer compared as JSON: larger ones are compared byte for byte (and a
+/// shadow's answer is read up to this size).
+pub const MAX_COMPARED: usize = 1 << 20;
+
+/// A request's path as a sample keeps it: the query's values left out (they may carry a
+/// client's data or tokens), its keys kept: `/predict?grass=…&lines=…`.
+pub fn redacted(path_and_query: &str) -> String {
+    let printable = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    match path_and_query.split_once('?') {
+        None => printable(path_and_query),
+        Some((path, query)) => {
+            let keys: Vec<String> = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| format!("{}=…", p.split('=').next().unwrap_or_default()))
+                .collect();
+            printable(&format!("{path}?{}", keys.join("&")))
+        }
+    }
+}
+
+/// An answer as a sample shows it: its status and body, control characters as spaces, cut to
+/// [`SAMPLE_BYTES`].
+pub fn shown(status: u16, body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(body)
+        .trim_end()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    short(&format!("{status} {text}"))
+}
 
 impl StrategyStep {
     /// The step in words, for events and failures: `20%`, or `the shadow step (50% mirrored)`.
@@ -51,6 +86,12 @@ pub fn agree(serving: Answer, candidate: Answer, how: &Compare) -> Result<(), St
             candidate.status, serving.status
         ));
     }
+    let large = serving.body.len() > MAX_COMPARED || candidate.body.len() > MAX_COMPARED;
+    if large {
+        return (serving.body == candidate.body)
+            .then_some(())
+            .ok_or_else(|| "a different body (over 1 MiB: compared byte for byte)".to_string());
+    }
     match (
         serde_json::from_slice::<Value>(serving.body),
         serde_json::from_slice::<Value>(candidate.body),
@@ -73,6 +114,17 @@ fn same(a: &Value, b: &Value, how: &Compare, at: &str) -> Result<(), String> {
     };
     let shown = if at.is_empty() { "$" } else { at };
     match (a, b) {
+        // Integers exactly (an id above 2^53 is not a float).
+        (Value::Number(x), Value::Number(y)) if int(x).is_some() && int(y).is_some() => {
+            let (x, y) = (int(x).unwrap_or(0), int(y).unwrap_or(0));
+            if (x - y).unsigned_abs() as f64 <= how.tolerance {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{shown}: {y} where the serving version answered {x}"
+                ))
+            }
+        }
         (Value::Number(x), Value::Number(y)) => {
             let (x, y) = (
                 x.as_f64().unwrap_or(f64::NAN),
@@ -114,6 +166,13 @@ fn same(a: &Value, b: &Value, how: &Compare, at: &str) -> Result<(), String> {
             short(&a.to_string())
         )),
     }
+}
+
+/// An integer as a wide one.
+fn int(n: &serde_json::Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
 }
 
 /// At most [`SAMPLE_BYTES`] of `s` (cut at a character boundary, marked with `…`).
@@ -251,6 +310,30 @@ mod tests {
             agree(a(200, "open-play"), a(200, "crowd"), &within(0.0)),
             Err("a different body".into())
         );
+        // Large integers exactly.
+        assert!(
+            agree(
+                a(200, "9007199254740993"),
+                a(200, "9007199254740992"),
+                &within(0.0)
+            )
+            .is_err()
+        );
+        assert_eq!(
+            agree(
+                a(200, "9007199254740993"),
+                a(200, "9007199254740993"),
+                &within(0.0)
+            ),
+            Ok(())
+        );
+        // Samples keep no query values and no control characters.
+        assert_eq!(
+            redacted("/predict?token=SECRET&x=1"),
+            "/predict?token=…&x=…"
+        );
+        assert_eq!(redacted("/healthz"), "/healthz");
+        assert_eq!(shown(200, b"{\"a\":\n1}\n"), "200 {\"a\": 1}");
     }
 
     #[test]

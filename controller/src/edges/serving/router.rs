@@ -45,6 +45,9 @@ struct Table {
     mirror_credit: u32,
     /// Mirrored requests not answered yet (at most [`MAX_MIRRORING`]: beyond, none is sent).
     mirroring: usize,
+    /// Counts the weight changes: a mirrored answer from before the last one is not this
+    /// window's.
+    generation: u64,
 }
 
 /// The most mirrored requests in flight at once (a slow shadow never piles up requests).
@@ -129,6 +132,7 @@ impl TrafficRouter {
         t.credit = vec![0; t.backends.len()];
         t.ports = ports.clone();
         t.windows.clear();
+        t.generation += 1;
     }
 
     /// Routes requests by these rules before the weights.
@@ -204,7 +208,7 @@ async fn forward(
             .collect();
         (!all.is_empty()).then(|| all.join("; "))
     };
-    let Some((version, port, shadow)) = take_backend(&table, &header) else {
+    let Some((version, port)) = take_backend(&table, &header) else {
         return Ok(text(
             StatusCode::SERVICE_UNAVAILABLE,
             "no version is serving this deployment yet\n".into(),
@@ -242,36 +246,49 @@ async fn forward(
     let result = client.request(upstream).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let (response, served) = answer(result, &version).await;
+    // Mirrored only once the serving version answered (and only then is a slot taken: the
+    // task that holds it gives it back however it ends).
+    let shadow = mirrored_to(&mut lock(&table), &version);
     observe(&table, version, &response, ms);
-    if let Some((shadow, shadow_port, how)) = shadow
-        && let Some(mirrored) = upstream_request(
-            &parts.method,
-            &path,
-            &parts.headers,
-            body.clone(),
-            shadow_port,
-        )
-    {
-        let request = format!("{} {path}", parts.method);
-        let request = match std::str::from_utf8(&body) {
-            Ok(b) if !b.is_empty() => format!("{request} {b}"),
-            _ => request,
-        };
-        tokio::spawn(mirror(
-            table.clone(),
-            client.clone(),
-            mirrored,
-            shadow,
-            served,
-            how,
-            request,
-        ));
+    if let Some((shadow, shadow_port, how, generation)) = shadow {
+        let slot = Slot(table.clone());
+        let mut mirrored =
+            upstream_request(&parts.method, &path, &parts.headers, body, shadow_port);
+        if let Some(r) = mirrored.as_mut() {
+            r.headers_mut().insert(
+                "x-slipway-shadow",
+                hyper::header::HeaderValue::from_static("1"),
+            );
+        }
+        if let (Some(mirrored), Some(served)) = (mirrored, served) {
+            let asked = format!("{} {}", parts.method, shadow::redacted(&path));
+            tokio::spawn(mirror(
+                slot,
+                client.clone(),
+                mirrored,
+                (shadow, generation),
+                served,
+                how,
+                asked,
+            ));
+        }
     }
     Ok(response)
 }
 
-/// What a mirrored request goes to: the shadow version, its port, how answers are compared.
-type Shadow = Option<(String, u16, shadow::Compare)>;
+/// What a mirrored request goes to: the shadow version, its port, how answers are compared,
+/// and the generation of the window it counts in.
+type Shadow = Option<(String, u16, shadow::Compare, u64)>;
+
+/// A mirroring slot, given back when dropped (the mirror finished, failed or was cancelled).
+struct Slot(Arc<Mutex<Table>>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = lock(&self.0);
+        t.mirroring = t.mirroring.saturating_sub(1);
+    }
+}
 
 /// Picks the backend for the next request — by its headers when the routing rules send it
 /// somewhere, else by weight — and counts it in flight, with the shadow it is also mirrored to
@@ -279,9 +296,8 @@ type Shadow = Option<(String, u16, shadow::Compare)>;
 fn take_backend(
     table: &Mutex<Table>,
     header: &dyn Fn(&str) -> Option<String>,
-) -> Option<(String, u16, Shadow)> {
+) -> Option<(String, u16)> {
     let mut t = lock(table);
-    let shadow = mirrored_to(&mut t);
     let Table {
         backends,
         credit,
@@ -305,18 +321,16 @@ fn take_backend(
     if let Some((v, _)) = &picked {
         *t.in_flight.entry(v.clone()).or_default() += 1;
     }
-    picked.map(|(v, p)| {
-        let shadow = shadow.filter(|(s, _, _)| *s != v);
-        (v, p, shadow)
-    })
+    picked
 }
 
-/// Whether this request is one of the shadow step's share to mirror (smooth: at 25%, every
-/// fourth), and to whom; it is counted as mirroring.
-fn mirrored_to(t: &mut Table) -> Shadow {
+/// Whether this request, answered by `served_by`, is one of the shadow step's share to mirror
+/// (smooth: at 25%, every fourth), and to whom; it is counted as mirroring (the caller holds the
+/// slot in a [`Slot`] at once).
+fn mirrored_to(t: &mut Table, served_by: &str) -> Shadow {
     let candidate = t.routing.candidate.clone()?;
     let port = *t.ports.get(&candidate)?;
-    if t.routing.mirror == 0 {
+    if t.routing.mirror == 0 || candidate == served_by {
         return None;
     }
     t.mirror_credit += t.routing.mirror.min(100);
@@ -328,74 +342,81 @@ fn mirrored_to(t: &mut Table) -> Shadow {
         return None;
     }
     t.mirroring += 1;
-    Some((candidate, port, t.routing.compare.clone()))
+    Some((candidate, port, t.routing.compare.clone(), t.generation))
 }
 
 /// Sends a mirrored request to the shadow, compares its answer with what the serving version
-/// answered (the core's [`shadow::agree`]) and records it in the shadow's window; the answer is
-/// discarded. Waits 10 s at most.
+/// answered (the core's [`shadow::agree`], outside the table's lock) and records it in the
+/// shadow's window if the weights did not change meanwhile; the answer is discarded. Waits
+/// 10 s at most and reads at most [`shadow::MAX_COMPARED`] bytes of it.
 async fn mirror(
-    table: Arc<Mutex<Table>>,
+    slot: Slot,
     client: Client<HttpConnector, Body>,
     request: Request<Body>,
-    shadow: String,
-    served: Option<(u16, Bytes)>,
+    (shadow, generation): (String, u64),
+    served: (u16, Bytes),
     how: shadow::Compare,
     asked: String,
 ) {
     let started = Instant::now();
     let result = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        let resp = client.request(request).await.ok()?;
+        let resp = client
+            .request(request)
+            .await
+            .map_err(|e| format!("no answer: {e}"))?;
         let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.ok()?.to_bytes();
-        Some((status, body))
+        let body = http_body_util::Limited::new(resp.into_body(), shadow::MAX_COMPARED)
+            .collect()
+            .await
+            .map_err(|e| format!("its answer could not be read: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, body))
     })
     .await
-    .ok()
-    .flatten();
+    .unwrap_or_else(|_| Err("no answer within 10 s".to_string()));
     let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let serving = shadow::Answer {
+        status: served.0,
+        body: &served.1,
+    };
+    let verdict = match &result {
+        Ok((status, body)) => shadow::agree(
+            serving,
+            shadow::Answer {
+                status: *status,
+                body,
+            },
+            &how,
+        ),
+        Err(why) => Err(why.clone()),
+    };
+    let failed = result.as_ref().map_or(true, |(s, _)| *s >= 500);
+    let sample = verdict.as_ref().err().map(|why| shadow::Disagreement {
+        request: shadow::short(&asked),
+        serving: shadow::shown(served.0, &served.1),
+        candidate: match &result {
+            Ok((status, body)) => shadow::shown(*status, body),
+            Err(_) => "no answer".to_string(),
+        },
+        why: why.clone(),
+    });
+    let table = slot.0.clone();
+    drop(slot);
     let mut t = lock(&table);
-    t.mirroring = t.mirroring.saturating_sub(1);
+    if t.generation != generation {
+        return;
+    }
     let w = t.windows.entry(shadow).or_default();
     w.requests += 1;
     w.latencies_ms.push(ms);
-    fn answered(s: &Option<(u16, Bytes)>) -> Option<shadow::Answer<'_>> {
-        s.as_ref().map(|(status, body)| shadow::Answer {
-            status: *status,
-            body,
-        })
-    }
-    if result.as_ref().is_none_or(|(s, _)| *s >= 500) {
+    if failed {
         w.errors += 1;
     }
-    let (Some(serving), candidate) = (answered(&served), answered(&result)) else {
-        return;
-    };
     w.compared += 1;
-    let verdict = match candidate {
-        Some(c) => shadow::agree(serving, c, &how),
-        None => Err("no answer within 10 s".to_string()),
-    };
-    match verdict {
-        Ok(()) => w.agreed += 1,
-        Err(why) if w.disagreements.len() < shadow::SAMPLES => {
-            let show = |a: Option<shadow::Answer>| {
-                a.map_or("no answer".to_string(), |a| {
-                    shadow::short(&format!(
-                        "{} {}",
-                        a.status,
-                        String::from_utf8_lossy(a.body).trim_end()
-                    ))
-                })
-            };
-            w.disagreements.push(shadow::Disagreement {
-                request: shadow::short(&asked),
-                serving: show(Some(serving)),
-                candidate: show(candidate),
-                why,
-            });
-        }
-        Err(_) => {}
+    match sample {
+        None => w.agreed += 1,
+        Some(d) if w.disagreements.len() < shadow::SAMPLES => w.disagreements.push(d),
+        Some(_) => {}
     }
 }
 
@@ -479,47 +500,5 @@ fn observe(table: &Mutex<Table>, version: String, response: &Response<Body>, ms:
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The versions `pick` chooses for `n` requests from a fresh start.
-    fn picks(backends: &[(String, u16, u32)], n: usize) -> Vec<String> {
-        let mut credit = vec![0; backends.len()];
-        (0..n)
-            .map(|_| pick(backends, &mut credit).unwrap().0)
-            .collect()
-    }
-
-    #[test]
-    fn every_hundred_requests_split_exactly_by_weight() {
-        let backends = vec![("7".to_string(), 1, 90), ("8".to_string(), 2, 10)];
-        let all = picks(&backends, 300);
-        for block in all.chunks(100) {
-            assert_eq!(block.iter().filter(|v| *v == "8").count(), 10);
-        }
-        assert_eq!(pick(&[], &mut []), None);
-    }
-
-    /// Issue 20: at 25% the candidate had no request among the first 75 of each block of 100,
-    /// so a window with light traffic saw none of it. Now any four requests in a row hold one.
-    #[test]
-    fn the_candidate_is_interleaved_from_the_first_requests() {
-        let backends = vec![("7".to_string(), 1, 75), ("8".to_string(), 2, 25)];
-        let all = picks(&backends, 200);
-        for four in all.windows(4) {
-            assert_eq!(four.iter().filter(|v| *v == "8").count(), 1, "{four:?}");
-        }
-        // At 1% the candidate still has its request within the first hundred.
-        let thin = vec![("7".to_string(), 1, 99), ("8".to_string(), 2, 1)];
-        assert_eq!(picks(&thin, 100).iter().filter(|v| *v == "8").count(), 1);
-        // Three versions: exact shares, interleaved.
-        let three = vec![
-            ("6".to_string(), 1, 50),
-            ("7".to_string(), 2, 30),
-            ("8".to_string(), 3, 20),
-        ];
-        let all = picks(&three, 10);
-        assert_eq!(all.iter().filter(|v| *v == "6").count(), 5);
-        assert_eq!(all.iter().filter(|v| *v == "8").count(), 2);
-    }
-}
+#[path = "router_tests.rs"]
+mod tests;

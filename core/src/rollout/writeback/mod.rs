@@ -91,7 +91,7 @@ pub fn wanted(
 /// The change to propose.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Proposal {
-    /// The file, relative to the registry's folder.
+    /// The file, as the catalog names it (relative to the repository or folder).
     pub file: String,
     /// Its new content.
     pub content: String,
