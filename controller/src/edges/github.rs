@@ -127,6 +127,35 @@ impl GitHub {
     }
 }
 
+/// Carries a rollback's proposal out, as both homes do: commits it on `base` (a fetched commit
+/// of `remote`) and pushes its branch, then — with `github` — opens its pull request into the
+/// branch the remote follows.
+pub fn push_and_propose(
+    remote: &crate::edges::source::remote::Remote,
+    base: &str,
+    p: &crate::decide::rollout::writeback::Proposal,
+    github: Option<&GitHub>,
+) -> crate::decide::rollout::writeback::Done {
+    use crate::decide::rollout::writeback::Done;
+    let commit = match remote.push_change(base, &p.file, &p.content, &p.branch, &p.message) {
+        Ok(c) => c,
+        Err(why) => return Done::Failed(why),
+    };
+    let (pull_request, refused) = match github {
+        Some(gh) => match gh.open_pull_request(&p.branch, remote.reference(), p.title(), &p.body())
+        {
+            Ok(url) => (Some(url), None),
+            Err(why) => (None, Some(why)),
+        },
+        None => (None, None),
+    };
+    Done::Pushed {
+        commit,
+        pull_request,
+        refused,
+    }
+}
+
 /// GitHub's own words in an error answer (`message` and the errors' messages), at most 300 bytes.
 fn words(answer: &Value) -> String {
     let mut out = answer["message"]

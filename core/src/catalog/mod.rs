@@ -324,14 +324,17 @@ impl Catalog {
 
     /// An alias by model and alias name.
     pub fn alias(&self, ns: &str, model: &str, alias: &str) -> Option<&ModelAlias> {
-        match self
-            .aliases
-            .get(&(ns.into(), model.into(), alias.into()))
-            .map(|&i| &self.objects[i].resource)
-        {
-            Some(Resource::ModelAlias(a)) => Some(a),
+        match &self.alias_object(ns, model, alias)?.resource {
+            Resource::ModelAlias(a) => Some(a),
             _ => None,
         }
+    }
+
+    /// The object of alias `alias` of `model` in `ns`, with where it was read from.
+    pub fn alias_object(&self, ns: &str, model: &str, alias: &str) -> Option<&Object> {
+        self.aliases
+            .get(&(ns.into(), model.into(), alias.into()))
+            .map(|&i| &*self.objects[i])
     }
 
     /// Labels of a model's versions, in natural order (`9` before `10`).

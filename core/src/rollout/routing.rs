@@ -105,12 +105,14 @@ pub fn bucket(key: &str) -> u32 {
 ///   key's bucket — the candidate's share first, so as its weight grows its users stay with it,
 ///   and once the rollout ends (or rolls back) everyone is on the one version left;
 /// - any other request is split by the weights.
-pub fn choose(
+///
+/// `weights` is walked without copying (the router asks per request).
+pub fn choose<'a>(
     routing: &Routing,
-    weights: &[(String, u32)],
+    weights: impl Iterator<Item = (&'a str, u32)> + Clone,
     header: &dyn Fn(&str) -> Option<String>,
 ) -> Route {
-    let routed = |v: &str| weights.iter().any(|(w, _)| w == v);
+    let routed = |v: &str| weights.clone().any(|(w, _)| w == v);
     if let Some(c) = routing.candidate.as_deref().filter(|c| routed(c)) {
         let matched = routing
             .matches
@@ -126,25 +128,21 @@ pub fn choose(
     let Some(value) = read(key, header).filter(|v| !v.is_empty()) else {
         return Route::Weighted;
     };
-    let total: u32 = weights.iter().map(|(_, w)| *w).sum();
+    let total: u32 = weights.clone().map(|(_, w)| w).sum();
     if total == 0 {
         return Route::Weighted;
     }
     let b = bucket(&value) * total / 100;
     let candidate = routing.candidate.as_deref();
     let ordered = weights
-        .iter()
-        .filter(|(v, _)| Some(v.as_str()) == candidate)
-        .chain(
-            weights
-                .iter()
-                .filter(|(v, _)| Some(v.as_str()) != candidate),
-        );
+        .clone()
+        .filter(|(v, _)| Some(*v) == candidate)
+        .chain(weights.filter(|(v, _)| Some(*v) != candidate));
     let mut upto = 0;
     for (v, w) in ordered {
         upto += w;
         if b < upto {
-            return Route::To(v.clone());
+            return Route::To(v.to_string());
         }
     }
     Route::Weighted
@@ -267,6 +265,15 @@ mod tests {
             sticky_by: sticky,
             ..Routing::default()
         }
+    }
+
+    /// [`super::choose`] over owned weights.
+    fn choose(
+        r: &Routing,
+        weights: &[(String, u32)],
+        header: &dyn Fn(&str) -> Option<String>,
+    ) -> Route {
+        super::choose(r, weights.iter().map(|(v, w)| (v.as_str(), *w)), header)
     }
 
     fn split(candidate: u32) -> Vec<(String, u32)> {

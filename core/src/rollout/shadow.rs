@@ -17,11 +17,6 @@ pub const MAX_COMPARED: usize = 1 << 20;
 /// A request's path as a sample keeps it: the query's values left out (they may carry a
 /// client's data or tokens), its keys kept: `/predict?grass=…&lines=…`.
 pub fn redacted(path_and_query: &str) -> String {
-    let printable = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect()
-    };
     match path_and_query.split_once('?') {
         None => printable(path_and_query),
         Some((path, query)) => {
@@ -38,12 +33,15 @@ pub fn redacted(path_and_query: &str) -> String {
 /// An answer as a sample shows it: its status and body, control characters as spaces, cut to
 /// [`SAMPLE_BYTES`].
 pub fn shown(status: u16, body: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(body)
-        .trim_end()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let text = printable(String::from_utf8_lossy(body).trim_end());
     short(&format!("{status} {text}"))
+}
+
+/// `s` with its control characters (newlines, escapes) as spaces: a sample is one line.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 impl StrategyStep {

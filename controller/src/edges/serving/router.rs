@@ -307,9 +307,8 @@ fn take_backend(
     let chosen = if routing.is_plain() {
         Route::Weighted
     } else {
-        let weights: Vec<(String, u32)> =
-            backends.iter().map(|(v, _, w)| (v.clone(), *w)).collect();
-        routing::choose(routing, &weights, header)
+        let weights = backends.iter().map(|(v, _, w)| (v.as_str(), *w));
+        routing::choose(routing, weights, header)
     };
     let picked = match chosen {
         Route::To(v) => backends

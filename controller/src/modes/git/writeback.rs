@@ -44,14 +44,13 @@ impl Reconciler<'_> {
             let report = to
                 .public_url
                 .map(|u| format!("{u}/ui/{ns}/{}", d.spec.model));
-            let read = |file: &str| {
-                let commit = self.revision.strip_prefix("git:").unwrap_or(&self.revision);
-                to.remote.file(commit, file)
-            };
+            let read = |file: &str| to.remote.file(self.commit(), file);
             let proposal =
                 writeback::propose(catalog, (ns, ns), d, &wanted, &read, report.as_deref());
             let done = match &proposal {
-                Ok(p) => self.carry_out(p, to),
+                Ok(p) => {
+                    crate::edges::github::push_and_propose(to.remote, self.commit(), p, to.github)
+                }
                 Err(why) => Done::Failed(why.clone()),
             };
             let (status, news) = writeback::recorded(
@@ -86,29 +85,8 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    /// Commits and pushes the proposal on the reconciled commit; opens its pull request.
-    fn carry_out(&self, p: &writeback::Proposal, to: &Destination) -> Done {
-        let base = self.revision.strip_prefix("git:").unwrap_or(&self.revision);
-        let commit = match to
-            .remote
-            .push_change(base, &p.file, &p.content, &p.branch, &p.message)
-        {
-            Ok(c) => c,
-            Err(why) => return Done::Failed(why),
-        };
-        let (pull_request, refused) = match to.github {
-            Some(gh) => {
-                match gh.open_pull_request(&p.branch, to.remote.reference(), p.title(), &p.body()) {
-                    Ok(url) => (Some(url), None),
-                    Err(why) => (None, Some(why)),
-                }
-            }
-            None => (None, None),
-        };
-        Done::Pushed {
-            commit,
-            pull_request,
-            refused,
-        }
+    /// The reconciled commit (a prefix of its id), as the revision names it (`git:…`).
+    fn commit(&self) -> &str {
+        self.revision.strip_prefix("git:").unwrap_or(&self.revision)
     }
 }

@@ -299,39 +299,16 @@ fn propose_and_push(
         Ok(p) => p,
         Err(why) => return fail(why),
     };
-    let pushed = match remote.push_change(
-        &commit,
-        &proposal.file,
-        &proposal.content,
-        &proposal.branch,
-        &proposal.message,
-    ) {
-        Ok(c) => c,
-        Err(why) => return (Ok(proposal), writeback::Done::Failed(why)),
+    let github = match (&settings.github, slug) {
+        (Some((api, token)), Some(repository)) => Some(GitHub {
+            api: api.clone(),
+            repository,
+            token: token.clone(),
+        }),
+        _ => None,
     };
-    let (pull_request, refused) = match (&settings.github, slug) {
-        (Some((api, token)), Some(repository)) => {
-            let gh = GitHub {
-                api: api.clone(),
-                repository,
-                token: token.clone(),
-            };
-            match gh.open_pull_request(&proposal.branch, branch, proposal.title(), &proposal.body())
-            {
-                Ok(url) => (Some(url), None),
-                Err(why) => (None, Some(why)),
-            }
-        }
-        _ => (None, None),
-    };
-    (
-        Ok(proposal),
-        writeback::Done::Pushed {
-            commit: pushed,
-            pull_request,
-            refused,
-        },
-    )
+    let done = crate::edges::github::push_and_propose(&remote, &commit, &proposal, github.as_ref());
+    (Ok(proposal), done)
 }
 
 /// The deployment's status after a step: the one it wrote, or the one it had.

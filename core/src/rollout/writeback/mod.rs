@@ -120,20 +120,28 @@ impl Proposal {
 
 /// The object that says which version the deployment serves: its alias's `ModelAlias`, or the
 /// deployment itself when it pins a version.
+/// Looked up in the catalog's indexes: this runs for every deployment on every pass.
 fn holder<'a>(catalog: &'a Catalog, ns: &str, d: &ModelDeployment) -> Option<&'a Object> {
-    catalog.objects().iter().map(|o| &**o).find(|o| {
-        o.key.namespace == ns
-            && match (&o.resource, &d.spec.alias) {
-                (Resource::ModelAlias(a), Some(alias)) => {
-                    a.spec.model == d.spec.model && a.spec.alias == *alias
-                }
-                (Resource::ModelDeployment(_), None) => {
-                    o.key.kind == Kind::ModelDeployment
-                        && Some(o.key.name.as_str()) == d.metadata.name.as_deref()
-                }
-                _ => false,
-            }
-    })
+    match &d.spec.alias {
+        Some(alias) => catalog.alias_object(ns, &d.spec.model, alias),
+        None => catalog.get(&crate::catalog::ObjectKey {
+            kind: Kind::ModelDeployment,
+            namespace: ns.to_string(),
+            name: d.metadata.name.clone()?,
+        }),
+    }
+}
+
+/// Whether `o` is what deployment `d` (named `name`) is served by: its alias's object, or the
+/// deployment itself when it pins a version.
+fn holds(o: &Object, d: &ModelDeployment, name: &str) -> bool {
+    match (&o.resource, &d.spec.alias) {
+        (Resource::ModelAlias(a), Some(alias)) => {
+            a.spec.model == d.spec.model && a.spec.alias == *alias
+        }
+        (Resource::ModelDeployment(_), None) => o.key.name == name,
+        _ => false,
+    }
 }
 
 /// The proposal that moves deployment `d` (namespace `ns`) back, its alias (or itself) read in
@@ -225,13 +233,7 @@ pub fn namespace_in(file: &Catalog, ns: &str, d: &ModelDeployment, name: &str) -
                 .as_deref()
                 .is_none_or(|n| n == ns)
         })
-        .filter(|o| match (&o.resource, &d.spec.alias) {
-            (Resource::ModelAlias(a), Some(alias)) => {
-                a.spec.model == d.spec.model && a.spec.alias == *alias
-            }
-            (Resource::ModelDeployment(_), None) => o.key.name == name,
-            _ => false,
-        })
+        .filter(|o| holds(o, d, name))
         .collect();
     match found[..] {
         [one] => Some(one.key.namespace.clone()),
@@ -241,13 +243,18 @@ pub fn namespace_in(file: &Catalog, ns: &str, d: &ModelDeployment, name: &str) -
 
 /// A catalog of one source file (path relative to the repository), for a cluster's write-back.
 pub fn file_catalog(path: &str, text: &str) -> Catalog {
-    Catalog::from_files(&[SourceFile {
+    one_file(path, text).0
+}
+
+/// A catalog of one file's text, and how many problems reading it found.
+fn one_file(path: &str, text: &str) -> (Catalog, usize) {
+    let (catalog, diags) = Catalog::from_files(&[SourceFile {
         path: path.to_string(),
         content: text.as_bytes().to_vec(),
         id: None,
         from_api_server: false,
-    }])
-    .0
+    }]);
+    (catalog, diags.len())
 }
 
 /// What the home did with a proposal: the branch it pushed (its commit) and the pull request
@@ -294,7 +301,9 @@ pub fn recorded(
         attempts,
         ..Default::default()
     };
-    let (kind, message) = match (proposal, done) {
+    // One type for either failure (the proposal's, or the push's).
+    let proposal = proposal.map_err(str::to_string);
+    let (kind, message) = match (&proposal, done) {
         (
             Ok(p),
             Done::Pushed {
@@ -322,12 +331,7 @@ pub fn recorded(
             }
             (super::EventKind::RollbackProposed, m)
         }
-        (Err(_), _) | (Ok(_), Done::Failed(_)) => {
-            let why: &str = match (proposal, done) {
-                (Err(why), _) => why,
-                (_, Done::Failed(why)) => why,
-                _ => "",
-            };
+        (Err(why), _) | (Ok(_), Done::Failed(why)) => {
             record.error = Some(why.to_string());
             (
                 super::EventKind::RollbackProposalFailed,
@@ -425,18 +429,13 @@ fn same_but_version(
     back_to: &str,
 ) -> Result<(), String> {
     let read = |text: &str| {
-        let (catalog, diags) = Catalog::from_files(&[SourceFile {
-            path: path.to_string(),
-            content: text.as_bytes().to_vec(),
-            id: None,
-            from_api_server: false,
-        }]);
+        let (catalog, problems) = one_file(path, text);
         let objects: Vec<(String, Resource)> = catalog
             .objects()
             .iter()
             .map(|o| (o.key.to_string(), o.resource.clone()))
             .collect();
-        (objects, diags.len())
+        (objects, problems)
     };
     let (mut old, old_problems) = read(before);
     let (new, new_problems) = read(after);
