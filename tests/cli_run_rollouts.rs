@@ -330,6 +330,111 @@ fn a_rollout_killed_mid_way_resumes_where_it_was() {
     );
 }
 
+/// Issue 22 §8: `slipway run` killed outright mid-canary under steady traffic drops no request —
+/// the router is a process of its own and keeps serving — and the next `slipway run` adopts the
+/// router and the servers it finds and resumes the canary where it was; with `--keep-serving` a
+/// SIGTERM (a restart, an upgrade) leaves them serving too, and without it the end of a run stops
+/// them all.
+#[test]
+fn the_data_plane_outlives_a_killed_reconciler_and_is_adopted_by_the_next() {
+    let (_dir, work) = quickstart();
+    let deployments = work.join("registry/deployments.yaml");
+    let text = std::fs::read_to_string(&deployments).unwrap();
+    // A first step long enough to be killed in and resumed in.
+    std::fs::write(&deployments, text.replacen("pause: 2s", "pause: 10s", 1)).unwrap();
+    let args = ["run", "registry", "--state", "state", "--interval", "1s"];
+    let mut first = spawn_slipway(&work, &args);
+    let port = router_port(&work);
+    eventually(Duration::from_secs(60), || {
+        (predict(port).as_deref() == Some("7")).then_some(())
+    });
+    let router = routers_of(&work);
+    assert_eq!(router.len(), 1, "{router:?}");
+    let traffic = support::git_mode::Traffic::start_strict(&work);
+    set_production(&work, "8");
+    eventually(Duration::from_secs(60), || {
+        events(&work)
+            .iter()
+            .any(|l| l.contains("20% of traffic on 8"))
+            .then_some(())
+    });
+    let servers = servers_of(&work);
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Nobody reconciles: the router and both servers go on serving.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(routers_of(&work), router);
+    let mut second = spawn_slipway(&work, &[&args[..], &["--keep-serving"]].concat());
+    eventually(Duration::from_secs(90), || {
+        events(&work)
+            .iter()
+            .any(|l| l.contains("all traffic on 8"))
+            .then_some(())
+    });
+    // Adopted, not started again.
+    assert_eq!(routers_of(&work), router, "the router was replaced");
+    let all = events(&work);
+    let count = |needle: &str| all.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("rolling out 8"), 1, "{all:?}");
+    assert_eq!(count("20% of traffic on 8"), 1, "{all:?}");
+    assert_eq!(count("50% of traffic on 8"), 1, "{all:?}");
+    // A restart with --keep-serving (SIGTERM) leaves version 8 serving, through the same router.
+    terminate(&mut second);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(routers_of(&work), router);
+    assert_eq!(predict(port).as_deref(), Some("8"));
+    let answers = traffic.stop();
+    assert!(
+        answers.iter().any(|a| a == "7") && answers.iter().any(|a| a == "8"),
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().all(|a| a == "7" || a == "8"),
+        "requests failed while slipway was down: {:?}",
+        answers
+            .iter()
+            .filter(|a| *a != "7" && *a != "8")
+            .collect::<Vec<_>>()
+    );
+    // A run without --keep-serving adopts them and stops them all when it ends.
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        routers_of(&work),
+        Vec::<u32>::new(),
+        "a router outlived slipway"
+    );
+    assert_eq!(
+        servers_of(&work),
+        Vec::<u32>::new(),
+        "a server outlived slipway"
+    );
+    assert_eq!(predict(port), None);
+}
+
+/// PIDs of the routers of this test's state folder.
+fn routers_of(work: &Path) -> Vec<u32> {
+    let state = work.join("state").canonicalize().unwrap();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, s)| s.starts_with('Z'));
+        if cmdline.contains("\0router\0") && cmdline.contains(&*state.to_string_lossy()) && !zombie
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 /// PIDs of the quickstart model servers running from this test's registry copy.
 fn servers_of(work: &Path) -> Vec<u32> {
     let registry = work.join("registry").canonicalize().unwrap();
@@ -377,12 +482,31 @@ fn a_crashed_server_is_restarted_and_sigterm_stops_every_server() {
             .iter()
             .any(|l| l.contains("model server of version 7 exited"))
     );
+    // The router killed too: started again on its port, with the weights it had.
+    let router = routers_of(&work);
+    assert_eq!(router.len(), 1, "{router:?}");
+    signal(router[0], "-KILL");
+    eventually(Duration::from_secs(30), || {
+        events(&work)
+            .iter()
+            .any(|l| l.contains("the router on port") && l.contains("started again"))
+            .then_some(())
+    });
+    eventually(Duration::from_secs(30), || {
+        (predict(port).as_deref() == Some("7")).then_some(())
+    });
+    assert_ne!(routers_of(&work), router);
 
     terminate(&mut child);
     assert_eq!(
         servers_of(&work),
         Vec::<u32>::new(),
         "model servers outlived slipway"
+    );
+    assert_eq!(
+        routers_of(&work),
+        Vec::<u32>::new(),
+        "the router outlived slipway"
     );
 }
 

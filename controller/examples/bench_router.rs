@@ -5,10 +5,11 @@
 //!
 //! Two model servers: the quickstart's `serve.py` (the real one, Python standard library) and a
 //! minimal in-process hyper server that answers instantly (so the router's own cost is not hidden
-//! in the model server's) — the latter also through a router that exports its per-version
-//! series for `/metrics`. For each, sequential requests alternate in rounds of 200 between
-//! "direct" and "through the router" (one keep-alive client each), then 16 concurrent clients
-//! measure throughput both ways.
+//! in the model server's) — the latter also through a router in a shadow step, and through the
+//! router as `slipway run` runs it: `slipway router`, a process of its own (built beside this
+//! example: `cargo build --release --example bench_router --bin slipway`). For each, sequential
+//! requests alternate in rounds of 200 between "direct" and "through the router" (one
+//! keep-alive client each), then 16 concurrent clients measure throughput both ways.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -90,10 +91,96 @@ async fn throughput(port: u16, clients: usize, per_client: usize) -> f64 {
     (clients * per_client) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// How the benchmark reaches a router: in this process, or `slipway router` over its socket.
+trait Routes {
+    fn set(&self, weights: &BTreeMap<String, u32>, ports: &BTreeMap<String, u16>);
+    fn set_routing(&self, routing: &slipway::decide::rollout::routing::Routing);
+    fn port(&self) -> u16;
+}
+
+impl Routes for TrafficRouter {
+    fn set(&self, weights: &BTreeMap<String, u32>, ports: &BTreeMap<String, u16>) {
+        TrafficRouter::set(self, weights, ports);
+    }
+    fn set_routing(&self, routing: &slipway::decide::rollout::routing::Routing) {
+        TrafficRouter::set_routing(self, routing);
+    }
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// `slipway router` in a process of its own.
+struct RouterProcess {
+    child: std::process::Child,
+    port: u16,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RouterProcess {
+    fn start() -> RouterProcess {
+        use slipway::edges::serving::control::{Ask, ask_now};
+        let exe = std::env::current_exe().unwrap();
+        let slipway = exe.parent().unwrap().parent().unwrap().join("slipway");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("r.sock");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&slipway)
+            .args(["router", "--port", &port.to_string(), "--control"])
+            .arg(&socket)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (build it beside the example)", slipway.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ask_now(&socket, &Ask::Hello).is_err() {
+            assert!(Instant::now() < deadline, "slipway router did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RouterProcess {
+            child,
+            port,
+            socket,
+            _dir: dir,
+        }
+    }
+}
+
+impl Routes for RouterProcess {
+    fn set(&self, weights: &BTreeMap<String, u32>, ports: &BTreeMap<String, u16>) {
+        use slipway::edges::serving::control::{Ask, ask_now};
+        let set = Ask::Set {
+            weights: weights.clone(),
+            ports: ports.clone(),
+        };
+        ask_now(&self.socket, &set).expect("set");
+    }
+    fn set_routing(&self, routing: &slipway::decide::rollout::routing::Routing) {
+        use slipway::edges::serving::control::{Ask, ask_now};
+        let set = Ask::Routing {
+            routing: routing.clone(),
+        };
+        ask_now(&self.socket, &set).expect("routing");
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn measure(
     name: &str,
     upstream: u16,
-    router: &TrafficRouter,
+    router: &dyn Routes,
     requests: usize,
     shadow: Option<u16>,
 ) {
@@ -116,7 +203,7 @@ async fn measure(
         &BTreeMap::from([("8".to_string(), 100), ("9".to_string(), 0)]),
         &ports,
     );
-    let routed_port = router.addr.port();
+    let routed_port = router.port();
     let direct_client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let routed_client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     // Warm-up: connections, page faults, Python's imports.
@@ -177,7 +264,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let router = TrafficRouter::start(0, None).await.expect("router");
+        let router = RouterProcess::start();
 
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -210,36 +297,25 @@ fn main() {
 
         let fast = fast_upstream().await;
         measure(
-            "minimal hyper server (answers instantly, keep-alive)",
+            "minimal hyper server (answers instantly, keep-alive), `slipway router` in a process of its own",
             fast,
             &router,
             requests,
             None,
         )
         .await;
-        // The same, the router exporting its per-version series for `/metrics` (what git mode
-        // runs: a rollout's metrics query them).
-        let exporting = TrafficRouter::start(
-            0,
-            Some(slipway::edges::serving::router::Exported {
-                traffic: slipway::edges::metrics::Traffic::default(),
-                namespace: "default".into(),
-                deployment: "pitch-frames-api".into(),
-            }),
-        )
-        .await
-        .expect("router");
+        let in_process = TrafficRouter::start(0).await.expect("router");
         measure(
-            "minimal hyper server, the router exporting per-version series",
+            "minimal hyper server, the router in this process (on the benchmark's runtime)",
             fast,
-            &exporting,
+            &in_process,
             requests,
             None,
         )
         .await;
         // A shadow step: every request mirrored to a second instant server, answers compared.
         let shadow = fast_upstream().await;
-        let mirroring = TrafficRouter::start(0, None).await.expect("router");
+        let mirroring = TrafficRouter::start(0).await.expect("router");
         measure(
             "minimal hyper server, every request also mirrored to a shadow and compared",
             fast,

@@ -95,6 +95,14 @@ pub const REQUEST_HEADERS: Duration = Duration::from_secs(5);
 /// API server gives up after its own `timeoutSeconds`, at most 30 s).
 pub const REQUEST: Duration = Duration::from_secs(30);
 
+/// The longest a request through a local router may take, from its body to the version's
+/// answer (SageMaker's own limit for an invocation); past it the client gets 504 and the
+/// version an error.
+pub const ROUTED_REQUEST: Duration = Duration::from_secs(60);
+
+/// The largest request body a local router forwards (413 beyond).
+pub const ROUTED_BODY: usize = 32 << 20;
+
 /// Connections a server holds at once; past it a new one is closed at once.
 pub const CONNECTIONS: usize = 1024;
 

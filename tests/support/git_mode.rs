@@ -139,14 +139,26 @@ pub struct Traffic {
 impl Traffic {
     /// Starts sending through the router of the quickstart copy `work`.
     pub fn start(work: &Path) -> Traffic {
+        Traffic::sending(work, false)
+    }
+
+    /// [`Traffic::start`], a request that gets no answer at all (refused, cut, timed out)
+    /// recorded as `no answer`.
+    pub fn start_strict(work: &Path) -> Traffic {
+        Traffic::sending(work, true)
+    }
+
+    fn sending(work: &Path, strict: bool) -> Traffic {
         let port = router_port(work);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut answers = Vec::new();
             while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some(a) = predict(port) {
-                    answers.push(a);
+                match predict(port) {
+                    Some(a) => answers.push(a),
+                    None if strict => answers.push("no answer".into()),
+                    None => {}
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }

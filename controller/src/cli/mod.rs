@@ -107,6 +107,17 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The traffic router of one local deployment, as a process of its own (`slipway run`
+    /// starts, adopts and stops it; not for use by hand).
+    #[command(hide = true)]
+    Router {
+        /// The port it serves on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+        /// The Unix socket it answers `slipway run` on.
+        #[arg(long)]
+        control: PathBuf,
+    },
 }
 
 pub(crate) use crate::edges::progress::colour;
@@ -162,6 +173,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Change(args) => change::run(args),
         Command::Crds => {
             print_out(&crds_yaml()?)?;
+            Ok(0)
+        }
+        Command::Router { port, control } => {
+            crate::edges::serving::control::run(port, &control)?;
             Ok(0)
         }
         Command::Schema { kind } => {

@@ -28,6 +28,11 @@ pub struct RunArgs {
     /// Reconcile once, until everything has settled, then exit.
     #[arg(long)]
     pub once: bool,
+    /// On exit (SIGTERM, Ctrl-C, the end of `--once`), leave the local deployments' routers and
+    /// model servers serving, for the next `slipway run` to adopt — a restart or an upgrade then
+    /// drops no request (default: stop them). Killed outright, Slipway always leaves them serving.
+    #[arg(long)]
+    pub keep_serving: bool,
     /// Folder of the embedded state (SQLite database, reports, job logs).
     #[arg(long, default_value = ".slipway", env = "SLIPWAY_STATE")]
     pub state: PathBuf,
@@ -163,6 +168,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         reference: args.reference,
         registry_path: args.registry_path,
         once: args.once,
+        keep_serving: args.keep_serving,
         state: args.state,
         interval,
         workers: args.parallel_evaluations.map_or_else(

@@ -4,13 +4,23 @@
 //! and their failures. A home adds what only it has to the same registry (Kubernetes mode: the
 //! leader lease, promotion latency, admission).
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::decide::events::Event as Happened;
+use crate::edges::serving::control::{self, Ask, Reply};
+use crate::edges::serving::router::{BUCKETS, Totals};
 use crate::edges::store::HistoryEntry;
 
 /// Label set: what happened.
@@ -54,30 +64,93 @@ pub struct ByVersion {
     pub version: String,
 }
 
-/// A histogram of request durations (1 ms to 16 s).
-fn request_durations() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
-}
-
 /// What local routers observe per version (git mode's `local` target): what a metric of a
-/// rollout's analysis queries from a Prometheus that scrapes `/metrics`.
-#[derive(Clone)]
+/// rollout's analysis queries from a Prometheus that scrapes `/metrics`. Each router runs in a
+/// process of its own and counts since it started; a scrape asks every router for its totals
+/// (a router that does not answer within half a second is left out of that scrape).
+#[derive(Clone, Debug, Default)]
 pub struct Traffic {
-    /// Requests forwarded.
-    pub requests: Family<ByVersion, Counter>,
-    /// Of them, answered 5xx or not at all.
-    pub errors: Family<ByVersion, Counter>,
-    /// Their durations, in seconds.
-    pub latency: Family<ByVersion, Histogram, fn() -> Histogram>,
+    /// Each deployment's router socket.
+    routers: Arc<Mutex<BTreeMap<(String, String), PathBuf>>>,
 }
 
-impl Default for Traffic {
-    fn default() -> Self {
-        Traffic {
-            requests: Family::default(),
-            errors: Family::default(),
-            latency: Family::new_with_constructor(request_durations),
+impl Traffic {
+    /// Exports the router of `deployment` answering on `socket`.
+    pub fn serve(&self, deployment: &(String, String), socket: &Path) {
+        self.lock().insert(deployment.clone(), socket.to_path_buf());
+    }
+
+    /// Stops exporting a deployment's router.
+    pub fn forget(&self, deployment: &(String, String)) {
+        self.lock().remove(deployment);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), PathBuf>> {
+        self.routers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every router's totals, by version label.
+    fn totals(&self) -> Vec<(ByVersion, Totals)> {
+        let routers = self.lock().clone();
+        let mut out = Vec::new();
+        for ((namespace, deployment), socket) in routers {
+            let asked = control::ask(&socket, &Ask::Totals, Duration::from_millis(500));
+            if let Ok(Reply::Totals { totals }) = asked {
+                for (version, t) in totals {
+                    let label = ByVersion {
+                        namespace: namespace.clone(),
+                        deployment: deployment.clone(),
+                        version,
+                    };
+                    out.push((label, t));
+                }
+            }
         }
+        out
+    }
+}
+
+impl Collector for Traffic {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let totals = self.totals();
+        let mut requests = encoder.encode_descriptor(
+            "router_requests",
+            "Requests a local router forwarded, per version",
+            None,
+            MetricType::Counter,
+        )?;
+        for (label, t) in &totals {
+            ConstCounter::new(t.requests).encode(requests.encode_family(label)?)?;
+        }
+        // The errors series exists from the version's first request on (a ratio of errors to
+        // requests reads 0, not "no data", for a version with none).
+        let mut errors = encoder.encode_descriptor(
+            "router_errors",
+            "Requests a local router forwarded that were answered 5xx or not at all, per version",
+            None,
+            MetricType::Counter,
+        )?;
+        for (label, t) in &totals {
+            ConstCounter::new(t.errors).encode(errors.encode_family(label)?)?;
+        }
+        let mut latency = encoder.encode_descriptor(
+            "router_request_duration_seconds",
+            "Durations of the requests a local router forwarded, per version",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (label, t) in &totals {
+            let buckets: Vec<(f64, u64)> = BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(t.buckets.iter().copied().chain(std::iter::repeat(0)))
+                .collect();
+            latency
+                .encode_family(label)?
+                .encode_histogram::<NoLabelSet>(t.seconds, t.requests, &buckets, None)?;
+        }
+        Ok(())
     }
 }
 
@@ -133,21 +206,7 @@ impl Default for Metrics {
             errors.clone(),
         );
         let traffic = Traffic::default();
-        registry.register(
-            "router_requests",
-            "Requests a local router forwarded, per version",
-            traffic.requests.clone(),
-        );
-        registry.register(
-            "router_errors",
-            "Requests a local router forwarded that were answered 5xx or not at all, per version",
-            traffic.errors.clone(),
-        );
-        registry.register(
-            "router_request_duration_seconds",
-            "Durations of the requests a local router forwarded, per version",
-            traffic.latency.clone(),
-        );
+        registry.register_collector(Box::new(traffic.clone()));
         // Every series a dashboard or alert names exists from the start, at 0.
         for e in Happened::ALL.into_iter().filter(|e| e.in_history()) {
             let _ = events.get_or_create(&ByEvent {

@@ -4,14 +4,16 @@ use slipway_crd::model_deployment::{Analysis, ModelDeploymentSpec};
 
 use super::Judgement;
 
-/// Traffic the router observed for the candidate since the current step began.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Traffic the router observed for the candidate since the current step began (the local
+/// router's control socket carries it as JSON).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     /// Requests answered.
     pub requests: u64,
     /// Responses with status ≥ 500 or no response.
     pub errors: u64,
-    /// Latencies in milliseconds.
+    /// Latencies in milliseconds: every request's, or beyond [`MAX_LATENCIES`] a uniform sample
+    /// of them ([`Window::latency`] keeps it).
     pub latencies_ms: Vec<f64>,
     /// Shadow steps: mirrored requests whose answers were compared with the serving version's.
     pub compared: u64,
@@ -19,6 +21,29 @@ pub struct Window {
     pub agreed: u64,
     /// The first disagreements (at most [`super::shadow::SAMPLES`]).
     pub disagreements: Vec<super::shadow::Disagreement>,
+}
+
+/// The most latencies a window keeps: beyond, a uniform sample of this many (a percentile of
+/// 10,000 samples is within a fraction of a percent of the whole window's).
+pub const MAX_LATENCIES: usize = 10_000;
+
+impl Window {
+    /// Records one more latency, counted in `requests` already: kept while the window has fewer
+    /// than [`MAX_LATENCIES`], else in place of a random one with probability
+    /// `MAX_LATENCIES / requests` (reservoir sampling; `random` is any uniform 64-bit number).
+    pub fn latency(&mut self, ms: f64, random: u64) {
+        if self.latencies_ms.len() < MAX_LATENCIES {
+            self.latencies_ms.push(ms);
+            return;
+        }
+        let slot = random % self.requests.max(1);
+        if let Some(l) = usize::try_from(slot)
+            .ok()
+            .and_then(|s| self.latencies_ms.get_mut(s))
+        {
+            *l = ms;
+        }
+    }
 }
 
 /// What a deployment's `strategy.analysis` asks for that its target cannot measure, in words
@@ -147,6 +172,28 @@ mod tests {
     use super::super::{RolloutState, status};
     use super::*;
     use chrono::{TimeZone, Utc};
+
+    /// Issue 22 §8: a window's latencies travel between processes, so a busy window keeps a
+    /// uniform sample of them, not every one: its percentiles stay those of the whole window.
+    #[test]
+    fn a_busy_window_keeps_a_uniform_sample_of_its_latencies() {
+        let mut w = Window::default();
+        let mut random: u64 = 0x2545_F491_4F6C_DD1D;
+        for i in 0..100_000u64 {
+            w.requests += 1;
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            // Latencies 0..1000 ms, evenly.
+            w.latency((i % 1000) as f64, random);
+        }
+        assert_eq!(w.latencies_ms.len(), MAX_LATENCIES);
+        let mut sorted = w.latencies_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let p = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
+        assert!((p(0.5) - 500.0).abs() < 20.0, "p50 {}", p(0.5));
+        assert!((p(0.99) - 990.0).abs() < 10.0, "p99 {}", p(0.99));
+    }
     use slipway_crd::model_deployment::DeploymentPhase;
 
     #[test]

@@ -8,7 +8,7 @@ use slipway_crd::serving::{RequestKey, RequestMatch};
 use super::RolloutState;
 
 /// The request rules of a deployment at this point of its rollout.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Routing {
     /// The version being rolled out (rules send requests only to it).
     pub candidate: Option<String>,

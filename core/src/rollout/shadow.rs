@@ -66,7 +66,7 @@ pub struct Answer<'a> {
 
 /// How two answers are compared: numbers at most `tolerance` apart agree; fields at the dotted
 /// paths of `ignore` are left out.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Compare {
     /// Absolute tolerance for numbers.
     pub tolerance: f64,
@@ -179,7 +179,7 @@ pub fn short(s: &str) -> String {
 }
 
 /// A disagreement kept for the report.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Disagreement {
     /// The request (`GET /predict?…`, and its body).
     pub request: String,

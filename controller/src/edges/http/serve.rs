@@ -1,7 +1,8 @@
 //! Serving with bounds, for every server Slipway runs (the admission webhook over TLS, the HTTP
-//! server of both homes): a TLS handshake, a request's headers and a whole request each have a
-//! time limit, and connections are capped in all and per client address, so a slow or hostile
-//! client cannot starve the API server's admission calls ([`crate::decide::limits`]).
+//! server of both homes, the local routers): a TLS handshake, a request's headers and a whole
+//! request each have a time limit, and connections are capped in all and per client address, so
+//! a slow or hostile client cannot starve the API server's admission calls
+//! ([`crate::decide::limits`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,10 +27,10 @@ struct Held {
 }
 
 impl Peers {
-    fn hold(&self, ip: IpAddr) -> Option<Held> {
+    fn hold(&self, ip: IpAddr, most: usize) -> Option<Held> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(ip).or_default();
-        if *n >= limits::CONNECTIONS_PER_PEER {
+        if *n >= most {
             return None;
         }
         *n += 1;
@@ -77,13 +78,57 @@ where
         .await;
 }
 
+/// A connection, plain or over TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The caps of a server.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Connections held at once.
+    pub connections: usize,
+    /// Connections one client address holds at once.
+    pub per_peer: usize,
+}
+
+impl Bounds {
+    /// Slipway's own servers: [`limits::CONNECTIONS`], [`limits::CONNECTIONS_PER_PEER`].
+    pub const API: Bounds = Bounds {
+        connections: limits::CONNECTIONS,
+        per_peer: limits::CONNECTIONS_PER_PEER,
+    };
+    /// A local router: every client is on 127.0.0.1 (often one proxy in front), so only the
+    /// total is capped.
+    pub const ROUTER: Bounds = Bounds {
+        connections: limits::CONNECTIONS,
+        per_peer: limits::CONNECTIONS,
+    };
+}
+
 /// Serves `router` on `listener` (over TLS with `tls`) until the task is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let open = Arc::new(tokio::sync::Semaphore::new(limits::CONNECTIONS));
+    serve_with(listener, Bounds::API, tls, move |io: Box<dyn Io>| {
+        connection(io, router.clone())
+    })
+    .await;
+}
+
+/// Serves each connection accepted on `listener` (after the TLS handshake with `tls`) with
+/// `serve_one`, within `bounds`, until the task is dropped.
+pub async fn serve_with<F, Fut>(
+    listener: tokio::net::TcpListener,
+    bounds: Bounds,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    serve_one: F,
+) where
+    F: Fn(Box<dyn Io>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let open = Arc::new(tokio::sync::Semaphore::new(bounds.connections));
     let peers = Peers::default();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -100,23 +145,24 @@ pub async fn serve(
             tracing::debug!(%peer, "too many connections; closing a new one");
             continue;
         };
-        let Some(held) = peers.hold(peer.ip()) else {
+        let Some(held) = peers.hold(peer.ip(), bounds.per_peer) else {
             tracing::debug!(%peer, "too many connections from this address; closing a new one");
             continue;
         };
-        let (router, tls) = (router.clone(), tls.clone());
+        let (serve_one, tls) = (serve_one.clone(), tls.clone());
+        let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let _held = (permit, held);
             match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(limits::TLS_HANDSHAKE, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(s)) => connection(s, router).await,
+                        Ok(Ok(s)) => serve_one(Box::new(s)).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake took too long"),
                     }
                 }
-                None => connection(stream, router).await,
+                None => serve_one(Box::new(stream)).await,
             }
         });
     }

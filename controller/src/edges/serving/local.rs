@@ -1,17 +1,20 @@
 //! The local deployment target: one model-server process per version (command, port, health
-//! path), a traffic router per deployment, crash restarts with backoff.
+//! path), a traffic router process per deployment, crash restarts with backoff; what an earlier
+//! `slipway run` left serving is adopted, not restarted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use slipway_crd::model_deployment::LocalTarget as Spec;
 
-use super::router::{Exported, TrafficRouter};
+use super::control::{self, Ask, Reply};
+use super::processes::{self, Proc, Router};
 use crate::decide::rollout::Window;
+use crate::decide::rollout::routing::Routing;
 
 /// Errors of the local target.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +55,8 @@ pub enum TargetError {
         /// What does not match.
         why: String,
     },
-    /// The async runtime could not start.
-    #[error("cannot start the router runtime: {0}")]
+    /// The executable routers run cannot be found.
+    #[error("cannot find the slipway executable that runs the routers: {0}")]
     Runtime(std::io::Error),
 }
 
@@ -67,38 +70,47 @@ pub struct Model {
 }
 
 struct Server {
-    child: Child,
+    proc: Proc,
     port: u16,
     model: Model,
     restarts: u32,
     next_restart: Option<Instant>,
+    command: Vec<String>,
 }
 
 struct Deployment {
     spec: Spec,
-    router: TrafficRouter,
+    router: Router,
     servers: BTreeMap<String, Server>,
+    /// The weights the router was last given (given again to a router started anew).
+    weights: BTreeMap<String, u32>,
+    /// The request rules the router was last given.
+    routing: Routing,
 }
 
 /// Key of a deployment: (namespace, name).
 pub type Key = (String, String);
 
-/// The processes and routers of every local deployment. Dropping it stops them all.
+/// The processes and routers of every local deployment. Dropping it stops them all, unless it
+/// keeps them serving ([`LocalTarget::keep_serving`]).
 pub struct LocalTarget {
-    /// Always `Some` until dropped (the drop shuts it down before the servers stop).
-    runtime: Option<tokio::runtime::Runtime>,
+    /// The `slipway` executable routers run.
+    program: PathBuf,
     root: PathBuf,
     logs: PathBuf,
     deployments: HashMap<Key, Deployment>,
-    /// Where routers export what they observe (`/metrics`).
+    /// Where routers' observations are exported from (`/metrics`).
     traffic: Option<crate::edges::metrics::Traffic>,
+    /// Leave routers and servers serving when dropped.
+    keep: bool,
 }
 
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Stops servers recorded in `pid_dir` that still run the recorded command line.
+/// Stops servers an older Slipway recorded in `pid_dir` (one pid file each, before routers had
+/// processes of their own) that still run the recorded command line.
 fn reap_orphans(pid_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(pid_dir) else {
         return;
@@ -106,26 +118,11 @@ fn reap_orphans(pid_dir: &Path) {
     for entry in entries.flatten() {
         let pid = entry.file_name().to_string_lossy().to_string();
         let recorded = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let running = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        // Only a process still running the same command is ours; a reused pid is left alone.
-        // The program may show as a full path (a launcher such as pyenv execs the real binary),
-        // so the program is compared by file name and the arguments exactly.
-        let split = |s: &str| -> Vec<String> {
-            let mut parts: Vec<String> = s
-                .split('\0')
-                .filter(|p| !p.is_empty())
-                .map(str::to_string)
-                .collect();
-            if let Some(first) = parts.first_mut() {
-                *first = Path::new(first.as_str())
-                    .file_name()
-                    .map(|f| f.to_string_lossy().to_string())
-                    .unwrap_or_default();
-            }
-            parts
-        };
-        if !recorded.is_empty() && split(&recorded) == split(&running) {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        let command: Vec<String> = recorded.split('\0').map(str::to_string).collect();
+        if let Ok(pid) = pid.parse::<u32>()
+            && processes::runs(pid, &command)
+        {
+            Proc::Adopted { pid, command }.kill();
         }
         let _ = std::fs::remove_file(entry.path());
     }
@@ -149,24 +146,30 @@ fn healthy(port: u16, path: &str) -> bool {
 }
 
 impl LocalTarget {
-    /// A target running servers from `root` (the registry folder), logging to `logs`.
+    /// A target running servers from `root` (the registry folder), logging to `logs`; routers
+    /// run this very executable (`slipway router`).
     ///
-    /// Servers left behind by a previous Slipway that was killed outright (SIGKILL, power loss)
-    /// are found through the pid files beside the logs and stopped first.
+    /// Routers and servers an earlier `slipway run` left serving are adopted deployment by
+    /// deployment ([`LocalTarget::ensure`]); those of deployments that are gone are stopped by
+    /// [`LocalTarget::retire_except`].
     pub fn new(root: &Path, logs: &Path) -> Result<Self, TargetError> {
         reap_orphans(&logs.join("pids"));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(TargetError::Runtime)?;
+        let program = std::env::current_exe().map_err(TargetError::Runtime)?;
+        // Absolute: a router does not depend on where `slipway run` was started.
+        let logs = std::path::absolute(logs).unwrap_or_else(|_| logs.to_path_buf());
         Ok(LocalTarget {
-            runtime: Some(runtime),
+            program,
             root: root.to_path_buf(),
-            logs: logs.to_path_buf(),
+            logs,
             deployments: HashMap::new(),
             traffic: None,
+            keep: false,
         })
+    }
+
+    /// Whether an earlier `slipway run` left routers or servers to adopt or stop in `logs`.
+    pub fn left_behind(logs: &Path) -> bool {
+        !processes::records(logs).is_empty()
     }
 
     /// Where servers started from now on run (the checkout of the revision being served).
@@ -174,48 +177,133 @@ impl LocalTarget {
         self.root = root.to_path_buf();
     }
 
-    /// Routers started from now on export what they observe to `traffic` (`/metrics`).
+    /// Routers' observations are exported through `traffic` (`/metrics`).
     pub fn exporting(mut self, traffic: crate::edges::metrics::Traffic) -> Self {
         self.traffic = Some(traffic);
         self
     }
 
-    /// Makes sure a deployment's router listens on its port.
+    /// Leaves the routers and servers serving when this target is dropped (`--keep-serving`).
+    pub fn keep_serving(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    fn record(&self, key: &Key) {
+        let Some(d) = self.deployments.get(key) else {
+            return;
+        };
+        processes::write_record(
+            &self.logs,
+            &processes::Record {
+                namespace: key.0.clone(),
+                name: key.1.clone(),
+                router: Some(d.router.record()),
+                servers: d
+                    .servers
+                    .iter()
+                    .map(|(v, s)| {
+                        (
+                            v.clone(),
+                            processes::ServerRecord {
+                                pid: s.proc.id(),
+                                command: s.command.clone(),
+                                port: s.port,
+                                uri: s.model.uri.clone(),
+                                digest: s.model.digest.clone(),
+                                restarts: s.restarts,
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+        );
+    }
+
+    fn start_router(&self, key: &Key, port: u16) -> Result<Router, TargetError> {
+        Router::start(&self.program, &self.logs, key, port).map_err(|why| TargetError::Listen {
+            deployment: format!("{}/{}", key.0, key.1),
+            port,
+            source: std::io::Error::other(why),
+        })
+    }
+
+    /// Makes sure a deployment's router serves its port: the one already running, the one an
+    /// earlier `slipway run` left (adopted with its servers, weights and windows), or a new one.
     pub fn ensure(&mut self, key: &Key, spec: &Spec) -> Result<(), TargetError> {
         if let Some(d) = self.deployments.get_mut(key) {
             if d.spec.port == spec.port {
                 d.spec = spec.clone();
                 return Ok(());
             }
-            self.deployments.remove(key);
+            // Another port: a router for it, the same servers behind it.
+            let router = self.start_router(key, spec.port)?;
+            if let Some(d) = self.deployments.get_mut(key) {
+                let old = std::mem::replace(&mut d.router, router);
+                old.stop();
+                d.spec = spec.clone();
+                let ports = d.servers.iter().map(|(v, s)| (v.clone(), s.port)).collect();
+                let _ = d.router.ask(&Ask::Set {
+                    weights: d.weights.clone(),
+                    ports,
+                });
+                let _ = d.router.ask(&Ask::Routing {
+                    routing: d.routing.clone(),
+                });
+            }
+            self.record(key);
+            return Ok(());
         }
-        let Some(runtime) = &self.runtime else {
-            return Err(TargetError::Runtime(std::io::Error::other(
-                "the router runtime has stopped",
-            )));
+        let record = processes::read_record(&self.logs, key);
+        let adopted = record
+            .as_ref()
+            .and_then(|r| r.router.as_ref())
+            .and_then(|r| Router::adopt(&self.logs, key, r, spec.port));
+        let router = match adopted {
+            Some(r) => r,
+            None => self.start_router(key, spec.port)?,
         };
-        let router = runtime
-            .block_on(TrafficRouter::start(
-                spec.port,
-                self.traffic.clone().map(|traffic| Exported {
-                    traffic,
-                    namespace: key.0.clone(),
-                    deployment: key.1.clone(),
-                }),
-            ))
-            .map_err(|source| TargetError::Listen {
-                deployment: format!("{}/{}", key.0, key.1),
-                port: spec.port,
-                source,
-            })?;
+        let servers: BTreeMap<String, Server> = record
+            .map(|r| r.servers)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, s)| processes::runs(s.pid, &s.command))
+            .map(|(v, s)| {
+                let server = Server {
+                    proc: Proc::Adopted {
+                        pid: s.pid,
+                        command: s.command.clone(),
+                    },
+                    port: s.port,
+                    model: Model {
+                        uri: s.uri,
+                        digest: s.digest,
+                    },
+                    restarts: s.restarts,
+                    next_restart: None,
+                    command: s.command,
+                };
+                (v, server)
+            })
+            .collect();
+        let weights = match router.ask(&Ask::Weights) {
+            Ok(Reply::Weights { weights }) => weights,
+            _ => BTreeMap::new(),
+        };
+        if let Some(traffic) = &self.traffic {
+            traffic.serve(key, &router.socket);
+        }
         self.deployments.insert(
             key.clone(),
             Deployment {
                 spec: spec.clone(),
                 router,
-                servers: BTreeMap::new(),
+                servers,
+                weights,
+                routing: Routing::default(),
             },
         );
+        self.record(key);
         Ok(())
     }
 
@@ -257,7 +345,8 @@ impl LocalTarget {
             .working_dir
             .as_ref()
             .map_or(self.root.clone(), |d| self.root.join(d));
-        let child = Command::new(&program)
+        let mut command = Command::new(&program);
+        command
             .args(spec.command.iter().skip(1))
             .current_dir(cwd)
             // A clean environment, as for evaluations: the reconciler's own (its tokens, cloud
@@ -270,26 +359,23 @@ impl LocalTarget {
             .env("MODEL_VERSION", version)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| TargetError::Start {
-                deployment: format!("{}/{}", key.0, key.1),
-                version: version.into(),
-                program: program.clone(),
-                source,
-            })?;
-        let pid_dir = self.logs.join("pids");
-        let _ = std::fs::create_dir_all(&pid_dir);
-        let _ = std::fs::write(
-            pid_dir.join(child.id().to_string()),
-            spec.command.join("\0"),
-        );
+            .stderr(err);
+        // Its own process group: a Ctrl-C at the terminal reaches `slipway run`, which decides
+        // whether the servers stop (`--keep-serving`); stopping it stops what it started.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().map_err(|source| TargetError::Start {
+            deployment: format!("{}/{}", key.0, key.1),
+            version: version.into(),
+            program: program.clone(),
+            source,
+        })?;
         Ok(Server {
-            child,
+            proc: Proc::Own(child),
             port,
             model: model.clone(),
             restarts: 0,
             next_restart: None,
+            command: spec.command.clone(),
         })
     }
 
@@ -306,6 +392,7 @@ impl LocalTarget {
         if let Some(d) = self.deployments.get_mut(key) {
             d.servers.insert(version.to_string(), server);
         }
+        self.record(key);
         Ok(())
     }
 
@@ -321,7 +408,12 @@ impl LocalTarget {
         // Drain: requests already forwarded to this version finish first (at most 5 s).
         if let Some(d) = self.deployments.get(key) {
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while d.router.in_flight(version) > 0 && std::time::Instant::now() < deadline {
+            let ask = Ask::InFlight {
+                version: version.to_string(),
+            };
+            while matches!(d.router.ask(&ask), Ok(Reply::Count { count }) if count > 0)
+                && std::time::Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
@@ -330,38 +422,52 @@ impl LocalTarget {
             .get_mut(key)
             .and_then(|d| d.servers.remove(version))
         {
-            self.kill(&mut s.child);
+            s.proc.kill();
         }
-    }
-
-    fn kill(&self, child: &mut Child) {
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::fs::remove_file(self.logs.join("pids").join(child.id().to_string()));
+        self.record(key);
     }
 
     /// Routes traffic by weight.
     pub fn route(&mut self, key: &Key, weights: &BTreeMap<String, u32>) {
-        if let Some(d) = self.deployments.get(key) {
+        if let Some(d) = self.deployments.get_mut(key) {
             let ports: BTreeMap<String, u16> =
                 d.servers.iter().map(|(v, s)| (v.clone(), s.port)).collect();
-            d.router.set(weights, &ports);
+            d.weights = weights.clone();
+            let _ = d.router.ask(&Ask::Set {
+                weights: weights.clone(),
+                ports,
+            });
         }
     }
 
     /// Routes the deployment's requests by these rules before its weights.
-    pub fn set_routing(&self, key: &Key, routing: &crate::decide::rollout::routing::Routing) {
-        if let Some(d) = self.deployments.get(key) {
-            d.router.set_routing(routing);
+    pub fn set_routing(&mut self, key: &Key, routing: &Routing) {
+        if let Some(d) = self.deployments.get_mut(key)
+            && d.routing != *routing
+            && d.router
+                .ask(&Ask::Routing {
+                    routing: routing.clone(),
+                })
+                .is_ok()
+        {
+            d.routing = routing.clone();
         }
     }
 
-    /// The router's current weights.
+    /// The router's current weights (as last given, if it does not answer).
     pub fn weights(&self, key: &Key) -> BTreeMap<String, u32> {
-        self.deployments
-            .get(key)
-            .map(|d| d.router.weights())
-            .unwrap_or_default()
+        let Some(d) = self.deployments.get(key) else {
+            return BTreeMap::new();
+        };
+        match d.router.ask(&Ask::Weights) {
+            Ok(Reply::Weights { weights }) => weights,
+            _ => d
+                .weights
+                .iter()
+                .filter(|(_, w)| **w > 0)
+                .map(|(v, w)| (v.clone(), *w))
+                .collect(),
+        }
     }
 
     /// Whether a version's server answers its health check.
@@ -371,7 +477,7 @@ impl LocalTarget {
         };
         let path = d.spec.health_path.clone().unwrap_or_else(|| "/".into());
         match d.servers.get_mut(version) {
-            Some(s) => matches!(s.child.try_wait(), Ok(None)) && healthy(s.port, &path),
+            Some(s) => s.proc.exited().is_none() && healthy(s.port, &path),
             None => false,
         }
     }
@@ -390,103 +496,54 @@ impl LocalTarget {
         let Some(s) = d.servers.get_mut(version) else {
             return Some(format!("version {version}'s server to start"));
         };
-        Some(match s.child.try_wait() {
-            Ok(Some(status)) => format!(
+        Some(match s.proc.exited() {
+            Some(status) => format!(
                 "version {version}'s server, which exited with {status} and was restarted {} times; its log: {log}",
                 s.restarts
             ),
-            _ => format!(
+            None => format!(
                 "version {version}'s server to answer GET {path} on 127.0.0.1:{}; its log: {log}",
                 s.port
             ),
         })
     }
 
-    /// What the router observed for a version since the weights last changed.
+    /// What the router observed for a version since the weights last changed (nothing, if it
+    /// does not answer).
     pub fn window(&self, key: &Key, version: &str) -> Window {
-        self.deployments
-            .get(key)
-            .map(|d| d.router.window(version))
-            .unwrap_or_default()
-    }
-
-    /// Restarts crashed servers with exponential backoff (1 s, 2 s, 4 s… up to a minute);
-    /// returns what happened, for the history.
-    pub fn supervise(&mut self) -> Vec<(Key, String, String)> {
-        let mut events = Vec::new();
-        let keys: Vec<Key> = self.deployments.keys().cloned().collect();
-        for key in keys {
-            let crashed: Vec<(String, Model, u32, Option<Instant>)> = self.deployments[&key]
-                .servers
-                .iter()
-                .map(|(v, s)| (v.clone(), s.model.clone(), s.restarts, s.next_restart))
-                .collect();
-            for (version, uri, restarts, next) in crashed {
-                let exited = self
-                    .deployments
-                    .get_mut(&key)
-                    .and_then(|d| d.servers.get_mut(&version))
-                    .and_then(|s| s.child.try_wait().ok().flatten());
-                let Some(status) = exited else { continue };
-                let now = Instant::now();
-                match next {
-                    None => {
-                        let delay = Duration::from_secs(1 << restarts.min(6));
-                        if let Some(s) = self
-                            .deployments
-                            .get_mut(&key)
-                            .and_then(|d| d.servers.get_mut(&version))
-                        {
-                            s.next_restart = Some(now + delay);
-                        }
-                        events.push((key.clone(), version.clone(), format!("model server of version {version} exited ({status}); restarting in {delay:?}")));
-                    }
-                    Some(at) if now >= at => {
-                        let spec = self.deployments[&key].spec.clone();
-                        match self.spawn(&key, &spec, &version, &uri) {
-                            Ok(mut server) => {
-                                server.restarts = restarts + 1;
-                                let port = server.port;
-                                if let Some(d) = self.deployments.get_mut(&key) {
-                                    d.servers.insert(version.clone(), server);
-                                    let weights = d.router.weights();
-                                    let ports: BTreeMap<String, u16> = d
-                                        .servers
-                                        .iter()
-                                        .map(|(v, s)| (v.clone(), s.port))
-                                        .collect();
-                                    d.router.set(&weights, &ports);
-                                }
-                                events.push((key.clone(), version.clone(), format!("model server of version {version} restarted on port {port} (restart {})", restarts + 1)));
-                            }
-                            Err(e) => events.push((key.clone(), version.clone(), e.to_string())),
-                        }
-                    }
-                    Some(_) => {}
-                }
-            }
+        let asked = self.deployments.get(key).map(|d| {
+            d.router.ask(&Ask::Window {
+                version: version.to_string(),
+            })
+        });
+        match asked {
+            Some(Ok(Reply::Window { window })) => window,
+            _ => Window::default(),
         }
-        events
     }
 
     /// The address of a deployment's router.
     pub fn address(&self, key: &Key) -> Option<std::net::SocketAddr> {
-        self.deployments.get(key).map(|d| d.router.addr)
+        self.deployments
+            .get(key)
+            .map(|d| std::net::SocketAddr::from(([127, 0, 0, 1], d.router.port)))
     }
 }
 
+#[path = "local_lifecycle.rs"]
+mod lifecycle;
+
 impl Drop for LocalTarget {
     fn drop(&mut self) {
-        // Stop taking requests first (routers and in-flight forwards end with the runtime), so no
-        // client is sent to a server that is being stopped.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(2));
-        }
         let deployments = std::mem::take(&mut self.deployments);
-        for (_, d) in deployments {
-            for (_, mut s) in d.servers {
-                self.kill(&mut s.child);
-            }
+        if self.keep {
+            // Their records say where they are: the next `slipway run` adopts them.
+            return;
+        }
+        // Each router stops taking requests first (those in flight finish), so no client is
+        // sent to a server that is being stopped.
+        for (key, d) in deployments {
+            self.stop_deployment(&key, d);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The traffic router of the local target: one HTTP port per deployment, splitting requests
 //! between versions by weight and recording what it observes (requests, 5xx, latency) per version
-//! for rollout analysis.
+//! for rollout analysis. It runs in a process of its own (`slipway router`, see
+//! [`super::control`]), so that it outlives the reconciler.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -16,8 +17,11 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+
+use crate::decide::limits;
+use crate::edges::http::serve::{Bounds, serve_with};
 
 use crate::decide::rollout::Window;
 use crate::decide::rollout::routing::{self, Route, Routing};
@@ -35,8 +39,10 @@ struct Table {
     windows: BTreeMap<String, Window>,
     /// Requests being forwarded, per version (a version is stopped only once it has none).
     in_flight: BTreeMap<String, u32>,
-    /// Where the observations are exported too (`/metrics`), if anywhere.
-    exported: Option<Exported>,
+    /// Everything observed per version since the router started (`/metrics`).
+    totals: BTreeMap<String, Totals>,
+    /// State of the generator that samples latencies beyond a window's [`Window::latency`] cap.
+    random: u64,
     /// Requests routed by their headers (A/B cohorts, sticky users) before the weights.
     routing: Routing,
     /// Every version's upstream port (a shadow has no weight, but is mirrored to).
@@ -53,15 +59,55 @@ struct Table {
 /// The most mirrored requests in flight at once (a slow shadow never piles up requests).
 const MAX_MIRRORING: usize = 64;
 
-/// The metrics a router exports its observations to, and the deployment it serves.
-#[derive(Clone)]
-pub struct Exported {
-    /// The families.
-    pub traffic: crate::edges::metrics::Traffic,
-    /// The deployment's namespace.
-    pub namespace: String,
-    /// The deployment.
-    pub deployment: String,
+/// The upper bounds (seconds) of the latency histogram's buckets: 1 ms to 16 s, doubling.
+pub const BUCKETS: [f64; 15] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192, 16.384,
+];
+
+/// Everything a router observed for one version since it started: what `/metrics` exports.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Totals {
+    /// Requests forwarded.
+    pub requests: u64,
+    /// Of them, answered 5xx or not at all.
+    pub errors: u64,
+    /// Requests per latency bucket ([`BUCKETS`], then one for longer).
+    pub buckets: Vec<u64>,
+    /// Their durations added up, in seconds.
+    pub seconds: f64,
+}
+
+impl Totals {
+    fn add(&mut self, failed: bool, seconds: f64) {
+        self.requests += 1;
+        if failed {
+            self.errors += 1;
+        }
+        if self.buckets.len() != BUCKETS.len() + 1 {
+            self.buckets = vec![0; BUCKETS.len() + 1];
+        }
+        let i = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i] += 1;
+        self.seconds += seconds;
+    }
+}
+
+/// A step of xorshift64: cheap, uniform enough to sample latencies.
+fn next_random(state: &mut u64) -> u64 {
+    let mut x = if *state == 0 {
+        0x9E37_79B9_7F4A_7C15
+    } else {
+        *state
+    };
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
 }
 
 /// A running router. Dropping it stops it.
@@ -90,33 +136,29 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 }
 
 impl TrafficRouter {
-    /// Binds `127.0.0.1:port` (0: any free port) on the runtime and starts serving; what it
-    /// observes is exported to `exported` too.
-    pub async fn start(port: u16, exported: Option<Exported>) -> std::io::Result<TrafficRouter> {
+    /// Binds `127.0.0.1:port` (0: any free port) on the runtime and starts serving.
+    pub async fn start(port: u16) -> std::io::Result<TrafficRouter> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let table = Arc::new(Mutex::new(Table {
-            exported,
+            random: u64::from(std::process::id()) << 32 | u64::from(addr.port()),
             ..Table::default()
         }));
         let client: Client<HttpConnector, Body> =
             Client::builder(TokioExecutor::new()).build_http();
         let t = table.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (table, client) = (t.clone(), client.clone());
-                tokio::spawn(async move {
-                    let service =
-                        service_fn(move |req| forward(req, table.clone(), client.clone()));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+        // The bounds of every server Slipway runs: connections capped, headers within 5 s.
+        let task = tokio::spawn(serve_with(listener, Bounds::ROUTER, None, move |io| {
+            let (table, client) = (t.clone(), client.clone());
+            async move {
+                let service = service_fn(move |req| forward(req, table.clone(), client.clone()));
+                let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits::REQUEST_HEADERS)
+                    .serve_connection(TokioIo::new(io), service)
+                    .await;
             }
-        });
+        }));
         Ok(TrafficRouter { table, addr, task })
     }
 
@@ -159,6 +201,21 @@ impl TrafficRouter {
             .get(version)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Stops accepting connections (requests already taken are answered).
+    pub fn close(&self) {
+        self.task.abort();
+    }
+
+    /// Requests being forwarded right now, to any version.
+    pub fn in_flight_total(&self) -> u32 {
+        lock(&self.table).in_flight.values().sum()
+    }
+
+    /// Everything observed per version since the router started.
+    pub fn totals(&self) -> BTreeMap<String, Totals> {
+        lock(&self.table).totals.clone()
     }
 
     /// The current weights.
@@ -225,12 +282,28 @@ async fn forward(
     }
     let _in_flight = InFlight(table.clone(), version.clone());
     let (parts, body) = req.into_parts();
-    let body = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    let read = http_body_util::Limited::new(body, limits::ROUTED_BODY).collect();
+    let body = match tokio::time::timeout(limits::ROUTED_REQUEST, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Ok(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is over {} MiB\n",
+                    limits::ROUTED_BODY >> 20
+                ),
+            ));
+        }
+        Ok(Err(e)) => {
             return Ok(text(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {e}\n"),
+            ));
+        }
+        Err(_) => {
+            return Ok(text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body took too long\n".into(),
             ));
         }
     };
@@ -243,7 +316,7 @@ async fn forward(
         return Ok(text(StatusCode::BAD_REQUEST, "bad request\n".into()));
     };
     let started = Instant::now();
-    let result = client.request(upstream).await;
+    let result = tokio::time::timeout(limits::ROUTED_REQUEST, client.request(upstream)).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let (response, served) = answer(result, &version).await;
     // Mirrored only once the serving version answered (and only then is a slot taken: the
@@ -405,9 +478,10 @@ async fn mirror(
     if t.generation != generation {
         return;
     }
+    let random = next_random(&mut t.random);
     let w = t.windows.entry(shadow).or_default();
     w.requests += 1;
-    w.latencies_ms.push(ms);
+    w.latency(ms, random);
     if failed {
         w.errors += 1;
     }
@@ -441,11 +515,24 @@ fn upstream_request(
 /// The client's answer: the version's response marked with the version, or why it gave none;
 /// and what the version answered (status, body), for a shadow's comparison.
 async fn answer(
-    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    result: Result<
+        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        tokio::time::error::Elapsed,
+    >,
     version: &str,
 ) -> (Response<Body>, Option<(u16, Bytes)>) {
     match result {
-        Ok(resp) => {
+        Err(_) => (
+            text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "version {version} did not answer within {} s\n",
+                    limits::ROUTED_REQUEST.as_secs()
+                ),
+            ),
+            None,
+        ),
+        Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             let bytes = body
                 .collect()
@@ -461,7 +548,7 @@ async fn answer(
             let served = (parts.status.as_u16(), bytes.clone());
             (Response::from_parts(parts, Full::new(bytes)), Some(served))
         }
-        Err(e) => (
+        Ok(Err(e)) => (
             text(
                 StatusCode::BAD_GATEWAY,
                 format!("version {version} did not answer: {e}\n"),
@@ -475,27 +562,21 @@ async fn answer(
 fn observe(table: &Mutex<Table>, version: String, response: &Response<Body>, ms: f64) {
     let failed = response.status().is_server_error();
     let mut t = lock(table);
-    if let Some(e) = &t.exported {
-        let label = crate::edges::metrics::ByVersion {
-            namespace: e.namespace.clone(),
-            deployment: e.deployment.clone(),
-            version: version.clone(),
-        };
-        e.traffic.requests.get_or_create(&label).inc();
-        // The errors series exists from the version's first request on (a ratio of errors to
-        // requests reads 0, not "no data", for a version with none).
-        let errors = e.traffic.errors.get_or_create(&label);
-        if failed {
-            errors.inc();
+    let random = next_random(&mut t.random);
+    match t.totals.get_mut(&version) {
+        Some(totals) => totals.add(failed, ms / 1000.0),
+        None => {
+            let mut totals = Totals::default();
+            totals.add(failed, ms / 1000.0);
+            t.totals.insert(version.clone(), totals);
         }
-        e.traffic.latency.get_or_create(&label).observe(ms / 1000.0);
     }
     let w = t.windows.entry(version).or_default();
     w.requests += 1;
     if failed {
         w.errors += 1;
     }
-    w.latencies_ms.push(ms);
+    w.latency(ms, random);
 }
 
 #[cfg(test)]

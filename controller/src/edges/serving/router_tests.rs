@@ -57,7 +57,7 @@ fn requests_that_fail_early_do_not_use_up_the_shadows_slots() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (router, port) = runtime.block_on(async {
         let up = upstream().await;
-        let router = TrafficRouter::start(0, None).await.unwrap();
+        let router = TrafficRouter::start(0).await.unwrap();
         router.set(
             &BTreeMap::from([("7".to_string(), 100), ("8".to_string(), 0)]),
             &BTreeMap::from([("7".to_string(), up), ("8".to_string(), up)]),
@@ -128,4 +128,51 @@ fn the_candidate_is_interleaved_from_the_first_requests() {
     let all = picks(&three, 10);
     assert_eq!(all.iter().filter(|v| *v == "6").count(), 5);
     assert_eq!(all.iter().filter(|v| *v == "8").count(), 2);
+}
+
+/// Issue 22 §8: the router has the bounds of every server Slipway runs — a body over
+/// `ROUTED_BODY` is refused with 413 before it reaches a version, and every request is counted in
+/// the totals `/metrics` exports, in its latency bucket.
+#[test]
+fn a_body_over_the_cap_is_refused_and_every_answer_is_counted_in_the_totals() {
+    use std::io::{Read, Write};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (router, port) = runtime.block_on(async {
+        let up = upstream().await;
+        let router = TrafficRouter::start(0).await.unwrap();
+        router.set(
+            &BTreeMap::from([("7".to_string(), 100)]),
+            &BTreeMap::from([("7".to_string(), up)]),
+        );
+        let port = router.addr.port();
+        (router, port)
+    });
+    let size = crate::decide::limits::ROUTED_BODY + 1;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(
+        format!("POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    // The router may answer before the whole body is sent.
+    let _ = s.write_all(&vec![b'x'; size]);
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:.200}");
+    for _ in 0..3 {
+        let status = exchange(
+            port,
+            "GET /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert!(status.contains(" 200 "), "{status}");
+    }
+    let totals = router.totals();
+    let t = &totals["7"];
+    assert_eq!((t.requests, t.errors), (3, 0), "{t:?}");
+    assert_eq!(t.buckets.len(), super::BUCKETS.len() + 1);
+    assert_eq!(t.buckets.iter().sum::<u64>(), 3);
+    assert!(t.seconds > 0.0);
+    drop(router);
 }

@@ -25,6 +25,7 @@ impl Reconciler<'_> {
     ) -> Result<Option<Duration>, Error> {
         self.record_restarts(catalog, target)?;
         let mut requeue: Option<Duration> = None;
+        let mut declared: Vec<Key> = Vec::new();
         for obj in catalog.objects() {
             let Resource::ModelDeployment(d) = &obj.resource else {
                 continue;
@@ -33,6 +34,7 @@ impl Reconciler<'_> {
                 continue;
             };
             let key: Key = (obj.key.namespace.clone(), obj.key.name.clone());
+            declared.push(key.clone());
             if let Err(e) = target.ensure(&key, spec) {
                 // Its port is taken (or the router stopped): said in its status as a stall, and
                 // looked at again on the next pass.
@@ -42,6 +44,8 @@ impl Reconciler<'_> {
             }
             requeue = min(requeue, self.deploy_one(catalog, d, &key, target, out)?);
         }
+        // A deployment removed (or moved to another target) stops serving here.
+        target.retire_except(&declared);
         Ok(requeue)
     }
 

@@ -24,13 +24,19 @@ impl Loop {
         let has_local = catalog.objects().iter().any(|o| {
             matches!(&o.resource, Resource::ModelDeployment(d) if d.spec.target.local.is_some())
         });
-        if !has_local {
+        let logs = self.settings.state.join("logs");
+        // Without local deployments, still once to stop what an earlier run left serving.
+        if !has_local && self.target.is_none() && !LocalTarget::left_behind(&logs) {
             return Ok(None);
         }
         let root = root.path().map_err(anyhow::Error::msg)?;
         if self.target.is_none() {
-            let target = LocalTarget::new(&root, &self.settings.state.join("logs"))?;
-            self.target = Some(target.exporting(self.shared.metrics.traffic.clone()));
+            let target = LocalTarget::new(&root, &logs)?;
+            self.target = Some(
+                target
+                    .exporting(self.shared.metrics.traffic.clone())
+                    .keep_serving(self.settings.keep_serving),
+            );
         }
         let Some(target) = self.target.as_mut() else {
             return Ok(None);

@@ -33,6 +33,8 @@ pub struct Settings {
     pub registry_path: String,
     /// Reconcile until everything has settled, then exit.
     pub once: bool,
+    /// Leave the local routers and servers serving on exit.
+    pub keep_serving: bool,
     /// The state folder.
     pub state: PathBuf,
     /// How often to look for changes.
