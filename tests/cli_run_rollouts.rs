@@ -379,11 +379,19 @@ fn the_data_plane_outlives_a_killed_reconciler_and_is_adopted_by_the_next() {
     assert_eq!(count("rolling out 8"), 1, "{all:?}");
     assert_eq!(count("20% of traffic on 8"), 1, "{all:?}");
     assert_eq!(count("50% of traffic on 8"), 1, "{all:?}");
-    // A restart with --keep-serving (SIGTERM) leaves version 8 serving, through the same router.
+    // A restart with --keep-serving (SIGTERM) leaves version 8 serving, through the same router;
+    // `status` says it serves with nobody reconciling it.
     terminate(&mut second);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(routers_of(&work), router);
     assert_eq!(predict(port).as_deref(), Some("8"));
+    let status = slipway(&["status", "--state", "state"], &work);
+    assert!(
+        status.stdout.contains("serving 8")
+            && status.stdout.contains("its router outlived `slipway run`"),
+        "{}",
+        status.stdout
+    );
     let answers = traffic.stop();
     assert!(
         answers.iter().any(|a| a == "7") && answers.iter().any(|a| a == "8"),
@@ -400,6 +408,12 @@ fn the_data_plane_outlives_a_killed_reconciler_and_is_adopted_by_the_next() {
     // A run without --keep-serving adopts them and stops them all when it ends.
     let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("adopted the router on port")
+            && run.stderr.contains("and the server of version 8"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         routers_of(&work),
         Vec::<u32>::new(),
@@ -411,6 +425,39 @@ fn the_data_plane_outlives_a_killed_reconciler_and_is_adopted_by_the_next() {
         "a server outlived slipway"
     );
     assert_eq!(predict(port), None);
+
+    // Left serving, then its state folder removed: nothing could ever reach or stop them, so the
+    // router stops by itself, and the servers behind it with it.
+    let run = slipway(
+        &[
+            "run",
+            "registry",
+            "--once",
+            "--keep-serving",
+            "--state",
+            "state",
+        ],
+        &work,
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(predict(port).as_deref(), Some("8"));
+    assert_eq!(servers_of(&work).len(), 1);
+    let router = routers_of(&work);
+    assert_eq!(router.len(), 1);
+    std::fs::rename(work.join("state"), work.join("state-gone")).unwrap();
+    eventually(Duration::from_secs(20), || {
+        let left: Vec<u32> = router.iter().copied().filter(|p| alive(*p)).collect();
+        (left.is_empty() && servers_of(&work).is_empty()).then_some(())
+    });
+    assert_eq!(predict(port), None);
+}
+
+/// Whether a process runs (not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, st)| !st.starts_with('Z'))
+    })
 }
 
 /// PIDs of the routers of this test's state folder.

@@ -48,6 +48,10 @@ pub struct MetricProvider {
     /// A JSON document fetched over HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpMetric>,
+    /// CloudWatch metric data queries (`GetMetricData`), with the credentials of the AWS
+    /// configuration chain Slipway runs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudwatch: Option<CloudWatchMetric>,
 }
 
 /// A Prometheus instant query (`GET {address}/api/v1/query`).
@@ -75,6 +79,58 @@ pub struct HttpMetric {
     /// Request headers; values come from secret references, never inline.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, SecretRef>,
+}
+
+/// CloudWatch metric data queries. `result` is the newest value of the query that returns data
+/// (the one with `returnData: true`, else the last); no data point in the window is no reading.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudWatchMetric {
+    /// The AWS region (default: the configuration chain's, `AWS_REGION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// How far back the data is read, ending now (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// The queries (1 to 10): a metric's statistic, or metric math over other queries' ids.
+    pub queries: Vec<CloudWatchQuery>,
+}
+
+/// One metric data query.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudWatchQuery {
+    /// Its id (a lower-case letter, then letters, digits and `_`), for expressions to name.
+    pub id: String,
+    /// Metric math over other queries (`errors / invocations`); no placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    /// A metric's statistic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_stat: Option<CloudWatchMetricStat>,
+    /// Whether `result` is this query's value (default: only the last query's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_data: Option<bool>,
+}
+
+/// A metric and the statistic read of it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudWatchMetricStat {
+    /// The metric's namespace, e.g. `AWS/SageMaker`.
+    pub namespace: String,
+    /// The metric, e.g. `Invocation5XXErrors`.
+    pub metric_name: String,
+    /// Its dimensions (name → value); values may use the placeholders of a Prometheus query
+    /// (`{{version}}`, `{{deployment}}`, …), replaced as they are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dimensions: BTreeMap<String, String>,
+    /// The period in seconds (1, 5, 10, 30 or a multiple of 60; default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<u32>,
+    /// The statistic: `Sum`, `Average`, `Minimum`, `Maximum`, `SampleCount`, or a percentile
+    /// such as `p99`.
+    pub stat: String,
 }
 
 /// What a measurement found.

@@ -1,9 +1,20 @@
 //! How `slipway status` shows one deployment.
 
+/// Who serves a local deployment of a state folder.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Served {
+    /// A `slipway run` holds the folder (or the state is a running instance).
+    ByRun,
+    /// No run holds it, but the router a run left (killed, or `--keep-serving`) still serves.
+    Unattended,
+    /// Nothing serves it.
+    Stopped,
+}
+
 /// The lines of one deployment row: phase, serving version, traffic, where, what is rejected,
-/// then its drift and a stall. A local deployment of a state no run serves (`serving` false) is
-/// stopped: its model servers ended with the run.
-pub(super) fn deployment_text(row: &serde_json::Value, serving: bool) -> String {
+/// then its drift and a stall. A local deployment nothing serves is stopped; one whose router
+/// outlived its run serves unattended.
+pub(super) fn deployment_text(row: &serde_json::Value, served: Served) -> String {
     let mut out = String::new();
     let st = &row["status"];
     let ns = row["namespace"].as_str().unwrap_or_default();
@@ -13,7 +24,7 @@ pub(super) fn deployment_text(row: &serde_json::Value, serving: bool) -> String 
         .map(|t| t.iter().map(|(v, w)| format!("{v}: {w}%")).collect())
         .unwrap_or_default();
     let address = row["address"].as_str();
-    let stopped = !serving && address.is_some();
+    let stopped = served == Served::Stopped && address.is_some();
     out.push_str(&format!(
         "  {ns}/{name}  {}  {} {}  traffic {{{}}}",
         if stopped {
@@ -28,6 +39,9 @@ pub(super) fn deployment_text(row: &serde_json::Value, serving: bool) -> String 
     match address {
         Some(addr) if stopped => out.push_str(&format!(
             "  (at http://{addr} until `slipway run` ended; run it again to serve)"
+        )),
+        Some(addr) if served == Served::Unattended => out.push_str(&format!(
+            "  at http://{addr} (its router outlived `slipway run`: it serves, nobody reconciles it until the next run adopts it)"
         )),
         Some(addr) => out.push_str(&format!("  at http://{addr}")),
         None => {}

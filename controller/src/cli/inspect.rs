@@ -175,8 +175,21 @@ pub fn status(args: StatusArgs) -> anyhow::Result<i32> {
     let deployments = store.deployments()?;
     if !deployments.is_empty() {
         out.push_str("deployments\n");
+        let logs = std::path::Path::new(&args.state).join("logs");
         for row in deployments {
-            out.push_str(&super::deployment_text::deployment_text(&row, serving));
+            use super::deployment_text::Served;
+            let key = (
+                row["namespace"].as_str().unwrap_or_default().to_string(),
+                row["name"].as_str().unwrap_or_default().to_string(),
+            );
+            let served = if serving {
+                Served::ByRun
+            } else if crate::edges::serving::processes::router_runs(&logs, &key) {
+                Served::Unattended
+            } else {
+                Served::Stopped
+            };
+            out.push_str(&super::deployment_text::deployment_text(&row, served));
         }
     }
     print_out(&out)?;

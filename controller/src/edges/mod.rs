@@ -2,6 +2,7 @@
 //! a real peer (git repositories, SQLite files, subprocesses, HTTP receivers, moto, the API
 //! server).
 
+pub mod cloudwatch;
 pub mod github;
 pub mod http;
 pub mod metrics;

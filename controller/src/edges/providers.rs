@@ -21,7 +21,24 @@ pub fn measure(
     secret: &dyn Fn(&SecretRef) -> Result<String, String>,
     destination: &dyn Fn(&str) -> Result<(), String>,
 ) -> Reading {
-    destination(request.url())?;
+    if let Request::CloudWatch {
+        region,
+        window,
+        queries,
+        returned,
+    } = request
+    {
+        return crate::edges::cloudwatch::measure(
+            region.as_deref(),
+            *window,
+            queries,
+            returned,
+            destination,
+        );
+    }
+    if let Some(url) = request.url() {
+        destination(url)?;
+    }
     // One agent for every measurement: its connections are kept alive between them.
     static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
     let agent = AGENT.get_or_init(|| {
@@ -51,6 +68,7 @@ pub fn measure(
             let answer = json(r.call(), url, false)?;
             metrics::json_path(&answer, json_path.as_deref())
         }
+        Request::CloudWatch { .. } => Err("a CloudWatch metric is read above".into()),
     }
 }
 

@@ -198,6 +198,24 @@ fn judged_by(s: &slipway_crd::model_deployment::Strategy) -> Vec<String> {
     }
     for m in &a.metrics {
         let provider = match (&m.provider.prometheus, &m.provider.http) {
+            _ if m.provider.cloudwatch.is_some() => {
+                let c = m.provider.cloudwatch.as_ref();
+                let queries: Vec<String> = c
+                    .iter()
+                    .flat_map(|c| &c.queries)
+                    .map(|q| match (&q.metric_stat, &q.expression) {
+                        (Some(s), _) => {
+                            format!("{}={} {}/{}", q.id, s.stat, s.namespace, s.metric_name)
+                        }
+                        (None, Some(e)) => format!("{}=`{e}`", q.id),
+                        (None, None) => q.id.clone(),
+                    })
+                    .collect();
+                let region = c
+                    .and_then(|c| c.region.as_deref())
+                    .unwrap_or("the default region");
+                format!("cloudwatch ({region}) {}", queries.join(", "))
+            }
             (Some(p), _) => format!(
                 "prometheus {} `{}`",
                 p.address,

@@ -62,6 +62,13 @@ pub enum Ask {
     Weights,
     /// Everything observed per version since the router started: [`Reply::Totals`].
     Totals,
+    /// The model servers behind it: stopped with it when it stops because its socket is gone
+    /// (nothing could ever stop them otherwise).
+    Servers {
+        /// Their process ids and command lines (a process that no longer runs its command is
+        /// not one of them).
+        servers: Vec<(u32, Vec<String>)>,
+    },
     /// Stop accepting, let requests in flight finish (5 s at most), exit.
     Stop,
 }
@@ -135,8 +142,11 @@ pub fn ask_now(socket: &Path, question: &Ask) -> Result<Reply, String> {
     ask(socket, question, ANSWER_WITHIN)
 }
 
+/// The servers behind a router: each process id with its command line.
+type Servers = std::sync::Mutex<Vec<(u32, Vec<String>)>>;
+
 /// Answers one question.
-fn answer(router: &TrafficRouter, question: Ask, stop: &AtomicBool) -> Reply {
+fn answer(router: &TrafficRouter, question: Ask, stop: &AtomicBool, servers: &Servers) -> Reply {
     match question {
         Ask::Hello => Reply::Hello {
             protocol: PROTOCOL,
@@ -163,6 +173,10 @@ fn answer(router: &TrafficRouter, question: Ask, stop: &AtomicBool) -> Reply {
         Ask::Totals => Reply::Totals {
             totals: router.totals(),
         },
+        Ask::Servers { servers: told } => {
+            *servers.lock().unwrap_or_else(|p| p.into_inner()) = told;
+            Reply::Done
+        }
         Ask::Stop => {
             stop.store(true, Ordering::SeqCst);
             Reply::Done
@@ -171,7 +185,7 @@ fn answer(router: &TrafficRouter, question: Ask, stop: &AtomicBool) -> Reply {
 }
 
 /// Serves one control connection: one question, one answer.
-fn converse(stream: UnixStream, router: &TrafficRouter, stop: &AtomicBool) {
+fn converse(stream: UnixStream, router: &TrafficRouter, stop: &AtomicBool, servers: &Servers) {
     let _ = stream.set_read_timeout(Some(ANSWER_WITHIN));
     let _ = stream.set_write_timeout(Some(ANSWER_WITHIN));
     let mut line = String::new();
@@ -183,7 +197,7 @@ fn converse(stream: UnixStream, router: &TrafficRouter, stop: &AtomicBool) {
         return;
     }
     let reply = match serde_json::from_str::<Ask>(&line) {
-        Ok(q) => answer(router, q, stop),
+        Ok(q) => answer(router, q, stop, servers),
         Err(e) => Reply::Error {
             message: format!("not a question of protocol {PROTOCOL}: {e}"),
         },
@@ -215,13 +229,21 @@ pub fn run(port: u16, socket: &Path) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let servers: Arc<Servers> = Arc::default();
+    eprintln!(
+        "slipway router (pid {}): serving 127.0.0.1:{}, answering on {}",
+        std::process::id(),
+        router.addr.port(),
+        socket.display()
+    );
     let mut checked = Instant::now();
+    let mut orphaned = false;
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
                 let _ = stream.set_nonblocking(false);
-                let (router, stop) = (router.clone(), stop.clone());
-                std::thread::spawn(move || converse(stream, &router, &stop));
+                let (router, stop, servers) = (router.clone(), stop.clone(), servers.clone());
+                std::thread::spawn(move || converse(stream, &router, &stop, &servers));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(5));
@@ -232,7 +254,11 @@ pub fn run(port: u16, socket: &Path) -> anyhow::Result<()> {
             checked = Instant::now();
             // The socket removed or replaced: nobody can reach this router any more.
             if std::fs::metadata(socket).map(|m| m.ino()).ok() != Some(mine) {
-                eprintln!("slipway router: {} was removed; stopping", socket.display());
+                eprintln!(
+                    "slipway router: {} was removed; stopping, with the model servers behind it",
+                    socket.display()
+                );
+                orphaned = true;
                 break;
             }
         }
@@ -245,6 +271,15 @@ pub fn run(port: u16, socket: &Path) -> anyhow::Result<()> {
     if std::fs::metadata(socket).map(|m| m.ino()).ok() == Some(mine) {
         let _ = std::fs::remove_file(socket);
     }
+    if orphaned {
+        // Only a process still running its command (not a reused id).
+        for (pid, command) in servers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if super::processes::runs(*pid, command) {
+                super::processes::kill_pid(*pid);
+            }
+        }
+    }
+    eprintln!("slipway router: stopped");
     drop(router);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())

@@ -141,8 +141,11 @@ fn healthy(port: u16, path: &str) -> bool {
     {
         return false;
     }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && head[9] == b'2'
+    // The whole answer is read (64 KiB at most) before the connection closes: a server whose
+    // reply is cut short logs a broken connection for every check.
+    let mut answer = Vec::new();
+    let _ = (&mut s).take(64 << 10).read_to_end(&mut answer);
+    answer.len() >= 12 && answer.starts_with(b"HTTP/1.") && answer[9] == b'2'
 }
 
 impl LocalTarget {
@@ -189,10 +192,17 @@ impl LocalTarget {
         self
     }
 
+    /// Writes down a deployment's processes (and tells its router which servers are behind it).
     fn record(&self, key: &Key) {
         let Some(d) = self.deployments.get(key) else {
             return;
         };
+        let servers = d
+            .servers
+            .values()
+            .map(|s| (s.proc.id(), s.command.clone()))
+            .collect();
+        let _ = d.router.ask(&Ask::Servers { servers });
         processes::write_record(
             &self.logs,
             &processes::Record {
@@ -230,11 +240,11 @@ impl LocalTarget {
 
     /// Makes sure a deployment's router serves its port: the one already running, the one an
     /// earlier `slipway run` left (adopted with its servers, weights and windows), or a new one.
-    pub fn ensure(&mut self, key: &Key, spec: &Spec) -> Result<(), TargetError> {
+    pub fn ensure(&mut self, key: &Key, spec: &Spec) -> Result<Option<String>, TargetError> {
         if let Some(d) = self.deployments.get_mut(key) {
             if d.spec.port == spec.port {
                 d.spec = spec.clone();
-                return Ok(());
+                return Ok(None);
             }
             // Another port: a router for it, the same servers behind it.
             let router = self.start_router(key, spec.port)?;
@@ -252,13 +262,14 @@ impl LocalTarget {
                 });
             }
             self.record(key);
-            return Ok(());
+            return Ok(None);
         }
         let record = processes::read_record(&self.logs, key);
         let adopted = record
             .as_ref()
             .and_then(|r| r.router.as_ref())
             .and_then(|r| Router::adopt(&self.logs, key, r, spec.port));
+        let adopted_pid = adopted.as_ref().map(|r| r.proc.id());
         let router = match adopted {
             Some(r) => r,
             None => self.start_router(key, spec.port)?,
@@ -304,7 +315,20 @@ impl LocalTarget {
             },
         );
         self.record(key);
-        Ok(())
+        let servers: Vec<String> = self.deployments[key].servers.keys().cloned().collect();
+        Ok(adopted_pid.map(|pid| {
+            format!(
+                "ModelDeployment {}/{}: adopted the router on port {} (pid {pid}){} that an earlier `slipway run` left serving",
+                key.0,
+                key.1,
+                spec.port,
+                match servers.as_slice() {
+                    [] => String::new(),
+                    [one] => format!(" and the server of version {one}"),
+                    many => format!(" and the servers of versions {}", many.join(", ")),
+                }
+            )
+        }))
     }
 
     fn spawn(

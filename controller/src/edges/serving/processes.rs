@@ -58,7 +58,7 @@ pub fn runs(pid: u32, command: &[String]) -> bool {
 
 /// Kills a process and, when it leads a process group (servers and routers are started so),
 /// what it started in it.
-fn kill_pid(pid: u32) {
+pub fn kill_pid(pid: u32) {
     if let Some(pid) = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -81,8 +81,9 @@ impl Proc {
     pub fn exited(&mut self) -> Option<String> {
         match self {
             Proc::Own(c) => c.try_wait().ok().flatten().map(|s| s.to_string()),
+            // Started by an earlier run: its exit status went to no one here.
             Proc::Adopted { pid, command } => {
-                (!runs(*pid, command)).then(|| "an end not seen (adopted)".to_string())
+                (!runs(*pid, command)).then(|| "an exit status not known".to_string())
             }
         }
     }
@@ -166,8 +167,9 @@ pub fn folder(logs: &Path) -> PathBuf {
     logs.join("routers")
 }
 
+/// `NAMESPACE_NAME.json` (neither has a `_`): a person finds a deployment's record by name.
 fn record_path(logs: &Path, key: &(String, String)) -> PathBuf {
-    control::socket_for(&folder(logs), key).with_extension("json")
+    folder(logs).join(format!("{}_{}.json", key.0, key.1))
 }
 
 /// Writes a deployment's record (replacing the file whole).
@@ -192,6 +194,13 @@ pub fn remove_record(logs: &Path, key: &(String, String)) {
 pub fn read_record(logs: &Path, key: &(String, String)) -> Option<Record> {
     let text = std::fs::read(record_path(logs, key)).ok()?;
     serde_json::from_slice(&text).ok()
+}
+
+/// Whether the router a deployment's record names still runs.
+pub fn router_runs(logs: &Path, key: &(String, String)) -> bool {
+    read_record(logs, key)
+        .and_then(|r| r.router)
+        .is_some_and(|r| runs(r.pid, &r.command))
 }
 
 /// Every record left in the folder.

@@ -35,7 +35,11 @@ impl Reconciler<'_> {
             };
             let key: Key = (obj.key.namespace.clone(), obj.key.name.clone());
             declared.push(key.clone());
-            if let Err(e) = target.ensure(&key, spec) {
+            let ensured = target.ensure(&key, spec);
+            if let Ok(Some(adopted)) = &ensured {
+                (self.progress)(adopted);
+            }
+            if let Err(e) = ensured {
                 // Its port is taken (or the router stopped): said in its status as a stall, and
                 // looked at again on the next pass.
                 out.deploy_errors.push(e.to_string());

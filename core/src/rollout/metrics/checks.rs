@@ -35,6 +35,18 @@ fn duration(
 
 /// A provider: exactly one kind, known placeholders, an http(s) address.
 fn provider(out: &mut Vec<(String, String)>, at: &str, p: &MetricProvider) {
+    if let Some(c) = &p.cloudwatch {
+        if p.prometheus.is_some() || p.http.is_some() {
+            out.push((
+                at.to_string(),
+                "set exactly one of prometheus, http and cloudwatch".to_string(),
+            ));
+        }
+        for (field, why) in provider::cloudwatch_problems(c) {
+            out.push((format!("{at}.cloudwatch.{field}"), why));
+        }
+        return;
+    }
     if let Some(pr) = &p.prometheus {
         if pr.address.contains(['?', '#']) {
             out.push((
@@ -64,7 +76,7 @@ fn provider(out: &mut Vec<(String, String)>, at: &str, p: &MetricProvider) {
         _ => {
             out.push((
                 at.to_string(),
-                "set exactly one of prometheus and http".to_string(),
+                "set exactly one of prometheus, http and cloudwatch".to_string(),
             ));
             return;
         }

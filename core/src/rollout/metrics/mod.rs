@@ -543,9 +543,12 @@ pub use comparison::compared;
 mod provider;
 pub mod sequential;
 pub use provider::{
-    PLACEHOLDERS, Request, json_path, prometheus_result, render, request, unknown_placeholders,
-    url_component,
+    CLOUDWATCH_WINDOW, PLACEHOLDERS, Request, cloudwatch_problems, cloudwatch_result, json_path,
+    prometheus_result, render, request, unknown_placeholders, url_component,
 };
 
+#[cfg(test)]
+#[path = "cloudwatch_tests.rs"]
+mod cloudwatch_tests;
 #[cfg(test)]
 mod tests;

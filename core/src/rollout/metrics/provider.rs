@@ -1,9 +1,10 @@
 //! What a metric's provider is asked (its request, placeholders replaced and escaped) and what
-//! its answer reads as (a Prometheus instant query's value, a JSON document's value at a path).
+//! its answer reads as (a Prometheus instant query's value, a JSON document's value at a path,
+//! the newest value of a CloudWatch query).
 
 use std::collections::BTreeMap;
 
-use slipway_crd::analysis::{Metric, MetricProvider};
+use slipway_crd::analysis::{CloudWatchQuery, Metric, MetricProvider};
 use slipway_crd::common::SecretRef;
 
 use super::{Names, Reading};
@@ -83,14 +84,30 @@ pub enum Request {
         /// Headers, from secret references.
         headers: BTreeMap<String, SecretRef>,
     },
+    /// CloudWatch `GetMetricData` over the `window` that ends now.
+    CloudWatch {
+        /// The region (None: the configuration chain's).
+        region: Option<String>,
+        /// How far back.
+        window: std::time::Duration,
+        /// The queries, dimension values' placeholders replaced.
+        queries: Vec<CloudWatchQuery>,
+        /// The id whose newest value is `result`.
+        returned: String,
+    },
 }
 
+/// How far back a CloudWatch metric reads by default.
+pub const CLOUDWATCH_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Request {
-    /// Where it goes (what the operator's destinations must allow).
-    pub fn url(&self) -> &str {
+    /// Where it goes (what the operator's destinations must allow); a CloudWatch request goes
+    /// where the home's AWS configuration says (the home checks that address).
+    pub fn url(&self) -> Option<&str> {
         match self {
-            Request::Prometheus { address, .. } => address,
-            Request::Http { url, .. } => url,
+            Request::Prometheus { address, .. } => Some(address),
+            Request::Http { url, .. } => Some(url),
+            Request::CloudWatch { .. } => None,
         }
     }
 }
@@ -102,6 +119,36 @@ pub fn request(m: &Metric, names: &Names) -> Option<Request> {
 
 /// The request a provider is sent, its placeholders replaced (None: no provider is set).
 pub fn asked(provider: &MetricProvider, names: &Names) -> Option<Request> {
+    if let Some(c) = &provider.cloudwatch {
+        // A query that validation refuses is not asked.
+        if !cloudwatch_problems(c).is_empty() {
+            return None;
+        }
+        let mut queries = c.queries.clone();
+        for q in &mut queries {
+            if let Some(stat) = &mut q.metric_stat {
+                for v in stat.dimensions.values_mut() {
+                    *v = render(v, names, |s| s.to_string());
+                }
+            }
+        }
+        let returned = queries
+            .iter()
+            .find(|q| q.return_data == Some(true))
+            .or(queries.last())
+            .map(|q| q.id.clone())?;
+        let window = c
+            .window
+            .as_deref()
+            .and_then(|w| crate::duration::parse(w).ok())
+            .unwrap_or(CLOUDWATCH_WINDOW);
+        return Some(Request::CloudWatch {
+            region: c.region.clone(),
+            window,
+            queries,
+            returned,
+        });
+    }
     if let Some(p) = &provider.prometheus {
         // An address is where Prometheus is, not a query of its own; a placeholder outside a
         // quoted label value is not asked at all (validation says why).
@@ -267,4 +314,161 @@ pub fn json_path(doc: &serde_json::Value, path: Option<&str>) -> Reading {
         return Err(format!("the answer's {path} is null (no data yet)"));
     }
     Ok(at.clone())
+}
+
+/// What is wrong with a CloudWatch metric, by field (relative to the `cloudwatch` object).
+pub fn cloudwatch_problems(c: &slipway_crd::analysis::CloudWatchMetric) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if c.queries.is_empty() || c.queries.len() > 10 {
+        out.push((
+            "queries".to_string(),
+            "give 1 to 10 queries (GetMetricData's own limit per metric is far above; a \
+             measurement asks every one)"
+                .to_string(),
+        ));
+    }
+    let window = c.window.as_deref().map(crate::duration::parse);
+    match window {
+        Some(Err(e)) => out.push(("window".to_string(), e)),
+        Some(Ok(w)) if w < std::time::Duration::from_secs(60) => out.push((
+            "window".to_string(),
+            "a window under 1m holds no data point of most metrics; give e.g. `5m`".to_string(),
+        )),
+        _ => {}
+    }
+    if let Some(r) = &c.region
+        && (r.is_empty()
+            || r.len() > 32
+            || !r
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'))
+    {
+        out.push((
+            "region".to_string(),
+            format!("`{r}` is not a region name (e.g. `eu-west-1`)"),
+        ));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, q) in c.queries.iter().enumerate() {
+        let at = format!("queries[{i}]");
+        let id_ok = q.id.len() <= 255
+            && q.id.starts_with(|ch: char| ch.is_ascii_lowercase())
+            && q.id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !id_ok {
+            out.push((
+                format!("{at}.id"),
+                format!(
+                    "`{}` is not a query id: a lower-case letter, then letters, digits and _",
+                    q.id
+                ),
+            ));
+        }
+        if !ids.insert(q.id.as_str()) {
+            out.push((format!("{at}.id"), format!("id `{}` is used twice", q.id)));
+        }
+        match (&q.expression, &q.metric_stat) {
+            (Some(e), None) => {
+                if e.contains("{{") {
+                    out.push((
+                        format!("{at}.expression"),
+                        "an expression takes no placeholders (a version could change what it \
+                         computes); put them in a metricStat's dimension values"
+                            .to_string(),
+                    ));
+                }
+                if e.trim().is_empty() || e.len() > 2048 {
+                    out.push((
+                        format!("{at}.expression"),
+                        "give an expression of 1 to 2048 characters".to_string(),
+                    ));
+                }
+            }
+            (None, Some(s)) => {
+                for (field, v) in [
+                    ("namespace", &s.namespace),
+                    ("metricName", &s.metric_name),
+                    ("stat", &s.stat),
+                ] {
+                    if v.trim().is_empty() || v.contains("{{") {
+                        out.push((
+                            format!("{at}.metricStat.{field}"),
+                            "give it, without placeholders (only dimension values take them)"
+                                .to_string(),
+                        ));
+                    }
+                }
+                if let Some(p) = s.period
+                    && !(matches!(p, 1 | 5 | 10 | 30) || (p >= 60 && p % 60 == 0))
+                {
+                    out.push((
+                        format!("{at}.metricStat.period"),
+                        format!("{p} is not a CloudWatch period: 1, 5, 10, 30 or a multiple of 60"),
+                    ));
+                }
+                if s.dimensions.len() > 30 {
+                    out.push((
+                        format!("{at}.metricStat.dimensions"),
+                        "at most 30 dimensions".to_string(),
+                    ));
+                }
+                for v in s.dimensions.values() {
+                    let unknown = unknown_placeholders(v);
+                    if !unknown.is_empty() {
+                        out.push((
+                            format!("{at}.metricStat.dimensions"),
+                            format!(
+                                "unknown placeholder(s) {}; a dimension value can use {}",
+                                unknown.join(", "),
+                                PLACEHOLDERS.map(|p| format!("{{{{{p}}}}}")).join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => out.push((
+                at,
+                "set exactly one of expression and metricStat".to_string(),
+            )),
+        }
+    }
+    if c.queries
+        .iter()
+        .filter(|q| q.return_data == Some(true))
+        .count()
+        > 1
+    {
+        out.push((
+            "queries".to_string(),
+            "at most one query may say returnData: true (its value is `result`)".to_string(),
+        ));
+    }
+    out
+}
+
+/// What a CloudWatch answer reads as: the newest value of query `returned`. The answer is the
+/// home's rendering of `GetMetricData`'s results: `[{"id", "timestamps": [epoch seconds],
+/// "values": [numbers]}]`. No data point is no reading.
+pub fn cloudwatch_result(answer: &serde_json::Value, returned: &str) -> Reading {
+    let result = answer
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["id"] == returned))
+        .ok_or_else(|| format!("CloudWatch returned nothing for query {returned}"))?;
+    let values = result["values"].as_array().cloned().unwrap_or_default();
+    let times = result["timestamps"].as_array().cloned().unwrap_or_default();
+    let newest = values
+        .iter()
+        .zip(times.iter().map(|t| t.as_i64().unwrap_or(i64::MIN)))
+        .filter_map(|(v, t)| v.as_f64().map(|v| (t, v)))
+        .filter(|(_, v)| v.is_finite())
+        .max_by_key(|(t, _)| *t);
+    match newest {
+        Some((_, v)) => serde_json::Number::from_f64(v)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| format!("{v} is not a finite number")),
+        None => Err(format!(
+            "query {returned} has no data point in the window (no data yet)"
+        )),
+    }
 }

@@ -144,7 +144,14 @@ pub fn run(
     loop {
         if this.stop.load(Ordering::Relaxed) {
             this.live.finish();
-            eprintln!("stopping: model servers are shut down");
+            eprintln!(
+                "{}",
+                if this.settings.keep_serving {
+                    "stopping: routers and model servers keep serving (--keep-serving); the next `slipway run` adopts them"
+                } else {
+                    "stopping: routers and model servers are shut down (--keep-serving would leave them serving)"
+                }
+            );
             return Ok(Finished {
                 code: 0,
                 summary: None,
