@@ -22,7 +22,8 @@ Time is real (tests use short waits); the state is advanced whenever the endpoin
 
 The Rust SDK calls CloudWatch with the Smithy RPC v2 CBOR protocol
 (`POST /service/GraniteServiceVersion20100801/operation/OPERATION`), which moto 5.2.5 answers
-with 404; DescribeAlarms is served in that protocol here, from moto's CloudWatch state.
+with 404; DescribeAlarms and GetMetricData are served in that protocol here, from moto's
+CloudWatch state (GetMetricData by moto's own implementation).
 
 It also makes moto closer to AWS where the tests depend on it: creating a Model or
 EndpointConfig whose name exists is a ValidationException; UpdateEndpointWeightsAndCapacities
@@ -325,6 +326,33 @@ def main():
         if "Credential=" in auth:
             region = auth.split("Credential=", 1)[1].split("/")[2]
         headers = [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor")]
+        if operation == "GetMetricData":
+            from datetime import timezone
+
+            backend = cloudwatch_backends["123456789012"][region]
+            queries = body.get("MetricDataQueries", [])
+            scan_by = body.get("ScanBy") or "TimestampDescending"
+            start, end = body["StartTime"], body["EndTime"]
+            try:
+                results = backend.get_metric_data(
+                    queries=queries, start_time=start, end_time=end, scan_by=scan_by
+                )
+            except TypeError:
+                # moto keeps some timestamps without a zone (UTC): compare them so.
+                results = backend.get_metric_data(
+                    queries=queries,
+                    start_time=start.replace(tzinfo=None),
+                    end_time=end.replace(tzinfo=None),
+                    scan_by=scan_by,
+                )
+            out = [
+                {"Id": r["id"], "Label": r["label"], "Timestamps": r["timestamps"],
+                 "Values": [float(v) for v in r["values"]], "StatusCode": "Complete"}
+                for r in results
+            ]
+            start_response("200 OK", headers)
+            return [cbor2.dumps({"MetricDataResults": out, "Messages": []},
+                                datetime_as_timestamp=True, timezone=timezone.utc)]
         if operation != "DescribeAlarms":
             start_response("400 Bad Request", headers)
             return [cbor2.dumps({"__type": "UnsupportedOperation", "message": operation})]

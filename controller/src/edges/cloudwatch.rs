@@ -137,13 +137,16 @@ mod aws {
             .collect::<Result<_, _>>()?;
         let now = SystemTime::now();
         let start = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+        // The end a minute ahead: a data point of this very second is in (CloudWatch counts
+        // times to the second and excludes the end; a later one has no data yet).
+        let end = now + Duration::from_secs(60);
         runtime()?.block_on(async {
             let c = client(url, region).await;
             let call = c
                 .get_metric_data()
                 .set_metric_data_queries(Some(built))
                 .start_time(DateTime::from(start))
-                .end_time(DateTime::from(now))
+                .end_time(DateTime::from(end))
                 .scan_by(ScanBy::TimestampDescending)
                 .send();
             let answer = tokio::time::timeout(crate::edges::providers::TIMEOUT, call)
@@ -155,13 +158,13 @@ mod aws {
                     )
                 })?
                 .map_err(|e| {
-                    use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
-                    match e.as_service_error() {
-                        Some(s) => format!(
-                            "CloudWatch refused GetMetricData: {}",
-                            s.message().or(s.code()).unwrap_or("no reason given")
+                    use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata};
+                    match e.as_service_error().and_then(|s| s.message().or(s.code())) {
+                        Some(why) => format!("CloudWatch refused GetMetricData: {why}"),
+                        None => format!(
+                            "GetMetricData at {url} failed: {}",
+                            crate::decide::limits::cut(&DisplayErrorContext(&e).to_string(), 400)
                         ),
-                        None => format!("cannot reach {url}: {e}"),
                     }
                 })?;
             let results: Vec<serde_json::Value> = answer

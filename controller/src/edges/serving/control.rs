@@ -65,9 +65,9 @@ pub enum Ask {
     /// The model servers behind it: stopped with it when it stops because its socket is gone
     /// (nothing could ever stop them otherwise).
     Servers {
-        /// Their process ids and command lines (a process that no longer runs its command is
-        /// not one of them).
-        servers: Vec<(u32, Vec<String>)>,
+        /// Their process ids and when they started (a process that started at another time
+        /// is not one of them).
+        servers: Vec<(u32, String)>,
     },
     /// Stop accepting, let requests in flight finish (5 s at most), exit.
     Stop,
@@ -142,8 +142,8 @@ pub fn ask_now(socket: &Path, question: &Ask) -> Result<Reply, String> {
     ask(socket, question, ANSWER_WITHIN)
 }
 
-/// The servers behind a router: each process id with its command line.
-type Servers = std::sync::Mutex<Vec<(u32, Vec<String>)>>;
+/// The servers behind a router: each process id with when it started.
+type Servers = std::sync::Mutex<Vec<(u32, String)>>;
 
 /// Answers one question.
 fn answer(router: &TrafficRouter, question: Ask, stop: &AtomicBool, servers: &Servers) -> Reply {
@@ -272,9 +272,9 @@ pub fn run(port: u16, socket: &Path) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(socket);
     }
     if orphaned {
-        // Only a process still running its command (not a reused id).
-        for (pid, command) in servers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            if super::processes::runs(*pid, command) {
+        // Only the very process it was told of (not a reused id).
+        for (pid, started) in servers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if super::processes::runs(*pid, started) {
                 super::processes::kill_pid(*pid);
             }
         }
@@ -285,13 +285,24 @@ pub fn run(port: u16, socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where a deployment's router socket goes: short (a Unix socket path has at most 107 bytes),
-/// under the state's `routers` folder.
-pub fn socket_for(folder: &Path, key: &(String, String)) -> PathBuf {
-    folder.join(format!(
-        "{}.sock",
-        short_id(&format!("{}/{}", key.0, key.1))
-    ))
+/// Where the router of a deployment on a port answers: one socket per router (a router started
+/// for a new port never takes its predecessor's), in the state's `routers` folder — or, when
+/// that path would be too long for a Unix socket (107 bytes), in `slipway-UID` under the
+/// temporary folder (mode 0700), named after the state folder too.
+pub fn socket_for(folder: &Path, key: &(String, String), port: u16) -> PathBuf {
+    let name = format!("{}.sock", short_id(&format!("{}/{}:{port}", key.0, key.1)));
+    let there = folder.join(&name);
+    if there.as_os_str().len() <= 100 {
+        return there;
+    }
+    let unique = short_id(&format!("{}\0{name}", folder.display()));
+    short_folder().join(format!("{unique}.sock"))
+}
+
+/// The folder of sockets whose state folder is too deep: `slipway-UID` under the temporary
+/// folder.
+pub fn short_folder() -> PathBuf {
+    std::env::temp_dir().join(format!("slipway-{}", rustix::process::geteuid().as_raw()))
 }
 
 /// 16 hex digits of the SHA-256 of `s`.
@@ -327,10 +338,21 @@ mod tests {
 
     #[test]
     fn a_socket_path_is_short_and_one_per_deployment() {
-        let a = socket_for(Path::new("/s"), &("default".into(), "api".into()));
-        let b = socket_for(Path::new("/s"), &("default".into(), "api2".into()));
-        assert_ne!(a, b);
+        let a = socket_for(Path::new("/s"), &("default".into(), "api".into()), 8765);
+        let b = socket_for(Path::new("/s"), &("default".into(), "api2".into()), 8765);
+        let c = socket_for(Path::new("/s"), &("default".into(), "api".into()), 8766);
+        assert!(a != b && a != c && b != c);
         assert_eq!(a.file_name().unwrap().len(), 16 + 5);
+        assert!(a.starts_with("/s"));
+        // A state folder too deep for a socket path: the short folder, still one per state.
+        let deep = Path::new("/x").join("d".repeat(120));
+        let d = socket_for(&deep, &("default".into(), "api".into()), 8765);
+        assert!(
+            d.starts_with(short_folder()) && d.as_os_str().len() <= 107,
+            "{d:?}"
+        );
+        let other = socket_for(&deep.join("e"), &("default".into(), "api".into()), 8765);
+        assert_ne!(d, other);
     }
 
     #[test]

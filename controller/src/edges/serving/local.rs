@@ -84,8 +84,9 @@ struct Deployment {
     servers: BTreeMap<String, Server>,
     /// The weights the router was last given (given again to a router started anew).
     weights: BTreeMap<String, u32>,
-    /// The request rules the router was last given.
-    routing: Routing,
+    /// The request rules the router was last given (None: not known — an adopted router —, so
+    /// the next rules are sent whatever they are).
+    routing: Option<Routing>,
 }
 
 /// Key of a deployment: (namespace, name).
@@ -120,9 +121,10 @@ fn reap_orphans(pid_dir: &Path) {
         let recorded = std::fs::read_to_string(entry.path()).unwrap_or_default();
         let command: Vec<String> = recorded.split('\0').map(str::to_string).collect();
         if let Ok(pid) = pid.parse::<u32>()
-            && processes::runs(pid, &command)
+            && processes::runs_command(pid, &command)
+            && let Some(started) = processes::identity(pid)
         {
-            Proc::Adopted { pid, command }.kill();
+            Proc::Adopted { pid, started }.kill();
         }
         let _ = std::fs::remove_file(entry.path());
     }
@@ -200,7 +202,7 @@ impl LocalTarget {
         let servers = d
             .servers
             .values()
-            .map(|s| (s.proc.id(), s.command.clone()))
+            .map(|s| (s.proc.id(), s.proc.started().to_string()))
             .collect();
         let _ = d.router.ask(&Ask::Servers { servers });
         processes::write_record(
@@ -218,6 +220,7 @@ impl LocalTarget {
                             processes::ServerRecord {
                                 pid: s.proc.id(),
                                 command: s.command.clone(),
+                                started: s.proc.started().to_string(),
                                 port: s.port,
                                 uri: s.model.uri.clone(),
                                 digest: s.model.digest.clone(),
@@ -257,9 +260,9 @@ impl LocalTarget {
                     weights: d.weights.clone(),
                     ports,
                 });
-                let _ = d.router.ask(&Ask::Routing {
-                    routing: d.routing.clone(),
-                });
+                if let Some(routing) = d.routing.clone() {
+                    let _ = d.router.ask(&Ask::Routing { routing });
+                }
             }
             self.record(key);
             return Ok(None);
@@ -278,12 +281,12 @@ impl LocalTarget {
             .map(|r| r.servers)
             .unwrap_or_default()
             .into_iter()
-            .filter(|(_, s)| processes::runs(s.pid, &s.command))
+            .filter(|(_, s)| processes::runs(s.pid, &s.started))
             .map(|(v, s)| {
                 let server = Server {
                     proc: Proc::Adopted {
                         pid: s.pid,
-                        command: s.command.clone(),
+                        started: s.started,
                     },
                     port: s.port,
                     model: Model {
@@ -301,6 +304,14 @@ impl LocalTarget {
             Ok(Reply::Weights { weights }) => weights,
             _ => BTreeMap::new(),
         };
+        // The ports of the servers that still run (a server that is gone — its version is
+        // started again by the rollout's resume — gets no request meanwhile, rather than a 502
+        // from a port nobody listens on). The same weights keep the router's windows.
+        let ports = servers.iter().map(|(v, s)| (v.clone(), s.port)).collect();
+        let _ = router.ask(&Ask::Set {
+            weights: weights.clone(),
+            ports,
+        });
         if let Some(traffic) = &self.traffic {
             traffic.serve(key, &router.socket);
         }
@@ -311,7 +322,7 @@ impl LocalTarget {
                 router,
                 servers,
                 weights,
-                routing: Routing::default(),
+                routing: None,
             },
         );
         self.record(key);
@@ -394,7 +405,7 @@ impl LocalTarget {
             source,
         })?;
         Ok(Server {
-            proc: Proc::Own(child),
+            proc: Proc::own(child),
             port,
             model: model.clone(),
             restarts: 0,
@@ -413,8 +424,17 @@ impl LocalTarget {
         }
         let spec = d.spec.clone();
         let server = self.spawn(key, &spec, version, model)?;
+        let mut routed = None;
         if let Some(d) = self.deployments.get_mut(key) {
             d.servers.insert(version.to_string(), server);
+            // A version the router already weighs (a server started again, or resumed after an
+            // adoption) gets its new port at once.
+            if d.weights.get(version).is_some_and(|w| *w > 0) {
+                routed = Some(d.weights.clone());
+            }
+        }
+        if let Some(weights) = routed {
+            self.route(key, &weights);
         }
         self.record(key);
         Ok(())
@@ -467,14 +487,14 @@ impl LocalTarget {
     /// Routes the deployment's requests by these rules before its weights.
     pub fn set_routing(&mut self, key: &Key, routing: &Routing) {
         if let Some(d) = self.deployments.get_mut(key)
-            && d.routing != *routing
+            && d.routing.as_ref() != Some(routing)
             && d.router
                 .ask(&Ask::Routing {
                     routing: routing.clone(),
                 })
                 .is_ok()
         {
-            d.routing = routing.clone();
+            d.routing = Some(routing.clone());
         }
     }
 

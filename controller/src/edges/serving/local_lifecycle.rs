@@ -28,13 +28,13 @@ impl LocalTarget {
                 continue;
             }
             if let Some(r) = &record.router
-                && processes::runs(r.pid, &r.command)
+                && processes::runs(r.pid, &r.started)
             {
-                let socket = control::socket_for(&processes::folder(&self.logs), &key);
+                let socket = control::socket_for(&processes::folder(&self.logs), &key, r.port);
                 let _ = control::ask_now(&socket, &Ask::Stop);
                 let mut p = Proc::Adopted {
                     pid: r.pid,
-                    command: r.command.clone(),
+                    started: r.started.clone(),
                 };
                 if !p.ended_within(Duration::from_secs(6)) {
                     p.kill();
@@ -43,7 +43,7 @@ impl LocalTarget {
             for s in record.servers.into_values() {
                 Proc::Adopted {
                     pid: s.pid,
-                    command: s.command,
+                    started: s.started,
                 }
                 .kill();
             }
@@ -143,10 +143,12 @@ impl LocalTarget {
                 }
                 if let Some(d) = self.deployments.get_mut(key) {
                     d.router = router;
-                    let routing = std::mem::take(&mut d.routing);
+                    let routing = d.routing.take();
                     let weights = d.weights.clone();
                     self.route(key, &weights);
-                    self.set_routing(key, &routing);
+                    if let Some(routing) = routing {
+                        self.set_routing(key, &routing);
+                    }
                 }
                 self.record(key);
                 events.push((

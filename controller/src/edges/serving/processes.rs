@@ -15,14 +15,51 @@ use super::control::{self, Ask, Reply};
 /// A process this target started, or adopted from an earlier `slipway run`.
 pub enum Proc {
     /// Started here: waited for here.
-    Own(Child),
-    /// Adopted: known by its id and the command line it runs (a reused id is not it).
+    Own {
+        /// It.
+        child: Child,
+        /// When it started ([`identity`]).
+        started: String,
+    },
+    /// Adopted: known by its id and when it started (a reused id is another process).
     Adopted {
         /// The process id.
         pid: u32,
-        /// Its command line, program first.
-        command: Vec<String>,
+        /// When it started ([`identity`]).
+        started: String,
     },
+}
+
+/// When process `pid` started, as `BOOT_ID/TICKS` (the boot, and field 22 of `/proc/PID/stat`:
+/// clock ticks since that boot) — what tells it from any later process given the same id, even
+/// one running the same command; None when it does not run (or is a zombie).
+pub fn identity(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the parenthesised name, from field 3 (the state) on.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields
+        .first()
+        .is_none_or(|s| s.starts_with('Z') || s.starts_with('X'))
+    {
+        return None;
+    }
+    let ticks = fields.get(19)?;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    Some(format!("{}/{ticks}", boot.trim()))
+}
+
+/// Whether process `pid` is the one that started at `started` and still runs.
+pub fn runs(pid: u32, started: &str) -> bool {
+    !started.is_empty() && identity(pid).as_deref() == Some(started)
+}
+
+impl Proc {
+    /// A child just started.
+    pub fn own(child: Child) -> Proc {
+        let started = identity(child.id()).unwrap_or_default();
+        Proc::Own { child, started }
+    }
 }
 
 /// The parts of a command line, the program by its file name (a launcher such as pyenv execs
@@ -42,8 +79,9 @@ fn parts(line: &str) -> Vec<String> {
     parts
 }
 
-/// Whether process `pid` is alive (not a zombie) and runs `command`.
-pub fn runs(pid: u32, command: &[String]) -> bool {
+/// Whether process `pid` is alive (not a zombie) and runs `command` (the pid files of older
+/// versions recorded only that).
+pub fn runs_command(pid: u32, command: &[String]) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The state follows the parenthesised name: "123 (name) S …".
     let zombie = stat
@@ -72,18 +110,25 @@ impl Proc {
     /// The process id.
     pub fn id(&self) -> u32 {
         match self {
-            Proc::Own(c) => c.id(),
+            Proc::Own { child, .. } => child.id(),
             Proc::Adopted { pid, .. } => *pid,
+        }
+    }
+
+    /// When it started ([`identity`]).
+    pub fn started(&self) -> &str {
+        match self {
+            Proc::Own { started, .. } | Proc::Adopted { started, .. } => started,
         }
     }
 
     /// None while it runs; how it ended once it has.
     pub fn exited(&mut self) -> Option<String> {
         match self {
-            Proc::Own(c) => c.try_wait().ok().flatten().map(|s| s.to_string()),
+            Proc::Own { child, .. } => child.try_wait().ok().flatten().map(|s| s.to_string()),
             // Started by an earlier run: its exit status went to no one here.
-            Proc::Adopted { pid, command } => {
-                (!runs(*pid, command)).then(|| "an exit status not known".to_string())
+            Proc::Adopted { pid, started } => {
+                (!runs(*pid, started)).then(|| "an exit status not known".to_string())
             }
         }
     }
@@ -91,15 +136,15 @@ impl Proc {
     /// Stops it at once.
     pub fn kill(&mut self) {
         match self {
-            Proc::Own(c) => {
-                if c.try_wait().ok().flatten().is_none() {
-                    kill_pid(c.id());
+            Proc::Own { child, .. } => {
+                if child.try_wait().ok().flatten().is_none() {
+                    kill_pid(child.id());
                 }
-                let _ = c.kill();
-                let _ = c.wait();
+                let _ = child.kill();
+                let _ = child.wait();
             }
-            Proc::Adopted { pid, command } => {
-                if runs(*pid, command) {
+            Proc::Adopted { pid, started } => {
+                if runs(*pid, started) {
                     kill_pid(*pid);
                 }
             }
@@ -126,8 +171,11 @@ impl Proc {
 pub struct ServerRecord {
     /// Its process.
     pub pid: u32,
-    /// Its command line.
+    /// Its command line (for people: a process is known by `started`).
     pub command: Vec<String>,
+    /// When it started ([`identity`]).
+    #[serde(default)]
+    pub started: String,
     /// Its port.
     pub port: u16,
     /// `MODEL_URI`.
@@ -143,8 +191,11 @@ pub struct ServerRecord {
 pub struct RouterRecord {
     /// Its process.
     pub pid: u32,
-    /// Its command line.
+    /// Its command line (for people: a process is known by `started`).
     pub command: Vec<String>,
+    /// When it started ([`identity`]).
+    #[serde(default)]
+    pub started: String,
     /// The port it serves.
     pub port: u16,
 }
@@ -162,6 +213,31 @@ pub struct Record {
     pub servers: BTreeMap<String, ServerRecord>,
 }
 
+/// Creates `dir` (mode 0700) or makes sure the one there is this user's and no one else's: the
+/// records there say which processes Slipway may stop, and the sockets steer traffic.
+pub fn private_folder(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    let m = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} must be a folder of user {me} that nobody else may write to (it says which processes Slipway may stop); run `chmod 700` on it or use another --state",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `dir` is there and private ([`private_folder`] without creating it).
+fn trusted(dir: &Path) -> bool {
+    dir.exists() && private_folder(dir).is_ok()
+}
+
 /// Where the records and router sockets are.
 pub fn folder(logs: &Path) -> PathBuf {
     logs.join("routers")
@@ -176,13 +252,40 @@ fn record_path(logs: &Path, key: &(String, String)) -> PathBuf {
 pub fn write_record(logs: &Path, record: &Record) {
     let key = (record.namespace.clone(), record.name.clone());
     let path = record_path(logs, &key);
-    let _ = std::fs::create_dir_all(folder(logs));
+    if private_folder(&folder(logs)).is_err() {
+        return;
+    }
     let tmp = path.with_extension("json.tmp");
-    if let Ok(text) = serde_json::to_vec_pretty(record)
-        && std::fs::write(&tmp, text).is_ok()
-    {
+    // A new file (never through a link someone left there), then renamed over the record.
+    let _ = std::fs::remove_file(&tmp);
+    let written = serde_json::to_vec_pretty(record).ok().and_then(|text| {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ok()?;
+        f.write_all(&text).ok()
+    });
+    if written.is_some() {
         let _ = std::fs::rename(&tmp, &path);
     }
+}
+
+/// A record file: a regular file of at most 1 MiB in the private folder (nothing else is read).
+fn read_json(path: &Path) -> Option<Record> {
+    use std::io::Read as _;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    if !m.is_file() || m.len() > 1 << 20 {
+        return None;
+    }
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(1 << 20)
+        .read_to_end(&mut text)
+        .ok()?;
+    serde_json::from_slice(&text).ok()
 }
 
 /// Removes a deployment's record.
@@ -192,26 +295,28 @@ pub fn remove_record(logs: &Path, key: &(String, String)) {
 
 /// A deployment's record, if one was left.
 pub fn read_record(logs: &Path, key: &(String, String)) -> Option<Record> {
-    let text = std::fs::read(record_path(logs, key)).ok()?;
-    serde_json::from_slice(&text).ok()
+    trusted(&folder(logs)).then(|| read_json(&record_path(logs, key)))?
 }
 
 /// Whether the router a deployment's record names still runs.
 pub fn router_runs(logs: &Path, key: &(String, String)) -> bool {
     read_record(logs, key)
         .and_then(|r| r.router)
-        .is_some_and(|r| runs(r.pid, &r.command))
+        .is_some_and(|r| runs(r.pid, &r.started))
 }
 
 /// Every record left in the folder.
 pub fn records(logs: &Path) -> Vec<Record> {
+    if !trusted(&folder(logs)) {
+        return Vec::new();
+    }
     let Ok(entries) = std::fs::read_dir(folder(logs)) else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .filter_map(|e| read_json(&e.path()))
         .collect()
 }
 
@@ -238,6 +343,7 @@ impl Router {
         RouterRecord {
             pid: self.proc.id(),
             command: self.command.clone(),
+            started: self.proc.started().to_string(),
             port: self.port,
         }
     }
@@ -259,8 +365,11 @@ impl Router {
         key: &(String, String),
         port: u16,
     ) -> Result<Router, String> {
-        let socket = control::socket_for(&folder(logs), key);
-        std::fs::create_dir_all(folder(logs)).map_err(|e| e.to_string())?;
+        let socket = control::socket_for(&folder(logs), key, port);
+        private_folder(&folder(logs))?;
+        if let Some(parent) = socket.parent() {
+            private_folder(parent)?;
+        }
         let _ = std::fs::remove_file(&socket);
         let log_path = logs.join(format!("{}-{}-router.log", key.0, key.1));
         let log = std::fs::OpenOptions::new()
@@ -289,15 +398,17 @@ impl Router {
             .spawn()
             .map_err(|e| format!("cannot start `{} router`: {e}", program.display()))?;
         let mut router = Router {
-            proc: Proc::Own(child),
+            proc: Proc::own(child),
             port,
             socket,
             command,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(Reply::Hello { .. }) =
+            // Only this very process (not one answering on the path from before).
+            if let Ok(Reply::Hello { pid, .. }) =
                 control::ask(&router.socket, &Ask::Hello, Duration::from_millis(500))
+                && pid == router.proc.id()
             {
                 return Ok(router);
             }
@@ -332,16 +443,16 @@ impl Router {
         record: &RouterRecord,
         port: u16,
     ) -> Option<Router> {
-        if !runs(record.pid, &record.command) {
+        if !runs(record.pid, &record.started) {
             return None;
         }
         let router = Router {
             proc: Proc::Adopted {
                 pid: record.pid,
-                command: record.command.clone(),
+                started: record.started.clone(),
             },
             port: record.port,
-            socket: control::socket_for(&folder(logs), key),
+            socket: control::socket_for(&folder(logs), key, record.port),
             command: record.command.clone(),
         };
         match router.ask(&Ask::Hello) {
@@ -371,15 +482,17 @@ mod tests {
         let pid = child.id();
         // (Until it has exec'd, the child still shows this test's command line.)
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !runs(pid, &["/usr/bin/sleep".into(), "30".into()]) {
+        while !runs_command(pid, &["/usr/bin/sleep".into(), "30".into()]) {
             assert!(Instant::now() < deadline, "sleep never showed");
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(!runs(pid, &["sleep".into(), "31".into()]));
-        let mut adopted = Proc::Adopted {
-            pid,
-            command: vec!["sleep".into(), "30".into()],
-        };
+        assert!(!runs_command(pid, &["sleep".into(), "31".into()]));
+        // Known by when it started: another start time is another process.
+        let started = identity(pid).unwrap();
+        assert!(runs(pid, &started));
+        assert!(!runs(pid, &format!("{started}0")));
+        assert!(!runs(pid, ""));
+        let mut adopted = Proc::Adopted { pid, started };
         assert_eq!(adopted.exited(), None);
         adopted.kill();
         let _ = child.wait();
@@ -396,6 +509,7 @@ mod tests {
                 pid: 42,
                 command: vec!["slipway".into(), "router".into()],
                 port: 8765,
+                started: "boot/1".into(),
             }),
             servers: [(
                 "7".to_string(),

@@ -31,6 +31,8 @@ type Body = Full<Bytes>;
 
 #[derive(Default)]
 struct Table {
+    /// The weights last given (those above 0).
+    given: BTreeMap<String, u32>,
     /// (version, upstream port, weight), in version order.
     backends: Vec<(String, u16, u32)>,
     /// Each backend's running credit for the smooth weighted round robin of [`pick`].
@@ -59,56 +61,10 @@ struct Table {
 /// The most mirrored requests in flight at once (a slow shadow never piles up requests).
 const MAX_MIRRORING: usize = 64;
 
-/// The upper bounds (seconds) of the latency histogram's buckets: 1 ms to 16 s, doubling.
-pub const BUCKETS: [f64; 15] = [
-    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
-    8.192, 16.384,
-];
-
-/// Everything a router observed for one version since it started: what `/metrics` exports.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Totals {
-    /// Requests forwarded.
-    pub requests: u64,
-    /// Of them, answered 5xx or not at all.
-    pub errors: u64,
-    /// Requests per latency bucket ([`BUCKETS`], then one for longer).
-    pub buckets: Vec<u64>,
-    /// Their durations added up, in seconds.
-    pub seconds: f64,
-}
-
-impl Totals {
-    fn add(&mut self, failed: bool, seconds: f64) {
-        self.requests += 1;
-        if failed {
-            self.errors += 1;
-        }
-        if self.buckets.len() != BUCKETS.len() + 1 {
-            self.buckets = vec![0; BUCKETS.len() + 1];
-        }
-        let i = BUCKETS
-            .iter()
-            .position(|b| seconds <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.buckets[i] += 1;
-        self.seconds += seconds;
-    }
-}
-
-/// A step of xorshift64: cheap, uniform enough to sample latencies.
-fn next_random(state: &mut u64) -> u64 {
-    let mut x = if *state == 0 {
-        0x9E37_79B9_7F4A_7C15
-    } else {
-        *state
-    };
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    x
-}
+#[path = "router_totals.rs"]
+mod totals;
+use totals::next_random;
+pub use totals::{BUCKETS, Totals};
 
 /// A running router. Dropping it stops it.
 pub struct TrafficRouter {
@@ -162,10 +118,17 @@ impl TrafficRouter {
         Ok(TrafficRouter { table, addr, task })
     }
 
-    /// Routes by these weights (version → percent) to these upstream ports, and starts new
-    /// observation windows.
+    /// Routes by these weights (version → percent) to these upstream ports; new weights start
+    /// new observation windows (new ports alone — a server started again — do not).
     pub fn set(&self, weights: &BTreeMap<String, u32>, ports: &BTreeMap<String, u16>) {
         let mut t = lock(&self.table);
+        let given: BTreeMap<String, u32> = weights
+            .iter()
+            .filter(|(_, w)| **w > 0)
+            .map(|(v, w)| (v.clone(), *w))
+            .collect();
+        let same = t.given == given;
+        t.given = given;
         t.backends = weights
             .iter()
             .filter(|(_, w)| **w > 0)
@@ -173,8 +136,10 @@ impl TrafficRouter {
             .collect();
         t.credit = vec![0; t.backends.len()];
         t.ports = ports.clone();
-        t.windows.clear();
-        t.generation += 1;
+        if !same {
+            t.windows.clear();
+            t.generation += 1;
+        }
     }
 
     /// Routes requests by these rules before the weights.
@@ -316,9 +281,8 @@ async fn forward(
         return Ok(text(StatusCode::BAD_REQUEST, "bad request\n".into()));
     };
     let started = Instant::now();
-    let result = tokio::time::timeout(limits::ROUTED_REQUEST, client.request(upstream)).await;
+    let (response, served) = answer(client.request(upstream), &version).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (response, served) = answer(result, &version).await;
     // Mirrored only once the serving version answered (and only then is a slot taken: the
     // task that holds it gives it back however it ends).
     let shadow = mirrored_to(&mut lock(&table), &version);
@@ -513,15 +477,38 @@ fn upstream_request(
 }
 
 /// The client's answer: the version's response marked with the version, or why it gave none;
-/// and what the version answered (status, body), for a shadow's comparison.
+/// and what the version answered (status, body), for a shadow's comparison. The version has
+/// [`limits::ROUTED_REQUEST`] for its whole answer, body included, of at most
+/// [`limits::ROUTED_BODY`]; an answer cut short is a 502 (the version's error), never a success
+/// with half a body.
 async fn answer(
-    result: Result<
-        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-        tokio::time::error::Elapsed,
+    sent: impl std::future::Future<
+        Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>,
     >,
     version: &str,
 ) -> (Response<Body>, Option<(u16, Bytes)>) {
-    match result {
+    let exchange = async {
+        let resp = sent
+            .await
+            .map_err(|e| format!("version {version} did not answer: {e}\n"))?;
+        let (parts, body) = resp.into_parts();
+        let bytes = http_body_util::Limited::new(body, limits::ROUTED_BODY)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    format!(
+                        "version {version} answered more than {} MiB\n",
+                        limits::ROUTED_BODY >> 20
+                    )
+                } else {
+                    format!("version {version}'s answer was cut short: {e}\n")
+                }
+            })?
+            .to_bytes();
+        Ok::<_, String>((parts, bytes))
+    };
+    match tokio::time::timeout(limits::ROUTED_REQUEST, exchange).await {
         Err(_) => (
             text(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -532,13 +519,8 @@ async fn answer(
             ),
             None,
         ),
-        Ok(Ok(resp)) => {
-            let (mut parts, body) = resp.into_parts();
-            let bytes = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+        Ok(Err(why)) => (text(StatusCode::BAD_GATEWAY, why), None),
+        Ok(Ok((mut parts, bytes))) => {
             parts.headers.insert(
                 "x-slipway-version",
                 version
@@ -548,13 +530,6 @@ async fn answer(
             let served = (parts.status.as_u16(), bytes.clone());
             (Response::from_parts(parts, Full::new(bytes)), Some(served))
         }
-        Ok(Err(e)) => (
-            text(
-                StatusCode::BAD_GATEWAY,
-                format!("version {version} did not answer: {e}\n"),
-            ),
-            None,
-        ),
     }
 }
 

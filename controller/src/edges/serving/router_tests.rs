@@ -176,3 +176,54 @@ fn a_body_over_the_cap_is_refused_and_every_answer_is_counted_in_the_totals() {
     assert!(t.seconds > 0.0);
     drop(router);
 }
+
+/// The hostile review of §8: an answer cut short was sent on as a 200 with half a body and
+/// counted a success. Now it is the version's 502, in its window and totals; and the same weights
+/// given again (a server started on a new port) keep the window.
+#[test]
+fn an_answer_cut_short_is_a_502_and_new_ports_alone_keep_the_window() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (router, port, cut) = runtime.block_on(async {
+        let up = upstream().await;
+        // Promises 100 bytes, sends 10, hangs up.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cut = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                    .await;
+            }
+        });
+        let router = TrafficRouter::start(0).await.unwrap();
+        router.set(
+            &BTreeMap::from([("7".to_string(), 100)]),
+            &BTreeMap::from([("7".to_string(), up)]),
+        );
+        let port = router.addr.port();
+        (router, port, cut)
+    });
+    let get = "GET /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert!(exchange(port, get).contains(" 200 "));
+    assert_eq!(router.window("7").requests, 1);
+    // Version 7's server "started again" on another port: same weights, the window goes on.
+    router.set(
+        &BTreeMap::from([("7".to_string(), 100)]),
+        &BTreeMap::from([("7".to_string(), cut)]),
+    );
+    let status = exchange(port, get);
+    assert!(status.contains(" 502 "), "{status}");
+    let w = router.window("7");
+    assert_eq!((w.requests, w.errors), (2, 1), "{w:?}");
+    assert_eq!(router.totals()["7"].errors, 1);
+    // New weights: a new window.
+    router.set(
+        &BTreeMap::from([("7".to_string(), 50), ("8".to_string(), 50)]),
+        &BTreeMap::from([("7".to_string(), cut)]),
+    );
+    assert_eq!(router.window("7").requests, 0);
+    drop(router);
+}

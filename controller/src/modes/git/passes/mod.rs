@@ -225,16 +225,31 @@ impl Loop {
         })
     }
 
+    /// While no revision can be reconciled (unreadable, invalid), what serves keeps serving:
+    /// crashed servers and routers are started again (said on the terminal; the history records
+    /// restarts from passes over a valid revision).
+    fn supervise_meanwhile(&mut self) {
+        if let Some(target) = self.target.as_mut() {
+            for (_, _, message) in target.supervise() {
+                self.live.step(&message);
+            }
+        }
+    }
+
     /// One pass: read the source, check it, reconcile, carry out, publish.
     fn pass(&mut self) -> anyhow::Result<Next> {
         let (files, revision, root) = match self.read() {
             Ok(read) => read,
-            Err(why) => return Ok(self.unreadable(why)),
+            Err(why) => {
+                self.supervise_meanwhile();
+                return Ok(self.unreadable(why));
+            }
         };
         let (catalog, diags) = Catalog::from_files_remembering(&files, &self.passes);
         self.store
             .remember_schema_passes(self.fingerprint, &self.passes.settle())?;
         if !diags.is_empty() {
+            self.supervise_meanwhile();
             return self.rejected(&revision, &diags);
         }
         let catalog = Arc::new(catalog);
