@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod approval;
 pub mod common;
 pub mod evaluation;
+pub mod gateway;
 pub mod group;
 pub mod model_alias;
 pub mod model_deployment;

@@ -142,6 +142,10 @@ pub struct KubernetesTarget {
     /// Secrets of the namespace the image is pulled with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<String>,
+    /// How traffic is split between versions: by the ratio of their replicas (the default), or
+    /// exactly, by a Gateway API HTTPRoute's backend weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<crate::serving::KubernetesTraffic>,
 }
 
 fn default_replicas() -> u32 {

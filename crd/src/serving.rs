@@ -79,3 +79,27 @@ impl RequestMatch {
         }
     }
 }
+
+/// How a `kubernetes` target splits traffic between versions.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+pub struct KubernetesTraffic {
+    /// Exact splits through the Gateway API: each version gets a Service of its own
+    /// (`DEPLOYMENT-vVERSION`, port 80), and the HTTPRoute's rules that send requests to the
+    /// deployment's Service (or to those per-version Services) get one backend per version,
+    /// weighted by each step's percentages.
+    #[serde(
+        rename = "gatewayAPI",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gateway_api: Option<GatewayApiTraffic>,
+}
+
+/// The Gateway API route whose backend weights a rollout sets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiTraffic {
+    /// The HTTPRoute, in the deployment's namespace; a rule of it names the deployment's Service
+    /// as a backend (`backendRefs: [{name: DEPLOYMENT, port: 80}]`).
+    pub http_route: String,
+}

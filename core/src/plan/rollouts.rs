@@ -88,7 +88,13 @@ pub(super) fn rollout(d: &ModelDeployment, head: &Catalog, version: Option<&str>
     let target = if let Some(l) = &t.local {
         format!("local router on port {}", l.port)
     } else if let Some(k) = &t.kubernetes {
-        format!("kubernetes, {} replicas of {}", k.replicas, k.image)
+        match k.traffic.as_ref().and_then(|t| t.gateway_api.as_ref()) {
+            Some(g) => format!(
+                "kubernetes, {} replicas of {}, split exactly by HTTPRoute {}",
+                k.replicas, k.image, g.http_route
+            ),
+            None => format!("kubernetes, {} replicas of {}", k.replicas, k.image),
+        }
     } else if let Some(s) = &t.sagemaker {
         format!(
             "sagemaker endpoint {} ({} × {})",

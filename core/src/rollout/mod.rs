@@ -581,6 +581,7 @@ pub fn decide(
 }
 
 pub mod analysis;
+pub mod gateway;
 pub mod metrics;
 pub mod replicas;
 mod retry;

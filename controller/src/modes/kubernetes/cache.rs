@@ -329,7 +329,26 @@ impl Cache {
             .collect()
     }
 
-    /// The `Service` of `ModelDeployment` `name` in `ns`, from the watch.
+    /// The per-version Services of deployment `name` in `ns` (labelled with its name and a
+    /// version), by version.
+    pub fn version_services(&self, ns: &str, name: &str) -> BTreeMap<String, String> {
+        self.services
+            .store()
+            .state()
+            .iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+            .filter_map(|s| {
+                let labels = s.metadata.labels.as_ref()?;
+                (labels.get(DEPLOYMENT_LABEL).map(String::as_str) == Some(name))
+                    .then(|| labels.get(VERSION_LABEL))
+                    .flatten()
+                    .map(|v| (v.clone(), s.metadata.name.clone().unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// The `Service` of `ModelDeployment` `name` in `ns` (or any of its Services by name), from
+    /// the watch.
     pub fn service(&self, ns: &str, name: &str) -> Option<Service> {
         self.services
             .store()

@@ -67,6 +67,10 @@ pub enum Error {
     /// An object of the name Slipway would write exists and is not the deployment's own.
     #[error("{0}")]
     NotOwned(String),
+    /// The Gateway API route a deployment names cannot carry its split (missing, or no rule of
+    /// it serves the deployment).
+    #[error("{0}")]
+    Route(String),
     /// kube-runtime's finalizer patch tests the finalizers it read (a JSON Patch `test`): the
     /// API server refuses it (422) when the copy was stale — another reconcile added or removed
     /// the finalizer meanwhile. A race to read again, not a refusal of the object.
@@ -172,6 +176,7 @@ impl Error {
             Error::SageMaker(_) => "sagemaker",
             Error::Finalizer(_) => "finalizer",
             Error::NotOwned(_) => "not-owned",
+            Error::Route(_) => "route",
         }
     }
 
@@ -215,6 +220,7 @@ impl Error {
             Error::Finalizer(_) => stalled(StallReason::Finalizer, "report it"),
             // The error says what to do.
             Error::NotOwned(_) => stalled(StallReason::NotOwned, "Slipway waits"),
+            Error::Route(_) => stalled(StallReason::TargetRefused, "Slipway waits"),
         }
     }
 

@@ -237,6 +237,9 @@ async fn roll_out(
             s.kept_for_inspection(),
         )
         .await?;
+    // Exact splits: the route's backends as the step left the traffic (written again if someone
+    // changed them).
+    super::gateway::route(ctx, md, target, &weights).await?;
     r.collect_garbage(s).await?;
     r.heal_missing(s, &weights, &applied).await?;
     super::writeback::write_back(ctx, md, &super::writeback::status_after(&outcome, md)).await?;
@@ -362,6 +365,8 @@ impl Rollout<'_> {
                         self.apply(&v, r).await?;
                         applied.insert(v);
                     }
+                    // Exact splits: the route's weights before any version stops.
+                    super::gateway::route(self.ctx, self.md, self.target, w).await?;
                     weights = w.clone();
                 }
                 // The version just rolled back keeps its Deployment, scaled to 0, for people to
@@ -370,6 +375,7 @@ impl Rollout<'_> {
                 Action::Stop(v) => {
                     let doomed = version_deployment_name(&self.name, v);
                     delete(&self.deployments, &doomed, self.md).await?;
+                    super::gateway::forget(self.ctx, self.md, v).await?;
                 }
                 Action::Event { .. } => {}
             }

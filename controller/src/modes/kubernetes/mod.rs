@@ -8,6 +8,7 @@ pub mod context;
 pub mod deployments;
 pub mod evaluation_jobs;
 pub mod evaluations;
+pub mod gateway;
 pub mod http;
 pub mod lease;
 pub mod metrics;

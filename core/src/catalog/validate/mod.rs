@@ -273,8 +273,21 @@ impl Checker<'_> {
         }
     }
 
-    /// Checks a Kubernetes target's readiness path and tolerations as the API server would.
+    /// Checks a Kubernetes target's readiness path and tolerations as the API server would, and
+    /// the HTTPRoute its traffic goes through.
     fn kubernetes_target(&mut self, k: &slipway_crd::model_deployment::KubernetesTarget) {
+        let route = k.traffic.as_ref().and_then(|t| t.gateway_api.as_ref());
+        if let Some(g) = route
+            && !is_dns_subdomain(&g.http_route)
+        {
+            self.invalid(
+                "spec.target.kubernetes.traffic.gatewayAPI.httpRoute",
+                format!(
+                    "`{}` is not the name of an HTTPRoute (lower-case letters, digits, `-` and `.`)",
+                    g.http_route
+                ),
+            );
+        }
         if let Some(r) = &k.readiness
             && !r.path.starts_with('/')
         {
