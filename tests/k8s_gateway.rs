@@ -80,7 +80,10 @@ spec:
 const ROUTE: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {name: pitch-frames}
+metadata:
+  name: pitch-frames
+  # Whoever may edit the route lets the deployment set its weights.
+  annotations: {slipway.dev/deployments: pitch-frames-api}
 spec:
   parentRefs: [{name: public-gateway}]
   hostnames: [frames.example.com]
@@ -103,7 +106,7 @@ fn backends(api: &ApiServer) -> String {
     .to_string()
 }
 
-fn setup(route: &str) -> (ApiServer, Kubelet) {
+fn setup(route: &str, annotated: bool) -> (ApiServer, Kubelet) {
     let api = ApiServer::start();
     api.install_crds();
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", ROUTE_CRD);
@@ -111,7 +114,15 @@ fn setup(route: &str) -> (ApiServer, Kubelet) {
     support::eventually(Duration::from_secs(30), || {
         (api.kubectl(&["get", "httproutes"], "admin").code == 0).then_some(())
     });
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", ROUTE);
+    let written = if annotated {
+        ROUTE.to_string()
+    } else {
+        ROUTE.replace(
+            "  annotations: {slipway.dev/deployments: pitch-frames-api}\n",
+            "",
+        )
+    };
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &written);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &registry(route));
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -121,7 +132,7 @@ fn setup(route: &str) -> (ApiServer, Kubelet) {
 
 #[test]
 fn each_step_is_the_routes_exact_weights_over_one_service_per_version() {
-    let (api, _kubelet) = setup("pitch-frames");
+    let (api, _kubelet) = setup("pitch-frames", true);
     let controller = Controller::start(&api, "controller-a");
     let wait = |want: &str| {
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -191,28 +202,48 @@ fn each_step_is_the_routes_exact_weights_over_one_service_per_version() {
     });
 }
 
-#[test]
-fn a_route_that_does_not_serve_the_deployment_stalls_it_with_the_reason() {
-    let (api, _kubelet) = setup("missing-route");
-    let controller = Controller::start(&api, "controller-a");
+/// The deployment's stall message once it names `needle`.
+fn stalled_with(api: &ApiServer, controller: &Controller, needle: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let stalled = get(
-            &api,
+            api,
             &["mdeploy", "pitch-frames-api"],
             r#"{.status.conditions[?(@.type=="Stalled")].message}"#,
         );
-        if stalled.contains("HTTPRoute default/missing-route") {
-            assert!(stalled.contains("does not exist"), "{stalled}");
-            break;
+        if stalled.contains(needle) {
+            return stalled;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no stall: {stalled}\n{}",
+            "no stall naming {needle}: {stalled}\n{}",
             controller.log()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The route it names is untouched.
+}
+
+#[test]
+fn a_route_that_is_missing_stalls_the_deployment_with_the_reason() {
+    let (api, _kubelet) = setup("missing-route", true);
+    let controller = Controller::start(&api, "controller-a");
+    let stalled = stalled_with(&api, &controller, "HTTPRoute default/missing-route");
+    assert!(stalled.contains("does not exist"), "{stalled}");
+    // No step is taken without the route: nothing serves.
+    assert_eq!(backends(&api), "pitch-frames-api=");
+}
+
+/// The hostile review: a promoter could name another team's route in the namespace and have the
+/// controller (which may update any HTTPRoute) rewrite it. A route is written only when it says
+/// which deployments may set its weights.
+#[test]
+fn a_route_that_does_not_let_the_deployment_set_its_weights_is_left_alone() {
+    let (api, _kubelet) = setup("pitch-frames", false);
+    let controller = Controller::start(&api, "controller-a");
+    let stalled = stalled_with(&api, &controller, "does not let ModelDeployment");
+    assert!(
+        stalled.contains("slipway.dev/deployments: pitch-frames-api"),
+        "{stalled}"
+    );
     assert_eq!(backends(&api), "pitch-frames-api=");
 }

@@ -141,7 +141,10 @@ mod aws {
         // times to the second and excludes the end; a later one has no data yet).
         let end = now + Duration::from_secs(60);
         runtime()?.block_on(async {
-            let c = client(url, region).await;
+            // The configuration chain (credentials) within the measurement's time too.
+            let c = tokio::time::timeout(crate::edges::providers::TIMEOUT, client(url, region))
+                .await
+                .map_err(|_| "the AWS configuration could not be loaded within 10 s".to_string())?;
             let call = c
                 .get_metric_data()
                 .set_metric_data_queries(Some(built))

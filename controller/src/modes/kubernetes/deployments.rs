@@ -219,6 +219,8 @@ async fn roll_out(
         ns,
         name,
     };
+    // A route that cannot carry the split stalls the deployment before any step is taken.
+    super::gateway::check(ctx, md, target).await?;
     // Observe → decide (the step git mode takes too) → persist first: a restarted controller
     // resumes from the new state and re-applies it.
     let outcome = r.decide_and_persist(desired.as_deref()).await?;
@@ -375,7 +377,7 @@ impl Rollout<'_> {
                 Action::Stop(v) => {
                     let doomed = version_deployment_name(&self.name, v);
                     delete(&self.deployments, &doomed, self.md).await?;
-                    super::gateway::forget(self.ctx, self.md, v).await?;
+                    super::gateway::forget(self.ctx, self.md, self.target, v).await?;
                 }
                 Action::Event { .. } => {}
             }

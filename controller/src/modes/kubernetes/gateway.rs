@@ -27,6 +27,66 @@ pub(super) fn route_of(target: &KubernetesTarget) -> Option<&str> {
         .map(|g| g.http_route.as_str())
 }
 
+/// The per-version Services of `md` the watch shows, by version: only those it owns (a
+/// Service merely labelled like them is someone else's).
+fn owned_services(ctx: &Context, md: &ModelDeployment, ns: &str) -> BTreeMap<String, String> {
+    let mut services = ctx.cache.version_services(ns, &md.name_any());
+    services.retain(|_, s| {
+        ctx.cache.service(ns, s).is_some_and(|svc| {
+            svc.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == md.metadata.uid.as_ref())
+        })
+    });
+    services
+}
+
+/// The route `md` names, if it lets `md` set its weights (the `slipway.dev/deployments`
+/// annotation names it) and serves it; why not, as the deployment's stall.
+async fn read_route(
+    ctx: &Context,
+    md: &ModelDeployment,
+    route_name: &str,
+    services: &BTreeMap<String, String>,
+) -> Result<HTTPRoute, Error> {
+    let name = md.name_any();
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<HTTPRoute> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(r) = api.get_opt(route_name).await? else {
+        return Err(Error::Route(format!(
+            "HTTPRoute {ns}/{route_name} (spec.target.kubernetes.traffic.gatewayAPI.httpRoute) does not exist: create it with a rule whose backendRefs name Service {name}, or remove traffic.gatewayAPI"
+        )));
+    };
+    if !rollout::gateway::lets(r.metadata.annotations.as_ref(), &name) {
+        return Err(Error::Route(format!(
+            "HTTPRoute {ns}/{route_name} does not let ModelDeployment {name} set its weights: whoever may edit the route adds the annotation {}: {name}",
+            rollout::gateway::OPT_IN
+        )));
+    }
+    if !rollout::gateway::serves(&r.spec.rules, (&name, &ns), services) {
+        return Err(Error::Route(format!(
+            "HTTPRoute {ns}/{route_name}: no rule of it sends requests to Service {name}: add `backendRefs: [{{name: {name}, port: {}}}]` to the rule that serves this deployment",
+            rollout::gateway::SERVICE_PORT
+        )));
+    }
+    Ok(r)
+}
+
+/// Before a step is decided: the route a deployment names exists, lets it set its weights and
+/// serves it — else the deployment stalls there, and no step is taken without its traffic.
+pub(super) async fn check(
+    ctx: &Context,
+    md: &ModelDeployment,
+    target: &KubernetesTarget,
+) -> Result<(), Error> {
+    let Some(route_name) = route_of(target) else {
+        return Ok(());
+    };
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let services = owned_services(ctx, md, &ns);
+    read_route(ctx, md, route_name, &services).await.map(|_| ())
+}
+
 /// Makes the route send `weights` (version → percent) of its requests for `md` to each
 /// version's Service.
 pub(super) async fn route(
@@ -43,29 +103,24 @@ pub(super) async fn route(
     }
     let name = md.name_any();
     let ns = md.namespace().unwrap_or_else(|| "default".into());
-    // The versions' Services: those routed now, and those of earlier versions the route may
-    // still name (they leave it).
-    let mut services = ctx.cache.version_services(&ns, &name);
-    for v in weights.keys() {
-        services.insert(v.clone(), version_deployment_name(&name, v));
-    }
-    for (v, service) in &services {
-        if weights.get(v).is_some_and(|w| *w > 0) {
-            version_service(ctx, md, target, v, service).await?;
+    // The versions' Services: those of versions with traffic (made sure to be ours), and the
+    // ones it owns that the route may still name (they leave it).
+    let mut services = owned_services(ctx, md, &ns);
+    for (v, w) in weights {
+        if *w > 0 {
+            let service = version_deployment_name(&name, v);
+            version_service(ctx, md, target, v, &service).await?;
+            services.insert(v.clone(), service);
         }
     }
-    let api: Api<HTTPRoute> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(mut r) = api.get_opt(route_name).await? else {
-        return Err(Error::Route(format!(
-            "HTTPRoute {ns}/{route_name} (spec.target.kubernetes.traffic.gatewayAPI.httpRoute) does not exist: create it with a rule whose backendRefs name Service {name}, or remove traffic.gatewayAPI"
-        )));
-    };
-    let rules = rollout::gateway::weighted(&r.spec.rules, &name, &services, weights)
+    let mut r = read_route(ctx, md, route_name, &services).await?;
+    let rules = rollout::gateway::weighted(&r.spec.rules, (&name, &ns), &services, weights)
         .map_err(|why| Error::Route(format!("HTTPRoute {ns}/{route_name}: {why}")))?;
     if rules == r.spec.rules {
         return Ok(());
     }
     r.spec.rules = rules;
+    let api: Api<HTTPRoute> = Api::namespaced(ctx.client.clone(), &ns);
     api.replace(route_name, &PostParams::default(), &r).await?;
     Ok(())
 }
@@ -117,12 +172,30 @@ async fn version_service(
     Ok(())
 }
 
-/// Deletes version `v`'s Service, if the deployment routes through the Gateway API and it is
-/// `md`'s (a version that stopped serving).
-pub(super) async fn forget(ctx: &Context, md: &ModelDeployment, v: &str) -> Result<(), Error> {
+/// Deletes version `v`'s Service (a version that stopped serving), if it is `md`'s and the
+/// route `md` names does not still send requests to it.
+pub(super) async fn forget(
+    ctx: &Context,
+    md: &ModelDeployment,
+    target: &KubernetesTarget,
+    v: &str,
+) -> Result<(), Error> {
     let name = md.name_any();
     let ns = md.namespace().unwrap_or_else(|| "default".into());
     let service = version_deployment_name(&name, v);
+    if let Some(route_name) = route_of(target) {
+        let api: Api<HTTPRoute> = Api::namespaced(ctx.client.clone(), &ns);
+        let named = api.get_opt(route_name).await?.is_some_and(|r| {
+            r.spec
+                .rules
+                .iter()
+                .flat_map(|rule| &rule.backend_refs)
+                .any(|b| b.name == service)
+        });
+        if named {
+            return Ok(());
+        }
+    }
     let Some(existing) = ctx.cache.service(&ns, &service) else {
         return Ok(());
     };

@@ -69,6 +69,7 @@ fn a_cloudwatch_metric_is_refused_field_by_field() {
         "region": "EU west", "window": "10s",
         "queries": [
             {"id": "Errors", "expression": "{{version}} * 2"},
+            {"id": "all", "expression": "SEARCH('{AWS/EC2} CPU', 'Average', 60)"},
             {"id": "b", "metricStat": {"namespace": "{{model}}", "metricName": "x",
                 "stat": "Sum", "period": 45, "dimensions": {"V": "{{nope}}"}},
              "returnData": true},
@@ -82,11 +83,12 @@ fn a_cloudwatch_metric_is_refused_field_by_field() {
         "region",
         "queries[0].id",
         "queries[0].expression",
-        "queries[1].metricStat.namespace",
-        "queries[1].metricStat.period",
-        "queries[1].metricStat.dimensions",
-        "queries[2].id",
-        "queries[2]",
+        "queries[1].expression",
+        "queries[2].metricStat.namespace",
+        "queries[2].metricStat.period",
+        "queries[2].metricStat.dimensions",
+        "queries[3].id",
+        "queries[3]",
         "queries",
     ] {
         assert!(

@@ -378,6 +378,15 @@ pub fn cloudwatch_problems(c: &slipway_crd::analysis::CloudWatchMetric) -> Vec<(
                             .to_string(),
                     ));
                 }
+                let upper = e.to_ascii_uppercase();
+                if upper.contains("SEARCH(") || upper.trim_start().starts_with("SELECT") {
+                    out.push((
+                        format!("{at}.expression"),
+                        "SEARCH and Metrics Insights queries read metrics by pattern across the \
+                         account; name the metrics with metricStat queries"
+                            .to_string(),
+                    ));
+                }
                 if e.trim().is_empty() || e.len() > 2048 {
                     out.push((
                         format!("{at}.expression"),
