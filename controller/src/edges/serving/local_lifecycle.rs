@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::control::{self, Ask};
+use super::control;
 use super::processes::{self, Proc};
 use super::{Deployment, Key, LocalTarget, Model};
 
@@ -30,15 +30,17 @@ impl LocalTarget {
             if let Some(r) = &record.router
                 && processes::runs(r.pid, &r.started)
             {
-                let socket = control::socket_for(&processes::folder(&self.logs), &key, r.port);
-                let _ = control::ask_now(&socket, &Ask::Stop);
-                let mut p = Proc::Adopted {
-                    pid: r.pid,
-                    started: r.started.clone(),
-                };
-                if !p.ended_within(Duration::from_secs(6)) {
-                    p.kill();
+                // Stopped as any router is (told, then killed after 6 s).
+                processes::Router {
+                    proc: Proc::Adopted {
+                        pid: r.pid,
+                        started: r.started.clone(),
+                    },
+                    port: r.port,
+                    socket: control::socket_for(&processes::folder(&self.logs), &key, r.port),
+                    command: r.command.clone(),
                 }
+                .stop();
             }
             for s in record.servers.into_values() {
                 Proc::Adopted {

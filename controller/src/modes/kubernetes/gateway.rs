@@ -16,6 +16,7 @@ use slipway_crd::model_deployment::KubernetesTarget;
 use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::context::{Context, Error, MANAGER, owner};
 use super::deployments::version_deployment_name;
+use super::workloads::{not_owned, ours};
 use crate::decide::rollout;
 
 /// The route a target's traffic goes through, if it names one.
@@ -32,11 +33,9 @@ pub(super) fn route_of(target: &KubernetesTarget) -> Option<&str> {
 fn owned_services(ctx: &Context, md: &ModelDeployment, ns: &str) -> BTreeMap<String, String> {
     let mut services = ctx.cache.version_services(ns, &md.name_any());
     services.retain(|_, s| {
-        ctx.cache.service(ns, s).is_some_and(|svc| {
-            svc.owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == md.metadata.uid.as_ref())
-        })
+        ctx.cache
+            .service(ns, s)
+            .is_some_and(|svc| ours(&svc.metadata, md))
     });
     services
 }
@@ -145,14 +144,9 @@ async fn version_service(
     }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(existing) = api.get_opt(service).await?
-        && !existing
-            .owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == md.metadata.uid.as_ref())
+        && !ours(&existing.metadata, md)
     {
-        return Err(Error::NotOwned(format!(
-            "Service {ns}/{service} exists and is not ModelDeployment {name}'s (no owner reference to it): Slipway leaves it alone; rename the ModelDeployment or remove that Service"
-        )));
+        return Err(not_owned("Service", &ns, service, md));
     }
     let labels = json!({DEPLOYMENT_LABEL: name, VERSION_LABEL: v, "app.kubernetes.io/managed-by": "slipway"});
     let body = json!({
@@ -199,11 +193,7 @@ pub(super) async fn forget(
     let Some(existing) = ctx.cache.service(&ns, &service) else {
         return Ok(());
     };
-    if !existing
-        .owner_references()
-        .iter()
-        .any(|o| Some(&o.uid) == md.metadata.uid.as_ref())
-    {
+    if !ours(&existing.metadata, md) {
         return Ok(());
     }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);

@@ -13,7 +13,7 @@ use super::context::{Context, Error, MANAGER, owner};
 use super::deployments::version_deployment_name;
 
 /// Whether `meta` is of an object `md` owns (an owner reference to its uid).
-fn ours(meta: &kube::api::ObjectMeta, md: &ModelDeployment) -> bool {
+pub(super) fn ours(meta: &kube::api::ObjectMeta, md: &ModelDeployment) -> bool {
     let Some(uid) = md.metadata.uid.as_deref() else {
         return false;
     };
@@ -21,7 +21,7 @@ fn ours(meta: &kube::api::ObjectMeta, md: &ModelDeployment) -> bool {
 }
 
 /// The refusal to write over `kind` `ns/name`, which exists and is not `md`'s.
-fn not_owned(kind: &str, ns: &str, name: &str, md: &ModelDeployment) -> Error {
+pub(super) fn not_owned(kind: &str, ns: &str, name: &str, md: &ModelDeployment) -> Error {
     Error::NotOwned(format!(
         "{kind} {ns}/{name} exists and is not ModelDeployment {}'s (no owner reference to it): \
          Slipway leaves it alone; rename the ModelDeployment or remove that {kind}",
