@@ -181,3 +181,123 @@ fn run_once_with_the_token(work: &Path) -> support::Run {
     traffic.stop();
     run
 }
+
+/// Version `10` of the quickstart model: version 8's artifact under another number (its server
+/// answers as 8 does, naming itself 10).
+fn add_twin_of_8(work: &Path) {
+    let path = work.join("registry/versions.yaml");
+    let versions = std::fs::read_to_string(&path).unwrap();
+    let digest = versions
+        .split("uri: models/pitch-frames-8.json")
+        .nth(1)
+        .and_then(|rest| rest.split("digest: ").nth(1))
+        .and_then(|d| d.lines().next())
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &path,
+        format!(
+            "{versions}---\napiVersion: slipway.dev/v1alpha1\nkind: ModelVersion\nmetadata: {{name: pitch-frames-10}}\nspec:\n  model: pitch-frames\n  version: \"10\"\n  artifact: {{uri: models/pitch-frames-8.json, digest: {digest}}}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// The versions whose servers the run's record of the deployment lists.
+fn recorded_servers(work: &Path) -> Vec<String> {
+    let record = work.join("state/logs/routers/default_pitch-frames-api.json");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(record).unwrap_or_default())
+            .unwrap_or_default();
+    record["servers"]
+        .as_object()
+        .map(|s| s.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn three_standing_shadows_answer_no_one_and_their_agreement_is_a_prometheus_series() {
+    let (_dir, work) = quickstart();
+    assert_eq!(
+        slipway(&["run", "registry", "--once", "--state", "state"], &work).code,
+        0
+    );
+    add_broken_version(&work);
+    add_twin_of_8(&work);
+    let path = work.join("registry/deployments.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let shadows = "  shadows:\n    - {version: \"8\", mirror: 100}\n    - {version: \"9\", mirror: 50}\n    - {version: \"10\", mirror: 100}\n";
+    let text = text.replace(
+        "      maxLatencyMs: 250\n",
+        "      maxLatencyMs: 250\n      agreementIgnore: [version]\n",
+    ) + shadows;
+    std::fs::write(&path, &text).unwrap();
+    let check = slipway(&["validate", "registry"], &work);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+
+    let listen = support::free_port();
+    let prometheus = Prometheus::scraping(&[format!("127.0.0.1:{listen}")]);
+    let (mut child, _) = serve_on(&work, listen, &[]);
+    // Traffic once the run's router serves 7 (before, its port may be another test's).
+    let router = support::git_mode::router_port(&work);
+    eventually(Duration::from_secs(30), || {
+        (support::git_mode::predict(router).as_deref() == Some("7")).then_some(())
+    });
+    let traffic = Traffic::start(&work);
+    let by_version = |promql: &str| -> std::collections::BTreeMap<String, f64> {
+        let r = prometheus.query(promql);
+        r["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let v = s["metric"]["version"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let n = s["value"][1].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+                (v, n)
+            })
+            .collect()
+    };
+    // Agreement = agreed / mirrored, per shadow: 8 and 10 answer as 7 does (their version field
+    // aside), 9 fails every prediction.
+    let agreement = eventually(Duration::from_secs(90), || {
+        let a = by_version(
+            "slipway_router_agreed_total{deployment=\"pitch-frames-api\"} / slipway_router_mirrored_total{deployment=\"pitch-frames-api\"}",
+        );
+        let mirrored = by_version("slipway_router_mirrored_total");
+        (a.len() == 3 && mirrored.values().all(|n| *n >= 10.0)).then_some(a)
+    });
+    assert_eq!(agreement["8"], 1.0, "{agreement:?}");
+    assert_eq!(agreement["10"], 1.0, "{agreement:?}");
+    assert_eq!(agreement["9"], 0.0, "{agreement:?}");
+    // 9 gets half the share of 8 and 10, give or take the requests in flight.
+    let mirrored = by_version("slipway_router_mirrored_total");
+    assert!(mirrored["9"] < mirrored["8"] * 0.75, "{mirrored:?}");
+    // Shadows serve no one: no series of requests they answered.
+    let served = by_version("slipway_router_requests_total");
+    assert_eq!(served.keys().collect::<Vec<_>>(), ["7"], "{served:?}");
+    assert_eq!(
+        recorded_servers(&work),
+        ["10", "7", "8", "9"],
+        "a server for each shadow"
+    );
+
+    // Taking 9 off the list stops its server; the others go on.
+    std::fs::write(
+        &path,
+        text.replace("    - {version: \"9\", mirror: 50}\n", ""),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(30), || {
+        (recorded_servers(&work) == ["10", "7", "8"]).then_some(())
+    });
+    let answers = traffic.stop();
+    assert!(!answers.is_empty());
+    assert!(
+        answers.iter().all(|a| a == "7"),
+        "a client saw a shadow: {answers:?}"
+    );
+    terminate(&mut child);
+}

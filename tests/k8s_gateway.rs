@@ -37,7 +37,7 @@ spec:
             status: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
 
-fn registry(route: &str) -> String {
+fn registry(route: &str, strategy: &str) -> String {
     let model = r#"
 apiVersion: slipway.dev/v1alpha1
 kind: RegisteredModel
@@ -66,7 +66,7 @@ spec:
       - {{weight: 10, pause: 3s}}
       - {{weight: 35, pause: 3s}}
     autoRollback: true
-"#
+{strategy}"#
     );
     [
         model.to_string(),
@@ -107,6 +107,11 @@ fn backends(api: &ApiServer) -> String {
 }
 
 fn setup(route: &str, annotated: bool) -> (ApiServer, Kubelet) {
+    setup_with(route, annotated, "")
+}
+
+/// [`setup`], with `strategy` (YAML lines) added to the deployment's strategy.
+fn setup_with(route: &str, annotated: bool, strategy: &str) -> (ApiServer, Kubelet) {
     let api = ApiServer::start();
     api.install_crds();
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", ROUTE_CRD);
@@ -124,7 +129,7 @@ fn setup(route: &str, annotated: bool) -> (ApiServer, Kubelet) {
     };
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &written);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &registry(route));
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &registry(route, strategy));
     assert_eq!(run.code, 0, "{}", run.stderr);
     let kubelet = Kubelet::start(&api.kubeconfig, "default");
     (api, kubelet)
@@ -156,7 +161,8 @@ fn each_step_is_the_routes_exact_weights_over_one_service_per_version() {
     );
     // Every step, exactly — not the 1-of-2-replicas ratio a Service alone would give.
     move_alias(&api, "8");
-    let mut seen = Vec::new();
+    // (The first step may be written before the first look after the move.)
+    let mut seen = vec!["pitch-frames-api-v7=100".to_string()];
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !seen.contains(&"pitch-frames-api-v8=100".to_string()) {
         let now = backends(&api);
@@ -246,4 +252,69 @@ fn a_route_that_does_not_let_the_deployment_set_its_weights_is_left_alone() {
         "{stalled}"
     );
     assert_eq!(backends(&api), "pitch-frames-api=");
+}
+
+/// An A/B cohort through the route: while the candidate has traffic, a rule of its own — the
+/// serving rule's matches with the cohort's header, the candidate's Service alone — is added
+/// after the route's rules; it leaves with the rollout.
+#[test]
+fn a_cohort_goes_to_the_candidate_through_a_rule_of_its_own() {
+    let (api, _kubelet) = setup_with(
+        "pitch-frames",
+        true,
+        "    match: [{header: x-cohort, value: beta}]\n",
+    );
+    let controller = Controller::start(&api, "controller-a");
+    let rules = || -> serde_json::Value {
+        let r = api.kubectl(&["get", "httproute", "pitch-frames", "-o", "json"], "admin");
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap_or_default()["spec"]["rules"]
+            .clone()
+    };
+    support::eventually(Duration::from_secs(90), || {
+        (backends(&api) == "pitch-frames-api-v7=100").then_some(())
+    });
+    assert_eq!(
+        rules().as_array().map(Vec::len),
+        Some(2),
+        "no cohort without a candidate"
+    );
+    move_alias(&api, "8");
+    let during = support::eventually(Duration::from_secs(90), || {
+        let r = rules();
+        (r.as_array().map(Vec::len) == Some(3)).then_some(r)
+    });
+    // The route's rules as they were (the first weighted), then the cohort's.
+    let weighted: Vec<&str> = during[0]["backendRefs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["name"].as_str())
+        .collect();
+    assert_eq!(weighted, ["pitch-frames-api-v7", "pitch-frames-api-v8"]);
+    assert_eq!(during[1]["backendRefs"][0]["name"], "docs");
+    let cohort = &during[2];
+    assert_eq!(
+        cohort["backendRefs"],
+        serde_json::json!([{"name": "pitch-frames-api-v8", "port": 80}]),
+        "{during}\n{}",
+        controller.log()
+    );
+    assert_eq!(
+        cohort["matches"],
+        serde_json::json!([{"path": {"type": "PathPrefix", "value": "/predict"},
+                            "headers": [{"type": "Exact", "name": "x-cohort", "value": "beta"}]}])
+    );
+    assert_eq!(
+        cohort["filters"][0]["requestHeaderModifier"]["set"][0],
+        serde_json::json!({"name": "x-slipway-cohort", "value": "pitch-frames-api"})
+    );
+    assert_eq!(cohort["timeouts"]["request"], "10s");
+    // Promoted: the cohort rule leaves; every request goes to 8 by the one weighted rule.
+    support::eventually(Duration::from_secs(120), || {
+        let r = rules();
+        (r.as_array().map(Vec::len) == Some(2)
+            && r[0]["backendRefs"]
+                == serde_json::json!([{"name": "pitch-frames-api-v8", "port": 80, "weight": 100}]))
+        .then_some(())
+    });
 }

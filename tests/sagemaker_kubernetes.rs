@@ -10,36 +10,9 @@ use std::time::Duration;
 
 use support::eventually;
 use support::moto::Moto;
-use support::sagemaker::{REGISTRY, alias, counts, endpoint, history, setup};
-
-/// A real API server holding `registry` with production at version 7, and `slipway
-/// controller` on it with the moto server's credentials; its log goes to `log`.
-fn cluster_with_controller(
-    moto: &Moto,
-    log: Stdio,
-    registry: &str,
-) -> (support::apiserver::ApiServer, std::process::Child) {
-    let api = support::apiserver::ApiServer::start();
-    api.install_crds();
-    let run = api.kubectl_stdin(
-        &["apply", "-f", "-"],
-        "admin",
-        &format!("{registry}\n{}", alias("7")),
-    );
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let env = moto.env();
-    let controller = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .envs(support::OPEN_BOUNDS)
-        .args(["controller", "--listen"])
-        .arg(format!("127.0.0.1:{}", support::free_port()))
-        .env("KUBECONFIG", &api.kubeconfig)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    (api, controller)
-}
+use support::sagemaker::{
+    REGISTRY, alias, cluster_with_controller, counts, endpoint, history, setup,
+};
 
 #[test]
 fn the_controller_rolls_sagemaker_deployments_out_and_deletes_the_endpoint_with_the_object() {

@@ -177,32 +177,28 @@ impl Drop for RouterProcess {
     }
 }
 
-async fn measure(
-    name: &str,
-    upstream: u16,
-    router: &dyn Routes,
-    requests: usize,
-    shadow: Option<u16>,
-) {
+async fn measure(name: &str, upstream: u16, router: &dyn Routes, requests: usize, shadows: &[u16]) {
     let mut ports = BTreeMap::from([("8".to_string(), upstream)]);
-    if let Some(p) = shadow {
-        // A shadow step: version 9 has no weight, every request is mirrored to it and its
-        // answer compared with 8's.
-        ports.insert("9".to_string(), p);
+    if !shadows.is_empty() {
+        // Standing shadows: versions 9, 10, … have no weight, every request is mirrored to
+        // each and its answer compared with 8's.
+        let mirrored: Vec<(String, u32)> = (9..)
+            .zip(shadows)
+            .map(|(v, p)| {
+                ports.insert(v.to_string(), *p);
+                (v.to_string(), 100)
+            })
+            .collect();
         router.set_routing(&slipway::decide::rollout::routing::Routing {
-            candidate: Some("9".into()),
-            mirror: 100,
             compare: slipway::decide::rollout::shadow::Compare {
                 tolerance: 0.0,
                 ignore: vec!["version".into()],
             },
+            shadows: mirrored,
             ..Default::default()
         });
     }
-    router.set(
-        &BTreeMap::from([("8".to_string(), 100), ("9".to_string(), 0)]),
-        &ports,
-    );
+    router.set(&BTreeMap::from([("8".to_string(), 100)]), &ports);
     let routed_port = router.port();
     let direct_client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let routed_client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
@@ -289,7 +285,7 @@ fn main() {
             port,
             &router,
             requests / 4,
-            None,
+            &[],
         )
         .await;
         let _ = python.kill();
@@ -301,7 +297,7 @@ fn main() {
             fast,
             &router,
             requests,
-            None,
+            &[],
         )
         .await;
         let in_process = TrafficRouter::start(0).await.expect("router");
@@ -310,24 +306,35 @@ fn main() {
             fast,
             &in_process,
             requests,
-            None,
+            &[],
         )
         .await;
-        // A shadow step: every request mirrored to a second instant server, answers compared.
-        let shadow = fast_upstream().await;
-        let mirroring = TrafficRouter::start(0).await.expect("router");
-        measure(
-            "minimal hyper server, every request also mirrored to a shadow and compared",
-            fast,
-            &mirroring,
-            requests,
-            Some(shadow),
-        )
-        .await;
-        let compared = mirroring.window("9");
-        println!(
-            "(the shadow's window: {} mirrored, {} compared, {} agreed)\n",
-            compared.requests, compared.compared, compared.agreed
-        );
+        // Every request mirrored to one, then to three instant servers, answers compared.
+        let shadows = [
+            fast_upstream().await,
+            fast_upstream().await,
+            fast_upstream().await,
+        ];
+        for n in [1, 3] {
+            let mirroring = TrafficRouter::start(0).await.expect("router");
+            measure(
+                &format!(
+                    "minimal hyper server, every request also mirrored to {n} shadow(s) and compared"
+                ),
+                fast,
+                &mirroring,
+                requests,
+                &shadows[..n],
+            )
+            .await;
+            let totals = mirroring.totals();
+            for v in (9..).take(n) {
+                let t = totals.get(&v.to_string()).cloned().unwrap_or_default();
+                println!(
+                    "(shadow {v}: {} mirrored, {} agreed, {} skipped: its mirroring slots busy)\n",
+                    t.mirrored, t.agreed, t.skipped
+                );
+            }
+        }
     });
 }

@@ -52,6 +52,11 @@ pub struct ModelDeploymentSpec {
     /// How changes are rolled out.
     #[serde(default)]
     pub strategy: Strategy,
+    /// Standing shadows: versions that get a copy of a share of live requests for as long as
+    /// they are listed, with no time limit, answering nobody; their agreement with the serving
+    /// version is exported per version (local target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadows: Vec<crate::serving::Shadow>,
 }
 
 /// Serving target. Set exactly one of `local`, `kubernetes`, `sagemaker`.

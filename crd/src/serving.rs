@@ -103,3 +103,19 @@ pub struct GatewayApiTraffic {
     /// as a backend (`backendRefs: [{name: DEPLOYMENT, port: 80}]`).
     pub http_route: String,
 }
+
+/// A standing shadow: a version that gets a copy of a share of live requests for as long as it
+/// is listed, answers nobody, and whose answers are compared with the serving version's (local
+/// target). Set exactly one of `version` and `alias`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Shadow {
+    /// The version mirrored to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// An alias whose version is mirrored to (the shadow follows the alias, e.g. `challenger`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Percent of live requests also sent to it (1–100).
+    pub mirror: u32,
+}

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use std::process::{Command, Stdio};
+
 use super::moto::Moto;
 use super::slipway_env;
 
@@ -84,4 +86,33 @@ pub fn history(dir: &Path) -> String {
     let run = super::slipway(&["history", "pitch-frames", "--state", "state"], dir);
     assert_eq!(run.code, 0, "{}", run.stderr);
     run.stdout
+}
+
+/// A real API server holding `registry` with production at version 7, and `slipway
+/// controller` on it with the moto server's credentials; its log goes to `log`.
+pub fn cluster_with_controller(
+    moto: &Moto,
+    log: Stdio,
+    registry: &str,
+) -> (super::apiserver::ApiServer, std::process::Child) {
+    let api = super::apiserver::ApiServer::start();
+    api.install_crds();
+    let run = api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "admin",
+        &format!("{registry}\n{}", alias("7")),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let env = moto.env();
+    let controller = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .envs(super::OPEN_BOUNDS)
+        .args(["controller", "--listen"])
+        .arg(format!("127.0.0.1:{}", super::free_port()))
+        .env("KUBECONFIG", &api.kubeconfig)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (api, controller)
 }

@@ -110,28 +110,80 @@ impl Traffic {
     }
 }
 
+/// One counter per version label, read from its totals by `value`.
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    totals: &[(ByVersion, Totals)],
+    (name, help): (&str, &str),
+    value: fn(&Totals) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (label, t) in totals {
+        ConstCounter::new(value(t)).encode(family.encode_family(label)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for Traffic {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let totals = self.totals();
-        let mut requests = encoder.encode_descriptor(
-            "router_requests",
-            "Requests a local router forwarded, per version",
-            None,
-            MetricType::Counter,
-        )?;
-        for (label, t) in &totals {
-            ConstCounter::new(t.requests).encode(requests.encode_family(label)?)?;
-        }
-        // The errors series exists from the version's first request on (a ratio of errors to
-        // requests reads 0, not "no data", for a version with none).
-        let mut errors = encoder.encode_descriptor(
-            "router_errors",
-            "Requests a local router forwarded that were answered 5xx or not at all, per version",
-            None,
-            MetricType::Counter,
-        )?;
-        for (label, t) in &totals {
-            ConstCounter::new(t.errors).encode(errors.encode_family(label)?)?;
+        let served: Vec<(ByVersion, Totals)> = totals
+            .iter()
+            .filter(|(_, t)| t.requests > 0 || (t.mirrored == 0 && t.skipped == 0))
+            .cloned()
+            .collect();
+        let shadows: Vec<(ByVersion, Totals)> = totals
+            .iter()
+            .filter(|(_, t)| t.mirrored > 0 || t.skipped > 0)
+            .cloned()
+            .collect();
+        let each = [
+            (
+                (
+                    "router_requests",
+                    "Requests a local router forwarded, per version",
+                ),
+                (|t: &Totals| t.requests) as fn(&Totals) -> u64,
+                &served,
+            ),
+            // The errors series exists from the version's first request on (a ratio of errors
+            // to requests reads 0, not "no data", for a version with none).
+            (
+                (
+                    "router_errors",
+                    "Requests a local router forwarded that were answered 5xx or not at all, per version",
+                ),
+                |t: &Totals| t.errors,
+                &served,
+            ),
+            (
+                (
+                    "router_mirrored",
+                    "Requests a local router mirrored to a version as a shadow (its answers discarded), per version",
+                ),
+                |t: &Totals| t.mirrored,
+                &shadows,
+            ),
+            // Agreement = agreed / mirrored; a shadow with none agreeing reads 0, not "no data".
+            (
+                (
+                    "router_agreed",
+                    "Mirrored requests a shadow answered as the serving version did (same status and answer, within the tolerance), per version",
+                ),
+                |t: &Totals| t.agreed,
+                &shadows,
+            ),
+            (
+                (
+                    "router_mirror_skipped",
+                    "Requests in a shadow's share not mirrored because too many mirrors were in flight, per version",
+                ),
+                |t: &Totals| t.skipped,
+                &shadows,
+            ),
+        ];
+        for (descriptor, value, totals) in each {
+            counters(&mut encoder, totals, descriptor, value)?;
         }
         let mut latency = encoder.encode_descriptor(
             "router_request_duration_seconds",
@@ -139,7 +191,7 @@ impl Collector for Traffic {
             None,
             MetricType::Histogram,
         )?;
-        for (label, t) in &totals {
+        for (label, t) in &served {
             let buckets: Vec<(f64, u64)> = BUCKETS
                 .iter()
                 .copied()

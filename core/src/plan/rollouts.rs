@@ -50,7 +50,7 @@ fn aws_calls(d: &ModelDeployment, head: &Catalog, version: Option<&str>) -> Vec<
             want.endpoint, want.variants[0].name
         ));
         out.push(format!(
-            "UpdateEndpointWeightsAndCapacities {} at each step of the strategy (no new config), held while the analysis alarms stay OK",
+            "UpdateEndpointWeightsAndCapacities {} at each step of the strategy (no new config), held while the analysis alarms stay OK and its metrics pass",
             want.endpoint
         ));
         let alone = std::collections::BTreeMap::from([(v.to_string(), 100)]);
@@ -145,9 +145,25 @@ pub(super) fn rollout(d: &ModelDeployment, head: &Catalog, version: Option<&str>
     Rollout {
         deployment: format!("{ns}/{}", d.metadata.name.as_deref().unwrap_or("?")),
         target,
-        strategy: format!("{strategy}{rollback}{}", routes(s)),
+        strategy: format!(
+            "{strategy}{rollback}{}{}",
+            routes(s),
+            standing(&d.spec.shadows)
+        ),
         aws: aws_calls(d, head, version),
-        analysis: judged_by(s),
+        analysis: judged_by(s)
+            .into_iter()
+            .map(|line| match &t.sagemaker {
+                // Under guardrails SageMaker shifts the traffic; no metric can stop it.
+                Some(sm)
+                    if line.starts_with("metric ")
+                        && !crate::rollout::sagemaker::judged_by_metrics(sm) =>
+                {
+                    format!("{line} — not measured under SageMaker guardrails (mode: Variants is)")
+                }
+                _ => line,
+            })
+            .collect(),
     }
 }
 
@@ -167,6 +183,27 @@ fn routes(s: &slipway_crd::model_deployment::Strategy) -> String {
         out.push_str(&format!("; users sticky by {}", key(k)));
     }
     out
+}
+
+/// The standing shadows, in words (empty without any): `; shadows: version 3 (10% mirrored),
+/// alias challenger (25% mirrored)`.
+fn standing(shadows: &[slipway_crd::serving::Shadow]) -> String {
+    let each: Vec<String> = shadows
+        .iter()
+        .map(|s| {
+            let what = match (&s.version, &s.alias) {
+                (Some(v), _) => format!("version {v}"),
+                (None, Some(a)) => format!("alias {a}"),
+                (None, None) => "?".to_string(),
+            };
+            format!("{what} ({}% mirrored)", s.mirror)
+        })
+        .collect();
+    if each.is_empty() {
+        String::new()
+    } else {
+        format!("; shadows: {}", each.join(", "))
+    }
 }
 
 /// What judges each step of `s`, in words: the router's thresholds, the alarms, each metric

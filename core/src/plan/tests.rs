@@ -384,7 +384,7 @@ fn the_plan_describes_the_metrics_that_judge_a_rollout() {
     let shadowed = |production: &str| {
         registry(production).replace(
             "  strategy: {type: Canary, steps: [{weight: 20, pause: 1m}]}",
-            "  strategy: {type: Canary, steps: [{weight: 0, mirror: 50, pause: 1h}, {weight: 20, pause: 1m}], analysis: {minAgreement: 0.98, agreementTolerance: 0.001}}",
+            "  strategy: {type: Canary, steps: [{weight: 0, mirror: 50, pause: 1h}, {weight: 20, pause: 1m}], analysis: {minAgreement: 0.98, agreementTolerance: 0.001}}\n  shadows: [{version: '1', mirror: 10}, {version: '2', mirror: 5}]",
         )
     };
     let p3 = plan(
@@ -395,7 +395,7 @@ fn the_plan_describes_the_metrics_that_judge_a_rollout() {
     let r = &p3.changes[0].rollouts[0];
     assert_eq!(
         r.strategy,
-        "Canary shadow 50% (1h) → 20% (1m) → 100%, auto-rollback"
+        "Canary shadow 50% (1h) → 20% (1m) → 100%, auto-rollback; shadows: version 1 (10% mirrored), version 2 (5% mirrored)"
     );
     assert_eq!(
         r.analysis,

@@ -50,7 +50,8 @@ impl Window {
 /// (None: everything it asks for is judged). Status (`AnalysisMeasured=False`) and `slipway plan`
 /// both say it from here, so an unmeasurable analysis is never ignored silently:
 /// - the local router measures `minRequests`, `maxErrorRatio` and the latency percentile;
-/// - a SageMaker endpoint is judged by its CloudWatch `alarms` (not yet by `metrics`);
+/// - a SageMaker endpoint is judged by its CloudWatch `alarms`, and in `Variants` mode by
+///   `metrics` too;
 /// - a Kubernetes target by its Deployment's health (available replicas, progress);
 /// - `metrics` (a provider's queries) judge local and Kubernetes targets.
 pub fn unmeasured(spec: &ModelDeploymentSpec) -> Option<String> {
@@ -87,12 +88,18 @@ pub fn unmeasured(spec: &ModelDeploymentSpec) -> Option<String> {
                 "its Deployment's health (available replicas and progress) and its metrics"
             },
         )
-    } else if t.sagemaker.is_some() {
+    } else if let Some(sm) = &t.sagemaker {
         let mut all = thresholds;
-        if !a.metrics.is_empty() {
+        let metrics = super::sagemaker::judged_by_metrics(sm);
+        if !metrics && !a.metrics.is_empty() {
             all.push("metrics");
         }
-        ("a sagemaker", all, "its CloudWatch alarms")
+        let judged_by = if metrics {
+            "its CloudWatch alarms and its metrics"
+        } else {
+            "its CloudWatch alarms (under guardrails SageMaker shifts the traffic itself; mode: Variants is judged by metrics too)"
+        };
+        ("a sagemaker", all, judged_by)
     } else {
         return None;
     };
@@ -299,12 +306,20 @@ mod tests {
             )
         );
         assert!(
-            unmeasured(&spec(sm, thresholds.clone()))
+            unmeasured(&spec(sm.clone(), thresholds.clone()))
                 .unwrap()
                 .starts_with(
                     "strategy.analysis asks for maxErrorRatio, maxLatencyMs, which a sagemaker target"
                 )
         );
+        // Metrics judge a SageMaker endpoint in Variants mode, not under guardrails.
+        let metric = serde_json::json!({"metrics": [{"name": "errors", "successCondition": "result < 1",
+            "provider": {"http": {"url": "http://quality/errors"}}}]});
+        let mut variants = sm.clone();
+        variants["sagemaker"]["mode"] = "Variants".into();
+        assert_eq!(unmeasured(&spec(variants, metric.clone())), None);
+        let guarded = unmeasured(&spec(sm.clone(), metric)).unwrap();
+        assert!(guarded.starts_with("strategy.analysis asks for metrics, which a sagemaker target cannot measure: its steps are judged by its CloudWatch alarms (under guardrails"), "{guarded}");
         let k = spec(kube, thresholds);
         let why = unmeasured(&k).unwrap();
         assert!(why.contains("a kubernetes target cannot measure: its steps are judged by its Deployment's health alone"), "{why}");

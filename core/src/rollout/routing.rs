@@ -20,6 +20,10 @@ pub struct Routing {
     pub mirror: u32,
     /// How a shadow's answers are compared with the serving version's.
     pub compare: super::shadow::Compare,
+    /// Standing shadows: versions also sent this percent of requests beside the rollout
+    /// ([`super::shadow::standing::versions`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadows: Vec<(String, u32)>,
 }
 
 impl Routing {
@@ -30,9 +34,11 @@ impl Routing {
             candidate: state.candidate.clone(),
             matches: strategy.match_.clone(),
             sticky_by: strategy.sticky_by.clone(),
-            mirror: match &state.candidate {
-                Some(_) => step.get(state.step).map_or(0, |s| s.mirror),
-                None => 0,
+            // Mirrored once the step's weights are applied (the candidate is ready): one still
+            // loading would count as disagreeing.
+            mirror: match (&state.candidate, state.step_started) {
+                (Some(_), Some(_)) => step.get(state.step).map_or(0, |s| s.mirror),
+                _ => 0,
             },
             compare: super::shadow::Compare {
                 tolerance: strategy
@@ -46,7 +52,29 @@ impl Routing {
                     .map(|a| a.agreement_ignore.clone())
                     .unwrap_or_default(),
             },
+            shadows: Vec::new(),
         }
+    }
+
+    /// These rules, also mirroring to the standing shadows `shadows` (version, percent).
+    pub fn with_shadows(mut self, shadows: Vec<(String, u32)>) -> Routing {
+        self.shadows = shadows;
+        self
+    }
+
+    /// Every version requests are mirrored to, with its share (percent): the candidate of a
+    /// shadow step, then the standing shadows.
+    pub fn mirrored(&self) -> impl Iterator<Item = (&str, u32)> {
+        let step = self
+            .candidate
+            .as_deref()
+            .filter(|_| self.mirror > 0)
+            .map(|c| (c, self.mirror.min(100)));
+        step.into_iter().chain(
+            self.shadows
+                .iter()
+                .map(|(v, m)| (v.as_str(), (*m).min(100))),
+        )
     }
 
     /// Whether every request is split by weight alone.
@@ -149,9 +177,14 @@ pub fn choose<'a>(
 }
 
 /// What is wrong with a strategy's request rules, by field; `routes_requests` says whether the
-/// target routes each request itself (the local router) — replica ratios and SageMaker variant
+/// target routes each request itself (the local router), `matches_headers` whether it can send
+/// requests by a header (the local router, an HTTPRoute) — replica ratios and SageMaker variant
 /// weights cannot see a request's headers.
-pub fn problems(strategy: &Strategy, routes_requests: bool) -> Vec<(String, String)> {
+pub fn problems(
+    strategy: &Strategy,
+    routes_requests: bool,
+    matches_headers: bool,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if let Some(i) = strategy.steps.iter().position(|s| s.mirror.is_some())
         && !routes_requests
@@ -185,10 +218,16 @@ pub fn problems(strategy: &Strategy, routes_requests: bool) -> Vec<(String, Stri
         ("spec.strategy.stickyBy", strategy.sticky_by.is_some()),
     ];
     for (field, set) in fields {
-        if set && !routes_requests {
+        let sticky = field.ends_with("stickyBy");
+        if set && sticky && !routes_requests && matches_headers {
             out.push((
                 field.to_string(),
-                "match and stickyBy need a target that routes each request: target.local (a kubernetes target splits by replicas, a sagemaker one by variant weights, neither sees headers)".to_string(),
+                "stickyBy needs target.local: an HTTPRoute cannot hash a user's key to a version (use match for a cohort)".to_string(),
+            ));
+        } else if set && !routes_requests && !matches_headers {
+            out.push((
+                field.to_string(),
+                "match and stickyBy need a target that routes each request: target.local, or match on a kubernetes target with traffic.gatewayAPI (replica ratios and SageMaker variant weights see no headers)".to_string(),
             ));
         }
         // All at once, the candidate has no step with traffic for a rule to send requests to.
@@ -207,6 +246,20 @@ pub fn problems(strategy: &Strategy, routes_requests: bool) -> Vec<(String, Stri
     }
     for (i, m) in strategy.match_.iter().enumerate() {
         key_problems(&mut out, &format!("spec.strategy.match[{i}]"), &m.key());
+        if let Some(h) = &m.header
+            && EVERY_REQUEST.iter().any(|e| e.eq_ignore_ascii_case(h))
+        {
+            out.push((
+                format!("spec.strategy.match[{i}].header"),
+                format!("{h} is sent with every request (or carries a secret a route would show): a cohort by it is not a cohort; match a header of your own, e.g. x-cohort"),
+            ));
+        }
+        if m.cookie.is_some() && !routes_requests && matches_headers {
+            out.push((
+                format!("spec.strategy.match[{i}].cookie"),
+                "a cookie cohort needs target.local: through an HTTPRoute it would take a RegularExpression header match, which the Gateway API leaves optional (one gateway without it refuses the whole route); match a header".to_string(),
+            ));
+        }
         if m.value.is_empty() || m.value.len() > 256 || m.value.chars().any(char::is_control) {
             out.push((
                 format!("spec.strategy.match[{i}].value"),
@@ -219,6 +272,20 @@ pub fn problems(strategy: &Strategy, routes_requests: bool) -> Vec<(String, Stri
     }
     out
 }
+
+/// Headers a cohort may not be matched by: sent with (nearly) every request, or carrying a
+/// secret that a route or the status would show.
+const EVERY_REQUEST: [&str; 9] = [
+    "host",
+    "content-type",
+    "content-length",
+    "accept",
+    "accept-encoding",
+    "user-agent",
+    "connection",
+    "cookie",
+    "authorization",
+];
 
 fn key_problems(out: &mut Vec<(String, String)>, at: &str, key: &RequestKey) {
     let token = |s: &str| {
@@ -383,7 +450,7 @@ mod tests {
             sticky_by: Some(RequestKey::default()),
             ..Default::default()
         };
-        let found = problems(&s, true);
+        let found = problems(&s, true, true);
         let fields: Vec<&str> = found.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
@@ -400,8 +467,8 @@ mod tests {
             cookie: Some("session".into()),
             header: None,
         });
-        assert!(problems(&s, true).is_empty());
-        let elsewhere = problems(&s, false);
+        assert!(problems(&s, true, true).is_empty());
+        let elsewhere = problems(&s, false, false);
         assert_eq!(elsewhere[0].0, "spec.strategy.stickyBy");
         assert!(elsewhere[0].1.contains("target.local"), "{elsewhere:?}");
         // Both rules on a kubernetes target: both named; either one all at once: refused.
@@ -410,10 +477,47 @@ mod tests {
             value: "beta".into(),
             ..Default::default()
         }];
-        let both: Vec<String> = problems(&s, false).into_iter().map(|(f, _)| f).collect();
+        let both: Vec<String> = problems(&s, false, false)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
         assert_eq!(both, ["spec.strategy.match", "spec.strategy.stickyBy"]);
+        // Through an HTTPRoute a cohort is matched by its header; no key is hashed.
+        let routed = problems(&s, false, true);
+        assert_eq!(routed.len(), 1, "{routed:?}");
+        assert_eq!(routed[0].0, "spec.strategy.stickyBy");
+        assert!(routed[0].1.contains("cannot hash"), "{routed:?}");
+        // A cookie there, or a header every request carries anywhere: refused.
+        s.sticky_by = None;
+        s.match_.push(RequestMatch {
+            cookie: Some("plan".into()),
+            value: "b".into(),
+            ..Default::default()
+        });
+        s.match_.push(RequestMatch {
+            header: Some("Content-Type".into()),
+            value: "application/json".into(),
+            ..Default::default()
+        });
+        let refused: Vec<String> = problems(&s, false, true)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                "spec.strategy.match[1].cookie",
+                "spec.strategy.match[2].header"
+            ]
+        );
+        assert_eq!(problems(&s, true, true).len(), 1);
+        s.match_.truncate(1);
+        s.sticky_by = Some(RequestKey {
+            cookie: Some("session".into()),
+            header: None,
+        });
         s.type_ = slipway_crd::model_deployment::StrategyType::AllAtOnce;
-        let at_once = problems(&s, true);
+        let at_once = problems(&s, true, true);
         assert_eq!(at_once.len(), 2, "{at_once:?}");
         assert!(
             at_once[0].1.contains("use type Canary or Linear"),

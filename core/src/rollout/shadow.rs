@@ -6,6 +6,9 @@ use serde_json::Value;
 
 use super::StrategyStep;
 
+#[path = "standing.rs"]
+pub mod standing;
+
 /// The most disagreeing (request, serving answer, candidate answer) samples a window keeps.
 pub const SAMPLES: usize = 5;
 /// The most bytes of a request or an answer a sample keeps.

@@ -92,34 +92,30 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
         },
     };
     // The step's metrics, with what was just measured, judge it beside the target.
-    let analysis = super::metrics::record(input.previous.analysis.as_ref(), state, input.measured);
+    let (analysis, metrics) = super::metrics::step_verdict(
+        input.spec,
+        input.previous.analysis.as_ref(),
+        state,
+        input.measured,
+    );
+    let held = match &metrics {
+        super::Judgement::Inconclusive(why) => Some(why.clone()),
+        _ => None,
+    };
     let mut observation = observation;
-    let mut held = None;
-    if state.candidate.is_some() {
-        let metrics = super::metrics::judgement(
-            input.spec.strategy.analysis.as_ref(),
-            analysis.as_ref(),
-            state,
-        );
-        if let super::Judgement::Inconclusive(why) = &metrics {
-            held = Some(why.clone());
-        }
-        observation.analysis = super::metrics::worse(observation.analysis, metrics);
-    }
+    observation.analysis = super::metrics::worse(observation.analysis, metrics);
     let policy = Policy::new(&input.spec.strategy, PROGRESS_DEADLINE, input.poll);
     let mut step = super::decide(state, input.desired, &policy, &observation, input.now);
     // Each measurement is news for the history, before what the decision made of it.
-    if let Some(v) = &state.candidate {
-        let measured = input
-            .measured
-            .iter()
-            .map(|(metric, m)| super::Action::Event {
-                kind: super::EventKind::AnalysisMeasured,
-                version: v.clone(),
-                message: super::metrics::said(metric, m),
+    let measured =
+        super::metrics::news(state, input.measured)
+            .into_iter()
+            .map(|(kind, version, message)| super::Action::Event {
+                kind,
+                version,
+                message,
             });
-        step.actions.splice(0..0, measured);
-    }
+    step.actions.splice(0..0, measured);
     let basis = super::status::Basis {
         spec: input.spec,
         previous: input.previous,
@@ -156,12 +152,7 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
     let wait = step
         .requeue_after
         .or_else(|| progressing.then_some(input.poll));
-    // A metric due sooner is measured then.
-    let due = super::metrics::next_due(input.spec, &status, &step.state, input.now);
-    let wait = match (wait, due) {
-        (Some(w), Some(d)) => Some(w.min(d)),
-        (w, d) => w.or(d),
-    };
+    let wait = super::metrics::sooner(wait, input.spec, &status, &step.state, input.now);
     Outcome {
         step,
         status,

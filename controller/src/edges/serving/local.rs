@@ -110,26 +110,6 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Stops servers an older Slipway recorded in `pid_dir` (one pid file each, before routers had
-/// processes of their own) that still run the recorded command line.
-fn reap_orphans(pid_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(pid_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let pid = entry.file_name().to_string_lossy().to_string();
-        let recorded = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let command: Vec<String> = recorded.split('\0').map(str::to_string).collect();
-        if let Ok(pid) = pid.parse::<u32>()
-            && processes::runs_command(pid, &command)
-            && let Some(started) = processes::identity(pid)
-        {
-            Proc::Adopted { pid, started }.kill();
-        }
-        let _ = std::fs::remove_file(entry.path());
-    }
-}
-
 /// GET `path` on a local port; true on a 2xx answer within a second.
 fn healthy(port: u16, path: &str) -> bool {
     let Ok(mut s) =
@@ -158,7 +138,7 @@ impl LocalTarget {
     /// deployment ([`LocalTarget::ensure`]); those of deployments that are gone are stopped by
     /// [`LocalTarget::retire_except`].
     pub fn new(root: &Path, logs: &Path) -> Result<Self, TargetError> {
-        reap_orphans(&logs.join("pids"));
+        processes::reap_orphans(&logs.join("pids"));
         let program = std::env::current_exe().map_err(TargetError::Runtime)?;
         // Absolute: a router does not depend on where `slipway run` was started.
         let logs = std::path::absolute(logs).unwrap_or_else(|_| logs.to_path_buf());
@@ -427,8 +407,16 @@ impl LocalTarget {
         let mut routed = None;
         if let Some(d) = self.deployments.get_mut(key) {
             d.servers.insert(version.to_string(), server);
-            // A version the router already weighs (a server started again, or resumed after an
-            // adoption) gets its new port at once.
+            // The router learns the new port at once: a version it weighs (a server started
+            // again, or resumed after an adoption). A standing shadow's comes with the routing
+            // that lists it again once it is healthy ([`LocalTarget::set_routing`]): the
+            // router is told again.
+            if d.routing
+                .as_ref()
+                .is_some_and(|r| r.shadows.iter().any(|(v, _)| v == version))
+            {
+                d.routing = None;
+            }
             if d.weights.get(version).is_some_and(|w| *w > 0) {
                 routed = Some(d.weights.clone());
             }
@@ -438,6 +426,14 @@ impl LocalTarget {
         }
         self.record(key);
         Ok(())
+    }
+
+    /// The versions whose servers run (healthy or not).
+    pub fn versions(&self, key: &Key) -> Vec<String> {
+        self.deployments
+            .get(key)
+            .map(|d| d.servers.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether a version's server runs (it may not be healthy yet).
@@ -486,6 +482,7 @@ impl LocalTarget {
 
     /// Routes the deployment's requests by these rules before its weights.
     pub fn set_routing(&mut self, key: &Key, routing: &Routing) {
+        let mut weights = None;
         if let Some(d) = self.deployments.get_mut(key)
             && d.routing.as_ref() != Some(routing)
             && d.router
@@ -494,7 +491,16 @@ impl LocalTarget {
                 })
                 .is_ok()
         {
+            let shadows_before = d.routing.as_ref().map(|r| r.shadows.clone());
+            if shadows_before.as_ref() != Some(&routing.shadows) && !routing.shadows.is_empty() {
+                weights = Some(d.weights.clone());
+            }
             d.routing = Some(routing.clone());
+        }
+        // The router learns the ports of the standing shadows newly mirrored to (the weights
+        // kept as they are: new ports alone keep the window).
+        if let Some(w) = weights {
+            self.route(key, &w);
         }
     }
 

@@ -472,6 +472,26 @@ impl Router {
     }
 }
 
+/// Stops servers an older Slipway recorded in `pid_dir` (one pid file each, before routers had
+/// processes of their own) that still run the recorded command line.
+pub(super) fn reap_orphans(pid_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(pid_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        let recorded = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let command: Vec<String> = recorded.split('\0').map(str::to_string).collect();
+        if let Ok(pid) = pid.parse::<u32>()
+            && runs_command(pid, &command)
+            && let Some(started) = identity(pid)
+        {
+            Proc::Adopted { pid, started }.kill();
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

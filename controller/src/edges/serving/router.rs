@@ -49,10 +49,12 @@ struct Table {
     routing: Routing,
     /// Every version's upstream port (a shadow has no weight, but is mirrored to).
     ports: BTreeMap<String, u16>,
-    /// The running credit of a shadow step's mirroring (a request is mirrored per 100 earned).
-    mirror_credit: u32,
+    /// Each shadow's running credit of mirroring (a request is mirrored per 100 earned).
+    mirror_credit: BTreeMap<String, u32>,
     /// Mirrored requests not answered yet (at most [`MAX_MIRRORING`]: beyond, none is sent).
     mirroring: usize,
+    /// Of them, to standing shadows (at most [`MAX_STANDING`]: the rest are the step's).
+    mirroring_standing: usize,
     /// Counts the weight changes: a mirrored answer from before the last one is not this
     /// window's.
     generation: u64,
@@ -60,6 +62,12 @@ struct Table {
 
 /// The most mirrored requests in flight at once (a slow shadow never piles up requests).
 const MAX_MIRRORING: usize = 64;
+/// The most of them to standing shadows: a slow one never starves a shadow step's candidate.
+const MAX_STANDING: usize = MAX_MIRRORING / 2;
+
+#[path = "router_mirror.rs"]
+mod mirror;
+use mirror::{Slot, mirror, mirrored_to};
 
 #[path = "router_totals.rs"]
 mod totals;
@@ -285,20 +293,25 @@ async fn forward(
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     // Mirrored only once the serving version answered (and only then is a slot taken: the
     // task that holds it gives it back however it ends).
-    let shadow = mirrored_to(&mut lock(&table), &version);
+    let shadows = mirrored_to(&mut lock(&table), &version);
     observe(&table, version, &response, ms);
-    if let Some((shadow, shadow_port, how, generation)) = shadow {
-        let slot = Slot(table.clone());
-        let mut mirrored =
-            upstream_request(&parts.method, &path, &parts.headers, body, shadow_port);
+    let asked = format!("{} {}", parts.method, shadow::redacted(&path));
+    for (shadow, shadow_port, how, generation) in shadows {
+        let slot = Slot(table.clone(), generation.is_none());
+        let mut mirrored = upstream_request(
+            &parts.method,
+            &path,
+            &parts.headers,
+            body.clone(),
+            shadow_port,
+        );
         if let Some(r) = mirrored.as_mut() {
             r.headers_mut().insert(
                 "x-slipway-shadow",
                 hyper::header::HeaderValue::from_static("1"),
             );
         }
-        if let (Some(mirrored), Some(served)) = (mirrored, served) {
-            let asked = format!("{} {}", parts.method, shadow::redacted(&path));
+        if let (Some(mirrored), Some(served)) = (mirrored, served.clone()) {
             tokio::spawn(mirror(
                 slot,
                 client.clone(),
@@ -306,25 +319,11 @@ async fn forward(
                 (shadow, generation),
                 served,
                 how,
-                asked,
+                asked.clone(),
             ));
         }
     }
     Ok(response)
-}
-
-/// What a mirrored request goes to: the shadow version, its port, how answers are compared,
-/// and the generation of the window it counts in.
-type Shadow = Option<(String, u16, shadow::Compare, u64)>;
-
-/// A mirroring slot, given back when dropped (the mirror finished, failed or was cancelled).
-struct Slot(Arc<Mutex<Table>>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut t = lock(&self.0);
-        t.mirroring = t.mirroring.saturating_sub(1);
-    }
 }
 
 /// Picks the backend for the next request — by its headers when the routing rules send it
@@ -358,103 +357,6 @@ fn take_backend(
         *t.in_flight.entry(v.clone()).or_default() += 1;
     }
     picked
-}
-
-/// Whether this request, answered by `served_by`, is one of the shadow step's share to mirror
-/// (smooth: at 25%, every fourth), and to whom; it is counted as mirroring (the caller holds the
-/// slot in a [`Slot`] at once).
-fn mirrored_to(t: &mut Table, served_by: &str) -> Shadow {
-    let candidate = t.routing.candidate.clone()?;
-    let port = *t.ports.get(&candidate)?;
-    if t.routing.mirror == 0 || candidate == served_by {
-        return None;
-    }
-    t.mirror_credit += t.routing.mirror.min(100);
-    if t.mirror_credit < 100 {
-        return None;
-    }
-    t.mirror_credit -= 100;
-    if t.mirroring >= MAX_MIRRORING {
-        return None;
-    }
-    t.mirroring += 1;
-    Some((candidate, port, t.routing.compare.clone(), t.generation))
-}
-
-/// Sends a mirrored request to the shadow, compares its answer with what the serving version
-/// answered (the core's [`shadow::agree`], outside the table's lock) and records it in the
-/// shadow's window if the weights did not change meanwhile; the answer is discarded. Waits
-/// 10 s at most and reads at most [`shadow::MAX_COMPARED`] bytes of it.
-async fn mirror(
-    slot: Slot,
-    client: Client<HttpConnector, Body>,
-    request: Request<Body>,
-    (shadow, generation): (String, u64),
-    served: (u16, Bytes),
-    how: shadow::Compare,
-    asked: String,
-) {
-    let started = Instant::now();
-    let result = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        let resp = client
-            .request(request)
-            .await
-            .map_err(|e| format!("no answer: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = http_body_util::Limited::new(resp.into_body(), shadow::MAX_COMPARED)
-            .collect()
-            .await
-            .map_err(|e| format!("its answer could not be read: {e}"))?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    })
-    .await
-    .unwrap_or_else(|_| Err("no answer within 10 s".to_string()));
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let serving = shadow::Answer {
-        status: served.0,
-        body: &served.1,
-    };
-    let verdict = match &result {
-        Ok((status, body)) => shadow::agree(
-            serving,
-            shadow::Answer {
-                status: *status,
-                body,
-            },
-            &how,
-        ),
-        Err(why) => Err(why.clone()),
-    };
-    let failed = result.as_ref().map_or(true, |(s, _)| *s >= 500);
-    let sample = verdict.as_ref().err().map(|why| shadow::Disagreement {
-        request: shadow::short(&asked),
-        serving: shadow::shown(served.0, &served.1),
-        candidate: match &result {
-            Ok((status, body)) => shadow::shown(*status, body),
-            Err(_) => "no answer".to_string(),
-        },
-        why: why.clone(),
-    });
-    let table = slot.0.clone();
-    drop(slot);
-    let mut t = lock(&table);
-    if t.generation != generation {
-        return;
-    }
-    let random = next_random(&mut t.random);
-    let w = t.windows.entry(shadow).or_default();
-    w.requests += 1;
-    w.latency(ms, random);
-    if failed {
-        w.errors += 1;
-    }
-    w.compared += 1;
-    match sample {
-        None => w.agreed += 1,
-        Some(d) if w.disagreements.len() < shadow::SAMPLES => w.disagreements.push(d),
-        Some(_) => {}
-    }
 }
 
 /// The request to send to the version on `port`: the client's, without its `Host`.

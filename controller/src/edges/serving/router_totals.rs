@@ -18,6 +18,15 @@ pub struct Totals {
     pub buckets: Vec<u64>,
     /// Their durations added up, in seconds.
     pub seconds: f64,
+    /// Requests mirrored to it as a shadow and answered or given up on (none served).
+    #[serde(default)]
+    pub mirrored: u64,
+    /// Of them, answered as the serving version answered.
+    #[serde(default)]
+    pub agreed: u64,
+    /// Requests in its share not mirrored because too many mirrors were in flight.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 impl Totals {

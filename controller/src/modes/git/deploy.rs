@@ -134,10 +134,21 @@ impl Reconciler<'_> {
         };
         let state = self.store.rollout(ns, name)?.state;
         resume(key, &state, target, &uri, out);
-        target.set_routing(
-            key,
-            &rollout::routing::Routing::of(&d.spec.strategy, &state),
-        );
+        let shadows = |state: &rollout::RolloutState| {
+            let resolve = |a: &str| self.resolved_alias(catalog, ns, &d.spec.model, a);
+            rollout::shadow::standing::versions(&d.spec.shadows, &resolve, state)
+        };
+        // A shadow is mirrored to once its server answers its health check (like a candidate:
+        // one still loading would count as disagreeing).
+        let routing = |state: &rollout::RolloutState, target: &mut LocalTarget| {
+            let ready = shadows(state)
+                .into_iter()
+                .filter(|(v, _)| target.running(key, v) && target.ready(key, v))
+                .collect();
+            rollout::routing::Routing::of(&d.spec.strategy, state).with_shadows(ready)
+        };
+        let now_routed = routing(&state, target);
+        target.set_routing(key, &now_routed);
         // Observe → decide (the step Kubernetes mode takes too).
         let previous = self.deployment_status(ns, name)?;
         let now = (self.now)();
@@ -168,6 +179,7 @@ impl Reconciler<'_> {
         });
         let outcome = rollout::step::step(&input, look);
         if !outcome.write {
+            keep_shadows(key, &state, &shadows(&state), target, &uri, out);
             return Ok(outcome.wait);
         }
         let (step, status) = (outcome.step, outcome.status);
@@ -176,10 +188,8 @@ impl Reconciler<'_> {
             .map(|(k, v, m)| (*k, v.to_string(), m.to_string()))
             .collect();
         let address = target.address(key).map(|a| a.to_string());
-        target.set_routing(
-            key,
-            &rollout::routing::Routing::of(&d.spec.strategy, &step.state),
-        );
+        let next_routed = routing(&step.state, target);
+        target.set_routing(key, &next_routed);
         // Persist first: a restart then resumes from the new state and re-applies it.
         self.record(ns, name, d, &step.state, address, &status, &events, out)?;
         for a in step.actions {
@@ -194,6 +204,7 @@ impl Reconciler<'_> {
                 Action::Event { .. } => {}
             }
         }
+        keep_shadows(key, &step.state, &shadows(&step.state), target, &uri, out);
         Ok(outcome.wait)
     }
 }
@@ -201,7 +212,7 @@ impl Reconciler<'_> {
 impl Reconciler<'_> {
     /// Measures the deployment's metrics that are due ([`rollout::metrics::due`]) with the
     /// operator's secrets and destinations, and judges each reading.
-    fn measure(
+    pub(super) fn measure(
         &self,
         d: &slipway_crd::ModelDeployment,
         (ns, name): &Key,
@@ -259,6 +270,37 @@ fn resume(
         .collect();
     if target.weights(key) != routed {
         target.route(key, &state.traffic);
+    }
+}
+
+/// Runs the servers of the standing shadows `shadows` and stops every other server no longer
+/// needed: one neither routed nor rolled out (a shadow taken off the list, or one that became
+/// the serving version's twin).
+fn keep_shadows(
+    key: &Key,
+    state: &rollout::RolloutState,
+    shadows: &[(String, u32)],
+    target: &mut LocalTarget,
+    uri: &dyn Fn(&str) -> Model,
+    out: &mut PassReport,
+) {
+    for (v, _) in shadows {
+        if !target.running(key, v)
+            && let Err(e) = target.start(key, v, &uri(v))
+        {
+            out.deploy_errors.push(e.to_string());
+        }
+    }
+    let needed = |v: &String| {
+        state.traffic.contains_key(v)
+            || state.stable.as_ref() == Some(v)
+            || state.candidate.as_ref() == Some(v)
+            || shadows.iter().any(|(s, _)| s == v)
+    };
+    for v in target.versions(key) {
+        if !needed(&v) {
+            target.stop(key, &v);
+        }
     }
 }
 

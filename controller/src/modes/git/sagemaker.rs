@@ -10,9 +10,9 @@ use serde_json::json;
 use super::deploy::min;
 use super::{Error, PassReport, Reconciler};
 use crate::decide::catalog::{Catalog, Resource};
-use crate::decide::rollout::RolloutState;
 use crate::decide::rollout::sagemaker::{Artifact, Live, Step, sequence};
 use crate::decide::rollout::status::{self, Basis, Endpoint};
+use crate::decide::rollout::{self, RolloutState};
 use crate::edges::serving::sagemaker::{self as sm, Endpoints, Location, Owner};
 use slipway_crd::model_deployment::ModelDeploymentStatus;
 
@@ -72,7 +72,19 @@ impl Reconciler<'_> {
             generation: None,
             now: (self.now)(),
         };
-        let (live, step) = match self.look(catalog, one, aws, &owner, &state, desired.as_deref()) {
+        // In Variants mode the step's metrics judge it beside the alarms (the step Kubernetes
+        // mode takes too).
+        let measured = if rollout::sagemaker::judged_by_metrics(t) {
+            let key = (ns.to_string(), name.to_string());
+            self.measure(d, &key, &previous, &state, basis.now)
+        } else {
+            Vec::new()
+        };
+        let (_, metrics) =
+            rollout::metrics::step_verdict(&d.spec, previous.analysis.as_ref(), &state, &measured);
+        let judged = (desired.as_deref(), metrics);
+        let looked = self.look(catalog, one, aws, &owner, &state, judged);
+        let (live, step) = match looked {
             Ok(x) => x,
             Err(e) => {
                 // Looked at again at the next pass (`--interval`); `--once` ends with the error.
@@ -85,7 +97,7 @@ impl Reconciler<'_> {
                 return self.failed(one, &state, &e, &basis, &unseen, out);
             }
         };
-        let done = sequence::sequence(&state, step, live.as_ref(), t, &basis);
+        let done = sequence::sequence(&state, step, live.as_ref(), t, &basis, &measured);
         if let Some(why) = &done.stalled {
             self.stalled(one, &state, why, &done.status, out)?;
             return Ok(None);
@@ -110,7 +122,7 @@ impl Reconciler<'_> {
     }
 
     /// Observes the deployment's endpoint and asks the planner for the step from `state` toward
-    /// the `desired` version.
+    /// the `desired` version, with what its metrics make of the step.
     fn look(
         &self,
         catalog: &Catalog,
@@ -118,7 +130,7 @@ impl Reconciler<'_> {
         aws: &mut dyn Endpoints,
         owner: &Owner,
         state: &RolloutState,
-        desired: Option<&str>,
+        (desired, metrics): (Option<&str>, rollout::Judgement),
     ) -> Result<(Option<Live>, Step), sm::Error> {
         let (ns, d) = (one.ns, one.d);
         let artifact = |v: &str| {
@@ -135,6 +147,7 @@ impl Reconciler<'_> {
             state,
             desired,
             &artifact,
+            metrics,
             (self.now)(),
         )
     }

@@ -188,6 +188,45 @@ async fn hand_to_sagemaker(md: &ModelDeployment, ctx: Arc<Context>) -> Result<Re
     super::sagemaker::reconcile(md, ctx, desired).await
 }
 
+/// Measures the metrics of `md` that are due ([`rollout::metrics::due`]), on any target: header
+/// secrets from labelled Secrets of its namespace, requests only to the operator's
+/// destinations; each reading judged.
+pub(super) async fn measure(
+    ctx: &Context,
+    md: &ModelDeployment,
+    previous: &slipway_crd::model_deployment::ModelDeploymentStatus,
+    state: &RolloutState,
+) -> Vec<(String, slipway_crd::analysis::Measurement)> {
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let name = md.name_any();
+    let due = rollout::metrics::due(&md.spec, previous, state, (&ns, &name), Utc::now());
+    if due.is_empty() {
+        return Vec::new();
+    }
+    let mut refs = Vec::new();
+    for r in due.iter().flat_map(|q| &q.requests) {
+        if let rollout::metrics::Request::Http { headers, .. } = r {
+            refs.extend(headers.values().cloned());
+        }
+    }
+    let secrets = notify::Secrets::load(&ctx.client, &ns, refs.iter()).await;
+    let bounds = ctx.bounds.clone();
+    let asked = due.clone();
+    let measuring = tokio::task::spawn_blocking(move || {
+        let ask = |r| {
+            crate::edges::providers::measure(r, &|s| secrets.resolve(s), &|url| {
+                bounds.destination(url)
+            })
+        };
+        asked
+            .iter()
+            .map(|q| q.requests.iter().map(ask).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    });
+    let readings = measuring.await.unwrap_or_default();
+    rollout::metrics::judge_all(&md.spec, &due, &readings, Utc::now())
+}
+
 /// What the phases of a Kubernetes rollout share: the deployment, its target, where it lives
 /// and the version `Deployment`s it owns as the watch shows them.
 struct Rollout<'a> {
@@ -231,17 +270,22 @@ async fn roll_out(
 
     // Carry the actions out.
     ensure_service(ctx, md, target).await?;
+    // An A/B cohort goes to the candidate under way (not to one frozen by a failure).
+    let cohort = s
+        .candidate
+        .as_deref()
+        .filter(|_| s.phase != slipway_crd::model_deployment::DeploymentPhase::Failed);
     let (weights, applied) = r
         .carry_out(
             &step.actions,
             s.traffic.clone(),
-            s.stable.as_deref(),
+            (s.stable.as_deref(), cohort),
             s.kept_for_inspection(),
         )
         .await?;
     // Exact splits: the route's backends as the step left the traffic (written again if someone
     // changed them).
-    super::gateway::route(ctx, md, target, &weights).await?;
+    super::gateway::route(ctx, md, target, &weights, cohort).await?;
     r.collect_garbage(s).await?;
     r.heal_missing(s, &weights, &applied).await?;
     super::writeback::write_back(ctx, md, &super::writeback::status_after(&outcome, md)).await?;
@@ -259,7 +303,7 @@ impl Rollout<'_> {
     ) -> Result<rollout::step::Outcome, Error> {
         let status = self.md.status.clone().unwrap_or_default();
         let state = RolloutState::from_status(&status);
-        let measured = self.measure(&status, &state).await;
+        let measured = measure(self.ctx, self.md, &status, &state).await;
         let input = rollout::step::Input {
             spec: &self.md.spec,
             previous: &status,
@@ -293,43 +337,6 @@ impl Rollout<'_> {
         Ok(outcome)
     }
 
-    /// Measures the deployment's metrics that are due ([`rollout::metrics::due`]): header
-    /// secrets from labelled Secrets of its namespace, requests only to the operator's
-    /// destinations; each reading judged.
-    async fn measure(
-        &self,
-        previous: &slipway_crd::model_deployment::ModelDeploymentStatus,
-        state: &RolloutState,
-    ) -> Vec<(String, slipway_crd::analysis::Measurement)> {
-        let subject = (self.ns.as_str(), self.name.as_str());
-        let due = rollout::metrics::due(&self.md.spec, previous, state, subject, Utc::now());
-        if due.is_empty() {
-            return Vec::new();
-        }
-        let mut refs = Vec::new();
-        for r in due.iter().flat_map(|q| &q.requests) {
-            if let rollout::metrics::Request::Http { headers, .. } = r {
-                refs.extend(headers.values().cloned());
-            }
-        }
-        let secrets = notify::Secrets::load(&self.ctx.client, &self.ns, refs.iter()).await;
-        let bounds = self.ctx.bounds.clone();
-        let asked = due.clone();
-        let measuring = tokio::task::spawn_blocking(move || {
-            let ask = |r| {
-                crate::edges::providers::measure(r, &|s| secrets.resolve(s), &|url| {
-                    bounds.destination(url)
-                })
-            };
-            asked
-                .iter()
-                .map(|q| q.requests.iter().map(ask).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
-        });
-        let readings = measuring.await.unwrap_or_default();
-        rollout::metrics::judge_all(&self.md.spec, &due, &readings, Utc::now())
-    }
-
     /// Carries the step's actions out in order, starting from `weights` (the state's traffic)
     /// with `stable` the version that served before; returns the weights they leave and the
     /// versions whose `Deployment` was applied. Pod counts are the traffic split
@@ -339,7 +346,7 @@ impl Rollout<'_> {
         &self,
         actions: &[Action],
         mut weights: BTreeMap<String, u32>,
-        stable: Option<&str>,
+        (stable, cohort): (Option<&str>, Option<&str>),
         kept: Option<&str>,
     ) -> Result<(BTreeMap<String, u32>, std::collections::BTreeSet<String>), Error> {
         let mut applied = std::collections::BTreeSet::new();
@@ -367,8 +374,9 @@ impl Rollout<'_> {
                         self.apply(&v, r).await?;
                         applied.insert(v);
                     }
-                    // Exact splits: the route's weights before any version stops.
-                    super::gateway::route(self.ctx, self.md, self.target, w).await?;
+                    // Exact splits: the route's weights (and the cohort's rule) before any
+                    // version stops.
+                    super::gateway::route(self.ctx, self.md, self.target, w, cohort).await?;
                     weights = w.clone();
                 }
                 // The version just rolled back keeps its Deployment, scaled to 0, for people to

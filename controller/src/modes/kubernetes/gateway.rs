@@ -87,12 +87,14 @@ pub(super) async fn check(
 }
 
 /// Makes the route send `weights` (version → percent) of its requests for `md` to each
-/// version's Service.
+/// version's Service, and the strategy's A/B cohort (`match`) to the `candidate`'s while it has
+/// traffic.
 pub(super) async fn route(
     ctx: &Context,
     md: &ModelDeployment,
     target: &KubernetesTarget,
     weights: &BTreeMap<String, u32>,
+    candidate: Option<&str>,
 ) -> Result<(), Error> {
     let Some(route_name) = route_of(target) else {
         return Ok(());
@@ -113,8 +115,17 @@ pub(super) async fn route(
         }
     }
     let mut r = read_route(ctx, md, route_name, &services).await?;
-    let rules = rollout::gateway::weighted(&r.spec.rules, (&name, &ns), &services, weights)
+    let who = (name.as_str(), ns.as_str());
+    // The cohort rules come out before the weights are set, and back in after.
+    let plain = rollout::gateway::with_cohorts(r.spec.rules.clone(), who, &services, &[], None);
+    let rules = rollout::gateway::weighted(&plain, who, &services, weights)
         .map_err(|why| Error::Route(format!("HTTPRoute {ns}/{route_name}: {why}")))?;
+    let cohort_to = candidate
+        .filter(|c| weights.get(*c).is_some_and(|w| *w > 0))
+        .and_then(|c| services.get(c))
+        .map(String::as_str);
+    let rules =
+        rollout::gateway::with_cohorts(rules, who, &services, &md.spec.strategy.match_, cohort_to);
     if rules == r.spec.rules {
         return Ok(());
     }

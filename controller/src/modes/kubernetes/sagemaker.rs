@@ -153,7 +153,21 @@ async fn step(
     };
 
     let owner = owner_of(md);
-    let (live, step) = match next_step(ctx, aws, md, &t, &owner, &state, desired).await {
+    // In Variants mode the step's metrics judge it beside the alarms (the step git mode takes
+    // too).
+    let measured = if crate::decide::rollout::sagemaker::judged_by_metrics(&t) {
+        super::deployments::measure(ctx, md, &status, &state).await
+    } else {
+        Vec::new()
+    };
+    let (_, metrics) = crate::decide::rollout::metrics::step_verdict(
+        &md.spec,
+        status.analysis.as_ref(),
+        &state,
+        &measured,
+    );
+    let judged = (desired, metrics);
+    let (live, step) = match next_step(ctx, aws, md, &t, &owner, &state, judged).await {
         Ok(x) => x,
         Err(e) => {
             let why = e.to_string();
@@ -165,7 +179,7 @@ async fn step(
         }
     };
     // The step git mode takes too: heal rule, status, news, calls, when to look again.
-    let done = sequence::sequence(&state, step, live.as_ref(), &t, &basis);
+    let done = sequence::sequence(&state, step, live.as_ref(), &t, &basis, &measured);
     record(ctx, &api, md, &done).await?;
 
     // Carry the calls out, in order; the state is already recorded.
@@ -211,7 +225,7 @@ async fn next_step(
     t: &SageMakerTarget,
     owner: &Owner,
     state: &RolloutState,
-    desired: Option<String>,
+    (desired, metrics): (Option<String>, crate::decide::rollout::Judgement),
 ) -> Result<(Option<Live>, Step), crate::edges::serving::sagemaker::Error> {
     // The decision needs the live endpoint (a blocking AWS call): made on the calls' thread.
     let (cache, model, ns_for) = (
@@ -235,6 +249,7 @@ async fn next_step(
             &state_now,
             desired.as_deref(),
             &artifact,
+            metrics,
             Utc::now(),
         )
     })

@@ -268,7 +268,18 @@ impl Checker<'_> {
         }
         self.strategy(s);
         let routes_requests = d.spec.target.local.is_some();
-        for (field, message) in crate::rollout::routing::problems(s, routes_requests) {
+        let gateway = d
+            .spec
+            .target
+            .kubernetes
+            .as_ref()
+            .is_some_and(|k| k.traffic.as_ref().is_some_and(|t| t.gateway_api.is_some()));
+        let shadows = crate::rollout::shadow::standing::problems(&d.spec.shadows, routes_requests);
+        for (field, message) in
+            crate::rollout::routing::problems(s, routes_requests, routes_requests || gateway)
+                .into_iter()
+                .chain(shadows)
+        {
             self.invalid(&field, message);
         }
     }

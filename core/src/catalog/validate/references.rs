@@ -47,6 +47,14 @@ pub fn references(obj: &Object, cat: &Catalog, unloaded: &HashSet<Unloaded>) -> 
                 if let Some(v) = &d.spec.version {
                     r.version_exists("spec.version", &d.spec.model, v);
                 }
+                for (i, s) in d.spec.shadows.iter().enumerate() {
+                    if let Some(a) = &s.alias {
+                        r.alias_exists(&format!("spec.shadows[{i}].alias"), &d.spec.model, a);
+                    }
+                    if let Some(v) = &s.version {
+                        r.version_exists(&format!("spec.shadows[{i}].version"), &d.spec.model, v);
+                    }
+                }
             }
         }
         Resource::RegisteredModel(m) => {

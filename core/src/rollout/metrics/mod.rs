@@ -525,18 +525,9 @@ pub fn judgement(
     }
 }
 
-/// The worse of two judgements (a failure, else an inconclusive one, else a pass).
-pub fn worse(a: Judgement, b: Judgement) -> Judgement {
-    match (a, b) {
-        (Judgement::Fail(x), _) | (_, Judgement::Fail(x)) => Judgement::Fail(x),
-        (Judgement::Inconclusive(x), _) | (_, Judgement::Inconclusive(x)) => {
-            Judgement::Inconclusive(x)
-        }
-        _ => Judgement::Pass,
-    }
-}
-
 mod checks;
+mod verdict;
+pub use verdict::{news, sooner, step_verdict, worse};
 mod comparison;
 pub use checks::problems;
 pub use comparison::compared;

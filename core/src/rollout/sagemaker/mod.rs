@@ -161,6 +161,13 @@ pub enum Routing {
     },
 }
 
+/// Whether an endpoint's rollouts are judged by the analysis' `metrics`: in `Variants` mode,
+/// where Slipway moves the weights step by step (under guardrails SageMaker shifts the traffic
+/// itself and only its alarms can stop it).
+pub fn judged_by_metrics(t: &slipway_crd::model_deployment::SageMakerTarget) -> bool {
+    t.mode == slipway_crd::model_deployment::SageMakerMode::Variants
+}
+
 /// SageMaker deployment guardrails for one update.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Guardrails {

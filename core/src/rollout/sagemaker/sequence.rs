@@ -9,7 +9,8 @@ use slipway_crd::model_deployment::{ModelDeploymentStatus, SageMakerTarget};
 use super::{Call, Live, Step, heal};
 use crate::limits::{RESYNC, SAGEMAKER_RETRY};
 use crate::rollout::status::{self, Basis, Endpoint};
-use crate::rollout::{EventKind, RolloutState};
+use crate::rollout::{EventKind, RolloutState, metrics};
+use slipway_crd::analysis::Measurement;
 
 /// What to do after an endpoint's decision.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,13 +46,15 @@ pub enum Failure {
 }
 
 /// The step's status, news and calls, given the endpoint as observed (`live`), the state as
-/// recorded and the decision.
+/// recorded, the decision and what the step's metrics `measured` (in `Variants` mode; each
+/// measurement is recorded in the status's analysis and is news before the decision's).
 pub fn sequence(
     recorded: &RolloutState,
     step: Step,
     live: Option<&Live>,
     target: &SageMakerTarget,
     basis: &Basis,
+    measured: &[(String, Measurement)],
 ) -> Sequenced {
     let healing_before = status::healing(basis.previous);
     let h = heal(&step.calls, healing_before, live);
@@ -81,23 +84,33 @@ pub fn sequence(
         healing: h.healing.as_deref(),
         drift: &step.drift,
     };
-    let status = status::stepped(
+    let mut events = metrics::news(recorded, measured);
+    events.extend(step.events);
+    let mut status = status::stepped(
         &step.state,
-        step.events
+        events
             .iter()
             .map(|(kind, version, message)| (kind, version.as_str(), message.as_str())),
         basis,
         Some(&now),
+    );
+    status.analysis = metrics::record(basis.previous.analysis.as_ref(), recorded, measured);
+    let wait = metrics::sooner(
+        step.requeue_after,
+        basis.spec,
+        &status,
+        &step.state,
+        basis.now,
     );
     Sequenced {
         state: step.state,
         write: status != *basis.previous,
         drift_news: status::drift_news(basis.previous, &now),
         status,
-        events: step.events,
+        events,
         calls: step.calls,
         stalled: None,
-        wait: step.requeue_after,
+        wait,
     }
 }
 

@@ -422,7 +422,7 @@ fn after_a_decision_both_homes_stall_a_refused_heal_once_and_look_again_by_what_
     };
     // A first heal: its calls go out, the drift is news; the step names no time (the homes'
     // resync looks again).
-    let first = sequence::sequence(&recorded, heal(), Some(&l), &t, &basis);
+    let first = sequence::sequence(&recorded, heal(), Some(&l), &t, &basis, &[]);
     assert_eq!(first.calls.len(), 1);
     assert!(first.write && first.drift_news.is_some());
     assert_eq!((first.stalled.as_deref(), first.wait), (None, None));
@@ -432,7 +432,7 @@ fn after_a_decision_both_homes_stall_a_refused_heal_once_and_look_again_by_what_
         previous: &healed,
         ..basis
     };
-    let again = sequence::sequence(&recorded, heal(), Some(&l), &t, &basis);
+    let again = sequence::sequence(&recorded, heal(), Some(&l), &t, &basis, &[]);
     assert!(again.calls.is_empty());
     assert!(
         again

@@ -115,7 +115,8 @@ pub trait Endpoints {
 }
 
 /// Reads the live endpoint (and, in `Variants` mode during a rollout, the rollback alarms)
-/// through `aws` and decides the next step in the target's mode. Shared by `slipway run` and
+/// through `aws` and decides the next step in the target's mode; in `Variants` mode `metrics`
+/// (what the step's measurements make of it) judges the step beside the alarms. Shared by `slipway run` and
 /// `slipway controller`; the error is what AWS or the strategy refused.
 /// An endpoint another deployment owns (or made by hand) is never touched ([`rollout::sagemaker::owned_by`]).
 #[allow(clippy::too_many_arguments)]
@@ -127,6 +128,7 @@ pub fn next_step(
     state: &crate::decide::rollout::RolloutState,
     desired: Option<&str>,
     artifact: &dyn Fn(&str) -> Option<rollout::sagemaker::Artifact>,
+    metrics: crate::decide::rollout::Judgement,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(Option<rollout::sagemaker::Live>, rollout::sagemaker::Step), Error> {
     use slipway_crd::model_deployment::SageMakerMode;
@@ -166,7 +168,7 @@ pub fn next_step(
                 .as_ref()
                 .map(|a| a.alarms.clone())
                 .unwrap_or_default();
-            let verdict = if state.candidate.is_some() && !names.is_empty() {
+            let alarms = if state.candidate.is_some() && !names.is_empty() {
                 match aws.alarms(&at, &names) {
                     Ok(states) => alarm_verdict(&names, &states),
                     Err(e) => crate::decide::rollout::Judgement::Inconclusive(e.to_string()),
@@ -174,6 +176,8 @@ pub fn next_step(
             } else {
                 crate::decide::rollout::Judgement::Pass
             };
+            // The alarms and the metrics judge the step together.
+            let verdict = crate::decide::rollout::metrics::worse(alarms, metrics);
             let want = |split: &std::collections::BTreeMap<String, u32>| {
                 rollout::sagemaker::desired_split(t, split, artifact, &counts)
             };
