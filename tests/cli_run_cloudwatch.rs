@@ -12,6 +12,14 @@ use support::slipway;
 /// The quickstart's analysis replaced by a CloudWatch metric: the newest `Errors` sum of the
 /// version (dimension `Version`) must be under 1; a step without a success within `deadline`
 /// is rolled back.
+fn put_errors(moto: &Moto, version: &str, errors: f64) {
+    moto.put_metric("Pitch/Serving", "Errors", &[("Version", version)], errors);
+}
+
+fn run_once(work: &std::path::Path, moto: &Moto, destinations: &str) -> support::Run {
+    support::sagemaker::run_once_with(work, moto, &["--allowed-destinations", destinations])
+}
+
 fn judge_by_cloudwatch(work: &std::path::Path, deadline: &str) {
     let path = work.join("registry/deployments.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -23,30 +31,6 @@ fn judge_by_cloudwatch(work: &std::path::Path, deadline: &str) {
         &format!("    autoRollback: true\n    progressDeadline: {deadline}\n"),
     );
     std::fs::write(&path, text).unwrap();
-}
-
-fn put_errors(moto: &Moto, version: &str, errors: f64) {
-    moto.boto(&format!(
-        "import datetime\ncw.put_metric_data(Namespace='Pitch/Serving', MetricData=[{{'MetricName': 'Errors', 'Dimensions': [{{'Name': 'Version', 'Value': '{version}'}}], 'Value': {errors}, 'Timestamp': datetime.datetime.now(datetime.timezone.utc)}}])"
-    ));
-}
-
-fn run_once(work: &std::path::Path, moto: &Moto, destinations: &str) -> support::Run {
-    let env = moto.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    support::slipway_env(
-        &[
-            "run",
-            "registry",
-            "--once",
-            "--state",
-            "state",
-            "--allowed-destinations",
-            destinations,
-        ],
-        work,
-        &env,
-    )
 }
 
 #[test]

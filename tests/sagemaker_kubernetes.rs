@@ -24,19 +24,7 @@ fn the_controller_rolls_sagemaker_deployments_out_and_deletes_the_endpoint_with_
         std::fs::File::create(&log).unwrap().into(),
         &REGISTRY,
     );
-    let get = |path: &str| {
-        api.kubectl(
-            &[
-                "get",
-                "mdeploy",
-                "pitch-frames-api",
-                "-o",
-                &format!("jsonpath={path}"),
-            ],
-            "admin",
-        )
-        .stdout
-    };
+    let get = |path: &str| support::k8s_mode::get(&api, &["mdeploy", "pitch-frames-api"], path);
     let controller_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // The first version serves; the object carries the finalizer and the endpoint's state.

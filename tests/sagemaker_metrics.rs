@@ -27,27 +27,16 @@ fn judged_by_errors() -> String {
 
 /// What SageMaker would report of version `version`'s variant: `errors` 5xx answers just now.
 fn put_errors(moto: &Moto, version: &str, errors: f64) {
-    moto.boto(&format!(
-        "import datetime\ncw.put_metric_data(Namespace='AWS/SageMaker', MetricData=[{{'MetricName': 'Invocation5XXErrors', 'Dimensions': [{{'Name': 'EndpointName', 'Value': 'pitch-frames'}}, {{'Name': 'VariantName', 'Value': 'v{version}'}}], 'Value': {errors}, 'Timestamp': datetime.datetime.now(datetime.timezone.utc)}}])"
-    ));
+    let variant = format!("v{version}");
+    let dims = [
+        ("EndpointName", "pitch-frames"),
+        ("VariantName", variant.as_str()),
+    ];
+    moto.put_metric("AWS/SageMaker", "Invocation5XXErrors", &dims, errors);
 }
 
 fn run_once(dir: &std::path::Path, moto: &Moto) -> support::Run {
-    let env = moto.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    support::slipway_env(
-        &[
-            "run",
-            "registry",
-            "--once",
-            "--state",
-            "state",
-            "--allowed-destinations",
-            "127.0.0.1",
-        ],
-        dir,
-        &env,
-    )
+    support::sagemaker::run_once_with(dir, moto, &["--allowed-destinations", "127.0.0.1"])
 }
 
 #[test]
@@ -108,19 +97,7 @@ fn in_a_cluster_a_variant_is_judged_by_the_same_metric() {
         std::fs::File::create(&log).unwrap().into(),
         &judged_by_errors(),
     );
-    let get = |path: &str| {
-        api.kubectl(
-            &[
-                "get",
-                "mdeploy",
-                "pitch-frames-api",
-                "-o",
-                &format!("jsonpath={path}"),
-            ],
-            "admin",
-        )
-        .stdout
-    };
+    let get = |path: &str| support::k8s_mode::get(&api, &["mdeploy", "pitch-frames-api"], path);
     let said = || std::fs::read_to_string(&log).unwrap_or_default();
     eventually(Duration::from_secs(60), || {
         (get("{.status.servingVersion} {.status.phase}") == "7 Healthy").then_some(())

@@ -48,6 +48,24 @@ impl Moto {
 
     /// Runs Python with `sm` (SageMaker) and `cw` (CloudWatch) boto3 clients bound to this
     /// server in eu-west-1; returns stdout.
+    /// Puts one data point of `metric` in CloudWatch `namespace` with `dimensions`, stamped now.
+    pub fn put_metric(
+        &self,
+        namespace: &str,
+        metric: &str,
+        dimensions: &[(&str, &str)],
+        value: f64,
+    ) {
+        let dims: Vec<String> = dimensions
+            .iter()
+            .map(|(k, v)| format!("{{'Name': '{k}', 'Value': '{v}'}}"))
+            .collect();
+        self.boto(&format!(
+            "import datetime\ncw.put_metric_data(Namespace='{namespace}', MetricData=[{{'MetricName': '{metric}', 'Dimensions': [{}], 'Value': {value}, 'Timestamp': datetime.datetime.now(datetime.timezone.utc)}}])",
+            dims.join(", ")
+        ));
+    }
+
     pub fn boto(&self, code: &str) -> String {
         let script = format!(
             "import boto3, json\nkw = dict(region_name='eu-west-1', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test')\nsm = boto3.client('sagemaker', **kw)\ncw = boto3.client('cloudwatch', **kw)\n{code}\n",

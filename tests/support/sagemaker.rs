@@ -58,13 +58,17 @@ pub fn setup(version: &str) -> tempfile::TempDir {
 }
 
 pub fn run_once(dir: &Path, moto: &Moto) -> super::Run {
+    run_once_with(dir, moto, &[])
+}
+
+/// `slipway run registry --once --state state` in `dir` with the moto server's credentials and
+/// `extra` arguments (e.g. `--allowed-destinations`).
+pub fn run_once_with(dir: &Path, moto: &Moto, extra: &[&str]) -> super::Run {
     let env = moto.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    slipway_env(
-        &["run", "registry", "--once", "--state", "state"],
-        dir,
-        &env,
-    )
+    let mut args = vec!["run", "registry", "--once", "--state", "state"];
+    args.extend_from_slice(extra);
+    slipway_env(&args, dir, &env)
 }
 
 pub fn endpoint(moto: &Moto) -> serde_json::Value {
