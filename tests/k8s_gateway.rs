@@ -112,6 +112,11 @@ fn setup(route: &str, annotated: bool) -> (ApiServer, Kubelet) {
 
 /// [`setup`], with `strategy` (YAML lines) added to the deployment's strategy.
 fn setup_with(route: &str, annotated: bool, strategy: &str) -> (ApiServer, Kubelet) {
+    setup_registry(annotated, &registry(route, strategy))
+}
+
+/// The route's CRD, the route and the `registry` (YAML) on a new API server, and a kubelet.
+fn setup_registry(annotated: bool, registry: &str) -> (ApiServer, Kubelet) {
     let api = ApiServer::start();
     api.install_crds();
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", ROUTE_CRD);
@@ -129,7 +134,7 @@ fn setup_with(route: &str, annotated: bool, strategy: &str) -> (ApiServer, Kubel
     };
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &written);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &registry(route, strategy));
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", registry);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let kubelet = Kubelet::start(&api.kubeconfig, "default");
     (api, kubelet)
@@ -295,7 +300,7 @@ fn a_cohort_goes_to_the_candidate_through_a_rule_of_its_own() {
     let cohort = &during[2];
     assert_eq!(
         cohort["backendRefs"],
-        serde_json::json!([{"name": "pitch-frames-api-v8", "port": 80}]),
+        serde_json::json!([{"group": "", "kind": "Service", "name": "pitch-frames-api-v8", "port": 80, "weight": 1}]),
         "{during}\n{}",
         controller.log()
     );
@@ -314,7 +319,155 @@ fn a_cohort_goes_to_the_candidate_through_a_rule_of_its_own() {
         let r = rules();
         (r.as_array().map(Vec::len) == Some(2)
             && r[0]["backendRefs"]
-                == serde_json::json!([{"name": "pitch-frames-api-v8", "port": 80, "weight": 100}]))
+                == serde_json::json!([{"group": "", "kind": "Service", "name": "pitch-frames-api-v8", "port": 80, "weight": 100}]))
         .then_some(())
     });
+}
+
+/// §4 in a cluster: a shadow step's candidate and a standing shadow each run pods for their share
+/// of copies and get them through RequestMirror filters on the route's serving rule (the
+/// gateway answers nobody from them); the step's copies stop when its weights move on, and a
+/// standing shadow taken off the list leaves the route, its Deployment and its Service.
+#[test]
+fn shadows_get_copies_through_the_routes_mirror_filters() {
+    let registry = registry("pitch-frames", "")
+        .replace(
+            "      - {weight: 10, pause: 3s}\n",
+            "      - {weight: 0, mirror: 50, pause: 3s}\n      - {weight: 10, pause: 3s}\n",
+        )
+        .replace(
+            "  strategy:\n",
+            "  shadows: [{version: \"6\", mirror: 20}]\n  strategy:\n",
+        )
+        + &versions("pitch-frames", &["6"], "model.json");
+    let (api, _kubelet) = setup_registry(true, &registry);
+    let controller = Controller::start(&api, "controller-a");
+    let mirrors = || -> Vec<String> {
+        let r = api.kubectl(&["get", "httproute", "pitch-frames", "-o", "json"], "admin");
+        let r: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+        let filters = r["spec"]["rules"][0]["filters"].as_array().cloned();
+        filters
+            .unwrap_or_default()
+            .iter()
+            .filter(|f| f["type"] == "RequestMirror")
+            .map(|f| {
+                let m = &f["requestMirror"];
+                format!(
+                    "{}@{}",
+                    m["backendRef"]["name"].as_str().unwrap_or("?"),
+                    m["percent"]
+                )
+            })
+            .collect()
+    };
+    let shadow = ["pitch-frames-api-v6@20".to_string()];
+    support::eventually(Duration::from_secs(90), || {
+        (backends(&api) == "pitch-frames-api-v7=100" && mirrors() == shadow).then_some(())
+    });
+    // The standing shadow's pods: 20% of 2 replicas, rounded up; its own Service. They are not
+    // behind the deployment's Service: it selects serving pods only.
+    assert_eq!(
+        get(&api, &["deploy", "pitch-frames-api-v6"], "{.spec.replicas}"),
+        "1"
+    );
+    let label = |d: &str| {
+        get(
+            &api,
+            &["deploy", d],
+            r#"{.spec.template.metadata.labels.slipway\.dev/serving}"#,
+        )
+    };
+    assert_eq!(label("pitch-frames-api-v6"), "false");
+    assert_eq!(label("pitch-frames-api-v7"), "true");
+    support::eventually(Duration::from_secs(30), || {
+        (get(&api, &["svc", "pitch-frames-api"], "{.spec.selector}")
+            == r#"{"slipway.dev/deployment":"pitch-frames-api","slipway.dev/serving":"true"}"#)
+            .then_some(())
+    });
+    assert_eq!(
+        get(&api, &["svc", "pitch-frames-api-v6"], "{.spec.selector}"),
+        r#"{"slipway.dev/deployment":"pitch-frames-api","slipway.dev/version":"6"}"#
+    );
+    move_alias(&api, "8");
+    // The shadow step: 8 runs for its copies, the route answers from 7 alone.
+    let step = support::eventually(Duration::from_secs(90), || {
+        let m = mirrors();
+        (m.len() == 2).then_some((m, backends(&api)))
+    });
+    assert_eq!(
+        step,
+        (
+            vec!["pitch-frames-api-v8@50".to_string(), shadow[0].clone()],
+            "pitch-frames-api-v7=100".to_string()
+        ),
+        "{}",
+        controller.log()
+    );
+    assert_eq!(
+        get(&api, &["deploy", "pitch-frames-api-v8"], "{.spec.replicas}"),
+        "1"
+    );
+    assert_eq!(
+        label("pitch-frames-api-v8"),
+        "false",
+        "a shadow answers nobody"
+    );
+    // The next step gives 8 its weight; its copies stop, the standing shadow's go on, and its
+    // pods serve.
+    support::eventually(Duration::from_secs(90), || {
+        (backends(&api) == "pitch-frames-api-v7=90 pitch-frames-api-v8=10").then_some(())
+    });
+    assert_eq!(mirrors(), shadow);
+    assert_eq!(label("pitch-frames-api-v8"), "true");
+    support::eventually(Duration::from_secs(120), || {
+        (backends(&api) == "pitch-frames-api-v8=100").then_some(())
+    });
+    assert_eq!(mirrors(), shadow);
+    // Taken off the list: its copies, Deployment and Service go.
+    let run = api.kubectl(
+        &[
+            "patch",
+            "mdeploy",
+            "pitch-frames-api",
+            "--type=json",
+            "-p",
+            r#"[{"op": "remove", "path": "/spec/shadows"}]"#,
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    support::eventually(Duration::from_secs(60), || {
+        let gone = |what: &[&str]| api.kubectl(what, "admin").code != 0;
+        (mirrors().is_empty()
+            && gone(&["get", "deploy", "pitch-frames-api-v6"])
+            && gone(&["get", "svc", "pitch-frames-api-v6"]))
+        .then_some(())
+    });
+}
+
+/// The hostile review: shadows on a target that cannot mirror, admitted without the webhook,
+/// must not run as pods behind the deployment's Service (answering users by replica ratio).
+#[test]
+fn shadows_where_the_target_cannot_mirror_stall_the_deployment() {
+    let registry = registry("pitch-frames", "")
+        .replace(
+            "      traffic: {gatewayAPI: {httpRoute: pitch-frames}}\n",
+            "",
+        )
+        .replace(
+            "  strategy:\n",
+            "  shadows: [{version: \"8\", mirror: 100}]\n  strategy:\n",
+        );
+    assert!(!registry.contains("gatewayAPI") && registry.contains("shadows:"));
+    let (api, _kubelet) = setup_registry(true, &registry);
+    let controller = Controller::start(&api, "controller-a");
+    let stalled = stalled_with(&api, &controller, "spec.shadows");
+    assert!(stalled.contains("traffic.gatewayAPI"), "{stalled}");
+    assert_eq!(
+        api.kubectl(&["get", "deploy", "-o", "name"], "admin")
+            .stdout
+            .trim(),
+        "",
+        "nothing runs"
+    );
 }

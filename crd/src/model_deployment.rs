@@ -53,8 +53,9 @@ pub struct ModelDeploymentSpec {
     #[serde(default)]
     pub strategy: Strategy,
     /// Standing shadows: versions that get a copy of a share of live requests for as long as
-    /// they are listed, with no time limit, answering nobody; their agreement with the serving
-    /// version is exported per version (local target).
+    /// they are listed, with no time limit, answering nobody (local target: their agreement
+    /// with the serving version is exported per version; kubernetes target with
+    /// traffic.gatewayAPI: RequestMirror filters on the route).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shadows: Vec<crate::serving::Shadow>,
 }
@@ -275,7 +276,9 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<String>,
     /// A shadow step (`weight: 0`): percent of live requests also sent to the new version,
-    /// whose answers are compared with the serving version's and discarded (local target).
+    /// whose answers are discarded — compared with the serving version's on a local target;
+    /// through the route's RequestMirror (kubernetes with traffic.gatewayAPI) or as a shadow
+    /// variant (sagemaker in mode Variants) judged by the analysis' metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<u32>,
 }

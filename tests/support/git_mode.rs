@@ -8,25 +8,65 @@ use std::time::Duration;
 
 use super::{eventually, free_port, root, slipway};
 
+/// A `slipway` process a test started: stopped with SIGTERM when dropped still running (a
+/// failing test leaves no `slipway run`, router or model server behind), killed if it does not
+/// exit within 10 s.
+pub struct Running(pub std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `slipway ARGS` in `work` in the background, its output discarded.
-pub fn spawn_slipway(work: &Path, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args(args)
-        .current_dir(work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+pub fn spawn_slipway(work: &Path, args: &[&str]) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(args)
+            .current_dir(work)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Starts `slipway run registry` (every second, serving HTTP on a free port, with `extra`
 /// arguments); returns it and the port.
-pub fn serve(work: &Path, extra: &[&str]) -> (std::process::Child, u16) {
+pub fn serve(work: &Path, extra: &[&str]) -> (Running, u16) {
     serve_on(work, free_port(), extra)
 }
 
 /// [`serve`] on a port of the caller's (a scraper configured before it starts).
-pub fn serve_on(work: &Path, port: u16, extra: &[&str]) -> (std::process::Child, u16) {
+pub fn serve_on(work: &Path, port: u16, extra: &[&str]) -> (Running, u16) {
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
         "run",

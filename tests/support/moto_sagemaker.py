@@ -25,6 +25,12 @@ The Rust SDK calls CloudWatch with the Smithy RPC v2 CBOR protocol
 with 404; DescribeAlarms and GetMetricData are served in that protocol here, from moto's
 CloudWatch state (GetMetricData by moto's own implementation).
 
+moto drops an EndpointConfig's `ShadowProductionVariants`. Here they are kept after the
+CreateEndpointConfig reference: one production variant and one shadow variant at most when
+there is a shadow (ValidationException otherwise), each shadow's Model must exist; they come
+back in DescribeEndpointConfig, and DescribeEndpoint lists the running config's shadow variants
+(`ShadowProductionVariants`, with counts and weights as for production variants).
+
 It also makes moto closer to AWS where the tests depend on it: creating a Model or
 EndpointConfig whose name exists is a ValidationException; UpdateEndpointWeightsAndCapacities
 without `DesiredInstanceCount` keeps the count. Test-only controls (never part of AWS):
@@ -203,6 +209,14 @@ def describe_endpoint(self, endpoint_name):
             _advance(endpoint)
             if getattr(endpoint, "pending_deployment_summary", None) is None:
                 endpoint.__dict__.pop("pending_deployment_summary", None)
+            # The shadow variants of the config it runs (moto's object keeps none).
+            config = self.endpoint_configs.get(endpoint.endpoint_config_name)
+            shadows = getattr(config, "shadow_production_variants", None) or []
+            endpoint.__dict__.pop("shadow_production_variants", None)
+            if shadows:
+                endpoint.shadow_production_variants = endpoint._process_production_variants(
+                    shadows
+                )
         return _describe_endpoint(self, endpoint_name)
 
 
@@ -276,6 +290,30 @@ models.SageMakerModelBackend.create_model = _guard_duplicate(
 models.SageMakerModelBackend.create_endpoint_config = _guard_duplicate(
     models.SageMakerModelBackend.create_endpoint_config, "endpoint_config", "endpoint_configs"
 )
+
+
+_create_config_response = responses.SageMakerResponse.create_endpoint_config
+
+
+def _create_endpoint_config_response(self):
+    shadows = self._get_param("ShadowProductionVariants") or []
+    name = self._get_param("EndpointConfigName")
+    if shadows:
+        production = self._get_param("ProductionVariants") or []
+        if len(production) != 1 or len(shadows) != 1:
+            raise ValidationException(
+                "With ShadowProductionVariants, specify one variant for ProductionVariants "
+                "and one for ShadowProductionVariants."
+            )
+        self.sagemaker_backend.validate_production_variants(shadows)
+    with _lock:
+        result = _create_config_response(self)
+        if shadows:
+            self.sagemaker_backend.endpoint_configs[name].shadow_production_variants = shadows
+    return result
+
+
+responses.SageMakerResponse.create_endpoint_config = _create_endpoint_config_response
 
 
 def _update_endpoint_response(self):

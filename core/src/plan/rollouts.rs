@@ -45,16 +45,34 @@ fn aws_calls(d: &ModelDeployment, head: &Catalog, version: Option<&str>) -> Vec<
             .join("; ")
     ));
     if t.mode == slipway_crd::model_deployment::SageMakerMode::Variants {
-        out.push(format!(
-            "UpdateEndpoint {} → a config with the serving version's variant and {} at weight 0",
-            want.endpoint, want.variants[0].name
-        ));
+        let steps = crate::rollout::strategy_steps(&d.spec.strategy);
+        if let Some(shadow) = steps.first().filter(|s| s.mirror > 0) {
+            out.push(format!(
+                "UpdateEndpoint {} → a config with the serving version's variant and {} as a shadow variant ({}% of requests copied to it, answered by none), for the shadow step",
+                want.endpoint, want.variants[0].name, shadow.mirror
+            ));
+            out.push(format!(
+                "UpdateEndpoint {} → a config with the serving version's variant and {} at the next step's weights, once the shadow step passed",
+                want.endpoint, want.variants[0].name
+            ));
+        } else {
+            out.push(format!(
+                "UpdateEndpoint {} → a config with the serving version's variant and {} at weight 0",
+                want.endpoint, want.variants[0].name
+            ));
+        }
         out.push(format!(
             "UpdateEndpointWeightsAndCapacities {} at each step of the strategy (no new config), held while the analysis alarms stay OK and its metrics pass",
             want.endpoint
         ));
         let alone = std::collections::BTreeMap::from([(v.to_string(), 100)]);
-        let last = sm::desired_split(t, &alone, &|_| Some(artifact.clone()), &Default::default());
+        let last = sm::desired_split(
+            t,
+            &alone,
+            &|_| Some(artifact.clone()),
+            &Default::default(),
+            None,
+        );
         out.push(format!(
             "UpdateEndpoint {} → {} ({} alone) once it takes all traffic",
             want.endpoint,

@@ -21,6 +21,19 @@ pub fn lets(annotations: Option<&BTreeMap<String, String>>, deployment: &str) ->
         .is_some_and(|names| names.split(',').any(|n| n.trim() == deployment))
 }
 
+/// A reference to the Service `name` on [`SERVICE_PORT`], with the fields the Gateway API
+/// defaults written out (`group: ""`, `kind: Service`): what the API server stores is what was
+/// written, so a route read back compares equal and is not written again.
+fn service_ref(name: &str) -> HTTPBackendRef {
+    HTTPBackendRef {
+        name: name.to_string(),
+        port: Some(SERVICE_PORT),
+        group: Some(String::new()),
+        kind: Some("Service".to_string()),
+        ..HTTPBackendRef::default()
+    }
+}
+
 /// Whether a backend is one of the deployment's: its Service, or one of its versions', in the
 /// route's namespace.
 fn ours(
@@ -65,10 +78,8 @@ pub fn weighted(
         .filter(|(_, w)| **w > 0)
         .filter_map(|(v, w)| {
             Some(HTTPBackendRef {
-                name: services.get(v)?.clone(),
-                port: Some(SERVICE_PORT),
                 weight: Some(i32::try_from(*w).unwrap_or(i32::MAX)),
-                ..HTTPBackendRef::default()
+                ..service_ref(services.get(v)?)
             })
         })
         .collect();
@@ -213,14 +224,13 @@ fn cohort_rule(
     other.insert("filters".into(), Value::Array(filters));
     Some(HTTPRouteRule {
         backend_refs: vec![HTTPBackendRef {
-            name: to.to_string(),
-            port: Some(SERVICE_PORT),
+            weight: Some(1),
             other: rule
                 .backend_refs
                 .first()
                 .map(|b| b.other.clone())
                 .unwrap_or_default(),
-            ..HTTPBackendRef::default()
+            ..service_ref(to)
         }],
         other,
     })
@@ -261,165 +271,118 @@ pub fn with_cohorts(
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rules(yaml: serde_json::Value) -> Vec<HTTPRouteRule> {
-        serde_json::from_value(yaml).unwrap()
-    }
-
-    fn services() -> BTreeMap<String, String> {
-        [("7", "api-v7"), ("8", "api-v8")]
-            .into_iter()
-            .map(|(v, s)| (v.to_string(), s.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn the_rule_that_serves_the_deployment_gets_one_backend_per_version_by_weight() {
-        let before = rules(serde_json::json!([
-            {"matches": [{"path": {"type": "PathPrefix", "value": "/predict"}}],
-             "backendRefs": [{"name": "api", "port": 80}],
-             "timeouts": {"request": "10s"}},
-            {"backendRefs": [{"name": "docs", "port": 80}]}
-        ]));
-        let weights = BTreeMap::from([("7".to_string(), 75), ("8".to_string(), 25)]);
-        let after = weighted(&before, ("api", "default"), &services(), &weights).unwrap();
-        let json = serde_json::to_value(&after).unwrap();
-        assert_eq!(
-            json[0]["backendRefs"],
-            serde_json::json!([
-                {"name": "api-v7", "port": 80, "weight": 75},
-                {"name": "api-v8", "port": 80, "weight": 25}
-            ])
-        );
-        // Everything else as written.
-        assert_eq!(json[0]["matches"][0]["path"]["value"], "/predict");
-        assert_eq!(json[0]["timeouts"]["request"], "10s");
-        assert_eq!(json[1], serde_json::to_value(&before[1]).unwrap());
-        // The next step rewrites the same backends; a version without traffic leaves.
-        let all = BTreeMap::from([("7".to_string(), 0), ("8".to_string(), 100)]);
-        let done = weighted(&after, ("api", "default"), &services(), &all).unwrap();
-        assert_eq!(
-            serde_json::to_value(&done).unwrap()[0]["backendRefs"],
-            serde_json::json!([{"name": "api-v8", "port": 80, "weight": 100}])
-        );
-    }
-
-    #[test]
-    fn a_cohort_gets_a_rule_of_its_own_for_each_rule_that_serves_the_deployment_alone() {
-        let before = rules(serde_json::json!([
-            {"name": "predict",
-             "matches": [{"path": {"type": "PathPrefix", "value": "/predict"}},
-                         {"path": {"type": "Exact", "value": "/v2"}, "headers": [{"name": "X-Cohort", "value": "1"}]}],
-             "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-env", "value": "prod"}]}}],
-             "backendRefs": [{"name": "api-v7", "port": 80, "weight": 90, "filters": [{"type": "URLRewrite"}]},
-                             {"name": "api-v8", "port": 80, "weight": 10}],
-             "timeouts": {"request": "10s"}},
-            {"backendRefs": [{"name": "docs", "port": 80}]},
-            {"backendRefs": [{"name": "api-v7", "port": 80}, {"name": "legacy", "port": 80}]}
-        ]));
-        let cohort: Vec<RequestMatch> = serde_json::from_value(serde_json::json!([
-            {"header": "x-cohort", "value": "beta"},
-            {"cookie": "plan", "value": "b"}
-        ]))
-        .unwrap();
-        let who = ("api", "default");
-        let after = with_cohorts(before.clone(), who, &services(), &cohort, Some("api-v8"));
-        // The rules as they were, then one cohort rule: only for the rule that is all ours (a
-        // rule shared with another Service's backend is not taken over).
-        assert_eq!(after.len(), 4);
-        assert_eq!(after[..3], before[..]);
-        let json = serde_json::to_value(&after[3]).unwrap();
-        assert_eq!(
-            json["backendRefs"],
-            serde_json::json!([{"name": "api-v8", "port": 80, "filters": [{"type": "URLRewrite"}]}])
-        );
-        // Each match once with the header; the match that reads it already is left out; the
-        // cookie is not matched here.
-        assert_eq!(
-            json["matches"],
-            serde_json::json!([{"path": {"type": "PathPrefix", "value": "/predict"},
-                                "headers": [{"type": "Exact", "name": "x-cohort", "value": "beta"}]}])
-        );
-        // The marker joins the rule's own header modifier; the copy has no name.
-        assert_eq!(
-            json["filters"],
-            serde_json::json!([{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [
-                {"name": "x-env", "value": "prod"}, {"name": COHORT_HEADER, "value": "api"}]}}])
-        );
-        assert!(json.get("name").is_none());
-        assert_eq!(json["timeouts"]["request"], "10s");
-        // Written again, the cohort rule is replaced, not added twice; without a candidate (or
-        // without matches) it leaves.
-        let again = with_cohorts(after.clone(), who, &services(), &cohort, Some("api-v8"));
-        assert_eq!(again, after);
-        assert_eq!(
-            with_cohorts(after.clone(), who, &services(), &cohort, None),
-            before
-        );
-        assert_eq!(
-            with_cohorts(after.clone(), who, &services(), &[], Some("api-v8")),
-            before
-        );
-        // Another deployment's cohort rules are not this one's; a marked rule whose backend is
-        // not one of the deployment's Services is not taken for one.
-        let other = with_cohorts(
-            after.clone(),
-            ("web", "default"),
-            &services(),
-            &cohort,
-            None,
-        );
-        assert_eq!(other, after);
-        let mut spoofed = after.clone();
-        spoofed[3].backend_refs[0].name = "docs".into();
-        assert_eq!(
-            with_cohorts(spoofed.clone(), who, &services(), &[], None),
-            spoofed
-        );
-        // A route with no room for the cohort keeps its rules.
-        let full: Vec<HTTPRouteRule> = std::iter::repeat_n(before[0].clone(), 16).collect();
-        assert_eq!(
-            with_cohorts(full.clone(), who, &services(), &cohort, Some("api-v8")),
-            full
-        );
-    }
-
-    #[test]
-    fn other_backends_keep_their_place_and_a_route_that_does_not_serve_the_deployment_is_refused() {
-        let before = rules(serde_json::json!([
-            {"backendRefs": [{"name": "legacy", "port": 80, "weight": 10},
-                             {"name": "api", "namespace": "default", "port": 80, "weight": 90,
-                              "filters": [{"type": "RequestHeaderModifier"}]},
-                             {"name": "api", "namespace": "other", "port": 80}]}
-        ]));
-        let weights = BTreeMap::from([("7".to_string(), 100)]);
-        let after = weighted(&before, ("api", "default"), &services(), &weights).unwrap();
-        let names: Vec<&str> = after[0]
-            .backend_refs
-            .iter()
-            .map(|b| b.name.as_str())
-            .collect();
-        // Another namespace's Service of the same name is not this deployment's; the route's
-        // own namespace written out is; the filters stay on the new backend.
-        assert_eq!(names, ["legacy", "api-v7", "api"]);
-        assert_eq!(
-            serde_json::to_value(&after[0].backend_refs[1]).unwrap()["filters"][0]["type"],
-            "RequestHeaderModifier"
-        );
-        let mut opted = BTreeMap::new();
-        assert!(!lets(Some(&opted), "api"));
-        opted.insert(OPT_IN.to_string(), "web, api".to_string());
-        assert!(lets(Some(&opted), "api") && !lets(Some(&opted), "ap") && !lets(None, "api"));
-        let unrelated = rules(serde_json::json!([{"backendRefs": [{"name": "docs"}]}]));
-        let why = weighted(&unrelated, ("api", "default"), &services(), &weights).unwrap_err();
-        assert!(
-            why.contains("no rule of it sends requests to Service api"),
-            "{why}"
-        );
-        let none = BTreeMap::from([("7".to_string(), 0)]);
-        assert!(weighted(&before, ("api", "default"), &services(), &none).is_err());
-    }
+/// Whether `f` is a RequestMirror filter to one of the deployment's per-version `services` in
+/// the route's `namespace`: one Slipway writes, and takes out again.
+fn is_our_mirror(f: &Value, namespace: &str, services: &BTreeMap<String, String>) -> bool {
+    let b = &f["requestMirror"]["backendRef"];
+    f["type"] == "RequestMirror"
+        && b["kind"].as_str().unwrap_or("Service") == "Service"
+        && b["group"].as_str().unwrap_or("").is_empty()
+        && b["namespace"].as_str().is_none_or(|n| n == namespace)
+        && b["name"]
+            .as_str()
+            .is_some_and(|n| services.values().any(|s| s == n))
 }
+
+/// The most filters a rule may have (the Gateway API's bound): a rule that would have more
+/// gets no copies.
+const MAX_FILTERS: usize = 16;
+
+/// The route's rules with the deployment's copies of requests: each rule whose every backend is
+/// the deployment's (but a cohort rule) gets one RequestMirror filter per `(Service, percent)`
+/// of `mirrors`, after its own filters — `percent` left out at 100. The RequestMirror filters to
+/// the deployment's per-version `services` written before are taken out first, from the rules
+/// that send requests to the deployment (another deployment's rules are not this one's).
+pub fn with_mirrors(
+    rules: Vec<HTTPRouteRule>,
+    (deployment, namespace): (&str, &str),
+    services: &BTreeMap<String, String>,
+    mirrors: &[(String, u32)],
+) -> Vec<HTTPRouteRule> {
+    let who = (deployment, namespace);
+    rules
+        .into_iter()
+        .map(|mut rule| {
+            let mut filters = rule
+                .other
+                .get("filters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let had = filters.len();
+            if rule.backend_refs.iter().any(|b| ours(b, who, services)) {
+                filters.retain(|f| !is_our_mirror(f, namespace, services));
+            }
+            let all_ours = !rule.backend_refs.is_empty()
+                && rule.backend_refs.iter().all(|b| ours(b, who, services))
+                && !is_cohort(&rule, deployment, services);
+            let added =
+                all_ours && !mirrors.is_empty() && filters.len() + mirrors.len() <= MAX_FILTERS;
+            if added {
+                filters.extend(mirrors.iter().map(|(service, percent)| {
+                    let mut m = json!({"backendRef": {"group": "", "kind": "Service", "name": service, "port": SERVICE_PORT}});
+                    if *percent < 100 {
+                        m["percent"] = json!(percent);
+                    }
+                    json!({"type": "RequestMirror", "requestMirror": m})
+                }));
+            }
+            if added || filters.len() != had {
+                if filters.is_empty() {
+                    rule.other.remove("filters");
+                } else {
+                    rule.other.insert("filters".into(), Value::Array(filters));
+                }
+            }
+            rule
+        })
+        .collect()
+}
+
+/// Whether some rule of the route names the Service `service` of the route's `namespace`: as a
+/// backend, or as where a RequestMirror filter sends its copies.
+pub fn names(rules: &[HTTPRouteRule], service: &str, namespace: &str) -> bool {
+    let one = BTreeMap::from([(String::new(), service.to_string())]);
+    rules.iter().any(|r| {
+        r.backend_refs
+            .iter()
+            .any(|b| ours(b, ("", namespace), &one))
+            || r.other
+                .get("filters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|f| is_our_mirror(f, namespace, &one))
+    })
+}
+
+/// The Services of `mirrors` (Service of the route's `namespace`, percent below 100) whose
+/// RequestMirror filter in `rules` lost its `percent`: a route whose CRD predates percentage
+/// mirroring (GEP-3171) keeps no share, and its gateway would copy every request.
+pub fn lost_percent(
+    rules: &[HTTPRouteRule],
+    namespace: &str,
+    mirrors: &[(String, u32)],
+) -> Vec<String> {
+    let filters: Vec<&Value> = rules
+        .iter()
+        .filter_map(|r| r.other.get("filters").and_then(Value::as_array))
+        .flatten()
+        .filter(|f| f["type"] == "RequestMirror")
+        .collect();
+    mirrors
+        .iter()
+        .filter(|(service, percent)| {
+            let one = BTreeMap::from([(String::new(), service.clone())]);
+            *percent < 100
+                && filters.iter().any(|f| {
+                    is_our_mirror(f, namespace, &one) && f["requestMirror"].get("percent").is_none()
+                })
+        })
+        .map(|(service, _)| service.clone())
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "gateway_tests.rs"]
+mod tests;

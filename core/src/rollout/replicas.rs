@@ -91,6 +91,30 @@ pub fn starting(
     out
 }
 
+/// Pods for a version that gets copies of `share` percent of the requests and answers none (a
+/// shadow): that share of `total`, rounded up, at least one.
+pub fn mirror_pods(share: u32, total: u32) -> u32 {
+    (u64::from(total.max(1)) * u64::from(share.min(100)))
+        .div_ceil(100)
+        .max(1) as u32
+}
+
+/// `pods` with the versions of `mirrored` (version, percent) that run none given their
+/// [`mirror_pods`]: a shadow step's candidate, standing shadows.
+pub fn with_mirrors(
+    mut pods: BTreeMap<String, u32>,
+    mirrored: &[(String, u32)],
+    total: u32,
+) -> BTreeMap<String, u32> {
+    for (v, share) in mirrored {
+        let p = pods.entry(v.clone()).or_insert(0);
+        if *p == 0 {
+            *p = mirror_pods(*share, total);
+        }
+    }
+    pods
+}
+
 /// What a deployment's steps cost on a Kubernetes target of `replicas`: the step (its weight)
 /// that runs the most pods beyond `replicas` to hold the candidate to its share, and how many
 /// pods it runs in all — None when no step needs more than `replicas`.
@@ -136,6 +160,20 @@ mod tests {
 
     fn w(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
         pairs.iter().map(|(v, p)| (v.to_string(), *p)).collect()
+    }
+
+    #[test]
+    fn a_shadow_runs_pods_for_its_share_of_copies_and_a_serving_version_keeps_its_own() {
+        assert_eq!(mirror_pods(50, 4), 2);
+        assert_eq!(mirror_pods(10, 4), 1);
+        assert_eq!(mirror_pods(1, 0), 1);
+        assert_eq!(mirror_pods(100, 3), 3);
+        let serving = replicas_for(&w(&[("7", 100), ("8", 0)]), 4, Some("7"));
+        let mirrored = [("8".to_string(), 50), ("7".to_string(), 20)];
+        assert_eq!(
+            with_mirrors(serving, &mirrored, 4),
+            w(&[("7", 4), ("8", 2)])
+        );
     }
 
     #[test]

@@ -35,9 +35,11 @@ impl Routing {
             matches: strategy.match_.clone(),
             sticky_by: strategy.sticky_by.clone(),
             // Mirrored once the step's weights are applied (the candidate is ready): one still
-            // loading would count as disagreeing.
-            mirror: match (&state.candidate, state.step_started) {
-                (Some(_), Some(_)) => step.get(state.step).map_or(0, |s| s.mirror),
+            // loading would count as disagreeing. A failure frozen in place (no automatic
+            // rollback) stops the copies, as it stops a cohort.
+            mirror: match (&state.candidate, state.step_started, &state.phase) {
+                (_, _, slipway_crd::model_deployment::DeploymentPhase::Failed) => 0,
+                (Some(_), Some(_), _) => step.get(state.step).map_or(0, |s| s.mirror),
                 _ => 0,
             },
             compare: super::shadow::Compare {
@@ -179,19 +181,21 @@ pub fn choose<'a>(
 /// What is wrong with a strategy's request rules, by field; `routes_requests` says whether the
 /// target routes each request itself (the local router), `matches_headers` whether it can send
 /// requests by a header (the local router, an HTTPRoute) — replica ratios and SageMaker variant
-/// weights cannot see a request's headers.
+/// weights cannot see a request's headers — and `mirrors` whether it can copy requests to a
+/// shadow (those two, and a SageMaker endpoint in `Variants` mode).
 pub fn problems(
     strategy: &Strategy,
     routes_requests: bool,
     matches_headers: bool,
+    mirrors: bool,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if let Some(i) = strategy.steps.iter().position(|s| s.mirror.is_some())
-        && !routes_requests
+        && !mirrors
     {
         out.push((
             format!("spec.strategy.steps[{i}].mirror"),
-            "a shadow step needs a target that routes each request: target.local (a kubernetes target splits by replicas, a sagemaker one by variant weights, neither mirrors)".to_string(),
+            "a shadow step needs a target that mirrors requests: target.local, a kubernetes target with traffic.gatewayAPI, or a sagemaker target in mode: Variants (replica ratios and SageMaker's guardrails do not mirror)".to_string(),
         ));
     }
     if let Some(a) = &strategy.analysis {
@@ -450,7 +454,7 @@ mod tests {
             sticky_by: Some(RequestKey::default()),
             ..Default::default()
         };
-        let found = problems(&s, true, true);
+        let found = problems(&s, true, true, true);
         let fields: Vec<&str> = found.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
@@ -467,8 +471,8 @@ mod tests {
             cookie: Some("session".into()),
             header: None,
         });
-        assert!(problems(&s, true, true).is_empty());
-        let elsewhere = problems(&s, false, false);
+        assert!(problems(&s, true, true, true).is_empty());
+        let elsewhere = problems(&s, false, false, false);
         assert_eq!(elsewhere[0].0, "spec.strategy.stickyBy");
         assert!(elsewhere[0].1.contains("target.local"), "{elsewhere:?}");
         // Both rules on a kubernetes target: both named; either one all at once: refused.
@@ -477,13 +481,13 @@ mod tests {
             value: "beta".into(),
             ..Default::default()
         }];
-        let both: Vec<String> = problems(&s, false, false)
+        let both: Vec<String> = problems(&s, false, false, false)
             .into_iter()
             .map(|(f, _)| f)
             .collect();
         assert_eq!(both, ["spec.strategy.match", "spec.strategy.stickyBy"]);
         // Through an HTTPRoute a cohort is matched by its header; no key is hashed.
-        let routed = problems(&s, false, true);
+        let routed = problems(&s, false, true, true);
         assert_eq!(routed.len(), 1, "{routed:?}");
         assert_eq!(routed[0].0, "spec.strategy.stickyBy");
         assert!(routed[0].1.contains("cannot hash"), "{routed:?}");
@@ -499,7 +503,7 @@ mod tests {
             value: "application/json".into(),
             ..Default::default()
         });
-        let refused: Vec<String> = problems(&s, false, true)
+        let refused: Vec<String> = problems(&s, false, true, true)
             .into_iter()
             .map(|(f, _)| f)
             .collect();
@@ -510,18 +514,38 @@ mod tests {
                 "spec.strategy.match[2].header"
             ]
         );
-        assert_eq!(problems(&s, true, true).len(), 1);
+        assert_eq!(problems(&s, true, true, true).len(), 1);
         s.match_.truncate(1);
         s.sticky_by = Some(RequestKey {
             cookie: Some("session".into()),
             header: None,
         });
         s.type_ = slipway_crd::model_deployment::StrategyType::AllAtOnce;
-        let at_once = problems(&s, true, true);
+        let at_once = problems(&s, true, true, true);
         assert_eq!(at_once.len(), 2, "{at_once:?}");
         assert!(
             at_once[0].1.contains("use type Canary or Linear"),
             "{at_once:?}"
         );
+    }
+
+    #[test]
+    fn a_shadow_step_needs_the_router_or_a_route_to_mirror() {
+        let s: Strategy = serde_json::from_value(serde_json::json!({
+            "type": "Canary", "steps": [{"weight": 0, "mirror": 50}, {"weight": 10}]
+        }))
+        .unwrap();
+        assert!(problems(&s, true, true, true).is_empty());
+        assert!(
+            problems(&s, false, true, true).is_empty(),
+            "through an HTTPRoute"
+        );
+        assert!(
+            problems(&s, false, false, true).is_empty(),
+            "a SageMaker shadow variant"
+        );
+        let replicas = problems(&s, false, false, false);
+        assert_eq!(replicas[0].0, "spec.strategy.steps[0].mirror");
+        assert!(replicas[0].1.contains("traffic.gatewayAPI"), "{replicas:?}");
     }
 }

@@ -47,6 +47,23 @@ fn printable(s: &str) -> String {
         .collect()
 }
 
+/// The versions that run for copies of requests at this point of a rollout, each with its share
+/// (percent): a shadow step's candidate from the moment the step starts (so that it is ready
+/// when its copies begin — [`super::routing::Routing`] mirrors only then; none once it failed),
+/// then `standing` (the standing shadows, [`standing::versions`]).
+pub fn copied(
+    strategy: &slipway_crd::model_deployment::Strategy,
+    state: &super::RolloutState,
+    standing: &[(String, u32)],
+) -> Vec<(String, u32)> {
+    let failed = state.phase == slipway_crd::model_deployment::DeploymentPhase::Failed;
+    let step = state.candidate.as_ref().filter(|_| !failed).and_then(|c| {
+        let mirror = super::strategy_steps(strategy).get(state.step)?.mirror;
+        (mirror > 0).then(|| (c.clone(), mirror.min(100)))
+    });
+    step.into_iter().chain(standing.iter().cloned()).collect()
+}
+
 impl StrategyStep {
     /// The step in words, for events and failures: `20%`, or `the shadow step (50% mirrored)`.
     pub fn label(&self) -> String {

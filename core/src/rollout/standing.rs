@@ -40,17 +40,17 @@ pub fn versions(
     out
 }
 
-/// What is wrong with a deployment's standing shadows, by field; `routes_requests` says whether
-/// its target mirrors requests (the local router).
-pub fn problems(shadows: &[Shadow], routes_requests: bool) -> Vec<(String, String)> {
+/// What is wrong with a deployment's standing shadows, by field; `mirrors` says whether its
+/// target mirrors requests (the local router, an HTTPRoute).
+pub fn problems(shadows: &[Shadow], mirrors: bool) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if shadows.is_empty() {
         return out;
     }
-    if !routes_requests {
+    if !mirrors {
         out.push((
             "spec.shadows".to_string(),
-            "standing shadows need a target that mirrors requests: target.local (a kubernetes target splits by replicas, a sagemaker one by variant weights; judge those versions with a canary's metrics instead)".to_string(),
+            "standing shadows need a target that mirrors requests: target.local, or a kubernetes target with traffic.gatewayAPI (replica ratios do not mirror, and a SageMaker config takes one shadow variant, which a shadow step uses; judge those versions with a canary's metrics instead)".to_string(),
         ));
     }
     if shadows.len() > MAX {

@@ -16,7 +16,8 @@ use slipway_crd::ModelDeployment;
 use slipway_crd::model_deployment::RETRY_ANNOTATION;
 
 use super::notify;
-use super::workloads::{apply_version, delete, ensure_service, pod_trouble};
+use super::shadows::Shares;
+use super::workloads::{apply_version, delete, ensure_service, observe, pod_trouble};
 use crate::decide::rollout::{self, Action, Judgement, RolloutState};
 
 use super::context::{Context, Error, apply_status};
@@ -31,62 +32,6 @@ pub fn version_deployment_name(deployment: &str, version: &str) -> String {
     let mut name = format!("{deployment}-v{}", v.trim_matches('-'));
     name.truncate(63);
     name.trim_end_matches('-').to_string()
-}
-
-/// What a version's `Deployment` shows: ready when every replica is available; failing when
-/// it stopped progressing or cannot create pods.
-pub(super) fn observe(d: Option<&Deployment>) -> rollout::step::Look {
-    let (ready, judgement) = health(d);
-    // What a version that is not ready waits for, in the words `kubectl get deploy` uses.
-    let waiting = d.map(|d| {
-        let want = d.spec.replicas.unwrap_or(1);
-        let have = d
-            .status
-            .as_ref()
-            .and_then(|s| s.available_replicas)
-            .unwrap_or(0);
-        format!("{}: {have}/{want} replicas available", d.name_any())
-    });
-    rollout::step::Look {
-        ready,
-        judgement,
-        waiting: waiting.or_else(|| Some("its Deployment to be created".into())),
-    }
-}
-
-fn health(d: Option<&Deployment>) -> (bool, Judgement) {
-    let Some(d) = d else {
-        return (false, Judgement::Inconclusive("no Deployment yet".into()));
-    };
-    let spec_replicas = d.spec.replicas.unwrap_or(1);
-    let status = d.status.clone().unwrap_or_default();
-    let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-    let ready =
-        current && spec_replicas > 0 && status.available_replicas.unwrap_or(0) >= spec_replicas;
-    for c in status.conditions.unwrap_or_default() {
-        if c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False") {
-            return (
-                false,
-                Judgement::Fail(format!(
-                    "{} is not progressing ({}: {})",
-                    d.name_any(),
-                    c.reason.unwrap_or_default(),
-                    c.message.unwrap_or_default()
-                )),
-            );
-        }
-        if c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True") {
-            return (
-                false,
-                Judgement::Fail(format!(
-                    "{} cannot create pods ({})",
-                    d.name_any(),
-                    c.message.unwrap_or_default()
-                )),
-            );
-        }
-    }
-    (ready, Judgement::Pass)
 }
 
 /// What a deployment should serve: its pinned version, or what its alias resolves to — from the
@@ -258,6 +203,11 @@ async fn roll_out(
         ns,
         name,
     };
+    // Copies of requests where the target cannot make them (admitted without the webhook):
+    // nothing is created or changed for it.
+    if let Some(why) = super::shadows::refusal(md, target) {
+        return refuse(ctx, md, "TargetRefused", Happened::Stalled, why).await;
+    }
     // A route that cannot carry the split stalls the deployment before any step is taken.
     super::gateway::check(ctx, md, target).await?;
     // Observe → decide (the step git mode takes too) → persist first: a restarted controller
@@ -269,26 +219,34 @@ async fn roll_out(
     announce(ctx, md, step.events().collect()).await;
 
     // Carry the actions out.
-    ensure_service(ctx, md, target).await?;
+    let serving_only = super::shadows::serving_only(target, &r.owned, &s.traffic);
+    ensure_service(ctx, md, target, serving_only).await?;
     // An A/B cohort goes to the candidate under way (not to one frozen by a failure).
     let cohort = s
         .candidate
         .as_deref()
         .filter(|_| s.phase != slipway_crd::model_deployment::DeploymentPhase::Failed);
+    // Shadows: the versions that run for copies of requests, and those the route copies to.
+    let standing = super::shadows::standing(ctx, md, s);
+    let copied = rollout::shadow::copied(&md.spec.strategy, s, &standing);
+    let mirrored = super::shadows::mirrored(md, s, &standing, &r.owned);
     let (weights, applied) = r
         .carry_out(
             &step.actions,
             s.traffic.clone(),
             (s.stable.as_deref(), cohort),
             s.kept_for_inspection(),
+            (&copied, &mirrored),
         )
         .await?;
     // Exact splits: the route's backends as the step left the traffic (written again if someone
     // changed them).
-    super::gateway::route(ctx, md, target, &weights, cohort).await?;
-    r.collect_garbage(s).await?;
-    r.heal_missing(s, &weights, &applied).await?;
+    super::gateway::route(ctx, md, target, &weights, cohort, &mirrored).await?;
+    r.collect_garbage(s, &standing).await?;
+    r.heal_missing(s, &weights, &applied, &copied).await?;
     super::writeback::write_back(ctx, md, &super::writeback::status_after(&outcome, md)).await?;
+    // After the write-back: a shadow that cannot run never holds a rollback's pull request up.
+    super::shadows::keep(ctx, md, target, &r.owned, (&standing, &weights)).await?;
     Ok(Requeue::requeue(
         outcome.wait.unwrap_or(crate::decide::limits::RESYNC),
     ))
@@ -348,9 +306,18 @@ impl Rollout<'_> {
         mut weights: BTreeMap<String, u32>,
         (stable, cohort): (Option<&str>, Option<&str>),
         kept: Option<&str>,
+        (copied, mirrored): (&Shares, &Shares),
     ) -> Result<(BTreeMap<String, u32>, std::collections::BTreeSet<String>), Error> {
         let mut applied = std::collections::BTreeSet::new();
         let total = self.target.replicas;
+        // Pods per version: the traffic split, and the shadows' copies.
+        let pods = |w: &BTreeMap<String, u32>| {
+            let split = rollout::replicas::replicas_for(w, total, stable);
+            rollout::replicas::with_mirrors(split, copied, total)
+        };
+        let serving =
+            |v: &str, w: &BTreeMap<String, u32>| super::shadows::serving(self.target, v, w, copied);
+        let gateway = super::gateway::route_of(self.target).is_some();
         for a in actions {
             match a {
                 Action::Start(v) => {
@@ -361,27 +328,41 @@ impl Rollout<'_> {
                     {
                         delete(&self.deployments, &d.name_any(), self.md).await?;
                     }
-                    for (version, pods) in starting(self.md, total, &weights, v, stable) {
-                        self.apply(&version, pods).await?;
+                    let mut start = starting(self.md, total, &weights, v, stable);
+                    // A shadow step's candidate serves nothing: it runs for its copies.
+                    if let Some((_, share)) = copied.iter().find(|(c, _)| c == v)
+                        && let Some((_, n)) = start.iter_mut().find(|(x, _)| x == v)
+                    {
+                        *n = (*n).max(rollout::replicas::mirror_pods(*share, total));
+                    }
+                    for (version, pods) in start {
+                        self.apply(&version, pods, serving(&version, &weights))
+                            .await?;
                         applied.insert(version);
                     }
                     self.record_promotion_latency(v);
                 }
                 Action::Route(w) => {
-                    let now = rollout::replicas::replicas_for(&weights, total, stable);
-                    let next = rollout::replicas::replicas_for(w, total, stable);
-                    for (v, r) in rollout::replicas::apply_order(&now, &next) {
-                        self.apply(&v, r).await?;
+                    for (v, r) in rollout::replicas::apply_order(&pods(&weights), &pods(w)) {
+                        self.apply(&v, r, serving(&v, w)).await?;
                         applied.insert(v);
                     }
-                    // Exact splits: the route's weights (and the cohort's rule) before any
-                    // version stops.
-                    super::gateway::route(self.ctx, self.md, self.target, w, cohort).await?;
+                    // Exact splits: the route's weights (and the cohort's rule, the shadows'
+                    // copies) before any version stops.
+                    let (md, target) = (self.md, self.target);
+                    super::gateway::route(self.ctx, md, target, w, cohort, mirrored).await?;
                     weights = w.clone();
                 }
                 // The version just rolled back keeps its Deployment, scaled to 0, for people to
                 // inspect until the next try; any other stopped version's goes.
-                Action::Stop(v) if kept == Some(v.as_str()) => self.apply(v, 0).await?,
+                // A standing shadow that stops serving goes on as one: its share's pods.
+                Action::Stop(v) if let Some((_, share)) = copied.iter().find(|(c, _)| c == v) => {
+                    let pods = rollout::replicas::mirror_pods(*share, total);
+                    self.apply(v, pods, Some(false).filter(|_| gateway)).await?;
+                }
+                Action::Stop(v) if kept == Some(v.as_str()) => {
+                    self.apply(v, 0, serving(v, &weights)).await?
+                }
                 Action::Stop(v) => {
                     let doomed = version_deployment_name(&self.name, v);
                     delete(&self.deployments, &doomed, self.md).await?;
@@ -393,14 +374,15 @@ impl Rollout<'_> {
         Ok((weights, applied))
     }
 
-    /// Applies version `v`'s `Deployment` with `replicas`, from its artifact as the cache has it.
-    async fn apply(&self, v: &str, replicas: u32) -> Result<(), Error> {
+    /// Applies version `v`'s `Deployment` with `replicas`, from its artifact as the cache has it,
+    /// its pods labelled `serving` (on a target with shadows).
+    async fn apply(&self, v: &str, replicas: u32, serving: Option<bool>) -> Result<(), Error> {
         let uri = self
             .ctx
             .cache
             .artifact(&self.ns, &self.md.spec.model, v)
             .map(|(uri, _)| uri);
-        apply_version(self.ctx, self.md, self.target, v, replicas, uri).await
+        apply_version(self.ctx, self.md, self.target, (v, replicas), uri, serving).await
     }
 
     /// Records how long the alias move to `v` took to start rolling out, when its move was seen.
@@ -437,6 +419,7 @@ impl Rollout<'_> {
         s: &RolloutState,
         weights: &BTreeMap<String, u32>,
         applied: &std::collections::BTreeSet<String>,
+        copied: &[(String, u32)],
     ) -> Result<(), Error> {
         // What the state says runs and has no Deployment (a reconcile refused between persisting
         // the state and carrying it out, or someone deleted it) is created again, as git mode
@@ -450,35 +433,51 @@ impl Rollout<'_> {
             }
             if !self.owned.contains_key(v) && !applied.contains(v) {
                 let replicas = match weights.get(v) {
-                    Some(_) => rollout::replicas::replicas_for(weights, total, stable)
-                        .get(v)
-                        .copied()
-                        .unwrap_or(1),
+                    Some(_) => rollout::replicas::with_mirrors(
+                        rollout::replicas::replicas_for(weights, total, stable),
+                        copied,
+                        total,
+                    )
+                    .get(v)
+                    .copied()
+                    .unwrap_or(1),
                     None => starting(self.md, total, weights, v, stable)
                         .into_iter()
                         .find_map(|(x, pods)| (x == *v).then_some(pods))
                         .unwrap_or(1),
                 };
-                self.apply(v, replicas).await?;
+                let serving = super::shadows::serving(self.target, v, weights, copied);
+                self.apply(v, replicas, serving).await?;
             }
         }
         Ok(())
     }
 
     /// Deletes the version `Deployment`s the state no longer runs (but the one kept for
-    /// inspection).
-    async fn collect_garbage(&self, s: &RolloutState) -> Result<(), Error> {
+    /// inspection, and the standing shadows').
+    async fn collect_garbage(
+        &self,
+        s: &RolloutState,
+        standing: &[(String, u32)],
+    ) -> Result<(), Error> {
         // Garbage: Deployments of versions that neither serve nor roll out.
         for (v, d) in &self.owned {
+            // A standing shadow runs its share's pods (kept by `shadows::keep`), even as the
+            // version just rolled back.
+            if standing.iter().any(|(x, _)| x == v) {
+                continue;
+            }
             if s.kept_for_inspection() == Some(v.as_str()) {
                 // Kept without pods, whatever interrupted the step that scaled it down.
                 if d.spec.replicas != Some(0) {
-                    self.apply(v, 0).await?;
+                    let serving = super::gateway::route_of(self.target).map(|_| true);
+                    self.apply(v, 0, serving).await?;
                 }
                 continue;
             }
             if !s.traffic.contains_key(v) && s.candidate.as_deref() != Some(v.as_str()) {
                 delete(&self.deployments, &d.name_any(), self.md).await?;
+                super::gateway::forget(self.ctx, self.md, self.target, v).await?;
             }
         }
         Ok(())

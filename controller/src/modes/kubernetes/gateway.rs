@@ -87,14 +87,15 @@ pub(super) async fn check(
 }
 
 /// Makes the route send `weights` (version → percent) of its requests for `md` to each
-/// version's Service, and the strategy's A/B cohort (`match`) to the `candidate`'s while it has
-/// traffic.
+/// version's Service, the strategy's A/B cohort (`match`) to the `candidate`'s while it has
+/// traffic, and copies of `mirrors` (version, percent) of them to each shadow's.
 pub(super) async fn route(
     ctx: &Context,
     md: &ModelDeployment,
     target: &KubernetesTarget,
     weights: &BTreeMap<String, u32>,
     candidate: Option<&str>,
+    mirrors: &[(String, u32)],
 ) -> Result<(), Error> {
     let Some(route_name) = route_of(target) else {
         return Ok(());
@@ -107,12 +108,11 @@ pub(super) async fn route(
     // The versions' Services: those of versions with traffic (made sure to be ours), and the
     // ones it owns that the route may still name (they leave it).
     let mut services = owned_services(ctx, md, &ns);
-    for (v, w) in weights {
-        if *w > 0 {
-            let service = version_deployment_name(&name, v);
-            version_service(ctx, md, target, v, &service).await?;
-            services.insert(v.clone(), service);
-        }
+    let live = weights.iter().filter(|(_, w)| **w > 0).map(|(v, _)| v);
+    for v in live.chain(mirrors.iter().map(|(v, _)| v)) {
+        let service = version_deployment_name(&name, v);
+        version_service(ctx, md, target, v, &service).await?;
+        services.insert(v.clone(), service);
     }
     let mut r = read_route(ctx, md, route_name, &services).await?;
     let who = (name.as_str(), ns.as_str());
@@ -126,12 +126,29 @@ pub(super) async fn route(
         .map(String::as_str);
     let rules =
         rollout::gateway::with_cohorts(rules, who, &services, &md.spec.strategy.match_, cohort_to);
+    let copies: Vec<(String, u32)> = mirrors
+        .iter()
+        .filter_map(|(v, m)| Some((services.get(v)?.clone(), *m)))
+        .collect();
+    let rules = rollout::gateway::with_mirrors(rules, who, &services, &copies);
     if rules == r.spec.rules {
         return Ok(());
     }
     r.spec.rules = rules;
     let api: Api<HTTPRoute> = Api::namespaced(ctx.client.clone(), &ns);
-    api.replace(route_name, &PostParams::default(), &r).await?;
+    let mut stored = api.replace(route_name, &PostParams::default(), &r).await?;
+    // A route whose CRD predates percentage mirroring drops the share, and its gateway would
+    // copy every request: the copies are taken out again, and the deployment stalls saying so.
+    let lost = rollout::gateway::lost_percent(&stored.spec.rules, &ns, &copies);
+    if !lost.is_empty() {
+        stored.spec.rules = rollout::gateway::with_mirrors(stored.spec.rules, who, &services, &[]);
+        api.replace(route_name, &PostParams::default(), &stored)
+            .await?;
+        return Err(Error::Route(format!(
+            "HTTPRoute {ns}/{route_name} does not keep requestMirror.percent (its CRD predates percentage mirroring, Gateway API GEP-3171), so its gateway would copy every request to {}: upgrade the Gateway API CRDs, or mirror 100%",
+            lost.join(", ")
+        )));
+    }
     Ok(())
 }
 
@@ -190,13 +207,10 @@ pub(super) async fn forget(
     let service = version_deployment_name(&name, v);
     if let Some(route_name) = route_of(target) {
         let api: Api<HTTPRoute> = Api::namespaced(ctx.client.clone(), &ns);
-        let named = api.get_opt(route_name).await?.is_some_and(|r| {
-            r.spec
-                .rules
-                .iter()
-                .flat_map(|rule| &rule.backend_refs)
-                .any(|b| b.name == service)
-        });
+        let named = api
+            .get_opt(route_name)
+            .await?
+            .is_some_and(|r| rollout::gateway::names(&r.spec.rules, &service, &ns));
         if named {
             return Ok(());
         }

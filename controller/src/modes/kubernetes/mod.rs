@@ -22,6 +22,7 @@ pub mod retire;
 pub mod sagemaker;
 pub mod service_accounts;
 pub mod setup;
+pub mod shadows;
 pub mod stall;
 pub mod tls;
 pub mod versions;

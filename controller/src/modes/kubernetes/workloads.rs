@@ -1,5 +1,6 @@
 //! The workload objects a Kubernetes rollout writes: the deployment's `Service` and each
-//! version's `Deployment` (applied, deleted), and whether an object is the deployment's to touch.
+//! version's `Deployment` (applied, deleted, and what it shows), and whether an object is the
+//! deployment's to touch.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -11,6 +12,7 @@ use slipway_crd::ModelDeployment;
 use super::cache::{DEPLOYMENT_LABEL, VERSION_LABEL};
 use super::context::{Context, Error, MANAGER, owner};
 use super::deployments::version_deployment_name;
+use crate::decide::rollout::{self, Judgement};
 
 /// Whether `meta` is of an object `md` owns (an owner reference to its uid).
 pub(super) fn ours(meta: &kube::api::ObjectMeta, md: &ModelDeployment) -> bool {
@@ -57,17 +59,28 @@ pub(super) async fn delete(
     }
 }
 
+/// The deployment's Service `NAME`: port 80 to the model servers' port, selecting its pods —
+/// only those labelled serving ([`super::shadows::SERVING_LABEL`]) when `serving_only`.
 pub(super) async fn ensure_service(
     ctx: &Context,
     md: &ModelDeployment,
     target: &slipway_crd::model_deployment::KubernetesTarget,
+    serving_only: bool,
 ) -> Result<(), Error> {
     let name = md.name_any();
     let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let mut selector =
+        std::collections::BTreeMap::from([(DEPLOYMENT_LABEL.to_string(), name.clone())]);
+    if serving_only {
+        selector.insert(
+            super::shadows::SERVING_LABEL.to_string(),
+            "true".to_string(),
+        );
+    }
     // Written once, and again only when it is missing or differs (the watch shows it).
     if ctx.cache.service(&ns, &name).is_some_and(|s| {
         let spec = s.spec.unwrap_or_default();
-        spec.selector.unwrap_or_default().get(DEPLOYMENT_LABEL) == Some(&name)
+        spec.selector.unwrap_or_default() == selector
             && spec.ports.unwrap_or_default().iter().any(|p| {
                 p.port == 80
                     && p.target_port
@@ -91,7 +104,7 @@ pub(super) async fn ensure_service(
         "metadata": {"name": name, "ownerReferences": owner(md),
                      "labels": {DEPLOYMENT_LABEL: name, "app.kubernetes.io/managed-by": "slipway"}},
         "spec": {
-            "selector": {DEPLOYMENT_LABEL: name},
+            "selector": selector,
             "ports": [{"name": "http", "port": 80, "targetPort": target.port, "protocol": "TCP"}],
         }
     });
@@ -104,13 +117,15 @@ pub(super) async fn ensure_service(
     Ok(())
 }
 
+/// Applies version `version`'s `Deployment` with `replicas` pods serving `uri`; `serving` (on
+/// targets with shadows) labels its pods as serving or a shadow's.
 pub(super) async fn apply_version(
     ctx: &Context,
     md: &ModelDeployment,
     target: &slipway_crd::model_deployment::KubernetesTarget,
-    version: &str,
-    replicas: u32,
+    (version, replicas): (&str, u32),
     uri: Option<String>,
+    serving: Option<bool>,
 ) -> Result<(), Error> {
     let name = md.name_any();
     let ns = md.namespace().unwrap_or_else(|| "default".into());
@@ -130,6 +145,10 @@ pub(super) async fn apply_version(
             .map(|(k, v)| json!({"name": k, "value": v})),
     );
     let labels = json!({DEPLOYMENT_LABEL: name, VERSION_LABEL: version, "app.kubernetes.io/managed-by": "slipway"});
+    let mut pod_labels = labels.clone();
+    if let Some(serving) = serving {
+        pod_labels[super::shadows::SERVING_LABEL] = json!(serving.to_string());
+    }
     let mut container = json!({
         "name": "model-server",
         "image": target.image,
@@ -184,7 +203,7 @@ pub(super) async fn apply_version(
             "replicas": replicas,
             "selector": {"matchLabels": {DEPLOYMENT_LABEL: name, VERSION_LABEL: version}},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": pod_labels},
                 "spec": pod,
             },
         }
@@ -275,6 +294,62 @@ pub(super) fn trouble_of(pod: &Pod) -> Option<String> {
                 said(c.reason.as_ref(), c.message.as_ref())
             )
         })
+}
+
+/// What a version's `Deployment` shows: ready when every replica is available; failing when
+/// it stopped progressing or cannot create pods.
+pub(super) fn observe(d: Option<&Deployment>) -> rollout::step::Look {
+    let (ready, judgement) = health(d);
+    // What a version that is not ready waits for, in the words `kubectl get deploy` uses.
+    let waiting = d.map(|d| {
+        let want = d.spec.replicas.unwrap_or(1);
+        let have = d
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0);
+        format!("{}: {have}/{want} replicas available", d.name_any())
+    });
+    rollout::step::Look {
+        ready,
+        judgement,
+        waiting: waiting.or_else(|| Some("its Deployment to be created".into())),
+    }
+}
+
+fn health(d: Option<&Deployment>) -> (bool, Judgement) {
+    let Some(d) = d else {
+        return (false, Judgement::Inconclusive("no Deployment yet".into()));
+    };
+    let spec_replicas = d.spec.replicas.unwrap_or(1);
+    let status = d.status.clone().unwrap_or_default();
+    let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let ready =
+        current && spec_replicas > 0 && status.available_replicas.unwrap_or(0) >= spec_replicas;
+    for c in status.conditions.unwrap_or_default() {
+        if c.type_.as_deref() == Some("Progressing") && c.status.as_deref() == Some("False") {
+            return (
+                false,
+                Judgement::Fail(format!(
+                    "{} is not progressing ({}: {})",
+                    d.name_any(),
+                    c.reason.unwrap_or_default(),
+                    c.message.unwrap_or_default()
+                )),
+            );
+        }
+        if c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True") {
+            return (
+                false,
+                Judgement::Fail(format!(
+                    "{} cannot create pods ({})",
+                    d.name_any(),
+                    c.message.unwrap_or_default()
+                )),
+            );
+        }
+    }
+    (ready, Judgement::Pass)
 }
 
 #[cfg(test)]

@@ -274,9 +274,18 @@ impl Checker<'_> {
             .kubernetes
             .as_ref()
             .is_some_and(|k| k.traffic.as_ref().is_some_and(|t| t.gateway_api.is_some()));
-        let shadows = crate::rollout::shadow::standing::problems(&d.spec.shadows, routes_requests);
+        let shadows =
+            crate::rollout::shadow::standing::problems(&d.spec.shadows, routes_requests || gateway);
+        // A SageMaker endpoint copies requests to a shadow variant when Slipway sets its variants.
+        let variants = d
+            .spec
+            .target
+            .sagemaker
+            .as_ref()
+            .is_some_and(crate::rollout::sagemaker::judged_by_metrics);
+        let headers = routes_requests || gateway;
         for (field, message) in
-            crate::rollout::routing::problems(s, routes_requests, routes_requests || gateway)
+            crate::rollout::routing::problems(s, routes_requests, headers, headers || variants)
                 .into_iter()
                 .chain(shadows)
         {
@@ -366,7 +375,11 @@ impl Checker<'_> {
         }
         if sm.mode == SageMakerMode::Guardrails
             && s.type_ == StrategyType::Canary
-            && s.steps.iter().filter(|st| st.weight < 100).count() > 1
+            && s.steps
+                .iter()
+                .filter(|st| st.weight < 100 && st.mirror.is_none())
+                .count()
+                > 1
         {
             self.invalid(
                 "spec.strategy.steps",
@@ -450,7 +463,11 @@ impl Checker<'_> {
             if !shadow && (step.weight == 0 || step.weight > 100 || step.weight <= last) {
                 self.invalid(
                     &format!("spec.strategy.steps[{i}].weight"),
-                    format!("weight {} must be between 1 and 100 and larger than the step before ({last})", step.weight),
+                    match (step.weight, i) {
+                        (0, _) => "weight 0 sends the new version nothing: give it a weight between 1 and 100, or add mirror (1–100) to make it a shadow step".to_string(),
+                        (_, 0) => format!("weight {} must be between 1 and 100", step.weight),
+                        _ => format!("weight {} must be between 1 and 100 and larger than the step before ({last})", step.weight),
+                    },
                 );
             }
             last = last.max(step.weight);

@@ -81,8 +81,12 @@ pub struct Variant {
     pub instance_type: String,
     /// Instance count (kept from the live endpoint when autoscaling changed it).
     pub instance_count: u32,
-    /// Relative weight.
+    /// Relative weight; a shadow's is its share of copies, relative to the production
+    /// variants' total.
     pub weight: f32,
+    /// A shadow variant (`ShadowProductionVariants`): it gets copies of requests and answers
+    /// nobody.
+    pub shadow: bool,
 }
 
 /// The endpoint as it should be.
@@ -118,6 +122,7 @@ pub fn desired(
         instance_type: target.instance_type.clone(),
         instance_count: live_count.unwrap_or(target.instance_count).max(1),
         weight: 1.0,
+        shadow: false,
     };
     let config = config_name(&target.endpoint_name, std::slice::from_ref(&variant));
     Desired {
@@ -133,8 +138,9 @@ pub fn config_name(endpoint: &str, variants: &[Variant]) -> String {
     let parts: Vec<String> = variants
         .iter()
         .map(|v| {
+            let shadow = if v.shadow { "|shadow" } else { "" };
             format!(
-                "{}|{}|{}|{}|{}|{}",
+                "{}|{}|{}|{}|{}|{}{shadow}",
                 v.name, v.model, v.image, v.instance_type, v.instance_count, v.weight
             )
         })
@@ -286,6 +292,8 @@ pub struct LiveVariant {
     pub instance_count: u32,
     /// Current weight.
     pub weight: f32,
+    /// A shadow variant (the config's `ShadowProductionVariants`).
+    pub shadow: bool,
 }
 
 /// The live endpoint, as DescribeEndpoint (and its config and models) show it.
@@ -325,25 +333,47 @@ pub fn owned_by(live: &Live, ns: &str, name: &str) -> Result<(), String> {
 }
 
 impl Live {
-    /// The version a variant serves, by Slipway's variant naming.
+    /// The versions its production variants serve, by Slipway's variant naming.
     pub fn versions(&self) -> Vec<String> {
         self.variants
             .iter()
+            .filter(|v| !v.shadow)
             .filter_map(|v| v.name.strip_prefix('v').map(str::to_string))
             .collect()
     }
+
+    /// Whether its config has a shadow variant.
+    pub fn shadowed(&self) -> bool {
+        self.variants.iter().any(|v| v.shadow)
+    }
 }
 
-/// What differs between the desired and the live endpoint (empty: in sync).
+/// What differs between the desired and the live endpoint (empty: in sync): the production
+/// variants field by field, and whether the shadow runs (a config is immutable and named after
+/// what it holds: the desired config in service runs the desired shadow).
 pub fn drift(desired: &Desired, live: &Live) -> Vec<String> {
     let mut out = Vec::new();
+    let shadow = desired.variants.iter().find(|v| v.shadow);
+    match shadow {
+        Some(s) if live.config != desired.config => out.push(format!(
+            "shadow variant {} (version {}) is not running",
+            s.name, s.version
+        )),
+        None if live.shadowed() => out.push("a shadow variant should not exist".to_string()),
+        _ => {}
+    }
     let want: BTreeMap<&str, &Variant> = desired
         .variants
         .iter()
+        .filter(|v| !v.shadow)
         .map(|v| (v.name.as_str(), v))
         .collect();
-    let have: BTreeMap<&str, &LiveVariant> =
-        live.variants.iter().map(|v| (v.name.as_str(), v)).collect();
+    let have: BTreeMap<&str, &LiveVariant> = live
+        .variants
+        .iter()
+        .filter(|v| !v.shadow)
+        .map(|v| (v.name.as_str(), v))
+        .collect();
     for (name, w) in &want {
         let Some(h) = have.get(name) else {
             out.push(format!("variant {name} (version {}) is missing", w.version));
@@ -360,8 +390,8 @@ pub fn drift(desired: &Desired, live: &Live) -> Vec<String> {
         field("image", &w.image, &h.image);
         field("artifact", &w.artifact, &h.artifact);
         field("instance type", &w.instance_type, &h.instance_type);
-        let total: f32 = desired.variants.iter().map(|v| v.weight).sum();
-        let live_total: f32 = live.variants.iter().map(|v| v.weight).sum();
+        let total: f32 = want.values().map(|v| v.weight).sum();
+        let live_total: f32 = have.values().map(|v| v.weight).sum();
         let share = |w: f32, t: f32| if t > 0.0 { w / t } else { 0.0 };
         if (share(w.weight, total) - share(h.weight, live_total)).abs() > 0.005 {
             out.push(format!(

@@ -225,16 +225,34 @@ fn heal_drift(step: &mut Step, s: &str, d: Desired, live: &Live) {
 }
 
 /// The endpoint for a traffic split (version → percent) in `Variants` mode: one production
-/// variant per version, its weight the percent (a version being started may take 0%).
-/// `artifact` gives a version's artifact; `counts` the live instance counts by variant name.
+/// variant per version, its weight the percent (a version being started may take 0%) — but
+/// the `shadow` (version, percent of requests copied), when it has no traffic: a shadow variant
+/// whose weight is that share of the production variants' total, on that share of the
+/// instances. `artifact` gives a version's artifact; `counts` the live instance counts of the
+/// production variants by name.
 pub fn desired_split(
     target: &SageMakerTarget,
     split: &BTreeMap<String, u32>,
     artifact: &dyn Fn(&str) -> Option<Artifact>,
     counts: &BTreeMap<String, u32>,
+    shadow: Option<(&str, u32)>,
 ) -> Option<Desired> {
+    // SageMaker takes a shadow variant beside one production variant only: beside more (a
+    // variant left at 0%), the candidate stays a production variant until they are gone.
+    let others = split
+        .keys()
+        .filter(|v| shadow.is_none_or(|(s, _)| s != v.as_str()));
+    let shadow = shadow
+        .filter(|(v, _)| split.get(*v).copied().unwrap_or(0) == 0)
+        .filter(|_| others.count() == 1);
+    let production: u32 = split.values().sum();
     let mut variants = Vec::new();
-    for (version, percent) in split {
+    let all = split
+        .iter()
+        .filter(|(v, _)| shadow.is_none_or(|(s, _)| s != v.as_str()))
+        .map(|(v, p)| (v.as_str(), *p, false))
+        .chain(shadow.map(|(v, m)| (v, production * m.min(100) / 100, true)));
+    for (version, percent, is_shadow) in all {
         let a = artifact(version)?;
         let name = variant_name(version);
         let count = counts
@@ -243,15 +261,21 @@ pub fn desired_split(
             .copied()
             .unwrap_or(target.instance_count)
             .max(1);
+        // A shadow gets its share of the requests: its share of the instances, at least one.
+        let count = match shadow.filter(|_| is_shadow) {
+            Some((_, m)) => crate::rollout::replicas::mirror_pods(m, count),
+            None => count,
+        };
         variants.push(Variant {
             model: model_name(&target.endpoint_name, version, &a.digest, &target.image),
             name,
-            version: version.clone(),
+            version: version.to_string(),
             image: target.image.clone(),
             artifact: a.uri,
             instance_type: target.instance_type.clone(),
             instance_count: count,
-            weight: *percent as f32,
+            weight: percent as f32,
+            shadow: is_shadow,
         });
     }
     let config = config_name(&target.endpoint_name, &variants);
@@ -262,11 +286,16 @@ pub fn desired_split(
     })
 }
 
-/// The split a live endpoint serves, in percent by version.
+/// Builds the endpoint for a split (version → percent) and a shadow (version, percent
+/// copied): [`desired_split`] with the target's artifacts and counts.
+pub type WantSplit<'a> =
+    dyn Fn(&BTreeMap<String, u32>, Option<(&str, u32)>) -> Option<Desired> + 'a;
+
+/// The split a live endpoint's production variants serve, in percent by version.
 fn live_split(live: &Live) -> BTreeMap<String, u32> {
-    let total: f32 = live.variants.iter().map(|v| v.weight).sum();
-    live.variants
-        .iter()
+    let production = || live.variants.iter().filter(|v| !v.shadow);
+    let total: f32 = production().map(|v| v.weight).sum();
+    production()
         .filter_map(|v| {
             let version = v.name.strip_prefix('v')?.to_string();
             let percent = if total > 0.0 {
@@ -282,13 +311,14 @@ fn live_split(live: &Live) -> BTreeMap<String, u32> {
 /// Decides the next step in `Variants` mode: the rollout state machine shared with the other
 /// targets ([`crate::rollout::decide`]) moves the weights; its actions become a new config when
 /// the set of variants changes (a version starts or stops) and
-/// `UpdateEndpointWeightsAndCapacities` when only weights change. `want` builds the endpoint for
-/// a split; `analysis` is the verdict of the rollback alarms.
+/// `UpdateEndpointWeightsAndCapacities` when only weights change. A shadow step's candidate is
+/// a shadow variant beside them. `want` builds the endpoint for a split and a shadow
+/// ([`desired_split`]); `analysis` is the verdict of the rollback alarms.
 pub fn decide_variants(
     state: &RolloutState,
     desired_version: Option<&str>,
     policy: &crate::rollout::Policy<'_>,
-    want: &dyn Fn(&BTreeMap<String, u32>) -> Option<Desired>,
+    want: &WantSplit,
     live: Option<&Live>,
     analysis: crate::rollout::Judgement,
     now: chrono::DateTime<chrono::Utc>,
@@ -310,7 +340,18 @@ pub fn decide_variants(
         adopt_first(&mut step, live, &serving);
         return step;
     }
-    let observation = observe(state, desired_version, &serving, analysis);
+    // A shadow step's candidate is ready once the config with its shadow variant serves.
+    let shadow_now = shadow_of(state, policy.strategy).and_then(|(c, m)| {
+        let mut split = serving.clone();
+        split.entry(c.clone()).or_insert(0);
+        let d = want(&split, Some((&c, m)))?;
+        let listed = live
+            .variants
+            .iter()
+            .any(|v| v.shadow && v.name == variant_name(&c));
+        (listed || d.config == live.config).then_some(c)
+    });
+    let observation = observe(state, desired_version, &serving, shadow_now, analysis);
     let r = crate::rollout::decide(state, desired_version, policy, &observation, now);
     for a in &r.actions {
         if let Action::Event {
@@ -329,8 +370,9 @@ pub fn decide_variants(
     } else {
         None
     });
+    let shadow = shadow_of(&step.state, policy.strategy);
     if !split.is_empty()
-        && let Some(d) = want(&split)
+        && let Some(d) = want(&split, shadow.as_ref().map(|(c, m)| (c.as_str(), *m)))
     {
         act(&mut step, d, live, r.actions.is_empty());
     }
@@ -342,12 +384,12 @@ fn create_serving_one(
     state: &RolloutState,
     step: &mut Step,
     desired_version: Option<&str>,
-    want: &dyn Fn(&BTreeMap<String, u32>) -> Option<Desired>,
+    want: &WantSplit,
 ) {
     let Some(v) = desired_version.or(state.stable.as_deref()) else {
         return;
     };
-    if let Some(d) = want(&BTreeMap::from([(v.to_string(), 100)])) {
+    if let Some(d) = want(&BTreeMap::from([(v.to_string(), 100)]), None) {
         if state.stable.is_some() {
             step.drift
                 .push(format!("endpoint {} does not exist", d.endpoint));
@@ -387,20 +429,34 @@ fn adopt_first(step: &mut Step, live: &Live, serving: &BTreeMap<String, u32>) {
     step.calls.push(collect(live));
 }
 
+/// The candidate of a shadow step at `state`, with its share of copies (percent).
+fn shadow_of(state: &RolloutState, strategy: &Strategy) -> Option<(String, u32)> {
+    // A failure frozen in place (no automatic rollback) stops the copies.
+    let c = state
+        .candidate
+        .as_ref()
+        .filter(|_| state.phase != DeploymentPhase::Failed)?;
+    let mirror = crate::rollout::strategy_steps(strategy)
+        .get(state.step)?
+        .mirror;
+    (mirror > 0 && state.traffic.get(c).copied().unwrap_or(0) == 0).then(|| (c.clone(), mirror))
+}
+
 /// What the shared state machine observes: whether the candidate (or else the desired version)
-/// has a variant serving, and the alarms' verdict while a candidate is under way (a pass
-/// otherwise).
+/// has a variant serving — a production one, or `shadowing` (the candidate whose shadow
+/// variant runs) — and the alarms' verdict while a candidate is under way (a pass otherwise).
 fn observe(
     state: &RolloutState,
     desired_version: Option<&str>,
     serving: &BTreeMap<String, u32>,
+    shadowing: Option<String>,
     analysis: crate::rollout::Judgement,
 ) -> crate::rollout::Observation {
     let candidate_ready = state
         .candidate
         .as_deref()
         .or(desired_version)
-        .is_some_and(|c| serving.contains_key(c));
+        .is_some_and(|c| serving.contains_key(c) || shadowing.as_deref() == Some(c));
     crate::rollout::Observation {
         candidate_ready,
         waiting: None,
@@ -447,22 +503,30 @@ fn split_after(
     split
 }
 
-/// Whether the desired endpoint has the same variants (names and Models) as the live one, so
-/// that only weights can differ.
+/// Whether the desired endpoint has the same production variants (names and Models) as the
+/// live one, so that only weights can differ, and the same shadow: none on either side, or the
+/// desired config in service (configs are immutable and named after what they hold).
 fn same_variants(d: &Desired, live: &Live) -> bool {
     let mut a: Vec<(&str, &str)> = d
         .variants
         .iter()
+        .filter(|v| !v.shadow)
         .map(|v| (v.name.as_str(), v.model.as_str()))
         .collect();
     let mut b: Vec<(&str, &str)> = live
         .variants
         .iter()
+        .filter(|v| !v.shadow)
         .map(|v| (v.name.as_str(), v.model.as_str()))
         .collect();
     a.sort();
     b.sort();
-    a == b
+    let shadow = if d.variants.iter().any(|v| v.shadow) {
+        d.config == live.config
+    } else {
+        !live.shadowed()
+    };
+    a == b && shadow
 }
 
 /// Brings the live endpoint to `d`: a new config when the set of variants changes, new weights

@@ -40,6 +40,7 @@ fn live(d: &Desired) -> Live {
                 instance_type: v.instance_type.clone(),
                 instance_count: v.instance_count,
                 weight: v.weight,
+                shadow: v.shadow,
             })
             .collect(),
         owner: Some(("default".into(), "api".into())),
@@ -263,8 +264,8 @@ fn variants_mode_starts_a_variant_then_moves_weights_without_new_configs() {
         poll: Duration::from_secs(2),
     };
     let t = target();
-    let want = |split: &BTreeMap<String, u32>| {
-        desired_split(&t, split, &|v| Some(artifact(v)), &BTreeMap::new())
+    let want = |split: &BTreeMap<String, u32>, shadow: Option<(&str, u32)>| {
+        desired_split(&t, split, &|v| Some(artifact(v)), &BTreeMap::new(), shadow)
     };
     let now = crate::testing::now();
     let pass = crate::rollout::Judgement::Pass;
@@ -275,7 +276,7 @@ fn variants_mode_starts_a_variant_then_moves_weights_without_new_configs() {
         traffic: BTreeMap::from([("7".into(), 100)]),
         ..Default::default()
     };
-    let seven = want(&BTreeMap::from([("7".into(), 100)])).unwrap();
+    let seven = want(&BTreeMap::from([("7".into(), 100)]), None).unwrap();
     // The move to 8: a config with both variants, 8 at weight 0.
     let s = decide_variants(
         &state,
@@ -471,4 +472,85 @@ fn after_a_decision_both_homes_stall_a_refused_heal_once_and_look_again_by_what_
             .iter()
             .any(|c| c.type_ == "Stalled" && c.status == "True")
     );
+}
+
+#[test]
+fn a_shadow_step_runs_the_candidate_as_a_shadow_variant_on_its_share_of_instances() {
+    let step = |weight: u32, mirror: Option<u32>| StrategyStep {
+        weight,
+        pause: Some("1m".into()),
+        mirror,
+    };
+    let strategy = Strategy {
+        type_: StrategyType::Canary,
+        steps: vec![step(0, Some(50)), step(50, None)],
+        auto_rollback: true,
+        ..Default::default()
+    };
+    let policy = crate::rollout::Policy {
+        strategy: &strategy,
+        progress_deadline: Duration::from_secs(1800),
+        poll: Duration::from_secs(2),
+    };
+    let mut t = target();
+    t.instance_count = 4;
+    let want = |split: &BTreeMap<String, u32>, shadow: Option<(&str, u32)>| {
+        desired_split(&t, split, &|v| Some(artifact(v)), &BTreeMap::new(), shadow)
+    };
+    let now = crate::testing::now();
+    let pass = crate::rollout::Judgement::Pass;
+    let state = RolloutState {
+        stable: Some("7".into()),
+        phase: DeploymentPhase::Healthy,
+        last_desired: Some("7".into()),
+        traffic: BTreeMap::from([("7".into(), 100)]),
+        ..Default::default()
+    };
+    let seven = want(&BTreeMap::from([("7".into(), 100)]), None).unwrap();
+    let decide = |s: &RolloutState, live: &Live, j: crate::rollout::Judgement, at| {
+        decide_variants(s, Some("8"), &policy, &want, Some(live), j, at)
+    };
+    // The move: 7 alone in production, 8 a shadow copying 50% on half the instances.
+    let s1 = decide(&state, &live(&seven), pass.clone(), now);
+    let [Call::Update(d, None)] = &s1.calls[..] else {
+        panic!("{:?}", s1.calls)
+    };
+    let shown: Vec<(&str, f32, u32, bool)> = d
+        .variants
+        .iter()
+        .map(|v| (v.name.as_str(), v.weight, v.instance_count, v.shadow))
+        .collect();
+    assert_eq!(shown, [("v7", 100.0, 4, false), ("v8", 50.0, 2, true)]);
+    // In service (as SageMaker lists it, or only by its config's name): the step starts, with
+    // no call — the shadow is already what the step wants.
+    let listed = live(d);
+    let mut unlisted = listed.clone();
+    unlisted.variants.retain(|v| !v.shadow);
+    for l in [&listed, &unlisted] {
+        let s2 = decide(&s1.state, l, pass.clone(), now);
+        assert!(s2.state.step_started.is_some(), "{:?}", s2.state);
+        assert!(s2.calls.is_empty(), "{:?}", s2.calls);
+        assert!(s2.drift.is_empty(), "{:?}", s2.drift);
+    }
+    let s2 = decide(&s1.state, &listed, pass.clone(), now);
+    // Held while it passes (its pause counts once it is seen ready); after its pause, 8 is a
+    // production variant (a new config).
+    let ready = decide(&s2.state, &listed, pass.clone(), now);
+    assert!(ready.calls.is_empty(), "{:?}", ready.calls);
+    let later = now + chrono::Duration::minutes(2);
+    let s3 = decide(&ready.state, &listed, pass.clone(), later);
+    let [Call::Update(next, None)] = &s3.calls[..] else {
+        panic!("{:?} {:?}", s3.calls, s3.state)
+    };
+    assert!(next.variants.iter().all(|v| !v.shadow), "{next:?}");
+    assert_eq!(next.variants.len(), 2);
+    // A failure of the shadow instead: a config with 7 alone, 8 rejected.
+    let fail = crate::rollout::Judgement::Fail("errors".into());
+    let back = decide(&s2.state, &listed, fail, now);
+    assert!(back.state.rejected.contains("8"), "{:?}", back.state);
+    let [Call::Update(alone, None)] = &back.calls[..] else {
+        panic!("{:?}", back.calls)
+    };
+    assert_eq!(alone.config, seven.config);
+    assert!(drift(alone, &listed).iter().any(|d| d.contains("shadow")));
 }

@@ -222,6 +222,11 @@ async fn live(c: &Client, endpoint: &str) -> Result<Option<Live>, Error> {
     for v in cfg.production_variants() {
         variants.push(live_variant(c, v, e.production_variants()).await?);
     }
+    for v in cfg.shadow_production_variants() {
+        let mut shadow = live_variant(c, v, e.shadow_production_variants()).await?;
+        shadow.shadow = true;
+        variants.push(shadow);
+    }
     let pending = e.pending_deployment_summary().map(|p| {
         let share = p
             .production_variants()
@@ -290,6 +295,7 @@ async fn live_variant(
             .and_then(|s| s.current_weight())
             .or(v.initial_variant_weight())
             .unwrap_or(0.0),
+        shadow: false,
     })
 }
 
@@ -358,17 +364,20 @@ async fn prepare(
     }
     let mut req = c.create_endpoint_config().endpoint_config_name(&d.config);
     for v in &d.variants {
-        req = req.production_variants(
-            ProductionVariant::builder()
-                .variant_name(&v.name)
-                .model_name(&v.model)
-                .instance_type(ProductionVariantInstanceType::from(
-                    v.instance_type.as_str(),
-                ))
-                .initial_instance_count(v.instance_count as i32)
-                .initial_variant_weight(v.weight)
-                .build(),
-        );
+        let variant = ProductionVariant::builder()
+            .variant_name(&v.name)
+            .model_name(&v.model)
+            .instance_type(ProductionVariantInstanceType::from(
+                v.instance_type.as_str(),
+            ))
+            .initial_instance_count(v.instance_count as i32)
+            .initial_variant_weight(v.weight)
+            .build();
+        req = if v.shadow {
+            req.shadow_production_variants(variant)
+        } else {
+            req.production_variants(variant)
+        };
     }
     for t in tags(owner, None) {
         req = req.tags(t);
@@ -477,7 +486,8 @@ impl Endpoints for SageMaker {
                     let mut req = c
                         .update_endpoint_weights_and_capacities()
                         .endpoint_name(&d.endpoint);
-                    for v in &d.variants {
+                    // A shadow's share is its config's (a new config changes it).
+                    for v in d.variants.iter().filter(|v| !v.shadow) {
                         req = req.desired_weights_and_capacities(
                             DesiredWeightAndCapacity::builder()
                                 .variant_name(&v.name)

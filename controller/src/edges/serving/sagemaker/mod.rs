@@ -147,6 +147,8 @@ pub fn next_step(
     let counts: std::collections::BTreeMap<String, u32> = live
         .iter()
         .flat_map(|l| &l.variants)
+        // A shadow's count is its share's: not what its version would run in production.
+        .filter(|v| !v.shadow)
         .map(|v| (v.name.clone(), v.instance_count))
         .collect();
     let step = match guardrails {
@@ -178,8 +180,9 @@ pub fn next_step(
             };
             // The alarms and the metrics judge the step together.
             let verdict = crate::decide::rollout::metrics::worse(alarms, metrics);
-            let want = |split: &std::collections::BTreeMap<String, u32>| {
-                rollout::sagemaker::desired_split(t, split, artifact, &counts)
+            let want = |split: &std::collections::BTreeMap<String, u32>,
+                        shadow: Option<(&str, u32)>| {
+                rollout::sagemaker::desired_split(t, split, artifact, &counts, shadow)
             };
             let policy = crate::decide::rollout::Policy::new(
                 strategy,
