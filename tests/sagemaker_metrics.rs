@@ -9,30 +9,14 @@ use std::time::Duration;
 
 use support::eventually;
 use support::moto::Moto;
-use support::sagemaker::{REGISTRY, alias, cluster_with_controller, endpoint, history};
+use support::sagemaker::{
+    Cluster, alias, endpoint, history, put_errors, variants_judged_by_errors,
+};
 
 /// The SageMaker registry in Variants mode, judged by its variants' 5xx count in CloudWatch
 /// instead of an alarm.
 fn judged_by_errors() -> String {
-    let metric = "    analysis:\n      metrics:\n        - name: errors\n          interval: 1s\n          successCondition: \"result < 1\"\n          provider:\n            cloudwatch:\n              region: eu-west-1\n              queries:\n                - id: errors\n                  metricStat:\n                    namespace: AWS/SageMaker\n                    metricName: Invocation5XXErrors\n                    stat: Sum\n                    period: 60\n                    dimensions:\n                      EndpointName: pitch-frames\n                      VariantName: \"v{{version}}\"\n";
-    let registry = REGISTRY
-        .replace(
-            "      instanceCount: 2\n",
-            "      instanceCount: 2\n      mode: Variants\n",
-        )
-        .replace("    analysis: {alarms: [pitch-frames-5xx]}\n", metric);
-    assert!(registry.contains("mode: Variants") && registry.contains("Invocation5XXErrors"));
-    registry
-}
-
-/// What SageMaker would report of version `version`'s variant: `errors` 5xx answers just now.
-fn put_errors(moto: &Moto, version: &str, errors: f64) {
-    let variant = format!("v{version}");
-    let dims = [
-        ("EndpointName", "pitch-frames"),
-        ("VariantName", variant.as_str()),
-    ];
-    moto.put_metric("AWS/SageMaker", "Invocation5XXErrors", &dims, errors);
+    variants_judged_by_errors(None)
 }
 
 fn run_once(dir: &std::path::Path, moto: &Moto) -> support::Run {
@@ -90,48 +74,30 @@ fn in_git_mode_a_variant_is_promoted_on_a_metric_that_holds_and_rolled_back_on_o
 #[test]
 fn in_a_cluster_a_variant_is_judged_by_the_same_metric() {
     let moto = Moto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("controller.log");
-    let (api, mut controller) = cluster_with_controller(
-        &moto,
-        std::fs::File::create(&log).unwrap().into(),
-        &judged_by_errors(),
-    );
-    let get = |path: &str| support::k8s_mode::get(&api, &["mdeploy", "pitch-frames-api"], path);
-    let said = || std::fs::read_to_string(&log).unwrap_or_default();
-    eventually(Duration::from_secs(60), || {
-        (get("{.status.servingVersion} {.status.phase}") == "7 Healthy").then_some(())
-    });
+    let cluster = Cluster::start(&moto, &judged_by_errors());
+    cluster.until("7 Healthy", Duration::from_secs(60));
 
     put_errors(&moto, "8", 0.0);
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &alias("8"));
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    eventually(Duration::from_secs(90), || {
-        (get("{.status.servingVersion} {.status.phase}") == "8 Healthy").then_some(())
-    });
-    let messages = get("{.status.history[*].message}");
+    cluster.move_alias("8");
+    cluster.until("8 Healthy", Duration::from_secs(90));
+    let messages = cluster.get("{.status.history[*].message}");
     assert!(
         messages.contains("8: metric errors = 0.0: Success"),
         "{messages}\n{}",
-        said()
+        cluster.said()
     );
 
     put_errors(&moto, "9", 3.0);
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &alias("9"));
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    eventually(Duration::from_secs(90), || {
-        (get("{.status.servingVersion} {.status.phase}") == "8 RolledBack").then_some(())
-    });
+    cluster.move_alias("9");
+    cluster.until("8 RolledBack", Duration::from_secs(90));
     // The status keeps the step's measurements.
-    assert_eq!(get("{.status.analysis.version}"), "9");
+    assert_eq!(cluster.get("{.status.analysis.version}"), "9");
     assert_eq!(
-        get("{.status.analysis.metrics[0].measurements[0].verdict}"),
+        cluster.get("{.status.analysis.metrics[0].measurements[0].verdict}"),
         "Failure"
     );
     eventually(Duration::from_secs(60), || {
         (endpoint(&moto)["variants"] == serde_json::json!(["v8"])).then_some(())
     });
-    support::git_mode::signal(controller.id(), "-TERM");
-    let status = eventually(Duration::from_secs(20), || controller.try_wait().unwrap());
-    assert!(status.success(), "{status:?}\n{}", said());
+    cluster.stop();
 }

@@ -10,32 +10,16 @@ use std::time::Duration;
 
 use support::eventually;
 use support::moto::Moto;
-use support::sagemaker::{REGISTRY, alias, cluster_with_controller, endpoint, history};
+use support::sagemaker::{
+    Cluster, alias, endpoint, history, put_errors, variants_judged_by_errors,
+};
 
 /// The SageMaker registry in Variants mode: a shadow step (50% copied) before a canary step,
 /// judged by the variant's 5xx count in CloudWatch.
 fn shadow_first() -> String {
-    let strategy = "    steps:\n      - {weight: 0, mirror: 50, pause: 6s}\n      - {weight: 50, pause: 1s}\n    analysis:\n      metrics:\n        - name: errors\n          interval: 1s\n          successCondition: \"result < 1\"\n          provider:\n            cloudwatch:\n              region: eu-west-1\n              queries:\n                - id: errors\n                  metricStat:\n                    namespace: AWS/SageMaker\n                    metricName: Invocation5XXErrors\n                    stat: Sum\n                    period: 60\n                    dimensions:\n                      EndpointName: pitch-frames\n                      VariantName: \"v{{version}}\"\n";
-    let registry = REGISTRY
-        .replace(
-            "      instanceCount: 2\n",
-            "      instanceCount: 2\n      mode: Variants\n",
-        )
-        .replace(
-            "    steps: [{weight: 25, pause: 2s}]\n    analysis: {alarms: [pitch-frames-5xx]}\n",
-            strategy,
-        );
-    assert!(registry.contains("mode: Variants") && registry.contains("mirror: 50"));
-    registry
-}
-
-fn put_errors(moto: &Moto, version: &str, errors: f64) {
-    let variant = format!("v{version}");
-    let dims = [
-        ("EndpointName", "pitch-frames"),
-        ("VariantName", variant.as_str()),
-    ];
-    moto.put_metric("AWS/SageMaker", "Invocation5XXErrors", &dims, errors);
+    let steps =
+        "    steps:\n      - {weight: 0, mirror: 50, pause: 6s}\n      - {weight: 50, pause: 1s}\n";
+    variants_judged_by_errors(Some(steps))
 }
 
 /// The endpoint's production and shadow variants as `name=weight` lists, as DescribeEndpoint
@@ -138,42 +122,27 @@ fn in_git_mode_a_shadow_variant_comes_before_the_canary_and_leaves_on_a_failure(
 #[test]
 fn in_a_cluster_the_same_shadow_variant_comes_before_the_canary() {
     let moto = Moto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("controller.log");
-    let (api, mut controller) = cluster_with_controller(
-        &moto,
-        std::fs::File::create(&log).unwrap().into(),
-        &shadow_first(),
-    );
-    let get = |path: &str| support::k8s_mode::get(&api, &["mdeploy", "pitch-frames-api"], path);
-    let said = || std::fs::read_to_string(&log).unwrap_or_default();
-    eventually(Duration::from_secs(60), || {
-        (get("{.status.servingVersion} {.status.phase}") == "7 Healthy").then_some(())
-    });
+    let cluster = Cluster::start(&moto, &shadow_first());
+    cluster.until("7 Healthy", Duration::from_secs(60));
     put_errors(&moto, "8", 0.0);
-    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &alias("8"));
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    cluster.move_alias("8");
     let seen = watch(&moto, |(p, _)| p == "v8=100");
     assert!(
         shadow_seen(&seen, "v7=100", "v8=50"),
         "{seen:?}\n{}",
-        said()
+        cluster.said()
     );
     assert!(
         seen.iter().any(|(p, s)| p == "v7=50 v8=50" && s.is_empty()),
         "{seen:?}"
     );
-    eventually(Duration::from_secs(60), || {
-        (get("{.status.servingVersion} {.status.phase}") == "8 Healthy").then_some(())
-    });
-    let messages = get("{.status.history[*].message}");
+    cluster.until("8 Healthy", Duration::from_secs(60));
+    let messages = cluster.get("{.status.history[*].message}");
     assert!(
         messages.contains("50% of requests mirrored to 8"),
         "{messages}\n{}",
-        said()
+        cluster.said()
     );
     assert_eq!(endpoint(&moto)["variants"], serde_json::json!(["v8"]));
-    support::git_mode::signal(controller.id(), "-TERM");
-    let status = eventually(Duration::from_secs(20), || controller.try_wait().unwrap());
-    assert!(status.success(), "{status:?}\n{}", said());
+    cluster.stop();
 }

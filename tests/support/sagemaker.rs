@@ -120,3 +120,102 @@ pub fn cluster_with_controller(
         .unwrap();
     (api, controller)
 }
+
+/// The analysis that judges a variant by its 5xx count in CloudWatch (`strategy:` lines).
+pub const ERRORS_METRIC: &str = "    analysis:\n      metrics:\n        - name: errors\n          interval: 1s\n          successCondition: \"result < 1\"\n          provider:\n            cloudwatch:\n              region: eu-west-1\n              queries:\n                - id: errors\n                  metricStat:\n                    namespace: AWS/SageMaker\n                    metricName: Invocation5XXErrors\n                    stat: Sum\n                    period: 60\n                    dimensions:\n                      EndpointName: pitch-frames\n                      VariantName: \"v{{version}}\"\n";
+
+/// [`REGISTRY`] in `Variants` mode with `steps` (YAML lines, or None: its own canary step),
+/// judged by [`ERRORS_METRIC`] instead of an alarm.
+pub fn variants_judged_by_errors(steps: Option<&str>) -> String {
+    let strategy = format!(
+        "{}{ERRORS_METRIC}",
+        steps.unwrap_or("    steps: [{weight: 25, pause: 2s}]\n")
+    );
+    let registry = REGISTRY
+        .replace(
+            "      instanceCount: 2\n",
+            "      instanceCount: 2\n      mode: Variants\n",
+        )
+        .replace(
+            "    steps: [{weight: 25, pause: 2s}]\n    analysis: {alarms: [pitch-frames-5xx]}\n",
+            &strategy,
+        );
+    assert!(registry.contains("mode: Variants") && registry.contains("Invocation5XXErrors"));
+    registry
+}
+
+/// What SageMaker would report of version `version`'s variant: `errors` 5xx answers just now.
+pub fn put_errors(moto: &Moto, version: &str, errors: f64) {
+    let variant = format!("v{version}");
+    let dims = [
+        ("EndpointName", "pitch-frames"),
+        ("VariantName", variant.as_str()),
+    ];
+    moto.put_metric("AWS/SageMaker", "Invocation5XXErrors", &dims, errors);
+}
+
+/// [`cluster_with_controller`] with the controller's log kept in a temporary folder: what the
+/// deployment shows, what the controller said, and its clean stop.
+pub struct Cluster {
+    pub api: super::apiserver::ApiServer,
+    controller: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(moto: &Moto, registry: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("controller.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let (api, controller) = cluster_with_controller(moto, file.into(), registry);
+        Cluster {
+            api,
+            controller,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// `jsonpath` of the deployment `pitch-frames-api`.
+    pub fn get(&self, jsonpath: &str) -> String {
+        super::k8s_mode::get(&self.api, &["mdeploy", "pitch-frames-api"], jsonpath)
+    }
+
+    /// What the controller logged so far.
+    pub fn said(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the deployment's `{servingVersion} {phase}` reads `want`.
+    pub fn until(&self, want: &str, within: std::time::Duration) {
+        super::eventually(within, || {
+            (self.get("{.status.servingVersion} {.status.phase}") == want).then_some(())
+        });
+    }
+
+    /// Moves the production alias to `version`.
+    pub fn move_alias(&self, version: &str) {
+        let run = self
+            .api
+            .kubectl_stdin(&["apply", "-f", "-"], "admin", &alias(version));
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+
+    /// Stops the controller with SIGTERM; it must exit cleanly.
+    pub fn stop(mut self) {
+        super::git_mode::signal(self.controller.id(), "-TERM");
+        let controller = &mut self.controller;
+        let status = super::eventually(std::time::Duration::from_secs(20), || {
+            controller.try_wait().unwrap()
+        });
+        assert!(status.success(), "{status:?}\n{}", self.said());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+    }
+}

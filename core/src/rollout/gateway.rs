@@ -121,6 +121,15 @@ pub fn weighted(
     Ok(out)
 }
 
+/// A rule's filters, as written (none: empty).
+fn filters_of(rule: &HTTPRouteRule) -> Vec<Value> {
+    rule.other
+        .get("filters")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// The header a cohort rule sets on the requests it sends, naming the deployment: how the
 /// rules Slipway added are known again (and what a model server sees of a cohort).
 pub const COHORT_HEADER: &str = "x-slipway-cohort";
@@ -191,12 +200,7 @@ fn cohort_rule(
         return None;
     }
     let marker = json!({"name": COHORT_HEADER, "value": deployment});
-    let mut filters = rule
-        .other
-        .get("filters")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mut filters = filters_of(rule);
     // One RequestHeaderModifier per rule: the marker joins the rule's own, if it has one.
     match filters
         .iter_mut()
@@ -303,12 +307,7 @@ pub fn with_mirrors(
     rules
         .into_iter()
         .map(|mut rule| {
-            let mut filters = rule
-                .other
-                .get("filters")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let mut filters = filters_of(&rule);
             let had = filters.len();
             if rule.backend_refs.iter().any(|b| ours(b, who, services)) {
                 filters.retain(|f| !is_our_mirror(f, namespace, services));

@@ -25,6 +25,32 @@ fn want(v: &str) -> Option<Desired> {
     Some(desired(&target(), v, &artifact(v), None))
 }
 
+/// Version 7 serving alone, healthy.
+fn serving_seven() -> RolloutState {
+    RolloutState {
+        stable: Some("7".into()),
+        phase: DeploymentPhase::Healthy,
+        last_desired: Some("7".into()),
+        traffic: BTreeMap::from([("7".into(), 100)]),
+        ..Default::default()
+    }
+}
+
+fn policy(strategy: &Strategy) -> crate::rollout::Policy<'_> {
+    crate::rollout::Policy {
+        strategy,
+        progress_deadline: Duration::from_secs(1800),
+        poll: Duration::from_secs(2),
+    }
+}
+
+/// The endpoint `t` wants for a split and a shadow, with no live counts.
+fn want_split(t: &SageMakerTarget) -> Box<super::steps::WantSplit<'_>> {
+    Box::new(move |split, shadow| {
+        desired_split(t, split, &|v| Some(artifact(v)), &BTreeMap::new(), shadow)
+    })
+}
+
 fn live(d: &Desired) -> Live {
     Live {
         status: "InService".into(),
@@ -151,13 +177,7 @@ fn the_first_deployment_creates_the_endpoint() {
 fn an_alias_move_updates_with_guardrails_and_a_returned_endpoint_is_a_rollback() {
     let g = guardrails(&canary()).unwrap();
     let seven = want("7").unwrap();
-    let state = RolloutState {
-        stable: Some("7".into()),
-        phase: DeploymentPhase::Healthy,
-        last_desired: Some("7".into()),
-        traffic: BTreeMap::from([("7".into(), 100)]),
-        ..Default::default()
-    };
+    let state = serving_seven();
     let s = decide(&state, Some("8"), &want, &g, Some(&live(&seven)));
     let [Call::Update(d, Some(used))] = &s.calls[..] else {
         panic!("{:?}", s.calls)
@@ -258,24 +278,12 @@ fn variants_mode_starts_a_variant_then_moves_weights_without_new_configs() {
         auto_rollback: true,
         ..Default::default()
     };
-    let policy = crate::rollout::Policy {
-        strategy: &strategy,
-        progress_deadline: Duration::from_secs(1800),
-        poll: Duration::from_secs(2),
-    };
+    let policy = policy(&strategy);
     let t = target();
-    let want = |split: &BTreeMap<String, u32>, shadow: Option<(&str, u32)>| {
-        desired_split(&t, split, &|v| Some(artifact(v)), &BTreeMap::new(), shadow)
-    };
+    let want = want_split(&t);
     let now = crate::testing::now();
     let pass = crate::rollout::Judgement::Pass;
-    let state = RolloutState {
-        stable: Some("7".into()),
-        phase: DeploymentPhase::Healthy,
-        last_desired: Some("7".into()),
-        traffic: BTreeMap::from([("7".into(), 100)]),
-        ..Default::default()
-    };
+    let state = serving_seven();
     let seven = want(&BTreeMap::from([("7".into(), 100)]), None).unwrap();
     // The move to 8: a config with both variants, 8 at weight 0.
     let s = decide_variants(
@@ -487,25 +495,13 @@ fn a_shadow_step_runs_the_candidate_as_a_shadow_variant_on_its_share_of_instance
         auto_rollback: true,
         ..Default::default()
     };
-    let policy = crate::rollout::Policy {
-        strategy: &strategy,
-        progress_deadline: Duration::from_secs(1800),
-        poll: Duration::from_secs(2),
-    };
+    let policy = policy(&strategy);
     let mut t = target();
     t.instance_count = 4;
-    let want = |split: &BTreeMap<String, u32>, shadow: Option<(&str, u32)>| {
-        desired_split(&t, split, &|v| Some(artifact(v)), &BTreeMap::new(), shadow)
-    };
+    let want = want_split(&t);
     let now = crate::testing::now();
     let pass = crate::rollout::Judgement::Pass;
-    let state = RolloutState {
-        stable: Some("7".into()),
-        phase: DeploymentPhase::Healthy,
-        last_desired: Some("7".into()),
-        traffic: BTreeMap::from([("7".into(), 100)]),
-        ..Default::default()
-    };
+    let state = serving_seven();
     let seven = want(&BTreeMap::from([("7".into(), 100)]), None).unwrap();
     let decide = |s: &RolloutState, live: &Live, j: crate::rollout::Judgement, at| {
         decide_variants(s, Some("8"), &policy, &want, Some(live), j, at)
