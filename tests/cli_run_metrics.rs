@@ -293,6 +293,14 @@ fn three_standing_shadows_answer_no_one_and_their_agreement_is_a_prometheus_seri
     eventually(Duration::from_secs(30), || {
         (recorded_servers(&work) == ["10", "7", "8"]).then_some(())
     });
+    // `slipway status` lists the shadows as they are now.
+    let status = eventually(Duration::from_secs(30), || {
+        let run = slipway(&["status", "--state", "state"], &work);
+        run.stdout
+            .contains("shadows: 8 (100% mirrored), 10 (100% mirrored)")
+            .then_some(run.stdout)
+    });
+    assert!(!status.contains("9 (50%"), "{status}");
     let answers = traffic.stop();
     assert!(!answers.is_empty());
     assert!(

@@ -379,6 +379,14 @@ fn shadows_get_copies_through_the_routes_mirror_filters() {
     };
     assert_eq!(label("pitch-frames-api-v6"), "false");
     assert_eq!(label("pitch-frames-api-v7"), "true");
+    let shadows = || {
+        get(
+            &api,
+            &["mdeploy", "pitch-frames-api"],
+            "{range .status.shadows[*]}{.version}={.mirror} {end}",
+        )
+    };
+    assert_eq!(shadows().trim(), "6=20", "the status lists the shadow");
     support::eventually(Duration::from_secs(30), || {
         (get(&api, &["svc", "pitch-frames-api"], "{.spec.selector}")
             == r#"{"slipway.dev/deployment":"pitch-frames-api","slipway.dev/serving":"true"}"#)
@@ -436,6 +444,9 @@ fn shadows_get_copies_through_the_routes_mirror_filters() {
         "admin",
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
+    support::eventually(Duration::from_secs(60), || {
+        shadows().trim().is_empty().then_some(())
+    });
     support::eventually(Duration::from_secs(60), || {
         let gone = |what: &[&str]| api.kubectl(what, "admin").code != 0;
         (mirrors().is_empty()

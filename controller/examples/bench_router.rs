@@ -9,7 +9,10 @@
 //! router as `slipway run` runs it: `slipway router`, a process of its own (built beside this
 //! example: `cargo build --release --example bench_router --bin slipway`). For each, sequential
 //! requests alternate in rounds of 200 between "direct" and "through the router" (one
-//! keep-alive client each), then 16 concurrent clients measure throughput both ways.
+//! keep-alive client each), then 16 concurrent clients measure throughput both ways, with the
+//! CPU time each request costs the benchmark process (clients and instant server) and the
+//! router's process (from `/proc/PID/stat`): at full CPU, the share of a direct call's
+//! throughput a router can keep is at most direct CPU / (direct CPU + the router's).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -91,11 +94,41 @@ async fn throughput(port: u16, clients: usize, per_client: usize) -> f64 {
     (clients * per_client) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU time (user + system) process `pid` has used, in seconds (`/proc/PID/stat`).
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses: utime is the 14th field
+    // of the line, stime the 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / ticks_per_second
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`).
+fn ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 /// How the benchmark reaches a router: in this process, or `slipway router` over its socket.
 trait Routes {
     fn set(&self, weights: &BTreeMap<String, u32>, ports: &BTreeMap<String, u16>);
     fn set_routing(&self, routing: &slipway::decide::rollout::routing::Routing);
     fn port(&self) -> u16;
+    /// The router's own process, when it has one.
+    fn pid(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl Routes for TrafficRouter {
@@ -168,6 +201,9 @@ impl Routes for RouterProcess {
     fn port(&self) -> u16 {
         self.port
     }
+    fn pid(&self) -> Option<u32> {
+        Some(self.child.id())
+    }
 }
 
 impl Drop for RouterProcess {
@@ -218,8 +254,18 @@ async fn measure(name: &str, upstream: u16, router: &dyn Routes, requests: usize
     }
     direct.sort();
     routed.sort();
-    let tp_direct = throughput(upstream, 16, requests / 16).await;
-    let tp_routed = throughput(routed_port, 16, requests / 16).await;
+    // Four times the sequential count: the CPU clock ticks in hundredths of a second.
+    let per_client = requests * 4 / 16;
+    let hz = ticks_per_second();
+    let own = std::process::id();
+    let cpu = |pid: Option<u32>| pid.map_or(0.0, |p| cpu_seconds(p, hz));
+    let (b0, r0) = (cpu(Some(own)), cpu(router.pid()));
+    let tp_direct = throughput(upstream, 16, per_client).await;
+    let (b1, r1) = (cpu(Some(own)), cpu(router.pid()));
+    let tp_routed = throughput(routed_port, 16, per_client).await;
+    let (b2, r2) = (cpu(Some(own)), cpu(router.pid()));
+    let n = (16 * per_client) as f64;
+    let us = |s: f64| s / n * 1e6;
     println!(
         "### {name}: {} sequential requests each way\n",
         direct.len()
@@ -247,6 +293,22 @@ async fn measure(name: &str, upstream: u16, router: &dyn Routes, requests: usize
         mean(&routed) - mean(&direct),
         (tp_routed / tp_direct - 1.0) * 100.0
     );
+    let (direct_cpu, routed_bench, routed_router) = (us(b1 - b0), us(b2 - b1), us(r2 - r1));
+    let _ = r1 - r0;
+    if name.contains("serve.py") {
+        // The model server is a process of its own, not counted here.
+    } else if router.pid().is_some() {
+        let bound = direct_cpu / (routed_bench + routed_router) * 100.0;
+        println!(
+            "CPU per request under 16 clients: direct {direct_cpu:.1} µs (clients + server); through the router {routed_bench:.1} µs (clients + server) + {routed_router:.1} µs (the router's process). Kept: {:.0}% of direct throughput; at full CPU at most {bound:.0}%.\n",
+            tp_routed / tp_direct * 100.0
+        );
+    } else {
+        println!(
+            "CPU per request under 16 clients: direct {direct_cpu:.1} µs; through the router {routed_bench:.1} µs (clients, server and router in this process). At full CPU at most {:.0}% of direct throughput.\n",
+            direct_cpu / routed_bench * 100.0
+        );
+    }
 }
 
 fn main() {

@@ -465,6 +465,10 @@ pub struct ModelDeploymentStatus {
     /// Differences between the live endpoint and the desired state (condition `OutOfSync`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<String>,
+    /// The standing shadows (`spec.shadows`) as they are now: each entry's version, its share
+    /// (an entry whose version serves or rolls out, or whose alias names none, is left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadows: Vec<crate::serving::ShadowStatus>,
     /// Conditions, `Ready` summarising the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

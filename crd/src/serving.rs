@@ -105,8 +105,9 @@ pub struct GatewayApiTraffic {
 }
 
 /// A standing shadow: a version that gets a copy of a share of live requests for as long as it
-/// is listed, answers nobody, and whose answers are compared with the serving version's (local
-/// target). Set exactly one of `version` and `alias`.
+/// is listed and answers nobody — its answers compared with the serving version's on a local
+/// target, copied through the route's RequestMirror on a kubernetes one. Set exactly one of
+/// `version` and `alias`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Shadow {
@@ -117,5 +118,16 @@ pub struct Shadow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
     /// Percent of live requests also sent to it (1–100).
+    pub mirror: u32,
+}
+
+/// A standing shadow as it is now: the version its entry names (an alias read as the version
+/// it names), and its share.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowStatus {
+    /// The version that gets the copies.
+    pub version: String,
+    /// Percent of live requests copied to it.
     pub mirror: u32,
 }

@@ -53,6 +53,21 @@ pub(super) fn deployment_text(row: &serde_json::Value, served: Served) -> String
             st["endpoint"]["config"].as_str().unwrap_or("-")
         ));
     }
+    let shadows: Vec<String> = st["shadows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{} ({}% mirrored)",
+                s["version"].as_str().unwrap_or("?"),
+                s["mirror"]
+            )
+        })
+        .collect();
+    if !shadows.is_empty() {
+        out.push_str(&format!("  shadows: {}", shadows.join(", ")));
+    }
     let rejected: Vec<&str> = st["rejectedVersions"]
         .as_array()
         .map(|r| r.iter().filter_map(|v| v.as_str()).collect())

@@ -244,6 +244,17 @@ pub fn judge(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_step_is_named_by_its_share_or_as_the_shadow_step() {
+        let step = |weight, mirror| StrategyStep {
+            weight,
+            mirror,
+            hold: std::time::Duration::ZERO,
+        };
+        assert_eq!(step(0, 50).label(), "the shadow step (50% mirrored)");
+        assert_eq!(step(10, 0).label(), "10%");
+    }
+
     fn within(tolerance: f64) -> Compare {
         Compare {
             tolerance,

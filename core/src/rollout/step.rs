@@ -26,7 +26,7 @@ pub struct Look {
 }
 
 /// What a rollout step is given.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Input<'a> {
     /// The deployment's spec.
     pub spec: &'a ModelDeploymentSpec,
@@ -45,6 +45,8 @@ pub struct Input<'a> {
     /// The metrics measured for this step ([`super::metrics::due`], judged by
     /// [`super::metrics::judge`]): metric name and measurement.
     pub measured: &'a [(String, slipway_crd::analysis::Measurement)],
+    /// The version an alias of the deployment's model names now (the standing shadows').
+    pub resolve: &'a dyn Fn(&str) -> Option<String>,
 }
 
 /// What the home is to do.
@@ -124,6 +126,11 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
     };
     let mut status = super::status::stepped(&step.state, step.events(), &basis, None);
     status.analysis = analysis;
+    status.shadows =
+        super::shadow::standing::versions(&input.spec.shadows, input.resolve, &step.state)
+            .into_iter()
+            .map(|(version, mirror)| slipway_crd::serving::ShadowStatus { version, mirror })
+            .collect();
     // A candidate under way that is not ready yet: its Ready condition says what it waits for.
     if let (Some(why), Some(_)) = (&waiting, &step.state.candidate)
         && let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == "Ready")
@@ -143,6 +150,7 @@ pub fn step(input: &Input, look: Option<Look>) -> Outcome {
     let write = step.state != *state
         || !step.actions.is_empty()
         || input.previous.observed_generation != input.generation
+        || input.previous.shadows != status.shadows
         || super::status::conditions_differ(input.previous, &status);
     // Waiting on a candidate that is still progressing: look again at the target's pace. A
     // rollout that failed without rollback is frozen where it stopped: nothing to look at until

@@ -162,6 +162,7 @@ impl Reconciler<'_> {
             poll: crate::decide::limits::LOCAL_POLL,
             now,
             measured: &measured,
+            resolve: &|a| self.resolved_alias(catalog, ns, &d.spec.model, a),
         };
         let look = rollout::step::looked_at(&state, desired.as_deref()).map(|v| {
             let ready = target.ready(key, v);

@@ -219,7 +219,7 @@ async fn roll_out(
     announce(ctx, md, step.events().collect()).await;
 
     // Carry the actions out.
-    let serving_only = super::shadows::serving_only(target, &r.owned, &s.traffic);
+    let serving_only = super::shadows::serving_only(ctx, md, target, (&r.owned, &s.traffic));
     ensure_service(ctx, md, target, serving_only).await?;
     // An A/B cohort goes to the candidate under way (not to one frozen by a failure).
     let cohort = s
@@ -262,16 +262,6 @@ impl Rollout<'_> {
         let status = self.md.status.clone().unwrap_or_default();
         let state = RolloutState::from_status(&status);
         let measured = measure(self.ctx, self.md, &status, &state).await;
-        let input = rollout::step::Input {
-            spec: &self.md.spec,
-            previous: &status,
-            state: &state,
-            desired,
-            generation: self.md.metadata.generation,
-            poll: crate::decide::limits::REMOTE_POLL,
-            now: Utc::now(),
-            measured: &measured,
-        };
         let looked = rollout::step::looked_at(&state, desired);
         let mut look = looked.map(|v| observe(self.owned.get(v)));
         // Not ready: what its pods say is the cause, for the waiting note and a failure.
@@ -287,7 +277,21 @@ impl Rollout<'_> {
                 why.push_str(&format!("; {trouble}"));
             }
         }
-        let outcome = rollout::step::step(&input, look);
+        // The input is let go before the status is written (its resolver is not `Sync`).
+        let outcome = {
+            let input = rollout::step::Input {
+                spec: &self.md.spec,
+                previous: &status,
+                state: &state,
+                desired,
+                generation: self.md.metadata.generation,
+                poll: crate::decide::limits::REMOTE_POLL,
+                now: Utc::now(),
+                measured: &measured,
+                resolve: &|a| self.ctx.cache.resolved(&self.ns, &self.md.spec.model, a),
+            };
+            rollout::step::step(&input, look)
+        };
         let api: Api<ModelDeployment> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         if outcome.write {
             apply_status(&api, &self.name, &outcome.status).await?;

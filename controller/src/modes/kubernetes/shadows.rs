@@ -54,14 +54,25 @@ pub(super) fn serving(
 /// Whether the Service `NAME` selects serving pods only: on a target with a route, once every
 /// version with traffic runs pods labelled serving — after an upgrade the serving versions are
 /// labelled first ([`keep`]), and the selector follows once their labelled pods are all
-/// available, so that no pod leaves the Service before its labelled twin serves.
+/// available, so that no pod leaves the Service before its labelled twin serves — and from then
+/// on (a candidate still starting never puts the shadows back behind it).
 pub(super) fn serving_only(
+    ctx: &Context,
+    md: &ModelDeployment,
     target: &KubernetesTarget,
-    owned: &BTreeMap<String, Deployment>,
-    weights: &BTreeMap<String, u32>,
+    (owned, weights): (&BTreeMap<String, Deployment>, &BTreeMap<String, u32>),
 ) -> bool {
-    super::gateway::route_of(target).is_some()
-        && weights.iter().filter(|(_, w)| **w > 0).all(|(v, _)| {
+    if super::gateway::route_of(target).is_none() {
+        return false;
+    }
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let already = ctx.cache.service(&ns, &md.name_any()).is_some_and(|svc| {
+        svc.spec
+            .and_then(|s| s.selector)
+            .is_some_and(|sel| sel.get(SERVING_LABEL).map(String::as_str) == Some("true"))
+    });
+    already
+        || weights.iter().filter(|(_, w)| **w > 0).all(|(v, _)| {
             owned.get(v).is_some_and(|d| {
                 let labelled = pod_label(d) == Some("true");
                 let rolled = d.status.as_ref().and_then(|s| s.updated_replicas)

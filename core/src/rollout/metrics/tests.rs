@@ -201,6 +201,7 @@ fn a_failed_metric_rolls_back_and_a_step_passes_only_on_a_success() {
         poll: Duration::from_secs(1),
         now,
         measured,
+        resolve: &|_| None,
     };
     let leak = |v: Vec<(String, Measurement)>| -> &'static [(String, Measurement)] {
         Box::leak(v.into_boxed_slice())
