@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// URL`) must bring; without it the API is read-only.
     #[arg(long, env = "SLIPWAY_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// A file holding the secret push webhooks are signed with (GitHub, Gitea, Forgejo): a
+    /// signed push to `POST /hooks/git` on --listen starts a pass at once.
+    #[arg(long, env = "SLIPWAY_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// How often to look for changes when not `--once`, e.g. `30s`.
     #[arg(long, default_value = "30s", env = "SLIPWAY_INTERVAL")]
     pub interval: String,
@@ -126,17 +130,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let api_token_hash = match &args.api_token_file {
         None => None,
+        Some(file) => Some(crate::edges::http::token::hash(&secret_in(
+            "--api-token-file",
+            file,
+        )?)),
+    };
+    let hook_secret = match &args.webhook_secret_file {
+        None => None,
         Some(file) => {
-            let token = std::fs::read_to_string(file)
-                .map_err(|e| anyhow::anyhow!("--api-token-file {}: {e}", file.display()))?;
-            let token = token.trim();
-            if token.len() < 16 {
+            let secret = secret_in("--webhook-secret-file", file)?;
+            if args.listen.is_none() {
                 anyhow::bail!(
-                    "--api-token-file {}: the token must be at least 16 characters (e.g. `openssl rand -hex 32`)",
-                    file.display()
+                    "--webhook-secret-file needs --listen: the webhook is POST /hooks/git on that address"
                 );
             }
-            Some(crate::edges::http::token::hash(token))
+            if args.once {
+                anyhow::bail!("--webhook-secret-file is for a run that keeps running: drop --once");
+            }
+            Some(secret.into_bytes())
         }
     };
     let github = github(&args, &source)?;
@@ -150,6 +161,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         state_dir: args.state.clone(),
         catalog: std::sync::Mutex::new(serde_json::Value::Null),
         api_token_hash,
+        hook_secret,
+        wake: std::sync::atomic::AtomicBool::new(false),
+        hook_ref: format!("refs/heads/{}", args.reference),
+        deliveries: std::sync::Mutex::new(Default::default()),
     });
     let mut results_url = None;
     if let Some(addr) = args.listen {
@@ -191,4 +206,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         print_out(&summary)?;
     }
     Ok(finished.code)
+}
+
+/// The secret in `file` (given as `flag`), its surrounding whitespace trimmed: at least 16
+/// characters.
+fn secret_in(flag: &str, file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", file.display()))?;
+    let secret = text.trim();
+    if secret.len() < 16 {
+        anyhow::bail!(
+            "{flag} {}: it must hold at least 16 characters (e.g. `openssl rand -hex 32`)",
+            file.display()
+        );
+    }
+    Ok(secret.to_string())
 }

@@ -44,6 +44,15 @@ pub struct Shared {
     /// Hash ([`crate::edges::http::token::hash`]) of the token write requests (`retry`) must bring; `None`
     /// turns them off.
     pub api_token_hash: Option<String>,
+    /// The secret push webhooks are signed with (`--webhook-secret-file`); `None` turns
+    /// `POST /hooks/git` off.
+    pub hook_secret: Option<Vec<u8>>,
+    /// Set by a verified push: the pass loop stops waiting and looks at the source now.
+    pub wake: std::sync::atomic::AtomicBool,
+    /// The ref a push must name to wake the loop (`refs/heads/` and `--ref`).
+    pub hook_ref: String,
+    /// The ids of the last deliveries taken (a replayed one wakes nothing).
+    pub deliveries: Mutex<std::collections::VecDeque<String>>,
 }
 
 pub(super) type S = Arc<Shared>;
@@ -283,6 +292,65 @@ impl Shared {
     }
 }
 
+/// `POST /hooks/git`: a forge's push webhook, signed with the secret of `--webhook-secret-file`
+/// ([`crate::edges::http::hooks`]); a verified push wakes the pass loop.
+async fn push_hook(
+    axum::extract::State(s): axum::extract::State<S>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    use crate::edges::http::hooks::{Hook, verify};
+    let Some(secret) = &s.hook_secret else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            "push webhooks are off: start `slipway run` with --webhook-secret-file FILE (the forge signs with the same secret)\n",
+        )
+            .into_response();
+    };
+    let status = |code: u16| {
+        axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::BAD_REQUEST)
+    };
+    match verify(&headers, &body, secret) {
+        Err((code, why)) => (status(code), why).into_response(),
+        Ok(Hook::Push {
+            reference: Some(pushed),
+            ..
+        }) if pushed != s.hook_ref => (
+            status(202),
+            format!(
+                "push to {pushed} ignored: this run follows {}\n",
+                s.hook_ref
+            ),
+        )
+            .into_response(),
+        Ok(Hook::Push { delivery, .. }) => {
+            if let Some(id) = delivery {
+                let mut seen = s.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+                if seen.contains(&id) {
+                    return (status(202), format!("delivery {id} was taken already\n"))
+                        .into_response();
+                }
+                if seen.len() >= 256 {
+                    seen.pop_front();
+                }
+                seen.push_back(id);
+            }
+            s.wake.store(true, std::sync::atomic::Ordering::Relaxed);
+            (
+                status(202),
+                "a pass starts now (after a backoff, once it ends)\n",
+            )
+                .into_response()
+        }
+        Ok(Hook::Ping) => (status(200), "pong\n").into_response(),
+        Ok(Hook::Other(event)) => (
+            status(202),
+            format!("event {event} ignored: only pushes start a pass\n"),
+        )
+            .into_response(),
+    }
+}
+
 impl Home for Shared {
     fn readiness(&self) -> (bool, serde_json::Value) {
         let r = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -379,6 +447,7 @@ impl Home for Shared {
             .route("/", get(ui::index))
             .route("/ui/{ns}/{model}", get(ui::model))
             .route("/api/v1/history", get(history))
+            .route("/hooks/git", axum::routing::post(push_hook))
             .route("/api/v1/{kind}", get(statuses))
             .with_state(self.clone())
     }

@@ -121,11 +121,35 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
     }
 }
 
-/// Sleeps for `d`, waking early when `stop` is set or an evaluation attempt finishes after
-/// `seen` (so its promotion is decided at once, not at the next interval).
-fn sleep_until_finished(stop: &AtomicBool, pool: &EvaluationPool, seen: u64, d: Duration) {
-    let until = std::time::Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+/// Whether a push webhook set `wake` (taken back) — heeded once the wait has lasted a second,
+/// so that deliveries, however many, start at most one pass a second.
+fn woken(wake: &AtomicBool, started: std::time::Instant) -> bool {
+    started.elapsed() >= Duration::from_secs(1) && wake.swap(false, Ordering::Relaxed)
+}
+
+/// Sleeps for `d`, waking early when `stop` is set or a push webhook set `wake` ([`woken`]).
+fn sleep_or_woken((stop, wake): (&AtomicBool, &AtomicBool), d: Duration) {
+    let started = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) && !woken(wake, started) && started.elapsed() < d {
+        std::thread::sleep(Duration::from_millis(50).min(d.saturating_sub(started.elapsed())));
+    }
+}
+
+/// Sleeps for `d`, waking early when `stop` is set, a push webhook set `wake` ([`woken`]), or
+/// an evaluation attempt finishes after `seen` (so its promotion is decided at once, not at the
+/// next interval).
+fn sleep_until_finished(
+    (stop, wake): (&AtomicBool, &AtomicBool),
+    pool: &EvaluationPool,
+    seen: u64,
+    d: Duration,
+) {
+    let started = std::time::Instant::now();
+    let until = started + d;
+    while !stop.load(Ordering::Relaxed)
+        && !woken(wake, started)
+        && std::time::Instant::now() < until
+    {
         let slice = Duration::from_millis(100).min(until - std::time::Instant::now());
         if pool.wait_finished(seen, slice) {
             return;
@@ -158,6 +182,8 @@ pub fn run(
             });
         }
         let seen = this.pool.finished();
+        // A push delivered before this pass is seen by it.
+        this.shared.wake.store(false, Ordering::Relaxed);
         let outcome = match this.pass() {
             Ok(Next::Exit(finished)) => return Ok(finished),
             Ok(Next::Look(outcome)) => outcome,
@@ -419,13 +445,16 @@ impl Loop {
         let after = match outcome {
             Outcome::Transient => return sleep_unless(&self.stop, self.retry_in),
             // Said once when it was rejected; the source is looked at again at the interval.
-            Outcome::Stalled(_) => return sleep_unless(&self.stop, interval),
+            Outcome::Stalled(_) => {
+                return sleep_or_woken((&self.stop, &self.shared.wake), interval);
+            }
             Outcome::Waiting { reason, after } => {
                 if self.settings.once {
                     if *after > Duration::ZERO {
                         self.live
                             .waiting(&format!("{reason}: waiting for them to finish"));
-                        sleep_until_finished(&self.stop, &self.pool, seen, *after);
+                        let flags = (&*self.stop, &self.shared.wake);
+                        sleep_until_finished(flags, &self.pool, seen, *after);
                     }
                     return;
                 }
@@ -440,7 +469,7 @@ impl Loop {
             self.live
                 .waiting(&format!("up to date at {revision}; watching for changes"));
         }
-        sleep_until_finished(&self.stop, &self.pool, seen, after);
+        sleep_until_finished((&self.stop, &self.shared.wake), &self.pool, seen, after);
     }
 
     /// The revision `/readyz` reports as reconciled.
