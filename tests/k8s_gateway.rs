@@ -330,16 +330,19 @@ fn a_cohort_goes_to_the_candidate_through_a_rule_of_its_own() {
 /// standing shadow taken off the list leaves the route, its Deployment and its Service.
 #[test]
 fn shadows_get_copies_through_the_routes_mirror_filters() {
+    // Four replicas: the shadow's quarter is one pod, the next step's half two.
     let registry = registry("pitch-frames", "")
+        .replace("      replicas: 2\n", "      replicas: 4\n")
         .replace(
-            "      - {weight: 10, pause: 3s}\n",
-            "      - {weight: 0, mirror: 50, pause: 3s}\n      - {weight: 10, pause: 3s}\n",
+            "      - {weight: 10, pause: 3s}\n      - {weight: 35, pause: 3s}\n",
+            "      - {weight: 0, mirror: 25, pause: 3s}\n      - {weight: 50, pause: 8s}\n",
         )
         .replace(
             "  strategy:\n",
             "  shadows: [{version: \"6\", mirror: 20}]\n  strategy:\n",
         )
         + &versions("pitch-frames", &["6"], "model.json");
+    assert!(registry.contains("replicas: 4") && registry.contains("mirror: 25"));
     let (api, _kubelet) = setup_registry(true, &registry);
     let controller = Controller::start(&api, "controller-a");
     let mirrors = || -> Vec<String> {
@@ -405,7 +408,7 @@ fn shadows_get_copies_through_the_routes_mirror_filters() {
     assert_eq!(
         step,
         (
-            vec!["pitch-frames-api-v8@50".to_string(), shadow[0].clone()],
+            vec!["pitch-frames-api-v8@25".to_string(), shadow[0].clone()],
             "pitch-frames-api-v7=100".to_string()
         ),
         "{}",
@@ -421,12 +424,16 @@ fn shadows_get_copies_through_the_routes_mirror_filters() {
         "a shadow answers nobody"
     );
     // The next step gives 8 its weight; its copies stop, the standing shadow's go on, and its
-    // pods serve.
+    // pods serve — as many as the step's half needs (not the shadow's one).
     support::eventually(Duration::from_secs(90), || {
-        (backends(&api) == "pitch-frames-api-v7=90 pitch-frames-api-v8=10").then_some(())
+        (backends(&api) == "pitch-frames-api-v7=50 pitch-frames-api-v8=50").then_some(())
     });
     assert_eq!(mirrors(), shadow);
     assert_eq!(label("pitch-frames-api-v8"), "true");
+    let replicas = || get(&api, &["deploy", "pitch-frames-api-v8"], "{.spec.replicas}");
+    assert_eq!(replicas(), "2");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(replicas(), "2", "kept at the step's count");
     support::eventually(Duration::from_secs(120), || {
         (backends(&api) == "pitch-frames-api-v8=100").then_some(())
     });

@@ -246,7 +246,7 @@ async fn roll_out(
     r.heal_missing(s, &weights, &applied, &copied).await?;
     super::writeback::write_back(ctx, md, &super::writeback::status_after(&outcome, md)).await?;
     // After the write-back: a shadow that cannot run never holds a rollback's pull request up.
-    super::shadows::keep(ctx, md, target, &r.owned, (&standing, &weights)).await?;
+    super::shadows::keep(ctx, md, target, (&r.owned, &applied), (&standing, &weights)).await?;
     Ok(Requeue::requeue(
         outcome.wait.unwrap_or(crate::decide::limits::RESYNC),
     ))
@@ -363,6 +363,7 @@ impl Rollout<'_> {
                 Action::Stop(v) if let Some((_, share)) = copied.iter().find(|(c, _)| c == v) => {
                     let pods = rollout::replicas::mirror_pods(*share, total);
                     self.apply(v, pods, Some(false).filter(|_| gateway)).await?;
+                    applied.insert(v.clone());
                 }
                 Action::Stop(v) if kept == Some(v.as_str()) => {
                     self.apply(v, 0, serving(v, &weights)).await?

@@ -129,12 +129,16 @@ pub(super) fn mirrored(
 /// Runs each standing shadow's `Deployment` with the pods its share needs, labelled a shadow's
 /// (created again when missing, set again when someone changed it); and, on a target with a
 /// route, labels serving the pods of each version with traffic that are not yet (a deployment
-/// from before shadows, or a candidate leaving its shadow step), keeping their count.
+/// from before shadows), keeping their count — but the versions this reconcile `applied` (as
+/// they should be: the watch's `owned` shows them as they were before).
 pub(super) async fn keep(
     ctx: &Context,
     md: &ModelDeployment,
     target: &KubernetesTarget,
-    owned: &BTreeMap<String, Deployment>,
+    (owned, applied): (
+        &BTreeMap<String, Deployment>,
+        &std::collections::BTreeSet<String>,
+    ),
     (standing, weights): (&Shares, &BTreeMap<String, u32>),
 ) -> Result<(), Error> {
     let ns = md.namespace().unwrap_or_else(|| "default".into());
@@ -146,6 +150,9 @@ pub(super) async fn keep(
     let label = |v: &str| serving(target, v, weights, standing);
     for (v, share) in standing {
         let pods = rollout::replicas::mirror_pods(*share, target.replicas);
+        if applied.contains(v) {
+            continue;
+        }
         let d = owned.get(v);
         let have = d.and_then(|d| d.spec.replicas);
         let labelled = d.and_then(pod_label) == Some("false");
@@ -155,6 +162,7 @@ pub(super) async fn keep(
     }
     for (v, _) in weights.iter().filter(|(_, w)| **w > 0) {
         if let Some(d) = owned.get(v)
+            && !applied.contains(v)
             && label(v) == Some(true)
             && pod_label(d) != Some("true")
         {
