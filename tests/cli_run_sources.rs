@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::git_mode::{Traffic, files_under, quickstart};
+use support::git_mode::{QuickstartRepo, Traffic, files_under, quickstart};
 use support::{eventually, slipway};
 
 /// One pass of `slipway run --once` over the registry under `registry/` of the repository at
@@ -126,11 +126,12 @@ fn a_bad_revision_is_reported_and_the_last_good_state_is_kept() {
 #[test]
 fn a_git_repository_is_followed_commit_by_commit_and_a_bad_commit_changes_nothing() {
     let (_dir, work) = quickstart();
-    let mut files = Vec::new();
-    files_under(&work.join("registry"), "", &mut files);
-    let mut repo = support::GitRepo::new();
-    let first = repo.commit_under("main", None, "registry", &files, "registry");
-    let url = format!("file://{}", repo.path().display());
+    let QuickstartRepo {
+        mut repo,
+        first,
+        url,
+        files,
+    } = QuickstartRepo::new(&work);
     let run = || run_once(&url, &work);
 
     let out = run();
@@ -330,12 +331,9 @@ fn a_locked_state_store_is_waited_out_and_the_run_goes_on() {
 #[test]
 fn a_checkout_that_fails_counts_no_evaluation_attempt() {
     let (_dir, work) = quickstart();
-    let mut files = Vec::new();
-    files_under(&work.join("registry"), "", &mut files);
-    let mut repo = support::GitRepo::new();
-    repo.commit_under("main", None, "registry", &files, "registry");
-    let url = format!("file://{}", repo.path().display());
-    let run = || run_once(&url, &work);
+    // Kept to the end: the repository lives as long as it.
+    let source = QuickstartRepo::new(&work);
+    let run = || run_once(&source.url, &work);
     // A file where the checkouts folder goes: nothing can be checked out.
     std::fs::create_dir_all(work.join("state")).unwrap();
     std::fs::write(work.join("state/checkouts"), "in the way").unwrap();

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
-use support::git_mode::{files_under, quickstart, spawn_slipway};
+use support::git_mode::{QuickstartRepo, quickstart, spawn_slipway};
 use support::{eventually, free_port, http::request};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -27,11 +27,12 @@ fn sign(secret: &str, body: &str) -> String {
 #[test]
 fn a_signed_push_starts_a_pass_at_once_and_an_unsigned_one_nothing() {
     let (_dir, work) = quickstart();
-    let mut files = Vec::new();
-    files_under(&work.join("registry"), "", &mut files);
-    let mut repo = support::GitRepo::new();
-    let first = repo.commit_under("main", None, "registry", &files, "registry");
-    let url = format!("file://{}", repo.path().display());
+    let QuickstartRepo {
+        mut repo,
+        first,
+        url,
+        files,
+    } = QuickstartRepo::new(&work);
     std::fs::write(work.join("hook-secret"), format!("{SECRET}\n")).unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");

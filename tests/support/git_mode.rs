@@ -333,3 +333,29 @@ pub fn deployment_status(port: u16) -> serde_json::Value {
         .map(|d| d["status"].clone())
         .unwrap_or_default()
 }
+
+/// A source a run follows: the quickstart's registry of `work` ([`quickstart`]) committed under
+/// `registry/` on `main` of a new git repository. The repository, its first commit, its
+/// `file://` URL and the files as committed (path under `registry/`, text).
+pub struct QuickstartRepo {
+    pub repo: super::GitRepo,
+    pub first: git2::Oid,
+    pub url: String,
+    pub files: Vec<(String, String)>,
+}
+
+impl QuickstartRepo {
+    pub fn new(work: &Path) -> QuickstartRepo {
+        let mut files = Vec::new();
+        files_under(&work.join("registry"), "", &mut files);
+        let mut repo = super::GitRepo::new();
+        let first = repo.commit_under("main", None, "registry", &files, "registry");
+        let url = format!("file://{}", repo.path().display());
+        QuickstartRepo {
+            repo,
+            first,
+            url,
+            files,
+        }
+    }
+}
