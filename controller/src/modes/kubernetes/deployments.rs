@@ -227,7 +227,10 @@ async fn roll_out(
         .as_deref()
         .filter(|_| s.phase != slipway_crd::model_deployment::DeploymentPhase::Failed);
     // Shadows: the versions that run for copies of requests, and those the route copies to.
-    let standing = super::shadows::standing(ctx, md, s);
+    // The standing shadows are the step's own (`status.shadows`, decided in the core).
+    let standing: Vec<(String, u32)> = (outcome.status.shadows.iter())
+        .map(|x| (x.version.clone(), x.mirror))
+        .collect();
     let copied = rollout::shadow::copied(&md.spec.strategy, s, &standing);
     let mirrored = super::shadows::mirrored(md, s, &standing, &r.owned);
     let (weights, applied) = r

@@ -94,17 +94,6 @@ fn pod_label(d: &Deployment) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// The standing shadows of `md` at `state` (an alias read from the watch).
-pub(super) fn standing(
-    ctx: &Context,
-    md: &ModelDeployment,
-    state: &RolloutState,
-) -> Vec<(String, u32)> {
-    let ns = md.namespace().unwrap_or_else(|| "default".into());
-    let resolve = |a: &str| ctx.cache.resolved(&ns, &md.spec.model, a);
-    rollout::shadow::standing::versions(&md.spec.shadows, &resolve, state)
-}
-
 /// The versions the route mirrors to at `state`, with their shares: the candidate of a shadow
 /// step once its weights are applied, and the standing shadows whose pods are all available (a
 /// server still loading would only fail its copies).
