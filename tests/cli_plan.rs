@@ -730,3 +730,209 @@ fn the_example_result_is_recorded_under_its_content_address() {
         support::example_key("8").as_str()
     );
 }
+
+/// A soak read from main's history: staging has named 8 since main's first commit (its file's
+/// history dates the move), and the model asks for a day there; at 3 hours the promotion is
+/// denied with what is left and when it ends, a day later that rule passes. Main's history where
+/// staging moved back from 8 (a rollback) never lets 8 through.
+#[test]
+fn a_soak_is_read_from_the_staging_alias_history_on_main() {
+    let mut pr = Pr::new();
+    let staged_at = chrono::DateTime::from_timestamp(1_764_000_060, 0).unwrap();
+    let model = pr.file("model.yaml").replacen(
+        "  evaluations:\n",
+        "  soak: {alias: staging, duration: 24h}\n  evaluations:\n",
+        1,
+    );
+    let main = pr.repo.commit(
+        "main",
+        Some(pr.main),
+        &[("registry/model.yaml", Some(&model))],
+        "Soak a day in staging",
+    );
+    let aliases = pr
+        .file("aliases.yaml")
+        .replacen("version: \"7\"", "version: \"8\"", 1);
+    pr.change(main, "aliases.yaml", &aliases);
+    let soak_rule = |pr: &Pr, at: chrono::DateTime<chrono::Utc>| -> Value {
+        let run = pr.plan(&["--now", &at.to_rfc3339()]);
+        assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+        let out = run.json();
+        alias_change(&out)["decision"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "soaked-in-staging")
+            .cloned()
+            .unwrap()
+    };
+    let early = soak_rule(&pr, staged_at + chrono::Duration::hours(3));
+    assert_eq!(early["passed"], false, "{early}");
+    let message = early["message"].as_str().unwrap();
+    assert!(
+        message
+            .ends_with("version 8 served in staging for 3h of 24h; earliest 2025-11-25 16:01 UTC"),
+        "{message}"
+    );
+    let text = pr.plan(&[
+        "--now",
+        &(staged_at + chrono::Duration::hours(3)).to_rfc3339(),
+        "--format",
+        "text",
+    ]);
+    assert!(
+        text.stdout.contains("earliest 2025-11-25 16:01 UTC"),
+        "{}",
+        text.stdout
+    );
+    let later = soak_rule(&pr, staged_at + chrono::Duration::hours(25));
+    assert_eq!(later["passed"], true, "{later}");
+
+    // Staging on 7, then 8, then back to 7 (a rollback of 8), then on 8 again: never soaked.
+    let eight = pr.file("aliases.yaml");
+    let seven = pr
+        .file("aliases.yaml")
+        .replacen("version: \"8\"", "version: \"7\"", 1);
+    let mut at = main;
+    for (content, why) in [(&seven, "Staging on 7"), (&eight, "Staging on 8")] {
+        at = pr.repo.commit(
+            "main",
+            Some(at),
+            &[("registry/aliases.yaml", Some(content))],
+            why,
+        );
+    }
+    let back = pr.repo.commit(
+        "main",
+        Some(at),
+        &[("registry/aliases.yaml", Some(&seven))],
+        "Staging back to 7",
+    );
+    let again = pr.repo.commit(
+        "main",
+        Some(back),
+        &[("registry/aliases.yaml", Some(&eight))],
+        "Staging on 8 again",
+    );
+    pr.change(again, "aliases.yaml", &aliases);
+    let rolled = soak_rule(&pr, staged_at + chrono::Duration::days(5));
+    assert_eq!(rolled["passed"], false, "{rolled}");
+    assert!(
+        rolled["message"]
+            .as_str()
+            .unwrap()
+            .contains("was rolled back there"),
+        "{rolled}"
+    );
+}
+
+/// Windows on main's production policy: a promotion asked for during the year-end freeze is
+/// refused with the next opening (Monday 09:00 Berlin, after the freeze); an incident
+/// commander's review overrides it; outside the freeze, in business hours, the window passes.
+#[test]
+fn a_promotion_during_a_freeze_is_refused_with_the_next_opening_unless_overridden() {
+    let mut pr = Pr::new();
+    let windows = r#"  windows:
+    - name: business-hours
+      effect: allow
+      schedule: "0 9 * * 1-5"
+      duration: 8h
+      timeZone: Europe/Berlin
+    - name: year-end-freeze
+      effect: deny
+      schedule: "0 0 20 12 *"
+      duration: 14d
+      message: Year-end traffic.
+      override: {name: incident-commander, from: ["user:carol"]}
+"#;
+    let policies =
+        pr.file("policies.yaml")
+            .replacen("  approvals:\n", &format!("{windows}  approvals:\n"), 1);
+    let main = pr.repo.commit(
+        "main",
+        Some(pr.main),
+        &[("registry/policies.yaml", Some(&policies))],
+        "Windows",
+    );
+    let aliases = pr
+        .file("aliases.yaml")
+        .replacen("version: \"7\"", "version: \"8\"", 1);
+    let head = pr.change(main, "aliases.yaml", &aliases);
+    let results = root().join("examples/promotion-pr/results");
+    // Reviews at fixed times: alice's approval the day before the freeze, carol's override in it.
+    let window_rule = |reviews: &[(&str, &str, Oid)], now: &str| -> (i32, Value) {
+        let list: Vec<Value> = reviews
+            .iter()
+            .map(|(user, state, commit)| {
+                let at = if *user == "carol" {
+                    "2026-12-21T09:00:00Z"
+                } else {
+                    "2026-12-19T09:00:00Z"
+                };
+                serde_json::json!({"user": {"login": user}, "state": state,
+                                   "commit_id": commit.to_string(), "submitted_at": at})
+            })
+            .collect();
+        let path = pr.repo.path().join("window-reviews.json");
+        std::fs::write(&path, serde_json::to_string(&list).unwrap()).unwrap();
+        let run = slipway(
+            &[
+                "plan",
+                "--base",
+                "main",
+                "--head",
+                "pr",
+                "--path",
+                "registry",
+                "--author",
+                "dana",
+                "--format",
+                "json",
+                "--results",
+                results.to_str().unwrap(),
+                "--reviews",
+                path.to_str().unwrap(),
+                "--now",
+                now,
+            ],
+            pr.repo.path(),
+        );
+        let out = run.json();
+        let rule = alias_change(&out)["decision"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "window")
+            .cloned()
+            .unwrap_or_else(|| panic!("{}{}", run.stdout, run.stderr));
+        (run.code, rule)
+    };
+    // Tuesday 2026-12-22, 11:00 in Berlin: business hours, inside the freeze.
+    let (code, rule) = window_rule(&[("alice", "APPROVED", head)], "2026-12-22T10:00:00Z");
+    assert_eq!(code, 3, "{rule}");
+    assert_eq!(rule["passed"], false, "{rule}");
+    let message = rule["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("inside deny window `year-end-freeze` (0 0 20 12 * for 14d, UTC): Year-end traffic; next opening 2027-01-04 08:00 UTC; or an override approval `incident-commander` from user:carol (0/1)"),
+        "{message}"
+    );
+    // carol, the incident commander, overrides it.
+    let (code, rule) = window_rule(
+        &[("alice", "APPROVED", head), ("carol", "APPROVED", head)],
+        "2026-12-22T10:00:00Z",
+    );
+    assert_eq!((code, &rule["passed"]), (2, &Value::Bool(true)), "{rule}");
+    // After the freeze, on a Monday at 10:00 in Berlin: open.
+    let (code, rule) = window_rule(&[("alice", "APPROVED", head)], "2027-01-04T09:00:00Z");
+    assert_eq!((code, &rule["passed"]), (2, &Value::Bool(true)), "{rule}");
+    // Saturday: outside business hours, opening on Monday.
+    let (code, rule) = window_rule(&[("alice", "APPROVED", head)], "2027-01-09T09:00:00Z");
+    assert_eq!(code, 3);
+    assert!(
+        rule["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside allow window `business-hours` (0 9 * * 1-5 for 8h, Europe/Berlin); next opening 2027-01-11 08:00 UTC"),
+        "{rule}"
+    );
+}

@@ -668,3 +668,87 @@ fn a_candidate_whose_artifact_is_not_its_digest_is_not_evaluated() {
     assert!(reg.join("ran").exists());
     assert!(!run.stdout.contains("→ 8"), "{}", run.stdout);
 }
+
+/// A soak in git mode: the model asks for 6 s in staging; one edit sends staging and production
+/// to 8 (production first in the file). Production is held until the soak ends — its status says
+/// until when — and moves by itself then, long before the next pass the 30 s interval would
+/// bring.
+#[test]
+fn a_production_move_waits_out_the_soak_in_staging_and_is_made_when_it_ends() {
+    let (_dir, work) = quickstart();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let model = work.join("registry/model.yaml");
+    let text = std::fs::read_to_string(&model).unwrap().replacen(
+        "  primaryMetric:",
+        "  soak: {alias: staging, duration: 6s}\n  primaryMetric:",
+        1,
+    );
+    std::fs::write(&model, text).unwrap();
+    set_production(&work, "8");
+    let aliases = work.join("registry/aliases.yaml");
+    let text = std::fs::read_to_string(&aliases).unwrap()
+        + "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {name: pitch-frames-staging}\nspec: {model: pitch-frames, alias: staging, version: \"8\"}\n";
+    std::fs::write(&aliases, text).unwrap();
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "run",
+        "registry",
+        "--state",
+        "state",
+        "--interval",
+        "30s",
+        "--listen",
+        &listen,
+    ];
+    let mut child = spawn_slipway(&work, &args);
+    let started = std::time::Instant::now();
+    let alias = |name: &str| -> Option<serde_json::Value> {
+        let (_, body) = get(port, "/api/v1/aliases");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+        rows.into_iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["status"].clone())
+    };
+    // Held (first while staging has not moved: the pass that moves it looks again at once),
+    // then until the soak's end.
+    let held = eventually(Duration::from_secs(20), || {
+        let s = alias("pitch-frames-production")?;
+        let m = s["conditions"][0]["message"].as_str()?.to_string();
+        m.contains(" until ").then_some(m)
+    });
+    assert!(
+        held.contains("held: denied by production/soaked-in-staging until "),
+        "{held}"
+    );
+    // The model's page says why, with what was left and when it ends.
+    eventually(Duration::from_secs(10), || {
+        let (code, page) = get(port, "/ui/default/pitch-frames");
+        (code == 200
+            && page.contains("version 8 served in staging for ")
+            && page.contains(" of 6s; earliest "))
+        .then_some(())
+    });
+    let moved = eventually(Duration::from_secs(25), || {
+        let s = alias("pitch-frames-production")?;
+        (s["resolvedVersion"] == "8").then_some(s)
+    });
+    let staged = alias("pitch-frames-staging").unwrap();
+    let at = |s: &serde_json::Value| {
+        let h = s["history"].as_array().unwrap();
+        let t = h.last().unwrap()["at"].as_str().unwrap().to_string();
+        chrono::DateTime::parse_from_rfc3339(&t).unwrap()
+    };
+    let soaked = at(&moved) - at(&staged);
+    assert!(
+        soaked >= chrono::Duration::seconds(6) && soaked < chrono::Duration::seconds(12),
+        "production moved {soaked:?} after staging"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(29),
+        "{:?}",
+        started.elapsed()
+    );
+    terminate(&mut child);
+}

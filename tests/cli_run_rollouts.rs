@@ -657,7 +657,7 @@ fn an_ab_cohort_reaches_the_candidate_and_a_sticky_user_stays_on_one_version() {
     let path = work.join("registry/deployments.yaml");
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("pause: 2s", "pause: 8s")
+        .replace("pause: 2s", "pause: 12s")
         .replace(
             "    autoRollback: true\n",
             "    autoRollback: true\n    match:\n      - header: x-cohort\n        value: beta\n    stickyBy:\n      header: x-user\n",

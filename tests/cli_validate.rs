@@ -11,7 +11,7 @@ fn the_example_registry_is_valid() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout
-            .contains("✓ examples/football-frames: 18 objects in 6 files are valid"),
+            .contains("✓ examples/football-frames: 19 objects in 6 files are valid"),
         "{}",
         run.stdout
     );
@@ -300,7 +300,7 @@ fn init_scaffolds_a_registry_that_validates_and_plans_and_overwrites_nothing() {
     let validate = slipway(&["validate", "registry-repo/registry"], dir.path());
     assert_eq!(validate.code, 0, "{}{}", validate.stdout, validate.stderr);
     assert!(
-        validate.stdout.contains("13 objects in 5 files are valid"),
+        validate.stdout.contains("14 objects in 5 files are valid"),
         "{}",
         validate.stdout
     );

@@ -187,7 +187,7 @@ fn the_image_builds_from_the_test_binary_and_runs_validate_and_plan() {
         &["slipway", "validate", "/examples/football-frames"],
     );
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("18 objects in 6 files are valid"), "{out}");
+    assert!(out.contains("19 objects in 6 files are valid"), "{out}");
 
     // A mounted checkout belongs to another user; the plan still reads it.
     let repo = pull_request();

@@ -90,7 +90,7 @@ fn the_rendered_chart_installs_on_a_real_api_server_and_its_roles_mean_what_they
         ("ValidatingWebhookConfiguration", 1),
         ("MutatingWebhookConfiguration", 1),
         // The default policy set, governing every namespace without policies of its own.
-        ("PromotionPolicy", 9),
+        ("PromotionPolicy", 10),
     ] {
         assert_eq!(
             kinds.iter().filter(|k| **k == kind).count(),

@@ -41,7 +41,7 @@ fn the_crds_are_accepted_and_serve_the_example_registry() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let run = api.kubectl(&["apply", "-f", &examples.to_string_lossy()], "admin");
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert_eq!(run.stdout.matches("created").count(), 18, "{}", run.stdout);
+    assert_eq!(run.stdout.matches("created").count(), 19, "{}", run.stdout);
 
     // Printer columns and short names.
     let run = api.kubectl(&["get", "malias"], "admin");

@@ -716,3 +716,149 @@ fn a_label_registered_again_with_another_artifact_is_not_served() {
         "the Deployment was healed to the new artifact"
     );
 }
+
+/// A soak in a cluster: staging moves to 8 and production asks for 8 at once; the move is held,
+/// saying until when, and is made by itself when the soak ends — nothing else changes, and the
+/// usual look at a held move is a minute away.
+#[test]
+fn a_production_move_waits_out_the_soak_in_staging_and_is_made_when_it_ends() {
+    let (api, _kubelet) = setup();
+    let controller = Controller::start(&api, "controller-a");
+    wait_serving(&api, &controller, "7");
+    let soak = r#"---
+apiVersion: slipway.dev/v1alpha1
+kind: ModelAlias
+metadata: {name: pitch-frames-staging}
+spec: {model: pitch-frames, alias: staging, version: "7"}
+---
+apiVersion: slipway.dev/v1alpha1
+kind: PromotionPolicy
+metadata: {name: soak}
+spec:
+  match: {kinds: [ModelAlias], aliases: [production], operations: [create, update]}
+  rules:
+    - name: soaked-in-staging
+      expression: >-
+        !has(model.soak) ||
+        (change.rollback && !candidate.serving.rollbacks.exists(r, r.alias == change.alias)) ||
+        (candidate.servedIn(model.soak.alias) >= duration(model.soak.duration) &&
+          !candidate.serving.rollbacks.exists(r, r.alias == model.soak.alias))
+"#;
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", soak);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let patch = r#"{"spec":{"soak":{"alias":"staging","duration":"8s"}}}"#;
+    let run = api.kubectl(
+        &[
+            "patch",
+            "rmodel",
+            "pitch-frames",
+            "--type=merge",
+            "-p",
+            patch,
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let resolved = |alias: &str| get(&api, &["malias", alias], "{.status.resolvedVersion}");
+    until(&api, &controller, Duration::from_secs(30), || {
+        (resolved("pitch-frames-staging") == "7").then_some(())
+    });
+    let run = api.kubectl(
+        &[
+            "patch",
+            "malias",
+            "pitch-frames-staging",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"version":"8"}}"#,
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    until(&api, &controller, Duration::from_secs(30), || {
+        (resolved("pitch-frames-staging") == "8").then_some(())
+    });
+    let staged = std::time::Instant::now();
+    move_alias(&api, "8");
+    let held = held_message(&api, &controller);
+    assert!(
+        held.contains("held: denied by soak/soaked-in-staging until "),
+        "{held}"
+    );
+    assert_eq!(resolved("pitch-frames-production"), "7");
+    until(&api, &controller, Duration::from_secs(30), || {
+        (resolved("pitch-frames-production") == "8").then_some(())
+    });
+    assert!(
+        staged.elapsed() >= Duration::from_secs(7),
+        "{:?}",
+        staged.elapsed()
+    );
+    let history = get(
+        &api,
+        &["malias", "pitch-frames-production"],
+        "{.status.history[*].to}",
+    );
+    assert_eq!(history, "7 8");
+}
+
+/// A move the alias reconciler finds inside a freeze (admitted before it started, or, as here,
+/// without the webhook) is held, saying until when, and made when the freeze ends — with
+/// nothing else changing. The freeze is the minute the move is asked for in.
+#[test]
+fn a_pending_move_is_held_through_a_freeze_and_made_when_it_ends() {
+    let (api, _kubelet) = setup();
+    let controller = Controller::start(&api, "controller-a");
+    wait_serving(&api, &controller, "7");
+    // A freeze of the current minute (early in it: 35 s or more of it left), starting daily.
+    eventually(Duration::from_secs(70), || {
+        let s = chrono::Utc::now().timestamp() % 60;
+        (1..=25).contains(&s).then_some(())
+    });
+    let minute = chrono::Utc::now();
+    let freeze = format!(
+        "---\napiVersion: slipway.dev/v1alpha1\nkind: PromotionPolicy\nmetadata: {{name: freeze}}\nspec:\n  match: {{kinds: [ModelAlias], aliases: [production], operations: [update]}}\n  windows:\n    - {{name: this-minute, effect: deny, schedule: \"{} {} * * *\", duration: 1m, message: Frozen.}}\n",
+        minute.format("%M"),
+        minute.format("%H")
+    );
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &freeze);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let asked = chrono::Utc::now();
+    move_alias(&api, "8");
+    let held = held_message(&api, &controller);
+    assert!(
+        held.contains("held: denied by freeze/window until "),
+        "{held}"
+    );
+    until(&api, &controller, Duration::from_secs(75), || {
+        (get(
+            &api,
+            &["malias", "pitch-frames-production"],
+            "{.status.resolvedVersion}",
+        ) == "8")
+            .then_some(())
+    });
+    let moved = get(
+        &api,
+        &["malias", "pitch-frames-production"],
+        "{.status.history[-1:].at}",
+    );
+    let moved = chrono::DateTime::parse_from_rfc3339(&moved).unwrap();
+    let opened = asked.timestamp() - asked.timestamp() % 60 + 60;
+    assert!(
+        moved.timestamp() >= opened && moved.timestamp() < opened + 15,
+        "moved at {moved}, the freeze ended at {opened}"
+    );
+}
+
+/// The production alias's status message once it says the move is held.
+fn held_message(api: &ApiServer, controller: &Controller) -> String {
+    until(api, controller, Duration::from_secs(30), || {
+        let m = get(
+            api,
+            &["malias", "pitch-frames-production"],
+            "{.status.conditions[0].message}",
+        );
+        m.contains(" held: ").then_some(m)
+    })
+}

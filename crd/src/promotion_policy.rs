@@ -34,6 +34,48 @@ pub struct PromotionPolicySpec {
     /// Sign-offs every matched change needs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<ApprovalRequirement>,
+    /// When the matched changes may be made: with `allow` windows, only inside one of them;
+    /// never inside a `deny` window (a freeze). A change asked for outside is refused, saying
+    /// the next opening; an alias move still pending when a window closes is held until then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+}
+
+/// A recurring time the matched changes may (`allow`) or may not (`deny`) be made.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    /// Name, for messages, e.g. `business-hours` or `year-end-freeze`.
+    pub name: String,
+    /// When it opens: a cron schedule of five fields (minute, hour, day of month, month, day
+    /// of week), e.g. `0 9 * * 1-5`.
+    pub schedule: String,
+    /// How long it stays open after each start, e.g. `8h` or `14d`.
+    pub duration: String,
+    /// The time zone the schedule is read in (an IANA name such as `Europe/Berlin`); UTC when
+    /// unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// `allow` or `deny`.
+    pub effect: WindowEffect,
+    /// Why, for people (shown when it holds a change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Sign-offs that let a change through while this window holds it (e.g. an incident
+    /// commander's).
+    #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    pub override_: Option<ApprovalRequirement>,
+}
+
+/// What a window does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowEffect {
+    /// Changes may be made only inside allow windows.
+    #[default]
+    Allow,
+    /// No change is made inside: a freeze.
+    Deny,
 }
 
 /// Change selector. Every non-empty list must contain the change's value.

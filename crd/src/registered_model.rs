@@ -42,6 +42,21 @@ pub struct RegisteredModelSpec {
     /// Where to send events about this model.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<Notification>,
+    /// How long a version must serve in an earlier stage, without a rollback there, before it
+    /// moves on; policies read it as `model.soak` (the default set holds production moves to
+    /// it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<Soak>,
+}
+
+/// A stage a version serves in first, and for how long.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Soak {
+    /// The alias it serves in first, e.g. `staging`.
+    pub alias: String,
+    /// How long it must have served there, e.g. `24h`.
+    pub duration: String,
 }
 
 /// An evaluation suite run on every new version.

@@ -11,8 +11,10 @@ use crate::decide::files;
 use crate::decide::plan::{self, PlanInputs, Rev, render};
 use crate::decide::policy::approvals::{Review, SignOffs};
 use crate::decide::promotion::Served;
+use crate::decide::promotion::stages::Histories;
 use crate::edges::source::dir;
 use crate::edges::source::git::{GitRepo, Revision};
+use slipway_crd::model_alias::{AliasDecision, AliasMove};
 
 fn read_reviews(path: &Path) -> anyhow::Result<Vec<Review>> {
     let text = std::fs::read_to_string(path)
@@ -221,6 +223,166 @@ fn served_before(
     served
 }
 
+/// The recorded moves of the aliases of each model whose alias the change moves, by (namespace,
+/// model) — what a soak reads: `slipway run`'s record when `--results` is its address (its
+/// `/api/v1/aliases`), else each alias file's history on the base branch (first parent), a move
+/// dated by the commit that brought it (when it landed; a label registered again with another
+/// artifact cannot be told apart there).
+fn histories(
+    repo: &GitRepo,
+    base_rev: &Revision,
+    base: &Catalog,
+    head: &Catalog,
+    results: Option<&str>,
+) -> anyhow::Result<BTreeMap<(String, String), Histories>> {
+    let mut wanted: Vec<(String, String)> = head
+        .objects()
+        .iter()
+        .filter_map(|o| match &o.resource {
+            Resource::ModelAlias(a) => {
+                let before = base.get(&o.key).and_then(|b| match &b.resource {
+                    Resource::ModelAlias(old) => Some(old.spec.version.clone()),
+                    _ => None,
+                });
+                (before.as_deref() != Some(a.spec.version.as_str()))
+                    .then(|| (o.key.namespace.clone(), a.spec.model.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let recorded = match results {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Some(fetch_alias_statuses(url)?)
+        }
+        _ => None,
+    };
+    let mut out = BTreeMap::new();
+    for (ns, model) in wanted {
+        let mut histories = Histories::new();
+        for alias in base.alias_names(&ns, &model) {
+            let Some(o) = base.alias_object(&ns, &model, alias) else {
+                continue;
+            };
+            let moves = match &recorded {
+                Some(r) => r
+                    .get(&(ns.clone(), o.key.name.clone()))
+                    .cloned()
+                    .unwrap_or_default(),
+                None => moves_in_git(
+                    repo,
+                    (base_rev, base),
+                    &o.origin.file,
+                    &o.key,
+                    &model,
+                    alias,
+                ),
+            };
+            histories.insert(alias.to_string(), moves);
+        }
+        out.insert((ns, model), histories);
+    }
+    Ok(out)
+}
+
+/// The recorded moves of every alias a running `slipway run --listen` keeps, by (namespace,
+/// object name).
+fn fetch_alias_statuses(base: &str) -> anyhow::Result<BTreeMap<(String, String), Vec<AliasMove>>> {
+    let url = format!("{}/api/v1/aliases", base.trim_end_matches('/'));
+    let mut response = ureq::get(&url).call().map_err(|e| {
+        anyhow::anyhow!("--results {url}: {e}; is `slipway run --listen` running there?")
+    })?;
+    let text = response.body_mut().read_to_string()?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("--results {url} did not answer with a JSON list: {e}"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let key = (
+                row["namespace"].as_str()?.to_string(),
+                row["name"].as_str()?.to_string(),
+            );
+            let history = serde_json::from_value(row["status"]["history"].clone()).ok()?;
+            Some((key, history))
+        })
+        .collect())
+}
+
+/// An alias's moves as its file's history on the base branch tells them, oldest first: each
+/// version it named, from the commit that brought it (read back until the alias is not there,
+/// or is of another model or alias name).
+fn moves_in_git(
+    repo: &GitRepo,
+    (base_rev, base): (&Revision, &Catalog),
+    file: &str,
+    key: &ObjectKey,
+    model: &str,
+    alias: &str,
+) -> Vec<AliasMove> {
+    let Ok(states) = repo.file_states(base_rev, file, ALIAS_HISTORY_COMMITS) else {
+        return Vec::new();
+    };
+    let mut named: Vec<(chrono::DateTime<chrono::Utc>, String, Option<String>)> = Vec::new();
+    for (commit, at, content) in states {
+        let then = objects_of(file, content)
+            .into_iter()
+            .find(|o| o.key == *key)
+            .and_then(|o| match o.resource {
+                Resource::ModelAlias(a) => Some(a.spec.clone()),
+                _ => None,
+            });
+        let Some(then) = then.filter(|t| t.model == model && t.alias == alias) else {
+            break;
+        };
+        let digest = digest_at(repo, base, &commit, &key.namespace, model, &then.version);
+        named.push((at, then.version, digest));
+    }
+    named.reverse();
+    named.dedup_by(|later, earlier| (&later.1, &later.2) == (&earlier.1, &earlier.2));
+    named
+        .into_iter()
+        .map(|(at, to, digest)| AliasMove {
+            from: None,
+            to,
+            artifact_digest: digest,
+            by: None,
+            at: Some(at),
+            revision: None,
+            decision: AliasDecision::Allowed,
+            message: None,
+        })
+        .collect()
+}
+
+/// The artifact digest version `version` of `model` had at `commit`, read from the file that
+/// holds it on the base branch (None: not registered there then).
+fn digest_at(
+    repo: &GitRepo,
+    base: &Catalog,
+    commit: &str,
+    ns: &str,
+    model: &str,
+    version: &str,
+) -> Option<String> {
+    let file = base.version(ns, model, version).and_then(|v| {
+        base.get(&ObjectKey {
+            kind: slipway_crd::Kind::ModelVersion,
+            namespace: ns.to_string(),
+            name: v.metadata.name.clone()?,
+        })
+    })?;
+    let path = file.origin.file.to_string();
+    objects_of(&path, repo.file_at(commit, &path)?)
+        .into_iter()
+        .find_map(|o| match &o.resource {
+            Resource::ModelVersion(v) if v.spec.model == model && v.spec.version == version => {
+                Some(v.spec.artifact.digest.clone())
+            }
+            _ => None,
+        })
+}
+
 /// The declared digests (artifacts, datasets) of `catalog`, a registry at `registry` in the
 /// repository, that the revision's files (`listing`) do not match. A file the revision does not
 /// hold is not verified here (it may be produced later); `slipway run` verifies it before
@@ -299,6 +461,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<i32> {
         now: args.now.unwrap_or_else(chrono::Utc::now),
         kubernetes: None,
         served: served_before(&repo, &base_rev, &base, &head),
+        histories: histories(&repo, &base_rev, &base, &head, args.results.as_deref())?,
         files: Some(files),
     };
     let mut plan = plan::plan(&base, &head, &inputs);

@@ -318,6 +318,22 @@ fn change(req: &Request, cluster: &Cluster, now: DateTime<Utc>) -> Verdict {
     if change.decision.allowed {
         return Verdict::Allowed(warnings);
     }
+    // Denied only until a time (a soak that ends): admitted, and the alias reconciler holds
+    // the move until then and makes it (as `slipway plan` lets such a pull request merge).
+    if let Some(t) = change.decision.opens_at.filter(|_| change.decision.held()) {
+        let by: Vec<String> = change
+            .decision
+            .denying_rules()
+            .map(|r| format!("{}/{}", r.policy, r.name))
+            .collect();
+        warnings.push(format!(
+            "{}: held until {} by {}; the controller makes the move then",
+            who(req),
+            t.format("%Y-%m-%d %H:%M UTC"),
+            by.join(", ")
+        ));
+        return Verdict::Allowed(warnings);
+    }
     let shown = spec_change(req, &key, &base, &head);
     Verdict::Denied(denial(req, change, &subject, &shown, &bound.ignored))
 }
@@ -397,6 +413,11 @@ fn plan_inputs(
                 [(key.clone(), crate::promotion::served(&h))].into()
             })
             .unwrap_or_default(),
+        histories: [(
+            (req.namespace.clone(), model.to_string()),
+            crate::promotion::stages::cluster_histories(base, &req.namespace, model),
+        )]
+        .into(),
         files: None,
     }
 }
@@ -485,3 +506,7 @@ mod approvals;
 mod lifecycle;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "soak_tests.rs"]
+mod soak_tests;

@@ -4,7 +4,7 @@ use super::*;
 pub(super) struct Namespace {
     pub(super) objects: Vec<Value>,
     view: View,
-    approvals: Vec<Approval>,
+    pub(super) approvals: Vec<Approval>,
     bounds: crate::bounds::Bounds,
 }
 

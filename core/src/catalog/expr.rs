@@ -9,7 +9,9 @@ use cel::{Context, IdedExpr, Program, Value};
 pub const VARIABLES: [&str; 6] = ["change", "candidate", "current", "model", "request", "now"];
 
 /// Functions and macros of the CEL standard library that Slipway's evaluator provides.
-const FUNCTIONS: [&str; 28] = [
+const FUNCTIONS: [&str; 29] = [
+    // Slipway's own (see `policy`): how long the candidate served in an alias.
+    "servedIn",
     "size",
     "contains",
     "startsWith",

@@ -9,6 +9,7 @@ pub mod rules;
 pub mod schema;
 pub mod validate;
 pub mod view;
+pub mod windows;
 pub mod yaml;
 
 #[cfg(test)]

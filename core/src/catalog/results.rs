@@ -236,6 +236,19 @@ pub fn model(m: &RegisteredModel) -> Value {
             serde_json::to_value(p).unwrap_or(Value::Null),
         );
     }
+    if let (Some(soak), Some(o)) = (&m.spec.soak, out.as_object_mut()) {
+        o.insert(
+            "soak".into(),
+            // As CEL's `duration()` reads it (`7d` is not CEL), beside what was written.
+            json!({
+                "alias": soak.alias,
+                "duration": crate::duration::parse(&soak.duration)
+                    .map(|d| format!("{}s", d.as_secs()))
+                    .unwrap_or_default(),
+                "written": soak.duration,
+            }),
+        );
+    }
     out
 }
 

@@ -17,6 +17,9 @@ pub struct CompiledPolicy {
     pub spec: PromotionPolicySpec,
     /// One compiled expression per rule, in order.
     pub(crate) rules: Vec<CompiledExpr>,
+    /// Its windows, each compiled or why it does not read (validation reports that; a policy
+    /// with a window that does not read holds every change it matches).
+    pub(crate) windows: Vec<Result<super::windows::Compiled, String>>,
 }
 
 impl CompiledPolicy {
@@ -34,12 +37,26 @@ impl CompiledPolicy {
                 Err(e) => errors.push((i, e)),
             }
         }
+        let windows = spec
+            .windows
+            .iter()
+            .map(|w| {
+                super::windows::compile(w).map_err(|e| {
+                    let why: Vec<String> = e
+                        .into_iter()
+                        .map(|(f, why)| format!("{f}: {why}"))
+                        .collect();
+                    format!("window `{}` does not read: {}", w.name, why.join("; "))
+                })
+            })
+            .collect();
         if errors.is_empty() {
             Ok(CompiledPolicy {
                 name: name.to_string(),
                 namespace: namespace.to_string(),
                 spec: spec.clone(),
                 rules,
+                windows,
             })
         } else {
             Err(errors)

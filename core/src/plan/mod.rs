@@ -4,10 +4,12 @@
 
 mod diff;
 mod files;
+mod identity;
 mod immutability;
 pub mod render;
 mod rollouts;
 mod secrets;
+mod soak;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,14 +24,16 @@ use crate::catalog::{Catalog, Object, ObjectKey, Resource};
 use crate::diagnostics::Diagnostic;
 use crate::policy::approvals::SignOffs;
 use crate::policy::{ChangeFacts, Decision, DecisionInput, Requester};
+use crate::promotion::stages::{self, Histories};
 pub use diff::diff;
 pub use files::Files;
 use files::file_changes;
+pub use identity::KubeIdentity;
 use immutability::{immutability, relabelled};
-use rollouts::rollout;
+use rollouts::{rollout, warnings_of};
 
 /// A revision a plan compares.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Rev {
     /// The name given (`main`, `HEAD`).
     #[serde(skip)]
@@ -117,6 +121,14 @@ pub struct Summary {
     pub delete: usize,
     /// Changes denied or awaiting approval.
     pub denied: usize,
+    /// Changes denied only until a time, when they become allowed by themselves (a soak that
+    /// ends): not a reason to hold the merge, the reconciler makes them then.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A plan.
@@ -169,6 +181,7 @@ impl Plan {
 }
 
 /// Everything a plan needs besides the two catalogs.
+#[derive(Default)]
 pub struct PlanInputs {
     /// Base revision.
     pub base: Rev,
@@ -186,38 +199,12 @@ pub struct PlanInputs {
     /// in git the versions its file named on the base branch. A move back to one of them is a
     /// rollback (`change.rollback`).
     pub served: BTreeMap<ObjectKey, crate::promotion::Served>,
+    /// The recorded moves of each model's aliases, by (namespace, model): the serving record a
+    /// soak reads (`candidate.servedIn`).
+    pub histories: BTreeMap<(String, String), Histories>,
     /// The repository's files at both revisions (git mode): a change to a file a spec uses is a
     /// change of that spec. None where specs cannot name files (a cluster).
     pub files: Option<Files>,
-}
-
-/// Who is who in Kubernetes mode (the admission webhook): the requesting user's groups from
-/// `request.userInfo`, and each approver's groups as stamped on their `Approval`.
-#[derive(Clone, Debug, Default)]
-pub struct KubeIdentity {
-    /// The requesting user's groups.
-    pub groups: Vec<String>,
-    /// Approver → groups.
-    pub approvers: std::collections::BTreeMap<String, Vec<String>>,
-}
-
-impl KubeIdentity {
-    /// The people known to be in group `g`: Kubernetes has no list of a group's members, so they
-    /// are the approvers whose stamped groups include it, and the requester (if known).
-    pub fn members(&self, g: &str, requester: Option<&str>) -> Vec<String> {
-        let mut who: Vec<String> = self
-            .approvers
-            .iter()
-            .filter(|(_, groups)| groups.iter().any(|x| x == g))
-            .map(|(u, _)| u.clone())
-            .collect();
-        if let Some(user) = requester
-            && self.groups.iter().any(|x| x == g)
-        {
-            who.push(user.to_string());
-        }
-        who
-    }
 }
 
 /// Computes the plan from `base` to `head`. Policies and groups come from `base`.
@@ -293,8 +280,10 @@ pub fn plan(base: &Catalog, head: &Catalog, inputs: &PlanInputs) -> Plan {
             Operation::Update => summary.update += 1,
             Operation::Delete => summary.delete += 1,
         }
-        if !c.decision.allowed {
-            summary.denied += 1;
+        match (c.decision.allowed, c.decision.held()) {
+            (true, _) => {}
+            (false, true) => summary.held += 1,
+            (false, false) => summary.denied += 1,
         }
     }
     Plan {
@@ -365,7 +354,23 @@ fn change(
             .group(base.policies.governing(ns), g)
             .map(|g| g.spec.members.clone()),
     };
-    let decision = base.policies.decide(&input, &inputs.signoffs, &members);
+    let mut decision = base.policies.decide(&input, &inputs.signoffs, &members);
+    // A soak: what is left, and when the move is allowed if nothing else changes.
+    if let (Some((record, digest)), Some(name), Some(to)) =
+        (&about.serving, model.as_deref(), &about.to)
+    {
+        let at = (ns, name);
+        soak::explain(
+            &mut decision,
+            base,
+            inputs,
+            &input,
+            &members,
+            at,
+            (to, digest),
+            record,
+        );
+    }
     let mut warnings = about.warnings;
     // In git mode the author comes from `--author`: without it, `excludeAuthor` excludes no one.
     if inputs.kubernetes.is_none() && inputs.signoffs.author.is_none() {
@@ -418,6 +423,8 @@ struct About {
     rollback: bool,
     rollouts: Vec<Rollout>,
     warnings: Vec<String>,
+    /// An alias move's candidate: its serving record now, and its artifact digest.
+    serving: Option<(stages::Record, String)>,
 }
 
 /// The two catalogs a change is between, in the change's namespace.
@@ -457,6 +464,13 @@ impl Between<'_> {
         };
         if let Some(t) = &about.to {
             about.candidate = self.version_json(self.head, &a.spec.model, t);
+            if let Some(v) = self.head.version(self.ns, &a.spec.model, t) {
+                let digest = v.spec.artifact.digest.clone();
+                let at = (self.ns, a.spec.model.as_str());
+                let record = self.inputs.record(at, t, &digest, self.inputs.now);
+                about.candidate = stages::with_record(about.candidate, &record);
+                about.serving = Some((record, digest));
+            }
             if about.from.as_ref() != Some(t) {
                 let following =
                     self.head
@@ -563,28 +577,6 @@ impl Between<'_> {
             },
         }
     }
-}
-
-/// A deployment's analysis its target cannot measure, named for the plan.
-fn warnings_of(d: &slipway_crd::model_deployment::ModelDeployment) -> Vec<String> {
-    let ns = d
-        .metadata
-        .namespace
-        .as_deref()
-        .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
-    let name = d.metadata.name.as_deref().unwrap_or("?");
-    let mut out: Vec<String> = crate::rollout::analysis::unmeasured(&d.spec)
-        .into_iter()
-        .collect();
-    if let Some((weight, replicas, pods)) = crate::rollout::replicas::surge(&d.spec) {
-        out.push(format!(
-            "the {weight}% step runs {pods} pods on a target of {replicas} replicas, to hold the candidate's one pod to its share; set replicas to at least {} to avoid it",
-            100u32.div_ceil(weight)
-        ));
-    }
-    out.into_iter()
-        .map(|why| format!("ModelDeployment {ns}/{name}: {why}"))
-        .collect()
 }
 
 /// Renders an optional JSON value compactly.

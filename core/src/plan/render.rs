@@ -71,9 +71,13 @@ pub fn text(plan: &Plan) -> String {
         text_decision(&mut out, c);
     }
     let s = &plan.summary;
+    let held = match s.held {
+        0 => String::new(),
+        n => format!(" {n} held until a soak ends, then made by the reconciler."),
+    };
     let _ = writeln!(
         out,
-        "\nPlan: {} to create, {} to update, {} to delete; {} denied or awaiting approval.",
+        "\nPlan: {} to create, {} to update, {} to delete; {} denied or awaiting approval.{held}",
         s.create, s.update, s.delete, s.denied
     );
     out
@@ -148,7 +152,7 @@ fn text_decision(out: &mut String, c: &Change) {
         }
     }
     if !c.decision.rules.is_empty() || !c.decision.approvals.is_empty() {
-        let _ = writeln!(out, "      ⇒ {}", c.decision.summary());
+        let _ = writeln!(out, "      ⇒ {}", c.decision.verdict());
     }
 }
 
@@ -240,7 +244,7 @@ fn render_comment(plan: &Plan, shown: usize, details: bool) -> String {
             serde_json::json!({
                 "headline": headline(c),
                 "allowed": c.decision.allowed,
-                "summary": c.decision.summary(),
+                "summary": c.decision.verdict(),
                 "fields": c.fields.iter().map(|f| format!("`{}`: {} → {}", f.path, show(f.old.as_ref()), show(f.new.as_ref()))).collect::<Vec<_>>(),
                 "rollouts": c.rollouts.iter().map(|r| serde_json::json!({"deployment": r.deployment, "target": r.target, "strategy": r.strategy, "analysis": r.analysis, "aws": r.aws})).collect::<Vec<_>>(),
                 "warnings": c.warnings,

@@ -319,3 +319,25 @@ fn judged_by(s: &slipway_crd::model_deployment::Strategy) -> Vec<String> {
     }
     out
 }
+
+/// A deployment's analysis its target cannot measure, named for the plan.
+pub(super) fn warnings_of(d: &slipway_crd::model_deployment::ModelDeployment) -> Vec<String> {
+    let ns = d
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(crate::catalog::object::DEFAULT_NAMESPACE);
+    let name = d.metadata.name.as_deref().unwrap_or("?");
+    let mut out: Vec<String> = crate::rollout::analysis::unmeasured(&d.spec)
+        .into_iter()
+        .collect();
+    if let Some((weight, replicas, pods)) = crate::rollout::replicas::surge(&d.spec) {
+        out.push(format!(
+            "the {weight}% step runs {pods} pods on a target of {replicas} replicas, to hold the candidate's one pod to its share; set replicas to at least {} to avoid it",
+            100u32.div_ceil(weight)
+        ));
+    }
+    out.into_iter()
+        .map(|why| format!("ModelDeployment {ns}/{name}: {why}"))
+        .collect()
+}

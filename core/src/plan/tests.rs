@@ -48,9 +48,7 @@ fn inputs(results_yaml: Option<&str>, approvers: &[&str]) -> PlanInputs {
         now: chrono::Utc
             .with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
             .unwrap(),
-        kubernetes: None,
-        served: Default::default(),
-        files: None,
+        ..PlanInputs::default()
     }
 }
 

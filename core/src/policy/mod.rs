@@ -4,6 +4,7 @@
 
 pub mod approvals;
 pub mod binding;
+pub mod windows;
 
 use std::collections::BTreeMap;
 
@@ -47,6 +48,51 @@ impl CompiledPolicy {
             && aliases
             && fields
             && (m.operations.is_empty() || m.operations.contains(&change.operation))
+    }
+}
+
+impl CompiledPolicy {
+    /// The rule its windows make of a change at `now` ([`windows::rule`]); a window that does
+    /// not read holds the change (fail closed).
+    fn window_rule(
+        &self,
+        now: DateTime<Utc>,
+        approvals: Option<(&SignOffs, &Members<'_>)>,
+    ) -> RuleResult {
+        let broken: Vec<&String> = self
+            .windows
+            .iter()
+            .filter_map(|w| w.as_ref().err())
+            .collect();
+        if !broken.is_empty() {
+            let why: Vec<&str> = broken.iter().map(|s| s.as_str()).collect();
+            return RuleResult {
+                policy: self.name.clone(),
+                name: "window".into(),
+                effect: Effect::Deny,
+                passed: false,
+                message: format!("{} (fail closed)", why.join("; ")),
+                values: BTreeMap::new(),
+                expression: String::new(),
+            };
+        }
+        let compiled: Vec<crate::catalog::windows::Compiled> = self
+            .windows
+            .iter()
+            .filter_map(|w| w.as_ref().ok().cloned())
+            .collect();
+        windows::rule(&self.name, &compiled, now, approvals)
+    }
+
+    /// When its windows next let a change through, at or after `t` (None: no windows, or none
+    /// within a year).
+    pub fn next_opening(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let compiled: Vec<crate::catalog::windows::Compiled> = self
+            .windows
+            .iter()
+            .filter_map(|w| w.as_ref().ok().cloned())
+            .collect();
+        (!compiled.is_empty()).then(|| crate::catalog::windows::next_opening(&compiled, t))?
     }
 }
 
@@ -152,6 +198,10 @@ pub struct Decision {
     pub rules: Vec<RuleResult>,
     /// Every approval requirement of every matching policy.
     pub approvals: Vec<ApprovalResult>,
+    /// When a denied change becomes allowed without anything else changing (a soak that ends),
+    /// if it does.
+    #[serde(skip_serializing_if = "Option::is_none", rename = "opensAt")]
+    pub opens_at: Option<DateTime<Utc>>,
 }
 
 impl Decision {
@@ -160,6 +210,36 @@ impl Decision {
         self.rules
             .iter()
             .filter(|r| !r.passed && r.effect == Effect::Deny)
+    }
+
+    /// Denied now, but allowed later by time alone — and not by a window: a move held by a soak
+    /// is admitted and made when the soak ends, one outside its windows is refused until they
+    /// open (a reconciler still holds a pending move until [`Decision::opens_at`] either way).
+    pub fn held(&self) -> bool {
+        !self.allowed
+            && self.opens_at.is_some()
+            && !self
+                .denying_rules()
+                .any(|r| r.name == "window" && r.expression.is_empty())
+    }
+
+    /// The summary, or for a change [`Decision::held`] when and by what: `held until
+    /// 2026-12-08 14:00 UTC by production/soaked-in-staging; the reconciler makes it then`.
+    pub fn verdict(&self) -> String {
+        match self.opens_at.filter(|_| self.held()) {
+            Some(t) => {
+                let by: Vec<String> = self
+                    .denying_rules()
+                    .map(|r| format!("{}/{}", r.policy, r.name))
+                    .collect();
+                format!(
+                    "held until {} by {}; the reconciler makes it then",
+                    t.format("%Y-%m-%d %H:%M UTC"),
+                    by.join(", ")
+                )
+            }
+            None => self.summary(),
+        }
     }
 
     /// Approval requirements not met yet.
@@ -177,10 +257,13 @@ impl Decision {
             .missing_approvals()
             .map(|a| format!("{} ({}/{})", a.name, a.have, a.required))
             .collect();
+        let until = self.opens_at.map_or(String::new(), |t| {
+            format!(" until {}", t.format("%Y-%m-%d %H:%M UTC"))
+        });
         match (denied.is_empty(), waiting.is_empty()) {
             (true, true) => "allowed".to_string(),
-            (false, _) => format!("denied by {}", denied.join(", ")),
-            (true, false) => format!("awaiting approval: {}", waiting.join(", ")),
+            (false, _) => format!("denied by {}{until}", denied.join(", ")),
+            (true, false) => format!("awaiting approval: {}{until}", waiting.join(", ")),
         }
     }
 }
@@ -198,6 +281,21 @@ impl PolicySet {
         } else {
             self.fallback.as_deref().unwrap_or(DEFAULT_POLICY_NAMESPACE)
         }
+    }
+
+    /// When the windows of the policies matching `change` next let it through, at or after `t`:
+    /// the latest of their next openings (None: no matching policy has windows, or one does not
+    /// open within a year).
+    pub fn windows_open(&self, change: &ChangeFacts, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let governing = self.governing(&change.namespace);
+        let mut latest = None;
+        for p in self.policies.iter() {
+            if p.namespace == governing && !p.windows.is_empty() && p.matches(change) {
+                let opens = p.next_opening(t)?;
+                latest = Some(latest.map_or(opens, |l: DateTime<Utc>| l.max(opens)));
+            }
+        }
+        latest
     }
 
     /// Decides one change: every rule and every approval requirement of the matching policies.
@@ -266,6 +364,11 @@ impl PolicySet {
                     expression: rule.expression.trim().to_string(),
                 });
             }
+            if !policy.windows.is_empty() {
+                decision
+                    .rules
+                    .push(policy.window_rule(input.now, approvals));
+            }
             if let Some((signoffs, members)) = approvals {
                 for req in &policy.spec.approvals {
                     decision.approvals.push(approvals::evaluate(
@@ -295,7 +398,31 @@ fn build_context(input: &DecisionInput) -> Context<'static, 'static> {
     ctx.add_variable_from_value("model", json(&input.model));
     ctx.add_variable_from_value("request", json(&request));
     ctx.add_variable_from_value("now", Value::Timestamp(input.now.fixed_offset()));
+    // Cannot fail: a name of the standard library would be a conflict, and this one is not.
+    let _ = ctx.add_function("servedIn", served_in);
     ctx
+}
+
+/// `candidate.servedIn("staging")`: how long the candidate served in an alias, with the artifact
+/// it has now (a duration; zero when it never did) — its `serving.served` record.
+fn served_in(
+    cel::extractors::This(this): cel::extractors::This<Value>,
+    alias: std::sync::Arc<String>,
+) -> Value {
+    use cel::objects::KeyRef;
+    let field = |v: &Value, k: &str| match v {
+        Value::Map(m) => m.get(&KeyRef::String(k)).cloned(),
+        _ => None,
+    };
+    let seconds = field(&this, "serving")
+        .and_then(|s| field(&s, "served"))
+        .and_then(|s| field(&s, alias.as_str()));
+    let seconds = match seconds {
+        Some(Value::Int(n)) => n,
+        Some(Value::UInt(n)) => i64::try_from(n).unwrap_or(i64::MAX),
+        _ => 0,
+    };
+    Value::Duration(chrono::Duration::seconds(seconds))
 }
 
 /// When a rule that failed read an evaluation of the candidate that has not finished, what to

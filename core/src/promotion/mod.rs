@@ -15,6 +15,8 @@ use crate::events::Event;
 use crate::policy::approvals::SignOffs;
 use crate::policy::{ChangeFacts, DecisionInput, Members, Requester, RuleResult};
 
+pub mod stages;
+
 const FINISHED: [EvaluationPhase; 2] = [EvaluationPhase::Succeeded, EvaluationPhase::Failed];
 
 /// Where an alias move stands, by the data rules of the policies.
@@ -56,6 +58,8 @@ pub struct Baselines<'a> {
     pub aliases: &'a dyn Fn(&str) -> Option<String>,
     /// Whether an evaluation is the one the home made for its suite.
     pub own: &'a dyn Fn(&slipway_crd::Evaluation) -> bool,
+    /// The recorded moves of the model's aliases (the candidate's serving record, and its soak).
+    pub histories: &'a stages::Histories,
 }
 
 /// What an alias served: versions, each with the artifact digest it had then.
@@ -165,6 +169,8 @@ pub fn promotion(
         to,
         &candidate.spec.artifact.digest,
     );
+    let digest = &candidate.spec.artifact.digest;
+    let record_at = |t| stages::Record::of(baselines.histories, to, digest, t);
     let input = DecisionInput {
         change: ChangeFacts {
             kind: Kind::ModelAlias.as_str().into(),
@@ -184,7 +190,7 @@ pub fn promotion(
             rollback,
             experiment: false,
         },
-        candidate: results::version(candidate, results),
+        candidate: stages::with_record(results::version(candidate, results), &record_at(now)),
         current: resolved
             .and_then(|r| catalog.version(ns, &a.spec.model, r))
             .map(|v| results::version(v, results))
@@ -244,8 +250,19 @@ pub fn promotion(
         };
     }
     let mut decision = catalog.policies.decide_with(&input, approvals);
+    // A soak: what is left, and when the move is allowed if nothing else changes.
+    let at = |t| {
+        let mut later = input.clone();
+        later.now = t;
+        later.candidate = stages::with_record(results::version(candidate, results), &record_at(t));
+        catalog.policies.decide_with(&later, approvals).allowed
+    };
+    let soak = stages::explain(&mut decision, model, &record_at(now), to, now);
+    decision.opens_at =
+        stages::opening(&decision, &catalog.policies, &input.change, now, soak, &at);
     for s in stale.iter().filter(|s| !again(s)) {
         decision.allowed = false;
+        decision.opens_at = None;
         decision.rules.push(s.rule(model, to));
     }
     Promotion::Decided(decision)
@@ -486,10 +503,15 @@ pub fn alias_step(
         }
         Some(Promotion::Decided(d)) => {
             why = d.summary();
+            // A soak that ends: looked at again then (a second past it), if that is sooner.
+            let opens = d
+                .opens_at
+                .and_then(|t| (t - f.now).to_std().ok())
+                .map(|w| w + std::time::Duration::from_secs(1));
             (
                 AliasStep::Held(&why),
                 Some(Event::PromotionBlocked),
-                Some(ALIAS_HELD_POLL),
+                Some(opens.map_or(ALIAS_HELD_POLL, |w| w.min(ALIAS_HELD_POLL))),
             )
         }
     };

@@ -204,6 +204,7 @@ mod rollback {
             &Baselines {
                 aliases: &aliases,
                 own: &|_| false,
+                histories: &Default::default(),
             },
         )
     }
@@ -351,5 +352,152 @@ mod rollback {
         );
         // A version no move recorded is not this check's to judge.
         assert_eq!(artifact_drift(&history, "m", "3", "sha256:ff"), None);
+    }
+}
+
+mod soak {
+    use super::super::*;
+    use crate::catalog::Resource;
+    use crate::testing::{catalog, now, registry, result};
+    use slipway_crd::model_alias::{AliasDecision, AliasMove, ModelAliasStatus};
+
+    /// Production asks for 1 while it serves 2 (1's result passes, compared against 2); the
+    /// model asks for a day in staging, where 1 has served since `seconds` ago (after 2).
+    fn decided(seconds: i64, at: chrono::DateTime<chrono::Utc>) -> crate::policy::Decision {
+        let text = registry("1").replacen(
+            "  primaryMetric:",
+            "  soak: {alias: staging, duration: 1d}\n  primaryMetric:",
+            1,
+        );
+        let cat = catalog(&format!(
+            "{text}\n---\n{}",
+            result("1", "Passed", 0.9, 0.9, "2")
+        ));
+        let mut results = Results::default();
+        results.add(cat.objects().iter().filter_map(|o| match &o.resource {
+            Resource::Evaluation(e) => Some(&**e),
+            _ => None,
+        }));
+        let alias = cat.alias("default", "m", "production").unwrap().clone();
+        let status = ModelAliasStatus {
+            resolved_version: Some("2".into()),
+            ..ModelAliasStatus::default()
+        };
+        let staged = |to: &str, ago: chrono::Duration| AliasMove {
+            to: to.into(),
+            artifact_digest: Some(format!("sha256:0{to}")),
+            at: Some(now() - ago),
+            decision: AliasDecision::Allowed,
+            ..AliasMove::default()
+        };
+        let histories: stages::Histories = [(
+            "staging".to_string(),
+            vec![
+                staged("2", chrono::Duration::days(3)),
+                staged("1", chrono::Duration::seconds(seconds)),
+            ],
+        )]
+        .into();
+        let aliases = |a: &str| (a == "production").then(|| "2".to_string());
+        let baselines = Baselines {
+            aliases: &aliases,
+            own: &|_| false,
+            histories: &histories,
+        };
+        match promotion(
+            &cat,
+            &results,
+            "default",
+            "m-production",
+            &alias,
+            &status,
+            "git",
+            at,
+            None,
+            &baselines,
+        ) {
+            Promotion::Decided(d) => d,
+            other => panic!("not decided: {other:?}"),
+        }
+    }
+
+    /// A version that served three hours of a day in staging is held, with what is left and
+    /// when the move is allowed — and the alias is looked at again then; a day later it moves.
+    #[test]
+    fn a_move_waits_out_the_soak_and_is_made_when_it_ends() {
+        let d = decided(3 * 3600, now());
+        assert!(!d.allowed);
+        let rule = d.rules.iter().find(|r| !r.passed).unwrap();
+        assert_eq!(rule.name, "soaked-in-staging");
+        assert!(
+            rule.message.ends_with(
+                "version 1 served in staging for 3h of 24h; earliest 2026-11-29 09:00 UTC"
+            ),
+            "{}",
+            rule.message
+        );
+        let opens = chrono::DateTime::parse_from_rfc3339("2026-11-29T09:00:00Z").unwrap();
+        assert_eq!(d.opens_at, Some(opens.with_timezone(&chrono::Utc)));
+        assert_eq!(
+            d.summary(),
+            "denied by production/soaked-in-staging until 2026-11-29 09:00 UTC"
+        );
+        // Looked at again when it ends, when that is sooner than the usual look.
+        let facts = |at| AliasFacts {
+            label: "m/production",
+            to: "1",
+            generation: None,
+            digest: Some("sha256:01"),
+            revision: None,
+            now: at,
+        };
+        let held = Promotion::Decided(decided(86_400 - 36, now()));
+        let step = alias_step(&ModelAliasStatus::default(), Some(&held), &facts(now()));
+        assert_eq!(step.wait, Some(std::time::Duration::from_secs(37)));
+        let step = alias_step(
+            &ModelAliasStatus::default(),
+            Some(&Promotion::Decided(d)),
+            &facts(now()),
+        );
+        assert_eq!(step.wait, Some(crate::limits::ALIAS_HELD_POLL));
+        // At the time it said, the same move is allowed.
+        let later = decided(3 * 3600, opens.with_timezone(&chrono::Utc));
+        assert!(later.allowed, "{:?}", later.rules);
+    }
+
+    /// Rolled back in staging: no wait helps, and the decision says so.
+    #[test]
+    fn a_version_rolled_back_in_staging_never_soaks() {
+        let mut d = decided(30 * 3600, now());
+        assert!(d.allowed, "served 30h of 24h: {:?}", d.rules);
+        // The same with a rollback from 1 to 2 an hour ago.
+        let text = registry("1").replacen(
+            "  primaryMetric:",
+            "  soak: {alias: staging, duration: 1d}\n  primaryMetric:",
+            1,
+        );
+        let m = catalog(&text).model("default", "m").unwrap().clone();
+        let moved = |to: &str, hours: i64| AliasMove {
+            to: to.into(),
+            artifact_digest: Some(format!("sha256:0{to}")),
+            at: Some(now() - chrono::Duration::hours(hours)),
+            decision: AliasDecision::Allowed,
+            ..AliasMove::default()
+        };
+        let h: stages::Histories = [(
+            "staging".into(),
+            vec![moved("2", 72), moved("1", 30), moved("2", 1)],
+        )]
+        .into();
+        let record = stages::Record::of(&h, "1", "sha256:01", now());
+        d.allowed = false;
+        d.rules[0].passed = false;
+        d.rules[0].expression = "candidate.servedIn(model.soak.alias) > duration(\"0s\")".into();
+        assert_eq!(stages::explain(&mut d, &m, &record, "1", now()), None);
+        assert!(
+            d.rules[0].message.contains("was rolled back there"),
+            "{}",
+            d.rules[0].message
+        );
     }
 }

@@ -87,6 +87,9 @@ pub struct GitRepo {
     path: String,
 }
 
+/// A state of a file: the commit that brought it, when that commit landed, and the content.
+pub type FileState = (String, chrono::DateTime<chrono::Utc>, Vec<u8>);
+
 impl GitRepo {
     /// Opens the repository containing `path`.
     pub fn open(path: &Path) -> Result<Self, GitError> {
@@ -173,6 +176,57 @@ impl GitRepo {
                 id.to_string(),
                 self.repo.find_blob(entry.id())?.content().to_vec(),
             ));
+        }
+        Ok(out)
+    }
+
+    /// [`GitRepo::file_history`] with, for each state of the file, the commit that brought it and
+    /// when that commit was made (its committer's time: when it landed on the branch, at the
+    /// earliest that of an older state), newest first; a state whose commit has a time out of
+    /// range is left out.
+    pub fn file_states(
+        &self,
+        rev: &Revision,
+        path: &str,
+        limit: usize,
+    ) -> Result<Vec<FileState>, GitError> {
+        let mut walk = self.repo.revwalk()?;
+        walk.simplify_first_parent()?;
+        walk.push(git2::Oid::from_str(&rev.commit)?)?;
+        // (blob, the oldest commit seen with it so far) of the state being walked through.
+        let mut run: Option<(git2::Oid, git2::Oid)> = None;
+        let mut out = Vec::new();
+        let mut close = |run: Option<(git2::Oid, git2::Oid)>| -> Result<(), GitError> {
+            if let Some((blob, commit)) = run {
+                let when = self.repo.find_commit(commit)?.committer().when();
+                if let Some(at) = chrono::DateTime::from_timestamp(when.seconds(), 0) {
+                    let content = self.repo.find_blob(blob)?.content().to_vec();
+                    out.push((commit.to_string(), at, content));
+                }
+            }
+            Ok(())
+        };
+        for id in walk.take(limit) {
+            let id = id?;
+            let tree = self.repo.find_commit(id)?.tree()?;
+            let Ok(entry) = tree.get_path(Path::new(path)) else {
+                break;
+            };
+            match &mut run {
+                Some((blob, oldest)) if *blob == entry.id() => *oldest = id,
+                _ => {
+                    close(run.take())?;
+                    run = Some((entry.id(), id));
+                }
+            }
+        }
+        close(run)?;
+        // A commit dated before an older one cannot have landed then (one dated in the future
+        // has served nothing yet: the reader counts up to its own now).
+        let mut floor = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+        for (_, at, _) in out.iter_mut().rev() {
+            *at = (*at).max(floor);
+            floor = *at;
         }
         Ok(out)
     }

@@ -5,6 +5,9 @@
 //! full synchronisation, so a process killed at any moment loses nothing it already reported and
 //! never leaves half a decision behind.
 
+mod write;
+pub use write::Write;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -140,42 +143,6 @@ pub struct DeploymentRecord {
     /// Where the local router serves it (`HOST:PORT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-}
-
-/// One write of a decision; [`Store::apply`] makes a list of them atomic.
-#[derive(Clone, Debug)]
-pub enum Write {
-    /// Replace an object's status.
-    Status {
-        /// Kind.
-        kind: String,
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-        /// Status JSON.
-        status: serde_json::Value,
-    },
-    /// Replace a deployment's record (rollout state, model, address).
-    Rollout {
-        /// Namespace.
-        namespace: String,
-        /// Deployment name.
-        name: String,
-        /// The record.
-        record: DeploymentRecord,
-    },
-    /// Insert or replace an evaluation record.
-    Evaluation(EvaluationRecord),
-    /// Append to the history.
-    History(HistoryEntry),
-    /// Forget a deployment that no longer exists: its status and rollout state.
-    ForgetDeployment {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
 }
 
 /// Filter for [`Store::history`].
@@ -320,6 +287,16 @@ impl Store {
                         "INSERT INTO rollouts (namespace, name, state) VALUES (?1, ?2, ?3)
                          ON CONFLICT (namespace, name) DO UPDATE SET state = excluded.state",
                         params![namespace, name, serde_json::to_string(record)?],
+                    )?;
+                }
+                Write::ForgetStatus {
+                    kind,
+                    namespace,
+                    name,
+                } => {
+                    tx.execute(
+                        "DELETE FROM status WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                        params![kind, namespace, name],
                     )?;
                 }
                 Write::ForgetDeployment { namespace, name } => {

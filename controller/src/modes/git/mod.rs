@@ -92,6 +92,9 @@ pub struct PassReport {
     pub stuck: Vec<String>,
     /// Evaluations that failed, as (namespace, model, version).
     pub failed_evaluations: Vec<(String, String, String)>,
+    /// The soonest time a held move becomes allowed by itself (a soak that ends): the next
+    /// pass is then, if that is sooner than the interval.
+    pub opens_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PassReport {
@@ -104,6 +107,7 @@ impl PassReport {
         self.moved.extend(later.moved);
         self.blocked = later.blocked;
         self.waiting = later.waiting;
+        self.opens_at = later.opens_at;
         self.rollout_events.extend(later.rollout_events);
         self.deploy_errors.extend(later.deploy_errors);
         self.failed_evaluations.extend(later.failed_evaluations);

@@ -61,6 +61,30 @@ impl Reconciler<'_> {
             };
             again.extend(self.promote_alias(catalog, results, &obj.key, a, out)?);
         }
+        // An alias removed from the registry is forgotten with its recorded moves: one made
+        // again under its name (perhaps as another stage) has served nothing yet.
+        let gone: Vec<Write> = self
+            .store
+            .statuses("ModelAlias")?
+            .into_iter()
+            .filter(|(ns, name, _)| {
+                catalog
+                    .get(&ObjectKey {
+                        kind: slipway_crd::Kind::ModelAlias,
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    })
+                    .is_none()
+            })
+            .map(|(namespace, name, _)| Write::ForgetStatus {
+                kind: "ModelAlias".into(),
+                namespace,
+                name,
+            })
+            .collect();
+        if !gone.is_empty() {
+            self.apply(&gone)?;
+        }
         Ok(again)
     }
 
@@ -148,9 +172,11 @@ impl Reconciler<'_> {
                 })
                 .is_none()
         };
+        let histories = self.alias_histories(catalog, ns, &a.spec.model)?;
         let baselines = promotion::Baselines {
             aliases: &aliases,
             own: &own,
+            histories: &histories,
         };
         let decided = (resolved.as_deref() != Some(to.as_str())).then(|| {
             promotion::promotion(
@@ -173,6 +199,11 @@ impl Reconciler<'_> {
             _ => Vec::new(),
         };
         let step = promotion::alias_step(&status, decided.as_ref(), &facts);
+        if let Some(Promotion::Decided(d)) = &decided
+            && let Some(t) = d.opens_at
+        {
+            out.opens_at = Some(out.opens_at.map_or(t, |o| o.min(t)));
+        }
         report(
             out,
             decided.as_ref(),
@@ -192,6 +223,28 @@ impl Reconciler<'_> {
         };
         self.save_alias(ns, name, &next, entry)?;
         Ok(again)
+    }
+
+    /// The recorded moves of every alias of `model` in `ns`, by alias name, from the state.
+    fn alias_histories(
+        &self,
+        catalog: &Catalog,
+        ns: &str,
+        model: &str,
+    ) -> Result<promotion::stages::Histories, Error> {
+        let mut out = promotion::stages::Histories::new();
+        for alias in catalog.alias_names(ns, model) {
+            let Some(o) = catalog.alias_object(ns, model, alias) else {
+                continue;
+            };
+            let status: Option<ModelAliasStatus> =
+                self.typed_status("ModelAlias", ns, &o.key.name)?;
+            out.insert(
+                alias.to_string(),
+                status.map(|s| s.history).unwrap_or_default(),
+            );
+        }
+        Ok(out)
     }
 
     /// The history entry of a decided move of alias `a` (object `key`) to its version, with the

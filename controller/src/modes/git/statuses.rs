@@ -113,6 +113,15 @@ impl PassStatuses {
                         k.remove(&(namespace.clone(), name.clone()));
                     }
                 }
+                Write::ForgetStatus {
+                    kind,
+                    namespace,
+                    name,
+                } => {
+                    if let Some(k) = kinds.get_mut(kind) {
+                        k.remove(&(namespace.clone(), name.clone()));
+                    }
+                }
                 _ => {}
             }
         }

@@ -131,9 +131,11 @@ fn decide_move(
     let model = alias.spec.model.as_str();
     let aliases = |a: &str| ctx.cache.resolved(ns, model, a);
     let own = |e: &slipway_crd::Evaluation| own_evaluation(catalog, ns, e);
+    let histories = crate::decide::promotion::stages::cluster_histories(catalog, ns, model);
     let baselines = Baselines {
         aliases: &aliases,
         own: &own,
+        histories: &histories,
     };
     let decided = promotion(
         catalog,

@@ -154,6 +154,22 @@ impl Checker<'_> {
             }
             self.duration(&format!("{f}.timeout"), s.timeout.as_ref());
         }
+        if let Some(soak) = &m.spec.soak {
+            match crate::duration::parse(&soak.duration) {
+                Err(e) => self.invalid("spec.soak.duration", e),
+                Ok(d) if d > std::time::Duration::from_secs(366 * 86_400) => self.invalid(
+                    "spec.soak.duration",
+                    format!("`{}` is over a year; a soak is at most 366d", soak.duration),
+                ),
+                Ok(_) => {}
+            }
+            if soak.alias.trim().is_empty() {
+                self.invalid(
+                    "spec.soak.alias",
+                    "name the alias a version serves in first, e.g. `staging`",
+                );
+            }
+        }
         if let Some(p) = &m.spec.primary_metric {
             if !m.spec.evaluations.iter().any(|s| s.name == p.suite) {
                 let known: Vec<&str> = m.spec.evaluations.iter().map(|s| s.name.as_str()).collect();
@@ -510,33 +526,46 @@ impl Checker<'_> {
             }
         }
         for (i, a) in p.spec.approvals.iter().enumerate() {
-            self.approval_requirement(i, a);
+            self.approval_requirement(&format!("spec.approvals[{i}]"), a);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, w) in p.spec.windows.iter().enumerate() {
+            if !seen.insert(w.name.as_str()) {
+                let why = format!("window `{}` is defined twice", w.name);
+                self.err(&format!("spec.windows[{i}].name"), Category::Duplicate, why);
+            }
+            for (field, why) in crate::catalog::windows::compile(w)
+                .err()
+                .unwrap_or_default()
+            {
+                self.invalid(&format!("spec.windows[{i}].{field}"), why);
+            }
+            if let Some(o) = &w.override_ {
+                self.approval_requirement(&format!("spec.windows[{i}].override"), o);
+            }
         }
     }
 
-    /// Checks the `i`th approval a policy requires: its expiry, a count of at least one, and
-    /// approvers written `group:NAME` or `user:LOGIN`.
-    fn approval_requirement(&mut self, i: usize, a: &ApprovalRequirement) {
-        self.duration(
-            &format!("spec.approvals[{i}].expiresAfter"),
-            a.expires_after.as_ref(),
-        );
+    /// Checks an approval a policy requires (at field `at`): its expiry, a count of at least
+    /// one, and approvers written `group:NAME` or `user:LOGIN`.
+    fn approval_requirement(&mut self, at: &str, a: &ApprovalRequirement) {
+        self.duration(&format!("{at}.expiresAfter"), a.expires_after.as_ref());
         if a.required == 0 {
             self.invalid(
-                &format!("spec.approvals[{i}].required"),
+                &format!("{at}.required"),
                 "must be at least 1 (remove the requirement instead)",
             );
         }
         if a.from.is_empty() {
             self.invalid(
-                &format!("spec.approvals[{i}].from"),
+                &format!("{at}.from"),
                 "list who may approve: `group:NAME` or `user:LOGIN`",
             );
         }
         for (j, f) in a.from.iter().enumerate() {
             if !(f.starts_with("group:") || f.starts_with("user:")) || f.ends_with(':') {
                 self.invalid(
-                    &format!("spec.approvals[{i}].from[{j}]"),
+                    &format!("{at}.from[{j}]"),
                     format!("`{f}` must be `group:NAME` or `user:LOGIN`"),
                 );
             }

@@ -215,14 +215,23 @@ impl Refs<'_> {
     /// Reports each `group:NAME` approver of a policy whose Group does not exist.
     fn approver_groups(&mut self, p: &PromotionPolicy) {
         let ns = self.ns;
-        for (i, a) in p.spec.approvals.iter().enumerate() {
+        let approvals = p
+            .spec
+            .approvals
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("spec.approvals[{i}]"), a));
+        let overrides = p.spec.windows.iter().enumerate().filter_map(|(i, w)| {
+            Some((format!("spec.windows[{i}].override"), w.override_.as_ref()?))
+        });
+        for (at, a) in approvals.chain(overrides) {
             for (j, f) in a.from.iter().enumerate() {
                 if let Some(g) = f.strip_prefix("group:")
                     && !g.is_empty()
                     && self.cat.group(ns, g).is_none()
                 {
                     self.c.err(
-                        &format!("spec.approvals[{i}].from[{j}]"),
+                        &format!("{at}.from[{j}]"),
                         Category::BrokenReference,
                         format!("Group `{g}` does not exist in namespace `{ns}`; add a Group with its members"),
                     );

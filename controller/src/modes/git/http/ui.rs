@@ -150,7 +150,20 @@ pub async fn model(State(s): State<S>, Path((ns, name)): Path<(String, String)>)
     let alias_history: Vec<Value> = history
         .iter()
         .filter(|h| h.event == "AliasMoved" || h.event == "PromotionBlocked")
-        .map(|h| json!({"at": h.at.format("%Y-%m-%d %H:%M:%S").to_string(), "event": h.event, "alias": h.alias, "version": h.version, "decision": h.decision, "revision": h.revision}))
+        .map(|h| {
+            // A held move says why: each rule that denied it (a soak: what was left, and when
+            // it ends), and the approvals it waited for.
+            let decision = &h.data;
+            let rules = decision["rules"].as_array().into_iter().flatten();
+            let mut why: Vec<String> = rules
+                .filter(|r| r["passed"] == false && r["effect"] == "deny")
+                .map(|r| format!("{}/{}: {}", r["policy"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), r["message"].as_str().unwrap_or("")))
+                .collect();
+            if h.event == "PromotionBlocked" && why.is_empty() {
+                why.push(h.message.clone());
+            }
+            json!({"at": h.at.format("%Y-%m-%d %H:%M:%S").to_string(), "event": h.event, "alias": h.alias, "version": h.version, "decision": h.decision, "revision": h.revision, "why": why})
+        })
         .collect();
     render(
         json!({"page": "model", "title": name, "model": {"name": name, "description": model["spec"]["description"]},

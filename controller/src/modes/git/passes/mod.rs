@@ -314,16 +314,23 @@ impl Loop {
             reconciler.write_back(&catalog, &to, &mut report)?;
         }
         self.publish(&reconciler, &catalog, &revision)?;
-        let requeue = match (local?, remote?) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // A held move that becomes allowed by itself (a soak that ends) is looked at then; one
+        // held in a pass that moved another alias (the stage it waited for) at once.
+        let opens = report
+            .opens_at
+            .map(|t| (t - now()).to_std().unwrap_or_default() + Duration::from_secs(1));
+        let moved_past_a_hold = (!report.moved.is_empty() && !report.blocked.is_empty())
+            .then_some(Duration::from_secs(1));
+        let requeue = [local?, remote?, opens, moved_past_a_hold]
+            .into_iter()
+            .flatten()
+            .min();
         if self.settings.once {
             return self.once(report, &revision, reconciler, catalog);
         }
         Ok(Next::Look(match requeue {
             Some(after) => Outcome::Waiting {
-                reason: "rollouts in progress",
+                reason: "rollouts in progress, or a held move that opens",
                 after,
             },
             None => Outcome::Done,

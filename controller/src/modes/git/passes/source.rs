@@ -29,7 +29,7 @@ impl Loop {
         &self,
     ) -> Result<(Vec<crate::decide::catalog::SourceFile>, String, Root), String> {
         match &self.remote {
-            None => dir::read(&self.settings.path)
+            None => dir::read_settled(&self.settings.path, dir::SETTLE)
                 .map(|files| {
                     let revision = folder_revision(&files);
                     (files, revision, Root::folder(&self.settings.path))
