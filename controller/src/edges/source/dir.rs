@@ -1,58 +1,58 @@
 //! Reading every YAML file under a folder.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::decide::catalog::SourceFile;
 use crate::decide::catalog::load::is_yaml;
 
-/// How long a registry folder must be left alone before a run reads it as a revision: an editor
-/// (or a script) that empties a file and then writes it is not read in between.
+/// How long a registry folder is watched for a write in progress before a run takes a new
+/// revision of it: an editor (or a script) that empties a file and then writes it is not read in
+/// between.
 pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// [`read`], letting a folder being written settle: when what is read is new (`unchanged` says
+/// it is not the revision in force), it is read again `settle` later until two reads agree — a
+/// file emptied and not yet written again would read as a registry without its objects (and a
+/// deployment gone is stopped). At most ten reads; file times are not consulted (a clock set
+/// differently, or a file server's, cannot make a half-written file look settled).
+pub fn read_settled(
+    path: &Path,
+    settle: Duration,
+    unchanged: &dyn Fn(&[SourceFile]) -> bool,
+) -> std::io::Result<Vec<SourceFile>> {
+    let mut files = read(path)?;
+    if unchanged(&files) {
+        return Ok(files);
+    }
+    let same = |a: &[SourceFile], b: &[SourceFile]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.path == y.path && x.content == y.content)
+    };
+    for _ in 0..10 {
+        std::thread::sleep(settle);
+        let again = read(path)?;
+        if same(&again, &files) {
+            return Ok(again);
+        }
+        files = again;
+    }
+    Ok(files)
+}
 
 /// Reads `path` (a file, or every `*.yaml`/`*.yml` under a folder, skipping hidden folders).
 /// File paths in the result are `path` joined with the relative path, as the user would type them.
 pub fn read(path: &Path) -> std::io::Result<Vec<SourceFile>> {
-    let (found, _) = yaml_files(path, false)?;
-    read_all(&found)
-}
-
-/// [`read`] once nothing under `path` has changed for `settle`: a file emptied and not yet
-/// written again would read as a registry without its objects (a deployment gone is stopped).
-/// What changed less than `settle` ago is waited for and read again, unchanged since; a folder
-/// that never settles is read as it is after ten tries (validation judges what was read).
-pub fn read_settled(path: &Path, settle: Duration) -> std::io::Result<Vec<SourceFile>> {
-    let mut tries = 0;
-    loop {
-        let (found, before) = yaml_files(path, true)?;
-        // A time in the future (a clock set back) cannot say how recent the change was.
-        let age = SystemTime::now().duration_since(before).unwrap_or(settle);
-        if age < settle && tries < 10 {
-            tries += 1;
-            std::thread::sleep(settle - age);
-            continue;
-        }
-        let files = read_all(&found)?;
-        let (again, after) = yaml_files(path, true)?;
-        if (again == found && after == before) || tries >= 10 {
-            return Ok(files);
-        }
-        tries += 1;
-    }
-}
-
-/// The YAML files under `path` (or `path`, a file), sorted, and (with `times`) when the newest
-/// of them or of the folders holding them last changed (a file removed or renamed changes its
-/// folder).
-fn yaml_files(path: &Path, times: bool) -> std::io::Result<(Vec<PathBuf>, SystemTime)> {
-    let meta = std::fs::metadata(path)?;
-    let mut newest = if times {
-        meta.modified()?
-    } else {
-        SystemTime::UNIX_EPOCH
-    };
-    if meta.is_file() {
-        return Ok((vec![path.to_path_buf()], newest));
+    let mut files = Vec::new();
+    if path.is_file() {
+        files.push(SourceFile {
+            path: display(path),
+            content: std::fs::read(path)?,
+            ..Default::default()
+        });
+        return Ok(files);
     }
     let mut stack = vec![path.to_path_buf()];
     let mut found: Vec<PathBuf> = Vec::new();
@@ -62,30 +62,16 @@ fn yaml_files(path: &Path, times: bool) -> std::io::Result<(Vec<PathBuf>, System
             let p = entry.path();
             let name = entry.file_name().to_string_lossy().to_string();
             let ty = entry.file_type()?;
-            let counted = if ty.is_dir() {
-                let visible = !name.starts_with('.');
-                if visible {
+            if ty.is_dir() {
+                if !name.starts_with('.') {
                     stack.push(p);
                 }
-                visible
             } else if is_yaml(&name) {
                 found.push(p);
-                true
-            } else {
-                false
-            };
-            if counted && times {
-                newest = newest.max(entry.metadata()?.modified()?);
             }
         }
     }
     found.sort();
-    Ok((found, newest))
-}
-
-/// Reads these files, the path of each as the user would type it.
-fn read_all(found: &[PathBuf]) -> std::io::Result<Vec<SourceFile>> {
-    let mut files = Vec::new();
     // Reading many small files is syscall-bound; spread it over the cores.
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -199,22 +185,13 @@ pub fn verify(root: &Path, field: &str, uri: &str, digest: Option<&str>) -> Resu
 mod tests {
     use super::*;
 
-    /// Ages every file and folder under `dir` by a minute.
-    fn age(dir: &Path) {
-        let old = SystemTime::now() - Duration::from_secs(60);
-        for p in [dir.to_path_buf(), dir.join("a.yaml"), dir.join("sub")] {
-            std::fs::File::open(&p).unwrap().set_modified(old).unwrap();
-        }
-    }
-
+    /// An editor that empties a file and writes it a moment later: a new revision is read
+    /// again until two reads agree, so the emptied file is never what is taken.
     #[test]
     fn a_file_emptied_and_then_written_is_read_once_written() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("a.yaml"), "kind: A\n").unwrap();
-        age(dir.path());
-        // An editor that truncates, then writes a moment later.
         let file = dir.path().join("a.yaml");
+        std::fs::write(&file, "kind: A\n").unwrap();
         std::fs::File::create(&file).unwrap();
         let writer = std::thread::spawn({
             let file = file.clone();
@@ -223,37 +200,26 @@ mod tests {
                 std::fs::write(&file, "kind: B\n").unwrap();
             }
         });
-        assert_eq!(read(dir.path()).unwrap()[0].content, b"");
-        let files = read_settled(dir.path(), Duration::from_millis(400)).unwrap();
+        let files = read_settled(dir.path(), Duration::from_millis(400), &|_| false).unwrap();
         writer.join().unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].content, b"kind: B\n");
     }
 
+    /// The revision in force is taken as it is read (no wait when nothing changed).
     #[test]
-    fn a_file_moved_into_a_subfolder_is_a_change_of_the_folder() {
+    fn the_revision_in_force_is_read_once() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("a.yaml"), "kind: A\n").unwrap();
-        age(dir.path());
-        let settled = read_settled(dir.path(), Duration::from_millis(400)).unwrap();
-        assert_eq!(settled.len(), 1);
-        // Moved into place under a subfolder (its folder changes, not the file's own time).
-        let staged = dir.path().join(".b.yaml.tmp");
-        std::fs::write(&staged, "kind: B\n").unwrap();
-        std::fs::File::open(&staged)
-            .unwrap()
-            .set_modified(SystemTime::now() - Duration::from_secs(60))
-            .unwrap();
-        std::fs::rename(&staged, dir.path().join("sub/b.yaml")).unwrap();
-        let (_, newest) = yaml_files(dir.path(), true).unwrap();
-        assert!(
-            SystemTime::now().duration_since(newest).unwrap() < Duration::from_secs(5),
-            "the subfolder's change counts"
-        );
-        let files = read_settled(dir.path(), Duration::from_millis(400)).unwrap();
-        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths.len(), 2, "{paths:?}");
-        assert!(paths[1].ends_with("sub/b.yaml"), "{paths:?}");
+        std::fs::write(dir.path().join("a.yaml"), "").unwrap();
+        let writer = std::thread::spawn({
+            let file = dir.path().join("a.yaml");
+            move || {
+                std::thread::sleep(Duration::from_millis(150));
+                std::fs::write(&file, "kind: B\n").unwrap();
+            }
+        });
+        let files = read_settled(dir.path(), Duration::from_millis(400), &|_| true).unwrap();
+        writer.join().unwrap();
+        assert_eq!(files[0].content, b"", "read once, before the write");
     }
 }

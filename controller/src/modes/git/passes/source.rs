@@ -29,12 +29,14 @@ impl Loop {
         &self,
     ) -> Result<(Vec<crate::decide::catalog::SourceFile>, String, Root), String> {
         match &self.remote {
-            None => dir::read_settled(&self.settings.path, dir::SETTLE)
-                .map(|files| {
-                    let revision = folder_revision(&files);
-                    (files, revision, Root::folder(&self.settings.path))
-                })
-                .map_err(|e| format!("cannot read {}: {e}", self.settings.path.display())),
+            None => dir::read_settled(&self.settings.path, dir::SETTLE, &|files| {
+                self.shared_revision().as_deref() == Some(folder_revision(files).as_str())
+            })
+            .map(|files| {
+                let revision = folder_revision(&files);
+                (files, revision, Root::folder(&self.settings.path))
+            })
+            .map_err(|e| format!("cannot read {}: {e}", self.settings.path.display())),
             Some(remote) => remote
                 .fetch()
                 .map(|snap| {
