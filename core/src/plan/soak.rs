@@ -43,10 +43,7 @@ pub(super) fn explain(
         return;
     };
     let at = |t| {
-        let mut later = input.clone();
-        later.now = t;
-        let record = inputs.record((ns, model), to, digest, t);
-        later.candidate = stages::with_record(later.candidate.clone(), &record);
+        let later = stages::as_of(input, t, &inputs.record((ns, model), to, digest, t));
         base.policies
             .decide(&later, &inputs.signoffs, members)
             .allowed

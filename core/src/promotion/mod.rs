@@ -252,9 +252,7 @@ pub fn promotion(
     let mut decision = catalog.policies.decide_with(&input, approvals);
     // A soak: what is left, and when the move is allowed if nothing else changes.
     let at = |t| {
-        let mut later = input.clone();
-        later.now = t;
-        later.candidate = stages::with_record(results::version(candidate, results), &record_at(t));
+        let later = stages::as_of(&input, t, &record_at(t));
         catalog.policies.decide_with(&later, approvals).allowed
     };
     let soak = stages::explain(&mut decision, model, &record_at(now), to, now);

@@ -234,6 +234,19 @@ pub fn with_record(mut candidate: Value, record: &Record) -> Value {
     candidate
 }
 
+/// `input` as of `t`: the decision time moved there, and the candidate's serving record
+/// `record` (its record as of then) in place of the one it had.
+pub fn as_of(
+    input: &crate::policy::DecisionInput,
+    t: DateTime<Utc>,
+    record: &Record,
+) -> crate::policy::DecisionInput {
+    let mut later = input.clone();
+    later.now = t;
+    later.candidate = with_record(later.candidate, record);
+    later
+}
+
 /// Says what a model's soak still asks of `version` in the rules of `decision` that read how
 /// long it served (`servedIn`); returns when the soak ends by waiting, if it does.
 pub fn explain(
