@@ -268,7 +268,7 @@ fn changing_a_registered_artifact_is_an_error() {
     assert_eq!(run.code, 1);
     assert!(
         run.stdout.contains("error: registry/versions.yaml:")
-            && run.stdout.contains("spec.artifact.uri: ModelVersion fields model, version, artifact and source are immutable"),
+            && run.stdout.contains("spec.artifact.uri: ModelVersion fields model, version, artifact, source and signature are immutable"),
         "{}",
         run.stdout
     );
@@ -934,5 +934,93 @@ fn a_promotion_during_a_freeze_is_refused_with_the_next_opening_unless_overridde
             .unwrap()
             .contains("outside allow window `business-hours` (0 9 * * 1-5 for 8h, Europe/Berlin); next opening 2027-01-11 08:00 UTC"),
         "{rule}"
+    );
+}
+
+/// Version 8 of the example adds an optional input to 7's signature: the plan lists it,
+/// compatible (and 7 takes what 8 takes, so a move back is compatible too). A version 9 that retypes an input and drops an output is denied by
+/// `production/compatible-signature`, naming both fields, and a pull request cannot rewrite 7's
+/// signature to make it pass.
+#[test]
+fn a_promotion_shows_the_signature_difference_and_a_breaking_one_is_denied() {
+    let mut pr = Pr::new();
+    pr.promote();
+    let out = pr.plan(&[]).json();
+    let change = alias_change(&out);
+    assert_eq!(
+        change["signature"],
+        serde_json::json!([
+            {"side": "input", "field": "floodlit", "change": "added", "optional": true, "breaks": false},
+        ])
+    );
+    let rule = |c: &Value| -> Value {
+        c["decision"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "compatible-signature")
+            .cloned()
+            .expect("the rule")
+    };
+    assert_eq!(rule(change)["passed"], true);
+
+    // Version 9: `frame` becomes float32, `probabilities` goes.
+    let versions = pr.file("versions.yaml");
+    let nine = versions
+        .split("---\n")
+        .nth(1)
+        .unwrap()
+        .replace("pitch-frame-classifier-8", "pitch-frame-classifier-9")
+        .replace("version: \"8\"", "version: \"9\"")
+        .replace("/8/model.onnx", "/9/model.onnx")
+        .replace("{name: frame, type: uint8", "{name: frame, type: float32")
+        .replace(
+            "      - {name: probabilities, type: float32, shape: [-1, 5]}\n",
+            "",
+        );
+    let main = pr.main;
+    let with_nine = pr.change(main, "versions.yaml", &format!("{versions}---\n{nine}"));
+    let aliases = pr
+        .file("aliases.yaml")
+        .replacen("version: \"7\"", "version: \"9\"", 1);
+    pr.change(with_nine, "aliases.yaml", &aliases);
+    let run = pr.plan(&[]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    let out = run.json();
+    let r = rule(alias_change(&out));
+    assert_eq!(r["passed"], false);
+    let message = r["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("(input `frame` retyped uint8 → float32 (breaks callers); output `probabilities` removed (breaks callers))"),
+        "{message}"
+    );
+    let text = pr.plan(&["--format", "text"]).stdout;
+    assert!(
+        text.contains("      signature: input `frame` retyped uint8 → float32 (breaks callers)\n"),
+        "{text}"
+    );
+    let markdown = pr.plan(&["--format", "markdown"]).stdout;
+    assert!(
+        markdown.contains("- Signature: :x: output `probabilities` removed (breaks callers)"),
+        "{markdown}"
+    );
+
+    // Rewriting production's signature in the same pull request is an error, not a way through.
+    let loosened = versions.replacen(
+        "      - {name: probabilities, type: float32, shape: [-1, 5]}\n",
+        "",
+        1,
+    );
+    pr.change(main, "versions.yaml", &loosened);
+    let run = pr.plan(&[]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("spec.signature.outputs")
+            && run
+                .stderr
+                .contains("artifact, source and signature are immutable"),
+        "{}{}",
+        run.stdout,
+        run.stderr
     );
 }

@@ -752,3 +752,89 @@ fn a_production_move_waits_out_the_soak_in_staging_and_is_made_when_it_ends() {
     );
     terminate(&mut child);
 }
+
+/// A model's own report templates, files of the registry: the reports of both versions use
+/// them, with the suite's history over the versions; a template changed later rewrites the
+/// reports without running anything; one that fails gives the default report with its error,
+/// and the evaluation and promotion are the same; one that points out of the registry is
+/// refused.
+#[test]
+fn a_team_report_template_shows_the_history_and_a_broken_one_falls_back() {
+    let (_dir, work) = quickstart();
+    let model = work.join("registry/model.yaml");
+    let text = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(
+        &model,
+        text.replace(
+            "  primaryMetric:\n",
+            "  report: {markdown: reports/team.md.j2, html: reports/team.html.j2}\n  primaryMetric:\n",
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(work.join("registry/reports")).unwrap();
+    let md_template = "# Team report: {{ model }} {{ version }} ({{ verdict }})\n\
+        Run: {{ lineage.source.run }}\n\
+        {% for p in history %}\n- {{ p.version }}: {{ p.metrics.macro_f1 | num }}{{ \" (this)\" if p.this }}\n{% endfor %}\n\
+        {{ panels.history }}";
+    std::fs::write(work.join("registry/reports/team.md.j2"), md_template).unwrap();
+    std::fs::write(
+        work.join("registry/reports/team.html.j2"),
+        "<html><body><h1>{{ model }} {{ version }}</h1>{{ panels.history }}{{ panels.samples }}</body></html>",
+    )
+    .unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let read = |name: &str| {
+        std::fs::read_to_string(work.join("state/reports/default").join(name)).unwrap()
+    };
+    let md = read("pitch-frames-8-holdout.md");
+    assert!(
+        md.starts_with("# Team report: pitch-frames 8 (Passed)\nRun: python3 train.py --version 8 --with-night\n"),
+        "{md}"
+    );
+    // 7 finished first (it is 8's baseline), and 8's report shows both.
+    assert!(md.contains("- 7: 0.7355\n- 8: 0.8148 (this)\n"), "{md}");
+    assert!(md.contains("| **8** | 0.83 | 0.8148 | "), "{md}");
+    let html = read("pitch-frames-8-holdout.html");
+    assert!(
+        html.starts_with("<html><body><h1>pitch-frames 8</h1>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<svg class=\"history\"") && html.contains("<polyline"),
+        "{html}"
+    );
+    assert!(!html.contains("<script"), "{html}");
+
+    // A broken template: the default report with the error; nothing runs again.
+    std::fs::write(work.join("registry/reports/team.md.j2"), "{% for %}").unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(!run.stderr.contains("running holdout"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("warning: default/pitch-frames-8-holdout: the report template reports/team.md.j2 failed, the default report is written: line 1: syntax error"),
+        "{}",
+        run.stderr
+    );
+    let md = read("pitch-frames-8-holdout.md");
+    assert!(
+        md.starts_with("> ⚠️ **The model's report template failed** (reports/team.md.j2): `"),
+        "{md}"
+    );
+    assert!(md.contains("syntax error"), "{md}");
+    assert!(
+        md.contains("# pitch-frames 8 vs 7 — holdout: Passed"),
+        "{md}"
+    );
+
+    // A link out of the registry is not read.
+    std::fs::remove_file(work.join("registry/reports/team.md.j2")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", work.join("registry/reports/team.md.j2")).unwrap();
+    let run = slipway(&["run", "registry", "--once", "--state", "state"], &work);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let md = read("pitch-frames-8-holdout.md");
+    assert!(
+        md.contains("reports/team.md.j2 lies outside the registry's folder"),
+        "{md}"
+    );
+}

@@ -291,7 +291,7 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
         "admin",
     );
     assert_ne!(moved.code, 0);
-    assert!(moved.stderr.contains("spec.artifact.uri: ModelVersion fields model, version, artifact and source are immutable"), "{}", moved.stderr);
+    assert!(moved.stderr.contains("spec.artifact.uri: ModelVersion fields model, version, artifact, source and signature are immutable"), "{}", moved.stderr);
     let labelled = api.kubectl(
         &[
             "label",
@@ -417,6 +417,33 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
             "alice's approval of ModelDeployment pitch-frames-api (the change sha256:"
         ),
         "{recorded}"
+    );
+
+    // A version 9 whose signature retypes production's input: admission names what breaks.
+    let versions = std::fs::read_to_string(examples.join("versions.yaml")).unwrap();
+    let nine = versions
+        .split("---\n")
+        .nth(1)
+        .unwrap()
+        .replace("pitch-frame-classifier-8", "pitch-frame-classifier-9")
+        .replace("version: \"8\"", "version: \"9\"")
+        .replace("/8/model.onnx", "/9/model.onnx")
+        .replace("{name: frame, type: uint8", "{name: frame, type: float32");
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &nine);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let denied = api.kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        "alice",
+        &alias("9"),
+    );
+    assert_ne!(denied.code, 0, "{}", denied.stdout);
+    assert!(
+        denied.stderr.contains("rule compatible-signature")
+            && denied
+                .stderr
+                .contains("(input `frame` retyped uint8 → float32 (breaks callers))"),
+        "{}",
+        denied.stderr
     );
 }
 

@@ -183,6 +183,56 @@ fn webhook_runners_notifications_and_reports_work_in_kubernetes_mode() {
     let (code, md) = http::request("GET", &report.replace(".html", ".md"), &admin, "");
     assert_eq!(code, 200);
     assert!(md.contains("pitch-frames") && md.contains("f1"), "{md}");
+
+    // The model's own templates, keys of a ConfigMap labelled as report templates: the report
+    // renders with them when asked for; an unlabelled ConfigMap is not read.
+    let templates = |labelled: bool| {
+        let label = if labelled {
+            "\n  labels: {slipway.dev/report-template: \"true\"}"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: team-report{label}\ndata:\n  md: \"# Team: {{{{ model }}}} {{{{ version }}}} f1={{{{ metrics.f1 }}}}\\n{{{{ panels.history }}}}\"\n  html: \"<h1>{{{{ samples[0].input }}}}</h1>{{{{ panels.history }}}}\"\n"
+        )
+    };
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &templates(false));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = api.kubectl(
+        &[
+            "patch",
+            "registeredmodel",
+            "pitch-frames",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"report":{"configMap":"team-report","markdown":"md","html":"html"}}}"#,
+        ],
+        "admin",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let md_url = report.replace(".html", ".md");
+    let refused = eventually(Duration::from_secs(30), || {
+        let (_, md) = http::request("GET", &md_url, &admin, "");
+        md.contains("report template failed").then_some(md)
+    });
+    assert!(
+        refused.contains("(ConfigMap team-report, key md): `ConfigMap default/team-report is not labelled slipway.dev/report-template: \"true\""),
+        "{refused}"
+    );
+    assert!(refused.contains("# pitch-frames 7 vs"), "{refused}");
+    let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &templates(true));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (code, md) = http::request("GET", &md_url, &admin, "");
+    assert_eq!(code, 200);
+    assert!(
+        md.starts_with("# Team: pitch-frames 7 f1=0.91\n| Version | f1 | Verdict |"),
+        "{md}"
+    );
+    assert!(md.contains("| **7** | 0.91 | Passed |"), "{md}");
+    let (code, html) = http::request("GET", &report, &admin, "");
+    assert_eq!(code, 200);
+    assert!(html.starts_with("<h1>frame-001.jpg</h1>"), "{html}");
+    assert!(html.contains("<svg class=\"history\""), "{html}");
     let (code, _) = http::request(
         "GET",
         &report.replace("holdout.html", "nope.html"),

@@ -93,6 +93,21 @@ pub fn uses(resource: &Resource, registry: &str, exists: &dyn Fn(&str) -> bool) 
                 }
                 data(&mut out, format!("{at}.dataset.uri"), &s.dataset);
             }
+            // Report templates are files of the registry (a ConfigMap's keys in a cluster).
+            let templates = m.spec.report.as_ref().filter(|r| r.config_map.is_none());
+            for (field, name) in templates.into_iter().flat_map(|r| {
+                [("markdown", &r.markdown), ("html", &r.html)]
+                    .into_iter()
+                    .filter_map(|(f, n)| Some((f, n.as_ref()?)))
+            }) {
+                if let Some(path) = join(registry, name) {
+                    out.push(Use {
+                        field: format!("spec.report.{field}"),
+                        path,
+                        digest: None,
+                    });
+                }
+            }
         }
         Resource::Evaluation(e) => {
             if let Some(local) = &e.spec.runner.local {

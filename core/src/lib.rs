@@ -21,6 +21,7 @@ pub mod policy;
 pub mod promotion;
 pub mod report;
 pub mod rollout;
+pub mod signature;
 pub mod tasks;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

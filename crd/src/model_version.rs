@@ -67,6 +67,41 @@ pub struct ModelVersionSpec {
     /// Free-form labels, readable by policies as `candidate.labels`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// What the model takes and returns, readable by policies as `candidate.signature`
+    /// (`candidate.signature.compatibleWith(current.signature)`). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+/// The inputs a model takes and the outputs it returns.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Signature {
+    /// Fields a request carries.
+    #[serde(default)]
+    pub inputs: Vec<SignatureField>,
+    /// Fields a prediction carries.
+    #[serde(default)]
+    pub outputs: Vec<SignatureField>,
+}
+
+/// One input or output of a signature.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureField {
+    /// Name, unique among the inputs (or the outputs).
+    pub name: String,
+    /// Type: a column type (`boolean`, `integer`, `long`, `float`, `double`, `string`,
+    /// `binary`, `datetime`) or a tensor's element type (`bool`, `int8` … `int64`, `uint8` …
+    /// `uint64`, `float16`, `bfloat16`, `float32`, `float64`, `str`, `bytes`).
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// A tensor's shape, `-1` for a dimension of any size; absent: any shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Vec<i64>>,
+    /// An input callers may leave out, or an output a prediction may lack.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 /// A model artifact.

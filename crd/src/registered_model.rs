@@ -47,7 +47,30 @@ pub struct RegisteredModelSpec {
     /// it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak: Option<Soak>,
+    /// The model's own comparison-report templates (minijinja); the default report without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportTemplates>,
 }
+
+/// A model's report templates: files of the registry folder in git mode, keys of a ConfigMap
+/// (labelled `slipway.dev/report-template: "true"`) in a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportTemplates {
+    /// The Markdown report's template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markdown: Option<String>,
+    /// The HTML report's template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// In a cluster: the ConfigMap in the model's namespace whose keys `markdown` and `html`
+    /// name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+}
+
+/// The label a ConfigMap carries to be read as a report template.
+pub const REPORT_TEMPLATE_LABEL: &str = "slipway.dev/report-template";
 
 /// A stage a version serves in first, and for how long.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

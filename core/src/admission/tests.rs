@@ -254,7 +254,7 @@ fn a_versions_artifact_cannot_change() {
     let Verdict::Denied(why) = validate(&req, &c.view(), crate::testing::now()) else {
         panic!("allowed");
     };
-    assert!(why.contains("spec.artifact.uri: ModelVersion fields model, version, artifact and source are immutable"), "{why}");
+    assert!(why.contains("spec.artifact.uri: ModelVersion fields model, version, artifact, source and signature are immutable"), "{why}");
     // Labels may change.
     let mut labelled = old.clone();
     labelled["metadata"]["labels"] = json!({"team": "vision"});

@@ -9,9 +9,11 @@ use cel::{Context, IdedExpr, Program, Value};
 pub const VARIABLES: [&str; 6] = ["change", "candidate", "current", "model", "request", "now"];
 
 /// Functions and macros of the CEL standard library that Slipway's evaluator provides.
-const FUNCTIONS: [&str; 29] = [
-    // Slipway's own (see `policy`): how long the candidate served in an alias.
+const FUNCTIONS: [&str; 30] = [
+    // Slipway's own (see `policy` and `signature`): how long the candidate served in an alias,
+    // and whether a signature accepts what another does.
     "servedIn",
+    "compatibleWith",
     "size",
     "contains",
     "startsWith",

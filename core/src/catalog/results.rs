@@ -168,7 +168,21 @@ impl Results {
             .flat_map(|suites| suites.values().map(|e| &**e))
     }
 
-    /// The results of a version, by suite.
+    /// The results of `suite` of every version of `model` in `ns`, by version label.
+    pub fn suite_across_versions(
+        &self,
+        ns: &str,
+        model: &str,
+        suite: &str,
+    ) -> Vec<(String, Arc<Evaluation>)> {
+        self.by_version
+            .iter()
+            .filter(|((n, m, _), _)| n == ns && m == model)
+            .filter_map(|((_, _, v), suites)| Some((v.clone(), suites.get(suite)?.clone())))
+            .collect()
+    }
+
+    /// The results of one version, by suite.
     pub fn of(
         &self,
         ns: &str,
@@ -207,7 +221,7 @@ pub fn version(v: &ModelVersion, results: &Results) -> Value {
         }
     }
     let spec = &v.spec;
-    json!({
+    let mut out = json!({
         "name": v.metadata.name,
         "model": spec.model,
         "version": spec.version,
@@ -217,7 +231,12 @@ pub fn version(v: &ModelVersion, results: &Results) -> Value {
         "labels": spec.labels,
         "description": spec.description,
         "evaluations": evaluations,
-    })
+    });
+    // Absent, not null, when unset: `has(current.signature)` then reads false.
+    if let (Some(s), Some(o)) = (&spec.signature, out.as_object_mut()) {
+        o.insert("signature".into(), json!(s));
+    }
+    out
 }
 
 /// `model`: the registered model, with `evaluations` as the list of suite names.

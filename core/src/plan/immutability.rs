@@ -1,4 +1,4 @@
-//! What never changes: a `ModelVersion`'s identity, artifact and lineage (also under another
+//! What never changes: a `ModelVersion`'s identity, artifact, lineage and signature (also under another
 //! object name), and what an `Evaluation` is of.
 
 use serde_json::Value;
@@ -42,12 +42,16 @@ pub(super) fn relabelled(base: &Catalog, new: &Object) -> Vec<Diagnostic> {
         .version(ns, &n.spec.model, &n.spec.version)
         .filter(|o| o.metadata.name.as_deref() != Some(new.key.name.as_str()))
     {
-        Some(o) if o.spec.artifact != n.spec.artifact || o.spec.source != n.spec.source => {
+        Some(o)
+            if o.spec.artifact != n.spec.artifact
+                || o.spec.source != n.spec.source
+                || o.spec.signature != n.spec.signature =>
+        {
             vec![new.diagnostic(
                 &FieldPath::parse("spec.version"),
                 Category::Immutable,
                 format!(
-                    "version {} of {} is already registered (as {}) with another artifact or lineage; a version's artifact never changes: register a new version",
+                    "version {} of {} is already registered (as {}) with another artifact, lineage or signature; a version's artifact never changes: register a new version",
                     n.spec.version,
                     n.spec.model,
                     o.metadata.name.as_deref().unwrap_or("?")
@@ -133,8 +137,13 @@ pub(super) fn immutability(old: &Object, new: &Object) -> Vec<Diagnostic> {
                 serde_json::to_value(&o.spec.source).unwrap_or_default(),
                 serde_json::to_value(&n.spec.source).unwrap_or_default(),
             ),
+            (
+                "spec.signature",
+                serde_json::to_value(&o.spec.signature).unwrap_or_default(),
+                serde_json::to_value(&n.spec.signature).unwrap_or_default(),
+            ),
         ],
-        "ModelVersion fields model, version, artifact and source are immutable",
+        "ModelVersion fields model, version, artifact, source and signature are immutable",
         "register a new ModelVersion instead",
     )
 }

@@ -108,6 +108,9 @@ fn text_change(out: &mut String, c: &Change) {
             let _ = writeln!(out, "          AWS: {call}");
         }
     }
+    for d in &c.signature {
+        let _ = writeln!(out, "      signature: {}", d.describe());
+    }
     for w in &c.warnings {
         let _ = writeln!(out, "      ! {w}");
     }
@@ -248,6 +251,7 @@ fn render_comment(plan: &Plan, shown: usize, details: bool) -> String {
                 "fields": c.fields.iter().map(|f| format!("`{}`: {} → {}", f.path, show(f.old.as_ref()), show(f.new.as_ref()))).collect::<Vec<_>>(),
                 "rollouts": c.rollouts.iter().map(|r| serde_json::json!({"deployment": r.deployment, "target": r.target, "strategy": r.strategy, "analysis": r.analysis, "aws": r.aws})).collect::<Vec<_>>(),
                 "warnings": c.warnings,
+                "signature": c.signature.iter().map(|d| serde_json::json!({"text": d.describe(), "breaks": d.breaks})).collect::<Vec<_>>(),
                 "rules": rules,
                 "approvals": approvals,
                 "details": details || !c.decision.allowed,

@@ -354,6 +354,11 @@ impl PolicySet {
                     ),
                     Err(err) => (false, explain_error(&err, &missing, input)),
                 };
+                let message = match passed || !rule.expression.contains("compatibleWith(") {
+                    true => message,
+                    false => crate::signature::explain(&input.candidate, &input.current)
+                        .map_or(message.clone(), |why| format!("{message} ({why})")),
+                };
                 decision.rules.push(RuleResult {
                     policy: policy.name.clone(),
                     name: rule.name.clone(),
@@ -400,6 +405,7 @@ fn build_context(input: &DecisionInput) -> Context<'static, 'static> {
     ctx.add_variable_from_value("now", Value::Timestamp(input.now.fixed_offset()));
     // Cannot fail: a name of the standard library would be a conflict, and this one is not.
     let _ = ctx.add_function("servedIn", served_in);
+    let _ = ctx.add_function("compatibleWith", crate::signature::compatible_with);
     ctx
 }
 

@@ -12,10 +12,19 @@ use crate::testing::{catalog, registry, result};
 const HEAD: &str = "cccccccccccccccccccccccccccccccccccccccc";
 
 fn decide(results_yaml: &str, reviews: &[(&str, &str)], author: &str) -> Decision {
-    let cat = catalog(&registry("1"));
+    decide_in(&registry("1"), results_yaml, reviews, author)
+}
+
+fn decide_in(
+    registry: &str,
+    results_yaml: &str,
+    reviews: &[(&str, &str)],
+    author: &str,
+) -> Decision {
+    let cat = catalog(registry);
     let mut results = Results::default();
     if !results_yaml.is_empty() {
-        let res = catalog(&format!("{}\n---\n{results_yaml}", registry("1")));
+        let res = catalog(&format!("{registry}\n---\n{results_yaml}"));
         results.add(res.objects().iter().filter_map(|o| match &o.resource {
             Resource::Evaluation(e) => Some(&**e),
             _ => None,
@@ -294,5 +303,54 @@ fn a_rule_that_reads_an_unfinished_evaluation_says_it_is_still_running() {
         rule(&failed, "candidate-evaluations-passed")
             .message
             .starts_with("An evaluation suite of the candidate did not pass")
+    );
+}
+
+/// The registry with signatures on versions 1 (production) and 2 (the candidate).
+fn with_signatures(one: Option<&str>, two: Option<&str>) -> String {
+    let mut r = registry("1");
+    for (v, sig) in [("1", one), ("2", two)] {
+        if let Some(sig) = sig {
+            let at = format!("digest: \"sha256:0{v}\"}}");
+            r = r.replacen(&at, &format!("{at}, signature: {sig}"), 1);
+        }
+    }
+    r
+}
+
+const SIG_1: &str = "{inputs: [{name: x, type: double}], outputs: [{name: label, type: string}]}";
+
+#[test]
+fn a_candidate_must_take_what_production_takes() {
+    let passed = result("2", "Passed", 0.90, 0.88, "1");
+    let reviews = [("alice", HEAD)];
+    let decide = |one, two| decide_in(&with_signatures(one, two), &passed, &reviews, "erin");
+    // Compatible: a new optional input and a new output.
+    let compatible = "{inputs: [{name: x, type: double}, {name: z, type: long, optional: true}], outputs: [{name: label, type: string}, {name: p, type: double}]}";
+    let d = decide(Some(SIG_1), Some(compatible));
+    assert!(rule(&d, "compatible-signature").passed, "{d:#?}");
+    assert!(d.allowed, "{d:#?}");
+    // Production declares none: nothing to compare.
+    assert!(rule(&decide(None, Some(compatible)), "compatible-signature").passed);
+    assert!(rule(&decide(None, None), "compatible-signature").passed);
+    // Retyped input, removed output: denied, naming each field.
+    let breaking = "{inputs: [{name: x, type: float}], outputs: []}";
+    let d = decide(Some(SIG_1), Some(breaking));
+    let r = rule(&d, "compatible-signature");
+    assert!(!r.passed && !d.allowed);
+    assert!(
+        r.message.ends_with(
+            "(input `x` retyped double → float (breaks callers); output `label` removed (breaks callers))"
+        ),
+        "{}",
+        r.message
+    );
+    // A candidate that declares none, when production does.
+    let r = rule(&decide(Some(SIG_1), None), "compatible-signature").clone();
+    assert!(!r.passed);
+    assert!(
+        r.message.contains("the candidate declares no signature"),
+        "{}",
+        r.message
     );
 }

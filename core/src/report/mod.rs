@@ -1,65 +1,101 @@
-//! Comparison reports of finished evaluations: Markdown and a standalone HTML page with an SVG
-//! chart of candidate vs baseline metrics, the gates and sample predictions. Pure rendering
-//! (minijinja); writing the files is the caller's business.
+//! Comparison reports of finished evaluations: Markdown and a standalone HTML page (inline CSS
+//! and SVG, no JavaScript). A model may name its own templates (`spec.report`); they get the
+//! same data and the built-in panels, and one that fails to render gives the default report
+//! with its error on top. Pure rendering (minijinja); reading templates and writing the files
+//! is the homes' business.
 
-use minijinja::{Environment, context};
-use serde::Serialize;
-use slipway_crd::Evaluation;
+mod panels;
+mod subject;
+
+use minijinja::{Environment, Value};
+use serde_json::json;
+use slipway_crd::RegisteredModel;
 use slipway_crd::common::RelativeTo;
 
-/// One bar pair of the chart, with geometry computed here so the template stays declarative.
-#[derive(Debug, Serialize)]
-struct Bar {
-    metric: String,
-    y: u32,
-    candidate: Option<f64>,
-    baseline: Option<f64>,
-    candidate_width: f64,
-    baseline_width: f64,
-    delta: String,
+pub use subject::{Point, Subject, by_label};
+
+/// A report's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Markdown.
+    Markdown,
+    /// A standalone HTML page.
+    Html,
 }
 
-const BAR_AREA: f64 = 420.0;
+impl Format {
+    /// The template name (its extension decides escaping).
+    fn name(self) -> &'static str {
+        match self {
+            Format::Markdown => "report.md",
+            Format::Html => "report.html",
+        }
+    }
 
-fn bars(e: &Evaluation) -> Vec<Bar> {
-    let status = e.status.clone().unwrap_or_default();
-    let mut names: Vec<&String> = status
-        .metrics
-        .keys()
-        .chain(status.baseline_metrics.keys())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let c = status.metrics.get(name).copied();
-            let b = status.baseline_metrics.get(name).copied();
-            // Each metric on its own scale: the larger of the two values spans the bar area.
-            let scale = c.unwrap_or(0.0).abs().max(b.unwrap_or(0.0).abs());
-            let width = |v: Option<f64>| match v {
-                Some(v) if scale > 0.0 && v.is_finite() => {
-                    (v.abs() / scale * BAR_AREA * 10.0).round() / 10.0
-                }
-                _ => 0.0,
-            };
-            let delta = match (c, b) {
-                (Some(c), Some(b)) => format!("{:+.4}", c - b),
-                _ => String::new(),
-            };
-            Bar {
-                metric: name.clone(),
-                y: 20 + (i as u32) * 46,
-                candidate: c,
-                baseline: b,
-                candidate_width: width(c),
-                baseline_width: width(b),
-                delta,
-            }
-        })
-        .collect()
+    fn default_template(self) -> &'static str {
+        match self {
+            Format::Markdown => include_str!("report.md.j2"),
+            Format::Html => include_str!("report.html.j2"),
+        }
+    }
+
+    fn panels(self) -> (&'static str, &'static str) {
+        match self {
+            Format::Markdown => ("panels.md", include_str!("panels.md.j2")),
+            Format::Html => ("panels.html", include_str!("panels.html.j2")),
+        }
+    }
 }
+
+/// Where a model's report template is: a file of the registry (git mode) or a key of a
+/// ConfigMap (a cluster).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateRef {
+    /// The ConfigMap in the model's namespace, in a cluster.
+    pub config_map: Option<String>,
+    /// The file (relative to the registry folder) or the ConfigMap's key.
+    pub name: String,
+}
+
+impl TemplateRef {
+    /// How the report names it when it fails.
+    pub fn origin(&self) -> String {
+        match &self.config_map {
+            Some(cm) => format!("ConfigMap {cm}, key {}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// The template `model` names for `format`, if any.
+pub fn template_of(model: &RegisteredModel, format: Format) -> Option<TemplateRef> {
+    let r = model.spec.report.as_ref()?;
+    let name = match format {
+        Format::Markdown => r.markdown.as_ref()?,
+        Format::Html => r.html.as_ref()?,
+    };
+    Some(TemplateRef {
+        config_map: r.config_map.clone(),
+        name: name.clone(),
+    })
+}
+
+/// A model's own template as a home read it: its text, or why it could not be read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Custom {
+    /// Where it is, as the report names it when it fails.
+    pub origin: String,
+    /// The template, or why it could not be read.
+    pub text: Result<String, String>,
+}
+
+/// How much work a model's template may do, in minijinja's instructions (the default reports
+/// take a few thousand).
+const FUEL: u64 = 2_000_000;
+/// The largest report a model's template may produce.
+const MAX_OUTPUT: usize = 4 << 20;
+/// The largest template a home reads.
+pub const MAX_TEMPLATE: u64 = 256 << 10;
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
@@ -84,170 +120,218 @@ fn environment() -> Environment<'static> {
     env
 }
 
-fn render(template: &str, name: &str, e: &Evaluation, title: &str) -> String {
-    let mut env = environment();
-    if let Err(err) = env.add_template(name, template) {
-        return format!("report template error: {err}");
-    }
+/// What every template reads (see the README's "Reports a team designs").
+fn data(s: &Subject) -> serde_json::Value {
+    let e = &s.evaluation;
     let status = e.status.clone().unwrap_or_default();
+    let op = |g: &slipway_crd::evaluation::GateResult| {
+        serde_json::to_value(g.op)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
     let gates: Vec<serde_json::Value> = status
         .gates
         .iter()
         .map(|g| {
-            serde_json::json!({
+            json!({
                 "metric": g.metric,
                 "rule": match g.relative_to {
-                    RelativeTo::Absolute => format!("{} {}", serde_json::to_value(g.op).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), g.value),
-                    RelativeTo::Baseline => format!("{} baseline {:+}", serde_json::to_value(g.op).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), g.value),
+                    RelativeTo::Absolute => format!("{} {}", op(g), g.value),
+                    RelativeTo::Baseline => format!("{} baseline {:+}", op(g), g.value),
                 },
                 "actual": g.actual, "threshold": g.threshold, "passed": g.passed, "message": g.message,
             })
         })
         .collect();
-    let chart = bars(e);
-    let ctx = context! {
-        title => title,
-        name => e.metadata.name.clone().unwrap_or_default(),
-        model => &e.spec.model,
-        version => &e.spec.version,
-        suite => &e.spec.suite,
-        baseline_version => status.baseline_version.clone(),
-        dataset => &e.spec.dataset.uri,
-        dataset_digest => e.spec.dataset.digest.clone(),
-        verdict => status.verdict.map(|v| v.as_str()),
-        phase => status.phase.as_str(),
-        cache_key => status.cache_key.clone(),
-        completed_at => status.completed_at.map(|t| t.to_rfc3339()),
-        gates => minijinja::Value::from(minijinja::value::Serde(&gates)),
-        samples => minijinja::Value::from(minijinja::value::Serde(&status.samples)),
-        bars => minijinja::Value::from(minijinja::value::Serde(&chart)),
-        chart_height => 40 + chart.len() as u32 * 46,
+    let bars = panels::bars(e);
+    let signature = match (&s.baseline, &s.candidate) {
+        (Some(b), Some(c)) => match (&b.spec.signature, &c.spec.signature) {
+            (Some(b), Some(c)) => crate::signature::diff(b, c),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
     };
-    env.get_template(name)
+    let signature: Vec<serde_json::Value> = signature
+        .iter()
+        .map(|d| {
+            let mut v = json!(d);
+            v["text"] = d.describe().into();
+            v
+        })
+        .collect();
+    let lineage = s.candidate.as_ref().map(|v| {
+        json!({
+            "artifact": v.spec.artifact, "source": v.spec.source,
+            "description": v.spec.description, "labels": v.spec.labels,
+            "trainingMetrics": v.spec.metrics,
+        })
+    });
+    json!({
+        "name": e.metadata.name.clone().unwrap_or_default(),
+        "namespace": e.metadata.namespace,
+        "model": e.spec.model, "version": e.spec.version, "suite": e.spec.suite,
+        "baseline_version": status.baseline_version,
+        "dataset": e.spec.dataset.uri, "dataset_digest": e.spec.dataset.digest,
+        "verdict": status.verdict.map(|v| v.as_str()), "phase": status.phase.as_str(),
+        "cache_key": status.cache_key,
+        "completed_at": status.completed_at.map(|t| t.to_rfc3339()),
+        "metrics": status.metrics, "baseline_metrics": status.baseline_metrics,
+        "gates": gates, "samples": status.samples,
+        "bars": bars, "chart_height": 40 + bars.len() as u32 * 46,
+        "lineage": lineage,
+        "signature": signature,
+        "history": s.history,
+        "lines": panels::lines(&s.history),
+    })
+}
+
+/// The built-in panels of `format`, rendered from `data` (marked safe for HTML templates).
+fn panels(env: &mut Environment<'static>, format: Format, data: &Value) -> Value {
+    let (name, source) = format.panels();
+    let mut out = std::collections::BTreeMap::new();
+    let rendered = env
+        .add_template(name, source)
+        .and_then(|()| env.get_template(name))
+        .and_then(|t| t.render_captured(data.clone()))
+        .and_then(|mut captured| {
+            captured.with_state_mut(|state| {
+                for block in [
+                    "comparison",
+                    "history",
+                    "gates",
+                    "samples",
+                    "signature",
+                    "style",
+                ] {
+                    out.insert(block, Value::from_safe_string(state.render_block(block)?));
+                }
+                Ok(())
+            })
+        });
+    if let Err(e) = rendered {
+        out.insert("error", Value::from(format!("panel error: {e}")));
+    }
+    Value::from(minijinja::value::Serde(&out))
+}
+
+/// A writer that refuses more than [`MAX_OUTPUT`] bytes (and says it did).
+struct Bounded(Vec<u8>, bool);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT {
+            self.1 = true;
+            return Err(std::io::Error::other("too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What went wrong in a model's template, by its line (not the internal template name).
+fn explain(e: &minijinja::Error) -> String {
+    let why = match (e.kind(), e.detail()) {
+        (minijinja::ErrorKind::OutOfFuel, _) => {
+            format!("the template worked too long (over {FUEL} steps)")
+        }
+        (kind, Some(detail)) => format!("{kind}: {detail}"),
+        (kind, None) => kind.to_string(),
+    };
+    match e.line() {
+        Some(line) => format!("line {line}: {why}"),
+        None => why,
+    }
+}
+
+/// A model's template rendered with `ctx`, within [`FUEL`] and [`MAX_OUTPUT`].
+fn render_custom(text: &str, format: Format, ctx: &Value) -> Result<String, String> {
+    let mut env = environment();
+    env.set_fuel(Some(FUEL));
+    env.add_template_owned(format.name(), text.to_string())
+        .map_err(|e| explain(&e))?;
+    let t = env.get_template(format.name()).map_err(|e| explain(&e))?;
+    let mut out = Bounded(Vec::new(), false);
+    let rendered = t.render_captured_to(ctx.clone(), &mut out).map(drop);
+    if out.1 {
+        return Err(format!(
+            "the report would be larger than {} MiB",
+            MAX_OUTPUT >> 20
+        ));
+    }
+    rendered.map_err(|e| explain(&e))?;
+    String::from_utf8(out.0).map_err(|e| e.to_string())
+}
+
+/// The report of `subject` in `format`: with the model's own template when `custom` is given and
+/// renders, the default one (with the custom one's error on top) otherwise.
+pub fn render(subject: &Subject, format: Format, custom: Option<&Custom>) -> String {
+    render_checked(subject, format, custom).0
+}
+
+/// [`render`], with why the model's own template was not used, if it failed.
+pub fn render_checked(
+    subject: &Subject,
+    format: Format,
+    custom: Option<&Custom>,
+) -> (String, Option<String>) {
+    let mut env = environment();
+    let mut data = data(subject);
+    let panels = panels(
+        &mut env,
+        format,
+        &Value::from(minijinja::value::Serde(&data)),
+    );
+    let with_panels = |data: &serde_json::Value, panels: &Value| {
+        Value::from_pairs(
+            data.as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), Value::from(minijinja::value::Serde(v))))
+                .chain([("panels".to_string(), panels.clone())]),
+        )
+    };
+    let mut failed = None;
+    if let Some(c) = custom {
+        let ctx = with_panels(&data, &panels);
+        match c
+            .text
+            .as_deref()
+            .map_err(String::clone)
+            .and_then(|t| render_custom(t, format, &ctx))
+        {
+            Ok(out) => return (out, None),
+            Err(message) => {
+                // Shown in inline code: a backtick in it would end the code early.
+                let shown = message.replace('`', "'");
+                data["template_error"] = json!({"origin": c.origin, "message": shown});
+                failed = Some(message);
+            }
+        }
+    }
+    let ctx = with_panels(&data, &panels);
+    let out = env
+        .add_template(format.name(), format.default_template())
+        .and_then(|()| env.get_template(format.name()))
         .and_then(|t| t.render(ctx))
-        .unwrap_or_else(|err| format!("report template error: {err}"))
+        .unwrap_or_else(|err| format!("report template error: {err}"));
+    (out, failed)
 }
 
-/// The Markdown report.
-pub fn markdown(e: &Evaluation) -> String {
-    render(
-        include_str!("report.md.j2"),
-        "report.md",
-        e,
-        "Evaluation report",
-    )
+/// The default Markdown report of an evaluation on its own.
+pub fn markdown(e: &slipway_crd::Evaluation) -> String {
+    render(&Subject::alone(e), Format::Markdown, None)
 }
 
-/// The standalone HTML report (inline CSS and SVG; no external assets).
-pub fn html(e: &Evaluation) -> String {
-    render(
-        include_str!("report.html.j2"),
-        "report.html",
-        e,
-        "Evaluation report",
-    )
+/// The default HTML report of an evaluation on its own.
+pub fn html(e: &slipway_crd::Evaluation) -> String {
+    render(&Subject::alone(e), Format::Html, None)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use slipway_crd::EvaluationStatus;
-    use slipway_crd::common::GateOp;
-    use slipway_crd::evaluation::{EvaluationPhase, GateResult, Sample, Verdict};
-
-    fn evaluation() -> Evaluation {
-        let mut e = Evaluation::new(
-            "m-8-eval",
-            slipway_crd::EvaluationSpec {
-                model: "pitch-frame-classifier".into(),
-                version: "8".into(),
-                suite: "pitch-frames".into(),
-                dataset: slipway_crd::common::DatasetRef {
-                    uri: "file://frames".into(),
-                    digest: Some("sha256:aa".into()),
-                },
-                ..Default::default()
-            },
-        );
-        e.status = Some(EvaluationStatus {
-            phase: EvaluationPhase::Succeeded,
-            verdict: Some(Verdict::Passed),
-            metrics: [
-                ("macro_f1".to_string(), 0.874),
-                ("p95_ms".to_string(), 31.5),
-            ]
-            .into(),
-            baseline_metrics: [
-                ("macro_f1".to_string(), 0.861),
-                ("p95_ms".to_string(), 30.9),
-            ]
-            .into(),
-            baseline_version: Some("7".into()),
-            gates: vec![GateResult {
-                metric: "macro_f1".into(),
-                op: GateOp::Ge,
-                value: -0.01,
-                relative_to: RelativeTo::Baseline,
-                actual: Some(0.874),
-                threshold: Some(0.851),
-                passed: true,
-                message: None,
-            }],
-            samples: vec![Sample {
-                input: "frames/<001>.jpg".into(),
-                expected: Some("set-piece".into()),
-                candidate: Some("set-piece".into()),
-                baseline: Some("open-play".into()),
-            }],
-            ..Default::default()
-        });
-        e
-    }
-
-    #[test]
-    fn the_chart_scales_each_metric_to_its_larger_value() {
-        let b = bars(&evaluation());
-        assert_eq!(b.len(), 2);
-        assert_eq!(b[0].metric, "macro_f1");
-        assert_eq!(b[0].candidate_width, BAR_AREA);
-        assert!(b[0].baseline_width < BAR_AREA && b[0].baseline_width > 400.0);
-        assert_eq!(b[0].delta, "+0.0130");
-    }
-
-    #[test]
-    fn the_markdown_report_compares_metrics_gates_and_samples() {
-        let md = markdown(&evaluation());
-        assert!(
-            md.contains("# pitch-frame-classifier 8 vs 7 — pitch-frames: Passed"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| macro_f1 | 0.874 | 0.861 | +0.0130 |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| macro_f1 | >= baseline -0.01 | 0.874 | 0.851 | ✅ |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| frames/<001>.jpg | set-piece | set-piece ✅ | open-play ❌ |"),
-            "{md}"
-        );
-    }
-
-    #[test]
-    fn the_html_report_is_standalone_escaped_and_has_an_svg_chart() {
-        let page = html(&evaluation());
-        assert!(page.starts_with("<!DOCTYPE html>"));
-        assert!(page.contains("<svg"), "no chart");
-        assert_eq!(page.matches("<rect class=\"candidate\"").count(), 2);
-        assert!(
-            page.contains("&lt;001&gt;.jpg") && !page.contains("<001>"),
-            "sample input not escaped"
-        );
-        assert!(
-            !page.contains("http://") && !page.contains("https://"),
-            "external asset"
-        );
-    }
-}
+#[path = "tests.rs"]
+mod tests;

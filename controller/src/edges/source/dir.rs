@@ -181,6 +181,60 @@ pub fn verify(root: &Path, field: &str, uri: &str, digest: Option<&str>) -> Resu
     }
 }
 
+/// The text of file `rel` of the registry folder `root`: refused when the path leaves the folder
+/// (`..`, an absolute path, a symbolic link that points out of it), is or passes through a
+/// hidden file or folder (`.git`, a `.slipway` state folder, where credentials and logs are),
+/// is not a file, or is larger than `max` bytes.
+pub fn read_within(root: &Path, rel: &str, max: u64) -> Result<String, String> {
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", root.display()))?;
+    let outside = || format!("{rel} lies outside the registry's folder; name a file in it");
+    let hidden = || {
+        format!(
+            "{rel} is, or is in, a hidden file or folder; Slipway does not read those for reports"
+        )
+    };
+    let is_hidden = |p: &Path| {
+        p.strip_prefix(&root).map_or(true, |p| {
+            p.components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+        })
+    };
+    let full = crate::decide::files::join(&root.to_string_lossy(), rel).ok_or_else(outside)?;
+    if !Path::new(&full).starts_with(&root) {
+        return Err(outside());
+    }
+    if is_hidden(Path::new(&full)) {
+        return Err(hidden());
+    }
+    let real = Path::new(&full)
+        .canonicalize()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("{rel} does not exist in the registry's folder")
+            }
+            _ => format!("cannot read {rel}: {e}"),
+        })?;
+    if !real.starts_with(&root) {
+        return Err(outside());
+    }
+    if is_hidden(&real) {
+        return Err(hidden());
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot read {rel}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{rel} is not a file"));
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "{rel} is larger than {} KiB; Slipway does not read it",
+            max >> 10
+        ));
+    }
+    std::fs::read_to_string(&real).map_err(|e| format!("cannot read {rel}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +275,47 @@ mod tests {
         let files = read_settled(dir.path(), Duration::from_millis(400), &|_| true).unwrap();
         writer.join().unwrap();
         assert_eq!(files[0].content, b"", "read once, before the write");
+    }
+
+    /// A file of the folder is read; `..`, absolute paths, links out of it, folders and big
+    /// files are not.
+    #[test]
+    fn a_template_is_read_only_from_within_the_folder() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "token").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("registry");
+        std::fs::create_dir_all(root.join("reports")).unwrap();
+        std::fs::write(root.join("reports/team.md.j2"), "# {{ model }}").unwrap();
+        std::fs::write(root.join("big.j2"), "x".repeat(2048)).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("link.j2")).unwrap();
+        std::os::unix::fs::symlink("reports/team.md.j2", root.join("inside.j2")).unwrap();
+        assert_eq!(
+            read_within(&root, "reports/team.md.j2", 1024).unwrap(),
+            "# {{ model }}"
+        );
+        assert_eq!(
+            read_within(&root, "inside.j2", 1024).unwrap(),
+            "# {{ model }}"
+        );
+        let refused = |rel: &str| read_within(&root, rel, 1024).unwrap_err();
+        assert_eq!(
+            refused("link.j2"),
+            "link.j2 lies outside the registry's folder; name a file in it"
+        );
+        assert!(refused("../../etc/passwd").contains("outside the registry's folder"));
+        assert!(refused("/etc/passwd").contains("outside the registry's folder"));
+        assert_eq!(refused("reports"), "reports is not a file");
+        assert_eq!(
+            refused("nope.j2"),
+            "nope.j2 does not exist in the registry's folder"
+        );
+        assert!(refused("big.j2").starts_with("big.j2 is larger than 1 KiB"));
+        // Hidden files and folders (`.git`, a state folder) are not read, not even by a link.
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::write(root.join(".git/config"), "extraheader = token").unwrap();
+        std::os::unix::fs::symlink(".git/config", root.join("config.j2")).unwrap();
+        assert!(refused(".git/config").contains("hidden file or folder"));
+        assert!(refused("config.j2").contains("hidden file or folder"));
     }
 }

@@ -5,12 +5,13 @@
 
 use crate::decide::evaluation::{self, job, lifecycle, results::RunResults, step};
 use crate::decide::events::Event as Happened;
+use crate::decide::report::Format;
 use crate::decide::tasks::Task;
 use crate::edges::runners::local;
 use crate::edges::source::dir;
 use crate::edges::store::{EvaluationRecord, StoreError, Write};
+use slipway_crd::EvaluationStatus;
 use slipway_crd::evaluation::{EvaluationPhase, Sample};
-use slipway_crd::{Evaluation, EvaluationStatus};
 use std::collections::BTreeMap;
 
 use super::*;
@@ -492,32 +493,11 @@ impl Reconciler<'_> {
         reused: bool,
         out: &mut PassReport,
     ) -> Result<(), Error> {
-        let object = Evaluation {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                name: Some(task.name.clone()),
-                namespace: Some(task.namespace.clone()),
-                ..Default::default()
-            },
-            spec: task.spec(),
-            status: Some(status.clone()),
-        };
-        let report_dir = self.state_dir.join("reports").join(&task.namespace);
-        std::fs::create_dir_all(&report_dir).map_err(|source| Error::Report {
-            path: report_dir.display().to_string(),
-            source,
-        })?;
-        let md = report_dir.join(format!("{}.md", task.name));
-        let html = report_dir.join(format!("{}.html", task.name));
-        for (path, body) in [
-            (&md, crate::decide::report::markdown(&object)),
-            (&html, crate::decide::report::html(&object)),
-        ] {
-            std::fs::write(path, body).map_err(|source| Error::Report {
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
+        // Written at the end of the pass (`write_reports`), with the results it ends with.
+        let html = self.report_path(&task.namespace, &task.name, Format::Html);
         status.report = Some(html.display().to_string());
+        out.reports
+            .push((task.namespace.clone(), task.name.clone()));
         let Some(done) = step::completion(&self.input(task, a, None), &status) else {
             return Ok(());
         };

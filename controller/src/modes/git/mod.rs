@@ -11,6 +11,7 @@ pub mod external;
 pub mod http;
 pub mod passes;
 mod promote;
+mod reports;
 pub mod retry;
 mod sagemaker;
 mod statuses;
@@ -95,6 +96,10 @@ pub struct PassReport {
     /// The soonest time a held move becomes allowed by itself (a soak that ends): the next
     /// pass is then, if that is sooner than the interval.
     pub opens_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Evaluations that finished in this pass, as (namespace, name): their reports are written
+    /// once the pass has read its last results (each report shows the others' history).
+    #[serde(skip)]
+    pub reports: Vec<(String, String)>,
 }
 
 impl PassReport {
@@ -274,6 +279,8 @@ impl Reconciler<'_> {
                 // Nothing finished or moved after these results were read (what runs in the
                 // background reports in a later pass): they are the pass's last word.
                 self.version_statuses(catalog, &touched, &results)?;
+                self.write_reports(catalog, &results, &out.reports)?;
+                self.rewrite_reports(catalog, &results)?;
                 break;
             }
         }

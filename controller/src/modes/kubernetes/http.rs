@@ -85,7 +85,8 @@ impl Home for ClusterHome {
         token: Option<String>,
     ) -> Result<String, (u16, String)> {
         may_read(&self.client, &ns, &name, token).await?;
-        super::results::report(&self.client, &ns, &name, &format).await
+        let cache = self.cache.get().map(|c| &**c);
+        super::results::report(&self.client, cache, &ns, &name, &format).await
     }
 }
 

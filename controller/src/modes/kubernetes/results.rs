@@ -9,30 +9,98 @@ use slipway_crd::evaluation::{EvaluationPhase, Verdict};
 use super::context::apply_status;
 use crate::decide::evaluation::results;
 use crate::decide::evaluation::{lifecycle, step};
+use crate::decide::report::{self, Format};
 
 use super::evaluations::token_secret;
 
-/// The comparison report of an evaluation, rendered from its status (`format` is `html` or
-/// `md`); the error is (HTTP status, message).
+/// The comparison report of an evaluation, rendered from its status when asked for (`format`
+/// is `html` or `md`), with its model's history from the watches' view of the namespace
+/// (`cache`, once they run) and the model's templates from their ConfigMap; the error is
+/// (HTTP status, message).
 pub async fn report(
     client: &kube::Client,
+    cache: Option<&super::cache::Cache>,
     ns: &str,
     name: &str,
     format: &str,
 ) -> Result<String, (u16, String)> {
+    let format = match format {
+        "html" => Format::Html,
+        "md" => Format::Markdown,
+        other => {
+            return Err((
+                404,
+                format!("no report format {other:?}: ask for {name}.html or {name}.md"),
+            ));
+        }
+    };
     let api: Api<Evaluation> = Api::namespaced(client.clone(), ns);
     let e = api
         .get_opt(name)
         .await
         .map_err(|e| (500, format!("cannot read the cluster: {e}")))?
         .ok_or((404, format!("no evaluation {ns}/{name}")))?;
-    match format {
-        "html" => Ok(crate::decide::report::html(&e)),
-        "md" => Ok(crate::decide::report::markdown(&e)),
-        other => Err((
-            404,
-            format!("no report format {other:?}: ask for {name}.html or {name}.md"),
+    let subject = match cache {
+        Some(c) => {
+            let view = c.view(ns);
+            report::Subject::of(&view.catalog, &view.results, &e)
+        }
+        None => report::Subject::alone(&e),
+    };
+    let custom = match subject
+        .model
+        .as_ref()
+        .and_then(|m| report::template_of(m, format))
+    {
+        Some(t) => Some(template(client, ns, &t).await),
+        None => None,
+    };
+    // A team's template may work for a while: off the runtime that answers admission.
+    tokio::task::spawn_blocking(move || report::render(&subject, format, custom.as_ref()))
+        .await
+        .map_err(|e| (500, format!("rendering the report failed: {e}")))
+}
+
+/// A model's report template: a key of a ConfigMap of its namespace that is labelled as one
+/// (so that a model cannot show another ConfigMap through its report).
+async fn template(client: &kube::Client, ns: &str, t: &report::TemplateRef) -> report::Custom {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use slipway_crd::registered_model::REPORT_TEMPLATE_LABEL as LABEL;
+    let text = match &t.config_map {
+        None => Err(format!(
+            "in a cluster a report template is a key of a ConfigMap: set `spec.report.configMap` (a ConfigMap labelled {LABEL}: \"true\")"
         )),
+        Some(cm) => match Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get_opt(cm)
+            .await
+        {
+            Err(e) => Err(format!("cannot read ConfigMap {ns}/{cm}: {e}")),
+            Ok(None) => Err(format!("ConfigMap {ns}/{cm} does not exist")),
+            Ok(Some(c)) => {
+                let labelled = c
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL))
+                    .is_some_and(|v| v == "true");
+                let text = c.data.as_ref().and_then(|d| d.get(&t.name));
+                match text {
+                    _ if !labelled => Err(format!(
+                        "ConfigMap {ns}/{cm} is not labelled {LABEL}: \"true\"; label it to use it for reports"
+                    )),
+                    None => Err(format!("ConfigMap {ns}/{cm} has no key {}", t.name)),
+                    Some(s) if s.len() as u64 > report::MAX_TEMPLATE => Err(format!(
+                        "the template is larger than {} KiB",
+                        report::MAX_TEMPLATE >> 10
+                    )),
+                    Some(s) => Ok(s.clone()),
+                }
+            }
+        },
+    };
+    report::Custom {
+        origin: t.origin(),
+        text,
     }
 }
 

@@ -4,15 +4,14 @@ use slipway_crd::common::{BaselineRef, RunnerSpec, SecretRef};
 use slipway_crd::model_deployment::{SageMakerMode, SageMakerTarget, Strategy, StrategyType};
 use slipway_crd::promotion_policy::ApprovalRequirement;
 use slipway_crd::registered_model::Notification;
-use slipway_crd::{
-    Approval, Evaluation, Kind, ModelDeployment, ModelVersion, PromotionPolicy, RegisteredModel,
-};
+use slipway_crd::{Approval, Evaluation, Kind, ModelDeployment, PromotionPolicy, RegisteredModel};
 
 use super::{Object, Resource};
 use crate::diagnostics::{Category, Diagnostic, FieldPath};
 use crate::duration;
 
 mod references;
+mod version;
 pub use references::references;
 
 struct Checker<'a> {
@@ -170,6 +169,12 @@ impl Checker<'_> {
                 );
             }
         }
+        if let Some(r) = &m.spec.report {
+            let empty = |n: &Option<String>| n.as_ref().is_some_and(|n| n.trim().is_empty());
+            if (r.markdown.is_none() && r.html.is_none()) || empty(&r.markdown) || empty(&r.html) {
+                self.invalid("spec.report", "name a template: `markdown`, `html` or both");
+            }
+        }
         if let Some(p) = &m.spec.primary_metric {
             if !m.spec.evaluations.iter().any(|s| s.name == p.suite) {
                 let known: Vec<&str> = m.spec.evaluations.iter().map(|s| s.name.as_str()).collect();
@@ -227,26 +232,6 @@ impl Checker<'_> {
                     format!("template does not parse: {e}"),
                 );
             }
-        }
-    }
-
-    /// Checks a version's label, artifact URI and digest.
-    fn model_version(&mut self, v: &ModelVersion) {
-        if v.spec.version.trim().is_empty() {
-            self.invalid("spec.version", "version label is empty");
-        }
-        if v.spec.artifact.uri.trim().is_empty() {
-            self.invalid("spec.artifact.uri", "artifact URI is empty");
-        }
-        let d = &v.spec.artifact.digest;
-        let ok = d.split_once(':').is_some_and(|(algo, hex)| {
-            !algo.is_empty() && !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit())
-        });
-        if !ok {
-            self.invalid(
-                "spec.artifact.digest",
-                format!("`{d}` is not a digest; write `sha256:<hex>`"),
-            );
         }
     }
 
