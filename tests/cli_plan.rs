@@ -966,18 +966,16 @@ fn a_promotion_shows_the_signature_difference_and_a_breaking_one_is_denied() {
 
     // Version 9: `frame` becomes float32, `probabilities` goes.
     let versions = pr.file("versions.yaml");
-    let nine = versions
-        .split("---\n")
-        .nth(1)
-        .unwrap()
-        .replace("pitch-frame-classifier-8", "pitch-frame-classifier-9")
-        .replace("version: \"8\"", "version: \"9\"")
-        .replace("/8/model.onnx", "/9/model.onnx")
-        .replace("{name: frame, type: uint8", "{name: frame, type: float32")
-        .replace(
-            "      - {name: probabilities, type: float32, shape: [-1, 5]}\n",
-            "",
-        );
+    let nine = support::registry::example_nine(
+        &versions,
+        &[
+            ("{name: frame, type: uint8", "{name: frame, type: float32"),
+            (
+                "      - {name: probabilities, type: float32, shape: [-1, 5]}\n",
+                "",
+            ),
+        ],
+    );
     let main = pr.main;
     let with_nine = pr.change(main, "versions.yaml", &format!("{versions}---\n{nine}"));
     let aliases = pr

@@ -421,14 +421,10 @@ fn promotions_are_decided_at_admission_with_the_requesters_identity() {
 
     // A version 9 whose signature retypes production's input: admission names what breaks.
     let versions = std::fs::read_to_string(examples.join("versions.yaml")).unwrap();
-    let nine = versions
-        .split("---\n")
-        .nth(1)
-        .unwrap()
-        .replace("pitch-frame-classifier-8", "pitch-frame-classifier-9")
-        .replace("version: \"8\"", "version: \"9\"")
-        .replace("/8/model.onnx", "/9/model.onnx")
-        .replace("{name: frame, type: uint8", "{name: frame, type: float32");
+    let nine = support::registry::example_nine(
+        &versions,
+        &[("{name: frame, type: uint8", "{name: frame, type: float32")],
+    );
     let run = api.kubectl_stdin(&["apply", "-f", "-"], "admin", &nine);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let denied = api.kubectl_stdin(

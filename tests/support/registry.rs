@@ -19,3 +19,20 @@ pub fn production(model: &str, version: &str) -> String {
         "---\napiVersion: slipway.dev/v1alpha1\nkind: ModelAlias\nmetadata: {{name: {model}-production}}\nspec: {{model: {model}, alias: production, version: \"{version}\"}}\n"
     )
 }
+
+/// Version 9 of the football-frames example: version 8's document of `versions` (the example's
+/// `versions.yaml`) under label 9 with its own artifact, and `edits` (from, to) made to it.
+pub fn example_nine(versions: &str, edits: &[(&str, &str)]) -> String {
+    let mut nine = versions
+        .split("---\n")
+        .nth(1)
+        .unwrap()
+        .replace("pitch-frame-classifier-8", "pitch-frame-classifier-9")
+        .replace("version: \"8\"", "version: \"9\"")
+        .replace("/8/model.onnx", "/9/model.onnx");
+    for (from, to) in edits {
+        assert!(nine.contains(from), "{from} not in version 8");
+        nine = nine.replace(from, to);
+    }
+    nine
+}

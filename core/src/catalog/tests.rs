@@ -219,6 +219,23 @@ fn invariants_are_checked() {
 }
 
 #[test]
+fn a_report_names_a_template_and_a_configmap_by_its_name() {
+    let model = |report: &str| {
+        format!("{HEAD}kind: RegisteredModel\nmetadata: {{name: m}}\nspec:\n  report: {report}\n")
+    };
+    let d = only(&model("{configMap: Team_Report, markdown: md}"));
+    assert_eq!(d.field.as_str(), "spec.report.configMap");
+    assert!(
+        d.message.contains("`Team_Report` is not a ConfigMap name"),
+        "{}",
+        d.message
+    );
+    let d = only(&model("{configMap: team-report}"));
+    assert_eq!(d.field.as_str(), "spec.report");
+    assert!(diagnostics(&model("{markdown: reports/team.md.j2}")).is_empty());
+}
+
+#[test]
 fn every_error_of_a_run_is_reported() {
     let yaml = format!(
         "{HEAD}kind: Group\nmetadata: {{name: a}}\nspec: {{members: [], x: 1}}\n---\n{HEAD}kind: Grup\nmetadata: {{name: b}}\n---\n{HEAD}kind: Group\nmetadata: {{name: c}}\nspec: {{y: 2, members: []}}\n"

@@ -174,6 +174,12 @@ impl Checker<'_> {
             if (r.markdown.is_none() && r.html.is_none()) || empty(&r.markdown) || empty(&r.html) {
                 self.invalid("spec.report", "name a template: `markdown`, `html` or both");
             }
+            if let Some(cm) = r.config_map.as_deref().filter(|c| !is_dns_subdomain(c)) {
+                self.invalid(
+                    "spec.report.configMap",
+                    format!("`{cm}` is not a ConfigMap name; use lower-case letters, digits, `-` and `.`"),
+                );
+            }
         }
         if let Some(p) = &m.spec.primary_metric {
             if !m.spec.evaluations.iter().any(|s| s.name == p.suite) {
